@@ -1,0 +1,127 @@
+/* out.c - msgpack writer with sticky errors and atomic file replacement. */
+#define _POSIX_C_SOURCE 200809L
+#include "sks_out.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+void sks_out_init(sks_out *o) {
+    msgpack_sbuffer_init(&o->buf);
+    msgpack_packer_init(&o->pk, &o->buf, msgpack_sbuffer_write);
+    o->err = 0;
+}
+
+void sks_out_free(sks_out *o) { msgpack_sbuffer_destroy(&o->buf); }
+int sks_out_error(const sks_out *o) { return o->err; }
+
+#define SKS__PK(call)                                                                                  \
+    do {                                                                                               \
+        if (!o->err && (call) != 0) o->err = SKS_ENOMEM;                                               \
+    } while (0)
+
+void sks_out_map(sks_out *o, size_t n) { SKS__PK(msgpack_pack_map(&o->pk, n)); }
+void sks_out_array(sks_out *o, size_t n) { SKS__PK(msgpack_pack_array(&o->pk, n)); }
+void sks_out_str(sks_out *o, const char *s) {
+    size_t n = strlen(s);
+    SKS__PK(msgpack_pack_str(&o->pk, n));
+    SKS__PK(msgpack_pack_str_body(&o->pk, s, n));
+}
+void sks_out_int(sks_out *o, int64_t v) { SKS__PK(msgpack_pack_int64(&o->pk, v)); }
+void sks_out_f64(sks_out *o, double v) { SKS__PK(msgpack_pack_double(&o->pk, v)); }
+void sks_out_bool(sks_out *o, int v) { SKS__PK(v ? msgpack_pack_true(&o->pk) : msgpack_pack_false(&o->pk)); }
+void sks_out_nil(sks_out *o) { SKS__PK(msgpack_pack_nil(&o->pk)); }
+void sks_out_kstr(sks_out *o, const char *k, const char *v) { sks_out_str(o, k); sks_out_str(o, v); }
+void sks_out_kint(sks_out *o, const char *k, int64_t v) { sks_out_str(o, k); sks_out_int(o, v); }
+void sks_out_kf64(sks_out *o, const char *k, double v) { sks_out_str(o, k); sks_out_f64(o, v); }
+void sks_out_kbool(sks_out *o, const char *k, int v) { sks_out_str(o, k); sks_out_bool(o, v); }
+
+static void sks__out_typed(sks_out *o, const char *dt, const void *data, size_t elsize, int ndim,
+                           const int64_t *shape) {
+    size_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= (size_t)shape[i];
+    sks_out_map(o, 3);
+    sks_out_kstr(o, "dtype", dt);
+    sks_out_str(o, "shape");
+    sks_out_array(o, (size_t)ndim);
+    for (int i = 0; i < ndim; i++) sks_out_int(o, shape[i]);
+    sks_out_str(o, "data");
+    /* x86-64 and aarch64 are little-endian: the bytes go out as they are. */
+    SKS__PK(msgpack_pack_bin(&o->pk, n * elsize));
+    if (n) SKS__PK(msgpack_pack_bin_body(&o->pk, data, n * elsize));
+}
+
+void sks_out_f32_array(sks_out *o, const float *d, int nd, const int64_t *s) { sks__out_typed(o, "f32", d, 4, nd, s); }
+void sks_out_f64_array(sks_out *o, const double *d, int nd, const int64_t *s) { sks__out_typed(o, "f64", d, 8, nd, s); }
+void sks_out_i32_array(sks_out *o, const int32_t *d, int nd, const int64_t *s) { sks__out_typed(o, "i32", d, 4, nd, s); }
+
+void sks_out_model(sks_out *o, const sks_model *m) {
+    const sks_arch *a = sks_model_arch(m);
+    sks_out_map(o, 16);
+    sks_out_kstr(o, "path", sks_model_path(m));
+    sks_out_kstr(o, "format", sks_format_name(sks_model_format(m)));
+    sks_out_kstr(o, "family", a->family);
+    sks_out_kint(o, "n_layers", a->n_layers);
+    sks_out_kint(o, "d_model", a->d_model);
+    sks_out_kint(o, "d_ffn", a->d_ffn);
+    sks_out_kint(o, "n_heads", a->n_heads);
+    sks_out_kint(o, "n_kv_heads", a->n_kv_heads);
+    sks_out_kint(o, "head_dim", a->head_dim);
+    sks_out_kint(o, "vocab_size", a->vocab_size);
+    sks_out_kint(o, "n_params", (int64_t)sks_model_n_params(m));
+    sks_out_kf64(o, "rope_theta", a->rope_theta);
+    sks_out_kf64(o, "norm_eps", a->norm_eps);
+    sks_out_kbool(o, "tied_embeddings", a->tied_embeddings);
+    sks_out_kbool(o, "rope_interleaved", a->rope_interleaved);
+    sks_out_kbool(o, "has_qkv_bias", a->has_qkv_bias);
+}
+
+int sks_write_file_atomic(const char *path, const void *data, size_t n) {
+    size_t pl = strlen(path) + 32;
+    char *tmp = malloc(pl);
+    if (!tmp) return sks_fail(SKS_ENOMEM, "%s: out of memory", path);
+    snprintf(tmp, pl, "%s.tmp.%ld", path, (long)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        int e = errno;
+        free(tmp);
+        return sks_fail(SKS_EIO, "%s: cannot create: %s", path, strerror(e));
+    }
+    const char *p = data;
+    size_t left = n;
+    while (left > 0) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            int e = errno;
+            close(fd);
+            unlink(tmp);
+            free(tmp);
+            return sks_fail(SKS_EIO, "%s: write failed: %s", path, strerror(e));
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    if (fsync(fd) != 0 || close(fd) != 0) {
+        int e = errno;
+        unlink(tmp);
+        free(tmp);
+        return sks_fail(SKS_EIO, "%s: sync failed: %s", path, strerror(e));
+    }
+    if (rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        free(tmp);
+        return sks_fail(SKS_EIO, "%s: rename failed: %s", path, strerror(e));
+    }
+    free(tmp);
+    return 0;
+}
+
+int sks_out_write_file(sks_out *o, const char *path) {
+    if (o->err) return sks_fail(o->err, "%s: msgpack encoding failed", path);
+    return sks_write_file_atomic(path, o->buf.data, o->buf.size);
+}

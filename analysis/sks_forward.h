@@ -1,0 +1,77 @@
+/* sks_forward.h - instrumented f32 forward pass over the model view.
+ *
+ * Residual rule (pre-norm): h_{b+1} = h_b + F_b(RMSNorm(h_b) * gamma_b),
+ * RMSNorm(x) = x / sqrt(mean(x^2) + eps), block b: 0 = embeddings, 2l+1 = after the
+ * attention of layer l, 2l+2 = after its FFN. Attention: A[i,j] = softmax_j(q_i.k_j /
+ * sqrt(dh)), causal, RoPE at the real positions in the model's pair order, head h reads
+ * KV head h / (H / Hkv). FFN: W_down (SiLU(W_gate x) * (W_up x)).
+ *
+ * Prompt processing is batched over tokens: every projection is one GEMM (OpenBLAS)
+ * over the T tokens, with weights converted to f32 a block of rows at a time (never a
+ * whole bf16/quantized matrix at once; f32 weights are used in place). Reductions
+ * (RMS, softmax sums) accumulate in f64.
+ *
+ * Hooks see intermediate tensors as they are produced; the library stores nothing
+ * beyond its workspaces. Every pointer handed to a hook is valid only during the call.
+ * A hook returns 0 to continue or a negative code to abort the pass (returned as is).
+ */
+#ifndef SKS_FORWARD_H
+#define SKS_FORWARD_H
+
+#include "../loaders/sks_model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct sks_fwd_hooks {
+    void *ud;
+    /* After block b (0 .. 2L): the residual stream h, (T, d) row-major. */
+    int (*on_residual)(void *ud, int block, const float *h, int T, int d);
+    /* Layer l attention input after RMSNorm and gamma_attn, (T, d). */
+    int (*on_attn_in)(void *ud, int layer, const float *x, int T, int d);
+    /* Layer l queries and keys, (T, H*dh) and (T, Hkv*dh): pre-RoPE (after bias and
+     * Qwen3 q/k norm) and post-RoPE. */
+    int (*on_qk)(void *ud, int layer, const float *q_pre, const float *k_pre,
+                 const float *q_post, const float *k_post, int T, int H, int Hkv, int dh);
+    /* Layer l head h attention probabilities, (T, T) row-major, A[i, j] = 0 for j > i.
+     * Called only when the hooks ask for it (want_attn_probs), since it costs T^2 H. */
+    int (*on_attn_probs)(void *ud, int layer, int head, const float *A, int T);
+    /* Layer l FFN input after RMSNorm and gamma_ffn, (T, d). */
+    int (*on_ffn_in)(void *ud, int layer, const float *x, int T, int d);
+    /* Layer l FFN output (before the residual add), (T, d). */
+    int (*on_ffn_out)(void *ud, int layer, const float *y, int T, int d);
+    int want_attn_probs;
+} sks_fwd_hooks;
+
+typedef enum {
+    SKS_FWD_CAUSAL = 0,      /* one sequence of T tokens at positions 0..T-1 */
+    SKS_FWD_INDEPENDENT = 1  /* T independent one-token sequences, each at position 0
+                                (vocabulary sweep): attention output is W_O W_V x */
+} sks_fwd_mode;
+
+typedef struct sks_forward sks_forward;
+
+/* Workspaces for up to max_T tokens. */
+int sks_forward_new(const sks_model *m, int max_T, sks_forward **out);
+void sks_forward_free(sks_forward *f);
+
+/* Run T tokens. hooks may be NULL. logits, if not NULL, receives (T, V) (or (1, V)
+ * for the last position only when last_only is set). */
+int sks_forward_run(sks_forward *f, const int32_t *tokens, int T, sks_fwd_mode mode,
+                    const sks_fwd_hooks *hooks, float *logits, int last_only);
+
+/* Greedy generation with a KV cache: feeds prompt (n_prompt >= 1 tokens), then
+ * appends up to n_gen argmax tokens to out_ids (stops early at eos if stop_at_eos).
+ * Returns the number generated in *n_out. */
+int sks_forward_generate(sks_forward *f, const int32_t *prompt, int n_prompt, int n_gen,
+                         int stop_at_eos, int32_t *out_ids, int *n_out);
+
+/* Helper: convert rows of W (out, in) block by block and compute Y = X W^T for
+ * X (T, in), Y (T, out); ws must hold ws_floats floats (see sks_forward). */
+int sks_matmul_wt(const sks_tensor *W, const float *X, int T, float *Y, float *ws, size_t ws_floats);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

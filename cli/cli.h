@@ -1,0 +1,44 @@
+/* cli.h - the sinkscope command: subcommands and shared option helpers.
+ * The CLI only parses options, draws progress and writes files; every analysis is a
+ * library function. Each subcommand lives in cli/cmd_<name>.c and defines
+ * int sks_cmd_<name>(int argc, char **argv) (argv[0] is the subcommand name).
+ */
+#ifndef SKS_CLI_H
+#define SKS_CLI_H
+
+#include "../loaders/sks_model.h"
+
+#include <stdio.h>
+
+typedef int (*sks_cmd_fn)(int argc, char **argv);
+
+int sks_cmd_inspect(int argc, char **argv);
+int sks_cmd_run(int argc, char **argv);
+int sks_cmd_trace(int argc, char **argv);
+int sks_cmd_synth(int argc, char **argv);
+int sks_cmd_demo(int argc, char **argv);
+int sks_cmd_spikes(int argc, char **argv);
+int sks_cmd_vocab_sweep(int argc, char **argv);
+int sks_cmd_sinks(int argc, char **argv);
+int sks_cmd_analyze(int argc, char **argv);
+
+/* Print "sinkscope <cmd>: <last error>" to stderr and return exit code 1 (for rc < 0). */
+int sks_cli_fail(const char *cmd, int rc);
+/* Open a model, printing a one-line error on failure. */
+int sks_cli_open_model(const char *cmd, const char *path, sks_model **m);
+/* Parse "1,2,3" into a malloc'd int32 array. */
+int sks_cli_parse_ids(const char *s, int32_t **ids, int *n);
+/* Parse "0-3,5,7-8" into a malloc'd sorted unique int list, each in [0, max). */
+int sks_cli_parse_ranges(const char *s, int max, int **out, int *n);
+/* Parse a number with checking; returns 0 or SKS_EARG with a message naming opt. */
+int sks_cli_parse_int(const char *opt, const char *s, long lo, long hi, long *out);
+int sks_cli_parse_double(const char *opt, const char *s, double *out);
+/* Install a progress hook that draws "stage [####    ] 12/40 eta 3s" on stderr when
+ * stderr is a terminal, and plain lines every few seconds otherwise. quiet disables. */
+void sks_cli_progress_install(int quiet);
+
+/* MPI (cli/mpi.c): rank/size, 0/1 without MPI. */
+int sks_cli_mpi_rank(void);
+int sks_cli_mpi_size(void);
+
+#endif

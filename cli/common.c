@@ -1,0 +1,167 @@
+/* common.c - option parsing, error printing and progress drawing shared by commands. */
+#define _POSIX_C_SOURCE 200809L
+#include "cli.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+int sks_cli_fail(const char *cmd, int rc) {
+    const char *msg = sks_last_error();
+    fprintf(stderr, "sinkscope %s: %s\n", cmd, (msg && *msg) ? msg : sks_strerror(rc));
+    return 1;
+}
+
+int sks_cli_open_model(const char *cmd, const char *path, sks_model **m) {
+    int rc = sks_model_open(path, m);
+    if (rc) sks_cli_fail(cmd, rc);
+    return rc;
+}
+
+int sks_cli_parse_int(const char *opt, const char *s, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s ? s : "", &end, 10);
+    if (!s || !*s || *end || errno) return sks_fail(SKS_EARG, "%s: '%s' is not an integer", opt, s ? s : "");
+    if (v < lo || v > hi) return sks_fail(SKS_EARG, "%s: %ld is outside [%ld, %ld]", opt, v, lo, hi);
+    *out = v;
+    return 0;
+}
+
+int sks_cli_parse_double(const char *opt, const char *s, double *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s ? s : "", &end);
+    if (!s || !*s || *end || errno) return sks_fail(SKS_EARG, "%s: '%s' is not a number", opt, s ? s : "");
+    *out = v;
+    return 0;
+}
+
+int sks_cli_parse_ids(const char *s, int32_t **ids, int *n) {
+    *ids = NULL;
+    *n = 0;
+    size_t cap = 16, k = 0;
+    int32_t *v = malloc(cap * sizeof *v);
+    if (!v) return sks_fail(SKS_ENOMEM, "out of memory");
+    const char *p = s;
+    while (*p) {
+        char *end;
+        errno = 0;
+        long x = strtol(p, &end, 10);
+        if (end == p || errno || x < 0 || x > INT32_MAX) {
+            free(v);
+            return sks_fail(SKS_EARG, "--tokens: bad token id near '%s'", p);
+        }
+        if (k == cap) {
+            int32_t *nv = realloc(v, (cap *= 2) * sizeof *v);
+            if (!nv) {
+                free(v);
+                return sks_fail(SKS_ENOMEM, "out of memory");
+            }
+            v = nv;
+        }
+        v[k++] = (int32_t)x;
+        p = end;
+        while (*p == ',' || *p == ' ') p++;
+    }
+    if (k == 0) {
+        free(v);
+        return sks_fail(SKS_EARG, "--tokens: empty list");
+    }
+    *ids = v;
+    *n = (int)k;
+    return 0;
+}
+
+int sks_cli_parse_ranges(const char *s, int max, int **out, int *n) {
+    *out = NULL;
+    *n = 0;
+    if (max <= 0) return sks_fail(SKS_EARG, "empty range");
+    char *mark = calloc((size_t)max, 1);
+    if (!mark) return sks_fail(SKS_ENOMEM, "out of memory");
+    const char *p = s;
+    while (*p) {
+        char *end;
+        long a = strtol(p, &end, 10), b;
+        if (end == p) goto bad;
+        p = end;
+        if (*p == '-') {
+            p++;
+            b = strtol(p, &end, 10);
+            if (end == p) goto bad;
+            p = end;
+        } else {
+            b = a;
+        }
+        if (a < 0 || b < a || b >= max) {
+            free(mark);
+            return sks_fail(SKS_EARG, "range %ld-%ld outside [0, %d)", a, b, max);
+        }
+        for (long i = a; i <= b; i++) mark[i] = 1;
+        if (*p == ',') p++;
+        else if (*p) goto bad;
+    }
+    int cnt = 0;
+    for (int i = 0; i < max; i++) cnt += mark[i];
+    int *v = malloc((size_t)(cnt ? cnt : 1) * sizeof *v);
+    if (!v) {
+        free(mark);
+        return sks_fail(SKS_ENOMEM, "out of memory");
+    }
+    cnt = 0;
+    for (int i = 0; i < max; i++)
+        if (mark[i]) v[cnt++] = i;
+    free(mark);
+    *out = v;
+    *n = cnt;
+    return 0;
+bad:
+    free(mark);
+    return sks_fail(SKS_EARG, "bad range list '%s' (want e.g. 0-3,5)", s);
+}
+
+typedef struct {
+    int tty;
+    double t0, last;
+    char stage[64];
+} sks__progress_state;
+
+static sks__progress_state sks__ps;
+
+static void sks__draw(const char *stage, int64_t done, int64_t total, void *ud) {
+    (void)ud;
+    double now = sks_now();
+    if (strncmp(sks__ps.stage, stage, sizeof sks__ps.stage - 1) != 0) {
+        snprintf(sks__ps.stage, sizeof sks__ps.stage, "%s", stage);
+        sks__ps.t0 = now;
+        sks__ps.last = 0;
+    }
+    int finished = total > 0 && done >= total;
+    if (!finished && now - sks__ps.last < (sks__ps.tty ? 0.1 : 5.0)) return;
+    sks__ps.last = now;
+    double el = now - sks__ps.t0;
+    double eta = (done > 0 && total > done) ? el * (double)(total - done) / (double)done : 0;
+    if (sks__ps.tty) {
+        int w = 24, fill = total > 0 ? (int)((double)w * (double)done / (double)total) : 0;
+        char bar[32];
+        for (int i = 0; i < w; i++) bar[i] = i < fill ? '#' : ' ';
+        bar[w] = 0;
+        fprintf(stderr, "\r%-18s [%s] %lld/%lld  %.1fs eta %.0fs ", stage, bar, (long long)done, (long long)total,
+                el, eta);
+        if (finished) fputc('\n', stderr);
+    } else {
+        fprintf(stderr, "%s: %lld/%lld (%.1fs elapsed%s", stage, (long long)done, (long long)total, el,
+                finished ? ")\n" : "");
+        if (!finished) fprintf(stderr, ", eta %.0fs)\n", eta);
+    }
+}
+
+void sks_cli_progress_install(int quiet) {
+    if (quiet) {
+        sks_progress_set(NULL, NULL);
+        return;
+    }
+    sks__ps.tty = isatty(2);
+    sks_progress_set(sks__draw, NULL);
+}

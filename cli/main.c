@@ -1,0 +1,61 @@
+/* main.c - `sinkscope` entry point: dispatch to subcommands. */
+#include "cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#ifndef SKS_VERSION
+#define SKS_VERSION "dev"
+#endif
+
+typedef struct {
+    const char *name;
+    sks_cmd_fn fn;
+    const char *summary;
+} sks__cmd;
+
+static const sks__cmd sks__cmds[] = {
+    {"inspect", sks_cmd_inspect, "architecture, tensors, dtypes and shards of a model file"},
+    {"run", sks_cmd_run, "greedy generation from a prompt"},
+    {"trace", sks_cmd_trace, "residual-stream lifecycle, spike channels and measured sinks"},
+    {"spikes", sks_cmd_spikes, "quadratic forms S_k of the FFNs: lambda*, s*, dominance"},
+    {"vocab-sweep", sks_cmd_vocab_sweep, "every token alone at position 0: which spike"},
+    {"sinks", sks_cmd_sinks, "sink-key geometry, query alignment, ranked sink heads"},
+    {"analyze", sks_cmd_analyze, "all analyses, figures and report.html into one folder"},
+    {"synth", sks_cmd_synth, "write a model of any shape with planted spikes and sinks"},
+    {"demo", sks_cmd_demo, "synthesize the default model and analyse it (no files needed)"},
+};
+
+static void sks__usage(FILE *f) {
+    fprintf(f,
+            "sinkscope %s - massive activations and attention sinks in transformer weights\n\n"
+            "usage: sinkscope <command> [options]   (sinkscope <command> --help for details)\n\n"
+            "commands:\n",
+            SKS_VERSION);
+    for (size_t i = 0; i < sizeof sks__cmds / sizeof sks__cmds[0]; i++)
+        fprintf(f, "  %-12s %s\n", sks__cmds[i].name, sks__cmds[i].summary);
+    fprintf(f,
+            "\nMODEL is a Hugging Face directory (config.json + safetensors, sharded or not),\n"
+            "a .safetensors file, a .gguf file or a llama2.c .bin checkpoint.\n"
+            "Start with:  sinkscope demo -o demo-out\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        sks__usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        sks__usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("sinkscope %s\n", SKS_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof sks__cmds / sizeof sks__cmds[0]; i++)
+        if (!strcmp(argv[1], sks__cmds[i].name)) return sks__cmds[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "sinkscope: unknown command '%s'\n\n", argv[1]);
+    sks__usage(stderr);
+    return 2;
+}

@@ -1,0 +1,123 @@
+/* core.c - error strings, per-thread error message, log and progress hooks. */
+#define _POSIX_C_SOURCE 200809L
+#include "sks_core.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <sys/resource.h>
+
+static _Thread_local char sks__errmsg[1024];
+
+const char *sks_strerror(int err) {
+    switch (err) {
+    case SKS_OK: return "success";
+    case SKS_EIO: return "input/output error";
+    case SKS_ENOMEM: return "out of memory";
+    case SKS_EFORMAT: return "malformed file";
+    case SKS_EOVERFLOW: return "size overflow";
+    case SKS_EBOUNDS: return "out of bounds";
+    case SKS_EDTYPE: return "unsupported tensor type";
+    case SKS_EUNSUPPORTED: return "unsupported";
+    case SKS_EARG: return "invalid argument";
+    case SKS_ESHAPE: return "shape mismatch";
+    case SKS_ENOTFOUND: return "not found";
+    case SKS_ELAPACK: return "LAPACK failure";
+    case SKS_ENOCONV: return "no convergence";
+    case SKS_EINTERNAL: return "internal error";
+    case SKS_ECONFIG: return "inconsistent configuration";
+    default: return "unknown error";
+    }
+}
+
+const char *sks_err_name(int err) {
+    switch (err) {
+    case SKS_OK: return "SKS_OK";
+    case SKS_EIO: return "SKS_EIO";
+    case SKS_ENOMEM: return "SKS_ENOMEM";
+    case SKS_EFORMAT: return "SKS_EFORMAT";
+    case SKS_EOVERFLOW: return "SKS_EOVERFLOW";
+    case SKS_EBOUNDS: return "SKS_EBOUNDS";
+    case SKS_EDTYPE: return "SKS_EDTYPE";
+    case SKS_EUNSUPPORTED: return "SKS_EUNSUPPORTED";
+    case SKS_EARG: return "SKS_EARG";
+    case SKS_ESHAPE: return "SKS_ESHAPE";
+    case SKS_ENOTFOUND: return "SKS_ENOTFOUND";
+    case SKS_ELAPACK: return "SKS_ELAPACK";
+    case SKS_ENOCONV: return "SKS_ENOCONV";
+    case SKS_EINTERNAL: return "SKS_EINTERNAL";
+    case SKS_ECONFIG: return "SKS_ECONFIG";
+    default: return "SKS_E?";
+    }
+}
+
+int sks_fail(int err, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(sks__errmsg, sizeof sks__errmsg, fmt, ap);
+    va_end(ap);
+    return err;
+}
+
+const char *sks_last_error(void) { return sks__errmsg; }
+void sks_clear_error(void) { sks__errmsg[0] = '\0'; }
+
+static void sks__log_stderr(int level, const char *msg, void *ud) {
+    (void)ud;
+    static const char *tag[] = {"error", "warning", "info", "debug"};
+    fprintf(stderr, "sinkscope: %s: %s\n", tag[level < 0 ? 0 : level > 3 ? 3 : level], msg);
+}
+
+static sks_log_fn sks__log_fn = sks__log_stderr;
+static void *sks__log_ud;
+static int sks__log_level = SKS_LOG_INFO;
+
+void sks_log_set(sks_log_fn fn, void *ud) {
+    sks__log_fn = fn ? fn : sks__log_stderr;
+    sks__log_ud = ud;
+}
+void sks_log_set_level(int level) { sks__log_level = level; }
+
+void sks_log(int level, const char *fmt, ...) {
+    if (level > sks__log_level) return;
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    sks__log_fn(level, buf, sks__log_ud);
+}
+
+static sks_progress_fn sks__progress_fn;
+static void *sks__progress_ud;
+void sks_progress_set(sks_progress_fn fn, void *ud) {
+    sks__progress_fn = fn;
+    sks__progress_ud = ud;
+}
+void sks_progress(const char *stage, int64_t done, int64_t total) {
+    if (sks__progress_fn) sks__progress_fn(stage, done, total, sks__progress_ud);
+}
+
+void *sks_malloc_n(size_t n, size_t size) {
+    size_t b;
+    if (sks_mul_size(n, size, &b)) return NULL;
+    return malloc(b ? b : 1);
+}
+void *sks_calloc_n(size_t n, size_t size) {
+    size_t b;
+    if (sks_mul_size(n, size, &b)) return NULL;
+    return calloc(n ? n : 1, size ? size : 1);
+}
+
+double sks_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+size_t sks_peak_rss(void) {
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
+    return (size_t)ru.ru_maxrss * 1024u;
+}

@@ -1,0 +1,105 @@
+/* sks_linalg.h - quadratic-form operators, block eigensolvers, SVD and subspace angles.
+ *
+ * linalg knows matrices, never models. All matrices are row-major with an explicit
+ * leading dimension unless stated. Heavy products go through OpenBLAS (f32 GEMM);
+ * reductions, Krylov bases and LAPACK calls are f64.
+ *
+ * The quadratic form of one FFN output channel k (SPEC section 3):
+ *   S_k = 1/2 (G^T diag(D_k) U + U^T diag(D_k) G),   G = W_gate (f, d), U = W_up (f, d),
+ *   D_k = W_down[k, :] (f).
+ * It is never formed densely except by sks_quadform_dense (tests, --dense).
+ */
+#ifndef SKS_LINALG_H
+#define SKS_LINALG_H
+
+#include "../core/sks_core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- Quadratic-form operator (quadform.c) ---------------------------------------- */
+
+typedef struct {
+    int d, f;
+    const float *G;     /* (f, d) W_gate, f32 */
+    const float *U;     /* (f, d) W_up, f32 */
+    const float *Down;  /* (d, f) W_down, f32; row k is D_k */
+} sks_quadform;
+
+/* Batched matvec: for m channels ch[0..m-1], each with its own vector V[:, i]
+ * (V is (d, m) row-major, ldv >= m), Y[:, i] = S_{ch[i]} V[:, i]. Four GEMMs of
+ * (f x d x m) plus an elementwise scaling. ws: at least sks_quadform_ws_size(q, m) floats. */
+size_t sks_quadform_ws_size(const sks_quadform *q, int m);
+int sks_quadform_matvec_batch(const sks_quadform *q, const int *ch, int m, const float *V, int ldv,
+                              float *Y, int ldy, float *ws);
+
+/* tr(S_k) for all k = 0..d-1: tr = sum_j D_k[j] (g_j . u_j). out: (d) f64. */
+int sks_quadform_traces(const sks_quadform *q, double *out);
+
+/* Exact ||S_k||_F for all k by the Gram identity:
+ *   A = G G^T, B = U U^T, C = U G^T (f x f);
+ *   ||M_k||_F^2 = D_k^T (A o B) D_k, tr(M_k^2) = D_k^T (C o C^T) D_k,
+ *   ||S_k||_F^2 = (||M_k||_F^2 + tr(M_k^2)) / 2.
+ * Blocked so that memory stays O(block * f). out: (d) f64. */
+int sks_quadform_frobenius(const sks_quadform *q, double *out);
+
+/* Dense reference: S_k as (d, d) f64 (test reference; d^2 memory). */
+int sks_quadform_dense(const sks_quadform *q, int k, double *S);
+
+/* ---- Symmetric eigensolvers (eigs.c) ---------------------------------------------- */
+
+/* Operator callback: Y = A X for a block of nb vectors (X, Y are (n, nb) row-major f64,
+ * leading dimension nb). */
+typedef int (*sks_symop_fn)(void *ud, int n, int nb, const double *X, double *Y);
+
+typedef struct {
+    int r;              /* eigenpairs wanted, by magnitude */
+    int block;          /* block size of the Krylov method (default: r + 2) */
+    int max_iter;       /* restarts / iterations cap */
+    double tol;         /* converged when ||A v - lambda v|| <= tol |lambda| (default 1e-6) */
+    uint64_t seed;      /* start block */
+} sks_eigs_opts;
+
+typedef struct {
+    int n_conv;         /* how many of the r pairs converged */
+    int iterations;
+    int matvecs;        /* operator applications (vectors) */
+    double *residuals;  /* (r) ||A v - lambda v|| / |lambda| */
+} sks_eigs_info;
+
+/* Top r eigenpairs by |lambda| of a symmetric n x n operator. evals (r) sorted by
+ * descending |.|, evecs (n, r) row-major f64, unit norm. Returns SKS_ENOCONV if not all
+ * converged (results still filled with the best estimates). */
+int sks_eigs_topk(sks_symop_fn op, void *ud, int n, const sks_eigs_opts *o, double *evals,
+                  double *evecs, sks_eigs_info *info);
+
+/* Dense reference: all eigenvalues of a symmetric (n, n) f64 matrix with LAPACKE dsyevr,
+ * sorted by descending |.|, eigenvectors as columns of Z (n, n). Z may be NULL. */
+int sks_eig_dense(int n, const double *A, double *evals, double *Z);
+
+/* ---- SVD and subspaces (subspace.c) ----------------------------------------------- */
+
+/* Thin SVD of X (m, n) f64: s (min(m,n)) descending, Vt (min(m,n), n) right singular
+ * vectors as rows (may be NULL), U (m, min(m,n)) (may be NULL). */
+int sks_svd(int m, int n, const double *X, double *s, double *U, double *Vt);
+
+/* Effective rank: smallest r with sum_{i<=r} s_i^2 >= frac * sum s_i^2 (frac 0.99 = r99). */
+int sks_effective_rank(const double *s, int n, double frac);
+/* Participation ratio (sum s^2)^2 / sum s^4. */
+double sks_participation_ratio(const double *s, int n);
+
+/* Principal cosines between the subspaces spanned by the rows of A (ka, n) and B (kb, n)
+ * (rows need not be orthonormal; they are orthonormalized first). cos: min(ka, kb)
+ * values, descending. */
+int sks_principal_cosines(int n, int ka, const double *A, int kb, const double *B, double *cos);
+
+/* ---- Throughput measurement (bench helper, quadform.c) ---------------------------- */
+
+/* Measured sgemm GFLOP/s of this machine for (n x n x n), best of reps runs. */
+double sks_sgemm_gflops(int n, int reps);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

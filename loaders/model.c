@@ -1,0 +1,273 @@
+/* model.c - the model view: tensor table by (role, layer), shape validation,
+ * in-memory models, open dispatch by format. */
+#define _POSIX_C_SOURCE 200809L
+#include "model_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+void (*sks__gguf_free_hook)(struct sks_gguf *g);
+
+static const char *const sks__role_names[SKS_ROLE_COUNT] = {
+    "embed", "attn_norm", "wq", "wk", "wv", "wo", "bq", "bk", "bv", "q_norm", "k_norm",
+    "ffn_norm", "w_gate", "w_up", "w_down", "final_norm", "lm_head"};
+
+const char *sks_role_name(sks_role r) {
+    return (r >= 0 && r < SKS_ROLE_COUNT) ? sks__role_names[r] : "?";
+}
+
+int sks_role_is_per_layer(sks_role r) {
+    return !(r == SKS_ROLE_EMBED || r == SKS_ROLE_FINAL_NORM || r == SKS_ROLE_LM_HEAD);
+}
+
+const char *sks_format_name(sks_format f) {
+    switch (f) {
+    case SKS_FMT_MEMORY: return "memory";
+    case SKS_FMT_SAFETENSORS: return "safetensors";
+    case SKS_FMT_GGUF: return "gguf";
+    case SKS_FMT_LLAMA2C: return "llama2c";
+    }
+    return "?";
+}
+
+int sks_arch_validate(const sks_arch *a) {
+    if (a->n_layers <= 0 || a->n_layers > 100000) return sks_fail(SKS_ECONFIG, "n_layers %d out of range", a->n_layers);
+    if (a->d_model <= 0 || a->d_ffn <= 0 || a->n_heads <= 0 || a->n_kv_heads <= 0 ||
+        a->head_dim <= 0 || a->vocab_size <= 0)
+        return sks_fail(SKS_ECONFIG, "non-positive dimension (d %d, f %d, H %d, Hkv %d, dh %d, V %d)",
+                        a->d_model, a->d_ffn, a->n_heads, a->n_kv_heads, a->head_dim, a->vocab_size);
+    if (a->d_model > (1 << 20) || a->d_ffn > (1 << 22) || a->n_heads > 4096 || a->head_dim > 8192 ||
+        a->vocab_size > (1 << 26))
+        return sks_fail(SKS_ECONFIG, "dimension too large (d %d, f %d, H %d, dh %d, V %d)", a->d_model,
+                        a->d_ffn, a->n_heads, a->head_dim, a->vocab_size);
+    if (a->n_heads % a->n_kv_heads != 0)
+        return sks_fail(SKS_ECONFIG, "n_heads %d is not a multiple of n_kv_heads %d", a->n_heads, a->n_kv_heads);
+    if (a->head_dim % 2 != 0) return sks_fail(SKS_ECONFIG, "head_dim %d is odd (RoPE needs pairs)", a->head_dim);
+    if (!(a->norm_eps > 0 && a->norm_eps < 1)) return sks_fail(SKS_ECONFIG, "norm_eps %g out of range", a->norm_eps);
+    if (!(a->rope_theta > 0)) return sks_fail(SKS_ECONFIG, "rope_theta %g out of range", a->rope_theta);
+    return 0;
+}
+
+static size_t sks__slot_index(const sks_model *m, sks_role role, int layer) {
+    return (size_t)role * (size_t)(m->arch.n_layers + 1) + (size_t)(layer + 1);
+}
+
+int sks__model_alloc(const sks_arch *arch, sks_format fmt, const char *path, sks_model **out) {
+    *out = NULL;
+    int rc = sks_arch_validate(arch);
+    if (rc) return rc;
+    sks_model *m = calloc(1, sizeof *m);
+    if (!m) return sks_fail(SKS_ENOMEM, "model: out of memory");
+    m->arch = *arch;
+    m->format = fmt;
+    m->path = strdup(path ? path : "(memory)");
+    m->slots = sks_calloc_n((size_t)SKS_ROLE_COUNT * (size_t)(arch->n_layers + 1), sizeof *m->slots);
+    m->order = sks_calloc_n((size_t)SKS_ROLE_COUNT * (size_t)(arch->n_layers + 1), sizeof *m->order);
+    if (!m->path || !m->slots || !m->order) {
+        sks_model_close(m);
+        return sks_fail(SKS_ENOMEM, "model: out of memory");
+    }
+    *out = m;
+    return 0;
+}
+
+int sks__model_add_map(sks_model *m, void *addr, size_t size, const char *path) {
+    sks__mapping *nm = realloc(m->maps, (size_t)(m->n_maps + 1) * sizeof *nm);
+    if (!nm) return sks_fail(SKS_ENOMEM, "model: out of memory");
+    m->maps = nm;
+    nm[m->n_maps].addr = addr;
+    nm[m->n_maps].size = size;
+    nm[m->n_maps].path = strdup(path ? path : "");
+    m->file_bytes += size;
+    return m->n_maps++;
+}
+
+const char *sks__model_intern(sks_model *m, const char *name) {
+    char **nn = realloc(m->names, (m->n_names + 1) * sizeof *nn);
+    if (!nn) return NULL;
+    m->names = nn;
+    nn[m->n_names] = strdup(name ? name : "");
+    return nn[m->n_names] ? nn[m->n_names++] : NULL;
+}
+
+int sks__map_file(const char *path, void **addr, size_t *size) {
+    *addr = NULL;
+    *size = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return sks_fail(SKS_EIO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        close(fd);
+        return sks_fail(SKS_EIO, "%s: cannot stat: %s", path, strerror(errno));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return sks_fail(SKS_EIO, "%s: not a regular file", path);
+    }
+    if (st.st_size == 0) {
+        close(fd);
+        return sks_fail(SKS_EFORMAT, "%s: file is empty", path);
+    }
+    void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED) return sks_fail(SKS_EIO, "%s: mmap failed: %s", path, strerror(errno));
+    *addr = p;
+    *size = (size_t)st.st_size;
+    return 0;
+}
+
+void sks_model_close(sks_model *m) {
+    if (!m) return;
+    for (int i = 0; i < m->n_maps; i++) {
+        if (m->maps[i].addr) munmap(m->maps[i].addr, m->maps[i].size);
+        free(m->maps[i].path);
+    }
+    free(m->maps);
+    for (size_t i = 0; i < m->n_names; i++) free(m->names[i]);
+    free(m->names);
+    if (m->gguf && sks__gguf_free_hook) sks__gguf_free_hook(m->gguf);
+    free(m->slots);
+    free(m->order);
+    free(m->path);
+    free(m);
+}
+
+const sks_arch *sks_model_arch(const sks_model *m) { return &m->arch; }
+sks_format sks_model_format(const sks_model *m) { return m->format; }
+const char *sks_model_path(const sks_model *m) { return m->path; }
+int sks_model_n_shards(const sks_model *m) { return m->n_maps; }
+const char *sks_model_shard_path(const sks_model *m, int i) {
+    return (i >= 0 && i < m->n_maps) ? m->maps[i].path : NULL;
+}
+uint64_t sks_model_file_bytes(const sks_model *m) { return m->file_bytes; }
+const struct sks_gguf *sks_model_gguf(const sks_model *m) { return m->gguf; }
+
+const sks_tensor *sks_model_tensor(const sks_model *m, sks_role role, int layer) {
+    if (role < 0 || role >= SKS_ROLE_COUNT) return NULL;
+    if (sks_role_is_per_layer(role)) {
+        if (layer < 0 || layer >= m->arch.n_layers) return NULL;
+    } else {
+        layer = -1;
+    }
+    const sks__slot *s = &m->slots[sks__slot_index(m, role, layer)];
+    return s->present ? &s->t : NULL;
+}
+
+const sks_tensor *sks_model_classifier(const sks_model *m) {
+    const sks_tensor *t = sks_model_tensor(m, SKS_ROLE_LM_HEAD, -1);
+    return t ? t : sks_model_tensor(m, SKS_ROLE_EMBED, -1);
+}
+
+size_t sks_model_n_tensors(const sks_model *m) { return m->n_order; }
+
+const sks_tensor *sks_model_tensor_at(const sks_model *m, size_t i, sks_role *role, int *layer) {
+    if (i >= m->n_order) return NULL;
+    if (role) *role = m->order[i].role;
+    if (layer) *layer = m->order[i].layer;
+    return sks_model_tensor(m, m->order[i].role, m->order[i].layer);
+}
+
+uint64_t sks_model_n_params(const sks_model *m) {
+    uint64_t n = 0;
+    for (size_t i = 0; i < m->n_order; i++) {
+        const sks_tensor *t = sks_model_tensor(m, m->order[i].role, m->order[i].layer);
+        n += (uint64_t)t->shape[0] * (uint64_t)(t->ndim == 2 ? t->shape[1] : 1);
+    }
+    return n;
+}
+
+int sks_model_new_memory(const sks_arch *arch, sks_model **out) {
+    return sks__model_alloc(arch, SKS_FMT_MEMORY, "(memory)", out);
+}
+
+int sks_model_set_tensor(sks_model *m, sks_role role, int layer, sks_dtype dt, int ndim,
+                         const int64_t shape[2], const void *data, const char *name) {
+    if (role < 0 || role >= SKS_ROLE_COUNT) return sks_fail(SKS_EARG, "bad role %d", (int)role);
+    if (sks_role_is_per_layer(role)) {
+        if (layer < 0 || layer >= m->arch.n_layers)
+            return sks_fail(SKS_ESHAPE, "%s: layer %d out of range [0, %d)", name ? name : sks_role_name(role),
+                            layer, m->arch.n_layers);
+    } else {
+        layer = -1;
+    }
+    if (dt < 0 || dt >= SKS_DT_COUNT) return sks_fail(SKS_EDTYPE, "%s: bad dtype", name ? name : "?");
+    if (ndim != 1 && ndim != 2) return sks_fail(SKS_ESHAPE, "%s: %d dimensions (want 1 or 2)", name ? name : "?", ndim);
+    if (shape[0] <= 0 || (ndim == 2 && shape[1] <= 0))
+        return sks_fail(SKS_ESHAPE, "%s: non-positive dimension", name ? name : "?");
+    uint64_t n, nb;
+    if (sks_mul_u64((uint64_t)shape[0], ndim == 2 ? (uint64_t)shape[1] : 1u, &n))
+        return sks_fail(SKS_EOVERFLOW, "%s: element count overflows", name ? name : "?");
+    int rc = sks_dtype_nbytes(dt, n, &nb);
+    if (rc) return sks_fail(rc, "%s: %s size invalid for %llu elements", name ? name : "?", sks_dtype_name(dt),
+                            (unsigned long long)n);
+    if ((dt == SKS_DT_Q8_0 || dt == SKS_DT_Q4_0) && ((ndim == 2 ? shape[1] : shape[0]) % 32) != 0)
+        return sks_fail(SKS_ESHAPE, "%s: quantized rows of %lld columns are not whole blocks of 32",
+                        name ? name : "?", (long long)(ndim == 2 ? shape[1] : shape[0]));
+    sks__slot *s = &m->slots[sks__slot_index(m, role, layer)];
+    if (s->present)
+        return sks_fail(SKS_EFORMAT, "%s: duplicate tensor for %s layer %d", name ? name : "?", sks_role_name(role), layer);
+    const char *nm = sks__model_intern(m, name ? name : sks_role_name(role));
+    if (!nm) return sks_fail(SKS_ENOMEM, "model: out of memory");
+    s->present = 1;
+    s->t.name = nm;
+    s->t.dtype = dt;
+    s->t.ndim = ndim;
+    s->t.shape[0] = shape[0];
+    s->t.shape[1] = ndim == 2 ? shape[1] : 1;
+    s->t.data = data;
+    s->t.nbytes = nb;
+    s->t.shard = 0;
+    m->order[m->n_order].role = role;
+    m->order[m->n_order].layer = layer;
+    m->n_order++;
+    return 0;
+}
+
+static int sks__expect(const sks_model *m, sks_role role, int layer, int64_t r, int64_t c, int required) {
+    const sks_tensor *t = sks_model_tensor(m, role, layer);
+    if (!t) {
+        if (!required) return 0;
+        return sks_fail(SKS_ENOTFOUND, "%s: missing tensor %s (layer %d) for family %s", m->path,
+                        sks_role_name(role), layer, m->arch.family);
+    }
+    int64_t tr = t->shape[0], tc = t->ndim == 2 ? t->shape[1] : 1;
+    if (c == 1 && t->ndim == 2 && !(tc == 1)) goto bad;
+    if (tr != r || tc != c) goto bad;
+    return 0;
+bad:
+    return sks_fail(SKS_ESHAPE, "%s: tensor %s has shape [%lld, %lld], the architecture needs [%lld, %lld]", m->path,
+                    t->name, (long long)tr, (long long)tc, (long long)r, (long long)c);
+}
+
+int sks_model_validate(const sks_model *m) {
+    const sks_arch *a = &m->arch;
+    int rc = sks_arch_validate(a);
+    if (rc) return rc;
+    int64_t d = a->d_model, f = a->d_ffn, qd = (int64_t)a->n_heads * a->head_dim,
+            kd = (int64_t)a->n_kv_heads * a->head_dim, V = a->vocab_size, dh = a->head_dim;
+    if ((rc = sks__expect(m, SKS_ROLE_EMBED, -1, V, d, 1))) return rc;
+    if ((rc = sks__expect(m, SKS_ROLE_FINAL_NORM, -1, d, 1, 1))) return rc;
+    if ((rc = sks__expect(m, SKS_ROLE_LM_HEAD, -1, V, d, !a->tied_embeddings))) return rc;
+    for (int l = 0; l < a->n_layers; l++) {
+        if ((rc = sks__expect(m, SKS_ROLE_ATTN_NORM, l, d, 1, 1))) return rc;
+        if ((rc = sks__expect(m, SKS_ROLE_WQ, l, qd, d, 1))) return rc;
+        if ((rc = sks__expect(m, SKS_ROLE_WK, l, kd, d, 1))) return rc;
+        if ((rc = sks__expect(m, SKS_ROLE_WV, l, kd, d, 1))) return rc;
+        if ((rc = sks__expect(m, SKS_ROLE_WO, l, d, qd, 1))) return rc;
+        if ((rc = sks__expect(m, SKS_ROLE_BQ, l, qd, 1, a->has_qkv_bias))) return rc;
+        if ((rc = sks__expect(m, SKS_ROLE_BK, l, kd, 1, a->has_qkv_bias))) return rc;
+        if ((rc = sks__expect(m, SKS_ROLE_BV, l, kd, 1, a->has_qkv_bias))) return rc;
+        if ((rc = sks__expect(m, SKS_ROLE_Q_NORM, l, dh, 1, a->has_qk_norm))) return rc;
+        if ((rc = sks__expect(m, SKS_ROLE_K_NORM, l, dh, 1, a->has_qk_norm))) return rc;
+        if ((rc = sks__expect(m, SKS_ROLE_FFN_NORM, l, d, 1, 1))) return rc;
+        if ((rc = sks__expect(m, SKS_ROLE_W_GATE, l, f, d, 1))) return rc;
+        if ((rc = sks__expect(m, SKS_ROLE_W_UP, l, f, d, 1))) return rc;
+        if ((rc = sks__expect(m, SKS_ROLE_W_DOWN, l, d, f, 1))) return rc;
+    }
+    return 0;
+}

@@ -1,0 +1,169 @@
+/* sks_model.h - one model view over every supported file format.
+ *
+ * Formats (all memory-mapped, never read whole):
+ *   - Hugging Face safetensors: one file, or a directory with config.json and either
+ *     model.safetensors or model.safetensors.index.json (sharded). F32, F16, BF16.
+ *   - GGUF v2/v3: F32, F16, BF16, Q8_0, Q4_0 (dequantized per block on access).
+ *   - llama2.c v0 .bin (fp32).
+ *
+ * The view resolves family quirks once: tensors are addressed by (role, layer) in the
+ * Hugging Face orientation, shape[0] = rows = output features, shape[1] = columns =
+ * input features (y = W x). Q/K rows are NOT reordered: GGUF `llama` and llama2.c
+ * files keep Meta's interleaved RoPE pair order, HF files the rotate-half order, and
+ * sks_arch.rope_interleaved says which. Both orders are the same model; analyses that
+ * work on subspaces are invariant to the within-head permutation, and the forward pass
+ * applies RoPE in the stored order.
+ */
+#ifndef SKS_MODEL_H
+#define SKS_MODEL_H
+
+#include "../core/sks_core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+    SKS_DT_F32 = 0,
+    SKS_DT_F16,
+    SKS_DT_BF16,
+    SKS_DT_Q8_0, /* blocks of 32: f16 scale + 32 int8 (34 bytes) */
+    SKS_DT_Q4_0, /* blocks of 32: f16 scale + 16 bytes of nibbles (18 bytes) */
+    SKS_DT_COUNT
+} sks_dtype;
+
+const char *sks_dtype_name(sks_dtype dt);
+/* Bytes for n elements of dt (n must be a multiple of 32 for the Q types);
+ * returns SKS_EOVERFLOW / SKS_ESHAPE on failure. */
+int sks_dtype_nbytes(sks_dtype dt, uint64_t n, uint64_t *out);
+
+/* Tensor roles, in the names of SPEC section 1. Per-layer roles take layer >= 0;
+ * global ones (EMBED, FINAL_NORM, LM_HEAD) take layer -1. */
+typedef enum {
+    SKS_ROLE_EMBED = 0,  /* (V, d)      model.embed_tokens.weight */
+    SKS_ROLE_ATTN_NORM,  /* (d)         input_layernorm.weight (gamma_attn) */
+    SKS_ROLE_WQ,         /* (H*dh, d)   q_proj.weight */
+    SKS_ROLE_WK,         /* (Hkv*dh, d) k_proj.weight */
+    SKS_ROLE_WV,         /* (Hkv*dh, d) v_proj.weight */
+    SKS_ROLE_WO,         /* (d, H*dh)   o_proj.weight */
+    SKS_ROLE_BQ,         /* (H*dh)      q_proj.bias (qwen2) */
+    SKS_ROLE_BK,         /* (Hkv*dh)    k_proj.bias (qwen2) */
+    SKS_ROLE_BV,         /* (Hkv*dh)    v_proj.bias (qwen2) */
+    SKS_ROLE_Q_NORM,     /* (dh)        q_norm.weight (qwen3) */
+    SKS_ROLE_K_NORM,     /* (dh)        k_norm.weight (qwen3) */
+    SKS_ROLE_FFN_NORM,   /* (d)         post_attention_layernorm.weight (gamma_ffn) */
+    SKS_ROLE_W_GATE,     /* (f, d)      mlp.gate_proj.weight */
+    SKS_ROLE_W_UP,       /* (f, d)      mlp.up_proj.weight */
+    SKS_ROLE_W_DOWN,     /* (d, f)      mlp.down_proj.weight */
+    SKS_ROLE_FINAL_NORM, /* (d)         model.norm.weight */
+    SKS_ROLE_LM_HEAD,    /* (V, d)      lm_head.weight (absent when tied) */
+    SKS_ROLE_COUNT
+} sks_role;
+
+const char *sks_role_name(sks_role r); /* "embed", "attn_norm", "wq", ... */
+int sks_role_is_per_layer(sks_role r);
+
+/* A borrowed view of one tensor. data points into an mmap (or caller memory for
+ * in-memory models) and is valid until the model is closed. */
+typedef struct {
+    const char *name;   /* name in the file */
+    sks_dtype dtype;
+    int ndim;           /* 1 or 2 */
+    int64_t shape[2];   /* shape[0] rows, shape[1] columns (ndim 1: shape[1] = 1) */
+    const void *data;
+    uint64_t nbytes;
+    int shard;          /* index of the file that holds it (0 for single files) */
+} sks_tensor;
+
+static inline int64_t sks_tensor_rows(const sks_tensor *t) { return t->shape[0]; }
+static inline int64_t sks_tensor_cols(const sks_tensor *t) { return t->ndim == 1 ? t->shape[0] : t->shape[1]; }
+
+/* Convert rows [row0, row0+nrows) of a 2-D tensor (or the whole of a 1-D one with
+ * row0 = 0, nrows = 1) to f32 in out, (nrows, cols) row-major. */
+int sks_tensor_rows_f32(const sks_tensor *t, int64_t row0, int64_t nrows, float *out);
+/* Same for f64 (exact for every supported dtype). */
+int sks_tensor_rows_f64(const sks_tensor *t, int64_t row0, int64_t nrows, double *out);
+
+/* Row conversion kernels (fast) and their scalar reference twins used in tests. */
+void sks_bf16_to_f32(const uint16_t *in, float *out, size_t n);
+void sks_bf16_to_f32_ref(const uint16_t *in, float *out, size_t n);
+void sks_f16_to_f32(const uint16_t *in, float *out, size_t n);
+void sks_f16_to_f32_ref(const uint16_t *in, float *out, size_t n);
+uint16_t sks_f32_to_bf16(float x);  /* round to nearest even */
+uint16_t sks_f32_to_f16(float x);   /* round to nearest even */
+/* n must be a multiple of 32 */
+void sks_q8_0_to_f32(const void *in, float *out, size_t n);
+void sks_q4_0_to_f32(const void *in, float *out, size_t n);
+
+typedef enum { SKS_ROPE_SCALING_NONE = 0, SKS_ROPE_SCALING_LLAMA3, SKS_ROPE_SCALING_LINEAR } sks_rope_scaling_type;
+
+typedef struct {
+    char family[16];      /* "llama", "mistral", "qwen2", "qwen3" */
+    int n_layers;         /* L */
+    int d_model;          /* d */
+    int d_ffn;            /* f */
+    int n_heads;          /* H */
+    int n_kv_heads;       /* H_kv */
+    int head_dim;         /* d_h */
+    int vocab_size;       /* V */
+    int max_seq;          /* context length from the file (0 if unknown) */
+    double norm_eps;
+    double rope_theta;
+    int rope_interleaved; /* 1: pairs (2i, 2i+1) (GGUF llama, llama2.c); 0: (i, i+dh/2) */
+    sks_rope_scaling_type rope_scaling;
+    double rope_factor, rope_low_freq_factor, rope_high_freq_factor;
+    int rope_original_max_pos;
+    int tied_embeddings;  /* classifier reuses EMBED */
+    int has_qkv_bias;
+    int has_qk_norm;
+    int bos_id, eos_id;   /* -1 if unknown */
+} sks_arch;
+
+typedef enum { SKS_FMT_MEMORY = 0, SKS_FMT_SAFETENSORS, SKS_FMT_GGUF, SKS_FMT_LLAMA2C } sks_format;
+const char *sks_format_name(sks_format f);
+
+typedef struct sks_model sks_model;
+
+/* Open MODEL: a .safetensors file (config.json beside it), a directory, a .gguf or a
+ * llama2.c .bin. On failure returns a negative code and sks_last_error() names the
+ * file and the problem. */
+int sks_model_open(const char *path, sks_model **out);
+void sks_model_close(sks_model *m); /* NULL is a no-op */
+
+const sks_arch *sks_model_arch(const sks_model *m);
+sks_format sks_model_format(const sks_model *m);
+const char *sks_model_path(const sks_model *m);
+int sks_model_n_shards(const sks_model *m);
+const char *sks_model_shard_path(const sks_model *m, int i);
+uint64_t sks_model_file_bytes(const sks_model *m); /* all shards */
+uint64_t sks_model_n_params(const sks_model *m);
+
+/* The tensor of (role, layer); NULL if the model has none (e.g. biases of llama,
+ * LM_HEAD of a tied model). */
+const sks_tensor *sks_model_tensor(const sks_model *m, sks_role role, int layer);
+/* The classifier: LM_HEAD, or EMBED when tied. */
+const sks_tensor *sks_model_classifier(const sks_model *m);
+
+/* Iterate all tensors (for inspect). */
+size_t sks_model_n_tensors(const sks_model *m);
+const sks_tensor *sks_model_tensor_at(const sks_model *m, size_t i, sks_role *role, int *layer);
+
+/* GGUF metadata (NULL unless the model is GGUF): for the tokenizer. */
+struct sks_gguf;
+const struct sks_gguf *sks_model_gguf(const sks_model *m);
+
+/* In-memory models (tests, synth): fill an arch, then attach tensors whose data the
+ * caller keeps alive until sks_model_close. sks_model_validate checks every shape
+ * against the arch (also run by sks_model_open). */
+int sks_model_new_memory(const sks_arch *arch, sks_model **out);
+int sks_model_set_tensor(sks_model *m, sks_role role, int layer, sks_dtype dt,
+                         int ndim, const int64_t shape[2], const void *data, const char *name);
+int sks_model_validate(const sks_model *m);
+
+/* Helpers */
+int sks_arch_validate(const sks_arch *a); /* positive sizes, H % Hkv == 0, ... */
+
+#ifdef __cplusplus
+}
+#endif
+#endif

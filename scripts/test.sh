@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs dependencies, builds sinkscope twice (release, and ASan+UBSan) and runs the
+# whole test suite in both. Tests that need ../shared/fixtures report SKIPPED without it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
+J=$(nproc 2>/dev/null || echo 2)
+
+echo "== sanitizer build (ASan + UBSan) =="
+cmake -S . -B build-san -DCMAKE_BUILD_TYPE=Debug -DSKS_ASAN=ON -DSKS_UBSAN=ON -DSKS_WERROR=ON -DSKS_MPI=OFF >/dev/null
+cmake --build build-san -j"$J" >/dev/null
+( cd build-san && ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+  OPENBLAS_NUM_THREADS=1 ctest --output-on-failure -j"$J" -L sanitize )
+
+echo "== release build =="
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSKS_WERROR=ON >/dev/null
+cmake --build build -j"$J" >/dev/null
+( cd build && ctest --output-on-failure -j"$J" )

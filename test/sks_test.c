@@ -1,0 +1,62 @@
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+#include <sys/stat.h>
+
+#include "sks_test.h"
+
+#ifndef SKS_FIXTURES
+#define SKS_FIXTURES "../shared/fixtures"
+#endif
+
+static const char *sks__fixtures_root(void) {
+    const char *e = getenv("SKS_FIXTURES");
+    return (e && *e) ? e : SKS_FIXTURES;
+}
+
+const char *sks_test_fixture(const char *rel) {
+    static char ring[8][4096];
+    static int k;
+    char *b = ring[k++ & 7];
+    snprintf(b, 4096, "%s/%s", sks__fixtures_root(), rel);
+    return b;
+}
+
+int sks_test_have_fixtures(void) {
+    struct stat st;
+    return stat(sks__fixtures_root(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+char *sks_test_tmpdir(void) {
+    const char *t = getenv("TMPDIR");
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s/sks-test-XXXXXX", (t && *t) ? t : "/tmp");
+    if (!mkdtemp(buf)) return NULL;
+    return strdup(buf);
+}
+
+char *sks_test_read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)n + 1);
+    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
+        free(b);
+        b = NULL;
+    }
+    fclose(f);
+    if (b) {
+        b[n] = 0;
+        if (len) *len = (size_t)n;
+    }
+    return b;
+}
+
+double sks_test_reldiff(double a, double b, double floor_) {
+    double den = fabs(b) > floor_ ? fabs(b) : floor_;
+    return fabs(a - b) / den;
+}

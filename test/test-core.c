@@ -1,0 +1,135 @@
+/* test-core.c - errors, checked arithmetic, dtype conversion, in-memory model view. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sks_test.h"
+#include "loaders/sks_model.h"
+
+static void test_checked_math(void **state) {
+    (void)state;
+    size_t r;
+    assert_int_equal(sks_mul_size(SIZE_MAX / 2 + 1, 2, &r), SKS_EOVERFLOW);
+    assert_int_equal(sks_mul_size(1u << 20, 1u << 20, &r), 0);
+    assert_true(r == (size_t)1 << 40);
+    uint64_t u;
+    assert_int_equal(sks_add_u64(UINT64_MAX, 1, &u), SKS_EOVERFLOW);
+    assert_null(sks_malloc_n(SIZE_MAX / 4, 8));
+}
+
+static void test_errors(void **state) {
+    (void)state;
+    int rc = sks_fail(SKS_EFORMAT, "%s: bad %s", "x.gguf", "magic");
+    assert_int_equal(rc, SKS_EFORMAT);
+    assert_string_equal(sks_last_error(), "x.gguf: bad magic");
+    assert_string_equal(sks_err_name(SKS_EBOUNDS), "SKS_EBOUNDS");
+    assert_string_equal(sks_strerror(SKS_EDTYPE), "unsupported tensor type");
+}
+
+/* Every one of the 65536 bf16 and f16 bit patterns: fast path equals the scalar
+ * reference bit for bit (NaN payloads compared as NaN). */
+static void test_half_conversions_exhaustive(void **state) {
+    (void)state;
+    uint16_t *in = malloc(65536 * 2);
+    float *a = malloc(65536 * 4), *b = malloc(65536 * 4);
+    for (int i = 0; i < 65536; i++) in[i] = (uint16_t)i;
+    sks_bf16_to_f32(in, a, 65536);
+    sks_bf16_to_f32_ref(in, b, 65536);
+    for (int i = 0; i < 65536; i++) assert_true((isnan(a[i]) && isnan(b[i])) || memcmp(&a[i], &b[i], 4) == 0);
+    sks_f16_to_f32(in, a, 65536);
+    sks_f16_to_f32_ref(in, b, 65536);
+    for (int i = 0; i < 65536; i++) assert_true((isnan(a[i]) && isnan(b[i])) || memcmp(&a[i], &b[i], 4) == 0);
+    /* round trips: every finite f16 / bf16 value converts back to itself */
+    for (int i = 0; i < 65536; i++) {
+        if (!isnan(a[i])) assert_int_equal(sks_f32_to_f16(a[i]), in[i]);
+        sks_bf16_to_f32_ref(&in[i], &b[i], 1);
+        if (!isnan(b[i])) assert_int_equal(sks_f32_to_bf16(b[i]), in[i]);
+    }
+    /* known values */
+    uint16_t one = 0x3c00, bf_one = 0x3f80;
+    float f;
+    sks_f16_to_f32(&one, &f, 1);
+    assert_true(f == 1.0f);
+    sks_bf16_to_f32(&bf_one, &f, 1);
+    assert_true(f == 1.0f);
+    assert_int_equal(sks_f32_to_bf16(1.00390625f), 0x3f80); /* tie to even */
+    free(in);
+    free(a);
+    free(b);
+}
+
+static void test_q8_q4_blocks(void **state) {
+    (void)state;
+    uint8_t blk[34];
+    uint16_t s = sks_f32_to_f16(0.5f);
+    memcpy(blk, &s, 2);
+    for (int j = 0; j < 32; j++) blk[2 + j] = (uint8_t)(int8_t)(j - 16);
+    float out[32];
+    sks_q8_0_to_f32(blk, out, 32);
+    for (int j = 0; j < 32; j++) assert_true(out[j] == 0.5f * (float)(j - 16));
+    uint8_t b4[18];
+    memcpy(b4, &s, 2);
+    for (int j = 0; j < 16; j++) b4[2 + j] = (uint8_t)((j & 15) | ((15 - j) << 4));
+    sks_q4_0_to_f32(b4, out, 32);
+    for (int j = 0; j < 16; j++) {
+        assert_true(out[j] == 0.5f * (float)(j - 8));
+        assert_true(out[j + 16] == 0.5f * (float)(15 - j - 8));
+    }
+    uint64_t nb;
+    assert_int_equal(sks_dtype_nbytes(SKS_DT_Q8_0, 31, &nb), SKS_ESHAPE);
+    assert_int_equal(sks_dtype_nbytes(SKS_DT_Q4_0, 64, &nb), 0);
+    assert_true(nb == 36);
+}
+
+static void test_memory_model_validate(void **state) {
+    (void)state;
+    sks_arch a = {0};
+    strcpy(a.family, "llama");
+    a.n_layers = 1; a.d_model = 4; a.d_ffn = 6; a.n_heads = 2; a.n_kv_heads = 1; a.head_dim = 2;
+    a.vocab_size = 5; a.norm_eps = 1e-5; a.rope_theta = 10000; a.tied_embeddings = 1;
+    sks_model *m;
+    assert_int_equal(sks_model_new_memory(&a, &m), 0);
+    static float buf[1024];
+    int64_t s[2];
+#define SET(role, layer, r, c) (s[0] = (r), s[1] = (c), sks_model_set_tensor(m, role, layer, SKS_DT_F32, (c) ? 2 : 1, s, buf, NULL))
+    assert_int_equal(SET(SKS_ROLE_EMBED, -1, 5, 4), 0);
+    assert_int_equal(SET(SKS_ROLE_FINAL_NORM, -1, 4, 0), 0);
+    assert_int_equal(SET(SKS_ROLE_ATTN_NORM, 0, 4, 0), 0);
+    assert_int_equal(SET(SKS_ROLE_WQ, 0, 4, 4), 0);
+    assert_int_equal(SET(SKS_ROLE_WK, 0, 2, 4), 0);
+    assert_int_equal(SET(SKS_ROLE_WV, 0, 2, 4), 0);
+    assert_int_equal(SET(SKS_ROLE_WO, 0, 4, 4), 0);
+    assert_int_equal(SET(SKS_ROLE_FFN_NORM, 0, 4, 0), 0);
+    assert_int_equal(SET(SKS_ROLE_W_GATE, 0, 6, 4), 0);
+    assert_int_equal(SET(SKS_ROLE_W_UP, 0, 6, 4), 0);
+    /* W_down missing: validation names it */
+    assert_int_equal(sks_model_validate(m), SKS_ENOTFOUND);
+    assert_non_null(strstr(sks_last_error(), "w_down"));
+    /* wrong shape is rejected by validate with both shapes in the message */
+    assert_int_equal(SET(SKS_ROLE_W_DOWN, 0, 6, 4), 0);
+    assert_int_equal(sks_model_validate(m), SKS_ESHAPE);
+    assert_non_null(strstr(sks_last_error(), "[6, 4]"));
+    assert_int_equal(SET(SKS_ROLE_W_DOWN, 0, 4, 6), SKS_EFORMAT); /* duplicate */
+    sks_model_close(m);
+
+    assert_int_equal(sks_model_new_memory(&a, &m), 0);
+    assert_int_equal(SET(SKS_ROLE_EMBED, -1, 5, 4), 0);
+    assert_non_null(sks_model_classifier(m));
+    assert_int_equal(SET(SKS_ROLE_WQ, 3, 4, 4), SKS_ESHAPE); /* layer out of range */
+    sks_model_close(m);
+    a.n_kv_heads = 3;
+    assert_int_equal(sks_model_new_memory(&a, &m), SKS_ECONFIG);
+#undef SET
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_checked_math),
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_half_conversions_exhaustive),
+        cmocka_unit_test(test_q8_q4_blocks),
+        cmocka_unit_test(test_memory_model_validate),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
