@@ -1,0 +1,93 @@
+/* sks_trace.h - residual-stream lifecycle and measured attention sinks (SPEC section 2).
+ *
+ * Per block b (0 = embeddings, 2l+1 after attention of layer l, 2l+2 after its FFN):
+ * max |h|, median |h| over all (t, c), the top-k (t, c, value) entries, the spike score
+ * max/median. Spike channel: |h_b[t,c]| >= ratio * median_b and >= abs for some t in at
+ * least min_blocks consecutive blocks; spike token: such a t. Lifecycle per (spike
+ * token, spike channel): step-up blocks = blocks whose increase |h_b| - |h_{b-1}| is at
+ * least step_frac of the largest increase (main = argmax), step-down blocks likewise
+ * for decreases after the main step-up. Attention: alpha_j = sum_{i>=j} A[i,j] / (T-j)
+ * (Gu et al.), measured sink head when alpha_0 > eps, sink ratio = percentage of
+ * (layer, head) pairs that are sink heads, averaged over prompts.
+ */
+#ifndef SKS_TRACE_H
+#define SKS_TRACE_H
+
+#include "../loaders/sks_model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    double abs_thresh;   /* --abs, default 100 */
+    double ratio;        /* --ratio, default 1000 */
+    int min_blocks;      /* --min-blocks, default 3 */
+    int topk;            /* top entries kept per block, default 8 */
+    double step_frac;    /* default 0.25 */
+    double eps;          /* --eps, sink threshold on alpha_0, default 0.3 */
+    int n_alpha;         /* alpha_j reported for j < n_alpha, default 4 */
+} sks_trace_opts;
+
+void sks_trace_opts_default(sks_trace_opts *o);
+
+enum { SKS_BLOCK_EMBED = 0, SKS_BLOCK_ATTN = 1, SKS_BLOCK_FFN = 2 };
+static inline int sks_block_kind(int b) { return b == 0 ? SKS_BLOCK_EMBED : (b % 2 ? SKS_BLOCK_ATTN : SKS_BLOCK_FFN); }
+static inline int sks_block_layer(int b) { return b == 0 ? -1 : (b - 1) / 2; }
+const char *sks_block_kind_name(int kind); /* "embed", "attn", "ffn" */
+
+typedef struct {
+    int token, channel;
+    float value;         /* signed h_b[token, channel] */
+} sks_trace_entry;
+
+typedef struct {
+    int block, kind, layer;
+    double max_abs, median_abs, spike_score;
+    int top_token, top_channel;
+    int n_top;
+    sks_trace_entry *top; /* (n_top), by descending |value| */
+} sks_trace_block;
+
+typedef struct {
+    int prompt, token, channel;
+    int main_up;          /* block index of the largest increase */
+    int n_up, n_down;
+    int *up_blocks;       /* (n_up) ascending */
+    int *down_blocks;     /* (n_down) ascending */
+    float *values;        /* (n_blocks) signed h_b[token, channel] */
+    double peak_abs;
+} sks_lifecycle;
+
+typedef struct {
+    int n_blocks;                 /* 2L + 1 */
+    sks_trace_block *blocks;      /* (n_blocks), on prompt 0 */
+    int n_spike_channels;
+    int *spike_channels;          /* ascending */
+    int n_spike_tokens;
+    int *spike_tokens;            /* positions in prompt 0, ascending */
+    int n_lifecycles;
+    sks_lifecycle *lifecycles;    /* per (prompt 0 spike token, spike channel) */
+    int n_layers, n_heads, n_alpha, n_prompts;
+    double *alpha;                /* (n_layers, n_heads, n_alpha), averaged over prompts */
+    double sink_ratio;            /* percent */
+    float *channel_max;           /* (n_blocks, d) max_t |h_b[t, c]| on prompt 0 */
+    int d_model;
+} sks_trace_result;
+
+/* Run the forward pass over n_prompts token sequences and collect the statistics. */
+int sks_trace_run(const sks_model *m, int n_prompts, const int32_t *const *prompts, const int *lens,
+                  const sks_trace_opts *o, sks_trace_result **out);
+void sks_trace_result_free(sks_trace_result *r);
+
+/* Deterministic default input when the model has no tokenizer: BOS (or 1) then
+ * T-1 pseudo-random ids from a fixed generator, all < vocab_size. */
+void sks_trace_default_tokens(const sks_model *m, int T, uint64_t seed, int32_t *out);
+
+/* Write the result as msgpack (schema "sinkscope.trace/1", see docs/schema.md). */
+int sks_trace_write(const sks_trace_result *r, const sks_model *m, const sks_trace_opts *o, const char *path);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
