@@ -91,7 +91,8 @@ double sks_participation_ratio(const double *s, int n);
 
 /* Principal cosines between the subspaces spanned by the rows of A (ka, n) and B (kb, n)
  * (rows need not be orthonormal; they are orthonormalized first). cos: min(ka, kb)
- * values, descending. */
+ * values, descending. Each row set is reduced to its numerical rank (singular values
+ * above max(k, n) * eps * s_max); cosines beyond min(rank_a, rank_b) are 0. */
 int sks_principal_cosines(int n, int ka, const double *A, int kb, const double *B, double *cos);
 
 /* ---- Throughput measurement (bench helper, quadform.c) ---------------------------- */
