@@ -1,0 +1,400 @@
+#!/usr/bin/python3
+"""make_report.py - figures and a self-contained report.html for a sinkscope result folder.
+
+    /usr/bin/python3 make_report.py DIR [--no-figures]
+
+Reads DIR/{trace,spikes,vocab,sinks}.msgpack and DIR/summary.json (whichever exist),
+writes the six figures DIR/fig_*.png (plot_all.py) and DIR/report.html, which embeds
+every figure as a base64 data URI (the HTML file alone can be mailed or archived) and
+holds the tables: spike channels with lambda* and dominance, lifecycles, ranked sink
+heads, predictor AUCs, vocabulary exceptions and every setting used.
+Exit status: 0 when the report was written (even with figures skipped), 2 on bad usage,
+1 when nothing could be read.
+"""
+
+import base64
+import datetime
+import html
+import json
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import plot_all as P  # noqa: E402
+import sks_results as R  # noqa: E402
+
+CAPTIONS = {
+    "lifecycle": (
+        "Rise - plateau - fall. The largest |h| of each block (grey band, log scale) with the "
+        "spike channels on the spike tokens (coloured). A step-up block (triangle up, shaded red) "
+        "injects the spike, usually an FFN acting as a directional quadratic amplifier; the plateau "
+        "is carried by the residual stream; a step-down block (triangle down, shaded blue) cancels "
+        "it. Small models often show two step-ups and no step-down. The dashed line is the median "
+        "|h| of the block, the dotted one the spike threshold."),
+    "spectrum": (
+        "Spectrum of the quadratic form S_k of an FFN output channel k (out_k(x) ~ x^T S_k x when "
+        "SiLU is near identity). A spike channel has one eigenvalue lambda* (red) far above the "
+        "others: the FFN amplifies inputs along s* by lambda*. Dominance = |lambda_1| / |lambda_2|; "
+        "energy = lambda_1^2 / ||S_k||_F^2."),
+    "alpha": (
+        "Measured alpha_0 (mean attention on the first token, Gu et al.) per layer and head. "
+        "Outlined cells are measured sink heads (alpha_0 > eps); crosses are the heads the "
+        "geometry predicts."),
+    "alignment": (
+        "Each geometric predictor of a sink head against measured alpha_0, one point per head; "
+        "red points are sink heads. The ROC AUC says how well ranking heads by the predictor "
+        "separates sink heads from the rest (0.5 = chance, 1 = perfect)."),
+    "vocab": (
+        "Vocabulary sweep (the paper's Table 2): every token run alone at position 0; its ratio is "
+        "the largest max_c |h| over the intermediate blocks divided by the typical median |h| of "
+        "that block. Tokens right of the threshold are spike tokens."),
+    "delimiters": (
+        "Delimiter route: tokens whose embedding, after the first RMSNorm and gamma_attn, is "
+        "largest relative to the median token. Such tokens (periods, newlines) attend to "
+        "themselves and fall into the first-token regime."),
+}
+
+TITLES = {
+    "lifecycle": "1. Lifecycle of the massive activations",
+    "spectrum": "2. Eigenvalue spectrum of S_k",
+    "alpha": "3. Sink heads: alpha_0 per layer and head",
+    "alignment": "4. Predictors of sink heads against alpha_0",
+    "vocab": "5. Vocabulary sweep at position 0",
+    "delimiters": "6. Delimiter ranking",
+}
+
+CSS = """
+body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; max-width: 1180px;
+       margin: 2em auto; padding: 0 1em; color: #222; line-height: 1.45; }
+h1 { border-bottom: 2px solid #444; padding-bottom: .2em; }
+h2 { border-bottom: 1px solid #bbb; margin-top: 2em; }
+table { border-collapse: collapse; margin: .6em 0 1.2em 0; font-size: 0.92em; }
+th, td { border: 1px solid #ccc; padding: 3px 9px; text-align: right; }
+th { background: #f0f0f0; }
+td.l, th.l { text-align: left; }
+figure { margin: 1em 0 2em 0; }
+figure img { max-width: 100%; border: 1px solid #ddd; }
+figcaption { font-size: 0.92em; color: #444; margin-top: .4em; }
+.headline { background: #f7f7f2; border: 1px solid #ddd; padding: .6em 1em; }
+.warn { color: #a33; }
+code, pre { background: #f4f4f4; padding: 0 .25em; }
+pre { padding: .5em; overflow-x: auto; font-size: 0.85em; }
+"""
+
+
+def esc(x):
+    return html.escape(str(x))
+
+
+def fmt(x, spec="%.4g"):
+    if x is None:
+        return ""
+    if isinstance(x, (bool, np.bool_)):
+        return "yes" if x else "no"
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return esc(x)
+    if not np.isfinite(f):
+        return str(f)
+    return spec % f
+
+
+def table(headers, rows, left=()):
+    out = ["<table><tr>"]
+    for i, h in enumerate(headers):
+        out.append('<th%s>%s</th>' % (' class="l"' if i in left else "", esc(h)))
+    out.append("</tr>")
+    for r in rows:
+        out.append("<tr>")
+        for i, c in enumerate(r):
+            out.append('<td%s>%s</td>' % (' class="l"' if i in left else "", c))
+        out.append("</tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
+def img_data_uri(path):
+    with open(path, "rb") as f:
+        return "data:image/png;base64," + base64.b64encode(f.read()).decode("ascii")
+
+
+def plain(x):
+    """JSON-able copy of params / model maps (arrays summarized)."""
+    if isinstance(x, dict):
+        return {str(k): plain(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [plain(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return x.tolist() if x.size <= 16 else "array %s %s" % (x.dtype, list(x.shape))
+    if isinstance(x, (bytes, bytearray)):
+        return "<%d bytes>" % len(x)
+    if isinstance(x, np.generic):
+        return x.item()
+    return x
+
+
+# --------------------------------------------------------------------------------------
+# sections
+# --------------------------------------------------------------------------------------
+
+def section_model(res):
+    m = None
+    for k in ("trace", "sinks", "spikes", "vocab"):
+        m = R.get(res.get(k), "model")
+        if isinstance(m, dict):
+            break
+    if not isinstance(m, dict):
+        return "<p class='warn'>No model summary found.</p>"
+    rows = [("<b>%s</b>" % esc(k), esc(plain(v))) for k, v in m.items()]
+    return table(["field", "value"], rows, left=(0, 1))
+
+
+def section_headline(res):
+    s = res.get("summary") or {}
+    items = []
+    trace = res.get("trace")
+    if trace is not None:
+        sc = np.atleast_1d(R.arr(R.get(trace, "spike_channels", default=[]), int))
+        st = np.atleast_1d(R.arr(R.get(trace, "spike_tokens", default=[]), int))
+        items.append("Spike channels: <b>%s</b> on token position(s) %s" % (
+            esc(", ".join(str(int(c)) for c in sc)) or "none", esc(", ".join(str(int(t)) for t in st)) or "-"))
+        blocks = R.get(trace, "blocks") or []
+        if blocks:
+            mx = max(blocks, key=lambda b: float(b.get("max_abs", 0)))
+            items.append("Largest activation: |h| = %s at %s (token %s, channel %s), spike score %s" % (
+                fmt(mx.get("max_abs")), esc(R.block_label(mx.get("block", 0))), esc(mx.get("top_token")),
+                esc(mx.get("top_channel")), fmt(mx.get("spike_score"))))
+        sr = R.get(trace, "sink_ratio")
+        if sr is not None:
+            items.append("Sink ratio (heads with alpha_0 > %s): <b>%s%%</b>" % (fmt(P.eps_of(res)), fmt(sr, "%.1f")))
+    ents = P.spike_channel_entries(res.get("spikes"), trace) if res.get("spikes") else []
+    if ents:
+        c = ents[0]
+        items.append("Top S_k: layer %s channel %s, lambda* = %s, dominance %s" % (
+            esc(R.get(c, "layer")), esc(R.get(c, "channel")), fmt(c["eigenvalues"][0]), fmt(P._dominance(c), "%.2f")))
+    vocab = res.get("vocab")
+    if vocab is not None and R.get(vocab, "spike_fraction") is not None:
+        items.append("Vocabulary sweep: <b>%s%%</b> of tokens spike at position 0" % fmt(
+            100 * float(R.get(vocab, "spike_fraction")), "%.1f"))
+    aucs = P.auc_map(res.get("sinks"))
+    if aucs:
+        items.append("Sink-head predictors, ROC AUC: " + ", ".join(
+            "%s %s" % (esc(k), fmt(v, "%.2f")) for k, v in sorted(aucs.items(), key=lambda kv: -kv[1])))
+    t = s.get("timings") if isinstance(s, dict) else None
+    if isinstance(t, dict) and t:
+        items.append("Timings: " + ", ".join("%s %ss" % (esc(k), fmt(v, "%.2f")) for k, v in t.items()))
+    if not items:
+        return "<p class='warn'>No results found in this folder.</p>"
+    return "<div class='headline'><ul>%s</ul></div>" % "".join("<li>%s</li>" % i for i in items)
+
+
+def section_spike_channels(res):
+    ents = P.spike_channel_entries(res.get("spikes"), res.get("trace")) if res.get("spikes") else []
+    if not ents:
+        return "<p class='warn'>spikes.msgpack absent: no S_k table.</p>"
+    rows = []
+    for c in ents[:40]:
+        ev = c["eigenvalues"]
+        rows.append([
+            fmt(R.get(c, "layer")), fmt(R.get(c, "channel")), "yes" if c.get("is_spike") else "",
+            fmt(ev[0]), fmt(ev[1]) if len(ev) > 1 else "", fmt(P._dominance(c), "%.2f"),
+            fmt(R.get(c, "energy_fraction"), "%.3f"), fmt(R.get(c, "frobenius")), fmt(R.get(c, "trace")),
+            fmt(R.get(c, "cos_x_s", "cos_spike", "cos")), fmt(R.get(c, "quad_pred", "quadratic_prediction")),
+            fmt(R.get(c, "rank1_pred", "rank_one_prediction")), fmt(R.get(c, "true_out", "ffn_out")),
+        ])
+    note = "" if len(ents) <= 40 else "<p>First 40 of %d analysed channels.</p>" % len(ents)
+    return table(["layer", "channel", "spike ch.", "lambda*", "lambda_2", "dominance", "energy frac.", "||S_k||_F",
+                  "tr S_k", "cos(x, s*)", "x^T S x", "lambda*(s*.x)^2", "true out_k"], rows) + note
+
+
+def section_lifecycles(res):
+    lcs = R.get(res.get("trace"), "lifecycles") or []
+    if not lcs:
+        return "<p>No lifecycle (no spike channel passed the thresholds).</p>"
+    rows = []
+    for lc in lcs[:30]:
+        ups = [int(b) for b in np.atleast_1d(R.arr(R.get(lc, "up_blocks", default=[]), int))]
+        downs = [int(b) for b in np.atleast_1d(R.arr(R.get(lc, "down_blocks", default=[]), int))]
+        v = R.arr(R.get(lc, "values"))
+        peak = R.get(lc, "peak_abs", default=(float(np.max(np.abs(v))) if v is not None and v.size else None))
+        rows.append([fmt(R.get(lc, "token")), fmt(R.get(lc, "channel")),
+                     esc(R.block_label(R.get(lc, "main_up", default=0))),
+                     esc(", ".join(R.block_label(b) for b in ups)) or "-",
+                     esc(", ".join(R.block_label(b) for b in downs)) or "none (persists)", fmt(peak)])
+    return table(["token", "channel", "main step-up", "step-up blocks", "step-down blocks", "peak |h|"], rows,
+                 left=(2, 3, 4))
+
+
+def section_sink_heads(res):
+    a0, src = P.alpha0_matrix(res)
+    if a0 is None:
+        return "<p class='warn'>No alpha_0 measured.</p>"
+    sinks = res.get("sinks") or {}
+    eps = P.eps_of(res)
+    preds = [(k, lab, R.arr(R.get(sinks, k))) for k, lab in P.PREDICTORS]
+    preds = [(k, lab, v.astype(float)) for k, lab, v in preds if v is not None and v.shape == a0.shape]
+    order = np.argsort(-a0.ravel())
+    H = a0.shape[1]
+    rows = []
+    n_show = max(10, int((a0 > eps).sum()))
+    for rank, i in enumerate(order[:min(n_show, 40)]):
+        l, h = divmod(int(i), H)
+        r = [str(rank + 1), str(l), str(h), fmt(a0[l, h], "%.3f"), "yes" if a0[l, h] > eps else ""]
+        r += [fmt(v[l, h], "%.3g") for _, _, v in preds]
+        rows.append(r)
+    out = table(["rank", "layer", "head", "alpha_0", "sink head"] + [k for k, _, _ in preds], rows)
+    aucs = P.auc_map(sinks)
+    if aucs:
+        out += "<p>ROC AUC of each predictor against the labels alpha_0 &gt; %s:</p>" % fmt(eps)
+        out += table(["predictor", "ROC AUC"], [[esc(k), fmt(v, "%.3f")] for k, v in
+                                                 sorted(aucs.items(), key=lambda kv: -kv[1])], left=(0,))
+    ranks = R.get(sinks, "ranks", "layer_ranks")
+    if isinstance(ranks, dict) and ranks:
+        rows = []
+        keys = list(ranks.keys())
+        arrs = {k: np.atleast_1d(R.arr(ranks[k])) for k in keys if R.arr(ranks[k]) is not None}
+        n = max((v.shape[0] for v in arrs.values()), default=0)
+        for l in range(n):
+            rows.append([str(l)] + [fmt(arrs[k][l]) if l < arrs[k].shape[0] and arrs[k].ndim == 1 else
+                                    esc(np.array2string(arrs[k][l], precision=3)) for k in arrs])
+        out += "<p>Per-layer effective ranks of keys:</p>" + table(["layer"] + list(arrs.keys()), rows)
+    return out + "<p>alpha_0 from %s.</p>" % esc(src)
+
+
+def section_vocab(res):
+    vocab = res.get("vocab")
+    if vocab is None:
+        return "<p class='warn'>vocab.msgpack absent.</p>"
+    out = []
+    frac = R.get(vocab, "spike_fraction")
+    ratio = R.arr(R.get(vocab, "ratio"))
+    n = ratio.size if ratio is not None else 0
+    out.append("<p>%s of %d swept tokens are spike tokens at position 0.</p>" % (
+        (fmt(100 * float(frac), "%.2f") + "%") if frac is not None else "?", n))
+    ex = R.get(vocab, "exceptions")
+    exa = None
+    if ex is not None and not (isinstance(ex, list) and ex and isinstance(ex[0], dict)):
+        exa = R.arr(ex, int)
+    if isinstance(ex, list) and ex and isinstance(ex[0], dict):
+        rows = [[fmt(R.get(e, "token", "id")), esc(R.get(e, "piece", "text", default="")),
+                 fmt(R.get(e, "ratio")), fmt(R.get(e, "max_abs"))] for e in ex[:30]]
+        out.append("<p>Exceptions (tokens that do not spike), first %d of %d:</p>" % (len(rows), len(ex)))
+        out.append(table(["token", "piece", "ratio", "max |h|"], rows, left=(1,)))
+    elif exa is not None and np.size(exa):
+        exa = np.atleast_1d(exa)
+        toks = R.arr(R.get(vocab, "tokens", "token_ids"), int)
+        pieces = R.get(vocab, "pieces", "exception_pieces")
+        rows = []
+        for j, t in enumerate(exa[:30]):
+            t = int(t)
+            r = None
+            if ratio is not None:
+                if toks is not None and toks.size == ratio.size:
+                    w = np.nonzero(toks == t)[0]
+                    r = ratio[w[0]] if w.size else None
+                elif t < ratio.size:
+                    r = ratio[t]
+            p = pieces[j] if isinstance(pieces, list) and j < len(pieces) else ""
+            rows.append([str(t), esc(p), fmt(r)])
+        out.append("<p>Exceptions (tokens that do not spike), first %d of %d:</p>" % (len(rows), exa.size))
+        out.append(table(["token", "piece", "ratio"], rows, left=(1,)))
+    return "".join(out)
+
+
+def section_settings(res):
+    out = []
+    for k in ("trace", "spikes", "vocab", "sinks"):
+        r = res.get(k)
+        if r is None:
+            out.append("<p><b>%s</b>: not run (file absent).</p>" % k)
+            continue
+        out.append("<p><b>%s</b> (schema <code>%s</code>):</p>" % (k, esc(R.get(r, "schema", default="?"))))
+        p = R.get(r, "params") or {}
+        out.append("<pre>%s</pre>" % esc(json.dumps(plain(p), indent=1, sort_keys=True)))
+    s = res.get("summary")
+    if isinstance(s, dict):
+        for key in ("settings", "params", "options"):
+            if key in s:
+                out.append("<p><b>analyze</b> settings (summary.json):</p><pre>%s</pre>"
+                           % esc(json.dumps(plain(s[key]), indent=1, sort_keys=True)))
+                break
+    return "".join(out)
+
+
+def section_files(res, d):
+    rows = []
+    for name in sorted(os.listdir(d)):
+        p = os.path.join(d, name)
+        if os.path.isfile(p) and not name.startswith("."):
+            rows.append([esc(name), fmt(os.path.getsize(p))])
+    return table(["file", "bytes"], rows, left=(0,))
+
+
+def build_report(d, figs):
+    res = R.load_dir(d, warn=False)
+    if not any(res.get(k) is not None for k in ("trace", "spikes", "vocab", "sinks")):
+        return None, res
+    parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>sinkscope report</title>",
+             "<style>%s</style></head><body>" % CSS,
+             "<h1>sinkscope report</h1>",
+             "<p>%s - generated %s UTC. Massive activations and attention sinks after Sun, Canziani, LeCun "
+             "and Zhu (2026); how each number maps to the paper is in <code>docs/paper-map.md</code>.</p>"
+             % (esc(P._model_tag(res)), datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M")),
+             "<h2>Headline</h2>", section_headline(res),
+             "<h2>Model</h2>", section_model(res)]
+    parts.append("<h2>Figures</h2>")
+    for name, fname, _ in P.FIGURES:
+        path = figs.get(name) if figs else None
+        if path is None and os.path.exists(os.path.join(d, fname)):
+            path = os.path.join(d, fname)
+        parts.append("<h3>%s</h3>" % esc(TITLES[name]))
+        if path and os.path.exists(path):
+            parts.append("<figure><img src='%s' alt='%s' data-file='%s'><figcaption>%s <i>(file: %s)</i>"
+                         "</figcaption></figure>" % (img_data_uri(path), esc(fname), esc(fname),
+                                                     esc(CAPTIONS[name]), esc(fname)))
+        else:
+            parts.append("<p class='warn'>Figure %s not produced (its results are absent).</p>" % esc(fname))
+    parts += ["<h2>Spike channels: quadratic forms S_k</h2>", section_spike_channels(res),
+              "<h2>Lifecycles</h2>", section_lifecycles(res),
+              "<h2>Sink heads, ranked by measured alpha_0</h2>", section_sink_heads(res),
+              "<h2>Vocabulary sweep</h2>", section_vocab(res),
+              "<h2>Settings used</h2>", section_settings(res),
+              "<h2>Files in this folder</h2>", section_files(res, d),
+              "</body></html>"]
+    return "\n".join(parts), res
+
+
+def main(argv):
+    args = [a for a in argv[1:] if not a.startswith("--")]
+    if len(args) != 1 or "--help" in argv or "-h" in argv:
+        print("usage: make_report.py RESULT_DIR [--no-figures]", file=sys.stderr)
+        return 2
+    d = args[0]
+    if not os.path.isdir(d):
+        print("make_report: %s is not a folder" % d, file=sys.stderr)
+        return 2
+    figs = {}
+    if "--no-figures" not in argv:
+        res = R.load_dir(d)
+        figs = P.plot_all(res, d)
+    doc, _ = build_report(d, figs)
+    if doc is None:
+        print("make_report: no sinkscope results (*.msgpack) in %s" % d, file=sys.stderr)
+        return 1
+    out = os.path.join(d, "report.html")
+    tmp = out + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(doc)
+    os.replace(tmp, out)
+    n = sum(1 for v in figs.values() if v)
+    print("make_report: %d of %d figures, report %s" % (n, len(P.FIGURES), out), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
