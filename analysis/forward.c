@@ -1,0 +1,436 @@
+/* forward.c - instrumented f32 forward pass (SPEC section 2, contract in sks_forward.h).
+ *
+ * One layer, for T tokens at positions p0 .. p0+T-1 (p0 > 0 only while generating with
+ * the KV cache):
+ *   xn   = RMSNorm(h) * gamma_attn                      RMSNorm(x) = x / sqrt(mean(x^2) + eps)
+ *   q    = xn W_Q^T (+ b_Q),  k = xn W_K^T (+ b_K),  v = xn W_V^T (+ b_V)
+ *   q, k = RMSNorm per head * q_norm / k_norm            (Qwen3 only)
+ *   q, k = RoPE(q, k) at the real positions               (pair order of the file)
+ *   A_h  = softmax_j (q_h k_g^T / sqrt(dh)), causal       g = h / (H / Hkv)
+ *   h   += (A_h v_g)_h W_O^T
+ *   xn   = RMSNorm(h) * gamma_ffn
+ *   h   += (SiLU(xn W_gate^T) * (xn W_up^T)) W_down^T
+ * Every projection is one sgemm over the T tokens (sks_matmul_wt); attention is two
+ * sgemms per head (Q K^T, then A V) with the softmax between them. RMS and softmax
+ * sums accumulate in f64; RoPE angles are computed in f64.
+ */
+#include "sks_forward.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Weight conversion workspace: 4 MiB of f32 rows, or one row when rows are longer. */
+#define SKS__WS_FLOATS ((size_t)1 << 20)
+
+struct sks_forward {
+    const sks_model *m;
+    sks_arch a;
+    int max_T;
+    int64_t d, f, H, Hkv, dh, qd, kd, V;
+    float *x;        /* (max_T, d) residual stream h */
+    float *xn;       /* (max_T, d) normalized block input */
+    float *q;        /* (max_T, qd) queries */
+    float *k;        /* (max_T, kd) keys (run mode) */
+    float *v;        /* (max_T, kd) values (run mode) */
+    float *att;      /* (max_T, qd) concatenated head outputs */
+    float *y;        /* (max_T, d) block output before the residual add */
+    float *gate;     /* (max_T, f) */
+    float *up;       /* (max_T, f) */
+    float *scores;   /* (max_T, max_T) one head's scores / probabilities */
+    float *q_pre;    /* (max_T, qd) lazily, for on_qk */
+    float *k_pre;    /* (max_T, kd) lazily, for on_qk */
+    float *vec;      /* (max(d, qd, kd)) a norm weight or a bias */
+    float *vec2;     /* (dh) second norm weight (k_norm) */
+    float *ws;       /* (ws_floats) weight rows converted to f32 */
+    size_t ws_floats;
+    float *rope_cos; /* (max_T, dh/2) cos(p * inv_freq_i) */
+    float *rope_sin; /* (max_T, dh/2) */
+    float *kc, *vc;  /* (L, max_T, kd) KV cache, allocated by the first generate */
+    float *logit1;   /* (V) last-position logits while generating */
+};
+
+/* ---- helpers ------------------------------------------------------------------------ */
+
+int sks_matmul_wt(const sks_tensor *W, const float *X, int T, float *Y, float *ws, size_t ws_floats) {
+    /* Y (T, out) = X (T, in) W^T, W (out, in). */
+    if (!W || !X || !Y || T <= 0) return sks_fail(SKS_EARG, "sks_matmul_wt: bad arguments");
+    if (W->ndim != 2) return sks_fail(SKS_ESHAPE, "%s: matrix expected, got a vector", W->name);
+    const int64_t out = W->shape[0], in = W->shape[1];
+    if (W->dtype == SKS_DT_F32) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, (int)out, (int)in, 1.0f, X, (int)in,
+                    (const float *)W->data, (int)in, 0.0f, Y, (int)out);
+        return 0;
+    }
+    int64_t rows = ws ? (int64_t)(ws_floats / (size_t)in) : 0;
+    if (rows <= 0) return sks_fail(SKS_EARG, "%s: workspace of %zu floats holds no row of %lld", W->name, ws_floats,
+                                   (long long)in);
+    for (int64_t r0 = 0; r0 < out; r0 += rows) {
+        int64_t nr = out - r0 < rows ? out - r0 : rows;
+        int rc = sks_tensor_rows_f32(W, r0, nr, ws);
+        if (rc) return rc;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, (int)nr, (int)in, 1.0f, X, (int)in, ws, (int)in,
+                    0.0f, Y + r0, (int)out);
+    }
+    return 0;
+}
+
+/* out[t, :] = x[t, :] / sqrt(mean_c x[t,c]^2 + eps) * g, for T rows of n; x, out (T, n)
+ * with row strides ldx, ldo (may alias). Sum of squares in f64. */
+static void sks__rmsnorm(const float *x, int64_t ldx, float *out, int64_t ldo, const float *g, int64_t T, int64_t n,
+                         double eps) {
+    for (int64_t t = 0; t < T; t++) {
+        const float *xr = x + t * ldx;
+        float *orow = out + t * ldo;
+        double ss = 0;
+        for (int64_t c = 0; c < n; c++) ss += (double)xr[c] * (double)xr[c];
+        double inv = 1.0 / sqrt(ss / (double)n + eps);
+        for (int64_t c = 0; c < n; c++) orow[c] = (float)((double)xr[c] * inv) * g[c];
+    }
+}
+
+static int sks__vec(const sks_model *m, sks_role role, int layer, float *out) {
+    const sks_tensor *t = sks_model_tensor(m, role, layer);
+    if (!t) return sks_fail(SKS_ENOTFOUND, "forward: missing %s of layer %d", sks_role_name(role), layer);
+    return sks_tensor_rows_f32(t, 0, 1, out);
+}
+
+static const sks_tensor *sks__mat(const sks_model *m, sks_role role, int layer) {
+    const sks_tensor *t = sks_model_tensor(m, role, layer);
+    if (!t) sks_fail(SKS_ENOTFOUND, "forward: missing %s of layer %d", sks_role_name(role), layer);
+    return t;
+}
+
+/* Add an optional bias (n) to every row of Y (T, ld). */
+static int sks__add_bias(sks_forward *f, sks_role role, int layer, float *Y, int64_t T, int64_t ld, int64_t n) {
+    const sks_tensor *b = sks_model_tensor(f->m, role, layer);
+    if (!b) return 0;
+    int rc = sks_tensor_rows_f32(b, 0, 1, f->vec);
+    if (rc) return rc;
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t c = 0; c < n; c++) Y[t * ld + c] += f->vec[c];
+    return 0;
+}
+
+/* inv_freq_i = theta^(-2i/dh), with the Llama 3 or linear scaling of the arch:
+ * Llama 3: wavelen = 2 pi / inv_freq; wavelen < orig/high_ff: kept; wavelen > orig/low_ff:
+ * inv_freq / factor; between: (1 - s) inv_freq / factor + s inv_freq with
+ * s = (orig / wavelen - low_ff) / (high_ff - low_ff). Linear: inv_freq / factor. */
+static double sks__inv_freq(const sks_arch *a, int i) {
+    double inv = pow(a->rope_theta, -2.0 * (double)i / (double)a->head_dim);
+    if (a->rope_scaling == SKS_ROPE_SCALING_LINEAR && a->rope_factor > 0) return inv / a->rope_factor;
+    if (a->rope_scaling == SKS_ROPE_SCALING_LLAMA3 && a->rope_factor > 0) {
+        double orig = (double)a->rope_original_max_pos;
+        double lo = a->rope_low_freq_factor, hi = a->rope_high_freq_factor;
+        double wavelen = 2.0 * M_PI / inv;
+        double low_wl = orig / lo, high_wl = orig / hi;
+        if (wavelen < high_wl) return inv;
+        if (wavelen > low_wl) return inv / a->rope_factor;
+        double s = (orig / wavelen - lo) / (hi - lo);
+        return (1.0 - s) * inv / a->rope_factor + s * inv;
+    }
+    return inv;
+}
+
+/* Rotate every head of X (T, n_heads * dh) at positions p0 + t. Interleaved order:
+ * pairs (2i, 2i+1); rotate-half order: pairs (i, i + dh/2).
+ * (x0, x1) -> (x0 cos - x1 sin, x0 sin + x1 cos), angle = p inv_freq_i. */
+static void sks__rope(const sks_forward *f, float *X, int64_t T, int64_t n_heads, int p0) {
+    const int64_t dh = f->dh, half = dh / 2, ld = n_heads * dh;
+    const int inter = f->a.rope_interleaved;
+    for (int64_t t = 0; t < T; t++) {
+        const float *cs = f->rope_cos + (int64_t)(p0 + t) * half, *sn = f->rope_sin + (int64_t)(p0 + t) * half;
+        for (int64_t h = 0; h < n_heads; h++) {
+            float *xh = X + t * ld + h * dh;
+            for (int64_t i = 0; i < half; i++) {
+                int64_t i0 = inter ? 2 * i : i, i1 = inter ? 2 * i + 1 : i + half;
+                float x0 = xh[i0], x1 = xh[i1];
+                xh[i0] = x0 * cs[i] - x1 * sn[i];
+                xh[i1] = x0 * sn[i] + x1 * cs[i];
+            }
+        }
+    }
+}
+
+/* ---- construction ------------------------------------------------------------------- */
+
+void sks_forward_free(sks_forward *f) {
+    if (!f) return;
+    free(f->x);
+    free(f->xn);
+    free(f->q);
+    free(f->k);
+    free(f->v);
+    free(f->att);
+    free(f->y);
+    free(f->gate);
+    free(f->up);
+    free(f->scores);
+    free(f->q_pre);
+    free(f->k_pre);
+    free(f->vec);
+    free(f->vec2);
+    free(f->ws);
+    free(f->rope_cos);
+    free(f->rope_sin);
+    free(f->kc);
+    free(f->vc);
+    free(f->logit1);
+    free(f);
+}
+
+int sks_forward_new(const sks_model *m, int max_T, sks_forward **out) {
+    *out = NULL;
+    if (!m || max_T <= 0) return sks_fail(SKS_EARG, "sks_forward_new: max_T must be positive (got %d)", max_T);
+    const sks_arch *a = sks_model_arch(m);
+    int rc = sks_arch_validate(a);
+    if (rc) return rc;
+    if (a->head_dim % 2) return sks_fail(SKS_EUNSUPPORTED, "forward: odd head_dim %d (RoPE needs pairs)", a->head_dim);
+    sks_forward *f = calloc(1, sizeof *f);
+    if (!f) return sks_fail(SKS_ENOMEM, "forward: out of memory");
+    f->m = m;
+    f->a = *a;
+    f->max_T = max_T;
+    f->d = a->d_model;
+    f->f = a->d_ffn;
+    f->H = a->n_heads;
+    f->Hkv = a->n_kv_heads;
+    f->dh = a->head_dim;
+    f->qd = f->H * f->dh;
+    f->kd = f->Hkv * f->dh;
+    f->V = a->vocab_size;
+    size_t T = (size_t)max_T;
+    int64_t vmax = f->d > f->qd ? f->d : f->qd;
+    f->x = sks_malloc_n(T, (size_t)f->d * sizeof(float));
+    f->xn = sks_malloc_n(T, (size_t)f->d * sizeof(float));
+    f->q = sks_malloc_n(T, (size_t)f->qd * sizeof(float));
+    f->k = sks_malloc_n(T, (size_t)f->kd * sizeof(float));
+    f->v = sks_malloc_n(T, (size_t)f->kd * sizeof(float));
+    f->att = sks_malloc_n(T, (size_t)f->qd * sizeof(float));
+    f->y = sks_malloc_n(T, (size_t)f->d * sizeof(float));
+    f->gate = sks_malloc_n(T, (size_t)f->f * sizeof(float));
+    f->up = sks_malloc_n(T, (size_t)f->f * sizeof(float));
+    f->scores = sks_malloc_n(T, T * sizeof(float));
+    f->vec = sks_malloc_n((size_t)vmax, sizeof(float));
+    f->vec2 = sks_malloc_n((size_t)f->dh, sizeof(float));
+    int64_t maxin = f->d > f->f ? f->d : f->f;
+    if (f->qd > maxin) maxin = f->qd;
+    f->ws_floats = SKS__WS_FLOATS > (size_t)maxin ? SKS__WS_FLOATS : (size_t)maxin;
+    f->ws = sks_malloc_n(f->ws_floats, sizeof(float));
+    size_t half = (size_t)(f->dh / 2);
+    f->rope_cos = sks_malloc_n(T, half * sizeof(float));
+    f->rope_sin = sks_malloc_n(T, half * sizeof(float));
+    f->logit1 = sks_malloc_n((size_t)f->V, sizeof(float));
+    if (!f->x || !f->xn || !f->q || !f->k || !f->v || !f->att || !f->y || !f->gate || !f->up || !f->scores ||
+        !f->vec || !f->vec2 || !f->ws || !f->rope_cos || !f->rope_sin || !f->logit1) {
+        sks_forward_free(f);
+        return sks_fail(SKS_ENOMEM, "forward: out of memory for workspaces of %d tokens", max_T);
+    }
+    for (size_t i = 0; i < half; i++) {
+        double inv = sks__inv_freq(a, (int)i);
+        for (size_t p = 0; p < T; p++) {
+            double ang = (double)p * inv;
+            f->rope_cos[p * half + i] = (float)cos(ang);
+            f->rope_sin[p * half + i] = (float)sin(ang);
+        }
+    }
+    *out = f;
+    return 0;
+}
+
+/* ---- one pass ----------------------------------------------------------------------- */
+
+/* Softmax over row i of S (T, Tk) restricted to j <= p0 + i; entries after are 0.
+ * Max-subtracted, exp and sum in f64. */
+static void sks__softmax_causal(float *S, int64_t T, int64_t Tk, int p0) {
+    for (int64_t i = 0; i < T; i++) {
+        float *r = S + i * Tk;
+        int64_t n = p0 + i + 1;
+        double mx = -INFINITY;
+        for (int64_t j = 0; j < n; j++)
+            if (r[j] > mx) mx = r[j];
+        double sum = 0;
+        for (int64_t j = 0; j < n; j++) sum += exp((double)r[j] - mx);
+        for (int64_t j = 0; j < n; j++) r[j] = (float)(exp((double)r[j] - mx) / sum);
+        for (int64_t j = n; j < Tk; j++) r[j] = 0.0f;
+    }
+}
+
+/* Layer l for T tokens at positions p0..p0+T-1; kc, vc (p0+T, kd) hold the keys and
+ * values of earlier positions, the new ones are written at row p0. */
+static int sks__layer(sks_forward *f, int l, int T, int p0, float *kc, float *vc, sks_fwd_mode mode,
+                      const sks_fwd_hooks *hk) {
+    const sks_model *m = f->m;
+    const int64_t d = f->d, qd = f->qd, kd = f->kd, dh = f->dh, H = f->H, Hkv = f->Hkv, ff = f->f;
+    const double eps = f->a.norm_eps;
+    int rc;
+    const sks_tensor *W;
+
+    /* attention */
+    if ((rc = sks__vec(m, SKS_ROLE_ATTN_NORM, l, f->vec))) return rc;
+    sks__rmsnorm(f->x, d, f->xn, d, f->vec, T, d, eps);
+    if (hk && hk->on_attn_in && (rc = hk->on_attn_in(hk->ud, l, f->xn, T, (int)d))) return rc;
+
+    float *kn = kc + (int64_t)p0 * kd, *vn = vc + (int64_t)p0 * kd;
+    int need_qk = mode == SKS_FWD_CAUSAL || (hk && hk->on_qk);
+    if (need_qk) {
+        if (!(W = sks__mat(m, SKS_ROLE_WQ, l))) return SKS_ENOTFOUND;
+        if ((rc = sks_matmul_wt(W, f->xn, T, f->q, f->ws, f->ws_floats))) return rc;
+        if ((rc = sks__add_bias(f, SKS_ROLE_BQ, l, f->q, T, qd, qd))) return rc;
+        if (!(W = sks__mat(m, SKS_ROLE_WK, l))) return SKS_ENOTFOUND;
+        if ((rc = sks_matmul_wt(W, f->xn, T, kn, f->ws, f->ws_floats))) return rc;
+        if ((rc = sks__add_bias(f, SKS_ROLE_BK, l, kn, T, kd, kd))) return rc;
+        if (f->a.has_qk_norm) {
+            /* Qwen3: RMSNorm over each head (dh) with q_norm / k_norm, before RoPE */
+            if ((rc = sks__vec(m, SKS_ROLE_Q_NORM, l, f->vec))) return rc;
+            if ((rc = sks__vec(m, SKS_ROLE_K_NORM, l, f->vec2))) return rc;
+            sks__rmsnorm(f->q, dh, f->q, dh, f->vec, (int64_t)T * H, dh, eps);
+            sks__rmsnorm(kn, dh, kn, dh, f->vec2, (int64_t)T * Hkv, dh, eps);
+        }
+        int want_qk = hk && hk->on_qk;
+        if (want_qk) {
+            if (!f->q_pre) f->q_pre = sks_malloc_n((size_t)f->max_T, (size_t)qd * sizeof(float));
+            if (!f->k_pre) f->k_pre = sks_malloc_n((size_t)f->max_T, (size_t)kd * sizeof(float));
+            if (!f->q_pre || !f->k_pre) return sks_fail(SKS_ENOMEM, "forward: out of memory for q/k copies");
+            memcpy(f->q_pre, f->q, (size_t)T * (size_t)qd * sizeof(float));
+            memcpy(f->k_pre, kn, (size_t)T * (size_t)kd * sizeof(float));
+        }
+        if (mode == SKS_FWD_CAUSAL) {
+            sks__rope(f, f->q, T, H, p0);
+            sks__rope(f, kn, T, Hkv, p0);
+        } /* independent tokens sit at position 0: RoPE is the identity */
+        if (want_qk && (rc = hk->on_qk(hk->ud, l, f->q_pre, f->k_pre, f->q, kn, T, (int)H, (int)Hkv, (int)dh)))
+            return rc;
+    }
+    if (!(W = sks__mat(m, SKS_ROLE_WV, l))) return SKS_ENOTFOUND;
+    if ((rc = sks_matmul_wt(W, f->xn, T, vn, f->ws, f->ws_floats))) return rc;
+    if ((rc = sks__add_bias(f, SKS_ROLE_BV, l, vn, T, kd, kd))) return rc;
+
+    const int64_t grp = H / Hkv;
+    if (mode == SKS_FWD_INDEPENDENT) {
+        /* one token alone: softmax over one key is 1, head h outputs v_{g(h)} */
+        for (int64_t t = 0; t < T; t++)
+            for (int64_t h = 0; h < H; h++)
+                memcpy(f->att + t * qd + h * dh, vn + t * kd + (h / grp) * dh, (size_t)dh * sizeof(float));
+    } else {
+        const int64_t Tk = (int64_t)p0 + T;
+        const float scale = (float)(1.0 / sqrt((double)dh));
+        for (int64_t h = 0; h < H; h++) {
+            int64_t g = h / grp;
+            /* S (T, Tk) = Q_h K_g^T / sqrt(dh) */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, (int)Tk, (int)dh, scale, f->q + h * dh, (int)qd,
+                        kc + g * dh, (int)kd, 0.0f, f->scores, (int)Tk);
+            sks__softmax_causal(f->scores, T, Tk, p0);
+            if (hk && hk->want_attn_probs && hk->on_attn_probs && p0 == 0 &&
+                (rc = hk->on_attn_probs(hk->ud, l, (int)h, f->scores, T)))
+                return rc;
+            /* out_h (T, dh) = A V_g */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, (int)dh, (int)Tk, 1.0f, f->scores, (int)Tk,
+                        vc + g * dh, (int)kd, 0.0f, f->att + h * dh, (int)qd);
+        }
+    }
+    if (!(W = sks__mat(m, SKS_ROLE_WO, l))) return SKS_ENOTFOUND;
+    if ((rc = sks_matmul_wt(W, f->att, T, f->y, f->ws, f->ws_floats))) return rc;
+    for (int64_t i = 0; i < (int64_t)T * d; i++) f->x[i] += f->y[i];
+    if (hk && hk->on_residual && (rc = hk->on_residual(hk->ud, 2 * l + 1, f->x, T, (int)d))) return rc;
+
+    /* FFN: W_down (SiLU(W_gate x) * (W_up x)) */
+    if ((rc = sks__vec(m, SKS_ROLE_FFN_NORM, l, f->vec))) return rc;
+    sks__rmsnorm(f->x, d, f->xn, d, f->vec, T, d, eps);
+    if (hk && hk->on_ffn_in && (rc = hk->on_ffn_in(hk->ud, l, f->xn, T, (int)d))) return rc;
+    if (!(W = sks__mat(m, SKS_ROLE_W_GATE, l))) return SKS_ENOTFOUND;
+    if ((rc = sks_matmul_wt(W, f->xn, T, f->gate, f->ws, f->ws_floats))) return rc;
+    if (!(W = sks__mat(m, SKS_ROLE_W_UP, l))) return SKS_ENOTFOUND;
+    if ((rc = sks_matmul_wt(W, f->xn, T, f->up, f->ws, f->ws_floats))) return rc;
+    for (int64_t i = 0; i < (int64_t)T * ff; i++) {
+        float z = f->gate[i];
+        f->gate[i] = z / (1.0f + expf(-z)) * f->up[i];
+    }
+    if (!(W = sks__mat(m, SKS_ROLE_W_DOWN, l))) return SKS_ENOTFOUND;
+    if ((rc = sks_matmul_wt(W, f->gate, T, f->y, f->ws, f->ws_floats))) return rc;
+    if (hk && hk->on_ffn_out && (rc = hk->on_ffn_out(hk->ud, l, f->y, T, (int)d))) return rc;
+    for (int64_t i = 0; i < (int64_t)T * d; i++) f->x[i] += f->y[i];
+    if (hk && hk->on_residual && (rc = hk->on_residual(hk->ud, 2 * l + 2, f->x, T, (int)d))) return rc;
+    return 0;
+}
+
+/* The whole pass. use_cache: keys/values live in the generation cache at rows p0..;
+ * otherwise in the per-pass buffers (p0 must be 0). */
+static int sks__pass(sks_forward *f, const int32_t *tokens, int T, int p0, int use_cache, sks_fwd_mode mode,
+                     const sks_fwd_hooks *hk, float *logits, int last_only) {
+    if (!tokens || T <= 0 || (int64_t)p0 + T > f->max_T)
+        return sks_fail(SKS_EARG, "forward: %d tokens at position %d do not fit the %d-token workspace", T, p0,
+                        f->max_T);
+    if (mode != SKS_FWD_CAUSAL && mode != SKS_FWD_INDEPENDENT) return sks_fail(SKS_EARG, "forward: bad mode %d", mode);
+    const int64_t d = f->d;
+    const sks_tensor *E = sks__mat(f->m, SKS_ROLE_EMBED, -1);
+    if (!E) return SKS_ENOTFOUND;
+    for (int t = 0; t < T; t++) {
+        if (tokens[t] < 0 || tokens[t] >= f->V)
+            return sks_fail(SKS_EARG, "forward: token id %d at position %d outside the vocabulary [0, %lld)",
+                            (int)tokens[t], t, (long long)f->V);
+        int rc = sks_tensor_rows_f32(E, tokens[t], 1, f->x + (int64_t)t * d);
+        if (rc) return rc;
+    }
+    int rc;
+    if (hk && hk->on_residual && (rc = hk->on_residual(hk->ud, 0, f->x, T, (int)d))) return rc;
+    for (int l = 0; l < f->a.n_layers; l++) {
+        float *kc = use_cache ? f->kc + (int64_t)l * f->max_T * f->kd : f->k;
+        float *vc = use_cache ? f->vc + (int64_t)l * f->max_T * f->kd : f->v;
+        if ((rc = sks__layer(f, l, T, p0, kc, vc, mode, hk))) return rc;
+    }
+    if (!logits) return 0;
+    /* logits = W_cls (RMSNorm(h) * gamma_final) */
+    int64_t r0 = last_only ? T - 1 : 0, nr = last_only ? 1 : T;
+    if ((rc = sks__vec(f->m, SKS_ROLE_FINAL_NORM, -1, f->vec))) return rc;
+    sks__rmsnorm(f->x + r0 * d, d, f->xn, d, f->vec, nr, d, f->a.norm_eps);
+    const sks_tensor *C = sks_model_classifier(f->m);
+    if (!C) return sks_fail(SKS_ENOTFOUND, "forward: model has no classifier");
+    return sks_matmul_wt(C, f->xn, (int)nr, logits, f->ws, f->ws_floats);
+}
+
+int sks_forward_run(sks_forward *f, const int32_t *tokens, int T, sks_fwd_mode mode, const sks_fwd_hooks *hooks,
+                    float *logits, int last_only) {
+    if (!f) return sks_fail(SKS_EARG, "sks_forward_run: NULL forward");
+    return sks__pass(f, tokens, T, 0, 0, mode, hooks, logits, last_only);
+}
+
+static int sks__argmax(const float *x, int64_t n) {
+    int64_t best = 0;
+    for (int64_t i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return (int)best;
+}
+
+int sks_forward_generate(sks_forward *f, const int32_t *prompt, int n_prompt, int n_gen, int stop_at_eos,
+                         int32_t *out_ids, int *n_out) {
+    if (n_out) *n_out = 0;
+    if (!f || !prompt || n_prompt < 1 || n_gen < 0 || (n_gen > 0 && !out_ids) || !n_out)
+        return sks_fail(SKS_EARG, "sks_forward_generate: bad arguments");
+    /* the last generated token is never fed back: positions < n_prompt + n_gen - 1 */
+    if ((int64_t)n_prompt + n_gen - 1 > f->max_T)
+        return sks_fail(SKS_EARG, "generate: %d prompt + %d new tokens exceed the %d-token workspace", n_prompt, n_gen,
+                        f->max_T);
+    if (n_gen == 0) return 0;
+    if (!f->kc) {
+        size_t n;
+        if (sks_mul_size((size_t)f->a.n_layers * (size_t)f->max_T, (size_t)f->kd, &n))
+            return sks_fail(SKS_EOVERFLOW, "generate: KV cache size overflows");
+        f->kc = sks_malloc_n(n, sizeof(float));
+        f->vc = sks_malloc_n(n, sizeof(float));
+        if (!f->kc || !f->vc) return sks_fail(SKS_ENOMEM, "generate: out of memory for the KV cache");
+    }
+    int rc = sks__pass(f, prompt, n_prompt, 0, 1, SKS_FWD_CAUSAL, NULL, f->logit1, 1);
+    if (rc) return rc;
+    int pos = n_prompt, n = 0;
+    for (;;) {
+        int32_t next = sks__argmax(f->logit1, f->V);
+        out_ids[n++] = next;
+        if (n >= n_gen || (stop_at_eos && next == f->a.eos_id && f->a.eos_id >= 0)) break;
+        if ((rc = sks__pass(f, &next, 1, pos, 1, SKS_FWD_CAUSAL, NULL, f->logit1, 1))) break;
+        pos++;
+    }
+    *n_out = n;
+    return rc;
+}
