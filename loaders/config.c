@@ -1,0 +1,280 @@
+/* config.c - Hugging Face config.json -> sks_arch, and the JSON depth guard.
+ *
+ * Two styles exist in the wild and both are read:
+ *   classic: "torch_dtype", "rope_theta", "rope_scaling": {"rope_type"|"type", "factor", ...}
+ *   newer:   "dtype", "rope_parameters": {"rope_theta", "rope_type", "factor", ...}
+ * head_dim may be absent or null (then d / H). The family comes from "architectures"
+ * (first entry) or, failing that, "model_type":
+ *   LlamaForCausalLM / llama     -> llama
+ *   MistralForCausalLM / mistral -> mistral
+ *   Qwen2ForCausalLM / qwen2     -> qwen2 (q/k/v biases)
+ *   Qwen3ForCausalLM / qwen3     -> qwen3 (per-head q/k RMSNorm)
+ * Codes: invalid JSON SKS_EFORMAT; a required key missing SKS_ENOTFOUND; a value of the
+ * wrong type or out of range SKS_ECONFIG; a valid but unhandled choice (architecture,
+ * activation, rope type, o_proj bias) SKS_EUNSUPPORTED.
+ */
+#include "formats_internal.h"
+
+#include <jansson.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int sks__json_depth(const char *buf, size_t len, int max_depth) {
+    int depth = 0, maxd = 0, in_str = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = buf[i];
+        if (in_str) {
+            if (c == '\\') i++; /* skip the escaped character */
+            else if (c == '"') in_str = 0;
+            continue;
+        }
+        if (c == '"') in_str = 1;
+        else if (c == '{' || c == '[') {
+            if (++depth > max_depth) return -1;
+            if (depth > maxd) maxd = depth;
+        } else if (c == '}' || c == ']') {
+            depth--;
+        }
+    }
+    return maxd;
+}
+
+/* Integer key in [lo, hi]; absent/null -> *out = dflt when !required. */
+static int sks__cfg_int(const json_t *o, const char *key, int required, long long lo, long long hi, int dflt,
+                        const char *path, int *out) {
+    json_t *v = json_object_get(o, key);
+    if (!v || json_is_null(v)) {
+        if (required) return sks_fail(SKS_ENOTFOUND, "%s: missing required key '%s'", path, key);
+        *out = dflt;
+        return 0;
+    }
+    long long x;
+    if (json_is_integer(v)) x = json_integer_value(v);
+    else if (json_is_real(v) && json_real_value(v) == floor(json_real_value(v)) && fabs(json_real_value(v)) < 1e15)
+        x = (long long)json_real_value(v);
+    else return sks_fail(SKS_ECONFIG, "%s: '%s' is not an integer", path, key);
+    if (x < lo || x > hi) return sks_fail(SKS_ECONFIG, "%s: '%s' = %lld is outside [%lld, %lld]", path, key, x, lo, hi);
+    *out = (int)x;
+    return 0;
+}
+
+static int sks__cfg_num(const json_t *o, const char *key, int required, double dflt, const char *path,
+                        double *out) {
+    json_t *v = json_object_get(o, key);
+    if (!v || json_is_null(v)) {
+        if (required) return sks_fail(SKS_ENOTFOUND, "%s: missing required key '%s'", path, key);
+        *out = dflt;
+        return 0;
+    }
+    if (!json_is_number(v)) return sks_fail(SKS_ECONFIG, "%s: '%s' is not a number", path, key);
+    *out = json_number_value(v);
+    if (!isfinite(*out)) return sks_fail(SKS_ECONFIG, "%s: '%s' is not finite", path, key);
+    return 0;
+}
+
+static int sks__cfg_bool(const json_t *o, const char *key, int dflt, const char *path, int *out) {
+    json_t *v = json_object_get(o, key);
+    if (!v || json_is_null(v)) {
+        *out = dflt;
+        return 0;
+    }
+    if (!json_is_boolean(v)) return sks_fail(SKS_ECONFIG, "%s: '%s' is not true/false", path, key);
+    *out = json_is_true(v);
+    return 0;
+}
+
+/* bos/eos: an integer, or a list whose first entry is used (Llama 3 lists several eos). */
+static int sks__cfg_token(const json_t *o, const char *key, const char *path, int *out) {
+    json_t *v = json_object_get(o, key);
+    *out = -1;
+    if (!v || json_is_null(v)) return 0;
+    if (json_is_array(v)) {
+        if (json_array_size(v) == 0) return 0;
+        v = json_array_get(v, 0);
+    }
+    if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > INT_MAX)
+        return sks_fail(SKS_ECONFIG, "%s: '%s' is not a token id", path, key);
+    *out = (int)json_integer_value(v);
+    return 0;
+}
+
+static const struct {
+    const char *arch, *model_type, *family;
+} sks__families[] = {
+    {"LlamaForCausalLM", "llama", "llama"},
+    {"MistralForCausalLM", "mistral", "mistral"},
+    {"Qwen2ForCausalLM", "qwen2", "qwen2"},
+    {"Qwen3ForCausalLM", "qwen3", "qwen3"},
+};
+#define SKS__N_FAMILIES (sizeof sks__families / sizeof sks__families[0])
+
+static int sks__cfg_family(const json_t *root, const char *path, sks_arch *a) {
+    json_t *archs = json_object_get(root, "architectures");
+    json_t *mt = json_object_get(root, "model_type");
+    const char *arch = NULL, *mts = json_is_string(mt) ? json_string_value(mt) : NULL;
+    if (archs && !json_is_null(archs)) {
+        if (!json_is_array(archs) || json_array_size(archs) == 0 || !json_is_string(json_array_get(archs, 0)))
+            return sks_fail(SKS_ECONFIG, "%s: 'architectures' is not a list of names", path);
+        arch = json_string_value(json_array_get(archs, 0));
+    }
+    if (!arch && !mts)
+        return sks_fail(SKS_ENOTFOUND,
+                        "%s: neither 'architectures' nor 'model_type' is given: cannot tell the model family", path);
+    for (size_t i = 0; i < SKS__N_FAMILIES; i++) {
+        if ((arch && !strcmp(arch, sks__families[i].arch)) || (!arch && !strcmp(mts, sks__families[i].model_type))) {
+            snprintf(a->family, sizeof a->family, "%s", sks__families[i].family);
+            a->has_qkv_bias = !strcmp(a->family, "qwen2");
+            a->has_qk_norm = !strcmp(a->family, "qwen3");
+            return 0;
+        }
+    }
+    return sks_fail(SKS_EUNSUPPORTED,
+                    "%s: architecture '%s' is not supported (sinkscope reads LlamaForCausalLM, MistralForCausalLM, "
+                    "Qwen2ForCausalLM, Qwen3ForCausalLM: pre-norm decoders with RMSNorm, SwiGLU and RoPE)",
+                    path, arch ? arch : mts);
+}
+
+/* RoPE scaling from either {"rope_type"|"type": ..., "factor": ...} object. */
+static int sks__cfg_rope_scaling(const json_t *rs, const char *path, sks_arch *a) {
+    if (!rs || json_is_null(rs)) return 0;
+    if (!json_is_object(rs)) return sks_fail(SKS_ECONFIG, "%s: rope scaling is not an object", path);
+    json_t *t = json_object_get(rs, "rope_type");
+    if (!t) t = json_object_get(rs, "type");
+    const char *type = json_is_string(t) ? json_string_value(t) : "default";
+    int rc;
+    if (!strcmp(type, "default")) return 0;
+    if (!strcmp(type, "linear")) {
+        a->rope_scaling = SKS_ROPE_SCALING_LINEAR;
+        if ((rc = sks__cfg_num(rs, "factor", 1, 1, path, &a->rope_factor))) return rc;
+        if (!(a->rope_factor > 0)) return sks_fail(SKS_ECONFIG, "%s: rope factor %g must be positive", path, a->rope_factor);
+        return 0;
+    }
+    if (!strcmp(type, "llama3")) {
+        a->rope_scaling = SKS_ROPE_SCALING_LLAMA3;
+        if ((rc = sks__cfg_num(rs, "factor", 1, 1, path, &a->rope_factor))) return rc;
+        if ((rc = sks__cfg_num(rs, "low_freq_factor", 1, 1, path, &a->rope_low_freq_factor))) return rc;
+        if ((rc = sks__cfg_num(rs, "high_freq_factor", 1, 4, path, &a->rope_high_freq_factor))) return rc;
+        if ((rc = sks__cfg_int(rs, "original_max_position_embeddings", 1, 1, INT_MAX, 0, path,
+                               &a->rope_original_max_pos)))
+            return rc;
+        if (!(a->rope_factor > 0) || !(a->rope_high_freq_factor > a->rope_low_freq_factor))
+            return sks_fail(SKS_ECONFIG, "%s: llama3 rope scaling needs factor > 0 and high_freq_factor > low_freq_factor",
+                            path);
+        return 0;
+    }
+    return sks_fail(SKS_EUNSUPPORTED, "%s: rope type '%s' is not supported (default, linear, llama3)", path, type);
+}
+
+static int sks__cfg_fill(const json_t *root, const char *path, sks_arch *a) {
+    int rc;
+    if ((rc = sks__cfg_family(root, path, a))) return rc;
+    if ((rc = sks__cfg_int(root, "num_hidden_layers", 1, 1, 100000, 0, path, &a->n_layers))) return rc;
+    if ((rc = sks__cfg_int(root, "hidden_size", 1, 1, 1 << 20, 0, path, &a->d_model))) return rc;
+    if ((rc = sks__cfg_int(root, "intermediate_size", 1, 1, 1 << 22, 0, path, &a->d_ffn))) return rc;
+    if ((rc = sks__cfg_int(root, "num_attention_heads", 1, 1, 4096, 0, path, &a->n_heads))) return rc;
+    if ((rc = sks__cfg_int(root, "num_key_value_heads", 0, 1, 4096, a->n_heads, path, &a->n_kv_heads))) return rc;
+    if ((rc = sks__cfg_int(root, "vocab_size", 1, 1, 1 << 26, 0, path, &a->vocab_size))) return rc;
+    if ((rc = sks__cfg_int(root, "head_dim", 0, 1, 8192, 0, path, &a->head_dim))) return rc;
+    if (a->head_dim == 0) {
+        if (a->d_model % a->n_heads)
+            return sks_fail(SKS_ECONFIG, "%s: no 'head_dim' and hidden_size %d is not a multiple of num_attention_heads %d",
+                            path, a->d_model, a->n_heads);
+        a->head_dim = a->d_model / a->n_heads;
+    }
+    if ((rc = sks__cfg_int(root, "max_position_embeddings", 0, 0, INT_MAX, 0, path, &a->max_seq))) return rc;
+    if ((rc = sks__cfg_num(root, "rms_norm_eps", 0, 1e-6, path, &a->norm_eps))) return rc;
+    if ((rc = sks__cfg_bool(root, "tie_word_embeddings", 0, path, &a->tied_embeddings))) return rc;
+    if ((rc = sks__cfg_token(root, "bos_token_id", path, &a->bos_id))) return rc;
+    if ((rc = sks__cfg_token(root, "eos_token_id", path, &a->eos_id))) return rc;
+
+    json_t *act = json_object_get(root, "hidden_act");
+    if (!act) act = json_object_get(root, "hidden_activation");
+    if (act && json_is_string(act) && strcmp(json_string_value(act), "silu") && strcmp(json_string_value(act), "swish"))
+        return sks_fail(SKS_EUNSUPPORTED, "%s: hidden_act '%s' is not supported (SwiGLU with silu only)", path,
+                        json_string_value(act));
+    int attn_bias = 0, mlp_bias = 0;
+    if ((rc = sks__cfg_bool(root, "attention_bias", 0, path, &attn_bias))) return rc;
+    if ((rc = sks__cfg_bool(root, "mlp_bias", 0, path, &mlp_bias))) return rc;
+    /* Llama's attention_bias adds a bias to o_proj too, which the model view has no role for. */
+    if ((attn_bias && strcmp(a->family, "qwen2")) || mlp_bias)
+        return sks_fail(SKS_EUNSUPPORTED, "%s: %s is true: biases on o_proj / MLP are not supported", path,
+                        mlp_bias ? "mlp_bias" : "attention_bias");
+
+    /* RoPE: newer style first (rope_parameters), then classic (rope_theta, rope_scaling). */
+    json_t *rp = json_object_get(root, "rope_parameters");
+    a->rope_theta = 10000.0;
+    a->rope_scaling = SKS_ROPE_SCALING_NONE;
+    a->rope_factor = 1;
+    if (rp && !json_is_null(rp)) {
+        if (!json_is_object(rp)) return sks_fail(SKS_ECONFIG, "%s: 'rope_parameters' is not an object", path);
+        if ((rc = sks__cfg_num(rp, "rope_theta", 0, 10000.0, path, &a->rope_theta))) return rc;
+        if ((rc = sks__cfg_rope_scaling(rp, path, a))) return rc;
+    } else {
+        if ((rc = sks__cfg_num(root, "rope_theta", 0, 10000.0, path, &a->rope_theta))) return rc;
+        if ((rc = sks__cfg_rope_scaling(json_object_get(root, "rope_scaling"), path, a))) return rc;
+    }
+    json_t *sw = json_object_get(root, "sliding_window");
+    if (sw && json_is_integer(sw))
+        sks_log(SKS_LOG_DEBUG, "%s: sliding_window %lld ignored (full causal attention is used)", path,
+                (long long)json_integer_value(sw));
+    /* HF Llama/Qwen checkpoints use the rotate-half (NeoX) pair order. */
+    a->rope_interleaved = 0;
+    if ((rc = sks_arch_validate(a))) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", sks_last_error());
+        return sks_fail(SKS_ECONFIG, "%s: %s", path, msg);
+    }
+    return 0;
+}
+
+int sks__config_parse(const char *json, size_t len, const char *path, sks_arch *a) {
+    if (sks__json_depth(json, len, SKS__JSON_MAX_DEPTH) < 0)
+        return sks_fail(SKS_EFORMAT, "%s: JSON nested deeper than %d levels", path, SKS__JSON_MAX_DEPTH);
+    json_error_t err;
+    json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &err);
+    if (!root) return sks_fail(SKS_EFORMAT, "%s: invalid JSON at line %d: %s", path, err.line, err.text);
+    int rc;
+    if (!json_is_object(root)) rc = sks_fail(SKS_EFORMAT, "%s: top level is not a JSON object", path);
+    else rc = sks__cfg_fill(root, path, a);
+    json_decref(root);
+    return rc;
+}
+
+int sks__config_load(const char *path, sks_arch *a) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return sks_fail(SKS_ENOTFOUND, "%s: config.json not found (needed for the architecture)", path);
+    char *buf = NULL;
+    size_t n = 0, cap = 0;
+    for (;;) {
+        if (n == cap) {
+            if (cap >= ((size_t)16 << 20)) {
+                free(buf);
+                fclose(f);
+                return sks_fail(SKS_EFORMAT, "%s: larger than 16 MiB, not a config file", path);
+            }
+            cap = cap ? cap * 2 : 4096;
+            char *nb = realloc(buf, cap);
+            if (!nb) {
+                free(buf);
+                fclose(f);
+                return sks_fail(SKS_ENOMEM, "%s: out of memory", path);
+            }
+            buf = nb;
+        }
+        size_t got = fread(buf + n, 1, cap - n, f);
+        n += got;
+        if (got == 0) break;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        free(buf);
+        return sks_fail(SKS_EIO, "%s: read error", path);
+    }
+    int rc = sks__config_parse(buf ? buf : "", n, path, a);
+    free(buf);
+    return rc;
+}

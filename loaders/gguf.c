@@ -1,0 +1,781 @@
+/* gguf.c - GGUF v2/v3 (ggml docs/gguf.md): metadata, tensor infos, the model view.
+ *
+ * Layout (little-endian):
+ *   "GGUF" | u32 version | u64 n_tensors | u64 n_kv
+ *   n_kv x  (string key, u32 value type, value)
+ *   n_tensors x (string name, u32 n_dims, u64 ne[n_dims] innermost first, u32 ggml type,
+ *                u64 offset relative to the data section)
+ *   padding to general.alignment (u32, power of two, default 32) | tensor data
+ * string = u64 length + bytes (no NUL); array = u32 element type, u64 count, elements.
+ *
+ * Every length and count is checked against the bytes left before anything is read or
+ * allocated: a count is plausible only if count x (smallest encoding of one element)
+ * fits in what remains, so counts near 2^63 fail before any allocation. Tensor spans
+ * must be aligned, inside the file and pairwise disjoint.
+ */
+#include "formats_internal.h"
+#include "model_internal.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#define SKS__GGUF_MAX_ARRAY_DEPTH 4
+#define SKS__GGUF_DEFAULT_ALIGNMENT 32
+
+typedef struct {
+    const char *key;
+    size_t key_len;
+    uint32_t type;
+    const uint8_t *val;    /* scalar value, string (u64 len + bytes) or array body */
+    uint32_t arr_type;     /* arrays: element type */
+    uint64_t arr_n;        /* arrays: element count */
+    const uint8_t *arr_data; /* arrays: first element */
+    uint64_t *str_off;     /* string arrays: offset of element i from arr_data */
+} sks__gguf_kv;
+
+struct sks_gguf {
+    uint32_t version;
+    uint64_t n_kv;
+    sks__gguf_kv *kv;
+    uint64_t n_tensors;
+    sks__gguf_tensor *t;
+    uint32_t alignment;
+    uint64_t data_off;
+    const uint8_t *base;
+    size_t size;
+};
+
+/* ---- ggml types ---------------------------------------------------------------------- */
+
+static const struct {
+    uint32_t id;
+    const char *name;
+    uint32_t block; /* elements per block */
+    uint32_t bytes; /* bytes per block */
+} sks__ggml_types[] = {
+    {0, "F32", 1, 4},         {1, "F16", 1, 2},          {2, "Q4_0", 32, 18},      {3, "Q4_1", 32, 20},
+    {6, "Q5_0", 32, 22},      {7, "Q5_1", 32, 24},       {8, "Q8_0", 32, 34},      {9, "Q8_1", 32, 36},
+    {10, "Q2_K", 256, 84},    {11, "Q3_K", 256, 110},    {12, "Q4_K", 256, 144},   {13, "Q5_K", 256, 176},
+    {14, "Q6_K", 256, 210},   {15, "Q8_K", 256, 292},    {16, "IQ2_XXS", 256, 66}, {17, "IQ2_XS", 256, 74},
+    {18, "IQ3_XXS", 256, 98}, {19, "IQ1_S", 256, 50},    {20, "IQ4_NL", 32, 18},   {21, "IQ3_S", 256, 110},
+    {22, "IQ2_S", 256, 82},   {23, "IQ4_XS", 256, 136},  {24, "I8", 1, 1},         {25, "I16", 1, 2},
+    {26, "I32", 1, 4},        {27, "I64", 1, 8},         {28, "F64", 1, 8},        {29, "IQ1_M", 256, 56},
+    {30, "BF16", 1, 2},       {34, "TQ1_0", 256, 54},    {35, "TQ2_0", 256, 66},   {39, "MXFP4", 32, 17},
+};
+#define SKS__N_GGML_TYPES (sizeof sks__ggml_types / sizeof sks__ggml_types[0])
+
+static int sks__ggml_type_index(uint32_t type) {
+    for (size_t i = 0; i < SKS__N_GGML_TYPES; i++)
+        if (sks__ggml_types[i].id == type) return (int)i;
+    return -1;
+}
+
+const char *sks__ggml_type_name(uint32_t type) {
+    int i = sks__ggml_type_index(type);
+    return i < 0 ? NULL : sks__ggml_types[i].name;
+}
+
+/* ggml type -> sks_dtype, -1 if sinkscope does not convert it. */
+static int sks__ggml_to_dtype(uint32_t type) {
+    switch (type) {
+    case 0: return SKS_DT_F32;
+    case 1: return SKS_DT_F16;
+    case 2: return SKS_DT_Q4_0;
+    case 8: return SKS_DT_Q8_0;
+    case 30: return SKS_DT_BF16;
+    default: return -1;
+    }
+}
+
+/* ---- bounded reader --------------------------------------------------------------------- */
+
+typedef struct {
+    const uint8_t *p;
+    size_t len, pos;
+    const char *path;
+} sks__rd;
+
+static inline size_t sks__left(const sks__rd *r) { return r->len - r->pos; }
+
+static int sks__rd_bytes(sks__rd *r, void *dst, size_t n, const char *what) {
+    if (n > sks__left(r))
+        return sks_fail(SKS_EBOUNDS, "%s: %s at byte %zu runs past the end of the file", r->path, what, r->pos);
+    memcpy(dst, r->p + r->pos, n);
+    r->pos += n;
+    return 0;
+}
+static int sks__rd_u32(sks__rd *r, uint32_t *v, const char *what) { return sks__rd_bytes(r, v, 4, what); }
+static int sks__rd_u64(sks__rd *r, uint64_t *v, const char *what) { return sks__rd_bytes(r, v, 8, what); }
+
+static int sks__rd_str(sks__rd *r, const char **s, size_t *n, const char *what) {
+    uint64_t len = 0;
+    int rc = sks__rd_u64(r, &len, what);
+    if (rc) return rc;
+    if (len > sks__left(r))
+        return sks_fail(SKS_EBOUNDS, "%s: %s: string of %llu bytes at byte %zu runs past the end of the file", r->path,
+                        what, (unsigned long long)len, r->pos);
+    *s = (const char *)r->p + r->pos;
+    *n = (size_t)len;
+    r->pos += (size_t)len;
+    return 0;
+}
+
+/* Fixed size of a scalar metadata type, 0 for string/array, -1 for an unknown type. */
+static int sks__gguf_scalar_size(uint32_t t) {
+    switch (t) {
+    case SKS_GGUF_UINT8: case SKS_GGUF_INT8: case SKS_GGUF_BOOL: return 1;
+    case SKS_GGUF_UINT16: case SKS_GGUF_INT16: return 2;
+    case SKS_GGUF_UINT32: case SKS_GGUF_INT32: case SKS_GGUF_FLOAT32: return 4;
+    case SKS_GGUF_UINT64: case SKS_GGUF_INT64: case SKS_GGUF_FLOAT64: return 8;
+    case SKS_GGUF_STRING: case SKS_GGUF_ARRAY: return 0;
+    default: return -1;
+    }
+}
+
+/* Skip one value of type t (validating it); depth bounds nested arrays. If kv is given
+ * and t is an array, record the array's element type, count and (for strings) offsets. */
+static int sks__gguf_skip_value(sks__rd *r, uint32_t t, int depth, sks__gguf_kv *kv, const char *key, size_t klen) {
+    int sz = sks__gguf_scalar_size(t);
+    if (sz < 0) return sks_fail(SKS_EFORMAT, "%s: key %.*s: unknown value type %u", r->path, (int)klen, key, t);
+    if (sz > 0) {
+        if ((size_t)sz > sks__left(r))
+            return sks_fail(SKS_EBOUNDS, "%s: key %.*s: value runs past the end of the file", r->path, (int)klen, key);
+        r->pos += (size_t)sz;
+        return 0;
+    }
+    int rc;
+    if (t == SKS_GGUF_STRING) {
+        const char *s;
+        size_t n;
+        return sks__rd_str(r, &s, &n, "metadata string");
+    }
+    if (depth >= SKS__GGUF_MAX_ARRAY_DEPTH)
+        return sks_fail(SKS_EFORMAT, "%s: key %.*s: arrays nested deeper than %d", r->path, (int)klen, key,
+                        SKS__GGUF_MAX_ARRAY_DEPTH);
+    uint32_t et = 0;
+    uint64_t n = 0;
+    if ((rc = sks__rd_u32(r, &et, "array type")) || (rc = sks__rd_u64(r, &n, "array count"))) return rc;
+    int esz = sks__gguf_scalar_size(et);
+    if (esz < 0) return sks_fail(SKS_EFORMAT, "%s: key %.*s: unknown array element type %u", r->path, (int)klen, key, et);
+    /* smallest encoding of one element: its size, 8 (string length), 12 (array header) */
+    uint64_t min = esz > 0 ? (uint64_t)esz : (et == SKS_GGUF_STRING ? 8u : 12u);
+    if (n > sks__left(r) / min)
+        return sks_fail(SKS_EBOUNDS, "%s: key %.*s: array of %llu elements cannot fit in the %zu bytes left", r->path,
+                        (int)klen, key, (unsigned long long)n, sks__left(r));
+    if (kv) {
+        kv->arr_type = et;
+        kv->arr_n = n;
+        kv->arr_data = r->p + r->pos;
+    }
+    if (esz > 0) {
+        r->pos += (size_t)(n * (uint64_t)esz);
+        return 0;
+    }
+    if (kv && et == SKS_GGUF_STRING) {
+        kv->str_off = sks_malloc_n(n ? (size_t)n : 1, sizeof *kv->str_off);
+        if (!kv->str_off) return sks_fail(SKS_ENOMEM, "%s: out of memory", r->path);
+    }
+    size_t start = r->pos;
+    for (uint64_t i = 0; i < n; i++) {
+        if (kv && kv->str_off) kv->str_off[i] = (uint64_t)(r->pos - start);
+        if ((rc = sks__gguf_skip_value(r, et, depth + 1, NULL, key, klen))) return rc;
+    }
+    return 0;
+}
+
+void sks__gguf_free(struct sks_gguf *g) {
+    if (!g) return;
+    if (g->kv)
+        for (uint64_t i = 0; i < g->n_kv; i++) free(g->kv[i].str_off);
+    free(g->kv);
+    free(g->t);
+    free(g);
+}
+
+static int sks__gguf_tensor_cmp(const void *a, const void *b) {
+    const sks__gguf_tensor *x = *(const sks__gguf_tensor *const *)a, *y = *(const sks__gguf_tensor *const *)b;
+    return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+int sks__gguf_parse(const void *buf, size_t len, const char *path, struct sks_gguf **out) {
+    *out = NULL;
+    sks__rd r = {buf, len, 0, path};
+    char magic[4];
+    int rc;
+    if (len < 24) return sks_fail(SKS_EFORMAT, "%s: %zu bytes: too short for a GGUF header", path, len);
+    if ((rc = sks__rd_bytes(&r, magic, 4, "magic"))) return rc;
+    if (memcmp(magic, "GGUF", 4)) return sks_fail(SKS_EFORMAT, "%s: bad magic (not a GGUF file)", path);
+    struct sks_gguf *g = calloc(1, sizeof *g);
+    if (!g) return sks_fail(SKS_ENOMEM, "%s: out of memory", path);
+    g->base = buf;
+    g->size = len;
+    g->alignment = SKS__GGUF_DEFAULT_ALIGNMENT;
+    uint64_t n_kv = 0, n_t = 0;
+    sks__gguf_tensor **sorted = NULL;
+    if ((rc = sks__rd_u32(&r, &g->version, "version"))) goto fail;
+    if (g->version == 1) {
+        rc = sks_fail(SKS_EUNSUPPORTED, "%s: GGUF version 1 is not supported (v2, v3)", path);
+        goto fail;
+    }
+    if (g->version != 2 && g->version != 3) {
+        rc = sks_fail(g->version >= 0x01000000u ? SKS_EUNSUPPORTED : SKS_EFORMAT,
+                      "%s: GGUF version %u %s", path, g->version,
+                      g->version >= 0x01000000u ? "looks big-endian, which is not supported" : "is unknown (want 2 or 3)");
+        goto fail;
+    }
+    if ((rc = sks__rd_u64(&r, &n_t, "tensor count")) || (rc = sks__rd_u64(&r, &n_kv, "metadata count"))) goto fail;
+    /* smallest kv: 8 (key length) + 1 (key) + 4 (type) + 1 (u8); smallest tensor info:
+     * 8 + 1 + 4 + 8 + 4 + 8 */
+    if (n_kv > sks__left(&r) / 14) {
+        rc = sks_fail(SKS_EBOUNDS, "%s: metadata count %llu cannot fit in a %zu-byte file", path,
+                      (unsigned long long)n_kv, len);
+        goto fail;
+    }
+    if (n_t > sks__left(&r) / 33) {
+        rc = sks_fail(SKS_EBOUNDS, "%s: tensor count %llu cannot fit in a %zu-byte file", path, (unsigned long long)n_t,
+                      len);
+        goto fail;
+    }
+    g->kv = sks_calloc_n(n_kv ? (size_t)n_kv : 1, sizeof *g->kv);
+    g->t = sks_calloc_n(n_t ? (size_t)n_t : 1, sizeof *g->t);
+    if (!g->kv || !g->t) {
+        rc = sks_fail(SKS_ENOMEM, "%s: out of memory", path);
+        goto fail;
+    }
+    for (uint64_t i = 0; i < n_kv; i++) {
+        sks__gguf_kv *kv = &g->kv[i];
+        g->n_kv = i + 1; /* so that sks__gguf_free sees what was allocated */
+        if ((rc = sks__rd_str(&r, &kv->key, &kv->key_len, "metadata key"))) goto fail;
+        if (kv->key_len == 0) {
+            rc = sks_fail(SKS_EFORMAT, "%s: metadata key %llu is empty", path, (unsigned long long)i);
+            goto fail;
+        }
+        if ((rc = sks__rd_u32(&r, &kv->type, "metadata type"))) goto fail;
+        kv->val = r.p + r.pos;
+        if ((rc = sks__gguf_skip_value(&r, kv->type, 0, kv, kv->key, kv->key_len))) goto fail;
+    }
+    g->n_kv = n_kv;
+    int64_t ai = sks_gguf_find_key(g, "general.alignment");
+    if (ai >= 0) {
+        int64_t al;
+        if (sks_gguf_value_type(g, ai) == SKS_GGUF_STRING || sks_gguf_value_type(g, ai) == SKS_GGUF_ARRAY ||
+            sks_gguf_get_i64(g, ai, &al) != 0 || al <= 0 || al > (1 << 20) || (al & (al - 1)) != 0) {
+            rc = sks_fail(SKS_EFORMAT, "%s: general.alignment is not a power of two in [1, 2^20]", path);
+            goto fail;
+        }
+        g->alignment = (uint32_t)al;
+    }
+    for (uint64_t i = 0; i < n_t; i++) {
+        sks__gguf_tensor *t = &g->t[i];
+        if ((rc = sks__rd_str(&r, &t->name, &t->name_len, "tensor name"))) goto fail;
+        if (t->name_len == 0 || t->name_len > 256) {
+            rc = sks_fail(SKS_EFORMAT, "%s: tensor %llu: name of %zu bytes", path, (unsigned long long)i, t->name_len);
+            goto fail;
+        }
+        if ((rc = sks__rd_u32(&r, &t->n_dims, "tensor n_dims"))) goto fail;
+        if (t->n_dims < 1 || t->n_dims > 4) {
+            rc = sks_fail(SKS_ESHAPE, "%s: tensor %.*s: %u dimensions (GGUF allows 1..4)", path, (int)t->name_len,
+                          t->name, t->n_dims);
+            goto fail;
+        }
+        uint64_t nel = 1;
+        for (uint32_t d = 0; d < 4; d++) t->ne[d] = 1;
+        for (uint32_t d = 0; d < t->n_dims; d++) {
+            if ((rc = sks__rd_u64(&r, &t->ne[d], "tensor dimension"))) goto fail;
+            if (t->ne[d] == 0 || t->ne[d] > (uint64_t)INT64_MAX) {
+                rc = sks_fail(SKS_ESHAPE, "%s: tensor %.*s: dimension %u is %llu", path, (int)t->name_len, t->name, d,
+                              (unsigned long long)t->ne[d]);
+                goto fail;
+            }
+            if (sks_mul_u64(nel, t->ne[d], &nel) || nel > (uint64_t)INT64_MAX) {
+                rc = sks_fail(SKS_EOVERFLOW, "%s: tensor %.*s: element count overflows", path, (int)t->name_len, t->name);
+                goto fail;
+            }
+        }
+        if ((rc = sks__rd_u32(&r, &t->type, "tensor type")) || (rc = sks__rd_u64(&r, &t->offset, "tensor offset")))
+            goto fail;
+        int ti = sks__ggml_type_index(t->type);
+        if (ti < 0) {
+            rc = sks_fail(SKS_EDTYPE, "%s: unknown ggml tensor type id %u for tensor %.*s", path, t->type,
+                          (int)t->name_len, t->name);
+            goto fail;
+        }
+        if (t->ne[0] % sks__ggml_types[ti].block) {
+            rc = sks_fail(SKS_ESHAPE, "%s: tensor %.*s: %llu columns are not whole %s blocks of %u", path,
+                          (int)t->name_len, t->name, (unsigned long long)t->ne[0], sks__ggml_types[ti].name,
+                          sks__ggml_types[ti].block);
+            goto fail;
+        }
+        if (sks_mul_u64(nel / sks__ggml_types[ti].block, sks__ggml_types[ti].bytes, &t->nbytes)) {
+            rc = sks_fail(SKS_EOVERFLOW, "%s: tensor %.*s: byte size overflows", path, (int)t->name_len, t->name);
+            goto fail;
+        }
+        g->n_tensors = i + 1;
+    }
+    g->n_tensors = n_t;
+    /* data section: the next multiple of the alignment */
+    uint64_t pad = (g->alignment - r.pos % g->alignment) % g->alignment;
+    g->data_off = (uint64_t)r.pos + pad;
+    if (n_t > 0 && g->data_off > len) {
+        rc = sks_fail(SKS_EBOUNDS, "%s: data section at byte %llu starts past the end of the %zu-byte file", path,
+                      (unsigned long long)g->data_off, len);
+        goto fail;
+    }
+    uint64_t data_size = g->data_off <= len ? (uint64_t)len - g->data_off : 0;
+    sorted = sks_malloc_n(n_t ? (size_t)n_t : 1, sizeof *sorted);
+    if (!sorted) {
+        rc = sks_fail(SKS_ENOMEM, "%s: out of memory", path);
+        goto fail;
+    }
+    for (uint64_t i = 0; i < n_t; i++) {
+        sks__gguf_tensor *t = &g->t[i];
+        sorted[i] = t;
+        if (t->offset % g->alignment) {
+            rc = sks_fail(SKS_EFORMAT, "%s: tensor %.*s: offset %llu is not a multiple of the alignment %u", path,
+                          (int)t->name_len, t->name, (unsigned long long)t->offset, g->alignment);
+            goto fail;
+        }
+        if (t->offset > data_size || t->nbytes > data_size - t->offset) {
+            rc = sks_fail(SKS_EBOUNDS, "%s: tensor %.*s: bytes [%llu, +%llu) lie outside the %llu-byte data section", path,
+                          (int)t->name_len, t->name, (unsigned long long)t->offset, (unsigned long long)t->nbytes,
+                          (unsigned long long)data_size);
+            goto fail;
+        }
+    }
+    qsort(sorted, (size_t)n_t, sizeof *sorted, sks__gguf_tensor_cmp);
+    for (uint64_t i = 1; i < n_t; i++) {
+        if (sorted[i]->offset < sorted[i - 1]->offset + sorted[i - 1]->nbytes) {
+            rc = sks_fail(SKS_EFORMAT, "%s: tensors %.*s and %.*s overlap", path, (int)sorted[i - 1]->name_len,
+                          sorted[i - 1]->name, (int)sorted[i]->name_len, sorted[i]->name);
+            goto fail;
+        }
+    }
+    free(sorted);
+    *out = g;
+    return 0;
+fail:
+    free(sorted);
+    sks__gguf_free(g);
+    return rc;
+}
+
+uint64_t sks__gguf_n_tensors(const struct sks_gguf *g) { return g->n_tensors; }
+const sks__gguf_tensor *sks__gguf_tensor_info(const struct sks_gguf *g, uint64_t i) {
+    return i < g->n_tensors ? &g->t[i] : NULL;
+}
+uint64_t sks__gguf_data_offset(const struct sks_gguf *g) { return g->data_off; }
+
+/* ---- public metadata accessors (sks_gguf.h) ------------------------------------------ */
+
+uint32_t sks_gguf_version(const struct sks_gguf *g) { return g->version; }
+int64_t sks_gguf_n_kv(const struct sks_gguf *g) { return (int64_t)g->n_kv; }
+
+int64_t sks_gguf_find_key(const struct sks_gguf *g, const char *key) {
+    size_t n = strlen(key);
+    for (uint64_t i = 0; i < g->n_kv; i++)
+        if (g->kv[i].key_len == n && !memcmp(g->kv[i].key, key, n)) return (int64_t)i;
+    return -1;
+}
+
+const char *sks_gguf_key(const struct sks_gguf *g, int64_t idx, size_t *len) {
+    if (idx < 0 || (uint64_t)idx >= g->n_kv) return NULL;
+    if (len) *len = g->kv[idx].key_len;
+    return g->kv[idx].key;
+}
+
+sks_gguf_type sks_gguf_value_type(const struct sks_gguf *g, int64_t idx) {
+    if (idx < 0 || (uint64_t)idx >= g->n_kv) return (sks_gguf_type)-1;
+    return (sks_gguf_type)g->kv[idx].type;
+}
+
+/* One numeric element of type t at p as i64 / f64. */
+static int sks__num_i64(uint32_t t, const uint8_t *p, int64_t *out) {
+    uint8_t u8; int8_t i8; uint16_t u16; int16_t i16; uint32_t u32; int32_t i32; uint64_t u64; int64_t i64;
+    float f; double d;
+    switch (t) {
+    case SKS_GGUF_UINT8: case SKS_GGUF_BOOL: memcpy(&u8, p, 1); *out = u8; return 0;
+    case SKS_GGUF_INT8: memcpy(&i8, p, 1); *out = i8; return 0;
+    case SKS_GGUF_UINT16: memcpy(&u16, p, 2); *out = u16; return 0;
+    case SKS_GGUF_INT16: memcpy(&i16, p, 2); *out = i16; return 0;
+    case SKS_GGUF_UINT32: memcpy(&u32, p, 4); *out = u32; return 0;
+    case SKS_GGUF_INT32: memcpy(&i32, p, 4); *out = i32; return 0;
+    case SKS_GGUF_UINT64:
+        memcpy(&u64, p, 8);
+        if (u64 > (uint64_t)INT64_MAX) return SKS_EOVERFLOW;
+        *out = (int64_t)u64;
+        return 0;
+    case SKS_GGUF_INT64: memcpy(&i64, p, 8); *out = i64; return 0;
+    case SKS_GGUF_FLOAT32:
+        memcpy(&f, p, 4);
+        if (!(f >= -9.2e18f && f <= 9.2e18f) || f != (float)(int64_t)f) return SKS_EFORMAT;
+        *out = (int64_t)f;
+        return 0;
+    case SKS_GGUF_FLOAT64:
+        memcpy(&d, p, 8);
+        if (!(d >= -9.2e18 && d <= 9.2e18) || d != (double)(int64_t)d) return SKS_EFORMAT;
+        *out = (int64_t)d;
+        return 0;
+    default: return SKS_EFORMAT;
+    }
+}
+
+static int sks__num_f64(uint32_t t, const uint8_t *p, double *out) {
+    float f;
+    double d;
+    int64_t i;
+    if (t == SKS_GGUF_FLOAT32) {
+        memcpy(&f, p, 4);
+        *out = f;
+        return 0;
+    }
+    if (t == SKS_GGUF_FLOAT64) {
+        memcpy(&d, p, 8);
+        *out = d;
+        return 0;
+    }
+    if (t == SKS_GGUF_UINT64) {
+        uint64_t u;
+        memcpy(&u, p, 8);
+        *out = (double)u;
+        return 0;
+    }
+    int rc = sks__num_i64(t, p, &i);
+    if (rc) return rc;
+    *out = (double)i;
+    return 0;
+}
+
+static int sks__kv_check(const struct sks_gguf *g, int64_t idx) {
+    if (!g || idx < 0 || (uint64_t)idx >= g->n_kv) return sks_fail(SKS_EARG, "gguf: key index %lld out of range", (long long)idx);
+    return 0;
+}
+
+int sks_gguf_get_i64(const struct sks_gguf *g, int64_t idx, int64_t *out) {
+    int rc = sks__kv_check(g, idx);
+    if (rc) return rc;
+    const sks__gguf_kv *kv = &g->kv[idx];
+    rc = sks__num_i64(kv->type, kv->val, out);
+    if (rc) return sks_fail(rc, "gguf: key %.*s is not an integer", (int)kv->key_len, kv->key);
+    return 0;
+}
+
+int sks_gguf_get_f64(const struct sks_gguf *g, int64_t idx, double *out) {
+    int rc = sks__kv_check(g, idx);
+    if (rc) return rc;
+    const sks__gguf_kv *kv = &g->kv[idx];
+    rc = sks__num_f64(kv->type, kv->val, out);
+    if (rc) return sks_fail(rc, "gguf: key %.*s is not a number", (int)kv->key_len, kv->key);
+    return 0;
+}
+
+int sks_gguf_get_str(const struct sks_gguf *g, int64_t idx, const char **s, size_t *len) {
+    int rc = sks__kv_check(g, idx);
+    if (rc) return rc;
+    const sks__gguf_kv *kv = &g->kv[idx];
+    if (kv->type != SKS_GGUF_STRING) return sks_fail(SKS_EFORMAT, "gguf: key %.*s is not a string", (int)kv->key_len, kv->key);
+    uint64_t n;
+    memcpy(&n, kv->val, 8);
+    *s = (const char *)kv->val + 8;
+    if (len) *len = (size_t)n;
+    return 0;
+}
+
+int sks_gguf_arr_info(const struct sks_gguf *g, int64_t idx, sks_gguf_type *elem, uint64_t *n) {
+    int rc = sks__kv_check(g, idx);
+    if (rc) return rc;
+    const sks__gguf_kv *kv = &g->kv[idx];
+    if (kv->type != SKS_GGUF_ARRAY) return sks_fail(SKS_EFORMAT, "gguf: key %.*s is not an array", (int)kv->key_len, kv->key);
+    if (elem) *elem = (sks_gguf_type)kv->arr_type;
+    if (n) *n = kv->arr_n;
+    return 0;
+}
+
+static int sks__arr_elem(const struct sks_gguf *g, int64_t idx, uint64_t i, const sks__gguf_kv **kvp) {
+    int rc = sks__kv_check(g, idx);
+    if (rc) return rc;
+    const sks__gguf_kv *kv = &g->kv[idx];
+    if (kv->type != SKS_GGUF_ARRAY) return sks_fail(SKS_EFORMAT, "gguf: key %.*s is not an array", (int)kv->key_len, kv->key);
+    if (i >= kv->arr_n)
+        return sks_fail(SKS_EBOUNDS, "gguf: key %.*s: index %llu outside [0, %llu)", (int)kv->key_len, kv->key,
+                        (unsigned long long)i, (unsigned long long)kv->arr_n);
+    *kvp = kv;
+    return 0;
+}
+
+int sks_gguf_arr_str(const struct sks_gguf *g, int64_t idx, uint64_t i, const char **s, size_t *len) {
+    const sks__gguf_kv *kv;
+    int rc = sks__arr_elem(g, idx, i, &kv);
+    if (rc) return rc;
+    if (kv->arr_type != SKS_GGUF_STRING || !kv->str_off)
+        return sks_fail(SKS_EFORMAT, "gguf: key %.*s is not an array of strings", (int)kv->key_len, kv->key);
+    const uint8_t *p = kv->arr_data + kv->str_off[i];
+    uint64_t n;
+    memcpy(&n, p, 8);
+    *s = (const char *)p + 8;
+    if (len) *len = (size_t)n;
+    return 0;
+}
+
+int sks_gguf_arr_i64(const struct sks_gguf *g, int64_t idx, uint64_t i, int64_t *out) {
+    const sks__gguf_kv *kv;
+    int rc = sks__arr_elem(g, idx, i, &kv);
+    if (rc) return rc;
+    int sz = sks__gguf_scalar_size(kv->arr_type);
+    if (sz <= 0 || (rc = sks__num_i64(kv->arr_type, kv->arr_data + i * (uint64_t)sz, out)))
+        return sks_fail(rc ? rc : SKS_EFORMAT, "gguf: key %.*s: element %llu is not an integer", (int)kv->key_len,
+                        kv->key, (unsigned long long)i);
+    return 0;
+}
+
+int sks_gguf_arr_f64(const struct sks_gguf *g, int64_t idx, uint64_t i, double *out) {
+    const sks__gguf_kv *kv;
+    int rc = sks__arr_elem(g, idx, i, &kv);
+    if (rc) return rc;
+    int sz = sks__gguf_scalar_size(kv->arr_type);
+    if (sz <= 0 || (rc = sks__num_f64(kv->arr_type, kv->arr_data + i * (uint64_t)sz, out)))
+        return sks_fail(rc ? rc : SKS_EFORMAT, "gguf: key %.*s: element %llu is not a number", (int)kv->key_len,
+                        kv->key, (unsigned long long)i);
+    return 0;
+}
+
+/* ---- the model view ---------------------------------------------------------------------- */
+
+static const struct {
+    const char *suffix;
+    sks_role role;
+} sks__gguf_layer_names[] = {
+    {"attn_norm.weight", SKS_ROLE_ATTN_NORM}, {"attn_q.weight", SKS_ROLE_WQ},     {"attn_k.weight", SKS_ROLE_WK},
+    {"attn_v.weight", SKS_ROLE_WV},           {"attn_output.weight", SKS_ROLE_WO}, {"attn_q.bias", SKS_ROLE_BQ},
+    {"attn_k.bias", SKS_ROLE_BK},             {"attn_v.bias", SKS_ROLE_BV},       {"attn_q_norm.weight", SKS_ROLE_Q_NORM},
+    {"attn_k_norm.weight", SKS_ROLE_K_NORM},  {"ffn_norm.weight", SKS_ROLE_FFN_NORM}, {"ffn_gate.weight", SKS_ROLE_W_GATE},
+    {"ffn_up.weight", SKS_ROLE_W_UP},         {"ffn_down.weight", SKS_ROLE_W_DOWN},
+};
+
+static int sks__gguf_role(const char *name, size_t n, sks_role *role, long *layer) {
+    char buf[300];
+    if (n >= sizeof buf) return 0;
+    memcpy(buf, name, n);
+    buf[n] = 0;
+    *layer = -1;
+    if (!strcmp(buf, "token_embd.weight")) return *role = SKS_ROLE_EMBED, 1;
+    if (!strcmp(buf, "output_norm.weight")) return *role = SKS_ROLE_FINAL_NORM, 1;
+    if (!strcmp(buf, "output.weight")) return *role = SKS_ROLE_LM_HEAD, 1;
+    if (strncmp(buf, "blk.", 4)) return 0;
+    const char *p = buf + 4;
+    if (*p < '0' || *p > '9') return 0;
+    long l = 0;
+    while (*p >= '0' && *p <= '9') {
+        if (l > 10000000) return 0;
+        l = l * 10 + (*p++ - '0');
+    }
+    if (*p++ != '.') return 0;
+    for (size_t i = 0; i < sizeof sks__gguf_layer_names / sizeof sks__gguf_layer_names[0]; i++) {
+        if (!strcmp(p, sks__gguf_layer_names[i].suffix)) {
+            *role = sks__gguf_layer_names[i].role;
+            *layer = l;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* <arch>.<suffix> as an int in [lo, hi]; absent -> dflt unless required. */
+static int sks__gguf_int(const struct sks_gguf *g, const char *arch, const char *suffix, int required, long lo,
+                         long hi, int dflt, const char *path, int *out) {
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    int64_t i = sks_gguf_find_key(g, key), v;
+    if (i < 0) {
+        if (required) return sks_fail(SKS_ENOTFOUND, "%s: missing metadata key %s", path, key);
+        *out = dflt;
+        return 0;
+    }
+    if (sks_gguf_value_type(g, i) == SKS_GGUF_ARRAY)
+        return sks_fail(SKS_EUNSUPPORTED, "%s: %s is a per-layer array: layers of different shapes are not supported",
+                        path, key);
+    if (sks_gguf_get_i64(g, i, &v)) return sks_fail(SKS_EFORMAT, "%s: %s is not an integer", path, key);
+    if (v < lo || v > hi) return sks_fail(SKS_ECONFIG, "%s: %s = %lld is outside [%ld, %ld]", path, key, (long long)v, lo, hi);
+    *out = (int)v;
+    return 0;
+}
+
+static int sks__gguf_num(const struct sks_gguf *g, const char *arch, const char *suffix, int required, double dflt,
+                         const char *path, double *out) {
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    int64_t i = sks_gguf_find_key(g, key);
+    if (i < 0) {
+        if (required) return sks_fail(SKS_ENOTFOUND, "%s: missing metadata key %s", path, key);
+        *out = dflt;
+        return 0;
+    }
+    if (sks_gguf_get_f64(g, i, out)) return sks_fail(SKS_EFORMAT, "%s: %s is not a number", path, key);
+    return 0;
+}
+
+static int sks__gguf_arch(const struct sks_gguf *g, const char *path, sks_arch *a) {
+    int64_t ai = sks_gguf_find_key(g, "general.architecture");
+    const char *s;
+    size_t n;
+    if (ai < 0) return sks_fail(SKS_ENOTFOUND, "%s: missing metadata key general.architecture", path);
+    if (sks_gguf_get_str(g, ai, &s, &n)) return sks_fail(SKS_EFORMAT, "%s: general.architecture is not a string", path);
+    char arch[32];
+    if (n >= sizeof arch) n = sizeof arch - 1;
+    memcpy(arch, s, n);
+    arch[n] = 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)arch[i] < 32 || (unsigned char)arch[i] > 126) arch[i] = '?';
+    if (strcmp(arch, "llama") && strcmp(arch, "qwen2") && strcmp(arch, "qwen3"))
+        return sks_fail(SKS_EUNSUPPORTED, "%s: GGUF architecture '%s' is not supported (llama, qwen2, qwen3)", path, arch);
+    memcpy(a->family, arch, strlen(arch) + 1); /* one of the three names above */
+    /* convert_hf_to_gguf permutes Q/K rows of `llama` to Meta's interleaved pair order;
+     * qwen2/qwen3 stay in the NeoX rotate-half order. */
+    a->rope_interleaved = !strcmp(arch, "llama");
+    a->has_qkv_bias = !strcmp(arch, "qwen2");
+    a->has_qk_norm = !strcmp(arch, "qwen3");
+    int rc;
+    if ((rc = sks__gguf_int(g, arch, "block_count", 1, 1, 100000, 0, path, &a->n_layers))) return rc;
+    if ((rc = sks__gguf_int(g, arch, "embedding_length", 1, 1, 1 << 20, 0, path, &a->d_model))) return rc;
+    if ((rc = sks__gguf_int(g, arch, "feed_forward_length", 1, 1, 1 << 22, 0, path, &a->d_ffn))) return rc;
+    if ((rc = sks__gguf_int(g, arch, "attention.head_count", 1, 1, 4096, 0, path, &a->n_heads))) return rc;
+    if ((rc = sks__gguf_int(g, arch, "attention.head_count_kv", 0, 1, 4096, a->n_heads, path, &a->n_kv_heads))) return rc;
+    if ((rc = sks__gguf_int(g, arch, "attention.key_length", 0, 1, 8192, 0, path, &a->head_dim))) return rc;
+    if (a->head_dim == 0) {
+        if (a->d_model % a->n_heads)
+            return sks_fail(SKS_ECONFIG, "%s: embedding_length %d is not a multiple of head_count %d", path, a->d_model,
+                            a->n_heads);
+        a->head_dim = a->d_model / a->n_heads;
+    }
+    if ((rc = sks__gguf_int(g, arch, "context_length", 0, 0, INT_MAX, 0, path, &a->max_seq))) return rc;
+    if ((rc = sks__gguf_num(g, arch, "attention.layer_norm_rms_epsilon", 1, 0, path, &a->norm_eps))) return rc;
+    if ((rc = sks__gguf_num(g, arch, "rope.freq_base", 0, 10000.0, path, &a->rope_theta))) return rc;
+    a->rope_scaling = SKS_ROPE_SCALING_NONE;
+    a->rope_factor = 1;
+    char key[128];
+    snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
+    int64_t si = sks_gguf_find_key(g, key);
+    if (si >= 0) {
+        const char *st;
+        size_t sn;
+        if (sks_gguf_get_str(g, si, &st, &sn)) return sks_fail(SKS_EFORMAT, "%s: %s is not a string", path, key);
+        if (sn == 6 && !memcmp(st, "linear", 6)) {
+            a->rope_scaling = SKS_ROPE_SCALING_LINEAR;
+            if ((rc = sks__gguf_num(g, arch, "rope.scaling.factor", 1, 1, path, &a->rope_factor))) return rc;
+            if (!(a->rope_factor > 0)) return sks_fail(SKS_ECONFIG, "%s: rope.scaling.factor must be positive", path);
+        } else if (!(sn == 4 && !memcmp(st, "none", 4))) {
+            return sks_fail(SKS_EUNSUPPORTED, "%s: %s = '%.*s' is not supported (none, linear)", path, key,
+                            (int)(sn > 32 ? 32 : sn), st);
+        }
+    }
+    (void)sks__gguf_int(g, arch, "rope.scaling.original_context_length", 0, 0, INT_MAX, 0, path,
+                        &a->rope_original_max_pos);
+    a->bos_id = a->eos_id = -1;
+    int64_t v, ti;
+    if ((ti = sks_gguf_find_key(g, "tokenizer.ggml.bos_token_id")) >= 0 && !sks_gguf_get_i64(g, ti, &v) && v >= 0 &&
+        v <= INT_MAX)
+        a->bos_id = (int)v;
+    if ((ti = sks_gguf_find_key(g, "tokenizer.ggml.eos_token_id")) >= 0 && !sks_gguf_get_i64(g, ti, &v) && v >= 0 &&
+        v <= INT_MAX)
+        a->eos_id = (int)v;
+    uint64_t nv = 0;
+    if ((ti = sks_gguf_find_key(g, "tokenizer.ggml.tokens")) >= 0 && sks_gguf_arr_info(g, ti, NULL, &nv) == 0) {
+        if (nv > (1u << 26)) return sks_fail(SKS_ECONFIG, "%s: %llu tokens is too many", path, (unsigned long long)nv);
+        a->vocab_size = (int)nv;
+    }
+    return 0;
+}
+
+int sks__open_gguf(const char *path, sks_model **out) {
+    *out = NULL;
+    void *addr;
+    size_t size;
+    int rc = sks__map_file(path, &addr, &size);
+    if (rc) return rc;
+    (void)madvise(addr, size, MADV_RANDOM);
+    struct sks_gguf *g = NULL;
+    sks_model *m = NULL;
+    if ((rc = sks__gguf_parse(addr, size, path, &g))) {
+        munmap(addr, size);
+        return rc;
+    }
+    sks_arch a;
+    memset(&a, 0, sizeof a);
+    if ((rc = sks__gguf_arch(g, path, &a))) goto fail;
+    int have_output = 0;
+    for (uint64_t i = 0; i < g->n_tensors; i++) {
+        const sks__gguf_tensor *t = &g->t[i];
+        sks_role role;
+        long layer;
+        if (!sks__gguf_role(t->name, t->name_len, &role, &layer)) continue;
+        if (role == SKS_ROLE_LM_HEAD) have_output = 1;
+        /* no vocabulary in the metadata: the embedding's rows (ne[1]) say it */
+        if (role == SKS_ROLE_EMBED && a.vocab_size == 0) a.vocab_size = t->ne[1] > (1u << 26) ? -1 : (int)t->ne[1];
+    }
+    a.tied_embeddings = !have_output;
+    if (a.vocab_size == 0)
+        a.vocab_size = -1; /* neither tokens nor token_embd: validation names the missing tensor */
+    if (a.vocab_size < 0) {
+        rc = sks_fail(SKS_ENOTFOUND, "%s: no tokenizer.ggml.tokens and no usable token_embd.weight: vocabulary size unknown",
+                      path);
+        goto fail;
+    }
+    if ((rc = sks__model_alloc(&a, SKS_FMT_GGUF, path, &m))) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", sks_last_error());
+        rc = sks_fail(rc, "%s: %s", path, msg);
+        goto fail;
+    }
+    if ((rc = sks__model_add_map(m, addr, size, path)) < 0) {
+        sks_model_close(m);
+        goto fail;
+    }
+    addr = NULL; /* owned by m now */
+    m->gguf = g;
+    sks__gguf_free_hook = sks__gguf_free;
+    const uint8_t *data = (const uint8_t *)m->maps[0].addr + g->data_off;
+    for (uint64_t i = 0; i < g->n_tensors; i++) {
+        const sks__gguf_tensor *t = &g->t[i];
+        sks_role role;
+        long layer;
+        char name[300];
+        snprintf(name, sizeof name, "%.*s", (int)t->name_len, t->name);
+        if (!sks__gguf_role(t->name, t->name_len, &role, &layer)) {
+            sks_log(SKS_LOG_DEBUG, "%s: ignoring tensor %s", path, name);
+            continue;
+        }
+        int dt = sks__ggml_to_dtype(t->type);
+        if (dt < 0) {
+            rc = sks_fail(SKS_EDTYPE, "%s: unsupported tensor type %s for tensor %s (sinkscope reads F32, F16, BF16, Q8_0, Q4_0)",
+                          path, sks__ggml_type_name(t->type), name);
+            goto fail_m;
+        }
+        if (layer >= a.n_layers) {
+            rc = sks_fail(SKS_ECONFIG, "%s: tensor %s is for layer %ld but block_count is %d", path, name, layer, a.n_layers);
+            goto fail_m;
+        }
+        for (uint32_t d = 2; d < t->n_dims; d++) {
+            if (t->ne[d] != 1) {
+                rc = sks_fail(SKS_ESHAPE, "%s: tensor %s has %u non-trivial dimensions (want 1 or 2)", path, name, t->n_dims);
+                goto fail_m;
+            }
+        }
+        int ndim = t->n_dims == 1 ? 1 : 2;
+        /* ne[0] is the innermost (column) count: shape = (ne[1], ne[0]) */
+        int64_t shape[2] = {ndim == 1 ? (int64_t)t->ne[0] : (int64_t)t->ne[1], ndim == 1 ? 1 : (int64_t)t->ne[0]};
+        if ((rc = sks_model_set_tensor(m, role, (int)layer, (sks_dtype)dt, ndim, shape, data + t->offset, name)))
+            goto fail_m;
+    }
+    if ((rc = sks_model_validate(m))) goto fail_m;
+    *out = m;
+    return 0;
+fail:
+    sks__gguf_free(g);
+    if (addr) munmap(addr, size);
+    return rc;
+fail_m:
+    sks_model_close(m); /* frees g and the mapping */
+    return rc;
+}
