@@ -1,0 +1,990 @@
+/* tokenizer.c - the shared tokenizer core: piece table, BPE, encode, decode, and the
+ * search for the tokenizer that belongs to a model. The file formats live in
+ * tokenizer_spm.c (llama2.c .bin, SentencePiece protobuf), tokenizer_json.c (HF) and
+ * tokenizer_gguf.c (GGUF metadata).
+ *
+ * BPE, both flavours, as a priority queue over a linked list of symbols (each symbol
+ * is a byte span of the normalized text):
+ *   score flavour (SentencePiece, llama2.c): priority of an adjacent pair = score of
+ *     the piece equal to their concatenation (if it is a normal or user piece);
+ *   rank flavour (HF merges, GGUF gpt2): priority = -rank of the merge (a, b).
+ * The pair of highest priority merges first, the leftmost on ties; stale queue entries
+ * are recognised by the span length they were pushed with. O(n log n) per segment.
+ */
+#include "tokenizer_internal.h"
+#include "sks_gguf.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* ---- piece table --------------------------------------------------------------- */
+
+int sks__tok_new(const char *kind, int n, sks_tokenizer **out) {
+    *out = NULL;
+    if (n <= 0) return sks_fail(SKS_EFORMAT, "tokenizer: empty vocabulary");
+    sks_tokenizer *t = calloc(1, sizeof *t);
+    if (!t) return sks_fail(SKS_ENOMEM, "tokenizer: out of memory");
+    t->kind = kind;
+    t->n = n;
+    t->bos = t->eos = t->unk = -1;
+    t->add_dummy_prefix = 1;
+    t->byte_fallback = 1;
+    memcpy(t->space, "\xe2\x96\x81", 4);
+    t->piece = sks_calloc_n((size_t)n, sizeof *t->piece);
+    t->plen = sks_calloc_n((size_t)n, sizeof *t->plen);
+    t->score = sks_calloc_n((size_t)n, sizeof *t->score);
+    t->type = sks_calloc_n((size_t)n, sizeof *t->type);
+    t->poff = sks_calloc_n((size_t)n, sizeof *t->poff);
+    for (int b = 0; b < 256; b++) t->byte_piece[b] = -1;
+    if (!t->piece || !t->plen || !t->score || !t->type || !t->poff) {
+        sks_tokenizer_free(t);
+        return sks_fail(SKS_ENOMEM, "tokenizer: out of memory for %d pieces", n);
+    }
+    /* unset pieces stay "" (offset 0 = a NUL at the arena start) */
+    t->arena_cap = 4096;
+    t->arena = malloc(t->arena_cap);
+    if (!t->arena) {
+        sks_tokenizer_free(t);
+        return sks_fail(SKS_ENOMEM, "tokenizer: out of memory");
+    }
+    t->arena[0] = '\0';
+    t->arena_len = 1;
+    for (int i = 0; i < n; i++) t->type[i] = SKS__PT_UNUSED;
+    *out = t;
+    return 0;
+}
+
+int sks__tok_set_piece(sks_tokenizer *t, int id, const char *s, size_t len, float score, int type) {
+    if (id < 0 || id >= t->n) return sks_fail(SKS_EFORMAT, "tokenizer: piece id %d out of range [0, %d)", id, t->n);
+    if (len > UINT32_MAX / 2 || memchr(s, '\0', len))
+        return sks_fail(SKS_EFORMAT, "tokenizer: piece %d: contains NUL or is too long", id);
+    size_t need;
+    if (sks_add_size(t->arena_len, len + 1, &need)) return sks_fail(SKS_EOVERFLOW, "tokenizer: arena overflow");
+    if (need > t->arena_cap) {
+        size_t cap = t->arena_cap;
+        while (cap < need) {
+            if (sks_mul_size(cap, 2, &cap)) return sks_fail(SKS_EOVERFLOW, "tokenizer: arena overflow");
+        }
+        char *a = realloc(t->arena, cap);
+        if (!a) return sks_fail(SKS_ENOMEM, "tokenizer: out of memory");
+        t->arena = a;
+        t->arena_cap = cap;
+    }
+    memcpy(t->arena + t->arena_len, s, len);
+    t->arena[t->arena_len + len] = '\0';
+    t->poff[id] = t->arena_len;
+    t->plen[id] = (uint32_t)len;
+    t->arena_len = need;
+    t->score[id] = score;
+    t->type[id] = (uint8_t)type;
+    return 0;
+}
+
+static uint64_t fnv1a(const char *s, size_t len) {
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < len; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+static uint64_t mix64(uint64_t x) {
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ull;
+    x ^= x >> 33;
+    return x;
+}
+
+int sks__tok_lookup(const sks_tokenizer *t, const char *s, size_t len) {
+    if (!t->htab) return -1;
+    size_t mask = t->hcap - 1;
+    for (size_t h = (size_t)fnv1a(s, len) & mask;; h = (h + 1) & mask) {
+        int32_t id = t->htab[h];
+        if (id < 0) return -1;
+        if (t->plen[id] == len && memcmp(t->piece[id], s, len) == 0) return id;
+    }
+}
+
+/* "<0xAB>" -> 0xAB, or -1. */
+static int parse_byte_piece(const char *s, size_t len) {
+    if (len != 6 || memcmp(s, "<0x", 3) != 0 || s[5] != '>') return -1;
+    int v = 0;
+    for (int i = 3; i < 5; i++) {
+        char c = s[i];
+        int d = (c >= '0' && c <= '9') ? c - '0' : (c >= 'A' && c <= 'F') ? c - 'A' + 10
+              : (c >= 'a' && c <= 'f') ? c - 'a' + 10 : -1;
+        if (d < 0) return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+/* GPT-2's reversible byte <-> printable code point table: printable Latin-1 bytes
+ * ('!'..'~', 0xA1..0xAC, 0xAE..0xFF) map to themselves, the other 68 bytes in order to
+ * U+0100 upward, so that no piece holds whitespace or control characters. */
+static int byte_to_cp(int b) {
+    static int table[256];
+    static int ready = 0;
+    if (!ready) {
+        int next = 256;
+        for (int i = 0; i < 256; i++) {
+            int printable = (i >= '!' && i <= '~') || (i >= 0xA1 && i <= 0xAC) || (i >= 0xAE && i <= 0xFF);
+            table[i] = printable ? i : next++;
+        }
+        ready = 1; /* idempotent: racing threads write the same values */
+    }
+    return table[b];
+}
+
+static int cp_to_byte(uint32_t cp) {
+    if (cp >= 0x100 + 68) return -1;
+    for (int b = 0; b < 256; b++)
+        if ((uint32_t)byte_to_cp(b) == cp) return b;
+    return -1;
+}
+
+static size_t put_utf8(uint32_t cp, char *o) {
+    if (cp < 0x80) { o[0] = (char)cp; return 1; }
+    if (cp < 0x800) { o[0] = (char)(0xC0 | (cp >> 6)); o[1] = (char)(0x80 | (cp & 63)); return 2; }
+    if (cp < 0x10000) {
+        o[0] = (char)(0xE0 | (cp >> 12)); o[1] = (char)(0x80 | ((cp >> 6) & 63)); o[2] = (char)(0x80 | (cp & 63));
+        return 3;
+    }
+    o[0] = (char)(0xF0 | (cp >> 18)); o[1] = (char)(0x80 | ((cp >> 12) & 63));
+    o[2] = (char)(0x80 | ((cp >> 6) & 63)); o[3] = (char)(0x80 | (cp & 63));
+    return 4;
+}
+
+int sks__utf8_len(unsigned char c) {
+    if (c < 0x80) return 1;
+    if ((c & 0xE0) == 0xC0) return 2;
+    if ((c & 0xF0) == 0xE0) return 3;
+    if ((c & 0xF8) == 0xF0) return 4;
+    return 1;
+}
+
+/* Length of the UTF-8 character at s (rem bytes left); malformed sequences count as
+ * one byte so that byte fallback can carry them. */
+static size_t char_len(const char *s, size_t rem) {
+    size_t l = (size_t)sks__utf8_len((unsigned char)s[0]);
+    if (l > rem) return 1;
+    for (size_t i = 1; i < l; i++)
+        if (((unsigned char)s[i] & 0xC0) != 0x80) return 1;
+    return l;
+}
+
+static uint32_t decode_cp(const char *s, size_t l) {
+    const unsigned char *u = (const unsigned char *)s;
+    switch (l) {
+    case 2: return ((uint32_t)(u[0] & 0x1F) << 6) | (u[1] & 63);
+    case 3: return ((uint32_t)(u[0] & 0x0F) << 12) | ((uint32_t)(u[1] & 63) << 6) | (u[2] & 63);
+    case 4: return ((uint32_t)(u[0] & 0x07) << 18) | ((uint32_t)(u[1] & 63) << 12) | ((uint32_t)(u[2] & 63) << 6) | (u[3] & 63);
+    default: return u[0];
+    }
+}
+
+static int push_list(int **list, int *n, int id) {
+    int *l = realloc(*list, ((size_t)*n + 1) * sizeof **list);
+    if (!l) return sks_fail(SKS_ENOMEM, "tokenizer: out of memory");
+    l[(*n)++] = id;
+    *list = l;
+    return 0;
+}
+
+int sks__tok_finish(sks_tokenizer *t, const char *name) {
+    for (int i = 0; i < t->n; i++) t->piece[i] = t->arena + t->poff[i];
+    size_t cap = 16;
+    while (cap < (size_t)t->n * 2) cap *= 2;
+    t->htab = sks_malloc_n(cap, sizeof *t->htab);
+    if (!t->htab) return sks_fail(SKS_ENOMEM, "%s: out of memory for the piece table", name);
+    t->hcap = cap;
+    memset(t->htab, 0xff, cap * sizeof *t->htab);
+    for (int i = 0; i < t->n; i++) {
+        if (t->plen[i] == 0) continue;
+        /* the first id of a duplicated piece wins */
+        if (sks__tok_lookup(t, t->piece[i], t->plen[i]) >= 0) continue;
+        size_t h = (size_t)fnv1a(t->piece[i], t->plen[i]) & (cap - 1);
+        while (t->htab[h] >= 0) h = (h + 1) & (cap - 1);
+        t->htab[h] = i;
+    }
+    for (int b = 0; b < 256; b++) {
+        if (t->byte_level) {
+            char u[4];
+            size_t l = put_utf8((uint32_t)byte_to_cp(b), u);
+            t->byte_piece[b] = sks__tok_lookup(t, u, l);
+        } else {
+            char p[7];
+            snprintf(p, sizeof p, "<0x%02X>", b);
+            int id = sks__tok_lookup(t, p, 6);
+            if (id >= 0 && t->type[id] == SKS__PT_BYTE) t->byte_piece[b] = id;
+        }
+    }
+    for (int i = 0; i < t->n; i++) {
+        if (t->type[i] == SKS__PT_USER && t->plen[i] > 0 && !t->byte_level) {
+            int rc = push_list(&t->atomic, &t->n_atomic, i);
+            if (rc) return rc;
+        }
+    }
+    if (t->bos >= t->n || t->eos >= t->n || t->unk >= t->n)
+        return sks_fail(SKS_EFORMAT, "%s: bos/eos/unk id out of range [0, %d)", name, t->n);
+    return 0;
+}
+
+int sks__tok_merges_reserve(sks_tokenizer *t, size_t n) {
+    size_t cap = 16;
+    while (cap < n * 2 + 2) {
+        if (sks_mul_size(cap, 2, &cap)) return sks_fail(SKS_EOVERFLOW, "tokenizer: too many merges");
+    }
+    t->mkey = sks_malloc_n(cap, sizeof *t->mkey);
+    t->mrank = sks_malloc_n(cap, sizeof *t->mrank);
+    t->mres = sks_malloc_n(cap, sizeof *t->mres);
+    if (!t->mkey || !t->mrank || !t->mres) return sks_fail(SKS_ENOMEM, "tokenizer: out of memory for merges");
+    for (size_t i = 0; i < cap; i++) t->mres[i] = -1;
+    t->mcap = cap;
+    t->mcount = 0;
+    return 0;
+}
+
+static int merge_find(const sks_tokenizer *t, int a, int b, int32_t *rank, int32_t *res) {
+    if (!t->mcap) return 0;
+    uint64_t key = ((uint64_t)(uint32_t)a << 32) | (uint32_t)b;
+    size_t mask = t->mcap - 1;
+    for (size_t h = (size_t)mix64(key) & mask;; h = (h + 1) & mask) {
+        if (t->mres[h] < 0) return 0;
+        if (t->mkey[h] == key) {
+            *rank = t->mrank[h];
+            *res = t->mres[h];
+            return 1;
+        }
+    }
+}
+
+int sks__tok_add_merge(sks_tokenizer *t, const char *a, size_t alen, const char *b, size_t blen, int rank) {
+    int ia = sks__tok_lookup(t, a, alen), ib = sks__tok_lookup(t, b, blen);
+    if (ia < 0 || ib < 0 || alen + blen > 4096) return 1;
+    char tmp[4096];
+    memcpy(tmp, a, alen);
+    memcpy(tmp + alen, b, blen);
+    int ir = sks__tok_lookup(t, tmp, alen + blen);
+    if (ir < 0) return 1;
+    if (t->mcount * 2 + 2 > t->mcap) return sks_fail(SKS_EINTERNAL, "tokenizer: merge table not reserved");
+    int32_t r0, s0;
+    if (merge_find(t, ia, ib, &r0, &s0)) return 1; /* the first (best) rank wins */
+    uint64_t key = ((uint64_t)(uint32_t)ia << 32) | (uint32_t)ib;
+    size_t mask = t->mcap - 1, h = (size_t)mix64(key) & mask;
+    while (t->mres[h] >= 0) h = (h + 1) & mask;
+    t->mkey[h] = key;
+    t->mrank[h] = rank;
+    t->mres[h] = ir;
+    t->mcount++;
+    return 0;
+}
+
+void sks_tokenizer_free(sks_tokenizer *t) {
+    if (!t) return;
+    free(t->piece);
+    free(t->plen);
+    free(t->score);
+    free(t->type);
+    free(t->poff);
+    free(t->arena);
+    free(t->verbatim);
+    free(t->atomic);
+    free(t->htab);
+    free(t->mkey);
+    free(t->mrank);
+    free(t->mres);
+    free(t);
+}
+
+int sks_tokenizer_vocab_size(const sks_tokenizer *t) { return t ? t->n : 0; }
+int sks_tokenizer_bos(const sks_tokenizer *t) { return t ? t->bos : -1; }
+int sks_tokenizer_eos(const sks_tokenizer *t) { return t ? t->eos : -1; }
+const char *sks_tokenizer_kind(const sks_tokenizer *t) { return t ? t->kind : ""; }
+
+const char *sks_tokenizer_piece(const sks_tokenizer *t, int id) {
+    if (!t || id < 0 || id >= t->n) return NULL;
+    return t->piece[id];
+}
+
+int sks_tokenizer_piece_id(const sks_tokenizer *t, const char *piece) {
+    if (!t || !piece) return -1;
+    return sks__tok_lookup(t, piece, strlen(piece));
+}
+
+/* ---- BPE ------------------------------------------------------------------------- */
+
+typedef struct {
+    size_t start;   /* byte offset in the segment text */
+    uint32_t len;   /* 0 once merged into its left neighbour */
+    int32_t id;     /* piece id, -1 if the span is no piece */
+    int prev, next;
+    int frozen;     /* user-defined pieces never merge */
+} bpe_sym;
+
+typedef struct {
+    double prio;
+    int left, right;
+    uint32_t len;
+    int32_t res;
+} bpe_pair;
+
+typedef struct {
+    bpe_pair *h;
+    size_t n, cap;
+} bpe_heap;
+
+static int pair_before(const bpe_pair *a, const bpe_pair *b) {
+    return a->prio > b->prio || (a->prio == b->prio && a->left < b->left);
+}
+
+static int heap_push(bpe_heap *q, bpe_pair p) {
+    if (q->n == q->cap) {
+        size_t cap = q->cap ? q->cap * 2 : 64;
+        bpe_pair *h = sks_malloc_n(cap, sizeof *h);
+        if (!h) return sks_fail(SKS_ENOMEM, "tokenizer: out of memory");
+        if (q->n) memcpy(h, q->h, q->n * sizeof *h);
+        free(q->h);
+        q->h = h;
+        q->cap = cap;
+    }
+    size_t i = q->n++;
+    q->h[i] = p;
+    while (i > 0) {
+        size_t up = (i - 1) / 2;
+        if (!pair_before(&q->h[i], &q->h[up])) break;
+        bpe_pair tmp = q->h[i];
+        q->h[i] = q->h[up];
+        q->h[up] = tmp;
+        i = up;
+    }
+    return 0;
+}
+
+static bpe_pair heap_pop(bpe_heap *q) {
+    bpe_pair top = q->h[0];
+    q->h[0] = q->h[--q->n];
+    size_t i = 0;
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, best = i;
+        if (l < q->n && pair_before(&q->h[l], &q->h[best])) best = l;
+        if (r < q->n && pair_before(&q->h[r], &q->h[best])) best = r;
+        if (best == i) break;
+        bpe_pair tmp = q->h[i];
+        q->h[i] = q->h[best];
+        q->h[best] = tmp;
+        i = best;
+    }
+    return top;
+}
+
+static int try_pair(const sks_tokenizer *t, const char *text, const bpe_sym *s, int l, int r, bpe_heap *q) {
+    if (l < 0 || r < 0 || s[l].frozen || s[r].frozen) return 0;
+    bpe_pair p = {0, l, r, s[l].len + s[r].len, -1};
+    if (t->use_merges) {
+        int32_t rank, res;
+        if (s[l].id < 0 || s[r].id < 0 || !merge_find(t, s[l].id, s[r].id, &rank, &res)) return 0;
+        p.prio = -(double)rank;
+        p.res = res;
+    } else {
+        int id = sks__tok_lookup(t, text + s[l].start, p.len);
+        if (id < 0 || (t->type[id] != SKS__PT_NORMAL && t->type[id] != SKS__PT_USER)) return 0;
+        p.prio = t->score[id];
+        p.res = id;
+    }
+    return heap_push(q, p);
+}
+
+/* Merge the symbols s[0..n) (a linked chain over text) in place. */
+static int bpe_merge(const sks_tokenizer *t, const char *text, bpe_sym *s, int n) {
+    bpe_heap q = {0};
+    int rc = 0;
+    for (int i = 0; i + 1 < n && !rc; i++) rc = try_pair(t, text, s, i, i + 1, &q);
+    while (!rc && q.n > 0) {
+        bpe_pair p = heap_pop(&q);
+        bpe_sym *L = &s[p.left], *R = &s[p.right];
+        if (L->len == 0 || R->len == 0 || L->next != p.right || L->len + R->len != p.len) continue;
+        L->len += R->len;
+        L->id = p.res;
+        R->len = 0;
+        L->next = R->next;
+        if (R->next >= 0) s[R->next].prev = p.left;
+        rc = try_pair(t, text, s, L->prev, p.left, &q);
+        if (!rc) rc = try_pair(t, text, s, p.left, L->next, &q);
+    }
+    free(q.h);
+    return rc;
+}
+
+/* ---- id output ------------------------------------------------------------------- */
+
+typedef struct {
+    int32_t *ids;
+    size_t n, cap;
+} id_vec;
+
+static int emit(id_vec *v, int32_t id) {
+    if (v->n == v->cap) {
+        size_t cap = v->cap ? v->cap * 2 : 64;
+        int32_t *ids = realloc(v->ids, cap * sizeof *ids);
+        if (!ids) return sks_fail(SKS_ENOMEM, "tokenizer: out of memory");
+        v->ids = ids;
+        v->cap = cap;
+    }
+    v->ids[v->n++] = id;
+    return 0;
+}
+
+/* A symbol that is no piece: its bytes as <0xAB> pieces, else one unk. */
+static int emit_unknown(const sks_tokenizer *t, const unsigned char *bytes, size_t len, id_vec *v) {
+    int all = t->byte_fallback;
+    for (size_t i = 0; i < len && all; i++) all = t->byte_piece[bytes[i]] >= 0;
+    if (all) {
+        for (size_t i = 0; i < len; i++) {
+            int rc = emit(v, t->byte_piece[bytes[i]]);
+            if (rc) return rc;
+        }
+        return 0;
+    }
+    if (t->unk >= 0) return emit(v, t->unk);
+    return sks_fail(SKS_EUNSUPPORTED, "tokenizer: text has a character with no piece, no byte piece and no unk");
+}
+
+/* ---- SentencePiece-style segment ---------------------------------------------------- */
+
+static int encode_spm_segment(const sks_tokenizer *t, const char *seg, size_t len, id_vec *v) {
+    /* normalize: optional whitespace cleanup, dummy prefix, ' ' -> space piece */
+    size_t b0 = 0, b1 = len;
+    if (t->remove_extra_ws) {
+        while (b0 < b1 && seg[b0] == ' ') b0++;
+        while (b1 > b0 && seg[b1 - 1] == ' ') b1--;
+    }
+    if (b0 == b1) return 0;
+    size_t sl = strlen(t->space), cap;
+    if (sks_mul_size(b1 - b0 + 1, sl > 1 ? sl : 1, &cap)) return sks_fail(SKS_EOVERFLOW, "tokenizer: text too long");
+    char *txt = malloc(cap + 1);
+    bpe_sym *s = sks_malloc_n(cap + 1, sizeof *s);
+    if (!txt || !s) {
+        free(txt);
+        free(s);
+        return sks_fail(SKS_ENOMEM, "tokenizer: out of memory");
+    }
+    size_t o = 0;
+    if (t->add_dummy_prefix) {
+        memcpy(txt, t->space, sl);
+        o = sl;
+    }
+    for (size_t i = b0; i < b1; i++) {
+        if (seg[i] == ' ') {
+            if (t->remove_extra_ws && i > b0 && seg[i - 1] == ' ') continue;
+            memcpy(txt + o, t->space, sl);
+            o += sl;
+        } else {
+            txt[o++] = seg[i];
+        }
+    }
+    txt[o] = '\0';
+    /* initial symbols: user-defined pieces (longest match), else one character */
+    int n = 0;
+    for (size_t i = 0; i < o;) {
+        size_t best = 0;
+        int best_id = -1;
+        for (int a = 0; a < t->n_atomic; a++) {
+            int id = t->atomic[a];
+            size_t pl = t->plen[id];
+            if (pl > best && pl <= o - i && memcmp(txt + i, t->piece[id], pl) == 0) {
+                best = pl;
+                best_id = id;
+            }
+        }
+        bpe_sym *y = &s[n];
+        y->start = i;
+        y->prev = n - 1;
+        y->next = -1;
+        if (n > 0) s[n - 1].next = n;
+        if (best_id >= 0) {
+            y->len = (uint32_t)best;
+            y->id = best_id;
+            y->frozen = 1;
+        } else {
+            y->len = (uint32_t)char_len(txt + i, o - i);
+            y->id = sks__tok_lookup(t, txt + i, y->len);
+            if (y->id >= 0 && t->type[y->id] != SKS__PT_NORMAL && t->type[y->id] != SKS__PT_USER) y->id = -1;
+            y->frozen = 0;
+        }
+        i += y->len;
+        n++;
+    }
+    int rc = bpe_merge(t, txt, s, n);
+    for (int i = 0; !rc && i >= 0 && n > 0; i = s[i].next) {
+        if (s[i].id >= 0) rc = emit(v, s[i].id);
+        else rc = emit_unknown(t, (const unsigned char *)txt + s[i].start, s[i].len, v);
+    }
+    free(txt);
+    free(s);
+    return rc;
+}
+
+/* ---- byte-level segment ----------------------------------------------------------- */
+
+static int is_space_cp(uint32_t c) {
+    return c == ' ' || (c >= 9 && c <= 13) || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+           (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
+           c == 0x205F || c == 0x3000;
+}
+static int is_digit_cp(uint32_t c) { return c >= '0' && c <= '9'; }
+/* Letters: ASCII letters and, without Unicode tables, every non-ASCII code point that
+ * is not in a punctuation, symbol or space block (see docs/tokenizers.md). */
+static int is_letter_cp(uint32_t c) {
+    if (c < 0x80) return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+    if (is_space_cp(c)) return 0;
+    if (c < 0xC0) return c == 0xAA || c == 0xB5 || c == 0xBA;
+    if (c == 0xD7 || c == 0xF7) return 0;
+    if (c >= 0x2000 && c <= 0x2BFF) return 0;
+    if (c >= 0x3000 && c <= 0x303F) return 0;
+    if (c >= 0xFF00 && c <= 0xFF20) return 0;
+    if (c >= 0x1F000) return 0;
+    return 1;
+}
+
+typedef struct {
+    const char *s;
+    size_t len;
+} span_text;
+
+static uint32_t cp_at(span_text x, size_t i, size_t *l) {
+    if (i >= x.len) {
+        *l = 0;
+        return 0;
+    }
+    *l = char_len(x.s + i, x.len - i);
+    return decode_cp(x.s + i, *l);
+}
+
+/* Length of the pre-token starting at i (>= 1). */
+static size_t pretoken(const sks_tokenizer *t, span_text x, size_t i) {
+    size_t l0, l1;
+    uint32_t c = cp_at(x, i, &l0);
+    int llama3 = t->split != SKS__SPLIT_GPT2;
+    /* contractions */
+    if (c == '\'') {
+        static const char *const con[] = {"s", "t", "re", "ve", "m", "ll", "d"};
+        for (int k = 0; k < 7; k++) {
+            size_t cl = strlen(con[k]);
+            if (i + 1 + cl > x.len) continue;
+            int ok = 1;
+            for (size_t j = 0; j < cl && ok; j++) {
+                char ch = x.s[i + 1 + j];
+                if (llama3 && ch >= 'A' && ch <= 'Z') ch = (char)(ch - 'A' + 'a');
+                ok = ch == con[k][j];
+            }
+            if (ok) return 1 + cl;
+        }
+    }
+    uint32_t c1 = cp_at(x, i + l0, &l1);
+    /* letters with one optional leading char (GPT-2: only ' '; Llama 3: any non-letter,
+     * non-digit, non-newline) */
+    if (is_letter_cp(c) || (l1 && is_letter_cp(c1) &&
+                            (llama3 ? (!is_digit_cp(c) && c != '\r' && c != '\n') : c == ' '))) {
+        size_t j = is_letter_cp(c) ? i : i + l0, l;
+        while (j < x.len && is_letter_cp(cp_at(x, j, &l))) j += l;
+        return j - i;
+    }
+    /* digits: Llama 3 runs of at most 3 (Qwen 2: 1); GPT-2 ' ?\p{N}+' */
+    if (is_digit_cp(c) || (!llama3 && c == ' ' && l1 && is_digit_cp(c1))) {
+        size_t j = is_digit_cp(c) ? i : i + 1;
+        size_t maxd = t->split == SKS__SPLIT_LLAMA3 ? 3 : t->split == SKS__SPLIT_LLAMA3_1DIGIT ? 1 : SIZE_MAX;
+        size_t nd = 0;
+        while (j < x.len && nd < maxd && is_digit_cp((unsigned char)x.s[j])) j++, nd++;
+        return j - i;
+    }
+    /* ' ?[^\s\p{L}\p{N}]+' (Llama 3 adds trailing newlines) */
+    {
+        size_t j = i;
+        uint32_t d = c;
+        size_t dl = l0;
+        if (c == ' ' && l1) {
+            j = i + 1;
+            d = c1;
+            dl = l1;
+        }
+        if (dl && !is_space_cp(d) && !is_letter_cp(d) && !is_digit_cp(d)) {
+            size_t l;
+            while (j < x.len) {
+                uint32_t e = cp_at(x, j, &l);
+                if (is_space_cp(e) || is_letter_cp(e) || is_digit_cp(e)) break;
+                j += l;
+            }
+            if (llama3)
+                while (j < x.len && (x.s[j] == '\r' || x.s[j] == '\n')) j++;
+            return j - i;
+        }
+    }
+    /* whitespace runs */
+    size_t j = i, l, last_nl = 0, have_nl = 0, n_cp = 0, last_start = i;
+    while (j < x.len) {
+        uint32_t e = cp_at(x, j, &l);
+        if (!is_space_cp(e)) break;
+        if (e == '\r' || e == '\n') {
+            last_nl = j + l;
+            have_nl = 1;
+        }
+        last_start = j;
+        j += l;
+        n_cp++;
+    }
+    if (n_cp == 0) return l0 ? l0 : 1; /* cannot happen: every class is covered */
+    if (llama3 && have_nl) return last_nl - i; /* \s*[\r\n]+ */
+    if (j < x.len && n_cp > 1) return last_start - i; /* \s+(?!\S): leave one for the next word */
+    return j - i;
+}
+
+static int encode_bytelevel_word(const sks_tokenizer *t, const char *w, size_t len, id_vec *v) {
+    size_t cap;
+    if (sks_mul_size(len, 2, &cap)) return sks_fail(SKS_EOVERFLOW, "tokenizer: text too long");
+    char *txt = malloc(cap + 1);
+    bpe_sym *s = sks_malloc_n(len + 1, sizeof *s);
+    if (!txt || !s) {
+        free(txt);
+        free(s);
+        return sks_fail(SKS_ENOMEM, "tokenizer: out of memory");
+    }
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char b = (unsigned char)w[i];
+        s[i].start = o;
+        o += put_utf8((uint32_t)byte_to_cp(b), txt + o);
+        s[i].len = (uint32_t)(o - s[i].start);
+        s[i].id = t->byte_piece[b];
+        s[i].prev = (int)i - 1;
+        s[i].next = i + 1 < len ? (int)i + 1 : -1;
+        s[i].frozen = 0;
+    }
+    int rc = 0, whole = t->ignore_merges ? sks__tok_lookup(t, txt, o) : -1;
+    if (whole >= 0) {
+        rc = emit(v, whole);
+    } else {
+        rc = bpe_merge(t, txt, s, (int)len);
+        for (int i = 0; !rc && i >= 0 && len > 0; i = s[i].next) {
+            if (s[i].id >= 0) rc = emit(v, s[i].id);
+            else if (t->unk >= 0) rc = emit(v, t->unk);
+            else rc = sks_fail(SKS_EUNSUPPORTED, "tokenizer: byte-level vocabulary lacks a byte");
+        }
+    }
+    free(txt);
+    free(s);
+    return rc;
+}
+
+static int encode_bytelevel_segment(const sks_tokenizer *t, const char *seg, size_t len, id_vec *v) {
+    if (len == 0) return 0;
+    char *buf = NULL;
+    if (t->add_prefix_space && seg[0] != ' ') {
+        buf = malloc(len + 2);
+        if (!buf) return sks_fail(SKS_ENOMEM, "tokenizer: out of memory");
+        buf[0] = ' ';
+        memcpy(buf + 1, seg, len);
+        seg = buf;
+        len++;
+    }
+    span_text x = {seg, len};
+    int rc = 0;
+    for (size_t i = 0; i < len && !rc;) {
+        size_t l = t->split == SKS__SPLIT_NONE ? len - i : pretoken(t, x, i);
+        if (l == 0 || l > len - i) l = len - i;
+        rc = encode_bytelevel_word(t, seg + i, l, v);
+        i += l;
+    }
+    free(buf);
+    return rc;
+}
+
+static int encode_segment(const sks_tokenizer *t, const char *seg, size_t len, id_vec *v) {
+    return t->byte_level ? encode_bytelevel_segment(t, seg, len, v) : encode_spm_segment(t, seg, len, v);
+}
+
+int sks_tokenizer_encode(const sks_tokenizer *t, const char *text, int add_bos, int32_t **ids, int *n) {
+    if (!t || !text || !ids || !n) return sks_fail(SKS_EARG, "sks_tokenizer_encode: NULL argument");
+    *ids = NULL;
+    *n = 0;
+    id_vec v = {0};
+    int rc = 0;
+    if (add_bos && t->bos >= 0) rc = emit(&v, t->bos);
+    size_t len = strlen(text), seg0 = 0;
+    /* verbatim (added) tokens split the text first, longest match at each position */
+    for (size_t i = 0; i < len && !rc && t->n_verbatim > 0;) {
+        size_t best = 0;
+        int best_id = -1;
+        for (int k = 0; k < t->n_verbatim; k++) {
+            int id = t->verbatim[k];
+            size_t pl = t->plen[id];
+            if (pl > best && pl <= len - i && memcmp(text + i, t->piece[id], pl) == 0) {
+                best = pl;
+                best_id = id;
+            }
+        }
+        if (best_id < 0) {
+            i++;
+            continue;
+        }
+        rc = encode_segment(t, text + seg0, i - seg0, &v);
+        if (!rc) rc = emit(&v, best_id);
+        i += best;
+        seg0 = i;
+    }
+    if (!rc) rc = encode_segment(t, text + seg0, len - seg0, &v);
+    if (!rc && v.n > (size_t)INT32_MAX) rc = sks_fail(SKS_EOVERFLOW, "tokenizer: too many tokens");
+    if (rc) {
+        free(v.ids);
+        return rc;
+    }
+    if (!v.ids) {
+        v.ids = malloc(sizeof *v.ids); /* a valid pointer even for zero tokens */
+        if (!v.ids) return sks_fail(SKS_ENOMEM, "tokenizer: out of memory");
+    }
+    *ids = v.ids;
+    *n = (int)v.n;
+    return 0;
+}
+
+/* ---- decode ---------------------------------------------------------------------- */
+
+const char *sks_tokenizer_decode(const sks_tokenizer *t, int prev, int id, char *buf, size_t cap) {
+    if (!buf || cap == 0) return "";
+    buf[0] = '\0';
+    if (!t || id < 0 || id >= t->n || t->type[id] == SKS__PT_CONTROL) return buf;
+    const char *p = t->piece[id];
+    size_t len = t->plen[id], o = 0;
+    if (!t->byte_level) {
+        int b = t->type[id] == SKS__PT_BYTE ? parse_byte_piece(p, len) : -1;
+        if (b >= 0) {
+            if (cap > 1) {
+                buf[0] = (char)b;
+                buf[1] = '\0';
+            }
+            return buf;
+        }
+        size_t sl = strlen(t->space);
+        size_t i = 0;
+        /* after BOS SentencePiece drops the dummy-prefix space */
+        if (prev >= 0 && prev == t->bos && len >= sl && memcmp(p, t->space, sl) == 0) i = sl;
+        while (i < len && o + 1 < cap) {
+            if (len - i >= sl && memcmp(p + i, t->space, sl) == 0) {
+                buf[o++] = ' ';
+                i += sl;
+            } else {
+                buf[o++] = p[i++];
+            }
+        }
+        buf[o] = '\0';
+        return buf;
+    }
+    int verbatim = t->type[id] == SKS__PT_USER;
+    for (size_t i = 0; i < len && o + 1 < cap;) {
+        size_t l = char_len(p + i, len - i);
+        int b = verbatim ? -1 : cp_to_byte(decode_cp(p + i, l));
+        if (b >= 0) {
+            buf[o++] = (char)b;
+        } else {
+            if (o + l >= cap) break;
+            memcpy(buf + o, p + i, l);
+            o += l;
+        }
+        i += l;
+    }
+    buf[o] = '\0';
+    return buf;
+}
+
+/* ---- opening ------------------------------------------------------------------------ */
+
+static int read_whole(const char *path, uint8_t **buf, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return sks_fail(errno == ENOENT ? SKS_ENOTFOUND : SKS_EIO, "%s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        return sks_fail(SKS_EIO, "%s: not a regular file", path);
+    }
+    /* tokenizers are small; refuse absurd sizes rather than read gigabytes */
+    if (st.st_size < 0 || (uint64_t)st.st_size > ((uint64_t)1 << 31)) {
+        fclose(f);
+        return sks_fail(SKS_EFORMAT, "%s: %lld bytes is too large for a tokenizer", path, (long long)st.st_size);
+    }
+    size_t n = (size_t)st.st_size;
+    uint8_t *b = malloc(n + 1);
+    if (!b) {
+        fclose(f);
+        return sks_fail(SKS_ENOMEM, "%s: out of memory", path);
+    }
+    if (n && fread(b, 1, n, f) != n) {
+        free(b);
+        fclose(f);
+        return sks_fail(SKS_EIO, "%s: read failed", path);
+    }
+    fclose(f);
+    b[n] = 0;
+    *buf = b;
+    *len = n;
+    return 0;
+}
+
+int sks_tokenizer_open(const char *path, sks_tokenizer **out) {
+    if (!path || !out) return sks_fail(SKS_EARG, "sks_tokenizer_open: NULL argument");
+    *out = NULL;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    int rc = read_whole(path, &buf, &len);
+    if (rc) return rc;
+    size_t i = 0;
+    while (i < len && (buf[i] == ' ' || buf[i] == '\n' || buf[i] == '\r' || buf[i] == '\t')) i++;
+    if (len < 4) {
+        rc = sks_fail(SKS_EFORMAT, "%s: %zu bytes is too short for a tokenizer", path, len);
+    } else if (i < len && buf[i] == '{') {
+        rc = sks__tok_read_hf_json((const char *)buf, len, path, out);
+    } else if (buf[0] == 0x0a && !sks__tok_is_llama2c(buf, len)) {
+        /* 0x0a is protobuf field 1 (pieces), length-delimited */
+        rc = sks__tok_read_spm(buf, len, path, out);
+    } else {
+        rc = sks__tok_read_llama2c(buf, len, path, out);
+    }
+    free(buf);
+    return rc;
+}
+
+static int is_dir(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+static int is_file(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* Directory part of path ("." if none), malloc'd. */
+static char *dir_of(const char *path) {
+    const char *slash = strrchr(path, '/');
+    if (!slash) return strdup(".");
+    size_t n = slash == path ? 1 : (size_t)(slash - path);
+    char *d = malloc(n + 1);
+    if (!d) return NULL;
+    memcpy(d, path, n);
+    d[n] = '\0';
+    return d;
+}
+
+static char *join(const char *dir, const char *name) {
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(n);
+    if (p) snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* llama2.c: tokenizer.bin, then tok*.bin (sorted), the first whose vocabulary equals the
+ * model's; if none matches, the first that opens. */
+static int find_llama2c(const char *dir, int vocab, sks_tokenizer **out) {
+    char **names = NULL;
+    size_t nn = 0;
+    int rc = 0;
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            size_t l = strlen(e->d_name);
+            if (strcmp(e->d_name, "tokenizer.bin") == 0) continue;
+            if (l < 7 || strncmp(e->d_name, "tok", 3) != 0 || strcmp(e->d_name + l - 4, ".bin") != 0) continue;
+            char **nm = realloc(names, (nn + 1) * sizeof *nm);
+            if (!nm || !(nm[nn] = strdup(e->d_name))) {
+                if (nm) names = nm;
+                rc = sks_fail(SKS_ENOMEM, "out of memory");
+                break;
+            }
+            names = nm;
+            nn++;
+        }
+        closedir(d);
+    }
+    if (!rc && nn > 1) qsort(names, nn, sizeof *names, cmp_str);
+    sks_tokenizer *first = NULL;
+    for (size_t k = 0; !rc && k <= nn && !*out; k++) {
+        char *p = join(dir, k == 0 ? "tokenizer.bin" : names[k - 1]);
+        if (!p) {
+            rc = sks_fail(SKS_ENOMEM, "out of memory");
+            break;
+        }
+        sks_tokenizer *t = NULL;
+        if (is_file(p) && sks_tokenizer_open(p, &t) == 0) {
+            if (t->n == vocab) *out = t;
+            else if (!first) first = t;
+            else sks_tokenizer_free(t);
+        }
+        free(p);
+    }
+    for (size_t k = 0; k < nn; k++) free(names[k]);
+    free(names);
+    if (*out) {
+        sks_tokenizer_free(first);
+    } else if (first) {
+        sks_log(SKS_LOG_WARN, "%s: tokenizer vocabulary %d differs from the model's %d", __func__, first->n, vocab);
+        *out = first;
+    }
+    if (rc) return rc;
+    if (!*out)
+        return sks_fail(SKS_ENOTFOUND, "%s: no tokenizer.bin or tok*.bin llama2.c tokenizer here (use --tokenizer)", dir);
+    sks_clear_error();
+    return 0;
+}
+
+int sks_tokenizer_open_for_model(const sks_model *m, const char *explicit_path, sks_tokenizer **out) {
+    if (!m || !out) return sks_fail(SKS_EARG, "sks_tokenizer_open_for_model: NULL argument");
+    *out = NULL;
+    if (explicit_path) return sks_tokenizer_open(explicit_path, out);
+    const char *path = sks_model_path(m);
+    switch (sks_model_format(m)) {
+    case SKS_FMT_GGUF: {
+        const struct sks_gguf *g = sks_model_gguf(m);
+        if (!g) return sks_fail(SKS_ENOTFOUND, "%s: no GGUF metadata for a tokenizer", path);
+        return sks_tokenizer_open_gguf(g, path, out);
+    }
+    case SKS_FMT_SAFETENSORS: {
+        char *dir = is_dir(path) ? strdup(path) : dir_of(path);
+        if (!dir) return sks_fail(SKS_ENOMEM, "out of memory");
+        static const char *const names[] = {"tokenizer.json", "tokenizer.model"};
+        int rc = SKS_ENOTFOUND;
+        for (int k = 0; k < 2 && rc == SKS_ENOTFOUND; k++) {
+            char *p = join(dir, names[k]);
+            if (!p) {
+                rc = sks_fail(SKS_ENOMEM, "out of memory");
+                break;
+            }
+            if (is_file(p)) rc = sks_tokenizer_open(p, out);
+            free(p);
+        }
+        if (rc == SKS_ENOTFOUND)
+            rc = sks_fail(SKS_ENOTFOUND, "%s: no tokenizer.json or tokenizer.model in %s (use --tokenizer)", path, dir);
+        free(dir);
+        return rc;
+    }
+    case SKS_FMT_LLAMA2C: {
+        char *dir = dir_of(path);
+        if (!dir) return sks_fail(SKS_ENOMEM, "out of memory");
+        const sks_arch *a = sks_model_arch(m);
+        int rc = find_llama2c(dir, a ? a->vocab_size : -1, out);
+        free(dir);
+        return rc;
+    }
+    default:
+        return sks_fail(SKS_ENOTFOUND, "%s: an in-memory model has no tokenizer (use --tokenizer)", path);
+    }
+}

@@ -1,0 +1,268 @@
+/* tokenizer_json.c - Hugging Face tokenizer.json (the `tokenizers` library format),
+ * model.type "BPE" only:
+ *   model.vocab          {piece: id}
+ *   model.merges         ["a b", ...] or [["a", "b"], ...], best (rank 0) first
+ *   model.byte_fallback, model.unk_token, model.ignore_merges
+ *   added_tokens         [{id, content, special}], matched verbatim before the model
+ *   pre_tokenizer        ByteLevel (GPT-2 split unless use_regex false), Split(regex) in a
+ *                        Sequence (recognised as the Llama 3 / Qwen 2 split), Metaspace
+ *   normalizer           Prepend "▁" (dummy prefix), Replace " " -> "▁"
+ *   post_processor       TemplateProcessing: a special token before $A is BOS
+ * Byte-level when a ByteLevel pre-tokenizer or decoder is present, else
+ * SentencePiece-style over the normalized text (both use merge ranks as priority).
+ */
+#include "tokenizer_internal.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *obj_type(json_t *o) {
+    json_t *ty = json_is_object(o) ? json_object_get(o, "type") : NULL;
+    return json_is_string(ty) ? json_string_value(ty) : "";
+}
+
+/* The component itself, or its members when it is a Sequence. */
+static void components(json_t *c, const char *list_key, json_t **items, size_t *n, size_t cap) {
+    *n = 0;
+    if (!json_is_object(c)) return;
+    if (strcmp(obj_type(c), "Sequence") == 0) {
+        json_t *arr = json_object_get(c, list_key);
+        size_t i;
+        json_t *x;
+        json_array_foreach(arr, i, x) {
+            if (*n < cap) items[(*n)++] = x;
+        }
+    } else {
+        items[(*n)++] = c;
+    }
+}
+
+static int json_flag(json_t *o, const char *key, int dflt) {
+    json_t *v = json_object_get(o, key);
+    return json_is_boolean(v) ? json_is_true(v) : dflt;
+}
+
+static const char *json_str(json_t *o, const char *key) {
+    json_t *v = json_object_get(o, key);
+    return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+static int find_first(const sks_tokenizer *t, const char *const *names) {
+    for (int k = 0; names[k]; k++) {
+        int id = sks__tok_lookup(t, names[k], strlen(names[k]));
+        if (id >= 0) return id;
+    }
+    return -1;
+}
+
+static int setup_algorithm(sks_tokenizer *t, json_t *root, json_t *model) {
+    json_t *items[32];
+    size_t n;
+    int byte_level = 0;
+    components(json_object_get(root, "pre_tokenizer"), "pretokenizers", items, &n, 32);
+    int split = SKS__SPLIT_NONE, metaspace = 0, prefix = 0, add_prefix_space = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *ty = obj_type(items[i]);
+        if (strcmp(ty, "ByteLevel") == 0) {
+            byte_level = 1;
+            add_prefix_space = json_flag(items[i], "add_prefix_space", 0);
+            if (json_flag(items[i], "use_regex", 1) && split == SKS__SPLIT_NONE) split = SKS__SPLIT_GPT2;
+        } else if (strcmp(ty, "Split") == 0) {
+            json_t *pat = json_object_get(items[i], "pattern");
+            const char *re = json_is_object(pat) ? json_str(pat, "Regex") : NULL;
+            if (re && strstr(re, "(?i:'s")) split = strstr(re, "{1,3}") ? SKS__SPLIT_LLAMA3 : SKS__SPLIT_LLAMA3_1DIGIT;
+            else split = SKS__SPLIT_GPT2;
+        } else if (strcmp(ty, "Metaspace") == 0) {
+            metaspace = 1;
+            const char *scheme = json_str(items[i], "prepend_scheme");
+            prefix = scheme ? strcmp(scheme, "never") != 0 : json_flag(items[i], "add_prefix_space", 1);
+        }
+    }
+    json_t *dec = json_object_get(root, "decoder");
+    components(dec, "decoders", items, &n, 32);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(obj_type(items[i]), "ByteLevel") == 0) byte_level = 1;
+    int replace = 0;
+    components(json_object_get(root, "normalizer"), "normalizers", items, &n, 32);
+    for (size_t i = 0; i < n; i++) {
+        const char *ty = obj_type(items[i]);
+        if (strcmp(ty, "Prepend") == 0) {
+            const char *p = json_str(items[i], "prepend");
+            if (p && strcmp(p, "\xe2\x96\x81") == 0) prefix = 1;
+        } else if (strcmp(ty, "Replace") == 0) {
+            json_t *pat = json_object_get(items[i], "pattern");
+            const char *from = json_is_object(pat) ? json_str(pat, "String") : NULL;
+            const char *to = json_str(items[i], "content");
+            if (from && to && strcmp(from, " ") == 0 && strcmp(to, "\xe2\x96\x81") == 0) replace = 1;
+        }
+    }
+    t->use_merges = 1;
+    t->ignore_merges = json_flag(model, "ignore_merges", 0);
+    if (byte_level) {
+        t->kind = "hf-bytelevel";
+        t->byte_level = 1;
+        t->split = split;
+        t->add_prefix_space = add_prefix_space;
+        t->byte_fallback = 0;
+        t->add_dummy_prefix = 0;
+    } else {
+        t->kind = "hf-bpe";
+        t->byte_fallback = json_flag(model, "byte_fallback", 0);
+        t->add_dummy_prefix = prefix;
+        if (!metaspace && !replace) memcpy(t->space, " ", 2);
+    }
+    t->remove_extra_ws = 0;
+    return 0;
+}
+
+int sks__tok_read_hf_json(const char *buf, size_t len, const char *name, sks_tokenizer **out) {
+    *out = NULL;
+    json_error_t err;
+    json_t *root = json_loadb(buf, len, 0, &err);
+    if (!root) return sks_fail(SKS_EFORMAT, "%s: invalid JSON at line %d: %s", name, err.line, err.text);
+    int rc = 0;
+    sks_tokenizer *t = NULL;
+    json_t *model = json_object_get(root, "model");
+    json_t *vocab = json_object_get(model, "vocab");
+    json_t *merges = json_object_get(model, "merges");
+    json_t *added = json_object_get(root, "added_tokens");
+    const char *mtype = json_str(model, "type");
+    if (!json_is_object(model)) {
+        rc = sks_fail(SKS_EFORMAT, "%s: model: missing (not a tokenizer.json?)", name);
+        goto done;
+    }
+    if (mtype ? strcmp(mtype, "BPE") != 0 : !json_is_array(merges)) {
+        rc = sks_fail(SKS_EUNSUPPORTED, "%s: model.type \"%s\": only BPE is supported", name, mtype ? mtype : "?");
+        goto done;
+    }
+    if (!json_is_object(vocab) || !json_is_array(merges)) {
+        rc = sks_fail(SKS_EFORMAT, "%s: model.vocab must be an object and model.merges an array", name);
+        goto done;
+    }
+    /* the vocabulary size is the largest id + 1 over vocab and added tokens */
+    json_int_t maxid = -1;
+    const char *key;
+    json_t *val;
+    json_object_foreach(vocab, key, val) {
+        if (!json_is_integer(val) || json_integer_value(val) < 0 || json_integer_value(val) >= (1 << 26)) {
+            rc = sks_fail(SKS_EFORMAT, "%s: model.vocab[\"%.40s\"]: id must be an integer in [0, 2^26)", name, key);
+            goto done;
+        }
+        if (json_integer_value(val) > maxid) maxid = json_integer_value(val);
+    }
+    size_t i;
+    json_array_foreach(added, i, val) {
+        json_t *id = json_object_get(val, "id");
+        if (!json_is_integer(id) || json_integer_value(id) < 0 || json_integer_value(id) >= (1 << 26) ||
+            !json_is_string(json_object_get(val, "content"))) {
+            rc = sks_fail(SKS_EFORMAT, "%s: added_tokens[%zu]: needs an integer id in [0, 2^26) and a content string",
+                          name, i);
+            goto done;
+        }
+        if (json_integer_value(id) > maxid) maxid = json_integer_value(id);
+    }
+    if (maxid < 0) {
+        rc = sks_fail(SKS_EFORMAT, "%s: model.vocab: empty", name);
+        goto done;
+    }
+    rc = sks__tok_new("hf-bpe", (int)maxid + 1, &t);
+    if (rc) goto done;
+    int byte_fallback = json_flag(model, "byte_fallback", 0);
+    json_object_foreach(vocab, key, val) {
+        size_t kl = strlen(key);
+        int type = SKS__PT_NORMAL;
+        if (byte_fallback && kl == 6 && memcmp(key, "<0x", 3) == 0 && key[5] == '>') type = SKS__PT_BYTE;
+        rc = sks__tok_set_piece(t, (int)json_integer_value(val), key, kl, 0.0f, type);
+        if (rc) {
+            rc = sks_fail(rc, "%s: model.vocab[\"%.40s\"]: %s", name, key, sks_last_error());
+            goto done;
+        }
+    }
+    json_array_foreach(added, i, val) {
+        const char *c = json_string_value(json_object_get(val, "content"));
+        int id = (int)json_integer_value(json_object_get(val, "id"));
+        int type = json_flag(val, "special", 0) ? SKS__PT_CONTROL : SKS__PT_USER;
+        if (type == SKS__PT_CONTROL && t->type[id] == SKS__PT_NORMAL && strcmp(t->arena + t->poff[id], c) == 0 &&
+            strcmp(c, "<unk>") == 0)
+            type = SKS__PT_UNKNOWN;
+        rc = sks__tok_set_piece(t, id, c, strlen(c), 0.0f, type);
+        if (rc) {
+            rc = sks_fail(rc, "%s: added_tokens[%zu]: %s", name, i, sks_last_error());
+            goto done;
+        }
+    }
+    rc = setup_algorithm(t, root, model);
+    if (!rc) rc = sks__tok_finish(t, name);
+    if (rc) goto done;
+    /* added tokens split the text before the model sees it */
+    json_array_foreach(added, i, val) {
+        int id = (int)json_integer_value(json_object_get(val, "id"));
+        if (t->plen[id] == 0) continue;
+        int *l = realloc(t->verbatim, ((size_t)t->n_verbatim + 1) * sizeof *l);
+        if (!l) {
+            rc = sks_fail(SKS_ENOMEM, "%s: out of memory", name);
+            goto done;
+        }
+        t->verbatim = l;
+        t->verbatim[t->n_verbatim++] = id;
+    }
+    const char *unk = json_str(model, "unk_token");
+    if (unk) t->unk = sks__tok_lookup(t, unk, strlen(unk));
+    /* BOS: the special token that TemplateProcessing puts before $A; else by name */
+    json_t *pp = json_object_get(root, "post_processor");
+    json_t *pitems[8];
+    size_t np;
+    components(pp, "processors", pitems, &np, 8);
+    for (size_t k = 0; k < np && t->bos < 0; k++) {
+        json_t *single = json_object_get(pitems[k], "single");
+        json_t *first = json_array_get(single, 0);
+        json_t *st = json_object_get(first, "SpecialToken");
+        const char *sid = json_str(st, "id");
+        if (sid) t->bos = sks__tok_lookup(t, sid, strlen(sid));
+    }
+    static const char *const bos_names[] = {"<s>", "<|begin_of_text|>", "<bos>", "<|startoftext|>", NULL};
+    static const char *const eos_names[] = {"</s>", "<|end_of_text|>", "<|endoftext|>", "<eos>", "<|im_end|>", NULL};
+    if (t->bos < 0) t->bos = find_first(t, bos_names);
+    t->eos = find_first(t, eos_names);
+    /* merges, rank = position */
+    rc = sks__tok_merges_reserve(t, json_array_size(merges));
+    if (rc) goto done;
+    json_array_foreach(merges, i, val) {
+        const char *a = NULL, *b = NULL;
+        size_t al = 0, bl = 0;
+        if (json_is_string(val)) {
+            const char *s = json_string_value(val);
+            size_t l = strlen(s);
+            const char *sp = l > 1 ? strchr(s + 1, ' ') : NULL;
+            if (sp) {
+                a = s;
+                al = (size_t)(sp - s);
+                b = sp + 1;
+                bl = l - al - 1;
+            }
+        } else if (json_is_array(val) && json_array_size(val) == 2 && json_is_string(json_array_get(val, 0)) &&
+                   json_is_string(json_array_get(val, 1))) {
+            a = json_string_value(json_array_get(val, 0));
+            b = json_string_value(json_array_get(val, 1));
+            al = strlen(a);
+            bl = strlen(b);
+        }
+        if (!a) {
+            rc = sks_fail(SKS_EFORMAT, "%s: model.merges[%zu]: neither \"a b\" nor [\"a\", \"b\"]", name, i);
+            goto done;
+        }
+        if (i > INT32_MAX) break;
+        rc = sks__tok_add_merge(t, a, al, b, bl, (int)i);
+        if (rc < 0) goto done;
+        rc = 0;
+    }
+done:
+    json_decref(root);
+    if (rc) {
+        sks_tokenizer_free(t);
+        return rc;
+    }
+    *out = t;
+    return 0;
+}
