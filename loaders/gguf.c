@@ -17,6 +17,7 @@
 #include "model_internal.h"
 
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -613,6 +614,20 @@ static int sks__gguf_num(const struct sks_gguf *g, const char *arch, const char 
         return 0;
     }
     if (sks_gguf_get_f64(g, i, out)) return sks_fail(SKS_EFORMAT, "%s: %s is not a number", path, key);
+    /* Converters store eps and theta as f32 (1e-5 becomes 9.99999975e-06): take the
+     * shortest decimal that rounds to the same f32, i.e. the value the writer meant. */
+    if (sks_gguf_value_type(g, i) == SKS_GGUF_FLOAT32 && isfinite(*out)) {
+        float f = (float)*out;
+        for (int prec = 1; prec <= 9; prec++) {
+            char b[64];
+            snprintf(b, sizeof b, "%.*g", prec, (double)f);
+            double x = strtod(b, NULL);
+            if ((float)x == f) {
+                *out = x;
+                break;
+            }
+        }
+    }
     return 0;
 }
 

@@ -1,0 +1,182 @@
+/* cmd_inspect.c - `sinkscope inspect MODEL [--json]`: what the loaders see in a model. */
+#include "cli.h"
+#include "../loaders/sks_gguf.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+
+static void sks__inspect_help(FILE *f) {
+    fprintf(f,
+            "usage: sinkscope inspect MODEL [--json]\n\n"
+            "Open MODEL and print what sinkscope sees: the architecture (layers, widths, heads,\n"
+            "grouped-query attention, RoPE theta and pair order, norm eps), the parameter count,\n"
+            "a histogram of tensor dtypes, the file size and the shards. Only headers are read,\n"
+            "so this is instant even for large sharded checkpoints.\n\n"
+            "MODEL is one of\n"
+            "  DIR                 Hugging Face directory: config.json plus model.safetensors or\n"
+            "                      model.safetensors.index.json with its shards\n"
+            "  FILE.safetensors    one safetensors file; config.json must sit beside it\n"
+            "  FILE.gguf           GGUF v2/v3 (llama, qwen2, qwen3; F32 F16 BF16 Q8_0 Q4_0)\n"
+            "  FILE.bin            llama2.c v0 checkpoint\n\n"
+            "options:\n"
+            "  --json     one JSON object on stdout: family, n_layers, d_model, d_ffn, n_heads,\n"
+            "             n_kv_heads, head_dim, vocab_size, n_params, rope_theta, norm_eps,\n"
+            "             tied_embeddings, rope_interleaved, format, file_bytes, shards and\n"
+            "             tensors [{name, role, layer, dtype, shape, shard}]\n"
+            "  -h, --help this text\n\n"
+            "rope order: 'interleaved' means Q/K pairs (2i, 2i+1) (GGUF llama, llama2.c);\n"
+            "'rotate-half' means pairs (i, i + d_h/2) (Hugging Face). Both are the same model.\n\n"
+            "example:\n"
+            "  sinkscope inspect path/to/model.gguf\n"
+            "  sinkscope inspect path/to/hf-model-dir --json | jq .n_params\n");
+}
+
+static const char *sks__scaling_name(sks_rope_scaling_type t) {
+    switch (t) {
+    case SKS_ROPE_SCALING_LLAMA3: return "llama3";
+    case SKS_ROPE_SCALING_LINEAR: return "linear";
+    default: return "none";
+    }
+}
+
+static int sks__inspect_json(const sks_model *m) {
+    const sks_arch *a = sks_model_arch(m);
+    json_t *o = json_object();
+    json_object_set_new(o, "path", json_string(sks_model_path(m)));
+    json_object_set_new(o, "format", json_string(sks_format_name(sks_model_format(m))));
+    json_object_set_new(o, "family", json_string(a->family));
+    json_object_set_new(o, "n_layers", json_integer(a->n_layers));
+    json_object_set_new(o, "d_model", json_integer(a->d_model));
+    json_object_set_new(o, "d_ffn", json_integer(a->d_ffn));
+    json_object_set_new(o, "n_heads", json_integer(a->n_heads));
+    json_object_set_new(o, "n_kv_heads", json_integer(a->n_kv_heads));
+    json_object_set_new(o, "head_dim", json_integer(a->head_dim));
+    json_object_set_new(o, "vocab_size", json_integer(a->vocab_size));
+    json_object_set_new(o, "max_seq", json_integer(a->max_seq));
+    json_object_set_new(o, "n_params", json_integer((json_int_t)sks_model_n_params(m)));
+    json_object_set_new(o, "rope_theta", json_real(a->rope_theta));
+    json_object_set_new(o, "rope_scaling", json_string(sks__scaling_name(a->rope_scaling)));
+    if (a->rope_scaling != SKS_ROPE_SCALING_NONE) json_object_set_new(o, "rope_factor", json_real(a->rope_factor));
+    json_object_set_new(o, "norm_eps", json_real(a->norm_eps));
+    json_object_set_new(o, "tied_embeddings", json_boolean(a->tied_embeddings));
+    json_object_set_new(o, "rope_interleaved", json_boolean(a->rope_interleaved));
+    json_object_set_new(o, "has_qkv_bias", json_boolean(a->has_qkv_bias));
+    json_object_set_new(o, "has_qk_norm", json_boolean(a->has_qk_norm));
+    json_object_set_new(o, "bos_id", json_integer(a->bos_id));
+    json_object_set_new(o, "eos_id", json_integer(a->eos_id));
+    json_object_set_new(o, "file_bytes", json_integer((json_int_t)sks_model_file_bytes(m)));
+    json_t *sh = json_array();
+    for (int i = 0; i < sks_model_n_shards(m); i++) json_array_append_new(sh, json_string(sks_model_shard_path(m, i)));
+    json_object_set_new(o, "shards", sh);
+    json_t *ts = json_array();
+    for (size_t i = 0; i < sks_model_n_tensors(m); i++) {
+        sks_role role;
+        int layer;
+        const sks_tensor *t = sks_model_tensor_at(m, i, &role, &layer);
+        json_t *e = json_object();
+        json_object_set_new(e, "name", json_string(t->name));
+        json_object_set_new(e, "role", json_string(sks_role_name(role)));
+        json_object_set_new(e, "layer", json_integer(layer));
+        json_object_set_new(e, "dtype", json_string(sks_dtype_name(t->dtype)));
+        json_t *shape = json_array();
+        json_array_append_new(shape, json_integer(t->shape[0]));
+        if (t->ndim == 2) json_array_append_new(shape, json_integer(t->shape[1]));
+        json_object_set_new(e, "shape", shape);
+        json_object_set_new(e, "shard", json_integer(t->shard));
+        json_array_append_new(ts, e);
+    }
+    json_object_set_new(o, "tensors", ts);
+    int rc = json_dumpf(o, stdout, JSON_INDENT(1) | JSON_REAL_PRECISION(17));
+    fputc('\n', stdout);
+    json_decref(o);
+    return rc == 0 ? 0 : 1;
+}
+
+static void sks__human_bytes(uint64_t b, char *out, size_t n) {
+    const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double x = (double)b;
+    int k = 0;
+    while (x >= 1024 && k < 4) x /= 1024, k++;
+    snprintf(out, n, k ? "%.2f %s" : "%.0f %s", x, u[k]);
+}
+
+static void sks__inspect_human(const sks_model *m) {
+    const sks_arch *a = sks_model_arch(m);
+    char fb[32];
+    sks__human_bytes(sks_model_file_bytes(m), fb, sizeof fb);
+    uint64_t np = sks_model_n_params(m);
+    printf("model        %s\n", sks_model_path(m));
+    printf("format       %s", sks_format_name(sks_model_format(m)));
+    if (sks_model_gguf(m)) printf(" v%u", sks_gguf_version(sks_model_gguf(m)));
+    printf("\nfamily       %s\n", a->family);
+    printf("layers       %d  (%d blocks: attention, FFN)\n", a->n_layers, 2 * a->n_layers);
+    printf("d_model      %d\n", a->d_model);
+    printf("d_ffn        %d  (SwiGLU)\n", a->d_ffn);
+    printf("heads        %d x %d, %d KV heads%s\n", a->n_heads, a->head_dim, a->n_kv_heads,
+           a->n_kv_heads < a->n_heads ? " (grouped-query)" : "");
+    printf("vocab        %d\n", a->vocab_size);
+    if (a->max_seq) printf("context      %d\n", a->max_seq);
+    printf("rope         theta %g, %s pairs", a->rope_theta, a->rope_interleaved ? "interleaved" : "rotate-half");
+    if (a->rope_scaling == SKS_ROPE_SCALING_LLAMA3)
+        printf(", llama3 scaling x%g (low %g, high %g, orig %d)", a->rope_factor, a->rope_low_freq_factor,
+               a->rope_high_freq_factor, a->rope_original_max_pos);
+    else if (a->rope_scaling == SKS_ROPE_SCALING_LINEAR)
+        printf(", linear scaling x%g", a->rope_factor);
+    printf("\nrmsnorm eps  %g\n", a->norm_eps);
+    printf("classifier   %s\n", a->tied_embeddings ? "tied to the embedding" : "separate lm_head");
+    if (a->has_qkv_bias) printf("biases       q/k/v\n");
+    if (a->has_qk_norm) printf("q/k norm     per head\n");
+    printf("bos / eos    %d / %d\n", a->bos_id, a->eos_id);
+    printf("parameters   %llu (%.2fM)\n", (unsigned long long)np, (double)np / 1e6);
+    printf("file size    %s (%llu bytes)\n", fb, (unsigned long long)sks_model_file_bytes(m));
+    /* dtype histogram: tensors and parameters per dtype */
+    uint64_t cnt[SKS_DT_COUNT] = {0}, par[SKS_DT_COUNT] = {0};
+    for (size_t i = 0; i < sks_model_n_tensors(m); i++) {
+        const sks_tensor *t = sks_model_tensor_at(m, i, NULL, NULL);
+        cnt[t->dtype]++;
+        par[t->dtype] += (uint64_t)t->shape[0] * (uint64_t)(t->ndim == 2 ? t->shape[1] : 1);
+    }
+    printf("dtypes      ");
+    for (int d = 0; d < SKS_DT_COUNT; d++)
+        if (cnt[d])
+            printf(" %s: %llu tensors, %.1f%% of parameters;", sks_dtype_name((sks_dtype)d), (unsigned long long)cnt[d],
+                   np ? 100.0 * (double)par[d] / (double)np : 0.0);
+    printf("\ntensors      %zu\n", sks_model_n_tensors(m));
+    int ns = sks_model_n_shards(m);
+    printf("shards       %d\n", ns);
+    if (ns > 1)
+        for (int i = 0; i < ns; i++) printf("  [%d] %s\n", i, sks_model_shard_path(m, i));
+}
+
+int sks_cmd_inspect(int argc, char **argv) {
+    const char *path = NULL;
+    int json = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            sks__inspect_help(stdout);
+            return 0;
+        } else if (!strcmp(argv[i], "--json")) {
+            json = 1;
+        } else if (argv[i][0] == '-' && argv[i][1]) {
+            fprintf(stderr, "sinkscope inspect: unknown option '%s' (see sinkscope inspect --help)\n", argv[i]);
+            return 2;
+        } else if (!path) {
+            path = argv[i];
+        } else {
+            fprintf(stderr, "sinkscope inspect: one MODEL at a time ('%s' is extra)\n", argv[i]);
+            return 2;
+        }
+    }
+    if (!path) {
+        sks__inspect_help(stderr);
+        return 2;
+    }
+    sks_model *m;
+    if (sks_cli_open_model("inspect", path, &m)) return 1;
+    int rc = 0;
+    if (json) rc = sks__inspect_json(m);
+    else sks__inspect_human(m);
+    sks_model_close(m);
+    return rc;
+}
