@@ -27,12 +27,32 @@ typedef struct {
     const float *Down;  /* (d, f) W_down, f32; row k is D_k */
 } sks_quadform;
 
+/* The same operator in f64 (borrowed arrays, same shapes), for the accuracy-critical
+ * paths: fill it with sks_quadform_f64_alloc or point it at your own f64 copies. */
+typedef struct {
+    int d, f;
+    const double *G;    /* (f, d) */
+    const double *U;    /* (f, d) */
+    const double *Down; /* (d, f) */
+} sks_quadform64;
+
+/* Fill *q64 with newly allocated f64 copies of q's G, U, Down (3 f d doubles). Release
+ * with sks_quadform64_free (only for copies made here; frees and NULLs the pointers). */
+int sks_quadform_f64_alloc(const sks_quadform *q, sks_quadform64 *q64);
+void sks_quadform64_free(sks_quadform64 *q64);
+
 /* Batched matvec: for m channels ch[0..m-1], each with its own vector V[:, i]
  * (V is (d, m) row-major, ldv >= m), Y[:, i] = S_{ch[i]} V[:, i]. Four GEMMs of
  * (f x d x m) plus an elementwise scaling. ws: at least sks_quadform_ws_size(q, m) floats. */
 size_t sks_quadform_ws_size(const sks_quadform *q, int m);
 int sks_quadform_matvec_batch(const sks_quadform *q, const int *ch, int m, const float *V, int ldv,
                               float *Y, int ldy, float *ws);
+
+/* f64 twin (dgemm): V, Y (d, m) f64; ws at least sks_quadform64_ws_size(q, m) doubles.
+ * Rounding: ~ sqrt(f) eps64 relative. */
+size_t sks_quadform64_ws_size(const sks_quadform64 *q, int m);
+int sks_quadform64_matvec_batch(const sks_quadform64 *q, const int *ch, int m, const double *V, int ldv,
+                                double *Y, int ldy, double *ws);
 
 /* tr(S_k) for all k = 0..d-1: tr = sum_j D_k[j] (g_j . u_j). out: (d) f64. */
 int sks_quadform_traces(const sks_quadform *q, double *out);
@@ -43,6 +63,13 @@ int sks_quadform_traces(const sks_quadform *q, double *out);
  *   ||S_k||_F^2 = (||M_k||_F^2 + tr(M_k^2)) / 2.
  * Blocked so that memory stays O(block * f). out: (d) f64. */
 int sks_quadform_frobenius(const sks_quadform *q, double *out);
+/* With an explicit row block (0 = auto, 256): f32 sgemm, ~1e-6 relative (docs/linalg.md).
+ * Only the upper block triangle of the symmetric f x f product A o B + C o C^T is formed:
+ * sks_quadform_frobenius_flops = 10 d sum_blocks b (f - i0) ~ 5 d f^2 flops. */
+int sks_quadform_frobenius_blocked(const sks_quadform *q, int block, double *out);
+/* The f64 twin (dgemm), ~1e-14 relative; for tests and small/medium models. */
+int sks_quadform64_frobenius(const sks_quadform64 *q, int block, double *out);
+double sks_quadform_frobenius_flops(int d, int f, int block);
 
 /* Dense reference: S_k as (d, d) f64 (test reference; d^2 memory). */
 int sks_quadform_dense(const sks_quadform *q, int k, double *S);
@@ -55,17 +82,26 @@ typedef int (*sks_symop_fn)(void *ud, int n, int nb, const double *X, double *Y)
 
 typedef struct {
     int r;              /* eigenpairs wanted, by magnitude */
-    int block;          /* block size of the Krylov method (default: r + 2) */
-    int max_iter;       /* restarts / iterations cap */
-    double tol;         /* converged when ||A v - lambda v|| <= tol |lambda| (default 1e-6) */
+    int block;          /* block size of the Krylov method (0 = default: r + 2) */
+    int max_iter;       /* block expansions cap (0 = default 1000) */
+    double tol;         /* converged when ||A v - lambda v|| <= tol |lambda| (0 = 1e-6) */
     uint64_t seed;      /* start block */
 } sks_eigs_opts;
 
+/* Further options and outputs (all optional: pass NULL, or zero-initialize). */
+typedef struct {
+    int krylov_dim;       /* largest basis before a thick restart (0 = auto:
+                             max(r + 4 block, 40), capped at n) */
+    const double *start;  /* start vectors: (n, block) row-major per problem
+                             ((nprob, n, block) for the multi solver); NULL = random */
+    int restarts;         /* out: thick restarts, summed over problems */
+} sks_eigs_extra;
+
 typedef struct {
     int n_conv;         /* how many of the r pairs converged */
-    int iterations;
+    int iterations;     /* block expansions */
     int matvecs;        /* operator applications (vectors) */
-    double *residuals;  /* (r) ||A v - lambda v|| / |lambda| */
+    double *residuals;  /* (r) ||A v - lambda v|| / |lambda|; caller-provided or NULL */
 } sks_eigs_info;
 
 /* Top r eigenpairs by |lambda| of a symmetric n x n operator. evals (r) sorted by
@@ -73,10 +109,36 @@ typedef struct {
  * converged (results still filled with the best estimates). */
 int sks_eigs_topk(sks_symop_fn op, void *ud, int n, const sks_eigs_opts *o, double *evals,
                   double *evecs, sks_eigs_info *info);
+int sks_eigs_topk_ex(sks_symop_fn op, void *ud, int n, const sks_eigs_opts *o, sks_eigs_extra *x,
+                     double *evals, double *evecs, sks_eigs_info *info);
+
+/* Many independent problems at once: problem p (0..nprob-1) has its own basis,
+ * Rayleigh-Ritz and convergence; the still-active ones are expanded together so that
+ * one callback applies all their operators to nact * nb vectors:
+ *   X, Y (n, nact * nb) row-major (leading dimension nact * nb); columns
+ *   [j * nb, (j + 1) * nb) belong to problem prob[j], j < nact.
+ * Unused columns of a block (a problem whose basis is full) are zero. evals (nprob, r),
+ * evecs (nprob, n, r), info (nprob) or NULL. Returns SKS_ENOCONV if any problem did not
+ * converge. Sign: each eigenvector's largest-|.| component is positive. */
+typedef int (*sks_symop_multi_fn)(void *ud, int n, int nact, const int *prob, int nb, const double *X,
+                                  double *Y);
+int sks_eigs_topk_multi(sks_symop_multi_fn op, void *ud, int n, int nprob, const sks_eigs_opts *o,
+                        sks_eigs_extra *x, double *evals, double *evecs, sks_eigs_info *info);
 
 /* Dense reference: all eigenvalues of a symmetric (n, n) f64 matrix with LAPACKE dsyevr,
  * sorted by descending |.|, eigenvectors as columns of Z (n, n). Z may be NULL. */
 int sks_eig_dense(int n, const double *A, double *evals, double *Z);
+
+/* Top r eigenpairs by |lambda| of S_{ch[i]} for the m channels ch[0..m-1], all iterated
+ * together (sks_eigs_topk_multi; implemented in quadform.c) so that each operator
+ * application is one batched matvec of m * block vectors. Exactly one of q (f32
+ * operator: tol >= ~1e-5 on 7B shapes) and q64 (f64 operator: tol down to ~1e-12) is
+ * non-NULL. evals (m, r), evecs (m, d, r) row-major per channel, x optional, info (m) or
+ * NULL (each info's residuals, when non-NULL, must hold r doubles). Returns SKS_ENOCONV
+ * if any channel did not converge (all results still filled). */
+int sks_quadform_top_eigs(const sks_quadform *q, const sks_quadform64 *q64, const int *ch, int m,
+                          const sks_eigs_opts *o, sks_eigs_extra *x, double *evals, double *evecs,
+                          sks_eigs_info *info);
 
 /* ---- SVD and subspaces (subspace.c) ----------------------------------------------- */
 

@@ -1,0 +1,363 @@
+/* quadform.c - the implicit operator S_k of one FFN output channel (SPEC section 3).
+ *
+ *   S_k = 1/2 (G^T diag(D_k) U + U^T diag(D_k) G),  G, U (f, d), D_k = Down[k, :] (f).
+ *
+ * Nothing here forms S_k except sks_quadform_dense (test reference). Heavy products are
+ * GEMMs (sgemm for f32, dgemm on the optional f64 copies); reductions are f64.
+ */
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include "sks_linalg.h"
+
+static int sks__qf_check(const sks_quadform *q, const char *fn) {
+    if (!q || q->d <= 0 || q->f <= 0 || !q->G || !q->U || !q->Down)
+        return sks_fail(SKS_EARG, "%s: empty or NULL operator", fn);
+    return 0;
+}
+static int sks__qf64_check(const sks_quadform64 *q, const char *fn) {
+    if (!q || q->d <= 0 || q->f <= 0 || !q->G || !q->U || !q->Down)
+        return sks_fail(SKS_EARG, "%s: empty or NULL f64 operator", fn);
+    return 0;
+}
+
+int sks_quadform_f64_alloc(const sks_quadform *q, sks_quadform64 *q64) {
+    int rc = sks__qf_check(q, __func__);
+    if (rc) return rc;
+    if (!q64) return sks_fail(SKS_EARG, "%s: NULL output", __func__);
+    size_t fd = (size_t)q->f * (size_t)q->d;
+    double *G = sks_malloc_n(fd, sizeof *G), *U = sks_malloc_n(fd, sizeof *U);
+    double *D = sks_malloc_n(fd, sizeof *D);
+    if (!G || !U || !D) {
+        free(G); free(U); free(D);
+        return sks_fail(SKS_ENOMEM, "%s: f64 copies of %d x %d", __func__, q->f, q->d);
+    }
+    for (size_t i = 0; i < fd; i++) {
+        G[i] = q->G[i];
+        U[i] = q->U[i];
+        D[i] = q->Down[i];
+    }
+    q64->d = q->d;
+    q64->f = q->f;
+    q64->G = G;
+    q64->U = U;
+    q64->Down = D;
+    return 0;
+}
+
+void sks_quadform64_free(sks_quadform64 *q) {
+    if (!q) return;
+    free((void *)q->G);
+    free((void *)q->U);
+    free((void *)q->Down);
+    q->G = q->U = q->Down = NULL;
+}
+
+/* ---- batched matvec --------------------------------------------------------------- */
+
+size_t sks_quadform_ws_size(const sks_quadform *q, int m) {
+    return 2 * (size_t)q->f * (size_t)(m > 0 ? m : 0);
+}
+size_t sks_quadform64_ws_size(const sks_quadform64 *q, int m) {
+    return 2 * (size_t)q->f * (size_t)(m > 0 ? m : 0);
+}
+
+static int sks__check_ch(int d, const int *ch, int m, const char *fn) {
+    for (int i = 0; i < m; i++)
+        if (ch[i] < 0 || ch[i] >= d) return sks_fail(SKS_EARG, "%s: channel %d out of [0, %d)", fn, ch[i], d);
+    return 0;
+}
+
+/* P = G V, Q = U V (f, m); P[j, i] *= D_{ch[i]}[j], Q likewise;
+ * Y = 1/2 G^T Q + 1/2 U^T P  (d, m). The scaling walks j in cache blocks so that each
+ * Down row segment is read once per block. */
+int sks_quadform_matvec_batch(const sks_quadform *q, const int *ch, int m, const float *V, int ldv,
+                              float *Y, int ldy, float *ws) {
+    int rc = sks__qf_check(q, __func__);
+    if (rc) return rc;
+    if (m <= 0) return m == 0 ? 0 : sks_fail(SKS_EARG, "%s: m %d", __func__, m);
+    if (!ch || !V || !Y || !ws || ldv < m || ldy < m) return sks_fail(SKS_EARG, "%s: bad arguments", __func__);
+    if ((rc = sks__check_ch(q->d, ch, m, __func__))) return rc;
+    const int d = q->d, f = q->f;
+    float *P = ws, *Q = ws + (size_t)f * m;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, f, m, d, 1.0f, q->G, d, V, ldv, 0.0f, P, m);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, f, m, d, 1.0f, q->U, d, V, ldv, 0.0f, Q, m);
+    for (int j0 = 0; j0 < f; j0 += 256) {
+        int j1 = j0 + 256 < f ? j0 + 256 : f;
+        for (int i = 0; i < m; i++) {
+            const float *Dk = q->Down + (size_t)ch[i] * f;
+            for (int j = j0; j < j1; j++) {
+                P[(size_t)j * m + i] *= Dk[j];
+                Q[(size_t)j * m + i] *= Dk[j];
+            }
+        }
+    }
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, m, f, 0.5f, q->G, d, Q, m, 0.0f, Y, ldy);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, m, f, 0.5f, q->U, d, P, m, 1.0f, Y, ldy);
+    return 0;
+}
+
+int sks_quadform64_matvec_batch(const sks_quadform64 *q, const int *ch, int m, const double *V, int ldv,
+                                double *Y, int ldy, double *ws) {
+    int rc = sks__qf64_check(q, __func__);
+    if (rc) return rc;
+    if (m <= 0) return m == 0 ? 0 : sks_fail(SKS_EARG, "%s: m %d", __func__, m);
+    if (!ch || !V || !Y || !ws || ldv < m || ldy < m) return sks_fail(SKS_EARG, "%s: bad arguments", __func__);
+    if ((rc = sks__check_ch(q->d, ch, m, __func__))) return rc;
+    const int d = q->d, f = q->f;
+    double *P = ws, *Q = ws + (size_t)f * m;
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, f, m, d, 1.0, q->G, d, V, ldv, 0.0, P, m);
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, f, m, d, 1.0, q->U, d, V, ldv, 0.0, Q, m);
+    for (int j0 = 0; j0 < f; j0 += 256) {
+        int j1 = j0 + 256 < f ? j0 + 256 : f;
+        for (int i = 0; i < m; i++) {
+            const double *Dk = q->Down + (size_t)ch[i] * f;
+            for (int j = j0; j < j1; j++) {
+                P[(size_t)j * m + i] *= Dk[j];
+                Q[(size_t)j * m + i] *= Dk[j];
+            }
+        }
+    }
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, m, f, 0.5, q->G, d, Q, m, 0.0, Y, ldy);
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, m, f, 0.5, q->U, d, P, m, 1.0, Y, ldy);
+    return 0;
+}
+
+/* ---- traces ------------------------------------------------------------------------ */
+
+/* tr(S_k) = tr(G^T diag(D_k) U) = sum_j D_k[j] (g_j . u_j): w_j in f64 (products of two
+ * f32 are exact in f64), then tr = Down w with f64 accumulation. */
+int sks_quadform_traces(const sks_quadform *q, double *out) {
+    int rc = sks__qf_check(q, __func__);
+    if (rc) return rc;
+    if (!out) return sks_fail(SKS_EARG, "%s: NULL out", __func__);
+    const int d = q->d, f = q->f;
+    double *w = sks_malloc_n((size_t)f, sizeof *w);
+    if (!w) return sks_fail(SKS_ENOMEM, "%s: %d doubles", __func__, f);
+    for (int j = 0; j < f; j++) {
+        const float *g = q->G + (size_t)j * d, *u = q->U + (size_t)j * d;
+        double acc = 0.0;
+        for (int i = 0; i < d; i++) acc += (double)g[i] * (double)u[i];
+        w[j] = acc;
+    }
+    for (int k = 0; k < d; k++) {
+        const float *Dk = q->Down + (size_t)k * f;
+        double acc = 0.0;
+        for (int j = 0; j < f; j++) acc += (double)Dk[j] * w[j];
+        out[k] = acc;
+    }
+    free(w);
+    return 0;
+}
+
+/* ---- Frobenius norms by the Gram identity -------------------------------------------
+ *
+ * M_k = G^T diag(D_k) U = sum_j D_k[j] g_j u_j^T, S_k = (M_k + M_k^T) / 2:
+ *   ||M_k||_F^2 = sum_ij D_i D_j (g_i.g_j)(u_i.u_j) = D^T (A o B) D,
+ *   tr(M_k^2)   = sum_ij D_i D_j (u_i.g_j)(u_j.g_i) = D^T (C o C^T) D,
+ *   ||S_k||_F^2 = (||M_k||_F^2 + tr(M_k^2)) / 2,
+ * with A = G G^T, B = U U^T, C = U G^T. H = A o B + C o C^T is symmetric, so for a row
+ * block I = [i0, i1) only the columns J = [i0, f) are formed:
+ *   H_IJ = (G_I G_J^T) o (U_I U_J^T) + (U_I G_J^T) o (G_I U_J^T),
+ * the part right of the diagonal block doubled (it stands for H_JI as well), then
+ * P = H_IJ Down_J^T (b, d) and acc_k += sum_{i in I} Down[k, i] P[i, k] in f64.
+ * Flops per block: 4 GEMMs of 2 b d nJ plus 2 b nJ d, nJ = f - i0. */
+double sks_quadform_frobenius_flops(int d, int f, int block) {
+    if (block <= 0) block = 256;
+    double fl = 0.0;
+    for (int i0 = 0; i0 < f; i0 += block) {
+        int b = i0 + block < f ? block : f - i0;
+        fl += 10.0 * b * (double)d * (double)(f - i0);
+    }
+    return fl;
+}
+
+#define SKS__FROB_BODY(T, GEMM, Gp, Up, Dp, ONE, ZERO)                                              \
+    do {                                                                                           \
+        T *A = wsb, *B = A + (size_t)bs * f, *C = B + (size_t)bs * f, *Ct = C + (size_t)bs * f;     \
+        T *P = Ct + (size_t)bs * f;                                                                \
+        for (int i0 = 0; i0 < f; i0 += bs) {                                                       \
+            int b = i0 + bs < f ? bs : f - i0, nJ = f - i0;                                        \
+            const T *GI = Gp + (size_t)i0 * d, *UI = Up + (size_t)i0 * d;                          \
+            GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, b, nJ, d, ONE, GI, d, GI, d, ZERO, A, nJ); \
+            GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, b, nJ, d, ONE, UI, d, UI, d, ZERO, B, nJ); \
+            GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, b, nJ, d, ONE, UI, d, GI, d, ZERO, C, nJ); \
+            GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, b, nJ, d, ONE, GI, d, UI, d, ZERO, Ct, nJ); \
+            for (int i = 0; i < b; i++) {                                                          \
+                T *a = A + (size_t)i * nJ, *bb = B + (size_t)i * nJ;                               \
+                const T *c = C + (size_t)i * nJ, *ct = Ct + (size_t)i * nJ;                        \
+                for (int j = 0; j < nJ; j++) a[j] = a[j] * bb[j] + c[j] * ct[j];                   \
+                for (int j = b; j < nJ; j++) a[j] *= 2;                                            \
+            }                                                                                      \
+            GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, b, d, nJ, ONE, A, nJ, Dp + i0, f, ZERO, P, d); \
+            for (int k = 0; k < d; k++) {                                                          \
+                const T *Dk = Dp + (size_t)k * f + i0;                                             \
+                double s = 0.0;                                                                    \
+                for (int i = 0; i < b; i++) s += (double)Dk[i] * (double)P[(size_t)i * d + k];     \
+                acc[k] += s;                                                                       \
+            }                                                                                      \
+        }                                                                                          \
+    } while (0)
+
+/* Shared driver: checks, workspace (4 b f + b d values, allocated once), the blocked
+ * body in the element type T, and the final acc / 2 -> norm. */
+#define SKS__FROB_DRIVER(T, GEMM, qq, check, ONE, ZERO)                                              \
+    do {                                                                                           \
+        int rc = check(qq, __func__);                                                              \
+        if (rc) return rc;                                                                         \
+        if (!out) return sks_fail(SKS_EARG, "%s: NULL out", __func__);                             \
+        const int d = qq->d, f = qq->f;                                                            \
+        int bs = block > 0 ? block : 256;                                                          \
+        if (bs > f) bs = f;                                                                        \
+        size_t n4, nws;                                                                            \
+        if (sks_mul_size((size_t)4 * bs, (size_t)f, &n4) || sks_add_size(n4, (size_t)bs * d, &nws)) \
+            return sks_fail(SKS_EOVERFLOW, "%s: workspace", __func__);                             \
+        double *acc = sks_calloc_n((size_t)d, sizeof *acc);                                        \
+        T *wsb = sks_malloc_n(nws, sizeof(T));                                                     \
+        if (!acc || !wsb) {                                                                        \
+            free(acc);                                                                             \
+            free(wsb);                                                                             \
+            return sks_fail(SKS_ENOMEM, "%s: workspace of %zu values", __func__, nws);             \
+        }                                                                                          \
+        SKS__FROB_BODY(T, GEMM, qq->G, qq->U, qq->Down, ONE, ZERO);                                \
+        /* ||S_k||_F^2 = acc_k / 2; tiny negative values can only come from rounding */          \
+        for (int k = 0; k < d; k++) out[k] = sqrt(acc[k] > 0.0 ? 0.5 * acc[k] : 0.0);              \
+        free(acc);                                                                                 \
+        free(wsb);                                                                                 \
+        return 0;                                                                                  \
+    } while (0)
+
+int sks_quadform_frobenius_blocked(const sks_quadform *q, int block, double *out) {
+    SKS__FROB_DRIVER(float, cblas_sgemm, q, sks__qf_check, 1.0f, 0.0f);
+}
+
+int sks_quadform64_frobenius(const sks_quadform64 *q, int block, double *out) {
+    SKS__FROB_DRIVER(double, cblas_dgemm, q, sks__qf64_check, 1.0, 0.0);
+}
+
+int sks_quadform_frobenius(const sks_quadform *q, double *out) {
+    return sks_quadform_frobenius_blocked(q, 0, out);
+}
+
+/* ---- dense reference ----------------------------------------------------------------- */
+
+/* T = (diag(D_k) G)^T U (d, d) by dgemm in f64, S = (T + T^T) / 2. */
+int sks_quadform_dense(const sks_quadform *q, int k, double *S) {
+    int rc = sks__qf_check(q, __func__);
+    if (rc) return rc;
+    if (!S || k < 0 || k >= q->d) return sks_fail(SKS_EARG, "%s: channel %d", __func__, k);
+    const int d = q->d, f = q->f;
+    size_t fd = (size_t)f * d;
+    double *Gs = sks_malloc_n(fd, sizeof *Gs), *U = sks_malloc_n(fd, sizeof *U);
+    if (!Gs || !U) {
+        free(Gs);
+        free(U);
+        return sks_fail(SKS_ENOMEM, "%s: %d x %d f64", __func__, f, d);
+    }
+    const float *Dk = q->Down + (size_t)k * f;
+    for (int j = 0; j < f; j++)
+        for (int i = 0; i < d; i++) {
+            Gs[(size_t)j * d + i] = (double)Dk[j] * (double)q->G[(size_t)j * d + i];
+            U[(size_t)j * d + i] = q->U[(size_t)j * d + i];
+        }
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, d, f, 1.0, Gs, d, U, d, 0.0, S, d);
+    for (int a = 0; a < d; a++)
+        for (int b = a + 1; b < d; b++) {
+            double s = 0.5 * (S[(size_t)a * d + b] + S[(size_t)b * d + a]);
+            S[(size_t)a * d + b] = S[(size_t)b * d + a] = s;
+        }
+    free(Gs);
+    free(U);
+    return 0;
+}
+
+/* ---- eigenpairs of many channels at once --------------------------------------------- */
+
+typedef struct {
+    const sks_quadform *q;     /* f32 operator, or */
+    const sks_quadform64 *q64; /* f64 operator */
+    const int *ch;      /* (m) channels of the problems */
+    int *chx;           /* (m * nb) channel of every column */
+    float *X32, *Y32;   /* (d, m * nb) */
+    void *ws;           /* matvec workspace for m * nb columns */
+} sks__qf_op;
+
+static int sks__qf_apply(void *ud, int n, int nact, const int *prob, int nb, const double *X, double *Y) {
+    sks__qf_op *s = ud;
+    int cols = nact * nb;
+    for (int p = 0; p < nact; p++)
+        for (int j = 0; j < nb; j++) s->chx[p * nb + j] = s->ch[prob[p]];
+    if (s->q64) return sks_quadform64_matvec_batch(s->q64, s->chx, cols, X, cols, Y, cols, s->ws);
+    size_t nc = (size_t)n * cols;
+    for (size_t i = 0; i < nc; i++) s->X32[i] = (float)X[i];
+    int rc = sks_quadform_matvec_batch(s->q, s->chx, cols, s->X32, cols, s->Y32, cols, s->ws);
+    if (rc) return rc;
+    for (size_t i = 0; i < nc; i++) Y[i] = s->Y32[i];
+    return 0;
+}
+
+int sks_quadform_top_eigs(const sks_quadform *q, const sks_quadform64 *q64, const int *ch, int m,
+                          const sks_eigs_opts *o, sks_eigs_extra *x, double *evals, double *evecs,
+                          sks_eigs_info *info) {
+    if ((q == NULL) == (q64 == NULL)) return sks_fail(SKS_EARG, "%s: give exactly one of q, q64", __func__);
+    int rc = q ? sks__qf_check(q, __func__) : sks__qf64_check(q64, __func__);
+    if (rc) return rc;
+    int d = q ? q->d : q64->d, f = q ? q->f : q64->f;
+    if (m <= 0 || !ch || !o || o->r <= 0) return sks_fail(SKS_EARG, "%s: bad arguments", __func__);
+    if ((rc = sks__check_ch(d, ch, m, __func__))) return rc;
+    int nb = o->block > 0 ? o->block : o->r + 2;
+    if (nb > d) nb = d;
+    size_t cols = (size_t)m * nb;
+    sks__qf_op s = {q, q64, ch, NULL, NULL, NULL, NULL};
+    s.chx = sks_malloc_n(cols, sizeof *s.chx);
+    s.ws = sks_malloc_n(2 * (size_t)f * cols, q64 ? sizeof(double) : sizeof(float));
+    if (q) {
+        s.X32 = sks_malloc_n(cols * (size_t)d, sizeof(float));
+        s.Y32 = sks_malloc_n(cols * (size_t)d, sizeof(float));
+    }
+    if (!s.chx || !s.ws || (q && (!s.X32 || !s.Y32))) {
+        rc = sks_fail(SKS_ENOMEM, "%s: buffers for %zu columns", __func__, cols);
+    } else {
+        sks_eigs_opts oo = *o;
+        oo.block = nb;
+        rc = sks_eigs_topk_multi(sks__qf_apply, &s, d, m, &oo, x, evals, evecs, info);
+    }
+    free(s.chx);
+    free(s.ws);
+    free(s.X32);
+    free(s.Y32);
+    return rc;
+}
+
+/* ---- throughput ---------------------------------------------------------------------- */
+
+double sks_sgemm_gflops(int n, int reps) {
+    if (n <= 0) return 0.0;
+    if (reps <= 0) reps = 1;
+    size_t nn = (size_t)n * n;
+    float *A = sks_malloc_n(nn, sizeof *A), *B = sks_malloc_n(nn, sizeof *B), *C = sks_malloc_n(nn, sizeof *C);
+    double best = 0.0;
+    if (A && B && C) {
+        for (size_t i = 0; i < nn; i++) {
+            A[i] = (float)((i * 2654435761u) % 1000) * 1e-3f - 0.5f;
+            B[i] = (float)((i * 40503u) % 997) * 1e-3f - 0.5f;
+        }
+        /* one untimed warm-up: thread pool start, page faults */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, A, n, B, n, 0.0f, C, n);
+        for (int r = 0; r < reps; r++) {
+            double t0 = sks_now();
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, A, n, B, n, 0.0f, C, n);
+            double dt = sks_now() - t0;
+            double g = 2.0 * (double)n * n * n / dt * 1e-9;
+            if (g > best) best = g;
+        }
+    }
+    free(A);
+    free(B);
+    free(C);
+    return best;
+}
