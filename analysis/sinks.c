@@ -1,0 +1,1219 @@
+/* sinks.c - sink-key geometry, query alignment and ranked sink heads (SPEC section 4).
+ *
+ * One instrumented forward pass per prompt keeps that prompt's x~, pre/post-RoPE q and k
+ * for every layer (L * T * (d + 2 H dh + 2 Hkv dh) floats), finds the prompt's spike
+ * tokens from the residual stream with the trace rule, then folds the prompt into
+ * accumulators that do not grow with the number of prompts (Gram matrices of non-spike
+ * queries and keys, margin sums, alpha_0 sums). Only the sink rows (spike tokens, a few
+ * per prompt) and a capped sample of non-spike x~ rows are kept. Everything after the
+ * passes is per (layer, head) dense f64 linear algebra of size d_h.
+ */
+#include "sks_sinks.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+#include <jansson.h>
+#include <lapacke.h>
+
+#include "../linalg/sks_linalg.h"
+#include "sks_forward.h"
+#include "sks_out.h"
+
+static const char *const sks__pred_names[SKS_PRED_COUNT] = {
+    "alignment", "energy", "signed_proj", "margin_rope", "margin_norope", "weight_only"};
+
+const char *sks_sinks_pred_name(int p) { return (p >= 0 && p < SKS_PRED_COUNT) ? sks__pred_names[p] : "?"; }
+
+int sks_sinks_pred_parse(const char *name) {
+    for (int p = 0; p < SKS_PRED_COUNT; p++)
+        if (name && !strcmp(name, sks__pred_names[p])) return p;
+    return -1;
+}
+
+void sks_sinks_opts_default(sks_sinks_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->eps = 0.3;
+    o->abs_thresh = 100.0;
+    o->ratio = 1000.0;
+    o->min_blocks = 3;
+    o->rank_frac = 0.99;
+    o->first_as_sink = 0;
+    o->main_pred = SKS_PRED_MARGIN_ROPE;
+    o->max_nonspike_rows = 512;
+    for (int p = 0; p < SKS_PRED_COUNT; p++) o->threshold[p] = NAN;
+}
+
+/* Default thresholds of the predictors in [0, 1] (heuristics, see docs/sinks.md): an
+ * isotropic query has energy 1/d_h along any direction, so 0.1 is several times that. */
+static double sks__default_threshold(int p, double eps, double n_eff) {
+    switch (p) {
+    case SKS_PRED_ALIGNMENT: return 0.9;
+    case SKS_PRED_ENERGY: return 0.1;
+    case SKS_PRED_SIGNED_PROJ: return 0.2;
+    case SKS_PRED_WEIGHT_ONLY: return 0.1;
+    default: /* margins: softmax over one sink key and n_eff equal others gives alpha_0 =
+                e^m / (e^m + n_eff) = eps at m* = ln(n_eff eps / (1 - eps)) */
+        return (n_eff > 0.0 && eps > 0.0 && eps < 1.0) ? log(n_eff * eps / (1.0 - eps)) : 0.0;
+    }
+}
+
+/* ---- plain-array computations -------------------------------------------------------- */
+
+int sks_sinks_pairwise_cos(int n, int d, const float *X, int64_t ldx, double *mean, double *min) {
+    *mean = NAN;
+    *min = NAN;
+    if (n < 0 || d <= 0 || (n > 0 && !X)) return sks_fail(SKS_EARG, "sks_sinks_pairwise_cos: n %d, d %d", n, d);
+    if (n < 2) return 0;
+    double *nrm = sks_malloc_n((size_t)n, sizeof *nrm);
+    if (!nrm) return sks_fail(SKS_ENOMEM, "sks_sinks_pairwise_cos");
+    for (int i = 0; i < n; i++) {
+        double s = 0.0;
+        const float *x = X + (int64_t)i * ldx;
+        for (int c = 0; c < d; c++) s += (double)x[c] * x[c];
+        nrm[i] = sqrt(s);
+    }
+    double sum = 0.0, mn = INFINITY;
+    int64_t cnt = 0;
+    for (int i = 0; i < n; i++) {
+        if (!(nrm[i] > 0.0)) continue;
+        const float *x = X + (int64_t)i * ldx;
+        for (int j = i + 1; j < n; j++) {
+            if (!(nrm[j] > 0.0)) continue;
+            const float *y = X + (int64_t)j * ldx;
+            double s = 0.0;
+            for (int c = 0; c < d; c++) s += (double)x[c] * y[c];
+            double cs = s / (nrm[i] * nrm[j]);
+            sum += cs;
+            if (cs < mn) mn = cs;
+            cnt++;
+        }
+    }
+    free(nrm);
+    if (cnt) {
+        *mean = sum / (double)cnt;
+        *min = mn;
+    }
+    return 0;
+}
+
+int sks_sinks_gram_spectrum(int n, const double *G, double *sv, double *V) {
+    if (n <= 0 || !G || !sv) return sks_fail(SKS_EARG, "sks_sinks_gram_spectrum: n %d", n);
+    double *A = sks_malloc_n((size_t)n * (size_t)n, sizeof *A);
+    double *w = sks_malloc_n((size_t)n, sizeof *w);
+    int rc = 0;
+    if (!A || !w) {
+        rc = sks_fail(SKS_ENOMEM, "sks_sinks_gram_spectrum");
+        goto out;
+    }
+    memcpy(A, G, (size_t)n * (size_t)n * sizeof *A);
+    lapack_int info = LAPACKE_dsyevd(LAPACK_ROW_MAJOR, V ? 'V' : 'N', 'U', n, A, n, w);
+    if (info) {
+        rc = sks_fail(info < 0 ? SKS_EINTERNAL : SKS_ELAPACK, "sks_sinks_gram_spectrum: dsyevd info %d", (int)info);
+        goto out;
+    }
+    /* ascending eigenvalues -> descending singular values; eigenvectors are the columns */
+    for (int i = 0; i < n; i++) {
+        double lam = w[n - 1 - i];
+        sv[i] = lam > 0.0 ? sqrt(lam) : 0.0;
+        if (V)
+            for (int j = 0; j < n; j++) V[(size_t)i * n + j] = A[(size_t)j * n + (n - 1 - i)];
+    }
+out:
+    free(A);
+    free(w);
+    return rc;
+}
+
+/* Largest principal cosine between the first rq rows of Vq and the first rs rows of Vs
+ * (both (.., dh), orthonormal rows). */
+static int sks__top_cos(int dh, int rq, const double *Vq, int rs, const double *Vs, double *a) {
+    *a = NAN;
+    if (rq <= 0 || rs <= 0) return 0;
+    int k = rq < rs ? rq : rs;
+    double *c = sks_malloc_n((size_t)k, sizeof *c);
+    if (!c) return sks_fail(SKS_ENOMEM, "sinks: principal cosines");
+    int rc = sks_principal_cosines(dh, rq, Vq, rs, Vs, c);
+    if (!rc) *a = c[0];
+    free(c);
+    return rc;
+}
+
+/* Right singular vectors (rows of Vt (k, n)) and singular values of rows X (m, n). */
+static int sks__row_svd(int m, int n, const double *X, double *s, double *Vt) {
+    int k = m < n ? m : n;
+    for (int i = 0; i < n; i++) s[i] = 0.0;
+    if (k == 0) return 0;
+    return sks_svd(m, n, X, s, NULL, Vt);
+}
+
+int sks_sinks_alignment(int dh, int nq, const double *Q, int ns, const double *S, double frac, double *a,
+                        int *rq_out, int *rs_out) {
+    *a = NAN;
+    if (dh <= 0 || nq < 0 || ns < 0) return sks_fail(SKS_EARG, "sks_sinks_alignment: dh %d", dh);
+    double *sq = sks_malloc_n((size_t)dh, sizeof *sq), *ss = sks_malloc_n((size_t)dh, sizeof *ss);
+    double *Vq = sks_malloc_n((size_t)dh * (size_t)dh, sizeof *Vq);
+    double *Vs = sks_malloc_n((size_t)dh * (size_t)dh, sizeof *Vs);
+    int rc = 0, rq = 0, rs = 0;
+    if (!sq || !ss || !Vq || !Vs) {
+        rc = sks_fail(SKS_ENOMEM, "sks_sinks_alignment");
+        goto out;
+    }
+    if ((rc = sks__row_svd(nq, dh, Q, sq, Vq)) || (rc = sks__row_svd(ns, dh, S, ss, Vs))) goto out;
+    rq = sks_effective_rank(sq, nq < dh ? nq : dh, frac);
+    rs = sks_effective_rank(ss, ns < dh ? ns : dh, frac);
+    rc = sks__top_cos(dh, rq, Vq, rs, Vs, a);
+out:
+    if (rq_out) *rq_out = rq;
+    if (rs_out) *rs_out = rs;
+    free(sq);
+    free(ss);
+    free(Vq);
+    free(Vs);
+    return rc;
+}
+
+void sks_sinks_energy(int dh, const double *G, const double *qsum, double sumsq, int64_t n, const double *k,
+                      double *energy, double *signed_proj) {
+    *energy = NAN;
+    *signed_proj = NAN;
+    if (n <= 0 || !(sumsq > 0.0)) return;
+    double kk = 0.0, quad = 0.0, lin = 0.0;
+    for (int i = 0; i < dh; i++) kk += k[i] * k[i];
+    if (!(kk > 0.0)) return;
+    for (int i = 0; i < dh; i++) {
+        double gi = 0.0;
+        for (int j = 0; j < dh; j++) gi += G[(size_t)i * dh + j] * k[j];
+        quad += k[i] * gi;
+        lin += qsum[i] * k[i];
+    }
+    /* k is taken as given direction: normalise by |k|^2 so callers may pass any length */
+    *energy = quad / kk / sumsq;
+    *signed_proj = (lin / sqrt(kk) / (double)n) / sqrt(sumsq / (double)n);
+}
+
+void sks_sinks_margin(int T, int dh, const float *q, int64_t ldq, const float *k, int64_t ldk,
+                      const unsigned char *spike, double *sum, int64_t *count, double *n_nonsink) {
+    const double scale = 1.0 / sqrt((double)dh);
+    for (int t = 0; t < T; t++) {
+        if (spike[t]) continue;
+        const float *qt = q + (int64_t)t * ldq;
+        double s_sink = 0.0, s_non = 0.0;
+        int n_s = 0, n_n = 0;
+        for (int u = 0; u <= t; u++) {
+            const float *ku = k + (int64_t)u * ldk;
+            double dot = 0.0;
+            for (int i = 0; i < dh; i++) dot += (double)qt[i] * ku[i];
+            if (spike[u]) {
+                s_sink += dot;
+                n_s++;
+            } else {
+                s_non += dot;
+                n_n++;
+            }
+        }
+        if (!n_s || !n_n) continue;
+        *sum += (s_sink / n_s - s_non / n_n) * scale;
+        *count += 1;
+        *n_nonsink += n_n;
+    }
+}
+
+int sks_sinks_weight_only(int d, int dh, const float *Wq_h, const float *gamma, const double *khat, double frac,
+                          double *energy, double *cos) {
+    *energy = NAN;
+    *cos = NAN;
+    if (d <= 0 || dh <= 0 || !Wq_h || !khat) return sks_fail(SKS_EARG, "sks_sinks_weight_only: d %d, dh %d", d, dh);
+    double kk = 0.0;
+    for (int i = 0; i < dh; i++) kk += khat[i] * khat[i];
+    if (!(kk > 0.0)) return 0;
+    double *M = sks_malloc_n((size_t)dh * (size_t)d, sizeof *M);
+    double *s = sks_malloc_n((size_t)dh, sizeof *s);
+    double *U = sks_malloc_n((size_t)dh * (size_t)dh, sizeof *U);
+    int rc = 0;
+    if (!M || !s || !U) {
+        rc = sks_fail(SKS_ENOMEM, "sks_sinks_weight_only");
+        goto out;
+    }
+    /* M = Wq_h diag(gamma); energy = |M^T k|^2 / (||M||_F^2 |k|^2) */
+    double fro = 0.0, mtk2 = 0.0;
+    for (int i = 0; i < dh; i++)
+        for (int c = 0; c < d; c++) {
+            double v = (double)Wq_h[(size_t)i * d + c] * (gamma ? gamma[c] : 1.0f);
+            M[(size_t)i * d + c] = v;
+            fro += v * v;
+        }
+    for (int c = 0; c < d; c++) {
+        double acc = 0.0;
+        for (int i = 0; i < dh; i++) acc += M[(size_t)i * d + c] * khat[i];
+        mtk2 += acc * acc;
+    }
+    if (!(fro > 0.0)) goto out;
+    *energy = mtk2 / (fro * kk);
+    int kmin = dh < d ? dh : d;
+    if ((rc = sks_svd(dh, d, M, s, U, NULL))) goto out;
+    int r = sks_effective_rank(s, kmin, frac);
+    double proj = 0.0;
+    for (int j = 0; j < r; j++) {
+        double acc = 0.0;
+        for (int i = 0; i < dh; i++) acc += U[(size_t)i * kmin + j] * khat[i];
+        proj += acc * acc;
+    }
+    *cos = sqrt(proj / kk);
+out:
+    free(M);
+    free(s);
+    free(U);
+    return rc;
+}
+
+double sks_roc_auc(const double *score, const double *label, int n) {
+    double num = 0.0;
+    int64_t P = 0, N = 0;
+    for (int i = 0; i < n; i++) {
+        if (isnan(score[i])) continue;
+        if (label[i] > 0.5) P++;
+        else N++;
+    }
+    if (!P || !N) return NAN;
+    for (int i = 0; i < n; i++) {
+        if (isnan(score[i]) || !(label[i] > 0.5)) continue;
+        for (int j = 0; j < n; j++) {
+            if (isnan(score[j]) || label[j] > 0.5) continue;
+            if (score[i] > score[j]) num += 1.0;
+            else if (score[i] == score[j]) num += 0.5;
+        }
+    }
+    return num / ((double)P * (double)N);
+}
+
+void sks_sinks_prec_recall(const double *score, const double *label, int n, double thr, double *precision,
+                           double *recall) {
+    int64_t tp = 0, fp = 0, fn = 0;
+    for (int i = 0; i < n; i++) {
+        int pred = !isnan(score[i]) && score[i] >= thr;
+        int pos = label[i] > 0.5;
+        if (pred && pos) tp++;
+        else if (pred) fp++;
+        else if (pos) fn++;
+    }
+    *precision = (tp + fp) ? (double)tp / (double)(tp + fp) : NAN;
+    *recall = (tp + fn) ? (double)tp / (double)(tp + fn) : NAN;
+}
+
+/* ---- median by selection --------------------------------------------------------------- */
+
+/* k-th smallest of a[0..n) (reorders a): Hoare selection with median-of-three pivots. */
+static float sks__select(float *a, size_t n, size_t k) {
+    size_t lo = 0, hi = n - 1;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (a[mid] < a[lo]) { float t = a[mid]; a[mid] = a[lo]; a[lo] = t; }
+        if (a[hi] < a[lo]) { float t = a[hi]; a[hi] = a[lo]; a[lo] = t; }
+        if (a[hi] < a[mid]) { float t = a[hi]; a[hi] = a[mid]; a[mid] = t; }
+        float piv = a[mid];
+        size_t i = lo, j = hi;
+        while (i <= j) {
+            while (a[i] < piv) i++;
+            while (a[j] > piv) j--;
+            if (i <= j) {
+                float t = a[i]; a[i] = a[j]; a[j] = t;
+                i++;
+                if (j == 0) break;
+                j--;
+            }
+        }
+        if (k <= j) hi = j;
+        else if (k >= i) lo = i;
+        else return a[k];
+    }
+    return a[k];
+}
+
+/* Median of |x| over n values (n >= 1); even n averages the two middle values. */
+static double sks__median_abs(const float *x, size_t n, float *buf) {
+    for (size_t i = 0; i < n; i++) buf[i] = fabsf(x[i]);
+    size_t k = n / 2;
+    double hi = sks__select(buf, n, k);
+    if (n % 2) return hi;
+    float lo = buf[0];
+    for (size_t i = 1; i < k; i++)
+        if (buf[i] > lo) lo = buf[i];
+    return 0.5 * ((double)lo + hi);
+}
+
+/* ---- the pass over prompts ------------------------------------------------------------ */
+
+typedef struct {
+    const sks_sinks_opts *o;
+    int L, d, H, Hkv, dh, T, maxT;
+    int64_t qw, kw;               /* H*dh, Hkv*dh */
+    /* this prompt */
+    float *x;                     /* (L, maxT, d) x~ */
+    float *qpre, *qpost;          /* (L, maxT, qw) */
+    float *kpre, *kpost;          /* (L, maxT, kw) */
+    double *alpha0_p;             /* (L, H) */
+    float *absbuf;                /* (maxT * d) */
+    int *run, *best;              /* (maxT * d) consecutive-hit runs of (t, c) */
+    double *hitsum;               /* (maxT * d) signed h over hit blocks */
+    int *hitcnt;                  /* (maxT * d) */
+} sks__pass;
+
+static int sks__on_residual(void *ud, int block, const float *h, int T, int d) {
+    sks__pass *p = ud;
+    size_t n = (size_t)T * (size_t)d;
+    double med = sks__median_abs(h, n, p->absbuf);
+    double thr = p->o->ratio * med;
+    if (thr < p->o->abs_thresh) thr = p->o->abs_thresh;
+    (void)block;
+    for (size_t i = 0; i < n; i++) {
+        if (fabsf(h[i]) >= thr) {
+            p->run[i]++;
+            if (p->run[i] > p->best[i]) p->best[i] = p->run[i];
+            p->hitsum[i] += h[i];
+            p->hitcnt[i]++;
+        } else {
+            p->run[i] = 0;
+        }
+    }
+    return 0;
+}
+
+static int sks__on_attn_in(void *ud, int layer, const float *x, int T, int d) {
+    sks__pass *p = ud;
+    memcpy(p->x + (size_t)layer * p->maxT * d, x, (size_t)T * d * sizeof *x);
+    return 0;
+}
+
+static int sks__on_qk(void *ud, int layer, const float *q_pre, const float *k_pre, const float *q_post,
+                      const float *k_post, int T, int H, int Hkv, int dh) {
+    sks__pass *p = ud;
+    if (H != p->H || Hkv != p->Hkv || dh != p->dh) return sks_fail(SKS_EINTERNAL, "sinks: on_qk shape");
+    size_t qo = (size_t)layer * p->maxT * p->qw, ko = (size_t)layer * p->maxT * p->kw;
+    memcpy(p->qpre + qo, q_pre, (size_t)T * p->qw * sizeof(float));
+    memcpy(p->qpost + qo, q_post, (size_t)T * p->qw * sizeof(float));
+    memcpy(p->kpre + ko, k_pre, (size_t)T * p->kw * sizeof(float));
+    memcpy(p->kpost + ko, k_post, (size_t)T * p->kw * sizeof(float));
+    return 0;
+}
+
+static int sks__on_attn_probs(void *ud, int layer, int head, const float *A, int T) {
+    sks__pass *p = ud;
+    double s = 0.0;
+    for (int i = 0; i < T; i++) s += A[(size_t)i * T];
+    p->alpha0_p[(size_t)layer * p->H + head] = s / T; /* alpha_0 = sum_{i>=0} A[i,0] / (T - 0) */
+    return 0;
+}
+
+/* Growable f32 row store. */
+typedef struct {
+    float *v;
+    int64_t rows, cap, width;
+} sks__rows;
+
+static int sks__rows_push(sks__rows *r, const float *row) {
+    if (r->rows == r->cap) {
+        int64_t nc = r->cap ? 2 * r->cap : 16;
+        float *nv = realloc(r->v, (size_t)nc * (size_t)r->width * sizeof *nv);
+        if (!nv) return sks_fail(SKS_ENOMEM, "sinks: row store");
+        r->v = nv;
+        r->cap = nc;
+    }
+    memcpy(r->v + r->rows * r->width, row, (size_t)r->width * sizeof *row);
+    r->rows++;
+    return 0;
+}
+
+void sks_sinks_result_free(sks_sinks_result *r) {
+    if (!r) return;
+    free(r->spike_channels);
+    free(r->spike_plateau);
+    free(r->n_spike_tokens);
+    free(r->prompt0_spike_tokens);
+    free(r->cos_spike_mean);
+    free(r->cos_spike_min);
+    free(r->cos_nonspike_mean);
+    free(r->cos_nonspike_min);
+    free(r->sink_r99);
+    free(r->nonsink_r99);
+    free(r->sink_pr);
+    free(r->nonsink_pr);
+    free(r->sink_sv);
+    free(r->nonsink_sv);
+    free(r->alpha0);
+    free(r->is_sink);
+    free(r->query_r99);
+    for (int p = 0; p < SKS_PRED_COUNT; p++) free(r->pred[p]);
+    free(r->weight_only_cos);
+    free(r->rank);
+    free(r);
+}
+
+static const double *sks__rank_key;
+static int sks__rank_cmp(const void *a, const void *b) {
+    int i = *(const int *)a, j = *(const int *)b;
+    double x = sks__rank_key[i], y = sks__rank_key[j];
+    int nx = isnan(x), ny = isnan(y);
+    if (nx != ny) return nx - ny;
+    if (!nx && x != y) return x > y ? -1 : 1;
+    return (i > j) - (i < j);
+}
+
+/* Rank the heads by descending key (NaN last, ties by index). */
+static void sks__rank(const double *key, int n, int *idx) {
+    for (int i = 0; i < n; i++) idx[i] = i;
+    sks__rank_key = key;
+    qsort(idx, (size_t)n, sizeof *idx, sks__rank_cmp);
+    sks__rank_key = NULL;
+}
+
+/* Convert rows [r0, r0+n) of an optional tensor to f32 (zeros when absent). */
+static int sks__tensor_rows(const sks_model *m, sks_role role, int layer, int64_t r0, int64_t n, int64_t cols,
+                            float *out) {
+    const sks_tensor *t = sks_model_tensor(m, role, layer);
+    if (!t) {
+        memset(out, 0, (size_t)n * (size_t)cols * sizeof *out);
+        return 0;
+    }
+    if (t->ndim == 1) {
+        /* a vector: take elements [r0, r0 + n*cols) */
+        int64_t len = sks_tensor_rows(t);
+        float *tmp = sks_malloc_n((size_t)len, sizeof *tmp);
+        if (!tmp) return sks_fail(SKS_ENOMEM, "sinks: %s", sks_role_name(role));
+        int rc = sks_tensor_rows_f32(t, 0, 1, tmp);
+        if (!rc) memcpy(out, tmp + r0 * cols, (size_t)(n * cols) * sizeof *out);
+        free(tmp);
+        return rc;
+    }
+    return sks_tensor_rows_f32(t, r0, n, out);
+}
+
+int sks_sinks_run(const sks_model *m, int n_prompts, const int32_t *const *prompts, const int *lens,
+                  const sks_sinks_opts *o, sks_sinks_result **out) {
+    *out = NULL;
+    if (!m || n_prompts <= 0 || !prompts || !lens || !o) return sks_fail(SKS_EARG, "sinks: no prompts");
+    const sks_arch *a = sks_model_arch(m);
+    const int L = a->n_layers, d = a->d_model, H = a->n_heads, Hkv = a->n_kv_heads, dh = a->head_dim;
+    if (L <= 0 || d <= 0 || H <= 0 || Hkv <= 0 || dh <= 0 || H % Hkv)
+        return sks_fail(SKS_EARG, "sinks: bad architecture");
+    if (o->min_blocks < 1 || !(o->rank_frac > 0.0 && o->rank_frac <= 1.0) || o->main_pred < 0 ||
+        o->main_pred >= SKS_PRED_COUNT)
+        return sks_fail(SKS_EARG, "sinks: bad options");
+    int maxT = 0;
+    int64_t total_tokens = 0;
+    for (int i = 0; i < n_prompts; i++) {
+        if (!prompts[i] || lens[i] < 2) return sks_fail(SKS_EARG, "sinks: prompt %d has fewer than 2 tokens", i);
+        for (int t = 0; t < lens[i]; t++)
+            if (prompts[i][t] < 0 || prompts[i][t] >= a->vocab_size)
+                return sks_fail(SKS_EARG, "sinks: prompt %d: token id %d outside the vocabulary (%d)", i,
+                                prompts[i][t], a->vocab_size);
+        if (lens[i] > maxT) maxT = lens[i];
+        total_tokens += lens[i];
+    }
+    const int64_t qw = (int64_t)H * dh, kw = (int64_t)Hkv * dh, LH = (int64_t)L * H, LG = (int64_t)L * Hkv;
+    const int group = H / Hkv;
+    int rc = 0;
+
+    sks__pass P = {.o = o, .L = L, .d = d, .H = H, .Hkv = Hkv, .dh = dh, .maxT = maxT, .qw = qw, .kw = kw};
+    sks_forward *fw = NULL;
+    sks_sinks_result *r = calloc(1, sizeof *r);
+    /* accumulators */
+    double *Gq = NULL, *qsum = NULL, *qsumsq = NULL, *Gk = NULL, *msum_r = NULL, *msum_n = NULL;
+    double *alpha_sum = NULL, *chsum = NULL, *nonspike_usum = NULL, *dbuf = NULL;
+    int64_t *qn = NULL, *kn = NULL, *mcnt_r = NULL, *mcnt_n = NULL, *chcnt = NULL, *nonspike_n = NULL;
+    double nonsink_total = 0.0, sink_heads_sum = 0.0;
+    int64_t margin_queries = 0;
+    unsigned char *spike = NULL;
+    sks__rows *sink_k = NULL, *sink_x = NULL, *ns_x = NULL;
+    double *S = NULL, *Vs = NULL, *Vq = NULL, *sv = NULL, *khat = NULL, *kbar = NULL;
+    float *wq = NULL, *wk = NULL, *bk = NULL, *gamma = NULL, *nhat = NULL;
+    if (!r) return sks_fail(SKS_ENOMEM, "sinks: result");
+    r->n_layers = L;
+    r->n_heads = H;
+    r->n_kv_heads = Hkv;
+    r->head_dim = dh;
+    r->d_model = d;
+    r->n_prompts = n_prompts;
+    r->n_tokens = total_tokens;
+
+    size_t Ltd = (size_t)L * maxT * d, Ltq = (size_t)L * maxT * qw, Ltk = (size_t)L * maxT * kw, Td = (size_t)maxT * d;
+    P.x = sks_malloc_n(Ltd, sizeof(float));
+    P.qpre = sks_malloc_n(Ltq, sizeof(float));
+    P.qpost = sks_malloc_n(Ltq, sizeof(float));
+    P.kpre = sks_malloc_n(Ltk, sizeof(float));
+    P.kpost = sks_malloc_n(Ltk, sizeof(float));
+    P.alpha0_p = sks_calloc_n((size_t)LH, sizeof(double));
+    P.absbuf = sks_malloc_n(Td, sizeof(float));
+    P.run = sks_malloc_n(Td, sizeof(int));
+    P.best = sks_malloc_n(Td, sizeof(int));
+    P.hitsum = sks_malloc_n(Td, sizeof(double));
+    P.hitcnt = sks_malloc_n(Td, sizeof(int));
+    Gq = sks_calloc_n((size_t)LH * dh * dh, sizeof(double));
+    qsum = sks_calloc_n((size_t)LH * dh, sizeof(double));
+    qsumsq = sks_calloc_n((size_t)LH, sizeof(double));
+    qn = sks_calloc_n((size_t)LH, sizeof(int64_t));
+    Gk = sks_calloc_n((size_t)LG * dh * dh, sizeof(double));
+    kn = sks_calloc_n((size_t)LG, sizeof(int64_t));
+    msum_r = sks_calloc_n((size_t)LH, sizeof(double));
+    msum_n = sks_calloc_n((size_t)LH, sizeof(double));
+    mcnt_r = sks_calloc_n((size_t)LH, sizeof(int64_t));
+    mcnt_n = sks_calloc_n((size_t)LH, sizeof(int64_t));
+    alpha_sum = sks_calloc_n((size_t)LH, sizeof(double));
+    chsum = sks_calloc_n((size_t)d, sizeof(double));
+    chcnt = sks_calloc_n((size_t)d, sizeof(int64_t));
+    nonspike_usum = sks_calloc_n((size_t)L * d, sizeof(double));
+    nonspike_n = sks_calloc_n((size_t)L, sizeof(int64_t));
+    dbuf = sks_malloc_n((size_t)maxT * (size_t)(qw > kw ? qw : kw), sizeof(double));
+    spike = sks_malloc_n((size_t)maxT, 1);
+    sink_k = sks_calloc_n((size_t)L, sizeof *sink_k);
+    sink_x = sks_calloc_n((size_t)L, sizeof *sink_x);
+    ns_x = sks_calloc_n((size_t)L, sizeof *ns_x);
+    r->n_spike_tokens = sks_calloc_n((size_t)n_prompts, sizeof(int));
+    r->prompt0_spike_tokens = sks_malloc_n((size_t)maxT, sizeof(int));
+    if (!P.x || !P.qpre || !P.qpost || !P.kpre || !P.kpost || !P.alpha0_p || !P.absbuf || !P.run || !P.best ||
+        !P.hitsum || !P.hitcnt || !Gq || !qsum || !qsumsq || !qn || !Gk || !kn || !msum_r || !msum_n || !mcnt_r ||
+        !mcnt_n || !alpha_sum || !chsum || !chcnt || !nonspike_usum || !nonspike_n || !dbuf || !spike || !sink_k ||
+        !sink_x || !ns_x || !r->n_spike_tokens || !r->prompt0_spike_tokens) {
+        rc = sks_fail(SKS_ENOMEM, "sinks: workspaces for %d layers x %d tokens", L, maxT);
+        goto fail;
+    }
+    int ns_cap = o->max_nonspike_rows > 1 ? o->max_nonspike_rows : 2;
+    int64_t ns_stride = (total_tokens + ns_cap - 1) / ns_cap;
+    if (ns_stride < 1) ns_stride = 1;
+    for (int l = 0; l < L; l++) {
+        sink_k[l].width = kw;
+        sink_x[l].width = d;
+        ns_x[l].width = d;
+    }
+    if ((rc = sks_forward_new(m, maxT, &fw))) goto fail;
+    sks_fwd_hooks hk = {.ud = &P,
+                        .on_residual = sks__on_residual,
+                        .on_attn_in = sks__on_attn_in,
+                        .on_qk = sks__on_qk,
+                        .on_attn_probs = sks__on_attn_probs,
+                        .want_attn_probs = 1};
+    int64_t ns_seen = 0;
+    for (int pi = 0; pi < n_prompts; pi++) {
+        const int T = lens[pi];
+        P.T = T;
+        size_t TD = (size_t)T * d;
+        memset(P.run, 0, TD * sizeof(int));
+        memset(P.best, 0, TD * sizeof(int));
+        memset(P.hitsum, 0, TD * sizeof(double));
+        memset(P.hitcnt, 0, TD * sizeof(int));
+        sks_progress("sinks", pi, n_prompts);
+        if ((rc = sks_forward_run(fw, prompts[pi], T, SKS_FWD_CAUSAL, &hk, NULL, 0))) goto fail;
+        /* spike tokens and the channel profile of this prompt */
+        int nspk = 0;
+        for (int t = 0; t < T; t++) {
+            spike[t] = (o->first_as_sink && t == 0);
+            for (int c = 0; c < d; c++) {
+                size_t i = (size_t)t * d + c;
+                if (P.best[i] >= o->min_blocks) {
+                    spike[t] = 1;
+                    chsum[c] += P.hitsum[i];
+                    chcnt[c] += P.hitcnt[i];
+                }
+            }
+            if (spike[t]) {
+                if (pi == 0) r->prompt0_spike_tokens[r->n_prompt0_spike_tokens++] = t;
+                nspk++;
+            }
+        }
+        r->n_spike_tokens[pi] = nspk;
+        r->n_sink_rows += nspk;
+        /* alpha_0 and the per-prompt sink ratio */
+        int nsink_p = 0;
+        for (int64_t i = 0; i < LH; i++) {
+            alpha_sum[i] += P.alpha0_p[i];
+            nsink_p += P.alpha0_p[i] > o->eps;
+        }
+        sink_heads_sum += (double)nsink_p / (double)LH;
+        for (int l = 0; l < L; l++) {
+            const float *xl = P.x + (size_t)l * maxT * d;
+            const float *qp = P.qpre + (size_t)l * maxT * qw, *qr = P.qpost + (size_t)l * maxT * qw;
+            const float *kp = P.kpre + (size_t)l * maxT * kw, *kr = P.kpost + (size_t)l * maxT * kw;
+            /* sink rows: x~ and pre-RoPE keys of spike tokens */
+            for (int t = 0; t < T; t++)
+                if (spike[t]) {
+                    if ((rc = sks__rows_push(&sink_x[l], xl + (size_t)t * d)) ||
+                        (rc = sks__rows_push(&sink_k[l], kp + (size_t)t * kw)))
+                        goto fail;
+                }
+            /* non-spike x~: exact mean cosine through the sum of unit vectors, sampled rows
+             * for the minimum */
+            int64_t seen = ns_seen;
+            for (int t = 0; t < T; t++) {
+                if (spike[t]) continue;
+                const float *x = xl + (size_t)t * d;
+                double nn = 0.0;
+                for (int c = 0; c < d; c++) nn += (double)x[c] * x[c];
+                if (nn > 0.0) {
+                    double inv = 1.0 / sqrt(nn);
+                    double *us = nonspike_usum + (size_t)l * d;
+                    for (int c = 0; c < d; c++) us[c] += x[c] * inv;
+                    nonspike_n[l]++;
+                }
+                if (seen % ns_stride == 0 && ns_x[l].rows < ns_cap && (rc = sks__rows_push(&ns_x[l], x))) goto fail;
+                seen++;
+            }
+            /* Gram matrices of non-spike queries (per head) and keys (per KV head) */
+            int nn = 0;
+            for (int t = 0; t < T; t++)
+                if (!spike[t]) {
+                    for (int64_t j = 0; j < qw; j++) dbuf[(size_t)nn * qw + j] = qp[(size_t)t * qw + j];
+                    nn++;
+                }
+            if (nn > 0) {
+                for (int h = 0; h < H; h++) {
+                    size_t lh = (size_t)l * H + h;
+                    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, dh, nn, 1.0, dbuf + (size_t)h * dh, (int)qw, 1.0,
+                                Gq + lh * dh * dh, dh);
+                    for (int t = 0; t < nn; t++) {
+                        const double *qv = dbuf + (size_t)t * qw + (size_t)h * dh;
+                        for (int i = 0; i < dh; i++) {
+                            qsum[lh * dh + i] += qv[i];
+                            qsumsq[lh] += qv[i] * qv[i];
+                        }
+                    }
+                    qn[lh] += nn;
+                }
+                nn = 0;
+                for (int t = 0; t < T; t++)
+                    if (!spike[t]) {
+                        for (int64_t j = 0; j < kw; j++) dbuf[(size_t)nn * kw + j] = kp[(size_t)t * kw + j];
+                        nn++;
+                    }
+                for (int g = 0; g < Hkv; g++) {
+                    size_t lg = (size_t)l * Hkv + g;
+                    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, dh, nn, 1.0, dbuf + (size_t)g * dh, (int)kw, 1.0,
+                                Gk + lg * dh * dh, dh);
+                    kn[lg] += nn;
+                }
+            }
+            /* margins with and without RoPE */
+            for (int h = 0; h < H; h++) {
+                size_t lh = (size_t)l * H + h;
+                int g = h / group;
+                double dummy = 0.0;
+                sks_sinks_margin(T, dh, qr + (size_t)h * dh, qw, kr + (size_t)g * dh, kw, spike, &msum_r[lh],
+                                 &mcnt_r[lh], (l == 0 && h == 0) ? &nonsink_total : &dummy);
+                sks_sinks_margin(T, dh, qp + (size_t)h * dh, qw, kp + (size_t)g * dh, kw, spike, &msum_n[lh],
+                                 &mcnt_n[lh], &dummy);
+            }
+        }
+        for (int t = 0; t < T; t++) ns_seen += !spike[t];
+        margin_queries = mcnt_r[0];
+    }
+    sks_progress("sinks", n_prompts, n_prompts);
+    sks_forward_free(fw);
+    fw = NULL;
+
+    /* ---- spike channel profile ---- */
+    for (int c = 0; c < d; c++) r->n_spike_channels += chcnt[c] > 0;
+    r->spike_channels = sks_malloc_n((size_t)(r->n_spike_channels + 1), sizeof(int));
+    r->spike_plateau = sks_malloc_n((size_t)(r->n_spike_channels + 1), sizeof(double));
+    if (!r->spike_channels || !r->spike_plateau) {
+        rc = sks_fail(SKS_ENOMEM, "sinks: spike channels");
+        goto fail;
+    }
+    for (int c = 0, k = 0; c < d; c++)
+        if (chcnt[c] > 0) {
+            r->spike_channels[k] = c;
+            r->spike_plateau[k] = chsum[c] / (double)chcnt[c];
+            k++;
+        }
+
+    /* ---- per-layer and per-head results ---- */
+    r->cos_spike_mean = sks_malloc_n((size_t)L, sizeof(double));
+    r->cos_spike_min = sks_malloc_n((size_t)L, sizeof(double));
+    r->cos_nonspike_mean = sks_malloc_n((size_t)L, sizeof(double));
+    r->cos_nonspike_min = sks_malloc_n((size_t)L, sizeof(double));
+    r->sink_r99 = sks_calloc_n((size_t)LG, sizeof(int));
+    r->nonsink_r99 = sks_calloc_n((size_t)LG, sizeof(int));
+    r->sink_pr = sks_calloc_n((size_t)LG, sizeof(double));
+    r->nonsink_pr = sks_calloc_n((size_t)LG, sizeof(double));
+    r->sink_sv = sks_calloc_n((size_t)LG * dh, sizeof(double));
+    r->nonsink_sv = sks_calloc_n((size_t)LG * dh, sizeof(double));
+    r->alpha0 = sks_malloc_n((size_t)LH, sizeof(double));
+    r->is_sink = sks_malloc_n((size_t)LH, sizeof(double));
+    r->query_r99 = sks_malloc_n((size_t)LH, sizeof(double));
+    r->weight_only_cos = sks_malloc_n((size_t)LH, sizeof(double));
+    r->rank = sks_malloc_n((size_t)LH, sizeof(int));
+    int alloc_ok = r->cos_spike_mean && r->cos_spike_min && r->cos_nonspike_mean && r->cos_nonspike_min &&
+                   r->sink_r99 && r->nonsink_r99 && r->sink_pr && r->nonsink_pr && r->sink_sv && r->nonsink_sv &&
+                   r->alpha0 && r->is_sink && r->query_r99 && r->weight_only_cos && r->rank;
+    for (int p = 0; p < SKS_PRED_COUNT; p++) {
+        r->pred[p] = sks_malloc_n((size_t)LH, sizeof(double));
+        alloc_ok = alloc_ok && r->pred[p];
+    }
+    int64_t nsr = r->n_sink_rows;
+    S = sks_malloc_n((size_t)(nsr > 0 ? nsr : 1) * dh, sizeof(double));
+    Vs = sks_malloc_n((size_t)LG * dh * dh, sizeof(double));
+    Vq = sks_malloc_n((size_t)dh * dh, sizeof(double));
+    sv = sks_malloc_n((size_t)dh, sizeof(double));
+    khat = sks_malloc_n((size_t)LG * dh, sizeof(double));
+    kbar = sks_malloc_n((size_t)Hkv * dh, sizeof(double));
+    wq = sks_malloc_n((size_t)dh * d, sizeof(float));
+    wk = sks_malloc_n((size_t)kw * d, sizeof(float));
+    bk = sks_malloc_n((size_t)kw, sizeof(float));
+    gamma = sks_malloc_n((size_t)d, sizeof(float));
+    nhat = sks_calloc_n((size_t)d, sizeof(float));
+    if (!alloc_ok || !S || !Vs || !Vq || !sv || !khat || !kbar || !wq || !wk || !bk || !gamma || !nhat) {
+        rc = sks_fail(SKS_ENOMEM, "sinks: results");
+        goto fail;
+    }
+    int *rs = sks_calloc_n((size_t)LG, sizeof(int));
+    if (!rs) {
+        rc = sks_fail(SKS_ENOMEM, "sinks: ranks");
+        goto fail;
+    }
+    /* n^ = sqrt(d) w / |w| over the spike channels */
+    {
+        double w2 = 0.0;
+        for (int k = 0; k < r->n_spike_channels; k++) w2 += r->spike_plateau[k] * r->spike_plateau[k];
+        if (w2 > 0.0)
+            for (int k = 0; k < r->n_spike_channels; k++)
+                nhat[r->spike_channels[k]] = (float)(sqrt((double)d) * r->spike_plateau[k] / sqrt(w2));
+    }
+    for (int l = 0; l < L && !rc; l++) {
+        sks_progress("sinks geometry", l, L);
+        /* near-constancy */
+        if ((rc = sks_sinks_pairwise_cos((int)sink_x[l].rows, d, sink_x[l].v, d, &r->cos_spike_mean[l],
+                                         &r->cos_spike_min[l])))
+            break;
+        double dmy;
+        if ((rc = sks_sinks_pairwise_cos((int)ns_x[l].rows, d, ns_x[l].v, d, &dmy, &r->cos_nonspike_min[l]))) break;
+        {
+            int64_t n = nonspike_n[l];
+            double s2 = 0.0;
+            for (int c = 0; c < d; c++) s2 += nonspike_usum[(size_t)l * d + c] * nonspike_usum[(size_t)l * d + c];
+            /* sum_{i != j} u_i.u_j = |sum u|^2 - n; mean over unordered pairs */
+            r->cos_nonspike_mean[l] = n >= 2 ? (s2 - (double)n) / ((double)n * (double)(n - 1)) : NAN;
+        }
+        /* weight-only key per KV head: k^ = W_K (gamma * n^) + b */
+        if ((rc = sks__tensor_rows(m, SKS_ROLE_ATTN_NORM, l, 0, 1, d, gamma)) ||
+            (rc = sks__tensor_rows(m, SKS_ROLE_WK, l, 0, kw, d, wk)) ||
+            (rc = sks__tensor_rows(m, SKS_ROLE_BK, l, 0, 1, kw, bk)))
+            break;
+        double *kw_hat = kbar; /* (Hkv, dh) reuse */
+        for (int64_t j = 0; j < kw; j++) {
+            double acc = bk[j];
+            for (int c = 0; c < d; c++)
+                if (nhat[c] != 0.0f) acc += (double)wk[(size_t)j * d + c] * gamma[c] * nhat[c];
+            kw_hat[j] = acc;
+        }
+        memcpy(khat + (size_t)l * kw, kw_hat, (size_t)kw * sizeof(double));
+        /* keys per KV head */
+        for (int g = 0; g < Hkv; g++) {
+            size_t lg = (size_t)l * Hkv + g;
+            for (int64_t t = 0; t < nsr; t++)
+                for (int i = 0; i < dh; i++) S[(size_t)t * dh + i] = sink_k[l].v[t * kw + (int64_t)g * dh + i];
+            int kmin = nsr < dh ? (int)nsr : dh;
+            if (kmin > 0) {
+                if ((rc = sks__row_svd((int)nsr, dh, S, sv, Vs + lg * dh * dh))) break;
+                memcpy(r->sink_sv + lg * dh, sv, (size_t)dh * sizeof(double));
+                rs[lg] = r->sink_r99[lg] = sks_effective_rank(sv, kmin, o->rank_frac);
+                r->sink_pr[lg] = sks_participation_ratio(sv, kmin);
+            } else {
+                r->sink_pr[lg] = NAN;
+            }
+            double *G = Gk + lg * dh * dh;
+            for (int i = 0; i < dh; i++)
+                for (int j = 0; j < i; j++) G[(size_t)i * dh + j] = G[(size_t)j * dh + i];
+            if (kn[lg] > 0) {
+                if ((rc = sks_sinks_gram_spectrum(dh, G, r->nonsink_sv + lg * dh, NULL))) break;
+                r->nonsink_r99[lg] = sks_effective_rank(r->nonsink_sv + lg * dh, dh, o->rank_frac);
+                r->nonsink_pr[lg] = sks_participation_ratio(r->nonsink_sv + lg * dh, dh);
+            } else {
+                r->nonsink_pr[lg] = NAN;
+            }
+        }
+        if (rc) break;
+        /* unit mean sink key per KV head (pre-RoPE) */
+        for (int64_t j = 0; j < kw; j++) {
+            double acc = 0.0;
+            for (int64_t t = 0; t < nsr; t++) acc += sink_k[l].v[t * kw + j];
+            kbar[j] = nsr ? acc / (double)nsr : 0.0;
+        }
+        for (int h = 0; h < H && !rc; h++) {
+            size_t lh = (size_t)l * H + h;
+            int g = h / group;
+            size_t lg = (size_t)l * Hkv + g;
+            double *G = Gq + lh * dh * dh;
+            for (int i = 0; i < dh; i++)
+                for (int j = 0; j < i; j++) G[(size_t)i * dh + j] = G[(size_t)j * dh + i];
+            r->alpha0[lh] = alpha_sum[lh] / n_prompts;
+            r->is_sink[lh] = r->alpha0[lh] > o->eps ? 1.0 : 0.0;
+            r->pred[SKS_PRED_ALIGNMENT][lh] = NAN;
+            r->query_r99[lh] = 0.0;
+            if (qn[lh] > 0) {
+                if ((rc = sks_sinks_gram_spectrum(dh, G, sv, Vq))) break;
+                int rq = sks_effective_rank(sv, dh, o->rank_frac);
+                r->query_r99[lh] = rq;
+                if ((rc = sks__top_cos(dh, rq, Vq, rs[lg], Vs + lg * dh * dh, &r->pred[SKS_PRED_ALIGNMENT][lh]))) break;
+            }
+            sks_sinks_energy(dh, G, qsum + lh * dh, qsumsq[lh], qn[lh], kbar + (size_t)g * dh,
+                             &r->pred[SKS_PRED_ENERGY][lh], &r->pred[SKS_PRED_SIGNED_PROJ][lh]);
+            r->pred[SKS_PRED_MARGIN_ROPE][lh] = mcnt_r[lh] ? msum_r[lh] / (double)mcnt_r[lh] : NAN;
+            r->pred[SKS_PRED_MARGIN_NOROPE][lh] = mcnt_n[lh] ? msum_n[lh] / (double)mcnt_n[lh] : NAN;
+            r->pred[SKS_PRED_WEIGHT_ONLY][lh] = NAN;
+            r->weight_only_cos[lh] = NAN;
+            if (r->n_spike_channels > 0) {
+                if ((rc = sks__tensor_rows(m, SKS_ROLE_WQ, l, (int64_t)h * dh, dh, d, wq))) break;
+                rc = sks_sinks_weight_only(d, dh, wq, gamma, khat + (size_t)l * kw + (size_t)g * dh, o->rank_frac,
+                                           &r->pred[SKS_PRED_WEIGHT_ONLY][lh], &r->weight_only_cos[lh]);
+            }
+        }
+    }
+    free(rs);
+    if (rc) goto fail;
+    sks_progress("sinks geometry", L, L);
+
+    /* ---- classification ---- */
+    r->n_eff = margin_queries ? nonsink_total / (double)margin_queries : 0.0;
+    r->sink_ratio = 100.0 * sink_heads_sum / n_prompts;
+    for (int64_t i = 0; i < LH; i++) r->n_sink_heads += r->is_sink[i] > 0.5;
+    for (int p = 0; p < SKS_PRED_COUNT; p++) {
+        r->auc[p] = sks_roc_auc(r->pred[p], r->is_sink, (int)LH);
+        r->threshold[p] = isnan(o->threshold[p]) ? sks__default_threshold(p, o->eps, r->n_eff) : o->threshold[p];
+        sks_sinks_prec_recall(r->pred[p], r->is_sink, (int)LH, r->threshold[p], &r->precision[p], &r->recall[p]);
+    }
+    sks__rank(r->pred[o->main_pred], (int)LH, r->rank);
+    goto done;
+
+fail:
+    sks_sinks_result_free(r);
+    r = NULL;
+done:
+    sks_forward_free(fw);
+    free(P.x);
+    free(P.qpre);
+    free(P.qpost);
+    free(P.kpre);
+    free(P.kpost);
+    free(P.alpha0_p);
+    free(P.absbuf);
+    free(P.run);
+    free(P.best);
+    free(P.hitsum);
+    free(P.hitcnt);
+    free(Gq);
+    free(qsum);
+    free(qsumsq);
+    free(qn);
+    free(Gk);
+    free(kn);
+    free(msum_r);
+    free(msum_n);
+    free(mcnt_r);
+    free(mcnt_n);
+    free(alpha_sum);
+    free(chsum);
+    free(chcnt);
+    free(nonspike_usum);
+    free(nonspike_n);
+    free(dbuf);
+    free(spike);
+    for (int l = 0; l < L; l++) {
+        if (sink_k) free(sink_k[l].v);
+        if (sink_x) free(sink_x[l].v);
+        if (ns_x) free(ns_x[l].v);
+    }
+    free(sink_k);
+    free(sink_x);
+    free(ns_x);
+    free(S);
+    free(Vs);
+    free(Vq);
+    free(sv);
+    free(khat);
+    free(kbar);
+    free(wq);
+    free(wk);
+    free(bk);
+    free(gamma);
+    free(nhat);
+    *out = r;
+    return rc;
+}
+
+/* ---- output ------------------------------------------------------------------------------ */
+
+static void sks__write_params(sks_out *w, const sks_sinks_opts *o) {
+    sks_out_map(w, 9);
+    sks_out_kf64(w, "eps", o->eps);
+    sks_out_kf64(w, "abs", o->abs_thresh);
+    sks_out_kf64(w, "ratio", o->ratio);
+    sks_out_kint(w, "min_blocks", o->min_blocks);
+    sks_out_kf64(w, "rank_frac", o->rank_frac);
+    sks_out_kbool(w, "first_as_sink", o->first_as_sink);
+    sks_out_kstr(w, "main_predictor", sks_sinks_pred_name(o->main_pred));
+    sks_out_kint(w, "max_nonspike_rows", o->max_nonspike_rows);
+    sks_out_str(w, "thresholds");
+    sks_out_map(w, SKS_PRED_COUNT);
+    for (int p = 0; p < SKS_PRED_COUNT; p++) {
+        sks_out_str(w, sks_sinks_pred_name(p));
+        if (isnan(o->threshold[p])) sks_out_str(w, "auto");
+        else sks_out_f64(w, o->threshold[p]);
+    }
+}
+
+int sks_sinks_write(const sks_sinks_result *r, const sks_model *m, const sks_sinks_opts *o, const char *path) {
+    if (!r || !m || !o || !path) return sks_fail(SKS_EARG, "sks_sinks_write: bad arguments");
+    const int L = r->n_layers, H = r->n_heads, G = r->n_kv_heads, dh = r->head_dim;
+    const int64_t LH = (int64_t)L * H;
+    int32_t *i32 = sks_malloc_n((size_t)(LH > (int64_t)L * G ? LH : (int64_t)L * G) + (size_t)r->n_prompts + 1,
+                                sizeof *i32);
+    if (!i32) return sks_fail(SKS_ENOMEM, "sks_sinks_write");
+    sks_out w;
+    sks_out_init(&w);
+    sks_out_map(&w, 12);
+    sks_out_kstr(&w, "schema", "sinkscope.sinks/1");
+    sks_out_str(&w, "model");
+    sks_out_model(&w, m);
+    sks_out_str(&w, "params");
+    sks__write_params(&w, o);
+    sks_out_kint(&w, "n_prompts", r->n_prompts);
+    sks_out_kint(&w, "n_tokens", r->n_tokens);
+    sks_out_kf64(&w, "sink_ratio", r->sink_ratio);
+    sks_out_kint(&w, "n_sink_heads", r->n_sink_heads);
+
+    int64_t s1[1], s2[2], s3[3];
+    sks_out_str(&w, "spike");
+    sks_out_map(&w, 5);
+    s1[0] = r->n_spike_channels;
+    for (int i = 0; i < r->n_spike_channels; i++) i32[i] = r->spike_channels[i];
+    sks_out_str(&w, "channels");
+    sks_out_i32_array(&w, i32, 1, s1);
+    sks_out_str(&w, "plateau");
+    sks_out_f64_array(&w, r->spike_plateau, 1, s1);
+    s1[0] = r->n_prompts;
+    for (int i = 0; i < r->n_prompts; i++) i32[i] = r->n_spike_tokens[i];
+    sks_out_str(&w, "n_spike_tokens");
+    sks_out_i32_array(&w, i32, 1, s1);
+    s1[0] = r->n_prompt0_spike_tokens;
+    for (int i = 0; i < r->n_prompt0_spike_tokens; i++) i32[i] = r->prompt0_spike_tokens[i];
+    sks_out_str(&w, "prompt0_tokens");
+    sks_out_i32_array(&w, i32, 1, s1);
+    sks_out_kint(&w, "n_sink_rows", r->n_sink_rows);
+
+    sks_out_str(&w, "layers");
+    sks_out_map(&w, 10);
+    s1[0] = L;
+    sks_out_str(&w, "cos_spike_mean");
+    sks_out_f64_array(&w, r->cos_spike_mean, 1, s1);
+    sks_out_str(&w, "cos_spike_min");
+    sks_out_f64_array(&w, r->cos_spike_min, 1, s1);
+    sks_out_str(&w, "cos_nonspike_mean");
+    sks_out_f64_array(&w, r->cos_nonspike_mean, 1, s1);
+    sks_out_str(&w, "cos_nonspike_min");
+    sks_out_f64_array(&w, r->cos_nonspike_min, 1, s1);
+    s2[0] = L;
+    s2[1] = G;
+    for (int64_t i = 0; i < (int64_t)L * G; i++) i32[i] = r->sink_r99[i];
+    sks_out_str(&w, "sink_r99");
+    sks_out_i32_array(&w, i32, 2, s2);
+    for (int64_t i = 0; i < (int64_t)L * G; i++) i32[i] = r->nonsink_r99[i];
+    sks_out_str(&w, "nonsink_r99");
+    sks_out_i32_array(&w, i32, 2, s2);
+    sks_out_str(&w, "sink_pr");
+    sks_out_f64_array(&w, r->sink_pr, 2, s2);
+    sks_out_str(&w, "nonsink_pr");
+    sks_out_f64_array(&w, r->nonsink_pr, 2, s2);
+    s3[0] = L;
+    s3[1] = G;
+    s3[2] = dh;
+    sks_out_str(&w, "sink_sv");
+    sks_out_f64_array(&w, r->sink_sv, 3, s3);
+    sks_out_str(&w, "nonsink_sv");
+    sks_out_f64_array(&w, r->nonsink_sv, 3, s3);
+
+    sks_out_str(&w, "heads");
+    sks_out_map(&w, 6 + SKS_PRED_COUNT);
+    s2[0] = L;
+    s2[1] = H;
+    sks_out_str(&w, "alpha0");
+    sks_out_f64_array(&w, r->alpha0, 2, s2);
+    sks_out_str(&w, "is_sink");
+    sks_out_f64_array(&w, r->is_sink, 2, s2);
+    for (int p = 0; p < SKS_PRED_COUNT; p++) {
+        sks_out_str(&w, sks_sinks_pred_name(p));
+        sks_out_f64_array(&w, r->pred[p], 2, s2);
+    }
+    sks_out_str(&w, "weight_only_cos");
+    sks_out_f64_array(&w, r->weight_only_cos, 2, s2);
+    sks_out_str(&w, "query_r99");
+    sks_out_f64_array(&w, r->query_r99, 2, s2);
+    for (int64_t i = 0; i < LH; i++) i32[i] = (int32_t)((i % H) / (H / G));
+    sks_out_str(&w, "kv_head");
+    sks_out_i32_array(&w, i32, 2, s2);
+    for (int64_t i = 0; i < LH; i++) i32[i] = r->rank[i];
+    s1[0] = LH;
+    sks_out_str(&w, "rank");
+    sks_out_i32_array(&w, i32, 1, s1);
+
+    sks_out_str(&w, "classification");
+    sks_out_map(&w, 4);
+    sks_out_kstr(&w, "label", "alpha0 > eps");
+    sks_out_kstr(&w, "main_predictor", sks_sinks_pred_name(o->main_pred));
+    sks_out_kf64(&w, "n_eff", r->n_eff);
+    sks_out_str(&w, "predictors");
+    sks_out_map(&w, SKS_PRED_COUNT);
+    for (int p = 0; p < SKS_PRED_COUNT; p++) {
+        sks_out_str(&w, sks_sinks_pred_name(p));
+        sks_out_map(&w, 4);
+        sks_out_kf64(&w, "auc", r->auc[p]);
+        sks_out_kf64(&w, "threshold", r->threshold[p]);
+        sks_out_kf64(&w, "precision", r->precision[p]);
+        sks_out_kf64(&w, "recall", r->recall[p]);
+    }
+    sks_out_str(&w, "auc");
+    sks_out_map(&w, SKS_PRED_COUNT);
+    for (int p = 0; p < SKS_PRED_COUNT; p++) sks_out_kf64(&w, sks_sinks_pred_name(p), r->auc[p]);
+    free(i32);
+    int rc = sks_out_error(&w) ? sks_fail(sks_out_error(&w), "%s: msgpack encoding failed", path)
+                               : sks_out_write_file(&w, path);
+    sks_out_free(&w);
+    return rc;
+}
+
+/* JSON numbers cannot be NaN: write null. */
+static json_t *sks__jnum(double v) { return isnan(v) || isinf(v) ? json_null() : json_real(v); }
+
+int sks_sinks_write_kv_map(const sks_sinks_result *r, const sks_model *m, const sks_sinks_opts *o,
+                           const char *path) {
+    if (!r || !m || !o || !path) return sks_fail(SKS_EARG, "sks_sinks_write_kv_map: bad arguments");
+    const int L = r->n_layers, H = r->n_heads, G = r->n_kv_heads, group = H / G;
+    const int mp = o->main_pred;
+    const double thr = r->threshold[mp];
+    json_t *root = json_object(), *layers = json_array();
+    json_object_set_new(root, "schema", json_string("sinkscope.kvmap/1"));
+    json_object_set_new(root, "model", json_string(sks_model_path(m)));
+    json_object_set_new(root, "n_layers", json_integer(L));
+    json_object_set_new(root, "n_heads", json_integer(H));
+    json_object_set_new(root, "n_kv_heads", json_integer(G));
+    json_object_set_new(root, "sink_positions", json_pack("[i]", 0));
+    json_object_set_new(root, "eps", json_real(o->eps));
+    json_object_set_new(root, "predictor", json_string(sks_sinks_pred_name(mp)));
+    json_object_set_new(root, "threshold", sks__jnum(thr));
+    int64_t total = 0;
+    for (int l = 0; l < L; l++) {
+        json_t *lay = json_object(), *heads = json_array(), *kvs = json_array();
+        unsigned char *kvkeep = calloc((size_t)G, 1);
+        if (!kvkeep) {
+            json_decref(lay);
+            json_decref(heads);
+            json_decref(kvs);
+            json_decref(layers);
+            json_decref(root);
+            return sks_fail(SKS_ENOMEM, "kv map");
+        }
+        for (int h = 0; h < H; h++) {
+            size_t lh = (size_t)l * H + h;
+            double s = r->pred[mp][lh];
+            int measured = r->is_sink[lh] > 0.5, predicted = !isnan(s) && s >= thr;
+            if (!measured && !predicted) continue;
+            json_t *e = json_object();
+            json_object_set_new(e, "head", json_integer(h));
+            json_object_set_new(e, "kv_head", json_integer(h / group));
+            json_object_set_new(e, "alpha0", sks__jnum(r->alpha0[lh]));
+            json_object_set_new(e, "score", sks__jnum(s));
+            json_object_set_new(e, "measured", json_boolean(measured));
+            json_object_set_new(e, "predicted", json_boolean(predicted));
+            json_array_append_new(heads, e);
+            kvkeep[h / group] = 1;
+            total++;
+        }
+        for (int g = 0; g < G; g++)
+            if (kvkeep[g]) json_array_append_new(kvs, json_integer(g));
+        free(kvkeep);
+        json_object_set_new(lay, "layer", json_integer(l));
+        json_object_set_new(lay, "heads", heads);
+        json_object_set_new(lay, "kv_heads", kvs);
+        json_array_append_new(layers, lay);
+    }
+    json_object_set_new(root, "n_keep_heads", json_integer(total));
+    json_object_set_new(root, "layers", layers);
+    char *s = json_dumps(root, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
+    json_decref(root);
+    if (!s) return sks_fail(SKS_ENOMEM, "%s: JSON encoding failed", path);
+    size_t n = strlen(s);
+    s[n] = '\0';
+    char *s2 = realloc(s, n + 2);
+    if (!s2) {
+        free(s);
+        return sks_fail(SKS_ENOMEM, "kv map");
+    }
+    s2[n] = '\n';
+    int rc = sks_write_file_atomic(path, s2, n + 1);
+    free(s2);
+    return rc;
+}
+
+int sks_sinks_json_summary(const sks_sinks_result *r, const sks_model *m, const sks_sinks_opts *o, char **out) {
+    *out = NULL;
+    if (!r || !m || !o) return sks_fail(SKS_EARG, "sks_sinks_json_summary: bad arguments");
+    const int L = r->n_layers, H = r->n_heads, G = r->n_kv_heads, group = H / G;
+    json_t *root = json_object(), *heads = json_array(), *sr = json_array(), *nr = json_array();
+    json_t *auc = json_object(), *cls = json_object();
+    json_object_set_new(root, "schema", json_string("sinkscope.sinks-summary/1"));
+    json_object_set_new(root, "model", json_string(sks_model_path(m)));
+    json_object_set_new(root, "n_prompts", json_integer(r->n_prompts));
+    json_object_set_new(root, "eps", json_real(o->eps));
+    json_object_set_new(root, "sink_ratio", sks__jnum(r->sink_ratio));
+    json_object_set_new(root, "n_sink_heads", json_integer(r->n_sink_heads));
+    json_object_set_new(root, "main_predictor", json_string(sks_sinks_pred_name(o->main_pred)));
+    json_t *ch = json_array();
+    for (int i = 0; i < r->n_spike_channels; i++) json_array_append_new(ch, json_integer(r->spike_channels[i]));
+    json_object_set_new(root, "spike_channels", ch);
+    for (int64_t k = 0; k < (int64_t)L * H; k++) {
+        int i = r->rank[k], l = i / H, h = i % H;
+        json_t *e = json_object();
+        json_object_set_new(e, "layer", json_integer(l));
+        json_object_set_new(e, "head", json_integer(h));
+        json_object_set_new(e, "kv_head", json_integer(h / group));
+        json_object_set_new(e, "alpha0", sks__jnum(r->alpha0[i]));
+        json_object_set_new(e, "is_sink", json_boolean(r->is_sink[i] > 0.5));
+        json_object_set_new(e, "alignment", sks__jnum(r->pred[SKS_PRED_ALIGNMENT][i]));
+        json_object_set_new(e, "energy", sks__jnum(r->pred[SKS_PRED_ENERGY][i]));
+        json_object_set_new(e, "signed_proj", sks__jnum(r->pred[SKS_PRED_SIGNED_PROJ][i]));
+        json_object_set_new(e, "margin", sks__jnum(r->pred[o->main_pred == SKS_PRED_MARGIN_NOROPE
+                                                                ? SKS_PRED_MARGIN_NOROPE
+                                                                : SKS_PRED_MARGIN_ROPE][i]));
+        json_object_set_new(e, "margin_rope", sks__jnum(r->pred[SKS_PRED_MARGIN_ROPE][i]));
+        json_object_set_new(e, "margin_norope", sks__jnum(r->pred[SKS_PRED_MARGIN_NOROPE][i]));
+        json_object_set_new(e, "weight_only_score", sks__jnum(r->pred[SKS_PRED_WEIGHT_ONLY][i]));
+        json_array_append_new(heads, e);
+    }
+    json_object_set_new(root, "heads", heads);
+    for (int l = 0; l < L; l++) {
+        json_t *a = json_array(), *b = json_array();
+        for (int g = 0; g < G; g++) {
+            json_array_append_new(a, json_integer(r->sink_r99[(size_t)l * G + g]));
+            json_array_append_new(b, json_integer(r->nonsink_r99[(size_t)l * G + g]));
+        }
+        json_array_append_new(sr, a);
+        json_array_append_new(nr, b);
+    }
+    json_object_set_new(root, "sink_key_rank", sr);
+    json_object_set_new(root, "nonsink_key_rank", nr);
+    for (int p = 0; p < SKS_PRED_COUNT; p++) {
+        json_object_set_new(auc, sks_sinks_pred_name(p), sks__jnum(r->auc[p]));
+        json_t *c = json_object();
+        json_object_set_new(c, "threshold", sks__jnum(r->threshold[p]));
+        json_object_set_new(c, "precision", sks__jnum(r->precision[p]));
+        json_object_set_new(c, "recall", sks__jnum(r->recall[p]));
+        json_object_set_new(cls, sks_sinks_pred_name(p), c);
+    }
+    json_object_set_new(root, "auc", auc);
+    json_object_set_new(root, "at_threshold", cls);
+    char *s = json_dumps(root, JSON_PRESERVE_ORDER | JSON_COMPACT);
+    json_decref(root);
+    if (!s) return sks_fail(SKS_ENOMEM, "sinks: JSON summary");
+    *out = s;
+    return 0;
+}

@@ -1,0 +1,542 @@
+/* test-sinks.c - sink-key geometry on constructed cases and a planted in-memory model.
+ *
+ * Plain-array functions are checked against geometry built with a known answer (keys in
+ * a planted r-dim subspace, queries at planted angles, hand-computed AUCs with ties).
+ * The model test plants two sink heads by hand (one per KV head, GQA 4:2) in a one-layer
+ * model whose BOS embedding carries a massive channel, and checks the ranking, the
+ * labels and alpha_0 against an independent double-precision attention written here.
+ */
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <msgpack.h>
+
+#include "sks_test.h"
+#include "analysis/sks_sinks.h"
+#include "linalg/sks_linalg.h"
+
+static uint64_t rng_state;
+static void rng_seed(uint64_t s) { rng_state = s; }
+static uint64_t rng_u64(void) { /* splitmix64 */
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+static double rng_unif(void) { return ((rng_u64() >> 11) + 0.5) * (1.0 / 9007199254740992.0); }
+static double rng_gauss(void) { return sqrt(-2.0 * log(rng_unif())) * cos(6.283185307179586 * rng_unif()); }
+
+/* Random orthonormal rows (k, n) by Gram-Schmidt on Gaussian vectors. */
+static void random_orthonormal(int k, int n, double *B) {
+    for (int i = 0; i < k; i++) {
+        double *b = B + (size_t)i * n;
+        for (;;) {
+            for (int j = 0; j < n; j++) b[j] = rng_gauss();
+            for (int pass = 0; pass < 2; pass++)
+                for (int p = 0; p < i; p++) {
+                    double dot = 0.0;
+                    for (int j = 0; j < n; j++) dot += b[j] * B[(size_t)p * n + j];
+                    for (int j = 0; j < n; j++) b[j] -= dot * B[(size_t)p * n + j];
+                }
+            double nn = 0.0;
+            for (int j = 0; j < n; j++) nn += b[j] * b[j];
+            if (nn > 1e-6) {
+                for (int j = 0; j < n; j++) b[j] /= sqrt(nn);
+                break;
+            }
+        }
+    }
+}
+
+/* ---- constructed geometry ------------------------------------------------------------- */
+
+/* Keys built as random combinations of r orthonormal directions (comparable variances):
+ * r99 = r, for several r. Singular values from the Gram route equal those of an SVD of
+ * the rows (planted: X = C B with B orthonormal => sv(X) = sv(C)). */
+static void test_key_rank_planted(void **state) {
+    (void)state;
+    rng_seed(11);
+    const int dh = 16, n = 60;
+    double B[16 * 16], X[60 * 16], C[60 * 16], G[16 * 16], sv[16], sc[16], a;
+    for (int r = 1; r <= 5; r++) {
+        random_orthonormal(r, dh, B);
+        for (int t = 0; t < n; t++)
+            for (int i = 0; i < r; i++) C[t * r + i] = rng_gauss() * (1.0 + 0.2 * i);
+        for (int t = 0; t < n; t++)
+            for (int j = 0; j < dh; j++) {
+                double s = 0.0;
+                for (int i = 0; i < r; i++) s += C[t * r + i] * B[i * dh + j];
+                X[t * dh + j] = s;
+            }
+        int rq = -1, rs = -1;
+        /* the subspace against itself: alignment 1, both ranks r */
+        assert_int_equal(sks_sinks_alignment(dh, n, X, n, X, 0.99, &a, &rq, &rs), 0);
+        assert_int_equal(rq, r);
+        assert_int_equal(rs, r);
+        assert_true(fabs(a - 1.0) < 1e-10);
+        /* Gram spectrum = singular values of the coefficient matrix C (n, r) */
+        for (int i = 0; i < dh; i++)
+            for (int j = 0; j < dh; j++) {
+                double s = 0.0;
+                for (int t = 0; t < n; t++) s += X[t * dh + i] * X[t * dh + j];
+                G[i * dh + j] = s;
+            }
+        assert_int_equal(sks_sinks_gram_spectrum(dh, G, sv, NULL), 0);
+        assert_int_equal(sks_svd(n, r, C, sc, NULL, NULL), 0);
+        for (int i = 0; i < r; i++) assert_true(fabs(sv[i] - sc[i]) <= 1e-8 * sc[0]);
+        for (int i = r; i < dh; i++) assert_true(sv[i] <= 1e-6 * sc[0]);
+        assert_int_equal(sks_effective_rank(sv, dh, 0.99), r);
+    }
+}
+
+/* Queries in span{e0, e1}, sink keys along cos(th) e0 + sin(th) e2: principal cosine
+ * cos(th) for several angles; keys along e2 only: 0. */
+static void test_alignment_known_angles(void **state) {
+    (void)state;
+    rng_seed(12);
+    const int dh = 8, nq = 40, ns = 6;
+    double Q[40 * 8], S[6 * 8], a;
+    for (int t = 0; t < nq; t++) {
+        memset(Q + t * dh, 0, dh * sizeof(double));
+        Q[t * dh + 0] = rng_gauss();
+        Q[t * dh + 1] = rng_gauss();
+    }
+    for (int k = 0; k <= 6; k++) {
+        double th = k * (M_PI / 12.0);
+        for (int t = 0; t < ns; t++) {
+            double c = 1.0 + rng_unif(); /* near-constant sink keys of varying length */
+            memset(S + t * dh, 0, dh * sizeof(double));
+            S[t * dh + 0] = c * cos(th);
+            S[t * dh + 2] = c * sin(th);
+        }
+        int rq, rs;
+        assert_int_equal(sks_sinks_alignment(dh, nq, Q, ns, S, 0.99, &a, &rq, &rs), 0);
+        assert_int_equal(rq, 2);
+        assert_int_equal(rs, 1);
+        assert_true(fabs(a - fabs(cos(th))) < 1e-10);
+    }
+}
+
+/* Energy and signed projection of constructed query sets along a unit key k. */
+static void test_energy_signed(void **state) {
+    (void)state;
+    const int dh = 4;
+    const double th = 0.6;
+    double k[4] = {0.5, 0.5, 0.5, 0.5}, u[4] = {0.5, -0.5, 0.5, -0.5}; /* orthonormal */
+    double G[16], qs[4], e, sp;
+    for (int half = 0; half < 2; half++) {
+        /* 10 queries 3 (cos th k + sin th u); with half=1 every second one is negated */
+        memset(G, 0, sizeof G);
+        memset(qs, 0, sizeof qs);
+        double ss = 0.0;
+        for (int t = 0; t < 10; t++) {
+            double sg = (half && t % 2) ? -1.0 : 1.0, q[4];
+            for (int i = 0; i < dh; i++) q[i] = sg * 3.0 * (cos(th) * k[i] + sin(th) * u[i]);
+            for (int i = 0; i < dh; i++) {
+                qs[i] += q[i];
+                ss += q[i] * q[i];
+                for (int j = 0; j < dh; j++) G[i * dh + j] += q[i] * q[j];
+            }
+        }
+        double k2[4];
+        for (int i = 0; i < dh; i++) k2[i] = 7.0 * k[i]; /* direction only: length is ignored */
+        sks_sinks_energy(dh, G, qs, ss, 10, k2, &e, &sp);
+        assert_true(fabs(e - cos(th) * cos(th)) < 1e-12);
+        assert_true(fabs(sp - (half ? 0.0 : cos(th))) < 1e-12);
+    }
+    sks_sinks_energy(dh, G, qs, 0.0, 0, k, &e, &sp);
+    assert_true(isnan(e) && isnan(sp));
+}
+
+/* Margin on a hand example (dh = 4, so 1/sqrt(dh) = 1/2). Keys k0 (spike), k1, k2;
+ * queries q1, q2. t=1: q1.k0 = 4, q1.k1 = 2 -> (4 - 2)/2 = 1. t=2: q2.k0 = 1, non-spike
+ * mean (q2.k1 + q2.k2)/2 = (1 + 6)/2 = 3.5 -> (1 - 3.5)/2 = -1.25. Two queries, 1 + 2 = 3
+ * non-sink keys seen. t=0 is a spike token: not a query. */
+static void test_margin_hand(void **state) {
+    (void)state;
+    float q[3 * 4] = {9, 9, 9, 9, /**/ 2, 0, 2, 0, /**/ 1, 1, 0, 0};
+    float k[3 * 4] = {1, 0, 1, 0, /**/ 1, 0, 0, 0, /**/ 0, 6, 0, 0};
+    unsigned char spike[3] = {1, 0, 0};
+    double sum = 0.0, nn = 0.0;
+    int64_t cnt = 0;
+    sks_sinks_margin(3, 4, q, 4, k, 4, spike, &sum, &cnt, &nn);
+    assert_int_equal(cnt, 2);
+    assert_true(fabs(sum - (1.0 - 1.25)) < 1e-12);
+    assert_true(fabs(nn - 3.0) < 1e-12);
+    /* no spike token: nothing counted */
+    unsigned char none[3] = {0, 0, 0};
+    sum = 0.0;
+    cnt = 0;
+    sks_sinks_margin(3, 4, q, 4, k, 4, none, &sum, &cnt, &nn);
+    assert_int_equal(cnt, 0);
+}
+
+static void test_auc_hand(void **state) {
+    (void)state;
+    /* sklearn.metrics.roc_auc_score([0,0,1,1], [0.1,0.4,0.35,0.8]) = 0.75 */
+    double s1[4] = {0.1, 0.4, 0.35, 0.8}, l1[4] = {0, 0, 1, 1};
+    assert_true(fabs(sks_roc_auc(s1, l1, 4) - 0.75) < 1e-15);
+    /* ties: positives {0.5, 0.7}, negatives {0.5, 0.2}: (0.5 + 1 + 1 + 1)/4 = 0.875 */
+    double s2[4] = {0.5, 0.5, 0.2, 0.7}, l2[4] = {1, 0, 0, 1};
+    assert_true(fabs(sks_roc_auc(s2, l2, 4) - 0.875) < 1e-15);
+    /* all tied: 0.5 */
+    double s3[4] = {1, 1, 1, 1};
+    assert_true(fabs(sks_roc_auc(s3, l2, 4) - 0.5) < 1e-15);
+    /* perfect and reversed */
+    double s4[4] = {0.9, 0.1, 0.2, 0.8};
+    assert_true(sks_roc_auc(s4, l2, 4) == 1.0);
+    double s5[4] = {0.1, 0.9, 0.8, 0.2};
+    assert_true(sks_roc_auc(s5, l2, 4) == 0.0);
+    /* NaN scores are left out: the remaining pair (0.7 vs 0.2) is ordered */
+    double s6[4] = {NAN, NAN, 0.2, 0.7};
+    assert_true(sks_roc_auc(s6, l2, 4) == 1.0);
+    /* one class only */
+    double l3[4] = {1, 1, 1, 1};
+    assert_true(isnan(sks_roc_auc(s1, l3, 4)));
+
+    double p, r;
+    /* threshold 0.4: predicted {0.4, 0.8} -> tp 1 (0.8), fp 1 (0.4); positives 2 */
+    sks_sinks_prec_recall(s1, l1, 4, 0.4, &p, &r);
+    assert_true(fabs(p - 0.5) < 1e-15 && fabs(r - 0.5) < 1e-15);
+    sks_sinks_prec_recall(s1, l1, 4, 0.3, &p, &r);
+    assert_true(fabs(p - 2.0 / 3.0) < 1e-15 && fabs(r - 1.0) < 1e-15);
+    sks_sinks_prec_recall(s1, l1, 4, 2.0, &p, &r);
+    assert_true(isnan(p) && r == 0.0);
+}
+
+static void test_pairwise_cos(void **state) {
+    (void)state;
+    /* rows e0, e1, e0+e1 (and a zero row that is skipped): cosines 0, 1/sqrt2, 1/sqrt2 */
+    float X[4 * 3] = {1, 0, 0, /**/ 0, 1, 0, /**/ 0, 0, 0, /**/ 2, 2, 0};
+    double mean, mn;
+    assert_int_equal(sks_sinks_pairwise_cos(4, 2, X, 3, &mean, &mn), 0);
+    assert_true(fabs(mean - sqrt(2.0) / 3.0) < 1e-12);
+    assert_true(fabs(mn) < 1e-12);
+    assert_int_equal(sks_sinks_pairwise_cos(1, 2, X, 3, &mean, &mn), 0);
+    assert_true(isnan(mean) && isnan(mn));
+}
+
+/* Weight-only score with a planted SVD: Wq_h = diag(s) on the first dh channels (times a
+ * column permutation hidden by gamma): energy of e_i is s_i^2 gamma_i^2 / sum(...), and
+ * the r99 cosine is 1 inside the dominant subspace and 0 outside. */
+static void test_weight_only_planted(void **state) {
+    (void)state;
+    const int dh = 4, d = 6;
+    float W[4 * 6] = {0}, gamma[6] = {2, 1, 1, 1, 1, 1};
+    double s[4] = {5, 3, 0.01, 0.01}; /* with gamma[0] = 2: singular values 10, 3, .01, .01 */
+    for (int i = 0; i < dh; i++) W[i * d + i] = (float)s[i];
+    double tot = 100.0 + 9.0 + 2e-4;
+    double k0[4] = {1, 0, 0, 0}, k1[4] = {0, 2, 0, 0}, k2[4] = {0, 0, 1, 0}, e, c;
+    assert_int_equal(sks_sinks_weight_only(d, dh, W, gamma, k0, 0.99, &e, &c), 0);
+    assert_true(fabs(e - 100.0 / tot) < 1e-6);
+    assert_true(fabs(c - 1.0) < 1e-9);
+    assert_int_equal(sks_sinks_weight_only(d, dh, W, gamma, k1, 0.99, &e, &c), 0);
+    assert_true(fabs(e - 9.0 / tot) < 1e-6);
+    assert_true(fabs(c - 1.0) < 1e-9); /* r99 = 2 keeps e1 */
+    assert_int_equal(sks_sinks_weight_only(d, dh, W, gamma, k2, 0.99, &e, &c), 0);
+    assert_true(fabs(e - 1e-4 / tot) < 1e-9);
+    assert_true(fabs(c) < 1e-9);
+}
+
+/* ---- planted in-memory model ------------------------------------------------------------ */
+
+enum { PM_D = 32, PM_F = 16, PM_H = 4, PM_HKV = 2, PM_DH = 8, PM_V = 40, PM_T = 32, PM_NP = 3 };
+
+typedef struct {
+    float emb[PM_V * PM_D], an[PM_D], fn[PM_D], finaln[PM_D];
+    float wq[PM_H * PM_DH * PM_D], wk[PM_HKV * PM_DH * PM_D], wv[PM_HKV * PM_DH * PM_D], wo[PM_D * PM_H * PM_DH];
+    float wg[PM_F * PM_D], wu[PM_F * PM_D], wd[PM_D * PM_F];
+    sks_arch arch;
+} planted;
+
+/* Channel 0: the massive channel of BOS (id 1); channel 1: a constant +1 in every other
+ * token. Key dims a = dh/2 - 1 and b = dh/2 - 2 (the two slowest RoPE pairs) read channel
+ * 0 in KV head 0 and KV head 1 respectively; head 0 (KV 0) and head 3 (KV 1) query along
+ * their KV head's sink dim from the constant channel: the sink heads. Head 1 (KV 0) queries
+ * along b and head 2 (KV 1) along a: the same weights on the wrong KV head, so a wrong
+ * head -> KV head map would swap the labels. */
+static void planted_build(planted *P, sks_model **out) {
+    rng_seed(2026);
+    memset(P, 0, sizeof *P);
+    const int a = PM_DH / 2 - 1, b = PM_DH / 2 - 2;
+    for (int v = 0; v < PM_V; v++)
+        for (int c = 0; c < PM_D; c++) P->emb[v * PM_D + c] = c >= 2 ? (float)rng_gauss() : 0.0f;
+    for (int v = 0; v < PM_V; v++) P->emb[v * PM_D + 1] = 1.0f;
+    P->emb[1 * PM_D + 0] = 1000.0f;
+    P->emb[1 * PM_D + 1] = 0.0f;
+    for (int c = 0; c < PM_D; c++) P->an[c] = P->fn[c] = P->finaln[c] = 1.0f;
+    for (int r = 0; r < PM_H * PM_DH; r++)
+        for (int c = 2; c < PM_D; c++) P->wq[r * PM_D + c] = 0.3f * (float)rng_gauss();
+    for (int r = 0; r < PM_HKV * PM_DH; r++)
+        for (int c = 2; c < PM_D; c++) P->wk[r * PM_D + c] = 0.3f * (float)rng_gauss();
+    /* sink dims of the keys carry only channel 0 */
+    for (int c = 0; c < PM_D; c++) {
+        P->wk[(0 * PM_DH + a) * PM_D + c] = 0.0f;
+        P->wk[(1 * PM_DH + b) * PM_D + c] = 0.0f;
+    }
+    P->wk[(0 * PM_DH + a) * PM_D + 0] = 1.0f;
+    P->wk[(1 * PM_DH + b) * PM_D + 0] = 1.0f;
+    const int qdim[PM_H] = {a, b, a, b};
+    for (int h = 0; h < PM_H; h++) {
+        for (int c = 0; c < PM_D; c++) P->wq[(h * PM_DH + qdim[h]) * PM_D + c] = 0.0f;
+        P->wq[(h * PM_DH + qdim[h]) * PM_D + 1] = 8.0f;
+    }
+    for (size_t i = 0; i < sizeof P->wv / sizeof P->wv[0]; i++) P->wv[i] = 0.05f * (float)rng_gauss();
+    for (size_t i = 0; i < sizeof P->wo / sizeof P->wo[0]; i++) P->wo[i] = 0.05f * (float)rng_gauss();
+    for (size_t i = 0; i < sizeof P->wg / sizeof P->wg[0]; i++) P->wg[i] = 0.05f * (float)rng_gauss();
+    for (size_t i = 0; i < sizeof P->wu / sizeof P->wu[0]; i++) P->wu[i] = 0.05f * (float)rng_gauss();
+    for (size_t i = 0; i < sizeof P->wd / sizeof P->wd[0]; i++) P->wd[i] = 0.05f * (float)rng_gauss();
+
+    sks_arch *A = &P->arch;
+    strcpy(A->family, "llama");
+    A->n_layers = 1;
+    A->d_model = PM_D;
+    A->d_ffn = PM_F;
+    A->n_heads = PM_H;
+    A->n_kv_heads = PM_HKV;
+    A->head_dim = PM_DH;
+    A->vocab_size = PM_V;
+    A->max_seq = 64;
+    A->norm_eps = 1e-5;
+    A->rope_theta = 10000.0;
+    A->rope_interleaved = 0;
+    A->tied_embeddings = 1;
+    A->bos_id = 1;
+    A->eos_id = 2;
+    sks_model *m = NULL;
+    assert_int_equal(sks_model_new_memory(A, &m), 0);
+    int64_t s_emb[2] = {PM_V, PM_D}, s_d[2] = {PM_D, 1}, s_q[2] = {PM_H * PM_DH, PM_D},
+            s_k[2] = {PM_HKV * PM_DH, PM_D}, s_o[2] = {PM_D, PM_H * PM_DH}, s_g[2] = {PM_F, PM_D},
+            s_dn[2] = {PM_D, PM_F};
+    assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_EMBED, -1, SKS_DT_F32, 2, s_emb, P->emb, "emb"), 0);
+    assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_FINAL_NORM, -1, SKS_DT_F32, 1, s_d, P->finaln, "norm"), 0);
+    assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_ATTN_NORM, 0, SKS_DT_F32, 1, s_d, P->an, "an"), 0);
+    assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_FFN_NORM, 0, SKS_DT_F32, 1, s_d, P->fn, "fn"), 0);
+    assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_WQ, 0, SKS_DT_F32, 2, s_q, P->wq, "wq"), 0);
+    assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_WK, 0, SKS_DT_F32, 2, s_k, P->wk, "wk"), 0);
+    assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_WV, 0, SKS_DT_F32, 2, s_k, P->wv, "wv"), 0);
+    assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_WO, 0, SKS_DT_F32, 2, s_o, P->wo, "wo"), 0);
+    assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_W_GATE, 0, SKS_DT_F32, 2, s_g, P->wg, "wg"), 0);
+    assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_W_UP, 0, SKS_DT_F32, 2, s_g, P->wu, "wu"), 0);
+    assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_W_DOWN, 0, SKS_DT_F32, 2, s_dn, P->wd, "wd"), 0);
+    assert_int_equal(sks_model_validate(m), 0);
+    *out = m;
+}
+
+/* Independent alpha_0 of layer 0 (its input is the embedding): RMSNorm, projections,
+ * rotate-half RoPE and a causal softmax in double precision. */
+static void reference_alpha0(const planted *P, const int32_t *ids, int T, double *alpha0 /* (H) */) {
+    static double x[PM_T][PM_D], q[PM_T][PM_H * PM_DH], k[PM_T][PM_HKV * PM_DH];
+    for (int t = 0; t < T; t++) {
+        const float *e = P->emb + (size_t)ids[t] * PM_D;
+        double ss = 0.0;
+        for (int c = 0; c < PM_D; c++) ss += (double)e[c] * e[c];
+        double inv = 1.0 / sqrt(ss / PM_D + P->arch.norm_eps);
+        for (int c = 0; c < PM_D; c++) x[t][c] = e[c] * inv * P->an[c];
+        for (int r = 0; r < PM_H * PM_DH; r++) {
+            double s = 0.0;
+            for (int c = 0; c < PM_D; c++) s += P->wq[r * PM_D + c] * x[t][c];
+            q[t][r] = s;
+        }
+        for (int r = 0; r < PM_HKV * PM_DH; r++) {
+            double s = 0.0;
+            for (int c = 0; c < PM_D; c++) s += P->wk[r * PM_D + c] * x[t][c];
+            k[t][r] = s;
+        }
+        /* RoPE, pairs (i, i + dh/2), angle t * theta^(-2i/dh) */
+        const int half = PM_DH / 2;
+        for (int i = 0; i < half; i++) {
+            double ang = t * pow(P->arch.rope_theta, -2.0 * i / PM_DH), cs = cos(ang), sn = sin(ang);
+            for (int h = 0; h < PM_H; h++) {
+                double *v = q[t] + h * PM_DH, x0 = v[i], x1 = v[i + half];
+                v[i] = x0 * cs - x1 * sn;
+                v[i + half] = x1 * cs + x0 * sn;
+            }
+            for (int g = 0; g < PM_HKV; g++) {
+                double *v = k[t] + g * PM_DH, x0 = v[i], x1 = v[i + half];
+                v[i] = x0 * cs - x1 * sn;
+                v[i + half] = x1 * cs + x0 * sn;
+            }
+        }
+    }
+    for (int h = 0; h < PM_H; h++) {
+        int g = h / (PM_H / PM_HKV);
+        double acc = 0.0;
+        for (int i = 0; i < T; i++) {
+            double lg[PM_T], mx = -INFINITY, z = 0.0;
+            for (int j = 0; j <= i; j++) {
+                double s = 0.0;
+                for (int c = 0; c < PM_DH; c++) s += q[i][h * PM_DH + c] * k[j][g * PM_DH + c];
+                lg[j] = s / sqrt((double)PM_DH);
+                if (lg[j] > mx) mx = lg[j];
+            }
+            for (int j = 0; j <= i; j++) z += exp(lg[j] - mx);
+            acc += exp(lg[0] - mx) / z;
+        }
+        alpha0[h] = acc / T;
+    }
+}
+
+static void make_prompts(int32_t ids[PM_NP][PM_T], const int32_t *ptr[PM_NP], int lens[PM_NP]) {
+    rng_seed(77);
+    for (int p = 0; p < PM_NP; p++) {
+        ids[p][0] = 1;
+        for (int t = 1; t < PM_T; t++) ids[p][t] = 3 + (int32_t)(rng_u64() % (PM_V - 3));
+        ptr[p] = ids[p];
+        lens[p] = PM_T;
+    }
+}
+
+static void test_planted_model(void **state) {
+    (void)state;
+    static planted P;
+    sks_model *m = NULL;
+    planted_build(&P, &m);
+    int32_t ids[PM_NP][PM_T];
+    const int32_t *ptr[PM_NP];
+    int lens[PM_NP];
+    make_prompts(ids, ptr, lens);
+    sks_sinks_opts o;
+    sks_sinks_opts_default(&o);
+    o.abs_thresh = 100.0;
+    o.ratio = 50.0;
+    sks_sinks_result *r = NULL;
+    int rc = sks_sinks_run(m, PM_NP, ptr, lens, &o, &r);
+    if (rc) fprintf(stderr, "sinks_run: %s\n", sks_last_error());
+    assert_int_equal(rc, 0);
+
+    /* independent alpha_0 averaged over prompts */
+    double ref[PM_H] = {0}, a0[PM_H], ref_ratio = 0.0;
+    for (int p = 0; p < PM_NP; p++) {
+        reference_alpha0(&P, ids[p], PM_T, a0);
+        for (int h = 0; h < PM_H; h++) {
+            ref[h] += a0[h] / PM_NP;
+            ref_ratio += (a0[h] > 0.3) * 100.0 / (PM_H * PM_NP);
+        }
+    }
+    for (int h = 0; h < PM_H; h++) {
+        if (fabs(r->alpha0[h] - ref[h]) > 1e-4) fprintf(stderr, "head %d alpha0 %g ref %g\n", h, r->alpha0[h], ref[h]);
+        assert_true(fabs(r->alpha0[h] - ref[h]) <= 1e-4);
+    }
+    /* planted labels: heads 0 and 3 */
+    assert_true(r->alpha0[0] > 0.3 && r->alpha0[3] > 0.3);
+    assert_true(r->alpha0[1] < 0.3 && r->alpha0[2] < 0.3);
+    assert_int_equal(r->n_sink_heads, 2);
+    /* the spike: channel 0 at token 0 of every prompt */
+    assert_int_equal(r->n_spike_channels, 1);
+    assert_int_equal(r->spike_channels[0], 0);
+    assert_true(r->spike_plateau[0] > 900.0);
+    assert_int_equal(r->n_prompt0_spike_tokens, 1);
+    assert_int_equal(r->prompt0_spike_tokens[0], 0);
+    for (int p = 0; p < PM_NP; p++) assert_int_equal(r->n_spike_tokens[p], 1);
+    /* the same BOS vector in every prompt: near-constant; other tokens are not */
+    assert_true(r->cos_spike_mean[0] > 0.999);
+    assert_true(r->cos_nonspike_mean[0] < 0.9);
+    /* sink keys of each KV head: one direction; non-sink keys spread */
+    for (int g = 0; g < PM_HKV; g++) {
+        assert_int_equal(r->sink_r99[g], 1);
+        assert_true(r->nonsink_r99[g] >= 4);
+    }
+    /* ranking by the main predictor (margin with RoPE): the planted heads first */
+    int top0 = r->rank[0], top1 = r->rank[1];
+    assert_true((top0 == 0 && top1 == 3) || (top0 == 3 && top1 == 0));
+    for (int p = 0; p < SKS_PRED_COUNT; p++) {
+        if (p == SKS_PRED_ALIGNMENT) continue; /* non-spike queries span the whole space */
+        if (!(r->auc[p] == 1.0)) fprintf(stderr, "predictor %s auc %g\n", sks_sinks_pred_name(p), r->auc[p]);
+        assert_true(r->auc[p] == 1.0);
+    }
+    assert_true(r->pred[SKS_PRED_MARGIN_ROPE][0] > 5.0 && r->pred[SKS_PRED_MARGIN_ROPE][1] < 2.0);
+    assert_true(r->pred[SKS_PRED_WEIGHT_ONLY][0] > 0.5 && r->pred[SKS_PRED_WEIGHT_ONLY][1] < 0.1);
+    assert_true(fabs(r->sink_ratio - ref_ratio) < 1e-9);
+
+    /* writers: msgpack parses and names the schema; kv map lists the two heads */
+    char *dir = sks_test_tmpdir();
+    assert_non_null(dir);
+    char path[4200], kvp[4200];
+    snprintf(path, sizeof path, "%s/sinks.msgpack", dir);
+    snprintf(kvp, sizeof kvp, "%s/kv.json", dir);
+    assert_int_equal(sks_sinks_write(r, m, &o, path), 0);
+    assert_int_equal(sks_sinks_write_kv_map(r, m, &o, kvp), 0);
+    size_t n = 0;
+    char *buf = sks_test_read_file(path, &n);
+    assert_non_null(buf);
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    assert_int_equal(msgpack_unpack_next(&u, buf, n, NULL), MSGPACK_UNPACK_SUCCESS);
+    assert_int_equal(u.data.type, MSGPACK_OBJECT_MAP);
+    int found_schema = 0, found_heads = 0;
+    for (uint32_t i = 0; i < u.data.via.map.size; i++) {
+        msgpack_object_kv *kv = &u.data.via.map.ptr[i];
+        if (kv->key.via.str.size == 6 && !memcmp(kv->key.via.str.ptr, "schema", 6)) {
+            found_schema = kv->val.via.str.size == 17 && !memcmp(kv->val.via.str.ptr, "sinkscope.sinks/1", 17);
+        }
+        if (kv->key.via.str.size == 5 && !memcmp(kv->key.via.str.ptr, "heads", 5)) {
+            /* heads.alpha0 data equals the result */
+            for (uint32_t j = 0; j < kv->val.via.map.size; j++) {
+                msgpack_object_kv *e = &kv->val.via.map.ptr[j];
+                if (e->key.via.str.size == 6 && !memcmp(e->key.via.str.ptr, "alpha0", 6)) {
+                    for (uint32_t z = 0; z < e->val.via.map.size; z++) {
+                        msgpack_object_kv *f = &e->val.via.map.ptr[z];
+                        if (f->key.via.str.size == 4 && !memcmp(f->key.via.str.ptr, "data", 4)) {
+                            assert_int_equal(f->val.via.bin.size, PM_H * 8);
+                            double v[PM_H];
+                            memcpy(v, f->val.via.bin.ptr, sizeof v);
+                            for (int h = 0; h < PM_H; h++) assert_true(v[h] == r->alpha0[h]);
+                            found_heads = 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert_true(found_schema && found_heads);
+    msgpack_unpacked_destroy(&u);
+    free(buf);
+    char *kj = sks_test_read_file(kvp, &n);
+    assert_non_null(kj);
+    assert_non_null(strstr(kj, "sinkscope.kvmap/1"));
+    free(kj);
+    char *js = NULL;
+    assert_int_equal(sks_sinks_json_summary(r, m, &o, &js), 0);
+    assert_non_null(strstr(js, "\"sink_key_rank\""));
+    free(js);
+    remove(path);
+    remove(kvp);
+    remove(dir);
+    free(dir);
+    sks_sinks_result_free(r);
+    sks_model_close(m);
+}
+
+/* Hostile arguments: a token outside the vocabulary, a one-token prompt. */
+static void test_bad_args(void **state) {
+    (void)state;
+    static planted P;
+    sks_model *m = NULL;
+    planted_build(&P, &m);
+    sks_sinks_opts o;
+    sks_sinks_opts_default(&o);
+    int32_t bad[3] = {1, 2, PM_V};
+    const int32_t *ptr[1] = {bad};
+    int len = 3;
+    sks_sinks_result *r = NULL;
+    assert_int_equal(sks_sinks_run(m, 1, ptr, &len, &o, &r), SKS_EARG);
+    assert_null(r);
+    len = 1;
+    assert_int_equal(sks_sinks_run(m, 1, ptr, &len, &o, &r), SKS_EARG);
+    sks_model_close(m);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_key_rank_planted),    cmocka_unit_test(test_alignment_known_angles),
+        cmocka_unit_test(test_energy_signed),       cmocka_unit_test(test_margin_hand),
+        cmocka_unit_test(test_auc_hand),            cmocka_unit_test(test_pairwise_cos),
+        cmocka_unit_test(test_weight_only_planted), cmocka_unit_test(test_planted_model),
+        cmocka_unit_test(test_bad_args),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
