@@ -1,0 +1,460 @@
+/* test-tokenizer.c - tokenizers against independent references: the fixtures'
+ * reference ids (produced by SentencePiece / llama2.c tooling, not by this code),
+ * hand-derived BPE segmentations, and hostile files. */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sks_test.h"
+#include "loaders/sks_tokenizer.h"
+
+/* ---- helpers ----------------------------------------------------------------------- */
+
+static json_t *load_json(const char *rel) {
+    json_error_t err;
+    json_t *j = json_load_file(sks_test_fixture(rel), 0, &err);
+    if (!j) fprintf(stderr, "%s: %s\n", rel, err.text);
+    assert_non_null(j);
+    return j;
+}
+
+/* ids from a JSON array (or from a string holding one). Caller frees. */
+static int32_t *json_ids(json_t *v, int *n) {
+    json_t *arr = v, *parsed = NULL;
+    if (json_is_string(v)) {
+        json_error_t err;
+        parsed = json_loads(json_string_value(v), 0, &err);
+        arr = parsed;
+    }
+    assert_true(json_is_array(arr));
+    *n = (int)json_array_size(arr);
+    int32_t *ids = malloc(((size_t)*n + 1) * sizeof *ids);
+    assert_non_null(ids);
+    for (int i = 0; i < *n; i++) ids[i] = (int32_t)json_integer_value(json_array_get(arr, (size_t)i));
+    json_decref(parsed);
+    return ids;
+}
+
+/* Concatenated decode of ids[0..n) (prev threaded through). Caller frees. */
+static char *decode_all(const sks_tokenizer *t, const int32_t *ids, int n) {
+    size_t cap = 64 + (size_t)n * 64, o = 0;
+    char *s = malloc(cap);
+    assert_non_null(s);
+    s[0] = '\0';
+    char buf[256];
+    for (int i = 0; i < n; i++) {
+        const char *p = sks_tokenizer_decode(t, i ? ids[i - 1] : -1, ids[i], buf, sizeof buf);
+        size_t l = strlen(p);
+        assert_true(o + l < cap);
+        memcpy(s + o, p, l + 1);
+        o += l;
+    }
+    return s;
+}
+
+static void assert_ids_equal(const int32_t *got, int ngot, const int32_t *want, int nwant) {
+    if (ngot != nwant || memcmp(got, want, (size_t)ngot * sizeof *got) != 0) {
+        fprintf(stderr, "got  (%d):", ngot);
+        for (int i = 0; i < ngot; i++) fprintf(stderr, " %d", got[i]);
+        fprintf(stderr, "\nwant (%d):", nwant);
+        for (int i = 0; i < nwant; i++) fprintf(stderr, " %d", want[i]);
+        fprintf(stderr, "\n");
+        fail();
+    }
+}
+
+static void write_file(const char *path, const void *data, size_t len) {
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(data, 1, len, f), len);
+    fclose(f);
+}
+
+/* ---- llama2.c tokenizer.bin ----------------------------------------------------------- */
+
+static void test_llama2c_roundtrip(void **state) {
+    (void)state;
+    sks_tokenizer *t;
+    assert_int_equal(sks_tokenizer_open(sks_test_fixture("stories260K/tok512.bin"), &t), 0);
+    assert_string_equal(sks_tokenizer_kind(t), "llama2c");
+    assert_int_equal(sks_tokenizer_vocab_size(t), 512);
+    assert_int_equal(sks_tokenizer_bos(t), 1);
+    assert_int_equal(sks_tokenizer_eos(t), 2);
+    const char *texts[] = {"Once upon a time", "Lily and Ben went to the park.\nThey played!",
+                           "caf\xc3\xa9 \xe2\x82\xac 42", ""};
+    for (size_t k = 0; k < sizeof texts / sizeof *texts; k++) {
+        int32_t *ids;
+        int n;
+        assert_int_equal(sks_tokenizer_encode(t, texts[k], 1, &ids, &n), 0);
+        assert_true(n >= 1);
+        assert_int_equal(ids[0], 1);
+        for (int i = 0; i < n; i++) assert_true(ids[i] >= 0 && ids[i] < 512);
+        char *s = decode_all(t, ids, n);
+        assert_string_equal(s, texts[k]);
+        free(s);
+        free(ids);
+    }
+    assert_null(sks_tokenizer_piece(t, 512));
+    assert_null(sks_tokenizer_piece(t, -1));
+    assert_string_equal(sks_tokenizer_piece(t, 403), " Once");
+    sks_tokenizer_free(t);
+}
+
+/* reference.json: the greedy ids of the llama2.c model and their text as the reference
+ * tool wrote it (raw pieces concatenated: leading space of the first piece kept, byte
+ * pieces such as <0x0A> left as written). */
+static void test_llama2c_greedy_reference(void **state) {
+    (void)state;
+    json_t *ref = load_json("stories260K/reference.json");
+    int n;
+    int32_t *ids = json_ids(json_object_get(ref, "greedy_ids"), &n);
+    const char *text = json_string_value(json_object_get(ref, "text"));
+    assert_non_null(text);
+    sks_tokenizer *t;
+    assert_int_equal(sks_tokenizer_open(sks_test_fixture("stories260K/tok512.bin"), &t), 0);
+    /* raw pieces reproduce the reference text exactly */
+    size_t o = 0, tl = strlen(text);
+    for (int i = 1; i < n; i++) {
+        const char *p = sks_tokenizer_piece(t, ids[i]);
+        assert_non_null(p);
+        size_t l = strlen(p);
+        assert_true(o + l <= tl);
+        assert_memory_equal(text + o, p, l);
+        o += l;
+    }
+    assert_int_equal(o, tl);
+    /* decoded: leading space after BOS dropped, <0x0A> -> newline */
+    char *want = malloc(tl + 1), *got = decode_all(t, ids, n);
+    size_t w = 0;
+    for (size_t i = (text[0] == ' '); i < tl;) {
+        if (strncmp(text + i, "<0x0A>", 6) == 0) {
+            want[w++] = '\n';
+            i += 6;
+        } else {
+            want[w++] = text[i++];
+        }
+    }
+    want[w] = '\0';
+    assert_string_equal(got, want);
+    assert_true(strncmp(got, "Once upon a time, there was a little girl named Lily.", 53) == 0);
+    /* and the greedy text re-encodes to the ids the model produced (the model learned
+     * the canonical segmentation of its training tokenizer) */
+    int32_t *ids2;
+    int n2;
+    assert_int_equal(sks_tokenizer_encode(t, want, 1, &ids2, &n2), 0);
+    assert_ids_equal(ids2, n2, ids, n);
+    free(ids2);
+    free(want);
+    free(got);
+    free(ids);
+    sks_tokenizer_free(t);
+    json_decref(ref);
+}
+
+/* ---- SentencePiece tokenizer.model ----------------------------------------------------- */
+
+static void check_trained_llama_reference(const sks_tokenizer *t) {
+    json_t *ref = load_json("trained-llama/reference.json");
+    const char *text = json_string_value(json_object_get(ref, "text"));
+    int nw;
+    int32_t *want = json_ids(json_object_get(ref, "input_ids"), &nw);
+    int32_t *ids;
+    int n;
+    assert_int_equal(sks_tokenizer_encode(t, text, 1, &ids, &n), 0);
+    assert_ids_equal(ids, n, want, nw);
+    char *back = decode_all(t, ids, n);
+    assert_string_equal(back, text);
+    free(back);
+    free(ids);
+    free(want);
+    json_decref(ref);
+}
+
+static void test_spm_reference(void **state) {
+    (void)state;
+    sks_tokenizer *t;
+    assert_int_equal(sks_tokenizer_open(sks_test_fixture("trained-llama/model/tokenizer.model"), &t), 0);
+    assert_string_equal(sks_tokenizer_kind(t), "sentencepiece");
+    assert_int_equal(sks_tokenizer_vocab_size(t), 4096);
+    assert_int_equal(sks_tokenizer_bos(t), 1);
+    assert_int_equal(sks_tokenizer_eos(t), 2);
+    check_trained_llama_reference(t);
+    /* byte fallback: a character outside the vocabulary becomes its UTF-8 bytes,
+     * <0xAB> at id 6 + byte (ids 6..261 per the file's piece list) */
+    int32_t *ids;
+    int n;
+    assert_int_equal(sks_tokenizer_encode(t, "\xe4\xb8\xad", 0, &ids, &n), 0); /* U+4E2D */
+    assert_true(n >= 3);
+    assert_int_equal(ids[n - 3], 6 + 0xe4);
+    assert_int_equal(ids[n - 2], 6 + 0xb8);
+    assert_int_equal(ids[n - 1], 6 + 0xad);
+    assert_string_equal(sks_tokenizer_piece(t, 6 + 0xe4), "<0xE4>");
+    free(ids);
+    /* user-defined "\n" (id 4) is one symbol */
+    assert_int_equal(sks_tokenizer_encode(t, "a\nb", 0, &ids, &n), 0);
+    int seen = 0;
+    for (int i = 0; i < n; i++) seen += ids[i] == 4;
+    assert_int_equal(seen, 1);
+    char *back = decode_all(t, ids, n);
+    assert_string_equal(back, " a\nb"); /* no BOS before: the dummy prefix shows */
+    free(back);
+    free(ids);
+    sks_tokenizer_free(t);
+}
+
+/* ---- GGUF embedded vocabularies ------------------------------------------------------- */
+
+static void test_gguf_stories_equals_bin(void **state) {
+    (void)state;
+    sks_model *m;
+    assert_int_equal(sks_model_open(sks_test_fixture("stories260K/stories260K.gguf"), &m), 0);
+    sks_tokenizer *tg, *tb;
+    assert_int_equal(sks_tokenizer_open_for_model(m, NULL, &tg), 0);
+    assert_string_equal(sks_tokenizer_kind(tg), "gguf-llama");
+    assert_int_equal(sks_tokenizer_open(sks_test_fixture("stories260K/tok512.bin"), &tb), 0);
+    assert_int_equal(sks_tokenizer_vocab_size(tg), 512);
+    assert_int_equal(sks_tokenizer_bos(tg), 1);
+    assert_int_equal(sks_tokenizer_eos(tg), 2);
+    const char *texts[] = {"Once upon a time", "The cat sat on the mat. It was happy!",
+                           "  two  spaces\nand a newline", "\xc3\xa9t\xc3\xa9 \xf0\x9f\x98\x80 emoji", "x"};
+    for (size_t k = 0; k < sizeof texts / sizeof *texts; k++) {
+        int32_t *a, *b;
+        int na, nb;
+        assert_int_equal(sks_tokenizer_encode(tg, texts[k], 1, &a, &na), 0);
+        assert_int_equal(sks_tokenizer_encode(tb, texts[k], 1, &b, &nb), 0);
+        assert_ids_equal(a, na, b, nb);
+        char *s = decode_all(tg, a, na);
+        assert_string_equal(s, texts[k]);
+        free(s);
+        free(a);
+        free(b);
+    }
+    sks_tokenizer_free(tg);
+    sks_tokenizer_free(tb);
+    sks_model_close(m);
+}
+
+/* trained-packed's GGUF carries the very vocabulary of trained-llama's tokenizer.model
+ * (checked piece by piece below), so trained-llama's reference ids apply to it. */
+static void test_gguf_packed(void **state) {
+    (void)state;
+    sks_model *m;
+    assert_int_equal(sks_model_open(sks_test_fixture("trained-packed/model.gguf"), &m), 0);
+    sks_tokenizer *tg, *ts;
+    assert_int_equal(sks_tokenizer_open_for_model(m, NULL, &tg), 0);
+    assert_int_equal(sks_tokenizer_open(sks_test_fixture("trained-llama/model/tokenizer.model"), &ts), 0);
+    assert_int_equal(sks_tokenizer_vocab_size(tg), 4096);
+    for (int i = 0; i < 4096; i++) assert_string_equal(sks_tokenizer_piece(tg, i), sks_tokenizer_piece(ts, i));
+    check_trained_llama_reference(tg);
+    const char *texts[] = {"Hello, world! 1234 + 5678 = 6912.", "The kernel allocates memory.\n\tIndented.",
+                           "a  b   c", "ends with space "};
+    for (size_t k = 0; k < sizeof texts / sizeof *texts; k++) {
+        int32_t *ids;
+        int n;
+        assert_int_equal(sks_tokenizer_encode(tg, texts[k], 1, &ids, &n), 0);
+        for (int i = 0; i < n; i++) assert_true(ids[i] >= 0 && ids[i] < 4096);
+        char *s = decode_all(tg, ids, n);
+        assert_string_equal(s, texts[k]);
+        free(s);
+        free(ids);
+    }
+    sks_tokenizer_free(tg);
+    sks_tokenizer_free(ts);
+    sks_model_close(m);
+}
+
+/* ---- finding the tokenizer of a model ------------------------------------------------- */
+
+static void test_open_for_model(void **state) {
+    (void)state;
+    sks_model *m;
+    sks_tokenizer *t;
+    /* llama2.c .bin: tok512.bin beside it (vocabulary 512 = the model's) */
+    assert_int_equal(sks_model_open(sks_test_fixture("stories260K/stories260K.bin"), &m), 0);
+    assert_int_equal(sks_tokenizer_open_for_model(m, NULL, &t), 0);
+    assert_string_equal(sks_tokenizer_kind(t), "llama2c");
+    assert_int_equal(sks_tokenizer_vocab_size(t), 512);
+    sks_tokenizer_free(t);
+    /* explicit path wins */
+    assert_int_equal(sks_tokenizer_open_for_model(m, sks_test_fixture("trained-llama/model/tokenizer.model"), &t), 0);
+    assert_string_equal(sks_tokenizer_kind(t), "sentencepiece");
+    sks_tokenizer_free(t);
+    sks_model_close(m);
+    /* HF directory: tokenizer.model inside */
+    assert_int_equal(sks_model_open(sks_test_fixture("trained-llama/model"), &m), 0);
+    assert_int_equal(sks_tokenizer_open_for_model(m, NULL, &t), 0);
+    assert_string_equal(sks_tokenizer_kind(t), "sentencepiece");
+    sks_tokenizer_free(t);
+    sks_model_close(m);
+    /* a .safetensors file with no tokenizer.json / tokenizer.model beside it */
+    assert_int_equal(sks_model_open(sks_test_fixture("stories260K/stories260K.safetensors"), &m), 0);
+    assert_int_equal(sks_tokenizer_open_for_model(m, NULL, &t), SKS_ENOTFOUND);
+    assert_null(t);
+    assert_non_null(strstr(sks_last_error(), "tokenizer.json"));
+    sks_model_close(m);
+}
+
+/* ---- HF tokenizer.json, hand-checked ---------------------------------------------------- */
+
+/* Byte-level BPE (GPT-2 alphabet: ' ' is "Ġ" = U+0120). Merges by rank:
+ *   0 "h e", 1 "l l", 2 "ll o", 3 "he llo", 4 "Ġ h", 5 "Ġh e"
+ * "hello hello<|end|>": the GPT-2 split gives "hello", " hello", then the added token.
+ *   "hello":  h e l l o -> (h,e) rank 0 -> he l l o -> (l,l) 1 -> he ll o -> (ll,o) 2
+ *             -> he llo -> (he,llo) 3 -> hello = 8
+ *   " hello": Ġ h e l l o: (h,e) rank 0 beats (Ġ,h) rank 4 -> Ġ he ..., and "Ġ he" is
+ *             no merge, so Ġ stays alone: Ġ = 4, hello = 8
+ *   "<|end|>" = 11 (special, verbatim)
+ * => [8, 4, 8, 11]; a left-to-right or longest-match tokenizer would give Ġh... instead. */
+static const char *BYTELEVEL_JSON =
+    "{\"version\":\"1.0\",\"added_tokens\":[{\"id\":11,\"content\":\"<|end|>\",\"special\":true}],"
+    "\"normalizer\":null,"
+    "\"pre_tokenizer\":{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"trim_offsets\":true,\"use_regex\":true},"
+    "\"decoder\":{\"type\":\"ByteLevel\"},"
+    "\"model\":{\"type\":\"BPE\",\"vocab\":{\"h\":0,\"e\":1,\"l\":2,\"o\":3,\"\\u0120\":4,\"he\":5,\"ll\":6,"
+    "\"llo\":7,\"hello\":8,\"\\u0120h\":9,\"\\u0120he\":10},"
+    "\"merges\":[\"h e\",\"l l\",\"ll o\",\"he llo\",\"\\u0120 h\",[\"\\u0120h\",\"e\"]]}}";
+
+/* SentencePiece-style BPE (normalizer: Prepend "▁", Replace " " -> "▁"; byte fallback).
+ * Merges: 0 "a b", 1 "▁ a", 2 "▁a b".  "ab ab!" -> "▁ab▁ab!":
+ *   ▁ a b ▁ a b !: (a,b) rank 0 twice (leftmost first) -> ▁ ab ▁ ab !; "▁ ab" is no merge.
+ *   "!" has no piece -> byte fallback <0x21> = 3.  With BOS (TemplateProcessing: <s> = 1):
+ * => [1, 4, 8, 4, 8, 3]; merging by the order of the text would have made ▁a (7) first. */
+static const char *SPM_JSON =
+    "{\"added_tokens\":[{\"id\":0,\"content\":\"<unk>\",\"special\":true},"
+    "{\"id\":1,\"content\":\"<s>\",\"special\":true},{\"id\":2,\"content\":\"</s>\",\"special\":true}],"
+    "\"normalizer\":{\"type\":\"Sequence\",\"normalizers\":[{\"type\":\"Prepend\",\"prepend\":\"\\u2581\"},"
+    "{\"type\":\"Replace\",\"pattern\":{\"String\":\" \"},\"content\":\"\\u2581\"}]},"
+    "\"pre_tokenizer\":null,"
+    "\"post_processor\":{\"type\":\"TemplateProcessing\",\"single\":[{\"SpecialToken\":{\"id\":\"<s>\",\"type_id\":0}},"
+    "{\"Sequence\":{\"id\":\"A\",\"type_id\":0}}]},"
+    "\"decoder\":{\"type\":\"Sequence\",\"decoders\":[{\"type\":\"Replace\"},{\"type\":\"ByteFallback\"}]},"
+    "\"model\":{\"type\":\"BPE\",\"unk_token\":\"<unk>\",\"byte_fallback\":true,"
+    "\"vocab\":{\"<unk>\":0,\"<s>\":1,\"</s>\":2,\"<0x21>\":3,\"\\u2581\":4,\"a\":5,\"b\":6,\"\\u2581a\":7,"
+    "\"ab\":8,\"\\u2581ab\":9},\"merges\":[\"a b\",\"\\u2581 a\",\"\\u2581a b\"]}}";
+
+static sks_tokenizer *open_text(const char *dir, const char *name, const char *content, int *rc) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    write_file(path, content, strlen(content));
+    sks_tokenizer *t = NULL;
+    *rc = sks_tokenizer_open(path, &t);
+    return t;
+}
+
+static void test_hf_json(void **state) {
+    (void)state;
+    char *dir = sks_test_tmpdir();
+    int rc;
+    sks_tokenizer *t = open_text(dir, "bl.json", BYTELEVEL_JSON, &rc);
+    assert_int_equal(rc, 0);
+    assert_string_equal(sks_tokenizer_kind(t), "hf-bytelevel");
+    assert_int_equal(sks_tokenizer_vocab_size(t), 12);
+    int32_t *ids;
+    int n;
+    assert_int_equal(sks_tokenizer_encode(t, "hello hello<|end|>", 0, &ids, &n), 0);
+    const int32_t want1[] = {8, 4, 8, 11};
+    assert_ids_equal(ids, n, want1, 4);
+    char *s = decode_all(t, ids, n);
+    assert_string_equal(s, "hello hello");
+    free(s);
+    free(ids);
+    sks_tokenizer_free(t);
+
+    t = open_text(dir, "sp.json", SPM_JSON, &rc);
+    assert_int_equal(rc, 0);
+    assert_string_equal(sks_tokenizer_kind(t), "hf-bpe");
+    assert_int_equal(sks_tokenizer_bos(t), 1);
+    assert_int_equal(sks_tokenizer_eos(t), 2);
+    assert_int_equal(sks_tokenizer_encode(t, "ab ab!", 1, &ids, &n), 0);
+    const int32_t want2[] = {1, 4, 8, 4, 8, 3};
+    assert_ids_equal(ids, n, want2, 6);
+    s = decode_all(t, ids, n);
+    assert_string_equal(s, "ab ab!");
+    free(s);
+    free(ids);
+    sks_tokenizer_free(t);
+    free(dir);
+}
+
+/* ---- hostile files -------------------------------------------------------------------- */
+
+static void test_hostile(void **state) {
+    (void)state;
+    char *dir = sks_test_tmpdir();
+    char path[512];
+    sks_tokenizer *t = NULL;
+    size_t len;
+    /* truncated tokenizer.bin: every cut inside the last records fails cleanly */
+    char *bin = sks_test_read_file(sks_test_fixture("stories260K/tok512.bin"), &len);
+    assert_non_null(bin);
+    snprintf(path, sizeof path, "%s/tok.bin", dir);
+    size_t cuts[] = {len - 1, len - 3, len / 2 + 1, 9, 5};
+    for (size_t k = 0; k < sizeof cuts / sizeof *cuts; k++) {
+        write_file(path, bin, cuts[k]);
+        int rc = sks_tokenizer_open(path, &t);
+        assert_true(rc < 0);
+        assert_null(t);
+        assert_non_null(strstr(sks_last_error(), "tok.bin"));
+    }
+    /* a record length past the end */
+    char bad[16] = {7, 0, 0, 0, 0, 0, 0, 0, 100, 0, 0, 0, 'a', 'b'};
+    write_file(path, bad, 14);
+    assert_int_equal(sks_tokenizer_open(path, &t), SKS_EBOUNDS);
+    free(bin);
+
+    /* protobuf: top-level length past the end; nested string past its message */
+    snprintf(path, sizeof path, "%s/bad.model", dir);
+    const unsigned char pb1[] = {0x0a, 0x7f, 0x0a, 0x01, 'a', 0x15, 0, 0, 0, 0};
+    write_file(path, pb1, sizeof pb1);
+    assert_int_equal(sks_tokenizer_open(path, &t), SKS_EFORMAT);
+    assert_non_null(strstr(sks_last_error(), "past the end"));
+    const unsigned char pb2[] = {0x0a, 0x03, 0x0a, 0x05, 'a', 0x12, 0x02, 0x18, 0x02};
+    write_file(path, pb2, sizeof pb2);
+    assert_int_equal(sks_tokenizer_open(path, &t), SKS_EFORMAT);
+    assert_non_null(strstr(sks_last_error(), "pieces[0]"));
+    const unsigned char pb3[] = {0x0a, 0x03, 0x0a, 0x01, 'a', 0x12, 0x02, 0x18, 0xff}; /* truncated varint */
+    write_file(path, pb3, sizeof pb3);
+    assert_int_equal(sks_tokenizer_open(path, &t), SKS_EFORMAT);
+    /* every prefix of the real tokenizer.model is rejected or parsed, never a crash */
+    char *model = sks_test_read_file(sks_test_fixture("trained-llama/model/tokenizer.model"), &len);
+    assert_non_null(model);
+    for (size_t cut = 4; cut < len; cut += cut < 200 ? 1 : 997) {
+        write_file(path, model, cut);
+        int rc = sks_tokenizer_open(path, &t);
+        if (rc == 0) sks_tokenizer_free(t);
+        else assert_null(t);
+    }
+    free(model);
+
+    /* invalid tokenizer.json, and valid JSON that is no BPE tokenizer */
+    int rc;
+    t = open_text(dir, "tokenizer.json", "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, ", &rc);
+    assert_int_equal(rc, SKS_EFORMAT);
+    assert_null(t);
+    assert_non_null(strstr(sks_last_error(), "tokenizer.json"));
+    t = open_text(dir, "tokenizer.json", "{\"model\": {\"type\": \"WordPiece\", \"vocab\": {\"a\": 0}}}", &rc);
+    assert_int_equal(rc, SKS_EUNSUPPORTED);
+    t = open_text(dir, "tokenizer.json", "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": -4}, \"merges\": []}}", &rc);
+    assert_int_equal(rc, SKS_EFORMAT);
+    t = open_text(dir, "tokenizer.json", "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": [7]}}", &rc);
+    assert_int_equal(rc, SKS_EFORMAT);
+    snprintf(path, sizeof path, "%s/missing.bin", dir);
+    assert_int_equal(sks_tokenizer_open(path, &t), SKS_ENOTFOUND);
+    free(dir);
+}
+
+int main(void) {
+    SKS_REQUIRE_FIXTURES();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_llama2c_roundtrip),
+        cmocka_unit_test(test_llama2c_greedy_reference),
+        cmocka_unit_test(test_spm_reference),
+        cmocka_unit_test(test_gguf_stories_equals_bin),
+        cmocka_unit_test(test_gguf_packed),
+        cmocka_unit_test(test_open_for_model),
+        cmocka_unit_test(test_hf_json),
+        cmocka_unit_test(test_hostile),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
