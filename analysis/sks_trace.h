@@ -57,6 +57,9 @@ typedef struct {
     int *down_blocks;     /* (n_down) ascending */
     float *values;        /* (n_blocks) signed h_b[token, channel] */
     double peak_abs;
+    /* plateau: blocks [plateau_first, plateau_last] from the last step-up to the block
+     * before the first step-down (the last block when none) */
+    int plateau_first, plateau_last;
 } sks_lifecycle;
 
 typedef struct {
@@ -73,6 +76,12 @@ typedef struct {
     double sink_ratio;            /* percent */
     float *channel_max;           /* (n_blocks, d) max_t |h_b[t, c]| on prompt 0 */
     int d_model;
+    /* additions (after the first contract) */
+    int n_tokens;                 /* length of prompt 0 */
+    int32_t *tokens;              /* (n_tokens) prompt 0 ids */
+    int *prompt_lens;             /* (n_prompts) */
+    double *sink_ratio_per_prompt;/* (n_prompts) percent */
+    int lifecycles_truncated;     /* 1 when more qualified pairs existed than were kept */
 } sks_trace_result;
 
 /* Run the forward pass over n_prompts token sequences and collect the statistics. */
@@ -84,7 +93,7 @@ void sks_trace_result_free(sks_trace_result *r);
  * T-1 pseudo-random ids from a fixed generator, all < vocab_size. */
 void sks_trace_default_tokens(const sks_model *m, int T, uint64_t seed, int32_t *out);
 
-/* Write the result as msgpack (schema "sinkscope.trace/1", see docs/schema.md). */
+/* Write the result as msgpack (schema "sinkscope.trace/1", see docs/schema-trace.md). */
 int sks_trace_write(const sks_trace_result *r, const sks_model *m, const sks_trace_opts *o, const char *path);
 
 #ifdef __cplusplus

@@ -1,0 +1,578 @@
+/* trace.c - residual-stream statistics, spike channels, lifecycles and measured
+ * attention sinks (SPEC section 2, contract in sks_trace.h).
+ *
+ * Prompt 0 runs twice. Pass 1 (with attention probabilities) computes, per block b:
+ * max |h_b|, the exact median of |h_b| over all (t, c) (selection on a copy), the top-k
+ * entries, max_t |h_b[t, c]| per channel, and per (t, c) the length of the current run
+ * of consecutive blocks with |h_b[t, c]| >= max(ratio * median_b, abs); a pair whose run
+ * reaches min_blocks is "qualified". Its channel is a spike channel, its token a spike
+ * token. Pass 2 (no attention probabilities) records h_b[t, c] of the qualified pairs
+ * at every block, from which the lifecycles follow. Memory stays O(T d) plus
+ * O(pairs * blocks); the price is one extra forward pass over prompt 0.
+ *
+ * Lifecycle of one pair, with v_b = h_b[t, c] and v_{-1} = 0:
+ *   inc_b = |v_b| - |v_{b-1}|, main step-up = argmax_b inc_b, step-up blocks: inc_b >=
+ *   step_frac * inc_main. Step-down blocks (only after the main step-up): with D the
+ *   largest decrease |v_{b-1}| - |v_b| after it, blocks whose decrease is >= step_frac *
+ *   D, provided D itself is >= step_frac * inc_main (a plateau that drifts down by a
+ *   few percent has no step-down).
+ *
+ * Attention, every prompt: alpha_j = sum_{i>=j} A[i, j] / (T - j) (Gu et al.) per layer
+ * and head, j < n_alpha, averaged over prompts; sink ratio = percentage of (layer, head)
+ * pairs with alpha_0 > eps, averaged over prompts.
+ */
+#include "sks_trace.h"
+#include "sks_forward.h"
+#include "sks_out.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* At most this many (token, channel) lifecycles are kept (lowest token, then channel
+ * first); a trace with silly thresholds would otherwise qualify every pair. */
+#define SKS__MAX_LIFECYCLES 4096
+
+void sks_trace_opts_default(sks_trace_opts *o) {
+    o->abs_thresh = 100;
+    o->ratio = 1000;
+    o->min_blocks = 3;
+    o->topk = 8;
+    o->step_frac = 0.25;
+    o->eps = 0.3;
+    o->n_alpha = 4;
+}
+
+const char *sks_block_kind_name(int kind) {
+    switch (kind) {
+    case SKS_BLOCK_EMBED: return "embed";
+    case SKS_BLOCK_ATTN: return "attn";
+    case SKS_BLOCK_FFN: return "ffn";
+    default: return "?";
+    }
+}
+
+/* ---- exact median by selection --------------------------------------------------- */
+
+/* Rearrange a[0..n) so that a[k] is the k-th smallest (Hoare partition, median of
+ * three pivot; expected O(n)). */
+static void sks__select(float *a, size_t n, size_t k) {
+    size_t lo = 0, hi = n - 1;
+    while (hi > lo) {
+        size_t mid = lo + (hi - lo) / 2;
+        /* median of three into a[mid] */
+        if (a[mid] < a[lo]) { float t = a[mid]; a[mid] = a[lo]; a[lo] = t; }
+        if (a[hi] < a[lo]) { float t = a[hi]; a[hi] = a[lo]; a[lo] = t; }
+        if (a[hi] < a[mid]) { float t = a[hi]; a[hi] = a[mid]; a[mid] = t; }
+        float p = a[mid];
+        size_t i = lo, j = hi;
+        while (i <= j) {
+            while (a[i] < p) i++;
+            while (a[j] > p) j--;
+            if (i <= j) {
+                float t = a[i]; a[i] = a[j]; a[j] = t;
+                i++;
+                if (j == 0) break;
+                j--;
+            }
+        }
+        if (k <= j) hi = j;
+        else if (k >= i) lo = i;
+        else return;
+    }
+}
+
+/* Median of a[0..n) (destroys the order): the middle element, or the mean of the two
+ * middle ones for even n (numpy's convention). */
+static double sks__median(float *a, size_t n) {
+    size_t k = n / 2;
+    sks__select(a, n, k);
+    double hi = a[k];
+    if (n % 2) return hi;
+    float lo = a[0];
+    for (size_t i = 1; i < k; i++)
+        if (a[i] > lo) lo = a[i];
+    return 0.5 * ((double)lo + hi);
+}
+
+/* ---- state ------------------------------------------------------------------------- */
+
+typedef struct {
+    const sks_trace_opts *o;
+    int d, n_blocks, L, H, T;
+    int pass;                 /* 1 or 2 on prompt 0; 0 on other prompts */
+    sks_trace_result *r;
+    float *absbuf;            /* (T d) |h| copy for the median */
+    uint16_t *run;            /* (T d) current run length */
+    uint8_t *qual;            /* (T d) qualified pairs */
+    int n_pairs;
+    int *pair_t, *pair_c;     /* (n_pairs) */
+    float *pair_vals;         /* (n_pairs, n_blocks) */
+    double *alpha_sum;        /* (L, H, n_alpha) sum over prompts */
+    int *alpha_cnt;           /* (n_alpha) prompts with T > j */
+    int sinks_this_prompt;
+} sks__tstate;
+
+static int sks__on_residual(void *ud, int b, const float *h, int T, int d) {
+    sks__tstate *s = ud;
+    const sks_trace_opts *o = s->o;
+    const size_t n = (size_t)T * (size_t)d;
+    if (s->pass == 2) {
+        for (int p = 0; p < s->n_pairs; p++)
+            s->pair_vals[(size_t)p * s->n_blocks + b] = h[(size_t)s->pair_t[p] * d + s->pair_c[p]];
+        return 0;
+    }
+    sks_trace_block *blk = &s->r->blocks[b];
+    blk->block = b;
+    blk->kind = sks_block_kind(b);
+    blk->layer = sks_block_layer(b);
+    float *cm = s->r->channel_max + (size_t)b * d;
+    for (int c = 0; c < d; c++) cm[c] = 0;
+    /* top-k by |value|, first occurrence (row-major) wins ties */
+    int k = 0;
+    sks_trace_entry *top = blk->top;
+    double mx = -1;
+    for (int t = 0; t < T; t++) {
+        const float *row = h + (size_t)t * d;
+        for (int c = 0; c < d; c++) {
+            float a = fabsf(row[c]);
+            s->absbuf[(size_t)t * d + c] = a;
+            if (a > cm[c]) cm[c] = a;
+            if (a > mx) mx = a;
+            if (k < o->topk || a > fabsf(top[k - 1].value)) {
+                int pos = k < o->topk ? k++ : k - 1;
+                while (pos > 0 && fabsf(top[pos - 1].value) < a) {
+                    top[pos] = top[pos - 1];
+                    pos--;
+                }
+                top[pos].token = t;
+                top[pos].channel = c;
+                top[pos].value = row[c];
+            }
+        }
+    }
+    blk->n_top = k;
+    blk->max_abs = mx;
+    blk->top_token = top[0].token;
+    blk->top_channel = top[0].channel;
+    blk->median_abs = sks__median(s->absbuf, n);
+    blk->spike_score = blk->median_abs > 0 ? blk->max_abs / blk->median_abs : INFINITY;
+    /* runs of consecutive blocks above max(ratio * median, abs) */
+    double thr = o->ratio * blk->median_abs;
+    if (o->abs_thresh > thr) thr = o->abs_thresh;
+    for (size_t i = 0; i < n; i++) {
+        if ((double)fabsf(h[i]) >= thr) {
+            if (s->run[i] < UINT16_MAX) s->run[i]++;
+            if (s->run[i] >= o->min_blocks) s->qual[i] = 1;
+        } else {
+            s->run[i] = 0;
+        }
+    }
+    return 0;
+}
+
+static int sks__on_probs(void *ud, int l, int head, const float *A, int T) {
+    sks__tstate *s = ud;
+    int na = s->o->n_alpha;
+    for (int j = 0; j < na && j < T; j++) {
+        double sum = 0;
+        for (int i = j; i < T; i++) sum += A[(size_t)i * T + j];
+        double alpha = sum / (double)(T - j);
+        s->alpha_sum[((size_t)l * s->H + head) * na + j] += alpha;
+        if (j == 0 && alpha > s->o->eps) s->sinks_this_prompt++;
+    }
+    return 0;
+}
+
+/* ---- lifecycles ------------------------------------------------------------------ */
+
+static int sks__lifecycle(sks_lifecycle *lc, const float *v, int nb, double step_frac) {
+    double *inc = malloc((size_t)nb * sizeof *inc);
+    lc->up_blocks = malloc((size_t)nb * sizeof(int));
+    lc->down_blocks = malloc((size_t)nb * sizeof(int));
+    lc->values = malloc((size_t)nb * sizeof(float));
+    if (!inc || !lc->up_blocks || !lc->down_blocks || !lc->values) {
+        free(inc);
+        return sks_fail(SKS_ENOMEM, "trace: out of memory for lifecycles");
+    }
+    memcpy(lc->values, v, (size_t)nb * sizeof(float));
+    int main_up = 0;
+    lc->peak_abs = 0;
+    for (int b = 0; b < nb; b++) {
+        double prev = b ? fabs((double)v[b - 1]) : 0.0, cur = fabs((double)v[b]);
+        inc[b] = cur - prev;
+        if (inc[b] > inc[main_up]) main_up = b;
+        if (cur > lc->peak_abs) lc->peak_abs = cur;
+    }
+    lc->main_up = main_up;
+    lc->n_up = lc->n_down = 0;
+    double up_thr = step_frac * inc[main_up];
+    for (int b = 0; b < nb; b++)
+        if (inc[b] > 0 && inc[b] >= up_thr) lc->up_blocks[lc->n_up++] = b;
+    double D = 0;
+    for (int b = main_up + 1; b < nb; b++)
+        if (-inc[b] > D) D = -inc[b];
+    if (D > 0 && D >= up_thr)
+        for (int b = main_up + 1; b < nb; b++)
+            if (-inc[b] >= step_frac * D) lc->down_blocks[lc->n_down++] = b;
+    int last_up = lc->up_blocks[lc->n_up - 1];
+    int first_down = nb;
+    for (int i = 0; i < lc->n_down; i++)
+        if (lc->down_blocks[i] > last_up) {
+            first_down = lc->down_blocks[i];
+            break;
+        }
+    lc->plateau_first = last_up;
+    lc->plateau_last = first_down - 1;
+    free(inc);
+    return 0;
+}
+
+/* ---- driver ------------------------------------------------------------------------ */
+
+void sks_trace_result_free(sks_trace_result *r) {
+    if (!r) return;
+    if (r->blocks)
+        for (int b = 0; b < r->n_blocks; b++) free(r->blocks[b].top);
+    free(r->blocks);
+    free(r->spike_channels);
+    free(r->spike_tokens);
+    if (r->lifecycles)
+        for (int i = 0; i < r->n_lifecycles; i++) {
+            free(r->lifecycles[i].up_blocks);
+            free(r->lifecycles[i].down_blocks);
+            free(r->lifecycles[i].values);
+        }
+    free(r->lifecycles);
+    free(r->alpha);
+    free(r->channel_max);
+    free(r->tokens);
+    free(r->prompt_lens);
+    free(r->sink_ratio_per_prompt);
+    free(r);
+}
+
+static void sks__tstate_free(sks__tstate *s) {
+    free(s->absbuf);
+    free(s->run);
+    free(s->qual);
+    free(s->pair_t);
+    free(s->pair_c);
+    free(s->pair_vals);
+    free(s->alpha_sum);
+    free(s->alpha_cnt);
+}
+
+int sks_trace_run(const sks_model *m, int n_prompts, const int32_t *const *prompts, const int *lens,
+                  const sks_trace_opts *o, sks_trace_result **out) {
+    *out = NULL;
+    if (!m || n_prompts < 1 || !prompts || !lens || !o)
+        return sks_fail(SKS_EARG, "trace: need a model and at least one prompt");
+    if (o->topk < 1 || o->min_blocks < 1 || o->n_alpha < 1 || !(o->ratio >= 0) || !(o->abs_thresh >= 0) ||
+        !(o->step_frac > 0 && o->step_frac <= 1) || !(o->eps >= 0))
+        return sks_fail(SKS_EARG,
+                        "trace: bad options (need topk >= 1, min_blocks >= 1, n_alpha >= 1, ratio >= 0, "
+                        "abs >= 0, 0 < step_frac <= 1, eps >= 0)");
+    const sks_arch *a = sks_model_arch(m);
+    int max_T = 0;
+    for (int p = 0; p < n_prompts; p++) {
+        if (lens[p] < 1 || !prompts[p]) return sks_fail(SKS_EARG, "trace: prompt %d is empty", p);
+        if (lens[p] > max_T) max_T = lens[p];
+    }
+    const int d = a->d_model, L = a->n_layers, H = a->n_heads, nb = 2 * L + 1, na = o->n_alpha, T0 = lens[0];
+    int rc = 0;
+    sks_forward *f = NULL;
+    sks__tstate s = {0};
+    sks_trace_result *r = calloc(1, sizeof *r);
+    if (!r) return sks_fail(SKS_ENOMEM, "trace: out of memory");
+    r->n_blocks = nb;
+    r->n_layers = L;
+    r->n_heads = H;
+    r->n_alpha = na;
+    r->n_prompts = n_prompts;
+    r->d_model = d;
+    r->n_tokens = T0;
+    r->blocks = calloc((size_t)nb, sizeof *r->blocks);
+    r->channel_max = sks_malloc_n((size_t)nb * (size_t)d, sizeof(float));
+    r->alpha = sks_calloc_n((size_t)L * (size_t)H * (size_t)na, sizeof(double));
+    r->tokens = sks_malloc_n((size_t)T0, sizeof(int32_t));
+    r->prompt_lens = sks_malloc_n((size_t)n_prompts, sizeof(int));
+    r->sink_ratio_per_prompt = sks_calloc_n((size_t)n_prompts, sizeof(double));
+    s.o = o;
+    s.d = d;
+    s.n_blocks = nb;
+    s.L = L;
+    s.H = H;
+    s.T = T0;
+    s.r = r;
+    s.absbuf = sks_malloc_n((size_t)T0 * (size_t)d, sizeof(float));
+    s.run = sks_calloc_n((size_t)T0 * (size_t)d, sizeof(uint16_t));
+    s.qual = sks_calloc_n((size_t)T0 * (size_t)d, 1);
+    s.alpha_sum = sks_calloc_n((size_t)L * (size_t)H * (size_t)na, sizeof(double));
+    s.alpha_cnt = sks_calloc_n((size_t)na, sizeof(int));
+    if (!r->blocks || !r->channel_max || !r->alpha || !r->tokens || !r->prompt_lens || !r->sink_ratio_per_prompt ||
+        !s.absbuf || !s.run || !s.qual || !s.alpha_sum || !s.alpha_cnt) {
+        rc = sks_fail(SKS_ENOMEM, "trace: out of memory for %d tokens x %d channels", T0, d);
+        goto done;
+    }
+    for (int b = 0; b < nb; b++) {
+        r->blocks[b].top = calloc((size_t)o->topk, sizeof(sks_trace_entry));
+        if (!r->blocks[b].top) {
+            rc = sks_fail(SKS_ENOMEM, "trace: out of memory");
+            goto done;
+        }
+    }
+    memcpy(r->tokens, prompts[0], (size_t)T0 * sizeof(int32_t));
+    memcpy(r->prompt_lens, lens, (size_t)n_prompts * sizeof(int));
+    if ((rc = sks_forward_new(m, max_T, &f))) goto done;
+
+    /* every prompt: attention; prompt 0 also the residual statistics (pass 1) */
+    for (int p = 0; p < n_prompts; p++) {
+        sks_fwd_hooks hk = {0};
+        hk.ud = &s;
+        hk.on_attn_probs = sks__on_probs;
+        hk.want_attn_probs = 1;
+        if (p == 0) hk.on_residual = sks__on_residual;
+        s.pass = p == 0 ? 1 : 0;
+        s.sinks_this_prompt = 0;
+        if ((rc = sks_forward_run(f, prompts[p], lens[p], SKS_FWD_CAUSAL, &hk, NULL, 0))) goto done;
+        for (int j = 0; j < na && j < lens[p]; j++) s.alpha_cnt[j]++;
+        r->sink_ratio_per_prompt[p] = 100.0 * s.sinks_this_prompt / ((double)L * H);
+        r->sink_ratio += r->sink_ratio_per_prompt[p] / n_prompts;
+        sks_progress("trace", p + 1, n_prompts + 1);
+    }
+    for (size_t i = 0; i < (size_t)L * H; i++)
+        for (int j = 0; j < na; j++)
+            r->alpha[i * na + j] = s.alpha_cnt[j] ? s.alpha_sum[i * na + j] / s.alpha_cnt[j] : NAN;
+
+    /* spike channels, tokens, qualified pairs */
+    {
+        uint8_t *chan = calloc((size_t)d, 1), *tokm = calloc((size_t)T0, 1);
+        if (!chan || !tokm) {
+            free(chan);
+            free(tokm);
+            rc = sks_fail(SKS_ENOMEM, "trace: out of memory");
+            goto done;
+        }
+        size_t npairs = 0;
+        for (int t = 0; t < T0; t++)
+            for (int c = 0; c < d; c++)
+                if (s.qual[(size_t)t * d + c]) {
+                    chan[c] = tokm[t] = 1;
+                    npairs++;
+                }
+        for (int c = 0; c < d; c++) r->n_spike_channels += chan[c];
+        for (int t = 0; t < T0; t++) r->n_spike_tokens += tokm[t];
+        r->spike_channels = malloc((size_t)(r->n_spike_channels + 1) * sizeof(int));
+        r->spike_tokens = malloc((size_t)(r->n_spike_tokens + 1) * sizeof(int));
+        if (npairs > SKS__MAX_LIFECYCLES) {
+            sks_log(SKS_LOG_WARN, "%s: %zu (token, channel) pairs qualify; keeping the first %d lifecycles", __func__,
+                    npairs, SKS__MAX_LIFECYCLES);
+            npairs = SKS__MAX_LIFECYCLES;
+            r->lifecycles_truncated = 1;
+        }
+        s.pair_t = malloc((npairs + 1) * sizeof(int));
+        s.pair_c = malloc((npairs + 1) * sizeof(int));
+        s.pair_vals = sks_malloc_n(npairs + 1, (size_t)nb * sizeof(float));
+        if (!r->spike_channels || !r->spike_tokens || !s.pair_t || !s.pair_c || !s.pair_vals) {
+            free(chan);
+            free(tokm);
+            rc = sks_fail(SKS_ENOMEM, "trace: out of memory");
+            goto done;
+        }
+        int k = 0;
+        for (int c = 0; c < d; c++)
+            if (chan[c]) r->spike_channels[k++] = c;
+        k = 0;
+        for (int t = 0; t < T0; t++)
+            if (tokm[t]) r->spike_tokens[k++] = t;
+        for (int t = 0; t < T0 && (size_t)s.n_pairs < npairs; t++)
+            for (int c = 0; c < d && (size_t)s.n_pairs < npairs; c++)
+                if (s.qual[(size_t)t * d + c]) {
+                    s.pair_t[s.n_pairs] = t;
+                    s.pair_c[s.n_pairs] = c;
+                    s.n_pairs++;
+                }
+        free(chan);
+        free(tokm);
+    }
+
+    /* pass 2: h_b[t, c] of the qualified pairs at every block */
+    if (s.n_pairs > 0) {
+        sks_fwd_hooks hk = {0};
+        hk.ud = &s;
+        hk.on_residual = sks__on_residual;
+        s.pass = 2;
+        if ((rc = sks_forward_run(f, prompts[0], T0, SKS_FWD_CAUSAL, &hk, NULL, 0))) goto done;
+        r->lifecycles = calloc((size_t)s.n_pairs, sizeof *r->lifecycles);
+        if (!r->lifecycles) {
+            rc = sks_fail(SKS_ENOMEM, "trace: out of memory");
+            goto done;
+        }
+        for (int p = 0; p < s.n_pairs; p++) {
+            sks_lifecycle *lc = &r->lifecycles[p];
+            lc->prompt = 0;
+            lc->token = s.pair_t[p];
+            lc->channel = s.pair_c[p];
+            r->n_lifecycles = p + 1;
+            if ((rc = sks__lifecycle(lc, s.pair_vals + (size_t)p * nb, nb, o->step_frac))) goto done;
+        }
+    }
+    sks_progress("trace", n_prompts + 1, n_prompts + 1);
+
+done:
+    sks_forward_free(f);
+    sks__tstate_free(&s);
+    if (rc) {
+        sks_trace_result_free(r);
+        return rc;
+    }
+    *out = r;
+    return 0;
+}
+
+/* ---- default input ------------------------------------------------------------------- */
+
+void sks_trace_default_tokens(const sks_model *m, int T, uint64_t seed, int32_t *out) {
+    const sks_arch *a = sks_model_arch(m);
+    const int V = a->vocab_size;
+    if (T <= 0) return;
+    out[0] = a->bos_id >= 0 && a->bos_id < V ? a->bos_id : (V > 1 ? 1 : 0);
+    uint64_t x = seed;
+    for (int t = 1; t < T; t++) {
+        int32_t id;
+        do { /* splitmix64; BOS and EOS are skipped when the vocabulary allows */
+            x += 0x9e3779b97f4a7c15ull;
+            uint64_t z = x;
+            z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+            z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+            z ^= z >> 31;
+            id = (int32_t)(z % (uint64_t)V);
+        } while (V > 3 && (id == a->bos_id || id == a->eos_id || id == out[0]));
+        out[t] = id;
+    }
+}
+
+/* ---- msgpack ----------------------------------------------------------------------- */
+
+static void sks__out_blocks_list(sks_out *w, const int *blocks, int n) {
+    sks_out_array(w, (size_t)n);
+    for (int i = 0; i < n; i++) {
+        sks_out_map(w, 3);
+        sks_out_kint(w, "block", blocks[i]);
+        sks_out_kstr(w, "kind", sks_block_kind_name(sks_block_kind(blocks[i])));
+        sks_out_kint(w, "layer", sks_block_layer(blocks[i]));
+    }
+}
+
+int sks_trace_write(const sks_trace_result *r, const sks_model *m, const sks_trace_opts *o, const char *path) {
+    if (!r || !m || !o || !path) return sks_fail(SKS_EARG, "trace: nothing to write");
+    sks_out w;
+    sks_out_init(&w);
+    sks_out_map(&w, 14);
+    sks_out_kstr(&w, "schema", "sinkscope.trace/1");
+    sks_out_str(&w, "model");
+    sks_out_model(&w, m);
+
+    sks_out_str(&w, "params");
+    sks_out_map(&w, 9);
+    sks_out_kf64(&w, "abs", o->abs_thresh);
+    sks_out_kf64(&w, "ratio", o->ratio);
+    sks_out_kint(&w, "min_blocks", o->min_blocks);
+    sks_out_kint(&w, "topk", o->topk);
+    sks_out_kf64(&w, "step_frac", o->step_frac);
+    sks_out_kf64(&w, "eps", o->eps);
+    sks_out_kint(&w, "n_alpha", o->n_alpha);
+    sks_out_kint(&w, "n_prompts", r->n_prompts);
+    sks_out_str(&w, "prompt_lengths");
+    sks_out_array(&w, (size_t)r->n_prompts);
+    for (int p = 0; p < r->n_prompts; p++) sks_out_int(&w, r->prompt_lens[p]);
+
+    int64_t shp[3];
+    sks_out_str(&w, "tokens");
+    shp[0] = r->n_tokens;
+    sks_out_i32_array(&w, r->tokens, 1, shp);
+
+    sks_out_str(&w, "blocks");
+    sks_out_array(&w, (size_t)r->n_blocks);
+    for (int b = 0; b < r->n_blocks; b++) {
+        const sks_trace_block *k = &r->blocks[b];
+        sks_out_map(&w, 9);
+        sks_out_kint(&w, "block", k->block);
+        sks_out_kstr(&w, "kind", sks_block_kind_name(k->kind));
+        sks_out_kint(&w, "layer", k->layer);
+        sks_out_kf64(&w, "max_abs", k->max_abs);
+        sks_out_kf64(&w, "median_abs", k->median_abs);
+        sks_out_kf64(&w, "spike_score", k->spike_score);
+        sks_out_kint(&w, "top_token", k->top_token);
+        sks_out_kint(&w, "top_channel", k->top_channel);
+        sks_out_str(&w, "top");
+        sks_out_array(&w, (size_t)k->n_top);
+        for (int i = 0; i < k->n_top; i++) {
+            sks_out_map(&w, 3);
+            sks_out_kint(&w, "token", k->top[i].token);
+            sks_out_kint(&w, "channel", k->top[i].channel);
+            sks_out_kf64(&w, "value", k->top[i].value);
+        }
+    }
+
+    sks_out_str(&w, "spike_channels");
+    sks_out_array(&w, (size_t)r->n_spike_channels);
+    for (int i = 0; i < r->n_spike_channels; i++) sks_out_int(&w, r->spike_channels[i]);
+    sks_out_str(&w, "spike_tokens");
+    sks_out_array(&w, (size_t)r->n_spike_tokens);
+    for (int i = 0; i < r->n_spike_tokens; i++) sks_out_int(&w, r->spike_tokens[i]);
+
+    sks_out_str(&w, "lifecycles");
+    sks_out_array(&w, (size_t)r->n_lifecycles);
+    for (int i = 0; i < r->n_lifecycles; i++) {
+        const sks_lifecycle *lc = &r->lifecycles[i];
+        sks_out_map(&w, 10);
+        sks_out_kint(&w, "prompt", lc->prompt);
+        sks_out_kint(&w, "token", lc->token);
+        sks_out_kint(&w, "channel", lc->channel);
+        sks_out_kint(&w, "main_step_up", lc->main_up);
+        sks_out_str(&w, "step_up");
+        sks__out_blocks_list(&w, lc->up_blocks, lc->n_up);
+        sks_out_str(&w, "step_down");
+        sks__out_blocks_list(&w, lc->down_blocks, lc->n_down);
+        sks_out_kint(&w, "plateau_first", lc->plateau_first);
+        sks_out_kint(&w, "plateau_last", lc->plateau_last);
+        sks_out_kf64(&w, "peak_abs", lc->peak_abs);
+        sks_out_str(&w, "values");
+        shp[0] = r->n_blocks;
+        sks_out_f32_array(&w, lc->values, 1, shp);
+    }
+    sks_out_kbool(&w, "lifecycles_truncated", r->lifecycles_truncated);
+
+    sks_out_str(&w, "alpha");
+    shp[0] = r->n_layers;
+    shp[1] = r->n_heads;
+    shp[2] = r->n_alpha;
+    sks_out_f64_array(&w, r->alpha, 3, shp);
+
+    int nsink = 0;
+    for (int i = 0; i < r->n_layers * r->n_heads; i++) nsink += r->alpha[(size_t)i * r->n_alpha] > o->eps;
+    sks_out_str(&w, "sink_heads");
+    sks_out_array(&w, (size_t)nsink);
+    for (int l = 0; l < r->n_layers; l++)
+        for (int h = 0; h < r->n_heads; h++)
+            if (r->alpha[((size_t)l * r->n_heads + h) * r->n_alpha] > o->eps) {
+                sks_out_array(&w, 2);
+                sks_out_int(&w, l);
+                sks_out_int(&w, h);
+            }
+    sks_out_kf64(&w, "sink_ratio", r->sink_ratio);
+    sks_out_str(&w, "sink_ratio_per_prompt");
+    shp[0] = r->n_prompts;
+    sks_out_f64_array(&w, r->sink_ratio_per_prompt, 1, shp);
+
+    sks_out_str(&w, "channel_max");
+    shp[0] = r->n_blocks;
+    shp[1] = r->d_model;
+    sks_out_f32_array(&w, r->channel_max, 2, shp);
+
+    int rc = sks_out_write_file(&w, path);
+    sks_out_free(&w);
+    return rc;
+}
