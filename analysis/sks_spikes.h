@@ -1,0 +1,179 @@
+/* sks_spikes.h - the directional quadratic amplifier of the FFN (SPEC section 3).
+ *
+ * For the FFN of layer l with normalized input x (post-RMSNorm, gamma_ffn applied),
+ * when SiLU is near identity, out_k(x) ~= x^T S_k x with
+ *
+ *   S_k = 1/2 (G^T diag(D_k) U + U^T diag(D_k) G),  G = W_gate, U = W_up (f, d),
+ *   D_k = W_down[k, :] (f).
+ *
+ * Per analysed layer: tr(S_k) and ||S_k||_F of EVERY channel (the screen: one pass for
+ * the traces, the Gram identity for the norms, never a dense S_k), then for selected
+ * channels the top r eigenpairs by |lambda| (lambda_1 = lambda*, s*), dominance
+ * |l1|/|l2|, energy fraction l1^2/||S_k||_F^2. The eigenpairs come from a Krylov-Schur
+ * (thick-restart Lanczos) iteration run for all selected channels of a layer in
+ * lockstep, so that every operator application is one batched product (four GEMMs of
+ * f x d x m for m channels) and the work is GEMM-bound; Krylov bases, projections and
+ * LAPACK are f64.
+ *
+ * With a forward pass over a prompt: x_spike = the FFN input at the spike token,
+ * cos(x_spike, s*), the quadratic prediction x^T S_k x, the rank-one prediction
+ * lambda* (s*.x)^2, the true out_k(x), and the SiLU regime. First-token map:
+ * W_VO[l] = sum_h W_O[:, h] W_V[g(h)]; its top left singular vector u_1 (power/Lanczos
+ * iteration on W_O (W_V' W_V'^T) W_O^T, never the d x d product) against s*. Delimiter
+ * route: n_v = gamma_attn[0] * e_v / rms(e_v) and the vocabulary ranked by
+ * ||n_v|| / median_v ||n_v||.
+ *
+ * Usage: sks_spikes_new -> (sks_spikes_forward) -> sks_spikes_layer per layer ->
+ * sks_spikes_delimiter -> sks_spikes_write; sks_spikes_free. Nothing here prints.
+ */
+#ifndef SKS_SPIKES_H
+#define SKS_SPIKES_H
+
+#include "../loaders/sks_model.h"
+#include "sks_trace.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Operator precision. AUTO: f64 when f * d <= 16M (two f64 copies of 256 MiB at most),
+ * else f32 (OpenBLAS sgemm through sks_quadform). */
+enum { SKS_SPK_PREC_AUTO = 0, SKS_SPK_PREC_F32 = 1, SKS_SPK_PREC_F64 = 2 };
+
+typedef struct {
+    int rank;            /* r eigenpairs per channel (default 5, >= 2 for dominance) */
+    int top_frob;        /* channels of the Frobenius screen added per layer (default 4) */
+    int dense;           /* 1: dense reference path (sks_quadform_dense + LAPACK dsyevr) */
+    int precision;       /* SKS_SPK_PREC_* (default AUTO) */
+    double tol;          /* ||S v - l v|| <= tol |l|; 0 = auto: 1e-11 (f64), 1e-6 (f32) */
+    int krylov_dim;      /* basis vectors per channel before a restart; 0 = auto */
+    int max_restarts;    /* default 200 */
+    int channel_block;   /* channels iterated together; 0 = auto (64) */
+    uint64_t seed;       /* start vectors (default 1) */
+    int n_delim_top;     /* delimiter-route vocabulary entries kept (default 50) */
+    int first_token_map; /* 1 (default): W_VO singular vectors of layers <= analysed */
+} sks_spikes_opts;
+
+void sks_spikes_opts_default(sks_spikes_opts *o);
+
+/* Why a channel is analysed. */
+enum { SKS_SPK_SRC_USER = 1, SKS_SPK_SRC_SPIKE = 2, SKS_SPK_SRC_FROB = 4 };
+
+typedef struct {
+    int channel;
+    int source;           /* SKS_SPK_SRC_* bits */
+    int rank;             /* eigenpairs stored (r) */
+    double *eigenvalues;  /* (r) by descending |.|; eigenvalues[0] = lambda* */
+    double *s_star;       /* (d) unit eigenvector of lambda*, sign fixed (see below) */
+    double *residuals;    /* (r) ||S v - l v|| / |l| (explicit, after convergence) */
+    int converged;        /* all r pairs within tol */
+    int sign_from_input;  /* 1: s*.x_spike >= 0; 0: largest-|.| component positive */
+    double frobenius, trace, dominance, energy_fraction;
+    /* With a forward pass (NAN otherwise). x = FFN input of this layer at `token`. */
+    int token;            /* spike token position (-1 without a forward pass) */
+    double x_norm;        /* ||x|| */
+    double cos_x_s;       /* cos(x, s*) */
+    double quad_pred;     /* x^T S_k x = sum_j D_k[j] (g_j.x)(u_j.x), f64 */
+    double rank1_pred;    /* lambda* (s*.x)^2 */
+    double true_out;      /* out_k(x) = sum_j D_k[j] SiLU(g_j.x)(u_j.x), f64 from x */
+    double true_out_fwd;  /* the forward pass's own f32 FFN output at (token, k) */
+    double silu_regime;   /* sum_{j: |SiLU(z_j)-z_j| <= 0.05|z_j|} |z_j| / sum_j |z_j|, z = G x */
+    double cos_x0_s;      /* cos(FFN input of this layer at position 0, s*) */
+    int n_wvo;            /* layer + 1 when the first-token map ran, else 0 */
+    double *cos_wvo;      /* (n_wvo) |cos(u_1(W_VO[l']), s*)| for l' = 0..layer */
+} sks_spike_channel;
+
+typedef struct {
+    int layer, d;
+    double *frobenius;     /* (d) ||S_k||_F of every channel */
+    double *trace;         /* (d) tr(S_k) of every channel */
+    int n_top;             /* channels ranked by the screen */
+    int *top_frob;         /* (n_top) channels by descending ||S_k||_F */
+    int n_channels;
+    sks_spike_channel *channels;
+    int matvecs;           /* operator applications (vectors) */
+    int restarts;
+    double seconds_screen, seconds_eigs;
+    double flops_screen, flops_eigs; /* GEMM flops spent (for the benchmark) */
+    int precision;         /* SKS_SPK_PREC_F32 or _F64 actually used */
+} sks_spikes_layer_result;
+
+typedef struct sks_spikes sks_spikes;
+
+/* Context for one model. Keeps one layer's weights converted at a time. */
+int sks_spikes_new(const sks_model *m, const sks_spikes_opts *o, sks_spikes **out);
+void sks_spikes_free(sks_spikes *s);
+
+/* Run the forward pass over tokens (T >= 1) once and keep the FFN inputs and outputs of
+ * every layer ((L, T, d) f32 each), for the per-channel forward quantities. */
+int sks_spikes_forward(sks_spikes *s, const int32_t *tokens, int T);
+
+/* Analyse layer `layer`: the full screen, then the channels ch[0..n-1] (source bits in
+ * src[i], may be NULL = USER) plus the opts.top_frob best channels of the screen.
+ * tok[i] is the spike token of ch[i] (-1 or tok NULL = auto: argmax_t |out_k| at this
+ * layer when a forward pass ran). Fills *out (free with sks_spikes_layer_result_free). */
+int sks_spikes_layer(sks_spikes *s, int layer, const int *ch, const int *src, const int *tok, int n,
+                     sks_spikes_layer_result *out);
+void sks_spikes_layer_result_free(sks_spikes_layer_result *r);
+
+/* Default selection from a trace: the spike channels at the layers whose FFN is one of
+ * their step-up blocks, with the lifecycle's token. Outputs malloc'd arrays of n
+ * (layer, channel, token) triples, sorted by (layer, channel). */
+int sks_spikes_select_from_trace(const sks_trace_result *tr, int **layers, int **channels, int **tokens, int *n);
+
+/* Top left singular vector and value of W_VO[layer] (d), computed from the factors. */
+int sks_spikes_wvo_top(sks_spikes *s, int layer, double *u1, double *sigma1);
+
+/* Delimiter route over the whole vocabulary. */
+typedef struct {
+    int n_vocab;
+    double median_norm;   /* median_v ||n_v|| */
+    float *ratio;         /* (V) ||n_v|| / median */
+    int n_top;
+    int *top_ids;         /* (n_top) by descending ratio */
+    double *top_ratio;    /* (n_top) */
+} sks_delim_result;
+int sks_spikes_delimiter(sks_spikes *s, int n_top, sks_delim_result *out);
+void sks_delim_result_free(sks_delim_result *r);
+
+/* Everything a run produced, for the writer. */
+typedef struct {
+    int n_layers;
+    sks_spikes_layer_result *layers;     /* (n_layers) */
+    int T;
+    const int32_t *tokens;               /* (T) input of the forward pass, or NULL */
+    const sks_trace_result *trace;       /* spike channels found, or NULL */
+    int n_wvo;
+    double *wvo_sigma1;                  /* (n_wvo) top singular value of W_VO[l] */
+    const sks_delim_result *delim;       /* or NULL */
+    double trace_abs, trace_ratio;       /* thresholds the trace used (NAN if none) */
+    const char *selection;               /* "default", "channels", "top-frob", "from-trace" */
+} sks_spikes_report;
+
+/* msgpack, schema "sinkscope.spikes/1" (docs/schema-spikes.md). pieces(id) may be NULL. */
+int sks_spikes_write(const sks_spikes_report *rep, const sks_model *m, const sks_spikes_opts *o,
+                     const char *(*piece)(void *ud, int id), void *piece_ud, const char *path);
+
+/* ---- Eigen-solver used above (exposed for tests) ---------------------------------- */
+
+/* Batched symmetric operator: Y[:, i] = A_{prob[i]} X[:, i] for nb columns; X and Y are
+ * (n, nb) row-major f64 with leading dimension nb. */
+typedef int (*sks_multiop_fn)(void *ud, int n, int nb, const int *prob, const double *X, double *Y);
+
+typedef struct {
+    int r, kmax, max_restarts;
+    double tol;
+    uint64_t seed;
+} sks_multieig_opts;
+
+/* Top r eigenpairs by |lambda| of n_prob symmetric n x n operators at once (Krylov-Schur
+ * in lockstep). evals (n_prob, r), evecs (n_prob, r, n), resid (n_prob, r) explicit
+ * relative residuals, conv (n_prob) 0/1. Returns SKS_ENOCONV (results filled) when
+ * some problem did not converge. *matvecs and *restarts (may be NULL) count work. */
+int sks_multieig_topk(sks_multiop_fn op, void *ud, int n, int n_prob, const sks_multieig_opts *o,
+                      double *evals, double *evecs, double *resid, int *conv, int *matvecs, int *restarts);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

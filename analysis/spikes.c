@@ -1,0 +1,1115 @@
+/* spikes.c - S_k screen, eigenpairs and forward-pass checks per FFN layer
+ * (SPEC section 3; contract in sks_spikes.h). */
+#include "sks_spikes.h"
+
+#include "../linalg/sks_linalg.h"
+#include "sks_forward.h"
+#include "sks_out.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct sks_spikes {
+    const sks_model *m;
+    sks_spikes_opts o;
+    int L, d, f, V;
+    /* one layer's FFN weights, converted on demand */
+    int w_layer;          /* layer held in G32.. (-1 none) */
+    float *G32, *U32, *D32; /* (f, d), (f, d), (d, f) */
+    double *G64, *U64, *D64; /* f64 copies when the f64 operator is used */
+    int prec;             /* precision of the held copies */
+    /* forward pass */
+    int T;
+    int32_t *tokens;      /* (T) */
+    float *ffn_in;        /* (L, T, d) */
+    float *ffn_out;       /* (L, T, d) */
+    /* first-token map cache */
+    double *wvo_u;        /* (L, d) */
+    double *wvo_s;        /* (L) */
+    int *wvo_have;        /* (L) */
+};
+
+void sks_spikes_opts_default(sks_spikes_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->rank = 5;
+    o->top_frob = 4;
+    o->precision = SKS_SPK_PREC_AUTO;
+    o->max_restarts = 200;
+    o->seed = 1;
+    o->n_delim_top = 50;
+    o->first_token_map = 1;
+}
+
+int sks_spikes_new(const sks_model *m, const sks_spikes_opts *o, sks_spikes **out) {
+    *out = NULL;
+    if (!m) return sks_fail(SKS_EARG, "%s: no model", __func__);
+    sks_spikes *s = calloc(1, sizeof *s);
+    if (!s) return sks_fail(SKS_ENOMEM, "%s: out of memory", __func__);
+    s->m = m;
+    if (o)
+        s->o = *o;
+    else
+        sks_spikes_opts_default(&s->o);
+    const sks_arch *a = sks_model_arch(m);
+    s->L = a->n_layers;
+    s->d = a->d_model;
+    s->f = a->d_ffn;
+    s->V = a->vocab_size;
+    s->w_layer = -1;
+    if (s->o.rank < 1) s->o.rank = 1;
+    if (s->o.rank > s->d) s->o.rank = s->d;
+    s->wvo_u = sks_calloc_n((size_t)s->L * s->d, sizeof(double));
+    s->wvo_s = sks_calloc_n((size_t)s->L, sizeof(double));
+    s->wvo_have = sks_calloc_n((size_t)s->L, sizeof(int));
+    if (!s->wvo_u || !s->wvo_s || !s->wvo_have) {
+        sks_spikes_free(s);
+        return sks_fail(SKS_ENOMEM, "%s: out of memory", __func__);
+    }
+    *out = s;
+    return 0;
+}
+
+static void sks__drop_weights(sks_spikes *s) {
+    free(s->G32);
+    free(s->U32);
+    free(s->D32);
+    free(s->G64);
+    free(s->U64);
+    free(s->D64);
+    s->G32 = s->U32 = s->D32 = NULL;
+    s->G64 = s->U64 = s->D64 = NULL;
+    s->w_layer = -1;
+}
+
+void sks_spikes_free(sks_spikes *s) {
+    if (!s) return;
+    sks__drop_weights(s);
+    free(s->tokens);
+    free(s->ffn_in);
+    free(s->ffn_out);
+    free(s->wvo_u);
+    free(s->wvo_s);
+    free(s->wvo_have);
+    free(s);
+}
+
+static int sks__choose_prec(const sks_spikes *s) {
+    if (s->o.precision == SKS_SPK_PREC_F32 || s->o.precision == SKS_SPK_PREC_F64) return s->o.precision;
+    return (int64_t)s->f * s->d <= (int64_t)16 << 20 ? SKS_SPK_PREC_F64 : SKS_SPK_PREC_F32;
+}
+
+static const sks_tensor *sks__need(const sks_model *m, sks_role role, int layer, int64_t rows, int64_t cols) {
+    const sks_tensor *t = sks_model_tensor(m, role, layer);
+    if (!t) {
+        sks_fail(SKS_ENOTFOUND, "%s: layer %d has no %s tensor", sks_model_path(m), layer, sks_role_name(role));
+        return NULL;
+    }
+    if (sks_tensor_rows(t) != rows || sks_tensor_cols(t) != cols) {
+        sks_fail(SKS_ESHAPE, "%s: %s of layer %d is %lld x %lld, expected %lld x %lld", sks_model_path(m),
+                 sks_role_name(role), layer, (long long)sks_tensor_rows(t), (long long)sks_tensor_cols(t),
+                 (long long)rows, (long long)cols);
+        return NULL;
+    }
+    return t;
+}
+
+/* Convert a (rows, cols) tensor to f32 in blocks of rows (never through a whole-matrix
+ * temporary of another dtype). */
+static int sks__tensor_f32(const sks_tensor *t, float *out) {
+    int64_t rows = sks_tensor_rows(t), cols = sks_tensor_cols(t);
+    const int64_t blk = 256;
+    for (int64_t r0 = 0; r0 < rows; r0 += blk) {
+        int64_t nr = rows - r0 < blk ? rows - r0 : blk;
+        int rc = sks_tensor_rows_f32(t, r0, nr, out + (size_t)r0 * (size_t)cols);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+static int sks__tensor_f64(const sks_tensor *t, double *out) {
+    int64_t rows = sks_tensor_rows(t), cols = sks_tensor_cols(t);
+    const int64_t blk = 256;
+    for (int64_t r0 = 0; r0 < rows; r0 += blk) {
+        int64_t nr = rows - r0 < blk ? rows - r0 : blk;
+        int rc = sks_tensor_rows_f64(t, r0, nr, out + (size_t)r0 * (size_t)cols);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+static int sks__load_layer(sks_spikes *s, int layer) {
+    int prec = sks__choose_prec(s);
+    if (s->w_layer == layer && s->prec == prec) return 0;
+    sks__drop_weights(s);
+    const sks_tensor *tg = sks__need(s->m, SKS_ROLE_W_GATE, layer, s->f, s->d);
+    const sks_tensor *tu = sks__need(s->m, SKS_ROLE_W_UP, layer, s->f, s->d);
+    const sks_tensor *td = sks__need(s->m, SKS_ROLE_W_DOWN, layer, s->d, s->f);
+    if (!tg || !tu || !td) return SKS_ENOTFOUND;
+    size_t fd = (size_t)s->f * (size_t)s->d;
+    s->G32 = sks_malloc_n(fd, sizeof(float));
+    s->U32 = sks_malloc_n(fd, sizeof(float));
+    s->D32 = sks_malloc_n(fd, sizeof(float));
+    if (!s->G32 || !s->U32 || !s->D32) {
+        sks__drop_weights(s);
+        return sks_fail(SKS_ENOMEM, "%s: out of memory for the FFN of layer %d (3 x %d x %d f32)", __func__, layer,
+                        s->f, s->d);
+    }
+    int rc = sks__tensor_f32(tg, s->G32);
+    if (!rc) rc = sks__tensor_f32(tu, s->U32);
+    if (!rc) rc = sks__tensor_f32(td, s->D32);
+    if (!rc && prec == SKS_SPK_PREC_F64) {
+        s->G64 = sks_malloc_n(fd, sizeof(double));
+        s->U64 = sks_malloc_n(fd, sizeof(double));
+        s->D64 = sks_malloc_n(fd, sizeof(double));
+        if (!s->G64 || !s->U64 || !s->D64)
+            rc = sks_fail(SKS_ENOMEM, "%s: out of memory for f64 FFN weights of layer %d", __func__, layer);
+        if (!rc) rc = sks__tensor_f64(tg, s->G64);
+        if (!rc) rc = sks__tensor_f64(tu, s->U64);
+        if (!rc) rc = sks__tensor_f64(td, s->D64);
+    }
+    if (rc) {
+        sks__drop_weights(s);
+        return rc;
+    }
+    s->w_layer = layer;
+    s->prec = prec;
+    return 0;
+}
+
+/* ---- forward pass capture ------------------------------------------------------- */
+
+static int sks__hook_ffn_in(void *ud, int layer, const float *x, int T, int d) {
+    sks_spikes *s = ud;
+    if (layer < 0 || layer >= s->L || T != s->T || d != s->d) return sks_fail(SKS_EINTERNAL, "ffn_in hook: shape");
+    memcpy(s->ffn_in + (size_t)layer * T * d, x, (size_t)T * d * sizeof(float));
+    return 0;
+}
+
+static int sks__hook_ffn_out(void *ud, int layer, const float *y, int T, int d) {
+    sks_spikes *s = ud;
+    if (layer < 0 || layer >= s->L || T != s->T || d != s->d) return sks_fail(SKS_EINTERNAL, "ffn_out hook: shape");
+    memcpy(s->ffn_out + (size_t)layer * T * d, y, (size_t)T * d * sizeof(float));
+    return 0;
+}
+
+int sks_spikes_forward(sks_spikes *s, const int32_t *tokens, int T) {
+    if (!s || !tokens || T < 1) return sks_fail(SKS_EARG, "%s: no tokens", __func__);
+    for (int t = 0; t < T; t++)
+        if (tokens[t] < 0 || tokens[t] >= s->V)
+            return sks_fail(SKS_EARG, "token %d at position %d is outside the vocabulary (%d)", tokens[t], t, s->V);
+    free(s->tokens);
+    free(s->ffn_in);
+    free(s->ffn_out);
+    s->T = T;
+    size_t n = (size_t)s->L * (size_t)T * (size_t)s->d;
+    s->tokens = sks_malloc_n((size_t)T, sizeof(int32_t));
+    s->ffn_in = sks_malloc_n(n, sizeof(float));
+    s->ffn_out = sks_malloc_n(n, sizeof(float));
+    if (!s->tokens || !s->ffn_in || !s->ffn_out) {
+        s->T = 0;
+        return sks_fail(SKS_ENOMEM, "%s: out of memory for %d tokens", __func__, T);
+    }
+    memcpy(s->tokens, tokens, (size_t)T * sizeof(int32_t));
+    sks_forward *fw = NULL;
+    int rc = sks_forward_new(s->m, T, &fw);
+    if (rc) {
+        s->T = 0;
+        return rc;
+    }
+    sks_fwd_hooks hk;
+    memset(&hk, 0, sizeof hk);
+    hk.ud = s;
+    hk.on_ffn_in = sks__hook_ffn_in;
+    hk.on_ffn_out = sks__hook_ffn_out;
+    rc = sks_forward_run(fw, tokens, T, SKS_FWD_CAUSAL, &hk, NULL, 0);
+    sks_forward_free(fw);
+    if (rc) s->T = 0;
+    return rc;
+}
+
+/* ---- the screen ------------------------------------------------------------------ */
+
+/* tr(S_k) = sum_j D_k[j] (g_j . u_j), all k, f64. */
+static void sks__traces_f64(const sks_spikes *s, double *tr) {
+    const int f = s->f, d = s->d;
+    double *gu = malloc((size_t)f * sizeof *gu);
+    if (!gu) return;
+    for (int j = 0; j < f; j++) gu[j] = cblas_ddot(d, s->G64 + (size_t)j * d, 1, s->U64 + (size_t)j * d, 1);
+    cblas_dgemv(CblasRowMajor, CblasNoTrans, d, f, 1.0, s->D64, f, gu, 1, 0.0, tr, 1);
+    free(gu);
+}
+
+/* ||S_k||_F^2 = (D_k^T (A o B) D_k + D_k^T (C o C^T) D_k) / 2 with A = G G^T, B = U U^T,
+ * C = U G^T, accumulated over blocks of nb rows of the f x f products:
+ *   out[k] += sum_{i in blk} D_k[i] (E[blk, :] D_k)[i],  E = A o B + C o C^T.
+ * f64 GEMMs; memory O(nb f + nb d). */
+static int sks__frobenius_f64(const sks_spikes *s, double *out) {
+    const int f = s->f, d = s->d, bs = 128;
+    double *A = sks_malloc_n((size_t)bs * f, sizeof *A);
+    double *B = sks_malloc_n((size_t)bs * f, sizeof *B);
+    double *P = sks_malloc_n((size_t)bs * (d > f ? d : f), sizeof *P);
+    if (!A || !B || !P) {
+        free(A);
+        free(B);
+        free(P);
+        return sks_fail(SKS_ENOMEM, "%s: out of memory", __func__);
+    }
+    memset(out, 0, (size_t)d * sizeof *out);
+    for (int i0 = 0; i0 < f; i0 += bs) {
+        int nb = f - i0 < bs ? f - i0 : bs;
+        const double *Gb = s->G64 + (size_t)i0 * d, *Ub = s->U64 + (size_t)i0 * d;
+        /* A = G_b G^T, B = U_b U^T; A <- A o B */
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, f, d, 1.0, Gb, d, s->G64, d, 0.0, A, f);
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, f, d, 1.0, Ub, d, s->U64, d, 0.0, B, f);
+        for (size_t i = 0; i < (size_t)nb * f; i++) A[i] *= B[i];
+        /* B = C_b = U_b G^T, P = (C^T)_b = G_b U^T; A += B o P */
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, f, d, 1.0, Ub, d, s->G64, d, 0.0, B, f);
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, f, d, 1.0, Gb, d, s->U64, d, 0.0, P, f);
+        for (size_t i = 0; i < (size_t)nb * f; i++) A[i] += B[i] * P[i];
+        /* P = E_b D^T (nb, d) */
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, d, f, 1.0, A, f, s->D64, f, 0.0, P, d);
+        for (int k = 0; k < d; k++) {
+            const double *Dk = s->D64 + (size_t)k * f + i0;
+            double acc = 0;
+            for (int i = 0; i < nb; i++) acc += Dk[i] * P[(size_t)i * d + k];
+            out[k] += acc;
+        }
+    }
+    for (int k = 0; k < d; k++) out[k] = sqrt(fmax(out[k], 0.0) / 2.0);
+    free(A);
+    free(B);
+    free(P);
+    return 0;
+}
+
+/* ---- batched operators ------------------------------------------------------------ */
+
+typedef struct {
+    const sks_spikes *s;
+    const int *ch;        /* problem -> channel */
+    sks_quadform q;
+    float *X32, *Y32, *ws;
+    int *chs;             /* (cap) channel per column */
+    double *P, *Q;        /* (f, cap) f64 work */
+    int cap;
+    double flops;
+} sks__opctx;
+
+/* Y[:, i] = S_{ch} X[:, i] = 1/2 (G^T (D o (U x)) + U^T (D o (G x))), f64 GEMMs. */
+static int sks__op_f64(void *ud, int n, int nb, const int *prob, const double *X, double *Y) {
+    sks__opctx *c = ud;
+    const sks_spikes *s = c->s;
+    const int f = s->f, d = s->d;
+    if (nb > c->cap || n != d) return sks_fail(SKS_EINTERNAL, "%s: batch %d > %d", __func__, nb, c->cap);
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, f, nb, d, 1.0, s->U64, d, X, nb, 0.0, c->P, nb);
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, f, nb, d, 1.0, s->G64, d, X, nb, 0.0, c->Q, nb);
+    for (int j = 0; j < f; j++)
+        for (int i = 0; i < nb; i++) {
+            double dk = s->D64[(size_t)c->ch[prob[i]] * f + j];
+            c->P[(size_t)j * nb + i] *= dk;
+            c->Q[(size_t)j * nb + i] *= dk;
+        }
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, nb, f, 0.5, s->G64, d, c->P, nb, 0.0, Y, nb);
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, nb, f, 0.5, s->U64, d, c->Q, nb, 1.0, Y, nb);
+    c->flops += 8.0 * f * d * nb;
+    return 0;
+}
+
+/* The same through sks_quadform_matvec_batch (f32 sgemm). */
+static int sks__op_f32(void *ud, int n, int nb, const int *prob, const double *X, double *Y) {
+    sks__opctx *c = ud;
+    if (nb > c->cap || n != c->s->d) return sks_fail(SKS_EINTERNAL, "%s: batch %d > %d", __func__, nb, c->cap);
+    size_t nn = (size_t)n * nb;
+    for (size_t i = 0; i < nn; i++) c->X32[i] = (float)X[i];
+    for (int i = 0; i < nb; i++) c->chs[i] = c->ch[prob[i]];
+    int rc = sks_quadform_matvec_batch(&c->q, c->chs, nb, c->X32, nb, c->Y32, nb, c->ws);
+    if (rc) return rc;
+    for (size_t i = 0; i < nn; i++) Y[i] = c->Y32[i];
+    c->flops += 8.0 * c->s->f * (double)c->s->d * nb;
+    return 0;
+}
+
+/* ---- per-layer step ---------------------------------------------------------------- */
+
+typedef struct {
+    double key;
+    int idx;
+} sks__kv;
+
+static int sks__cmp_kv_desc(const void *a, const void *b) {
+    double x = ((const sks__kv *)a)->key, y = ((const sks__kv *)b)->key;
+    if (x != y) return (x < y) - (x > y);
+    return ((const sks__kv *)a)->idx - ((const sks__kv *)b)->idx;
+}
+
+static double sks__silu(double z) { return z / (1.0 + exp(-z)); }
+
+void sks_spikes_layer_result_free(sks_spikes_layer_result *r) {
+    if (!r) return;
+    free(r->frobenius);
+    free(r->trace);
+    free(r->top_frob);
+    for (int i = 0; i < r->n_channels; i++) {
+        free(r->channels[i].eigenvalues);
+        free(r->channels[i].s_star);
+        free(r->channels[i].residuals);
+        free(r->channels[i].cos_wvo);
+    }
+    free(r->channels);
+    memset(r, 0, sizeof *r);
+}
+
+/* Eigenpairs of the selected channels (dense reference or Krylov-Schur). */
+static int sks__layer_eigs(sks_spikes *s, sks_spikes_layer_result *out) {
+    const int d = s->d, r = s->o.rank, nch = out->n_channels;
+    int rc = 0;
+    if (nch == 0) return 0;
+    if (s->o.dense) {
+        sks_quadform q = {.d = d, .f = s->f, .G = s->G32, .U = s->U32, .Down = s->D32};
+        double *S = sks_malloc_n((size_t)d * d, sizeof *S);
+        double *ev = sks_malloc_n((size_t)d, sizeof *ev);
+        double *Z = sks_malloc_n((size_t)d * d, sizeof *Z);
+        if (!S || !ev || !Z) rc = sks_fail(SKS_ENOMEM, "%s: --dense needs 2 x %d x %d f64", __func__, d, d);
+        for (int i = 0; i < nch && !rc; i++) {
+            sks_spike_channel *c = &out->channels[i];
+            if (s->prec == SKS_SPK_PREC_F64) {
+                /* S_k from the f64 weights: 1/2 (G^T diag(D_k) U + transpose), rank-one updates */
+                memset(S, 0, (size_t)d * d * sizeof *S);
+                const double *Dk = s->D64 + (size_t)c->channel * s->f;
+                for (int j = 0; j < s->f; j++)
+                    cblas_dger(CblasRowMajor, d, d, 0.5 * Dk[j], s->G64 + (size_t)j * d, 1, s->U64 + (size_t)j * d, 1, S,
+                               d);
+                for (int a = 0; a < d; a++)
+                    for (int b = a; b < d; b++) {
+                        double v = S[(size_t)a * d + b] + S[(size_t)b * d + a];
+                        S[(size_t)a * d + b] = S[(size_t)b * d + a] = v;
+                    }
+            } else {
+                rc = sks_quadform_dense(&q, c->channel, S);
+                if (rc) break;
+            }
+            double fro = 0, tr = 0;
+            for (size_t k = 0; k < (size_t)d * d; k++) fro += S[k] * S[k];
+            for (int k = 0; k < d; k++) tr += S[(size_t)k * d + k];
+            c->frobenius = sqrt(fro);
+            c->trace = tr;
+            rc = sks_eig_dense(d, S, ev, Z);
+            if (rc) break;
+            for (int e = 0; e < r; e++) {
+                c->eigenvalues[e] = ev[e];
+                c->residuals[e] = 0;
+            }
+            for (int k = 0; k < d; k++) c->s_star[k] = Z[(size_t)k * d + 0];
+            /* explicit residuals of the dense pairs */
+            for (int e = 0; e < r; e++) {
+                double res = 0;
+                for (int a = 0; a < d; a++) {
+                    double y = 0;
+                    for (int b = 0; b < d; b++) y += S[(size_t)a * d + b] * Z[(size_t)b * d + e];
+                    y -= ev[e] * Z[(size_t)a * d + e];
+                    res += y * y;
+                }
+                c->residuals[e] = sqrt(res) / (fabs(ev[e]) > 0 ? fabs(ev[e]) : 1.0);
+            }
+            c->converged = 1;
+            out->flops_eigs += 2.0 * s->f * (double)d * d;
+        }
+        free(S);
+        free(ev);
+        free(Z);
+        return rc;
+    }
+    int blk = s->o.channel_block > 0 ? s->o.channel_block : 64;
+    if (blk > nch) blk = nch;
+    sks__opctx c;
+    memset(&c, 0, sizeof c);
+    c.s = s;
+    c.cap = blk * (r > 1 ? r : 1);
+    if (c.cap < blk) c.cap = blk;
+    int *chs = sks_malloc_n((size_t)nch, sizeof *chs);
+    double *evals = sks_malloc_n((size_t)blk * r, sizeof(double));
+    double *evecs = sks_malloc_n((size_t)blk * r * d, sizeof(double));
+    double *resid = sks_malloc_n((size_t)blk * r, sizeof(double));
+    int *conv = sks_malloc_n((size_t)blk, sizeof(int));
+    if (s->prec == SKS_SPK_PREC_F64) {
+        c.P = sks_malloc_n((size_t)s->f * c.cap, sizeof(double));
+        c.Q = sks_malloc_n((size_t)s->f * c.cap, sizeof(double));
+    } else {
+        c.q.d = d;
+        c.q.f = s->f;
+        c.q.G = s->G32;
+        c.q.U = s->U32;
+        c.q.Down = s->D32;
+        c.X32 = sks_malloc_n((size_t)d * c.cap, sizeof(float));
+        c.Y32 = sks_malloc_n((size_t)d * c.cap, sizeof(float));
+        c.chs = sks_malloc_n((size_t)c.cap, sizeof(int));
+        c.ws = sks_malloc_n(sks_quadform_ws_size(&c.q, c.cap), sizeof(float));
+    }
+    if (!chs || !evals || !evecs || !resid || !conv ||
+        (s->prec == SKS_SPK_PREC_F64 ? (!c.P || !c.Q) : (!c.X32 || !c.Y32 || !c.chs || !c.ws))) {
+        rc = sks_fail(SKS_ENOMEM, "%s: out of memory for %d channels", __func__, blk);
+        goto done;
+    }
+    for (int i = 0; i < nch; i++) chs[i] = out->channels[i].channel;
+    sks_multieig_opts eo;
+    memset(&eo, 0, sizeof eo);
+    eo.r = r;
+    eo.kmax = s->o.krylov_dim;
+    eo.max_restarts = s->o.max_restarts;
+    eo.tol = s->o.tol > 0 ? s->o.tol : (s->prec == SKS_SPK_PREC_F64 ? 1e-11 : 1e-6);
+    eo.seed = s->o.seed;
+    for (int b0 = 0; b0 < nch; b0 += blk) {
+        int nb = nch - b0 < blk ? nch - b0 : blk;
+        c.ch = chs + b0;
+        int mv = 0, rs = 0;
+        rc = sks_multieig_topk(s->prec == SKS_SPK_PREC_F64 ? sks__op_f64 : sks__op_f32, &c, d, nb, &eo, evals, evecs,
+                               resid, conv, &mv, &rs);
+        out->matvecs += mv;
+        out->restarts += rs;
+        if (rc == SKS_ENOCONV) {
+            sks_log(SKS_LOG_WARN, "spikes: layer %d: some eigenpairs did not reach tol %.1e (reported with residuals)",
+                    out->layer, eo.tol);
+            rc = 0;
+        }
+        if (rc) goto done;
+        for (int i = 0; i < nb; i++) {
+            sks_spike_channel *ch = &out->channels[b0 + i];
+            memcpy(ch->eigenvalues, evals + (size_t)i * r, (size_t)r * sizeof(double));
+            memcpy(ch->residuals, resid + (size_t)i * r, (size_t)r * sizeof(double));
+            memcpy(ch->s_star, evecs + (size_t)i * r * d, (size_t)d * sizeof(double));
+            ch->converged = conv[i];
+        }
+    }
+    out->flops_eigs += c.flops;
+done:
+    free(chs);
+    free(evals);
+    free(evecs);
+    free(resid);
+    free(conv);
+    free(c.P);
+    free(c.Q);
+    free(c.X32);
+    free(c.Y32);
+    free(c.chs);
+    free(c.ws);
+    return rc;
+}
+
+/* z_g = G x, z_u = U x in f64 (x from the forward pass, f32 weights exact in f64). */
+static void sks__gate_up(const sks_spikes *s, const float *x32, double *x, double *zg, double *zu) {
+    const int d = s->d, f = s->f;
+    for (int i = 0; i < d; i++) x[i] = x32[i];
+    for (int j = 0; j < f; j++) {
+        const float *g = s->G32 + (size_t)j * d, *u = s->U32 + (size_t)j * d;
+        double ag = 0, au = 0;
+        for (int i = 0; i < d; i++) {
+            ag += (double)g[i] * x[i];
+            au += (double)u[i] * x[i];
+        }
+        zg[j] = ag;
+        zu[j] = au;
+    }
+}
+
+static int sks__layer_forward_metrics(sks_spikes *s, sks_spikes_layer_result *out) {
+    const int d = s->d, f = s->f, T = s->T, layer = out->layer;
+    double *x = sks_malloc_n((size_t)d, sizeof *x), *x0 = sks_malloc_n((size_t)d, sizeof *x0);
+    double *zg = sks_malloc_n((size_t)f, sizeof *zg), *zu = sks_malloc_n((size_t)f, sizeof *zu);
+    double *zg0 = sks_malloc_n((size_t)f, sizeof *zg0), *zu0 = sks_malloc_n((size_t)f, sizeof *zu0);
+    int rc = 0;
+    if (!x || !x0 || !zg || !zu || !zg0 || !zu0) {
+        rc = sks_fail(SKS_ENOMEM, "%s: out of memory", __func__);
+        goto done;
+    }
+    const float *in = s->ffn_in + (size_t)layer * T * d;
+    const float *outp = s->ffn_out + (size_t)layer * T * d;
+    sks__gate_up(s, in, x0, zg0, zu0); /* position 0 */
+    int have_tok = -1;
+    for (int i = 0; i < out->n_channels; i++) {
+        sks_spike_channel *c = &out->channels[i];
+        const int k = c->channel;
+        if (c->token < 0 || c->token >= T) {
+            int best = 0;
+            for (int t = 1; t < T; t++)
+                if (fabsf(outp[(size_t)t * d + k]) > fabsf(outp[(size_t)best * d + k])) best = t;
+            c->token = best;
+        }
+        const double *xx = x0, *g = zg0, *u = zu0;
+        if (c->token != 0) {
+            if (have_tok != c->token) {
+                sks__gate_up(s, in + (size_t)c->token * d, x, zg, zu);
+                have_tok = c->token;
+            }
+            xx = x;
+            g = zg;
+            u = zu;
+        }
+        /* sign of s*: s*.x >= 0 */
+        double sx = cblas_ddot(d, c->s_star, 1, xx, 1);
+        if (sx < 0) {
+            cblas_dscal(d, -1.0, c->s_star, 1);
+            sx = -sx;
+        }
+        c->sign_from_input = 1;
+        double xn = cblas_dnrm2(d, xx, 1);
+        c->x_norm = xn;
+        c->cos_x_s = xn > 0 ? sx / xn : NAN;
+        double xn0 = cblas_dnrm2(d, x0, 1);
+        c->cos_x0_s = xn0 > 0 ? cblas_ddot(d, c->s_star, 1, x0, 1) / xn0 : NAN;
+        c->rank1_pred = c->eigenvalues[0] * sx * sx;
+        const float *Dk = s->D32 + (size_t)k * f;
+        double quad = 0, tru = 0, in_mass = 0, all_mass = 0;
+        for (int j = 0; j < f; j++) {
+            quad += (double)Dk[j] * g[j] * u[j];
+            tru += (double)Dk[j] * sks__silu(g[j]) * u[j];
+            double az = fabs(g[j]);
+            all_mass += az;
+            if (fabs(sks__silu(g[j]) - g[j]) <= 0.05 * az) in_mass += az;
+        }
+        c->quad_pred = quad;
+        c->true_out = tru;
+        c->true_out_fwd = outp[(size_t)c->token * d + k];
+        c->silu_regime = all_mass > 0 ? in_mass / all_mass : NAN;
+    }
+done:
+    free(x);
+    free(x0);
+    free(zg);
+    free(zu);
+    free(zg0);
+    free(zu0);
+    return rc;
+}
+
+int sks_spikes_layer(sks_spikes *s, int layer, const int *ch, const int *src, const int *tok, int n,
+                     sks_spikes_layer_result *out) {
+    memset(out, 0, sizeof *out);
+    if (!s || layer < 0 || layer >= s->L || n < 0 || (n > 0 && !ch))
+        return sks_fail(SKS_EARG, "%s: layer %d outside [0, %d)", __func__, layer, s ? s->L : 0);
+    for (int i = 0; i < n; i++)
+        if (ch[i] < 0 || ch[i] >= s->d) return sks_fail(SKS_EARG, "channel %d outside [0, %d)", ch[i], s->d);
+    int rc = sks__load_layer(s, layer);
+    if (rc) return rc;
+    const int d = s->d, r = s->o.rank;
+    out->layer = layer;
+    out->d = d;
+    out->precision = s->prec;
+    out->frobenius = sks_malloc_n((size_t)d, sizeof(double));
+    out->trace = sks_malloc_n((size_t)d, sizeof(double));
+    if (!out->frobenius || !out->trace) {
+        rc = sks_fail(SKS_ENOMEM, "%s: out of memory", __func__);
+        goto fail;
+    }
+    /* the screen: every channel */
+    double t0 = sks_now();
+    sks_progress("spikes: screen", 0, 1);
+    if (s->prec == SKS_SPK_PREC_F64) {
+        sks__traces_f64(s, out->trace);
+        rc = sks__frobenius_f64(s, out->frobenius);
+    } else {
+        sks_quadform q = {.d = d, .f = s->f, .G = s->G32, .U = s->U32, .Down = s->D32};
+        rc = sks_quadform_traces(&q, out->trace);
+        if (!rc) rc = sks_quadform_frobenius(&q, out->frobenius);
+    }
+    if (rc) goto fail;
+    out->flops_screen = 10.0 * (double)s->f * s->f * d;
+    out->seconds_screen = sks_now() - t0;
+    sks_progress("spikes: screen", 1, 1);
+
+    /* ranking by ||S_k||_F */
+    sks__kv *kv = sks_malloc_n((size_t)d, sizeof *kv);
+    if (!kv) {
+        rc = sks_fail(SKS_ENOMEM, "%s: out of memory", __func__);
+        goto fail;
+    }
+    for (int k = 0; k < d; k++) {
+        kv[k].key = out->frobenius[k];
+        kv[k].idx = k;
+    }
+    qsort(kv, (size_t)d, sizeof *kv, sks__cmp_kv_desc);
+    int ntop = s->o.top_frob < 0 ? 0 : (s->o.top_frob > d ? d : s->o.top_frob);
+    int nrank = ntop > 50 ? ntop : (d < 50 ? d : 50);
+    out->n_top = nrank;
+    out->top_frob = sks_malloc_n((size_t)nrank, sizeof(int));
+    out->channels = sks_calloc_n((size_t)n + ntop, sizeof(sks_spike_channel));
+    if (!out->top_frob || !out->channels) {
+        free(kv);
+        rc = sks_fail(SKS_ENOMEM, "%s: out of memory", __func__);
+        goto fail;
+    }
+    for (int i = 0; i < nrank; i++) out->top_frob[i] = kv[i].idx;
+    /* the channel list: requested ones in order, then screen ones not already there */
+    int nc = 0;
+    for (int i = 0; i < n + ntop; i++) {
+        int k = i < n ? ch[i] : kv[i - n].idx;
+        int bits = i < n ? (src ? src[i] : SKS_SPK_SRC_USER) : SKS_SPK_SRC_FROB;
+        int t = (i < n && tok) ? tok[i] : -1;
+        int dup = -1;
+        for (int j = 0; j < nc; j++)
+            if (out->channels[j].channel == k) dup = j;
+        if (dup >= 0) {
+            out->channels[dup].source |= bits;
+            continue;
+        }
+        sks_spike_channel *c = &out->channels[nc++];
+        c->channel = k;
+        c->source = bits;
+        c->token = t;
+    }
+    free(kv);
+    out->n_channels = nc;
+    for (int i = 0; i < nc; i++) {
+        sks_spike_channel *c = &out->channels[i];
+        c->rank = r;
+        c->eigenvalues = sks_calloc_n((size_t)r, sizeof(double));
+        c->residuals = sks_calloc_n((size_t)r, sizeof(double));
+        c->s_star = sks_calloc_n((size_t)d, sizeof(double));
+        if (!c->eigenvalues || !c->residuals || !c->s_star) {
+            rc = sks_fail(SKS_ENOMEM, "%s: out of memory", __func__);
+            goto fail;
+        }
+        c->frobenius = out->frobenius[c->channel];
+        c->trace = out->trace[c->channel];
+        c->x_norm = c->cos_x_s = c->quad_pred = c->rank1_pred = c->true_out = c->true_out_fwd = NAN;
+        c->silu_regime = c->cos_x0_s = NAN;
+        if (!s->T) c->token = -1;
+    }
+    t0 = sks_now();
+    rc = sks__layer_eigs(s, out);
+    if (rc) goto fail;
+    out->seconds_eigs = sks_now() - t0;
+    for (int i = 0; i < nc; i++) {
+        sks_spike_channel *c = &out->channels[i];
+        double l1 = fabs(c->eigenvalues[0]);
+        c->dominance = r >= 2 ? (fabs(c->eigenvalues[1]) > 0 ? l1 / fabs(c->eigenvalues[1]) : INFINITY) : NAN;
+        c->energy_fraction = c->frobenius > 0 ? l1 * l1 / (c->frobenius * c->frobenius) : NAN;
+        if (!s->T) {
+            /* no input: largest-|.| component positive */
+            int am = 0;
+            for (int k = 1; k < d; k++)
+                if (fabs(c->s_star[k]) > fabs(c->s_star[am])) am = k;
+            if (c->s_star[am] < 0) cblas_dscal(d, -1.0, c->s_star, 1);
+            c->sign_from_input = 0;
+        }
+    }
+    if (s->T) {
+        rc = sks__layer_forward_metrics(s, out);
+        if (rc) goto fail;
+    }
+    if (s->o.first_token_map) {
+        for (int l = 0; l <= layer; l++) {
+            rc = sks_spikes_wvo_top(s, l, NULL, NULL);
+            if (rc) goto fail;
+        }
+        for (int i = 0; i < nc; i++) {
+            sks_spike_channel *c = &out->channels[i];
+            c->n_wvo = layer + 1;
+            c->cos_wvo = sks_malloc_n((size_t)layer + 1, sizeof(double));
+            if (!c->cos_wvo) {
+                rc = sks_fail(SKS_ENOMEM, "%s: out of memory", __func__);
+                goto fail;
+            }
+            for (int l = 0; l <= layer; l++)
+                c->cos_wvo[l] = fabs(cblas_ddot(d, c->s_star, 1, s->wvo_u + (size_t)l * d, 1));
+        }
+    }
+    return 0;
+fail:
+    sks_spikes_layer_result_free(out);
+    return rc;
+}
+
+/* ---- first-token map --------------------------------------------------------------- */
+
+typedef struct {
+    int d, H, Hkv, dh;
+    double *WO;  /* (d, H dh) */
+    double *WV;  /* (Hkv dh, d) */
+    double *a, *b, *c, *e;
+} sks__wvoctx;
+
+/* y = W_VO W_VO^T x with W_VO = W_O W_V', W_V' = W_V rows repeated per query head:
+ * a = W_O^T x (H dh); b[g] = sum_{h in g} a_h (Hkv dh); c = W_V^T b (d); e = W_V c;
+ * y = W_O e' with e'_h = e_{g(h)}. */
+static int sks__op_wvo(void *ud, int n, int nb, const int *prob, const double *X, double *Y) {
+    sks__wvoctx *w = ud;
+    const int d = w->d, Hd = w->H * w->dh, Kd = w->Hkv * w->dh, grp = w->H / w->Hkv;
+    for (int col = 0; col < nb; col++) {
+        for (int i = 0; i < d; i++) w->c[i] = X[(size_t)i * nb + col];
+        cblas_dgemv(CblasRowMajor, CblasTrans, d, Hd, 1.0, w->WO, Hd, w->c, 1, 0.0, w->a, 1);
+        memset(w->b, 0, (size_t)Kd * sizeof(double));
+        for (int h = 0; h < w->H; h++)
+            for (int i = 0; i < w->dh; i++) w->b[(size_t)(h / grp) * w->dh + i] += w->a[(size_t)h * w->dh + i];
+        cblas_dgemv(CblasRowMajor, CblasTrans, Kd, d, 1.0, w->WV, d, w->b, 1, 0.0, w->c, 1);
+        cblas_dgemv(CblasRowMajor, CblasNoTrans, Kd, d, 1.0, w->WV, d, w->c, 1, 0.0, w->e, 1);
+        for (int h = 0; h < w->H; h++)
+            memcpy(w->a + (size_t)h * w->dh, w->e + (size_t)(h / grp) * w->dh, (size_t)w->dh * sizeof(double));
+        cblas_dgemv(CblasRowMajor, CblasNoTrans, d, Hd, 1.0, w->WO, Hd, w->a, 1, 0.0, w->c, 1);
+        for (int i = 0; i < d; i++) Y[(size_t)i * nb + col] = w->c[i];
+    }
+    (void)n;
+    (void)prob;
+    return 0;
+}
+
+int sks_spikes_wvo_top(sks_spikes *s, int layer, double *u1, double *sigma1) {
+    if (!s || layer < 0 || layer >= s->L) return sks_fail(SKS_EARG, "%s: bad layer %d", __func__, layer);
+    const int d = s->d;
+    if (!s->wvo_have[layer]) {
+        const sks_arch *a = sks_model_arch(s->m);
+        sks__wvoctx w;
+        memset(&w, 0, sizeof w);
+        w.d = d;
+        w.H = a->n_heads;
+        w.Hkv = a->n_kv_heads;
+        w.dh = a->head_dim;
+        const sks_tensor *to = sks__need(s->m, SKS_ROLE_WO, layer, d, (int64_t)w.H * w.dh);
+        const sks_tensor *tv = sks__need(s->m, SKS_ROLE_WV, layer, (int64_t)w.Hkv * w.dh, d);
+        if (!to || !tv) return SKS_ENOTFOUND;
+        if (w.Hkv <= 0 || w.H % w.Hkv) return sks_fail(SKS_ECONFIG, "%s: H %d not a multiple of Hkv %d", __func__, w.H, w.Hkv);
+        size_t Hd = (size_t)w.H * w.dh, Kd = (size_t)w.Hkv * w.dh;
+        int rc = 0;
+        w.WO = sks_malloc_n((size_t)d * Hd, sizeof(double));
+        w.WV = sks_malloc_n(Kd * (size_t)d, sizeof(double));
+        w.a = sks_malloc_n(Hd, sizeof(double));
+        w.b = sks_malloc_n(Kd, sizeof(double));
+        w.c = sks_malloc_n((size_t)d, sizeof(double));
+        w.e = sks_malloc_n(Kd, sizeof(double));
+        if (!w.WO || !w.WV || !w.a || !w.b || !w.c || !w.e) rc = sks_fail(SKS_ENOMEM, "%s: out of memory", __func__);
+        if (!rc) rc = sks__tensor_f64(to, w.WO);
+        if (!rc) rc = sks__tensor_f64(tv, w.WV);
+        double ev[2], *evec = NULL, res[2];
+        int conv = 0;
+        if (!rc) {
+            evec = sks_malloc_n((size_t)2 * d, sizeof(double));
+            if (!evec) rc = sks_fail(SKS_ENOMEM, "%s: out of memory", __func__);
+        }
+        if (!rc) {
+            sks_multieig_opts eo = {d >= 2 ? 2 : 1, 0, 300, 1e-10, 7};
+            rc = sks_multieig_topk(sks__op_wvo, &w, d, 1, &eo, ev, evec, res, &conv, NULL, NULL);
+            if (rc == SKS_ENOCONV) {
+                sks_log(SKS_LOG_WARN, "spikes: W_VO of layer %d: top singular pair not converged (residual %.1e)",
+                        layer, res[0]);
+                rc = 0;
+            }
+        }
+        if (!rc) {
+            memcpy(s->wvo_u + (size_t)layer * d, evec, (size_t)d * sizeof(double));
+            s->wvo_s[layer] = sqrt(fmax(ev[0], 0.0));
+            s->wvo_have[layer] = 1;
+        }
+        free(evec);
+        free(w.WO);
+        free(w.WV);
+        free(w.a);
+        free(w.b);
+        free(w.c);
+        free(w.e);
+        if (rc) return rc;
+    }
+    if (u1) memcpy(u1, s->wvo_u + (size_t)layer * d, (size_t)d * sizeof(double));
+    if (sigma1) *sigma1 = s->wvo_s[layer];
+    return 0;
+}
+
+/* ---- default selection ---------------------------------------------------------------- */
+
+int sks_spikes_select_from_trace(const sks_trace_result *tr, int **layers, int **channels, int **tokens, int *n) {
+    *layers = *channels = *tokens = NULL;
+    *n = 0;
+    if (!tr) return sks_fail(SKS_EARG, "%s: no trace", __func__);
+    size_t cap = 0;
+    for (int i = 0; i < tr->n_lifecycles; i++) cap += (size_t)tr->lifecycles[i].n_up;
+    if (cap == 0) return 0;
+    int *L = sks_malloc_n(cap, sizeof *L), *C = sks_malloc_n(cap, sizeof *C), *Tk = sks_malloc_n(cap, sizeof *Tk);
+    double *pk = sks_malloc_n(cap, sizeof *pk);
+    if (!L || !C || !Tk || !pk) {
+        free(L);
+        free(C);
+        free(Tk);
+        free(pk);
+        return sks_fail(SKS_ENOMEM, "%s: out of memory", __func__);
+    }
+    int m = 0;
+    for (int i = 0; i < tr->n_lifecycles; i++) {
+        const sks_lifecycle *lc = &tr->lifecycles[i];
+        for (int u = 0; u < lc->n_up; u++) {
+            int b = lc->up_blocks[u];
+            if (sks_block_kind(b) != SKS_BLOCK_FFN) continue;
+            int l = sks_block_layer(b), dup = -1;
+            for (int j = 0; j < m; j++)
+                if (L[j] == l && C[j] == lc->channel) dup = j;
+            if (dup >= 0) {
+                /* keep the token with the larger peak */
+                if (lc->peak_abs > pk[dup]) {
+                    Tk[dup] = lc->token;
+                    pk[dup] = lc->peak_abs;
+                }
+                continue;
+            }
+            L[m] = l;
+            C[m] = lc->channel;
+            Tk[m] = lc->token;
+            pk[m] = lc->peak_abs;
+            m++;
+        }
+    }
+    /* sort by (layer, channel): insertion sort, m is small */
+    for (int i = 1; i < m; i++)
+        for (int j = i; j > 0 && (L[j - 1] > L[j] || (L[j - 1] == L[j] && C[j - 1] > C[j])); j--) {
+            int t;
+            t = L[j], L[j] = L[j - 1], L[j - 1] = t;
+            t = C[j], C[j] = C[j - 1], C[j - 1] = t;
+            t = Tk[j], Tk[j] = Tk[j - 1], Tk[j - 1] = t;
+        }
+    free(pk);
+    *layers = L;
+    *channels = C;
+    *tokens = Tk;
+    *n = m;
+    return 0;
+}
+
+/* ---- delimiter route ------------------------------------------------------------------ */
+
+static int sks__cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+void sks_delim_result_free(sks_delim_result *r) {
+    if (!r) return;
+    free(r->ratio);
+    free(r->top_ids);
+    free(r->top_ratio);
+    memset(r, 0, sizeof *r);
+}
+
+/* n_v = gamma_attn[0] * e_v / rms(e_v), rms(e) = sqrt(mean(e^2) + eps): the attention
+ * input of layer 0 for token v at any position. */
+int sks_spikes_delimiter(sks_spikes *s, int n_top, sks_delim_result *out) {
+    memset(out, 0, sizeof *out);
+    const sks_arch *a = sks_model_arch(s->m);
+    const int d = s->d, V = s->V;
+    const sks_tensor *te = sks__need(s->m, SKS_ROLE_EMBED, -1, V, d);
+    const sks_tensor *tg = sks_model_tensor(s->m, SKS_ROLE_ATTN_NORM, 0);
+    if (!te) return SKS_ENOTFOUND;
+    if (!tg || sks_tensor_cols(tg) != d) return sks_fail(SKS_ENOTFOUND, "%s: no attn_norm of layer 0", sks_model_path(s->m));
+    const int blk = 256;
+    float *gam = sks_malloc_n((size_t)d, sizeof *gam), *E = sks_malloc_n((size_t)blk * d, sizeof *E);
+    double *nrm = sks_malloc_n((size_t)V, sizeof *nrm), *srt = sks_malloc_n((size_t)V, sizeof *srt);
+    out->ratio = sks_malloc_n((size_t)V, sizeof(float));
+    int rc = 0;
+    if (!gam || !E || !nrm || !srt || !out->ratio) {
+        rc = sks_fail(SKS_ENOMEM, "%s: out of memory", __func__);
+        goto done;
+    }
+    rc = sks_tensor_rows_f32(tg, 0, 1, gam);
+    for (int v0 = 0; v0 < V && !rc; v0 += blk) {
+        int nb = V - v0 < blk ? V - v0 : blk;
+        rc = sks_tensor_rows_f32(te, v0, nb, E);
+        for (int i = 0; i < nb && !rc; i++) {
+            const float *e = E + (size_t)i * d;
+            double ss = 0, gs = 0;
+            for (int c = 0; c < d; c++) {
+                ss += (double)e[c] * e[c];
+                double g = (double)gam[c] * e[c];
+                gs += g * g;
+            }
+            double rms = sqrt(ss / d + a->norm_eps);
+            nrm[v0 + i] = sqrt(gs) / rms;
+        }
+    }
+    if (rc) goto done;
+    memcpy(srt, nrm, (size_t)V * sizeof *srt);
+    qsort(srt, (size_t)V, sizeof *srt, sks__cmp_double);
+    double med = (V % 2) ? srt[V / 2] : 0.5 * (srt[V / 2 - 1] + srt[V / 2]);
+    out->median_norm = med;
+    out->n_vocab = V;
+    for (int v = 0; v < V; v++) out->ratio[v] = (float)(med > 0 ? nrm[v] / med : 0);
+    if (n_top < 0) n_top = 0;
+    if (n_top > V) n_top = V;
+    out->n_top = n_top;
+    out->top_ids = sks_malloc_n((size_t)n_top + 1, sizeof(int));
+    out->top_ratio = sks_malloc_n((size_t)n_top + 1, sizeof(double));
+    sks__kv *kv = sks_malloc_n((size_t)V, sizeof *kv);
+    if (!out->top_ids || !out->top_ratio || !kv) {
+        free(kv);
+        rc = sks_fail(SKS_ENOMEM, "%s: out of memory", __func__);
+        goto done;
+    }
+    for (int v = 0; v < V; v++) {
+        kv[v].key = med > 0 ? nrm[v] / med : 0;
+        kv[v].idx = v;
+    }
+    qsort(kv, (size_t)V, sizeof *kv, sks__cmp_kv_desc);
+    for (int i = 0; i < n_top; i++) {
+        out->top_ids[i] = kv[i].idx;
+        out->top_ratio[i] = kv[i].key;
+    }
+    free(kv);
+done:
+    free(gam);
+    free(E);
+    free(nrm);
+    free(srt);
+    if (rc) sks_delim_result_free(out);
+    return rc;
+}
+
+/* ---- writer (schema "sinkscope.spikes/1", docs/schema-spikes.md) ------------------------ */
+
+static const char *sks__prec_name(int p) { return p == SKS_SPK_PREC_F64 ? "f64" : p == SKS_SPK_PREC_F32 ? "f32" : "auto"; }
+
+static void sks__out_sources(sks_out *o, int bits) {
+    int n = !!(bits & SKS_SPK_SRC_USER) + !!(bits & SKS_SPK_SRC_SPIKE) + !!(bits & SKS_SPK_SRC_FROB);
+    sks_out_array(o, (size_t)n);
+    if (bits & SKS_SPK_SRC_USER) sks_out_str(o, "user");
+    if (bits & SKS_SPK_SRC_SPIKE) sks_out_str(o, "spike");
+    if (bits & SKS_SPK_SRC_FROB) sks_out_str(o, "frobenius");
+}
+
+static void sks__out_channel(sks_out *o, const sks_spike_channel *c, int d) {
+    sks_out_map(o, 23);
+    sks_out_kint(o, "channel", c->channel);
+    sks_out_str(o, "source");
+    sks__out_sources(o, c->source);
+    int64_t sr = c->rank, sd = d, sw = c->n_wvo;
+    sks_out_str(o, "eigenvalues");
+    sks_out_f64_array(o, c->eigenvalues, 1, &sr);
+    sks_out_str(o, "residuals");
+    sks_out_f64_array(o, c->residuals, 1, &sr);
+    sks_out_kbool(o, "converged", c->converged);
+    sks_out_str(o, "s_star");
+    sks_out_f64_array(o, c->s_star, 1, &sd);
+    sks_out_kstr(o, "s_star_sign", c->sign_from_input ? "input" : "largest_component");
+    sks_out_kf64(o, "lambda_star", c->eigenvalues[0]);
+    sks_out_kf64(o, "frobenius", c->frobenius);
+    sks_out_kf64(o, "trace", c->trace);
+    sks_out_kf64(o, "dominance", c->dominance);
+    sks_out_kf64(o, "energy_fraction", c->energy_fraction);
+    sks_out_kint(o, "token", c->token);
+    sks_out_kf64(o, "x_norm", c->x_norm);
+    sks_out_kf64(o, "cos_x_s", c->cos_x_s);
+    sks_out_kf64(o, "quad_pred", c->quad_pred);
+    sks_out_kf64(o, "rank1_pred", c->rank1_pred);
+    sks_out_kf64(o, "true_out", c->true_out);
+    sks_out_kf64(o, "true_out_fwd", c->true_out_fwd);
+    sks_out_kf64(o, "silu_regime", c->silu_regime);
+    sks_out_kf64(o, "cos_x0_s", c->cos_x0_s);
+    sks_out_str(o, "cos_wvo");
+    if (c->n_wvo > 0)
+        sks_out_f64_array(o, c->cos_wvo, 1, &sw);
+    else
+        sks_out_nil(o);
+    sks_out_kint(o, "n_wvo", c->n_wvo);
+}
+
+int sks_spikes_write(const sks_spikes_report *rep, const sks_model *m, const sks_spikes_opts *opt,
+                     const char *(*piece)(void *ud, int id), void *piece_ud, const char *path) {
+    if (!rep || !m || !opt || !path) return sks_fail(SKS_EARG, "%s: bad arguments", __func__);
+    sks_out o;
+    sks_out_init(&o);
+    sks_out_map(&o, 8);
+    sks_out_kstr(&o, "schema", "sinkscope.spikes/1");
+    sks_out_str(&o, "model");
+    sks_out_model(&o, m);
+    sks_out_str(&o, "params");
+    sks_out_map(&o, 13);
+    sks_out_kstr(&o, "selection", rep->selection ? rep->selection : "channels");
+    sks_out_kint(&o, "rank", opt->rank);
+    sks_out_kint(&o, "top_frob", opt->top_frob);
+    sks_out_kbool(&o, "dense", opt->dense);
+    sks_out_kstr(&o, "precision", sks__prec_name(opt->precision));
+    sks_out_kf64(&o, "tol", opt->tol);
+    sks_out_kint(&o, "krylov_dim", opt->krylov_dim);
+    sks_out_kint(&o, "max_restarts", opt->max_restarts);
+    sks_out_kint(&o, "seed", (int64_t)opt->seed);
+    sks_out_kbool(&o, "first_token_map", opt->first_token_map);
+    sks_out_kint(&o, "n_delim_top", opt->n_delim_top);
+    sks_out_kf64(&o, "trace_abs", rep->trace_abs);
+    sks_out_kf64(&o, "trace_ratio", rep->trace_ratio);
+
+    sks_out_str(&o, "input");
+    if (rep->tokens && rep->T > 0) {
+        int64_t t = rep->T;
+        sks_out_i32_array(&o, rep->tokens, 1, &t);
+    } else {
+        sks_out_nil(&o);
+    }
+    sks_out_str(&o, "spike_channels");
+    if (rep->trace) {
+        int64_t n = rep->trace->n_spike_channels;
+        sks_out_i32_array(&o, rep->trace->spike_channels, 1, &n);
+    } else {
+        sks_out_nil(&o);
+    }
+    sks_out_str(&o, "layers");
+    sks_out_array(&o, (size_t)rep->n_layers);
+    for (int i = 0; i < rep->n_layers; i++) {
+        const sks_spikes_layer_result *L = &rep->layers[i];
+        int64_t sd = L->d, st = L->n_top;
+        sks_out_map(&o, 13);
+        sks_out_kint(&o, "layer", L->layer);
+        sks_out_kstr(&o, "precision", sks__prec_name(L->precision));
+        sks_out_str(&o, "frobenius");
+        sks_out_f64_array(&o, L->frobenius, 1, &sd);
+        sks_out_str(&o, "trace");
+        sks_out_f64_array(&o, L->trace, 1, &sd);
+        sks_out_str(&o, "top_frob");
+        sks_out_i32_array(&o, L->top_frob, 1, &st);
+        sks_out_kf64(&o, "seconds_screen", L->seconds_screen);
+        sks_out_kf64(&o, "seconds_eigs", L->seconds_eigs);
+        sks_out_kint(&o, "matvecs", L->matvecs);
+        sks_out_kint(&o, "restarts", L->restarts);
+        sks_out_kf64(&o, "flops_screen", L->flops_screen);
+        sks_out_kf64(&o, "flops_eigs", L->flops_eigs);
+        sks_out_kint(&o, "n_channels", L->n_channels);
+        sks_out_str(&o, "channels");
+        sks_out_array(&o, (size_t)L->n_channels);
+        for (int c = 0; c < L->n_channels; c++) sks__out_channel(&o, &L->channels[c], L->d);
+    }
+    sks_out_str(&o, "first_token_map");
+    if (rep->n_wvo > 0) {
+        int64_t n = rep->n_wvo;
+        sks_out_map(&o, 1);
+        sks_out_str(&o, "sigma1");
+        sks_out_f64_array(&o, rep->wvo_sigma1, 1, &n);
+    } else {
+        sks_out_nil(&o);
+    }
+    sks_out_str(&o, "delimiter");
+    if (rep->delim) {
+        const sks_delim_result *D = rep->delim;
+        int64_t V = D->n_vocab;
+        sks_out_map(&o, 3);
+        sks_out_kf64(&o, "median_norm", D->median_norm);
+        sks_out_str(&o, "ratio");
+        sks_out_f32_array(&o, D->ratio, 1, &V);
+        sks_out_str(&o, "top");
+        sks_out_array(&o, (size_t)D->n_top);
+        for (int i = 0; i < D->n_top; i++) {
+            const char *pc = piece ? piece(piece_ud, D->top_ids[i]) : NULL;
+            sks_out_map(&o, 3);
+            sks_out_kint(&o, "id", D->top_ids[i]);
+            sks_out_kf64(&o, "ratio", D->top_ratio[i]);
+            sks_out_str(&o, "piece");
+            if (pc)
+                sks_out_str(&o, pc);
+            else
+                sks_out_nil(&o);
+        }
+    } else {
+        sks_out_nil(&o);
+    }
+    int rc = sks_out_error(&o);
+    if (rc)
+        rc = sks_fail(rc, "%s: msgpack encoding failed", path);
+    else
+        rc = sks_out_write_file(&o, path);
+    sks_out_free(&o);
+    return rc;
+}
