@@ -8,6 +8,7 @@
 
 #include "sks_test.h"
 #include "loaders/sks_tokenizer.h"
+#include "loaders/formats_internal.h" /* sks__gguf_parse: a metadata-only GGUF image */
 
 /* ---- helpers ----------------------------------------------------------------------- */
 
@@ -264,6 +265,91 @@ static void test_gguf_packed(void **state) {
     sks_model_close(m);
 }
 
+/* ---- GGUF "gpt2" vocabulary, built in memory ------------------------------------------- */
+
+typedef struct {
+    unsigned char *b;
+    size_t n, cap;
+} gbuf;
+
+static void gput(gbuf *g, const void *p, size_t l) {
+    if (g->n + l > g->cap) {
+        g->cap = (g->n + l) * 2;
+        g->b = realloc(g->b, g->cap);
+        assert_non_null(g->b);
+    }
+    memcpy(g->b + g->n, p, l);
+    g->n += l;
+}
+static void gu32(gbuf *g, uint32_t v) { gput(g, &v, 4); } /* the test hosts are little-endian */
+static void gu64(gbuf *g, uint64_t v) { gput(g, &v, 8); }
+static void gstr(gbuf *g, const char *s) {
+    gu64(g, strlen(s));
+    gput(g, s, strlen(s));
+}
+static void gkv_str(gbuf *g, const char *k, const char *v) {
+    gstr(g, k);
+    gu32(g, SKS_GGUF_STRING);
+    gstr(g, v);
+}
+static void gkv_strs(gbuf *g, const char *k, const char *const *v, size_t n) {
+    gstr(g, k);
+    gu32(g, SKS_GGUF_ARRAY);
+    gu32(g, SKS_GGUF_STRING);
+    gu64(g, n);
+    for (size_t i = 0; i < n; i++) gstr(g, v[i]);
+}
+
+/* Vocabulary of the byte-level JSON test plus digits. Merges (rank = position):
+ *   0-5 as there, 6 "1 2", 7 "12 3", 8 "123 4", 9 "4 5"
+ * "hello hello<|end|>12345", <|end|> user-defined (verbatim):
+ *   "hello hello" -> [8, 4, 8] exactly as derived for BYTELEVEL_JSON, <|end|> -> 11;
+ *   Llama 3 split (digits in runs of <= 3): "123" "45": 1 2 3 -> 12 3 -> 123 = 18;
+ *     4 5 -> 45 = 19                                       => [8, 4, 8, 11, 18, 19]
+ *   GPT-2 split (one digit run): 1 2 3 4 5 -> 12 3 4 5 -> 123 4 5, then (123,4) rank 8
+ *     beats (4,5) rank 9 -> 1234 5 = 20, 16                => [8, 4, 8, 11, 20, 16] */
+static void test_gguf_gpt2_vocab(void **state) {
+    (void)state;
+    static const char *const tokens[] = {"h", "e", "l", "o", "\xc4\xa0", "he", "ll", "llo", "hello", "\xc4\xa0h",
+                                         "\xc4\xa0he", "<|end|>", "1", "2", "3", "4", "5", "12", "123", "45", "1234"};
+    static const char *const merges[] = {"h e", "l l", "ll o", "he llo", "\xc4\xa0 h", "\xc4\xa0h e",
+                                         "1 2", "12 3", "123 4", "4 5"};
+    const int32_t want_llama3[] = {8, 4, 8, 11, 18, 19}, want_gpt2[] = {8, 4, 8, 11, 20, 16};
+    const char *pres[] = {"llama-bpe", "gpt2"};
+    for (int k = 0; k < 2; k++) {
+        gbuf g = {0};
+        gput(&g, "GGUF", 4);
+        gu32(&g, 3);
+        gu64(&g, 0); /* tensors */
+        gu64(&g, 5); /* metadata */
+        gkv_str(&g, "tokenizer.ggml.model", "gpt2");
+        gkv_str(&g, "tokenizer.ggml.pre", pres[k]);
+        gkv_strs(&g, "tokenizer.ggml.tokens", tokens, 21);
+        gkv_strs(&g, "tokenizer.ggml.merges", merges, 10);
+        gstr(&g, "tokenizer.ggml.token_type");
+        gu32(&g, SKS_GGUF_ARRAY);
+        gu32(&g, SKS_GGUF_INT32);
+        gu64(&g, 21);
+        for (int i = 0; i < 21; i++) gu32(&g, i == 11 ? 4 : 1);
+        struct sks_gguf *gg;
+        assert_int_equal(sks__gguf_parse(g.b, g.n, "mem.gguf", &gg), 0);
+        sks_tokenizer *t;
+        assert_int_equal(sks_tokenizer_open_gguf(gg, "mem.gguf", &t), 0);
+        assert_string_equal(sks_tokenizer_kind(t), "gguf-gpt2");
+        int32_t *ids;
+        int n;
+        assert_int_equal(sks_tokenizer_encode(t, "hello hello<|end|>12345", 1, &ids, &n), 0); /* no BOS key */
+        assert_ids_equal(ids, n, k == 0 ? want_llama3 : want_gpt2, 6);
+        char *s = decode_all(t, ids, n);
+        assert_string_equal(s, "hello hello<|end|>12345");
+        free(s);
+        free(ids);
+        sks_tokenizer_free(t);
+        sks__gguf_free(gg);
+        free(g.b);
+    }
+}
+
 /* ---- finding the tokenizer of a model ------------------------------------------------- */
 
 static void test_open_for_model(void **state) {
@@ -452,6 +538,7 @@ int main(void) {
         cmocka_unit_test(test_spm_reference),
         cmocka_unit_test(test_gguf_stories_equals_bin),
         cmocka_unit_test(test_gguf_packed),
+        cmocka_unit_test(test_gguf_gpt2_vocab),
         cmocka_unit_test(test_open_for_model),
         cmocka_unit_test(test_hf_json),
         cmocka_unit_test(test_hostile),
