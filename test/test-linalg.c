@@ -187,11 +187,200 @@ static void test_principal_cosines_planes(void **state) {
     free(Q);
 }
 
+
+/* ---- eigensolvers --------------------------------------------------------------------- */
+
+/* A = Q diag(lam) Q^T with a planted spectrum; the operator callback is a dense dgemm-free
+ * loop over A (counts its calls). */
+typedef struct {
+    int n;
+    const double *A;
+    int calls;
+} dense_op;
+static int dense_apply(void *ud, int n, int nb, const double *X, double *Y) {
+    dense_op *o = ud;
+    o->calls++;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < nb; j++) {
+            double acc = 0.0;
+            for (int t = 0; t < n; t++) acc += o->A[(size_t)i * n + t] * X[(size_t)t * nb + j];
+            Y[(size_t)i * nb + j] = acc;
+        }
+    return 0;
+}
+static void planted(int n, const double *lam, double *Q, double *A) {
+    random_orthogonal(n, Q);
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++) {
+            double acc = 0.0;
+            for (int t = 0; t < n; t++) acc += Q[(size_t)i * n + t] * lam[t] * Q[(size_t)j * n + t];
+            A[(size_t)i * n + j] = acc;
+        }
+}
+
+/* sks_eig_dense on a planted spectrum: values sorted by |.| and A z = lambda z. */
+static void test_eig_dense_planted(void **state) {
+    (void)state;
+    rng_seed(21);
+    const int n = 30;
+    double lam[30], *Q = malloc(n * n * sizeof(double)), *A = malloc(n * n * sizeof(double));
+    double *Z = malloc(n * n * sizeof(double)), w[30];
+    for (int i = 0; i < n; i++) lam[i] = (i % 2 ? -1.0 : 1.0) * (1.0 + 0.37 * i);
+    planted(n, lam, Q, A);
+    assert_int_equal(sks_eig_dense(n, A, w, Z), 0);
+    for (int c = 0; c < n; c++) {
+        int i = n - 1 - c; /* |lam| increases with i */
+        assert_true(fabs(w[c] - lam[i]) < 100.0 * n * DBL_EPSILON * fabs(lam[n - 1]));
+        double r2 = 0.0;
+        for (int a = 0; a < n; a++) {
+            double y = -w[c] * Z[a * n + c];
+            for (int b = 0; b < n; b++) y += A[a * n + b] * Z[b * n + c];
+            r2 += y * y;
+        }
+        assert_true(sqrt(r2) < 100.0 * n * DBL_EPSILON * fabs(lam[n - 1]));
+    }
+    double w2[30];
+    assert_int_equal(sks_eig_dense(n, A, w2, NULL), 0);
+    for (int c = 0; c < n; c++) assert_true(fabs(w2[c] - w[c]) < 100.0 * n * DBL_EPSILON * fabs(lam[n - 1]));
+    free(Q); free(A); free(Z);
+}
+
+/* Negative-dominant and clustered spectrum, n = 300: lambda = -10, 9.99, 9.98, -9.97
+ * (a cluster of four within 0.3%), then a bulk in [-8, 8]. The solver returns them in
+ * |.| order with eigenvectors matching the planted columns of Q. A second run plants an
+ * exactly double eigenvalue -10, -10: the returned pair must span the planted plane. */
+static void test_eigs_clustered_negative(void **state) {
+    (void)state;
+    rng_seed(22);
+    const int n = 300, r = 4;
+    double *lam = malloc(n * sizeof(double)), *Q = malloc((size_t)n * n * sizeof(double));
+    double *A = malloc((size_t)n * n * sizeof(double)), *V = malloc((size_t)n * r * sizeof(double));
+    for (int trial = 0; trial < 2; trial++) {
+        double top[4] = {-10.0, 9.99, 9.98, -9.97};
+        if (trial == 1) top[1] = -10.0;
+        for (int i = 0; i < n; i++) lam[i] = i < 4 ? top[i] : -8.0 + 16.0 * rng_unif();
+        planted(n, lam, Q, A);
+        dense_op op = {n, A, 0};
+        sks_eigs_opts o = {.r = r, .block = 4, .tol = 1e-10, .seed = 5};
+        double ev[4], res[4];
+        sks_eigs_info info = {.residuals = res};
+        sks_eigs_extra x = {0};
+        assert_int_equal(sks_eigs_topk_ex(dense_apply, &op, n, &o, &x, ev, V, &info), 0);
+        assert_int_equal(info.n_conv, r);
+        assert_true(info.matvecs >= op.calls && op.calls > 0);
+        for (int c = 0; c < r; c++) {
+            assert_true(res[c] <= o.tol);
+            assert_true(fabs(ev[c] - top[c]) <= 1e-9 * 10.0);
+            /* explicit residual with the dense matrix */
+            double r2 = 0.0;
+            for (int a = 0; a < n; a++) {
+                double y = -ev[c] * V[a * r + c];
+                for (int b = 0; b < n; b++) y += A[(size_t)a * n + b] * V[b * r + c];
+                r2 += y * y;
+            }
+            assert_true(sqrt(r2) <= 1.01 * o.tol * fabs(ev[c]));
+        }
+        if (trial == 0) {
+            for (int c = 0; c < r; c++) {
+                double dot = 0.0;
+                for (int a = 0; a < n; a++) dot += V[a * r + c] * Q[(size_t)a * n + c];
+                assert_true(fabs(dot) >= 1.0 - 1e-8);
+            }
+        } else {
+            /* both returned vectors of -10 lie in span(Q[:, 0], Q[:, 1]) */
+            for (int c = 0; c < 2; c++) {
+                double p0 = 0.0, p1 = 0.0;
+                for (int a = 0; a < n; a++) p0 += V[a * r + c] * Q[(size_t)a * n], p1 += V[a * r + c] * Q[(size_t)a * n + 1];
+                assert_true(p0 * p0 + p1 * p1 >= 1.0 - 1e-8);
+            }
+        }
+    }
+    free(lam); free(Q); free(A); free(V);
+}
+
+/* Multi-problem solver: three different operators solved together equal the single runs;
+ * the callback sees only active problems. A tiny iteration cap reports SKS_ENOCONV with
+ * estimates filled. */
+typedef struct {
+    int n;
+    const double *A[3];
+    int max_nact;
+} multi_op;
+static int multi_apply(void *ud, int n, int nact, const int *prob, int nb, const double *X, double *Y) {
+    multi_op *o = ud;
+    if (nact > o->max_nact) o->max_nact = nact;
+    int ld = nact * nb;
+    for (int p = 0; p < nact; p++) {
+        const double *A = o->A[prob[p]];
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < nb; j++) {
+                double acc = 0.0;
+                for (int t = 0; t < n; t++) acc += A[(size_t)i * n + t] * X[(size_t)t * ld + p * nb + j];
+                Y[(size_t)i * ld + p * nb + j] = acc;
+            }
+    }
+    return 0;
+}
+static void test_eigs_multi_equals_single(void **state) {
+    (void)state;
+    rng_seed(23);
+    const int n = 120, r = 3;
+    double *lam = malloc(n * sizeof(double)), *Q = malloc((size_t)n * n * sizeof(double));
+    double *A[3];
+    for (int p = 0; p < 3; p++) {
+        A[p] = malloc((size_t)n * n * sizeof(double));
+        /* problem 0 easy (dominant spike), 1 Wigner-like bulk, 2 clustered negative */
+        for (int i = 0; i < n; i++) lam[i] = -1.0 + 2.0 * rng_unif();
+        if (p == 0) lam[0] = 50.0;
+        if (p == 2) lam[0] = -3.0, lam[1] = -2.999, lam[2] = 2.99;
+        planted(n, lam, Q, A[p]);
+    }
+    multi_op mo = {n, {A[0], A[1], A[2]}, 0};
+    sks_eigs_opts o = {.r = r, .tol = 1e-10, .seed = 9};
+    double ev[9], *V = malloc((size_t)3 * n * r * sizeof(double));
+    sks_eigs_info info[3] = {{0}};
+    assert_int_equal(sks_eigs_topk_multi(multi_apply, &mo, n, 3, &o, NULL, ev, V, info), 0);
+    assert_int_equal(mo.max_nact, 3);
+    /* the easy problem stops first: fewer operator applications */
+    assert_true(info[0].matvecs < info[1].matvecs);
+    for (int p = 0; p < 3; p++) {
+        dense_op op = {n, A[p], 0};
+        double ev1[3], *V1 = malloc((size_t)n * r * sizeof(double));
+        assert_int_equal(sks_eigs_topk(dense_apply, &op, n, &o, ev1, V1, NULL), 0);
+        for (int c = 0; c < r; c++) {
+            assert_true(fabs(ev1[c] - ev[p * r + c]) <= 1e-9 * fabs(ev1[c]));
+            double dot = 0.0;
+            for (int a = 0; a < n; a++) dot += V1[a * r + c] * V[(size_t)p * n * r + a * r + c];
+            assert_true(fabs(dot) >= 1.0 - 1e-8);
+        }
+        free(V1);
+    }
+    /* a cap of 2 expansions cannot reach 1e-10 on the bulk problem */
+    o.max_iter = 2;
+    assert_int_equal(sks_eigs_topk_multi(multi_apply, &mo, n, 3, &o, NULL, ev, V, info), SKS_ENOCONV);
+    assert_true(info[1].n_conv < r);
+    for (int c = 0; c < 9; c++) assert_true(isfinite(ev[c]));
+    /* whole space smaller than the basis: n = 5, r = 5 is solved exactly */
+    double lam5[5] = {3, -2, 1, 0.5, -0.25}, Q5[25], A5[25], ev5[5], V5[25];
+    planted(5, lam5, Q5, A5);
+    dense_op op5 = {5, A5, 0};
+    sks_eigs_opts o5 = {.r = 5, .tol = 1e-12};
+    assert_int_equal(sks_eigs_topk(dense_apply, &op5, 5, &o5, ev5, V5, NULL), 0);
+    for (int c = 0; c < 5; c++) assert_true(fabs(ev5[c] - lam5[c]) < 1e-13);
+    o5.r = 6;
+    assert_int_equal(sks_eigs_topk(dense_apply, &op5, 5, &o5, ev5, V5, NULL), SKS_EARG);
+    for (int p = 0; p < 3; p++) free(A[p]);
+    free(lam); free(Q); free(V);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_svd_planted),
         cmocka_unit_test(test_effective_rank),
         cmocka_unit_test(test_principal_cosines_planes),
+        cmocka_unit_test(test_eig_dense_planted),
+        cmocka_unit_test(test_eigs_clustered_negative),
+        cmocka_unit_test(test_eigs_multi_equals_single),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
