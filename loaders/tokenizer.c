@@ -128,27 +128,54 @@ static int parse_byte_piece(const char *s, size_t len) {
 
 /* GPT-2's reversible byte <-> printable code point table: printable Latin-1 bytes
  * ('!'..'~', 0xA1..0xAC, 0xAE..0xFF) map to themselves, the other 68 bytes in order to
- * U+0100 upward, so that no piece holds whitespace or control characters. */
-static int byte_to_cp(int b) {
-    static int table[256];
-    static int ready = 0;
-    if (!ready) {
-        int next = 256;
-        for (int i = 0; i < 256; i++) {
-            int printable = (i >= '!' && i <= '~') || (i >= 0xA1 && i <= 0xAC) || (i >= 0xAE && i <= 0xFF);
-            table[i] = printable ? i : next++;
-        }
-        ready = 1; /* idempotent: racing threads write the same values */
-    }
-    return table[b];
-}
+ * U+0100..U+0143, so that no piece holds whitespace or control characters. Tabulated
+ * (const, thread-safe); test-tokenizer's byte-level cases exercise it. */
+static const uint16_t BYTE_TO_CP[256] = {
+    256, 257, 258, 259, 260, 261, 262, 263, 264, 265, 266, 267, 268, 269, 270, 271,
+    272, 273, 274, 275, 276, 277, 278, 279, 280, 281, 282, 283, 284, 285, 286, 287,
+    288, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47,
+    48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63,
+    64, 65, 66, 67, 68, 69, 70, 71, 72, 73, 74, 75, 76, 77, 78, 79,
+    80, 81, 82, 83, 84, 85, 86, 87, 88, 89, 90, 91, 92, 93, 94, 95,
+    96, 97, 98, 99, 100, 101, 102, 103, 104, 105, 106, 107, 108, 109, 110, 111,
+    112, 113, 114, 115, 116, 117, 118, 119, 120, 121, 122, 123, 124, 125, 126, 289,
+    290, 291, 292, 293, 294, 295, 296, 297, 298, 299, 300, 301, 302, 303, 304, 305,
+    306, 307, 308, 309, 310, 311, 312, 313, 314, 315, 316, 317, 318, 319, 320, 321,
+    322, 161, 162, 163, 164, 165, 166, 167, 168, 169, 170, 171, 172, 323, 174, 175,
+    176, 177, 178, 179, 180, 181, 182, 183, 184, 185, 186, 187, 188, 189, 190, 191,
+    192, 193, 194, 195, 196, 197, 198, 199, 200, 201, 202, 203, 204, 205, 206, 207,
+    208, 209, 210, 211, 212, 213, 214, 215, 216, 217, 218, 219, 220, 221, 222, 223,
+    224, 225, 226, 227, 228, 229, 230, 231, 232, 233, 234, 235, 236, 237, 238, 239,
+    240, 241, 242, 243, 244, 245, 246, 247, 248, 249, 250, 251, 252, 253, 254, 255,
+};
 
-static int cp_to_byte(uint32_t cp) {
-    if (cp >= 0x100 + 68) return -1;
-    for (int b = 0; b < 256; b++)
-        if ((uint32_t)byte_to_cp(b) == cp) return b;
-    return -1;
-}
+static const int16_t CP_TO_BYTE[324] = {
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47,
+    48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63,
+    64, 65, 66, 67, 68, 69, 70, 71, 72, 73, 74, 75, 76, 77, 78, 79,
+    80, 81, 82, 83, 84, 85, 86, 87, 88, 89, 90, 91, 92, 93, 94, 95,
+    96, 97, 98, 99, 100, 101, 102, 103, 104, 105, 106, 107, 108, 109, 110, 111,
+    112, 113, 114, 115, 116, 117, 118, 119, 120, 121, 122, 123, 124, 125, 126, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, 161, 162, 163, 164, 165, 166, 167, 168, 169, 170, 171, 172, -1, 174, 175,
+    176, 177, 178, 179, 180, 181, 182, 183, 184, 185, 186, 187, 188, 189, 190, 191,
+    192, 193, 194, 195, 196, 197, 198, 199, 200, 201, 202, 203, 204, 205, 206, 207,
+    208, 209, 210, 211, 212, 213, 214, 215, 216, 217, 218, 219, 220, 221, 222, 223,
+    224, 225, 226, 227, 228, 229, 230, 231, 232, 233, 234, 235, 236, 237, 238, 239,
+    240, 241, 242, 243, 244, 245, 246, 247, 248, 249, 250, 251, 252, 253, 254, 255,
+    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
+    16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31,
+    32, 127, 128, 129, 130, 131, 132, 133, 134, 135, 136, 137, 138, 139, 140, 141,
+    142, 143, 144, 145, 146, 147, 148, 149, 150, 151, 152, 153, 154, 155, 156, 157,
+    158, 159, 160, 173,
+};
+
+static int byte_to_cp(int b) { return BYTE_TO_CP[b & 255]; }
+
+static int cp_to_byte(uint32_t cp) { return cp < 324 ? CP_TO_BYTE[cp] : -1; }
 
 static size_t put_utf8(uint32_t cp, char *o) {
     if (cp < 0x80) { o[0] = (char)cp; return 1; }
@@ -492,11 +519,13 @@ static int encode_spm_segment(const sks_tokenizer *t, const char *seg, size_t le
     }
     txt[o] = '\0';
     /* initial symbols: user-defined pieces (longest match), else one character */
+    unsigned char first[256] = {0};
+    for (int a = 0; a < t->n_atomic; a++) first[(unsigned char)t->piece[t->atomic[a]][0]] = 1;
     int n = 0;
     for (size_t i = 0; i < o;) {
         size_t best = 0;
         int best_id = -1;
-        for (int a = 0; a < t->n_atomic; a++) {
+        for (int a = 0; a < t->n_atomic && first[(unsigned char)txt[i]]; a++) {
             int id = t->atomic[a];
             size_t pl = t->plen[id];
             if (pl > best && pl <= o - i && memcmp(txt + i, t->piece[id], pl) == 0) {
@@ -718,11 +747,13 @@ int sks_tokenizer_encode(const sks_tokenizer *t, const char *text, int add_bos, 
     int rc = 0;
     if (add_bos && t->bos >= 0) rc = emit(&v, t->bos);
     size_t len = strlen(text), seg0 = 0;
+    unsigned char first[256] = {0};
+    for (int k = 0; k < t->n_verbatim; k++) first[(unsigned char)t->piece[t->verbatim[k]][0]] = 1;
     /* verbatim (added) tokens split the text first, longest match at each position */
     for (size_t i = 0; i < len && !rc && t->n_verbatim > 0;) {
         size_t best = 0;
         int best_id = -1;
-        for (int k = 0; k < t->n_verbatim; k++) {
+        for (int k = 0; k < t->n_verbatim && first[(unsigned char)text[i]]; k++) {
             int id = t->verbatim[k];
             size_t pl = t->plen[id];
             if (pl > best && pl <= len - i && memcmp(text + i, t->piece[id], pl) == 0) {
