@@ -236,7 +236,7 @@ def section_sink_heads(res):
         return "<p class='warn'>No alpha_0 measured.</p>"
     sinks = res.get("sinks") or {}
     eps = P.eps_of(res)
-    preds = [(k, lab, R.arr(R.get(sinks, k))) for k, lab in P.PREDICTORS]
+    preds = [(k, lab, R.arr(R.get(P.sink_heads(sinks), k))) for k, lab in P.PREDICTORS]
     preds = [(k, lab, v.astype(float)) for k, lab, v in preds if v is not None and v.shape == a0.shape]
     order = np.argsort(-a0.ravel())
     H = a0.shape[1]
@@ -253,16 +253,24 @@ def section_sink_heads(res):
         out += "<p>ROC AUC of each predictor against the labels alpha_0 &gt; %s:</p>" % fmt(eps)
         out += table(["predictor", "ROC AUC"], [[esc(k), fmt(v, "%.3f")] for k, v in
                                                  sorted(aucs.items(), key=lambda kv: -kv[1])], left=(0,))
-    ranks = R.get(sinks, "ranks", "layer_ranks")
-    if isinstance(ranks, dict) and ranks:
+    lay = R.get(sinks, "layers")
+    if isinstance(lay, dict) and R.get(lay, "cos_spike_mean") is not None:
+        def col(name):
+            v = R.arr(R.get(lay, name))
+            return None if v is None else np.asarray(v)
+        cs, cn = col("cos_spike_mean"), col("cos_nonspike_mean")
+        sr, nr, sp = col("sink_r99"), col("nonsink_r99"), col("sink_pr")
         rows = []
-        keys = list(ranks.keys())
-        arrs = {k: np.atleast_1d(R.arr(ranks[k])) for k in keys if R.arr(ranks[k]) is not None}
-        n = max((v.shape[0] for v in arrs.values()), default=0)
-        for l in range(n):
-            rows.append([str(l)] + [fmt(arrs[k][l]) if l < arrs[k].shape[0] and arrs[k].ndim == 1 else
-                                    esc(np.array2string(arrs[k][l], precision=3)) for k in arrs])
-        out += "<p>Per-layer effective ranks of keys:</p>" + table(["layer"] + list(arrs.keys()), rows)
+        for l in range(len(cs)):
+            def lst(a):
+                return "" if a is None or l >= len(a) else esc(" ".join(fmt(x, "%.3g") for x in np.atleast_1d(a[l])))
+            rows.append([str(l), fmt(cs[l], "%.3f"), fmt(cn[l], "%.3f") if cn is not None else "", lst(sr), lst(nr),
+                         lst(sp)])
+        out += ("<p>Per layer: near-constancy of the attention input (mean pairwise cosine over spike "
+                "tokens against non-spike tokens) and the effective rank r99 of the keys per KV head "
+                "(sink keys are expected to be low-rank):</p>")
+        out += table(["layer", "cos spike x~", "cos non-spike x~", "sink-key r99", "non-sink-key r99",
+                      "sink-key PR"], rows, left=(3, 4, 5))
     return out + "<p>alpha_0 from %s.</p>" % esc(src)
 
 

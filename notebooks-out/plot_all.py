@@ -185,7 +185,10 @@ def spike_channel_entries(spikes, trace=None):
     if trace is not None:
         spike_set = {int(x) for x in np.atleast_1d(R.arr(R.get(trace, "spike_channels", default=[]), int))}
     for c in good:
-        if "is_spike" not in c:
+        src = R.get(c, "source")
+        if isinstance(src, list):
+            c["is_spike"] = "spike" in src
+        else:
             c["is_spike"] = int(R.get(c, "channel", default=-1)) in spike_set
     good.sort(key=lambda c: (not bool(c.get("is_spike")), -abs(float(c["eigenvalues"][0]))))
     return good
@@ -252,9 +255,15 @@ PREDICTORS = [
 ]
 
 
+def sink_heads(sinks):
+    """The map of per-head (L, H) arrays of a sinks result (`heads`, docs/schema-sinks.md)."""
+    h = R.get(sinks, "heads")
+    return h if isinstance(h, dict) else sinks
+
+
 def alpha0_matrix(res):
     """(L, H) measured alpha_0 and its source, or (None, None)."""
-    a = R.arr(R.get(res.get("sinks"), "alpha0", "alpha_0"))
+    a = R.arr(R.get(sink_heads(res.get("sinks")), "alpha0", "alpha_0"))
     if a is not None and a.ndim == 2:
         return a.astype(float), "sinks"
     t = R.arr(R.get(res.get("trace"), "alpha"))
@@ -274,41 +283,39 @@ def eps_of(res):
 
 
 def auc_map(sinks):
-    a = R.get(sinks, "auc", "aucs")
+    """{predictor: ROC AUC} without the undefined (NaN) ones."""
+    a = R.get(sinks, "auc")
+    if not isinstance(a, dict):
+        a = {k: R.get(v, "auc") for k, v in (R.get(R.get(sinks, "classification"), "predictors") or {}).items()
+             if isinstance(v, dict)}
     out = {}
-    if isinstance(a, dict):
-        for k, v in a.items():
-            if isinstance(v, dict):
-                v = R.get(v, "auc", "roc_auc")
-            try:
-                out[k] = float(v)
-            except (TypeError, ValueError):
-                pass
+    for k, v in (a or {}).items():
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            continue
+        if np.isfinite(f):
+            out[k] = f
     return out
 
 
 def predicted_sinks(res, a0):
-    """Boolean (L, H) of predicted sink heads and a description of the rule, or (None, '')."""
+    """Boolean (L, H) of predicted sink heads and the rule, or (None, ''). The rule is the
+    one of kv_map.json: main predictor >= its threshold (classification.predictors)."""
     sinks = res.get("sinks")
     if sinks is None:
         return None, ""
-    for k in ("predicted", "predicted_sink", "is_predicted", "pred_sink"):
-        p = R.arr(R.get(sinks, k))
-        if p is not None and p.shape == a0.shape:
-            return p.astype(bool), "predicted by the sinks analysis"
-    aucs = auc_map(sinks)
-    cands = [(aucs.get(k, -1), k, lab) for k, lab in PREDICTORS if R.get(sinks, k) is not None]
-    if not cands:
+    heads = sink_heads(sinks)
+    cls = R.get(sinks, "classification") or {}
+    main = R.get(cls, "main_predictor") or _param(sinks, "main_predictor")
+    thr = R.get(R.get(R.get(cls, "predictors"), main), "threshold")
+    v = R.arr(R.get(heads, main)) if main else None
+    if v is None or v.shape != a0.shape or thr is None or not np.isfinite(float(thr)):
         return None, ""
-    auc, key, lab = max(cands)
-    v = R.arr(R.get(sinks, key)).astype(float)
-    if v.shape != a0.shape:
-        return None, ""
-    n = int((a0 > eps_of(res)).sum())
-    if n == 0:
-        return np.zeros_like(a0, dtype=bool), ""
-    thr = np.sort(v.ravel())[::-1][n - 1]
-    return v >= thr, "top %d by %s" % (n, lab)
+    v = v.astype(float)
+    with np.errstate(invalid="ignore"):
+        pred = np.where(np.isfinite(v), v >= float(thr), False)
+    return pred, "%s >= %.3g" % (main, float(thr))
 
 
 def fig_alpha(res, path):
@@ -354,8 +361,9 @@ def fig_alignment(res, path):
         R.warning("alignment figure skipped: sinks.msgpack absent")
         return None
     preds = []
+    heads = sink_heads(sinks)
     for k, lab in PREDICTORS:
-        v = R.arr(R.get(sinks, k))
+        v = R.arr(R.get(heads, k))
         if v is not None and v.shape == a0.shape:
             preds.append((k, lab, v.astype(float)))
     if not preds:
@@ -372,6 +380,15 @@ def fig_alignment(res, path):
         ax = axes[i // ncol][i % ncol]
         x, y = v.ravel(), a0.ravel()
         m = lab_sink.ravel()
+        if not np.isfinite(x).any():
+            ax.text(0.5, 0.5, "undefined for this model\n(no spike channel / sink key)", ha="center", va="center",
+                    transform=ax.transAxes, color="0.35")
+            ax.set_title(lab, fontsize=10)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            continue
+        ok = np.isfinite(x)
+        x, y, m = x[ok], y[ok], m[ok]
         ax.scatter(x[~m], y[~m], s=18, color="#1f77b4", alpha=0.75, label="not a sink head")
         ax.scatter(x[m], y[m], s=22, color="#d62728", alpha=0.85, label="sink head (alpha_0 > %g)" % eps)
         ax.axhline(eps, color="0.4", ls="--", lw=1)
@@ -385,8 +402,13 @@ def fig_alignment(res, path):
     for j in range(n, nrow * ncol):
         axes[j // ncol][j % ncol].axis("off")
     best = max(aucs.items(), key=lambda kv: kv[1]) if aucs else None
+    n_sink = int(lab_sink.sum())
+    if n_sink == 0 or n_sink == lab_sink.size:
+        note = " - AUC undefined: %s head has alpha_0 > %g" % ("no" if n_sink == 0 else "every", eps)
+    else:
+        note = (" - best AUC %.2f (%s)" % (best[1], best[0])) if best else ""
     fig.suptitle("Does query / sink-key geometry predict sink heads? one point per (layer, head)%s\n%s"
-                 % ((" - best AUC %.2f (%s)" % (best[1], best[0])) if best else "", _model_tag(res)))
+                 % (note, _model_tag(res)))
     fig.tight_layout()
     return _save(fig, path)
 
@@ -431,32 +453,24 @@ def fig_vocab(res, path):
 
 
 def delimiter_data(spikes):
-    """(ranked token ids, their ratios, their pieces or None, full-vocabulary ratios or
-    None) by ||n_v|| / median, or None when the spikes result has no ranking."""
-    d = R.get(spikes, "delimiters", "delimiter")
+    """(ranked token ids, their ratios, their pieces, full-vocabulary ratios or None) by
+    ||n_v|| / median (spikes `delimiter`, docs/schema-spikes.md), or None."""
+    d = R.get(spikes, "delimiter", "delimiters")
     if not isinstance(d, dict):
         return None
-    full = R.arr(R.get(d, "norm_ratio", "ratio", "ratios"))
-    rank = R.arr(R.get(d, "ranking", "rank", "tokens", "top_tokens"), int)
-    pieces = R.get(d, "pieces", "top_pieces", "labels")
-    top_ratio = R.arr(R.get(d, "top_ratio", "ranked_ratio"))
+    full = R.arr(R.get(d, "ratio"))
     if full is not None:
         full = full.astype(float).ravel()
-    if rank is None:
-        if full is None:
-            return None
-        rank = np.argsort(-full)
-    rank = np.atleast_1d(rank).astype(int).ravel()
-    if top_ratio is not None and top_ratio.size == rank.size:
-        vals = top_ratio.astype(float).ravel()
-    elif full is not None and rank.size and rank.max() < full.size and rank.min() >= 0:
-        vals = full[rank]            # full is indexed by token id
-    elif full is not None and full.size == rank.size:
-        vals = full                  # full is already in rank order
-        full = None
-    else:
+    top = R.get(d, "top")
+    if isinstance(top, list) and top:
+        ids = np.array([int(R.get(e, "id", default=-1)) for e in top])
+        vals = np.array([float(R.get(e, "ratio", default=np.nan)) for e in top])
+        pieces = [R.get(e, "piece") for e in top]
+        return ids, vals, pieces, full
+    if full is None or full.size == 0:
         return None
-    return rank, vals, pieces, full
+    ids = np.argsort(-full)[:50]
+    return ids, full[ids], None, full
 
 
 def fig_delimiters(res, path, n_top=25):

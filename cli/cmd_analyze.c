@@ -1,0 +1,951 @@
+/* cmd_analyze.c - `sinkscope analyze`: every analysis, the figures and report.html.
+ *
+ * Stages (each one library call sequence, timed, progress on stderr):
+ *   1 trace        sks_trace_run over the prompts          -> trace.msgpack
+ *   2 spikes       S_k eigenpairs at the step-up layers     -> spikes.msgpack
+ *   3 vocab-sweep  tokens alone at position 0               -> vocab.msgpack
+ *   4 sinks        sink-key geometry, ranked heads          -> sinks.msgpack, kv_map.json
+ * then summary.json and, unless --no-plots, notebooks-out/make_report.py (figures and
+ * report.html). All stages share one set of thresholds (--abs, --ratio, --min-blocks,
+ * --eps) and one set of prompts, so that their numbers can be compared.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "analyze.h"
+#include "cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "../analysis/sks_out.h"
+#include "../analysis/sks_sinks.h"
+#include "../analysis/sks_spikes.h"
+#include "../analysis/sks_trace.h"
+#if defined(__has_include)
+#if __has_include("../analysis/sks_vocab.h")
+#define SKS__HAVE_VOCAB 1
+#include "../analysis/sks_vocab.h"
+#endif
+#endif
+#include "../loaders/sks_tokenizer.h"
+
+extern char **environ;
+
+/* Built-in prompts when the model has a tokenizer and no --prompt is given: varied
+ * English prose and technical text with delimiters, each cut at SKS__PROMPT_T tokens. */
+#define SKS__PROMPT_T 64
+#define SKS__N_DEFAULT_PROMPTS 4
+static const char *const sks__default_texts[SKS__N_DEFAULT_PROMPTS] = {
+    "Once upon a time, there was a little girl named Lily. She loved to play outside in the sun. "
+    "One day, she saw a big red ball in the park. She ran to it and kicked it as far as she could. "
+    "Her friend Tom laughed and ran after the ball.",
+    "The compiler reads the source file, splits it into tokens, and builds a syntax tree. Each function "
+    "is then lowered to an intermediate form, optimized, and finally translated into machine code. "
+    "Errors are reported with the file name and the line number.",
+    "In the morning the market opens early. Farmers bring apples, bread and cheese; the baker sells warm "
+    "rolls. By noon the square is full of people talking, buying and selling, and the church bell rings "
+    "twelve times.\nIn the evening everything is quiet again.",
+    "Attention lets every position of a sequence look at the positions before it. A head computes "
+    "queries and keys, compares them with a dot product, and turns the scores into weights with a "
+    "softmax. The weights then average the values.",
+};
+
+void sks_cli_analyze_opts_default(sks_cli_analyze_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->eps = 0.3;
+    o->abs_thresh = 100.0;
+    o->ratio = 1000.0;
+    o->min_blocks = 3;
+    o->seed = 1;
+}
+
+/* ---- small helpers -------------------------------------------------------------------- */
+
+typedef struct {
+    int n;
+    int32_t **ids;  /* (n) owned */
+    int *lens;      /* (n) */
+    char source[48];
+} sks__prompts;
+
+static void sks__prompts_free(sks__prompts *p) {
+    for (int i = 0; i < p->n; i++) free(p->ids[i]);
+    free(p->ids);
+    free(p->lens);
+    memset(p, 0, sizeof *p);
+}
+
+static int sks__prompts_alloc(sks__prompts *p, int n) {
+    p->ids = calloc((size_t)n, sizeof *p->ids);
+    p->lens = calloc((size_t)n, sizeof *p->lens);
+    if (!p->ids || !p->lens) return sks_fail(SKS_ENOMEM, "analyze: prompts");
+    p->n = n;
+    return 0;
+}
+
+static char *sks__join(const char *dir, const char *name) {
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *s = malloc(n);
+    if (s) snprintf(s, n, "%s/%s", dir, name);
+    return s;
+}
+
+static int sks__mkdir_p(const char *dir) {
+    char *tmp = strdup(dir);
+    if (!tmp) return sks_fail(SKS_ENOMEM, "analyze: out of memory");
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(tmp, 0755) && errno != EEXIST) {
+            int e = errno;
+            free(tmp);
+            return sks_fail(SKS_EIO, "%s: cannot create folder: %s", dir, strerror(e));
+        }
+        *p = '/';
+    }
+    int rc = 0;
+    if (mkdir(tmp, 0755) && errno != EEXIST) rc = sks_fail(SKS_EIO, "%s: cannot create folder: %s", dir, strerror(errno));
+    free(tmp);
+    struct stat st;
+    if (!rc && (stat(dir, &st) || !S_ISDIR(st.st_mode))) rc = sks_fail(SKS_EIO, "%s: not a folder", dir);
+    return rc;
+}
+
+static int sks__quiet;
+
+static void sks__stage(int i, int n, const char *name, const char *detail, double eta) {
+    if (sks__quiet) return;
+    if (eta > 0.5)
+        fprintf(stderr, "analyze [%d/%d] %s: %s (about %.0f s)\n", i, n, name, detail, eta);
+    else
+        fprintf(stderr, "analyze [%d/%d] %s: %s\n", i, n, name, detail);
+}
+
+static void sks__done(const char *name, double sec, const char *file) {
+    if (sks__quiet) return;
+    fprintf(stderr, "analyze       %s done in %.2f s -> %s\n", name, sec, file);
+}
+
+/* JSON numbers cannot be NaN or infinite: write null. */
+static json_t *sks__jnum(double v) { return (isnan(v) || isinf(v)) ? json_null() : json_real(v); }
+
+/* ---- prompts -------------------------------------------------------------------------- */
+
+static int sks__make_prompts(const sks_model *m, const sks_tokenizer *tok, const sks_cli_analyze_opts *o,
+                             sks__prompts *p) {
+    const sks_arch *a = sks_model_arch(m);
+    int maxT = a->max_seq > 0 && a->max_seq < SKS__PROMPT_T ? a->max_seq : SKS__PROMPT_T;
+    int rc;
+    if (o->tokens) {
+        int32_t *ids;
+        int n;
+        if ((rc = sks_cli_parse_ids(o->tokens, &ids, &n))) return rc;
+        for (int i = 0; i < n; i++)
+            if (ids[i] >= a->vocab_size) {
+                free(ids);
+                return sks_fail(SKS_EARG, "--tokens: id %d outside the vocabulary (%d)", ids[i], a->vocab_size);
+            }
+        if (n < 2) {
+            free(ids);
+            return sks_fail(SKS_EARG, "--tokens: need at least 2 tokens");
+        }
+        if ((rc = sks__prompts_alloc(p, 1))) {
+            free(ids);
+            return rc;
+        }
+        p->ids[0] = ids;
+        p->lens[0] = n;
+        snprintf(p->source, sizeof p->source, "--tokens");
+        return 0;
+    }
+    if (o->prompt || tok) {
+        int n_text = o->prompt ? 1 : SKS__N_DEFAULT_PROMPTS;
+        if ((rc = sks__prompts_alloc(p, n_text))) return rc;
+        for (int i = 0; i < n_text; i++) {
+            const char *text = o->prompt ? o->prompt : sks__default_texts[i];
+            if (!tok) return sks_fail(SKS_ENOTFOUND, "--prompt: the model has no tokenizer (use --tokens)");
+            if ((rc = sks_tokenizer_encode(tok, text, 1, &p->ids[i], &p->lens[i]))) return rc;
+            if (!o->prompt && p->lens[i] > maxT) p->lens[i] = maxT;
+            if (p->lens[i] < 2) return sks_fail(SKS_EARG, "--prompt: the text gives fewer than 2 tokens");
+            for (int t = 0; t < p->lens[i]; t++)
+                if (p->ids[i][t] < 0 || p->ids[i][t] >= a->vocab_size)
+                    return sks_fail(SKS_EARG, "prompt %d: token %d outside the model's vocabulary (%d)", i,
+                                    p->ids[i][t], a->vocab_size);
+        }
+        snprintf(p->source, sizeof p->source, o->prompt ? "--prompt" : "built-in texts");
+        return 0;
+    }
+    /* No tokenizer: BOS then pseudo-random ids, a different stream per prompt. */
+    if ((rc = sks__prompts_alloc(p, SKS__N_DEFAULT_PROMPTS))) return rc;
+    for (int i = 0; i < p->n; i++) {
+        p->ids[i] = sks_malloc_n((size_t)maxT, sizeof(int32_t));
+        if (!p->ids[i]) return sks_fail(SKS_ENOMEM, "analyze: prompts");
+        sks_trace_default_tokens(m, maxT, o->seed + (uint64_t)i, p->ids[i]);
+        p->lens[i] = maxT;
+    }
+    snprintf(p->source, sizeof p->source, "pseudo-random ids (no tokenizer)");
+    return 0;
+}
+
+/* ---- the state of one run ------------------------------------------------------------- */
+
+typedef struct {
+    const sks_model *m;
+    const sks_cli_analyze_opts *o;
+    const char *outdir;
+    sks_tokenizer *tok;
+    sks__prompts pr;
+    double rate;               /* measured forward throughput, flop/s (for estimates) */
+    /* results */
+    sks_trace_opts to;
+    sks_trace_result *tr;
+    sks_spikes_opts so;
+    sks_spikes_layer_result *spl;  /* (n_layers) allocated, the first n_spl analysed */
+    int n_spl;
+    sks_delim_result delim;
+    int have_delim;
+    const char *spike_selection;
+#ifdef SKS__HAVE_VOCAB
+    sks_vocab_opts vo;
+    sks_vocab_result *vr;
+#else
+    void *vr;
+#endif
+    sks_sinks_opts sio;
+    sks_sinks_result *sr;
+    double t_trace, t_spikes, t_vocab, t_sinks, t_plots;
+    char plots[256];           /* "ok" or why the figures are missing */
+    int n_figures;
+} sks__run;
+
+static const char *sks__piece(void *ud, int id) {
+    return ud ? sks_tokenizer_piece((const sks_tokenizer *)ud, id) : NULL;
+}
+
+/* ---- stage 1: trace ------------------------------------------------------------------- */
+
+static int sks__stage_trace(sks__run *R, int n_stages) {
+    const sks_arch *a = sks_model_arch(R->m);
+    sks_trace_opts_default(&R->to);
+    R->to.abs_thresh = R->o->abs_thresh;
+    R->to.ratio = R->o->ratio;
+    R->to.min_blocks = R->o->min_blocks;
+    R->to.eps = R->o->eps;
+    char detail[128];
+    int64_t ntok = 0;
+    for (int i = 0; i < R->pr.n; i++) ntok += R->pr.lens[i];
+    snprintf(detail, sizeof detail, "%d prompt%s, %lld tokens (%s)", R->pr.n, R->pr.n == 1 ? "" : "s",
+             (long long)ntok, R->pr.source);
+    sks__stage(1, n_stages, "trace", detail, 0);
+    double t0 = sks_now();
+    int rc = sks_trace_run(R->m, R->pr.n, (const int32_t *const *)R->pr.ids, R->pr.lens, &R->to, &R->tr);
+    if (rc) return rc;
+    char *path = sks__join(R->outdir, "trace.msgpack");
+    if (!path) return sks_fail(SKS_ENOMEM, "analyze");
+    rc = sks_trace_write(R->tr, R->m, &R->to, path);
+    R->t_trace = sks_now() - t0;
+    /* 2 flops per parameter and token: enough to predict the later stages' time */
+    double flops = 2.0 * (double)sks_model_n_params(R->m) * (double)ntok;
+    R->rate = R->t_trace > 1e-3 ? flops / R->t_trace : 1e10;
+    if (!rc) sks__done("trace", R->t_trace, path);
+    free(path);
+    (void)a;
+    return rc;
+}
+
+/* ---- stage 2: spikes ------------------------------------------------------------------ */
+
+/* The layer whose FFN raises the largest |h| the most: the step-up candidate when the
+ * thresholds found no spike channel. */
+static int sks__steepest_ffn_layer(const sks_trace_result *tr) {
+    int best = 0;
+    double bestd = -INFINITY;
+    for (int b = 2; b < tr->n_blocks; b += 2) {
+        double dlt = tr->blocks[b].max_abs - tr->blocks[b - 1].max_abs;
+        if (dlt > bestd) {
+            bestd = dlt;
+            best = (b - 2) / 2;
+        }
+    }
+    return best;
+}
+
+static int sks__stage_spikes(sks__run *R, int n_stages) {
+    const sks_arch *a = sks_model_arch(R->m);
+    const int L = a->n_layers;
+    sks_spikes_opts_default(&R->so);
+    int *lay = NULL, *ch = NULL, *tk = NULL, n = 0;
+    int rc = sks_spikes_select_from_trace(R->tr, &lay, &ch, &tk, &n);
+    if (rc) return rc;
+    unsigned char *want = calloc((size_t)L, 1);
+    R->spl = calloc((size_t)L, sizeof *R->spl);
+    sks_spikes *s = NULL;
+    char *path = NULL;
+    if (!want || !R->spl) {
+        rc = sks_fail(SKS_ENOMEM, "analyze: spikes");
+        goto done;
+    }
+    int n_layers_an = 0;
+    if (n > 0) {
+        R->spike_selection = "from-trace";
+        for (int i = 0; i < n; i++)
+            if (lay[i] >= 0 && lay[i] < L && !want[lay[i]]) {
+                want[lay[i]] = 1;
+                n_layers_an++;
+            }
+    } else {
+        R->spike_selection = "top-frob";
+        want[sks__steepest_ffn_layer(R->tr)] = 1;
+        n_layers_an = 1;
+    }
+    /* screen: three f x f Gram matrices of depth d per layer, plus the eigen iterations */
+    double fd = (double)a->d_ffn * a->d_ffn * a->d_model;
+    double eta = n_layers_an * 8.0 * fd / (R->rate > 0 ? R->rate : 1e10);
+    char detail[160];
+    snprintf(detail, sizeof detail, "%d layer%s (%s), %d channel%s from the trace + %d by ||S_k||_F per layer",
+             n_layers_an, n_layers_an == 1 ? "" : "s", R->spike_selection, n, n == 1 ? "" : "s", R->so.top_frob);
+    sks__stage(2, n_stages, "spikes", detail, eta);
+    double t0 = sks_now();
+    if ((rc = sks_spikes_new(R->m, &R->so, &s))) goto done;
+    if ((rc = sks_spikes_forward(s, R->pr.ids[0], R->pr.lens[0]))) goto done;
+    int done_layers = 0;
+    for (int l = 0; l < L; l++) {
+        if (!want[l]) continue;
+        int cnt = 0;
+        for (int i = 0; i < n; i++) cnt += lay[i] == l;
+        int *c = sks_malloc_n((size_t)(cnt ? cnt : 1), sizeof *c), *t = sks_malloc_n((size_t)(cnt ? cnt : 1), sizeof *t);
+        int *src = sks_malloc_n((size_t)(cnt ? cnt : 1), sizeof *src);
+        if (!c || !t || !src) {
+            free(c);
+            free(t);
+            free(src);
+            rc = sks_fail(SKS_ENOMEM, "analyze: spikes");
+            goto done;
+        }
+        int k = 0;
+        for (int i = 0; i < n; i++)
+            if (lay[i] == l) {
+                c[k] = ch[i];
+                t[k] = tk[i];
+                src[k] = SKS_SPK_SRC_SPIKE;
+                k++;
+            }
+        rc = sks_spikes_layer(s, l, c, src, t, cnt, &R->spl[l]);
+        free(c);
+        free(t);
+        free(src);
+        /* a channel that did not converge still has its best estimates: keep going */
+        if (rc == SKS_ENOCONV) {
+            fprintf(stderr, "analyze: warning: spikes layer %d: %s\n", l, sks_last_error());
+            rc = 0;
+        }
+        if (rc) goto done;
+        sks_progress("spikes layers", ++done_layers, n_layers_an);
+    }
+    if ((rc = sks_spikes_delimiter(s, R->so.n_delim_top, &R->delim))) goto done;
+    R->have_delim = 1;
+    sks_spikes_report rep;
+    memset(&rep, 0, sizeof rep);
+    /* only the analysed layers go to the file, in layer order */
+    int k = 0;
+    for (int l = 0; l < L; l++)
+        if (want[l]) {
+            if (k != l) {
+                R->spl[k] = R->spl[l];
+                memset(&R->spl[l], 0, sizeof R->spl[l]);
+            }
+            k++;
+        }
+    R->n_spl = k;
+    rep.n_layers = k;
+    rep.layers = R->spl;
+    rep.T = R->pr.lens[0];
+    rep.tokens = R->pr.ids[0];
+    rep.trace = R->tr;
+    rep.delim = &R->delim;
+    rep.trace_abs = R->to.abs_thresh;
+    rep.trace_ratio = R->to.ratio;
+    rep.selection = R->spike_selection;
+    double *sig = NULL;
+    if (R->so.first_token_map) {
+        int last = -1;
+        for (int l = 0; l < L; l++)
+            if (want[l]) last = l;
+        rep.n_wvo = last + 1;
+        sig = sks_calloc_n((size_t)(rep.n_wvo ? rep.n_wvo : 1), sizeof *sig);
+        double *u1 = sks_malloc_n((size_t)a->d_model, sizeof *u1);
+        if (!sig || !u1) {
+            free(sig);
+            free(u1);
+            rc = sks_fail(SKS_ENOMEM, "analyze: spikes");
+            goto done;
+        }
+        for (int l = 0; l < rep.n_wvo && !rc; l++) rc = sks_spikes_wvo_top(s, l, u1, &sig[l]);
+        free(u1);
+        rep.wvo_sigma1 = sig;
+        if (rc) {
+            free(sig);
+            goto done;
+        }
+    }
+    path = sks__join(R->outdir, "spikes.msgpack");
+    if (!path) rc = sks_fail(SKS_ENOMEM, "analyze");
+    else rc = sks_spikes_write(&rep, R->m, &R->so, R->tok ? sks__piece : NULL, R->tok, path);
+    free(sig);
+    R->t_spikes = sks_now() - t0;
+    if (!rc) sks__done("spikes", R->t_spikes, path);
+done:
+    sks_spikes_free(s);
+    free(path);
+    free(want);
+    free(lay);
+    free(ch);
+    free(tk);
+    return rc;
+}
+
+/* ---- stage 3: vocabulary sweep ---------------------------------------------------------- */
+
+#ifndef SKS__HAVE_VOCAB
+static int sks__stage_vocab(sks__run *R, int n_stages) {
+    sks__stage(3, n_stages, "vocab-sweep", "not available in this build", 0);
+    return 0;
+}
+#endif
+
+/* ---- stage 4: sinks --------------------------------------------------------------------- */
+
+static int sks__stage_sinks(sks__run *R, int n_stages) {
+    sks_sinks_opts_default(&R->sio);
+    R->sio.eps = R->o->eps;
+    R->sio.abs_thresh = R->o->abs_thresh;
+    R->sio.ratio = R->o->ratio;
+    R->sio.min_blocks = R->o->min_blocks;
+    /* A model without massive activations still has a first token: let it stand in as
+     * the sink token so that the geometry is defined (recorded in params.first_as_sink). */
+    R->sio.first_as_sink = R->tr->n_spike_tokens == 0;
+    int64_t ntok = 0;
+    for (int i = 0; i < R->pr.n; i++) ntok += R->pr.lens[i];
+    char detail[160];
+    snprintf(detail, sizeof detail, "%d prompt%s, eps %g%s", R->pr.n, R->pr.n == 1 ? "" : "s", R->sio.eps,
+             R->sio.first_as_sink ? ", no spike token found: position 0 stands in as the sink" : "");
+    sks__stage(n_stages, n_stages, "sinks", detail, 1.5 * R->t_trace);
+    double t0 = sks_now();
+    int rc = sks_sinks_run(R->m, R->pr.n, (const int32_t *const *)R->pr.ids, R->pr.lens, &R->sio, &R->sr);
+    if (rc) return rc;
+    char *path = sks__join(R->outdir, "sinks.msgpack"), *kv = sks__join(R->outdir, "kv_map.json");
+    if (!path || !kv) rc = sks_fail(SKS_ENOMEM, "analyze");
+    if (!rc) rc = sks_sinks_write(R->sr, R->m, &R->sio, path);
+    if (!rc) rc = sks_sinks_write_kv_map(R->sr, R->m, &R->sio, kv);
+    R->t_sinks = sks_now() - t0;
+    if (!rc) sks__done("sinks", R->t_sinks, path);
+    free(path);
+    free(kv);
+    return rc;
+}
+
+/* ---- summary.json ----------------------------------------------------------------------- */
+
+static json_t *sks__int_array(const int *v, int n) {
+    json_t *a = json_array();
+    for (int i = 0; i < n; i++) json_array_append_new(a, json_integer(v[i]));
+    return a;
+}
+
+static json_t *sks__summary_model(const sks_model *m) {
+    const sks_arch *a = sks_model_arch(m);
+    json_t *j = json_object();
+    json_object_set_new(j, "path", json_string(sks_model_path(m)));
+    json_object_set_new(j, "format", json_string(sks_format_name(sks_model_format(m))));
+    json_object_set_new(j, "family", json_string(a->family));
+    json_object_set_new(j, "n_layers", json_integer(a->n_layers));
+    json_object_set_new(j, "d_model", json_integer(a->d_model));
+    json_object_set_new(j, "d_ffn", json_integer(a->d_ffn));
+    json_object_set_new(j, "n_heads", json_integer(a->n_heads));
+    json_object_set_new(j, "n_kv_heads", json_integer(a->n_kv_heads));
+    json_object_set_new(j, "head_dim", json_integer(a->head_dim));
+    json_object_set_new(j, "vocab_size", json_integer(a->vocab_size));
+    json_object_set_new(j, "n_params", json_integer((json_int_t)sks_model_n_params(m)));
+    return j;
+}
+
+static json_t *sks__summary_trace(const sks__run *R) {
+    const sks_trace_result *t = R->tr;
+    json_t *j = json_object();
+    json_object_set_new(j, "spike_channels", sks__int_array(t->spike_channels, t->n_spike_channels));
+    json_object_set_new(j, "spike_tokens", sks__int_array(t->spike_tokens, t->n_spike_tokens));
+    int bmax = 0;
+    for (int b = 1; b < t->n_blocks; b++)
+        if (t->blocks[b].max_abs > t->blocks[bmax].max_abs) bmax = b;
+    const sks_trace_block *B = &t->blocks[bmax];
+    json_t *mx = json_object();
+    json_object_set_new(mx, "block", json_integer(B->block));
+    json_object_set_new(mx, "kind", json_string(sks_block_kind_name(B->kind)));
+    json_object_set_new(mx, "layer", json_integer(B->layer));
+    json_object_set_new(mx, "max_abs", sks__jnum(B->max_abs));
+    json_object_set_new(mx, "median_abs", sks__jnum(B->median_abs));
+    json_object_set_new(mx, "spike_score", sks__jnum(B->spike_score));
+    json_object_set_new(mx, "token", json_integer(B->top_token));
+    json_object_set_new(mx, "channel", json_integer(B->top_channel));
+    json_object_set_new(j, "largest", mx);
+    json_t *lcs = json_array();
+    for (int i = 0; i < t->n_lifecycles && i < 16; i++) {
+        const sks_lifecycle *lc = &t->lifecycles[i];
+        json_t *e = json_object();
+        json_object_set_new(e, "token", json_integer(lc->token));
+        json_object_set_new(e, "channel", json_integer(lc->channel));
+        json_object_set_new(e, "main_up", json_integer(lc->main_up));
+        json_object_set_new(e, "step_up_blocks", sks__int_array(lc->up_blocks, lc->n_up));
+        json_object_set_new(e, "step_down_blocks", sks__int_array(lc->down_blocks, lc->n_down));
+        json_object_set_new(e, "peak_abs", sks__jnum(lc->peak_abs));
+        json_array_append_new(lcs, e);
+    }
+    json_object_set_new(j, "lifecycles", lcs);
+    json_object_set_new(j, "sink_ratio_percent", sks__jnum(t->sink_ratio));
+    return j;
+}
+
+static json_t *sks__summary_spikes(const sks__run *R) {
+    json_t *j = json_object(), *chs = json_array();
+    json_object_set_new(j, "selection", json_string(R->spike_selection ? R->spike_selection : "?"));
+    for (int i = 0; i < R->n_spl; i++) {
+        const sks_spikes_layer_result *L = &R->spl[i];
+        for (int c = 0; c < L->n_channels; c++) {
+            const sks_spike_channel *C = &L->channels[c];
+            json_t *e = json_object();
+            json_object_set_new(e, "layer", json_integer(L->layer));
+            json_object_set_new(e, "channel", json_integer(C->channel));
+            json_object_set_new(e, "spike_channel", json_boolean(C->source & SKS_SPK_SRC_SPIKE));
+            json_object_set_new(e, "lambda_star", sks__jnum(C->rank > 0 ? C->eigenvalues[0] : NAN));
+            json_object_set_new(e, "dominance", sks__jnum(C->dominance));
+            json_object_set_new(e, "energy_fraction", sks__jnum(C->energy_fraction));
+            json_object_set_new(e, "frobenius", sks__jnum(C->frobenius));
+            json_object_set_new(e, "cos_x_s", sks__jnum(C->cos_x_s));
+            json_object_set_new(e, "quad_pred", sks__jnum(C->quad_pred));
+            json_object_set_new(e, "true_out", sks__jnum(C->true_out));
+            json_object_set_new(e, "converged", json_boolean(C->converged));
+            json_array_append_new(chs, e);
+        }
+    }
+    json_object_set_new(j, "channels", chs);
+    if (R->have_delim) {
+        json_t *top = json_array();
+        for (int i = 0; i < R->delim.n_top && i < 10; i++) {
+            json_t *e = json_object();
+            const char *pc = R->tok ? sks_tokenizer_piece(R->tok, R->delim.top_ids[i]) : NULL;
+            json_object_set_new(e, "id", json_integer(R->delim.top_ids[i]));
+            json_object_set_new(e, "ratio", sks__jnum(R->delim.top_ratio[i]));
+            if (pc) json_object_set_new(e, "piece", json_string(pc));
+            json_array_append_new(top, e);
+        }
+        json_object_set_new(j, "delimiter_top", top);
+    }
+    return j;
+}
+
+static json_t *sks__summary_sinks(const sks__run *R) {
+    const sks_sinks_result *s = R->sr;
+    json_t *j = json_object(), *auc = json_object(), *top = json_array();
+    const int H = s->n_heads;
+    json_object_set_new(j, "eps", json_real(R->sio.eps));
+    json_object_set_new(j, "sink_ratio_percent", sks__jnum(s->sink_ratio));
+    json_object_set_new(j, "n_sink_heads", json_integer(s->n_sink_heads));
+    json_object_set_new(j, "n_heads_total", json_integer((json_int_t)s->n_layers * H));
+    json_object_set_new(j, "first_as_sink", json_boolean(R->sio.first_as_sink));
+    json_object_set_new(j, "main_predictor", json_string(sks_sinks_pred_name(R->sio.main_pred)));
+    for (int p = 0; p < SKS_PRED_COUNT; p++) json_object_set_new(auc, sks_sinks_pred_name(p), sks__jnum(s->auc[p]));
+    json_object_set_new(j, "auc", auc);
+    /* heads by measured alpha_0 */
+    int64_t LH = (int64_t)s->n_layers * H;
+    int *idx = sks_malloc_n((size_t)(LH ? LH : 1), sizeof *idx);
+    if (idx) {
+        for (int64_t i = 0; i < LH; i++) idx[i] = (int)i;
+        for (int64_t i = 1; i < LH; i++) { /* insertion sort: L*H is small */
+            int v = idx[i];
+            int64_t k = i - 1;
+            while (k >= 0 && s->alpha0[idx[k]] < s->alpha0[v]) {
+                idx[k + 1] = idx[k];
+                k--;
+            }
+            idx[k + 1] = v;
+        }
+        for (int64_t i = 0; i < LH && i < 10; i++) {
+            int h = idx[i];
+            json_t *e = json_object();
+            json_object_set_new(e, "layer", json_integer(h / H));
+            json_object_set_new(e, "head", json_integer(h % H));
+            json_object_set_new(e, "alpha0", sks__jnum(s->alpha0[h]));
+            json_object_set_new(e, "sink", json_boolean(s->is_sink[h] > 0.5));
+            for (int p = 0; p < SKS_PRED_COUNT; p++)
+                json_object_set_new(e, sks_sinks_pred_name(p), sks__jnum(s->pred[p][h]));
+            json_array_append_new(top, e);
+        }
+        free(idx);
+    }
+    json_object_set_new(j, "top_heads", top);
+    return j;
+}
+
+#ifndef SKS__HAVE_VOCAB
+static json_t *sks__summary_vocab(const sks__run *R) { return json_object(); }
+#endif
+
+static int sks__write_summary(sks__run *R, int print) {
+    json_t *root = json_object(), *set = json_object(), *tim = json_object(), *files = json_array();
+    json_object_set_new(root, "schema", json_string("sinkscope.summary/1"));
+    json_object_set_new(root, "model", sks__summary_model(R->m));
+    json_object_set_new(set, "abs", json_real(R->o->abs_thresh));
+    json_object_set_new(set, "ratio", json_real(R->o->ratio));
+    json_object_set_new(set, "min_blocks", json_integer(R->o->min_blocks));
+    json_object_set_new(set, "eps", json_real(R->o->eps));
+    json_object_set_new(set, "sample", json_integer(R->o->sample));
+    json_object_set_new(set, "seed", json_integer((json_int_t)R->o->seed));
+    json_object_set_new(set, "prompts", json_string(R->pr.source));
+    json_object_set_new(set, "prompt_lengths", sks__int_array(R->pr.lens, R->pr.n));
+    json_object_set_new(set, "tokenizer", R->tok ? json_string(sks_tokenizer_kind(R->tok)) : json_null());
+    json_object_set_new(root, "settings", set);
+    if (R->tr) json_object_set_new(root, "trace", sks__summary_trace(R));
+    if (R->spl) json_object_set_new(root, "spikes", sks__summary_spikes(R));
+    if (R->vr) json_object_set_new(root, "vocab", sks__summary_vocab(R));
+    if (R->sr) json_object_set_new(root, "sinks", sks__summary_sinks(R));
+    json_object_set_new(tim, "trace", sks__jnum(R->t_trace));
+    json_object_set_new(tim, "spikes", sks__jnum(R->t_spikes));
+    json_object_set_new(tim, "vocab", sks__jnum(R->t_vocab));
+    json_object_set_new(tim, "sinks", sks__jnum(R->t_sinks));
+    if (R->t_plots > 0) json_object_set_new(tim, "plots", sks__jnum(R->t_plots));
+    json_object_set_new(root, "timings_s", tim);
+    static const char *const names[] = {"trace.msgpack", "spikes.msgpack", "vocab.msgpack", "sinks.msgpack",
+                                        "kv_map.json", "summary.json", "report.html", "fig_lifecycle.png",
+                                        "fig_spectrum.png", "fig_alpha.png", "fig_alignment.png", "fig_vocab.png",
+                                        "fig_delimiters.png"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char *p = sks__join(R->outdir, names[i]);
+        struct stat st;
+        if (p && (!strcmp(names[i], "summary.json") || !stat(p, &st))) json_array_append_new(files, json_string(names[i]));
+        free(p);
+    }
+    json_object_set_new(root, "files", files);
+    json_object_set_new(root, "plots", json_string(R->plots[0] ? R->plots : "not run"));
+    char *s = json_dumps(root, JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
+    json_decref(root);
+    if (!s) return sks_fail(SKS_ENOMEM, "summary.json: encoding failed");
+    char *path = sks__join(R->outdir, "summary.json");
+    size_t n = strlen(s);
+    char *buf = realloc(s, n + 2);
+    int rc;
+    if (!path || !buf) {
+        free(buf ? buf : s);
+        free(path);
+        return sks_fail(SKS_ENOMEM, "summary.json");
+    }
+    buf[n] = '\n';
+    buf[n + 1] = '\0';
+    rc = sks_write_file_atomic(path, buf, n + 1);
+    if (!rc && print) fputs(buf, stdout);
+    free(buf);
+    free(path);
+    return rc;
+}
+
+/* ---- figures and report.html ------------------------------------------------------------ */
+
+static int sks__file_exists(const char *p) {
+    struct stat st;
+    return !stat(p, &st) && S_ISREG(st.st_mode);
+}
+
+/* The folder holding make_report.py: $SKS_NOTEBOOKS_DIR, the source tree this binary
+ * was built from (SKS_SOURCE_DIR, or this file's own path), or notebooks-out next to
+ * or above the executable. */
+static int sks__find_notebooks(char *out, size_t cap) {
+    const char *env = getenv("SKS_NOTEBOOKS_DIR");
+    if (env && *env) return snprintf(out, cap, "%s", env) < (int)cap ? 0 : SKS_ENOTFOUND;
+    enum { N = 4, W = 4096 };
+    static char cand[N][W];
+    int nc = 0;
+#ifdef SKS_SOURCE_DIR
+    if (snprintf(cand[nc], W, "%s/notebooks-out", SKS_SOURCE_DIR) < W) nc++;
+#endif
+    {
+        /* CMake compiles with absolute source paths: <src>/cli/cmd_analyze.c */
+        const char *f = __FILE__;
+        const char *cut = strstr(f, "/cli/cmd_analyze.c");
+        if (f[0] == '/' && cut && snprintf(cand[nc], W, "%.*s/notebooks-out", (int)(cut - f), f) < W) nc++;
+    }
+    char exe[2048];
+    ssize_t k = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (k > 0) {
+        exe[k] = '\0';
+        char *sl = strrchr(exe, '/');
+        if (sl) {
+            *sl = '\0';
+            if (snprintf(cand[nc], W, "%s/../notebooks-out", exe) < W) nc++;
+            if (snprintf(cand[nc], W, "%s/../share/sinkscope/notebooks-out", exe) < W) nc++;
+        }
+    }
+    for (int i = 0; i < nc; i++) {
+        char p[W + 32];
+        if (snprintf(p, sizeof p, "%s/make_report.py", cand[i]) >= (int)sizeof p) continue;
+        if (sks__file_exists(p) && snprintf(out, cap, "%s", cand[i]) < (int)cap) return 0;
+    }
+    return SKS_ENOTFOUND;
+}
+
+/* Run argv with its stdout sent to our stderr (stdout is for --json); exit status or -1. */
+static int sks__spawn(char *const argv[]) {
+    posix_spawn_file_actions_t fa;
+    if (posix_spawn_file_actions_init(&fa)) return -1;
+    posix_spawn_file_actions_adddup2(&fa, 2, 1);
+    pid_t pid;
+    fflush(stdout);
+    fflush(stderr);
+    int e = posix_spawn(&pid, argv[0], &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (e) return -1;
+    int st;
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR) return -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void sks__plots(sks__run *R) {
+    double t0 = sks_now();
+    const char *py = getenv("SKS_PYTHON");
+    if (!py || !*py) py = "/usr/bin/python3";
+    char nbdir[4096];
+    if (access(py, X_OK)) {
+        snprintf(R->plots, sizeof R->plots, "skipped: %s not found (run scripts/install-deps.sh)", py);
+        fprintf(stderr, "analyze: figures skipped: %s not found; install it with scripts/install-deps.sh "
+                        "(the msgpack results in %s are complete)\n", py, R->outdir);
+        return;
+    }
+    char *chk[] = {(char *)py, "-c", "import numpy, matplotlib, msgpack", NULL};
+    if (sks__spawn(chk) != 0) {
+        snprintf(R->plots, sizeof R->plots, "skipped: %s lacks numpy/matplotlib/msgpack", py);
+        fprintf(stderr, "analyze: figures skipped: %s cannot import numpy, matplotlib and msgpack; run "
+                        "scripts/install-deps.sh (Debian python3-numpy python3-matplotlib python3-msgpack). "
+                        "The msgpack results in %s are complete.\n", py, R->outdir);
+        return;
+    }
+    if (sks__find_notebooks(nbdir, sizeof nbdir)) {
+        snprintf(R->plots, sizeof R->plots, "skipped: notebooks-out/make_report.py not found");
+        fprintf(stderr, "analyze: figures skipped: notebooks-out/make_report.py not found; set "
+                        "SKS_NOTEBOOKS_DIR to the notebooks-out folder of the sinkscope sources\n");
+        return;
+    }
+    char script[4096 + 32];
+    if (snprintf(script, sizeof script, "%s/make_report.py", nbdir) >= (int)sizeof script) {
+        snprintf(R->plots, sizeof R->plots, "skipped: notebooks folder path too long");
+        return;
+    }
+    if (!sks__quiet) fprintf(stderr, "analyze       figures and report: %s %s %s\n", py, script, R->outdir);
+    char *argv[] = {(char *)py, script, (char *)R->outdir, NULL};
+    int st = sks__spawn(argv);
+    R->t_plots = sks_now() - t0;
+    if (st != 0) {
+        snprintf(R->plots, sizeof R->plots, "failed: make_report.py exited with status %d", st);
+        fprintf(stderr, "analyze: make_report.py failed (status %d); the msgpack results are complete\n", st);
+        return;
+    }
+    static const char *const figs[] = {"fig_lifecycle.png", "fig_spectrum.png", "fig_alpha.png",
+                                       "fig_alignment.png", "fig_vocab.png", "fig_delimiters.png"};
+    for (size_t i = 0; i < sizeof figs / sizeof figs[0]; i++) {
+        char *p = sks__join(R->outdir, figs[i]);
+        R->n_figures += p && sks__file_exists(p);
+        free(p);
+    }
+    snprintf(R->plots, sizeof R->plots, "ok: %d of 6 figures, report.html", R->n_figures);
+}
+
+/* ---- the pipeline ----------------------------------------------------------------------- */
+
+static void sks__run_free(sks__run *R) {
+    sks_trace_result_free(R->tr);
+    if (R->spl) {
+        int L = sks_model_arch(R->m)->n_layers;
+        for (int l = 0; l < L; l++) sks_spikes_layer_result_free(&R->spl[l]);
+        free(R->spl);
+    }
+    sks_delim_result_free(&R->delim);
+#ifdef SKS__HAVE_VOCAB
+    sks_vocab_result_free(R->vr);
+#endif
+    sks_sinks_result_free(R->sr);
+    sks_tokenizer_free(R->tok);
+    sks__prompts_free(&R->pr);
+}
+
+int sks_cli_analyze_run(const char *model_path, const char *outdir, const sks_cli_analyze_opts *o) {
+    if (!model_path || !outdir || !o) return sks_fail(SKS_EARG, "analyze: model and output folder are required");
+    if (!(o->eps >= 0.0 && o->eps <= 1.0)) return sks_fail(SKS_EARG, "--eps: %g is outside [0, 1]", o->eps);
+    if (!(o->ratio > 0.0)) return sks_fail(SKS_EARG, "--ratio: must be positive");
+    if (!(o->abs_thresh >= 0.0)) return sks_fail(SKS_EARG, "--abs: must be >= 0");
+    if (o->min_blocks < 1) return sks_fail(SKS_EARG, "--min-blocks: must be >= 1");
+    sks__quiet = o->quiet;
+    int rc = sks__mkdir_p(outdir);
+    if (rc) return rc;
+    sks_model *m = NULL;
+    if ((rc = sks_model_open(model_path, &m))) return rc;
+    sks__run R;
+    memset(&R, 0, sizeof R);
+    R.m = m;
+    R.o = o;
+    R.outdir = outdir;
+    const sks_arch *a = sks_model_arch(m);
+    if (!o->quiet)
+        fprintf(stderr, "analyze: %s: %s, %d layers, d %d, %d heads (%d kv), vocab %d -> %s\n", model_path, a->family,
+                a->n_layers, a->d_model, a->n_heads, a->n_kv_heads, a->vocab_size, outdir);
+    if (!o->tokens) {
+        int trc = sks_tokenizer_open_for_model(m, NULL, &R.tok);
+        if (trc) {
+            R.tok = NULL;
+            if (o->prompt) {
+                rc = trc;
+                goto out;
+            }
+            if (!o->quiet) fprintf(stderr, "analyze: no tokenizer (%s): using pseudo-random token ids\n", sks_last_error());
+            sks_clear_error();
+        }
+    }
+    if ((rc = sks__make_prompts(m, R.tok, o, &R.pr))) goto out;
+    const int n_stages = 4;
+    if ((rc = sks__stage_trace(&R, n_stages))) goto out;
+    if ((rc = sks__stage_spikes(&R, n_stages))) goto out;
+    if ((rc = sks__stage_vocab(&R, n_stages))) goto out;
+    if ((rc = sks__stage_sinks(&R, n_stages))) goto out;
+    if (o->no_plots) {
+        snprintf(R.plots, sizeof R.plots, "skipped: --no-plots");
+        rc = sks__write_summary(&R, o->json);
+    } else if (!(rc = sks__write_summary(&R, 0))) { /* make_report.py reads it */
+        sks__plots(&R);
+        rc = sks__write_summary(&R, o->json);
+    }
+    if (!rc && !o->quiet)
+        fprintf(stderr, "analyze: done in %.1f s: %s/summary.json%s\n",
+                R.t_trace + R.t_spikes + R.t_vocab + R.t_sinks + R.t_plots, outdir,
+                R.n_figures ? ", report.html" : "");
+out:
+    sks__run_free(&R);
+    sks_model_close(m);
+    return rc;
+}
+
+/* ---- the command ------------------------------------------------------------------------ */
+
+static void sks__usage(FILE *f) {
+    fprintf(f,
+            "usage: sinkscope analyze MODEL -o DIR [options]\n"
+            "\n"
+            "Runs every analysis on MODEL with one set of thresholds and prompts and writes\n"
+            "into DIR: trace.msgpack, spikes.msgpack, vocab.msgpack, sinks.msgpack, kv_map.json,\n"
+            "summary.json, the figures fig_*.png and report.html (figures need /usr/bin/python3\n"
+            "with numpy, matplotlib and msgpack: scripts/install-deps.sh).\n"
+            "\n"
+            "options:\n"
+            "  -o, --out DIR      output folder (created if needed)\n"
+            "  --prompt TEXT      input text (needs the model's tokenizer); default: four built-in\n"
+            "                     texts of up to 64 tokens, or pseudo-random ids without a tokenizer\n"
+            "  --tokens IDS       input token ids, e.g. 1,450,3290 (overrides --prompt)\n"
+            "  --sample N         vocabulary-sweep tokens: N sampled tokens; 0 = all of the\n"
+            "                     vocabulary (default: all when V <= 8192, else a sample of 4096)\n"
+            "  --eps X            sink head when alpha_0 > X (default 0.3)\n"
+            "  --abs X            massive activation needs |h| >= X (default 100)\n"
+            "  --ratio X          ... and |h| >= X times the block median (default 1000;\n"
+            "                     small models need lower values, e.g. 50)\n"
+            "  --min-blocks N     spike channel: consecutive blocks above both (default 3)\n"
+            "  --seed S           pseudo-random prompts and vocabulary sample (default 1)\n"
+            "  --no-plots         write the msgpack and JSON results only\n"
+            "  --json             print summary.json to stdout at the end\n"
+            "  -q, --quiet        no progress on stderr\n"
+            "  -h, --help         this text\n"
+            "\n"
+            "Environment: SKS_NOTEBOOKS_DIR (folder of make_report.py), SKS_PYTHON (interpreter,\n"
+            "default /usr/bin/python3).\n");
+}
+
+int sks_cmd_analyze(int argc, char **argv) {
+    sks_cli_analyze_opts o;
+    sks_cli_analyze_opts_default(&o);
+    const char *model = NULL, *out = NULL;
+    int rc = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define SKS__NEED()                                                                \
+    do {                                                                           \
+        if (!v) {                                                                  \
+            fprintf(stderr, "sinkscope analyze: %s needs a value\n", a);           \
+            return 2;                                                              \
+        }                                                                          \
+        i++;                                                                       \
+    } while (0)
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            sks__usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "-o") || !strcmp(a, "--out")) {
+            SKS__NEED();
+            out = v;
+        } else if (!strcmp(a, "--prompt")) {
+            SKS__NEED();
+            o.prompt = v;
+        } else if (!strcmp(a, "--tokens")) {
+            SKS__NEED();
+            o.tokens = v;
+        } else if (!strcmp(a, "--sample")) {
+            long n;
+            SKS__NEED();
+            if ((rc = sks_cli_parse_int("--sample", v, 0, 1L << 30, &n))) return sks_cli_fail("analyze", rc) + 1;
+            o.sample = n == 0 ? -1 : (int)n;
+        } else if (!strcmp(a, "--eps")) {
+            SKS__NEED();
+            if ((rc = sks_cli_parse_double("--eps", v, &o.eps))) return sks_cli_fail("analyze", rc) + 1;
+        } else if (!strcmp(a, "--abs")) {
+            SKS__NEED();
+            if ((rc = sks_cli_parse_double("--abs", v, &o.abs_thresh))) return sks_cli_fail("analyze", rc) + 1;
+        } else if (!strcmp(a, "--ratio")) {
+            SKS__NEED();
+            if ((rc = sks_cli_parse_double("--ratio", v, &o.ratio))) return sks_cli_fail("analyze", rc) + 1;
+        } else if (!strcmp(a, "--min-blocks")) {
+            long n;
+            SKS__NEED();
+            if ((rc = sks_cli_parse_int("--min-blocks", v, 1, 1000, &n))) return sks_cli_fail("analyze", rc) + 1;
+            o.min_blocks = (int)n;
+        } else if (!strcmp(a, "--seed")) {
+            long n;
+            SKS__NEED();
+            if ((rc = sks_cli_parse_int("--seed", v, 0, 0x7fffffffL, &n))) return sks_cli_fail("analyze", rc) + 1;
+            o.seed = (uint64_t)n;
+        } else if (!strcmp(a, "--no-plots")) {
+            o.no_plots = 1;
+        } else if (!strcmp(a, "--json")) {
+            o.json = 1;
+        } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
+            o.quiet = 1;
+        } else if (a[0] == '-' && a[1]) {
+            fprintf(stderr, "sinkscope analyze: unknown option '%s'\n", a);
+            sks__usage(stderr);
+            return 2;
+        } else if (!model) {
+            model = a;
+        } else {
+            fprintf(stderr, "sinkscope analyze: unexpected argument '%s'\n", a);
+            return 2;
+        }
+#undef SKS__NEED
+    }
+    if (!model || !out) {
+        fprintf(stderr, "sinkscope analyze: %s\n", !model ? "MODEL is required" : "-o DIR is required");
+        sks__usage(stderr);
+        return 2;
+    }
+    sks_cli_progress_install(o.quiet);
+    rc = sks_cli_analyze_run(model, out, &o);
+    return rc ? sks_cli_fail("analyze", rc) : 0;
+}
