@@ -47,14 +47,16 @@ void sks_sinks_opts_default(sks_sinks_opts *o) {
     for (int p = 0; p < SKS_PRED_COUNT; p++) o->threshold[p] = NAN;
 }
 
-/* Default thresholds of the predictors in [0, 1] (heuristics, see docs/sinks.md): an
- * isotropic query has energy 1/d_h along any direction, so 0.1 is several times that. */
-static double sks__default_threshold(int p, double eps, double n_eff) {
+/* Default thresholds (heuristics, see docs/sinks.md). An isotropic query puts the share
+ * 1/d_h of its energy along any direction, so the energy-type scores (energy, weight_only)
+ * use twice that; a principal cosine of 0.9 (about 26 degrees) for alignment; 0.2 for the
+ * signed projection (0 for zero-mean queries). */
+static double sks__default_threshold(int p, double eps, double n_eff, int dh) {
     switch (p) {
     case SKS_PRED_ALIGNMENT: return 0.9;
-    case SKS_PRED_ENERGY: return 0.1;
+    case SKS_PRED_ENERGY: return 2.0 / dh;
     case SKS_PRED_SIGNED_PROJ: return 0.2;
-    case SKS_PRED_WEIGHT_ONLY: return 0.1;
+    case SKS_PRED_WEIGHT_ONLY: return 2.0 / dh;
     default: /* margins: softmax over one sink key and n_eff equal others gives alpha_0 =
                 e^m / (e^m + n_eff) = eps at m* = ln(n_eff eps / (1 - eps)) */
         return (n_eff > 0.0 && eps > 0.0 && eps < 1.0) ? log(n_eff * eps / (1.0 - eps)) : 0.0;
@@ -879,7 +881,7 @@ int sks_sinks_run(const sks_model *m, int n_prompts, const int32_t *const *promp
     for (int64_t i = 0; i < LH; i++) r->n_sink_heads += r->is_sink[i] > 0.5;
     for (int p = 0; p < SKS_PRED_COUNT; p++) {
         r->auc[p] = sks_roc_auc(r->pred[p], r->is_sink, (int)LH);
-        r->threshold[p] = isnan(o->threshold[p]) ? sks__default_threshold(p, o->eps, r->n_eff) : o->threshold[p];
+        r->threshold[p] = isnan(o->threshold[p]) ? sks__default_threshold(p, o->eps, r->n_eff, dh) : o->threshold[p];
         sks_sinks_prec_recall(r->pred[p], r->is_sink, (int)LH, r->threshold[p], &r->precision[p], &r->recall[p]);
     }
     sks__rank(r->pred[o->main_pred], (int)LH, r->rank);
@@ -1199,6 +1201,13 @@ int sks_sinks_json_summary(const sks_sinks_result *r, const sks_model *m, const 
         json_array_append_new(sr, a);
         json_array_append_new(nr, b);
     }
+    json_t *cs = json_array(), *cn = json_array();
+    for (int l = 0; l < L; l++) {
+        json_array_append_new(cs, sks__jnum(r->cos_spike_mean[l]));
+        json_array_append_new(cn, sks__jnum(r->cos_nonspike_mean[l]));
+    }
+    json_object_set_new(root, "cos_spike_mean", cs);
+    json_object_set_new(root, "cos_nonspike_mean", cn);
     json_object_set_new(root, "sink_key_rank", sr);
     json_object_set_new(root, "nonsink_key_rank", nr);
     for (int p = 0; p < SKS_PRED_COUNT; p++) {

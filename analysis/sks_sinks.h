@@ -73,7 +73,8 @@ typedef struct {
     /* Thresholds for precision/recall, per predictor. NaN = automatic: margins use
      * m* = ln(n_eff * eps / (1 - eps)) (the margin at which a softmax over one sink key and
      * n_eff equal non-sink keys gives alpha_0 = eps, n_eff the mean number of non-sink keys
-     * a query sees); the other predictors use 0.5. */
+     * a query sees); energy and weight_only 2/d_h (twice the isotropic share); alignment
+     * 0.9; signed_proj 0.2. */
     double threshold[SKS_PRED_COUNT];
 } sks_sinks_opts;
 
