@@ -94,7 +94,13 @@ def lifecycle_data(trace):
             if c not in covered and 0 <= c < cm.shape[1]:
                 curves.append(("channel %d (max over tokens)" % c, np.abs(cm[:, c].astype(float)), None))
     curves.sort(key=lambda t: -np.nanmax(t[1]) if len(t[1]) else 0)
-    return {"idx": idx, "max_abs": max_abs, "median": med, "curves": curves}
+    fallback = False
+    if not curves and cm is not None and cm.ndim == 2 and cm.shape[0] == len(idx):
+        # no spike channel passed the thresholds: show the channels that come closest
+        fallback = True
+        for c in np.argsort(-np.max(np.abs(cm), axis=0))[:3]:
+            curves.append(("channel %d (largest, below threshold)" % c, np.abs(cm[:, c].astype(float)), None))
+    return {"idx": idx, "max_abs": max_abs, "median": med, "curves": curves, "fallback": fallback}
 
 
 def fig_lifecycle(res, path):
@@ -116,7 +122,8 @@ def fig_lifecycle(res, path):
     shown = curves[:6]
     for i, (lab, v, lc) in enumerate(shown):
         col = SPIKE_COLORS[i % len(SPIKE_COLORS)]
-        ax.plot(idx, np.maximum(v, 1e-30), color=col, lw=1.8, marker="o", ms=3, zorder=4, label="spike " + lab)
+        ax.plot(idx, np.maximum(v, 1e-30), color=col, lw=1.8, marker="o", ms=3, zorder=4,
+                ls="--" if data["fallback"] else "-", label=("" if data["fallback"] else "spike ") + lab)
         if lc is not None:
             ups = [int(b) for b in (R.get(lc, "up_blocks", default=[]) or [])]
             downs = [int(b) for b in (R.get(lc, "down_blocks", default=[]) or [])]
@@ -148,8 +155,12 @@ def fig_lifecycle(res, path):
     ax.set_xlim(idx[0] - 0.5, idx[-1] + 0.5)
     ax.grid(True, which="major", axis="y", alpha=0.3)
     n_sc = len(np.atleast_1d(R.arr(R.get(trace, "spike_channels", default=[]), int)))
-    ax.set_title("Residual-stream lifecycle: rise - plateau - fall (%d spike channel%s)\n%s"
-                 % (n_sc, "" if n_sc == 1 else "s", _model_tag(res)))
+    if n_sc:
+        what = "%d spike channel%s" % (n_sc, "" if n_sc == 1 else "s")
+    else:
+        what = "no spike channel at --abs %g --ratio %g" % (float(_param(trace, "abs", default=float("nan"))),
+                                                            float(_param(trace, "ratio", default=float("nan"))))
+    ax.set_title("Residual-stream lifecycle: rise - plateau - fall (%s)\n%s" % (what, _model_tag(res)))
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return _save(fig, path)
 
