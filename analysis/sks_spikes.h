@@ -121,6 +121,17 @@ void sks_spikes_layer_result_free(sks_spikes_layer_result *r);
  * (layer, channel, token) triples, sorted by (layer, channel). */
 int sks_spikes_select_from_trace(const sks_trace_result *tr, int **layers, int **channels, int **tokens, int *n);
 
+/* Trace thresholds of the default spike search (docs/spikes.md): abs 50, ratio 100,
+ * min_blocks 3. Small trained models carry massive activations of a few hundred at
+ * 150-300x the block median, below the paper's 100 / 1000 for 7B models. */
+void sks_spikes_trace_opts_default(sks_trace_opts *o);
+
+/* The default selection in one call: trace the prompt (tokens, T) with to (NULL: the
+ * defaults above), then sks_spikes_select_from_trace. *tr_out (may be NULL) receives
+ * the trace (free with sks_trace_result_free). */
+int sks_spikes_default_selection(const sks_model *m, const int32_t *tokens, int T, const sks_trace_opts *to,
+                                 sks_trace_result **tr_out, int **layers, int **channels, int **toks, int *n);
+
 /* Top left singular vector and value of W_VO[layer] (d), computed from the factors. */
 int sks_spikes_wvo_top(sks_spikes *s, int layer, double *u1, double *sigma1);
 

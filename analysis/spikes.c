@@ -873,6 +873,36 @@ int sks_spikes_select_from_trace(const sks_trace_result *tr, int **layers, int *
     return 0;
 }
 
+void sks_spikes_trace_opts_default(sks_trace_opts *o) {
+    sks_trace_opts_default(o);
+    o->abs_thresh = 50;
+    o->ratio = 100;
+    o->min_blocks = 3;
+}
+
+int sks_spikes_default_selection(const sks_model *m, const int32_t *tokens, int T, const sks_trace_opts *to,
+                                 sks_trace_result **tr_out, int **layers, int **channels, int **toks, int *n) {
+    *layers = *channels = *toks = NULL;
+    *n = 0;
+    if (tr_out) *tr_out = NULL;
+    sks_trace_opts o;
+    if (to)
+        o = *to;
+    else
+        sks_spikes_trace_opts_default(&o);
+    sks_trace_result *tr = NULL;
+    const int32_t *p[1] = {tokens};
+    int lens[1] = {T};
+    int rc = sks_trace_run(m, 1, p, lens, &o, &tr);
+    if (rc) return rc;
+    rc = sks_spikes_select_from_trace(tr, layers, channels, toks, n);
+    if (rc || !tr_out)
+        sks_trace_result_free(tr);
+    else
+        *tr_out = tr;
+    return rc;
+}
+
 /* ---- delimiter route ------------------------------------------------------------------ */
 
 static int sks__cmp_double(const void *a, const void *b) {

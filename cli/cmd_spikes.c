@@ -1,0 +1,572 @@
+/* cmd_spikes.c - `sinkscope spikes`: quadratic forms S_k of the FFNs (SPEC section 3).
+ * Parses options, picks the (layer, channel) pairs, drives the per-layer steps of
+ * analysis/spikes.c with progress, writes the msgpack and the optional JSON summary. */
+#include "cli.h"
+#include "../analysis/sks_spikes.h"
+#include "../analysis/sks_trace.h"
+#include "../loaders/sks_tokenizer.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <msgpack.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Built-in prompt when the model has a tokenizer and no --prompt/--tokens is given. */
+static const char *const sks__spikes_default_text =
+    "The quick brown fox jumps over the lazy dog. In the morning the market opens early; farmers bring "
+    "apples, bread and cheese. A compiler reads the source file, splits it into tokens, and builds a "
+    "syntax tree.\nEach function is then optimized and translated into machine code.";
+
+static void sks__spikes_help(FILE *f) {
+    fprintf(f,
+            "usage: sinkscope spikes MODEL [selection] [options] -o OUT.msgpack [--json]\n\n"
+            "The directional quadratic amplifier of the FFN: for channel k of layer l,\n"
+            "out_k(x) ~= x^T S_k x with S_k = 1/2 (W_gate^T diag(W_down[k,:]) W_up + transpose).\n"
+            "Per analysed layer: ||S_k||_F and tr(S_k) of every channel (the screen), then for the\n"
+            "selected channels the top r eigenvalues, s*, dominance |l1|/|l2|, energy fraction\n"
+            "l1^2/||S_k||_F^2, and on a prompt cos(x, s*), x^T S_k x, l1 (s*.x)^2, the true FFN\n"
+            "output and the SiLU regime at the spike token; the first-token map (W_VO singular\n"
+            "vectors) and the delimiter route (||n_v|| / median over the vocabulary).\n\n"
+            "selection (default: trace the prompt, take the spike channels at the layers whose FFN\n"
+            "steps them up, plus the --top-frob best channels of each such layer's screen):\n"
+            "  --layers R          layers to analyse, e.g. 0-3 or 1,5 (default: step-up layers;\n"
+            "                      all layers with --channels / --top-frob alone)\n"
+            "  --channels K,..     analyse these channels\n"
+            "  --top-frob N        channels of the screen added per layer (default 4; 0 = none)\n"
+            "  --from-trace FILE   spike channels and step-up layers from a `sinkscope trace` file\n"
+            "options:\n"
+            "  --rank r            eigenpairs per channel (default 5)\n"
+            "  --dense             dense reference path (forms S_k, LAPACK dsyevr; small d only)\n"
+            "  --precision P       operator precision: auto (default: f64 when f*d <= 16M), f32, f64\n"
+            "  --tol X             eigen residual tolerance (default 1e-11 f64, 1e-6 f32)\n"
+            "  --prompt TEXT       prompt for the forward pass (needs the model's tokenizer)\n"
+            "  --tokens IDS        prompt as token ids, e.g. 1,450,3290\n"
+            "  --token POS         spike token position for every channel (default: from the\n"
+            "                      trace, else argmax_t |out_k|)\n"
+            "  --abs X --ratio X --min-blocks N   spike search thresholds (default 50, 100, 3:\n"
+            "                      small models spike at 150-300x the median, not 1000x)\n"
+            "  --tokenizer PATH    tokenizer file (default: found beside / inside MODEL)\n"
+            "  --no-first-token-map, --no-delimiter   skip those parts\n"
+            "  -o, --output FILE   msgpack result (schema sinkscope.spikes/1, docs/schema-spikes.md)\n"
+            "  --json              JSON summary on stdout: per layer `channels` entries {channel,\n"
+            "                      eigenvalues, s_star, frobenius, trace, dominance, energy_fraction,\n"
+            "                      cos_x_s, quad_pred, rank1_pred, true_out}\n"
+            "  -q, --quiet         no progress\n\n"
+            "example:\n"
+            "  sinkscope spikes path/to/model -o spikes.msgpack --json | jq '.layers[0].channels[0]'\n"
+            "  sinkscope spikes path/to/model --layers 1 --channels 356 --top-frob 0 -o s.msgpack\n");
+}
+
+static const char *sks__piece_cb(void *ud, int id) { return ud ? sks_tokenizer_piece(ud, id) : NULL; }
+
+/* --from-trace: read lifecycles {token, channel, peak_abs, step_up[{block}]} of a
+ * sinkscope.trace/1 file into a trace result holding only what the selection needs. */
+static const msgpack_object *sks__mp_get(const msgpack_object *map, const char *key) {
+    if (!map || map->type != MSGPACK_OBJECT_MAP) return NULL;
+    size_t kl = strlen(key);
+    for (uint32_t i = 0; i < map->via.map.size; i++) {
+        const msgpack_object *k = &map->via.map.ptr[i].key;
+        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == kl && !memcmp(k->via.str.ptr, key, kl))
+            return &map->via.map.ptr[i].val;
+    }
+    return NULL;
+}
+
+static int sks__mp_int(const msgpack_object *o, int64_t *v) {
+    if (!o) return -1;
+    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) *v = (int64_t)o->via.u64;
+    else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) *v = o->via.i64;
+    else return -1;
+    return 0;
+}
+
+static void sks__free_trace_lite(sks_trace_result *tr) {
+    if (!tr) return;
+    for (int i = 0; i < tr->n_lifecycles; i++) free(tr->lifecycles[i].up_blocks);
+    free(tr->lifecycles);
+    free(tr->spike_channels);
+    free(tr);
+}
+
+static int sks__read_trace(const char *path, sks_trace_result **out) {
+    *out = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) return sks_fail(SKS_EIO, "%s: cannot open", path);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    if (n <= 0 || n > (1L << 30)) {
+        fclose(f);
+        return sks_fail(SKS_EFORMAT, "%s: empty or too large", path);
+    }
+    char *buf = malloc((size_t)n);
+    if (!buf || fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        free(buf);
+        fclose(f);
+        return sks_fail(SKS_EIO, "%s: read failed", path);
+    }
+    fclose(f);
+    int rc = 0;
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    sks_trace_result *tr = calloc(1, sizeof *tr);
+    if (!tr) rc = sks_fail(SKS_ENOMEM, "out of memory");
+    if (!rc && msgpack_unpack_next(&u, buf, (size_t)n, NULL) != MSGPACK_UNPACK_SUCCESS)
+        rc = sks_fail(SKS_EFORMAT, "%s: not a msgpack file", path);
+    const msgpack_object *sc = rc ? NULL : sks__mp_get(&u.data, "schema");
+    if (!rc && (!sc || sc->type != MSGPACK_OBJECT_STR || sc->via.str.size < 16 ||
+                memcmp(sc->via.str.ptr, "sinkscope.trace/", 16)))
+        rc = sks_fail(SKS_EFORMAT, "%s: schema: not a sinkscope.trace file", path);
+    const msgpack_object *lcs = rc ? NULL : sks__mp_get(&u.data, "lifecycles");
+    if (!rc && (!lcs || lcs->type != MSGPACK_OBJECT_ARRAY)) rc = sks_fail(SKS_EFORMAT, "%s: lifecycles: missing", path);
+    if (!rc) {
+        uint32_t nl = lcs->via.array.size;
+        tr->lifecycles = calloc(nl ? nl : 1, sizeof *tr->lifecycles);
+        if (!tr->lifecycles) rc = sks_fail(SKS_ENOMEM, "out of memory");
+        for (uint32_t i = 0; i < nl && !rc; i++) {
+            const msgpack_object *lc = &lcs->via.array.ptr[i];
+            sks_lifecycle *L = &tr->lifecycles[tr->n_lifecycles++];
+            int64_t tok, ch;
+            const msgpack_object *ups = sks__mp_get(lc, "step_up"), *pk = sks__mp_get(lc, "peak_abs");
+            if (sks__mp_int(sks__mp_get(lc, "token"), &tok) || sks__mp_int(sks__mp_get(lc, "channel"), &ch) || !ups ||
+                ups->type != MSGPACK_OBJECT_ARRAY || tok < 0 || tok > INT32_MAX || ch < 0 || ch > INT32_MAX) {
+                rc = sks_fail(SKS_EFORMAT, "%s: lifecycles[%u]: token/channel/step_up missing or bad", path, i);
+                break;
+            }
+            L->token = (int)tok;
+            L->channel = (int)ch;
+            L->peak_abs = pk && pk->type == MSGPACK_OBJECT_FLOAT64 ? pk->via.f64 : 0;
+            L->up_blocks = calloc(ups->via.array.size ? ups->via.array.size : 1, sizeof(int));
+            if (!L->up_blocks) {
+                rc = sks_fail(SKS_ENOMEM, "out of memory");
+                break;
+            }
+            for (uint32_t j = 0; j < ups->via.array.size; j++) {
+                int64_t b;
+                if (sks__mp_int(sks__mp_get(&ups->via.array.ptr[j], "block"), &b) || b < 0 || b > INT32_MAX) {
+                    rc = sks_fail(SKS_EFORMAT, "%s: lifecycles[%u].step_up[%u].block: bad", path, i, j);
+                    break;
+                }
+                L->up_blocks[L->n_up++] = (int)b;
+            }
+        }
+    }
+    const msgpack_object *sch = rc ? NULL : sks__mp_get(&u.data, "spike_channels");
+    if (!rc && sch && sch->type == MSGPACK_OBJECT_ARRAY) {
+        tr->spike_channels = calloc(sch->via.array.size + 1, sizeof(int));
+        if (!tr->spike_channels) rc = sks_fail(SKS_ENOMEM, "out of memory");
+        for (uint32_t i = 0; !rc && i < sch->via.array.size; i++) {
+            int64_t c;
+            if (!sks__mp_int(&sch->via.array.ptr[i], &c) && c >= 0 && c <= INT32_MAX)
+                tr->spike_channels[tr->n_spike_channels++] = (int)c;
+        }
+    }
+    msgpack_unpacked_destroy(&u);
+    free(buf);
+    if (rc) {
+        sks__free_trace_lite(tr);
+        return rc;
+    }
+    *out = tr;
+    return 0;
+}
+
+static json_t *sks__jnum(double v) { return isfinite(v) ? json_real(v) : json_null(); }
+
+static json_t *sks__json_summary(const sks_spikes_report *rep, const sks_model *m) {
+    json_t *root = json_object(), *layers = json_array();
+    json_object_set_new(root, "schema", json_string("sinkscope.spikes/1"));
+    json_object_set_new(root, "model", json_string(sks_model_path(m)));
+    json_object_set_new(root, "selection", json_string(rep->selection));
+    if (rep->trace) {
+        json_t *sc = json_array();
+        for (int i = 0; i < rep->trace->n_spike_channels; i++)
+            json_array_append_new(sc, json_integer(rep->trace->spike_channels[i]));
+        json_object_set_new(root, "spike_channels", sc);
+    }
+    for (int i = 0; i < rep->n_layers; i++) {
+        const sks_spikes_layer_result *L = &rep->layers[i];
+        json_t *jl = json_object(), *chs = json_array();
+        json_object_set_new(jl, "layer", json_integer(L->layer));
+        for (int c = 0; c < L->n_channels; c++) {
+            const sks_spike_channel *h = &L->channels[c];
+            json_t *jc = json_object(), *ev = json_array(), *ss = json_array(), *src = json_array();
+            for (int e = 0; e < h->rank; e++) json_array_append_new(ev, json_real(h->eigenvalues[e]));
+            for (int k = 0; k < L->d; k++) json_array_append_new(ss, json_real(h->s_star[k]));
+            if (h->source & SKS_SPK_SRC_USER) json_array_append_new(src, json_string("user"));
+            if (h->source & SKS_SPK_SRC_SPIKE) json_array_append_new(src, json_string("spike"));
+            if (h->source & SKS_SPK_SRC_FROB) json_array_append_new(src, json_string("frobenius"));
+            json_object_set_new(jc, "channel", json_integer(h->channel));
+            json_object_set_new(jc, "source", src);
+            json_object_set_new(jc, "eigenvalues", ev);
+            json_object_set_new(jc, "s_star", ss);
+            json_object_set_new(jc, "frobenius", sks__jnum(h->frobenius));
+            json_object_set_new(jc, "trace", sks__jnum(h->trace));
+            json_object_set_new(jc, "dominance", sks__jnum(h->dominance));
+            json_object_set_new(jc, "energy_fraction", sks__jnum(h->energy_fraction));
+            json_object_set_new(jc, "token", json_integer(h->token));
+            json_object_set_new(jc, "cos_x_s", sks__jnum(h->cos_x_s));
+            json_object_set_new(jc, "quad_pred", sks__jnum(h->quad_pred));
+            json_object_set_new(jc, "rank1_pred", sks__jnum(h->rank1_pred));
+            json_object_set_new(jc, "true_out", sks__jnum(h->true_out));
+            json_object_set_new(jc, "silu_regime", sks__jnum(h->silu_regime));
+            json_object_set_new(jc, "cos_x0_s", sks__jnum(h->cos_x0_s));
+            json_object_set_new(jc, "converged", json_boolean(h->converged));
+            json_array_append_new(chs, jc);
+        }
+        json_object_set_new(jl, "channels", chs);
+        json_object_set_new(jl, "seconds_screen", json_real(L->seconds_screen));
+        json_object_set_new(jl, "seconds_eigs", json_real(L->seconds_eigs));
+        json_array_append_new(layers, jl);
+    }
+    json_object_set_new(root, "layers", layers);
+    return root;
+}
+
+int sks_cmd_spikes(int argc, char **argv) {
+    const char *model_path = NULL, *out_path = NULL, *layers_s = NULL, *channels_s = NULL, *from_trace = NULL;
+    const char *prompt = NULL, *tokens_s = NULL, *tok_path = NULL;
+    int json = 0, quiet = 0, top_frob_set = 0, no_delim = 0, token_pos = -1;
+    sks_spikes_opts so;
+    sks_spikes_opts_default(&so);
+    sks_trace_opts to;
+    sks_spikes_trace_opts_default(&to);
+    long lv;
+    double dv;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *nx = i + 1 < argc ? argv[i + 1] : NULL;
+#define SKS__NEED()                                                                                    \
+    do {                                                                                               \
+        if (!nx) {                                                                                     \
+            fprintf(stderr, "sinkscope spikes: %s needs a value\n", a);                                \
+            return 2;                                                                                  \
+        }                                                                                              \
+        i++;                                                                                           \
+    } while (0)
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            sks__spikes_help(stdout);
+            return 0;
+        } else if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
+            SKS__NEED();
+            out_path = nx;
+        } else if (!strcmp(a, "--layers")) {
+            SKS__NEED();
+            layers_s = nx;
+        } else if (!strcmp(a, "--channels")) {
+            SKS__NEED();
+            channels_s = nx;
+        } else if (!strcmp(a, "--top-frob")) {
+            SKS__NEED();
+            if (sks_cli_parse_int(a, nx, 0, 1 << 20, &lv)) return sks_cli_fail("spikes", SKS_EARG), 2;
+            so.top_frob = (int)lv;
+            top_frob_set = 1;
+        } else if (!strcmp(a, "--from-trace")) {
+            SKS__NEED();
+            from_trace = nx;
+        } else if (!strcmp(a, "--rank")) {
+            SKS__NEED();
+            if (sks_cli_parse_int(a, nx, 1, 1000, &lv)) return sks_cli_fail("spikes", SKS_EARG), 2;
+            so.rank = (int)lv;
+        } else if (!strcmp(a, "--dense")) {
+            so.dense = 1;
+        } else if (!strcmp(a, "--precision")) {
+            SKS__NEED();
+            if (!strcmp(nx, "f32")) so.precision = SKS_SPK_PREC_F32;
+            else if (!strcmp(nx, "f64")) so.precision = SKS_SPK_PREC_F64;
+            else if (!strcmp(nx, "auto")) so.precision = SKS_SPK_PREC_AUTO;
+            else {
+                fprintf(stderr, "sinkscope spikes: --precision: '%s' is not auto, f32 or f64\n", nx);
+                return 2;
+            }
+        } else if (!strcmp(a, "--tol")) {
+            SKS__NEED();
+            if (sks_cli_parse_double(a, nx, &dv) || !(dv > 0 && dv < 1)) {
+                fprintf(stderr, "sinkscope spikes: --tol: want a number in (0, 1)\n");
+                return 2;
+            }
+            so.tol = dv;
+        } else if (!strcmp(a, "--prompt")) {
+            SKS__NEED();
+            prompt = nx;
+        } else if (!strcmp(a, "--tokens")) {
+            SKS__NEED();
+            tokens_s = nx;
+        } else if (!strcmp(a, "--token")) {
+            SKS__NEED();
+            if (sks_cli_parse_int(a, nx, 0, INT32_MAX, &lv)) return sks_cli_fail("spikes", SKS_EARG), 2;
+            token_pos = (int)lv;
+        } else if (!strcmp(a, "--abs")) {
+            SKS__NEED();
+            if (sks_cli_parse_double(a, nx, &dv) || !(dv >= 0)) return sks_cli_fail("spikes", SKS_EARG), 2;
+            to.abs_thresh = dv;
+        } else if (!strcmp(a, "--ratio")) {
+            SKS__NEED();
+            if (sks_cli_parse_double(a, nx, &dv) || !(dv > 0)) return sks_cli_fail("spikes", SKS_EARG), 2;
+            to.ratio = dv;
+        } else if (!strcmp(a, "--min-blocks")) {
+            SKS__NEED();
+            if (sks_cli_parse_int(a, nx, 1, 100000, &lv)) return sks_cli_fail("spikes", SKS_EARG), 2;
+            to.min_blocks = (int)lv;
+        } else if (!strcmp(a, "--tokenizer")) {
+            SKS__NEED();
+            tok_path = nx;
+        } else if (!strcmp(a, "--no-first-token-map")) {
+            so.first_token_map = 0;
+        } else if (!strcmp(a, "--no-delimiter")) {
+            no_delim = 1;
+        } else if (!strcmp(a, "--json")) {
+            json = 1;
+        } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
+            quiet = 1;
+        } else if (a[0] == '-' && a[1]) {
+            fprintf(stderr, "sinkscope spikes: unknown option '%s' (see --help)\n", a);
+            return 2;
+        } else if (!model_path) {
+            model_path = a;
+        } else {
+            fprintf(stderr, "sinkscope spikes: unexpected argument '%s'\n", a);
+            return 2;
+        }
+#undef SKS__NEED
+    }
+    if (!model_path || !out_path) {
+        sks__spikes_help(stderr);
+        return 2;
+    }
+    if (channels_s && from_trace) {
+        fprintf(stderr, "sinkscope spikes: --channels and --from-trace exclude each other\n");
+        return 2;
+    }
+    sks_cli_progress_install(quiet);
+
+    sks_model *m = NULL;
+    if (sks_cli_open_model("spikes", model_path, &m)) return 1;
+    const sks_arch *ar = sks_model_arch(m);
+    const int L = ar->n_layers, d = ar->d_model;
+    int rc = 0, exit_code = 0;
+    sks_tokenizer *tok = NULL;
+    int32_t *ids = NULL;
+    int T = 0;
+    int *sel_l = NULL, *sel_c = NULL, *sel_t = NULL, nsel = 0;
+    int *lay_filter = NULL, nlay_filter = 0, *user_ch = NULL, nuser = 0;
+    sks_trace_result *tr = NULL;
+    int tr_lite = 0;
+    sks_spikes *s = NULL;
+    sks_spikes_layer_result *res = NULL;
+    int nres = 0;
+    sks_delim_result delim;
+    memset(&delim, 0, sizeof delim);
+    int have_delim = 0;
+    double *sig = NULL;
+    const char *selection = "default";
+
+    /* the tokenizer is optional unless --prompt needs it */
+    if (sks_tokenizer_open_for_model(m, tok_path, &tok)) {
+        if (prompt || tok_path) {
+            rc = SKS_ENOTFOUND;
+            goto fail;
+        }
+        tok = NULL;
+        sks_clear_error();
+    }
+    if (tokens_s) {
+        if ((rc = sks_cli_parse_ids(tokens_s, &ids, &T))) goto fail;
+    } else if (tok) {
+        if ((rc = sks_tokenizer_encode(tok, prompt ? prompt : sks__spikes_default_text, 1, &ids, &T))) goto fail;
+    } else {
+        T = 64;
+        if (ar->max_seq > 0 && ar->max_seq < T) T = ar->max_seq;
+        ids = malloc((size_t)T * sizeof *ids);
+        if (!ids) {
+            rc = sks_fail(SKS_ENOMEM, "out of memory");
+            goto fail;
+        }
+        sks_trace_default_tokens(m, T, 1, ids);
+    }
+    if (T < 1) {
+        rc = sks_fail(SKS_EARG, "the prompt is empty");
+        goto fail;
+    }
+    for (int t = 0; t < T; t++)
+        if (ids[t] < 0 || ids[t] >= ar->vocab_size) {
+            rc = sks_fail(SKS_EARG, "--tokens: id %d outside the vocabulary (%d)", ids[t], ar->vocab_size);
+            goto fail;
+        }
+    if (token_pos >= T) {
+        rc = sks_fail(SKS_EARG, "--token: %d is past the prompt (%d tokens)", token_pos, T);
+        goto fail;
+    }
+    if (layers_s && (rc = sks_cli_parse_ranges(layers_s, L, &lay_filter, &nlay_filter))) goto fail;
+    if (channels_s && (rc = sks_cli_parse_ranges(channels_s, d, &user_ch, &nuser))) goto fail;
+
+    /* the (layer, channel, token) triples */
+    if (channels_s || (top_frob_set && !from_trace)) {
+        selection = channels_s ? "channels" : "top-frob";
+        int nl = lay_filter ? nlay_filter : L;
+        nsel = nl * (nuser ? nuser : 1);
+        sel_l = malloc((size_t)nsel * sizeof(int));
+        sel_c = malloc((size_t)nsel * sizeof(int));
+        sel_t = malloc((size_t)nsel * sizeof(int));
+        if (!sel_l || !sel_c || !sel_t) {
+            rc = sks_fail(SKS_ENOMEM, "out of memory");
+            goto fail;
+        }
+        int k = 0;
+        for (int i = 0; i < nl; i++)
+            for (int j = 0; j < (nuser ? nuser : 1); j++) {
+                sel_l[k] = lay_filter ? lay_filter[i] : i;
+                sel_c[k] = nuser ? user_ch[j] : -1; /* -1: layer only */
+                sel_t[k] = token_pos;
+                k++;
+            }
+    } else {
+        if (from_trace) {
+            selection = "from-trace";
+            if ((rc = sks__read_trace(from_trace, &tr))) goto fail;
+            tr_lite = 1;
+            rc = sks_spikes_select_from_trace(tr, &sel_l, &sel_c, &sel_t, &nsel);
+        } else {
+            rc = sks_spikes_default_selection(m, ids, T, &to, &tr, &sel_l, &sel_c, &sel_t, &nsel);
+        }
+        if (rc) goto fail;
+        for (int i = 0; i < nsel; i++) {
+            if (sel_c[i] >= d) {
+                rc = sks_fail(SKS_EARG, "%s: channel %d outside the model (%d)", from_trace, sel_c[i], d);
+                goto fail;
+            }
+            if (token_pos >= 0) sel_t[i] = token_pos;
+            if (sel_t[i] >= T) sel_t[i] = -1; /* a trace of another prompt */
+        }
+        if (lay_filter) { /* keep the layers asked for */
+            int k = 0;
+            for (int i = 0; i < nsel; i++) {
+                int keep = 0;
+                for (int j = 0; j < nlay_filter; j++) keep |= lay_filter[j] == sel_l[i];
+                if (keep) sel_l[k] = sel_l[i], sel_c[k] = sel_c[i], sel_t[k] = sel_t[i], k++;
+            }
+            nsel = k;
+        }
+        if (nsel == 0) {
+            sks_log(SKS_LOG_WARN,
+                    "spikes: no spike channel with a step-up FFN found (abs %g, ratio %g, min-blocks %d); "
+                    "analysing the top %d channels of the screen of %s",
+                    to.abs_thresh, to.ratio, to.min_blocks, so.top_frob, lay_filter ? "the --layers" : "every layer");
+            int nl = lay_filter ? nlay_filter : L;
+            free(sel_l), free(sel_c), free(sel_t);
+            sel_l = malloc((size_t)nl * sizeof(int));
+            sel_c = malloc((size_t)nl * sizeof(int));
+            sel_t = malloc((size_t)nl * sizeof(int));
+            if (!sel_l || !sel_c || !sel_t) {
+                rc = sks_fail(SKS_ENOMEM, "out of memory");
+                goto fail;
+            }
+            for (int i = 0; i < nl; i++) sel_l[i] = lay_filter ? lay_filter[i] : i, sel_c[i] = -1, sel_t[i] = -1;
+            nsel = nl;
+        }
+    }
+
+    if ((rc = sks_spikes_new(m, &so, &s))) goto fail;
+    if ((rc = sks_spikes_forward(s, ids, T))) goto fail;
+    res = calloc((size_t)L, sizeof *res);
+    int *lc = malloc((size_t)(nsel + 1) * sizeof(int)), *lsrc = malloc((size_t)(nsel + 1) * sizeof(int));
+    int *lt = malloc((size_t)(nsel + 1) * sizeof(int));
+    if (!res || !lc || !lsrc || !lt) {
+        free(lc), free(lsrc), free(lt);
+        rc = sks_fail(SKS_ENOMEM, "out of memory");
+        goto fail;
+    }
+    int n_layers_sel = 0, max_layer = -1;
+    for (int l = 0; l < L; l++) {
+        int any = 0;
+        for (int i = 0; i < nsel; i++) any |= sel_l[i] == l;
+        n_layers_sel += any;
+    }
+    for (int l = 0; l < L && !rc; l++) {
+        int cnt = 0, any = 0;
+        for (int i = 0; i < nsel; i++) {
+            if (sel_l[i] != l) continue;
+            any = 1;
+            if (sel_c[i] < 0) continue;
+            lc[cnt] = sel_c[i];
+            lsrc[cnt] = channels_s ? SKS_SPK_SRC_USER : SKS_SPK_SRC_SPIKE;
+            lt[cnt] = sel_t[i];
+            cnt++;
+        }
+        if (!any) continue;
+        sks_progress("spikes layers", nres, n_layers_sel);
+        rc = sks_spikes_layer(s, l, lc, lsrc, lt, cnt, &res[nres]);
+        if (rc) break;
+        const sks_spikes_layer_result *R = &res[nres];
+        sks_log(SKS_LOG_INFO, "spikes: layer %d: screen %.2fs, %d channels, eigenpairs %.2fs (%d matvecs)", l,
+                R->seconds_screen, R->n_channels, R->seconds_eigs, R->matvecs);
+        nres++;
+        max_layer = l;
+    }
+    sks_progress("spikes layers", nres, n_layers_sel);
+    free(lc), free(lsrc), free(lt);
+    if (rc) goto fail;
+    if (!no_delim) {
+        if ((rc = sks_spikes_delimiter(s, so.n_delim_top, &delim))) goto fail;
+        have_delim = 1;
+    }
+    int n_wvo = so.first_token_map ? max_layer + 1 : 0;
+    if (n_wvo > 0) {
+        sig = calloc((size_t)n_wvo, sizeof *sig);
+        if (!sig) {
+            rc = sks_fail(SKS_ENOMEM, "out of memory");
+            goto fail;
+        }
+        for (int l = 0; l < n_wvo && !rc; l++) rc = sks_spikes_wvo_top(s, l, NULL, &sig[l]);
+        if (rc) goto fail;
+    }
+    sks_spikes_report rep;
+    memset(&rep, 0, sizeof rep);
+    rep.n_layers = nres;
+    rep.layers = res;
+    rep.T = T;
+    rep.tokens = ids;
+    rep.trace = tr;
+    rep.n_wvo = n_wvo;
+    rep.wvo_sigma1 = sig;
+    rep.delim = have_delim ? &delim : NULL;
+    rep.trace_abs = (tr && !tr_lite) ? to.abs_thresh : NAN;
+    rep.trace_ratio = (tr && !tr_lite) ? to.ratio : NAN;
+    rep.selection = selection;
+    if ((rc = sks_spikes_write(&rep, m, &so, tok ? sks__piece_cb : NULL, tok, out_path))) goto fail;
+    if (json) {
+        json_t *j = sks__json_summary(&rep, m);
+        char *txt = json_dumps(j, JSON_COMPACT);
+        if (txt) {
+            fputs(txt, stdout);
+            fputc('\n', stdout);
+            free(txt);
+        }
+        json_decref(j);
+    }
+    goto done;
+fail:
+    exit_code = sks_cli_fail("spikes", rc);
+done:
+    if (res)
+        for (int i = 0; i < nres; i++) sks_spikes_layer_result_free(&res[i]);
+    free(res);
+    free(sig);
+    sks_delim_result_free(&delim);
+    sks_spikes_free(s);
+    if (tr_lite)
+        sks__free_trace_lite(tr);
+    else
+        sks_trace_result_free(tr);
+    free(sel_l);
+    free(sel_c);
+    free(sel_t);
+    free(lay_filter);
+    free(user_ch);
+    free(ids);
+    sks_tokenizer_free(tok);
+    sks_model_close(m);
+    return exit_code;
+}
