@@ -1,0 +1,162 @@
+/* cmd_synth.c - `sinkscope synth`: write a model of any shape with planted spikes and
+ * sinks (analysis/sks_synth.h, docs/synth.md). */
+#include "cli.h"
+#include "../analysis/sks_synth.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void sks__synth_help(FILE *f) {
+    fprintf(f,
+            "usage: sinkscope synth (--preset NAME | --config FILE) -o DIR [--seed S]\n"
+            "                       [--dtype f32|bf16] [--max-shard-bytes N] [--json] [--quiet]\n\n"
+            "Write a Hugging Face style model directory (config.json, safetensors, sharded with\n"
+            "model.safetensors.index.json above --max-shard-bytes) whose weights are random at a\n"
+            "realistic scale plus a planted mechanism: BOS at position 0 is steered by a layer-0\n"
+            "head onto s*, the FFN of the step-up layer amplifies it quadratically into a few\n"
+            "spike channels (S_c has the planted eigenpair lambda*, s*), a step-down FFN cancels\n"
+            "it, and planted sink heads query the sparse normalised spike token. The ground truth\n"
+            "goes to DIR/planted.json. The write streams a few MB at a time: a 7B checkpoint needs\n"
+            "well under 1 GB of memory. Same seed, same bytes.\n\n"
+            "options:\n"
+            "  --preset NAME        tiny (d 64, 4 layers), demo (d 256, 8 layers), small (~130M),\n"
+            "                       llama2-7b, llama3-8b, qwen2.5-7b\n"
+            "  --config FILE        JSON with config.json keys (hidden_size, intermediate_size,\n"
+            "                       num_hidden_layers, num_attention_heads, num_key_value_heads,\n"
+            "                       head_dim, vocab_size, rms_norm_eps, rope_theta, rope_scaling,\n"
+            "                       tie_word_embeddings, model_type, bos_token_id, ...), an optional\n"
+            "                       \"preset\" to start from and an optional \"planted\" object\n"
+            "                       (docs/synth.md lists its keys)\n"
+            "  --seed S             random seed (default 1)\n"
+            "  --dtype f32|bf16     tensor dtype in the files (default f32)\n"
+            "  --max-shard-bytes N  shard above N bytes (default 5000000000, as transformers)\n"
+            "  -o DIR               output directory (created if needed)\n"
+            "  --json               print a JSON summary on stdout\n"
+            "  --quiet              no progress bar\n\n"
+            "example:\n"
+            "  sinkscope synth --preset tiny -o tiny-model && sinkscope trace tiny-model ...\n"
+            "  sinkscope synth --preset llama2-7b --dtype bf16 -o /big/disk/synth-7b\n");
+}
+
+static char *sks__slurp(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    size_t cap = 4096, n = 0;
+    char *b = malloc(cap);
+    while (b) {
+        if (n + 1 >= cap) {
+            char *nb = cap < (64u << 20) ? realloc(b, cap *= 2) : NULL;
+            if (!nb) {
+                free(b);
+                b = NULL;
+                break;
+            }
+            b = nb;
+        }
+        size_t k = fread(b + n, 1, cap - n - 1, f);
+        n += k;
+        if (k == 0) break;
+    }
+    fclose(f);
+    if (b) b[n] = 0;
+    return b;
+}
+
+int sks_cmd_synth(int argc, char **argv) {
+    const char *preset = NULL, *config = NULL, *outdir = NULL, *dtype = "f32";
+    long seed = 1, maxshard = 0;
+    int json = 0, quiet = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int more = i + 1 < argc;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            sks__synth_help(stdout);
+            return 0;
+        } else if (!strcmp(a, "--preset") && more) {
+            preset = argv[++i];
+        } else if (!strcmp(a, "--config") && more) {
+            config = argv[++i];
+        } else if (!strcmp(a, "-o") && more) {
+            outdir = argv[++i];
+        } else if (!strcmp(a, "--dtype") && more) {
+            dtype = argv[++i];
+        } else if (!strcmp(a, "--seed") && more) {
+            if (sks_cli_parse_int("--seed", argv[++i], 0, 0x7fffffffffffffffL, &seed)) return sks_cli_fail("synth", SKS_EARG);
+        } else if (!strcmp(a, "--max-shard-bytes") && more) {
+            if (sks_cli_parse_int("--max-shard-bytes", argv[++i], 1, 0x7fffffffffffffffL, &maxshard))
+                return sks_cli_fail("synth", SKS_EARG);
+        } else if (!strcmp(a, "--json")) {
+            json = 1;
+        } else if (!strcmp(a, "--quiet")) {
+            quiet = 1;
+        } else {
+            fprintf(stderr, "sinkscope synth: unknown option or missing value: %s\n\n", a);
+            sks__synth_help(stderr);
+            return 2;
+        }
+    }
+    if ((!preset) == (!config) || !outdir) {
+        fprintf(stderr, "sinkscope synth: give exactly one of --preset or --config, and -o DIR\n\n");
+        sks__synth_help(stderr);
+        return 2;
+    }
+    sks_dtype dt;
+    if (!strcmp(dtype, "f32")) dt = SKS_DT_F32;
+    else if (!strcmp(dtype, "bf16")) dt = SKS_DT_BF16;
+    else {
+        fprintf(stderr, "sinkscope synth: --dtype %s (want f32 or bf16)\n", dtype);
+        return 2;
+    }
+    sks_synth_config cfg;
+    int rc;
+    if (preset) {
+        rc = sks_synth_preset(preset, &cfg);
+    } else {
+        char *text = sks__slurp(config);
+        if (!text) {
+            fprintf(stderr, "sinkscope synth: %s: cannot read\n", config);
+            return 1;
+        }
+        rc = sks_synth_config_from_json(text, config, &cfg);
+        free(text);
+    }
+    if (rc) return sks_cli_fail("synth", rc);
+    sks_synth *s = NULL;
+    if ((rc = sks_synth_new(&cfg, (uint64_t)seed, &s))) return sks_cli_fail("synth", rc);
+    sks_cli_progress_install(quiet);
+    double t0 = sks_now();
+    rc = sks_synth_write(s, outdir, dt, (uint64_t)maxshard);
+    if (rc) {
+        sks_synth_free(s);
+        return sks_cli_fail("synth", rc);
+    }
+    const sks_arch *a = sks_synth_arch(s);
+    const sks_synth_planted *p = sks_synth_get_planted(s);
+    uint64_t params = 0;
+    for (size_t i = 0; i < sks_synth_n_tensors(s); i++) {
+        int ndim;
+        int64_t sh[2];
+        sks_synth_tensor_info(s, i, NULL, NULL, NULL, &ndim, sh);
+        params += (uint64_t)sh[0] * (uint64_t)(ndim == 2 ? sh[1] : 1);
+    }
+    uint64_t bytes = params * (dt == SKS_DT_BF16 ? 2 : 4);
+    double secs = sks_now() - t0;
+    if (json) {
+        printf("{\"dir\": \"%s\", \"family\": \"%s\", \"n_params\": %llu, \"bytes\": %llu, \"seconds\": %.2f, "
+               "\"spike_channels\": [",
+               outdir, a->family, (unsigned long long)params, (unsigned long long)bytes, secs);
+        for (int c = 0; c < p->n_spike; c++) printf("%s%d", c ? ", " : "", p->channels[c]);
+        printf("], \"step_up_layer\": %d, \"n_sink_heads\": %d}\n", p->step_up_layer, p->n_sink);
+    } else {
+        fprintf(stderr, "sinkscope synth: wrote %s (%s, %llu params, %.2f GB %s) in %.1f s\n", outdir, a->family,
+                (unsigned long long)params, bytes / 1e9, dtype, secs);
+        fprintf(stderr, "  planted: spike channels");
+        for (int c = 0; c < p->n_spike; c++) fprintf(stderr, " %d", p->channels[c]);
+        fprintf(stderr, " at token 0, step-up FFN of layer %d, ", p->step_up_layer);
+        if (p->step_down_layer < a->n_layers) fprintf(stderr, "step-down FFN of layer %d, ", p->step_down_layer);
+        fprintf(stderr, "%d sink heads (see %s/planted.json)\n", p->n_sink, outdir);
+    }
+    sks_synth_free(s);
+    return 0;
+}
