@@ -991,18 +991,28 @@ int sks_tokenizer_open_for_model(const sks_model *m, const char *explicit_path, 
     case SKS_FMT_SAFETENSORS: {
         char *dir = is_dir(path) ? strdup(path) : dir_of(path);
         if (!dir) return sks_fail(SKS_ENOMEM, "out of memory");
+        /* tokenizer.json first; when it exists but cannot be used (say a Unigram model),
+         * tokenizer.model still may; the first failure is the one reported */
         static const char *const names[] = {"tokenizer.json", "tokenizer.model"};
-        int rc = SKS_ENOTFOUND;
-        for (int k = 0; k < 2 && rc == SKS_ENOTFOUND; k++) {
+        int rc = SKS_ENOTFOUND, first_rc = 0;
+        char first_msg[512] = "";
+        for (int k = 0; k < 2 && rc != 0; k++) {
             char *p = join(dir, names[k]);
             if (!p) {
                 rc = sks_fail(SKS_ENOMEM, "out of memory");
                 break;
             }
-            if (is_file(p)) rc = sks_tokenizer_open(p, out);
+            if (is_file(p)) {
+                rc = sks_tokenizer_open(p, out);
+                if (rc && !first_rc) {
+                    first_rc = rc;
+                    snprintf(first_msg, sizeof first_msg, "%s", sks_last_error());
+                }
+            }
             free(p);
         }
-        if (rc == SKS_ENOTFOUND)
+        if (rc && first_rc) rc = sks_fail(first_rc, "%s", first_msg);
+        else if (rc == SKS_ENOTFOUND)
             rc = sks_fail(SKS_ENOTFOUND, "%s: no tokenizer.json or tokenizer.model in %s (use --tokenizer)", path, dir);
         free(dir);
         return rc;

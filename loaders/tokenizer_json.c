@@ -183,9 +183,6 @@ int sks__tok_read_hf_json(const char *buf, size_t len, const char *name, sks_tok
         const char *c = json_string_value(json_object_get(val, "content"));
         int id = (int)json_integer_value(json_object_get(val, "id"));
         int type = json_flag(val, "special", 0) ? SKS__PT_CONTROL : SKS__PT_USER;
-        if (type == SKS__PT_CONTROL && t->type[id] == SKS__PT_NORMAL && strcmp(t->arena + t->poff[id], c) == 0 &&
-            strcmp(c, "<unk>") == 0)
-            type = SKS__PT_UNKNOWN;
         rc = sks__tok_set_piece(t, id, c, strlen(c), 0.0f, type);
         if (rc) {
             rc = sks_fail(rc, "%s: added_tokens[%zu]: %s", name, i, sks_last_error());
@@ -209,6 +206,7 @@ int sks__tok_read_hf_json(const char *buf, size_t len, const char *name, sks_tok
     }
     const char *unk = json_str(model, "unk_token");
     if (unk) t->unk = sks__tok_lookup(t, unk, strlen(unk));
+    if (t->unk >= 0) t->type[t->unk] = SKS__PT_UNKNOWN; /* decodes as its piece, never merged into */
     /* BOS: the special token that TemplateProcessing puts before $A; else by name */
     json_t *pp = json_object_get(root, "post_processor");
     json_t *pitems[8];

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "sks_test.h"
 #include "loaders/sks_tokenizer.h"
@@ -415,6 +416,57 @@ static void test_open_for_model(void **state) {
     sks_model_close(m);
 }
 
+/* The search rules on a scratch directory of links to the fixtures:
+ *  - llama2.c: a tokenizer.bin whose vocabulary (3) differs from the model's (512)
+ *    loses to tok512.bin, whose vocabulary matches;
+ *  - safetensors: an unusable tokenizer.json (WordPiece) falls through to
+ *    tokenizer.model; without tokenizer.model its error is reported. */
+static void test_search_rules(void **state) {
+    (void)state;
+    char *dir = sks_test_tmpdir();
+    char p[512];
+    const char *links[][2] = {{"stories260K/stories260K.bin", "m.bin"},
+                              {"stories260K/tok512.bin", "tok512.bin"},
+                              {"stories260K/stories260K.safetensors", "m.safetensors"},
+                              {"stories260K/config.json", "config.json"},
+                              {"trained-llama/model/tokenizer.model", "tokenizer.model"}};
+    for (int k = 0; k < 5; k++) {
+        snprintf(p, sizeof p, "%s/%s", dir, links[k][1]);
+        assert_int_equal(symlink(sks_test_fixture(links[k][0]), p), 0);
+    }
+    /* max_token_length 3; three records: "a", "b", "c" */
+    const unsigned char small[] = {3, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 'a', 0, 0, 0, 0, 1, 0, 0, 0, 'b',
+                                   0, 0, 0, 0, 1, 0, 0, 0, 'c'};
+    snprintf(p, sizeof p, "%s/tokenizer.bin", dir);
+    write_file(p, small, sizeof small);
+    sks_tokenizer *t;
+    assert_int_equal(sks_tokenizer_open(p, &t), 0);
+    assert_int_equal(sks_tokenizer_vocab_size(t), 3);
+    sks_tokenizer_free(t);
+    sks_model *m;
+    snprintf(p, sizeof p, "%s/m.bin", dir);
+    assert_int_equal(sks_model_open(p, &m), 0);
+    assert_int_equal(sks_tokenizer_open_for_model(m, NULL, &t), 0);
+    assert_int_equal(sks_tokenizer_vocab_size(t), 512);
+    sks_tokenizer_free(t);
+    sks_model_close(m);
+
+    snprintf(p, sizeof p, "%s/tokenizer.json", dir);
+    const char *wp = "{\"model\": {\"type\": \"WordPiece\", \"vocab\": {\"a\": 0}}}";
+    write_file(p, wp, strlen(wp));
+    snprintf(p, sizeof p, "%s/m.safetensors", dir);
+    assert_int_equal(sks_model_open(p, &m), 0);
+    assert_int_equal(sks_tokenizer_open_for_model(m, NULL, &t), 0);
+    assert_string_equal(sks_tokenizer_kind(t), "sentencepiece");
+    sks_tokenizer_free(t);
+    snprintf(p, sizeof p, "%s/tokenizer.model", dir);
+    assert_int_equal(unlink(p), 0);
+    assert_int_equal(sks_tokenizer_open_for_model(m, NULL, &t), SKS_EUNSUPPORTED);
+    assert_non_null(strstr(sks_last_error(), "WordPiece"));
+    sks_model_close(m);
+    free(dir);
+}
+
 /* ---- HF tokenizer.json, hand-checked ---------------------------------------------------- */
 
 /* Byte-level BPE (GPT-2 alphabet: ' ' is "Ġ" = U+0120). Merges by rank:
@@ -575,6 +627,7 @@ int main(void) {
         cmocka_unit_test(test_gguf_packed),
         cmocka_unit_test(test_gguf_gpt2_vocab),
         cmocka_unit_test(test_open_for_model),
+        cmocka_unit_test(test_search_rules),
         cmocka_unit_test(test_hf_json),
         cmocka_unit_test(test_hostile),
     };
