@@ -218,12 +218,12 @@ def section_lifecycles(res):
         return "<p>No lifecycle (no spike channel passed the thresholds).</p>"
     rows = []
     for lc in lcs[:30]:
-        ups = [int(b) for b in np.atleast_1d(R.arr(R.get(lc, "up_blocks", default=[]), int))]
-        downs = [int(b) for b in np.atleast_1d(R.arr(R.get(lc, "down_blocks", default=[]), int))]
+        ups = R.lifecycle_blocks(lc, "up")
+        downs = R.lifecycle_blocks(lc, "down")
         v = R.arr(R.get(lc, "values"))
         peak = R.get(lc, "peak_abs", default=(float(np.max(np.abs(v))) if v is not None and v.size else None))
         rows.append([fmt(R.get(lc, "token")), fmt(R.get(lc, "channel")),
-                     esc(R.block_label(R.get(lc, "main_up", default=0))),
+                     esc(R.block_label(max(R.lifecycle_main_up(lc), 0))),
                      esc(", ".join(R.block_label(b) for b in ups)) or "-",
                      esc(", ".join(R.block_label(b) for b in downs)) or "none (persists)", fmt(peak)])
     return table(["token", "channel", "main step-up", "step-up blocks", "step-down blocks", "peak |h|"], rows,

@@ -125,9 +125,8 @@ def fig_lifecycle(res, path):
         ax.plot(idx, np.maximum(v, 1e-30), color=col, lw=1.8, marker="o", ms=3, zorder=4,
                 ls="--" if data["fallback"] else "-", label=("" if data["fallback"] else "spike ") + lab)
         if lc is not None:
-            ups = [int(b) for b in (R.get(lc, "up_blocks", default=[]) or [])]
-            downs = [int(b) for b in (R.get(lc, "down_blocks", default=[]) or [])]
-            ups = list(np.atleast_1d(R.arr(ups, int))) if len(ups) else []
+            ups = R.lifecycle_blocks(lc, "up")
+            downs = R.lifecycle_blocks(lc, "down")
             for b in ups:
                 j = np.searchsorted(idx, b)
                 if j < len(idx):
@@ -139,9 +138,9 @@ def fig_lifecycle(res, path):
     # step-up / step-down shading from the main (largest) spike
     main = next((lc for (_, _, lc) in shown if lc is not None), None)
     if main is not None:
-        for b in (R.get(main, "up_blocks", default=[]) or []):
+        for b in R.lifecycle_blocks(main, "up"):
             ax.axvspan(int(b) - 0.5, int(b) + 0.5, color="#d62728", alpha=0.08, lw=0)
-        for b in (R.get(main, "down_blocks", default=[]) or []):
+        for b in R.lifecycle_blocks(main, "down"):
             ax.axvspan(int(b) - 0.5, int(b) + 0.5, color="#1f77b4", alpha=0.10, lw=0)
     ax.scatter([], [], marker="^", s=60, color="white", edgecolor="black", label="step-up block (shaded red)")
     ax.scatter([], [], marker="v", s=60, color="white", edgecolor="black", label="step-down block (shaded blue)")

@@ -137,3 +137,20 @@ def schema_name(res):
         return name, int(ver)
     except ValueError:
         return name, None
+
+
+def lifecycle_blocks(lc, which):
+    """Step-up ("up") or step-down ("down") block indices of a trace lifecycle
+    (`step_up` / `step_down`: lists of {block, kind, layer}, docs/schema-trace.md)."""
+    v = get(lc, "step_" + which, which + "_blocks", default=[]) or []
+    if isinstance(v, np.ndarray):
+        return [int(b) for b in v.ravel()]
+    out = []
+    for e in v:
+        out.append(int(e.get("block")) if isinstance(e, dict) else int(e))
+    return out
+
+
+def lifecycle_main_up(lc):
+    """Block of the largest increase of a lifecycle (or -1)."""
+    return int(get(lc, "main_step_up", "main_up", default=-1))
