@@ -1,0 +1,375 @@
+/* vocab.c - every token alone at position 0 (SPEC section 3; contract in sks_vocab.h). */
+#include "sks_vocab.h"
+
+#include "sks_forward.h"
+#include "sks_out.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+void sks_vocab_opts_default(sks_vocab_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->ratio = 100;
+    o->abs_thresh = 0;
+    o->sample = 0;
+    o->seed = 1;
+    o->batch = 256;
+    o->medians = NULL;
+}
+
+/* ---- typical medians ------------------------------------------------------------------- */
+
+/* k-th smallest of a (n) by quickselect (Hoare partition), a is permuted. */
+static float sks__select(float *a, size_t n, size_t k) {
+    size_t lo = 0, hi = n - 1;
+    while (lo < hi) {
+        float piv = a[lo + (hi - lo) / 2];
+        size_t i = lo, j = hi;
+        while (i <= j) {
+            while (a[i] < piv) i++;
+            while (a[j] > piv) j--;
+            if (i <= j) {
+                float t = a[i];
+                a[i] = a[j];
+                a[j] = t;
+                i++;
+                if (j == 0) break;
+                j--;
+            }
+        }
+        if (k <= j)
+            hi = j;
+        else if (k >= i)
+            lo = i;
+        else
+            return a[k];
+    }
+    return a[k];
+}
+
+/* Median as numpy computes it: the mean of the two middle values for even n. */
+static double sks__median(float *a, size_t n) {
+    if (n == 0) return NAN;
+    float hi = sks__select(a, n, n / 2);
+    if (n % 2) return hi;
+    /* the largest of the lower half (after selection it sits in a[0 .. n/2-1]) */
+    float lo = a[0];
+    for (size_t i = 1; i < n / 2; i++)
+        if (a[i] > lo) lo = a[i];
+    return 0.5 * ((double)lo + (double)hi);
+}
+
+typedef struct {
+    int n_blocks, d;
+    float *vals;      /* (n_blocks, cap) */
+    size_t cap, *cnt; /* per block */
+} sks__medctx;
+
+static int sks__med_hook(void *ud, int b, const float *h, int T, int d) {
+    sks__medctx *c = ud;
+    if (b < 0 || b >= c->n_blocks || d != c->d) return sks_fail(SKS_EINTERNAL, "medians hook: block %d", b);
+    float *dst = c->vals + (size_t)b * c->cap + c->cnt[b];
+    size_t n = (size_t)(T - 1) * d;
+    if (c->cnt[b] + n > c->cap) return sks_fail(SKS_EINTERNAL, "medians hook: overflow");
+    for (size_t i = 0; i < n; i++) dst[i] = fabsf(h[(size_t)d + i]); /* positions t > 0 */
+    c->cnt[b] += n;
+    return 0;
+}
+
+int sks_vocab_typical_medians(const sks_model *m, int n_prompts, const int32_t *const *prompts, const int *lens,
+                              double *medians, int64_t *count) {
+    const sks_arch *a = sks_model_arch(m);
+    const int nb = 2 * a->n_layers + 1, d = a->d_model;
+    if (n_prompts < 1 || !prompts || !lens) return sks_fail(SKS_EARG, "vocab: no reference prompts for the medians");
+    size_t tot = 0;
+    int maxT = 0;
+    for (int i = 0; i < n_prompts; i++) {
+        if (lens[i] < 2) return sks_fail(SKS_EARG, "vocab: reference prompt %d has %d tokens (need >= 2)", i, lens[i]);
+        for (int t = 0; t < lens[i]; t++)
+            if (prompts[i][t] < 0 || prompts[i][t] >= a->vocab_size)
+                return sks_fail(SKS_EARG, "vocab: reference prompt %d: token %d outside the vocabulary (%d)", i,
+                                prompts[i][t], a->vocab_size);
+        tot += (size_t)(lens[i] - 1) * d;
+        if (lens[i] > maxT) maxT = lens[i];
+    }
+    sks__medctx c = {nb, d, NULL, tot, NULL};
+    size_t all;
+    if (sks_mul_size(tot, (size_t)nb, &all)) return sks_fail(SKS_EOVERFLOW, "vocab: medians buffer");
+    c.vals = sks_malloc_n(all, sizeof(float));
+    c.cnt = sks_calloc_n((size_t)nb, sizeof(size_t));
+    sks_forward *fw = NULL;
+    int rc = 0;
+    if (!c.vals || !c.cnt) rc = sks_fail(SKS_ENOMEM, "vocab: out of memory for %zu medians values", all);
+    if (!rc) rc = sks_forward_new(m, maxT, &fw);
+    sks_fwd_hooks hk;
+    memset(&hk, 0, sizeof hk);
+    hk.ud = &c;
+    hk.on_residual = sks__med_hook;
+    for (int i = 0; i < n_prompts && !rc; i++) {
+        rc = sks_forward_run(fw, prompts[i], lens[i], SKS_FWD_CAUSAL, &hk, NULL, 0);
+        sks_progress("vocab: medians", i + 1, n_prompts);
+    }
+    for (int b = 0; b < nb && !rc; b++) medians[b] = sks__median(c.vals + (size_t)b * c.cap, c.cnt[b]);
+    if (!rc && count) *count = (int64_t)tot;
+    sks_forward_free(fw);
+    free(c.vals);
+    free(c.cnt);
+    return rc;
+}
+
+/* ---- the sweep ------------------------------------------------------------------------ */
+
+typedef struct {
+    sks_vocab_result *r;
+    int L, d, off;    /* off: index of the batch's first token in r */
+} sks__sweepctx;
+
+/* Blocks 2l+2, l <= L-2: per row max_c |h|, ratio to m_b, keep the largest. */
+static int sks__sweep_hook(void *ud, int b, const float *h, int T, int d) {
+    sks__sweepctx *c = ud;
+    if (b < 2 || b % 2 || b > 2 * (c->L - 1)) return 0;
+    sks_vocab_result *r = c->r;
+    const double mb = r->typical_median[b];
+    for (int t = 0; t < T; t++) {
+        const float *row = h + (size_t)t * d;
+        float mx = -1;
+        int am = 0;
+        for (int k = 0; k < d; k++) {
+            float v = fabsf(row[k]);
+            if (v > mx) mx = v, am = k;
+        }
+        int i = c->off + t;
+        double ratio = mb > 0 ? mx / mb : INFINITY;
+        if (mx > r->max_abs[i]) r->max_abs[i] = mx;
+        if (ratio > r->ratio[i] || r->argmax_block[i] < 0) {
+            r->ratio[i] = (float)ratio;
+            r->argmax_channel[i] = am;
+            r->argmax_block[i] = b;
+        }
+    }
+    return 0;
+}
+
+void sks_vocab_result_free(sks_vocab_result *r) {
+    if (!r) return;
+    free(r->typical_median);
+    free(r->ids);
+    free(r->ratio);
+    free(r->max_abs);
+    free(r->argmax_channel);
+    free(r->argmax_block);
+    free(r->exceptions);
+    free(r->channel_count);
+    free(r);
+}
+
+static uint64_t sks__mix(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static int sks__cmp_i32(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+int sks_vocab_run(const sks_model *m, const sks_vocab_opts *o, int n_prompts, const int32_t *const *prompts,
+                  const int *lens, sks_vocab_result **out) {
+    *out = NULL;
+    sks_vocab_opts oo;
+    if (o)
+        oo = *o;
+    else
+        sks_vocab_opts_default(&oo);
+    const sks_arch *a = sks_model_arch(m);
+    const int L = a->n_layers, d = a->d_model, V = a->vocab_size;
+    if (L < 2) return sks_fail(SKS_EUNSUPPORTED, "vocab: the sweep needs >= 2 layers (blocks 2l+2, l <= L-2)");
+    if (oo.sample < 0) return sks_fail(SKS_EARG, "vocab: --sample must be >= 0");
+    if (oo.batch <= 0) oo.batch = 256;
+    double t0 = sks_now();
+    int rc = 0;
+    sks_vocab_result *r = calloc(1, sizeof *r);
+    if (!r) return sks_fail(SKS_ENOMEM, "vocab: out of memory");
+    r->n_layers = L;
+    r->n_blocks = 2 * L + 1;
+    r->typical_median = sks_calloc_n((size_t)r->n_blocks, sizeof(double));
+    int n = (oo.sample > 0 && oo.sample < V) ? oo.sample : V;
+    r->n_tokens = n;
+    r->ids = sks_malloc_n((size_t)n, sizeof(int32_t));
+    r->ratio = sks_malloc_n((size_t)n, sizeof(float));
+    r->max_abs = sks_malloc_n((size_t)n, sizeof(float));
+    r->argmax_channel = sks_malloc_n((size_t)n, sizeof(int32_t));
+    r->argmax_block = sks_malloc_n((size_t)n, sizeof(int32_t));
+    r->channel_count = sks_calloc_n((size_t)d, sizeof(int32_t));
+    if (!r->typical_median || !r->ids || !r->ratio || !r->max_abs || !r->argmax_channel || !r->argmax_block ||
+        !r->channel_count) {
+        sks_vocab_result_free(r);
+        return sks_fail(SKS_ENOMEM, "vocab: out of memory for %d tokens", n);
+    }
+    /* the ids: all, or a partial Fisher-Yates sample, ascending */
+    if (n == V) {
+        for (int v = 0; v < V; v++) r->ids[v] = v;
+    } else {
+        int32_t *perm = sks_malloc_n((size_t)V, sizeof(int32_t));
+        if (!perm) {
+            sks_vocab_result_free(r);
+            return sks_fail(SKS_ENOMEM, "vocab: out of memory");
+        }
+        for (int v = 0; v < V; v++) perm[v] = v;
+        uint64_t st = oo.seed ? oo.seed : 1;
+        for (int i = 0; i < n; i++) {
+            int j = i + (int)(sks__mix(&st) % (uint64_t)(V - i));
+            int32_t t = perm[i];
+            perm[i] = perm[j];
+            perm[j] = t;
+        }
+        memcpy(r->ids, perm, (size_t)n * sizeof(int32_t));
+        free(perm);
+        qsort(r->ids, (size_t)n, sizeof(int32_t), sks__cmp_i32);
+    }
+    for (int i = 0; i < n; i++) {
+        r->ratio[i] = 0;
+        r->max_abs[i] = 0;
+        r->argmax_channel[i] = -1;
+        r->argmax_block[i] = -1;
+    }
+    if (oo.medians) {
+        memcpy(r->typical_median, oo.medians, (size_t)r->n_blocks * sizeof(double));
+        r->medians_given = 1;
+    } else {
+        rc = sks_vocab_typical_medians(m, n_prompts, prompts, lens, r->typical_median, &r->median_count);
+        if (rc) {
+            sks_vocab_result_free(r);
+            return rc;
+        }
+    }
+    for (int b = 2; b <= 2 * (L - 1); b += 2)
+        if (!(r->typical_median[b] > 0)) sks_log(SKS_LOG_WARN, "vocab: typical median of block %d is %g", b, r->typical_median[b]);
+
+    sks_forward *fw = NULL;
+    int bs = oo.batch < n ? oo.batch : n;
+    rc = sks_forward_new(m, bs, &fw);
+    sks__sweepctx c = {r, L, d, 0};
+    sks_fwd_hooks hk;
+    memset(&hk, 0, sizeof hk);
+    hk.ud = &c;
+    hk.on_residual = sks__sweep_hook;
+    for (int i0 = 0; i0 < n && !rc; i0 += bs) {
+        int nb = n - i0 < bs ? n - i0 : bs;
+        c.off = i0;
+        rc = sks_forward_run(fw, r->ids + i0, nb, SKS_FWD_INDEPENDENT, &hk, NULL, 0);
+        sks_progress("vocab-sweep", i0 + nb, n);
+    }
+    sks_forward_free(fw);
+    if (rc) {
+        sks_vocab_result_free(r);
+        return rc;
+    }
+    int nexc = 0;
+    for (int i = 0; i < n; i++) {
+        int spike = r->ratio[i] >= oo.ratio && r->max_abs[i] >= oo.abs_thresh;
+        if (spike) {
+            r->n_spike++;
+            if (r->argmax_channel[i] >= 0) r->channel_count[r->argmax_channel[i]]++;
+        } else {
+            nexc++;
+        }
+    }
+    r->exceptions = sks_malloc_n((size_t)(nexc ? nexc : 1), sizeof(int32_t));
+    if (!r->exceptions) {
+        sks_vocab_result_free(r);
+        return sks_fail(SKS_ENOMEM, "vocab: out of memory");
+    }
+    for (int i = 0; i < n; i++)
+        if (!(r->ratio[i] >= oo.ratio && r->max_abs[i] >= oo.abs_thresh)) r->exceptions[r->n_exceptions++] = r->ids[i];
+    r->spike_fraction = n ? (double)r->n_spike / n : 0;
+    r->top_channel = -1;
+    int best = 0;
+    for (int k = 0; k < d; k++)
+        if (r->channel_count[k] > best) best = r->channel_count[k], r->top_channel = k;
+    r->seconds = sks_now() - t0;
+    *out = r;
+    return 0;
+}
+
+/* ---- writer (schema "sinkscope.vocab/1", docs/schema-vocab.md) --------------------------- */
+
+int sks_vocab_write(const sks_vocab_result *r, const sks_model *m, const sks_vocab_opts *o,
+                    const char *(*piece)(void *ud, int id), void *piece_ud, const char *path) {
+    if (!r || !m || !o || !path) return sks_fail(SKS_EARG, "vocab: nothing to write");
+    sks_out w;
+    sks_out_init(&w);
+    sks_out_map(&w, 7);
+    sks_out_kstr(&w, "schema", "sinkscope.vocab/1");
+    sks_out_str(&w, "model");
+    sks_out_model(&w, m);
+    sks_out_str(&w, "params");
+    sks_out_map(&w, 7);
+    sks_out_kf64(&w, "ratio", o->ratio);
+    sks_out_kf64(&w, "abs", o->abs_thresh);
+    sks_out_kint(&w, "sample", o->sample);
+    sks_out_kint(&w, "seed", (int64_t)o->seed);
+    sks_out_kint(&w, "batch", o->batch);
+    sks_out_kbool(&w, "medians_given", r->medians_given);
+    sks_out_str(&w, "blocks");
+    sks_out_array(&w, (size_t)(r->n_layers - 1));
+    for (int l = 0; l + 1 < r->n_layers; l++) sks_out_int(&w, 2 * l + 2);
+
+    int64_t nb = r->n_blocks, nt = r->n_tokens, ne = r->n_exceptions, d = sks_model_arch(m)->d_model;
+    sks_out_str(&w, "typical_median");
+    sks_out_map(&w, 2);
+    sks_out_str(&w, "values");
+    sks_out_f64_array(&w, r->typical_median, 1, &nb);
+    sks_out_kint(&w, "count_per_block", r->median_count);
+
+    sks_out_str(&w, "summary");
+    sks_out_map(&w, 6);
+    sks_out_kint(&w, "n_tokens", r->n_tokens);
+    sks_out_kint(&w, "n_spike", r->n_spike);
+    sks_out_kf64(&w, "spike_fraction", r->spike_fraction);
+    sks_out_kint(&w, "top_channel", r->top_channel);
+    sks_out_kint(&w, "top_channel_count", r->top_channel >= 0 ? r->channel_count[r->top_channel] : 0);
+    sks_out_kf64(&w, "seconds", r->seconds);
+
+    sks_out_str(&w, "tokens");
+    sks_out_map(&w, 6);
+    sks_out_str(&w, "ids");
+    sks_out_i32_array(&w, r->ids, 1, &nt);
+    sks_out_str(&w, "ratio");
+    sks_out_f32_array(&w, r->ratio, 1, &nt);
+    sks_out_str(&w, "max_abs");
+    sks_out_f32_array(&w, r->max_abs, 1, &nt);
+    sks_out_str(&w, "argmax_channel");
+    sks_out_i32_array(&w, r->argmax_channel, 1, &nt);
+    sks_out_str(&w, "argmax_block");
+    sks_out_i32_array(&w, r->argmax_block, 1, &nt);
+    sks_out_str(&w, "channel_count");
+    sks_out_i32_array(&w, r->channel_count, 1, &d);
+    sks_out_str(&w, "exceptions");
+    sks_out_map(&w, 2);
+    sks_out_str(&w, "ids");
+    sks_out_i32_array(&w, r->exceptions, 1, &ne);
+    sks_out_str(&w, "pieces");
+    if (piece) {
+        sks_out_array(&w, (size_t)r->n_exceptions);
+        for (int i = 0; i < r->n_exceptions; i++) {
+            const char *p = piece(piece_ud, r->exceptions[i]);
+            if (p)
+                sks_out_str(&w, p);
+            else
+                sks_out_nil(&w);
+        }
+    } else {
+        sks_out_nil(&w);
+    }
+    int rc = sks_out_error(&w);
+    if (rc)
+        rc = sks_fail(rc, "%s: msgpack encoding failed", path);
+    else
+        rc = sks_out_write_file(&w, path);
+    sks_out_free(&w);
+    return rc;
+}
