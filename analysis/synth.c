@@ -3,7 +3,7 @@
  *
  * Notation: d model width, f FFN width, L layers, H heads, Hkv KV heads, dh head dim.
  * Ordinary token embedding e_t = alpha mu + sigma_e P(n_t), n_t ~ N(0, I), P the
- * projector off {b, s*, s2}; BOS embedding e_BOS = sigma_e sqrt(d) b + small noise.
+ * projector off {b, s*, s2, mu}; BOS embedding e_BOS = sigma_e sqrt(d) b + small noise.
  * x~ = RMSNorm(h) * gamma is the input of a block.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -224,15 +224,17 @@ static void sks__gen_row(const sks_synth *s, const sks__tinfo *t, int64_t row, f
     sks__rng_seed(&rng, s->seed, sks__tkey(t->role, l), (uint64_t)row);
     switch (t->role) {
     case SKS_ROLE_EMBED: {
-        float *dirs[3] = {s->bdir, s->sstar, s->s2};
+        /* ordinary tokens: noise off {b, s*, s2, mu}, so that every one has exactly
+         * alpha along mu (a common component the planted queries and gates key on) */
+        float *dirs[4] = {s->bdir, s->sstar, s->s2, s->mu};
         if (row == s->a.bos_id) {
             sks__normals(&rng, out, d, (float)(0.1 * s->cfg.embed_std));
-            sks__project_off(out, d, dirs, 3);
+            sks__project_off(out, d, dirs, 4);
             float g = (float)(s->cfg.embed_std * sqrt((double)d));
             for (int i = 0; i < d; i++) out[i] += g * s->bdir[i];
         } else {
             sks__normals(&rng, out, d, (float)s->cfg.embed_std);
-            sks__project_off(out, d, dirs, 3);
+            sks__project_off(out, d, dirs, 4);
             float g = (float)s->alpha_mu;
             for (int i = 0; i < d; i++) out[i] += g * s->mu[i];
         }
@@ -598,7 +600,7 @@ int sks_synth_new(const sks_synth_config *cfg, uint64_t seed, sks_synth **out) {
 
     /* ---- gains from predicted activations (docs/synth.md, "Calibration") ---- */
     const double eps = s->a.norm_eps, se = cfg->embed_std, cm = cfg->embed_mean_cos;
-    s->alpha_mu = cm * se * sqrt((double)(d - 3)) / sqrt(1 - cm * cm);
+    s->alpha_mu = cm * se * sqrt((double)(d - 4)) / sqrt(1 - cm * cm);
     double *g = buf, *h = buf + d, *x = buf + 2 * d, *ebos = buf + 3 * d;
     {
         int ie = sks__ti(s, SKS_ROLE_EMBED, -1);
@@ -611,7 +613,7 @@ int sks_synth_new(const sks_synth_config *cfg, uint64_t seed, sks_synth **out) {
     double sw2d = cfg->weight_std * cfg->weight_std * d, ro2 = s->resid_std * s->resid_std;
     double var_attn = ro2 * (double)H * s->dh * sw2d * 0.5;
     double var_ffn = ro2 * (double)f * sks__silu2_mean(sw2d) * sw2d;
-    double var0 = (s->alpha_mu * s->alpha_mu + se * se * (d - 3)) / d;
+    double var0 = (s->alpha_mu * s->alpha_mu + se * se * (d - 4)) / d;
 #define SKS__RANDVAR(b) ((double)(((b) + 1) / 2) * var_attn + (double)((b) / 2) * var_ffn) /* blocks 1..b */
     /* mu.(x~ * gamma) of an ordinary token at the input of block b+1 */
 #define SKS__MTYP(b, gam) (s->alpha_mu * sks__musq_gamma(s, gam) / sqrt(var0 + SKS__RANDVAR(b) + eps))
