@@ -549,6 +549,94 @@ static void test_hf_json(void **state) {
     free(dir);
 }
 
+/* GPT-2's byte -> code point rule, restated from its definition for the test:
+ * printable bytes ('!'..'~', 0xA1..0xAC, 0xAE..0xFF) keep their value, the others take
+ * U+0100, U+0101, ... in byte order. Appends the UTF-8 of byte b's code point. */
+static size_t bytelevel_char(unsigned char b, char *o) {
+    unsigned cp = b, next = 256;
+    if (!((b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE)) {
+        for (unsigned c = 0; c < b; c++)
+            if (!((c >= '!' && c <= '~') || (c >= 0xA1 && c <= 0xAC) || c >= 0xAE)) next++;
+        cp = next;
+    }
+    if (cp < 0x80) {
+        o[0] = (char)cp;
+        return 1;
+    }
+    o[0] = (char)(0xC0 | (cp >> 6));
+    o[1] = (char)(0x80 | (cp & 63));
+    return 2;
+}
+
+/* The pre-tokenizer splits against the real regexes. The word lists below were produced
+ * by the Python `regex` module with GPT-2's pattern
+ *   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+ * and Llama 3's
+ *   (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
+ * The tokenizer.json has the 256 byte characters (ids 0..255), each word as one piece,
+ * no merges and ignore_merges: a word comes out as one id exactly when the split found
+ * it. */
+static void test_bytelevel_splits(void **state) {
+    (void)state;
+    const char *text = "I'm  don't WE'LL 12345 x=6.78;\n\n  indented\ttab...(word) end  ";
+    static const char *const gpt2[] = {"I", "'m", " ", " don", "'t", " WE", "'", "LL", " 12345", " x", "=", "6",
+                                       ".", "78", ";", "\n\n ", " indented", "\t", "tab", "...(", "word", ")",
+                                       " end", "  ", NULL};
+    static const char *const llama3[] = {"I", "'m", " ", " don", "'t", " WE", "'LL", " ", "123", "45", " x", "=",
+                                         "6", ".", "78", ";\n\n", " ", " indented", "\ttab", "...(", "word", ")",
+                                         " end", "  ", NULL};
+    const char *const *lists[] = {gpt2, llama3};
+    char *dir = sks_test_tmpdir();
+    for (int k = 0; k < 2; k++) {
+        json_t *vocab = json_object();
+        char key[64];
+        for (int b = 0; b < 256; b++) {
+            key[bytelevel_char((unsigned char)b, key)] = '\0';
+            json_object_set_new(vocab, key, json_integer(b));
+        }
+        int nw = 0, next_id = 256;
+        int32_t want[32];
+        for (const char *const *w = lists[k]; *w; w++) {
+            size_t o = 0;
+            for (const char *c = *w; *c; c++) o += bytelevel_char((unsigned char)*c, key + o);
+            key[o] = '\0';
+            json_t *id = json_object_get(vocab, key); /* one-byte words are byte pieces already */
+            if (!id) {
+                id = json_integer(next_id++);
+                json_object_set_new(vocab, key, id);
+            }
+            want[nw++] = (int32_t)json_integer_value(id);
+        }
+        json_t *model = json_pack("{s:s, s:o, s:[], s:b}", "type", "BPE", "vocab", vocab, "merges", "ignore_merges", 1);
+        json_t *pre = k == 0 ? json_pack("{s:s, s:b, s:b}", "type", "ByteLevel", "add_prefix_space", 0, "use_regex", 1)
+                             : json_pack("{s:s, s:[{s:s, s:{s:s}, s:s}, {s:s, s:b, s:b}]}", "type", "Sequence",
+                                         "pretokenizers", "type", "Split", "pattern", "Regex",
+                                         "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
+                                         "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+                                         "behavior", "Isolated", "type", "ByteLevel", "add_prefix_space", 0,
+                                         "use_regex", 0);
+        json_t *root = json_pack("{s:[], s:o, s:{s:s}, s:o}", "added_tokens", "pre_tokenizer", pre, "decoder", "type",
+                                 "ByteLevel", "model", model);
+        assert_non_null(root);
+        char path[512];
+        snprintf(path, sizeof path, "%s/split%d.json", dir, k);
+        assert_int_equal(json_dump_file(root, path, 0), 0);
+        json_decref(root);
+        sks_tokenizer *t;
+        assert_int_equal(sks_tokenizer_open(path, &t), 0);
+        int32_t *ids;
+        int n;
+        assert_int_equal(sks_tokenizer_encode(t, text, 0, &ids, &n), 0);
+        assert_ids_equal(ids, n, want, nw);
+        char *back = decode_all(t, ids, n);
+        assert_string_equal(back, text);
+        free(back);
+        free(ids);
+        sks_tokenizer_free(t);
+    }
+    free(dir);
+}
+
 /* ---- hostile files -------------------------------------------------------------------- */
 
 static void test_hostile(void **state) {
@@ -629,6 +717,7 @@ int main(void) {
         cmocka_unit_test(test_open_for_model),
         cmocka_unit_test(test_search_rules),
         cmocka_unit_test(test_hf_json),
+        cmocka_unit_test(test_bytelevel_splits),
         cmocka_unit_test(test_hostile),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
