@@ -28,12 +28,7 @@
 #include "../analysis/sks_sinks.h"
 #include "../analysis/sks_spikes.h"
 #include "../analysis/sks_trace.h"
-#if defined(__has_include)
-#if __has_include("../analysis/sks_vocab.h")
-#define SKS__HAVE_VOCAB 1
 #include "../analysis/sks_vocab.h"
-#endif
-#endif
 #include "../loaders/sks_tokenizer.h"
 
 extern char **environ;
@@ -212,12 +207,8 @@ typedef struct {
     sks_delim_result delim;
     int have_delim;
     const char *spike_selection;
-#ifdef SKS__HAVE_VOCAB
     sks_vocab_opts vo;
     sks_vocab_result *vr;
-#else
-    void *vr;
-#endif
     sks_sinks_opts sio;
     sks_sinks_result *sr;
     double t_trace, t_spikes, t_vocab, t_sinks, t_plots;
@@ -413,12 +404,41 @@ done:
 
 /* ---- stage 3: vocabulary sweep ---------------------------------------------------------- */
 
-#ifndef SKS__HAVE_VOCAB
-static int sks__stage_vocab(sks__run *R, int n_stages) {
-    sks__stage(3, n_stages, "vocab-sweep", "not available in this build", 0);
-    return 0;
+/* Tokens swept: --sample 0 (auto) sweeps vocabularies up to 8192 whole and samples 4096
+ * ids of larger ones; -1 is everything; N a sample of N (everything when N >= V). */
+static int sks__vocab_sample(int opt, int V) {
+    if (opt < 0) return 0;
+    if (opt == 0) return V <= 8192 ? 0 : 4096;
+    return opt >= V ? 0 : opt;
 }
-#endif
+
+static int sks__stage_vocab(sks__run *R, int n_stages) {
+    const sks_arch *a = sks_model_arch(R->m);
+    sks_vocab_opts_default(&R->vo);
+    R->vo.ratio = R->o->ratio;
+    R->vo.abs_thresh = R->o->abs_thresh;
+    R->vo.sample = sks__vocab_sample(R->o->sample, a->vocab_size);
+    R->vo.seed = R->o->seed;
+    int n = R->vo.sample ? R->vo.sample : a->vocab_size;
+    int64_t ntok = 0;
+    for (int i = 0; i < R->pr.n; i++) ntok += R->pr.lens[i];
+    /* one-token sequences cost what prompt tokens cost, minus the attention over T */
+    double eta = ntok > 0 ? R->t_trace * (double)n / (double)ntok : 0;
+    char detail[160];
+    snprintf(detail, sizeof detail, "%d of %d tokens alone at position 0%s", n, a->vocab_size,
+             R->vo.sample ? " (sample; --sample 0 for all)" : "");
+    sks__stage(3, n_stages, "vocab-sweep", detail, eta);
+    double t0 = sks_now();
+    int rc = sks_vocab_run(R->m, &R->vo, R->pr.n, (const int32_t *const *)R->pr.ids, R->pr.lens, &R->vr);
+    if (rc) return rc;
+    char *path = sks__join(R->outdir, "vocab.msgpack");
+    if (!path) return sks_fail(SKS_ENOMEM, "analyze");
+    rc = sks_vocab_write(R->vr, R->m, &R->vo, R->tok ? sks__piece : NULL, R->tok, path);
+    R->t_vocab = sks_now() - t0;
+    if (!rc) sks__done("vocab-sweep", R->t_vocab, path);
+    free(path);
+    return rc;
+}
 
 /* ---- stage 4: sinks --------------------------------------------------------------------- */
 
@@ -593,9 +613,27 @@ static json_t *sks__summary_sinks(const sks__run *R) {
     return j;
 }
 
-#ifndef SKS__HAVE_VOCAB
-static json_t *sks__summary_vocab(const sks__run *R) { return json_object(); }
-#endif
+static json_t *sks__summary_vocab(const sks__run *R) {
+    const sks_vocab_result *v = R->vr;
+    json_t *j = json_object(), *ex = json_array();
+    json_object_set_new(j, "spike_fraction", sks__jnum(v->spike_fraction));
+    json_object_set_new(j, "n_tokens", json_integer(v->n_tokens));
+    json_object_set_new(j, "n_spike", json_integer(v->n_spike));
+    json_object_set_new(j, "sampled", json_boolean(R->vo.sample > 0));
+    json_object_set_new(j, "n_exceptions", json_integer(v->n_exceptions));
+    json_object_set_new(j, "threshold_ratio", json_real(R->vo.ratio));
+    json_object_set_new(j, "threshold_abs", json_real(R->vo.abs_thresh));
+    json_object_set_new(j, "top_channel", json_integer(v->top_channel));
+    for (int i = 0; i < v->n_exceptions && i < 20; i++) {
+        json_t *e = json_object();
+        const char *pc = R->tok ? sks_tokenizer_piece(R->tok, v->exceptions[i]) : NULL;
+        json_object_set_new(e, "id", json_integer(v->exceptions[i]));
+        if (pc) json_object_set_new(e, "piece", json_string(pc));
+        json_array_append_new(ex, e);
+    }
+    json_object_set_new(j, "exceptions_first", ex);
+    return j;
+}
 
 static int sks__write_summary(sks__run *R, int print) {
     json_t *root = json_object(), *set = json_object(), *tim = json_object(), *files = json_array();
@@ -774,9 +812,7 @@ static void sks__run_free(sks__run *R) {
         free(R->spl);
     }
     sks_delim_result_free(&R->delim);
-#ifdef SKS__HAVE_VOCAB
     sks_vocab_result_free(R->vr);
-#endif
     sks_sinks_result_free(R->sr);
     sks_tokenizer_free(R->tok);
     sks__prompts_free(&R->pr);

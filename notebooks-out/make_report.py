@@ -177,10 +177,10 @@ def section_headline(res):
         c = ents[0]
         items.append("Top S_k: layer %s channel %s, lambda* = %s, dominance %s" % (
             esc(R.get(c, "layer")), esc(R.get(c, "channel")), fmt(c["eigenvalues"][0]), fmt(P._dominance(c), "%.2f")))
-    vocab = res.get("vocab")
-    if vocab is not None and R.get(vocab, "spike_fraction") is not None:
-        items.append("Vocabulary sweep: <b>%s%%</b> of tokens spike at position 0" % fmt(
-            100 * float(R.get(vocab, "spike_fraction")), "%.1f"))
+    vv = R.vocab_view(res.get("vocab"))
+    if vv is not None and vv["spike_fraction"] is not None:
+        items.append("Vocabulary sweep: <b>%s%%</b> of %d tokens spike at position 0" % (
+            fmt(100 * vv["spike_fraction"], "%.1f"), vv["ratio"].size))
     aucs = P.auc_map(res.get("sinks"))
     if aucs:
         items.append("Sink-head predictors, ROC AUC: " + ", ".join(
@@ -276,41 +276,28 @@ def section_sink_heads(res):
 
 def section_vocab(res):
     vocab = res.get("vocab")
-    if vocab is None:
+    v = R.vocab_view(vocab)
+    if v is None:
         return "<p class='warn'>vocab.msgpack absent.</p>"
     out = []
-    frac = R.get(vocab, "spike_fraction")
-    ratio = R.arr(R.get(vocab, "ratio"))
-    n = ratio.size if ratio is not None else 0
-    out.append("<p>%s of %d swept tokens are spike tokens at position 0.</p>" % (
-        (fmt(100 * float(frac), "%.2f") + "%") if frac is not None else "?", n))
-    ex = R.get(vocab, "exceptions")
-    exa = None
-    if ex is not None and not (isinstance(ex, list) and ex and isinstance(ex[0], dict)):
-        exa = R.arr(ex, int)
-    if isinstance(ex, list) and ex and isinstance(ex[0], dict):
-        rows = [[fmt(R.get(e, "token", "id")), esc(R.get(e, "piece", "text", default="")),
-                 fmt(R.get(e, "ratio")), fmt(R.get(e, "max_abs"))] for e in ex[:30]]
-        out.append("<p>Exceptions (tokens that do not spike), first %d of %d:</p>" % (len(rows), len(ex)))
-        out.append(table(["token", "piece", "ratio", "max |h|"], rows, left=(1,)))
-    elif exa is not None and np.size(exa):
-        exa = np.atleast_1d(exa)
-        toks = R.arr(R.get(vocab, "tokens", "token_ids"), int)
-        pieces = R.get(vocab, "pieces", "exception_pieces")
+    frac = v["spike_fraction"]
+    n = v["ratio"].size
+    out.append("<p>%s of %d swept tokens are spike tokens at position 0 (ratio &gt;= %s%s).</p>" % (
+        (fmt(100 * frac, "%.2f") + "%") if frac is not None else "?", n, fmt(v["ratio_thresh"]),
+        (" and |h| &gt;= %s" % fmt(v["abs_thresh"])) if v["abs_thresh"] else ""))
+    ex = v["exceptions"]
+    if ex is not None and ex.size:
+        pieces = v["exception_pieces"]
+        pos = {int(t): i for i, t in enumerate(v["ids"])} if v["ids"] is not None else {}
         rows = []
-        for j, t in enumerate(exa[:30]):
-            t = int(t)
-            r = None
-            if ratio is not None:
-                if toks is not None and toks.size == ratio.size:
-                    w = np.nonzero(toks == t)[0]
-                    r = ratio[w[0]] if w.size else None
-                elif t < ratio.size:
-                    r = ratio[t]
-            p = pieces[j] if isinstance(pieces, list) and j < len(pieces) else ""
-            rows.append([str(t), esc(p), fmt(r)])
-        out.append("<p>Exceptions (tokens that do not spike), first %d of %d:</p>" % (len(rows), exa.size))
-        out.append(table(["token", "piece", "ratio"], rows, left=(1,)))
+        for j, t in enumerate(ex[:30]):
+            i = pos.get(int(t))
+            p = pieces[j] if pieces and j < len(pieces) and pieces[j] is not None else ""
+            rows.append([str(int(t)), esc(repr(p)) if p else "",
+                         fmt(v["ratio"][i]) if i is not None else "",
+                         fmt(v["max_abs"][i]) if i is not None and v["max_abs"] is not None else ""])
+        out.append("<p>Exceptions (tokens that do not spike), first %d of %d:</p>" % (len(rows), ex.size))
+        out.append(table(["token", "piece", "ratio", "max |h|"], rows, left=(1,)))
     return "".join(out)
 
 

@@ -429,24 +429,37 @@ def fig_alignment(res, path):
 
 def fig_vocab(res, path):
     vocab = res.get("vocab")
-    ratio = R.arr(R.get(vocab, "ratio", "ratios"))
-    if vocab is None or ratio is None or ratio.size == 0:
-        R.warning("vocab figure skipped: vocab.msgpack (ratio) absent")
+    v = R.vocab_view(vocab)
+    if v is None or v["ratio"].size == 0:
+        R.warning("vocab figure skipped: vocab.msgpack (tokens.ratio) absent")
         return None
-    ratio = ratio.astype(float).ravel()
+    ratio = v["ratio"]
     pos = ratio[np.isfinite(ratio) & (ratio > 0)]
-    thr = _param(vocab, "ratio", default=None)
-    frac = R.get(vocab, "spike_fraction")
+    if pos.size == 0:
+        R.warning("vocab figure skipped: no positive ratio")
+        return None
+    thr = v["ratio_thresh"]
+    frac = v["spike_fraction"]
     if frac is None and thr is not None:
-        frac = float((ratio >= float(thr)).mean())
+        frac = float((ratio >= thr).mean())
     fig, ax = plt.subplots(figsize=(8.5, 4.6))
-    lo, hi = max(pos.min(), 1e-3), max(pos.max(), pos.min() * 10)
+    lo, hi = pos.min(), max(pos.max(), pos.min() * 10)
+    if thr is not None:
+        lo, hi = min(lo, thr / 2), max(hi, thr * 2)
     bins = np.logspace(np.log10(lo) - 0.02, np.log10(hi) + 0.02, 60)
     if thr is not None:
-        below, above = pos[pos < float(thr)], pos[pos >= float(thr)]
+        below, above = pos[pos < thr], pos[pos >= thr]
         ax.hist([below, above], bins=bins, stacked=True, color=["#7f7f7f", "#d62728"],
                 label=["below threshold (%d tokens)" % below.size, "spike tokens (%d)" % above.size])
-        ax.axvline(float(thr), color="black", ls="--", lw=1.5, label="threshold --ratio %g" % float(thr))
+        if 0 < above.size <= 20:  # a handful of spike tokens is invisible as bars: mark each
+            ax.plot(above, np.zeros(above.size), ls="none", marker="^", ms=11, color="#d62728", mec="black",
+                    clip_on=False, zorder=5)
+            for x in above[:3]:
+                ax.annotate("spike token", (x, 0), xytext=(0, 22), textcoords="offset points", ha="center",
+                            fontsize=8, arrowprops=dict(arrowstyle="-", color="0.4"))
+        abs_t = v["abs_thresh"]
+        ax.axvline(thr, color="black", ls="--", lw=1.5,
+                   label="threshold --ratio %g%s" % (thr, (" (and |h| >= %g)" % float(abs_t)) if abs_t else ""))
     else:
         ax.hist(pos, bins=bins, color="#d62728")
     ax.set_xscale("log")
@@ -454,9 +467,12 @@ def fig_vocab(res, path):
     ax.set_ylabel("number of tokens")
     n = ratio.size
     V = R.get(R.get(vocab, "model"), "vocab_size")
-    samp = (" (sample of %d of %s)" % (n, V)) if V and int(V) > n else " (%d tokens)" % n
+    samp = (" (sample of %d of %s)" % (n, V)) if V and int(V) > n else " (all %d tokens)" % n
     ftxt = ("%.1f%% spike at position 0" % (100 * float(frac))) if frac is not None else ""
-    ax.set_title("Vocabulary sweep: every token alone at position 0 - %s%s\n%s" % (ftxt, samp, _model_tag(res)))
+    ch = v["top_channel"]
+    chtxt = (", most in channel %d" % int(ch)) if ch is not None and int(ch) >= 0 else ""
+    ax.set_title("Vocabulary sweep: every token alone at position 0 - %s%s%s\n%s"
+                 % (ftxt, samp, chtxt, _model_tag(res)))
     ax.legend(loc="upper left", frameon=False)
     ax.grid(alpha=0.3, which="both", axis="x")
     return _save(fig, path)

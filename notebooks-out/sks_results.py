@@ -154,3 +154,41 @@ def lifecycle_blocks(lc, which):
 def lifecycle_main_up(lc):
     """Block of the largest increase of a lifecycle (or -1)."""
     return int(get(lc, "main_step_up", "main_up", default=-1))
+
+
+def vocab_view(vocab):
+    """Flat view of a vocab-sweep result (docs/schema-vocab.md): ids, ratio, max_abs,
+    channel (numpy arrays over the swept tokens), spike_fraction, n_spike, exceptions
+    (ids), exception_pieces (list or None), ratio_thresh, abs_thresh. None if absent."""
+    if not isinstance(vocab, dict):
+        return None
+    tok = get(vocab, "tokens")
+    if not isinstance(tok, dict):
+        tok = vocab
+    ratio = arr(get(tok, "ratio"))
+    if ratio is None:
+        return None
+    summ = get(vocab, "summary") or {}
+    exc = get(vocab, "exceptions")
+    if isinstance(exc, dict):
+        exc_ids, exc_pieces = arr(get(exc, "ids", default=[]), int), get(exc, "pieces")
+    else:
+        exc_ids, exc_pieces = (arr(exc, int) if exc is not None else None), None
+    ratio = ratio.astype(float).ravel()
+    params = get(vocab, "params") or {}
+    thr = get(params, "ratio")
+    frac = get(summ, "spike_fraction", default=get(vocab, "spike_fraction"))
+    return {
+        "ids": arr(get(tok, "ids"), int),
+        "ratio": ratio,
+        "max_abs": arr(get(tok, "max_abs")),
+        "channel": arr(get(tok, "argmax_channel", "channel"), int),
+        "block": arr(get(tok, "argmax_block"), int),
+        "spike_fraction": None if frac is None else float(frac),
+        "n_spike": get(summ, "n_spike"),
+        "exceptions": None if exc_ids is None else np.atleast_1d(exc_ids).astype(int),
+        "exception_pieces": exc_pieces if isinstance(exc_pieces, list) else None,
+        "ratio_thresh": None if thr is None else float(thr),
+        "abs_thresh": get(params, "abs"),
+        "top_channel": get(summ, "top_channel"),
+    }
