@@ -1,4 +1,5 @@
 /* test-fixtures-sinks.c - sinks on the trained fixture model against its float64 references.
+// sks-test: slow  (a 17M-parameter model, 25 sequences; test-sinks covers sinks.c under the sanitizers)
  *
  * fixtures/trained-llama: report.json holds alpha_0 per head averaged over 16 held-out
  * sequences (and the fraction of heads above eps 0.3), mechanism.json alpha_0 on 43 ids;
@@ -136,6 +137,56 @@ static void test_mechanism_alpha0(void **state) {
     json_decref(mech);
 }
 
+/* fixtures/trained-packed (GGUF, Q8_0): position 0 holds an arbitrary token, so the
+ * spike tokens differ between windows. alpha_0 against the float64 reference over its 16
+ * held-out windows; the paper's collapse: before the step-up (FFN of layer 2) the
+ * normalized spike tokens vary and their keys spread, after it they are near-constant
+ * and the sink keys one-to-two dimensional. */
+static void test_packed_collapse(void **state) {
+    (void)state;
+    json_t *mech = load_json("trained-packed/mechanism.json");
+    assert_non_null(mech);
+    sks_model *m = NULL;
+    assert_int_equal(sks_model_open(sks_test_fixture("trained-packed/model.gguf"), &m), 0);
+    int32_t **ids;
+    int *lens;
+    int n = load_seqs(json_object_get(mech, "heldout_window_ids"), 16, &ids, &lens);
+    assert_int_equal(n, 16);
+    sks_sinks_opts o = llama_opts();
+    sks_sinks_result *r = NULL;
+    assert_int_equal(sks_sinks_run(m, n, (const int32_t *const *)ids, lens, &o, &r), 0);
+    json_t *a0 = json_object_get(mech, "heldout_alpha0_per_layer_head");
+    double maxdiff = 0.0;
+    for (int l = 0; l < r->n_layers; l++)
+        for (int h = 0; h < r->n_heads; h++) {
+            double ref = json_real_value(json_array_get(json_array_get(a0, (size_t)l), (size_t)h));
+            double d = fabs(r->alpha0[l * r->n_heads + h] - ref);
+            if (d > maxdiff) maxdiff = d;
+        }
+    fprintf(stderr, "trained-packed alpha_0 vs mechanism.json (16 windows): max |diff| %.3g\n", maxdiff);
+    assert_true(maxdiff <= 1e-4);
+    int has154 = 0;
+    for (int i = 0; i < r->n_spike_channels; i++) has154 |= r->spike_channels[i] == 154;
+    assert_true(has154);
+    for (int l = 0; l < r->n_layers; l++)
+        fprintf(stderr, "  layer %d: cos spike x~ %.3f (non-spike %.3f), sink r99 %d, non-sink r99 %d\n", l,
+                r->cos_spike_mean[l], r->cos_nonspike_mean[l], r->sink_r99[l * r->n_kv_heads],
+                r->nonsink_r99[l * r->n_kv_heads]);
+    assert_true(r->cos_spike_mean[0] < 0.5);
+    for (int l = 3; l < r->n_layers; l++) {
+        assert_true(r->cos_spike_mean[l] > 0.95);
+        for (int g = 0; g < r->n_kv_heads; g++) {
+            assert_true(r->sink_r99[l * r->n_kv_heads + g] <= 2);
+            assert_true(r->nonsink_r99[l * r->n_kv_heads + g] >= 10 * r->sink_r99[l * r->n_kv_heads + g]);
+        }
+    }
+    for (int g = 0; g < r->n_kv_heads; g++) assert_true(r->sink_r99[g] > 2);
+    sks_sinks_result_free(r);
+    free_seqs(ids, lens, n);
+    sks_model_close(m);
+    json_decref(mech);
+}
+
 /* The command line on 8 held-out sequences: the JSON summary has the documented keys, is
  * ranked by the main predictor, and its alpha_0 equal a library run on the same 8
  * sequences; the kv map lists every measured sink head. */
@@ -234,6 +285,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_report_alpha0),
         cmocka_unit_test(test_mechanism_alpha0),
+        cmocka_unit_test(test_packed_collapse),
         cmocka_unit_test(test_cli),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
