@@ -341,6 +341,7 @@ int sks_cmd_spikes(int argc, char **argv) {
         return 2;
     }
     sks_cli_progress_install(quiet);
+    if (quiet) sks_log_set_level(SKS_LOG_WARN);
 
     sks_model *m = NULL;
     if (sks_cli_open_model("spikes", model_path, &m)) return 1;

@@ -228,6 +228,7 @@ int sks_cmd_vocab_sweep(int argc, char **argv) {
         return 2;
     }
     sks_cli_progress_install(quiet);
+    if (quiet) sks_log_set_level(SKS_LOG_WARN);
     sks_model *m = NULL;
     if (sks_cli_open_model("vocab-sweep", model_path, &m)) return 1;
     const sks_arch *ar = sks_model_arch(m);
