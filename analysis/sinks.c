@@ -531,7 +531,7 @@ int sks_sinks_run(const sks_model *m, int n_prompts, const int32_t *const *promp
     unsigned char *spike = NULL;
     sks__rows *sink_k = NULL, *sink_x = NULL, *ns_x = NULL;
     double *S = NULL, *Vs = NULL, *Vq = NULL, *sv = NULL, *khat = NULL, *kbar = NULL;
-    float *wq = NULL, *wk = NULL, *bk = NULL, *gamma = NULL, *nhat = NULL;
+    float *wq = NULL, *wk = NULL, *bk = NULL, *gamma = NULL, *nhat = NULL, *qnorm = NULL;
     if (!r) return sks_fail(SKS_ENOMEM, "sinks: result");
     r->n_layers = L;
     r->n_heads = H;
@@ -761,10 +761,11 @@ int sks_sinks_run(const sks_model *m, int n_prompts, const int32_t *const *promp
     kbar = sks_malloc_n((size_t)Hkv * dh, sizeof(double));
     wq = sks_malloc_n((size_t)dh * d, sizeof(float));
     wk = sks_malloc_n((size_t)kw * d, sizeof(float));
-    bk = sks_malloc_n((size_t)kw, sizeof(float));
+    bk = sks_malloc_n((size_t)(kw > dh ? kw : dh), sizeof(float));
+    qnorm = sks_malloc_n((size_t)dh, sizeof(float));
     gamma = sks_malloc_n((size_t)d, sizeof(float));
     nhat = sks_calloc_n((size_t)d, sizeof(float));
-    if (!alloc_ok || !S || !Vs || !Vq || !sv || !khat || !kbar || !wq || !wk || !bk || !gamma || !nhat) {
+    if (!alloc_ok || !S || !Vs || !Vq || !sv || !khat || !kbar || !wq || !wk || !bk || !gamma || !nhat || !qnorm) {
         rc = sks_fail(SKS_ENOMEM, "sinks: results");
         goto fail;
     }
@@ -808,6 +809,19 @@ int sks_sinks_run(const sks_model *m, int n_prompts, const int32_t *const *promp
                 if (nhat[c] != 0.0f) acc += (double)wk[(size_t)j * d + c] * gamma[c] * nhat[c];
             kw_hat[j] = acc;
         }
+        /* Qwen3: keys and queries pass a per-head RMSNorm with weights k_norm / q_norm
+         * before RoPE; k^ goes through it exactly, and since the query norm only rescales
+         * each token's q, M becomes diag(q_norm) W_Q[h] diag(gamma). */
+        const sks_tensor *knt = sks_model_tensor(m, SKS_ROLE_K_NORM, l), *qnt = sks_model_tensor(m, SKS_ROLE_Q_NORM, l);
+        if (knt && (rc = sks__tensor_rows(m, SKS_ROLE_K_NORM, l, 0, 1, dh, bk))) break;
+        if (knt)
+            for (int g = 0; g < Hkv; g++) {
+                double *v = kw_hat + (size_t)g * dh, ss = 0.0;
+                for (int i = 0; i < dh; i++) ss += v[i] * v[i];
+                double inv = 1.0 / sqrt(ss / dh + a->norm_eps);
+                for (int i = 0; i < dh; i++) v[i] *= inv * bk[i];
+            }
+        if (qnt && (rc = sks__tensor_rows(m, SKS_ROLE_Q_NORM, l, 0, 1, dh, qnorm))) break;
         memcpy(khat + (size_t)l * kw, kw_hat, (size_t)kw * sizeof(double));
         /* keys per KV head */
         for (int g = 0; g < Hkv; g++) {
@@ -866,6 +880,9 @@ int sks_sinks_run(const sks_model *m, int n_prompts, const int32_t *const *promp
             r->weight_only_cos[lh] = NAN;
             if (r->n_spike_channels > 0) {
                 if ((rc = sks__tensor_rows(m, SKS_ROLE_WQ, l, (int64_t)h * dh, dh, d, wq))) break;
+                if (sks_model_tensor(m, SKS_ROLE_Q_NORM, l))
+                    for (int i = 0; i < dh; i++)
+                        for (int c = 0; c < d; c++) wq[(size_t)i * d + c] *= qnorm[i];
                 rc = sks_sinks_weight_only(d, dh, wq, gamma, khat + (size_t)l * kw + (size_t)g * dh, o->rank_frac,
                                            &r->pred[SKS_PRED_WEIGHT_ONLY][lh], &r->weight_only_cos[lh]);
             }
@@ -939,6 +956,7 @@ done:
     free(bk);
     free(gamma);
     free(nhat);
+    free(qnorm);
     *out = r;
     return rc;
 }

@@ -537,9 +537,8 @@ static void test_bad_args(void **state) {
  * Ground truth is the generator's list of planted sink heads: the measured labels equal
  * it, the planted heads are ranked first by the main predictor, the activation-informed
  * margin separates them perfectly and the weight-only score nearly so. */
-static void run_synth(const char *preset, uint64_t seed) {
-    sks_synth_config cfg;
-    assert_int_equal(sks_synth_preset(preset, &cfg), 0);
+static void run_synth_cfg(const sks_synth_config *cfgp, const char *preset, uint64_t seed) {
+    sks_synth_config cfg = *cfgp;
     sks_synth *sy = NULL;
     assert_int_equal(sks_synth_new(&cfg, seed, &sy), 0);
     char *dir = sks_test_tmpdir();
@@ -597,11 +596,23 @@ static void run_synth(const char *preset, uint64_t seed) {
     free(dir);
 }
 
+static void run_synth(const char *preset, uint64_t seed) {
+    sks_synth_config cfg;
+    assert_int_equal(sks_synth_preset(preset, &cfg), 0);
+    run_synth_cfg(&cfg, preset, seed);
+}
+
 static void test_synth_tiny(void **state) {
     (void)state;
     run_synth("tiny", 1);
     run_synth("tiny", 7);
     run_synth("demo", 3);
+    /* qwen2 family: q/k/v biases enter the keys, the queries and the weight-only key */
+    sks_synth_config cfg;
+    const char *js = "{\"preset\": \"tiny\", \"model_type\": \"qwen2\"}";
+    assert_int_equal(sks_synth_config_from_json(js, "qwen2-tiny", &cfg), 0);
+    assert_true(cfg.arch.has_qkv_bias);
+    run_synth_cfg(&cfg, "qwen2-tiny", 11);
 }
 
 int main(void) {
