@@ -468,7 +468,7 @@ def fig_vocab(res, path):
     n = ratio.size
     V = R.get(R.get(vocab, "model"), "vocab_size")
     samp = (" (sample of %d of %s)" % (n, V)) if V and int(V) > n else " (all %d tokens)" % n
-    ftxt = ("%.1f%% spike at position 0" % (100 * float(frac))) if frac is not None else ""
+    ftxt = ("%.3g%% spike at position 0" % (100 * float(frac))) if frac is not None else ""
     ch = v["top_channel"]
     chtxt = (", most in channel %d" % int(ch)) if ch is not None and int(ch) >= 0 else ""
     ax.set_title("Vocabulary sweep: every token alone at position 0 - %s%s%s\n%s"
