@@ -4,16 +4,18 @@
  *   - llama2.c tokenizer.bin: int32 max_token_length, then per token
  *     f32 score, int32 len, len bytes (no NUL). Vocabulary size = number of records.
  *   - SentencePiece tokenizer.model: a protobuf ModelProto (pieces with score and
- *     type, TrainerSpec ids of unk/bos/eos/pad, NormalizerSpec add_dummy_prefix).
+ *     type, TrainerSpec ids of unk/bos/eos/pad, NormalizerSpec add_dummy_prefix),
+ *     BPE or unigram.
  *   - Hugging Face tokenizer.json: model.type "BPE" (vocab + merges), byte-level
  *     (GPT-2 byte-to-unicode) or SentencePiece-style (U+2581 for space, byte fallback),
- *     added_tokens matched verbatim before BPE.
+ *     or "Unigram" (vocab of [piece, score]); added_tokens matched verbatim first.
  *   - GGUF embedded vocabulary (tokenizer.ggml.*): model "llama" (SentencePiece-style)
  *     or "gpt2" (byte-level BPE with merges).
  *
  * Algorithms: SentencePiece-style BPE merges the adjacent pair whose concatenation is
- * a piece of highest score; byte-level BPE merges the pair of lowest merge rank. Both
- * fall back to bytes (<0xAB> pieces, or the byte-level alphabet) for unknown text.
+ * a piece of highest score; byte-level BPE merges the pair of lowest merge rank;
+ * SentencePiece unigram models take the segmentation of highest total score (Viterbi).
+ * All fall back to bytes (<0xAB> pieces, or the byte-level alphabet) for unknown text.
  * See docs/tokenizers.md.
  *
  * Tokenizer files are untrusted input: every length and count is checked against the
@@ -53,7 +55,8 @@ void sks_tokenizer_free(sks_tokenizer *t); /* NULL is a no-op */
 int sks_tokenizer_vocab_size(const sks_tokenizer *t);
 int sks_tokenizer_bos(const sks_tokenizer *t); /* -1 if none */
 int sks_tokenizer_eos(const sks_tokenizer *t); /* -1 if none */
-/* "llama2c", "sentencepiece", "hf-bpe", "hf-bytelevel", "gguf-llama", "gguf-gpt2" */
+/* "llama2c", "sentencepiece", "sentencepiece-unigram", "hf-bpe", "hf-bytelevel",
+ * "hf-unigram", "gguf-llama", "gguf-gpt2" */
 const char *sks_tokenizer_kind(const sks_tokenizer *t);
 
 /* Encode UTF-8 text (invalid UTF-8 bytes go through byte fallback). add_bos prepends

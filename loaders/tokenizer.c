@@ -253,6 +253,12 @@ int sks__tok_finish(sks_tokenizer *t, const char *name) {
             if (id >= 0 && t->type[id] == SKS__PT_BYTE) t->byte_piece[b] = id;
         }
     }
+    float lo = 0;
+    for (int i = 0; i < t->n; i++) {
+        if (t->plen[i] > t->max_plen) t->max_plen = t->plen[i];
+        if (t->type[i] == SKS__PT_NORMAL && t->score[i] < lo) lo = t->score[i];
+    }
+    t->unk_score = lo - 10.0f; /* SentencePiece's unknown-piece penalty */
     for (int i = 0; i < t->n; i++) {
         if (t->type[i] == SKS__PT_USER && t->plen[i] > 0 && !t->byte_level) {
             int rc = push_list(&t->atomic, &t->n_atomic, i);
@@ -484,9 +490,75 @@ static int emit_unknown(const sks_tokenizer *t, const unsigned char *bytes, size
     return sks_fail(SKS_EUNSUPPORTED, "tokenizer: text has a character with no piece, no byte piece and no unk");
 }
 
+/* ---- unigram ------------------------------------------------------------------------ */
+
+/* SentencePiece unigram: the segmentation of the symbols s[0..n) (characters and frozen
+ * user pieces) that maximizes the sum of piece scores (log probabilities), by Viterbi:
+ *   best[m] = max over pieces p = s[k..m) of best[k] + score(p),
+ * where a lone character that is no piece costs unk_score. Rewrites s into the chain of
+ * the winning pieces (id -1 for unknown characters). */
+static int unigram_segment(const sks_tokenizer *t, const char *txt, bpe_sym *s, int n) {
+    double *best = sks_malloc_n((size_t)n + 1, sizeof *best);
+    int *from = sks_malloc_n((size_t)n + 1, sizeof *from);
+    int32_t *bid = sks_malloc_n((size_t)n + 1, sizeof *bid);
+    int *seg = sks_malloc_n((size_t)n + 1, sizeof *seg);
+    if (!best || !from || !bid || !seg) {
+        free(best);
+        free(from);
+        free(bid);
+        free(seg);
+        return sks_fail(SKS_ENOMEM, "tokenizer: out of memory");
+    }
+    for (int m = 0; m <= n; m++) {
+        best[m] = -1e300;
+        from[m] = -1;
+        bid[m] = -1;
+    }
+    best[0] = 0;
+    for (int k = 0; k < n; k++) {
+        if (from[k] < 0 && k > 0) continue; /* unreachable: cannot happen, every char relaxes */
+        if (s[k].frozen) {
+            double c = best[k] + t->score[s[k].id];
+            if (c > best[k + 1]) best[k + 1] = c, from[k + 1] = k, bid[k + 1] = s[k].id;
+            continue;
+        }
+        size_t bytes = 0;
+        int single = 0;
+        for (int m = k; m < n && !s[m].frozen; m++) {
+            bytes += s[m].len;
+            if (bytes > t->max_plen) break;
+            int id = sks__tok_lookup(t, txt + s[k].start, bytes);
+            if (id < 0 || (t->type[id] != SKS__PT_NORMAL && t->type[id] != SKS__PT_USER)) continue;
+            if (m == k) single = 1;
+            double c = best[k] + t->score[id];
+            if (c > best[m + 1]) best[m + 1] = c, from[m + 1] = k, bid[m + 1] = id;
+        }
+        if (!single) {
+            double c = best[k] + t->unk_score;
+            if (c > best[k + 1]) best[k + 1] = c, from[k + 1] = k, bid[k + 1] = -1;
+        }
+    }
+    /* backtrack: segment ends, last first */
+    int ns = 0;
+    for (int m = n; m > 0; m = from[m]) seg[ns++] = m;
+    for (int j = ns - 1, a = 0; j >= 0; j--) {
+        int e = seg[j];
+        size_t end = s[e - 1].start + s[e - 1].len;
+        s[a].len = (uint32_t)(end - s[a].start);
+        s[a].id = bid[e];
+        s[a].next = e < n ? e : -1;
+        a = e;
+    }
+    free(best);
+    free(from);
+    free(bid);
+    free(seg);
+    return 0;
+}
+
 /* ---- SentencePiece-style segment ---------------------------------------------------- */
 
-static int encode_spm_segment(const sks_tokenizer *t, const char *seg, size_t len, id_vec *v) {
+static int encode_spm_segment(const sks_tokenizer *t, const char *seg, size_t len, int at_start, id_vec *v) {
     /* normalize: optional whitespace cleanup, dummy prefix, ' ' -> space piece */
     size_t b0 = 0, b1 = len;
     if (t->remove_extra_ws) {
@@ -504,7 +576,7 @@ static int encode_spm_segment(const sks_tokenizer *t, const char *seg, size_t le
         return sks_fail(SKS_ENOMEM, "tokenizer: out of memory");
     }
     size_t o = 0;
-    if (t->add_dummy_prefix) {
+    if (t->add_dummy_prefix == 1 || (t->add_dummy_prefix == 2 && at_start)) {
         memcpy(txt, t->space, sl);
         o = sl;
     }
@@ -551,7 +623,7 @@ static int encode_spm_segment(const sks_tokenizer *t, const char *seg, size_t le
         i += y->len;
         n++;
     }
-    int rc = bpe_merge(t, txt, s, n);
+    int rc = t->unigram ? unigram_segment(t, txt, s, n) : bpe_merge(t, txt, s, n);
     for (int i = 0; !rc && i >= 0 && n > 0; i = s[i].next) {
         if (s[i].id >= 0) rc = emit(v, s[i].id);
         else rc = emit_unknown(t, (const unsigned char *)txt + s[i].start, s[i].len, v);
@@ -735,8 +807,8 @@ static int encode_bytelevel_segment(const sks_tokenizer *t, const char *seg, siz
     return rc;
 }
 
-static int encode_segment(const sks_tokenizer *t, const char *seg, size_t len, id_vec *v) {
-    return t->byte_level ? encode_bytelevel_segment(t, seg, len, v) : encode_spm_segment(t, seg, len, v);
+static int encode_segment(const sks_tokenizer *t, const char *seg, size_t len, int at_start, id_vec *v) {
+    return t->byte_level ? encode_bytelevel_segment(t, seg, len, v) : encode_spm_segment(t, seg, len, at_start, v);
 }
 
 int sks_tokenizer_encode(const sks_tokenizer *t, const char *text, int add_bos, int32_t **ids, int *n) {
@@ -765,12 +837,12 @@ int sks_tokenizer_encode(const sks_tokenizer *t, const char *text, int add_bos, 
             i++;
             continue;
         }
-        rc = encode_segment(t, text + seg0, i - seg0, &v);
+        rc = encode_segment(t, text + seg0, i - seg0, seg0 == 0, &v);
         if (!rc) rc = emit(&v, best_id);
         i += best;
         seg0 = i;
     }
-    if (!rc) rc = encode_segment(t, text + seg0, len - seg0, &v);
+    if (!rc) rc = encode_segment(t, text + seg0, len - seg0, seg0 == 0, &v);
     if (!rc && v.n > (size_t)INT32_MAX) rc = sks_fail(SKS_EOVERFLOW, "tokenizer: too many tokens");
     if (rc) {
         free(v.ids);

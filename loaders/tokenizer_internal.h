@@ -40,7 +40,11 @@ struct sks_tokenizer {
     int split;             /* SKS__SPLIT_* (byte-level only) */
     int add_prefix_space;  /* byte-level: prepend ' ' to each segment not starting with one */
     int ignore_merges;     /* byte-level: a whole word that is a piece is emitted as is */
-    int add_dummy_prefix;  /* SentencePiece: prepend the space piece to each segment */
+    int unigram;           /* 1: SentencePiece unigram (Viterbi over piece scores), not BPE */
+    float unk_score;       /* unigram: score of an unknown character (lowest score - 10) */
+    uint32_t max_plen;     /* longest piece in bytes */
+    int add_dummy_prefix;  /* SentencePiece: prepend the space piece; 1 to every segment,
+                            * 2 only to the one at the start of the text (Metaspace "first") */
     int remove_extra_ws;   /* SentencePiece: strip and collapse runs of ' ' */
     int byte_fallback;     /* unknown symbols become <0xAB> pieces (else unk) */
     char space[8];         /* what ' ' becomes: U+2581 (SentencePiece) or " " (llama2.c) */

@@ -6,6 +6,7 @@
  *   added_tokens         [{id, content, special}], matched verbatim before the model
  *   pre_tokenizer        ByteLevel (GPT-2 split unless use_regex false), Split(regex) in a
  *                        Sequence (recognised as the Llama 3 / Qwen 2 split), Metaspace
+ *                        (prepend_scheme always / first / never)
  *   normalizer           Prepend "▁" (dummy prefix), Replace " " -> "▁"
  *   post_processor       TemplateProcessing: a special token before $A is BOS
  * Byte-level when a ByteLevel pre-tokenizer or decoder is present, else
@@ -76,7 +77,8 @@ static int setup_algorithm(sks_tokenizer *t, json_t *root, json_t *model) {
         } else if (strcmp(ty, "Metaspace") == 0) {
             metaspace = 1;
             const char *scheme = json_str(items[i], "prepend_scheme");
-            prefix = scheme ? strcmp(scheme, "never") != 0 : json_flag(items[i], "add_prefix_space", 1);
+            prefix = scheme ? (strcmp(scheme, "never") == 0 ? 0 : strcmp(scheme, "first") == 0 ? 2 : 1)
+                            : json_flag(items[i], "add_prefix_space", 1);
         }
     }
     json_t *dec = json_object_get(root, "decoder");
@@ -97,9 +99,11 @@ static int setup_algorithm(sks_tokenizer *t, json_t *root, json_t *model) {
             if (from && to && strcmp(from, " ") == 0 && strcmp(to, "\xe2\x96\x81") == 0) replace = 1;
         }
     }
-    t->use_merges = 1;
+    int unigram = strcmp(obj_type(model), "Unigram") == 0;
+    t->unigram = unigram;
+    t->use_merges = !unigram;
     t->ignore_merges = json_flag(model, "ignore_merges", 0);
-    if (byte_level) {
+    if (byte_level && !unigram) {
         t->kind = "hf-bytelevel";
         t->byte_level = 1;
         t->split = split;
@@ -107,7 +111,7 @@ static int setup_algorithm(sks_tokenizer *t, json_t *root, json_t *model) {
         t->byte_fallback = 0;
         t->add_dummy_prefix = 0;
     } else {
-        t->kind = "hf-bpe";
+        t->kind = unigram ? "hf-unigram" : "hf-bpe";
         t->byte_fallback = json_flag(model, "byte_fallback", 0);
         t->add_dummy_prefix = prefix;
         if (!metaspace && !replace) memcpy(t->space, " ", 2);
@@ -132,26 +136,36 @@ int sks__tok_read_hf_json(const char *buf, size_t len, const char *name, sks_tok
         rc = sks_fail(SKS_EFORMAT, "%s: model: missing (not a tokenizer.json?)", name);
         goto done;
     }
-    if (mtype ? strcmp(mtype, "BPE") != 0 : !json_is_array(merges)) {
-        rc = sks_fail(SKS_EUNSUPPORTED, "%s: model.type \"%s\": only BPE is supported", name, mtype ? mtype : "?");
+    int unigram = mtype && strcmp(mtype, "Unigram") == 0;
+    if (!unigram && (mtype ? strcmp(mtype, "BPE") != 0 : !json_is_array(merges))) {
+        rc = sks_fail(SKS_EUNSUPPORTED, "%s: model.type \"%s\": only BPE and Unigram are supported", name,
+                      mtype ? mtype : "?");
         goto done;
     }
-    if (!json_is_object(vocab) || !json_is_array(merges)) {
-        rc = sks_fail(SKS_EFORMAT, "%s: model.vocab must be an object and model.merges an array", name);
+    if (unigram ? !json_is_array(vocab) : !json_is_object(vocab) || !json_is_array(merges)) {
+        rc = sks_fail(SKS_EFORMAT, "%s: model.vocab must be %s", name,
+                      unigram ? "an array of [piece, score] (Unigram)" : "an object and model.merges an array (BPE)");
         goto done;
     }
     /* the vocabulary size is the largest id + 1 over vocab and added tokens */
-    json_int_t maxid = -1;
+    json_int_t maxid = unigram ? (json_int_t)json_array_size(vocab) - 1 : -1;
     const char *key;
     json_t *val;
-    json_object_foreach(vocab, key, val) {
+    size_t i;
+    json_array_foreach(unigram ? vocab : NULL, i, val) {
+        if (!json_is_array(val) || json_array_size(val) != 2 || !json_is_string(json_array_get(val, 0)) ||
+            !json_is_number(json_array_get(val, 1)) || i >= (1 << 26)) {
+            rc = sks_fail(SKS_EFORMAT, "%s: model.vocab[%zu]: want [piece, score]", name, i);
+            goto done;
+        }
+    }
+    json_object_foreach(unigram ? NULL : vocab, key, val) {
         if (!json_is_integer(val) || json_integer_value(val) < 0 || json_integer_value(val) >= (1 << 26)) {
             rc = sks_fail(SKS_EFORMAT, "%s: model.vocab[\"%.40s\"]: id must be an integer in [0, 2^26)", name, key);
             goto done;
         }
         if (json_integer_value(val) > maxid) maxid = json_integer_value(val);
     }
-    size_t i;
     json_array_foreach(added, i, val) {
         json_t *id = json_object_get(val, "id");
         if (!json_is_integer(id) || json_integer_value(id) < 0 || json_integer_value(id) >= (1 << 26) ||
@@ -169,7 +183,18 @@ int sks__tok_read_hf_json(const char *buf, size_t len, const char *name, sks_tok
     rc = sks__tok_new("hf-bpe", (int)maxid + 1, &t);
     if (rc) goto done;
     int byte_fallback = json_flag(model, "byte_fallback", 0);
-    json_object_foreach(vocab, key, val) {
+    json_array_foreach(unigram ? vocab : NULL, i, val) {
+        const char *pc = json_string_value(json_array_get(val, 0));
+        size_t kl = strlen(pc);
+        int type = SKS__PT_NORMAL;
+        if (byte_fallback && kl == 6 && memcmp(pc, "<0x", 3) == 0 && pc[5] == '>') type = SKS__PT_BYTE;
+        rc = sks__tok_set_piece(t, (int)i, pc, kl, (float)json_number_value(json_array_get(val, 1)), type);
+        if (rc) {
+            rc = sks_fail(rc, "%s: model.vocab[%zu]: %s", name, i, sks_last_error());
+            goto done;
+        }
+    }
+    json_object_foreach(unigram ? NULL : vocab, key, val) {
         size_t kl = strlen(key);
         int type = SKS__PT_NORMAL;
         if (byte_fallback && kl == 6 && memcmp(key, "<0x", 3) == 0 && key[5] == '>') type = SKS__PT_BYTE;
@@ -205,7 +230,10 @@ int sks__tok_read_hf_json(const char *buf, size_t len, const char *name, sks_tok
         t->verbatim[t->n_verbatim++] = id;
     }
     const char *unk = json_str(model, "unk_token");
+    json_t *unk_id = json_object_get(model, "unk_id");
     if (unk) t->unk = sks__tok_lookup(t, unk, strlen(unk));
+    else if (json_is_integer(unk_id) && json_integer_value(unk_id) >= 0 && json_integer_value(unk_id) < t->n)
+        t->unk = (int)json_integer_value(unk_id);
     if (t->unk >= 0) t->type[t->unk] = SKS__PT_UNKNOWN; /* decodes as its piece, never merged into */
     /* BOS: the special token that TemplateProcessing puts before $A; else by name */
     json_t *pp = json_object_get(root, "post_processor");
@@ -223,6 +251,7 @@ int sks__tok_read_hf_json(const char *buf, size_t len, const char *name, sks_tok
     static const char *const eos_names[] = {"</s>", "<|end_of_text|>", "<|endoftext|>", "<eos>", "<|im_end|>", NULL};
     if (t->bos < 0) t->bos = find_first(t, bos_names);
     t->eos = find_first(t, eos_names);
+    if (unigram) goto done;
     /* merges, rank = position */
     rc = sks__tok_merges_reserve(t, json_array_size(merges));
     if (rc) goto done;

@@ -10,7 +10,7 @@
  *   ModelProto      1 pieces (repeated SentencePiece), 2 trainer_spec, 3 normalizer_spec
  *   SentencePiece   1 piece (string), 2 score (float), 3 type (enum, default NORMAL=1:
  *                   1 normal, 2 unknown, 3 control, 4 user defined, 5 unused, 6 byte)
- *   TrainerSpec     3 model_type (1 unigram (default), 2 bpe, 3 word, 4 char),
+ *   TrainerSpec     3 model_type (1 unigram (default), 2 bpe, 3 word, 4 char; 1 and 2 read),
  *                   24 treat_whitespace_as_suffix, 35 byte_fallback,
  *                   40 unk_id (default 0), 41 bos_id (1), 42 eos_id (2), 43 pad_id (-1)
  *   NormalizerSpec  1 name, 2 precompiled_charsmap, 3 add_dummy_prefix (default true),
@@ -298,16 +298,16 @@ int sks__tok_read_spm(const uint8_t *buf, size_t len, const char *name, sks_toke
     if (rc) return rc;
     if (r < 0) return sks_fail(SKS_EFORMAT, "%s: ModelProto: %s", name, what);
     if (n == 0) return sks_fail(SKS_EFORMAT, "%s: ModelProto: no pieces (not a SentencePiece model?)", name);
-    if (sp.model_type != 2)
-        return sks_fail(SKS_EUNSUPPORTED, "%s: trainer_spec.model_type %d: only BPE (2) is supported", name,
-                        sp.model_type);
+    if (sp.model_type != 1 && sp.model_type != 2)
+        return sks_fail(SKS_EUNSUPPORTED, "%s: trainer_spec.model_type %d: only unigram (1) and BPE (2) are supported",
+                        name, sp.model_type);
     if (sp.ws_suffix)
         return sks_fail(SKS_EUNSUPPORTED, "%s: trainer_spec.treat_whitespace_as_suffix is not supported", name);
     if (sp.charsmap_len > 0)
         sks_log(SKS_LOG_WARN, "%s: %s: precompiled normalization map ignored (text is not NFKC-normalized)",
                 __func__, name);
     sks_tokenizer *t;
-    rc = sks__tok_new("sentencepiece", (int)n, &t);
+    rc = sks__tok_new(sp.model_type == 1 ? "sentencepiece-unigram" : "sentencepiece", (int)n, &t);
     if (rc) return rc;
     b.p = buf;
     int id = 0;
@@ -317,6 +317,7 @@ int sks__tok_read_spm(const uint8_t *buf, size_t len, const char *name, sks_toke
         t->unk = sp.unk >= 0 && sp.unk < n ? (int)sp.unk : -1;
         t->bos = sp.bos >= 0 && sp.bos < n ? (int)sp.bos : -1;
         t->eos = sp.eos >= 0 && sp.eos < n ? (int)sp.eos : -1;
+        t->unigram = sp.model_type == 1;
         t->byte_fallback = sp.byte_fallback;
         t->add_dummy_prefix = sp.add_dummy_prefix;
         t->remove_extra_ws = sp.remove_extra_ws;

@@ -307,6 +307,12 @@ typedef struct {
     size_t n, cap;
 } gbuf;
 
+typedef struct {
+    const char *piece;
+    float score;
+    int type;
+} unigram_piece_t;
+
 static void gput(gbuf *g, const void *p, size_t l) {
     if (g->n + l > g->cap) {
         g->cap = (g->n + l) * 2;
@@ -637,6 +643,101 @@ static void test_bytelevel_splits(void **state) {
     free(dir);
 }
 
+/* ---- unigram, hand-checked ---------------------------------------------------------- */
+
+/* Pieces (score = log probability): 0 <unk>, 1 "▁" -1, 2 "a" -2, 3 "b" -2, 4 "ab" -1,
+ * 5 "▁ab" -2.5, 6 "▁a" -1.5, 7 "c" -3.
+ * "ab abc" -> "▁ab▁abc". Best path (Viterbi, sum of scores):
+ *   "▁ab":  ▁ + ab = -2.0 beats ▁ab = -2.5, ▁a + b = -3.5, ▁ + a + b = -5
+ *   "▁abc": ▁ + ab + c = -5.0 beats ▁ab + c = -5.5, ▁a + b + c = -6.5
+ *   => [1, 4, 1, 4, 7]   (a greedy longest match would take ▁ab = 5)
+ * "abd": ▁ + ab, then "d" is no piece: unk (0)  => [1, 4, 0] */
+static const unigram_piece_t UNIGRAM_PIECES[] = {{"<unk>", 0, 2}, {"\xe2\x96\x81", -1, 1}, {"a", -2, 1},
+                                                 {"b", -2, 1}, {"ab", -1, 1}, {"\xe2\x96\x81" "ab", -2.5f, 1},
+                                                 {"\xe2\x96\x81" "a", -1.5f, 1}, {"c", -3, 1}};
+
+static void pb_varint(gbuf *g, uint64_t v) {
+    do {
+        unsigned char c = (unsigned char)(v & 0x7f);
+        v >>= 7;
+        if (v) c |= 0x80;
+        gput(g, &c, 1);
+    } while (v);
+}
+static void pb_msg(gbuf *g, int field, const gbuf *m) {
+    pb_varint(g, (uint64_t)field << 3 | 2);
+    pb_varint(g, m->n);
+    gput(g, m->b, m->n);
+}
+static void pb_int(gbuf *g, int field, int64_t v) {
+    pb_varint(g, (uint64_t)field << 3);
+    pb_varint(g, (uint64_t)v); /* proto int32: negatives as 10-byte varints */
+}
+
+static void check_unigram(const sks_tokenizer *t, const char *spaced) {
+    const int32_t want1[] = {1, 4, 1, 4, 7}, want2[] = {1, 4, 0};
+    int32_t *ids;
+    int n;
+    assert_int_equal(sks_tokenizer_encode(t, spaced, 1, &ids, &n), 0);
+    assert_ids_equal(ids, n, want1, 5);
+    free(ids);
+    assert_int_equal(sks_tokenizer_encode(t, "abd", 0, &ids, &n), 0);
+    assert_ids_equal(ids, n, want2, 3);
+    free(ids);
+}
+
+static void test_unigram(void **state) {
+    (void)state;
+    char *dir = sks_test_tmpdir(), path[512];
+    /* tokenizer.json, Unigram model, Metaspace pre-tokenizer */
+    json_t *vocab = json_array();
+    for (int i = 0; i < 8; i++)
+        json_array_append_new(vocab, json_pack("[s, f]", UNIGRAM_PIECES[i].piece, (double)UNIGRAM_PIECES[i].score));
+    json_t *root = json_pack("{s:[], s:{s:s, s:s, s:s}, s:{s:s, s:o, s:i}}", "added_tokens", "pre_tokenizer",
+                             "type", "Metaspace", "replacement", "\xe2\x96\x81", "prepend_scheme", "always", "model",
+                             "type", "Unigram", "vocab", vocab, "unk_id", 0);
+    assert_non_null(root);
+    snprintf(path, sizeof path, "%s/unigram.json", dir);
+    assert_int_equal(json_dump_file(root, path, 0), 0);
+    json_decref(root);
+    sks_tokenizer *t;
+    assert_int_equal(sks_tokenizer_open(path, &t), 0);
+    assert_string_equal(sks_tokenizer_kind(t), "hf-unigram");
+    check_unigram(t, "ab abc");
+    sks_tokenizer_free(t);
+
+    /* the same as a SentencePiece ModelProto: model_type 1 (unigram), no BOS/EOS (-1),
+     * default normalizer (dummy prefix, extra whitespace removed) */
+    gbuf g = {0}, m = {0}, ts = {0};
+    for (int i = 0; i < 8; i++) {
+        m.n = 0;
+        pb_varint(&m, 1 << 3 | 2);
+        pb_varint(&m, strlen(UNIGRAM_PIECES[i].piece));
+        gput(&m, UNIGRAM_PIECES[i].piece, strlen(UNIGRAM_PIECES[i].piece));
+        pb_varint(&m, 2 << 3 | 5);
+        gput(&m, &UNIGRAM_PIECES[i].score, 4);
+        pb_int(&m, 3, UNIGRAM_PIECES[i].type);
+        pb_msg(&g, 1, &m);
+    }
+    pb_int(&ts, 3, 1);
+    pb_int(&ts, 40, 0);
+    pb_int(&ts, 41, -1);
+    pb_int(&ts, 42, -1);
+    pb_msg(&g, 2, &ts);
+    snprintf(path, sizeof path, "%s/unigram.model", dir);
+    write_file(path, g.b, g.n);
+    assert_int_equal(sks_tokenizer_open(path, &t), 0);
+    assert_string_equal(sks_tokenizer_kind(t), "sentencepiece-unigram");
+    assert_int_equal(sks_tokenizer_bos(t), -1);
+    assert_int_equal(sks_tokenizer_eos(t), -1);
+    check_unigram(t, "  ab   abc "); /* remove_extra_whitespaces: the same text */
+    sks_tokenizer_free(t);
+    free(g.b);
+    free(m.b);
+    free(ts.b);
+    free(dir);
+}
+
 /* ---- hostile files -------------------------------------------------------------------- */
 
 static void test_hostile(void **state) {
@@ -718,6 +819,7 @@ int main(void) {
         cmocka_unit_test(test_search_rules),
         cmocka_unit_test(test_hf_json),
         cmocka_unit_test(test_bytelevel_splits),
+        cmocka_unit_test(test_unigram),
         cmocka_unit_test(test_hostile),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
