@@ -615,7 +615,10 @@ int sks_spikes_layer(sks_spikes *s, int layer, const int *ch, const int *src, co
         if (!rc) rc = sks_quadform_frobenius(&q, out->frobenius);
     }
     if (rc) goto fail;
-    out->flops_screen = 10.0 * (double)s->f * s->f * d;
+    /* GEMM flops of the screen: the f64 path forms the full f x f blocks, the f32 one
+     * (sks_quadform_frobenius) only the upper block triangle. */
+    out->flops_screen = s->prec == SKS_SPK_PREC_F64 ? 10.0 * (double)s->f * s->f * d
+                                                    : sks_quadform_frobenius_flops(d, s->f, 0);
     out->seconds_screen = sks_now() - t0;
     sks_progress("spikes: screen", 1, 1);
 
