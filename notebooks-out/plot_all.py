@@ -45,7 +45,10 @@ def _model_tag(res):
     for k in ("trace", "sinks", "spikes", "vocab"):
         m = R.get(res.get(k), "model")
         if isinstance(m, dict):
-            name = os.path.basename(str(m.get("path", "")).rstrip("/")) or m.get("family", "model")
+            parts = [q for q in str(m.get("path", "")).rstrip("/").split("/") if q]
+            name = parts[-1] if parts else m.get("family", "model")
+            if len(parts) > 1 and (len(name) < 6 or name.lower() in ("model", "models", "hf", "weights")):
+                name = parts[-2] + "/" + name  # "trained-llama/model" says more than "model"
             return "%s (%s, %s layers, %s heads, d=%s)" % (name, m.get("family", "?"), m.get("n_layers", "?"),
                                                          m.get("n_heads", "?"), m.get("d_model", "?"))
     return ""
@@ -518,7 +521,11 @@ def fig_delimiters(res, path, n_top=25):
     ax.set_yticks(y)
     ax.set_yticklabels(labels, fontsize=8, family="monospace")
     ax.axvline(1.0, color="0.4", ls="--", lw=1, label="median token (= 1)")
-    ax.set_xlabel("||n_v|| / median_v ||n_v||,  n_v = gamma_attn[0] * e_v / rms(e_v)")
+    vmax = float(np.nanmax(vals[:k])) if k else 1.0
+    left = max(0.0, 1.0 - 1.5 * (vmax - 1.0))  # zoom when every ratio is close to 1
+    ax.set_xlim(left, vmax + 0.08 * (vmax - left))
+    ax.set_xlabel("||n_v|| / median_v ||n_v||,  n_v = gamma_attn[0] * e_v / rms(e_v)%s"
+                  % ("\n(axis starts at %.3g)" % left if left > 0 else ""))
     ax.set_title("Top %d tokens by post-norm embedding size" % k)
     ax.legend(loc="lower right", frameon=False)
     if full is not None and full.size > k:
