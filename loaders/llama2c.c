@@ -30,8 +30,9 @@ int sks__llama2c_parse(const void *buf, size_t len, const char *path, sks_arch *
         return sks_fail(SKS_EUNSUPPORTED, "%s: llama2.c export version %d is not supported (legacy v0 only)", path, h[1]);
     static const char *const field[7] = {"dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "seq_len"};
     for (int i = 0; i < 7; i++) {
-        int32_t v = i == 5 ? (h[i] < 0 ? -h[i] : h[i]) : h[i];
-        if (v <= 0 || (i == 5 && h[i] == INT32_MIN))
+        /* vocab_size may be negative (untied classifier), but not 0 or INT32_MIN */
+        int64_t v = i == 5 ? (h[i] < 0 ? -(int64_t)h[i] : h[i]) : h[i];
+        if (v <= 0 || v > INT32_MAX)
             return sks_fail(SKS_EFORMAT, "%s: header field %s = %d is not positive (not a llama2.c v0 checkpoint?)", path,
                             field[i], h[i]);
     }

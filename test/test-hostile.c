@@ -1,0 +1,821 @@
+/* test-hostile.c - malformed files in all three formats: each must fail with its
+ * specific error code and a message naming the file and the problem, never crash.
+ * Files are generated in a temporary directory; a valid file from the same builders is
+ * loaded first in each group so that every rejection is caused by the one defect
+ * planted. Runs under ASan+UBSan in CI.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "sks_test.h"
+#include "loaders/formats_internal.h"
+#include "loaders/sks_gguf.h"
+#include "loaders/sks_model.h"
+
+static char *g_dir;
+static int g_seq;
+
+/* ---- small helpers ------------------------------------------------------------------ */
+
+typedef struct {
+    unsigned char *p;
+    size_t n, cap;
+} buf;
+
+static void put(buf *b, const void *x, size_t n) {
+    if (b->n + n > b->cap) {
+        b->cap = (b->n + n) * 2 + 64;
+        b->p = realloc(b->p, b->cap);
+        assert_non_null(b->p);
+    }
+    if (n) memcpy(b->p + b->n, x, n);
+    b->n += n;
+}
+static void put_u32(buf *b, uint32_t v) { put(b, &v, 4); }
+static void put_u64(buf *b, uint64_t v) { put(b, &v, 8); }
+static void put_str(buf *b, const char *s) {
+    put_u64(b, strlen(s));
+    put(b, s, strlen(s));
+}
+static void pad_to(buf *b, size_t align) {
+    while (b->n % align) put(b, "", 1);
+}
+
+/* A fresh sub-directory for one case. */
+static const char *case_dir(void) {
+    static char d[4200];
+    snprintf(d, sizeof d, "%s/c%03d", g_dir, g_seq++);
+    assert_int_equal(mkdir(d, 0700), 0);
+    return d;
+}
+
+static void write_file(const char *dir, const char *name, const void *p, size_t n) {
+    char path[4400];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    if (n) assert_int_equal(fwrite(p, 1, n, f), n);
+    fclose(f);
+}
+
+/* Open dir/name (or dir itself when name is NULL) and check the outcome. */
+static void expect_open(const char *dir, const char *name, int code, const char *substr) {
+    char path[4400];
+    if (name) snprintf(path, sizeof path, "%s/%s", dir, name);
+    else snprintf(path, sizeof path, "%s", dir);
+    sks_model *m = NULL;
+    int rc = sks_model_open(path, &m);
+    if (rc != code || (substr && !strstr(sks_last_error(), substr)))
+        fprintf(stderr, "case %s: got %s (%s), want %s containing '%s'\n", path, sks_err_name(rc), sks_last_error(),
+                sks_err_name(code), substr ? substr : "");
+    assert_int_equal(rc, code);
+    if (code) {
+        assert_null(m);
+        if (substr) assert_non_null(strstr(sks_last_error(), substr));
+        /* the message names the file or directory at fault */
+        assert_non_null(strstr(sks_last_error(), dir));
+    } else {
+        assert_non_null(m);
+        sks_model_close(m);
+    }
+}
+
+/* ---- safetensors ---------------------------------------------------------------------- */
+
+/* Tiny Llama: L 1, d 8, f 16, H 2 x 4, V 16, tied. */
+static const char *k_config =
+    "{\"architectures\":[\"LlamaForCausalLM\"],\"hidden_size\":8,\"intermediate_size\":16,"
+    "\"num_hidden_layers\":1,\"num_attention_heads\":2,\"num_key_value_heads\":2,\"vocab_size\":16,"
+    "\"rms_norm_eps\":1e-5,\"rope_theta\":10000.0,\"tie_word_embeddings\":true}";
+
+static const struct {
+    const char *name;
+    int r, c; /* c == 0: 1-D */
+} k_st_tensors[] = {
+    {"model.embed_tokens.weight", 16, 8},
+    {"model.norm.weight", 8, 0},
+    {"model.layers.0.input_layernorm.weight", 8, 0},
+    {"model.layers.0.post_attention_layernorm.weight", 8, 0},
+    {"model.layers.0.self_attn.q_proj.weight", 8, 8},
+    {"model.layers.0.self_attn.k_proj.weight", 8, 8},
+    {"model.layers.0.self_attn.v_proj.weight", 8, 8},
+    {"model.layers.0.self_attn.o_proj.weight", 8, 8},
+    {"model.layers.0.mlp.gate_proj.weight", 16, 8},
+    {"model.layers.0.mlp.up_proj.weight", 16, 8},
+    {"model.layers.0.mlp.down_proj.weight", 8, 16},
+};
+#define N_ST (sizeof k_st_tensors / sizeof k_st_tensors[0])
+
+/* Write a safetensors file: header text padded with spaces to a multiple of 8 (unless
+ * raw), then data_len zero bytes. */
+static void write_st(const char *dir, const char *name, const char *header, size_t data_len, int raw) {
+    buf b = {0};
+    size_t hl = strlen(header), padded = raw ? hl : (hl + 7) / 8 * 8;
+    put_u64(&b, padded);
+    put(&b, header, hl);
+    while (b.n < 8 + padded) put(&b, " ", 1);
+    for (size_t i = 0; i < data_len; i++) put(&b, "", 1);
+    write_file(dir, name, b.p, b.n);
+    free(b.p);
+}
+
+/* Header of the tiny model with optional replacements: tensor `bad` gets shape
+ * (br, bc) and renamed to `rename` when given; `dtype` for every tensor. Returns data size. */
+static size_t st_model_header(char *out, size_t cap, int bad, int br, int bc, const char *rename, const char *dtype,
+                              int skip) {
+    size_t n = 0, off = 0;
+    n += (size_t)snprintf(out + n, cap - n, "{\"__metadata__\":{\"format\":\"pt\"}");
+    for (size_t i = 0; i < N_ST; i++) {
+        if ((int)i == skip) continue;
+        int r = k_st_tensors[i].r, c = k_st_tensors[i].c;
+        const char *nm = k_st_tensors[i].name;
+        if ((int)i == bad) {
+            r = br;
+            c = bc;
+            if (rename) nm = rename;
+        }
+        size_t nb = (size_t)r * (size_t)(c ? c : 1) * 4;
+        char shape[64];
+        if (c) snprintf(shape, sizeof shape, "[%d,%d]", r, c);
+        else snprintf(shape, sizeof shape, "[%d]", r);
+        n += (size_t)snprintf(out + n, cap - n, ",\"%s\":{\"dtype\":\"%s\",\"shape\":%s,\"data_offsets\":[%zu,%zu]}", nm,
+                              (int)i == bad && dtype ? dtype : "F32", shape, off, off + nb);
+        off += nb;
+    }
+    n += (size_t)snprintf(out + n, cap - n, "}");
+    return off;
+}
+
+static const char *st_model_dir(int bad, int br, int bc, const char *rename, const char *dtype, const char *config) {
+    const char *d = case_dir();
+    char h[8192];
+    size_t data = st_model_header(h, sizeof h, bad, br, bc, rename, dtype, -1);
+    write_st(d, "model.safetensors", h, data, 0);
+    if (config) write_file(d, "config.json", config, strlen(config));
+    return d;
+}
+
+static void test_st_valid_control(void **state) {
+    (void)state;
+    const char *d = st_model_dir(-1, 0, 0, NULL, NULL, k_config);
+    expect_open(d, NULL, 0, NULL);
+    expect_open(d, "model.safetensors", 0, NULL); /* single file, config beside it */
+}
+
+static void test_st_header_structure(void **state) {
+    (void)state;
+    const char *d = case_dir();
+    write_file(d, "config.json", k_config, strlen(k_config));
+    /* 1. truncated: fewer than 8 bytes */
+    write_file(d, "a.safetensors", "\x10\0\0", 3);
+    expect_open(d, "a.safetensors", SKS_EFORMAT, "too short");
+    /* 2. header length past the end */
+    buf b = {0};
+    put_u64(&b, 1000);
+    put(&b, "{}", 2);
+    write_file(d, "b.safetensors", b.p, b.n);
+    expect_open(d, "b.safetensors", SKS_EBOUNDS, "runs past the end");
+    /* 3. header length near 2^64 (no wrap-around in 8 + N) */
+    b.n = 0;
+    put_u64(&b, UINT64_MAX - 3);
+    put(&b, "{}", 2);
+    write_file(d, "c.safetensors", b.p, b.n);
+    expect_open(d, "c.safetensors", SKS_EBOUNDS, "header length");
+    free(b.p);
+    /* 4. invalid JSON */
+    write_st(d, "d.safetensors", "{\"x\": {\"dtype\": \"F32\", ", 0, 0);
+    expect_open(d, "d.safetensors", SKS_EFORMAT, "not valid JSON");
+    /* 5. deeply nested JSON: rejected by the depth guard before jansson sees it */
+    char *deep = malloc(20002);
+    deep[0] = '{';
+    memcpy(deep + 1, "\"a\":", 4);
+    for (int i = 5; i < 20000; i++) deep[i] = '[';
+    deep[20000] = 0;
+    write_st(d, "e.safetensors", deep, 0, 0);
+    free(deep);
+    expect_open(d, "e.safetensors", SKS_EFORMAT, "nested deeper");
+    /* 6. header that is JSON but not an object */
+    write_st(d, "f.safetensors", "[1, 2, 3]", 0, 0);
+    expect_open(d, "f.safetensors", SKS_EFORMAT, "JSON object");
+    /* 7. tensor entry without data_offsets */
+    write_st(d, "g.safetensors", "{\"t\":{\"dtype\":\"F32\",\"shape\":[1]}}", 4, 0);
+    expect_open(d, "g.safetensors", SKS_EFORMAT, "data_offsets");
+}
+
+static void test_st_spans_and_shapes(void **state) {
+    (void)state;
+    const char *d = case_dir();
+    write_file(d, "config.json", k_config, strlen(k_config));
+    /* 8. offsets outside the data section */
+    write_st(d, "a.safetensors", "{\"t\":{\"dtype\":\"F32\",\"shape\":[4,4],\"data_offsets\":[0,64]}}", 16, 0);
+    expect_open(d, "a.safetensors", SKS_EBOUNDS, "outside the 16-byte data section");
+    /* 9. overlapping tensors */
+    write_st(d, "b.safetensors",
+             "{\"t\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]},"
+             "\"u\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[8,24]}}",
+             24, 0);
+    expect_open(d, "b.safetensors", SKS_EFORMAT, "overlap");
+    /* 9b. overlap hidden behind an empty tensor between the two */
+    write_st(d, "b2.safetensors",
+             "{\"t\":{\"dtype\":\"F32\",\"shape\":[8],\"data_offsets\":[0,32]},"
+             "\"z\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[4,4]},"
+             "\"u\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}",
+             32, 0);
+    expect_open(d, "b2.safetensors", SKS_EFORMAT, "overlap");
+    /* 10. byte span does not match shape x dtype */
+    write_st(d, "c.safetensors", "{\"t\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,12]}}", 16, 0);
+    expect_open(d, "c.safetensors", SKS_EFORMAT, "needs 16");
+    /* 11. negative dimension */
+    write_st(d, "e.safetensors", "{\"t\":{\"dtype\":\"F32\",\"shape\":[-1,4],\"data_offsets\":[0,16]}}", 16, 0);
+    expect_open(d, "e.safetensors", SKS_ESHAPE, "negative");
+    /* 12. huge dimensions whose product overflows 64 bits */
+    write_st(d, "f.safetensors",
+             "{\"t\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,16],\"data_offsets\":[0,16]}}", 16, 0);
+    expect_open(d, "f.safetensors", SKS_EOVERFLOW, "overflows");
+    /* 13. byte size overflows after the element count fits */
+    write_st(d, "f2.safetensors", "{\"t\":{\"dtype\":\"F64\",\"shape\":[4611686018427387904],\"data_offsets\":[0,16]}}",
+             16, 0);
+    expect_open(d, "f2.safetensors", SKS_EOVERFLOW, "overflows");
+    /* 14. unknown dtype */
+    write_st(d, "g.safetensors", "{\"t\":{\"dtype\":\"F7\",\"shape\":[4],\"data_offsets\":[0,16]}}", 16, 0);
+    expect_open(d, "g.safetensors", SKS_EDTYPE, "unknown dtype 'F7'");
+    /* 15. data misaligned for its element size (raw odd header length) */
+    write_st(d, "h.safetensors", "{\"t\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4, 1);
+    expect_open(d, "h.safetensors", SKS_EFORMAT, "not aligned");
+    /* 16. end before begin */
+    write_st(d, "i.safetensors", "{\"t\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[8,4]}}", 16, 0);
+    expect_open(d, "i.safetensors", SKS_EFORMAT, "end 4 < begin 8");
+    /* 17. more dimensions than any tensor has */
+    write_st(d, "j.safetensors",
+             "{\"t\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,4]}}", 4, 0);
+    expect_open(d, "j.safetensors", SKS_ESHAPE, "dimensions");
+}
+
+static void test_st_model_level(void **state) {
+    (void)state;
+    /* 18. a weight of a dtype the model view cannot convert */
+    const char *d = st_model_dir(4, 8, 8, NULL, "I32", k_config);
+    expect_open(d, NULL, SKS_EDTYPE, "dtype I32");
+    /* 19. config.json contradicts the tensors: q_proj is 8 x 4 */
+    d = st_model_dir(4, 8, 4, NULL, NULL, k_config);
+    expect_open(d, NULL, SKS_ECONFIG, "disagrees with the tensors");
+    /* 20. a layer the config does not have */
+    d = st_model_dir(9, 16, 8, "model.layers.3.mlp.up_proj.weight", NULL, k_config);
+    expect_open(d, NULL, SKS_ECONFIG, "layer 3");
+    /* 21. missing config.json */
+    d = st_model_dir(-1, 0, 0, NULL, NULL, NULL);
+    expect_open(d, NULL, SKS_ENOTFOUND, "config.json");
+    /* 22. config.json that is not JSON */
+    d = st_model_dir(-1, 0, 0, NULL, NULL, "{\"hidden_size\": 8,,}");
+    expect_open(d, NULL, SKS_EFORMAT, "invalid JSON");
+    /* 23. unsupported architecture: named in the message */
+    d = st_model_dir(-1, 0, 0, NULL, NULL, "{\"architectures\":[\"GPT2LMHeadModel\"],\"hidden_size\":8}");
+    expect_open(d, NULL, SKS_EUNSUPPORTED, "GPT2LMHeadModel");
+    /* 24. required key missing */
+    d = st_model_dir(-1, 0, 0, NULL, NULL,
+                     "{\"architectures\":[\"LlamaForCausalLM\"],\"intermediate_size\":16,\"num_hidden_layers\":1,"
+                     "\"num_attention_heads\":2,\"vocab_size\":16}");
+    expect_open(d, NULL, SKS_ENOTFOUND, "'hidden_size'");
+    /* 25. config value out of range / inconsistent: H not a multiple of H_kv */
+    d = st_model_dir(-1, 0, 0, NULL, NULL,
+                     "{\"model_type\":\"llama\",\"hidden_size\":8,\"intermediate_size\":16,\"num_hidden_layers\":1,"
+                     "\"num_attention_heads\":2,\"num_key_value_heads\":3,\"vocab_size\":16}");
+    expect_open(d, NULL, SKS_ECONFIG, "multiple");
+    /* 26. a required tensor missing entirely (config says more than the file has) */
+    d = case_dir();
+    char h[8192];
+    size_t data = st_model_header(h, sizeof h, -1, 0, 0, NULL, NULL, 10 /* no down_proj */);
+    write_st(d, "model.safetensors", h, data, 0);
+    write_file(d, "config.json", k_config, strlen(k_config));
+    expect_open(d, NULL, SKS_ECONFIG, "w_down");
+    /* 27. unsupported rope type */
+    d = st_model_dir(-1, 0, 0, NULL, NULL,
+                     "{\"model_type\":\"llama\",\"hidden_size\":8,\"intermediate_size\":16,\"num_hidden_layers\":1,"
+                     "\"num_attention_heads\":2,\"vocab_size\":16,\"rope_parameters\":{\"rope_theta\":1e4,"
+                     "\"rope_type\":\"yarn\",\"factor\":4}}");
+    expect_open(d, NULL, SKS_EUNSUPPORTED, "yarn");
+}
+
+static void test_st_sharded(void **state) {
+    (void)state;
+    /* valid control: the tiny model split over two shards */
+    const char *d = case_dir();
+    write_file(d, "config.json", k_config, strlen(k_config));
+    char h1[8192], h2[8192], idx[8192];
+    size_t n1 = 0, n2 = 0, o1 = 0, o2 = 0, ni = 0;
+    n1 += (size_t)snprintf(h1, sizeof h1, "{");
+    n2 += (size_t)snprintf(h2, sizeof h2, "{");
+    ni += (size_t)snprintf(idx, sizeof idx, "{\"metadata\":{},\"weight_map\":{");
+    for (size_t i = 0; i < N_ST; i++) {
+        int r = k_st_tensors[i].r, c = k_st_tensors[i].c;
+        size_t nb = (size_t)r * (size_t)(c ? c : 1) * 4;
+        char shape[64];
+        if (c) snprintf(shape, sizeof shape, "[%d,%d]", r, c);
+        else snprintf(shape, sizeof shape, "[%d]", r);
+        int second = i >= N_ST / 2;
+        char *h = second ? h2 : h1;
+        size_t *n = second ? &n2 : &n1, *o = second ? &o2 : &o1;
+        *n += (size_t)snprintf(h + *n, 8192 - *n, "%s\"%s\":{\"dtype\":\"F32\",\"shape\":%s,\"data_offsets\":[%zu,%zu]}",
+                               *o ? "," : "", k_st_tensors[i].name, shape, *o, *o + nb);
+        *o += nb;
+        ni += (size_t)snprintf(idx + ni, sizeof idx - ni, "%s\"%s\":\"%s\"", i ? "," : "", k_st_tensors[i].name,
+                               second ? "s2.safetensors" : "s1.safetensors");
+    }
+    snprintf(h1 + n1, sizeof h1 - n1, "}");
+    snprintf(h2 + n2, sizeof h2 - n2, "}");
+    snprintf(idx + ni, sizeof idx - ni, "}}");
+    write_st(d, "s1.safetensors", h1, o1, 0);
+    write_st(d, "s2.safetensors", h2, o2, 0);
+    write_file(d, "model.safetensors.index.json", idx, strlen(idx));
+    sks_model *m = NULL;
+    assert_int_equal(sks_model_open(d, &m), 0);
+    assert_int_equal(sks_model_n_shards(m), 2);
+    assert_int_equal(sks_model_tensor(m, SKS_ROLE_W_DOWN, 0)->shard, 1);
+    assert_int_equal(sks_model_tensor(m, SKS_ROLE_EMBED, -1)->shard, 0);
+    sks_model_close(m);
+
+    /* 28. index pointing to a missing shard */
+    char *bad = strdup(idx);
+    char *p = strstr(bad, "s2.safetensors");
+    p[1] = '9'; /* s9.safetensors */
+    const char *d2 = case_dir();
+    write_file(d2, "config.json", k_config, strlen(k_config));
+    write_st(d2, "s1.safetensors", h1, o1, 0);
+    write_file(d2, "model.safetensors.index.json", bad, strlen(bad));
+    expect_open(d2, NULL, SKS_ENOTFOUND, "s9.safetensors");
+    free(bad);
+    /* 29. path traversal in a shard name */
+    const char *d3 = case_dir();
+    write_file(d3, "config.json", k_config, strlen(k_config));
+    const char *trav = "{\"weight_map\":{\"model.norm.weight\":\"../c000/model.safetensors\"}}";
+    write_file(d3, "model.safetensors.index.json", trav, strlen(trav));
+    expect_open(d3, NULL, SKS_EFORMAT, "not a plain file name");
+    /* 30. absolute path as a shard name */
+    const char *d4 = case_dir();
+    write_file(d4, "config.json", k_config, strlen(k_config));
+    const char *abs = "{\"weight_map\":{\"model.norm.weight\":\"/etc/passwd\"}}";
+    write_file(d4, "model.safetensors.index.json", abs, strlen(abs));
+    expect_open(d4, NULL, SKS_EFORMAT, "not a plain file name");
+    /* 31. index promising a tensor its shard lacks */
+    const char *d5 = case_dir();
+    write_file(d5, "config.json", k_config, strlen(k_config));
+    write_st(d5, "s1.safetensors", h1, o1, 0);
+    write_st(d5, "s2.safetensors", h2, o2, 0);
+    char *extra = malloc(strlen(idx) + 64);
+    snprintf(extra, strlen(idx) + 64, "{\"weight_map\":{\"ghost.weight\":\"s1.safetensors\",%s", idx + strlen("{\"metadata\":{},\"weight_map\":{"));
+    write_file(d5, "model.safetensors.index.json", extra, strlen(extra));
+    free(extra);
+    expect_open(d5, NULL, SKS_ENOTFOUND, "ghost.weight");
+    /* 32. neither model.safetensors nor an index */
+    const char *d6 = case_dir();
+    write_file(d6, "config.json", k_config, strlen(k_config));
+    expect_open(d6, NULL, SKS_ENOTFOUND, "model.safetensors");
+}
+
+/* ---- GGUF ------------------------------------------------------------------------------- */
+
+typedef struct {
+    uint32_t version;
+    const char *arch;
+    int omit_block_count;
+    int alignment;          /* 0: key absent (default 32) */
+    uint32_t q_type;        /* ggml type of blk.0.attn_q.weight */
+    uint64_t q_offset_add;  /* added to the q tensor's offset */
+    uint64_t q_offset_abs;  /* when nonzero: the q tensor's offset */
+    int overlap;            /* k starts where q starts */
+    uint64_t q_ne1;         /* 0: normal */
+    size_t cut;             /* drop this many bytes from the end */
+} gguf_opts;
+
+/* Tiny Llama GGUF: L 1, d 32, f 32, H 2 x 16, V 8, tied; all F32 except q_type. */
+static void gguf_build(buf *b, const gguf_opts *o) {
+    struct {
+        const char *name;
+        uint64_t ne0, ne1; /* ne1 == 0: 1-D */
+    } ts[] = {{"token_embd.weight", 32, 8},      {"output_norm.weight", 32, 0},  {"blk.0.attn_norm.weight", 32, 0},
+              {"blk.0.attn_q.weight", 32, 32},   {"blk.0.attn_k.weight", 32, 32}, {"blk.0.attn_v.weight", 32, 32},
+              {"blk.0.attn_output.weight", 32, 32}, {"blk.0.ffn_norm.weight", 32, 0}, {"blk.0.ffn_gate.weight", 32, 32},
+              {"blk.0.ffn_up.weight", 32, 32},   {"blk.0.ffn_down.weight", 32, 32}};
+    size_t nt = sizeof ts / sizeof ts[0];
+    const char *arch = o->arch ? o->arch : "llama";
+    char key[128];
+    uint64_t nkv = 7 + (o->alignment != 0) - (o->omit_block_count != 0);
+    put(b, "GGUF", 4);
+    put_u32(b, o->version ? o->version : 3);
+    put_u64(b, nt);
+    put_u64(b, nkv);
+    put_str(b, "general.architecture");
+    put_u32(b, SKS_GGUF_STRING);
+    put_str(b, arch);
+    if (o->alignment) {
+        put_str(b, "general.alignment");
+        put_u32(b, SKS_GGUF_UINT32);
+        put_u32(b, (uint32_t)o->alignment);
+    }
+    static const char *ints[] = {"block_count", "embedding_length", "feed_forward_length", "attention.head_count",
+                                 "attention.head_count_kv"};
+    static const uint32_t vals[] = {1, 32, 32, 2, 2};
+    for (int i = 0; i < 5; i++) {
+        if (i == 0 && o->omit_block_count) continue;
+        snprintf(key, sizeof key, "%s.%s", arch, ints[i]);
+        put_str(b, key);
+        put_u32(b, SKS_GGUF_UINT32);
+        put_u32(b, vals[i]);
+    }
+    snprintf(key, sizeof key, "%s.attention.layer_norm_rms_epsilon", arch);
+    put_str(b, key);
+    put_u32(b, SKS_GGUF_FLOAT32);
+    float eps = 1e-5f;
+    put(b, &eps, 4);
+    size_t align = o->alignment > 0 ? (size_t)o->alignment : 32; /* layout; the key may lie */
+    uint64_t off = 0, q_off = 0;
+    for (size_t i = 0; i < nt; i++) {
+        int is_q = i == 3;
+        uint32_t type = is_q ? o->q_type : 0;
+        uint64_t ne1 = is_q && o->q_ne1 ? o->q_ne1 : ts[i].ne1;
+        put_str(b, ts[i].name);
+        put_u32(b, ts[i].ne1 ? 2 : 1);
+        put_u64(b, ts[i].ne0);
+        if (ts[i].ne1) put_u64(b, ne1);
+        put_u32(b, type);
+        uint64_t my = off;
+        if (is_q) {
+            q_off = off;
+            my += o->q_offset_add;
+            if (o->q_offset_abs) my = o->q_offset_abs;
+        }
+        if (i == 4 && o->overlap) my = q_off;
+        put_u64(b, my);
+        uint64_t nb = ts[i].ne0 * (ts[i].ne1 ? ts[i].ne1 : 1) * 4; /* F32 span reserved for every type */
+        off += (nb + align - 1) / align * align;
+    }
+    pad_to(b, align);
+    for (uint64_t i = 0; i < off; i++) put(b, "", 1);
+    b->n -= o->cut;
+}
+
+static void gguf_case(const gguf_opts *o, int code, const char *substr) {
+    const char *d = case_dir();
+    buf b = {0};
+    gguf_build(&b, o);
+    write_file(d, "m.gguf", b.p, b.n);
+    free(b.p);
+    expect_open(d, "m.gguf", code, substr);
+}
+
+static void test_gguf_valid_control(void **state) {
+    (void)state;
+    gguf_opts o = {0};
+    gguf_case(&o, 0, NULL);
+    o.alignment = 64;
+    gguf_case(&o, 0, NULL);
+    o.alignment = 0;
+    o.q_type = 8; /* Q8_0 fits in the reserved F32 span */
+    gguf_case(&o, 0, NULL);
+    o.version = 2;
+    gguf_case(&o, 0, NULL);
+}
+
+static void test_gguf_tensors(void **state) {
+    (void)state;
+    gguf_opts o = {0};
+    /* 33. unsupported tensor type: the message names type and tensor */
+    o.q_type = 6;
+    gguf_case(&o, SKS_EDTYPE, "unsupported tensor type Q5_0 for tensor blk.0.attn_q.weight");
+    /* 33b. a K-quant: its 256-wide blocks do not tile 32 columns */
+    o.q_type = 12;
+    gguf_case(&o, SKS_ESHAPE, "not whole Q4_K blocks of 256");
+    /* 34. a type id no ggml version has */
+    o.q_type = 200;
+    gguf_case(&o, SKS_EDTYPE, "unknown ggml tensor type id 200 for tensor blk.0.attn_q.weight");
+    o.q_type = 0;
+    /* 35. misaligned tensor data */
+    o.q_offset_add = 4;
+    gguf_case(&o, SKS_EFORMAT, "not a multiple of the alignment 32");
+    /* 36. tensor offset outside the data section */
+    o.q_offset_add = (uint64_t)1 << 40;
+    gguf_case(&o, SKS_EBOUNDS, "outside");
+    /* 37. offset near 2^64: offset + size must not wrap */
+    o.q_offset_add = 0;
+    o.q_offset_abs = UINT64_MAX - 31;
+    gguf_case(&o, SKS_EBOUNDS, "outside");
+    o.q_offset_abs = 0;
+    /* 38. overlapping tensors */
+    o.overlap = 1;
+    gguf_case(&o, SKS_EFORMAT, "overlap");
+    o.overlap = 0;
+    /* 39. bad alignment values */
+    o.alignment = 24;
+    gguf_case(&o, SKS_EFORMAT, "general.alignment");
+    o.alignment = -1; /* 0xffffffff as u32 */
+    gguf_case(&o, SKS_EFORMAT, "general.alignment");
+    o.alignment = 0;
+    /* 40. huge dimension: element count overflows */
+    o.q_ne1 = (uint64_t)1 << 62;
+    gguf_case(&o, SKS_EOVERFLOW, "overflows");
+    /* 41. huge dimension that fits: bytes outside the file */
+    o.q_ne1 = (uint64_t)1 << 40;
+    gguf_case(&o, SKS_EBOUNDS, "outside");
+    o.q_ne1 = 0;
+    /* 42. truncated data section */
+    o.cut = 100;
+    gguf_case(&o, SKS_EBOUNDS, "outside");
+    o.cut = 0;
+    /* 43. unsupported architecture */
+    o.arch = "gpt2";
+    gguf_case(&o, SKS_EUNSUPPORTED, "gpt2");
+    o.arch = NULL;
+    /* 44. required metadata missing */
+    o.omit_block_count = 1;
+    gguf_case(&o, SKS_ENOTFOUND, "llama.block_count");
+    o.omit_block_count = 0;
+    /* 45. GGUF v1 */
+    o.version = 1;
+    gguf_case(&o, SKS_EUNSUPPORTED, "version 1");
+    /* 46. big-endian file */
+    o.version = 0x03000000u;
+    gguf_case(&o, SKS_EUNSUPPORTED, "big-endian");
+    o.version = 0;
+}
+
+/* Header-level attacks, built byte by byte. */
+static void gguf_raw(const buf *b, int code, const char *substr) {
+    const char *d = case_dir();
+    write_file(d, "r.gguf", b->p, b->n);
+    expect_open(d, "r.gguf", code, substr);
+}
+
+static void test_gguf_header(void **state) {
+    (void)state;
+    buf b = {0};
+    /* 47. bad magic (named .gguf, so the GGUF reader is asked) */
+    put(&b, "GGUG", 4);
+    put_u32(&b, 3);
+    put_u64(&b, 0);
+    put_u64(&b, 0);
+    gguf_raw(&b, SKS_EFORMAT, "bad magic");
+    /* 48. truncated header */
+    b.n = 0;
+    put(&b, "GGUF", 4);
+    put_u32(&b, 3);
+    put_u64(&b, 0);
+    gguf_raw(&b, SKS_EFORMAT, "too short");
+    /* 49. n_kv near 2^63 */
+    b.n = 0;
+    put(&b, "GGUF", 4);
+    put_u32(&b, 3);
+    put_u64(&b, 0);
+    put_u64(&b, (uint64_t)1 << 63);
+    put_u64(&b, 0);
+    gguf_raw(&b, SKS_EBOUNDS, "metadata count");
+    /* 50. n_tensors near 2^63 */
+    b.n = 0;
+    put(&b, "GGUF", 4);
+    put_u32(&b, 3);
+    put_u64(&b, ((uint64_t)1 << 63) - 1);
+    put_u64(&b, 0);
+    put_u64(&b, 0);
+    gguf_raw(&b, SKS_EBOUNDS, "tensor count");
+    /* 51. key string length past the end */
+    b.n = 0;
+    put(&b, "GGUF", 4);
+    put_u32(&b, 3);
+    put_u64(&b, 0);
+    put_u64(&b, 1);
+    put_u64(&b, (uint64_t)1 << 62);
+    put(&b, "general.architecture", 20);
+    gguf_raw(&b, SKS_EBOUNDS, "string of");
+    /* 52. string value length past the end */
+    b.n = 0;
+    put(&b, "GGUF", 4);
+    put_u32(&b, 3);
+    put_u64(&b, 0);
+    put_u64(&b, 1);
+    put_str(&b, "general.architecture");
+    put_u32(&b, SKS_GGUF_STRING);
+    put_u64(&b, 1000);
+    put(&b, "llama", 5);
+    gguf_raw(&b, SKS_EBOUNDS, "string of 1000 bytes");
+    /* 53. array count near 2^63 */
+    b.n = 0;
+    put(&b, "GGUF", 4);
+    put_u32(&b, 3);
+    put_u64(&b, 0);
+    put_u64(&b, 1);
+    put_str(&b, "tokenizer.ggml.tokens");
+    put_u32(&b, SKS_GGUF_ARRAY);
+    put_u32(&b, SKS_GGUF_STRING);
+    put_u64(&b, (uint64_t)1 << 62);
+    put_str(&b, "a");
+    gguf_raw(&b, SKS_EBOUNDS, "array of");
+    /* 54. nested arrays deeper than the bound */
+    b.n = 0;
+    put(&b, "GGUF", 4);
+    put_u32(&b, 3);
+    put_u64(&b, 0);
+    put_u64(&b, 1);
+    put_str(&b, "k");
+    put_u32(&b, SKS_GGUF_ARRAY);
+    for (int i = 0; i < 40; i++) {
+        put_u32(&b, SKS_GGUF_ARRAY);
+        put_u64(&b, 1);
+    }
+    put_u32(&b, SKS_GGUF_UINT8);
+    put_u64(&b, 1);
+    put(&b, "x", 1);
+    gguf_raw(&b, SKS_EFORMAT, "nested deeper");
+    /* 55. unknown value type */
+    b.n = 0;
+    put(&b, "GGUF", 4);
+    put_u32(&b, 3);
+    put_u64(&b, 0);
+    put_u64(&b, 1);
+    put_str(&b, "k");
+    put_u32(&b, 99);
+    put_u64(&b, 0);
+    gguf_raw(&b, SKS_EFORMAT, "unknown value type 99");
+    /* 56. tensor with 5 dimensions */
+    b.n = 0;
+    put(&b, "GGUF", 4);
+    put_u32(&b, 3);
+    put_u64(&b, 1);
+    put_u64(&b, 0);
+    put_str(&b, "t");
+    put_u32(&b, 5);
+    for (int i = 0; i < 5; i++) put_u64(&b, 1);
+    put_u32(&b, 0);
+    put_u64(&b, 0);
+    pad_to(&b, 32);
+    put(&b, "\0\0\0\0", 4);
+    gguf_raw(&b, SKS_ESHAPE, "5 dimensions");
+    /* 57. a dimension of 0 */
+    b.n = 0;
+    put(&b, "GGUF", 4);
+    put_u32(&b, 3);
+    put_u64(&b, 1);
+    put_u64(&b, 0);
+    put_str(&b, "t");
+    put_u32(&b, 1);
+    put_u64(&b, 0);
+    put_u32(&b, 0);
+    put_u64(&b, 0);
+    gguf_raw(&b, SKS_ESHAPE, "dimension 0 is 0");
+    /* 58. Q8_0 row not a whole number of blocks */
+    b.n = 0;
+    put(&b, "GGUF", 4);
+    put_u32(&b, 3);
+    put_u64(&b, 1);
+    put_u64(&b, 0);
+    put_str(&b, "t");
+    put_u32(&b, 1);
+    put_u64(&b, 33);
+    put_u32(&b, 8);
+    put_u64(&b, 0);
+    gguf_raw(&b, SKS_ESHAPE, "blocks of 32");
+    free(b.p);
+}
+
+/* Fuzzer findings are replayed here (see docs/fuzzing.md): every input must be
+ * rejected or accepted cleanly, never crash. */
+static void test_gguf_parse_memory(void **state) {
+    (void)state;
+    /* the accessors on a parsed in-memory image: string arrays and numbers */
+    buf b = {0};
+    put(&b, "GGUF", 4);
+    put_u32(&b, 3);
+    put_u64(&b, 0);
+    put_u64(&b, 3);
+    put_str(&b, "toks");
+    put_u32(&b, SKS_GGUF_ARRAY);
+    put_u32(&b, SKS_GGUF_STRING);
+    put_u64(&b, 3);
+    put_str(&b, "a");
+    put_str(&b, "");
+    put_str(&b, "ccc");
+    put_str(&b, "big");
+    put_u32(&b, SKS_GGUF_UINT64);
+    put_u64(&b, UINT64_MAX);
+    put_str(&b, "f");
+    put_u32(&b, SKS_GGUF_ARRAY);
+    put_u32(&b, SKS_GGUF_FLOAT32);
+    put_u64(&b, 2);
+    float fl[2] = {0.5f, -2.0f};
+    put(&b, fl, 8);
+    struct sks_gguf *g = NULL;
+    assert_int_equal(sks__gguf_parse(b.p, b.n, "mem", &g), 0);
+    const char *s;
+    size_t n;
+    int64_t t = sks_gguf_find_key(g, "toks");
+    assert_int_equal(sks_gguf_arr_str(g, t, 2, &s, &n), 0);
+    assert_int_equal(n, 3);
+    assert_memory_equal(s, "ccc", 3);
+    assert_int_equal(sks_gguf_arr_str(g, t, 1, &s, &n), 0);
+    assert_int_equal(n, 0);
+    int64_t v;
+    assert_int_equal(sks_gguf_get_i64(g, sks_gguf_find_key(g, "big"), &v), SKS_EOVERFLOW);
+    double x;
+    assert_int_equal(sks_gguf_get_f64(g, sks_gguf_find_key(g, "big"), &x), 0);
+    assert_true(x == 18446744073709551615.0);
+    assert_int_equal(sks_gguf_arr_f64(g, sks_gguf_find_key(g, "f"), 1, &x), 0);
+    assert_true(x == -2.0);
+    assert_int_equal(sks_gguf_arr_i64(g, sks_gguf_find_key(g, "f"), 0, &v), SKS_EFORMAT); /* 0.5 is no integer */
+    assert_int_equal(sks_gguf_get_i64(g, 99, &v), SKS_EARG);
+    sks__gguf_free(g);
+    /* every prefix of the image is rejected cleanly (or parses, for the full one) */
+    for (size_t cut = 0; cut < b.n; cut++) {
+        g = NULL;
+        int rc = sks__gguf_parse(b.p, cut, "mem", &g);
+        assert_true(rc < 0);
+        assert_null(g);
+    }
+    free(b.p);
+}
+
+/* ---- llama2.c ---------------------------------------------------------------------------- */
+
+static void l2c_case(const int32_t h[7], size_t floats, int code, const char *substr) {
+    const char *d = case_dir();
+    buf b = {0};
+    put(&b, h, 28);
+    for (size_t i = 0; i < floats * 4; i++) put(&b, "", 1);
+    write_file(d, "m.bin", b.p, b.n);
+    free(b.p);
+    expect_open(d, "m.bin", code, substr);
+}
+
+static void test_llama2c(void **state) {
+    (void)state;
+    /* d 8, f 16, L 1, H 2, Hkv 2, V 16, seq 4: floats = V d + L (2d + 4 d d + 3 f d) + d + seq dh */
+    int32_t h[7] = {8, 16, 1, 2, 2, 16, 4};
+    size_t need = 16 * 8 + (2 * 8 + 4 * 64 + 3 * 128) + 8 + 4 * 4;
+    l2c_case(h, need, 0, NULL);
+    /* 59. truncated weights */
+    l2c_case(h, need - 1, SKS_EBOUNDS, "truncated");
+    /* 60. untied classifier promised (negative vocab) but missing */
+    int32_t hu[7] = {8, 16, 1, 2, 2, -16, 4};
+    l2c_case(hu, need, SKS_EBOUNDS, "truncated");
+    l2c_case(hu, need + 16 * 8, 0, NULL);
+    /* 61. non-positive field */
+    int32_t hn[7] = {-8, 16, 1, 2, 2, 16, 4};
+    l2c_case(hn, need, SKS_EFORMAT, "dim = -8");
+    /* 62. INT32_MIN vocabulary (its negation overflows) */
+    int32_t hm[7] = {8, 16, 1, 2, 2, INT32_MIN, 4};
+    l2c_case(hm, need, SKS_EFORMAT, "vocab_size");
+    /* 63. huge dimensions */
+    int32_t hh[7] = {1 << 30, 16, 1, 2, 2, 16, 4};
+    l2c_case(hh, need, SKS_ECONFIG, "too large");
+    /* 64. heads do not divide the width */
+    int32_t hd[7] = {8, 16, 1, 3, 3, 16, 4};
+    l2c_case(hd, need, SKS_ECONFIG, "multiple");
+    /* 65. H not a multiple of H_kv */
+    int32_t hk[7] = {8, 16, 1, 2, 3, 16, 4};
+    l2c_case(hk, need, SKS_ECONFIG, "multiple");
+    /* 66. header alone, shorter than 28 bytes */
+    const char *d = case_dir();
+    write_file(d, "s.bin", h, 20);
+    expect_open(d, "s.bin", SKS_EFORMAT, "too short");
+    /* 67. large sizes whose product is checked, not wrapped */
+    int32_t hb[7] = {1 << 20, 1 << 22, 100000, 4096, 4096, 1 << 26, 1 << 30};
+    l2c_case(hb, 0, SKS_EBOUNDS, "truncated");
+}
+
+/* JSON depth guard, the building block of the header checks. */
+static void test_json_depth(void **state) {
+    (void)state;
+    assert_int_equal(sks__json_depth("{\"a\":[1,[2]]}", 13, 8), 3);
+    assert_int_equal(sks__json_depth("{\"[[[[\":1}", 10, 2), 1); /* brackets in strings do not count */
+    assert_int_equal(sks__json_depth("{\"\\\"[[[\":1}", 11, 2), 1);
+    assert_int_equal(sks__json_depth("[[[[[", 5, 4), -1);
+}
+
+static int setup(void **state) {
+    (void)state;
+    g_dir = sks_test_tmpdir();
+    return g_dir ? 0 : -1;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    char cmd[4300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_dir);
+    free(g_dir);
+    return 0;
+}
+
+int main(void) {
+    sks_log_set_level(SKS_LOG_ERROR);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_json_depth),          cmocka_unit_test(test_st_valid_control),
+        cmocka_unit_test(test_st_header_structure), cmocka_unit_test(test_st_spans_and_shapes),
+        cmocka_unit_test(test_st_model_level),      cmocka_unit_test(test_st_sharded),
+        cmocka_unit_test(test_gguf_valid_control),  cmocka_unit_test(test_gguf_tensors),
+        cmocka_unit_test(test_gguf_header),         cmocka_unit_test(test_gguf_parse_memory),
+        cmocka_unit_test(test_llama2c),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
