@@ -18,11 +18,18 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* Weight conversion workspace: 4 MiB of f32 rows, or one row when rows are longer. */
 #define SKS__WS_FLOATS ((size_t)1 << 20)
+/* Query rows per attention block. */
+#define SKS__QBLOCK 128
+/* Worker threads for attention heads and SwiGLU (at most; also capped by OpenBLAS's
+ * thread count and H), and the sequence length from which they are used. */
+#define SKS__MAX_WORKERS 64
+#define SKS__PAR_MIN_T 32
 
 struct sks_forward {
     const sks_model *m;
@@ -38,7 +45,7 @@ struct sks_forward {
     float *y;        /* (max_T, d) block output before the residual add */
     float *gate;     /* (max_T, f) */
     float *up;       /* (max_T, f) */
-    float *scores;   /* (max_T, max_T) one head's scores / probabilities */
+    float *scores;   /* (max_T, max_T) one head's probabilities, only for on_attn_probs */
     float *q_pre;    /* (max_T, qd) lazily, for on_qk */
     float *k_pre;    /* (max_T, kd) lazily, for on_qk */
     float *vec;      /* (max(d, qd, kd)) a norm weight or a bias */
@@ -49,6 +56,8 @@ struct sks_forward {
     float *rope_sin; /* (max_T, dh/2) */
     float *kc, *vc;  /* (L, max_T, kd) KV cache, allocated by the first generate */
     float *logit1;   /* (V) last-position logits while generating */
+    int n_workers;   /* threads for attention heads and SwiGLU */
+    float *wscores;  /* (n_workers, SKS__QBLOCK, max_T) per-worker score blocks */
 };
 
 /* ---- helpers ------------------------------------------------------------------------ */
@@ -177,6 +186,7 @@ void sks_forward_free(sks_forward *f) {
     free(f->kc);
     free(f->vc);
     free(f->logit1);
+    free(f->wscores);
     free(f);
 }
 
@@ -211,7 +221,6 @@ int sks_forward_new(const sks_model *m, int max_T, sks_forward **out) {
     f->y = sks_malloc_n(T, (size_t)f->d * sizeof(float));
     f->gate = sks_malloc_n(T, (size_t)f->f * sizeof(float));
     f->up = sks_malloc_n(T, (size_t)f->f * sizeof(float));
-    f->scores = sks_malloc_n(T, T * sizeof(float));
     f->vec = sks_malloc_n((size_t)vmax, sizeof(float));
     f->vec2 = sks_malloc_n((size_t)f->dh, sizeof(float));
     int64_t maxin = f->d > f->f ? f->d : f->f;
@@ -222,8 +231,13 @@ int sks_forward_new(const sks_model *m, int max_T, sks_forward **out) {
     f->rope_cos = sks_malloc_n(T, half * sizeof(float));
     f->rope_sin = sks_malloc_n(T, half * sizeof(float));
     f->logit1 = sks_malloc_n((size_t)f->V, sizeof(float));
-    if (!f->x || !f->xn || !f->q || !f->k || !f->v || !f->att || !f->y || !f->gate || !f->up || !f->scores ||
-        !f->vec || !f->vec2 || !f->ws || !f->rope_cos || !f->rope_sin || !f->logit1) {
+    f->n_workers = openblas_get_num_threads();
+    if (f->n_workers > SKS__MAX_WORKERS) f->n_workers = SKS__MAX_WORKERS;
+    if (f->n_workers > f->H) f->n_workers = (int)f->H;
+    if (f->n_workers < 1) f->n_workers = 1;
+    f->wscores = sks_malloc_n((size_t)f->n_workers * SKS__QBLOCK, T * sizeof(float));
+    if (!f->x || !f->xn || !f->q || !f->k || !f->v || !f->att || !f->y || !f->gate || !f->up ||
+        !f->vec || !f->vec2 || !f->ws || !f->rope_cos || !f->rope_sin || !f->logit1 || !f->wscores) {
         sks_forward_free(f);
         return sks_fail(SKS_ENOMEM, "forward: out of memory for workspaces of %d tokens", max_T);
     }
@@ -241,19 +255,108 @@ int sks_forward_new(const sks_model *m, int max_T, sks_forward **out) {
 
 /* ---- one pass ----------------------------------------------------------------------- */
 
-/* Softmax over row i of S (T, Tk) restricted to j <= p0 + i; entries after are 0.
- * Max-subtracted, exp and sum in f64. */
-static void sks__softmax_causal(float *S, int64_t T, int64_t Tk, int p0) {
-    for (int64_t i = 0; i < T; i++) {
-        float *r = S + i * Tk;
+/* Softmax over rows i0..i1-1 (S points at row i0, row stride ld), row i restricted to
+ * j <= p0 + i; entries after it, up to Tk, are set to 0. Max-subtracted; exp in f32
+ * (one call per entry), the sum in f64. */
+static void sks__softmax_causal(float *S, int64_t ld, int64_t i0, int64_t i1, int64_t Tk, int p0) {
+    for (int64_t i = i0; i < i1; i++) {
+        float *r = S + (i - i0) * ld;
         int64_t n = p0 + i + 1;
-        double mx = -INFINITY;
+        float mx = -INFINITY;
         for (int64_t j = 0; j < n; j++)
             if (r[j] > mx) mx = r[j];
         double sum = 0;
-        for (int64_t j = 0; j < n; j++) sum += exp((double)r[j] - mx);
-        for (int64_t j = 0; j < n; j++) r[j] = (float)(exp((double)r[j] - mx) / sum);
+        for (int64_t j = 0; j < n; j++) {
+            float e = expf(r[j] - mx);
+            r[j] = e;
+            sum += e;
+        }
+        float inv = (float)(1.0 / sum);
+        for (int64_t j = 0; j < n; j++) r[j] *= inv;
         for (int64_t j = n; j < Tk; j++) r[j] = 0.0f;
+    }
+}
+
+/* Head h of causal attention over T queries at positions p0.. and keys/values kc, vc
+ * (p0+T, kd). Query rows in blocks of SKS__QBLOCK: block [i0, i1) needs keys
+ * [0, p0 + i1) only, which skips most of the masked upper triangle.
+ *   S = Q_h K_g^T / sqrt(dh),  A = softmax(S) (causal),  out_h = A V_g.
+ * full: S is (T, p0+T) and keeps every block (for the probabilities hook); otherwise
+ * S is a (SKS__QBLOCK, p0+T) scratch reused by every block. */
+static void sks__attn_head(const sks_forward *f, int64_t h, int T, int p0, const float *kc, const float *vc, float *S,
+                           int full) {
+    const int64_t qd = f->qd, kd = f->kd, dh = f->dh, g = h / (f->H / f->Hkv), Tk = (int64_t)p0 + T;
+    const float scale = (float)(1.0 / sqrt((double)dh));
+    for (int64_t i0 = 0; i0 < T; i0 += SKS__QBLOCK) {
+        int64_t i1 = i0 + SKS__QBLOCK < T ? i0 + SKS__QBLOCK : T, nk = p0 + i1;
+        float *Sb = full ? S + i0 * Tk : S;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(i1 - i0), (int)nk, (int)dh, scale,
+                    f->q + i0 * qd + h * dh, (int)qd, kc + g * dh, (int)kd, 0.0f, Sb, (int)Tk);
+        sks__softmax_causal(Sb, Tk, i0, i1, Tk, p0);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(i1 - i0), (int)dh, (int)nk, 1.0f, Sb, (int)Tk,
+                    vc + g * dh, (int)kd, 0.0f, f->att + i0 * qd + h * dh, (int)qd);
+    }
+}
+
+/* ---- a small parallel-for over worker threads ---------------------------------------- */
+
+typedef struct sks__job {
+    void (*fn)(struct sks__job *job, int w, int nw);
+    int w, nw;
+    sks_forward *f;
+    int T, p0;
+    const float *kc, *vc;
+} sks__job;
+
+static void *sks__job_main(void *arg) {
+    sks__job *j = arg;
+    j->fn(j, j->w, j->nw);
+    return NULL;
+}
+
+/* Run fn(w, nw) for w = 0..nw-1, worker 0 in the calling thread. OpenBLAS is set to one
+ * thread meanwhile (the workers' sgemm calls run in their own threads), then restored.
+ * A worker whose thread cannot be created runs in the calling thread afterwards. */
+static void sks__parallel(const sks__job *tmpl, int nw) {
+    if (nw <= 1) {
+        sks__job j = *tmpl;
+        j.w = 0;
+        j.nw = 1;
+        j.fn(&j, 0, 1);
+        return;
+    }
+    sks__job jobs[SKS__MAX_WORKERS];
+    pthread_t th[SKS__MAX_WORKERS];
+    int started[SKS__MAX_WORKERS] = {0};
+    int saved = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+    for (int w = 0; w < nw; w++) {
+        jobs[w] = *tmpl;
+        jobs[w].w = w;
+        jobs[w].nw = nw;
+    }
+    for (int w = 1; w < nw; w++) started[w] = pthread_create(&th[w], NULL, sks__job_main, &jobs[w]) == 0;
+    jobs[0].fn(&jobs[0], 0, nw);
+    for (int w = 1; w < nw; w++) {
+        if (started[w]) pthread_join(th[w], NULL);
+        else jobs[w].fn(&jobs[w], w, nw);
+    }
+    openblas_set_num_threads(saved);
+}
+
+static void sks__attn_worker(sks__job *j, int w, int nw) {
+    sks_forward *f = j->f;
+    float *S = f->wscores + (size_t)w * SKS__QBLOCK * (size_t)f->max_T;
+    for (int64_t h = w; h < f->H; h += nw) sks__attn_head(f, h, j->T, j->p0, j->kc, j->vc, S, 0);
+}
+
+/* gate <- SiLU(gate) * up over T f entries, split in nw contiguous ranges */
+static void sks__swiglu_worker(sks__job *j, int w, int nw) {
+    sks_forward *f = j->f;
+    int64_t n = (int64_t)j->T * f->f, a = n * w / nw, b = n * (w + 1) / nw;
+    for (int64_t i = a; i < b; i++) {
+        float z = f->gate[i];
+        f->gate[i] = z / (1.0f + expf(-z)) * f->up[i];
     }
 }
 
@@ -308,26 +411,28 @@ static int sks__layer(sks_forward *f, int l, int T, int p0, float *kc, float *vc
     if ((rc = sks__add_bias(f, SKS_ROLE_BV, l, vn, T, kd, kd))) return rc;
 
     const int64_t grp = H / Hkv;
+    (void)ff;
     if (mode == SKS_FWD_INDEPENDENT) {
         /* one token alone: softmax over one key is 1, head h outputs v_{g(h)} */
         for (int64_t t = 0; t < T; t++)
             for (int64_t h = 0; h < H; h++)
                 memcpy(f->att + t * qd + h * dh, vn + t * kd + (h / grp) * dh, (size_t)dh * sizeof(float));
     } else {
-        const int64_t Tk = (int64_t)p0 + T;
-        const float scale = (float)(1.0 / sqrt((double)dh));
-        for (int64_t h = 0; h < H; h++) {
-            int64_t g = h / grp;
-            /* S (T, Tk) = Q_h K_g^T / sqrt(dh) */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, (int)Tk, (int)dh, scale, f->q + h * dh, (int)qd,
-                        kc + g * dh, (int)kd, 0.0f, f->scores, (int)Tk);
-            sks__softmax_causal(f->scores, T, Tk, p0);
-            if (hk && hk->want_attn_probs && hk->on_attn_probs && p0 == 0 &&
-                (rc = hk->on_attn_probs(hk->ud, l, (int)h, f->scores, T)))
-                return rc;
-            /* out_h (T, dh) = A V_g */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, (int)dh, (int)Tk, 1.0f, f->scores, (int)Tk,
-                        vc + g * dh, (int)kd, 0.0f, f->att + h * dh, (int)qd);
+        int want_probs = hk && hk->want_attn_probs && hk->on_attn_probs && p0 == 0;
+        if (want_probs) {
+            /* the hook sees whole (T, T) matrices: allocated on first use only */
+            if (!f->scores && !(f->scores = sks_malloc_n((size_t)f->max_T, (size_t)f->max_T * sizeof(float))))
+                return sks_fail(SKS_ENOMEM, "forward: out of memory for %d x %d attention probabilities", f->max_T,
+                                f->max_T);
+            for (int64_t h = 0; h < H; h++) {
+                sks__attn_head(f, h, T, p0, kc, vc, f->scores, 1);
+                if ((rc = hk->on_attn_probs(hk->ud, l, (int)h, f->scores, T))) return rc;
+            }
+        } else if (f->n_workers <= 1 || T < SKS__PAR_MIN_T) {
+            for (int64_t h = 0; h < H; h++) sks__attn_head(f, h, T, p0, kc, vc, f->wscores, 0);
+        } else {
+            sks__job j = {sks__attn_worker, 0, 1, f, T, p0, kc, vc};
+            sks__parallel(&j, f->n_workers);
         }
     }
     if (!(W = sks__mat(m, SKS_ROLE_WO, l))) return SKS_ENOTFOUND;
@@ -343,9 +448,9 @@ static int sks__layer(sks_forward *f, int l, int T, int p0, float *kc, float *vc
     if ((rc = sks_matmul_wt(W, f->xn, T, f->gate, f->ws, f->ws_floats))) return rc;
     if (!(W = sks__mat(m, SKS_ROLE_W_UP, l))) return SKS_ENOTFOUND;
     if ((rc = sks_matmul_wt(W, f->xn, T, f->up, f->ws, f->ws_floats))) return rc;
-    for (int64_t i = 0; i < (int64_t)T * ff; i++) {
-        float z = f->gate[i];
-        f->gate[i] = z / (1.0f + expf(-z)) * f->up[i];
+    {
+        sks__job j = {sks__swiglu_worker, 0, 1, f, T, p0, NULL, NULL};
+        sks__parallel(&j, T >= SKS__PAR_MIN_T ? f->n_workers : 1);
     }
     if (!(W = sks__mat(m, SKS_ROLE_W_DOWN, l))) return SKS_ENOTFOUND;
     if ((rc = sks_matmul_wt(W, f->gate, T, f->y, f->ws, f->ws_floats))) return rc;

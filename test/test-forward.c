@@ -364,7 +364,7 @@ static void ref_forward(const rmodel *rm, const int32_t *tok, int T, double *res
     double *Vv = malloc((size_t)T * Hkv * dh * sizeof(double)), *att = malloc((size_t)H * dh * sizeof(double));
     double *o = malloc((size_t)d * sizeof(double)), *g = malloc((size_t)f * sizeof(double)),
            *u = malloc((size_t)f * sizeof(double));
-    double *newh = malloc((size_t)T * d * sizeof(double));
+    double *newh = malloc((size_t)T * d * sizeof(double)), *sc = malloc((size_t)T * sizeof(double));
     for (int t = 0; t < T; t++)
         for (int c = 0; c < d; c++) h[t * d + c] = rm->E[(size_t)tok[t] * d + c];
     memcpy(res, h, (size_t)T * d * sizeof(double));
@@ -393,7 +393,7 @@ static void ref_forward(const rmodel *rm, const int32_t *tok, int T, double *res
         for (int i = 0; i < T; i++) {
             for (int hh = 0; hh < H; hh++) {
                 int gg = hh / (H / Hkv);
-                double sc[64], mx = -1e300, sum = 0;
+                double mx = -1e300, sum = 0;
                 for (int j = 0; j <= i; j++) {
                     double s = 0;
                     for (int e = 0; e < dh; e++) s += Q[i * H * dh + hh * dh + e] * K[j * Hkv * dh + gg * dh + e];
@@ -428,7 +428,7 @@ static void ref_forward(const rmodel *rm, const int32_t *tok, int T, double *res
         ref_rms(h + t * d, x, rm->fn, d, a->norm_eps);
         ref_mv(rm->cls, x, logits + (size_t)t * V, V, d);
     }
-    free(h); free(x); free(Q); free(K); free(Vv); free(att); free(o); free(g); free(u); free(newh);
+    free(h); free(x); free(Q); free(K); free(Vv); free(att); free(o); free(g); free(u); free(newh); free(sc);
 }
 
 typedef struct {
@@ -467,11 +467,11 @@ static int rc_qk(void *ud, int l, const float *qp, const float *kp, const float 
     return 0;
 }
 
-static void random_case(int interleaved, int qwen3, int qwen2, int llama3, int tied) {
+static void random_case(int interleaved, int qwen3, int qwen2, int llama3, int tied, int T) {
     rmodel rm;
     rmodel_build(&rm, interleaved, qwen3, qwen2, llama3, tied);
-    const int T = 23, d = rm.a.d_model, H = rm.a.n_heads, L = 2, V = rm.a.vocab_size;
-    int32_t tok[23];
+    const int d = rm.a.d_model, H = rm.a.n_heads, L = 2, V = rm.a.vocab_size;
+    int32_t *tok = malloc((size_t)T * sizeof *tok);
     for (int t = 0; t < T; t++) tok[t] = (int32_t)((t * 7 + 3) % V);
     double *res = malloc((size_t)(2 * L + 1) * T * d * sizeof(double));
     double *probs = malloc((size_t)L * H * T * T * sizeof(double));
@@ -490,7 +490,7 @@ static void random_case(int interleaved, int qwen3, int qwen2, int llama3, int t
     hk.on_qk = rc_qk;
     hk.want_attn_probs = 1;
     sks_forward *f;
-    assert_int_equal(sks_forward_new(rm.m, 40, &f), 0);
+    assert_int_equal(sks_forward_new(rm.m, T + 17, &f), 0);
     float *lg = malloc((size_t)T * V * sizeof(float));
     assert_int_equal(sks_forward_run(f, tok, T, SKS_FWD_CAUSAL, &hk, lg, 0), 0);
     assert_int_equal(c.n_attn_in, 3);
@@ -500,6 +500,9 @@ static void random_case(int interleaved, int qwen3, int qwen2, int llama3, int t
     for (size_t i = 0; i < (size_t)(2 * L + 1) * T * d; i++) assert_close(c.res[i], res[i], TOL, "residual");
     for (size_t i = 0; i < (size_t)L * H * T * T; i++) assert_close(c.probs[i], probs[i], TOL, "attention prob");
     for (size_t i = 0; i < (size_t)T * V; i++) assert_close(lg[i], logits[i], TOL, "logit");
+    /* without the probabilities hook attention takes the threaded per-block path */
+    assert_int_equal(sks_forward_run(f, tok, T, SKS_FWD_CAUSAL, NULL, lg, 0), 0);
+    for (size_t i = 0; i < (size_t)T * V; i++) assert_close(lg[i], logits[i], TOL, "logit (no hooks)");
     /* on_ffn_out is the difference of the residuals around the FFN */
     for (int l = 0; l < L; l++)
         for (size_t i = 0; i < (size_t)T * d; i++)
@@ -509,13 +512,16 @@ static void random_case(int interleaved, int qwen3, int qwen2, int llama3, int t
     free(lg);
     free(res); free(probs); free(logits);
     free(c.res); free(c.probs); free(c.ffn_out);
+    free(tok);
     rmodel_free(&rm);
 }
 
-static void test_random_llama_interleaved(void **state) { (void)state; random_case(1, 0, 0, 0, 0); }
-static void test_random_llama_rotate_half_llama3(void **state) { (void)state; random_case(0, 0, 0, 1, 1); }
-static void test_random_qwen2_bias(void **state) { (void)state; random_case(0, 0, 1, 0, 1); }
-static void test_random_qwen3_qknorm(void **state) { (void)state; random_case(0, 1, 0, 0, 0); }
+static void test_random_llama_interleaved(void **state) { (void)state; random_case(1, 0, 0, 0, 0, 23); }
+static void test_random_llama_rotate_half_llama3(void **state) { (void)state; random_case(0, 0, 0, 1, 1, 23); }
+static void test_random_qwen2_bias(void **state) { (void)state; random_case(0, 0, 1, 0, 1, 23); }
+static void test_random_qwen3_qknorm(void **state) { (void)state; random_case(0, 1, 0, 0, 0, 23); }
+/* longer than one attention block of query rows (128), not a multiple of it */
+static void test_random_long_sequence(void **state) { (void)state; random_case(1, 1, 1, 0, 0, 300); }
 
 /* Independent mode: token t alone at position 0 (the vocabulary sweep) equals a causal
  * run of that single token; and its attention output is W_O W_V x exactly. */
@@ -663,6 +669,7 @@ int main(void) {
         cmocka_unit_test(test_random_llama_rotate_half_llama3),
         cmocka_unit_test(test_random_qwen2_bias),
         cmocka_unit_test(test_random_qwen3_qknorm),
+        cmocka_unit_test(test_random_long_sequence),
         cmocka_unit_test(test_independent_mode),
         cmocka_unit_test(test_generate_kv_cache),
         cmocka_unit_test(test_matmul_chunks),
