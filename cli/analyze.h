@@ -19,6 +19,7 @@
 typedef struct {
     const char *prompt;     /* text (needs the model's tokenizer); NULL: built-in prompts */
     const char *tokens;     /* "1,2,3" token ids; overrides prompt */
+    const char *tokenizer;  /* tokenizer file; NULL: found beside or inside the model */
     int sample;             /* vocab-sweep tokens: 0 = auto (all when V <= 8192, else
                                4096), -1 = all, N = a sample of N */
     double eps;             /* sink head when alpha_0 > eps (default 0.3) */

@@ -144,8 +144,9 @@ static int sks__make_prompts(const sks_model *m, const sks_tokenizer *tok, const
         if ((rc = sks_cli_parse_ids(o->tokens, &ids, &n))) return rc;
         for (int i = 0; i < n; i++)
             if (ids[i] >= a->vocab_size) {
+                int bad = ids[i];
                 free(ids);
-                return sks_fail(SKS_EARG, "--tokens: id %d outside the vocabulary (%d)", ids[i], a->vocab_size);
+                return sks_fail(SKS_EARG, "--tokens: id %d outside the vocabulary (%d)", bad, a->vocab_size);
             }
         if (n < 2) {
             free(ids);
@@ -818,17 +819,27 @@ static void sks__run_free(sks__run *R) {
     sks__prompts_free(&R->pr);
 }
 
+static int sks__validate(const sks_cli_analyze_opts *o) {
+    if (!(o->eps >= 0.0 && o->eps <= 1.0)) return sks_fail(SKS_EARG, "--eps: %g is outside [0, 1]", o->eps);
+    if (!(o->ratio > 0.0) || isinf(o->ratio)) return sks_fail(SKS_EARG, "--ratio: must be positive and finite");
+    if (!(o->abs_thresh >= 0.0) || isinf(o->abs_thresh))
+        return sks_fail(SKS_EARG, "--abs: must be >= 0 and finite");
+    if (o->min_blocks < 1) return sks_fail(SKS_EARG, "--min-blocks: must be >= 1");
+    return 0;
+}
+
 int sks_cli_analyze_run(const char *model_path, const char *outdir, const sks_cli_analyze_opts *o) {
     if (!model_path || !outdir || !o) return sks_fail(SKS_EARG, "analyze: model and output folder are required");
-    if (!(o->eps >= 0.0 && o->eps <= 1.0)) return sks_fail(SKS_EARG, "--eps: %g is outside [0, 1]", o->eps);
-    if (!(o->ratio > 0.0)) return sks_fail(SKS_EARG, "--ratio: must be positive");
-    if (!(o->abs_thresh >= 0.0)) return sks_fail(SKS_EARG, "--abs: must be >= 0");
-    if (o->min_blocks < 1) return sks_fail(SKS_EARG, "--min-blocks: must be >= 1");
+    int vrc = sks__validate(o);
+    if (vrc) return vrc;
     sks__quiet = o->quiet;
-    int rc = sks__mkdir_p(outdir);
-    if (rc) return rc;
     sks_model *m = NULL;
-    if ((rc = sks_model_open(model_path, &m))) return rc;
+    int rc = sks_model_open(model_path, &m);
+    if (rc) return rc;
+    if ((rc = sks__mkdir_p(outdir))) {
+        sks_model_close(m);
+        return rc;
+    }
     sks__run R;
     memset(&R, 0, sizeof R);
     R.m = m;
@@ -838,15 +849,18 @@ int sks_cli_analyze_run(const char *model_path, const char *outdir, const sks_cl
     if (!o->quiet)
         fprintf(stderr, "analyze: %s: %s, %d layers, d %d, %d heads (%d kv), vocab %d -> %s\n", model_path, a->family,
                 a->n_layers, a->d_model, a->n_heads, a->n_kv_heads, a->vocab_size, outdir);
-    if (!o->tokens) {
-        int trc = sks_tokenizer_open_for_model(m, NULL, &R.tok);
+    /* The tokenizer encodes the prompts and names the tokens in spikes/vocab output;
+     * without one, --tokens or pseudo-random ids still work. */
+    {
+        int trc = sks_tokenizer_open_for_model(m, o->tokenizer, &R.tok);
         if (trc) {
             R.tok = NULL;
-            if (o->prompt) {
+            if (o->tokenizer || (o->prompt && !o->tokens)) {
                 rc = trc;
                 goto out;
             }
-            if (!o->quiet) fprintf(stderr, "analyze: no tokenizer (%s): using pseudo-random token ids\n", sks_last_error());
+            if (!o->quiet && !o->tokens)
+                fprintf(stderr, "analyze: no tokenizer (%s): using pseudo-random token ids\n", sks_last_error());
             sks_clear_error();
         }
     }
@@ -889,6 +903,7 @@ static void sks__usage(FILE *f) {
             "  --prompt TEXT      input text (needs the model's tokenizer); default: four built-in\n"
             "                     texts of up to 64 tokens, or pseudo-random ids without a tokenizer\n"
             "  --tokens IDS       input token ids, e.g. 1,450,3290 (overrides --prompt)\n"
+            "  --tokenizer PATH   tokenizer file (default: found beside or inside MODEL)\n"
             "  --sample N         vocabulary-sweep tokens: N sampled tokens; 0 = all of the\n"
             "                     vocabulary (default: all when V <= 8192, else a sample of 4096)\n"
             "  --eps X            sink head when alpha_0 > X (default 0.3)\n"
@@ -931,6 +946,9 @@ int sks_cmd_analyze(int argc, char **argv) {
         } else if (!strcmp(a, "--prompt")) {
             SKS__NEED();
             o.prompt = v;
+        } else if (!strcmp(a, "--tokenizer")) {
+            SKS__NEED();
+            o.tokenizer = v;
         } else if (!strcmp(a, "--tokens")) {
             SKS__NEED();
             o.tokens = v;
@@ -981,6 +999,7 @@ int sks_cmd_analyze(int argc, char **argv) {
         sks__usage(stderr);
         return 2;
     }
+    if ((rc = sks__validate(&o))) return sks_cli_fail("analyze", rc) + 1;
     sks_cli_progress_install(o.quiet);
     rc = sks_cli_analyze_run(model, out, &o);
     return rc ? sks_cli_fail("analyze", rc) : 0;
