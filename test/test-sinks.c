@@ -250,6 +250,7 @@ typedef struct {
     float emb[PM_V * PM_D], an[PM_D], fn[PM_D], finaln[PM_D];
     float wq[PM_H * PM_DH * PM_D], wk[PM_HKV * PM_DH * PM_D], wv[PM_HKV * PM_DH * PM_D], wo[PM_D * PM_H * PM_DH];
     float wg[PM_F * PM_D], wu[PM_F * PM_D], wd[PM_D * PM_F];
+    float qn[PM_DH], kn[PM_DH]; /* Qwen3 q_norm / k_norm (qk_norm variant only) */
     sks_arch arch;
 } planted;
 
@@ -259,7 +260,7 @@ typedef struct {
  * their KV head's sink dim from the constant channel: the sink heads. Head 1 (KV 0) queries
  * along b and head 2 (KV 1) along a: the same weights on the wrong KV head, so a wrong
  * head -> KV head map would swap the labels. */
-static void planted_build(planted *P, sks_model **out) {
+static void planted_build_qk(planted *P, sks_model **out, int qk_norm) {
     rng_seed(2026);
     memset(P, 0, sizeof *P);
     const int a = PM_DH / 2 - 1, b = PM_DH / 2 - 2;
@@ -307,6 +308,14 @@ static void planted_build(planted *P, sks_model **out) {
     A->tied_embeddings = 1;
     A->bos_id = 1;
     A->eos_id = 2;
+    if (qk_norm) {
+        /* Qwen3-style per-head norms; q_norm is not uniform so that the weight-only M =
+         * diag(q_norm) W_Q[h] diag(gamma) differs from the plain one */
+        strcpy(A->family, "qwen3");
+        A->has_qk_norm = 1;
+        for (int i = 0; i < PM_DH; i++) P->qn[i] = P->kn[i] = 3.0f;
+        P->qn[b] = 1.5f;
+    }
     sks_model *m = NULL;
     assert_int_equal(sks_model_new_memory(A, &m), 0);
     int64_t s_emb[2] = {PM_V, PM_D}, s_d[2] = {PM_D, 1}, s_q[2] = {PM_H * PM_DH, PM_D},
@@ -323,9 +332,16 @@ static void planted_build(planted *P, sks_model **out) {
     assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_W_GATE, 0, SKS_DT_F32, 2, s_g, P->wg, "wg"), 0);
     assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_W_UP, 0, SKS_DT_F32, 2, s_g, P->wu, "wu"), 0);
     assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_W_DOWN, 0, SKS_DT_F32, 2, s_dn, P->wd, "wd"), 0);
+    if (qk_norm) {
+        int64_t s_h[2] = {PM_DH, 1};
+        assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_Q_NORM, 0, SKS_DT_F32, 1, s_h, P->qn, "qn"), 0);
+        assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_K_NORM, 0, SKS_DT_F32, 1, s_h, P->kn, "kn"), 0);
+    }
     assert_int_equal(sks_model_validate(m), 0);
     *out = m;
 }
+
+static void planted_build(planted *P, sks_model **out) { planted_build_qk(P, out, 0); }
 
 /* Independent alpha_0 of layer 0 (its input is the embedding): RMSNorm, projections,
  * rotate-half RoPE and a causal softmax in double precision. */
@@ -346,6 +362,15 @@ static void reference_alpha0(const planted *P, const int32_t *ids, int T, double
             double s = 0.0;
             for (int c = 0; c < PM_D; c++) s += P->wk[r * PM_D + c] * x[t][c];
             k[t][r] = s;
+        }
+        if (P->arch.has_qk_norm) { /* per-head RMSNorm with q_norm / k_norm */
+            for (int h = 0; h < PM_H + PM_HKV; h++) {
+                double *v = h < PM_H ? q[t] + h * PM_DH : k[t] + (h - PM_H) * PM_DH, ss2 = 0.0;
+                const float *w = h < PM_H ? P->qn : P->kn;
+                for (int i = 0; i < PM_DH; i++) ss2 += v[i] * v[i];
+                double inv2 = 1.0 / sqrt(ss2 / PM_DH + P->arch.norm_eps);
+                for (int i = 0; i < PM_DH; i++) v[i] *= inv2 * w[i];
+            }
         }
         /* RoPE, pairs (i, i + dh/2), angle t * theta^(-2i/dh) */
         const int half = PM_DH / 2;
@@ -512,6 +537,54 @@ static void test_planted_model(void **state) {
     sks_model_close(m);
 }
 
+/* Qwen3 variant of the planted model: per-head q/k RMSNorm before RoPE. alpha_0 against
+ * the reference (which applies the norms), the planted heads ranked first, and the
+ * weight-only score of each head against its closed form: k^ is along the key's sink dim
+ * (only that row reads channel 0), so weight_only = q_n[r]^2 |W_Q row r|^2 /
+ * sum_i q_n[i]^2 |W_Q row i|^2 (gamma = 1) with r the KV head's sink dim. */
+static void test_planted_qk_norm(void **state) {
+    (void)state;
+    static planted P;
+    sks_model *m = NULL;
+    planted_build_qk(&P, &m, 1);
+    int32_t ids[PM_NP][PM_T];
+    const int32_t *ptr[PM_NP];
+    int lens[PM_NP];
+    make_prompts(ids, ptr, lens);
+    sks_sinks_opts o;
+    sks_sinks_opts_default(&o);
+    o.ratio = 50.0;
+    sks_sinks_result *r = NULL;
+    assert_int_equal(sks_sinks_run(m, PM_NP, ptr, lens, &o, &r), 0);
+    double ref[PM_H] = {0}, a0[PM_H];
+    for (int p = 0; p < PM_NP; p++) {
+        reference_alpha0(&P, ids[p], PM_T, a0);
+        for (int h = 0; h < PM_H; h++) ref[h] += a0[h] / PM_NP;
+    }
+    for (int h = 0; h < PM_H; h++) {
+        fprintf(stderr, "qk-norm head %d: alpha0 %.4f (ref %.4f) weight_only %.4f\n", h, r->alpha0[h], ref[h],
+                r->pred[SKS_PRED_WEIGHT_ONLY][h]);
+        assert_true(fabs(r->alpha0[h] - ref[h]) <= 1e-4);
+    }
+    assert_true(r->alpha0[0] > 0.3 && r->alpha0[3] > 0.3 && r->alpha0[1] < 0.3 && r->alpha0[2] < 0.3);
+    assert_true((r->rank[0] == 0 && r->rank[1] == 3) || (r->rank[0] == 3 && r->rank[1] == 0));
+    const int sinkdim[PM_HKV] = {PM_DH / 2 - 1, PM_DH / 2 - 2};
+    for (int h = 0; h < PM_H; h++) {
+        int rr = sinkdim[h / (PM_H / PM_HKV)];
+        double num = 0.0, den = 0.0;
+        for (int i = 0; i < PM_DH; i++) {
+            double rn = 0.0;
+            for (int c = 0; c < PM_D; c++) rn += (double)P.wq[(h * PM_DH + i) * PM_D + c] * P.wq[(h * PM_DH + i) * PM_D + c];
+            double w = (double)P.qn[i] * P.qn[i] * rn;
+            den += w;
+            if (i == rr) num = w;
+        }
+        assert_true(fabs(r->pred[SKS_PRED_WEIGHT_ONLY][h] - num / den) <= 1e-6);
+    }
+    sks_sinks_result_free(r);
+    sks_model_close(m);
+}
+
 /* Hostile arguments: a token outside the vocabulary, a one-token prompt. */
 static void test_bad_args(void **state) {
     (void)state;
@@ -621,7 +694,7 @@ int main(void) {
         cmocka_unit_test(test_energy_signed),       cmocka_unit_test(test_margin_hand),
         cmocka_unit_test(test_auc_hand),            cmocka_unit_test(test_pairwise_cos),
         cmocka_unit_test(test_weight_only_planted), cmocka_unit_test(test_planted_model),
-        cmocka_unit_test(test_bad_args),           cmocka_unit_test(test_synth_tiny),
+        cmocka_unit_test(test_planted_qk_norm), cmocka_unit_test(test_bad_args),           cmocka_unit_test(test_synth_tiny),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
