@@ -777,6 +777,14 @@ int sks__open_gguf(const char *path, sks_model **out) {
                 goto fail_m;
             }
         }
+        /* f32/f16/bf16 rows are read through typed pointers: with a small
+         * general.alignment an offset can be legal for GGUF and still misaligned. */
+        unsigned esz = dt == SKS_DT_F32 ? 4u : (dt == SKS_DT_F16 || dt == SKS_DT_BF16) ? 2u : 1u;
+        if ((g->data_off + t->offset) % esz) {
+            rc = sks_fail(SKS_EFORMAT, "%s: tensor %s: data at file offset %llu is not aligned to its %u-byte elements",
+                          path, name, (unsigned long long)(g->data_off + t->offset), esz);
+            goto fail_m;
+        }
         int ndim = t->n_dims == 1 ? 1 : 2;
         /* ne[0] is the innermost (column) count: shape = (ne[1], ne[0]) */
         int64_t shape[2] = {ndim == 1 ? (int64_t)t->ne[0] : (int64_t)t->ne[1], ndim == 1 ? 1 : (int64_t)t->ne[0]};

@@ -26,6 +26,9 @@ int sks__llama2c_parse(const void *buf, size_t len, const char *path, sks_arch *
     if (len < SKS__L2C_HEADER)
         return sks_fail(SKS_EFORMAT, "%s: %zu bytes: too short for a llama2.c header", path, len);
     memcpy(h, buf, sizeof h);
+    if (!memcmp(buf, "PK\x03\x04", 4) || ((const unsigned char *)buf)[0] == 0x80)
+        return sks_fail(SKS_EUNSUPPORTED,
+                        "%s: a PyTorch (zip/pickle) checkpoint, not llama2.c: convert it to safetensors first", path);
     if (h[0] == 0x616b3432) /* "ak42": the later llama2.c export versions */
         return sks_fail(SKS_EUNSUPPORTED, "%s: llama2.c export version %d is not supported (legacy v0 only)", path, h[1]);
     static const char *const field[7] = {"dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "seq_len"};

@@ -496,6 +496,11 @@ static void test_gguf_tensors(void **state) {
     /* 35. misaligned tensor data */
     o.q_offset_add = 4;
     gguf_case(&o, SKS_EFORMAT, "not a multiple of the alignment 32");
+    /* 35b. alignment 1 is legal GGUF, but f32 data at an odd file offset cannot be read
+     * (this header ends at an odd byte, so the data section starts there) */
+    o.alignment = 1;
+    gguf_case(&o, SKS_EFORMAT, "not aligned to its 4-byte elements");
+    o.alignment = 0;
     /* 36. tensor offset outside the data section */
     o.q_offset_add = (uint64_t)1 << 40;
     gguf_case(&o, SKS_EBOUNDS, "outside");
@@ -778,6 +783,9 @@ static void test_llama2c(void **state) {
     const char *d = case_dir();
     write_file(d, "s.bin", h, 20);
     expect_open(d, "s.bin", SKS_EFORMAT, "too short");
+    /* 66b. a PyTorch zip checkpoint named .bin */
+    write_file(d, "pytorch_model.bin", "PK\x03\x04\x14\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", 30);
+    expect_open(d, "pytorch_model.bin", SKS_EUNSUPPORTED, "PyTorch");
     /* 67. large sizes whose product is checked, not wrapped */
     int32_t hb[7] = {1 << 20, 1 << 22, 100000, 4096, 4096, 1 << 26, 1 << 30};
     l2c_case(hb, 0, SKS_EBOUNDS, "truncated");
