@@ -11,7 +11,8 @@
 #include <sys/types.h>
 
 /* Used when no prompt option is given and the model has a tokenizer: ordinary English
- * prose, long enough (~60-100 tokens) for stable medians and alpha_j. */
+ * prose, long enough (about 100 tokens with a 4096-piece vocabulary) for stable
+ * medians and alpha_j. */
 static const char sks__default_prompt[] =
     "The history of the river town is written in its bridges. The first was built of wood "
     "in the spring after the great flood, and the second of stone, when the mill owners "
