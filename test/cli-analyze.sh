@@ -5,7 +5,8 @@
 #    report.html embedding each of them, summary.json that parses and finds the planted
 #    spike channels, the walkthrough notebook executed headless on the folder;
 # 2. the same on fixtures/stories260K/stories260K.bin (a real llama2.c checkpoint);
-# 3. --no-plots, --json, a missing Python (results kept, clear message), bad usage.
+# 3. --no-plots, --json, a missing Python (results kept, clear message), bad usage;
+# 4. trained-packed: the paper's findings as measured by the float64 reference.
 # Exit 77 (skipped) only when the fixtures folder is missing, after parts 1 and 3 passed.
 set -u
 BIN=$1
@@ -159,6 +160,10 @@ done
 [ $? -eq 1 ] || fail "analyze on a missing model must exit 1"
 grep -q "sinkscope analyze:" "$TMP/bad.log" || fail "no error line for a missing model"
 "$BIN" analyze --help | grep -q -- "--no-plots" || fail "--help lacks --no-plots"
+"$BIN" analyze "$TMP/tiny" -o "$TMP/x" --eps 2 2>/dev/null
+[ $? -eq 2 ] || fail "--eps 2 must exit 2"
+"$BIN" analyze "$TMP/tiny" -o "$TMP/x" --tokens 1,99999 2>"$TMP/bad.log"
+[ $? -eq 1 ] && grep -q "outside the vocabulary" "$TMP/bad.log" || fail "--tokens out of range: $(cat "$TMP/bad.log")"
 
 # ---- 2. stories260K -----------------------------------------------------------------------
 if [ ! -d "$FIX" ]; then
@@ -180,4 +185,37 @@ assert s["settings"]["tokenizer"] is not None, "tok512.bin beside the model was 
 assert s["vocab"]["n_tokens"] == 512, "the 512-token vocabulary is swept whole"
 EOF
 run_notebook "$TMP/a-260k"
+
+# ---- 4. the paper's findings on trained-packed (Q8_0 GGUF, packed pretraining) ------------
+# mechanism.json (float64 reference): channel 154 steps up at the FFN of layer 2 and down at
+# the FFN of the last layer; S_154 at layer 2 has lambda* 4.79, dominance 4.05; 94.87% of
+# the vocabulary spikes (>= 100x the typical median) alone at position 0.
+P="$FIX/trained-packed"
+if [ -f "$P/model.gguf" ]; then
+    "$BIN" analyze "$P/model.gguf" -o "$TMP/a-packed" --ratio 100 --abs 50 -q 2>"$TMP/a-packed.log" || {
+        cat "$TMP/a-packed.log" >&2
+        fail "analyze on trained-packed"
+    }
+    check_folder "$TMP/a-packed"
+    "$PY" - "$P/mechanism.json" "$TMP/a-packed/summary.json" <<'EOF' || fail "trained-packed findings"
+import json, sys
+ref = json.load(open(sys.argv[1]))
+s = json.load(open(sys.argv[2]))
+assert 154 in s["trace"]["spike_channels"], s["trace"]["spike_channels"]
+lc = [l for l in s["trace"]["lifecycles"] if l["channel"] == 154 and l["token"] == 0]
+assert lc and lc[0]["main_up"] == 6 and 12 in lc[0]["step_down_blocks"], lc
+c = [c for c in s["spikes"]["channels"] if c["layer"] == 2 and c["channel"] == 154]
+r = [c for c in ref["channels"] if c["layer"] == 2 and c["channel"] == 154][0]
+assert c, "S_154 at layer 2 not analysed"
+# S_k depends on the weights only (Q8_0 dequantized exactly, eigensolver tolerance 1e-11):
+# 1e-6 relative leaves room for summation order
+assert abs(c[0]["lambda_star"] - r["eigenvalues_top5"][0]) <= 1e-6 * abs(r["eigenvalues_top5"][0]), (c[0], r["eigenvalues_top5"])
+assert abs(c[0]["dominance"] - r["dominance"]) <= 1e-6 * r["dominance"]
+# reference medians come from 16 held-out windows, ours from the built-in texts: +-1%
+f, fr = s["vocab"]["spike_fraction"], ref["vocab_sweep"]["fraction_ge_100"]
+assert abs(f - fr) < 0.01 and s["vocab"]["top_channel"] == 154, (f, fr, s["vocab"]["top_channel"])
+print("trained-packed: lambda* %.4f dominance %.3f vocab fraction %.4f (reference %.4f)"
+      % (c[0]["lambda_star"], c[0]["dominance"], f, fr))
+EOF
+fi
 echo "cli-analyze: all checks passed"
