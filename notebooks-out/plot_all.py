@@ -23,6 +23,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -58,6 +59,18 @@ def _save(fig, path):
     fig.savefig(path, dpi=DPI, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def _log_xticks(ax, lo, hi):
+    """Readable tick labels on a log x axis that spans few decades (1-2-5 steps)."""
+    if not (lo > 0 and hi > lo) or np.log10(hi / lo) > 3:
+        return
+    ticks = [m * 10.0 ** e for e in range(int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi))) + 1)
+             for m in (1, 2, 5) if lo <= m * 10.0 ** e <= hi]
+    if len(ticks) >= 2:
+        ax.set_xticks(ticks)
+        ax.set_xticklabels(["%g" % t for t in ticks])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
 
 
 def _param(res_part, *names, default=None):
@@ -466,16 +479,16 @@ def fig_vocab(res, path):
     else:
         ax.hist(pos, bins=bins, color="#d62728")
     ax.set_xscale("log")
+    _log_xticks(ax, bins[0], bins[-1])
     ax.set_xlabel("token's largest ratio max_c |h_b[v,c]| / typical median |h_b| (intermediate blocks)")
     ax.set_ylabel("number of tokens")
     n = ratio.size
     V = R.get(R.get(vocab, "model"), "vocab_size")
-    samp = (" (sample of %d of %s)" % (n, V)) if V and int(V) > n else " (all %d tokens)" % n
-    ftxt = ("%.3g%% spike at position 0" % (100 * float(frac))) if frac is not None else ""
+    samp = ("a sample of %d of %s tokens" % (n, V)) if V and int(V) > n else "all %d tokens" % n
+    ftxt = ("%.3g%% of %s spike" % (100 * float(frac), samp)) if frac is not None else samp
     ch = v["top_channel"]
-    chtxt = (", most in channel %d" % int(ch)) if ch is not None and int(ch) >= 0 else ""
-    ax.set_title("Vocabulary sweep: every token alone at position 0 - %s%s%s\n%s"
-                 % (ftxt, samp, chtxt, _model_tag(res)))
+    chtxt = (" (most in channel %d)" % int(ch)) if ch is not None and int(ch) >= 0 and frac else ""
+    ax.set_title("Vocabulary sweep, each token alone at position 0: %s%s\n%s" % (ftxt, chtxt, _model_tag(res)))
     ax.legend(loc="upper left", frameon=False)
     ax.grid(alpha=0.3, which="both", axis="x")
     return _save(fig, path)
