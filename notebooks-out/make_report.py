@@ -206,10 +206,16 @@ def section_spike_channels(res):
             fmt(R.get(c, "energy_fraction"), "%.3f"), fmt(R.get(c, "frobenius")), fmt(R.get(c, "trace")),
             fmt(R.get(c, "cos_x_s", "cos_spike", "cos")), fmt(R.get(c, "quad_pred", "quadratic_prediction")),
             fmt(R.get(c, "rank1_pred", "rank_one_prediction")), fmt(R.get(c, "true_out", "ffn_out")),
+            fmt(R.get(c, "silu_regime"), "%.2f"), fmt(R.get(c, "cos_x0_s"), "%.3f"),
         ])
     note = "" if len(ents) <= 40 else "<p>First 40 of %d analysed channels.</p>" % len(ents)
     return table(["layer", "channel", "spike ch.", "lambda*", "lambda_2", "dominance", "energy frac.", "||S_k||_F",
-                  "tr S_k", "cos(x, s*)", "x^T S x", "lambda*(s*.x)^2", "true out_k"], rows) + note
+                  "tr S_k", "cos(x, s*)", "x^T S x", "lambda*(s*.x)^2", "true out_k", "SiLU ~ id",
+                  "cos(x_0, s*)"], rows) + note + (
+        "<p>x is the FFN input of the layer at the spike token; x^T S x is the quadratic prediction of the "
+        "channel's FFN output, lambda*(s*.x)^2 its rank-one part, true out_k the SwiGLU output; SiLU ~ id is "
+        "the share of |W_gate x| mass where SiLU is within 5% of the identity; x_0 is the FFN input at "
+        "position 0.</p>")
 
 
 def section_lifecycles(res):
@@ -248,11 +254,23 @@ def section_sink_heads(res):
         r += [fmt(v[l, h], "%.3g") for _, _, v in preds]
         rows.append(r)
     out = table(["rank", "layer", "head", "alpha_0", "sink head"] + [k for k, _, _ in preds], rows)
+    cls = R.get(sinks, "classification") or {}
+    preds_cls = R.get(cls, "predictors") or {}
     aucs = P.auc_map(sinks)
-    if aucs:
-        out += "<p>ROC AUC of each predictor against the labels alpha_0 &gt; %s:</p>" % fmt(eps)
-        out += table(["predictor", "ROC AUC"], [[esc(k), fmt(v, "%.3f")] for k, v in
-                                                 sorted(aucs.items(), key=lambda kv: -kv[1])], left=(0,))
+    if preds_cls or aucs:
+        rows = []
+        names = list(preds_cls.keys()) or list(aucs.keys())
+        names.sort(key=lambda k: -aucs.get(k, -1.0))
+        main = R.get(cls, "main_predictor")
+        for k in names:
+            c = preds_cls.get(k, {}) if isinstance(preds_cls.get(k), dict) else {}
+            rows.append([esc(k) + (" (main)" if k == main else ""), fmt(aucs.get(k), "%.3f") or "undefined",
+                         fmt(R.get(c, "threshold"), "%.3g"), fmt(R.get(c, "precision"), "%.2f"),
+                         fmt(R.get(c, "recall"), "%.2f")])
+        out += ("<p>Each predictor scored against the labels alpha_0 &gt; %s: ROC AUC of the ranking, and "
+                "precision / recall of the rule predictor &gt;= threshold (%s sink heads of %d):</p>"
+                % (fmt(eps), int((a0 > eps).sum()), a0.size))
+        out += table(["predictor", "ROC AUC", "threshold", "precision", "recall"], rows, left=(0,))
     lay = R.get(sinks, "layers")
     if isinstance(lay, dict) and R.get(lay, "cos_spike_mean") is not None:
         def col(name):
@@ -386,8 +404,8 @@ def main(argv):
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(doc)
     os.replace(tmp, out)
-    n = sum(1 for v in figs.values() if v)
-    print("make_report: %d of %d figures, report %s" % (n, len(P.FIGURES), out), file=sys.stderr)
+    n = doc.count("<figure>")
+    print("make_report: %d of %d figures in %s" % (n, len(P.FIGURES), out), file=sys.stderr)
     return 0
 
 
