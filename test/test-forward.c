@@ -630,6 +630,23 @@ static void test_matmul_chunks(void **state) {
         free(Y);
     }
     rmodel_free(&rm);
+    /* a block large enough (>= 2^18 entries) to be converted on several threads */
+    const int64_t r = 700, c = 512;
+    uint16_t *wb = malloc((size_t)(r * c) * 2);
+    float *wf = malloc((size_t)(r * c) * 4), *X = malloc(3 * (size_t)c * 4), *Y = malloc(3 * (size_t)r * 4);
+    float *ws = malloc((size_t)(r * c) * 4);
+    for (int64_t i = 0; i < r * c; i++) wb[i] = sks_f32_to_bf16((float)urand());
+    sks_bf16_to_f32_ref(wb, wf, (size_t)(r * c));
+    for (int64_t i = 0; i < 3 * c; i++) X[i] = (float)urand();
+    sks_tensor t = {"big", SKS_DT_BF16, 2, {r, c}, wb, (uint64_t)(r * c * 2), 0};
+    assert_int_equal(sks_matmul_wt(&t, X, 3, Y, ws, (size_t)(r * c)), 0);
+    for (int tt = 0; tt < 3; tt++)
+        for (int64_t i = 0; i < r; i++) {
+            double sum = 0;
+            for (int64_t j = 0; j < c; j++) sum += (double)wf[i * c + j] * X[tt * c + j];
+            assert_close(Y[tt * r + i], sum, 1e-5, "matmul_wt (threaded conversion)");
+        }
+    free(wb); free(wf); free(X); free(Y); free(ws);
 }
 
 static int abort_hook(void *ud, int b, const float *h, int T, int d) {
