@@ -16,6 +16,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,6 +80,9 @@ int sks__tok_set_piece(sks_tokenizer *t, int id, const char *s, size_t len, floa
     t->poff[id] = t->arena_len;
     t->plen[id] = (uint32_t)len;
     t->arena_len = need;
+    /* hostile scores: NaN would make merge and Viterbi comparisons meaningless */
+    if (isnan(score)) score = -1e30f;
+    else if (isinf(score)) score = score > 0 ? 1e30f : -1e30f;
     t->score[id] = score;
     t->type[id] = (uint8_t)type;
     return 0;
@@ -819,6 +823,8 @@ int sks_tokenizer_encode(const sks_tokenizer *t, const char *text, int add_bos, 
     int rc = 0;
     if (add_bos && t->bos >= 0) rc = emit(&v, t->bos);
     size_t len = strlen(text), seg0 = 0;
+    /* symbol indices and spans are int / uint32: bound the text well below that */
+    if (len > ((size_t)1 << 30)) return sks_fail(SKS_EARG, "sks_tokenizer_encode: text of %zu bytes is too long", len);
     unsigned char first[256] = {0};
     for (int k = 0; k < t->n_verbatim; k++) first[(unsigned char)t->piece[t->verbatim[k]][0]] = 1;
     /* verbatim (added) tokens split the text first, longest match at each position */
