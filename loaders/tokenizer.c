@@ -353,6 +353,11 @@ const char *sks_tokenizer_piece(const sks_tokenizer *t, int id) {
 
 int sks_tokenizer_piece_id(const sks_tokenizer *t, const char *piece) {
     if (!t || !piece) return -1;
+    if (!piece[0]) { /* empty pieces are not hashed (format gaps); find the first one */
+        for (int i = 0; i < t->n; i++)
+            if (t->plen[i] == 0) return i;
+        return -1;
+    }
     return sks__tok_lookup(t, piece, strlen(piece));
 }
 
