@@ -42,8 +42,9 @@ typedef struct {
     char preset[32];         /* name recorded in planted.json ("" for --config) */
 
     /* random part */
-    double weight_std;       /* q, k, v, gate, up, lm_head; default 0.02 */
-    double resid_std;        /* o_proj, down_proj; default weight_std / sqrt(2 L) */
+    double weight_std;       /* v, gate, up, lm_head; default 0.02 */
+    double resid_std;        /* o_proj, down_proj; 0: weight_std / sqrt(2 L) */
+    double qk_std;           /* q_proj, k_proj; 0: weight_std * min(1, sqrt(1024 / d)) */
     double embed_std;        /* per-entry noise of token embeddings, default 1 */
     double embed_mean_cos;   /* cos(embedding, mu) of an ordinary token, default 0.5 */
     double norm_std;         /* gammas are 1 + norm_std N(0,1), default 0.05 */

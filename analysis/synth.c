@@ -85,6 +85,7 @@ static void sks__arch_llama(sks_arch *a, int d, int f, int L, int H, int Hkv, in
 void sks_synth_config_default(sks_synth_config *c) {
     c->weight_std = 0.02;
     c->resid_std = 0; /* automatic: weight_std / sqrt(2 L) */
+    c->qk_std = 0;    /* automatic: weight_std * min(1, sqrt(1024 / d)) */
     c->embed_std = 1.0;
     c->embed_mean_cos = 0.5;
     c->norm_std = 0.05;
@@ -161,7 +162,7 @@ struct sks_synth {
     sks_arch a;
     uint64_t seed;
     int d, f, L, H, Hkv, dh, V, grp;
-    double resid_std, alpha_mu;
+    double resid_std, qk_std, alpha_mu;
     size_t n_t;
     sks__tinfo *t;
 
@@ -247,7 +248,7 @@ static void sks__gen_row(const sks_synth *s, const sks__tinfo *t, int64_t row, f
         for (int64_t i = 0; i < n; i++) out[i] += 1.0f;
         return;
     case SKS_ROLE_WQ: {
-        sks__normals(&rng, out, n, (float)s->cfg.weight_std);
+        sks__normals(&rng, out, n, (float)s->qk_std);
         int h = (int)(row / s->dh), rr = (int)(row % s->dh), g = h / s->grp;
         if (rr != s->r || !s->kvp[(size_t)l * s->Hkv + g]) return;
         double gain = 0;
@@ -257,7 +258,7 @@ static void sks__gen_row(const sks_synth *s, const sks__tinfo *t, int64_t row, f
         return;
     }
     case SKS_ROLE_WK: {
-        sks__normals(&rng, out, n, (float)s->cfg.weight_std);
+        sks__normals(&rng, out, n, (float)s->qk_std);
         int g = (int)(row / s->dh), rr = (int)(row % s->dh);
         if (rr != s->r || !s->kvp[(size_t)l * s->Hkv + g]) return;
         if (l == 0) {
@@ -443,7 +444,8 @@ static int sks__check_cfg(const sks_synth_config *c) {
     if (c->n_up_units < 1 || c->n_up_units > SKS_SYNTH_MAX_UNITS) return sks_fail(SKS_EARG, "synth: n_up_units %d out of range", c->n_up_units);
     if (c->n_up_units + SKS_SYNTH_MAX_UNITS / 2 + 2 > a->d_ffn) return sks_fail(SKS_EARG, "synth: d_ffn %d too small", a->d_ffn);
     if (!(c->dominance > 1)) return sks_fail(SKS_EARG, "synth: dominance %g must exceed 1", c->dominance);
-    if (!(c->weight_std > 0) || !(c->embed_std > 0) || c->resid_std < 0 || c->norm_std < 0 || c->bias_std < 0)
+    if (!(c->weight_std > 0) || !(c->embed_std > 0) || c->resid_std < 0 || c->qk_std < 0 || c->norm_std < 0 ||
+        c->bias_std < 0)
         return sks_fail(SKS_EARG, "synth: standard deviations must be positive");
     if (!(c->embed_mean_cos > 0 && c->embed_mean_cos < 0.95)) return sks_fail(SKS_EARG, "synth: embed_mean_cos %g outside (0, 0.95)", c->embed_mean_cos);
     if (!(c->gate_z > 2 && c->gate_z < 60)) return sks_fail(SKS_EARG, "synth: gate_z %g outside (2, 60)", c->gate_z);
@@ -495,14 +497,18 @@ int sks_synth_new(const sks_synth_config *cfg, uint64_t seed, sks_synth **out) {
     s->grp = s->H / s->Hkv;
     const int d = s->d, f = s->f, L = s->L, H = s->H;
     s->resid_std = cfg->resid_std > 0 ? cfg->resid_std : cfg->weight_std / sqrt(2.0 * L);
+    /* random q.k logits have std qk_std^2 d: above d = 1024 the default keeps them at
+     * the level of d = 1024 so that no unplanted head sinks by chance */
+    s->qk_std = cfg->qk_std > 0 ? cfg->qk_std : cfg->weight_std * (d > 1024 ? sqrt(1024.0 / d) : 1.0);
 
     /* layers: step-up ls, step-down ld (L = none) */
     s->ls = cfg->step_up_layer >= 0 ? cfg->step_up_layer : (L >= 4 ? 1 : 0);
     s->ld = cfg->step_down_layer >= 0 ? cfg->step_down_layer : (L >= 8 ? L - 2 : L - 1);
     if (s->ls >= L - 1 || s->ld > L || s->ld < s->ls + 2) {
+        int ls = s->ls, ld = s->ld;
         sks_synth_free(s);
         return sks_fail(SKS_EARG, "synth: need 0 <= step_up_layer (%d) < step_down_layer - 1 (%d), step_up < L - 1 (%d)",
-                        s->ls, s->ld - 1, L - 1);
+                        ls, ld - 1, L - 1);
     }
 
     rc = SKS_ENOMEM;
@@ -886,6 +892,7 @@ int sks_synth_planted_json(const sks_synth *s, sks_dtype dt, char **out) {
     json_t *pa = json_object();
     json_object_set_new(pa, "weight_std", json_real(s->cfg.weight_std));
     json_object_set_new(pa, "resid_std", json_real(s->resid_std));
+    json_object_set_new(pa, "qk_std", json_real(s->qk_std));
     json_object_set_new(pa, "embed_std", json_real(s->cfg.embed_std));
     json_object_set_new(pa, "embed_mean_cos", json_real(s->cfg.embed_mean_cos));
     json_object_set_new(pa, "norm_std", json_real(s->cfg.norm_std));
@@ -1005,10 +1012,10 @@ int sks_synth_config_from_json(const char *text, const char *src, sks_synth_conf
         if ((rc = sks__jint(pl, "step_down_layer", src, 0, 100000, &cfg->step_down_layer))) goto out;
         if ((rc = sks__jint(pl, "n_up_units", src, 1, SKS_SYNTH_MAX_UNITS, &cfg->n_up_units))) goto out;
         static const char *const nums[] = {"dominance", "gate_z", "steer_ratio", "sink_fraction", "sink_margin",
-                                           "avoid_margin", "weight_std", "resid_std", "embed_std",
+                                           "avoid_margin", "weight_std", "resid_std", "qk_std", "embed_std",
                                            "embed_mean_cos", "norm_std", "bias_std"};
         double *dst[] = {&cfg->dominance, &cfg->gate_z, &cfg->steer_ratio, &cfg->sink_fraction, &cfg->sink_margin,
-                         &cfg->avoid_margin, &cfg->weight_std, &cfg->resid_std, &cfg->embed_std,
+                         &cfg->avoid_margin, &cfg->weight_std, &cfg->resid_std, &cfg->qk_std, &cfg->embed_std,
                          &cfg->embed_mean_cos, &cfg->norm_std, &cfg->bias_std};
         for (size_t k = 0; k < sizeof nums / sizeof nums[0]; k++)
             if ((rc = sks__jnum(pl, nums[k], src, dst[k]))) goto out;
