@@ -630,7 +630,7 @@ static void test_matmul_chunks(void **state) {
         free(Y);
     }
     rmodel_free(&rm);
-    /* a block large enough (>= 2^18 entries) to be converted on several threads */
+    /* one large bf16 block (700 x 512) converted in a single chunk */
     const int64_t r = 700, c = 512;
     uint16_t *wb = malloc((size_t)(r * c) * 2);
     float *wf = malloc((size_t)(r * c) * 4), *X = malloc(3 * (size_t)c * 4), *Y = malloc(3 * (size_t)r * 4);
@@ -644,7 +644,7 @@ static void test_matmul_chunks(void **state) {
         for (int64_t i = 0; i < r; i++) {
             double sum = 0;
             for (int64_t j = 0; j < c; j++) sum += (double)wf[i * c + j] * X[tt * c + j];
-            assert_close(Y[tt * r + i], sum, 1e-5, "matmul_wt (threaded conversion)");
+            assert_close(Y[tt * r + i], sum, 1e-5, "matmul_wt (one large chunk)");
         }
     free(wb); free(wf); free(X); free(Y); free(ws);
 }
