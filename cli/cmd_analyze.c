@@ -297,9 +297,13 @@ static int sks__stage_spikes(sks__run *R, int n_stages) {
         want[sks__steepest_ffn_layer(R->tr)] = 1;
         n_layers_an = 1;
     }
-    /* screen: three f x f Gram matrices of depth d per layer, plus the eigen iterations */
+    /* screen per layer: three f x f Gram matrices of depth d (6 f^2 d flops) and the
+     * weighted reductions for all d channels (4 f^2 d), at half speed in f64 (the
+     * automatic precision for f d <= 16M); plus one forward pass over prompt 0 */
     double fd = (double)a->d_ffn * a->d_ffn * a->d_model;
-    double eta = n_layers_an * 8.0 * fd / (R->rate > 0 ? R->rate : 1e10);
+    double f64 = (double)a->d_ffn * a->d_model <= 16e6 ? 2.0 : 1.0;
+    double flops = n_layers_an * 10.0 * fd * f64 + 2.0 * (double)sks_model_n_params(R->m) * R->pr.lens[0];
+    double eta = flops / (R->rate > 0 ? R->rate : 1e10);
     char detail[160];
     snprintf(detail, sizeof detail, "%d layer%s (%s), %d channel%s from the trace + %d by ||S_k||_F per layer",
              n_layers_an, n_layers_an == 1 ? "" : "s", R->spike_selection, n, n == 1 ? "" : "s", R->so.top_frob);
