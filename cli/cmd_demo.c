@@ -201,8 +201,7 @@ int sks_cmd_demo(int argc, char **argv) {
         } else if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) {
             D.quiet = 1;
         } else {
-            fprintf(stderr, "sinkscope demo: unknown option or missing value: %s\n\n", a);
-            sks__demo_help(stderr);
+            fprintf(stderr, "sinkscope demo: unknown option or missing value: %s (see sinkscope demo --help)\n", a);
             return 2;
         }
     }
@@ -212,9 +211,10 @@ int sks_cmd_demo(int argc, char **argv) {
     int rc = 0;
     for (size_t k = 0; k < sizeof sks__demo_stages / sizeof sks__demo_stages[0]; k++) {
         if ((rc = sks__demo_stages[k].run(&D))) {
-            fprintf(stderr, "sinkscope demo: stage %s failed\n", sks__demo_stages[k].name);
+            const char *msg = sks_last_error();
+            fprintf(stderr, "sinkscope demo: stage %s: %s\n", sks__demo_stages[k].name, (msg && *msg) ? msg : sks_strerror(rc));
             sks_synth_free(D.synth);
-            return sks_cli_fail("demo", rc);
+            return 1;
         }
     }
     printf("sinkscope demo: done in %.1f s; results in %s/\n", sks_now() - t0, D.outdir);

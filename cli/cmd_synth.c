@@ -91,14 +91,12 @@ int sks_cmd_synth(int argc, char **argv) {
         } else if (!strcmp(a, "--quiet")) {
             quiet = 1;
         } else {
-            fprintf(stderr, "sinkscope synth: unknown option or missing value: %s\n\n", a);
-            sks__synth_help(stderr);
+            fprintf(stderr, "sinkscope synth: unknown option or missing value: %s (see sinkscope synth --help)\n", a);
             return 2;
         }
     }
     if ((!preset) == (!config) || !outdir) {
-        fprintf(stderr, "sinkscope synth: give exactly one of --preset or --config, and -o DIR\n\n");
-        sks__synth_help(stderr);
+        fprintf(stderr, "sinkscope synth: give exactly one of --preset or --config, and -o DIR (see sinkscope synth --help)\n");
         return 2;
     }
     sks_dtype dt;

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# cli-synth.sh BINARY SOURCE_DIR FIXTURES_DIR - `sinkscope synth` and `sinkscope demo`.
+#
+# 1. usage errors: one stderr line naming the problem, non-zero exit; --help;
+# 2. synth --preset tiny: the files, inspect sees the preset's shape; --config with a
+#    small shard limit gives an index and several shards; a bad config names the file;
+# 3. demo --no-plots: exit 0, verify.json says every planted spike and sink was found,
+#    every analysis file is there. Needs no fixtures.
+set -u
+BIN=$1
+PY=/usr/bin/python3
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/sks-synth.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT
+export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-2}
+
+fail() {
+    echo "FAIL: $*" >&2
+    exit 1
+}
+
+expect_error() {
+    local what=$1 pat=$2
+    shift 2
+    if "$@" >"$TMP/out" 2>"$TMP/err"; then fail "$what: exit 0"; fi
+    [ "$(wc -l <"$TMP/err")" -eq 1 ] || fail "$what: stderr is not one line: $(cat "$TMP/err")"
+    grep -q -- "$pat" "$TMP/err" || fail "$what: stderr lacks '$pat': $(cat "$TMP/err")"
+}
+
+# ---- 1. usage ------------------------------------------------------------------------
+"$BIN" synth --help | grep -q -- "--max-shard-bytes" || fail "synth --help"
+"$BIN" demo --help | grep -q "verify.json" || fail "demo --help"
+expect_error "synth without -o" "exactly one of --preset or --config" "$BIN" synth --preset tiny
+expect_error "synth with both" "exactly one of" "$BIN" synth --preset tiny --config x.json -o "$TMP/x"
+expect_error "unknown preset" "unknown preset 'gpt-9'" "$BIN" synth --preset gpt-9 -o "$TMP/x"
+expect_error "bad dtype" "want f32 or bf16" "$BIN" synth --preset tiny --dtype f16 -o "$TMP/x"
+expect_error "bad seed" "--seed" "$BIN" synth --preset tiny --seed -3 -o "$TMP/x"
+expect_error "missing config" "nope.json" "$BIN" synth --config "$TMP/nope.json" -o "$TMP/x"
+echo '{"hidden_size": 64,' >"$TMP/bad.json"
+expect_error "broken config" "bad.json" "$BIN" synth --config "$TMP/bad.json" -o "$TMP/x"
+expect_error "demo option" "unknown option" "$BIN" demo --frobnicate
+
+# ---- 2. synth ------------------------------------------------------------------------
+"$BIN" synth --preset tiny --seed 4 -o "$TMP/tiny" --quiet 2>"$TMP/err" || fail "synth tiny: $(cat "$TMP/err")"
+for f in config.json model.safetensors planted.json; do [ -s "$TMP/tiny/$f" ] || fail "tiny: no $f"; done
+"$BIN" inspect "$TMP/tiny" --json >"$TMP/inspect.json" || fail "inspect tiny"
+$PY - "$TMP/inspect.json" "$TMP/tiny/planted.json" <<'PYEOF' || fail "tiny shape"
+import json, sys
+i = json.load(open(sys.argv[1])); p = json.load(open(sys.argv[2]))
+assert (i["d_model"], i["d_ffn"], i["n_layers"], i["n_heads"], i["n_kv_heads"], i["vocab_size"]) == (64, 176, 4, 4, 2, 256), i
+assert i["n_params"] == 217664 and i["bos_id"] == 1
+assert p["schema"] == "sinkscope.planted/1" and p["seed"] == 4 and p["spike"]["token_position"] == 0
+assert len(p["spike"]["s_star"]) == 64 and len(p["sink_heads"]) + len(p["non_sink_heads"]) == 16
+PYEOF
+cat >"$TMP/cfg.json" <<'JSON'
+{"model_type": "qwen2", "hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 4,
+ "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 200,
+ "planted": {"spike_values": [900, -700]}}
+JSON
+"$BIN" synth --config "$TMP/cfg.json" --dtype bf16 --max-shard-bytes 40000 -o "$TMP/q" --json >"$TMP/q.json" 2>/dev/null ||
+    fail "synth --config"
+[ -s "$TMP/q/model.safetensors.index.json" ] || fail "no index with a 40 KB shard limit"
+[ "$(ls "$TMP"/q/model-*-of-*.safetensors | wc -l)" -gt 2 ] || fail "too few shards"
+"$BIN" inspect "$TMP/q" --json >"$TMP/qi.json" || fail "inspect sharded qwen2"
+$PY - "$TMP/qi.json" "$TMP/q.json" <<'PYEOF' || fail "sharded qwen2"
+import json, sys
+i = json.load(open(sys.argv[1])); s = json.load(open(sys.argv[2]))
+assert i["family"] == "qwen2" and i["has_qkv_bias"] and len(i["shards"]) > 2, i
+assert all(t["dtype"] == "BF16" for t in i["tensors"])
+assert s["n_params"] == i["n_params"] and s["bytes"] == 2 * i["n_params"], s
+PYEOF
+
+# ---- 3. demo -------------------------------------------------------------------------
+"$BIN" demo --no-plots --quiet -o "$TMP/demo" >"$TMP/demo.out" 2>"$TMP/demo.err" ||
+    fail "demo: $(cat "$TMP/demo.err") $(cat "$TMP/demo.out")"
+grep -q "every planted spike and sink recovered" "$TMP/demo.out" || fail "demo verdict: $(cat "$TMP/demo.out")"
+for f in model/planted.json trace.msgpack spikes.msgpack vocab.msgpack sinks.msgpack summary.json verify.json; do
+    [ -s "$TMP/demo/$f" ] || fail "demo: no $f"
+done
+$PY -c "import json,sys; v=json.load(open(sys.argv[1])); assert v['pass'] and v['sink_false_positive']==0 and v['plateau_min_ratio']>1000, v" \
+    "$TMP/demo/verify.json" || fail "verify.json"
+echo "cli-synth: ok"
