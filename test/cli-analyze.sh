@@ -165,6 +165,25 @@ grep -q "sinkscope analyze:" "$TMP/bad.log" || fail "no error line for a missing
 "$BIN" analyze "$TMP/tiny" -o "$TMP/x" --tokens 1,99999 2>"$TMP/bad.log"
 [ $? -eq 1 ] && grep -q "outside the vocabulary" "$TMP/bad.log" || fail "--tokens out of range: $(cat "$TMP/bad.log")"
 
+# plots degrade gracefully: without vocab/spikes results and with a truncated sinks file,
+# make_report.py still succeeds, skips exactly the figures whose data is missing (alpha_0
+# then comes from trace.msgpack) and says so
+D="$TMP/partial"
+mkdir -p "$D"
+cp "$TMP/a-tiny/trace.msgpack" "$TMP/a-tiny/summary.json" "$D/"
+head -c 100 "$TMP/a-tiny/sinks.msgpack" >"$D/sinks.msgpack"
+"$PY" "$SRC/notebooks-out/make_report.py" "$D" 2>"$D/log" || fail "make_report.py on a partial folder: $(cat "$D/log")"
+check_png "$D/fig_lifecycle.png"
+check_png "$D/fig_alpha.png"
+for f in fig_spectrum.png fig_alignment.png fig_vocab.png fig_delimiters.png; do
+    [ ! -e "$D/$f" ] || fail "partial folder: $f drawn without its data"
+    grep -q "Figure $f not produced" "$D/report.html" || fail "report does not say $f is missing"
+done
+for w in "spectrum figure skipped" "alignment figure skipped" "vocab figure skipped" "delimiter figure skipped" \
+    "sinks.msgpack:"; do
+    grep -q "$w" "$D/log" || fail "no warning '$w' for the partial folder: $(cat "$D/log")"
+done
+
 # ---- 2. stories260K -----------------------------------------------------------------------
 if [ ! -d "$FIX" ]; then
     echo "SKIPPED: fixtures folder $FIX not found (tiny-model checks passed)"
