@@ -2,6 +2,7 @@
  * Parses options, picks the (layer, channel) pairs, drives the per-layer steps of
  * analysis/spikes.c with progress, writes the msgpack and the optional JSON summary. */
 #include "cli.h"
+#include "dist.h"
 #include "../analysis/sks_spikes.h"
 #include "../analysis/sks_trace.h"
 #include "../loaders/sks_tokenizer.h"
@@ -53,7 +54,11 @@ static void sks__spikes_help(FILE *f) {
             "  --json              JSON summary on stdout: per layer `channels` entries {channel,\n"
             "                      eigenvalues, s_star, frobenius, trace, dominance, energy_fraction,\n"
             "                      cos_x_s, quad_pred, rank1_pred, true_out}\n"
-            "  -q, --quiet         no progress\n\n"
+            "  -q, --quiet         no progress\n"
+            "  --resume            keep the finished layers of an interrupted run (OUT.parts/)\n"
+            "  --max-memory SIZE   bound the workspaces, e.g. 4G (weights stay mapped; smaller\n"
+            "                      solver blocks, f32 operator; an error when it cannot fit)\n"
+            "  under mpirun -np N the layers are split across the N ranks (docs/scale.md)\n\n"
             "example:\n"
             "  sinkscope spikes path/to/model -o spikes.msgpack --json | jq '.layers[0].channels[0]'\n"
             "  sinkscope spikes path/to/model --layers 1 --channels 356 --top-frob 0 -o s.msgpack\n");
@@ -228,7 +233,8 @@ static json_t *sks__json_summary(const sks_spikes_report *rep, const sks_model *
 int sks_cmd_spikes(int argc, char **argv) {
     const char *model_path = NULL, *out_path = NULL, *layers_s = NULL, *channels_s = NULL, *from_trace = NULL;
     const char *prompt = NULL, *tokens_s = NULL, *tok_path = NULL;
-    int json = 0, quiet = 0, top_frob_set = 0, no_delim = 0, token_pos = -1;
+    int json = 0, quiet = 0, top_frob_set = 0, no_delim = 0, token_pos = -1, resume = 0;
+    uint64_t max_mem = 0;
     sks_spikes_opts so;
     sks_spikes_opts_default(&so);
     sks_trace_opts to;
@@ -319,6 +325,11 @@ int sks_cmd_spikes(int argc, char **argv) {
             no_delim = 1;
         } else if (!strcmp(a, "--json")) {
             json = 1;
+        } else if (!strcmp(a, "--resume")) {
+            resume = 1;
+        } else if (!strcmp(a, "--max-memory")) {
+            SKS__NEED();
+            if (sks_dist_parse_bytes(a, nx, &max_mem)) return sks_cli_fail("spikes", SKS_EARG), 2;
         } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
             quiet = 1;
         } else if (a[0] == '-' && a[1]) {
@@ -360,6 +371,9 @@ int sks_cmd_spikes(int argc, char **argv) {
     int nres = 0;
     sks_delim_result delim;
     memset(&delim, 0, sizeof delim);
+    sks_dist_parts parts;
+    memset(&parts, 0, sizeof parts);
+    int have_parts = 0;
     int have_delim = 0;
     double *sig = NULL;
     const char *selection = "default";
@@ -469,46 +483,49 @@ int sks_cmd_spikes(int argc, char **argv) {
         }
     }
 
+    {
+        uint64_t need = 0;
+        char nb[32];
+        if ((rc = sks_dist_spikes_fit(ar, &so, T, nsel, max_mem, &need))) goto fail;
+        if (max_mem)
+            sks_log(SKS_LOG_INFO, "spikes: workspaces about %s (channel block %d)",
+                    sks_dist_fmt_bytes(need, nb, sizeof nb), so.channel_block);
+    }
     if ((rc = sks_spikes_new(m, &so, &s))) goto fail;
     if ((rc = sks_spikes_forward(s, ids, T))) goto fail;
     res = calloc((size_t)L, sizeof *res);
-    int *lc = malloc((size_t)(nsel + 1) * sizeof(int)), *lsrc = malloc((size_t)(nsel + 1) * sizeof(int));
-    int *lt = malloc((size_t)(nsel + 1) * sizeof(int));
-    if (!res || !lc || !lsrc || !lt) {
-        free(lc), free(lsrc), free(lt);
+    if (!res) {
         rc = sks_fail(SKS_ENOMEM, "out of memory");
         goto fail;
     }
-    int n_layers_sel = 0, max_layer = -1;
-    for (int l = 0; l < L; l++) {
-        int any = 0;
-        for (int i = 0; i < nsel; i++) any |= sel_l[i] == l;
-        n_layers_sel += any;
+    int max_layer = -1, n_resumed = 0;
+    {
+        /* every parameter that changes a layer's result, for --resume */
+        sks_dist_text mf;
+        memset(&mf, 0, sizeof mf);
+        sks_dist_text_add(&mf, "schema", "sinkscope.spikes/1");
+        sks_dist_text_add(&mf, "model", "%s", sks_model_path(m));
+        sks_dist_text_add(&mf, "shape", "L=%d d=%d f=%d V=%d", L, d, ar->d_ffn, ar->vocab_size);
+        sks_dist_text_add(&mf, "opts", "rank=%d top_frob=%d dense=%d precision=%d tol=%.17g krylov=%d restarts=%d "
+                          "block=%d seed=%llu ftm=%d", so.rank, so.top_frob, so.dense, so.precision, so.tol,
+                          so.krylov_dim, so.max_restarts, so.channel_block, (unsigned long long)so.seed,
+                          so.first_token_map);
+        sks_dist_text_i32s(&mf, "tokens", ids, T);
+        sks_dist_text_ints(&mf, "sel_layers", sel_l, nsel);
+        sks_dist_text_ints(&mf, "sel_channels", sel_c, nsel);
+        sks_dist_text_ints(&mf, "sel_tokens", sel_t, nsel);
+        sks_dist_text_add(&mf, "source", "%d", channels_s ? SKS_SPK_SRC_USER : SKS_SPK_SRC_SPIKE);
+        if (mf.err) rc = sks_fail(SKS_ENOMEM, "out of memory");
+        if (!rc) rc = sks_dist_parts_open(&parts, out_path, mf.s, resume);
+        free(mf.s);
+        if (rc) goto fail;
+        have_parts = 1;
     }
-    for (int l = 0; l < L && !rc; l++) {
-        int cnt = 0, any = 0;
-        for (int i = 0; i < nsel; i++) {
-            if (sel_l[i] != l) continue;
-            any = 1;
-            if (sel_c[i] < 0) continue;
-            lc[cnt] = sel_c[i];
-            lsrc[cnt] = channels_s ? SKS_SPK_SRC_USER : SKS_SPK_SRC_SPIKE;
-            lt[cnt] = sel_t[i];
-            cnt++;
-        }
-        if (!any) continue;
-        sks_progress("spikes layers", nres, n_layers_sel);
-        rc = sks_spikes_layer(s, l, lc, lsrc, lt, cnt, &res[nres]);
-        if (rc) break;
-        const sks_spikes_layer_result *R = &res[nres];
-        sks_log(SKS_LOG_INFO, "spikes: layer %d: screen %.2fs, %d channels, eigenpairs %.2fs (%d matvecs)", l,
-                R->seconds_screen, R->n_channels, R->seconds_eigs, R->matvecs);
-        nres++;
-        max_layer = l;
-    }
-    sks_progress("spikes layers", nres, n_layers_sel);
-    free(lc), free(lsrc), free(lt);
+    rc = sks_dist_spikes_layers(s, L, d, sel_l, sel_c, sel_t, nsel, channels_s ? SKS_SPK_SRC_USER : SKS_SPK_SRC_SPIKE,
+                                &parts, res, &nres, &max_layer, &n_resumed);
     if (rc) goto fail;
+    if (resume) sks_log(SKS_LOG_INFO, "spikes: %d layer(s) resumed from %s", n_resumed, parts.dir);
+    if (sks_dist_rank() != 0) goto done; /* rank 0 finishes and writes */
     if (!no_delim) {
         if ((rc = sks_spikes_delimiter(s, so.n_delim_top, &delim))) goto fail;
         have_delim = 1;
@@ -537,6 +554,7 @@ int sks_cmd_spikes(int argc, char **argv) {
     rep.trace_ratio = (tr && !tr_lite) ? to.ratio : NAN;
     rep.selection = selection;
     if ((rc = sks_spikes_write(&rep, m, &so, tok ? sks__piece_cb : NULL, tok, out_path))) goto fail;
+    sks_dist_parts_remove(&parts);
     if (json) {
         json_t *j = sks__json_summary(&rep, m);
         char *txt = json_dumps(j, JSON_COMPACT);
@@ -555,6 +573,7 @@ done:
         for (int i = 0; i < nres; i++) sks_spikes_layer_result_free(&res[i]);
     free(res);
     free(sig);
+    if (have_parts) sks_dist_parts_free(&parts);
     sks_delim_result_free(&delim);
     sks_spikes_free(s);
     if (tr_lite)

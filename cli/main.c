@@ -1,5 +1,6 @@
 /* main.c - `sinkscope` entry point: dispatch to subcommands. */
 #include "cli.h"
+#include "dist.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -54,7 +55,13 @@ int main(int argc, char **argv) {
         return 0;
     }
     for (size_t i = 0; i < sizeof sks__cmds / sizeof sks__cmds[0]; i++)
-        if (!strcmp(argv[1], sks__cmds[i].name)) return sks__cmds[i].fn(argc - 1, argv + 1);
+        if (!strcmp(argv[1], sks__cmds[i].name)) {
+            /* under mpirun: MPI_Init here, MPI_Finalize after the command (cli/dist.c) */
+            sks_dist_init(&argc, &argv);
+            int rc = sks__cmds[i].fn(argc - 1, argv + 1);
+            sks_dist_finalize();
+            return rc;
+        }
     fprintf(stderr, "sinkscope: unknown command '%s'\n\n", argv[1]);
     sks__usage(stderr);
     return 2;

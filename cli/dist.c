@@ -1,0 +1,751 @@
+/* dist.c - MPI split and gather, resumable per-layer parts, --max-memory (dist.h). */
+#include "dist.h"
+#include "cli.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <msgpack.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#ifndef SKS_HAVE_MPI
+#define SKS_HAVE_MPI 0
+#endif
+#if SKS_HAVE_MPI
+#include <mpi.h>
+#endif
+
+/* ---- MPI ---------------------------------------------------------------------------- */
+
+static int sks__dist_inited;
+
+int sks_dist_have_mpi(void) { return SKS_HAVE_MPI; }
+
+void sks_dist_init(int *argc, char ***argv) {
+#if SKS_HAVE_MPI
+    if (!getenv("OMPI_COMM_WORLD_SIZE") && !getenv("PMI_SIZE") && !getenv("PMIX_RANK")) return;
+    if (MPI_Init(argc, argv) != MPI_SUCCESS) return;
+    sks__dist_inited = 1;
+    int r = sks_dist_rank();
+    const char *v = getenv("SKS_MPI_VERBOSE");
+    if (r > 0 && !(v && !strcmp(v, "1"))) {
+        int fd = open("/dev/null", O_WRONLY);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            close(fd);
+        }
+    }
+#else
+    (void)argc, (void)argv;
+#endif
+}
+
+void sks_dist_finalize(void) {
+#if SKS_HAVE_MPI
+    if (sks__dist_inited) {
+        fflush(stdout);
+        MPI_Finalize();
+        sks__dist_inited = 0;
+    }
+#endif
+}
+
+int sks_dist_rank(void) { return sks_cli_mpi_rank(); }
+int sks_dist_size(void) { return sks_cli_mpi_size(); }
+
+int sks_dist_agree(int rc) {
+#if SKS_HAVE_MPI
+    if (sks_dist_size() == 1) return rc;
+    int me = sks_dist_rank(), mine = rc ? me : INT32_MAX, first = INT32_MAX;
+    MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    if (first == INT32_MAX) return 0;
+    int code = rc;
+    MPI_Bcast(&code, 1, MPI_INT, first, MPI_COMM_WORLD);
+    char msg[512];
+    memset(msg, 0, sizeof msg);
+    if (me == first) snprintf(msg, sizeof msg, "%s", sks_last_error());
+    if (first != 0) {
+        if (me == first) MPI_Send(msg, (int)sizeof msg, MPI_CHAR, 0, 77, MPI_COMM_WORLD);
+        if (me == 0) {
+            MPI_Recv(msg, (int)sizeof msg, MPI_CHAR, first, 77, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+            msg[sizeof msg - 1] = '\0';
+            sks_fail(code, "rank %d: %s", first, msg);
+        }
+    }
+    return code;
+#else
+    return rc;
+#endif
+}
+
+int sks_dist_gather(const void *mine, size_t n, uint8_t **all, size_t **lens) {
+    *all = NULL;
+    *lens = NULL;
+    int size = sks_dist_size(), me = sks_dist_rank();
+    if (n > (size_t)INT32_MAX) return sks_fail(SKS_EOVERFLOW, "gather: %zu bytes on one rank (limit 2 GiB)", n);
+#if SKS_HAVE_MPI
+    if (size > 1) {
+        int cnt = (int)n, *cnts = NULL, *displs = NULL, rc = 0;
+        if (me == 0) {
+            cnts = calloc((size_t)size, sizeof *cnts);
+            displs = calloc((size_t)size, sizeof *displs);
+            *lens = calloc((size_t)size, sizeof **lens);
+            if (!cnts || !displs || !*lens) rc = SKS_ENOMEM;
+        }
+        MPI_Gather(&cnt, 1, MPI_INT, cnts, 1, MPI_INT, 0, MPI_COMM_WORLD);
+        size_t tot = 0;
+        if (me == 0 && !rc) {
+            for (int r = 0; r < size; r++) {
+                if (tot > (size_t)INT32_MAX - (size_t)cnts[r]) rc = SKS_EOVERFLOW;
+                displs[r] = (int)tot;
+                tot += (size_t)cnts[r];
+                (*lens)[r] = (size_t)cnts[r];
+            }
+            if (!rc) *all = malloc(tot ? tot : 1);
+            if (!rc && !*all) rc = SKS_ENOMEM;
+        }
+        /* rank 0 failing here still has to take part; it receives nothing */
+        MPI_Gatherv(mine, cnt, MPI_BYTE, rc ? NULL : *all, cnts, displs, MPI_BYTE, 0, MPI_COMM_WORLD);
+        free(cnts);
+        free(displs);
+        if (rc) {
+            free(*all);
+            free(*lens);
+            *all = NULL;
+            *lens = NULL;
+            return sks_fail(rc, "gather: out of memory or over 2 GiB on rank 0");
+        }
+        return 0;
+    }
+#endif
+    (void)me;
+    *all = malloc(n ? n : 1);
+    *lens = malloc(sizeof **lens);
+    if (!*all || !*lens) {
+        free(*all), free(*lens);
+        *all = NULL, *lens = NULL;
+        return sks_fail(SKS_ENOMEM, "gather: out of memory");
+    }
+    if (n) memcpy(*all, mine, n);
+    (*lens)[0] = n;
+    return 0;
+}
+
+int sks_dist_bcast(uint8_t **buf, size_t *n) {
+#if SKS_HAVE_MPI
+    if (sks_dist_size() > 1) {
+        long long len = sks_dist_rank() == 0 ? (long long)*n : 0;
+        MPI_Bcast(&len, 1, MPI_LONG_LONG, 0, MPI_COMM_WORLD);
+        if (len < 0 || len > INT32_MAX) return sks_fail(SKS_EOVERFLOW, "bcast: %lld bytes", len);
+        if (sks_dist_rank() != 0) {
+            *buf = malloc(len ? (size_t)len : 1);
+            *n = (size_t)len;
+        }
+        int ok = *buf != NULL, all_ok = 0;
+        MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+        if (!all_ok) return sks_fail(SKS_ENOMEM, "bcast: out of memory");
+        MPI_Bcast(*buf, (int)len, MPI_BYTE, 0, MPI_COMM_WORLD);
+    }
+#else
+    (void)buf, (void)n;
+#endif
+    return 0;
+}
+
+/* ---- manifest text -------------------------------------------------------------------- */
+
+static void sks__text_put(sks_dist_text *t, const char *s, size_t n) {
+    if (t->err) return;
+    if (t->n + n + 1 > t->cap) {
+        size_t cap = t->cap ? t->cap : 256;
+        while (cap < t->n + n + 1) cap *= 2;
+        char *ns = realloc(t->s, cap);
+        if (!ns) {
+            t->err = 1;
+            return;
+        }
+        t->s = ns;
+        t->cap = cap;
+    }
+    memcpy(t->s + t->n, s, n);
+    t->n += n;
+    t->s[t->n] = '\0';
+}
+
+void sks_dist_text_add(sks_dist_text *t, const char *key, const char *fmt, ...) {
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (k < 0 || (size_t)k >= sizeof buf) {
+        t->err = 1;
+        return;
+    }
+    sks__text_put(t, key, strlen(key));
+    sks__text_put(t, "=", 1);
+    sks__text_put(t, buf, (size_t)k);
+    sks__text_put(t, "\n", 1);
+}
+
+void sks_dist_text_ints(sks_dist_text *t, const char *key, const int *v, int n) {
+    sks__text_put(t, key, strlen(key));
+    sks__text_put(t, "=", 1);
+    for (int i = 0; i < n; i++) {
+        char b[16];
+        int k = snprintf(b, sizeof b, i ? ",%d" : "%d", v[i]);
+        sks__text_put(t, b, (size_t)k);
+    }
+    sks__text_put(t, "\n", 1);
+}
+
+void sks_dist_text_i32s(sks_dist_text *t, const char *key, const int32_t *v, int n) {
+    sks__text_put(t, key, strlen(key));
+    sks__text_put(t, "=", 1);
+    for (int i = 0; i < n; i++) {
+        char b[16];
+        int k = snprintf(b, sizeof b, i ? ",%d" : "%d", (int)v[i]);
+        sks__text_put(t, b, (size_t)k);
+    }
+    sks__text_put(t, "\n", 1);
+}
+
+/* ---- parts ---------------------------------------------------------------------------- */
+
+static int sks__read_all(const char *path, uint8_t **buf, size_t *n) {
+    *buf = NULL;
+    *n = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return errno == ENOENT ? 0 : sks_fail(SKS_EIO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) || st.st_size < 0 || (uint64_t)st.st_size > ((uint64_t)1 << 31)) {
+        fclose(f);
+        return sks_fail(SKS_EFORMAT, "%s: unreadable or larger than 2 GiB", path);
+    }
+    size_t len = (size_t)st.st_size;
+    uint8_t *b = malloc(len ? len : 1);
+    if (!b) {
+        fclose(f);
+        return sks_fail(SKS_ENOMEM, "%s: out of memory", path);
+    }
+    if (len && fread(b, 1, len, f) != len) {
+        free(b);
+        fclose(f);
+        return sks_fail(SKS_EIO, "%s: short read", path);
+    }
+    fclose(f);
+    *buf = b;
+    *n = len;
+    return 1;
+}
+
+/* First line where a and b differ, for the error message. */
+static void sks__first_diff(const char *a, const char *b, char *out, size_t cap) {
+    const char *pa = a, *pb = b;
+    for (;;) {
+        const char *ea = strchr(pa, '\n'), *eb = strchr(pb, '\n');
+        size_t la = ea ? (size_t)(ea - pa) : strlen(pa), lb = eb ? (size_t)(eb - pb) : strlen(pb);
+        if (la != lb || memcmp(pa, pb, la)) {
+            snprintf(out, cap, "was '%.*s', now '%.*s'", (int)(la > 120 ? 120 : la), pa, (int)(lb > 120 ? 120 : lb),
+                     pb);
+            return;
+        }
+        if (!ea || !eb) break;
+        pa = ea + 1, pb = eb + 1;
+    }
+    snprintf(out, cap, "(differs)");
+}
+
+static int sks__is_part_name(const char *s) {
+    size_t n = strlen(s);
+    return n > 8 && !strcmp(s + n - 8, ".msgpack") && strchr(s, '-') != NULL;
+}
+
+static int sks__parts_open_rank0(sks_dist_parts *p, const char *manifest, int resume) {
+    char mpath[4096];
+    snprintf(mpath, sizeof mpath, "%s/manifest.txt", p->dir);
+    if (mkdir(p->dir, 0777) && errno != EEXIST)
+        return sks_fail(SKS_EIO, "%s: cannot create the parts folder: %s", p->dir, strerror(errno));
+    uint8_t *old = NULL;
+    size_t on = 0;
+    int have = sks__read_all(mpath, &old, &on);
+    if (have < 0) return have;
+    if (resume && have) {
+        char *o = malloc(on + 1);
+        if (!o) {
+            free(old);
+            return sks_fail(SKS_ENOMEM, "out of memory");
+        }
+        memcpy(o, old, on);
+        o[on] = '\0';
+        free(old);
+        int same = !strcmp(o, manifest);
+        if (!same) {
+            char why[400];
+            sks__first_diff(o, manifest, why, sizeof why);
+            free(o);
+            return sks_fail(SKS_EARG,
+                            "--resume: %s was made with other parameters (%s); rerun without --resume to start over",
+                            p->dir, why);
+        }
+        free(o);
+        return 0;
+    }
+    free(old);
+    /* a fresh run: old parts would be from another run */
+    DIR *dp = opendir(p->dir);
+    if (dp) {
+        struct dirent *e;
+        while ((e = readdir(dp))) {
+            if (!sks__is_part_name(e->d_name)) continue;
+            char path[4096];
+            snprintf(path, sizeof path, "%s/%s", p->dir, e->d_name);
+            unlink(path);
+        }
+        closedir(dp);
+    }
+    return sks_write_file_atomic(mpath, manifest, strlen(manifest));
+}
+
+int sks_dist_parts_open(sks_dist_parts *p, const char *out_path, const char *manifest, int resume) {
+    memset(p, 0, sizeof *p);
+    size_t n = strlen(out_path);
+    if (n + 32 > 4096) return sks_fail(SKS_EARG, "%s: path too long for a parts folder", out_path);
+    p->dir = malloc(n + 7);
+    if (!p->dir) return sks_fail(SKS_ENOMEM, "out of memory");
+    memcpy(p->dir, out_path, n);
+    memcpy(p->dir + n, ".parts", 7);
+    p->resume = resume;
+    int rc = 0;
+    if (sks_dist_rank() == 0) rc = sks__parts_open_rank0(p, manifest, resume);
+    rc = sks_dist_agree(rc);
+    if (rc) {
+        free(p->dir);
+        p->dir = NULL;
+    }
+    return rc;
+}
+
+char *sks_dist_part_path(const sks_dist_parts *p, const char *kind, int item) {
+    size_t n = strlen(p->dir) + strlen(kind) + 32;
+    char *s = malloc(n);
+    if (s) snprintf(s, n, "%s/%s-%04d.msgpack", p->dir, kind, item);
+    return s;
+}
+
+int sks_dist_part_read(const sks_dist_parts *p, const char *kind, int item, uint8_t **buf, size_t *n) {
+    char *path = sks_dist_part_path(p, kind, item);
+    if (!path) return sks_fail(SKS_ENOMEM, "out of memory");
+    int rc = sks__read_all(path, buf, n);
+    free(path);
+    return rc;
+}
+
+int sks_dist_part_write(const sks_dist_parts *p, const char *kind, int item, const void *buf, size_t n) {
+    char *path = sks_dist_part_path(p, kind, item);
+    if (!path) return sks_fail(SKS_ENOMEM, "out of memory");
+    int rc = sks_write_file_atomic(path, buf, n);
+    free(path);
+    return rc;
+}
+
+void sks_dist_parts_remove(sks_dist_parts *p) {
+    if (!p->dir || sks_dist_rank() != 0) return;
+    DIR *dp = opendir(p->dir);
+    if (dp) {
+        struct dirent *e;
+        while ((e = readdir(dp))) {
+            if (!sks__is_part_name(e->d_name) && strcmp(e->d_name, "manifest.txt")) continue;
+            char path[4096];
+            snprintf(path, sizeof path, "%s/%s", p->dir, e->d_name);
+            unlink(path);
+        }
+        closedir(dp);
+    }
+    rmdir(p->dir);
+}
+
+void sks_dist_parts_free(sks_dist_parts *p) {
+    if (!p) return;
+    free(p->dir);
+    p->dir = NULL;
+}
+
+/* ---- spikes layer (de)serialization --------------------------------------------------- */
+
+#define SKS__SPK_MAGIC "sinkscope.spikes-layer/1"
+
+static void sks__bin(sks_out *o, const void *p, size_t n) {
+    if (o->err) return;
+    if (msgpack_pack_bin(&o->pk, n) || (n && msgpack_pack_bin_body(&o->pk, p, n))) o->err = SKS_ENOMEM;
+}
+
+void sks_dist_spikes_layer_pack(sks_out *o, const sks_spikes_layer_result *r) {
+    sks_out_array(o, 15);
+    sks_out_str(o, SKS__SPK_MAGIC);
+    sks_out_int(o, r->layer);
+    sks_out_int(o, r->d);
+    sks_out_int(o, r->precision);
+    sks_out_int(o, r->matvecs);
+    sks_out_int(o, r->restarts);
+    double tm[4] = {r->seconds_screen, r->seconds_eigs, r->flops_screen, r->flops_eigs};
+    sks__bin(o, tm, sizeof tm);
+    sks__bin(o, r->frobenius, (size_t)r->d * sizeof(double));
+    sks__bin(o, r->trace, (size_t)r->d * sizeof(double));
+    sks__bin(o, r->top_frob, (size_t)r->n_top * sizeof(int));
+    sks_out_int(o, r->n_top);
+    sks_out_int(o, r->n_channels);
+    sks_out_nil(o);
+    sks_out_nil(o);
+    sks_out_array(o, (size_t)r->n_channels);
+    for (int i = 0; i < r->n_channels; i++) {
+        const sks_spike_channel *c = &r->channels[i];
+        sks_out_array(o, 12);
+        sks_out_int(o, c->channel);
+        sks_out_int(o, c->source);
+        sks_out_int(o, c->rank);
+        sks_out_int(o, c->converged);
+        sks_out_int(o, c->sign_from_input);
+        sks_out_int(o, c->token);
+        sks_out_int(o, c->n_wvo);
+        double sc[13] = {c->frobenius, c->trace,      c->dominance, c->energy_fraction, c->x_norm,
+                         c->cos_x_s,   c->quad_pred,  c->rank1_pred, c->true_out,       c->true_out_fwd,
+                         c->silu_regime, c->cos_x0_s, 0};
+        sks__bin(o, sc, sizeof sc);
+        sks__bin(o, c->eigenvalues, (size_t)c->rank * sizeof(double));
+        sks__bin(o, c->s_star, (size_t)r->d * sizeof(double));
+        sks__bin(o, c->residuals, (size_t)c->rank * sizeof(double));
+        sks__bin(o, c->cos_wvo, (size_t)c->n_wvo * sizeof(double));
+    }
+}
+
+static int sks__mp_i(const msgpack_object *o, int64_t lo, int64_t hi, int *v) {
+    int64_t x;
+    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+        if (o->via.u64 > (uint64_t)INT64_MAX) return -1;
+        x = (int64_t)o->via.u64;
+    } else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
+        x = o->via.i64;
+    } else {
+        return -1;
+    }
+    if (x < lo || x > hi) return -1;
+    *v = (int)x;
+    return 0;
+}
+
+/* A bin of exactly n bytes copied into a fresh allocation (NULL allowed when n = 0). */
+static int sks__mp_bin(const msgpack_object *o, size_t n, void **out) {
+    *out = NULL;
+    if (o->type != MSGPACK_OBJECT_BIN || o->via.bin.size != n) return -1;
+    if (!n) return 0;
+    *out = malloc(n);
+    if (!*out) return -2;
+    memcpy(*out, o->via.bin.ptr, n);
+    return 0;
+}
+
+static int sks__mp_bin_into(const msgpack_object *o, void *dst, size_t n) {
+    if (o->type != MSGPACK_OBJECT_BIN || o->via.bin.size != n) return -1;
+    if (n) memcpy(dst, o->via.bin.ptr, n);
+    return 0;
+}
+
+int sks_dist_spikes_layer_unpack(const uint8_t *buf, size_t n, size_t *off, int d, const char *name,
+                                 sks_spikes_layer_result *r) {
+    memset(r, 0, sizeof *r);
+    if (d <= 0 || d > (1 << 24)) return sks_fail(SKS_EARG, "%s: model width %d", name, d);
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    int rc = 0;
+    if (*off >= n || msgpack_unpack_next(&u, (const char *)buf, n, off) != MSGPACK_UNPACK_SUCCESS) {
+        msgpack_unpacked_destroy(&u);
+        return sks_fail(SKS_EFORMAT, "%s: not a msgpack layer part (truncated or corrupt)", name);
+    }
+    const msgpack_object *a = &u.data;
+    const msgpack_object *e = a->type == MSGPACK_OBJECT_ARRAY ? a->via.array.ptr : NULL;
+#define SKS__BAD(field)                                                                                        \
+    do {                                                                                                       \
+        rc = sks_fail(SKS_EFORMAT, "%s: %s: missing or bad", name, field);                                     \
+        goto out;                                                                                              \
+    } while (0)
+    if (!e || a->via.array.size != 15) SKS__BAD("root (an array of 15)");
+    if (e[0].type != MSGPACK_OBJECT_STR || e[0].via.str.size != sizeof SKS__SPK_MAGIC - 1 ||
+        memcmp(e[0].via.str.ptr, SKS__SPK_MAGIC, sizeof SKS__SPK_MAGIC - 1))
+        SKS__BAD("magic");
+    if (sks__mp_i(&e[1], 0, INT32_MAX, &r->layer)) SKS__BAD("layer");
+    if (sks__mp_i(&e[2], d, d, &r->d)) SKS__BAD("d (another model?)");
+    if (sks__mp_i(&e[3], 0, 16, &r->precision)) SKS__BAD("precision");
+    if (sks__mp_i(&e[4], 0, INT32_MAX, &r->matvecs)) SKS__BAD("matvecs");
+    if (sks__mp_i(&e[5], 0, INT32_MAX, &r->restarts)) SKS__BAD("restarts");
+    double tm[4];
+    if (sks__mp_bin_into(&e[6], tm, sizeof tm)) SKS__BAD("timings");
+    r->seconds_screen = tm[0], r->seconds_eigs = tm[1], r->flops_screen = tm[2], r->flops_eigs = tm[3];
+    if (sks__mp_i(&e[10], 0, d, &r->n_top)) SKS__BAD("n_top");
+    if (sks__mp_i(&e[11], 0, INT32_MAX, &r->n_channels)) SKS__BAD("n_channels");
+    int bad;
+    if ((bad = sks__mp_bin(&e[7], (size_t)d * sizeof(double), (void **)&r->frobenius))) {
+        if (bad == -2) goto oom;
+        SKS__BAD("frobenius");
+    }
+    if ((bad = sks__mp_bin(&e[8], (size_t)d * sizeof(double), (void **)&r->trace))) {
+        if (bad == -2) goto oom;
+        SKS__BAD("trace");
+    }
+    if ((bad = sks__mp_bin(&e[9], (size_t)r->n_top * sizeof(int), (void **)&r->top_frob))) {
+        if (bad == -2) goto oom;
+        SKS__BAD("top_frob");
+    }
+    for (int i = 0; i < r->n_top; i++)
+        if (r->top_frob[i] < 0 || r->top_frob[i] >= d) SKS__BAD("top_frob (channel outside the model)");
+    if (e[14].type != MSGPACK_OBJECT_ARRAY || e[14].via.array.size != (uint32_t)r->n_channels)
+        SKS__BAD("channels");
+    int nch = r->n_channels;
+    r->n_channels = 0; /* counts the channels owned so far, for the cleanup */
+    r->channels = calloc(nch ? (size_t)nch : 1, sizeof *r->channels);
+    if (!r->channels) goto oom;
+    for (int i = 0; i < nch; i++) {
+        const msgpack_object *ce = &e[14].via.array.ptr[i];
+        sks_spike_channel *c = &r->channels[i];
+        r->n_channels = i + 1;
+        if (ce->type != MSGPACK_OBJECT_ARRAY || ce->via.array.size != 12) SKS__BAD("channels[i]");
+        const msgpack_object *f = ce->via.array.ptr;
+        if (sks__mp_i(&f[0], 0, d - 1, &c->channel) || sks__mp_i(&f[1], 0, 7, &c->source) ||
+            sks__mp_i(&f[2], 1, d, &c->rank) || sks__mp_i(&f[3], 0, 1, &c->converged) ||
+            sks__mp_i(&f[4], 0, 1, &c->sign_from_input) || sks__mp_i(&f[5], -1, INT32_MAX, &c->token) ||
+            sks__mp_i(&f[6], 0, r->layer + 1, &c->n_wvo))
+            SKS__BAD("channels[i] integers");
+        double sc[13];
+        if (sks__mp_bin_into(&f[7], sc, sizeof sc)) SKS__BAD("channels[i] scalars");
+        c->frobenius = sc[0], c->trace = sc[1], c->dominance = sc[2], c->energy_fraction = sc[3];
+        c->x_norm = sc[4], c->cos_x_s = sc[5], c->quad_pred = sc[6], c->rank1_pred = sc[7];
+        c->true_out = sc[8], c->true_out_fwd = sc[9], c->silu_regime = sc[10], c->cos_x0_s = sc[11];
+        if ((bad = sks__mp_bin(&f[8], (size_t)c->rank * sizeof(double), (void **)&c->eigenvalues)) ||
+            (bad = sks__mp_bin(&f[9], (size_t)d * sizeof(double), (void **)&c->s_star)) ||
+            (bad = sks__mp_bin(&f[10], (size_t)c->rank * sizeof(double), (void **)&c->residuals)) ||
+            (bad = sks__mp_bin(&f[11], (size_t)c->n_wvo * sizeof(double), (void **)&c->cos_wvo))) {
+            if (bad == -2) goto oom;
+            SKS__BAD("channels[i] arrays");
+        }
+    }
+#undef SKS__BAD
+    goto out;
+oom:
+    rc = sks_fail(SKS_ENOMEM, "%s: out of memory", name);
+out:
+    msgpack_unpacked_destroy(&u);
+    if (rc) sks_spikes_layer_result_free(r);
+    return rc;
+}
+
+/* ---- the spikes layer loop ------------------------------------------------------------ */
+
+int sks_dist_spikes_layers(sks_spikes *s, int L, int d, const int *sel_l, const int *sel_c, const int *sel_t, int nsel,
+                           int src, sks_dist_parts *parts, sks_spikes_layer_result *res, int *nres, int *max_layer,
+                           int *n_resumed) {
+    *nres = 0;
+    *max_layer = -1;
+    *n_resumed = 0;
+    const int me = sks_dist_rank();
+    int rc = 0, nl = 0;
+    int *layers = malloc(((size_t)L + 1) * sizeof *layers);
+    int *lc = malloc(((size_t)nsel + 1) * sizeof *lc), *lsrc = malloc(((size_t)nsel + 1) * sizeof *lsrc);
+    int *lt = malloc(((size_t)nsel + 1) * sizeof *lt);
+    sks_out pk;
+    sks_out_init(&pk);
+    uint8_t *all = NULL;
+    size_t *lens = NULL;
+    if (!layers || !lc || !lsrc || !lt) {
+        rc = sks_fail(SKS_ENOMEM, "out of memory");
+        goto done;
+    }
+    for (int l = 0; l < L; l++) {
+        int any = 0;
+        for (int i = 0; i < nsel; i++) any |= sel_l[i] == l;
+        if (any) layers[nl++] = l;
+    }
+    if (nl) *max_layer = layers[nl - 1];
+    /* this rank's layers: computed, or read back from a finished part */
+    int done_here = 0, mine_total = 0;
+    for (int k = 0; k < nl; k++) mine_total += sks_dist_owner(k) == me;
+    for (int k = 0; k < nl && !rc; k++) {
+        if (sks_dist_owner(k) != me) continue;
+        const int l = layers[k];
+        sks_spikes_layer_result R;
+        memset(&R, 0, sizeof R);
+        int have = 0;
+        if (parts && parts->resume) {
+            uint8_t *pb = NULL;
+            size_t pn = 0, off = 0;
+            have = sks_dist_part_read(parts, "layer", l, &pb, &pn);
+            if (have < 0) {
+                rc = have;
+                break;
+            }
+            if (have) {
+                char *name = sks_dist_part_path(parts, "layer", l);
+                rc = sks_dist_spikes_layer_unpack(pb, pn, &off, d, name ? name : "part", &R);
+                if (!rc && (R.layer != l || off != pn))
+                    rc = sks_fail(SKS_EFORMAT, "%s: holds layer %d, expected %d", name ? name : "part", R.layer, l);
+                free(name);
+                free(pb);
+                if (rc) break;
+                sks_log(SKS_LOG_INFO, "spikes: layer %d: resumed from its part file", l);
+                (*n_resumed)++;
+            }
+        }
+        if (!have) {
+            int cnt = 0;
+            for (int i = 0; i < nsel; i++) {
+                if (sel_l[i] != l || sel_c[i] < 0) continue;
+                lc[cnt] = sel_c[i];
+                lsrc[cnt] = src;
+                lt[cnt] = sel_t[i];
+                cnt++;
+            }
+            sks_progress("spikes layers", done_here, mine_total);
+            rc = sks_spikes_layer(s, l, lc, lsrc, lt, cnt, &R);
+            if (rc) break;
+            sks_log(SKS_LOG_INFO, "spikes: layer %d: screen %.2fs, %d channels, eigenpairs %.2fs (%d matvecs)", l,
+                    R.seconds_screen, R.n_channels, R.seconds_eigs, R.matvecs);
+            if (parts) {
+                sks_out one;
+                sks_out_init(&one);
+                sks_dist_spikes_layer_pack(&one, &R);
+                rc = sks_out_error(&one) ? sks_fail(SKS_ENOMEM, "out of memory packing layer %d", l)
+                                         : sks_dist_part_write(parts, "layer", l, one.buf.data, one.buf.size);
+                sks_out_free(&one);
+            }
+        }
+        done_here++;
+        if (!rc) sks_dist_spikes_layer_pack(&pk, &R);
+        sks_spikes_layer_result_free(&R);
+    }
+    sks_progress("spikes layers", done_here, mine_total);
+    if (!rc && sks_out_error(&pk)) rc = sks_fail(SKS_ENOMEM, "out of memory packing the layer results");
+    rc = sks_dist_agree(rc);
+    if (rc) goto done;
+    if ((rc = sks_dist_agree(sks_dist_gather(pk.buf.data, pk.buf.size, &all, &lens)))) goto done;
+    if (me == 0) {
+        /* rank r's bytes hold its layers in order: k = r, r + size, ... */
+        const int size = sks_dist_size();
+        size_t *offs = calloc((size_t)size, sizeof *offs), base = 0;
+        if (!offs) {
+            rc = sks_fail(SKS_ENOMEM, "out of memory");
+        } else {
+            for (int r = 0; r < size; r++) offs[r] = base, base += lens[r];
+            for (int k = 0; k < nl && !rc; k++) {
+                int r = sks_dist_owner(k);
+                size_t end = 0;
+                for (int q = 0; q <= r; q++) end += lens[q];
+                rc = sks_dist_spikes_layer_unpack(all, end, &offs[r], d, "gathered layer", &res[k]);
+                if (!rc && res[k].layer != layers[k])
+                    rc = sks_fail(SKS_EINTERNAL, "gather: layer %d where %d was expected", res[k].layer, layers[k]);
+                if (!rc) *nres = k + 1;
+            }
+            free(offs);
+        }
+    }
+    rc = sks_dist_agree(rc);
+done:
+    free(all);
+    free(lens);
+    sks_out_free(&pk);
+    free(layers);
+    free(lc);
+    free(lsrc);
+    free(lt);
+    return rc;
+}
+
+/* ---- --max-memory --------------------------------------------------------------------- */
+
+int sks_dist_parse_bytes(const char *opt, const char *s, uint64_t *out) {
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || errno || !(v > 0) || !isfinite(v)) return sks_fail(SKS_EARG, "%s: '%s' is not a size", opt, s);
+    double mul = 1;
+    if (*end) {
+        char u = *end;
+        if (u == 'k' || u == 'K') mul = 1024.0;
+        else if (u == 'm' || u == 'M') mul = 1024.0 * 1024;
+        else if (u == 'g' || u == 'G') mul = 1024.0 * 1024 * 1024;
+        else if (u == 't' || u == 'T') mul = 1024.0 * 1024 * 1024 * 1024;
+        else return sks_fail(SKS_EARG, "%s: '%s': unit must be K, M, G or T", opt, s);
+        end++;
+        if (*end == 'i') end++;
+        if (*end == 'B' || *end == 'b') end++;
+        if (*end) return sks_fail(SKS_EARG, "%s: '%s': trailing characters", opt, s);
+    }
+    double b = v * mul;
+    if (b > 1.8e19) return sks_fail(SKS_EARG, "%s: '%s' is too large", opt, s);
+    *out = (uint64_t)b;
+    return 0;
+}
+
+const char *sks_dist_fmt_bytes(uint64_t b, char *buf, size_t cap) {
+    if (b >= ((uint64_t)1 << 30)) snprintf(buf, cap, "%.2f GiB", (double)b / (1024.0 * 1024 * 1024));
+    else if (b >= ((uint64_t)1 << 20)) snprintf(buf, cap, "%.1f MiB", (double)b / (1024.0 * 1024));
+    else snprintf(buf, cap, "%llu bytes", (unsigned long long)b);
+    return buf;
+}
+
+/* The estimate follows the allocations of analysis/spikes.c, spikes_eigs.c and
+ * forward.c (docs/scale.md lists each term). */
+static uint64_t sks__spikes_need(const sks_arch *a, int prec64, int blk, int r, int T) {
+    const uint64_t d = (uint64_t)a->d_model, f = (uint64_t)a->d_ffn, L = (uint64_t)a->n_layers;
+    const uint64_t Hd = (uint64_t)a->n_heads * (uint64_t)a->head_dim, Kd = (uint64_t)a->n_kv_heads * a->head_dim;
+    const uint64_t V = (uint64_t)a->vocab_size, Tt = (uint64_t)T;
+    uint64_t cap = (uint64_t)blk * (uint64_t)(r > 1 ? r : 1);
+    uint64_t kmax = (uint64_t)(3 * r > 32 ? 3 * r : 32);
+    uint64_t need = 3 * f * d * 4;                                 /* G, U, D in f32 */
+    if (prec64) need += 3 * f * d * 8 + 2 * f * cap * 8;          /* f64 copies, P and Q */
+    else need += 2 * d * cap * 4 + 2 * f * cap * 4 + 4 * d * cap; /* X, Y, sgemm workspace */
+    need += 3 * 128 * (f > d ? f : d) * 8;                         /* screen blocks */
+    need += (uint64_t)blk * (kmax * d * 8 * 2 + kmax * kmax * 16) + (uint64_t)blk * r * d * 8; /* Krylov */
+    need += 2 * L * Tt * d * 4;                                    /* FFN inputs and outputs kept */
+    /* the forward pass: residual, activations (T, f) x 3, q/k/v (T, Hd), one weight block */
+    need += Tt * (4 * d + 3 * f + 4 * Hd) * 4 + 256 * (f > d ? f : d) * 4;
+    need += d * Hd * 8 + Kd * d * 8 + L * d * 8;                   /* first-token map */
+    need += V * 16;                                                /* delimiter route */
+    return need;
+}
+
+int sks_dist_spikes_fit(const sks_arch *a, sks_spikes_opts *o, int T, int n_channels, uint64_t bound,
+                        uint64_t *need) {
+    const uint64_t fd = (uint64_t)a->d_ffn * (uint64_t)a->d_model;
+    int prec64 = o->precision == SKS_SPK_PREC_F64 || (o->precision == SKS_SPK_PREC_AUTO && fd <= ((uint64_t)16 << 20));
+    int blk = o->channel_block > 0 ? o->channel_block : 64;
+    if (n_channels > 0 && blk > n_channels) blk = n_channels;
+    if (blk < 1) blk = 1;
+    *need = sks__spikes_need(a, prec64, blk, o->rank, T);
+    if (!bound) return 0;
+    while (*need > bound) {
+        if (blk > 1) {
+            blk = blk / 2;
+        } else if (prec64 && o->precision == SKS_SPK_PREC_AUTO) {
+            prec64 = 0;
+            blk = o->channel_block > 0 ? o->channel_block : 64;
+            if (n_channels > 0 && blk > n_channels) blk = n_channels;
+            o->precision = SKS_SPK_PREC_F32;
+        } else {
+            char b1[32], b2[32];
+            return sks_fail(SKS_ENOMEM,
+                            "--max-memory %s is too small: the spikes workspaces need at least %s for this model "
+                            "(one FFN layer of %d x %d in f32 and its solver blocks; weights stay mapped)",
+                            sks_dist_fmt_bytes(bound, b1, sizeof b1), sks_dist_fmt_bytes(*need, b2, sizeof b2),
+                            a->d_ffn, a->d_model);
+        }
+        *need = sks__spikes_need(a, prec64, blk, o->rank, T);
+    }
+    o->channel_block = blk;
+    return 0;
+}

@@ -1,0 +1,128 @@
+/* dist.h - scale helpers of the CLI: MPI rank split and gather, resumable per-layer
+ * parts, and the workspace bound of --max-memory (docs/scale.md).
+ *
+ * MPI lives here and in cli/mpi.c only; the library never sees it. Without
+ * SKS_HAVE_MPI every function works on one process (rank 0 of 1): gathers copy,
+ * reductions return their input.
+ *
+ * Work split: a list of n independent items (layers, vocabulary slices) is dealt out
+ * round-robin, item i to rank i % size, so that the expensive late layers spread
+ * evenly. Each rank serializes its finished items (msgpack bytes) and rank 0 gathers
+ * them, decodes them into the same structs a single process would have, and writes
+ * the one output file with the single-process writer. Only rank 0 prints or writes.
+ *
+ * Parts (resume): OUT.parts/ beside the output holds manifest.txt (every parameter
+ * that changes a per-layer result, one "key=value" line each) and one
+ * layer-NNNN.msgpack per finished layer, each written atomically (temporary file,
+ * fsync, rename). A rerun with --resume loads the finished layers instead of
+ * computing them, and refuses a manifest that differs. The folder is removed once the
+ * final output has been written (itself atomically).
+ */
+#ifndef SKS_DIST_H
+#define SKS_DIST_H
+
+#include "../analysis/sks_spikes.h"
+#include "../analysis/sks_out.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- MPI ---------------------------------------------------------------------------- */
+
+/* MPI_Init when the process was started by mpirun (OMPI_COMM_WORLD_SIZE, PMI_SIZE or
+ * PMIX_RANK in the environment) and the binary was built with MPI; otherwise nothing.
+ * On ranks > 0, stdout and stderr go to /dev/null unless SKS_MPI_VERBOSE=1: the
+ * failures of other ranks reach rank 0 through sks_dist_agree. */
+void sks_dist_init(int *argc, char ***argv);
+void sks_dist_finalize(void);
+int sks_dist_rank(void);
+int sks_dist_size(void);
+/* 1 when built with MPI support. */
+int sks_dist_have_mpi(void);
+
+/* Collective: every rank passes its rc; all get the first failure (lowest rank with
+ * rc != 0), and rank 0 has its message ("rank R: ...") as the last error. */
+int sks_dist_agree(int rc);
+
+/* Collective: rank 0 receives the concatenation of every rank's bytes (rank order),
+ * *all malloc'd, lens[r] each rank's length (malloc'd, size entries). Other ranks get
+ * NULL. Each rank's part must be < 2 GiB (MPI counts are int). */
+int sks_dist_gather(const void *mine, size_t n, uint8_t **all, size_t **lens);
+
+/* Collective: rank 0's bytes to every rank; on the others *buf is malloc'd. */
+int sks_dist_bcast(uint8_t **buf, size_t *n);
+
+/* Owner of item i of n under the round-robin split. */
+static inline int sks_dist_owner(int i) { return i % sks_dist_size(); }
+
+/* ---- parts and resume ----------------------------------------------------------------- */
+
+typedef struct {
+    char *dir;       /* OUT.parts */
+    int resume;
+} sks_dist_parts;
+
+/* Rank 0 creates OUT.parts with manifest (text, "key=value" lines). resume = 0 clears
+ * old layer files; resume = 1 keeps them when the stored manifest equals manifest,
+ * and fails with SKS_EARG naming the first differing line when it does not.
+ * Collective (the others wait for rank 0 and share its result). */
+int sks_dist_parts_open(sks_dist_parts *p, const char *out_path, const char *manifest, int resume);
+/* Path of item's part file ("layer-0007.msgpack"); malloc'd. */
+char *sks_dist_part_path(const sks_dist_parts *p, const char *kind, int item);
+/* Read a part: 1 with *buf malloc'd when the file exists, 0 when it does not. */
+int sks_dist_part_read(const sks_dist_parts *p, const char *kind, int item, uint8_t **buf, size_t *n);
+int sks_dist_part_write(const sks_dist_parts *p, const char *kind, int item, const void *buf, size_t n);
+/* Remove the part files and the folder (after the output is in place); rank 0 only. */
+void sks_dist_parts_remove(sks_dist_parts *p);
+void sks_dist_parts_free(sks_dist_parts *p);
+
+/* A growable "key=value\n" text for manifests. */
+typedef struct {
+    char *s;
+    size_t n, cap;
+    int err;
+} sks_dist_text;
+void sks_dist_text_add(sks_dist_text *t, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void sks_dist_text_ints(sks_dist_text *t, const char *key, const int *v, int n);
+void sks_dist_text_i32s(sks_dist_text *t, const char *key, const int32_t *v, int n);
+
+/* ---- spikes per-layer results ----------------------------------------------------------- */
+
+/* Serialize one layer result into o (one msgpack array, f64 arrays as raw little-endian
+ * bytes so the decoded values are bitwise the computed ones). */
+void sks_dist_spikes_layer_pack(sks_out *o, const sks_spikes_layer_result *r);
+/* Decode one packed layer at buf[*off..n), advancing *off. Every count and length is
+ * checked against d (the model width, > 0) and the buffer: a bad part is SKS_EFORMAT
+ * naming `name`, never a crash. On success *r owns its arrays. */
+int sks_dist_spikes_layer_unpack(const uint8_t *buf, size_t n, size_t *off, int d, const char *name,
+                                 sks_spikes_layer_result *r);
+
+/* The spikes layer loop, split across ranks and resumable. The selected layers are
+ * those l with some sel_l[i] == l (sel_c[i] < 0: the layer without user channels);
+ * src is the source bit of the listed channels. parts may be NULL (no parts files).
+ * On rank 0, res[0..*nres) receives the results in layer order, exactly what the
+ * single-process loop produces; on other ranks *nres = 0. *max_layer = the last
+ * selected layer (all ranks). *n_resumed counts layers read from parts. Collective. */
+int sks_dist_spikes_layers(sks_spikes *s, int L, int d, const int *sel_l, const int *sel_c, const int *sel_t, int nsel,
+                           int src, sks_dist_parts *parts, sks_spikes_layer_result *res, int *nres, int *max_layer,
+                           int *n_resumed);
+
+/* ---- --max-memory ----------------------------------------------------------------------- */
+
+/* Parse "123", "512M", "4G", "1.5GiB" (powers of 1024) into bytes. */
+int sks_dist_parse_bytes(const char *opt, const char *s, uint64_t *out);
+/* Human-readable bytes ("3.2 GiB") into buf. */
+const char *sks_dist_fmt_bytes(uint64_t b, char *buf, size_t cap);
+
+/* Workspace bytes (heap, not the mapped weights) of a spikes run: one FFN layer's
+ * factors converted (f32, plus f64 when the precision needs it), the screen blocks,
+ * the eigen-solver's Krylov bases for channel_block channels, the forward pass of T
+ * tokens and the first-token map. With a bound, picks the largest channel block that
+ * fits (opts->channel_block, 64 at most) and the f32 operator under AUTO when f64
+ * does not fit; SKS_ENOMEM with the estimate when even the smallest setting does not
+ * fit. *need receives the estimate of the chosen setting. */
+int sks_dist_spikes_fit(const sks_arch *a, sks_spikes_opts *opts, int T, int n_channels, uint64_t bound,
+                        uint64_t *need);
+
+#endif

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# cli-resume.sh BINARY SOURCE_DIR FIXTURES_DIR - resumable `sinkscope spikes` runs.
+#
+# 1. an uninterrupted run on the synthesized `demo` model (8 layers) is the reference,
+#    and leaves no OUT.parts folder behind;
+# 2. a second run is killed with SIGKILL as soon as its first layer part appears: the
+#    output is then absent (or, if the run had already finished, a valid file), and
+#    every part file left is complete msgpack;
+# 3. --resume skips exactly the layers whose parts were there (its log names each), and
+#    its result equals the reference (every number bitwise; timings ignored);
+# 4. --resume with other parameters is refused with a clear error (exit 1) naming the
+#    differing parameter; a corrupt part file is a clear error naming the file.
+set -u
+BIN=$1
+SRC=$2
+PY=/usr/bin/python3
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/sks-resume.XXXXXX")
+PID=
+trap '[ -n "$PID" ] && kill -9 "$PID" 2>/dev/null; rm -rf "$TMP"' EXIT
+# same BLAS thread count in every run: the bitwise comparison depends on it
+export OPENBLAS_NUM_THREADS=1
+
+fail() {
+    echo "FAIL: $*" >&2
+    exit 1
+}
+
+"$PY" -c "import msgpack" 2>/dev/null || fail "$PY lacks msgpack: run scripts/install-deps.sh"
+CMP="$PY $SRC/test/msgpack-compare.py --ignore seconds_screen --ignore seconds_eigs"
+
+"$BIN" synth --preset demo -o "$TMP/demo" --quiet >/dev/null 2>&1 || fail "synth --preset demo"
+ARGS=(spikes "$TMP/demo" --layers 0-7 --top-frob 6 --rank 4)
+
+# 1. reference
+"$BIN" "${ARGS[@]}" -o "$TMP/ref.msgpack" -q 2>"$TMP/ref.log" || fail "reference run: $(cat "$TMP/ref.log")"
+[ -d "$TMP/ref.msgpack.parts" ] && fail "the parts folder is left behind after a finished run"
+$PY -c "import msgpack,sys; d=msgpack.unpackb(open(sys.argv[1],'rb').read()); assert len(d['layers'])==8" \
+    "$TMP/ref.msgpack" || fail "reference result does not hold 8 layers"
+
+# 2. kill after the first part file
+OUT=$TMP/run.msgpack
+killed=0
+for attempt in 1 2 3; do
+    rm -rf "$OUT" "$OUT.parts"
+    "$BIN" "${ARGS[@]}" -o "$OUT" 2>"$TMP/run1.log" &
+    PID=$!
+    for _ in $(seq 1 6000); do
+        compgen -G "$OUT.parts/layer-*.msgpack" >/dev/null && break
+        kill -0 "$PID" 2>/dev/null || break
+        sleep 0.01
+    done
+    if kill -9 "$PID" 2>/dev/null; then
+        wait "$PID" 2>/dev/null
+        PID=
+        if [ ! -e "$OUT" ]; then
+            killed=1
+            break
+        fi
+    fi
+    wait "$PID" 2>/dev/null
+    PID=
+    # the run won the race: its output must be complete
+    $CMP "$TMP/ref.msgpack" "$OUT" || fail "a run that finished before the kill wrote a different result"
+done
+[ $killed = 1 ] || fail "could not interrupt a run in 3 attempts (each finished before SIGKILL)"
+[ -e "$OUT" ] && fail "the killed run left $OUT"
+ls "$OUT".tmp.* >/dev/null 2>&1 && echo "note: a temporary file of the killed write is left: $(ls "$OUT".tmp.*)"
+parts=$(cd "$OUT.parts" && ls layer-*.msgpack 2>/dev/null | sed -E 's/layer-0*([0-9]+)\.msgpack/\1/' | sort -n | tr '\n' ' ')
+[ -n "$parts" ] || fail "no part file after the kill"
+[ -s "$OUT.parts/manifest.txt" ] || fail "no manifest in $OUT.parts"
+for p in $OUT.parts/layer-*.msgpack; do
+    $PY -c "import msgpack,sys; msgpack.unpackb(open(sys.argv[1],'rb').read())" "$p" ||
+        fail "part $p is not complete msgpack"
+done
+echo "killed with layers [ $parts] finished"
+
+# 4a. other parameters: refused, parts untouched
+cp -r "$OUT.parts" "$TMP/saved.parts"
+"$BIN" spikes "$TMP/demo" --layers 0-7 --top-frob 6 --rank 3 -o "$OUT" --resume -q 2>"$TMP/bad.log"
+rc=$?
+[ $rc = 1 ] || fail "--resume with another --rank: exit $rc, want 1"
+grep -q "other parameters" "$TMP/bad.log" || fail "--resume mismatch message: $(cat "$TMP/bad.log")"
+grep -q "rank=3" "$TMP/bad.log" || fail "--resume mismatch does not name the parameter: $(cat "$TMP/bad.log")"
+[ -e "$OUT" ] && fail "a refused resume wrote $OUT"
+diff -r "$TMP/saved.parts" "$OUT.parts" >/dev/null || fail "a refused resume changed the parts"
+
+# 3. resume
+"$BIN" "${ARGS[@]}" -o "$OUT" --resume 2>"$TMP/resume.log" || fail "resume: $(tail -3 "$TMP/resume.log")"
+for l in $parts; do
+    grep -q "layer $l: resumed from its part file" "$TMP/resume.log" || fail "layer $l was recomputed on --resume"
+done
+n=$(echo $parts | wc -w)
+grep -q "spikes: $n layer(s) resumed" "$TMP/resume.log" || fail "resume count: $(grep resumed "$TMP/resume.log")"
+computed=$(grep -c "eigenpairs" "$TMP/resume.log")
+[ "$computed" = $((8 - n)) ] || fail "resume computed $computed layers, want $((8 - n))"
+$CMP "$TMP/ref.msgpack" "$OUT" || fail "the resumed result differs from the uninterrupted run"
+[ -d "$OUT.parts" ] && fail "the parts folder is left after the resumed run"
+
+# 4b. a corrupt part: a clear error naming the file, no output
+rm -f "$OUT"
+cp -r "$TMP/saved.parts" "$OUT.parts"
+first=$(ls "$OUT.parts"/layer-*.msgpack | head -1)
+head -c 100 "$TMP/saved.parts/$(basename "$first")" >"$first"
+"$BIN" "${ARGS[@]}" -o "$OUT" --resume -q 2>"$TMP/corrupt.log"
+rc=$?
+[ $rc = 1 ] || fail "corrupt part: exit $rc, want 1 ($(cat "$TMP/corrupt.log"))"
+grep -q "$(basename "$first")" "$TMP/corrupt.log" || fail "corrupt part: message does not name it: $(cat "$TMP/corrupt.log")"
+[ -e "$OUT" ] && fail "a failed resume wrote $OUT"
+
+# without --resume the old parts are discarded and the run is complete
+"$BIN" "${ARGS[@]}" -o "$OUT" -q 2>"$TMP/fresh.log" || fail "fresh run over old parts: $(cat "$TMP/fresh.log")"
+$CMP "$TMP/ref.msgpack" "$OUT" || fail "a fresh run over old parts differs"
+echo "cli-resume: ok (killed after layers [ $parts], resumed, equal to the uninterrupted run)"
