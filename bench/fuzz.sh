@@ -18,6 +18,30 @@ status=0
 for t in fuzz-safetensors fuzz-gguf; do
   corpus=$BUILD/fuzz-corpus/$t; art=$BUILD/fuzz-artifacts/$t/
   mkdir -p "$corpus" "$art"
+  # small complete files, so that mutations reach the span and overlap checks
+  python3 - "$t" "$corpus" <<'PYEOF' 2>/dev/null
+import struct, sys, json
+t, d = sys.argv[1], sys.argv[2]
+if t == "fuzz-safetensors":
+    h = json.dumps({"__metadata__": {"format": "pt"},
+                    "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+                    "b": {"dtype": "BF16", "shape": [2, 2], "data_offsets": [8, 16]},
+                    "c": {"dtype": "F16", "shape": [0], "data_offsets": [16, 16]}}).encode()
+    h += b" " * (-len(h) % 8)
+    open(d + "/seed-small", "wb").write(struct.pack("<Q", len(h)) + h + bytes(16))
+else:
+    def s(x): return struct.pack("<Q", len(x)) + x.encode()
+    kv = s("general.architecture") + struct.pack("<I", 8) + s("llama")
+    kv += s("general.alignment") + struct.pack("<II", 4, 32)
+    kv += s("tokenizer.ggml.tokens") + struct.pack("<IIQ", 9, 8, 3) + s("a") + s("") + s("<0x0A>")
+    kv += s("tokenizer.ggml.scores") + struct.pack("<IIQ", 9, 6, 2) + struct.pack("<ff", 0.5, -1)
+    kv += s("nested") + struct.pack("<IIQ", 9, 9, 1) + struct.pack("<IQ", 5, 1) + struct.pack("<i", -7)
+    ti = s("token_embd.weight") + struct.pack("<IQQIQ", 2, 32, 2, 8, 0)
+    ti += s("output_norm.weight") + struct.pack("<IQIQ", 1, 32, 0, 96)
+    b = b"GGUF" + struct.pack("<IQQ", 3, 2, 5) + kv + ti
+    b += bytes(-len(b) % 32) + bytes(96 + 128)
+    open(d + "/seed-small", "wb").write(b)
+PYEOF
   if [ -d "$FIX" ]; then
     case $t in
       fuzz-safetensors)
