@@ -792,6 +792,116 @@ static void test_llama2c(void **state) {
     l2c_case(hb, 0, SKS_EBOUNDS, "truncated");
 }
 
+/* Both config.json styles and the four families, parsed from text. */
+static void test_config_styles(void **state) {
+    (void)state;
+    sks_arch a;
+    /* classic Llama 3: rope_theta at top level, rope_scaling with "rope_type", eos list */
+    const char *classic =
+        "{\"architectures\":[\"LlamaForCausalLM\"],\"hidden_size\":4096,\"intermediate_size\":14336,"
+        "\"num_hidden_layers\":32,\"num_attention_heads\":32,\"num_key_value_heads\":8,\"vocab_size\":128256,"
+        "\"rms_norm_eps\":1e-05,\"rope_theta\":500000.0,\"torch_dtype\":\"bfloat16\",\"bos_token_id\":128000,"
+        "\"eos_token_id\":[128001,128008,128009],\"rope_scaling\":{\"factor\":8.0,\"low_freq_factor\":1.0,"
+        "\"high_freq_factor\":4.0,\"original_max_position_embeddings\":8192,\"rope_type\":\"llama3\"},"
+        "\"max_position_embeddings\":131072,\"tie_word_embeddings\":false}";
+    memset(&a, 0, sizeof a);
+    assert_int_equal(sks__config_parse(classic, strlen(classic), "c.json", &a), 0);
+    assert_string_equal(a.family, "llama");
+    assert_int_equal(a.head_dim, 128); /* d / H */
+    assert_int_equal(a.n_kv_heads, 8);
+    assert_true(a.rope_theta == 500000.0);
+    assert_int_equal(a.rope_scaling, SKS_ROPE_SCALING_LLAMA3);
+    assert_true(a.rope_factor == 8.0 && a.rope_low_freq_factor == 1.0 && a.rope_high_freq_factor == 4.0);
+    assert_int_equal(a.rope_original_max_pos, 8192);
+    assert_int_equal(a.bos_id, 128000);
+    assert_int_equal(a.eos_id, 128001);
+    assert_int_equal(a.rope_interleaved, 0);
+    /* the same in the newer style: dtype + rope_parameters */
+    const char *newer =
+        "{\"architectures\":[\"LlamaForCausalLM\"],\"hidden_size\":4096,\"intermediate_size\":14336,"
+        "\"num_hidden_layers\":32,\"num_attention_heads\":32,\"num_key_value_heads\":8,\"vocab_size\":128256,"
+        "\"rms_norm_eps\":1e-05,\"dtype\":\"bfloat16\",\"head_dim\":null,\"rope_parameters\":{\"rope_theta\":500000.0,"
+        "\"factor\":8.0,\"low_freq_factor\":1.0,\"high_freq_factor\":4.0,\"original_max_position_embeddings\":8192,"
+        "\"rope_type\":\"llama3\"}}";
+    sks_arch b;
+    memset(&b, 0, sizeof b);
+    assert_int_equal(sks__config_parse(newer, strlen(newer), "n.json", &b), 0);
+    assert_true(b.rope_theta == a.rope_theta && b.rope_factor == a.rope_factor && b.rope_scaling == a.rope_scaling);
+    assert_int_equal(b.rope_original_max_pos, 8192);
+    assert_int_equal(b.head_dim, 128);
+    /* Qwen2: biases; Qwen3: q/k norm and a head_dim that is not d / H; Mistral by model_type */
+    const char *q2 = "{\"architectures\":[\"Qwen2ForCausalLM\"],\"hidden_size\":896,\"intermediate_size\":4864,"
+                     "\"num_hidden_layers\":24,\"num_attention_heads\":14,\"num_key_value_heads\":2,"
+                     "\"vocab_size\":151936,\"rms_norm_eps\":1e-06,\"rope_theta\":1000000.0,\"rope_scaling\":null,"
+                     "\"tie_word_embeddings\":true,\"sliding_window\":32768}";
+    memset(&a, 0, sizeof a);
+    assert_int_equal(sks__config_parse(q2, strlen(q2), "q2.json", &a), 0);
+    assert_string_equal(a.family, "qwen2");
+    assert_int_equal(a.has_qkv_bias, 1);
+    assert_int_equal(a.has_qk_norm, 0);
+    assert_int_equal(a.head_dim, 64);
+    assert_int_equal(a.tied_embeddings, 1);
+    assert_true(a.rope_theta == 1e6);
+    const char *q3 = "{\"architectures\":[\"Qwen3ForCausalLM\"],\"hidden_size\":1024,\"intermediate_size\":3072,"
+                     "\"num_hidden_layers\":28,\"num_attention_heads\":16,\"num_key_value_heads\":8,\"head_dim\":128,"
+                     "\"vocab_size\":151936,\"rms_norm_eps\":1e-06,\"rope_theta\":1000000,\"attention_bias\":false}";
+    memset(&a, 0, sizeof a);
+    assert_int_equal(sks__config_parse(q3, strlen(q3), "q3.json", &a), 0);
+    assert_string_equal(a.family, "qwen3");
+    assert_int_equal(a.has_qk_norm, 1);
+    assert_int_equal(a.has_qkv_bias, 0);
+    assert_int_equal(a.head_dim, 128);
+    const char *mi = "{\"model_type\":\"mistral\",\"hidden_size\":64,\"intermediate_size\":128,"
+                     "\"num_hidden_layers\":2,\"num_attention_heads\":4,\"vocab_size\":100}";
+    memset(&a, 0, sizeof a);
+    assert_int_equal(sks__config_parse(mi, strlen(mi), "m.json", &a), 0);
+    assert_string_equal(a.family, "mistral");
+    assert_int_equal(a.n_kv_heads, 4);
+    /* refusals with their codes */
+    const char *gelu = "{\"model_type\":\"llama\",\"hidden_size\":64,\"intermediate_size\":128,"
+                       "\"num_hidden_layers\":2,\"num_attention_heads\":4,\"vocab_size\":100,\"hidden_act\":\"gelu\"}";
+    assert_int_equal(sks__config_parse(gelu, strlen(gelu), "g.json", &a), SKS_EUNSUPPORTED);
+    assert_non_null(strstr(sks_last_error(), "gelu"));
+    const char *none = "{\"hidden_size\":64}";
+    assert_int_equal(sks__config_parse(none, strlen(none), "x.json", &a), SKS_ENOTFOUND);
+    assert_non_null(strstr(sks_last_error(), "architectures"));
+    const char *strdim = "{\"model_type\":\"llama\",\"num_hidden_layers\":2,\"hidden_size\":\"64\"}";
+    assert_int_equal(sks__config_parse(strdim, strlen(strdim), "s.json", &a), SKS_ECONFIG);
+    assert_non_null(strstr(sks_last_error(), "hidden_size"));
+    const char *dup = "{\"model_type\":\"llama\",\"model_type\":\"qwen2\"}";
+    assert_int_equal(sks__config_parse(dup, strlen(dup), "d.json", &a), SKS_EFORMAT);
+}
+
+/* A Qwen2 directory needs its q/k/v biases: present -> loads; absent -> the config and
+ * the tensors disagree. */
+static void test_qwen2_biases(void **state) {
+    (void)state;
+    const char *cfg = "{\"architectures\":[\"Qwen2ForCausalLM\"],\"hidden_size\":8,\"intermediate_size\":16,"
+                      "\"num_hidden_layers\":1,\"num_attention_heads\":2,\"vocab_size\":16,\"tie_word_embeddings\":true}";
+    char h[8192];
+    size_t data = st_model_header(h, sizeof h, -1, 0, 0, NULL, NULL, -1);
+    size_t n = strlen(h) - 1; /* drop the closing brace, append the biases */
+    static const char *bias[] = {"q", "k", "v"};
+    for (int i = 0; i < 3; i++) {
+        n += (size_t)snprintf(h + n, sizeof h - n,
+                              ",\"model.layers.0.self_attn.%s_proj.bias\":{\"dtype\":\"F32\",\"shape\":[8],"
+                              "\"data_offsets\":[%zu,%zu]}",
+                              bias[i], data, data + 32);
+        data += 32;
+    }
+    snprintf(h + n, sizeof h - n, "}");
+    const char *d = case_dir();
+    write_st(d, "model.safetensors", h, data, 0);
+    write_file(d, "config.json", cfg, strlen(cfg));
+    sks_model *m = NULL;
+    assert_int_equal(sks_model_open(d, &m), 0);
+    assert_non_null(sks_model_tensor(m, SKS_ROLE_BK, 0));
+    assert_int_equal(sks_model_tensor(m, SKS_ROLE_BK, 0)->ndim, 1);
+    sks_model_close(m);
+    d = st_model_dir(-1, 0, 0, NULL, NULL, cfg);
+    expect_open(d, NULL, SKS_ECONFIG, "bq");
+}
+
 /* JSON depth guard, the building block of the header checks. */
 static void test_json_depth(void **state) {
     (void)state;
@@ -824,7 +934,8 @@ int main(void) {
         cmocka_unit_test(test_st_model_level),      cmocka_unit_test(test_st_sharded),
         cmocka_unit_test(test_gguf_valid_control),  cmocka_unit_test(test_gguf_tensors),
         cmocka_unit_test(test_gguf_header),         cmocka_unit_test(test_gguf_parse_memory),
-        cmocka_unit_test(test_llama2c),
+        cmocka_unit_test(test_llama2c),            cmocka_unit_test(test_config_styles),
+        cmocka_unit_test(test_qwen2_biases),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
