@@ -149,15 +149,19 @@ static double llama3_w(double w, double factor, double lo, double hi, double ori
     return (1 - sm) * w / factor + sm * w;
 }
 
+/* scaling: 0 none, 1 Llama 3, 2 linear (factor 4: every frequency / 4) */
 static void rope_case(int interleaved, int llama3) {
     sks_arch a = {0};
     strcpy(a.family, "llama");
     a.n_layers = 1; a.d_model = 4; a.d_ffn = 2; a.n_heads = 1; a.n_kv_heads = 1; a.head_dim = 4;
     a.vocab_size = 2; a.norm_eps = 1e-5; a.rope_theta = 100; a.tied_embeddings = 1;
     a.rope_interleaved = interleaved;
-    if (llama3) {
+    if (llama3 == 1) {
         a.rope_scaling = SKS_ROPE_SCALING_LLAMA3;
         a.rope_factor = 8; a.rope_low_freq_factor = 1; a.rope_high_freq_factor = 4; a.rope_original_max_pos = 8;
+    } else if (llama3 == 2) {
+        a.rope_scaling = SKS_ROPE_SCALING_LINEAR;
+        a.rope_factor = 4;
     }
     float r2 = (float)sqrt(2.0);
     float E[2 * 4] = {r2, r2, 0, 0, r2, r2, 0, 0};
@@ -188,8 +192,7 @@ static void rope_case(int interleaved, int llama3) {
     assert_int_equal(sks_forward_new(m, T, &f), 0);
     assert_int_equal(sks_forward_run(f, tok, T, SKS_FWD_CAUSAL, &hk, NULL, 0), 0);
     double w[2] = {1.0, pow(100.0, -0.5)};
-    if (llama3)
-        for (int p = 0; p < 2; p++) w[p] = llama3_w(w[p], 8, 1, 4, 8);
+    for (int p = 0; p < 2; p++) w[p] = llama3 == 1 ? llama3_w(w[p], 8, 1, 4, 8) : llama3 == 2 ? w[p] / 4 : w[p];
     double energy[2] = {interleaved ? 4.0 : 2.0, interleaved ? 0.0 : 2.0};
     double n2 = 1.0 / (1.0 + 1e-5);
     for (int i = 0; i < T; i++) {
@@ -215,6 +218,8 @@ static void test_rope_closed_form(void **state) {
     rope_case(0, 0);
     rope_case(1, 1);
     rope_case(0, 1);
+    rope_case(1, 2);
+    rope_case(0, 2);
 }
 
 /* ---- random model against an independent f64 reference -------------------------------- */

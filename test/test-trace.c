@@ -27,14 +27,15 @@ typedef struct {
  *   ~8.5 * 1.7 for token 0 and ~0 for the others, so channel 5 of token 0 jumps to ~200.
  * FFN 1: gate = up = e_5, W_down[5, 0] = 34: x_5 ~ sqrt(d) once channel 5 dominates the
  *   RMS, so token 0 gains ~+255 (the main step-up) and the others (x_5 ~ 0) nothing.
- * FFN 2: the same with W_down[5, 0] = -40: token 0 loses ~300.
- * W_O = 0: attention blocks change nothing (h_{2l+1} = h_{2l}). W_Q = wq (0 unless set). */
-static void planted_build(planted *p, float wq_scale) {
+ * FFN 2: the same with W_down[5, 0] = a2 (-40): token 0 loses ~300.
+ * W_O = 0 (unless wo): attention blocks change nothing (h_{2l+1} = h_{2l}).
+ * W_Q = wq (0 unless wq_scale != 0). */
+static void planted_build_ex(planted *p, float wq_scale, float a2, int wo) {
     memset(p, 0, sizeof *p);
     for (int v = 0; v < V; v++)
         for (int c = 0; c < D; c++) p->E[v * D + c] = c == 0 ? (v == 0 ? 2.0f : -2.0f) : c == 5 ? 0.0f : (((v * 3 + c * 5) % 7) < 3 ? 1.0f : -1.0f);
     for (int c = 0; c < D; c++) p->ones[c] = 1;
-    static const float a[L] = {14, 34, -40};
+    const float a[L] = {14, 34, a2};
     for (int l = 0; l < L; l++) {
         int rd = l == 0 ? 0 : 5;
         p->wg[l][rd] = l == 0 ? 5.0f : 1.0f;
@@ -57,7 +58,7 @@ static void planted_build(planted *p, float wq_scale) {
         SET(SKS_ROLE_WQ, l, H * DH, D, p->wq);
         SET(SKS_ROLE_WK, l, DH, D, p->wq);
         SET(SKS_ROLE_WV, l, DH, D, p->wq);
-        SET(SKS_ROLE_WO, l, D, H * DH, p->zeros);
+        SET(SKS_ROLE_WO, l, D, H * DH, wo ? p->wq : p->zeros);
         SET(SKS_ROLE_FFN_NORM, l, D, 0, p->ones);
         SET(SKS_ROLE_W_GATE, l, F, D, p->wg[l]);
         SET(SKS_ROLE_W_UP, l, F, D, p->wu[l]);
@@ -66,6 +67,8 @@ static void planted_build(planted *p, float wq_scale) {
 #undef SET
     assert_int_equal(sks_model_validate(p->m), 0);
 }
+
+static void planted_build(planted *p, float wq_scale) { planted_build_ex(p, wq_scale, -40.0f, 0); }
 
 static const int32_t P0[6] = {0, 3, 1, 4, 2, 3};
 static const int32_t P1[12] = {0, 1, 2, 3, 4, 5, 1, 2, 3, 4, 1, 1};
@@ -143,6 +146,17 @@ static void test_planted_lifecycle_and_uniform_alpha(void **state) {
     assert_int_equal(sks_trace_run(p->m, 1, prompts, lens, &o, &r), 0);
     assert_int_equal(r->n_spike_tokens, 0);
     sks_trace_result_free(r);
+    /* a plateau that sags a little (FFN 2 removes ~8 of ~480) has no step-down: the
+     * largest decrease is below step_frac of the main increase */
+    sks_model_close(p->m);
+    planted_build_ex(p, 0.0f, -1.0f, 0);
+    o.abs_thresh = 50;
+    assert_int_equal(sks_trace_run(p->m, 1, prompts, lens, &o, &r), 0);
+    assert_int_equal(r->n_lifecycles, 1);
+    assert_true(r->lifecycles[0].values[6] < r->lifecycles[0].values[5]);
+    assert_int_equal(r->lifecycles[0].n_down, 0);
+    assert_int_equal(r->lifecycles[0].plateau_last, 2 * L);
+    sks_trace_result_free(r);
     /* bad options */
     o.abs_thresh = 50;
     o.step_frac = 0;
@@ -179,7 +193,7 @@ static int cmp_float(const void *a, const void *b) {
 static void test_block_stats_independent(void **state) {
     (void)state;
     planted *p = malloc(sizeof *p);
-    planted_build(p, 0.8f); /* W_Q != 0: attention is not uniform */
+    planted_build_ex(p, 0.8f, -40.0f, 1); /* W_Q != 0: attention not uniform; W_O != 0: |h| values distinct */
     const int T = 12, nb = 2 * L + 1;
     cap c = {T, nb, malloc((size_t)nb * T * D * sizeof(float)), calloc(L * H, sizeof(double))};
     sks_fwd_hooks hk = {0};
