@@ -726,8 +726,14 @@ int sks__open_gguf(const char *path, sks_model **out) {
         long layer;
         if (!sks__gguf_role(t->name, t->name_len, &role, &layer)) continue;
         if (role == SKS_ROLE_LM_HEAD) have_output = 1;
-        /* no vocabulary in the metadata: the embedding's rows (ne[1]) say it */
-        if (role == SKS_ROLE_EMBED && a.vocab_size == 0) a.vocab_size = t->ne[1] > (1u << 26) ? -1 : (int)t->ne[1];
+        /* The embedding's rows (ne[1]) are the vocabulary the weights use; converters may
+         * pad it past the token list, so it wins over tokenizer.ggml.tokens. */
+        if (role == SKS_ROLE_EMBED && t->n_dims == 2 && t->ne[1] <= (1u << 26)) {
+            if (a.vocab_size > 0 && (uint64_t)a.vocab_size != t->ne[1])
+                sks_log(SKS_LOG_WARN, "%s: %d tokens in tokenizer.ggml.tokens but token_embd.weight has %llu rows", path,
+                        a.vocab_size, (unsigned long long)t->ne[1]);
+            a.vocab_size = (int)t->ne[1];
+        }
     }
     a.tied_embeddings = !have_output;
     if (a.vocab_size == 0)
