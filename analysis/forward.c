@@ -512,6 +512,11 @@ static int sks__argmax(const float *x, int64_t n) {
 
 int sks_forward_generate(sks_forward *f, const int32_t *prompt, int n_prompt, int n_gen, int stop_at_eos,
                          int32_t *out_ids, int *n_out) {
+    return sks_forward_generate_cb(f, prompt, n_prompt, n_gen, stop_at_eos, NULL, NULL, out_ids, n_out);
+}
+
+int sks_forward_generate_cb(sks_forward *f, const int32_t *prompt, int n_prompt, int n_gen, int stop_at_eos,
+                            sks_fwd_token_fn on_token, void *ud, int32_t *out_ids, int *n_out) {
     if (n_out) *n_out = 0;
     if (!f || !prompt || n_prompt < 1 || n_gen < 0 || (n_gen > 0 && !out_ids) || !n_out)
         return sks_fail(SKS_EARG, "sks_forward_generate: bad arguments");
@@ -534,6 +539,7 @@ int sks_forward_generate(sks_forward *f, const int32_t *prompt, int n_prompt, in
     for (;;) {
         int32_t next = sks__argmax(f->logit1, f->V);
         out_ids[n++] = next;
+        if (on_token && (rc = on_token(ud, next, n - 1))) break;
         if (n >= n_gen || (stop_at_eos && next == f->a.eos_id && f->a.eos_id >= 0)) break;
         if ((rc = sks__pass(f, &next, 1, pos, 1, SKS_FWD_CAUSAL, NULL, f->logit1, 1))) break;
         pos++;

@@ -67,6 +67,13 @@ int sks_forward_run(sks_forward *f, const int32_t *tokens, int T, sks_fwd_mode m
 int sks_forward_generate(sks_forward *f, const int32_t *prompt, int n_prompt, int n_gen,
                          int stop_at_eos, int32_t *out_ids, int *n_out);
 
+/* The same, calling on_token(ud, id, i) after the i-th generated token is chosen (for
+ * streaming output); a negative return stops generation and is returned. on_token may
+ * be NULL. (Addition to the first contract.) */
+typedef int (*sks_fwd_token_fn)(void *ud, int32_t id, int i);
+int sks_forward_generate_cb(sks_forward *f, const int32_t *prompt, int n_prompt, int n_gen, int stop_at_eos,
+                            sks_fwd_token_fn on_token, void *ud, int32_t *out_ids, int *n_out);
+
 /* Helper: convert rows of W (out, in) block by block and compute Y = X W^T for
  * X (T, in), Y (T, out); ws must hold ws_floats floats (see sks_forward). */
 int sks_matmul_wt(const sks_tensor *W, const float *X, int T, float *Y, float *ws, size_t ws_floats);

@@ -32,6 +32,22 @@ static void sks__run_help(FILE *f) {
             "  sinkscope run model.gguf --tokens 1,450,7483 --generate 8 --ids\n");
 }
 
+typedef struct {
+    const sks_tokenizer *tok;
+    int prev;
+} sks__stream;
+
+/* print each generated token as soon as it is chosen */
+static int sks__print_token(void *ud, int32_t id, int i) {
+    (void)i;
+    sks__stream *s = ud;
+    char buf[256];
+    fputs(sks_tokenizer_decode(s->tok, s->prev, id, buf, sizeof buf), stdout);
+    fflush(stdout);
+    s->prev = id;
+    return 0;
+}
+
 int sks_cmd_run(int argc, char **argv) {
     const char *model_path = NULL, *prompt = NULL, *tokens_arg = NULL, *tok_path = NULL;
     long n_gen = 64;
@@ -126,9 +142,20 @@ int sks_cmd_run(int argc, char **argv) {
         goto done;
     }
     int n_out = 0;
+    sks__stream st = {tok, -1};
+    char buf[256];
+    if (!print_ids) {
+        for (int i = 0; i < n_ids; i++) {
+            fputs(sks_tokenizer_decode(tok, st.prev, ids[i], buf, sizeof buf), stdout);
+            st.prev = ids[i];
+        }
+        fflush(stdout);
+    }
     double t0 = sks_now();
-    rc = sks_forward_generate(f, ids, n_ids, (int)n_gen, stop, out, &n_out);
+    rc = sks_forward_generate_cb(f, ids, n_ids, (int)n_gen, stop, print_ids ? NULL : sks__print_token, &st, out,
+                                 &n_out);
     double dt = sks_now() - t0;
+    if (!print_ids) fputc('\n', stdout);
     if (rc) {
         sks_cli_fail("run", rc);
         goto done;
@@ -138,18 +165,6 @@ int sks_cmd_run(int argc, char **argv) {
         printf(" |");
         for (int i = 0; i < n_out; i++) printf(" %d", (int)out[i]);
         printf("\n");
-    } else {
-        char buf[256];
-        int prev = -1;
-        for (int i = 0; i < n_ids; i++) {
-            fputs(sks_tokenizer_decode(tok, prev, ids[i], buf, sizeof buf), stdout);
-            prev = ids[i];
-        }
-        for (int i = 0; i < n_out; i++) {
-            fputs(sks_tokenizer_decode(tok, prev, out[i], buf, sizeof buf), stdout);
-            prev = out[i];
-        }
-        fputc('\n', stdout);
     }
     fprintf(stderr, "sinkscope run: %d prompt + %d generated tokens in %.3f s (%.1f tokens/s)\n", n_ids, n_out, dt,
             dt > 0 ? (n_ids + n_out) / dt : 0.0);

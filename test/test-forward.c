@@ -560,6 +560,17 @@ static void test_independent_mode(void **state) {
     rmodel_free(&rm);
 }
 
+typedef struct {
+    int32_t ids[64];
+    int n, stop_at;
+} tokcap;
+static int on_tok(void *ud, int32_t id, int i) {
+    tokcap *c = ud;
+    assert_int_equal(i, c->n);
+    c->ids[c->n++] = id;
+    return i == c->stop_at ? SKS_EARG : 0;
+}
+
 /* Generation with the KV cache: every greedy token equals the argmax of a full
  * recomputation over the prefix (reference forward), and stop_at_eos stops. */
 static void test_generate_kv_cache(void **state) {
@@ -591,6 +602,15 @@ static void test_generate_kv_cache(void **state) {
     int32_t gen2[32];
     assert_int_equal(sks_forward_generate(f, seq, np, N, 0, gen2, &n_out), 0);
     assert_memory_equal(gen, gen2, (size_t)N * sizeof(int32_t));
+    /* streaming callback: sees every token in order; a negative return stops */
+    tokcap tc = {{0}, 0, -1};
+    assert_int_equal(sks_forward_generate_cb(f, seq, np, N, 0, on_tok, &tc, gen2, &n_out), 0);
+    assert_int_equal(tc.n, N);
+    assert_memory_equal(tc.ids, gen, (size_t)N * sizeof(int32_t));
+    tc.n = 0;
+    tc.stop_at = 2;
+    assert_int_equal(sks_forward_generate_cb(f, seq, np, N, 0, on_tok, &tc, gen2, &n_out), SKS_EARG);
+    assert_int_equal(n_out, 3);
     /* too long for the workspace */
     assert_int_equal(sks_forward_generate(f, seq, np, N + 1, 0, gen2, &n_out), SKS_EARG);
     sks_forward_free(f);
