@@ -476,6 +476,13 @@ static void test_gguf_valid_control(void **state) {
     o.alignment = 0;
     o.q_type = 8; /* Q8_0 fits in the reserved F32 span */
     gguf_case(&o, 0, NULL);
+    o.q_type = 2; /* Q4_0 */
+    gguf_case(&o, 0, NULL);
+    o.q_type = 30; /* BF16 */
+    gguf_case(&o, 0, NULL);
+    o.q_type = 1; /* F16 */
+    gguf_case(&o, 0, NULL);
+    o.q_type = 8;
     o.version = 2;
     gguf_case(&o, 0, NULL);
 }
