@@ -18,7 +18,8 @@
 
 typedef struct {
     const char *prompt;     /* text (needs the model's tokenizer); NULL: built-in prompts */
-    const char *tokens;     /* "1,2,3" token ids; overrides prompt */
+    const char *prompts_file; /* one text per line; used when prompt is NULL */
+    const char *tokens;     /* "1,2,3" token ids; overrides prompt and prompts_file */
     const char *tokenizer;  /* tokenizer file; NULL: found beside or inside the model */
     int sample;             /* vocab-sweep tokens: 0 = auto (all when V <= 8192, else
                                4096), -1 = all, N = a sample of N */

@@ -133,6 +133,47 @@ static json_t *sks__jnum(double v) { return (isnan(v) || isinf(v)) ? json_null()
 
 /* ---- prompts -------------------------------------------------------------------------- */
 
+/* Lines of a prompts file, empty lines skipped (malloc'd strings). */
+static int sks__read_lines(const char *path, char ***lines, int *n) {
+    *lines = NULL;
+    *n = 0;
+    FILE *fp = fopen(path, "r");
+    if (!fp) return sks_fail(SKS_EIO, "%s: cannot open: %s", path, strerror(errno));
+    char *line = NULL, **v = NULL;
+    size_t cap = 0;
+    int k = 0, kcap = 0, rc = 0;
+    ssize_t len;
+    while ((len = getline(&line, &cap, fp)) >= 0) {
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = '\0';
+        if (len == 0) continue;
+        if (k == kcap) {
+            kcap = kcap ? 2 * kcap : 8;
+            char **nv = realloc(v, (size_t)kcap * sizeof *v);
+            if (!nv) {
+                rc = sks_fail(SKS_ENOMEM, "%s: out of memory", path);
+                break;
+            }
+            v = nv;
+        }
+        if (!(v[k] = strdup(line))) {
+            rc = sks_fail(SKS_ENOMEM, "%s: out of memory", path);
+            break;
+        }
+        k++;
+    }
+    free(line);
+    fclose(fp);
+    if (!rc && k == 0) rc = sks_fail(SKS_EARG, "%s: no prompt (every line is empty)", path);
+    if (rc) {
+        for (int i = 0; i < k; i++) free(v[i]);
+        free(v);
+        return rc;
+    }
+    *lines = v;
+    *n = k;
+    return 0;
+}
+
 static int sks__make_prompts(const sks_model *m, const sks_tokenizer *tok, const sks_cli_analyze_opts *o,
                              sks__prompts *p) {
     const sks_arch *a = sks_model_arch(m);
@@ -161,22 +202,34 @@ static int sks__make_prompts(const sks_model *m, const sks_tokenizer *tok, const
         snprintf(p->source, sizeof p->source, "--tokens");
         return 0;
     }
-    if (o->prompt || tok) {
+    if (o->prompt || o->prompts_file || tok) {
+        char **lines = NULL;
         int n_text = o->prompt ? 1 : SKS__N_DEFAULT_PROMPTS;
-        if ((rc = sks__prompts_alloc(p, n_text))) return rc;
-        for (int i = 0; i < n_text; i++) {
-            const char *text = o->prompt ? o->prompt : sks__default_texts[i];
-            if (!tok) return sks_fail(SKS_ENOTFOUND, "--prompt: the model has no tokenizer (use --tokens)");
-            if ((rc = sks_tokenizer_encode(tok, text, 1, &p->ids[i], &p->lens[i]))) return rc;
-            if (!o->prompt && p->lens[i] > maxT) p->lens[i] = maxT;
-            if (p->lens[i] < 2) return sks_fail(SKS_EARG, "--prompt: the text gives fewer than 2 tokens");
-            for (int t = 0; t < p->lens[i]; t++)
-                if (p->ids[i][t] < 0 || p->ids[i][t] >= a->vocab_size)
-                    return sks_fail(SKS_EARG, "prompt %d: token %d outside the model's vocabulary (%d)", i,
-                                    p->ids[i][t], a->vocab_size);
+        if (!o->prompt && o->prompts_file && (rc = sks__read_lines(o->prompts_file, &lines, &n_text))) return rc;
+        const char *what = o->prompt ? "--prompt" : o->prompts_file ? o->prompts_file : "built-in texts";
+        if (!(rc = sks__prompts_alloc(p, n_text))) {
+            for (int i = 0; i < n_text && !rc; i++) {
+                const char *text = o->prompt ? o->prompt : lines ? lines[i] : sks__default_texts[i];
+                if (!tok) {
+                    rc = sks_fail(SKS_ENOTFOUND, "%s: the model has no tokenizer (use --tokens or --tokenizer)", what);
+                    break;
+                }
+                if ((rc = sks_tokenizer_encode(tok, text, 1, &p->ids[i], &p->lens[i]))) break;
+                /* the built-in texts are cut at the length of Gu et al.; the user's are not */
+                if (!o->prompt && !lines && p->lens[i] > maxT) p->lens[i] = maxT;
+                if (p->lens[i] < 2)
+                    rc = sks_fail(SKS_EARG, "%s: prompt %d gives fewer than 2 tokens", what, i + 1);
+                for (int t = 0; t < p->lens[i] && !rc; t++)
+                    if (p->ids[i][t] < 0 || p->ids[i][t] >= a->vocab_size)
+                        rc = sks_fail(SKS_EARG, "%s: prompt %d: token %d outside the model's vocabulary (%d)", what,
+                                      i + 1, p->ids[i][t], a->vocab_size);
+            }
         }
-        snprintf(p->source, sizeof p->source, o->prompt ? "--prompt" : "built-in texts");
-        return 0;
+        if (!rc) snprintf(p->source, sizeof p->source, "%s", o->prompt ? "--prompt" : lines ? "--prompts" : "built-in texts");
+        if (lines)
+            for (int i = 0; i < n_text; i++) free(lines[i]);
+        free(lines);
+        return rc;
     }
     /* No tokenizer: BOS then pseudo-random ids, a different stream per prompt. */
     if ((rc = sks__prompts_alloc(p, SKS__N_DEFAULT_PROMPTS))) return rc;
@@ -859,7 +912,7 @@ int sks_cli_analyze_run(const char *model_path, const char *outdir, const sks_cl
         int trc = sks_tokenizer_open_for_model(m, o->tokenizer, &R.tok);
         if (trc) {
             R.tok = NULL;
-            if (o->tokenizer || (o->prompt && !o->tokens)) {
+            if (o->tokenizer || ((o->prompt || o->prompts_file) && !o->tokens)) {
                 rc = trc;
                 goto out;
             }
@@ -906,7 +959,8 @@ static void sks__usage(FILE *f) {
             "  -o, --out DIR      output folder (created if needed)\n"
             "  --prompt TEXT      input text (needs the model's tokenizer); default: four built-in\n"
             "                     texts of up to 64 tokens, or pseudo-random ids without a tokenizer\n"
-            "  --tokens IDS       input token ids, e.g. 1,450,3290 (overrides --prompt)\n"
+            "  --prompts FILE     one input text per line (empty lines skipped; not cut)\n"
+            "  --tokens IDS       input token ids, e.g. 1,450,3290 (overrides --prompt[s])\n"
             "  --tokenizer PATH   tokenizer file (default: found beside or inside MODEL)\n"
             "  --sample N         vocabulary-sweep tokens: N sampled tokens; 0 = all of the\n"
             "                     vocabulary (default: all when V <= 8192, else a sample of 4096)\n"
@@ -950,6 +1004,9 @@ int sks_cmd_analyze(int argc, char **argv) {
         } else if (!strcmp(a, "--prompt")) {
             SKS__NEED();
             o.prompt = v;
+        } else if (!strcmp(a, "--prompts")) {
+            SKS__NEED();
+            o.prompts_file = v;
         } else if (!strcmp(a, "--tokenizer")) {
             SKS__NEED();
             o.tokenizer = v;

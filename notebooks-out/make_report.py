@@ -362,9 +362,10 @@ def build_report(d, figs):
              "<h2>Model</h2>", section_model(res)]
     parts.append("<h2>Figures</h2>")
     for name, fname, _ in P.FIGURES:
-        path = figs.get(name) if figs else None
-        if path is None and os.path.exists(os.path.join(d, fname)):
-            path = os.path.join(d, fname)
+        if figs is None:  # --no-figures: embed whatever the folder holds
+            path = os.path.join(d, fname) if os.path.exists(os.path.join(d, fname)) else None
+        else:
+            path = figs.get(name)
         parts.append("<h3>%s</h3>" % esc(TITLES[name]))
         if path and os.path.exists(path):
             parts.append("<figure><img src='%s' alt='%s' data-file='%s'><figcaption>%s <i>(file: %s)</i>"
@@ -391,7 +392,7 @@ def main(argv):
     if not os.path.isdir(d):
         print("make_report: %s is not a folder" % d, file=sys.stderr)
         return 2
-    figs = {}
+    figs = None
     if "--no-figures" not in argv:
         res = R.load_dir(d)
         figs = P.plot_all(res, d)

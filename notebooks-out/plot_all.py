@@ -572,12 +572,15 @@ def plot_all(res, outdir):
     os.makedirs(outdir, exist_ok=True)
     done = {}
     for name, fname, fn in FIGURES:
+        path = os.path.join(outdir, fname)
         try:
-            done[name] = fn(res, os.path.join(outdir, fname))
+            done[name] = fn(res, path)
         except Exception as e:  # one broken figure must not cost the others
             R.warning("%s figure failed: %s: %s" % (name, type(e).__name__, e))
             plt.close("all")
             done[name] = None
+        if done[name] is None and os.path.exists(path):
+            os.remove(path)  # a figure of an earlier run must not pass for this one
     return done
 
 
