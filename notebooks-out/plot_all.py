@@ -351,19 +351,21 @@ def fig_alpha(res, path):
         return None
     L, H = a0.shape
     eps = eps_of(res)
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * H + 3.2), max(3.6, 0.38 * L + 1.8)))
+    fig, ax = plt.subplots(figsize=(min(16.0, max(5.0, 0.45 * H + 3.2)), min(14.0, max(3.6, 0.38 * L + 1.8))))
     im = ax.imshow(a0, cmap="viridis", vmin=0, vmax=max(1e-9, min(1.0, float(np.nanmax(a0)) * 1.05)), aspect="auto",
                    origin="upper", interpolation="nearest")
     cb = fig.colorbar(im, ax=ax, shrink=0.9)
     cb.set_label("alpha_0 = mean attention paid to position 0")
     meas = a0 > eps
     ys, xs = np.nonzero(meas)
+    dense = L * H > 1024  # many heads: thinner outlines and smaller crosses
     for y, x in zip(ys, xs):
-        ax.add_patch(plt.Rectangle((x - 0.5, y - 0.5), 1, 1, fill=False, ec="white", lw=2.0))
+        ax.add_patch(plt.Rectangle((x - 0.5, y - 0.5), 1, 1, fill=False, ec="white", lw=0.8 if dense else 2.0))
     pred, rule = predicted_sinks(res, a0)
     if pred is not None and pred.any():
         py, px = np.nonzero(pred)
-        ax.scatter(px, py, marker="x", s=60, color="#ff4040", lw=2, label="predicted sink head (%s)" % rule)
+        ax.scatter(px, py, marker="x", s=12 if dense else 60, color="#ff4040", lw=1 if dense else 2,
+                   label="predicted sink head (%s)" % rule)
     ax.plot([], [], ls="none", marker="s", mfc="none", mec="0.3", ms=10,
             label="measured sink head (alpha_0 > %g): %d of %d" % (eps, int(meas.sum()), a0.size))
     if H <= 40:
