@@ -49,6 +49,8 @@ typedef struct {
     int krylov_dim;      /* basis vectors per channel before a restart; 0 = auto */
     int max_restarts;    /* default 200 */
     int channel_block;   /* channels iterated together; 0 = auto (64) */
+    int block;           /* Krylov block per channel; 0 = auto: 4 with the f32 operator (wider
+                            GEMMs, m = 4 x channels), 1 with the f64 one */
     uint64_t seed;       /* start vectors (default 1) */
     int n_delim_top;     /* delimiter-route vocabulary entries kept (default 50) */
     int first_token_map; /* 1 (default): W_VO singular vectors of layers <= analysed */
@@ -175,6 +177,7 @@ typedef struct {
     int r, kmax, max_restarts;
     double tol;
     uint64_t seed;
+    int block;          /* vectors added per problem and step (0 = 1): block Krylov-Schur */
 } sks_multieig_opts;
 
 /* Top r eigenpairs by |lambda| of n_prob symmetric n x n operators at once (Krylov-Schur

@@ -426,8 +426,8 @@ static int sks__layer_eigs(sks_spikes *s, sks_spikes_layer_result *out) {
     sks__opctx c;
     memset(&c, 0, sizeof c);
     c.s = s;
-    c.cap = blk * (r > 1 ? r : 1);
-    if (c.cap < blk) c.cap = blk;
+    const int kb = s->o.block > 0 ? s->o.block : (s->prec == SKS_SPK_PREC_F64 ? 1 : 4);
+    c.cap = blk * (kb < d ? kb : d);
     int *chs = sks_malloc_n((size_t)nch, sizeof *chs);
     double *evals = sks_malloc_n((size_t)blk * r, sizeof(double));
     double *evecs = sks_malloc_n((size_t)blk * r * d, sizeof(double));
@@ -460,6 +460,7 @@ static int sks__layer_eigs(sks_spikes *s, sks_spikes_layer_result *out) {
     eo.max_restarts = s->o.max_restarts;
     eo.tol = s->o.tol > 0 ? s->o.tol : (s->prec == SKS_SPK_PREC_F64 ? 1e-11 : 1e-6);
     eo.seed = s->o.seed;
+    eo.block = kb;
     for (int b0 = 0; b0 < nch; b0 += blk) {
         int nb = nch - b0 < blk ? nch - b0 : blk;
         c.ch = chs + b0;
@@ -791,7 +792,7 @@ int sks_spikes_wvo_top(sks_spikes *s, int layer, double *u1, double *sigma1) {
             if (!evec) rc = sks_fail(SKS_ENOMEM, "%s: out of memory", __func__);
         }
         if (!rc) {
-            sks_multieig_opts eo = {d >= 2 ? 2 : 1, 0, 300, 1e-10, 7};
+            sks_multieig_opts eo = {d >= 2 ? 2 : 1, 0, 300, 1e-10, 7, 1};
             rc = sks_multieig_topk(sks__op_wvo, &w, d, 1, &eo, ev, evec, res, &conv, NULL, NULL);
             if (rc == SKS_ENOCONV) {
                 sks_log(SKS_LOG_WARN, "spikes: W_VO of layer %d: top singular pair not converged (residual %.1e)",

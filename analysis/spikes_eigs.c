@@ -25,7 +25,8 @@
 typedef struct {
     double *V;    /* (kmax, n): vector j at V + j n */
     double *H;    /* (kmax, kmax) row-major, symmetric */
-    int k;        /* vectors in V; v_{k-1} is the one waiting for A */
+    int k;        /* vectors in V; the last pb are waiting for A */
+    int pb;       /* pending block size (<= block) */
     int done;
     int restarts;
     uint64_t rng;
@@ -79,23 +80,38 @@ static int sks__cmp_ord_desc(const void *a, const void *b) {
 int sks_multieig_topk(sks_multiop_fn op, void *ud, int n, int n_prob, const sks_multieig_opts *o,
                       double *evals, double *evecs, double *resid, int *conv, int *matvecs_out,
                       int *restarts_out) {
-    if (!op || n <= 0 || n_prob <= 0 || !o || o->r <= 0 || o->r > n)
+    if (!op || n <= 0 || n_prob <= 0 || !o || o->r <= 0 || o->r > n || o->block < 0)
         return sks_fail(SKS_EARG, "%s: bad arguments (n %d, problems %d, r %d)", __func__, n, n_prob,
                         o ? o->r : -1);
     const int r = o->r;
-    int kmax = o->kmax > 0 ? o->kmax : (3 * r > 32 ? 3 * r : 32);
-    if (kmax < r + 2) kmax = r + 2;
-    if (kmax > n) kmax = n;
-    const int keep = (kmax / 2 > r + 1 ? kmax / 2 : r + 1) < kmax ? (kmax / 2 > r + 1 ? kmax / 2 : r + 1) : kmax - 1;
+    int b = o->block > 0 ? o->block : 1;
+    if (b > n) b = n;
+    int kmax = o->kmax > 0 ? o->kmax : (3 * r > 32 ? 3 * r : 32) + 2 * (b - 1);
+    if (kmax < r + 2 * b) kmax = r + 2 * b;
+    if (kmax > n) {
+        kmax = n;
+        b = 1; /* small n: the basis becomes the whole space one vector at a time */
+    }
+    /* Blocks must fill the basis exactly: a residual column left out would break the
+     * relation A V = V H + R E^T (the estimates and the restart rely on it). So kmax and
+     * the kept count are multiples of b (kmax = n is exact whatever it is). */
+    if (b > 1) kmax -= kmax % b;
+    /* Ritz vectors kept at a restart: about half the basis, room left for one block */
+    int keep = (kmax - b) / 2 > r + 1 ? (kmax - b) / 2 : r + 1;
+    if (b > 1) keep = (keep + b - 1) / b * b;
+    if (keep > kmax - b) keep = kmax - b;
+    if (keep < r) keep = r; /* only when kmax = n: the basis is then the whole space */
     const double tol = o->tol > 0 ? o->tol : 1e-10;
     const int max_restarts = o->max_restarts > 0 ? o->max_restarts : 200;
+    const size_t cols = (size_t)n_prob * b;
 
     int rc = 0, matvecs = 0, total_restarts = 0;
     sks__kprob *P = calloc((size_t)n_prob, sizeof *P);
-    int *act = sks_malloc_n((size_t)n_prob, sizeof *act);
-    double *X = sks_malloc_n((size_t)n * n_prob, sizeof *X);
-    double *Y = sks_malloc_n((size_t)n * n_prob, sizeof *Y);
-    double *w = sks_malloc_n((size_t)n, sizeof *w);
+    int *colp = sks_malloc_n(cols, sizeof *colp);
+    double *X = sks_malloc_n((size_t)n * cols, sizeof *X);
+    double *Y = sks_malloc_n((size_t)n * cols, sizeof *Y);
+    double *R = sks_malloc_n((size_t)b * n, sizeof *R); /* (b, n) residual block */
+    double *GR = sks_malloc_n((size_t)b * b, sizeof *GR);
     double *h = sks_malloc_n((size_t)kmax, sizeof *h);
     double *tmp = sks_malloc_n((size_t)kmax, sizeof *tmp);
     double *Hc = sks_malloc_n((size_t)kmax * kmax, sizeof *Hc);
@@ -104,7 +120,7 @@ int sks_multieig_topk(sks_multiop_fn op, void *ud, int n, int n_prob, const sks_
     double *Zs = sks_malloc_n((size_t)kmax * kmax, sizeof *Zs);
     sks__ord *ord = sks_malloc_n((size_t)kmax, sizeof *ord);
     int *cv = sks_calloc_n((size_t)n_prob, sizeof *cv);
-    if (!cv || !act || !X || !Y || !w || !h || !tmp || !Hc || !theta || !Vn || !Zs || !ord) {
+    if (!P || !colp || !X || !Y || !R || !GR || !h || !tmp || !Hc || !theta || !Vn || !Zs || !ord || !cv) {
         rc = sks_fail(SKS_ENOMEM, "%s: out of memory (n %d, kmax %d, problems %d)", __func__, n, kmax, n_prob);
         goto done;
     }
@@ -116,42 +132,68 @@ int sks_multieig_topk(sks_multiop_fn op, void *ud, int n, int n_prob, const sks_
             goto done;
         }
         P[p].rng = (o->seed ? o->seed : 1) * 0x2545f4914f6cdd1dULL + (uint64_t)p * 0x9e3779b97f4a7c15ULL;
-        sks__randvec(&P[p].rng, P[p].V, n);
-        cblas_dscal(n, 1.0 / cblas_dnrm2(n, P[p].V, 1), P[p].V, 1);
-        P[p].k = 1;
+        /* start block: b orthonormal random vectors, all pending */
+        for (int j = 0; j < b; j++) {
+            P[p].k = j;
+            if ((rc = sks__fresh_vector(&P[p], n, P[p].V + (size_t)j * n, h, tmp))) goto done;
+        }
+        P[p].k = b;
+        P[p].pb = b;
     }
 
     for (;;) {
+        /* gather the pending vectors of the active problems: X (n, m) row-major */
         int m = 0;
         for (int p = 0; p < n_prob; p++)
-            if (!P[p].done) act[m++] = p;
+            if (!P[p].done)
+                for (int j = 0; j < P[p].pb; j++) colp[m++] = p;
         if (m == 0) break;
-        /* gather the pending vectors: X (n, m) row-major */
-        for (int c = 0; c < m; c++) {
-            const double *v = P[act[c]].V + (size_t)(P[act[c]].k - 1) * n;
+        for (int c = 0, p = -1, j = 0; c < m; c++) {
+            if (colp[c] != p) p = colp[c], j = 0;
+            const double *v = P[p].V + (size_t)(P[p].k - P[p].pb + j++) * n;
             for (int i = 0; i < n; i++) X[(size_t)i * m + c] = v[i];
         }
-        rc = op(ud, n, m, act, X, Y);
+        rc = op(ud, n, m, colp, X, Y);
         if (rc) goto done;
         matvecs += m;
-        for (int c = 0; c < m; c++) {
-            sks__kprob *q = &P[act[c]];
-            const int k = q->k;
-            for (int i = 0; i < n; i++) w[i] = Y[(size_t)i * m + c];
-            sks__orth(q->V, k, n, w, h, tmp);
-            for (int j = 0; j < k; j++) q->H[(size_t)j * kmax + (k - 1)] = q->H[(size_t)(k - 1) * kmax + j] = h[j];
-            double beta = cblas_dnrm2(n, w, 1);
+        for (int c0 = 0; c0 < m;) {
+            const int pid = colp[c0];
+            sks__kprob *q = &P[pid];
+            const int k = q->k, pb = q->pb;
+            /* project each new column on the basis (H column), then orthogonalize */
+            for (int j = 0; j < pb; j++) {
+                double *w = R + (size_t)j * n;
+                for (int i = 0; i < n; i++) w[i] = Y[(size_t)i * m + c0 + j];
+                sks__orth(q->V, k, n, w, h, tmp);
+                const int col = k - pb + j;
+                for (int i = 0; i < k; i++) q->H[(size_t)i * kmax + col] = q->H[(size_t)col * kmax + i] = h[i];
+            }
+            c0 += pb;
+            /* ||R z||^2 = z^T (R^T R) z for the residual estimates */
+            for (int i = 0; i < pb; i++)
+                for (int j = 0; j <= i; j++)
+                    GR[(size_t)i * b + j] = GR[(size_t)j * b + i] =
+                        cblas_ddot(n, R + (size_t)i * n, 1, R + (size_t)j * n, 1);
             double hmax = 0;
-            for (int j = 0; j < k; j++) hmax = fmax(hmax, fabs(h[j]));
+            for (int i = 0; i < k; i++) hmax = fmax(hmax, fabs(q->H[(size_t)i * kmax + i]));
+            const double tiny = 1e-13 * (hmax > 0 ? hmax : 1.0);
             if (k < kmax) {
-                if (beta <= 1e-13 * (hmax > 0 ? hmax : 1.0)) {
-                    /* invariant subspace: continue with a fresh direction */
-                    rc = sks__fresh_vector(q, n, q->V + (size_t)k * n, h, tmp);
-                    if (rc) goto done;
-                } else {
-                    for (int i = 0; i < n; i++) q->V[(size_t)k * n + i] = w[i] / beta;
+                /* room left: append the residual block, orthonormalized (fresh random
+                 * directions replace dependent columns: an invariant subspace) */
+                int nb_new = kmax - k < b ? kmax - k : b;
+                for (int j = 0; j < nb_new; j++) {
+                    double *dst = q->V + (size_t)(q->k) * n;
+                    memcpy(dst, R + (size_t)j * n, (size_t)n * sizeof(double));
+                    sks__orth(q->V, q->k, n, dst, h, tmp);
+                    double nn = cblas_dnrm2(n, dst, 1);
+                    if (nn <= tiny) {
+                        if ((rc = sks__fresh_vector(q, n, dst, h, tmp))) goto done;
+                    } else {
+                        cblas_dscal(n, 1.0 / nn, dst, 1);
+                    }
+                    q->k++;
                 }
-                q->k = k + 1;
+                q->pb = nb_new;
                 continue;
             }
             /* basis full: Rayleigh-Ritz on H (k x k) */
@@ -170,37 +212,49 @@ int sks_multieig_topk(sks_multiop_fn op, void *ud, int n, int n_prob, const sks_
             qsort(ord, (size_t)k, sizeof *ord, sks__cmp_ord_desc);
             int ok = 1;
             for (int i = 0; i < r; i++) {
-                double est = beta * fabs(Hc[(size_t)(k - 1) * kmax + ord[i].idx]);
+                /* A V z - theta V z = R z_last, z_last = rows k-pb .. k-1 of z */
+                double zl[64], est2 = 0;
+                const int pbb = pb < 64 ? pb : 64;
+                for (int j = 0; j < pbb; j++) zl[j] = Hc[(size_t)(k - pb + j) * kmax + ord[i].idx];
+                for (int a = 0; a < pbb; a++)
+                    for (int c = 0; c < pbb; c++) est2 += zl[a] * GR[(size_t)a * b + c] * zl[c];
                 double scale = fmax(fabs(theta[ord[i].idx]), 1e-14 * (hnorm > 0 ? hnorm : 1.0));
-                if (est > tol * scale) ok = 0;
+                if (sqrt(fmax(est2, 0.0)) > tol * scale) ok = 0;
             }
-            int nkeep = (ok || q->restarts >= max_restarts) ? r : keep;
+            const int finish = ok || q->restarts >= max_restarts || k >= n;
+            int nkeep = finish ? r : keep;
             /* Zs (k, nkeep): the kept Ritz vectors in the basis; Vn = Zs^T V */
             for (int j = 0; j < k; j++)
                 for (int i = 0; i < nkeep; i++) Zs[(size_t)j * nkeep + i] = Hc[(size_t)j * kmax + ord[i].idx];
             cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nkeep, n, k, 1.0, Zs, nkeep, q->V, n, 0.0, Vn, n);
-            const int pid = act[c];
-            if (ok || q->restarts >= max_restarts) {
+            if (finish) {
                 for (int i = 0; i < r; i++) {
                     evals[(size_t)pid * r + i] = theta[ord[i].idx];
                     memcpy(evecs + ((size_t)pid * r + i) * n, Vn + (size_t)i * n, (size_t)n * sizeof(double));
                 }
-                cv[pid] = ok;
+                cv[pid] = ok || k >= n;
                 q->done = 1;
                 continue;
             }
-            /* thick restart: V = [Ritz vectors, r / ||r||], H = diag(theta) */
+            /* thick restart: V = [Ritz vectors, orthonormalized R], H = diag(theta) */
             memcpy(q->V, Vn, (size_t)nkeep * n * sizeof(double));
             memset(q->H, 0, (size_t)kmax * kmax * sizeof(double));
             for (int i = 0; i < nkeep; i++) q->H[(size_t)i * kmax + i] = theta[ord[i].idx];
             q->k = nkeep;
-            if (beta <= 1e-13 * (hnorm > 0 ? hnorm : 1.0)) {
-                rc = sks__fresh_vector(q, n, q->V + (size_t)nkeep * n, h, tmp);
-                if (rc) goto done;
-            } else {
-                for (int i = 0; i < n; i++) q->V[(size_t)nkeep * n + i] = w[i] / beta;
+            int nb_new = kmax - nkeep < b ? kmax - nkeep : b;
+            for (int j = 0; j < nb_new; j++) {
+                double *dst = q->V + (size_t)q->k * n;
+                memcpy(dst, R + (size_t)j * n, (size_t)n * sizeof(double));
+                sks__orth(q->V, q->k, n, dst, h, tmp);
+                double nn = cblas_dnrm2(n, dst, 1);
+                if (nn <= tiny) {
+                    if ((rc = sks__fresh_vector(q, n, dst, h, tmp))) goto done;
+                } else {
+                    cblas_dscal(n, 1.0 / nn, dst, 1);
+                }
+                q->k++;
             }
-            q->k = nkeep + 1;
+            q->pb = nb_new;
             q->restarts++;
             total_restarts++;
         }
@@ -209,45 +263,35 @@ int sks_multieig_topk(sks_multiop_fn op, void *ud, int n, int n_prob, const sks_
     /* explicit residuals ||A v - lambda v|| / |lambda|, batched over problems */
     if (resid) {
         const int per = n_prob * r;
-        int chunk = n_prob; /* columns per batch: n_prob fits X, Y */
-        int *pid = sks_malloc_n((size_t)chunk, sizeof *pid);
-        if (!pid) {
-            rc = sks_fail(SKS_ENOMEM, "%s: out of memory", __func__);
-            goto done;
-        }
+        const int chunk = (int)(cols < (size_t)per ? cols : (size_t)per);
         for (int c0 = 0; c0 < per; c0 += chunk) {
             int m = per - c0 < chunk ? per - c0 : chunk;
             for (int c = 0; c < m; c++) {
                 int col = c0 + c;
-                pid[c] = col / r;
+                colp[c] = col / r;
                 const double *v = evecs + (size_t)col * n;
                 for (int i = 0; i < n; i++) X[(size_t)i * m + c] = v[i];
             }
-            int rc2 = op(ud, n, m, pid, X, Y);
-            if (rc2) {
-                free(pid);
-                rc = rc2;
-                goto done;
-            }
+            rc = op(ud, n, m, colp, X, Y);
+            if (rc) goto done;
             matvecs += m;
             for (int c = 0; c < m; c++) {
                 int col = c0 + c;
-                double lam = evals[col], s = 0;
+                double lam = evals[col], s2 = 0;
                 const double *v = evecs + (size_t)col * n;
                 for (int i = 0; i < n; i++) {
                     double e = Y[(size_t)i * m + c] - lam * v[i];
-                    s += e * e;
+                    s2 += e * e;
                 }
-                resid[col] = sqrt(s) / (fabs(lam) > 0 ? fabs(lam) : 1.0);
+                resid[col] = sqrt(s2) / (fabs(lam) > 0 ? fabs(lam) : 1.0);
             }
         }
-        free(pid);
     }
     for (int p = 0; p < n_prob; p++)
         if (conv) conv[p] = cv[p];
     for (int p = 0; p < n_prob && !rc; p++)
         if (!cv[p]) rc = sks_fail(SKS_ENOCONV, "%s: problem %d did not converge in %d restarts", __func__, p,
-                                            max_restarts);
+                                  max_restarts);
 
 done:
     if (matvecs_out) *matvecs_out = matvecs;
@@ -258,10 +302,11 @@ done:
             free(P[p].H);
         }
     free(P);
-    free(act);
+    free(colp);
     free(X);
     free(Y);
-    free(w);
+    free(R);
+    free(GR);
     free(h);
     free(tmp);
     free(Hc);

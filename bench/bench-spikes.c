@@ -13,7 +13,9 @@
  * sks_sgemm_gflops(4096).
  *
  * Usage: bench-spikes [MODEL] [--layer L] [--d N] [--f N] [--eig N] [--r N] [--tol X]
- *                     [--plant K] [--block N] [--seed S]
+ *                     [--plant K] [--block N] [--kb N] [--seed S]
+ *   --block: channels iterated together (default 64); --kb: Krylov block per channel
+ *   (default 0 = auto, 4 with the f32 operator)
  */
 #include <math.h>
 #include <stdio.h>
@@ -46,7 +48,7 @@ static uint16_t *bf16_random(size_t n, double scale) {
 
 int main(int argc, char **argv) {
     const char *model_path = NULL;
-    int layer = 0, d = 4096, f = 11008, n_eig = 64, r = 4, plant = 8, block = 0;
+    int layer = 0, d = 4096, f = 11008, n_eig = 64, r = 4, plant = 8, block = 0, kb = 0;
     double tol = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *nx = i + 1 < argc ? argv[i + 1] : NULL;
@@ -58,11 +60,12 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--tol") && nx) tol = atof(argv[++i]);
         else if (!strcmp(a, "--plant") && nx) plant = atoi(argv[++i]);
         else if (!strcmp(a, "--block") && nx) block = atoi(argv[++i]);
+        else if (!strcmp(a, "--kb") && nx) kb = atoi(argv[++i]);
         else if (!strcmp(a, "--seed") && nx) rng_state = (uint64_t)atoll(argv[++i]);
         else if (a[0] != '-' && !model_path) model_path = a;
         else {
             fprintf(stderr, "usage: bench-spikes [MODEL] [--layer L] [--d N] [--f N] [--eig N] [--r N] [--tol X] "
-                            "[--plant K] [--block N] [--seed S]\n");
+                            "[--plant K] [--block N] [--kb N] [--seed S]\n");
             return 2;
         }
     }
@@ -153,6 +156,7 @@ int main(int argc, char **argv) {
     o.first_token_map = 0;
     o.tol = tol;
     o.channel_block = block;
+    o.block = kb;
     sks_spikes *s = NULL;
     sks_spikes_layer_result res;
     if (sks_spikes_new(m, &o, &s)) {
@@ -174,8 +178,8 @@ int main(int argc, char **argv) {
         nconv += res.channels[i].converged;
         for (int e = 0; e < r; e++) worst = fmax(worst, res.channels[i].residuals[e]);
     }
-    printf("bench-spikes: d %d f %d, %s, %d channels x top-%d eigenpairs, operator f32\n", d, f,
-           model_path ? model_path : "in-memory bf16 layer", res.n_channels, r);
+    printf("bench-spikes: d %d f %d, %s, %d channels x top-%d eigenpairs, operator f32, Krylov block %d\n", d, f,
+           model_path ? model_path : "in-memory bf16 layer", res.n_channels, r, kb > 0 ? kb : 4);
     printf("  sgemm (4096^3)        %8.1f GFLOP/s\n", sg);
     printf("  setup (weights)       %8.2f s (not counted)\n", t_setup);
     printf("  bf16->f32 conversion  %8.2f s\n", t_conv);

@@ -191,7 +191,8 @@ static void test_multieig_vs_lapack(void **state) {
                 A[((size_t)p * N + i) * N + j] = A[((size_t)p * N + j) * N + i] = v;
             }
     dense_ops o = {N, A};
-    sks_multieig_opts eo = {R, 20, 500, 1e-11, 3};
+    for (int blk = 1; blk <= 3; blk += 2) {
+    sks_multieig_opts eo = {R, 20, 500, 1e-11, 3, blk};
     double ev[NP * R], vec[NP * R * N], res[NP * R];
     int conv[NP], mv = 0, rs = 0;
     assert_int_equal(sks_multieig_topk(dense_op, &o, N, NP, &eo, ev, vec, res, conv, &mv, &rs), 0);
@@ -220,13 +221,15 @@ static void test_multieig_vs_lapack(void **state) {
             if (gap > 1e-3) assert_true(fabs(cosv(vec + ((size_t)p * R + e) * N, z, N)) > 1 - 1e-9);
         }
     }
+    }
     free(A);
 }
 
 /* Screen, eigenpairs and signs of every channel of a random and a planted layer. */
-static void check_layer(const tmodel *t, int layer, int dense, int prec) {
+static void check_layer_b(const tmodel *t, int layer, int dense, int prec, int block) {
     sks_spikes_opts o;
     sks_spikes_opts_default(&o);
+    o.block = block;
     o.rank = 5;
     o.top_frob = 3;
     o.dense = dense;
@@ -311,12 +314,16 @@ static void check_layer(const tmodel *t, int layer, int dense, int prec) {
     sks_spikes_free(s);
 }
 
+static void check_layer(const tmodel *t, int layer, int dense, int prec) { check_layer_b(t, layer, dense, prec, 0); }
+
 static void test_random_f64(void **state) {
     (void)state;
     tmodel t;
     tmodel_make(&t, 12345, 0);
     check_layer(&t, 0, 0, SKS_SPK_PREC_F64);
     check_layer(&t, 1, 0, SKS_SPK_PREC_AUTO);
+    check_layer_b(&t, 1, 0, SKS_SPK_PREC_F64, 3); /* block Krylov, f64 */
+    check_layer_b(&t, 0, 0, SKS_SPK_PREC_F32, 1); /* single-vector, f32 */
     tmodel_free(&t);
 }
 
