@@ -36,10 +36,11 @@ typedef struct {
 void sks_cli_analyze_opts_default(sks_cli_analyze_opts *o);
 
 /* Run everything on the model at model_path into outdir (created if needed).
- * Returns 0 on success (also when the figures were skipped because Python or its
- * packages are missing: that is reported on stderr and in summary.json), else a
- * negative SKS_E* code with sks_last_error() set. Prints nothing on stdout unless
- * o->json. */
+ * Returns 0 on success (also when the figures were skipped because Python, its
+ * packages or the scripts are missing: that is reported on stderr and in
+ * summary.json), else a negative SKS_E* code with sks_last_error() set; a plotting
+ * script that runs and fails is an error too, after every result file is written.
+ * Prints nothing on stdout unless o->json. */
 int sks_cli_analyze_run(const char *model_path, const char *outdir, const sks_cli_analyze_opts *o);
 
 #endif

@@ -762,7 +762,12 @@ static int sks__file_exists(const char *p) {
  * or above the executable. */
 static int sks__find_notebooks(char *out, size_t cap) {
     const char *env = getenv("SKS_NOTEBOOKS_DIR");
-    if (env && *env) return snprintf(out, cap, "%s", env) < (int)cap ? 0 : SKS_ENOTFOUND;
+    if (env && *env) {
+        char p[4096 + 32];
+        if (snprintf(p, sizeof p, "%s/make_report.py", env) >= (int)sizeof p || !sks__file_exists(p))
+            return SKS_ENOTFOUND;
+        return snprintf(out, cap, "%s", env) < (int)cap ? 0 : SKS_ENOTFOUND;
+    }
     enum { N = 4, W = 4096 };
     static char cand[N][W];
     int nc = 0;
@@ -811,7 +816,9 @@ static int sks__spawn(char *const argv[]) {
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-static void sks__plots(sks__run *R) {
+/* Figures and report. Missing Python, packages or scripts only skip them (returns 0);
+ * a make_report.py that runs and fails is an error (the results stay on disk). */
+static int sks__plots(sks__run *R) {
     double t0 = sks_now();
     const char *py = getenv("SKS_PYTHON");
     if (!py || !*py) py = "/usr/bin/python3";
@@ -820,7 +827,7 @@ static void sks__plots(sks__run *R) {
         snprintf(R->plots, sizeof R->plots, "skipped: %s not found (run scripts/install-deps.sh)", py);
         fprintf(stderr, "analyze: figures skipped: %s not found; install it with scripts/install-deps.sh "
                         "(the msgpack results in %s are complete)\n", py, R->outdir);
-        return;
+        return 0;
     }
     char *chk[] = {(char *)py, "-c", "import numpy, matplotlib, msgpack", NULL};
     if (sks__spawn(chk) != 0) {
@@ -828,18 +835,22 @@ static void sks__plots(sks__run *R) {
         fprintf(stderr, "analyze: figures skipped: %s cannot import numpy, matplotlib and msgpack; run "
                         "scripts/install-deps.sh (Debian python3-numpy python3-matplotlib python3-msgpack). "
                         "The msgpack results in %s are complete.\n", py, R->outdir);
-        return;
+        return 0;
     }
     if (sks__find_notebooks(nbdir, sizeof nbdir)) {
         snprintf(R->plots, sizeof R->plots, "skipped: notebooks-out/make_report.py not found");
-        fprintf(stderr, "analyze: figures skipped: notebooks-out/make_report.py not found; set "
-                        "SKS_NOTEBOOKS_DIR to the notebooks-out folder of the sinkscope sources\n");
-        return;
+        const char *env = getenv("SKS_NOTEBOOKS_DIR");
+        if (env && *env)
+            fprintf(stderr, "analyze: figures skipped: SKS_NOTEBOOKS_DIR=%s holds no make_report.py\n", env);
+        else
+            fprintf(stderr, "analyze: figures skipped: notebooks-out/make_report.py not found; set "
+                            "SKS_NOTEBOOKS_DIR to the notebooks-out folder of the sinkscope sources\n");
+        return 0;
     }
     char script[4096 + 32];
     if (snprintf(script, sizeof script, "%s/make_report.py", nbdir) >= (int)sizeof script) {
         snprintf(R->plots, sizeof R->plots, "skipped: notebooks folder path too long");
-        return;
+        return 0;
     }
     if (!sks__quiet) fprintf(stderr, "analyze       figures and report: %s %s %s\n", py, script, R->outdir);
     char *argv[] = {(char *)py, script, (char *)R->outdir, NULL};
@@ -847,8 +858,8 @@ static void sks__plots(sks__run *R) {
     R->t_plots = sks_now() - t0;
     if (st != 0) {
         snprintf(R->plots, sizeof R->plots, "failed: make_report.py exited with status %d", st);
-        fprintf(stderr, "analyze: make_report.py failed (status %d); the msgpack results are complete\n", st);
-        return;
+        return sks_fail(SKS_EINTERNAL, "%s failed (status %d); the msgpack and JSON results in %s are complete",
+                        script, st, R->outdir);
     }
     static const char *const figs[] = {"fig_lifecycle.png", "fig_spectrum.png", "fig_alpha.png",
                                        "fig_alignment.png", "fig_vocab.png", "fig_delimiters.png"};
@@ -858,6 +869,7 @@ static void sks__plots(sks__run *R) {
         free(p);
     }
     snprintf(R->plots, sizeof R->plots, "ok: %d of 6 figures, report.html", R->n_figures);
+    return 0;
 }
 
 /* ---- the pipeline ----------------------------------------------------------------------- */
@@ -931,8 +943,9 @@ int sks_cli_analyze_run(const char *model_path, const char *outdir, const sks_cl
         snprintf(R.plots, sizeof R.plots, "skipped: --no-plots");
         rc = sks__write_summary(&R, o->json);
     } else if (!(rc = sks__write_summary(&R, 0))) { /* make_report.py reads it */
-        sks__plots(&R);
+        int prc = sks__plots(&R);
         rc = sks__write_summary(&R, o->json);
+        if (prc && !rc) rc = prc; /* its message is still the last error */
     }
     if (!rc && !o->quiet)
         fprintf(stderr, "analyze: done in %.1f s: %s/summary.json%s\n",

@@ -154,6 +154,13 @@ grep -q "figures skipped" "$TMP/nopy.log" || fail "no clear message without Pyth
 for f in trace.msgpack spikes.msgpack vocab.msgpack sinks.msgpack summary.json; do
     [ -s "$TMP/nopy/$f" ] || fail "without Python: $f missing"
 done
+mkdir -p "$TMP/badnb"
+printf 'import sys\nsys.exit(3)\n' >"$TMP/badnb/make_report.py"
+SKS_NOTEBOOKS_DIR="$TMP/badnb" "$BIN" analyze "$TMP/tiny" -o "$TMP/badplot" -q 2>"$TMP/badplot.log"
+[ $? -eq 1 ] || fail "a failing make_report.py must make analyze fail"
+grep -q "results in .* are complete" "$TMP/badplot.log" || fail "no clear message: $(cat "$TMP/badplot.log")"
+"$PY" -c "import json,sys; s=json.load(open(sys.argv[1])); assert s['plots'].startswith('failed'), s['plots']" \
+    "$TMP/badplot/summary.json" || fail "summary.json does not record the failed plots"
 "$BIN" analyze "$TMP/tiny" >/dev/null 2>&1
 [ $? -eq 2 ] || fail "analyze without -o must exit 2"
 "$BIN" analyze "$TMP/does-not-exist" -o "$TMP/x" 2>"$TMP/bad.log"
