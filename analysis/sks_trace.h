@@ -27,6 +27,7 @@ typedef struct {
     double step_frac;    /* default 0.25 */
     double eps;          /* --eps, sink threshold on alpha_0, default 0.3 */
     int n_alpha;         /* alpha_j reported for j < n_alpha, default 4 */
+    int keep_residual;   /* (addition) keep h_b of prompt 0 for every block, default 0 */
 } sks_trace_opts;
 
 void sks_trace_opts_default(sks_trace_opts *o);
@@ -82,6 +83,7 @@ typedef struct {
     int *prompt_lens;             /* (n_prompts) */
     double *sink_ratio_per_prompt;/* (n_prompts) percent */
     int lifecycles_truncated;     /* 1 when more qualified pairs existed than were kept */
+    float *residual;              /* (n_blocks, n_tokens, d) h_b of prompt 0, only with keep_residual */
 } sks_trace_result;
 
 /* Run the forward pass over n_prompts token sequences and collect the statistics. */

@@ -41,6 +41,7 @@ void sks_trace_opts_default(sks_trace_opts *o) {
     o->step_frac = 0.25;
     o->eps = 0.3;
     o->n_alpha = 4;
+    o->keep_residual = 0;
 }
 
 const char *sks_block_kind_name(int kind) {
@@ -122,6 +123,7 @@ static int sks__on_residual(void *ud, int b, const float *h, int T, int d) {
             s->pair_vals[(size_t)p * s->n_blocks + b] = h[(size_t)s->pair_t[p] * d + s->pair_c[p]];
         return 0;
     }
+    if (s->r->residual) memcpy(s->r->residual + (size_t)b * n, h, n * sizeof(float));
     sks_trace_block *blk = &s->r->blocks[b];
     blk->block = b;
     blk->kind = sks_block_kind(b);
@@ -249,6 +251,7 @@ void sks_trace_result_free(sks_trace_result *r) {
     free(r->tokens);
     free(r->prompt_lens);
     free(r->sink_ratio_per_prompt);
+    free(r->residual);
     free(r);
 }
 
@@ -319,6 +322,13 @@ int sks_trace_run(const sks_model *m, int n_prompts, const int32_t *const *promp
         r->blocks[b].top = calloc((size_t)o->topk, sizeof(sks_trace_entry));
         if (!r->blocks[b].top) {
             rc = sks_fail(SKS_ENOMEM, "trace: out of memory");
+            goto done;
+        }
+    }
+    if (o->keep_residual) {
+        size_t n;
+        if (sks_mul_size((size_t)nb * (size_t)T0, (size_t)d, &n) || !(r->residual = sks_malloc_n(n, sizeof(float)))) {
+            rc = sks_fail(SKS_ENOMEM, "trace: out of memory keeping %d x %d x %d residual values", nb, T0, d);
             goto done;
         }
     }
@@ -469,13 +479,13 @@ int sks_trace_write(const sks_trace_result *r, const sks_model *m, const sks_tra
     if (!r || !m || !o || !path) return sks_fail(SKS_EARG, "trace: nothing to write");
     sks_out w;
     sks_out_init(&w);
-    sks_out_map(&w, 14);
+    sks_out_map(&w, r->residual ? 15 : 14);
     sks_out_kstr(&w, "schema", "sinkscope.trace/1");
     sks_out_str(&w, "model");
     sks_out_model(&w, m);
 
     sks_out_str(&w, "params");
-    sks_out_map(&w, 9);
+    sks_out_map(&w, 10);
     sks_out_kf64(&w, "abs", o->abs_thresh);
     sks_out_kf64(&w, "ratio", o->ratio);
     sks_out_kint(&w, "min_blocks", o->min_blocks);
@@ -484,6 +494,7 @@ int sks_trace_write(const sks_trace_result *r, const sks_model *m, const sks_tra
     sks_out_kf64(&w, "eps", o->eps);
     sks_out_kint(&w, "n_alpha", o->n_alpha);
     sks_out_kint(&w, "n_prompts", r->n_prompts);
+    sks_out_kbool(&w, "keep_residual", r->residual != NULL);
     sks_out_str(&w, "prompt_lengths");
     sks_out_array(&w, (size_t)r->n_prompts);
     for (int p = 0; p < r->n_prompts; p++) sks_out_int(&w, r->prompt_lens[p]);
@@ -571,6 +582,14 @@ int sks_trace_write(const sks_trace_result *r, const sks_model *m, const sks_tra
     shp[0] = r->n_blocks;
     shp[1] = r->d_model;
     sks_out_f32_array(&w, r->channel_max, 2, shp);
+
+    if (r->residual) {
+        sks_out_str(&w, "residual");
+        shp[0] = r->n_blocks;
+        shp[1] = r->n_tokens;
+        shp[2] = r->d_model;
+        sks_out_f32_array(&w, r->residual, 3, shp);
+    }
 
     int rc = sks_out_write_file(&w, path);
     sks_out_free(&w);

@@ -26,7 +26,7 @@ static void sks__trace_help(FILE *f) {
             "usage: sinkscope trace MODEL [--prompt TEXT | --prompts FILE | --tokens IDS]\n"
             "                             [-o OUT.msgpack] [--json] [--abs X] [--ratio X]\n"
             "                             [--min-blocks N] [--eps X] [--topk N] [--step-frac X]\n"
-            "                             [--n-alpha N] [--tokenizer PATH] [--quiet]\n\n"
+            "                             [--n-alpha N] [--residual] [--tokenizer PATH] [--quiet]\n\n"
             "Follow the residual stream h_b through the blocks (b = 0 embeddings, 2l+1 after the\n"
             "attention of layer l, 2l+2 after its FFN) and find massive activations: per block\n"
             "the largest |h|, where it sits (token, channel), the median |h| over all tokens and\n"
@@ -49,6 +49,8 @@ static void sks__trace_help(FILE *f) {
             "  -o OUT.msgpack     the full result, schema sinkscope.trace/1 (docs/schema-trace.md)\n"
             "  --json             a summary on stdout: blocks, spike_channels, spike_tokens,\n"
             "                     lifecycle, alpha0 (layers x heads), sink_heads, sink_ratio\n"
+            "  --residual         also store the whole residual stream of the first prompt,\n"
+            "                     h_b for every block (f32, (2L+1) x T x d: large) in OUT\n"
             "  (at least one of the two)\n\n"
             "thresholds:\n"
             "  --abs X            absolute floor for a massive activation (default 100)\n"
@@ -185,6 +187,8 @@ int sks_cmd_trace(int argc, char **argv) {
             want_json = 1;
         } else if (!strcmp(a, "--quiet")) {
             quiet = 1;
+        } else if (!strcmp(a, "--residual")) {
+            o.keep_residual = 1;
         } else if (a[0] == '-' && a[1] && !val) {
             fprintf(stderr, "sinkscope trace: unknown option or missing value: %s (see sinkscope trace --help)\n", a);
             return 2;
@@ -231,6 +235,10 @@ int sks_cmd_trace(int argc, char **argv) {
     }
     if (!!prompt + !!prompts_file + !!tokens_arg > 1) {
         fprintf(stderr, "sinkscope trace: give only one of --prompt, --prompts, --tokens\n");
+        return 2;
+    }
+    if (o.keep_residual && !out_path) {
+        fprintf(stderr, "sinkscope trace: --residual needs -o OUT.msgpack\n");
         return 2;
     }
     if (!out_path && !want_json) {

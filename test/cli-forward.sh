@@ -6,7 +6,8 @@
 #    embedded vocabulary) equals reference.json `text`; --ids equals `greedy_ids`;
 # 3. trace on trained-llama: --json summary keys, channel 356 / token 0 with step-ups at
 #    blocks 4 and 8; the msgpack file parses, its keys are the documented ones and agree
-#    with the JSON; alpha0 matches mechanism.json; the built-in prompt runs;
+#    with the JSON; alpha0 matches mechanism.json; --residual: the residual stream's L2
+#    norms per block and token match reference.json; the built-in prompt runs;
 # 4. trace on trained-packed (no --tokens): built-in prompt through the GGUF vocabulary.
 # Exit 77 (skipped) when the fixtures folder is missing, after part 1 passed.
 set -u
@@ -108,6 +109,30 @@ assert l0["plateau_first"] == 8 and l0["plateau_last"] == 16
 assert sorted(map(tuple, r["sink_heads"])) == sorted(map(tuple, j["sink_heads"]))
 assert len(r["sink_heads"]) == mech["sink_heads_eps0.3"]
 EOF
+# --residual: the whole residual stream; its L2 norms per block and token against the
+# float64 reference (reference.json), its maxima against the block statistics
+"$BIN" trace "$M" --tokens "$tok" --ratio 100 --abs 50 --residual -o "$TMP/r.msgpack" --quiet || fail "trace --residual"
+"$PY" - "$TMP/r.msgpack" "$FIX/trained-llama/reference.json" <<'EOF2' || fail "trace --residual results"
+import json, sys
+import msgpack, numpy as np
+r = msgpack.unpackb(open(sys.argv[1], "rb").read(), raw=False)
+ref = json.load(open(sys.argv[2]))
+h = np.frombuffer(r["residual"]["data"], dtype="<f4").reshape(r["residual"]["shape"])
+assert h.shape == (17, 43, 384), h.shape
+assert r["params"]["keep_residual"] is True
+norms = np.linalg.norm(h.astype(np.float64), axis=2)
+want = np.array(ref["residual_l2_norm_per_block_per_token"])
+assert want.shape == norms.shape, want.shape
+rel = np.abs(norms - want) / want
+assert rel.max() <= 1e-4, rel.max()
+for b in range(17):
+    a = np.abs(h[b])
+    t, c = np.unravel_index(np.argmax(a), a.shape)
+    assert (t, c) == (r["blocks"][b]["top_token"], r["blocks"][b]["top_channel"])
+    assert a.max() == np.float32(r["blocks"][b]["max_abs"])
+    assert np.median(a.astype(np.float64)) == r["blocks"][b]["median_abs"]
+EOF2
+expect_error "--residual without -o" "needs -o" "$BIN" trace "$M" --residual --json
 # built-in English prompt through the SentencePiece tokenizer beside the model
 "$BIN" trace "$M" --ratio 100 --abs 50 --json --quiet >"$TMP/d.json" || fail "trace with the built-in prompt"
 "$PY" -c "import json,sys; j=json.load(open(sys.argv[1])); assert j['n_tokens'] > 40 and 356 in j['spike_channels'], j['spike_channels']" "$TMP/d.json" ||

@@ -209,6 +209,7 @@ static void test_block_stats_independent(void **state) {
     sks_trace_opts o;
     sks_trace_opts_default(&o);
     o.topk = 5;
+    o.keep_residual = 1;
     const int32_t *prompts[1] = {P1};
     int lens[1] = {T};
     sks_trace_result *r;
@@ -235,6 +236,9 @@ static void test_block_stats_independent(void **state) {
         }
     }
     for (int i = 0; i < L * H; i++) assert_true(fabs(r->alpha[(size_t)i * o.n_alpha] - c.alpha0[i]) < 1e-6);
+    /* keep_residual: h_b of every block, exactly what the forward pass produced */
+    assert_non_null(r->residual);
+    assert_memory_equal(r->residual, c.res, (size_t)nb * T * D * sizeof(float));
     assert_int_equal(r->n_tokens, T);
     assert_memory_equal(r->tokens, P1, sizeof P1);
     sks_trace_result_free(r);
@@ -340,6 +344,25 @@ static void test_write_msgpack(void **state) {
     assert_int_equal(mp_get(cm, "data")->via.bin.size, (2 * L + 1) * D * 4);
     const msgpack_object *tk = mp_get(root, "tokens");
     assert_int_equal(mp_get(tk, "data")->via.bin.size, 6 * 4);
+    assert_int_equal(root->via.map.size, 14); /* no `residual` unless asked */
+    msgpack_unpacked_destroy(&u);
+    free(buf);
+    sks_trace_result_free(r);
+    /* with keep_residual: `residual` (2L+1, T, d) */
+    o.keep_residual = 1;
+    assert_int_equal(sks_trace_run(p->m, 2, prompts, lens, &o, &r), 0);
+    assert_int_equal(sks_trace_write(r, p->m, &o, path), 0);
+    buf = sks_test_read_file(path, &n);
+    assert_non_null(buf);
+    msgpack_unpacked_init(&u);
+    off = 0;
+    assert_int_equal(msgpack_unpack_next(&u, buf, n, &off), MSGPACK_UNPACK_SUCCESS);
+    assert_true(off == n);
+    const msgpack_object *res = mp_get(&u.data, "residual");
+    assert_int_equal(mp_get(res, "shape")->via.array.ptr[1].via.u64, 6);
+    assert_int_equal(mp_get(res, "data")->via.bin.size, (2 * L + 1) * 6 * D * 4);
+    assert_memory_equal(mp_get(res, "data")->via.bin.ptr, r->residual, (size_t)(2 * L + 1) * 6 * D * 4);
+    assert_true(mp_get(mp_get(&u.data, "params"), "keep_residual")->via.boolean);
     msgpack_unpacked_destroy(&u);
     free(buf);
     unlink(path);
