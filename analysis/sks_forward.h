@@ -14,6 +14,11 @@
  * Hooks see intermediate tensors as they are produced; the library stores nothing
  * beyond its workspaces. Every pointer handed to a hook is valid only during the call.
  * A hook returns 0 to continue or a negative code to abort the pass (returned as is).
+ *
+ * Threads: without the probabilities hook, attention heads and SwiGLU run on worker
+ * threads (as many as OpenBLAS threads, at most H) while OpenBLAS is set to one thread;
+ * the count is restored after. Do not run passes from several threads of one process
+ * at the same time (one sks_forward per thread is fine when they take turns).
  */
 #ifndef SKS_FORWARD_H
 #define SKS_FORWARD_H
