@@ -118,7 +118,8 @@ static int sks__read_trace(const char *path, sks_trace_result **out) {
     msgpack_unpacked_init(&u);
     sks_trace_result *tr = calloc(1, sizeof *tr);
     if (!tr) rc = sks_fail(SKS_ENOMEM, "out of memory");
-    if (!rc && msgpack_unpack_next(&u, buf, (size_t)n, NULL) != MSGPACK_UNPACK_SUCCESS)
+    if (!rc && (sks_dist_msgpack_check((const uint8_t *)buf, (size_t)n, 0, NULL) ||
+                msgpack_unpack_next(&u, buf, (size_t)n, NULL) != MSGPACK_UNPACK_SUCCESS))
         rc = sks_fail(SKS_EFORMAT, "%s: not a msgpack file", path);
     const msgpack_object *sc = rc ? NULL : sks__mp_get(&u.data, "schema");
     if (!rc && (!sc || sc->type != MSGPACK_OBJECT_STR || sc->via.str.size < 16 ||

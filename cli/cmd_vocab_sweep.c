@@ -1,5 +1,6 @@
 /* cmd_vocab_sweep.c - `sinkscope vocab-sweep`: every token alone at position 0. */
 #include "cli.h"
+#include "dist.h"
 #include "../analysis/sks_trace.h"
 #include "../analysis/sks_vocab.h"
 #include "../loaders/sks_tokenizer.h"
@@ -287,7 +288,9 @@ int sks_cmd_vocab_sweep(int argc, char **argv) {
         rc = sks_fail(SKS_EARG, "no reference prompt with >= 2 tokens for the typical medians");
         goto fail;
     }
-    if ((rc = sks_vocab_run(m, &vo, pl.n, (const int32_t *const *)pl.ids, pl.lens, &r))) goto fail;
+    /* under mpirun: vocabulary slices per rank, gathered on rank 0 (cli/dist.c) */
+    if ((rc = sks_dist_vocab_run(m, &vo, pl.n, (const int32_t *const *)pl.ids, pl.lens, &r))) goto fail;
+    if (sks_dist_rank() != 0) goto done;
     if ((rc = sks_vocab_write(r, m, &vo, tok ? sks__vpiece : NULL, tok, out_path))) goto fail;
     sks_log(SKS_LOG_INFO, "vocab-sweep: %d of %d tokens spike (%.4f), top channel %d, %.1fs", r->n_spike, r->n_tokens,
             r->spike_fraction, r->top_channel, r->seconds);

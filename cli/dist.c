@@ -1,6 +1,7 @@
 /* dist.c - MPI split and gather, resumable per-layer parts, --max-memory (dist.h). */
 #include "dist.h"
 #include "cli.h"
+#include "../analysis/sks_forward.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -23,7 +24,9 @@
 
 /* ---- MPI ---------------------------------------------------------------------------- */
 
+#if SKS_HAVE_MPI
 static int sks__dist_inited;
+#endif
 
 int sks_dist_have_mpi(void) { return SKS_HAVE_MPI; }
 
@@ -125,7 +128,7 @@ int sks_dist_gather(const void *mine, size_t n, uint8_t **all, size_t **lens) {
         return 0;
     }
 #endif
-    (void)me;
+    (void)me, (void)size;
     *all = malloc(n ? n : 1);
     *lens = malloc(sizeof **lens);
     if (!*all || !*lens) {
@@ -378,6 +381,83 @@ void sks_dist_parts_free(sks_dist_parts *p) {
     p->dir = NULL;
 }
 
+/* ---- msgpack pre-check ------------------------------------------------------------------ */
+
+/* msgpack-c allocates the objects of an array or map from its declared count before
+ * the elements are read, so five hostile bytes can ask for 64 GiB. Walk the encoding
+ * first: every element takes at least one byte, so a count above the bytes left is a
+ * lie; strings, bins and exts must fit. Iterative (a pending-element counter), O(n). */
+int sks_dist_msgpack_check(const uint8_t *buf, size_t n, size_t off, size_t *end) {
+    uint64_t pending = 1;
+    size_t p = off;
+#define SKS__NEED(k)                                                                                           \
+    do {                                                                                                       \
+        if ((uint64_t)(k) > (uint64_t)(n - p)) return -1;                                                      \
+    } while (0)
+    while (pending) {
+        SKS__NEED(1);
+        const uint8_t c = buf[p++];
+        pending--;
+        uint64_t len = 0, items = 0;
+        int lbytes = 0, kind = 0; /* kind: 0 scalar, 1 raw (len bytes), 2 array, 3 map, 4 ext (len + 1) */
+        if (c <= 0x7f || c >= 0xe0 || c == 0xc0 || c == 0xc2 || c == 0xc3) {
+            kind = 0;
+        } else if (c >= 0x80 && c <= 0x8f) {
+            kind = 3, items = c & 0x0f;
+        } else if (c >= 0x90 && c <= 0x9f) {
+            kind = 2, items = c & 0x0f;
+        } else if (c >= 0xa0 && c <= 0xbf) {
+            kind = 1, len = c & 0x1f;
+        } else {
+            switch (c) {
+            case 0xc4: case 0xd9: kind = 1, lbytes = 1; break;
+            case 0xc5: case 0xda: kind = 1, lbytes = 2; break;
+            case 0xc6: case 0xdb: kind = 1, lbytes = 4; break;
+            case 0xc7: kind = 4, lbytes = 1; break;
+            case 0xc8: kind = 4, lbytes = 2; break;
+            case 0xc9: kind = 4, lbytes = 4; break;
+            case 0xca: case 0xce: case 0xd2: SKS__NEED(4); p += 4; break;
+            case 0xcb: case 0xcf: case 0xd3: SKS__NEED(8); p += 8; break;
+            case 0xcc: case 0xd0: SKS__NEED(1); p += 1; break;
+            case 0xcd: case 0xd1: SKS__NEED(2); p += 2; break;
+            case 0xd4: SKS__NEED(2); p += 2; break;
+            case 0xd5: SKS__NEED(3); p += 3; break;
+            case 0xd6: SKS__NEED(5); p += 5; break;
+            case 0xd7: SKS__NEED(9); p += 9; break;
+            case 0xd8: SKS__NEED(17); p += 17; break;
+            case 0xdc: kind = 2, lbytes = 2; break;
+            case 0xdd: kind = 2, lbytes = 4; break;
+            case 0xde: kind = 3, lbytes = 2; break;
+            case 0xdf: kind = 3, lbytes = 4; break;
+            default: return -1; /* 0xc1 is never used */
+            }
+        }
+        if (lbytes) {
+            SKS__NEED(lbytes);
+            uint64_t v = 0;
+            for (int i = 0; i < lbytes; i++) v = (v << 8) | buf[p + (size_t)i];
+            p += (size_t)lbytes;
+            if (kind == 2 || kind == 3) items = v;
+            else len = v;
+        }
+        if (kind == 1) {
+            SKS__NEED(len);
+            p += (size_t)len;
+        } else if (kind == 4) {
+            SKS__NEED(len + 1);
+            p += (size_t)len + 1;
+        } else if (kind == 2 || kind == 3) {
+            uint64_t k = kind == 3 ? 2 * items : items;
+            SKS__NEED(k);
+            pending += k;
+            if (pending > (uint64_t)(n - p)) return -1;
+        }
+    }
+#undef SKS__NEED
+    if (end) *end = p;
+    return 0;
+}
+
 /* ---- spikes layer (de)serialization --------------------------------------------------- */
 
 #define SKS__SPK_MAGIC "sinkscope.spikes-layer/1"
@@ -465,7 +545,8 @@ int sks_dist_spikes_layer_unpack(const uint8_t *buf, size_t n, size_t *off, int 
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
     int rc = 0;
-    if (*off >= n || msgpack_unpack_next(&u, (const char *)buf, n, off) != MSGPACK_UNPACK_SUCCESS) {
+    if (*off >= n || sks_dist_msgpack_check(buf, n, *off, NULL) ||
+        msgpack_unpack_next(&u, (const char *)buf, n, off) != MSGPACK_UNPACK_SUCCESS) {
         msgpack_unpacked_destroy(&u);
         return sks_fail(SKS_EFORMAT, "%s: not a msgpack layer part (truncated or corrupt)", name);
     }
@@ -663,6 +744,229 @@ done:
     free(lsrc);
     free(lt);
     return rc;
+}
+
+/* ---- vocab-sweep ---------------------------------------------------------------------------- */
+
+/* The id list and the per-token reduction below follow analysis/vocab.c exactly (same
+ * sample draw, same batches, same comparisons), so that the gathered arrays are
+ * bitwise those of one process; test/cli-mpi.sh checks it. */
+static uint64_t sks__vmix(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static int sks__vcmp(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+typedef struct {
+    const double *med; /* (2L+1) */
+    int L, off;
+    float *ratio, *max_abs;
+    int32_t *ach, *ablk;
+} sks__vslice;
+
+static int sks__vslice_hook(void *ud, int b, const float *h, int T, int d) {
+    sks__vslice *c = ud;
+    if (b < 2 || b % 2 || b > 2 * (c->L - 1)) return 0;
+    const double mb = c->med[b];
+    for (int t = 0; t < T; t++) {
+        const float *row = h + (size_t)t * d;
+        float mx = -1;
+        int am = 0;
+        for (int k = 0; k < d; k++) {
+            float v = fabsf(row[k]);
+            if (v > mx) mx = v, am = k;
+        }
+        int i = c->off + t;
+        double ratio = mb > 0 ? mx / mb : INFINITY;
+        if (mx > c->max_abs[i]) c->max_abs[i] = mx;
+        if (ratio > c->ratio[i] || c->ablk[i] < 0) {
+            c->ratio[i] = (float)ratio;
+            c->ach[i] = am;
+            c->ablk[i] = b;
+        }
+    }
+    return 0;
+}
+
+int sks_dist_vocab_run(const sks_model *m, const sks_vocab_opts *o, int n_prompts, const int32_t *const *prompts,
+                       const int *lens, sks_vocab_result **out) {
+    *out = NULL;
+    const int size = sks_dist_size(), me = sks_dist_rank();
+    if (size == 1) return sks_vocab_run(m, o, n_prompts, prompts, lens, out);
+    sks_vocab_opts oo;
+    if (o) oo = *o;
+    else sks_vocab_opts_default(&oo);
+    const sks_arch *a = sks_model_arch(m);
+    const int L = a->n_layers, d = a->d_model, V = a->vocab_size;
+    if (L < 2) return sks_fail(SKS_EUNSUPPORTED, "vocab: the sweep needs >= 2 layers (blocks 2l+2, l <= L-2)");
+    if (oo.sample < 0) return sks_fail(SKS_EARG, "vocab: --sample must be >= 0");
+    if (oo.batch <= 0) oo.batch = 256;
+    double t0 = sks_now();
+    int rc = 0, nblk = 2 * L + 1;
+    /* medians: rank 0, then everyone */
+    double *med = calloc((size_t)nblk + 1, sizeof *med); /* + 1: the value count */
+    if (!med) rc = sks_fail(SKS_ENOMEM, "out of memory");
+    int64_t count = 0;
+    if (!rc && oo.medians) memcpy(med, oo.medians, (size_t)nblk * sizeof *med);
+    else if (!rc && me == 0) rc = sks_vocab_typical_medians(m, n_prompts, prompts, lens, med, &count);
+    med[nblk] = (double)count;
+    if ((rc = sks_dist_agree(rc))) {
+        free(med);
+        return rc;
+    }
+    {
+        uint8_t *mb = (uint8_t *)med;
+        size_t mn = ((size_t)nblk + 1) * sizeof *med;
+        if ((rc = sks_dist_agree(sks_dist_bcast(&mb, &mn)))) {
+            if (me != 0) free(mb);
+            free(med);
+            return rc;
+        }
+        if (me != 0) {
+            memcpy(med, mb, ((size_t)nblk + 1) * sizeof *med);
+            free(mb);
+        }
+    }
+    count = (int64_t)med[nblk];
+    if (me == 0)
+        for (int b = 2; b <= 2 * (L - 1); b += 2)
+            if (!(med[b] > 0)) sks_log(SKS_LOG_WARN, "vocab: typical median of block %d is %g", b, med[b]);
+    /* the ids, as sks_vocab_run draws them */
+    int n = (oo.sample > 0 && oo.sample < V) ? oo.sample : V;
+    int32_t *ids = malloc((size_t)(n > V ? n : V) * sizeof *ids);
+    if (!ids) rc = sks_fail(SKS_ENOMEM, "out of memory");
+    if (!rc) {
+        for (int v = 0; v < V; v++) ids[v] = v;
+        if (n != V) {
+            uint64_t st = oo.seed ? oo.seed : 1;
+            for (int i = 0; i < n; i++) {
+                int j = i + (int)(sks__vmix(&st) % (uint64_t)(V - i));
+                int32_t t = ids[i];
+                ids[i] = ids[j];
+                ids[j] = t;
+            }
+            qsort(ids, (size_t)n, sizeof *ids, sks__vcmp);
+        }
+    }
+    /* this rank's slice: whole batches, contiguous */
+    const int bs = oo.batch < n ? oo.batch : n;
+    const int nbatch = (n + bs - 1) / bs;
+    const int b0 = (int)((int64_t)nbatch * me / size), b1 = (int)((int64_t)nbatch * (me + 1) / size);
+    const int lo = b0 * bs, hi = b1 * bs < n ? b1 * bs : n, cnt = hi > lo ? hi - lo : 0;
+    /* per-token arrays of the slice, packed as ratio | max_abs | channel | block */
+    size_t pbytes = (size_t)cnt * 16;
+    uint8_t *pk = malloc(pbytes ? pbytes : 1);
+    if (!rc && !pk) rc = sks_fail(SKS_ENOMEM, "out of memory");
+    sks__vslice c = {med, L, 0, NULL, NULL, NULL, NULL};
+    if (!rc) {
+        c.ratio = (float *)pk;
+        c.max_abs = (float *)(pk + (size_t)cnt * 4);
+        c.ach = (int32_t *)(pk + (size_t)cnt * 8);
+        c.ablk = (int32_t *)(pk + (size_t)cnt * 12);
+        for (int i = 0; i < cnt; i++) c.ratio[i] = 0, c.max_abs[i] = 0, c.ach[i] = -1, c.ablk[i] = -1;
+    }
+    if (!rc && cnt > 0) {
+        sks_forward *fw = NULL;
+        rc = sks_forward_new(m, bs, &fw);
+        sks_fwd_hooks hk;
+        memset(&hk, 0, sizeof hk);
+        hk.ud = &c;
+        hk.on_residual = sks__vslice_hook;
+        for (int i0 = lo; i0 < hi && !rc; i0 += bs) {
+            int nb = hi - i0 < bs ? hi - i0 : bs;
+            c.off = i0 - lo;
+            rc = sks_forward_run(fw, ids + i0, nb, SKS_FWD_INDEPENDENT, &hk, NULL, 0);
+            sks_progress("vocab-sweep", i0 + nb - lo, cnt);
+        }
+        sks_forward_free(fw);
+    }
+    uint8_t *all = NULL;
+    size_t *plen = NULL;
+    if (!(rc = sks_dist_agree(rc))) rc = sks_dist_agree(sks_dist_gather(pk, pbytes, &all, &plen));
+    free(pk);
+    sks_vocab_result *r = NULL;
+    if (!rc && me == 0) {
+        r = calloc(1, sizeof *r);
+        if (r) {
+            r->n_layers = L;
+            r->n_blocks = nblk;
+            r->typical_median = malloc((size_t)nblk * sizeof(double));
+            r->n_tokens = n;
+            r->ids = ids;
+            ids = NULL;
+            r->ratio = malloc((size_t)n * sizeof(float));
+            r->max_abs = malloc((size_t)n * sizeof(float));
+            r->argmax_channel = malloc((size_t)n * sizeof(int32_t));
+            r->argmax_block = malloc((size_t)n * sizeof(int32_t));
+            r->channel_count = calloc((size_t)d, sizeof(int32_t));
+        }
+        if (!r || !r->typical_median || !r->ratio || !r->max_abs || !r->argmax_channel || !r->argmax_block ||
+            !r->channel_count) {
+            rc = sks_fail(SKS_ENOMEM, "vocab: out of memory for %d tokens", n);
+        } else {
+            memcpy(r->typical_median, med, (size_t)nblk * sizeof(double));
+            r->medians_given = oo.medians != NULL;
+            r->median_count = oo.medians ? 0 : count;
+            size_t base = 0;
+            int at = 0;
+            for (int q = 0; q < size; q++) {
+                const int qb0 = (int)((int64_t)nbatch * q / size), qb1 = (int)((int64_t)nbatch * (q + 1) / size);
+                const int qlo = qb0 * bs, qhi = qb1 * bs < n ? qb1 * bs : n, qn = qhi > qlo ? qhi - qlo : 0;
+                if (plen[q] != (size_t)qn * 16 || qlo != at) {
+                    rc = sks_fail(SKS_EINTERNAL, "vocab gather: rank %d sent %zu bytes for %d tokens", q, plen[q], qn);
+                    break;
+                }
+                const uint8_t *p = all + base;
+                memcpy(r->ratio + at, p, (size_t)qn * 4);
+                memcpy(r->max_abs + at, p + (size_t)qn * 4, (size_t)qn * 4);
+                memcpy(r->argmax_channel + at, p + (size_t)qn * 8, (size_t)qn * 4);
+                memcpy(r->argmax_block + at, p + (size_t)qn * 12, (size_t)qn * 4);
+                base += plen[q];
+                at += qn;
+            }
+            if (!rc && at != n) rc = sks_fail(SKS_EINTERNAL, "vocab gather: %d of %d tokens", at, n);
+        }
+        if (!rc) {
+            int nexc = 0;
+            for (int i = 0; i < n; i++) {
+                int spike = r->ratio[i] >= oo.ratio && r->max_abs[i] >= oo.abs_thresh;
+                if (spike) {
+                    r->n_spike++;
+                    if (r->argmax_channel[i] >= 0) r->channel_count[r->argmax_channel[i]]++;
+                } else {
+                    nexc++;
+                }
+            }
+            r->exceptions = malloc((size_t)(nexc ? nexc : 1) * sizeof(int32_t));
+            if (!r->exceptions) rc = sks_fail(SKS_ENOMEM, "vocab: out of memory");
+            for (int i = 0; i < n && !rc; i++)
+                if (!(r->ratio[i] >= oo.ratio && r->max_abs[i] >= oo.abs_thresh))
+                    r->exceptions[r->n_exceptions++] = r->ids[i];
+            r->spike_fraction = n ? (double)r->n_spike / n : 0;
+            r->top_channel = -1;
+            int best = 0;
+            for (int k = 0; k < d; k++)
+                if (r->channel_count[k] > best) best = r->channel_count[k], r->top_channel = k;
+            r->seconds = sks_now() - t0;
+        }
+    }
+    free(all);
+    free(plen);
+    free(ids);
+    free(med);
+    rc = sks_dist_agree(rc);
+    if (rc) {
+        sks_vocab_result_free(r);
+        return rc;
+    }
+    *out = r;
+    return 0;
 }
 
 /* ---- --max-memory --------------------------------------------------------------------- */

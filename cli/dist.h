@@ -23,6 +23,7 @@
 
 #include "../analysis/sks_spikes.h"
 #include "../analysis/sks_out.h"
+#include "../analysis/sks_vocab.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -87,6 +88,14 @@ void sks_dist_text_add(sks_dist_text *t, const char *key, const char *fmt, ...)
 void sks_dist_text_ints(sks_dist_text *t, const char *key, const int *v, int n);
 void sks_dist_text_i32s(sks_dist_text *t, const char *key, const int32_t *v, int n);
 
+/* ---- msgpack input -------------------------------------------------------------------- */
+
+/* 0 when buf[off..n) starts with one well-formed msgpack object whose every declared
+ * array/map count and string/bin/ext length fits in the bytes left (*end, may be NULL,
+ * receives its end); -1 otherwise. Call it before msgpack_unpack_next on untrusted
+ * bytes: msgpack-c allocates from declared counts before reading the elements. */
+int sks_dist_msgpack_check(const uint8_t *buf, size_t n, size_t off, size_t *end);
+
 /* ---- spikes per-layer results ----------------------------------------------------------- */
 
 /* Serialize one layer result into o (one msgpack array, f64 arrays as raw little-endian
@@ -107,6 +116,17 @@ int sks_dist_spikes_layer_unpack(const uint8_t *buf, size_t n, size_t *off, int 
 int sks_dist_spikes_layers(sks_spikes *s, int L, int d, const int *sel_l, const int *sel_c, const int *sel_t, int nsel,
                            int src, sks_dist_parts *parts, sks_spikes_layer_result *res, int *nres, int *max_layer,
                            int *n_resumed);
+
+/* ---- vocab-sweep by vocabulary slices -------------------------------------------------------- */
+
+/* sks_vocab_run split across ranks: rank 0 computes the typical medians (unless
+ * o->medians is set) and broadcasts them; the swept ids (all, or the --sample draw)
+ * are cut into contiguous slices of whole batches, one per rank; each rank runs the
+ * same forward batches and per-token reduction as sks_vocab_run on its slice; rank 0
+ * gathers the per-token arrays (MPI_Gatherv) and forms the summary. On one process it
+ * is sks_vocab_run. *out is set on rank 0 only (NULL elsewhere). Collective. */
+int sks_dist_vocab_run(const sks_model *m, const sks_vocab_opts *o, int n_prompts, const int32_t *const *prompts,
+                       const int *lens, sks_vocab_result **out);
 
 /* ---- --max-memory ----------------------------------------------------------------------- */
 

@@ -11,6 +11,18 @@
 
 #include "loaders/tokenizer_internal.h"
 
+#include <stdio.h>
+
+/* An invariant broke: say which before stopping, so that a crash file explains itself. */
+#define SKS__CHECK(cond, ...)                                                                                   \
+    do {                                                                                                        \
+        if (!(cond)) {                                                                                          \
+            fprintf(stderr, "fuzz-tokenizer: " __VA_ARGS__);                                                    \
+            fputc('\n', stderr);                                                                                \
+            __builtin_trap();                                                                                   \
+        }                                                                                                       \
+    } while (0)
+
 static void sks__fuzz_exercise(const sks_tokenizer *t, const char *text) {
     int32_t *ids = NULL;
     int n = 0;
@@ -18,11 +30,12 @@ static void sks__fuzz_exercise(const sks_tokenizer *t, const char *text) {
     if (sks_tokenizer_encode(t, text, 1, &ids, &n) == 0) {
         char buf[64];
         for (int i = 0; i < n; i++) {
-            if (ids[i] < 0 || ids[i] >= nv) __builtin_trap(); /* an id outside the vocabulary */
+            SKS__CHECK(ids[i] >= 0 && ids[i] < nv, "id %d outside the vocabulary (%d)", ids[i], nv);
             sks_tokenizer_decode(t, i ? ids[i - 1] : -1, ids[i], buf, sizeof buf);
-            if (strlen(buf) >= sizeof buf) __builtin_trap();
+            SKS__CHECK(memchr(buf, 0, sizeof buf) != NULL, "decode(%d) is not NUL-terminated", ids[i]);
             const char *p = sks_tokenizer_piece(t, ids[i]);
-            if (!p || sks_tokenizer_piece_id(t, p) < 0) __builtin_trap();
+            SKS__CHECK(p != NULL, "piece(%d) is NULL", ids[i]);
+            SKS__CHECK(sks_tokenizer_piece_id(t, p) >= 0, "piece(%d) = '%s' has no id", ids[i], p);
         }
         free(ids);
     }
@@ -40,7 +53,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     else if (sel == 1) rc = sks__tok_read_spm(buf, len, "fuzz/tokenizer.model", &t);
     else rc = sks__tok_read_hf_json((const char *)buf, len, "fuzz/tokenizer.json", &t);
     if (rc == 0) {
-        if (!t || sks_tokenizer_vocab_size(t) < 1) __builtin_trap();
+        SKS__CHECK(t && sks_tokenizer_vocab_size(t) >= 1, "accepted with an empty vocabulary");
         sks__fuzz_exercise(t, "Hello world, the 2026 caf\xc3\xa9 \xe2\x96\x81 <s>\n\tend.");
         /* the last bytes of the input as text: invalid UTF-8 and NULs included */
         size_t tl = len < 96 ? len : 96;
@@ -52,8 +65,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             free(txt);
         }
         sks_tokenizer_free(t);
-    } else if (t) {
-        __builtin_trap(); /* a failed read must not hand out a tokenizer */
+    } else {
+        SKS__CHECK(!t, "a failed read handed out a tokenizer");
     }
     return 0;
 }
