@@ -30,6 +30,9 @@
  * thread count and H), and the sequence length from which they are used. */
 #define SKS__MAX_WORKERS 64
 #define SKS__PAR_MIN_T 32
+/* With the probabilities hook, heads run in parallel only while n_workers (T, T)
+ * matrices fit in this many floats (256 MiB). */
+#define SKS__PROBS_PAR_FLOATS ((size_t)1 << 26)
 
 struct sks_forward {
     const sks_model *m;
@@ -58,6 +61,7 @@ struct sks_forward {
     float *logit1;   /* (V) last-position logits while generating */
     int n_workers;   /* threads for attention heads and SwiGLU */
     float *wscores;  /* (n_workers, SKS__QBLOCK, max_T) per-worker score blocks */
+    float *pscores;  /* (n_workers, max_T, max_T) lazily, parallel heads with probabilities */
 };
 
 /* ---- helpers ------------------------------------------------------------------------ */
@@ -189,6 +193,7 @@ void sks_forward_free(sks_forward *f) {
     free(f->vc);
     free(f->logit1);
     free(f->wscores);
+    free(f->pscores);
     free(f);
 }
 
@@ -308,6 +313,7 @@ typedef struct sks__job {
     sks_forward *f;
     int T, p0;
     const float *kc, *vc;
+    int64_t h0; /* first head of a batch (probabilities path) */
 } sks__job;
 
 static void *sks__job_main(void *arg) {
@@ -350,6 +356,14 @@ static void sks__attn_worker(sks__job *j, int w, int nw) {
     sks_forward *f = j->f;
     float *S = f->wscores + (size_t)w * SKS__QBLOCK * (size_t)f->max_T;
     for (int64_t h = w; h < f->H; h += nw) sks__attn_head(f, h, j->T, j->p0, j->kc, j->vc, S, 0);
+}
+
+/* head h0 + w into its own (T, T) matrix, kept for the probabilities hook */
+static void sks__attn_probs_worker(sks__job *j, int w, int nw) {
+    (void)nw;
+    sks_forward *f = j->f;
+    int64_t h = j->h0 + w;
+    if (h < f->H) sks__attn_head(f, h, j->T, j->p0, j->kc, j->vc, f->pscores + (size_t)w * f->max_T * f->max_T, 1);
 }
 
 /* gate <- SiLU(gate) * up over T f entries, split in nw contiguous ranges */
@@ -421,7 +435,20 @@ static int sks__layer(sks_forward *f, int l, int T, int p0, float *kc, float *vc
                 memcpy(f->att + t * qd + h * dh, vn + t * kd + (h / grp) * dh, (size_t)dh * sizeof(float));
     } else {
         int want_probs = hk && hk->want_attn_probs && hk->on_attn_probs && p0 == 0;
-        if (want_probs) {
+        size_t pfl = (size_t)f->n_workers * (size_t)f->max_T * (size_t)f->max_T;
+        if (want_probs && f->n_workers > 1 && T >= SKS__PAR_MIN_T && pfl <= SKS__PROBS_PAR_FLOATS) {
+            /* n_workers heads at a time, each into its own (T, T) matrix; hooks in head order */
+            if (!f->pscores && !(f->pscores = sks_malloc_n(pfl, sizeof(float))))
+                return sks_fail(SKS_ENOMEM, "forward: out of memory for attention probabilities");
+            for (int64_t h0 = 0; h0 < H; h0 += f->n_workers) {
+                sks__job j = {sks__attn_probs_worker, 0, 1, f, T, p0, kc, vc, h0};
+                sks__parallel(&j, f->n_workers);
+                for (int64_t h = h0; h < h0 + f->n_workers && h < H; h++)
+                    if ((rc = hk->on_attn_probs(hk->ud, l, (int)h,
+                                                f->pscores + (size_t)(h - h0) * f->max_T * f->max_T, T)))
+                        return rc;
+            }
+        } else if (want_probs) {
             /* the hook sees whole (T, T) matrices: allocated on first use only */
             if (!f->scores && !(f->scores = sks_malloc_n((size_t)f->max_T, (size_t)f->max_T * sizeof(float))))
                 return sks_fail(SKS_ENOMEM, "forward: out of memory for %d x %d attention probabilities", f->max_T,
@@ -433,7 +460,7 @@ static int sks__layer(sks_forward *f, int l, int T, int p0, float *kc, float *vc
         } else if (f->n_workers <= 1 || T < SKS__PAR_MIN_T) {
             for (int64_t h = 0; h < H; h++) sks__attn_head(f, h, T, p0, kc, vc, f->wscores, 0);
         } else {
-            sks__job j = {sks__attn_worker, 0, 1, f, T, p0, kc, vc};
+            sks__job j = {sks__attn_worker, 0, 1, f, T, p0, kc, vc, 0};
             sks__parallel(&j, f->n_workers);
         }
     }
@@ -451,7 +478,7 @@ static int sks__layer(sks_forward *f, int l, int T, int p0, float *kc, float *vc
     if (!(W = sks__mat(m, SKS_ROLE_W_UP, l))) return SKS_ENOTFOUND;
     if ((rc = sks_matmul_wt(W, f->xn, T, f->up, f->ws, f->ws_floats))) return rc;
     {
-        sks__job j = {sks__swiglu_worker, 0, 1, f, T, p0, NULL, NULL};
+        sks__job j = {sks__swiglu_worker, 0, 1, f, T, p0, NULL, NULL, 0};
         sks__parallel(&j, T >= SKS__PAR_MIN_T ? f->n_workers : 1);
     }
     if (!(W = sks__mat(m, SKS_ROLE_W_DOWN, l))) return SKS_ENOTFOUND;
