@@ -84,6 +84,18 @@ L, H = s["model"]["n_layers"], s["model"]["n_heads"]
 a0 = res["sinks"]["heads"]["alpha0"]
 assert a0.shape == (L, H) and np.all((a0 >= 0) & (a0 <= 1 + 1e-9)), "alpha0"
 assert s["sinks"]["n_sink_heads"] == int((a0 > s["settings"]["eps"]).sum())
+# the AUCs of the C library against an independent Mann-Whitney count over the per-head
+# arrays (NaN scores left out, ties 1/2): equal up to rounding
+lab = a0 > s["settings"]["eps"]
+for k, stored in res["sinks"]["auc"].items():
+    v = res["sinks"]["heads"][k].ravel()
+    ok = np.isfinite(v)
+    pos, neg = v[ok & lab.ravel()], v[ok & ~lab.ravel()]
+    if pos.size == 0 or neg.size == 0:
+        assert stored != stored, (k, stored)  # NaN without both classes
+        continue
+    auc = ((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()) / (pos.size * neg.size)
+    assert abs(auc - stored) < 1e-9, (k, auc, stored)
 vf = s["vocab"]["spike_fraction"]
 assert 0.0 <= vf <= 1.0, vf
 print("summary ok: spike channels %s, %d sink heads, vocab spike fraction %.3f"
