@@ -244,6 +244,55 @@ static void test_cli_default_runs(void **state) {
     check_cli_default("trained-packed/model.gguf", 154, pl, 1, "trained-packed/mechanism.json");
 }
 
+/* `trace` then `spikes --from-trace`, and `vocab-sweep --medians` through the command. */
+static void test_cli_from_trace_and_vocab(void **state) {
+    (void)state;
+    char *dir = sks_test_tmpdir(), cmd[8192];
+    snprintf(cmd, sizeof cmd, "%s trace %s --abs 50 --ratio 100 --quiet -o %s/t.msgpack", SKS_BINARY,
+             sks_test_fixture("trained-llama/model"), dir);
+    assert_int_equal(system(cmd), 0);
+    char args[4400];
+    snprintf(args, sizeof args, "spikes %s --from-trace %s/t.msgpack --top-frob 0 --no-delimiter",
+             sks_test_fixture("trained-llama/model"), dir);
+    json_t *j = run_cli_json(args);
+    assert_string_equal(json_string_value(json_object_get(j, "selection")), "from-trace");
+    const json_t *layers = json_object_get(j, "layers");
+    assert_int_equal((int)json_array_size(layers), 2);
+    for (int i = 0; i < 2; i++) {
+        const json_t *L = json_array_get(layers, (size_t)i);
+        assert_int_equal((int)json_integer_value(json_object_get(L, "layer")), i == 0 ? 1 : 3);
+        const json_t *chs = json_object_get(L, "channels");
+        assert_int_equal((int)json_array_size(chs), 1);
+        assert_int_equal((int)json_integer_value(json_object_get(json_array_get(chs, 0), "channel")), 356);
+    }
+    json_decref(j);
+    snprintf(cmd, sizeof cmd, "%s/t.msgpack", dir);
+    unlink(cmd);
+    rmdir(dir);
+    free(dir);
+
+    json_t *mech = load_json("trained-packed/mechanism.json");
+    const json_t *tm = json_object_get(mech, "typical_median_per_block");
+    char med[2048] = "";
+    for (size_t b = 0; b < json_array_size(tm); b++) {
+        char one[64];
+        snprintf(one, sizeof one, "%s%.17g", b ? "," : "", json_number_value(json_array_get(tm, b)));
+        strcat(med, one);
+    }
+    snprintf(args, sizeof args, "vocab-sweep %s --medians %s", sks_test_fixture("trained-packed/model.gguf"), med);
+    j = run_cli_json(args);
+    const json_t *vs = json_object_get(mech, "vocab_sweep");
+    CHECK_REL(jnum(j, "spike_fraction"), jnum(vs, "fraction_ge_100"), 1e-12, "cli spike fraction");
+    assert_int_equal((int)json_integer_value(json_object_get(j, "top_channel")), 154);
+    assert_int_equal((int)json_array_size(json_object_get(j, "exceptions")),
+                     (int)json_array_size(json_object_get(vs, "below_100")));
+    /* exceptions carry the tokenizer's pieces */
+    assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(j, "exceptions"), 0), "piece")),
+                        "<unk>");
+    json_decref(j);
+    json_decref(mech);
+}
+
 /* trained-packed: the vocabulary sweep with the reference's typical medians. */
 static void test_packed_vocab_sweep(void **state) {
     (void)state;
@@ -298,6 +347,7 @@ int main(void) {
         cmocka_unit_test(test_default_selection_lib),
         cmocka_unit_test(test_cli_default_runs),
         cmocka_unit_test(test_packed_vocab_sweep),
+        cmocka_unit_test(test_cli_from_trace_and_vocab),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
