@@ -12,6 +12,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "analyze.h"
 #include "cli.h"
+#include "dist.h"
 
 #include <errno.h>
 #include <math.h>
@@ -294,7 +295,7 @@ static int sks__stage_trace(sks__run *R, int n_stages) {
     if (rc) return rc;
     char *path = sks__join(R->outdir, "trace.msgpack");
     if (!path) return sks_fail(SKS_ENOMEM, "analyze");
-    rc = sks_trace_write(R->tr, R->m, &R->to, path);
+    rc = sks_dist_rank() == 0 ? sks_trace_write(R->tr, R->m, &R->to, path) : 0; /* rank 0 writes */
     R->t_trace = sks_now() - t0;
     /* 2 flops per parameter and token: enough to predict the later stages' time */
     double flops = 2.0 * (double)sks_model_n_params(R->m) * (double)ntok;
@@ -364,8 +365,18 @@ static int sks__stage_spikes(sks__run *R, int n_stages) {
     double t0 = sks_now();
     if ((rc = sks_spikes_new(R->m, &R->so, &s))) goto done;
     if ((rc = sks_spikes_forward(s, R->pr.ids[0], R->pr.lens[0]))) goto done;
-    int done_layers = 0;
-    for (int l = 0; l < L; l++) {
+    int done_layers = 0, gathered = 0;
+    if (sks_dist_size() > 1) {
+        /* under mpirun: the layers dealt out to the ranks, gathered compact on rank 0 */
+        int one_l = -1, one_c = -1, one_t = -1, nres = 0, maxl = -1, nresumed = 0;
+        for (int l = 0; l < L && n == 0; l++)
+            if (want[l]) one_l = l;
+        rc = sks_dist_spikes_layers(s, L, a->d_model, n ? lay : &one_l, n ? ch : &one_c, n ? tk : &one_t, n ? n : 1,
+                                    SKS_SPK_SRC_SPIKE, 1, NULL, R->spl, &nres, &maxl, &nresumed);
+        if (rc || sks_dist_rank() != 0) goto done;
+        gathered = 1;
+    }
+    for (int l = 0; l < L && !gathered; l++) {
         if (!want[l]) continue;
         int cnt = 0;
         for (int i = 0; i < n; i++) cnt += lay[i] == l;
@@ -406,7 +417,7 @@ static int sks__stage_spikes(sks__run *R, int n_stages) {
     int k = 0;
     for (int l = 0; l < L; l++)
         if (want[l]) {
-            if (k != l) {
+            if (k != l && !gathered) {
                 R->spl[k] = R->spl[l];
                 memset(&R->spl[l], 0, sizeof R->spl[l]);
             }
@@ -487,8 +498,8 @@ static int sks__stage_vocab(sks__run *R, int n_stages) {
              R->vo.sample ? " (sample; --sample 0 for all)" : "");
     sks__stage(3, n_stages, "vocab-sweep", detail, eta);
     double t0 = sks_now();
-    int rc = sks_vocab_run(R->m, &R->vo, R->pr.n, (const int32_t *const *)R->pr.ids, R->pr.lens, &R->vr);
-    if (rc) return rc;
+    int rc = sks_dist_vocab_run(R->m, &R->vo, R->pr.n, (const int32_t *const *)R->pr.ids, R->pr.lens, &R->vr);
+    if (rc || sks_dist_rank() != 0) return rc; /* slices gathered on rank 0 */
     char *path = sks__join(R->outdir, "vocab.msgpack");
     if (!path) return sks_fail(SKS_ENOMEM, "analyze");
     rc = sks_vocab_write(R->vr, R->m, &R->vo, R->tok ? sks__piece : NULL, R->tok, path);
@@ -938,6 +949,7 @@ int sks_cli_analyze_run(const char *model_path, const char *outdir, const sks_cl
     if ((rc = sks__stage_trace(&R, n_stages))) goto out;
     if ((rc = sks__stage_spikes(&R, n_stages))) goto out;
     if ((rc = sks__stage_vocab(&R, n_stages))) goto out;
+    if (sks_dist_rank() != 0) goto out; /* sinks, summary and figures: rank 0 */
     if ((rc = sks__stage_sinks(&R, n_stages))) goto out;
     if (o->no_plots) {
         snprintf(R.plots, sizeof R.plots, "skipped: --no-plots");

@@ -1,6 +1,7 @@
 /* cmd_sinks.c - `sinkscope sinks`: sink-key geometry, query alignment, ranked sink heads. */
 #define _POSIX_C_SOURCE 200809L
 #include "cli.h"
+#include "dist.h"
 #include "../analysis/sks_sinks.h"
 #include "../analysis/sks_trace.h"
 #include "../loaders/sks_tokenizer.h"
@@ -278,6 +279,9 @@ int sks_cmd_sinks(int argc, char **argv) {
         fprintf(stderr, "sinkscope sinks: --eps must be in (0, 1), --ratio > 0, --abs >= 0\n");
         return 2;
     }
+    /* Under mpirun rank 0 runs the whole analysis and the others leave: the sink
+     * geometry pools every prompt and layer in one pass (docs/scale.md). */
+    if (sks_dist_rank() != 0) return 0;
     sks_cli_progress_install(quiet);
 
     sks_model *m = NULL;

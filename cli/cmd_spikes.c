@@ -522,7 +522,7 @@ int sks_cmd_spikes(int argc, char **argv) {
         if (rc) goto fail;
         have_parts = 1;
     }
-    rc = sks_dist_spikes_layers(s, L, d, sel_l, sel_c, sel_t, nsel, channels_s ? SKS_SPK_SRC_USER : SKS_SPK_SRC_SPIKE,
+    rc = sks_dist_spikes_layers(s, L, d, sel_l, sel_c, sel_t, nsel, channels_s ? SKS_SPK_SRC_USER : SKS_SPK_SRC_SPIKE, 0,
                                 &parts, res, &nres, &max_layer, &n_resumed);
     if (rc) goto fail;
     if (resume) sks_log(SKS_LOG_INFO, "spikes: %d layer(s) resumed from %s", n_resumed, parts.dir);

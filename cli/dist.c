@@ -629,7 +629,7 @@ out:
 /* ---- the spikes layer loop ------------------------------------------------------------ */
 
 int sks_dist_spikes_layers(sks_spikes *s, int L, int d, const int *sel_l, const int *sel_c, const int *sel_t, int nsel,
-                           int src, sks_dist_parts *parts, sks_spikes_layer_result *res, int *nres, int *max_layer,
+                           int src, int keep_noconv, sks_dist_parts *parts, sks_spikes_layer_result *res, int *nres, int *max_layer,
                            int *n_resumed) {
     *nres = 0;
     *max_layer = -1;
@@ -693,6 +693,10 @@ int sks_dist_spikes_layers(sks_spikes *s, int L, int d, const int *sel_l, const 
             }
             sks_progress("spikes layers", done_here, mine_total);
             rc = sks_spikes_layer(s, l, lc, lsrc, lt, cnt, &R);
+            if (rc == SKS_ENOCONV && keep_noconv) { /* its best estimates are kept */
+                sks_log(SKS_LOG_WARN, "spikes layer %d: %s", l, sks_last_error());
+                rc = 0;
+            }
             if (rc) break;
             sks_log(SKS_LOG_INFO, "spikes: layer %d: screen %.2fs, %d channels, eigenpairs %.2fs (%d matvecs)", l,
                     R.seconds_screen, R.n_channels, R.seconds_eigs, R.matvecs);

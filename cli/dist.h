@@ -109,12 +109,13 @@ int sks_dist_spikes_layer_unpack(const uint8_t *buf, size_t n, size_t *off, int 
 
 /* The spikes layer loop, split across ranks and resumable. The selected layers are
  * those l with some sel_l[i] == l (sel_c[i] < 0: the layer without user channels);
- * src is the source bit of the listed channels. parts may be NULL (no parts files).
+ * src is the source bit of the listed channels; keep_noconv: a layer whose channels did
+ * not all converge keeps its best estimates (a warning) instead of failing. parts may be NULL (no parts files).
  * On rank 0, res[0..*nres) receives the results in layer order, exactly what the
  * single-process loop produces; on other ranks *nres = 0. *max_layer = the last
  * selected layer (all ranks). *n_resumed counts layers read from parts. Collective. */
 int sks_dist_spikes_layers(sks_spikes *s, int L, int d, const int *sel_l, const int *sel_c, const int *sel_t, int nsel,
-                           int src, sks_dist_parts *parts, sks_spikes_layer_result *res, int *nres, int *max_layer,
+                           int src, int keep_noconv, sks_dist_parts *parts, sks_spikes_layer_result *res, int *nres, int *max_layer,
                            int *n_resumed);
 
 /* ---- vocab-sweep by vocabulary slices -------------------------------------------------------- */

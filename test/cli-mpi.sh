@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# cli-mpi.sh BINARY SOURCE_DIR FIXTURES_DIR - `mpirun -np N sinkscope ...` gives the
+# single-process result.
+#
+# On synthesized models (`tiny`, `demo`): spikes (layers dealt out to the ranks),
+# vocab-sweep (vocabulary slices, whole and --sample), sinks (rank 0) and analyze
+# --no-plots (spikes and vocab distributed) with 2 and 3 ranks against one process.
+# The files are decoded and compared exactly (every number bitwise, arrays byte for
+# byte), ignoring only the timing keys. Every run uses one BLAS thread: OpenBLAS sums
+# in a thread-count-dependent order, and mpirun binds each rank to one core, so a
+# single-process run with more threads differs in the last bits (docs/scale.md).
+# Also: only rank 0 prints (one --json line), and a bad option fails on every rank.
+# Exit 77 when mpirun is missing or BINARY was built without MPI.
+set -u
+BIN=$1
+SRC=$2
+PY=/usr/bin/python3
+command -v mpirun >/dev/null 2>&1 || { echo "mpirun not found: skipped"; exit 77; }
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/sks-mpi.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT
+export OPENBLAS_NUM_THREADS=1
+# containers: no ssh/rsh launcher, shared memory without CMA
+export OMPI_MCA_plm=isolated OMPI_MCA_btl=self,vader OMPI_MCA_btl_vader_single_copy_mechanism=none
+export OMPI_MCA_rmaps_base_oversubscribe=1
+MPI=(mpirun --allow-run-as-root --oversubscribe -x OPENBLAS_NUM_THREADS)
+
+fail() {
+    echo "FAIL: $*" >&2
+    exit 1
+}
+
+"$PY" -c "import msgpack" 2>/dev/null || fail "$PY lacks msgpack: run scripts/install-deps.sh"
+CMP="$PY $SRC/test/msgpack-compare.py --ignore seconds --ignore seconds_screen --ignore seconds_eigs"
+
+"$BIN" synth --preset tiny -o "$TMP/tiny" --quiet >/dev/null 2>&1 || fail "synth tiny"
+"$BIN" synth --preset demo -o "$TMP/demo" --quiet >/dev/null 2>&1 || fail "synth demo"
+
+# MPI in the binary? Without it every rank is a whole run and prints its own JSON line.
+lines=$("${MPI[@]}" -np 2 "$BIN" vocab-sweep "$TMP/tiny" -o "$TMP/probe.msgpack" --json -q 2>"$TMP/probe.err" |
+    grep -c '"schema"')
+if [ "$lines" = 2 ]; then
+    echo "the binary was built without MPI (every rank printed): skipped"
+    exit 77
+fi
+[ "$lines" = 1 ] || fail "mpirun -np 2 vocab-sweep --json printed $lines summaries, want 1 ($(cat "$TMP/probe.err"))"
+
+# same NAME ARGS...: one process, then 2 and 3 ranks, results equal
+same() {
+    local name=$1
+    shift
+    "$BIN" "$@" -o "$TMP/$name-1.msgpack" -q 2>"$TMP/$name-1.err" || fail "$name, one process: $(cat "$TMP/$name-1.err")"
+    for np in 2 3; do
+        "${MPI[@]}" -np $np "$BIN" "$@" -o "$TMP/$name-$np.msgpack" -q >"$TMP/$name-$np.out" 2>"$TMP/$name-$np.err" ||
+            fail "$name, $np ranks: $(tail -5 "$TMP/$name-$np.err")"
+        $CMP "$TMP/$name-1.msgpack" "$TMP/$name-$np.msgpack" || fail "$name: $np ranks differ from one process"
+    done
+    echo "$name: 1, 2 and 3 ranks equal"
+}
+
+same spikes-demo spikes "$TMP/demo" --layers 0-7 --top-frob 3 --rank 4
+same spikes-tiny-default spikes "$TMP/tiny" --abs 5 --ratio 20
+same spikes-demo-2layers spikes "$TMP/demo" --layers 1,6 --channels 26,29 --top-frob 1
+same vocab-demo vocab-sweep "$TMP/demo"
+same vocab-demo-sample vocab-sweep "$TMP/demo" --sample 1000 --seed 7
+same vocab-tiny vocab-sweep "$TMP/tiny"
+same sinks-tiny sinks "$TMP/tiny"
+
+# the spikes file holds every selected layer, in order, once
+$PY - "$TMP/spikes-demo-3.msgpack" <<'EOF' || fail "spikes under 3 ranks: layers not 0..7 in order"
+import msgpack, sys
+d = msgpack.unpackb(open(sys.argv[1], "rb").read())
+assert [L["layer"] for L in d["layers"]] == list(range(8)), [L["layer"] for L in d["layers"]]
+EOF
+
+# analyze: the stages under 2 ranks write the single-process files
+"$BIN" analyze "$TMP/demo" -o "$TMP/an1" --no-plots -q --abs 5 --ratio 20 2>"$TMP/an1.err" ||
+    fail "analyze, one process: $(tail -3 "$TMP/an1.err")"
+"${MPI[@]}" -np 2 "$BIN" analyze "$TMP/demo" -o "$TMP/an2" --no-plots -q --abs 5 --ratio 20 >/dev/null 2>"$TMP/an2.err" ||
+    fail "analyze, 2 ranks: $(tail -3 "$TMP/an2.err")"
+for f in trace spikes vocab sinks; do
+    $CMP "$TMP/an1/$f.msgpack" "$TMP/an2/$f.msgpack" || fail "analyze $f.msgpack: 2 ranks differ from one process"
+done
+echo "analyze: 2 ranks equal"
+
+# only rank 0 prints; a bad option fails on every rank (mpirun exits non-zero)
+n=$("${MPI[@]}" -np 3 "$BIN" spikes "$TMP/tiny" --layers 0-3 --top-frob 1 -o "$TMP/j.msgpack" --json -q 2>/dev/null |
+    grep -c '"schema"')
+[ "$n" = 1 ] || fail "spikes --json under 3 ranks printed $n summaries, want 1"
+"${MPI[@]}" -np 2 "$BIN" spikes "$TMP/tiny" --rank 0 -o "$TMP/bad.msgpack" >/dev/null 2>&1 &&
+    fail "a bad option under mpirun exited 0"
+[ -e "$TMP/bad.msgpack" ] && fail "a failed run wrote its output"
+echo "cli-mpi: ok"
