@@ -13,7 +13,8 @@ FIX=${SKS_FIXTURES:-$SRC/../shared/fixtures}
 # inside the parsers: fuzzer-no-link on every file, the fuzzer runtime only on targets.
 cmake -S "$SRC" -B "$BUILD" -DCMAKE_C_COMPILER=clang -DSKS_FUZZ=ON -DSKS_MPI=OFF \
   -DCMAKE_C_FLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined" >/dev/null || exit 1
-cmake --build "$BUILD" -j2 --target fuzz-safetensors fuzz-gguf >/dev/null || exit 1
+cmake --build "$BUILD" -j2 --target fuzz-safetensors fuzz-gguf >"$BUILD/fuzz-build.log" 2>&1 ||
+  { tail -20 "$BUILD/fuzz-build.log"; exit 1; }
 status=0
 for t in fuzz-safetensors fuzz-gguf; do
   corpus=$BUILD/fuzz-corpus/$t; art=$BUILD/fuzz-artifacts/$t/
