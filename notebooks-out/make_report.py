@@ -169,6 +169,14 @@ def section_headline(res):
             items.append("Largest activation: |h| = %s at %s (token %s, channel %s), spike score %s" % (
                 fmt(mx.get("max_abs")), esc(R.block_label(mx.get("block", 0))), esc(mx.get("top_token")),
                 esc(mx.get("top_channel")), fmt(mx.get("spike_score"))))
+        lcs = R.get(trace, "lifecycles") or []
+        if lcs:
+            lc = max(lcs, key=lambda l: float(R.get(l, "peak_abs", default=0)))
+            ups = [R.block_label(b) for b in R.lifecycle_blocks(lc, "up")]
+            downs = [R.block_label(b) for b in R.lifecycle_blocks(lc, "down")]
+            items.append("Lifecycle of channel %s on token %s: step-up at <b>%s</b>, step-down at <b>%s</b>, peak |h| %s"
+                         % (esc(R.get(lc, "channel")), esc(R.get(lc, "token")), esc(", ".join(ups)) or "-",
+                            esc(", ".join(downs)) or "none (persists to the last layer)", fmt(R.get(lc, "peak_abs"))))
         sr = R.get(trace, "sink_ratio")
         if sr is not None:
             items.append("Sink ratio (heads with alpha_0 > %s): <b>%s%%</b>" % (fmt(P.eps_of(res)), fmt(sr, "%.1f")))
@@ -319,6 +327,28 @@ def section_vocab(res):
     return "".join(out)
 
 
+def section_kv_map(res):
+    kv = res.get("kv_map")
+    if not isinstance(kv, dict):
+        return "<p>kv_map.json absent.</p>"
+    rows = []
+    for lay in kv.get("layers", []) or []:
+        heads = lay.get("heads") or []
+        if not heads:
+            continue
+        rows.append([str(lay.get("layer")), esc(", ".join(str(h.get("head")) for h in heads)),
+                     esc(", ".join(str(g) for g in lay.get("kv_heads", []))),
+                     esc(", ".join("%s%s" % (h.get("head"), "" if h.get("measured") else " (predicted only)")
+                                   for h in heads if not (h.get("measured") and h.get("predicted"))) or "-")])
+    out = ("<p>For KV-cache eviction and streaming: keep position(s) %s in these layers' caches for the "
+           "listed KV heads (%s heads: measured alpha_0 &gt; %s or predicted by %s &gt;= %s).</p>"
+           % (esc(kv.get("sink_positions")), esc(kv.get("n_keep_heads")), fmt(kv.get("eps")),
+              esc(kv.get("predictor")), fmt(kv.get("threshold"), "%.3g")))
+    if rows:
+        out += table(["layer", "heads", "KV heads to keep", "flagged by one rule only"], rows, left=(1, 2, 3))
+    return out
+
+
 def section_settings(res):
     out = []
     for k in ("trace", "spikes", "vocab", "sinks"):
@@ -358,9 +388,13 @@ def build_report(d, figs):
              "<p>%s - generated %s UTC. Massive activations and attention sinks after Sun, Canziani, LeCun "
              "and Zhu (2026); how each number maps to the paper is in <code>docs/paper-map.md</code>.</p>"
              % (esc(P._model_tag(res)), datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M")),
-             "<h2>Headline</h2>", section_headline(res),
+             "<p><a href='#headline'>Headline</a> | <a href='#figures'>Figures</a> | "
+             "<a href='#spikes'>Spike channels</a> | <a href='#lifecycles'>Lifecycles</a> | "
+             "<a href='#sinks'>Sink heads</a> | <a href='#kv'>KV-cache map</a> | <a href='#vocab'>Vocabulary</a> | "
+             "<a href='#settings'>Settings</a> | <a href='#files'>Files</a></p>",
+             "<h2 id='headline'>Headline</h2>", section_headline(res),
              "<h2>Model</h2>", section_model(res)]
-    parts.append("<h2>Figures</h2>")
+    parts.append("<h2 id='figures'>Figures</h2>")
     for name, fname, _ in P.FIGURES:
         if figs is None:  # --no-figures: embed whatever the folder holds
             path = os.path.join(d, fname) if os.path.exists(os.path.join(d, fname)) else None
@@ -373,12 +407,13 @@ def build_report(d, figs):
                                                      esc(CAPTIONS[name]), esc(fname)))
         else:
             parts.append("<p class='warn'>Figure %s not produced (its results are absent).</p>" % esc(fname))
-    parts += ["<h2>Spike channels: quadratic forms S_k</h2>", section_spike_channels(res),
-              "<h2>Lifecycles</h2>", section_lifecycles(res),
-              "<h2>Sink heads, ranked by measured alpha_0</h2>", section_sink_heads(res),
-              "<h2>Vocabulary sweep</h2>", section_vocab(res),
-              "<h2>Settings used</h2>", section_settings(res),
-              "<h2>Files in this folder</h2>", section_files(res, d),
+    parts += ["<h2 id='spikes'>Spike channels: quadratic forms S_k</h2>", section_spike_channels(res),
+              "<h2 id='lifecycles'>Lifecycles</h2>", section_lifecycles(res),
+              "<h2 id='sinks'>Sink heads, ranked by measured alpha_0</h2>", section_sink_heads(res),
+              "<h2 id='kv'>KV-cache map</h2>", section_kv_map(res),
+              "<h2 id='vocab'>Vocabulary sweep</h2>", section_vocab(res),
+              "<h2 id='settings'>Settings used</h2>", section_settings(res),
+              "<h2 id='files'>Files in this folder</h2>", section_files(res, d),
               "</body></html>"]
     return "\n".join(parts), res
 
