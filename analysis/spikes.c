@@ -242,9 +242,11 @@ static void sks__traces_f64(const sks_spikes *s, double *tr) {
 }
 
 /* ||S_k||_F^2 = (D_k^T (A o B) D_k + D_k^T (C o C^T) D_k) / 2 with A = G G^T, B = U U^T,
- * C = U G^T, accumulated over blocks of nb rows of the f x f products:
- *   out[k] += sum_{i in blk} D_k[i] (E[blk, :] D_k)[i],  E = A o B + C o C^T.
- * f64 GEMMs; memory O(nb f + nb d). */
+ * C = U G^T. E = A o B + C o C^T is symmetric, so only its upper block triangle is
+ * formed: for the row block b = [i0, i0+nb) and the columns j >= i0,
+ *   out[k] += sum_{i in b} D_k[i] (E[b, i0:] w D_k[i0:])[i],  w = 1 on the diagonal
+ * block and 2 beyond it (the mirrored lower part). f64 GEMMs; memory O(nb f + nb d);
+ * flops ~ 5 d f^2. */
 static int sks__frobenius_f64(const sks_spikes *s, double *out) {
     const int f = s->f, d = s->d, bs = 128;
     double *A = sks_malloc_n((size_t)bs * f, sizeof *A);
@@ -258,18 +260,22 @@ static int sks__frobenius_f64(const sks_spikes *s, double *out) {
     }
     memset(out, 0, (size_t)d * sizeof *out);
     for (int i0 = 0; i0 < f; i0 += bs) {
-        int nb = f - i0 < bs ? f - i0 : bs;
+        const int nb = f - i0 < bs ? f - i0 : bs, w = f - i0; /* columns i0 .. f-1 */
         const double *Gb = s->G64 + (size_t)i0 * d, *Ub = s->U64 + (size_t)i0 * d;
-        /* A = G_b G^T, B = U_b U^T; A <- A o B */
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, f, d, 1.0, Gb, d, s->G64, d, 0.0, A, f);
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, f, d, 1.0, Ub, d, s->U64, d, 0.0, B, f);
-        for (size_t i = 0; i < (size_t)nb * f; i++) A[i] *= B[i];
-        /* B = C_b = U_b G^T, P = (C^T)_b = G_b U^T; A += B o P */
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, f, d, 1.0, Ub, d, s->G64, d, 0.0, B, f);
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, f, d, 1.0, Gb, d, s->U64, d, 0.0, P, f);
-        for (size_t i = 0; i < (size_t)nb * f; i++) A[i] += B[i] * P[i];
-        /* P = E_b D^T (nb, d) */
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, d, f, 1.0, A, f, s->D64, f, 0.0, P, d);
+        /* A = G_b G[i0:]^T, B = U_b U[i0:]^T; A <- A o B   (nb, w) */
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, w, d, 1.0, Gb, d, Gb, d, 0.0, A, w);
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, w, d, 1.0, Ub, d, Ub, d, 0.0, B, w);
+        for (size_t i = 0; i < (size_t)nb * w; i++) A[i] *= B[i];
+        /* B = C_b = U_b G[i0:]^T, P = (C^T)_b = G_b U[i0:]^T; A += B o P */
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, w, d, 1.0, Ub, d, Gb, d, 0.0, B, w);
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, w, d, 1.0, Gb, d, Ub, d, 0.0, P, w);
+        for (int i = 0; i < nb; i++)
+            for (int j = 0; j < w; j++) {
+                size_t q = (size_t)i * w + j;
+                A[q] = (A[q] + B[q] * P[q]) * (j < nb ? 1.0 : 2.0);
+            }
+        /* P = E_b D[:, i0:]^T (nb, d) */
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, d, w, 1.0, A, w, s->D64 + i0, f, 0.0, P, d);
         for (int k = 0; k < d; k++) {
             const double *Dk = s->D64 + (size_t)k * f + i0;
             double acc = 0;
@@ -616,9 +622,8 @@ int sks_spikes_layer(sks_spikes *s, int layer, const int *ch, const int *src, co
         if (!rc) rc = sks_quadform_frobenius(&q, out->frobenius);
     }
     if (rc) goto fail;
-    /* GEMM flops of the screen: the f64 path forms the full f x f blocks, the f32 one
-     * (sks_quadform_frobenius) only the upper block triangle. */
-    out->flops_screen = s->prec == SKS_SPK_PREC_F64 ? 10.0 * (double)s->f * s->f * d
+    /* GEMM flops of the screen: both paths form only the upper block triangle. */
+    out->flops_screen = s->prec == SKS_SPK_PREC_F64 ? sks_quadform_frobenius_flops(d, s->f, 128)
                                                     : sks_quadform_frobenius_flops(d, s->f, 0);
     out->seconds_screen = sks_now() - t0;
     sks_progress("spikes: screen", 1, 1);
