@@ -389,6 +389,8 @@ typedef struct {
     int overlap;            /* k starts where q starts */
     uint64_t q_ne1;         /* 0: normal */
     size_t cut;             /* drop this many bytes from the end */
+    int rope_linear;        /* add rope.scaling.type = linear, factor 4 */
+    int extra;              /* 1: q/k/v biases (qwen2); 2: q/k norms (qwen3) */
 } gguf_opts;
 
 /* Tiny Llama GGUF: L 1, d 32, f 32, H 2 x 16, V 8, tied; all F32 except q_type. */
@@ -399,14 +401,18 @@ static void gguf_build(buf *b, const gguf_opts *o) {
     } ts[] = {{"token_embd.weight", 32, 8},      {"output_norm.weight", 32, 0},  {"blk.0.attn_norm.weight", 32, 0},
               {"blk.0.attn_q.weight", 32, 32},   {"blk.0.attn_k.weight", 32, 32}, {"blk.0.attn_v.weight", 32, 32},
               {"blk.0.attn_output.weight", 32, 32}, {"blk.0.ffn_norm.weight", 32, 0}, {"blk.0.ffn_gate.weight", 32, 32},
-              {"blk.0.ffn_up.weight", 32, 32},   {"blk.0.ffn_down.weight", 32, 32}};
-    size_t nt = sizeof ts / sizeof ts[0];
+              {"blk.0.ffn_up.weight", 32, 32},   {"blk.0.ffn_down.weight", 32, 32},
+              /* optional extras, taken when o->extra asks */
+              {"blk.0.attn_q.bias", 32, 0},      {"blk.0.attn_k.bias", 32, 0},    {"blk.0.attn_v.bias", 32, 0},
+              {"blk.0.attn_q_norm.weight", 16, 0}, {"blk.0.attn_k_norm.weight", 16, 0}};
+    size_t nt = 11;
+    size_t first_extra = o->extra == 1 ? 11 : 14, n_extra = o->extra == 1 ? 3 : o->extra == 2 ? 2 : 0;
     const char *arch = o->arch ? o->arch : "llama";
     char key[128];
-    uint64_t nkv = 7 + (o->alignment != 0) - (o->omit_block_count != 0);
+    uint64_t nkv = 7 + (o->alignment != 0) - (o->omit_block_count != 0) + 2 * (o->rope_linear != 0);
     put(b, "GGUF", 4);
     put_u32(b, o->version ? o->version : 3);
-    put_u64(b, nt);
+    put_u64(b, nt + n_extra);
     put_u64(b, nkv);
     put_str(b, "general.architecture");
     put_u32(b, SKS_GGUF_STRING);
@@ -431,9 +437,21 @@ static void gguf_build(buf *b, const gguf_opts *o) {
     put_u32(b, SKS_GGUF_FLOAT32);
     float eps = 1e-5f;
     put(b, &eps, 4);
+    if (o->rope_linear) {
+        snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
+        put_str(b, key);
+        put_u32(b, SKS_GGUF_STRING);
+        put_str(b, "linear");
+        snprintf(key, sizeof key, "%s.rope.scaling.factor", arch);
+        put_str(b, key);
+        put_u32(b, SKS_GGUF_FLOAT32);
+        float fac = 4.0f;
+        put(b, &fac, 4);
+    }
     size_t align = o->alignment > 0 ? (size_t)o->alignment : 32; /* layout; the key may lie */
     uint64_t off = 0, q_off = 0;
-    for (size_t i = 0; i < nt; i++) {
+    for (size_t k = 0; k < nt + n_extra; k++) {
+        size_t i = k < nt ? k : first_extra + (k - nt);
         int is_q = i == 3;
         uint32_t type = is_q ? o->q_type : 0;
         uint64_t ne1 = is_q && o->q_ne1 ? o->q_ne1 : ts[i].ne1;
@@ -485,6 +503,42 @@ static void test_gguf_valid_control(void **state) {
     o.q_type = 8;
     o.version = 2;
     gguf_case(&o, 0, NULL);
+}
+
+/* qwen2 / qwen3 GGUF: rotate-half order, biases or q/k norms required; linear scaling. */
+static void test_gguf_families(void **state) {
+    (void)state;
+    gguf_opts o = {0};
+    o.arch = "qwen2";
+    o.extra = 1;
+    o.rope_linear = 1;
+    const char *d = case_dir();
+    buf b = {0};
+    gguf_build(&b, &o);
+    write_file(d, "q2.gguf", b.p, b.n);
+    char path[4400];
+    snprintf(path, sizeof path, "%s/q2.gguf", d);
+    sks_model *m = NULL;
+    assert_int_equal(sks_model_open(path, &m), 0);
+    const sks_arch *a = sks_model_arch(m);
+    assert_string_equal(a->family, "qwen2");
+    assert_int_equal(a->rope_interleaved, 0);
+    assert_int_equal(a->has_qkv_bias, 1);
+    assert_int_equal(a->rope_scaling, SKS_ROPE_SCALING_LINEAR);
+    assert_true(a->rope_factor == 4.0);
+    assert_int_equal(a->head_dim, 16);
+    assert_int_equal(a->vocab_size, 8); /* no token list: token_embd rows */
+    assert_non_null(sks_model_tensor(m, SKS_ROLE_BV, 0));
+    sks_model_close(m);
+    free(b.p);
+    o.extra = 0; /* qwen2 without its biases */
+    gguf_case(&o, SKS_ENOTFOUND, "bq");
+    o.arch = "qwen3";
+    o.extra = 2;
+    o.rope_linear = 0;
+    gguf_case(&o, 0, NULL);
+    o.extra = 1; /* qwen3 with biases but no norms */
+    gguf_case(&o, SKS_ENOTFOUND, "q_norm");
 }
 
 static void test_gguf_tensors(void **state) {
@@ -942,7 +996,7 @@ int main(void) {
         cmocka_unit_test(test_gguf_valid_control),  cmocka_unit_test(test_gguf_tensors),
         cmocka_unit_test(test_gguf_header),         cmocka_unit_test(test_gguf_parse_memory),
         cmocka_unit_test(test_llama2c),            cmocka_unit_test(test_config_styles),
-        cmocka_unit_test(test_qwen2_biases),
+        cmocka_unit_test(test_qwen2_biases),        cmocka_unit_test(test_gguf_families),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
