@@ -42,6 +42,8 @@ static void sks__spikes_help(FILE *f) {
             "  --dense             dense reference path (forms S_k, LAPACK dsyevr; small d only)\n"
             "  --precision P       operator precision: auto (default: f64 when f*d <= 16M), f32, f64\n"
             "  --tol X             eigen residual tolerance (default 1e-11 f64, 1e-6 f32)\n"
+            "  --krylov-block N    vectors per channel and Krylov step (default 4 with the f32\n"
+            "                      operator, 1 with f64)\n"
             "  --prompt TEXT       prompt for the forward pass (needs the model's tokenizer)\n"
             "  --tokens IDS        prompt as token ids, e.g. 1,450,3290\n"
             "  --token POS         spike token position for every channel (default: from the\n"
@@ -295,6 +297,10 @@ int sks_cmd_spikes(int argc, char **argv) {
                 return 2;
             }
             so.tol = dv;
+        } else if (!strcmp(a, "--krylov-block")) {
+            SKS__NEED();
+            if (sks_cli_parse_int(a, nx, 1, 64, &lv)) return sks_cli_fail("spikes", SKS_EARG) + 1;
+            so.block = (int)lv;
         } else if (!strcmp(a, "--prompt")) {
             SKS__NEED();
             prompt = nx;
