@@ -570,7 +570,8 @@ int sks_dist_spikes_layer_unpack(const uint8_t *buf, size_t n, size_t *off, int 
     if (sks__mp_bin_into(&e[6], tm, sizeof tm)) SKS__BAD("timings");
     r->seconds_screen = tm[0], r->seconds_eigs = tm[1], r->flops_screen = tm[2], r->flops_eigs = tm[3];
     if (sks__mp_i(&e[10], 0, d, &r->n_top)) SKS__BAD("n_top");
-    if (sks__mp_i(&e[11], 0, INT32_MAX, &r->n_channels)) SKS__BAD("n_channels");
+    int nch; /* r->n_channels counts only the channels allocated, for the cleanup */
+    if (sks__mp_i(&e[11], 0, INT32_MAX, &nch)) SKS__BAD("n_channels");
     int bad;
     if ((bad = sks__mp_bin(&e[7], (size_t)d * sizeof(double), (void **)&r->frobenius))) {
         if (bad == -2) goto oom;
@@ -586,10 +587,7 @@ int sks_dist_spikes_layer_unpack(const uint8_t *buf, size_t n, size_t *off, int 
     }
     for (int i = 0; i < r->n_top; i++)
         if (r->top_frob[i] < 0 || r->top_frob[i] >= d) SKS__BAD("top_frob (channel outside the model)");
-    if (e[14].type != MSGPACK_OBJECT_ARRAY || e[14].via.array.size != (uint32_t)r->n_channels)
-        SKS__BAD("channels");
-    int nch = r->n_channels;
-    r->n_channels = 0; /* counts the channels owned so far, for the cleanup */
+    if (e[14].type != MSGPACK_OBJECT_ARRAY || e[14].via.array.size != (uint32_t)nch) SKS__BAD("channels");
     r->channels = calloc(nch ? (size_t)nch : 1, sizeof *r->channels);
     if (!r->channels) goto oom;
     for (int i = 0; i < nch; i++) {
