@@ -764,7 +764,13 @@ int sks__open_gguf(const char *path, sks_model **out) {
         char name[300];
         snprintf(name, sizeof name, "%.*s", (int)t->name_len, t->name);
         if (!sks__gguf_role(t->name, t->name_len, &role, &layer)) {
-            sks_log(SKS_LOG_DEBUG, "%s: ignoring tensor %s", path, name);
+            if (!strcmp(name, "rope_freqs.weight"))
+                /* llama.cpp bakes Llama 3 RoPE scaling into per-frequency divisors; the
+                 * view keeps plain theta (exact for the high frequencies that dominate
+                 * short prompts). */
+                sks_log(SKS_LOG_WARN, "%s: rope_freqs.weight (Llama 3 frequency scaling) is ignored", path);
+            else
+                sks_log(SKS_LOG_DEBUG, "%s: ignoring tensor %s", path, name);
             continue;
         }
         int dt = sks__ggml_to_dtype(t->type);

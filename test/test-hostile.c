@@ -929,6 +929,11 @@ static void test_config_styles(void **state) {
     const char *strdim = "{\"model_type\":\"llama\",\"num_hidden_layers\":2,\"hidden_size\":\"64\"}";
     assert_int_equal(sks__config_parse(strdim, strlen(strdim), "s.json", &a), SKS_ECONFIG);
     assert_non_null(strstr(sks_last_error(), "hidden_size"));
+    char deep[256];
+    memset(deep, '[', sizeof deep);
+    memcpy(deep, "{\"a\":", 5);
+    assert_int_equal(sks__config_parse(deep, sizeof deep, "deep.json", &a), SKS_EFORMAT);
+    assert_non_null(strstr(sks_last_error(), "nested deeper"));
     const char *dup = "{\"model_type\":\"llama\",\"model_type\":\"qwen2\"}";
     assert_int_equal(sks__config_parse(dup, strlen(dup), "d.json", &a), SKS_EFORMAT);
 }
