@@ -30,6 +30,9 @@
  * thread count and H), and the sequence length from which they are used. */
 #define SKS__MAX_WORKERS 64
 #define SKS__PAR_MIN_T 32
+/* Row-wise elementwise work (add, RMSNorm, RoPE) is threaded only from this T on:
+ * below it, starting the threads costs more than the work (measured at 16 cores). */
+#define SKS__PAR_MIN_T_ROWS 256
 /* With the probabilities hook, heads run in parallel only while n_workers (T, T)
  * matrices fit in this many floats (256 MiB). */
 #define SKS__PROBS_PAR_FLOATS ((size_t)1 << 26)
@@ -313,7 +316,10 @@ typedef struct sks__job {
     sks_forward *f;
     int T, p0;
     const float *kc, *vc;
-    int64_t h0; /* first head of a batch (probabilities path) */
+    int64_t h0;     /* first head of a batch (probabilities path) */
+    float *X;       /* row jobs: residual (add/norm) or keys (RoPE) */
+    const float *Y; /* row jobs: block output added to X, or NULL */
+    const float *g; /* row jobs: norm weight (then xn = RMSNorm(X) * g), or NULL */
 } sks__job;
 
 static void *sks__job_main(void *arg) {
@@ -366,6 +372,29 @@ static void sks__attn_probs_worker(sks__job *j, int w, int nw) {
     if (h < f->H) sks__attn_head(f, h, j->T, j->p0, j->kc, j->vc, f->pscores + (size_t)w * f->max_T * f->max_T, 1);
 }
 
+/* rows [T w / nw, T (w+1) / nw): X += Y (if Y), then xn = RMSNorm(X) * g (if g) */
+static void sks__addnorm_worker(sks__job *j, int w, int nw) {
+    sks_forward *f = j->f;
+    const int64_t d = f->d, a = (int64_t)j->T * w / nw, b = (int64_t)j->T * (w + 1) / nw;
+    if (j->Y)
+        for (int64_t i = a * d; i < b * d; i++) j->X[i] += j->Y[i];
+    if (j->g) sks__rmsnorm(j->X + a * d, d, f->xn + a * d, d, j->g, b - a, d, f->a.norm_eps);
+}
+
+/* RoPE of rows [T w / nw, T (w+1) / nw) of the queries and of the keys j->X */
+static void sks__rope_worker(sks__job *j, int w, int nw) {
+    sks_forward *f = j->f;
+    const int64_t a = (int64_t)j->T * w / nw, b = (int64_t)j->T * (w + 1) / nw;
+    sks__rope(f, f->q + a * f->qd, b - a, f->H, j->p0 + (int)a);
+    sks__rope(f, j->X + a * f->kd, b - a, f->Hkv, j->p0 + (int)a);
+}
+
+/* X += Y, then xn = RMSNorm(X) * g, over worker threads when T is large enough */
+static void sks__addnorm(sks_forward *f, int T, float *X, const float *Y, const float *g) {
+    sks__job j = {sks__addnorm_worker, 0, 1, f, T, 0, NULL, NULL, 0, X, Y, g};
+    sks__parallel(&j, T >= SKS__PAR_MIN_T_ROWS ? f->n_workers : 1);
+}
+
 /* gate <- SiLU(gate) * up over T f entries, split in nw contiguous ranges */
 static void sks__swiglu_worker(sks__job *j, int w, int nw) {
     sks_forward *f = j->f;
@@ -388,7 +417,7 @@ static int sks__layer(sks_forward *f, int l, int T, int p0, float *kc, float *vc
 
     /* attention */
     if ((rc = sks__vec(m, SKS_ROLE_ATTN_NORM, l, f->vec))) return rc;
-    sks__rmsnorm(f->x, d, f->xn, d, f->vec, T, d, eps);
+    sks__addnorm(f, T, f->x, NULL, f->vec);
     if (hk && hk->on_attn_in && (rc = hk->on_attn_in(hk->ud, l, f->xn, T, (int)d))) return rc;
 
     float *kn = kc + (int64_t)p0 * kd, *vn = vc + (int64_t)p0 * kd;
@@ -416,8 +445,8 @@ static int sks__layer(sks_forward *f, int l, int T, int p0, float *kc, float *vc
             memcpy(f->k_pre, kn, (size_t)T * (size_t)kd * sizeof(float));
         }
         if (mode == SKS_FWD_CAUSAL) {
-            sks__rope(f, f->q, T, H, p0);
-            sks__rope(f, kn, T, Hkv, p0);
+            sks__job j = {sks__rope_worker, 0, 1, f, T, p0, NULL, NULL, 0, kn, NULL, NULL};
+            sks__parallel(&j, T >= SKS__PAR_MIN_T_ROWS ? f->n_workers : 1);
         } /* independent tokens sit at position 0: RoPE is the identity */
         if (want_qk && (rc = hk->on_qk(hk->ud, l, f->q_pre, f->k_pre, f->q, kn, T, (int)H, (int)Hkv, (int)dh)))
             return rc;
@@ -441,7 +470,7 @@ static int sks__layer(sks_forward *f, int l, int T, int p0, float *kc, float *vc
             if (!f->pscores && !(f->pscores = sks_malloc_n(pfl, sizeof(float))))
                 return sks_fail(SKS_ENOMEM, "forward: out of memory for attention probabilities");
             for (int64_t h0 = 0; h0 < H; h0 += f->n_workers) {
-                sks__job j = {sks__attn_probs_worker, 0, 1, f, T, p0, kc, vc, h0};
+                sks__job j = {sks__attn_probs_worker, 0, 1, f, T, p0, kc, vc, h0, NULL, NULL, NULL};
                 sks__parallel(&j, f->n_workers);
                 for (int64_t h = h0; h < h0 + f->n_workers && h < H; h++)
                     if ((rc = hk->on_attn_probs(hk->ud, l, (int)h,
@@ -460,31 +489,31 @@ static int sks__layer(sks_forward *f, int l, int T, int p0, float *kc, float *vc
         } else if (f->n_workers <= 1 || T < SKS__PAR_MIN_T) {
             for (int64_t h = 0; h < H; h++) sks__attn_head(f, h, T, p0, kc, vc, f->wscores, 0);
         } else {
-            sks__job j = {sks__attn_worker, 0, 1, f, T, p0, kc, vc, 0};
+            sks__job j = {sks__attn_worker, 0, 1, f, T, p0, kc, vc, 0, NULL, NULL, NULL};
             sks__parallel(&j, f->n_workers);
         }
     }
     if (!(W = sks__mat(m, SKS_ROLE_WO, l))) return SKS_ENOTFOUND;
     if ((rc = sks_matmul_wt(W, f->att, T, f->y, f->ws, f->ws_floats))) return rc;
-    for (int64_t i = 0; i < (int64_t)T * d; i++) f->x[i] += f->y[i];
+    /* h += attention output; xn = RMSNorm(h) * gamma_ffn (the norm leaves h as it is) */
+    if ((rc = sks__vec(m, SKS_ROLE_FFN_NORM, l, f->vec))) return rc;
+    sks__addnorm(f, T, f->x, f->y, f->vec);
     if (hk && hk->on_residual && (rc = hk->on_residual(hk->ud, 2 * l + 1, f->x, T, (int)d))) return rc;
 
     /* FFN: W_down (SiLU(W_gate x) * (W_up x)) */
-    if ((rc = sks__vec(m, SKS_ROLE_FFN_NORM, l, f->vec))) return rc;
-    sks__rmsnorm(f->x, d, f->xn, d, f->vec, T, d, eps);
     if (hk && hk->on_ffn_in && (rc = hk->on_ffn_in(hk->ud, l, f->xn, T, (int)d))) return rc;
     if (!(W = sks__mat(m, SKS_ROLE_W_GATE, l))) return SKS_ENOTFOUND;
     if ((rc = sks_matmul_wt(W, f->xn, T, f->gate, f->ws, f->ws_floats))) return rc;
     if (!(W = sks__mat(m, SKS_ROLE_W_UP, l))) return SKS_ENOTFOUND;
     if ((rc = sks_matmul_wt(W, f->xn, T, f->up, f->ws, f->ws_floats))) return rc;
     {
-        sks__job j = {sks__swiglu_worker, 0, 1, f, T, p0, NULL, NULL, 0};
+        sks__job j = {sks__swiglu_worker, 0, 1, f, T, p0, NULL, NULL, 0, NULL, NULL, NULL};
         sks__parallel(&j, T >= SKS__PAR_MIN_T ? f->n_workers : 1);
     }
     if (!(W = sks__mat(m, SKS_ROLE_W_DOWN, l))) return SKS_ENOTFOUND;
     if ((rc = sks_matmul_wt(W, f->gate, T, f->y, f->ws, f->ws_floats))) return rc;
     if (hk && hk->on_ffn_out && (rc = hk->on_ffn_out(hk->ud, l, f->y, T, (int)d))) return rc;
-    for (int64_t i = 0; i < (int64_t)T * d; i++) f->x[i] += f->y[i];
+    sks__addnorm(f, T, f->x, f->y, NULL);
     if (hk && hk->on_residual && (rc = hk->on_residual(hk->ud, 2 * l + 2, f->x, T, (int)d))) return rc;
     return 0;
 }
