@@ -238,7 +238,7 @@ def fig_spectrum(res, path, n_max=4):
     n = len(entries)
     fig, axes = plt.subplots(1, n, figsize=(3.4 * n + 1.2, 4.2), squeeze=False)
     for ax, c in zip(axes[0], entries):
-        ev = c["eigenvalues"]
+        ev = np.nan_to_num(c["eigenvalues"], nan=0.0)  # an unconverged pair may be NaN
         r = len(ev)
         mags = np.abs(ev)
         cols = ["#d62728" if i == 0 else ("#1f77b4" if ev[i] >= 0 else "#7f7f7f") for i in range(r)]
