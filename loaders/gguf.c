@@ -803,6 +803,27 @@ int sks__open_gguf(const char *path, sks_model **out) {
         if ((rc = sks_model_set_tensor(m, role, (int)layer, (sks_dtype)dt, ndim, shape, data + t->offset, name)))
             goto fail_m;
     }
+    /* Name a missing tensor as the file would (blk.3.attn_q.bias). */
+    for (int r = 0; r < SKS_ROLE_COUNT; r++) {
+        sks_role role = (sks_role)r;
+        int need = role != SKS_ROLE_LM_HEAD;
+        if (role == SKS_ROLE_BQ || role == SKS_ROLE_BK || role == SKS_ROLE_BV) need = a.has_qkv_bias;
+        if (role == SKS_ROLE_Q_NORM || role == SKS_ROLE_K_NORM) need = a.has_qk_norm;
+        int l0 = sks_role_is_per_layer(role) ? 0 : -1, l1 = sks_role_is_per_layer(role) ? a.n_layers : 0;
+        for (int l = l0; need && l < l1; l++) {
+            if (sks_model_tensor(m, role, l)) continue;
+            const char *nm = role == SKS_ROLE_EMBED ? "token_embd.weight" : "output_norm.weight";
+            char buf[96];
+            for (size_t i = 0; i < sizeof sks__gguf_layer_names / sizeof sks__gguf_layer_names[0]; i++)
+                if (sks__gguf_layer_names[i].role == role) {
+                    snprintf(buf, sizeof buf, "blk.%d.%s", l, sks__gguf_layer_names[i].suffix);
+                    nm = buf;
+                }
+            rc = sks_fail(SKS_ENOTFOUND, "%s: tensor %s (%s) is missing for %s with %d layers", path, nm,
+                          sks_role_name(role), a.family, a.n_layers);
+            goto fail_m;
+        }
+    }
     if ((rc = sks_model_validate(m))) goto fail_m;
     *out = m;
     return 0;

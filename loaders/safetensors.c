@@ -411,7 +411,40 @@ out:
 }
 
 /* The config promises shapes; a tensor of another shape means the two files disagree. */
+/* The HF name of (role, layer), for messages. */
+static void sks__hf_name(sks_role role, int layer, char *out, size_t n) {
+    if (role == SKS_ROLE_EMBED) snprintf(out, n, "model.embed_tokens.weight");
+    else if (role == SKS_ROLE_FINAL_NORM) snprintf(out, n, "model.norm.weight");
+    else if (role == SKS_ROLE_LM_HEAD) snprintf(out, n, "lm_head.weight");
+    else {
+        for (size_t i = 0; i < sizeof sks__hf_layer_names / sizeof sks__hf_layer_names[0]; i++)
+            if (sks__hf_layer_names[i].role == role) {
+                snprintf(out, n, "model.layers.%d.%s", layer, sks__hf_layer_names[i].suffix);
+                return;
+            }
+        snprintf(out, n, "%s", sks_role_name(role));
+    }
+}
+
 static int sks__st_validate(sks_model *m, const char *config) {
+    /* Name a missing tensor as the file would (model.layers.3.mlp.up_proj.weight). */
+    const sks_arch *a = &m->arch;
+    for (int r = 0; r < SKS_ROLE_COUNT; r++) {
+        sks_role role = (sks_role)r;
+        int need = !(role == SKS_ROLE_LM_HEAD || role == SKS_ROLE_BQ || role == SKS_ROLE_BK || role == SKS_ROLE_BV ||
+                     role == SKS_ROLE_Q_NORM || role == SKS_ROLE_K_NORM);
+        if (role == SKS_ROLE_BQ || role == SKS_ROLE_BK || role == SKS_ROLE_BV) need = a->has_qkv_bias;
+        if (role == SKS_ROLE_Q_NORM || role == SKS_ROLE_K_NORM) need = a->has_qk_norm;
+        if (!need) continue;
+        int l0 = sks_role_is_per_layer(role) ? 0 : -1, l1 = sks_role_is_per_layer(role) ? a->n_layers : 0;
+        for (int l = l0; l < l1; l++) {
+            if (sks_model_tensor(m, role, l)) continue;
+            char nm[160];
+            sks__hf_name(role, l, nm, sizeof nm);
+            return sks_fail(SKS_ECONFIG, "%s disagrees with the tensors: %s (%s) is missing for family %s with %d layers",
+                            config, nm, sks_role_name(role), a->family, a->n_layers);
+        }
+    }
     int rc = sks_model_validate(m);
     if (rc == SKS_ESHAPE || rc == SKS_ENOTFOUND) {
         char msg[768];
