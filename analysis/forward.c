@@ -11,8 +11,10 @@
  *   xn   = RMSNorm(h) * gamma_ffn
  *   h   += (SiLU(xn W_gate^T) * (xn W_up^T)) W_down^T
  * Every projection is one sgemm over the T tokens (sks_matmul_wt); attention is two
- * sgemms per head (Q K^T, then A V) with the softmax between them. RMS and softmax
- * sums accumulate in f64; RoPE angles are computed in f64.
+ * sgemms per head and block of 128 query rows (Q K^T, then A V) with the softmax
+ * between them. RMS and softmax sums accumulate in f64; RoPE angles are computed in f64.
+ * Attention heads, SwiGLU and (for long sequences) the row-wise add / RMSNorm / RoPE run
+ * on worker threads; the projections use OpenBLAS's own threads.
  */
 #include "sks_forward.h"
 
@@ -410,7 +412,7 @@ static void sks__swiglu_worker(sks__job *j, int w, int nw) {
 static int sks__layer(sks_forward *f, int l, int T, int p0, float *kc, float *vc, sks_fwd_mode mode,
                       const sks_fwd_hooks *hk) {
     const sks_model *m = f->m;
-    const int64_t d = f->d, qd = f->qd, kd = f->kd, dh = f->dh, H = f->H, Hkv = f->Hkv, ff = f->f;
+    const int64_t d = f->d, qd = f->qd, kd = f->kd, dh = f->dh, H = f->H, Hkv = f->Hkv;
     const double eps = f->a.norm_eps;
     int rc;
     const sks_tensor *W;
@@ -456,7 +458,6 @@ static int sks__layer(sks_forward *f, int l, int T, int p0, float *kc, float *vc
     if ((rc = sks__add_bias(f, SKS_ROLE_BV, l, vn, T, kd, kd))) return rc;
 
     const int64_t grp = H / Hkv;
-    (void)ff;
     if (mode == SKS_FWD_INDEPENDENT) {
         /* one token alone: softmax over one key is 1, head h outputs v_{g(h)} */
         for (int64_t t = 0; t < T; t++)
