@@ -22,6 +22,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+int sks__has_control(const char *s, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) return 1;
+    return 0;
+}
+
+const char *sks__printable(const char *s, char *buf, size_t cap) {
+    size_t i = 0;
+    for (; s && s[i] && i + 1 < cap; i++) buf[i] = ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) ? '?' : s[i];
+    buf[i] = 0;
+    return buf;
+}
+
 int sks__json_depth(const char *buf, size_t len, int max_depth) {
     int depth = 0, maxd = 0, in_str = 0;
     for (size_t i = 0; i < len; i++) {
@@ -131,10 +144,11 @@ static int sks__cfg_family(const json_t *root, const char *path, sks_arch *a) {
             return 0;
         }
     }
+    char pb[96];
     return sks_fail(SKS_EUNSUPPORTED,
                     "%s: architecture '%s' is not supported (sinkscope reads LlamaForCausalLM, MistralForCausalLM, "
                     "Qwen2ForCausalLM, Qwen3ForCausalLM: pre-norm decoders with RMSNorm, SwiGLU and RoPE)",
-                    path, arch ? arch : mts);
+                    path, sks__printable(arch ? arch : mts, pb, sizeof pb));
 }
 
 /* RoPE scaling from either {"rope_type"|"type": ..., "factor": ...} object. */
@@ -165,7 +179,9 @@ static int sks__cfg_rope_scaling(const json_t *rs, const char *path, sks_arch *a
                             path);
         return 0;
     }
-    return sks_fail(SKS_EUNSUPPORTED, "%s: rope type '%s' is not supported (default, linear, llama3)", path, type);
+    char pb[64];
+    return sks_fail(SKS_EUNSUPPORTED, "%s: rope type '%s' is not supported (default, linear, llama3)", path,
+                    sks__printable(type, pb, sizeof pb));
 }
 
 static int sks__cfg_fill(const json_t *root, const char *path, sks_arch *a) {
@@ -192,9 +208,10 @@ static int sks__cfg_fill(const json_t *root, const char *path, sks_arch *a) {
 
     json_t *act = json_object_get(root, "hidden_act");
     if (!act) act = json_object_get(root, "hidden_activation");
+    char pb[64];
     if (act && json_is_string(act) && strcmp(json_string_value(act), "silu") && strcmp(json_string_value(act), "swish"))
         return sks_fail(SKS_EUNSUPPORTED, "%s: hidden_act '%s' is not supported (SwiGLU with silu only)", path,
-                        json_string_value(act));
+                        sks__printable(json_string_value(act), pb, sizeof pb));
     int attn_bias = 0, mlp_bias = 0;
     if ((rc = sks__cfg_bool(root, "attention_bias", 0, path, &attn_bias))) return rc;
     if ((rc = sks__cfg_bool(root, "mlp_bias", 0, path, &mlp_bias))) return rc;

@@ -20,6 +20,12 @@
 /* Most dimensions of one tensor in any format. */
 #define SKS__MAX_DIMS 8
 
+/* 1 if s[0..n) holds a control character (< 0x20 or 0x7f). Names and keys with them are
+ * refused so that every error message stays one printable line. */
+int sks__has_control(const char *s, size_t n);
+/* Copy of s for a message: at most cap-1 bytes, control characters replaced by '?'. */
+const char *sks__printable(const char *s, char *buf, size_t cap);
+
 /* Nesting depth of the JSON text in buf (brackets outside strings); -1 if it exceeds
  * max_depth (scanning stops there). */
 int sks__json_depth(const char *buf, size_t len, int max_depth);

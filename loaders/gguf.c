@@ -250,8 +250,9 @@ int sks__gguf_parse(const void *buf, size_t len, const char *path, struct sks_gg
         sks__gguf_kv *kv = &g->kv[i];
         g->n_kv = i + 1; /* so that sks__gguf_free sees what was allocated */
         if ((rc = sks__rd_str(&r, &kv->key, &kv->key_len, "metadata key"))) goto fail;
-        if (kv->key_len == 0) {
-            rc = sks_fail(SKS_EFORMAT, "%s: metadata key %llu is empty", path, (unsigned long long)i);
+        if (kv->key_len == 0 || kv->key_len > 65535 || sks__has_control(kv->key, kv->key_len)) {
+            rc = sks_fail(SKS_EFORMAT, "%s: metadata key %llu is empty, too long or holds control characters", path,
+                          (unsigned long long)i);
             goto fail;
         }
         if ((rc = sks__rd_u32(&r, &kv->type, "metadata type"))) goto fail;
@@ -272,8 +273,9 @@ int sks__gguf_parse(const void *buf, size_t len, const char *path, struct sks_gg
     for (uint64_t i = 0; i < n_t; i++) {
         sks__gguf_tensor *t = &g->t[i];
         if ((rc = sks__rd_str(&r, &t->name, &t->name_len, "tensor name"))) goto fail;
-        if (t->name_len == 0 || t->name_len > 256) {
-            rc = sks_fail(SKS_EFORMAT, "%s: tensor %llu: name of %zu bytes", path, (unsigned long long)i, t->name_len);
+        if (t->name_len == 0 || t->name_len > 256 || sks__has_control(t->name, t->name_len)) {
+            rc = sks_fail(SKS_EFORMAT, "%s: tensor %llu: name of %zu bytes is empty, too long or holds control characters",
+                          path, (unsigned long long)i, t->name_len);
             goto fail;
         }
         if ((rc = sks__rd_u32(&r, &t->n_dims, "tensor n_dims"))) goto fail;
@@ -681,8 +683,10 @@ static int sks__gguf_arch(const struct sks_gguf *g, const char *path, sks_arch *
             if ((rc = sks__gguf_num(g, arch, "rope.scaling.factor", 1, 1, path, &a->rope_factor))) return rc;
             if (!(a->rope_factor > 0)) return sks_fail(SKS_ECONFIG, "%s: rope.scaling.factor must be positive", path);
         } else if (!(sn == 4 && !memcmp(st, "none", 4))) {
-            return sks_fail(SKS_EUNSUPPORTED, "%s: %s = '%.*s' is not supported (none, linear)", path, key,
-                            (int)(sn > 32 ? 32 : sn), st);
+            char raw[33], pb[33];
+            snprintf(raw, sizeof raw, "%.*s", (int)(sn > 32 ? 32 : sn), st);
+            return sks_fail(SKS_EUNSUPPORTED, "%s: %s = '%s' is not supported (none, linear)", path, key,
+                            sks__printable(raw, pb, sizeof pb));
         }
     }
     (void)sks__gguf_int(g, arch, "rope.scaling.original_context_length", 0, 0, INT_MAX, 0, path,

@@ -68,7 +68,9 @@ static int sks__st_entry_parse(const char *key, json_t *v, const sks__st_header 
             snprintf(e->st_dtype, sizeof e->st_dtype, "%s", sks__st_dtypes[i].name);
         }
     }
-    if (e->dtype == -2) return sks_fail(SKS_EDTYPE, "%s: tensor %s: unknown dtype '%.32s'", path, key, ds);
+    char pb[40];
+    if (e->dtype == -2)
+        return sks_fail(SKS_EDTYPE, "%s: tensor %s: unknown dtype '%s'", path, key, sks__printable(ds, pb, sizeof pb));
     size_t nd = json_array_size(sh);
     if (nd > SKS__MAX_DIMS) return sks_fail(SKS_ESHAPE, "%s: tensor %s: %zu dimensions (at most %d)", path, key, nd, SKS__MAX_DIMS);
     e->ndim = (int)nd;
@@ -154,6 +156,10 @@ int sks__st_parse(const void *buf, size_t len, const char *path, sks__st_header 
         }
         if (strlen(key) == 0 || strlen(key) > 1024) {
             rc = sks_fail(SKS_EFORMAT, "%s: tensor name of %zu bytes", path, strlen(key));
+            goto out;
+        }
+        if (sks__has_control(key, strlen(key))) {
+            rc = sks_fail(SKS_EFORMAT, "%s: a tensor name contains control characters", path);
             goto out;
         }
         if ((rc = sks__st_entry_parse(key, v, h, path, &h->e[h->n]))) goto out;
@@ -295,7 +301,8 @@ static int sks__st_name_cmp(const void *a, const void *b) {
 
 /* Shard file names must be plain names inside the model directory. */
 static int sks__plain_name(const char *s) {
-    return s[0] && !strchr(s, '/') && !strchr(s, '\\') && !strstr(s, "..") && strlen(s) < 1024;
+    return s[0] && !strchr(s, '/') && !strchr(s, '\\') && !strstr(s, "..") && strlen(s) < 1024 &&
+           !sks__has_control(s, strlen(s));
 }
 
 static int sks__st_open_index(sks_model *m, const char *dir, const char *index_path) {
@@ -350,13 +357,16 @@ static int sks__st_open_index(sks_model *m, const char *dir, const char *index_p
     /* Unique shard names in order of first mention (the number of shards is small). */
     json_object_foreach(wm, key, v) {
         if (!json_is_string(v)) {
-            rc = sks_fail(SKS_EFORMAT, "%s: weight_map[%s] is not a file name", index_path, key);
+            char pk[128];
+            rc = sks_fail(SKS_EFORMAT, "%s: weight_map[%s] is not a file name", index_path,
+                          sks__printable(key, pk, sizeof pk));
             goto out;
         }
         const char *s = json_string_value(v);
         if (!sks__plain_name(s)) {
-            rc = sks_fail(SKS_EFORMAT, "%s: weight_map[%s] = '%.200s' is not a plain file name in the model directory",
-                          index_path, key, s);
+            char pk[128], ps[128];
+            rc = sks_fail(SKS_EFORMAT, "%s: weight_map[%s] = '%s' is not a plain file name in the model directory",
+                          index_path, sks__printable(key, pk, sizeof pk), sks__printable(s, ps, sizeof ps));
             goto out;
         }
         size_t j = 0;
@@ -397,7 +407,9 @@ static int sks__st_open_index(sks_model *m, const char *dir, const char *index_p
         sks__st_entry probe = {0};
         probe.name = (char *)key;
         if (!bsearch(&probe, hdrs[j].e, hdrs[j].n, sizeof probe, sks__st_name_cmp)) {
-            rc = sks_fail(SKS_ENOTFOUND, "%s: weight_map puts %s in %s, which has no such tensor", index_path, key, s);
+            char pk[128];
+            rc = sks_fail(SKS_ENOTFOUND, "%s: weight_map puts %s in %s, which has no such tensor", index_path,
+                          sks__printable(key, pk, sizeof pk), s);
             goto out;
         }
     }

@@ -249,6 +249,9 @@ static void test_st_spans_and_shapes(void **state) {
     /* 16. end before begin */
     write_st(d, "i.safetensors", "{\"t\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[8,4]}}", 16, 0);
     expect_open(d, "i.safetensors", SKS_EFORMAT, "end 4 < begin 8");
+    /* 16b. a tensor name with a newline (messages must stay one line) */
+    write_st(d, "k.safetensors", "{\"t\\nx\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4, 0);
+    expect_open(d, "k.safetensors", SKS_EFORMAT, "control characters");
     /* 17. more dimensions than any tensor has */
     write_st(d, "j.safetensors",
              "{\"t\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,4]}}", 4, 0);
@@ -695,6 +698,16 @@ static void test_gguf_header(void **state) {
     put_u64(&b, 1);
     put(&b, "x", 1);
     gguf_raw(&b, SKS_EFORMAT, "nested deeper");
+    /* 54b. a key with a newline */
+    b.n = 0;
+    put(&b, "GGUF", 4);
+    put_u32(&b, 3);
+    put_u64(&b, 0);
+    put_u64(&b, 1);
+    put_str(&b, "general.\narchitecture");
+    put_u32(&b, SKS_GGUF_UINT8);
+    put(&b, "x", 1);
+    gguf_raw(&b, SKS_EFORMAT, "control characters");
     /* 55. unknown value type */
     b.n = 0;
     put(&b, "GGUF", 4);
