@@ -63,6 +63,15 @@ static char *sks__slurp(const char *path) {
     return b;
 }
 
+/* sks_cli_fail without the library's own "synth: " prefix */
+static int sks__synth_fail(int rc) {
+    const char *msg = sks_last_error();
+    if (!msg || !*msg) msg = sks_strerror(rc);
+    if (!strncmp(msg, "synth: ", 7)) msg += 7;
+    fprintf(stderr, "sinkscope synth: %s\n", msg);
+    return 1;
+}
+
 int sks_cmd_synth(int argc, char **argv) {
     const char *preset = NULL, *config = NULL, *outdir = NULL, *dtype = "f32";
     long seed = 1, maxshard = 0;
@@ -119,15 +128,15 @@ int sks_cmd_synth(int argc, char **argv) {
         rc = sks_synth_config_from_json(text, config, &cfg);
         free(text);
     }
-    if (rc) return sks_cli_fail("synth", rc);
+    if (rc) return sks__synth_fail(rc);
     sks_synth *s = NULL;
-    if ((rc = sks_synth_new(&cfg, (uint64_t)seed, &s))) return sks_cli_fail("synth", rc);
+    if ((rc = sks_synth_new(&cfg, (uint64_t)seed, &s))) return sks__synth_fail(rc);
     sks_cli_progress_install(quiet);
     double t0 = sks_now();
     rc = sks_synth_write(s, outdir, dt, (uint64_t)maxshard);
     if (rc) {
         sks_synth_free(s);
-        return sks_cli_fail("synth", rc);
+        return sks__synth_fail(rc);
     }
     const sks_arch *a = sks_synth_arch(s);
     const sks_synth_planted *p = sks_synth_get_planted(s);
