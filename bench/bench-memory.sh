@@ -66,7 +66,8 @@ run() {
     wait "$tpid"
     local rc=$?
     wait "$spid" 2>/dev/null
-    read -r anon file hwm <"$TMP/$name.mem" 2>/dev/null || { anon=0; file=0; hwm=0; }
+    anon=0 file=0 hwm=0
+    [ -s "$TMP/$name.mem" ] && read -r anon file hwm <"$TMP/$name.mem"
     local maxrss wall est
     maxrss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$TMP/$name.err")
     wall=$(awk '/Elapsed \(wall clock\)/ {print $NF}' "$TMP/$name.err")

@@ -266,9 +266,11 @@ static void sks__first_diff(const char *a, const char *b, char *out, size_t cap)
     snprintf(out, cap, "(differs)");
 }
 
+/* Files this code writes into a parts folder: "<kind>-NNNN.msgpack", and the
+ * "<name>.tmp.<pid>" leftovers of writes that a kill interrupted. */
 static int sks__is_part_name(const char *s) {
-    size_t n = strlen(s);
-    return n > 8 && !strcmp(s + n - 8, ".msgpack") && strchr(s, '-') != NULL;
+    const char *dash = strchr(s, '-'), *ext = strstr(s, ".msgpack");
+    return dash && ext && dash < ext && (!ext[8] || !strncmp(ext + 8, ".tmp.", 5));
 }
 
 static int sks__parts_open_rank0(sks_dist_parts *p, const char *manifest, int resume) {
@@ -365,7 +367,7 @@ void sks_dist_parts_remove(sks_dist_parts *p) {
     if (dp) {
         struct dirent *e;
         while ((e = readdir(dp))) {
-            if (!sks__is_part_name(e->d_name) && strcmp(e->d_name, "manifest.txt")) continue;
+            if (!sks__is_part_name(e->d_name) && strncmp(e->d_name, "manifest.txt", 12)) continue;
             char path[4096];
             snprintf(path, sizeof path, "%s/%s", p->dir, e->d_name);
             unlink(path);
