@@ -65,7 +65,7 @@ struct sks_forward {
     float *kc, *vc;  /* (L, max_T, kd) KV cache, allocated by the first generate */
     float *logit1;   /* (V) last-position logits while generating */
     int n_workers;   /* threads for attention heads and SwiGLU */
-    float *wscores;  /* (n_workers, SKS__QBLOCK, max_T) per-worker score blocks */
+    float *wscores;  /* (n_workers, SKS__QBLOCK, max_T) per-worker score blocks, lazily */
     float *pscores;  /* (n_workers, max_T, max_T) lazily, parallel heads with probabilities */
 };
 
@@ -247,9 +247,8 @@ int sks_forward_new(const sks_model *m, int max_T, sks_forward **out) {
     if (f->n_workers > SKS__MAX_WORKERS) f->n_workers = SKS__MAX_WORKERS;
     if (f->n_workers > f->H) f->n_workers = (int)f->H;
     if (f->n_workers < 1) f->n_workers = 1;
-    f->wscores = sks_malloc_n((size_t)f->n_workers * SKS__QBLOCK, T * sizeof(float));
     if (!f->x || !f->xn || !f->q || !f->k || !f->v || !f->att || !f->y || !f->gate || !f->up ||
-        !f->vec || !f->vec2 || !f->ws || !f->rope_cos || !f->rope_sin || !f->logit1 || !f->wscores) {
+        !f->vec || !f->vec2 || !f->ws || !f->rope_cos || !f->rope_sin || !f->logit1) {
         sks_forward_free(f);
         return sks_fail(SKS_ENOMEM, "forward: out of memory for workspaces of %d tokens", max_T);
     }
@@ -487,6 +486,10 @@ static int sks__layer(sks_forward *f, int l, int T, int p0, float *kc, float *vc
                 sks__attn_head(f, h, T, p0, kc, vc, f->scores, 1);
                 if ((rc = hk->on_attn_probs(hk->ud, l, (int)h, f->scores, T))) return rc;
             }
+        } else if (!f->wscores && !(f->wscores = sks_malloc_n((size_t)f->n_workers * SKS__QBLOCK,
+                                                                (size_t)f->max_T * sizeof(float)))) {
+            /* allocated on the first causal pass: independent-token sweeps never need it */
+            return sks_fail(SKS_ENOMEM, "forward: out of memory for attention score blocks");
         } else if (f->n_workers <= 1 || T < SKS__PAR_MIN_T) {
             for (int64_t h = 0; h < H; h++) sks__attn_head(f, h, T, p0, kc, vc, f->wscores, 0);
         } else {
