@@ -21,6 +21,7 @@
  */
 #include <math.h>
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -50,6 +51,14 @@ static int fill_bf16(float *w, size_t n, double scale) {
     sks_bf16_to_f32(tmp, w, n);
     free(tmp);
     return 0;
+}
+
+/* CPU seconds of this process (all threads): with other jobs on the machine, wall time
+ * measures the share we got, CPU time the work we did. */
+static double cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 static double loadavg(void) {
@@ -89,13 +98,15 @@ int main(int argc, char **argv) {
         return 2;
     }
     rng_state = seed;
+    setvbuf(stdout, NULL, _IOLBF, 0); /* progress visible when redirected */
     printf("bench-quadform: d %d f %d, eigs: %d channels x top-%d (tol %g, %s operator), naive %d, plant %d\n", d, f,
            neig, r, tol, use64 ? "f64" : "f32", nnaive, plant);
     printf("load average before: %.2f\n", loadavg());
 
-    double t0 = sks_now();
+    double t0 = sks_now(), c0 = cpu_now();
     double sg = sks_sgemm_gflops(4096, 3);
-    printf("%-10s %8.2f s   %8.1f GFLOP/s (4096^3, best of 3)\n", "sgemm", sks_now() - t0, sg);
+    printf("%-10s %8.2f s   %8.1f GFLOP/s (4096^3, best of 3; cpu %.2f s)\n", "sgemm", sks_now() - t0, sg,
+           cpu_now() - c0);
 
     size_t fd = (size_t)f * d;
     float *G = malloc(fd * sizeof *G), *U = malloc(fd * sizeof *U), *Dn = malloc(fd * sizeof *Dn);
@@ -130,15 +141,17 @@ int main(int argc, char **argv) {
     double *tr = malloc((size_t)d * sizeof *tr), *fr = malloc((size_t)d * sizeof *fr);
 
     t0 = sks_now();
+    c0 = cpu_now();
     int rc = sks_quadform_traces(&q, tr);
     double t_tr = sks_now() - t0;
-    printf("%-10s %8.2f s\n", "traces", t_tr);
+    printf("%-10s %8.2f s   (cpu %.2f s)\n", "traces", t_tr, cpu_now() - c0);
 
     t0 = sks_now();
+    c0 = cpu_now();
     rc = rc ? rc : sks_quadform_frobenius(&q, fr);
     double t_fr = sks_now() - t0, fl_fr = sks_quadform_frobenius_flops(d, f, 0);
-    printf("%-10s %8.2f s   %8.1f GFLOP/s = %.0f%% of sgemm (%.3g flop)\n", "frobenius", t_fr, fl_fr / t_fr * 1e-9,
-           100.0 * fl_fr / t_fr * 1e-9 / sg, fl_fr);
+    printf("%-10s %8.2f s   %8.1f GFLOP/s = %.0f%% of sgemm (%.3g flop; cpu %.2f s)\n", "frobenius", t_fr,
+           fl_fr / t_fr * 1e-9, 100.0 * fl_fr / t_fr * 1e-9 / sg, fl_fr, cpu_now() - c0);
     if (rc) {
         fprintf(stderr, "bench-quadform: %s\n", sks_last_error());
         return 1;
@@ -165,8 +178,10 @@ int main(int argc, char **argv) {
     int nconv = 0;
     if (neig > 0) {
         t0 = sks_now();
+        c0 = cpu_now();
         rc = sks_quadform_top_eigs(use64 ? NULL : &q, use64 ? &q64 : NULL, ch, neig, &o, &x, ev, V, info);
         t_eig = sks_now() - t0;
+        double c_eig = cpu_now() - c0;
         if (rc && rc != SKS_ENOCONV) {
             fprintf(stderr, "bench-quadform: %s\n", sks_last_error());
             return 1;
@@ -174,9 +189,11 @@ int main(int argc, char **argv) {
         for (int i = 0; i < neig; i++) mv += info[i].matvecs, nconv += info[i].n_conv == r;
         fl_eig = (double)mv * 8.0 * f * d; /* four GEMM products of 2 f d per vector */
         printf("%-10s %8.2f s   %8.1f GFLOP/s = %.0f%% of sgemm; %ld matvecs (%.0f per channel), %d restarts, "
-               "%d/%d channels converged\n",
+               "%d/%d channels converged; cpu %.2f s\n",
                "eigs", t_eig, fl_eig / t_eig * 1e-9, 100.0 * fl_eig / t_eig * 1e-9 / sg, mv, (double)mv / neig,
-               x.restarts, nconv, neig);
+               x.restarts, nconv, neig, c_eig);
+        printf("           %d rounds, %.2f s in the operator (%.1f GFLOP/s there), %.2f s in the solver\n", x.rounds,
+               x.op_seconds, fl_eig / x.op_seconds * 1e-9, t_eig - x.op_seconds);
         double worst = 0.0;
         for (int i = 0; i < neig * r; i++) worst = fmax(worst, res[i]);
         printf("           worst relative residual %.2e; channel %d: lambda %.6g %.6g, dominance %.2f, energy %.3f\n",

@@ -300,6 +300,8 @@ int sks_eigs_topk_multi(sks_symop_multi_fn op, void *ud, int n, int nprob, const
         }
     }
 
+    double op_seconds = 0.0;
+    int rounds = 0;
     for (;;) {
         int nact = 0;
         for (int p = 0; p < nprob; p++)
@@ -312,7 +314,10 @@ int sks_eigs_topk_multi(sks_symop_multi_fn op, void *ud, int n, int nprob, const
                 for (int j = 0; j < nb; j++)
                     X[(size_t)i * ld + a * nb + j] = j < q->nbp ? q->Vt[(size_t)(q->k + j) * n + i] : 0.0;
         }
+        double t_op = sks_now();
         rc = op(ud, n, nact, prob, nb, X, Y);
+        op_seconds += sks_now() - t_op;
+        rounds++;
         if (rc) goto out;
         for (int a = 0; a < nact; a++) {
             sks__prob *q = &P[prob[a]];
@@ -359,6 +364,8 @@ int sks_eigs_topk_multi(sks_symop_multi_fn op, void *ud, int n, int nprob, const
         }
     }
     if (x) {
+        x->op_seconds = op_seconds;
+        x->rounds = rounds;
         x->restarts = 0;
         for (int p = 0; p < nprob; p++) x->restarts += P[p].restarts;
     }

@@ -95,6 +95,8 @@ typedef struct {
     const double *start;  /* start vectors: (n, block) row-major per problem
                              ((nprob, n, block) for the multi solver); NULL = random */
     int restarts;         /* out: thick restarts, summed over problems */
+    int rounds;           /* out: operator callbacks (lockstep rounds) */
+    double op_seconds;    /* out: wall time spent inside the operator callback */
 } sks_eigs_extra;
 
 typedef struct {

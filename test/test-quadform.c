@@ -137,6 +137,40 @@ static void test_matvec_batch(void **state) {
     sks_quadform64_free(&m.q64);
 }
 
+/* Both matvec layouts (row-blocked for narrow batches, whole GEMMs for wide ones) on a
+ * shape with f > 128 and a ragged last row block: f 300, d 32, m 5 and m 200. The
+ * reference is S_k v = 1/2 sum_j D_k[j] (g_j (u_j . v) + u_j (g_j . v)) in f64 loops. */
+static void test_matvec_layouts(void **state) {
+    (void)state;
+    rng_seed(6);
+    enum { d = 32, f = 300 };
+    float *G = malloc(sizeof(float) * f * d), *U = malloc(sizeof(float) * f * d), *Dn = malloc(sizeof(float) * d * f);
+    for (int i = 0; i < f * d; i++) G[i] = (float)rng_gauss(), U[i] = (float)rng_gauss(), Dn[i] = (float)rng_gauss();
+    sks_quadform q = {.d = d, .f = f, .G = G, .U = U, .Down = Dn};
+    int ms[2] = {5, 200};
+    for (int t = 0; t < 2; t++) {
+        int m = ms[t];
+        int *ch = malloc(sizeof(int) * m);
+        float *V = malloc(sizeof(float) * d * m), *Y = malloc(sizeof(float) * d * m);
+        float *ws = malloc(sizeof(float) * sks_quadform_ws_size(&q, m));
+        for (int i = 0; i < m; i++) ch[i] = (int)(rng_u64() % d);
+        for (int i = 0; i < d * m; i++) V[i] = (float)rng_gauss();
+        assert_int_equal(sks_quadform_matvec_batch(&q, ch, m, V, m, Y, m, ws), 0);
+        for (int i = 0; i < m; i++) {
+            double y[d] = {0}, nr = 0.0, e = 0.0;
+            for (int j = 0; j < f; j++) {
+                double gv = 0.0, uv = 0.0, dj = Dn[(size_t)ch[i] * f + j];
+                for (int a = 0; a < d; a++) gv += (double)G[j * d + a] * V[a * m + i], uv += (double)U[j * d + a] * V[a * m + i];
+                for (int a = 0; a < d; a++) y[a] += 0.5 * dj * (G[j * d + a] * uv + U[j * d + a] * gv);
+            }
+            for (int a = 0; a < d; a++) nr += y[a] * y[a], e += (Y[a * m + i] - y[a]) * (Y[a * m + i] - y[a]);
+            assert_true(sqrt(e / nr) < 1e-5);
+        }
+        free(ch); free(V); free(Y); free(ws);
+    }
+    free(G); free(U); free(Dn);
+}
+
 /* Traces and Frobenius norms of every channel, several block sizes (one dividing f,
  * ragged ones, one larger than f). */
 static void test_traces_frobenius(void **state) {
@@ -310,6 +344,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dense_matches_definition),
         cmocka_unit_test(test_matvec_batch),
+        cmocka_unit_test(test_matvec_layouts),
         cmocka_unit_test(test_traces_frobenius),
         cmocka_unit_test(test_top_eigs_vs_dsyevr),
         cmocka_unit_test(test_planted_spike),
