@@ -58,7 +58,11 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[1], sks__cmds[i].name)) {
             /* under mpirun: MPI_Init here, MPI_Finalize after the command (cli/dist.c) */
             sks_dist_init(&argc, &argv);
-            int rc = sks__cmds[i].fn(argc - 1, argv + 1);
+            /* commands that do not split their work run on rank 0 only */
+            static const char *const split[] = {"spikes", "vocab-sweep", "sinks", "analyze"};
+            int aware = 0;
+            for (size_t k = 0; k < sizeof split / sizeof split[0]; k++) aware |= !strcmp(argv[1], split[k]);
+            int rc = aware || sks_dist_rank() == 0 ? sks__cmds[i].fn(argc - 1, argv + 1) : 0;
             sks_dist_finalize();
             return rc;
         }
