@@ -278,7 +278,6 @@ static const char *sks__piece(void *ud, int id) {
 /* ---- stage 1: trace ------------------------------------------------------------------- */
 
 static int sks__stage_trace(sks__run *R, int n_stages) {
-    const sks_arch *a = sks_model_arch(R->m);
     sks_trace_opts_default(&R->to);
     R->to.abs_thresh = R->o->abs_thresh;
     R->to.ratio = R->o->ratio;
@@ -302,7 +301,6 @@ static int sks__stage_trace(sks__run *R, int n_stages) {
     R->rate = R->t_trace > 1e-3 ? flops / R->t_trace : 1e10;
     if (!rc) sks__done("trace", R->t_trace, path);
     free(path);
-    (void)a;
     return rc;
 }
 
