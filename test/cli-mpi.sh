@@ -9,7 +9,8 @@
 # byte), ignoring only the timing keys. Every run uses one BLAS thread: OpenBLAS sums
 # in a thread-count-dependent order, and mpirun binds each rank to one core, so a
 # single-process run with more threads differs in the last bits (docs/scale.md).
-# Also: only rank 0 prints (one --json line), and a bad option fails on every rank.
+# Also: only rank 0 prints (one --json line), a bad option fails on every rank, and a
+# command that does not split its work (inspect) runs once.
 # Exit 77 when mpirun is missing or BINARY was built without MPI.
 set -u
 BIN=$1
@@ -89,4 +90,7 @@ n=$("${MPI[@]}" -np 3 "$BIN" spikes "$TMP/tiny" --layers 0-3 --top-frob 1 -o "$T
 "${MPI[@]}" -np 2 "$BIN" spikes "$TMP/tiny" --rank 0 -o "$TMP/bad.msgpack" >/dev/null 2>&1 &&
     fail "a bad option under mpirun exited 0"
 [ -e "$TMP/bad.msgpack" ] && fail "a failed run wrote its output"
+# a command that does not split its work runs once, on rank 0
+n=$("${MPI[@]}" -np 3 "$BIN" inspect "$TMP/tiny" 2>/dev/null | grep -c '^model')
+[ "$n" = 1 ] || fail "inspect under 3 ranks printed its table $n times, want 1"
 echo "cli-mpi: ok"
