@@ -55,6 +55,7 @@ typedef struct {
     lapack_int *isuppz; /* (2 kmax) */
     int *order;         /* (kmax) */
     double *y, *ay, *c; /* (n), (n), (kmax) */
+    double *Yb, *R;     /* (r + nb, n): leading Ritz vectors and their residuals */
 } sks__ctx;
 
 static uint64_t sks__rng_u64(uint64_t *s) { /* splitmix64 */
@@ -170,12 +171,6 @@ static void sks__ritz(const sks__ctx *cx, const sks__prob *p, int c, double *y, 
     if (ay) cblas_dgemv(CblasRowMajor, CblasTrans, p->k, n, 1.0, p->Wt, n, cx->c, 1, 0.0, ay, 1);
 }
 
-static double sks__relres(const sks__ctx *cx, double theta, const double *y, double *ay) {
-    cblas_daxpy(cx->n, -theta, y, 1, ay, 1); /* ay <- A y - theta y */
-    double r = cblas_dnrm2(cx->n, ay, 1);
-    return theta != 0.0 ? r / fabs(theta) : (r == 0.0 ? 0.0 : INFINITY);
-}
-
 /* V <- V Z[:, :keep], W <- W Z[:, :keep], H <- diag(theta[:keep]). */
 static void sks__restart(sks__ctx *cx, sks__prob *p, int keep) {
     const int n = cx->n, k = p->k, km = cx->kmax;
@@ -197,11 +192,16 @@ static void sks__step(sks__ctx *cx, sks__prob *p) {
     const int n = cx->n, r = cx->r, nb = cx->nb;
     int nres = p->k < r + nb ? p->k : r + nb;
     int nconv = 0;
-    /* residual vectors of the candidates are recomputed below after a restart; here
-     * only their norms */
+    /* the leading nres Ritz vectors and residuals in two GEMMs (nres, k) x (k, n):
+     * Yb = Z^T V^T, R = Z^T W^T - diag(theta) Yb; a restart leaves them valid */
+    const int km = cx->kmax;
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nres, n, p->k, 1.0, p->Z, km, p->Vt, n, 0.0, cx->Yb, n);
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nres, n, p->k, 1.0, p->Z, km, p->Wt, n, 0.0, cx->R, n);
     for (int c = 0; c < nres; c++) {
-        sks__ritz(cx, p, c, cx->y, cx->ay);
-        p->rel[c] = sks__relres(cx, p->theta[c], cx->y, cx->ay);
+        double *rc = cx->R + (size_t)c * n;
+        cblas_daxpy(n, -p->theta[c], cx->Yb + (size_t)c * n, 1, rc, 1);
+        double rn = cblas_dnrm2(n, rc, 1);
+        p->rel[c] = p->theta[c] != 0.0 ? rn / fabs(p->theta[c]) : (rn == 0.0 ? 0.0 : INFINITY);
         if (c < r && p->rel[c] <= cx->tol) nconv++;
     }
     p->nres = nres;
@@ -218,9 +218,13 @@ static void sks__step(sks__ctx *cx, sks__prob *p) {
     if (want < 1) want = 1;
     for (int c = 0; c < p->k && added < want; c++) {
         if (c < nres && c < r && p->rel[c] <= cx->tol) continue;
-        sks__ritz(cx, p, c, cx->y, cx->ay);
-        cblas_daxpy(n, -p->theta[c], cx->y, 1, cx->ay, 1);
-        if (sks__append(cx, p, p->k + added, cx->ay)) added++;
+        const double *res = cx->R + (size_t)c * n;
+        if (c >= nres) {
+            sks__ritz(cx, p, c, cx->y, cx->ay);
+            cblas_daxpy(n, -p->theta[c], cx->y, 1, cx->ay, 1);
+            res = cx->ay;
+        }
+        if (sks__append(cx, p, p->k + added, res)) added++;
         else break;
     }
     /* fewer candidates than the block (tiny k): fill with random directions */
@@ -270,7 +274,9 @@ int sks_eigs_topk_multi(sks_symop_multi_fn op, void *ud, int n, int nprob, const
     cx.y = sks_malloc_n((size_t)n, sizeof(double));
     cx.ay = sks_malloc_n((size_t)n, sizeof(double));
     cx.c = sks_malloc_n((size_t)kmax, sizeof(double));
-    if (!P || !prob || !X || !Y || !cx.tmp || !cx.Hc || !cx.w || !cx.isuppz || !cx.order || !cx.y || !cx.ay ||
+    cx.Yb = sks_malloc_n((size_t)(cx.r + cx.nb) * n, sizeof(double));
+    cx.R = sks_malloc_n((size_t)(cx.r + cx.nb) * n, sizeof(double));
+    if (!cx.Yb || !cx.R || !P || !prob || !X || !Y || !cx.tmp || !cx.Hc || !cx.w || !cx.isuppz || !cx.order || !cx.y || !cx.ay ||
         !cx.c) {
         rc = sks_fail(SKS_ENOMEM, "sks_eigs_topk_multi: %d problems of %d x %d", nprob, n, kmax);
         goto out;
@@ -392,6 +398,8 @@ out:
     free(cx.y);
     free(cx.ay);
     free(cx.c);
+    free(cx.Yb);
+    free(cx.R);
     return rc;
 }
 
