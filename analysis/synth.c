@@ -677,8 +677,15 @@ int sks_synth_new(const sks_synth_config *cfg, uint64_t seed, sks_synth **out) {
         if ((rc = sks__gamma(s, SKS_ROLE_ATTN_NORM, l, tmp, g))) goto fail;
         sks__norm_pred(h, g, d, SKS__RANDVAR(2 * l), eps, x);
         double kx = sks__dotdf(x, s->vdir, d);
-        s->Gk[l] = kk * sqrt((double)s->dh) / kx;
-        s->Gq[l] = (cfg->sink_margin / kk) / SKS__MTYP(2 * l, g);
+        /* Shift gain from key to query so that the planted query row (norm Gq, mu is a
+         * unit vector) is at least 3x a random row (qk_std sqrt(d)): a sink head must be
+         * visible in W_Q itself, as the weight-only predictor assumes; at large d the
+         * random rows would otherwise hide it. The logit kq = sink_margin is unchanged. */
+        double mt = SKS__MTYP(2 * l, g), ks = kk;
+        double qrow_min = 3.0 * s->qk_std * sqrt((double)d);
+        if ((cfg->sink_margin / ks) / mt < qrow_min) ks = cfg->sink_margin / (mt * qrow_min);
+        s->Gk[l] = ks * sqrt((double)s->dh) / kx;
+        s->Gq[l] = (cfg->sink_margin / ks) / mt;
     }
 #undef SKS__MTYP
 #undef SKS__RANDVAR
