@@ -514,9 +514,9 @@ int sks_cmd_spikes(int argc, char **argv) {
         sks_dist_text_add(&mf, "model", "%s", sks_model_path(m));
         sks_dist_text_add(&mf, "shape", "L=%d d=%d f=%d V=%d", L, d, ar->d_ffn, ar->vocab_size);
         sks_dist_text_add(&mf, "opts", "rank=%d top_frob=%d dense=%d precision=%d tol=%.17g krylov=%d restarts=%d "
-                          "block=%d seed=%llu ftm=%d", so.rank, so.top_frob, so.dense, so.precision, so.tol,
-                          so.krylov_dim, so.max_restarts, so.channel_block, (unsigned long long)so.seed,
-                          so.first_token_map);
+                          "block=%d kblock=%d seed=%llu ftm=%d", so.rank, so.top_frob, so.dense, so.precision,
+                          so.tol, so.krylov_dim, so.max_restarts, so.channel_block, so.block,
+                          (unsigned long long)so.seed, so.first_token_map);
         sks_dist_text_i32s(&mf, "tokens", ids, T);
         sks_dist_text_ints(&mf, "sel_layers", sel_l, nsel);
         sks_dist_text_ints(&mf, "sel_channels", sel_c, nsel);
