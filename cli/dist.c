@@ -100,12 +100,16 @@ int sks_dist_gather(const void *mine, size_t n, uint8_t **all, size_t **lens) {
             cnts = calloc((size_t)size, sizeof *cnts);
             displs = calloc((size_t)size, sizeof *displs);
             *lens = calloc((size_t)size, sizeof **lens);
-            if (!cnts || !displs || !*lens) rc = SKS_ENOMEM;
+            if (!cnts || !displs || !*lens) {
+                /* a few ints per rank: without them the collective cannot go on */
+                fprintf(stderr, "sinkscope: gather: out of memory on rank 0\n");
+                MPI_Abort(MPI_COMM_WORLD, 1);
+            }
         }
         MPI_Gather(&cnt, 1, MPI_INT, cnts, 1, MPI_INT, 0, MPI_COMM_WORLD);
         size_t tot = 0;
-        if (me == 0 && !rc) {
-            for (int r = 0; r < size; r++) {
+        if (me == 0) {
+            for (int r = 0; r < size && !rc; r++) {
                 if (tot > (size_t)INT32_MAX - (size_t)cnts[r]) rc = SKS_EOVERFLOW;
                 displs[r] = (int)tot;
                 tot += (size_t)cnts[r];
@@ -114,8 +118,9 @@ int sks_dist_gather(const void *mine, size_t n, uint8_t **all, size_t **lens) {
             if (!rc) *all = malloc(tot ? tot : 1);
             if (!rc && !*all) rc = SKS_ENOMEM;
         }
-        /* rank 0 failing here still has to take part; it receives nothing */
-        MPI_Gatherv(mine, cnt, MPI_BYTE, rc ? NULL : *all, cnts, displs, MPI_BYTE, 0, MPI_COMM_WORLD);
+        /* everyone learns whether rank 0 can receive before sending anything */
+        MPI_Bcast(&rc, 1, MPI_INT, 0, MPI_COMM_WORLD);
+        if (!rc) MPI_Gatherv(mine, cnt, MPI_BYTE, *all, cnts, displs, MPI_BYTE, 0, MPI_COMM_WORLD);
         free(cnts);
         free(displs);
         if (rc) {
@@ -123,7 +128,7 @@ int sks_dist_gather(const void *mine, size_t n, uint8_t **all, size_t **lens) {
             free(*lens);
             *all = NULL;
             *lens = NULL;
-            return sks_fail(rc, "gather: out of memory or over 2 GiB on rank 0");
+            return sks_fail(rc, "gather: the results are over 2 GiB or out of memory on rank 0");
         }
         return 0;
     }
@@ -825,7 +830,7 @@ int sks_dist_vocab_run(const sks_model *m, const sks_vocab_opts *o, int n_prompt
         return rc;
     }
     {
-        uint8_t *mb = (uint8_t *)med;
+        uint8_t *mb = me == 0 ? (uint8_t *)med : NULL; /* other ranks: bcast allocates */
         size_t mn = ((size_t)nblk + 1) * sizeof *med;
         if ((rc = sks_dist_agree(sks_dist_bcast(&mb, &mn)))) {
             if (me != 0) free(mb);
@@ -833,7 +838,7 @@ int sks_dist_vocab_run(const sks_model *m, const sks_vocab_opts *o, int n_prompt
             return rc;
         }
         if (me != 0) {
-            memcpy(med, mb, ((size_t)nblk + 1) * sizeof *med);
+            if (mb) memcpy(med, mb, ((size_t)nblk + 1) * sizeof *med);
             free(mb);
         }
     }
