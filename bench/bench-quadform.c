@@ -11,7 +11,7 @@
  *   traces     tr(S_k) for all d channels
  *   frobenius  ||S_k||_F for all d channels (Gram identity, f32 sgemm)
  *   eigs       top-r eigenpairs of the --eig channels with the largest ||S_k||_F
- *              (block 1 and krylov_dim 40 by default: fewest products, docs/linalg.md)
+ *              (block 2 and krylov_dim 40 by default: fastest measured, docs/linalg.md)
  *              (batched thick-restart block Lanczos, f32 operator)
  *   naive      dense S_k (dgemm) + dsyevr for --naive channels, also the accuracy
  *              reference for the channels it shares with eigs
@@ -72,7 +72,7 @@ static double loadavg(void) {
 }
 
 int main(int argc, char **argv) {
-    int d = 4096, f = 11008, neig = 64, r = 4, block = 1, nnaive = 2, plant = 4, use64 = 0, kdim = 40;
+    int d = 4096, f = 11008, neig = 64, r = 4, block = 2, nnaive = 2, plant = 4, use64 = 0, kdim = 40;
     double tol = 1e-6;
     uint64_t seed = 1;
     for (int i = 1; i < argc; i++) {
