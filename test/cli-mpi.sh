@@ -73,6 +73,22 @@ d = msgpack.unpackb(open(sys.argv[1], "rb").read())
 assert [L["layer"] for L in d["layers"]] == list(range(8)), [L["layer"] for L in d["layers"]]
 EOF
 
+# spikes --resume under 2 ranks from the parts of a one-process run: every layer is read
+# back (rank 0 reports its 4), none recomputed, and the file equals the reference. The
+# parts are left complete by a run whose final rename fails (the output is a folder).
+mkdir -p "$TMP/res.msgpack"
+"$BIN" spikes "$TMP/demo" --layers 0-7 --top-frob 3 --rank 4 -o "$TMP/res.msgpack" -q 2>/dev/null &&
+    fail "writing over a folder succeeded"
+[ "$(ls "$TMP/res.msgpack.parts"/layer-*.msgpack | wc -l)" = 8 ] || fail "the failed run did not leave 8 parts"
+rmdir "$TMP/res.msgpack"
+"${MPI[@]}" -np 2 "$BIN" spikes "$TMP/demo" --layers 0-7 --top-frob 3 --rank 4 -o "$TMP/res.msgpack" --resume \
+    >/dev/null 2>"$TMP/res.err" || fail "resume under 2 ranks: $(tail -3 "$TMP/res.err")"
+grep -q "spikes: 4 layer(s) resumed" "$TMP/res.err" || fail "rank 0 did not resume its 4 layers: $(grep resumed "$TMP/res.err")"
+grep -q "eigenpairs" "$TMP/res.err" && fail "a layer was recomputed on resume under 2 ranks"
+$CMP "$TMP/spikes-demo-1.msgpack" "$TMP/res.msgpack" || fail "resume under 2 ranks differs from one process"
+[ -d "$TMP/res.msgpack.parts" ] && fail "parts left after the resumed MPI run"
+echo "spikes --resume under 2 ranks: equal, nothing recomputed"
+
 # analyze: the stages under 2 ranks write the single-process files
 "$BIN" analyze "$TMP/demo" -o "$TMP/an1" --no-plots -q --abs 5 --ratio 20 2>"$TMP/an1.err" ||
     fail "analyze, one process: $(tail -3 "$TMP/an1.err")"
