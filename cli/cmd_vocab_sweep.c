@@ -50,7 +50,9 @@ static void sks__vocab_help(FILE *f) {
             "  -o, --output FILE msgpack result (schema sinkscope.vocab/1, docs/schema-vocab.md)\n"
             "  --json            JSON summary on stdout: n_tokens, n_spike, spike_fraction,\n"
             "                    top_channel, typical_median, exceptions [{id, piece, ratio}]\n"
-            "  -q, --quiet       no progress\n\n"
+            "  -q, --quiet       no progress\n"
+            "  --resume          keep the finished batches of an interrupted run (OUT.parts/)\n"
+            "  under mpirun -np N the swept tokens are split across the N ranks (docs/scale.md)\n\n"
             "example:\n"
             "  sinkscope vocab-sweep path/to/model.gguf -o vocab.msgpack --json | jq .spike_fraction\n",
             SKS__VOCAB_T);
@@ -150,7 +152,7 @@ static int sks__parse_medians(const char *s, int n, double **out) {
 
 int sks_cmd_vocab_sweep(int argc, char **argv) {
     const char *model_path = NULL, *out_path = NULL, *prompts_path = NULL, *tok_path = NULL, *medians_s = NULL;
-    int json = 0, quiet = 0, prompts_ids = 0;
+    int json = 0, quiet = 0, prompts_ids = 0, resume = 0;
     sks_vocab_opts vo;
     sks_vocab_opts_default(&vo);
     long lv;
@@ -211,6 +213,8 @@ int sks_cmd_vocab_sweep(int argc, char **argv) {
             tok_path = nx;
         } else if (!strcmp(a, "--json")) {
             json = 1;
+        } else if (!strcmp(a, "--resume")) {
+            resume = 1;
         } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
             quiet = 1;
         } else if (a[0] == '-' && a[1]) {
@@ -239,6 +243,8 @@ int sks_cmd_vocab_sweep(int argc, char **argv) {
     memset(&pl, 0, sizeof pl);
     double *med = NULL;
     sks_vocab_result *r = NULL;
+    sks_dist_parts parts;
+    memset(&parts, 0, sizeof parts);
     const char *ref_source = "built-in texts";
     if (sks_tokenizer_open_for_model(m, tok_path, &tok)) {
         if (tok_path) {
@@ -288,10 +294,31 @@ int sks_cmd_vocab_sweep(int argc, char **argv) {
         rc = sks_fail(SKS_EARG, "no reference prompt with >= 2 tokens for the typical medians");
         goto fail;
     }
-    /* under mpirun: vocabulary slices per rank, gathered on rank 0 (cli/dist.c) */
-    if ((rc = sks_dist_vocab_run(m, &vo, pl.n, (const int32_t *const *)pl.ids, pl.lens, &r))) goto fail;
+    {
+        /* every parameter that changes a batch's per-token arrays, for --resume */
+        sks_dist_text mf;
+        memset(&mf, 0, sizeof mf);
+        sks_dist_text_add(&mf, "schema", "sinkscope.vocab/1");
+        sks_dist_text_add(&mf, "model", "%s", sks_model_path(m));
+        sks_dist_text_add(&mf, "shape", "L=%d d=%d V=%d", ar->n_layers, ar->d_model, ar->vocab_size);
+        sks_dist_text_add(&mf, "opts", "sample=%d seed=%llu batch=%d", vo.sample, (unsigned long long)vo.seed,
+                          vo.batch);
+        if (med) {
+            sks_dist_text_add(&mf, "medians", "%s", medians_s);
+        } else {
+            for (int i = 0; i < pl.n; i++) sks_dist_text_i32s(&mf, "prompt", pl.ids[i], pl.lens[i]);
+        }
+        if (mf.err) rc = sks_fail(SKS_ENOMEM, "out of memory");
+        if (!rc) rc = sks_dist_parts_open(&parts, out_path, mf.s, resume);
+        free(mf.s);
+        if (rc) goto fail;
+    }
+    /* per-batch parts; under mpirun vocabulary slices per rank, gathered on rank 0 (cli/dist.c) */
+    if ((rc = sks_dist_vocab_run_parts(m, &vo, pl.n, (const int32_t *const *)pl.ids, pl.lens, &parts, &r)))
+        goto fail;
     if (sks_dist_rank() != 0) goto done;
     if ((rc = sks_vocab_write(r, m, &vo, tok ? sks__vpiece : NULL, tok, out_path))) goto fail;
+    sks_dist_parts_remove(&parts);
     sks_log(SKS_LOG_INFO, "vocab-sweep: %d of %d tokens spike (%.4f), top channel %d, %.1fs", r->n_spike, r->n_tokens,
             r->spike_fraction, r->top_channel, r->seconds);
     if (json) {
@@ -335,6 +362,7 @@ fail:
     code = sks_cli_fail("vocab-sweep", rc);
 done:
     sks_vocab_result_free(r);
+    sks_dist_parts_free(&parts);
     sks__plist_free(&pl);
     free(med);
     sks_tokenizer_free(tok);

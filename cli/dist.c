@@ -188,19 +188,24 @@ static void sks__text_put(sks_dist_text *t, const char *s, size_t n) {
 }
 
 void sks_dist_text_add(sks_dist_text *t, const char *key, const char *fmt, ...) {
-    char buf[1024];
-    va_list ap;
+    va_list ap, aq;
     va_start(ap, fmt);
-    int k = vsnprintf(buf, sizeof buf, fmt, ap);
+    va_copy(aq, ap);
+    int k = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
-    if (k < 0 || (size_t)k >= sizeof buf) {
+    char *buf = k >= 0 ? malloc((size_t)k + 1) : NULL;
+    if (!buf) {
+        va_end(aq);
         t->err = 1;
         return;
     }
+    vsnprintf(buf, (size_t)k + 1, fmt, aq);
+    va_end(aq);
     sks__text_put(t, key, strlen(key));
     sks__text_put(t, "=", 1);
     sks__text_put(t, buf, (size_t)k);
     sks__text_put(t, "\n", 1);
+    free(buf);
 }
 
 void sks_dist_text_ints(sks_dist_text *t, const char *key, const int *v, int n) {
@@ -806,8 +811,75 @@ static int sks__vslice_hook(void *ud, int b, const float *h, int T, int d) {
 int sks_dist_vocab_run(const sks_model *m, const sks_vocab_opts *o, int n_prompts, const int32_t *const *prompts,
                        const int *lens, sks_vocab_result **out) {
     *out = NULL;
+    if (sks_dist_size() == 1) return sks_vocab_run(m, o, n_prompts, prompts, lens, out);
+    return sks_dist_vocab_run_parts(m, o, n_prompts, prompts, lens, NULL, out);
+}
+
+#define SKS__VMAGIC "sinkscope.vocab-batch/1"
+
+/* One batch part: [magic, first index, count, ratio, max_abs, channel, block]. */
+static int sks__vpart_write(const sks_dist_parts *parts, int batch, int first, int cnt, const sks__vslice *c) {
+    sks_out o;
+    sks_out_init(&o);
+    sks_out_array(&o, 7);
+    sks_out_str(&o, SKS__VMAGIC);
+    sks_out_int(&o, first);
+    sks_out_int(&o, cnt);
+    sks__bin(&o, c->ratio + c->off, (size_t)cnt * 4);
+    sks__bin(&o, c->max_abs + c->off, (size_t)cnt * 4);
+    sks__bin(&o, c->ach + c->off, (size_t)cnt * 4);
+    sks__bin(&o, c->ablk + c->off, (size_t)cnt * 4);
+    int rc = sks_out_error(&o) ? sks_fail(SKS_ENOMEM, "out of memory")
+                               : sks_dist_part_write(parts, "batch", batch, o.buf.data, o.buf.size);
+    sks_out_free(&o);
+    return rc;
+}
+
+/* 1 when the part was read into c at c->off, 0 when absent, < 0 on a bad part. */
+static int sks__vpart_read(const sks_dist_parts *parts, int batch, int first, int cnt, int d, int nblk,
+                           sks__vslice *c) {
+    uint8_t *buf = NULL;
+    size_t n = 0;
+    int have = sks_dist_part_read(parts, "batch", batch, &buf, &n);
+    if (have <= 0) return have;
+    char *name = sks_dist_part_path(parts, "batch", batch);
+    const char *nm = name ? name : "vocab part";
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    size_t off = 0;
+    int rc = 0, v;
+    if (sks_dist_msgpack_check(buf, n, 0, NULL) ||
+        msgpack_unpack_next(&u, (const char *)buf, n, &off) != MSGPACK_UNPACK_SUCCESS || off != n) {
+        rc = sks_fail(SKS_EFORMAT, "%s: not a msgpack batch part (truncated or corrupt)", nm);
+    } else {
+        const msgpack_object *e = u.data.type == MSGPACK_OBJECT_ARRAY && u.data.via.array.size == 7
+                                      ? u.data.via.array.ptr : NULL;
+        if (!e || e[0].type != MSGPACK_OBJECT_STR || e[0].via.str.size != sizeof SKS__VMAGIC - 1 ||
+            memcmp(e[0].via.str.ptr, SKS__VMAGIC, sizeof SKS__VMAGIC - 1))
+            rc = sks_fail(SKS_EFORMAT, "%s: magic: not a vocab batch part", nm);
+        else if (sks__mp_i(&e[1], first, first, &v) || sks__mp_i(&e[2], cnt, cnt, &v))
+            rc = sks_fail(SKS_EFORMAT, "%s: holds other tokens than batch %d", nm, batch);
+        else if (sks__mp_bin_into(&e[3], c->ratio + c->off, (size_t)cnt * 4) ||
+                 sks__mp_bin_into(&e[4], c->max_abs + c->off, (size_t)cnt * 4) ||
+                 sks__mp_bin_into(&e[5], c->ach + c->off, (size_t)cnt * 4) ||
+                 sks__mp_bin_into(&e[6], c->ablk + c->off, (size_t)cnt * 4))
+            rc = sks_fail(SKS_EFORMAT, "%s: arrays: wrong length", nm);
+        for (int i = 0; i < cnt && !rc; i++)
+            if (c->ach[c->off + i] < -1 || c->ach[c->off + i] >= d || c->ablk[c->off + i] < -1 ||
+                c->ablk[c->off + i] >= nblk)
+                rc = sks_fail(SKS_EFORMAT, "%s: channel or block outside the model", nm);
+    }
+    msgpack_unpacked_destroy(&u);
+    free(buf);
+    free(name);
+    return rc ? rc : 1;
+}
+
+int sks_dist_vocab_run_parts(const sks_model *m, const sks_vocab_opts *o, int n_prompts,
+                             const int32_t *const *prompts, const int *lens, sks_dist_parts *parts,
+                             sks_vocab_result **out) {
+    *out = NULL;
     const int size = sks_dist_size(), me = sks_dist_rank();
-    if (size == 1) return sks_vocab_run(m, o, n_prompts, prompts, lens, out);
     sks_vocab_opts oo;
     if (o) oo = *o;
     else sks_vocab_opts_default(&oo);
@@ -880,9 +952,9 @@ int sks_dist_vocab_run(const sks_model *m, const sks_vocab_opts *o, int n_prompt
         c.ablk = (int32_t *)(pk + (size_t)cnt * 12);
         for (int i = 0; i < cnt; i++) c.ratio[i] = 0, c.max_abs[i] = 0, c.ach[i] = -1, c.ablk[i] = -1;
     }
+    int n_resumed = 0;
     if (!rc && cnt > 0) {
         sks_forward *fw = NULL;
-        rc = sks_forward_new(m, bs, &fw);
         sks_fwd_hooks hk;
         memset(&hk, 0, sizeof hk);
         hk.ud = &c;
@@ -890,11 +962,26 @@ int sks_dist_vocab_run(const sks_model *m, const sks_vocab_opts *o, int n_prompt
         for (int i0 = lo; i0 < hi && !rc; i0 += bs) {
             int nb = hi - i0 < bs ? hi - i0 : bs;
             c.off = i0 - lo;
-            rc = sks_forward_run(fw, ids + i0, nb, SKS_FWD_INDEPENDENT, &hk, NULL, 0);
+            int have = 0;
+            if (parts && parts->resume) {
+                have = sks__vpart_read(parts, i0 / bs, i0, nb, d, nblk, &c);
+                if (have < 0) {
+                    rc = have;
+                    break;
+                }
+                n_resumed += have;
+            }
+            if (!have) {
+                if (!fw && (rc = sks_forward_new(m, bs, &fw))) break;
+                rc = sks_forward_run(fw, ids + i0, nb, SKS_FWD_INDEPENDENT, &hk, NULL, 0);
+                if (!rc && parts) rc = sks__vpart_write(parts, i0 / bs, i0, nb, &c);
+            }
             sks_progress("vocab-sweep", i0 + nb - lo, cnt);
         }
         sks_forward_free(fw);
     }
+    if (parts && parts->resume && !rc)
+        sks_log(SKS_LOG_INFO, "vocab-sweep: %d batch(es) resumed from %s", n_resumed, parts->dir);
     uint8_t *all = NULL;
     size_t *plen = NULL;
     if (!(rc = sks_dist_agree(rc))) rc = sks_dist_agree(sks_dist_gather(pk, pbytes, &all, &plen));

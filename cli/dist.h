@@ -129,6 +129,16 @@ int sks_dist_spikes_layers(sks_spikes *s, int L, int d, const int *sel_l, const 
 int sks_dist_vocab_run(const sks_model *m, const sks_vocab_opts *o, int n_prompts, const int32_t *const *prompts,
                        const int *lens, sks_vocab_result **out);
 
+/* The same with resumable parts (parts not NULL): each forward batch's per-token arrays
+ * go to parts/batch-NNNN.msgpack as soon as it is done; with parts->resume a finished
+ * batch is read back instead of run. The medians are computed first (they take one
+ * forward pass per prompt) and named in the manifest by the caller through
+ * sks_dist_vocab_medians. Also on one process (then the sweep runs here, not in
+ * sks_vocab_run, with the same arithmetic). */
+int sks_dist_vocab_run_parts(const sks_model *m, const sks_vocab_opts *o, int n_prompts,
+                             const int32_t *const *prompts, const int *lens, sks_dist_parts *parts,
+                             sks_vocab_result **out);
+
 /* ---- --max-memory ----------------------------------------------------------------------- */
 
 /* Parse "123", "512M", "4G", "1.5GiB" (powers of 1024) into bytes. */

@@ -135,4 +135,39 @@ for La, Lb in zip(a["layers"], b["layers"]):
         assert np.max(np.abs(ea - eb)) < 1e-5 * abs(ea[0]), (ea, eb)
 EOF
 
+# 6. vocab-sweep: per-batch parts, killed after the first, resumed, equal to the reference
+VARGS=(vocab-sweep "$TMP/demo" --batch 64)
+"$BIN" "${VARGS[@]}" -o "$TMP/vref.msgpack" -q 2>"$TMP/vref.log" || fail "vocab reference: $(cat "$TMP/vref.log")"
+[ -d "$TMP/vref.msgpack.parts" ] && fail "vocab: the parts folder is left behind after a finished run"
+VOUT=$TMP/vrun.msgpack
+killed=0
+for attempt in 1 2 3 4 5; do
+    rm -rf "$VOUT" "$VOUT.parts"
+    "$BIN" "${VARGS[@]}" -o "$VOUT" -q 2>/dev/null &
+    PID=$!
+    for _ in $(seq 1 6000); do
+        compgen -G "$VOUT.parts/batch-*.msgpack" >/dev/null && break
+        kill -0 "$PID" 2>/dev/null || break
+        sleep 0.005
+    done
+    if kill -9 "$PID" 2>/dev/null; then
+        wait "$PID" 2>/dev/null
+        PID=
+        [ -e "$VOUT" ] || { killed=1; break; }
+    fi
+    wait "$PID" 2>/dev/null
+    PID=
+    $CMP --ignore seconds "$TMP/vref.msgpack" "$VOUT" || fail "vocab: a run that won the race differs"
+done
+[ $killed = 1 ] || fail "vocab: could not interrupt a run in 5 attempts"
+nb=$(ls "$VOUT.parts"/batch-*.msgpack | wc -l)
+"$BIN" vocab-sweep "$TMP/demo" --batch 32 -o "$VOUT" --resume -q 2>"$TMP/vbad.log"
+[ $? = 1 ] && grep -q "other parameters" "$TMP/vbad.log" || fail "vocab --resume with another --batch: $(cat "$TMP/vbad.log")"
+"$BIN" "${VARGS[@]}" -o "$VOUT" --resume 2>"$TMP/vres.log" || fail "vocab resume: $(tail -3 "$TMP/vres.log")"
+grep -q "vocab-sweep: $nb batch(es) resumed" "$TMP/vres.log" ||
+    fail "vocab resume: want $nb batches resumed, log says: $(grep resumed "$TMP/vres.log")"
+$CMP --ignore seconds "$TMP/vref.msgpack" "$VOUT" || fail "vocab: the resumed result differs from the uninterrupted run"
+[ -d "$VOUT.parts" ] && fail "vocab: parts left after the resumed run"
+echo "vocab-sweep: killed after $nb of 64 batches, resumed, equal"
+
 echo "cli-resume: ok (killed after layers [ $parts], resumed, equal to the uninterrupted run)"
