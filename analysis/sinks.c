@@ -308,43 +308,10 @@ void sks_sinks_prec_recall(const double *score, const double *label, int n, doub
 
 /* ---- median by selection --------------------------------------------------------------- */
 
-/* k-th smallest of a[0..n) (reorders a): Hoare selection with median-of-three pivots. */
-static float sks__select(float *a, size_t n, size_t k) {
-    size_t lo = 0, hi = n - 1;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (a[mid] < a[lo]) { float t = a[mid]; a[mid] = a[lo]; a[lo] = t; }
-        if (a[hi] < a[lo]) { float t = a[hi]; a[hi] = a[lo]; a[lo] = t; }
-        if (a[hi] < a[mid]) { float t = a[hi]; a[hi] = a[mid]; a[mid] = t; }
-        float piv = a[mid];
-        size_t i = lo, j = hi;
-        while (i <= j) {
-            while (a[i] < piv) i++;
-            while (a[j] > piv) j--;
-            if (i <= j) {
-                float t = a[i]; a[i] = a[j]; a[j] = t;
-                i++;
-                if (j == 0) break;
-                j--;
-            }
-        }
-        if (k <= j) hi = j;
-        else if (k >= i) lo = i;
-        else return a[k];
-    }
-    return a[k];
-}
-
 /* Median of |x| over n values (n >= 1); even n averages the two middle values. */
 static double sks__median_abs(const float *x, size_t n, float *buf) {
     for (size_t i = 0; i < n; i++) buf[i] = fabsf(x[i]);
-    size_t k = n / 2;
-    double hi = sks__select(buf, n, k);
-    if (n % 2) return hi;
-    float lo = buf[0];
-    for (size_t i = 1; i < k; i++)
-        if (buf[i] > lo) lo = buf[i];
-    return 0.5 * ((double)lo + hi);
+    return sks_median_f32(buf, n);
 }
 
 /* ---- the pass over prompts ------------------------------------------------------------ */

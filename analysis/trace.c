@@ -55,46 +55,6 @@ const char *sks_block_kind_name(int kind) {
 
 /* ---- exact median by selection --------------------------------------------------- */
 
-/* Rearrange a[0..n) so that a[k] is the k-th smallest (Hoare partition, median of
- * three pivot; expected O(n)). */
-static void sks__select(float *a, size_t n, size_t k) {
-    size_t lo = 0, hi = n - 1;
-    while (hi > lo) {
-        size_t mid = lo + (hi - lo) / 2;
-        /* median of three into a[mid] */
-        if (a[mid] < a[lo]) { float t = a[mid]; a[mid] = a[lo]; a[lo] = t; }
-        if (a[hi] < a[lo]) { float t = a[hi]; a[hi] = a[lo]; a[lo] = t; }
-        if (a[hi] < a[mid]) { float t = a[hi]; a[hi] = a[mid]; a[mid] = t; }
-        float p = a[mid];
-        size_t i = lo, j = hi;
-        while (i <= j) {
-            while (a[i] < p) i++;
-            while (a[j] > p) j--;
-            if (i <= j) {
-                float t = a[i]; a[i] = a[j]; a[j] = t;
-                i++;
-                if (j == 0) break;
-                j--;
-            }
-        }
-        if (k <= j) hi = j;
-        else if (k >= i) lo = i;
-        else return;
-    }
-}
-
-/* Median of a[0..n) (destroys the order): the middle element, or the mean of the two
- * middle ones for even n (numpy's convention). */
-static double sks__median(float *a, size_t n) {
-    size_t k = n / 2;
-    sks__select(a, n, k);
-    double hi = a[k];
-    if (n % 2) return hi;
-    float lo = a[0];
-    for (size_t i = 1; i < k; i++)
-        if (a[i] > lo) lo = a[i];
-    return 0.5 * ((double)lo + hi);
-}
 
 /* ---- state ------------------------------------------------------------------------- */
 
@@ -157,7 +117,7 @@ static int sks__on_residual(void *ud, int b, const float *h, int T, int d) {
     blk->max_abs = mx;
     blk->top_token = top[0].token;
     blk->top_channel = top[0].channel;
-    blk->median_abs = sks__median(s->absbuf, n);
+    blk->median_abs = sks_median_f32(s->absbuf, n);
     blk->spike_score = blk->median_abs > 0 ? blk->max_abs / blk->median_abs : INFINITY;
     /* runs of consecutive blocks above max(ratio * median, abs) */
     double thr = o->ratio * blk->median_abs;

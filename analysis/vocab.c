@@ -20,46 +20,6 @@ void sks_vocab_opts_default(sks_vocab_opts *o) {
 
 /* ---- typical medians ------------------------------------------------------------------- */
 
-/* k-th smallest of a (n) by quickselect (Hoare partition), a is permuted. */
-static float sks__select(float *a, size_t n, size_t k) {
-    size_t lo = 0, hi = n - 1;
-    while (lo < hi) {
-        float piv = a[lo + (hi - lo) / 2];
-        size_t i = lo, j = hi;
-        while (i <= j) {
-            while (a[i] < piv) i++;
-            while (a[j] > piv) j--;
-            if (i <= j) {
-                float t = a[i];
-                a[i] = a[j];
-                a[j] = t;
-                i++;
-                if (j == 0) break;
-                j--;
-            }
-        }
-        if (k <= j)
-            hi = j;
-        else if (k >= i)
-            lo = i;
-        else
-            return a[k];
-    }
-    return a[k];
-}
-
-/* Median as numpy computes it: the mean of the two middle values for even n. */
-static double sks__median(float *a, size_t n) {
-    if (n == 0) return NAN;
-    float hi = sks__select(a, n, n / 2);
-    if (n % 2) return hi;
-    /* the largest of the lower half (after selection it sits in a[0 .. n/2-1]) */
-    float lo = a[0];
-    for (size_t i = 1; i < n / 2; i++)
-        if (a[i] > lo) lo = a[i];
-    return 0.5 * ((double)lo + (double)hi);
-}
-
 typedef struct {
     int n_blocks, d;
     float *vals;      /* (n_blocks, cap) */
@@ -110,7 +70,7 @@ int sks_vocab_typical_medians(const sks_model *m, int n_prompts, const int32_t *
         rc = sks_forward_run(fw, prompts[i], lens[i], SKS_FWD_CAUSAL, &hk, NULL, 0);
         sks_progress("vocab: medians", i + 1, n_prompts);
     }
-    for (int b = 0; b < nb && !rc; b++) medians[b] = sks__median(c.vals + (size_t)b * c.cap, c.cnt[b]);
+    for (int b = 0; b < nb && !rc; b++) medians[b] = sks_median_f32(c.vals + (size_t)b * c.cap, c.cnt[b]);
     if (!rc && count) *count = (int64_t)tot;
     sks_forward_free(fw);
     free(c.vals);

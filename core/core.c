@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 #include <sys/resource.h>
+#include <math.h>
 
 static _Thread_local char sks__errmsg[1024];
 
@@ -120,4 +121,43 @@ size_t sks_peak_rss(void) {
     struct rusage ru;
     if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
     return (size_t)ru.ru_maxrss * 1024u;
+}
+
+float sks_select_f32(float *a, size_t n, size_t k) {
+    size_t lo = 0, hi = n - 1;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        /* median of three into a[mid] */
+        if (a[mid] < a[lo]) { float t = a[mid]; a[mid] = a[lo]; a[lo] = t; }
+        if (a[hi] < a[lo]) { float t = a[hi]; a[hi] = a[lo]; a[lo] = t; }
+        if (a[hi] < a[mid]) { float t = a[hi]; a[hi] = a[mid]; a[mid] = t; }
+        float p = a[mid];
+        size_t i = lo, j = hi;
+        while (i <= j) {
+            while (a[i] < p) i++;
+            while (a[j] > p) j--;
+            if (i <= j) {
+                float t = a[i]; a[i] = a[j]; a[j] = t;
+                i++;
+                if (j == 0) break;
+                j--;
+            }
+        }
+        if (k <= j) hi = j;
+        else if (k >= i) lo = i;
+        else break;
+    }
+    return a[k];
+}
+
+double sks_median_f32(float *a, size_t n) {
+    if (n == 0) return NAN;
+    size_t k = n / 2;
+    double hi = sks_select_f32(a, n, k);
+    if (n % 2) return hi;
+    /* the largest of the lower half, which selection left in a[0 .. k-1] */
+    float lo = a[0];
+    for (size_t i = 1; i < k; i++)
+        if (a[i] > lo) lo = a[i];
+    return 0.5 * ((double)lo + hi);
 }

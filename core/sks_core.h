@@ -88,6 +88,13 @@ static inline int sks_add_u64(uint64_t a, uint64_t b, uint64_t *out) {
 void *sks_malloc_n(size_t n, size_t size);
 void *sks_calloc_n(size_t n, size_t size);
 
+/* k-th smallest of a[0..n) by Hoare selection with median-of-three pivots (expected
+ * O(n)); a is permuted so that a[k] holds it, a[0..k) <= a[k] <= a[k+1..n). n >= 1. */
+float sks_select_f32(float *a, size_t n, size_t k);
+/* Median of a[0..n) as numpy computes it (mean of the two middle values for even n);
+ * a is permuted. NaN for n == 0. */
+double sks_median_f32(float *a, size_t n);
+
 /* Wall-clock seconds (monotonic). */
 double sks_now(void);
 

@@ -123,6 +123,39 @@ static void test_memory_model_validate(void **state) {
 #undef SET
 }
 
+static int sks__cmpf(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+/* Selection and median against a full sort, on seeded random arrays with many ties,
+ * odd and even lengths. */
+static void test_select_median(void **state) {
+    (void)state;
+    uint64_t x = 88172645463325252ull;
+    for (int trial = 0; trial < 200; trial++) {
+        size_t n = 1 + (size_t)(trial * 7 % 97);
+        float *a = malloc(n * sizeof *a), *b = malloc(n * sizeof *b);
+        for (size_t i = 0; i < n; i++) {
+            x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+            a[i] = (float)((x >> 40) % (trial % 3 ? 1000u : 5u)) - 2.0f;
+            b[i] = a[i];
+        }
+        qsort(b, n, sizeof *b, sks__cmpf);
+        double want = n % 2 ? b[n / 2] : 0.5 * ((double)b[n / 2 - 1] + b[n / 2]);
+        float *c = malloc(n * sizeof *c);
+        memcpy(c, a, n * sizeof *c);
+        assert_true(sks_median_f32(c, n) == want);
+        size_t k = (size_t)trial % n;
+        memcpy(c, a, n * sizeof *c);
+        assert_true(sks_select_f32(c, n, k) == b[k]);
+        for (size_t i = 0; i < k; i++) assert_true(c[i] <= c[k]);
+        for (size_t i = k + 1; i < n; i++) assert_true(c[i] >= c[k]);
+        free(a); free(b); free(c);
+    }
+    assert_true(isnan(sks_median_f32(NULL, 0)));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_checked_math),
@@ -130,6 +163,7 @@ int main(void) {
         cmocka_unit_test(test_half_conversions_exhaustive),
         cmocka_unit_test(test_q8_q4_blocks),
         cmocka_unit_test(test_memory_model_validate),
+        cmocka_unit_test(test_select_median),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
