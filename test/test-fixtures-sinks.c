@@ -1,5 +1,4 @@
 /* test-fixtures-sinks.c - sinks on the trained fixture model against its float64 references.
-// sks-test: slow  (a 17M-parameter model, 25 sequences; test-sinks covers sinks.c under the sanitizers)
  *
  * fixtures/trained-llama: report.json holds alpha_0 per head averaged over 16 held-out
  * sequences (and the fraction of heads above eps 0.3), mechanism.json alpha_0 on 43 ids;

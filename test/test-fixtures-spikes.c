@@ -1,6 +1,5 @@
 /* test-fixtures-spikes.c - spikes and vocab-sweep on the trained fixtures against the
  * float64 reference numbers of their mechanism.json (keys read from the files).
- * sks-test: slow (a few seconds of real models; skipped in the sanitizer build)
  *
  * Tolerances: the references are float64 forwards of the same (bf16 / dequantized)
  * weights. Our weights convert exactly; the S_k numbers come from the f64 operator
