@@ -518,8 +518,6 @@ static int sks__stage_sinks(sks__run *R, int n_stages) {
     /* A model without massive activations still has a first token: let it stand in as
      * the sink token so that the geometry is defined (recorded in params.first_as_sink). */
     R->sio.first_as_sink = R->tr->n_spike_tokens == 0;
-    int64_t ntok = 0;
-    for (int i = 0; i < R->pr.n; i++) ntok += R->pr.lens[i];
     char detail[160];
     snprintf(detail, sizeof detail, "%d prompt%s, eps %g%s", R->pr.n, R->pr.n == 1 ? "" : "s", R->sio.eps,
              R->sio.first_as_sink ? ", no spike token found: position 0 stands in as the sink" : "");
