@@ -318,6 +318,7 @@ static double sks__median_abs(const float *x, size_t n, float *buf) {
 
 typedef struct {
     const sks_sinks_opts *o;
+    const unsigned char *sel;     /* (L) layers recorded, NULL = all */
     int L, d, H, Hkv, dh, T, maxT;
     int64_t qw, kw;               /* H*dh, Hkv*dh */
     /* this prompt */
@@ -353,6 +354,7 @@ static int sks__on_residual(void *ud, int block, const float *h, int T, int d) {
 
 static int sks__on_attn_in(void *ud, int layer, const float *x, int T, int d) {
     sks__pass *p = ud;
+    if (p->sel && !p->sel[layer]) return 0;
     memcpy(p->x + (size_t)layer * p->maxT * d, x, (size_t)T * d * sizeof *x);
     return 0;
 }
@@ -361,6 +363,7 @@ static int sks__on_qk(void *ud, int layer, const float *q_pre, const float *k_pr
                       const float *k_post, int T, int H, int Hkv, int dh) {
     sks__pass *p = ud;
     if (H != p->H || Hkv != p->Hkv || dh != p->dh) return sks_fail(SKS_EINTERNAL, "sinks: on_qk shape");
+    if (p->sel && !p->sel[layer]) return 0;
     size_t qo = (size_t)layer * p->maxT * p->qw, ko = (size_t)layer * p->maxT * p->kw;
     memcpy(p->qpre + qo, q_pre, (size_t)T * p->qw * sizeof(float));
     memcpy(p->qpost + qo, q_post, (size_t)T * p->qw * sizeof(float));
@@ -418,7 +421,206 @@ void sks_sinks_result_free(sks_sinks_result *r) {
     for (int p = 0; p < SKS_PRED_COUNT; p++) free(r->pred[p]);
     free(r->weight_only_cos);
     free(r->rank);
+    free(r->layer_done);
+    free(r->layer_sinks);
     free(r);
+}
+
+/* ---- per-layer slices: merge and pack -------------------------------------------------- */
+
+/* Every per-layer array of a result, as (array, element kind, elements per layer): layer
+ * l of a field is elements [l * per, (l + 1) * per). One table, in one order, serves the
+ * merge, the packing and the NaN fill of the layers a subset run skipped. */
+typedef struct {
+    char *base;
+    int is_int;
+    int per;
+} sks__lfield;
+
+enum { SKS__LF_MAX = 17 + SKS_PRED_COUNT };
+
+static int sks__lfields(const sks_sinks_result *r, sks__lfield *f) {
+    const int G = r->n_kv_heads, H = r->n_heads, Gd = r->n_kv_heads * r->head_dim;
+    int n = 0;
+#define SKS__LF(field, isint, per_) f[n++] = (sks__lfield){(char *)r->field, isint, per_}
+    SKS__LF(cos_spike_mean, 0, 1);
+    SKS__LF(cos_spike_min, 0, 1);
+    SKS__LF(cos_nonspike_mean, 0, 1);
+    SKS__LF(cos_nonspike_min, 0, 1);
+    SKS__LF(sink_r99, 1, G);
+    SKS__LF(nonsink_r99, 1, G);
+    SKS__LF(sink_pr, 0, G);
+    SKS__LF(nonsink_pr, 0, G);
+    SKS__LF(sink_sv, 0, Gd);
+    SKS__LF(nonsink_sv, 0, Gd);
+    SKS__LF(alpha0, 0, H);
+    SKS__LF(is_sink, 0, H);
+    SKS__LF(query_r99, 0, H);
+    SKS__LF(weight_only_cos, 0, H);
+    SKS__LF(layer_sinks, 1, r->n_prompts);
+#undef SKS__LF
+    for (int p = 0; p < SKS_PRED_COUNT; p++)
+        f[n++] = (sks__lfield){(char *)r->pred[p], 0, H};
+    return n;
+}
+
+/* Start of layer l of field f, and its length in bytes. */
+static void *sks__lslice(const sks__lfield *f, int l, size_t *bytes) {
+    *bytes = (size_t)f->per * (f->is_int ? sizeof(int) : sizeof(double));
+    return f->base + (size_t)l * *bytes;
+}
+
+static int sks__complete(const sks_sinks_result *r, const char *who) {
+    if (!r->layer_done) return sks_fail(SKS_EARG, "%s: result without layers", who);
+    for (int l = 0; l < r->n_layers; l++)
+        if (!r->layer_done[l])
+            return sks_fail(SKS_EARG, "%s: layer %d missing (a layer-subset result must be merged first)", who, l);
+    return 0;
+}
+
+/* The prompt-wide fields every part computes from the same forward passes. */
+static int sks__same_prompts(const sks_sinks_result *a, const sks_sinks_result *b) {
+    if (a->n_layers != b->n_layers || a->n_heads != b->n_heads || a->n_kv_heads != b->n_kv_heads ||
+        a->head_dim != b->head_dim || a->d_model != b->d_model || a->n_prompts != b->n_prompts ||
+        a->n_tokens != b->n_tokens || a->n_sink_rows != b->n_sink_rows || a->n_spike_channels != b->n_spike_channels ||
+        a->n_prompt0_spike_tokens != b->n_prompt0_spike_tokens || a->n_margin_queries != b->n_margin_queries ||
+        memcmp(&a->n_margin_nonsink, &b->n_margin_nonsink, sizeof(double)))
+        return 0;
+    size_t nc = (size_t)a->n_spike_channels;
+    return !memcmp(a->spike_channels, b->spike_channels, nc * sizeof(int)) &&
+           !memcmp(a->spike_plateau, b->spike_plateau, nc * sizeof(double)) &&
+           !memcmp(a->n_spike_tokens, b->n_spike_tokens, (size_t)a->n_prompts * sizeof(int)) &&
+           !memcmp(a->prompt0_spike_tokens, b->prompt0_spike_tokens, (size_t)a->n_prompt0_spike_tokens * sizeof(int));
+}
+
+int sks_sinks_merge(sks_sinks_result *dst, const sks_sinks_result *src) {
+    if (!dst || !src || !dst->layer_done || !src->layer_done) return sks_fail(SKS_EARG, "sks_sinks_merge: bad arguments");
+    if (!sks__same_prompts(dst, src))
+        return sks_fail(SKS_EARG, "sks_sinks_merge: the parts differ in shape or in their spike tokens");
+    for (int l = 0; l < src->n_layers; l++)
+        if (src->layer_done[l] && dst->layer_done[l]) return sks_fail(SKS_EARG, "sks_sinks_merge: layer %d in both parts", l);
+    sks__lfield fd[SKS__LF_MAX], fs[SKS__LF_MAX];
+    int nf = sks__lfields(dst, fd);
+    sks__lfields(src, fs);
+    for (int l = 0; l < src->n_layers; l++) {
+        if (!src->layer_done[l]) continue;
+        for (int i = 0; i < nf; i++) {
+            size_t nb;
+            void *d = sks__lslice(&fd[i], l, &nb);
+            memcpy(d, sks__lslice(&fs[i], l, &nb), nb);
+        }
+        dst->layer_done[l] = 1;
+    }
+    return 0;
+}
+
+/* Packed layers: header of SKS__PK_HDR int64 (magic, L, H, Hkv, dh, d, n_prompts,
+ * n_tokens, n_sink_rows, n_spike_channels, n_margin_queries, n_layers held) and the
+ * f64 n_margin_nonsink and the FNV-1a digest of the spike channels, plateau and spike
+ * tokens; then per held layer an int64 index and the table's slices in order. */
+#define SKS__PK_MAGIC 0x534b53534e4b5331LL /* "SKSSNKS1" */
+enum { SKS__PK_HDR = 12 };
+
+static uint64_t sks__fnv(uint64_t h, const void *p, size_t n) {
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ULL;
+    return h;
+}
+
+static uint64_t sks__prompt_digest(const sks_sinks_result *r) {
+    uint64_t h = 14695981039346656037ULL;
+    h = sks__fnv(h, r->spike_channels, (size_t)r->n_spike_channels * sizeof(int));
+    h = sks__fnv(h, r->spike_plateau, (size_t)r->n_spike_channels * sizeof(double));
+    h = sks__fnv(h, r->n_spike_tokens, (size_t)r->n_prompts * sizeof(int));
+    return sks__fnv(h, r->prompt0_spike_tokens, (size_t)r->n_prompt0_spike_tokens * sizeof(int));
+}
+
+static void sks__pk_header(const sks_sinks_result *r, int64_t held, int64_t *hd) {
+    const int64_t v[SKS__PK_HDR] = {SKS__PK_MAGIC,     r->n_layers,         r->n_heads,          r->n_kv_heads,
+                                    r->head_dim,       r->d_model,          r->n_prompts,        r->n_tokens,
+                                    r->n_sink_rows,    r->n_spike_channels, r->n_margin_queries, held};
+    memcpy(hd, v, sizeof v);
+}
+
+static size_t sks__layer_bytes(const sks__lfield *f, int nf) {
+    size_t b = sizeof(int64_t);
+    for (int i = 0; i < nf; i++) b += (size_t)f[i].per * (f[i].is_int ? sizeof(int) : sizeof(double));
+    return b;
+}
+
+int sks_sinks_pack_layers(const sks_sinks_result *r, uint8_t **buf, size_t *n) {
+    *buf = NULL;
+    *n = 0;
+    if (!r || !r->layer_done) return sks_fail(SKS_EARG, "sks_sinks_pack_layers: bad arguments");
+    sks__lfield f[SKS__LF_MAX];
+    int nf = sks__lfields(r, f);
+    int64_t held = 0;
+    for (int l = 0; l < r->n_layers; l++) held += r->layer_done[l] != 0;
+    const size_t hdr = SKS__PK_HDR * sizeof(int64_t) + sizeof(double) + sizeof(uint64_t), lb = sks__layer_bytes(f, nf);
+    size_t tot = hdr + (size_t)held * lb;
+    uint8_t *b = malloc(tot), *p = b;
+    if (!b) return sks_fail(SKS_ENOMEM, "sks_sinks_pack_layers: %zu bytes", tot);
+    int64_t hd[SKS__PK_HDR];
+    sks__pk_header(r, held, hd);
+    uint64_t dg = sks__prompt_digest(r);
+    memcpy(p, hd, sizeof hd), p += sizeof hd;
+    memcpy(p, &r->n_margin_nonsink, sizeof(double)), p += sizeof(double);
+    memcpy(p, &dg, sizeof dg), p += sizeof dg;
+    for (int l = 0; l < r->n_layers; l++) {
+        if (!r->layer_done[l]) continue;
+        int64_t li = l;
+        memcpy(p, &li, sizeof li), p += sizeof li;
+        for (int i = 0; i < nf; i++) {
+            size_t nb;
+            const void *src = sks__lslice(&f[i], l, &nb);
+            memcpy(p, src, nb), p += nb;
+        }
+    }
+    *buf = b;
+    *n = tot;
+    return 0;
+}
+
+int sks_sinks_unpack_layers(sks_sinks_result *dst, const uint8_t *buf, size_t n) {
+    if (!dst || !dst->layer_done || (!buf && n)) return sks_fail(SKS_EARG, "sks_sinks_unpack_layers: bad arguments");
+    sks__lfield f[SKS__LF_MAX];
+    int nf = sks__lfields(dst, f);
+    const size_t hdr = SKS__PK_HDR * sizeof(int64_t) + sizeof(double) + sizeof(uint64_t), lb = sks__layer_bytes(f, nf);
+    if (n < hdr) return sks_fail(SKS_EFORMAT, "sinks layers: %zu bytes, shorter than the header", n);
+    int64_t hd[SKS__PK_HDR], want[SKS__PK_HDR];
+    double nns;
+    uint64_t dg;
+    memcpy(hd, buf, sizeof hd);
+    memcpy(&nns, buf + sizeof hd, sizeof nns);
+    memcpy(&dg, buf + sizeof hd + sizeof nns, sizeof dg);
+    int64_t held = hd[SKS__PK_HDR - 1];
+    sks__pk_header(dst, held, want);
+    if (hd[0] != SKS__PK_MAGIC) return sks_fail(SKS_EFORMAT, "sinks layers: not a packed sinks part");
+    if (memcmp(hd, want, sizeof hd) || memcmp(&nns, &dst->n_margin_nonsink, sizeof nns) ||
+        dg != sks__prompt_digest(dst))
+        return sks_fail(SKS_EARG, "sinks layers: the part differs in shape or in its spike tokens");
+    if (held < 0 || held > dst->n_layers || n != hdr + (size_t)held * lb)
+        return sks_fail(SKS_EFORMAT, "sinks layers: %lld layers do not fill %zu bytes", (long long)held, n);
+    const uint8_t *p = buf + hdr;
+    for (int64_t k = 0; k < held; k++, p += lb) {
+        int64_t li;
+        memcpy(&li, p, sizeof li);
+        if (li < 0 || li >= dst->n_layers) return sks_fail(SKS_EFORMAT, "sinks layers: layer %lld out of range", (long long)li);
+        if (dst->layer_done[li]) return sks_fail(SKS_EARG, "sinks layers: layer %lld held twice", (long long)li);
+    }
+    p = buf + hdr;
+    for (int64_t k = 0; k < held; k++) {
+        int64_t li;
+        memcpy(&li, p, sizeof li), p += sizeof li;
+        if (dst->layer_done[li]) return sks_fail(SKS_EFORMAT, "sinks layers: layer %lld listed twice", (long long)li);
+        for (int i = 0; i < nf; i++) {
+            size_t nb;
+            void *d = sks__lslice(&f[i], (int)li, &nb);
+            memcpy(d, p, nb), p += nb;
+        }
+        dst->layer_done[li] = 1;
+    }
+    return 0;
 }
 
 static const double *sks__rank_key;
@@ -460,6 +662,35 @@ static int sks__tensor_rows(const sks_model *m, sks_role role, int layer, int64_
     return sks_tensor_rows_f32(t, r0, n, out);
 }
 
+int sks_sinks_classify(sks_sinks_result *r, const sks_sinks_opts *o) {
+    if (!r || !o || o->main_pred < 0 || o->main_pred >= SKS_PRED_COUNT)
+        return sks_fail(SKS_EARG, "sks_sinks_classify: bad arguments");
+    int rc = sks__complete(r, "sks_sinks_classify");
+    if (rc) return rc;
+    const int L = r->n_layers, np = r->n_prompts;
+    const int64_t LH = (int64_t)L * r->n_heads;
+    /* per prompt, the share of all (l, h) with alpha_0 > eps; the count is an integer, so
+     * the sum over layers is exact in any order */
+    double sink_heads_sum = 0.0;
+    for (int pi = 0; pi < np; pi++) {
+        int64_t nsink_p = 0;
+        for (int l = 0; l < L; l++) nsink_p += r->layer_sinks[(size_t)l * np + pi];
+        sink_heads_sum += (double)nsink_p / (double)LH;
+    }
+    r->n_eff = r->n_margin_queries ? r->n_margin_nonsink / (double)r->n_margin_queries : 0.0;
+    r->sink_ratio = 100.0 * sink_heads_sum / np;
+    r->n_sink_heads = 0;
+    for (int64_t i = 0; i < LH; i++) r->n_sink_heads += r->is_sink[i] > 0.5;
+    for (int p = 0; p < SKS_PRED_COUNT; p++) {
+        r->auc[p] = sks_roc_auc(r->pred[p], r->is_sink, (int)LH);
+        r->threshold[p] =
+            isnan(o->threshold[p]) ? sks__default_threshold(p, o->eps, r->n_eff, r->head_dim) : o->threshold[p];
+        sks_sinks_prec_recall(r->pred[p], r->is_sink, (int)LH, r->threshold[p], &r->precision[p], &r->recall[p]);
+    }
+    sks__rank(r->pred[o->main_pred], (int)LH, r->rank);
+    return 0;
+}
+
 int sks_sinks_run(const sks_model *m, int n_prompts, const int32_t *const *prompts, const int *lens,
                   const sks_sinks_opts *o, sks_sinks_result **out) {
     *out = NULL;
@@ -484,16 +715,17 @@ int sks_sinks_run(const sks_model *m, int n_prompts, const int32_t *const *promp
     }
     const int64_t qw = (int64_t)H * dh, kw = (int64_t)Hkv * dh, LH = (int64_t)L * H, LG = (int64_t)L * Hkv;
     const int group = H / Hkv;
+    const unsigned char *sel = o->layers;
     int rc = 0;
 
-    sks__pass P = {.o = o, .L = L, .d = d, .H = H, .Hkv = Hkv, .dh = dh, .maxT = maxT, .qw = qw, .kw = kw};
+    sks__pass P = {.o = o, .sel = sel, .L = L, .d = d, .H = H, .Hkv = Hkv, .dh = dh, .maxT = maxT, .qw = qw, .kw = kw};
     sks_forward *fw = NULL;
     sks_sinks_result *r = calloc(1, sizeof *r);
     /* accumulators */
     double *Gq = NULL, *qsum = NULL, *qsumsq = NULL, *Gk = NULL, *msum_r = NULL, *msum_n = NULL;
     double *alpha_sum = NULL, *chsum = NULL, *nonspike_usum = NULL, *dbuf = NULL;
     int64_t *qn = NULL, *kn = NULL, *mcnt_r = NULL, *mcnt_n = NULL, *chcnt = NULL, *nonspike_n = NULL;
-    double nonsink_total = 0.0, sink_heads_sum = 0.0;
+    double nonsink_total = 0.0;
     int64_t margin_queries = 0;
     unsigned char *spike = NULL;
     sks__rows *sink_k = NULL, *sink_x = NULL, *ns_x = NULL;
@@ -542,10 +774,12 @@ int sks_sinks_run(const sks_model *m, int n_prompts, const int32_t *const *promp
     ns_x = sks_calloc_n((size_t)L, sizeof *ns_x);
     r->n_spike_tokens = sks_calloc_n((size_t)n_prompts, sizeof(int));
     r->prompt0_spike_tokens = sks_malloc_n((size_t)maxT, sizeof(int));
+    r->layer_done = sks_calloc_n((size_t)L, 1);
+    r->layer_sinks = sks_calloc_n((size_t)L * (size_t)n_prompts, sizeof(int));
     if (!P.x || !P.qpre || !P.qpost || !P.kpre || !P.kpost || !P.alpha0_p || !P.absbuf || !P.run || !P.best ||
         !P.hitsum || !P.hitcnt || !Gq || !qsum || !qsumsq || !qn || !Gk || !kn || !msum_r || !msum_n || !mcnt_r ||
         !mcnt_n || !alpha_sum || !chsum || !chcnt || !nonspike_usum || !nonspike_n || !dbuf || !spike || !sink_k ||
-        !sink_x || !ns_x || !r->n_spike_tokens || !r->prompt0_spike_tokens) {
+        !sink_x || !ns_x || !r->n_spike_tokens || !r->prompt0_spike_tokens || !r->layer_done || !r->layer_sinks) {
         rc = sks_fail(SKS_ENOMEM, "sinks: workspaces for %d layers x %d tokens", L, maxT);
         goto fail;
     }
@@ -594,14 +828,33 @@ int sks_sinks_run(const sks_model *m, int n_prompts, const int32_t *const *promp
         }
         r->n_spike_tokens[pi] = nspk;
         r->n_sink_rows += nspk;
-        /* alpha_0 and the per-prompt sink ratio */
-        int nsink_p = 0;
-        for (int64_t i = 0; i < LH; i++) {
-            alpha_sum[i] += P.alpha0_p[i];
-            nsink_p += P.alpha0_p[i] > o->eps;
+        /* the queries that enter a margin and the non-sink keys they see depend on the
+         * spike tokens only: counted here once for every head (n_eff), in the order
+         * sks_sinks_margin would add them */
+        for (int t = 0, n_s = 0, n_n = 0; t < T; t++) {
+            if (spike[t]) {
+                n_s++;
+                continue;
+            }
+            n_n++;
+            if (n_s) {
+                margin_queries++;
+                nonsink_total += n_n;
+            }
         }
-        sink_heads_sum += (double)nsink_p / (double)LH;
+        /* alpha_0 and, per layer, the heads over eps in this prompt (the sink ratio) */
         for (int l = 0; l < L; l++) {
+            if (sel && !sel[l]) continue;
+            int nsink_l = 0;
+            for (int h = 0; h < H; h++) {
+                size_t i = (size_t)l * H + h;
+                alpha_sum[i] += P.alpha0_p[i];
+                nsink_l += P.alpha0_p[i] > o->eps;
+            }
+            r->layer_sinks[(size_t)l * n_prompts + pi] = nsink_l;
+        }
+        for (int l = 0; l < L; l++) {
+            if (sel && !sel[l]) continue;
             const float *xl = P.x + (size_t)l * maxT * d;
             const float *qp = P.qpre + (size_t)l * maxT * qw, *qr = P.qpost + (size_t)l * maxT * qw;
             const float *kp = P.kpre + (size_t)l * maxT * kw, *kr = P.kpost + (size_t)l * maxT * kw;
@@ -669,14 +922,15 @@ int sks_sinks_run(const sks_model *m, int n_prompts, const int32_t *const *promp
                 int g = h / group;
                 double dummy = 0.0;
                 sks_sinks_margin(T, dh, qr + (size_t)h * dh, qw, kr + (size_t)g * dh, kw, spike, &msum_r[lh],
-                                 &mcnt_r[lh], (l == 0 && h == 0) ? &nonsink_total : &dummy);
+                                 &mcnt_r[lh], &dummy);
                 sks_sinks_margin(T, dh, qp + (size_t)h * dh, qw, kp + (size_t)g * dh, kw, spike, &msum_n[lh],
                                  &mcnt_n[lh], &dummy);
             }
         }
         for (int t = 0; t < T; t++) ns_seen += !spike[t];
-        margin_queries = mcnt_r[0];
     }
+    r->n_margin_queries = margin_queries;
+    r->n_margin_nonsink = nonsink_total;
     sks_progress("sinks", n_prompts, n_prompts);
     sks_forward_free(fw);
     fw = NULL;
@@ -749,8 +1003,22 @@ int sks_sinks_run(const sks_model *m, int n_prompts, const int32_t *const *promp
             for (int k = 0; k < r->n_spike_channels; k++)
                 nhat[r->spike_channels[k]] = (float)(sqrt((double)d) * r->spike_plateau[k] / sqrt(w2));
     }
+    sks__lfield lf[SKS__LF_MAX];
+    int nlf = sks__lfields(r, lf);
     for (int l = 0; l < L && !rc; l++) {
         sks_progress("sinks geometry", l, L);
+        if (sel && !sel[l]) {
+            /* not this part's layer: NaN (zero counts) until a merge fills it */
+            for (int i = 0; i < nlf; i++) {
+                size_t nb;
+                void *v = sks__lslice(&lf[i], l, &nb);
+                if (lf[i].is_int) memset(v, 0, nb);
+                else
+                    for (int k = 0; k < lf[i].per; k++) ((double *)v)[k] = NAN;
+            }
+            continue;
+        }
+        r->layer_done[l] = 1;
         /* near-constancy */
         if ((rc = sks_sinks_pairwise_cos((int)sink_x[l].rows, d, sink_x[l].v, d, &r->cos_spike_mean[l],
                                          &r->cos_spike_min[l])))
@@ -859,16 +1127,17 @@ int sks_sinks_run(const sks_model *m, int n_prompts, const int32_t *const *promp
     if (rc) goto fail;
     sks_progress("sinks geometry", L, L);
 
-    /* ---- classification ---- */
-    r->n_eff = margin_queries ? nonsink_total / (double)margin_queries : 0.0;
-    r->sink_ratio = 100.0 * sink_heads_sum / n_prompts;
-    for (int64_t i = 0; i < LH; i++) r->n_sink_heads += r->is_sink[i] > 0.5;
-    for (int p = 0; p < SKS_PRED_COUNT; p++) {
-        r->auc[p] = sks_roc_auc(r->pred[p], r->is_sink, (int)LH);
-        r->threshold[p] = isnan(o->threshold[p]) ? sks__default_threshold(p, o->eps, r->n_eff, dh) : o->threshold[p];
-        sks_sinks_prec_recall(r->pred[p], r->is_sink, (int)LH, r->threshold[p], &r->precision[p], &r->recall[p]);
+    /* ---- classification: here for a whole run, after the merge for layer subsets ---- */
+    int whole = 1;
+    for (int l = 0; l < L; l++) whole &= r->layer_done[l];
+    if (whole) {
+        if ((rc = sks_sinks_classify(r, o))) goto fail;
+    } else {
+        for (int p = 0; p < SKS_PRED_COUNT; p++)
+            r->auc[p] = r->threshold[p] = r->precision[p] = r->recall[p] = NAN;
+        r->n_eff = r->sink_ratio = NAN;
+        for (int64_t i = 0; i < LH; i++) r->rank[i] = (int)i;
     }
-    sks__rank(r->pred[o->main_pred], (int)LH, r->rank);
     goto done;
 
 fail:
@@ -951,6 +1220,7 @@ static void sks__write_params(sks_out *w, const sks_sinks_opts *o) {
 
 int sks_sinks_write(const sks_sinks_result *r, const sks_model *m, const sks_sinks_opts *o, const char *path) {
     if (!r || !m || !o || !path) return sks_fail(SKS_EARG, "sks_sinks_write: bad arguments");
+    if (sks__complete(r, "sks_sinks_write")) return SKS_EARG;
     const int L = r->n_layers, H = r->n_heads, G = r->n_kv_heads, dh = r->head_dim;
     const int64_t LH = (int64_t)L * H;
     int32_t *i32 = sks_malloc_n((size_t)(LH > (int64_t)L * G ? LH : (int64_t)L * G) + (size_t)r->n_prompts + 1,
@@ -1074,6 +1344,7 @@ static json_t *sks__jnum(double v) { return isnan(v) || isinf(v) ? json_null() :
 int sks_sinks_write_kv_map(const sks_sinks_result *r, const sks_model *m, const sks_sinks_opts *o,
                            const char *path) {
     if (!r || !m || !o || !path) return sks_fail(SKS_EARG, "sks_sinks_write_kv_map: bad arguments");
+    if (sks__complete(r, "sks_sinks_write_kv_map")) return SKS_EARG;
     const int L = r->n_layers, H = r->n_heads, G = r->n_kv_heads, group = H / G;
     const int mp = o->main_pred;
     const double thr = r->threshold[mp];
@@ -1144,6 +1415,7 @@ int sks_sinks_write_kv_map(const sks_sinks_result *r, const sks_model *m, const 
 int sks_sinks_json_summary(const sks_sinks_result *r, const sks_model *m, const sks_sinks_opts *o, char **out) {
     *out = NULL;
     if (!r || !m || !o) return sks_fail(SKS_EARG, "sks_sinks_json_summary: bad arguments");
+    if (sks__complete(r, "sks_sinks_json_summary")) return SKS_EARG;
     const int L = r->n_layers, H = r->n_heads, G = r->n_kv_heads, group = H / G;
     json_t *root = json_object(), *heads = json_array(), *sr = json_array(), *nr = json_array();
     json_t *auc = json_object(), *cls = json_object();

@@ -76,6 +76,12 @@ typedef struct {
      * a query sees); energy and weight_only 2/d_h (twice the isotropic share); alignment
      * 0.9; signed_proj 0.2. */
     double threshold[SKS_PRED_COUNT];
+    /* Layer subset (n_layers), borrowed for the call: layers[l] != 0 records and analyses
+     * layer l; NULL = every layer. The forward pass still runs every layer (the spike
+     * tokens come from the whole residual stream), so a subset saves the per-layer
+     * accumulation and geometry, not the forward. A result of a strict subset is partial:
+     * merge the parts (sks_sinks_merge) and classify (sks_sinks_classify) before writing. */
+    const unsigned char *layers;
 } sks_sinks_opts;
 
 void sks_sinks_opts_default(sks_sinks_opts *o);
@@ -116,6 +122,14 @@ typedef struct {
     double n_eff;                 /* mean number of non-sink keys seen per margin query */
     double sink_ratio;            /* percent of (l, h) with per-prompt alpha_0 > eps,
                                      averaged over prompts */
+    /* what the classification needs beyond the (L, H) arrays, so that it can run on
+     * merged parts */
+    unsigned char *layer_done;    /* (L) 1 where this result holds layer l */
+    int *layer_sinks;             /* (L, n_prompts) heads of layer l with alpha_0 > eps in
+                                     that prompt (for sink_ratio) */
+    int64_t n_margin_queries;     /* margin queries of one head (they depend on the spike
+                                     tokens only): n_eff = n_margin_nonsink / this */
+    double n_margin_nonsink;      /* non-sink keys those queries see, summed */
 } sks_sinks_result;
 
 /* Run the analysis over n_prompts token sequences (each of length >= 2). */
@@ -123,7 +137,30 @@ int sks_sinks_run(const sks_model *m, int n_prompts, const int32_t *const *promp
                   const sks_sinks_opts *o, sks_sinks_result **out);
 void sks_sinks_result_free(sks_sinks_result *r);
 
-/* msgpack, schema "sinkscope.sinks/1" (docs/schema-sinks.md). */
+/* Classification of a result that holds every layer: n_sink_heads, sink_ratio, n_eff,
+ * per predictor the AUC, threshold, precision and recall, and the head ranking, all
+ * from the (L, H) arrays. sks_sinks_run calls it when it ran every layer; after a merge
+ * of layer subsets, call it on the merged result (the same code, so the same bits).
+ * SKS_EARG when a layer is missing. */
+int sks_sinks_classify(sks_sinks_result *r, const sks_sinks_opts *o);
+
+/* Copy into dst every layer that src holds (runs of the same model, prompts and options
+ * on disjoint layer subsets). SKS_EARG when the shapes differ, a layer is held by both,
+ * or the prompt-wide fields (spike channels and plateau, spike tokens, margin counts)
+ * are not bitwise equal: the parts did not see the same forward passes. */
+int sks_sinks_merge(sks_sinks_result *dst, const sks_sinks_result *src);
+
+/* The layers r holds as bytes (malloc'd *buf, *n bytes): a header with the shapes and a
+ * digest of the prompt-wide fields, then per held layer its index and every per-layer
+ * and per-head value, raw (host byte order: for processes of one binary on one kind of
+ * host, e.g. MPI ranks). */
+int sks_sinks_pack_layers(const sks_sinks_result *r, uint8_t **buf, size_t *n);
+/* Merge packed layers into dst as sks_sinks_merge would; every length is checked
+ * against the buffer: a short or foreign buffer is SKS_EFORMAT, never a crash. */
+int sks_sinks_unpack_layers(sks_sinks_result *dst, const uint8_t *buf, size_t n);
+
+/* msgpack, schema "sinkscope.sinks/1" (docs/schema-sinks.md). The writers refuse (SKS_EARG)
+ * a result that does not hold every layer. */
 int sks_sinks_write(const sks_sinks_result *r, const sks_model *m, const sks_sinks_opts *o, const char *path);
 /* KV-cache map for serving systems (JSON, docs/sinks.md). */
 int sks_sinks_write_kv_map(const sks_sinks_result *r, const sks_model *m, const sks_sinks_opts *o,

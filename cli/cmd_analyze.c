@@ -523,8 +523,11 @@ static int sks__stage_sinks(sks__run *R, int n_stages) {
              R->sio.first_as_sink ? ", no spike token found: position 0 stands in as the sink" : "");
     sks__stage(n_stages, n_stages, "sinks", detail, 1.5 * R->t_trace);
     double t0 = sks_now();
-    int rc = sks_sinks_run(R->m, R->pr.n, (const int32_t *const *)R->pr.ids, R->pr.lens, &R->sio, &R->sr);
-    if (rc) return rc;
+    /* layers split across the ranks, gathered and classified on rank 0 */
+    int fell_back = 0;
+    int rc = sks_dist_sinks_run(R->m, R->pr.n, (const int32_t *const *)R->pr.ids, R->pr.lens, &R->sio, 0, &fell_back,
+                                &R->sr);
+    if (rc || sks_dist_rank() != 0) return rc;
     char *path = sks__join(R->outdir, "sinks.msgpack"), *kv = sks__join(R->outdir, "kv_map.json");
     if (!path || !kv) rc = sks_fail(SKS_ENOMEM, "analyze");
     if (!rc) rc = sks_sinks_write(R->sr, R->m, &R->sio, path);
@@ -945,8 +948,8 @@ int sks_cli_analyze_run(const char *model_path, const char *outdir, const sks_cl
     if ((rc = sks__stage_trace(&R, n_stages))) goto out;
     if ((rc = sks__stage_spikes(&R, n_stages))) goto out;
     if ((rc = sks__stage_vocab(&R, n_stages))) goto out;
-    if (sks_dist_rank() != 0) goto out; /* sinks, summary and figures: rank 0 */
     if ((rc = sks__stage_sinks(&R, n_stages))) goto out;
+    if (sks_dist_rank() != 0) goto out; /* summary and figures: rank 0 */
     if (o->no_plots) {
         snprintf(R.plots, sizeof R.plots, "skipped: --no-plots");
         rc = sks__write_summary(&R, o->json);

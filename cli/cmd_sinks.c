@@ -279,9 +279,10 @@ int sks_cmd_sinks(int argc, char **argv) {
         fprintf(stderr, "sinkscope sinks: --eps must be in (0, 1), --ratio > 0, --abs >= 0\n");
         return 2;
     }
-    /* Under mpirun rank 0 runs the whole analysis and the others leave: the sink
-     * geometry pools every prompt and layer in one pass (docs/scale.md). */
-    if (sks_dist_rank() != 0) return 0;
+    /* Under mpirun every rank reads the model and the prompts and runs the forward passes;
+     * the layers' geometry is split across the ranks and gathered on rank 0, which alone
+     * writes (docs/scale.md). Until the split every failure goes to `ready`, so that all
+     * ranks reach the collective agreement together. */
     sks_cli_progress_install(quiet);
 
     sks_model *m = NULL;
@@ -289,35 +290,42 @@ int sks_cmd_sinks(int argc, char **argv) {
     sks__seqs S = {0};
     sks_sinks_result *r = NULL;
     char *text = NULL;
-    if (sks_cli_open_model("sinks", model_path, &m)) return 1;
-    const sks_arch *arch = sks_model_arch(m);
-    const char *source;
+    const sks_arch *arch = NULL;
+    const char *source = NULL;
+    if ((rc = sks_model_open(model_path, &m))) goto ready;
+    arch = sks_model_arch(m);
     if (tokens || tokens_file) {
-        if (tokens_file && !(text = sks__read_text(tokens_file))) goto fail;
-        if ((rc = sks__parse_seqs(tokens ? tokens : text, tokens ? ";" : "\n", &S))) goto fail;
+        if (tokens_file && !(text = sks__read_text(tokens_file))) {
+            rc = SKS_EIO;
+            goto ready;
+        }
+        if ((rc = sks__parse_seqs(tokens ? tokens : text, tokens ? ";" : "\n", &S))) goto ready;
         source = tokens ? "--tokens" : "--tokens-file";
     } else {
         int trc = sks_tokenizer_open_for_model(m, tok_path, &tok);
         if (trc && (prompt || prompts_file || tok_path)) {
             rc = trc;
-            goto fail;
+            goto ready;
         }
         if (prompt) {
-            if ((rc = sks__encode(tok, prompt, 0, &S))) goto fail;
+            if ((rc = sks__encode(tok, prompt, 0, &S))) goto ready;
             source = "--prompt";
         } else if (prompts_file) {
-            if (!(text = sks__read_text(prompts_file))) goto fail;
+            if (!(text = sks__read_text(prompts_file))) {
+                rc = SKS_EIO;
+                goto ready;
+            }
             char *save = NULL;
             for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
                 size_t n = strlen(line);
                 if (n && line[n - 1] == '\r') line[--n] = '\0';
                 if (!n) continue;
-                if ((rc = sks__encode(tok, line, 0, &S))) goto fail;
+                if ((rc = sks__encode(tok, line, 0, &S))) goto ready;
             }
             source = "--prompts";
         } else if (tok) {
             for (int i = 0; i < SKS__SINKS_N_TEXTS; i++)
-                if ((rc = sks__encode(tok, sks__sinks_texts[i], SKS__SINKS_T, &S))) goto fail;
+                if ((rc = sks__encode(tok, sks__sinks_texts[i], SKS__SINKS_T, &S))) goto ready;
             source = "built-in texts";
         } else {
             int T = arch->max_seq > 0 && arch->max_seq < SKS__SINKS_T ? arch->max_seq : SKS__SINKS_T;
@@ -326,35 +334,37 @@ int sks_cmd_sinks(int argc, char **argv) {
                 int32_t *ids = sks_malloc_n((size_t)T, sizeof *ids);
                 if (!ids) {
                     rc = sks_fail(SKS_ENOMEM, "sinks: prompts");
-                    goto fail;
+                    goto ready;
                 }
                 sks_trace_default_tokens(m, T, (uint64_t)seed + (uint64_t)i, ids);
-                if ((rc = sks__seqs_push(&S, ids, T))) goto fail;
+                if ((rc = sks__seqs_push(&S, ids, T))) goto ready;
             }
             source = "pseudo-random ids (no tokenizer)";
         }
     }
     if (S.n == 0) {
         rc = sks_fail(SKS_EARG, "no input sequences");
-        goto fail;
+        goto ready;
     }
-    if (!quiet) {
+    if (!quiet && sks_dist_rank() == 0) {
         int64_t nt = 0;
         for (int i = 0; i < S.n; i++) nt += S.lens[i];
         fprintf(stderr, "sinks: %d sequence%s, %lld tokens (%s)\n", S.n, S.n == 1 ? "" : "s", (long long)nt, source);
     }
+ready:
+    if ((rc = sks_dist_agree(rc))) goto fail;
     o.first_as_sink = !strcmp(sink_mode, "first");
-    rc = sks_sinks_run(m, S.n, (const int32_t *const *)S.ids, S.lens, &o, &r);
-    if (!rc && r->n_sink_rows == 0 && !strcmp(sink_mode, "auto")) {
-        if (!quiet)
-            fprintf(stderr, "sinks: no spike token at --abs %g --ratio %g: position 0 stands in as the sink token\n",
-                    o.abs_thresh, o.ratio);
-        sks_sinks_result_free(r);
-        r = NULL;
-        o.first_as_sink = 1;
-        rc = sks_sinks_run(m, S.n, (const int32_t *const *)S.ids, S.lens, &o, &r);
-    }
+    int fell_back = 0;
+    rc = sks_dist_sinks_run(m, S.n, (const int32_t *const *)S.ids, S.lens, &o, !strcmp(sink_mode, "auto"), &fell_back,
+                            &r);
     if (rc) goto fail;
+    if (sks_dist_rank() != 0) { /* rank 0 gathered the layers and writes */
+        ret = 0;
+        goto done;
+    }
+    if (fell_back && !quiet)
+        fprintf(stderr, "sinks: no spike token at --abs %g --ratio %g: position 0 stands in as the sink token\n",
+                o.abs_thresh, o.ratio);
     if ((rc = sks_sinks_write(r, m, &o, out))) goto fail;
     if (kvmap && (rc = sks_sinks_write_kv_map(r, m, &o, kvmap))) goto fail;
     if (!quiet) {

@@ -1149,3 +1149,89 @@ int sks_dist_spikes_fit(const sks_arch *a, sks_spikes_opts *o, int T, int n_chan
     o->channel_block = blk;
     return 0;
 }
+
+/* ---- sinks by layers ------------------------------------------------------------------ */
+
+/* One rank's sinks run on its layers (all of them on one process), with the fallback to
+ * position 0 when no prompt has a spike token. The fallback decision is rank 0's,
+ * broadcast, so that the ranks cannot split between the two settings. */
+static int sks__sinks_part(const sks_model *m, int n_prompts, const int32_t *const *prompts, const int *lens,
+                           sks_sinks_opts *o, int auto_first, int *fell_back, sks_sinks_result **r) {
+    int rc = sks_dist_agree(sks_sinks_run(m, n_prompts, prompts, lens, o, r));
+    if (rc || !auto_first) return rc;
+    uint8_t flag = *r && (*r)->n_sink_rows == 0, *fb = &flag;
+    size_t one = 1;
+    if ((rc = sks_dist_agree(sks_dist_bcast(&fb, &one)))) return rc;
+    flag = *fb;
+    if (fb != &flag) free(fb);
+    if (!flag) return 0;
+    sks_sinks_result_free(*r);
+    *r = NULL;
+    o->first_as_sink = 1;
+    *fell_back = 1;
+    return sks_dist_agree(sks_sinks_run(m, n_prompts, prompts, lens, o, r));
+}
+
+int sks_dist_sinks_run(const sks_model *m, int n_prompts, const int32_t *const *prompts, const int *lens,
+                       sks_sinks_opts *o, int auto_first, int *fell_back, sks_sinks_result **out) {
+    *out = NULL;
+    *fell_back = 0;
+    if (o->layers) return sks_fail(SKS_EARG, "sks_dist_sinks_run: the layer split is this function's");
+    const int size = sks_dist_size(), me = sks_dist_rank();
+    if (size == 1) return sks__sinks_part(m, n_prompts, prompts, lens, o, auto_first, fell_back, out);
+    const int L = sks_model_arch(m)->n_layers;
+    unsigned char *mine = calloc(L > 0 ? (size_t)L : 1, 1);
+    sks_sinks_result *r = NULL;
+    uint8_t *pk = NULL, *all = NULL;
+    size_t npk = 0, *plen = NULL;
+    int rc = mine ? 0 : sks_fail(SKS_ENOMEM, "sinks: layer mask");
+    if ((rc = sks_dist_agree(rc))) goto done;
+    int nmine = 0;
+    for (int l = 0; l < L; l++) nmine += mine[l] = sks_dist_owner(l) == me;
+    const char *v = getenv("SKS_MPI_VERBOSE");
+    if (v && !strcmp(v, "1")) {
+        /* the proof that the work is split: one line per rank, written in one call so
+         * that the ranks' lines do not interleave (test/cli-mpi.sh reads them) */
+        size_t cap = 64 + 12 * (size_t)nmine, k = 0;
+        char *line = malloc(cap);
+        if (line) {
+            k += (size_t)snprintf(line, cap, "sinks: rank %d of %d: %d of %d layers:", me, size, nmine, L);
+            for (int l = 0; l < L && k < cap; l++)
+                if (mine[l]) k += (size_t)snprintf(line + k, cap - k, " %d", l);
+            fprintf(stderr, "%s\n", line);
+            free(line);
+        }
+    }
+    o->layers = mine;
+    rc = sks__sinks_part(m, n_prompts, prompts, lens, o, auto_first, fell_back, &r);
+    o->layers = NULL;
+    if (rc) goto done;
+    rc = sks_dist_agree(sks_sinks_pack_layers(r, &pk, &npk));
+    if (rc) goto done;
+    if ((rc = sks_dist_agree(sks_dist_gather(pk, npk, &all, &plen)))) goto done;
+    if (me == 0) {
+        /* rank 0's own layers are in r; the others' follow in rank order */
+        size_t off = plen[0];
+        for (int q = 1; q < size && !rc; q++) {
+            if ((rc = sks_sinks_unpack_layers(r, all + off, plen[q]))) {
+                char msg[512];
+                snprintf(msg, sizeof msg, "%s", sks_last_error());
+                sks_fail(rc, "sinks gather: rank %d: %s", q, msg);
+            }
+            off += plen[q];
+        }
+        if (!rc) rc = sks_sinks_classify(r, o);
+        if (!rc) {
+            *out = r;
+            r = NULL;
+        }
+    }
+done:
+    o->layers = NULL;
+    sks_sinks_result_free(r);
+    free(mine);
+    free(pk);
+    free(all);
+    free(plen);
+    return rc;
+}

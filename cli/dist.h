@@ -23,6 +23,7 @@
 
 #include "../analysis/sks_spikes.h"
 #include "../analysis/sks_out.h"
+#include "../analysis/sks_sinks.h"
 #include "../analysis/sks_vocab.h"
 
 #include <stddef.h>
@@ -138,6 +139,20 @@ int sks_dist_vocab_run(const sks_model *m, const sks_vocab_opts *o, int n_prompt
 int sks_dist_vocab_run_parts(const sks_model *m, const sks_vocab_opts *o, int n_prompts,
                              const int32_t *const *prompts, const int *lens, sks_dist_parts *parts,
                              sks_vocab_result **out);
+
+/* ---- sinks by layers ------------------------------------------------------------------ */
+
+/* sks_sinks_run split across ranks: every rank runs the forward passes over all prompts
+ * and records and analyses the layers it owns (round-robin, o->layers); rank 0 gathers
+ * the packed layers (sks_sinks_pack_layers, MPI_Gatherv), merges them into its own part
+ * and classifies the whole (sks_sinks_classify), which gives the single-process result
+ * bit for bit. auto_first: when no prompt has a spike token, rerun with position 0 as the
+ * sink token (*fell_back = 1; every rank sees the same spike tokens, and rank 0's finding
+ * is broadcast). With SKS_MPI_VERBOSE=1 each rank logs its layers. o->layers must be
+ * NULL. *out is set on rank 0 only (NULL elsewhere). Collective; on one process it is
+ * sks_sinks_run. */
+int sks_dist_sinks_run(const sks_model *m, int n_prompts, const int32_t *const *prompts, const int *lens,
+                       sks_sinks_opts *o, int auto_first, int *fell_back, sks_sinks_result **out);
 
 /* ---- --max-memory ----------------------------------------------------------------------- */
 

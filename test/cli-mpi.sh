@@ -3,8 +3,11 @@
 # single-process result.
 #
 # On synthesized models (`tiny`, `demo`): spikes (layers dealt out to the ranks),
-# vocab-sweep (vocabulary slices, whole and --sample), sinks (rank 0) and analyze
-# --no-plots (spikes and vocab distributed) with 2 and 3 ranks against one process.
+# vocab-sweep (vocabulary slices, whole and --sample), sinks (layers dealt out, gathered
+# and classified on rank 0; with spike tokens and with the position-0 fallback) and
+# analyze --no-plots (spikes, vocab and sinks distributed) with 2 and 3 ranks against
+# one process. Sinks also: its --kv-map and --json outputs, and that the layers really
+# were split (each rank logs its layers under SKS_MPI_VERBOSE=1).
 # The files are decoded and compared exactly (every number bitwise, arrays byte for
 # byte), ignoring only the timing keys. Every run uses one BLAS thread: OpenBLAS sums
 # in a thread-count-dependent order, and mpirun binds each rank to one core, so a
@@ -65,6 +68,39 @@ same vocab-demo vocab-sweep "$TMP/demo"
 same vocab-demo-sample vocab-sweep "$TMP/demo" --sample 1000 --seed 7
 same vocab-tiny vocab-sweep "$TMP/tiny"
 same sinks-tiny sinks "$TMP/tiny"
+same sinks-demo sinks "$TMP/demo" --abs 5 --ratio 20
+same sinks-demo-norope sinks "$TMP/demo" --abs 5 --ratio 20 --rank-by margin_norope --eps 0.2
+
+# sinks under 3 ranks: every rank analysed its own layers (disjoint, together all of
+# them), and the kv map and the --json summary equal the one-process ones
+"$BIN" sinks "$TMP/demo" --abs 5 --ratio 20 -o "$TMP/sv-1.msgpack" --kv-map "$TMP/kv-1.json" --json -q \
+    >"$TMP/sv-1.json" 2>"$TMP/sv-1.err" || fail "sinks --kv-map, one process: $(cat "$TMP/sv-1.err")"
+SKS_MPI_VERBOSE=1 "${MPI[@]}" -x SKS_MPI_VERBOSE -np 3 "$BIN" sinks "$TMP/demo" --abs 5 --ratio 20 -o "$TMP/sv-3.msgpack" \
+    --kv-map "$TMP/kv-3.json" --json -q >"$TMP/sv-3.json" 2>"$TMP/sv-3.err" ||
+    fail "sinks --kv-map, 3 ranks: $(tail -5 "$TMP/sv-3.err")"
+$CMP "$TMP/sv-1.msgpack" "$TMP/sv-3.msgpack" || fail "sinks --kv-map run: 3 ranks differ from one process"
+cmp -s "$TMP/kv-1.json" "$TMP/kv-3.json" || fail "sinks: the kv map under 3 ranks differs from one process"
+# with SKS_MPI_VERBOSE every rank prints, but only rank 0 prints the summary
+[ "$(grep -c '"schema"' "$TMP/sv-3.json")" = 1 ] || fail "sinks --json under 3 ranks: not one summary"
+cmp -s "$TMP/sv-1.json" "$TMP/sv-3.json" || fail "sinks: the --json summary under 3 ranks differs from one process"
+$PY - "$TMP/sv-3.err" 3 <<'EOF' || fail "sinks under 3 ranks: the layers were not split ($(grep 'sinks: rank' "$TMP/sv-3.err"))"
+import re, sys
+size = int(sys.argv[2])
+got = {}
+for line in open(sys.argv[1]):
+    m = re.match(r"sinks: rank (\d+) of (\d+): (\d+) of (\d+) layers:(.*)$", line.strip())
+    if m:
+        r, n, k, L = map(int, m.group(1, 2, 3, 4))
+        layers = [int(x) for x in m.group(5).split()]
+        assert n == size and k == len(layers) and r not in got, line
+        got[r] = (L, layers)
+assert sorted(got) == list(range(size)), sorted(got)
+L = got[0][0]
+every = sorted(l for _, ls in got.values() for l in ls)
+assert every == list(range(L)), every  # each layer on exactly one rank
+assert all(len(ls) < L for _, ls in got.values())  # no rank ran them all
+EOF
+echo "sinks under 3 ranks: layers split, kv map and summary equal"
 
 # the spikes file holds every selected layer, in order, once
 $PY - "$TMP/spikes-demo-3.msgpack" <<'EOF' || fail "spikes under 3 ranks: layers not 0..7 in order"

@@ -5,6 +5,9 @@
  * The model test plants two sink heads by hand (one per KV head, GQA 4:2) in a one-layer
  * model whose BOS embedding carries a massive channel, and checks the ranking, the
  * labels and alpha_0 against an independent double-precision attention written here.
+ * The layer split (what `mpirun sinks` does) is checked on a synth model: runs on the
+ * even and the odd layers (and on thirds, through the packed bytes), merged and
+ * classified, equal the whole run bit for bit.
  */
 #include <float.h>
 #include <math.h>
@@ -688,6 +691,148 @@ static void test_synth_tiny(void **state) {
     run_synth_cfg(&cfg, "qwen2-tiny", 11);
 }
 
+/* ---- layer subsets, merge, classify ------------------------------------------------------- */
+
+static void run_layers(const sks_model *m, int np, const int32_t *const *ptr, const int *lens,
+                       const unsigned char *mask, sks_sinks_result **r) {
+    sks_sinks_opts o;
+    sks_sinks_opts_default(&o);
+    o.layers = mask;
+    int rc = sks_sinks_run(m, np, ptr, lens, &o, r);
+    if (rc) fprintf(stderr, "%s\n", sks_last_error());
+    assert_int_equal(rc, 0);
+}
+
+/* Every value of b bitwise equal to a's (the written files hold every key; the fields
+ * outside them are compared here). */
+static void assert_same_result(const sks_sinks_result *a, const sks_sinks_result *b, const sks_model *m,
+                               const char *dir) {
+    sks_sinks_opts o;
+    sks_sinks_opts_default(&o);
+    char pa[4200], pb[4200];
+    snprintf(pa, sizeof pa, "%s/a.msgpack", dir);
+    snprintf(pb, sizeof pb, "%s/b.msgpack", dir);
+    assert_int_equal(sks_sinks_write(a, m, &o, pa), 0);
+    assert_int_equal(sks_sinks_write(b, m, &o, pb), 0);
+    size_t na = 0, nb = 0;
+    char *fa = sks_test_read_file(pa, &na), *fb = sks_test_read_file(pb, &nb);
+    assert_non_null(fa);
+    assert_non_null(fb);
+    assert_true(na == nb && !memcmp(fa, fb, na));
+    free(fa);
+    free(fb);
+    char *ja = NULL, *jb = NULL;
+    assert_int_equal(sks_sinks_json_summary(a, m, &o, &ja), 0);
+    assert_int_equal(sks_sinks_json_summary(b, m, &o, &jb), 0);
+    assert_string_equal(ja, jb);
+    free(ja);
+    free(jb);
+    const int64_t LH = (int64_t)a->n_layers * a->n_heads;
+    assert_memory_equal(a->rank, b->rank, (size_t)LH * sizeof(int));
+    assert_memory_equal(a->auc, b->auc, sizeof a->auc);
+    assert_memory_equal(a->precision, b->precision, sizeof a->precision);
+    assert_memory_equal(a->recall, b->recall, sizeof a->recall);
+    assert_memory_equal(a->threshold, b->threshold, sizeof a->threshold);
+    assert_memory_equal(&a->n_eff, &b->n_eff, sizeof a->n_eff);
+    assert_memory_equal(&a->sink_ratio, &b->sink_ratio, sizeof a->sink_ratio);
+    assert_int_equal(a->n_sink_heads, b->n_sink_heads);
+    assert_memory_equal(a->layer_sinks, b->layer_sinks, (size_t)a->n_layers * a->n_prompts * sizeof(int));
+}
+
+static void test_layer_split(void **state) {
+    (void)state;
+    sks_synth_config cfg;
+    assert_int_equal(sks_synth_preset("tiny", &cfg), 0);
+    sks_synth *sy = NULL;
+    assert_int_equal(sks_synth_new(&cfg, 5, &sy), 0);
+    char *dir = sks_test_tmpdir();
+    assert_non_null(dir);
+    assert_int_equal(sks_synth_write(sy, dir, SKS_DT_F32, 0), 0);
+    sks_model *m = NULL;
+    assert_int_equal(sks_model_open(dir, &m), 0);
+    const sks_arch *a = sks_model_arch(m);
+    const int L = a->n_layers;
+    assert_true(L >= 3);
+    enum { NP = 3, T = 40 };
+    int32_t ids[NP][T];
+    const int32_t *ptr[NP];
+    int lens[NP];
+    rng_seed(91);
+    for (int p = 0; p < NP; p++) {
+        ids[p][0] = sks_synth_get_planted(sy)->bos_id;
+        for (int t = 1; t < T; t++) ids[p][t] = 3 + (int32_t)(rng_u64() % (uint64_t)(a->vocab_size - 3));
+        ptr[p] = ids[p];
+        lens[p] = T - p; /* unequal lengths: the per-prompt counts must line up */
+    }
+    sks_sinks_result *full = NULL, *even = NULL, *odd = NULL;
+    run_layers(m, NP, ptr, lens, NULL, &full);
+    assert_true(full->n_sink_heads > 0);
+    unsigned char *me = calloc((size_t)L, 1), *mo = calloc((size_t)L, 1);
+    for (int l = 0; l < L; l++) (l % 2 ? mo : me)[l] = 1;
+    run_layers(m, NP, ptr, lens, me, &even);
+    run_layers(m, NP, ptr, lens, mo, &odd);
+    /* a part is not a result: the writers and the classification refuse it */
+    sks_sinks_opts o;
+    sks_sinks_opts_default(&o);
+    assert_int_equal(sks_sinks_classify(even, &o), SKS_EARG);
+    char path[4200];
+    snprintf(path, sizeof path, "%s/part.msgpack", dir);
+    assert_int_equal(sks_sinks_write(even, m, &o, path), SKS_EARG);
+    /* the odd layers merged into the even part, classified: the whole run, bit for bit */
+    assert_int_equal(sks_sinks_merge(even, odd), 0);
+    assert_int_equal(sks_sinks_merge(even, odd), SKS_EARG); /* a layer held twice */
+    assert_int_equal(sks_sinks_classify(even, &o), 0);
+    assert_same_result(full, even, m, dir);
+
+    /* thirds through the packed bytes, as the MPI gather carries them */
+    sks_sinks_result *part[3] = {NULL, NULL, NULL};
+    uint8_t *buf[3] = {NULL, NULL, NULL};
+    size_t nbuf[3] = {0, 0, 0};
+    for (int k = 0; k < 3; k++) {
+        unsigned char *mk = calloc((size_t)L, 1);
+        for (int l = k; l < L; l += 3) mk[l] = 1;
+        run_layers(m, NP, ptr, lens, mk, &part[k]);
+        free(mk);
+        assert_int_equal(sks_sinks_pack_layers(part[k], &buf[k], &nbuf[k]), 0);
+    }
+    /* hostile bytes: truncated, foreign, a layer already held */
+    assert_int_equal(sks_sinks_unpack_layers(part[0], buf[1], nbuf[1] - 1), SKS_EFORMAT);
+    assert_int_equal(sks_sinks_unpack_layers(part[0], buf[1], 10), SKS_EFORMAT);
+    uint8_t *bad = malloc(nbuf[1]);
+    memcpy(bad, buf[1], nbuf[1]);
+    bad[0] ^= 1;
+    assert_int_equal(sks_sinks_unpack_layers(part[0], bad, nbuf[1]), SKS_EFORMAT);
+    free(bad);
+    assert_int_equal(sks_sinks_unpack_layers(part[0], buf[0], nbuf[0]), SKS_EARG);
+    assert_int_equal(sks_sinks_unpack_layers(part[0], buf[2], nbuf[2]), 0);
+    assert_int_equal(sks_sinks_unpack_layers(part[0], buf[1], nbuf[1]), 0);
+    assert_int_equal(sks_sinks_classify(part[0], &o), 0);
+    assert_same_result(full, part[0], m, dir);
+    /* parts of other prompts do not merge */
+    sks_sinks_result *other = NULL;
+    lens[0] = T - 5;
+    run_layers(m, NP, ptr, lens, mo, &other);
+    assert_int_equal(sks_sinks_unpack_layers(part[1], buf[0], nbuf[0]), 0);
+    assert_int_equal(sks_sinks_merge(part[1], other), SKS_EARG);
+
+    for (int k = 0; k < 3; k++) {
+        sks_sinks_result_free(part[k]);
+        free(buf[k]);
+    }
+    sks_sinks_result_free(other);
+    free(me);
+    free(mo);
+    sks_sinks_result_free(full);
+    sks_sinks_result_free(even);
+    sks_sinks_result_free(odd);
+    sks_model_close(m);
+    sks_synth_free(sy);
+    char cmd[4300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+    free(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_key_rank_planted),    cmocka_unit_test(test_alignment_known_angles),
@@ -695,6 +840,7 @@ int main(void) {
         cmocka_unit_test(test_auc_hand),            cmocka_unit_test(test_pairwise_cos),
         cmocka_unit_test(test_weight_only_planted), cmocka_unit_test(test_planted_model),
         cmocka_unit_test(test_planted_qk_norm), cmocka_unit_test(test_bad_args),           cmocka_unit_test(test_synth_tiny),
+        cmocka_unit_test(test_layer_split),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
