@@ -9,18 +9,18 @@
  * Per analysed layer: tr(S_k) and ||S_k||_F of EVERY channel (the screen: one pass for
  * the traces, the Gram identity for the norms, never a dense S_k), then for selected
  * channels the top r eigenpairs by |lambda| (lambda_1 = lambda*, s*), dominance
- * |l1|/|l2|, energy fraction l1^2/||S_k||_F^2. The eigenpairs come from a Krylov-Schur
- * (thick-restart Lanczos) iteration run for all selected channels of a layer in
- * lockstep, so that every operator application is one batched product (four GEMMs of
- * f x d x m for m channels) and the work is GEMM-bound; Krylov bases, projections and
- * LAPACK are f64.
+ * |l1|/|l2|, energy fraction l1^2/||S_k||_F^2. The eigenpairs come from linalg's
+ * thick-restart block Lanczos (sks_quadform_top_eigs) run for all selected channels of
+ * a layer in lockstep, so that every operator application is one batched product (four
+ * GEMMs of f x d x (b m) for m channels and block b) and the work is GEMM-bound; Krylov
+ * bases, projections and LAPACK are f64.
  *
  * With a forward pass over a prompt: x_spike = the FFN input at the spike token,
  * cos(x_spike, s*), the quadratic prediction x^T S_k x, the rank-one prediction
  * lambda* (s*.x)^2, the true out_k(x), and the SiLU regime. First-token map:
- * W_VO[l] = sum_h W_O[:, h] W_V[g(h)]; its top left singular vector u_1 (power/Lanczos
- * iteration on W_O (W_V' W_V'^T) W_O^T, never the d x d product) against s*. Delimiter
- * route: n_v = gamma_attn[0] * e_v / rms(e_v) and the vocabulary ranked by
+ * W_VO[l] = sum_h W_O[:, h] W_V[g(h)]; its top left singular vector u_1 (linalg's
+ * Lanczos, sks_eigs_topk, on W_O (W_V' W_V'^T) W_O^T, never the d x d product) against
+ * s*. Delimiter route: n_v = gamma_attn[0] * e_v / rms(e_v) and the vocabulary ranked by
  * ||n_v|| / median_v ||n_v||.
  *
  * Usage: sks_spikes_new -> (sks_spikes_forward) -> sks_spikes_layer per layer ->
@@ -46,8 +46,9 @@ typedef struct {
     int dense;           /* 1: dense reference path (sks_quadform_dense + LAPACK dsyevr) */
     int precision;       /* SKS_SPK_PREC_* (default AUTO) */
     double tol;          /* ||S v - l v|| <= tol |l|; 0 = auto: 1e-11 (f64), 1e-6 (f32) */
-    int krylov_dim;      /* basis vectors per channel before a restart; 0 = auto */
-    int max_restarts;    /* default 200 */
+    int krylov_dim;      /* basis vectors per channel before a restart; 0 = auto
+                            (linalg's: max(r + 4 block, 40), at most d) */
+    int max_restarts;    /* thick restarts per channel (default 200) */
     int channel_block;   /* channels iterated together; 0 = auto (64) */
     int block;           /* Krylov block per channel; 0 = auto: 4 with the f32 operator (wider
                             GEMMs, m = 4 x channels), 1 with the f64 one */
@@ -166,26 +167,6 @@ typedef struct {
 /* msgpack, schema "sinkscope.spikes/1" (docs/schema-spikes.md). pieces(id) may be NULL. */
 int sks_spikes_write(const sks_spikes_report *rep, const sks_model *m, const sks_spikes_opts *o,
                      const char *(*piece)(void *ud, int id), void *piece_ud, const char *path);
-
-/* ---- Eigen-solver used above (exposed for tests) ---------------------------------- */
-
-/* Batched symmetric operator: Y[:, i] = A_{prob[i]} X[:, i] for nb columns; X and Y are
- * (n, nb) row-major f64 with leading dimension nb. */
-typedef int (*sks_multiop_fn)(void *ud, int n, int nb, const int *prob, const double *X, double *Y);
-
-typedef struct {
-    int r, kmax, max_restarts;
-    double tol;
-    uint64_t seed;
-    int block;          /* vectors added per problem and step (0 = 1): block Krylov-Schur */
-} sks_multieig_opts;
-
-/* Top r eigenpairs by |lambda| of n_prob symmetric n x n operators at once (Krylov-Schur
- * in lockstep). evals (n_prob, r), evecs (n_prob, r, n), resid (n_prob, r) explicit
- * relative residuals, conv (n_prob) 0/1. Returns SKS_ENOCONV (results filled) when
- * some problem did not converge. *matvecs and *restarts (may be NULL) count work. */
-int sks_multieig_topk(sks_multiop_fn op, void *ud, int n, int n_prob, const sks_multieig_opts *o,
-                      double *evals, double *evecs, double *resid, int *conv, int *matvecs, int *restarts);
 
 #ifdef __cplusplus
 }

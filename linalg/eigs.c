@@ -5,7 +5,8 @@
  * (rows of Wt) and H = V^T A V (k, k). One step:
  *   1. Rayleigh-Ritz: H = Z diag(theta) Z^T (LAPACKE_dsyevr), pairs sorted by |theta|;
  *      Ritz vectors y_c = V z_c, A y_c = W z_c (no extra operator application).
- *   2. Converged when ||A y_c - theta_c y_c|| <= tol |theta_c| for the first r pairs.
+ *   2. Converged when ||A y_c - theta_c y_c|| <= tol |theta_c| for the first r pairs
+ *      (or <= norm_tol |theta_1|: an optional floor for an inexact operator).
  *   3. Expansion block: the residuals A y_c - theta_c y_c of the first nb unconverged
  *      pairs (c in order of |theta|). For a Krylov basis these residuals span the next
  *      block of the block Krylov space, so this is block Lanczos; the residual choice
@@ -47,8 +48,8 @@ typedef struct {
 } sks__prob;
 
 typedef struct {
-    int n, r, nb, kmax, keep, max_iter;
-    double tol;
+    int n, r, nb, kmax, keep, max_iter, max_restarts;
+    double tol, norm_tol;
     double *tmp;        /* (kmax, n) restart product */
     double *Hc;         /* (kmax, kmax) dsyevr input / H block products */
     double *w;          /* (kmax) */
@@ -186,6 +187,11 @@ static void sks__restart(sks__ctx *cx, sks__prob *p, int keep) {
     p->restarts++;
 }
 
+/* Pair c (rel[c] computed) meets tol |theta_c|, or the floor norm_tol |theta_0|. */
+static int sks__pair_ok(const sks__ctx *cx, const sks__prob *p, int c) {
+    return p->rel[c] <= cx->tol || p->rel[c] * fabs(p->theta[c]) <= cx->norm_tol * fabs(p->theta[0]);
+}
+
 /* After a Rayleigh-Ritz: convergence test, restart, and the next block (pending rows).
  * Sets p->active = 0 when done. */
 static void sks__step(sks__ctx *cx, sks__prob *p) {
@@ -202,7 +208,7 @@ static void sks__step(sks__ctx *cx, sks__prob *p) {
         cblas_daxpy(n, -p->theta[c], cx->Yb + (size_t)c * n, 1, rc, 1);
         double rn = cblas_dnrm2(n, rc, 1);
         p->rel[c] = p->theta[c] != 0.0 ? rn / fabs(p->theta[c]) : (rn == 0.0 ? 0.0 : INFINITY);
-        if (c < r && p->rel[c] <= cx->tol) nconv++;
+        if (c < r && sks__pair_ok(cx, p, c)) nconv++;
     }
     p->nres = nres;
     p->iterations++;
@@ -212,12 +218,20 @@ static void sks__step(sks__ctx *cx, sks__prob *p) {
         p->nbp = 0;
         return;
     }
-    if (p->k + nb > cx->kmax && p->k > cx->keep) sks__restart(cx, p, cx->keep);
+    if (p->k + nb > cx->kmax && p->k > cx->keep) {
+        if (cx->max_restarts > 0 && p->restarts >= cx->max_restarts) {
+            p->converged = 0;
+            p->active = 0;
+            p->nbp = 0;
+            return;
+        }
+        sks__restart(cx, p, cx->keep);
+    }
     /* expansion: residuals of the first nb unconverged pairs in |theta| order */
     int room = cx->kmax - p->k, want = nb < room ? nb : room, added = 0;
     if (want < 1) want = 1;
     for (int c = 0; c < p->k && added < want; c++) {
-        if (c < nres && c < r && p->rel[c] <= cx->tol) continue;
+        if (c < nres && c < r && sks__pair_ok(cx, p, c)) continue;
         const double *res = cx->R + (size_t)c * n;
         if (c >= nres) {
             sks__ritz(cx, p, c, cx->y, cx->ay);
@@ -250,6 +264,8 @@ int sks_eigs_topk_multi(sks_symop_multi_fn op, void *ud, int n, int nprob, const
     cx.max_iter = o->max_iter > 0 ? o->max_iter : 1000;
     int kdim = x ? x->krylov_dim : 0;
     const double *start = x ? x->start : NULL;
+    cx.max_restarts = x && x->max_restarts > 0 ? x->max_restarts : 0;
+    cx.norm_tol = x && x->norm_tol > 0.0 ? x->norm_tol : 0.0;
     int kmax = kdim > 0 ? kdim : (cx.r + 4 * cx.nb > 40 ? cx.r + 4 * cx.nb : 40);
     if (kmax < cx.r + 2 * cx.nb) kmax = cx.r + 2 * cx.nb;
     if (kmax > n) kmax = n;
@@ -359,7 +375,7 @@ int sks_eigs_topk_multi(sks_symop_multi_fn op, void *ud, int n, int nprob, const
             sks_eigs_info *in = &info[p];
             int nc = 0;
             for (int c = 0; c < r && c < q->nres; c++) {
-                if (q->rel[c] <= cx.tol) nc++;
+                if (sks__pair_ok(&cx, q, c)) nc++;
                 if (in->residuals) in->residuals[c] = q->rel[c];
             }
             if (in->residuals)
@@ -367,6 +383,7 @@ int sks_eigs_topk_multi(sks_symop_multi_fn op, void *ud, int n, int nprob, const
             in->n_conv = nc;
             in->iterations = q->iterations;
             in->matvecs = q->matvecs;
+            in->spanned = q->k >= n;
         }
     }
     if (x) {

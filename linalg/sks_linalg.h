@@ -94,6 +94,14 @@ typedef struct {
                              max(r + 4 block, 40), capped at n) */
     const double *start;  /* start vectors: (n, block) row-major per problem
                              ((nprob, n, block) for the multi solver); NULL = random */
+    int max_restarts;     /* thick restarts allowed per problem (0 = no cap; max_iter still
+                             applies): a problem that would restart once more stops with
+                             its current estimates, not converged */
+    double norm_tol;      /* pair c also counts as converged when ||A y_c - theta_c y_c|| <=
+                             norm_tol |theta_1| (theta_1: largest Ritz value by magnitude,
+                             ~||A||). An inexact operator (f32 GEMMs) leaves residuals near
+                             its rounding times ||A||, which the relative test cannot beat
+                             for eigenvalues far below ||A||; 0 = relative test only */
     int restarts;         /* out: thick restarts, summed over problems */
     int rounds;           /* out: operator callbacks (lockstep rounds) */
     double op_seconds;    /* out: wall time spent inside the operator callback */
@@ -104,6 +112,8 @@ typedef struct {
     int iterations;     /* block expansions */
     int matvecs;        /* operator applications (vectors) */
     double *residuals;  /* (r) ||A v - lambda v|| / |lambda|; caller-provided or NULL */
+    int spanned;        /* 1: the basis grew to the whole space (Rayleigh-Ritz exact for the
+                           operator as applied; residuals then show only its rounding) */
 } sks_eigs_info;
 
 /* Top r eigenpairs by |lambda| of a symmetric n x n operator. evals (r) sorted by

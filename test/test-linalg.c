@@ -365,12 +365,147 @@ static void test_eigs_multi_equals_single(void **state) {
     planted(5, lam5, Q5, A5);
     dense_op op5 = {5, A5, 0};
     sks_eigs_opts o5 = {.r = 5, .tol = 1e-12};
-    assert_int_equal(sks_eigs_topk(dense_apply, &op5, 5, &o5, ev5, V5, NULL), 0);
+    sks_eigs_info info5 = {0};
+    assert_int_equal(sks_eigs_topk(dense_apply, &op5, 5, &o5, ev5, V5, &info5), 0);
+    assert_int_equal(info5.spanned, 1);
     for (int c = 0; c < 5; c++) assert_true(fabs(ev5[c] - lam5[c]) < 1e-13);
     o5.r = 6;
     assert_int_equal(sks_eigs_topk(dense_apply, &op5, 5, &o5, ev5, V5, NULL), SKS_EARG);
     for (int p = 0; p < 3; p++) free(A[p]);
     free(lam); free(Q); free(V);
+}
+
+/* Lockstep problems through thick restarts (basis 20 < n 60) against dense LAPACK, with
+ * block 1 and 3: an isolated negative eigenvalue, a spread diagonal, plain bulk. The
+ * per-problem restart cap (sks_eigs_extra.max_restarts) stops a problem early and is
+ * reported as SKS_ENOCONV with the estimates filled. Tolerances: tol 1e-11 gives
+ * eigenvalues to ~tol^2 / gap and vectors to ~tol / gap; we ask 1e-9 and 1 - 1e-9
+ * (vectors only where the gap exceeds 1e-3). */
+typedef struct {
+    int n;
+    const double *A; /* (nprob, n, n) */
+} stack_op;
+static int stack_apply(void *ud, int n, int nact, const int *prob, int nb, const double *X, double *Y) {
+    const stack_op *o = ud;
+    const int ld = nact * nb;
+    for (int p = 0; p < nact; p++)
+        for (int j = 0; j < nb; j++)
+            for (int i = 0; i < n; i++) {
+                const double *Ar = o->A + ((size_t)prob[p] * n + i) * n;
+                double acc = 0.0;
+                for (int t = 0; t < n; t++) acc += Ar[t] * X[(size_t)t * ld + p * nb + j];
+                Y[(size_t)i * ld + p * nb + j] = acc;
+            }
+    return 0;
+}
+static void test_eigs_multi_restarts_vs_lapack(void **state) {
+    (void)state;
+    enum { N = 60, NP = 4, R = 4 };
+    rng_seed(99);
+    double *A = malloc(sizeof(double) * NP * N * N);
+    for (int p = 0; p < NP; p++)
+        for (int i = 0; i < N; i++)
+            for (int j = 0; j <= i; j++) {
+                double v = 2.0 * rng_unif() - 1.0;
+                if (p == 1 && i == j && i == 7) v -= 12.0; /* one isolated negative eigenvalue */
+                if (p == 2 && i == j) v += 0.2 * i;         /* spread diagonal */
+                A[((size_t)p * N + i) * N + j] = A[((size_t)p * N + j) * N + i] = v;
+            }
+    stack_op so = {N, A};
+    double *ev = malloc(sizeof(double) * NP * R), *V = malloc(sizeof(double) * NP * N * R);
+    double res[NP][R];
+    for (int blk = 1; blk <= 3; blk += 2) {
+        sks_eigs_opts o = {.r = R, .block = blk, .tol = 1e-11, .seed = 3};
+        sks_eigs_extra x = {.krylov_dim = 20};
+        sks_eigs_info info[NP];
+        for (int p = 0; p < NP; p++) info[p] = (sks_eigs_info){.residuals = res[p]};
+        assert_int_equal(sks_eigs_topk_multi(stack_apply, &so, N, NP, &o, &x, ev, V, info), 0);
+        assert_true(x.restarts > 0);
+        for (int p = 0; p < NP; p++) assert_int_equal(info[p].spanned, 0);
+        for (int p = 0; p < NP; p++) {
+            double w[N], Z[N * N], Ac[N * N];
+            lapack_int m, isuppz[2 * N];
+            memcpy(Ac, A + (size_t)p * N * N, sizeof Ac);
+            assert_int_equal(LAPACKE_dsyevr(LAPACK_ROW_MAJOR, 'V', 'A', 'U', N, Ac, N, 0, 0, 0, 0, 0.0, &m, w, Z, N,
+                                            isuppz), 0);
+            int idx[N];
+            for (int i = 0; i < N; i++) idx[i] = i;
+            for (int i = 1; i < N; i++)
+                for (int j = i; j > 0 && fabs(w[idx[j - 1]]) < fabs(w[idx[j]]); j--) {
+                    int t = idx[j]; idx[j] = idx[j - 1]; idx[j - 1] = t;
+                }
+            assert_int_equal(info[p].n_conv, R);
+            for (int e = 0; e < R; e++) {
+                assert_true(fabs(ev[p * R + e] - w[idx[e]]) < 1e-9 * fabs(w[idx[e]]));
+                assert_true(res[p][e] <= o.tol);
+                double gap = 1e9, dot = 0.0;
+                for (int i = 0; i < N; i++)
+                    if (i != idx[e]) gap = fmin(gap, fabs(w[i] - w[idx[e]]));
+                for (int i = 0; i < N; i++) dot += Z[i * N + idx[e]] * V[((size_t)p * N + i) * R + e];
+                if (gap > 1e-3) assert_true(fabs(dot) > 1 - 1e-9);
+            }
+        }
+        /* one restart allowed: not enough for 1e-11 on the bulk problems */
+        x = (sks_eigs_extra){.krylov_dim = 20, .max_restarts = 1};
+        assert_int_equal(sks_eigs_topk_multi(stack_apply, &so, N, NP, &o, &x, ev, V, info), SKS_ENOCONV);
+        assert_true(x.restarts > 0 && x.restarts <= NP);
+        for (int c = 0; c < NP * R; c++) assert_true(isfinite(ev[c]));
+    }
+    free(A);
+    free(ev);
+    free(V);
+}
+
+/* An inexact operator: A plus a fixed nonsymmetric E with ||E|| = 1e-9 ||A|| (as an f32
+ * operator perturbs S_k). The bulk pairs, 1e-4 of ||A||, cannot reach tol 1e-10 relative
+ * (their residuals stay near ||E||), so without a floor the restart cap stops them
+ * (SKS_ENOCONV); with norm_tol 1e-8 (10 ||E|| / ||A||) they converge, and every
+ * eigenvalue agrees with the planted one to ||E|| + norm_tol ||A|| (Bauer-Fike). */
+typedef struct {
+    int n;
+    const double *A, *E; /* (n, n) each */
+} noisy_op;
+static int noisy_apply(void *ud, int n, int nb, const double *X, double *Y) {
+    const noisy_op *o = ud;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < nb; j++) {
+            double acc = 0.0;
+            for (int t = 0; t < n; t++) acc += (o->A[(size_t)i * n + t] + o->E[(size_t)i * n + t]) * X[(size_t)t * nb + j];
+            Y[(size_t)i * nb + j] = acc;
+        }
+    return 0;
+}
+static void test_eigs_norm_tol_floor(void **state) {
+    (void)state;
+    rng_seed(31);
+    const int n = 80, r = 3;
+    double *lam = malloc(n * sizeof(double)), *Q = malloc((size_t)n * n * sizeof(double));
+    double *A = malloc((size_t)n * n * sizeof(double)), *E = malloc((size_t)n * n * sizeof(double));
+    double *V = malloc((size_t)n * r * sizeof(double)), ev[3];
+    lam[0] = 10.0;
+    for (int i = 1; i < n; i++) lam[i] = 1e-3 * (2.0 * rng_unif() - 1.0);
+    planted(n, lam, Q, A);
+    double e2 = 0.0;
+    for (int i = 0; i < n * n; i++) E[i] = rng_gauss(), e2 += E[i] * E[i];
+    for (int i = 0; i < n * n; i++) E[i] *= 1e-8 / sqrt(e2); /* ||E||_2 <= ||E||_F = 1e-9 ||A|| */
+    noisy_op op = {n, A, E};
+    sks_eigs_opts o = {.r = r, .block = 1, .tol = 1e-10, .seed = 4};
+    sks_eigs_extra x = {.krylov_dim = 30, .max_restarts = 20};
+    sks_eigs_info info = {0};
+    assert_int_equal(sks_eigs_topk_ex(noisy_apply, &op, n, &o, &x, ev, V, &info), SKS_ENOCONV);
+    assert_true(info.n_conv < r);
+    x = (sks_eigs_extra){.krylov_dim = 30, .max_restarts = 20, .norm_tol = 1e-8};
+    assert_int_equal(sks_eigs_topk_ex(noisy_apply, &op, n, &o, &x, ev, V, &info), 0);
+    assert_int_equal(info.n_conv, r);
+    /* planted values by magnitude */
+    int idx[80];
+    for (int i = 0; i < n; i++) idx[i] = i;
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && fabs(lam[idx[j - 1]]) < fabs(lam[idx[j]]); j--) {
+            int t = idx[j]; idx[j] = idx[j - 1]; idx[j - 1] = t;
+        }
+    for (int c = 0; c < r; c++) assert_true(fabs(ev[c] - lam[idx[c]]) <= 1e-8 + 1e-8 * 10.0);
+    free(lam); free(Q); free(A); free(E); free(V);
 }
 
 int main(void) {
@@ -381,6 +516,8 @@ int main(void) {
         cmocka_unit_test(test_eig_dense_planted),
         cmocka_unit_test(test_eigs_clustered_negative),
         cmocka_unit_test(test_eigs_multi_equals_single),
+        cmocka_unit_test(test_eigs_multi_restarts_vs_lapack),
+        cmocka_unit_test(test_eigs_norm_tol_floor),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

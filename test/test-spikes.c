@@ -160,71 +160,6 @@ static double cosv(const double *a, const double *b, int n) {
 
 /* ---- tests ---------------------------------------------------------------------------- */
 
-/* The lockstep Krylov-Schur on explicit dense matrices with known spectra. */
-typedef struct {
-    int n;
-    const double *A; /* (nprob, n, n) */
-} dense_ops;
-static int dense_op(void *ud, int n, int nb, const int *prob, const double *X, double *Y) {
-    dense_ops *o = ud;
-    for (int c = 0; c < nb; c++)
-        for (int i = 0; i < n; i++) {
-            double s = 0;
-            const double *Ar = o->A + ((size_t)prob[c] * n + i) * n;
-            for (int j = 0; j < n; j++) s += Ar[j] * X[(size_t)j * nb + c];
-            Y[(size_t)i * nb + c] = s;
-        }
-    return 0;
-}
-
-static void test_multieig_vs_lapack(void **state) {
-    (void)state;
-    enum { N = 60, NP = 4, R = 4 };
-    rng_state = 99;
-    double *A = malloc(sizeof(double) * NP * N * N);
-    for (int p = 0; p < NP; p++)
-        for (int i = 0; i < N; i++)
-            for (int j = 0; j <= i; j++) {
-                double v = urand();
-                if (p == 1 && i == j) v += (i == 7 ? -12.0 : 0.0); /* one isolated negative eigenvalue */
-                if (p == 2 && i == j) v += 0.2 * i;                 /* spread diagonal */
-                A[((size_t)p * N + i) * N + j] = A[((size_t)p * N + j) * N + i] = v;
-            }
-    dense_ops o = {N, A};
-    for (int blk = 1; blk <= 3; blk += 2) {
-    sks_multieig_opts eo = {R, 20, 500, 1e-11, 3, blk};
-    double ev[NP * R], vec[NP * R * N], res[NP * R];
-    int conv[NP], mv = 0, rs = 0;
-    assert_int_equal(sks_multieig_topk(dense_op, &o, N, NP, &eo, ev, vec, res, conv, &mv, &rs), 0);
-    assert_true(rs > 0); /* kmax 20 < 60: thick restarts were exercised */
-    for (int p = 0; p < NP; p++) {
-        double w[N], Z[N * N], Ac[N * N];
-        memcpy(Ac, A + (size_t)p * N * N, sizeof Ac);
-        assert_int_equal(LAPACKE_dsyev(LAPACK_ROW_MAJOR, 'V', 'U', N, Ac, N, w), 0);
-        memcpy(Z, Ac, sizeof Z);
-        int idx[N];
-        for (int i = 0; i < N; i++) idx[i] = i;
-        for (int i = 1; i < N; i++)
-            for (int j = i; j > 0 && fabs(w[idx[j - 1]]) < fabs(w[idx[j]]); j--) {
-                int t = idx[j]; idx[j] = idx[j - 1]; idx[j - 1] = t;
-            }
-        for (int e = 0; e < R; e++) {
-            assert_true(conv[p]);
-            assert_true(rel(ev[p * R + e], w[idx[e]]) < 1e-9);
-            assert_true(res[p * R + e] < 1e-10);
-            double z[N];
-            for (int i = 0; i < N; i++) z[i] = Z[i * N + idx[e]];
-            /* vectors only where the eigenvalue is simple */
-            double gap = 1e9;
-            for (int i = 0; i < N; i++)
-                if (i != idx[e]) gap = fmin(gap, fabs(w[i] - w[idx[e]]));
-            if (gap > 1e-3) assert_true(fabs(cosv(vec + ((size_t)p * R + e) * N, z, N)) > 1 - 1e-9);
-        }
-    }
-    }
-    free(A);
-}
-
 /* Screen, eigenpairs and signs of every channel of a random and a planted layer. */
 static void check_layer_b(const tmodel *t, int layer, int dense, int prec, int block) {
     sks_spikes_opts o;
@@ -627,7 +562,6 @@ static void test_bad_args(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_multieig_vs_lapack),
         cmocka_unit_test(test_random_f64),
         cmocka_unit_test(test_planted_f64_dense_f32),
         cmocka_unit_test(test_forward_quantities),
