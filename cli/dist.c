@@ -1098,14 +1098,17 @@ const char *sks_dist_fmt_bytes(uint64_t b, char *buf, size_t cap) {
     return buf;
 }
 
-/* The estimate follows the allocations of analysis/spikes.c, spikes_eigs.c and
- * forward.c (docs/scale.md lists each term). */
-static uint64_t sks__spikes_need(const sks_arch *a, int prec64, int blk, int r, int T) {
+/* The estimate follows the allocations of analysis/spikes.c, the linalg eigensolver
+ * (linalg/eigs.c) and forward.c (docs/scale.md lists each term). kdim is the Krylov
+ * basis per channel as eigs.c sizes it: the option, else max(r + 4 kb, 40) for a
+ * Krylov block of kb vectors; the basis V and its image S V are both kept. */
+static uint64_t sks__spikes_need(const sks_arch *a, int prec64, int blk, int r, int T, int kb, int kdim) {
     const uint64_t d = (uint64_t)a->d_model, f = (uint64_t)a->d_ffn, L = (uint64_t)a->n_layers;
     const uint64_t Hd = (uint64_t)a->n_heads * (uint64_t)a->head_dim, Kd = (uint64_t)a->n_kv_heads * a->head_dim;
     const uint64_t V = (uint64_t)a->vocab_size, Tt = (uint64_t)T;
     uint64_t cap = (uint64_t)blk * (uint64_t)(r > 1 ? r : 1);
-    uint64_t kmax = (uint64_t)(3 * r > 32 ? 3 * r : 32);
+    if (kb <= 0) kb = prec64 ? 1 : 4;
+    uint64_t kmax = kdim > 0 ? (uint64_t)kdim : (uint64_t)(r + 4 * kb > 40 ? r + 4 * kb : 40);
     uint64_t need = 3 * f * d * 4;                                 /* G, U, D in f32 */
     if (prec64) need += 3 * f * d * 8 + 2 * f * cap * 8;          /* f64 copies, P and Q */
     else need += 2 * d * cap * 4 + 2 * f * cap * 4 + 4 * d * cap; /* X, Y, sgemm workspace */
@@ -1126,7 +1129,7 @@ int sks_dist_spikes_fit(const sks_arch *a, sks_spikes_opts *o, int T, int n_chan
     int blk = o->channel_block > 0 ? o->channel_block : 64;
     if (n_channels > 0 && blk > n_channels) blk = n_channels;
     if (blk < 1) blk = 1;
-    *need = sks__spikes_need(a, prec64, blk, o->rank, T);
+    *need = sks__spikes_need(a, prec64, blk, o->rank, T, o->block, o->krylov_dim);
     if (!bound) return 0;
     while (*need > bound) {
         if (blk > 1) {
@@ -1144,7 +1147,7 @@ int sks_dist_spikes_fit(const sks_arch *a, sks_spikes_opts *o, int T, int n_chan
                             sks_dist_fmt_bytes(bound, b1, sizeof b1), sks_dist_fmt_bytes(*need, b2, sizeof b2),
                             a->d_ffn, a->d_model);
         }
-        *need = sks__spikes_need(a, prec64, blk, o->rank, T);
+        *need = sks__spikes_need(a, prec64, blk, o->rank, T, o->block, o->krylov_dim);
     }
     o->channel_block = blk;
     return 0;
