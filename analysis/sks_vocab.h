@@ -67,6 +67,19 @@ int sks_vocab_run(const sks_model *m, const sks_vocab_opts *o, int n_prompts, co
                   const int *lens, sks_vocab_result **out);
 void sks_vocab_result_free(sks_vocab_result *r); /* NULL is a no-op */
 
+/* The steps of sks_vocab_run, for callers that split the sweep (MPI slices, resumable
+ * batches) and must reproduce it exactly. */
+struct sks_forward;
+/* The ids the sweep visits: all V, or the deterministic sample of o->sample ids (partial
+ * Fisher-Yates with o->seed), ascending. *ids is malloc'd (*n entries). */
+int sks_vocab_sweep_ids(int V, const sks_vocab_opts *o, int32_t **ids, int *n);
+/* One batch: ids[0..n) each alone at position 0 through fw (made for >= n tokens, any
+ * model with n_layers layers); each token's largest ratio max_c |h_b[v,c]| / medians[b]
+ * over the blocks b = 2l+2, l <= L-2, is folded into ratio, max_abs, argmax_channel,
+ * argmax_block (n each, initialised by the caller to 0, 0, -1, -1). */
+int sks_vocab_sweep_batch(struct sks_forward *fw, int n_layers, const double *medians, const int32_t *ids, int n,
+                          float *ratio, float *max_abs, int32_t *argmax_channel, int32_t *argmax_block);
+
 /* msgpack, schema "sinkscope.vocab/1" (docs/schema-vocab.md). piece(ud, id) names the
  * exceptions (may be NULL). */
 int sks_vocab_write(const sks_vocab_result *r, const sks_model *m, const sks_vocab_opts *o,

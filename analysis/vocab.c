@@ -81,16 +81,17 @@ int sks_vocab_typical_medians(const sks_model *m, int n_prompts, const int32_t *
 /* ---- the sweep ------------------------------------------------------------------------ */
 
 typedef struct {
-    sks_vocab_result *r;
-    int L, d, off;    /* off: index of the batch's first token in r */
+    const double *med;     /* (2L+1) */
+    int L;
+    float *ratio, *max_abs;
+    int32_t *ach, *ablk;
 } sks__sweepctx;
 
 /* Blocks 2l+2, l <= L-2: per row max_c |h|, ratio to m_b, keep the largest. */
 static int sks__sweep_hook(void *ud, int b, const float *h, int T, int d) {
     sks__sweepctx *c = ud;
     if (b < 2 || b % 2 || b > 2 * (c->L - 1)) return 0;
-    sks_vocab_result *r = c->r;
-    const double mb = r->typical_median[b];
+    const double mb = c->med[b];
     for (int t = 0; t < T; t++) {
         const float *row = h + (size_t)t * d;
         float mx = -1;
@@ -99,16 +100,25 @@ static int sks__sweep_hook(void *ud, int b, const float *h, int T, int d) {
             float v = fabsf(row[k]);
             if (v > mx) mx = v, am = k;
         }
-        int i = c->off + t;
         double ratio = mb > 0 ? mx / mb : INFINITY;
-        if (mx > r->max_abs[i]) r->max_abs[i] = mx;
-        if (ratio > r->ratio[i] || r->argmax_block[i] < 0) {
-            r->ratio[i] = (float)ratio;
-            r->argmax_channel[i] = am;
-            r->argmax_block[i] = b;
+        if (mx > c->max_abs[t]) c->max_abs[t] = mx;
+        if (ratio > c->ratio[t] || c->ablk[t] < 0) {
+            c->ratio[t] = (float)ratio;
+            c->ach[t] = am;
+            c->ablk[t] = b;
         }
     }
     return 0;
+}
+
+int sks_vocab_sweep_batch(sks_forward *fw, int n_layers, const double *medians, const int32_t *ids, int n,
+                          float *ratio, float *max_abs, int32_t *argmax_channel, int32_t *argmax_block) {
+    sks__sweepctx c = {medians, n_layers, ratio, max_abs, argmax_channel, argmax_block};
+    sks_fwd_hooks hk;
+    memset(&hk, 0, sizeof hk);
+    hk.ud = &c;
+    hk.on_residual = sks__sweep_hook;
+    return sks_forward_run(fw, ids, n, SKS_FWD_INDEPENDENT, &hk, NULL, 0);
 }
 
 void sks_vocab_result_free(sks_vocab_result *r) {
@@ -136,6 +146,31 @@ static int sks__cmp_i32(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+int sks_vocab_sweep_ids(int V, const sks_vocab_opts *o, int32_t **ids, int *n) {
+    *ids = NULL;
+    *n = 0;
+    if (V <= 0) return sks_fail(SKS_EARG, "vocab: vocabulary size %d", V);
+    if (o->sample < 0) return sks_fail(SKS_EARG, "vocab: --sample must be >= 0");
+    int cnt = (o->sample > 0 && o->sample < V) ? o->sample : V;
+    int32_t *perm = sks_malloc_n((size_t)V, sizeof(int32_t));
+    if (!perm) return sks_fail(SKS_ENOMEM, "vocab: out of memory for %d ids", V);
+    for (int v = 0; v < V; v++) perm[v] = v;
+    if (cnt != V) {
+        /* partial Fisher-Yates: the first cnt entries are a uniform sample */
+        uint64_t st = o->seed ? o->seed : 1;
+        for (int i = 0; i < cnt; i++) {
+            int j = i + (int)(sks__mix(&st) % (uint64_t)(V - i));
+            int32_t t = perm[i];
+            perm[i] = perm[j];
+            perm[j] = t;
+        }
+        qsort(perm, (size_t)cnt, sizeof(int32_t), sks__cmp_i32);
+    }
+    *ids = perm;
+    *n = cnt;
+    return 0;
+}
+
 int sks_vocab_run(const sks_model *m, const sks_vocab_opts *o, int n_prompts, const int32_t *const *prompts,
                   const int *lens, sks_vocab_result **out) {
     *out = NULL;
@@ -158,7 +193,12 @@ int sks_vocab_run(const sks_model *m, const sks_vocab_opts *o, int n_prompts, co
     r->typical_median = sks_calloc_n((size_t)r->n_blocks, sizeof(double));
     int n = (oo.sample > 0 && oo.sample < V) ? oo.sample : V;
     r->n_tokens = n;
-    r->ids = sks_malloc_n((size_t)n, sizeof(int32_t));
+    int nid = 0;
+    rc = sks_vocab_sweep_ids(V, &oo, &r->ids, &nid);
+    if (rc) {
+        sks_vocab_result_free(r);
+        return rc;
+    }
     r->ratio = sks_malloc_n((size_t)n, sizeof(float));
     r->max_abs = sks_malloc_n((size_t)n, sizeof(float));
     r->argmax_channel = sks_malloc_n((size_t)n, sizeof(int32_t));
@@ -168,27 +208,6 @@ int sks_vocab_run(const sks_model *m, const sks_vocab_opts *o, int n_prompts, co
         !r->channel_count) {
         sks_vocab_result_free(r);
         return sks_fail(SKS_ENOMEM, "vocab: out of memory for %d tokens", n);
-    }
-    /* the ids: all, or a partial Fisher-Yates sample, ascending */
-    if (n == V) {
-        for (int v = 0; v < V; v++) r->ids[v] = v;
-    } else {
-        int32_t *perm = sks_malloc_n((size_t)V, sizeof(int32_t));
-        if (!perm) {
-            sks_vocab_result_free(r);
-            return sks_fail(SKS_ENOMEM, "vocab: out of memory");
-        }
-        for (int v = 0; v < V; v++) perm[v] = v;
-        uint64_t st = oo.seed ? oo.seed : 1;
-        for (int i = 0; i < n; i++) {
-            int j = i + (int)(sks__mix(&st) % (uint64_t)(V - i));
-            int32_t t = perm[i];
-            perm[i] = perm[j];
-            perm[j] = t;
-        }
-        memcpy(r->ids, perm, (size_t)n * sizeof(int32_t));
-        free(perm);
-        qsort(r->ids, (size_t)n, sizeof(int32_t), sks__cmp_i32);
     }
     for (int i = 0; i < n; i++) {
         r->ratio[i] = 0;
@@ -212,15 +231,10 @@ int sks_vocab_run(const sks_model *m, const sks_vocab_opts *o, int n_prompts, co
     sks_forward *fw = NULL;
     int bs = oo.batch < n ? oo.batch : n;
     rc = sks_forward_new(m, bs, &fw);
-    sks__sweepctx c = {r, L, d, 0};
-    sks_fwd_hooks hk;
-    memset(&hk, 0, sizeof hk);
-    hk.ud = &c;
-    hk.on_residual = sks__sweep_hook;
     for (int i0 = 0; i0 < n && !rc; i0 += bs) {
         int nb = n - i0 < bs ? n - i0 : bs;
-        c.off = i0;
-        rc = sks_forward_run(fw, r->ids + i0, nb, SKS_FWD_INDEPENDENT, &hk, NULL, 0);
+        rc = sks_vocab_sweep_batch(fw, L, r->typical_median, r->ids + i0, nb, r->ratio + i0, r->max_abs + i0,
+                                   r->argmax_channel + i0, r->argmax_block + i0);
         sks_progress("vocab-sweep", i0 + nb, n);
     }
     sks_forward_free(fw);

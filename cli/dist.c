@@ -762,51 +762,15 @@ done:
 
 /* ---- vocab-sweep ---------------------------------------------------------------------------- */
 
-/* The id list and the per-token reduction below follow analysis/vocab.c exactly (same
- * sample draw, same batches, same comparisons), so that the gathered arrays are
- * bitwise those of one process; test/cli-mpi.sh checks it. */
-static uint64_t sks__vmix(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-static int sks__vcmp(const void *a, const void *b) {
-    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-    return (x > y) - (x < y);
-}
-
+/* The id list and the per-token reduction are analysis/vocab.c's own
+ * (sks_vocab_sweep_ids, sks_vocab_sweep_batch) over whole batches, so that the gathered
+ * arrays are bitwise those of one process; test/cli-mpi.sh checks it. */
 typedef struct {
     const double *med; /* (2L+1) */
     int L, off;
     float *ratio, *max_abs;
     int32_t *ach, *ablk;
 } sks__vslice;
-
-static int sks__vslice_hook(void *ud, int b, const float *h, int T, int d) {
-    sks__vslice *c = ud;
-    if (b < 2 || b % 2 || b > 2 * (c->L - 1)) return 0;
-    const double mb = c->med[b];
-    for (int t = 0; t < T; t++) {
-        const float *row = h + (size_t)t * d;
-        float mx = -1;
-        int am = 0;
-        for (int k = 0; k < d; k++) {
-            float v = fabsf(row[k]);
-            if (v > mx) mx = v, am = k;
-        }
-        int i = c->off + t;
-        double ratio = mb > 0 ? mx / mb : INFINITY;
-        if (mx > c->max_abs[i]) c->max_abs[i] = mx;
-        if (ratio > c->ratio[i] || c->ablk[i] < 0) {
-            c->ratio[i] = (float)ratio;
-            c->ach[i] = am;
-            c->ablk[i] = b;
-        }
-    }
-    return 0;
-}
 
 int sks_dist_vocab_run(const sks_model *m, const sks_vocab_opts *o, int n_prompts, const int32_t *const *prompts,
                        const int *lens, sks_vocab_result **out) {
@@ -918,23 +882,10 @@ int sks_dist_vocab_run_parts(const sks_model *m, const sks_vocab_opts *o, int n_
     if (me == 0)
         for (int b = 2; b <= 2 * (L - 1); b += 2)
             if (!(med[b] > 0)) sks_log(SKS_LOG_WARN, "vocab: typical median of block %d is %g", b, med[b]);
-    /* the ids, as sks_vocab_run draws them */
-    int n = (oo.sample > 0 && oo.sample < V) ? oo.sample : V;
-    int32_t *ids = malloc((size_t)(n > V ? n : V) * sizeof *ids);
-    if (!ids) rc = sks_fail(SKS_ENOMEM, "out of memory");
-    if (!rc) {
-        for (int v = 0; v < V; v++) ids[v] = v;
-        if (n != V) {
-            uint64_t st = oo.seed ? oo.seed : 1;
-            for (int i = 0; i < n; i++) {
-                int j = i + (int)(sks__vmix(&st) % (uint64_t)(V - i));
-                int32_t t = ids[i];
-                ids[i] = ids[j];
-                ids[j] = t;
-            }
-            qsort(ids, (size_t)n, sizeof *ids, sks__vcmp);
-        }
-    }
+    /* the ids, exactly as sks_vocab_run draws them */
+    int n = 0;
+    int32_t *ids = NULL;
+    if (!rc) rc = sks_vocab_sweep_ids(V, &oo, &ids, &n);
     /* this rank's slice: whole batches, contiguous */
     const int bs = oo.batch < n ? oo.batch : n;
     const int nbatch = (n + bs - 1) / bs;
@@ -955,10 +906,6 @@ int sks_dist_vocab_run_parts(const sks_model *m, const sks_vocab_opts *o, int n_
     int n_resumed = 0;
     if (!rc && cnt > 0) {
         sks_forward *fw = NULL;
-        sks_fwd_hooks hk;
-        memset(&hk, 0, sizeof hk);
-        hk.ud = &c;
-        hk.on_residual = sks__vslice_hook;
         for (int i0 = lo; i0 < hi && !rc; i0 += bs) {
             int nb = hi - i0 < bs ? hi - i0 : bs;
             c.off = i0 - lo;
@@ -973,7 +920,8 @@ int sks_dist_vocab_run_parts(const sks_model *m, const sks_vocab_opts *o, int n_
             }
             if (!have) {
                 if (!fw && (rc = sks_forward_new(m, bs, &fw))) break;
-                rc = sks_forward_run(fw, ids + i0, nb, SKS_FWD_INDEPENDENT, &hk, NULL, 0);
+                rc = sks_vocab_sweep_batch(fw, L, med, ids + i0, nb, c.ratio + c.off, c.max_abs + c.off,
+                                           c.ach + c.off, c.ablk + c.off);
                 if (!rc && parts) rc = sks__vpart_write(parts, i0 / bs, i0, nb, &c);
             }
             sks_progress("vocab-sweep", i0 + nb - lo, cnt);
