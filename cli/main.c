@@ -51,7 +51,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (!strcmp(argv[1], "--version")) {
-        printf("sinkscope %s\n", SKS_VERSION);
+        printf("sinkscope %s (MPI %s)\n", SKS_VERSION, SKS_HAVE_MPI ? "enabled" : "disabled");
         return 0;
     }
     for (size_t i = 0; i < sizeof sks__cmds / sizeof sks__cmds[0]; i++)
