@@ -119,6 +119,37 @@ int sks_spikes_layer(sks_spikes *s, int layer, const int *ch, const int *src, co
                      sks_spikes_layer_result *out);
 void sks_spikes_layer_result_free(sks_spikes_layer_result *r);
 
+/* One layer split over nparts cooperating processes (the CLI's MPI ranks; the library
+ * knows no MPI). Every part calls sks_spikes_layer_split with the same arguments and its
+ * own `part`; work is dealt in blocks, block b to part b % nparts:
+ *   screen:   the row blocks of the Gram screen (sks_quadform_frobenius_partials; block
+ *             256 rows with the f32 operator, 128 with the f64 one); the traces are
+ *             cheap and every part computes them;
+ *   channels: the channel blocks of the eigensolver (opts.channel_block channels each),
+ *             after the selection, which needs the whole screen.
+ * share(ud, what, nblk, row0, width, rows, status) is called collectively at both
+ * points: rows (row0[nblk], width) f64, rows [row0[b], row0[b + 1]) filled by the owner
+ * of block b (zero elsewhere); status is this part's result so far (0 or SKS_E*). It
+ * must return the same value on every part: the first failure of any part (then the
+ * layer fails everywhere), or 0 with every row holding its owner's values. what is SKS_SPK_SHARE_SCREEN
+ * (row b = partial vector of row block b, width d) or SKS_SPK_SHARE_CHANNELS (row i =
+ * channel i of the selection: eigenvalues (r), residuals (r), s* (d), converged,
+ * matvecs, restarts). Each part then finishes the layer alone, with the same numbers,
+ * so the result is bitwise the one-process one on every part. --dense runs every
+ * channel on every part (only the screen is split). A part whose own blocks fail still
+ * reaches the share and reports it there; what fails before (the layer's weights,
+ * allocations sized alike on every part) fails on every part alike. */
+enum { SKS_SPK_SHARE_SCREEN = 1, SKS_SPK_SHARE_CHANNELS = 2 };
+typedef struct {
+    int part, nparts;
+    int (*share)(void *ud, int what, int nblk, const int *row0, size_t width, double *rows, int status);
+    void *ud;
+} sks_spikes_split;
+
+/* sks_spikes_layer with split (NULL or nparts 1: the one-process path). */
+int sks_spikes_layer_split(sks_spikes *s, int layer, const int *ch, const int *src, const int *tok, int n,
+                           const sks_spikes_split *split, sks_spikes_layer_result *out);
+
 /* Default selection from a trace: the spike channels at the layers whose FFN is one of
  * their step-up blocks, with the lifecycle's token. Outputs malloc'd arrays of n
  * (layer, channel, token) triples, sorted by (layer, channel). */

@@ -242,55 +242,6 @@ static void sks__traces_f64(const sks_spikes *s, double *tr) {
     free(gu);
 }
 
-/* ||S_k||_F^2 = (D_k^T (A o B) D_k + D_k^T (C o C^T) D_k) / 2 with A = G G^T, B = U U^T,
- * C = U G^T. E = A o B + C o C^T is symmetric, so only its upper block triangle is
- * formed: for the row block b = [i0, i0+nb) and the columns j >= i0,
- *   out[k] += sum_{i in b} D_k[i] (E[b, i0:] w D_k[i0:])[i],  w = 1 on the diagonal
- * block and 2 beyond it (the mirrored lower part). f64 GEMMs; memory O(nb f + nb d);
- * flops ~ 5 d f^2. */
-static int sks__frobenius_f64(const sks_spikes *s, double *out) {
-    const int f = s->f, d = s->d, bs = 128;
-    double *A = sks_malloc_n((size_t)bs * f, sizeof *A);
-    double *B = sks_malloc_n((size_t)bs * f, sizeof *B);
-    double *P = sks_malloc_n((size_t)bs * (d > f ? d : f), sizeof *P);
-    if (!A || !B || !P) {
-        free(A);
-        free(B);
-        free(P);
-        return sks_fail(SKS_ENOMEM, "%s: out of memory", __func__);
-    }
-    memset(out, 0, (size_t)d * sizeof *out);
-    for (int i0 = 0; i0 < f; i0 += bs) {
-        const int nb = f - i0 < bs ? f - i0 : bs, w = f - i0; /* columns i0 .. f-1 */
-        const double *Gb = s->G64 + (size_t)i0 * d, *Ub = s->U64 + (size_t)i0 * d;
-        /* A = G_b G[i0:]^T, B = U_b U[i0:]^T; A <- A o B   (nb, w) */
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, w, d, 1.0, Gb, d, Gb, d, 0.0, A, w);
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, w, d, 1.0, Ub, d, Ub, d, 0.0, B, w);
-        for (size_t i = 0; i < (size_t)nb * w; i++) A[i] *= B[i];
-        /* B = C_b = U_b G[i0:]^T, P = (C^T)_b = G_b U[i0:]^T; A += B o P */
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, w, d, 1.0, Ub, d, Gb, d, 0.0, B, w);
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, w, d, 1.0, Gb, d, Ub, d, 0.0, P, w);
-        for (int i = 0; i < nb; i++)
-            for (int j = 0; j < w; j++) {
-                size_t q = (size_t)i * w + j;
-                A[q] = (A[q] + B[q] * P[q]) * (j < nb ? 1.0 : 2.0);
-            }
-        /* P = E_b D[:, i0:]^T (nb, d) */
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, d, w, 1.0, A, w, s->D64 + i0, f, 0.0, P, d);
-        for (int k = 0; k < d; k++) {
-            const double *Dk = s->D64 + (size_t)k * f + i0;
-            double acc = 0;
-            for (int i = 0; i < nb; i++) acc += Dk[i] * P[(size_t)i * d + k];
-            out[k] += acc;
-        }
-    }
-    for (int k = 0; k < d; k++) out[k] = sqrt(fmax(out[k], 0.0) / 2.0);
-    free(A);
-    free(B);
-    free(P);
-    return 0;
-}
-
 /* ---- per-layer step ---------------------------------------------------------------- */
 
 typedef struct {
@@ -354,8 +305,53 @@ static int sks__explicit_residuals(const sks_quadform *q, const sks_quadform64 *
     return 0;
 }
 
+/* The channel blocks of the other parts: row i = channel i's eigenvalues (r),
+ * residuals (r), s* (d), converged, cmv[i], crs[i] (counts are exact in f64). Called
+ * by every part, also one whose own blocks failed (rc), so that the collective share
+ * is never left waiting; the share returns the first failure of any part. */
+static int sks__share_channels(const sks_spikes_split *sp, int blk, int *cmv, int *crs, int rc,
+                               sks_spikes_layer_result *out) {
+    const int nch = out->n_channels, d = out->d, r = nch ? out->channels[0].rank : 0;
+    const int nblk = (nch + blk - 1) / blk;
+    const size_t w = 2 * (size_t)r + (size_t)d + 3;
+    double *rows = sks_calloc_n((size_t)nch * w, sizeof *rows);
+    int *row0 = sks_malloc_n((size_t)nblk + 1, sizeof *row0);
+    if (!rows || !row0) {
+        free(rows);
+        free(row0);
+        /* without the buffer there is nothing to take part with: every part has the
+         * same sizes, so all fail here together */
+        return sks_fail(SKS_ENOMEM, "%s: %d channels", __func__, nch);
+    }
+    for (int b = 0; b <= nblk; b++) row0[b] = b * blk < nch ? b * blk : nch;
+    for (int i = 0; i < nch; i++) {
+        const sks_spike_channel *c = &out->channels[i];
+        double *x = rows + (size_t)i * w;
+        memcpy(x, c->eigenvalues, (size_t)r * sizeof *x);
+        memcpy(x + r, c->residuals, (size_t)r * sizeof *x);
+        memcpy(x + 2 * r, c->s_star, (size_t)d * sizeof *x);
+        x[2 * r + d] = c->converged;
+        x[2 * r + d + 1] = cmv[i];
+        x[2 * r + d + 2] = crs[i];
+    }
+    rc = sp->share(sp->ud, SKS_SPK_SHARE_CHANNELS, nblk, row0, w, rows, rc);
+    for (int i = 0; i < nch && !rc; i++) {
+        sks_spike_channel *c = &out->channels[i];
+        const double *x = rows + (size_t)i * w;
+        memcpy(c->eigenvalues, x, (size_t)r * sizeof *x);
+        memcpy(c->residuals, x + r, (size_t)r * sizeof *x);
+        memcpy(c->s_star, x + 2 * r, (size_t)d * sizeof *x);
+        c->converged = x[2 * r + d] != 0;
+        cmv[i] = (int)x[2 * r + d + 1];
+        crs[i] = (int)x[2 * r + d + 2];
+    }
+    free(rows);
+    free(row0);
+    return rc;
+}
+
 /* Eigenpairs of the selected channels (dense reference, or linalg's block Lanczos). */
-static int sks__layer_eigs(sks_spikes *s, sks_spikes_layer_result *out) {
+static int sks__layer_eigs(sks_spikes *s, const sks_spikes_split *sp, sks_spikes_layer_result *out) {
     const int d = s->d, r = s->o.rank, nch = out->n_channels;
     int rc = 0;
     if (nch == 0) return 0;
@@ -440,13 +436,17 @@ static int sks__layer_eigs(sks_spikes *s, sks_spikes_layer_result *out) {
     void *ws = sks_malloc_n(2 * (size_t)f * cols, f64 ? sizeof(double) : sizeof(float));
     float *X32 = f64 ? NULL : sks_malloc_n((size_t)d * cols, sizeof(float));
     float *Y32 = f64 ? NULL : sks_malloc_n((size_t)d * cols, sizeof(float));
-    if (!chs || !evals || !evecs || !Vg || !Y || !info || !ws || (!f64 && (!X32 || !Y32))) {
+    /* per channel: operator vectors, and the restarts of its block on its first channel,
+     * so that counts dealt out with the blocks add up to the one-process ones */
+    int *cmv = sks_calloc_n((size_t)nch, sizeof *cmv), *crs = sks_calloc_n((size_t)nch, sizeof *crs);
+    if (!chs || !evals || !evecs || !Vg || !Y || !info || !ws || (!f64 && (!X32 || !Y32)) || !cmv || !crs) {
         rc = sks_fail(SKS_ENOMEM, "%s: out of memory for %d channels", __func__, blk);
         goto done;
     }
-    int nfail = 0;
+    const int split = sp && sp->nparts > 1;
     for (int b0 = 0; b0 < nch && !rc; b0 += blk) {
         int nb = nch - b0 < blk ? nch - b0 : blk;
+        if (split && (b0 / blk) % sp->nparts != sp->part) continue; /* another part's block */
         for (int i = 0; i < nb; i++) chs[i] = out->channels[b0 + i].channel;
         sks_eigs_extra x;
         memset(&x, 0, sizeof x);
@@ -460,12 +460,11 @@ static int sks__layer_eigs(sks_spikes *s, sks_spikes_layer_result *out) {
         rc = sks_quadform_top_eigs(f64 ? NULL : &q, f64 ? &q64 : NULL, chs, nb, &eo, &x, evals, evecs, info);
         if (rc == SKS_ENOCONV) rc = 0; /* per channel below */
         if (rc) break;
-        out->restarts += x.restarts;
-        for (int i = 0; i < nb; i++) out->matvecs += info[i].matvecs;
+        crs[b0] = x.restarts;
+        for (int i = 0; i < nb; i++) cmv[b0 + i] = info[i].matvecs + r; /* + the residual check */
         /* Reported residuals are explicit: ||S v - l v|| / |l| with one more application
          * of the operator to all r pairs of the block, not the solver's running W = S V.
          * evecs is (nb, d, r); V (d, nb r) gathers column (i r + e) = pair e of channel i. */
-        const int m = nb * r;
         for (int i = 0; i < nb; i++)
             for (int e = 0; e < r; e++) chs[i * r + e] = out->channels[b0 + i].channel;
         for (int i = 0; i < nb; i++) {
@@ -477,11 +476,16 @@ static int sks__layer_eigs(sks_spikes *s, sks_spikes_layer_result *out) {
              * residual is the operator's rounding (f32: ~1e-7 ||S_k||, large relative
              * to the small eigenvalues of a dominated channel), not lack of iteration */
             c->converged = info[i].n_conv == r || info[i].spanned;
-            nfail += !c->converged;
         }
         rc = sks__explicit_residuals(f64 ? NULL : &q, f64 ? &q64 : NULL, chs, nb, r, evals, evecs, Vg, Y, X32, Y32, ws,
                                      out->channels + b0);
-        out->matvecs += m;
+    }
+    if (split) rc = sks__share_channels(sp, blk, cmv, crs, rc, out);
+    int nfail = 0;
+    for (int i = 0; i < nch; i++) {
+        out->matvecs += cmv[i];
+        out->restarts += crs[i];
+        nfail += !out->channels[i].converged;
     }
     if (!rc && nfail)
         sks_log(SKS_LOG_WARN, "spikes: layer %d: some eigenpairs did not reach tol %.1e (reported with residuals)",
@@ -498,6 +502,8 @@ done:
     free(ws);
     free(X32);
     free(Y32);
+    free(cmv);
+    free(crs);
     return rc;
 }
 
@@ -589,6 +595,50 @@ done:
 
 int sks_spikes_layer(sks_spikes *s, int layer, const int *ch, const int *src, const int *tok, int n,
                      sks_spikes_layer_result *out) {
+    return sks_spikes_layer_split(s, layer, ch, src, tok, n, NULL, out);
+}
+
+/* The screen: traces on every part; the Gram partials of this part's row blocks (all
+ * of them without a split), shared, then added in block order by
+ * sks_quadform_frobenius_finish, the same sums on every part and in one process. */
+static int sks__screen(sks_spikes *s, const sks_spikes_split *sp, sks_spikes_layer_result *out) {
+    const int d = s->d, f = s->f, f64 = s->prec == SKS_SPK_PREC_F64;
+    const int fblk = f64 ? 128 : 0; /* f64: smaller blocks keep the f64 workspace near the f32 one */
+    sks_quadform q = {.d = d, .f = f, .G = s->G32, .U = s->U32, .Down = s->D32};
+    sks_quadform64 q64 = {.d = d, .f = f, .G = s->G64, .U = s->U64, .Down = s->D64};
+    const int nblk = sks_quadform_frobenius_nblocks(f, fblk), split = sp && sp->nparts > 1;
+    double *part = sks_calloc_n((size_t)nblk * d, sizeof *part);
+    int *row0 = sks_malloc_n((size_t)nblk + 1, sizeof *row0);
+    int rc = 0;
+    if (!part || !row0) {
+        rc = sks_fail(SKS_ENOMEM, "%s: %d x %d partials", __func__, nblk, d);
+        goto done;
+    }
+    if (f64) {
+        sks__traces_f64(s, out->trace);
+    } else {
+        rc = sks_quadform_traces(&q, out->trace);
+    }
+    for (int b = 0; b < nblk && !rc; b++) {
+        if (split && b % sp->nparts != sp->part) continue;
+        rc = f64 ? sks_quadform64_frobenius_partials(&q64, fblk, b, b + 1, part + (size_t)b * d)
+                 : sks_quadform_frobenius_partials(&q, fblk, b, b + 1, part + (size_t)b * d);
+    }
+    if (split) {
+        /* taken part in even after a failure, so that the others are not left waiting */
+        for (int b = 0; b <= nblk; b++) row0[b] = b;
+        rc = sp->share(sp->ud, SKS_SPK_SHARE_SCREEN, nblk, row0, (size_t)d, part, rc);
+    }
+    if (!rc) sks_quadform_frobenius_finish(d, nblk, part, out->frobenius);
+    out->flops_screen = sks_quadform_frobenius_flops(d, f, fblk);
+done:
+    free(part);
+    free(row0);
+    return rc;
+}
+
+int sks_spikes_layer_split(sks_spikes *s, int layer, const int *ch, const int *src, const int *tok, int n,
+                           const sks_spikes_split *split, sks_spikes_layer_result *out) {
     memset(out, 0, sizeof *out);
     if (!s || layer < 0 || layer >= s->L || n < 0 || (n > 0 && !ch))
         return sks_fail(SKS_EARG, "%s: layer %d outside [0, %d)", __func__, layer, s ? s->L : 0);
@@ -609,18 +659,8 @@ int sks_spikes_layer(sks_spikes *s, int layer, const int *ch, const int *src, co
     /* the screen: every channel */
     double t0 = sks_now();
     sks_progress("spikes: screen", 0, 1);
-    if (s->prec == SKS_SPK_PREC_F64) {
-        sks__traces_f64(s, out->trace);
-        rc = sks__frobenius_f64(s, out->frobenius);
-    } else {
-        sks_quadform q = {.d = d, .f = s->f, .G = s->G32, .U = s->U32, .Down = s->D32};
-        rc = sks_quadform_traces(&q, out->trace);
-        if (!rc) rc = sks_quadform_frobenius(&q, out->frobenius);
-    }
+    rc = sks__screen(s, split, out);
     if (rc) goto fail;
-    /* GEMM flops of the screen: both paths form only the upper block triangle. */
-    out->flops_screen = s->prec == SKS_SPK_PREC_F64 ? sks_quadform_frobenius_flops(d, s->f, 128)
-                                                    : sks_quadform_frobenius_flops(d, s->f, 0);
     out->seconds_screen = sks_now() - t0;
     sks_progress("spikes: screen", 1, 1);
 
@@ -683,7 +723,7 @@ int sks_spikes_layer(sks_spikes *s, int layer, const int *ch, const int *src, co
         if (!s->T) c->token = -1;
     }
     t0 = sks_now();
-    rc = sks__layer_eigs(s, out);
+    rc = sks__layer_eigs(s, split, out);
     if (rc) goto fail;
     out->seconds_eigs = sks_now() - t0;
     for (int i = 0; i < nc; i++) {

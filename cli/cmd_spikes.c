@@ -44,6 +44,8 @@ static void sks__spikes_help(FILE *f) {
             "  --tol X             eigen residual tolerance (default 1e-11 f64, 1e-6 f32)\n"
             "  --krylov-block N    vectors per channel and Krylov step (default 4 with the f32\n"
             "                      operator, 1 with f64)\n"
+            "  --channel-block N   channels iterated together by the eigensolver (default 64;\n"
+            "                      under mpirun one layer's blocks are dealt to the ranks)\n"
             "  --prompt TEXT       prompt for the forward pass (needs the model's tokenizer)\n"
             "  --tokens IDS        prompt as token ids, e.g. 1,450,3290\n"
             "  --token POS         spike token position for every channel (default: from the\n"
@@ -301,6 +303,10 @@ int sks_cmd_spikes(int argc, char **argv) {
             SKS__NEED();
             if (sks_cli_parse_int(a, nx, 1, 64, &lv)) return sks_cli_fail("spikes", SKS_EARG) + 1;
             so.block = (int)lv;
+        } else if (!strcmp(a, "--channel-block")) {
+            SKS__NEED();
+            if (sks_cli_parse_int(a, nx, 1, 4096, &lv)) return sks_cli_fail("spikes", SKS_EARG) + 1;
+            so.channel_block = (int)lv;
         } else if (!strcmp(a, "--prompt")) {
             SKS__NEED();
             prompt = nx;

@@ -638,6 +638,149 @@ out:
 
 /* ---- the spikes layer loop ------------------------------------------------------------ */
 
+/* One layer split over the ranks (sks_spikes_layer_split): block b of the screen's row
+ * blocks and of the channel blocks is computed on rank b % size. The share gathers every
+ * rank's rows to rank 0, which keeps block b's rows from rank b % size, and broadcasts
+ * the whole array back: afterwards every rank holds the same numbers (copied bytes,
+ * never re-added), and finishes the layer as one process would. */
+typedef struct {
+    int layer, verbose;
+} sks__spk_share_ctx;
+
+static int sks__spikes_share(void *ud, int what, int nblk, const int *row0, size_t width, double *rows, int status) {
+    const sks__spk_share_ctx *cx = ud;
+    const int me = sks_dist_rank(), size = sks_dist_size();
+    const size_t nbytes = (size_t)row0[nblk] * width * sizeof *rows;
+    if (cx->verbose) {
+        /* the proof that the work is split: one line per rank and share, written in one
+         * call so that the ranks' lines do not interleave (test/cli-mpi.sh reads them) */
+        size_t cap = 96 + 12 * (size_t)nblk, k = 0;
+        char *line = malloc(cap);
+        if (line) {
+            k += (size_t)snprintf(line, cap, "spikes: rank %d of %d: layer %d: %s %d:", me, size, cx->layer,
+                                  what == SKS_SPK_SHARE_SCREEN ? "row blocks of" : "channel blocks of", nblk);
+            for (int b = me; b < nblk && k < cap; b += size) k += (size_t)snprintf(line + k, cap - k, " %d", b);
+            fprintf(stderr, "%s\n", line);
+            free(line);
+        }
+    }
+    uint8_t *all = NULL, *buf = NULL;
+    size_t *lens = NULL, n = 0;
+    int rc = sks_dist_agree(status); /* a rank whose blocks failed fails the layer everywhere */
+    if (rc) return rc;
+    rc = sks_dist_agree(sks_dist_gather(rows, nbytes, &all, &lens));
+    if (rc) goto done;
+    if (me == 0) {
+        for (int r = 0; r < size && !rc; r++)
+            if (lens[r] != nbytes)
+                rc = sks_fail(SKS_EINTERNAL, "spikes share: rank %d sent %zu bytes, not %zu", r, lens[r], nbytes);
+        for (int b = 0; b < nblk && !rc; b++) {
+            const size_t off = (size_t)row0[b] * width * sizeof *rows;
+            const size_t len = (size_t)(row0[b + 1] - row0[b]) * width * sizeof *rows;
+            if (len) memcpy((uint8_t *)rows + off, all + (size_t)(b % size) * nbytes + off, len);
+        }
+        buf = (uint8_t *)rows;
+        n = nbytes;
+    }
+    if ((rc = sks_dist_agree(rc))) goto done;
+    if ((rc = sks_dist_agree(sks_dist_bcast(&buf, &n)))) goto done;
+    if (me != 0) {
+        rc = n == nbytes ? 0 : sks_fail(SKS_EINTERNAL, "spikes share: %zu bytes broadcast, not %zu", n, nbytes);
+        if (!rc) memcpy(rows, buf, nbytes);
+    }
+    rc = sks_dist_agree(rc);
+done:
+    if (me != 0) free(buf);
+    free(all);
+    free(lens);
+    return rc;
+}
+
+/* Fewer selected layers than ranks: the layers one after the other, each split over all
+ * ranks (sks__spikes_share); rank 0 keeps the results and writes the parts. */
+static int sks__spikes_layers_split(sks_spikes *s, int d, const int *layers, int nl, const int *sel_l, const int *sel_c,
+                                    const int *sel_t, int nsel, int src, int keep_noconv, sks_dist_parts *parts,
+                                    int *lc, int *lsrc, int *lt, sks_spikes_layer_result *res, int *nres,
+                                    int *n_resumed) {
+    const int me = sks_dist_rank();
+    const char *v = getenv("SKS_MPI_VERBOSE");
+    sks__spk_share_ctx cx = {.layer = -1, .verbose = v && !strcmp(v, "1")};
+    sks_spikes_split sp = {.part = me, .nparts = sks_dist_size(), .share = sks__spikes_share, .ud = &cx};
+    int rc = 0;
+    for (int k = 0; k < nl && !rc; k++) {
+        const int l = layers[k];
+        sks_spikes_layer_result R;
+        memset(&R, 0, sizeof R);
+        /* resume: rank 0 reads the part and tells the others whether to skip the layer */
+        uint8_t have = 0, *hb = NULL;
+        size_t hn = 1;
+        if (me == 0 && parts && parts->resume) {
+            uint8_t *pb = NULL;
+            size_t pn = 0, off = 0;
+            int h = sks_dist_part_read(parts, "layer", l, &pb, &pn);
+            if (h < 0) rc = h;
+            if (h > 0) {
+                char *name = sks_dist_part_path(parts, "layer", l);
+                rc = sks_dist_spikes_layer_unpack(pb, pn, &off, d, name ? name : "part", &res[k]);
+                if (!rc && (res[k].layer != l || off != pn))
+                    rc = sks_fail(SKS_EFORMAT, "%s: holds layer %d, expected %d", name ? name : "part", res[k].layer,
+                                  l);
+                free(name);
+                free(pb);
+                if (!rc) {
+                    have = 1;
+                    *nres = k + 1;
+                    (*n_resumed)++;
+                    sks_log(SKS_LOG_INFO, "spikes: layer %d: resumed from its part file", l);
+                }
+            }
+        }
+        if (me == 0 && !rc && !(hb = malloc(1))) rc = sks_fail(SKS_ENOMEM, "out of memory");
+        if (hb) hb[0] = have;
+        if ((rc = sks_dist_agree(rc))) break;
+        rc = sks_dist_agree(sks_dist_bcast(&hb, &hn)); /* the others' hb is malloc'd there */
+        have = !rc && hb && hn == 1 ? hb[0] : 0;
+        free(hb);
+        if (rc) break;
+        if (have) continue;
+        int cnt = 0;
+        for (int i = 0; i < nsel; i++) {
+            if (sel_l[i] != l || sel_c[i] < 0) continue;
+            lc[cnt] = sel_c[i];
+            lsrc[cnt] = src;
+            lt[cnt] = sel_t[i];
+            cnt++;
+        }
+        sks_progress("spikes layers", k, nl);
+        cx.layer = l;
+        rc = sks_spikes_layer_split(s, l, lc, lsrc, lt, cnt, &sp, &R);
+        if (rc == SKS_ENOCONV && keep_noconv) {
+            sks_log(SKS_LOG_WARN, "spikes layer %d: %s", l, sks_last_error());
+            rc = 0;
+        }
+        if (!rc)
+            sks_log(SKS_LOG_INFO, "spikes: layer %d: screen %.2fs, %d channels, eigenpairs %.2fs (%d matvecs)", l,
+                    R.seconds_screen, R.n_channels, R.seconds_eigs, R.matvecs);
+        if (!rc && me == 0 && parts) {
+            sks_out one;
+            sks_out_init(&one);
+            sks_dist_spikes_layer_pack(&one, &R);
+            rc = sks_out_error(&one) ? sks_fail(SKS_ENOMEM, "out of memory packing layer %d", l)
+                                     : sks_dist_part_write(parts, "layer", l, one.buf.data, one.buf.size);
+            sks_out_free(&one);
+        }
+        if (!rc && me == 0) {
+            res[k] = R; /* rank 0 owns it now */
+            *nres = k + 1;
+        } else {
+            sks_spikes_layer_result_free(&R);
+        }
+        rc = sks_dist_agree(rc);
+    }
+    sks_progress("spikes layers", nl, nl);
+    return rc;
+}
+
 int sks_dist_spikes_layers(sks_spikes *s, int L, int d, const int *sel_l, const int *sel_c, const int *sel_t, int nsel,
                            int src, int keep_noconv, sks_dist_parts *parts, sks_spikes_layer_result *res, int *nres, int *max_layer,
                            int *n_resumed) {
@@ -663,6 +806,16 @@ int sks_dist_spikes_layers(sks_spikes *s, int L, int d, const int *sel_l, const 
         if (any) layers[nl++] = l;
     }
     if (nl) *max_layer = layers[nl - 1];
+    if (sks_dist_size() > 1 && nl < sks_dist_size()) {
+        /* too few layers to keep every rank busy: split each layer instead */
+        rc = sks__spikes_layers_split(s, d, layers, nl, sel_l, sel_c, sel_t, nsel, src, keep_noconv, parts, lc, lsrc,
+                                      lt, res, nres, n_resumed);
+        if (rc && me == 0) {
+            for (int k = 0; k < *nres; k++) sks_spikes_layer_result_free(&res[k]);
+            *nres = 0;
+        }
+        goto done;
+    }
     /* this rank's layers: computed, or read back from a finished part */
     int done_here = 0, mine_total = 0;
     for (int k = 0; k < nl; k++) mine_total += sks_dist_owner(k) == me;

@@ -114,7 +114,10 @@ int sks_dist_spikes_layer_unpack(const uint8_t *buf, size_t n, size_t *off, int 
  * not all converge keeps its best estimates (a warning) instead of failing. parts may be NULL (no parts files).
  * On rank 0, res[0..*nres) receives the results in layer order, exactly what the
  * single-process loop produces; on other ranks *nres = 0. *max_layer = the last
- * selected layer (all ranks). *n_resumed counts layers read from parts. Collective. */
+ * selected layer (all ranks). *n_resumed counts layers read from parts. Collective.
+ * With fewer selected layers than ranks, each layer is split over all ranks instead
+ * (sks_spikes_layer_split: screen row blocks and channel blocks, block b on rank
+ * b % size, shared through gather + broadcast); rank 0 writes the parts. */
 int sks_dist_spikes_layers(sks_spikes *s, int L, int d, const int *sel_l, const int *sel_c, const int *sel_t, int nsel,
                            int src, int keep_noconv, sks_dist_parts *parts, sks_spikes_layer_result *res, int *nres, int *max_layer,
                            int *n_resumed);

@@ -199,11 +199,16 @@ double sks_quadform_frobenius_flops(int d, int f, int block) {
     return fl;
 }
 
+/* Rows [blk_lo, blk_hi) of the per-block partials: part[(b - blk_lo) d + k] =
+ *   sum_{i in block b} Down[k, i] (H_IJ Down_J^T)[i, k].
+ * Each block's partial is a whole vector of its own, so the norms are the same sums
+ * however the blocks are dealt out (docs/linalg.md, "Split screen"). */
 #define SKS__FROB_BODY(T, GEMM, Gp, Up, Dp, ONE, ZERO)                                              \
     do {                                                                                           \
         T *A = wsb, *B = A + (size_t)bs * f, *C = B + (size_t)bs * f, *Ct = C + (size_t)bs * f;     \
         T *P = Ct + (size_t)bs * f;                                                                \
-        for (int i0 = 0; i0 < f; i0 += bs) {                                                       \
+        for (int blk = blk_lo; blk < blk_hi; blk++) {                                              \
+            int i0 = blk * bs;                                                                     \
             int b = i0 + bs < f ? bs : f - i0, nJ = f - i0;                                        \
             const T *GI = Gp + (size_t)i0 * d, *UI = Up + (size_t)i0 * d;                          \
             GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, b, nJ, d, ONE, GI, d, GI, d, ZERO, A, nJ); \
@@ -217,49 +222,86 @@ double sks_quadform_frobenius_flops(int d, int f, int block) {
                 for (int j = b; j < nJ; j++) a[j] *= 2;                                            \
             }                                                                                      \
             GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, b, d, nJ, ONE, A, nJ, Dp + i0, f, ZERO, P, d); \
+            double *pk = part + (size_t)(blk - blk_lo) * d;                                        \
             for (int k = 0; k < d; k++) {                                                          \
                 const T *Dk = Dp + (size_t)k * f + i0;                                             \
                 double s = 0.0;                                                                    \
                 for (int i = 0; i < b; i++) s += (double)Dk[i] * (double)P[(size_t)i * d + k];     \
-                acc[k] += s;                                                                       \
+                pk[k] = s;                                                                         \
             }                                                                                      \
         }                                                                                          \
     } while (0)
 
-/* Shared driver: checks, workspace (4 b f + b d values, allocated once), the blocked
- * body in the element type T, and the final acc / 2 -> norm. */
-#define SKS__FROB_DRIVER(T, GEMM, qq, check, ONE, ZERO)                                              \
+int sks_quadform_frobenius_nblocks(int f, int block) {
+    if (f <= 0) return 0;
+    int bs = block > 0 ? block : 256;
+    if (bs > f) bs = f;
+    return (int)(((int64_t)f + bs - 1) / bs);
+}
+
+/* Shared driver of the partials: checks, workspace (4 b f + b d values, allocated once)
+ * and the blocked body in the element type T. */
+#define SKS__FROB_PARTIALS(T, GEMM, qq, check, ONE, ZERO)                                             \
     do {                                                                                           \
         int rc = check(qq, __func__);                                                              \
         if (rc) return rc;                                                                         \
-        if (!out) return sks_fail(SKS_EARG, "%s: NULL out", __func__);                             \
         const int d = qq->d, f = qq->f;                                                            \
         int bs = block > 0 ? block : 256;                                                          \
         if (bs > f) bs = f;                                                                        \
+        const int nblk = sks_quadform_frobenius_nblocks(f, block);                                 \
+        if (blk_lo < 0 || blk_hi > nblk || blk_lo > blk_hi || (!part && blk_hi > blk_lo))           \
+            return sks_fail(SKS_EARG, "%s: blocks [%d, %d) of %d", __func__, blk_lo, blk_hi, nblk);  \
+        if (blk_lo == blk_hi) return 0;                                                            \
         size_t n4, nws;                                                                            \
         if (sks_mul_size((size_t)4 * bs, (size_t)f, &n4) || sks_add_size(n4, (size_t)bs * d, &nws)) \
             return sks_fail(SKS_EOVERFLOW, "%s: workspace", __func__);                             \
-        double *acc = sks_calloc_n((size_t)d, sizeof *acc);                                        \
         T *wsb = sks_malloc_n(nws, sizeof(T));                                                     \
-        if (!acc || !wsb) {                                                                        \
-            free(acc);                                                                             \
-            free(wsb);                                                                             \
-            return sks_fail(SKS_ENOMEM, "%s: workspace of %zu values", __func__, nws);             \
-        }                                                                                          \
+        if (!wsb) return sks_fail(SKS_ENOMEM, "%s: workspace of %zu values", __func__, nws);       \
         SKS__FROB_BODY(T, GEMM, qq->G, qq->U, qq->Down, ONE, ZERO);                                \
-        /* ||S_k||_F^2 = acc_k / 2; tiny negative values can only come from rounding */          \
-        for (int k = 0; k < d; k++) out[k] = sqrt(acc[k] > 0.0 ? 0.5 * acc[k] : 0.0);              \
-        free(acc);                                                                                 \
         free(wsb);                                                                                 \
         return 0;                                                                                  \
     } while (0)
 
+int sks_quadform_frobenius_partials(const sks_quadform *q, int block, int blk_lo, int blk_hi, double *part) {
+    SKS__FROB_PARTIALS(float, cblas_sgemm, q, sks__qf_check, 1.0f, 0.0f);
+}
+
+int sks_quadform64_frobenius_partials(const sks_quadform64 *q, int block, int blk_lo, int blk_hi, double *part) {
+    SKS__FROB_PARTIALS(double, cblas_dgemm, q, sks__qf64_check, 1.0, 0.0);
+}
+
+/* acc_k = ((0 + p_0k) + p_1k) + ... in block order; ||S_k||_F^2 = acc_k / 2, and tiny
+ * negative values can only come from rounding. */
+void sks_quadform_frobenius_finish(int d, int nblk, const double *part, double *out) {
+    for (int k = 0; k < d; k++) {
+        double acc = 0.0;
+        for (int b = 0; b < nblk; b++) acc += part[(size_t)b * d + k];
+        out[k] = sqrt(acc > 0.0 ? 0.5 * acc : 0.0);
+    }
+}
+
+/* All blocks, then the finish: the one-process path is the split one with every block
+ * here, so a caller that adds partials gathered from elsewhere gets the same bits. */
+#define SKS__FROB_DRIVER(qq, check, partials_fn)                                                     \
+    do {                                                                                           \
+        int rc = check(qq, __func__);                                                              \
+        if (rc) return rc;                                                                         \
+        if (!out) return sks_fail(SKS_EARG, "%s: NULL out", __func__);                             \
+        const int nblk = sks_quadform_frobenius_nblocks(qq->f, block);                             \
+        double *part = sks_malloc_n((size_t)nblk * (size_t)qq->d, sizeof *part);                   \
+        if (!part) return sks_fail(SKS_ENOMEM, "%s: %d x %d partials", __func__, nblk, qq->d);     \
+        rc = partials_fn(qq, block, 0, nblk, part);                                                \
+        if (!rc) sks_quadform_frobenius_finish(qq->d, nblk, part, out);                            \
+        free(part);                                                                                \
+        return rc;                                                                                 \
+    } while (0)
+
 int sks_quadform_frobenius_blocked(const sks_quadform *q, int block, double *out) {
-    SKS__FROB_DRIVER(float, cblas_sgemm, q, sks__qf_check, 1.0f, 0.0f);
+    SKS__FROB_DRIVER(q, sks__qf_check, sks_quadform_frobenius_partials);
 }
 
 int sks_quadform64_frobenius(const sks_quadform64 *q, int block, double *out) {
-    SKS__FROB_DRIVER(double, cblas_dgemm, q, sks__qf64_check, 1.0, 0.0);
+    SKS__FROB_DRIVER(q, sks__qf64_check, sks_quadform64_frobenius_partials);
 }
 
 int sks_quadform_frobenius(const sks_quadform *q, double *out) {

@@ -61,7 +61,7 @@ int sks_quadform_traces(const sks_quadform *q, double *out);
  *   A = G G^T, B = U U^T, C = U G^T (f x f);
  *   ||M_k||_F^2 = D_k^T (A o B) D_k, tr(M_k^2) = D_k^T (C o C^T) D_k,
  *   ||S_k||_F^2 = (||M_k||_F^2 + tr(M_k^2)) / 2.
- * Blocked so that memory stays O(block * f). out: (d) f64. */
+ * Blocked so that memory stays O(block f + (f / block) d). out: (d) f64. */
 int sks_quadform_frobenius(const sks_quadform *q, double *out);
 /* With an explicit row block (0 = auto, 256): f32 sgemm, ~1e-6 relative (docs/linalg.md).
  * Only the upper block triangle of the symmetric f x f product A o B + C o C^T is formed:
@@ -70,6 +70,22 @@ int sks_quadform_frobenius_blocked(const sks_quadform *q, int block, double *out
 /* The f64 twin (dgemm), ~1e-14 relative; for tests and small/medium models. */
 int sks_quadform64_frobenius(const sks_quadform64 *q, int block, double *out);
 double sks_quadform_frobenius_flops(int d, int f, int block);
+
+/* The screen in pieces, for callers that deal its row blocks out (the CLI's MPI ranks):
+ * row block b = rows [b bs, min((b + 1) bs, f)) of f, bs = block (0 = 256) capped at f;
+ * sks_quadform_frobenius_nblocks(f, block) = ceil(f / bs). For blocks [blk_lo, blk_hi),
+ * part (blk_hi - blk_lo, d) f64 receives row (b - blk_lo):
+ *   p_bk = sum_{i in b} D_k[i] (H_{b,J} D_{k,J})_i,  J = [b bs, f),
+ *   H = A o B + C o C^T with its off-diagonal blocks doubled,
+ * so that ||S_k||_F^2 = (sum_b p_bk) / 2. sks_quadform_frobenius_finish adds the rows
+ * of part (nblk, d) in block order starting from 0 and takes sqrt(max(0, .) / 2): the
+ * whole-screen functions above are exactly partials over all blocks then finish, so
+ * partials computed anywhere, with any split of the blocks, and finished in order
+ * give the same bits. Cost of block b: 10 bs d (f - b bs) flops (late blocks cheaper). */
+int sks_quadform_frobenius_nblocks(int f, int block);
+int sks_quadform_frobenius_partials(const sks_quadform *q, int block, int blk_lo, int blk_hi, double *part);
+int sks_quadform64_frobenius_partials(const sks_quadform64 *q, int block, int blk_lo, int blk_hi, double *part);
+void sks_quadform_frobenius_finish(int d, int nblk, const double *part, double *out);
 
 /* Dense reference: S_k as (d, d) f64 (test reference; d^2 memory). */
 int sks_quadform_dense(const sks_quadform *q, int k, double *S);

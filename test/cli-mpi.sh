@@ -2,7 +2,8 @@
 # cli-mpi.sh BINARY SOURCE_DIR FIXTURES_DIR - `mpirun -np N sinkscope ...` gives the
 # single-process result.
 #
-# On synthesized models (`tiny`, `demo`): spikes (layers dealt out to the ranks),
+# On synthesized models (`tiny`, `demo`): spikes (layers dealt out to the ranks; with
+# fewer layers than ranks, one layer's screen row blocks and channel blocks instead),
 # vocab-sweep (vocabulary slices, whole and --sample), sinks (layers dealt out, gathered
 # and classified on rank 0; with spike tokens and with the position-0 fallback) and
 # analyze --no-plots (spikes, vocab and sinks distributed) with 2 and 3 ranks against
@@ -66,6 +67,43 @@ same() {
 same spikes-demo spikes "$TMP/demo" --layers 0-7 --top-frob 3 --rank 4
 same spikes-tiny-default spikes "$TMP/tiny" --abs 5 --ratio 20
 same spikes-demo-2layers spikes "$TMP/demo" --layers 1,6 --channels 26,29 --top-frob 1
+# one layer, fewer layers than ranks: the layer itself is split (screen row blocks and
+# eigensolver channel blocks dealt to the ranks), f64 (auto on demo) and f32 operators
+same spikes-demo-1layer spikes "$TMP/demo" --layers 1 --top-frob 6 --channel-block 2
+same spikes-demo-1layer-f32 spikes "$TMP/demo" --layers 5 --top-frob 5 --channel-block 2 --precision f32
+
+# ... and the ranks really split it: under SKS_MPI_VERBOSE=1 each rank names its row
+# blocks and channel blocks; per kind they are disjoint, together all of them, and no
+# rank ran them all. The result still equals one process.
+for np in 2 3; do
+    SKS_MPI_VERBOSE=1 "${MPI[@]}" -x SKS_MPI_VERBOSE -np $np "$BIN" spikes "$TMP/demo" --layers 1 --top-frob 6 \
+        --channel-block 2 -o "$TMP/split-$np.msgpack" -q >/dev/null 2>"$TMP/split-$np.err" ||
+        fail "spikes one layer, $np ranks, verbose: $(tail -5 "$TMP/split-$np.err")"
+    $CMP "$TMP/spikes-demo-1layer-1.msgpack" "$TMP/split-$np.msgpack" ||
+        fail "spikes one layer, $np ranks, verbose: differs from one process"
+    $PY - "$TMP/split-$np.err" $np <<'EOF' || fail "spikes one layer under $np ranks: not split ($(grep 'spikes: rank' "$TMP/split-$np.err"))"
+import re, sys
+size = int(sys.argv[2])
+got = {}
+for line in open(sys.argv[1]):
+    m = re.match(r"spikes: rank (\d+) of (\d+): layer (\d+): (row|channel) blocks of (\d+):(.*)$", line.strip())
+    if m:
+        r, n, layer, nb = int(m.group(1)), int(m.group(2)), int(m.group(3)), int(m.group(5))
+        assert n == size and layer == 1, line
+        kind = got.setdefault(m.group(4), {})
+        assert r not in kind, line
+        kind[r] = (nb, [int(x) for x in m.group(6).split()])
+assert sorted(got) == ["channel", "row"], sorted(got)
+for name, kind in got.items():
+    assert sorted(kind) == list(range(size)), (name, sorted(kind))
+    nb = kind[0][0]
+    assert nb >= 2, (name, nb)  # enough blocks to split
+    every = sorted(b for _, bs in kind.values() for b in bs)
+    assert every == list(range(nb)), (name, every)  # each block on exactly one rank
+    assert all(len(bs) < nb for _, bs in kind.values()), name  # no rank ran them all
+EOF
+done
+echo "spikes one layer under 2 and 3 ranks: row and channel blocks split, equal to one process"
 same vocab-demo vocab-sweep "$TMP/demo"
 same vocab-demo-sample vocab-sweep "$TMP/demo" --sample 1000 --seed 7
 same vocab-tiny vocab-sweep "$TMP/tiny"

@@ -212,6 +212,55 @@ static void test_traces_frobenius(void **state) {
     sks_quadform64_free(&m.q64);
 }
 
+/* The split screen: partials over block ranges (single blocks, in reverse order, and
+ * uneven ranges, as a rank would compute its share), then finished in block order, equal
+ * the whole-screen functions bit for bit, f32 and f64, for block sizes that divide f,
+ * leave a short last block, and exceed f. Bad ranges are SKS_EARG. */
+static void test_frobenius_partials(void **state) {
+    (void)state;
+    static model m;
+    model_random(&m, 11);
+    int blocks[4] = {0, 7, 32, 1000};
+    for (int bi = 0; bi < 4; bi++) {
+        const int bs = blocks[bi], nblk = sks_quadform_frobenius_nblocks(F, bs);
+        const int want = bs <= 0 ? 1 : (bs >= F ? 1 : (F + bs - 1) / bs);
+        assert_int_equal(nblk, want);
+        double *p32 = calloc((size_t)nblk * D, sizeof *p32), *p64 = calloc((size_t)nblk * D, sizeof *p64);
+        assert_non_null(p32);
+        assert_non_null(p64);
+        double full32[D], full64[D], got[D];
+        assert_int_equal(sks_quadform_frobenius_blocked(&m.q, bs, full32), 0);
+        assert_int_equal(sks_quadform64_frobenius(&m.q64, bs, full64), 0);
+        /* one block at a time, last first */
+        for (int b = nblk - 1; b >= 0; b--) {
+            assert_int_equal(sks_quadform_frobenius_partials(&m.q, bs, b, b + 1, p32 + (size_t)b * D), 0);
+            assert_int_equal(sks_quadform64_frobenius_partials(&m.q64, bs, b, b + 1, p64 + (size_t)b * D), 0);
+        }
+        sks_quadform_frobenius_finish(D, nblk, p32, got);
+        assert_memory_equal(got, full32, sizeof got);
+        sks_quadform_frobenius_finish(D, nblk, p64, got);
+        assert_memory_equal(got, full64, sizeof got);
+        /* two uneven ranges [0, h) and [h, nblk) into one array */
+        const int h = nblk / 3;
+        memset(p32, 0, (size_t)nblk * D * sizeof *p32);
+        assert_int_equal(sks_quadform_frobenius_partials(&m.q, bs, h, nblk, p32 + (size_t)h * D), 0);
+        assert_int_equal(sks_quadform_frobenius_partials(&m.q, bs, 0, h, p32), 0);
+        sks_quadform_frobenius_finish(D, nblk, p32, got);
+        assert_memory_equal(got, full32, sizeof got);
+        /* empty range: nothing written, no failure */
+        assert_int_equal(sks_quadform_frobenius_partials(&m.q, bs, 1, 1, NULL), 0);
+        assert_int_equal(sks_quadform_frobenius_partials(&m.q, bs, 0, nblk + 1, p32), SKS_EARG);
+        assert_int_equal(sks_quadform64_frobenius_partials(&m.q64, bs, -1, 1, p64), SKS_EARG);
+        assert_int_equal(sks_quadform_frobenius_partials(&m.q, bs, 0, 1, NULL), SKS_EARG);
+        free(p32);
+        free(p64);
+    }
+    assert_int_equal(sks_quadform_frobenius_nblocks(F, 0), 1); /* 256 capped at f = 96 */
+    assert_int_equal(sks_quadform_frobenius_nblocks(F, 32), 3);
+    assert_int_equal(sks_quadform_frobenius_nblocks(F, 7), 14);
+    sks_quadform64_free(&m.q64);
+}
+
 /* Top-r eigenpairs of several channels at once against dsyevr on the dense reference:
  * eigenvalues to 1e-6 relative, |cos| >= 1 - 1e-8, explicit residuals within tol, and
  * the multi-problem run equals single-channel runs. */
@@ -346,6 +395,7 @@ int main(void) {
         cmocka_unit_test(test_matvec_batch),
         cmocka_unit_test(test_matvec_layouts),
         cmocka_unit_test(test_traces_frobenius),
+        cmocka_unit_test(test_frobenius_partials),
         cmocka_unit_test(test_top_eigs_vs_dsyevr),
         cmocka_unit_test(test_planted_spike),
         cmocka_unit_test(test_sgemm_gflops),

@@ -9,6 +9,7 @@
 #include <lapacke.h>
 #include <math.h>
 #include <msgpack.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -560,8 +561,136 @@ static void test_bad_args(void **state) {
     tmodel_free(&t);
 }
 
+/* ---- one layer split over parts ---------------------------------------------------------
+ *
+ * sks_spikes_layer_split as the CLI's MPI ranks use it, with threads for ranks: every
+ * part runs the layer on its own context, and the share posts its rows, waits for all,
+ * takes block b's rows from part b % nparts, waits again (nobody overwrites rows still
+ * being read), and keeps the merged copy. The result must equal one process bit for bit. */
+enum { SPLIT_MAX = 3 };
+typedef struct {
+    pthread_barrier_t bar;
+    double *rows[SPLIT_MAX];
+    int nparts;
+    const tmodel *t;
+    int prec, layer;
+    sks_spikes_layer_result res[SPLIT_MAX];
+    int rc[SPLIT_MAX], shares[SPLIT_MAX], owned[SPLIT_MAX][2];
+} split_ctx;
+typedef struct {
+    split_ctx *cx;
+    int part;
+} split_arg;
+
+static int split_share(void *ud, int what, int nblk, const int *row0, size_t width, double *rows, int status) {
+    split_arg *a = ud;
+    split_ctx *cx = a->cx;
+    const size_t n = (size_t)row0[nblk] * width;
+    double *tmp = malloc((n ? n : 1) * sizeof *tmp);
+    cx->rows[a->part] = rows;
+    pthread_barrier_wait(&cx->bar);
+    for (int b = 0; b < nblk && tmp; b++) {
+        const size_t o = (size_t)row0[b] * width, len = (size_t)(row0[b + 1] - row0[b]) * width;
+        memcpy(tmp + o, cx->rows[b % cx->nparts] + o, len * sizeof *tmp);
+        if (b % cx->nparts == a->part) cx->owned[a->part][what == SKS_SPK_SHARE_CHANNELS]++;
+    }
+    pthread_barrier_wait(&cx->bar);
+    if (tmp) memcpy(rows, tmp, n * sizeof *tmp);
+    free(tmp);
+    cx->shares[a->part]++;
+    return status ? status : tmp ? 0 : SKS_ENOMEM;
+}
+
+static void *split_part(void *p) {
+    split_arg *a = p;
+    split_ctx *cx = a->cx;
+    sks_spikes_opts o;
+    sks_spikes_opts_default(&o);
+    o.rank = 4;
+    o.top_frob = 5;
+    o.precision = cx->prec;
+    o.channel_block = 2;
+    o.first_token_map = 0;
+    sks_spikes *s = NULL;
+    int ch[2] = {PLANT_CH, 3};
+    sks_spikes_split sp = {.part = a->part, .nparts = cx->nparts, .share = split_share, .ud = a};
+    cx->rc[a->part] = sks_spikes_new(cx->t->m, &o, &s);
+    if (!cx->rc[a->part])
+        cx->rc[a->part] = sks_spikes_layer_split(s, cx->layer, ch, NULL, NULL, 2, &sp, &cx->res[a->part]);
+    sks_spikes_free(s);
+    return NULL;
+}
+
+static void assert_layer_equal(const sks_spikes_layer_result *a, const sks_spikes_layer_result *b) {
+    assert_int_equal(a->n_channels, b->n_channels);
+    assert_int_equal(a->n_top, b->n_top);
+    assert_int_equal(a->matvecs, b->matvecs);
+    assert_int_equal(a->restarts, b->restarts);
+    assert_memory_equal(a->frobenius, b->frobenius, (size_t)a->d * sizeof(double));
+    assert_memory_equal(a->trace, b->trace, (size_t)a->d * sizeof(double));
+    assert_memory_equal(a->top_frob, b->top_frob, (size_t)a->n_top * sizeof(int));
+    for (int i = 0; i < a->n_channels; i++) {
+        const sks_spike_channel *x = &a->channels[i], *y = &b->channels[i];
+        assert_int_equal(x->channel, y->channel);
+        assert_int_equal(x->converged, y->converged);
+        assert_memory_equal(x->eigenvalues, y->eigenvalues, (size_t)x->rank * sizeof(double));
+        assert_memory_equal(x->residuals, y->residuals, (size_t)x->rank * sizeof(double));
+        assert_memory_equal(x->s_star, y->s_star, (size_t)a->d * sizeof(double));
+        assert_memory_equal(&x->dominance, &y->dominance, sizeof x->dominance);
+        assert_memory_equal(&x->energy_fraction, &y->energy_fraction, sizeof x->energy_fraction);
+    }
+}
+
+static void test_layer_split(void **state) {
+    (void)state;
+    tmodel t;
+    tmodel_make(&t, 777, 1);
+    const int precs[2] = {SKS_SPK_PREC_F64, SKS_SPK_PREC_F32};
+    for (int pi = 0; pi < 2; pi++) {
+        /* one process: the reference (nparts 1 is the plain path) */
+        split_ctx one;
+        memset(&one, 0, sizeof one);
+        one.nparts = 1, one.t = &t, one.prec = precs[pi], one.layer = PLANT_LAYER;
+        assert_int_equal(pthread_barrier_init(&one.bar, NULL, 1), 0);
+        split_arg a0 = {&one, 0};
+        split_part(&a0);
+        if (one.rc[0]) fail_msg("one part: %s", sks_last_error());
+        assert_int_equal(one.shares[0], 0); /* no split, no share */
+        const int nchb = (one.res[0].n_channels + 1) / 2;
+        assert_true(nchb >= 3); /* 2 user + top-frob channels in blocks of 2 */
+        for (int np = 2; np <= SPLIT_MAX; np++) {
+            split_ctx cx;
+            memset(&cx, 0, sizeof cx);
+            cx.nparts = np, cx.t = &t, cx.prec = precs[pi], cx.layer = PLANT_LAYER;
+            assert_int_equal(pthread_barrier_init(&cx.bar, NULL, (unsigned)np), 0);
+            pthread_t th[SPLIT_MAX];
+            split_arg args[SPLIT_MAX];
+            for (int p = 0; p < np; p++) {
+                args[p] = (split_arg){&cx, p};
+                assert_int_equal(pthread_create(&th[p], NULL, split_part, &args[p]), 0);
+            }
+            for (int p = 0; p < np; p++) pthread_join(th[p], NULL);
+            int nch_owned = 0;
+            for (int p = 0; p < np; p++) {
+                if (cx.rc[p]) fail_msg("part %d of %d: rc %d", p, np, cx.rc[p]);
+                assert_int_equal(cx.shares[p], 2); /* the screen and the channels */
+                nch_owned += cx.owned[p][1];
+                assert_true(cx.owned[p][1] < nchb); /* no part solved every block */
+                assert_layer_equal(&cx.res[p], &one.res[0]);
+                sks_spikes_layer_result_free(&cx.res[p]);
+            }
+            assert_int_equal(nch_owned, nchb); /* every channel block exactly once */
+            pthread_barrier_destroy(&cx.bar);
+        }
+        sks_spikes_layer_result_free(&one.res[0]);
+        pthread_barrier_destroy(&one.bar);
+    }
+    tmodel_free(&t);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_layer_split),
         cmocka_unit_test(test_random_f64),
         cmocka_unit_test(test_planted_f64_dense_f32),
         cmocka_unit_test(test_forward_quantities),
