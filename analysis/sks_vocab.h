@@ -77,6 +77,11 @@ int sks_vocab_sweep_ids(int V, const sks_vocab_opts *o, int32_t **ids, int *n);
  * model with n_layers layers); each token's largest ratio max_c |h_b[v,c]| / medians[b]
  * over the blocks b = 2l+2, l <= L-2, is folded into ratio, max_abs, argmax_channel,
  * argmax_block (n each, initialised by the caller to 0, 0, -1, -1). */
+/* The summary of swept per-token arrays (r->ratio, max_abs, argmax_channel, ids, n_tokens
+ * filled): spike count and fraction (ratio >= o->ratio and max_abs >= o->abs_thresh),
+ * exceptions, the channel histogram (r->channel_count, (d) zeroed by the caller) and the
+ * top channel. */
+int sks_vocab_summarize(sks_vocab_result *r, const sks_vocab_opts *o, int d);
 int sks_vocab_sweep_batch(struct sks_forward *fw, int n_layers, const double *medians, const int32_t *ids, int n,
                           float *ratio, float *max_abs, int32_t *argmax_channel, int32_t *argmax_block);
 

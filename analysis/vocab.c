@@ -146,6 +146,32 @@ static int sks__cmp_i32(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+int sks_vocab_summarize(sks_vocab_result *r, const sks_vocab_opts *o, int d) {
+    const int n = r->n_tokens;
+    int nexc = 0;
+    r->n_spike = 0;
+    for (int i = 0; i < n; i++) {
+        if (r->ratio[i] >= o->ratio && r->max_abs[i] >= o->abs_thresh) {
+            r->n_spike++;
+            if (r->argmax_channel[i] >= 0) r->channel_count[r->argmax_channel[i]]++;
+        } else {
+            nexc++;
+        }
+    }
+    free(r->exceptions);
+    r->n_exceptions = 0;
+    r->exceptions = sks_malloc_n((size_t)(nexc ? nexc : 1), sizeof(int32_t));
+    if (!r->exceptions) return sks_fail(SKS_ENOMEM, "vocab: out of memory");
+    for (int i = 0; i < n; i++)
+        if (!(r->ratio[i] >= o->ratio && r->max_abs[i] >= o->abs_thresh)) r->exceptions[r->n_exceptions++] = r->ids[i];
+    r->spike_fraction = n ? (double)r->n_spike / n : 0;
+    r->top_channel = -1;
+    int best = 0;
+    for (int k = 0; k < d; k++)
+        if (r->channel_count[k] > best) best = r->channel_count[k], r->top_channel = k;
+    return 0;
+}
+
 int sks_vocab_sweep_ids(int V, const sks_vocab_opts *o, int32_t **ids, int *n) {
     *ids = NULL;
     *n = 0;
@@ -242,28 +268,10 @@ int sks_vocab_run(const sks_model *m, const sks_vocab_opts *o, int n_prompts, co
         sks_vocab_result_free(r);
         return rc;
     }
-    int nexc = 0;
-    for (int i = 0; i < n; i++) {
-        int spike = r->ratio[i] >= oo.ratio && r->max_abs[i] >= oo.abs_thresh;
-        if (spike) {
-            r->n_spike++;
-            if (r->argmax_channel[i] >= 0) r->channel_count[r->argmax_channel[i]]++;
-        } else {
-            nexc++;
-        }
-    }
-    r->exceptions = sks_malloc_n((size_t)(nexc ? nexc : 1), sizeof(int32_t));
-    if (!r->exceptions) {
+    if ((rc = sks_vocab_summarize(r, &oo, d))) {
         sks_vocab_result_free(r);
-        return sks_fail(SKS_ENOMEM, "vocab: out of memory");
+        return rc;
     }
-    for (int i = 0; i < n; i++)
-        if (!(r->ratio[i] >= oo.ratio && r->max_abs[i] >= oo.abs_thresh)) r->exceptions[r->n_exceptions++] = r->ids[i];
-    r->spike_fraction = n ? (double)r->n_spike / n : 0;
-    r->top_channel = -1;
-    int best = 0;
-    for (int k = 0; k < d; k++)
-        if (r->channel_count[k] > best) best = r->channel_count[k], r->top_channel = k;
     r->seconds = sks_now() - t0;
     *out = r;
     return 0;

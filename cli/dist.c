@@ -698,6 +698,21 @@ done:
 
 /* Fewer selected layers than ranks: the layers one after the other, each split over all
  * ranks (sks__spikes_share); rank 0 keeps the results and writes the parts. */
+/* The selected (channel, source, token) entries of layer l, in selection order; returns
+ * how many. */
+static int sks__layer_selection(int l, const int *sel_l, const int *sel_c, const int *sel_t, int nsel, int src,
+                                int *lc, int *lsrc, int *lt) {
+    int cnt = 0;
+    for (int i = 0; i < nsel; i++) {
+        if (sel_l[i] != l || sel_c[i] < 0) continue;
+        lc[cnt] = sel_c[i];
+        lsrc[cnt] = src;
+        lt[cnt] = sel_t[i];
+        cnt++;
+    }
+    return cnt;
+}
+
 static int sks__spikes_layers_split(sks_spikes *s, int d, const int *layers, int nl, const int *sel_l, const int *sel_c,
                                     const int *sel_t, int nsel, int src, int keep_noconv, sks_dist_parts *parts,
                                     int *lc, int *lsrc, int *lt, sks_spikes_layer_result *res, int *nres,
@@ -743,14 +758,7 @@ static int sks__spikes_layers_split(sks_spikes *s, int d, const int *layers, int
         free(hb);
         if (rc) break;
         if (have) continue;
-        int cnt = 0;
-        for (int i = 0; i < nsel; i++) {
-            if (sel_l[i] != l || sel_c[i] < 0) continue;
-            lc[cnt] = sel_c[i];
-            lsrc[cnt] = src;
-            lt[cnt] = sel_t[i];
-            cnt++;
-        }
+        int cnt = sks__layer_selection(l, sel_l, sel_c, sel_t, nsel, src, lc, lsrc, lt);
         sks_progress("spikes layers", k, nl);
         cx.layer = l;
         rc = sks_spikes_layer_split(s, l, lc, lsrc, lt, cnt, &sp, &R);
@@ -846,14 +854,7 @@ int sks_dist_spikes_layers(sks_spikes *s, int L, int d, const int *sel_l, const 
             }
         }
         if (!have) {
-            int cnt = 0;
-            for (int i = 0; i < nsel; i++) {
-                if (sel_l[i] != l || sel_c[i] < 0) continue;
-                lc[cnt] = sel_c[i];
-                lsrc[cnt] = src;
-                lt[cnt] = sel_t[i];
-                cnt++;
-            }
+            int cnt = sks__layer_selection(l, sel_l, sel_c, sel_t, nsel, src, lc, lsrc, lt);
             sks_progress("spikes layers", done_here, mine_total);
             rc = sks_spikes_layer(s, l, lc, lsrc, lt, cnt, &R);
             if (rc == SKS_ENOCONV && keep_noconv) { /* its best estimates are kept */
@@ -1130,26 +1131,7 @@ int sks_dist_vocab_run_parts(const sks_model *m, const sks_vocab_opts *o, int n_
             if (!rc && at != n) rc = sks_fail(SKS_EINTERNAL, "vocab gather: %d of %d tokens", at, n);
         }
         if (!rc) {
-            int nexc = 0;
-            for (int i = 0; i < n; i++) {
-                int spike = r->ratio[i] >= oo.ratio && r->max_abs[i] >= oo.abs_thresh;
-                if (spike) {
-                    r->n_spike++;
-                    if (r->argmax_channel[i] >= 0) r->channel_count[r->argmax_channel[i]]++;
-                } else {
-                    nexc++;
-                }
-            }
-            r->exceptions = malloc((size_t)(nexc ? nexc : 1) * sizeof(int32_t));
-            if (!r->exceptions) rc = sks_fail(SKS_ENOMEM, "vocab: out of memory");
-            for (int i = 0; i < n && !rc; i++)
-                if (!(r->ratio[i] >= oo.ratio && r->max_abs[i] >= oo.abs_thresh))
-                    r->exceptions[r->n_exceptions++] = r->ids[i];
-            r->spike_fraction = n ? (double)r->n_spike / n : 0;
-            r->top_channel = -1;
-            int best = 0;
-            for (int k = 0; k < d; k++)
-                if (r->channel_count[k] > best) best = r->channel_count[k], r->top_channel = k;
+            rc = sks_vocab_summarize(r, &oo, d);
             r->seconds = sks_now() - t0;
         }
     }

@@ -546,10 +546,7 @@ int sks_gguf_arr_f64(const struct sks_gguf *g, int64_t idx, uint64_t i, double *
 
 /* ---- the model view ---------------------------------------------------------------------- */
 
-static const struct {
-    const char *suffix;
-    sks_role role;
-} sks__gguf_layer_names[] = {
+static const sks__name_role sks__gguf_layer_names[] = {
     {"attn_norm.weight", SKS_ROLE_ATTN_NORM}, {"attn_q.weight", SKS_ROLE_WQ},     {"attn_k.weight", SKS_ROLE_WK},
     {"attn_v.weight", SKS_ROLE_WV},           {"attn_output.weight", SKS_ROLE_WO}, {"attn_q.bias", SKS_ROLE_BQ},
     {"attn_k.bias", SKS_ROLE_BK},             {"attn_v.bias", SKS_ROLE_BV},       {"attn_q_norm.weight", SKS_ROLE_Q_NORM},
@@ -557,32 +554,23 @@ static const struct {
     {"ffn_up.weight", SKS_ROLE_W_UP},         {"ffn_down.weight", SKS_ROLE_W_DOWN},
 };
 
+static const sks__name_role sks__gguf_global_names[] = {
+    {"token_embd.weight", SKS_ROLE_EMBED},
+    {"output_norm.weight", SKS_ROLE_FINAL_NORM},
+    {"output.weight", SKS_ROLE_LM_HEAD},
+};
+
+/* GGUF names are not NUL-terminated in the file: copy before matching. */
 static int sks__gguf_role(const char *name, size_t n, sks_role *role, long *layer) {
     char buf[300];
+    *layer = -1;
     if (n >= sizeof buf) return 0;
     memcpy(buf, name, n);
     buf[n] = 0;
-    *layer = -1;
-    if (!strcmp(buf, "token_embd.weight")) return *role = SKS_ROLE_EMBED, 1;
-    if (!strcmp(buf, "output_norm.weight")) return *role = SKS_ROLE_FINAL_NORM, 1;
-    if (!strcmp(buf, "output.weight")) return *role = SKS_ROLE_LM_HEAD, 1;
-    if (strncmp(buf, "blk.", 4)) return 0;
-    const char *p = buf + 4;
-    if (*p < '0' || *p > '9') return 0;
-    long l = 0;
-    while (*p >= '0' && *p <= '9') {
-        if (l > 10000000) return 0;
-        l = l * 10 + (*p++ - '0');
-    }
-    if (*p++ != '.') return 0;
-    for (size_t i = 0; i < sizeof sks__gguf_layer_names / sizeof sks__gguf_layer_names[0]; i++) {
-        if (!strcmp(p, sks__gguf_layer_names[i].suffix)) {
-            *role = sks__gguf_layer_names[i].role;
-            *layer = l;
-            return 1;
-        }
-    }
-    return 0;
+    return sks__match_tensor_name(buf, sks__gguf_global_names,
+                                  sizeof sks__gguf_global_names / sizeof sks__gguf_global_names[0], "blk.",
+                                  sks__gguf_layer_names, sizeof sks__gguf_layer_names / sizeof sks__gguf_layer_names[0],
+                                  role, layer);
 }
 
 /* <arch>.<suffix> as an int in [lo, hi]; absent -> dflt unless required. */
@@ -820,7 +808,7 @@ int sks__open_gguf(const char *path, sks_model **out) {
             char buf[96];
             for (size_t i = 0; i < sizeof sks__gguf_layer_names / sizeof sks__gguf_layer_names[0]; i++)
                 if (sks__gguf_layer_names[i].role == role) {
-                    snprintf(buf, sizeof buf, "blk.%d.%s", l, sks__gguf_layer_names[i].suffix);
+                    snprintf(buf, sizeof buf, "blk.%d.%s", l, sks__gguf_layer_names[i].name);
                     nm = buf;
                 }
             rc = sks_fail(SKS_ENOTFOUND, "%s: tensor %s (%s) is missing for %s with %d layers", path, nm,

@@ -271,3 +271,28 @@ int sks_model_validate(const sks_model *m) {
     }
     return 0;
 }
+
+int sks__match_tensor_name(const char *name, const sks__name_role *globals, size_t ng, const char *prefix,
+                           const sks__name_role *per_layer, size_t nl, sks_role *role, long *layer) {
+    *layer = -1;
+    for (size_t i = 0; i < ng; i++)
+        if (!strcmp(name, globals[i].name)) return *role = globals[i].role, 1;
+    size_t pl = strlen(prefix);
+    if (strncmp(name, prefix, pl)) return 0;
+    const char *p = name + pl;
+    if (*p < '0' || *p > '9') return 0;
+    long l = 0;
+    while (*p >= '0' && *p <= '9') {
+        if (l > 10000000) return 0; /* no model has that many layers; stops overflow */
+        l = l * 10 + (*p++ - '0');
+    }
+    if (*p++ != '.') return 0;
+    for (size_t i = 0; i < nl; i++) {
+        if (!strcmp(p, per_layer[i].name)) {
+            *role = per_layer[i].role;
+            *layer = l;
+            return 1;
+        }
+    }
+    return 0;
+}

@@ -49,6 +49,17 @@ int sks__map_file(const char *path, void **addr, size_t *size);
 
 
 
+/* Tensor-name tables of a format: a global name, or the suffix after "<prefix><layer>.". */
+typedef struct {
+    const char *name;
+    sks_role role;
+} sks__name_role;
+/* 1 and (role, layer) when name is one of globals[ng], or prefix + a decimal layer + "." +
+ * one of per_layer[nl]'s names; 0 for any other name. layer is -1 for globals and may be
+ * out of the model's range (the caller checks it against the architecture). */
+int sks__match_tensor_name(const char *name, const sks__name_role *globals, size_t ng, const char *prefix,
+                           const sks__name_role *per_layer, size_t nl, sks_role *role, long *layer);
+
 /* Format openers (safetensors.c, gguf.c, llama2c.c). Each fills a validated model. */
 int sks__open_safetensors(const char *path, sks_model **out); /* file or directory */
 int sks__open_gguf(const char *path, sks_model **out);

@@ -186,10 +186,7 @@ out:
 
 /* ---- names -> roles ------------------------------------------------------------------ */
 
-static const struct {
-    const char *suffix;
-    sks_role role;
-} sks__hf_layer_names[] = {
+static const sks__name_role sks__hf_layer_names[] = {
     {"input_layernorm.weight", SKS_ROLE_ATTN_NORM},  {"self_attn.q_proj.weight", SKS_ROLE_WQ},
     {"self_attn.k_proj.weight", SKS_ROLE_WK},        {"self_attn.v_proj.weight", SKS_ROLE_WV},
     {"self_attn.o_proj.weight", SKS_ROLE_WO},        {"self_attn.q_proj.bias", SKS_ROLE_BQ},
@@ -199,31 +196,18 @@ static const struct {
     {"mlp.up_proj.weight", SKS_ROLE_W_UP},           {"mlp.down_proj.weight", SKS_ROLE_W_DOWN},
 };
 
+static const sks__name_role sks__hf_global_names[] = {
+    {"model.embed_tokens.weight", SKS_ROLE_EMBED},
+    {"model.norm.weight", SKS_ROLE_FINAL_NORM},
+    {"lm_head.weight", SKS_ROLE_LM_HEAD},
+};
+
 /* 1 and (role, layer) for a known HF name; 0 for an unknown one. layer may be out of
  * range (checked by the caller against the config). */
 static int sks__hf_role(const char *name, sks_role *role, long *layer) {
-    *layer = -1;
-    if (!strcmp(name, "model.embed_tokens.weight")) return *role = SKS_ROLE_EMBED, 1;
-    if (!strcmp(name, "model.norm.weight")) return *role = SKS_ROLE_FINAL_NORM, 1;
-    if (!strcmp(name, "lm_head.weight")) return *role = SKS_ROLE_LM_HEAD, 1;
-    static const char pre[] = "model.layers.";
-    if (strncmp(name, pre, sizeof pre - 1)) return 0;
-    const char *p = name + sizeof pre - 1;
-    if (*p < '0' || *p > '9') return 0;
-    long l = 0;
-    while (*p >= '0' && *p <= '9') {
-        if (l > 10000000) return 0;
-        l = l * 10 + (*p++ - '0');
-    }
-    if (*p++ != '.') return 0;
-    for (size_t i = 0; i < sizeof sks__hf_layer_names / sizeof sks__hf_layer_names[0]; i++) {
-        if (!strcmp(p, sks__hf_layer_names[i].suffix)) {
-            *role = sks__hf_layer_names[i].role;
-            *layer = l;
-            return 1;
-        }
-    }
-    return 0;
+    return sks__match_tensor_name(name, sks__hf_global_names, sizeof sks__hf_global_names / sizeof sks__hf_global_names[0],
+                                  "model.layers.", sks__hf_layer_names,
+                                  sizeof sks__hf_layer_names / sizeof sks__hf_layer_names[0], role, layer);
 }
 
 /* ---- opening -------------------------------------------------------------------------- */
@@ -431,7 +415,7 @@ static void sks__hf_name(sks_role role, int layer, char *out, size_t n) {
     else {
         for (size_t i = 0; i < sizeof sks__hf_layer_names / sizeof sks__hf_layer_names[0]; i++)
             if (sks__hf_layer_names[i].role == role) {
-                snprintf(out, n, "model.layers.%d.%s", layer, sks__hf_layer_names[i].suffix);
+                snprintf(out, n, "model.layers.%d.%s", layer, sks__hf_layer_names[i].name);
                 return;
             }
         snprintf(out, n, "%s", sks_role_name(role));
