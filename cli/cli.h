@@ -22,6 +22,17 @@ int sks_cmd_vocab_sweep(int argc, char **argv);
 int sks_cmd_sinks(int argc, char **argv);
 int sks_cmd_analyze(int argc, char **argv);
 
+/* In an option loop over argv with index i: step over the value of option a, or print
+ * "sinkscope <cmd>: <a> needs a value" and return 2 (usage error) from the command. */
+#define SKS_CLI_TAKE(cmd, a, val, i)                                                    \
+    do {                                                                                \
+        if (!(val)) {                                                                   \
+            fprintf(stderr, "sinkscope %s: %s needs a value\n", cmd, a);                \
+            return 2;                                                                   \
+        }                                                                               \
+        (i)++;                                                                          \
+    } while (0)
+
 /* Print "sinkscope <cmd>: <last error>" to stderr and return exit code 1 (for rc < 0). */
 int sks_cli_fail(const char *cmd, int rc);
 /* Open a model, printing a one-line error on failure. */

@@ -1011,14 +1011,7 @@ int sks_cmd_analyze(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-#define SKS__NEED()                                                                \
-    do {                                                                           \
-        if (!v) {                                                                  \
-            fprintf(stderr, "sinkscope analyze: %s needs a value\n", a);           \
-            return 2;                                                              \
-        }                                                                          \
-        i++;                                                                       \
-    } while (0)
+#define SKS__NEED() SKS_CLI_TAKE("analyze", a, v, i)
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             sks__usage(stdout);
             return 0;

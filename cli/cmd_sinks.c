@@ -173,14 +173,7 @@ int sks_cmd_sinks(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-#define SKS__NEED()                                                                   \
-    do {                                                                              \
-        if (!v) {                                                                     \
-            fprintf(stderr, "sinkscope sinks: %s needs a value\n", a);                \
-            return 2;                                                                 \
-        }                                                                             \
-        i++;                                                                          \
-    } while (0)
+#define SKS__NEED() SKS_CLI_TAKE("sinks", a, v, i)
         long lv;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             sks__sinks_help(stdout);

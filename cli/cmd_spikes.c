@@ -249,14 +249,7 @@ int sks_cmd_spikes(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *nx = i + 1 < argc ? argv[i + 1] : NULL;
-#define SKS__NEED()                                                                                    \
-    do {                                                                                               \
-        if (!nx) {                                                                                     \
-            fprintf(stderr, "sinkscope spikes: %s needs a value\n", a);                                \
-            return 2;                                                                                  \
-        }                                                                                              \
-        i++;                                                                                           \
-    } while (0)
+#define SKS__NEED() SKS_CLI_TAKE("spikes", a, nx, i)
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             sks__spikes_help(stdout);
             return 0;

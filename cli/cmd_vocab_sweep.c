@@ -160,14 +160,7 @@ int sks_cmd_vocab_sweep(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *nx = i + 1 < argc ? argv[i + 1] : NULL;
-#define SKS__NEED()                                                                                    \
-    do {                                                                                               \
-        if (!nx) {                                                                                     \
-            fprintf(stderr, "sinkscope vocab-sweep: %s needs a value\n", a);                           \
-            return 2;                                                                                  \
-        }                                                                                              \
-        i++;                                                                                           \
-    } while (0)
+#define SKS__NEED() SKS_CLI_TAKE("vocab-sweep", a, nx, i)
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             sks__vocab_help(stdout);
             return 0;
