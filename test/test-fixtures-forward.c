@@ -8,7 +8,8 @@
  *     lifecycle of channel 154 (up at the FFN of layer 2, down at the FFN of layer 5),
  *     and the EOS of `eos_example` as a spike token.
  *
- * Tolerances: 1e-4 relative for logits and |h| statistics (the issue's bound; f32
+ * Tolerances: logits 1e-4 of their row's largest |logit| (STYLE 13: a logit near zero is
+ * not compared relatively), 1e-4 relative for |h| statistics (the issue's bound; f32
  * accumulation over d <= 1024 terms gives ~1e-6), 1e-4 absolute for alpha_0 (a mean
  * of probabilities in [0, 1]).
  *
@@ -53,6 +54,20 @@ static int32_t *json_ids(const json_t *arr, int *n) {
 static void check_rel(double got, double want, double tol, const char *what, int i, int j) {
     double err = fabs(got - want) / fmax(fabs(want), 1e-6);
     if (!(err <= tol)) fail_msg("%s [%d, %d]: got %.9g want %.9g (rel %.3g)", what, i, j, got, want, err);
+}
+/* Logits are compared against the scale of their row (STYLE 13): the error of an f32
+ * forward is relative to the largest |logit| of the row, so a logit near zero is not held
+ * to a relative bound that no BLAS kernel meets. */
+static double row_absmax(const float *row, int V) {
+    double m = 0;
+    for (int i = 0; i < V; i++) m = fmax(m, fabs((double)row[i]));
+    return m;
+}
+static void check_logit(double got, double want, double scale, double tol, const char *what, int i, int j) {
+    double err = fabs(got - want) / fmax(scale, 1e-6);
+    if (!(err <= tol))
+        fail_msg("%s [%d, %d]: got %.9g want %.9g (error %.3g of the row's max |logit| %.4g)", what, i, j, got, want,
+                 err, scale);
 }
 static void check_abs(double got, double want, double tol, const char *what, int i, int j) {
     if (!(fabs(got - want) <= tol)) fail_msg("%s [%d, %d]: got %.9g want %.9g", what, i, j, got, want);
@@ -100,7 +115,8 @@ static void stories_case(const char *rel) {
     assert_int_equal(sks_forward_run(f, greedy, T, SKS_FWD_CAUSAL, &hk, lg, 0), 0);
     json_t *l8 = json_object_get(ref, "logits_pos32_first8");
     for (int i = 0; i < 8; i++)
-        check_rel(lg[32 * V + i], json_real_value(json_array_get(l8, (size_t)i)), 1e-4, "stories logits", 32, i);
+        check_logit(lg[32 * V + i], json_real_value(json_array_get(l8, (size_t)i)), row_absmax(lg + 32 * V, V), 1e-4,
+                    "stories logits", 32, i);
     json_t *al = json_object_get(ref, "alpha0");
     assert_int_equal(json_array_size(al), a->n_layers);
     for (int l = 0; l < a->n_layers; l++)
@@ -181,8 +197,9 @@ static void test_trained_llama(void **state) {
     json_t *all = json_object_get(ref, "logits_first8_all_pos");
     for (int t = 0; t < T; t++)
         for (int i = 0; i < 8; i++)
-            check_rel(lg[(size_t)t * V + i], json_real_value(json_array_get(json_array_get(all, (size_t)t), (size_t)i)),
-                      1e-4, "trained-llama logits", t, i);
+            check_logit(lg[(size_t)t * V + i],
+                        json_real_value(json_array_get(json_array_get(all, (size_t)t), (size_t)i)),
+                        row_absmax(lg + (size_t)t * V, V), 1e-4, "trained-llama logits", t, i);
     sks_forward_free(f);
     free(lg);
 
@@ -234,7 +251,8 @@ static void test_trained_packed(void **state) {
     assert_int_equal(sks_forward_run(f, ids, T, SKS_FWD_CAUSAL, NULL, lg, 1), 0);
     json_t *l8 = json_object_get(mech, "logits_last_first8");
     for (int i = 0; i < 8; i++)
-        check_rel(lg[i], json_real_value(json_array_get(l8, (size_t)i)), 1e-4, "packed logits", T - 1, i);
+        check_logit(lg[i], json_real_value(json_array_get(l8, (size_t)i)), row_absmax(lg, V), 1e-4, "packed logits",
+                    T - 1, i);
     free(lg);
     sks_forward_free(f);
 
