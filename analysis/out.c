@@ -34,6 +34,10 @@ void sks_out_int(sks_out *o, int64_t v) { SKS__PK(msgpack_pack_int64(&o->pk, v))
 void sks_out_f64(sks_out *o, double v) { SKS__PK(msgpack_pack_double(&o->pk, v)); }
 void sks_out_bool(sks_out *o, int v) { SKS__PK(v ? msgpack_pack_true(&o->pk) : msgpack_pack_false(&o->pk)); }
 void sks_out_nil(sks_out *o) { SKS__PK(msgpack_pack_nil(&o->pk)); }
+void sks_out_bin(sks_out *o, const void *p, size_t n) {
+    SKS__PK(msgpack_pack_bin(&o->pk, n));
+    if (n) SKS__PK(msgpack_pack_bin_body(&o->pk, p, n));
+}
 void sks_out_kstr(sks_out *o, const char *k, const char *v) { sks_out_str(o, k); sks_out_str(o, v); }
 void sks_out_kint(sks_out *o, const char *k, int64_t v) { sks_out_str(o, k); sks_out_int(o, v); }
 void sks_out_kf64(sks_out *o, const char *k, double v) { sks_out_str(o, k); sks_out_f64(o, v); }

@@ -34,6 +34,8 @@ void sks_out_int(sks_out *o, int64_t v);
 void sks_out_f64(sks_out *o, double v);
 void sks_out_bool(sks_out *o, int v);
 void sks_out_nil(sks_out *o);
+/* Raw bytes as a msgpack bin (f64 arrays bitwise, for parts and gathers). */
+void sks_out_bin(sks_out *o, const void *p, size_t n);
 /* key + value shorthands (inside a map) */
 void sks_out_kstr(sks_out *o, const char *k, const char *v);
 void sks_out_kint(sks_out *o, const char *k, int64_t v);
@@ -51,6 +53,25 @@ int sks_out_write_file(sks_out *o, const char *path);
 
 /* Write any bytes atomically (same protocol). */
 int sks_write_file_atomic(const char *path, const void *data, size_t n);
+
+/* ---- reading back (analysis/msgpack_in.c) ------------------------------------------ */
+
+/* Read a whole file (at most 2 GiB): 1 with *buf malloc'd, 0 when it does not exist,
+ * < 0 (message naming the file) when it cannot be read. */
+int sks_read_file(const char *path, uint8_t **buf, size_t *n);
+
+/* 0 when buf[off..n) starts with one well-formed msgpack object whose every declared
+ * array/map count and string/bin/ext length fits in the bytes left (*end, may be NULL,
+ * receives its end); -1 otherwise. Call it before msgpack_unpack_next on untrusted
+ * bytes: msgpack-c allocates from declared counts before reading the elements. */
+int sks_msgpack_check(const uint8_t *buf, size_t n, size_t off, size_t *end);
+
+/* Typed readers of decoded objects; each returns 0, or -1 when the object has another
+ * type or size (-2: out of memory). */
+const msgpack_object *sks_mp_get(const msgpack_object *map, const char *key); /* NULL: absent */
+int sks_mp_int(const msgpack_object *o, int64_t lo, int64_t hi, int *v);      /* integer in [lo, hi] */
+int sks_mp_bin(const msgpack_object *o, size_t n, void **out);   /* bin of n bytes, copied (malloc'd) */
+int sks_mp_bin_into(const msgpack_object *o, void *dst, size_t n); /* bin of n bytes into dst */
 
 #ifdef __cplusplus
 }

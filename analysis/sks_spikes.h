@@ -31,6 +31,7 @@
 
 #include "../loaders/sks_model.h"
 #include "sks_trace.h"
+#include "sks_out.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -198,6 +199,16 @@ typedef struct {
 /* msgpack, schema "sinkscope.spikes/1" (docs/schema-spikes.md). pieces(id) may be NULL. */
 int sks_spikes_write(const sks_spikes_report *rep, const sks_model *m, const sks_spikes_opts *o,
                      const char *(*piece)(void *ud, int id), void *piece_ud, const char *path);
+
+/* One layer result as msgpack and back (analysis/spikes_pack.c), for resume parts and
+ * gathers: one array, f64 arrays as raw little-endian bytes so the decoded values are
+ * bitwise the computed ones. The unpack decodes the layer at buf[*off..n), advancing
+ * *off; every count and length is checked against d (the model width, > 0) and the
+ * buffer: a bad part is SKS_EFORMAT naming `name`, never a crash. On success *r owns
+ * its arrays. */
+void sks_spikes_layer_pack(sks_out *o, const sks_spikes_layer_result *r);
+int sks_spikes_layer_unpack(const uint8_t *buf, size_t n, size_t *off, int d, const char *name,
+                            sks_spikes_layer_result *r);
 
 #ifdef __cplusplus
 }

@@ -91,6 +91,12 @@ int sks_trace_run(const sks_model *m, int n_prompts, const int32_t *const *promp
                   const sks_trace_opts *o, sks_trace_result **out);
 void sks_trace_result_free(sks_trace_result *r);
 
+/* Read the lifecycles (token, channel, peak_abs, step-up blocks) and spike channels of a
+ * sinkscope.trace/1 file (analysis/trace_read.c), the rest of *out left empty; free
+ * with sks_trace_result_free. An untrusted file: every field is checked, a bad one is
+ * SKS_EFORMAT naming the file and the field. */
+int sks_trace_read(const char *path, sks_trace_result **out);
+
 /* Deterministic default input when the model has no tokenizer: BOS (or 1) then
  * T-1 pseudo-random ids from a fixed generator, all < vocab_size. */
 void sks_trace_default_tokens(const sks_model *m, int T, uint64_t seed, int32_t *out);

@@ -44,12 +44,10 @@ int sks_cli_parse_ranges(const char *s, int max, int **out, int *n);
 /* Parse a number with checking; returns 0 or SKS_EARG with a message naming opt. */
 int sks_cli_parse_int(const char *opt, const char *s, long lo, long hi, long *out);
 int sks_cli_parse_double(const char *opt, const char *s, double *out);
+/* Parse "123", "512M", "4G", "1.5GiB" (powers of 1024) into bytes. */
+int sks_cli_parse_bytes(const char *opt, const char *s, uint64_t *out);
 /* Install a progress hook that draws "stage [####    ] 12/40 eta 3s" on stderr when
  * stderr is a terminal, and plain lines every few seconds otherwise. quiet disables. */
 void sks_cli_progress_install(int quiet);
-
-/* MPI (cli/mpi.c): rank/size, 0/1 without MPI. */
-int sks_cli_mpi_rank(void);
-int sks_cli_mpi_size(void);
 
 #endif

@@ -12,7 +12,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "analyze.h"
 #include "cli.h"
-#include "dist.h"
+#include "../dist/sks_dist.h"
 
 #include <errno.h>
 #include <math.h>

@@ -1,7 +1,7 @@
 /* cmd_sinks.c - `sinkscope sinks`: sink-key geometry, query alignment, ranked sink heads. */
 #define _POSIX_C_SOURCE 200809L
 #include "cli.h"
-#include "dist.h"
+#include "../dist/sks_dist.h"
 #include "../analysis/sks_sinks.h"
 #include "../analysis/sks_trace.h"
 #include "../loaders/sks_tokenizer.h"

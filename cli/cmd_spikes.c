@@ -2,14 +2,13 @@
  * Parses options, picks the (layer, channel) pairs, drives the per-layer steps of
  * analysis/spikes.c with progress, writes the msgpack and the optional JSON summary. */
 #include "cli.h"
-#include "dist.h"
+#include "../dist/sks_dist.h"
 #include "../analysis/sks_spikes.h"
 #include "../analysis/sks_trace.h"
 #include "../loaders/sks_tokenizer.h"
 
 #include <jansson.h>
 #include <math.h>
-#include <msgpack.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,119 +68,6 @@ static void sks__spikes_help(FILE *f) {
 }
 
 static const char *sks__piece_cb(void *ud, int id) { return ud ? sks_tokenizer_piece(ud, id) : NULL; }
-
-/* --from-trace: read lifecycles {token, channel, peak_abs, step_up[{block}]} of a
- * sinkscope.trace/1 file into a trace result holding only what the selection needs. */
-static const msgpack_object *sks__mp_get(const msgpack_object *map, const char *key) {
-    if (!map || map->type != MSGPACK_OBJECT_MAP) return NULL;
-    size_t kl = strlen(key);
-    for (uint32_t i = 0; i < map->via.map.size; i++) {
-        const msgpack_object *k = &map->via.map.ptr[i].key;
-        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == kl && !memcmp(k->via.str.ptr, key, kl))
-            return &map->via.map.ptr[i].val;
-    }
-    return NULL;
-}
-
-static int sks__mp_int(const msgpack_object *o, int64_t *v) {
-    if (!o) return -1;
-    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) *v = (int64_t)o->via.u64;
-    else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) *v = o->via.i64;
-    else return -1;
-    return 0;
-}
-
-static void sks__free_trace_lite(sks_trace_result *tr) {
-    if (!tr) return;
-    for (int i = 0; i < tr->n_lifecycles; i++) free(tr->lifecycles[i].up_blocks);
-    free(tr->lifecycles);
-    free(tr->spike_channels);
-    free(tr);
-}
-
-static int sks__read_trace(const char *path, sks_trace_result **out) {
-    *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return sks_fail(SKS_EIO, "%s: cannot open", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    if (n <= 0 || n > (1L << 30)) {
-        fclose(f);
-        return sks_fail(SKS_EFORMAT, "%s: empty or too large", path);
-    }
-    char *buf = malloc((size_t)n);
-    if (!buf || fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        fclose(f);
-        return sks_fail(SKS_EIO, "%s: read failed", path);
-    }
-    fclose(f);
-    int rc = 0;
-    msgpack_unpacked u;
-    msgpack_unpacked_init(&u);
-    sks_trace_result *tr = calloc(1, sizeof *tr);
-    if (!tr) rc = sks_fail(SKS_ENOMEM, "out of memory");
-    if (!rc && (sks_dist_msgpack_check((const uint8_t *)buf, (size_t)n, 0, NULL) ||
-                msgpack_unpack_next(&u, buf, (size_t)n, NULL) != MSGPACK_UNPACK_SUCCESS))
-        rc = sks_fail(SKS_EFORMAT, "%s: not a msgpack file", path);
-    const msgpack_object *sc = rc ? NULL : sks__mp_get(&u.data, "schema");
-    if (!rc && (!sc || sc->type != MSGPACK_OBJECT_STR || sc->via.str.size < 16 ||
-                memcmp(sc->via.str.ptr, "sinkscope.trace/", 16)))
-        rc = sks_fail(SKS_EFORMAT, "%s: schema: not a sinkscope.trace file", path);
-    const msgpack_object *lcs = rc ? NULL : sks__mp_get(&u.data, "lifecycles");
-    if (!rc && (!lcs || lcs->type != MSGPACK_OBJECT_ARRAY)) rc = sks_fail(SKS_EFORMAT, "%s: lifecycles: missing", path);
-    if (!rc) {
-        uint32_t nl = lcs->via.array.size;
-        tr->lifecycles = calloc(nl ? nl : 1, sizeof *tr->lifecycles);
-        if (!tr->lifecycles) rc = sks_fail(SKS_ENOMEM, "out of memory");
-        for (uint32_t i = 0; i < nl && !rc; i++) {
-            const msgpack_object *lc = &lcs->via.array.ptr[i];
-            sks_lifecycle *L = &tr->lifecycles[tr->n_lifecycles++];
-            int64_t tok, ch;
-            const msgpack_object *ups = sks__mp_get(lc, "step_up"), *pk = sks__mp_get(lc, "peak_abs");
-            if (sks__mp_int(sks__mp_get(lc, "token"), &tok) || sks__mp_int(sks__mp_get(lc, "channel"), &ch) || !ups ||
-                ups->type != MSGPACK_OBJECT_ARRAY || tok < 0 || tok > INT32_MAX || ch < 0 || ch > INT32_MAX) {
-                rc = sks_fail(SKS_EFORMAT, "%s: lifecycles[%u]: token/channel/step_up missing or bad", path, i);
-                break;
-            }
-            L->token = (int)tok;
-            L->channel = (int)ch;
-            L->peak_abs = pk && pk->type == MSGPACK_OBJECT_FLOAT64 ? pk->via.f64 : 0;
-            L->up_blocks = calloc(ups->via.array.size ? ups->via.array.size : 1, sizeof(int));
-            if (!L->up_blocks) {
-                rc = sks_fail(SKS_ENOMEM, "out of memory");
-                break;
-            }
-            for (uint32_t j = 0; j < ups->via.array.size; j++) {
-                int64_t b;
-                if (sks__mp_int(sks__mp_get(&ups->via.array.ptr[j], "block"), &b) || b < 0 || b > INT32_MAX) {
-                    rc = sks_fail(SKS_EFORMAT, "%s: lifecycles[%u].step_up[%u].block: bad", path, i, j);
-                    break;
-                }
-                L->up_blocks[L->n_up++] = (int)b;
-            }
-        }
-    }
-    const msgpack_object *sch = rc ? NULL : sks__mp_get(&u.data, "spike_channels");
-    if (!rc && sch && sch->type == MSGPACK_OBJECT_ARRAY) {
-        tr->spike_channels = calloc(sch->via.array.size + 1, sizeof(int));
-        if (!tr->spike_channels) rc = sks_fail(SKS_ENOMEM, "out of memory");
-        for (uint32_t i = 0; !rc && i < sch->via.array.size; i++) {
-            int64_t c;
-            if (!sks__mp_int(&sch->via.array.ptr[i], &c) && c >= 0 && c <= INT32_MAX)
-                tr->spike_channels[tr->n_spike_channels++] = (int)c;
-        }
-    }
-    msgpack_unpacked_destroy(&u);
-    free(buf);
-    if (rc) {
-        sks__free_trace_lite(tr);
-        return rc;
-    }
-    *out = tr;
-    return 0;
-}
 
 static json_t *sks__jnum(double v) { return isfinite(v) ? json_real(v) : json_null(); }
 
@@ -335,7 +221,7 @@ int sks_cmd_spikes(int argc, char **argv) {
             resume = 1;
         } else if (!strcmp(a, "--max-memory")) {
             SKS__NEED();
-            if (sks_dist_parse_bytes(a, nx, &max_mem)) return sks_cli_fail("spikes", SKS_EARG), 2;
+            if (sks_cli_parse_bytes(a, nx, &max_mem)) return sks_cli_fail("spikes", SKS_EARG), 2;
         } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
             quiet = 1;
         } else if (a[0] == '-' && a[1]) {
@@ -446,7 +332,7 @@ int sks_cmd_spikes(int argc, char **argv) {
     } else {
         if (from_trace) {
             selection = "from-trace";
-            if ((rc = sks__read_trace(from_trace, &tr))) goto fail;
+            if ((rc = sks_trace_read(from_trace, &tr))) goto fail;
             tr_lite = 1;
             rc = sks_spikes_select_from_trace(tr, &sel_l, &sel_c, &sel_t, &nsel);
         } else {
@@ -582,10 +468,7 @@ done:
     if (have_parts) sks_dist_parts_free(&parts);
     sks_delim_result_free(&delim);
     sks_spikes_free(s);
-    if (tr_lite)
-        sks__free_trace_lite(tr);
-    else
-        sks_trace_result_free(tr);
+    sks_trace_result_free(tr);
     free(sel_l);
     free(sel_c);
     free(sel_t);

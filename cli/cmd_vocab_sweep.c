@@ -1,6 +1,6 @@
 /* cmd_vocab_sweep.c - `sinkscope vocab-sweep`: every token alone at position 0. */
 #include "cli.h"
-#include "dist.h"
+#include "../dist/sks_dist.h"
 #include "../analysis/sks_trace.h"
 #include "../analysis/sks_vocab.h"
 #include "../loaders/sks_tokenizer.h"
@@ -306,7 +306,7 @@ int sks_cmd_vocab_sweep(int argc, char **argv) {
         free(mf.s);
         if (rc) goto fail;
     }
-    /* per-batch parts; under mpirun vocabulary slices per rank, gathered on rank 0 (cli/dist.c) */
+    /* per-batch parts; under mpirun vocabulary slices per rank, gathered on rank 0 (dist/dist.c) */
     if ((rc = sks_dist_vocab_run_parts(m, &vo, pl.n, (const int32_t *const *)pl.ids, pl.lens, &parts, &r)))
         goto fail;
     if (sks_dist_rank() != 0) goto done;

@@ -3,6 +3,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -26,6 +27,30 @@ int sks_cli_parse_int(const char *opt, const char *s, long lo, long hi, long *ou
     if (!s || !*s || *end || errno) return sks_fail(SKS_EARG, "%s: '%s' is not an integer", opt, s ? s : "");
     if (v < lo || v > hi) return sks_fail(SKS_EARG, "%s: %ld is outside [%ld, %ld]", opt, v, lo, hi);
     *out = v;
+    return 0;
+}
+
+int sks_cli_parse_bytes(const char *opt, const char *s, uint64_t *out) {
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || errno || !(v > 0) || !isfinite(v)) return sks_fail(SKS_EARG, "%s: '%s' is not a size", opt, s);
+    double mul = 1;
+    if (*end) {
+        char u = *end;
+        if (u == 'k' || u == 'K') mul = 1024.0;
+        else if (u == 'm' || u == 'M') mul = 1024.0 * 1024;
+        else if (u == 'g' || u == 'G') mul = 1024.0 * 1024 * 1024;
+        else if (u == 't' || u == 'T') mul = 1024.0 * 1024 * 1024 * 1024;
+        else return sks_fail(SKS_EARG, "%s: '%s': unit must be K, M, G or T", opt, s);
+        end++;
+        if (*end == 'i') end++;
+        if (*end == 'B' || *end == 'b') end++;
+        if (*end) return sks_fail(SKS_EARG, "%s: '%s': trailing characters", opt, s);
+    }
+    double b = v * mul;
+    if (b > 1.8e19) return sks_fail(SKS_EARG, "%s: '%s' is too large", opt, s);
+    *out = (uint64_t)b;
     return 0;
 }
 

@@ -1,6 +1,6 @@
 /* main.c - `sinkscope` entry point: dispatch to subcommands. */
 #include "cli.h"
-#include "dist.h"
+#include "../dist/sks_dist.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -56,7 +56,7 @@ int main(int argc, char **argv) {
     }
     for (size_t i = 0; i < sizeof sks__cmds / sizeof sks__cmds[0]; i++)
         if (!strcmp(argv[1], sks__cmds[i].name)) {
-            /* under mpirun: MPI_Init here, MPI_Finalize after the command (cli/dist.c) */
+            /* under mpirun: MPI_Init here, MPI_Finalize after the command (dist/dist.c) */
             sks_dist_init(&argc, &argv);
             /* commands that do not split their work run on rank 0 only */
             static const char *const split[] = {"spikes", "vocab-sweep", "sinks", "analyze"};

@@ -8,7 +8,7 @@
  *     NULL channel array);
  *   - the part format itself: pack -> unpack is bitwise, every truncation and every
  *     single-byte change of a valid part is a clean SKS_EFORMAT or a valid layer.
- * The CLI files that hold the part reader are compiled in (they are not in libsks). */
+ */
 #include "sks_test.h"
 
 #include <math.h>
@@ -16,9 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../cli/common.c"
-#include "../cli/mpi.c"
-#include "../cli/dist.c"
+#include "../analysis/sks_out.h"
+#include "../analysis/sks_spikes.h"
 #include "../loaders/tokenizer_internal.h"
 
 /* The crash file of fuzz-tokenizer, without its selector byte: max_token_length
@@ -125,12 +124,12 @@ static void test_part_roundtrip_bitwise(void **state) {
     sks__make_layer(&a, 3, d, 4, 5);
     sks_out o;
     sks_out_init(&o);
-    sks_dist_spikes_layer_pack(&o, &a);
-    sks_dist_spikes_layer_pack(&o, &a); /* two layers back to back, as in a gather */
+    sks_spikes_layer_pack(&o, &a);
+    sks_spikes_layer_pack(&o, &a); /* two layers back to back, as in a gather */
     assert_int_equal(sks_out_error(&o), 0);
     size_t off = 0;
     for (int rep = 0; rep < 2; rep++) {
-        assert_int_equal(sks_dist_spikes_layer_unpack((const uint8_t *)o.buf.data, o.buf.size, &off, d, "t", &b), 0);
+        assert_int_equal(sks_spikes_layer_unpack((const uint8_t *)o.buf.data, o.buf.size, &off, d, "t", &b), 0);
         assert_int_equal(b.layer, 3);
         assert_int_equal(b.n_channels, 4);
         assert_int_equal(b.n_top, 3);
@@ -154,7 +153,7 @@ static void test_part_roundtrip_bitwise(void **state) {
     assert_int_equal(off, o.buf.size);
     /* another model width is refused */
     off = 0;
-    assert_int_equal(sks_dist_spikes_layer_unpack((const uint8_t *)o.buf.data, o.buf.size, &off, d + 1, "t", &b),
+    assert_int_equal(sks_spikes_layer_unpack((const uint8_t *)o.buf.data, o.buf.size, &off, d + 1, "t", &b),
                      SKS_EFORMAT);
     sks_out_free(&o);
     sks_spikes_layer_result_free(&a);
@@ -168,13 +167,13 @@ static void test_part_truncations_and_flips(void **state) {
     sks__make_layer(&a, 1, d, 2, 3);
     sks_out o;
     sks_out_init(&o);
-    sks_dist_spikes_layer_pack(&o, &a);
+    sks_spikes_layer_pack(&o, &a);
     const size_t n = o.buf.size;
     uint8_t *buf = malloc(n);
     for (size_t k = 0; k < n; k++) { /* every truncation: a clean error */
         size_t off = 0;
         memcpy(buf, o.buf.data, k);
-        assert_int_equal(sks_dist_spikes_layer_unpack(buf, k, &off, d, "t", &b), SKS_EFORMAT);
+        assert_int_equal(sks_spikes_layer_unpack(buf, k, &off, d, "t", &b), SKS_EFORMAT);
     }
     int accepted = 0;
     for (size_t k = 0; k < n; k++) /* every byte changed: an error or a layer that holds together */
@@ -182,7 +181,7 @@ static void test_part_truncations_and_flips(void **state) {
             memcpy(buf, o.buf.data, n);
             buf[k] = (uint8_t)(buf[k] ^ (v | 1));
             size_t off = 0;
-            int rc = sks_dist_spikes_layer_unpack(buf, n, &off, d, "t", &b);
+            int rc = sks_spikes_layer_unpack(buf, n, &off, d, "t", &b);
             if (rc == 0) {
                 accepted++;
                 assert_true(b.n_top >= 0 && b.n_top <= d);
@@ -211,17 +210,17 @@ static void test_msgpack_hostile_counts(void **state) {
     const uint8_t nested_ok[] = {0x92, 0x91, 0xc0, 0x82, 0xa1, 'a', 0x01, 0xa1, 'b', 0xcb, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f};
     const uint8_t never_used[] = {0xc1};
     size_t end = 0;
-    assert_int_equal(sks_dist_msgpack_check(huge_array, sizeof huge_array, 0, NULL), -1);
-    assert_int_equal(sks_dist_msgpack_check(huge_map, sizeof huge_map, 0, NULL), -1);
-    assert_int_equal(sks_dist_msgpack_check(long_str, sizeof long_str, 0, NULL), -1);
-    assert_int_equal(sks_dist_msgpack_check(never_used, sizeof never_used, 0, NULL), -1);
-    assert_int_equal(sks_dist_msgpack_check(nested_ok, sizeof nested_ok, 0, &end), 0);
+    assert_int_equal(sks_msgpack_check(huge_array, sizeof huge_array, 0, NULL), -1);
+    assert_int_equal(sks_msgpack_check(huge_map, sizeof huge_map, 0, NULL), -1);
+    assert_int_equal(sks_msgpack_check(long_str, sizeof long_str, 0, NULL), -1);
+    assert_int_equal(sks_msgpack_check(never_used, sizeof never_used, 0, NULL), -1);
+    assert_int_equal(sks_msgpack_check(nested_ok, sizeof nested_ok, 0, &end), 0);
     assert_int_equal(end, sizeof nested_ok);
     /* every proper prefix of a well-formed object is refused */
-    for (size_t k = 0; k < sizeof nested_ok; k++) assert_int_equal(sks_dist_msgpack_check(nested_ok, k, 0, NULL), -1);
+    for (size_t k = 0; k < sizeof nested_ok; k++) assert_int_equal(sks_msgpack_check(nested_ok, k, 0, NULL), -1);
     sks_spikes_layer_result r;
     size_t off = 0;
-    assert_int_equal(sks_dist_spikes_layer_unpack(huge_array, sizeof huge_array, &off, 8, "t", &r), SKS_EFORMAT);
+    assert_int_equal(sks_spikes_layer_unpack(huge_array, sizeof huge_array, &off, 8, "t", &r), SKS_EFORMAT);
 }
 
 /* fuzz-msgpack's second find: n_channels said 5, the frobenius array was short, and
@@ -243,7 +242,7 @@ static void test_part_bad_count_before_channels(void **state) {
     sks_out_array(&o, 0);
     size_t off = 0;
     sks_spikes_layer_result r;
-    assert_int_equal(sks_dist_spikes_layer_unpack((const uint8_t *)o.buf.data, o.buf.size, &off, d, "t", &r),
+    assert_int_equal(sks_spikes_layer_unpack((const uint8_t *)o.buf.data, o.buf.size, &off, d, "t", &r),
                      SKS_EFORMAT);
     assert_non_null(strstr(sks_last_error(), "frobenius"));
     assert_null(r.channels);

@@ -1,9 +1,8 @@
 /* fuzz-msgpack.c - libFuzzer target for the msgpack the tool reads back:
  *   - the per-layer part files of resumable runs (OUT.parts/layer-NNNN.msgpack,
- *     sks_dist_spikes_layer_unpack in cli/dist.c), and
- *   - `sinkscope spikes --from-trace FILE` (the trace reader of cli/cmd_spikes.c).
- * Input: one selector byte, then the file. The CLI files are compiled into the target
- * (they are not part of libsks). A decoded part must describe arrays that match its
+ *     sks_spikes_layer_unpack in analysis/spikes_pack.c), and
+ *   - `sinkscope spikes --from-trace FILE` (sks_trace_read in analysis/trace_read.c).
+ * Input: one selector byte, then the file. A decoded part must describe arrays that match its
  * counts; a read trace must hold sane lifecycles. */
 #include <stddef.h>
 #include <stdint.h>
@@ -12,10 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../../cli/common.c"
-#include "../../cli/mpi.c"
-#include "../../cli/dist.c"
-#include "../../cli/cmd_spikes.c"
+#include "../../analysis/sks_spikes.h"
+#include "../../analysis/sks_trace.h"
 
 static char sks__path[256];
 
@@ -29,7 +26,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         size_t off = 0;
         while (off < n) {
             sks_spikes_layer_result r;
-            if (sks_dist_spikes_layer_unpack(buf, n, &off, d, "fuzz/layer.msgpack", &r)) break;
+            if (sks_spikes_layer_unpack(buf, n, &off, d, "fuzz/layer.msgpack", &r)) break;
             if (r.d != d || r.n_top < 0 || r.n_top > d) __builtin_trap();
             double acc = 0;
             for (int i = 0; i < d; i++) acc += r.frobenius[i] + r.trace[i];
@@ -54,7 +51,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (n) fwrite(buf, 1, n, f);
     fclose(f);
     sks_trace_result *tr = NULL;
-    if (sks__read_trace(sks__path, &tr) == 0) {
+    if (sks_trace_read(sks__path, &tr) == 0) {
         if (!tr) __builtin_trap();
         for (int i = 0; i < tr->n_lifecycles; i++) {
             const sks_lifecycle *L = &tr->lifecycles[i];
@@ -68,7 +65,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 if (ls[i] < 0 || cs[i] < 0) __builtin_trap();
             free(ls), free(cs), free(ts);
         }
-        sks__free_trace_lite(tr);
+        sks_trace_result_free(tr);
     }
     return 0;
 }

@@ -1,6 +1,5 @@
-/* dist.c - MPI split and gather, resumable per-layer parts, --max-memory (dist.h). */
-#include "dist.h"
-#include "cli.h"
+/* dist.c - MPI split and gather, resumable per-layer parts, --max-memory (sks_dist.h). */
+#include "sks_dist.h"
 #include "../analysis/sks_forward.h"
 
 #include <dirent.h>
@@ -24,18 +23,20 @@
 
 /* ---- MPI ---------------------------------------------------------------------------- */
 
+/* this process's rank and the number of ranks, set by sks_dist_init */
+static int sks__rank = 0, sks__size = 1;
 #if SKS_HAVE_MPI
 static int sks__dist_inited;
 #endif
-
-int sks_dist_have_mpi(void) { return SKS_HAVE_MPI; }
 
 void sks_dist_init(int *argc, char ***argv) {
 #if SKS_HAVE_MPI
     if (!getenv("OMPI_COMM_WORLD_SIZE") && !getenv("PMI_SIZE") && !getenv("PMIX_RANK")) return;
     if (MPI_Init(argc, argv) != MPI_SUCCESS) return;
     sks__dist_inited = 1;
-    int r = sks_dist_rank();
+    MPI_Comm_rank(MPI_COMM_WORLD, &sks__rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &sks__size);
+    int r = sks__rank;
     const char *v = getenv("SKS_MPI_VERBOSE");
     if (r > 0 && !(v && !strcmp(v, "1"))) {
         int fd = open("/dev/null", O_WRONLY);
@@ -56,12 +57,13 @@ void sks_dist_finalize(void) {
         fflush(stdout);
         MPI_Finalize();
         sks__dist_inited = 0;
+        sks__rank = 0, sks__size = 1;
     }
 #endif
 }
 
-int sks_dist_rank(void) { return sks_cli_mpi_rank(); }
-int sks_dist_size(void) { return sks_cli_mpi_size(); }
+int sks_dist_rank(void) { return sks__rank; }
+int sks_dist_size(void) { return sks__size; }
 
 int sks_dist_agree(int rc) {
 #if SKS_HAVE_MPI
@@ -232,33 +234,6 @@ void sks_dist_text_i32s(sks_dist_text *t, const char *key, const int32_t *v, int
 
 /* ---- parts ---------------------------------------------------------------------------- */
 
-static int sks__read_all(const char *path, uint8_t **buf, size_t *n) {
-    *buf = NULL;
-    *n = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return errno == ENOENT ? 0 : sks_fail(SKS_EIO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fileno(f), &st) || st.st_size < 0 || (uint64_t)st.st_size > ((uint64_t)1 << 31)) {
-        fclose(f);
-        return sks_fail(SKS_EFORMAT, "%s: unreadable or larger than 2 GiB", path);
-    }
-    size_t len = (size_t)st.st_size;
-    uint8_t *b = malloc(len ? len : 1);
-    if (!b) {
-        fclose(f);
-        return sks_fail(SKS_ENOMEM, "%s: out of memory", path);
-    }
-    if (len && fread(b, 1, len, f) != len) {
-        free(b);
-        fclose(f);
-        return sks_fail(SKS_EIO, "%s: short read", path);
-    }
-    fclose(f);
-    *buf = b;
-    *n = len;
-    return 1;
-}
-
 /* First line where a and b differ, for the error message. */
 static void sks__first_diff(const char *a, const char *b, char *out, size_t cap) {
     const char *pa = a, *pb = b;
@@ -290,7 +265,7 @@ static int sks__parts_open_rank0(sks_dist_parts *p, const char *manifest, int re
         return sks_fail(SKS_EIO, "%s: cannot create the parts folder: %s", p->dir, strerror(errno));
     uint8_t *old = NULL;
     size_t on = 0;
-    int have = sks__read_all(mpath, &old, &on);
+    int have = sks_read_file(mpath, &old, &on);
     if (have < 0) return have;
     if (resume && have) {
         char *o = malloc(on + 1);
@@ -358,7 +333,7 @@ char *sks_dist_part_path(const sks_dist_parts *p, const char *kind, int item) {
 int sks_dist_part_read(const sks_dist_parts *p, const char *kind, int item, uint8_t **buf, size_t *n) {
     char *path = sks_dist_part_path(p, kind, item);
     if (!path) return sks_fail(SKS_ENOMEM, "out of memory");
-    int rc = sks__read_all(path, buf, n);
+    int rc = sks_read_file(path, buf, n);
     free(path);
     return rc;
 }
@@ -391,249 +366,6 @@ void sks_dist_parts_free(sks_dist_parts *p) {
     if (!p) return;
     free(p->dir);
     p->dir = NULL;
-}
-
-/* ---- msgpack pre-check ------------------------------------------------------------------ */
-
-/* msgpack-c allocates the objects of an array or map from its declared count before
- * the elements are read, so five hostile bytes can ask for 64 GiB. Walk the encoding
- * first: every element takes at least one byte, so a count above the bytes left is a
- * lie; strings, bins and exts must fit. Iterative (a pending-element counter), O(n). */
-int sks_dist_msgpack_check(const uint8_t *buf, size_t n, size_t off, size_t *end) {
-    uint64_t pending = 1;
-    size_t p = off;
-#define SKS__NEED(k)                                                                                           \
-    do {                                                                                                       \
-        if ((uint64_t)(k) > (uint64_t)(n - p)) return -1;                                                      \
-    } while (0)
-    while (pending) {
-        SKS__NEED(1);
-        const uint8_t c = buf[p++];
-        pending--;
-        uint64_t len = 0, items = 0;
-        int lbytes = 0, kind = 0; /* kind: 0 scalar, 1 raw (len bytes), 2 array, 3 map, 4 ext (len + 1) */
-        if (c <= 0x7f || c >= 0xe0 || c == 0xc0 || c == 0xc2 || c == 0xc3) {
-            kind = 0;
-        } else if (c >= 0x80 && c <= 0x8f) {
-            kind = 3, items = c & 0x0f;
-        } else if (c >= 0x90 && c <= 0x9f) {
-            kind = 2, items = c & 0x0f;
-        } else if (c >= 0xa0 && c <= 0xbf) {
-            kind = 1, len = c & 0x1f;
-        } else {
-            switch (c) {
-            case 0xc4: case 0xd9: kind = 1, lbytes = 1; break;
-            case 0xc5: case 0xda: kind = 1, lbytes = 2; break;
-            case 0xc6: case 0xdb: kind = 1, lbytes = 4; break;
-            case 0xc7: kind = 4, lbytes = 1; break;
-            case 0xc8: kind = 4, lbytes = 2; break;
-            case 0xc9: kind = 4, lbytes = 4; break;
-            case 0xca: case 0xce: case 0xd2: SKS__NEED(4); p += 4; break;
-            case 0xcb: case 0xcf: case 0xd3: SKS__NEED(8); p += 8; break;
-            case 0xcc: case 0xd0: SKS__NEED(1); p += 1; break;
-            case 0xcd: case 0xd1: SKS__NEED(2); p += 2; break;
-            case 0xd4: SKS__NEED(2); p += 2; break;
-            case 0xd5: SKS__NEED(3); p += 3; break;
-            case 0xd6: SKS__NEED(5); p += 5; break;
-            case 0xd7: SKS__NEED(9); p += 9; break;
-            case 0xd8: SKS__NEED(17); p += 17; break;
-            case 0xdc: kind = 2, lbytes = 2; break;
-            case 0xdd: kind = 2, lbytes = 4; break;
-            case 0xde: kind = 3, lbytes = 2; break;
-            case 0xdf: kind = 3, lbytes = 4; break;
-            default: return -1; /* 0xc1 is never used */
-            }
-        }
-        if (lbytes) {
-            SKS__NEED(lbytes);
-            uint64_t v = 0;
-            for (int i = 0; i < lbytes; i++) v = (v << 8) | buf[p + (size_t)i];
-            p += (size_t)lbytes;
-            if (kind == 2 || kind == 3) items = v;
-            else len = v;
-        }
-        if (kind == 1) {
-            SKS__NEED(len);
-            p += (size_t)len;
-        } else if (kind == 4) {
-            SKS__NEED(len + 1);
-            p += (size_t)len + 1;
-        } else if (kind == 2 || kind == 3) {
-            uint64_t k = kind == 3 ? 2 * items : items;
-            SKS__NEED(k);
-            pending += k;
-            if (pending > (uint64_t)(n - p)) return -1;
-        }
-    }
-#undef SKS__NEED
-    if (end) *end = p;
-    return 0;
-}
-
-/* ---- spikes layer (de)serialization --------------------------------------------------- */
-
-#define SKS__SPK_MAGIC "sinkscope.spikes-layer/1"
-
-static void sks__bin(sks_out *o, const void *p, size_t n) {
-    if (o->err) return;
-    if (msgpack_pack_bin(&o->pk, n) || (n && msgpack_pack_bin_body(&o->pk, p, n))) o->err = SKS_ENOMEM;
-}
-
-void sks_dist_spikes_layer_pack(sks_out *o, const sks_spikes_layer_result *r) {
-    sks_out_array(o, 15);
-    sks_out_str(o, SKS__SPK_MAGIC);
-    sks_out_int(o, r->layer);
-    sks_out_int(o, r->d);
-    sks_out_int(o, r->precision);
-    sks_out_int(o, r->matvecs);
-    sks_out_int(o, r->restarts);
-    double tm[4] = {r->seconds_screen, r->seconds_eigs, r->flops_screen, r->flops_eigs};
-    sks__bin(o, tm, sizeof tm);
-    sks__bin(o, r->frobenius, (size_t)r->d * sizeof(double));
-    sks__bin(o, r->trace, (size_t)r->d * sizeof(double));
-    sks__bin(o, r->top_frob, (size_t)r->n_top * sizeof(int));
-    sks_out_int(o, r->n_top);
-    sks_out_int(o, r->n_channels);
-    sks_out_nil(o);
-    sks_out_nil(o);
-    sks_out_array(o, (size_t)r->n_channels);
-    for (int i = 0; i < r->n_channels; i++) {
-        const sks_spike_channel *c = &r->channels[i];
-        sks_out_array(o, 12);
-        sks_out_int(o, c->channel);
-        sks_out_int(o, c->source);
-        sks_out_int(o, c->rank);
-        sks_out_int(o, c->converged);
-        sks_out_int(o, c->sign_from_input);
-        sks_out_int(o, c->token);
-        sks_out_int(o, c->n_wvo);
-        double sc[13] = {c->frobenius, c->trace,      c->dominance, c->energy_fraction, c->x_norm,
-                         c->cos_x_s,   c->quad_pred,  c->rank1_pred, c->true_out,       c->true_out_fwd,
-                         c->silu_regime, c->cos_x0_s, 0};
-        sks__bin(o, sc, sizeof sc);
-        sks__bin(o, c->eigenvalues, (size_t)c->rank * sizeof(double));
-        sks__bin(o, c->s_star, (size_t)r->d * sizeof(double));
-        sks__bin(o, c->residuals, (size_t)c->rank * sizeof(double));
-        sks__bin(o, c->cos_wvo, (size_t)c->n_wvo * sizeof(double));
-    }
-}
-
-static int sks__mp_i(const msgpack_object *o, int64_t lo, int64_t hi, int *v) {
-    int64_t x;
-    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
-        if (o->via.u64 > (uint64_t)INT64_MAX) return -1;
-        x = (int64_t)o->via.u64;
-    } else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
-        x = o->via.i64;
-    } else {
-        return -1;
-    }
-    if (x < lo || x > hi) return -1;
-    *v = (int)x;
-    return 0;
-}
-
-/* A bin of exactly n bytes copied into a fresh allocation (NULL allowed when n = 0). */
-static int sks__mp_bin(const msgpack_object *o, size_t n, void **out) {
-    *out = NULL;
-    if (o->type != MSGPACK_OBJECT_BIN || o->via.bin.size != n) return -1;
-    if (!n) return 0;
-    *out = malloc(n);
-    if (!*out) return -2;
-    memcpy(*out, o->via.bin.ptr, n);
-    return 0;
-}
-
-static int sks__mp_bin_into(const msgpack_object *o, void *dst, size_t n) {
-    if (o->type != MSGPACK_OBJECT_BIN || o->via.bin.size != n) return -1;
-    if (n) memcpy(dst, o->via.bin.ptr, n);
-    return 0;
-}
-
-int sks_dist_spikes_layer_unpack(const uint8_t *buf, size_t n, size_t *off, int d, const char *name,
-                                 sks_spikes_layer_result *r) {
-    memset(r, 0, sizeof *r);
-    if (d <= 0 || d > (1 << 24)) return sks_fail(SKS_EARG, "%s: model width %d", name, d);
-    msgpack_unpacked u;
-    msgpack_unpacked_init(&u);
-    int rc = 0;
-    if (*off >= n || sks_dist_msgpack_check(buf, n, *off, NULL) ||
-        msgpack_unpack_next(&u, (const char *)buf, n, off) != MSGPACK_UNPACK_SUCCESS) {
-        msgpack_unpacked_destroy(&u);
-        return sks_fail(SKS_EFORMAT, "%s: not a msgpack layer part (truncated or corrupt)", name);
-    }
-    const msgpack_object *a = &u.data;
-    const msgpack_object *e = a->type == MSGPACK_OBJECT_ARRAY ? a->via.array.ptr : NULL;
-#define SKS__BAD(field)                                                                                        \
-    do {                                                                                                       \
-        rc = sks_fail(SKS_EFORMAT, "%s: %s: missing or bad", name, field);                                     \
-        goto out;                                                                                              \
-    } while (0)
-    if (!e || a->via.array.size != 15) SKS__BAD("root (an array of 15)");
-    if (e[0].type != MSGPACK_OBJECT_STR || e[0].via.str.size != sizeof SKS__SPK_MAGIC - 1 ||
-        memcmp(e[0].via.str.ptr, SKS__SPK_MAGIC, sizeof SKS__SPK_MAGIC - 1))
-        SKS__BAD("magic");
-    if (sks__mp_i(&e[1], 0, INT32_MAX, &r->layer)) SKS__BAD("layer");
-    if (sks__mp_i(&e[2], d, d, &r->d)) SKS__BAD("d (another model?)");
-    if (sks__mp_i(&e[3], 0, 16, &r->precision)) SKS__BAD("precision");
-    if (sks__mp_i(&e[4], 0, INT32_MAX, &r->matvecs)) SKS__BAD("matvecs");
-    if (sks__mp_i(&e[5], 0, INT32_MAX, &r->restarts)) SKS__BAD("restarts");
-    double tm[4];
-    if (sks__mp_bin_into(&e[6], tm, sizeof tm)) SKS__BAD("timings");
-    r->seconds_screen = tm[0], r->seconds_eigs = tm[1], r->flops_screen = tm[2], r->flops_eigs = tm[3];
-    if (sks__mp_i(&e[10], 0, d, &r->n_top)) SKS__BAD("n_top");
-    int nch; /* r->n_channels counts only the channels allocated, for the cleanup */
-    if (sks__mp_i(&e[11], 0, INT32_MAX, &nch)) SKS__BAD("n_channels");
-    int bad;
-    if ((bad = sks__mp_bin(&e[7], (size_t)d * sizeof(double), (void **)&r->frobenius))) {
-        if (bad == -2) goto oom;
-        SKS__BAD("frobenius");
-    }
-    if ((bad = sks__mp_bin(&e[8], (size_t)d * sizeof(double), (void **)&r->trace))) {
-        if (bad == -2) goto oom;
-        SKS__BAD("trace");
-    }
-    if ((bad = sks__mp_bin(&e[9], (size_t)r->n_top * sizeof(int), (void **)&r->top_frob))) {
-        if (bad == -2) goto oom;
-        SKS__BAD("top_frob");
-    }
-    for (int i = 0; i < r->n_top; i++)
-        if (r->top_frob[i] < 0 || r->top_frob[i] >= d) SKS__BAD("top_frob (channel outside the model)");
-    if (e[14].type != MSGPACK_OBJECT_ARRAY || e[14].via.array.size != (uint32_t)nch) SKS__BAD("channels");
-    r->channels = calloc(nch ? (size_t)nch : 1, sizeof *r->channels);
-    if (!r->channels) goto oom;
-    for (int i = 0; i < nch; i++) {
-        const msgpack_object *ce = &e[14].via.array.ptr[i];
-        sks_spike_channel *c = &r->channels[i];
-        r->n_channels = i + 1;
-        if (ce->type != MSGPACK_OBJECT_ARRAY || ce->via.array.size != 12) SKS__BAD("channels[i]");
-        const msgpack_object *f = ce->via.array.ptr;
-        if (sks__mp_i(&f[0], 0, d - 1, &c->channel) || sks__mp_i(&f[1], 0, 7, &c->source) ||
-            sks__mp_i(&f[2], 1, d, &c->rank) || sks__mp_i(&f[3], 0, 1, &c->converged) ||
-            sks__mp_i(&f[4], 0, 1, &c->sign_from_input) || sks__mp_i(&f[5], -1, INT32_MAX, &c->token) ||
-            sks__mp_i(&f[6], 0, r->layer + 1, &c->n_wvo))
-            SKS__BAD("channels[i] integers");
-        double sc[13];
-        if (sks__mp_bin_into(&f[7], sc, sizeof sc)) SKS__BAD("channels[i] scalars");
-        c->frobenius = sc[0], c->trace = sc[1], c->dominance = sc[2], c->energy_fraction = sc[3];
-        c->x_norm = sc[4], c->cos_x_s = sc[5], c->quad_pred = sc[6], c->rank1_pred = sc[7];
-        c->true_out = sc[8], c->true_out_fwd = sc[9], c->silu_regime = sc[10], c->cos_x0_s = sc[11];
-        if ((bad = sks__mp_bin(&f[8], (size_t)c->rank * sizeof(double), (void **)&c->eigenvalues)) ||
-            (bad = sks__mp_bin(&f[9], (size_t)d * sizeof(double), (void **)&c->s_star)) ||
-            (bad = sks__mp_bin(&f[10], (size_t)c->rank * sizeof(double), (void **)&c->residuals)) ||
-            (bad = sks__mp_bin(&f[11], (size_t)c->n_wvo * sizeof(double), (void **)&c->cos_wvo))) {
-            if (bad == -2) goto oom;
-            SKS__BAD("channels[i] arrays");
-        }
-    }
-#undef SKS__BAD
-    goto out;
-oom:
-    rc = sks_fail(SKS_ENOMEM, "%s: out of memory", name);
-out:
-    msgpack_unpacked_destroy(&u);
-    if (rc) sks_spikes_layer_result_free(r);
-    return rc;
 }
 
 /* ---- the spikes layer loop ------------------------------------------------------------ */
@@ -736,7 +468,7 @@ static int sks__spikes_layers_split(sks_spikes *s, int d, const int *layers, int
             if (h < 0) rc = h;
             if (h > 0) {
                 char *name = sks_dist_part_path(parts, "layer", l);
-                rc = sks_dist_spikes_layer_unpack(pb, pn, &off, d, name ? name : "part", &res[k]);
+                rc = sks_spikes_layer_unpack(pb, pn, &off, d, name ? name : "part", &res[k]);
                 if (!rc && (res[k].layer != l || off != pn))
                     rc = sks_fail(SKS_EFORMAT, "%s: holds layer %d, expected %d", name ? name : "part", res[k].layer,
                                   l);
@@ -772,7 +504,7 @@ static int sks__spikes_layers_split(sks_spikes *s, int d, const int *layers, int
         if (!rc && me == 0 && parts) {
             sks_out one;
             sks_out_init(&one);
-            sks_dist_spikes_layer_pack(&one, &R);
+            sks_spikes_layer_pack(&one, &R);
             rc = sks_out_error(&one) ? sks_fail(SKS_ENOMEM, "out of memory packing layer %d", l)
                                      : sks_dist_part_write(parts, "layer", l, one.buf.data, one.buf.size);
             sks_out_free(&one);
@@ -843,7 +575,7 @@ int sks_dist_spikes_layers(sks_spikes *s, int L, int d, const int *sel_l, const 
             }
             if (have) {
                 char *name = sks_dist_part_path(parts, "layer", l);
-                rc = sks_dist_spikes_layer_unpack(pb, pn, &off, d, name ? name : "part", &R);
+                rc = sks_spikes_layer_unpack(pb, pn, &off, d, name ? name : "part", &R);
                 if (!rc && (R.layer != l || off != pn))
                     rc = sks_fail(SKS_EFORMAT, "%s: holds layer %d, expected %d", name ? name : "part", R.layer, l);
                 free(name);
@@ -867,14 +599,14 @@ int sks_dist_spikes_layers(sks_spikes *s, int L, int d, const int *sel_l, const 
             if (parts) {
                 sks_out one;
                 sks_out_init(&one);
-                sks_dist_spikes_layer_pack(&one, &R);
+                sks_spikes_layer_pack(&one, &R);
                 rc = sks_out_error(&one) ? sks_fail(SKS_ENOMEM, "out of memory packing layer %d", l)
                                          : sks_dist_part_write(parts, "layer", l, one.buf.data, one.buf.size);
                 sks_out_free(&one);
             }
         }
         done_here++;
-        if (!rc) sks_dist_spikes_layer_pack(&pk, &R);
+        if (!rc) sks_spikes_layer_pack(&pk, &R);
         sks_spikes_layer_result_free(&R);
     }
     sks_progress("spikes layers", done_here, mine_total);
@@ -894,7 +626,7 @@ int sks_dist_spikes_layers(sks_spikes *s, int L, int d, const int *sel_l, const 
                 int r = sks_dist_owner(k);
                 size_t end = 0;
                 for (int q = 0; q <= r; q++) end += lens[q];
-                rc = sks_dist_spikes_layer_unpack(all, end, &offs[r], d, "gathered layer", &res[k]);
+                rc = sks_spikes_layer_unpack(all, end, &offs[r], d, "gathered layer", &res[k]);
                 if (!rc && res[k].layer != layers[k])
                     rc = sks_fail(SKS_EINTERNAL, "gather: layer %d where %d was expected", res[k].layer, layers[k]);
                 if (!rc) *nres = k + 1;
@@ -943,10 +675,10 @@ static int sks__vpart_write(const sks_dist_parts *parts, int batch, int first, i
     sks_out_str(&o, SKS__VMAGIC);
     sks_out_int(&o, first);
     sks_out_int(&o, cnt);
-    sks__bin(&o, c->ratio + c->off, (size_t)cnt * 4);
-    sks__bin(&o, c->max_abs + c->off, (size_t)cnt * 4);
-    sks__bin(&o, c->ach + c->off, (size_t)cnt * 4);
-    sks__bin(&o, c->ablk + c->off, (size_t)cnt * 4);
+    sks_out_bin(&o, c->ratio + c->off, (size_t)cnt * 4);
+    sks_out_bin(&o, c->max_abs + c->off, (size_t)cnt * 4);
+    sks_out_bin(&o, c->ach + c->off, (size_t)cnt * 4);
+    sks_out_bin(&o, c->ablk + c->off, (size_t)cnt * 4);
     int rc = sks_out_error(&o) ? sks_fail(SKS_ENOMEM, "out of memory")
                                : sks_dist_part_write(parts, "batch", batch, o.buf.data, o.buf.size);
     sks_out_free(&o);
@@ -966,7 +698,7 @@ static int sks__vpart_read(const sks_dist_parts *parts, int batch, int first, in
     msgpack_unpacked_init(&u);
     size_t off = 0;
     int rc = 0, v;
-    if (sks_dist_msgpack_check(buf, n, 0, NULL) ||
+    if (sks_msgpack_check(buf, n, 0, NULL) ||
         msgpack_unpack_next(&u, (const char *)buf, n, &off) != MSGPACK_UNPACK_SUCCESS || off != n) {
         rc = sks_fail(SKS_EFORMAT, "%s: not a msgpack batch part (truncated or corrupt)", nm);
     } else {
@@ -975,12 +707,12 @@ static int sks__vpart_read(const sks_dist_parts *parts, int batch, int first, in
         if (!e || e[0].type != MSGPACK_OBJECT_STR || e[0].via.str.size != sizeof SKS__VMAGIC - 1 ||
             memcmp(e[0].via.str.ptr, SKS__VMAGIC, sizeof SKS__VMAGIC - 1))
             rc = sks_fail(SKS_EFORMAT, "%s: magic: not a vocab batch part", nm);
-        else if (sks__mp_i(&e[1], first, first, &v) || sks__mp_i(&e[2], cnt, cnt, &v))
+        else if (sks_mp_int(&e[1], first, first, &v) || sks_mp_int(&e[2], cnt, cnt, &v))
             rc = sks_fail(SKS_EFORMAT, "%s: holds other tokens than batch %d", nm, batch);
-        else if (sks__mp_bin_into(&e[3], c->ratio + c->off, (size_t)cnt * 4) ||
-                 sks__mp_bin_into(&e[4], c->max_abs + c->off, (size_t)cnt * 4) ||
-                 sks__mp_bin_into(&e[5], c->ach + c->off, (size_t)cnt * 4) ||
-                 sks__mp_bin_into(&e[6], c->ablk + c->off, (size_t)cnt * 4))
+        else if (sks_mp_bin_into(&e[3], c->ratio + c->off, (size_t)cnt * 4) ||
+                 sks_mp_bin_into(&e[4], c->max_abs + c->off, (size_t)cnt * 4) ||
+                 sks_mp_bin_into(&e[5], c->ach + c->off, (size_t)cnt * 4) ||
+                 sks_mp_bin_into(&e[6], c->ablk + c->off, (size_t)cnt * 4))
             rc = sks_fail(SKS_EFORMAT, "%s: arrays: wrong length", nm);
         for (int i = 0; i < cnt && !rc; i++)
             if (c->ach[c->off + i] < -1 || c->ach[c->off + i] >= d || c->ablk[c->off + i] < -1 ||
@@ -1150,30 +882,6 @@ int sks_dist_vocab_run_parts(const sks_model *m, const sks_vocab_opts *o, int n_
 
 /* ---- --max-memory --------------------------------------------------------------------- */
 
-int sks_dist_parse_bytes(const char *opt, const char *s, uint64_t *out) {
-    char *end = NULL;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (end == s || errno || !(v > 0) || !isfinite(v)) return sks_fail(SKS_EARG, "%s: '%s' is not a size", opt, s);
-    double mul = 1;
-    if (*end) {
-        char u = *end;
-        if (u == 'k' || u == 'K') mul = 1024.0;
-        else if (u == 'm' || u == 'M') mul = 1024.0 * 1024;
-        else if (u == 'g' || u == 'G') mul = 1024.0 * 1024 * 1024;
-        else if (u == 't' || u == 'T') mul = 1024.0 * 1024 * 1024 * 1024;
-        else return sks_fail(SKS_EARG, "%s: '%s': unit must be K, M, G or T", opt, s);
-        end++;
-        if (*end == 'i') end++;
-        if (*end == 'B' || *end == 'b') end++;
-        if (*end) return sks_fail(SKS_EARG, "%s: '%s': trailing characters", opt, s);
-    }
-    double b = v * mul;
-    if (b > 1.8e19) return sks_fail(SKS_EARG, "%s: '%s' is too large", opt, s);
-    *out = (uint64_t)b;
-    return 0;
-}
-
 const char *sks_dist_fmt_bytes(uint64_t b, char *buf, size_t cap) {
     if (b >= ((uint64_t)1 << 30)) snprintf(buf, cap, "%.2f GiB", (double)b / (1024.0 * 1024 * 1024));
     else if (b >= ((uint64_t)1 << 20)) snprintf(buf, cap, "%.1f MiB", (double)b / (1024.0 * 1024));
@@ -1321,3 +1029,4 @@ done:
     free(plen);
     return rc;
 }
+

@@ -1,7 +1,7 @@
-/* dist.h - scale helpers of the CLI: MPI rank split and gather, resumable per-layer
- * parts, and the workspace bound of --max-memory (docs/scale.md).
+/* sks_dist.h - distribution: MPI rank split and gather, resumable per-layer parts, and
+ * the workspace bound of --max-memory (docs/scale.md).
  *
- * MPI lives here and in cli/mpi.c only; the library never sees it. Without
+ * MPI lives here only (dist/, built with SKS_MPI); the analyses never see it. Without
  * SKS_HAVE_MPI every function works on one process (rank 0 of 1): gathers copy,
  * reductions return their input.
  *
@@ -39,8 +39,6 @@ void sks_dist_init(int *argc, char ***argv);
 void sks_dist_finalize(void);
 int sks_dist_rank(void);
 int sks_dist_size(void);
-/* 1 when built with MPI support. */
-int sks_dist_have_mpi(void);
 
 /* Collective: every rank passes its rc; all get the first failure (lowest rank with
  * rc != 0), and rank 0 has its message ("rank R: ...") as the last error. */
@@ -89,24 +87,7 @@ void sks_dist_text_add(sks_dist_text *t, const char *key, const char *fmt, ...)
 void sks_dist_text_ints(sks_dist_text *t, const char *key, const int *v, int n);
 void sks_dist_text_i32s(sks_dist_text *t, const char *key, const int32_t *v, int n);
 
-/* ---- msgpack input -------------------------------------------------------------------- */
-
-/* 0 when buf[off..n) starts with one well-formed msgpack object whose every declared
- * array/map count and string/bin/ext length fits in the bytes left (*end, may be NULL,
- * receives its end); -1 otherwise. Call it before msgpack_unpack_next on untrusted
- * bytes: msgpack-c allocates from declared counts before reading the elements. */
-int sks_dist_msgpack_check(const uint8_t *buf, size_t n, size_t off, size_t *end);
-
 /* ---- spikes per-layer results ----------------------------------------------------------- */
-
-/* Serialize one layer result into o (one msgpack array, f64 arrays as raw little-endian
- * bytes so the decoded values are bitwise the computed ones). */
-void sks_dist_spikes_layer_pack(sks_out *o, const sks_spikes_layer_result *r);
-/* Decode one packed layer at buf[*off..n), advancing *off. Every count and length is
- * checked against d (the model width, > 0) and the buffer: a bad part is SKS_EFORMAT
- * naming `name`, never a crash. On success *r owns its arrays. */
-int sks_dist_spikes_layer_unpack(const uint8_t *buf, size_t n, size_t *off, int d, const char *name,
-                                 sks_spikes_layer_result *r);
 
 /* The spikes layer loop, split across ranks and resumable. The selected layers are
  * those l with some sel_l[i] == l (sel_c[i] < 0: the layer without user channels);
@@ -159,8 +140,6 @@ int sks_dist_sinks_run(const sks_model *m, int n_prompts, const int32_t *const *
 
 /* ---- --max-memory ----------------------------------------------------------------------- */
 
-/* Parse "123", "512M", "4G", "1.5GiB" (powers of 1024) into bytes. */
-int sks_dist_parse_bytes(const char *opt, const char *s, uint64_t *out);
 /* Human-readable bytes ("3.2 GiB") into buf. */
 const char *sks_dist_fmt_bytes(uint64_t b, char *buf, size_t cap);
 
