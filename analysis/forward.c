@@ -264,6 +264,20 @@ int sks_forward_new(const sks_model *m, int max_T, sks_forward **out) {
     return 0;
 }
 
+/* The allocations of sks_forward_new above (the memory model reads this). */
+uint64_t sks_forward_bytes(const sks_arch *a, int max_T) {
+    const uint64_t T = (uint64_t)(max_T > 0 ? max_T : 0), d = (uint64_t)a->d_model, f = (uint64_t)a->d_ffn;
+    const uint64_t qd = (uint64_t)a->n_heads * (uint64_t)a->head_dim, kd = (uint64_t)a->n_kv_heads * a->head_dim;
+    uint64_t maxin = d > f ? d : f;
+    if (qd > maxin) maxin = qd;
+    uint64_t b = T * (3 * d + 2 * qd + 2 * kd + 2 * f) * 4;  /* x, xn, y, q, att, k, v, gate, up */
+    b += ((d > qd ? d : qd) + (uint64_t)a->head_dim) * 4;     /* vec, vec2 */
+    b += (SKS__WS_FLOATS > maxin ? SKS__WS_FLOATS : maxin) * 4; /* weight rows in f32 */
+    b += T * (uint64_t)(a->head_dim / 2) * 2 * 4;             /* RoPE tables */
+    b += (uint64_t)a->vocab_size * 4;                         /* logits of one row */
+    return b;
+}
+
 /* ---- one pass ----------------------------------------------------------------------- */
 
 /* Softmax over rows i0..i1-1 (S points at row i0, row stride ld), row i restricted to

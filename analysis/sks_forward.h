@@ -59,6 +59,8 @@ typedef struct sks_forward sks_forward;
 
 /* Workspaces for up to max_T tokens. */
 int sks_forward_new(const sks_model *m, int max_T, sks_forward **out);
+/* Heap bytes sks_forward_new allocates for max_T tokens (for the memory model). */
+uint64_t sks_forward_bytes(const sks_arch *a, int max_T);
 void sks_forward_free(sks_forward *f);
 
 /* Run T tokens. hooks may be NULL. logits, if not NULL, receives (T, V) (or (1, V)

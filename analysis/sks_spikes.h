@@ -37,9 +37,16 @@
 extern "C" {
 #endif
 
-/* Operator precision. AUTO: f64 when f * d <= 16M (two f64 copies of 256 MiB at most),
- * else f32 (OpenBLAS sgemm through sks_quadform). */
+/* Operator precision. AUTO: f64 when f * d <= SKS_SPK_AUTO_F64_MAX = 16M (f64 copies of
+ * 128 MiB each at most), else f32 (OpenBLAS sgemm through sks_quadform). */
 enum { SKS_SPK_PREC_AUTO = 0, SKS_SPK_PREC_F32 = 1, SKS_SPK_PREC_F64 = 2 };
+#define SKS_SPK_AUTO_F64_MAX ((int64_t)16 << 20)
+/* Channels the eigensolver iterates together when opts.channel_block is 0. */
+#define SKS_SPK_CHANNEL_BLOCK 64
+
+/* The precision a run uses: precision (SKS_SPK_PREC_*) with AUTO resolved for a (f, d)
+ * FFN. The one definition of the AUTO rule. */
+int sks_spikes_precision(int precision, int d, int f);
 
 typedef struct {
     int rank;            /* r eigenpairs per channel (default 5, >= 2 for dominance) */
@@ -50,7 +57,7 @@ typedef struct {
     int krylov_dim;      /* basis vectors per channel before a restart; 0 = auto
                             (linalg's: max(r + 4 block, 40), at most d) */
     int max_restarts;    /* thick restarts per channel (default 200) */
-    int channel_block;   /* channels iterated together; 0 = auto (64) */
+    int channel_block;   /* channels iterated together; 0 = auto (SKS_SPK_CHANNEL_BLOCK) */
     int block;           /* Krylov block per channel; 0 = auto: 4 with the f32 operator (wider
                             GEMMs, m = 4 x channels), 1 with the f64 one */
     uint64_t seed;       /* start vectors (default 1) */
@@ -199,6 +206,16 @@ typedef struct {
 /* msgpack, schema "sinkscope.spikes/1" (docs/schema-spikes.md). pieces(id) may be NULL. */
 int sks_spikes_write(const sks_spikes_report *rep, const sks_model *m, const sks_spikes_opts *o,
                      const char *(*piece)(void *ud, int id), void *piece_ud, const char *path);
+
+/* The memory model of --max-memory (docs/scale.md): *need = the heap bytes of a run on
+ * T tokens with n_channels selected channels (weights stay mapped), summed from the
+ * allocations of spikes.c, the solver (sks_quadform_top_eigs_bytes) and the forward
+ * pass (sks_forward_bytes). With bound > 0, picks the largest channel block that fits
+ * (o->channel_block, SKS_SPK_CHANNEL_BLOCK at most) and the f32 operator under AUTO
+ * when f64 does not fit, writing both into *o; SKS_ENOMEM naming the estimate when even
+ * the smallest setting does not fit. */
+int sks_spikes_fit_memory(const sks_arch *a, sks_spikes_opts *o, int T, int n_channels, uint64_t bound,
+                          uint64_t *need);
 
 /* One layer result as msgpack and back (analysis/spikes_pack.c), for resume parts and
  * gathers: one array, f64 arrays as raw little-endian bytes so the decoded values are

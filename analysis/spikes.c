@@ -96,10 +96,23 @@ void sks_spikes_free(sks_spikes *s) {
     free(s);
 }
 
-static int sks__choose_prec(const sks_spikes *s) {
-    if (s->o.precision == SKS_SPK_PREC_F32 || s->o.precision == SKS_SPK_PREC_F64) return s->o.precision;
-    return (int64_t)s->f * s->d <= (int64_t)16 << 20 ? SKS_SPK_PREC_F64 : SKS_SPK_PREC_F32;
+/* Krylov block per channel: the option, else 4 with the f32 operator (wider GEMMs), 1
+ * with the f64 one; at most d. */
+static int sks__krylov_block(const sks_spikes_opts *o, int f64, int d) {
+    int kb = o->block > 0 ? o->block : (f64 ? 1 : 4);
+    return kb > d ? d : kb;
 }
+
+int sks_spikes_precision(int precision, int d, int f) {
+    if (precision == SKS_SPK_PREC_F32 || precision == SKS_SPK_PREC_F64) return precision;
+    return (int64_t)f * d <= SKS_SPK_AUTO_F64_MAX ? SKS_SPK_PREC_F64 : SKS_SPK_PREC_F32;
+}
+
+static int sks__choose_prec(const sks_spikes *s) { return sks_spikes_precision(s->o.precision, s->d, s->f); }
+
+/* Screen row blocks: 256 rows with the f32 operator (linalg's default), 128 with f64
+ * (smaller blocks keep the f64 workspace near the f32 one). */
+static int sks__screen_rows(int f64) { return f64 ? 128 : 0; }
 
 static const sks_tensor *sks__need(const sks_model *m, sks_role role, int layer, int64_t rows, int64_t cols) {
     const sks_tensor *t = sks_model_tensor(m, role, layer);
@@ -415,13 +428,12 @@ static int sks__layer_eigs(sks_spikes *s, const sks_spikes_split *sp, sks_spikes
     const int f = s->f, f64 = s->prec == SKS_SPK_PREC_F64;
     sks_quadform q = {.d = d, .f = f, .G = s->G32, .U = s->U32, .Down = s->D32};
     sks_quadform64 q64 = {.d = d, .f = f, .G = s->G64, .U = s->U64, .Down = s->D64};
-    int blk = s->o.channel_block > 0 ? s->o.channel_block : 64;
+    int blk = s->o.channel_block > 0 ? s->o.channel_block : SKS_SPK_CHANNEL_BLOCK;
     if (blk > nch) blk = nch;
     sks_eigs_opts eo;
     memset(&eo, 0, sizeof eo);
     eo.r = r;
-    eo.block = s->o.block > 0 ? s->o.block : (f64 ? 1 : 4);
-    if (eo.block > d) eo.block = d;
+    eo.block = sks__krylov_block(&s->o, f64, d);
     eo.tol = s->o.tol > 0 ? s->o.tol : (f64 ? 1e-11 : 1e-6);
     eo.seed = s->o.seed;
     /* the restart cap is the bound; max_iter only has to stay out of its way */
@@ -603,7 +615,7 @@ int sks_spikes_layer(sks_spikes *s, int layer, const int *ch, const int *src, co
  * sks_quadform_frobenius_finish, the same sums on every part and in one process. */
 static int sks__screen(sks_spikes *s, const sks_spikes_split *sp, sks_spikes_layer_result *out) {
     const int d = s->d, f = s->f, f64 = s->prec == SKS_SPK_PREC_F64;
-    const int fblk = f64 ? 128 : 0; /* f64: smaller blocks keep the f64 workspace near the f32 one */
+    const int fblk = sks__screen_rows(f64);
     sks_quadform q = {.d = d, .f = f, .G = s->G32, .U = s->U32, .Down = s->D32};
     sks_quadform64 q64 = {.d = d, .f = f, .G = s->G64, .U = s->U64, .Down = s->D64};
     const int nblk = sks_quadform_frobenius_nblocks(f, fblk), split = sp && sp->nparts > 1;
@@ -1192,4 +1204,60 @@ int sks_spikes_write(const sks_spikes_report *rep, const sks_model *m, const sks
         rc = sks_out_write_file(&o, path);
     sks_out_free(&o);
     return rc;
+}
+
+/* ---- the memory model of --max-memory (docs/scale.md) ------------------------------- */
+
+/* Heap bytes of one spikes run: the allocations of this file (one layer's factors, the
+ * screen, the eigen stage of sks__channels, the FFN inputs and outputs kept, the
+ * first-token map, the delimiter route) plus what linalg's solver and the forward pass
+ * report for themselves. blk channels per solver block, prec64 the f64 operator. */
+static uint64_t sks__run_bytes(const sks_arch *a, const sks_spikes_opts *o, int prec64, int blk, int T) {
+    const int di = a->d_model, fi = a->d_ffn, r = o->rank > 1 ? o->rank : 1;
+    const uint64_t d = (uint64_t)di, f = (uint64_t)fi, L = (uint64_t)a->n_layers, V = (uint64_t)a->vocab_size;
+    const uint64_t Hd = (uint64_t)a->n_heads * (uint64_t)a->head_dim, Kd = (uint64_t)a->n_kv_heads * a->head_dim;
+    const uint64_t el = prec64 ? 8 : 4, cols = (uint64_t)blk * (uint64_t)r;
+    uint64_t need = 3 * f * d * 4 + (prec64 ? 3 * f * d * 8 : 0);           /* G, U, D (f32, f64) */
+    int bs = sks__screen_rows(prec64);
+    bs = bs > 0 ? bs : 256;
+    if (bs > fi) bs = fi;
+    need += (uint64_t)sks_quadform_frobenius_nblocks(fi, sks__screen_rows(prec64)) * d * 8 /* partials */
+            + (4 * (uint64_t)bs * f + (uint64_t)bs * d) * el;                 /* their workspace */
+    need += cols * (4 + 8 + d * 8 + 2 * d * 8) + 2 * f * cols * el           /* sks__channels */
+            + (prec64 ? 0 : 2 * d * cols * 4);
+    need += sks_quadform_top_eigs_bytes(di, fi, blk, r, sks__krylov_block(o, prec64, di), o->krylov_dim, prec64);
+    need += 2 * L * (uint64_t)T * d * 4;                                      /* FFN inputs, outputs */
+    need += sks_forward_bytes(a, T);
+    need += (d * Hd + Kd * d) * 8 + L * d * 8;                                /* first-token map */
+    need += V * 16 + 256 * d * 4;                                             /* delimiter route */
+    return need;
+}
+
+int sks_spikes_fit_memory(const sks_arch *a, sks_spikes_opts *o, int T, int n_channels, uint64_t bound,
+                          uint64_t *need) {
+    int prec64 = sks_spikes_precision(o->precision, a->d_model, a->d_ffn) == SKS_SPK_PREC_F64;
+    const int blk0 = o->channel_block > 0 ? o->channel_block : SKS_SPK_CHANNEL_BLOCK;
+    int blk = n_channels > 0 && blk0 > n_channels ? n_channels : blk0;
+    if (blk < 1) blk = 1;
+    *need = sks__run_bytes(a, o, prec64, blk, T);
+    if (!bound) return 0;
+    while (*need > bound) {
+        if (blk > 1) {
+            blk = blk / 2;
+        } else if (prec64 && o->precision == SKS_SPK_PREC_AUTO) {
+            prec64 = 0;
+            blk = n_channels > 0 && blk0 > n_channels ? n_channels : blk0;
+            o->precision = SKS_SPK_PREC_F32;
+        } else {
+            char b1[32], b2[32];
+            return sks_fail(SKS_ENOMEM,
+                            "--max-memory %s is too small: the spikes workspaces need at least %s for this model "
+                            "(one FFN layer of %d x %d in f32 and its solver blocks; weights stay mapped)",
+                            sks_fmt_bytes(bound, b1, sizeof b1), sks_fmt_bytes(*need, b2, sizeof b2), a->d_ffn,
+                            a->d_model);
+        }
+        *need = sks__run_bytes(a, o, prec64, blk, T);
+    }
+    o->channel_block = blk;
+    return 0;
 }

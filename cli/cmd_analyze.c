@@ -353,7 +353,7 @@ static int sks__stage_spikes(sks__run *R, int n_stages) {
      * weighted reductions for all d channels (4 f^2 d), at half speed in f64 (the
      * automatic precision for f d <= 16M); plus one forward pass over prompt 0 */
     double fd = (double)a->d_ffn * a->d_ffn * a->d_model;
-    double f64 = (double)a->d_ffn * a->d_model <= 16e6 ? 2.0 : 1.0;
+    double f64 = sks_spikes_precision(R->so.precision, a->d_model, a->d_ffn) == SKS_SPK_PREC_F64 ? 2.0 : 1.0;
     double flops = n_layers_an * 10.0 * fd * f64 + 2.0 * (double)sks_model_n_params(R->m) * R->pr.lens[0];
     double eta = flops / (R->rate > 0 ? R->rate : 1e10);
     char detail[160];

@@ -378,10 +378,10 @@ int sks_cmd_spikes(int argc, char **argv) {
     {
         uint64_t need = 0;
         char nb[32];
-        if ((rc = sks_dist_spikes_fit(ar, &so, T, nsel, max_mem, &need))) goto fail;
+        if ((rc = sks_spikes_fit_memory(ar, &so, T, nsel, max_mem, &need))) goto fail;
         if (max_mem)
             sks_log(SKS_LOG_INFO, "spikes: workspaces about %s (channel block %d)",
-                    sks_dist_fmt_bytes(need, nb, sizeof nb), so.channel_block);
+                    sks_fmt_bytes(need, nb, sizeof nb), so.channel_block);
     }
     if ((rc = sks_spikes_new(m, &so, &s))) goto fail;
     if ((rc = sks_spikes_forward(s, ids, T))) goto fail;

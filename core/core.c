@@ -161,3 +161,10 @@ double sks_median_f32(float *a, size_t n) {
         if (a[i] > lo) lo = a[i];
     return 0.5 * ((double)lo + hi);
 }
+
+const char *sks_fmt_bytes(uint64_t b, char *buf, size_t cap) {
+    if (b >= ((uint64_t)1 << 30)) snprintf(buf, cap, "%.2f GiB", (double)b / (1024.0 * 1024 * 1024));
+    else if (b >= ((uint64_t)1 << 20)) snprintf(buf, cap, "%.1f MiB", (double)b / (1024.0 * 1024));
+    else snprintf(buf, cap, "%llu bytes", (unsigned long long)b);
+    return buf;
+}

@@ -101,6 +101,9 @@ double sks_now(void);
 /* Peak resident set size of this process in bytes (0 if unknown). */
 size_t sks_peak_rss(void);
 
+/* Human-readable bytes ("3.20 GiB", "12.5 MiB", "512 bytes") into buf; returns buf. */
+const char *sks_fmt_bytes(uint64_t b, char *buf, size_t cap);
+
 #ifdef __cplusplus
 }
 #endif

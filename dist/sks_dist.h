@@ -138,19 +138,4 @@ int sks_dist_vocab_run_parts(const sks_model *m, const sks_vocab_opts *o, int n_
 int sks_dist_sinks_run(const sks_model *m, int n_prompts, const int32_t *const *prompts, const int *lens,
                        sks_sinks_opts *o, int auto_first, int *fell_back, sks_sinks_result **out);
 
-/* ---- --max-memory ----------------------------------------------------------------------- */
-
-/* Human-readable bytes ("3.2 GiB") into buf. */
-const char *sks_dist_fmt_bytes(uint64_t b, char *buf, size_t cap);
-
-/* Workspace bytes (heap, not the mapped weights) of a spikes run: one FFN layer's
- * factors converted (f32, plus f64 when the precision needs it), the screen blocks,
- * the eigen-solver's Krylov bases for channel_block channels, the forward pass of T
- * tokens and the first-token map. With a bound, picks the largest channel block that
- * fits (opts->channel_block, 64 at most) and the f32 operator under AUTO when f64
- * does not fit; SKS_ENOMEM with the estimate when even the smallest setting does not
- * fit. *need receives the estimate of the chosen setting. */
-int sks_dist_spikes_fit(const sks_arch *a, sks_spikes_opts *opts, int T, int n_channels, uint64_t bound,
-                        uint64_t *need);
-
 #endif

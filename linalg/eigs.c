@@ -250,6 +250,25 @@ static void sks__step(sks__ctx *cx, sks__prob *p) {
     }
 }
 
+int sks_eigs_basis_dim(int n, int r, int nb, int krylov_dim) {
+    int kmax = krylov_dim > 0 ? krylov_dim : (r + 4 * nb > 40 ? r + 4 * nb : 40);
+    if (kmax < r + 2 * nb) kmax = r + 2 * nb;
+    if (kmax > n) kmax = n;
+    return kmax;
+}
+
+/* The allocations of sks_eigs_topk_multi below, term by term. */
+uint64_t sks_eigs_topk_multi_bytes(int n, int nprob, int r, int nb, int krylov_dim) {
+    if (nb > n) nb = n;
+    const uint64_t k = (uint64_t)sks_eigs_basis_dim(n, r, nb, krylov_dim), N = (uint64_t)n, P = (uint64_t)nprob;
+    const uint64_t kn = k * N, kk = k * k;
+    uint64_t b = P * (2 * kn + 2 * kk + 2 * k) * 8;           /* per problem: V, W, H, Z, theta, rel */
+    b += 2 * N * (uint64_t)nb * P * 8;                       /* X, Y: one block per problem */
+    b += ((kn > kk ? kn : kk) + kk + 2 * N + 2 * k) * 8;     /* tmp, Hc, y, ay, w, c */
+    b += 2 * (uint64_t)(r + nb) * N * 8;                     /* Yb, R */
+    return b;
+}
+
 int sks_eigs_topk_multi(sks_symop_multi_fn op, void *ud, int n, int nprob, const sks_eigs_opts *o,
                         sks_eigs_extra *x, double *evals, double *evecs, sks_eigs_info *info) {
     if (!op || !o || n <= 0 || nprob <= 0 || o->r <= 0 || o->r > n || !evals || !evecs)
@@ -266,9 +285,7 @@ int sks_eigs_topk_multi(sks_symop_multi_fn op, void *ud, int n, int nprob, const
     const double *start = x ? x->start : NULL;
     cx.max_restarts = x && x->max_restarts > 0 ? x->max_restarts : 0;
     cx.norm_tol = x && x->norm_tol > 0.0 ? x->norm_tol : 0.0;
-    int kmax = kdim > 0 ? kdim : (cx.r + 4 * cx.nb > 40 ? cx.r + 4 * cx.nb : 40);
-    if (kmax < cx.r + 2 * cx.nb) kmax = cx.r + 2 * cx.nb;
-    if (kmax > n) kmax = n;
+    int kmax = sks_eigs_basis_dim(n, cx.r, cx.nb, kdim);
     cx.kmax = kmax;
     int keep = cx.r + cx.nb > kmax / 2 ? cx.r + cx.nb : kmax / 2;
     if (keep > kmax - cx.nb) keep = kmax - cx.nb;

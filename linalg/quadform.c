@@ -398,6 +398,15 @@ int sks_quadform_top_eigs(const sks_quadform *q, const sks_quadform64 *q64, cons
     return rc;
 }
 
+uint64_t sks_quadform_top_eigs_bytes(int d, int f, int m, int r, int block, int krylov_dim, int f64) {
+    int nb = block > 0 ? block : r + 2;
+    if (nb > d) nb = d;
+    const uint64_t cols = (uint64_t)m * (uint64_t)nb;
+    uint64_t b = cols * sizeof(int) + 2 * (uint64_t)f * cols * (f64 ? 8 : 4); /* chx, ws */
+    if (!f64) b += 2 * cols * (uint64_t)d * 4;                                /* X32, Y32 */
+    return b + sks_eigs_topk_multi_bytes(d, m, r, nb, krylov_dim);
+}
+
 /* ---- throughput ---------------------------------------------------------------------- */
 
 double sks_sgemm_gflops(int n, int reps) {

@@ -153,6 +153,13 @@ typedef int (*sks_symop_multi_fn)(void *ud, int n, int nact, const int *prob, in
 int sks_eigs_topk_multi(sks_symop_multi_fn op, void *ud, int n, int nprob, const sks_eigs_opts *o,
                         sks_eigs_extra *x, double *evals, double *evecs, sks_eigs_info *info);
 
+/* Basis size of the thick-restart solver for n-vectors, r pairs and Krylov block nb:
+ * krylov_dim, or max(r + 4 nb, 40) when it is 0; at least r + 2 nb, at most n. */
+int sks_eigs_basis_dim(int n, int r, int nb, int krylov_dim);
+/* Heap bytes sks_eigs_topk_multi allocates for nprob problems (the memory model of
+ * --max-memory reads this, docs/scale.md). */
+uint64_t sks_eigs_topk_multi_bytes(int n, int nprob, int r, int nb, int krylov_dim);
+
 /* Dense reference: all eigenvalues of a symmetric (n, n) f64 matrix with LAPACKE dsyevr,
  * sorted by descending |.|, eigenvectors as columns of Z (n, n). Z may be NULL. */
 int sks_eig_dense(int n, const double *A, double *evals, double *Z);
@@ -167,6 +174,9 @@ int sks_eig_dense(int n, const double *A, double *evals, double *Z);
 int sks_quadform_top_eigs(const sks_quadform *q, const sks_quadform64 *q64, const int *ch, int m,
                           const sks_eigs_opts *o, sks_eigs_extra *x, double *evals, double *evecs,
                           sks_eigs_info *info);
+/* Heap bytes of sks_quadform_top_eigs for m channels of a (f, d) FFN (f64: the f64
+ * operator), the solver's included. */
+uint64_t sks_quadform_top_eigs_bytes(int d, int f, int m, int r, int block, int krylov_dim, int f64);
 
 /* ---- SVD and subspaces (subspace.c) ----------------------------------------------- */
 
