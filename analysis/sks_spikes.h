@@ -32,6 +32,7 @@
 #include "../loaders/sks_model.h"
 #include "sks_trace.h"
 #include "sks_out.h"
+#include "sks_split.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -206,6 +207,42 @@ typedef struct {
 /* msgpack, schema "sinkscope.spikes/1" (docs/schema-spikes.md). pieces(id) may be NULL. */
 int sks_spikes_write(const sks_spikes_report *rep, const sks_model *m, const sks_spikes_opts *o,
                      const char *(*piece)(void *ud, int id), void *piece_ud, const char *path);
+
+/* ---- the driver (analysis/spikes_run.c) ------------------------------------------- */
+
+/* What one run analyses: the forward pass over tokens, and the (layer, channel, token)
+ * selection triples; a triple with channel < 0 selects its layer without a channel
+ * (only the screen's opts.top_frob best channels). */
+typedef struct {
+    const int32_t *tokens; /* (T) the prompt, T >= 1 */
+    int T;
+    const int *sel_l, *sel_c, *sel_t; /* (nsel); sel_t may be NULL (-1: auto) */
+    int nsel;
+    int src;               /* SKS_SPK_SRC_* bit of the listed channels */
+    int keep_noconv;       /* 1: a layer whose channels did not all converge keeps its best
+                              estimates (a warning); 0: SKS_ENOCONV */
+    int delimiter;         /* 1: the delimiter route too */
+} sks_spikes_job;
+
+typedef struct {
+    int n_layers;
+    sks_spikes_layer_result *layers; /* (n_layers) the selected layers, ascending */
+    int n_wvo;                       /* last selected layer + 1 with opts.first_token_map */
+    double *wvo_sigma1;              /* (n_wvo) top singular value of W_VO[l] */
+    int have_delim;
+    sks_delim_result delim;
+    int n_resumed;                   /* layers read back from resume parts (this part's) */
+} sks_spikes_run_result;
+
+/* The whole analysis: sks_spikes_new, the forward pass, every selected layer through
+ * sks_spikes_layer, the delimiter route and the first-token map. sp (sks_split.h) may
+ * be NULL (one process); otherwise the layers are dealt out to its parts, or, with
+ * fewer layers than parts, each layer is split over all of them
+ * (sks_spikes_layer_split); collective then, and *out is filled on part 0 only. The
+ * result is bitwise the one-process result. Free with sks_spikes_run_result_free. */
+int sks_spikes_run(const sks_model *m, const sks_spikes_opts *o, const sks_spikes_job *job, const sks_split *sp,
+                   sks_spikes_run_result *out);
+void sks_spikes_run_result_free(sks_spikes_run_result *r);
 
 /* The memory model of --max-memory (docs/scale.md): *need = the heap bytes of a run on
  * T tokens with n_channels selected channels (weights stay mapped), summed from the

@@ -257,10 +257,7 @@ typedef struct {
     sks_trace_opts to;
     sks_trace_result *tr;
     sks_spikes_opts so;
-    sks_spikes_layer_result *spl;  /* (n_layers) allocated, the first n_spl analysed */
-    int n_spl;
-    sks_delim_result delim;
-    int have_delim;
+    sks_spikes_run_result spk;
     const char *spike_selection;
     sks_vocab_opts vo;
     sks_vocab_result *vr;
@@ -329,10 +326,8 @@ static int sks__stage_spikes(sks__run *R, int n_stages) {
     int rc = sks_spikes_select_from_trace(R->tr, &lay, &ch, &tk, &n);
     if (rc) return rc;
     unsigned char *want = calloc((size_t)L, 1);
-    R->spl = calloc((size_t)L, sizeof *R->spl);
-    sks_spikes *s = NULL;
     char *path = NULL;
-    if (!want || !R->spl) {
+    if (!want) {
         rc = sks_fail(SKS_ENOMEM, "analyze: spikes");
         goto done;
     }
@@ -361,106 +356,36 @@ static int sks__stage_spikes(sks__run *R, int n_stages) {
              n_layers_an, n_layers_an == 1 ? "" : "s", R->spike_selection, n, n == 1 ? "" : "s", R->so.top_frob);
     sks__stage(2, n_stages, "spikes", detail, eta);
     double t0 = sks_now();
-    if ((rc = sks_spikes_new(R->m, &R->so, &s))) goto done;
-    if ((rc = sks_spikes_forward(s, R->pr.ids[0], R->pr.lens[0]))) goto done;
-    int done_layers = 0, gathered = 0;
-    if (sks_dist_size() > 1) {
-        /* under mpirun: the layers dealt out to the ranks, gathered compact on rank 0 */
-        int one_l = -1, one_c = -1, one_t = -1, nres = 0, maxl = -1, nresumed = 0;
-        for (int l = 0; l < L && n == 0; l++)
-            if (want[l]) one_l = l;
-        rc = sks_dist_spikes_layers(s, L, a->d_model, n ? lay : &one_l, n ? ch : &one_c, n ? tk : &one_t, n ? n : 1,
-                                    SKS_SPK_SRC_SPIKE, 1, NULL, R->spl, &nres, &maxl, &nresumed);
-        if (rc || sks_dist_rank() != 0) goto done;
-        gathered = 1;
-    }
-    for (int l = 0; l < L && !gathered; l++) {
-        if (!want[l]) continue;
-        int cnt = 0;
-        for (int i = 0; i < n; i++) cnt += lay[i] == l;
-        int *c = sks_malloc_n((size_t)(cnt ? cnt : 1), sizeof *c), *t = sks_malloc_n((size_t)(cnt ? cnt : 1), sizeof *t);
-        int *src = sks_malloc_n((size_t)(cnt ? cnt : 1), sizeof *src);
-        if (!c || !t || !src) {
-            free(c);
-            free(t);
-            free(src);
-            rc = sks_fail(SKS_ENOMEM, "analyze: spikes");
-            goto done;
-        }
-        int k = 0;
-        for (int i = 0; i < n; i++)
-            if (lay[i] == l) {
-                c[k] = ch[i];
-                t[k] = tk[i];
-                src[k] = SKS_SPK_SRC_SPIKE;
-                k++;
-            }
-        rc = sks_spikes_layer(s, l, c, src, t, cnt, &R->spl[l]);
-        free(c);
-        free(t);
-        free(src);
-        /* a channel that did not converge still has its best estimates: keep going */
-        if (rc == SKS_ENOCONV) {
-            fprintf(stderr, "analyze: warning: spikes layer %d: %s\n", l, sks_last_error());
-            rc = 0;
-        }
-        if (rc) goto done;
-        sks_progress("spikes layers", ++done_layers, n_layers_an);
-    }
-    if ((rc = sks_spikes_delimiter(s, R->so.n_delim_top, &R->delim))) goto done;
-    R->have_delim = 1;
+    /* the analysed layers: the trace's selection, or the steepest one alone */
+    int one_l = -1, one_c = -1, one_t = -1;
+    for (int l = 0; l < L && n == 0; l++)
+        if (want[l]) one_l = l;
+    sks_spikes_job job = {.tokens = R->pr.ids[0], .T = R->pr.lens[0], .sel_l = n ? lay : &one_l,
+                          .sel_c = n ? ch : &one_c, .sel_t = n ? tk : &one_t, .nsel = n ? n : 1,
+                          .src = SKS_SPK_SRC_SPIKE, .keep_noconv = 1, .delimiter = 1};
+    sks_split sp;
+    sks_dist_split_init(&sp, NULL);
+    if ((rc = sks_spikes_run(R->m, &R->so, &job, sp.nparts > 1 ? &sp : NULL, &R->spk))) goto done;
+    if (sks_dist_rank() != 0) goto done; /* gathered on rank 0 */
     sks_spikes_report rep;
     memset(&rep, 0, sizeof rep);
-    /* only the analysed layers go to the file, in layer order */
-    int k = 0;
-    for (int l = 0; l < L; l++)
-        if (want[l]) {
-            if (k != l && !gathered) {
-                R->spl[k] = R->spl[l];
-                memset(&R->spl[l], 0, sizeof R->spl[l]);
-            }
-            k++;
-        }
-    R->n_spl = k;
-    rep.n_layers = k;
-    rep.layers = R->spl;
+    rep.n_layers = R->spk.n_layers;
+    rep.layers = R->spk.layers;
     rep.T = R->pr.lens[0];
     rep.tokens = R->pr.ids[0];
     rep.trace = R->tr;
-    rep.delim = &R->delim;
+    rep.delim = &R->spk.delim;
     rep.trace_abs = R->to.abs_thresh;
     rep.trace_ratio = R->to.ratio;
     rep.selection = R->spike_selection;
-    double *sig = NULL;
-    if (R->so.first_token_map) {
-        int last = -1;
-        for (int l = 0; l < L; l++)
-            if (want[l]) last = l;
-        rep.n_wvo = last + 1;
-        sig = sks_calloc_n((size_t)(rep.n_wvo ? rep.n_wvo : 1), sizeof *sig);
-        double *u1 = sks_malloc_n((size_t)a->d_model, sizeof *u1);
-        if (!sig || !u1) {
-            free(sig);
-            free(u1);
-            rc = sks_fail(SKS_ENOMEM, "analyze: spikes");
-            goto done;
-        }
-        for (int l = 0; l < rep.n_wvo && !rc; l++) rc = sks_spikes_wvo_top(s, l, u1, &sig[l]);
-        free(u1);
-        rep.wvo_sigma1 = sig;
-        if (rc) {
-            free(sig);
-            goto done;
-        }
-    }
+    rep.n_wvo = R->spk.n_wvo;
+    rep.wvo_sigma1 = R->spk.wvo_sigma1;
     path = sks__join(R->outdir, "spikes.msgpack");
     if (!path) rc = sks_fail(SKS_ENOMEM, "analyze");
     else rc = sks_spikes_write(&rep, R->m, &R->so, R->tok ? sks__piece : NULL, R->tok, path);
-    free(sig);
     R->t_spikes = sks_now() - t0;
     if (!rc) sks__done("spikes", R->t_spikes, path);
 done:
-    sks_spikes_free(s);
     free(path);
     free(want);
     free(lay);
@@ -603,8 +528,8 @@ static json_t *sks__summary_trace(const sks__run *R) {
 static json_t *sks__summary_spikes(const sks__run *R) {
     json_t *j = json_object(), *chs = json_array();
     json_object_set_new(j, "selection", json_string(R->spike_selection ? R->spike_selection : "?"));
-    for (int i = 0; i < R->n_spl; i++) {
-        const sks_spikes_layer_result *L = &R->spl[i];
+    for (int i = 0; i < R->spk.n_layers; i++) {
+        const sks_spikes_layer_result *L = &R->spk.layers[i];
         for (int c = 0; c < L->n_channels; c++) {
             const sks_spike_channel *C = &L->channels[c];
             json_t *e = json_object();
@@ -623,13 +548,13 @@ static json_t *sks__summary_spikes(const sks__run *R) {
         }
     }
     json_object_set_new(j, "channels", chs);
-    if (R->have_delim) {
+    if (R->spk.have_delim) {
         json_t *top = json_array();
-        for (int i = 0; i < R->delim.n_top && i < 10; i++) {
+        for (int i = 0; i < R->spk.delim.n_top && i < 10; i++) {
             json_t *e = json_object();
-            const char *pc = R->tok ? sks_tokenizer_piece(R->tok, R->delim.top_ids[i]) : NULL;
-            json_object_set_new(e, "id", json_integer(R->delim.top_ids[i]));
-            json_object_set_new(e, "ratio", sks__jnum(R->delim.top_ratio[i]));
+            const char *pc = R->tok ? sks_tokenizer_piece(R->tok, R->spk.delim.top_ids[i]) : NULL;
+            json_object_set_new(e, "id", json_integer(R->spk.delim.top_ids[i]));
+            json_object_set_new(e, "ratio", sks__jnum(R->spk.delim.top_ratio[i]));
             if (pc) json_object_set_new(e, "piece", json_string(pc));
             json_array_append_new(top, e);
         }
@@ -718,7 +643,7 @@ static int sks__write_summary(sks__run *R, int print) {
     json_object_set_new(set, "tokenizer", R->tok ? json_string(sks_tokenizer_kind(R->tok)) : json_null());
     json_object_set_new(root, "settings", set);
     if (R->tr) json_object_set_new(root, "trace", sks__summary_trace(R));
-    if (R->spl) json_object_set_new(root, "spikes", sks__summary_spikes(R));
+    if (R->spike_selection) json_object_set_new(root, "spikes", sks__summary_spikes(R));
     if (R->vr) json_object_set_new(root, "vocab", sks__summary_vocab(R));
     if (R->sr) json_object_set_new(root, "sinks", sks__summary_sinks(R));
     json_object_set_new(tim, "trace", sks__jnum(R->t_trace));
@@ -886,12 +811,7 @@ static int sks__plots(sks__run *R) {
 
 static void sks__run_free(sks__run *R) {
     sks_trace_result_free(R->tr);
-    if (R->spl) {
-        int L = sks_model_arch(R->m)->n_layers;
-        for (int l = 0; l < L; l++) sks_spikes_layer_result_free(&R->spl[l]);
-        free(R->spl);
-    }
-    sks_delim_result_free(&R->delim);
+    sks_spikes_run_result_free(&R->spk);
     sks_vocab_result_free(R->vr);
     sks_sinks_result_free(R->sr);
     sks_tokenizer_free(R->tok);
@@ -912,6 +832,7 @@ int sks_cli_analyze_run(const char *model_path, const char *outdir, const sks_cl
     int vrc = sks__validate(o);
     if (vrc) return vrc;
     sks__quiet = o->quiet;
+    if (o->quiet) sks_log_set_level(SKS_LOG_WARN);
     sks_model *m = NULL;
     int rc = sks_model_open(model_path, &m);
     if (rc) return rc;

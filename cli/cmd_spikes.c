@@ -258,16 +258,11 @@ int sks_cmd_spikes(int argc, char **argv) {
     int *lay_filter = NULL, nlay_filter = 0, *user_ch = NULL, nuser = 0;
     sks_trace_result *tr = NULL;
     int tr_lite = 0;
-    sks_spikes *s = NULL;
-    sks_spikes_layer_result *res = NULL;
-    int nres = 0;
-    sks_delim_result delim;
-    memset(&delim, 0, sizeof delim);
+    sks_spikes_run_result run;
+    memset(&run, 0, sizeof run);
     sks_dist_parts parts;
     memset(&parts, 0, sizeof parts);
     int have_parts = 0;
-    int have_delim = 0;
-    double *sig = NULL;
     const char *selection = "default";
 
     /* the tokenizer is optional unless --prompt needs it */
@@ -383,14 +378,6 @@ int sks_cmd_spikes(int argc, char **argv) {
             sks_log(SKS_LOG_INFO, "spikes: workspaces about %s (channel block %d)",
                     sks_fmt_bytes(need, nb, sizeof nb), so.channel_block);
     }
-    if ((rc = sks_spikes_new(m, &so, &s))) goto fail;
-    if ((rc = sks_spikes_forward(s, ids, T))) goto fail;
-    res = calloc((size_t)L, sizeof *res);
-    if (!res) {
-        rc = sks_fail(SKS_ENOMEM, "out of memory");
-        goto fail;
-    }
-    int max_layer = -1, n_resumed = 0;
     {
         /* every parameter that changes a layer's result, for --resume */
         sks_dist_text mf;
@@ -413,35 +400,23 @@ int sks_cmd_spikes(int argc, char **argv) {
         if (rc) goto fail;
         have_parts = 1;
     }
-    rc = sks_dist_spikes_layers(s, L, d, sel_l, sel_c, sel_t, nsel, channels_s ? SKS_SPK_SRC_USER : SKS_SPK_SRC_SPIKE, 0,
-                                &parts, res, &nres, &max_layer, &n_resumed);
-    if (rc) goto fail;
-    if (resume) sks_log(SKS_LOG_INFO, "spikes: %d layer(s) resumed from %s", n_resumed, parts.dir);
-    if (sks_dist_rank() != 0) goto done; /* rank 0 finishes and writes */
-    if (!no_delim) {
-        if ((rc = sks_spikes_delimiter(s, so.n_delim_top, &delim))) goto fail;
-        have_delim = 1;
-    }
-    int n_wvo = so.first_token_map ? max_layer + 1 : 0;
-    if (n_wvo > 0) {
-        sig = calloc((size_t)n_wvo, sizeof *sig);
-        if (!sig) {
-            rc = sks_fail(SKS_ENOMEM, "out of memory");
-            goto fail;
-        }
-        for (int l = 0; l < n_wvo && !rc; l++) rc = sks_spikes_wvo_top(s, l, NULL, &sig[l]);
-        if (rc) goto fail;
-    }
+    sks_split sp;
+    sks_dist_split_init(&sp, &parts);
+    sks_spikes_job job = {.tokens = ids, .T = T, .sel_l = sel_l, .sel_c = sel_c, .sel_t = sel_t, .nsel = nsel,
+                          .src = channels_s ? SKS_SPK_SRC_USER : SKS_SPK_SRC_SPIKE, .delimiter = !no_delim};
+    if ((rc = sks_spikes_run(m, &so, &job, &sp, &run))) goto fail;
+    if (resume) sks_log(SKS_LOG_INFO, "spikes: %d layer(s) resumed from %s", run.n_resumed, parts.dir);
+    if (sks_dist_rank() != 0) goto done; /* rank 0 writes */
     sks_spikes_report rep;
     memset(&rep, 0, sizeof rep);
-    rep.n_layers = nres;
-    rep.layers = res;
+    rep.n_layers = run.n_layers;
+    rep.layers = run.layers;
     rep.T = T;
     rep.tokens = ids;
     rep.trace = tr;
-    rep.n_wvo = n_wvo;
-    rep.wvo_sigma1 = sig;
-    rep.delim = have_delim ? &delim : NULL;
+    rep.n_wvo = run.n_wvo;
+    rep.wvo_sigma1 = run.wvo_sigma1;
+    rep.delim = run.have_delim ? &run.delim : NULL;
     rep.trace_abs = (tr && !tr_lite) ? to.abs_thresh : NAN;
     rep.trace_ratio = (tr && !tr_lite) ? to.ratio : NAN;
     rep.selection = selection;
@@ -461,13 +436,8 @@ int sks_cmd_spikes(int argc, char **argv) {
 fail:
     exit_code = sks_cli_fail("spikes", rc);
 done:
-    if (res)
-        for (int i = 0; i < nres; i++) sks_spikes_layer_result_free(&res[i]);
-    free(res);
-    free(sig);
+    sks_spikes_run_result_free(&run);
     if (have_parts) sks_dist_parts_free(&parts);
-    sks_delim_result_free(&delim);
-    sks_spikes_free(s);
     sks_trace_result_free(tr);
     free(sel_l);
     free(sel_c);

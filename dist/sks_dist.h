@@ -25,6 +25,7 @@
 #include "../analysis/sks_out.h"
 #include "../analysis/sks_sinks.h"
 #include "../analysis/sks_vocab.h"
+#include "../analysis/sks_split.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -76,6 +77,11 @@ int sks_dist_part_write(const sks_dist_parts *p, const char *kind, int item, con
 void sks_dist_parts_remove(sks_dist_parts *p);
 void sks_dist_parts_free(sks_dist_parts *p);
 
+/* The split hook of the analyses (analysis/sks_split.h) over this process's MPI ranks
+ * (one rank without mpirun or without MPI) and, when parts is not NULL, its resume parts
+ * (parts must outlive sp). */
+void sks_dist_split_init(sks_split *sp, sks_dist_parts *parts);
+
 /* A growable "key=value\n" text for manifests. */
 typedef struct {
     char *s;
@@ -86,22 +92,6 @@ void sks_dist_text_add(sks_dist_text *t, const char *key, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void sks_dist_text_ints(sks_dist_text *t, const char *key, const int *v, int n);
 void sks_dist_text_i32s(sks_dist_text *t, const char *key, const int32_t *v, int n);
-
-/* ---- spikes per-layer results ----------------------------------------------------------- */
-
-/* The spikes layer loop, split across ranks and resumable. The selected layers are
- * those l with some sel_l[i] == l (sel_c[i] < 0: the layer without user channels);
- * src is the source bit of the listed channels; keep_noconv: a layer whose channels did
- * not all converge keeps its best estimates (a warning) instead of failing. parts may be NULL (no parts files).
- * On rank 0, res[0..*nres) receives the results in layer order, exactly what the
- * single-process loop produces; on other ranks *nres = 0. *max_layer = the last
- * selected layer (all ranks). *n_resumed counts layers read from parts. Collective.
- * With fewer selected layers than ranks, each layer is split over all ranks instead
- * (sks_spikes_layer_split: screen row blocks and channel blocks, block b on rank
- * b % size, shared through gather + broadcast); rank 0 writes the parts. */
-int sks_dist_spikes_layers(sks_spikes *s, int L, int d, const int *sel_l, const int *sel_c, const int *sel_t, int nsel,
-                           int src, int keep_noconv, sks_dist_parts *parts, sks_spikes_layer_result *res, int *nres, int *max_layer,
-                           int *n_resumed);
 
 /* ---- vocab-sweep by vocabulary slices -------------------------------------------------------- */
 

@@ -1,0 +1,226 @@
+/* spikes_run.c - the spikes driver (sks_spikes.h): forward pass, the selected layers
+ * (here, or dealt out through the split hook), the delimiter route and the first-token
+ * map, for `sinkscope spikes` and the analyze pipeline alike. */
+#include "sks_spikes.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    sks_spikes *s;
+    const sks_spikes_job *job;
+    int d;
+    const int *layers;            /* (nl) selected layers, ascending */
+    sks_spikes_layer_result *res; /* (nl) */
+    int *lc, *lsrc, *lt;          /* (nsel) one layer's selection */
+} sks__spk;
+
+/* The selected (channel, source, token) entries of layer l, in selection order. */
+static int sks__layer_selection(const sks__spk *cx, int l) {
+    const sks_spikes_job *j = cx->job;
+    int cnt = 0;
+    for (int i = 0; i < j->nsel; i++) {
+        if (j->sel_l[i] != l || j->sel_c[i] < 0) continue;
+        cx->lc[cnt] = j->sel_c[i];
+        cx->lsrc[cnt] = j->src;
+        cx->lt[cnt] = j->sel_t ? j->sel_t[i] : -1;
+        cnt++;
+    }
+    return cnt;
+}
+
+/* Layer k of the list, with split (NULL: on this process alone). A channel that did not
+ * converge keeps its best estimates when the job says so. */
+static int sks__spk_layer(sks__spk *cx, int k, const sks_spikes_split *split) {
+    const int l = cx->layers[k];
+    int cnt = sks__layer_selection(cx, l);
+    sks_spikes_layer_result *R = &cx->res[k];
+    int rc = sks_spikes_layer_split(cx->s, l, cx->lc, cx->lsrc, cx->lt, cnt, split, R);
+    if (rc == SKS_ENOCONV && cx->job->keep_noconv) {
+        sks_log(SKS_LOG_WARN, "spikes layer %d: %s", l, sks_last_error());
+        rc = 0;
+    }
+    if (!rc)
+        sks_log(SKS_LOG_INFO, "spikes: layer %d: screen %.2fs, %d channels, eigenpairs %.2fs (%d matvecs)", l,
+                R->seconds_screen, R->n_channels, R->seconds_eigs, R->matvecs);
+    return rc;
+}
+
+static int sks__spk_run(void *ud, int k) { return sks__spk_layer(ud, k, NULL); }
+static void sks__spk_pack(void *ud, int k, sks_out *o) { sks_spikes_layer_pack(o, &((sks__spk *)ud)->res[k]); }
+static void sks__spk_drop(void *ud, int k) {
+    sks__spk *cx = ud;
+    sks_spikes_layer_result_free(&cx->res[k]);
+    memset(&cx->res[k], 0, sizeof cx->res[k]);
+}
+
+static int sks__spk_unpack(void *ud, int k, const uint8_t *buf, size_t n, size_t *off, const char *name) {
+    sks__spk *cx = ud;
+    int rc = sks_spikes_layer_unpack(buf, n, off, cx->d, name, &cx->res[k]);
+    if (!rc && cx->res[k].layer != cx->layers[k]) {
+        rc = sks_fail(SKS_EFORMAT, "%s: holds layer %d, expected %d", name, cx->res[k].layer, cx->layers[k]);
+        sks__spk_drop(ud, k);
+    }
+    return rc;
+}
+
+/* Share hook of sks_spikes_layer_split over the split's share. */
+typedef struct {
+    const sks_split *sp;
+    int layer;
+} sks__spk_share;
+
+static int sks__spk_share_fn(void *ud, int what, int nblk, const int *row0, size_t width, double *rows, int status) {
+    const sks__spk_share *sh = ud;
+    char label[96];
+    snprintf(label, sizeof label, "spikes: layer %d: %s", sh->layer,
+             what == SKS_SPK_SHARE_SCREEN ? "row blocks of" : "channel blocks of");
+    return sh->sp->share(sh->sp, label, nblk, row0, width, rows, status);
+}
+
+/* Fewer selected layers than parts: the layers one after the other, each split over
+ * every part; part 0 reads and writes the resume parts and keeps the results. */
+static int sks__spk_layers_split(sks__spk *cx, int nl, const sks_split *sp, int *n_resumed) {
+    sks__spk_share sh = {sp, -1};
+    sks_spikes_split split = {.part = sp->part, .nparts = sp->nparts, .share = sks__spk_share_fn, .ud = &sh};
+    const int me = sp->part;
+    int rc = 0;
+    for (int k = 0; k < nl && !rc; k++) {
+        const int l = cx->layers[k];
+        uint8_t have = 0, *hb = NULL;
+        size_t hn = 1;
+        if (me == 0 && sp->resume && sp->part_read) {
+            uint8_t *pb = NULL;
+            size_t pn = 0, off = 0;
+            char *name = NULL;
+            int h = sp->part_read(sp, "layer", l, &pb, &pn, &name);
+            if (h < 0) rc = h;
+            if (h > 0) {
+                rc = sks__spk_unpack(cx, k, pb, pn, &off, name);
+                if (!rc && off != pn) rc = sks_fail(SKS_EFORMAT, "%s: trailing bytes after the layer", name);
+                if (!rc) {
+                    have = 1;
+                    (*n_resumed)++;
+                    sks_log(SKS_LOG_INFO, "spikes: layer %d: resumed from its part file", l);
+                }
+            }
+            free(pb);
+            free(name);
+        }
+        if (me == 0 && !rc && !(hb = malloc(1))) rc = sks_fail(SKS_ENOMEM, "out of memory");
+        if (hb) hb[0] = have;
+        if ((rc = sp->agree(sp, rc))) break;
+        rc = sp->agree(sp, sp->bcast(sp, &hb, &hn)); /* the others' hb is malloc'd there */
+        have = !rc && hb && hn == 1 ? hb[0] : 0;
+        free(hb);
+        if (rc) break;
+        if (have) continue;
+        sks_progress("spikes layers", k, nl);
+        sh.layer = l;
+        rc = sks__spk_layer(cx, k, &split);
+        if (!rc && me == 0 && sp->part_write) {
+            sks_out one;
+            sks_out_init(&one);
+            sks_spikes_layer_pack(&one, &cx->res[k]);
+            rc = sks_out_error(&one) ? sks_fail(SKS_ENOMEM, "out of memory packing layer %d", l)
+                                     : sp->part_write(sp, "layer", l, one.buf.data, one.buf.size);
+            sks_out_free(&one);
+        }
+        if (me != 0) sks__spk_drop(cx, k); /* part 0 keeps it */
+        rc = sp->agree(sp, rc);
+    }
+    sks_progress("spikes layers", nl, nl);
+    return rc;
+}
+
+/* The first-token map's top singular value of W_VO[l] for l <= the last analysed layer,
+ * and the delimiter route: part 0, after the layers. */
+static int sks__spk_finish(sks_spikes *s, const sks_spikes_opts *o, const sks_spikes_job *job, int max_layer,
+                           sks_spikes_run_result *out) {
+    int rc = 0;
+    if (job->delimiter) {
+        if ((rc = sks_spikes_delimiter(s, o->n_delim_top, &out->delim))) return rc;
+        out->have_delim = 1;
+    }
+    out->n_wvo = o->first_token_map ? max_layer + 1 : 0;
+    if (out->n_wvo > 0) {
+        out->wvo_sigma1 = calloc((size_t)out->n_wvo, sizeof *out->wvo_sigma1);
+        if (!out->wvo_sigma1) return sks_fail(SKS_ENOMEM, "out of memory");
+        for (int l = 0; l < out->n_wvo && !rc; l++) rc = sks_spikes_wvo_top(s, l, NULL, &out->wvo_sigma1[l]);
+    }
+    return rc;
+}
+
+int sks_spikes_run(const sks_model *m, const sks_spikes_opts *o, const sks_spikes_job *job, const sks_split *sp,
+                   sks_spikes_run_result *out) {
+    memset(out, 0, sizeof *out);
+    const int L = sks_model_arch(m)->n_layers;
+    sks__spk cx;
+    memset(&cx, 0, sizeof cx);
+    cx.job = job;
+    cx.d = sks_model_arch(m)->d_model;
+    int *layers = malloc(((size_t)L + 1) * sizeof *layers), nl = 0;
+    cx.res = calloc((size_t)L + 1, sizeof *cx.res);
+    cx.lc = malloc(((size_t)job->nsel + 1) * sizeof *cx.lc);
+    cx.lsrc = malloc(((size_t)job->nsel + 1) * sizeof *cx.lsrc);
+    cx.lt = malloc(((size_t)job->nsel + 1) * sizeof *cx.lt);
+    int rc = layers && cx.res && cx.lc && cx.lsrc && cx.lt ? 0 : sks_fail(SKS_ENOMEM, "out of memory");
+    for (int l = 0; l < L && !rc; l++) {
+        int any = 0;
+        for (int i = 0; i < job->nsel; i++) any |= job->sel_l[i] == l;
+        if (any) layers[nl++] = l;
+    }
+    cx.layers = layers;
+    if (!rc) rc = sks_spikes_new(m, o, &cx.s);
+    if (!rc) rc = sks_spikes_forward(cx.s, job->tokens, job->T);
+    if (sp) rc = sp->agree(sp, rc);
+    if (rc) goto done;
+    if (!sp) {
+        for (int k = 0; k < nl && !rc; k++) {
+            sks_progress("spikes layers", k, nl);
+            rc = sks__spk_layer(&cx, k, NULL);
+        }
+        sks_progress("spikes layers", nl, nl);
+    } else if (sp->nparts > 1 && nl < sp->nparts) {
+        /* too few layers to keep every part busy: split each layer instead */
+        rc = sks__spk_layers_split(&cx, nl, sp, &out->n_resumed);
+    } else {
+        sks_deal dj = {.n = nl,
+                       .kind = "layer",
+                       .ids = layers,
+                       .log = "spikes",
+                       .progress = "spikes layers",
+                       .ud = &cx,
+                       .run = sks__spk_run,
+                       .pack = sks__spk_pack,
+                       .unpack = sks__spk_unpack,
+                       .drop = sks__spk_drop};
+        rc = sp->deal(sp, &dj, &out->n_resumed);
+    }
+    if (rc || (sp && sp->part != 0)) goto done;
+    out->n_layers = nl;
+    out->layers = cx.res;
+    cx.res = NULL;
+    rc = sks__spk_finish(cx.s, o, job, nl ? layers[nl - 1] : -1, out);
+done:
+    if (cx.res)
+        for (int k = 0; k < nl; k++) sks_spikes_layer_result_free(&cx.res[k]);
+    free(cx.res);
+    if (rc) sks_spikes_run_result_free(out);
+    sks_spikes_free(cx.s);
+    free(layers);
+    free(cx.lc);
+    free(cx.lsrc);
+    free(cx.lt);
+    return rc;
+}
+
+void sks_spikes_run_result_free(sks_spikes_run_result *r) {
+    if (!r) return;
+    for (int k = 0; k < r->n_layers; k++) sks_spikes_layer_result_free(&r->layers[k]);
+    free(r->layers);
+    free(r->wvo_sigma1);
+    sks_delim_result_free(&r->delim);
+    memset(r, 0, sizeof *r);
+}
