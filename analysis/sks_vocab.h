@@ -20,6 +20,7 @@
 #define SKS_VOCAB_H
 
 #include "../loaders/sks_model.h"
+#include "sks_split.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -55,6 +56,7 @@ typedef struct {
     int32_t *channel_count;     /* (d) spike tokens whose argmax channel is c */
     int top_channel;            /* argmax of channel_count (-1 when no spike) */
     double seconds;
+    int n_resumed;              /* batches read back from resume parts (this part's) */
 } sks_vocab_result;
 
 /* Typical medians m_b (n_blocks = 2L+1 values) over positions > 0 of the prompts
@@ -62,9 +64,13 @@ typedef struct {
 int sks_vocab_typical_medians(const sks_model *m, int n_prompts, const int32_t *const *prompts, const int *lens,
                               double *medians, int64_t *count);
 
-/* The sweep. prompts are used for the medians unless opts->medians is set. */
+/* The sweep (the driver). prompts are used for the medians unless opts->medians is set.
+ * sp (sks_split.h) may be NULL (one process); otherwise part 0 computes the medians and
+ * broadcasts them, the forward batches are dealt out to the parts (and kept in resume
+ * parts), and *out is set on part 0 only (NULL elsewhere), bitwise the one-process
+ * result. Collective then. */
 int sks_vocab_run(const sks_model *m, const sks_vocab_opts *o, int n_prompts, const int32_t *const *prompts,
-                  const int *lens, sks_vocab_result **out);
+                  const int *lens, const sks_split *sp, sks_vocab_result **out);
 void sks_vocab_result_free(sks_vocab_result *r); /* NULL is a no-op */
 
 /* The steps of sks_vocab_run, for callers that split the sweep (MPI slices, resumable

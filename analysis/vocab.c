@@ -5,6 +5,7 @@
 #include "sks_out.h"
 
 #include <math.h>
+#include <msgpack.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -197,8 +198,131 @@ int sks_vocab_sweep_ids(int V, const sks_vocab_opts *o, int32_t **ids, int *n) {
     return 0;
 }
 
+/* ---- the driver ------------------------------------------------------------------------ */
+
+/* The sweep's batches as split items: batch k is ids[k bs .. k bs + nb), its slot the
+ * same range of the result's per-token arrays. */
+typedef struct {
+    const sks_model *m;
+    sks_vocab_result *r;
+    int bs, d;
+    sks_forward *fw; /* made on the first batch this process runs */
+} sks__vsweep;
+
+#define SKS__VMAGIC "sinkscope.vocab-batch/1"
+
+static int sks__vbatch(const sks__vsweep *c, int k, int *nb) {
+    const int i0 = k * c->bs;
+    *nb = c->r->n_tokens - i0 < c->bs ? c->r->n_tokens - i0 : c->bs;
+    return i0;
+}
+
+static int sks__vrun(void *ud, int k) {
+    sks__vsweep *c = ud;
+    sks_vocab_result *r = c->r;
+    int nb, i0 = sks__vbatch(c, k, &nb), rc = 0;
+    if (!c->fw && (rc = sks_forward_new(c->m, c->bs, &c->fw))) return rc;
+    return sks_vocab_sweep_batch(c->fw, r->n_layers, r->typical_median, r->ids + i0, nb, r->ratio + i0,
+                                 r->max_abs + i0, r->argmax_channel + i0, r->argmax_block + i0);
+}
+
+/* One batch: [magic, first index, count, ratio, max_abs, channel, block]. */
+static void sks__vpack(void *ud, int k, sks_out *o) {
+    const sks__vsweep *c = ud;
+    const sks_vocab_result *r = c->r;
+    int nb, i0 = sks__vbatch(c, k, &nb);
+    sks_out_array(o, 7);
+    sks_out_str(o, SKS__VMAGIC);
+    sks_out_int(o, i0);
+    sks_out_int(o, nb);
+    sks_out_bin(o, r->ratio + i0, (size_t)nb * 4);
+    sks_out_bin(o, r->max_abs + i0, (size_t)nb * 4);
+    sks_out_bin(o, r->argmax_channel + i0, (size_t)nb * 4);
+    sks_out_bin(o, r->argmax_block + i0, (size_t)nb * 4);
+}
+
+static int sks__vunpack(void *ud, int k, const uint8_t *buf, size_t n, size_t *off, const char *name) {
+    const sks__vsweep *c = ud;
+    sks_vocab_result *r = c->r;
+    int nb, i0 = sks__vbatch(c, k, &nb), v, rc = 0;
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    if (*off >= n || sks_msgpack_check(buf, n, *off, NULL) ||
+        msgpack_unpack_next(&u, (const char *)buf, n, off) != MSGPACK_UNPACK_SUCCESS) {
+        msgpack_unpacked_destroy(&u);
+        return sks_fail(SKS_EFORMAT, "%s: not a msgpack batch part (truncated or corrupt)", name);
+    }
+    const msgpack_object *e =
+        u.data.type == MSGPACK_OBJECT_ARRAY && u.data.via.array.size == 7 ? u.data.via.array.ptr : NULL;
+    if (!e || e[0].type != MSGPACK_OBJECT_STR || e[0].via.str.size != sizeof SKS__VMAGIC - 1 ||
+        memcmp(e[0].via.str.ptr, SKS__VMAGIC, sizeof SKS__VMAGIC - 1))
+        rc = sks_fail(SKS_EFORMAT, "%s: magic: not a vocab batch part", name);
+    else if (sks_mp_int(&e[1], i0, i0, &v) || sks_mp_int(&e[2], nb, nb, &v))
+        rc = sks_fail(SKS_EFORMAT, "%s: holds other tokens than batch %d", name, k);
+    else if (sks_mp_bin_into(&e[3], r->ratio + i0, (size_t)nb * 4) ||
+             sks_mp_bin_into(&e[4], r->max_abs + i0, (size_t)nb * 4) ||
+             sks_mp_bin_into(&e[5], r->argmax_channel + i0, (size_t)nb * 4) ||
+             sks_mp_bin_into(&e[6], r->argmax_block + i0, (size_t)nb * 4))
+        rc = sks_fail(SKS_EFORMAT, "%s: arrays: wrong length", name);
+    for (int i = i0; i < i0 + nb && !rc; i++)
+        if (r->argmax_channel[i] < -1 || r->argmax_channel[i] >= c->d || r->argmax_block[i] < -1 ||
+            r->argmax_block[i] >= r->n_blocks)
+            rc = sks_fail(SKS_EFORMAT, "%s: channel or block outside the model", name);
+    msgpack_unpacked_destroy(&u);
+    return rc;
+}
+
+/* The typical medians: given, or computed on part 0 and broadcast with their count. */
+static int sks__vmedians(const sks_model *m, const sks_vocab_opts *o, int n_prompts, const int32_t *const *prompts,
+                         const int *lens, const sks_split *sp, sks_vocab_result *r) {
+    const int nb = r->n_blocks;
+    int rc = 0;
+    if (o->medians) {
+        memcpy(r->typical_median, o->medians, (size_t)nb * sizeof(double));
+        r->medians_given = 1;
+        return 0;
+    }
+    if (!sp || sp->part == 0) rc = sks_vocab_typical_medians(m, n_prompts, prompts, lens, r->typical_median, &r->median_count);
+    if (!sp || sp->nparts == 1 || (rc = sp->agree(sp, rc))) return rc;
+    double *med = malloc(((size_t)nb + 1) * sizeof *med); /* + 1: the value count */
+    if (!med) rc = sks_fail(SKS_ENOMEM, "out of memory");
+    if ((rc = sp->agree(sp, rc))) return free(med), rc;
+    memcpy(med, r->typical_median, (size_t)nb * sizeof *med);
+    med[nb] = (double)r->median_count;
+    uint8_t *mb = sp->part == 0 ? (uint8_t *)med : NULL; /* other parts: bcast allocates */
+    size_t mn = ((size_t)nb + 1) * sizeof *med;
+    rc = sp->agree(sp, sp->bcast(sp, &mb, &mn));
+    if (!rc && sp->part != 0) {
+        memcpy(r->typical_median, mb, (size_t)nb * sizeof *med);
+        r->median_count = (int64_t)((double *)mb)[nb];
+    }
+    if (sp->part != 0) free(mb);
+    free(med);
+    return rc;
+}
+
+static sks_vocab_result *sks__vresult_new(const sks_vocab_opts *o, int L, int d, int V, int *rc) {
+    sks_vocab_result *r = calloc(1, sizeof *r);
+    if (!r) return *rc = sks_fail(SKS_ENOMEM, "vocab: out of memory"), NULL;
+    r->n_layers = L;
+    r->n_blocks = 2 * L + 1;
+    r->typical_median = sks_calloc_n((size_t)r->n_blocks, sizeof(double));
+    if ((*rc = sks_vocab_sweep_ids(V, o, &r->ids, &r->n_tokens))) return r;
+    const int n = r->n_tokens;
+    r->ratio = sks_malloc_n((size_t)n, sizeof(float));
+    r->max_abs = sks_malloc_n((size_t)n, sizeof(float));
+    r->argmax_channel = sks_malloc_n((size_t)n, sizeof(int32_t));
+    r->argmax_block = sks_malloc_n((size_t)n, sizeof(int32_t));
+    r->channel_count = sks_calloc_n((size_t)d, sizeof(int32_t));
+    if (!r->typical_median || !r->ids || !r->ratio || !r->max_abs || !r->argmax_channel || !r->argmax_block ||
+        !r->channel_count)
+        return *rc = sks_fail(SKS_ENOMEM, "vocab: out of memory for %d tokens", n), r;
+    for (int i = 0; i < n; i++) r->ratio[i] = 0, r->max_abs[i] = 0, r->argmax_channel[i] = -1, r->argmax_block[i] = -1;
+    return r;
+}
+
 int sks_vocab_run(const sks_model *m, const sks_vocab_opts *o, int n_prompts, const int32_t *const *prompts,
-                  const int *lens, sks_vocab_result **out) {
+                  const int *lens, const sks_split *sp, sks_vocab_result **out) {
     *out = NULL;
     sks_vocab_opts oo;
     if (o)
@@ -206,69 +330,34 @@ int sks_vocab_run(const sks_model *m, const sks_vocab_opts *o, int n_prompts, co
     else
         sks_vocab_opts_default(&oo);
     const sks_arch *a = sks_model_arch(m);
-    const int L = a->n_layers, d = a->d_model, V = a->vocab_size;
+    const int L = a->n_layers, d = a->d_model;
     if (L < 2) return sks_fail(SKS_EUNSUPPORTED, "vocab: the sweep needs >= 2 layers (blocks 2l+2, l <= L-2)");
     if (oo.sample < 0) return sks_fail(SKS_EARG, "vocab: --sample must be >= 0");
     if (oo.batch <= 0) oo.batch = 256;
     double t0 = sks_now();
     int rc = 0;
-    sks_vocab_result *r = calloc(1, sizeof *r);
-    if (!r) return sks_fail(SKS_ENOMEM, "vocab: out of memory");
-    r->n_layers = L;
-    r->n_blocks = 2 * L + 1;
-    r->typical_median = sks_calloc_n((size_t)r->n_blocks, sizeof(double));
-    int n = (oo.sample > 0 && oo.sample < V) ? oo.sample : V;
-    r->n_tokens = n;
-    int nid = 0;
-    rc = sks_vocab_sweep_ids(V, &oo, &r->ids, &nid);
-    if (rc) {
-        sks_vocab_result_free(r);
-        return rc;
-    }
-    r->ratio = sks_malloc_n((size_t)n, sizeof(float));
-    r->max_abs = sks_malloc_n((size_t)n, sizeof(float));
-    r->argmax_channel = sks_malloc_n((size_t)n, sizeof(int32_t));
-    r->argmax_block = sks_malloc_n((size_t)n, sizeof(int32_t));
-    r->channel_count = sks_calloc_n((size_t)d, sizeof(int32_t));
-    if (!r->typical_median || !r->ids || !r->ratio || !r->max_abs || !r->argmax_channel || !r->argmax_block ||
-        !r->channel_count) {
-        sks_vocab_result_free(r);
-        return sks_fail(SKS_ENOMEM, "vocab: out of memory for %d tokens", n);
-    }
-    for (int i = 0; i < n; i++) {
-        r->ratio[i] = 0;
-        r->max_abs[i] = 0;
-        r->argmax_channel[i] = -1;
-        r->argmax_block[i] = -1;
-    }
-    if (oo.medians) {
-        memcpy(r->typical_median, oo.medians, (size_t)r->n_blocks * sizeof(double));
-        r->medians_given = 1;
-    } else {
-        rc = sks_vocab_typical_medians(m, n_prompts, prompts, lens, r->typical_median, &r->median_count);
-        if (rc) {
-            sks_vocab_result_free(r);
-            return rc;
+    sks_vocab_result *r = sks__vresult_new(&oo, L, d, a->vocab_size, &rc);
+    if (sp) rc = sp->agree(sp, rc);
+    if (!rc) rc = sks__vmedians(m, &oo, n_prompts, prompts, lens, sp, r);
+    if (!rc && (!sp || sp->part == 0))
+        for (int b = 2; b <= 2 * (L - 1); b += 2)
+            if (!(r->typical_median[b] > 0))
+                sks_log(SKS_LOG_WARN, "vocab: typical median of block %d is %g", b, r->typical_median[b]);
+    const int n = r ? r->n_tokens : 0, bs = oo.batch < n ? oo.batch : n;
+    sks__vsweep c = {m, r, bs > 0 ? bs : 1, d, NULL};
+    if (!rc && !sp) {
+        for (int k = 0; k * c.bs < n && !rc; k++) {
+            rc = sks__vrun(&c, k);
+            sks_progress("vocab-sweep", (k + 1) * c.bs < n ? (k + 1) * c.bs : n, n);
         }
+    } else if (!rc) {
+        sks_deal dj = {.n = (n + c.bs - 1) / c.bs, .kind = "batch", .progress = "vocab-sweep batches", .ud = &c,
+                       .run = sks__vrun, .pack = sks__vpack, .unpack = sks__vunpack};
+        rc = sp->deal(sp, &dj, &r->n_resumed);
     }
-    for (int b = 2; b <= 2 * (L - 1); b += 2)
-        if (!(r->typical_median[b] > 0)) sks_log(SKS_LOG_WARN, "vocab: typical median of block %d is %g", b, r->typical_median[b]);
-
-    sks_forward *fw = NULL;
-    int bs = oo.batch < n ? oo.batch : n;
-    rc = sks_forward_new(m, bs, &fw);
-    for (int i0 = 0; i0 < n && !rc; i0 += bs) {
-        int nb = n - i0 < bs ? n - i0 : bs;
-        rc = sks_vocab_sweep_batch(fw, L, r->typical_median, r->ids + i0, nb, r->ratio + i0, r->max_abs + i0,
-                                   r->argmax_channel + i0, r->argmax_block + i0);
-        sks_progress("vocab-sweep", i0 + nb, n);
-    }
-    sks_forward_free(fw);
-    if (rc) {
-        sks_vocab_result_free(r);
-        return rc;
-    }
-    if ((rc = sks_vocab_summarize(r, &oo, d))) {
+    sks_forward_free(c.fw);
+    if (!rc && (!sp || sp->part == 0)) rc = sks_vocab_summarize(r, &oo, d);
+    if (rc || (sp && sp->part != 0)) {
         sks_vocab_result_free(r);
         return rc;
     }

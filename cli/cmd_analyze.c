@@ -421,7 +421,10 @@ static int sks__stage_vocab(sks__run *R, int n_stages) {
              R->vo.sample ? " (sample; --sample 0 for all)" : "");
     sks__stage(3, n_stages, "vocab-sweep", detail, eta);
     double t0 = sks_now();
-    int rc = sks_dist_vocab_run(R->m, &R->vo, R->pr.n, (const int32_t *const *)R->pr.ids, R->pr.lens, &R->vr);
+    sks_split sp;
+    sks_dist_split_init(&sp, NULL);
+    int rc = sks_vocab_run(R->m, &R->vo, R->pr.n, (const int32_t *const *)R->pr.ids, R->pr.lens,
+                           sp.nparts > 1 ? &sp : NULL, &R->vr);
     if (rc || sks_dist_rank() != 0) return rc; /* slices gathered on rank 0 */
     char *path = sks__join(R->outdir, "vocab.msgpack");
     if (!path) return sks_fail(SKS_ENOMEM, "analyze");

@@ -306,10 +306,12 @@ int sks_cmd_vocab_sweep(int argc, char **argv) {
         free(mf.s);
         if (rc) goto fail;
     }
-    /* per-batch parts; under mpirun vocabulary slices per rank, gathered on rank 0 (dist/dist.c) */
-    if ((rc = sks_dist_vocab_run_parts(m, &vo, pl.n, (const int32_t *const *)pl.ids, pl.lens, &parts, &r)))
-        goto fail;
+    /* per-batch parts; under mpirun the batches are dealt out to the ranks, gathered on rank 0 */
+    sks_split sp;
+    sks_dist_split_init(&sp, &parts);
+    if ((rc = sks_vocab_run(m, &vo, pl.n, (const int32_t *const *)pl.ids, pl.lens, &sp, &r))) goto fail;
     if (sks_dist_rank() != 0) goto done;
+    if (resume) sks_log(SKS_LOG_INFO, "vocab-sweep: %d batch(es) resumed from %s", r->n_resumed, parts.dir);
     if ((rc = sks_vocab_write(r, m, &vo, tok ? sks__vpiece : NULL, tok, out_path))) goto fail;
     sks_dist_parts_remove(&parts);
     sks_log(SKS_LOG_INFO, "vocab-sweep: %d of %d tokens spike (%.4f), top channel %d, %.1fs", r->n_spike, r->n_tokens,

@@ -93,27 +93,6 @@ void sks_dist_text_add(sks_dist_text *t, const char *key, const char *fmt, ...)
 void sks_dist_text_ints(sks_dist_text *t, const char *key, const int *v, int n);
 void sks_dist_text_i32s(sks_dist_text *t, const char *key, const int32_t *v, int n);
 
-/* ---- vocab-sweep by vocabulary slices -------------------------------------------------------- */
-
-/* sks_vocab_run split across ranks: rank 0 computes the typical medians (unless
- * o->medians is set) and broadcasts them; the swept ids (all, or the --sample draw)
- * are cut into contiguous slices of whole batches, one per rank; each rank runs the
- * same forward batches and per-token reduction as sks_vocab_run on its slice; rank 0
- * gathers the per-token arrays (MPI_Gatherv) and forms the summary. On one process it
- * is sks_vocab_run. *out is set on rank 0 only (NULL elsewhere). Collective. */
-int sks_dist_vocab_run(const sks_model *m, const sks_vocab_opts *o, int n_prompts, const int32_t *const *prompts,
-                       const int *lens, sks_vocab_result **out);
-
-/* The same with resumable parts (parts not NULL): each forward batch's per-token arrays
- * go to parts/batch-NNNN.msgpack as soon as it is done; with parts->resume a finished
- * batch is read back instead of run. The medians are computed first (they take one
- * forward pass per prompt) and named in the manifest by the caller through
- * sks_dist_vocab_medians. Also on one process (then the sweep runs here, not in
- * sks_vocab_run, with the same arithmetic). */
-int sks_dist_vocab_run_parts(const sks_model *m, const sks_vocab_opts *o, int n_prompts,
-                             const int32_t *const *prompts, const int *lens, sks_dist_parts *parts,
-                             sks_vocab_result **out);
-
 /* ---- sinks by layers ------------------------------------------------------------------ */
 
 /* sks_sinks_run split across ranks: every rank runs the forward passes over all prompts

@@ -310,7 +310,7 @@ static void test_packed_vocab_sweep(void **state) {
     o.abs_thresh = 0;
     o.medians = med;
     sks_vocab_result *r;
-    if (sks_vocab_run(m, &o, 0, NULL, NULL, &r)) fail_msg("%s", sks_last_error());
+    if (sks_vocab_run(m, &o, 0, NULL, NULL, NULL, &r)) fail_msg("%s", sks_last_error());
     const json_t *R = json_object_get(vs, "ratio"), *MA = json_object_get(vs, "max_abs"), *AC = json_object_get(vs, "argmax_channel");
     assert_int_equal(r->n_tokens, (int)json_array_size(R));
     int n_ge = 0, ch_mismatch = 0;

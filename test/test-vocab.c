@@ -167,7 +167,7 @@ static void test_medians_and_sweep(void **state) {
     sks_vocab_opts_default(&o);
     o.batch = 16; /* several batches, the last one partial */
     sks_vocab_result *r;
-    assert_int_equal(sks_vocab_run(t.m, &o, 2, (const int32_t *const *)pr, lens, &r), 0);
+    assert_int_equal(sks_vocab_run(t.m, &o, 2, (const int32_t *const *)pr, lens, NULL, &r), 0);
     assert_int_equal(r->n_tokens, V);
     assert_false(r->medians_given);
     for (int b = 0; b < NB; b++) assert_true(rel(r->typical_median[b], mref[b]) < 1e-12);
@@ -189,7 +189,7 @@ static void test_medians_and_sweep(void **state) {
     sks_vocab_result_free(r);
     /* a threshold at the mean ratio splits the vocabulary: the count follows the definition */
     o.ratio = thr;
-    assert_int_equal(sks_vocab_run(t.m, &o, 2, (const int32_t *const *)pr, lens, &r), 0);
+    assert_int_equal(sks_vocab_run(t.m, &o, 2, (const int32_t *const *)pr, lens, NULL, &r), 0);
     int n_sp = 0;
     for (int v = 0; v < V; v++) n_sp += rr[v] >= thr * (1 + 1e-6) ? 1 : 0;
     int n_sp_hi = 0;
@@ -208,7 +208,7 @@ static void test_medians_and_sweep(void **state) {
     /* --abs above every token: nothing spikes */
     o.ratio = 1e-9;
     o.abs_thresh = 1e9;
-    assert_int_equal(sks_vocab_run(t.m, &o, 2, (const int32_t *const *)pr, lens, &r), 0);
+    assert_int_equal(sks_vocab_run(t.m, &o, 2, (const int32_t *const *)pr, lens, NULL, &r), 0);
     assert_int_equal(r->n_spike, 0);
     assert_int_equal(r->n_exceptions, V);
     assert_int_equal(r->top_channel, -1);
@@ -228,7 +228,7 @@ static void test_given_medians_and_sample(void **state) {
     o.sample = 20;
     o.seed = 5;
     sks_vocab_result *r, *r2;
-    assert_int_equal(sks_vocab_run(t.m, &o, 0, NULL, NULL, &r), 0);
+    assert_int_equal(sks_vocab_run(t.m, &o, 0, NULL, NULL, NULL, &r), 0);
     assert_true(r->medians_given);
     assert_int_equal(r->n_tokens, 20);
     for (int b = 0; b < NB; b++) assert_true(r->typical_median[b] == med[b]);
@@ -241,11 +241,11 @@ static void test_given_medians_and_sample(void **state) {
         assert_true(rel(r->ratio[i], ratio) < 1e-4);
     }
     /* deterministic: the same seed gives the same sample, another seed another one */
-    assert_int_equal(sks_vocab_run(t.m, &o, 0, NULL, NULL, &r2), 0);
+    assert_int_equal(sks_vocab_run(t.m, &o, 0, NULL, NULL, NULL, &r2), 0);
     assert_memory_equal(r->ids, r2->ids, 20 * sizeof(int32_t));
     sks_vocab_result_free(r2);
     o.seed = 6;
-    assert_int_equal(sks_vocab_run(t.m, &o, 0, NULL, NULL, &r2), 0);
+    assert_int_equal(sks_vocab_run(t.m, &o, 0, NULL, NULL, NULL, &r2), 0);
     assert_true(memcmp(r->ids, r2->ids, 20 * sizeof(int32_t)) != 0);
     sks_vocab_result_free(r2);
 
@@ -299,9 +299,9 @@ static void test_bad_inputs(void **state) {
     int32_t one[1] = {1}, bad[3] = {1, V, 2};
     const int32_t *p1[1] = {one}, *p2[1] = {bad};
     int l1 = 1, l3 = 3;
-    assert_int_equal(sks_vocab_run(t.m, NULL, 1, p1, &l1, &r), SKS_EARG); /* needs >= 2 tokens */
-    assert_int_equal(sks_vocab_run(t.m, NULL, 1, p2, &l3, &r), SKS_EARG); /* id out of range */
-    assert_int_equal(sks_vocab_run(t.m, NULL, 0, NULL, NULL, &r), SKS_EARG); /* no prompts, no medians */
+    assert_int_equal(sks_vocab_run(t.m, NULL, 1, p1, &l1, NULL, &r), SKS_EARG); /* needs >= 2 tokens */
+    assert_int_equal(sks_vocab_run(t.m, NULL, 1, p2, &l3, NULL, &r), SKS_EARG); /* id out of range */
+    assert_int_equal(sks_vocab_run(t.m, NULL, 0, NULL, NULL, NULL, &r), SKS_EARG); /* no prompts, no medians */
     assert_null(r);
     unmake(&t);
 }
