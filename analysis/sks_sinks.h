@@ -39,6 +39,7 @@
 #define SKS_SINKS_H
 
 #include "../loaders/sks_model.h"
+#include "sks_split.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -136,6 +137,17 @@ typedef struct {
 int sks_sinks_run(const sks_model *m, int n_prompts, const int32_t *const *prompts, const int *lens,
                   const sks_sinks_opts *o, sks_sinks_result **out);
 void sks_sinks_result_free(sks_sinks_result *r);
+
+/* The driver: sks_sinks_run over every layer. sp (sks_split.h) may be NULL (one
+ * process); otherwise layer l is analysed on part l % nparts (every part runs the
+ * forward passes over all prompts), part 0 merges the packed layers and classifies the
+ * whole, which gives the one-process result bit for bit; *out is set on part 0 only.
+ * auto_first: when no prompt has a spike token, run again with position 0 as the sink
+ * token (o->first_as_sink = 1, *fell_back = 1; part 0 decides for all). o->layers must
+ * be NULL. Collective with a split. */
+int sks_sinks_analyze(const sks_model *m, int n_prompts, const int32_t *const *prompts, const int *lens,
+                      sks_sinks_opts *o, int auto_first, const sks_split *sp, int *fell_back,
+                      sks_sinks_result **out);
 
 /* Classification of a result that holds every layer: n_sink_heads, sink_ratio, n_eff,
  * per predictor the AUC, threshold, precision and recall, and the head ranking, all

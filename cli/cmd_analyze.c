@@ -453,7 +453,9 @@ static int sks__stage_sinks(sks__run *R, int n_stages) {
     double t0 = sks_now();
     /* layers split across the ranks, gathered and classified on rank 0 */
     int fell_back = 0;
-    int rc = sks_dist_sinks_run(R->m, R->pr.n, (const int32_t *const *)R->pr.ids, R->pr.lens, &R->sio, 0, &fell_back,
+    sks_split sp;
+    sks_dist_split_init(&sp, NULL);
+    int rc = sks_sinks_analyze(R->m, R->pr.n, (const int32_t *const *)R->pr.ids, R->pr.lens, &R->sio, 0, &sp, &fell_back,
                                 &R->sr);
     if (rc || sks_dist_rank() != 0) return rc;
     char *path = sks__join(R->outdir, "sinks.msgpack"), *kv = sks__join(R->outdir, "kv_map.json");

@@ -348,7 +348,9 @@ ready:
     if ((rc = sks_dist_agree(rc))) goto fail;
     o.first_as_sink = !strcmp(sink_mode, "first");
     int fell_back = 0;
-    rc = sks_dist_sinks_run(m, S.n, (const int32_t *const *)S.ids, S.lens, &o, !strcmp(sink_mode, "auto"), &fell_back,
+    sks_split sp;
+    sks_dist_split_init(&sp, NULL);
+    rc = sks_sinks_analyze(m, S.n, (const int32_t *const *)S.ids, S.lens, &o, !strcmp(sink_mode, "auto"), &sp, &fell_back,
                             &r);
     if (rc) goto fail;
     if (sks_dist_rank() != 0) { /* rank 0 gathered the layers and writes */

@@ -93,18 +93,4 @@ void sks_dist_text_add(sks_dist_text *t, const char *key, const char *fmt, ...)
 void sks_dist_text_ints(sks_dist_text *t, const char *key, const int *v, int n);
 void sks_dist_text_i32s(sks_dist_text *t, const char *key, const int32_t *v, int n);
 
-/* ---- sinks by layers ------------------------------------------------------------------ */
-
-/* sks_sinks_run split across ranks: every rank runs the forward passes over all prompts
- * and records and analyses the layers it owns (round-robin, o->layers); rank 0 gathers
- * the packed layers (sks_sinks_pack_layers, MPI_Gatherv), merges them into its own part
- * and classifies the whole (sks_sinks_classify), which gives the single-process result
- * bit for bit. auto_first: when no prompt has a spike token, rerun with position 0 as the
- * sink token (*fell_back = 1; every rank sees the same spike tokens, and rank 0's finding
- * is broadcast). With SKS_MPI_VERBOSE=1 each rank logs its layers. o->layers must be
- * NULL. *out is set on rank 0 only (NULL elsewhere). Collective; on one process it is
- * sks_sinks_run. */
-int sks_dist_sinks_run(const sks_model *m, int n_prompts, const int32_t *const *prompts, const int *lens,
-                       sks_sinks_opts *o, int auto_first, int *fell_back, sks_sinks_result **out);
-
 #endif
