@@ -179,6 +179,9 @@ static const int16_t CP_TO_BYTE[324] = {
 
 static int byte_to_cp(int b) { return BYTE_TO_CP[b & 255]; }
 
+static size_t put_utf8(uint32_t cp, char *o);
+size_t sks__bytelevel_char(unsigned char b, char *o) { return put_utf8((uint32_t)byte_to_cp(b), o); }
+
 static int cp_to_byte(uint32_t cp) { return cp < 324 ? CP_TO_BYTE[cp] : -1; }
 
 static size_t put_utf8(uint32_t cp, char *o) {
@@ -338,6 +341,7 @@ void sks_tokenizer_free(sks_tokenizer *t) {
     free(t->mkey);
     free(t->mrank);
     free(t->mres);
+    sks__textproc_free(t->proc);
     free(t);
 }
 
@@ -642,182 +646,63 @@ static int encode_spm_segment(const sks_tokenizer *t, const char *seg, size_t le
     return rc;
 }
 
-/* ---- byte-level segment ----------------------------------------------------------- */
-
-static int is_space_cp(uint32_t c) {
-    return c == ' ' || (c >= 9 && c <= 13) || c == 0x85 || c == 0xA0 || c == 0x1680 ||
-           (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
-           c == 0x205F || c == 0x3000;
-}
-static int is_digit_cp(uint32_t c) { return c >= '0' && c <= '9'; }
-/* Letters: ASCII letters and, without Unicode tables, every non-ASCII code point that
- * is not in a punctuation, symbol or space block (see docs/tokenizers.md). */
-static int is_letter_cp(uint32_t c) {
-    if (c < 0x80) return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-    if (is_space_cp(c)) return 0;
-    if (c < 0xC0) return c == 0xAA || c == 0xB5 || c == 0xBA;
-    if (c == 0xD7 || c == 0xF7) return 0;
-    if (c >= 0x2000 && c <= 0x2BFF) return 0;
-    if (c >= 0x3000 && c <= 0x303F) return 0;
-    if (c >= 0xFF00 && c <= 0xFF20) return 0;
-    if (c >= 0x1F000) return 0;
-    return 1;
-}
+/* ---- pipeline words (HF BPE, GGUF gpt2) ----------------------------------------------- */
 
 typedef struct {
-    const char *s;
-    size_t len;
-} span_text;
+    const sks_tokenizer *t;
+    id_vec *v;
+} word_ctx;
 
-static uint32_t cp_at(span_text x, size_t i, size_t *l) {
-    if (i >= x.len) {
-        *l = 0;
-        return 0;
-    }
-    *l = char_len(x.s + i, x.len - i);
-    return decode_cp(x.s + i, *l);
-}
-
-/* Length of the pre-token starting at i (>= 1). */
-static size_t pretoken(const sks_tokenizer *t, span_text x, size_t i) {
-    size_t l0, l1;
-    uint32_t c = cp_at(x, i, &l0);
-    int llama3 = t->split != SKS__SPLIT_GPT2;
-    /* contractions */
-    if (c == '\'') {
-        static const char *const con[] = {"s", "t", "re", "ve", "m", "ll", "d"};
-        for (int k = 0; k < 7; k++) {
-            size_t cl = strlen(con[k]);
-            if (i + 1 + cl > x.len) continue;
-            int ok = 1;
-            for (size_t j = 0; j < cl && ok; j++) {
-                char ch = x.s[i + 1 + j];
-                if (llama3 && ch >= 'A' && ch <= 'Z') ch = (char)(ch - 'A' + 'a');
-                ok = ch == con[k][j];
-            }
-            if (ok) return 1 + cl;
-        }
-    }
-    uint32_t c1 = cp_at(x, i + l0, &l1);
-    /* letters with one optional leading char (GPT-2: only ' '; Llama 3: any non-letter,
-     * non-digit, non-newline) */
-    if (is_letter_cp(c) || (l1 && is_letter_cp(c1) &&
-                            (llama3 ? (!is_digit_cp(c) && c != '\r' && c != '\n') : c == ' '))) {
-        size_t j = is_letter_cp(c) ? i : i + l0, l;
-        while (j < x.len && is_letter_cp(cp_at(x, j, &l))) j += l;
-        return j - i;
-    }
-    /* digits: Llama 3 runs of at most 3 (Qwen 2: 1); GPT-2 ' ?\p{N}+' */
-    if (is_digit_cp(c) || (!llama3 && c == ' ' && l1 && is_digit_cp(c1))) {
-        size_t j = is_digit_cp(c) ? i : i + 1;
-        size_t maxd = t->split == SKS__SPLIT_LLAMA3 ? 3 : t->split == SKS__SPLIT_LLAMA3_1DIGIT ? 1 : SIZE_MAX;
-        size_t nd = 0;
-        while (j < x.len && nd < maxd && is_digit_cp((unsigned char)x.s[j])) j++, nd++;
-        return j - i;
-    }
-    /* ' ?[^\s\p{L}\p{N}]+' (Llama 3 adds trailing newlines) */
-    {
-        size_t j = i;
-        uint32_t d = c;
-        size_t dl = l0;
-        if (c == ' ' && l1) {
-            j = i + 1;
-            d = c1;
-            dl = l1;
-        }
-        if (dl && !is_space_cp(d) && !is_letter_cp(d) && !is_digit_cp(d)) {
-            size_t l;
-            while (j < x.len) {
-                uint32_t e = cp_at(x, j, &l);
-                if (is_space_cp(e) || is_letter_cp(e) || is_digit_cp(e)) break;
-                j += l;
-            }
-            if (llama3)
-                while (j < x.len && (x.s[j] == '\r' || x.s[j] == '\n')) j++;
-            return j - i;
-        }
-    }
-    /* whitespace runs */
-    size_t j = i, l, last_nl = 0, have_nl = 0, n_cp = 0, last_start = i;
-    while (j < x.len) {
-        uint32_t e = cp_at(x, j, &l);
-        if (!is_space_cp(e)) break;
-        if (e == '\r' || e == '\n') {
-            last_nl = j + l;
-            have_nl = 1;
-        }
-        last_start = j;
-        j += l;
-        n_cp++;
-    }
-    if (n_cp == 0) return l0 ? l0 : 1; /* cannot happen: every class is covered */
-    if (llama3 && have_nl) return last_nl - i; /* \s*[\r\n]+ */
-    if (j < x.len && n_cp > 1) return last_start - i; /* \s+(?!\S): leave one for the next word */
-    return j - i;
-}
-
-static int encode_bytelevel_word(const sks_tokenizer *t, const char *w, size_t len, id_vec *v) {
-    size_t cap;
-    if (sks_mul_size(len, 2, &cap)) return sks_fail(SKS_EOVERFLOW, "tokenizer: text too long");
-    char *txt = malloc(cap + 1);
+/* One pre-tokenized word: its UTF-8 characters are the initial symbols (a character
+ * that is no piece becomes its <0xAB> byte pieces with byte fallback, else unk, runs
+ * of unks fused into one with fuse_unk), then merges by rank, as the `tokenizers`
+ * library's BPE model does. */
+static int encode_word(const char *w, size_t len, void *vctx) {
+    word_ctx *c = vctx;
+    const sks_tokenizer *t = c->t;
+    int whole = t->ignore_merges ? sks__tok_lookup(t, w, len) : -1;
+    if (whole >= 0) return emit(c->v, whole);
     bpe_sym *s = sks_malloc_n(len + 1, sizeof *s);
-    if (!txt || !s) {
-        free(txt);
-        free(s);
-        return sks_fail(SKS_ENOMEM, "tokenizer: out of memory");
-    }
-    size_t o = 0;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char b = (unsigned char)w[i];
-        s[i].start = o;
-        o += put_utf8((uint32_t)byte_to_cp(b), txt + o);
-        s[i].len = (uint32_t)(o - s[i].start);
-        s[i].id = t->byte_piece[b];
-        s[i].prev = (int)i - 1;
-        s[i].next = i + 1 < len ? (int)i + 1 : -1;
-        s[i].frozen = 0;
-    }
-    int rc = 0, whole = t->ignore_merges ? sks__tok_lookup(t, txt, o) : -1;
-    if (whole >= 0) {
-        rc = emit(v, whole);
-    } else {
-        rc = bpe_merge(t, txt, s, (int)len);
-        for (int i = 0; !rc && i >= 0 && len > 0; i = s[i].next) {
-            if (s[i].id >= 0) rc = emit(v, s[i].id);
-            else if (t->unk >= 0) rc = emit(v, t->unk);
-            else rc = sks_fail(SKS_EUNSUPPORTED, "tokenizer: byte-level vocabulary lacks a byte");
+    if (!s) return sks_fail(SKS_ENOMEM, "tokenizer: out of memory");
+    int n = 0, rc = 0;
+    for (size_t i = 0; i < len && !rc;) {
+        size_t l = char_len(w + i, len - i);
+        int id = sks__tok_lookup(t, w + i, l);
+        int nb = 0;
+        if (id < 0 && t->byte_fallback) {
+            nb = 1;
+            for (size_t k = 0; k < l && nb; k++) nb = t->byte_piece[(unsigned char)w[i + k]] >= 0;
         }
+        size_t parts = nb ? l : 1;
+        for (size_t k = 0; k < parts; k++) {
+            int pid = nb ? t->byte_piece[(unsigned char)w[i + k]] : id;
+            if (pid < 0) {
+                if (t->unk < 0) {
+                    rc = sks_fail(SKS_EUNSUPPORTED, "tokenizer: a character has no piece, no byte piece and no unk");
+                    break;
+                }
+                if (t->fuse_unk && n > 0 && s[n - 1].id == t->unk) {
+                    s[n - 1].len += (uint32_t)l;
+                    continue;
+                }
+                pid = t->unk;
+            }
+            s[n] = (bpe_sym){nb ? i + k : i, nb ? 1u : (uint32_t)l, pid, n - 1, -1, pid == t->unk};
+            if (n > 0) s[n - 1].next = n;
+            n++;
+        }
+        i += l;
     }
-    free(txt);
+    if (!rc) rc = bpe_merge(t, w, s, n);
+    for (int i = 0; !rc && i >= 0 && n > 0; i = s[i].next) rc = emit(c->v, s[i].id);
     free(s);
     return rc;
 }
 
-static int encode_bytelevel_segment(const sks_tokenizer *t, const char *seg, size_t len, id_vec *v) {
-    if (len == 0) return 0;
-    char *buf = NULL;
-    if (t->add_prefix_space && seg[0] != ' ') {
-        buf = malloc(len + 2);
-        if (!buf) return sks_fail(SKS_ENOMEM, "tokenizer: out of memory");
-        buf[0] = ' ';
-        memcpy(buf + 1, seg, len);
-        seg = buf;
-        len++;
-    }
-    span_text x = {seg, len};
-    int rc = 0;
-    for (size_t i = 0; i < len && !rc;) {
-        size_t l = t->split == SKS__SPLIT_NONE ? len - i : pretoken(t, x, i);
-        if (l == 0 || l > len - i) l = len - i;
-        rc = encode_bytelevel_word(t, seg + i, l, v);
-        i += l;
-    }
-    free(buf);
-    return rc;
-}
-
 static int encode_segment(const sks_tokenizer *t, const char *seg, size_t len, int at_start, id_vec *v) {
-    return t->byte_level ? encode_bytelevel_segment(t, seg, len, v) : encode_spm_segment(t, seg, len, at_start, v);
+    if (!t->proc) return encode_spm_segment(t, seg, len, at_start, v);
+    word_ctx c = {t, v};
+    return sks__textproc_run(t->proc, seg, len, at_start, encode_word, &c);
 }
 
 int sks_tokenizer_encode(const sks_tokenizer *t, const char *text, int add_bos, int32_t **ids, int *n) {

@@ -6,7 +6,8 @@
  *   tokenizer.ggml.scores      [f32] (llama)
  *   tokenizer.ggml.token_type  [i32] SentencePiece types (1 normal .. 6 byte)
  *   tokenizer.ggml.merges      [string] "a b" (gpt2), best first
- *   tokenizer.ggml.pre         pre-tokenizer name (gpt2), e.g. "llama-bpe", "qwen2"
+ *   tokenizer.ggml.pre         pre-tokenizer name (gpt2), e.g. "llama-bpe", "qwen2": the
+ *                              normalizer and pre-tokenizer steps of tokenizer_pre_table.c
  *   tokenizer.ggml.{bos,eos,unknown}_token_id, add_space_prefix, remove_extra_whitespaces
  * The GGUF reader has bounds-checked every string and array at open.
  */
@@ -86,24 +87,25 @@ int sks_tokenizer_open_gguf(const struct sks_gguf *g, const char *name, sks_toke
             t->use_merges = 1;
             t->byte_fallback = 0;
             t->add_dummy_prefix = 0;
-            t->split = SKS__SPLIT_LLAMA3;
+            /* the pre-tokenizer of the family (tokenizer_pre_table.c); without the key,
+             * llama.cpp's "default" steps, with a warning */
             int64_t kp = sks_gguf_find_key(g, "tokenizer.ggml.pre");
-            const char *pre;
-            size_t pl;
-            if (kp >= 0 && sks_gguf_get_str(g, kp, &pre, &pl) == 0) {
-                if (str_eq(pre, pl, "gpt2") || str_eq(pre, pl, "gpt-2")) t->split = SKS__SPLIT_GPT2;
-                else if (str_eq(pre, pl, "qwen2")) t->split = SKS__SPLIT_LLAMA3_1DIGIT;
-                else if (!str_eq(pre, pl, "llama-bpe") && !str_eq(pre, pl, "llama3") && !str_eq(pre, pl, "default"))
-                    sks_log(SKS_LOG_WARN, "%s: %s: pre-tokenizer \"%.*s\" approximated by the Llama 3 split",
-                            __func__, name, (int)(pl > 64 ? 64 : pl), pre);
+            const char *pre = "default";
+            size_t pl = 7;
+            if (kp < 0) {
+                sks_log(SKS_LOG_WARN, "%s: %s: no tokenizer.ggml.pre; using the \"default\" pre-tokenizer", __func__,
+                        name);
+            } else if (sks_gguf_get_str(g, kp, &pre, &pl)) {
+                rc = sks_fail(SKS_EFORMAT, "%s: tokenizer.ggml.pre: not a string", name);
             }
+            if (!rc) rc = sks__textproc_from_gguf_pre(pre, pl, name, &t->proc, &t->ignore_merges);
         } else {
             t->add_dummy_prefix = 1;
             t->remove_extra_ws = 0;
             if (get_int_key(g, "tokenizer.ggml.add_space_prefix", &v)) t->add_dummy_prefix = v != 0;
             if (get_int_key(g, "tokenizer.ggml.remove_extra_whitespaces", &v)) t->remove_extra_ws = v != 0;
         }
-        rc = sks__tok_finish(t, name);
+        if (!rc) rc = sks__tok_finish(t, name);
     }
     if (!rc && gpt2) {
         /* user-defined tokens are matched verbatim, as llama.cpp does without parse_special */

@@ -19,8 +19,19 @@ enum {
     SKS__PT_BYTE = 6
 };
 
-/* Byte-level pre-tokenizer splits (regex-free approximations, see docs/tokenizers.md). */
-enum { SKS__SPLIT_NONE = 0, SKS__SPLIT_GPT2, SKS__SPLIT_LLAMA3, SKS__SPLIT_LLAMA3_1DIGIT };
+/* Delimiter behaviors of a pre-tokenizer split (the `tokenizers` library's
+ * SplitDelimiterBehavior). */
+enum {
+    SKS__SPLIT_REMOVED = 0,
+    SKS__SPLIT_ISOLATED,
+    SKS__SPLIT_MERGED_PREV,
+    SKS__SPLIT_MERGED_NEXT,
+    SKS__SPLIT_CONTIGUOUS
+};
+
+/* Normalizer + pre-tokenizer pipeline (tokenizer_pre.c). */
+typedef struct sks__textproc sks__textproc;
+struct json_t;
 
 struct sks_tokenizer {
     const char *kind;      /* static string, see sks_tokenizer_kind */
@@ -37,9 +48,10 @@ struct sks_tokenizer {
     /* algorithm */
     int byte_level;        /* 1: GPT-2 byte-to-unicode alphabet, merges by rank */
     int use_merges;        /* 1: pair priority = -merge rank; 0: score of the merged piece */
-    int split;             /* SKS__SPLIT_* (byte-level only) */
-    int add_prefix_space;  /* byte-level: prepend ' ' to each segment not starting with one */
-    int ignore_merges;     /* byte-level: a whole word that is a piece is emitted as is */
+    sks__textproc *proc;   /* HF BPE and GGUF gpt2: normalizer and pre-tokenizer; words are
+                            * then BPE'd from their UTF-8 characters */
+    int ignore_merges;     /* proc: a whole word that is a piece is emitted as is */
+    int fuse_unk;          /* proc: consecutive unknown characters give one unk */
     int unigram;           /* 1: SentencePiece unigram (Viterbi over piece scores), not BPE */
     float unk_score;       /* unigram: score of an unknown character (lowest score - 10) */
     uint32_t max_plen;     /* longest piece in bytes */
@@ -81,5 +93,39 @@ int sks__tok_read_hf_json(const char *buf, size_t len, const char *name, sks_tok
 
 /* UTF-8 length of the sequence that starts with byte c (1 for invalid lead bytes). */
 int sks__utf8_len(unsigned char c);
+/* The UTF-8 of byte b's character in GPT-2's byte alphabet (1 or 2 bytes) into o. */
+size_t sks__bytelevel_char(unsigned char b, char *o);
+
+/* tokenizer.json helpers (tokenizer_json.c): a component's "type" ("" if none), a
+ * boolean member (dflt if absent), a string member (NULL if absent). */
+const char *sks__json_type(struct json_t *o);
+int sks__json_flag(struct json_t *o, const char *key, int dflt);
+const char *sks__json_str(struct json_t *o, const char *key);
+
+/* ---- the pipeline (tokenizer_pre.c) ---- */
+typedef int (*sks__word_fn)(const char *w, size_t len, void *ctx);
+int sks__textproc_new(sks__textproc **out);
+void sks__textproc_free(sks__textproc *p); /* NULL is a no-op */
+/* tokenizer.json "normalizer" and "pre_tokenizer" (either may be NULL or null); an
+ * unknown type is SKS_EUNSUPPORTED naming it. */
+int sks__textproc_from_json(struct json_t *normalizer, struct json_t *pre, const char *name, sks__textproc **out);
+/* The steps of a GGUF tokenizer.ggml.pre name (tokenizer_pre_table.c); unknown names are
+ * SKS_EUNSUPPORTED naming it. *ignore_merges as the family's tokenizer.json has it. */
+int sks__textproc_from_gguf_pre(const char *pre, size_t len, const char *name, sks__textproc **out,
+                                int *ignore_merges);
+/* Name of GGUF pre-tokenizer row k (tokenizer_pre_table.c), NULL past the end. */
+const char *sks__gguf_pre_name(int k);
+int sks__textproc_add_split(sks__textproc *p, const char *regex, int literal, int behavior, int invert,
+                            const char *name);
+int sks__textproc_add_digits(sks__textproc *p, int individual);
+int sks__textproc_add_punct(sks__textproc *p, int behavior);
+int sks__textproc_add_bytelevel(sks__textproc *p, int add_prefix_space, int use_regex, const char *name);
+int sks__textproc_add_form(sks__textproc *p, const char *form); /* "NFC", "NFD", "NFKC", "NFKD" */
+int sks__textproc_byte_level(const sks__textproc *p);
+int sks__textproc_has_metaspace(const sks__textproc *p);
+/* Normalize and pre-tokenize seg[0..len); fn gets every word in order. at_start: seg
+ * begins the text (Metaspace prepend_scheme "first"). Malformed UTF-8 bytes skip the
+ * pipeline: each is a word of its own (mapped to the byte alphabet when byte-level). */
+int sks__textproc_run(const sks__textproc *p, const char *seg, size_t len, int at_start, sks__word_fn fn, void *ctx);
 
 #endif

@@ -4,10 +4,9 @@
  *   model.merges         ["a b", ...] or [["a", "b"], ...], best (rank 0) first
  *   model.byte_fallback, model.unk_token, model.ignore_merges
  *   added_tokens         [{id, content, special}], matched verbatim before the model
- *   pre_tokenizer        ByteLevel (GPT-2 split unless use_regex false), Split(regex) in a
- *                        Sequence (recognised as the Llama 3 / Qwen 2 split), Metaspace
- *                        (prepend_scheme always / first / never)
- *   normalizer           Prepend "▁" (dummy prefix), Replace " " -> "▁"
+ *   normalizer, pre_tokenizer  run exactly for BPE (tokenizer_pre.c); for Unigram only
+ *                        the SentencePiece-style Prepend "▁" / Replace " " -> "▁" / Metaspace
+ *   model.fuse_unk, continuing_subword_prefix / end_of_word_suffix (refused when set)
  *   post_processor       TemplateProcessing: a special token before $A is BOS
  * Byte-level when a ByteLevel pre-tokenizer or decoder is present, else
  * SentencePiece-style over the normalized text (both use merge ranks as priority).
@@ -18,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *obj_type(json_t *o) {
+const char *sks__json_type(json_t *o) {
     json_t *ty = json_is_object(o) ? json_object_get(o, "type") : NULL;
     return json_is_string(ty) ? json_string_value(ty) : "";
 }
@@ -27,7 +26,7 @@ static const char *obj_type(json_t *o) {
 static void components(json_t *c, const char *list_key, json_t **items, size_t *n, size_t cap) {
     *n = 0;
     if (!json_is_object(c)) return;
-    if (strcmp(obj_type(c), "Sequence") == 0) {
+    if (strcmp(sks__json_type(c), "Sequence") == 0) {
         json_t *arr = json_object_get(c, list_key);
         size_t i;
         json_t *x;
@@ -39,12 +38,12 @@ static void components(json_t *c, const char *list_key, json_t **items, size_t *
     }
 }
 
-static int json_flag(json_t *o, const char *key, int dflt) {
+int sks__json_flag(json_t *o, const char *key, int dflt) {
     json_t *v = json_object_get(o, key);
     return json_is_boolean(v) ? json_is_true(v) : dflt;
 }
 
-static const char *json_str(json_t *o, const char *key) {
+const char *sks__json_str(json_t *o, const char *key) {
     json_t *v = json_object_get(o, key);
     return json_is_string(v) ? json_string_value(v) : NULL;
 }
@@ -57,62 +56,68 @@ static int find_first(const sks_tokenizer *t, const char *const *names) {
     return -1;
 }
 
-static int setup_algorithm(sks_tokenizer *t, json_t *root, json_t *model) {
+static int setup_algorithm(sks_tokenizer *t, json_t *root, json_t *model, const char *name) {
     json_t *items[32];
     size_t n;
     int byte_level = 0;
+    /* decode details (the space symbol) and, for Unigram models, the SentencePiece-style
+     * normalization: from the components' types */
     components(json_object_get(root, "pre_tokenizer"), "pretokenizers", items, &n, 32);
-    int split = SKS__SPLIT_NONE, metaspace = 0, prefix = 0, add_prefix_space = 0;
+    int metaspace = 0, prefix = 0;
     for (size_t i = 0; i < n; i++) {
-        const char *ty = obj_type(items[i]);
+        const char *ty = sks__json_type(items[i]);
         if (strcmp(ty, "ByteLevel") == 0) {
             byte_level = 1;
-            add_prefix_space = json_flag(items[i], "add_prefix_space", 0);
-            if (json_flag(items[i], "use_regex", 1) && split == SKS__SPLIT_NONE) split = SKS__SPLIT_GPT2;
-        } else if (strcmp(ty, "Split") == 0) {
-            json_t *pat = json_object_get(items[i], "pattern");
-            const char *re = json_is_object(pat) ? json_str(pat, "Regex") : NULL;
-            if (re && strstr(re, "(?i:'s")) split = strstr(re, "{1,3}") ? SKS__SPLIT_LLAMA3 : SKS__SPLIT_LLAMA3_1DIGIT;
-            else split = SKS__SPLIT_GPT2;
         } else if (strcmp(ty, "Metaspace") == 0) {
             metaspace = 1;
-            const char *scheme = json_str(items[i], "prepend_scheme");
+            const char *scheme = sks__json_str(items[i], "prepend_scheme");
             prefix = scheme ? (strcmp(scheme, "never") == 0 ? 0 : strcmp(scheme, "first") == 0 ? 2 : 1)
-                            : json_flag(items[i], "add_prefix_space", 1);
+                            : sks__json_flag(items[i], "add_prefix_space", 1);
         }
     }
     json_t *dec = json_object_get(root, "decoder");
     components(dec, "decoders", items, &n, 32);
     for (size_t i = 0; i < n; i++)
-        if (strcmp(obj_type(items[i]), "ByteLevel") == 0) byte_level = 1;
+        if (strcmp(sks__json_type(items[i]), "ByteLevel") == 0) byte_level = 1;
     int replace = 0;
     components(json_object_get(root, "normalizer"), "normalizers", items, &n, 32);
     for (size_t i = 0; i < n; i++) {
-        const char *ty = obj_type(items[i]);
+        const char *ty = sks__json_type(items[i]);
         if (strcmp(ty, "Prepend") == 0) {
-            const char *p = json_str(items[i], "prepend");
+            const char *p = sks__json_str(items[i], "prepend");
             if (p && strcmp(p, "\xe2\x96\x81") == 0) prefix = 1;
         } else if (strcmp(ty, "Replace") == 0) {
             json_t *pat = json_object_get(items[i], "pattern");
-            const char *from = json_is_object(pat) ? json_str(pat, "String") : NULL;
-            const char *to = json_str(items[i], "content");
+            const char *from = json_is_object(pat) ? sks__json_str(pat, "String") : NULL;
+            const char *to = sks__json_str(items[i], "content");
             if (from && to && strcmp(from, " ") == 0 && strcmp(to, "\xe2\x96\x81") == 0) replace = 1;
         }
     }
-    int unigram = strcmp(obj_type(model), "Unigram") == 0;
+    int unigram = strcmp(sks__json_type(model), "Unigram") == 0;
     t->unigram = unigram;
     t->use_merges = !unigram;
-    t->ignore_merges = json_flag(model, "ignore_merges", 0);
+    t->ignore_merges = sks__json_flag(model, "ignore_merges", 0);
+    t->fuse_unk = sks__json_flag(model, "fuse_unk", 0);
+    if (!unigram) {
+        /* BPE: the normalizer and pre-tokenizer run exactly (tokenizer_pre.c) */
+        static const char *const word_affixes[] = {"continuing_subword_prefix", "end_of_word_suffix"};
+        for (int k = 0; k < 2; k++) {
+            const char *a = sks__json_str(model, word_affixes[k]);
+            if (a && a[0])
+                return sks_fail(SKS_EUNSUPPORTED, "%s: model.%s \"%s\" is not supported", name, word_affixes[k], a);
+        }
+        int rc = sks__textproc_from_json(json_object_get(root, "normalizer"), json_object_get(root, "pre_tokenizer"),
+                                         name, &t->proc);
+        if (rc) return rc;
+    }
     if (byte_level && !unigram) {
         t->kind = "hf-bytelevel";
         t->byte_level = 1;
-        t->split = split;
-        t->add_prefix_space = add_prefix_space;
         t->byte_fallback = 0;
         t->add_dummy_prefix = 0;
     } else {
         t->kind = unigram ? "hf-unigram" : "hf-bpe";
-        t->byte_fallback = json_flag(model, "byte_fallback", 0);
+        t->byte_fallback = sks__json_flag(model, "byte_fallback", 0);
         t->add_dummy_prefix = prefix;
         if (!metaspace && !replace) memcpy(t->space, " ", 2);
     }
@@ -131,7 +136,7 @@ int sks__tok_read_hf_json(const char *buf, size_t len, const char *name, sks_tok
     json_t *vocab = json_object_get(model, "vocab");
     json_t *merges = json_object_get(model, "merges");
     json_t *added = json_object_get(root, "added_tokens");
-    const char *mtype = json_str(model, "type");
+    const char *mtype = sks__json_str(model, "type");
     if (!json_is_object(model)) {
         rc = sks_fail(SKS_EFORMAT, "%s: model: missing (not a tokenizer.json?)", name);
         goto done;
@@ -182,7 +187,7 @@ int sks__tok_read_hf_json(const char *buf, size_t len, const char *name, sks_tok
     }
     rc = sks__tok_new("hf-bpe", (int)maxid + 1, &t);
     if (rc) goto done;
-    int byte_fallback = json_flag(model, "byte_fallback", 0);
+    int byte_fallback = sks__json_flag(model, "byte_fallback", 0);
     json_array_foreach(unigram ? vocab : NULL, i, val) {
         const char *pc = json_string_value(json_array_get(val, 0));
         size_t kl = strlen(pc);
@@ -207,14 +212,14 @@ int sks__tok_read_hf_json(const char *buf, size_t len, const char *name, sks_tok
     json_array_foreach(added, i, val) {
         const char *c = json_string_value(json_object_get(val, "content"));
         int id = (int)json_integer_value(json_object_get(val, "id"));
-        int type = json_flag(val, "special", 0) ? SKS__PT_CONTROL : SKS__PT_USER;
+        int type = sks__json_flag(val, "special", 0) ? SKS__PT_CONTROL : SKS__PT_USER;
         rc = sks__tok_set_piece(t, id, c, strlen(c), 0.0f, type);
         if (rc) {
             rc = sks_fail(rc, "%s: added_tokens[%zu]: %s", name, i, sks_last_error());
             goto done;
         }
     }
-    rc = setup_algorithm(t, root, model);
+    rc = setup_algorithm(t, root, model, name);
     if (!rc) rc = sks__tok_finish(t, name);
     if (rc) goto done;
     /* added tokens split the text before the model sees it */
@@ -229,7 +234,7 @@ int sks__tok_read_hf_json(const char *buf, size_t len, const char *name, sks_tok
         t->verbatim = l;
         t->verbatim[t->n_verbatim++] = id;
     }
-    const char *unk = json_str(model, "unk_token");
+    const char *unk = sks__json_str(model, "unk_token");
     json_t *unk_id = json_object_get(model, "unk_id");
     if (unk) t->unk = sks__tok_lookup(t, unk, strlen(unk));
     else if (json_is_integer(unk_id) && json_integer_value(unk_id) >= 0 && json_integer_value(unk_id) < t->n)
@@ -244,7 +249,7 @@ int sks__tok_read_hf_json(const char *buf, size_t len, const char *name, sks_tok
         json_t *single = json_object_get(pitems[k], "single");
         json_t *first = json_array_get(single, 0);
         json_t *st = json_object_get(first, "SpecialToken");
-        const char *sid = json_str(st, "id");
+        const char *sid = sks__json_str(st, "id");
         if (sid) t->bos = sks__tok_lookup(t, sid, strlen(sid));
     }
     static const char *const bos_names[] = {"<s>", "<|begin_of_text|>", "<bos>", "<|startoftext|>", NULL};

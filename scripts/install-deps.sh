@@ -5,6 +5,7 @@ set -euo pipefail
 PKGS=(
   build-essential cmake pkg-config git
   libopenblas-dev liblapacke-dev libgsl-dev libmsgpack-dev libjansson-dev
+  libpcre2-dev libutf8proc-dev
   libcmocka-dev libopenmpi-dev openmpi-bin
   clang libclang-rt-14-dev
   python3 python3-numpy python3-matplotlib python3-msgpack

@@ -356,7 +356,7 @@ static void test_gguf_gpt2_vocab(void **state) {
     static const char *const merges[] = {"h e", "l l", "ll o", "he llo", "\xc4\xa0 h", "\xc4\xa0h e",
                                          "1 2", "12 3", "123 4", "4 5"};
     const int32_t want_llama3[] = {8, 4, 8, 11, 18, 19}, want_gpt2[] = {8, 4, 8, 11, 20, 16};
-    const char *pres[] = {"llama-bpe", "gpt2"};
+    const char *pres[] = {"llama-bpe", "gpt-2"};
     for (int k = 0; k < 2; k++) {
         gbuf g = {0};
         gput(&g, "GGUF", 4);
