@@ -56,6 +56,22 @@ char *sks_test_read_file(const char *path, size_t *len) {
     return b;
 }
 
+void sks_test_put(sks_test_buf *g, const void *p, size_t l) {
+    if (g->n + l > g->cap) {
+        g->cap = (g->n + l) * 2;
+        g->b = realloc(g->b, g->cap);
+        assert_non_null(g->b);
+    }
+    if (l) memcpy(g->b + g->n, p, l);
+    g->n += l;
+}
+void sks_test_u32(sks_test_buf *g, uint32_t v) { sks_test_put(g, &v, 4); }
+void sks_test_u64(sks_test_buf *g, uint64_t v) { sks_test_put(g, &v, 8); }
+void sks_test_gguf_str(sks_test_buf *g, const char *s) {
+    sks_test_u64(g, strlen(s));
+    sks_test_put(g, s, strlen(s));
+}
+
 double sks_test_reldiff(double a, double b, double floor_) {
     double den = fabs(b) > floor_ ? fabs(b) : floor_;
     return fabs(a - b) / den;

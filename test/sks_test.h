@@ -24,6 +24,15 @@ int sks_test_have_fixtures(void);
 char *sks_test_tmpdir(void);
 /* Read a whole file (tests only). Caller frees. NULL on failure. */
 char *sks_test_read_file(const char *path, size_t *len);
+/* A growing byte buffer for building files in memory (little-endian hosts). */
+typedef struct {
+    unsigned char *b;
+    size_t n, cap;
+} sks_test_buf;
+void sks_test_put(sks_test_buf *g, const void *p, size_t l);
+void sks_test_u32(sks_test_buf *g, uint32_t v);
+void sks_test_u64(sks_test_buf *g, uint64_t v);
+void sks_test_gguf_str(sks_test_buf *g, const char *s); /* GGUF string: u64 length, bytes */
 /* Relative difference |a-b| / max(|b|, floor). */
 double sks_test_reldiff(double a, double b, double floor_);
 

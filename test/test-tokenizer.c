@@ -302,10 +302,7 @@ static void test_gguf_packed(void **state) {
 
 /* ---- GGUF "gpt2" vocabulary, built in memory ------------------------------------------- */
 
-typedef struct {
-    unsigned char *b;
-    size_t n, cap;
-} gbuf;
+typedef sks_test_buf gbuf;
 
 typedef struct {
     const char *piece;
@@ -313,32 +310,17 @@ typedef struct {
     int type;
 } unigram_piece_t;
 
-static void gput(gbuf *g, const void *p, size_t l) {
-    if (g->n + l > g->cap) {
-        g->cap = (g->n + l) * 2;
-        g->b = realloc(g->b, g->cap);
-        assert_non_null(g->b);
-    }
-    memcpy(g->b + g->n, p, l);
-    g->n += l;
-}
-static void gu32(gbuf *g, uint32_t v) { gput(g, &v, 4); } /* the test hosts are little-endian */
-static void gu64(gbuf *g, uint64_t v) { gput(g, &v, 8); }
-static void gstr(gbuf *g, const char *s) {
-    gu64(g, strlen(s));
-    gput(g, s, strlen(s));
-}
 static void gkv_str(gbuf *g, const char *k, const char *v) {
-    gstr(g, k);
-    gu32(g, SKS_GGUF_STRING);
-    gstr(g, v);
+    sks_test_gguf_str(g, k);
+    sks_test_u32(g, SKS_GGUF_STRING);
+    sks_test_gguf_str(g, v);
 }
 static void gkv_strs(gbuf *g, const char *k, const char *const *v, size_t n) {
-    gstr(g, k);
-    gu32(g, SKS_GGUF_ARRAY);
-    gu32(g, SKS_GGUF_STRING);
-    gu64(g, n);
-    for (size_t i = 0; i < n; i++) gstr(g, v[i]);
+    sks_test_gguf_str(g, k);
+    sks_test_u32(g, SKS_GGUF_ARRAY);
+    sks_test_u32(g, SKS_GGUF_STRING);
+    sks_test_u64(g, n);
+    for (size_t i = 0; i < n; i++) sks_test_gguf_str(g, v[i]);
 }
 
 /* Vocabulary of the byte-level JSON test plus digits. Merges (rank = position):
@@ -359,19 +341,19 @@ static void test_gguf_gpt2_vocab(void **state) {
     const char *pres[] = {"llama-bpe", "gpt-2"};
     for (int k = 0; k < 2; k++) {
         gbuf g = {0};
-        gput(&g, "GGUF", 4);
-        gu32(&g, 3);
-        gu64(&g, 0); /* tensors */
-        gu64(&g, 5); /* metadata */
+        sks_test_put(&g, "GGUF", 4);
+        sks_test_u32(&g, 3);
+        sks_test_u64(&g, 0); /* tensors */
+        sks_test_u64(&g, 5); /* metadata */
         gkv_str(&g, "tokenizer.ggml.model", "gpt2");
         gkv_str(&g, "tokenizer.ggml.pre", pres[k]);
         gkv_strs(&g, "tokenizer.ggml.tokens", tokens, 21);
         gkv_strs(&g, "tokenizer.ggml.merges", merges, 10);
-        gstr(&g, "tokenizer.ggml.token_type");
-        gu32(&g, SKS_GGUF_ARRAY);
-        gu32(&g, SKS_GGUF_INT32);
-        gu64(&g, 21);
-        for (int i = 0; i < 21; i++) gu32(&g, i == 11 ? 4 : 1);
+        sks_test_gguf_str(&g, "tokenizer.ggml.token_type");
+        sks_test_u32(&g, SKS_GGUF_ARRAY);
+        sks_test_u32(&g, SKS_GGUF_INT32);
+        sks_test_u64(&g, 21);
+        for (int i = 0; i < 21; i++) sks_test_u32(&g, i == 11 ? 4 : 1);
         struct sks_gguf *gg;
         assert_int_equal(sks__gguf_parse(g.b, g.n, "mem.gguf", &gg), 0);
         sks_tokenizer *t;
@@ -661,13 +643,13 @@ static void pb_varint(gbuf *g, uint64_t v) {
         unsigned char c = (unsigned char)(v & 0x7f);
         v >>= 7;
         if (v) c |= 0x80;
-        gput(g, &c, 1);
+        sks_test_put(g, &c, 1);
     } while (v);
 }
 static void pb_msg(gbuf *g, int field, const gbuf *m) {
     pb_varint(g, (uint64_t)field << 3 | 2);
     pb_varint(g, m->n);
-    gput(g, m->b, m->n);
+    sks_test_put(g, m->b, m->n);
 }
 static void pb_int(gbuf *g, int field, int64_t v) {
     pb_varint(g, (uint64_t)field << 3);
@@ -713,9 +695,9 @@ static void test_unigram(void **state) {
         m.n = 0;
         pb_varint(&m, 1 << 3 | 2);
         pb_varint(&m, strlen(UNIGRAM_PIECES[i].piece));
-        gput(&m, UNIGRAM_PIECES[i].piece, strlen(UNIGRAM_PIECES[i].piece));
+        sks_test_put(&m, UNIGRAM_PIECES[i].piece, strlen(UNIGRAM_PIECES[i].piece));
         pb_varint(&m, 2 << 3 | 5);
-        gput(&m, &UNIGRAM_PIECES[i].score, 4);
+        sks_test_put(&m, &UNIGRAM_PIECES[i].score, 4);
         pb_int(&m, 3, UNIGRAM_PIECES[i].type);
         pb_msg(&g, 1, &m);
     }
