@@ -121,8 +121,8 @@ int sks__textproc_add_digits(sks__textproc *p, int individual);
 int sks__textproc_add_punct(sks__textproc *p, int behavior);
 int sks__textproc_add_bytelevel(sks__textproc *p, int add_prefix_space, int use_regex, const char *name);
 int sks__textproc_add_form(sks__textproc *p, const char *form); /* "NFC", "NFD", "NFKC", "NFKD" */
-int sks__textproc_byte_level(const sks__textproc *p);
-int sks__textproc_has_metaspace(const sks__textproc *p);
+/* GPT-2's pattern, which a ByteLevel pre-tokenizer with use_regex applies. */
+extern const char SKS__RE_GPT2[];
 /* Normalize and pre-tokenize seg[0..len); fn gets every word in order. at_start: seg
  * begins the text (Metaspace prepend_scheme "first"). Malformed UTF-8 bytes skip the
  * pipeline: each is a word of its own (mapped to the byte alphabet when byte-level). */

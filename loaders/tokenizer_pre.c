@@ -457,8 +457,6 @@ int sks__textproc_add_form(sks__textproc *p, const char *form) {
     return sks_fail(SKS_EUNSUPPORTED, "tokenizer: normalization form \"%s\"", form);
 }
 
-int sks__textproc_byte_level(const sks__textproc *p) { return p->byte_level; }
-
 static int dup_str(const char *s, char **out) {
     *out = strdup(s ? s : "");
     return *out ? 0 : sks_fail(SKS_ENOMEM, "tokenizer: out of memory");
@@ -594,12 +592,6 @@ int sks__textproc_from_json(struct json_t *normalizer, struct json_t *pre, const
         return rc;
     }
     *out = p;
-    return 0;
-}
-
-int sks__textproc_has_metaspace(const sks__textproc *p) {
-    for (int i = 0; i < p->n_pre; i++)
-        if (p->pre[i].kind == ST_METASPACE) return 1;
     return 0;
 }
 

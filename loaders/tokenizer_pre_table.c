@@ -17,7 +17,6 @@
 
 /* ---- regexes (format data, see the file comment) ----------------------------------- */
 
-#define RE_GPT2 "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+"
 #define RE_LLAMA3                                                                                                      \
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|" \
     "\\s+(?!\\S)|\\s+"
@@ -127,7 +126,7 @@ typedef struct {
 static const pre_row ROWS[] = {
     /* llama.cpp's steps for a vocabulary without a name */
     {"default", NULL, 0,
-     {SPLIT(RE_LLAMA_CPP_DEFAULT_PUNCT), SPLIT(RE_GPT2), SPLIT("\\p{N}+"), SPLIT("[0-9][0-9][0-9]"), BYTES}},
+     {SPLIT(RE_LLAMA_CPP_DEFAULT_PUNCT), SPLIT(SKS__RE_GPT2), SPLIT("\\p{N}+"), SPLIT("[0-9][0-9][0-9]"), BYTES}},
     /* Llama 3 and the tiktoken cl100k split */
     {"llama-bpe", NULL, 1, LLAMA3_STEPS},
     {"llama3", NULL, 1, LLAMA3_STEPS},
