@@ -21,6 +21,7 @@
 #include <cblas.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -404,6 +405,26 @@ static void sks__rope_worker(sks__job *j, int w, int nw) {
     sks__rope(f, j->X + a * f->kd, b - a, f->Hkv, j->p0 + (int)a);
 }
 
+/* Non-finite activations stop the pass where they first appear: block b of the residual
+ * stream (0 embeddings, 2l+1 after attention of layer l, 2l+2 after its FFN), first
+ * token in order. A NaN spreads to every later token through attention, so the first
+ * (block, token) is the one that says where to look. */
+static int sks__check_finite(const float *X, int T, int64_t d, int b, int p0) {
+    for (int t = 0; t < T; t++)
+        for (int64_t c = 0; c < d; c++) {
+            float v = X[(int64_t)t * d + c];
+            if (!isfinite(v)) {
+                char where[48];
+                if (b == 0) snprintf(where, sizeof where, "the embeddings");
+                else snprintf(where, sizeof where, "the %s of layer %d", b % 2 ? "attention" : "FFN", (b - 1) / 2);
+                return sks_fail(SKS_ENONFINITE,
+                                "forward: non-finite activation (%s) at block %d (after %s), token %d, channel %lld",
+                                isnan(v) ? "NaN" : "Inf", b, where, p0 + t, (long long)c);
+            }
+        }
+    return 0;
+}
+
 /* X += Y, then xn = RMSNorm(X) * g, over worker threads when T is large enough */
 static void sks__addnorm(sks_forward *f, int T, float *X, const float *Y, const float *g) {
     sks__job j = {sks__addnorm_worker, 0, 1, f, T, 0, NULL, NULL, 0, X, Y, g};
@@ -516,6 +537,7 @@ static int sks__layer(sks_forward *f, int l, int T, int p0, float *kc, float *vc
     /* h += attention output; xn = RMSNorm(h) * gamma_ffn (the norm leaves h as it is) */
     if ((rc = sks__vec(m, SKS_ROLE_FFN_NORM, l, f->vec))) return rc;
     sks__addnorm(f, T, f->x, f->y, f->vec);
+    if ((rc = sks__check_finite(f->x, T, d, 2 * l + 1, p0))) return rc;
     if (hk && hk->on_residual && (rc = hk->on_residual(hk->ud, 2 * l + 1, f->x, T, (int)d))) return rc;
 
     /* FFN: W_down (SiLU(W_gate x) * (W_up x)) */
@@ -532,6 +554,7 @@ static int sks__layer(sks_forward *f, int l, int T, int p0, float *kc, float *vc
     if ((rc = sks_matmul_wt(W, f->gate, T, f->y, f->ws, f->ws_floats))) return rc;
     if (hk && hk->on_ffn_out && (rc = hk->on_ffn_out(hk->ud, l, f->y, T, (int)d))) return rc;
     sks__addnorm(f, T, f->x, f->y, NULL);
+    if ((rc = sks__check_finite(f->x, T, d, 2 * l + 2, p0))) return rc;
     if (hk && hk->on_residual && (rc = hk->on_residual(hk->ud, 2 * l + 2, f->x, T, (int)d))) return rc;
     return 0;
 }
@@ -555,6 +578,7 @@ static int sks__pass(sks_forward *f, const int32_t *tokens, int T, int p0, int u
         if (rc) return rc;
     }
     int rc;
+    if ((rc = sks__check_finite(f->x, T, d, 0, p0))) return rc;
     if (hk && hk->on_residual && (rc = hk->on_residual(hk->ud, 0, f->x, T, (int)d))) return rc;
     for (int l = 0; l < f->a.n_layers; l++) {
         float *kc = use_cache ? f->kc + (int64_t)l * f->max_T * f->kd : f->k;
@@ -568,7 +592,12 @@ static int sks__pass(sks_forward *f, const int32_t *tokens, int T, int p0, int u
     sks__rmsnorm(f->x + r0 * d, d, f->xn, d, f->vec, nr, d, f->a.norm_eps);
     const sks_tensor *C = sks_model_classifier(f->m);
     if (!C) return sks_fail(SKS_ENOTFOUND, "forward: model has no classifier");
-    return sks_matmul_wt(C, f->xn, (int)nr, logits, f->ws, f->ws_floats);
+    if ((rc = sks_matmul_wt(C, f->xn, (int)nr, logits, f->ws, f->ws_floats))) return rc;
+    for (int64_t i = 0; i < nr * f->V; i++)
+        if (!isfinite(logits[i]))
+            return sks_fail(SKS_ENONFINITE, "forward: non-finite logit (%s) at token %lld, vocabulary id %lld",
+                            isnan(logits[i]) ? "NaN" : "Inf", (long long)(p0 + r0 + i / f->V), (long long)(i % f->V));
+    return 0;
 }
 
 int sks_forward_run(sks_forward *f, const int32_t *tokens, int T, sks_fwd_mode mode, const sks_fwd_hooks *hooks,

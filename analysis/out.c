@@ -3,6 +3,8 @@
 #include "sks_out.h"
 
 #include <errno.h>
+#include <jansson.h>
+#include <math.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,7 +66,8 @@ void sks_out_i32_array(sks_out *o, const int32_t *d, int nd, const int64_t *s) {
 
 void sks_out_model(sks_out *o, const sks_model *m) {
     const sks_arch *a = sks_model_arch(m);
-    sks_out_map(o, 16);
+    int nnf = sks_nonfinite_n_tensors();
+    sks_out_map(o, 16 + (nnf > 0));
     sks_out_kstr(o, "path", sks_model_path(m));
     sks_out_kstr(o, "format", sks_format_name(sks_model_format(m)));
     sks_out_kstr(o, "family", a->family);
@@ -81,6 +84,18 @@ void sks_out_model(sks_out *o, const sks_model *m) {
     sks_out_kbool(o, "tied_embeddings", a->tied_embeddings);
     sks_out_kbool(o, "rope_interleaved", a->rope_interleaved);
     sks_out_kbool(o, "has_qkv_bias", a->has_qkv_bias);
+    if (nnf > 0) { /* only with --allow-nonfinite: [{name, nonfinite, size}, ...] */
+        sks_out_str(o, "nonfinite_tensors");
+        sks_out_array(o, (size_t)nnf);
+        for (int i = 0; i < nnf; i++) {
+            uint64_t cnt = 0, tot = 0;
+            const char *name = sks_nonfinite_tensor(i, &cnt, &tot);
+            sks_out_map(o, 3);
+            sks_out_kstr(o, "name", name ? name : "");
+            sks_out_kint(o, "nonfinite", (int64_t)cnt);
+            sks_out_kint(o, "size", (int64_t)tot);
+        }
+    }
 }
 
 int sks_write_file_atomic(const char *path, const void *data, size_t n) {
@@ -128,4 +143,19 @@ int sks_write_file_atomic(const char *path, const void *data, size_t n) {
 int sks_out_write_file(sks_out *o, const char *path) {
     if (o->err) return sks_fail(o->err, "%s: msgpack encoding failed", path);
     return sks_write_file_atomic(path, o->buf.data, o->buf.size);
+}
+
+json_t *sks_json_num(double v) { return isfinite(v) ? json_real(v) : json_null(); }
+
+void sks_json_add_nonfinite(json_t *root) {
+    int n = sks_nonfinite_n_tensors();
+    if (n <= 0 || !root) return;
+    json_t *a = json_array();
+    for (int i = 0; i < n; i++) {
+        uint64_t cnt = 0, tot = 0;
+        const char *name = sks_nonfinite_tensor(i, &cnt, &tot);
+        json_array_append_new(a, json_pack("{s:s,s:I,s:I}", "name", name ? name : "", "nonfinite", (json_int_t)cnt,
+                                           "size", (json_int_t)tot));
+    }
+    json_object_set_new(root, "nonfinite_tensors", a);
 }

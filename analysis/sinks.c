@@ -112,9 +112,11 @@ int sks_sinks_gram_spectrum(int n, const double *G, double *sv, double *V) {
         goto out;
     }
     memcpy(A, G, (size_t)n * (size_t)n * sizeof *A);
+    if ((rc = sks_lapack_input_check("sks_sinks_gram_spectrum", A, (size_t)n * (size_t)n))) goto out;
     lapack_int info = LAPACKE_dsyevd(LAPACK_ROW_MAJOR, V ? 'V' : 'N', 'U', n, A, n, w);
     if (info) {
-        rc = sks_fail(info < 0 ? SKS_EINTERNAL : SKS_ELAPACK, "sks_sinks_gram_spectrum: dsyevd info %d", (int)info);
+        rc = sks_fail(info < 0 ? SKS_EINTERNAL : SKS_ELAPACK, "sks_sinks_gram_spectrum: %s (dsyevd info %d)",
+                      info < 0 ? "internal error" : "no convergence", (int)info);
         goto out;
     }
     /* ascending eigenvalues -> descending singular values; eigenvectors are the columns */
@@ -1339,7 +1341,6 @@ int sks_sinks_write(const sks_sinks_result *r, const sks_model *m, const sks_sin
 }
 
 /* JSON numbers cannot be NaN: write null. */
-static json_t *sks__jnum(double v) { return isnan(v) || isinf(v) ? json_null() : json_real(v); }
 
 int sks_sinks_write_kv_map(const sks_sinks_result *r, const sks_model *m, const sks_sinks_opts *o,
                            const char *path) {
@@ -1357,7 +1358,7 @@ int sks_sinks_write_kv_map(const sks_sinks_result *r, const sks_model *m, const 
     json_object_set_new(root, "sink_positions", json_pack("[i]", 0));
     json_object_set_new(root, "eps", json_real(o->eps));
     json_object_set_new(root, "predictor", json_string(sks_sinks_pred_name(mp)));
-    json_object_set_new(root, "threshold", sks__jnum(thr));
+    json_object_set_new(root, "threshold", sks_json_num(thr));
     int64_t total = 0;
     for (int l = 0; l < L; l++) {
         json_t *lay = json_object(), *heads = json_array(), *kvs = json_array();
@@ -1378,8 +1379,8 @@ int sks_sinks_write_kv_map(const sks_sinks_result *r, const sks_model *m, const 
             json_t *e = json_object();
             json_object_set_new(e, "head", json_integer(h));
             json_object_set_new(e, "kv_head", json_integer(h / group));
-            json_object_set_new(e, "alpha0", sks__jnum(r->alpha0[lh]));
-            json_object_set_new(e, "score", sks__jnum(s));
+            json_object_set_new(e, "alpha0", sks_json_num(r->alpha0[lh]));
+            json_object_set_new(e, "score", sks_json_num(s));
             json_object_set_new(e, "measured", json_boolean(measured));
             json_object_set_new(e, "predicted", json_boolean(predicted));
             json_array_append_new(heads, e);
@@ -1396,6 +1397,7 @@ int sks_sinks_write_kv_map(const sks_sinks_result *r, const sks_model *m, const 
     }
     json_object_set_new(root, "n_keep_heads", json_integer(total));
     json_object_set_new(root, "layers", layers);
+    sks_json_add_nonfinite(root);
     char *s = json_dumps(root, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
     json_decref(root);
     if (!s) return sks_fail(SKS_ENOMEM, "%s: JSON encoding failed", path);
@@ -1423,7 +1425,7 @@ int sks_sinks_json_summary(const sks_sinks_result *r, const sks_model *m, const 
     json_object_set_new(root, "model", json_string(sks_model_path(m)));
     json_object_set_new(root, "n_prompts", json_integer(r->n_prompts));
     json_object_set_new(root, "eps", json_real(o->eps));
-    json_object_set_new(root, "sink_ratio", sks__jnum(r->sink_ratio));
+    json_object_set_new(root, "sink_ratio", sks_json_num(r->sink_ratio));
     json_object_set_new(root, "n_sink_heads", json_integer(r->n_sink_heads));
     json_object_set_new(root, "main_predictor", json_string(sks_sinks_pred_name(o->main_pred)));
     json_t *ch = json_array();
@@ -1435,17 +1437,17 @@ int sks_sinks_json_summary(const sks_sinks_result *r, const sks_model *m, const 
         json_object_set_new(e, "layer", json_integer(l));
         json_object_set_new(e, "head", json_integer(h));
         json_object_set_new(e, "kv_head", json_integer(h / group));
-        json_object_set_new(e, "alpha0", sks__jnum(r->alpha0[i]));
+        json_object_set_new(e, "alpha0", sks_json_num(r->alpha0[i]));
         json_object_set_new(e, "is_sink", json_boolean(r->is_sink[i] > 0.5));
-        json_object_set_new(e, "alignment", sks__jnum(r->pred[SKS_PRED_ALIGNMENT][i]));
-        json_object_set_new(e, "energy", sks__jnum(r->pred[SKS_PRED_ENERGY][i]));
-        json_object_set_new(e, "signed_proj", sks__jnum(r->pred[SKS_PRED_SIGNED_PROJ][i]));
-        json_object_set_new(e, "margin", sks__jnum(r->pred[o->main_pred == SKS_PRED_MARGIN_NOROPE
+        json_object_set_new(e, "alignment", sks_json_num(r->pred[SKS_PRED_ALIGNMENT][i]));
+        json_object_set_new(e, "energy", sks_json_num(r->pred[SKS_PRED_ENERGY][i]));
+        json_object_set_new(e, "signed_proj", sks_json_num(r->pred[SKS_PRED_SIGNED_PROJ][i]));
+        json_object_set_new(e, "margin", sks_json_num(r->pred[o->main_pred == SKS_PRED_MARGIN_NOROPE
                                                                 ? SKS_PRED_MARGIN_NOROPE
                                                                 : SKS_PRED_MARGIN_ROPE][i]));
-        json_object_set_new(e, "margin_rope", sks__jnum(r->pred[SKS_PRED_MARGIN_ROPE][i]));
-        json_object_set_new(e, "margin_norope", sks__jnum(r->pred[SKS_PRED_MARGIN_NOROPE][i]));
-        json_object_set_new(e, "weight_only_score", sks__jnum(r->pred[SKS_PRED_WEIGHT_ONLY][i]));
+        json_object_set_new(e, "margin_rope", sks_json_num(r->pred[SKS_PRED_MARGIN_ROPE][i]));
+        json_object_set_new(e, "margin_norope", sks_json_num(r->pred[SKS_PRED_MARGIN_NOROPE][i]));
+        json_object_set_new(e, "weight_only_score", sks_json_num(r->pred[SKS_PRED_WEIGHT_ONLY][i]));
         json_array_append_new(heads, e);
     }
     json_object_set_new(root, "heads", heads);
@@ -1460,23 +1462,24 @@ int sks_sinks_json_summary(const sks_sinks_result *r, const sks_model *m, const 
     }
     json_t *cs = json_array(), *cn = json_array();
     for (int l = 0; l < L; l++) {
-        json_array_append_new(cs, sks__jnum(r->cos_spike_mean[l]));
-        json_array_append_new(cn, sks__jnum(r->cos_nonspike_mean[l]));
+        json_array_append_new(cs, sks_json_num(r->cos_spike_mean[l]));
+        json_array_append_new(cn, sks_json_num(r->cos_nonspike_mean[l]));
     }
     json_object_set_new(root, "cos_spike_mean", cs);
     json_object_set_new(root, "cos_nonspike_mean", cn);
     json_object_set_new(root, "sink_key_rank", sr);
     json_object_set_new(root, "nonsink_key_rank", nr);
     for (int p = 0; p < SKS_PRED_COUNT; p++) {
-        json_object_set_new(auc, sks_sinks_pred_name(p), sks__jnum(r->auc[p]));
+        json_object_set_new(auc, sks_sinks_pred_name(p), sks_json_num(r->auc[p]));
         json_t *c = json_object();
-        json_object_set_new(c, "threshold", sks__jnum(r->threshold[p]));
-        json_object_set_new(c, "precision", sks__jnum(r->precision[p]));
-        json_object_set_new(c, "recall", sks__jnum(r->recall[p]));
+        json_object_set_new(c, "threshold", sks_json_num(r->threshold[p]));
+        json_object_set_new(c, "precision", sks_json_num(r->precision[p]));
+        json_object_set_new(c, "recall", sks_json_num(r->recall[p]));
         json_object_set_new(cls, sks_sinks_pred_name(p), c);
     }
     json_object_set_new(root, "auc", auc);
     json_object_set_new(root, "at_threshold", cls);
+    sks_json_add_nonfinite(root);
     char *s = json_dumps(root, JSON_PRESERVE_ORDER | JSON_COMPACT);
     json_decref(root);
     if (!s) return sks_fail(SKS_ENOMEM, "sinks: JSON summary");

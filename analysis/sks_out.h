@@ -48,6 +48,13 @@ void sks_out_i32_array(sks_out *o, const int32_t *data, int ndim, const int64_t 
 /* The architecture summary map written under `model`. */
 void sks_out_model(sks_out *o, const sks_model *m);
 
+/* JSON summaries (jansson): a number, or null when it is NaN or Inf (json_real refuses
+ * those, and a refused value would silently shorten an array or drop a key); and the
+ * model's non-finite tensors (--allow-nonfinite) added to root as
+ * "nonfinite_tensors": [{name, nonfinite, size}], nothing when there are none. */
+struct json_t *sks_json_num(double v);
+void sks_json_add_nonfinite(struct json_t *root);
+
 /* Write the buffer to path atomically (path.tmp.<pid> + fsync + rename). */
 int sks_out_write_file(sks_out *o, const char *path);
 

@@ -114,6 +114,55 @@ static int sks__mkdir_p(const char *dir) {
     return rc;
 }
 
+static int sks__file_exists(const char *p) {
+    struct stat st;
+    return !stat(p, &st) && S_ISREG(st.st_mode);
+}
+
+static int sks__file_exists_in(const char *dir, const char *name) {
+    char *p = sks__join(dir, name);
+    int e = p && sks__file_exists(p);
+    free(p);
+    return e;
+}
+
+/* Every file analyze writes. */
+static const char *const sks__outputs[] = {"trace.msgpack", "spikes.msgpack", "vocab.msgpack", "sinks.msgpack",
+                                           "kv_map.json", "summary.json", "report.html", "fig_lifecycle.png",
+                                           "fig_spectrum.png", "fig_alpha.png", "fig_alignment.png",
+                                           "fig_vocab.png", "fig_delimiters.png"};
+
+/* Remove a folder that holds only files (the partial output folder). */
+static void sks__rm_files_dir(const char *dir) {
+    for (size_t i = 0; i < sizeof sks__outputs / sizeof sks__outputs[0]; i++) {
+        char *p = sks__join(dir, sks__outputs[i]);
+        if (p) unlink(p);
+        free(p);
+    }
+    rmdir(dir);
+}
+
+/* The run writes into OUT.partial beside OUT; once summary.json is written, each output
+ * is renamed into OUT (rename is atomic within a file system) and outputs of an earlier
+ * run that this one did not produce are removed, so OUT never mixes two runs' files and
+ * a failed run leaves OUT as it was. Other files in OUT are left alone. */
+static int sks__publish(const char *partial, const char *outdir) {
+    int rc = sks__mkdir_p(outdir);
+    for (size_t i = 0; !rc && i < sizeof sks__outputs / sizeof sks__outputs[0]; i++) {
+        char *src = sks__join(partial, sks__outputs[i]), *dst = sks__join(outdir, sks__outputs[i]);
+        if (!src || !dst) rc = sks_fail(SKS_ENOMEM, "analyze: out of memory");
+        else if (sks__file_exists(src)) {
+            if (rename(src, dst)) rc = sks_fail(SKS_EIO, "%s: cannot move into place: %s", dst, strerror(errno));
+        } else if (unlink(dst) && errno != ENOENT) {
+            rc = sks_fail(SKS_EIO, "%s: cannot remove the earlier run's file: %s", dst, strerror(errno));
+        }
+        free(src);
+        free(dst);
+    }
+    if (!rc) rmdir(partial);
+    return rc;
+}
+
 static int sks__quiet;
 
 static void sks__stage(int i, int n, const char *name, const char *detail, double eta) {
@@ -130,7 +179,6 @@ static void sks__done(const char *name, double sec, const char *file) {
 }
 
 /* JSON numbers cannot be NaN or infinite: write null. */
-static json_t *sks__jnum(double v) { return (isnan(v) || isinf(v)) ? json_null() : json_real(v); }
 
 /* ---- prompts -------------------------------------------------------------------------- */
 
@@ -249,7 +297,8 @@ static int sks__make_prompts(const sks_model *m, const sks_tokenizer *tok, const
 typedef struct {
     const sks_model *m;
     const sks_cli_analyze_opts *o;
-    const char *outdir;
+    const char *outdir;   /* where the stages write: OUT.partial */
+    const char *final_dir; /* OUT */
     sks_tokenizer *tok;
     sks__prompts pr;
     double rate;               /* measured forward throughput, flop/s (for estimates) */
@@ -507,9 +556,9 @@ static json_t *sks__summary_trace(const sks__run *R) {
     json_object_set_new(mx, "block", json_integer(B->block));
     json_object_set_new(mx, "kind", json_string(sks_block_kind_name(B->kind)));
     json_object_set_new(mx, "layer", json_integer(B->layer));
-    json_object_set_new(mx, "max_abs", sks__jnum(B->max_abs));
-    json_object_set_new(mx, "median_abs", sks__jnum(B->median_abs));
-    json_object_set_new(mx, "spike_score", sks__jnum(B->spike_score));
+    json_object_set_new(mx, "max_abs", sks_json_num(B->max_abs));
+    json_object_set_new(mx, "median_abs", sks_json_num(B->median_abs));
+    json_object_set_new(mx, "spike_score", sks_json_num(B->spike_score));
     json_object_set_new(mx, "token", json_integer(B->top_token));
     json_object_set_new(mx, "channel", json_integer(B->top_channel));
     json_object_set_new(j, "largest", mx);
@@ -522,11 +571,11 @@ static json_t *sks__summary_trace(const sks__run *R) {
         json_object_set_new(e, "main_up", json_integer(lc->main_up));
         json_object_set_new(e, "step_up_blocks", sks__int_array(lc->up_blocks, lc->n_up));
         json_object_set_new(e, "step_down_blocks", sks__int_array(lc->down_blocks, lc->n_down));
-        json_object_set_new(e, "peak_abs", sks__jnum(lc->peak_abs));
+        json_object_set_new(e, "peak_abs", sks_json_num(lc->peak_abs));
         json_array_append_new(lcs, e);
     }
     json_object_set_new(j, "lifecycles", lcs);
-    json_object_set_new(j, "sink_ratio_percent", sks__jnum(t->sink_ratio));
+    json_object_set_new(j, "sink_ratio_percent", sks_json_num(t->sink_ratio));
     return j;
 }
 
@@ -541,13 +590,13 @@ static json_t *sks__summary_spikes(const sks__run *R) {
             json_object_set_new(e, "layer", json_integer(L->layer));
             json_object_set_new(e, "channel", json_integer(C->channel));
             json_object_set_new(e, "spike_channel", json_boolean(C->source & SKS_SPK_SRC_SPIKE));
-            json_object_set_new(e, "lambda_star", sks__jnum(C->rank > 0 ? C->eigenvalues[0] : NAN));
-            json_object_set_new(e, "dominance", sks__jnum(C->dominance));
-            json_object_set_new(e, "energy_fraction", sks__jnum(C->energy_fraction));
-            json_object_set_new(e, "frobenius", sks__jnum(C->frobenius));
-            json_object_set_new(e, "cos_x_s", sks__jnum(C->cos_x_s));
-            json_object_set_new(e, "quad_pred", sks__jnum(C->quad_pred));
-            json_object_set_new(e, "true_out", sks__jnum(C->true_out));
+            json_object_set_new(e, "lambda_star", sks_json_num(C->rank > 0 ? C->eigenvalues[0] : NAN));
+            json_object_set_new(e, "dominance", sks_json_num(C->dominance));
+            json_object_set_new(e, "energy_fraction", sks_json_num(C->energy_fraction));
+            json_object_set_new(e, "frobenius", sks_json_num(C->frobenius));
+            json_object_set_new(e, "cos_x_s", sks_json_num(C->cos_x_s));
+            json_object_set_new(e, "quad_pred", sks_json_num(C->quad_pred));
+            json_object_set_new(e, "true_out", sks_json_num(C->true_out));
             json_object_set_new(e, "converged", json_boolean(C->converged));
             json_array_append_new(chs, e);
         }
@@ -559,7 +608,7 @@ static json_t *sks__summary_spikes(const sks__run *R) {
             json_t *e = json_object();
             const char *pc = R->tok ? sks_tokenizer_piece(R->tok, R->spk.delim.top_ids[i]) : NULL;
             json_object_set_new(e, "id", json_integer(R->spk.delim.top_ids[i]));
-            json_object_set_new(e, "ratio", sks__jnum(R->spk.delim.top_ratio[i]));
+            json_object_set_new(e, "ratio", sks_json_num(R->spk.delim.top_ratio[i]));
             if (pc) json_object_set_new(e, "piece", json_string(pc));
             json_array_append_new(top, e);
         }
@@ -572,13 +621,13 @@ static json_t *sks__summary_sinks(const sks__run *R) {
     const sks_sinks_result *s = R->sr;
     json_t *j = json_object(), *auc = json_object(), *top = json_array();
     const int H = s->n_heads;
-    json_object_set_new(j, "eps", json_real(R->sio.eps));
-    json_object_set_new(j, "sink_ratio_percent", sks__jnum(s->sink_ratio));
+    json_object_set_new(j, "eps", sks_json_num(R->sio.eps));
+    json_object_set_new(j, "sink_ratio_percent", sks_json_num(s->sink_ratio));
     json_object_set_new(j, "n_sink_heads", json_integer(s->n_sink_heads));
     json_object_set_new(j, "n_heads_total", json_integer((json_int_t)s->n_layers * H));
     json_object_set_new(j, "first_as_sink", json_boolean(R->sio.first_as_sink));
     json_object_set_new(j, "main_predictor", json_string(sks_sinks_pred_name(R->sio.main_pred)));
-    for (int p = 0; p < SKS_PRED_COUNT; p++) json_object_set_new(auc, sks_sinks_pred_name(p), sks__jnum(s->auc[p]));
+    for (int p = 0; p < SKS_PRED_COUNT; p++) json_object_set_new(auc, sks_sinks_pred_name(p), sks_json_num(s->auc[p]));
     json_object_set_new(j, "auc", auc);
     /* heads by measured alpha_0 */
     int64_t LH = (int64_t)s->n_layers * H;
@@ -599,10 +648,10 @@ static json_t *sks__summary_sinks(const sks__run *R) {
             json_t *e = json_object();
             json_object_set_new(e, "layer", json_integer(h / H));
             json_object_set_new(e, "head", json_integer(h % H));
-            json_object_set_new(e, "alpha0", sks__jnum(s->alpha0[h]));
+            json_object_set_new(e, "alpha0", sks_json_num(s->alpha0[h]));
             json_object_set_new(e, "sink", json_boolean(s->is_sink[h] > 0.5));
             for (int p = 0; p < SKS_PRED_COUNT; p++)
-                json_object_set_new(e, sks_sinks_pred_name(p), sks__jnum(s->pred[p][h]));
+                json_object_set_new(e, sks_sinks_pred_name(p), sks_json_num(s->pred[p][h]));
             json_array_append_new(top, e);
         }
         free(idx);
@@ -614,13 +663,13 @@ static json_t *sks__summary_sinks(const sks__run *R) {
 static json_t *sks__summary_vocab(const sks__run *R) {
     const sks_vocab_result *v = R->vr;
     json_t *j = json_object(), *ex = json_array();
-    json_object_set_new(j, "spike_fraction", sks__jnum(v->spike_fraction));
+    json_object_set_new(j, "spike_fraction", sks_json_num(v->spike_fraction));
     json_object_set_new(j, "n_tokens", json_integer(v->n_tokens));
     json_object_set_new(j, "n_spike", json_integer(v->n_spike));
     json_object_set_new(j, "sampled", json_boolean(R->vo.sample > 0));
     json_object_set_new(j, "n_exceptions", json_integer(v->n_exceptions));
-    json_object_set_new(j, "threshold_ratio", json_real(R->vo.ratio));
-    json_object_set_new(j, "threshold_abs", json_real(R->vo.abs_thresh));
+    json_object_set_new(j, "threshold_ratio", sks_json_num(R->vo.ratio));
+    json_object_set_new(j, "threshold_abs", sks_json_num(R->vo.abs_thresh));
     json_object_set_new(j, "top_channel", json_integer(v->top_channel));
     for (int i = 0; i < v->n_exceptions && i < 20; i++) {
         json_t *e = json_object();
@@ -637,10 +686,10 @@ static int sks__write_summary(sks__run *R, int print) {
     json_t *root = json_object(), *set = json_object(), *tim = json_object(), *files = json_array();
     json_object_set_new(root, "schema", json_string("sinkscope.summary/1"));
     json_object_set_new(root, "model", sks__summary_model(R->m));
-    json_object_set_new(set, "abs", json_real(R->o->abs_thresh));
-    json_object_set_new(set, "ratio", json_real(R->o->ratio));
+    json_object_set_new(set, "abs", sks_json_num(R->o->abs_thresh));
+    json_object_set_new(set, "ratio", sks_json_num(R->o->ratio));
     json_object_set_new(set, "min_blocks", json_integer(R->o->min_blocks));
-    json_object_set_new(set, "eps", json_real(R->o->eps));
+    json_object_set_new(set, "eps", sks_json_num(R->o->eps));
     json_object_set_new(set, "sample", json_integer(R->o->sample));
     json_object_set_new(set, "seed", json_integer((json_int_t)R->o->seed));
     json_object_set_new(set, "prompts", json_string(R->pr.source));
@@ -651,17 +700,14 @@ static int sks__write_summary(sks__run *R, int print) {
     if (R->spike_selection) json_object_set_new(root, "spikes", sks__summary_spikes(R));
     if (R->vr) json_object_set_new(root, "vocab", sks__summary_vocab(R));
     if (R->sr) json_object_set_new(root, "sinks", sks__summary_sinks(R));
-    json_object_set_new(tim, "trace", sks__jnum(R->t_trace));
-    json_object_set_new(tim, "spikes", sks__jnum(R->t_spikes));
-    json_object_set_new(tim, "vocab", sks__jnum(R->t_vocab));
-    json_object_set_new(tim, "sinks", sks__jnum(R->t_sinks));
-    if (R->t_plots > 0) json_object_set_new(tim, "plots", sks__jnum(R->t_plots));
+    json_object_set_new(tim, "trace", sks_json_num(R->t_trace));
+    json_object_set_new(tim, "spikes", sks_json_num(R->t_spikes));
+    json_object_set_new(tim, "vocab", sks_json_num(R->t_vocab));
+    json_object_set_new(tim, "sinks", sks_json_num(R->t_sinks));
+    if (R->t_plots > 0) json_object_set_new(tim, "plots", sks_json_num(R->t_plots));
     json_object_set_new(root, "timings_s", tim);
-    static const char *const names[] = {"trace.msgpack", "spikes.msgpack", "vocab.msgpack", "sinks.msgpack",
-                                        "kv_map.json", "summary.json", "report.html", "fig_lifecycle.png",
-                                        "fig_spectrum.png", "fig_alpha.png", "fig_alignment.png", "fig_vocab.png",
-                                        "fig_delimiters.png"};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    for (size_t i = 0; i < sizeof sks__outputs / sizeof sks__outputs[0]; i++) {
+        const char *const *names = sks__outputs;
         char *p = sks__join(R->outdir, names[i]);
         struct stat st;
         if (p && (!strcmp(names[i], "summary.json") || !stat(p, &st))) json_array_append_new(files, json_string(names[i]));
@@ -669,6 +715,7 @@ static int sks__write_summary(sks__run *R, int print) {
     }
     json_object_set_new(root, "files", files);
     json_object_set_new(root, "plots", json_string(R->plots[0] ? R->plots : "not run"));
+    sks_json_add_nonfinite(root);
     char *s = json_dumps(root, JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
     json_decref(root);
     if (!s) return sks_fail(SKS_ENOMEM, "summary.json: encoding failed");
@@ -692,10 +739,6 @@ static int sks__write_summary(sks__run *R, int print) {
 
 /* ---- figures and report.html ------------------------------------------------------------ */
 
-static int sks__file_exists(const char *p) {
-    struct stat st;
-    return !stat(p, &st) && S_ISREG(st.st_mode);
-}
 
 /* The folder holding make_report.py: $SKS_NOTEBOOKS_DIR, the source tree this binary
  * was built from (SKS_SOURCE_DIR, or this file's own path), or notebooks-out next to
@@ -766,7 +809,7 @@ static int sks__plots(sks__run *R) {
     if (access(py, X_OK)) {
         snprintf(R->plots, sizeof R->plots, "skipped: %s not found (run scripts/install-deps.sh)", py);
         fprintf(stderr, "analyze: figures skipped: %s not found; install it with scripts/install-deps.sh "
-                        "(the msgpack results in %s are complete)\n", py, R->outdir);
+                        "(the msgpack results in %s are complete)\n", py, R->final_dir);
         return 0;
     }
     char *chk[] = {(char *)py, "-c", "import numpy, matplotlib, msgpack", NULL};
@@ -774,7 +817,7 @@ static int sks__plots(sks__run *R) {
         snprintf(R->plots, sizeof R->plots, "skipped: %s lacks numpy/matplotlib/msgpack", py);
         fprintf(stderr, "analyze: figures skipped: %s cannot import numpy, matplotlib and msgpack; run "
                         "scripts/install-deps.sh (Debian python3-numpy python3-matplotlib python3-msgpack). "
-                        "The msgpack results in %s are complete.\n", py, R->outdir);
+                        "The msgpack results in %s are complete.\n", py, R->final_dir);
         return 0;
     }
     if (sks__find_notebooks(nbdir, sizeof nbdir)) {
@@ -799,7 +842,7 @@ static int sks__plots(sks__run *R) {
     if (st != 0) {
         snprintf(R->plots, sizeof R->plots, "failed: make_report.py exited with status %d", st);
         return sks_fail(SKS_EINTERNAL, "%s failed (status %d); the msgpack and JSON results in %s are complete",
-                        script, st, R->outdir);
+                        script, st, R->final_dir);
     }
     static const char *const figs[] = {"fig_lifecycle.png", "fig_spectrum.png", "fig_alpha.png",
                                        "fig_alignment.png", "fig_vocab.png", "fig_delimiters.png"};
@@ -841,7 +884,17 @@ int sks_cli_analyze_run(const char *model_path, const char *outdir, const sks_cl
     sks_model *m = NULL;
     int rc = sks_model_open(model_path, &m);
     if (rc) return rc;
-    if ((rc = sks__mkdir_p(outdir))) {
+    char *partial = malloc(strlen(outdir) + 16);
+    if (!partial) {
+        sks_model_close(m);
+        return sks_fail(SKS_ENOMEM, "analyze: out of memory");
+    }
+    size_t nd = strlen(outdir);
+    while (nd > 1 && outdir[nd - 1] == '/') nd--; /* "out/" -> "out.partial" */
+    snprintf(partial, strlen(outdir) + 16, "%.*s.partial", (int)nd, outdir);
+    if (sks_dist_rank() == 0) sks__rm_files_dir(partial); /* left by a run that was killed */
+    if (sks_dist_rank() == 0 && (rc = sks__mkdir_p(partial))) {
+        free(partial);
         sks_model_close(m);
         return rc;
     }
@@ -849,7 +902,8 @@ int sks_cli_analyze_run(const char *model_path, const char *outdir, const sks_cl
     memset(&R, 0, sizeof R);
     R.m = m;
     R.o = o;
-    R.outdir = outdir;
+    R.outdir = partial;
+    R.final_dir = outdir;
     const sks_arch *a = sks_model_arch(m);
     if (!o->quiet)
         fprintf(stderr, "analyze: %s: %s, %d layers, d %d, %d heads (%d kv), vocab %d -> %s\n", model_path, a->family,
@@ -884,13 +938,21 @@ int sks_cli_analyze_run(const char *model_path, const char *outdir, const sks_cl
         rc = sks__write_summary(&R, o->json);
         if (prc && !rc) rc = prc; /* its message is still the last error */
     }
+    /* summary.json written: the run is complete (a failed report step is reported, but
+     * the results are published) */
+    if (sks__file_exists_in(partial, "summary.json")) {
+        int prc = sks__publish(partial, outdir);
+        if (prc) rc = prc;
+    }
     if (!rc && !o->quiet)
         fprintf(stderr, "analyze: done in %.1f s: %s/summary.json%s\n",
                 R.t_trace + R.t_spikes + R.t_vocab + R.t_sinks + R.t_plots, outdir,
                 R.n_figures ? ", report.html" : "");
 out:
+    if (sks_dist_rank() == 0 && rc) sks__rm_files_dir(partial);
     sks__run_free(&R);
     sks_model_close(m);
+    free(partial);
     return rc;
 }
 
@@ -906,7 +968,9 @@ static void sks__usage(FILE *f) {
             "with numpy, matplotlib and msgpack: scripts/install-deps.sh).\n"
             "\n"
             "options:\n"
-            "  -o, --out DIR      output folder (created if needed)\n"
+            "  -o, --out DIR      output folder (created if needed; the run writes DIR.partial\n"
+            "                     and moves its files into DIR once complete, so a failed run\n"
+            "                     leaves DIR as it was)\n"
             "  --prompt TEXT      input text (needs the model's tokenizer); default: four built-in\n"
             "                     texts of up to 64 tokens, or pseudo-random ids without a tokenizer\n"
             "  --prompts FILE     one input text per line (empty lines skipped; not cut)\n"

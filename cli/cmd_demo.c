@@ -125,14 +125,15 @@ static int sks__demo_verify(sks__demo *D) {
     json_object_set_new(v, "spike_channels_found", json_boolean(chan_ok));
     json_object_set_new(v, "spike_token_position0_only", json_boolean(tok_ok));
     json_object_set_new(v, "lifecycle_as_planted", json_boolean(life_ok));
-    json_object_set_new(v, "plateau_min_ratio", json_real(isfinite(min_ratio) ? min_ratio : 0));
+    json_object_set_new(v, "plateau_min_ratio", sks_json_num(min_ratio));
     json_object_set_new(v, "sink_true_positive", json_integer(tp));
     json_object_set_new(v, "sink_false_positive", json_integer(fp));
     json_object_set_new(v, "sink_false_negative", json_integer(fn));
-    json_object_set_new(v, "alpha0_min_planted", json_real(isfinite(min_sink) ? min_sink : 0));
-    json_object_set_new(v, "alpha0_max_other", json_real(max_other));
-    json_object_set_new(v, "thresholds", json_pack("{s:f,s:f,s:i,s:f}", "abs", o.abs_thresh, "ratio", o.ratio,
-                                                   "min_blocks", o.min_blocks, "eps", o.eps));
+    json_object_set_new(v, "alpha0_min_planted", sks_json_num(min_sink));
+    json_object_set_new(v, "alpha0_max_other", sks_json_num(max_other));
+    json_object_set_new(v, "thresholds", json_pack("{s:o,s:o,s:i,s:o}", "abs", sks_json_num(o.abs_thresh), "ratio", sks_json_num(o.ratio),
+                                                   "min_blocks", o.min_blocks, "eps", sks_json_num(o.eps)));
+    sks_json_add_nonfinite(v);
     char *text = json_dumps(v, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
     json_decref(v);
     char path[4200];

@@ -1,5 +1,6 @@
 /* cmd_inspect.c - `sinkscope inspect MODEL [--json]`: what the loaders see in a model. */
 #include "cli.h"
+#include "../analysis/sks_out.h"
 #include "../loaders/sks_gguf.h"
 
 #include <jansson.h>
@@ -55,10 +56,10 @@ static int sks__inspect_json(const sks_model *m) {
     json_object_set_new(o, "vocab_size", json_integer(a->vocab_size));
     json_object_set_new(o, "max_seq", json_integer(a->max_seq));
     json_object_set_new(o, "n_params", json_integer((json_int_t)sks_model_n_params(m)));
-    json_object_set_new(o, "rope_theta", json_real(a->rope_theta));
+    json_object_set_new(o, "rope_theta", sks_json_num(a->rope_theta));
     json_object_set_new(o, "rope_scaling", json_string(sks__scaling_name(a->rope_scaling)));
-    if (a->rope_scaling != SKS_ROPE_SCALING_NONE) json_object_set_new(o, "rope_factor", json_real(a->rope_factor));
-    json_object_set_new(o, "norm_eps", json_real(a->norm_eps));
+    if (a->rope_scaling != SKS_ROPE_SCALING_NONE) json_object_set_new(o, "rope_factor", sks_json_num(a->rope_factor));
+    json_object_set_new(o, "norm_eps", sks_json_num(a->norm_eps));
     json_object_set_new(o, "tied_embeddings", json_boolean(a->tied_embeddings));
     json_object_set_new(o, "rope_interleaved", json_boolean(a->rope_interleaved));
     json_object_set_new(o, "has_qkv_bias", json_boolean(a->has_qkv_bias));
@@ -87,6 +88,7 @@ static int sks__inspect_json(const sks_model *m) {
         json_array_append_new(ts, e);
     }
     json_object_set_new(o, "tensors", ts);
+    sks_json_add_nonfinite(o);
     int rc = json_dumpf(o, stdout, JSON_INDENT(1) | JSON_REAL_PRECISION(17));
     fputc('\n', stdout);
     json_decref(o);

@@ -2,6 +2,7 @@
  * Parses options, picks the (layer, channel) pairs, drives the per-layer steps of
  * analysis/spikes.c with progress, writes the msgpack and the optional JSON summary. */
 #include "cli.h"
+#include "../analysis/sks_out.h"
 #include "../dist/sks_dist.h"
 #include "../analysis/sks_spikes.h"
 #include "../analysis/sks_trace.h"
@@ -69,7 +70,6 @@ static void sks__spikes_help(FILE *f) {
 
 static const char *sks__piece_cb(void *ud, int id) { return ud ? sks_tokenizer_piece(ud, id) : NULL; }
 
-static json_t *sks__jnum(double v) { return isfinite(v) ? json_real(v) : json_null(); }
 
 static json_t *sks__json_summary(const sks_spikes_report *rep, const sks_model *m) {
     json_t *root = json_object(), *layers = json_array();
@@ -89,8 +89,8 @@ static json_t *sks__json_summary(const sks_spikes_report *rep, const sks_model *
         for (int c = 0; c < L->n_channels; c++) {
             const sks_spike_channel *h = &L->channels[c];
             json_t *jc = json_object(), *ev = json_array(), *ss = json_array(), *src = json_array();
-            for (int e = 0; e < h->rank; e++) json_array_append_new(ev, json_real(h->eigenvalues[e]));
-            for (int k = 0; k < L->d; k++) json_array_append_new(ss, json_real(h->s_star[k]));
+            for (int e = 0; e < h->rank; e++) json_array_append_new(ev, sks_json_num(h->eigenvalues[e]));
+            for (int k = 0; k < L->d; k++) json_array_append_new(ss, sks_json_num(h->s_star[k]));
             if (h->source & SKS_SPK_SRC_USER) json_array_append_new(src, json_string("user"));
             if (h->source & SKS_SPK_SRC_SPIKE) json_array_append_new(src, json_string("spike"));
             if (h->source & SKS_SPK_SRC_FROB) json_array_append_new(src, json_string("frobenius"));
@@ -98,23 +98,23 @@ static json_t *sks__json_summary(const sks_spikes_report *rep, const sks_model *
             json_object_set_new(jc, "source", src);
             json_object_set_new(jc, "eigenvalues", ev);
             json_object_set_new(jc, "s_star", ss);
-            json_object_set_new(jc, "frobenius", sks__jnum(h->frobenius));
-            json_object_set_new(jc, "trace", sks__jnum(h->trace));
-            json_object_set_new(jc, "dominance", sks__jnum(h->dominance));
-            json_object_set_new(jc, "energy_fraction", sks__jnum(h->energy_fraction));
+            json_object_set_new(jc, "frobenius", sks_json_num(h->frobenius));
+            json_object_set_new(jc, "trace", sks_json_num(h->trace));
+            json_object_set_new(jc, "dominance", sks_json_num(h->dominance));
+            json_object_set_new(jc, "energy_fraction", sks_json_num(h->energy_fraction));
             json_object_set_new(jc, "token", json_integer(h->token));
-            json_object_set_new(jc, "cos_x_s", sks__jnum(h->cos_x_s));
-            json_object_set_new(jc, "quad_pred", sks__jnum(h->quad_pred));
-            json_object_set_new(jc, "rank1_pred", sks__jnum(h->rank1_pred));
-            json_object_set_new(jc, "true_out", sks__jnum(h->true_out));
-            json_object_set_new(jc, "silu_regime", sks__jnum(h->silu_regime));
-            json_object_set_new(jc, "cos_x0_s", sks__jnum(h->cos_x0_s));
+            json_object_set_new(jc, "cos_x_s", sks_json_num(h->cos_x_s));
+            json_object_set_new(jc, "quad_pred", sks_json_num(h->quad_pred));
+            json_object_set_new(jc, "rank1_pred", sks_json_num(h->rank1_pred));
+            json_object_set_new(jc, "true_out", sks_json_num(h->true_out));
+            json_object_set_new(jc, "silu_regime", sks_json_num(h->silu_regime));
+            json_object_set_new(jc, "cos_x0_s", sks_json_num(h->cos_x0_s));
             json_object_set_new(jc, "converged", json_boolean(h->converged));
             json_array_append_new(chs, jc);
         }
         json_object_set_new(jl, "channels", chs);
-        json_object_set_new(jl, "seconds_screen", json_real(L->seconds_screen));
-        json_object_set_new(jl, "seconds_eigs", json_real(L->seconds_eigs));
+        json_object_set_new(jl, "seconds_screen", sks_json_num(L->seconds_screen));
+        json_object_set_new(jl, "seconds_eigs", sks_json_num(L->seconds_eigs));
         json_array_append_new(layers, jl);
     }
     json_object_set_new(root, "layers", layers);
@@ -424,6 +424,7 @@ int sks_cmd_spikes(int argc, char **argv) {
     sks_dist_parts_remove(&parts);
     if (json) {
         json_t *j = sks__json_summary(&rep, m);
+        sks_json_add_nonfinite(j);
         char *txt = json_dumps(j, JSON_COMPACT);
         if (txt) {
             fputs(txt, stdout);

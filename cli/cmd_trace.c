@@ -1,6 +1,7 @@
 /* cmd_trace.c - `sinkscope trace MODEL`: residual-stream lifecycle, spike channels and
  * measured attention sinks (SPEC section 2); msgpack result plus a JSON summary. */
 #include "cli.h"
+#include "../analysis/sks_out.h"
 #include "../analysis/sks_trace.h"
 #include "../loaders/sks_tokenizer.h"
 
@@ -123,9 +124,9 @@ static void sks__print_json(const sks_trace_result *r, const sks_trace_opts *o) 
         json_object_set_new(e, "block", json_integer(k->block));
         json_object_set_new(e, "kind", json_string(sks_block_kind_name(k->kind)));
         json_object_set_new(e, "layer", json_integer(k->layer));
-        json_object_set_new(e, "max_abs", json_real(k->max_abs));
-        json_object_set_new(e, "median_abs", json_real(k->median_abs));
-        json_object_set_new(e, "spike_score", json_real(k->spike_score));
+        json_object_set_new(e, "max_abs", sks_json_num(k->max_abs));
+        json_object_set_new(e, "median_abs", sks_json_num(k->median_abs));
+        json_object_set_new(e, "spike_score", sks_json_num(k->spike_score));
         json_object_set_new(e, "top_token", json_integer(k->top_token));
         json_object_set_new(e, "top_channel", json_integer(k->top_channel));
         json_array_append_new(blocks, e);
@@ -146,7 +147,7 @@ static void sks__print_json(const sks_trace_result *r, const sks_trace_opts *o) 
         json_object_set_new(e, "step_down", sks__blocks_json(lc->down_blocks, lc->n_down));
         json_object_set_new(e, "main_step_up", json_integer(lc->main_up));
         json_object_set_new(e, "plateau", json_pack("[ii]", lc->plateau_first, lc->plateau_last));
-        json_object_set_new(e, "peak_abs", json_real(lc->peak_abs));
+        json_object_set_new(e, "peak_abs", sks_json_num(lc->peak_abs));
         json_array_append_new(lcs, e);
     }
     json_object_set_new(root, "lifecycle", lcs);
@@ -155,16 +156,17 @@ static void sks__print_json(const sks_trace_result *r, const sks_trace_opts *o) 
         json_t *row = json_array();
         for (int h = 0; h < r->n_heads; h++) {
             double v = r->alpha[((size_t)l * r->n_heads + h) * r->n_alpha];
-            json_array_append_new(row, json_real(v));
+            json_array_append_new(row, sks_json_num(v));
             if (v > o->eps) json_array_append_new(sinks, json_pack("[ii]", l, h));
         }
         json_array_append_new(a0, row);
     }
     json_object_set_new(root, "alpha0", a0);
     json_object_set_new(root, "sink_heads", sinks);
-    json_object_set_new(root, "sink_ratio", json_real(r->sink_ratio));
+    json_object_set_new(root, "sink_ratio", sks_json_num(r->sink_ratio));
     json_object_set_new(root, "n_prompts", json_integer(r->n_prompts));
     json_object_set_new(root, "n_tokens", json_integer(r->n_tokens));
+    sks_json_add_nonfinite(root);
     json_dumpf(root, stdout, JSON_INDENT(1) | JSON_REAL_PRECISION(10));
     fputc('\n', stdout);
     json_decref(root);

@@ -1,5 +1,6 @@
 /* cmd_vocab_sweep.c - `sinkscope vocab-sweep`: every token alone at position 0. */
 #include "cli.h"
+#include "../analysis/sks_out.h"
 #include "../dist/sks_dist.h"
 #include "../analysis/sks_trace.h"
 #include "../analysis/sks_vocab.h"
@@ -323,11 +324,11 @@ int sks_cmd_vocab_sweep(int argc, char **argv) {
         json_object_set_new(j, "medians_from", json_string(ref_source));
         json_object_set_new(j, "n_tokens", json_integer(r->n_tokens));
         json_object_set_new(j, "n_spike", json_integer(r->n_spike));
-        json_object_set_new(j, "spike_fraction", json_real(r->spike_fraction));
-        json_object_set_new(j, "ratio", json_real(vo.ratio));
-        json_object_set_new(j, "abs", json_real(vo.abs_thresh));
+        json_object_set_new(j, "spike_fraction", sks_json_num(r->spike_fraction));
+        json_object_set_new(j, "ratio", sks_json_num(vo.ratio));
+        json_object_set_new(j, "abs", sks_json_num(vo.abs_thresh));
         json_object_set_new(j, "top_channel", json_integer(r->top_channel));
-        for (int b = 0; b < r->n_blocks; b++) json_array_append_new(tm, json_real(r->typical_median[b]));
+        for (int b = 0; b < r->n_blocks; b++) json_array_append_new(tm, sks_json_num(r->typical_median[b]));
         json_object_set_new(j, "typical_median", tm);
         /* exceptions with their pieces and ratios (ids ascending; r->ids too) */
         int k = 0;
@@ -338,12 +339,13 @@ int sks_cmd_vocab_sweep(int argc, char **argv) {
             const char *pc = tok ? sks_tokenizer_piece(tok, id) : NULL;
             json_object_set_new(je, "id", json_integer(id));
             json_object_set_new(je, "piece", pc ? json_string(pc) : json_null());
-            if (k < r->n_tokens && r->ids[k] == id && isfinite(r->ratio[k]))
-                json_object_set_new(je, "ratio", json_real(r->ratio[k]));
+            if (k < r->n_tokens && r->ids[k] == id)
+                json_object_set_new(je, "ratio", sks_json_num(r->ratio[k]));
             json_array_append_new(ex, je);
         }
         json_object_set_new(j, "exceptions", ex);
-        json_object_set_new(j, "seconds", json_real(r->seconds));
+        json_object_set_new(j, "seconds", sks_json_num(r->seconds));
+        sks_json_add_nonfinite(j);
         char *txt = json_dumps(j, JSON_COMPACT);
         if (txt) {
             fputs(txt, stdout);

@@ -38,6 +38,8 @@ static void sks__usage(FILE *f) {
     fprintf(f,
             "\nMODEL is a Hugging Face directory (config.json + safetensors, sharded or not),\n"
             "a .safetensors file, a .gguf file or a llama2.c .bin checkpoint.\n"
+            "Weights with NaN or Inf stop every command with the tensor's name; add\n"
+            "--allow-nonfinite to analyse anyway (the affected tensors are listed in every output).\n"
             "Start with:  sinkscope demo -o demo-out\n");
 }
 
@@ -62,7 +64,21 @@ int main(int argc, char **argv) {
             static const char *const split[] = {"spikes", "vocab-sweep", "sinks", "analyze"};
             int aware = 0;
             for (size_t k = 0; k < sizeof split / sizeof split[0]; k++) aware |= !strcmp(argv[1], split[k]);
+            /* --allow-nonfinite is understood by every command (loaders/nonfinite.c) */
+            int n = 1;
+            for (int k = 1; k < argc; k++) {
+                if (k > 1 && !strcmp(argv[k], "--allow-nonfinite")) sks_nonfinite_allow(1);
+                else argv[n++] = argv[k];
+            }
+            argc = n;
+            argv[argc] = NULL;
             int rc = aware || sks_dist_rank() == 0 ? sks__cmds[i].fn(argc - 1, argv + 1) : 0;
+            for (int k = 0; k < sks_nonfinite_n_tensors() && sks_dist_rank() == 0; k++) {
+                uint64_t cnt, tot;
+                const char *name = sks_nonfinite_tensor(k, &cnt, &tot);
+                fprintf(stderr, "sinkscope %s: warning: analysed with %llu NaN/Inf of %llu weights in %s\n", argv[1],
+                        (unsigned long long)cnt, (unsigned long long)tot, name);
+            }
             sks_dist_finalize();
             return rc;
         }

@@ -28,6 +28,7 @@ const char *sks_strerror(int err) {
     case SKS_ENOCONV: return "no convergence";
     case SKS_EINTERNAL: return "internal error";
     case SKS_ECONFIG: return "inconsistent configuration";
+    case SKS_ENONFINITE: return "non-finite value (NaN or Inf)";
     default: return "unknown error";
     }
 }
@@ -49,6 +50,7 @@ const char *sks_err_name(int err) {
     case SKS_ENOCONV: return "SKS_ENOCONV";
     case SKS_EINTERNAL: return "SKS_EINTERNAL";
     case SKS_ECONFIG: return "SKS_ECONFIG";
+    case SKS_ENONFINITE: return "SKS_ENONFINITE";
     default: return "SKS_E?";
     }
 }

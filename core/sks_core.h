@@ -31,7 +31,8 @@ enum {
     SKS_ELAPACK = -11,     /* LAPACK reported failure */
     SKS_ENOCONV = -12,     /* an iterative method did not converge */
     SKS_EINTERNAL = -13,   /* a bug: an invariant did not hold */
-    SKS_ECONFIG = -14      /* config.json contradicts the tensors or itself */
+    SKS_ECONFIG = -14,     /* config.json contradicts the tensors or itself */
+    SKS_ENONFINITE = -15   /* NaN or Inf in the weights or the activations */
 };
 
 /* Short human description of an error code ("malformed file"). */

@@ -151,9 +151,11 @@ static int sks__rayleigh_ritz(sks__ctx *cx, sks__prob *p, int knew) {
     lapack_int mfound = 0;
     /* eigenvectors into the tmp buffer (k, k) first, then sorted columns into Z */
     double *Zu = cx->tmp;
+    int rc = sks_lapack_input_check("eigs: Rayleigh-Ritz projection", cx->Hc, (size_t)k * (size_t)k);
+    if (rc) return rc;
     lapack_int info = LAPACKE_dsyevr(LAPACK_ROW_MAJOR, 'V', 'A', 'U', k, cx->Hc, k, 0.0, 0.0, 0, 0, 0.0, &mfound,
                                      cx->w, Zu, k, cx->isuppz);
-    if (info < 0) return sks_fail(SKS_EINTERNAL, "eigs: dsyevr argument %d illegal", (int)-info);
+    if (info < 0) return sks_fail(SKS_EINTERNAL, "eigs: internal error (dsyevr rejected argument %d)", (int)-info);
     if (info > 0) return sks_fail(SKS_ELAPACK, "eigs: dsyevr failed on the %d x %d projection (info %d)", k, k, (int)info);
     sks__sort_abs(k, cx->w, cx->order);
     for (int c = 0; c < k; c++) {
@@ -475,10 +477,11 @@ int sks_eig_dense(int n, const double *A, double *evals, double *Z) {
         goto out;
     }
     memcpy(a, A, nn * sizeof *a);
+    if ((rc = sks_lapack_input_check("sks_eig_dense", a, nn))) goto out;
     lapack_int m = 0;
     lapack_int info = LAPACKE_dsyevr(LAPACK_ROW_MAJOR, Z ? 'V' : 'N', 'A', 'U', n, a, n, 0.0, 0.0, 0, 0, 0.0, &m, w,
                                      Z ? z : a, n, isuppz);
-    if (info < 0) { rc = sks_fail(SKS_EINTERNAL, "sks_eig_dense: dsyevr argument %d illegal", (int)-info); goto out; }
+    if (info < 0) { rc = sks_fail(SKS_EINTERNAL, "sks_eig_dense: internal error (dsyevr rejected argument %d)", (int)-info); goto out; }
     if (info > 0) { rc = sks_fail(SKS_ELAPACK, "sks_eig_dense: dsyevr failed (info %d)", (int)info); goto out; }
     sks__sort_abs(n, w, order);
     for (int c = 0; c < n; c++) {

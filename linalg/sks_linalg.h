@@ -180,6 +180,11 @@ uint64_t sks_quadform_top_eigs_bytes(int d, int f, int m, int r, int block, int 
 
 /* ---- SVD and subspaces (subspace.c) ----------------------------------------------- */
 
+/* Every LAPACK call checks its input first: 0, or SKS_ENONFINITE with "<what>: NaN or
+ * Inf in the input" when one of the n values is not finite. LAPACKE would otherwise
+ * answer "argument 5 illegal", which says nothing to a user. */
+int sks_lapack_input_check(const char *what, const double *a, size_t n);
+
 /* Thin SVD of X (m, n) f64: s (min(m,n)) descending, Vt (min(m,n), n) right singular
  * vectors as rows (may be NULL), U (m, min(m,n)) (may be NULL). */
 int sks_svd(int m, int n, const double *X, double *s, double *U, double *Vt);

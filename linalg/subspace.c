@@ -12,6 +12,12 @@
 
 #include "sks_linalg.h"
 
+int sks_lapack_input_check(const char *what, const double *a, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(a[i])) return sks_fail(SKS_ENONFINITE, "%s: NaN or Inf in the input (entry %zu of %zu)", what, i, n);
+    return 0;
+}
+
 /* Thin SVD X = U diag(s) Vt with LAPACKE_dgesdd (divide and conquer), jobz 'S' when any
  * vectors are wanted, 'N' otherwise. X is copied: dgesdd destroys its input. */
 int sks_svd(int m, int n, const double *X, double *s, double *U, double *Vt) {
@@ -27,6 +33,7 @@ int sks_svd(int m, int n, const double *X, double *s, double *U, double *Vt) {
     int rc = 0;
     if (!A) { rc = sks_fail(SKS_ENOMEM, "sks_svd: %d x %d copy", m, n); goto out; }
     memcpy(A, X, mn * sizeof *A);
+    if ((rc = sks_lapack_input_check("sks_svd", A, mn))) goto out;
     if (want) {
         Ut = U ? U : sks_malloc_n((size_t)m * (size_t)k, sizeof *Ut);
         Vtt = Vt ? Vt : sks_malloc_n((size_t)k * (size_t)n, sizeof *Vtt);
@@ -35,7 +42,7 @@ int sks_svd(int m, int n, const double *X, double *s, double *U, double *Vt) {
     /* With jobz 'N', U and Vt are not referenced but LAPACKE still checks ldu and ldvt. */
     lapack_int info = LAPACKE_dgesdd(LAPACK_ROW_MAJOR, want ? 'S' : 'N', m, n, A, n, s,
                                      want ? Ut : NULL, k, want ? Vtt : NULL, n);
-    if (info < 0) rc = sks_fail(SKS_EINTERNAL, "sks_svd: dgesdd argument %d illegal", (int)-info);
+    if (info < 0) rc = sks_fail(SKS_EINTERNAL, "sks_svd: internal error (dgesdd rejected argument %d)", (int)-info);
     else if (info > 0) rc = sks_fail(SKS_ELAPACK, "sks_svd: dgesdd did not converge (info %d)", (int)info);
 out:
     if (Ut && Ut != U) free(Ut);

@@ -6,6 +6,7 @@
  * Q4_0: blocks of 32 values: f16 scale d, then 16 bytes; byte j holds element j in its
  *       low nibble and element j+16 in its high nibble; x = d * (nibble - 8).
  */
+#include "formats_internal.h"
 #include "sks_model.h"
 
 #include <math.h>
@@ -152,6 +153,12 @@ static int sks__row_span(const sks_tensor *t, int64_t row0, int64_t nrows, int64
 }
 
 int sks_tensor_rows_f32(const sks_tensor *t, int64_t row0, int64_t nrows, float *out) {
+    int rc = sks__tensor_rows_f32_unchecked(t, row0, nrows, out);
+    if (rc) return rc;
+    return sks__nonfinite_check(t, out, (size_t)nrows * (size_t)sks_tensor_cols(t));
+}
+
+int sks__tensor_rows_f32_unchecked(const sks_tensor *t, int64_t row0, int64_t nrows, float *out) {
     int64_t c;
     size_t rb;
     int rc = sks__row_span(t, row0, nrows, &c, &rb);

@@ -87,4 +87,10 @@ int sks__config_load(const char *path, sks_arch *a);
 /* Validate a llama2.c v0 image and fill a (no tensors). */
 int sks__llama2c_parse(const void *buf, size_t len, const char *path, sks_arch *a, int *shared_classifier);
 
+/* nonfinite.c / dtype.c: the row conversion without the non-finite check, the count of
+ * NaN/Inf among n floats, and the check itself (0, or SKS_ENONFINITE unless allowed). */
+int sks__tensor_rows_f32_unchecked(const sks_tensor *t, int64_t row0, int64_t nrows, float *out);
+size_t sks__count_nonfinite(const float *x, size_t n);
+int sks__nonfinite_check(const sks_tensor *t, const float *out, size_t n);
+
 #endif

@@ -84,6 +84,20 @@ int sks_tensor_rows_f32(const sks_tensor *t, int64_t row0, int64_t nrows, float 
 /* Same for f64 (exact for every supported dtype). */
 int sks_tensor_rows_f64(const sks_tensor *t, int64_t row0, int64_t nrows, double *out);
 
+/* Non-finite weights. Every conversion above counts the NaN/Inf values it produced
+ * (one pass over the converted rows). On the first one found in a tensor, the whole
+ * tensor is counted and, by default, the conversion fails with SKS_ENONFINITE and a
+ * message naming the tensor and the count. With sks_nonfinite_allow(1) (the CLI's
+ * --allow-nonfinite) the conversion succeeds and the tensor is recorded: every output
+ * lists the recorded tensors. The policy and the record are process-wide. */
+void sks_nonfinite_allow(int allow);
+int sks_nonfinite_allowed(void);
+/* Recorded tensors: how many, and the i-th name (valid until sks_nonfinite_reset) with
+ * its count of non-finite values. */
+int sks_nonfinite_n_tensors(void);
+const char *sks_nonfinite_tensor(int i, uint64_t *count, uint64_t *total);
+void sks_nonfinite_reset(void);
+
 /* Row conversion kernels (fast) and their scalar reference twins used in tests. */
 void sks_bf16_to_f32(const uint16_t *in, float *out, size_t n);
 void sks_bf16_to_f32_ref(const uint16_t *in, float *out, size_t n);

@@ -6,6 +6,10 @@
 
 #include "sks_test.h"
 #include "loaders/sks_model.h"
+#include "analysis/sks_out.h"
+#include "linalg/sks_linalg.h"
+
+#include <jansson.h>
 
 static void test_checked_math(void **state) {
     (void)state;
@@ -156,6 +160,65 @@ static void test_select_median(void **state) {
     assert_true(isnan(sks_median_f32(NULL, 0)));
 }
 
+/* A bf16 NaN (0xFFFF, what a run of 0xFF bytes becomes) is caught on conversion with the
+ * tensor's name and the count over the whole tensor, not only the converted rows; with
+ * the policy relaxed the conversion succeeds and the tensor is recorded once. */
+static void test_nonfinite_weights(void **state) {
+    (void)state;
+    uint16_t w[3 * 4];
+    for (int i = 0; i < 12; i++) w[i] = sks_f32_to_bf16(0.25f * (float)(i - 6));
+    w[9] = 0xFFFF;  /* row 2: NaN */
+    w[11] = 0x7F80; /* row 2: +Inf */
+    sks_tensor t = {.name = "layers.0.w", .dtype = SKS_DT_BF16, .ndim = 2, .shape = {3, 4}, .data = w, .nbytes = 24};
+    float out[12];
+    sks_nonfinite_reset();
+    sks_nonfinite_allow(0);
+    assert_int_equal(sks_tensor_rows_f32(&t, 0, 2, out), 0); /* rows 0-1 are finite */
+    assert_int_equal(sks_tensor_rows_f32(&t, 2, 1, out), SKS_ENONFINITE);
+    assert_non_null(strstr(sks_last_error(), "layers.0.w: 2 of 12 weights are NaN or Inf"));
+    double d64[12];
+    assert_int_equal(sks_tensor_rows_f64(&t, 0, 3, d64), SKS_ENONFINITE);
+    assert_int_equal(sks_nonfinite_n_tensors(), 0);
+    sks_nonfinite_allow(1);
+    assert_int_equal(sks_tensor_rows_f32(&t, 0, 3, out), 0);
+    assert_int_equal(sks_tensor_rows_f32(&t, 2, 1, out), 0);
+    assert_true(isnan(out[1]) && isinf(out[3]));
+    assert_int_equal(sks_nonfinite_n_tensors(), 1);
+    uint64_t cnt = 0, tot = 0;
+    assert_string_equal(sks_nonfinite_tensor(0, &cnt, &tot), "layers.0.w");
+    assert_true(cnt == 2 && tot == 12);
+    sks_nonfinite_allow(0);
+    sks_nonfinite_reset();
+    assert_int_equal(sks_nonfinite_n_tensors(), 0);
+}
+
+/* JSON keeps the length of an array with NaN/Inf entries: null in their places. */
+static void test_json_null(void **state) {
+    (void)state;
+    json_t *a = json_array();
+    const double v[4] = {1.5, NAN, INFINITY, -INFINITY};
+    for (int i = 0; i < 4; i++) json_array_append_new(a, sks_json_num(v[i]));
+    assert_int_equal(json_array_size(a), 4);
+    char *s = json_dumps(a, JSON_COMPACT);
+    assert_string_equal(s, "[1.5,null,null,null]");
+    free(s);
+    json_decref(a);
+}
+
+/* LAPACK never sees NaN: the wrappers answer SKS_ENONFINITE naming the caller, not
+ * "argument 5 illegal". */
+static void test_lapack_nonfinite(void **state) {
+    (void)state;
+    double X[6] = {1, 2, 3, 4, NAN, 6}, s[2], ev[2];
+    assert_int_equal(sks_svd(2, 3, X, s, NULL, NULL), SKS_ENONFINITE);
+    assert_non_null(strstr(sks_last_error(), "sks_svd: NaN or Inf"));
+    assert_null(strstr(sks_last_error(), "illegal"));
+    double A[4] = {1, INFINITY, INFINITY, 1};
+    assert_int_equal(sks_eig_dense(2, A, ev, NULL), SKS_ENONFINITE);
+    X[4] = 5;
+    assert_int_equal(sks_svd(2, 3, X, s, NULL, NULL), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_checked_math),
@@ -164,6 +227,9 @@ int main(void) {
         cmocka_unit_test(test_q8_q4_blocks),
         cmocka_unit_test(test_memory_model_validate),
         cmocka_unit_test(test_select_median),
+        cmocka_unit_test(test_nonfinite_weights),
+        cmocka_unit_test(test_json_null),
+        cmocka_unit_test(test_lapack_nonfinite),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
