@@ -37,9 +37,9 @@ int sks_sinks_pred_parse(const char *name) {
 void sks_sinks_opts_default(sks_sinks_opts *o) {
     memset(o, 0, sizeof *o);
     o->eps = 0.3;
-    o->abs_thresh = 100.0;
-    o->ratio = 1000.0;
-    o->min_blocks = 3;
+    sks_spike_rule r;
+    sks_spike_rule_default(&r);
+    sks_spike_rule_unpack(&r, &o->outlier, &o->abs_thresh, &o->ratio, &o->min_blocks);
     o->rank_frac = 0.99;
     o->first_as_sink = 0;
     o->main_pred = SKS_PRED_MARGIN_ROPE;
@@ -329,6 +329,7 @@ typedef struct {
     float *kpre, *kpost;          /* (L, maxT, kw) */
     double *alpha0_p;             /* (L, H) */
     float *absbuf;                /* (maxT * d) */
+    float *peakbuf;               /* (d) channel peaks */
     int *run, *best;              /* (maxT * d) consecutive-hit runs of (t, c) */
     double *hitsum;               /* (maxT * d) signed h over hit blocks */
     int *hitcnt;                  /* (maxT * d) */
@@ -338,8 +339,8 @@ static int sks__on_residual(void *ud, int block, const float *h, int T, int d) {
     sks__pass *p = ud;
     size_t n = (size_t)T * (size_t)d;
     double med = sks__median_abs(h, n, p->absbuf);
-    double thr = p->o->ratio * med;
-    if (thr < p->o->abs_thresh) thr = p->o->abs_thresh;
+    const sks_spike_rule rule = {p->o->outlier, p->o->abs_thresh, p->o->ratio, p->o->min_blocks};
+    double thr = sks_spike_rule_threshold(&rule, med, p->o->outlier > 0 ? sks_channel_peak_median(h, T, d, p->peakbuf) : 0);
     (void)block;
     for (size_t i = 0; i < n; i++) {
         if (fabsf(h[i]) >= thr) {
@@ -376,9 +377,7 @@ static int sks__on_qk(void *ud, int layer, const float *q_pre, const float *k_pr
 
 static int sks__on_attn_probs(void *ud, int layer, int head, const float *A, int T) {
     sks__pass *p = ud;
-    double s = 0.0;
-    for (int i = 0; i < T; i++) s += A[(size_t)i * T];
-    p->alpha0_p[(size_t)layer * p->H + head] = s / T; /* alpha_0 = sum_{i>=0} A[i,0] / (T - 0) */
+    p->alpha0_p[(size_t)layer * p->H + head] = sks_alpha_j(A, T, 0);
     return 0;
 }
 
@@ -701,6 +700,9 @@ int sks_sinks_run(const sks_model *m, int n_prompts, const int32_t *const *promp
     const int L = a->n_layers, d = a->d_model, H = a->n_heads, Hkv = a->n_kv_heads, dh = a->head_dim;
     if (L <= 0 || d <= 0 || H <= 0 || Hkv <= 0 || dh <= 0 || H % Hkv)
         return sks_fail(SKS_EARG, "sinks: bad architecture");
+    const sks_spike_rule rule = {o->outlier, o->abs_thresh, o->ratio, o->min_blocks};
+    int rrc = sks_spike_rule_check(&rule);
+    if (rrc) return rrc;
     if (o->min_blocks < 1 || !(o->rank_frac > 0.0 && o->rank_frac <= 1.0) || o->main_pred < 0 ||
         o->main_pred >= SKS_PRED_COUNT)
         return sks_fail(SKS_EARG, "sinks: bad options");
@@ -750,6 +752,7 @@ int sks_sinks_run(const sks_model *m, int n_prompts, const int32_t *const *promp
     P.kpost = sks_malloc_n(Ltk, sizeof(float));
     P.alpha0_p = sks_calloc_n((size_t)LH, sizeof(double));
     P.absbuf = sks_malloc_n(Td, sizeof(float));
+    P.peakbuf = sks_malloc_n((size_t)d, sizeof(float));
     P.run = sks_malloc_n(Td, sizeof(int));
     P.best = sks_malloc_n(Td, sizeof(int));
     P.hitsum = sks_malloc_n(Td, sizeof(double));
@@ -778,7 +781,7 @@ int sks_sinks_run(const sks_model *m, int n_prompts, const int32_t *const *promp
     r->prompt0_spike_tokens = sks_malloc_n((size_t)maxT, sizeof(int));
     r->layer_done = sks_calloc_n((size_t)L, 1);
     r->layer_sinks = sks_calloc_n((size_t)L * (size_t)n_prompts, sizeof(int));
-    if (!P.x || !P.qpre || !P.qpost || !P.kpre || !P.kpost || !P.alpha0_p || !P.absbuf || !P.run || !P.best ||
+    if (!P.x || !P.qpre || !P.qpost || !P.kpre || !P.kpost || !P.alpha0_p || !P.absbuf || !P.peakbuf || !P.run || !P.best ||
         !P.hitsum || !P.hitcnt || !Gq || !qsum || !qsumsq || !qn || !Gk || !kn || !msum_r || !msum_n || !mcnt_r ||
         !mcnt_n || !alpha_sum || !chsum || !chcnt || !nonspike_usum || !nonspike_n || !dbuf || !spike || !sink_k ||
         !sink_x || !ns_x || !r->n_spike_tokens || !r->prompt0_spike_tokens || !r->layer_done || !r->layer_sinks) {
@@ -1154,6 +1157,7 @@ done:
     free(P.kpost);
     free(P.alpha0_p);
     free(P.absbuf);
+    free(P.peakbuf);
     free(P.run);
     free(P.best);
     free(P.hitsum);
@@ -1202,8 +1206,9 @@ done:
 /* ---- output ------------------------------------------------------------------------------ */
 
 static void sks__write_params(sks_out *w, const sks_sinks_opts *o) {
-    sks_out_map(w, 9);
+    sks_out_map(w, 10);
     sks_out_kf64(w, "eps", o->eps);
+    sks_out_kf64(w, "outlier", o->outlier);
     sks_out_kf64(w, "abs", o->abs_thresh);
     sks_out_kf64(w, "ratio", o->ratio);
     sks_out_kint(w, "min_blocks", o->min_blocks);

@@ -39,6 +39,7 @@
 #define SKS_SINKS_H
 
 #include "../loaders/sks_model.h"
+#include "sks_rule.h"
 #include "sks_split.h"
 
 #ifdef __cplusplus
@@ -62,9 +63,10 @@ int sks_sinks_pred_parse(const char *name);
 
 typedef struct {
     double eps;          /* sink head when alpha_0 > eps (default 0.3) */
-    double abs_thresh;   /* spike rule: |h| >= abs (default 100) */
-    double ratio;        /* spike rule: |h| >= ratio * median (default 1000) */
+    double abs_thresh;   /* spike rule (sks_rule.h): |h| >= abs (default 0) */
+    double ratio;        /* spike rule: |h| >= ratio * median (default 0) */
     int min_blocks;      /* spike rule: consecutive blocks (default 3) */
+    double outlier;      /* spike rule: |h| >= outlier * median channel peak (default 20) */
     double rank_frac;    /* effective-rank energy fraction (default 0.99) */
     int first_as_sink;   /* 1: position 0 always counts as a spike token (models without
                             spikes); default 0 */

@@ -164,9 +164,8 @@ int sks_spikes_layer_split(sks_spikes *s, int layer, const int *ch, const int *s
  * (layer, channel, token) triples, sorted by (layer, channel). */
 int sks_spikes_select_from_trace(const sks_trace_result *tr, int **layers, int **channels, int **tokens, int *n);
 
-/* Trace thresholds of the default spike search (docs/spikes.md): abs 50, ratio 100,
- * min_blocks 3. Small trained models carry massive activations of a few hundred at
- * 150-300x the block median, below the paper's 100 / 1000 for 7B models. */
+/* Trace options of the default spike search: the one spike rule (sks_rule.h), as every
+ * command. */
 void sks_spikes_trace_opts_default(sks_trace_opts *o);
 
 /* The default selection in one call: trace the prompt (tokens, T) with to (NULL: the

@@ -2,8 +2,9 @@
  *
  * Per block b (0 = embeddings, 2l+1 after attention of layer l, 2l+2 after its FFN):
  * max |h|, median |h| over all (t, c), the top-k (t, c, value) entries, the spike score
- * max/median. Spike channel: |h_b[t,c]| >= ratio * median_b and >= abs for some t in at
- * least min_blocks consecutive blocks; spike token: such a t. Lifecycle per (spike
+ * max/median. Spike channel: |h_b[t,c]| above the spike rule (sks_rule.h: outlier x the
+ * median channel peak, ratio x median_b, abs) for some t in at least min_blocks
+ * consecutive blocks; spike token: such a t. Lifecycle per (spike
  * token, spike channel): step-up blocks = blocks whose increase |h_b| - |h_{b-1}| is at
  * least step_frac of the largest increase (main = argmax), step-down blocks likewise
  * for decreases after the main step-up. Attention: alpha_j = sum_{i>=j} A[i,j] / (T-j)
@@ -14,15 +15,17 @@
 #define SKS_TRACE_H
 
 #include "../loaders/sks_model.h"
+#include "sks_rule.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 typedef struct {
-    double abs_thresh;   /* --abs, default 100 */
-    double ratio;        /* --ratio, default 1000 */
+    double abs_thresh;   /* --abs, default 0 (sks_spike_rule_default) */
+    double ratio;        /* --ratio, default 0 */
     int min_blocks;      /* --min-blocks, default 3 */
+    double outlier;      /* --outlier, default 20 */
     int topk;            /* top entries kept per block, default 8 */
     double step_frac;    /* default 0.25 */
     double eps;          /* --eps, sink threshold on alpha_0, default 0.3 */
@@ -46,6 +49,8 @@ typedef struct {
     int block, kind, layer;
     double max_abs, median_abs, spike_score;
     int top_token, top_channel;
+    double peak_median;  /* median over channels of max_t |h_b[t, c]| */
+    double threshold;    /* the spike rule's threshold in this block */
     int n_top;
     sks_trace_entry *top; /* (n_top), by descending |value| */
 } sks_trace_block;
@@ -84,7 +89,14 @@ typedef struct {
     double *sink_ratio_per_prompt;/* (n_prompts) percent */
     int lifecycles_truncated;     /* 1 when more qualified pairs existed than were kept */
     float *residual;              /* (n_blocks, n_tokens, d) h_b of prompt 0, only with keep_residual */
+    /* the channel closest to the rule (sks_spike_rule_closest), also when some pass */
+    int closest_channel, closest_block;
+    double closest_frac;          /* >= 1: passes */
 } sks_trace_result;
+
+/* The spike rule of trace options, and back. */
+void sks_trace_opts_rule(const sks_trace_opts *o, sks_spike_rule *r);
+void sks_trace_opts_set_rule(sks_trace_opts *o, const sks_spike_rule *r);
 
 /* Run the forward pass over n_prompts token sequences and collect the statistics. */
 int sks_trace_run(const sks_model *m, int n_prompts, const int32_t *const *prompts, const int *lens,

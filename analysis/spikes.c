@@ -935,12 +935,7 @@ int sks_spikes_select_from_trace(const sks_trace_result *tr, int **layers, int *
     return 0;
 }
 
-void sks_spikes_trace_opts_default(sks_trace_opts *o) {
-    sks_trace_opts_default(o);
-    o->abs_thresh = 50;
-    o->ratio = 100;
-    o->min_blocks = 3;
-}
+void sks_spikes_trace_opts_default(sks_trace_opts *o) { sks_trace_opts_default(o); /* the one spike rule */ }
 
 int sks_spikes_default_selection(const sks_model *m, const int32_t *tokens, int T, const sks_trace_opts *to,
                                  sks_trace_result **tr_out, int **layers, int **channels, int **toks, int *n) {

@@ -33,10 +33,21 @@
  * first); a trace with silly thresholds would otherwise qualify every pair. */
 #define SKS__MAX_LIFECYCLES 4096
 
+void sks_trace_opts_rule(const sks_trace_opts *o, sks_spike_rule *r) {
+    r->outlier = o->outlier;
+    r->abs_thresh = o->abs_thresh;
+    r->ratio = o->ratio;
+    r->min_blocks = o->min_blocks;
+}
+
+void sks_trace_opts_set_rule(sks_trace_opts *o, const sks_spike_rule *r) {
+    sks_spike_rule_unpack(r, &o->outlier, &o->abs_thresh, &o->ratio, &o->min_blocks);
+}
+
 void sks_trace_opts_default(sks_trace_opts *o) {
-    o->abs_thresh = 100;
-    o->ratio = 1000;
-    o->min_blocks = 3;
+    sks_spike_rule r;
+    sks_spike_rule_default(&r);
+    sks_trace_opts_set_rule(o, &r);
     o->topk = 8;
     o->step_frac = 0.25;
     o->eps = 0.3;
@@ -64,6 +75,7 @@ typedef struct {
     int pass;                 /* 1 or 2 on prompt 0; 0 on other prompts */
     sks_trace_result *r;
     float *absbuf;            /* (T d) |h| copy for the median */
+    float *peakbuf;           /* (d) channel peaks for their median */
     uint16_t *run;            /* (T d) current run length */
     uint8_t *qual;            /* (T d) qualified pairs */
     int n_pairs;
@@ -119,9 +131,12 @@ static int sks__on_residual(void *ud, int b, const float *h, int T, int d) {
     blk->top_channel = top[0].channel;
     blk->median_abs = sks_median_f32(s->absbuf, n);
     blk->spike_score = blk->median_abs > 0 ? blk->max_abs / blk->median_abs : INFINITY;
-    /* runs of consecutive blocks above max(ratio * median, abs) */
-    double thr = o->ratio * blk->median_abs;
-    if (o->abs_thresh > thr) thr = o->abs_thresh;
+    memcpy(s->peakbuf, cm, (size_t)d * sizeof *cm);
+    blk->peak_median = sks_median_f32(s->peakbuf, (size_t)d);
+    /* runs of consecutive blocks above the spike rule */
+    sks_spike_rule rule;
+    sks_trace_opts_rule(o, &rule);
+    double thr = blk->threshold = sks_spike_rule_threshold(&rule, blk->median_abs, blk->peak_median);
     for (size_t i = 0; i < n; i++) {
         if ((double)fabsf(h[i]) >= thr) {
             if (s->run[i] < UINT16_MAX) s->run[i]++;
@@ -137,9 +152,7 @@ static int sks__on_probs(void *ud, int l, int head, const float *A, int T) {
     sks__tstate *s = ud;
     int na = s->o->n_alpha;
     for (int j = 0; j < na && j < T; j++) {
-        double sum = 0;
-        for (int i = j; i < T; i++) sum += A[(size_t)i * T + j];
-        double alpha = sum / (double)(T - j);
+        double alpha = sks_alpha_j(A, T, j);
         s->alpha_sum[((size_t)l * s->H + head) * na + j] += alpha;
         if (j == 0 && alpha > s->o->eps) s->sinks_this_prompt++;
     }
@@ -217,6 +230,7 @@ void sks_trace_result_free(sks_trace_result *r) {
 
 static void sks__tstate_free(sks__tstate *s) {
     free(s->absbuf);
+    free(s->peakbuf);
     free(s->run);
     free(s->qual);
     free(s->pair_t);
@@ -231,11 +245,12 @@ int sks_trace_run(const sks_model *m, int n_prompts, const int32_t *const *promp
     *out = NULL;
     if (!m || n_prompts < 1 || !prompts || !lens || !o)
         return sks_fail(SKS_EARG, "trace: need a model and at least one prompt");
-    if (o->topk < 1 || o->min_blocks < 1 || o->n_alpha < 1 || !(o->ratio >= 0) || !(o->abs_thresh >= 0) ||
-        !(o->step_frac > 0 && o->step_frac <= 1) || !(o->eps >= 0))
-        return sks_fail(SKS_EARG,
-                        "trace: bad options (need topk >= 1, min_blocks >= 1, n_alpha >= 1, ratio >= 0, "
-                        "abs >= 0, 0 < step_frac <= 1, eps >= 0)");
+    sks_spike_rule rule;
+    sks_trace_opts_rule(o, &rule);
+    int rrc = sks_spike_rule_check(&rule);
+    if (rrc) return rrc;
+    if (o->topk < 1 || o->n_alpha < 1 || !(o->step_frac > 0 && o->step_frac <= 1) || !(o->eps >= 0))
+        return sks_fail(SKS_EARG, "trace: bad options (need topk >= 1, n_alpha >= 1, 0 < step_frac <= 1, eps >= 0)");
     const sks_arch *a = sks_model_arch(m);
     int max_T = 0;
     for (int p = 0; p < n_prompts; p++) {
@@ -269,12 +284,13 @@ int sks_trace_run(const sks_model *m, int n_prompts, const int32_t *const *promp
     s.T = T0;
     s.r = r;
     s.absbuf = sks_malloc_n((size_t)T0 * (size_t)d, sizeof(float));
+    s.peakbuf = sks_malloc_n((size_t)d, sizeof(float));
     s.run = sks_calloc_n((size_t)T0 * (size_t)d, sizeof(uint16_t));
     s.qual = sks_calloc_n((size_t)T0 * (size_t)d, 1);
     s.alpha_sum = sks_calloc_n((size_t)L * (size_t)H * (size_t)na, sizeof(double));
     s.alpha_cnt = sks_calloc_n((size_t)na, sizeof(int));
     if (!r->blocks || !r->channel_max || !r->alpha || !r->tokens || !r->prompt_lens || !r->sink_ratio_per_prompt ||
-        !s.absbuf || !s.run || !s.qual || !s.alpha_sum || !s.alpha_cnt) {
+        !s.absbuf || !s.peakbuf || !s.run || !s.qual || !s.alpha_sum || !s.alpha_cnt) {
         rc = sks_fail(SKS_ENOMEM, "trace: out of memory for %d tokens x %d channels", T0, d);
         goto done;
     }
@@ -314,6 +330,19 @@ int sks_trace_run(const sks_model *m, int n_prompts, const int32_t *const *promp
     for (size_t i = 0; i < (size_t)L * H; i++)
         for (int j = 0; j < na; j++)
             r->alpha[i * na + j] = s.alpha_cnt[j] ? s.alpha_sum[i * na + j] / s.alpha_cnt[j] : NAN;
+
+    /* the channel closest to the rule, for "nothing passed: channel c reached x of it" */
+    {
+        double *thr = sks_malloc_n((size_t)nb, sizeof *thr);
+        if (!thr) {
+            rc = sks_fail(SKS_ENOMEM, "trace: out of memory");
+            goto done;
+        }
+        for (int b = 0; b < nb; b++) thr[b] = r->blocks[b].threshold;
+        sks_spike_rule_closest(&rule, nb, d, r->channel_max, thr, &r->closest_channel, &r->closest_frac,
+                               &r->closest_block);
+        free(thr);
+    }
 
     /* spike channels, tokens, qualified pairs */
     {
@@ -439,13 +468,14 @@ int sks_trace_write(const sks_trace_result *r, const sks_model *m, const sks_tra
     if (!r || !m || !o || !path) return sks_fail(SKS_EARG, "trace: nothing to write");
     sks_out w;
     sks_out_init(&w);
-    sks_out_map(&w, r->residual ? 15 : 14);
+    sks_out_map(&w, r->residual ? 16 : 15);
     sks_out_kstr(&w, "schema", "sinkscope.trace/1");
     sks_out_str(&w, "model");
     sks_out_model(&w, m);
 
     sks_out_str(&w, "params");
-    sks_out_map(&w, 10);
+    sks_out_map(&w, 11);
+    sks_out_kf64(&w, "outlier", o->outlier);
     sks_out_kf64(&w, "abs", o->abs_thresh);
     sks_out_kf64(&w, "ratio", o->ratio);
     sks_out_kint(&w, "min_blocks", o->min_blocks);
@@ -468,13 +498,15 @@ int sks_trace_write(const sks_trace_result *r, const sks_model *m, const sks_tra
     sks_out_array(&w, (size_t)r->n_blocks);
     for (int b = 0; b < r->n_blocks; b++) {
         const sks_trace_block *k = &r->blocks[b];
-        sks_out_map(&w, 9);
+        sks_out_map(&w, 11);
         sks_out_kint(&w, "block", k->block);
         sks_out_kstr(&w, "kind", sks_block_kind_name(k->kind));
         sks_out_kint(&w, "layer", k->layer);
         sks_out_kf64(&w, "max_abs", k->max_abs);
         sks_out_kf64(&w, "median_abs", k->median_abs);
         sks_out_kf64(&w, "spike_score", k->spike_score);
+        sks_out_kf64(&w, "peak_median", k->peak_median);
+        sks_out_kf64(&w, "threshold", k->threshold);
         sks_out_kint(&w, "top_token", k->top_token);
         sks_out_kint(&w, "top_channel", k->top_channel);
         sks_out_str(&w, "top");
@@ -515,6 +547,11 @@ int sks_trace_write(const sks_trace_result *r, const sks_model *m, const sks_tra
         sks_out_f32_array(&w, lc->values, 1, shp);
     }
     sks_out_kbool(&w, "lifecycles_truncated", r->lifecycles_truncated);
+    sks_out_str(&w, "closest");
+    sks_out_map(&w, 3);
+    sks_out_kint(&w, "channel", r->closest_channel);
+    sks_out_kint(&w, "first_block", r->closest_block);
+    sks_out_kf64(&w, "fraction_of_threshold", r->closest_frac);
 
     sks_out_str(&w, "alpha");
     shp[0] = r->n_layers;

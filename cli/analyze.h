@@ -24,9 +24,10 @@ typedef struct {
     int sample;             /* vocab-sweep tokens: 0 = auto (all when V <= 8192, else
                                4096), -1 = all, N = a sample of N */
     double eps;             /* sink head when alpha_0 > eps (default 0.3) */
-    double abs_thresh;      /* massive activation: |h| >= abs (default 100) */
-    double ratio;           /* and >= ratio x block median (default 1000) */
+    double abs_thresh;      /* spike rule (analysis/sks_rule.h): |h| >= abs (default 0) */
+    double ratio;           /* and >= ratio x block median (default 0) */
     int min_blocks;         /* consecutive blocks for a spike channel (default 3) */
+    double outlier;         /* and >= outlier x median channel peak (default 20) */
     int no_plots;           /* 1: msgpack + JSON only */
     int quiet;              /* 1: no progress lines */
     int json;               /* 1: print summary.json to stdout at the end */

@@ -6,6 +6,8 @@
 #ifndef SKS_CLI_H
 #define SKS_CLI_H
 
+#include "../analysis/sks_rule.h"
+#include "../analysis/sks_trace.h"
 #include "../loaders/sks_model.h"
 
 #include <stdio.h>
@@ -46,6 +48,23 @@ int sks_cli_parse_int(const char *opt, const char *s, long lo, long hi, long *ou
 int sks_cli_parse_double(const char *opt, const char *s, double *out);
 /* Parse "123", "512M", "4G", "1.5GiB" (powers of 1024) into bytes. */
 int sks_cli_parse_bytes(const char *opt, const char *s, uint64_t *out);
+/* The spike-rule options of trace, spikes, sinks and analyze (analysis/sks_rule.h):
+ * --outlier X, --abs X, --ratio X, --min-blocks N. Returns 1 when a is one of them: the
+ * value v is parsed into r (on a bad value the message is printed and *usage set), and
+ * the option is noted in *given; 0 when a is another option. */
+int sks_cli_rule_option(const char *cmd, const char *a, const char *v, sks_spike_rule *r, unsigned *given,
+                        int *usage);
+/* Their --help lines (one text for every command). */
+extern const char sks_cli_rule_help[];
+/* After the option loop: --abs or --ratio without --outlier is the fixed-threshold rule
+ * of the paper (outlier off); returns 2 (and prints why) when the rule is invalid. */
+int sks_cli_rule_finish(const char *cmd, sks_spike_rule *r, unsigned given);
+
+/* The findings of a trace on the terminal (cli/findings.c): the rule, each spike channel
+ * with its peak, ratio to the block median and step-up/step-down blocks (or the channel
+ * that came closest), and the sink heads. */
+void sks_cli_print_trace_findings(FILE *f, const sks_trace_result *r, const sks_trace_opts *o);
+
 /* Install a progress hook that draws "stage [####    ] 12/40 eta 3s" on stderr when
  * stderr is a terminal, and plain lines every few seconds otherwise. quiet disables. */
 void sks_cli_progress_install(int quiet);

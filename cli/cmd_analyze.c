@@ -15,6 +15,7 @@
 #include "../dist/sks_dist.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <spawn.h>
 #include <stdlib.h>
@@ -34,31 +35,13 @@
 
 extern char **environ;
 
-/* Built-in prompts when the model has a tokenizer and no --prompt is given: varied
- * English prose and technical text with delimiters, each cut at SKS__PROMPT_T tokens. */
-#define SKS__PROMPT_T 64
-#define SKS__N_DEFAULT_PROMPTS 4
-static const char *const sks__default_texts[SKS__N_DEFAULT_PROMPTS] = {
-    "Once upon a time, there was a little girl named Lily. She loved to play outside in the sun. "
-    "One day, she saw a big red ball in the park. She ran to it and kicked it as far as she could. "
-    "Her friend Tom laughed and ran after the ball.",
-    "The compiler reads the source file, splits it into tokens, and builds a syntax tree. Each function "
-    "is then lowered to an intermediate form, optimized, and finally translated into machine code. "
-    "Errors are reported with the file name and the line number.",
-    "In the morning the market opens early. Farmers bring apples, bread and cheese; the baker sells warm "
-    "rolls. By noon the square is full of people talking, buying and selling, and the church bell rings "
-    "twelve times.\nIn the evening everything is quiet again.",
-    "Attention lets every position of a sequence look at the positions before it. A head computes "
-    "queries and keys, compares them with a dot product, and turns the scores into weights with a "
-    "softmax. The weights then average the values.",
-};
 
 void sks_cli_analyze_opts_default(sks_cli_analyze_opts *o) {
     memset(o, 0, sizeof *o);
     o->eps = 0.3;
-    o->abs_thresh = 100.0;
-    o->ratio = 1000.0;
-    o->min_blocks = 3;
+    sks_spike_rule r;
+    sks_spike_rule_default(&r);
+    sks_spike_rule_unpack(&r, &o->outlier, &o->abs_thresh, &o->ratio, &o->min_blocks);
     o->seed = 1;
 }
 
@@ -226,7 +209,9 @@ static int sks__read_lines(const char *path, char ***lines, int *n) {
 static int sks__make_prompts(const sks_model *m, const sks_tokenizer *tok, const sks_cli_analyze_opts *o,
                              sks__prompts *p) {
     const sks_arch *a = sks_model_arch(m);
-    int maxT = a->max_seq > 0 && a->max_seq < SKS__PROMPT_T ? a->max_seq : SKS__PROMPT_T;
+    int n_builtin;
+    const char *const *builtin = sks_default_prompt_texts(&n_builtin);
+    int maxT = a->max_seq > 0 && a->max_seq < SKS_DEFAULT_PROMPT_T ? a->max_seq : SKS_DEFAULT_PROMPT_T;
     int rc;
     if (o->tokens) {
         int32_t *ids;
@@ -253,12 +238,12 @@ static int sks__make_prompts(const sks_model *m, const sks_tokenizer *tok, const
     }
     if (o->prompt || o->prompts_file || tok) {
         char **lines = NULL;
-        int n_text = o->prompt ? 1 : SKS__N_DEFAULT_PROMPTS;
+        int n_text = o->prompt ? 1 : n_builtin;
         if (!o->prompt && o->prompts_file && (rc = sks__read_lines(o->prompts_file, &lines, &n_text))) return rc;
         const char *what = o->prompt ? "--prompt" : o->prompts_file ? o->prompts_file : "built-in texts";
         if (!(rc = sks__prompts_alloc(p, n_text))) {
             for (int i = 0; i < n_text && !rc; i++) {
-                const char *text = o->prompt ? o->prompt : lines ? lines[i] : sks__default_texts[i];
+                const char *text = o->prompt ? o->prompt : lines ? lines[i] : builtin[i];
                 if (!tok) {
                     rc = sks_fail(SKS_ENOTFOUND, "%s: the model has no tokenizer (use --tokens or --tokenizer)", what);
                     break;
@@ -281,7 +266,7 @@ static int sks__make_prompts(const sks_model *m, const sks_tokenizer *tok, const
         return rc;
     }
     /* No tokenizer: BOS then pseudo-random ids, a different stream per prompt. */
-    if ((rc = sks__prompts_alloc(p, SKS__N_DEFAULT_PROMPTS))) return rc;
+    if ((rc = sks__prompts_alloc(p, n_builtin))) return rc;
     for (int i = 0; i < p->n; i++) {
         p->ids[i] = sks_malloc_n((size_t)maxT, sizeof(int32_t));
         if (!p->ids[i]) return sks_fail(SKS_ENOMEM, "analyze: prompts");
@@ -328,6 +313,7 @@ static int sks__stage_trace(sks__run *R, int n_stages) {
     R->to.abs_thresh = R->o->abs_thresh;
     R->to.ratio = R->o->ratio;
     R->to.min_blocks = R->o->min_blocks;
+    R->to.outlier = R->o->outlier;
     R->to.eps = R->o->eps;
     char detail[128];
     int64_t ntok = 0;
@@ -456,8 +442,10 @@ static int sks__vocab_sample(int opt, int V) {
 static int sks__stage_vocab(sks__run *R, int n_stages) {
     const sks_arch *a = sks_model_arch(R->m);
     sks_vocab_opts_default(&R->vo);
-    R->vo.ratio = R->o->ratio;
-    R->vo.abs_thresh = R->o->abs_thresh;
+    if (!(R->o->outlier > 0)) { /* the fixed-threshold rule; else the sweep's own (docs/spikes.md) */
+        R->vo.ratio = R->o->ratio;
+        R->vo.abs_thresh = R->o->abs_thresh;
+    }
     R->vo.sample = sks__vocab_sample(R->o->sample, a->vocab_size);
     R->vo.seed = R->o->seed;
     int n = R->vo.sample ? R->vo.sample : a->vocab_size;
@@ -492,6 +480,7 @@ static int sks__stage_sinks(sks__run *R, int n_stages) {
     R->sio.abs_thresh = R->o->abs_thresh;
     R->sio.ratio = R->o->ratio;
     R->sio.min_blocks = R->o->min_blocks;
+    R->sio.outlier = R->o->outlier;
     /* A model without massive activations still has a first token: let it stand in as
      * the sink token so that the geometry is defined (recorded in params.first_as_sink). */
     R->sio.first_as_sink = R->tr->n_spike_tokens == 0;
@@ -686,6 +675,7 @@ static int sks__write_summary(sks__run *R, int print) {
     json_t *root = json_object(), *set = json_object(), *tim = json_object(), *files = json_array();
     json_object_set_new(root, "schema", json_string("sinkscope.summary/1"));
     json_object_set_new(root, "model", sks__summary_model(R->m));
+    json_object_set_new(set, "outlier", sks_json_num(R->o->outlier));
     json_object_set_new(set, "abs", sks_json_num(R->o->abs_thresh));
     json_object_set_new(set, "ratio", sks_json_num(R->o->ratio));
     json_object_set_new(set, "min_blocks", json_integer(R->o->min_blocks));
@@ -782,11 +772,17 @@ static int sks__find_notebooks(char *out, size_t cap) {
     return SKS_ENOTFOUND;
 }
 
-/* Run argv with its stdout sent to our stderr (stdout is for --json); exit status or -1. */
+/* Run argv with its stdout sent to our stderr (stdout is for --json), or with -q both to
+ * /dev/null (a failure is still reported by its exit status); exit status or -1. */
 static int sks__spawn(char *const argv[]) {
     posix_spawn_file_actions_t fa;
     if (posix_spawn_file_actions_init(&fa)) return -1;
-    posix_spawn_file_actions_adddup2(&fa, 2, 1);
+    if (sks__quiet) {
+        posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+        posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    } else {
+        posix_spawn_file_actions_adddup2(&fa, 2, 1);
+    }
     pid_t pid;
     fflush(stdout);
     fflush(stderr);
@@ -855,6 +851,32 @@ static int sks__plots(sks__run *R) {
     return 0;
 }
 
+/* ---- findings on the terminal ---------------------------------------------------------- */
+
+/* What the four stages found: the trace's spike channels and sinks, lambda*, dominance
+ * and cos(x, s*) of each analysed spike channel, the vocabulary spike fraction. */
+static void sks__print_findings(FILE *f, const sks__run *R) {
+    if (R->tr) sks_cli_print_trace_findings(f, R->tr, &R->to);
+    for (int i = 0; i < R->spk.n_layers; i++) {
+        const sks_spikes_layer_result *L = &R->spk.layers[i];
+        for (int k = 0; k < L->n_channels; k++) {
+            const sks_spike_channel *c = &L->channels[k];
+            if (!(c->source & SKS_SPK_SRC_SPIKE)) continue;
+            fprintf(f, "  S_%d at layer %d: lambda* %.3g, dominance %.2f, energy %.2f", c->channel, L->layer,
+                    c->eigenvalues[0], c->dominance, c->energy_fraction);
+            if (isfinite(c->cos_x_s))
+                fprintf(f, ", cos(x, s*) %.2f at token %d, x^T S x %.1f vs true %.1f", c->cos_x_s, c->token,
+                        c->quad_pred, c->true_out);
+            fprintf(f, "\n");
+        }
+    }
+    if (R->vr)
+        fprintf(f, "vocabulary: %d of %d tokens (%.1f%%) spike alone at position 0 (ratio >= %g x the typical median)%s",
+                R->vr->n_spike, R->vr->n_tokens, 100.0 * R->vr->spike_fraction, R->vo.ratio,
+                R->vr->top_channel >= 0 ? ", mostly in channel " : "\n");
+    if (R->vr && R->vr->top_channel >= 0) fprintf(f, "%d\n", R->vr->top_channel);
+}
+
 /* ---- the pipeline ----------------------------------------------------------------------- */
 
 static void sks__run_free(sks__run *R) {
@@ -868,11 +890,8 @@ static void sks__run_free(sks__run *R) {
 
 static int sks__validate(const sks_cli_analyze_opts *o) {
     if (!(o->eps >= 0.0 && o->eps <= 1.0)) return sks_fail(SKS_EARG, "--eps: %g is outside [0, 1]", o->eps);
-    if (!(o->ratio > 0.0) || isinf(o->ratio)) return sks_fail(SKS_EARG, "--ratio: must be positive and finite");
-    if (!(o->abs_thresh >= 0.0) || isinf(o->abs_thresh))
-        return sks_fail(SKS_EARG, "--abs: must be >= 0 and finite");
-    if (o->min_blocks < 1) return sks_fail(SKS_EARG, "--min-blocks: must be >= 1");
-    return 0;
+    const sks_spike_rule rule = {o->outlier, o->abs_thresh, o->ratio, o->min_blocks};
+    return sks_spike_rule_check(&rule);
 }
 
 int sks_cli_analyze_run(const char *model_path, const char *outdir, const sks_cli_analyze_opts *o) {
@@ -924,6 +943,7 @@ int sks_cli_analyze_run(const char *model_path, const char *outdir, const sks_cl
         }
     }
     if ((rc = sks__make_prompts(m, R.tok, o, &R.pr))) goto out;
+    if ((rc = sks_prompts_check(m, R.pr.n, (const int32_t *const *)R.pr.ids, R.pr.lens, R.pr.source))) goto out;
     const int n_stages = 4;
     if ((rc = sks__stage_trace(&R, n_stages))) goto out;
     if ((rc = sks__stage_spikes(&R, n_stages))) goto out;
@@ -944,6 +964,7 @@ int sks_cli_analyze_run(const char *model_path, const char *outdir, const sks_cl
         int prc = sks__publish(partial, outdir);
         if (prc) rc = prc;
     }
+    if (!rc && !o->quiet && !o->json) sks__print_findings(stdout, &R);
     if (!rc && !o->quiet)
         fprintf(stderr, "analyze: done in %.1f s: %s/summary.json%s\n",
                 R.t_trace + R.t_spikes + R.t_vocab + R.t_sinks + R.t_plots, outdir,
@@ -968,7 +989,7 @@ static void sks__usage(FILE *f) {
             "with numpy, matplotlib and msgpack: scripts/install-deps.sh).\n"
             "\n"
             "options:\n"
-            "  -o, --out DIR      output folder (created if needed; the run writes DIR.partial\n"
+            "  -o, --output DIR   output folder (created if needed; the run writes DIR.partial\n"
             "                     and moves its files into DIR once complete, so a failed run\n"
             "                     leaves DIR as it was)\n"
             "  --prompt TEXT      input text (needs the model's tokenizer); default: four built-in\n"
@@ -998,14 +1019,20 @@ int sks_cmd_analyze(int argc, char **argv) {
     sks_cli_analyze_opts_default(&o);
     const char *model = NULL, *out = NULL;
     int rc = 0;
+    sks_spike_rule rule = {o.outlier, o.abs_thresh, o.ratio, o.min_blocks};
+    unsigned rule_given = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
 #define SKS__NEED() SKS_CLI_TAKE("analyze", a, v, i)
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+        int usage = 0;
+        if (sks_cli_rule_option("analyze", a, v, &rule, &rule_given, &usage)) {
+            if (usage) return 2;
+            i++;
+        } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             sks__usage(stdout);
             return 0;
-        } else if (!strcmp(a, "-o") || !strcmp(a, "--out")) {
+        } else if (!strcmp(a, "-o") || !strcmp(a, "--output") || !strcmp(a, "--out")) {
             SKS__NEED();
             out = v;
         } else if (!strcmp(a, "--prompt")) {
@@ -1028,17 +1055,6 @@ int sks_cmd_analyze(int argc, char **argv) {
         } else if (!strcmp(a, "--eps")) {
             SKS__NEED();
             if ((rc = sks_cli_parse_double("--eps", v, &o.eps))) return sks_cli_fail("analyze", rc) + 1;
-        } else if (!strcmp(a, "--abs")) {
-            SKS__NEED();
-            if ((rc = sks_cli_parse_double("--abs", v, &o.abs_thresh))) return sks_cli_fail("analyze", rc) + 1;
-        } else if (!strcmp(a, "--ratio")) {
-            SKS__NEED();
-            if ((rc = sks_cli_parse_double("--ratio", v, &o.ratio))) return sks_cli_fail("analyze", rc) + 1;
-        } else if (!strcmp(a, "--min-blocks")) {
-            long n;
-            SKS__NEED();
-            if ((rc = sks_cli_parse_int("--min-blocks", v, 1, 1000, &n))) return sks_cli_fail("analyze", rc) + 1;
-            o.min_blocks = (int)n;
         } else if (!strcmp(a, "--seed")) {
             long n;
             SKS__NEED();
@@ -1063,10 +1079,12 @@ int sks_cmd_analyze(int argc, char **argv) {
 #undef SKS__NEED
     }
     if (!model || !out) {
-        fprintf(stderr, "sinkscope analyze: %s\n", !model ? "MODEL is required" : "-o DIR is required");
-        sks__usage(stderr);
+        fprintf(stderr, "sinkscope analyze: %s (see sinkscope analyze --help)\n",
+                !model ? "MODEL is required" : "-o DIR is required");
         return 2;
     }
+    if (sks_cli_rule_finish("analyze", &rule, rule_given)) return 2;
+    sks_spike_rule_unpack(&rule, &o.outlier, &o.abs_thresh, &o.ratio, &o.min_blocks);
     if ((rc = sks__validate(&o))) return sks_cli_fail("analyze", rc) + 1;
     sks_cli_progress_install(o.quiet);
     rc = sks_cli_analyze_run(model, out, &o);

@@ -189,7 +189,7 @@ int sks_cmd_demo(int argc, char **argv) {
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             sks__demo_help(stdout);
             return 0;
-        } else if ((!strcmp(a, "-o") || !strcmp(a, "--out")) && more) {
+        } else if ((!strcmp(a, "-o") || !strcmp(a, "--output") || !strcmp(a, "--out")) && more) {
             D.outdir = argv[++i];
         } else if (!strcmp(a, "--preset") && more) {
             D.preset = argv[++i];

@@ -12,19 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Built-in texts when the model has a tokenizer, each cut at SKS__SINKS_T tokens. */
-#define SKS__SINKS_T 64
-#define SKS__SINKS_N_TEXTS 4
-static const char *const sks__sinks_texts[SKS__SINKS_N_TEXTS] = {
-    "Once upon a time, there was a little girl named Lily. She loved to play outside in the sun. "
-    "One day, she saw a big red ball in the park. She ran to it and kicked it as far as she could.",
-    "The compiler reads the source file, splits it into tokens, and builds a syntax tree. Each function "
-    "is then lowered to an intermediate form, optimized, and finally translated into machine code.",
-    "In the morning the market opens early. Farmers bring apples, bread and cheese; the baker sells warm "
-    "rolls.\nBy noon the square is full of people talking, buying and selling.",
-    "Attention lets every position of a sequence look at the positions before it. A head computes "
-    "queries and keys, compares them with a dot product, and turns the scores into weights.",
-};
 
 static void sks__sinks_help(FILE *f) {
     fprintf(f,
@@ -44,11 +31,9 @@ static void sks__sinks_help(FILE *f) {
             "  --tokenizer PATH     tokenizer file (default: found beside the model)\n"
             "  --seed N             seed of the pseudo-random default ids (default 1)\n"
             "options:\n"
-            "  -o, --out FILE       msgpack result (schema sinkscope.sinks/1), required\n"
+            "  -o, --output FILE    msgpack result (schema sinkscope.sinks/1), required\n"
             "  --eps X              sink head when alpha_0 > X (default 0.3)\n"
-            "  --abs X              spike rule: |h| >= X (default 100)\n"
-            "  --ratio X            spike rule: |h| >= X * block median (default 1000)\n"
-            "  --min-blocks N       spike rule: in N consecutive blocks (default 3)\n"
+            "  --outlier X, --abs X, --ratio X, --min-blocks N   the spike rule (below)\n"
             "  --sink-token MODE    auto (default): spike tokens, or position 0 when no prompt has\n"
             "                       one; spike: spike tokens only; first: spike tokens and position 0\n"
             "  --rank-by NAME       predictor that ranks the heads: alignment, energy, signed_proj,\n"
@@ -59,8 +44,10 @@ static void sks__sinks_help(FILE *f) {
             "  --json               print a JSON summary on stdout\n"
             "  -q, --quiet          no progress\n"
             "  -h, --help           this text\n\n"
+            "%s\n"
             "example:\n"
-            "  sinkscope sinks model-dir --abs 50 --ratio 100 -o sinks.msgpack --kv-map kv.json\n");
+            "  sinkscope sinks model-dir -o sinks.msgpack --kv-map kv.json\n",
+            sks_cli_rule_help);
 }
 
 typedef struct {
@@ -170,15 +157,20 @@ int sks_cmd_sinks(int argc, char **argv) {
     long seed = 1;
     sks_sinks_opts o;
     sks_sinks_opts_default(&o);
+    sks_spike_rule rule = {o.outlier, o.abs_thresh, o.ratio, o.min_blocks};
+    unsigned rule_given = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
 #define SKS__NEED() SKS_CLI_TAKE("sinks", a, v, i)
-        long lv;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+        int usage = 0;
+        if (sks_cli_rule_option("sinks", a, v, &rule, &rule_given, &usage)) {
+            if (usage) return 2;
+            i++;
+        } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             sks__sinks_help(stdout);
             return 0;
-        } else if (!strcmp(a, "-o") || !strcmp(a, "--out")) {
+        } else if (!strcmp(a, "-o") || !strcmp(a, "--output") || !strcmp(a, "--out")) {
             SKS__NEED();
             out = v;
         } else if (!strcmp(a, "--kv-map")) {
@@ -205,16 +197,6 @@ int sks_cmd_sinks(int argc, char **argv) {
         } else if (!strcmp(a, "--eps")) {
             SKS__NEED();
             if ((rc = sks_cli_parse_double(a, v, &o.eps))) return sks_cli_fail("sinks", rc) + 1;
-        } else if (!strcmp(a, "--abs")) {
-            SKS__NEED();
-            if ((rc = sks_cli_parse_double(a, v, &o.abs_thresh))) return sks_cli_fail("sinks", rc) + 1;
-        } else if (!strcmp(a, "--ratio")) {
-            SKS__NEED();
-            if ((rc = sks_cli_parse_double(a, v, &o.ratio))) return sks_cli_fail("sinks", rc) + 1;
-        } else if (!strcmp(a, "--min-blocks")) {
-            SKS__NEED();
-            if ((rc = sks_cli_parse_int(a, v, 1, 1000000, &lv))) return sks_cli_fail("sinks", rc) + 1;
-            o.min_blocks = (int)lv;
         } else if (!strcmp(a, "--sink-token")) {
             SKS__NEED();
             if (strcmp(v, "auto") && strcmp(v, "spike") && strcmp(v, "first")) {
@@ -268,8 +250,10 @@ int sks_cmd_sinks(int argc, char **argv) {
         fprintf(stderr, "sinkscope sinks: give at most one of --prompt, --prompts, --tokens, --tokens-file\n");
         return 2;
     }
-    if (!(o.eps > 0.0 && o.eps < 1.0) || !(o.ratio > 0.0) || !(o.abs_thresh >= 0.0)) {
-        fprintf(stderr, "sinkscope sinks: --eps must be in (0, 1), --ratio > 0, --abs >= 0\n");
+    if (sks_cli_rule_finish("sinks", &rule, rule_given)) return 2;
+    sks_spike_rule_unpack(&rule, &o.outlier, &o.abs_thresh, &o.ratio, &o.min_blocks);
+    if (!(o.eps > 0.0 && o.eps < 1.0)) {
+        fprintf(stderr, "sinkscope sinks: --eps must be in (0, 1)\n");
         return 2;
     }
     /* Under mpirun every rank reads the model and the prompts and runs the forward passes;
@@ -283,10 +267,10 @@ int sks_cmd_sinks(int argc, char **argv) {
     sks__seqs S = {0};
     sks_sinks_result *r = NULL;
     char *text = NULL;
-    const sks_arch *arch = NULL;
+
     const char *source = NULL;
     if ((rc = sks_model_open(model_path, &m))) goto ready;
-    arch = sks_model_arch(m);
+
     if (tokens || tokens_file) {
         if (tokens_file && !(text = sks__read_text(tokens_file))) {
             rc = SKS_EIO;
@@ -316,25 +300,21 @@ int sks_cmd_sinks(int argc, char **argv) {
                 if ((rc = sks__encode(tok, line, 0, &S))) goto ready;
             }
             source = "--prompts";
-        } else if (tok) {
-            for (int i = 0; i < SKS__SINKS_N_TEXTS; i++)
-                if ((rc = sks__encode(tok, sks__sinks_texts[i], SKS__SINKS_T, &S))) goto ready;
-            source = "built-in texts";
-        } else {
-            int T = arch->max_seq > 0 && arch->max_seq < SKS__SINKS_T ? arch->max_seq : SKS__SINKS_T;
-            if (!quiet) fprintf(stderr, "sinks: no tokenizer (%s): using pseudo-random token ids\n", sks_last_error());
-            for (int i = 0; i < SKS__SINKS_N_TEXTS; i++) {
-                int32_t *ids = sks_malloc_n((size_t)T, sizeof *ids);
-                if (!ids) {
-                    rc = sks_fail(SKS_ENOMEM, "sinks: prompts");
-                    goto ready;
-                }
-                sks_trace_default_tokens(m, T, (uint64_t)seed + (uint64_t)i, ids);
-                if ((rc = sks__seqs_push(&S, ids, T))) goto ready;
+        } else { /* the one built-in prompt set (analysis/sks_rule.h) */
+            if (!tok && !quiet) fprintf(stderr, "sinks: no tokenizer (%s): using pseudo-random token ids\n", sks_last_error());
+            int32_t **pids = NULL;
+            int *plens = NULL, np = 0;
+            if ((rc = sks_default_prompts(m, tok, (uint64_t)seed, &pids, &plens, &np))) goto ready;
+            for (int i = 0; i < np && !rc; i++) {
+                rc = sks__seqs_push(&S, pids[i], plens[i]);
+                pids[i] = NULL;
             }
-            source = "pseudo-random ids (no tokenizer)";
+            sks_prompts_free(pids, plens, np);
+            if (rc) goto ready;
+            source = tok ? "built-in texts" : "pseudo-random ids (no tokenizer)";
         }
     }
+    if (S.n > 0 && (rc = sks_prompts_check(m, S.n, (const int32_t *const *)S.ids, S.lens, source))) goto ready;
     if (S.n == 0) {
         rc = sks_fail(SKS_EARG, "no input sequences");
         goto ready;

@@ -15,10 +15,6 @@
 #include <string.h>
 
 /* Built-in prompt when the model has a tokenizer and no --prompt/--tokens is given. */
-static const char *const sks__spikes_default_text =
-    "The quick brown fox jumps over the lazy dog. In the morning the market opens early; farmers bring "
-    "apples, bread and cheese. A compiler reads the source file, splits it into tokens, and builds a "
-    "syntax tree.\nEach function is then optimized and translated into machine code.";
 
 static void sks__spikes_help(FILE *f) {
     fprintf(f,
@@ -50,8 +46,8 @@ static void sks__spikes_help(FILE *f) {
             "  --tokens IDS        prompt as token ids, e.g. 1,450,3290\n"
             "  --token POS         spike token position for every channel (default: from the\n"
             "                      trace, else argmax_t |out_k|)\n"
-            "  --abs X --ratio X --min-blocks N   spike search thresholds (default 50, 100, 3:\n"
-            "                      small models spike at 150-300x the median, not 1000x)\n"
+            "  --outlier X, --abs X, --ratio X, --min-blocks N   the spike rule of the trace\n"
+            "                      (as for trace, sinks and analyze: sinkscope trace --help)\n"
             "  --tokenizer PATH    tokenizer file (default: found beside / inside MODEL)\n"
             "  --no-first-token-map, --no-delimiter   skip those parts\n"
             "  -o, --output FILE   msgpack result (schema sinkscope.spikes/1, docs/schema-spikes.md)\n"
@@ -130,12 +126,21 @@ int sks_cmd_spikes(int argc, char **argv) {
     sks_spikes_opts_default(&so);
     sks_trace_opts to;
     sks_spikes_trace_opts_default(&to);
+    sks_spike_rule rule;
+    sks_trace_opts_rule(&to, &rule);
+    unsigned rule_given = 0;
     long lv;
     double dv;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *nx = i + 1 < argc ? argv[i + 1] : NULL;
 #define SKS__NEED() SKS_CLI_TAKE("spikes", a, nx, i)
+        int usage = 0;
+        if (sks_cli_rule_option("spikes", a, nx, &rule, &rule_given, &usage)) {
+            if (usage) return 2;
+            i++;
+            continue;
+        }
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             sks__spikes_help(stdout);
             return 0;
@@ -196,18 +201,6 @@ int sks_cmd_spikes(int argc, char **argv) {
             SKS__NEED();
             if (sks_cli_parse_int(a, nx, 0, INT32_MAX, &lv)) return sks_cli_fail("spikes", SKS_EARG), 2;
             token_pos = (int)lv;
-        } else if (!strcmp(a, "--abs")) {
-            SKS__NEED();
-            if (sks_cli_parse_double(a, nx, &dv) || !(dv >= 0)) return sks_cli_fail("spikes", SKS_EARG), 2;
-            to.abs_thresh = dv;
-        } else if (!strcmp(a, "--ratio")) {
-            SKS__NEED();
-            if (sks_cli_parse_double(a, nx, &dv) || !(dv > 0)) return sks_cli_fail("spikes", SKS_EARG), 2;
-            to.ratio = dv;
-        } else if (!strcmp(a, "--min-blocks")) {
-            SKS__NEED();
-            if (sks_cli_parse_int(a, nx, 1, 100000, &lv)) return sks_cli_fail("spikes", SKS_EARG), 2;
-            to.min_blocks = (int)lv;
         } else if (!strcmp(a, "--tokenizer")) {
             SKS__NEED();
             tok_path = nx;
@@ -236,9 +229,12 @@ int sks_cmd_spikes(int argc, char **argv) {
 #undef SKS__NEED
     }
     if (!model_path || !out_path) {
-        sks__spikes_help(stderr);
+        fprintf(stderr, "sinkscope spikes: %s (see sinkscope spikes --help)\n",
+                !model_path ? "give a MODEL" : "give -o OUT.msgpack");
         return 2;
     }
+    if (sks_cli_rule_finish("spikes", &rule, rule_given)) return 2;
+    sks_trace_opts_set_rule(&to, &rule);
     if (channels_s && from_trace) {
         fprintf(stderr, "sinkscope spikes: --channels and --from-trace exclude each other\n");
         return 2;
@@ -276,27 +272,22 @@ int sks_cmd_spikes(int argc, char **argv) {
     }
     if (tokens_s) {
         if ((rc = sks_cli_parse_ids(tokens_s, &ids, &T))) goto fail;
-    } else if (tok) {
-        if ((rc = sks_tokenizer_encode(tok, prompt ? prompt : sks__spikes_default_text, 1, &ids, &T))) goto fail;
-    } else {
-        T = 64;
-        if (ar->max_seq > 0 && ar->max_seq < T) T = ar->max_seq;
-        ids = malloc((size_t)T * sizeof *ids);
-        if (!ids) {
-            rc = sks_fail(SKS_ENOMEM, "out of memory");
-            goto fail;
-        }
-        sks_trace_default_tokens(m, T, 1, ids);
+    } else if (prompt) {
+        if ((rc = sks_tokenizer_encode(tok, prompt, 1, &ids, &T))) goto fail;
+    } else { /* the first of the built-in prompts (analysis/sks_rule.h) */
+        int32_t **pids = NULL;
+        int *plens = NULL, np = 0;
+        if ((rc = sks_default_prompts(m, tok, 1, &pids, &plens, &np))) goto fail;
+        ids = pids[0];
+        T = plens[0];
+        pids[0] = NULL;
+        sks_prompts_free(pids, plens, np);
     }
-    if (T < 1) {
-        rc = sks_fail(SKS_EARG, "the prompt is empty");
-        goto fail;
-    }
-    for (int t = 0; t < T; t++)
-        if (ids[t] < 0 || ids[t] >= ar->vocab_size) {
-            rc = sks_fail(SKS_EARG, "--tokens: id %d outside the vocabulary (%d)", ids[t], ar->vocab_size);
+    {
+        const int32_t *const one[1] = {ids};
+        if ((rc = sks_prompts_check(m, 1, one, &T, tokens_s ? "--tokens" : prompt ? "--prompt" : "built-in prompt")))
             goto fail;
-        }
+    }
     if (token_pos >= T) {
         rc = sks_fail(SKS_EARG, "--token: %d is past the prompt (%d tokens)", token_pos, T);
         goto fail;

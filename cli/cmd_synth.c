@@ -31,9 +31,9 @@ static void sks__synth_help(FILE *f) {
             "  --seed S             random seed (default 1)\n"
             "  --dtype f32|bf16     tensor dtype in the files (default f32)\n"
             "  --max-shard-bytes N  shard above N bytes (default 5000000000, as transformers)\n"
-            "  -o DIR               output directory (created if needed)\n"
+            "  -o, --output DIR     output directory (created if needed)\n"
             "  --json               print a JSON summary on stdout\n"
-            "  --quiet              no progress bar\n\n"
+            "  -q, --quiet          no progress bar\n\n"
             "example:\n"
             "  sinkscope synth --preset tiny -o tiny-model && sinkscope trace tiny-model ...\n"
             "  sinkscope synth --preset llama2-7b --dtype bf16 -o /big/disk/synth-7b\n");
@@ -86,7 +86,7 @@ int sks_cmd_synth(int argc, char **argv) {
             preset = argv[++i];
         } else if (!strcmp(a, "--config") && more) {
             config = argv[++i];
-        } else if (!strcmp(a, "-o") && more) {
+        } else if ((!strcmp(a, "-o") || !strcmp(a, "--output")) && more) {
             outdir = argv[++i];
         } else if (!strcmp(a, "--dtype") && more) {
             dtype = argv[++i];
@@ -97,7 +97,7 @@ int sks_cmd_synth(int argc, char **argv) {
                 return sks_cli_fail("synth", SKS_EARG);
         } else if (!strcmp(a, "--json")) {
             json = 1;
-        } else if (!strcmp(a, "--quiet")) {
+        } else if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) {
             quiet = 1;
         } else {
             fprintf(stderr, "sinkscope synth: unknown option or missing value: %s (see sinkscope synth --help)\n", a);

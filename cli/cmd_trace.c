@@ -11,28 +11,19 @@
 #include <string.h>
 #include <sys/types.h>
 
-/* Used when no prompt option is given and the model has a tokenizer: ordinary English
- * prose, long enough (about 100 tokens with a 4096-piece vocabulary) for stable
- * medians and alpha_j. */
-static const char sks__default_prompt[] =
-    "The history of the river town is written in its bridges. The first was built of wood "
-    "in the spring after the great flood, and the second of stone, when the mill owners "
-    "needed a road to the railway. Children still cross it every morning on their way to "
-    "school, and in the evening the old men sit on its low wall and talk about the weather.";
-
-#define SKS__DEFAULT_T 64
 
 static void sks__trace_help(FILE *f) {
     fprintf(f,
             "usage: sinkscope trace MODEL [--prompt TEXT | --prompts FILE | --tokens IDS]\n"
-            "                             [-o OUT.msgpack] [--json] [--abs X] [--ratio X]\n"
-            "                             [--min-blocks N] [--eps X] [--topk N] [--step-frac X]\n"
-            "                             [--n-alpha N] [--residual] [--tokenizer PATH] [--quiet]\n\n"
+            "                             [-o OUT.msgpack] [--json] [--outlier X] [--abs X]\n"
+            "                             [--ratio X] [--min-blocks N] [--eps X] [--topk N]\n"
+            "                             [--step-frac X] [--n-alpha N] [--residual]\n"
+            "                             [--tokenizer PATH] [-q]\n\n"
             "Follow the residual stream h_b through the blocks (b = 0 embeddings, 2l+1 after the\n"
             "attention of layer l, 2l+2 after its FFN) and find massive activations: per block\n"
             "the largest |h|, where it sits (token, channel), the median |h| over all tokens and\n"
             "channels, and the spike score max/median. A (token, channel) pair is a spike when\n"
-            "|h_b| >= --ratio x median_b and >= --abs in at least --min-blocks consecutive blocks;\n"
+            "|h_b| is above the spike rule (below) in at least --min-blocks consecutive blocks;\n"
             "its channel is a spike channel and its token a spike token. For every spike the\n"
             "lifecycle says where it is born (step-up blocks: increases of |h| of at least\n"
             "--step-frac of the largest one), where it plateaus and where it is removed\n"
@@ -44,34 +35,31 @@ static void sks__trace_help(FILE *f) {
             "  --prompt TEXT      one prompt, encoded with the model's tokenizer (BOS first)\n"
             "  --prompts FILE     one prompt per line (empty lines skipped)\n"
             "  --tokens IDS       token ids, e.g. 1,374,742 (used as given)\n"
-            "  (none)             a built-in English paragraph, or %d deterministic pseudo-random\n"
-            "                     ids after BOS when the model has no tokenizer\n\n"
+            "  (none)             the built-in prompts (analysis/sks_rule.h, as every command),\n"
+            "                     each cut at %d tokens; without a tokenizer as many deterministic\n"
+            "                     pseudo-random prompts\n"
+            "  (prompts longer than the model's context are cut to it with a warning)\n\n"
             "output:\n"
             "  -o OUT.msgpack     the full result, schema sinkscope.trace/1 (docs/schema-trace.md)\n"
-            "  --json             a summary on stdout: blocks, spike_channels, spike_tokens,\n"
-            "                     lifecycle, alpha0 (layers x heads), sink_heads, sink_ratio\n"
+            "  --json             a summary on stdout instead of the findings: blocks,\n"
+            "                     spike_channels, spike_tokens, lifecycle, closest, alpha0\n"
+            "                     (layers x heads), sink_heads, sink_ratio\n"
             "  --residual         also store the whole residual stream of the first prompt,\n"
             "                     h_b for every block (f32, (2L+1) x T x d: large) in OUT\n"
-            "  (at least one of the two)\n\n"
-            "thresholds:\n"
-            "  --abs X            absolute floor for a massive activation (default 100)\n"
-            "  --ratio X          multiple of the block median (default 1000). Billion-parameter\n"
-            "                     models have spikes of 1e3-1e4x the median; small models\n"
-            "                     trained from scratch reach 100-400x, use e.g. --ratio 100 --abs 50\n"
-            "  --min-blocks N     consecutive blocks a spike must last (default 3); it separates\n"
-            "                     persistent spikes from one-block outliers\n"
+            "  (without either, the findings are printed and nothing is written)\n\n"
+            "%s"
             "  --step-frac X      step-up/down threshold as a fraction of the largest increase\n"
             "                     (default 0.25)\n"
             "  --eps X            sink head threshold on alpha_0 (default 0.3)\n"
             "  --topk N           largest entries kept per block (default 8)\n"
             "  --n-alpha N        alpha_j reported for j < N (default 4)\n"
             "  --tokenizer PATH   tokenizer file when it is not beside the model\n"
-            "  --quiet            no progress on stderr\n\n"
+            "  -q, --quiet        no progress and no findings\n\n"
             "examples:\n"
             "  sinkscope trace model-dir -o trace.msgpack --json\n"
-            "  sinkscope trace model-dir --prompts prompts.txt --ratio 100 --abs 50 -o t.msgpack\n"
+            "  sinkscope trace model-dir --prompts prompts.txt --abs 100 --ratio 1000 -o t.msgpack\n"
             "  sinkscope trace model.gguf --tokens 1,374,742,1029 --json | jq .lifecycle\n",
-            SKS__DEFAULT_T);
+            SKS_DEFAULT_PROMPT_T, sks_cli_rule_help);
 }
 
 /* Read FILE as one prompt per line; returns the number of prompts or < 0. */
@@ -151,6 +139,9 @@ static void sks__print_json(const sks_trace_result *r, const sks_trace_opts *o) 
         json_array_append_new(lcs, e);
     }
     json_object_set_new(root, "lifecycle", lcs);
+    json_object_set_new(root, "closest", json_pack("{s:i,s:i,s:o}", "channel", r->closest_channel, "first_block",
+                                                   r->closest_block, "fraction_of_threshold",
+                                                   sks_json_num(r->closest_frac)));
     json_t *a0 = json_array(), *sinks = json_array();
     for (int l = 0; l < r->n_layers; l++) {
         json_t *row = json_array();
@@ -178,16 +169,23 @@ int sks_cmd_trace(int argc, char **argv) {
     int want_json = 0, quiet = 0, rc = 0, ret = 1;
     sks_trace_opts o;
     sks_trace_opts_default(&o);
+    sks_spike_rule rule;
+    sks_trace_opts_rule(&o, &rule);
+    unsigned rule_given = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
         long lv;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+        int usage = 0;
+        if (sks_cli_rule_option("trace", a, val, &rule, &rule_given, &usage)) {
+            if (usage) return 2;
+            i++;
+        } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             sks__trace_help(stdout);
             return 0;
         } else if (!strcmp(a, "--json")) {
             want_json = 1;
-        } else if (!strcmp(a, "--quiet")) {
+        } else if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) {
             quiet = 1;
         } else if (!strcmp(a, "--residual")) {
             o.keep_residual = 1;
@@ -204,22 +202,15 @@ int sks_cmd_trace(int argc, char **argv) {
             tok_path = argv[++i];
         } else if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
             out_path = argv[++i];
-        } else if (!strcmp(a, "--abs")) {
-            if ((rc = sks_cli_parse_double("--abs", argv[++i], &o.abs_thresh))) return sks_cli_fail("trace", rc);
-        } else if (!strcmp(a, "--ratio")) {
-            if ((rc = sks_cli_parse_double("--ratio", argv[++i], &o.ratio))) return sks_cli_fail("trace", rc);
         } else if (!strcmp(a, "--eps")) {
-            if ((rc = sks_cli_parse_double("--eps", argv[++i], &o.eps))) return sks_cli_fail("trace", rc);
+            if ((rc = sks_cli_parse_double("--eps", argv[++i], &o.eps))) return sks_cli_fail("trace", rc) + 1;
         } else if (!strcmp(a, "--step-frac")) {
-            if ((rc = sks_cli_parse_double("--step-frac", argv[++i], &o.step_frac))) return sks_cli_fail("trace", rc);
-        } else if (!strcmp(a, "--min-blocks")) {
-            if ((rc = sks_cli_parse_int("--min-blocks", argv[++i], 1, 100000, &lv))) return sks_cli_fail("trace", rc);
-            o.min_blocks = (int)lv;
+            if ((rc = sks_cli_parse_double("--step-frac", argv[++i], &o.step_frac))) return sks_cli_fail("trace", rc) + 1;
         } else if (!strcmp(a, "--topk")) {
-            if ((rc = sks_cli_parse_int("--topk", argv[++i], 1, 100000, &lv))) return sks_cli_fail("trace", rc);
+            if ((rc = sks_cli_parse_int("--topk", argv[++i], 1, 100000, &lv))) return sks_cli_fail("trace", rc) + 1;
             o.topk = (int)lv;
         } else if (!strcmp(a, "--n-alpha")) {
-            if ((rc = sks_cli_parse_int("--n-alpha", argv[++i], 1, 100000, &lv))) return sks_cli_fail("trace", rc);
+            if ((rc = sks_cli_parse_int("--n-alpha", argv[++i], 1, 100000, &lv))) return sks_cli_fail("trace", rc) + 1;
             o.n_alpha = (int)lv;
         } else if (a[0] == '-' && a[1]) {
             fprintf(stderr, "sinkscope trace: unknown option %s (see sinkscope trace --help)\n", a);
@@ -243,12 +234,10 @@ int sks_cmd_trace(int argc, char **argv) {
         fprintf(stderr, "sinkscope trace: --residual needs -o OUT.msgpack\n");
         return 2;
     }
-    if (!out_path && !want_json) {
-        fprintf(stderr, "sinkscope trace: nothing to write: give -o OUT.msgpack and/or --json\n");
-        return 2;
-    }
-    if (!(o.ratio >= 0) || !(o.abs_thresh >= 0) || !(o.eps >= 0) || !(o.step_frac > 0 && o.step_frac <= 1)) {
-        fprintf(stderr, "sinkscope trace: --ratio, --abs, --eps must be >= 0 and --step-frac in (0, 1]\n");
+    if (sks_cli_rule_finish("trace", &rule, rule_given)) return 2;
+    sks_trace_opts_set_rule(&o, &rule);
+    if (!(o.eps > 0 && o.eps < 1) || !(o.step_frac > 0 && o.step_frac <= 1)) {
+        fprintf(stderr, "sinkscope trace: --eps must be in (0, 1) and --step-frac in (0, 1]\n");
         return 2;
     }
     sks_cli_progress_install(quiet);
@@ -261,7 +250,6 @@ int sks_cmd_trace(int argc, char **argv) {
     int32_t **ids = NULL;
     int *lens = NULL;
     if (sks_cli_open_model("trace", model_path, &m)) return 1;
-    const sks_arch *ar = sks_model_arch(m);
     if (!tokens_arg) {
         rc = sks_tokenizer_open_for_model(m, tok_path, &tok);
         if (rc && (prompt || prompts_file || tok_path)) {
@@ -277,49 +265,43 @@ int sks_cmd_trace(int argc, char **argv) {
             goto done;
         }
     }
-    n_prompts = prompts_file ? n_lines : 1;
-    ids = calloc((size_t)n_prompts, sizeof *ids);
-    lens = calloc((size_t)n_prompts, sizeof *lens);
-    if (!ids || !lens) {
-        sks_cli_fail("trace", sks_fail(SKS_ENOMEM, "out of memory"));
-        goto done;
-    }
-    if (tokens_arg) {
-        if ((rc = sks_cli_parse_ids(tokens_arg, &ids[0], &lens[0]))) {
+    if (!prompts_file && !prompt && !tokens_arg) { /* the one built-in prompt set */
+        if ((rc = sks_default_prompts(m, tok, 1, &ids, &lens, &n_prompts))) {
             sks_cli_fail("trace", rc);
             goto done;
         }
-    } else if (tok) {
-        for (int p = 0; p < n_prompts; p++) {
-            const char *text = prompts_file ? lines[p] : prompt ? prompt : sks__default_prompt;
-            if ((rc = sks_tokenizer_encode(tok, text, 1, &ids[p], &lens[p]))) {
+        if (!tok && !quiet) fprintf(stderr, "sinkscope trace: no tokenizer found; using %d prompts of BOS + %d pseudo-random ids\n",
+                          n_prompts, lens[0] - 1);
+    } else {
+        n_prompts = prompts_file ? n_lines : 1;
+        ids = calloc((size_t)n_prompts, sizeof *ids);
+        lens = calloc((size_t)n_prompts, sizeof *lens);
+        if (!ids || !lens) {
+            sks_cli_fail("trace", sks_fail(SKS_ENOMEM, "out of memory"));
+            goto done;
+        }
+        if (tokens_arg) {
+            if ((rc = sks_cli_parse_ids(tokens_arg, &ids[0], &lens[0]))) {
                 sks_cli_fail("trace", rc);
                 goto done;
             }
-        }
-    } else {
-        ids[0] = malloc(SKS__DEFAULT_T * sizeof(int32_t));
-        if (!ids[0]) goto done;
-        lens[0] = ar->max_seq > 0 && ar->max_seq < SKS__DEFAULT_T ? ar->max_seq : SKS__DEFAULT_T;
-        sks_trace_default_tokens(m, lens[0], 0x5eed, ids[0]);
-        fprintf(stderr, "sinkscope trace: no tokenizer found; using BOS + %d pseudo-random token ids\n", lens[0] - 1);
-    }
-    for (int p = 0; p < n_prompts; p++) {
-        if (lens[p] < 1) {
-            fprintf(stderr, "sinkscope trace: prompt %d encodes to no tokens\n", p + 1);
-            goto done;
-        }
-        if (ar->max_seq > 0 && lens[p] > ar->max_seq) {
-            fprintf(stderr, "sinkscope trace: prompt %d: %d tokens truncated to the model's context of %d\n", p + 1,
-                    lens[p], ar->max_seq);
-            lens[p] = ar->max_seq;
-        }
-        for (int t = 0; t < lens[p]; t++)
-            if (ids[p][t] < 0 || ids[p][t] >= ar->vocab_size) {
-                fprintf(stderr, "sinkscope trace: token id %d is outside the vocabulary [0, %d)\n", (int)ids[p][t],
-                        ar->vocab_size);
+        } else {
+            if (!tok) {
+                sks_cli_fail("trace", sks_fail(SKS_ENOTFOUND, "the model has no tokenizer (use --tokens or --tokenizer)"));
                 goto done;
             }
+            for (int p = 0; p < n_prompts; p++)
+                if ((rc = sks_tokenizer_encode(tok, prompts_file ? lines[p] : prompt, 1, &ids[p], &lens[p]))) {
+                    sks_cli_fail("trace", rc);
+                    goto done;
+                }
+        }
+        const char *what = tokens_arg ? "--tokens" : prompts_file ? prompts_file : "--prompt";
+        if ((rc = sks_prompts_check(m, n_prompts, (const int32_t *const *)ids, lens, what))) {
+            sks_cli_fail("trace", rc);
+            ret = 2;
+            goto done;
+        }
     }
     if ((rc = sks_trace_run(m, n_prompts, (const int32_t *const *)ids, lens, &o, &r))) {
         sks_cli_fail("trace", rc);
@@ -330,10 +312,8 @@ int sks_cmd_trace(int argc, char **argv) {
         goto done;
     }
     if (want_json) sks__print_json(r, &o);
-    if (!quiet)
-        fprintf(stderr, "sinkscope trace: %d prompt(s), %d spike channel(s), %d spike token(s), sink ratio %.1f%%%s%s\n",
-                n_prompts, r->n_spike_channels, r->n_spike_tokens, r->sink_ratio, out_path ? " -> " : "",
-                out_path ? out_path : "");
+    else if (!quiet) sks_cli_print_trace_findings(stdout, r, &o);
+    if (!quiet && out_path) fprintf(stderr, "sinkscope trace: wrote %s\n", out_path);
     ret = 0;
 done:
     sks_trace_result_free(r);

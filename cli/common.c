@@ -190,3 +190,50 @@ void sks_cli_progress_install(int quiet) {
     sks__ps.tty = isatty(2);
     sks_progress_set(sks__draw, NULL);
 }
+
+enum { SKS__RULE_OUTLIER = 1, SKS__RULE_FIXED = 2 };
+
+int sks_cli_rule_option(const char *cmd, const char *a, const char *v, sks_spike_rule *r, unsigned *given,
+                        int *usage) {
+    double *dst = !strcmp(a, "--outlier") ? &r->outlier
+                  : !strcmp(a, "--abs")   ? &r->abs_thresh
+                  : !strcmp(a, "--ratio") ? &r->ratio
+                                          : NULL;
+    if (!dst && strcmp(a, "--min-blocks")) return 0;
+    int rc;
+    if (!v) rc = sks_fail(SKS_EARG, "%s needs a value", a);
+    else if (dst) rc = sks_cli_parse_double(a, v, dst);
+    else {
+        long lv = 0;
+        rc = sks_cli_parse_int(a, v, 1, 100000, &lv);
+        r->min_blocks = (int)lv;
+    }
+    if (rc) {
+        sks_cli_fail(cmd, rc);
+        *usage = 1;
+        return 1;
+    }
+    if (dst == &r->outlier) *given |= SKS__RULE_OUTLIER;
+    else if (dst) *given |= SKS__RULE_FIXED;
+    return 1;
+}
+
+int sks_cli_rule_finish(const char *cmd, sks_spike_rule *r, unsigned given) {
+    if ((given & SKS__RULE_FIXED) && !(given & SKS__RULE_OUTLIER)) r->outlier = 0;
+    int rc = sks_spike_rule_check(r);
+    if (rc) {
+        sks_cli_fail(cmd, rc);
+        return 2;
+    }
+    return 0;
+}
+
+const char sks_cli_rule_help[] =
+    "spike rule (one rule for every command; docs/spikes.md):\n"
+    "  --outlier X        a spike needs |h| >= X times the block's median channel peak\n"
+    "                     (max over tokens of |h[t, c]|, median over channels; default 20)\n"
+    "  --abs X            ... and |h| >= X (default 0 = off)\n"
+    "  --ratio X          ... and |h| >= X times the block median |h| (default 0 = off)\n"
+    "                     --abs or --ratio alone switches --outlier off: the paper's\n"
+    "                     definition for billion-parameter models is --abs 100 --ratio 1000\n"
+    "  --min-blocks N     consecutive blocks a spike must last (default 3)\n";

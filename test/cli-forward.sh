@@ -36,9 +36,8 @@ expect_error() {
 # ---- 1. usage --------------------------------------------------------------------------
 "$BIN" run --help | grep -q -- "--generate" || fail "run --help"
 "$BIN" trace --help | grep -q -- "--min-blocks" || fail "trace --help"
-"$BIN" trace --help | grep -q "default 1000" || fail "trace --help lacks the ratio default"
+"$BIN" trace --help | grep -q "default 20" || fail "trace --help lacks the outlier default"
 expect_error "run without model" "no MODEL" "$BIN" run
-expect_error "trace without output" "nothing to write" "$BIN" trace some-model
 expect_error "trace bad ratio" "not a number" "$BIN" trace m --ratio abc --json
 expect_error "trace bad option" "unknown option" "$BIN" trace m --frobnicate 3 --json
 expect_error "trace missing model" "no-such-model" "$BIN" trace "$TMP/no-such-model" --json
@@ -89,7 +88,7 @@ a0 = np.array(j["alpha0"])
 assert np.abs(a0 - np.array(mech["alpha0"])).max() <= 1e-4
 # msgpack: the documented keys, consistent with the JSON
 keys = {"schema", "model", "params", "tokens", "blocks", "spike_channels", "spike_tokens", "lifecycles",
-        "lifecycles_truncated", "alpha", "sink_heads", "sink_ratio", "sink_ratio_per_prompt", "channel_max"}
+        "lifecycles_truncated", "closest", "alpha", "sink_heads", "sink_ratio", "sink_ratio_per_prompt", "channel_max"}
 assert set(r) == keys, set(r) ^ keys
 assert r["schema"] == "sinkscope.trace/1"
 assert r["params"]["ratio"] == 100 and r["params"]["abs"] == 50 and r["params"]["min_blocks"] == 3

@@ -85,8 +85,10 @@ static void test_planted_lifecycle_and_uniform_alpha(void **state) {
     planted_build(p, 0.0f);
     sks_trace_opts o;
     sks_trace_opts_default(&o);
-    assert_true(o.abs_thresh == 100 && o.ratio == 1000 && o.min_blocks == 3 && o.topk == 8 && o.step_frac == 0.25 &&
-                o.eps == 0.3 && o.n_alpha == 4);
+    /* the one spike rule's defaults (sks_rule.h) */
+    assert_true(o.outlier == 20 && o.abs_thresh == 0 && o.ratio == 0 && o.min_blocks == 3 && o.topk == 8 &&
+                o.step_frac == 0.25 && o.eps == 0.3 && o.n_alpha == 4);
+    o.outlier = 0; /* the fixed-threshold rule */
     o.abs_thresh = 50;
     o.ratio = 50;
     const int32_t *prompts[2] = {P0, P1};
@@ -344,7 +346,7 @@ static void test_write_msgpack(void **state) {
     assert_int_equal(mp_get(cm, "data")->via.bin.size, (2 * L + 1) * D * 4);
     const msgpack_object *tk = mp_get(root, "tokens");
     assert_int_equal(mp_get(tk, "data")->via.bin.size, 6 * 4);
-    assert_int_equal(root->via.map.size, 14); /* no `residual` unless asked */
+    assert_int_equal(root->via.map.size, 15); /* no `residual` unless asked */
     msgpack_unpacked_destroy(&u);
     free(buf);
     sks_trace_result_free(r);
