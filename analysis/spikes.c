@@ -60,7 +60,10 @@ int sks_spikes_new(const sks_model *m, const sks_spikes_opts *o, sks_spikes **ou
     s->V = a->vocab_size;
     s->w_layer = -1;
     if (s->o.rank < 1) s->o.rank = 1;
-    if (s->o.rank > s->d) s->o.rank = s->d;
+    if (s->o.rank > s->d) {
+        sks_log(SKS_LOG_WARN, "spikes: rank %d clamped to the model's d_model %d (S_k has d eigenvalues)", s->o.rank, s->d);
+        s->o.rank = s->d;
+    }
     s->wvo_u = sks_calloc_n((size_t)s->L * s->d, sizeof(double));
     s->wvo_s = sks_calloc_n((size_t)s->L, sizeof(double));
     s->wvo_have = sks_calloc_n((size_t)s->L, sizeof(int));

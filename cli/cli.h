@@ -41,8 +41,9 @@ int sks_cli_fail(const char *cmd, int rc);
 int sks_cli_open_model(const char *cmd, const char *path, sks_model **m);
 /* Parse "1,2,3" into a malloc'd int32 array. */
 int sks_cli_parse_ids(const char *s, int32_t **ids, int *n);
-/* Parse "0-3,5,7-8" into a malloc'd sorted unique int list, each in [0, max). */
-int sks_cli_parse_ranges(const char *s, int max, int **out, int *n);
+/* Parse "0-3,5,7-8" given to option opt into a malloc'd sorted unique int list, each in
+ * [0, max) (what: "layers", "channels", named in the messages). An empty list is an error. */
+int sks_cli_parse_ranges(const char *opt, const char *what, const char *s, int max, int **out, int *n);
 /* Parse a number with checking; returns 0 or SKS_EARG with a message naming opt. */
 int sks_cli_parse_int(const char *opt, const char *s, long lo, long hi, long *out);
 int sks_cli_parse_double(const char *opt, const char *s, double *out);
@@ -64,6 +65,10 @@ int sks_cli_rule_finish(const char *cmd, sks_spike_rule *r, unsigned given);
  * with its peak, ratio to the block median and step-up/step-down blocks (or the channel
  * that came closest), and the sink heads. */
 void sks_cli_print_trace_findings(FILE *f, const sks_trace_result *r, const sks_trace_opts *o);
+/* One line per analysed channel of n layer results: lambda*, dominance, energy fraction
+ * and, with a forward pass, cos(x, s*) and the quadratic prediction against the true FFN
+ * output; spike_only: only the trace's spike channels. */
+void sks_cli_print_spike_channels(FILE *f, const void *layer_results, int n, int spike_only);
 
 /* Install a progress hook that draws "stage [####    ] 12/40 eta 3s" on stderr when
  * stderr is a terminal, and plain lines every few seconds otherwise. quiet disables. */

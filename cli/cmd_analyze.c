@@ -857,19 +857,7 @@ static int sks__plots(sks__run *R) {
  * and cos(x, s*) of each analysed spike channel, the vocabulary spike fraction. */
 static void sks__print_findings(FILE *f, const sks__run *R) {
     if (R->tr) sks_cli_print_trace_findings(f, R->tr, &R->to);
-    for (int i = 0; i < R->spk.n_layers; i++) {
-        const sks_spikes_layer_result *L = &R->spk.layers[i];
-        for (int k = 0; k < L->n_channels; k++) {
-            const sks_spike_channel *c = &L->channels[k];
-            if (!(c->source & SKS_SPK_SRC_SPIKE)) continue;
-            fprintf(f, "  S_%d at layer %d: lambda* %.3g, dominance %.2f, energy %.2f", c->channel, L->layer,
-                    c->eigenvalues[0], c->dominance, c->energy_fraction);
-            if (isfinite(c->cos_x_s))
-                fprintf(f, ", cos(x, s*) %.2f at token %d, x^T S x %.1f vs true %.1f", c->cos_x_s, c->token,
-                        c->quad_pred, c->true_out);
-            fprintf(f, "\n");
-        }
-    }
+    sks_cli_print_spike_channels(f, R->spk.layers, R->spk.n_layers, 1);
     if (R->vr)
         fprintf(f, "vocabulary: %d of %d tokens (%.1f%%) spike alone at position 0 (ratio >= %g x the typical median)%s",
                 R->vr->n_spike, R->vr->n_tokens, 100.0 * R->vr->spike_fraction, R->vo.ratio,
@@ -889,7 +877,7 @@ static void sks__run_free(sks__run *R) {
 }
 
 static int sks__validate(const sks_cli_analyze_opts *o) {
-    if (!(o->eps >= 0.0 && o->eps <= 1.0)) return sks_fail(SKS_EARG, "--eps: %g is outside [0, 1]", o->eps);
+    if (!(o->eps > 0.0 && o->eps < 1.0)) return sks_fail(SKS_EARG, "--eps: %g is outside (0, 1)", o->eps);
     const sks_spike_rule rule = {o->outlier, o->abs_thresh, o->ratio, o->min_blocks};
     return sks_spike_rule_check(&rule);
 }
@@ -1067,8 +1055,7 @@ int sks_cmd_analyze(int argc, char **argv) {
         } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
             o.quiet = 1;
         } else if (a[0] == '-' && a[1]) {
-            fprintf(stderr, "sinkscope analyze: unknown option '%s'\n", a);
-            sks__usage(stderr);
+            fprintf(stderr, "sinkscope analyze: unknown option '%s' (see sinkscope analyze --help)\n", a);
             return 2;
         } else if (!model) {
             model = a;

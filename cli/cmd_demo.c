@@ -195,7 +195,7 @@ int sks_cmd_demo(int argc, char **argv) {
             D.preset = argv[++i];
         } else if (!strcmp(a, "--seed") && more) {
             long s;
-            if (sks_cli_parse_int("--seed", argv[++i], 0, 0x7fffffffffffffffL, &s)) return sks_cli_fail("demo", SKS_EARG);
+            if (sks_cli_parse_int("--seed", argv[++i], 0, 0x7fffffffffffffffL, &s)) return sks_cli_fail("demo", SKS_EARG) + 1;
             D.seed = (uint64_t)s;
         } else if (!strcmp(a, "--no-plots")) {
             D.no_plots = 1;

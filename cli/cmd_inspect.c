@@ -2,6 +2,7 @@
 #include "cli.h"
 #include "../analysis/sks_out.h"
 #include "../loaders/sks_gguf.h"
+#include "../loaders/sks_tokenizer.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -41,6 +42,19 @@ static const char *sks__scaling_name(sks_rope_scaling_type t) {
     }
 }
 
+/* The tokenizer the analyses would use: its kind and size, or NULL with why in *why. */
+static const char *sks__tokenizer_line(const sks_model *m, char *buf, size_t n) {
+    sks_tokenizer *t = NULL;
+    if (sks_tokenizer_open_for_model(m, NULL, &t)) {
+        snprintf(buf, n, "none found (%s): prompts become pseudo-random ids", sks_last_error());
+        sks_clear_error();
+        return NULL;
+    }
+    snprintf(buf, n, "%s, %d pieces", sks_tokenizer_kind(t), sks_tokenizer_vocab_size(t));
+    sks_tokenizer_free(t);
+    return buf;
+}
+
 static int sks__inspect_json(const sks_model *m) {
     const sks_arch *a = sks_model_arch(m);
     json_t *o = json_object();
@@ -48,6 +62,10 @@ static int sks__inspect_json(const sks_model *m) {
     json_object_set_new(o, "format", json_string(sks_format_name(sks_model_format(m))));
     json_object_set_new(o, "family", json_string(a->family));
     json_object_set_new(o, "n_layers", json_integer(a->n_layers));
+    json_object_set_new(o, "n_blocks", json_integer(2 * a->n_layers + 1));
+    char tb[512];
+    const char *tk = sks__tokenizer_line(m, tb, sizeof tb);
+    json_object_set_new(o, "tokenizer", tk ? json_string(tk) : json_null());
     json_object_set_new(o, "d_model", json_integer(a->d_model));
     json_object_set_new(o, "d_ffn", json_integer(a->d_ffn));
     json_object_set_new(o, "n_heads", json_integer(a->n_heads));
@@ -112,7 +130,8 @@ static void sks__inspect_human(const sks_model *m) {
     printf("format       %s", sks_format_name(sks_model_format(m)));
     if (sks_model_gguf(m)) printf(" v%u", sks_gguf_version(sks_model_gguf(m)));
     printf("\nfamily       %s\n", a->family);
-    printf("layers       %d  (%d blocks: attention, FFN)\n", a->n_layers, 2 * a->n_layers);
+    printf("layers       %d  (%d residual blocks: b = 0 embeddings, 2l+1 after the attention and\n"
+           "             2l+2 after the FFN of layer l, as in trace)\n", a->n_layers, 2 * a->n_layers + 1);
     printf("d_model      %d\n", a->d_model);
     printf("d_ffn        %d  (SwiGLU)\n", a->d_ffn);
     printf("heads        %d x %d, %d KV heads%s\n", a->n_heads, a->head_dim, a->n_kv_heads,
@@ -130,6 +149,9 @@ static void sks__inspect_human(const sks_model *m) {
     if (a->has_qkv_bias) printf("biases       q/k/v\n");
     if (a->has_qk_norm) printf("q/k norm     per head\n");
     printf("bos / eos    %d / %d\n", a->bos_id, a->eos_id);
+    char tb[512];
+    sks__tokenizer_line(m, tb, sizeof tb);
+    printf("tokenizer    %s\n", tb);
     printf("parameters   %llu (%.2fM)\n", (unsigned long long)np, (double)np / 1e6);
     printf("file size    %s (%llu bytes)\n", fb, (unsigned long long)sks_model_file_bytes(m));
     /* dtype histogram: tensors and parameters per dtype */
@@ -171,7 +193,7 @@ int sks_cmd_inspect(int argc, char **argv) {
         }
     }
     if (!path) {
-        sks__inspect_help(stderr);
+        fprintf(stderr, "sinkscope inspect: give a MODEL (see sinkscope inspect --help)\n");
         return 2;
     }
     sks_model *m;

@@ -65,7 +65,7 @@ int sks_cmd_run(int argc, char **argv) {
         } else if (!strcmp(a, "--tokenizer") && has_val) {
             tok_path = argv[++i];
         } else if (!strcmp(a, "--generate") && has_val) {
-            if ((rc = sks_cli_parse_int("--generate", argv[++i], 0, 1 << 20, &n_gen))) return sks_cli_fail("run", rc);
+            if ((rc = sks_cli_parse_int("--generate", argv[++i], 0, 1 << 20, &n_gen))) return sks_cli_fail("run", rc) + 1;
         } else if (!strcmp(a, "--ids")) {
             print_ids = 1;
         } else if (!strcmp(a, "--no-stop")) {

@@ -243,7 +243,7 @@ int sks_cmd_sinks(int argc, char **argv) {
 #undef SKS__NEED
     }
     if (!model_path || !out) {
-        sks__sinks_help(stderr);
+        fprintf(stderr, "sinkscope sinks: %s (see sinkscope sinks --help)\n", !model_path ? "give a MODEL" : "give -o OUT.msgpack");
         return 2;
     }
     if ((prompt != NULL) + (prompts_file != NULL) + (tokens != NULL) + (tokens_file != NULL) > 1) {
@@ -338,13 +338,14 @@ ready:
         goto done;
     }
     if (fell_back && !quiet)
-        fprintf(stderr, "sinks: no spike token at --abs %g --ratio %g: position 0 stands in as the sink token\n",
-                o.abs_thresh, o.ratio);
+        fprintf(stderr, "sinks: no spike token passes the spike rule: position 0 stands in as the sink token\n");
     if ((rc = sks_sinks_write(r, m, &o, out))) goto fail;
     if (kvmap && (rc = sks_sinks_write_kv_map(r, m, &o, kvmap))) goto fail;
     if (!quiet) {
-        fprintf(stderr, "sinks: %d of %d heads have alpha_0 > %g (sink ratio %.1f%%); spike channels:", r->n_sink_heads,
-                r->n_layers * r->n_heads, o.eps, r->sink_ratio);
+        fprintf(stderr,
+                "sinks: %d of %d heads have alpha_0 > %g averaged over the prompts; sink ratio %.1f%% (share of sink "
+                "heads per prompt, averaged); spike channels:",
+                r->n_sink_heads, r->n_layers * r->n_heads, o.eps, r->sink_ratio);
         for (int i = 0; i < r->n_spike_channels && i < 8; i++) fprintf(stderr, " %d", r->spike_channels[i]);
         fprintf(stderr, "%s\n", r->n_spike_channels ? "" : " none");
         fprintf(stderr, "sinks: ROC AUC vs alpha_0 > %g:", o.eps);

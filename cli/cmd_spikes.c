@@ -292,8 +292,11 @@ int sks_cmd_spikes(int argc, char **argv) {
         rc = sks_fail(SKS_EARG, "--token: %d is past the prompt (%d tokens)", token_pos, T);
         goto fail;
     }
-    if (layers_s && (rc = sks_cli_parse_ranges(layers_s, L, &lay_filter, &nlay_filter))) goto fail;
-    if (channels_s && (rc = sks_cli_parse_ranges(channels_s, d, &user_ch, &nuser))) goto fail;
+    if ((layers_s && (rc = sks_cli_parse_ranges("--layers", "layers", layers_s, L, &lay_filter, &nlay_filter))) ||
+        (channels_s && (rc = sks_cli_parse_ranges("--channels", "channels", channels_s, d, &user_ch, &nuser)))) {
+        exit_code = sks_cli_fail("spikes", rc) + 1; /* a usage error: 2 */
+        goto done;
+    }
 
     /* the (layer, channel, token) triples */
     if (channels_s || (top_frob_set && !from_trace)) {
@@ -423,6 +426,9 @@ int sks_cmd_spikes(int argc, char **argv) {
             free(txt);
         }
         json_decref(j);
+    } else if (!quiet) {
+        printf("spikes: %d layer(s) analysed (%s selection)\n", run.n_layers, selection);
+        sks_cli_print_spike_channels(stdout, run.layers, run.n_layers, 0);
     }
     goto done;
 fail:

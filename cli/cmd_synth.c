@@ -91,10 +91,10 @@ int sks_cmd_synth(int argc, char **argv) {
         } else if (!strcmp(a, "--dtype") && more) {
             dtype = argv[++i];
         } else if (!strcmp(a, "--seed") && more) {
-            if (sks_cli_parse_int("--seed", argv[++i], 0, 0x7fffffffffffffffL, &seed)) return sks_cli_fail("synth", SKS_EARG);
+            if (sks_cli_parse_int("--seed", argv[++i], 0, 0x7fffffffffffffffL, &seed)) return sks_cli_fail("synth", SKS_EARG) + 1;
         } else if (!strcmp(a, "--max-shard-bytes") && more) {
             if (sks_cli_parse_int("--max-shard-bytes", argv[++i], 1, 0x7fffffffffffffffL, &maxshard))
-                return sks_cli_fail("synth", SKS_EARG);
+                return sks_cli_fail("synth", SKS_EARG) + 1;
         } else if (!strcmp(a, "--json")) {
             json = 1;
         } else if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) {

@@ -223,7 +223,8 @@ int sks_cmd_vocab_sweep(int argc, char **argv) {
 #undef SKS__NEED
     }
     if (!model_path || !out_path) {
-        sks__vocab_help(stderr);
+        fprintf(stderr, "sinkscope vocab-sweep: %s (see sinkscope vocab-sweep --help)\n",
+                !model_path ? "give a MODEL" : "give -o OUT.msgpack");
         return 2;
     }
     sks_cli_progress_install(quiet);
@@ -317,6 +318,14 @@ int sks_cmd_vocab_sweep(int argc, char **argv) {
     sks_dist_parts_remove(&parts);
     sks_log(SKS_LOG_INFO, "vocab-sweep: %d of %d tokens spike (%.4f), top channel %d, %.1fs", r->n_spike, r->n_tokens,
             r->spike_fraction, r->top_channel, r->seconds);
+    if (!json && !quiet) {
+        printf("vocabulary: %d of %d tokens spike alone at position 0 (ratio >= %g x the typical median", r->n_spike,
+               r->n_tokens, vo.ratio);
+        if (vo.abs_thresh > 0) printf(", |h| >= %g", vo.abs_thresh);
+        printf(")");
+        if (r->top_channel >= 0) printf(", mostly in channel %d", r->top_channel);
+        printf("; %d exceptions\n", r->n_exceptions);
+    }
     if (json) {
         json_t *j = json_object(), *tm = json_array(), *ex = json_array();
         json_object_set_new(j, "schema", json_string("sinkscope.vocab/1"));

@@ -99,10 +99,11 @@ int sks_cli_parse_ids(const char *s, int32_t **ids, int *n) {
     return 0;
 }
 
-int sks_cli_parse_ranges(const char *s, int max, int **out, int *n) {
+int sks_cli_parse_ranges(const char *opt, const char *what, const char *s, int max, int **out, int *n) {
     *out = NULL;
     *n = 0;
-    if (max <= 0) return sks_fail(SKS_EARG, "empty range");
+    if (max <= 0) return sks_fail(SKS_EARG, "%s: the model has no %s", opt, what);
+    if (!s || !*s) return sks_fail(SKS_EARG, "%s: empty list (want e.g. 0-3,5)", opt);
     char *mark = calloc((size_t)max, 1);
     if (!mark) return sks_fail(SKS_ENOMEM, "out of memory");
     const char *p = s;
@@ -119,9 +120,16 @@ int sks_cli_parse_ranges(const char *s, int max, int **out, int *n) {
         } else {
             b = a;
         }
-        if (a < 0 || b < a || b >= max) {
+        if (b < a) {
             free(mark);
-            return sks_fail(SKS_EARG, "range %ld-%ld outside [0, %d)", a, b, max);
+            return sks_fail(SKS_EARG, "%s: %ld-%ld runs backwards (want low-high)", opt, a, b);
+        }
+        if (a < 0 || b >= max) {
+            free(mark);
+            char r[48];
+            if (a == b) snprintf(r, sizeof r, "%ld", a);
+            else snprintf(r, sizeof r, "%ld-%ld", a, b);
+            return sks_fail(SKS_EARG, "%s: %s is outside the model's %d %s (0-%d)", opt, r, max, what, max - 1);
         }
         for (long i = a; i <= b; i++) mark[i] = 1;
         if (*p == ',') p++;
@@ -143,7 +151,7 @@ int sks_cli_parse_ranges(const char *s, int max, int **out, int *n) {
     return 0;
 bad:
     free(mark);
-    return sks_fail(SKS_EARG, "bad range list '%s' (want e.g. 0-3,5)", s);
+    return sks_fail(SKS_EARG, "%s: bad list '%s' (want e.g. 0-3,5)", opt, s);
 }
 
 typedef struct {

@@ -1,5 +1,6 @@
 /* findings.c - what an analysis found, short and readable, on the terminal. */
 #include "cli.h"
+#include "../analysis/sks_spikes.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -85,4 +86,22 @@ void sks_cli_print_trace_findings(FILE *f, const sks_trace_result *r, const sks_
                 r->alpha[(size_t)ord[a] * r->n_alpha]);
     fprintf(f, "\n");
     free(ord);
+}
+
+void sks_cli_print_spike_channels(FILE *f, const void *layer_results, int n, int spike_only) {
+    const sks_spikes_layer_result *res = layer_results;
+    for (int i = 0; i < n; i++) {
+        const sks_spikes_layer_result *L = &res[i];
+        for (int k = 0; k < L->n_channels; k++) {
+            const sks_spike_channel *c = &L->channels[k];
+            int spike = (c->source & SKS_SPK_SRC_SPIKE) != 0;
+            if (spike_only && !spike) continue;
+            fprintf(f, "  S_%d at layer %d%s: lambda* %.3g, dominance %.2f, energy %.2f", c->channel, L->layer,
+                    spike ? " (spike channel)" : "", c->eigenvalues[0], c->dominance, c->energy_fraction);
+            if (isfinite(c->cos_x_s))
+                fprintf(f, ", cos(x, s*) %.2f at token %d, x^T S x %.1f vs true %.1f", c->cos_x_s, c->token,
+                        c->quad_pred, c->true_out);
+            fprintf(f, "\n");
+        }
+    }
 }

@@ -154,6 +154,17 @@ def section_model(res):
     return table(["field", "value"], rows, left=(0, 1))
 
 
+def pct_of(n, total):
+    """n of total as a percentage that never rounds a non-zero count to 0.0% (1 of 4096 is
+    0.024%, not 0.0%) nor a shortfall to 100.0%."""
+    if not total:
+        return "-"
+    p = 100.0 * n / total
+    if 0 < p < 0.1 or 99.9 < p < 100:
+        return "%.2g%%" % p if p < 50 else "%.3f%%" % p
+    return "%.1f%%" % p
+
+
 def section_headline(res):
     s = res.get("summary") or {}
     items = []
@@ -179,7 +190,12 @@ def section_headline(res):
                             esc(", ".join(downs)) or "none (persists to the last layer)", fmt(R.get(lc, "peak_abs"))))
         sr = R.get(trace, "sink_ratio")
         if sr is not None:
-            items.append("Sink ratio (heads with alpha_0 > %s): <b>%s%%</b>" % (fmt(P.eps_of(res)), fmt(sr, "%.1f")))
+            nh = len(R.get(trace, "sink_heads") or [])
+            a = R.get(trace, "alpha")
+            tot = int(np.prod(R.arr(a).shape[:2])) if a is not None else 0
+            items.append("Sink heads: <b>%d of %d</b> with alpha_0 > %s averaged over the prompts; sink ratio "
+                         "<b>%s%%</b> (the share of sink heads in each prompt, averaged)" % (
+                             nh, tot, fmt(P.eps_of(res)), fmt(sr, "%.1f")))
     ents = P.spike_channel_entries(res.get("spikes"), trace) if res.get("spikes") else []
     if ents:
         c = ents[0]
@@ -187,8 +203,10 @@ def section_headline(res):
             esc(R.get(c, "layer")), esc(R.get(c, "channel")), fmt(c["eigenvalues"][0]), fmt(P._dominance(c), "%.2f")))
     vv = R.vocab_view(res.get("vocab"))
     if vv is not None and vv["spike_fraction"] is not None:
-        items.append("Vocabulary sweep: <b>%s%%</b> of %d tokens spike at position 0" % (
-            fmt(100 * vv["spike_fraction"], "%.1f"), vv["ratio"].size))
+        ntok = int(vv["ratio"].size)
+        nsp = int(round(vv["spike_fraction"] * ntok))
+        items.append("Vocabulary sweep: <b>%d of %d tokens (%s)</b> spike at position 0" % (
+            nsp, ntok, pct_of(nsp, ntok)))
     aucs = P.auc_map(res.get("sinks"))
     if aucs:
         items.append("Sink-head predictors, ROC AUC: " + ", ".join(

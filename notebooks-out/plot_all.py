@@ -250,8 +250,15 @@ def fig_spectrum(res, path, n_max=4):
         lab = "lambda* = %.3g\ndominance |l1/l2| = %.2f" % (ev[0], dom)
         if ef is not None:
             lab += "\nenergy l1^2/||S||_F^2 = %.2f" % float(ef)
-        ax.bar([], [], color="#d62728", label=lab)
-        ax.legend(loc="upper right", frameon=False, handlelength=1)
+        # one legend entry per bar colour, the numbers in a box of their own
+        from matplotlib.patches import Patch
+        handles = [Patch(facecolor="#d62728", edgecolor="black", lw=0.5, label="lambda* (l1)")]
+        if any(ev[i] >= 0 for i in range(1, r)):
+            handles.append(Patch(facecolor="#1f77b4", edgecolor="black", lw=0.5, label="other, lambda > 0"))
+        if any(ev[i] < 0 for i in range(1, r)):
+            handles.append(Patch(facecolor="#7f7f7f", edgecolor="black", lw=0.5, label="other, lambda < 0"))
+        ax.legend(handles=handles, loc="upper right", frameon=False, handlelength=1, fontsize=8)
+        ax.text(0.03, 0.97, lab, transform=ax.transAxes, ha="left", va="top", fontsize=8)
         ax.set_xticks(np.arange(1, r + 1))
         ax.set_xticklabels(["l%d" % (i + 1) for i in range(r)], fontsize=8)
         ax.set_xlabel("eigenvalue index (by |lambda|; sign above bar)")

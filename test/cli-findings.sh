@@ -22,6 +22,15 @@ done
 "$BIN" spikes model >/dev/null 2>"$TMP/err"; [ $? -eq 2 ] || fail "spikes without -o: exit"
 [ "$(wc -l <"$TMP/err")" -eq 1 ] || fail "spikes without -o: not one line: $(cat "$TMP/err")"
 
+for cmd in sinks vocab-sweep analyze; do
+    "$BIN" $cmd model >/dev/null 2>"$TMP/err"; [ $? -eq 2 ] || fail "$cmd without -o: exit"
+    [ "$(wc -l <"$TMP/err")" -eq 1 ] || fail "$cmd without -o: not one line: $(cat "$TMP/err")"
+done
+# the report's headline never rounds a count to 0.0% or 100.0%
+$PY -c "import sys; sys.path.insert(0, sys.argv[1]); import make_report as M
+assert (M.pct_of(1, 4096), M.pct_of(4095, 4096), M.pct_of(2048, 4096), M.pct_of(0, 9)) == ('0.024%', '99.976%', '50.0%', '0.0%')" \
+    "$2/notebooks-out" || fail "pct_of"
+
 # a random model without a mechanism: nothing passes, the closest channel is named
 printf '{"preset": "demo", "planted": {"spike_values": [0.001], "sink_fraction": 0}}\n' >"$TMP/rnd.json"
 "$BIN" synth --config "$TMP/rnd.json" -o "$TMP/rnd" --quiet >/dev/null 2>&1 || fail "synth"
@@ -31,7 +40,34 @@ grep -q "^spike channels: none on prompt 0 (64 tokens); closest: channel [0-9]*,
 "$BIN" trace "$TMP/rnd" -q >"$TMP/out" 2>&1 || fail "trace -q"
 [ -s "$TMP/out" ] && fail "trace -q printed: $(cat "$TMP/out")"
 
+# option errors name the option; --rank beyond d is reported, not silently clamped
+for bad in 9 3-1 ""; do
+    "$BIN" spikes "$TMP/rnd" --layers "$bad" -o "$TMP/x.msgpack" -q >/dev/null 2>"$TMP/err"
+    [ $? -eq 2 ] || fail "--layers '$bad': exit"
+    grep -q "^sinkscope spikes: --layers: " "$TMP/err" || fail "--layers '$bad': $(cat "$TMP/err")"
+done
+grep -q "empty list" "$TMP/err" || fail "--layers '': $(cat "$TMP/err")"
+"$BIN" spikes "$TMP/rnd" --layers 1 --channels 3 --top-frob 0 --rank 1000 -o "$TMP/x.msgpack" -q 2>"$TMP/err" ||
+    fail "spikes --rank 1000: $(cat "$TMP/err")"
+grep -q "rank 1000 clamped to the model's d_model 256" "$TMP/err" || fail "no clamp warning: $(cat "$TMP/err")"
+# analyze -q: nothing on the terminal; --output is accepted as -o
+"$BIN" analyze "$TMP/rnd" --output "$TMP/a" --no-plots -q >"$TMP/out" 2>&1 || fail "analyze -q: $(cat "$TMP/out")"
+[ -s "$TMP/out" ] && fail "analyze -q printed: $(cat "$TMP/out")"
+[ -s "$TMP/a/summary.json" ] || fail "analyze --output"
+
 [ -d "$FIX/trained-llama" ] && [ -d "$FIX/trained-packed" ] || exit 77
+# inspect: the tokenizer and the 2L+1 blocks of trace
+"$BIN" inspect "$FIX/trained-llama/model" >"$TMP/out" || fail "inspect"
+grep -q "^layers       8  (17 residual blocks" "$TMP/out" || fail "inspect blocks: $(cat "$TMP/out")"
+grep -q "^tokenizer    sentencepiece, 4096 pieces" "$TMP/out" || fail "inspect tokenizer: $(cat "$TMP/out")"
+"$BIN" inspect "$TMP/rnd" | grep -q "^tokenizer    none found" || fail "inspect without tokenizer"
+# spikes and vocab-sweep print what they found
+"$BIN" spikes "$FIX/trained-packed/model.gguf" -o "$TMP/sp.msgpack" >"$TMP/out" 2>/dev/null || fail "spikes packed"
+grep -q "^  S_154 at layer 2 (spike channel): lambda\* 4.79, dominance 4.05, energy 0.75, cos(x, s\*) 0.57 at token 0" \
+    "$TMP/out" || fail "spikes findings: $(cat "$TMP/out")"
+"$BIN" vocab-sweep "$FIX/trained-packed/model.gguf" --sample 512 -o "$TMP/v.msgpack" >"$TMP/out" 2>/dev/null || fail "vocab packed"
+grep -q "^vocabulary: [0-9]* of 512 tokens spike alone at position 0 (ratio >= 100 x the typical median), mostly in channel 154" \
+    "$TMP/out" || fail "vocab findings: $(cat "$TMP/out")"
 L="$FIX/trained-llama/model"
 "$BIN" trace "$L" >"$TMP/out" 2>/dev/null || fail "trace trained-llama"
 grep -q "^spike rule: |h| >= 20 x the median channel peak in >= 3 consecutive blocks" "$TMP/out" || fail "rule line"
