@@ -561,7 +561,11 @@ static int add_pretokenizer(sks__textproc *p, json_t *o, const char *name) {
         if (scheme) s->option = !strcmp(scheme, "never") ? 0 : !strcmp(scheme, "first") ? 2 : 1;
         else s->option = sks__json_flag(o, "add_prefix_space", 1);
         s->split = sks__json_flag(o, "split", 1);
-        return dup_str(sks__json_str(o, "replacement") ? sks__json_str(o, "replacement") : "\xe2\x96\x81", &s->str);
+        const char *r = sks__json_str(o, "replacement") ? sks__json_str(o, "replacement") : "\xe2\x96\x81";
+        int32_t cp;
+        if (!r[0] || (size_t)char_at(r, strlen(r), 0, &cp) != strlen(r)) /* the library's replacement is a char */
+            return sks_fail(SKS_EFORMAT, "%s: pre_tokenizer Metaspace.replacement \"%.16s\": want one character", name, r);
+        return dup_str(r, &s->str);
     }
     return sks_fail(SKS_EUNSUPPORTED, "%s: pre_tokenizer type \"%s\" is not supported (supported: Split, ByteLevel, "
                     "Digits, Punctuation, Metaspace, Whitespace, WhitespaceSplit, CharDelimiterSplit, Sequence)",

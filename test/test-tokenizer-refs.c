@@ -247,6 +247,8 @@ static void test_unknown_components(void **state) {
                           " \"behavior\": \"Isolated\", \"invert\": false}]}", "regex \"(\""},
         {"pre_tokenizer", "{\"type\": \"Split\", \"pattern\": {\"Regex\": \"x\"}, \"behavior\": \"Sideways\"}", "Sideways"},
         {"normalizer", "{\"type\": \"BertNormalizer\"}", "\"BertNormalizer\""},
+        /* found by fuzz-tokenizer: an empty replacement made the split loop forever */
+        {"pre_tokenizer", "{\"type\": \"Metaspace\", \"replacement\": \"\", \"split\": true}", "replacement"},
     };
     char *dir = sks_test_tmpdir();
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
