@@ -18,6 +18,8 @@
  */
 #include "sks_forward.h"
 
+#include "../linalg/sks_linalg.h"
+
 #include <cblas.h>
 #include <math.h>
 #include <pthread.h>
@@ -79,7 +81,13 @@ int sks_matmul_wt(const sks_tensor *W, const float *X, int T, float *Y, float *w
     if (!W || !X || !Y || T <= 0) return sks_fail(SKS_EARG, "sks_matmul_wt: bad arguments");
     if (W->ndim != 2) return sks_fail(SKS_ESHAPE, "%s: matrix expected, got a vector", W->name);
     const int64_t out = W->shape[0], in = W->shape[1];
-    if (W->dtype == SKS_DT_F32) {
+    /* a device row (cuda) takes f32 / f16 / bf16 weights as stored and converts them
+     * there; other encodings reach it through the CPU dequantizer, block by block */
+    const sks_qf_backend *be = sks_qf_backend_default();
+    const int elem = W->dtype == SKS_DT_F32 ? SKS_QF_ELEM_F32 : W->dtype == SKS_DT_F16 ? SKS_QF_ELEM_F16
+                   : W->dtype == SKS_DT_BF16 ? SKS_QF_ELEM_BF16 : -1;
+    if (be->gemm_wt && elem >= 0) return be->gemm_wt(elem, W->data, (int)out, (int)in, X, T, Y, (int)out);
+    if (!be->gemm_wt && W->dtype == SKS_DT_F32) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, (int)out, (int)in, 1.0f, X, (int)in,
                     (const float *)W->data, (int)in, 0.0f, Y, (int)out);
         return 0;
@@ -91,8 +99,12 @@ int sks_matmul_wt(const sks_tensor *W, const float *X, int T, float *Y, float *w
         int64_t nr = out - r0 < rows ? out - r0 : rows;
         int rc = sks_tensor_rows_f32(W, r0, nr, ws);
         if (rc) return rc;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, (int)nr, (int)in, 1.0f, X, (int)in, ws, (int)in,
-                    0.0f, Y + r0, (int)out);
+        if (be->gemm_wt) {
+            if ((rc = be->gemm_wt(SKS_QF_ELEM_F32, ws, (int)nr, (int)in, X, T, Y + r0, (int)out))) return rc;
+        } else {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, (int)nr, (int)in, 1.0f, X, (int)in, ws, (int)in,
+                        0.0f, Y + r0, (int)out);
+        }
     }
     return 0;
 }

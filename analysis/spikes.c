@@ -21,6 +21,9 @@ struct sks_spikes {
     float *G32, *U32, *D32; /* (f, d), (f, d), (d, f) */
     double *G64, *U64, *D64; /* f64 copies when the f64 operator is used */
     int prec;             /* precision of the held copies */
+    int host;             /* 1: G32.. (and G64.. for f64) hold the weights on the host */
+    const sks_qf_backend *be; /* where the operator's products run (the process default) */
+    sks_qf_op op;         /* the held layer bound on be */
     /* forward pass */
     int T;
     int32_t *tokens;      /* (T) */
@@ -59,6 +62,7 @@ int sks_spikes_new(const sks_model *m, const sks_spikes_opts *o, sks_spikes **ou
     s->f = a->d_ffn;
     s->V = a->vocab_size;
     s->w_layer = -1;
+    s->be = sks_qf_backend_default();
     if (s->o.rank < 1) s->o.rank = 1;
     if (s->o.rank > s->d) {
         sks_log(SKS_LOG_WARN, "spikes: rank %d clamped to the model's d_model %d (S_k has d eigenvalues)", s->o.rank, s->d);
@@ -76,6 +80,7 @@ int sks_spikes_new(const sks_model *m, const sks_spikes_opts *o, sks_spikes **ou
 }
 
 static void sks__drop_weights(sks_spikes *s) {
+    sks_qf_unbind(&s->op);
     free(s->G32);
     free(s->U32);
     free(s->D32);
@@ -156,14 +161,36 @@ static int sks__tensor_f64(const sks_tensor *t, double *out) {
     return 0;
 }
 
+/* The raw encoding of a tensor the backend can convert itself, or -1. */
+static int sks__raw_elem(const sks_tensor *t) {
+    return t->dtype == SKS_DT_F32 ? SKS_QF_ELEM_F32 : t->dtype == SKS_DT_F16 ? SKS_QF_ELEM_F16
+         : t->dtype == SKS_DT_BF16 ? SKS_QF_ELEM_BF16 : -1;
+}
+
+/* Converts the layer's FFN to f32 (and f64) host copies and binds them on the backend;
+ * a backend that converts weights itself (cuda) gets the stored arrays directly when
+ * nothing here needs host copies (no forward pass, no --dense) and all three share one
+ * encoding it knows. */
 static int sks__load_layer(sks_spikes *s, int layer) {
     int prec = sks__choose_prec(s);
-    if (s->w_layer == layer && s->prec == prec) return 0;
+    const int need_host = s->T > 0 || s->o.dense;
+    if (s->w_layer == layer && s->prec == prec && (s->host || !need_host)) return 0;
     sks__drop_weights(s);
     const sks_tensor *tg = sks__need(s->m, SKS_ROLE_W_GATE, layer, s->f, s->d);
     const sks_tensor *tu = sks__need(s->m, SKS_ROLE_W_UP, layer, s->f, s->d);
     const sks_tensor *td = sks__need(s->m, SKS_ROLE_W_DOWN, layer, s->d, s->f);
     if (!tg || !tu || !td) return SKS_ENOTFOUND;
+    const int qprec = prec == SKS_SPK_PREC_F64 ? SKS_QF_F64 : SKS_QF_F32;
+    const int elem = sks__raw_elem(tg);
+    if (!need_host && s->be->takes_raw && elem >= 0 && sks__raw_elem(tu) == elem && sks__raw_elem(td) == elem) {
+        sks_qf_raw raw = {.d = s->d, .f = s->f, .elem = elem, .G = tg->data, .U = tu->data, .Down = td->data};
+        int rc = sks_qf_bind(s->be, NULL, NULL, &raw, qprec, &s->op);
+        if (rc) return rc;
+        s->w_layer = layer;
+        s->prec = prec;
+        s->host = 0;
+        return 0;
+    }
     size_t fd = (size_t)s->f * (size_t)s->d;
     s->G32 = sks_malloc_n(fd, sizeof(float));
     s->U32 = sks_malloc_n(fd, sizeof(float));
@@ -186,12 +213,19 @@ static int sks__load_layer(sks_spikes *s, int layer) {
         if (!rc) rc = sks__tensor_f64(tu, s->U64);
         if (!rc) rc = sks__tensor_f64(td, s->D64);
     }
+    if (!rc) {
+        sks_quadform q = {.d = s->d, .f = s->f, .G = s->G32, .U = s->U32, .Down = s->D32};
+        sks_quadform64 q64 = {.d = s->d, .f = s->f, .G = s->G64, .U = s->U64, .Down = s->D64};
+        rc = sks_qf_bind(s->be, qprec == SKS_QF_F32 ? &q : NULL, qprec == SKS_QF_F64 ? &q64 : NULL, NULL, qprec,
+                         &s->op);
+    }
     if (rc) {
         sks__drop_weights(s);
         return rc;
     }
     s->w_layer = layer;
     s->prec = prec;
+    s->host = 1;
     return 0;
 }
 
@@ -248,16 +282,6 @@ int sks_spikes_forward(sks_spikes *s, const int32_t *tokens, int T) {
 
 /* ---- the screen ------------------------------------------------------------------ */
 
-/* tr(S_k) = sum_j D_k[j] (g_j . u_j), all k, f64. */
-static void sks__traces_f64(const sks_spikes *s, double *tr) {
-    const int f = s->f, d = s->d;
-    double *gu = malloc((size_t)f * sizeof *gu);
-    if (!gu) return;
-    for (int j = 0; j < f; j++) gu[j] = cblas_ddot(d, s->G64 + (size_t)j * d, 1, s->U64 + (size_t)j * d, 1);
-    cblas_dgemv(CblasRowMajor, CblasNoTrans, d, f, 1.0, s->D64, f, gu, 1, 0.0, tr, 1);
-    free(gu);
-}
-
 /* ---- per-layer step ---------------------------------------------------------------- */
 
 typedef struct {
@@ -289,23 +313,23 @@ void sks_spikes_layer_result_free(sks_spikes_layer_result *r) {
 }
 
 /* Explicit relative residuals ||S_k v - l v|| / |l| of all r pairs of nb channels, in
- * one batched application of the operator the solver used (exactly one of q, q64).
+ * one batched application of the operator the solver used (op, f32 or f64).
  * chs (nb r): channel of every column; evals (nb, r); evecs (nb, d, r); V, Y (d, nb r)
- * f64 and, for the f32 operator, X32, Y32 (d, nb r); ws: matvec workspace. */
-static int sks__explicit_residuals(const sks_quadform *q, const sks_quadform64 *q64, const int *chs, int nb, int r,
-                                   const double *evals, const double *evecs, double *V, double *Y, float *X32,
-                                   float *Y32, void *ws, sks_spike_channel *out) {
-    const int d = q ? q->d : q64->d, m = nb * r;
+ * f64 and, for the f32 operator, X32, Y32 (d, nb r). */
+static int sks__explicit_residuals(const sks_qf_op *op, const int *chs, int nb, int r, const double *evals,
+                                   const double *evecs, double *V, double *Y, float *X32, float *Y32,
+                                   sks_spike_channel *out) {
+    const int d = op->d, m = nb * r;
     for (int i = 0; i < nb; i++)
         for (int k = 0; k < d; k++)
             memcpy(V + (size_t)k * m + (size_t)i * r, evecs + ((size_t)i * d + k) * r, (size_t)r * sizeof(double));
     int rc;
-    if (q64) {
-        rc = sks_quadform64_matvec_batch(q64, chs, m, V, m, Y, m, ws);
+    if (op->prec == SKS_QF_F64) {
+        rc = sks_qf_matvec_batch(op, chs, m, V, m, Y, m);
     } else {
         const size_t n = (size_t)d * m;
         for (size_t i = 0; i < n; i++) X32[i] = (float)V[i];
-        rc = sks_quadform_matvec_batch(q, chs, m, X32, m, Y32, m, ws);
+        rc = sks_qf_matvec_batch(op, chs, m, X32, m, Y32, m);
         for (size_t i = 0; i < n && !rc; i++) Y[i] = Y32[i];
     }
     if (rc) return rc;
@@ -373,6 +397,7 @@ static int sks__layer_eigs(sks_spikes *s, const sks_spikes_split *sp, sks_spikes
     if (nch == 0) return 0;
     if (s->o.dense) {
         sks_quadform q = {.d = d, .f = s->f, .G = s->G32, .U = s->U32, .Down = s->D32};
+        sks_quadform64 q64 = {.d = d, .f = s->f, .G = s->G64, .U = s->U64, .Down = s->D64};
         double *S = sks_malloc_n((size_t)d * d, sizeof *S);
         double *ev = sks_malloc_n((size_t)d, sizeof *ev);
         double *Z = sks_malloc_n((size_t)d * d, sizeof *Z);
@@ -380,17 +405,7 @@ static int sks__layer_eigs(sks_spikes *s, const sks_spikes_split *sp, sks_spikes
         for (int i = 0; i < nch && !rc; i++) {
             sks_spike_channel *c = &out->channels[i];
             if (s->prec == SKS_SPK_PREC_F64) {
-                /* S_k from the f64 weights: 1/2 (G^T diag(D_k) U + transpose), rank-one updates */
-                memset(S, 0, (size_t)d * d * sizeof *S);
-                const double *Dk = s->D64 + (size_t)c->channel * s->f;
-                for (int j = 0; j < s->f; j++)
-                    cblas_dger(CblasRowMajor, d, d, 0.5 * Dk[j], s->G64 + (size_t)j * d, 1, s->U64 + (size_t)j * d, 1, S,
-                               d);
-                for (int a = 0; a < d; a++)
-                    for (int b = a; b < d; b++) {
-                        double v = S[(size_t)a * d + b] + S[(size_t)b * d + a];
-                        S[(size_t)a * d + b] = S[(size_t)b * d + a] = v;
-                    }
+                rc = sks_quadform64_dense(&q64, c->channel, S);
             } else {
                 rc = sks_quadform_dense(&q, c->channel, S);
                 if (rc) break;
@@ -426,11 +441,9 @@ static int sks__layer_eigs(sks_spikes *s, const sks_spikes_split *sp, sks_spikes
         free(Z);
         return rc;
     }
-    /* The lockstep block Lanczos of linalg/ over the S_k operator (sks_quadform_top_eigs):
-     * f64 weights through dgemm, or the f32 ones through sgemm. */
+    /* The lockstep block Lanczos of linalg/ over the S_k operator bound on the backend
+     * (sks_qf_top_eigs): f64 weights through dgemm, or the f32 ones through sgemm. */
     const int f = s->f, f64 = s->prec == SKS_SPK_PREC_F64;
-    sks_quadform q = {.d = d, .f = f, .G = s->G32, .U = s->U32, .Down = s->D32};
-    sks_quadform64 q64 = {.d = d, .f = f, .G = s->G64, .U = s->U64, .Down = s->D64};
     int blk = s->o.channel_block > 0 ? s->o.channel_block : SKS_SPK_CHANNEL_BLOCK;
     if (blk > nch) blk = nch;
     sks_eigs_opts eo;
@@ -448,13 +461,12 @@ static int sks__layer_eigs(sks_spikes *s, const sks_spikes_split *sp, sks_spikes
     double *Vg = sks_malloc_n((size_t)d * cols, sizeof(double));
     double *Y = sks_malloc_n((size_t)d * cols, sizeof(double));
     sks_eigs_info *info = sks_calloc_n((size_t)blk, sizeof *info);
-    void *ws = sks_malloc_n(2 * (size_t)f * cols, f64 ? sizeof(double) : sizeof(float));
     float *X32 = f64 ? NULL : sks_malloc_n((size_t)d * cols, sizeof(float));
     float *Y32 = f64 ? NULL : sks_malloc_n((size_t)d * cols, sizeof(float));
     /* per channel: operator vectors, and the restarts of its block on its first channel,
      * so that counts dealt out with the blocks add up to the one-process ones */
     int *cmv = sks_calloc_n((size_t)nch, sizeof *cmv), *crs = sks_calloc_n((size_t)nch, sizeof *crs);
-    if (!chs || !evals || !evecs || !Vg || !Y || !info || !ws || (!f64 && (!X32 || !Y32)) || !cmv || !crs) {
+    if (!chs || !evals || !evecs || !Vg || !Y || !info || (!f64 && (!X32 || !Y32)) || !cmv || !crs) {
         rc = sks_fail(SKS_ENOMEM, "%s: out of memory for %d channels", __func__, blk);
         goto done;
     }
@@ -472,7 +484,7 @@ static int sks__layer_eigs(sks_spikes *s, const sks_spikes_split *sp, sks_spikes
          * 1e-11 relative. The f32 default tol 1e-6 is met without a floor at 7B shape,
          * and a 1e-7 floor there only cost accuracy (docs/benchmarks.md). */
         x.norm_tol = f64 ? 1e-12 : 0.0;
-        rc = sks_quadform_top_eigs(f64 ? NULL : &q, f64 ? &q64 : NULL, chs, nb, &eo, &x, evals, evecs, info);
+        rc = sks_qf_top_eigs(&s->op, chs, nb, &eo, &x, evals, evecs, info);
         if (rc == SKS_ENOCONV) rc = 0; /* per channel below */
         if (rc) break;
         crs[b0] = x.restarts;
@@ -492,8 +504,7 @@ static int sks__layer_eigs(sks_spikes *s, const sks_spikes_split *sp, sks_spikes
              * to the small eigenvalues of a dominated channel), not lack of iteration */
             c->converged = info[i].n_conv == r || info[i].spanned;
         }
-        rc = sks__explicit_residuals(f64 ? NULL : &q, f64 ? &q64 : NULL, chs, nb, r, evals, evecs, Vg, Y, X32, Y32, ws,
-                                     out->channels + b0);
+        rc = sks__explicit_residuals(&s->op, chs, nb, r, evals, evecs, Vg, Y, X32, Y32, out->channels + b0);
     }
     if (split) rc = sks__share_channels(sp, blk, cmv, crs, rc, out);
     int nfail = 0;
@@ -514,7 +525,6 @@ done:
     free(Vg);
     free(Y);
     free(info);
-    free(ws);
     free(X32);
     free(Y32);
     free(cmv);
@@ -619,8 +629,6 @@ int sks_spikes_layer(sks_spikes *s, int layer, const int *ch, const int *src, co
 static int sks__screen(sks_spikes *s, const sks_spikes_split *sp, sks_spikes_layer_result *out) {
     const int d = s->d, f = s->f, f64 = s->prec == SKS_SPK_PREC_F64;
     const int fblk = sks__screen_rows(f64);
-    sks_quadform q = {.d = d, .f = f, .G = s->G32, .U = s->U32, .Down = s->D32};
-    sks_quadform64 q64 = {.d = d, .f = f, .G = s->G64, .U = s->U64, .Down = s->D64};
     const int nblk = sks_quadform_frobenius_nblocks(f, fblk), split = sp && sp->nparts > 1;
     double *part = sks_calloc_n((size_t)nblk * d, sizeof *part);
     int *row0 = sks_malloc_n((size_t)nblk + 1, sizeof *row0);
@@ -629,15 +637,10 @@ static int sks__screen(sks_spikes *s, const sks_spikes_split *sp, sks_spikes_lay
         rc = sks_fail(SKS_ENOMEM, "%s: %d x %d partials", __func__, nblk, d);
         goto done;
     }
-    if (f64) {
-        sks__traces_f64(s, out->trace);
-    } else {
-        rc = sks_quadform_traces(&q, out->trace);
-    }
+    rc = sks_qf_traces(&s->op, out->trace);
     for (int b = 0; b < nblk && !rc; b++) {
         if (split && b % sp->nparts != sp->part) continue;
-        rc = f64 ? sks_quadform64_frobenius_partials(&q64, fblk, b, b + 1, part + (size_t)b * d)
-                 : sks_quadform_frobenius_partials(&q, fblk, b, b + 1, part + (size_t)b * d);
+        rc = sks_qf_frobenius_partials(&s->op, fblk, b, b + 1, part + (size_t)b * d);
     }
     if (split) {
         /* taken part in even after a failure, so that the others are not left waiting */

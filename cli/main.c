@@ -2,6 +2,8 @@
 #include "cli.h"
 #include "../dist/sks_dist.h"
 
+#include "../linalg/sks_linalg.h"
+
 #include <stdio.h>
 #include <string.h>
 
@@ -40,7 +42,40 @@ static void sks__usage(FILE *f) {
             "a .safetensors file, a .gguf file or a llama2.c .bin checkpoint.\n"
             "Weights with NaN or Inf stop every command with the tensor's name; add\n"
             "--allow-nonfinite to analyse anyway (the affected tensors are listed in every output).\n"
-            "Start with:  sinkscope demo -o demo-out\n");
+            "Start with:  sinkscope demo -o demo-out\n\n"
+            "Every command also takes --device cpu|cuda|auto (default cpu): where the S_k\n"
+            "operator and the forward pass's weight GEMMs run (auto: cuda when the build has\n"
+            "CUDA and a GPU is present; docs/linalg.md).\n");
+}
+
+/* Removes `--device X` / `--device=X` from argv (every command takes it) and selects
+ * the backend row. Returns 0, or 2 after printing the error. */
+static int sks__take_device(int *argc, char **argv) {
+    const char *dev = NULL;
+    int w = 1;
+    for (int i = 1; i < *argc; i++) {
+        if (!strcmp(argv[i], "--device")) {
+            if (i + 1 >= *argc) {
+                fprintf(stderr, "sinkscope: --device needs a value (cpu, cuda or auto)\n");
+                return 2;
+            }
+            dev = argv[++i];
+        } else if (!strncmp(argv[i], "--device=", 9)) {
+            dev = argv[i] + 9;
+        } else {
+            argv[w++] = argv[i];
+        }
+    }
+    *argc = w;
+    argv[w] = NULL;
+    if (!dev) return 0;
+    const sks_qf_backend *be = NULL;
+    if (sks_qf_backend_resolve(dev, &be)) {
+        fprintf(stderr, "sinkscope: %s\n", sks_last_error());
+        return 2;
+    }
+    sks_qf_backend_set_default(be);
+    return 0;
 }
 
 int main(int argc, char **argv) {
@@ -55,6 +90,11 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "--version")) {
         printf("sinkscope %s (MPI %s)\n", SKS_VERSION, SKS_HAVE_MPI ? "enabled" : "disabled");
         return 0;
+    }
+    if (sks__take_device(&argc, argv)) return 2;
+    if (argc < 2) {
+        sks__usage(stderr);
+        return 2;
     }
     for (size_t i = 0; i < sizeof sks__cmds / sizeof sks__cmds[0]; i++)
         if (!strcmp(argv[1], sks__cmds[i].name)) {

@@ -177,6 +177,20 @@ int sks_quadform_traces(const sks_quadform *q, double *out) {
     return 0;
 }
 
+/* w_j = g_j . u_j (ddot), tr = Down w (dgemv), all in f64. */
+int sks_quadform64_traces(const sks_quadform64 *q, double *out) {
+    int rc = sks__qf64_check(q, __func__);
+    if (rc) return rc;
+    if (!out) return sks_fail(SKS_EARG, "%s: NULL out", __func__);
+    const int f = q->f, d = q->d;
+    double *gu = sks_malloc_n((size_t)f, sizeof *gu);
+    if (!gu) return sks_fail(SKS_ENOMEM, "%s: %d doubles", __func__, f);
+    for (int j = 0; j < f; j++) gu[j] = cblas_ddot(d, q->G + (size_t)j * d, 1, q->U + (size_t)j * d, 1);
+    cblas_dgemv(CblasRowMajor, CblasNoTrans, d, f, 1.0, q->Down, f, gu, 1, 0.0, out, 1);
+    free(gu);
+    return 0;
+}
+
 /* ---- Frobenius norms by the Gram identity -------------------------------------------
  *
  * M_k = G^T diag(D_k) U = sum_j D_k[j] g_j u_j^T, S_k = (M_k + M_k^T) / 2:
@@ -340,29 +354,74 @@ int sks_quadform_dense(const sks_quadform *q, int k, double *S) {
     return 0;
 }
 
+/* S = sum_j 1/2 D_k[j] g_j u_j^T (dger), then S + S^T. */
+int sks_quadform64_dense(const sks_quadform64 *q, int k, double *S) {
+    int rc = sks__qf64_check(q, __func__);
+    if (rc) return rc;
+    if (!S || k < 0 || k >= q->d) return sks_fail(SKS_EARG, "%s: channel %d", __func__, k);
+    const int d = q->d, f = q->f;
+    memset(S, 0, (size_t)d * d * sizeof *S);
+    const double *Dk = q->Down + (size_t)k * f;
+    for (int j = 0; j < f; j++)
+        cblas_dger(CblasRowMajor, d, d, 0.5 * Dk[j], q->G + (size_t)j * d, 1, q->U + (size_t)j * d, 1, S, d);
+    for (int a = 0; a < d; a++)
+        for (int b = a; b < d; b++) {
+            double v = S[(size_t)a * d + b] + S[(size_t)b * d + a];
+            S[(size_t)a * d + b] = S[(size_t)b * d + a] = v;
+        }
+    return 0;
+}
+
 /* ---- eigenpairs of many channels at once --------------------------------------------- */
 
 typedef struct {
-    const sks_quadform *q;     /* f32 operator, or */
-    const sks_quadform64 *q64; /* f64 operator */
+    const sks_qf_op *op;
     const int *ch;      /* (m) channels of the problems */
     int *chx;           /* (m * nb) channel of every column */
-    float *X32, *Y32;   /* (d, m * nb) */
-    void *ws;           /* matvec workspace for m * nb columns */
-} sks__qf_op;
+    float *X32, *Y32;   /* (d, m * nb), f32 operator only */
+} sks__qf_ctx;
 
 static int sks__qf_apply(void *ud, int n, int nact, const int *prob, int nb, const double *X, double *Y) {
-    sks__qf_op *s = ud;
+    sks__qf_ctx *s = ud;
     int cols = nact * nb;
     for (int p = 0; p < nact; p++)
         for (int j = 0; j < nb; j++) s->chx[p * nb + j] = s->ch[prob[p]];
-    if (s->q64) return sks_quadform64_matvec_batch(s->q64, s->chx, cols, X, cols, Y, cols, s->ws);
+    if (s->op->prec == SKS_QF_F64) return sks_qf_matvec_batch(s->op, s->chx, cols, X, cols, Y, cols);
     size_t nc = (size_t)n * cols;
     for (size_t i = 0; i < nc; i++) s->X32[i] = (float)X[i];
-    int rc = sks_quadform_matvec_batch(s->q, s->chx, cols, s->X32, cols, s->Y32, cols, s->ws);
+    int rc = sks_qf_matvec_batch(s->op, s->chx, cols, s->X32, cols, s->Y32, cols);
     if (rc) return rc;
     for (size_t i = 0; i < nc; i++) Y[i] = s->Y32[i];
     return 0;
+}
+
+int sks_qf_top_eigs(const sks_qf_op *op, const int *ch, int m, const sks_eigs_opts *o, sks_eigs_extra *x,
+                    double *evals, double *evecs, sks_eigs_info *info) {
+    if (!op || !op->be) return sks_fail(SKS_EARG, "%s: operator not bound", __func__);
+    const int d = op->d, f64 = op->prec == SKS_QF_F64;
+    if (m <= 0 || !ch || !o || o->r <= 0) return sks_fail(SKS_EARG, "%s: bad arguments", __func__);
+    int rc = sks__check_ch(d, ch, m, __func__);
+    if (rc) return rc;
+    int nb = o->block > 0 ? o->block : o->r + 2;
+    if (nb > d) nb = d;
+    size_t cols = (size_t)m * nb;
+    sks__qf_ctx s = {op, ch, NULL, NULL, NULL};
+    s.chx = sks_malloc_n(cols, sizeof *s.chx);
+    if (!f64) {
+        s.X32 = sks_malloc_n(cols * (size_t)d, sizeof(float));
+        s.Y32 = sks_malloc_n(cols * (size_t)d, sizeof(float));
+    }
+    if (!s.chx || (!f64 && (!s.X32 || !s.Y32))) {
+        rc = sks_fail(SKS_ENOMEM, "%s: buffers for %zu columns", __func__, cols);
+    } else {
+        sks_eigs_opts oo = *o;
+        oo.block = nb;
+        rc = sks_eigs_topk_multi(sks__qf_apply, &s, d, m, &oo, x, evals, evecs, info);
+    }
+    free(s.chx);
+    free(s.X32);
+    free(s.Y32);
+    return rc;
 }
 
 int sks_quadform_top_eigs(const sks_quadform *q, const sks_quadform64 *q64, const int *ch, int m,
@@ -371,30 +430,11 @@ int sks_quadform_top_eigs(const sks_quadform *q, const sks_quadform64 *q64, cons
     if ((q == NULL) == (q64 == NULL)) return sks_fail(SKS_EARG, "%s: give exactly one of q, q64", __func__);
     int rc = q ? sks__qf_check(q, __func__) : sks__qf64_check(q64, __func__);
     if (rc) return rc;
-    int d = q ? q->d : q64->d, f = q ? q->f : q64->f;
-    if (m <= 0 || !ch || !o || o->r <= 0) return sks_fail(SKS_EARG, "%s: bad arguments", __func__);
-    if ((rc = sks__check_ch(d, ch, m, __func__))) return rc;
-    int nb = o->block > 0 ? o->block : o->r + 2;
-    if (nb > d) nb = d;
-    size_t cols = (size_t)m * nb;
-    sks__qf_op s = {q, q64, ch, NULL, NULL, NULL, NULL};
-    s.chx = sks_malloc_n(cols, sizeof *s.chx);
-    s.ws = sks_malloc_n(2 * (size_t)f * cols, q64 ? sizeof(double) : sizeof(float));
-    if (q) {
-        s.X32 = sks_malloc_n(cols * (size_t)d, sizeof(float));
-        s.Y32 = sks_malloc_n(cols * (size_t)d, sizeof(float));
-    }
-    if (!s.chx || !s.ws || (q && (!s.X32 || !s.Y32))) {
-        rc = sks_fail(SKS_ENOMEM, "%s: buffers for %zu columns", __func__, cols);
-    } else {
-        sks_eigs_opts oo = *o;
-        oo.block = nb;
-        rc = sks_eigs_topk_multi(sks__qf_apply, &s, d, m, &oo, x, evals, evecs, info);
-    }
-    free(s.chx);
-    free(s.ws);
-    free(s.X32);
-    free(s.Y32);
+    sks_qf_op op;
+    rc = sks_qf_bind(sks_qf_backend_find("cpu"), q, q64, NULL, q ? SKS_QF_F32 : SKS_QF_F64, &op);
+    if (rc) return rc;
+    rc = sks_qf_top_eigs(&op, ch, m, o, x, evals, evecs, info);
+    sks_qf_unbind(&op);
     return rc;
 }
 

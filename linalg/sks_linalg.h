@@ -90,6 +90,78 @@ void sks_quadform_frobenius_finish(int d, int nblk, const double *part, double *
 /* Dense reference: S_k as (d, d) f64 (test reference; d^2 memory). */
 int sks_quadform_dense(const sks_quadform *q, int k, double *S);
 
+/* tr(S_k) for all k from the f64 operator: w_j = g_j . u_j (ddot), tr = Down w (dgemv). */
+int sks_quadform64_traces(const sks_quadform64 *q, double *out);
+
+/* Dense S_k (d, d) from the f64 operator: rank-one updates 1/2 D_k[j] g_j u_j^T, then
+ * symmetrized (test reference and spikes --dense with f64 weights). */
+int sks_quadform64_dense(const sks_quadform64 *q, int k, double *S);
+
+/* ---- Backends of the S_k operator (backend.c): where its heavy products run ----------
+ *
+ * One row per backend: "cpu" (OpenBLAS, the functions above; always present) and "cuda"
+ * (cuBLAS, linalg/quadform_cuda.cu, only in a -DSKS_CUDA=ON build). A row binds one
+ * operator's weights (a device row uploads them once per layer), then serves the three
+ * products of the analyses on that binding: the batched matvec, the Gram-screen
+ * partials and the traces, plus (optional) the forward pass's Y = X W^T. Adding a
+ * backend = one row here and its file; callers go through sks_qf_* only. */
+enum { SKS_QF_F32 = 1, SKS_QF_F64 = 2 };                    /* operator precision */
+enum { SKS_QF_ELEM_F32 = 0, SKS_QF_ELEM_F16, SKS_QF_ELEM_BF16 }; /* raw weight encodings */
+
+/* Weights as stored (row-major, shapes of sks_quadform), for rows that convert them
+ * themselves (the CUDA row converts bf16 / f16 on the GPU). */
+typedef struct {
+    int d, f;
+    int elem;                       /* SKS_QF_ELEM_* of all three */
+    const void *G, *U, *Down;
+} sks_qf_raw;
+
+typedef struct sks_qf_backend {
+    const char *name;
+    int takes_raw;                  /* 1: bind accepts raw (encoded) weights */
+    /* 0 when the row can run in this process (build and device present), else an SKS_E*
+     * code with its message set. */
+    int (*probe)(void);
+    /* Exactly one of q (f32 host arrays, prec F32), q64 (f64, prec F64) and raw
+     * (converted to prec by the row). Host arrays stay borrowed until unbind. */
+    int (*bind)(const sks_quadform *q, const sks_quadform64 *q64, const sks_qf_raw *raw, int prec, void **h);
+    void (*unbind)(void *h);
+    /* Y[:, i] = S_{ch[i]} V[:, i]; V (d, m), Y (d, m) in the bound precision (float or
+     * double), leading dimensions ldv, ldy >= m. */
+    int (*matvec_batch)(void *h, const int *ch, int m, const void *V, int ldv, void *Y, int ldy);
+    /* as sks_quadform_frobenius_partials */
+    int (*frobenius_partials)(void *h, int block, int blk_lo, int blk_hi, double *part);
+    /* tr(S_k), all k, f64 */
+    int (*traces)(void *h, double *out);
+    /* Forward-pass GEMM Y (T, out) = X (T, in) W^T, W (out, in) encoded elem, Y with row
+     * stride ldy >= out. NULL: the caller keeps its own CPU code (the cpu row). */
+    int (*gemm_wt)(int elem, const void *W, int out, int in, const float *X, int T, float *Y, int ldy);
+} sks_qf_backend;
+
+/* The rows: "cpu" always, "cuda" in CUDA builds. NULL for an unknown or unbuilt name. */
+const sks_qf_backend *sks_qf_backend_find(const char *name);
+/* "cpu", "cuda" or "auto" (cuda when built and a GPU is present, else cpu). A named row
+ * that cannot run here is an error (SKS_EUNSUPPORTED with its reason). */
+int sks_qf_backend_resolve(const char *device, const sks_qf_backend **out);
+/* The process default used by the analyses (initially "cpu"); NULL resets to cpu. */
+void sks_qf_backend_set_default(const sks_qf_backend *be);
+const sks_qf_backend *sks_qf_backend_default(void);
+
+/* One bound operator. */
+typedef struct {
+    const sks_qf_backend *be;
+    void *h;
+    int prec, d, f;
+} sks_qf_op;
+
+/* Bind on be (NULL = the default row); exactly one of q, q64, raw as in the row's bind. */
+int sks_qf_bind(const sks_qf_backend *be, const sks_quadform *q, const sks_quadform64 *q64, const sks_qf_raw *raw,
+                int prec, sks_qf_op *op);
+void sks_qf_unbind(sks_qf_op *op);
+int sks_qf_matvec_batch(const sks_qf_op *op, const int *ch, int m, const void *V, int ldv, void *Y, int ldy);
+int sks_qf_frobenius_partials(const sks_qf_op *op, int block, int blk_lo, int blk_hi, double *part);
+int sks_qf_traces(const sks_qf_op *op, double *out);
+
 /* ---- Symmetric eigensolvers (eigs.c) ---------------------------------------------- */
 
 /* Operator callback: Y = A X for a block of nb vectors (X, Y are (n, nb) row-major f64,
@@ -177,6 +249,11 @@ int sks_quadform_top_eigs(const sks_quadform *q, const sks_quadform64 *q64, cons
 /* Heap bytes of sks_quadform_top_eigs for m channels of a (f, d) FFN (f64: the f64
  * operator), the solver's included. */
 uint64_t sks_quadform_top_eigs_bytes(int d, int f, int m, int r, int block, int krylov_dim, int f64);
+/* The same on a bound operator (any backend row; f32 or f64 by its precision): every
+ * operator application is one sks_qf_matvec_batch. sks_quadform_top_eigs is this on
+ * the cpu row. */
+int sks_qf_top_eigs(const sks_qf_op *op, const int *ch, int m, const sks_eigs_opts *o, sks_eigs_extra *x,
+                    double *evals, double *evecs, sks_eigs_info *info);
 
 /* ---- SVD and subspaces (subspace.c) ----------------------------------------------- */
 

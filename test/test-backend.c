@@ -1,0 +1,359 @@
+/* test-backend.c - the rows of the S_k operator backend table (linalg/backend.c).
+ *
+ *   test-backend          the table itself, and the cpu row: bitwise the direct
+ *                         quadform.c calls, and the generic checks below;
+ *   test-backend ROW      only the generic checks, on row ROW (ctest runs it with
+ *                         "cuda"): exit 77 (skipped) when this build has no such row
+ *                         or the row cannot run here (no GPU), never a pass.
+ *
+ * Generic checks, against independent f64 references built here with plain loops
+ * (random G, U, Down, d 48, f 200, screen blocks of 64 so that partials span 4 blocks):
+ * matvec (f32 bound: 1e-5 of ||S_k|| ||v||; f64 bound: 1e-12), traces (1e-9 of
+ * sum_j |D_j g_j.u_j|, inputs exact), screen partials + finish (f32: 1e-5 relative,
+ * f64: 1e-9), raw bf16 weights converted by the row (same tolerances against the f64
+ * reference of the bf16 values), top eigenpairs (1e-6 relative to lambda_1 with the
+ * f32 operator at tol 1e-6) and the forward GEMM Y = X W^T for f32 / f16 / bf16 weights
+ * with a row stride (1e-5 of sum |x w|).
+ */
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lapacke.h>
+
+#include "sks_test.h"
+#include "linalg/sks_linalg.h"
+#include "loaders/sks_model.h"
+
+enum { D = 48, F = 200, BLK = 64 };
+
+static const sks_qf_backend *g_row;
+
+static uint64_t rng_state = 7;
+static uint64_t rng_u64(void) {
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+static double rng_gauss(void) {
+    double u1 = ((rng_u64() >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+    double u2 = ((rng_u64() >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+/* Weights rounded to bf16 (so the raw bf16 binding has the same exact values). */
+typedef struct {
+    uint16_t Gb[F * D], Ub[F * D], Db[D * F];
+    float G[F * D], U[F * D], Down[D * F];
+    double G64[F * D], U64[F * D], D64[D * F];
+    sks_quadform q;
+    sks_quadform64 q64;
+} model;
+
+static model *model_new(void) {
+    model *m = calloc(1, sizeof *m);
+    assert_non_null(m);
+    for (int i = 0; i < F * D; i++) m->Gb[i] = sks_f32_to_bf16((float)(rng_gauss() / sqrt(D)));
+    for (int i = 0; i < F * D; i++) m->Ub[i] = sks_f32_to_bf16((float)(rng_gauss() / sqrt(D)));
+    for (int i = 0; i < D * F; i++) m->Db[i] = sks_f32_to_bf16((float)(rng_gauss() / sqrt(F)));
+    /* one planted dominant channel (k = 3): a shared direction in 8 rows */
+    for (int j = 0; j < 8; j++) {
+        int row = 11 * j + 5;
+        for (int i = 0; i < D; i++) {
+            float s = (float)(0.5 * sin(0.37 * i + 1.0));
+            m->Gb[row * D + i] = sks_f32_to_bf16(s + 0.01f * (float)rng_gauss());
+            m->Ub[row * D + i] = sks_f32_to_bf16(s + 0.01f * (float)rng_gauss());
+        }
+        m->Db[3 * F + row] = sks_f32_to_bf16(1.0f);
+    }
+    sks_bf16_to_f32_ref(m->Gb, m->G, F * D);
+    sks_bf16_to_f32_ref(m->Ub, m->U, F * D);
+    sks_bf16_to_f32_ref(m->Db, m->Down, D * F);
+    for (int i = 0; i < F * D; i++) m->G64[i] = m->G[i], m->U64[i] = m->U[i], m->D64[i] = m->Down[i];
+    m->q = (sks_quadform){.d = D, .f = F, .G = m->G, .U = m->U, .Down = m->Down};
+    m->q64 = (sks_quadform64){.d = D, .f = F, .G = m->G64, .U = m->U64, .Down = m->D64};
+    return m;
+}
+
+/* S_k by the definition, f64 loops. */
+static void dense_ref(const model *m, int k, double *S) {
+    for (int a = 0; a < D; a++)
+        for (int b = 0; b < D; b++) {
+            double acc = 0.0;
+            for (int j = 0; j < F; j++)
+                acc += m->D64[k * F + j] * (m->G64[j * D + a] * m->U64[j * D + b] + m->U64[j * D + a] * m->G64[j * D + b]);
+            S[a * D + b] = 0.5 * acc;
+        }
+}
+static double norm2(const double *x, int n) {
+    double s = 0;
+    for (int i = 0; i < n; i++) s += x[i] * x[i];
+    return sqrt(s);
+}
+
+/* ---- the generic checks, on g_row ------------------------------------------------- */
+
+static void bind_or_fail(const model *m, int prec, int raw, sks_qf_op *op) {
+    sks_qf_raw r = {.d = D, .f = F, .elem = SKS_QF_ELEM_BF16, .G = m->Gb, .U = m->Ub, .Down = m->Db};
+    int rc = raw ? sks_qf_bind(g_row, NULL, NULL, &r, prec, op)
+                 : sks_qf_bind(g_row, prec == SKS_QF_F32 ? &m->q : NULL, prec == SKS_QF_F64 ? &m->q64 : NULL, NULL,
+                               prec, op);
+    if (rc) fprintf(stderr, "bind: %s\n", sks_last_error());
+    assert_int_equal(rc, 0);
+}
+
+/* matvec, traces and screen of one binding against the f64 references */
+static void check_binding(const model *m, sks_qf_op *op, double tol_mv, double tol_fro) {
+    enum { M = 7, LD = 9 };
+    const int ch[M] = {0, 3, 3, 47, 20, 9, 3};
+    static double V[D * LD], Y[D * LD], S[D * D];
+    static float V32[D * LD], Y32[D * LD];
+    for (int i = 0; i < D * LD; i++) V32[i] = (float)rng_gauss(), V[i] = V32[i];
+    memset(Y, 0, sizeof Y);
+    memset(Y32, 0, sizeof Y32);
+    const int f64 = op->prec == SKS_QF_F64;
+    assert_int_equal(sks_qf_matvec_batch(op, ch, M, f64 ? (const void *)V : V32, LD, f64 ? (void *)Y : Y32, LD), 0);
+    for (int i = 0; i < M; i++) {
+        dense_ref(m, ch[i], S);
+        double e = 0, vn = 0;
+        for (int a = 0; a < D; a++) {
+            double y = 0;
+            for (int b = 0; b < D; b++) y += S[a * D + b] * V[b * LD + i];
+            double got = f64 ? Y[a * LD + i] : Y32[a * LD + i];
+            e += (got - y) * (got - y);
+            vn += V[a * LD + i] * V[a * LD + i];
+        }
+        /* ||S_k||_2 <= ||S_k||_F */
+        assert_true(sqrt(e) <= tol_mv * norm2(S, D * D) * sqrt(vn));
+    }
+    /* columns beyond m stay untouched */
+    if (!f64)
+        for (int a = 0; a < D; a++) assert_true(Y32[a * LD + M] == 0.0f);
+
+    double tr[D], fro[D];
+    assert_int_equal(sks_qf_traces(op, tr), 0);
+    const int nblk = sks_quadform_frobenius_nblocks(F, BLK);
+    assert_int_equal(nblk, 4);
+    double *part = calloc((size_t)nblk * D, sizeof *part);
+    assert_non_null(part);
+    /* the blocks in two uneven calls, the second first */
+    assert_int_equal(sks_qf_frobenius_partials(op, BLK, 1, nblk, part + D), 0);
+    assert_int_equal(sks_qf_frobenius_partials(op, BLK, 0, 1, part), 0);
+    assert_int_equal(sks_qf_frobenius_partials(op, BLK, 0, nblk + 1, part), SKS_EARG);
+    sks_quadform_frobenius_finish(D, nblk, part, fro);
+    free(part);
+    for (int k = 0; k < D; k++) {
+        dense_ref(m, k, S);
+        double t = 0, scale = 0;
+        for (int a = 0; a < D; a++) t += S[a * D + a];
+        for (int j = 0; j < F; j++) {
+            double gu = 0;
+            for (int i = 0; i < D; i++) gu += m->G64[j * D + i] * m->U64[j * D + i];
+            scale += fabs(m->D64[k * F + j] * gu);
+        }
+        assert_true(fabs(tr[k] - t) <= 1e-9 * scale);
+        double fr = norm2(S, D * D);
+        assert_true(fabs(fro[k] - fr) <= tol_fro * fr);
+    }
+}
+
+static void test_row_f32(void **state) {
+    (void)state;
+    model *m = model_new();
+    sks_qf_op op;
+    bind_or_fail(m, SKS_QF_F32, 0, &op);
+    check_binding(m, &op, 1e-5, 1e-5);
+    sks_qf_unbind(&op);
+    free(m);
+}
+
+static void test_row_f64(void **state) {
+    (void)state;
+    model *m = model_new();
+    sks_qf_op op;
+    bind_or_fail(m, SKS_QF_F64, 0, &op);
+    check_binding(m, &op, 1e-12, 1e-9);
+    sks_qf_unbind(&op);
+    free(m);
+}
+
+static void test_row_raw_bf16(void **state) {
+    (void)state;
+    if (!g_row->takes_raw) skip();
+    model *m = model_new();
+    sks_qf_op op;
+    bind_or_fail(m, SKS_QF_F32, 1, &op);
+    check_binding(m, &op, 1e-5, 1e-5);
+    sks_qf_unbind(&op);
+    bind_or_fail(m, SKS_QF_F64, 1, &op);
+    check_binding(m, &op, 1e-12, 1e-9);
+    sks_qf_unbind(&op);
+    free(m);
+}
+
+/* top-3 of channel 3 (planted) and channel 20 against dsyevr of the reference */
+static void test_row_top_eigs(void **state) {
+    (void)state;
+    model *m = model_new();
+    for (int prec = SKS_QF_F32; prec <= SKS_QF_F64; prec++) {
+        sks_qf_op op;
+        bind_or_fail(m, prec, 0, &op);
+        const int ch[2] = {3, 20};
+        double ev[2 * 3], V[2 * D * 3];
+        sks_eigs_opts o = {.r = 3, .block = 2, .tol = prec == SKS_QF_F32 ? 1e-6 : 1e-10, .seed = 5};
+        sks_eigs_extra x = {.max_restarts = 200};
+        int rc = sks_qf_top_eigs(&op, ch, 2, &o, &x, ev, V, NULL);
+        assert_true(rc == 0 || (prec == SKS_QF_F32 && rc == SKS_ENOCONV));
+        for (int c = 0; c < 2; c++) {
+            static double S[D * D], Z[D * D];
+            double w[D];
+            lapack_int isuppz[2 * D], mf;
+            dense_ref(m, ch[c], S);
+            assert_int_equal(LAPACKE_dsyevr(LAPACK_ROW_MAJOR, 'N', 'A', 'U', D, S, D, 0, 0, 0, 0, 0, &mf, w, Z, D, isuppz), 0);
+            double top = 0;
+            for (int i = 0; i < D; i++) top = fmax(top, fabs(w[i]));
+            for (int e = 0; e < 3; e++) {
+                /* nearest reference eigenvalue */
+                double best = INFINITY;
+                for (int i = 0; i < D; i++) best = fmin(best, fabs(ev[c * 3 + e] - w[i]));
+                assert_true(best <= (prec == SKS_QF_F32 ? 1e-5 : 1e-9) * top);
+            }
+            assert_true(fabs(fabs(ev[c * 3]) - top) <= (prec == SKS_QF_F32 ? 1e-5 : 1e-9) * top);
+        }
+        sks_qf_unbind(&op);
+    }
+    free(m);
+}
+
+static void test_row_gemm_wt(void **state) {
+    (void)state;
+    if (!g_row->gemm_wt) skip();
+    enum { T = 5, OUT = 70, IN = 33, LDY = 75 };
+    static float X[T * IN], W[OUT * IN], Y[T * LDY];
+    static uint16_t Wb[OUT * IN], Wh[OUT * IN];
+    for (int i = 0; i < T * IN; i++) X[i] = (float)rng_gauss();
+    for (int i = 0; i < OUT * IN; i++) {
+        Wb[i] = sks_f32_to_bf16((float)rng_gauss());
+        Wh[i] = sks_f32_to_f16((float)rng_gauss());
+    }
+    for (int elem = SKS_QF_ELEM_F32; elem <= SKS_QF_ELEM_BF16; elem++) {
+        const void *src = Wb;
+        if (elem == SKS_QF_ELEM_F16) src = Wh, sks_f16_to_f32_ref(Wh, W, OUT * IN);
+        else sks_bf16_to_f32_ref(Wb, W, OUT * IN);
+        if (elem == SKS_QF_ELEM_F32) src = W;
+        for (int i = 0; i < T * LDY; i++) Y[i] = -7.0f;
+        assert_int_equal(g_row->gemm_wt(elem, src, OUT, IN, X, T, Y, LDY), 0);
+        for (int t = 0; t < T; t++) {
+            for (int o = 0; o < OUT; o++) {
+                double y = 0, sc = 0;
+                for (int i = 0; i < IN; i++) {
+                    y += (double)X[t * IN + i] * W[o * IN + i];
+                    sc += fabs((double)X[t * IN + i] * W[o * IN + i]);
+                }
+                assert_true(fabs(Y[t * LDY + o] - y) <= 1e-5 * sc);
+            }
+            for (int o = OUT; o < LDY; o++) assert_true(Y[t * LDY + o] == -7.0f);
+        }
+    }
+}
+
+/* ---- the cpu row and the table ---------------------------------------------------- */
+
+static void test_cpu_row_bitwise(void **state) {
+    (void)state;
+    model *m = model_new();
+    enum { M = 6 };
+    const int ch[M] = {1, 3, 3, 40, 0, 17};
+    static float V[D * M], Y1[D * M], Y2[D * M], ws[2 * F * M];
+    static double V64[D * M], Z1[D * M], Z2[D * M], ws64[2 * F * M];
+    for (int i = 0; i < D * M; i++) V[i] = (float)rng_gauss(), V64[i] = V[i];
+    sks_qf_op op;
+    const sks_qf_backend *cpu = sks_qf_backend_find("cpu");
+    assert_non_null(cpu);
+    assert_int_equal(sks_qf_bind(cpu, &m->q, NULL, NULL, SKS_QF_F32, &op), 0);
+    assert_int_equal(sks_qf_matvec_batch(&op, ch, M, V, M, Y1, M), 0);
+    assert_int_equal(sks_quadform_matvec_batch(&m->q, ch, M, V, M, Y2, M, ws), 0);
+    assert_memory_equal(Y1, Y2, sizeof Y1);
+    double t1[D], t2[D], p1[4 * D], p2[4 * D];
+    assert_int_equal(sks_qf_traces(&op, t1), 0);
+    assert_int_equal(sks_quadform_traces(&m->q, t2), 0);
+    assert_memory_equal(t1, t2, sizeof t1);
+    assert_int_equal(sks_qf_frobenius_partials(&op, BLK, 0, 4, p1), 0);
+    assert_int_equal(sks_quadform_frobenius_partials(&m->q, BLK, 0, 4, p2), 0);
+    assert_memory_equal(p1, p2, sizeof p1);
+    sks_qf_unbind(&op);
+    assert_null(op.be);
+    assert_int_equal(sks_qf_bind(cpu, NULL, &m->q64, NULL, SKS_QF_F64, &op), 0);
+    assert_int_equal(sks_qf_matvec_batch(&op, ch, M, V64, M, Z1, M), 0);
+    assert_int_equal(sks_quadform64_matvec_batch(&m->q64, ch, M, V64, M, Z2, M, ws64), 0);
+    assert_memory_equal(Z1, Z2, sizeof Z1);
+    assert_int_equal(sks_qf_frobenius_partials(&op, BLK, 0, 4, p1), 0);
+    assert_int_equal(sks_quadform64_frobenius_partials(&m->q64, BLK, 0, 4, p2), 0);
+    assert_memory_equal(p1, p2, sizeof p1);
+    sks_qf_unbind(&op);
+    /* the cpu row takes no raw weights; bad channel; mixed bindings */
+    sks_qf_raw raw = {.d = D, .f = F, .elem = SKS_QF_ELEM_BF16, .G = m->Gb, .U = m->Ub, .Down = m->Db};
+    assert_int_equal(sks_qf_bind(cpu, NULL, NULL, &raw, SKS_QF_F32, &op), SKS_EUNSUPPORTED);
+    assert_int_equal(sks_qf_bind(cpu, &m->q, &m->q64, NULL, SKS_QF_F32, &op), SKS_EARG);
+    assert_int_equal(sks_qf_bind(cpu, &m->q, NULL, NULL, SKS_QF_F64, &op), SKS_EARG);
+    assert_int_equal(sks_qf_bind(cpu, &m->q, NULL, NULL, SKS_QF_F32, &op), 0);
+    const int bad[1] = {D};
+    assert_int_equal(sks_qf_matvec_batch(&op, bad, 1, V, 1, Y1, 1), SKS_EARG);
+    sks_qf_unbind(&op);
+    assert_int_equal(sks_qf_traces(&op, t1), SKS_EARG);
+    free(m);
+}
+
+static void test_table(void **state) {
+    (void)state;
+    const sks_qf_backend *be = NULL;
+    assert_non_null(sks_qf_backend_find("cpu"));
+    assert_null(sks_qf_backend_find("tpu"));
+    assert_null(sks_qf_backend_find(NULL));
+    assert_int_equal(sks_qf_backend_resolve("cpu", &be), 0);
+    assert_ptr_equal(be, sks_qf_backend_find("cpu"));
+    /* auto always resolves, to a row that can run here */
+    assert_int_equal(sks_qf_backend_resolve("auto", &be), 0);
+    assert_non_null(be);
+    assert_int_equal(be->probe(), 0);
+    assert_int_equal(sks_qf_backend_resolve("tpu", &be), SKS_EARG);
+    assert_null(be);
+    /* cuda: either this build has it (then resolve = its probe) or a clear refusal */
+    const sks_qf_backend *cu = sks_qf_backend_find("cuda");
+    int rc = sks_qf_backend_resolve("cuda", &be);
+    if (cu) assert_int_equal(rc, cu->probe());
+    else assert_int_equal(rc, SKS_EUNSUPPORTED);
+    /* the default */
+    assert_ptr_equal(sks_qf_backend_default(), sks_qf_backend_find("cpu"));
+    sks_qf_backend_set_default(NULL);
+    assert_ptr_equal(sks_qf_backend_default(), sks_qf_backend_find("cpu"));
+}
+
+int main(int argc, char **argv) {
+    const struct CMUnitTest generic[] = {
+        cmocka_unit_test(test_row_f32),     cmocka_unit_test(test_row_f64),      cmocka_unit_test(test_row_raw_bf16),
+        cmocka_unit_test(test_row_top_eigs), cmocka_unit_test(test_row_gemm_wt),
+    };
+    if (argc > 1) {
+        g_row = sks_qf_backend_find(argv[1]);
+        if (!g_row) {
+            fprintf(stderr, "SKIPPED: this build has no '%s' backend row\n", argv[1]);
+            return 77;
+        }
+        if (g_row->probe()) {
+            fprintf(stderr, "SKIPPED: the '%s' row cannot run here: %s\n", argv[1], sks_last_error());
+            return 77;
+        }
+        return cmocka_run_group_tests(generic, NULL, NULL);
+    }
+    g_row = sks_qf_backend_find("cpu");
+    const struct CMUnitTest own[] = {
+        cmocka_unit_test(test_table),
+        cmocka_unit_test(test_cpu_row_bitwise),
+    };
+    int rc = cmocka_run_group_tests(own, NULL, NULL);
+    return rc ? rc : cmocka_run_group_tests(generic, NULL, NULL);
+}
