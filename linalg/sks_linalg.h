@@ -147,8 +147,21 @@ int sks_qf_backend_resolve(const char *device, const sks_qf_backend **out);
 void sks_qf_backend_set_default(const sks_qf_backend *be);
 const sks_qf_backend *sks_qf_backend_default(void);
 
+#ifdef SKS_HAVE_CUDA
+/* cuda-row helpers for benchmarks (quadform_cuda.cu): weights generated on the GPU
+ * (G, U, Down ~ 0.02 x unit-variance noise, `plant` channels k = 97 (p + 1) mod d with a
+ * shared direction in 32 rows, as bench-spikes), for shapes whose checkpoint does not fit
+ * a disk; their f32 copy back to the host; the GPU's GEMM rates (TFLOP/s, n^3, best of
+ * reps); TF32 tensor cores on or off for the f32 GEMMs (default off, or SKS_CUDA_TF32=1). */
+struct sks_qf_op_s;
+int sks_qf_cuda_bind_synthetic(int d, int f, uint64_t seed, int plant, int prec, struct sks_qf_op_s *op);
+int sks_qf_cuda_download(const struct sks_qf_op_s *op, float *G, float *U, float *Down);
+int sks_qf_cuda_gemm_rates(int n, int reps, double *fp32, double *tf32, double *fp64);
+int sks_qf_cuda_set_tf32(int on);
+#endif
+
 /* One bound operator. */
-typedef struct {
+typedef struct sks_qf_op_s {
     const sks_qf_backend *be;
     void *h;
     int prec, d, f;

@@ -13,7 +13,11 @@
  * f64: 1e-9), raw bf16 weights converted by the row (same tolerances against the f64
  * reference of the bf16 values), top eigenpairs (1e-6 relative to lambda_1 with the
  * f32 operator at tol 1e-6) and the forward GEMM Y = X W^T for f32 / f16 / bf16 weights
- * with a row stride (1e-5 of sum |x w|).
+ * with a row stride (1e-5 of sum |x w|). On the fixtures (when present), the row against
+ * the cpu row through the analyses: spikes of one layer (f64 operator: norms and
+ * traces 1e-9, eigenvalues 1e-8 of lambda*; f32 operator: 1e-5 and 1e-4), the same
+ * screen ranking and s* (|cos| >= 1 - 1e-6), and the forward pass's logits (1e-4 of the
+ * row's largest |logit|) for f32 safetensors and Q8_0 / F16 GGUF weights.
  */
 #include <float.h>
 #include <math.h>
@@ -24,6 +28,8 @@
 #include <lapacke.h>
 
 #include "sks_test.h"
+#include "analysis/sks_forward.h"
+#include "analysis/sks_spikes.h"
 #include "linalg/sks_linalg.h"
 #include "loaders/sks_model.h"
 
@@ -260,6 +266,101 @@ static void test_row_gemm_wt(void **state) {
     }
 }
 
+/* one layer of spikes on the cpu row and on g_row */
+static void spikes_both(const sks_model *m, int layer, int prec, sks_spikes_layer_result *rc_, sks_spikes_layer_result *rg) {
+    sks_spikes_opts o;
+    sks_spikes_opts_default(&o);
+    o.precision = prec;
+    o.top_frob = 6;
+    o.rank = 3;
+    o.first_token_map = 0;
+    sks_spikes_layer_result *out[2] = {rc_, rg};
+    for (int w = 0; w < 2; w++) {
+        sks_qf_backend_set_default(w ? g_row : NULL);
+        sks_spikes *s = NULL;
+        assert_int_equal(sks_spikes_new(m, &o, &s), 0);
+        int rc = sks_spikes_layer(s, layer, NULL, NULL, NULL, 0, out[w]);
+        if (rc) fprintf(stderr, "spikes: %s\n", sks_last_error());
+        assert_int_equal(rc, 0);
+        sks_spikes_free(s);
+    }
+    sks_qf_backend_set_default(NULL);
+}
+
+static void compare_spikes(const sks_spikes_layer_result *a, const sks_spikes_layer_result *b, double tol_fro,
+                           double tol_ev) {
+    const int d = a->d;
+    double fmax_ = 0, tmax = 0;
+    for (int k = 0; k < d; k++) fmax_ = fmax(fmax_, a->frobenius[k]), tmax = fmax(tmax, fabs(a->trace[k]));
+    for (int k = 0; k < d; k++) {
+        assert_true(fabs(a->frobenius[k] - b->frobenius[k]) <= tol_fro * fmax_);
+        assert_true(fabs(a->trace[k] - b->trace[k]) <= 1e-9 * tmax);
+    }
+    /* the ranking: the same channels first (a tie within tolerance could swap them) */
+    for (int i = 0; i < 3; i++)
+        assert_true(a->top_frob[i] == b->top_frob[i] ||
+                    fabs(a->frobenius[a->top_frob[i]] - a->frobenius[b->top_frob[i]]) <= tol_fro * fmax_);
+    assert_int_equal(a->n_channels, b->n_channels);
+    for (int i = 0; i < a->n_channels; i++) {
+        const sks_spike_channel *x = &a->channels[i], *y = &b->channels[i];
+        assert_int_equal(x->channel, y->channel);
+        const double l1 = fabs(x->eigenvalues[0]);
+        for (int e = 0; e < x->rank; e++) assert_true(fabs(x->eigenvalues[e] - y->eigenvalues[e]) <= tol_ev * l1);
+        double c = 0;
+        for (int k = 0; k < d; k++) c += x->s_star[k] * y->s_star[k];
+        if (x->dominance > 1.01) assert_true(fabs(c) >= 1 - 1e-6);
+    }
+}
+
+static void test_row_spikes_fixtures(void **state) {
+    (void)state;
+    if (!sks_test_have_fixtures()) skip();
+    const char *models[] = {"stories260K/stories260K.safetensors", "trained-packed/model.gguf"};
+    for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) {
+        sks_model *m = NULL;
+        if (sks_model_open(sks_test_fixture(models[i]), &m)) {
+            fprintf(stderr, "skipping %s: %s\n", models[i], sks_last_error());
+            continue;
+        }
+        for (int prec = SKS_SPK_PREC_F32; prec <= SKS_SPK_PREC_F64; prec++) {
+            sks_spikes_layer_result a, b;
+            spikes_both(m, 1, prec, &a, &b);
+            assert_int_equal(a.precision, b.precision);
+            compare_spikes(&a, &b, prec == SKS_SPK_PREC_F64 ? 1e-9 : 1e-5, prec == SKS_SPK_PREC_F64 ? 1e-8 : 1e-4);
+            sks_spikes_layer_result_free(&a);
+            sks_spikes_layer_result_free(&b);
+        }
+        /* the forward pass: logits of every position */
+        const sks_arch *ar = sks_model_arch(m);
+        enum { T = 24 };
+        int32_t tok[T];
+        for (int t = 0; t < T; t++) tok[t] = (int32_t)((t * 7919 + 1) % ar->vocab_size);
+        float *lg[2];
+        for (int w = 0; w < 2; w++) {
+            lg[w] = malloc((size_t)T * ar->vocab_size * sizeof(float));
+            assert_non_null(lg[w]);
+            sks_qf_backend_set_default(w ? g_row : NULL);
+            sks_forward *fw = NULL;
+            assert_int_equal(sks_forward_new(m, T, &fw), 0);
+            assert_int_equal(sks_forward_run(fw, tok, T, SKS_FWD_CAUSAL, NULL, lg[w], 0), 0);
+            sks_forward_free(fw);
+        }
+        sks_qf_backend_set_default(NULL);
+        for (int t = 0; t < T; t++) {
+            double mx = 0, e = 0;
+            for (int v = 0; v < ar->vocab_size; v++) {
+                size_t k = (size_t)t * ar->vocab_size + v;
+                mx = fmax(mx, fabs(lg[0][k]));
+                e = fmax(e, fabs(lg[0][k] - lg[1][k]));
+            }
+            assert_true(e <= 1e-4 * mx);
+        }
+        free(lg[0]);
+        free(lg[1]);
+        sks_model_close(m);
+    }
+}
+
 /* ---- the cpu row and the table ---------------------------------------------------- */
 
 static void test_cpu_row_bitwise(void **state) {
@@ -336,6 +437,7 @@ int main(int argc, char **argv) {
     const struct CMUnitTest generic[] = {
         cmocka_unit_test(test_row_f32),     cmocka_unit_test(test_row_f64),      cmocka_unit_test(test_row_raw_bf16),
         cmocka_unit_test(test_row_top_eigs), cmocka_unit_test(test_row_gemm_wt),
+        cmocka_unit_test(test_row_spikes_fixtures),
     };
     if (argc > 1) {
         g_row = sks_qf_backend_find(argv[1]);
