@@ -194,12 +194,6 @@ static void part_7b(sks_model *m, const sks_synth *syn) {
            sr->n_sink_heads, pl->n_sink, sr->auc[so.main_pred]);
     sks_sinks_result_free(sr);
     printf("7b total compute (spikes + trace + sinks): %.2f s\n", t_spk + t_tr + t_sk);
-    /* the same trace on the CPU, for the forward pass's speed-up */
-    sks_qf_backend_set_default(NULL);
-    t0 = sks_now();
-    if (sks_trace_run(m, 1, pr, lens, &to, &tr)) DIE("trace cpu");
-    printf("7b trace, %d tokens, cpu (16 cores): %.2f s\n", T, sks_now() - t0);
-    sks_trace_result_free(tr);
 }
 
 /* ---- part acc ---------------------------------------------------------------------- */

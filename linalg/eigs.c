@@ -20,10 +20,15 @@
  * All problems still active are expanded together: one callback gets every block, so a
  * batched operator (quadform.c: GEMMs over many channels) does one big product.
  * Basis, projections and LAPACK are f64; the operator's own precision bounds the
- * attainable tol (docs/linalg.md).
+ * attainable tol (docs/linalg.md). With sks_eigs_extra.threads > 1 the per-problem work
+ * of a round (Rayleigh-Ritz, residuals, expansion) is dealt to threads, problem a to
+ * thread a % threads, each with its own workspace and OpenBLAS on one thread: for an
+ * operator that does not use OpenBLAS itself (a device backend), where this work would
+ * otherwise dominate.
  */
 #include <float.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -271,6 +276,108 @@ uint64_t sks_eigs_topk_multi_bytes(int n, int nprob, int r, int nb, int krylov_d
     return b;
 }
 
+/* The workspace of one context (sizes from cx->n, r, nb, kmax); 0 or -1. */
+static int sks__ctx_alloc(sks__ctx *cx) {
+    const int n = cx->n, kmax = cx->kmax;
+    size_t kn = (size_t)kmax * n, kk = (size_t)kmax * kmax;
+    cx->tmp = sks_malloc_n(kn > kk ? kn : kk, sizeof(double));
+    cx->Hc = sks_malloc_n(kk, sizeof(double));
+    cx->w = sks_malloc_n((size_t)kmax, sizeof(double));
+    cx->isuppz = sks_malloc_n((size_t)2 * kmax, sizeof(lapack_int));
+    cx->order = sks_malloc_n((size_t)kmax, sizeof(int));
+    cx->y = sks_malloc_n((size_t)n, sizeof(double));
+    cx->ay = sks_malloc_n((size_t)n, sizeof(double));
+    cx->c = sks_malloc_n((size_t)kmax, sizeof(double));
+    cx->Yb = sks_malloc_n((size_t)(cx->r + cx->nb) * n, sizeof(double));
+    cx->R = sks_malloc_n((size_t)(cx->r + cx->nb) * n, sizeof(double));
+    return cx->Yb && cx->R && cx->tmp && cx->Hc && cx->w && cx->isuppz && cx->order && cx->y && cx->ay && cx->c ? 0 : -1;
+}
+
+static void sks__ctx_free(sks__ctx *cx) {
+    free(cx->tmp);
+    free(cx->Hc);
+    free(cx->w);
+    free(cx->isuppz);
+    free(cx->order);
+    free(cx->y);
+    free(cx->ay);
+    free(cx->c);
+    free(cx->Yb);
+    free(cx->R);
+}
+
+/* Problem prob[a] after the operator: its new W rows from Y, Rayleigh-Ritz, the step. */
+static int sks__take_block(sks__ctx *cx, sks__prob *q, int a, const double *Y, int ld) {
+    const int n = cx->n, nb = cx->nb;
+    for (int j = 0; j < q->nbp; j++)
+        for (int i = 0; i < n; i++) q->Wt[(size_t)(q->k + j) * n + i] = Y[(size_t)i * ld + a * nb + j];
+    q->matvecs += q->nbp;
+    int knew = q->nbp;
+    q->nbp = 0;
+    int rc = sks__rayleigh_ritz(cx, q, knew);
+    if (!rc) sks__step(cx, q);
+    return rc;
+}
+
+/* Problem prob[a]'s pending rows into columns [a nb, (a + 1) nb) of X (zero-padded). */
+static void sks__give_block(const sks__ctx *cx, const sks__prob *q, int a, double *X, int ld) {
+    const int n = cx->n, nb = cx->nb;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < nb; j++) X[(size_t)i * ld + a * nb + j] = j < q->nbp ? q->Vt[(size_t)(q->k + j) * n + i] : 0.0;
+}
+
+typedef struct {
+    sks__ctx *cx;
+    sks__prob *P;
+    const int *prob;
+    int nact, t, nt, ld, give;
+    double *X;
+    const double *Y;
+    int rc;
+} sks__round_job;
+
+static void *sks__round_worker(void *arg) {
+    sks__round_job *j = arg;
+    for (int a = j->t; a < j->nact && !j->rc; a += j->nt) {
+        if (j->give) sks__give_block(j->cx, &j->P[j->prob[a]], a, j->X, j->ld);
+        else j->rc = sks__take_block(j->cx, &j->P[j->prob[a]], a, j->Y, j->ld);
+    }
+    return NULL;
+}
+
+/* One half of a round (give: fill X; else: take Y) over the active problems, on nt
+ * threads with contexts cxs[0..nt-1] (nt <= 1: in order on this thread, OpenBLAS as
+ * it is). Returns the first failure. */
+static int sks__round(sks__ctx *cxs, int nt, sks__prob *P, const int *prob, int nact, int ld, int give, double *X,
+                      const double *Y) {
+    enum { MAXT = 64 };
+    if (nt > MAXT) nt = MAXT;
+    if (nt <= 1 || nact < 2) {
+        sks__round_job j = {&cxs[0], P, prob, nact, 0, 1, ld, give, X, Y, 0};
+        sks__round_worker(&j);
+        return j.rc;
+    }
+    int saved = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+    sks__round_job jobs[MAXT];
+    pthread_t th[MAXT];
+    int started[MAXT] = {0};
+    for (int t = 0; t < nt; t++) {
+        jobs[t] = (sks__round_job){&cxs[t], P, prob, nact, t, nt, ld, give, X, Y, 0};
+        started[t] = t > 0 && pthread_create(&th[t], NULL, sks__round_worker, &jobs[t]) == 0;
+    }
+    /* this thread takes its own share and that of any thread that did not start */
+    for (int t = 0; t < nt; t++)
+        if (t == 0 || !started[t]) sks__round_worker(&jobs[t]);
+    for (int t = 1; t < nt; t++)
+        if (started[t]) pthread_join(th[t], NULL);
+    openblas_set_num_threads(saved);
+    int rc = 0;
+    for (int t = 0; t < nt && !rc; t++) rc = jobs[t].rc;
+    if (rc) rc = sks_fail(rc, "sks_eigs_topk_multi: Rayleigh-Ritz failed in a worker thread (%s)", sks_err_name(rc));
+    return rc;
+}
+
 int sks_eigs_topk_multi(sks_symop_multi_fn op, void *ud, int n, int nprob, const sks_eigs_opts *o,
                         sks_eigs_extra *x, double *evals, double *evecs, sks_eigs_info *info) {
     if (!op || !o || n <= 0 || nprob <= 0 || o->r <= 0 || o->r > n || !evals || !evecs)
@@ -301,18 +408,17 @@ int sks_eigs_topk_multi(sks_symop_multi_fn op, void *ud, int n, int nprob, const
     int *prob = sks_malloc_n((size_t)nprob, sizeof *prob);
     double *X = sks_malloc_n((size_t)n * nb, (size_t)nprob * sizeof(double));
     double *Y = sks_malloc_n((size_t)n * nb, (size_t)nprob * sizeof(double));
-    cx.tmp = sks_malloc_n(kn > kk ? kn : kk, sizeof(double));
-    cx.Hc = sks_malloc_n(kk, sizeof(double));
-    cx.w = sks_malloc_n((size_t)kmax, sizeof(double));
-    cx.isuppz = sks_malloc_n((size_t)2 * kmax, sizeof(lapack_int));
-    cx.order = sks_malloc_n((size_t)kmax, sizeof(int));
-    cx.y = sks_malloc_n((size_t)n, sizeof(double));
-    cx.ay = sks_malloc_n((size_t)n, sizeof(double));
-    cx.c = sks_malloc_n((size_t)kmax, sizeof(double));
-    cx.Yb = sks_malloc_n((size_t)(cx.r + cx.nb) * n, sizeof(double));
-    cx.R = sks_malloc_n((size_t)(cx.r + cx.nb) * n, sizeof(double));
-    if (!cx.Yb || !cx.R || !P || !prob || !X || !Y || !cx.tmp || !cx.Hc || !cx.w || !cx.isuppz || !cx.order || !cx.y || !cx.ay ||
-        !cx.c) {
+    /* threads for the per-problem work: contexts 1.. are copies with their own buffers */
+    int nt = x && x->threads > 1 ? x->threads : 1;
+    if (nt > nprob) nt = nprob;
+    sks__ctx *cxs = calloc((size_t)nt, sizeof *cxs);
+    int ctx_fail = sks__ctx_alloc(&cx) || !cxs;
+    for (int t = 1; t < nt && !ctx_fail; t++) {
+        cxs[t] = cx;
+        ctx_fail = sks__ctx_alloc(&cxs[t]);
+    }
+    if (cxs) cxs[0] = cx;
+    if (ctx_fail || !P || !prob || !X || !Y) {
         rc = sks_fail(SKS_ENOMEM, "sks_eigs_topk_multi: %d problems of %d x %d", nprob, n, kmax);
         goto out;
     }
@@ -349,27 +455,13 @@ int sks_eigs_topk_multi(sks_symop_multi_fn op, void *ud, int n, int nprob, const
             if (P[p].active && P[p].nbp > 0) prob[nact++] = p;
         if (nact == 0) break;
         const int ld = nact * nb;
-        for (int a = 0; a < nact; a++) {
-            const sks__prob *q = &P[prob[a]];
-            for (int i = 0; i < n; i++)
-                for (int j = 0; j < nb; j++)
-                    X[(size_t)i * ld + a * nb + j] = j < q->nbp ? q->Vt[(size_t)(q->k + j) * n + i] : 0.0;
-        }
+        sks__round(cxs, nt, P, prob, nact, ld, 1, X, Y);
         double t_op = sks_now();
         rc = op(ud, n, nact, prob, nb, X, Y);
         op_seconds += sks_now() - t_op;
         rounds++;
         if (rc) goto out;
-        for (int a = 0; a < nact; a++) {
-            sks__prob *q = &P[prob[a]];
-            for (int j = 0; j < q->nbp; j++)
-                for (int i = 0; i < n; i++) q->Wt[(size_t)(q->k + j) * n + i] = Y[(size_t)i * ld + a * nb + j];
-            q->matvecs += q->nbp;
-            int knew = q->nbp;
-            q->nbp = 0;
-            if ((rc = sks__rayleigh_ritz(&cx, q, knew))) goto out;
-            sks__step(&cx, q);
-        }
+        if ((rc = sks__round(cxs, nt, P, prob, nact, ld, 0, X, Y))) goto out;
     }
 
     int nfail = 0;
@@ -426,16 +518,9 @@ out:
     free(prob);
     free(X);
     free(Y);
-    free(cx.tmp);
-    free(cx.Hc);
-    free(cx.w);
-    free(cx.isuppz);
-    free(cx.order);
-    free(cx.y);
-    free(cx.ay);
-    free(cx.c);
-    free(cx.Yb);
-    free(cx.R);
+    sks__ctx_free(&cx);
+    for (int t = 1; t < nt && cxs; t++) sks__ctx_free(&cxs[t]);
+    free(cxs);
     return rc;
 }
 

@@ -416,7 +416,14 @@ int sks_qf_top_eigs(const sks_qf_op *op, const int *ch, int m, const sks_eigs_op
     } else {
         sks_eigs_opts oo = *o;
         oo.block = nb;
-        rc = sks_eigs_topk_multi(sks__qf_apply, &s, d, m, &oo, x, evals, evecs, info);
+        /* a device row leaves the CPU to the solver: its per-problem work on all threads */
+        sks_eigs_extra xl;
+        memset(&xl, 0, sizeof xl);
+        sks_eigs_extra *xx = x ? x : &xl;
+        const int saved = xx->threads;
+        if (saved == 0 && op->be != sks_qf_backend_find("cpu")) xx->threads = openblas_get_num_threads();
+        rc = sks_eigs_topk_multi(sks__qf_apply, &s, d, m, &oo, xx, evals, evecs, info);
+        xx->threads = saved;
     }
     free(s.chx);
     free(s.X32);

@@ -203,6 +203,11 @@ typedef struct {
                              ~||A||). An inexact operator (f32 GEMMs) leaves residuals near
                              its rounding times ||A||, which the relative test cannot beat
                              for eigenvalues far below ||A||; 0 = relative test only */
+    int threads;          /* > 1: the per-problem work of each round (Rayleigh-Ritz,
+                             residuals, expansion) on that many threads with OpenBLAS on
+                             one thread each, problem p on thread p % threads; for an
+                             operator that does not use OpenBLAS itself (a device row:
+                             sks_qf_top_eigs sets it). 0 or 1: in order, OpenBLAS as it is */
     int restarts;         /* out: thick restarts, summed over problems */
     int rounds;           /* out: operator callbacks (lockstep rounds) */
     double op_seconds;    /* out: wall time spent inside the operator callback */

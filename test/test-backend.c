@@ -408,6 +408,27 @@ static void test_cpu_row_bitwise(void **state) {
     free(m);
 }
 
+/* the solver's per-problem work on threads (as for a device row) gives the results of
+ * the sequential rounds: the same operations per problem, only on other threads */
+static void test_solver_threads(void **state) {
+    (void)state;
+    model *m = model_new();
+    sks_qf_op op;
+    assert_int_equal(sks_qf_bind(sks_qf_backend_find("cpu"), NULL, &m->q64, NULL, SKS_QF_F64, &op), 0);
+    enum { NP = 7, R = 3 };
+    const int ch[NP] = {3, 0, 20, 47, 11, 3, 30};
+    static double ev[2][NP * R], V[2][NP * D * R];
+    for (int t = 0; t < 2; t++) {
+        sks_eigs_opts o = {.r = R, .block = 2, .tol = 1e-10, .seed = 9};
+        sks_eigs_extra x = {.max_restarts = 100, .threads = t ? 3 : 0};
+        assert_int_equal(sks_qf_top_eigs(&op, ch, NP, &o, &x, ev[t], V[t], NULL), 0);
+    }
+    for (int i = 0; i < NP * R; i++) assert_true(fabs(ev[0][i] - ev[1][i]) <= 1e-12 * fabs(ev[0][i / R * R]));
+    for (int i = 0; i < NP * D * R; i++) assert_true(fabs(V[0][i] - V[1][i]) <= 1e-9);
+    sks_qf_unbind(&op);
+    free(m);
+}
+
 static void test_table(void **state) {
     (void)state;
     const sks_qf_backend *be = NULL;
@@ -455,6 +476,7 @@ int main(int argc, char **argv) {
     const struct CMUnitTest own[] = {
         cmocka_unit_test(test_table),
         cmocka_unit_test(test_cpu_row_bitwise),
+        cmocka_unit_test(test_solver_threads),
     };
     int rc = cmocka_run_group_tests(own, NULL, NULL);
     return rc ? rc : cmocka_run_group_tests(generic, NULL, NULL);
