@@ -70,6 +70,8 @@ struct sks_forward {
     int n_workers;   /* threads for attention heads and SwiGLU */
     float *wscores;  /* (n_workers, SKS__QBLOCK, max_T) per-worker score blocks, lazily */
     float *pscores;  /* (n_workers, max_T, max_T) lazily, parallel heads with probabilities */
+    const sks_fwd_kv_limit *kvl; /* the pass's key limit (NULL: full causal) */
+    int kvl_layer;               /* layer being computed, for kvl->keep_sink */
 };
 
 /* ---- helpers ------------------------------------------------------------------------ */
@@ -294,18 +296,26 @@ uint64_t sks_forward_bytes(const sks_arch *a, int max_T) {
 /* ---- one pass ----------------------------------------------------------------------- */
 
 /* Softmax over rows i0..i1-1 (S points at row i0, row stride ld), row i restricted to
- * j <= p0 + i; entries after it, up to Tk, are set to 0. Max-subtracted; exp in f32
- * (one call per entry), the sum in f64. */
-static void sks__softmax_causal(float *S, int64_t ld, int64_t i0, int64_t i1, int64_t Tk, int p0) {
+ * j <= p0 + i; entries after it, up to Tk, are set to 0. With a key window (window > 0)
+ * the keys [n_sink, p0 + i + 1 - window) are masked too (set to 0, left out of the max
+ * and the sum). Max-subtracted; exp in f32 (one call per entry), the sum in f64. */
+static void sks__softmax_causal(float *S, int64_t ld, int64_t i0, int64_t i1, int64_t Tk, int p0, int window,
+                                int n_sink) {
     for (int64_t i = i0; i < i1; i++) {
         float *r = S + (i - i0) * ld;
         int64_t n = p0 + i + 1;
+        int64_t lo = n, hi = n; /* masked keys [lo, hi) */
+        if (window > 0 && n - window > n_sink) {
+            lo = n_sink;
+            hi = n - window;
+            for (int64_t j = lo; j < hi; j++) r[j] = -INFINITY;
+        }
         float mx = -INFINITY;
         for (int64_t j = 0; j < n; j++)
             if (r[j] > mx) mx = r[j];
         double sum = 0;
         for (int64_t j = 0; j < n; j++) {
-            float e = expf(r[j] - mx);
+            float e = j >= lo && j < hi ? 0.0f : expf(r[j] - mx);
             r[j] = e;
             sum += e;
         }
@@ -325,12 +335,15 @@ static void sks__attn_head(const sks_forward *f, int64_t h, int T, int p0, const
                            int full) {
     const int64_t qd = f->qd, kd = f->kd, dh = f->dh, g = h / (f->H / f->Hkv), Tk = (int64_t)p0 + T;
     const float scale = (float)(1.0 / sqrt((double)dh));
+    const sks_fwd_kv_limit *kl = f->kvl;
+    const int window = kl ? kl->window : 0;
+    const int n_sink = kl && (!kl->keep_sink || kl->keep_sink[(int64_t)f->kvl_layer * f->H + h]) ? kl->n_sink : 0;
     for (int64_t i0 = 0; i0 < T; i0 += SKS__QBLOCK) {
         int64_t i1 = i0 + SKS__QBLOCK < T ? i0 + SKS__QBLOCK : T, nk = p0 + i1;
         float *Sb = full ? S + i0 * Tk : S;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(i1 - i0), (int)nk, (int)dh, scale,
                     f->q + i0 * qd + h * dh, (int)qd, kc + g * dh, (int)kd, 0.0f, Sb, (int)Tk);
-        sks__softmax_causal(Sb, Tk, i0, i1, Tk, p0);
+        sks__softmax_causal(Sb, Tk, i0, i1, Tk, p0, window, n_sink);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(i1 - i0), (int)dh, (int)nk, 1.0f, Sb, (int)Tk,
                     vc + g * dh, (int)kd, 0.0f, f->att + i0 * qd + h * dh, (int)qd);
     }
@@ -467,6 +480,9 @@ static int sks__layer(sks_forward *f, int l, int T, int p0, float *kc, float *vc
     if ((rc = sks__vec(m, SKS_ROLE_ATTN_NORM, l, f->vec))) return rc;
     sks__addnorm(f, T, f->x, NULL, f->vec);
     if (hk && hk->on_attn_in && (rc = hk->on_attn_in(hk->ud, l, f->xn, T, (int)d))) return rc;
+    if (hk && hk->on_linear_in && (rc = hk->on_linear_in(hk->ud, l, SKS_FWD_LIN_ATTN, f->xn, T, (int)d))) return rc;
+    f->kvl = hk && mode == SKS_FWD_CAUSAL ? hk->kv_limit : NULL;
+    f->kvl_layer = l;
 
     float *kn = kc + (int64_t)p0 * kd, *vn = vc + (int64_t)p0 * kd;
     int need_qk = mode == SKS_FWD_CAUSAL || (hk && hk->on_qk);
@@ -544,6 +560,7 @@ static int sks__layer(sks_forward *f, int l, int T, int p0, float *kc, float *vc
             sks__parallel(&j, f->n_workers);
         }
     }
+    if (hk && hk->on_linear_in && (rc = hk->on_linear_in(hk->ud, l, SKS_FWD_LIN_WO, f->att, T, (int)qd))) return rc;
     if (!(W = sks__mat(m, SKS_ROLE_WO, l))) return SKS_ENOTFOUND;
     if ((rc = sks_matmul_wt(W, f->att, T, f->y, f->ws, f->ws_floats))) return rc;
     /* h += attention output; xn = RMSNorm(h) * gamma_ffn (the norm leaves h as it is) */
@@ -554,6 +571,7 @@ static int sks__layer(sks_forward *f, int l, int T, int p0, float *kc, float *vc
 
     /* FFN: W_down (SiLU(W_gate x) * (W_up x)) */
     if (hk && hk->on_ffn_in && (rc = hk->on_ffn_in(hk->ud, l, f->xn, T, (int)d))) return rc;
+    if (hk && hk->on_linear_in && (rc = hk->on_linear_in(hk->ud, l, SKS_FWD_LIN_FFN, f->xn, T, (int)d))) return rc;
     if (!(W = sks__mat(m, SKS_ROLE_W_GATE, l))) return SKS_ENOTFOUND;
     if ((rc = sks_matmul_wt(W, f->xn, T, f->gate, f->ws, f->ws_floats))) return rc;
     if (!(W = sks__mat(m, SKS_ROLE_W_UP, l))) return SKS_ENOTFOUND;
@@ -562,6 +580,8 @@ static int sks__layer(sks_forward *f, int l, int T, int p0, float *kc, float *vc
         sks__job j = {sks__swiglu_worker, 0, 1, f, T, p0, NULL, NULL, 0, NULL, NULL, NULL};
         sks__parallel(&j, T >= SKS__PAR_MIN_T ? f->n_workers : 1);
     }
+    if (hk && hk->on_linear_in && (rc = hk->on_linear_in(hk->ud, l, SKS_FWD_LIN_DOWN, f->gate, T, (int)f->f)))
+        return rc;
     if (!(W = sks__mat(m, SKS_ROLE_W_DOWN, l))) return SKS_ENOTFOUND;
     if ((rc = sks_matmul_wt(W, f->gate, T, f->y, f->ws, f->ws_floats))) return rc;
     if (hk && hk->on_ffn_out && (rc = hk->on_ffn_out(hk->ud, l, f->y, T, (int)d))) return rc;

@@ -47,7 +47,33 @@ typedef struct sks_fwd_hooks {
     /* Layer l FFN output (before the residual add), (T, d). */
     int (*on_ffn_out)(void *ud, int layer, const float *y, int T, int d);
     int want_attn_probs;
+    /* (addition) Linear inputs, writable: called just before the projections that read
+     * x, which the hook may change in place (fake quantization). site says which input
+     * (sks_fwd_site); x is (T, n) with n = d (attention, FFN), H*dh (W_O) or f (W_down). */
+    int (*on_linear_in)(void *ud, int layer, int site, float *x, int T, int n);
+    /* (addition) Attention limited to some keys (KV-cache eviction); NULL: full causal. */
+    const struct sks_fwd_kv_limit *kv_limit;
 } sks_fwd_hooks;
+
+/* Linear inputs seen by on_linear_in. */
+typedef enum {
+    SKS_FWD_LIN_ATTN = 0, /* RMSNorm(h) * gamma_attn, read by W_Q, W_K, W_V */
+    SKS_FWD_LIN_WO = 1,   /* concatenated head outputs, read by W_O */
+    SKS_FWD_LIN_FFN = 2,  /* RMSNorm(h) * gamma_ffn, read by W_gate, W_up */
+    SKS_FWD_LIN_DOWN = 3, /* SiLU(W_gate x) * (W_up x), read by W_down */
+    SKS_FWD_N_LIN = 4
+} sks_fwd_site;
+
+/* Keys a query may attend to, in causal mode: query at position i sees key j <= i when
+ * i - j < window, or when j < n_sink and head (layer, h) keeps the sink keys:
+ * keep_sink == NULL means every head, else keep_sink[layer * H + h] != 0. Positions
+ * stay the real ones (RoPE at i and j): the cache evicts keys, it does not renumber.
+ * window <= 0 means no limit. */
+typedef struct sks_fwd_kv_limit {
+    int window;
+    int n_sink;
+    const unsigned char *keep_sink; /* (L, H) or NULL */
+} sks_fwd_kv_limit;
 
 typedef enum {
     SKS_FWD_CAUSAL = 0,      /* one sequence of T tokens at positions 0..T-1 */

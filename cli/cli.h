@@ -23,6 +23,10 @@ int sks_cmd_spikes(int argc, char **argv);
 int sks_cmd_vocab_sweep(int argc, char **argv);
 int sks_cmd_sinks(int argc, char **argv);
 int sks_cmd_analyze(int argc, char **argv);
+int sks_cmd_perplexity(int argc, char **argv);
+int sks_cmd_quant_risk(int argc, char **argv);
+int sks_cmd_kv_eval(int argc, char **argv);
+int sks_cmd_compare(int argc, char **argv);
 
 /* In an option loop over argv with index i: step over the value of option a, or print
  * "sinkscope <cmd>: <a> needs a value" and return 2 (usage error) from the command. */
@@ -73,5 +77,9 @@ void sks_cli_print_spike_channels(FILE *f, const void *layer_results, int n, int
 /* Install a progress hook that draws "stage [####    ] 12/40 eta 3s" on stderr when
  * stderr is a terminal, and plain lines every few seconds otherwise. quiet disables. */
 void sks_cli_progress_install(int quiet);
+
+/* Read text_path whole and encode it with the model's tokenizer (or tok_path), BOS
+ * first (cli/text.c): *ids malloc'd, *n >= 2. */
+int sks_cli_text_ids(const sks_model *m, const char *tok_path, const char *text_path, int32_t **ids, int *n);
 
 #endif

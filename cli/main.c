@@ -25,6 +25,9 @@ static const sks__cmd sks__cmds[] = {
     {"vocab-sweep", sks_cmd_vocab_sweep, "every token alone at position 0: which spike"},
     {"sinks", sks_cmd_sinks, "sink-key geometry, query alignment, ranked sink heads"},
     {"analyze", sks_cmd_analyze, "all analyses, figures and report.html into one folder"},
+    {"perplexity", sks_cmd_perplexity, "perplexity of a text over windows of the context"},
+    {"quant-risk", sks_cmd_quant_risk, "activation quantization error per layer, perplexity by scheme"},
+    {"kv-eval", sks_cmd_kv_eval, "perplexity when the KV cache keeps only recent keys (+ sinks)"},
     {"synth", sks_cmd_synth, "write a model of any shape with planted spikes and sinks"},
     {"demo", sks_cmd_demo, "synthesize the default model and analyse it (no files needed)"},
 };

@@ -76,3 +76,16 @@ double sks_test_reldiff(double a, double b, double floor_) {
     double den = fabs(b) > floor_ ? fabs(b) : floor_;
     return fabs(a - b) / den;
 }
+
+uint64_t sks_test_rng_u64(uint64_t *s) { /* splitmix64 */
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+double sks_test_rng_gauss(uint64_t *s) { /* Box-Muller on two uniforms in (0, 1) */
+    double u1 = ((sks_test_rng_u64(s) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+    double u2 = ((sks_test_rng_u64(s) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}

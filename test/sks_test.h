@@ -35,5 +35,8 @@ void sks_test_u64(sks_test_buf *g, uint64_t v);
 void sks_test_gguf_str(sks_test_buf *g, const char *s); /* GGUF string: u64 length, bytes */
 /* Relative difference |a-b| / max(|b|, floor). */
 double sks_test_reldiff(double a, double b, double floor_);
+/* Seeded test generator (splitmix64): a uniform 64-bit word, a standard normal. */
+uint64_t sks_test_rng_u64(uint64_t *state);
+double sks_test_rng_gauss(uint64_t *state);
 
 #endif

@@ -1,0 +1,366 @@
+/* quantrisk.c - activation quantization risk (contract in sks_quantrisk.h). */
+#include "sks_quantrisk.h"
+#include "sks_out.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const sks__qnames[SKS_Q_N] = {"int8-tensor", "int8-token", "int4-tensor", "int4-token",
+                                                  "fp8-e4m3"};
+static const char *const sks__keepnames[SKS_QKEEP_N] = {"none", "spike", "outliers"};
+static const char *const sks__sitenames[SKS_QSITE_N] = {"residual", "attn_in", "wo_in", "ffn_in", "down_in"};
+
+const char *sks_qscheme_name(int s) { return s >= 0 && s < SKS_Q_N ? sks__qnames[s] : "?"; }
+const char *sks_qkeep_name(int k) { return k >= 0 && k < SKS_QKEEP_N ? sks__keepnames[k] : "?"; }
+const char *sks_qsite_name(int s) { return s >= 0 && s < SKS_QSITE_N ? sks__sitenames[s] : "?"; }
+
+/* E4M3 (OCP 8-bit floating point spec v1.0, "E4M3"): 1 sign, 4 exponent bits (bias 7),
+ * 3 mantissa bits, no infinities; normal values 2^(e-7) (1 + m/8) for e = 1..15 up to
+ * 448 (S.1111.111 is NaN), subnormals m/8 2^-6 (steps of 2^-9). Rounding: to the nearest
+ * multiple of the step of the binade of |x|, ties to even (rint in the default rounding
+ * mode), which also carries into the next binade exactly. */
+float sks_e4m3_round(float x) {
+    if (isnan(x)) return x;
+    double a = fabs((double)x), q;
+    if (a >= SKS_E4M3_MAX) q = SKS_E4M3_MAX;
+    else if (a < 0x1p-6) q = rint(a * 0x1p9) * 0x1p-9;
+    else {
+        int ex;
+        frexp(a, &ex);                        /* a = f 2^ex, f in [0.5, 1): binade 2^(ex-1) */
+        double step = ldexp(1.0, ex - 1 - 3); /* 3 mantissa bits */
+        q = rint(a / step) * step;
+    }
+    return (float)(x < 0 ? -q : q);
+}
+
+void sks_fakequant(int s, float *x, int64_t T, int64_t n, const unsigned char *keep) {
+    if (s == SKS_Q_FP8_E4M3 || s == SKS_Q_INT8_TENSOR || s == SKS_Q_INT4_TENSOR) {
+        float amax = 0;
+        for (int64_t i = 0; i < T * n; i++)
+            if ((!keep || !keep[i % n]) && fabsf(x[i]) > amax) amax = fabsf(x[i]);
+        if (!(amax > 0)) return;
+        if (s == SKS_Q_FP8_E4M3) {
+            const float sc = amax / SKS_E4M3_MAX;
+            for (int64_t i = 0; i < T * n; i++)
+                if (!keep || !keep[i % n]) x[i] = sks_e4m3_round(x[i] / sc) * sc;
+            return;
+        }
+        const float qmax = s == SKS_Q_INT8_TENSOR ? 127.0f : 7.0f, sc = amax / qmax;
+        for (int64_t i = 0; i < T * n; i++)
+            if (!keep || !keep[i % n]) x[i] = fminf(fmaxf(rintf(x[i] / sc), -qmax), qmax) * sc;
+        return;
+    }
+    const float qmax = s == SKS_Q_INT8_TOKEN ? 127.0f : 7.0f;
+    for (int64_t t = 0; t < T; t++) {
+        float *r = x + t * n, amax = 0;
+        for (int64_t c = 0; c < n; c++)
+            if ((!keep || !keep[c]) && fabsf(r[c]) > amax) amax = fabsf(r[c]);
+        if (!(amax > 0)) continue;
+        const float sc = amax / qmax;
+        for (int64_t c = 0; c < n; c++)
+            if (!keep || !keep[c]) r[c] = fminf(fmaxf(rintf(r[c] / sc), -qmax), qmax) * sc;
+    }
+}
+
+void sks_qrisk_opts_default(sks_qrisk_opts *o) {
+    o->keep_top = 8;
+    sks_trace_opts_default(&o->trace);
+    sks_ppl_opts_default(&o->ppl);
+    o->end_to_end = 1;
+}
+
+/* ---- shared state of the hooks ----------------------------------------------------------- */
+
+typedef struct {
+    float v;
+    int32_t c;
+} sks__chan;
+
+typedef struct {
+    sks_qrisk_result *r;
+    int64_t d, L, maxn;
+    int keep_top;
+    unsigned char *spike_mask; /* (d) */
+    float *scratch;            /* (T, maxn) */
+    float *absbuf;             /* (T, maxn) */
+    sks__chan *chan;           /* (maxn) channel maxima, sorted */
+    unsigned char *keep;       /* (maxn) */
+    int32_t *top;              /* (keep_top) */
+    int scheme;                /* end to end: the scheme, -1: off */
+    int keep_outliers;         /* end to end */
+} sks__qstate;
+
+/* descending value, then ascending channel */
+static int sks__chan_cmp(const void *pa, const void *pb) {
+    const sks__chan *a = pa, *b = pb;
+    if (a->v != b->v) return a->v > b->v ? -1 : 1;
+    return (a->c > b->c) - (a->c < b->c);
+}
+
+/* top-k columns of x (T, n) by max_t |x[t, c]|, descending (ties: lower c first) */
+static void sks__top_channels(sks__qstate *s, const float *x, int64_t T, int64_t n, int k, int32_t *top) {
+    for (int64_t c = 0; c < n; c++) {
+        s->chan[c].v = 0;
+        s->chan[c].c = (int32_t)c;
+    }
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t c = 0; c < n; c++)
+            if (fabsf(x[t * n + c]) > s->chan[c].v) s->chan[c].v = fabsf(x[t * n + c]);
+    qsort(s->chan, (size_t)n, sizeof *s->chan, sks__chan_cmp);
+    for (int i = 0; i < k; i++) top[i] = s->chan[i].c;
+}
+
+/* keep mask (n) for a keep mode on x of a site: spike channels apply to d-wide
+ * residual-coordinate sites (residual, attention and FFN inputs) */
+static void sks__keep_mask(sks__qstate *s, int site, int mode, const float *x, int64_t T, int64_t n) {
+    memset(s->keep, 0, (size_t)n);
+    if (mode == SKS_QKEEP_NONE) return;
+    int resid = site == SKS_QSITE_RESID || site == SKS_QSITE_ATTN || site == SKS_QSITE_FFN;
+    if (resid && n == s->d)
+        for (int64_t c = 0; c < n; c++) s->keep[c] = s->spike_mask[c];
+    if (mode == SKS_QKEEP_OUTLIERS) {
+        int k = s->keep_top < n ? s->keep_top : (int)n;
+        sks__top_channels(s, x, T, n, k, s->top);
+        for (int i = 0; i < k; i++) s->keep[s->top[i]] = 1;
+    }
+}
+
+static int sks__site_of(int fwd_site) {
+    return fwd_site == SKS_FWD_LIN_ATTN  ? SKS_QSITE_ATTN
+           : fwd_site == SKS_FWD_LIN_WO  ? SKS_QSITE_WO
+           : fwd_site == SKS_FWD_LIN_FFN ? SKS_QSITE_FFN
+                                         : SKS_QSITE_DOWN;
+}
+
+/* statistics of one site of one layer (the per-layer step) */
+static void sks__site_stats(sks__qstate *s, int l, int site, const float *x, int64_t T, int64_t n) {
+    sks_qrisk_result *r = s->r;
+    const size_t ls = (size_t)l * SKS_QSITE_N + (size_t)site;
+    const size_t N = (size_t)(T * n);
+    double mx = 0, ss = 0;
+    for (size_t i = 0; i < N; i++) {
+        s->absbuf[i] = fabsf(x[i]);
+        if (s->absbuf[i] > mx) mx = s->absbuf[i];
+        ss += (double)x[i] * (double)x[i];
+    }
+    double med = sks_median_f32(s->absbuf, N);
+    r->site_dim[site] = (int)n;
+    r->max_abs[ls] = mx;
+    r->median_abs[ls] = med;
+    r->dyn_range[ls] = med > 0 ? mx / med : INFINITY;
+    int k = s->keep_top < n ? s->keep_top : (int)n;
+    int32_t *top = r->top_channels + ls * (size_t)s->keep_top;
+    for (int i = 0; i < s->keep_top; i++) top[i] = -1;
+    sks__top_channels(s, x, T, n, k, top);
+    for (int q = 0; q < SKS_Q_N; q++)
+        for (int mode = 0; mode < SKS_QKEEP_N; mode++) {
+            memcpy(s->scratch, x, N * sizeof(float));
+            sks__keep_mask(s, site, mode, x, T, n);
+            sks_fakequant(q, s->scratch, T, n, s->keep);
+            double e = 0;
+            for (size_t i = 0; i < N; i++) {
+                double dv = (double)s->scratch[i] - (double)x[i];
+                e += dv * dv;
+            }
+            r->rel_err[(ls * SKS_Q_N + (size_t)q) * SKS_QKEEP_N + (size_t)mode] = ss > 0 ? sqrt(e / ss) : 0.0;
+        }
+}
+
+static int sks__on_resid(void *ud, int block, const float *h, int T, int d) {
+    sks__qstate *s = ud;
+    if (block % 2 == 0 && block / 2 < s->L) sks__site_stats(s, block / 2, SKS_QSITE_RESID, h, T, d);
+    return 0;
+}
+
+static int sks__on_lin_stats(void *ud, int layer, int site, float *x, int T, int n) {
+    sks__site_stats(ud, layer, sks__site_of(site), x, T, n);
+    return 0;
+}
+
+static int sks__on_lin_quant(void *ud, int layer, int site, float *x, int T, int n) {
+    (void)layer;
+    sks__qstate *s = ud;
+    sks__keep_mask(s, sks__site_of(site), s->keep_outliers ? SKS_QKEEP_OUTLIERS : SKS_QKEEP_NONE, x, T, n);
+    sks_fakequant(s->scheme, x, T, n, s->keep);
+    return 0;
+}
+
+void sks_qrisk_result_free(sks_qrisk_result *r) {
+    if (!r) return;
+    free(r->spike_channels);
+    free(r->max_abs);
+    free(r->median_abs);
+    free(r->dyn_range);
+    free(r->rel_err);
+    free(r->top_channels);
+    sks_ppl_result_free(r->ppl_base);
+    for (int q = 0; q < SKS_Q_N; q++)
+        for (int k = 0; k < 2; k++) sks_ppl_result_free(r->ppl[q][k]);
+    free(r);
+}
+
+int sks_qrisk_run(const sks_model *m, const int32_t *ids, int n, const sks_qrisk_opts *o, sks_qrisk_result **out) {
+    *out = NULL;
+    const sks_arch *a = sks_model_arch(m);
+    int window, stride, rc;
+    if (o->keep_top < 0) return sks_fail(SKS_EARG, "quant-risk: --keep-top must be >= 0");
+    if ((rc = sks_ppl_resolve(m, &o->ppl, &window, &stride))) return rc;
+    const int T = window < n ? window : n, L = a->n_layers;
+    const int64_t d = a->d_model, qd = (int64_t)a->n_heads * a->head_dim;
+    int64_t maxn = d > a->d_ffn ? d : a->d_ffn;
+    if (qd > maxn) maxn = qd;
+    sks_qrisk_result *r = calloc(1, sizeof *r);
+    sks__qstate s;
+    memset(&s, 0, sizeof s);
+    sks_trace_result *tr = NULL;
+    sks_forward *f = NULL;
+    sks_ppl_ctx *c = NULL;
+    if (!r) return sks_fail(SKS_ENOMEM, "quant-risk: out of memory");
+    r->n_layers = L;
+    r->T = T;
+    r->keep_top = o->keep_top;
+    const size_t LS = (size_t)L * SKS_QSITE_N;
+    r->max_abs = calloc(LS, sizeof(double));
+    r->median_abs = calloc(LS, sizeof(double));
+    r->dyn_range = calloc(LS, sizeof(double));
+    r->rel_err = calloc(LS * SKS_Q_N * SKS_QKEEP_N, sizeof(double));
+    r->top_channels = calloc(LS * (size_t)(o->keep_top > 0 ? o->keep_top : 1), sizeof(int32_t));
+    s.r = r;
+    s.d = d;
+    s.L = L;
+    s.maxn = maxn;
+    s.keep_top = o->keep_top;
+    s.spike_mask = calloc((size_t)d, 1);
+    s.scratch = sks_malloc_n((size_t)T, (size_t)maxn * sizeof(float));
+    s.absbuf = sks_malloc_n((size_t)T, (size_t)maxn * sizeof(float));
+    s.chan = malloc((size_t)maxn * sizeof *s.chan);
+    s.keep = malloc((size_t)maxn);
+    s.top = malloc((size_t)(o->keep_top > 0 ? o->keep_top : 1) * sizeof(int32_t));
+    if (!r->max_abs || !r->median_abs || !r->dyn_range || !r->rel_err || !r->top_channels || !s.spike_mask ||
+        !s.scratch || !s.absbuf || !s.chan || !s.keep || !s.top) {
+        rc = sks_fail(SKS_ENOMEM, "quant-risk: out of memory for %d tokens x %lld", T, (long long)maxn);
+        goto done;
+    }
+    /* spike channels by the trace rule on the same window */
+    sks_progress("quant-risk layers", 0, 2);
+    if ((rc = sks_trace_run(m, 1, &ids, &T, &o->trace, &tr))) goto done;
+    r->n_spike_channels = tr->n_spike_channels;
+    if (!(r->spike_channels = malloc((size_t)(tr->n_spike_channels + 1) * sizeof(int)))) {
+        rc = sks_fail(SKS_ENOMEM, "quant-risk: out of memory");
+        goto done;
+    }
+    for (int i = 0; i < tr->n_spike_channels; i++) {
+        r->spike_channels[i] = tr->spike_channels[i];
+        s.spike_mask[tr->spike_channels[i]] = 1;
+    }
+    /* per-layer statistics */
+    sks_progress("quant-risk layers", 1, 2);
+    sks_fwd_hooks hk;
+    memset(&hk, 0, sizeof hk);
+    hk.ud = &s;
+    hk.on_residual = sks__on_resid;
+    hk.on_linear_in = sks__on_lin_stats;
+    if ((rc = sks_forward_new(m, T, &f)) || (rc = sks_forward_run(f, ids, T, SKS_FWD_CAUSAL, &hk, NULL, 0))) goto done;
+    sks_progress("quant-risk layers", 2, 2);
+    if (!o->end_to_end) goto done;
+    /* end to end */
+    if ((rc = sks_ppl_ctx_new(m, T, &c)) || (rc = sks_ppl_run(c, ids, n, window, stride, NULL, "quant-risk base",
+                                                              &r->ppl_base)))
+        goto done;
+    memset(&hk, 0, sizeof hk);
+    hk.ud = &s;
+    hk.on_linear_in = sks__on_lin_quant;
+    for (int q = 0; q < SKS_Q_N && !rc; q++)
+        for (int k = 0; k < 2 && !rc; k++) {
+            char stage[64];
+            snprintf(stage, sizeof stage, "quant-risk %s%s", sks_qscheme_name(q), k ? " +outliers" : "");
+            s.scheme = q;
+            s.keep_outliers = k;
+            rc = sks_ppl_run(c, ids, n, window, stride, &hk, stage, &r->ppl[q][k]);
+        }
+done:
+    sks_trace_result_free(tr);
+    sks_forward_free(f);
+    sks_ppl_ctx_free(c);
+    free(s.spike_mask);
+    free(s.scratch);
+    free(s.absbuf);
+    free(s.chan);
+    free(s.keep);
+    free(s.top);
+    if (rc) {
+        sks_qrisk_result_free(r);
+        return rc;
+    }
+    *out = r;
+    return 0;
+}
+
+static void sks__ppl_entry(sks_out *w, const char *scheme, const char *keep, const sks_ppl_result *p,
+                           const sks_ppl_result *base) {
+    sks_out_map(w, 6);
+    sks_out_kstr(w, "scheme", scheme);
+    sks_out_kstr(w, "keep", keep);
+    sks_out_kf64(w, "perplexity", p->ppl);
+    sks_out_kf64(w, "mean_nll", p->mean_nll);
+    sks_out_kf64(w, "delta_nll", p->mean_nll - base->mean_nll);
+    sks_out_kint(w, "n_scored", p->n_scored);
+}
+
+int sks_qrisk_write(const sks_qrisk_result *r, const sks_model *m, const sks_qrisk_opts *o, const char *text_path,
+                    const char *path) {
+    if (!r || !m || !o || !path) return sks_fail(SKS_EARG, "quant-risk: nothing to write");
+    sks_out w;
+    sks_out_init(&w);
+    sks_out_map(&w, 12);
+    sks_out_kstr(&w, "schema", "sinkscope.quant-risk/1");
+    sks_out_str(&w, "model");
+    sks_out_model(&w, m);
+    sks_out_str(&w, "params");
+    sks_out_map(&w, 8);
+    sks_out_kint(&w, "keep_top", o->keep_top);
+    sks_out_kf64(&w, "abs", o->trace.abs_thresh);
+    sks_out_kf64(&w, "ratio", o->trace.ratio);
+    sks_out_kint(&w, "min_blocks", o->trace.min_blocks);
+    sks_out_kint(&w, "window", r->ppl_base ? r->ppl_base->window : r->T);
+    sks_out_kint(&w, "stride", r->ppl_base ? r->ppl_base->stride : r->T);
+    sks_out_str(&w, "text");
+    if (text_path) sks_out_str(&w, text_path);
+    else sks_out_nil(&w);
+    sks_out_kint(&w, "stats_tokens", r->T);
+    const char *const *lists[3] = {sks__sitenames, sks__qnames, sks__keepnames};
+    const char *keys[3] = {"sites", "schemes", "keep_modes"};
+    const int lens[3] = {SKS_QSITE_N, SKS_Q_N, SKS_QKEEP_N};
+    for (int i = 0; i < 3; i++) {
+        sks_out_str(&w, keys[i]);
+        sks_out_array(&w, (size_t)lens[i]);
+        for (int j = 0; j < lens[i]; j++) sks_out_str(&w, lists[i][j]);
+    }
+    sks_out_str(&w, "spike_channels");
+    sks_out_array(&w, (size_t)r->n_spike_channels);
+    for (int i = 0; i < r->n_spike_channels; i++) sks_out_int(&w, r->spike_channels[i]);
+    int64_t shp[4] = {r->n_layers, SKS_QSITE_N, SKS_Q_N, SKS_QKEEP_N};
+    sks_out_str(&w, "max_abs");
+    sks_out_f64_array(&w, r->max_abs, 2, shp);
+    sks_out_str(&w, "median_abs");
+    sks_out_f64_array(&w, r->median_abs, 2, shp);
+    sks_out_str(&w, "rel_err");
+    sks_out_f64_array(&w, r->rel_err, 4, shp);
+    int64_t tshp[3] = {r->n_layers, SKS_QSITE_N, r->keep_top};
+    sks_out_str(&w, "top_channels");
+    sks_out_i32_array(&w, r->top_channels, 3, tshp);
+    /* dyn_range = max_abs / median_abs, kept out of the file (derivable) */
+    sks_out_str(&w, "end_to_end");
+    if (r->ppl_base) {
+        sks_out_array(&w, 1 + 2 * SKS_Q_N);
+        sks__ppl_entry(&w, "f32", "none", r->ppl_base, r->ppl_base);
+        for (int q = 0; q < SKS_Q_N; q++)
+            for (int k = 0; k < 2; k++) sks__ppl_entry(&w, sks__qnames[q], k ? "outliers" : "none", r->ppl[q][k],
+                                                       r->ppl_base);
+    } else
+        sks_out_nil(&w);
+    int rc = sks_out_write_file(&w, path);
+    sks_out_free(&w);
+    return rc;
+}

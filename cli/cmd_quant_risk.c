@@ -1,0 +1,189 @@
+/* cmd_quant_risk.c - `sinkscope quant-risk MODEL --text FILE`: dynamic range and
+ * simulated activation-quantization error per layer, and the perplexity under fake
+ * quantization (library: analysis/sks_quantrisk.h). */
+#include "cli.h"
+#include "../analysis/sks_quantrisk.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void sks__qr_help(FILE *f) {
+    fprintf(f,
+            "usage: sinkscope quant-risk MODEL --text FILE [--keep-top K] [--abs X] [--ratio X]\n"
+            "                            [--min-blocks N] [--window W] [--stride S] [--no-e2e]\n"
+            "                            [--tokenizer PATH] [-o OUT.msgpack] [--json] [-q]\n\n"
+            "What the massive activations cost a low-bit activation quantizer. Per layer, for\n"
+            "the residual stream entering it and for each linear input (attention input, W_O\n"
+            "input, FFN input, W_down input), on the first window of the text: the dynamic\n"
+            "range max|x| / median|x| and the relative error ||Q(x) - x|| / ||x|| of symmetric\n"
+            "INT8 and INT4 (one scale per tensor or per token) and FP8 E4M3 (per-tensor scale),\n"
+            "each with no channel kept, with the spike channels kept in f32, and with the spike\n"
+            "channels plus the top-K outlier channels kept (LLM.int8 style). End to end: the\n"
+            "perplexity of the text with every linear input fake-quantized, without and with\n"
+            "the outlier channels kept (docs/cost.md).\n\n"
+            "  --text FILE        the text (UTF-8), required\n"
+            "  --keep-top K       outlier channels kept per tensor (default 8)\n"
+            "  --abs X, --ratio X, --min-blocks N\n"
+            "                     the spike rule for the spike channels (as `sinkscope trace`;\n"
+            "                     defaults 100, 1000, 3; small models need e.g. --ratio 100 --abs 50)\n"
+            "  --window W         perplexity window (default: the model's context)\n"
+            "  --stride S         perplexity stride (default W)\n"
+            "  --no-e2e           per-layer statistics only (no perplexity runs)\n"
+            "  --tokenizer PATH   tokenizer file when it is not beside the model\n"
+            "  -o, --output FILE  msgpack, schema sinkscope.quant-risk/1 (docs/schema-cost.md)\n"
+            "  --json             a JSON summary on stdout instead of the tables\n"
+            "  -q, --quiet        no progress on stderr\n\n"
+            "example:\n"
+            "  sinkscope quant-risk model-dir --text book.txt --ratio 100 --abs 50 -o qr.msgpack\n");
+}
+
+static size_t sks__err_at(const sks_qrisk_result *r, int l, int site, int q, int k) {
+    return (((size_t)l * SKS_QSITE_N + (size_t)site) * SKS_Q_N + (size_t)q) * SKS_QKEEP_N + (size_t)k;
+}
+
+static void sks__qr_json(const sks_qrisk_result *r, const sks_model *m) {
+    json_t *o = json_object(), *layers = json_array(), *sc = json_array();
+    json_object_set_new(o, "schema", json_string("sinkscope.quant-risk-summary/1"));
+    json_object_set_new(o, "model", json_string(sks_model_path(m)));
+    json_object_set_new(o, "stats_tokens", json_integer(r->T));
+    for (int i = 0; i < r->n_spike_channels; i++) json_array_append_new(sc, json_integer(r->spike_channels[i]));
+    json_object_set_new(o, "spike_channels", sc);
+    for (int l = 0; l < r->n_layers; l++) {
+        json_t *lay = json_object();
+        json_object_set_new(lay, "layer", json_integer(l));
+        for (int s = 0; s < SKS_QSITE_N; s++) {
+            json_t *e = json_object(), *err = json_object();
+            json_object_set_new(e, "dynamic_range", json_real(r->dyn_range[l * SKS_QSITE_N + s]));
+            json_object_set_new(e, "max_abs", json_real(r->max_abs[l * SKS_QSITE_N + s]));
+            for (int q = 0; q < SKS_Q_N; q++) {
+                json_t *ks = json_object();
+                for (int k = 0; k < SKS_QKEEP_N; k++)
+                    json_object_set_new(ks, sks_qkeep_name(k), json_real(r->rel_err[sks__err_at(r, l, s, q, k)]));
+                json_object_set_new(err, sks_qscheme_name(q), ks);
+            }
+            json_object_set_new(e, "rel_err", err);
+            json_object_set_new(lay, sks_qsite_name(s), e);
+        }
+        json_array_append_new(layers, lay);
+    }
+    json_object_set_new(o, "layers", layers);
+    if (r->ppl_base) {
+        json_t *e2e = json_object();
+        json_object_set_new(e2e, "f32", json_real(r->ppl_base->ppl));
+        for (int q = 0; q < SKS_Q_N; q++) {
+            json_t *e = json_object();
+            json_object_set_new(e, "none", json_real(r->ppl[q][0]->ppl));
+            json_object_set_new(e, "outliers", json_real(r->ppl[q][1]->ppl));
+            json_object_set_new(e2e, sks_qscheme_name(q), e);
+        }
+        json_object_set_new(o, "perplexity", e2e);
+    }
+    json_dumpf(o, stdout, JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
+    fputc('\n', stdout);
+    json_decref(o);
+}
+
+static void sks__qr_tables(const sks_qrisk_result *r) {
+    printf("spike channels (trace rule):");
+    for (int i = 0; i < r->n_spike_channels; i++) printf(" %d", r->spike_channels[i]);
+    printf("%s\nrelative error %% per layer and input, on %d tokens; columns: scheme with no channel kept | "
+           "with the outliers kept\n",
+           r->n_spike_channels ? "" : " none", r->T);
+    printf("%3s %-9s %9s |", "L", "input", "range");
+    for (int k = 0; k < 2; k++) {
+        for (int q = 0; q < SKS_Q_N; q++) printf(" %11s", sks_qscheme_name(q));
+        printf(" |");
+    }
+    printf("\n");
+    for (int l = 0; l < r->n_layers; l++)
+        for (int s = 0; s < SKS_QSITE_N; s++) {
+            printf("%3d %-9s %9.1f |", l, sks_qsite_name(s), r->dyn_range[l * SKS_QSITE_N + s]);
+            for (int k = 0; k < 2; k++) {
+                for (int q = 0; q < SKS_Q_N; q++)
+                    printf(" %11.3f", 100.0 * r->rel_err[sks__err_at(r, l, s, q, k ? SKS_QKEEP_OUTLIERS : 0)]);
+                printf(" |");
+            }
+            printf("\n");
+        }
+    if (!r->ppl_base) return;
+    printf("\nperplexity with every linear input fake-quantized (f32: %.4f)\n", r->ppl_base->ppl);
+    printf("  %-12s %14s %14s\n", "scheme", "none kept", "outliers kept");
+    for (int q = 0; q < SKS_Q_N; q++)
+        printf("  %-12s %14.4f %14.4f\n", sks_qscheme_name(q), r->ppl[q][0]->ppl, r->ppl[q][1]->ppl);
+}
+
+int sks_cmd_quant_risk(int argc, char **argv) {
+    const char *model_path = NULL, *text_path = NULL, *tok_path = NULL, *out_path = NULL;
+    int want_json = 0, quiet = 0, rc;
+    sks_qrisk_opts o;
+    sks_qrisk_opts_default(&o);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        long lv;
+        int *idst = !strcmp(a, "--keep-top")     ? &o.keep_top
+                    : !strcmp(a, "--min-blocks") ? &o.trace.min_blocks
+                    : !strcmp(a, "--window")     ? &o.ppl.window
+                    : !strcmp(a, "--stride")     ? &o.ppl.stride
+                                                 : NULL;
+        double *ddst = !strcmp(a, "--abs") ? &o.trace.abs_thresh : !strcmp(a, "--ratio") ? &o.trace.ratio : NULL;
+        const char **sdst = !strcmp(a, "--text")                         ? &text_path
+                            : !strcmp(a, "--tokenizer")                  ? &tok_path
+                            : !strcmp(a, "-o") || !strcmp(a, "--output") ? &out_path
+                                                                         : NULL;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            sks__qr_help(stdout);
+            return 0;
+        } else if (!strcmp(a, "--json")) {
+            want_json = 1;
+        } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
+            quiet = 1;
+        } else if (!strcmp(a, "--no-e2e")) {
+            o.end_to_end = 0;
+        } else if (idst) {
+            SKS_CLI_TAKE("quant-risk", a, val, i);
+            if ((rc = sks_cli_parse_int(a, val, idst == &o.keep_top ? 0 : 1, 1 << 20, &lv)))
+                return sks_cli_fail("quant-risk", rc);
+            *idst = (int)lv;
+        } else if (ddst) {
+            SKS_CLI_TAKE("quant-risk", a, val, i);
+            if ((rc = sks_cli_parse_double(a, val, ddst))) return sks_cli_fail("quant-risk", rc);
+        } else if (sdst) {
+            SKS_CLI_TAKE("quant-risk", a, val, i);
+            *sdst = val;
+        } else if (a[0] == '-' && a[1]) {
+            fprintf(stderr, "sinkscope quant-risk: unknown option %s (see sinkscope quant-risk --help)\n", a);
+            return 2;
+        } else if (!model_path) {
+            model_path = a;
+        } else {
+            fprintf(stderr, "sinkscope quant-risk: unexpected argument '%s'\n", a);
+            return 2;
+        }
+    }
+    if (!model_path || !text_path) {
+        fprintf(stderr, "sinkscope quant-risk: give MODEL and --text FILE (see sinkscope quant-risk --help)\n");
+        return 2;
+    }
+    sks_cli_progress_install(quiet);
+    sks_model *m = NULL;
+    sks_qrisk_result *r = NULL;
+    int32_t *ids = NULL;
+    int n = 0, ret = 1;
+    if (sks_cli_open_model("quant-risk", model_path, &m)) return 1;
+    if ((rc = sks_cli_text_ids(m, tok_path, text_path, &ids, &n)) || (rc = sks_qrisk_run(m, ids, n, &o, &r)) ||
+        (out_path && (rc = sks_qrisk_write(r, m, &o, text_path, out_path)))) {
+        sks_cli_fail("quant-risk", rc);
+        goto done;
+    }
+    if (want_json) sks__qr_json(r, m);
+    else sks__qr_tables(r);
+    if (out_path && !quiet) fprintf(stderr, "sinkscope quant-risk: -> %s\n", out_path);
+    ret = 0;
+done:
+    sks_qrisk_result_free(r);
+    free(ids);
+    sks_model_close(m);
+    return ret;
+}
