@@ -156,7 +156,7 @@ int sks_ppl_write(const sks_ppl_result *r, const sks_model *m, const char *text_
     if (!r || !m || !path) return sks_fail(SKS_EARG, "perplexity: nothing to write");
     sks_out w;
     sks_out_init(&w);
-    sks_out_map(&w, 9);
+    sks_out_map(&w, 10);
     sks_out_kstr(&w, "schema", "sinkscope.perplexity/1");
     sks_out_str(&w, "model");
     sks_out_model(&w, m);

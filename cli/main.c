@@ -28,6 +28,7 @@ static const sks__cmd sks__cmds[] = {
     {"perplexity", sks_cmd_perplexity, "perplexity of a text over windows of the context"},
     {"quant-risk", sks_cmd_quant_risk, "activation quantization error per layer, perplexity by scheme"},
     {"kv-eval", sks_cmd_kv_eval, "perplexity when the KV cache keeps only recent keys (+ sinks)"},
+    {"compare", sks_cmd_compare, "the ablation table over analyze folders (spikes, sinks, perplexity)"},
     {"synth", sks_cmd_synth, "write a model of any shape with planted spikes and sinks"},
     {"demo", sks_cmd_demo, "synthesize the default model and analyse it (no files needed)"},
 };
