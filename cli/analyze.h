@@ -7,6 +7,8 @@
  *                                          spike channels, delimiter ranking)
  *   vocab-sweep -> OUTDIR/vocab.msgpack   (every token, or a sample, at position 0)
  *   sinks       -> OUTDIR/sinks.msgpack + OUTDIR/kv_map.json
+ *   with a text: quant-risk and kv-eval (with the kv map just written)
+ *               -> OUTDIR/quant_risk.msgpack + OUTDIR/kv_eval.msgpack (docs/cost.md)
  * then OUTDIR/summary.json (headline numbers, timings, file list) and, unless no_plots,
  * the figures and OUTDIR/report.html by running notebooks-out/make_report.py with
  * /usr/bin/python3 (the one process it starts). Progress goes to stderr.
@@ -32,6 +34,8 @@ typedef struct {
     int quiet;              /* 1: no progress lines */
     int json;               /* 1: print summary.json to stdout at the end */
     uint64_t seed;          /* default prompts without a tokenizer, vocab sample */
+    const char *text;       /* (addition) a text: also quant-risk and kv-eval on it */
+    int kv_window;          /* kv-eval W; 0: a quarter of the perplexity window */
 } sks_cli_analyze_opts;
 
 void sks_cli_analyze_opts_default(sks_cli_analyze_opts *o);

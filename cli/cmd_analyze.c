@@ -26,6 +26,7 @@
 
 #include <jansson.h>
 
+#include "../analysis/sks_cost.h"
 #include "../analysis/sks_out.h"
 #include "../analysis/sks_sinks.h"
 #include "../analysis/sks_spikes.h"
@@ -113,7 +114,8 @@ static int sks__file_exists_in(const char *dir, const char *name) {
 static const char *const sks__outputs[] = {"trace.msgpack", "spikes.msgpack", "vocab.msgpack", "sinks.msgpack",
                                            "kv_map.json", "summary.json", "report.html", "fig_lifecycle.png",
                                            "fig_spectrum.png", "fig_alpha.png", "fig_alignment.png",
-                                           "fig_vocab.png", "fig_delimiters.png"};
+                                           "fig_vocab.png", "fig_delimiters.png", "quant_risk.msgpack",
+                                           "kv_eval.msgpack", "fig_quant_risk.png", "fig_kv_eval.png"};
 
 /* Remove a folder that holds only files (the partial output folder). */
 static void sks__rm_files_dir(const char *dir) {
@@ -297,7 +299,8 @@ typedef struct {
     sks_vocab_result *vr;
     sks_sinks_opts sio;
     sks_sinks_result *sr;
-    double t_trace, t_spikes, t_vocab, t_sinks, t_plots;
+    char *cost_json;           /* the cost stage's summary object (with --text) */
+    double t_trace, t_spikes, t_vocab, t_sinks, t_cost, t_plots;
     char plots[256];           /* "ok" or why the figures are missing */
     int n_figures;
 } sks__run;
@@ -487,7 +490,7 @@ static int sks__stage_sinks(sks__run *R, int n_stages) {
     char detail[160];
     snprintf(detail, sizeof detail, "%d prompt%s, eps %g%s", R->pr.n, R->pr.n == 1 ? "" : "s", R->sio.eps,
              R->sio.first_as_sink ? ", no spike token found: position 0 stands in as the sink" : "");
-    sks__stage(n_stages, n_stages, "sinks", detail, 1.5 * R->t_trace);
+    sks__stage(4, n_stages, "sinks", detail, 1.5 * R->t_trace);
     double t0 = sks_now();
     /* layers split across the ranks, gathered and classified on rank 0 */
     int fell_back = 0;
@@ -503,6 +506,29 @@ static int sks__stage_sinks(sks__run *R, int n_stages) {
     R->t_sinks = sks_now() - t0;
     if (!rc) sks__done("sinks", R->t_sinks, path);
     free(path);
+    free(kv);
+    return rc;
+}
+
+/* ---- stage 5 (with --text): quant-risk and kv-eval -------------------------------------- */
+
+static int sks__stage_cost(sks__run *R, int n_stages) {
+    sks_cost_opts co;
+    sks_cost_opts_default(&co);
+    co.quant.trace = R->to; /* the run's spike rule */
+    co.kv.kv_window = R->o->kv_window;
+    char *kv = sks__join(R->outdir, "kv_map.json");
+    int32_t *ids = NULL;
+    int n = 0;
+    if (!kv) return sks_fail(SKS_ENOMEM, "analyze");
+    co.kv_map_path = kv;
+    sks__stage(n_stages, n_stages, "quant-risk, kv-eval", R->o->text, 0);
+    double t0 = sks_now();
+    int rc = sks_cli_text_ids(R->m, R->o->tokenizer, R->o->text, &ids, &n);
+    if (!rc) rc = sks_cost_run(R->m, ids, n, &co, R->o->text, R->outdir, &R->cost_json);
+    R->t_cost = sks_now() - t0;
+    if (!rc) sks__done("quant-risk, kv-eval", R->t_cost, R->outdir);
+    free(ids);
     free(kv);
     return rc;
 }
@@ -690,10 +716,16 @@ static int sks__write_summary(sks__run *R, int print) {
     if (R->spike_selection) json_object_set_new(root, "spikes", sks__summary_spikes(R));
     if (R->vr) json_object_set_new(root, "vocab", sks__summary_vocab(R));
     if (R->sr) json_object_set_new(root, "sinks", sks__summary_sinks(R));
+    if (R->cost_json) { /* perplexity, quant_risk, kv_eval */
+        json_t *c = json_loads(R->cost_json, 0, NULL);
+        if (c) json_object_update(root, c);
+        json_decref(c);
+    }
     json_object_set_new(tim, "trace", sks_json_num(R->t_trace));
     json_object_set_new(tim, "spikes", sks_json_num(R->t_spikes));
     json_object_set_new(tim, "vocab", sks_json_num(R->t_vocab));
     json_object_set_new(tim, "sinks", sks_json_num(R->t_sinks));
+    if (R->cost_json) json_object_set_new(tim, "cost", sks_json_num(R->t_cost));
     if (R->t_plots > 0) json_object_set_new(tim, "plots", sks_json_num(R->t_plots));
     json_object_set_new(root, "timings_s", tim);
     for (size_t i = 0; i < sizeof sks__outputs / sizeof sks__outputs[0]; i++) {
@@ -874,6 +906,7 @@ static void sks__run_free(sks__run *R) {
     sks_sinks_result_free(R->sr);
     sks_tokenizer_free(R->tok);
     sks__prompts_free(&R->pr);
+    free(R->cost_json);
 }
 
 static int sks__validate(const sks_cli_analyze_opts *o) {
@@ -932,12 +965,13 @@ int sks_cli_analyze_run(const char *model_path, const char *outdir, const sks_cl
     }
     if ((rc = sks__make_prompts(m, R.tok, o, &R.pr))) goto out;
     if ((rc = sks_prompts_check(m, R.pr.n, (const int32_t *const *)R.pr.ids, R.pr.lens, R.pr.source))) goto out;
-    const int n_stages = 4;
+    const int n_stages = o->text ? 5 : 4;
     if ((rc = sks__stage_trace(&R, n_stages))) goto out;
     if ((rc = sks__stage_spikes(&R, n_stages))) goto out;
     if ((rc = sks__stage_vocab(&R, n_stages))) goto out;
     if ((rc = sks__stage_sinks(&R, n_stages))) goto out;
-    if (sks_dist_rank() != 0) goto out; /* summary and figures: rank 0 */
+    if (sks_dist_rank() != 0) goto out; /* cost stage, summary and figures: rank 0 */
+    if (o->text && (rc = sks__stage_cost(&R, n_stages))) goto out;
     if (o->no_plots) {
         snprintf(R.plots, sizeof R.plots, "skipped: --no-plots");
         rc = sks__write_summary(&R, o->json);
@@ -955,7 +989,7 @@ int sks_cli_analyze_run(const char *model_path, const char *outdir, const sks_cl
     if (!rc && !o->quiet && !o->json) sks__print_findings(stdout, &R);
     if (!rc && !o->quiet)
         fprintf(stderr, "analyze: done in %.1f s: %s/summary.json%s\n",
-                R.t_trace + R.t_spikes + R.t_vocab + R.t_sinks + R.t_plots, outdir,
+                R.t_trace + R.t_spikes + R.t_vocab + R.t_sinks + R.t_cost + R.t_plots, outdir,
                 R.n_figures ? ", report.html" : "");
 out:
     if (sks_dist_rank() == 0 && rc) sks__rm_files_dir(partial);
@@ -993,6 +1027,9 @@ static void sks__usage(FILE *f) {
             "                     small models need lower values, e.g. 50)\n"
             "  --min-blocks N     spike channel: consecutive blocks above both (default 3)\n"
             "  --seed S           pseudo-random prompts and vocabulary sample (default 1)\n"
+            "  --text FILE        also measure what the spikes and sinks cost on this text:\n"
+            "                     quant_risk.msgpack and kv_eval.msgpack (docs/cost.md)\n"
+            "  --kv-window W      kv-eval's window (default: a quarter of the context)\n"
             "  --no-plots         write the msgpack and JSON results only\n"
             "  --json             print summary.json to stdout at the end\n"
             "  -q, --quiet        no progress on stderr\n"
@@ -1048,6 +1085,14 @@ int sks_cmd_analyze(int argc, char **argv) {
             SKS__NEED();
             if ((rc = sks_cli_parse_int("--seed", v, 0, 0x7fffffffL, &n))) return sks_cli_fail("analyze", rc) + 1;
             o.seed = (uint64_t)n;
+        } else if (!strcmp(a, "--text")) {
+            SKS__NEED();
+            o.text = v;
+        } else if (!strcmp(a, "--kv-window")) {
+            long n;
+            SKS__NEED();
+            if ((rc = sks_cli_parse_int("--kv-window", v, 1, 1L << 20, &n))) return sks_cli_fail("analyze", rc) + 1;
+            o.kv_window = (int)n;
         } else if (!strcmp(a, "--no-plots")) {
             o.no_plots = 1;
         } else if (!strcmp(a, "--json")) {

@@ -23,6 +23,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import plot_all as P  # noqa: E402
+import plot_cost as PC  # noqa: E402
 import sks_results as R  # noqa: E402
 
 CAPTIONS = {
@@ -367,6 +368,98 @@ def section_kv_map(res):
     return out
 
 
+COST_FILES = (("quant_risk", "quant_risk.msgpack", "fig_quant_risk.png"),
+              ("kv_eval", "kv_eval.msgpack", "fig_kv_eval.png"),
+              ("compare", "compare.msgpack", "fig_compare.png"))
+
+
+def load_cost(d):
+    """The cost results of the folder (analyze --text, sinkscope compare -o DIR/compare.msgpack)."""
+    out = {}
+    for key, name, _ in COST_FILES:
+        p = os.path.join(d, name)
+        if os.path.exists(p):
+            try:
+                out[key] = R.load(p)
+            except Exception as e:  # a broken file must not stop the report
+                R.warning("%s: %s" % (p, e))
+    return out
+
+
+def cost_figures(d, cost, draw):
+    """Draw (when draw) and return {key: path} of the cost figures that exist."""
+    figs = {}
+    for key, _, fname in COST_FILES:
+        if key not in cost:
+            continue
+        path = os.path.join(d, fname)
+        if draw:
+            try:
+                PC.FIGS[cost[key]["schema"]][1](cost[key], path)
+            except Exception as e:
+                R.warning("%s: %s" % (fname, e))
+        if os.path.exists(path):
+            figs[key] = path
+    return figs
+
+
+def _figure(path, caption):
+    name = os.path.basename(path)
+    return ("<figure><img src='%s' alt='%s' data-file='%s'><figcaption>%s <i>(file: %s)</i></figcaption></figure>"
+            % (img_data_uri(path), esc(name), esc(name), esc(caption), esc(name)))
+
+
+def section_cost(cost, figs):
+    out = []
+    q = cost.get("quant_risk")
+    if q is not None:
+        e2e = q.get("end_to_end") or []
+        base = next((e["perplexity"] for e in e2e if e["scheme"] == "f32"), None)
+        out.append("<h3>Activation quantization (quant_risk.msgpack)</h3>"
+                   "<p>Spike channels kept in the <i>spike</i> mode: %s. Per layer and input: dynamic range "
+                   "max|x| / median|x| and the relative error of each scheme; end to end: the perplexity with "
+                   "every linear input fake-quantized (f32: %s).</p>" % (esc(q.get("spike_channels")), fmt(base)))
+        rows = [[esc(s), fmt(next((e["perplexity"] for e in e2e if e["scheme"] == s and e["keep"] == "none"), None)),
+                 fmt(next((e["perplexity"] for e in e2e if e["scheme"] == s and e["keep"] == "outliers"), None))]
+                for s in q.get("schemes", [])]
+        if e2e:
+            out.append(table(["scheme", "perplexity, none kept", "outliers kept"], rows, left=(0,)))
+        err, sites = np.asarray(q["rel_err"]), q["sites"]
+        qi, ko = q["schemes"].index("int8-tensor"), q["keep_modes"].index("outliers")
+        rng = np.asarray(q["max_abs"]) / np.maximum(np.asarray(q["median_abs"]), 1e-30)
+        rows = [[str(l)] + ["%s / %.2f%% / %.2f%%" % (fmt(rng[l, si], "%.3g"), 100 * err[l, si, qi, 0],
+                                                      100 * err[l, si, qi, ko]) for si in range(len(sites))]
+                for l in range(err.shape[0])]
+        out.append("<p>Per layer: dynamic range / INT8 per-tensor error / the same with the outliers kept.</p>")
+        out.append(table(["layer"] + [esc(s) for s in sites], rows))
+        if "quant_risk" in figs:
+            out.append(_figure(figs["quant_risk"], "Relative error by layer for each input (dashed: outliers kept "
+                                                   "in f32) and the perplexity by scheme."))
+    k = cost.get("kv_eval")
+    if k is not None:
+        p = k.get("params", {})
+        out.append("<h3>KV-cache eviction (kv_eval.msgpack)</h3><p>Windows of %s tokens; W = %s, S = %s.</p>"
+                   % (esc(p.get("window")), esc(p.get("kv_window")), esc(p.get("n_sink"))))
+        rows = [[esc(v["name"]), fmt(v["perplexity"]), fmt(v["delta_nll"], "%+.4f"), fmt(v["kv_entries"]),
+                 "%.1f%%" % (100 * v["kv_fraction"])] for v in k.get("variants", [])]
+        out.append(table(["variant", "perplexity", "dNLL", "KV entries", "of full"], rows, left=(0,)))
+        if "kv_eval" in figs:
+            out.append(_figure(figs["kv_eval"], "Perplexity and KV memory kept by each variant."))
+    c = cost.get("compare")
+    if c is not None:
+        out.append("<h3 id='compare'>Model comparison (compare.msgpack)</h3>")
+        rows = [[esc(PC._name(m["dir"])), esc(m.get("family")), fmt(m.get("peak_abs")), fmt(m.get("peak_ratio")),
+                 esc(m.get("spike_channels")), "%s/%s" % (m.get("step_layer"), m.get("step_channel")),
+                 fmt(m.get("lambda_star")), fmt(m.get("dominance")), fmt(m.get("sink_ratio")),
+                 fmt(m.get("sink_r99")), fmt(m.get("vocab_fraction")), fmt(m.get("perplexity"))]
+                for m in c.get("models", [])]
+        out.append(table(["model", "family", "peak |h|", "ratio", "spike ch.", "step L/c", "lambda*", "dominance",
+                          "sink %", "r99", "vocab frac.", "perplexity"], rows, left=(0, 1, 4)))
+        if "compare" in figs:
+            out.append(_figure(figs["compare"], "The ablation table as bars, one per model."))
+    return "".join(out)
+
+
 def section_settings(res):
     out = []
     for k in ("trace", "spikes", "vocab", "sinks"):
@@ -398,8 +491,10 @@ def section_files(res, d):
 
 def build_report(d, figs):
     res = R.load_dir(d, warn=False)
-    if not any(res.get(k) is not None for k in ("trace", "spikes", "vocab", "sinks")):
+    cost = load_cost(d)
+    if not any(res.get(k) is not None for k in ("trace", "spikes", "vocab", "sinks")) and not cost:
         return None, res
+    cfigs = cost_figures(d, cost, draw=figs is not None)
     parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>sinkscope report</title>",
              "<style>%s</style></head><body>" % CSS,
              "<h1>sinkscope report</h1>",
@@ -409,7 +504,7 @@ def build_report(d, figs):
              "<p><a href='#headline'>Headline</a> | <a href='#figures'>Figures</a> | "
              "<a href='#spikes'>Spike channels</a> | <a href='#lifecycles'>Lifecycles</a> | "
              "<a href='#sinks'>Sink heads</a> | <a href='#kv'>KV-cache map</a> | <a href='#vocab'>Vocabulary</a> | "
-             "<a href='#settings'>Settings</a> | <a href='#files'>Files</a></p>",
+             "<a href='#cost'>Cost</a> | <a href='#settings'>Settings</a> | <a href='#files'>Files</a></p>",
              "<h2 id='headline'>Headline</h2>", section_headline(res),
              "<h2>Model</h2>", section_model(res)]
     parts.append("<h2 id='figures'>Figures</h2>")
@@ -430,6 +525,9 @@ def build_report(d, figs):
               "<h2 id='sinks'>Sink heads, ranked by measured alpha_0</h2>", section_sink_heads(res),
               "<h2 id='kv'>KV-cache map</h2>", section_kv_map(res),
               "<h2 id='vocab'>Vocabulary sweep</h2>", section_vocab(res),
+              "<h2 id='cost'>What the spikes and sinks cost</h2>",
+              section_cost(cost, cfigs) or "<p>Not measured: run <code>sinkscope analyze MODEL -o DIR --text FILE</code> "
+              "(quant-risk, kv-eval), and <code>sinkscope compare DIR ... -o DIR/compare.msgpack</code>.</p>",
               "<h2 id='settings'>Settings used</h2>", section_settings(res),
               "<h2 id='files'>Files in this folder</h2>", section_files(res, d),
               "</body></html>"]
@@ -459,7 +557,9 @@ def main(argv):
         f.write(doc)
     os.replace(tmp, out)
     n = doc.count("<figure>")
-    print("make_report: %d of %d figures in %s" % (n, len(P.FIGURES), out), file=sys.stderr)
+    print("make_report: %d figures in %s (%d of the %d analysis figures)"
+          % (n, out, sum(1 for _, f, _ in P.FIGURES if ("data-file='%s'" % f) in doc), len(P.FIGURES)),
+          file=sys.stderr)
     return 0
 
 

@@ -4,7 +4,9 @@
 # exp of nll_sum / n_scored; kv-eval with W >= the window equals the full perplexity;
 # quant-risk --no-e2e writes the documented arrays; compare reads a hand-made analyze
 # folder (the lifecycle's main step-up picks the analysed (layer, channel), the median
-# r99 ignores empty KV heads); plot_cost.py draws each figure.
+# r99 ignores empty KV heads); plot_cost.py draws each figure; `analyze --text` on
+# stories260K writes quant_risk.msgpack and kv_eval.msgpack, their headline numbers in
+# summary.json (the perplexity equal to `sinkscope perplexity`'s) and the report section.
 set -euo pipefail
 BIN=$1
 SRC=$2
@@ -72,4 +74,24 @@ assert c["perplexity"] > 1 and c["perplexity"] != p["perplexity"]  # context win
 PY
 for f in q k8 c; do /usr/bin/python3 "$SRC/notebooks-out/plot_cost.py" "$TMP/$f.msgpack" "$TMP/$f.png" >/dev/null; done
 ls "$TMP"/q.png "$TMP"/k8.png "$TMP"/c.png >/dev/null
+
+S="$FIX/stories260K"
+"$BIN" analyze "$S/stories260K.bin" --tokenizer "$S/tok512.bin" -o "$TMP/st" --text "$TMP/t.txt" --kv-window 32 \
+    --abs 5 --ratio 10 -q >/dev/null 2>&1
+"$BIN" perplexity "$S/stories260K.bin" --tokenizer "$S/tok512.bin" --text "$TMP/t.txt" --json -q >"$TMP/sp.json"
+/usr/bin/python3 - "$TMP" <<'PY'
+import json, sys
+tmp = sys.argv[1]
+s = json.load(open(f"{tmp}/st/summary.json"))
+p = json.load(open(f"{tmp}/sp.json"))
+assert abs(s["perplexity"]["perplexity"] - p["perplexity"]) <= 1e-9 * p["perplexity"], (s["perplexity"], p)
+kv = {v["name"]: v for v in s["kv_eval"]["variants"]}
+assert set(kv) == {"full", "recent", "streaming", "kvmap"} and s["kv_eval"]["kv_window"] == 32, kv
+assert kv["full"]["perplexity"] == s["perplexity"]["perplexity"]
+assert s["quant_risk"]["perplexity"]["f32"] == s["perplexity"]["perplexity"]
+for f in ("quant_risk.msgpack", "kv_eval.msgpack", "fig_quant_risk.png", "fig_kv_eval.png"):
+    assert f in s["files"], (f, s["files"])
+html = open(f"{tmp}/st/report.html").read()
+assert "Activation quantization (quant_risk.msgpack)" in html and "KV-cache eviction (kv_eval.msgpack)" in html
+PY
 echo "cost commands: ok"
