@@ -9,13 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static char *sks__join2(const char *dir, const char *name) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = malloc(n);
-    if (p) snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
-
 static double sks__jd(const json_t *o, const char *k) {
     const json_t *v = json_object_get(o, k);
     return json_is_number(v) ? json_number_value(v) : NAN;
@@ -43,7 +36,7 @@ static int sks__cmp_int(const void *a, const void *b) {
 /* median of layers.sink_r99 (L, G) of sinks.msgpack over the pairs with spike-token rows (r99 > 0) */
 static int sks__sink_r99(const char *dir, double *out) {
     *out = NAN;
-    char *path = sks__join2(dir, "sinks.msgpack");
+    char *path = sks__path_join(dir, "sinks.msgpack");
     if (!path) return sks_fail(SKS_ENOMEM, "compare: out of memory");
     uint8_t *buf = NULL;
     size_t n = 0;
@@ -91,7 +84,7 @@ int sks_compare_load(const char *dir, sks_compare_row *r) {
     r->peak_abs = r->peak_ratio = r->lambda_star = r->dominance = NAN;
     r->sink_ratio = r->sink_r99 = r->vocab_fraction = r->perplexity = NAN;
     r->peak_block = r->step_layer = r->step_channel = -1;
-    char *path = sks__join2(dir, "summary.json");
+    char *path = sks__path_join(dir, "summary.json");
     if (!path || !(r->dir = strdup(dir))) {
         free(path);
         return sks_fail(SKS_ENOMEM, "compare: out of memory");

@@ -1,5 +1,6 @@
 /* cost.c - the cost stage of analyze (contract in sks_cost.h). */
 #include "sks_cost.h"
+#include "sks_out.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -14,13 +15,6 @@ void sks_cost_opts_default(sks_cost_opts *o) {
 }
 
 static json_t *sks__num(double v) { return isfinite(v) ? json_real(v) : json_null(); }
-
-static char *sks__path(const char *dir, const char *name) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = malloc(n);
-    if (p) snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
 
 /* headline numbers: per scheme the perplexity with none / outliers kept; the largest
  * dynamic range and per-tensor INT8 error of the residual stream over the layers */
@@ -82,7 +76,7 @@ int sks_cost_run(const sks_model *m, const int32_t *ids, int n, const sks_cost_o
     sks_qrisk_result *q = NULL;
     sks_kveval_result *k = NULL;
     unsigned char *map = NULL;
-    char *qp = sks__path(outdir, "quant_risk.msgpack"), *kp = sks__path(outdir, "kv_eval.msgpack");
+    char *qp = sks__path_join(outdir, "quant_risk.msgpack"), *kp = sks__path_join(outdir, "kv_eval.msgpack");
     sks_kveval_opts kv = o->kv;
     kv.ppl = o->quant.ppl;
     int window, stride, rc = qp && kp ? 0 : sks_fail(SKS_ENOMEM, "cost: out of memory");

@@ -159,3 +159,10 @@ void sks_json_add_nonfinite(json_t *root) {
     }
     json_object_set_new(root, "nonfinite_tensors", a);
 }
+
+char *sks__path_join(const char *dir, const char *name) {
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(n);
+    if (p) snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}

@@ -58,6 +58,9 @@ void sks_json_add_nonfinite(struct json_t *root);
 /* Write the buffer to path atomically (path.tmp.<pid> + fsync + rename). */
 int sks_out_write_file(sks_out *o, const char *path);
 
+/* "dir/name", malloc'd (NULL when out of memory); for the files of a result folder. */
+char *sks__path_join(const char *dir, const char *name);
+
 /* Write any bytes atomically (same protocol). */
 int sks_write_file_atomic(const char *path, const void *data, size_t n);
 

@@ -39,7 +39,7 @@ static void sks__qr_help(FILE *f) {
             "  sinkscope quant-risk model-dir --text book.txt --ratio 100 --abs 50 -o qr.msgpack\n");
 }
 
-static size_t sks__err_at(const sks_qrisk_result *r, int l, int site, int q, int k) {
+static size_t sks__err_at(int l, int site, int q, int k) {
     return (((size_t)l * SKS_QSITE_N + (size_t)site) * SKS_Q_N + (size_t)q) * SKS_QKEEP_N + (size_t)k;
 }
 
@@ -60,7 +60,7 @@ static void sks__qr_json(const sks_qrisk_result *r, const sks_model *m) {
             for (int q = 0; q < SKS_Q_N; q++) {
                 json_t *ks = json_object();
                 for (int k = 0; k < SKS_QKEEP_N; k++)
-                    json_object_set_new(ks, sks_qkeep_name(k), json_real(r->rel_err[sks__err_at(r, l, s, q, k)]));
+                    json_object_set_new(ks, sks_qkeep_name(k), json_real(r->rel_err[sks__err_at(l, s, q, k)]));
                 json_object_set_new(err, sks_qscheme_name(q), ks);
             }
             json_object_set_new(e, "rel_err", err);
@@ -102,7 +102,7 @@ static void sks__qr_tables(const sks_qrisk_result *r) {
             printf("%3d %-9s %9.1f |", l, sks_qsite_name(s), r->dyn_range[l * SKS_QSITE_N + s]);
             for (int k = 0; k < 2; k++) {
                 for (int q = 0; q < SKS_Q_N; q++)
-                    printf(" %11.3f", 100.0 * r->rel_err[sks__err_at(r, l, s, q, k ? SKS_QKEEP_OUTLIERS : 0)]);
+                    printf(" %11.3f", 100.0 * r->rel_err[sks__err_at(l, s, q, k ? SKS_QKEEP_OUTLIERS : 0)]);
                 printf(" |");
             }
             printf("\n");
