@@ -318,8 +318,9 @@ int sks_qrisk_write(const sks_qrisk_result *r, const sks_model *m, const sks_qri
     sks_out_str(&w, "model");
     sks_out_model(&w, m);
     sks_out_str(&w, "params");
-    sks_out_map(&w, 8);
+    sks_out_map(&w, 9);
     sks_out_kint(&w, "keep_top", o->keep_top);
+    sks_out_kf64(&w, "outlier", o->trace.outlier);
     sks_out_kf64(&w, "abs", o->trace.abs_thresh);
     sks_out_kf64(&w, "ratio", o->trace.ratio);
     sks_out_kint(&w, "min_blocks", o->trace.min_blocks);

@@ -11,8 +11,9 @@
 
 static void sks__qr_help(FILE *f) {
     fprintf(f,
-            "usage: sinkscope quant-risk MODEL --text FILE [--keep-top K] [--abs X] [--ratio X]\n"
-            "                            [--min-blocks N] [--window W] [--stride S] [--no-e2e]\n"
+            "usage: sinkscope quant-risk MODEL --text FILE [--keep-top K] [--outlier X] [--abs X]\n"
+            "                            [--ratio X] [--min-blocks N] [--window W] [--stride S]\n"
+            "                            [--no-e2e]\n"
             "                            [--tokenizer PATH] [-o OUT.msgpack] [--json] [-q]\n\n"
             "What the massive activations cost a low-bit activation quantizer. Per layer, for\n"
             "the residual stream entering it and for each linear input (attention input, W_O\n"
@@ -25,9 +26,9 @@ static void sks__qr_help(FILE *f) {
             "the outlier channels kept (docs/cost.md).\n\n"
             "  --text FILE        the text (UTF-8), required\n"
             "  --keep-top K       outlier channels kept per tensor (default 8)\n"
-            "  --abs X, --ratio X, --min-blocks N\n"
-            "                     the spike rule for the spike channels (as `sinkscope trace`;\n"
-            "                     defaults 100, 1000, 3; small models need e.g. --ratio 100 --abs 50)\n"
+            "  --outlier X, --abs X, --ratio X, --min-blocks N\n"
+            "                     the spike rule for the spike channels, as `sinkscope trace`\n"
+            "                     (analysis/sks_rule.h and its defaults)\n"
             "  --window W         perplexity window (default: the model's context)\n"
             "  --stride S         perplexity stride (default W)\n"
             "  --no-e2e           per-layer statistics only (no perplexity runs)\n"
@@ -127,7 +128,10 @@ int sks_cmd_quant_risk(int argc, char **argv) {
                     : !strcmp(a, "--window")     ? &o.ppl.window
                     : !strcmp(a, "--stride")     ? &o.ppl.stride
                                                  : NULL;
-        double *ddst = !strcmp(a, "--abs") ? &o.trace.abs_thresh : !strcmp(a, "--ratio") ? &o.trace.ratio : NULL;
+        double *ddst = !strcmp(a, "--abs")       ? &o.trace.abs_thresh
+                       : !strcmp(a, "--ratio")   ? &o.trace.ratio
+                       : !strcmp(a, "--outlier") ? &o.trace.outlier
+                                                 : NULL;
         const char **sdst = !strcmp(a, "--text")                         ? &text_path
                             : !strcmp(a, "--tokenizer")                  ? &tok_path
                             : !strcmp(a, "-o") || !strcmp(a, "--output") ? &out_path
