@@ -200,6 +200,7 @@ typedef struct {
     double *wvo_sigma1;                  /* (n_wvo) top singular value of W_VO[l] */
     const sks_delim_result *delim;       /* or NULL */
     double trace_abs, trace_ratio;       /* thresholds the trace used (NAN if none) */
+    double trace_outlier;                /* its --outlier (NAN if none; 0 = off) */
     const char *selection;               /* "default", "channels", "top-frob", "from-trace" */
 } sks_spikes_report;
 

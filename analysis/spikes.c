@@ -1111,7 +1111,7 @@ int sks_spikes_write(const sks_spikes_report *rep, const sks_model *m, const sks
     sks_out_str(&o, "model");
     sks_out_model(&o, m);
     sks_out_str(&o, "params");
-    sks_out_map(&o, 13);
+    sks_out_map(&o, 14);
     sks_out_kstr(&o, "selection", rep->selection ? rep->selection : "channels");
     sks_out_kint(&o, "rank", opt->rank);
     sks_out_kint(&o, "top_frob", opt->top_frob);
@@ -1125,6 +1125,7 @@ int sks_spikes_write(const sks_spikes_report *rep, const sks_model *m, const sks
     sks_out_kint(&o, "n_delim_top", opt->n_delim_top);
     sks_out_kf64(&o, "trace_abs", rep->trace_abs);
     sks_out_kf64(&o, "trace_ratio", rep->trace_ratio);
+    sks_out_kf64(&o, "trace_outlier", rep->trace_outlier);
 
     sks_out_str(&o, "input");
     if (rep->tokens && rep->T > 0) {

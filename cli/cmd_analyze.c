@@ -415,6 +415,7 @@ static int sks__stage_spikes(sks__run *R, int n_stages) {
     rep.delim = &R->spk.delim;
     rep.trace_abs = R->to.abs_thresh;
     rep.trace_ratio = R->to.ratio;
+    rep.trace_outlier = R->to.outlier;
     rep.selection = R->spike_selection;
     rep.n_wvo = R->spk.n_wvo;
     rep.wvo_sigma1 = R->spk.wvo_sigma1;

@@ -346,10 +346,12 @@ int sks_cmd_spikes(int argc, char **argv) {
             nsel = k;
         }
         if (nsel == 0) {
+            char rb[160];
             sks_log(SKS_LOG_WARN,
-                    "spikes: no spike channel with a step-up FFN found (abs %g, ratio %g, min-blocks %d); "
-                    "analysing the top %d channels of the screen of %s",
-                    to.abs_thresh, to.ratio, to.min_blocks, so.top_frob, lay_filter ? "the --layers" : "every layer");
+                    "spikes: no spike channel with a step-up FFN found (%s); analysing the top %d channels of the "
+                    "screen of %s",
+                    sks_spike_rule_describe(&rule, rb, sizeof rb), so.top_frob,
+                    lay_filter ? "the --layers" : "every layer");
             int nl = lay_filter ? nlay_filter : L;
             free(sel_l), free(sel_c), free(sel_t);
             sel_l = malloc((size_t)nl * sizeof(int));
@@ -413,6 +415,7 @@ int sks_cmd_spikes(int argc, char **argv) {
     rep.delim = run.have_delim ? &run.delim : NULL;
     rep.trace_abs = (tr && !tr_lite) ? to.abs_thresh : NAN;
     rep.trace_ratio = (tr && !tr_lite) ? to.ratio : NAN;
+    rep.trace_outlier = (tr && !tr_lite) ? to.outlier : NAN;
     rep.selection = selection;
     if ((rc = sks_spikes_write(&rep, m, &so, tok ? sks__piece_cb : NULL, tok, out_path))) goto fail;
     sks_dist_parts_remove(&parts);

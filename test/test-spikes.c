@@ -499,7 +499,7 @@ static void test_writer(void **state) {
     rep.n_wvo = NL;
     rep.wvo_sigma1 = sig;
     rep.delim = &dr;
-    rep.trace_abs = rep.trace_ratio = NAN;
+    rep.trace_abs = rep.trace_ratio = rep.trace_outlier = NAN;
     rep.selection = "channels";
     char *dir = sks_test_tmpdir();
     char path[4096];
