@@ -13,19 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Built-in reference texts for the typical medians (when the model has a tokenizer). */
-static const char *const sks__vocab_texts[] = {
-    "Once upon a time, there was a little girl named Lily. She loved to play outside in the sun. One day, "
-    "she saw a big red ball in the park and ran after it.",
-    "The compiler reads the source file, splits it into tokens, and builds a syntax tree. Each function is "
-    "lowered, optimized, and translated into machine code; errors name the file and the line.",
-    "In the morning the market opens early. Farmers bring apples, bread and cheese, and by noon the square "
-    "is full of people talking, buying and selling.\nIn the evening everything is quiet again.",
-    "Attention lets every position of a sequence look at the positions before it. A head compares queries "
-    "and keys with a dot product and turns the scores into weights with a softmax.",
-};
-#define SKS__N_VOCAB_TEXTS (int)(sizeof sks__vocab_texts / sizeof sks__vocab_texts[0])
-#define SKS__VOCAB_T 64
 
 static void sks__vocab_help(FILE *f) {
     fprintf(f,
@@ -41,8 +28,8 @@ static void sks__vocab_help(FILE *f) {
             "  --prompts FILE    reference prompts for the medians: one per line, text (with the\n"
             "                    model's tokenizer) or, with --prompts-ids, comma/space separated ids\n"
             "  --prompts-ids     read --prompts lines as token ids\n"
-            "                    (default: built-in texts with the tokenizer, else 4 pseudo-random\n"
-            "                    windows of %d ids starting with BOS)\n"
+            "                    (default: the built-in prompts of every command through the\n"
+            "                    tokenizer, else 4 pseudo-random windows of %d ids after BOS)\n"
             "  --medians M0,M1,.. the 2L+1 typical medians (skips the reference prompts)\n"
             "  --ratio X         spike ratio (default 100)\n"
             "  --abs X           spike |h| (default 0 = off; the paper uses 100 for 7B models)\n"
@@ -56,7 +43,7 @@ static void sks__vocab_help(FILE *f) {
             "  under mpirun -np N the swept tokens are split across the N ranks (docs/scale.md)\n\n"
             "example:\n"
             "  sinkscope vocab-sweep path/to/model.gguf -o vocab.msgpack --json | jq .spike_fraction\n",
-            SKS__VOCAB_T);
+            SKS_DEFAULT_PROMPT_T);
 }
 
 static const char *sks__vpiece(void *ud, int id) { return ud ? sks_tokenizer_piece(ud, id) : NULL; }
@@ -256,33 +243,14 @@ int sks_cmd_vocab_sweep(int argc, char **argv) {
     } else if (prompts_path) {
         if ((rc = sks__read_prompts(prompts_path, tok, prompts_ids, ar->vocab_size, &pl))) goto fail;
         ref_source = "--prompts";
-    } else if (tok) {
-        for (int i = 0; i < SKS__N_VOCAB_TEXTS && !rc; i++) {
-            int32_t *ids;
-            int n;
-            if ((rc = sks_tokenizer_encode(tok, sks__vocab_texts[i], 1, &ids, &n))) break;
-            if (n > SKS__VOCAB_T) n = SKS__VOCAB_T;
-            if (ar->max_seq > 0 && n > ar->max_seq) n = ar->max_seq;
-            for (int t = 0; t < n && !rc; t++)
-                if (ids[t] < 0 || ids[t] >= ar->vocab_size) rc = sks_fail(SKS_EARG, "tokenizer gives id %d outside the model's vocabulary", ids[t]);
-            if (!rc && n >= 2) rc = sks__plist_push(&pl, ids, n);
-            else free(ids);
-        }
-        if (rc) goto fail;
-    } else {
-        ref_source = "pseudo-random windows";
-        int T = SKS__VOCAB_T;
-        if (ar->max_seq > 0 && ar->max_seq < T) T = ar->max_seq;
-        for (int i = 0; i < 4 && !rc; i++) {
-            int32_t *ids = malloc((size_t)T * sizeof *ids);
-            if (!ids) {
-                rc = sks_fail(SKS_ENOMEM, "out of memory");
-                break;
-            }
-            sks_trace_default_tokens(m, T, 1 + (uint64_t)i, ids);
-            rc = sks__plist_push(&pl, ids, T);
-            if (rc) free(ids);
-        }
+    } else { /* the one built-in prompt set (analysis/sks_rule.h), as every command */
+        if (!tok) ref_source = "pseudo-random windows";
+        int32_t **pids = NULL;
+        int *plens = NULL, np = 0;
+        if ((rc = sks_default_prompts(m, tok, 1, &pids, &plens, &np))) goto fail;
+        for (int i = 0; i < np && !rc; i++)
+            if (!(rc = sks__plist_push(&pl, pids[i], plens[i]))) pids[i] = NULL;
+        sks_prompts_free(pids, plens, np);
         if (rc) goto fail;
     }
     if (!med && pl.n == 0) {
