@@ -75,21 +75,52 @@ static int sks__check_ch(int d, const int *ch, int m, const char *fn) {
 /* P = G V, Q = U V (f, m); P[j, i] *= D_{ch[i]}[j], Q likewise;
  * Y = 1/2 G^T Q + 1/2 U^T P  (d, m).
  * Narrow batches (m < 192) are memory-bound: each GEMM streams all of G or U for only
- * 2 m flops per element. There the rows of f are taken in blocks of 128 (1 MB of G and
- * of U at d 4096, cache-resident), and each block serves both its forward and its
- * backward product, so G and U are read from memory once per batch instead of twice
- * (measured 1.3-1.7x at d 4096, f 11008, m 16-64 on the 2-core development machine).
- * Wide batches use four whole GEMMs, which OpenBLAS runs closer to its peak. */
+ * 2 m flops per element. There the rows of f are taken in blocks (128 rows for f32, 64
+ * for f64: 1 MB of G and of U at d 4096 / d 2048, cache-resident), and each block
+ * serves both its forward and its backward product, so G and U are read from memory
+ * once per batch instead of twice (f32: 1.3-1.7x at d 4096, f 11008, m 16-64 on the
+ * 2-core development machine; f64: docs/linalg.md). Wide batches use four whole GEMMs,
+ * which OpenBLAS runs closer to its peak. One body for both element types. */
 #define SKS__QF_ROWBLOCK 128
-static void sks__qf_scale(float *P, float *Q, const float *Down, int f, const int *ch, int m, int j0, int j1) {
-    for (int i = 0; i < m; i++) {
-        const float *Dk = Down + (size_t)ch[i] * f;
-        for (int j = j0; j < j1; j++) {
-            P[(size_t)(j - j0) * m + i] *= Dk[j];
-            Q[(size_t)(j - j0) * m + i] *= Dk[j];
-        }
-    }
-}
+#define SKS__QF_WIDE 192
+#define SKS__QF_MATVEC_BODY(T, GEMM, RB)                                                          \
+    do {                                                                                           \
+        const int d = q->d, f = q->f;                                                              \
+        if (m < SKS__QF_WIDE && f > (RB)) {                                                        \
+            T *P = ws, *Q = ws + (size_t)(RB) * m;                                                 \
+            for (int j0 = 0; j0 < f; j0 += (RB)) {                                                 \
+                int b = j0 + (RB) < f ? (RB) : f - j0;                                             \
+                const T *GI = q->G + (size_t)j0 * d, *UI = q->U + (size_t)j0 * d;                  \
+                GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, m, d, 1, GI, d, V, ldv, 0, P, m); \
+                GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, m, d, 1, UI, d, V, ldv, 0, Q, m); \
+                SKS__QF_SCALE(T, P, Q, q->Down, f, ch, m, j0, j0 + b);                                \
+                GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, d, m, b, (T)0.5, GI, d, Q, m, (T)(j0 ? 1 : 0), Y, ldy); \
+                GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, d, m, b, (T)0.5, UI, d, P, m, 1, Y, ldy); \
+            }                                                                                      \
+            return 0;                                                                              \
+        }                                                                                          \
+        T *P = ws, *Q = ws + (size_t)f * m;                                                        \
+        GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, f, m, d, 1, q->G, d, V, ldv, 0, P, m);     \
+        GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, f, m, d, 1, q->U, d, V, ldv, 0, Q, m);     \
+        for (int j0 = 0; j0 < f; j0 += 256) {                                                      \
+            int j1 = j0 + 256 < f ? j0 + 256 : f;                                                  \
+            SKS__QF_SCALE(T, P + (size_t)j0 * m, Q + (size_t)j0 * m, q->Down, f, ch, m, j0, j1);      \
+        }                                                                                          \
+        GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, d, m, f, (T)0.5, q->G, d, Q, m, 0, Y, ldy);  \
+        GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, d, m, f, (T)0.5, q->U, d, P, m, 1, Y, ldy);  \
+        return 0;                                                                                  \
+    } while (0)
+/* rows [j0, j1) of P, Q (stored from row 0) times D_{ch[i]}[j] */
+#define SKS__QF_SCALE(T, P, Q, Down, f, ch, m, j0, j1)                                                \
+    do {                                                                                           \
+        for (int i_ = 0; i_ < (m); i_++) {                                                         \
+            const T *Dk_ = (Down) + (size_t)(ch)[i_] * (f);                      \
+            for (int j_ = (j0); j_ < (j1); j_++) {                                                 \
+                (P)[(size_t)(j_ - (j0)) * (m) + i_] *= Dk_[j_];                                    \
+                (Q)[(size_t)(j_ - (j0)) * (m) + i_] *= Dk_[j_];                                    \
+            }                                                                                      \
+        }                                                                                          \
+    } while (0)
 
 int sks_quadform_matvec_batch(const sks_quadform *q, const int *ch, int m, const float *V, int ldv,
                               float *Y, int ldy, float *ws) {
@@ -98,30 +129,7 @@ int sks_quadform_matvec_batch(const sks_quadform *q, const int *ch, int m, const
     if (m <= 0) return m == 0 ? 0 : sks_fail(SKS_EARG, "%s: m %d", __func__, m);
     if (!ch || !V || !Y || !ws || ldv < m || ldy < m) return sks_fail(SKS_EARG, "%s: bad arguments", __func__);
     if ((rc = sks__check_ch(q->d, ch, m, __func__))) return rc;
-    const int d = q->d, f = q->f;
-    if (m < 192 && f > SKS__QF_ROWBLOCK) {
-        float *P = ws, *Q = ws + (size_t)SKS__QF_ROWBLOCK * m;
-        for (int j0 = 0; j0 < f; j0 += SKS__QF_ROWBLOCK) {
-            int b = j0 + SKS__QF_ROWBLOCK < f ? SKS__QF_ROWBLOCK : f - j0;
-            const float *GI = q->G + (size_t)j0 * d, *UI = q->U + (size_t)j0 * d;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, m, d, 1.0f, GI, d, V, ldv, 0.0f, P, m);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, m, d, 1.0f, UI, d, V, ldv, 0.0f, Q, m);
-            sks__qf_scale(P, Q, q->Down, f, ch, m, j0, j0 + b);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, m, b, 0.5f, GI, d, Q, m, j0 ? 1.0f : 0.0f, Y, ldy);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, m, b, 0.5f, UI, d, P, m, 1.0f, Y, ldy);
-        }
-        return 0;
-    }
-    float *P = ws, *Q = ws + (size_t)f * m;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, f, m, d, 1.0f, q->G, d, V, ldv, 0.0f, P, m);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, f, m, d, 1.0f, q->U, d, V, ldv, 0.0f, Q, m);
-    for (int j0 = 0; j0 < f; j0 += 256) {
-        int j1 = j0 + 256 < f ? j0 + 256 : f;
-        sks__qf_scale(P + (size_t)j0 * m, Q + (size_t)j0 * m, q->Down, f, ch, m, j0, j1);
-    }
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, m, f, 0.5f, q->G, d, Q, m, 0.0f, Y, ldy);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, m, f, 0.5f, q->U, d, P, m, 1.0f, Y, ldy);
-    return 0;
+    SKS__QF_MATVEC_BODY(float, cblas_sgemm, SKS__QF_ROWBLOCK);
 }
 
 int sks_quadform64_matvec_batch(const sks_quadform64 *q, const int *ch, int m, const double *V, int ldv,
@@ -131,23 +139,7 @@ int sks_quadform64_matvec_batch(const sks_quadform64 *q, const int *ch, int m, c
     if (m <= 0) return m == 0 ? 0 : sks_fail(SKS_EARG, "%s: m %d", __func__, m);
     if (!ch || !V || !Y || !ws || ldv < m || ldy < m) return sks_fail(SKS_EARG, "%s: bad arguments", __func__);
     if ((rc = sks__check_ch(q->d, ch, m, __func__))) return rc;
-    const int d = q->d, f = q->f;
-    double *P = ws, *Q = ws + (size_t)f * m;
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, f, m, d, 1.0, q->G, d, V, ldv, 0.0, P, m);
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, f, m, d, 1.0, q->U, d, V, ldv, 0.0, Q, m);
-    for (int j0 = 0; j0 < f; j0 += 256) {
-        int j1 = j0 + 256 < f ? j0 + 256 : f;
-        for (int i = 0; i < m; i++) {
-            const double *Dk = q->Down + (size_t)ch[i] * f;
-            for (int j = j0; j < j1; j++) {
-                P[(size_t)j * m + i] *= Dk[j];
-                Q[(size_t)j * m + i] *= Dk[j];
-            }
-        }
-    }
-    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, m, f, 0.5, q->G, d, Q, m, 0.0, Y, ldy);
-    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, m, f, 0.5, q->U, d, P, m, 1.0, Y, ldy);
-    return 0;
+    SKS__QF_MATVEC_BODY(double, cblas_dgemm, SKS__QF_ROWBLOCK / 2);
 }
 
 /* ---- traces ------------------------------------------------------------------------ */
@@ -456,29 +448,39 @@ uint64_t sks_quadform_top_eigs_bytes(int d, int f, int m, int r, int block, int 
 
 /* ---- throughput ---------------------------------------------------------------------- */
 
+/* Best-of-reps GEMM rate at (n x n x n) in type T; one untimed warm-up first (thread
+ * pool start, page faults). */
+#define SKS__GEMM_RATE(T, GEMM)                                                                   \
+    do {                                                                                           \
+        if (n <= 0) return 0.0;                                                                    \
+        if (reps <= 0) reps = 1;                                                                   \
+        size_t nn = (size_t)n * n;                                                                 \
+        T *A = sks_malloc_n(nn, sizeof *A), *B = sks_malloc_n(nn, sizeof *B), *C = sks_malloc_n(nn, sizeof *C); \
+        double best = 0.0;                                                                         \
+        if (A && B && C) {                                                                         \
+            for (size_t i = 0; i < nn; i++) {                                                      \
+                A[i] = (T)((i * 2654435761u) % 1000) * (T)1e-3 - (T)0.5;                           \
+                B[i] = (T)((i * 40503u) % 997) * (T)1e-3 - (T)0.5;                                 \
+            }                                                                                      \
+            GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, A, n, B, n, 0, C, n);      \
+            for (int r = 0; r < reps; r++) {                                                       \
+                double t0 = sks_now();                                                             \
+                GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, A, n, B, n, 0, C, n);  \
+                double dt = sks_now() - t0;                                                        \
+                double g = 2.0 * (double)n * n * n / dt * 1e-9;                                    \
+                if (g > best) best = g;                                                            \
+            }                                                                                      \
+        }                                                                                          \
+        free(A);                                                                                   \
+        free(B);                                                                                   \
+        free(C);                                                                                   \
+        return best;                                                                               \
+    } while (0)
+
 double sks_sgemm_gflops(int n, int reps) {
-    if (n <= 0) return 0.0;
-    if (reps <= 0) reps = 1;
-    size_t nn = (size_t)n * n;
-    float *A = sks_malloc_n(nn, sizeof *A), *B = sks_malloc_n(nn, sizeof *B), *C = sks_malloc_n(nn, sizeof *C);
-    double best = 0.0;
-    if (A && B && C) {
-        for (size_t i = 0; i < nn; i++) {
-            A[i] = (float)((i * 2654435761u) % 1000) * 1e-3f - 0.5f;
-            B[i] = (float)((i * 40503u) % 997) * 1e-3f - 0.5f;
-        }
-        /* one untimed warm-up: thread pool start, page faults */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, A, n, B, n, 0.0f, C, n);
-        for (int r = 0; r < reps; r++) {
-            double t0 = sks_now();
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, A, n, B, n, 0.0f, C, n);
-            double dt = sks_now() - t0;
-            double g = 2.0 * (double)n * n * n / dt * 1e-9;
-            if (g > best) best = g;
-        }
-    }
-    free(A);
-    free(B);
-    free(C);
-    return best;
+    SKS__GEMM_RATE(float, cblas_sgemm);
+}
+
+double sks_dgemm_gflops(int n, int reps) {
+    SKS__GEMM_RATE(double, cblas_dgemm);
 }

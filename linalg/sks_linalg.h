@@ -299,6 +299,8 @@ int sks_principal_cosines(int n, int ka, const double *A, int kb, const double *
 
 /* Measured sgemm GFLOP/s of this machine for (n x n x n), best of reps runs. */
 double sks_sgemm_gflops(int n, int reps);
+/* The same for dgemm: the yardstick of the f64 operator. */
+double sks_dgemm_gflops(int n, int reps);
 
 #ifdef __cplusplus
 }

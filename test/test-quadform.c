@@ -387,6 +387,9 @@ static void test_sgemm_gflops(void **state) {
     double g = sks_sgemm_gflops(64, 2);
     assert_true(g > 0.0 && isfinite(g));
     assert_true(sks_sgemm_gflops(0, 1) == 0.0);
+    double g64 = sks_dgemm_gflops(64, 2);
+    assert_true(g64 > 0.0 && isfinite(g64));
+    assert_true(sks_dgemm_gflops(0, 1) == 0.0);
 }
 
 int main(void) {
