@@ -13,9 +13,15 @@
  * sks_sgemm_gflops(4096).
  *
  * Usage: bench-spikes [MODEL] [--layer L] [--d N] [--f N] [--eig N] [--r N] [--tol X]
- *                     [--plant K] [--block N] [--kb N] [--seed S]
+ *                     [--plant K] [--block N] [--kb N] [--kdim N] [--seed S] [--precision auto|f32|f64]
  *   --block: channels iterated together (default 64); --kb: Krylov block per channel
- *   (default 0 = auto, 4 with the f32 operator)
+ *   (default 0 = the library's automatic choice); --kdim: largest basis before a thick
+ *   restart (0 = automatic); --precision: the operator (default f32;
+ *   auto = what `sinkscope spikes` picks for the shape).
+ * The hard case (no planted channel, spectra without a large gap):
+ *   bench-spikes --d 2048 --f 5504 --plant 0 --precision auto
+ * The eigen part's fraction is against the GEMM rate of the operator's precision
+ * (sgemm for f32, dgemm for f64, both measured at 4096^3 in the same run).
  */
 #include <math.h>
 #include <stdio.h>
@@ -39,6 +45,11 @@ static float rng_normalish(void) { /* sum of four uniforms, unit variance */
     for (int i = 0; i < 4; i++) s += (double)((z >> (16 * i)) & 0xffff) * (1.0 / 65536.0);
     return (float)((s - 2.0) * 1.7320508075688772);
 }
+static const char *argv_kb(int kb) {
+    static char buf[16];
+    snprintf(buf, sizeof buf, "%d", kb);
+    return buf;
+}
 static uint16_t *bf16_random(size_t n, double scale) {
     uint16_t *w = malloc(n * sizeof *w);
     if (w)
@@ -48,8 +59,9 @@ static uint16_t *bf16_random(size_t n, double scale) {
 
 int main(int argc, char **argv) {
     const char *model_path = NULL;
-    int layer = 0, d = 4096, f = 11008, n_eig = 64, r = 4, plant = 8, block = 0, kb = 0;
+    int layer = 0, d = 4096, f = 11008, n_eig = 64, r = 4, plant = 8, block = 0, kb = 0, kdim = 0;
     double tol = 0;
+    int prec = SKS_SPK_PREC_F32;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *nx = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--layer") && nx) layer = atoi(argv[++i]);
@@ -61,11 +73,16 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--plant") && nx) plant = atoi(argv[++i]);
         else if (!strcmp(a, "--block") && nx) block = atoi(argv[++i]);
         else if (!strcmp(a, "--kb") && nx) kb = atoi(argv[++i]);
+        else if (!strcmp(a, "--kdim") && nx) kdim = atoi(argv[++i]);
         else if (!strcmp(a, "--seed") && nx) rng_state = (uint64_t)atoll(argv[++i]);
+        else if (!strcmp(a, "--precision") && nx) {
+            const char *v = argv[++i];
+            prec = !strcmp(v, "auto") ? SKS_SPK_PREC_AUTO : !strcmp(v, "f64") ? SKS_SPK_PREC_F64 : SKS_SPK_PREC_F32;
+        }
         else if (a[0] != '-' && !model_path) model_path = a;
         else {
             fprintf(stderr, "usage: bench-spikes [MODEL] [--layer L] [--d N] [--f N] [--eig N] [--r N] [--tol X] "
-                            "[--plant K] [--block N] [--kb N] [--seed S]\n");
+                            "[--plant K] [--block N] [--kb N] [--kdim N] [--seed S] [--precision auto|f32|f64]\n");
             return 2;
         }
     }
@@ -147,16 +164,17 @@ int main(int argc, char **argv) {
     }
     t_setup = sks_now() - t_setup;
 
-    double sg = sks_sgemm_gflops(4096, 3);
+    double sg = sks_sgemm_gflops(4096, 3), dg = sks_dgemm_gflops(4096, 2);
     sks_spikes_opts o;
     sks_spikes_opts_default(&o);
     o.rank = r;
     o.top_frob = n_eig;
-    o.precision = SKS_SPK_PREC_F32;
+    o.precision = prec;
     o.first_token_map = 0;
     o.tol = tol;
     o.channel_block = block;
     o.block = kb;
+    o.krylov_dim = kdim;
     sks_spikes *s = NULL;
     sks_spikes_layer_result res;
     if (sks_spikes_new(m, &o, &s)) {
@@ -178,19 +196,24 @@ int main(int argc, char **argv) {
         nconv += res.channels[i].converged;
         for (int e = 0; e < r; e++) worst = fmax(worst, res.channels[i].residuals[e]);
     }
-    printf("bench-spikes: d %d f %d, %s, %d channels x top-%d eigenpairs, operator f32, Krylov block %d\n", d, f,
-           model_path ? model_path : "in-memory bf16 layer", res.n_channels, r, kb > 0 ? kb : 4);
+    const int p64 = res.precision == SKS_SPK_PREC_F64;
+    const double yard = p64 ? dg : sg; /* the GEMM rate of the operator's precision */
+    const char *yn = p64 ? "dgemm" : "sgemm";
+    printf("bench-spikes: d %d f %d, %s, %d channels x top-%d eigenpairs, operator %s, Krylov block %s\n", d, f,
+           model_path ? model_path : "in-memory bf16 layer", res.n_channels, r, p64 ? "f64" : "f32",
+           kb > 0 ? argv_kb(kb) : "auto");
     printf("  sgemm (4096^3)        %8.1f GFLOP/s\n", sg);
+    printf("  dgemm (4096^3)        %8.1f GFLOP/s\n", dg);
     printf("  setup (weights)       %8.2f s (not counted)\n", t_setup);
     printf("  bf16->f32 conversion  %8.2f s\n", t_conv);
-    printf("  screen (tr + ||S||_F) %8.2f s  %7.1f GFLOP/s  %5.1f%% of sgemm\n", res.seconds_screen,
-           res.flops_screen / res.seconds_screen * 1e-9, 100 * res.flops_screen / res.seconds_screen * 1e-9 / sg);
-    printf("  eigenpairs            %8.2f s  %7.1f GFLOP/s  %5.1f%% of sgemm  (%d matvecs, %d restarts)\n",
+    printf("  screen (tr + ||S||_F) %8.2f s  %7.1f GFLOP/s  %5.1f%% of %s\n", res.seconds_screen,
+           res.flops_screen / res.seconds_screen * 1e-9, 100 * res.flops_screen / res.seconds_screen * 1e-9 / yard, yn);
+    printf("  eigenpairs            %8.2f s  %7.1f GFLOP/s  %5.1f%% of %s  (%d matvecs, %d restarts)\n",
            res.seconds_eigs, res.flops_eigs / res.seconds_eigs * 1e-9,
-           100 * res.flops_eigs / res.seconds_eigs * 1e-9 / sg, res.matvecs, res.restarts);
+           100 * res.flops_eigs / res.seconds_eigs * 1e-9 / yard, yn, res.matvecs, res.restarts);
     printf("  converged %d/%d, worst relative residual %.2e\n", nconv, res.n_channels, worst);
-    printf("  total                 %8.2f s  %7.1f GFLOP/s  %5.1f%% of sgemm (end to end, conversion included)\n",
-           wall, flops / wall * 1e-9, 100 * flops / wall * 1e-9 / sg);
+    printf("  total                 %8.2f s  %7.1f GFLOP/s  %5.1f%% of %s (end to end, conversion included)\n",
+           wall, flops / wall * 1e-9, 100 * flops / wall * 1e-9 / yard, yn);
     printf("  peak RSS              %8.2f GiB\n", (double)sks_peak_rss() / (1 << 30));
     for (int i = 0; i < 4 && i < res.n_channels; i++)
         printf("  channel %4d  ||S||_F %.4f  lambda* %+.4f  dominance %.2f\n", res.channels[i].channel,
