@@ -13,19 +13,22 @@ static void sks__inspect_help(FILE *f) {
             "usage: sinkscope inspect MODEL [--json]\n\n"
             "Open MODEL and print what sinkscope sees: the architecture (layers, widths, heads,\n"
             "grouped-query attention, RoPE theta and pair order, norm eps), the parameter count,\n"
-            "a histogram of tensor dtypes, the file size and the shards. Only headers are read,\n"
+            "the tensor-type mix (tensors, elements and bits per weight of each type, and the\n"
+            "overall bits per weight), the file size and the shards. Only headers are read,\n"
             "so this is instant even for large sharded checkpoints.\n\n"
             "MODEL is one of\n"
             "  DIR                 Hugging Face directory: config.json plus model.safetensors or\n"
             "                      model.safetensors.index.json with its shards\n"
             "  FILE.safetensors    one safetensors file; config.json must sit beside it\n"
-            "  FILE.gguf           GGUF v2/v3 (llama, qwen2, qwen3; F32 F16 BF16 Q8_0 Q4_0)\n"
+            "  FILE.gguf           GGUF v2/v3 (llama, qwen2, qwen3; F32, F16, BF16 and the\n"
+            "                      quantized types of docs/gguf-types.md)\n"
             "  FILE.bin            llama2.c v0 checkpoint\n\n"
             "options:\n"
             "  --json     one JSON object on stdout: family, n_layers, d_model, d_ffn, n_heads,\n"
             "             n_kv_heads, head_dim, vocab_size, n_params, rope_theta, norm_eps,\n"
             "             tied_embeddings, rope_interleaved, format, file_bytes, shards and\n"
-            "             tensors [{name, role, layer, dtype, shape, shard}]\n"
+            "             tensors [{name, role, layer, dtype, shape, shard}], dtype_mix\n"
+            "             [{dtype, tensors, elements, bytes, bpw}] and bpw (overall)\n"
             "  -h, --help this text\n\n"
             "rope order: 'interleaved' means Q/K pairs (2i, 2i+1) (GGUF llama, llama2.c);\n"
             "'rotate-half' means pairs (i, i + d_h/2) (Hugging Face). Both are the same model.\n\n"
@@ -107,6 +110,21 @@ static int sks__inspect_json(const sks_model *m) {
     }
     json_object_set_new(o, "tensors", ts);
     sks_json_add_nonfinite(o);
+    sks_dtype_mix mix;
+    sks_model_dtype_mix(m, &mix);
+    json_t *mx = json_array();
+    for (int d = 0; d < SKS_DT_COUNT; d++) {
+        if (!mix.tensors[d]) continue;
+        json_t *e = json_object();
+        json_object_set_new(e, "dtype", json_string(sks_dtype_name((sks_dtype)d)));
+        json_object_set_new(e, "tensors", json_integer((json_int_t)mix.tensors[d]));
+        json_object_set_new(e, "elements", json_integer((json_int_t)mix.elements[d]));
+        json_object_set_new(e, "bytes", json_integer((json_int_t)mix.bytes[d]));
+        json_object_set_new(e, "bpw", json_real(sks_dtype_get((sks_dtype)d)->bpw));
+        json_array_append_new(mx, e);
+    }
+    json_object_set_new(o, "dtype_mix", mx);
+    json_object_set_new(o, "bpw", json_real(mix.bpw));
     int rc = json_dumpf(o, stdout, JSON_INDENT(1) | JSON_REAL_PRECISION(17));
     fputc('\n', stdout);
     json_decref(o);
@@ -154,19 +172,22 @@ static void sks__inspect_human(const sks_model *m) {
     printf("tokenizer    %s\n", tb);
     printf("parameters   %llu (%.2fM)\n", (unsigned long long)np, (double)np / 1e6);
     printf("file size    %s (%llu bytes)\n", fb, (unsigned long long)sks_model_file_bytes(m));
-    /* dtype histogram: tensors and parameters per dtype */
-    uint64_t cnt[SKS_DT_COUNT] = {0}, par[SKS_DT_COUNT] = {0};
-    for (size_t i = 0; i < sks_model_n_tensors(m); i++) {
-        const sks_tensor *t = sks_model_tensor_at(m, i, NULL, NULL);
-        cnt[t->dtype]++;
-        par[t->dtype] += (uint64_t)t->shape[0] * (uint64_t)(t->ndim == 2 ? t->shape[1] : 1);
-    }
+    /* tensor-type mix: tensors, elements and bits per weight per type */
+    sks_dtype_mix mix;
+    sks_model_dtype_mix(m, &mix);
     printf("dtypes      ");
     for (int d = 0; d < SKS_DT_COUNT; d++)
-        if (cnt[d])
-            printf(" %s: %llu tensors, %.1f%% of parameters;", sks_dtype_name((sks_dtype)d), (unsigned long long)cnt[d],
-                   np ? 100.0 * (double)par[d] / (double)np : 0.0);
-    printf("\ntensors      %zu\n", sks_model_n_tensors(m));
+        if (mix.tensors[d])
+            printf(" %s: %llu tensors, %.1f%% of parameters;", sks_dtype_name((sks_dtype)d),
+                   (unsigned long long)mix.tensors[d],
+                   mix.total_elements ? 100.0 * (double)mix.elements[d] / (double)mix.total_elements : 0.0);
+    printf("\ntype mix     type      tensors      elements    bpw\n");
+    for (int d = 0; d < SKS_DT_COUNT; d++)
+        if (mix.tensors[d])
+            printf("             %-8s %8llu %13llu %6.3f\n", sks_dtype_name((sks_dtype)d), (unsigned long long)mix.tensors[d],
+                   (unsigned long long)mix.elements[d], sks_dtype_get((sks_dtype)d)->bpw);
+    printf("bpw          %.3f bits per weight overall\n", mix.bpw);
+    printf("tensors      %zu\n", sks_model_n_tensors(m));
     int ns = sks_model_n_shards(m);
     printf("shards       %d\n", ns);
     if (ns > 1)

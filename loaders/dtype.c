@@ -1,87 +1,97 @@
-/* dtype.c - element types and row conversion to f32/f64.
+/* dtype.c - the dtype table (one row per element type) and row conversion to f32/f64.
  *
- * bf16: the top 16 bits of an IEEE f32, so widening is a shift (exact).
- * f16: IEEE half; subnormals, inf and NaN widened exactly.
- * Q8_0: blocks of 32 values: f16 scale d, then 32 int8 q; x = d * q.
- * Q4_0: blocks of 32 values: f16 scale d, then 16 bytes; byte j holds element j in its
- *       low nibble and element j+16 in its high nibble; x = d * (nibble - 8).
+ * Adding a tensor type is one row here, its kernel and _ref twin in quant.c, a
+ * quantizer in quantize.c if it should be written, and its tests (test-quant.c).
+ * bf16: the top 16 bits of an IEEE f32 (widening is exact); f16: IEEE half (exact).
+ * The quantized layouts are described in quant.c.
  */
 #include "formats_internal.h"
-#include "sks_model.h"
+#include "quant_internal.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+
+#define SKS__ROW(dt, nm, id, blk, bytes, k) \
+    [dt] = {nm, id, blk, bytes, 8.0 * (bytes) / (blk), sks__##k##_to_f32, sks__##k##_to_f32_ref}
+#define SKS__ROW_NOCONV(dt, nm, id, blk, bytes) [dt] = {nm, id, blk, bytes, 8.0 * (bytes) / (blk), NULL, NULL}
+
+/* The GGUF type ids are ggml's (ggml.h enum ggml_type). */
+static const sks_dtype_info sks__dtypes[SKS_DT_COUNT] = {
+    SKS__ROW(SKS_DT_F32, "F32", 0, 1, 4, f32),
+    SKS__ROW(SKS_DT_F16, "F16", 1, 1, 2, f16),
+    SKS__ROW(SKS_DT_BF16, "BF16", 30, 1, 2, bf16),
+    SKS__ROW(SKS_DT_Q4_0, "Q4_0", 2, 32, 18, q4_0),
+    SKS__ROW(SKS_DT_Q4_1, "Q4_1", 3, 32, 20, q4_1),
+    SKS__ROW(SKS_DT_Q5_0, "Q5_0", 6, 32, 22, q5_0),
+    SKS__ROW(SKS_DT_Q5_1, "Q5_1", 7, 32, 24, q5_1),
+    SKS__ROW(SKS_DT_Q8_0, "Q8_0", 8, 32, 34, q8_0),
+    SKS__ROW(SKS_DT_Q8_1, "Q8_1", 9, 32, 36, q8_1),
+    SKS__ROW(SKS_DT_Q2_K, "Q2_K", 10, 256, 84, q2_k),
+    SKS__ROW(SKS_DT_Q3_K, "Q3_K", 11, 256, 110, q3_k),
+    SKS__ROW(SKS_DT_Q4_K, "Q4_K", 12, 256, 144, q4_k),
+    SKS__ROW(SKS_DT_Q5_K, "Q5_K", 13, 256, 176, q5_k),
+    SKS__ROW(SKS_DT_Q6_K, "Q6_K", 14, 256, 210, q6_k),
+    SKS__ROW(SKS_DT_Q8_K, "Q8_K", 15, 256, 292, q8_k),
+    SKS__ROW(SKS_DT_IQ2_XXS, "IQ2_XXS", 16, 256, 66, iq2_xxs),
+    SKS__ROW(SKS_DT_IQ2_XS, "IQ2_XS", 17, 256, 74, iq2_xs),
+    SKS__ROW(SKS_DT_IQ3_XXS, "IQ3_XXS", 18, 256, 98, iq3_xxs),
+    SKS__ROW(SKS_DT_IQ1_S, "IQ1_S", 19, 256, 50, iq1_s),
+    SKS__ROW(SKS_DT_IQ4_NL, "IQ4_NL", 20, 32, 18, iq4_nl),
+    SKS__ROW(SKS_DT_IQ3_S, "IQ3_S", 21, 256, 110, iq3_s),
+    SKS__ROW(SKS_DT_IQ2_S, "IQ2_S", 22, 256, 82, iq2_s),
+    SKS__ROW(SKS_DT_IQ4_XS, "IQ4_XS", 23, 256, 136, iq4_xs),
+    SKS__ROW_NOCONV(SKS_DT_I8, "I8", 24, 1, 1),
+    SKS__ROW_NOCONV(SKS_DT_I16, "I16", 25, 1, 2),
+    SKS__ROW_NOCONV(SKS_DT_I32, "I32", 26, 1, 4),
+    SKS__ROW_NOCONV(SKS_DT_I64, "I64", 27, 1, 8),
+    SKS__ROW_NOCONV(SKS_DT_F64, "F64", 28, 1, 8),
+    SKS__ROW(SKS_DT_IQ1_M, "IQ1_M", 29, 256, 56, iq1_m),
+    SKS__ROW(SKS_DT_TQ1_0, "TQ1_0", 34, 256, 54, tq1_0),
+    SKS__ROW(SKS_DT_TQ2_0, "TQ2_0", 35, 256, 66, tq2_0),
+    SKS__ROW(SKS_DT_MXFP4, "MXFP4", 39, 32, 17, mxfp4),
+};
+
+const sks_dtype_info *sks_dtype_get(sks_dtype dt) {
+    return (int)dt >= 0 && dt < SKS_DT_COUNT ? &sks__dtypes[dt] : NULL;
+}
+
+int sks_dtype_from_ggml(uint32_t ggml_type) {
+    for (int d = 0; d < SKS_DT_COUNT; d++)
+        if ((uint32_t)sks__dtypes[d].ggml_type == ggml_type) return d;
+    return -1;
+}
+
+int sks_dtype_from_name(const char *name) {
+    for (int d = 0; name && d < SKS_DT_COUNT; d++)
+        if (!strcasecmp(sks__dtypes[d].name, name)) return d;
+    return -1;
+}
+
+int sks_dtype_convertible(sks_dtype dt) {
+    const sks_dtype_info *r = sks_dtype_get(dt);
+    return r && r->to_f32;
+}
 
 const char *sks_dtype_name(sks_dtype dt) {
-    switch (dt) {
-    case SKS_DT_F32: return "F32";
-    case SKS_DT_F16: return "F16";
-    case SKS_DT_BF16: return "BF16";
-    case SKS_DT_Q8_0: return "Q8_0";
-    case SKS_DT_Q4_0: return "Q4_0";
-    default: return "?";
-    }
+    const sks_dtype_info *r = sks_dtype_get(dt);
+    return r ? r->name : "?";
 }
 
 int sks_dtype_nbytes(sks_dtype dt, uint64_t n, uint64_t *out) {
-    switch (dt) {
-    case SKS_DT_F32: return sks_mul_u64(n, 4, out);
-    case SKS_DT_F16:
-    case SKS_DT_BF16: return sks_mul_u64(n, 2, out);
-    case SKS_DT_Q8_0:
-        if (n % 32) return SKS_ESHAPE;
-        return sks_mul_u64(n / 32, 34, out);
-    case SKS_DT_Q4_0:
-        if (n % 32) return SKS_ESHAPE;
-        return sks_mul_u64(n / 32, 18, out);
-    default: return SKS_EDTYPE;
-    }
+    const sks_dtype_info *r = sks_dtype_get(dt);
+    if (!r) return SKS_EDTYPE;
+    if (n % r->block) return SKS_ESHAPE;
+    return sks_mul_u64(n / r->block, r->block_bytes, out);
 }
 
-static inline float sks__bits_f32(uint32_t u) {
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-void sks_bf16_to_f32_ref(const uint16_t *in, float *out, size_t n) {
-    for (size_t i = 0; i < n; i++) out[i] = sks__bits_f32((uint32_t)in[i] << 16);
-}
-
-void sks_bf16_to_f32(const uint16_t *in, float *out, size_t n) {
-    uint32_t *o = (uint32_t *)(void *)out;
-    for (size_t i = 0; i < n; i++) o[i] = (uint32_t)in[i] << 16; /* vectorizes */
-}
-
-static inline float sks__f16_scalar(uint16_t h) {
-    uint32_t s = (uint32_t)(h >> 15) << 31, e = (h >> 10) & 0x1f, m = h & 0x3ff;
-    if (e == 0) {
-        /* zero or subnormal: m * 2^-24 */
-        float v = (float)m * 5.9604644775390625e-8f;
-        return s ? -v : v;
-    }
-    if (e == 31) return sks__bits_f32(s | 0x7f800000u | (m << 13));
-    return sks__bits_f32(s | ((e + 112) << 23) | (m << 13));
-}
-
-void sks_f16_to_f32_ref(const uint16_t *in, float *out, size_t n) {
-    for (size_t i = 0; i < n; i++) out[i] = sks__f16_scalar(in[i]);
-}
-
-void sks_f16_to_f32(const uint16_t *in, float *out, size_t n) {
-    /* Branch-light path for normal numbers; rare specials take the scalar route. */
-    for (size_t i = 0; i < n; i++) {
-        uint16_t h = in[i];
-        uint32_t e = (h >> 10) & 0x1f;
-        if (e != 0 && e != 31) {
-            uint32_t u = ((uint32_t)(h & 0x8000) << 16) | ((uint32_t)(h & 0x7fff) << 13);
-            out[i] = sks__bits_f32(u + (112u << 23));
-        } else {
-            out[i] = sks__f16_scalar(h);
-        }
-    }
-}
+void sks_bf16_to_f32_ref(const uint16_t *in, float *out, size_t n) { sks__bf16_to_f32_ref(in, out, n); }
+void sks_bf16_to_f32(const uint16_t *in, float *out, size_t n) { sks__bf16_to_f32(in, out, n); }
+void sks_f16_to_f32_ref(const uint16_t *in, float *out, size_t n) { sks__f16_to_f32_ref(in, out, n); }
+void sks_f16_to_f32(const uint16_t *in, float *out, size_t n) { sks__f16_to_f32(in, out, n); }
+void sks_q8_0_to_f32(const void *in, float *out, size_t n) { sks__q8_0_to_f32(in, out, n); }
+void sks_q4_0_to_f32(const void *in, float *out, size_t n) { sks__q4_0_to_f32(in, out, n); }
 
 uint16_t sks_f32_to_bf16(float x) {
     uint32_t u;
@@ -113,31 +123,6 @@ uint16_t sks_f32_to_f16(float x) {
     return (uint16_t)(s | h);
 }
 
-void sks_q8_0_to_f32(const void *in, float *out, size_t n) {
-    const uint8_t *p = in;
-    for (size_t b = 0; b < n / 32; b++, p += 34) {
-        uint16_t hs;
-        memcpy(&hs, p, 2);
-        float d = sks__f16_scalar(hs);
-        const int8_t *q = (const int8_t *)(p + 2);
-        for (int j = 0; j < 32; j++) out[b * 32 + j] = d * (float)q[j];
-    }
-}
-
-void sks_q4_0_to_f32(const void *in, float *out, size_t n) {
-    const uint8_t *p = in;
-    for (size_t b = 0; b < n / 32; b++, p += 18) {
-        uint16_t hs;
-        memcpy(&hs, p, 2);
-        float d = sks__f16_scalar(hs);
-        const uint8_t *q = p + 2;
-        for (int j = 0; j < 16; j++) {
-            out[b * 32 + j] = d * (float)((int)(q[j] & 0x0f) - 8);
-            out[b * 32 + j + 16] = d * (float)((int)(q[j] >> 4) - 8);
-        }
-    }
-}
-
 static int sks__row_span(const sks_tensor *t, int64_t row0, int64_t nrows, int64_t *cols, size_t *row_bytes) {
     int64_t rows = t->ndim == 2 ? t->shape[0] : 1;
     int64_t c = t->ndim == 2 ? t->shape[1] : t->shape[0];
@@ -164,15 +149,10 @@ int sks__tensor_rows_f32_unchecked(const sks_tensor *t, int64_t row0, int64_t nr
     int rc = sks__row_span(t, row0, nrows, &c, &rb);
     if (rc) return rc;
     const uint8_t *src = (const uint8_t *)t->data + (size_t)row0 * rb;
-    size_t n = (size_t)nrows * (size_t)c;
-    switch (t->dtype) {
-    case SKS_DT_F32: memcpy(out, src, n * 4); break;
-    case SKS_DT_F16: sks_f16_to_f32((const uint16_t *)(const void *)src, out, n); break;
-    case SKS_DT_BF16: sks_bf16_to_f32((const uint16_t *)(const void *)src, out, n); break;
-    case SKS_DT_Q8_0: sks_q8_0_to_f32(src, out, n); break;
-    case SKS_DT_Q4_0: sks_q4_0_to_f32(src, out, n); break;
-    default: return sks_fail(SKS_EDTYPE, "%s: unsupported tensor type", t->name);
-    }
+    const sks_dtype_info *info = sks_dtype_get(t->dtype);
+    if (!info || !info->to_f32)
+        return sks_fail(SKS_EDTYPE, "%s: tensor type %s is not converted", t->name, sks_dtype_name(t->dtype));
+    info->to_f32(src, out, (size_t)nrows * (size_t)c);
     return 0;
 }
 

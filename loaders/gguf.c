@@ -49,46 +49,11 @@ struct sks_gguf {
     size_t size;
 };
 
-/* ---- ggml types ---------------------------------------------------------------------- */
-
-static const struct {
-    uint32_t id;
-    const char *name;
-    uint32_t block; /* elements per block */
-    uint32_t bytes; /* bytes per block */
-} sks__ggml_types[] = {
-    {0, "F32", 1, 4},         {1, "F16", 1, 2},          {2, "Q4_0", 32, 18},      {3, "Q4_1", 32, 20},
-    {6, "Q5_0", 32, 22},      {7, "Q5_1", 32, 24},       {8, "Q8_0", 32, 34},      {9, "Q8_1", 32, 36},
-    {10, "Q2_K", 256, 84},    {11, "Q3_K", 256, 110},    {12, "Q4_K", 256, 144},   {13, "Q5_K", 256, 176},
-    {14, "Q6_K", 256, 210},   {15, "Q8_K", 256, 292},    {16, "IQ2_XXS", 256, 66}, {17, "IQ2_XS", 256, 74},
-    {18, "IQ3_XXS", 256, 98}, {19, "IQ1_S", 256, 50},    {20, "IQ4_NL", 32, 18},   {21, "IQ3_S", 256, 110},
-    {22, "IQ2_S", 256, 82},   {23, "IQ4_XS", 256, 136},  {24, "I8", 1, 1},         {25, "I16", 1, 2},
-    {26, "I32", 1, 4},        {27, "I64", 1, 8},         {28, "F64", 1, 8},        {29, "IQ1_M", 256, 56},
-    {30, "BF16", 1, 2},       {34, "TQ1_0", 256, 54},    {35, "TQ2_0", 256, 66},   {39, "MXFP4", 32, 17},
-};
-#define SKS__N_GGML_TYPES (sizeof sks__ggml_types / sizeof sks__ggml_types[0])
-
-static int sks__ggml_type_index(uint32_t type) {
-    for (size_t i = 0; i < SKS__N_GGML_TYPES; i++)
-        if (sks__ggml_types[i].id == type) return (int)i;
-    return -1;
-}
+/* ---- ggml types: the dtype table (dtype.c) ------------------------------------------------ */
 
 const char *sks__ggml_type_name(uint32_t type) {
-    int i = sks__ggml_type_index(type);
-    return i < 0 ? NULL : sks__ggml_types[i].name;
-}
-
-/* ggml type -> sks_dtype, -1 if sinkscope does not convert it. */
-static int sks__ggml_to_dtype(uint32_t type) {
-    switch (type) {
-    case 0: return SKS_DT_F32;
-    case 1: return SKS_DT_F16;
-    case 2: return SKS_DT_Q4_0;
-    case 8: return SKS_DT_Q8_0;
-    case 30: return SKS_DT_BF16;
-    default: return -1;
-    }
+    int d = sks_dtype_from_ggml(type);
+    return d < 0 ? NULL : sks_dtype_name((sks_dtype)d);
 }
 
 /* ---- bounded reader --------------------------------------------------------------------- */
@@ -300,19 +265,19 @@ int sks__gguf_parse(const void *buf, size_t len, const char *path, struct sks_gg
         }
         if ((rc = sks__rd_u32(&r, &t->type, "tensor type")) || (rc = sks__rd_u64(&r, &t->offset, "tensor offset")))
             goto fail;
-        int ti = sks__ggml_type_index(t->type);
-        if (ti < 0) {
-            rc = sks_fail(SKS_EDTYPE, "%s: unknown ggml tensor type id %u for tensor %.*s", path, t->type,
-                          (int)t->name_len, t->name);
+        int dt = sks_dtype_from_ggml(t->type);
+        if (dt < 0) {
+            rc = sks_fail(SKS_EDTYPE, "%s: tensor %.*s: unknown ggml tensor type id %u", path, (int)t->name_len,
+                          t->name, t->type);
             goto fail;
         }
-        if (t->ne[0] % sks__ggml_types[ti].block) {
-            rc = sks_fail(SKS_ESHAPE, "%s: tensor %.*s: %llu columns are not whole %s blocks of %u", path,
-                          (int)t->name_len, t->name, (unsigned long long)t->ne[0], sks__ggml_types[ti].name,
-                          sks__ggml_types[ti].block);
+        const sks_dtype_info *ti = sks_dtype_get((sks_dtype)dt);
+        if (t->ne[0] % ti->block) {
+            rc = sks_fail(SKS_ESHAPE, "%s: tensor %.*s: type %s: row of %llu elements is not a whole number of %u-element blocks",
+                          path, (int)t->name_len, t->name, ti->name, (unsigned long long)t->ne[0], ti->block);
             goto fail;
         }
-        if (sks_mul_u64(nel / sks__ggml_types[ti].block, sks__ggml_types[ti].bytes, &t->nbytes)) {
+        if (sks_mul_u64(nel / ti->block, ti->block_bytes, &t->nbytes)) {
             rc = sks_fail(SKS_EOVERFLOW, "%s: tensor %.*s: byte size overflows", path, (int)t->name_len, t->name);
             goto fail;
         }
@@ -765,10 +730,10 @@ int sks__open_gguf(const char *path, sks_model **out) {
                 sks_log(SKS_LOG_DEBUG, "%s: ignoring tensor %s", path, name);
             continue;
         }
-        int dt = sks__ggml_to_dtype(t->type);
-        if (dt < 0) {
-            rc = sks_fail(SKS_EDTYPE, "%s: unsupported tensor type %s for tensor %s (sinkscope reads F32, F16, BF16, Q8_0, Q4_0)",
-                          path, sks__ggml_type_name(t->type), name);
+        int dt = sks_dtype_from_ggml(t->type);
+        if (!sks_dtype_convertible((sks_dtype)dt)) {
+            rc = sks_fail(SKS_EDTYPE, "%s: tensor %s: type %s is not a weight type sinkscope converts (docs/gguf-types.md)",
+                          path, name, sks__ggml_type_name(t->type));
             goto fail_m;
         }
         if (layer >= a.n_layers) {
@@ -783,7 +748,8 @@ int sks__open_gguf(const char *path, sks_model **out) {
         }
         /* f32/f16/bf16 rows are read through typed pointers: with a small
          * general.alignment an offset can be legal for GGUF and still misaligned. */
-        unsigned esz = dt == SKS_DT_F32 ? 4u : (dt == SKS_DT_F16 || dt == SKS_DT_BF16) ? 2u : 1u;
+        const sks_dtype_info *info = sks_dtype_get((sks_dtype)dt);
+        unsigned esz = info->block == 1 ? info->block_bytes : 1u;
         if ((g->data_off + t->offset) % esz) {
             rc = sks_fail(SKS_EFORMAT, "%s: tensor %s: data at file offset %llu is not aligned to its %u-byte elements",
                           path, name, (unsigned long long)(g->data_off + t->offset), esz);

@@ -181,6 +181,20 @@ uint64_t sks_model_n_params(const sks_model *m) {
     return n;
 }
 
+void sks_model_dtype_mix(const sks_model *m, sks_dtype_mix *mix) {
+    memset(mix, 0, sizeof *mix);
+    for (size_t i = 0; i < m->n_order; i++) {
+        const sks_tensor *t = sks_model_tensor(m, m->order[i].role, m->order[i].layer);
+        uint64_t n = (uint64_t)t->shape[0] * (uint64_t)(t->ndim == 2 ? t->shape[1] : 1);
+        mix->tensors[t->dtype]++;
+        mix->elements[t->dtype] += n;
+        mix->bytes[t->dtype] += t->nbytes;
+        mix->total_elements += n;
+        mix->total_bytes += t->nbytes;
+    }
+    mix->bpw = mix->total_elements ? 8.0 * (double)mix->total_bytes / (double)mix->total_elements : 0.0;
+}
+
 int sks_model_new_memory(const sks_arch *arch, sks_model **out) {
     return sks__model_alloc(arch, SKS_FMT_MEMORY, "(memory)", out);
 }
@@ -195,7 +209,8 @@ int sks_model_set_tensor(sks_model *m, sks_role role, int layer, sks_dtype dt, i
     } else {
         layer = -1;
     }
-    if (dt < 0 || dt >= SKS_DT_COUNT) return sks_fail(SKS_EDTYPE, "%s: bad dtype", name ? name : "?");
+    if (!sks_dtype_convertible(dt))
+        return sks_fail(SKS_EDTYPE, "%s: dtype %s is not converted", name ? name : "?", sks_dtype_name(dt));
     if (ndim != 1 && ndim != 2) return sks_fail(SKS_ESHAPE, "%s: %d dimensions (want 1 or 2)", name ? name : "?", ndim);
     if (shape[0] <= 0 || (ndim == 2 && shape[1] <= 0))
         return sks_fail(SKS_ESHAPE, "%s: non-positive dimension", name ? name : "?");
@@ -205,9 +220,10 @@ int sks_model_set_tensor(sks_model *m, sks_role role, int layer, sks_dtype dt, i
     int rc = sks_dtype_nbytes(dt, n, &nb);
     if (rc) return sks_fail(rc, "%s: %s size invalid for %llu elements", name ? name : "?", sks_dtype_name(dt),
                             (unsigned long long)n);
-    if ((dt == SKS_DT_Q8_0 || dt == SKS_DT_Q4_0) && ((ndim == 2 ? shape[1] : shape[0]) % 32) != 0)
-        return sks_fail(SKS_ESHAPE, "%s: quantized rows of %lld columns are not whole blocks of 32",
-                        name ? name : "?", (long long)(ndim == 2 ? shape[1] : shape[0]));
+    uint32_t blk = sks_dtype_get(dt)->block;
+    if (((ndim == 2 ? shape[1] : shape[0]) % blk) != 0)
+        return sks_fail(SKS_ESHAPE, "%s: %s rows of %lld columns are not whole blocks of %u", name ? name : "?",
+                        sks_dtype_name(dt), (long long)(ndim == 2 ? shape[1] : shape[0]), blk);
     sks__slot *s = &m->slots[sks__slot_index(m, role, layer)];
     if (s->present)
         return sks_fail(SKS_EFORMAT, "%s: duplicate tensor for %s layer %d", name ? name : "?", sks_role_name(role), layer);

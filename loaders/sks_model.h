@@ -3,7 +3,8 @@
  * Formats (all memory-mapped, never read whole):
  *   - Hugging Face safetensors: one file, or a directory with config.json and either
  *     model.safetensors or model.safetensors.index.json (sharded). F32, F16, BF16.
- *   - GGUF v2/v3: F32, F16, BF16, Q8_0, Q4_0 (dequantized per block on access).
+ *   - GGUF v2/v3: F32, F16, BF16 and every quantized type llama.cpp writes (the dtype
+ *     table, docs/gguf-types.md), dequantized per block on access.
  *   - llama2.c v0 .bin (fp32).
  *
  * The view resolves family quirks once: tensors are addressed by (role, layer) in the
@@ -23,17 +24,70 @@
 extern "C" {
 #endif
 
+/* Element types: one row each in the dtype table (loaders/dtype.c, docs/gguf-types.md).
+ * The first five keep their values; the rest follow ggml's type list. Block layouts and
+ * the dequantization formula of each are in loaders/quant.c. */
 typedef enum {
     SKS_DT_F32 = 0,
     SKS_DT_F16,
     SKS_DT_BF16,
     SKS_DT_Q8_0, /* blocks of 32: f16 scale + 32 int8 (34 bytes) */
     SKS_DT_Q4_0, /* blocks of 32: f16 scale + 16 bytes of nibbles (18 bytes) */
+    SKS_DT_Q4_1,
+    SKS_DT_Q5_0,
+    SKS_DT_Q5_1,
+    SKS_DT_Q8_1,
+    SKS_DT_Q2_K,
+    SKS_DT_Q3_K,
+    SKS_DT_Q4_K,
+    SKS_DT_Q5_K,
+    SKS_DT_Q6_K,
+    SKS_DT_Q8_K,
+    SKS_DT_IQ2_XXS,
+    SKS_DT_IQ2_XS,
+    SKS_DT_IQ3_XXS,
+    SKS_DT_IQ1_S,
+    SKS_DT_IQ4_NL,
+    SKS_DT_IQ3_S,
+    SKS_DT_IQ2_S,
+    SKS_DT_IQ4_XS,
+    SKS_DT_I8,   /* integer tensors: known to GGUF, never weights, not converted */
+    SKS_DT_I16,
+    SKS_DT_I32,
+    SKS_DT_I64,
+    SKS_DT_F64,  /* known to GGUF, not converted */
+    SKS_DT_IQ1_M,
+    SKS_DT_TQ1_0,
+    SKS_DT_TQ2_0,
+    SKS_DT_MXFP4,
     SKS_DT_COUNT
 } sks_dtype;
 
+/* Convert n elements (a whole number of blocks) from their encoding in `in` to f32. */
+typedef void (*sks_to_f32_fn)(const void *in, float *out, size_t n);
+
+/* One row of the dtype table. */
+typedef struct {
+    const char *name;        /* ggml's name: "Q4_K" */
+    int ggml_type;           /* GGUF tensor type id */
+    uint32_t block;          /* elements per block (1 for plain types) */
+    uint32_t block_bytes;    /* bytes per block */
+    double bpw;              /* bits per weight: 8 * block_bytes / block */
+    sks_to_f32_fn to_f32;    /* vectorized kernel; NULL: the type is not converted */
+    sks_to_f32_fn to_f32_ref; /* scalar twin, element by element from the definition */
+} sks_dtype_info;
+
+/* The row of dt (NULL outside [0, SKS_DT_COUNT)). */
+const sks_dtype_info *sks_dtype_get(sks_dtype dt);
+/* The sks_dtype of a GGUF tensor type id, or -1 if the id is unknown. */
+int sks_dtype_from_ggml(uint32_t ggml_type);
+/* The sks_dtype named name (ggml's name, case-insensitive: "q4_k"), or -1. */
+int sks_dtype_from_name(const char *name);
+/* 1 if tensors of dt can be read as f32. */
+int sks_dtype_convertible(sks_dtype dt);
+
 const char *sks_dtype_name(sks_dtype dt);
-/* Bytes for n elements of dt (n must be a multiple of 32 for the Q types);
+/* Bytes for n elements of dt (n must be a multiple of the block);
  * returns SKS_EOVERFLOW / SKS_ESHAPE on failure. */
 int sks_dtype_nbytes(sks_dtype dt, uint64_t n, uint64_t *out);
 
@@ -151,6 +205,15 @@ int sks_model_n_shards(const sks_model *m);
 const char *sks_model_shard_path(const sks_model *m, int i);
 uint64_t sks_model_file_bytes(const sks_model *m); /* all shards */
 uint64_t sks_model_n_params(const sks_model *m);
+
+/* The tensor-type mix of the tensors the view uses: per dtype the tensor count,
+ * elements and bytes; bpw = 8 total_bytes / total_elements. */
+typedef struct {
+    uint64_t tensors[SKS_DT_COUNT], elements[SKS_DT_COUNT], bytes[SKS_DT_COUNT];
+    uint64_t total_elements, total_bytes;
+    double bpw;
+} sks_dtype_mix;
+void sks_model_dtype_mix(const sks_model *m, sks_dtype_mix *mix);
 
 /* The tensor of (role, layer); NULL if the model has none (e.g. biases of llama,
  * LM_HEAD of a tied model). */

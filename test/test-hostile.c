@@ -503,6 +503,12 @@ static void test_gguf_valid_control(void **state) {
     gguf_case(&o, 0, NULL);
     o.q_type = 1; /* F16 */
     gguf_case(&o, 0, NULL);
+    /* every 32-element block type fits in the reserved span */
+    static const uint32_t small_blocks[] = {3, 6, 7, 9, 20, 39};
+    for (size_t k = 0; k < sizeof small_blocks / sizeof small_blocks[0]; k++) {
+        o.q_type = small_blocks[k];
+        gguf_case(&o, 0, NULL);
+    }
     o.q_type = 8;
     o.version = 2;
     gguf_case(&o, 0, NULL);
@@ -547,15 +553,17 @@ static void test_gguf_families(void **state) {
 static void test_gguf_tensors(void **state) {
     (void)state;
     gguf_opts o = {0};
-    /* 33. unsupported tensor type: the message names type and tensor */
-    o.q_type = 6;
-    gguf_case(&o, SKS_EDTYPE, "unsupported tensor type Q5_0 for tensor blk.0.attn_q.weight");
+    /* 33. a type GGUF knows but that is not a weight type: the message names type and tensor */
+    o.q_type = 26;
+    gguf_case(&o, SKS_EDTYPE, "tensor blk.0.attn_q.weight: type I32 is not a weight type");
     /* 33b. a K-quant: its 256-wide blocks do not tile 32 columns */
     o.q_type = 12;
-    gguf_case(&o, SKS_ESHAPE, "not whole Q4_K blocks of 256");
+    gguf_case(&o, SKS_ESHAPE, "tensor blk.0.attn_q.weight: type Q4_K: row of 32 elements is not a whole number of 256-element blocks");
+    o.q_type = 29;
+    gguf_case(&o, SKS_ESHAPE, "type IQ1_M: row of 32 elements");
     /* 34. a type id no ggml version has */
     o.q_type = 200;
-    gguf_case(&o, SKS_EDTYPE, "unknown ggml tensor type id 200 for tensor blk.0.attn_q.weight");
+    gguf_case(&o, SKS_EDTYPE, "tensor blk.0.attn_q.weight: unknown ggml tensor type id 200");
     o.q_type = 0;
     /* 35. misaligned tensor data */
     o.q_offset_add = 4;
@@ -755,7 +763,7 @@ static void test_gguf_header(void **state) {
     put_u64(&b, 33);
     put_u32(&b, 8);
     put_u64(&b, 0);
-    gguf_raw(&b, SKS_ESHAPE, "blocks of 32");
+    gguf_raw(&b, SKS_ESHAPE, "type Q8_0: row of 33 elements is not a whole number of 32-element blocks");
     free(b.p);
 }
 
