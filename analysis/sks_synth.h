@@ -125,6 +125,17 @@ int sks_synth_rows(const sks_synth *s, size_t i, int64_t row0, int64_t nrows, fl
  * Creates DIR if needed. Reports progress as stage "synth". */
 int sks_synth_write(const sks_synth *s, const char *dir, sks_dtype dt, uint64_t max_shard_bytes);
 
+/* Write DIR/model.gguf (GGUF v3, llama.cpp's tensor names and `<arch>.*` metadata keys,
+ * Q/K rows of `llama` permuted to the interleaved RoPE order as convert_hf_to_gguf does)
+ * with the tensor types of scheme (sks_gguf.h: "q4_k", "q4_k_m", "f16", ...) and
+ * DIR/planted.json. Quantization is round-to-nearest (loaders/quantize.c), not llama.cpp's
+ * optimized quantizer. Llama 3 RoPE scaling is refused (GGUF stores it as a tensor that
+ * the loader does not apply). Reports progress as stage "synth". */
+int sks_synth_write_gguf(const sks_synth *s, const char *dir, const char *scheme);
+
+/* Create DIR and its parents (shared by the writers). */
+int sks__synth_mkdirs(const char *dir);
+
 /* The JSON texts written by sks_synth_write (malloc'd, caller frees). */
 int sks_synth_config_json(const sks_synth *s, sks_dtype dt, char **out);
 int sks_synth_planted_json(const sks_synth *s, sks_dtype dt, char **out);

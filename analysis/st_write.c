@@ -63,7 +63,7 @@ static int sks__write_all(int fd, const void *p, size_t n, const char *path) {
     return 0;
 }
 
-static int sks__mkdirs(const char *dir) {
+int sks__synth_mkdirs(const char *dir) {
     char *p = strdup(dir);
     if (!p) return sks_fail(SKS_ENOMEM, "synth: out of memory");
     for (char *c = p + 1; *c; c++) {
@@ -161,7 +161,7 @@ static int sks__sb_printf(sks__sb *b, const char *fmt, ...) {
 int sks_synth_write(const sks_synth *s, const char *dir, sks_dtype dt, uint64_t max_shard_bytes) {
     if (dt != SKS_DT_F32 && dt != SKS_DT_BF16) return sks_fail(SKS_EARG, "synth: dtype %s (f32 or bf16)", sks_dtype_name(dt));
     if (max_shard_bytes == 0) max_shard_bytes = 5000000000ULL;
-    int rc = sks__mkdirs(dir);
+    int rc = sks__synth_mkdirs(dir);
     if (rc) return rc;
     size_t nt = sks_synth_n_tensors(s), esz = dt == SKS_DT_BF16 ? 2 : 4;
     uint64_t *nbytes = calloc(nt, sizeof *nbytes);

@@ -2,15 +2,18 @@
  * sinks (analysis/sks_synth.h, docs/synth.md). */
 #include "cli.h"
 #include "../analysis/sks_synth.h"
+#include "../loaders/sks_gguf.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static void sks__synth_help(FILE *f) {
     fprintf(f,
             "usage: sinkscope synth (--preset NAME | --config FILE) -o DIR [--seed S]\n"
-            "                       [--dtype f32|bf16] [--max-shard-bytes N] [--json] [--quiet]\n\n"
+            "                       [--format safetensors|gguf] [--dtype TYPE] [--max-shard-bytes N]\n"
+            "                       [--json] [--quiet]\n\n"
             "Write a Hugging Face style model directory (config.json, safetensors, sharded with\n"
             "model.safetensors.index.json above --max-shard-bytes) whose weights are random at a\n"
             "realistic scale plus a planted mechanism: BOS at position 0 is steered by a layer-0\n"
@@ -29,7 +32,13 @@ static void sks__synth_help(FILE *f) {
             "                       \"preset\" to start from and an optional \"planted\" object\n"
             "                       (docs/synth.md lists its keys)\n"
             "  --seed S             random seed (default 1)\n"
-            "  --dtype f32|bf16     tensor dtype in the files (default f32)\n"
+            "  --format F           safetensors (default: config.json + safetensors) or gguf\n"
+            "                       (DIR/model.gguf with llama.cpp's names and metadata keys)\n"
+            "  --dtype TYPE         safetensors: f32 or bf16 (default f32). gguf: any type\n"
+            "                       sinkscope writes (f32 f16 bf16 q4_0 q4_1 q5_0 q5_1 q8_0 q2_k\n"
+            "                       q3_k q4_k q5_k q6_k q8_k iq4_nl iq4_xs tq1_0 tq2_0) or a\n"
+            "                       llama.cpp-like mix (q3_k_m q4_k_s q4_k_m q5_k_s q5_k_m);\n"
+            "                       round-to-nearest quantizers, not llama.cpp's (docs/gguf-types.md)\n"
             "  --max-shard-bytes N  shard above N bytes (default 5000000000, as transformers)\n"
             "  -o, --output DIR     output directory (created if needed)\n"
             "  --json               print a JSON summary on stdout\n"
@@ -73,7 +82,7 @@ static int sks__synth_fail(int rc) {
 }
 
 int sks_cmd_synth(int argc, char **argv) {
-    const char *preset = NULL, *config = NULL, *outdir = NULL, *dtype = "f32";
+    const char *preset = NULL, *config = NULL, *outdir = NULL, *dtype = "f32", *format = "safetensors";
     long seed = 1, maxshard = 0;
     int json = 0, quiet = 0;
     for (int i = 1; i < argc; i++) {
@@ -90,6 +99,8 @@ int sks_cmd_synth(int argc, char **argv) {
             outdir = argv[++i];
         } else if (!strcmp(a, "--dtype") && more) {
             dtype = argv[++i];
+        } else if (!strcmp(a, "--format") && more) {
+            format = argv[++i];
         } else if (!strcmp(a, "--seed") && more) {
             if (sks_cli_parse_int("--seed", argv[++i], 0, 0x7fffffffffffffffL, &seed)) return sks_cli_fail("synth", SKS_EARG) + 1;
         } else if (!strcmp(a, "--max-shard-bytes") && more) {
@@ -108,10 +119,20 @@ int sks_cmd_synth(int argc, char **argv) {
         fprintf(stderr, "sinkscope synth: give exactly one of --preset or --config, and -o DIR (see sinkscope synth --help)\n");
         return 2;
     }
-    sks_dtype dt;
-    if (!strcmp(dtype, "f32")) dt = SKS_DT_F32;
-    else if (!strcmp(dtype, "bf16")) dt = SKS_DT_BF16;
-    else {
+    int gguf = !strcmp(format, "gguf");
+    if (!gguf && strcmp(format, "safetensors")) {
+        fprintf(stderr, "sinkscope synth: --format %s (want safetensors or gguf)\n", format);
+        return 2;
+    }
+    sks_dtype dt = SKS_DT_F32;
+    if (gguf) {
+        sks_gguf_scheme sc;
+        if (sks_gguf_scheme_parse(dtype, &sc)) return sks__synth_fail(SKS_EARG);
+    } else if (!strcmp(dtype, "f32")) {
+        dt = SKS_DT_F32;
+    } else if (!strcmp(dtype, "bf16")) {
+        dt = SKS_DT_BF16;
+    } else {
         fprintf(stderr, "sinkscope synth: --dtype %s (want f32 or bf16)\n", dtype);
         return 2;
     }
@@ -133,7 +154,7 @@ int sks_cmd_synth(int argc, char **argv) {
     if ((rc = sks_synth_new(&cfg, (uint64_t)seed, &s))) return sks__synth_fail(rc);
     sks_cli_progress_install(quiet);
     double t0 = sks_now();
-    rc = sks_synth_write(s, outdir, dt, (uint64_t)maxshard);
+    rc = gguf ? sks_synth_write_gguf(s, outdir, dtype) : sks_synth_write(s, outdir, dt, (uint64_t)maxshard);
     if (rc) {
         sks_synth_free(s);
         return sks__synth_fail(rc);
@@ -148,6 +169,12 @@ int sks_cmd_synth(int argc, char **argv) {
         params += (uint64_t)sh[0] * (uint64_t)(ndim == 2 ? sh[1] : 1);
     }
     uint64_t bytes = params * (dt == SKS_DT_BF16 ? 2 : 4);
+    if (gguf) {
+        char gp[4096];
+        struct stat st;
+        snprintf(gp, sizeof gp, "%s/model.gguf", outdir);
+        bytes = stat(gp, &st) == 0 ? (uint64_t)st.st_size : 0;
+    }
     double secs = sks_now() - t0;
     if (json) {
         printf("{\"dir\": \"%s\", \"family\": \"%s\", \"n_params\": %llu, \"bytes\": %llu, \"seconds\": %.2f, "

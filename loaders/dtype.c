@@ -13,43 +13,47 @@
 #include <string.h>
 #include <strings.h>
 
+/* A type sinkscope reads and writes, one it only reads, one it only knows the size of. */
+#define SKS__ROWQ(dt, nm, id, blk, bytes, k)                                                                 \
+    [dt] = {nm, id, blk, bytes, 8.0 * (bytes) / (blk), sks__##k##_to_f32, sks__##k##_to_f32_ref, \
+            sks__##k##_from_f32}
 #define SKS__ROW(dt, nm, id, blk, bytes, k) \
-    [dt] = {nm, id, blk, bytes, 8.0 * (bytes) / (blk), sks__##k##_to_f32, sks__##k##_to_f32_ref}
-#define SKS__ROW_NOCONV(dt, nm, id, blk, bytes) [dt] = {nm, id, blk, bytes, 8.0 * (bytes) / (blk), NULL, NULL}
+    [dt] = {nm, id, blk, bytes, 8.0 * (bytes) / (blk), sks__##k##_to_f32, sks__##k##_to_f32_ref, NULL}
+#define SKS__ROW_NOCONV(dt, nm, id, blk, bytes) [dt] = {nm, id, blk, bytes, 8.0 * (bytes) / (blk), NULL, NULL, NULL}
 
 /* The GGUF type ids are ggml's (ggml.h enum ggml_type). */
 static const sks_dtype_info sks__dtypes[SKS_DT_COUNT] = {
-    SKS__ROW(SKS_DT_F32, "F32", 0, 1, 4, f32),
-    SKS__ROW(SKS_DT_F16, "F16", 1, 1, 2, f16),
-    SKS__ROW(SKS_DT_BF16, "BF16", 30, 1, 2, bf16),
-    SKS__ROW(SKS_DT_Q4_0, "Q4_0", 2, 32, 18, q4_0),
-    SKS__ROW(SKS_DT_Q4_1, "Q4_1", 3, 32, 20, q4_1),
-    SKS__ROW(SKS_DT_Q5_0, "Q5_0", 6, 32, 22, q5_0),
-    SKS__ROW(SKS_DT_Q5_1, "Q5_1", 7, 32, 24, q5_1),
-    SKS__ROW(SKS_DT_Q8_0, "Q8_0", 8, 32, 34, q8_0),
-    SKS__ROW(SKS_DT_Q8_1, "Q8_1", 9, 32, 36, q8_1),
-    SKS__ROW(SKS_DT_Q2_K, "Q2_K", 10, 256, 84, q2_k),
-    SKS__ROW(SKS_DT_Q3_K, "Q3_K", 11, 256, 110, q3_k),
-    SKS__ROW(SKS_DT_Q4_K, "Q4_K", 12, 256, 144, q4_k),
-    SKS__ROW(SKS_DT_Q5_K, "Q5_K", 13, 256, 176, q5_k),
-    SKS__ROW(SKS_DT_Q6_K, "Q6_K", 14, 256, 210, q6_k),
-    SKS__ROW(SKS_DT_Q8_K, "Q8_K", 15, 256, 292, q8_k),
+    SKS__ROWQ(SKS_DT_F32, "F32", 0, 1, 4, f32),
+    SKS__ROWQ(SKS_DT_F16, "F16", 1, 1, 2, f16),
+    SKS__ROWQ(SKS_DT_BF16, "BF16", 30, 1, 2, bf16),
+    SKS__ROWQ(SKS_DT_Q4_0, "Q4_0", 2, 32, 18, q4_0),
+    SKS__ROWQ(SKS_DT_Q4_1, "Q4_1", 3, 32, 20, q4_1),
+    SKS__ROWQ(SKS_DT_Q5_0, "Q5_0", 6, 32, 22, q5_0),
+    SKS__ROWQ(SKS_DT_Q5_1, "Q5_1", 7, 32, 24, q5_1),
+    SKS__ROWQ(SKS_DT_Q8_0, "Q8_0", 8, 32, 34, q8_0),
+    SKS__ROWQ(SKS_DT_Q8_1, "Q8_1", 9, 32, 36, q8_1),
+    SKS__ROWQ(SKS_DT_Q2_K, "Q2_K", 10, 256, 84, q2_k),
+    SKS__ROWQ(SKS_DT_Q3_K, "Q3_K", 11, 256, 110, q3_k),
+    SKS__ROWQ(SKS_DT_Q4_K, "Q4_K", 12, 256, 144, q4_k),
+    SKS__ROWQ(SKS_DT_Q5_K, "Q5_K", 13, 256, 176, q5_k),
+    SKS__ROWQ(SKS_DT_Q6_K, "Q6_K", 14, 256, 210, q6_k),
+    SKS__ROWQ(SKS_DT_Q8_K, "Q8_K", 15, 256, 292, q8_k),
     SKS__ROW(SKS_DT_IQ2_XXS, "IQ2_XXS", 16, 256, 66, iq2_xxs),
     SKS__ROW(SKS_DT_IQ2_XS, "IQ2_XS", 17, 256, 74, iq2_xs),
     SKS__ROW(SKS_DT_IQ3_XXS, "IQ3_XXS", 18, 256, 98, iq3_xxs),
     SKS__ROW(SKS_DT_IQ1_S, "IQ1_S", 19, 256, 50, iq1_s),
-    SKS__ROW(SKS_DT_IQ4_NL, "IQ4_NL", 20, 32, 18, iq4_nl),
+    SKS__ROWQ(SKS_DT_IQ4_NL, "IQ4_NL", 20, 32, 18, iq4_nl),
     SKS__ROW(SKS_DT_IQ3_S, "IQ3_S", 21, 256, 110, iq3_s),
     SKS__ROW(SKS_DT_IQ2_S, "IQ2_S", 22, 256, 82, iq2_s),
-    SKS__ROW(SKS_DT_IQ4_XS, "IQ4_XS", 23, 256, 136, iq4_xs),
+    SKS__ROWQ(SKS_DT_IQ4_XS, "IQ4_XS", 23, 256, 136, iq4_xs),
     SKS__ROW_NOCONV(SKS_DT_I8, "I8", 24, 1, 1),
     SKS__ROW_NOCONV(SKS_DT_I16, "I16", 25, 1, 2),
     SKS__ROW_NOCONV(SKS_DT_I32, "I32", 26, 1, 4),
     SKS__ROW_NOCONV(SKS_DT_I64, "I64", 27, 1, 8),
     SKS__ROW_NOCONV(SKS_DT_F64, "F64", 28, 1, 8),
     SKS__ROW(SKS_DT_IQ1_M, "IQ1_M", 29, 256, 56, iq1_m),
-    SKS__ROW(SKS_DT_TQ1_0, "TQ1_0", 34, 256, 54, tq1_0),
-    SKS__ROW(SKS_DT_TQ2_0, "TQ2_0", 35, 256, 66, tq2_0),
+    SKS__ROWQ(SKS_DT_TQ1_0, "TQ1_0", 34, 256, 54, tq1_0),
+    SKS__ROWQ(SKS_DT_TQ2_0, "TQ2_0", 35, 256, 66, tq2_0),
     SKS__ROW(SKS_DT_MXFP4, "MXFP4", 39, 32, 17, mxfp4),
 };
 

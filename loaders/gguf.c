@@ -525,6 +525,21 @@ static const sks__name_role sks__gguf_global_names[] = {
     {"output.weight", SKS_ROLE_LM_HEAD},
 };
 
+const char *sks_gguf_tensor_name(sks_role role, int layer, char *buf, size_t cap) {
+    int k;
+    for (size_t i = 0; i < sizeof sks__gguf_global_names / sizeof sks__gguf_global_names[0]; i++)
+        if (sks__gguf_global_names[i].role == role) {
+            k = snprintf(buf, cap, "%s", sks__gguf_global_names[i].name);
+            return k >= 0 && (size_t)k < cap ? buf : NULL;
+        }
+    for (size_t i = 0; i < sizeof sks__gguf_layer_names / sizeof sks__gguf_layer_names[0]; i++)
+        if (sks__gguf_layer_names[i].role == role) {
+            k = snprintf(buf, cap, "blk.%d.%s", layer, sks__gguf_layer_names[i].name);
+            return k >= 0 && (size_t)k < cap ? buf : NULL;
+        }
+    return NULL;
+}
+
 /* GGUF names are not NUL-terminated in the file: copy before matching. */
 static int sks__gguf_role(const char *name, size_t n, sks_role *role, long *layer) {
     char buf[300];
@@ -770,13 +785,8 @@ int sks__open_gguf(const char *path, sks_model **out) {
         int l0 = sks_role_is_per_layer(role) ? 0 : -1, l1 = sks_role_is_per_layer(role) ? a.n_layers : 0;
         for (int l = l0; need && l < l1; l++) {
             if (sks_model_tensor(m, role, l)) continue;
-            const char *nm = role == SKS_ROLE_EMBED ? "token_embd.weight" : "output_norm.weight";
             char buf[96];
-            for (size_t i = 0; i < sizeof sks__gguf_layer_names / sizeof sks__gguf_layer_names[0]; i++)
-                if (sks__gguf_layer_names[i].role == role) {
-                    snprintf(buf, sizeof buf, "blk.%d.%s", l, sks__gguf_layer_names[i].name);
-                    nm = buf;
-                }
+            const char *nm = sks_gguf_tensor_name(role, l, buf, sizeof buf);
             rc = sks_fail(SKS_ENOTFOUND, "%s: tensor %s (%s) is missing for %s with %d layers", path, nm,
                           sks_role_name(role), a.family, a.n_layers);
             goto fail_m;

@@ -118,4 +118,27 @@ SKS__DECL_KERNEL(iq1_s)
 SKS__DECL_KERNEL(iq1_m)
 #undef SKS__DECL_KERNEL
 
+/* Round-to-nearest quantizers (quantize.c): n f32 values (whole blocks) to blocks. */
+#define SKS__DECL_QUANT(t) void sks__##t##_from_f32(const float *x, void *out, size_t n);
+SKS__DECL_QUANT(f32)
+SKS__DECL_QUANT(f16)
+SKS__DECL_QUANT(bf16)
+SKS__DECL_QUANT(q4_0)
+SKS__DECL_QUANT(q4_1)
+SKS__DECL_QUANT(q5_0)
+SKS__DECL_QUANT(q5_1)
+SKS__DECL_QUANT(q8_0)
+SKS__DECL_QUANT(q8_1)
+SKS__DECL_QUANT(q2_k)
+SKS__DECL_QUANT(q3_k)
+SKS__DECL_QUANT(q4_k)
+SKS__DECL_QUANT(q5_k)
+SKS__DECL_QUANT(q6_k)
+SKS__DECL_QUANT(q8_k)
+SKS__DECL_QUANT(iq4_nl)
+SKS__DECL_QUANT(iq4_xs)
+SKS__DECL_QUANT(tq1_0)
+SKS__DECL_QUANT(tq2_0)
+#undef SKS__DECL_QUANT
+
 #endif

@@ -66,6 +66,9 @@ typedef enum {
 /* Convert n elements (a whole number of blocks) from their encoding in `in` to f32. */
 typedef void (*sks_to_f32_fn)(const void *in, float *out, size_t n);
 
+/* Quantize n f32 values (a whole number of blocks) into the encoding at out. */
+typedef void (*sks_from_f32_fn)(const float *in, void *out, size_t n);
+
 /* One row of the dtype table. */
 typedef struct {
     const char *name;        /* ggml's name: "Q4_K" */
@@ -75,6 +78,8 @@ typedef struct {
     double bpw;              /* bits per weight: 8 * block_bytes / block */
     sks_to_f32_fn to_f32;    /* vectorized kernel; NULL: the type is not converted */
     sks_to_f32_fn to_f32_ref; /* scalar twin, element by element from the definition */
+    sks_from_f32_fn from_f32; /* round-to-nearest quantizer for the writer (not llama.cpp's
+                               * optimized one); NULL: sinkscope does not write the type */
 } sks_dtype_info;
 
 /* The row of dt (NULL outside [0, SKS_DT_COUNT)). */

@@ -1,0 +1,400 @@
+/* quantize.c - simple quantizers for the GGUF writer: f32 rows -> blocks of a type.
+ *
+ * These are plain round-to-nearest quantizers written from the block definitions in
+ * quant.c, NOT llama.cpp's optimized quantizers (no importance weights, no search over
+ * scales): a file written here decodes exactly by the ggml definition but is somewhat less
+ * accurate than one from llama-quantize. Their job is to make test and benchmark models
+ * in every type. Super-block scales are rounded to f16 first and the sub-block scales and
+ * quants are chosen against the rounded value, so the file encodes what was chosen.
+ *
+ * Per type (xmax: the element of largest |x| in the group, with its sign):
+ *   Q4_0 / Q5_0 / Q8_0 / Q8_1   d = xmax / -8 / -16, amax / 127; q = round(x / d) + offset
+ *   Q4_1 / Q5_1                 d = (max - min) / 15 (31), m = min; q = round((x - m) / d)
+ *   Q2_K / Q4_K / Q5_K          per sub-block scale (max - min') / qmax and min' = min(min, 0),
+ *                               both quantized against d = max scale / smax, dmin likewise
+ *   Q3_K / Q6_K                 per 16 a signed scale xmax / -4 (-32), quantized against d
+ *   Q8_K                        d = amax / 127 (f32)
+ *   IQ4_NL / IQ4_XS             scale xmax / -127, then the nearest of the 16 levels
+ *   TQ1_0 / TQ2_0               d = amax, q = round(x / d) in {-1, 0, 1}
+ */
+#include "quant_internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <strings.h>
+
+#include "sks_gguf.h"
+
+static inline int sks__nint(float x) { return (int)floorf(x + 0.5f); }
+static inline int sks__clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+/* Store v as f16 at p (little-endian) and return the stored value. */
+static float sks__put_f16(uint8_t *p, float v) {
+    uint16_t h = sks_f32_to_f16(v);
+    p[0] = (uint8_t)h;
+    p[1] = (uint8_t)(h >> 8);
+    return sks__f16(h);
+}
+static inline float sks__inv(float d) { return d != 0.0f ? 1.0f / d : 0.0f; }
+
+/* Signed element of largest magnitude of x[0..n). */
+static float sks__xmax(const float *x, int n) {
+    float m = 0.0f;
+    for (int i = 0; i < n; i++)
+        if (fabsf(x[i]) > fabsf(m)) m = x[i];
+    return m;
+}
+static void sks__minmax(const float *x, int n, float *mn, float *mx) {
+    *mn = *mx = x[0];
+    for (int i = 1; i < n; i++) {
+        if (x[i] < *mn) *mn = x[i];
+        if (x[i] > *mx) *mx = x[i];
+    }
+}
+static void sks__nib(uint8_t *p, int hi, int v) { *p = (uint8_t)(hi ? (*p & 0x0f) | (v << 4) : (*p & 0xf0) | v); }
+
+void sks__f32_from_f32(const float *x, void *out, size_t n) { memcpy(out, x, n * 4); }
+void sks__f16_from_f32(const float *x, void *out, size_t n) {
+    uint16_t *o = out;
+    for (size_t i = 0; i < n; i++) o[i] = sks_f32_to_f16(x[i]);
+}
+void sks__bf16_from_f32(const float *x, void *out, size_t n) {
+    uint16_t *o = out;
+    for (size_t i = 0; i < n; i++) o[i] = sks_f32_to_bf16(x[i]);
+}
+
+/* Q4_0 / Q5_0: x = d (q - 2^(bits-1)), d = xmax / -2^(bits-1). */
+static void sks__q_sym32(const float *x, uint8_t *p, size_t n, int five) {
+    const int half = five ? 16 : 8, qmax = five ? 31 : 15;
+    for (size_t b = 0; b < n / 32; b++, x += 32, p += five ? 22 : 18) {
+        memset(p, 0, five ? 22 : 18);
+        float d = sks__put_f16(p, sks__xmax(x, 32) / (float)-half), id = sks__inv(d);
+        uint8_t *qs = p + (five ? 6 : 2);
+        uint32_t qh = 0;
+        for (int i = 0; i < 32; i++) {
+            int q = sks__clampi(sks__nint(x[i] * id) + half, 0, qmax);
+            sks__nib(qs + i % 16, i >= 16, q & 15);
+            qh |= (uint32_t)(q >> 4) << i;
+        }
+        if (five) memcpy(p + 2, &qh, 4); /* little-endian host: x86-64, aarch64 */
+    }
+}
+void sks__q4_0_from_f32(const float *x, void *out, size_t n) { sks__q_sym32(x, out, n, 0); }
+void sks__q5_0_from_f32(const float *x, void *out, size_t n) { sks__q_sym32(x, out, n, 1); }
+
+/* Q4_1 / Q5_1: x = d q + m. */
+static void sks__q_min32(const float *x, uint8_t *p, size_t n, int five) {
+    const int qmax = five ? 31 : 15;
+    for (size_t b = 0; b < n / 32; b++, x += 32, p += five ? 24 : 20) {
+        memset(p, 0, five ? 24 : 20);
+        float mn, mx;
+        sks__minmax(x, 32, &mn, &mx);
+        float d = sks__put_f16(p, (mx - mn) / (float)qmax), m = sks__put_f16(p + 2, mn), id = sks__inv(d);
+        uint8_t *qs = p + (five ? 8 : 4);
+        uint32_t qh = 0;
+        for (int i = 0; i < 32; i++) {
+            int q = sks__clampi(sks__nint((x[i] - m) * id), 0, qmax);
+            sks__nib(qs + i % 16, i >= 16, q & 15);
+            qh |= (uint32_t)(q >> 4) << i;
+        }
+        if (five) memcpy(p + 4, &qh, 4);
+    }
+}
+void sks__q4_1_from_f32(const float *x, void *out, size_t n) { sks__q_min32(x, out, n, 0); }
+void sks__q5_1_from_f32(const float *x, void *out, size_t n) { sks__q_min32(x, out, n, 1); }
+
+/* Q8_0 (qoff 2) / Q8_1 (qoff 4, s = d sum q). */
+static void sks__q8_32(const float *x, uint8_t *p, size_t n, int one) {
+    for (size_t b = 0; b < n / 32; b++, x += 32, p += one ? 36 : 34) {
+        float d = sks__put_f16(p, fabsf(sks__xmax(x, 32)) / 127.0f), id = sks__inv(d);
+        int8_t *q = (int8_t *)(p + (one ? 4 : 2));
+        int sum = 0;
+        for (int i = 0; i < 32; i++) sum += q[i] = (int8_t)sks__clampi(sks__nint(x[i] * id), -127, 127);
+        if (one) sks__put_f16(p + 2, d * (float)sum);
+    }
+}
+void sks__q8_0_from_f32(const float *x, void *out, size_t n) { sks__q8_32(x, out, n, 0); }
+void sks__q8_1_from_f32(const float *x, void *out, size_t n) { sks__q8_32(x, out, n, 1); }
+
+/* Sub-block scales sc_f[k] >= 0 and mins mn_f[k] >= 0 (x ~ sc q - mn) of nsub sub-blocks
+ * of len elements for quants 0..qmax; then quantize them against d = max sc / smax and
+ * dmin = max mn / smax, stored f16 at pd, pdmin. Returns the integer scales and mins. */
+static void sks__k_scales(const float *x, int nsub, int len, int qmax, int smax, uint8_t *pd, uint8_t *pdmin, int *sc,
+                          int *mn, float *d, float *dmin) {
+    float scf[16], mnf[16], msc = 0, mmn = 0;
+    for (int k = 0; k < nsub; k++) {
+        float lo, hi;
+        sks__minmax(x + k * len, len, &lo, &hi);
+        if (lo > 0) lo = 0;
+        if (hi < lo) hi = lo;
+        scf[k] = (hi - lo) / (float)qmax;
+        mnf[k] = -lo;
+        if (scf[k] > msc) msc = scf[k];
+        if (mnf[k] > mmn) mmn = mnf[k];
+    }
+    *d = sks__put_f16(pd, msc / (float)smax);
+    *dmin = sks__put_f16(pdmin, mmn / (float)smax);
+    for (int k = 0; k < nsub; k++) {
+        sc[k] = sks__clampi(sks__nint(scf[k] * sks__inv(*d)), 0, smax);
+        mn[k] = sks__clampi(sks__nint(mnf[k] * sks__inv(*dmin)), 0, smax);
+    }
+}
+
+/* q of x in a sub-block with step D and offset M (x ~ D q - M). */
+static inline int sks__k_q(float x, float D, float M, int qmax) {
+    return D > 0 ? sks__clampi(sks__nint((x + M) / D), 0, qmax) : 0;
+}
+
+void sks__q2_k_from_f32(const float *x, void *out, size_t n) {
+    uint8_t *p = out;
+    for (size_t b = 0; b < n / 256; b++, x += 256, p += 84) {
+        memset(p, 0, 84);
+        int sc[16], mn[16];
+        float d, dmin;
+        sks__k_scales(x, 16, 16, 3, 15, p + 80, p + 82, sc, mn, &d, &dmin);
+        for (int k = 0; k < 16; k++) p[k] = (uint8_t)(sc[k] | mn[k] << 4);
+        for (int i = 0; i < 256; i++) {
+            int k = i / 16, h = i / 128, j = (i % 128) / 32, l = i % 32;
+            int q = sks__k_q(x[i], d * (float)sc[k], dmin * (float)mn[k], 3);
+            p[16 + 32 * h + l] |= (uint8_t)(q << (2 * j));
+        }
+    }
+}
+
+/* Pack the 8 6-bit scales and mins of Q4_K / Q5_K into 12 bytes (inverse of
+ * sks__k4_scale_min). */
+static void sks__k4_pack(uint8_t *s12, const int *sc, const int *mn) {
+    memset(s12, 0, 12);
+    for (int j = 0; j < 8; j++) {
+        if (j < 4) {
+            s12[j] |= (uint8_t)sc[j];
+            s12[j + 4] |= (uint8_t)mn[j];
+        } else {
+            s12[j + 4] = (uint8_t)((sc[j] & 15) | (mn[j] & 15) << 4);
+            s12[j - 4] |= (uint8_t)((sc[j] >> 4) << 6);
+            s12[j] |= (uint8_t)((mn[j] >> 4) << 6);
+        }
+    }
+}
+
+static void sks__q45_k(const float *x, uint8_t *p, size_t n, int five) {
+    const int qmax = five ? 31 : 15;
+    const size_t bytes = five ? 176 : 144;
+    for (size_t b = 0; b < n / 256; b++, x += 256, p += bytes) {
+        memset(p, 0, bytes);
+        int sc[8], mn[8];
+        float d, dmin;
+        sks__k_scales(x, 8, 32, qmax, 63, p, p + 2, sc, mn, &d, &dmin);
+        sks__k4_pack(p + 4, sc, mn);
+        uint8_t *qs = p + (five ? 48 : 16), *qh = p + 16;
+        for (int i = 0; i < 256; i++) {
+            int k = i / 32, g = i / 64, hi = k & 1, l = i % 32;
+            int q = sks__k_q(x[i], d * (float)sc[k], dmin * (float)mn[k], qmax);
+            sks__nib(qs + 32 * g + l, hi, q & 15);
+            if (five) qh[l] |= (uint8_t)((q >> 4) << (2 * g + hi));
+        }
+    }
+}
+void sks__q4_k_from_f32(const float *x, void *out, size_t n) { sks__q45_k(x, out, n, 0); }
+void sks__q5_k_from_f32(const float *x, void *out, size_t n) { sks__q45_k(x, out, n, 1); }
+
+/* Signed per-16 scales for Q3_K (q in -4..3, scales -32..31) and Q6_K (q in -32..31,
+ * int8 scales): s_k = xmax_k / qneg maps the largest element onto the most negative q. */
+static float sks__signed_scales(const float *x, int qneg, int smax, uint8_t *pd, int *sc) {
+    float sf[16], m = 0;
+    for (int k = 0; k < 16; k++) {
+        sf[k] = sks__xmax(x + 16 * k, 16) / (float)-qneg;
+        if (fabsf(sf[k]) > m) m = fabsf(sf[k]);
+    }
+    float d = sks__put_f16(pd, m / (float)smax);
+    for (int k = 0; k < 16; k++) sc[k] = sks__clampi(sks__nint(sf[k] * sks__inv(d)), -smax - 1, smax);
+    return d;
+}
+static inline int sks__sym_q(float x, float D, int lo, int hi) { return D != 0 ? sks__clampi(sks__nint(x / D), lo, hi) : 0; }
+
+void sks__q3_k_from_f32(const float *x, void *out, size_t n) {
+    uint8_t *p = out;
+    for (size_t b = 0; b < n / 256; b++, x += 256, p += 110) {
+        memset(p, 0, 110);
+        int sc[16];
+        float d = sks__signed_scales(x, 4, 31, p + 108, sc);
+        for (int k = 0; k < 16; k++) {
+            int u = sc[k] + 32;
+            sks__nib(p + 96 + k % 8, k >= 8, u & 15);
+            p[104 + k % 4] |= (uint8_t)((u >> 4) << (2 * (k / 4)));
+        }
+        for (int i = 0; i < 256; i++) {
+            int h = i / 128, j = (i % 128) / 32, l = i % 32;
+            int q = sks__sym_q(x[i], d * (float)sc[i / 16], -4, 3);
+            p[32 + 32 * h + l] |= (uint8_t)((q >= 0 ? q : q + 4) << (2 * j));
+            if (q >= 0) p[l] |= (uint8_t)(1 << (4 * h + j));
+        }
+    }
+}
+
+void sks__q6_k_from_f32(const float *x, void *out, size_t n) {
+    uint8_t *p = out;
+    for (size_t b = 0; b < n / 256; b++, x += 256, p += 210) {
+        memset(p, 0, 210);
+        int sc[16];
+        float d = sks__signed_scales(x, 32, 127, p + 208, sc);
+        for (int k = 0; k < 16; k++) p[192 + k] = (uint8_t)(int8_t)sc[k];
+        for (int i = 0; i < 256; i++) {
+            int h = i / 128, k = (i % 128) / 32, l = i % 32;
+            int u = sks__sym_q(x[i], d * (float)sc[i / 16], -32, 31) + 32;
+            sks__nib(p + 64 * h + 32 * (k & 1) + l, k >= 2, u & 15);
+            p[128 + 32 * h + l] |= (uint8_t)((u >> 4) << (2 * k));
+        }
+    }
+}
+
+void sks__q8_k_from_f32(const float *x, void *out, size_t n) {
+    uint8_t *p = out;
+    for (size_t b = 0; b < n / 256; b++, x += 256, p += 292) {
+        float d = fabsf(sks__xmax(x, 256)) / 127.0f, id = sks__inv(d);
+        memcpy(p, &d, 4);
+        int8_t *q = (int8_t *)(p + 4);
+        for (int i = 0; i < 256; i++) q[i] = (int8_t)sks__clampi(sks__nint(x[i] * id), -127, 127);
+        for (int k = 0; k < 16; k++) {
+            int16_t s = 0;
+            for (int i = 0; i < 16; i++) s = (int16_t)(s + q[16 * k + i]);
+            memcpy(p + 260 + 2 * k, &s, 2);
+        }
+    }
+}
+
+/* Index of the IQ4 level nearest to v. */
+static int sks__iq4_nearest(float v) {
+    int best = 0;
+    for (int k = 1; k < 16; k++)
+        if (fabsf(v - (float)sks__kvalues_iq4nl[k]) < fabsf(v - (float)sks__kvalues_iq4nl[best])) best = k;
+    return best;
+}
+
+void sks__iq4_nl_from_f32(const float *x, void *out, size_t n) {
+    uint8_t *p = out;
+    for (size_t b = 0; b < n / 32; b++, x += 32, p += 18) {
+        float d = sks__put_f16(p, sks__xmax(x, 32) / -127.0f), id = sks__inv(d);
+        for (int j = 0; j < 16; j++)
+            p[2 + j] = (uint8_t)(sks__iq4_nearest(x[j] * id) | sks__iq4_nearest(x[j + 16] * id) << 4);
+    }
+}
+
+void sks__iq4_xs_from_f32(const float *x, void *out, size_t n) {
+    uint8_t *p = out;
+    for (size_t b = 0; b < n / 256; b++, x += 256, p += 136) {
+        memset(p, 0, 136);
+        float sf[8], m = 0;
+        for (int ib = 0; ib < 8; ib++) {
+            sf[ib] = sks__xmax(x + 32 * ib, 32) / -127.0f;
+            if (fabsf(sf[ib]) > m) m = fabsf(sf[ib]);
+        }
+        float d = sks__put_f16(p, m / 32.0f);
+        uint16_t sh = 0;
+        for (int ib = 0; ib < 8; ib++) {
+            int ls = sks__clampi(sks__nint(sf[ib] * sks__inv(d)) + 32, 0, 63);
+            sks__nib(p + 4 + ib / 2, ib % 2, ls & 15);
+            sh = (uint16_t)(sh | (ls >> 4) << (2 * ib));
+            float idl = sks__inv(d * (float)(ls - 32));
+            for (int j = 0; j < 16; j++)
+                p[8 + 16 * ib + j] = (uint8_t)(sks__iq4_nearest(x[32 * ib + j] * idl) |
+                                               sks__iq4_nearest(x[32 * ib + 16 + j] * idl) << 4);
+        }
+        p[2] = (uint8_t)sh;
+        p[3] = (uint8_t)(sh >> 8);
+    }
+}
+
+static inline int sks__trit(float x, float id) { return sks__clampi(sks__nint(x * id), -1, 1) + 1; }
+
+void sks__tq2_0_from_f32(const float *x, void *out, size_t n) {
+    uint8_t *p = out;
+    for (size_t b = 0; b < n / 256; b++, x += 256, p += 66) {
+        memset(p, 0, 66);
+        float d = sks__put_f16(p + 64, fabsf(sks__xmax(x, 256))), id = sks__inv(d);
+        for (int i = 0; i < 256; i++) p[32 * (i / 128) + i % 32] |= (uint8_t)(sks__trit(x[i], id) << (2 * ((i % 128) / 32)));
+    }
+}
+
+/* TQ1_0 byte of the digits t[0..k) (t[0] most significant; k = 4 gets a trailing 0
+ * digit): ceil(v 256 / 243), the inverse of the digit read in quant.c. */
+static uint8_t sks__tq1_byte(const int *t, int k) {
+    int v = 0;
+    for (int i = 0; i < k; i++) v = 3 * v + t[i];
+    if (k == 4) v *= 3;
+    return (uint8_t)((v * 256 + 242) / 243);
+}
+
+void sks__tq1_0_from_f32(const float *x, void *out, size_t n) {
+    uint8_t *p = out;
+    for (size_t b = 0; b < n / 256; b++, x += 256, p += 54) {
+        float d = sks__put_f16(p + 52, fabsf(sks__xmax(x, 256))), id = sks__inv(d);
+        int t[5];
+        for (int m = 0; m < 32; m++) {
+            for (int dg = 0; dg < 5; dg++) t[dg] = sks__trit(x[32 * dg + m], id);
+            p[m] = sks__tq1_byte(t, 5);
+        }
+        for (int m = 0; m < 16; m++) {
+            for (int dg = 0; dg < 5; dg++) t[dg] = sks__trit(x[160 + 16 * dg + m], id);
+            p[32 + m] = sks__tq1_byte(t, 5);
+        }
+        for (int m = 0; m < 4; m++) {
+            for (int dg = 0; dg < 4; dg++) t[dg] = sks__trit(x[240 + 4 * dg + m], id);
+            p[48 + m] = sks__tq1_byte(t, 4);
+        }
+    }
+}
+
+/* ---- type schemes for whole files ------------------------------------------------------ */
+
+/* llama.cpp's rule for the layers that get more bits in its _M mixes: the first and last
+ * eighth of the layers and every third layer in between. */
+static int sks__more_bits(int layer, int n_layers) {
+    return layer < n_layers / 8 || layer >= 7 * n_layers / 8 || (layer - n_layers / 8) % 3 == 2;
+}
+
+int sks_gguf_scheme_parse(const char *name, sks_gguf_scheme *out) {
+    static const struct {
+        const char *name;
+        sks_dtype base;
+        int kind;
+    } mixes[] = {{"q3_k_m", SKS_DT_Q3_K, 3}, {"q4_k_s", SKS_DT_Q4_K, 1}, {"q4_k_m", SKS_DT_Q4_K, 2},
+                 {"q5_k_s", SKS_DT_Q5_K, 1}, {"q5_k_m", SKS_DT_Q5_K, 2}};
+    memset(out, 0, sizeof *out);
+    for (size_t i = 0; i < sizeof mixes / sizeof mixes[0]; i++)
+        if (!strcasecmp(name, mixes[i].name)) {
+            snprintf(out->name, sizeof out->name, "%s", mixes[i].name);
+            out->base = mixes[i].base;
+            out->kind = mixes[i].kind;
+            return 0;
+        }
+    int d = sks_dtype_from_name(name);
+    if (d < 0 || !sks_dtype_get((sks_dtype)d)->from_f32)
+        return sks_fail(SKS_EARG, "gguf: '%s' is neither a type sinkscope writes nor a mix (q3_k_m, q4_k_s, q4_k_m, "
+                                  "q5_k_s, q5_k_m)", name);
+    snprintf(out->name, sizeof out->name, "%s", sks_dtype_name((sks_dtype)d));
+    out->base = (sks_dtype)d;
+    return 0;
+}
+
+sks_dtype sks_gguf_scheme_type(const sks_gguf_scheme *s, sks_role role, int layer, int n_layers, int ndim,
+                               int64_t cols) {
+    if (ndim == 1) return SKS_DT_F32; /* norms and biases stay f32, as in llama.cpp's files */
+    sks_dtype t = s->base;
+    if (s->kind && role == SKS_ROLE_LM_HEAD) t = SKS_DT_Q6_K;
+    if (s->kind == 2 && (role == SKS_ROLE_WV || role == SKS_ROLE_W_DOWN) && sks__more_bits(layer, n_layers))
+        t = SKS_DT_Q6_K;
+    if (s->kind == 3 && (role == SKS_ROLE_WV || role == SKS_ROLE_W_DOWN || role == SKS_ROLE_WO))
+        t = layer < 2 && role == SKS_ROLE_WV ? SKS_DT_Q5_K : SKS_DT_Q4_K;
+    /* rows that do not tile the type's blocks: llama.cpp's fallbacks, then f16 */
+    if (cols % (int64_t)sks_dtype_get(t)->block) {
+        switch (t) {
+        case SKS_DT_Q4_K: t = SKS_DT_Q5_0; break;
+        case SKS_DT_Q5_K: t = SKS_DT_Q5_1; break;
+        case SKS_DT_Q6_K: case SKS_DT_Q8_K: t = SKS_DT_Q8_0; break;
+        default: t = SKS_DT_IQ4_NL; break;
+        }
+        if (cols % 32) t = SKS_DT_F16;
+    }
+    return t;
+}

@@ -1,0 +1,250 @@
+/* test-gguf-types.c - whole models in every GGUF type: writer, quantizers, loader, trace.
+ *
+ * A synthetic llama (d 256, f 512, planted spike and sinks) is written by the GGUF writer
+ * in each type sinkscope writes and in the llama.cpp-like mixes. For each file:
+ *   - the trace of the file equals the trace of the same model dequantized to f32 (an
+ *     in-memory model whose f32 weights are the file's weights as the dtype table
+ *     decodes them, not the original ones): block max |h| within 1e-4 relative;
+ *   - the planted spike channels are the spike channels found in the file;
+ *   - the quantizer round trip stays within the type's step (per-block error against
+ *     the block's largest |x|).
+ * Plus the writer's own checks and the type mix of the Q4_K_M file.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "sks_test.h"
+#include "analysis/sks_synth.h"
+#include "analysis/sks_trace.h"
+#include "loaders/sks_gguf.h"
+
+static const char *cfg_json =
+    "{\"hidden_size\": 256, \"intermediate_size\": 512, \"num_hidden_layers\": 4, \"num_attention_heads\": 4,"
+    " \"num_key_value_heads\": 2, \"vocab_size\": 320, \"tie_word_embeddings\": false}";
+
+static void rm_dir(const char *dir) {
+    char p[4096];
+    snprintf(p, sizeof p, "%s/model.gguf", dir);
+    unlink(p);
+    snprintf(p, sizeof p, "%s/planted.json", dir);
+    unlink(p);
+    rmdir(dir);
+}
+
+/* The dequantized twin: every tensor of m converted to f32 by the dtype table. */
+static sks_model *dequantized(const sks_model *m, float ***bufs, size_t *nbuf) {
+    sks_model *f = NULL;
+    assert_int_equal(sks_model_new_memory(sks_model_arch(m), &f), 0);
+    size_t n = sks_model_n_tensors(m);
+    *bufs = calloc(n, sizeof **bufs);
+    *nbuf = n;
+    for (size_t i = 0; i < n; i++) {
+        sks_role role;
+        int layer;
+        const sks_tensor *t = sks_model_tensor_at(m, i, &role, &layer);
+        int64_t rows = t->ndim == 2 ? t->shape[0] : 1, cols = sks_tensor_cols(t);
+        (*bufs)[i] = malloc((size_t)(rows * cols) * 4);
+        assert_int_equal(sks_tensor_rows_f32(t, 0, rows, (*bufs)[i]), 0);
+        assert_int_equal(sks_model_set_tensor(f, role, layer, SKS_DT_F32, t->ndim, t->shape, (*bufs)[i], t->name), 0);
+    }
+    return f;
+}
+
+static sks_trace_result *run_trace(const sks_model *m, int32_t ids[][64], int np) {
+    const int32_t *prompts[4];
+    int lens[4];
+    for (int k = 0; k < np; k++) prompts[k] = ids[k], lens[k] = 64;
+    sks_trace_opts o;
+    sks_trace_opts_default(&o);
+    o.ratio = 100;
+    sks_trace_result *r = NULL;
+    int rc = sks_trace_run(m, np, prompts, lens, &o, &r);
+    if (rc) fail_msg("trace: %s", sks_last_error());
+    return r;
+}
+
+static void check_scheme(const sks_synth *s, const char *scheme) {
+    char *dir = sks_test_tmpdir();
+    assert_int_equal(sks_synth_write_gguf(s, dir, scheme), 0);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.gguf", dir);
+    sks_model *m = NULL;
+    if (sks_model_open(path, &m)) fail_msg("%s: %s", scheme, sks_last_error());
+    assert_int_equal(sks_model_arch(m)->rope_interleaved, 1);
+    float **bufs;
+    size_t nbuf;
+    sks_model *f = dequantized(m, &bufs, &nbuf);
+    int32_t ids[3][64];
+    for (int k = 0; k < 3; k++) sks_trace_default_tokens(m, 64, 1000 + (uint64_t)k, ids[k]);
+    sks_trace_result *rq = run_trace(m, ids, 3), *rf = run_trace(f, ids, 3);
+    assert_int_equal(rq->n_blocks, rf->n_blocks);
+    for (int b = 0; b < rq->n_blocks; b++) {
+        double e = sks_test_reldiff(rq->blocks[b].max_abs, rf->blocks[b].max_abs, 1e-30);
+        if (e > 1e-4)
+            fail_msg("%s block %d: max |h| %.9g in the file, %.9g dequantized to f32 (rel %.2g)", scheme, b,
+                     rq->blocks[b].max_abs, rf->blocks[b].max_abs, e);
+    }
+    const sks_synth_planted *p = sks_synth_get_planted(s);
+    if (rq->n_spike_channels != p->n_spike) fail_msg("%s: %d spike channels found, %d planted", scheme, rq->n_spike_channels, p->n_spike);
+    for (int c = 0; c < p->n_spike; c++) {
+        int found = 0;
+        for (int k = 0; k < rq->n_spike_channels; k++) found += rq->spike_channels[k] == p->channels[c];
+        if (found != 1) fail_msg("%s: planted channel %d not found", scheme, p->channels[c]);
+    }
+    sks_trace_result_free(rq);
+    sks_trace_result_free(rf);
+    sks_model_close(f);
+    for (size_t i = 0; i < nbuf; i++) free(bufs[i]);
+    free(bufs);
+    sks_model_close(m);
+    rm_dir(dir);
+    free(dir);
+}
+
+static sks_synth *make_synth(void) {
+    sks_synth_config c;
+    assert_int_equal(sks_synth_config_from_json(cfg_json, "test.json", &c), 0);
+    sks_synth *s = NULL;
+    assert_int_equal(sks_synth_new(&c, 5, &s), 0);
+    return s;
+}
+
+/* Every type sinkscope writes: trace equal to the dequantized twin, planted channels found. */
+static void test_every_type(void **state) {
+    (void)state;
+    sks_synth *s = make_synth();
+    for (int d = 0; d < SKS_DT_COUNT; d++) {
+        const sks_dtype_info *t = sks_dtype_get((sks_dtype)d);
+        if (!t->from_f32) continue;
+        char name[16];
+        snprintf(name, sizeof name, "%s", t->name);
+        check_scheme(s, name);
+    }
+    sks_synth_free(s);
+}
+
+static void test_mixes(void **state) {
+    (void)state;
+    sks_synth *s = make_synth();
+    const char *mixes[] = {"q4_k_m", "q3_k_m", "q4_k_s", "q5_k_m"};
+    for (size_t k = 0; k < 4; k++) check_scheme(s, mixes[k]);
+    sks_synth_free(s);
+}
+
+/* Q4_K_M: the mix llama.cpp would choose: Q6_K output and the more-bits layers' attn_v /
+ * ffn_down, F32 vectors, Q4_K elsewhere; with d 96 (not a multiple of 256) the fallbacks. */
+static void test_q4_k_m_mix(void **state) {
+    (void)state;
+    sks_gguf_scheme sc;
+    assert_int_equal(sks_gguf_scheme_parse("Q4_K_M", &sc), 0);
+    assert_int_equal(sks_gguf_scheme_type(&sc, SKS_ROLE_LM_HEAD, -1, 32, 2, 4096), SKS_DT_Q6_K);
+    assert_int_equal(sks_gguf_scheme_type(&sc, SKS_ROLE_WQ, 5, 32, 2, 4096), SKS_DT_Q4_K);
+    assert_int_equal(sks_gguf_scheme_type(&sc, SKS_ROLE_W_DOWN, 0, 32, 2, 704), SKS_DT_Q8_0); /* Q6_K layer, 704 % 256 != 0 */
+    assert_int_equal(sks_gguf_scheme_type(&sc, SKS_ROLE_W_DOWN, 5, 32, 2, 14336), SKS_DT_Q4_K);
+    assert_int_equal(sks_gguf_scheme_type(&sc, SKS_ROLE_W_DOWN, 6, 32, 2, 14336), SKS_DT_Q6_K); /* (6-4) % 3 == 2 */
+    assert_int_equal(sks_gguf_scheme_type(&sc, SKS_ROLE_WV, 31, 32, 2, 4096), SKS_DT_Q6_K);
+    assert_int_equal(sks_gguf_scheme_type(&sc, SKS_ROLE_WQ, 5, 32, 2, 96), SKS_DT_Q5_0);
+    assert_int_equal(sks_gguf_scheme_type(&sc, SKS_ROLE_WQ, 5, 32, 2, 40), SKS_DT_F16);
+    assert_int_equal(sks_gguf_scheme_type(&sc, SKS_ROLE_ATTN_NORM, 5, 32, 1, 4096), SKS_DT_F32);
+    assert_int_not_equal(sks_gguf_scheme_parse("q4_k_x", &sc), 0);
+    assert_non_null(strstr(sks_last_error(), "q4_k_x"));
+    assert_int_not_equal(sks_gguf_scheme_parse("iq2_xxs_unknown", &sc), 0);
+}
+
+/* Quantizer round trip: per block, max |x - dequant(quant(x))| <= tol * max |x| with tol
+ * a little above half the type's quantization step, or the whole step for the symmetric
+ * types whose positive side is one level short (Q4_0, Q5_0, Q3_K, IQ4: x = -xmax is
+ * exact, +xmax is clamped one step below); sub-block scales are quantized too.
+ * Rows mix scales over 4 decades, so sub-block scales differ within a super-block. */
+static void test_quantizer_roundtrip(void **state) {
+    (void)state;
+    static const struct { sks_dtype dt; double tol; } want[] = {
+        {SKS_DT_F32, 0},       {SKS_DT_F16, 1e-3},    {SKS_DT_BF16, 8e-3},   {SKS_DT_Q8_0, 0.006},
+        {SKS_DT_Q8_1, 0.006},  {SKS_DT_Q8_K, 0.006},  {SKS_DT_Q6_K, 0.04},   {SKS_DT_Q5_0, 0.07},
+        {SKS_DT_Q5_1, 0.04},   {SKS_DT_Q5_K, 0.05},   {SKS_DT_Q4_0, 0.13},    {SKS_DT_Q4_1, 0.075},
+        {SKS_DT_Q4_K, 0.1},    {SKS_DT_IQ4_NL, 0.12}, {SKS_DT_IQ4_XS, 0.15}, {SKS_DT_Q3_K, 0.3},
+        {SKS_DT_Q2_K, 0.4},
+    };
+    enum { N = 4096 };
+    float *x = malloc(N * 4), *y = malloc(N * 4);
+    uint8_t *q = malloc(N * 4);
+    uint64_t st = 7;
+    for (int i = 0; i < N; i++) {
+        st = st * 6364136223846793005ull + 1442695040888963407ull;
+        double u = (double)(st >> 11) / 9007199254740992.0;
+        x[i] = (float)((u - 0.5) * pow(10.0, (i / 16) % 4 - 2));
+    }
+    for (size_t k = 0; k < sizeof want / sizeof want[0]; k++) {
+        const sks_dtype_info *t = sks_dtype_get(want[k].dt);
+        t->from_f32(x, q, N);
+        t->to_f32(q, y, N);
+        uint32_t blk = t->block > 1 ? t->block : 32;
+        for (int b = 0; b < N / (int)blk; b++) {
+            double amax = 0, err = 0;
+            for (uint32_t i = 0; i < blk; i++) {
+                amax = fmax(amax, fabs(x[b * blk + i]));
+                err = fmax(err, fabs((double)x[b * blk + i] - (double)y[b * blk + i]));
+            }
+            if (err > want[k].tol * amax) fail_msg("%s block %d: error %.3g of max |x| %.3g", t->name, b, err, amax);
+        }
+    }
+    /* ternary types reproduce ternary data exactly */
+    for (int i = 0; i < N; i++) x[i] = (float)((i * 7) % 3 - 1) * 0.25f;
+    sks_dtype tern[] = {SKS_DT_TQ1_0, SKS_DT_TQ2_0};
+    for (int k = 0; k < 2; k++) {
+        const sks_dtype_info *t = sks_dtype_get(tern[k]);
+        t->from_f32(x, q, N);
+        t->to_f32(q, y, N);
+        for (int i = 0; i < N; i++)
+            if (x[i] != y[i]) fail_msg("%s element %d: %g back as %g", t->name, i, (double)x[i], (double)y[i]);
+    }
+    free(x);
+    free(y);
+    free(q);
+}
+
+/* The writer: sticky errors, data accounting, and a file the parser reads back. */
+static void test_writer(void **state) {
+    (void)state;
+    char *dir = sks_test_tmpdir(), path[4096];
+    snprintf(path, sizeof path, "%s/w.gguf", dir);
+    sks_gguf_writer *w;
+    assert_int_equal(sks_gguf_writer_new(&w), 0);
+    sks_gguf_writer_set_str(w, "general.architecture", "llama");
+    sks_gguf_writer_set_f32(w, "x.eps", 1e-5f);
+    const char *toks[] = {"a", "bc"};
+    sks_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", toks, 2);
+    uint64_t ne[2] = {64, 3};
+    assert_int_equal(sks_gguf_writer_add_tensor(w, "t1", SKS_DT_Q8_0, 2, ne), 0);
+    uint64_t ne2[1] = {5};
+    assert_int_equal(sks_gguf_writer_add_tensor(w, "t2", SKS_DT_F32, 1, ne2), 0);
+    assert_int_equal(sks_gguf_writer_begin(w, path), 0);
+    uint8_t blk[3 * 2 * 34];
+    memset(blk, 1, sizeof blk);
+    assert_int_equal(sks_gguf_writer_data(w, blk, 100), 0);
+    assert_int_equal(sks_gguf_writer_data(w, blk + 100, sizeof blk - 100), 0);
+    assert_int_equal(sks_gguf_writer_finish(w), SKS_EARG); /* t2 has no data */
+    assert_non_null(strstr(sks_last_error(), "t2"));
+    sks_gguf_writer_free(w);
+    /* a bad tensor sticks: every later call returns the first error */
+    assert_int_equal(sks_gguf_writer_new(&w), 0);
+    uint64_t bad[2] = {100, 2};
+    assert_int_equal(sks_gguf_writer_add_tensor(w, "q", SKS_DT_Q4_K, 2, bad), SKS_ESHAPE);
+    assert_int_equal(sks_gguf_writer_set_u32(w, "k", 1), SKS_ESHAPE);
+    assert_int_equal(sks_gguf_writer_finish(w), SKS_ESHAPE);
+    sks_gguf_writer_free(w);
+    unlink(path);
+    rmdir(dir);
+    free(dir);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_writer),      cmocka_unit_test(test_quantizer_roundtrip), cmocka_unit_test(test_q4_k_m_mix),
+        cmocka_unit_test(test_every_type),  cmocka_unit_test(test_mixes),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
