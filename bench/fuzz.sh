@@ -4,6 +4,7 @@
 # Seeds: the stories260K fixtures when ../shared/fixtures exists. Crashing inputs land in
 # BUILD_DIR/fuzz-artifacts/<target>/; replay one with BUILD_DIR/<target> FILE and add it
 # to test/test-hostile.c. Prints the executions and the outcome of each target.
+# SKS_FUZZ_TARGETS="fuzz-dequant" runs only the named targets.
 set -u
 SECS=${1:-600}
 SRC=$(cd "$(dirname "$0")/.." && pwd)
@@ -13,10 +14,10 @@ FIX=${SKS_FIXTURES:-$SRC/../shared/fixtures}
 # inside the parsers: fuzzer-no-link on every file, the fuzzer runtime only on targets.
 cmake -S "$SRC" -B "$BUILD" -DCMAKE_C_COMPILER=clang -DSKS_FUZZ=ON -DSKS_MPI=OFF \
   -DCMAKE_C_FLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined" >/dev/null || exit 1
-cmake --build "$BUILD" -j2 --target fuzz-safetensors fuzz-gguf >"$BUILD/fuzz-build.log" 2>&1 ||
+cmake --build "$BUILD" -j2 --target fuzz-safetensors fuzz-gguf fuzz-dequant >"$BUILD/fuzz-build.log" 2>&1 ||
   { tail -20 "$BUILD/fuzz-build.log"; exit 1; }
 status=0
-for t in fuzz-safetensors fuzz-gguf; do
+for t in ${SKS_FUZZ_TARGETS:-fuzz-safetensors fuzz-gguf fuzz-dequant}; do
   corpus=$BUILD/fuzz-corpus/$t; art=$BUILD/fuzz-artifacts/$t/
   mkdir -p "$corpus" "$art"
   # small complete files, so that mutations reach the span and overlap checks

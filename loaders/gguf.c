@@ -307,9 +307,11 @@ int sks__gguf_parse(const void *buf, size_t len, const char *path, struct sks_gg
             goto fail;
         }
         if (t->offset > data_size || t->nbytes > data_size - t->offset) {
-            rc = sks_fail(SKS_EBOUNDS, "%s: tensor %.*s: bytes [%llu, +%llu) lie outside the %llu-byte data section", path,
-                          (int)t->name_len, t->name, (unsigned long long)t->offset, (unsigned long long)t->nbytes,
-                          (unsigned long long)data_size);
+            rc = sks_fail(SKS_EBOUNDS,
+                          "%s: tensor %.*s: type %s: bytes [%llu, +%llu) lie outside the %llu-byte data section "
+                          "(truncated file?)",
+                          path, (int)t->name_len, t->name, sks__ggml_type_name(t->type), (unsigned long long)t->offset,
+                          (unsigned long long)t->nbytes, (unsigned long long)data_size);
             goto fail;
         }
     }

@@ -55,12 +55,6 @@
 
 #include <stdlib.h>
 
-#if defined(__x86_64__) && defined(__GNUC__) && (!defined(__clang__) || __clang_major__ >= 14) && \
-    !defined(SKS_NO_CLONES)
-#define SKS__VEC __attribute__((target_clones("avx2", "default")))
-#else
-#define SKS__VEC
-#endif
 
 /* ggml-common.h kvalues_iq4nl */
 const int8_t sks__kvalues_iq4nl[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};

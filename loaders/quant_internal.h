@@ -4,7 +4,7 @@
  * Every kernel converts n elements (a whole number of blocks) to f32. The plain name is
  * the vectorized kernel, `_ref` its scalar twin written element by element from the
  * block definition; both compute each element with the same f32 operations, so they
- * agree bitwise (test-quant.c checks it).
+ * agree bitwise (test-quant.c checks it; NaN outputs of NaN scales only as NaN).
  */
 #ifndef SKS_QUANT_INTERNAL_H
 #define SKS_QUANT_INTERNAL_H
@@ -12,6 +12,15 @@
 #include "sks_model.h"
 
 #include <string.h>
+
+/* Functions written for the auto-vectorizer: on x86-64, one clone for AVX2 and one for
+ * the baseline, chosen when the library is loaded (ifunc). */
+#if defined(__x86_64__) && defined(__GNUC__) && (!defined(__clang__) || __clang_major__ >= 14) && \
+    !defined(SKS_NO_CLONES)
+#define SKS__VEC __attribute__((target_clones("avx2", "default")))
+#else
+#define SKS__VEC
+#endif
 
 /* Elements per super-block of the K-quants and i-quants. */
 #define SKS__QK_K 256
@@ -139,6 +148,14 @@ SKS__DECL_QUANT(iq4_nl)
 SKS__DECL_QUANT(iq4_xs)
 SKS__DECL_QUANT(tq1_0)
 SKS__DECL_QUANT(tq2_0)
+SKS__DECL_QUANT(mxfp4)
+SKS__DECL_QUANT(iq2_xxs)
+SKS__DECL_QUANT(iq2_xs)
+SKS__DECL_QUANT(iq2_s)
+SKS__DECL_QUANT(iq3_xxs)
+SKS__DECL_QUANT(iq3_s)
+SKS__DECL_QUANT(iq1_s)
+SKS__DECL_QUANT(iq1_m)
 #undef SKS__DECL_QUANT
 
 #endif

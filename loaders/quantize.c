@@ -20,12 +20,20 @@
 #include "quant_internal.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <strings.h>
 
 #include "sks_gguf.h"
 
-static inline int sks__nint(float x) { return (int)floorf(x + 0.5f); }
+/* Round to nearest; saturates far outside int range (and maps NaN to 0) so that the
+ * conversion is always defined. Callers clamp to the type's range. */
+static inline int sks__nint(float x) {
+    if (!(x == x)) return 0;
+    if (x > 1e9f) return 1000000000;
+    if (x < -1e9f) return -1000000000;
+    return (int)floorf(x + 0.5f);
+}
 static inline int sks__clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
 
 /* Store v as f16 at p (little-endian) and return the stored value. */
@@ -397,4 +405,270 @@ sks_dtype sks_gguf_scheme_type(const sks_gguf_scheme *s, sks_role role, int laye
         if (cols % 32) t = SKS_DT_F16;
     }
     return t;
+}
+
+/* ---- grid i-quants: nearest grid point ----------------------------------------------------
+ * Scales as for the other types (largest element of a group onto the largest grid value),
+ * then for every group of 8 (4 for IQ3) the grid entry nearest to the scaled magnitudes:
+ * argmin_k |g_k|^2 - 2 g_k . t over the whole grid (float copies of the grids, made once).
+ * Signs: the element's own; where the format stores 7 signs per 8 with even parity, an
+ * odd count flips the sign of the element of smallest |x| (its target becomes -|x|). */
+
+/* Grid k-vectors stored transposed (element j of entry i at [j][i]) so that the search
+ * runs along the entries and vectorizes. */
+static float sks__g2xxs[8][256], sks__g2xs[8][512], sks__g2s[8][1024], sks__g3xxs[4][256], sks__g3s[4][512],
+    sks__g1s[8][2048];
+static float sks__n2xxs[256], sks__n2xs[512], sks__n2s[1024], sks__n3xxs[256], sks__n3s[512], sks__n1s[2048];
+static pthread_once_t sks__grids_once = PTHREAD_ONCE_INIT;
+
+static void sks__grid_floats(const uint64_t *g, int n, int k, int is_signed, float *out, float *norm) {
+    for (int i = 0; i < n; i++) {
+        float s = 0;
+        for (int j = 0; j < k; j++) {
+            int v = (int)((g[i] >> (8 * j)) & 0xff);
+            if (is_signed) v = (int8_t)v;
+            out[j * n + i] = (float)v;
+            s += (float)v * (float)v;
+        }
+        norm[i] = s;
+    }
+}
+static void sks__grids_init(void) {
+    uint64_t tmp[512];
+    sks__grid_floats(sks__iq2xxs_grid, 256, 8, 0, &sks__g2xxs[0][0], sks__n2xxs);
+    sks__grid_floats(sks__iq2xs_grid, 512, 8, 0, &sks__g2xs[0][0], sks__n2xs);
+    sks__grid_floats(sks__iq2s_grid, 1024, 8, 0, &sks__g2s[0][0], sks__n2s);
+    sks__grid_floats(sks__iq1s_grid, 2048, 8, 1, &sks__g1s[0][0], sks__n1s);
+    for (int i = 0; i < 256; i++) tmp[i] = sks__iq3xxs_grid[i];
+    sks__grid_floats(tmp, 256, 4, 0, &sks__g3xxs[0][0], sks__n3xxs);
+    for (int i = 0; i < 512; i++) tmp[i] = sks__iq3s_grid[i];
+    sks__grid_floats(tmp, 512, 4, 0, &sks__g3s[0][0], sks__n3s);
+}
+
+/* Index of the entry of the transposed grid G (k x n) nearest to t (k):
+ * argmin_i |g_i|^2 - 2 g_i . t. */
+SKS__VEC static int sks__grid_best(const float *G, const float *norm, int n, int k, const float *t) {
+    float e[2048];
+    for (int i = 0; i < n; i++) e[i] = norm[i];
+    for (int j = 0; j < k; j++) {
+        const float c = 2.0f * t[j], *g = G + (size_t)j * (size_t)n;
+        for (int i = 0; i < n; i++) e[i] -= c * g[i];
+    }
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (e[i] < e[best]) best = i;
+    return best;
+}
+
+static float sks__amax(const float *x, int n) { return fabsf(sks__xmax(x, n)); }
+
+/* Signs of a group of 8: bit j set when element j is taken negative; with parity, the
+ * count of set bits is made even by flipping the element of smallest |x|. Fills the
+ * targets t_j = (sign_j ? -x_j : x_j) / db. */
+static unsigned sks__signs8(const float *x, float db, int parity, float *t) {
+    unsigned s = 0;
+    int jmin = 0;
+    for (int j = 0; j < 8; j++) {
+        if (x[j] < 0) s |= 1u << j;
+        if (fabsf(x[j]) < fabsf(x[jmin])) jmin = j;
+    }
+    if (parity && __builtin_popcount(s) % 2) s ^= 1u << jmin;
+    float id = sks__inv(db);
+    for (int j = 0; j < 8; j++) t[j] = ((s >> j) & 1 ? -x[j] : x[j]) * id;
+    return s;
+}
+
+/* Super-block scale d and 4-bit sub-scales s_k (k < ns, each over len elements) for
+ * db_k = d (0.5 + s_k) / div (IQ2: div 4, IQ3_XXS: 2) or d (1 + 2 s_k) (div 0, IQ3_S),
+ * with db_k about amax_k / gmax. Returns d (stored f16 at pd). */
+static float sks__iq_scales(const float *x, int ns, int len, float gmax, float div, uint8_t *pd, int *s) {
+    float want[16], m = 0;
+    for (int k = 0; k < ns; k++) {
+        want[k] = sks__amax(x + k * len, len) / gmax;
+        if (want[k] > m) m = want[k];
+    }
+    float d = sks__put_f16(pd, div > 0 ? m * div / 15.5f : m / 31.0f), id = sks__inv(d);
+    for (int k = 0; k < ns; k++)
+        s[k] = sks__clampi(div > 0 ? sks__nint(want[k] * div * id - 0.5f) : sks__nint((want[k] * id - 1.0f) / 2.0f), 0, 15);
+    return d;
+}
+
+void sks__iq2_xxs_from_f32(const float *x, void *out, size_t n) {
+    pthread_once(&sks__grids_once, sks__grids_init);
+    uint8_t *p = out;
+    for (size_t b = 0; b < n / 256; b++, x += 256, p += 66) {
+        int s[8];
+        float d = sks__iq_scales(x, 8, 32, 43.0f, 4.0f, p, s);
+        for (int ib = 0; ib < 8; ib++) {
+            float db = d * (0.5f + (float)s[ib]) * 0.25f, t[8];
+            uint32_t aux = (uint32_t)s[ib] << 28;
+            for (int l = 0; l < 4; l++) {
+                unsigned sg = sks__signs8(x + 32 * ib + 8 * l, db, 1, t);
+                p[2 + 8 * ib + l] = (uint8_t)sks__grid_best(&sks__g2xxs[0][0], sks__n2xxs, 256, 8, t);
+                aux |= (uint32_t)(sg & 127) << (7 * l);
+            }
+            for (int k = 0; k < 4; k++) p[2 + 8 * ib + 4 + k] = (uint8_t)(aux >> (8 * k));
+        }
+    }
+}
+
+/* IQ2_XS (9-bit index, 7 signs) and IQ2_S (10-bit index, 8 signs): scales per 16. */
+static void sks__iq2_xs_s(const float *x, uint8_t *p, size_t n, int is_s) {
+    pthread_once(&sks__grids_once, sks__grids_init);
+    const size_t bytes = is_s ? 82 : 74;
+    for (size_t b = 0; b < n / 256; b++, x += 256, p += bytes) {
+        memset(p, 0, bytes);
+        int s[16];
+        float d = sks__iq_scales(x, 16, 16, 43.0f, 4.0f, p, s);
+        for (int ib = 0; ib < 8; ib++) {
+            p[(is_s ? 74 : 66) + ib] = (uint8_t)(s[2 * ib] | s[2 * ib + 1] << 4);
+            for (int l = 0; l < 4; l++) {
+                float db = d * (0.5f + (float)s[2 * ib + l / 2]) * 0.25f, t[8];
+                unsigned sg = sks__signs8(x + 32 * ib + 8 * l, db, !is_s, t);
+                int idx = is_s ? sks__grid_best(&sks__g2s[0][0], sks__n2s, 1024, 8, t)
+                               : sks__grid_best(&sks__g2xs[0][0], sks__n2xs, 512, 8, t);
+                if (is_s) {
+                    p[2 + 4 * ib + l] = (uint8_t)idx;
+                    p[34 + 4 * ib + l] = (uint8_t)sg;
+                    p[66 + ib] |= (uint8_t)((idx >> 8) << (2 * l));
+                } else {
+                    uint16_t w = (uint16_t)(idx | (sg & 127) << 9);
+                    p[2 + 2 * (4 * ib + l)] = (uint8_t)w;
+                    p[3 + 2 * (4 * ib + l)] = (uint8_t)(w >> 8);
+                }
+            }
+        }
+    }
+}
+void sks__iq2_xs_from_f32(const float *x, void *out, size_t n) { sks__iq2_xs_s(x, out, n, 0); }
+void sks__iq2_s_from_f32(const float *x, void *out, size_t n) { sks__iq2_xs_s(x, out, n, 1); }
+
+/* IQ3_XXS (8-bit index, 7 signs, db = d (0.5 + s) / 2) and IQ3_S (9-bit index, 8 signs,
+ * db = d (1 + 2 s)): two 4-wide grid entries per group of 8. */
+static void sks__iq3(const float *x, uint8_t *p, size_t n, int is_s) {
+    pthread_once(&sks__grids_once, sks__grids_init);
+    const size_t bytes = is_s ? 110 : 98;
+    for (size_t b = 0; b < n / 256; b++, x += 256, p += bytes) {
+        memset(p, 0, bytes);
+        int s[8];
+        float d = sks__iq_scales(x, 8, 32, is_s ? 15.0f : 62.0f, is_s ? 0.0f : 2.0f, p, s);
+        for (int ib = 0; ib < 8; ib++) {
+            float db = is_s ? d * (float)(1 + 2 * s[ib]) : d * (0.5f + (float)s[ib]) * 0.5f, t[8];
+            uint32_t aux = (uint32_t)s[ib] << 28;
+            if (is_s) sks__nib(p + 106 + ib / 2, ib % 2, s[ib]);
+            for (int l = 0; l < 4; l++) {
+                unsigned sg = sks__signs8(x + 32 * ib + 8 * l, db, !is_s, t);
+                if (is_s) p[74 + 4 * ib + l] = (uint8_t)sg;
+                else aux |= (uint32_t)(sg & 127) << (7 * l);
+                for (int half = 0; half < 2; half++) {
+                    int idx = is_s ? sks__grid_best(&sks__g3s[0][0], sks__n3s, 512, 4, t + 4 * half)
+                                   : sks__grid_best(&sks__g3xxs[0][0], sks__n3xxs, 256, 4, t + 4 * half);
+                    p[2 + 8 * ib + 2 * l + half] = (uint8_t)idx;
+                    if (is_s) p[66 + ib] |= (uint8_t)((idx >> 8) << (2 * l + half));
+                }
+            }
+            if (!is_s)
+                for (int k = 0; k < 4; k++) p[66 + 4 * ib + k] = (uint8_t)(aux >> (8 * k));
+        }
+    }
+}
+void sks__iq3_xxs_from_f32(const float *x, void *out, size_t n) { sks__iq3(x, out, n, 0); }
+void sks__iq3_s_from_f32(const float *x, void *out, size_t n) { sks__iq3(x, out, n, 1); }
+
+/* IQ1: x = dl (g + delta), g in {-1, 0, 1}^8, delta = +-1/8; dl = d (2 s + 1). Best grid
+ * entry for targets t - delta; returns the squared error. */
+static float sks__iq1_group(const float *x, float dl, float delta, int *idx) {
+    float t[8], id = sks__inv(dl);
+    for (int j = 0; j < 8; j++) t[j] = x[j] * id - delta;
+    *idx = sks__grid_best(&sks__g1s[0][0], sks__n1s, 2048, 8, t);
+    float e = 0;
+    for (int j = 0; j < 8; j++) e += (sks__g1s[j][*idx] - t[j]) * (sks__g1s[j][*idx] - t[j]);
+    return e;
+}
+
+/* 3-bit scales s_k of ns sub-blocks of len: dl_k = d (2 s_k + 1) about amax_k / 1.125;
+ * returns d (not stored: IQ1_S stores it at p, IQ1_M spreads it over the scale words). */
+static float sks__iq1_scales(const float *x, int ns, int len, int *s, uint16_t *dh) {
+    float want[16], m = 0;
+    for (int k = 0; k < ns; k++) {
+        want[k] = sks__amax(x + k * len, len) / 1.125f;
+        if (want[k] > m) m = want[k];
+    }
+    *dh = sks_f32_to_f16(m / 15.0f);
+    float d = sks__f16(*dh), id = sks__inv(d);
+    for (int k = 0; k < ns; k++) s[k] = sks__clampi(sks__nint((want[k] * id - 1.0f) / 2.0f), 0, 7);
+    return d;
+}
+
+void sks__iq1_s_from_f32(const float *x, void *out, size_t n) {
+    pthread_once(&sks__grids_once, sks__grids_init);
+    uint8_t *p = out;
+    for (size_t b = 0; b < n / 256; b++, x += 256, p += 50) {
+        int s[8];
+        uint16_t dh;
+        float d = sks__iq1_scales(x, 8, 32, s, &dh);
+        p[0] = (uint8_t)dh;
+        p[1] = (uint8_t)(dh >> 8);
+        for (int ib = 0; ib < 8; ib++) {
+            float dl = d * (float)(2 * s[ib] + 1);
+            int best[2][4];
+            float err[2] = {0, 0};
+            for (int neg = 0; neg < 2; neg++)
+                for (int l = 0; l < 4; l++)
+                    err[neg] += sks__iq1_group(x + 32 * ib + 8 * l, dl, neg ? -SKS__IQ1_DELTA : SKS__IQ1_DELTA, &best[neg][l]);
+            int neg = err[1] < err[0];
+            uint16_t qh = (uint16_t)(s[ib] << 12 | neg << 15);
+            for (int l = 0; l < 4; l++) {
+                p[2 + 4 * ib + l] = (uint8_t)best[neg][l];
+                qh = (uint16_t)(qh | (best[neg][l] >> 8) << (3 * l));
+            }
+            p[34 + 2 * ib] = (uint8_t)qh;
+            p[35 + 2 * ib] = (uint8_t)(qh >> 8);
+        }
+    }
+}
+
+void sks__iq1_m_from_f32(const float *x, void *out, size_t n) {
+    pthread_once(&sks__grids_once, sks__grids_init);
+    uint8_t *p = out;
+    for (size_t b = 0; b < n / 256; b++, x += 256, p += 56) {
+        memset(p, 0, 56);
+        int s[16];
+        uint16_t dh;
+        float d = sks__iq1_scales(x, 16, 16, s, &dh);
+        for (int ib = 0; ib < 8; ib++) {
+            uint16_t w = (uint16_t)(p[48 + 2 * (ib / 2)] | p[49 + 2 * (ib / 2)] << 8);
+            w = (uint16_t)(w | (s[2 * ib] | s[2 * ib + 1] << 3) << (6 * (ib % 2)));
+            p[48 + 2 * (ib / 2)] = (uint8_t)w;
+            p[49 + 2 * (ib / 2)] = (uint8_t)(w >> 8);
+            for (int l = 0; l < 4; l++) {
+                float dl = d * (float)(2 * s[2 * ib + l / 2] + 1);
+                int ip, im;
+                float ep = sks__iq1_group(x + 32 * ib + 8 * l, dl, SKS__IQ1_DELTA, &ip);
+                float em = sks__iq1_group(x + 32 * ib + 8 * l, dl, -SKS__IQ1_DELTA, &im);
+                int neg = em < ep, idx = neg ? im : ip;
+                p[4 * ib + l] = (uint8_t)idx;
+                sks__nib(p + 32 + 2 * ib + l / 2, l % 2, (idx >> 8) | neg << 3);
+            }
+        }
+        for (int k = 0; k < 4; k++) p[49 + 2 * k] = (uint8_t)((p[49 + 2 * k] & 0x0f) | ((dh >> (4 * k)) & 15) << 4);
+    }
+}
+
+/* MXFP4: x = kvalues_fp4[q] 2^(e - 128); e puts amax at or below the largest value 12. */
+void sks__mxfp4_from_f32(const float *x, void *out, size_t n) {
+    uint8_t *p = out;
+    for (size_t b = 0; b < n / 32; b++, x += 32, p += 17) {
+        float a = sks__amax(x, 32);
+        int e = a > 0 ? sks__clampi((int)ceilf(log2f(a / 12.0f)) + 128, 1, 254) : 0;
+        float sc = ldexpf(1.0f, e - 128), isc = 1.0f / sc;
+        p[0] = (uint8_t)e;
+        for (int j = 0; j < 32; j++) {
+            float v = x[j] * isc;
+            int best = 0;
+            for (int k = 1; k < 16; k++)
+                if (fabsf(v - (float)sks__kvalues_fp4[k]) < fabsf(v - (float)sks__kvalues_fp4[best])) best = k;
+            sks__nib(p + 1 + j % 16, j >= 16, best);
+        }
+    }
 }

@@ -1,6 +1,6 @@
 /* test-gguf-types.c - whole models in every GGUF type: writer, quantizers, loader, trace.
  *
- * A synthetic llama (d 256, f 512, planted spike and sinks) is written by the GGUF writer
+ * A synthetic llama (d 256, f 512, 3 layers, planted spike and sinks) is written by the GGUF writer
  * in each type sinkscope writes and in the llama.cpp-like mixes. For each file:
  *   - the trace of the file equals the trace of the same model dequantized to f32 (an
  *     in-memory model whose f32 weights are the file's weights as the dtype table
@@ -22,8 +22,8 @@
 #include "loaders/sks_gguf.h"
 
 static const char *cfg_json =
-    "{\"hidden_size\": 256, \"intermediate_size\": 512, \"num_hidden_layers\": 4, \"num_attention_heads\": 4,"
-    " \"num_key_value_heads\": 2, \"vocab_size\": 320, \"tie_word_embeddings\": false}";
+    "{\"hidden_size\": 256, \"intermediate_size\": 512, \"num_hidden_layers\": 3, \"num_attention_heads\": 4,"
+    " \"num_key_value_heads\": 2, \"vocab_size\": 256, \"tie_word_embeddings\": false}";
 
 static void rm_dir(const char *dir) {
     char p[4096];
@@ -241,10 +241,35 @@ static void test_writer(void **state) {
     free(dir);
 }
 
+/* A truncated quantized file: the last tensor runs past the end; one line names the
+ * tensor and its type. */
+static void test_truncated(void **state) {
+    (void)state;
+    sks_synth *s = make_synth();
+    char *dir = sks_test_tmpdir(), path[4096];
+    assert_int_equal(sks_synth_write_gguf(s, dir, "q4_k_m"), 0);
+    snprintf(path, sizeof path, "%s/model.gguf", dir);
+    FILE *f = fopen(path, "rb");
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fclose(f);
+    assert_int_equal(truncate(path, size - 1000), 0);
+    sks_model *m = NULL;
+    assert_int_equal(sks_model_open(path, &m), SKS_EBOUNDS);
+    assert_null(m);
+    const char *e = sks_last_error();
+    assert_non_null(strstr(e, "tensor output.weight: type Q6_K: bytes ["));
+    assert_non_null(strstr(e, "truncated file?"));
+    assert_null(strchr(e, '\n'));
+    rm_dir(dir);
+    free(dir);
+    sks_synth_free(s);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_writer),      cmocka_unit_test(test_quantizer_roundtrip), cmocka_unit_test(test_q4_k_m_mix),
-        cmocka_unit_test(test_every_type),  cmocka_unit_test(test_mixes),
+        cmocka_unit_test(test_truncated),   cmocka_unit_test(test_every_type),  cmocka_unit_test(test_mixes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
