@@ -414,40 +414,77 @@ sks_dtype sks_gguf_scheme_type(const sks_gguf_scheme *s, sks_role role, int laye
  * Signs: the element's own; where the format stores 7 signs per 8 with even parity, an
  * odd count flips the sign of the element of smallest |x| (its target becomes -|x|). */
 
-/* Grid k-vectors stored transposed (element j of entry i at [j][i]) so that the search
- * runs along the entries and vectorizes. */
-static float sks__g2xxs[8][256], sks__g2xs[8][512], sks__g2s[8][1024], sks__g3xxs[4][256], sks__g3s[4][512],
-    sks__g1s[8][2048];
+/* A grid for the search: entry i's k values transposed (element j at G[j n + i]) so that
+ * the search runs along the entries and vectorizes, |g_i|^2, the sorted set of values an
+ * element can take, and a map from each point of the full product set (base nv digits)
+ * to its entry or -1. The unconstrained nearest point rounds each element on its own; when
+ * the grid holds it, it is the answer and the search is skipped. */
+typedef struct {
+    float *G, *norm;
+    int n, k, nv;
+    float vals[8];
+    int16_t *map;
+} sks__qgrid;
+
+static float sks__g2xxs[8 * 256], sks__g2xs[8 * 512], sks__g2s[8 * 1024], sks__g3xxs[4 * 256], sks__g3s[4 * 512],
+    sks__g1s[8 * 2048];
 static float sks__n2xxs[256], sks__n2xs[512], sks__n2s[1024], sks__n3xxs[256], sks__n3s[512], sks__n1s[2048];
+static int16_t sks__m2xxs[6561], sks__m2xs[6561], sks__m2s[6561], sks__m3xxs[4096], sks__m3s[4096], sks__m1s[6561];
+static sks__qgrid sks__q2xxs = {sks__g2xxs, sks__n2xxs, 256, 8, 0, {0}, sks__m2xxs},
+                  sks__q2xs = {sks__g2xs, sks__n2xs, 512, 8, 0, {0}, sks__m2xs},
+                  sks__q2s = {sks__g2s, sks__n2s, 1024, 8, 0, {0}, sks__m2s},
+                  sks__q3xxs = {sks__g3xxs, sks__n3xxs, 256, 4, 0, {0}, sks__m3xxs},
+                  sks__q3s = {sks__g3s, sks__n3s, 512, 4, 0, {0}, sks__m3s},
+                  sks__q1s = {sks__g1s, sks__n1s, 2048, 8, 0, {0}, sks__m1s};
 static pthread_once_t sks__grids_once = PTHREAD_ONCE_INIT;
 
-static void sks__grid_floats(const uint64_t *g, int n, int k, int is_signed, float *out, float *norm) {
-    for (int i = 0; i < n; i++) {
-        float s = 0;
-        for (int j = 0; j < k; j++) {
-            int v = (int)((g[i] >> (8 * j)) & 0xff);
-            if (is_signed) v = (int8_t)v;
-            out[j * n + i] = (float)v;
-            s += (float)v * (float)v;
-        }
-        norm[i] = s;
-    }
-}
-static void sks__grids_init(void) {
-    uint64_t tmp[512];
-    sks__grid_floats(sks__iq2xxs_grid, 256, 8, 0, &sks__g2xxs[0][0], sks__n2xxs);
-    sks__grid_floats(sks__iq2xs_grid, 512, 8, 0, &sks__g2xs[0][0], sks__n2xs);
-    sks__grid_floats(sks__iq2s_grid, 1024, 8, 0, &sks__g2s[0][0], sks__n2s);
-    sks__grid_floats(sks__iq1s_grid, 2048, 8, 1, &sks__g1s[0][0], sks__n1s);
-    for (int i = 0; i < 256; i++) tmp[i] = sks__iq3xxs_grid[i];
-    sks__grid_floats(tmp, 256, 4, 0, &sks__g3xxs[0][0], sks__n3xxs);
-    for (int i = 0; i < 512; i++) tmp[i] = sks__iq3s_grid[i];
-    sks__grid_floats(tmp, 512, 4, 0, &sks__g3s[0][0], sks__n3s);
+static int sks__val_index(const sks__qgrid *g, float v) {
+    for (int i = 0; i < g->nv; i++)
+        if (g->vals[i] == v) return i;
+    return -1;
 }
 
-/* Index of the entry of the transposed grid G (k x n) nearest to t (k):
- * argmin_i |g_i|^2 - 2 g_i . t. */
-SKS__VEC static int sks__grid_best(const float *G, const float *norm, int n, int k, const float *t) {
+static void sks__grid_setup(sks__qgrid *g, const uint64_t *w, int is_signed) {
+    g->nv = 0;
+    for (int i = 0; i < g->n; i++) {
+        float s = 0;
+        for (int j = 0; j < g->k; j++) {
+            int v = (int)((w[i] >> (8 * j)) & 0xff);
+            if (is_signed) v = (int8_t)v;
+            g->G[j * g->n + i] = (float)v;
+            s += (float)v * (float)v;
+            if (sks__val_index(g, (float)v) < 0 && g->nv < 8) {
+                int at = g->nv++;
+                while (at > 0 && g->vals[at - 1] > (float)v) g->vals[at] = g->vals[at - 1], at--;
+                g->vals[at] = (float)v;
+            }
+        }
+        g->norm[i] = s;
+    }
+    int size = 1;
+    for (int j = 0; j < g->k; j++) size *= g->nv;
+    for (int c = 0; c < size; c++) g->map[c] = -1;
+    for (int i = 0; i < g->n; i++) {
+        int c = 0, mul = 1;
+        for (int j = 0; j < g->k; j++, mul *= g->nv) c += sks__val_index(g, g->G[j * g->n + i]) * mul;
+        g->map[c] = (int16_t)i;
+    }
+}
+
+static void sks__grids_init(void) {
+    uint64_t tmp[512];
+    sks__grid_setup(&sks__q2xxs, sks__iq2xxs_grid, 0);
+    sks__grid_setup(&sks__q2xs, sks__iq2xs_grid, 0);
+    sks__grid_setup(&sks__q2s, sks__iq2s_grid, 0);
+    sks__grid_setup(&sks__q1s, sks__iq1s_grid, 1);
+    for (int i = 0; i < 256; i++) tmp[i] = sks__iq3xxs_grid[i];
+    sks__grid_setup(&sks__q3xxs, tmp, 0);
+    for (int i = 0; i < 512; i++) tmp[i] = sks__iq3s_grid[i];
+    sks__grid_setup(&sks__q3s, tmp, 0);
+}
+
+/* Full search: argmin_i |g_i|^2 - 2 g_i . t. */
+SKS__VEC static int sks__grid_search(const float *G, const float *norm, int n, int k, const float *t) {
     float e[2048];
     for (int i = 0; i < n; i++) e[i] = norm[i];
     for (int j = 0; j < k; j++) {
@@ -458,6 +495,19 @@ SKS__VEC static int sks__grid_best(const float *G, const float *norm, int n, int
     for (int i = 1; i < n; i++)
         if (e[i] < e[best]) best = i;
     return best;
+}
+
+/* Index of the grid entry nearest to t (k values). */
+static int sks__grid_best(const sks__qgrid *g, const float *t) {
+    int c = 0, mul = 1;
+    for (int j = 0; j < g->k; j++, mul *= g->nv) {
+        int vi = 0;
+        for (int v = 1; v < g->nv; v++)
+            if (fabsf(t[j] - g->vals[v]) < fabsf(t[j] - g->vals[vi])) vi = v;
+        c += vi * mul;
+    }
+    if (g->map[c] >= 0) return g->map[c];
+    return sks__grid_search(g->G, g->norm, g->n, g->k, t);
 }
 
 static float sks__amax(const float *x, int n) { return fabsf(sks__xmax(x, n)); }
@@ -504,7 +554,7 @@ void sks__iq2_xxs_from_f32(const float *x, void *out, size_t n) {
             uint32_t aux = (uint32_t)s[ib] << 28;
             for (int l = 0; l < 4; l++) {
                 unsigned sg = sks__signs8(x + 32 * ib + 8 * l, db, 1, t);
-                p[2 + 8 * ib + l] = (uint8_t)sks__grid_best(&sks__g2xxs[0][0], sks__n2xxs, 256, 8, t);
+                p[2 + 8 * ib + l] = (uint8_t)sks__grid_best(&sks__q2xxs, t);
                 aux |= (uint32_t)(sg & 127) << (7 * l);
             }
             for (int k = 0; k < 4; k++) p[2 + 8 * ib + 4 + k] = (uint8_t)(aux >> (8 * k));
@@ -525,8 +575,8 @@ static void sks__iq2_xs_s(const float *x, uint8_t *p, size_t n, int is_s) {
             for (int l = 0; l < 4; l++) {
                 float db = d * (0.5f + (float)s[2 * ib + l / 2]) * 0.25f, t[8];
                 unsigned sg = sks__signs8(x + 32 * ib + 8 * l, db, !is_s, t);
-                int idx = is_s ? sks__grid_best(&sks__g2s[0][0], sks__n2s, 1024, 8, t)
-                               : sks__grid_best(&sks__g2xs[0][0], sks__n2xs, 512, 8, t);
+                int idx = is_s ? sks__grid_best(&sks__q2s, t)
+                               : sks__grid_best(&sks__q2xs, t);
                 if (is_s) {
                     p[2 + 4 * ib + l] = (uint8_t)idx;
                     p[34 + 4 * ib + l] = (uint8_t)sg;
@@ -561,8 +611,8 @@ static void sks__iq3(const float *x, uint8_t *p, size_t n, int is_s) {
                 if (is_s) p[74 + 4 * ib + l] = (uint8_t)sg;
                 else aux |= (uint32_t)(sg & 127) << (7 * l);
                 for (int half = 0; half < 2; half++) {
-                    int idx = is_s ? sks__grid_best(&sks__g3s[0][0], sks__n3s, 512, 4, t + 4 * half)
-                                   : sks__grid_best(&sks__g3xxs[0][0], sks__n3xxs, 256, 4, t + 4 * half);
+                    int idx = is_s ? sks__grid_best(&sks__q3s, t + 4 * half)
+                                   : sks__grid_best(&sks__q3xxs, t + 4 * half);
                     p[2 + 8 * ib + 2 * l + half] = (uint8_t)idx;
                     if (is_s) p[66 + ib] |= (uint8_t)((idx >> 8) << (2 * l + half));
                 }
@@ -580,9 +630,9 @@ void sks__iq3_s_from_f32(const float *x, void *out, size_t n) { sks__iq3(x, out,
 static float sks__iq1_group(const float *x, float dl, float delta, int *idx) {
     float t[8], id = sks__inv(dl);
     for (int j = 0; j < 8; j++) t[j] = x[j] * id - delta;
-    *idx = sks__grid_best(&sks__g1s[0][0], sks__n1s, 2048, 8, t);
+    *idx = sks__grid_best(&sks__q1s, t);
     float e = 0;
-    for (int j = 0; j < 8; j++) e += (sks__g1s[j][*idx] - t[j]) * (sks__g1s[j][*idx] - t[j]);
+    for (int j = 0; j < 8; j++) e += (sks__g1s[j * 2048 + *idx] - t[j]) * (sks__g1s[j * 2048 + *idx] - t[j]);
     return e;
 }
 

@@ -4,6 +4,7 @@
 # 1. usage errors: one stderr line naming the problem, non-zero exit; --help;
 # 2. synth --preset tiny: the files, inspect sees the preset's shape; --config with a
 #    small shard limit gives an index and several shards; a bad config names the file;
+#    --format gguf --dtype q4_k_m: inspect shows the type mix (with the fallbacks);
 # 3. demo --no-plots: exit 0, verify.json says every planted spike and sink was found,
 #    every analysis file is there. Needs no fixtures.
 set -u
@@ -68,6 +69,28 @@ assert i["family"] == "qwen2" and i["has_qkv_bias"] and len(i["shards"]) > 2, i
 assert all(t["dtype"] == "BF16" for t in i["tensors"])
 assert s["n_params"] == i["n_params"] and s["bytes"] == 2 * i["n_params"], s
 PYEOF
+
+# ---- 2b. GGUF in a quantized mix ---------------------------------------------------------
+"$BIN" synth --preset demo --format gguf --dtype q4_k_m -o "$TMP/g" --quiet 2>"$TMP/gerr" || fail "synth gguf: $(cat "$TMP/gerr")"
+[ -s "$TMP/g/model.gguf" ] && [ -s "$TMP/g/planted.json" ] || fail "synth gguf: files"
+"$BIN" inspect "$TMP/g/model.gguf" >"$TMP/gi.txt" || fail "inspect gguf"
+grep -Eq "^ +Q4_K +[0-9]+ +[0-9]+ +4\.500$" "$TMP/gi.txt" || fail "inspect: no Q4_K row: $(cat "$TMP/gi.txt")"
+grep -Eq "^ +Q6_K +[0-9]+ +[0-9]+ +6\.562$" "$TMP/gi.txt" || fail "inspect: no Q6_K row"
+# demo's d_ffn 704 is not a multiple of 256: ffn_down falls back to Q5_0 / Q8_0
+grep -Eq "^ +Q5_0 " "$TMP/gi.txt" && grep -Eq "^ +Q8_0 " "$TMP/gi.txt" || fail "inspect: no fallback rows"
+grep -Eq "^bpw +5\.[0-9]+ bits per weight overall" "$TMP/gi.txt" || fail "inspect: overall bpw"
+"$BIN" inspect --json "$TMP/g/model.gguf" >"$TMP/gi.json" || fail "inspect --json gguf"
+$PY - "$TMP/gi.json" <<'PYEOF' || fail "inspect --json dtype_mix"
+import json, sys
+i = json.load(open(sys.argv[1]))
+mix = {m["dtype"]: m for m in i["dtype_mix"]}
+assert set(mix) == {"F32", "Q4_K", "Q6_K", "Q5_0", "Q8_0"}, mix
+assert sum(m["elements"] for m in mix.values()) == i["n_params"]
+bpw = 8.0 * sum(m["bytes"] for m in mix.values()) / i["n_params"]
+assert abs(bpw - i["bpw"]) < 1e-9 and 4.5 < bpw < 6.6, (bpw, i["bpw"])
+PYEOF
+expect_error "synth gguf bad dtype" "'q4_k_x' is neither a type" "$BIN" synth --preset tiny --format gguf --dtype q4_k_x -o "$TMP/g2"
+expect_error "synth bad format" "format onnx" "$BIN" synth --preset tiny --format onnx -o "$TMP/g3"
 
 # ---- 3. demo -------------------------------------------------------------------------
 "$BIN" demo --no-plots --quiet -o "$TMP/demo" >"$TMP/demo.out" 2>"$TMP/demo.err" ||
