@@ -22,7 +22,7 @@ for r in $(seq "$ROUNDS"); do
   for t in f16 q4_k_m; do
     fw=$("$BUILD/bench-forward" --model "$TMP/$t/model.gguf" --T 128 --reps 3 2>/dev/null | tail -1)
     sp=$("$BUILD/bench-spikes" "$TMP/$t/model.gguf" --layer 1 --eig 8 2>&1 |
-         awk '/conversion/{c=$(NF-1)} /screen/{s=$(NF-5)} /eigenpairs  /{e=$2} /^  total/{tt=$2} END{printf "%s %s %s %s", c, s, e, tt}')
+         awk '/^  bf16->f32 conversion/{c=$(NF-1)} /^  screen/{s=$5} /^  eigenpairs/{e=$2} /^  total/{tt=$2} END{printf "%s %s %s %s", c, s, e, tt}')
     echo "round $r $t forward_s $(echo "$fw" | sed -E 's/.*"seconds": ([0-9.]+).*/\1/') spikes_conv_screen_eigs_total $sp"
   done
 done | tee "$TMP/runs.txt"

@@ -710,7 +710,9 @@ void sks__mxfp4_from_f32(const float *x, void *out, size_t n) {
     uint8_t *p = out;
     for (size_t b = 0; b < n / 32; b++, x += 32, p += 17) {
         float a = sks__amax(x, 32);
-        int e = a > 0 ? sks__clampi((int)ceilf(log2f(a / 12.0f)) + 128, 1, 254) : 0;
+        /* a / 12 underflows to 0 for subnormal a: clamp the exponent before converting */
+        float l = a > 0 ? ceilf(log2f(a / 12.0f)) : -1000.0f;
+        int e = a > 0 ? sks__clampi((int)fmaxf(fminf(l, 200.0f), -200.0f) + 128, 1, 254) : 0;
         float sc = ldexpf(1.0f, e - 128), isc = 1.0f / sc;
         p[0] = (uint8_t)e;
         for (int j = 0; j < 32; j++) {
