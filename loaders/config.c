@@ -14,6 +14,7 @@
  * activation, rope type, o_proj bias) SKS_EUNSUPPORTED.
  */
 #include "formats_internal.h"
+#include "model_internal.h"
 
 #include <jansson.h>
 #include <limits.h>
@@ -114,16 +115,6 @@ static int sks__cfg_token(const json_t *o, const char *key, const char *path, in
     return 0;
 }
 
-static const struct {
-    const char *arch, *model_type, *family;
-} sks__families[] = {
-    {"LlamaForCausalLM", "llama", "llama"},
-    {"MistralForCausalLM", "mistral", "mistral"},
-    {"Qwen2ForCausalLM", "qwen2", "qwen2"},
-    {"Qwen3ForCausalLM", "qwen3", "qwen3"},
-};
-#define SKS__N_FAMILIES (sizeof sks__families / sizeof sks__families[0])
-
 static int sks__cfg_family(const json_t *root, const char *path, sks_arch *a) {
     json_t *archs = json_object_get(root, "architectures");
     json_t *mt = json_object_get(root, "model_type");
@@ -136,19 +127,14 @@ static int sks__cfg_family(const json_t *root, const char *path, sks_arch *a) {
     if (!arch && !mts)
         return sks_fail(SKS_ENOTFOUND,
                         "%s: neither 'architectures' nor 'model_type' is given: cannot tell the model family", path);
-    for (size_t i = 0; i < SKS__N_FAMILIES; i++) {
-        if ((arch && !strcmp(arch, sks__families[i].arch)) || (!arch && !strcmp(mts, sks__families[i].model_type))) {
-            snprintf(a->family, sizeof a->family, "%s", sks__families[i].family);
-            a->has_qkv_bias = !strcmp(a->family, "qwen2");
-            a->has_qk_norm = !strcmp(a->family, "qwen3");
-            return 0;
-        }
+    const sks__family *fam = sks__family_hf(arch, mts);
+    if (fam) {
+        sks__family_apply(fam, SKS_FMT_SAFETENSORS, a);
+        return 0;
     }
     char pb[96];
-    return sks_fail(SKS_EUNSUPPORTED,
-                    "%s: architecture '%s' is not supported (sinkscope reads LlamaForCausalLM, MistralForCausalLM, "
-                    "Qwen2ForCausalLM, Qwen3ForCausalLM: pre-norm decoders with RMSNorm, SwiGLU and RoPE)",
-                    path, sks__printable(arch ? arch : mts, pb, sizeof pb));
+    return sks_fail(SKS_EUNSUPPORTED, "%s: architecture '%s' is not supported (sinkscope reads %s)", path,
+                    sks__printable(arch ? arch : mts, pb, sizeof pb), sks__family_hf_list());
 }
 
 /* RoPE scaling from either {"rope_type"|"type": ..., "factor": ...} object. */
@@ -184,6 +170,84 @@ static int sks__cfg_rope_scaling(const json_t *rs, const char *path, sks_arch *a
                     sks__printable(type, pb, sizeof pb));
 }
 
+/* The FFN activation: Gemma names it hidden_activation (hidden_act is then the legacy
+ * "gelu", which transformers runs as the tanh approximation), the others hidden_act. */
+static int sks__cfg_act(const json_t *root, const char *path, sks_arch *a) {
+    json_t *act = json_object_get(root, "hidden_activation");
+    if (!act || json_is_null(act)) act = json_object_get(root, "hidden_act");
+    if (!act || json_is_null(act)) return 0; /* the family's default */
+    char pb[64];
+    const char *s = json_is_string(act) ? json_string_value(act) : "";
+    if (!strcmp(s, "silu") || !strcmp(s, "swish")) a->act = SKS_ACT_SILU;
+    else if (!strcmp(s, "gelu_pytorch_tanh") || !strcmp(s, "gelu_tanh") || !strcmp(s, "gelu_new") ||
+             (!strcmp(s, "gelu") && !strncmp(a->family, "gemma", 5)))
+        a->act = SKS_ACT_GELU_TANH;
+    else
+        return sks_fail(SKS_EUNSUPPORTED, "%s: activation '%s' is not supported (silu, gelu_pytorch_tanh)", path,
+                        sks__printable(s, pb, sizeof pb));
+    return 0;
+}
+
+/* A positive number or null/absent (0: off); softcaps and scalars. */
+static int sks__cfg_opt_pos(const json_t *o, const char *key, const char *path, double *out) {
+    int rc = sks__cfg_num(o, key, 0, 0, path, out);
+    if (rc) return rc;
+    if (*out < 0) return sks_fail(SKS_ECONFIG, "%s: '%s' = %g must be positive", path, key, *out);
+    return 0;
+}
+
+/* layer_types: "sliding_attention" / "full_attention" per layer. The forward knows the
+ * patterns "every layer slides" and "every n-th layer is full"; others are refused. */
+static int sks__cfg_layer_types(const json_t *root, const char *path, sks_arch *a) {
+    json_t *lt = json_object_get(root, "layer_types");
+    if (!lt || json_is_null(lt)) return 0;
+    if (!json_is_array(lt) || (int)json_array_size(lt) != a->n_layers)
+        return sks_fail(SKS_ECONFIG, "%s: 'layer_types' is not a list of %d layer kinds", path, a->n_layers);
+    int first_full = 0;
+    for (int l = 0; l < a->n_layers; l++) {
+        const char *k = json_string_value(json_array_get(lt, (size_t)l));
+        if (!k || (strcmp(k, "full_attention") && strcmp(k, "sliding_attention")))
+            return sks_fail(SKS_EUNSUPPORTED, "%s: layer_types[%d] is not 'full_attention' or 'sliding_attention'", path,
+                            l);
+        if (!strcmp(k, "full_attention") && !first_full) first_full = l + 1;
+    }
+    for (int l = 0; l < a->n_layers; l++) {
+        int sliding = !strcmp(json_string_value(json_array_get(lt, (size_t)l)), "sliding_attention");
+        int want = first_full ? (l + 1) % first_full != 0 : 1;
+        if (sliding != want)
+            return sks_fail(SKS_EUNSUPPORTED,
+                            "%s: layer_types: layer %d breaks the pattern 'every %d-th layer has full attention' (the "
+                            "only layer pattern read)",
+                            path, l, first_full);
+    }
+    a->swa_full_every = first_full; /* 0: every layer slides */
+    return 0;
+}
+
+/* Fields that only some families have (SPEC section 6). */
+static int sks__cfg_traits(const json_t *root, const char *path, sks_arch *a) {
+    int rc;
+    int is_gemma2 = !strcmp(a->family, "gemma2");
+    a->sliding_window = 0;
+    if ((rc = sks__cfg_int(root, "sliding_window", 0, 0, INT_MAX, 0, path, &a->sliding_window))) return rc;
+    int use_sw = 1;
+    if ((rc = sks__cfg_bool(root, "use_sliding_window", 1, path, &use_sw))) return rc;
+    if (!use_sw) a->sliding_window = 0; /* Qwen2/3 configs carry a window they do not use */
+    if (is_gemma2) {
+        /* Gemma 2 needs its score scale: configs without it are not Gemma 2 configs. */
+        if ((rc = sks__cfg_num(root, "query_pre_attn_scalar", 1, 0, path, &a->query_pre_attn_scalar))) return rc;
+        if (!(a->query_pre_attn_scalar > 0))
+            return sks_fail(SKS_ECONFIG, "%s: 'query_pre_attn_scalar' = %g must be positive", path,
+                            a->query_pre_attn_scalar);
+        if ((rc = sks__cfg_opt_pos(root, "attn_logit_softcapping", path, &a->attn_softcap))) return rc;
+        if ((rc = sks__cfg_opt_pos(root, "final_logit_softcapping", path, &a->final_softcap))) return rc;
+        if (!json_object_get(root, "sliding_window"))
+            return sks_fail(SKS_ENOTFOUND, "%s: missing required key 'sliding_window' (family %s)", path, a->family);
+    }
+    if ((rc = sks__cfg_layer_types(root, path, a))) return rc;
+    return 0;
+}
+
 static int sks__cfg_fill(const json_t *root, const char *path, sks_arch *a) {
     int rc;
     if ((rc = sks__cfg_family(root, path, a))) return rc;
@@ -206,17 +270,13 @@ static int sks__cfg_fill(const json_t *root, const char *path, sks_arch *a) {
     if ((rc = sks__cfg_token(root, "bos_token_id", path, &a->bos_id))) return rc;
     if ((rc = sks__cfg_token(root, "eos_token_id", path, &a->eos_id))) return rc;
 
-    json_t *act = json_object_get(root, "hidden_act");
-    if (!act) act = json_object_get(root, "hidden_activation");
-    char pb[64];
-    if (act && json_is_string(act) && strcmp(json_string_value(act), "silu") && strcmp(json_string_value(act), "swish"))
-        return sks_fail(SKS_EUNSUPPORTED, "%s: hidden_act '%s' is not supported (SwiGLU with silu only)", path,
-                        sks__printable(json_string_value(act), pb, sizeof pb));
+    if ((rc = sks__cfg_act(root, path, a))) return rc;
+    if ((rc = sks__cfg_traits(root, path, a))) return rc;
     int attn_bias = 0, mlp_bias = 0;
     if ((rc = sks__cfg_bool(root, "attention_bias", 0, path, &attn_bias))) return rc;
     if ((rc = sks__cfg_bool(root, "mlp_bias", 0, path, &mlp_bias))) return rc;
     /* Llama's attention_bias adds a bias to o_proj too, which the model view has no role for. */
-    if ((attn_bias && strcmp(a->family, "qwen2")) || mlp_bias)
+    if ((attn_bias && !a->has_qkv_bias) || mlp_bias)
         return sks_fail(SKS_EUNSUPPORTED, "%s: %s is true: biases on o_proj / MLP are not supported", path,
                         mlp_bias ? "mlp_bias" : "attention_bias");
 
@@ -233,10 +293,6 @@ static int sks__cfg_fill(const json_t *root, const char *path, sks_arch *a) {
         if ((rc = sks__cfg_num(root, "rope_theta", 0, 10000.0, path, &a->rope_theta))) return rc;
         if ((rc = sks__cfg_rope_scaling(json_object_get(root, "rope_scaling"), path, a))) return rc;
     }
-    json_t *sw = json_object_get(root, "sliding_window");
-    if (sw && json_is_integer(sw))
-        sks_log(SKS_LOG_DEBUG, "%s: sliding_window %lld ignored (full causal attention is used)", path,
-                (long long)json_integer_value(sw));
     /* HF Llama/Qwen checkpoints use the rotate-half (NeoX) pair order. */
     a->rope_interleaved = 0;
     if ((rc = sks_arch_validate(a))) {

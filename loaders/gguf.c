@@ -513,35 +513,11 @@ int sks_gguf_arr_f64(const struct sks_gguf *g, int64_t idx, uint64_t i, double *
 
 /* ---- the model view ---------------------------------------------------------------------- */
 
-static const sks__name_role sks__gguf_layer_names[] = {
-    {"attn_norm.weight", SKS_ROLE_ATTN_NORM}, {"attn_q.weight", SKS_ROLE_WQ},     {"attn_k.weight", SKS_ROLE_WK},
-    {"attn_v.weight", SKS_ROLE_WV},           {"attn_output.weight", SKS_ROLE_WO}, {"attn_q.bias", SKS_ROLE_BQ},
-    {"attn_k.bias", SKS_ROLE_BK},             {"attn_v.bias", SKS_ROLE_BV},       {"attn_q_norm.weight", SKS_ROLE_Q_NORM},
-    {"attn_k_norm.weight", SKS_ROLE_K_NORM},  {"ffn_norm.weight", SKS_ROLE_FFN_NORM}, {"ffn_gate.weight", SKS_ROLE_W_GATE},
-    {"ffn_up.weight", SKS_ROLE_W_UP},         {"ffn_down.weight", SKS_ROLE_W_DOWN},
-};
-
-static const sks__name_role sks__gguf_global_names[] = {
-    {"token_embd.weight", SKS_ROLE_EMBED},
-    {"output_norm.weight", SKS_ROLE_FINAL_NORM},
-    {"output.weight", SKS_ROLE_LM_HEAD},
-};
-
 const char *sks_gguf_tensor_name(sks_role role, int layer, char *buf, size_t cap) {
-    int k;
-    for (size_t i = 0; i < sizeof sks__gguf_global_names / sizeof sks__gguf_global_names[0]; i++)
-        if (sks__gguf_global_names[i].role == role) {
-            k = snprintf(buf, cap, "%s", sks__gguf_global_names[i].name);
-            return k >= 0 && (size_t)k < cap ? buf : NULL;
-        }
-    for (size_t i = 0; i < sizeof sks__gguf_layer_names / sizeof sks__gguf_layer_names[0]; i++)
-        if (sks__gguf_layer_names[i].role == role) {
-            k = snprintf(buf, cap, "blk.%d.%s", layer, sks__gguf_layer_names[i].name);
-            return k >= 0 && (size_t)k < cap ? buf : NULL;
-        }
-    return NULL;
+    if (role < 0 || role >= SKS_ROLE_COUNT || cap == 0) return NULL;
+    sks__family_gguf_name(role, layer, buf, cap); /* the family table's GGUF names */
+    return buf;
 }
-
 /* GGUF names are not NUL-terminated in the file: copy before matching. */
 static int sks__gguf_role(const char *name, size_t n, sks_role *role, long *layer) {
     char buf[300];
@@ -549,10 +525,7 @@ static int sks__gguf_role(const char *name, size_t n, sks_role *role, long *laye
     if (n >= sizeof buf) return 0;
     memcpy(buf, name, n);
     buf[n] = 0;
-    return sks__match_tensor_name(buf, sks__gguf_global_names,
-                                  sizeof sks__gguf_global_names / sizeof sks__gguf_global_names[0], "blk.",
-                                  sks__gguf_layer_names, sizeof sks__gguf_layer_names / sizeof sks__gguf_layer_names[0],
-                                  role, layer);
+    return sks__family_gguf_role(buf, role, layer);
 }
 
 /* <arch>.<suffix> as an int in [lo, hi]; absent -> dflt unless required. */
@@ -615,14 +588,13 @@ static int sks__gguf_arch(const struct sks_gguf *g, const char *path, sks_arch *
     arch[n] = 0;
     for (size_t i = 0; i < n; i++)
         if ((unsigned char)arch[i] < 32 || (unsigned char)arch[i] > 126) arch[i] = '?';
-    if (strcmp(arch, "llama") && strcmp(arch, "qwen2") && strcmp(arch, "qwen3"))
-        return sks_fail(SKS_EUNSUPPORTED, "%s: GGUF architecture '%s' is not supported (llama, qwen2, qwen3)", path, arch);
-    memcpy(a->family, arch, strlen(arch) + 1); /* one of the three names above */
+    const sks__family *fam = sks__family_gguf(arch);
+    if (!fam)
+        return sks_fail(SKS_EUNSUPPORTED, "%s: GGUF architecture '%s' is not supported (%s)", path, arch,
+                        sks__family_gguf_list());
     /* convert_hf_to_gguf permutes Q/K rows of `llama` to Meta's interleaved pair order;
-     * qwen2/qwen3 stay in the NeoX rotate-half order. */
-    a->rope_interleaved = !strcmp(arch, "llama");
-    a->has_qkv_bias = !strcmp(arch, "qwen2");
-    a->has_qk_norm = !strcmp(arch, "qwen3");
+     * the others stay in the NeoX rotate-half order (the row's flag says which). */
+    sks__family_apply(fam, SKS_FMT_GGUF, a);
     int rc;
     if ((rc = sks__gguf_int(g, arch, "block_count", 1, 1, 100000, 0, path, &a->n_layers))) return rc;
     if ((rc = sks__gguf_int(g, arch, "embedding_length", 1, 1, 1 << 20, 0, path, &a->d_model))) return rc;
@@ -779,20 +751,14 @@ int sks__open_gguf(const char *path, sks_model **out) {
             goto fail_m;
     }
     /* Name a missing tensor as the file would (blk.3.attn_q.bias). */
-    for (int r = 0; r < SKS_ROLE_COUNT; r++) {
-        sks_role role = (sks_role)r;
-        int need = role != SKS_ROLE_LM_HEAD;
-        if (role == SKS_ROLE_BQ || role == SKS_ROLE_BK || role == SKS_ROLE_BV) need = a.has_qkv_bias;
-        if (role == SKS_ROLE_Q_NORM || role == SKS_ROLE_K_NORM) need = a.has_qk_norm;
-        int l0 = sks_role_is_per_layer(role) ? 0 : -1, l1 = sks_role_is_per_layer(role) ? a.n_layers : 0;
-        for (int l = l0; need && l < l1; l++) {
-            if (sks_model_tensor(m, role, l)) continue;
-            char buf[96];
-            const char *nm = sks_gguf_tensor_name(role, l, buf, sizeof buf);
-            rc = sks_fail(SKS_ENOTFOUND, "%s: tensor %s (%s) is missing for %s with %d layers", path, nm,
-                          sks_role_name(role), a.family, a.n_layers);
-            goto fail_m;
-        }
+    sks_role mr;
+    int ml;
+    if (sks__first_missing(m, &mr, &ml)) {
+        char nm[96];
+        sks__family_gguf_name(mr, ml, nm, sizeof nm);
+        rc = sks_fail(SKS_ENOTFOUND, "%s: tensor %s (%s) is missing for %s with %d layers", path, nm, sks_role_name(mr),
+                      a.family, a.n_layers);
+        goto fail_m;
     }
     if ((rc = sks_model_validate(m))) goto fail_m;
     *out = m;

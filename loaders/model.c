@@ -15,7 +15,7 @@ void (*sks__gguf_free_hook)(struct sks_gguf *g);
 
 static const char *const sks__role_names[SKS_ROLE_COUNT] = {
     "embed", "attn_norm", "wq", "wk", "wv", "wo", "bq", "bk", "bv", "q_norm", "k_norm",
-    "ffn_norm", "w_gate", "w_up", "w_down", "final_norm", "lm_head"};
+    "ffn_norm", "w_gate", "w_up", "w_down", "final_norm", "lm_head", "post_attn_norm", "post_ffn_norm"};
 
 const char *sks_role_name(sks_role r) {
     return (r >= 0 && r < SKS_ROLE_COUNT) ? sks__role_names[r] : "?";
@@ -23,6 +23,13 @@ const char *sks_role_name(sks_role r) {
 
 int sks_role_is_per_layer(sks_role r) {
     return !(r == SKS_ROLE_EMBED || r == SKS_ROLE_FINAL_NORM || r == SKS_ROLE_LM_HEAD);
+}
+
+const char *sks_act_name(sks_act_kind k) { return k == SKS_ACT_GELU_TANH ? "gelu_tanh" : "silu"; }
+
+int sks_arch_layer_sliding(const sks_arch *a, int l) {
+    if (a->sliding_window <= 0) return 0;
+    return a->swa_full_every <= 0 || (l + 1) % a->swa_full_every != 0;
 }
 
 const char *sks_format_name(sks_format f) {
@@ -244,46 +251,25 @@ int sks_model_set_tensor(sks_model *m, sks_role role, int layer, sks_dtype dt, i
     return 0;
 }
 
-static int sks__expect(const sks_model *m, sks_role role, int layer, int64_t r, int64_t c, int required) {
-    const sks_tensor *t = sks_model_tensor(m, role, layer);
-    if (!t) {
-        if (!required) return 0;
-        return sks_fail(SKS_ENOTFOUND, "%s: missing tensor %s (layer %d) for family %s", m->path,
-                        sks_role_name(role), layer, m->arch.family);
-    }
-    int64_t tr = t->shape[0], tc = t->ndim == 2 ? t->shape[1] : 1;
-    if (c == 1 && t->ndim == 2 && !(tc == 1)) goto bad;
-    if (tr != r || tc != c) goto bad;
-    return 0;
-bad:
-    return sks_fail(SKS_ESHAPE, "%s: tensor %s has shape [%lld, %lld], the architecture needs [%lld, %lld]", m->path,
-                    t->name, (long long)tr, (long long)tc, (long long)r, (long long)c);
-}
-
+/* Every present tensor has the shape the architecture gives its role; a required one
+ * (sks__role_need) is present. */
 int sks_model_validate(const sks_model *m) {
     const sks_arch *a = &m->arch;
     int rc = sks_arch_validate(a);
     if (rc) return rc;
-    int64_t d = a->d_model, f = a->d_ffn, qd = (int64_t)a->n_heads * a->head_dim,
-            kd = (int64_t)a->n_kv_heads * a->head_dim, V = a->vocab_size, dh = a->head_dim;
-    if ((rc = sks__expect(m, SKS_ROLE_EMBED, -1, V, d, 1))) return rc;
-    if ((rc = sks__expect(m, SKS_ROLE_FINAL_NORM, -1, d, 1, 1))) return rc;
-    if ((rc = sks__expect(m, SKS_ROLE_LM_HEAD, -1, V, d, !a->tied_embeddings))) return rc;
-    for (int l = 0; l < a->n_layers; l++) {
-        if ((rc = sks__expect(m, SKS_ROLE_ATTN_NORM, l, d, 1, 1))) return rc;
-        if ((rc = sks__expect(m, SKS_ROLE_WQ, l, qd, d, 1))) return rc;
-        if ((rc = sks__expect(m, SKS_ROLE_WK, l, kd, d, 1))) return rc;
-        if ((rc = sks__expect(m, SKS_ROLE_WV, l, kd, d, 1))) return rc;
-        if ((rc = sks__expect(m, SKS_ROLE_WO, l, d, qd, 1))) return rc;
-        if ((rc = sks__expect(m, SKS_ROLE_BQ, l, qd, 1, a->has_qkv_bias))) return rc;
-        if ((rc = sks__expect(m, SKS_ROLE_BK, l, kd, 1, a->has_qkv_bias))) return rc;
-        if ((rc = sks__expect(m, SKS_ROLE_BV, l, kd, 1, a->has_qkv_bias))) return rc;
-        if ((rc = sks__expect(m, SKS_ROLE_Q_NORM, l, dh, 1, a->has_qk_norm))) return rc;
-        if ((rc = sks__expect(m, SKS_ROLE_K_NORM, l, dh, 1, a->has_qk_norm))) return rc;
-        if ((rc = sks__expect(m, SKS_ROLE_FFN_NORM, l, d, 1, 1))) return rc;
-        if ((rc = sks__expect(m, SKS_ROLE_W_GATE, l, f, d, 1))) return rc;
-        if ((rc = sks__expect(m, SKS_ROLE_W_UP, l, f, d, 1))) return rc;
-        if ((rc = sks__expect(m, SKS_ROLE_W_DOWN, l, d, f, 1))) return rc;
+    sks_role role;
+    int layer;
+    if (sks__first_missing(m, &role, &layer))
+        return sks_fail(SKS_ENOTFOUND, "%s: missing tensor %s (layer %d) for family %s", m->path, sks_role_name(role),
+                        layer, a->family);
+    for (size_t i = 0; i < m->n_order; i++) {
+        const sks_tensor *t = sks_model_tensor(m, m->order[i].role, m->order[i].layer);
+        int64_t want[2];
+        (void)sks__role_need(a, m->order[i].role, want);
+        int64_t tr = t->shape[0], tc = t->ndim == 2 ? t->shape[1] : 1;
+        if (tr != want[0] || tc != want[1])
+            return sks_fail(SKS_ESHAPE, "%s: tensor %s has shape [%lld, %lld], the architecture needs [%lld, %lld]",
+                            m->path, t->name, (long long)tr, (long long)tc, (long long)want[0], (long long)want[1]);
     }
     return 0;
 }

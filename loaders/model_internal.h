@@ -60,6 +60,58 @@ typedef struct {
 int sks__match_tensor_name(const char *name, const sks__name_role *globals, size_t ng, const char *prefix,
                            const sks__name_role *per_layer, size_t nl, sks_role *role, long *layer);
 
+/* ---- the family table (family.c) --------------------------------------------------- */
+enum {
+    SKS__FAM_QKV_BIAS = 1 << 0,       /* q/k/v projections carry biases (Qwen2) */
+    SKS__FAM_QK_NORM = 1 << 1,        /* per-head q_norm / k_norm (Qwen3, Gemma 3) */
+    SKS__FAM_QK_NORM_FULL = 1 << 2,   /* q/k norm over the whole projection (OLMo 2) */
+    SKS__FAM_NO_INPUT_NORMS = 1 << 3, /* sublayers read the raw residual (OLMo 2) */
+    SKS__FAM_POST_NORMS = 1 << 4,     /* norms on the sublayer outputs (Gemma 2/3, OLMo 2) */
+    SKS__FAM_UNIT_OFFSET = 1 << 5,    /* HF norms scale by 1 + w (the GGUF converter adds the 1) */
+    SKS__FAM_EMBED_SCALE = 1 << 6,    /* embeddings times sqrt(d) (Gemma) */
+    SKS__FAM_GGUF_INTERLEAVED = 1 << 7 /* the GGUF converter permutes Q/K rows (llama) */
+};
+
+typedef struct {
+    const char *family;         /* sks_arch.family */
+    const char *hf_arch;        /* config.json architectures[0] */
+    const char *hf_arch_alt;    /* a second class name of the same text model, or NULL */
+    const char *hf_model_type;  /* config.json model_type */
+    const char *gguf_arch;      /* GGUF general.architecture, or NULL */
+    unsigned flags;             /* SKS__FAM_* */
+    sks_act_kind act;           /* activation when the config names none */
+    int swa_full_every;         /* sliding-window layer pattern (sks_arch.swa_full_every) */
+    const char *hf_prefix;      /* layer prefix: "model.layers." */
+    const sks__name_role *hf_globals;
+    size_t n_hf_globals;
+    const sks__name_role *hf_layer; /* names after "<prefix><layer>.": projections, FFN */
+    size_t n_hf_layer;
+    const sks__name_role *hf_norms; /* the same for the norms around the sublayers */
+    size_t n_hf_norms;
+} sks__family;
+
+/* The row for an HF class name (or, when arch is NULL, a model_type), a GGUF
+ * architecture name, or an sks_arch.family name; NULL if none. */
+const sks__family *sks__family_hf(const char *arch, const char *model_type);
+const sks__family *sks__family_gguf(const char *gguf_arch);
+const sks__family *sks__family_named(const char *family);
+/* Comma-separated list of what the table reads ("LlamaForCausalLM, ..." or "llama, ..."). */
+const char *sks__family_hf_list(void);
+const char *sks__family_gguf_list(void);
+/* Family name, flags and traits of the row, for a file of format fmt. */
+void sks__family_apply(const sks__family *fam, sks_format fmt, sks_arch *a);
+/* (role, layer) of an HF / GGUF tensor name for the family: 1 if known, 0 otherwise. */
+int sks__family_hf_role(const sks__family *fam, const char *name, sks_role *role, long *layer);
+int sks__family_gguf_role(const char *name, sks_role *role, long *layer);
+/* The file's name of (role, layer), for messages. */
+void sks__family_hf_name(const sks__family *fam, sks_role role, int layer, char *out, size_t n);
+void sks__family_gguf_name(sks_role role, int layer, char *out, size_t n);
+/* Required roles: 1 if a needs (role, any layer), 0 if the role is optional or unused;
+ * shape gets the (rows, cols) the tensor must have when present (cols 1 for vectors). */
+int sks__role_need(const sks_arch *a, sks_role role, int64_t shape[2]);
+/* 1 and the first required (role, layer) that m lacks; 0 when none is missing. */
+int sks__first_missing(const sks_model *m, sks_role *role, int *layer);
+
 /* Format openers (safetensors.c, gguf.c, llama2c.c). Each fills a validated model. */
 int sks__open_safetensors(const char *path, sks_model **out); /* file or directory */
 int sks__open_gguf(const char *path, sks_model **out);

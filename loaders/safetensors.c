@@ -184,32 +184,6 @@ out:
     return rc;
 }
 
-/* ---- names -> roles ------------------------------------------------------------------ */
-
-static const sks__name_role sks__hf_layer_names[] = {
-    {"input_layernorm.weight", SKS_ROLE_ATTN_NORM},  {"self_attn.q_proj.weight", SKS_ROLE_WQ},
-    {"self_attn.k_proj.weight", SKS_ROLE_WK},        {"self_attn.v_proj.weight", SKS_ROLE_WV},
-    {"self_attn.o_proj.weight", SKS_ROLE_WO},        {"self_attn.q_proj.bias", SKS_ROLE_BQ},
-    {"self_attn.k_proj.bias", SKS_ROLE_BK},          {"self_attn.v_proj.bias", SKS_ROLE_BV},
-    {"self_attn.q_norm.weight", SKS_ROLE_Q_NORM},    {"self_attn.k_norm.weight", SKS_ROLE_K_NORM},
-    {"post_attention_layernorm.weight", SKS_ROLE_FFN_NORM}, {"mlp.gate_proj.weight", SKS_ROLE_W_GATE},
-    {"mlp.up_proj.weight", SKS_ROLE_W_UP},           {"mlp.down_proj.weight", SKS_ROLE_W_DOWN},
-};
-
-static const sks__name_role sks__hf_global_names[] = {
-    {"model.embed_tokens.weight", SKS_ROLE_EMBED},
-    {"model.norm.weight", SKS_ROLE_FINAL_NORM},
-    {"lm_head.weight", SKS_ROLE_LM_HEAD},
-};
-
-/* 1 and (role, layer) for a known HF name; 0 for an unknown one. layer may be out of
- * range (checked by the caller against the config). */
-static int sks__hf_role(const char *name, sks_role *role, long *layer) {
-    return sks__match_tensor_name(name, sks__hf_global_names, sizeof sks__hf_global_names / sizeof sks__hf_global_names[0],
-                                  "model.layers.", sks__hf_layer_names,
-                                  sizeof sks__hf_layer_names / sizeof sks__hf_layer_names[0], role, layer);
-}
-
 /* ---- opening -------------------------------------------------------------------------- */
 
 static char *sks__join(const char *dir, const char *name) {
@@ -237,6 +211,8 @@ static int sks__exists(const char *path) {
 /* Map one shard, parse its header and attach its known tensors to m. Entries that are
  * also named in the weight map are checked against it by the caller via *hdr. */
 static int sks__st_add_shard(sks_model *m, const char *file, sks__st_header *hdr) {
+    const sks__family *fam = sks__family_named(m->arch.family);
+    if (!fam) return sks_fail(SKS_EUNSUPPORTED, "%s: family %s has no tensor-name map", file, m->arch.family);
     void *addr;
     size_t size;
     memset(hdr, 0, sizeof *hdr);
@@ -255,7 +231,7 @@ static int sks__st_add_shard(sks_model *m, const char *file, sks__st_header *hdr
         const sks__st_entry *e = &hdr->e[i];
         sks_role role;
         long layer;
-        if (!sks__hf_role(e->name, &role, &layer)) {
+        if (!sks__family_hf_role(fam, e->name, &role, &layer)) {
             sks_log(SKS_LOG_DEBUG, "%s: ignoring tensor %s", file, e->name);
             continue;
         }
@@ -406,40 +382,19 @@ out:
     return rc;
 }
 
-/* The config promises shapes; a tensor of another shape means the two files disagree. */
-/* The HF name of (role, layer), for messages. */
-static void sks__hf_name(sks_role role, int layer, char *out, size_t n) {
-    if (role == SKS_ROLE_EMBED) snprintf(out, n, "model.embed_tokens.weight");
-    else if (role == SKS_ROLE_FINAL_NORM) snprintf(out, n, "model.norm.weight");
-    else if (role == SKS_ROLE_LM_HEAD) snprintf(out, n, "lm_head.weight");
-    else {
-        for (size_t i = 0; i < sizeof sks__hf_layer_names / sizeof sks__hf_layer_names[0]; i++)
-            if (sks__hf_layer_names[i].role == role) {
-                snprintf(out, n, "model.layers.%d.%s", layer, sks__hf_layer_names[i].name);
-                return;
-            }
-        snprintf(out, n, "%s", sks_role_name(role));
-    }
-}
-
+/* The config promises roles and shapes; a missing tensor or one of another shape means
+ * the two files disagree. */
 static int sks__st_validate(sks_model *m, const char *config) {
     /* Name a missing tensor as the file would (model.layers.3.mlp.up_proj.weight). */
     const sks_arch *a = &m->arch;
-    for (int r = 0; r < SKS_ROLE_COUNT; r++) {
-        sks_role role = (sks_role)r;
-        int need = !(role == SKS_ROLE_LM_HEAD || role == SKS_ROLE_BQ || role == SKS_ROLE_BK || role == SKS_ROLE_BV ||
-                     role == SKS_ROLE_Q_NORM || role == SKS_ROLE_K_NORM);
-        if (role == SKS_ROLE_BQ || role == SKS_ROLE_BK || role == SKS_ROLE_BV) need = a->has_qkv_bias;
-        if (role == SKS_ROLE_Q_NORM || role == SKS_ROLE_K_NORM) need = a->has_qk_norm;
-        if (!need) continue;
-        int l0 = sks_role_is_per_layer(role) ? 0 : -1, l1 = sks_role_is_per_layer(role) ? a->n_layers : 0;
-        for (int l = l0; l < l1; l++) {
-            if (sks_model_tensor(m, role, l)) continue;
-            char nm[160];
-            sks__hf_name(role, l, nm, sizeof nm);
-            return sks_fail(SKS_ECONFIG, "%s disagrees with the tensors: %s (%s) is missing for family %s with %d layers",
-                            config, nm, sks_role_name(role), a->family, a->n_layers);
-        }
+    const sks__family *fam = sks__family_named(a->family);
+    sks_role role;
+    int l;
+    if (fam && sks__first_missing(m, &role, &l)) {
+        char nm[160];
+        sks__family_hf_name(fam, role, l, nm, sizeof nm);
+        return sks_fail(SKS_ECONFIG, "%s disagrees with the tensors: %s (%s) is missing for family %s with %d layers",
+                        config, nm, sks_role_name(role), a->family, a->n_layers);
     }
     int rc = sks_model_validate(m);
     if (rc == SKS_ESHAPE || rc == SKS_ENOTFOUND) {

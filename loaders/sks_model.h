@@ -108,14 +108,17 @@ typedef enum {
     SKS_ROLE_BQ,         /* (H*dh)      q_proj.bias (qwen2) */
     SKS_ROLE_BK,         /* (Hkv*dh)    k_proj.bias (qwen2) */
     SKS_ROLE_BV,         /* (Hkv*dh)    v_proj.bias (qwen2) */
-    SKS_ROLE_Q_NORM,     /* (dh)        q_norm.weight (qwen3) */
-    SKS_ROLE_K_NORM,     /* (dh)        k_norm.weight (qwen3) */
-    SKS_ROLE_FFN_NORM,   /* (d)         post_attention_layernorm.weight (gamma_ffn) */
+    SKS_ROLE_Q_NORM,     /* (dh)        q_norm.weight (qwen3, gemma3; OLMo 2: (H*dh)) */
+    SKS_ROLE_K_NORM,     /* (dh)        k_norm.weight (qwen3, gemma3; OLMo 2: (Hkv*dh)) */
+    SKS_ROLE_FFN_NORM,   /* (d)         post_attention_layernorm.weight (gamma_ffn; Gemma 2/3:
+                                        pre_feedforward_layernorm) */
     SKS_ROLE_W_GATE,     /* (f, d)      mlp.gate_proj.weight */
     SKS_ROLE_W_UP,       /* (f, d)      mlp.up_proj.weight */
     SKS_ROLE_W_DOWN,     /* (d, f)      mlp.down_proj.weight */
     SKS_ROLE_FINAL_NORM, /* (d)         model.norm.weight */
     SKS_ROLE_LM_HEAD,    /* (V, d)      lm_head.weight (absent when tied) */
+    SKS_ROLE_POST_ATTN_NORM, /* (d)     norm on the attention output (Gemma 2/3, OLMo 2) */
+    SKS_ROLE_POST_FFN_NORM,  /* (d)     norm on the FFN output (Gemma 2/3, OLMo 2) */
     SKS_ROLE_COUNT
 } sks_role;
 
@@ -169,6 +172,9 @@ void sks_q8_0_to_f32(const void *in, float *out, size_t n);
 void sks_q4_0_to_f32(const void *in, float *out, size_t n);
 
 typedef enum { SKS_ROPE_SCALING_NONE = 0, SKS_ROPE_SCALING_LLAMA3, SKS_ROPE_SCALING_LINEAR } sks_rope_scaling_type;
+/* The FFN's activation: SiLU (SwiGLU) or the tanh approximation of GELU (GeGLU). */
+typedef enum { SKS_ACT_SILU = 0, SKS_ACT_GELU_TANH } sks_act_kind;
+const char *sks_act_name(sks_act_kind k); /* "silu", "gelu_tanh" */
 
 typedef struct {
     char family[16];      /* "llama", "mistral", "qwen2", "qwen3" */
@@ -188,9 +194,29 @@ typedef struct {
     int rope_original_max_pos;
     int tied_embeddings;  /* classifier reuses EMBED */
     int has_qkv_bias;
-    int has_qk_norm;
+    int has_qk_norm;      /* q_norm / k_norm: per head (dh), or over the whole projection */
+    int qk_norm_full;     /* 1: q/k norm over H*dh and Hkv*dh before the head split (OLMo 2) */
     int bos_id, eos_id;   /* -1 if unknown */
+    /* Family traits (zero = Llama). h_{b+1} = h_b + post_b(F_b(pre_b(h_b))), SPEC section 6. */
+    sks_act_kind act;     /* FFN activation */
+    int no_input_norms;   /* 1: attention and FFN read the raw residual (OLMo 2) */
+    int has_post_norms;   /* 1: POST_ATTN_NORM / POST_FFN_NORM rescale each sublayer's output */
+    int norm_unit_offset; /* 1: norms scale by (1 + w) (Gemma in HF files; GGUF stores 1 + w) */
+    int embed_scale;      /* 1: embeddings times sqrt(d) rounded to the embedding's dtype (Gemma) */
+    double query_pre_attn_scalar; /* scores scaled by its -1/2 power; 0: head_dim */
+    double attn_softcap;  /* scores -> c tanh(s / c) before the mask; 0: none */
+    double final_softcap; /* logits -> c tanh(z / c); 0: none */
+    int sliding_window;   /* keys j > i - window on sliding layers; 0: full attention */
+    int swa_full_every;   /* with a window: layer l has full attention when (l + 1) % n == 0;
+                             0: every layer slides (Mistral) */
+    double rope_theta_local; /* RoPE base of sliding layers (Gemma 3); 0: rope_theta */
 } sks_arch;
+
+/* 1 if layer l of a uses the sliding window. */
+int sks_arch_layer_sliding(const sks_arch *a, int l);
+/* Family table lookups (loaders/family.c): fill family, flags and traits of a known
+ * family; SKS_EUNSUPPORTED (message naming what is read) for an unknown name. */
+int sks_arch_set_family(sks_arch *a, const char *family);
 
 typedef enum { SKS_FMT_MEMORY = 0, SKS_FMT_SAFETENSORS, SKS_FMT_GGUF, SKS_FMT_LLAMA2C } sks_format;
 const char *sks_format_name(sks_format f);
