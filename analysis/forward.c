@@ -60,7 +60,9 @@ struct sks_forward {
     float *q_pre;    /* (max_T, qd) lazily, for on_qk */
     float *k_pre;    /* (max_T, kd) lazily, for on_qk */
     float *vec;      /* (max(d, qd, kd)) a norm weight or a bias */
-    float *vec2;     /* (dh) second norm weight (k_norm) */
+    float *vec2;     /* (max(dh, kd)) second norm weight (k_norm) */
+    int window;      /* the current layer's sliding window (0: full causal) */
+    float score_scale; /* 1 / sqrt(query_pre_attn_scalar or dh) */
     float *ws;       /* (ws_floats) weight rows converted to f32 */
     size_t ws_floats;
     float *rope_cos; /* (max_T, dh/2) cos(p * inv_freq_i) */
@@ -125,10 +127,12 @@ static void sks__rmsnorm(const float *x, int64_t ldx, float *out, int64_t ldo, c
     }
 }
 
-static int sks__vec(const sks_model *m, sks_role role, int layer, float *out) {
-    const sks_tensor *t = sks_model_tensor(m, role, layer);
+
+/* A norm's gain: its weight, or 1 + w (f32) for Gemma's (1 + w) norms. */
+static int sks__gain(const sks_forward *f, sks_role role, int layer, float *out) {
+    const sks_tensor *t = sks_model_tensor(f->m, role, layer);
     if (!t) return sks_fail(SKS_ENOTFOUND, "forward: missing %s of layer %d", sks_role_name(role), layer);
-    return sks_tensor_rows_f32(t, 0, 1, out);
+    return sks_model_norm_gain(f->m, role, layer, out, sks_tensor_rows(t));
 }
 
 static const sks_tensor *sks__mat(const sks_model *m, sks_role role, int layer) {
@@ -249,7 +253,8 @@ int sks_forward_new(const sks_model *m, int max_T, sks_forward **out) {
     f->gate = sks_malloc_n(T, (size_t)f->f * sizeof(float));
     f->up = sks_malloc_n(T, (size_t)f->f * sizeof(float));
     f->vec = sks_malloc_n((size_t)vmax, sizeof(float));
-    f->vec2 = sks_malloc_n((size_t)f->dh, sizeof(float));
+    f->vec2 = sks_malloc_n((size_t)(f->kd > f->dh ? f->kd : f->dh), sizeof(float));
+    f->score_scale = (float)(1.0 / sqrt(a->query_pre_attn_scalar > 0 ? a->query_pre_attn_scalar : (double)f->dh));
     int64_t maxin = f->d > f->f ? f->d : f->f;
     if (f->qd > maxin) maxin = f->qd;
     f->ws_floats = SKS__WS_FLOATS > (size_t)maxin ? SKS__WS_FLOATS : (size_t)maxin;
@@ -296,14 +301,18 @@ uint64_t sks_forward_bytes(const sks_arch *a, int max_T) {
 /* ---- one pass ----------------------------------------------------------------------- */
 
 /* Softmax over rows i0..i1-1 (S points at row i0, row stride ld), row i restricted to
- * j <= p0 + i; entries after it, up to Tk, are set to 0. With a key window (window > 0)
- * the keys [n_sink, p0 + i + 1 - window) are masked too (set to 0, left out of the max
- * and the sum). Max-subtracted; exp in f32 (one call per entry), the sum in f64. */
+ * j0 <= j <= p0 + i, j0 = p0 + i - fam_window + 1 with the family's sliding window (else
+ * 0); entries outside, up to Tk, are set to 0. With a key window (window > 0) the keys
+ * [n_sink, p0 + i + 1 - window) are masked too (set to 0, left out of the max and the
+ * sum). With a softcap c the scores first become c tanh(s / c). Max-subtracted; exp in
+ * f32 (one call per entry), the sum in f64. */
 static void sks__softmax_causal(float *S, int64_t ld, int64_t i0, int64_t i1, int64_t Tk, int p0, int window,
-                                int n_sink) {
+                                int n_sink, int fam_window, float softcap) {
     for (int64_t i = i0; i < i1; i++) {
         float *r = S + (i - i0) * ld;
-        int64_t n = p0 + i + 1;
+        int64_t n = p0 + i + 1, j0 = fam_window > 0 && n > fam_window ? n - fam_window : 0;
+        if (softcap > 0)
+            for (int64_t j = j0; j < n; j++) r[j] = softcap * tanhf(r[j] / softcap);
         int64_t lo = n, hi = n; /* masked keys [lo, hi) */
         if (window > 0 && n - window > n_sink) {
             lo = n_sink;
@@ -311,16 +320,17 @@ static void sks__softmax_causal(float *S, int64_t ld, int64_t i0, int64_t i1, in
             for (int64_t j = lo; j < hi; j++) r[j] = -INFINITY;
         }
         float mx = -INFINITY;
-        for (int64_t j = 0; j < n; j++)
+        for (int64_t j = j0; j < n; j++)
             if (r[j] > mx) mx = r[j];
         double sum = 0;
-        for (int64_t j = 0; j < n; j++) {
+        for (int64_t j = j0; j < n; j++) {
             float e = j >= lo && j < hi ? 0.0f : expf(r[j] - mx);
             r[j] = e;
             sum += e;
         }
         float inv = (float)(1.0 / sum);
-        for (int64_t j = 0; j < n; j++) r[j] *= inv;
+        for (int64_t j = 0; j < j0; j++) r[j] = 0.0f;
+        for (int64_t j = j0; j < n; j++) r[j] *= inv;
         for (int64_t j = n; j < Tk; j++) r[j] = 0.0f;
     }
 }
@@ -328,13 +338,15 @@ static void sks__softmax_causal(float *S, int64_t ld, int64_t i0, int64_t i1, in
 /* Head h of causal attention over T queries at positions p0.. and keys/values kc, vc
  * (p0+T, kd). Query rows in blocks of SKS__QBLOCK: block [i0, i1) needs keys
  * [0, p0 + i1) only, which skips most of the masked upper triangle.
- *   S = Q_h K_g^T / sqrt(dh),  A = softmax(S) (causal),  out_h = A V_g.
+ *   S = Q_h K_g^T / sqrt(dh),  A = softmax(S) (causal),  out_h = A V_g
+ * (the scale is query_pre_attn_scalar^-1/2 where the family has one; softcap and
+ * sliding window as the layer says).
  * full: S is (T, p0+T) and keeps every block (for the probabilities hook); otherwise
  * S is a (SKS__QBLOCK, p0+T) scratch reused by every block. */
 static void sks__attn_head(const sks_forward *f, int64_t h, int T, int p0, const float *kc, const float *vc, float *S,
                            int full) {
     const int64_t qd = f->qd, kd = f->kd, dh = f->dh, g = h / (f->H / f->Hkv), Tk = (int64_t)p0 + T;
-    const float scale = (float)(1.0 / sqrt((double)dh));
+    const float scale = f->score_scale;
     const sks_fwd_kv_limit *kl = f->kvl;
     const int window = kl ? kl->window : 0;
     const int n_sink = kl && (!kl->keep_sink || kl->keep_sink[(int64_t)f->kvl_layer * f->H + h]) ? kl->n_sink : 0;
@@ -343,7 +355,7 @@ static void sks__attn_head(const sks_forward *f, int64_t h, int T, int p0, const
         float *Sb = full ? S + i0 * Tk : S;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(i1 - i0), (int)nk, (int)dh, scale,
                     f->q + i0 * qd + h * dh, (int)qd, kc + g * dh, (int)kd, 0.0f, Sb, (int)Tk);
-        sks__softmax_causal(Sb, Tk, i0, i1, Tk, p0, window, n_sink);
+        sks__softmax_causal(Sb, Tk, i0, i1, Tk, p0, window, n_sink, f->window, (float)f->a.attn_softcap);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(i1 - i0), (int)dh, (int)nk, 1.0f, Sb, (int)Tk,
                     vc + g * dh, (int)kd, 0.0f, f->att + i0 * qd + h * dh, (int)qd);
     }
@@ -456,14 +468,47 @@ static void sks__addnorm(sks_forward *f, int T, float *X, const float *Y, const 
     sks__parallel(&j, T >= SKS__PAR_MIN_T_ROWS ? f->n_workers : 1);
 }
 
-/* gate <- SiLU(gate) * up over T f entries, split in nw contiguous ranges */
+/* gate <- act(gate) * up over T f entries, split in nw contiguous ranges; act is SiLU
+ * (SwiGLU) or gelu_tanh(z) = z/2 (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3))) (GeGLU). */
 static void sks__swiglu_worker(sks__job *j, int w, int nw) {
     sks_forward *f = j->f;
     int64_t n = (int64_t)j->T * f->f, a = n * w / nw, b = n * (w + 1) / nw;
+    if (f->a.act == SKS_ACT_GELU_TANH) {
+        const float k0 = 0.7978845608028654f, k1 = 0.044715f;
+        for (int64_t i = a; i < b; i++) {
+            float z = f->gate[i];
+            f->gate[i] = 0.5f * z * (1.0f + tanhf(k0 * (z + k1 * z * z * z))) * f->up[i];
+        }
+        return;
+    }
     for (int64_t i = a; i < b; i++) {
         float z = f->gate[i];
         f->gate[i] = z / (1.0f + expf(-z)) * f->up[i];
     }
+}
+
+/* The sublayer input: xn = norm(h) * gamma (role), or h itself where the family has no
+ * input norms (OLMo 2). Y, if not NULL, is first added to h. */
+static int sks__pre_norm(sks_forward *f, sks_role role, int l, int T, const float *Y) {
+    if (f->a.no_input_norms) {
+        sks__addnorm(f, T, f->x, Y, NULL);
+        memcpy(f->xn, f->x, (size_t)T * (size_t)f->d * sizeof(float));
+        return 0;
+    }
+    int rc = sks__gain(f, role, l, f->vec);
+    if (rc) return rc;
+    sks__addnorm(f, T, f->x, Y, f->vec);
+    return 0;
+}
+
+/* The sublayer output y (T, d) rescaled in place by the family's post-norm (Gemma 2/3,
+ * OLMo 2); nothing for the others. */
+static int sks__post_norm(sks_forward *f, sks_role role, int l, int T, float *y) {
+    if (!f->a.has_post_norms) return 0;
+    int rc = sks__gain(f, role, l, f->vec);
+    if (rc) return rc;
+    sks__rmsnorm(y, f->d, y, f->d, f->vec, T, f->d, f->a.norm_eps);
+    return 0;
 }
 
 /* Layer l for T tokens at positions p0..p0+T-1; kc, vc (p0+T, kd) hold the keys and
@@ -477,8 +522,8 @@ static int sks__layer(sks_forward *f, int l, int T, int p0, float *kc, float *vc
     const sks_tensor *W;
 
     /* attention */
-    if ((rc = sks__vec(m, SKS_ROLE_ATTN_NORM, l, f->vec))) return rc;
-    sks__addnorm(f, T, f->x, NULL, f->vec);
+    f->window = sks_arch_layer_sliding(&f->a, l) ? f->a.sliding_window : 0;
+    if ((rc = sks__pre_norm(f, SKS_ROLE_ATTN_NORM, l, T, NULL))) return rc;
     if (hk && hk->on_attn_in && (rc = hk->on_attn_in(hk->ud, l, f->xn, T, (int)d))) return rc;
     if (hk && hk->on_linear_in && (rc = hk->on_linear_in(hk->ud, l, SKS_FWD_LIN_ATTN, f->xn, T, (int)d))) return rc;
     f->kvl = hk && mode == SKS_FWD_CAUSAL ? hk->kv_limit : NULL;
@@ -493,10 +538,16 @@ static int sks__layer(sks_forward *f, int l, int T, int p0, float *kc, float *vc
         if (!(W = sks__mat(m, SKS_ROLE_WK, l))) return SKS_ENOTFOUND;
         if ((rc = sks_matmul_wt(W, f->xn, T, kn, f->ws, f->ws_floats))) return rc;
         if ((rc = sks__add_bias(f, SKS_ROLE_BK, l, kn, T, kd, kd))) return rc;
-        if (f->a.has_qk_norm) {
-            /* Qwen3: RMSNorm over each head (dh) with q_norm / k_norm, before RoPE */
-            if ((rc = sks__vec(m, SKS_ROLE_Q_NORM, l, f->vec))) return rc;
-            if ((rc = sks__vec(m, SKS_ROLE_K_NORM, l, f->vec2))) return rc;
+        if (f->a.has_qk_norm && f->a.qk_norm_full) {
+            /* OLMo 2: RMSNorm over the whole projection (H dh, Hkv dh), before the split */
+            if ((rc = sks__gain(f, SKS_ROLE_Q_NORM, l, f->vec))) return rc;
+            if ((rc = sks__gain(f, SKS_ROLE_K_NORM, l, f->vec2))) return rc;
+            sks__rmsnorm(f->q, qd, f->q, qd, f->vec, T, qd, eps);
+            sks__rmsnorm(kn, kd, kn, kd, f->vec2, T, kd, eps);
+        } else if (f->a.has_qk_norm) {
+            /* Qwen3, Gemma 3: RMSNorm over each head (dh) with q_norm / k_norm, before RoPE */
+            if ((rc = sks__gain(f, SKS_ROLE_Q_NORM, l, f->vec))) return rc;
+            if ((rc = sks__gain(f, SKS_ROLE_K_NORM, l, f->vec2))) return rc;
             sks__rmsnorm(f->q, dh, f->q, dh, f->vec, (int64_t)T * H, dh, eps);
             sks__rmsnorm(kn, dh, kn, dh, f->vec2, (int64_t)T * Hkv, dh, eps);
         }
@@ -563,9 +614,9 @@ static int sks__layer(sks_forward *f, int l, int T, int p0, float *kc, float *vc
     if (hk && hk->on_linear_in && (rc = hk->on_linear_in(hk->ud, l, SKS_FWD_LIN_WO, f->att, T, (int)qd))) return rc;
     if (!(W = sks__mat(m, SKS_ROLE_WO, l))) return SKS_ENOTFOUND;
     if ((rc = sks_matmul_wt(W, f->att, T, f->y, f->ws, f->ws_floats))) return rc;
-    /* h += attention output; xn = RMSNorm(h) * gamma_ffn (the norm leaves h as it is) */
-    if ((rc = sks__vec(m, SKS_ROLE_FFN_NORM, l, f->vec))) return rc;
-    sks__addnorm(f, T, f->x, f->y, f->vec);
+    /* h += post(attention output); xn = RMSNorm(h) * gamma_ffn (the norm leaves h as it is) */
+    if ((rc = sks__post_norm(f, SKS_ROLE_POST_ATTN_NORM, l, T, f->y))) return rc;
+    if ((rc = sks__pre_norm(f, SKS_ROLE_FFN_NORM, l, T, f->y))) return rc;
     if ((rc = sks__check_finite(f->x, T, d, 2 * l + 1, p0))) return rc;
     if (hk && hk->on_residual && (rc = hk->on_residual(hk->ud, 2 * l + 1, f->x, T, (int)d))) return rc;
 
@@ -585,6 +636,7 @@ static int sks__layer(sks_forward *f, int l, int T, int p0, float *kc, float *vc
     if (!(W = sks__mat(m, SKS_ROLE_W_DOWN, l))) return SKS_ENOTFOUND;
     if ((rc = sks_matmul_wt(W, f->gate, T, f->y, f->ws, f->ws_floats))) return rc;
     if (hk && hk->on_ffn_out && (rc = hk->on_ffn_out(hk->ud, l, f->y, T, (int)d))) return rc;
+    if ((rc = sks__post_norm(f, SKS_ROLE_POST_FFN_NORM, l, T, f->y))) return rc;
     sks__addnorm(f, T, f->x, f->y, NULL);
     if ((rc = sks__check_finite(f->x, T, d, 2 * l + 2, p0))) return rc;
     if (hk && hk->on_residual && (rc = hk->on_residual(hk->ud, 2 * l + 2, f->x, T, (int)d))) return rc;
@@ -610,6 +662,11 @@ static int sks__pass(sks_forward *f, const int32_t *tokens, int T, int p0, int u
         if (rc) return rc;
     }
     int rc;
+    if (f->a.embed_scale) {
+        /* Gemma: h_0 = e * sqrt(d), the factor rounded to the embedding's dtype */
+        const float s = sks_model_embed_scale(f->m);
+        for (int64_t i = 0; i < (int64_t)T * d; i++) f->x[i] *= s;
+    }
     if ((rc = sks__check_finite(f->x, T, d, 0, p0))) return rc;
     if (hk && hk->on_residual && (rc = hk->on_residual(hk->ud, 0, f->x, T, (int)d))) return rc;
     for (int l = 0; l < f->a.n_layers; l++) {
@@ -620,7 +677,7 @@ static int sks__pass(sks_forward *f, const int32_t *tokens, int T, int p0, int u
     if (!logits) return 0;
     /* logits = W_cls (RMSNorm(h) * gamma_final) */
     int64_t r0 = last_only ? T - 1 : 0, nr = last_only ? 1 : T;
-    if ((rc = sks__vec(f->m, SKS_ROLE_FINAL_NORM, -1, f->vec))) return rc;
+    if ((rc = sks__gain(f, SKS_ROLE_FINAL_NORM, -1, f->vec))) return rc;
     sks__rmsnorm(f->x + r0 * d, d, f->xn, d, f->vec, nr, d, f->a.norm_eps);
     const sks_tensor *C = sks_model_classifier(f->m);
     if (!C) return sks_fail(SKS_ENOTFOUND, "forward: model has no classifier");
@@ -629,6 +686,11 @@ static int sks__pass(sks_forward *f, const int32_t *tokens, int T, int p0, int u
         if (!isfinite(logits[i]))
             return sks_fail(SKS_ENONFINITE, "forward: non-finite logit (%s) at token %lld, vocabulary id %lld",
                             isnan(logits[i]) ? "NaN" : "Inf", (long long)(p0 + r0 + i / f->V), (long long)(i % f->V));
+    if (f->a.final_softcap > 0) {
+        /* Gemma 2: logits -> c tanh(z / c) */
+        const float c = (float)f->a.final_softcap;
+        for (int64_t i = 0; i < nr * f->V; i++) logits[i] = c * tanhf(logits[i] / c);
+    }
     return 0;
 }
 

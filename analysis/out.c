@@ -67,7 +67,7 @@ void sks_out_i32_array(sks_out *o, const int32_t *d, int nd, const int64_t *s) {
 void sks_out_model(sks_out *o, const sks_model *m) {
     const sks_arch *a = sks_model_arch(m);
     int nnf = sks_nonfinite_n_tensors();
-    sks_out_map(o, 16 + (nnf > 0));
+    sks_out_map(o, 18 + (nnf > 0));
     sks_out_kstr(o, "path", sks_model_path(m));
     sks_out_kstr(o, "format", sks_format_name(sks_model_format(m)));
     sks_out_kstr(o, "family", a->family);
@@ -84,6 +84,8 @@ void sks_out_model(sks_out *o, const sks_model *m) {
     sks_out_kbool(o, "tied_embeddings", a->tied_embeddings);
     sks_out_kbool(o, "rope_interleaved", a->rope_interleaved);
     sks_out_kbool(o, "has_qkv_bias", a->has_qkv_bias);
+    sks_out_kstr(o, "norms", sks_arch_norm_layout(a));
+    sks_out_kstr(o, "activation", sks_act_name(a->act));
     if (nnf > 0) { /* only with --allow-nonfinite: [{name, nonfinite, size}, ...] */
         sks_out_str(o, "nonfinite_tensors");
         sks_out_array(o, (size_t)nnf);

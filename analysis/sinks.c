@@ -1037,31 +1037,35 @@ int sks_sinks_run(const sks_model *m, int n_prompts, const int32_t *const *promp
             /* sum_{i != j} u_i.u_j = |sum u|^2 - n; mean over unordered pairs */
             r->cos_nonspike_mean[l] = n >= 2 ? (s2 - (double)n) / ((double)n * (double)(n - 1)) : NAN;
         }
-        /* weight-only key per KV head: k^ = W_K (gamma * n^) + b */
-        if ((rc = sks__tensor_rows(m, SKS_ROLE_ATTN_NORM, l, 0, 1, d, gamma)) ||
+        /* weight-only key per KV head: k^ = W_K (gamma * n^) + b, gamma the family's own
+         * gain (1 + w for Gemma). Without input norms (OLMo 2) there is no post-norm spike
+         * vector n^: the weight-only predictor has no counterpart and stays NaN. */
+        const int wo = !a->no_input_norms;
+        if ((wo && (rc = sks_model_norm_gain(m, SKS_ROLE_ATTN_NORM, l, gamma, d))) ||
             (rc = sks__tensor_rows(m, SKS_ROLE_WK, l, 0, kw, d, wk)) ||
             (rc = sks__tensor_rows(m, SKS_ROLE_BK, l, 0, 1, kw, bk)))
             break;
         double *kw_hat = kbar; /* (Hkv, dh) reuse */
         for (int64_t j = 0; j < kw; j++) {
             double acc = bk[j];
-            for (int c = 0; c < d; c++)
+            for (int c = 0; c < d && wo; c++)
                 if (nhat[c] != 0.0f) acc += (double)wk[(size_t)j * d + c] * gamma[c] * nhat[c];
             kw_hat[j] = acc;
         }
-        /* Qwen3: keys and queries pass a per-head RMSNorm with weights k_norm / q_norm
-         * before RoPE; k^ goes through it exactly, and since the query norm only rescales
-         * each token's q, M becomes diag(q_norm) W_Q[h] diag(gamma). */
-        const sks_tensor *knt = sks_model_tensor(m, SKS_ROLE_K_NORM, l), *qnt = sks_model_tensor(m, SKS_ROLE_Q_NORM, l);
-        if (knt && (rc = sks__tensor_rows(m, SKS_ROLE_K_NORM, l, 0, 1, dh, bk))) break;
-        if (knt)
+        /* Qwen3, Gemma 3: keys and queries pass a per-head RMSNorm with gains k_norm /
+         * q_norm before RoPE; k^ goes through it exactly, and since the query norm only
+         * rescales each token's q, M becomes diag(q_norm) W_Q[h] diag(gamma). (OLMo 2's
+         * norm over the whole projection only matters for the skipped predictor.) */
+        const int qkn = a->has_qk_norm && !a->qk_norm_full && wo;
+        if (qkn && (rc = sks_model_norm_gain(m, SKS_ROLE_K_NORM, l, bk, dh))) break;
+        if (qkn)
             for (int g = 0; g < Hkv; g++) {
                 double *v = kw_hat + (size_t)g * dh, ss = 0.0;
                 for (int i = 0; i < dh; i++) ss += v[i] * v[i];
                 double inv = 1.0 / sqrt(ss / dh + a->norm_eps);
                 for (int i = 0; i < dh; i++) v[i] *= inv * bk[i];
             }
-        if (qnt && (rc = sks__tensor_rows(m, SKS_ROLE_Q_NORM, l, 0, 1, dh, qnorm))) break;
+        if (qkn && (rc = sks_model_norm_gain(m, SKS_ROLE_Q_NORM, l, qnorm, dh))) break;
         memcpy(khat + (size_t)l * kw, kw_hat, (size_t)kw * sizeof(double));
         /* keys per KV head */
         for (int g = 0; g < Hkv; g++) {
@@ -1118,9 +1122,9 @@ int sks_sinks_run(const sks_model *m, int n_prompts, const int32_t *const *promp
             r->pred[SKS_PRED_MARGIN_NOROPE][lh] = mcnt_n[lh] ? msum_n[lh] / (double)mcnt_n[lh] : NAN;
             r->pred[SKS_PRED_WEIGHT_ONLY][lh] = NAN;
             r->weight_only_cos[lh] = NAN;
-            if (r->n_spike_channels > 0) {
+            if (r->n_spike_channels > 0 && wo) {
                 if ((rc = sks__tensor_rows(m, SKS_ROLE_WQ, l, (int64_t)h * dh, dh, d, wq))) break;
-                if (sks_model_tensor(m, SKS_ROLE_Q_NORM, l))
+                if (qkn)
                     for (int i = 0; i < dh; i++)
                         for (int c = 0; c < d; c++) wq[(size_t)i * d + c] *= qnorm[i];
                 rc = sks_sinks_weight_only(d, dh, wq, gamma, khat + (size_t)l * kw + (size_t)g * dh, o->rank_frac,

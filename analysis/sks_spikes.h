@@ -17,7 +17,11 @@
  *
  * With a forward pass over a prompt: x_spike = the FFN input at the spike token,
  * cos(x_spike, s*), the quadratic prediction x^T S_k x, the rank-one prediction
- * lambda* (s*.x)^2, the true out_k(x), and the SiLU regime. First-token map:
+ * lambda* (s*.x)^2, the true out_k(x), and the activation regime (SiLU or, for GeGLU,
+ * gelu_tanh: both are near the identity for large positive z, so S_k is the same
+ * bilinear form). Where a norm follows the FFN (Gemma 2/3, OLMo 2), lambda* and s* are
+ * those of the raw FFN, and post_gain says how much the norm rescales channel k at the
+ * spike token before it reaches the residual: why the residual spike stays bounded. First-token map:
  * W_VO[l] = sum_h W_O[:, h] W_V[g(h)]; its top left singular vector u_1 (linalg's
  * Lanczos, sks_eigs_topk, on W_O (W_V' W_V'^T) W_O^T, never the d x d product) against
  * s*. Delimiter route: n_v = gamma_attn[0] * e_v / rms(e_v) and the vocabulary ranked by
@@ -89,7 +93,13 @@ typedef struct {
     double rank1_pred;    /* lambda* (s*.x)^2 */
     double true_out;      /* out_k(x) = sum_j D_k[j] SiLU(g_j.x)(u_j.x), f64 from x */
     double true_out_fwd;  /* the forward pass's own f32 FFN output at (token, k) */
-    double silu_regime;   /* sum_{j: |SiLU(z_j)-z_j| <= 0.05|z_j|} |z_j| / sum_j |z_j|, z = G x */
+    double silu_regime;   /* sum_{j: |act(z_j)-z_j| <= 0.05|z_j|} |z_j| / sum_j |z_j|, z = G x, act
+                             the family's activation (SiLU, or gelu_tanh for GeGLU) */
+    /* Families with a norm on the FFN output (Gemma 2/3, OLMo 2; NAN for the others):
+     * the gain it applies to channel k at the token, gamma_k / rms(y) with y the raw FFN
+     * output (d), and what reaches the residual, post_gain * true_out_fwd. */
+    double post_gain;
+    double post_out;
     double cos_x0_s;      /* cos(FFN input of this layer at position 0, s*) */
     int n_wvo;            /* layer + 1 when the first-token map ran, else 0 */
     double *cos_wvo;      /* (n_wvo) |cos(u_1(W_VO[l']), s*)| for l' = 0..layer */
@@ -177,7 +187,8 @@ int sks_spikes_default_selection(const sks_model *m, const int32_t *tokens, int 
 /* Top left singular vector and value of W_VO[layer] (d), computed from the factors. */
 int sks_spikes_wvo_top(sks_spikes *s, int layer, double *u1, double *sigma1);
 
-/* Delimiter route over the whole vocabulary. */
+/* Delimiter route over the whole vocabulary: n_v = gamma_attn[0] * s e_v / rms(s e_v),
+ * gamma the family's gain (1 + w for Gemma), s its embedding scale. */
 typedef struct {
     int n_vocab;
     double median_norm;   /* median_v ||n_v|| */
@@ -185,7 +196,13 @@ typedef struct {
     int n_top;
     int *top_ids;         /* (n_top) by descending ratio */
     double *top_ratio;    /* (n_top) */
+    /* 1 when the family has no input norm (OLMo 2): the attention of layer 0 reads the
+     * raw embedding, the RMSNorm sparsification step has no counterpart and nothing is
+     * ranked (n_vocab = n_top = 0); sks_spikes_no_input_norm_note says so. */
+    int no_input_norm;
 } sks_delim_result;
+/* The sentence the outputs carry for a family without input norms (OLMo 2). */
+extern const char sks_spikes_no_input_norm_note[];
 int sks_spikes_delimiter(sks_spikes *s, int n_top, sks_delim_result *out);
 void sks_delim_result_free(sks_delim_result *r);
 

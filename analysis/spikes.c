@@ -295,7 +295,11 @@ static int sks__cmp_kv_desc(const void *a, const void *b) {
     return ((const sks__kv *)a)->idx - ((const sks__kv *)b)->idx;
 }
 
-static double sks__silu(double z) { return z / (1.0 + exp(-z)); }
+/* The FFN activation of the family: SiLU, or the tanh approximation of GELU. */
+static double sks__act(sks_act_kind k, double z) {
+    if (k == SKS_ACT_GELU_TANH) return 0.5 * z * (1.0 + tanh(0.7978845608028654 * (z + 0.044715 * z * z * z)));
+    return z / (1.0 + exp(-z));
+}
 
 void sks_spikes_layer_result_free(sks_spikes_layer_result *r) {
     if (!r) return;
@@ -553,6 +557,7 @@ static int sks__layer_forward_metrics(sks_spikes *s, sks_spikes_layer_result *ou
     double *x = sks_malloc_n((size_t)d, sizeof *x), *x0 = sks_malloc_n((size_t)d, sizeof *x0);
     double *zg = sks_malloc_n((size_t)f, sizeof *zg), *zu = sks_malloc_n((size_t)f, sizeof *zu);
     double *zg0 = sks_malloc_n((size_t)f, sizeof *zg0), *zu0 = sks_malloc_n((size_t)f, sizeof *zu0);
+    float *post = NULL; /* the post-FFN norm's gain (Gemma 2/3, OLMo 2) */
     int rc = 0;
     if (!x || !x0 || !zg || !zu || !zg0 || !zu0) {
         rc = sks_fail(SKS_ENOMEM, "%s: out of memory", __func__);
@@ -560,6 +565,13 @@ static int sks__layer_forward_metrics(sks_spikes *s, sks_spikes_layer_result *ou
     }
     const float *in = s->ffn_in + (size_t)layer * T * d;
     const float *outp = s->ffn_out + (size_t)layer * T * d;
+    if (sks_model_arch(s->m)->has_post_norms) {
+        if (!(post = sks_malloc_n((size_t)d, sizeof *post))) {
+            rc = sks_fail(SKS_ENOMEM, "%s: out of memory", __func__);
+            goto done;
+        }
+        if ((rc = sks_model_norm_gain(s->m, SKS_ROLE_POST_FFN_NORM, layer, post, d))) goto done;
+    }
     sks__gate_up(s, in, x0, zg0, zu0); /* position 0 */
     int have_tok = -1;
     for (int i = 0; i < out->n_channels; i++) {
@@ -595,20 +607,30 @@ static int sks__layer_forward_metrics(sks_spikes *s, sks_spikes_layer_result *ou
         c->cos_x0_s = xn0 > 0 ? cblas_ddot(d, c->s_star, 1, x0, 1) / xn0 : NAN;
         c->rank1_pred = c->eigenvalues[0] * sx * sx;
         const float *Dk = s->D32 + (size_t)k * f;
+        const sks_act_kind act = sks_model_arch(s->m)->act;
         double quad = 0, tru = 0, in_mass = 0, all_mass = 0;
         for (int j = 0; j < f; j++) {
+            double az = fabs(g[j]), ag = sks__act(act, g[j]);
             quad += (double)Dk[j] * g[j] * u[j];
-            tru += (double)Dk[j] * sks__silu(g[j]) * u[j];
-            double az = fabs(g[j]);
+            tru += (double)Dk[j] * ag * u[j];
             all_mass += az;
-            if (fabs(sks__silu(g[j]) - g[j]) <= 0.05 * az) in_mass += az;
+            if (fabs(ag - g[j]) <= 0.05 * az) in_mass += az;
         }
         c->quad_pred = quad;
         c->true_out = tru;
         c->true_out_fwd = outp[(size_t)c->token * d + k];
         c->silu_regime = all_mass > 0 ? in_mass / all_mass : NAN;
+        c->post_gain = c->post_out = NAN;
+        if (post) {
+            const float *y = outp + (size_t)c->token * d;
+            double ss = 0;
+            for (int j = 0; j < d; j++) ss += (double)y[j] * y[j];
+            c->post_gain = (double)post[k] / sqrt(ss / d + sks_model_arch(s->m)->norm_eps);
+            c->post_out = c->post_gain * c->true_out_fwd;
+        }
     }
 done:
+    free(post);
     free(x);
     free(x0);
     free(zg);
@@ -737,6 +759,7 @@ int sks_spikes_layer_split(sks_spikes *s, int layer, const int *ch, const int *s
         c->frobenius = out->frobenius[c->channel];
         c->trace = out->trace[c->channel];
         c->x_norm = c->cos_x_s = c->quad_pred = c->rank1_pred = c->true_out = c->true_out_fwd = NAN;
+        c->post_gain = c->post_out = NAN;
         c->silu_regime = c->cos_x0_s = NAN;
         if (!s->T) c->token = -1;
     }
@@ -983,12 +1006,21 @@ void sks_delim_result_free(sks_delim_result *r) {
 
 /* n_v = gamma_attn[0] * e_v / rms(e_v), rms(e) = sqrt(mean(e^2) + eps): the attention
  * input of layer 0 for token v at any position. */
+const char sks_spikes_no_input_norm_note[] =
+    "no input norm: attention and FFN read the raw residual, so the RMSNorm sparsification step (delimiter route, "
+    "post-norm spike vector) has no counterpart in this family";
+
 int sks_spikes_delimiter(sks_spikes *s, int n_top, sks_delim_result *out) {
     memset(out, 0, sizeof *out);
     const sks_arch *a = sks_model_arch(s->m);
     const int d = s->d, V = s->V;
+    if (a->no_input_norms) {
+        out->no_input_norm = 1;
+        return 0;
+    }
     const sks_tensor *te = sks__need(s->m, SKS_ROLE_EMBED, -1, V, d);
     const sks_tensor *tg = sks_model_tensor(s->m, SKS_ROLE_ATTN_NORM, 0);
+    const float es = sks_model_embed_scale(s->m);
     if (!te) return SKS_ENOTFOUND;
     if (!tg || sks_tensor_cols(tg) != d) return sks_fail(SKS_ENOTFOUND, "%s: no attn_norm of layer 0", sks_model_path(s->m));
     const int blk = 256;
@@ -1000,7 +1032,7 @@ int sks_spikes_delimiter(sks_spikes *s, int n_top, sks_delim_result *out) {
         rc = sks_fail(SKS_ENOMEM, "%s: out of memory", __func__);
         goto done;
     }
-    rc = sks_tensor_rows_f32(tg, 0, 1, gam);
+    rc = sks_model_norm_gain(s->m, SKS_ROLE_ATTN_NORM, 0, gam, d);
     for (int v0 = 0; v0 < V && !rc; v0 += blk) {
         int nb = V - v0 < blk ? V - v0 : blk;
         rc = sks_tensor_rows_f32(te, v0, nb, E);
@@ -1008,8 +1040,9 @@ int sks_spikes_delimiter(sks_spikes *s, int n_top, sks_delim_result *out) {
             const float *e = E + (size_t)i * d;
             double ss = 0, gs = 0;
             for (int c = 0; c < d; c++) {
-                ss += (double)e[c] * e[c];
-                double g = (double)gam[c] * e[c];
+                double ec = (double)(e[c] * es);
+                ss += ec * ec;
+                double g = (double)gam[c] * ec;
                 gs += g * g;
             }
             double rms = sqrt(ss / d + a->norm_eps);
@@ -1066,7 +1099,7 @@ static void sks__out_sources(sks_out *o, int bits) {
 }
 
 static void sks__out_channel(sks_out *o, const sks_spike_channel *c, int d) {
-    sks_out_map(o, 23);
+    sks_out_map(o, 25);
     sks_out_kint(o, "channel", c->channel);
     sks_out_str(o, "source");
     sks__out_sources(o, c->source);
@@ -1092,6 +1125,8 @@ static void sks__out_channel(sks_out *o, const sks_spike_channel *c, int d) {
     sks_out_kf64(o, "true_out", c->true_out);
     sks_out_kf64(o, "true_out_fwd", c->true_out_fwd);
     sks_out_kf64(o, "silu_regime", c->silu_regime);
+    sks_out_kf64(o, "post_gain", c->post_gain);
+    sks_out_kf64(o, "post_out", c->post_out);
     sks_out_kf64(o, "cos_x0_s", c->cos_x0_s);
     sks_out_str(o, "cos_wvo");
     if (c->n_wvo > 0)
@@ -1179,7 +1214,8 @@ int sks_spikes_write(const sks_spikes_report *rep, const sks_model *m, const sks
     if (rep->delim) {
         const sks_delim_result *D = rep->delim;
         int64_t V = D->n_vocab;
-        sks_out_map(&o, 3);
+        sks_out_map(&o, D->no_input_norm ? 4 : 3);
+        if (D->no_input_norm) sks_out_kstr(&o, "note", sks_spikes_no_input_norm_note);
         sks_out_kf64(&o, "median_norm", D->median_norm);
         sks_out_str(&o, "ratio");
         sks_out_f32_array(&o, D->ratio, 1, &V);

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -30,6 +31,33 @@ const char *sks_act_name(sks_act_kind k) { return k == SKS_ACT_GELU_TANH ? "gelu
 int sks_arch_layer_sliding(const sks_arch *a, int l) {
     if (a->sliding_window <= 0) return 0;
     return a->swa_full_every <= 0 || (l + 1) % a->swa_full_every != 0;
+}
+
+const char *sks_arch_norm_layout(const sks_arch *a) {
+    if (a->no_input_norms) return "post";
+    return a->has_post_norms ? "sandwich" : "pre";
+}
+
+int sks_model_norm_gain(const sks_model *m, sks_role role, int layer, float *out, int64_t n) {
+    const sks_tensor *t = sks_model_tensor(m, role, layer);
+    if (!t) return sks_fail(SKS_ENOTFOUND, "%s: no %s for layer %d", m->path, sks_role_name(role), layer);
+    if (sks_tensor_rows(t) != n || t->ndim != 1)
+        return sks_fail(SKS_ESHAPE, "%s: %s has %lld entries, want %lld", m->path, t->name, (long long)sks_tensor_rows(t),
+                        (long long)n);
+    int rc = sks_tensor_rows_f32(t, 0, 1, out);
+    if (rc || !m->arch.norm_unit_offset) return rc;
+    for (int64_t c = 0; c < n; c++) out[c] = 1.0f + out[c];
+    return 0;
+}
+
+float sks_model_embed_scale(const sks_model *m) {
+    if (!m->arch.embed_scale) return 1.0f;
+    float s = (float)sqrt((double)m->arch.d_model);
+    const sks_tensor *e = sks_model_tensor(m, SKS_ROLE_EMBED, -1);
+    uint16_t h;
+    if (e && e->dtype == SKS_DT_BF16) h = sks_f32_to_bf16(s), sks_bf16_to_f32_ref(&h, &s, 1);
+    else if (e && e->dtype == SKS_DT_F16) h = sks_f32_to_f16(s), sks_f16_to_f32_ref(&h, &s, 1);
+    return s;
 }
 
 const char *sks_format_name(sks_format f) {

@@ -268,6 +268,16 @@ int sks_model_set_tensor(sks_model *m, sks_role role, int layer, sks_dtype dt,
                          int ndim, const int64_t shape[2], const void *data, const char *name);
 int sks_model_validate(const sks_model *m);
 
+/* A norm's effective gain, n floats: the weight w, or 1 + w (f32) where the family
+ * scales by (1 + w) (Gemma in HF files). SKS_ENOTFOUND when the model has no such norm. */
+int sks_model_norm_gain(const sks_model *m, sks_role role, int layer, float *out, int64_t n);
+/* The factor on the embeddings: sqrt(d) rounded to the embedding's dtype (f32 for the
+ * quantized ones) where the family scales them (Gemma), else 1. */
+float sks_model_embed_scale(const sks_model *m);
+/* Where the family's norms sit: "pre" (before each sublayer), "sandwich" (before and
+ * after), "post" (after only: the sublayers read the raw residual). */
+const char *sks_arch_norm_layout(const sks_arch *a);
+
 /* Helpers */
 int sks_arch_validate(const sks_arch *a); /* positive sizes, H % Hkv == 0, ... */
 
