@@ -39,9 +39,9 @@ void sks_spikes_layer_pack(sks_out *o, const sks_spikes_layer_result *r) {
         sks_out_int(o, c->sign_from_input);
         sks_out_int(o, c->token);
         sks_out_int(o, c->n_wvo);
-        double sc[13] = {c->frobenius, c->trace,      c->dominance, c->energy_fraction, c->x_norm,
+        double sc[15] = {c->frobenius, c->trace,      c->dominance, c->energy_fraction, c->x_norm,
                          c->cos_x_s,   c->quad_pred,  c->rank1_pred, c->true_out,       c->true_out_fwd,
-                         c->silu_regime, c->cos_x0_s, 0};
+                         c->silu_regime, c->cos_x0_s, c->post_gain, c->post_out,       0};
         sks_out_bin(o, sc, sizeof sc);
         sks_out_bin(o, c->eigenvalues, (size_t)c->rank * sizeof(double));
         sks_out_bin(o, c->s_star, (size_t)r->d * sizeof(double));
@@ -116,11 +116,12 @@ int sks_spikes_layer_unpack(const uint8_t *buf, size_t n, size_t *off, int d, co
             sks_mp_int(&f[4], 0, 1, &c->sign_from_input) || sks_mp_int(&f[5], -1, INT32_MAX, &c->token) ||
             sks_mp_int(&f[6], 0, r->layer + 1, &c->n_wvo))
             SKS__BAD("channels[i] integers");
-        double sc[13];
+        double sc[15];
         if (sks_mp_bin_into(&f[7], sc, sizeof sc)) SKS__BAD("channels[i] scalars");
         c->frobenius = sc[0], c->trace = sc[1], c->dominance = sc[2], c->energy_fraction = sc[3];
         c->x_norm = sc[4], c->cos_x_s = sc[5], c->quad_pred = sc[6], c->rank1_pred = sc[7];
         c->true_out = sc[8], c->true_out_fwd = sc[9], c->silu_regime = sc[10], c->cos_x0_s = sc[11];
+        c->post_gain = sc[12], c->post_out = sc[13];
         if ((bad = sks_mp_bin(&f[8], (size_t)c->rank * sizeof(double), (void **)&c->eigenvalues)) ||
             (bad = sks_mp_bin(&f[9], (size_t)d * sizeof(double), (void **)&c->s_star)) ||
             (bad = sks_mp_bin(&f[10], (size_t)c->rank * sizeof(double), (void **)&c->residuals)) ||
