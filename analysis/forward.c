@@ -67,6 +67,8 @@ struct sks_forward {
     size_t ws_floats;
     float *rope_cos; /* (max_T, dh/2) cos(p * inv_freq_i) */
     float *rope_sin; /* (max_T, dh/2) */
+    float *rope_cos_l, *rope_sin_l; /* the same for sliding layers with their own base (Gemma 3) */
+    const float *cur_cos, *cur_sin; /* the current layer's tables */
     float *kc, *vc;  /* (L, max_T, kd) KV cache, allocated by the first generate */
     float *logit1;   /* (V) last-position logits while generating */
     int n_workers;   /* threads for attention heads and SwiGLU */
@@ -156,8 +158,9 @@ static int sks__add_bias(sks_forward *f, sks_role role, int layer, float *Y, int
  * Llama 3: wavelen = 2 pi / inv_freq; wavelen < orig/high_ff: kept; wavelen > orig/low_ff:
  * inv_freq / factor; between: (1 - s) inv_freq / factor + s inv_freq with
  * s = (orig / wavelen - low_ff) / (high_ff - low_ff). Linear: inv_freq / factor. */
-static double sks__inv_freq(const sks_arch *a, int i) {
-    double inv = pow(a->rope_theta, -2.0 * (double)i / (double)a->head_dim);
+static double sks__inv_freq(const sks_arch *a, double theta, int scaled, int i) {
+    double inv = pow(theta, -2.0 * (double)i / (double)a->head_dim);
+    if (!scaled) return inv;
     if (a->rope_scaling == SKS_ROPE_SCALING_LINEAR && a->rope_factor > 0) return inv / a->rope_factor;
     if (a->rope_scaling == SKS_ROPE_SCALING_LLAMA3 && a->rope_factor > 0) {
         double orig = (double)a->rope_original_max_pos;
@@ -179,7 +182,7 @@ static void sks__rope(const sks_forward *f, float *X, int64_t T, int64_t n_heads
     const int64_t dh = f->dh, half = dh / 2, ld = n_heads * dh;
     const int inter = f->a.rope_interleaved;
     for (int64_t t = 0; t < T; t++) {
-        const float *cs = f->rope_cos + (int64_t)(p0 + t) * half, *sn = f->rope_sin + (int64_t)(p0 + t) * half;
+        const float *cs = f->cur_cos + (int64_t)(p0 + t) * half, *sn = f->cur_sin + (int64_t)(p0 + t) * half;
         for (int64_t h = 0; h < n_heads; h++) {
             float *xh = X + t * ld + h * dh;
             for (int64_t i = 0; i < half; i++) {
@@ -188,6 +191,19 @@ static void sks__rope(const sks_forward *f, float *X, int64_t T, int64_t n_heads
                 xh[i0] = x0 * cs[i] - x1 * sn[i];
                 xh[i1] = x0 * sn[i] + x1 * cs[i];
             }
+        }
+    }
+}
+
+/* cos / sin (T, dh/2) of p inv_freq_i for base theta (scaled: with the arch's scaling). */
+static void sks__rope_table(const sks_arch *a, double theta, int scaled, size_t T, float *cs, float *sn) {
+    size_t half = (size_t)(a->head_dim / 2);
+    for (size_t i = 0; i < half; i++) {
+        double inv = sks__inv_freq(a, theta, scaled, (int)i);
+        for (size_t p = 0; p < T; p++) {
+            double ang = (double)p * inv;
+            cs[p * half + i] = (float)cos(ang);
+            sn[p * half + i] = (float)sin(ang);
         }
     }
 }
@@ -213,6 +229,8 @@ void sks_forward_free(sks_forward *f) {
     free(f->ws);
     free(f->rope_cos);
     free(f->rope_sin);
+    free(f->rope_cos_l);
+    free(f->rope_sin_l);
     free(f->kc);
     free(f->vc);
     free(f->logit1);
@@ -272,13 +290,17 @@ int sks_forward_new(const sks_model *m, int max_T, sks_forward **out) {
         sks_forward_free(f);
         return sks_fail(SKS_ENOMEM, "forward: out of memory for workspaces of %d tokens", max_T);
     }
-    for (size_t i = 0; i < half; i++) {
-        double inv = sks__inv_freq(a, (int)i);
-        for (size_t p = 0; p < T; p++) {
-            double ang = (double)p * inv;
-            f->rope_cos[p * half + i] = (float)cos(ang);
-            f->rope_sin[p * half + i] = (float)sin(ang);
+    sks__rope_table(a, a->rope_theta, 1, T, f->rope_cos, f->rope_sin);
+    f->cur_cos = f->rope_cos;
+    f->cur_sin = f->rope_sin;
+    if (a->rope_theta_local > 0 && a->rope_theta_local != a->rope_theta) {
+        f->rope_cos_l = sks_malloc_n(T, half * sizeof(float));
+        f->rope_sin_l = sks_malloc_n(T, half * sizeof(float));
+        if (!f->rope_cos_l || !f->rope_sin_l) {
+            sks_forward_free(f);
+            return sks_fail(SKS_ENOMEM, "forward: out of memory for RoPE tables");
         }
+        sks__rope_table(a, a->rope_theta_local, 0, T, f->rope_cos_l, f->rope_sin_l);
     }
     *out = f;
     return 0;
@@ -522,7 +544,10 @@ static int sks__layer(sks_forward *f, int l, int T, int p0, float *kc, float *vc
     const sks_tensor *W;
 
     /* attention */
-    f->window = sks_arch_layer_sliding(&f->a, l) ? f->a.sliding_window : 0;
+    const int sliding = sks_arch_layer_sliding(&f->a, l);
+    f->window = sliding ? f->a.sliding_window : 0;
+    f->cur_cos = sliding && f->rope_cos_l ? f->rope_cos_l : f->rope_cos;
+    f->cur_sin = sliding && f->rope_sin_l ? f->rope_sin_l : f->rope_sin;
     if ((rc = sks__pre_norm(f, SKS_ROLE_ATTN_NORM, l, T, NULL))) return rc;
     if (hk && hk->on_attn_in && (rc = hk->on_attn_in(hk->ud, l, f->xn, T, (int)d))) return rc;
     if (hk && hk->on_linear_in && (rc = hk->on_linear_in(hk->ud, l, SKS_FWD_LIN_ATTN, f->xn, T, (int)d))) return rc;

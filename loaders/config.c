@@ -227,7 +227,7 @@ static int sks__cfg_layer_types(const json_t *root, const char *path, sks_arch *
 /* Fields that only some families have (SPEC section 6). */
 static int sks__cfg_traits(const json_t *root, const char *path, sks_arch *a) {
     int rc;
-    int is_gemma2 = !strcmp(a->family, "gemma2");
+    int is_gemma2 = !strcmp(a->family, "gemma2") || !strcmp(a->family, "gemma3");
     a->sliding_window = 0;
     if ((rc = sks__cfg_int(root, "sliding_window", 0, 0, INT_MAX, 0, path, &a->sliding_window))) return rc;
     int use_sw = 1;
@@ -243,6 +243,8 @@ static int sks__cfg_traits(const json_t *root, const char *path, sks_arch *a) {
         if ((rc = sks__cfg_opt_pos(root, "final_logit_softcapping", path, &a->final_softcap))) return rc;
         if (!json_object_get(root, "sliding_window"))
             return sks_fail(SKS_ENOTFOUND, "%s: missing required key 'sliding_window' (family %s)", path, a->family);
+        /* Gemma 3, classic style: the RoPE base of the sliding layers */
+        if ((rc = sks__cfg_opt_pos(root, "rope_local_base_freq", path, &a->rope_theta_local))) return rc;
     }
     if ((rc = sks__cfg_layer_types(root, path, a))) return rc;
     return 0;
@@ -287,6 +289,17 @@ static int sks__cfg_fill(const json_t *root, const char *path, sks_arch *a) {
     a->rope_factor = 1;
     if (rp && !json_is_null(rp)) {
         if (!json_is_object(rp)) return sks_fail(SKS_ECONFIG, "%s: 'rope_parameters' is not an object", path);
+        json_t *full = json_object_get(rp, "full_attention"), *loc = json_object_get(rp, "sliding_attention");
+        if (json_is_object(loc)) {
+            /* per layer type (Gemma 3): sliding layers have their own base, no scaling */
+            if ((rc = sks__cfg_opt_pos(loc, "rope_theta", path, &a->rope_theta_local))) return rc;
+            json_t *lt = json_object_get(loc, "rope_type");
+            if (lt && !(json_is_string(lt) && !strcmp(json_string_value(lt), "default")))
+                return sks_fail(SKS_EUNSUPPORTED, "%s: rope_parameters.sliding_attention: only the default rope type is read",
+                                path);
+        }
+        if (json_is_object(full)) rp = full;
+        else if (json_is_object(loc)) return sks_fail(SKS_ENOTFOUND, "%s: rope_parameters has no 'full_attention'", path);
         if ((rc = sks__cfg_num(rp, "rope_theta", 0, 10000.0, path, &a->rope_theta))) return rc;
         if ((rc = sks__cfg_rope_scaling(rp, path, a))) return rc;
     } else {

@@ -576,6 +576,46 @@ static int sks__gguf_num(const struct sks_gguf *g, const char *arch, const char 
     return 0;
 }
 
+/* Sliding window, softcaps and the second RoPE base: keys only some families carry
+ * (llama.cpp src/llama-arch.cpp LLM_KV_NAMES; Gemma 2 defaults to a window of 4096). */
+static int sks__gguf_traits(const struct sks_gguf *g, const char *arch, const char *path, sks_arch *a) {
+    int rc;
+    int dflt_window = !strcmp(a->family, "gemma2") ? 4096 : 0;
+    if ((rc = sks__gguf_int(g, arch, "attention.sliding_window", 0, 0, INT_MAX, dflt_window, path, &a->sliding_window)))
+        return rc;
+    if ((rc = sks__gguf_num(g, arch, "attn_logit_softcapping", 0, 0, path, &a->attn_softcap))) return rc;
+    if ((rc = sks__gguf_num(g, arch, "final_logit_softcapping", 0, 0, path, &a->final_softcap))) return rc;
+    if ((rc = sks__gguf_num(g, arch, "rope.freq_base_swa", 0, 0, path, &a->rope_theta_local))) return rc;
+    if (a->attn_softcap < 0 || a->final_softcap < 0 || a->rope_theta_local < 0)
+        return sks_fail(SKS_ECONFIG, "%s: negative softcap or rope.freq_base_swa", path);
+    char key[128];
+    snprintf(key, sizeof key, "%s.attention.sliding_window_pattern", arch);
+    int64_t i = sks_gguf_find_key(g, key);
+    if (i >= 0 && sks_gguf_value_type(g, i) != SKS_GGUF_ARRAY) {
+        int64_t v;
+        if (sks_gguf_get_i64(g, i, &v) || v < 0 || v > 100000)
+            return sks_fail(SKS_ECONFIG, "%s: %s is not a layer count", path, key);
+        a->swa_full_every = (int)v;
+    } else if (i >= 0) {
+        /* one bool per layer: true = sliding; read when it is "every n-th layer full" */
+        uint64_t n = 0;
+        int first_full = 0;
+        if (sks_gguf_arr_info(g, i, NULL, &n) || n != (uint64_t)a->n_layers)
+            return sks_fail(SKS_ECONFIG, "%s: %s does not list %d layers", path, key, a->n_layers);
+        for (int pass = 0; pass < 2; pass++)
+            for (int l = 0; l < a->n_layers; l++) {
+                int64_t v;
+                if (sks_gguf_arr_i64(g, i, (uint64_t)l, &v)) return sks_fail(SKS_EFORMAT, "%s: %s[%d]", path, key, l);
+                if (!pass && !v && !first_full) first_full = l + 1;
+                if (pass && (first_full ? (l + 1) % first_full != 0 : 1) != (v != 0))
+                    return sks_fail(SKS_EUNSUPPORTED, "%s: %s: layer %d breaks the pattern 'every %d-th layer full'",
+                                    path, key, l, first_full);
+            }
+        a->swa_full_every = first_full;
+    }
+    return 0;
+}
+
 static int sks__gguf_arch(const struct sks_gguf *g, const char *path, sks_arch *a) {
     int64_t ai = sks_gguf_find_key(g, "general.architecture");
     const char *s;
@@ -633,6 +673,7 @@ static int sks__gguf_arch(const struct sks_gguf *g, const char *path, sks_arch *
     }
     (void)sks__gguf_int(g, arch, "rope.scaling.original_context_length", 0, 0, INT_MAX, 0, path,
                         &a->rope_original_max_pos);
+    if ((rc = sks__gguf_traits(g, arch, path, a))) return rc;
     a->bos_id = a->eos_id = -1;
     int64_t v, ti;
     if ((ti = sks_gguf_find_key(g, "tokenizer.ggml.bos_token_id")) >= 0 && !sks_gguf_get_i64(g, ti, &v) && v >= 0 &&

@@ -1,0 +1,193 @@
+/* test-families.c - every family's forward pass against transformers' own outputs.
+ *
+ * test/data/families/<family>/ holds a tiny random checkpoint made by
+ * scripts/make-family-refs.py with transformers 5.17 (save_pretrained, bf16, new-style
+ * config.json, plus the same config in the classic style as config.classic.json), its
+ * GGUF made by llama.cpp's convert_hf_to_gguf.py (how.txt says how each file was made),
+ * and ref.json: transformers' eager f32 outputs on the bf16 weights for a 24-token
+ * prompt: alpha_0 per layer and head, max |h| of the embeddings and of every layer's
+ * output, the logits at the first and last positions.
+ *
+ * Each family is read three ways (HF new config, HF classic config, GGUF) and must match:
+ * alpha_0 within 1e-4 absolute (a mean of probabilities), the hidden maxima within 1e-4
+ * relative, and the logits within 1e-4 of their row's largest |logit| (STYLE 13).
+ */
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "sks_test.h"
+#include "analysis/sks_forward.h"
+
+#define DATA SKS_SOURCE_DIR "/test/data/families/"
+
+typedef struct {
+    int L, H;
+    double *a0;   /* (L, H) */
+    double *hmax; /* (2L + 1) */
+} cap;
+
+static int on_res(void *ud, int block, const float *h, int T, int d) {
+    cap *c = ud;
+    for (int i = 0; i < T * d; i++) c->hmax[block] = fmax(c->hmax[block], fabs((double)h[i]));
+    return 0;
+}
+
+static int on_probs(void *ud, int layer, int head, const float *A, int T) {
+    cap *c = ud;
+    double s = 0;
+    for (int i = 0; i < T; i++) s += A[(size_t)i * T];
+    c->a0[layer * c->H + head] = s / T;
+    return 0;
+}
+
+/* Open dir with config (NULL: its own config.json), or the GGUF file. */
+static sks_model *open_variant(const char *fam, const char *how, char **tmp_out) {
+    char p[512];
+    *tmp_out = NULL;
+    sks_model *m = NULL;
+    int rc;
+    if (!strcmp(how, "gguf")) {
+        snprintf(p, sizeof p, DATA "%s/model.gguf", fam);
+        rc = sks_model_open(p, &m);
+    } else if (!strcmp(how, "classic")) {
+        /* a folder with config.classic.json as config.json and the same weights */
+        char *tmp = sks_test_tmpdir(), src[512], dst[512];
+        snprintf(src, sizeof src, DATA "%s/model.safetensors", fam);
+        snprintf(dst, sizeof dst, "%s/model.safetensors", tmp);
+        assert_int_equal(symlink(src, dst), 0);
+        snprintf(src, sizeof src, DATA "%s/config.classic.json", fam);
+        size_t n;
+        char *txt = sks_test_read_file(src, &n);
+        assert_non_null(txt);
+        snprintf(dst, sizeof dst, "%s/config.json", tmp);
+        FILE *f = fopen(dst, "wb");
+        assert_non_null(f);
+        assert_int_equal(fwrite(txt, 1, n, f), n);
+        fclose(f);
+        free(txt);
+        rc = sks_model_open(tmp, &m);
+        *tmp_out = tmp;
+    } else {
+        snprintf(p, sizeof p, DATA "%s", fam);
+        rc = sks_model_open(p, &m);
+    }
+    if (rc) fail_msg("%s (%s): %s", fam, how, sks_last_error());
+    return m;
+}
+
+static void rm_tmp(char *tmp) {
+    if (!tmp) return;
+    char p[600];
+    snprintf(p, sizeof p, "%s/model.safetensors", tmp);
+    unlink(p);
+    snprintf(p, sizeof p, "%s/config.json", tmp);
+    unlink(p);
+    rmdir(tmp);
+    free(tmp);
+}
+
+static void check_family(const char *fam, const char *want_family) {
+    char p[512];
+    snprintf(p, sizeof p, DATA "%s/ref.json", fam);
+    json_error_t e;
+    json_t *ref = json_load_file(p, 0, &e);
+    if (!ref) fail_msg("%s: %s", p, e.text);
+    json_t *jt = json_object_get(ref, "tokens");
+    int T = (int)json_array_size(jt);
+    int32_t *tok = malloc((size_t)T * sizeof *tok);
+    for (int t = 0; t < T; t++) tok[t] = (int32_t)json_integer_value(json_array_get(jt, (size_t)t));
+    const char *hows[] = {"hf", "classic", "gguf"};
+    for (int v = 0; v < 3; v++) {
+        char *tmp;
+        sks_model *m = open_variant(fam, hows[v], &tmp);
+        const sks_arch *a = sks_model_arch(m);
+        assert_string_equal(a->family, want_family);
+        int L = a->n_layers, H = a->n_heads, V = a->vocab_size;
+        cap c = {L, H, calloc((size_t)L * H, sizeof(double)), calloc((size_t)(2 * L + 1), sizeof(double))};
+        sks_fwd_hooks hk = {0};
+        hk.ud = &c;
+        hk.on_residual = on_res;
+        hk.on_attn_probs = on_probs;
+        hk.want_attn_probs = 1;
+        float *logits = malloc((size_t)T * V * sizeof(float));
+        sks_forward *f = NULL;
+        assert_int_equal(sks_forward_new(m, T, &f), 0);
+        if (sks_forward_run(f, tok, T, SKS_FWD_CAUSAL, &hk, logits, 0)) fail_msg("%s: %s", fam, sks_last_error());
+        double wa = 0, wh = 0, wl = 0;
+        json_t *ja = json_object_get(ref, "alpha0"), *jh = json_object_get(ref, "hidden_max");
+        assert_int_equal((int)json_array_size(ja), L);
+        assert_int_equal((int)json_array_size(jh), L + 1);
+        for (int l = 0; l < L; l++)
+            for (int h = 0; h < H; h++) {
+                double want = json_number_value(json_array_get(json_array_get(ja, (size_t)l), (size_t)h));
+                double err = fabs(c.a0[l * H + h] - want);
+                wa = fmax(wa, err);
+                if (!(err <= 1e-4))
+                    fail_msg("%s (%s) alpha0[%d][%d]: got %.7f want %.7f", fam, hows[v], l, h, c.a0[l * H + h], want);
+            }
+        for (int i = 0; i <= L; i++) {
+            double want = json_number_value(json_array_get(jh, (size_t)i)), got = c.hmax[2 * i];
+            double err = fabs(got - want) / fmax(fabs(want), 1e-30);
+            wh = fmax(wh, err);
+            if (!(err <= 1e-4))
+                fail_msg("%s (%s) hidden_max[%d]: got %.7g want %.7g (rel %.2g)", fam, hows[v], i, got, want, err);
+        }
+        json_t *jp = json_object_get(ref, "logit_positions"), *jl = json_object_get(ref, "logits");
+        for (size_t r = 0; r < json_array_size(jp); r++) {
+            int pos = (int)json_integer_value(json_array_get(jp, r));
+            json_t *row = json_array_get(jl, r);
+            assert_int_equal((int)json_array_size(row), V);
+            double scale = 0;
+            for (int i = 0; i < V; i++) scale = fmax(scale, fabs(json_number_value(json_array_get(row, (size_t)i))));
+            for (int i = 0; i < V; i++) {
+                double want = json_number_value(json_array_get(row, (size_t)i)), got = logits[(size_t)pos * V + i];
+                double err = fabs(got - want) / fmax(scale, 1e-6);
+                wl = fmax(wl, err);
+                if (!(err <= 1e-4))
+                    fail_msg("%s (%s) logit[%d][%d]: got %.7g want %.7g (%.2g of the row's max)", fam, hows[v], pos, i,
+                             got, want, err);
+            }
+        }
+        fprintf(stderr, "%-7s %-8s alpha0 %.1e  hidden max %.1e rel  logits %.1e of the row max\n", fam, hows[v], wa, wh,
+                wl);
+        sks_forward_free(f);
+        free(logits);
+        free(c.a0);
+        free(c.hmax);
+        sks_model_close(m);
+        rm_tmp(tmp);
+    }
+    free(tok);
+    json_decref(ref);
+}
+
+static void test_gemma(void **s) {
+    (void)s;
+    check_family("gemma", "gemma");
+}
+static void test_gemma2(void **s) {
+    (void)s;
+    check_family("gemma2", "gemma2");
+}
+static void test_gemma3(void **s) {
+    (void)s;
+    check_family("gemma3", "gemma3");
+}
+static void test_olmo2(void **s) {
+    (void)s;
+    check_family("olmo2", "olmo2");
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_gemma),
+        cmocka_unit_test(test_gemma2),
+        cmocka_unit_test(test_gemma3),
+        cmocka_unit_test(test_olmo2),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
