@@ -68,7 +68,10 @@ struct sks_forward {
     float *rope_cos; /* (max_T, dh/2) cos(p * inv_freq_i) */
     float *rope_sin; /* (max_T, dh/2) */
     float *rope_cos_l, *rope_sin_l; /* the same for sliding layers with their own base (Gemma 3) */
+    float *rope_cos_x, *rope_sin_x; /* longrope's long factors (sequences past the original length) */
+    const float *glob_cos, *glob_sin; /* the current pass's tables of full-attention layers */
     const float *cur_cos, *cur_sin; /* the current layer's tables */
+    int64_t rhalf;   /* rotated pairs per head: rope_dims / 2 */
     float *kc, *vc;  /* (L, max_T, kd) KV cache, allocated by the first generate */
     float *logit1;   /* (V) last-position logits while generating */
     int n_workers;   /* threads for attention heads and SwiGLU */
@@ -159,8 +162,12 @@ static int sks__add_bias(sks_forward *f, sks_role role, int layer, float *Y, int
  * inv_freq / factor; between: (1 - s) inv_freq / factor + s inv_freq with
  * s = (orig / wavelen - low_ff) / (high_ff - low_ff). Linear: inv_freq / factor. */
 static double sks__inv_freq(const sks_arch *a, double theta, int scaled, int i) {
-    double inv = pow(theta, -2.0 * (double)i / (double)a->head_dim);
+    int rd = a->rope_dims > 0 ? a->rope_dims : a->head_dim;
+    double inv = pow(theta, -2.0 * (double)i / (double)rd);
     if (!scaled) return inv;
+    /* longrope: scaled = 1 short factors, 2 long factors */
+    if (a->rope_scaling == SKS_ROPE_SCALING_LONGROPE && i < a->rope_n_factors)
+        return inv / (scaled == 2 ? a->rope_long[i] : a->rope_short[i]);
     if (a->rope_scaling == SKS_ROPE_SCALING_LINEAR && a->rope_factor > 0) return inv / a->rope_factor;
     if (a->rope_scaling == SKS_ROPE_SCALING_LLAMA3 && a->rope_factor > 0) {
         double orig = (double)a->rope_original_max_pos;
@@ -176,10 +183,11 @@ static double sks__inv_freq(const sks_arch *a, double theta, int scaled, int i) 
 }
 
 /* Rotate every head of X (T, n_heads * dh) at positions p0 + t. Interleaved order:
- * pairs (2i, 2i+1); rotate-half order: pairs (i, i + dh/2).
+ * pairs (2i, 2i+1); rotate-half order: pairs (i, i + r/2), over the first r = rope_dims
+ * dimensions of each head (the rest pass unrotated).
  * (x0, x1) -> (x0 cos - x1 sin, x0 sin + x1 cos), angle = p inv_freq_i. */
 static void sks__rope(const sks_forward *f, float *X, int64_t T, int64_t n_heads, int p0) {
-    const int64_t dh = f->dh, half = dh / 2, ld = n_heads * dh;
+    const int64_t dh = f->dh, half = f->rhalf, ld = n_heads * dh;
     const int inter = f->a.rope_interleaved;
     for (int64_t t = 0; t < T; t++) {
         const float *cs = f->cur_cos + (int64_t)(p0 + t) * half, *sn = f->cur_sin + (int64_t)(p0 + t) * half;
@@ -197,13 +205,15 @@ static void sks__rope(const sks_forward *f, float *X, int64_t T, int64_t n_heads
 
 /* cos / sin (T, dh/2) of p inv_freq_i for base theta (scaled: with the arch's scaling). */
 static void sks__rope_table(const sks_arch *a, double theta, int scaled, size_t T, float *cs, float *sn) {
-    size_t half = (size_t)(a->head_dim / 2);
+    size_t half = (size_t)((a->rope_dims > 0 ? a->rope_dims : a->head_dim) / 2);
+    const double af = scaled && a->rope_scaling == SKS_ROPE_SCALING_LONGROPE && a->rope_attn_factor > 0
+                          ? a->rope_attn_factor : 1.0;
     for (size_t i = 0; i < half; i++) {
         double inv = sks__inv_freq(a, theta, scaled, (int)i);
         for (size_t p = 0; p < T; p++) {
             double ang = (double)p * inv;
-            cs[p * half + i] = (float)cos(ang);
-            sn[p * half + i] = (float)sin(ang);
+            cs[p * half + i] = (float)(af == 1.0 ? cos(ang) : af * cos(ang));
+            sn[p * half + i] = (float)(af == 1.0 ? sin(ang) : af * sin(ang));
         }
     }
 }
@@ -231,6 +241,8 @@ void sks_forward_free(sks_forward *f) {
     free(f->rope_sin);
     free(f->rope_cos_l);
     free(f->rope_sin_l);
+    free(f->rope_cos_x);
+    free(f->rope_sin_x);
     free(f->kc);
     free(f->vc);
     free(f->logit1);
@@ -277,7 +289,12 @@ int sks_forward_new(const sks_model *m, int max_T, sks_forward **out) {
     if (f->qd > maxin) maxin = f->qd;
     f->ws_floats = SKS__WS_FLOATS > (size_t)maxin ? SKS__WS_FLOATS : (size_t)maxin;
     f->ws = sks_malloc_n(f->ws_floats, sizeof(float));
-    size_t half = (size_t)(f->dh / 2);
+    if (a->rope_dims < 0 || a->rope_dims > a->head_dim || a->rope_dims % 2) {
+        sks_forward_free(f);
+        return sks_fail(SKS_EUNSUPPORTED, "forward: rope_dims %d does not fit head_dim %d", a->rope_dims, a->head_dim);
+    }
+    f->rhalf = (a->rope_dims > 0 ? a->rope_dims : a->head_dim) / 2;
+    size_t half = (size_t)f->rhalf;
     f->rope_cos = sks_malloc_n(T, half * sizeof(float));
     f->rope_sin = sks_malloc_n(T, half * sizeof(float));
     f->logit1 = sks_malloc_n((size_t)f->V, sizeof(float));
@@ -291,8 +308,18 @@ int sks_forward_new(const sks_model *m, int max_T, sks_forward **out) {
         return sks_fail(SKS_ENOMEM, "forward: out of memory for workspaces of %d tokens", max_T);
     }
     sks__rope_table(a, a->rope_theta, 1, T, f->rope_cos, f->rope_sin);
-    f->cur_cos = f->rope_cos;
-    f->cur_sin = f->rope_sin;
+    f->cur_cos = f->glob_cos = f->rope_cos;
+    f->cur_sin = f->glob_sin = f->rope_sin;
+    if (a->rope_scaling == SKS_ROPE_SCALING_LONGROPE && a->rope_original_max_pos > 0 &&
+        max_T > a->rope_original_max_pos) {
+        f->rope_cos_x = sks_malloc_n(T, half * sizeof(float));
+        f->rope_sin_x = sks_malloc_n(T, half * sizeof(float));
+        if (!f->rope_cos_x || !f->rope_sin_x) {
+            sks_forward_free(f);
+            return sks_fail(SKS_ENOMEM, "forward: out of memory for RoPE tables");
+        }
+        sks__rope_table(a, a->rope_theta, 2, T, f->rope_cos_x, f->rope_sin_x);
+    }
     if (a->rope_theta_local > 0 && a->rope_theta_local != a->rope_theta) {
         f->rope_cos_l = sks_malloc_n(T, half * sizeof(float));
         f->rope_sin_l = sks_malloc_n(T, half * sizeof(float));
@@ -546,8 +573,8 @@ static int sks__layer(sks_forward *f, int l, int T, int p0, float *kc, float *vc
     /* attention */
     const int sliding = sks_arch_layer_sliding(&f->a, l);
     f->window = sliding ? f->a.sliding_window : 0;
-    f->cur_cos = sliding && f->rope_cos_l ? f->rope_cos_l : f->rope_cos;
-    f->cur_sin = sliding && f->rope_sin_l ? f->rope_sin_l : f->rope_sin;
+    f->cur_cos = sliding && f->rope_cos_l ? f->rope_cos_l : f->glob_cos;
+    f->cur_sin = sliding && f->rope_sin_l ? f->rope_sin_l : f->glob_sin;
     if ((rc = sks__pre_norm(f, SKS_ROLE_ATTN_NORM, l, T, NULL))) return rc;
     if (hk && hk->on_attn_in && (rc = hk->on_attn_in(hk->ud, l, f->xn, T, (int)d))) return rc;
     if (hk && hk->on_linear_in && (rc = hk->on_linear_in(hk->ud, l, SKS_FWD_LIN_ATTN, f->xn, T, (int)d))) return rc;
@@ -677,6 +704,10 @@ static int sks__pass(sks_forward *f, const int32_t *tokens, int T, int p0, int u
                         f->max_T);
     if (mode != SKS_FWD_CAUSAL && mode != SKS_FWD_INDEPENDENT) return sks_fail(SKS_EARG, "forward: bad mode %d", mode);
     const int64_t d = f->d;
+    /* longrope: the long factors once the sequence passes the original context */
+    int long_rope = f->rope_cos_x && (int64_t)p0 + T > f->a.rope_original_max_pos;
+    f->glob_cos = long_rope ? f->rope_cos_x : f->rope_cos;
+    f->glob_sin = long_rope ? f->rope_sin_x : f->rope_sin;
     const sks_tensor *E = sks__mat(f->m, SKS_ROLE_EMBED, -1);
     if (!E) return SKS_ENOTFOUND;
     for (int t = 0; t < T; t++) {

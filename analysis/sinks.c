@@ -706,6 +706,11 @@ int sks_sinks_run(const sks_model *m, int n_prompts, const int32_t *const *promp
     if (o->min_blocks < 1 || !(o->rank_frac > 0.0 && o->rank_frac <= 1.0) || o->main_pred < 0 ||
         o->main_pred >= SKS_PRED_COUNT)
         return sks_fail(SKS_EARG, "sinks: bad options");
+    if (a->no_input_norms)
+        sks_log(SKS_LOG_INFO,
+                "sinks: %s (%s): keys and queries are read from the raw residual (after the family's q/k norm); "
+                "the weight-only predictor needs the post-RMSNorm spike vector, which has no counterpart here",
+                sks_model_path(m), a->family);
     int maxT = 0;
     int64_t total_tokens = 0;
     for (int i = 0; i < n_prompts; i++) {

@@ -1016,6 +1016,7 @@ int sks_spikes_delimiter(sks_spikes *s, int n_top, sks_delim_result *out) {
     const int d = s->d, V = s->V;
     if (a->no_input_norms) {
         out->no_input_norm = 1;
+        sks_log(SKS_LOG_INFO, "spikes: %s (%s): %s", sks_model_path(s->m), a->family, sks_spikes_no_input_norm_note);
         return 0;
     }
     const sks_tensor *te = sks__need(s->m, SKS_ROLE_EMBED, -1, V, d);

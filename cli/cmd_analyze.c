@@ -556,6 +556,8 @@ static json_t *sks__summary_model(const sks_model *m) {
     json_object_set_new(j, "head_dim", json_integer(a->head_dim));
     json_object_set_new(j, "vocab_size", json_integer(a->vocab_size));
     json_object_set_new(j, "n_params", json_integer((json_int_t)sks_model_n_params(m)));
+    json_object_set_new(j, "norms", json_string(sks_arch_norm_layout(a)));
+    json_object_set_new(j, "activation", json_string(sks_act_name(a->act)));
     return j;
 }
 
@@ -614,6 +616,10 @@ static json_t *sks__summary_spikes(const sks__run *R) {
             json_object_set_new(e, "quad_pred", sks_json_num(C->quad_pred));
             json_object_set_new(e, "true_out", sks_json_num(C->true_out));
             json_object_set_new(e, "converged", json_boolean(C->converged));
+            if (!isnan(C->post_gain)) { /* a norm follows the FFN (Gemma 2/3, OLMo 2) */
+                json_object_set_new(e, "post_gain", sks_json_num(C->post_gain));
+                json_object_set_new(e, "post_out", sks_json_num(C->post_out));
+            }
             json_array_append_new(chs, e);
         }
     }
@@ -629,6 +635,7 @@ static json_t *sks__summary_spikes(const sks__run *R) {
             json_array_append_new(top, e);
         }
         json_object_set_new(j, "delimiter_top", top);
+        if (R->spk.delim.no_input_norm) json_object_set_new(j, "note", json_string(sks_spikes_no_input_norm_note));
     }
     return j;
 }

@@ -138,7 +138,46 @@ static int sks__cfg_family(const json_t *root, const char *path, sks_arch *a) {
 }
 
 /* RoPE scaling from either {"rope_type"|"type": ..., "factor": ...} object. */
-static int sks__cfg_rope_scaling(const json_t *rs, const char *path, sks_arch *a) {
+/* A list of n positive factors (longrope). */
+static int sks__cfg_factors(const json_t *rs, const char *key, int n, const char *path, double *out) {
+    json_t *v = json_object_get(rs, key);
+    if (!json_is_array(v)) return sks_fail(SKS_ENOTFOUND, "%s: longrope needs the list '%s'", path, key);
+    if ((int)json_array_size(v) != n)
+        return sks_fail(SKS_ECONFIG, "%s: '%s' has %zu factors, the rotated dimensions need %d", path, key,
+                        json_array_size(v), n);
+    for (int i = 0; i < n; i++) {
+        json_t *x = json_array_get(v, (size_t)i);
+        if (!json_is_number(x) || !(json_number_value(x) > 0))
+            return sks_fail(SKS_ECONFIG, "%s: '%s'[%d] is not a positive number", path, key, i);
+        out[i] = json_number_value(x);
+    }
+    return 0;
+}
+
+/* Phi-3 longrope: short / long factors per rotated frequency; the attention factor is
+ * given, or sqrt(1 + ln(s) / ln(orig)) with s = max_position_embeddings / orig (1 when
+ * s <= 1), as transformers computes it. */
+static int sks__cfg_longrope(const json_t *rs, const json_t *root, const char *path, sks_arch *a) {
+    int rc;
+    a->rope_scaling = SKS_ROPE_SCALING_LONGROPE;
+    a->rope_n_factors = (a->rope_dims ? a->rope_dims : a->head_dim) / 2;
+    if (a->rope_n_factors > SKS_ROPE_MAX_FACTORS)
+        return sks_fail(SKS_EUNSUPPORTED, "%s: longrope with %d factors (at most %d)", path, a->rope_n_factors,
+                        SKS_ROPE_MAX_FACTORS);
+    if ((rc = sks__cfg_factors(rs, "short_factor", a->rope_n_factors, path, a->rope_short))) return rc;
+    if ((rc = sks__cfg_factors(rs, "long_factor", a->rope_n_factors, path, a->rope_long))) return rc;
+    const json_t *src = json_object_get(rs, "original_max_position_embeddings") ? rs : root;
+    if ((rc = sks__cfg_int(src, "original_max_position_embeddings", 1, 1, INT_MAX, 0, path, &a->rope_original_max_pos)))
+        return rc;
+    if ((rc = sks__cfg_num(rs, "attention_factor", 0, 0, path, &a->rope_attn_factor))) return rc;
+    if (!(a->rope_attn_factor > 0)) {
+        double sc = a->max_seq > 0 ? (double)a->max_seq / a->rope_original_max_pos : 1.0;
+        a->rope_attn_factor = sc > 1.0 ? sqrt(1.0 + log(sc) / log((double)a->rope_original_max_pos)) : 1.0;
+    }
+    return 0;
+}
+
+static int sks__cfg_rope_scaling(const json_t *rs, const json_t *root, const char *path, sks_arch *a) {
     if (!rs || json_is_null(rs)) return 0;
     if (!json_is_object(rs)) return sks_fail(SKS_ECONFIG, "%s: rope scaling is not an object", path);
     json_t *t = json_object_get(rs, "rope_type");
@@ -146,6 +185,7 @@ static int sks__cfg_rope_scaling(const json_t *rs, const char *path, sks_arch *a
     const char *type = json_is_string(t) ? json_string_value(t) : "default";
     int rc;
     if (!strcmp(type, "default")) return 0;
+    if (!strcmp(type, "longrope") || !strcmp(type, "su")) return sks__cfg_longrope(rs, root, path, a);
     if (!strcmp(type, "linear")) {
         a->rope_scaling = SKS_ROPE_SCALING_LINEAR;
         if ((rc = sks__cfg_num(rs, "factor", 1, 1, path, &a->rope_factor))) return rc;
@@ -166,8 +206,22 @@ static int sks__cfg_rope_scaling(const json_t *rs, const char *path, sks_arch *a
         return 0;
     }
     char pb[64];
-    return sks_fail(SKS_EUNSUPPORTED, "%s: rope type '%s' is not supported (default, linear, llama3)", path,
+    return sks_fail(SKS_EUNSUPPORTED, "%s: rope type '%s' is not supported (default, linear, llama3, longrope)", path,
                     sks__printable(type, pb, sizeof pb));
+}
+
+/* partial_rotary_factor (Phi-3, in rope_parameters or at the top level): RoPE rotates
+ * the first round(f dh) dimensions of each head. */
+static int sks__cfg_rotary(const json_t *rp, const json_t *root, const char *path, sks_arch *a) {
+    double f = 1;
+    int rc;
+    const json_t *src = json_object_get(rp, "partial_rotary_factor") ? rp : root;
+    if ((rc = sks__cfg_num(src, "partial_rotary_factor", 0, 1, path, &f))) return rc;
+    if (!(f > 0 && f <= 1)) return sks_fail(SKS_ECONFIG, "%s: 'partial_rotary_factor' = %g is outside (0, 1]", path, f);
+    int rd = (int)(f * a->head_dim);
+    if (rd % 2) return sks_fail(SKS_ECONFIG, "%s: partial_rotary_factor %g rotates an odd %d dimensions", path, f, rd);
+    a->rope_dims = rd == a->head_dim ? 0 : rd;
+    return 0;
 }
 
 /* The FFN activation: Gemma names it hidden_activation (hidden_act is then the legacy
@@ -301,10 +355,12 @@ static int sks__cfg_fill(const json_t *root, const char *path, sks_arch *a) {
         if (json_is_object(full)) rp = full;
         else if (json_is_object(loc)) return sks_fail(SKS_ENOTFOUND, "%s: rope_parameters has no 'full_attention'", path);
         if ((rc = sks__cfg_num(rp, "rope_theta", 0, 10000.0, path, &a->rope_theta))) return rc;
-        if ((rc = sks__cfg_rope_scaling(rp, path, a))) return rc;
+        if ((rc = sks__cfg_rotary(rp, root, path, a))) return rc;
+        if ((rc = sks__cfg_rope_scaling(rp, root, path, a))) return rc;
     } else {
         if ((rc = sks__cfg_num(root, "rope_theta", 0, 10000.0, path, &a->rope_theta))) return rc;
-        if ((rc = sks__cfg_rope_scaling(json_object_get(root, "rope_scaling"), path, a))) return rc;
+        if ((rc = sks__cfg_rotary(root, root, path, a))) return rc;
+        if ((rc = sks__cfg_rope_scaling(json_object_get(root, "rope_scaling"), root, path, a))) return rc;
     }
     /* HF Llama/Qwen checkpoints use the rotate-half (NeoX) pair order. */
     a->rope_interleaved = 0;

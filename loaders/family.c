@@ -56,6 +56,11 @@ static const sks__name_role sks__hf_norms_olmo2[] = {
     {"post_feedforward_layernorm.weight", SKS_ROLE_POST_FFN_NORM},
 };
 
+static const sks__fused_name sks__hf_fused_phi3[] = {
+    {"self_attn.qkv_proj.weight", SKS__FUSE_QKV, 0},
+    {"mlp.gate_up_proj.weight", SKS__FUSE_GATE_UP, 0},
+};
+
 /* ---- GGUF tensor names (llama.cpp src/llama-arch.cpp, LLM_TENSOR_NAMES) --------------- */
 
 static const sks__name_role sks__gguf_layer[] = {
@@ -80,7 +85,10 @@ static const sks__name_role sks__gguf_globals[] = {
 
 #define SKS__HF_MODEL(norms)                                                                                  \
     "model.layers.", sks__hf_globals_model, SKS__N(sks__hf_globals_model), sks__hf_proj, SKS__N(sks__hf_proj), norms, \
-        SKS__N(norms)
+        SKS__N(norms), NULL, 0
+#define SKS__HF_MODEL_FUSED(norms, fused)                                                                     \
+    "model.layers.", sks__hf_globals_model, SKS__N(sks__hf_globals_model), sks__hf_proj, SKS__N(sks__hf_proj), norms, \
+        SKS__N(norms), fused, SKS__N(fused)
 
 static const sks__family sks__families[] = {
     {"llama", "LlamaForCausalLM", NULL, "llama", "llama", SKS__FAM_GGUF_INTERLEAVED, SKS_ACT_SILU, 0,
@@ -100,6 +108,9 @@ static const sks__family sks__families[] = {
     {"gemma3", "Gemma3ForCausalLM", NULL, "gemma3_text", "gemma3",
      SKS__FAM_QK_NORM | SKS__FAM_POST_NORMS | SKS__FAM_UNIT_OFFSET | SKS__FAM_EMBED_SCALE, SKS_ACT_GELU_TANH, 6,
      SKS__HF_MODEL(sks__hf_norms_gemma2)},
+    /* fused qkv_proj / gate_up_proj; partial rotary and longrope come from the config */
+    {"phi3", "Phi3ForCausalLM", NULL, "phi3", "phi3", SKS__FAM_GGUF_GATE_UP, SKS_ACT_SILU, 0,
+     SKS__HF_MODEL_FUSED(sks__hf_norms_llama, sks__hf_fused_phi3)},
     {"olmo2", "Olmo2ForCausalLM", NULL, "olmo2", "olmo2",
      SKS__FAM_QK_NORM | SKS__FAM_QK_NORM_FULL | SKS__FAM_NO_INPUT_NORMS | SKS__FAM_POST_NORMS, SKS_ACT_SILU, 0,
      SKS__HF_MODEL(sks__hf_norms_olmo2)},
@@ -183,6 +194,33 @@ int sks__family_hf_role(const sks__family *fam, const char *name, sks_role *role
 int sks__family_gguf_role(const char *name, sks_role *role, long *layer) {
     return sks__match_tensor_name(name, sks__gguf_globals, SKS__N(sks__gguf_globals), "blk.", sks__gguf_layer,
                                   SKS__N(sks__gguf_layer), role, layer);
+}
+
+static const sks__fused_name sks__gguf_fused[] = {
+    {"attn_qkv.weight", SKS__FUSE_QKV, 0},
+    {"attn_qkv.bias", SKS__FUSE_QKV, 1},
+    {"ffn_up.weight", SKS__FUSE_GATE_UP, 0}, /* only where the row sets SKS__FAM_GGUF_GATE_UP */
+};
+
+int sks__family_fused(const sks__family *fam, sks_format fmt, const char *name, const sks__fused_name **fu, long *layer) {
+    const char *prefix = fmt == SKS_FMT_GGUF ? "blk." : fam->hf_prefix;
+    const sks__fused_name *tab = fmt == SKS_FMT_GGUF ? sks__gguf_fused : fam->hf_fused;
+    size_t n = fmt == SKS_FMT_GGUF ? SKS__N(sks__gguf_fused) : fam->n_hf_fused;
+    size_t pl = strlen(prefix);
+    if (!tab || strncmp(name, prefix, pl)) return 0;
+    const char *p = name + pl;
+    long l = 0;
+    if (*p < '0' || *p > '9') return 0;
+    while (*p >= '0' && *p <= '9' && l <= 10000000) l = l * 10 + (*p++ - '0');
+    if (*p++ != '.') return 0;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(p, tab[i].name)) continue;
+        if (fmt == SKS_FMT_GGUF && tab[i].kind == SKS__FUSE_GATE_UP && !(fam->flags & SKS__FAM_GGUF_GATE_UP)) return 0;
+        *fu = &tab[i];
+        *layer = l;
+        return 1;
+    }
+    return 0;
 }
 
 /* prefix + layer + "." + the map's name of role, the global name, or the role name */

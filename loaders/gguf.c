@@ -586,6 +586,15 @@ static int sks__gguf_traits(const struct sks_gguf *g, const char *arch, const ch
     if ((rc = sks__gguf_num(g, arch, "attn_logit_softcapping", 0, 0, path, &a->attn_softcap))) return rc;
     if ((rc = sks__gguf_num(g, arch, "final_logit_softcapping", 0, 0, path, &a->final_softcap))) return rc;
     if ((rc = sks__gguf_num(g, arch, "rope.freq_base_swa", 0, 0, path, &a->rope_theta_local))) return rc;
+    /* partial rotary (Phi-3) and longrope's attention factor; the factor lists are the
+     * tensors rope_factors_short / rope_factors_long */
+    if ((rc = sks__gguf_int(g, arch, "rope.dimension_count", 0, 0, 8192, 0, path, &a->rope_dims))) return rc;
+    if (a->rope_dims == a->head_dim) a->rope_dims = 0;
+    if (a->rope_dims % 2 || a->rope_dims > a->head_dim)
+        return sks_fail(SKS_ECONFIG, "%s: %s.rope.dimension_count %d does not fit head_dim %d", path, arch, a->rope_dims,
+                        a->head_dim);
+    a->rope_n_factors = (a->rope_dims ? a->rope_dims : a->head_dim) / 2;
+    if ((rc = sks__gguf_num(g, arch, "rope.scaling.attn_factor", 0, 0, path, &a->rope_attn_factor))) return rc;
     if (a->attn_softcap < 0 || a->final_softcap < 0 || a->rope_theta_local < 0)
         return sks_fail(SKS_ECONFIG, "%s: negative softcap or rope.freq_base_swa", path);
     char key[128];
@@ -744,13 +753,30 @@ int sks__open_gguf(const char *path, sks_model **out) {
     m->gguf = g;
     sks__gguf_free_hook = sks__gguf_free;
     const uint8_t *data = (const uint8_t *)m->maps[0].addr + g->data_off;
-    for (uint64_t i = 0; i < g->n_tensors; i++) {
+    const sks__family *fam = sks__family_named(a.family);
+    for (uint64_t i = 0; fam && i < g->n_tensors; i++) {
         const sks__gguf_tensor *t = &g->t[i];
-        sks_role role;
+        sks_role role = SKS_ROLE_COUNT;
         long layer;
         char name[300];
         snprintf(name, sizeof name, "%.*s", (int)t->name_len, t->name);
-        if (!sks__gguf_role(t->name, t->name_len, &role, &layer)) {
+        const sks__fused_name *fu = NULL;
+        if (!sks__family_fused(fam, SKS_FMT_GGUF, name, &fu, &layer) &&
+            !sks__gguf_role(t->name, t->name_len, &role, &layer)) {
+            if (!strcmp(name, "rope_factors_long.weight") || !strcmp(name, "rope_factors_short.weight")) {
+                /* Phi-3 longrope: the per-frequency factors, f32 */
+                int lng = name[13] == 'l';
+                uint64_t n = t->ne[0];
+                if (t->type != 0 || t->n_dims != 1 || (int64_t)n != m->arch.rope_n_factors) {
+                    rc = sks_fail(SKS_ESHAPE, "%s: %s must be %d f32 values (rope.dimension_count / 2)", path, name,
+                                  m->arch.rope_n_factors);
+                    goto fail_m;
+                }
+                const float *fv = (const float *)(data + t->offset);
+                for (uint64_t k = 0; k < n; k++) (lng ? m->arch.rope_long : m->arch.rope_short)[k] = fv[k];
+                m->arch.rope_scaling = SKS_ROPE_SCALING_LONGROPE;
+                continue;
+            }
             if (!strcmp(name, "rope_freqs.weight"))
                 /* llama.cpp bakes Llama 3 RoPE scaling into per-frequency divisors; the
                  * view keeps plain theta (exact for the high frequencies that dominate
@@ -788,6 +814,14 @@ int sks__open_gguf(const char *path, sks_model **out) {
         int ndim = t->n_dims == 1 ? 1 : 2;
         /* ne[0] is the innermost (column) count: shape = (ne[1], ne[0]) */
         int64_t shape[2] = {ndim == 1 ? (int64_t)t->ne[0] : (int64_t)t->ne[1], ndim == 1 ? 1 : (int64_t)t->ne[0]};
+        if (fu) {
+            /* fused q/k/v (attn_qkv) or Phi-3's gate and up rows in one ffn_up */
+            if ((rc = sks__model_set_fused(m, fu, (int)layer, (sks_dtype)dt, ndim, shape, data + t->offset, name))) {
+                if (rc == SKS_ESHAPE) rc = sks_fail(SKS_ESHAPE, "%s: %s", path, sks_last_error());
+                goto fail_m;
+            }
+            continue;
+        }
         if ((rc = sks_model_set_tensor(m, role, (int)layer, (sks_dtype)dt, ndim, shape, data + t->offset, name)))
             goto fail_m;
     }

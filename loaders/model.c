@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -276,6 +277,42 @@ int sks_model_set_tensor(sks_model *m, sks_role role, int layer, sks_dtype dt, i
     m->order[m->n_order].role = role;
     m->order[m->n_order].layer = layer;
     m->n_order++;
+    return 0;
+}
+
+int sks__model_set_fused(sks_model *m, const sks__fused_name *fu, int layer, sks_dtype dt, int ndim,
+                         const int64_t shape[2], const uint8_t *data, const char *name) {
+    const sks_arch *a = &m->arch;
+    const int64_t qd = (int64_t)a->n_heads * a->head_dim, kd = (int64_t)a->n_kv_heads * a->head_dim;
+    sks_role roles[3];
+    int64_t rows[3];
+    int n = fu->kind == SKS__FUSE_QKV ? 3 : 2;
+    if (fu->kind == SKS__FUSE_QKV) {
+        roles[0] = fu->bias ? SKS_ROLE_BQ : SKS_ROLE_WQ, roles[1] = fu->bias ? SKS_ROLE_BK : SKS_ROLE_WK;
+        roles[2] = fu->bias ? SKS_ROLE_BV : SKS_ROLE_WV;
+        rows[0] = qd, rows[1] = kd, rows[2] = kd;
+    } else {
+        roles[0] = SKS_ROLE_W_GATE, roles[1] = SKS_ROLE_W_UP;
+        rows[0] = rows[1] = a->d_ffn;
+    }
+    int64_t total = 0;
+    for (int i = 0; i < n; i++) total += rows[i];
+    if (shape[0] != total)
+        return sks_fail(SKS_ESHAPE, "%s: fused tensor has %lld rows, the architecture needs %lld", name,
+                        (long long)shape[0], (long long)total);
+    /* bytes per row (2-D) or per element (1-D) */
+    uint64_t rb;
+    int rc = sks_dtype_nbytes(dt, ndim == 2 ? (uint64_t)shape[1] : 1, &rb);
+    if (rc || (ndim == 1 && (dt == SKS_DT_Q8_0 || dt == SKS_DT_Q4_0)))
+        return sks_fail(SKS_ESHAPE, "%s: fused tensor of this type cannot be split", name);
+    int64_t r0 = 0;
+    for (int i = 0; i < n; i++) {
+        char nm[320];
+        snprintf(nm, sizeof nm, "%s[%s]", name, sks_role_name(roles[i]));
+        int64_t sh[2] = {rows[i], ndim == 2 ? shape[1] : 1};
+        if ((rc = sks_model_set_tensor(m, roles[i], layer, dt, ndim, sh, data + (uint64_t)r0 * rb, nm))) return rc;
+        r0 += rows[i];
+    }
     return 0;
 }
 

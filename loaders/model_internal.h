@@ -69,8 +69,17 @@ enum {
     SKS__FAM_POST_NORMS = 1 << 4,     /* norms on the sublayer outputs (Gemma 2/3, OLMo 2) */
     SKS__FAM_UNIT_OFFSET = 1 << 5,    /* HF norms scale by 1 + w (the GGUF converter adds the 1) */
     SKS__FAM_EMBED_SCALE = 1 << 6,    /* embeddings times sqrt(d) (Gemma) */
-    SKS__FAM_GGUF_INTERLEAVED = 1 << 7 /* the GGUF converter permutes Q/K rows (llama) */
+    SKS__FAM_GGUF_INTERLEAVED = 1 << 7, /* the GGUF converter permutes Q/K rows (llama) */
+    SKS__FAM_GGUF_GATE_UP = 1 << 8      /* GGUF ffn_up holds gate and up rows (Phi-3) */
 };
+
+/* A fused tensor: rows of its parts one after another (q, k, v; gate, up). */
+enum { SKS__FUSE_QKV = 1, SKS__FUSE_GATE_UP = 2 };
+typedef struct {
+    const char *name;  /* after "<prefix><layer>." */
+    int kind;          /* SKS__FUSE_* */
+    int bias;          /* 1: the q/k/v biases */
+} sks__fused_name;
 
 typedef struct {
     const char *family;         /* sks_arch.family */
@@ -88,6 +97,8 @@ typedef struct {
     size_t n_hf_layer;
     const sks__name_role *hf_norms; /* the same for the norms around the sublayers */
     size_t n_hf_norms;
+    const sks__fused_name *hf_fused; /* fused projections in HF files, or NULL */
+    size_t n_hf_fused;
 } sks__family;
 
 /* The row for an HF class name (or, when arch is NULL, a model_type), a GGUF
@@ -103,6 +114,14 @@ void sks__family_apply(const sks__family *fam, sks_format fmt, sks_arch *a);
 /* (role, layer) of an HF / GGUF tensor name for the family: 1 if known, 0 otherwise. */
 int sks__family_hf_role(const sks__family *fam, const char *name, sks_role *role, long *layer);
 int sks__family_gguf_role(const char *name, sks_role *role, long *layer);
+/* A fused tensor of the family (HF: its map; GGUF: attn_qkv, and ffn_up where the row
+ * says so): 1, the entry and the layer; 0 otherwise. */
+int sks__family_fused(const sks__family *fam, sks_format fmt, const char *name, const sks__fused_name **fu, long *layer);
+/* Split a fused (rows, cols) tensor (1-D: elements) at data into its parts' views by the
+ * row counts the architecture gives (q, k, v or gate, up); SKS_ESHAPE when the rows do
+ * not add up. */
+int sks__model_set_fused(sks_model *m, const sks__fused_name *fu, int layer, sks_dtype dt, int ndim,
+                         const int64_t shape[2], const uint8_t *data, const char *name);
 /* The file's name of (role, layer), for messages. */
 void sks__family_hf_name(const sks__family *fam, sks_role role, int layer, char *out, size_t n);
 void sks__family_gguf_name(sks_role role, int layer, char *out, size_t n);

@@ -229,9 +229,11 @@ static int sks__st_add_shard(sks_model *m, const char *file, sks__st_header *hdr
     const uint8_t *data = (const uint8_t *)addr + hdr->data_off;
     for (size_t i = 0; i < hdr->n; i++) {
         const sks__st_entry *e = &hdr->e[i];
-        sks_role role;
+        sks_role role = SKS_ROLE_COUNT;
         long layer;
-        if (!sks__family_hf_role(fam, e->name, &role, &layer)) {
+        const sks__fused_name *fu = NULL;
+        if (!sks__family_hf_role(fam, e->name, &role, &layer) &&
+            !sks__family_fused(fam, SKS_FMT_SAFETENSORS, e->name, &fu, &layer)) {
             sks_log(SKS_LOG_DEBUG, "%s: ignoring tensor %s", file, e->name);
             continue;
         }
@@ -248,6 +250,16 @@ static int sks__st_add_shard(sks_model *m, const char *file, sks__st_header *hdr
         if (e->ndim < 1 || e->ndim > 2)
             return sks_fail(SKS_ESHAPE, "%s: tensor %s has %d dimensions (want 1 or 2)", file, e->name, e->ndim);
         int64_t shape[2] = {e->shape[0], e->ndim == 2 ? e->shape[1] : 1};
+        if (fu) {
+            /* the parts of a fused projection (Phi-3 qkv_proj, gate_up_proj) */
+            size_t n0 = m->n_order;
+            if ((rc = sks__model_set_fused(m, fu, (int)layer, (sks_dtype)e->dtype, e->ndim, shape, data + e->begin,
+                                           e->name)))
+                return rc == SKS_ESHAPE ? sks_fail(SKS_ECONFIG, "%s: %s", file, sks_last_error()) : rc;
+            for (size_t k = n0; k < m->n_order; k++)
+                ((sks_tensor *)sks_model_tensor(m, m->order[k].role, m->order[k].layer))->shard = idx;
+            continue;
+        }
         if ((rc = sks_model_set_tensor(m, role, (int)layer, (sks_dtype)e->dtype, e->ndim, shape, data + e->begin, e->name)))
             return rc;
         ((sks_tensor *)sks_model_tensor(m, role, (int)layer))->shard = idx;

@@ -171,7 +171,14 @@ uint16_t sks_f32_to_f16(float x);   /* round to nearest even */
 void sks_q8_0_to_f32(const void *in, float *out, size_t n);
 void sks_q4_0_to_f32(const void *in, float *out, size_t n);
 
-typedef enum { SKS_ROPE_SCALING_NONE = 0, SKS_ROPE_SCALING_LLAMA3, SKS_ROPE_SCALING_LINEAR } sks_rope_scaling_type;
+typedef enum {
+    SKS_ROPE_SCALING_NONE = 0,
+    SKS_ROPE_SCALING_LLAMA3,
+    SKS_ROPE_SCALING_LINEAR,
+    SKS_ROPE_SCALING_LONGROPE /* Phi-3: per-frequency factors, attention factor on cos / sin */
+} sks_rope_scaling_type;
+/* Most longrope factors per list (rope_dims / 2). */
+#define SKS_ROPE_MAX_FACTORS 256
 /* The FFN's activation: SiLU (SwiGLU) or the tanh approximation of GELU (GeGLU). */
 typedef enum { SKS_ACT_SILU = 0, SKS_ACT_GELU_TANH } sks_act_kind;
 const char *sks_act_name(sks_act_kind k); /* "silu", "gelu_tanh" */
@@ -210,6 +217,13 @@ typedef struct {
     int swa_full_every;   /* with a window: layer l has full attention when (l + 1) % n == 0;
                              0: every layer slides (Mistral) */
     double rope_theta_local; /* RoPE base of sliding layers (Gemma 3); 0: rope_theta */
+    int rope_dims;        /* RoPE rotates the first rope_dims of each head (Phi-3's
+                             partial_rotary_factor); 0: head_dim */
+    /* longrope: inv_freq_i / short[i] for sequences up to rope_original_max_pos, / long[i]
+     * beyond; cos and sin times rope_attn_factor */
+    int rope_n_factors;   /* rope_dims / 2 */
+    double rope_short[SKS_ROPE_MAX_FACTORS], rope_long[SKS_ROPE_MAX_FACTORS];
+    double rope_attn_factor;
 } sks_arch;
 
 /* 1 if layer l of a uses the sliding window. */

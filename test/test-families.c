@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "sks_test.h"
@@ -177,9 +178,88 @@ static void test_gemma3(void **s) {
     (void)s;
     check_family("gemma3", "gemma3");
 }
+static void test_phi3(void **s) {
+    (void)s;
+    check_family("phi3", "phi3");
+}
 static void test_olmo2(void **s) {
     (void)s;
     check_family("olmo2", "olmo2");
+}
+
+/* ---- bad input: one clear line and exit 1 --------------------------------------------- */
+
+/* A folder with fam's weights and its config.json edited by edit(root); returns the path. */
+static char *edited_copy(const char *fam, void (*edit)(json_t *root)) {
+    char *tmp = sks_test_tmpdir(), src[512], dst[600];
+    snprintf(src, sizeof src, DATA "%s/model.safetensors", fam);
+    snprintf(dst, sizeof dst, "%s/model.safetensors", tmp);
+    assert_int_equal(symlink(src, dst), 0);
+    snprintf(src, sizeof src, DATA "%s/config.json", fam);
+    json_error_t e;
+    json_t *root = json_load_file(src, 0, &e);
+    assert_non_null(root);
+    edit(root);
+    snprintf(dst, sizeof dst, "%s/config.json", tmp);
+    assert_int_equal(json_dump_file(root, dst, JSON_INDENT(1)), 0);
+    json_decref(root);
+    return tmp;
+}
+
+/* sinkscope inspect DIR: exit status 1 and exactly one line on stderr holding want. */
+static void expect_one_line(const char *dir, int want_code, const char *want) {
+    sks_model *m = NULL;
+    int rc = sks_model_open(dir, &m);
+    assert_int_equal(rc, want_code);
+    if (!strstr(sks_last_error(), want)) fail_msg("message '%s' lacks '%s'", sks_last_error(), want);
+    char cmd[1400], errf[700];
+    snprintf(errf, sizeof errf, "%s/stderr.txt", dir);
+    snprintf(cmd, sizeof cmd, "'%s' inspect '%s' > /dev/null 2> '%s'", SKS_BINARY, dir, errf);
+    int st = system(cmd);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 1);
+    size_t n;
+    char *txt = sks_test_read_file(errf, &n);
+    assert_non_null(txt);
+    int lines = 0;
+    for (size_t i = 0; i < n; i++) lines += txt[i] == '\n';
+    if (lines != 1 || !strstr(txt, want)) fail_msg("stderr is not one line naming '%s': %s", want, txt);
+    free(txt);
+    unlink(errf);
+}
+
+static void drop_qpas(json_t *r) { json_object_del(r, "query_pre_attn_scalar"); }
+static void rope_unknown(json_t *r) {
+    json_object_set_new(json_object_get(r, "rope_parameters"), "rope_type", json_string("wobble"));
+}
+static void kv_heads_4(json_t *r) { json_object_set_new(r, "num_key_value_heads", json_integer(4)); }
+static void as_gemma3(json_t *r) {
+    json_array_set_new(json_object_get(r, "architectures"), 0, json_string("Gemma3ForCausalLM"));
+}
+
+static void test_bad_input(void **s) {
+    (void)s;
+    struct {
+        const char *fam;
+        void (*edit)(json_t *);
+        int code;
+        const char *want;
+    } cases[] = {
+        /* a family's required field absent */
+        {"gemma2", drop_qpas, SKS_ENOTFOUND, "missing required key 'query_pre_attn_scalar'"},
+        /* a known family with an unsupported option */
+        {"gemma", rope_unknown, SKS_EUNSUPPORTED, "rope type 'wobble' is not supported"},
+        /* tensors of the wrong shape for the family: OLMo 2's k_norm spans the whole key
+         * projection, Hkv dh = 32, and the config now says 4 KV heads (64) */
+        {"olmo2", kv_heads_4, SKS_ECONFIG, "self_attn.k_norm.weight has shape [32, 1], the architecture needs [64, 1]"},
+        /* a role the family needs is absent (Gemma 3 has per-head q/k norms) */
+        {"gemma2", as_gemma3, SKS_ECONFIG, "model.layers.0.self_attn.q_norm.weight (q_norm) is missing for family gemma3"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *dir = edited_copy(cases[i].fam, cases[i].edit);
+        expect_one_line(dir, cases[i].code, cases[i].want);
+        rm_tmp(dir);
+    }
 }
 
 int main(void) {
@@ -188,6 +268,8 @@ int main(void) {
         cmocka_unit_test(test_gemma2),
         cmocka_unit_test(test_gemma3),
         cmocka_unit_test(test_olmo2),
+        cmocka_unit_test(test_phi3),
+        cmocka_unit_test(test_bad_input),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
