@@ -340,9 +340,14 @@ uint64_t sks_forward_bytes(const sks_arch *a, int max_T) {
     uint64_t maxin = d > f ? d : f;
     if (qd > maxin) maxin = qd;
     uint64_t b = T * (3 * d + 2 * qd + 2 * kd + 2 * f) * 4;  /* x, xn, y, q, att, k, v, gate, up */
-    b += ((d > qd ? d : qd) + (uint64_t)a->head_dim) * 4;     /* vec, vec2 */
+    b += ((d > qd ? d : qd) + (kd > (uint64_t)a->head_dim ? kd : (uint64_t)a->head_dim)) * 4; /* vec, vec2 */
     b += (SKS__WS_FLOATS > maxin ? SKS__WS_FLOATS : maxin) * 4; /* weight rows in f32 */
-    b += T * (uint64_t)(a->head_dim / 2) * 2 * 4;             /* RoPE tables */
+    /* RoPE tables: one pair, one more for sliding layers with their own base (Gemma 3)
+     * and one for longrope's long factors */
+    uint64_t nt = 1 + (a->rope_theta_local > 0 && a->rope_theta_local != a->rope_theta) +
+                  (a->rope_scaling == SKS_ROPE_SCALING_LONGROPE && a->rope_original_max_pos > 0 &&
+                   max_T > a->rope_original_max_pos);
+    b += nt * T * (uint64_t)((a->rope_dims > 0 ? a->rope_dims : a->head_dim) / 2) * 2 * 4;
     b += (uint64_t)a->vocab_size * 4;                         /* logits of one row */
     return b;
 }
