@@ -1239,8 +1239,12 @@ int sks_sinks_write(const sks_sinks_result *r, const sks_model *m, const sks_sin
     if (sks__complete(r, "sks_sinks_write")) return SKS_EARG;
     const int L = r->n_layers, H = r->n_heads, G = r->n_kv_heads, dh = r->head_dim;
     const int64_t LH = (int64_t)L * H;
-    int32_t *i32 = sks_malloc_n((size_t)(LH > (int64_t)L * G ? LH : (int64_t)L * G) + (size_t)r->n_prompts + 1,
-                                sizeof *i32);
+    /* one int32 staging buffer for every integer array below: the longest of them */
+    int64_t n32 = LH > (int64_t)L * G ? LH : (int64_t)L * G;
+    if (r->n_prompts > n32) n32 = r->n_prompts;
+    if (r->n_spike_channels > n32) n32 = r->n_spike_channels;
+    if (r->n_prompt0_spike_tokens > n32) n32 = r->n_prompt0_spike_tokens;
+    int32_t *i32 = sks_malloc_n((size_t)n32 + 1, sizeof *i32);
     if (!i32) return sks_fail(SKS_ENOMEM, "sks_sinks_write");
     sks_out w;
     sks_out_init(&w);
