@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# cli-families.sh BINARY SOURCE_DIR FIXTURES_DIR - `sinkscope analyze` end to end on every
+# family of test/data/families (HF folder and GGUF) and on the three ablation models:
+# summary.json names the family and its norm layout, the four analyses ran, spikes
+# report the post-norm gain where a norm follows the FFN, and OLMo 2's outputs say that
+# the RMSNorm sparsification step has no counterpart.
+set -u
+BIN=$1
+SRC=$2
+FIX=$3
+PY=/usr/bin/python3
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/sks-families.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+# check_summary DIR FAMILY NORMS: the summary of one analyze run
+check_summary() {
+    "$PY" - "$1/summary.json" "$2" "$3" <<'EOF' || fail "summary of $1"
+import json, math, sys
+s = json.load(open(sys.argv[1]))
+fam, norms = sys.argv[2], sys.argv[3]
+assert s["model"]["family"] == fam, s["model"]["family"]
+assert s["model"]["norms"] == norms, s["model"]["norms"]
+for k in ("trace", "spikes", "vocab", "sinks"):
+    assert k in s, k
+ch = s["spikes"]["channels"]
+assert ch, "no spike channel analysed"
+has_gain = [("post_gain" in c) for c in ch]
+if norms == "pre":
+    assert not any(has_gain), "post_gain without a post-norm"
+else:
+    assert all(has_gain), "post_gain missing"
+    assert all(c["post_gain"] > 0 and math.isfinite(c["post_gain"]) for c in ch)
+if norms == "post":
+    assert "no counterpart" in s["spikes"].get("note", ""), "OLMo 2 note missing"
+    assert s["sinks"]["auc"]["weight_only"] is None
+EOF
+}
+
+for fam in gemma gemma2 gemma3 phi3 olmo2; do
+    case $fam in
+        gemma|phi3) norms=pre ;;
+        olmo2) norms=post ;;
+        *) norms=sandwich ;;
+    esac
+    for how in hf gguf; do
+        m="$SRC/test/data/families/$fam"
+        [ $how = gguf ] && m="$m/model.gguf"
+        out="$TMP/$fam-$how"
+        "$BIN" analyze "$m" -o "$out" --no-plots >"$out.log" 2>&1 || fail "analyze $fam ($how): $(tail -3 "$out.log")"
+        check_summary "$out" "$fam" "$norms"
+    done
+    echo "ok: analyze on $fam (HF and GGUF)"
+done
+
+# the trained ablation models (spikes reported at training: base 188, sandwich 59, OLMo 2 23)
+[ -d "$FIX/ablation" ] || exit 77
+for v in base:llama:pre sandwich:gemma2:sandwich olmo2:olmo2:post; do
+    IFS=: read -r name fam norms <<<"$v"
+    out="$TMP/abl-$name"
+    "$BIN" analyze "$FIX/ablation/$name" -o "$out" --no-plots --abs 10 --ratio 10 --sample 512 >"$out.log" 2>&1 ||
+        fail "analyze ablation/$name: $(tail -3 "$out.log")"
+    check_summary "$out" "$fam" "$norms"
+    echo "ok: analyze on ablation/$name"
+done
+grep -q "no counterpart" "$TMP/abl-olmo2.log" || fail "OLMo 2: the terminal does not say that the sparsification step has no counterpart"
+exit 0
