@@ -372,6 +372,24 @@ static int sks__cfg_fill(const json_t *root, const char *path, sks_arch *a) {
     return 0;
 }
 
+/* Multimodal checkpoints (Gemma 3: Gemma3ForConditionalGeneration) keep the text model's
+ * fields in "text_config": read those, with the top level's architectures and, where the
+ * text part does not say, its tie_word_embeddings and token ids. */
+static int sks__cfg_fill_text(json_t *root, const char *path, sks_arch *a) {
+    json_t *tc = json_object_get(root, "text_config");
+    if (!json_is_object(tc)) return sks__cfg_fill(root, path, a);
+    json_t *t = json_deep_copy(tc);
+    if (!t) return sks_fail(SKS_ENOMEM, "%s: out of memory", path);
+    const char *keys[] = {"architectures", "tie_word_embeddings", "bos_token_id", "eos_token_id"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        json_t *v = json_object_get(root, keys[i]);
+        if (v && (i == 0 || !json_object_get(t, keys[i]))) json_object_set(t, keys[i], v);
+    }
+    int rc = sks__cfg_fill(t, path, a);
+    json_decref(t);
+    return rc;
+}
+
 int sks__config_parse(const char *json, size_t len, const char *path, sks_arch *a) {
     if (sks__json_depth(json, len, SKS__JSON_MAX_DEPTH) < 0)
         return sks_fail(SKS_EFORMAT, "%s: JSON nested deeper than %d levels", path, SKS__JSON_MAX_DEPTH);
@@ -380,7 +398,7 @@ int sks__config_parse(const char *json, size_t len, const char *path, sks_arch *
     if (!root) return sks_fail(SKS_EFORMAT, "%s: invalid JSON at line %d: %s", path, err.line, err.text);
     int rc;
     if (!json_is_object(root)) rc = sks_fail(SKS_EFORMAT, "%s: top level is not a JSON object", path);
-    else rc = sks__cfg_fill(root, path, a);
+    else rc = sks__cfg_fill_text(root, path, a);
     json_decref(root);
     return rc;
 }

@@ -105,7 +105,7 @@ static const sks__family sks__families[] = {
      SKS__FAM_POST_NORMS | SKS__FAM_UNIT_OFFSET | SKS__FAM_EMBED_SCALE, SKS_ACT_GELU_TANH, 2,
      SKS__HF_MODEL(sks__hf_norms_gemma2)},
     /* Gemma 3 text; multimodal checkpoints keep it under a language_model prefix */
-    {"gemma3", "Gemma3ForCausalLM", NULL, "gemma3_text", "gemma3",
+    {"gemma3", "Gemma3ForCausalLM", "Gemma3ForConditionalGeneration", "gemma3_text", "gemma3",
      SKS__FAM_QK_NORM | SKS__FAM_POST_NORMS | SKS__FAM_UNIT_OFFSET | SKS__FAM_EMBED_SCALE, SKS_ACT_GELU_TANH, 6,
      SKS__HF_MODEL(sks__hf_norms_gemma2)},
     /* fused qkv_proj / gate_up_proj; partial rotary and longrope come from the config */
@@ -185,7 +185,26 @@ int sks_arch_set_family(sks_arch *a, const char *family) {
     return 0;
 }
 
+/* The text weights of a multimodal checkpoint: "model.language_model.X" (transformers 5)
+ * and "language_model.model.X" (4.x) read as "model.X", "language_model.lm_head.X" as
+ * "lm_head.X"; the vision tower's names match nothing and are ignored. */
+static const char *sks__text_name(const sks__family *fam, const char *name, char *buf, size_t cap) {
+    static const char *const pre[][2] = {
+        {"model.language_model.", "model."}, {"language_model.model.", "model."}, {"language_model.lm_head.", "lm_head."}};
+    if (!fam->hf_arch_alt) return name;
+    for (size_t i = 0; i < SKS__N(pre); i++) {
+        size_t n = strlen(pre[i][0]);
+        if (!strncmp(name, pre[i][0], n)) {
+            snprintf(buf, cap, "%s%s", pre[i][1], name + n);
+            return buf;
+        }
+    }
+    return name;
+}
+
 int sks__family_hf_role(const sks__family *fam, const char *name, sks_role *role, long *layer) {
+    char buf[512];
+    name = sks__text_name(fam, name, buf, sizeof buf);
     return sks__match_tensor_name(name, fam->hf_globals, fam->n_hf_globals, fam->hf_prefix, fam->hf_layer,
                                   fam->n_hf_layer, role, layer) ||
            sks__match_tensor_name(name, NULL, 0, fam->hf_prefix, fam->hf_norms, fam->n_hf_norms, role, layer);

@@ -45,6 +45,67 @@ static int on_probs(void *ud, int layer, int head, const float *A, int T) {
     return 0;
 }
 
+/* dir/model.safetensors: fam's weights under the multimodal prefix pre ("model.language_model."
+ * or "language_model.model."), the data section copied as it is (offsets are relative to
+ * it), plus a vision tensor that the loader must ignore; dir/config.json: fam's config as
+ * the text_config of a Gemma3ForConditionalGeneration config. */
+static void write_multimodal(const char *fam, const char *dir, const char *pre) {
+    char p[600];
+    snprintf(p, sizeof p, DATA "%s/model.safetensors", fam);
+    size_t n;
+    char *img = sks_test_read_file(p, &n);
+    assert_non_null(img);
+    uint64_t hl;
+    memcpy(&hl, img, 8);
+    json_error_t e;
+    json_t *h = json_loadb(img + 8, (size_t)hl, 0, &e), *h2 = json_object();
+    assert_non_null(h);
+    const char *k;
+    json_t *v;
+    uint64_t end = 0;
+    json_object_foreach(h, k, v) {
+        char nk[400];
+        if (!strcmp(k, "__metadata__")) {
+            json_object_set(h2, k, v);
+            continue;
+        }
+        snprintf(nk, sizeof nk, "%s%s", pre, k + strlen("model."));
+        json_object_set(h2, nk, v);
+        uint64_t e1 = (uint64_t)json_integer_value(json_array_get(json_object_get(v, "data_offsets"), 1));
+        if (e1 > end) end = e1;
+    }
+    /* a vision weight after the text data: 4 bf16 zeros */
+    json_object_set_new(h2, "model.vision_tower.patch_embed.weight",
+                        json_pack("{s:s, s:[i,i], s:[I,I]}", "dtype", "BF16", "shape", 2, 2, "data_offsets",
+                                  (json_int_t)end, (json_int_t)(end + 8)));
+    char *txt = json_dumps(h2, JSON_COMPACT);
+    uint64_t nl = strlen(txt);
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    FILE *f = fopen(p, "wb");
+    assert_non_null(f);
+    const char zeros[8] = {0};
+    assert_int_equal(fwrite(&nl, 8, 1, f), 1);
+    assert_int_equal(fwrite(txt, 1, nl, f), nl);
+    assert_int_equal(fwrite(img + 8 + hl, 1, n - 8 - hl, f), n - 8 - hl);
+    assert_int_equal(fwrite(zeros, 1, 8, f), 8);
+    fclose(f);
+    free(txt);
+    json_decref(h);
+    json_decref(h2);
+    free(img);
+    snprintf(p, sizeof p, DATA "%s/config.json", fam);
+    json_t *tc = json_load_file(p, 0, &e), *root = json_object();
+    assert_non_null(tc);
+    json_object_del(tc, "architectures");
+    json_object_set_new(root, "architectures", json_pack("[s]", "Gemma3ForConditionalGeneration"));
+    json_object_set_new(root, "model_type", json_string("gemma3"));
+    json_object_set_new(root, "text_config", tc);
+    json_object_set_new(root, "vision_config", json_pack("{s:i}", "hidden_size", 8));
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    assert_int_equal(json_dump_file(root, p, JSON_INDENT(1)), 0);
+    json_decref(root);
+}
+
 /* Open dir with config (NULL: its own config.json), or the GGUF file. */
 static sks_model *open_variant(const char *fam, const char *how, char **tmp_out) {
     char p[512];
@@ -72,6 +133,11 @@ static sks_model *open_variant(const char *fam, const char *how, char **tmp_out)
         free(txt);
         rc = sks_model_open(tmp, &m);
         *tmp_out = tmp;
+    } else if (!strncmp(how, "mm", 2)) {
+        char *tmp = sks_test_tmpdir();
+        write_multimodal(fam, tmp, !strcmp(how, "mm5") ? "model.language_model." : "language_model.model.");
+        rc = sks_model_open(tmp, &m);
+        *tmp_out = tmp;
     } else {
         snprintf(p, sizeof p, DATA "%s", fam);
         rc = sks_model_open(p, &m);
@@ -91,7 +157,13 @@ static void rm_tmp(char *tmp) {
     free(tmp);
 }
 
+static void check_family_ways(const char *fam, const char *want_family, const char *const *hows, int n_hows);
 static void check_family(const char *fam, const char *want_family) {
+    const char *hows[] = {"hf", "classic", "gguf"};
+    check_family_ways(fam, want_family, hows, 3);
+}
+
+static void check_family_ways(const char *fam, const char *want_family, const char *const *hows, int n_hows) {
     char p[512];
     snprintf(p, sizeof p, DATA "%s/ref.json", fam);
     json_error_t e;
@@ -101,8 +173,7 @@ static void check_family(const char *fam, const char *want_family) {
     int T = (int)json_array_size(jt);
     int32_t *tok = malloc((size_t)T * sizeof *tok);
     for (int t = 0; t < T; t++) tok[t] = (int32_t)json_integer_value(json_array_get(jt, (size_t)t));
-    const char *hows[] = {"hf", "classic", "gguf"};
-    for (int v = 0; v < 3; v++) {
+    for (int v = 0; v < n_hows; v++) {
         char *tmp;
         sks_model *m = open_variant(fam, hows[v], &tmp);
         const sks_arch *a = sks_model_arch(m);
@@ -177,6 +248,13 @@ static void test_gemma2(void **s) {
 static void test_gemma3(void **s) {
     (void)s;
     check_family("gemma3", "gemma3");
+}
+/* multimodal Gemma 3 checkpoints: the text weights under model.language_model. (transformers
+ * 5) or language_model.model. (4.x), the fields in text_config */
+static void test_gemma3_multimodal(void **s) {
+    (void)s;
+    const char *hows[] = {"mm5", "mm4"};
+    check_family_ways("gemma3", "gemma3", hows, 2);
 }
 static void test_phi3(void **s) {
     (void)s;
@@ -267,6 +345,7 @@ int main(void) {
         cmocka_unit_test(test_gemma),
         cmocka_unit_test(test_gemma2),
         cmocka_unit_test(test_gemma3),
+        cmocka_unit_test(test_gemma3_multimodal),
         cmocka_unit_test(test_olmo2),
         cmocka_unit_test(test_phi3),
         cmocka_unit_test(test_bad_input),
