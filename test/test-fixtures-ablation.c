@@ -18,6 +18,7 @@
 
 #include "sks_test.h"
 #include "analysis/sks_forward.h"
+#include "analysis/sks_spikes.h"
 #include "analysis/sks_trace.h"
 
 typedef struct {
@@ -111,6 +112,77 @@ static void check_variant(const char *name, const char *family) {
     sks_model_close(m);
 }
 
+/* spikes' post-norm gain, checked against the forward pass itself: what reaches the
+ * residual at (token, channel) from the FFN of layer l, h_{2l+2} - h_{2l+1}, must be
+ * post_out = post_gain * (raw FFN output); and lambda*, s* are those of the raw FFN
+ * (x^T S_k x close to the raw output at the spike token). */
+typedef struct {
+    int block, tok, ch;
+    double before, after;
+} resid_at;
+
+static int on_res_at(void *ud, int block, const float *h, int T, int d) {
+    resid_at *r = ud;
+    (void)T;
+    if (block == r->block - 1) r->before = h[(size_t)r->tok * d + r->ch];
+    if (block == r->block) r->after = h[(size_t)r->tok * d + r->ch];
+    return 0;
+}
+
+static void check_post_gain(const char *name, int layer, int channel) {
+    char rel[128];
+    snprintf(rel, sizeof rel, "ablation/%s", name);
+    sks_model *m = NULL;
+    if (sks_model_open(sks_test_fixture(rel), &m)) fail_msg("%s: %s", rel, sks_last_error());
+    snprintf(rel, sizeof rel, "ablation/%s/measure.json", name);
+    json_error_t e;
+    json_t *j = json_load_file(sks_test_fixture(rel), 0, &e);
+    assert_non_null(j);
+    json_t *w = json_array_get(json_object_get(j, "measure_ids"), 0);
+    int T = (int)json_array_size(w);
+    int32_t *tok = malloc((size_t)T * sizeof *tok);
+    for (int t = 0; t < T; t++) tok[t] = (int32_t)json_integer_value(json_array_get(w, (size_t)t));
+    sks_spikes_opts o;
+    sks_spikes_opts_default(&o);
+    o.top_frob = 0;
+    o.first_token_map = 0;
+    sks_spikes *sp = NULL;
+    assert_int_equal(sks_spikes_new(m, &o, &sp), 0);
+    assert_int_equal(sks_spikes_forward(sp, tok, T), 0);
+    int t0 = 0;
+    sks_spikes_layer_result lr;
+    if (sks_spikes_layer(sp, layer, &channel, NULL, &t0, 1, &lr)) fail_msg("%s: %s", name, sks_last_error());
+    const sks_spike_channel *c = &lr.channels[0];
+    resid_at r = {2 * layer + 2, 0, channel, NAN, NAN};
+    sks_forward *f = NULL;
+    assert_int_equal(sks_forward_new(m, T, &f), 0);
+    sks_fwd_hooks hk = {0};
+    hk.ud = &r;
+    hk.on_residual = on_res_at;
+    assert_int_equal(sks_forward_run(f, tok, T, SKS_FWD_CAUSAL, &hk, NULL, 0), 0);
+    double inc = r.after - r.before;
+    fprintf(stderr, "%s layer %d channel %d: lambda* %.3f, raw FFN out %.3f (x^T S x %.3f), post gain %.4f -> %.4f, "
+            "residual increment %.4f\n", name, layer, channel, c->eigenvalues[0], c->true_out_fwd, c->quad_pred,
+            c->post_gain, c->post_out, inc);
+    assert_true(c->post_gain > 0 && c->post_gain < 1);
+    if (!(fabs(c->post_out - inc) <= 1e-4 * fmax(1.0, fabs(inc))))
+        fail_msg("%s: post_out %.6f but the residual grew by %.6f", name, c->post_out, inc);
+    if (!(fabs(c->true_out - c->true_out_fwd) <= 1e-3 * fabs(c->true_out_fwd)))
+        fail_msg("%s: f64 FFN output %.6f vs the forward's %.6f", name, c->true_out, c->true_out_fwd);
+    sks_spikes_layer_result_free(&lr);
+    sks_forward_free(f);
+    sks_spikes_free(sp);
+    free(tok);
+    json_decref(j);
+    sks_model_close(m);
+}
+
+static void test_post_gain(void **s) {
+    (void)s;
+    check_post_gain("sandwich", 0, 151);
+    check_post_gain("olmo2", 1, 202);
+}
+
 static void test_base(void **s) {
     (void)s;
     check_variant("base", "llama");
@@ -135,6 +207,7 @@ int main(void) {
         cmocka_unit_test(test_base),
         cmocka_unit_test(test_sandwich),
         cmocka_unit_test(test_olmo2),
+        cmocka_unit_test(test_post_gain),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
