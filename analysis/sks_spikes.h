@@ -225,6 +225,37 @@ typedef struct {
 int sks_spikes_write(const sks_spikes_report *rep, const sks_model *m, const sks_spikes_opts *o,
                      const char *(*piece)(void *ud, int id), void *piece_ud, const char *path);
 
+/* ---- the selection (analysis/spikes_run.c) ----------------------------------------- */
+
+typedef struct {
+    const int *layers;      /* (n_layers) layers to keep, or NULL: every layer */
+    int n_layers;
+    const int *channels;    /* (n_channels) user channels at every kept layer, or NULL */
+    int n_channels;
+    int top_frob_only;      /* 1: every kept layer, with only the screen's best channels */
+    const char *from_trace; /* a trace file's spike channels at their step-up layers */
+    int token;              /* the spike token of every channel, or -1 (from the trace, else auto) */
+    sks_trace_opts trace;   /* thresholds of the default spike search */
+} sks_spikes_select_opts;
+
+typedef struct {
+    int n;
+    int *layer, *channel, *token; /* (n) triples; channel -1: the layer alone */
+    int src;                      /* SKS_SPK_SRC_USER with user channels, else _SPIKE */
+    const char *name;             /* "channels", "top-frob", "from-trace" or "default" */
+    sks_trace_result *trace;      /* the trace the triples came from, or NULL */
+    int trace_from_file;          /* 1: read from from_trace (lifecycles and spike channels only) */
+} sks_spikes_selection;
+
+/* The (layer, channel, token) triples of a run: user channels (or only the screen's
+ * best) at every kept layer; else the spike channels at their step-up layers from a
+ * trace file or from tracing tokens (T) with o->trace; when that finds none, every kept
+ * layer alone (a warning naming the thresholds and top_frob). Free with
+ * sks_spikes_selection_free. */
+int sks_spikes_select(const sks_model *m, const int32_t *tokens, int T, const sks_spikes_select_opts *o, int top_frob,
+                      sks_spikes_selection *out);
+void sks_spikes_selection_free(sks_spikes_selection *s);
+
 /* ---- the driver (analysis/spikes_run.c) ------------------------------------------- */
 
 /* What one run analyses: the forward pass over tokens, and the (layer, channel, token)

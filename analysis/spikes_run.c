@@ -2,6 +2,7 @@
  * (here, or dealt out through the split hook), the delimiter route and the first-token
  * map, for `sinkscope spikes` and the analyze pipeline alike. */
 #include "sks_spikes.h"
+#include "sks_rule.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -223,4 +224,90 @@ void sks_spikes_run_result_free(sks_spikes_run_result *r) {
     free(r->wvo_sigma1);
     sks_delim_result_free(&r->delim);
     memset(r, 0, sizeof *r);
+}
+
+/* ---- the selection ------------------------------------------------------------------ */
+
+static int sks__sel_alloc(sks_spikes_selection *s, int n) {
+    free(s->layer), free(s->channel), free(s->token);
+    s->layer = malloc(((size_t)n + 1) * sizeof(int));
+    s->channel = malloc(((size_t)n + 1) * sizeof(int));
+    s->token = malloc(((size_t)n + 1) * sizeof(int));
+    s->n = n;
+    return s->layer && s->channel && s->token ? 0 : sks_fail(SKS_ENOMEM, "out of memory");
+}
+
+/* Every layer of the filter (all without one), each with every user channel or with
+ * none (-1: the layer alone); tok is every triple's token. */
+static int sks__sel_grid(const sks_spikes_select_opts *o, int L, int tok, sks_spikes_selection *s) {
+    const int nl = o->layers ? o->n_layers : L, nu = o->channels ? o->n_channels : 0;
+    int rc = sks__sel_alloc(s, nl * (nu ? nu : 1)), k = 0;
+    for (int i = 0; i < nl && !rc; i++)
+        for (int j = 0; j < (nu ? nu : 1); j++, k++) {
+            s->layer[k] = o->layers ? o->layers[i] : i;
+            s->channel[k] = nu ? o->channels[j] : -1;
+            s->token[k] = tok;
+        }
+    return rc;
+}
+
+/* The trace's triples: checked against the model and the prompt, kept when their layer
+ * is in the filter. */
+static int sks__sel_from_trace(const sks_spikes_select_opts *o, int d, int T, sks_spikes_selection *s) {
+    int k = 0;
+    for (int i = 0; i < s->n; i++) {
+        if (s->channel[i] >= d)
+            return sks_fail(SKS_EARG, "%s: channel %d outside the model (%d)", o->from_trace, s->channel[i], d);
+        int t = o->token >= 0 ? o->token : s->token[i];
+        if (t >= T) t = -1; /* a trace of another prompt */
+        int keep = !o->layers;
+        for (int j = 0; o->layers && j < o->n_layers; j++) keep |= o->layers[j] == s->layer[i];
+        if (keep) s->layer[k] = s->layer[i], s->channel[k] = s->channel[i], s->token[k] = t, k++;
+    }
+    s->n = k;
+    return 0;
+}
+
+int sks_spikes_select(const sks_model *m, const int32_t *tokens, int T, const sks_spikes_select_opts *o, int top_frob,
+                      sks_spikes_selection *s) {
+    memset(s, 0, sizeof *s);
+    const sks_arch *a = sks_model_arch(m);
+    s->src = o->channels ? SKS_SPK_SRC_USER : SKS_SPK_SRC_SPIKE;
+    int rc;
+    if (o->channels || (o->top_frob_only && !o->from_trace)) {
+        s->name = o->channels ? "channels" : "top-frob";
+        rc = sks__sel_grid(o, a->n_layers, o->token, s);
+    } else {
+        if (o->from_trace) {
+            s->name = "from-trace";
+            s->trace_from_file = 1;
+            rc = sks_trace_read(o->from_trace, &s->trace);
+            if (!rc) rc = sks_spikes_select_from_trace(s->trace, &s->layer, &s->channel, &s->token, &s->n);
+        } else {
+            s->name = "default";
+            rc = sks_spikes_default_selection(m, tokens, T, &o->trace, &s->trace, &s->layer, &s->channel, &s->token,
+                                              &s->n);
+        }
+        if (!rc) rc = sks__sel_from_trace(o, a->d_model, T, s);
+        if (!rc && s->n == 0) {
+            sks_spike_rule rule;
+            sks_trace_opts_rule(&o->trace, &rule);
+            char rb[160];
+            sks_log(SKS_LOG_WARN,
+                    "spikes: no spike channel with a step-up FFN found (%s); analysing the top %d channels of the "
+                    "screen of %s",
+                    sks_spike_rule_describe(&rule, rb, sizeof rb), top_frob,
+                    o->layers ? "the --layers" : "every layer");
+            rc = sks__sel_grid(o, a->n_layers, -1, s);
+        }
+    }
+    if (rc) sks_spikes_selection_free(s);
+    return rc;
+}
+
+void sks_spikes_selection_free(sks_spikes_selection *s) {
+    if (!s) return;
+    free(s->layer), free(s->channel), free(s->token);
+    sks_trace_result_free(s->trace);
+    memset(s, 0, sizeof *s);
 }

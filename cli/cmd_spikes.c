@@ -250,16 +250,14 @@ int sks_cmd_spikes(int argc, char **argv) {
     sks_tokenizer *tok = NULL;
     int32_t *ids = NULL;
     int T = 0;
-    int *sel_l = NULL, *sel_c = NULL, *sel_t = NULL, nsel = 0;
+    sks_spikes_selection sel;
+    memset(&sel, 0, sizeof sel);
     int *lay_filter = NULL, nlay_filter = 0, *user_ch = NULL, nuser = 0;
-    sks_trace_result *tr = NULL;
-    int tr_lite = 0;
     sks_spikes_run_result run;
     memset(&run, 0, sizeof run);
     sks_dist_parts parts;
     memset(&parts, 0, sizeof parts);
     int have_parts = 0;
-    const char *selection = "default";
 
     /* the tokenizer is optional unless --prompt needs it */
     if (sks_tokenizer_open_for_model(m, tok_path, &tok)) {
@@ -298,78 +296,14 @@ int sks_cmd_spikes(int argc, char **argv) {
         goto done;
     }
 
-    /* the (layer, channel, token) triples */
-    if (channels_s || (top_frob_set && !from_trace)) {
-        selection = channels_s ? "channels" : "top-frob";
-        int nl = lay_filter ? nlay_filter : L;
-        nsel = nl * (nuser ? nuser : 1);
-        sel_l = malloc((size_t)nsel * sizeof(int));
-        sel_c = malloc((size_t)nsel * sizeof(int));
-        sel_t = malloc((size_t)nsel * sizeof(int));
-        if (!sel_l || !sel_c || !sel_t) {
-            rc = sks_fail(SKS_ENOMEM, "out of memory");
-            goto fail;
-        }
-        int k = 0;
-        for (int i = 0; i < nl; i++)
-            for (int j = 0; j < (nuser ? nuser : 1); j++) {
-                sel_l[k] = lay_filter ? lay_filter[i] : i;
-                sel_c[k] = nuser ? user_ch[j] : -1; /* -1: layer only */
-                sel_t[k] = token_pos;
-                k++;
-            }
-    } else {
-        if (from_trace) {
-            selection = "from-trace";
-            if ((rc = sks_trace_read(from_trace, &tr))) goto fail;
-            tr_lite = 1;
-            rc = sks_spikes_select_from_trace(tr, &sel_l, &sel_c, &sel_t, &nsel);
-        } else {
-            rc = sks_spikes_default_selection(m, ids, T, &to, &tr, &sel_l, &sel_c, &sel_t, &nsel);
-        }
-        if (rc) goto fail;
-        for (int i = 0; i < nsel; i++) {
-            if (sel_c[i] >= d) {
-                rc = sks_fail(SKS_EARG, "%s: channel %d outside the model (%d)", from_trace, sel_c[i], d);
-                goto fail;
-            }
-            if (token_pos >= 0) sel_t[i] = token_pos;
-            if (sel_t[i] >= T) sel_t[i] = -1; /* a trace of another prompt */
-        }
-        if (lay_filter) { /* keep the layers asked for */
-            int k = 0;
-            for (int i = 0; i < nsel; i++) {
-                int keep = 0;
-                for (int j = 0; j < nlay_filter; j++) keep |= lay_filter[j] == sel_l[i];
-                if (keep) sel_l[k] = sel_l[i], sel_c[k] = sel_c[i], sel_t[k] = sel_t[i], k++;
-            }
-            nsel = k;
-        }
-        if (nsel == 0) {
-            char rb[160];
-            sks_log(SKS_LOG_WARN,
-                    "spikes: no spike channel with a step-up FFN found (%s); analysing the top %d channels of the "
-                    "screen of %s",
-                    sks_spike_rule_describe(&rule, rb, sizeof rb), so.top_frob,
-                    lay_filter ? "the --layers" : "every layer");
-            int nl = lay_filter ? nlay_filter : L;
-            free(sel_l), free(sel_c), free(sel_t);
-            sel_l = malloc((size_t)nl * sizeof(int));
-            sel_c = malloc((size_t)nl * sizeof(int));
-            sel_t = malloc((size_t)nl * sizeof(int));
-            if (!sel_l || !sel_c || !sel_t) {
-                rc = sks_fail(SKS_ENOMEM, "out of memory");
-                goto fail;
-            }
-            for (int i = 0; i < nl; i++) sel_l[i] = lay_filter ? lay_filter[i] : i, sel_c[i] = -1, sel_t[i] = -1;
-            nsel = nl;
-        }
-    }
-
+    sks_spikes_select_opts selo = {.layers = lay_filter, .n_layers = nlay_filter, .channels = user_ch,
+                                   .n_channels = nuser, .top_frob_only = top_frob_set, .from_trace = from_trace,
+                                   .token = token_pos, .trace = to};
+    if ((rc = sks_spikes_select(m, ids, T, &selo, so.top_frob, &sel))) goto fail;
     {
         uint64_t need = 0;
         char nb[32];
-        if ((rc = sks_spikes_fit_memory(ar, &so, T, nsel, max_mem, &need))) goto fail;
+        if ((rc = sks_spikes_fit_memory(ar, &so, T, sel.n, max_mem, &need))) goto fail;
         if (max_mem)
             sks_log(SKS_LOG_INFO, "spikes: workspaces about %s (channel block %d)",
                     sks_fmt_bytes(need, nb, sizeof nb), so.channel_block);
@@ -386,10 +320,10 @@ int sks_cmd_spikes(int argc, char **argv) {
                           so.tol, so.krylov_dim, so.max_restarts, so.channel_block, so.block,
                           (unsigned long long)so.seed, so.first_token_map);
         sks_dist_text_i32s(&mf, "tokens", ids, T);
-        sks_dist_text_ints(&mf, "sel_layers", sel_l, nsel);
-        sks_dist_text_ints(&mf, "sel_channels", sel_c, nsel);
-        sks_dist_text_ints(&mf, "sel_tokens", sel_t, nsel);
-        sks_dist_text_add(&mf, "source", "%d", channels_s ? SKS_SPK_SRC_USER : SKS_SPK_SRC_SPIKE);
+        sks_dist_text_ints(&mf, "sel_layers", sel.layer, sel.n);
+        sks_dist_text_ints(&mf, "sel_channels", sel.channel, sel.n);
+        sks_dist_text_ints(&mf, "sel_tokens", sel.token, sel.n);
+        sks_dist_text_add(&mf, "source", "%d", sel.src);
         if (mf.err) rc = sks_fail(SKS_ENOMEM, "out of memory");
         if (!rc) rc = sks_dist_parts_open(&parts, out_path, mf.s, resume);
         free(mf.s);
@@ -398,8 +332,8 @@ int sks_cmd_spikes(int argc, char **argv) {
     }
     sks_split sp;
     sks_dist_split_init(&sp, &parts);
-    sks_spikes_job job = {.tokens = ids, .T = T, .sel_l = sel_l, .sel_c = sel_c, .sel_t = sel_t, .nsel = nsel,
-                          .src = channels_s ? SKS_SPK_SRC_USER : SKS_SPK_SRC_SPIKE, .delimiter = !no_delim};
+    sks_spikes_job job = {.tokens = ids, .T = T, .sel_l = sel.layer, .sel_c = sel.channel, .sel_t = sel.token,
+                          .nsel = sel.n, .src = sel.src, .delimiter = !no_delim};
     if ((rc = sks_spikes_run(m, &so, &job, &sp, &run))) goto fail;
     if (resume) sks_log(SKS_LOG_INFO, "spikes: %d layer(s) resumed from %s", run.n_resumed, parts.dir);
     if (sks_dist_rank() != 0) goto done; /* rank 0 writes */
@@ -409,14 +343,14 @@ int sks_cmd_spikes(int argc, char **argv) {
     rep.layers = run.layers;
     rep.T = T;
     rep.tokens = ids;
-    rep.trace = tr;
+    rep.trace = sel.trace;
     rep.n_wvo = run.n_wvo;
     rep.wvo_sigma1 = run.wvo_sigma1;
     rep.delim = run.have_delim ? &run.delim : NULL;
-    rep.trace_abs = (tr && !tr_lite) ? to.abs_thresh : NAN;
-    rep.trace_ratio = (tr && !tr_lite) ? to.ratio : NAN;
-    rep.trace_outlier = (tr && !tr_lite) ? to.outlier : NAN;
-    rep.selection = selection;
+    rep.trace_abs = sel.trace && !sel.trace_from_file ? to.abs_thresh : NAN;
+    rep.trace_ratio = sel.trace && !sel.trace_from_file ? to.ratio : NAN;
+    rep.trace_outlier = sel.trace && !sel.trace_from_file ? to.outlier : NAN;
+    rep.selection = sel.name;
     if ((rc = sks_spikes_write(&rep, m, &so, tok ? sks__piece_cb : NULL, tok, out_path))) goto fail;
     sks_dist_parts_remove(&parts);
     if (json) {
@@ -430,7 +364,7 @@ int sks_cmd_spikes(int argc, char **argv) {
         }
         json_decref(j);
     } else if (!quiet) {
-        printf("spikes: %d layer(s) analysed (%s selection)\n", run.n_layers, selection);
+        printf("spikes: %d layer(s) analysed (%s selection)\n", run.n_layers, sel.name);
         sks_cli_print_spike_channels(stdout, run.layers, run.n_layers, 0);
     }
     goto done;
@@ -439,10 +373,7 @@ fail:
 done:
     sks_spikes_run_result_free(&run);
     if (have_parts) sks_dist_parts_free(&parts);
-    sks_trace_result_free(tr);
-    free(sel_l);
-    free(sel_c);
-    free(sel_t);
+    sks_spikes_selection_free(&sel);
     free(lay_filter);
     free(user_ch);
     free(ids);
