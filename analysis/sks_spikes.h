@@ -292,6 +292,11 @@ int sks_spikes_run(const sks_model *m, const sks_spikes_opts *o, const sks_spike
                    sks_spikes_run_result *out);
 void sks_spikes_run_result_free(sks_spikes_run_result *r);
 
+/* Every input of a run that changes a layer's result (the model, its shape, every
+ * field of opts, the tokens and the selection) as one msgpack map: the fingerprint of
+ * resume manifests (sks_dist_fingerprint). */
+void sks_spikes_inputs(sks_out *o, const sks_model *m, const sks_spikes_opts *so, const sks_spikes_job *job);
+
 /* The memory model of --max-memory (docs/scale.md): *need = the heap bytes of a run on
  * T tokens with n_channels selected channels (weights stay mapped), summed from the
  * allocations of spikes.c, the solver (sks_quadform_top_eigs_bytes) and the forward

@@ -21,6 +21,7 @@
 
 #include "../loaders/sks_model.h"
 #include "sks_split.h"
+#include "sks_out.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -72,6 +73,12 @@ int sks_vocab_typical_medians(const sks_model *m, int n_prompts, const int32_t *
 int sks_vocab_run(const sks_model *m, const sks_vocab_opts *o, int n_prompts, const int32_t *const *prompts,
                   const int *lens, const sks_split *sp, sks_vocab_result **out);
 void sks_vocab_result_free(sks_vocab_result *r); /* NULL is a no-op */
+
+/* Every input of a sweep that changes a batch's per-token arrays (the model, its shape,
+ * sample, seed, batch, and the given medians or the reference prompts) as one msgpack
+ * map: the fingerprint of resume manifests (sks_dist_fingerprint). */
+void sks_vocab_inputs(sks_out *o, const sks_model *m, const sks_vocab_opts *vo, int n_prompts,
+                      const int32_t *const *prompts, const int *lens);
 
 /* The steps of sks_vocab_run, for callers that split the sweep (MPI slices, resumable
  * batches) and must reproduce it exactly. */

@@ -311,3 +311,46 @@ void sks_spikes_selection_free(sks_spikes_selection *s) {
     sks_trace_result_free(s->trace);
     memset(s, 0, sizeof *s);
 }
+
+/* ---- the inputs, for resume manifests ---------------------------------------------- */
+
+void sks_spikes_inputs(sks_out *o, const sks_model *m, const sks_spikes_opts *so, const sks_spikes_job *job) {
+    const sks_arch *a = sks_model_arch(m);
+    int64_t T = job->T, n = job->nsel;
+    sks_out_map(o, 6);
+    sks_out_kstr(o, "schema", "sinkscope.spikes/1");
+    sks_out_kstr(o, "model", sks_model_path(m));
+    sks_out_str(o, "shape");
+    sks_out_map(o, 4);
+    sks_out_kint(o, "L", a->n_layers);
+    sks_out_kint(o, "d", a->d_model);
+    sks_out_kint(o, "f", a->d_ffn);
+    sks_out_kint(o, "V", a->vocab_size);
+    sks_out_str(o, "opts");
+    sks_out_map(o, 12);
+    sks_out_kint(o, "rank", so->rank);
+    sks_out_kint(o, "top_frob", so->top_frob);
+    sks_out_kint(o, "dense", so->dense);
+    sks_out_kint(o, "precision", so->precision);
+    sks_out_kf64(o, "tol", so->tol);
+    sks_out_kint(o, "krylov_dim", so->krylov_dim);
+    sks_out_kint(o, "max_restarts", so->max_restarts);
+    sks_out_kint(o, "channel_block", so->channel_block);
+    sks_out_kint(o, "block", so->block);
+    sks_out_kint(o, "seed", (int64_t)so->seed);
+    sks_out_kint(o, "n_delim_top", so->n_delim_top);
+    sks_out_kint(o, "first_token_map", so->first_token_map);
+    sks_out_str(o, "tokens");
+    sks_out_array(o, (size_t)T);
+    for (int64_t t = 0; t < T; t++) sks_out_int(o, job->tokens[t]);
+    sks_out_str(o, "selection");
+    sks_out_map(o, 4);
+    const int *cols[3] = {job->sel_l, job->sel_c, job->sel_t};
+    const char *names[3] = {"layers", "channels", "tokens"};
+    for (int c = 0; c < 3; c++) {
+        sks_out_str(o, names[c]);
+        sks_out_array(o, (size_t)n);
+        for (int64_t i = 0; i < n; i++) sks_out_int(o, cols[c] ? cols[c][i] : -1);
+    }
+    sks_out_kint(o, "source", job->src);
+}

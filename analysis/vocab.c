@@ -366,6 +366,37 @@ int sks_vocab_run(const sks_model *m, const sks_vocab_opts *o, int n_prompts, co
     return 0;
 }
 
+void sks_vocab_inputs(sks_out *o, const sks_model *m, const sks_vocab_opts *vo, int n_prompts,
+                      const int32_t *const *prompts, const int *lens) {
+    const sks_arch *a = sks_model_arch(m);
+    sks_out_map(o, 5);
+    sks_out_kstr(o, "schema", "sinkscope.vocab/1");
+    sks_out_kstr(o, "model", sks_model_path(m));
+    sks_out_str(o, "shape");
+    sks_out_map(o, 3);
+    sks_out_kint(o, "L", a->n_layers);
+    sks_out_kint(o, "d", a->d_model);
+    sks_out_kint(o, "V", a->vocab_size);
+    sks_out_str(o, "opts");
+    sks_out_map(o, 3);
+    sks_out_kint(o, "sample", vo->sample);
+    sks_out_kint(o, "seed", (int64_t)vo->seed);
+    sks_out_kint(o, "batch", vo->batch);
+    if (vo->medians) {
+        const int nb = 2 * a->n_layers + 1;
+        sks_out_str(o, "medians");
+        sks_out_array(o, (size_t)nb);
+        for (int b = 0; b < nb; b++) sks_out_f64(o, vo->medians[b]);
+        return;
+    }
+    sks_out_str(o, "prompts");
+    sks_out_array(o, (size_t)(n_prompts > 0 ? n_prompts : 0));
+    for (int i = 0; i < n_prompts; i++) {
+        sks_out_array(o, (size_t)lens[i]);
+        for (int t = 0; t < lens[i]; t++) sks_out_int(o, prompts[i][t]);
+    }
+}
+
 /* ---- writer (schema "sinkscope.vocab/1", docs/schema-vocab.md) --------------------------- */
 
 int sks_vocab_write(const sks_vocab_result *r, const sks_model *m, const sks_vocab_opts *o,

@@ -308,32 +308,17 @@ int sks_cmd_spikes(int argc, char **argv) {
             sks_log(SKS_LOG_INFO, "spikes: workspaces about %s (channel block %d)",
                     sks_fmt_bytes(need, nb, sizeof nb), so.channel_block);
     }
-    {
-        /* every parameter that changes a layer's result, for --resume */
-        sks_dist_text mf;
-        memset(&mf, 0, sizeof mf);
-        sks_dist_text_add(&mf, "schema", "sinkscope.spikes/1");
-        sks_dist_text_add(&mf, "model", "%s", sks_model_path(m));
-        sks_dist_text_add(&mf, "shape", "L=%d d=%d f=%d V=%d", L, d, ar->d_ffn, ar->vocab_size);
-        sks_dist_text_add(&mf, "opts", "rank=%d top_frob=%d dense=%d precision=%d tol=%.17g krylov=%d restarts=%d "
-                          "block=%d kblock=%d seed=%llu ftm=%d", so.rank, so.top_frob, so.dense, so.precision,
-                          so.tol, so.krylov_dim, so.max_restarts, so.channel_block, so.block,
-                          (unsigned long long)so.seed, so.first_token_map);
-        sks_dist_text_i32s(&mf, "tokens", ids, T);
-        sks_dist_text_ints(&mf, "sel_layers", sel.layer, sel.n);
-        sks_dist_text_ints(&mf, "sel_channels", sel.channel, sel.n);
-        sks_dist_text_ints(&mf, "sel_tokens", sel.token, sel.n);
-        sks_dist_text_add(&mf, "source", "%d", sel.src);
-        if (mf.err) rc = sks_fail(SKS_ENOMEM, "out of memory");
-        if (!rc) rc = sks_dist_parts_open(&parts, out_path, mf.s, resume);
-        free(mf.s);
-        if (rc) goto fail;
-        have_parts = 1;
-    }
-    sks_split sp;
-    sks_dist_split_init(&sp, &parts);
     sks_spikes_job job = {.tokens = ids, .T = T, .sel_l = sel.layer, .sel_c = sel.channel, .sel_t = sel.token,
                           .nsel = sel.n, .src = sel.src, .delimiter = !no_delim};
+    sks_out in;
+    sks_out_init(&in);
+    sks_spikes_inputs(&in, m, &so, &job); /* the resume manifest */
+    rc = sks_dist_parts_open(&parts, out_path, &in, resume);
+    sks_out_free(&in);
+    if (rc) goto fail;
+    have_parts = 1;
+    sks_split sp;
+    sks_dist_split_init(&sp, &parts);
     if ((rc = sks_spikes_run(m, &so, &job, &sp, &run))) goto fail;
     if (resume) sks_log(SKS_LOG_INFO, "spikes: %d layer(s) resumed from %s", run.n_resumed, parts.dir);
     if (sks_dist_rank() != 0) goto done; /* rank 0 writes */

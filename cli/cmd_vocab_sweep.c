@@ -257,25 +257,12 @@ int sks_cmd_vocab_sweep(int argc, char **argv) {
         rc = sks_fail(SKS_EARG, "no reference prompt with >= 2 tokens for the typical medians");
         goto fail;
     }
-    {
-        /* every parameter that changes a batch's per-token arrays, for --resume */
-        sks_dist_text mf;
-        memset(&mf, 0, sizeof mf);
-        sks_dist_text_add(&mf, "schema", "sinkscope.vocab/1");
-        sks_dist_text_add(&mf, "model", "%s", sks_model_path(m));
-        sks_dist_text_add(&mf, "shape", "L=%d d=%d V=%d", ar->n_layers, ar->d_model, ar->vocab_size);
-        sks_dist_text_add(&mf, "opts", "sample=%d seed=%llu batch=%d", vo.sample, (unsigned long long)vo.seed,
-                          vo.batch);
-        if (med) {
-            sks_dist_text_add(&mf, "medians", "%s", medians_s);
-        } else {
-            for (int i = 0; i < pl.n; i++) sks_dist_text_i32s(&mf, "prompt", pl.ids[i], pl.lens[i]);
-        }
-        if (mf.err) rc = sks_fail(SKS_ENOMEM, "out of memory");
-        if (!rc) rc = sks_dist_parts_open(&parts, out_path, mf.s, resume);
-        free(mf.s);
-        if (rc) goto fail;
-    }
+    sks_out in;
+    sks_out_init(&in);
+    sks_vocab_inputs(&in, m, &vo, pl.n, (const int32_t *const *)pl.ids, pl.lens); /* the resume manifest */
+    rc = sks_dist_parts_open(&parts, out_path, &in, resume);
+    sks_out_free(&in);
+    if (rc) goto fail;
     /* per-batch parts; under mpirun the batches are dealt out to the ranks, gathered on rank 0 */
     sks_split sp;
     sks_dist_split_init(&sp, &parts);

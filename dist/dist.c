@@ -169,9 +169,15 @@ int sks_dist_bcast(uint8_t **buf, size_t *n) {
     return 0;
 }
 
-/* ---- manifest text -------------------------------------------------------------------- */
+/* ---- the manifest: a fingerprint of the inputs ---------------------------------------- */
 
-static void sks__text_put(sks_dist_text *t, const char *s, size_t n) {
+typedef struct {
+    char *s;
+    size_t n, cap;
+    int err;
+} sks__text;
+
+static void sks__put(sks__text *t, const char *s, size_t n) {
     if (t->err) return;
     if (t->n + n + 1 > t->cap) {
         size_t cap = t->cap ? t->cap : 256;
@@ -189,47 +195,78 @@ static void sks__text_put(sks_dist_text *t, const char *s, size_t n) {
     t->s[t->n] = '\0';
 }
 
-void sks_dist_text_add(sks_dist_text *t, const char *key, const char *fmt, ...) {
-    va_list ap, aq;
-    va_start(ap, fmt);
-    va_copy(aq, ap);
-    int k = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    char *buf = k >= 0 ? malloc((size_t)k + 1) : NULL;
-    if (!buf) {
-        va_end(aq);
-        t->err = 1;
+static void sks__put_scalar(sks__text *t, const msgpack_object *o) {
+    char b[64];
+    int k = 0;
+    switch (o->type) {
+    case MSGPACK_OBJECT_POSITIVE_INTEGER: k = snprintf(b, sizeof b, "%llu", (unsigned long long)o->via.u64); break;
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER: k = snprintf(b, sizeof b, "%lld", (long long)o->via.i64); break;
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64: k = snprintf(b, sizeof b, "%.17g", o->via.f64); break;
+    case MSGPACK_OBJECT_BOOLEAN: k = snprintf(b, sizeof b, "%d", o->via.boolean ? 1 : 0); break;
+    case MSGPACK_OBJECT_STR: sks__put(t, o->via.str.ptr, o->via.str.size); return;
+    default: k = snprintf(b, sizeof b, "nil"); break;
+    }
+    sks__put(t, b, (size_t)k);
+}
+
+static int sks__is_scalar(const msgpack_object *o) {
+    return o->type != MSGPACK_OBJECT_MAP && o->type != MSGPACK_OBJECT_ARRAY;
+}
+
+/* "key=value" lines: nested map keys joined with '.', an array of scalars as one
+ * comma-separated value, an array of anything else one line per element (key.i). */
+static void sks__render(sks__text *t, const char *key, const msgpack_object *o) {
+    char sub[256];
+    if (o->type == MSGPACK_OBJECT_MAP) {
+        for (uint32_t i = 0; i < o->via.map.size; i++) {
+            const msgpack_object *k = &o->via.map.ptr[i].key;
+            int kl = k->type == MSGPACK_OBJECT_STR ? (int)k->via.str.size : 0;
+            snprintf(sub, sizeof sub, "%s%s%.*s", key, *key ? "." : "", kl, kl ? k->via.str.ptr : "");
+            sks__render(t, sub, &o->via.map.ptr[i].val);
+        }
         return;
     }
-    vsnprintf(buf, (size_t)k + 1, fmt, aq);
-    va_end(aq);
-    sks__text_put(t, key, strlen(key));
-    sks__text_put(t, "=", 1);
-    sks__text_put(t, buf, (size_t)k);
-    sks__text_put(t, "\n", 1);
-    free(buf);
+    int flat = 1;
+    for (uint32_t i = 0; o->type == MSGPACK_OBJECT_ARRAY && i < o->via.array.size; i++)
+        flat &= sks__is_scalar(&o->via.array.ptr[i]);
+    if (!flat) {
+        for (uint32_t i = 0; i < o->via.array.size; i++) {
+            snprintf(sub, sizeof sub, "%s.%u", key, i);
+            sks__render(t, sub, &o->via.array.ptr[i]);
+        }
+        return;
+    }
+    sks__put(t, key, strlen(key));
+    sks__put(t, "=", 1);
+    if (o->type == MSGPACK_OBJECT_ARRAY)
+        for (uint32_t i = 0; i < o->via.array.size; i++) {
+            if (i) sks__put(t, ",", 1);
+            sks__put_scalar(t, &o->via.array.ptr[i]);
+        }
+    else
+        sks__put_scalar(t, o);
+    sks__put(t, "\n", 1);
 }
 
-void sks_dist_text_ints(sks_dist_text *t, const char *key, const int *v, int n) {
-    sks__text_put(t, key, strlen(key));
-    sks__text_put(t, "=", 1);
-    for (int i = 0; i < n; i++) {
-        char b[16];
-        int k = snprintf(b, sizeof b, i ? ",%d" : "%d", v[i]);
-        sks__text_put(t, b, (size_t)k);
+int sks_dist_fingerprint(const sks_out *inputs, char **text) {
+    *text = NULL;
+    if (sks_out_error(inputs)) return sks_fail(SKS_ENOMEM, "out of memory packing the run's inputs");
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    if (msgpack_unpack_next(&u, inputs->buf.data, inputs->buf.size, NULL) != MSGPACK_UNPACK_SUCCESS) {
+        msgpack_unpacked_destroy(&u);
+        return sks_fail(SKS_EINTERNAL, "fingerprint: the inputs are not one msgpack object");
     }
-    sks__text_put(t, "\n", 1);
-}
-
-void sks_dist_text_i32s(sks_dist_text *t, const char *key, const int32_t *v, int n) {
-    sks__text_put(t, key, strlen(key));
-    sks__text_put(t, "=", 1);
-    for (int i = 0; i < n; i++) {
-        char b[16];
-        int k = snprintf(b, sizeof b, i ? ",%d" : "%d", (int)v[i]);
-        sks__text_put(t, b, (size_t)k);
+    sks__text t = {0};
+    sks__render(&t, "", &u.data);
+    msgpack_unpacked_destroy(&u);
+    if (t.err || !t.s) {
+        free(t.s);
+        return sks_fail(SKS_ENOMEM, "out of memory");
     }
-    sks__text_put(t, "\n", 1);
+    *text = t.s;
+    return 0;
 }
 
 /* ---- parts ---------------------------------------------------------------------------- */
@@ -304,17 +341,22 @@ static int sks__parts_open_rank0(sks_dist_parts *p, const char *manifest, int re
     return sks_write_file_atomic(mpath, manifest, strlen(manifest));
 }
 
-int sks_dist_parts_open(sks_dist_parts *p, const char *out_path, const char *manifest, int resume) {
+int sks_dist_parts_open(sks_dist_parts *p, const char *out_path, const sks_out *inputs, int resume) {
     memset(p, 0, sizeof *p);
+    char *manifest = NULL;
+    int frc = sks_dist_fingerprint(inputs, &manifest);
+    if (frc) return frc;
     size_t n = strlen(out_path);
-    if (n + 32 > 4096) return sks_fail(SKS_EARG, "%s: path too long for a parts folder", out_path);
-    p->dir = malloc(n + 7);
-    if (!p->dir) return sks_fail(SKS_ENOMEM, "out of memory");
-    memcpy(p->dir, out_path, n);
-    memcpy(p->dir + n, ".parts", 7);
-    p->resume = resume;
     int rc = 0;
-    if (sks_dist_rank() == 0) rc = sks__parts_open_rank0(p, manifest, resume);
+    if (n + 32 > 4096) rc = sks_fail(SKS_EARG, "%s: path too long for a parts folder", out_path);
+    if (!rc && !(p->dir = malloc(n + 7))) rc = sks_fail(SKS_ENOMEM, "out of memory");
+    if (!rc) {
+        memcpy(p->dir, out_path, n);
+        memcpy(p->dir + n, ".parts", 7);
+        p->resume = resume;
+        if (sks_dist_rank() == 0) rc = sks__parts_open_rank0(p, manifest, resume);
+    }
+    free(manifest);
     rc = sks_dist_agree(rc);
     if (rc) {
         free(p->dir);

@@ -63,11 +63,11 @@ typedef struct {
     int resume;
 } sks_dist_parts;
 
-/* Rank 0 creates OUT.parts with manifest (text, "key=value" lines). resume = 0 clears
+/* Rank 0 creates OUT.parts with the manifest of inputs (sks_dist_fingerprint). resume = 0 clears
  * old layer files; resume = 1 keeps them when the stored manifest equals manifest,
  * and fails with SKS_EARG naming the first differing line when it does not.
  * Collective (the others wait for rank 0 and share its result). */
-int sks_dist_parts_open(sks_dist_parts *p, const char *out_path, const char *manifest, int resume);
+int sks_dist_parts_open(sks_dist_parts *p, const char *out_path, const sks_out *inputs, int resume);
 /* Path of item's part file ("layer-0007.msgpack"); malloc'd. */
 char *sks_dist_part_path(const sks_dist_parts *p, const char *kind, int item);
 /* Read a part: 1 with *buf malloc'd when the file exists, 0 when it does not. */
@@ -82,15 +82,11 @@ void sks_dist_parts_free(sks_dist_parts *p);
  * (parts must outlive sp). */
 void sks_dist_split_init(sks_split *sp, sks_dist_parts *parts);
 
-/* A growable "key=value\n" text for manifests. */
-typedef struct {
-    char *s;
-    size_t n, cap;
-    int err;
-} sks_dist_text;
-void sks_dist_text_add(sks_dist_text *t, const char *key, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-void sks_dist_text_ints(sks_dist_text *t, const char *key, const int *v, int n);
-void sks_dist_text_i32s(sks_dist_text *t, const char *key, const int32_t *v, int n);
+/* The manifest of a resumable run: every input that changes a part's result, packed
+ * by the analysis as one msgpack map (sks_spikes_inputs, sks_vocab_inputs) and
+ * rendered as "key=value" lines (nested keys joined with '.', arrays of numbers
+ * comma-separated), so that a refused resume names the first line that differs.
+ * *text is malloc'd. */
+int sks_dist_fingerprint(const sks_out *inputs, char **text);
 
 #endif
