@@ -138,8 +138,10 @@ int sks_synth_preset(const char *name, sks_synth_config *c) {
         a->bos_id = 151643;
         a->eos_id = 151645;
     } else {
-        return sks_fail(SKS_EARG, "synth: unknown preset '%s' (tiny, demo, small, llama2-7b, llama3-8b, qwen2.5-7b)",
-                        name);
+        char list[128] = "";
+        for (const char *const *n = sks__preset_names; *n; n++)
+            snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", n == sks__preset_names ? "" : ", ", *n);
+        return sks_fail(SKS_EARG, "synth: unknown preset '%s' (%s)", name, list);
     }
     snprintf(c->preset, sizeof c->preset, "%s", name);
     sks_synth_config_default(c);

@@ -23,8 +23,11 @@ static void sks__synth_help(FILE *f) {
             "goes to DIR/planted.json. The write streams a few MB at a time: a 7B checkpoint needs\n"
             "well under 1 GB of memory. Same seed, same bytes.\n\n"
             "options:\n"
-            "  --preset NAME        tiny (d 64, 4 layers), demo (d 256, 8 layers), small (~130M),\n"
-            "                       llama2-7b, llama3-8b, qwen2.5-7b\n"
+            "  --preset NAME        one of:");
+    for (const char *const *n = sks_synth_preset_names(); *n; n++) fprintf(f, "%s %s", n == sks_synth_preset_names() ? "" : ",", *n);
+    fprintf(f,
+            "\n"
+            "                       (tiny: d 64, 4 layers; demo: d 256, 8 layers; small: ~130M)\n"
             "  --config FILE        JSON with config.json keys (hidden_size, intermediate_size,\n"
             "                       num_hidden_layers, num_attention_heads, num_key_value_heads,\n"
             "                       head_dim, vocab_size, rms_norm_eps, rope_theta, rope_scaling,\n"
