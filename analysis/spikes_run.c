@@ -315,17 +315,11 @@ void sks_spikes_selection_free(sks_spikes_selection *s) {
 /* ---- the inputs, for resume manifests ---------------------------------------------- */
 
 void sks_spikes_inputs(sks_out *o, const sks_model *m, const sks_spikes_opts *so, const sks_spikes_job *job) {
-    const sks_arch *a = sks_model_arch(m);
     int64_t T = job->T, n = job->nsel;
-    sks_out_map(o, 6);
+    sks_out_map(o, 5);
     sks_out_kstr(o, "schema", "sinkscope.spikes/1");
-    sks_out_kstr(o, "model", sks_model_path(m));
-    sks_out_str(o, "shape");
-    sks_out_map(o, 4);
-    sks_out_kint(o, "L", a->n_layers);
-    sks_out_kint(o, "d", a->d_model);
-    sks_out_kint(o, "f", a->d_ffn);
-    sks_out_kint(o, "V", a->vocab_size);
+    sks_out_str(o, "model");
+    sks_out_model(o, m); /* path and shape */
     sks_out_str(o, "opts");
     sks_out_map(o, 12);
     sks_out_kint(o, "rank", so->rank);

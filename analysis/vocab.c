@@ -369,14 +369,10 @@ int sks_vocab_run(const sks_model *m, const sks_vocab_opts *o, int n_prompts, co
 void sks_vocab_inputs(sks_out *o, const sks_model *m, const sks_vocab_opts *vo, int n_prompts,
                       const int32_t *const *prompts, const int *lens) {
     const sks_arch *a = sks_model_arch(m);
-    sks_out_map(o, 5);
+    sks_out_map(o, 4);
     sks_out_kstr(o, "schema", "sinkscope.vocab/1");
-    sks_out_kstr(o, "model", sks_model_path(m));
-    sks_out_str(o, "shape");
-    sks_out_map(o, 3);
-    sks_out_kint(o, "L", a->n_layers);
-    sks_out_kint(o, "d", a->d_model);
-    sks_out_kint(o, "V", a->vocab_size);
+    sks_out_str(o, "model");
+    sks_out_model(o, m); /* path and shape */
     sks_out_str(o, "opts");
     sks_out_map(o, 3);
     sks_out_kint(o, "sample", vo->sample);
