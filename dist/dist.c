@@ -1,6 +1,6 @@
-/* dist.c - MPI split and gather, resumable per-layer parts, --max-memory (sks_dist.h). */
+/* dist.c - MPI ranks, agreement, gather and broadcast, resume parts and their manifest
+ * (sks_dist.h). */
 #include "sks_dist.h"
-#include "../analysis/sks_forward.h"
 
 #include <dirent.h>
 #include <errno.h>

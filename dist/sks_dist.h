@@ -1,30 +1,29 @@
-/* sks_dist.h - distribution: MPI rank split and gather, resumable per-layer parts, and
- * the workspace bound of --max-memory (docs/scale.md).
+/* sks_dist.h - distribution: MPI ranks with agreement, gathers and broadcasts, resume
+ * parts with their manifest, and the split hook of the analyses (analysis/sks_split.h)
+ * over them (docs/scale.md).
  *
- * MPI lives here only (dist/, built with SKS_MPI); the analyses never see it. Without
- * SKS_HAVE_MPI every function works on one process (rank 0 of 1): gathers copy,
- * reductions return their input.
+ * MPI lives here only (dist/, built with SKS_MPI); the analyses never see it, and this
+ * module knows no analysis: it moves the bytes the drivers pack. Without SKS_HAVE_MPI
+ * every function works on one process (rank 0 of 1): gathers copy, reductions return
+ * their input.
  *
- * Work split: a list of n independent items (layers, vocabulary slices) is dealt out
- * round-robin, item i to rank i % size, so that the expensive late layers spread
- * evenly. Each rank serializes its finished items (msgpack bytes) and rank 0 gathers
- * them, decodes them into the same structs a single process would have, and writes
- * the one output file with the single-process writer. Only rank 0 prints or writes.
+ * Work split (dist/split.c): a driver's n independent items (layers, forward batches)
+ * are dealt out round-robin, item i to rank i % size, so that the expensive late layers
+ * spread evenly. Every rank but 0 packs its finished items and rank 0 gathers them,
+ * decodes them into the driver's slots beside its own, and writes the one output file
+ * with the single-process writer. Only rank 0 prints or writes the result.
  *
- * Parts (resume): OUT.parts/ beside the output holds manifest.txt (every parameter
- * that changes a per-layer result, one "key=value" line each) and one
- * layer-NNNN.msgpack per finished layer, each written atomically (temporary file,
- * fsync, rename). A rerun with --resume loads the finished layers instead of
- * computing them, and refuses a manifest that differs. The folder is removed once the
- * final output has been written (itself atomically).
+ * Parts (resume): OUT.parts/ beside the output holds manifest.txt (the fingerprint of
+ * the run's inputs, one "key=value" line each) and one <kind>-NNNN.msgpack per finished
+ * item, each written atomically (temporary file, fsync, rename). A rerun with --resume
+ * loads the finished items instead of computing them, and refuses a manifest that
+ * differs. The folder is removed once the final output has been written (itself
+ * atomically).
  */
 #ifndef SKS_DIST_H
 #define SKS_DIST_H
 
-#include "../analysis/sks_spikes.h"
 #include "../analysis/sks_out.h"
-#include "../analysis/sks_sinks.h"
-#include "../analysis/sks_vocab.h"
 #include "../analysis/sks_split.h"
 
 #include <stddef.h>
