@@ -64,6 +64,13 @@ void sks_out_f32_array(sks_out *o, const float *d, int nd, const int64_t *s) { s
 void sks_out_f64_array(sks_out *o, const double *d, int nd, const int64_t *s) { sks__out_typed(o, "f64", d, 8, nd, s); }
 void sks_out_i32_array(sks_out *o, const int32_t *d, int nd, const int64_t *s) { sks__out_typed(o, "i32", d, 4, nd, s); }
 
+void sks_out_head(sks_out *o, size_t n, const char *schema, const sks_model *m) {
+    sks_out_map(o, n);
+    sks_out_kstr(o, "schema", schema);
+    sks_out_str(o, "model");
+    sks_out_model(o, m);
+}
+
 void sks_out_model(sks_out *o, const sks_model *m) {
     const sks_arch *a = sks_model_arch(m);
     int nnf = sks_nonfinite_n_tensors();

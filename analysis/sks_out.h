@@ -47,6 +47,8 @@ void sks_out_f64_array(sks_out *o, const double *data, int ndim, const int64_t *
 void sks_out_i32_array(sks_out *o, const int32_t *data, int ndim, const int64_t *shape);
 /* The architecture summary map written under `model`. */
 void sks_out_model(sks_out *o, const sks_model *m);
+/* A root map of n entries, its first two written: `schema` and `model`. */
+void sks_out_head(sks_out *o, size_t n, const char *schema, const sks_model *m);
 
 /* JSON summaries (jansson): a number, or null when it is NaN or Inf (json_real refuses
  * those, and a refused value would silently shorten an array or drop a key); and the

@@ -1142,10 +1142,7 @@ int sks_spikes_write(const sks_spikes_report *rep, const sks_model *m, const sks
     if (!rep || !m || !opt || !path) return sks_fail(SKS_EARG, "%s: bad arguments", __func__);
     sks_out o;
     sks_out_init(&o);
-    sks_out_map(&o, 8);
-    sks_out_kstr(&o, "schema", "sinkscope.spikes/1");
-    sks_out_str(&o, "model");
-    sks_out_model(&o, m);
+    sks_out_head(&o, 8, "sinkscope.spikes/1", m);
     sks_out_str(&o, "params");
     sks_out_map(&o, 14);
     sks_out_kstr(&o, "selection", rep->selection ? rep->selection : "channels");

@@ -316,10 +316,7 @@ void sks_spikes_selection_free(sks_spikes_selection *s) {
 
 void sks_spikes_inputs(sks_out *o, const sks_model *m, const sks_spikes_opts *so, const sks_spikes_job *job) {
     int64_t T = job->T, n = job->nsel;
-    sks_out_map(o, 5);
-    sks_out_kstr(o, "schema", "sinkscope.spikes/1");
-    sks_out_str(o, "model");
-    sks_out_model(o, m); /* path and shape */
+    sks_out_head(o, 5, "sinkscope.spikes/1", m); /* the model: path and shape */
     sks_out_str(o, "opts");
     sks_out_map(o, 12);
     sks_out_kint(o, "rank", so->rank);

@@ -468,10 +468,7 @@ int sks_trace_write(const sks_trace_result *r, const sks_model *m, const sks_tra
     if (!r || !m || !o || !path) return sks_fail(SKS_EARG, "trace: nothing to write");
     sks_out w;
     sks_out_init(&w);
-    sks_out_map(&w, r->residual ? 16 : 15);
-    sks_out_kstr(&w, "schema", "sinkscope.trace/1");
-    sks_out_str(&w, "model");
-    sks_out_model(&w, m);
+    sks_out_head(&w, r->residual ? 16 : 15, "sinkscope.trace/1", m);
 
     sks_out_str(&w, "params");
     sks_out_map(&w, 11);

@@ -369,10 +369,7 @@ int sks_vocab_run(const sks_model *m, const sks_vocab_opts *o, int n_prompts, co
 void sks_vocab_inputs(sks_out *o, const sks_model *m, const sks_vocab_opts *vo, int n_prompts,
                       const int32_t *const *prompts, const int *lens) {
     const sks_arch *a = sks_model_arch(m);
-    sks_out_map(o, 4);
-    sks_out_kstr(o, "schema", "sinkscope.vocab/1");
-    sks_out_str(o, "model");
-    sks_out_model(o, m); /* path and shape */
+    sks_out_head(o, 4, "sinkscope.vocab/1", m); /* the model: path and shape */
     sks_out_str(o, "opts");
     sks_out_map(o, 3);
     sks_out_kint(o, "sample", vo->sample);
@@ -400,10 +397,7 @@ int sks_vocab_write(const sks_vocab_result *r, const sks_model *m, const sks_voc
     if (!r || !m || !o || !path) return sks_fail(SKS_EARG, "vocab: nothing to write");
     sks_out w;
     sks_out_init(&w);
-    sks_out_map(&w, 7);
-    sks_out_kstr(&w, "schema", "sinkscope.vocab/1");
-    sks_out_str(&w, "model");
-    sks_out_model(&w, m);
+    sks_out_head(&w, 7, "sinkscope.vocab/1", m);
     sks_out_str(&w, "params");
     sks_out_map(&w, 7);
     sks_out_kf64(&w, "ratio", o->ratio);
