@@ -77,6 +77,9 @@ void sks_cli_print_spike_channels(FILE *f, const void *layer_results, int n, int
 /* Install a progress hook that draws "stage [####    ] 12/40 eta 3s" on stderr when
  * stderr is a terminal, and plain lines every few seconds otherwise. quiet disables. */
 void sks_cli_progress_install(int quiet);
+/* k of total as a percentage that never rounds a non-zero count to 0.0% (1 of 4096 is
+ * "0.024%") nor a shortfall to 100.0%; the report's pct_of follows the same rule. */
+const char *sks_cli_pct(char *buf, size_t n, long k, long total);
 
 /* Read text_path whole and encode it with the model's tokenizer (or tok_path), BOS
  * first (cli/text.c): *ids malloc'd, *n >= 2. */

@@ -898,10 +898,11 @@ static int sks__plots(sks__run *R) {
 static void sks__print_findings(FILE *f, const sks__run *R) {
     if (R->tr) sks_cli_print_trace_findings(f, R->tr, &R->to);
     sks_cli_print_spike_channels(f, R->spk.layers, R->spk.n_layers, 1);
+    char pb[32];
     if (R->vr)
-        fprintf(f, "vocabulary: %d of %d tokens (%.1f%%) spike alone at position 0 (ratio >= %g x the typical median)%s",
-                R->vr->n_spike, R->vr->n_tokens, 100.0 * R->vr->spike_fraction, R->vo.ratio,
-                R->vr->top_channel >= 0 ? ", mostly in channel " : "\n");
+        fprintf(f, "vocabulary: %d of %d tokens (%s) spike alone at position 0 (ratio >= %g x the typical median)%s",
+                R->vr->n_spike, R->vr->n_tokens, sks_cli_pct(pb, sizeof pb, R->vr->n_spike, R->vr->n_tokens),
+                R->vo.ratio, R->vr->top_channel >= 0 ? ", mostly in channel " : "\n");
     if (R->vr && R->vr->top_channel >= 0) fprintf(f, "%d\n", R->vr->top_channel);
 }
 

@@ -245,3 +245,18 @@ const char sks_cli_rule_help[] =
     "                     --abs or --ratio alone switches --outlier off: the paper's\n"
     "                     definition for billion-parameter models is --abs 100 --ratio 1000\n"
     "  --min-blocks N     consecutive blocks a spike must last (default 3)\n";
+
+const char *sks_cli_pct(char *buf, size_t n, long k, long total) {
+    if (total <= 0) {
+        snprintf(buf, n, "-");
+        return buf;
+    }
+    double p = 100.0 * (double)k / (double)total;
+    if (p > 0 && p < 0.1)
+        snprintf(buf, n, "%.2g%%", p);
+    else if (p > 99.9 && p < 100)
+        snprintf(buf, n, "%.3f%%", p);
+    else
+        snprintf(buf, n, "%.1f%%", p);
+    return buf;
+}

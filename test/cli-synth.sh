@@ -101,4 +101,11 @@ for f in model/planted.json trace.msgpack spikes.msgpack vocab.msgpack sinks.msg
 done
 $PY -c "import json,sys; v=json.load(open(sys.argv[1])); assert v['pass'] and v['sink_false_positive']==0 and v['plateau_min_ratio']>1000, v" \
     "$TMP/demo/verify.json" || fail "verify.json"
+# the findings on the terminal never round a non-zero count to 0.0% (the demo's vocabulary
+# has 1 spike token of 4096: 0.024%)
+"$BIN" demo --no-plots -o "$TMP/demo2" >"$TMP/demo2.out" 2>/dev/null || fail "demo without --quiet"
+grep -Eq "^vocabulary: [0-9]+ of [0-9]+ tokens \([0-9.]+%\)" "$TMP/demo2.out" || fail "no vocabulary line: $(cat "$TMP/demo2.out")"
+if grep -Eq "^vocabulary: [1-9][0-9]* of [0-9]+ tokens \(0\.0%\)" "$TMP/demo2.out"; then
+    fail "a non-zero count rounded to 0.0%: $(grep '^vocabulary' "$TMP/demo2.out")"
+fi
 echo "cli-synth: ok"
