@@ -148,8 +148,8 @@ int sks_tensor_rows_f32(const sks_tensor *t, int64_t row0, int64_t nrows, float 
 }
 
 int sks__tensor_rows_f32_unchecked(const sks_tensor *t, int64_t row0, int64_t nrows, float *out) {
-    int64_t c;
-    size_t rb;
+    int64_t c = 0; /* set by sks__row_span on success; -O3 cannot see that sks_fail is non-zero */
+    size_t rb = 0;
     int rc = sks__row_span(t, row0, nrows, &c, &rb);
     if (rc) return rc;
     const uint8_t *src = (const uint8_t *)t->data + (size_t)row0 * rb;
@@ -161,8 +161,8 @@ int sks__tensor_rows_f32_unchecked(const sks_tensor *t, int64_t row0, int64_t nr
 }
 
 int sks_tensor_rows_f64(const sks_tensor *t, int64_t row0, int64_t nrows, double *out) {
-    int64_t c;
-    size_t rb;
+    int64_t c = 0; /* set by sks__row_span on success; -O3 cannot see that sks_fail is non-zero */
+    size_t rb = 0;
     int rc = sks__row_span(t, row0, nrows, &c, &rb);
     if (rc) return rc;
     float *tmp = sks_malloc_n((size_t)c, sizeof *tmp);
