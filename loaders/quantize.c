@@ -528,15 +528,21 @@ static unsigned sks__signs8(const float *x, float db, int parity, float *t) {
     return s;
 }
 
-/* Super-block scale d and 4-bit sub-scales s_k (k < ns, each over len elements) for
- * db_k = d (0.5 + s_k) / div (IQ2: div 4, IQ3_XXS: 2) or d (1 + 2 s_k) (div 0, IQ3_S),
- * with db_k about amax_k / gmax. Returns d (stored f16 at pd). */
-static float sks__iq_scales(const float *x, int ns, int len, float gmax, float div, uint8_t *pd, int *s) {
-    float want[16], m = 0;
+/* want_k = amax over sub-block k (ns sub-blocks of len elements) / gmax; returns max_k want_k */
+static float sks__sub_amax(const float *x, int ns, int len, float gmax, float *want) {
+    float m = 0;
     for (int k = 0; k < ns; k++) {
         want[k] = sks__amax(x + k * len, len) / gmax;
         if (want[k] > m) m = want[k];
     }
+    return m;
+}
+
+/* Super-block scale d and 4-bit sub-scales s_k (k < ns, each over len elements) for
+ * db_k = d (0.5 + s_k) / div (IQ2: div 4, IQ3_XXS: 2) or d (1 + 2 s_k) (div 0, IQ3_S),
+ * with db_k about amax_k / gmax. Returns d (stored f16 at pd). */
+static float sks__iq_scales(const float *x, int ns, int len, float gmax, float div, uint8_t *pd, int *s) {
+    float want[16], m = sks__sub_amax(x, ns, len, gmax, want);
     float d = sks__put_f16(pd, div > 0 ? m * div / 15.5f : m / 31.0f), id = sks__inv(d);
     for (int k = 0; k < ns; k++)
         s[k] = sks__clampi(div > 0 ? sks__nint(want[k] * div * id - 0.5f) : sks__nint((want[k] * id - 1.0f) / 2.0f), 0, 15);
@@ -639,11 +645,7 @@ static float sks__iq1_group(const float *x, float dl, float delta, int *idx) {
 /* 3-bit scales s_k of ns sub-blocks of len: dl_k = d (2 s_k + 1) about amax_k / 1.125;
  * returns d (not stored: IQ1_S stores it at p, IQ1_M spreads it over the scale words). */
 static float sks__iq1_scales(const float *x, int ns, int len, int *s, uint16_t *dh) {
-    float want[16], m = 0;
-    for (int k = 0; k < ns; k++) {
-        want[k] = sks__amax(x + k * len, len) / 1.125f;
-        if (want[k] > m) m = want[k];
-    }
+    float want[16], m = sks__sub_amax(x, ns, len, 1.125f, want);
     *dh = sks_f32_to_f16(m / 15.0f);
     float d = sks__f16(*dh), id = sks__inv(d);
     for (int k = 0; k < ns; k++) s[k] = sks__clampi(sks__nint((want[k] * id - 1.0f) / 2.0f), 0, 7);
