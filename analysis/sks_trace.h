@@ -108,6 +108,9 @@ void sks_trace_result_free(sks_trace_result *r);
  * with sks_trace_result_free. An untrusted file: every field is checked, a bad one is
  * SKS_EFORMAT naming the file and the field. */
 int sks_trace_read(const char *path, sks_trace_result **out);
+/* The layer whose FFN raises the block's largest |h| the most: the step-up candidate
+ * when the spike rule found no channel. */
+int sks_trace_steepest_ffn_layer(const sks_trace_result *tr);
 
 /* Deterministic default input when the model has no tokenizer: BOS (or 1) then
  * T-1 pseudo-random ids from a fixed generator, all < vocab_size. */

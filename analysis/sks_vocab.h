@@ -95,6 +95,10 @@ int sks_vocab_sweep_ids(int V, const sks_vocab_opts *o, int32_t **ids, int *n);
  * exceptions, the channel histogram (r->channel_count, (d) zeroed by the caller) and the
  * top channel. */
 int sks_vocab_summarize(sks_vocab_result *r, const sks_vocab_opts *o, int d);
+/* The sample size for --sample OPT over a vocabulary of V: 0 (auto) sweeps up to 8192
+ * tokens whole and samples 4096 of larger ones; -1 everything; N a sample of N
+ * (everything when N >= V). Returns sks_vocab_opts.sample (0 = the whole vocabulary). */
+int sks_vocab_sample_size(int opt, int V);
 int sks_vocab_sweep_batch(struct sks_forward *fw, int n_layers, const double *medians, const int32_t *ids, int n,
                           float *ratio, float *max_abs, int32_t *argmax_channel, int32_t *argmax_block);
 

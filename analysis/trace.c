@@ -589,3 +589,18 @@ int sks_trace_write(const sks_trace_result *r, const sks_model *m, const sks_tra
     sks_out_free(&w);
     return rc;
 }
+
+/* The layer whose FFN raises the largest |h| the most: the step-up candidate when the
+ * thresholds found no spike channel. */
+int sks_trace_steepest_ffn_layer(const sks_trace_result *tr) {
+    int best = 0;
+    double bestd = -INFINITY;
+    for (int b = 2; b < tr->n_blocks; b += 2) {
+        double dlt = tr->blocks[b].max_abs - tr->blocks[b - 1].max_abs;
+        if (dlt > bestd) {
+            bestd = dlt;
+            best = (b - 2) / 2;
+        }
+    }
+    return best;
+}

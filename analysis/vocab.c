@@ -465,3 +465,11 @@ int sks_vocab_write(const sks_vocab_result *r, const sks_model *m, const sks_voc
     sks_out_free(&w);
     return rc;
 }
+
+/* Tokens swept: --sample 0 (auto) sweeps vocabularies up to 8192 whole and samples 4096
+ * ids of larger ones; -1 is everything; N a sample of N (everything when N >= V). */
+int sks_vocab_sample_size(int opt, int V) {
+    if (opt < 0) return 0;
+    if (opt == 0) return V <= 8192 ? 0 : 4096;
+    return opt >= V ? 0 : opt;
+}

@@ -341,21 +341,6 @@ static int sks__stage_trace(sks__run *R, int n_stages) {
 
 /* ---- stage 2: spikes ------------------------------------------------------------------ */
 
-/* The layer whose FFN raises the largest |h| the most: the step-up candidate when the
- * thresholds found no spike channel. */
-static int sks__steepest_ffn_layer(const sks_trace_result *tr) {
-    int best = 0;
-    double bestd = -INFINITY;
-    for (int b = 2; b < tr->n_blocks; b += 2) {
-        double dlt = tr->blocks[b].max_abs - tr->blocks[b - 1].max_abs;
-        if (dlt > bestd) {
-            bestd = dlt;
-            best = (b - 2) / 2;
-        }
-    }
-    return best;
-}
-
 static int sks__stage_spikes(sks__run *R, int n_stages) {
     const sks_arch *a = sks_model_arch(R->m);
     const int L = a->n_layers;
@@ -379,7 +364,7 @@ static int sks__stage_spikes(sks__run *R, int n_stages) {
             }
     } else {
         R->spike_selection = "top-frob";
-        want[sks__steepest_ffn_layer(R->tr)] = 1;
+        want[sks_trace_steepest_ffn_layer(R->tr)] = 1;
         n_layers_an = 1;
     }
     /* screen per layer: three f x f Gram matrices of depth d (6 f^2 d flops) and the
@@ -435,14 +420,6 @@ done:
 
 /* ---- stage 3: vocabulary sweep ---------------------------------------------------------- */
 
-/* Tokens swept: --sample 0 (auto) sweeps vocabularies up to 8192 whole and samples 4096
- * ids of larger ones; -1 is everything; N a sample of N (everything when N >= V). */
-static int sks__vocab_sample(int opt, int V) {
-    if (opt < 0) return 0;
-    if (opt == 0) return V <= 8192 ? 0 : 4096;
-    return opt >= V ? 0 : opt;
-}
-
 static int sks__stage_vocab(sks__run *R, int n_stages) {
     const sks_arch *a = sks_model_arch(R->m);
     sks_vocab_opts_default(&R->vo);
@@ -450,7 +427,7 @@ static int sks__stage_vocab(sks__run *R, int n_stages) {
         R->vo.ratio = R->o->ratio;
         R->vo.abs_thresh = R->o->abs_thresh;
     }
-    R->vo.sample = sks__vocab_sample(R->o->sample, a->vocab_size);
+    R->vo.sample = sks_vocab_sample_size(R->o->sample, a->vocab_size);
     R->vo.seed = R->o->seed;
     int n = R->vo.sample ? R->vo.sample : a->vocab_size;
     int64_t ntok = 0;
