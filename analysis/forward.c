@@ -10,6 +10,10 @@
  *   h   += (A_h v_g)_h W_O^T
  *   xn   = RMSNorm(h) * gamma_ffn
  *   h   += (SiLU(xn W_gate^T) * (xn W_up^T)) W_down^T
+ * GPT-2 (sks_arch.norm_layer, pos_learned, ffn_plain, has_linear_bias): h starts as
+ * E[tok] + P[pos]; both norms and the final norm are LayerNorms,
+ * (x - mean) / sqrt(var + eps) * w + b; no RoPE; W_O, W_up and W_down add their biases;
+ * the FFN is W_down gelu_tanh(W_up x + b_up) + b_down.
  * Every projection is one sgemm over the T tokens (sks_matmul_wt); attention is two
  * sgemms per head and block of 128 query rows (Q K^T, then A V) with the softmax
  * between them. RMS and softmax sums accumulate in f64; RoPE angles are computed in f64.
@@ -59,8 +63,9 @@ struct sks_forward {
     float *scores;   /* (max_T, max_T) one head's probabilities, only for on_attn_probs */
     float *q_pre;    /* (max_T, qd) lazily, for on_qk */
     float *k_pre;    /* (max_T, kd) lazily, for on_qk */
-    float *vec;      /* (max(d, qd, kd)) a norm weight or a bias */
+    float *vec;      /* (max(d, qd, kd), f with FFN biases) a norm weight or a bias */
     float *vec2;     /* (max(dh, kd)) second norm weight (k_norm) */
+    float *nbias;    /* (d) the LayerNorm bias of the norm in f->vec (GPT-2), else unused */
     int window;      /* the current layer's sliding window (0: full causal) */
     float score_scale; /* 1 / sqrt(query_pre_attn_scalar or dh) */
     float *ws;       /* (ws_floats) weight rows converted to f32 */
@@ -95,8 +100,9 @@ int sks_matmul_wt(const sks_tensor *W, const float *X, int T, float *Y, float *w
     const sks_qf_backend *be = sks_qf_backend_default();
     const int elem = W->dtype == SKS_DT_F32 ? SKS_QF_ELEM_F32 : W->dtype == SKS_DT_F16 ? SKS_QF_ELEM_F16
                    : W->dtype == SKS_DT_BF16 ? SKS_QF_ELEM_BF16 : -1;
-    if (be->gemm_wt && elem >= 0) return be->gemm_wt(elem, W->data, (int)out, (int)in, X, T, Y, (int)out);
-    if (!be->gemm_wt && W->dtype == SKS_DT_F32) {
+    /* a transposed view (GPT-2's Conv1D) is not rows in memory: its rows are gathered */
+    if (be->gemm_wt && elem >= 0 && !W->tstride) return be->gemm_wt(elem, W->data, (int)out, (int)in, X, T, Y, (int)out);
+    if (!be->gemm_wt && W->dtype == SKS_DT_F32 && !W->tstride) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, (int)out, (int)in, 1.0f, X, (int)in,
                     (const float *)W->data, (int)in, 0.0f, Y, (int)out);
         return 0;
@@ -133,11 +139,47 @@ static void sks__rmsnorm(const float *x, int64_t ldx, float *out, int64_t ldo, c
 }
 
 
+/* LayerNorm (GPT-2): out[t, :] = (x[t, :] - mu) / sqrt(var + eps) * g + b, mu and var
+ * the mean and (biased) variance of the row, in f64. Same layout rules as above. */
+static void sks__layernorm(const float *x, int64_t ldx, float *out, int64_t ldo, const float *g, const float *b, int64_t T,
+                           int64_t n, double eps) {
+    for (int64_t t = 0; t < T; t++) {
+        const float *xr = x + t * ldx;
+        float *orow = out + t * ldo;
+        double s = 0, ss = 0;
+        for (int64_t c = 0; c < n; c++) s += (double)xr[c];
+        const double mu = s / (double)n;
+        for (int64_t c = 0; c < n; c++) ss += ((double)xr[c] - mu) * ((double)xr[c] - mu);
+        const double inv = 1.0 / sqrt(ss / (double)n + eps);
+        for (int64_t c = 0; c < n; c++) orow[c] = (float)(((double)xr[c] - mu) * inv) * g[c] + b[c];
+    }
+}
+
+/* The family's norm of the sublayer inputs and the final norm: LayerNorm with the bias
+ * in f->nbias (GPT-2), else RMSNorm. */
+static void sks__norm_in(const sks_forward *f, const float *x, int64_t ldx, float *out, int64_t ldo, const float *g,
+                         int64_t T) {
+    if (f->a.norm_layer) sks__layernorm(x, ldx, out, ldo, g, f->nbias, T, f->d, f->a.norm_eps);
+    else sks__rmsnorm(x, ldx, out, ldo, g, T, f->d, f->a.norm_eps);
+}
+
 /* A norm's gain: its weight, or 1 + w (f32) for Gemma's (1 + w) norms. */
 static int sks__gain(const sks_forward *f, sks_role role, int layer, float *out) {
     const sks_tensor *t = sks_model_tensor(f->m, role, layer);
     if (!t) return sks_fail(SKS_ENOTFOUND, "forward: missing %s of layer %d", sks_role_name(role), layer);
     return sks_model_norm_gain(f->m, role, layer, out, sks_tensor_rows(t));
+}
+
+/* The gain of an input or final norm into f->vec and, for a LayerNorm, its bias into
+ * f->nbias. */
+static int sks__norm_load(sks_forward *f, sks_role role, int layer) {
+    int rc = sks__gain(f, role, layer, f->vec);
+    if (rc || !f->a.norm_layer) return rc;
+    sks_role br = role == SKS_ROLE_ATTN_NORM ? SKS_ROLE_ATTN_NORM_B
+                : role == SKS_ROLE_FFN_NORM ? SKS_ROLE_FFN_NORM_B : SKS_ROLE_FINAL_NORM_B;
+    const sks_tensor *b = sks_model_tensor(f->m, br, layer);
+    if (!b) return sks_fail(SKS_ENOTFOUND, "forward: missing %s of layer %d", sks_role_name(br), layer);
+    return sks_tensor_rows_f32(b, 0, 1, f->nbias);
 }
 
 static const sks_tensor *sks__mat(const sks_model *m, sks_role role, int layer) {
@@ -236,6 +278,7 @@ void sks_forward_free(sks_forward *f) {
     free(f->k_pre);
     free(f->vec);
     free(f->vec2);
+    free(f->nbias);
     free(f->ws);
     free(f->rope_cos);
     free(f->rope_sin);
@@ -257,7 +300,7 @@ int sks_forward_new(const sks_model *m, int max_T, sks_forward **out) {
     const sks_arch *a = sks_model_arch(m);
     int rc = sks_arch_validate(a);
     if (rc) return rc;
-    if (a->head_dim % 2) return sks_fail(SKS_EUNSUPPORTED, "forward: odd head_dim %d (RoPE needs pairs)", a->head_dim);
+    if (a->head_dim % 2 && !a->pos_learned) return sks_fail(SKS_EUNSUPPORTED, "forward: odd head_dim %d (RoPE needs pairs)", a->head_dim);
     sks_forward *f = calloc(1, sizeof *f);
     if (!f) return sks_fail(SKS_ENOMEM, "forward: out of memory");
     f->m = m;
@@ -273,6 +316,7 @@ int sks_forward_new(const sks_model *m, int max_T, sks_forward **out) {
     f->V = a->vocab_size;
     size_t T = (size_t)max_T;
     int64_t vmax = f->d > f->qd ? f->d : f->qd;
+    if (a->has_linear_bias && f->f > vmax) vmax = f->f; /* b_up (GPT-2) */
     f->x = sks_malloc_n(T, (size_t)f->d * sizeof(float));
     f->xn = sks_malloc_n(T, (size_t)f->d * sizeof(float));
     f->q = sks_malloc_n(T, (size_t)f->qd * sizeof(float));
@@ -284,6 +328,7 @@ int sks_forward_new(const sks_model *m, int max_T, sks_forward **out) {
     f->up = sks_malloc_n(T, (size_t)f->f * sizeof(float));
     f->vec = sks_malloc_n((size_t)vmax, sizeof(float));
     f->vec2 = sks_malloc_n((size_t)(f->kd > f->dh ? f->kd : f->dh), sizeof(float));
+    f->nbias = sks_malloc_n((size_t)f->d, sizeof(float));
     f->score_scale = (float)(1.0 / sqrt(a->query_pre_attn_scalar > 0 ? a->query_pre_attn_scalar : (double)f->dh));
     int64_t maxin = f->d > f->f ? f->d : f->f;
     if (f->qd > maxin) maxin = f->qd;
@@ -303,7 +348,7 @@ int sks_forward_new(const sks_model *m, int max_T, sks_forward **out) {
     if (f->n_workers > f->H) f->n_workers = (int)f->H;
     if (f->n_workers < 1) f->n_workers = 1;
     if (!f->x || !f->xn || !f->q || !f->k || !f->v || !f->att || !f->y || !f->gate || !f->up ||
-        !f->vec || !f->vec2 || !f->ws || !f->rope_cos || !f->rope_sin || !f->logit1) {
+        !f->vec || !f->vec2 || !f->nbias || !f->ws || !f->rope_cos || !f->rope_sin || !f->logit1) {
         sks_forward_free(f);
         return sks_fail(SKS_ENOMEM, "forward: out of memory for workspaces of %d tokens", max_T);
     }
@@ -340,7 +385,9 @@ uint64_t sks_forward_bytes(const sks_arch *a, int max_T) {
     uint64_t maxin = d > f ? d : f;
     if (qd > maxin) maxin = qd;
     uint64_t b = T * (3 * d + 2 * qd + 2 * kd + 2 * f) * 4;  /* x, xn, y, q, att, k, v, gate, up */
-    b += ((d > qd ? d : qd) + (kd > (uint64_t)a->head_dim ? kd : (uint64_t)a->head_dim)) * 4; /* vec, vec2 */
+    uint64_t vmax = d > qd ? d : qd;
+    if (a->has_linear_bias && f > vmax) vmax = f;
+    b += (vmax + (kd > (uint64_t)a->head_dim ? kd : (uint64_t)a->head_dim) + d) * 4; /* vec, vec2, nbias */
     b += (SKS__WS_FLOATS > maxin ? SKS__WS_FLOATS : maxin) * 4; /* weight rows in f32 */
     /* RoPE tables: one pair, one more for sliding layers with their own base (Gemma 3)
      * and one for longrope's long factors */
@@ -485,7 +532,7 @@ static void sks__addnorm_worker(sks__job *j, int w, int nw) {
     const int64_t d = f->d, a = (int64_t)j->T * w / nw, b = (int64_t)j->T * (w + 1) / nw;
     if (j->Y)
         for (int64_t i = a * d; i < b * d; i++) j->X[i] += j->Y[i];
-    if (j->g) sks__rmsnorm(j->X + a * d, d, f->xn + a * d, d, j->g, b - a, d, f->a.norm_eps);
+    if (j->g) sks__norm_in(f, j->X + a * d, d, f->xn + a * d, d, j->g, b - a);
 }
 
 /* RoPE of rows [T w / nw, T (w+1) / nw) of the queries and of the keys j->X */
@@ -531,7 +578,8 @@ static void sks__swiglu_worker(sks__job *j, int w, int nw) {
         const float k0 = 0.7978845608028654f, k1 = 0.044715f;
         for (int64_t i = a; i < b; i++) {
             float z = f->gate[i];
-            f->gate[i] = 0.5f * z * (1.0f + tanhf(k0 * (z + k1 * z * z * z))) * f->up[i];
+            /* plain FFN (GPT-2): gelu_tanh(z) alone, no up factor */
+            f->gate[i] = 0.5f * z * (1.0f + tanhf(k0 * (z + k1 * z * z * z))) * (f->a.ffn_plain ? 1.0f : f->up[i]);
         }
         return;
     }
@@ -549,7 +597,7 @@ static int sks__pre_norm(sks_forward *f, sks_role role, int l, int T, const floa
         memcpy(f->xn, f->x, (size_t)T * (size_t)f->d * sizeof(float));
         return 0;
     }
-    int rc = sks__gain(f, role, l, f->vec);
+    int rc = sks__norm_load(f, role, l);
     if (rc) return rc;
     sks__addnorm(f, T, f->x, Y, f->vec);
     return 0;
@@ -616,7 +664,7 @@ static int sks__layer(sks_forward *f, int l, int T, int p0, float *kc, float *vc
             memcpy(f->q_pre, f->q, (size_t)T * (size_t)qd * sizeof(float));
             memcpy(f->k_pre, kn, (size_t)T * (size_t)kd * sizeof(float));
         }
-        if (mode == SKS_FWD_CAUSAL) {
+        if (mode == SKS_FWD_CAUSAL && !f->a.pos_learned) {
             sks__job j = {sks__rope_worker, 0, 1, f, T, p0, NULL, NULL, 0, kn, NULL, NULL};
             sks__parallel(&j, T >= SKS__PAR_MIN_T_ROWS ? f->n_workers : 1);
         } /* independent tokens sit at position 0: RoPE is the identity */
@@ -671,6 +719,7 @@ static int sks__layer(sks_forward *f, int l, int T, int p0, float *kc, float *vc
     if (hk && hk->on_linear_in && (rc = hk->on_linear_in(hk->ud, l, SKS_FWD_LIN_WO, f->att, T, (int)qd))) return rc;
     if (!(W = sks__mat(m, SKS_ROLE_WO, l))) return SKS_ENOTFOUND;
     if ((rc = sks_matmul_wt(W, f->att, T, f->y, f->ws, f->ws_floats))) return rc;
+    if ((rc = sks__add_bias(f, SKS_ROLE_BO, l, f->y, T, d, d))) return rc;
     /* h += post(attention output); xn = RMSNorm(h) * gamma_ffn (the norm leaves h as it is) */
     if ((rc = sks__post_norm(f, SKS_ROLE_POST_ATTN_NORM, l, T, f->y))) return rc;
     if ((rc = sks__pre_norm(f, SKS_ROLE_FFN_NORM, l, T, f->y))) return rc;
@@ -680,10 +729,17 @@ static int sks__layer(sks_forward *f, int l, int T, int p0, float *kc, float *vc
     /* FFN: W_down (SiLU(W_gate x) * (W_up x)) */
     if (hk && hk->on_ffn_in && (rc = hk->on_ffn_in(hk->ud, l, f->xn, T, (int)d))) return rc;
     if (hk && hk->on_linear_in && (rc = hk->on_linear_in(hk->ud, l, SKS_FWD_LIN_FFN, f->xn, T, (int)d))) return rc;
-    if (!(W = sks__mat(m, SKS_ROLE_W_GATE, l))) return SKS_ENOTFOUND;
-    if ((rc = sks_matmul_wt(W, f->xn, T, f->gate, f->ws, f->ws_floats))) return rc;
-    if (!(W = sks__mat(m, SKS_ROLE_W_UP, l))) return SKS_ENOTFOUND;
-    if ((rc = sks_matmul_wt(W, f->xn, T, f->up, f->ws, f->ws_floats))) return rc;
+    if (f->a.ffn_plain) {
+        /* GPT-2: gate <- act(x W_up^T + b_up), no gate projection */
+        if (!(W = sks__mat(m, SKS_ROLE_W_UP, l))) return SKS_ENOTFOUND;
+        if ((rc = sks_matmul_wt(W, f->xn, T, f->gate, f->ws, f->ws_floats))) return rc;
+        if ((rc = sks__add_bias(f, SKS_ROLE_B_UP, l, f->gate, T, f->f, f->f))) return rc;
+    } else {
+        if (!(W = sks__mat(m, SKS_ROLE_W_GATE, l))) return SKS_ENOTFOUND;
+        if ((rc = sks_matmul_wt(W, f->xn, T, f->gate, f->ws, f->ws_floats))) return rc;
+        if (!(W = sks__mat(m, SKS_ROLE_W_UP, l))) return SKS_ENOTFOUND;
+        if ((rc = sks_matmul_wt(W, f->xn, T, f->up, f->ws, f->ws_floats))) return rc;
+    }
     {
         sks__job j = {sks__swiglu_worker, 0, 1, f, T, p0, NULL, NULL, 0, NULL, NULL, NULL};
         sks__parallel(&j, T >= SKS__PAR_MIN_T ? f->n_workers : 1);
@@ -692,11 +748,32 @@ static int sks__layer(sks_forward *f, int l, int T, int p0, float *kc, float *vc
         return rc;
     if (!(W = sks__mat(m, SKS_ROLE_W_DOWN, l))) return SKS_ENOTFOUND;
     if ((rc = sks_matmul_wt(W, f->gate, T, f->y, f->ws, f->ws_floats))) return rc;
+    if ((rc = sks__add_bias(f, SKS_ROLE_B_DOWN, l, f->y, T, d, d))) return rc;
     if (hk && hk->on_ffn_out && (rc = hk->on_ffn_out(hk->ud, l, f->y, T, (int)d))) return rc;
     if ((rc = sks__post_norm(f, SKS_ROLE_POST_FFN_NORM, l, T, f->y))) return rc;
     sks__addnorm(f, T, f->x, f->y, NULL);
     if ((rc = sks__check_finite(f->x, T, d, 2 * l + 2, p0))) return rc;
     if (hk && hk->on_residual && (rc = hk->on_residual(hk->ud, 2 * l + 2, f->x, T, (int)d))) return rc;
+    return 0;
+}
+
+/* GPT-2: h_0[t] += P[p0 + t], the learned position rows (independent tokens all sit at
+ * position 0). Positions past the table are refused: the model has no embedding there. */
+static int sks__add_positions(sks_forward *f, int T, int p0, sks_fwd_mode mode) {
+    const sks_tensor *P = sks__mat(f->m, SKS_ROLE_POS_EMBED, -1);
+    if (!P) return SKS_ENOTFOUND;
+    if (mode == SKS_FWD_CAUSAL && (int64_t)p0 + T > sks_tensor_rows(P))
+        return sks_fail(SKS_EARG, "forward: position %d is past the model's %lld learned positions", p0 + T - 1,
+                        (long long)sks_tensor_rows(P));
+    for (int t = 0; t < T; t++) {
+        int64_t pos = mode == SKS_FWD_CAUSAL ? (int64_t)p0 + t : 0;
+        if (mode == SKS_FWD_CAUSAL || t == 0) {
+            int rc = sks_tensor_rows_f32(P, pos, 1, f->nbias);
+            if (rc) return rc;
+        }
+        float *x = f->x + (int64_t)t * f->d;
+        for (int64_t c = 0; c < f->d; c++) x[c] += f->nbias[c];
+    }
     return 0;
 }
 
@@ -723,6 +800,7 @@ static int sks__pass(sks_forward *f, const int32_t *tokens, int T, int p0, int u
         if (rc) return rc;
     }
     int rc;
+    if (f->a.pos_learned && (rc = sks__add_positions(f, T, p0, mode))) return rc;
     if (f->a.embed_scale) {
         /* Gemma: h_0 = e * sqrt(d), the factor rounded to the embedding's dtype */
         const float s = sks_model_embed_scale(f->m);
@@ -738,8 +816,8 @@ static int sks__pass(sks_forward *f, const int32_t *tokens, int T, int p0, int u
     if (!logits) return 0;
     /* logits = W_cls (RMSNorm(h) * gamma_final) */
     int64_t r0 = last_only ? T - 1 : 0, nr = last_only ? 1 : T;
-    if ((rc = sks__gain(f, SKS_ROLE_FINAL_NORM, -1, f->vec))) return rc;
-    sks__rmsnorm(f->x + r0 * d, d, f->xn, d, f->vec, nr, d, f->a.norm_eps);
+    if ((rc = sks__norm_load(f, SKS_ROLE_FINAL_NORM, -1))) return rc;
+    sks__norm_in(f, f->x + r0 * d, d, f->xn, d, f->vec, nr);
     const sks_tensor *C = sks_model_classifier(f->m);
     if (!C) return sks_fail(SKS_ENOTFOUND, "forward: model has no classifier");
     if ((rc = sks_matmul_wt(C, f->xn, (int)nr, logits, f->ws, f->ws_floats))) return rc;

@@ -304,9 +304,63 @@ static int sks__cfg_traits(const json_t *root, const char *path, sks_arch *a) {
     return 0;
 }
 
+/* sks_arch_validate's verdict as a config error naming the file. */
+static int sks__cfg_validate(const char *path, const sks_arch *a) {
+    if (!sks_arch_validate(a)) return 0;
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", sks_last_error());
+    return sks_fail(SKS_ECONFIG, "%s: %s", path, msg);
+}
+
+/* GPT-2 (model_type gpt2): its own key names. n_inner null means 4 n_embd; the
+ * activation is gelu_new (the tanh approximation); scores are scaled by 1 / sqrt(dh)
+ * unless scale_attn_weights is false, and by 1 / (layer + 1) with
+ * scale_attn_by_inverse_layer_idx: those two variants are refused.
+ * reorder_and_upcast_attn only changes the precision of the scores (to f32), which the
+ * f32 forward already has. The RoPE fields are unused (positions are learned). */
+static int sks__cfg_fill_gpt2(const json_t *root, const char *path, sks_arch *a) {
+    int rc, b = 0;
+    if ((rc = sks__cfg_int(root, "n_layer", 1, 1, 100000, 0, path, &a->n_layers))) return rc;
+    if ((rc = sks__cfg_int(root, "n_embd", 1, 1, 1 << 20, 0, path, &a->d_model))) return rc;
+    if ((rc = sks__cfg_int(root, "n_head", 1, 1, 4096, 0, path, &a->n_heads))) return rc;
+    if ((rc = sks__cfg_int(root, "vocab_size", 1, 1, 1 << 26, 0, path, &a->vocab_size))) return rc;
+    if ((rc = sks__cfg_int(root, "n_positions", 1, 1, 1 << 24, 0, path, &a->max_seq))) return rc;
+    if ((rc = sks__cfg_int(root, "n_inner", 0, 1, 1 << 22, 0, path, &a->d_ffn))) return rc;
+    if (a->d_ffn == 0) {
+        if (a->d_model > (1 << 20) / 4) return sks_fail(SKS_ECONFIG, "%s: 4 n_embd is too large", path);
+        a->d_ffn = 4 * a->d_model;
+    }
+    if (a->d_model % a->n_heads)
+        return sks_fail(SKS_ECONFIG, "%s: n_embd %d is not a multiple of n_head %d", path, a->d_model, a->n_heads);
+    a->n_kv_heads = a->n_heads;
+    a->head_dim = a->d_model / a->n_heads;
+    if ((rc = sks__cfg_num(root, "layer_norm_epsilon", 0, 1e-5, path, &a->norm_eps))) return rc;
+    json_t *act = json_object_get(root, "activation_function");
+    const char *as = act && !json_is_null(act) ? json_string_value(act) : "gelu_new";
+    char pb[64];
+    if (!as || (strcmp(as, "gelu_new") && strcmp(as, "gelu_pytorch_tanh")))
+        return sks_fail(SKS_EUNSUPPORTED, "%s: activation_function '%s' is not supported (gelu_new)", path,
+                        sks__printable(as ? as : "(not a string)", pb, sizeof pb));
+    a->act = SKS_ACT_GELU_TANH;
+    if ((rc = sks__cfg_bool(root, "scale_attn_weights", 1, path, &b))) return rc;
+    if (!b) return sks_fail(SKS_EUNSUPPORTED, "%s: scale_attn_weights = false (unscaled scores) is not supported", path);
+    if ((rc = sks__cfg_bool(root, "scale_attn_by_inverse_layer_idx", 0, path, &b))) return rc;
+    if (b)
+        return sks_fail(SKS_EUNSUPPORTED, "%s: scale_attn_by_inverse_layer_idx = true is not supported", path);
+    if ((rc = sks__cfg_bool(root, "reorder_and_upcast_attn", 0, path, &b))) return rc;
+    if ((rc = sks__cfg_bool(root, "tie_word_embeddings", 1, path, &a->tied_embeddings))) return rc;
+    if ((rc = sks__cfg_token(root, "bos_token_id", path, &a->bos_id))) return rc;
+    if ((rc = sks__cfg_token(root, "eos_token_id", path, &a->eos_id))) return rc;
+    a->rope_theta = 10000.0;
+    a->rope_scaling = SKS_ROPE_SCALING_NONE;
+    a->rope_factor = 1;
+    return sks__cfg_validate(path, a);
+}
+
 static int sks__cfg_fill(const json_t *root, const char *path, sks_arch *a) {
     int rc;
     if ((rc = sks__cfg_family(root, path, a))) return rc;
+    if (a->pos_learned) return sks__cfg_fill_gpt2(root, path, a);
     if ((rc = sks__cfg_int(root, "num_hidden_layers", 1, 1, 100000, 0, path, &a->n_layers))) return rc;
     if ((rc = sks__cfg_int(root, "hidden_size", 1, 1, 1 << 20, 0, path, &a->d_model))) return rc;
     if ((rc = sks__cfg_int(root, "intermediate_size", 1, 1, 1 << 22, 0, path, &a->d_ffn))) return rc;
@@ -364,12 +418,7 @@ static int sks__cfg_fill(const json_t *root, const char *path, sks_arch *a) {
     }
     /* HF Llama/Qwen checkpoints use the rotate-half (NeoX) pair order. */
     a->rope_interleaved = 0;
-    if ((rc = sks_arch_validate(a))) {
-        char msg[512];
-        snprintf(msg, sizeof msg, "%s", sks_last_error());
-        return sks_fail(SKS_ECONFIG, "%s: %s", path, msg);
-    }
-    return 0;
+    return sks__cfg_validate(path, a);
 }
 
 /* Multimodal checkpoints (Gemma 3: Gemma3ForConditionalGeneration) keep the text model's

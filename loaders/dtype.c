@@ -147,11 +147,34 @@ int sks_tensor_rows_f32(const sks_tensor *t, int64_t row0, int64_t nrows, float 
     return sks__nonfinite_check(t, out, (size_t)nrows * (size_t)sks_tensor_cols(t));
 }
 
+/* Rows of a transposed view (tstride > 0): view row r is stored column r. For each
+ * stored row c, the run of view rows [r, r + 64) is contiguous there: converted at once
+ * (the dtype's own kernel) and written to column c of those output rows. */
+static int sks__rows_f32_transposed(const sks_tensor *t, int64_t row0, int64_t nrows, int64_t cols, float *out) {
+    enum { TILE = 64 };
+    const sks_dtype_info *info = sks_dtype_get(t->dtype);
+    if (!info || !info->to_f32 || info->block != 1)
+        return sks_fail(SKS_EDTYPE, "%s: a transposed view of type %s is not converted", t->name,
+                        sks_dtype_name(t->dtype));
+    const size_t esz = info->block_bytes;
+    float tile[TILE];
+    for (int64_t r = 0; r < nrows; r += TILE) {
+        const int64_t nr = nrows - r < TILE ? nrows - r : TILE;
+        for (int64_t c = 0; c < cols; c++) {
+            info->to_f32((const uint8_t *)t->data + ((size_t)c * (size_t)t->tstride + (size_t)(row0 + r)) * esz, tile,
+                         (size_t)nr);
+            for (int64_t k = 0; k < nr; k++) out[(size_t)(r + k) * (size_t)cols + (size_t)c] = tile[k];
+        }
+    }
+    return 0;
+}
+
 int sks__tensor_rows_f32_unchecked(const sks_tensor *t, int64_t row0, int64_t nrows, float *out) {
     int64_t c = 0; /* set by sks__row_span on success; -O3 cannot see that sks_fail is non-zero */
     size_t rb = 0;
     int rc = sks__row_span(t, row0, nrows, &c, &rb);
     if (rc) return rc;
+    if (t->tstride > 0 && t->ndim == 2) return sks__rows_f32_transposed(t, row0, nrows, c, out);
     const uint8_t *src = (const uint8_t *)t->data + (size_t)row0 * rb;
     const sks_dtype_info *info = sks_dtype_get(t->dtype);
     if (!info || !info->to_f32)

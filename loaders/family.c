@@ -61,6 +61,27 @@ static const sks__fused_name sks__hf_fused_phi3[] = {
     {"mlp.gate_up_proj.weight", SKS__FUSE_GATE_UP, 0},
 };
 
+/* GPT-2: Conv1D projections stored (in, out) (SKS__FAM_HF_CONV1D), c_attn fused q|k|v
+ * columns, LayerNorms with biases, learned positions. */
+static const sks__name_role sks__hf_globals_gpt2[] = {
+    {"transformer.wte.weight", SKS_ROLE_EMBED},        {"transformer.wpe.weight", SKS_ROLE_POS_EMBED},
+    {"transformer.ln_f.weight", SKS_ROLE_FINAL_NORM}, {"transformer.ln_f.bias", SKS_ROLE_FINAL_NORM_B},
+    {"lm_head.weight", SKS_ROLE_LM_HEAD},
+};
+static const sks__name_role sks__hf_proj_gpt2[] = {
+    {"attn.c_proj.weight", SKS_ROLE_WO},  {"attn.c_proj.bias", SKS_ROLE_BO},
+    {"mlp.c_fc.weight", SKS_ROLE_W_UP},   {"mlp.c_fc.bias", SKS_ROLE_B_UP},
+    {"mlp.c_proj.weight", SKS_ROLE_W_DOWN}, {"mlp.c_proj.bias", SKS_ROLE_B_DOWN},
+};
+static const sks__name_role sks__hf_norms_gpt2[] = {
+    {"ln_1.weight", SKS_ROLE_ATTN_NORM}, {"ln_1.bias", SKS_ROLE_ATTN_NORM_B},
+    {"ln_2.weight", SKS_ROLE_FFN_NORM},  {"ln_2.bias", SKS_ROLE_FFN_NORM_B},
+};
+static const sks__fused_name sks__hf_fused_gpt2[] = {
+    {"attn.c_attn.weight", SKS__FUSE_QKV, 0},
+    {"attn.c_attn.bias", SKS__FUSE_QKV, 1},
+};
+
 /* ---- GGUF tensor names (llama.cpp src/llama-arch.cpp, LLM_TENSOR_NAMES) --------------- */
 
 static const sks__name_role sks__gguf_layer[] = {
@@ -73,12 +94,17 @@ static const sks__name_role sks__gguf_layer[] = {
     {"ffn_up.weight", SKS_ROLE_W_UP},           {"ffn_down.weight", SKS_ROLE_W_DOWN},
     {"post_attention_norm.weight", SKS_ROLE_POST_ATTN_NORM},
     {"post_ffw_norm.weight", SKS_ROLE_POST_FFN_NORM},
+    {"attn_norm.bias", SKS_ROLE_ATTN_NORM_B},   {"ffn_norm.bias", SKS_ROLE_FFN_NORM_B},
+    {"attn_output.bias", SKS_ROLE_BO},          {"ffn_up.bias", SKS_ROLE_B_UP},
+    {"ffn_down.bias", SKS_ROLE_B_DOWN},
 };
 
 static const sks__name_role sks__gguf_globals[] = {
     {"token_embd.weight", SKS_ROLE_EMBED},
     {"output_norm.weight", SKS_ROLE_FINAL_NORM},
     {"output.weight", SKS_ROLE_LM_HEAD},
+    {"position_embd.weight", SKS_ROLE_POS_EMBED},
+    {"output_norm.bias", SKS_ROLE_FINAL_NORM_B},
 };
 
 /* ---- the table ------------------------------------------------------------------------- */
@@ -114,6 +140,10 @@ static const sks__family sks__families[] = {
     {"olmo2", "Olmo2ForCausalLM", NULL, "olmo2", "olmo2",
      SKS__FAM_QK_NORM | SKS__FAM_QK_NORM_FULL | SKS__FAM_NO_INPUT_NORMS | SKS__FAM_POST_NORMS, SKS_ACT_SILU, 0,
      SKS__HF_MODEL(sks__hf_norms_olmo2)},
+    {"gpt2", "GPT2LMHeadModel", NULL, "gpt2", "gpt2", SKS__FAM_GPT2 | SKS__FAM_QKV_BIAS | SKS__FAM_HF_CONV1D,
+     SKS_ACT_GELU_TANH, 0, "transformer.h.", sks__hf_globals_gpt2, SKS__N(sks__hf_globals_gpt2), sks__hf_proj_gpt2,
+     SKS__N(sks__hf_proj_gpt2), sks__hf_norms_gpt2, SKS__N(sks__hf_norms_gpt2), sks__hf_fused_gpt2,
+     SKS__N(sks__hf_fused_gpt2)},
 };
 
 static char sks__hf_list_buf[512], sks__gguf_list_buf[256];
@@ -169,6 +199,7 @@ void sks__family_apply(const sks__family *fam, sks_format fmt, sks_arch *a) {
     a->rope_interleaved = (fl & SKS__FAM_GGUF_INTERLEAVED) && fmt == SKS_FMT_GGUF;
     a->act = fam->act;
     a->swa_full_every = fam->swa_full_every;
+    a->norm_layer = a->ffn_plain = a->pos_learned = a->has_linear_bias = !!(fl & SKS__FAM_GPT2);
 }
 
 int sks_arch_set_family(sks_arch *a, const char *family) {
@@ -191,6 +222,15 @@ int sks_arch_set_family(sks_arch *a, const char *family) {
 static const char *sks__text_name(const sks__family *fam, const char *name, char *buf, size_t cap) {
     static const char *const pre[][2] = {
         {"model.language_model.", "model."}, {"language_model.model.", "model."}, {"language_model.lm_head.", "lm_head."}};
+    if (fam->flags & SKS__FAM_HF_CONV1D) {
+        /* GPT-2 base-model checkpoints name "h.0.ln_1.weight", "wte.weight": read them as
+         * "transformer.h.0.ln_1.weight", ... */
+        if (strncmp(name, "transformer.", 12) && strncmp(name, "lm_head.", 8)) {
+            snprintf(buf, cap, "transformer.%s", name);
+            return buf;
+        }
+        return name;
+    }
     if (!fam->hf_arch_alt) return name;
     for (size_t i = 0; i < SKS__N(pre); i++) {
         size_t n = strlen(pre[i][0]);
@@ -222,6 +262,8 @@ static const sks__fused_name sks__gguf_fused[] = {
 };
 
 int sks__family_fused(const sks__family *fam, sks_format fmt, const char *name, const sks__fused_name **fu, long *layer) {
+    char buf[512];
+    if (fmt != SKS_FMT_GGUF) name = sks__text_name(fam, name, buf, sizeof buf);
     const char *prefix = fmt == SKS_FMT_GGUF ? "blk." : fam->hf_prefix;
     const sks__fused_name *tab = fmt == SKS_FMT_GGUF ? sks__gguf_fused : fam->hf_fused;
     size_t n = fmt == SKS_FMT_GGUF ? SKS__N(sks__gguf_fused) : fam->n_hf_fused;
@@ -279,6 +321,13 @@ int sks__role_need(const sks_arch *a, sks_role role, int64_t shape[2]) {
     int need = 1;
     switch (role) {
     case SKS_ROLE_EMBED: r = V, c = d; break;
+    case SKS_ROLE_POS_EMBED: r = a->max_seq, c = d, need = a->pos_learned; break;
+    case SKS_ROLE_ATTN_NORM_B:
+    case SKS_ROLE_FFN_NORM_B: need = a->norm_layer && !a->no_input_norms; break;
+    case SKS_ROLE_FINAL_NORM_B: need = a->norm_layer; break;
+    case SKS_ROLE_BO:
+    case SKS_ROLE_B_DOWN: need = a->has_linear_bias; break;
+    case SKS_ROLE_B_UP: r = f, need = a->has_linear_bias; break;
     case SKS_ROLE_LM_HEAD: r = V, c = d, need = !a->tied_embeddings; break;
     case SKS_ROLE_FINAL_NORM: break;
     case SKS_ROLE_ATTN_NORM:
@@ -294,7 +343,7 @@ int sks__role_need(const sks_arch *a, sks_role role, int64_t shape[2]) {
     case SKS_ROLE_BV: r = kd, need = a->has_qkv_bias; break;
     case SKS_ROLE_Q_NORM: r = a->qk_norm_full ? qd : dh, need = a->has_qk_norm; break;
     case SKS_ROLE_K_NORM: r = a->qk_norm_full ? kd : dh, need = a->has_qk_norm; break;
-    case SKS_ROLE_W_GATE:
+    case SKS_ROLE_W_GATE: r = f, c = d, need = !a->ffn_plain; break;
     case SKS_ROLE_W_UP: r = f, c = d; break;
     case SKS_ROLE_W_DOWN: r = d, c = f; break;
     case SKS_ROLE_COUNT: need = 0; break;

@@ -658,7 +658,10 @@ static int sks__gguf_arch(const struct sks_gguf *g, const char *path, sks_arch *
         a->head_dim = a->d_model / a->n_heads;
     }
     if ((rc = sks__gguf_int(g, arch, "context_length", 0, 0, INT_MAX, 0, path, &a->max_seq))) return rc;
-    if ((rc = sks__gguf_num(g, arch, "attention.layer_norm_rms_epsilon", 1, 0, path, &a->norm_eps))) return rc;
+    /* LayerNorm families (GPT-2) store their eps under another key */
+    if ((rc = sks__gguf_num(g, arch, a->norm_layer ? "attention.layer_norm_epsilon" : "attention.layer_norm_rms_epsilon", 1,
+                            0, path, &a->norm_eps)))
+        return rc;
     if ((rc = sks__gguf_num(g, arch, "rope.freq_base", 0, 10000.0, path, &a->rope_theta))) return rc;
     a->rope_scaling = SKS_ROPE_SCALING_NONE;
     a->rope_factor = 1;
@@ -729,6 +732,22 @@ int sks__open_gguf(const char *path, sks_model **out) {
                 sks_log(SKS_LOG_WARN, "%s: %d tokens in tokenizer.ggml.tokens but token_embd.weight has %llu rows", path,
                         a.vocab_size, (unsigned long long)t->ne[1]);
             a.vocab_size = (int)t->ne[1];
+        }
+        /* GPT-2: convert_hf_to_gguf writes feed_forward_length = 4 n_embd whatever n_inner
+         * is, and context_length = n_ctx, which may differ from the learned positions:
+         * the tensors' own sizes win (a warning says so). */
+        if (a.ffn_plain && role == SKS_ROLE_W_UP && t->n_dims == 2 && t->ne[1] <= (1u << 22) &&
+            t->ne[1] != (uint64_t)a.d_ffn) {
+            sks_log(SKS_LOG_INFO, "%s: feed_forward_length %d but ffn_up.weight has %llu rows: using the tensor's", path,
+                    a.d_ffn, (unsigned long long)t->ne[1]);
+            a.d_ffn = (int)t->ne[1];
+        }
+        if (a.pos_learned && role == SKS_ROLE_POS_EMBED && t->n_dims == 2 && t->ne[1] <= (1u << 24) &&
+            t->ne[1] != (uint64_t)a.max_seq) {
+            if (a.max_seq > 0)
+                sks_log(SKS_LOG_WARN, "%s: context_length %d but position_embd.weight has %llu rows: using the tensor's",
+                        path, a.max_seq, (unsigned long long)t->ne[1]);
+            a.max_seq = (int)t->ne[1];
         }
     }
     a.tied_embeddings = !have_output;

@@ -17,14 +17,16 @@ void (*sks__gguf_free_hook)(struct sks_gguf *g);
 
 static const char *const sks__role_names[SKS_ROLE_COUNT] = {
     "embed", "attn_norm", "wq", "wk", "wv", "wo", "bq", "bk", "bv", "q_norm", "k_norm",
-    "ffn_norm", "w_gate", "w_up", "w_down", "final_norm", "lm_head", "post_attn_norm", "post_ffn_norm"};
+    "ffn_norm", "w_gate", "w_up", "w_down", "final_norm", "lm_head", "post_attn_norm", "post_ffn_norm",
+    "pos_embed", "attn_norm_b", "ffn_norm_b", "final_norm_b", "bo", "b_up", "b_down"};
 
 const char *sks_role_name(sks_role r) {
     return (r >= 0 && r < SKS_ROLE_COUNT) ? sks__role_names[r] : "?";
 }
 
 int sks_role_is_per_layer(sks_role r) {
-    return !(r == SKS_ROLE_EMBED || r == SKS_ROLE_FINAL_NORM || r == SKS_ROLE_LM_HEAD);
+    return !(r == SKS_ROLE_EMBED || r == SKS_ROLE_FINAL_NORM || r == SKS_ROLE_LM_HEAD || r == SKS_ROLE_POS_EMBED ||
+             r == SKS_ROLE_FINAL_NORM_B);
 }
 
 const char *sks_act_name(sks_act_kind k) { return k == SKS_ACT_GELU_TANH ? "gelu_tanh" : "silu"; }
@@ -83,7 +85,7 @@ int sks_arch_validate(const sks_arch *a) {
                         a->d_ffn, a->n_heads, a->head_dim, a->vocab_size);
     if (a->n_heads % a->n_kv_heads != 0)
         return sks_fail(SKS_ECONFIG, "n_heads %d is not a multiple of n_kv_heads %d", a->n_heads, a->n_kv_heads);
-    if (a->head_dim % 2 != 0) return sks_fail(SKS_ECONFIG, "head_dim %d is odd (RoPE needs pairs)", a->head_dim);
+    if (a->head_dim % 2 != 0 && !a->pos_learned) return sks_fail(SKS_ECONFIG, "head_dim %d is odd (RoPE needs pairs)", a->head_dim);
     if (!(a->norm_eps > 0 && a->norm_eps < 1)) return sks_fail(SKS_ECONFIG, "norm_eps %g out of range", a->norm_eps);
     if (!(a->rope_theta > 0)) return sks_fail(SKS_ECONFIG, "rope_theta %g out of range", a->rope_theta);
     return 0;
@@ -312,6 +314,40 @@ int sks__model_set_fused(sks_model *m, const sks__fused_name *fu, int layer, sks
         int64_t sh[2] = {rows[i], ndim == 2 ? shape[1] : 1};
         if ((rc = sks_model_set_tensor(m, roles[i], layer, dt, ndim, sh, data + (uint64_t)r0 * rb, nm))) return rc;
         r0 += rows[i];
+    }
+    return 0;
+}
+
+int sks__model_set_conv1d(sks_model *m, const sks__fused_name *fu, sks_role role, int layer, sks_dtype dt,
+                          const int64_t shape[2], const uint8_t *data, const char *name) {
+    const sks_arch *a = &m->arch;
+    const int64_t qd = (int64_t)a->n_heads * a->head_dim, kd = (int64_t)a->n_kv_heads * a->head_dim;
+    const sks_dtype_info *info = sks_dtype_get(dt);
+    if (!info || info->block != 1 || !info->to_f32)
+        return sks_fail(SKS_EDTYPE, "%s: a Conv1D weight of type %s cannot be read transposed", name, sks_dtype_name(dt));
+    sks_role roles[3] = {role, role, role};
+    int64_t cols[3] = {shape[1], 0, 0};
+    int n = 1;
+    if (fu) {
+        if (fu->kind != SKS__FUSE_QKV) return sks_fail(SKS_ESHAPE, "%s: only a fused q/k/v Conv1D is split", name);
+        roles[0] = SKS_ROLE_WQ, roles[1] = SKS_ROLE_WK, roles[2] = SKS_ROLE_WV;
+        cols[0] = qd, cols[1] = kd, cols[2] = kd;
+        n = 3;
+        if (shape[1] != qd + 2 * kd)
+            return sks_fail(SKS_ESHAPE, "%s: fused Conv1D has %lld columns, the architecture needs %lld", name,
+                            (long long)shape[1], (long long)(qd + 2 * kd));
+    }
+    int64_t c0 = 0;
+    for (int i = 0; i < n; i++) {
+        char nm[320];
+        if (fu) snprintf(nm, sizeof nm, "%s[%s]", name, sks_role_name(roles[i]));
+        else snprintf(nm, sizeof nm, "%s", name);
+        /* the view (out, in) = (columns of this part, stored rows) */
+        int64_t sh[2] = {cols[i], shape[0]};
+        int rc = sks_model_set_tensor(m, roles[i], layer, dt, 2, sh, data + (size_t)c0 * info->block_bytes, nm);
+        if (rc) return rc;
+        ((sks_tensor *)sks_model_tensor(m, roles[i], layer))->tstride = shape[1];
+        c0 += cols[i];
     }
     return 0;
 }

@@ -70,7 +70,10 @@ enum {
     SKS__FAM_UNIT_OFFSET = 1 << 5,    /* HF norms scale by 1 + w (the GGUF converter adds the 1) */
     SKS__FAM_EMBED_SCALE = 1 << 6,    /* embeddings times sqrt(d) (Gemma) */
     SKS__FAM_GGUF_INTERLEAVED = 1 << 7, /* the GGUF converter permutes Q/K rows (llama) */
-    SKS__FAM_GGUF_GATE_UP = 1 << 8      /* GGUF ffn_up holds gate and up rows (Phi-3) */
+    SKS__FAM_GGUF_GATE_UP = 1 << 8,     /* GGUF ffn_up holds gate and up rows (Phi-3) */
+    SKS__FAM_GPT2 = 1 << 9,             /* LayerNorm, learned positions, plain FFN, biases */
+    SKS__FAM_HF_CONV1D = 1 << 10        /* HF projections stored (in, out); names may lack
+                                           the "transformer." prefix */
 };
 
 /* A fused tensor: rows of its parts one after another (q, k, v; gate, up). */
@@ -122,6 +125,12 @@ int sks__family_fused(const sks__family *fam, sks_format fmt, const char *name, 
  * not add up. */
 int sks__model_set_fused(sks_model *m, const sks__fused_name *fu, int layer, sks_dtype dt, int ndim,
                          const int64_t shape[2], const uint8_t *data, const char *name);
+/* A Conv1D weight (GPT-2 in HF files), stored (in, out) = shape: attached as transposed
+ * views (sks_tensor.tstride) of (out, in); a fused one (fu not NULL: c_attn) is split
+ * into q, k, v by columns. F32, F16, BF16 only; SKS_ESHAPE when the columns do not add
+ * up. */
+int sks__model_set_conv1d(sks_model *m, const sks__fused_name *fu, sks_role role, int layer, sks_dtype dt,
+                          const int64_t shape[2], const uint8_t *data, const char *name);
 /* The file's name of (role, layer), for messages. */
 void sks__family_hf_name(const sks__family *fam, sks_role role, int layer, char *out, size_t n);
 void sks__family_gguf_name(sks_role role, int layer, char *out, size_t n);

@@ -250,6 +250,17 @@ static int sks__st_add_shard(sks_model *m, const char *file, sks__st_header *hdr
         if (e->ndim < 1 || e->ndim > 2)
             return sks_fail(SKS_ESHAPE, "%s: tensor %s has %d dimensions (want 1 or 2)", file, e->name, e->ndim);
         int64_t shape[2] = {e->shape[0], e->ndim == 2 ? e->shape[1] : 1};
+        if ((fam->flags & SKS__FAM_HF_CONV1D) && e->ndim == 2 && role != SKS_ROLE_EMBED && role != SKS_ROLE_POS_EMBED &&
+            role != SKS_ROLE_LM_HEAD) {
+            /* GPT-2's Conv1D keeps W^T (in, out): transposed views, c_attn split by columns */
+            size_t n0 = m->n_order;
+            if ((rc = sks__model_set_conv1d(m, fu, role, (int)layer, (sks_dtype)e->dtype, shape, data + e->begin,
+                                            e->name)))
+                return rc == SKS_ESHAPE ? sks_fail(SKS_ECONFIG, "%s: %s", file, sks_last_error()) : rc;
+            for (size_t k = n0; k < m->n_order; k++)
+                ((sks_tensor *)sks_model_tensor(m, m->order[k].role, m->order[k].layer))->shard = idx;
+            continue;
+        }
         if (fu) {
             /* the parts of a fused projection (Phi-3 qkv_proj, gate_up_proj) */
             size_t n0 = m->n_order;

@@ -119,6 +119,14 @@ typedef enum {
     SKS_ROLE_LM_HEAD,    /* (V, d)      lm_head.weight (absent when tied) */
     SKS_ROLE_POST_ATTN_NORM, /* (d)     norm on the attention output (Gemma 2/3, OLMo 2) */
     SKS_ROLE_POST_FFN_NORM,  /* (d)     norm on the FFN output (Gemma 2/3, OLMo 2) */
+    /* GPT-2: learned positions, LayerNorm biases, biases on every projection */
+    SKS_ROLE_POS_EMBED,      /* (P, d)  wpe.weight, P = max_seq learned positions (global) */
+    SKS_ROLE_ATTN_NORM_B,    /* (d)     ln_1.bias (beta_attn) */
+    SKS_ROLE_FFN_NORM_B,     /* (d)     ln_2.bias (beta_ffn) */
+    SKS_ROLE_FINAL_NORM_B,   /* (d)     ln_f.bias (global) */
+    SKS_ROLE_BO,             /* (d)     attn.c_proj.bias */
+    SKS_ROLE_B_UP,           /* (f)     mlp.c_fc.bias */
+    SKS_ROLE_B_DOWN,         /* (d)     mlp.c_proj.bias */
     SKS_ROLE_COUNT
 } sks_role;
 
@@ -135,6 +143,12 @@ typedef struct {
     const void *data;
     uint64_t nbytes;
     int shard;          /* index of the file that holds it (0 for single files) */
+    /* (addition) 0, or a transposed view (GPT-2's Conv1D weights, stored (in, out)): view
+     * element (r, c) is at element c * tstride + r from data, i.e. view row r is a
+     * column of the stored matrix whose rows are tstride elements long. Only F32, F16
+     * and BF16; sks_tensor_rows_f32 / _f64 gather the columns, so readers that convert
+     * rows see the usual (out, in) layout. Code that reads data itself must check it. */
+    int64_t tstride;
 } sks_tensor;
 
 static inline int64_t sks_tensor_rows(const sks_tensor *t) { return t->shape[0]; }
@@ -224,6 +238,13 @@ typedef struct {
     int rope_n_factors;   /* rope_dims / 2 */
     double rope_short[SKS_ROPE_MAX_FACTORS], rope_long[SKS_ROPE_MAX_FACTORS];
     double rope_attn_factor;
+    /* GPT-2 traits (zero = Llama): h_0 = E[tok] + P[pos]; sublayers read
+     * LayerNorm(h) = (h - mean) / sqrt(var + eps) * w + b; FFN W_down act(W_up x + b_up)
+     * + b_down; W_O and the FFN carry biases; no RoPE. */
+    int norm_layer;       /* 1: every norm is a LayerNorm with a bias role (*_NORM_B) */
+    int ffn_plain;        /* 1: non-gated FFN (no W_gate): no quadratic form */
+    int pos_learned;      /* 1: POS_EMBED (max_seq rows) added to the embeddings; no RoPE */
+    int has_linear_bias;  /* 1: BO, B_UP, B_DOWN */
 } sks_arch;
 
 /* 1 if layer l of a uses the sliding window. */

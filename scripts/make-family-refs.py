@@ -6,13 +6,16 @@ references in test/data/families/ were made with transformers 5.17, torch 2.11):
 
     PYTHONPATH=<llama.cpp>/gguf-py python3 scripts/make-family-refs.py \
         --out OUT --tokenizer-model <a SentencePiece tokenizer.model with 4096 pieces> \
-        --converter <llama.cpp>/convert_hf_to_gguf.py
+        --converter <llama.cpp>/convert_hf_to_gguf.py [--only gpt2,olmo2]
 
 For every family (FAMILIES below) it
   1. builds a tiny random model (d 64, 2-6 layers) with transformers, norm weights
      drawn at random too (so that w and 1 + w differ), saves it with save_pretrained
      in bf16 (new config style: dtype, rope_parameters), and writes the same config
      in the classic style (torch_dtype, rope_theta, rope_scaling) as config.classic.json;
+     Linear biases (GPT-2) are drawn at random too (transformers starts them at zero);
+     GPT-2 also gets model.bare.safetensors, its tensors without the "transformer."
+     prefix, as the base-model checkpoints name them;
   2. reloads the saved bf16 weights in f32 with eager attention and records, for a
      fixed prompt of T tokens: alpha_0 per layer and head (mean over queries of the
      attention on key 0), max |h| of the embeddings and of each decoder layer's output
@@ -130,6 +133,27 @@ def randomize_norms(model, gen, unit_offset):
                     p.copy_((torch.randint(64, 192, p.shape, generator=gen) / 128.0).to(p.dtype))
 
 
+def randomize_biases(model, gen):
+    """Biases of the linear layers (GPT-2's c_attn, c_proj, c_fc) at random, multiples of
+    2^-7 in [-0.19, 0.19] (exact in bf16): transformers initializes them to zero, and a
+    reference with zero biases cannot tell whether a reader adds them, or adds them to
+    the right q / k / v columns."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            low = name.lower()
+            if name.endswith("bias") and not ("norm" in low or ".ln_" in low or low.startswith("ln_")):
+                p.copy_((torch.randint(-24, 25, p.shape, generator=gen) / 128.0).to(p.dtype))
+
+
+def save_bare(model_dir):
+    """GPT-2 as some published checkpoints store it (the base model's names, without the
+    "transformer." prefix): model.bare.safetensors beside config.json, same tensors."""
+    from safetensors.torch import load_file, save_file
+    t = load_file(os.path.join(model_dir, "model.safetensors"))
+    bare = {(k[len("transformer."):] if k.startswith("transformer.") else k): v for k, v in t.items()}
+    save_file(bare, os.path.join(model_dir, "model.bare.safetensors"), metadata={"format": "pt"})
+
+
 def classic_config(cfg):
     """The same config in the classic style: torch_dtype, rope_theta / rope_scaling."""
     c = dict(cfg)
@@ -221,7 +245,7 @@ def convert(name, model_dir, out_gguf, converter, log):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
-    ap.add_argument("--tokenizer-model", required=True)
+    ap.add_argument("--tokenizer-model", default="", help="needed by the SentencePiece families only")
     ap.add_argument("--converter", required=True)
     ap.add_argument("--only", default="")
     args = ap.parse_args()
@@ -250,13 +274,19 @@ def main():
                 kw = dict(kw, vocab_size=nv)
                 how.append("tokenizer.json: byte-level BPE trained here with tokenizers, %d tokens" % nv)
             else:
+                if not args.tokenizer_model:
+                    raise SystemExit("%s needs --tokenizer-model" % name)
                 shutil.copy(args.tokenizer_model, os.path.join(d, "tokenizer.model"))
                 how.append("tokenizer.model: the shared trained-llama SentencePiece model (4096 pieces)")
             cfg = make_config(Cfg, kw)
             model = Model(cfg).to(torch.float32)
             randomize_norms(model, gen, name.startswith("gemma"))
+            randomize_biases(model, gen)
             model = model.to(torch.bfloat16)
             model.save_pretrained(d)
+            if name == "gpt2":
+                save_bare(d)
+                how.append("model.bare.safetensors: the same tensors without the 'transformer.' prefix")
             with open(os.path.join(d, "config.json")) as f:
                 cj = json.load(f)
             with open(os.path.join(d, "config.classic.json"), "w") as f:

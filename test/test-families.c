@@ -133,6 +133,18 @@ static sks_model *open_variant(const char *fam, const char *how, char **tmp_out)
         free(txt);
         rc = sks_model_open(tmp, &m);
         *tmp_out = tmp;
+    } else if (!strcmp(how, "bare")) {
+        /* GPT-2 as base-model checkpoints name it: model.bare.safetensors (no
+         * "transformer." prefix) as model.safetensors beside the same config */
+        char *tmp = sks_test_tmpdir(), src[512], dst[512];
+        const char *files[2][2] = {{"model.bare.safetensors", "model.safetensors"}, {"config.json", "config.json"}};
+        for (int i = 0; i < 2; i++) {
+            snprintf(src, sizeof src, DATA "%s/%s", fam, files[i][0]);
+            snprintf(dst, sizeof dst, "%s/%s", tmp, files[i][1]);
+            assert_int_equal(symlink(src, dst), 0);
+        }
+        rc = sks_model_open(tmp, &m);
+        *tmp_out = tmp;
     } else if (!strncmp(how, "mm", 2)) {
         char *tmp = sks_test_tmpdir();
         write_multimodal(fam, tmp, !strcmp(how, "mm5") ? "model.language_model." : "language_model.model.");
@@ -264,6 +276,13 @@ static void test_olmo2(void **s) {
     (void)s;
     check_family("olmo2", "olmo2");
 }
+/* GPT-2: Conv1D weights (transposed views), LayerNorm, learned positions, biases; also
+ * the base-model names without "transformer." */
+static void test_gpt2(void **s) {
+    (void)s;
+    const char *hows[] = {"hf", "classic", "bare", "gguf"};
+    check_family_ways("gpt2", "gpt2", hows, 4);
+}
 
 /* ---- bad input: one clear line and exit 1 --------------------------------------------- */
 
@@ -348,6 +367,7 @@ int main(void) {
         cmocka_unit_test(test_gemma3_multimodal),
         cmocka_unit_test(test_olmo2),
         cmocka_unit_test(test_phi3),
+        cmocka_unit_test(test_gpt2),
         cmocka_unit_test(test_bad_input),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -663,7 +663,7 @@ static void test_matmul_chunks(void **state) {
     for (int64_t i = 0; i < r * c; i++) wb[i] = sks_f32_to_bf16((float)urand());
     sks_bf16_to_f32_ref(wb, wf, (size_t)(r * c));
     for (int64_t i = 0; i < 3 * c; i++) X[i] = (float)urand();
-    sks_tensor t = {"big", SKS_DT_BF16, 2, {r, c}, wb, (uint64_t)(r * c * 2), 0};
+    sks_tensor t = {"big", SKS_DT_BF16, 2, {r, c}, wb, (uint64_t)(r * c * 2), 0, 0};
     assert_int_equal(sks_matmul_wt(&t, X, 3, Y, ws, (size_t)(r * c)), 0);
     for (int tt = 0; tt < 3; tt++)
         for (int64_t i = 0; i < r; i++) {
@@ -671,6 +671,36 @@ static void test_matmul_chunks(void **state) {
             for (int64_t j = 0; j < c; j++) sum += (double)wf[i * c + j] * X[tt * c + j];
             assert_close(Y[tt * r + i], sum, 1e-5, "matmul_wt (one large chunk)");
         }
+    /* Transposed views (GPT-2's Conv1D): W^T stored (c, r + 3) in bf16 and in f32, the
+     * view (r, c) starting at stored column 2; rows gathered in blocks of 1, 7 and all
+     * rows (workspace sizes), against the same sums. */
+    const int64_t ld = r + 3;
+    uint16_t *tb = malloc((size_t)(c * ld) * 2);
+    float *tf = malloc((size_t)(c * ld) * 4);
+    for (int64_t j = 0; j < c; j++)
+        for (int64_t k = 0; k < ld; k++) {
+            int64_t i = k - 2;
+            tb[j * ld + k] = i >= 0 && i < r ? wb[i * c + j] : sks_f32_to_bf16(9.0f);
+            tf[j * ld + k] = i >= 0 && i < r ? wf[i * c + j] : 9.0f;
+        }
+    sks_tensor tt_b = {"conv1d_bf16", SKS_DT_BF16, 2, {r, c}, tb + 2, (uint64_t)(r * c * 2), 0, ld};
+    sks_tensor tt_f = {"conv1d_f32", SKS_DT_F32, 2, {r, c}, tf + 2, (uint64_t)(r * c * 4), 0, ld};
+    const size_t wsz[3] = {(size_t)c, (size_t)(7 * c), (size_t)(r * c)};
+    for (int v = 0; v < 6; v++) {
+        memset(Y, 0, 3 * (size_t)r * 4);
+        assert_int_equal(sks_matmul_wt(v < 3 ? &tt_b : &tt_f, X, 3, Y, ws, wsz[v % 3]), 0);
+        for (int tt = 0; tt < 3; tt++)
+            for (int64_t i = 0; i < r; i++) {
+                double sum = 0;
+                for (int64_t j = 0; j < c; j++) sum += (double)wf[i * c + j] * X[tt * c + j];
+                assert_close(Y[tt * r + i], sum, 1e-5, "matmul_wt (transposed view)");
+            }
+    }
+    /* one row and one column read back exactly */
+    float row[512];
+    assert_int_equal(sks_tensor_rows_f32(&tt_b, 123, 1, row), 0);
+    for (int64_t j = 0; j < c; j++) assert_true(row[j] == wf[123 * c + j]);
+    free(tb); free(tf);
     free(wb); free(wf); free(X); free(Y); free(ws);
 }
 
