@@ -994,7 +994,7 @@ int sks_sinks_run(const sks_model *m, int n_prompts, const int32_t *const *promp
     wk = sks_malloc_n((size_t)kw * d, sizeof(float));
     bk = sks_malloc_n((size_t)(kw > dh ? kw : dh), sizeof(float));
     qnorm = sks_malloc_n((size_t)dh, sizeof(float));
-    gamma = sks_malloc_n((size_t)d, sizeof(float));
+    gamma = sks_malloc_n((size_t)d * 2, sizeof(float)); /* gain, then the LayerNorm bias (GPT-2; else 0) */
     nhat = sks_calloc_n((size_t)d, sizeof(float));
     if (!alloc_ok || !S || !Vs || !Vq || !sv || !khat || !kbar || !wq || !wk || !bk || !gamma || !nhat || !qnorm) {
         rc = sks_fail(SKS_ENOMEM, "sinks: results");
@@ -1042,11 +1042,13 @@ int sks_sinks_run(const sks_model *m, int n_prompts, const int32_t *const *promp
             /* sum_{i != j} u_i.u_j = |sum u|^2 - n; mean over unordered pairs */
             r->cos_nonspike_mean[l] = n >= 2 ? (s2 - (double)n) / ((double)n * (double)(n - 1)) : NAN;
         }
-        /* weight-only key per KV head: k^ = W_K (gamma * n^) + b, gamma the family's own
-         * gain (1 + w for Gemma). Without input norms (OLMo 2) there is no post-norm spike
+        /* weight-only key per KV head: k^ = W_K (gamma * n^ + beta) + b, gamma the family's
+         * own gain (1 + w for Gemma), beta the LayerNorm bias (GPT-2; 0 for RMSNorm). Without input norms (OLMo 2) there is no post-norm spike
          * vector n^: the weight-only predictor has no counterpart and stays NaN. */
         const int wo = !a->no_input_norms;
+        float *beta = gamma + d;
         if ((wo && (rc = sks_model_norm_gain(m, SKS_ROLE_ATTN_NORM, l, gamma, d))) ||
+            (rc = sks__tensor_rows(m, SKS_ROLE_ATTN_NORM_B, l, 0, 1, d, beta)) ||
             (rc = sks__tensor_rows(m, SKS_ROLE_WK, l, 0, kw, d, wk)) ||
             (rc = sks__tensor_rows(m, SKS_ROLE_BK, l, 0, 1, kw, bk)))
             break;
@@ -1054,7 +1056,7 @@ int sks_sinks_run(const sks_model *m, int n_prompts, const int32_t *const *promp
         for (int64_t j = 0; j < kw; j++) {
             double acc = bk[j];
             for (int c = 0; c < d && wo; c++)
-                if (nhat[c] != 0.0f) acc += (double)wk[(size_t)j * d + c] * gamma[c] * nhat[c];
+                acc += (double)wk[(size_t)j * d + c] * ((double)gamma[c] * nhat[c] + beta[c]);
             kw_hat[j] = acc;
         }
         /* Qwen3, Gemma 3: keys and queries pass a per-head RMSNorm with gains k_norm /

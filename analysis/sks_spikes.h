@@ -201,6 +201,14 @@ typedef struct {
      * ranked (n_vocab = n_top = 0); sks_spikes_no_input_norm_note says so. */
     int no_input_norm;
 } sks_delim_result;
+/* A plain (non-gated) FFN, W_down act(W_up x + b_up) + b_down (GPT-2), is linear in x
+ * where act is near the identity: out_k has no quadratic form S_k, so lambda*, s* and
+ * every per-channel quantity above are not defined. sks_spikes_run then analyses no
+ * layer (no_quadform set, n_layers 0) and still runs the forward pass, the first-token
+ * map's W_VO singular values and the delimiter route; the outputs carry the note. */
+int sks_spikes_has_quadform(const sks_arch *a);
+extern const char sks_spikes_no_quadform_note[];
+
 /* The sentence the outputs carry for a family without input norms (OLMo 2). */
 extern const char sks_spikes_no_input_norm_note[];
 int sks_spikes_delimiter(sks_spikes *s, int n_top, sks_delim_result *out);
@@ -219,6 +227,7 @@ typedef struct {
     double trace_abs, trace_ratio;       /* thresholds the trace used (NAN if none) */
     double trace_outlier;                /* its --outlier (NAN if none; 0 = off) */
     const char *selection;               /* "default", "channels", "top-frob", "from-trace" */
+    int no_quadform;                     /* 1: non-gated FFN, written as quadratic_form false + note */
 } sks_spikes_report;
 
 /* msgpack, schema "sinkscope.spikes/1" (docs/schema-spikes.md). pieces(id) may be NULL. */
@@ -280,6 +289,7 @@ typedef struct {
     int have_delim;
     sks_delim_result delim;
     int n_resumed;                   /* layers read back from resume parts (this part's) */
+    int no_quadform;                 /* 1: non-gated FFN: no layer analysed (sks_spikes_has_quadform) */
 } sks_spikes_run_result;
 
 /* The whole analysis: sks_spikes_new, the forward pass, every selected layer through

@@ -684,6 +684,9 @@ int sks_spikes_layer_split(sks_spikes *s, int layer, const int *ch, const int *s
         return sks_fail(SKS_EARG, "%s: layer %d outside [0, %d)", __func__, layer, s ? s->L : 0);
     for (int i = 0; i < n; i++)
         if (ch[i] < 0 || ch[i] >= s->d) return sks_fail(SKS_EARG, "channel %d outside [0, %d)", ch[i], s->d);
+    if (!sks_spikes_has_quadform(sks_model_arch(s->m)))
+        return sks_fail(SKS_EUNSUPPORTED, "spikes: layer %d of %s: %s", layer, sks_model_path(s->m),
+                        sks_spikes_no_quadform_note);
     int rc = sks__load_layer(s, layer);
     if (rc) return rc;
     const int d = s->d, r = s->o.rank;
@@ -1006,6 +1009,12 @@ void sks_delim_result_free(sks_delim_result *r) {
 
 /* n_v = gamma_attn[0] * e_v / rms(e_v), rms(e) = sqrt(mean(e^2) + eps): the attention
  * input of layer 0 for token v at any position. */
+int sks_spikes_has_quadform(const sks_arch *a) { return a && !a->ffn_plain; }
+
+const char sks_spikes_no_quadform_note[] =
+    "no quadratic form: non-gated MLP (W_down act(W_up x + b_up) + b_down has no gate product, so there is no S_k, "
+    "lambda* or s*); the lifecycle, the first-token map and the delimiter route still run";
+
 const char sks_spikes_no_input_norm_note[] =
     "no input norm: attention and FFN read the raw residual, so the RMSNorm sparsification step (delimiter route, "
     "post-norm spike vector) has no counterpart in this family";
@@ -1025,7 +1034,8 @@ int sks_spikes_delimiter(sks_spikes *s, int n_top, sks_delim_result *out) {
     if (!te) return SKS_ENOTFOUND;
     if (!tg || sks_tensor_cols(tg) != d) return sks_fail(SKS_ENOTFOUND, "%s: no attn_norm of layer 0", sks_model_path(s->m));
     const int blk = 256;
-    float *gam = sks_malloc_n((size_t)d, sizeof *gam), *E = sks_malloc_n((size_t)blk * d, sizeof *E);
+    float *gam = sks_malloc_n((size_t)d * 2, sizeof *gam), *E = sks_malloc_n((size_t)blk * d, sizeof *E);
+    float *beta = gam ? gam + d : NULL; /* (d) LayerNorm bias (GPT-2) */
     double *nrm = sks_malloc_n((size_t)V, sizeof *nrm), *srt = sks_malloc_n((size_t)V, sizeof *srt);
     out->ratio = sks_malloc_n((size_t)V, sizeof(float));
     int rc = 0;
@@ -1034,12 +1044,31 @@ int sks_spikes_delimiter(sks_spikes *s, int n_top, sks_delim_result *out) {
         goto done;
     }
     rc = sks_model_norm_gain(s->m, SKS_ROLE_ATTN_NORM, 0, gam, d);
+    if (!rc && a->norm_layer) { /* GPT-2: the LayerNorm bias of layer 0 */
+        const sks_tensor *tb = sks_model_tensor(s->m, SKS_ROLE_ATTN_NORM_B, 0);
+        rc = tb ? sks_tensor_rows_f32(tb, 0, 1, beta) : sks_fail(SKS_ENOTFOUND, "%s: no attn_norm bias of layer 0",
+                                                                  sks_model_path(s->m));
+    }
     for (int v0 = 0; v0 < V && !rc; v0 += blk) {
         int nb = V - v0 < blk ? V - v0 : blk;
         rc = sks_tensor_rows_f32(te, v0, nb, E);
         for (int i = 0; i < nb && !rc; i++) {
             const float *e = E + (size_t)i * d;
-            double ss = 0, gs = 0;
+            double ss = 0, gs = 0, mu = 0;
+            if (a->norm_layer) {
+                /* LayerNorm: n_v = gamma (e_v - mean) / std + beta (the token's own row;
+                 * the position row is the same for every token and is left out) */
+                for (int c = 0; c < d; c++) mu += (double)e[c];
+                mu /= d;
+                for (int c = 0; c < d; c++) ss += ((double)e[c] - mu) * ((double)e[c] - mu);
+                const double inv = 1.0 / sqrt(ss / d + a->norm_eps);
+                for (int c = 0; c < d; c++) {
+                    double g = (double)gam[c] * ((double)e[c] - mu) * inv + (double)beta[c];
+                    gs += g * g;
+                }
+                nrm[v0 + i] = sqrt(gs);
+                continue;
+            }
             for (int c = 0; c < d; c++) {
                 double ec = (double)(e[c] * es);
                 ss += ec * ec;
@@ -1142,7 +1171,11 @@ int sks_spikes_write(const sks_spikes_report *rep, const sks_model *m, const sks
     if (!rep || !m || !opt || !path) return sks_fail(SKS_EARG, "%s: bad arguments", __func__);
     sks_out o;
     sks_out_init(&o);
-    sks_out_head(&o, 8, "sinkscope.spikes/1", m);
+    sks_out_head(&o, rep->no_quadform ? 10 : 8, "sinkscope.spikes/1", m);
+    if (rep->no_quadform) { /* non-gated FFN (GPT-2): no S_k; docs/schema-spikes.md */
+        sks_out_kbool(&o, "quadratic_form", 0);
+        sks_out_kstr(&o, "note", sks_spikes_no_quadform_note);
+    }
     sks_out_str(&o, "params");
     sks_out_map(&o, 14);
     sks_out_kstr(&o, "selection", rep->selection ? rep->selection : "channels");

@@ -177,6 +177,14 @@ int sks_spikes_run(const sks_model *m, const sks_spikes_opts *o, const sks_spike
     if (!rc) rc = sks_spikes_forward(cx.s, job->tokens, job->T);
     if (sp) rc = sp->agree(sp, rc);
     if (rc) goto done;
+    if (!sks_spikes_has_quadform(sks_model_arch(m))) {
+        /* no S_k to analyse: only the first-token map up to the last selected layer and
+         * the delimiter route, on part 0 */
+        if (sp && sp->part != 0) goto done;
+        out->no_quadform = 1;
+        rc = sks__spk_finish(cx.s, o, job, nl ? layers[nl - 1] : -1, out);
+        goto done;
+    }
     if (!sp) {
         for (int k = 0; k < nl && !rc; k++) {
             sks_progress("spikes layers", k, nl);
@@ -289,7 +297,10 @@ int sks_spikes_select(const sks_model *m, const int32_t *tokens, int T, const sk
                                               &s->n);
         }
         if (!rc) rc = sks__sel_from_trace(o, a->d_model, T, s);
-        if (!rc && s->n == 0) {
+        if (!rc && s->n == 0 && !sks_spikes_has_quadform(a)) {
+            /* no screen to fall back to (non-gated FFN): every kept layer, for the map */
+            rc = sks__sel_grid(o, a->n_layers, -1, s);
+        } else if (!rc && s->n == 0) {
             sks_spike_rule rule;
             sks_trace_opts_rule(&o->trace, &rule);
             char rb[160];

@@ -404,6 +404,7 @@ static int sks__stage_spikes(sks__run *R, int n_stages) {
     rep.selection = R->spike_selection;
     rep.n_wvo = R->spk.n_wvo;
     rep.wvo_sigma1 = R->spk.wvo_sigma1;
+    rep.no_quadform = R->spk.no_quadform;
     path = sks__join(R->outdir, "spikes.msgpack");
     if (!path) rc = sks_fail(SKS_ENOMEM, "analyze");
     else rc = sks_spikes_write(&rep, R->m, &R->so, R->tok ? sks__piece : NULL, R->tok, path);
@@ -613,6 +614,10 @@ static json_t *sks__summary_spikes(const sks__run *R) {
         }
         json_object_set_new(j, "delimiter_top", top);
         if (R->spk.delim.no_input_norm) json_object_set_new(j, "note", json_string(sks_spikes_no_input_norm_note));
+    }
+    if (R->spk.no_quadform) {
+        json_object_set_new(j, "quadratic_form", json_false());
+        json_object_set_new(j, "note", json_string(sks_spikes_no_quadform_note));
     }
     return j;
 }
@@ -875,6 +880,7 @@ static int sks__plots(sks__run *R) {
 static void sks__print_findings(FILE *f, const sks__run *R) {
     if (R->tr) sks_cli_print_trace_findings(f, R->tr, &R->to);
     sks_cli_print_spike_channels(f, R->spk.layers, R->spk.n_layers, 1);
+    if (R->spk.no_quadform) fprintf(f, "spikes: %s\n", sks_spikes_no_quadform_note);
     char pb[32];
     if (R->vr)
         fprintf(f, "vocabulary: %d of %d tokens (%s) spike alone at position 0 (ratio >= %g x the typical median)%s",

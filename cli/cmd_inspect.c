@@ -151,20 +151,22 @@ static void sks__inspect_human(const sks_model *m) {
     printf("layers       %d  (%d residual blocks: b = 0 embeddings, 2l+1 after the attention and\n"
            "             2l+2 after the FFN of layer l, as in trace)\n", a->n_layers, 2 * a->n_layers + 1);
     printf("d_model      %d\n", a->d_model);
-    printf("d_ffn        %d  (SwiGLU)\n", a->d_ffn);
+    printf("d_ffn        %d  (%s)\n", a->d_ffn,
+           a->ffn_plain ? "plain MLP, gelu_tanh" : a->act == SKS_ACT_GELU_TANH ? "GeGLU" : "SwiGLU");
     printf("heads        %d x %d, %d KV heads%s\n", a->n_heads, a->head_dim, a->n_kv_heads,
            a->n_kv_heads < a->n_heads ? " (grouped-query)" : "");
     printf("vocab        %d\n", a->vocab_size);
     if (a->max_seq) printf("context      %d\n", a->max_seq);
-    printf("rope         theta %g, %s pairs", a->rope_theta, a->rope_interleaved ? "interleaved" : "rotate-half");
+    if (a->pos_learned) printf("positions    learned (%d rows), no RoPE", a->max_seq);
+    else printf("rope         theta %g, %s pairs", a->rope_theta, a->rope_interleaved ? "interleaved" : "rotate-half");
     if (a->rope_scaling == SKS_ROPE_SCALING_LLAMA3)
         printf(", llama3 scaling x%g (low %g, high %g, orig %d)", a->rope_factor, a->rope_low_freq_factor,
                a->rope_high_freq_factor, a->rope_original_max_pos);
     else if (a->rope_scaling == SKS_ROPE_SCALING_LINEAR)
         printf(", linear scaling x%g", a->rope_factor);
-    printf("\nrmsnorm eps  %g\n", a->norm_eps);
+    printf("\n%-12s %g\n", a->norm_layer ? "layernorm eps" : "rmsnorm eps", a->norm_eps);
     printf("classifier   %s\n", a->tied_embeddings ? "tied to the embedding" : "separate lm_head");
-    if (a->has_qkv_bias) printf("biases       q/k/v\n");
+    if (a->has_qkv_bias) printf("biases       q/k/v%s\n", a->has_linear_bias ? ", o, FFN up/down" : "");
     if (a->has_qk_norm) printf("q/k norm     per head\n");
     printf("bos / eos    %d / %d\n", a->bos_id, a->eos_id);
     char tb[512];

@@ -72,6 +72,10 @@ static json_t *sks__json_summary(const sks_spikes_report *rep, const sks_model *
     json_object_set_new(root, "schema", json_string("sinkscope.spikes/1"));
     json_object_set_new(root, "model", json_string(sks_model_path(m)));
     json_object_set_new(root, "selection", json_string(rep->selection));
+    if (rep->no_quadform) {
+        json_object_set_new(root, "quadratic_form", json_false());
+        json_object_set_new(root, "note", json_string(sks_spikes_no_quadform_note));
+    }
     if (rep->trace) {
         json_t *sc = json_array();
         for (int i = 0; i < rep->trace->n_spike_channels; i++)
@@ -336,6 +340,7 @@ int sks_cmd_spikes(int argc, char **argv) {
     rep.trace_ratio = sel.trace && !sel.trace_from_file ? to.ratio : NAN;
     rep.trace_outlier = sel.trace && !sel.trace_from_file ? to.outlier : NAN;
     rep.selection = sel.name;
+    rep.no_quadform = run.no_quadform;
     if ((rc = sks_spikes_write(&rep, m, &so, tok ? sks__piece_cb : NULL, tok, out_path))) goto fail;
     sks_dist_parts_remove(&parts);
     if (json) {
@@ -349,7 +354,8 @@ int sks_cmd_spikes(int argc, char **argv) {
         }
         json_decref(j);
     } else if (!quiet) {
-        printf("spikes: %d layer(s) analysed (%s selection)\n", run.n_layers, sel.name);
+        if (run.no_quadform) printf("spikes: %s\n", sks_spikes_no_quadform_note);
+        else printf("spikes: %d layer(s) analysed (%s selection)\n", run.n_layers, sel.name);
         sks_cli_print_spike_channels(stdout, run.layers, run.n_layers, 0);
     }
     goto done;

@@ -2,8 +2,9 @@
 # cli-families.sh BINARY SOURCE_DIR FIXTURES_DIR - `sinkscope analyze` end to end on every
 # family of test/data/families (HF folder and GGUF) and on the three ablation models:
 # summary.json names the family and its norm layout, the four analyses ran, spikes
-# report the post-norm gain where a norm follows the FFN, and OLMo 2's outputs say that
-# the RMSNorm sparsification step has no counterpart.
+# report the post-norm gain where a norm follows the FFN, OLMo 2's outputs say that
+# the RMSNorm sparsification step has no counterpart, and GPT-2's that its plain MLP has
+# no quadratic form.
 set -u
 BIN=$1
 SRC=$2
@@ -52,6 +53,41 @@ for fam in gemma gemma2 gemma3 phi3 olmo2; do
     done
     echo "ok: analyze on $fam (HF and GGUF)"
 done
+
+# GPT-2: LayerNorm, learned positions, a plain MLP. Every analysis runs; spikes says
+# that the non-gated MLP has no quadratic form (no channel, no lambda*), in the summary,
+# in spikes.msgpack and on the terminal; the lifecycle, the first-token map and the
+# delimiter route are still there.
+for how in hf gguf; do
+    m="$SRC/test/data/families/gpt2"
+    [ $how = gguf ] && m="$m/model.gguf"
+    out="$TMP/gpt2-$how"
+    "$BIN" analyze "$m" -o "$out" --no-plots >"$out.log" 2>&1 || fail "analyze gpt2 ($how): $(tail -3 "$out.log")"
+    grep -q "spikes: no quadratic form: non-gated MLP" "$out.log" || fail "gpt2 ($how): the terminal does not say 'no quadratic form'"
+    "$PY" - "$out" <<'EOF' || fail "gpt2 ($how) outputs"
+import json, math, msgpack, sys
+d = sys.argv[1]
+s = json.load(open(d + "/summary.json"))
+assert s["model"]["family"] == "gpt2" and s["model"]["norms"] == "pre", s["model"]
+for k in ("trace", "spikes", "vocab", "sinks"):
+    assert k in s, k
+sp = s["spikes"]
+assert sp["quadratic_form"] is False and sp["note"].startswith("no quadratic form: non-gated MLP"), sp
+assert sp["channels"] == [], "a lambda* was invented"
+assert sp["delimiter_top"], "no delimiter route"
+m = msgpack.unpackb(open(d + "/spikes.msgpack", "rb").read(), raw=False)
+assert m["quadratic_form"] is False and m["note"] == sp["note"]
+assert m["layers"] == []
+assert m["first_token_map"]["sigma1"]["shape"][0] >= 1
+assert len(m["delimiter"]["top"]) > 0
+t = msgpack.unpackb(open(d + "/trace.msgpack", "rb").read(), raw=False)
+assert "lifecycles" in t, list(t)
+assert math.isfinite(s["sinks"]["sink_ratio_percent"])
+EOF
+    echo "ok: analyze on gpt2 ($how): no quadratic form, lifecycle, first-token map, delimiter route, sinks"
+done
+"$BIN" spikes "$SRC/test/data/families/gpt2" -o "$TMP/g2.msgpack" >"$TMP/g2.out" 2>&1 || fail "spikes gpt2: $(tail -3 "$TMP/g2.out")"
+grep -q "^spikes: no quadratic form: non-gated MLP" "$TMP/g2.out" || fail "spikes gpt2: no 'no quadratic form' line"
 
 # the trained ablation models (spikes reported at training: base 188, sandwich 59, OLMo 2 23)
 [ -d "$FIX/ablation" ] || exit 77
