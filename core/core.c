@@ -56,10 +56,14 @@ const char *sks_err_name(int err) {
 }
 
 int sks_fail(int err, const char *fmt, ...) {
+    /* formatted aside first: callers may pass sks_last_error() itself as an argument
+     * (prefixing a file name to a lower layer's message) */
+    char buf[sizeof sks__errmsg];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(sks__errmsg, sizeof sks__errmsg, fmt, ap);
+    vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
+    memcpy(sks__errmsg, buf, sizeof buf);
     return err;
 }
 

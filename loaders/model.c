@@ -337,6 +337,14 @@ int sks__model_set_conv1d(sks_model *m, const sks__fused_name *fu, sks_role role
             return sks_fail(SKS_ESHAPE, "%s: fused Conv1D has %lld columns, the architecture needs %lld", name,
                             (long long)shape[1], (long long)(qd + 2 * kd));
     }
+    /* the file's own (in, out) shape in messages, not the view's */
+    int64_t need[2];
+    if (!fu && sks__role_need(a, role, need) && (need[0] != shape[1] || need[1] != shape[0]))
+        return sks_fail(SKS_ESHAPE, "%s: Conv1D weight stored (in, out) = [%lld, %lld], the architecture needs [%lld, %lld]",
+                        name, (long long)shape[0], (long long)shape[1], (long long)need[1], (long long)need[0]);
+    if (fu && shape[0] != a->d_model)
+        return sks_fail(SKS_ESHAPE, "%s: fused Conv1D has %lld rows (inputs), the architecture needs %d", name,
+                        (long long)shape[0], a->d_model);
     int64_t c0 = 0;
     for (int i = 0; i < n; i++) {
         char nm[320];

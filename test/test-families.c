@@ -334,6 +334,47 @@ static void as_gemma3(json_t *r) {
     json_array_set_new(json_object_get(r, "architectures"), 0, json_string("Gemma3ForCausalLM"));
 }
 
+/* dir: the GPT-2 checkpoint with layer 0's c_fc.weight header saying [128, 64] (the
+ * same bytes: a writer that stored W rather than W^T), and its config. */
+static void write_gpt2_c_fc_transposed(const char *dir) {
+    char p[600];
+    size_t n;
+    char *img = sks_test_read_file(DATA "gpt2/model.safetensors", &n);
+    assert_non_null(img);
+    uint64_t hl;
+    memcpy(&hl, img, 8);
+    json_error_t e;
+    json_t *h = json_loadb(img + 8, (size_t)hl, 0, &e);
+    assert_non_null(h);
+    json_t *t = json_object_get(h, "transformer.h.0.mlp.c_fc.weight");
+    assert_non_null(t);
+    json_object_set_new(t, "shape", json_pack("[i,i]", 128, 64));
+    char *txt = json_dumps(h, JSON_COMPACT);
+    uint64_t nl = strlen(txt), pad = (8 - nl % 8) % 8; /* the data stays 8-aligned */
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    FILE *f = fopen(p, "wb");
+    assert_non_null(f);
+    nl += pad;
+    assert_int_equal(fwrite(&nl, 8, 1, f), 1);
+    assert_int_equal(fwrite(txt, 1, nl - pad, f), nl - pad);
+    assert_int_equal(fwrite("        ", 1, pad, f), pad);
+    assert_int_equal(fwrite(img + 8 + hl, 1, n - 8 - hl, f), n - 8 - hl);
+    fclose(f);
+    free(txt);
+    json_decref(h);
+    free(img);
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    assert_int_equal(symlink(SKS_SOURCE_DIR "/test/data/families/gpt2/config.json", p), 0);
+}
+
+static void drop_n_embd(json_t *r) { json_object_del(r, "n_embd"); }
+static void inverse_layer_idx(json_t *r) { json_object_set_new(r, "scale_attn_by_inverse_layer_idx", json_true()); }
+static void unscaled(json_t *r) { json_object_set_new(r, "scale_attn_weights", json_false()); }
+static void relu(json_t *r) { json_object_set_new(r, "activation_function", json_string("relu")); }
+static void n_inner_96(json_t *r) { json_object_set_new(r, "n_inner", json_integer(96)); }
+static void n_positions_64(json_t *r) { json_object_set_new(r, "n_positions", json_integer(64)); }
+static void n_head_5(json_t *r) { json_object_set_new(r, "n_head", json_integer(5)); }
+
 static void test_bad_input(void **s) {
     (void)s;
     struct {
@@ -351,7 +392,24 @@ static void test_bad_input(void **s) {
         {"olmo2", kv_heads_4, SKS_ECONFIG, "self_attn.k_norm.weight has shape [32, 1], the architecture needs [64, 1]"},
         /* a role the family needs is absent (Gemma 3 has per-head q/k norms) */
         {"gemma2", as_gemma3, SKS_ECONFIG, "model.layers.0.self_attn.q_norm.weight (q_norm) is missing for family gemma3"},
+        /* GPT-2: a needed field absent, options the forward does not have, shapes that
+         * disagree with the config (the Conv1D view is (out, in) = (n_inner, n_embd)) */
+        {"gpt2", drop_n_embd, SKS_ENOTFOUND, "missing required key 'n_embd'"},
+        {"gpt2", inverse_layer_idx, SKS_EUNSUPPORTED, "scale_attn_by_inverse_layer_idx = true is not supported"},
+        {"gpt2", unscaled, SKS_EUNSUPPORTED, "scale_attn_weights = false (unscaled scores) is not supported"},
+        {"gpt2", relu, SKS_EUNSUPPORTED, "activation_function 'relu' is not supported"},
+        {"gpt2", n_inner_96, SKS_ECONFIG, "c_fc.weight: Conv1D weight stored (in, out) = [64, 128], the architecture needs [64, 96]"},
+        {"gpt2", n_positions_64, SKS_ECONFIG, "transformer.wpe.weight has shape [128, 64], the architecture needs [64, 64]"},
+        {"gpt2", n_head_5, SKS_ECONFIG, "n_embd 64 is not a multiple of n_head 5"},
     };
+    /* a Conv1D weight stored as (out, in), i.e. already transposed: the file's shape is named */
+    {
+        char *dir = sks_test_tmpdir();
+        write_gpt2_c_fc_transposed(dir);
+        expect_one_line(dir, SKS_ECONFIG,
+                        "h.0.mlp.c_fc.weight: Conv1D weight stored (in, out) = [128, 64], the architecture needs [64, 128]");
+        rm_tmp(dir);
+    }
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char *dir = edited_copy(cases[i].fam, cases[i].edit);
         expect_one_line(dir, cases[i].code, cases[i].want);
