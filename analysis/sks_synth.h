@@ -38,7 +38,7 @@ enum { SKS_SYNTH_MAX_SPIKE = 8, SKS_SYNTH_MAX_UNITS = 16 };
 /* Everything that defines a synthetic model. Fill with sks_synth_preset (or
  * sks_synth_config_default after setting the architecture) and adjust. */
 typedef struct {
-    sks_arch arch;           /* family "llama" or "qwen2"; rope_interleaved must be 0 */
+    sks_arch arch;           /* family llama, mistral, qwen2 or gemma2; rope_interleaved 0 */
     char preset[32];         /* name recorded in planted.json ("" for --config) */
 
     /* random part */
@@ -66,6 +66,12 @@ typedef struct {
     double sink_margin;      /* logit of the sink key over ordinary keys, default 9 */
     double avoid_margin;     /* layer-0 steering head: logit penalty of BOS, default 12 */
 } sks_synth_config;
+
+/* Switch cfg to another model family, keeping the sizes: llama, mistral, qwen2, or
+ * gemma2 (sandwich norms, GeGLU, (1 + w) norms, embeddings times sqrt(d), softcaps 50 /
+ * 30, window 4096 on every other layer; the planted gate gets gate_z 30 when it was
+ * the default 10; see docs/synth.md "Gemma 2"). SKS_EUNSUPPORTED for other names. */
+int sks_synth_set_model_type(sks_synth_config *cfg, const char *model_type);
 
 /* Defaults for the planted part given cfg->arch (call after filling arch). */
 void sks_synth_config_default(sks_synth_config *cfg);

@@ -149,6 +149,29 @@ int sks_synth_preset(const char *name, sks_synth_config *c) {
     return 0;
 }
 
+int sks_synth_set_model_type(sks_synth_config *c, const char *model_type) {
+    static const char *const ok[] = {"llama", "mistral", "qwen2", "gemma2"};
+    size_t i = 0;
+    while (i < sizeof ok / sizeof ok[0] && (!model_type || strcmp(model_type, ok[i]))) i++;
+    if (i == sizeof ok / sizeof ok[0])
+        return sks_fail(SKS_EUNSUPPORTED, "synth: model_type '%.40s' is not synthesized (llama, mistral, qwen2, gemma2)",
+                        model_type ? model_type : "");
+    sks_arch *a = &c->arch;
+    int rc = sks_arch_set_family(a, model_type);
+    if (rc) return rc;
+    if (strcmp(model_type, "gemma2")) return 0;
+    /* Gemma 2's traits at published values (gemma-2-2b: softcaps 50 / 30, window 4096 on
+     * every other layer, eps 1e-6), the score scale of the head size; a sharper planted
+     * gate (docs/synth.md, "Gemma 2") */
+    a->query_pre_attn_scalar = a->head_dim;
+    a->attn_softcap = 50.0;
+    a->final_softcap = 30.0;
+    a->sliding_window = 4096;
+    a->norm_eps = 1e-6;
+    if (c->gate_z == 10.0) c->gate_z = 30.0;
+    return 0;
+}
+
 /* ---- the generator -------------------------------------------------------------- */
 
 typedef struct {
@@ -188,6 +211,12 @@ struct sks_synth {
     int n_sink;
     int *sink_list;          /* (n_sink, 2) */
     double cos_pred, bulk_est, k_steer;
+    /* Gemma 2 shape (sandwich norms, docs/synth.md "Gemma 2"): the step-up gate's mu
+     * term, the post-FFN gain on the spike channels at ls and ld, and the top
+     * eigenvector of the planted block of S_c (s* tilted towards -mu by the gate) */
+    int sandwich;
+    double mu_gate, post_spike;
+    float *seig;             /* (d) */
     sks_synth_planted pl;
 };
 
@@ -213,6 +242,13 @@ static void sks__project_off(float *v, int n, float *const *us, int nu) {
 }
 
 static double sks__silu(double z) { return z / (1.0 + exp(-z)); }
+/* Gemma 2 shape: the post-norm gains of every block but the layer-0 attention. */
+#define SKS__POST_GAIN 0.25
+/* The family's FFN activation: SiLU, or GELU's tanh approximation (Gemma). */
+static double sks__act(const sks_synth *s, double z) {
+    if (s->a.act == SKS_ACT_GELU_TANH) return 0.5 * z * (1.0 + tanh(0.7978845608028654 * (z + 0.044715 * z * z * z)));
+    return sks__silu(z);
+}
 
 static int sks__ti(const sks_synth *s, sks_role role, int layer) {
     for (size_t i = 0; i < s->n_t; i++)
@@ -241,13 +277,29 @@ static void sks__gen_row(const sks_synth *s, const sks__tinfo *t, int64_t row, f
             float g = (float)s->alpha_mu;
             for (int i = 0; i < d; i++) out[i] += g * s->mu[i];
         }
+        if (s->a.embed_scale) /* Gemma multiplies by sqrt(d): store e / sqrt(d), so h_0 = e */
+            for (int i = 0; i < d; i++) out[i] /= sqrtf((float)d);
         return;
     }
     case SKS_ROLE_ATTN_NORM:
     case SKS_ROLE_FFN_NORM:
     case SKS_ROLE_FINAL_NORM:
+    case SKS_ROLE_POST_ATTN_NORM:
+    case SKS_ROLE_POST_FFN_NORM:
         sks__normals(&rng, out, n, (float)s->cfg.norm_std);
         for (int64_t i = 0; i < n; i++) out[i] += 1.0f;
+        /* Gemma 2: every block's output has the size of its post-norm gain, so gains of
+         * SKS__POST_GAIN keep the common mean direction mu of ordinary tokens dominant (the
+         * planted gates key on it); the layer-0 attention (the steering) keeps gain 1 */
+        if ((t->role == SKS_ROLE_POST_ATTN_NORM && l > 0) || t->role == SKS_ROLE_POST_FFN_NORM)
+            for (int64_t i = 0; i < n; i++) out[i] *= (float)SKS__POST_GAIN;
+        /* Gemma 2: the post-FFN norm of ls and ld scales the spike channels back up to
+         * the planted values (it would otherwise cap them at about sqrt(d)) */
+        if (t->role == SKS_ROLE_POST_FFN_NORM && (l == s->ls || l == s->ld))
+            for (int64_t i = 0; i < n; i++)
+                if (s->chan_of[i] >= 0) out[i] = (float)s->post_spike;
+        if (s->a.norm_unit_offset) /* (1 + w) norms store w */
+            for (int64_t i = 0; i < n; i++) out[i] -= 1.0f;
         return;
     case SKS_ROLE_WQ: {
         sks__normals(&rng, out, n, (float)s->qk_std);
@@ -272,8 +324,20 @@ static void sks__gen_row(const sks_synth *s, const sks__tinfo *t, int64_t row, f
     }
     case SKS_ROLE_WV:
         sks__normals(&rng, out, n, (float)s->cfg.weight_std);
-        if (l == 0 && row == (int64_t)s->g0 * s->dh + s->rv)
+        if (l == 0 && row == (int64_t)s->g0 * s->dh + s->rv) {
             for (int i = 0; i < d; i++) out[i] = (float)(s->kappa_v * s->bdir[i]);
+            if (s->sandwich) {
+                /* b / gamma: the value reads b.h exactly, 0 for every ordinary token (their
+                 * embeddings have no b), where b.(h * gamma) would leak about norm_std of
+                 * it, and the post-norm would blow that leak up to full size */
+                const sks__tinfo *tg = &s->t[sks__ti(s, SKS_ROLE_ATTN_NORM, 0)];
+                float *g = malloc((size_t)d * sizeof *g);
+                if (!g) return;
+                sks__gen_row(s, tg, 0, g);
+                for (int i = 0; i < d; i++) out[i] /= g[i] + (s->a.norm_unit_offset ? 1.0f : 0.0f);
+                free(g);
+            }
+        }
         return;
     case SKS_ROLE_WO:
         sks__normals(&rng, out, n, (float)s->resid_std);
@@ -301,7 +365,8 @@ static void sks__gen_row(const sks_synth *s, const sks__tinfo *t, int64_t row, f
         if (kind == 0) return;
         int gate = t->role == SKS_ROLE_W_GATE;
         if (l == s->ls && kind == 1) {
-            for (int i = 0; i < d; i++) out[i] = (float)(s->a_up * s->sstar[i]);
+            /* sandwich: the gate also reads -mu_gate mu, shut for ordinary tokens */
+            for (int i = 0; i < d; i++) out[i] = (float)(s->a_up * s->sstar[i] - (gate ? s->mu_gate * s->mu[i] : 0.0));
         } else if (l == s->ls && kind == 2) {
             for (int i = 0; i < d; i++) out[i] = (float)(s->a_up2 * s->s2[i]);
         } else if (l == s->ld && kind == 3) {
@@ -314,6 +379,8 @@ static void sks__gen_row(const sks_synth *s, const sks__tinfo *t, int64_t row, f
     case SKS_ROLE_W_DOWN: {
         sks__normals(&rng, out, n, (float)s->resid_std);
         int c = s->chan_of[row];
+        if (s->sandwich && c >= 0 && (l == s->ls || l == s->ld))
+            memset(out, 0, (size_t)n * sizeof *out); /* the post-norm would blow up any random part */
         if (l == s->ls) {
             for (int k = 0; k < s->n_up + s->n_up2; k++) {
                 int j = s->units[k];
@@ -357,7 +424,7 @@ static void sks__add_t(sks_synth *s, const char *name, sks_role role, int layer,
 }
 
 static int sks__build_tensors(sks_synth *s) {
-    size_t cap = 3 + (size_t)s->L * 12;
+    size_t cap = 3 + (size_t)s->L * 14;
     s->t = calloc(cap, sizeof *s->t);
     if (!s->t) return sks_fail(SKS_ENOMEM, "synth: out of memory");
     int64_t d = s->d, f = s->f, qd = (int64_t)s->H * s->dh, kd = (int64_t)s->Hkv * s->dh;
@@ -377,7 +444,13 @@ static int sks__build_tensors(sks_synth *s) {
         SKS__T("self_attn.v_proj.weight", SKS_ROLE_WV, 2, kd, d);
         if (s->a.has_qkv_bias) SKS__T("self_attn.v_proj.bias", SKS_ROLE_BV, 1, kd, 1);
         SKS__T("self_attn.o_proj.weight", SKS_ROLE_WO, 2, d, qd);
-        SKS__T("post_attention_layernorm.weight", SKS_ROLE_FFN_NORM, 1, d, 1);
+        if (s->a.has_post_norms) { /* Gemma 2 */
+            SKS__T("post_attention_layernorm.weight", SKS_ROLE_POST_ATTN_NORM, 1, d, 1);
+            SKS__T("pre_feedforward_layernorm.weight", SKS_ROLE_FFN_NORM, 1, d, 1);
+            SKS__T("post_feedforward_layernorm.weight", SKS_ROLE_POST_FFN_NORM, 1, d, 1);
+        } else {
+            SKS__T("post_attention_layernorm.weight", SKS_ROLE_FFN_NORM, 1, d, 1);
+        }
         SKS__T("mlp.gate_proj.weight", SKS_ROLE_W_GATE, 2, f, d);
         SKS__T("mlp.up_proj.weight", SKS_ROLE_W_UP, 2, f, d);
         SKS__T("mlp.down_proj.weight", SKS_ROLE_W_DOWN, 2, d, f);
@@ -393,7 +466,7 @@ static int sks__gamma(const sks_synth *s, sks_role role, int layer, float *tmp, 
     int i = sks__ti(s, role, layer);
     if (i < 0) return sks_fail(SKS_EINTERNAL, "synth: missing norm");
     int rc = sks_synth_rows(s, (size_t)i, 0, 1, tmp);
-    for (int k = 0; k < s->d; k++) g[k] = tmp[k];
+    for (int k = 0; k < s->d; k++) g[k] = tmp[k] + (s->a.norm_unit_offset ? 1.0 : 0.0);
     return rc;
 }
 
@@ -434,8 +507,9 @@ static int sks__check_cfg(const sks_synth_config *c) {
     const sks_arch *a = &c->arch;
     int rc = sks_arch_validate(a);
     if (rc) return rc;
-    if (strcmp(a->family, "llama") && strcmp(a->family, "mistral") && strcmp(a->family, "qwen2"))
-        return sks_fail(SKS_EUNSUPPORTED, "synth: family '%s' (llama, mistral or qwen2)", a->family);
+    if (strcmp(a->family, "llama") && strcmp(a->family, "mistral") && strcmp(a->family, "qwen2") &&
+        strcmp(a->family, "gemma2"))
+        return sks_fail(SKS_EUNSUPPORTED, "synth: family '%s' (llama, mistral, qwen2 or gemma2)", a->family);
     if (a->has_qk_norm) return sks_fail(SKS_EUNSUPPORTED, "synth: q/k norm (qwen3) is not synthesized");
     if (a->rope_interleaved) return sks_fail(SKS_EUNSUPPORTED, "synth: writes Hugging Face rotate-half order only");
     if (a->n_layers < 2) return sks_fail(SKS_EARG, "synth: needs at least 2 layers");
@@ -477,6 +551,7 @@ void sks_synth_free(sks_synth *s) {
     free(s->sink);
     free(s->kvp);
     free(s->sink_list);
+    free(s->seig);
     free(s);
 }
 
@@ -497,6 +572,7 @@ int sks_synth_new(const sks_synth_config *cfg, uint64_t seed, sks_synth **out) {
     s->dh = s->a.head_dim;
     s->V = s->a.vocab_size;
     s->grp = s->H / s->Hkv;
+    s->sandwich = s->a.has_post_norms;
     const int d = s->d, f = s->f, L = s->L, H = s->H;
     s->resid_std = cfg->resid_std > 0 ? cfg->resid_std : cfg->weight_std / sqrt(2.0 * L);
     /* random q.k logits have std qk_std^2 d: above d = 1024 the default keeps them at
@@ -524,7 +600,8 @@ int sks_synth_new(const sks_synth_config *cfg, uint64_t seed, sks_synth **out) {
     s->sink_list = calloc((size_t)L * H * 2, sizeof *s->sink_list);
     double *buf = calloc((size_t)8 * d, sizeof *buf);
     float *tmp = calloc((size_t)d, sizeof *tmp);
-    if (!s->mu || !s->chan_of || !s->unit_kind || !s->Gq || !s->Gk || !s->sink || !s->kvp || !s->sink_list || !buf || !tmp)
+    s->seig = calloc((size_t)d, sizeof *s->seig);
+    if (!s->seig || !s->mu || !s->chan_of || !s->unit_kind || !s->Gq || !s->Gk || !s->sink || !s->kvp || !s->sink_list || !buf || !tmp)
         goto fail;
     s->bdir = s->mu + d;
     s->sstar = s->mu + 2 * d;
@@ -561,11 +638,15 @@ int sks_synth_new(const sks_synth_config *cfg, uint64_t seed, sks_synth **out) {
         double pn = 0;
         for (int c = 0; c < cfg->n_spike; c++) pn += cfg->spike_values[c] * cfg->spike_values[c];
         for (int c = 0; c < cfg->n_spike; c++) s->vdir[s->pl.channels[c]] = (float)(cfg->spike_values[c] / sqrt(pn));
+        /* Gemma 2: the post-FFN norm maps token 0's FFN output y (|y| ~ ||P||, on the spike
+         * channels) to g * y / rms(y) ~ g sqrt(d) P / ||P||: a gain ||P|| / sqrt(d) on the
+         * spike channels restores P */
+        s->post_spike = sqrt(pn / d);
     }
 
     /* hidden units: n_up carry s*, n_up2 carry s2 (both at ls), 2 step-down units (ld) */
     s->n_up = cfg->n_up_units;
-    s->n_up2 = s->n_up > 1 ? s->n_up / 2 : 1;
+    s->n_up2 = s->sandwich ? 0 : s->n_up > 1 ? s->n_up / 2 : 1; /* sandwich: the gate sets the second pair */
     s->n_down = s->ld < L ? 2 : 0;
     s->units = malloc((size_t)(s->n_up + s->n_up2 + 2) * sizeof *s->units);
     if (!s->units) goto fail;
@@ -613,7 +694,7 @@ int sks_synth_new(const sks_synth_config *cfg, uint64_t seed, sks_synth **out) {
     {
         int ie = sks__ti(s, SKS_ROLE_EMBED, -1);
         if ((rc = sks_synth_rows(s, (size_t)ie, s->a.bos_id, 1, tmp))) goto fail;
-        for (int i = 0; i < d; i++) ebos[i] = tmp[i];
+        for (int i = 0; i < d; i++) ebos[i] = tmp[i] * (s->a.embed_scale ? sqrt((double)d) : 1.0);
     }
     /* typical per-coordinate variance of ordinary tokens' residual per block: the
      * embedding plus the random blocks (attention: values rms sigma_w sqrt(d), half
@@ -622,13 +703,20 @@ int sks_synth_new(const sks_synth_config *cfg, uint64_t seed, sks_synth **out) {
     double var_attn = ro2 * (double)H * s->dh * sw2d * 0.5;
     double var_ffn = ro2 * (double)f * sks__silu2_mean(sw2d) * sw2d;
     double var0 = (s->alpha_mu * s->alpha_mu + se * se * (d - 4)) / d;
-#define SKS__RANDVAR(b) ((double)(((b) + 1) / 2) * var_attn + (double)((b) / 2) * var_ffn) /* blocks 1..b */
+    double var_first = var_attn; /* block 1, the layer-0 attention */
+    if (s->sandwich) { /* every block's output is normalized: rms = the post-norm gain */
+        var_first = 1.0 + cfg->norm_std * cfg->norm_std;
+        var_attn = var_ffn = SKS__POST_GAIN * SKS__POST_GAIN * var_first;
+    }
+#define SKS__RANDVAR(b) ((b) >= 1 ? var_first - var_attn : 0.0) + ((double)(((b) + 1) / 2) * var_attn + (double)((b) / 2) * var_ffn) /* blocks 1..b */
     /* mu.(x~ * gamma) of an ordinary token at the input of block b+1 */
 #define SKS__MTYP(b, gam) (s->alpha_mu * sks__musq_gamma(s, gam) / sqrt(var0 + SKS__RANDVAR(b) + eps))
 
     /* layer-0 steering: value[rv] = kappa_v b.x~_BOS = 1, output kappa_o s* */
     if ((rc = sks__gamma(s, SKS_ROLE_ATTN_NORM, 0, tmp, g))) goto fail;
     sks__norm_pred(ebos, g, d, 0, eps, x);
+    if (s->sandwich) /* the value row reads b / gamma (sks__gen_row): gamma drops out */
+        for (int i = 0; i < d; i++) x[i] /= g[i];
     double bx = sks__dotdf(x, s->bdir, d), ebn = 0;
     for (int i = 0; i < d; i++) ebn += ebos[i] * ebos[i];
     ebn = sqrt(ebn);
@@ -641,7 +729,16 @@ int sks_synth_new(const sks_synth_config *cfg, uint64_t seed, sks_synth **out) {
 
     /* step-up at ls: h_0 = e_BOS + K s*, x = RMSNorm(h_0) gamma_ffn[ls]; g_j = u_j = a s*
      * with a (s*.x) = gate_z; out_c = sum_j D_cj SiLU(gate_z) gate_z = P_c. */
-    for (int i = 0; i < d; i++) h[i] = ebos[i] + s->k_steer * s->sstar[i];
+    if (s->sandwich) {
+        /* the layer-0 post-norm turns the steering output kappa_o s* into sqrt(d) g * s* */
+        if ((rc = sks__gamma(s, SKS_ROLE_POST_ATTN_NORM, 0, tmp, g))) goto fail;
+        double kn = 0;
+        for (int i = 0; i < d; i++) h[i] = ebos[i] + sqrt((double)d) * g[i] * s->sstar[i];
+        for (int i = 0; i < d; i++) kn += (h[i] - ebos[i]) * (h[i] - ebos[i]);
+        s->k_steer = sqrt(kn);
+    } else {
+        for (int i = 0; i < d; i++) h[i] = ebos[i] + s->k_steer * s->sstar[i];
+    }
     if ((rc = sks__gamma(s, SKS_ROLE_FFN_NORM, s->ls, tmp, g))) goto fail;
     sks__norm_pred(h, g, d, SKS__RANDVAR(2 * s->ls + 1), eps, x);
     double sx = sks__dotdf(x, s->sstar, d), xn = 0;
@@ -649,12 +746,34 @@ int sks_synth_new(const sks_synth_config *cfg, uint64_t seed, sks_synth **out) {
     s->cos_pred = sx / sqrt(xn);
     s->a_up = cfg->gate_z / sx;
     s->a_up2 = s->a_up;
-    double act = sks__silu(cfg->gate_z) * cfg->gate_z;
-    for (int c = 0; c < cfg->n_spike; c++) {
-        s->D_up[c] = cfg->spike_values[c] / (s->n_up * act);
-        s->lambda1[c] = s->n_up * s->D_up[c] * s->a_up * s->a_up;
-        s->lambda2[c] = s->lambda1[c] / cfg->dominance;
-        s->D_up2[c] = s->lambda2[c] / (s->n_up2 * s->a_up2 * s->a_up2);
+    double act = sks__act(s, cfg->gate_z) * cfg->gate_z;
+    if (s->sandwich) {
+        /* Gemma 2: the post-FFN norm rescales any FFN output to a fixed size, so ordinary
+         * tokens' own small (s*.x)^2 response would come out as large as the spike. The
+         * gate reads a s* - c mu: ordinary tokens (mu.x ~ mt, |s*.x| <= 4) get z <= -12,
+         * where gelu_tanh is exactly 0 in f32, token 0 (mu.x ~ 0) gets gate_z:
+         * a (s*.x0) - c (mu.x0) = gate_z, c mt = 12 + 4 a. */
+        const double mt = SKS__MTYP(2 * s->ls + 1, g), mx = sks__dotdf(x, s->mu, d);
+        s->a_up = (cfg->gate_z + 12.0 * mx / mt) / (sx - 4.0 * mx / mt);
+        s->mu_gate = (12.0 + 4.0 * s->a_up) / mt;
+        const double a = s->a_up, c = s->mu_gate, up = 0.5 * (a + sqrt(a * a + c * c)), dn = 0.5 * (a - sqrt(a * a + c * c));
+        /* planted block of S_c in (s*, mu): n D a [[a, -c/2], [-c/2, 0]]; top eigenvector
+         * s* - c / (2 mu+) mu, normalized */
+        const double tilt = c / (2.0 * up), nrm = sqrt(1.0 + tilt * tilt);
+        for (int i = 0; i < d; i++) s->seig[i] = (float)((s->sstar[i] - tilt * s->mu[i]) / nrm);
+        s->cos_pred = (sx - tilt * mx) / nrm / sqrt(xn);
+        for (int c2 = 0; c2 < cfg->n_spike; c2++) {
+            s->D_up[c2] = cfg->spike_values[c2] / (s->n_up * sks__act(s, cfg->gate_z) * a * sx);
+            s->lambda1[c2] = s->n_up * s->D_up[c2] * a * up;
+            s->lambda2[c2] = s->n_up * s->D_up[c2] * a * dn;
+        }
+    } else {
+        for (int c = 0; c < cfg->n_spike; c++) {
+            s->D_up[c] = cfg->spike_values[c] / (s->n_up * act);
+            s->lambda1[c] = s->n_up * s->D_up[c] * s->a_up * s->a_up;
+            s->lambda2[c] = s->lambda1[c] / cfg->dominance;
+            s->D_up2[c] = s->lambda2[c] / (s->n_up2 * s->a_up2 * s->a_up2);
+        }
     }
     /* random bulk of S_c: entries of sum_j D_j sym(g_j u_j^T) have variance about
      * f sd^2 sw^4 / 2; semicircle edge 2 sqrt(d) times the entry std */
@@ -667,11 +786,15 @@ int sks_synth_new(const sks_synth_config *cfg, uint64_t seed, sks_synth **out) {
         sks__norm_pred(h, g, d, SKS__RANDVAR(2 * s->ld + 1), eps, x);
         double vx = sks__dotdf(x, s->vdir, d), mx = sks__dotdf(x, s->mu, d);
         double mt = SKS__MTYP(2 * s->ld + 1, g), q = mx / mt;
-        /* tau a_d mt = 6 a_d + 6: an ordinary token with v.x = 3 still has z <= -9 */
-        s->a_down = (cfg->gate_z + 6 * q) / (vx - 6 * q);
-        s->tau = (6 * s->a_down + 6) / (s->a_down * mt);
+        /* tau a_d mt = m a_d + z: an ordinary token with v.x = m - 3 still has
+         * z <= -3 a_d - z; (m, z) = (6, 6). Sandwich: (10, 12), since the post-norm would
+         * blow any leak up (z <= -12 is an exact 0 of gelu_tanh in f32, and the sink
+         * heads give ordinary tokens a common v component of a few units) */
+        const double mv = s->sandwich ? 10.0 : 6.0, zo = s->sandwich ? 12.0 : 6.0;
+        s->a_down = (cfg->gate_z + zo * q) / (vx - mv * q);
+        s->tau = (mv * s->a_down + zo) / (s->a_down * mt);
         double z0 = s->a_down * (vx - s->tau * mx), u0 = s->a_down * vx;
-        for (int c = 0; c < cfg->n_spike; c++) s->D_down[c] = -cfg->spike_values[c] / (s->n_down * sks__silu(z0) * u0);
+        for (int c = 0; c < cfg->n_spike; c++) s->D_down[c] = -cfg->spike_values[c] / (s->n_down * sks__act(s, z0) * u0);
     }
     /* sink heads of layer l: key k_0[r] = kk sqrt(dh) on the spike token, query
      * q[r] = sink_margin / kk on an ordinary token: logit sink_margin over ordinary keys */
@@ -701,8 +824,8 @@ int sks_synth_new(const sks_synth_config *cfg, uint64_t seed, sks_synth **out) {
         p->lambda_star[c] = s->lambda1[c];
         p->lambda_2[c] = s->lambda2[c];
     }
-    p->dominance = cfg->dominance;
-    p->s_star = s->sstar;
+    p->dominance = s->sandwich ? fabs(s->lambda1[0] / s->lambda2[0]) : cfg->dominance;
+    p->s_star = s->sandwich ? s->seig : s->sstar;
     p->s_2 = s->s2;
     p->bos_dir = s->bdir;
     p->mean_dir = s->mu;
@@ -792,10 +915,13 @@ static int sks__dump(json_t *root, char **out) {
 
 int sks_synth_config_json(const sks_synth *s, sks_dtype dt, char **out) {
     const sks_arch *a = &s->a;
-    int qwen = !strcmp(a->family, "qwen2"), mistral = !strcmp(a->family, "mistral");
+    int qwen = !strcmp(a->family, "qwen2"), mistral = !strcmp(a->family, "mistral"), gemma2 = !strcmp(a->family, "gemma2");
     json_t *r = json_object();
     json_object_set_new(r, "architectures",
-                        json_pack("[s]", qwen ? "Qwen2ForCausalLM" : mistral ? "MistralForCausalLM" : "LlamaForCausalLM"));
+                        json_pack("[s]", qwen      ? "Qwen2ForCausalLM"
+                                         : mistral ? "MistralForCausalLM"
+                                         : gemma2  ? "Gemma2ForCausalLM"
+                                                   : "LlamaForCausalLM"));
     json_object_set_new(r, "model_type", json_string(a->family));
     json_object_set_new(r, "hidden_size", json_integer(a->d_model));
     json_object_set_new(r, "intermediate_size", json_integer(a->d_ffn));
@@ -804,7 +930,14 @@ int sks_synth_config_json(const sks_synth *s, sks_dtype dt, char **out) {
     json_object_set_new(r, "num_key_value_heads", json_integer(a->n_kv_heads));
     json_object_set_new(r, "head_dim", json_integer(a->head_dim));
     json_object_set_new(r, "vocab_size", json_integer(a->vocab_size));
-    json_object_set_new(r, "hidden_act", json_string("silu"));
+    json_object_set_new(r, "hidden_act", json_string(gemma2 ? "gelu_pytorch_tanh" : "silu"));
+    if (gemma2) {
+        json_object_set_new(r, "hidden_activation", json_string("gelu_pytorch_tanh"));
+        json_object_set_new(r, "query_pre_attn_scalar", json_real(a->query_pre_attn_scalar));
+        json_object_set_new(r, "attn_logit_softcapping", json_real(a->attn_softcap));
+        json_object_set_new(r, "final_logit_softcapping", json_real(a->final_softcap));
+        json_object_set_new(r, "sliding_window", json_integer(a->sliding_window));
+    }
     json_object_set_new(r, "rms_norm_eps", json_real(a->norm_eps));
     json_object_set_new(r, "rope_theta", json_real(a->rope_theta));
     if (a->rope_scaling == SKS_ROPE_SCALING_LLAMA3) {
@@ -829,7 +962,7 @@ int sks_synth_config_json(const sks_synth *s, sks_dtype dt, char **out) {
         json_object_set_new(r, "max_window_layers", json_integer(a->n_layers));
     } else {
         json_object_set_new(r, "attention_bias", json_false());
-        json_object_set_new(r, "mlp_bias", json_false());
+        if (!gemma2) json_object_set_new(r, "mlp_bias", json_false());
     }
     json_object_set_new(r, "use_cache", json_true());
     return sks__dump(r, out);
@@ -963,8 +1096,10 @@ int sks_synth_config_from_json(const char *text, const char *src, sks_synth_conf
             rc = sks_fail(SKS_ECONFIG, "%s: model_type: not a string", src);
             goto out;
         }
-        snprintf(a->family, sizeof a->family, "%s", json_string_value(mt));
-        a->has_qkv_bias = !strcmp(a->family, "qwen2");
+        if ((rc = sks_synth_set_model_type(cfg, json_string_value(mt)))) {
+            rc = sks_fail(rc, "%s: %s", src, sks_last_error());
+            goto out;
+        }
     }
     int hd = -1, heads_given = 0;
     if ((rc = sks__jint(root, "hidden_size", src, 1, 1 << 20, &a->d_model))) goto out;

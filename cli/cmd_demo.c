@@ -22,6 +22,7 @@ typedef struct {
     const char *outdir;
     char model_dir[4096];
     const char *preset;
+    const char *model_type; /* NULL: the preset's family */
     uint64_t seed;
     int quiet, no_plots;
     sks_synth *synth;
@@ -33,6 +34,7 @@ typedef struct {
 static int sks__demo_synth(sks__demo *D) {
     sks_synth_config c;
     int rc = sks_synth_preset(D->preset, &c);
+    if (!rc && D->model_type) rc = sks_synth_set_model_type(&c, D->model_type);
     if (rc) return rc;
     if ((rc = sks_synth_new(&c, D->seed, &D->synth))) return rc;
     if (!D->quiet) fprintf(stderr, "demo: synthesizing preset '%s' (seed %llu) into %s\n", D->preset,
@@ -158,7 +160,7 @@ static const sks__demo_stage sks__demo_stages[] = {
 
 static void sks__demo_help(FILE *f) {
     fprintf(f,
-            "usage: sinkscope demo [-o DIR] [--preset NAME] [--seed S] [--no-plots] [--quiet]\n\n"
+            "usage: sinkscope demo [-o DIR] [--preset NAME] [--model-type T] [--seed S] [--no-plots] [--quiet]\n\n"
             "Synthesize a model with planted massive activations and attention sinks (nothing is\n"
             "downloaded), run every analysis on it and check the findings against the planted\n"
             "ground truth. Takes well under a minute on two cores.\n\n"
@@ -172,6 +174,8 @@ static void sks__demo_help(FILE *f) {
             "options:\n"
             "  -o DIR          output directory (default demo-out)\n"
             "  --preset NAME   model to synthesize (default demo: d 256, 8 layers, 8 heads)\n"
+            "  --model-type T  the preset's sizes in another family: llama, mistral, qwen2,\n"
+            "                  gemma2 (sandwich norms, GeGLU; docs/synth.md)\n"
             "  --seed S        seed of the model and the prompts (default 1)\n"
             "  --no-plots      skip the figures and report.html\n"
             "  --quiet         no progress on stderr\n");
@@ -193,6 +197,8 @@ int sks_cmd_demo(int argc, char **argv) {
             D.outdir = argv[++i];
         } else if (!strcmp(a, "--preset") && more) {
             D.preset = argv[++i];
+        } else if (!strcmp(a, "--model-type") && more) {
+            D.model_type = argv[++i];
         } else if (!strcmp(a, "--seed") && more) {
             long s;
             if (sks_cli_parse_int("--seed", argv[++i], 0, 0x7fffffffffffffffL, &s)) return sks_cli_fail("demo", SKS_EARG) + 1;

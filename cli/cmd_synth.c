@@ -11,7 +11,7 @@
 
 static void sks__synth_help(FILE *f) {
     fprintf(f,
-            "usage: sinkscope synth (--preset NAME | --config FILE) -o DIR [--seed S]\n"
+            "usage: sinkscope synth (--preset NAME | --config FILE) -o DIR [--seed S] [--model-type T]\n"
             "                       [--format safetensors|gguf] [--dtype TYPE] [--max-shard-bytes N]\n"
             "                       [--json] [--quiet]\n\n"
             "Write a Hugging Face style model directory (config.json, safetensors, sharded with\n"
@@ -34,6 +34,9 @@ static void sks__synth_help(FILE *f) {
             "                       tie_word_embeddings, model_type, bos_token_id, ...), an optional\n"
             "                       \"preset\" to start from and an optional \"planted\" object\n"
             "                       (docs/synth.md lists its keys)\n"
+            "  --model-type T       llama, mistral, qwen2 or gemma2: the preset's sizes in that\n"
+            "                       family (gemma2: sandwich norms, GeGLU, (1 + w) norms, scaled\n"
+            "                       embeddings, softcaps; docs/synth.md)\n"
             "  --seed S             random seed (default 1)\n"
             "  --format F           safetensors (default: config.json + safetensors) or gguf\n"
             "                       (DIR/model.gguf with llama.cpp's names and metadata keys)\n"
@@ -86,7 +89,7 @@ static int sks__synth_fail(int rc) {
 }
 
 int sks_cmd_synth(int argc, char **argv) {
-    const char *preset = NULL, *config = NULL, *outdir = NULL, *dtype = "f32", *format = "safetensors";
+    const char *preset = NULL, *config = NULL, *outdir = NULL, *dtype = "f32", *format = "safetensors", *mtype = NULL;
     long seed = 1, maxshard = 0;
     int json = 0, quiet = 0;
     for (int i = 1; i < argc; i++) {
@@ -99,6 +102,8 @@ int sks_cmd_synth(int argc, char **argv) {
             preset = argv[++i];
         } else if (!strcmp(a, "--config") && more) {
             config = argv[++i];
+        } else if (!strcmp(a, "--model-type") && more) {
+            mtype = argv[++i];
         } else if ((!strcmp(a, "-o") || !strcmp(a, "--output")) && more) {
             outdir = argv[++i];
         } else if (!strcmp(a, "--dtype") && more) {
@@ -153,6 +158,7 @@ int sks_cmd_synth(int argc, char **argv) {
         rc = sks_synth_config_from_json(text, config, &cfg);
         free(text);
     }
+    if (!rc && mtype) rc = sks_synth_set_model_type(&cfg, mtype);
     if (rc) return sks__synth_fail(rc);
     sks_synth *s = NULL;
     if ((rc = sks_synth_new(&cfg, (uint64_t)seed, &s))) return sks__synth_fail(rc);

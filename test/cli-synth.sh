@@ -7,6 +7,8 @@
 #    --format gguf --dtype q4_k_m: inspect shows the type mix (with the fallbacks);
 # 3. demo --no-plots: exit 0, verify.json says every planted spike and sink was found,
 #    every analysis file is there. Needs no fixtures.
+# 4. demo --model-type gemma2: the same on a Gemma 2 shaped model, and spikes finds the
+#    planted lambda* and dominance behind the post-FFN norm.
 set -u
 BIN=$1
 PY=/usr/bin/python3
@@ -108,4 +110,27 @@ grep -Eq "^vocabulary: [0-9]+ of [0-9]+ tokens \([0-9.]+%\)" "$TMP/demo2.out" ||
 if grep -Eq "^vocabulary: [1-9][0-9]* of [0-9]+ tokens \(0\.0%\)" "$TMP/demo2.out"; then
     fail "a non-zero count rounded to 0.0%: $(grep '^vocabulary' "$TMP/demo2.out")"
 fi
+# ---- 4. a Gemma 2 shaped model (--model-type gemma2; docs/synth.md "Gemma 2") ------------
+expect_error "unknown model type" "model_type 'gpt2' is not synthesized" "$BIN" synth --preset tiny --model-type gpt2 -o "$TMP/x"
+expect_error "gemma2 as gguf" "written as safetensors only" "$BIN" synth --preset tiny --model-type gemma2 --format gguf -o "$TMP/x"
+"$BIN" demo --model-type gemma2 --no-plots --quiet -o "$TMP/g2" >"$TMP/g2.out" 2>"$TMP/g2.err" ||
+    fail "demo gemma2: $(cat "$TMP/g2.err") $(cat "$TMP/g2.out")"
+grep -q "every planted spike and sink recovered" "$TMP/g2.out" || fail "demo gemma2 verdict: $(cat "$TMP/g2.out")"
+$PY - "$TMP/g2" <<'PYEOF' || fail "gemma2 demo outputs"
+import json, math, sys
+d = sys.argv[1]
+c = json.load(open(d + "/model/config.json")); p = json.load(open(d + "/model/planted.json"))
+s = json.load(open(d + "/summary.json")); v = json.load(open(d + "/verify.json"))
+assert c["architectures"] == ["Gemma2ForCausalLM"] and c["query_pre_attn_scalar"] > 0, c
+assert s["model"]["family"] == "gemma2" and s["model"]["norms"] == "sandwich", s["model"]
+assert v["pass"] and v["spike_token_position0_only"] and v["sink_false_positive"] == 0 and v["plateau_min_ratio"] > 1000, v
+# the spikes analysis finds the planted eigenpair of S_c behind the post-FFN norm: lambda*
+# to 1e-3 of the planted value, the dominance too, and the post-norm restores the plateau
+got = {ch["channel"]: ch for ch in s["spikes"]["channels"] if ch["spike_channel"]}
+for c_, lam, val in zip(p["spike"]["channels"], p["spike"]["lambda_star"], p["spike"]["values"]):
+    ch = got[c_]
+    assert abs(ch["lambda_star"] - lam) <= 1e-3 * abs(lam), (c_, ch["lambda_star"], lam)
+    assert abs(ch["dominance"] - p["spike"]["dominance"]) <= 1e-3 * p["spike"]["dominance"], ch
+    assert abs(ch["post_out"] - val) <= 0.02 * abs(val), (ch["post_out"], val)
+PYEOF
 echo "cli-synth: ok"
