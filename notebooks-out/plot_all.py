@@ -232,7 +232,10 @@ def fig_spectrum(res, path, n_max=4):
     spikes = res.get("spikes")
     entries = spike_channel_entries(spikes, res.get("trace")) if spikes else []
     if not entries:
-        R.warning("spectrum figure skipped: spikes.msgpack (channel eigenvalues) absent")
+        if spikes and spikes.get("quadratic_form") is False:  # non-gated MLP (GPT-2)
+            R.warning("spectrum figure skipped: " + str(spikes.get("note", "no quadratic form")))
+        else:
+            R.warning("spectrum figure skipped: spikes.msgpack (channel eigenvalues) absent")
         return None
     entries = entries[:n_max]
     n = len(entries)
