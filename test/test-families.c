@@ -284,6 +284,40 @@ static void test_gpt2(void **s) {
     check_family_ways("gpt2", "gpt2", hows, 4);
 }
 
+/* Independent tokens (the vocabulary sweep) sit at position 0 with its learned position
+ * row: each one's logits equal a causal pass over that token alone. */
+static void test_gpt2_independent(void **s) {
+    (void)s;
+    char *tmp;
+    sks_model *m = open_variant("gpt2", "hf", &tmp);
+    const int V = sks_model_arch(m)->vocab_size;
+    const int32_t tok[3] = {5, 77, 301};
+    float *li = malloc((size_t)3 * V * sizeof(float)), *lc = malloc((size_t)V * sizeof(float));
+    sks_forward *f = NULL;
+    assert_int_equal(sks_forward_new(m, 3, &f), 0);
+    assert_int_equal(sks_forward_run(f, tok, 3, SKS_FWD_INDEPENDENT, NULL, li, 0), 0);
+    for (int t = 0; t < 3; t++) {
+        assert_int_equal(sks_forward_run(f, &tok[t], 1, SKS_FWD_CAUSAL, NULL, lc, 0), 0);
+        double scale = 0, err = 0;
+        for (int i = 0; i < V; i++) scale = fmax(scale, fabs(lc[i]));
+        for (int i = 0; i < V; i++) err = fmax(err, fabs(li[(size_t)t * V + i] - lc[i]));
+        if (!(err <= 1e-5 * scale)) fail_msg("token %d: independent vs causal alone differ by %g (row max %g)", tok[t], err, scale);
+    }
+    /* positions past the table are refused */
+    int32_t *many = calloc(200, sizeof *many);
+    sks_forward *f2 = NULL;
+    assert_int_equal(sks_forward_new(m, 200, &f2), 0);
+    assert_int_equal(sks_forward_run(f2, many, 200, SKS_FWD_CAUSAL, NULL, NULL, 0), SKS_EARG);
+    assert_non_null(strstr(sks_last_error(), "learned positions"));
+    free(many);
+    sks_forward_free(f2);
+    sks_forward_free(f);
+    free(li);
+    free(lc);
+    sks_model_close(m);
+    rm_tmp(tmp);
+}
+
 /* ---- bad input: one clear line and exit 1 --------------------------------------------- */
 
 /* A folder with fam's weights and its config.json edited by edit(root); returns the path. */
@@ -426,6 +460,7 @@ int main(void) {
         cmocka_unit_test(test_olmo2),
         cmocka_unit_test(test_phi3),
         cmocka_unit_test(test_gpt2),
+        cmocka_unit_test(test_gpt2_independent),
         cmocka_unit_test(test_bad_input),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
