@@ -217,6 +217,7 @@ struct sks_synth {
     int sandwich;
     double mu_gate, post_spike;
     float *seig;             /* (d) */
+    float *gatt0;            /* (d) the layer-0 attention norm's gain */
     sks_synth_planted pl;
 };
 
@@ -326,17 +327,11 @@ static void sks__gen_row(const sks_synth *s, const sks__tinfo *t, int64_t row, f
         sks__normals(&rng, out, n, (float)s->cfg.weight_std);
         if (l == 0 && row == (int64_t)s->g0 * s->dh + s->rv) {
             for (int i = 0; i < d; i++) out[i] = (float)(s->kappa_v * s->bdir[i]);
-            if (s->sandwich) {
-                /* b / gamma: the value reads b.h exactly, 0 for every ordinary token (their
-                 * embeddings have no b), where b.(h * gamma) would leak about norm_std of
-                 * it, and the post-norm would blow that leak up to full size */
-                const sks__tinfo *tg = &s->t[sks__ti(s, SKS_ROLE_ATTN_NORM, 0)];
-                float *g = malloc((size_t)d * sizeof *g);
-                if (!g) return;
-                sks__gen_row(s, tg, 0, g);
-                for (int i = 0; i < d; i++) out[i] /= g[i] + (s->a.norm_unit_offset ? 1.0f : 0.0f);
-                free(g);
-            }
+            if (s->sandwich) /* b / gamma: the value reads b.h exactly, 0 for every ordinary
+                              * token (their embeddings have no b), where b.(h * gamma) would
+                              * leak about norm_std of it, and the post-norm would blow that
+                              * leak up to full size */
+                for (int i = 0; i < d; i++) out[i] /= s->gatt0[i];
         }
         return;
     case SKS_ROLE_WO:
@@ -552,6 +547,7 @@ void sks_synth_free(sks_synth *s) {
     free(s->kvp);
     free(s->sink_list);
     free(s->seig);
+    free(s->gatt0);
     free(s);
 }
 
@@ -601,7 +597,8 @@ int sks_synth_new(const sks_synth_config *cfg, uint64_t seed, sks_synth **out) {
     double *buf = calloc((size_t)8 * d, sizeof *buf);
     float *tmp = calloc((size_t)d, sizeof *tmp);
     s->seig = calloc((size_t)d, sizeof *s->seig);
-    if (!s->seig || !s->mu || !s->chan_of || !s->unit_kind || !s->Gq || !s->Gk || !s->sink || !s->kvp || !s->sink_list || !buf || !tmp)
+    s->gatt0 = calloc((size_t)d, sizeof *s->gatt0);
+    if (!s->seig || !s->gatt0 || !s->mu || !s->chan_of || !s->unit_kind || !s->Gq || !s->Gk || !s->sink || !s->kvp || !s->sink_list || !buf || !tmp)
         goto fail;
     s->bdir = s->mu + d;
     s->sstar = s->mu + 2 * d;
@@ -688,6 +685,8 @@ int sks_synth_new(const sks_synth_config *cfg, uint64_t seed, sks_synth **out) {
     }
 
     /* ---- gains from predicted activations (docs/synth.md, "Calibration") ---- */
+    if ((rc = sks__gamma(s, SKS_ROLE_ATTN_NORM, 0, tmp, buf))) goto fail;
+    for (int i = 0; i < d; i++) s->gatt0[i] = (float)buf[i];
     const double eps = s->a.norm_eps, se = cfg->embed_std, cm = cfg->embed_mean_cos;
     s->alpha_mu = cm * se * sqrt((double)(d - 4)) / sqrt(1 - cm * cm);
     double *g = buf, *h = buf + d, *x = buf + 2 * d, *ebos = buf + 3 * d;
