@@ -318,6 +318,126 @@ static void test_gpt2_independent(void **s) {
     rm_tmp(tmp);
 }
 
+/* GPT-2 against a float64 reference written here from the GPT-2 definition, on the
+ * checkpoint's weights (read through the transposed views) with every bias replaced by
+ * random values (the transformers checkpoint starts them at zero), as a memory model:
+ *   h = E[t] + P[p]; per layer: a = LN1(h); q|k|v = a W^T + b; h += softmax(q k^T /
+ *   sqrt(dh)) v W_O^T + b_O; m = LN2(h); h += gelu_tanh(m W_up^T + b_up) W_down^T + b_down;
+ *   logits = LN_f(h) E^T,  LN(x) = (x - mean) / sqrt(var + eps) w + b.
+ * Logits within 1e-4 of the row's largest |logit|. */
+static void ln64(const double *x, int d, const float *w, const float *b, double eps, double *out) {
+    double mu = 0, var = 0;
+    for (int c = 0; c < d; c++) mu += x[c];
+    mu /= d;
+    for (int c = 0; c < d; c++) var += (x[c] - mu) * (x[c] - mu);
+    var /= d;
+    for (int c = 0; c < d; c++) out[c] = (x[c] - mu) / sqrt(var + eps) * w[c] + b[c];
+}
+static void mv64(const float *W, const float *b, const double *x, int out, int in, double *y) {
+    for (int r = 0; r < out; r++) {
+        double acc = b ? b[r] : 0;
+        for (int c = 0; c < in; c++) acc += (double)W[(size_t)r * in + c] * x[c];
+        y[r] = acc;
+    }
+}
+
+static void test_gpt2_f64(void **st) {
+    (void)st;
+    char *tmp;
+    sks_model *fm = open_variant("gpt2", "hf", &tmp);
+    const sks_arch *a = sks_model_arch(fm);
+    const int d = a->d_model, f = a->d_ffn, H = a->n_heads, dh = a->head_dim, L = a->n_layers, V = a->vocab_size, T = 9;
+    sks_model *m = NULL;
+    assert_int_equal(sks_model_new_memory(a, &m), 0);
+    float *bufs[SKS_ROLE_COUNT * 8] = {0};
+    int nb = 0;
+    uint64_t rng = 12345;
+    for (int r = 0; r < SKS_ROLE_COUNT; r++)
+        for (int l = -1; l < L; l++) {
+            const sks_tensor *t = sks_model_tensor(fm, (sks_role)r, l);
+            if (!t || (l < 0) == sks_role_is_per_layer((sks_role)r)) continue;
+            int64_t rows = sks_tensor_rows(t), cols = t->ndim == 2 ? t->shape[1] : 1;
+            float *v = malloc((size_t)(rows * cols) * sizeof *v);
+            assert_int_equal(sks_tensor_rows_f32(t, 0, t->ndim == 2 ? rows : 1, v), 0);
+            int bias = r == SKS_ROLE_BQ || r == SKS_ROLE_BK || r == SKS_ROLE_BV || r == SKS_ROLE_BO ||
+                       r == SKS_ROLE_B_UP || r == SKS_ROLE_B_DOWN;
+            for (int64_t i = 0; bias && i < rows; i++) {
+                rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+                v[i] = (float)((double)(rng >> 40) / (double)(1ULL << 24) - 0.5) * 0.4f;
+            }
+            int64_t sh[2] = {rows, cols};
+            assert_int_equal(sks_model_set_tensor(m, (sks_role)r, l, SKS_DT_F32, t->ndim, sh, v, t->name), 0);
+            bufs[nb++] = v;
+        }
+    assert_int_equal(sks_model_validate(m), 0);
+#define T_(role, l) ((const float *)sks_model_tensor(m, role, l)->data)
+    int32_t tok[9] = {0, 17, 400, 3, 99, 250, 511, 64, 128};
+    double *h = calloc((size_t)T * d, sizeof *h), *x = calloc((size_t)T * d, sizeof *x);
+    double *q = calloc((size_t)T * d, sizeof *q), *k = calloc((size_t)T * d, sizeof *k), *v = calloc((size_t)T * d, sizeof *v);
+    double *o = calloc((size_t)T * d, sizeof *o), *u = calloc((size_t)f, sizeof *u), *y = calloc((size_t)d, sizeof *y);
+    double *lg = calloc((size_t)T * V, sizeof *lg);
+    for (int t = 0; t < T; t++)
+        for (int c = 0; c < d; c++)
+            h[t * d + c] = (double)T_(SKS_ROLE_EMBED, -1)[(size_t)tok[t] * d + c] + T_(SKS_ROLE_POS_EMBED, -1)[(size_t)t * d + c];
+    for (int l = 0; l < L; l++) {
+        for (int t = 0; t < T; t++) {
+            ln64(h + t * d, d, T_(SKS_ROLE_ATTN_NORM, l), T_(SKS_ROLE_ATTN_NORM_B, l), a->norm_eps, x + t * d);
+            mv64(T_(SKS_ROLE_WQ, l), T_(SKS_ROLE_BQ, l), x + t * d, d, d, q + t * d);
+            mv64(T_(SKS_ROLE_WK, l), T_(SKS_ROLE_BK, l), x + t * d, d, d, k + t * d);
+            mv64(T_(SKS_ROLE_WV, l), T_(SKS_ROLE_BV, l), x + t * d, d, d, v + t * d);
+        }
+        for (int t = 0; t < T; t++)
+            for (int hh = 0; hh < H; hh++) {
+                double sc[9], mx = -1e300, sum = 0;
+                for (int j = 0; j <= t; j++) {
+                    double s2 = 0;
+                    for (int i = 0; i < dh; i++) s2 += q[t * d + hh * dh + i] * k[j * d + hh * dh + i];
+                    sc[j] = s2 / sqrt((double)dh);
+                    mx = fmax(mx, sc[j]);
+                }
+                for (int j = 0; j <= t; j++) sum += (sc[j] = exp(sc[j] - mx));
+                for (int i = 0; i < dh; i++) {
+                    double acc = 0;
+                    for (int j = 0; j <= t; j++) acc += sc[j] / sum * v[j * d + hh * dh + i];
+                    o[t * d + hh * dh + i] = acc;
+                }
+            }
+        for (int t = 0; t < T; t++) {
+            mv64(T_(SKS_ROLE_WO, l), T_(SKS_ROLE_BO, l), o + t * d, d, d, y);
+            for (int c = 0; c < d; c++) h[t * d + c] += y[c];
+            ln64(h + t * d, d, T_(SKS_ROLE_FFN_NORM, l), T_(SKS_ROLE_FFN_NORM_B, l), a->norm_eps, x + t * d);
+            mv64(T_(SKS_ROLE_W_UP, l), T_(SKS_ROLE_B_UP, l), x + t * d, f, d, u);
+            for (int j = 0; j < f; j++)
+                u[j] = 0.5 * u[j] * (1 + tanh(sqrt(2 / M_PI) * (u[j] + 0.044715 * u[j] * u[j] * u[j])));
+            mv64(T_(SKS_ROLE_W_DOWN, l), T_(SKS_ROLE_B_DOWN, l), u, d, f, y);
+            for (int c = 0; c < d; c++) h[t * d + c] += y[c];
+        }
+    }
+    for (int t = 0; t < T; t++) {
+        ln64(h + t * d, d, T_(SKS_ROLE_FINAL_NORM, -1), T_(SKS_ROLE_FINAL_NORM_B, -1), a->norm_eps, x + t * d);
+        mv64(T_(SKS_ROLE_EMBED, -1), NULL, x + t * d, V, d, lg + (size_t)t * V);
+    }
+#undef T_
+    float *got = malloc((size_t)T * V * sizeof *got);
+    sks_forward *fw = NULL;
+    assert_int_equal(sks_forward_new(m, T, &fw), 0);
+    assert_int_equal(sks_forward_run(fw, tok, T, SKS_FWD_CAUSAL, NULL, got, 0), 0);
+    double worst = 0;
+    for (int t = 0; t < T; t++) {
+        double scale = 0;
+        for (int i = 0; i < V; i++) scale = fmax(scale, fabs(lg[(size_t)t * V + i]));
+        for (int i = 0; i < V; i++) worst = fmax(worst, fabs(got[(size_t)t * V + i] - lg[(size_t)t * V + i]) / scale);
+    }
+    fprintf(stderr, "gpt2    f64 ref  logits %.1e of the row max (random biases)\n", worst);
+    if (!(worst <= 1e-4)) fail_msg("gpt2 vs the f64 reference: logits differ by %.3g of the row max", worst);
+    sks_forward_free(fw);
+    free(got), free(h), free(x), free(q), free(k), free(v), free(o), free(u), free(y), free(lg);
+    sks_model_close(m);
+    for (int i = 0; i < nb; i++) free(bufs[i]);
+    sks_model_close(fm);
+    rm_tmp(tmp);
+}
+
 /* ---- bad input: one clear line and exit 1 --------------------------------------------- */
 
 /* A folder with fam's weights and its config.json edited by edit(root); returns the path. */
@@ -461,6 +581,7 @@ int main(void) {
         cmocka_unit_test(test_phi3),
         cmocka_unit_test(test_gpt2),
         cmocka_unit_test(test_gpt2_independent),
+        cmocka_unit_test(test_gpt2_f64),
         cmocka_unit_test(test_bad_input),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
