@@ -8,7 +8,8 @@
  * prompt: alpha_0 per layer and head, max |h| of the embeddings and of every layer's
  * output, the logits at the first and last positions.
  *
- * Each family is read three ways (HF new config, HF classic config, GGUF) and must match:
+ * Each family is read three ways (HF new config, HF classic config, GGUF; GPT-2 also with
+ * the base-model names without "transformer.") and must match:
  * alpha_0 within 1e-4 absolute (a mean of probabilities), the hidden maxima within 1e-4
  * relative, and the logits within 1e-4 of their row's largest |logit| (STYLE 13).
  */
