@@ -253,9 +253,7 @@ static void test_preset_shapes(void **state) {
 /* Dense reference: S_c = 1/2 (G^T diag(D_c) U + U^T diag(D_c) G) from the generated
  * rows; its top eigenpair is (lambda*_c, +-s*) and |lambda_1/lambda_2| the planted
  * dominance. The random bulk is ~1e-3 of lambda* at this size, so 1% tolerances. */
-static void test_planted_eigenpair(void **state) {
-    (void)state;
-    sks_synth *s = make("tiny", 5);
+static void check_eigenpair(sks_synth *s) {
     const sks_arch *a = sks_synth_arch(s);
     const sks_synth_planted *p = sks_synth_get_planted(s);
     const int d = a->d_model, f = a->d_ffn, ls = p->step_up_layer;
@@ -299,6 +297,12 @@ static void test_planted_eigenpair(void **state) {
     free(Dn);
     free(S);
     free(w);
+}
+
+static void test_planted_eigenpair(void **state) {
+    (void)state;
+    sks_synth *s = make("tiny", 5);
+    check_eigenpair(s);
     sks_synth_free(s);
 }
 
@@ -388,6 +392,41 @@ static void test_trace_tiny(void **state) {
     }
 }
 
+/* A Gemma 2 shaped model (--model-type gemma2): read back as gemma2 with its sandwich
+ * norms, tensor for tensor; the dense S_c of the step-up layer has the planted (tilted)
+ * eigenpair and dominance; the trace finds the planted lifecycle (values within 10%
+ * through the post-FFN norm) and sink heads, for two seeds and bf16. */
+static void test_gemma2(void **state) {
+    (void)state;
+    for (uint64_t seed = 1; seed <= 2; seed++) {
+        sks_synth_config c;
+        assert_int_equal(sks_synth_preset("tiny", &c), 0);
+        assert_int_equal(sks_synth_set_model_type(&c, "gemma2"), 0);
+        sks_synth *s = NULL;
+        assert_int_equal(sks_synth_new(&c, seed, &s), 0);
+        char *dir = sks_test_tmpdir();
+        assert_int_equal(sks_synth_write(s, dir, SKS_DT_F32, 0), 0);
+        sks_model *m = NULL;
+        int rc = sks_model_open(dir, &m);
+        if (rc) fprintf(stderr, "%s\n", sks_last_error());
+        assert_int_equal(rc, 0);
+        const sks_arch *a = sks_model_arch(m);
+        assert_string_equal(a->family, "gemma2");
+        assert_true(a->has_post_norms && a->norm_unit_offset && a->embed_scale && a->act == SKS_ACT_GELU_TANH);
+        assert_true(a->attn_softcap == 50 && a->final_softcap == 30 && a->query_pre_attn_scalar == a->head_dim);
+        check_tensors_equal(s, m, SKS_DT_F32);
+        sks_model_close(m);
+        rm_tree(dir);
+        free(dir);
+        check_eigenpair(s);
+        check_trace(s, seed == 2 ? SKS_DT_BF16 : SKS_DT_F32);
+        sks_synth_free(s);
+    }
+    sks_synth_config c;
+    assert_int_equal(sks_synth_preset("tiny", &c), 0);
+    assert_int_equal(sks_synth_set_model_type(&c, "olmo2"), SKS_EUNSUPPORTED);
+}
+
 static void test_trace_qwen(void **state) {
     (void)state;
     sks_synth_config c;
@@ -404,6 +443,7 @@ int main(void) {
         cmocka_unit_test(test_config_json_errors),  cmocka_unit_test(test_deterministic),
         cmocka_unit_test(test_preset_shapes),       cmocka_unit_test(test_planted_eigenpair),
         cmocka_unit_test(test_trace_tiny),          cmocka_unit_test(test_trace_qwen),
+        cmocka_unit_test(test_gemma2),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
