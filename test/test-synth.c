@@ -38,6 +38,15 @@ static int file_exists(const char *dir, const char *name) {
     return stat(p, &st) == 0;
 }
 
+/* sks_model_open that must succeed (the message on stderr otherwise). */
+static sks_model *open_ok(const char *dir) {
+    sks_model *m = NULL;
+    int rc = sks_model_open(dir, &m);
+    if (rc) fprintf(stderr, "%s\n", sks_last_error());
+    assert_int_equal(rc, 0);
+    return m;
+}
+
 static sks_synth *make(const char *preset, uint64_t seed) {
     sks_synth_config c;
     assert_int_equal(sks_synth_preset(preset, &c), 0);
@@ -92,10 +101,7 @@ static void test_tiny_roundtrip(void **state) {
         assert_true(file_exists(dir, "model.safetensors"));
         assert_false(file_exists(dir, "model.safetensors.index.json"));
         assert_true(file_exists(dir, "planted.json"));
-        sks_model *m = NULL;
-        int rc = sks_model_open(dir, &m);
-        if (rc) fprintf(stderr, "%s\n", sks_last_error());
-        assert_int_equal(rc, 0);
+        sks_model *m = open_ok(dir);
         const sks_arch *a = sks_model_arch(m), *e = &c.arch;
         assert_string_equal(a->family, "llama");
         assert_int_equal(a->d_model, e->d_model);
@@ -406,10 +412,7 @@ static void test_gemma2(void **state) {
         assert_int_equal(sks_synth_new(&c, seed, &s), 0);
         char *dir = sks_test_tmpdir();
         assert_int_equal(sks_synth_write(s, dir, SKS_DT_F32, 0), 0);
-        sks_model *m = NULL;
-        int rc = sks_model_open(dir, &m);
-        if (rc) fprintf(stderr, "%s\n", sks_last_error());
-        assert_int_equal(rc, 0);
+        sks_model *m = open_ok(dir);
         const sks_arch *a = sks_model_arch(m);
         assert_string_equal(a->family, "gemma2");
         assert_true(a->has_post_norms && a->norm_unit_offset && a->embed_scale && a->act == SKS_ACT_GELU_TANH);
