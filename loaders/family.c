@@ -114,6 +114,15 @@ static const sks__family sks__families[] = {
     {"olmo2", "Olmo2ForCausalLM", NULL, "olmo2", "olmo2",
      SKS__FAM_QK_NORM | SKS__FAM_QK_NORM_FULL | SKS__FAM_NO_INPUT_NORMS | SKS__FAM_POST_NORMS, SKS_ACT_SILU, 0,
      SKS__HF_MODEL(sks__hf_norms_olmo2)},
+    /* Mixture of experts: the router and expert names are read by loaders/moe.c. The
+     * GGUF converter writes Mixtral as `llama` with expert tensors: gguf.c switches a
+     * llama file with llama.expert_count to this row. */
+    {"mixtral", "MixtralForCausalLM", NULL, "mixtral", NULL, SKS__FAM_GGUF_INTERLEAVED | SKS__FAM_MOE, SKS_ACT_SILU, 0,
+     SKS__HF_MODEL(sks__hf_norms_llama)},
+    {"qwen2moe", "Qwen2MoeForCausalLM", NULL, "qwen2_moe", "qwen2moe", SKS__FAM_QKV_BIAS | SKS__FAM_MOE, SKS_ACT_SILU,
+     0, SKS__HF_MODEL(sks__hf_norms_llama)},
+    {"qwen3moe", "Qwen3MoeForCausalLM", NULL, "qwen3_moe", "qwen3moe", SKS__FAM_QK_NORM | SKS__FAM_MOE, SKS_ACT_SILU,
+     0, SKS__HF_MODEL(sks__hf_norms_llama)},
 };
 
 static char sks__hf_list_buf[512], sks__gguf_list_buf[256];
@@ -297,11 +306,28 @@ int sks__role_need(const sks_arch *a, sks_role role, int64_t shape[2]) {
     case SKS_ROLE_W_GATE:
     case SKS_ROLE_W_UP: r = f, c = d; break;
     case SKS_ROLE_W_DOWN: r = d, c = f; break;
+    case SKS_ROLE_ROUTER: r = a->n_experts, c = d, need = a->n_experts > 0; break;
+    case SKS_ROLE_EXP_GATE:
+    case SKS_ROLE_EXP_UP: r = a->d_ffn_expert, c = d, need = a->n_experts > 0; break;
+    case SKS_ROLE_EXP_DOWN: r = d, c = a->d_ffn_expert, need = a->n_experts > 0; break;
+    case SKS_ROLE_SHEXP_GATE:
+    case SKS_ROLE_SHEXP_UP: r = a->d_ffn_shared, c = d, need = a->n_experts > 0 && a->d_ffn_shared > 0; break;
+    case SKS_ROLE_SHEXP_DOWN: r = d, c = a->d_ffn_shared, need = a->n_experts > 0 && a->d_ffn_shared > 0; break;
+    case SKS_ROLE_SHEXP_ROUTER: need = a->n_experts > 0 && a->d_ffn_shared > 0; break;
     case SKS_ROLE_COUNT: need = 0; break;
     }
     shape[0] = r;
     shape[1] = c;
     return need;
+}
+
+/* A needed role is needed at layer l unless it belongs to the other kind of FFN: the
+ * dense W_gate / W_up / W_down on MoE layers, the router and experts on dense ones. */
+static int sks__role_at_layer(const sks_arch *a, sks_role r, int l) {
+    int moe = sks_arch_layer_moe(a, l);
+    if (r == SKS_ROLE_W_GATE || r == SKS_ROLE_W_UP || r == SKS_ROLE_W_DOWN) return !moe;
+    if (r >= SKS_ROLE_ROUTER && r <= SKS_ROLE_SHEXP_ROUTER) return moe;
+    return 1;
 }
 
 int sks__first_missing(const sks_model *m, sks_role *role, int *layer) {
@@ -310,8 +336,15 @@ int sks__first_missing(const sks_model *m, sks_role *role, int *layer) {
         int64_t shape[2];
         if (!sks__role_need(a, (sks_role)r, shape)) continue;
         int per = sks_role_is_per_layer((sks_role)r), l0 = per ? 0 : -1, l1 = per ? a->n_layers : 0;
-        for (int l = l0; l < l1; l++)
-            if (!sks_model_tensor(m, (sks_role)r, l)) return *role = (sks_role)r, *layer = l, 1;
+        for (int l = l0; l < l1; l++) {
+            if (per && !sks__role_at_layer(a, (sks_role)r, l)) continue;
+            if (sks_role_is_per_expert((sks_role)r)) {
+                for (int e = 0; e < a->n_experts; e++)
+                    if (!sks_model_expert(m, (sks_role)r, l, e)) return *role = (sks_role)r, *layer = l, 1;
+            } else if (!sks_model_tensor(m, (sks_role)r, l)) {
+                return *role = (sks_role)r, *layer = l, 1;
+            }
+        }
     }
     return 0;
 }

@@ -1,0 +1,436 @@
+/* test-moe.c - mixture-of-experts families (Mixtral, Qwen2-MoE, Qwen3-MoE) against
+ * transformers, and the routing rule.
+ *
+ * test/data/families/<family>/ holds a tiny random MoE checkpoint made by
+ * scripts/make-moe-refs.py with transformers (save_pretrained, bf16), its experts under
+ * the per-expert names of published checkpoints (model.safetensors) and as
+ * save_pretrained wrote them (fused/), the GGUF from llama.cpp's convert_hf_to_gguf.py,
+ * and ref.json: transformers' eager f32 outputs on the bf16 weights for a 24-token
+ * prompt (alpha_0 per layer and head, max |h| of the embeddings and every layer's output,
+ * the logits at the first and last positions) and, per MoE layer, the experts each
+ * token was routed to with their weights. Every way of reading a family must match:
+ * alpha_0 within 1e-4, hidden maxima 1e-4 relative, logits 1e-4 of the row's largest,
+ * the routed experts exactly and their weights within 1e-5.
+ * ties.json: torch.topk's choice on router logits with exact ties.
+ */
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "sks_test.h"
+#include "analysis/sks_forward.h"
+#include "analysis/sks_moe.h"
+
+#define DATA SKS_SOURCE_DIR "/test/data/families/"
+
+typedef struct {
+    int L, H, k, T;
+    double *a0, *hmax;
+    int *experts;   /* (L, T, k), -1 where the layer is dense */
+    float *weights; /* (L, T, k) */
+} cap;
+
+static int on_res(void *ud, int block, const float *h, int T, int d) {
+    cap *c = ud;
+    for (int i = 0; i < T * d; i++) c->hmax[block] = fmax(c->hmax[block], fabs((double)h[i]));
+    return 0;
+}
+
+static int on_probs(void *ud, int layer, int head, const float *A, int T) {
+    cap *c = ud;
+    double s = 0;
+    for (int i = 0; i < T; i++) s += A[(size_t)i * T];
+    c->a0[layer * c->H + head] = s / T;
+    return 0;
+}
+
+static int on_route(void *ud, int layer, const int *ex, const float *w, const float *logits, int T, int k, int E) {
+    cap *c = ud;
+    (void)logits;
+    (void)E;
+    assert_int_equal(k, c->k);
+    memcpy(c->experts + (size_t)layer * c->T * k, ex, (size_t)T * k * sizeof(int));
+    memcpy(c->weights + (size_t)layer * c->T * k, w, (size_t)T * k * sizeof(float));
+    return 0;
+}
+
+/* A folder with fam's per-expert weights and config.classic.json as config.json. */
+static char *classic_dir(const char *fam) {
+    char *tmp = sks_test_tmpdir(), src[512], dst[600];
+    snprintf(src, sizeof src, DATA "%s/model.safetensors", fam);
+    snprintf(dst, sizeof dst, "%s/model.safetensors", tmp);
+    assert_int_equal(symlink(src, dst), 0);
+    snprintf(src, sizeof src, DATA "%s/config.classic.json", fam);
+    snprintf(dst, sizeof dst, "%s/config.json", tmp);
+    assert_int_equal(symlink(src, dst), 0);
+    return tmp;
+}
+
+static void rm_dir(char *tmp) {
+    if (!tmp) return;
+    char p[600];
+    snprintf(p, sizeof p, "%s/model.safetensors", tmp);
+    unlink(p);
+    snprintf(p, sizeof p, "%s/config.json", tmp);
+    unlink(p);
+    rmdir(tmp);
+    free(tmp);
+}
+
+/* how: "hf" (per-expert names), "fused" (save_pretrained's stacked file), "classic", "gguf" */
+static sks_model *open_how(const char *fam, const char *how, char **tmp) {
+    char p[600];
+    *tmp = NULL;
+    if (!strcmp(how, "gguf")) snprintf(p, sizeof p, DATA "%s/model.gguf", fam);
+    else if (!strcmp(how, "fused")) snprintf(p, sizeof p, DATA "%s/fused", fam);
+    else if (!strcmp(how, "classic")) snprintf(p, sizeof p, "%s", (*tmp = classic_dir(fam)));
+    else snprintf(p, sizeof p, DATA "%s", fam);
+    sks_model *m = NULL;
+    if (sks_model_open(p, &m)) fail_msg("%s (%s): %s", fam, how, sks_last_error());
+    return m;
+}
+
+static double num(json_t *a, size_t i) { return json_number_value(json_array_get(a, i)); }
+
+static void check_moe(const char *fam, const char *want_family, const char *const *hows, int n_hows) {
+    char p[512];
+    snprintf(p, sizeof p, DATA "%s/ref.json", fam);
+    json_error_t e;
+    json_t *ref = json_load_file(p, 0, &e);
+    if (!ref) fail_msg("%s: %s", p, e.text);
+    json_t *jt = json_object_get(ref, "tokens");
+    int T = (int)json_array_size(jt);
+    int32_t *tok = malloc((size_t)T * sizeof *tok);
+    for (int t = 0; t < T; t++) tok[t] = (int32_t)json_integer_value(json_array_get(jt, (size_t)t));
+    for (int v = 0; v < n_hows; v++) {
+        char *tmp;
+        sks_model *m = open_how(fam, hows[v], &tmp);
+        const sks_arch *a = sks_model_arch(m);
+        assert_string_equal(a->family, want_family);
+        assert_true(a->n_experts > 0);
+        int L = a->n_layers, H = a->n_heads, V = a->vocab_size, k = a->n_experts_used;
+        cap c = {L, H, k, T, calloc((size_t)L * H, sizeof(double)), calloc((size_t)(2 * L + 1), sizeof(double)),
+                 malloc((size_t)L * T * k * sizeof(int)), calloc((size_t)L * T * k, sizeof(float))};
+        for (size_t i = 0; i < (size_t)L * T * k; i++) c.experts[i] = -1;
+        sks_fwd_hooks hk = {0};
+        hk.ud = &c;
+        hk.on_residual = on_res;
+        hk.on_attn_probs = on_probs;
+        hk.on_route = on_route;
+        hk.want_attn_probs = 1;
+        float *logits = malloc((size_t)T * V * sizeof(float));
+        sks_forward *f = NULL;
+        assert_int_equal(sks_forward_new(m, T, &f), 0);
+        if (sks_forward_run(f, tok, T, SKS_FWD_CAUSAL, &hk, logits, 0)) fail_msg("%s: %s", fam, sks_last_error());
+        double wa = 0, wh = 0, wl = 0, ww = 0;
+        json_t *ja = json_object_get(ref, "alpha0"), *jh = json_object_get(ref, "hidden_max");
+        assert_int_equal((int)json_array_size(ja), L);
+        for (int l = 0; l < L; l++)
+            for (int h = 0; h < H; h++) {
+                double err = fabs(c.a0[l * H + h] - num(json_array_get(ja, (size_t)l), (size_t)h));
+                wa = fmax(wa, err);
+                if (!(err <= 1e-4)) fail_msg("%s (%s) alpha0[%d][%d] off by %.2g", fam, hows[v], l, h, err);
+            }
+        for (int i = 0; i <= L; i++) {
+            double want = num(jh, (size_t)i), err = fabs(c.hmax[2 * i] - want) / fmax(fabs(want), 1e-30);
+            wh = fmax(wh, err);
+            if (!(err <= 1e-4))
+                fail_msg("%s (%s) hidden_max[%d]: got %.7g want %.7g", fam, hows[v], i, c.hmax[2 * i], want);
+        }
+        json_t *jp = json_object_get(ref, "logit_positions"), *jl = json_object_get(ref, "logits");
+        for (size_t r = 0; r < json_array_size(jp); r++) {
+            int pos = (int)json_integer_value(json_array_get(jp, r));
+            json_t *row = json_array_get(jl, r);
+            assert_int_equal((int)json_array_size(row), V);
+            double scale = 0;
+            for (int i = 0; i < V; i++) scale = fmax(scale, fabs(num(row, (size_t)i)));
+            for (int i = 0; i < V; i++) {
+                double err = fabs(logits[(size_t)pos * V + i] - num(row, (size_t)i)) / fmax(scale, 1e-6);
+                wl = fmax(wl, err);
+                if (!(err <= 1e-4)) fail_msg("%s (%s) logit[%d][%d] off by %.2g of the row max", fam, hows[v], pos, i, err);
+            }
+        }
+        /* routing: the same experts in the same order, weights within 1e-5 */
+        json_t *jr = json_object_get(ref, "routes");
+        int n_moe = 0;
+        for (int l = 0; l < L; l++) {
+            char key[16];
+            snprintf(key, sizeof key, "%d", l);
+            json_t *rl = json_object_get(jr, key);
+            assert_int_equal(!!rl, sks_arch_layer_moe(a, l));
+            if (!rl) continue;
+            n_moe++;
+            json_t *je = json_object_get(rl, "experts"), *jw = json_object_get(rl, "weights");
+            assert_int_equal((int)json_array_size(je), T);
+            for (int t = 0; t < T; t++)
+                for (int j = 0; j < k; j++) {
+                    int want = (int)json_integer_value(json_array_get(json_array_get(je, (size_t)t), (size_t)j));
+                    int got = c.experts[((size_t)l * T + t) * k + j];
+                    if (got != want) fail_msg("%s (%s) layer %d token %d: expert %d is %d, want %d", fam, hows[v], l, t, j, got, want);
+                    double err = fabs(c.weights[((size_t)l * T + t) * k + j] - num(json_array_get(jw, (size_t)t), (size_t)j));
+                    ww = fmax(ww, err);
+                    if (!(err <= 1e-5)) fail_msg("%s (%s) layer %d token %d: weight %d off by %.2g", fam, hows[v], l, t, j, err);
+                }
+        }
+        assert_true(n_moe > 0);
+        fprintf(stderr, "%-14s %-8s alpha0 %.1e  hidden max %.1e rel  logits %.1e of the row max  route weights %.1e\n",
+                fam, hows[v], wa, wh, wl, ww);
+        sks_forward_free(f);
+        free(logits);
+        free(c.a0);
+        free(c.hmax);
+        free(c.experts);
+        free(c.weights);
+        sks_model_close(m);
+        rm_dir(tmp);
+    }
+    free(tok);
+    json_decref(ref);
+}
+
+static const char *const all_ways[] = {"hf", "fused", "classic", "gguf"};
+
+static void test_mixtral(void **s) {
+    (void)s;
+    check_moe("mixtral", "mixtral", all_ways, 4);
+}
+static void test_qwen2moe(void **s) {
+    (void)s;
+    check_moe("qwen2moe", "qwen2moe", all_ways, 4);
+}
+static void test_qwen3moe(void **s) {
+    (void)s;
+    check_moe("qwen3moe", "qwen3moe", all_ways, 4);
+}
+/* dense layers by decoder_sparse_step and mlp_only_layers (HF only: llama.cpp's qwen3moe
+ * has no dense FFN tensors) */
+static void test_qwen3moe_mixed(void **s) {
+    (void)s;
+    check_moe("qwen3moe-mixed", "qwen3moe", all_ways, 3);
+    char *tmp;
+    sks_model *m = open_how("qwen3moe-mixed", "hf", &tmp);
+    const sks_arch *a = sks_model_arch(m);
+    assert_int_equal(a->n_layers, 4);
+    int want[4] = {0, 1, 0, 0};
+    for (int l = 0; l < 4; l++) assert_int_equal(sks_arch_layer_moe(a, l), want[l]);
+    assert_non_null(sks_model_tensor(m, SKS_ROLE_W_GATE, 0));
+    assert_null(sks_model_tensor(m, SKS_ROLE_ROUTER, 0));
+    assert_non_null(sks_model_tensor(m, SKS_ROLE_ROUTER, 1));
+    sks_model_close(m);
+}
+
+/* torch.topk's choices on exact ties (ties.json) and the family weights */
+static void test_ties(void **s) {
+    (void)s;
+    json_error_t e;
+    json_t *r = json_load_file(DATA "moe-ties.json", 0, &e);
+    if (!r) fail_msg("moe-ties.json: %s", e.text);
+    const char *key;
+    json_t *c;
+    int n_cases = 0;
+    json_object_foreach(r, key, c) {
+        if (!json_is_object(c)) continue;
+        int k = (int)json_integer_value(json_object_get(c, "k")), E = (int)json_integer_value(json_object_get(c, "n_experts"));
+        json_t *jl = json_object_get(c, "logits");
+        for (size_t i = 0; i < json_array_size(jl); i++) {
+            float z[64];
+            int ex[8];
+            float w[8], wn[8];
+            for (int j = 0; j < E; j++) z[j] = (float)num(json_array_get(jl, i), (size_t)j);
+            sks_moe_topk(z, E, k, 0, ex, w);
+            sks_moe_topk(z, E, k, 1, ex, wn);
+            for (int j = 0; j < k; j++) {
+                int want = (int)json_integer_value(json_array_get(json_array_get(json_object_get(c, "experts"), i), (size_t)j));
+                if (ex[j] != want) fail_msg("ties %s row %zu: pick %d is %d, torch %d", key, i, j, ex[j], want);
+                assert_true(fabs(w[j] - num(json_array_get(json_object_get(c, "weights_raw"), i), (size_t)j)) < 1e-6);
+                assert_true(fabs(wn[j] - num(json_array_get(json_object_get(c, "weights_renorm"), i), (size_t)j)) < 1e-6);
+            }
+            n_cases++;
+        }
+    }
+    assert_true(n_cases >= 4);
+    json_decref(r);
+}
+
+/* ---- a memory model: the routed forward against every expert computed densely --------- */
+
+#define MD 16
+#define MF 8
+#define ME 4
+#define MK 2
+#define MV 32
+#define ML 2
+#define MT 7
+
+static float frand(uint64_t *st, double sd) { return (float)(sks_test_rng_gauss(st) * sd); }
+
+/* f64 reference of the MoE FFN on x: all experts evaluated, then the top-k kept. */
+static void ref_moe(const float *R, const float *G, const float *U, const float *Dn, const float *x, int norm, double *y) {
+    double z[ME], p[ME], mx = -1e300, sum = 0;
+    for (int e = 0; e < ME; e++) {
+        z[e] = 0;
+        for (int j = 0; j < MD; j++) z[e] += (double)R[e * MD + j] * x[j];
+        mx = fmax(mx, z[e]);
+    }
+    for (int e = 0; e < ME; e++) sum += (p[e] = exp(z[e] - mx));
+    int sel[MK];
+    double sw = 0;
+    for (int j = 0; j < MK; j++) {
+        int b = -1;
+        for (int e = 0; e < ME; e++) {
+            int t = 0;
+            for (int i = 0; i < j; i++) t |= sel[i] == e;
+            if (!t && (b < 0 || z[e] > z[b])) b = e;
+        }
+        sel[j] = b;
+        sw += p[b] / sum;
+    }
+    for (int c = 0; c < MD; c++) y[c] = 0;
+    for (int j = 0; j < MK; j++) {
+        int e = sel[j];
+        double w = p[e] / sum / (norm ? sw : 1), h[MF];
+        for (int i = 0; i < MF; i++) {
+            double g = 0, u = 0;
+            for (int c = 0; c < MD; c++) g += (double)G[(e * MF + i) * MD + c] * x[c], u += (double)U[(e * MF + i) * MD + c] * x[c];
+            h[i] = g / (1 + exp(-g)) * u;
+        }
+        for (int c = 0; c < MD; c++) {
+            double o = 0;
+            for (int i = 0; i < MF; i++) o += (double)Dn[(e * MD + c) * MF + i] * h[i];
+            y[c] += w * o;
+        }
+    }
+}
+
+typedef struct {
+    const float *R, *G, *U, *Dn;
+    int norm;
+    double maxerr;
+    int calls;
+} dense_chk;
+
+static const float *g_x;
+static int keep_in(void *ud, int layer, const float *x, int T, int d) {
+    (void)ud;
+    (void)layer;
+    (void)T;
+    (void)d;
+    g_x = x;
+    return 0;
+}
+
+static int cmp_out(void *ud, int layer, const float *y, int T, int d) {
+    dense_chk *c = ud;
+    const size_t off = (size_t)layer * ME * MF * MD;
+    for (int t = 0; t < T; t++) {
+        double yr[MD];
+        ref_moe(c->R + (size_t)layer * ME * MD, c->G + off, c->U + off, c->Dn + off, g_x + (size_t)t * d, c->norm, yr);
+        double sc = 0;
+        for (int j = 0; j < d; j++) sc = fmax(sc, fabs(yr[j]));
+        for (int j = 0; j < d; j++) c->maxerr = fmax(c->maxerr, fabs(y[(size_t)t * d + j] - yr[j]) / sc);
+    }
+    c->calls++;
+    return 0;
+}
+
+static void test_memory_model(void **s) {
+    (void)s;
+    for (int norm = 0; norm < 2; norm++) {
+        sks_arch a;
+        memset(&a, 0, sizeof a);
+        assert_int_equal(sks_arch_set_family(&a, "qwen3moe"), 0);
+        a.has_qk_norm = 0;
+        a.n_layers = ML, a.d_model = MD, a.d_ffn = MF, a.n_heads = 2, a.n_kv_heads = 2, a.head_dim = MD / 2;
+        a.vocab_size = MV, a.norm_eps = 1e-6, a.rope_theta = 10000;
+        a.n_experts = ME, a.n_experts_used = MK, a.d_ffn_expert = MF, a.moe_norm_topk = norm;
+        sks_model *m = NULL;
+        assert_int_equal(sks_model_new_memory(&a, &m), 0);
+        uint64_t st = 5 + (uint64_t)norm;
+        static float emb[MV * MD], head[MV * MD], nrm[MD], wq[ML][MD * MD], wk[ML][MD * MD], wv[ML][MD * MD],
+            wo[ML][MD * MD], R[ML * ME * MD], G[ML * ME * MF * MD], U[ML * ME * MF * MD], Dn[ML * ME * MD * MF];
+        for (int i = 0; i < MV * MD; i++) emb[i] = frand(&st, 1), head[i] = frand(&st, 0.3);
+        for (int i = 0; i < MD; i++) nrm[i] = 1;
+        for (size_t i = 0; i < sizeof R / sizeof *R; i++) R[i] = frand(&st, 0.5);
+        for (size_t i = 0; i < sizeof G / sizeof *G; i++) G[i] = frand(&st, 0.4), U[i] = frand(&st, 0.4), Dn[i] = frand(&st, 0.4);
+        int64_t sv[2] = {MV, MD}, sn[2] = {MD, 1}, sq[2] = {MD, MD}, sr[2] = {ME, MD}, sg[2] = {MF, MD}, sd[2] = {MD, MF};
+        assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_EMBED, -1, SKS_DT_F32, 2, sv, emb, NULL), 0);
+        assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_LM_HEAD, -1, SKS_DT_F32, 2, sv, head, NULL), 0);
+        assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_FINAL_NORM, -1, SKS_DT_F32, 1, sn, nrm, NULL), 0);
+        for (int l = 0; l < ML; l++) {
+            for (int i = 0; i < MD * MD; i++)
+                wq[l][i] = frand(&st, 0.3), wk[l][i] = frand(&st, 0.3), wv[l][i] = frand(&st, 0.3), wo[l][i] = frand(&st, 0.3);
+            assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_ATTN_NORM, l, SKS_DT_F32, 1, sn, nrm, NULL), 0);
+            assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_FFN_NORM, l, SKS_DT_F32, 1, sn, nrm, NULL), 0);
+            assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_WQ, l, SKS_DT_F32, 2, sq, wq[l], NULL), 0);
+            assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_WK, l, SKS_DT_F32, 2, sq, wk[l], NULL), 0);
+            assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_WV, l, SKS_DT_F32, 2, sq, wv[l], NULL), 0);
+            assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_WO, l, SKS_DT_F32, 2, sq, wo[l], NULL), 0);
+            assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_ROUTER, l, SKS_DT_F32, 2, sr, R + (size_t)l * ME * MD, NULL), 0);
+            for (int e = 0; e < ME; e++) {
+                size_t o = ((size_t)l * ME + e) * MF * MD;
+                assert_int_equal(sks_model_set_expert(m, SKS_ROLE_EXP_GATE, l, e, SKS_DT_F32, sg, G + o, NULL), 0);
+                assert_int_equal(sks_model_set_expert(m, SKS_ROLE_EXP_UP, l, e, SKS_DT_F32, sg, U + o, NULL), 0);
+                assert_int_equal(sks_model_set_expert(m, SKS_ROLE_EXP_DOWN, l, e, SKS_DT_F32, sd, Dn + o, NULL), 0);
+            }
+        }
+        assert_int_equal(sks_model_validate(m), 0);
+        dense_chk c = {R, G, U, Dn, norm, 0, 0};
+        sks_fwd_hooks hk = {0};
+        hk.ud = &c;
+        hk.on_ffn_in = keep_in;
+        hk.on_ffn_out = cmp_out;
+        sks_forward *f = NULL;
+        assert_int_equal(sks_forward_new(m, MT, &f), 0);
+        int32_t tok[MT] = {1, 5, 9, 3, 30, 17, 2};
+        assert_int_equal(sks_forward_run(f, tok, MT, SKS_FWD_CAUSAL, &hk, NULL, 0), 0);
+        assert_int_equal(c.calls, ML);
+        if (!(c.maxerr < 1e-5)) fail_msg("routed MoE FFN vs the dense f64 reference: %.2g", c.maxerr);
+        fprintf(stderr, "memory model (norm_topk %d): routed FFN vs dense f64 %.1e of the row max\n", norm, c.maxerr);
+        sks_forward_free(f);
+        sks_model_close(m);
+    }
+}
+
+/* a model missing one expert is refused, naming the role and layer */
+static void test_missing_expert(void **s) {
+    (void)s;
+    sks_arch a;
+    memset(&a, 0, sizeof a);
+    assert_int_equal(sks_arch_set_family(&a, "mixtral"), 0);
+    a.n_layers = 1, a.d_model = 8, a.d_ffn = 4, a.n_heads = 2, a.n_kv_heads = 2, a.head_dim = 4, a.vocab_size = 4;
+    a.norm_eps = 1e-6, a.rope_theta = 1e4, a.n_experts = 2, a.n_experts_used = 1, a.d_ffn_expert = 4;
+    sks_model *m = NULL;
+    assert_int_equal(sks_model_new_memory(&a, &m), 0);
+    static float z[64];
+    int64_t s8[2] = {4, 8}, sn[2] = {8, 1}, sq[2] = {8, 8}, sr[2] = {2, 8}, sd[2] = {8, 4};
+    assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_EMBED, -1, SKS_DT_F32, 2, s8, z, NULL), 0);
+    assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_LM_HEAD, -1, SKS_DT_F32, 2, s8, z, NULL), 0);
+    assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_FINAL_NORM, -1, SKS_DT_F32, 1, sn, z, NULL), 0);
+    assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_ATTN_NORM, 0, SKS_DT_F32, 1, sn, z, NULL), 0);
+    assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_FFN_NORM, 0, SKS_DT_F32, 1, sn, z, NULL), 0);
+    sks_role r[4] = {SKS_ROLE_WQ, SKS_ROLE_WK, SKS_ROLE_WV, SKS_ROLE_WO};
+    for (int i = 0; i < 4; i++) assert_int_equal(sks_model_set_tensor(m, r[i], 0, SKS_DT_F32, 2, sq, z, NULL), 0);
+    assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_ROUTER, 0, SKS_DT_F32, 2, sr, z, NULL), 0);
+    for (int e = 0; e < 2; e++) {
+        assert_int_equal(sks_model_set_expert(m, SKS_ROLE_EXP_GATE, 0, e, SKS_DT_F32, s8, z, NULL), 0);
+        assert_int_equal(sks_model_set_expert(m, SKS_ROLE_EXP_DOWN, 0, e, SKS_DT_F32, sd, z, NULL), 0);
+        if (e == 0) assert_int_equal(sks_model_set_expert(m, SKS_ROLE_EXP_UP, 0, e, SKS_DT_F32, s8, z, NULL), 0);
+    }
+    assert_int_equal(sks_model_validate(m), SKS_ENOTFOUND);
+    assert_non_null(strstr(sks_last_error(), "exp_up"));
+    /* an expert index past E is refused */
+    assert_int_equal(sks_model_set_expert(m, SKS_ROLE_EXP_UP, 0, 2, SKS_DT_F32, s8, z, NULL), SKS_ESHAPE);
+    sks_model_close(m);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_memory_model), cmocka_unit_test(test_missing_expert), cmocka_unit_test(test_ties),
+        cmocka_unit_test(test_mixtral),      cmocka_unit_test(test_qwen2moe),       cmocka_unit_test(test_qwen3moe),
+        cmocka_unit_test(test_qwen3moe_mixed),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
