@@ -23,6 +23,9 @@
 #include "sks_test.h"
 #include "analysis/sks_forward.h"
 #include "analysis/sks_moe.h"
+#include "analysis/sks_spikes.h"
+
+#include <lapacke.h>
 
 #define DATA SKS_SOURCE_DIR "/test/data/families/"
 
@@ -336,47 +339,56 @@ static int cmp_out(void *ud, int layer, const float *y, int T, int d) {
     return 0;
 }
 
+/* The memory model's weights (static: the model borrows them). */
+static float emb[MV * MD], head[MV * MD], nrm[MD], wq[ML][MD * MD], wk[ML][MD * MD], wv[ML][MD * MD], wo[ML][MD * MD],
+    R[ML * ME * MD], G[ML * ME * MF * MD], U[ML * ME * MF * MD], Dn[ML * ME * MD * MF];
+
+static sks_model *memory_model(int norm, uint64_t seed) {
+    sks_arch a;
+    memset(&a, 0, sizeof a);
+    assert_int_equal(sks_arch_set_family(&a, "qwen3moe"), 0);
+    a.has_qk_norm = 0;
+    a.n_layers = ML, a.d_model = MD, a.d_ffn = MF, a.n_heads = 2, a.n_kv_heads = 2, a.head_dim = MD / 2;
+    a.vocab_size = MV, a.norm_eps = 1e-6, a.rope_theta = 10000;
+    a.n_experts = ME, a.n_experts_used = MK, a.d_ffn_expert = MF, a.moe_norm_topk = norm;
+    sks_model *m = NULL;
+    assert_int_equal(sks_model_new_memory(&a, &m), 0);
+    uint64_t st = seed;
+    for (int i = 0; i < MV * MD; i++) emb[i] = frand(&st, 1), head[i] = frand(&st, 0.3);
+    for (int i = 0; i < MD; i++) nrm[i] = 1;
+    for (size_t i = 0; i < sizeof R / sizeof *R; i++) R[i] = frand(&st, 0.5);
+    for (size_t i = 0; i < sizeof G / sizeof *G; i++) G[i] = frand(&st, 0.4), U[i] = frand(&st, 0.4), Dn[i] = frand(&st, 0.4);
+    int64_t sv[2] = {MV, MD}, sn[2] = {MD, 1}, sq[2] = {MD, MD}, sr[2] = {ME, MD}, sg[2] = {MF, MD}, sd[2] = {MD, MF};
+    assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_EMBED, -1, SKS_DT_F32, 2, sv, emb, NULL), 0);
+    assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_LM_HEAD, -1, SKS_DT_F32, 2, sv, head, NULL), 0);
+    assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_FINAL_NORM, -1, SKS_DT_F32, 1, sn, nrm, NULL), 0);
+    for (int l = 0; l < ML; l++) {
+        for (int i = 0; i < MD * MD; i++)
+            wq[l][i] = frand(&st, 0.3), wk[l][i] = frand(&st, 0.3), wv[l][i] = frand(&st, 0.3), wo[l][i] = frand(&st, 0.3);
+        assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_ATTN_NORM, l, SKS_DT_F32, 1, sn, nrm, NULL), 0);
+        assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_FFN_NORM, l, SKS_DT_F32, 1, sn, nrm, NULL), 0);
+        assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_WQ, l, SKS_DT_F32, 2, sq, wq[l], NULL), 0);
+        assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_WK, l, SKS_DT_F32, 2, sq, wk[l], NULL), 0);
+        assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_WV, l, SKS_DT_F32, 2, sq, wv[l], NULL), 0);
+        assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_WO, l, SKS_DT_F32, 2, sq, wo[l], NULL), 0);
+        assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_ROUTER, l, SKS_DT_F32, 2, sr, R + (size_t)l * ME * MD, NULL), 0);
+        for (int e = 0; e < ME; e++) {
+            size_t o = ((size_t)l * ME + e) * MF * MD;
+            assert_int_equal(sks_model_set_expert(m, SKS_ROLE_EXP_GATE, l, e, SKS_DT_F32, sg, G + o, NULL), 0);
+            assert_int_equal(sks_model_set_expert(m, SKS_ROLE_EXP_UP, l, e, SKS_DT_F32, sg, U + o, NULL), 0);
+            assert_int_equal(sks_model_set_expert(m, SKS_ROLE_EXP_DOWN, l, e, SKS_DT_F32, sd, Dn + o, NULL), 0);
+        }
+    }
+    assert_int_equal(sks_model_validate(m), 0);
+    return m;
+}
+
+static const int32_t mtok[MT] = {1, 5, 9, 3, 30, 17, 2};
+
 static void test_memory_model(void **s) {
     (void)s;
     for (int norm = 0; norm < 2; norm++) {
-        sks_arch a;
-        memset(&a, 0, sizeof a);
-        assert_int_equal(sks_arch_set_family(&a, "qwen3moe"), 0);
-        a.has_qk_norm = 0;
-        a.n_layers = ML, a.d_model = MD, a.d_ffn = MF, a.n_heads = 2, a.n_kv_heads = 2, a.head_dim = MD / 2;
-        a.vocab_size = MV, a.norm_eps = 1e-6, a.rope_theta = 10000;
-        a.n_experts = ME, a.n_experts_used = MK, a.d_ffn_expert = MF, a.moe_norm_topk = norm;
-        sks_model *m = NULL;
-        assert_int_equal(sks_model_new_memory(&a, &m), 0);
-        uint64_t st = 5 + (uint64_t)norm;
-        static float emb[MV * MD], head[MV * MD], nrm[MD], wq[ML][MD * MD], wk[ML][MD * MD], wv[ML][MD * MD],
-            wo[ML][MD * MD], R[ML * ME * MD], G[ML * ME * MF * MD], U[ML * ME * MF * MD], Dn[ML * ME * MD * MF];
-        for (int i = 0; i < MV * MD; i++) emb[i] = frand(&st, 1), head[i] = frand(&st, 0.3);
-        for (int i = 0; i < MD; i++) nrm[i] = 1;
-        for (size_t i = 0; i < sizeof R / sizeof *R; i++) R[i] = frand(&st, 0.5);
-        for (size_t i = 0; i < sizeof G / sizeof *G; i++) G[i] = frand(&st, 0.4), U[i] = frand(&st, 0.4), Dn[i] = frand(&st, 0.4);
-        int64_t sv[2] = {MV, MD}, sn[2] = {MD, 1}, sq[2] = {MD, MD}, sr[2] = {ME, MD}, sg[2] = {MF, MD}, sd[2] = {MD, MF};
-        assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_EMBED, -1, SKS_DT_F32, 2, sv, emb, NULL), 0);
-        assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_LM_HEAD, -1, SKS_DT_F32, 2, sv, head, NULL), 0);
-        assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_FINAL_NORM, -1, SKS_DT_F32, 1, sn, nrm, NULL), 0);
-        for (int l = 0; l < ML; l++) {
-            for (int i = 0; i < MD * MD; i++)
-                wq[l][i] = frand(&st, 0.3), wk[l][i] = frand(&st, 0.3), wv[l][i] = frand(&st, 0.3), wo[l][i] = frand(&st, 0.3);
-            assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_ATTN_NORM, l, SKS_DT_F32, 1, sn, nrm, NULL), 0);
-            assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_FFN_NORM, l, SKS_DT_F32, 1, sn, nrm, NULL), 0);
-            assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_WQ, l, SKS_DT_F32, 2, sq, wq[l], NULL), 0);
-            assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_WK, l, SKS_DT_F32, 2, sq, wk[l], NULL), 0);
-            assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_WV, l, SKS_DT_F32, 2, sq, wv[l], NULL), 0);
-            assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_WO, l, SKS_DT_F32, 2, sq, wo[l], NULL), 0);
-            assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_ROUTER, l, SKS_DT_F32, 2, sr, R + (size_t)l * ME * MD, NULL), 0);
-            for (int e = 0; e < ME; e++) {
-                size_t o = ((size_t)l * ME + e) * MF * MD;
-                assert_int_equal(sks_model_set_expert(m, SKS_ROLE_EXP_GATE, l, e, SKS_DT_F32, sg, G + o, NULL), 0);
-                assert_int_equal(sks_model_set_expert(m, SKS_ROLE_EXP_UP, l, e, SKS_DT_F32, sg, U + o, NULL), 0);
-                assert_int_equal(sks_model_set_expert(m, SKS_ROLE_EXP_DOWN, l, e, SKS_DT_F32, sd, Dn + o, NULL), 0);
-            }
-        }
-        assert_int_equal(sks_model_validate(m), 0);
+        sks_model *m = memory_model(norm, 5 + (uint64_t)norm);
         dense_chk c = {R, G, U, Dn, norm, 0, 0};
         sks_fwd_hooks hk = {0};
         hk.ud = &c;
@@ -384,14 +396,105 @@ static void test_memory_model(void **s) {
         hk.on_ffn_out = cmp_out;
         sks_forward *f = NULL;
         assert_int_equal(sks_forward_new(m, MT, &f), 0);
-        int32_t tok[MT] = {1, 5, 9, 3, 30, 17, 2};
-        assert_int_equal(sks_forward_run(f, tok, MT, SKS_FWD_CAUSAL, &hk, NULL, 0), 0);
+        assert_int_equal(sks_forward_run(f, mtok, MT, SKS_FWD_CAUSAL, &hk, NULL, 0), 0);
         assert_int_equal(c.calls, ML);
         if (!(c.maxerr < 1e-5)) fail_msg("routed MoE FFN vs the dense f64 reference: %.2g", c.maxerr);
         fprintf(stderr, "memory model (norm_topk %d): routed FFN vs dense f64 %.1e of the row max\n", norm, c.maxerr);
         sks_forward_free(f);
         sks_model_close(m);
     }
+}
+
+/* S_k of one expert (or w-weighted sum of several), dense f64 (d, d): 1/2 (G^T diag(D_k) U + U^T diag(D_k) G) */
+static void dense_sk(int layer, const int *ex, const double *w, int n, int k, double *S) {
+    memset(S, 0, sizeof(double) * MD * MD);
+    for (int j = 0; j < n; j++) {
+        size_t o = ((size_t)layer * ME + ex[j]) * MF * MD;
+        for (int r = 0; r < MF; r++) {
+            double dk = w[j] * Dn[o + (size_t)k * MF + r];
+            for (int a = 0; a < MD; a++)
+                for (int b = 0; b < MD; b++)
+                    S[a * MD + b] += 0.5 * dk * ((double)G[o + (size_t)r * MD + a] * U[o + (size_t)r * MD + b] +
+                                                 (double)U[o + (size_t)r * MD + a] * G[o + (size_t)r * MD + b]);
+        }
+    }
+}
+
+/* the eigenvalue of largest |.| (LAPACK) */
+static double dense_lambda_star(double *S) {
+    double w[MD];
+    assert_int_equal(LAPACKE_dsyev(LAPACK_ROW_MAJOR, 'N', 'U', MD, S, MD, w), 0);
+    double best = 0;
+    for (int i = 0; i < MD; i++)
+        if (fabs(w[i]) > fabs(best)) best = w[i];
+    return best;
+}
+
+/* the MoE amplifier: every expert's S_k^(e) and the active form against dense LAPACK,
+ * the quadratic prediction against the forward pass, the shares */
+static void test_spikes_moe(void **s) {
+    (void)s;
+    sks_model *m = memory_model(1, 11);
+    sks_spikes_opts o;
+    sks_spikes_opts_default(&o);
+    o.rank = 3;
+    o.top_frob = 2;
+    o.first_token_map = 0;
+    sks_spikes *sp = NULL;
+    assert_int_equal(sks_spikes_new(m, &o, &sp), 0);
+    assert_int_equal(sks_spikes_forward(sp, mtok, MT), 0);
+    const int layer = 1, ch = 3, tok = 4;
+    sks_spikes_layer_result r;
+    if (sks_spikes_layer(sp, layer, &ch, NULL, &tok, 1, &r)) fail_msg("%s", sks_last_error());
+    assert_non_null(r.moe);
+    const sks_spikes_moe *M = r.moe;
+    assert_int_equal(M->token, tok);
+    assert_int_equal(M->n_per_expert, ME);
+    /* the router's choice at the token */
+    const float *fo, *fin = sks_spikes_ffn_io(sp, layer, &fo, NULL);
+    int ex[MK];
+    float wf[MK], ws[MD * 4];
+    assert_int_equal(sks_moe_route(m, layer, fin + (size_t)tok * MD, 1, ex, wf, NULL, ws, MD * 4), 0);
+    for (int j = 0; j < MK; j++) assert_int_equal(M->experts[j], ex[j]), assert_true(fabs(M->weights[j] - wf[j]) < 1e-7);
+    double S[MD * MD], w1 = 1;
+    /* every expert */
+    for (int e = 0; e < ME; e++) {
+        const sks_spikes_layer_result *P = &M->per_expert[e];
+        assert_int_equal(P->channels[0].channel, ch);
+        dense_sk(layer, &e, &w1, 1, ch, S);
+        double want = dense_lambda_star(S), got = P->channels[0].eigenvalues[0];
+        if (!(fabs(got - want) <= 1e-8 * fabs(want))) fail_msg("expert %d lambda* %.10g, LAPACK %.10g", e, got, want);
+        /* the screen of every channel: trace of S_k^(e) */
+        for (int k = 0; k < MD; k++) {
+            dense_sk(layer, &e, &w1, 1, k, S);
+            double tr = 0;
+            for (int a = 0; a < MD; a++) tr += S[a * MD + a];
+            assert_true(fabs(P->trace[k] - tr) <= 1e-9 * (1 + fabs(tr)));
+        }
+    }
+    /* the active form */
+    double w[MK];
+    for (int j = 0; j < MK; j++) w[j] = M->weights[j];
+    dense_sk(layer, M->experts, w, MK, ch, S);
+    double want = dense_lambda_star(S);
+    const sks_spike_channel *c = &r.channels[0];
+    assert_int_equal(c->channel, ch);
+    assert_int_equal(c->token, tok);
+    if (!(fabs(c->eigenvalues[0] - want) <= 1e-6 * fabs(want)))
+        fail_msg("active form lambda* %.10g, LAPACK %.10g", c->eigenvalues[0], want);
+    /* its output is the layer's (no shared expert): true_out against the forward, the
+     * shares adding up to 1 */
+    double y = fo[(size_t)tok * MD + ch];
+    assert_true(fabs(c->true_out - y) <= 1e-5 * fabs(y));
+    assert_true(fabs(c->true_out_fwd - y) == 0);
+    double sum = 0;
+    for (int j = 0; j < MK; j++) sum += M->share[j];
+    assert_true(fabs(sum - 1) < 1e-5);
+    fprintf(stderr, "active form: lambda* %.4g (LAPACK %.4g), x^T S x %.4g, true %.4g, shares %.3f %.3f\n",
+            c->eigenvalues[0], want, c->quad_pred, c->true_out, M->share[0], M->share[1]);
+    sks_spikes_layer_result_free(&r);
+    sks_spikes_free(sp);
+    sks_model_close(m);
 }
 
 /* a model missing one expert is refused, naming the role and layer */
@@ -428,7 +531,8 @@ static void test_missing_expert(void **s) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_memory_model), cmocka_unit_test(test_missing_expert), cmocka_unit_test(test_ties),
+        cmocka_unit_test(test_memory_model), cmocka_unit_test(test_spikes_moe), cmocka_unit_test(test_missing_expert),
+        cmocka_unit_test(test_ties),
         cmocka_unit_test(test_mixtral),      cmocka_unit_test(test_qwen2moe),       cmocka_unit_test(test_qwen3moe),
         cmocka_unit_test(test_qwen3moe_mixed),
     };
