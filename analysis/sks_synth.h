@@ -65,11 +65,20 @@ typedef struct {
     double sink_fraction;    /* fraction of heads per eligible layer, default 0.3 */
     double sink_margin;      /* logit of the sink key over ordinary keys, default 9 */
     double avoid_margin;     /* layer-0 steering head: logit penalty of BOS, default 12 */
+
+    /* mixture of experts (family "mixtral", arch.n_experts > 0): the step-up units live
+     * in expert moe_up_expert of layer ls, the step-down units in moe_down_expert of
+     * ld; the router row of each is planted along s* (resp. the spike direction v) so
+     * that the spike token's router logit for it is moe_router_z (ordinary tokens ~0) */
+    int moe_up_expert;       /* default 1 % E */
+    int moe_down_expert;     /* default (E - 1) */
+    double moe_router_z;     /* default 12 */
 } sks_synth_config;
 
 /* Defaults for the planted part given cfg->arch (call after filling arch). */
 void sks_synth_config_default(sks_synth_config *cfg);
-/* Presets: tiny, demo, small, llama2-7b, llama3-8b, qwen2.5-7b. SKS_EARG if unknown. */
+/* Presets: tiny, demo, small, llama2-7b, llama3-8b, qwen2.5-7b, mixtral-tiny (4 experts,
+ * top-2), mixtral-8x7b. SKS_EARG if unknown. */
 int sks_synth_preset(const char *name, sks_synth_config *cfg);
 /* The preset names, NULL-terminated. */
 const char *const *sks_synth_preset_names(void);
@@ -100,6 +109,9 @@ typedef struct {
     double cos_x0_sstar_pred;            /* predicted cos(FFN input at ls, s*) at token 0 */
     int n_sink;
     const int *sink_heads;               /* (n_sink, 2) layer, head */
+    /* mixture of experts (n_experts > 0): the experts that carry the planted units */
+    int n_experts, moe_up_expert, moe_down_expert;
+    double moe_router_z;
 } sks_synth_planted;
 
 typedef struct sks_synth sks_synth;

@@ -67,6 +67,8 @@ int sks_synth_write_gguf(const sks_synth *s, const char *dir, const char *scheme
     if (rc) return rc;
     if (a->rope_scaling == SKS_ROPE_SCALING_LLAMA3)
         return sks_fail(SKS_EUNSUPPORTED, "synth: Llama 3 RoPE scaling cannot be written to GGUF (use safetensors)");
+    if (a->n_experts > 0)
+        return sks_fail(SKS_EUNSUPPORTED, "synth: mixture-of-experts models are written as safetensors only");
     if ((rc = sks__synth_mkdirs(dir))) return rc;
     const int perm_llama = !strcmp(a->family, "llama");
     const int64_t dh = a->head_dim;
