@@ -171,6 +171,20 @@ const sks_model *sks_spikes_model(const sks_spikes *s);
 int sks_spikes_moe_layer(sks_spikes *s, int layer, const int *ch, const int *src, const int *tok, int n,
                          sks_spikes_layer_result *out);
 
+/* A planted MoE mechanism (synth): at `layer` the spike token (position 0 of tokens)
+ * is routed to `expert` with the largest weight, and that expert's S_c of each planted
+ * channel c carries the planted lambda*_c and the shared planted s*; the active form's
+ * lambda* is w lambda*_c. pass: routed, w > 0.9, lambda* within 5%, |cos(s*, planted)|
+ * > 0.99, active form within 5%. */
+typedef struct {
+    int routed;
+    double weight, lambda_rel_err, cos_s, active_rel_err;
+    int pass;
+} sks_moe_plant_check;
+int sks_spikes_moe_check_plant(const sks_model *m, const int32_t *tokens, int T, int layer, int expert,
+                               const int *channels, const double *lambda, const float *s_star, int n,
+                               sks_moe_plant_check *out);
+
 /* Run the forward pass over tokens (T >= 1) once and keep the FFN inputs and outputs of
  * every layer ((L, T, d) f32 each), for the per-channel forward quantities. */
 int sks_spikes_forward(sks_spikes *s, const int32_t *tokens, int T);

@@ -215,3 +215,61 @@ done:
     free(tmp);
     return rc;
 }
+
+int sks_spikes_moe_check_plant(const sks_model *m, const int32_t *tokens, int T, int layer, int expert,
+                               const int *channels, const double *lambda, const float *s_star, int n,
+                               sks_moe_plant_check *out) {
+    memset(out, 0, sizeof *out);
+    const sks_arch *a = sks_model_arch(m);
+    if (!sks_arch_layer_moe(a, layer) || expert < 0 || expert >= a->n_experts || n < 1)
+        return sks_fail(SKS_EARG, "moe check: layer %d / expert %d is not an expert of this model", layer, expert);
+    sks_spikes_opts o;
+    sks_spikes_opts_default(&o);
+    o.first_token_map = 0;
+    o.top_frob = 0;
+    sks_spikes *s = NULL;
+    int rc = sks_spikes_new(m, &o, &s);
+    if (rc) return rc;
+    int *tok = malloc((size_t)n * sizeof *tok);
+    sks_spikes_layer_result r;
+    memset(&r, 0, sizeof r);
+    if (!tok) {
+        sks_spikes_free(s);
+        return sks_fail(SKS_ENOMEM, "moe check: out of memory");
+    }
+    for (int i = 0; i < n; i++) tok[i] = 0;
+    if ((rc = sks_spikes_forward(s, tokens, T))) goto done;
+    rc = sks_spikes_layer(s, layer, channels, NULL, tok, n, &r);
+    if (rc == SKS_ENOCONV) rc = 0;
+    if (rc) goto done;
+    const sks_spikes_moe *M = r.moe;
+    out->routed = M->experts[0] == expert;
+    out->weight = M->weights[0];
+    out->cos_s = 1;
+    const int d = a->d_model;
+    for (int i = 0; i < n; i++) {
+        const sks_spikes_layer_result *P = &M->per_expert[expert];
+        const sks_spike_channel *c = NULL, *ca = NULL;
+        for (int j = 0; j < P->n_channels; j++)
+            if (P->channels[j].channel == channels[i]) c = &P->channels[j];
+        for (int j = 0; j < r.n_channels; j++)
+            if (r.channels[j].channel == channels[i]) ca = &r.channels[j];
+        if (!c || !ca) {
+            rc = sks_fail(SKS_EINTERNAL, "moe check: channel %d not analysed", channels[i]);
+            goto done;
+        }
+        double dot = 0;
+        for (int k = 0; k < d; k++) dot += c->s_star[k] * (double)s_star[k];
+        out->cos_s = fmin(out->cos_s, fabs(dot));
+        out->lambda_rel_err = fmax(out->lambda_rel_err, fabs(c->eigenvalues[0] - lambda[i]) / fabs(lambda[i]));
+        out->active_rel_err =
+            fmax(out->active_rel_err, fabs(ca->eigenvalues[0] - out->weight * lambda[i]) / fabs(out->weight * lambda[i]));
+    }
+    out->pass = out->routed && out->weight > 0.9 && out->lambda_rel_err < 0.05 && out->cos_s > 0.99 &&
+                out->active_rel_err < 0.05;
+done:
+    sks_spikes_layer_result_free(&r);
+    sks_spikes_free(s);
+    free(tok);
+    return rc;
+}
