@@ -127,6 +127,9 @@ int sks_synth_is_sink(const sks_synth *s, int layer, int head);
 size_t sks_synth_n_tensors(const sks_synth *s);
 int sks_synth_tensor_info(const sks_synth *s, size_t i, const char **name, sks_role *role, int *layer,
                           int *ndim, int64_t shape[2]);
+/* The expert of tensor i (per-expert roles), else -1. MoE tensors come grouped by part:
+ * every expert's w1, then w3, then w2 of a layer. */
+int sks_synth_tensor_expert(const sks_synth *s, size_t i);
 /* Rows [row0, row0+nrows) of tensor i as f32, (nrows, cols) row-major (1-D: row0 0,
  * nrows 1). Deterministic in (seed, tensor, row) only. */
 int sks_synth_rows(const sks_synth *s, size_t i, int64_t row0, int64_t nrows, float *out);
@@ -138,7 +141,8 @@ int sks_synth_rows(const sks_synth *s, size_t i, int64_t row0, int64_t nrows, fl
 int sks_synth_write(const sks_synth *s, const char *dir, sks_dtype dt, uint64_t max_shard_bytes);
 
 /* Write DIR/model.gguf (GGUF v3, llama.cpp's tensor names and `<arch>.*` metadata keys,
- * Q/K rows of `llama` permuted to the interleaved RoPE order as convert_hf_to_gguf does)
+ * Q/K rows of `llama` permuted to the interleaved RoPE order as convert_hf_to_gguf does;
+ * Mixtral as `llama` with expert_count and stacked 3-D ffn_*_exps tensors)
  * with the tensor types of scheme (sks_gguf.h: "q4_k", "q4_k_m", "f16", ...) and
  * DIR/planted.json. Quantization is round-to-nearest (loaders/quantize.c), not llama.cpp's
  * optimized quantizer. Llama 3 RoPE scaling is refused (GGUF stores it as a tensor that

@@ -425,8 +425,10 @@ static int sks__build_tensors(sks_synth *s) {
             SKS__T("block_sparse_moe.gate.weight", SKS_ROLE_ROUTER, 2, s->a.n_experts, d);
             static const char *const part[3] = {"w1", "w3", "w2"};
             static const sks_role prole[3] = {SKS_ROLE_EXP_GATE, SKS_ROLE_EXP_UP, SKS_ROLE_EXP_DOWN};
-            for (int e = 0; e < s->a.n_experts; e++)
-                for (int k = 0; k < 3; k++) {
+            /* grouped by part (every expert's w1, then w3, then w2): the GGUF writer
+             * streams each group as one stacked 3-D tensor */
+            for (int k = 0; k < 3; k++)
+                for (int e = 0; e < s->a.n_experts; e++) {
                     char sub[64];
                     snprintf(sub, sizeof sub, "block_sparse_moe.experts.%d.%s.weight", e, part[k]);
                     SKS__T(sub, prole[k], 2, k == 2 ? d : f, k == 2 ? f : d);
@@ -815,6 +817,8 @@ int sks_synth_is_sink(const sks_synth *s, int layer, int head) {
     return s->sink[(size_t)layer * s->H + head];
 }
 size_t sks_synth_n_tensors(const sks_synth *s) { return s->n_t; }
+
+int sks_synth_tensor_expert(const sks_synth *s, size_t i) { return i < s->n_t ? s->t[i].expert : -1; }
 
 int sks_synth_tensor_info(const sks_synth *s, size_t i, const char **name, sks_role *role, int *layer, int *ndim,
                           int64_t shape[2]) {

@@ -73,6 +73,12 @@ static const sks__name_role sks__gguf_layer[] = {
     {"ffn_up.weight", SKS_ROLE_W_UP},           {"ffn_down.weight", SKS_ROLE_W_DOWN},
     {"post_attention_norm.weight", SKS_ROLE_POST_ATTN_NORM},
     {"post_ffw_norm.weight", SKS_ROLE_POST_FFN_NORM},
+    /* MoE (read by loaders/moe.c; named here for the writers and messages): the experts'
+     * names are those of the stacked 3-D tensors */
+    {"ffn_gate_inp.weight", SKS_ROLE_ROUTER},   {"ffn_gate_exps.weight", SKS_ROLE_EXP_GATE},
+    {"ffn_up_exps.weight", SKS_ROLE_EXP_UP},    {"ffn_down_exps.weight", SKS_ROLE_EXP_DOWN},
+    {"ffn_gate_shexp.weight", SKS_ROLE_SHEXP_GATE}, {"ffn_up_shexp.weight", SKS_ROLE_SHEXP_UP},
+    {"ffn_down_shexp.weight", SKS_ROLE_SHEXP_DOWN}, {"ffn_gate_inp_shexp.weight", SKS_ROLE_SHEXP_ROUTER},
 };
 
 static const sks__name_role sks__gguf_globals[] = {

@@ -24,6 +24,7 @@
 #include "analysis/sks_forward.h"
 #include "analysis/sks_moe.h"
 #include "analysis/sks_spikes.h"
+#include "analysis/sks_synth.h"
 
 #include <lapacke.h>
 
@@ -256,6 +257,33 @@ static void test_ties(void **s) {
     }
     assert_true(n_cases >= 4);
     json_decref(r);
+}
+
+/* the tie rule on its own: exact ties go to the lower expert index, in order, and tied
+ * experts get equal weights */
+static void test_tie_rule(void **s) {
+    (void)s;
+    const float eq[8] = {0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f};
+    int ex[3];
+    float w[3];
+    sks_moe_topk(eq, 8, 2, 0, ex, w);
+    assert_int_equal(ex[0], 0);
+    assert_int_equal(ex[1], 1);
+    assert_true(w[0] == w[1] && fabs(w[0] - 0.125) < 1e-7);
+    sks_moe_topk(eq, 8, 2, 1, ex, w);
+    assert_true(w[0] == 0.5f && w[1] == 0.5f);
+    /* a tie across the top-k boundary: experts 1 and 2 tie for second place */
+    const float z[4] = {1.0f, 0.25f, 0.25f, -1.0f};
+    sks_moe_topk(z, 4, 2, 1, ex, w);
+    assert_int_equal(ex[0], 0);
+    assert_int_equal(ex[1], 1);
+    /* three-way tie for the last of k = 3 */
+    const float z3[8] = {0.0f, 1.0f, 0.5f, 0.5f, 0.5f, -2.0f, 1.0f, 0.25f};
+    sks_moe_topk(z3, 8, 3, 0, ex, w);
+    assert_int_equal(ex[0], 1);
+    assert_int_equal(ex[1], 6);
+    assert_int_equal(ex[2], 2);
+    assert_true(w[0] == w[1]);
 }
 
 /* ---- a memory model: the routed forward against every expert computed densely --------- */
@@ -529,10 +557,176 @@ static void test_missing_expert(void **s) {
     sks_model_close(m);
 }
 
+/* ---- the same planted model in every layout the loader reads -------------------------- */
+
+/* dir/model.safetensors in transformers 5's layout from the per-expert model m: the router
+ * as mlp.gate.weight, mlp.experts.gate_up_proj (E, 2f, d) with the gate rows first,
+ * mlp.experts.down_proj (E, d, f); every other tensor under its own name. f32. */
+static void write_stacked(const sks_model *m, const char *dir) {
+    const sks_arch *a = sks_model_arch(m);
+    const int E = a->n_experts, d = a->d_model, f = a->d_ffn_expert;
+    json_t *h = json_object();
+    size_t total = 0;
+    /* pass 0: the header; pass 1: the data */
+    for (int pass = 0; pass < 2; pass++) {
+        FILE *fp = NULL;
+        if (pass) {
+            char *txt = json_dumps(h, JSON_COMPACT | JSON_PRESERVE_ORDER), p[600];
+            uint64_t hl = strlen(txt);
+            snprintf(p, sizeof p, "%s/model.safetensors", dir);
+            fp = fopen(p, "wb");
+            assert_non_null(fp);
+            fwrite(&hl, 8, 1, fp);
+            fwrite(txt, 1, hl, fp);
+            free(txt);
+        }
+        size_t off = 0;
+#define PUT(NAME, R, C, ROWSFN)                                                                                        \
+    do {                                                                                                               \
+        size_t nb = (size_t)(R) * (C) * 4;                                                                             \
+        if (!pass) json_object_set_new(h, NAME, json_pack("{s:s,s:[I,I],s:[I,I]}", "dtype", "F32", "shape", (json_int_t)(R), \
+                                                         (json_int_t)(C), "data_offsets", (json_int_t)off, (json_int_t)(off + nb))); \
+        else { ROWSFN; }                                                                                               \
+        off += nb;                                                                                                     \
+    } while (0)
+        for (size_t i = 0; i < sks_model_n_tensors(m); i++) {
+            sks_role role;
+            int layer;
+            const sks_tensor *t = sks_model_tensor_at(m, i, &role, &layer);
+            if (sks_role_is_per_expert(role)) continue;
+            char nm[200];
+            if (role == SKS_ROLE_ROUTER) snprintf(nm, sizeof nm, "model.layers.%d.mlp.gate.weight", layer);
+            else snprintf(nm, sizeof nm, "%s", t->name);
+            int64_t R = t->ndim == 2 ? t->shape[0] : 1, C = t->ndim == 2 ? t->shape[1] : t->shape[0];
+            if (t->ndim == 1 && !pass) {
+                size_t nb = (size_t)C * 4;
+                json_object_set_new(h, nm, json_pack("{s:s,s:[I],s:[I,I]}", "dtype", "F32", "shape", (json_int_t)C,
+                                                     "data_offsets", (json_int_t)off, (json_int_t)(off + nb)));
+                off += nb;
+                continue;
+            }
+            PUT(nm, R, C, fwrite(t->data, 4, (size_t)(R * C), fp));
+        }
+        for (int l = 0; l < a->n_layers; l++) {
+            char nm[200];
+            snprintf(nm, sizeof nm, "model.layers.%d.mlp.experts.gate_up_proj", l);
+            if (!pass) {
+                size_t nb = (size_t)E * 2 * f * d * 4;
+                json_object_set_new(h, nm, json_pack("{s:s,s:[i,i,i],s:[I,I]}", "dtype", "F32", "shape", E, 2 * f, d,
+                                                     "data_offsets", (json_int_t)off, (json_int_t)(off + nb)));
+                off += nb;
+                snprintf(nm, sizeof nm, "model.layers.%d.mlp.experts.down_proj", l);
+                nb = (size_t)E * d * f * 4;
+                json_object_set_new(h, nm, json_pack("{s:s,s:[i,i,i],s:[I,I]}", "dtype", "F32", "shape", E, d, f,
+                                                     "data_offsets", (json_int_t)off, (json_int_t)(off + nb)));
+                off += nb;
+                continue;
+            }
+            for (int e = 0; e < E; e++) {
+                fwrite(sks_model_expert(m, SKS_ROLE_EXP_GATE, l, e)->data, 4, (size_t)f * d, fp);
+                fwrite(sks_model_expert(m, SKS_ROLE_EXP_UP, l, e)->data, 4, (size_t)f * d, fp);
+            }
+            for (int e = 0; e < E; e++) fwrite(sks_model_expert(m, SKS_ROLE_EXP_DOWN, l, e)->data, 4, (size_t)f * d, fp);
+        }
+#undef PUT
+        total = off;
+        if (fp) fclose(fp);
+    }
+    (void)total;
+    json_decref(h);
+}
+
+static void logits_of(const sks_model *m, const int32_t *tok, int T, float *out) {
+    sks_forward *f = NULL;
+    assert_int_equal(sks_forward_new(m, T, &f), 0);
+    if (sks_forward_run(f, tok, T, SKS_FWD_CAUSAL, NULL, out, 0)) fail_msg("%s", sks_last_error());
+    sks_forward_free(f);
+}
+
+/* synth's Mixtral (per-expert names), the same weights stacked as transformers 5 saves
+ * them, and synth's GGUF (llama with 3-D ffn_*_exps; F32 and Q8_0): the same logits */
+static void test_layouts_agree(void **s) {
+    (void)s;
+    sks_synth_config c;
+    assert_int_equal(sks_synth_preset("mixtral-tiny", &c), 0);
+    sks_synth *sy = NULL;
+    assert_int_equal(sks_synth_new(&c, 3, &sy), 0);
+    char *d1 = sks_test_tmpdir(), *d2 = sks_test_tmpdir(), *d3 = sks_test_tmpdir(), *d4 = sks_test_tmpdir(), p[700];
+    assert_int_equal(sks_synth_write(sy, d1, SKS_DT_F32, 0), 0);
+    assert_int_equal(sks_synth_write_gguf(sy, d3, "f32"), 0);
+    assert_int_equal(sks_synth_write_gguf(sy, d4, "q8_0"), 0);
+    sks_model *m1 = NULL, *m2 = NULL, *m3 = NULL, *m4 = NULL;
+    assert_int_equal(sks_model_open(d1, &m1), 0);
+    write_stacked(m1, d2);
+    snprintf(p, sizeof p, "%s/config.json", d1);
+    char q[1500];
+    snprintf(q, sizeof q, "cp '%s' '%s/config.json'", p, d2);
+    assert_int_equal(system(q), 0);
+    if (sks_model_open(d2, &m2)) fail_msg("stacked: %s", sks_last_error());
+    snprintf(p, sizeof p, "%s/model.gguf", d3);
+    if (sks_model_open(p, &m3)) fail_msg("gguf: %s", sks_last_error());
+    snprintf(p, sizeof p, "%s/model.gguf", d4);
+    if (sks_model_open(p, &m4)) fail_msg("gguf q8_0: %s", sks_last_error());
+    assert_string_equal(sks_model_arch(m3)->family, "mixtral");
+    assert_int_equal(sks_model_arch(m3)->n_experts, 4);
+    const int32_t tok[9] = {1, 7, 30, 99, 4, 250, 61, 2, 17};
+    const int V = sks_model_arch(m1)->vocab_size;
+    float *l1 = malloc(sizeof(float) * 9 * V), *l2 = malloc(sizeof(float) * 9 * V), *l3 = malloc(sizeof(float) * 9 * V),
+          *l4 = malloc(sizeof(float) * 9 * V);
+    logits_of(m1, tok, 9, l1);
+    logits_of(m2, tok, 9, l2);
+    logits_of(m3, tok, 9, l3);
+    logits_of(m4, tok, 9, l4);
+    double e2 = 0, e3 = 0, e4 = 0, sc = 0;
+    for (int i = 0; i < 9 * V; i++) {
+        sc = fmax(sc, fabs(l1[i]));
+        e2 = fmax(e2, fabs(l2[i] - l1[i]));
+        e3 = fmax(e3, fabs(l3[i] - l1[i]));
+        e4 = fmax(e4, fabs(l4[i] - l1[i]));
+    }
+    fprintf(stderr, "layouts: stacked %.1e, gguf f32 %.1e of the largest |logit| %.3g\n", e2 / sc, e3 / sc, sc);
+    assert_true(e2 == 0);          /* the same f32 numbers, the same arithmetic */
+    assert_true(e3 <= 1e-5 * sc);  /* Q/K rows permuted (RoPE pair order): rounding only */
+    (void)e4; /* 8-bit weights move ordinary tokens' near-tied routes: compare the experts instead */
+    /* every expert's Q8_0 slice of the 3-D tensors dequantizes to its f32 rows within half
+     * a quantization step (amax / 127 per block of 32) */
+    const sks_arch *a1 = sks_model_arch(m1);
+    const sks_role parts[3] = {SKS_ROLE_EXP_GATE, SKS_ROLE_EXP_UP, SKS_ROLE_EXP_DOWN};
+    for (int l = 0; l < a1->n_layers; l++)
+        for (int e = 0; e < a1->n_experts; e++)
+            for (int k = 0; k < 3; k++) {
+                const sks_tensor *t1 = sks_model_expert(m1, parts[k], l, e), *t4 = sks_model_expert(m4, parts[k], l, e);
+                assert_non_null(t4);
+                assert_int_equal(t4->dtype, SKS_DT_Q8_0);
+                int64_t R = t1->shape[0], C = t1->shape[1];
+                float *row = malloc(sizeof(float) * (size_t)C);
+                for (int64_t r = 0; r < R; r++) {
+                    assert_int_equal(sks_tensor_rows_f32(t4, r, 1, row), 0);
+                    const float *ref = (const float *)t1->data + r * C;
+                    for (int64_t b = 0; b < C; b += 32) {
+                        double amax = 0;
+                        for (int j = 0; j < 32; j++) amax = fmax(amax, fabs(ref[b + j]));
+                        for (int j = 0; j < 32; j++)
+                            if (!(fabs(row[b + j] - ref[b + j]) <= amax / 127 * 0.51 + 1e-12))
+                                fail_msg("q8_0 layer %d expert %d part %d row %lld: %g vs %g", l, e, k, (long long)r,
+                                         row[b + j], ref[b + j]);
+                    }
+                }
+                free(row);
+            }
+    free(l1), free(l2), free(l3), free(l4);
+    sks_model_close(m1), sks_model_close(m2), sks_model_close(m3), sks_model_close(m4);
+    sks_synth_free(sy);
+    char cmd[3000];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s' '%s' '%s'", d1, d2, d3, d4);
+    assert_int_equal(system(cmd), 0);
+    free(d1), free(d2), free(d3), free(d4);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_memory_model), cmocka_unit_test(test_spikes_moe), cmocka_unit_test(test_missing_expert),
-        cmocka_unit_test(test_ties),
+        cmocka_unit_test(test_tie_rule),     cmocka_unit_test(test_layouts_agree), cmocka_unit_test(test_ties),
         cmocka_unit_test(test_mixtral),      cmocka_unit_test(test_qwen2moe),       cmocka_unit_test(test_qwen3moe),
         cmocka_unit_test(test_qwen3moe_mixed),
     };
