@@ -99,8 +99,19 @@ static sks_model *open_how(const char *fam, const char *how, char **tmp) {
 
 static double num(json_t *a, size_t i) { return json_number_value(json_array_get(a, i)); }
 
+/* The transformers references are made on a machine with torch (scripts/make-moe-refs.py);
+ * until a family's folder is committed its checks are skipped, saying so. */
+static int have_refs(const char *fam) {
+    char p[512];
+    snprintf(p, sizeof p, DATA "%s/ref.json", fam);
+    if (access(p, R_OK) == 0) return 1;
+    fprintf(stderr, "SKIPPED: %s not made yet (scripts/make-moe-refs.py)\n", p);
+    return 0;
+}
+
 static void check_moe(const char *fam, const char *want_family, const char *const *hows, int n_hows) {
     char p[512];
+    if (!have_refs(fam)) skip();
     snprintf(p, sizeof p, DATA "%s/ref.json", fam);
     json_error_t e;
     json_t *ref = json_load_file(p, 0, &e);
@@ -213,6 +224,7 @@ static void test_qwen3moe(void **s) {
  * has no dense FFN tensors) */
 static void test_qwen3moe_mixed(void **s) {
     (void)s;
+    if (!have_refs("qwen3moe-mixed")) skip();
     check_moe("qwen3moe-mixed", "qwen3moe", all_ways, 3);
     char *tmp;
     sks_model *m = open_how("qwen3moe-mixed", "hf", &tmp);
@@ -230,6 +242,10 @@ static void test_qwen3moe_mixed(void **s) {
 static void test_ties(void **s) {
     (void)s;
     json_error_t e;
+    if (access(DATA "moe-ties.json", R_OK) != 0) {
+        fprintf(stderr, "SKIPPED: moe-ties.json not made yet (scripts/make-moe-refs.py)\n");
+        skip();
+    }
     json_t *r = json_load_file(DATA "moe-ties.json", 0, &e);
     if (!r) fail_msg("moe-ties.json: %s", e.text);
     const char *key;
