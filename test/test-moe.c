@@ -352,12 +352,27 @@ static void ref_moe(const float *R, const float *G, const float *U, const float 
     }
 }
 
+/* The memory model's weights (static: the model borrows them); SG.. the shared expert. */
+static float emb[MV * MD], head[MV * MD], nrm[MD], wq[ML][MD * MD], wk[ML][MD * MD], wv[ML][MD * MD], wo[ML][MD * MD],
+    R[ML * ME * MD], G[ML * ME * MF * MD], U[ML * ME * MF * MD], Dn[ML * ME * MD * MF], SG[ML * MF * MD],
+    SU[ML * MF * MD], SD[ML * MD * MF], SW[ML * MD];
+
 typedef struct {
     const float *R, *G, *U, *Dn;
-    int norm;
+    int norm, shared;
     double maxerr;
     int calls;
 } dense_chk;
+
+/* y += g W_down (SiLU(W_gate x) * W_up x) of one (MF, MD) FFN, f64 */
+static void add_ffn(const float *Gm, const float *Um, const float *Dm, const float *x, double g, double *y) {
+    for (int i = 0; i < MF; i++) {
+        double zg = 0, zu = 0;
+        for (int c = 0; c < MD; c++) zg += (double)Gm[i * MD + c] * x[c], zu += (double)Um[i * MD + c] * x[c];
+        double h = zg / (1 + exp(-zg)) * zu;
+        for (int c = 0; c < MD; c++) y[c] += g * Dm[c * MF + i] * h;
+    }
+}
 
 static const float *g_x;
 static int keep_in(void *ud, int layer, const float *x, int T, int d) {
@@ -375,6 +390,13 @@ static int cmp_out(void *ud, int layer, const float *y, int T, int d) {
     for (int t = 0; t < T; t++) {
         double yr[MD];
         ref_moe(c->R + (size_t)layer * ME * MD, c->G + off, c->U + off, c->Dn + off, g_x + (size_t)t * d, c->norm, yr);
+        if (c->shared) {
+            const float *x = g_x + (size_t)t * d;
+            double z = 0;
+            for (int j = 0; j < MD; j++) z += (double)SW[layer * MD + j] * x[j];
+            const size_t so = (size_t)layer * MF * MD;
+            add_ffn(SG + so, SU + so, SD + so, x, 1 / (1 + exp(-z)), yr);
+        }
         double sc = 0;
         for (int j = 0; j < d; j++) sc = fmax(sc, fabs(yr[j]));
         for (int j = 0; j < d; j++) c->maxerr = fmax(c->maxerr, fabs(y[(size_t)t * d + j] - yr[j]) / sc);
@@ -383,11 +405,8 @@ static int cmp_out(void *ud, int layer, const float *y, int T, int d) {
     return 0;
 }
 
-/* The memory model's weights (static: the model borrows them). */
-static float emb[MV * MD], head[MV * MD], nrm[MD], wq[ML][MD * MD], wk[ML][MD * MD], wv[ML][MD * MD], wo[ML][MD * MD],
-    R[ML * ME * MD], G[ML * ME * MF * MD], U[ML * ME * MF * MD], Dn[ML * ME * MD * MF];
 
-static sks_model *memory_model(int norm, uint64_t seed) {
+static sks_model *memory_model_sh(int norm, uint64_t seed, int shared) {
     sks_arch a;
     memset(&a, 0, sizeof a);
     assert_int_equal(sks_arch_set_family(&a, "qwen3moe"), 0);
@@ -395,6 +414,7 @@ static sks_model *memory_model(int norm, uint64_t seed) {
     a.n_layers = ML, a.d_model = MD, a.d_ffn = MF, a.n_heads = 2, a.n_kv_heads = 2, a.head_dim = MD / 2;
     a.vocab_size = MV, a.norm_eps = 1e-6, a.rope_theta = 10000;
     a.n_experts = ME, a.n_experts_used = MK, a.d_ffn_expert = MF, a.moe_norm_topk = norm;
+    a.d_ffn_shared = shared ? MF : 0;
     sks_model *m = NULL;
     assert_int_equal(sks_model_new_memory(&a, &m), 0);
     uint64_t st = seed;
@@ -402,6 +422,8 @@ static sks_model *memory_model(int norm, uint64_t seed) {
     for (int i = 0; i < MD; i++) nrm[i] = 1;
     for (size_t i = 0; i < sizeof R / sizeof *R; i++) R[i] = frand(&st, 0.5);
     for (size_t i = 0; i < sizeof G / sizeof *G; i++) G[i] = frand(&st, 0.4), U[i] = frand(&st, 0.4), Dn[i] = frand(&st, 0.4);
+    for (size_t i = 0; i < sizeof SG / sizeof *SG; i++) SG[i] = frand(&st, 0.4), SU[i] = frand(&st, 0.4), SD[i] = frand(&st, 0.4);
+    for (size_t i = 0; i < sizeof SW / sizeof *SW; i++) SW[i] = frand(&st, 0.3);
     int64_t sv[2] = {MV, MD}, sn[2] = {MD, 1}, sq[2] = {MD, MD}, sr[2] = {ME, MD}, sg[2] = {MF, MD}, sd[2] = {MD, MF};
     assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_EMBED, -1, SKS_DT_F32, 2, sv, emb, NULL), 0);
     assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_LM_HEAD, -1, SKS_DT_F32, 2, sv, head, NULL), 0);
@@ -416,6 +438,14 @@ static sks_model *memory_model(int norm, uint64_t seed) {
         assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_WV, l, SKS_DT_F32, 2, sq, wv[l], NULL), 0);
         assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_WO, l, SKS_DT_F32, 2, sq, wo[l], NULL), 0);
         assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_ROUTER, l, SKS_DT_F32, 2, sr, R + (size_t)l * ME * MD, NULL), 0);
+        if (shared) {
+            const size_t so = (size_t)l * MF * MD;
+            int64_t sw[2] = {MD, 1};
+            assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_SHEXP_GATE, l, SKS_DT_F32, 2, sg, SG + so, NULL), 0);
+            assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_SHEXP_UP, l, SKS_DT_F32, 2, sg, SU + so, NULL), 0);
+            assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_SHEXP_DOWN, l, SKS_DT_F32, 2, sd, SD + so, NULL), 0);
+            assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_SHEXP_ROUTER, l, SKS_DT_F32, 1, sw, SW + (size_t)l * MD, NULL), 0);
+        }
         for (int e = 0; e < ME; e++) {
             size_t o = ((size_t)l * ME + e) * MF * MD;
             assert_int_equal(sks_model_set_expert(m, SKS_ROLE_EXP_GATE, l, e, SKS_DT_F32, sg, G + o, NULL), 0);
@@ -431,9 +461,10 @@ static const int32_t mtok[MT] = {1, 5, 9, 3, 30, 17, 2};
 
 static void test_memory_model(void **s) {
     (void)s;
-    for (int norm = 0; norm < 2; norm++) {
-        sks_model *m = memory_model(norm, 5 + (uint64_t)norm);
-        dense_chk c = {R, G, U, Dn, norm, 0, 0};
+    for (int v = 0; v < 3; v++) {
+        const int norm = v == 1, shared = v == 2; /* Qwen (raw weights), Mixtral, Qwen2-MoE's shared expert */
+        sks_model *m = memory_model_sh(norm, 5 + (uint64_t)v, shared);
+        dense_chk c = {R, G, U, Dn, norm, shared, 0, 0};
         sks_fwd_hooks hk = {0};
         hk.ud = &c;
         hk.on_ffn_in = keep_in;
@@ -443,7 +474,8 @@ static void test_memory_model(void **s) {
         assert_int_equal(sks_forward_run(f, mtok, MT, SKS_FWD_CAUSAL, &hk, NULL, 0), 0);
         assert_int_equal(c.calls, ML);
         if (!(c.maxerr < 1e-5)) fail_msg("routed MoE FFN vs the dense f64 reference: %.2g", c.maxerr);
-        fprintf(stderr, "memory model (norm_topk %d): routed FFN vs dense f64 %.1e of the row max\n", norm, c.maxerr);
+        fprintf(stderr, "memory model (norm_topk %d, shared %d): routed FFN vs dense f64 %.1e of the row max\n", norm,
+                shared, c.maxerr);
         sks_forward_free(f);
         sks_model_close(m);
     }
@@ -476,9 +508,15 @@ static double dense_lambda_star(double *S) {
 
 /* the MoE amplifier: every expert's S_k^(e) and the active form against dense LAPACK,
  * the quadratic prediction against the forward pass, the shares */
+static void spikes_moe(int shared);
 static void test_spikes_moe(void **s) {
     (void)s;
-    sks_model *m = memory_model(1, 11);
+    spikes_moe(0);
+    spikes_moe(1);
+}
+
+static void spikes_moe(int shared) {
+    sks_model *m = memory_model_sh(1, 11, shared);
     sks_spikes_opts o;
     sks_spikes_opts_default(&o);
     o.rank = 3;
@@ -493,7 +531,8 @@ static void test_spikes_moe(void **s) {
     assert_non_null(r.moe);
     const sks_spikes_moe *M = r.moe;
     assert_int_equal(M->token, tok);
-    assert_int_equal(M->n_per_expert, ME);
+    assert_int_equal(M->n_per_expert, ME + shared);
+    assert_int_equal(M->has_shared, shared);
     /* the router's choice at the token */
     const float *fo, *fin = sks_spikes_ffn_io(sp, layer, &fo, NULL);
     int ex[MK];
@@ -520,6 +559,22 @@ static void test_spikes_moe(void **s) {
     double w[MK];
     for (int j = 0; j < MK; j++) w[j] = M->weights[j];
     dense_sk(layer, M->experts, w, MK, ch, S);
+    if (shared) {
+        /* + g S_k^(shared), g = sigmoid(w_sg . x) */
+        const float *x = fin + (size_t)tok * MD;
+        double z = 0;
+        for (int j = 0; j < MD; j++) z += (double)SW[layer * MD + j] * x[j];
+        double g = 1 / (1 + exp(-z));
+        assert_true(fabs(M->shared_gate - g) < 1e-6);
+        const size_t so = (size_t)layer * MF * MD;
+        for (int r = 0; r < MF; r++) {
+            double dk = g * SD[so + (size_t)ch * MF + r];
+            for (int a = 0; a < MD; a++)
+                for (int b = 0; b < MD; b++)
+                    S[a * MD + b] += 0.5 * dk * ((double)SG[so + (size_t)r * MD + a] * SU[so + (size_t)r * MD + b] +
+                                                 (double)SU[so + (size_t)r * MD + a] * SG[so + (size_t)r * MD + b]);
+        }
+    }
     double want = dense_lambda_star(S);
     const sks_spike_channel *c = &r.channels[0];
     assert_int_equal(c->channel, ch);
@@ -532,10 +587,11 @@ static void test_spikes_moe(void **s) {
     assert_true(fabs(c->true_out - y) <= 1e-5 * fabs(y));
     assert_true(fabs(c->true_out_fwd - y) == 0);
     double sum = 0;
-    for (int j = 0; j < MK; j++) sum += M->share[j];
+    for (int j = 0; j < MK + shared; j++) sum += M->share[j];
     assert_true(fabs(sum - 1) < 1e-5);
-    fprintf(stderr, "active form: lambda* %.4g (LAPACK %.4g), x^T S x %.4g, true %.4g, shares %.3f %.3f\n",
-            c->eigenvalues[0], want, c->quad_pred, c->true_out, M->share[0], M->share[1]);
+    fprintf(stderr, "active form%s: lambda* %.4g (LAPACK %.4g), x^T S x %.4g, true %.4g, shares %.3f %.3f%s\n",
+            shared ? " with the shared expert" : "", c->eigenvalues[0], want, c->quad_pred, c->true_out, M->share[0],
+            M->share[1], shared ? " + shared" : "");
     sks_spikes_layer_result_free(&r);
     sks_spikes_free(sp);
     sks_model_close(m);
