@@ -634,7 +634,29 @@ static void test_missing_expert(void **s) {
 /* dir/model.safetensors in transformers 5's layout from the per-expert model m: the router
  * as mlp.gate.weight, mlp.experts.gate_up_proj (E, 2f, d) with the gate rows first,
  * mlp.experts.down_proj (E, d, f); every other tensor under its own name. f32. */
-static void write_stacked(const sks_model *m, const char *dir) {
+/* The HF name of a memory model's tensor (its names are the role names): Qwen2-MoE's. */
+static void qwen_name(sks_role role, int layer, int expert, char *nm, size_t n) {
+    static const char *const per[SKS_ROLE_COUNT] = {
+        [SKS_ROLE_ATTN_NORM] = "input_layernorm.weight", [SKS_ROLE_FFN_NORM] = "post_attention_layernorm.weight",
+        [SKS_ROLE_WQ] = "self_attn.q_proj.weight", [SKS_ROLE_WK] = "self_attn.k_proj.weight",
+        [SKS_ROLE_WV] = "self_attn.v_proj.weight", [SKS_ROLE_WO] = "self_attn.o_proj.weight",
+        [SKS_ROLE_ROUTER] = "mlp.gate.weight", [SKS_ROLE_SHEXP_GATE] = "mlp.shared_expert.gate_proj.weight",
+        [SKS_ROLE_SHEXP_UP] = "mlp.shared_expert.up_proj.weight", [SKS_ROLE_SHEXP_DOWN] = "mlp.shared_expert.down_proj.weight",
+        [SKS_ROLE_SHEXP_ROUTER] = "mlp.shared_expert_gate.weight", [SKS_ROLE_EXP_GATE] = "gate_proj.weight",
+        [SKS_ROLE_EXP_UP] = "up_proj.weight", [SKS_ROLE_EXP_DOWN] = "down_proj.weight"};
+    if (role == SKS_ROLE_EMBED) snprintf(nm, n, "model.embed_tokens.weight");
+    else if (role == SKS_ROLE_LM_HEAD) snprintf(nm, n, "lm_head.weight");
+    else if (role == SKS_ROLE_FINAL_NORM) snprintf(nm, n, "model.norm.weight");
+    else if (expert >= 0) snprintf(nm, n, "model.layers.%d.mlp.experts.%d.%s", layer, expert, per[role]);
+    else snprintf(nm, n, "model.layers.%d.%s", layer, per[role]);
+}
+
+/* qwen: every tensor under Qwen2-MoE's HF names (experts one by one, shared_expert_gate
+ * (1, d)); else the names of m with the experts stacked as transformers 5 saves them. */
+static void write_stacked_as(const sks_model *m, const char *dir, int qwen);
+static void write_stacked(const sks_model *m, const char *dir) { write_stacked_as(m, dir, 0); }
+
+static void write_stacked_as(const sks_model *m, const char *dir, int qwen) {
     const sks_arch *a = sks_model_arch(m);
     const int E = a->n_experts, d = a->d_model, f = a->d_ffn_expert;
     json_t *h = json_object();
@@ -665,12 +687,13 @@ static void write_stacked(const sks_model *m, const char *dir) {
             sks_role role;
             int layer;
             const sks_tensor *t = sks_model_tensor_at(m, i, &role, &layer);
-            if (sks_role_is_per_expert(role)) continue;
+            if (sks_role_is_per_expert(role) && !qwen) continue;
             char nm[200];
-            if (role == SKS_ROLE_ROUTER) snprintf(nm, sizeof nm, "model.layers.%d.mlp.gate.weight", layer);
+            if (qwen) qwen_name(role, layer, sks_model_tensor_expert_at(m, i), nm, sizeof nm);
+            else if (role == SKS_ROLE_ROUTER) snprintf(nm, sizeof nm, "model.layers.%d.mlp.gate.weight", layer);
             else snprintf(nm, sizeof nm, "%s", t->name);
             int64_t R = t->ndim == 2 ? t->shape[0] : 1, C = t->ndim == 2 ? t->shape[1] : t->shape[0];
-            if (t->ndim == 1 && !pass) {
+            if (t->ndim == 1 && !pass && !(qwen && role == SKS_ROLE_SHEXP_ROUTER)) {
                 size_t nb = (size_t)C * 4;
                 json_object_set_new(h, nm, json_pack("{s:s,s:[I],s:[I,I]}", "dtype", "F32", "shape", (json_int_t)C,
                                                      "data_offsets", (json_int_t)off, (json_int_t)(off + nb)));
@@ -679,7 +702,7 @@ static void write_stacked(const sks_model *m, const char *dir) {
             }
             PUT(nm, R, C, fwrite(t->data, 4, (size_t)(R * C), fp));
         }
-        for (int l = 0; l < a->n_layers; l++) {
+        for (int l = 0; l < a->n_layers && !qwen; l++) {
             char nm[200];
             snprintf(nm, sizeof nm, "model.layers.%d.mlp.experts.gate_up_proj", l);
             if (!pass) {
@@ -795,10 +818,48 @@ static void test_layouts_agree(void **s) {
     free(d1), free(d2), free(d3), free(d4);
 }
 
+/* the shared-expert memory model written under Qwen2-MoE's HF names with a Qwen2-MoE
+ * config.json: read back, the same logits */
+static void test_qwen_names(void **s) {
+    (void)s;
+    sks_model *m = memory_model_sh(0, 21, 1);
+    char *dir = sks_test_tmpdir(), p[700];
+    write_stacked_as(m, dir, 1);
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    json_t *c = json_pack("{s:[s],s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:f,s:f,s:i,s:i,s:i,s:i,s:b,s:b,s:b,s:i,s:[]}",
+                          "architectures", "Qwen2MoeForCausalLM", "model_type", "qwen2_moe", "hidden_size", MD,
+                          "intermediate_size", 96, "num_hidden_layers", ML, "num_attention_heads", 2,
+                          "num_key_value_heads", 2, "head_dim", MD / 2, "vocab_size", MV, "rms_norm_eps", 1e-6,
+                          "rope_theta", 10000.0, "num_experts", ME, "num_experts_per_tok", MK, "moe_intermediate_size",
+                          MF, "shared_expert_intermediate_size", MF, "norm_topk_prob", 0, "qkv_bias", 0,
+                          "tie_word_embeddings", 0, "decoder_sparse_step", 1, "mlp_only_layers");
+    assert_int_equal(json_dump_file(c, p, 0), 0);
+    json_decref(c);
+    sks_model *h = NULL;
+    if (sks_model_open(dir, &h)) fail_msg("%s", sks_last_error());
+    const sks_arch *a = sks_model_arch(h);
+    assert_string_equal(a->family, "qwen2moe");
+    assert_int_equal(a->d_ffn_shared, MF);
+    assert_int_equal(a->moe_norm_topk, 0);
+    assert_int_equal(a->has_qkv_bias, 0);
+    const int32_t tok[MT] = {1, 5, 9, 3, 30, 17, 2};
+    float l1[MT * MV], l2[MT * MV];
+    logits_of(m, tok, MT, l1);
+    logits_of(h, tok, MT, l2);
+    for (int i = 0; i < MT * MV; i++) assert_true(l1[i] == l2[i]);
+    sks_model_close(h);
+    sks_model_close(m);
+    char cmd[800];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+    free(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_memory_model), cmocka_unit_test(test_spikes_moe), cmocka_unit_test(test_missing_expert),
-        cmocka_unit_test(test_tie_rule),     cmocka_unit_test(test_layouts_agree), cmocka_unit_test(test_ties),
+        cmocka_unit_test(test_tie_rule),     cmocka_unit_test(test_layouts_agree), cmocka_unit_test(test_qwen_names),
+        cmocka_unit_test(test_ties),
         cmocka_unit_test(test_mixtral),      cmocka_unit_test(test_qwen2moe),       cmocka_unit_test(test_qwen3moe),
         cmocka_unit_test(test_qwen3moe_mixed),
     };
