@@ -1356,7 +1356,10 @@ int sks_spikes_write(const sks_spikes_report *rep, const sks_model *m, const sks
  * first-token map, the delimiter route) plus what linalg's solver and the forward pass
  * report for themselves. blk channels per solver block, prec64 the f64 operator. */
 static uint64_t sks__run_bytes(const sks_arch *a, const sks_spikes_opts *o, int prec64, int blk, int T) {
-    const int di = a->d_model, fi = a->d_ffn, r = o->rank > 1 ? o->rank : 1;
+    /* the widest FFN analysed: a dense layer, or an MoE layer's active form (its k routed
+     * experts and the shared one stacked, one f32 copy used in place) */
+    const int fa = a->n_experts > 0 ? a->n_experts_used * a->d_ffn_expert + a->d_ffn_shared : 0;
+    const int di = a->d_model, fi = fa > a->d_ffn ? fa : a->d_ffn, r = o->rank > 1 ? o->rank : 1;
     const uint64_t d = (uint64_t)di, f = (uint64_t)fi, L = (uint64_t)a->n_layers, V = (uint64_t)a->vocab_size;
     const uint64_t Hd = (uint64_t)a->n_heads * (uint64_t)a->head_dim, Kd = (uint64_t)a->n_kv_heads * a->head_dim;
     const uint64_t el = prec64 ? 8 : 4, cols = (uint64_t)blk * (uint64_t)r;
