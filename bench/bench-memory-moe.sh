@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # bench-memory-moe.sh - memory of `trace` and `spikes` on a Mixtral-8x7B-shaped checkpoint.
 #
-# usage: bash bench/bench-memory-moe.sh [BINARY] [MODEL_DIR] [LAYERS]
+# usage: bash bench/bench-memory-moe.sh [BINARY] [MODEL_DIR] [LAYERS] [EXPERTS]
 #   BINARY     sinkscope executable (default build/sinkscope)
 #   MODEL_DIR  where the checkpoint is synthesized (and deleted at the end) when it does
 #              not exist: `sinkscope synth --config` with the mixtral-8x7b preset (d 4096,
 #              8 experts of width 14336, top-2, 32 heads / 8 KV heads, V 32000) cut to LAYERS
 #              layers (default 3: 3 x 2.9 GB of bf16 experts; the whole 32-layer model is
-#              94 GB), the planted step-up in expert 1 of layer 0, step-down in layer 2.
-#              Default ${TMPDIR:-/tmp}/sks-bench-memory-moe.
+#              94 GB), the planted step-up in expert 1 of layer 0, step-down in the last
+#              layer (none with 2 layers). Default ${TMPDIR:-/tmp}/sks-bench-memory-moe.
+#   EXPERTS    experts per layer (default 8). The peak memory of spikes does not depend on
+#              it (experts are converted one at a time; the active form holds the top-2),
+#              only its time: fewer experts measure the same peak sooner.
 # Runs, each with the sampler of memlib.sh (peak RssAnon = what the run allocated;
 # RssFile = pages of the mapped checkpoint it touched, page cache):
 #   trace on 16 tokens (every layer, the router and the routed experts per token);
@@ -20,6 +23,7 @@ set -u
 BIN=${1:-build/sinkscope}
 DIR=${2:-${TMPDIR:-/tmp}/sks-bench-memory-moe}
 LAYERS=${3:-3}
+EXPERTS=${4:-8}
 made=0
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/sks-bench-mem.XXXXXX")
 cleanup() {
@@ -28,15 +32,16 @@ cleanup() {
 }
 trap cleanup EXIT
 if [ ! -f "$DIR/config.json" ]; then
-    need_kb=$((LAYERS * 3 * 1024 * 1024 + 1024 * 1024))
+    need_kb=$((LAYERS * EXPERTS * 360 * 1024 + 1024 * 1024))
     avail_kb=$(df -Pk "$(dirname "$DIR")" | awk 'NR==2 {print $4}')
     if [ "$avail_kb" -lt "$need_kb" ]; then
         echo "bench-memory-moe: need $((need_kb / 1024 / 1024)) GB free under $(dirname "$DIR")" >&2
         exit 77
     fi
-    printf '{"preset": "mixtral-8x7b", "num_hidden_layers": %d, "planted": {"step_up_layer": 0, "step_down_layer": %d}}\n' \
-        "$LAYERS" $((LAYERS - 1)) >"$TMP/config.json"
-    echo "synthesizing a $LAYERS-layer Mixtral-8x7B-shaped bf16 checkpoint into $DIR ..."
+    down=$((LAYERS >= 3 ? LAYERS - 1 : LAYERS))
+    printf '{"preset": "mixtral-8x7b", "model_type": "mixtral", "num_local_experts": %d, "num_experts_per_tok": 2, "num_hidden_layers": %d, "planted": {"step_up_layer": 0, "step_down_layer": %d}}\n' \
+        "$EXPERTS" "$LAYERS" "$down" >"$TMP/config.json"
+    echo "synthesizing a $LAYERS-layer Mixtral-8x7B-shaped bf16 checkpoint ($EXPERTS experts) into $DIR ..."
     s0=$(date +%s)
     "$BIN" synth --config "$TMP/config.json" --dtype bf16 -o "$DIR" --quiet >/dev/null || exit 1
     echo "synth: $(($(date +%s) - s0)) s"
