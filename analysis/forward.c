@@ -21,6 +21,7 @@
  * on worker threads; the projections use OpenBLAS's own threads.
  */
 #include "sks_forward.h"
+#include "sks_moe.h"
 
 #include "../linalg/sks_linalg.h"
 
@@ -82,6 +83,7 @@ struct sks_forward {
     int n_workers;   /* threads for attention heads and SwiGLU */
     float *wscores;  /* (n_workers, SKS__QBLOCK, max_T) per-worker score blocks, lazily */
     float *pscores;  /* (n_workers, max_T, max_T) lazily, parallel heads with probabilities */
+    sks_moe_ws *moe;             /* MoE layers' workspaces (NULL: a dense model) */
     const sks_fwd_kv_limit *kvl; /* the pass's key limit (NULL: full causal) */
     int kvl_layer;               /* layer being computed, for kvl->keep_sink */
 };
@@ -291,7 +293,15 @@ void sks_forward_free(sks_forward *f) {
     free(f->logit1);
     free(f->wscores);
     free(f->pscores);
+    sks_moe_ws_free(f->moe);
     free(f);
+}
+
+/* 1 if some layer of a has a dense FFN (the (T, f) gate / up buffers are needed). */
+static int sks__any_dense(const sks_arch *a) {
+    for (int l = 0; l < a->n_layers; l++)
+        if (!sks_arch_layer_moe(a, l)) return 1;
+    return 0;
 }
 
 int sks_forward_new(const sks_model *m, int max_T, sks_forward **out) {
@@ -324,14 +334,17 @@ int sks_forward_new(const sks_model *m, int max_T, sks_forward **out) {
     f->v = sks_malloc_n(T, (size_t)f->kd * sizeof(float));
     f->att = sks_malloc_n(T, (size_t)f->qd * sizeof(float));
     f->y = sks_malloc_n(T, (size_t)f->d * sizeof(float));
-    f->gate = sks_malloc_n(T, (size_t)f->f * sizeof(float));
-    f->up = sks_malloc_n(T, (size_t)f->f * sizeof(float));
+    const int dense = sks__any_dense(a);
+    f->gate = dense ? sks_malloc_n(T, (size_t)f->f * sizeof(float)) : NULL;
+    f->up = dense ? sks_malloc_n(T, (size_t)f->f * sizeof(float)) : NULL;
     f->vec = sks_malloc_n((size_t)vmax, sizeof(float));
     f->vec2 = sks_malloc_n((size_t)(f->kd > f->dh ? f->kd : f->dh), sizeof(float));
     f->nbias = sks_malloc_n((size_t)f->d, sizeof(float));
     f->score_scale = (float)(1.0 / sqrt(a->query_pre_attn_scalar > 0 ? a->query_pre_attn_scalar : (double)f->dh));
     int64_t maxin = f->d > f->f ? f->d : f->f;
     if (f->qd > maxin) maxin = f->qd;
+    if (a->d_ffn_expert > maxin) maxin = a->d_ffn_expert;
+    if (a->d_ffn_shared > maxin) maxin = a->d_ffn_shared;
     f->ws_floats = SKS__WS_FLOATS > (size_t)maxin ? SKS__WS_FLOATS : (size_t)maxin;
     f->ws = sks_malloc_n(f->ws_floats, sizeof(float));
     if (a->rope_dims < 0 || a->rope_dims > a->head_dim || a->rope_dims % 2) {
@@ -347,7 +360,11 @@ int sks_forward_new(const sks_model *m, int max_T, sks_forward **out) {
     if (f->n_workers > SKS__MAX_WORKERS) f->n_workers = SKS__MAX_WORKERS;
     if (f->n_workers > f->H) f->n_workers = (int)f->H;
     if (f->n_workers < 1) f->n_workers = 1;
-    if (!f->x || !f->xn || !f->q || !f->k || !f->v || !f->att || !f->y || !f->gate || !f->up ||
+    if (a->n_experts > 0 && (rc = sks_moe_ws_new(a, max_T, &f->moe))) {
+        sks_forward_free(f);
+        return rc;
+    }
+    if (!f->x || !f->xn || !f->q || !f->k || !f->v || !f->att || !f->y || (dense && (!f->gate || !f->up)) ||
         !f->vec || !f->vec2 || !f->nbias || !f->ws || !f->rope_cos || !f->rope_sin || !f->logit1) {
         sks_forward_free(f);
         return sks_fail(SKS_ENOMEM, "forward: out of memory for workspaces of %d tokens", max_T);
@@ -384,7 +401,10 @@ uint64_t sks_forward_bytes(const sks_arch *a, int max_T) {
     const uint64_t qd = (uint64_t)a->n_heads * (uint64_t)a->head_dim, kd = (uint64_t)a->n_kv_heads * a->head_dim;
     uint64_t maxin = d > f ? d : f;
     if (qd > maxin) maxin = qd;
-    uint64_t b = T * (3 * d + 2 * qd + 2 * kd + 2 * f) * 4;  /* x, xn, y, q, att, k, v, gate, up */
+    if ((uint64_t)a->d_ffn_expert > maxin) maxin = (uint64_t)a->d_ffn_expert;
+    if ((uint64_t)a->d_ffn_shared > maxin) maxin = (uint64_t)a->d_ffn_shared;
+    uint64_t b = T * (3 * d + 2 * qd + 2 * kd + (sks__any_dense(a) ? 2 * f : 0)) * 4; /* x, xn, y, q, att, k, v, gate, up */
+    b += sks_moe_ws_bytes(a, max_T);                            /* MoE routing and one expert's buffers */
     uint64_t vmax = d > qd ? d : qd;
     if (a->has_linear_bias && f > vmax) vmax = f;
     b += (vmax + (kd > (uint64_t)a->head_dim ? kd : (uint64_t)a->head_dim) + d) * 4; /* vec, vec2, nbias */
@@ -569,24 +589,27 @@ static void sks__addnorm(sks_forward *f, int T, float *X, const float *Y, const 
     sks__parallel(&j, T >= SKS__PAR_MIN_T_ROWS ? f->n_workers : 1);
 }
 
+void sks_fwd_act_mul(sks_act_kind act, float *gate, const float *up, int64_t n) {
+    if (act == SKS_ACT_GELU_TANH) {
+        const float k0 = 0.7978845608028654f, k1 = 0.044715f;
+        for (int64_t i = 0; i < n; i++) {
+            float z = gate[i];
+            gate[i] = 0.5f * z * (1.0f + tanhf(k0 * (z + k1 * z * z * z))) * (up ? up[i] : 1.0f);
+        }
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        float z = gate[i];
+        gate[i] = z / (1.0f + expf(-z)) * (up ? up[i] : 1.0f);
+    }
+}
+
 /* gate <- act(gate) * up over T f entries, split in nw contiguous ranges; act is SiLU
  * (SwiGLU) or gelu_tanh(z) = z/2 (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3))) (GeGLU). */
 static void sks__swiglu_worker(sks__job *j, int w, int nw) {
     sks_forward *f = j->f;
     int64_t n = (int64_t)j->T * f->f, a = n * w / nw, b = n * (w + 1) / nw;
-    if (f->a.act == SKS_ACT_GELU_TANH) {
-        const float k0 = 0.7978845608028654f, k1 = 0.044715f;
-        for (int64_t i = a; i < b; i++) {
-            float z = f->gate[i];
-            /* plain FFN (GPT-2): gelu_tanh(z) alone, no up factor */
-            f->gate[i] = 0.5f * z * (1.0f + tanhf(k0 * (z + k1 * z * z * z))) * (f->a.ffn_plain ? 1.0f : f->up[i]);
-        }
-        return;
-    }
-    for (int64_t i = a; i < b; i++) {
-        float z = f->gate[i];
-        f->gate[i] = z / (1.0f + expf(-z)) * f->up[i];
-    }
+    sks_fwd_act_mul(f->a.act, f->gate + a, f->a.ffn_plain ? NULL : f->up + a, b - a);
 }
 
 /* The sublayer input: xn = norm(h) * gamma (role), or h itself where the family has no
@@ -729,26 +752,29 @@ static int sks__layer(sks_forward *f, int l, int T, int p0, float *kc, float *vc
     /* FFN: W_down (SiLU(W_gate x) * (W_up x)) */
     if (hk && hk->on_ffn_in && (rc = hk->on_ffn_in(hk->ud, l, f->xn, T, (int)d))) return rc;
     if (hk && hk->on_linear_in && (rc = hk->on_linear_in(hk->ud, l, SKS_FWD_LIN_FFN, f->xn, T, (int)d))) return rc;
-    if (f->a.ffn_plain) {
-        /* GPT-2: gate <- act(x W_up^T + b_up), no gate projection */
-        if (!(W = sks__mat(m, SKS_ROLE_W_UP, l))) return SKS_ENOTFOUND;
-        if ((rc = sks_matmul_wt(W, f->xn, T, f->gate, f->ws, f->ws_floats))) return rc;
-        if ((rc = sks__add_bias(f, SKS_ROLE_B_UP, l, f->gate, T, f->f, f->f))) return rc;
+    if (sks_arch_layer_moe(&f->a, l)) {
+        /* mixture of experts: the router's top-k, the routed experts only (sks_moe.h) */
+        if ((rc = sks_moe_ffn(m, l, f->xn, T, f->y, f->moe, hk, f->ws, f->ws_floats))) return rc;
     } else {
-        if (!(W = sks__mat(m, SKS_ROLE_W_GATE, l))) return SKS_ENOTFOUND;
-        if ((rc = sks_matmul_wt(W, f->xn, T, f->gate, f->ws, f->ws_floats))) return rc;
-        if (!(W = sks__mat(m, SKS_ROLE_W_UP, l))) return SKS_ENOTFOUND;
-        if ((rc = sks_matmul_wt(W, f->xn, T, f->up, f->ws, f->ws_floats))) return rc;
-    }
-    {
+        if (f->a.ffn_plain) {
+            /* GPT-2: gate <- act(x W_up^T + b_up), no gate projection */
+            if (!(W = sks__mat(m, SKS_ROLE_W_UP, l))) return SKS_ENOTFOUND;
+            if ((rc = sks_matmul_wt(W, f->xn, T, f->gate, f->ws, f->ws_floats))) return rc;
+            if ((rc = sks__add_bias(f, SKS_ROLE_B_UP, l, f->gate, T, f->f, f->f))) return rc;
+        } else {
+            if (!(W = sks__mat(m, SKS_ROLE_W_GATE, l))) return SKS_ENOTFOUND;
+            if ((rc = sks_matmul_wt(W, f->xn, T, f->gate, f->ws, f->ws_floats))) return rc;
+            if (!(W = sks__mat(m, SKS_ROLE_W_UP, l))) return SKS_ENOTFOUND;
+            if ((rc = sks_matmul_wt(W, f->xn, T, f->up, f->ws, f->ws_floats))) return rc;
+        }
         sks__job j = {sks__swiglu_worker, 0, 1, f, T, p0, NULL, NULL, 0, NULL, NULL, NULL};
         sks__parallel(&j, T >= SKS__PAR_MIN_T ? f->n_workers : 1);
+        if (hk && hk->on_linear_in && (rc = hk->on_linear_in(hk->ud, l, SKS_FWD_LIN_DOWN, f->gate, T, (int)f->f)))
+            return rc;
+        if (!(W = sks__mat(m, SKS_ROLE_W_DOWN, l))) return SKS_ENOTFOUND;
+        if ((rc = sks_matmul_wt(W, f->gate, T, f->y, f->ws, f->ws_floats))) return rc;
+        if ((rc = sks__add_bias(f, SKS_ROLE_B_DOWN, l, f->y, T, d, d))) return rc;
     }
-    if (hk && hk->on_linear_in && (rc = hk->on_linear_in(hk->ud, l, SKS_FWD_LIN_DOWN, f->gate, T, (int)f->f)))
-        return rc;
-    if (!(W = sks__mat(m, SKS_ROLE_W_DOWN, l))) return SKS_ENOTFOUND;
-    if ((rc = sks_matmul_wt(W, f->gate, T, f->y, f->ws, f->ws_floats))) return rc;
-    if ((rc = sks__add_bias(f, SKS_ROLE_B_DOWN, l, f->y, T, d, d))) return rc;
     if (hk && hk->on_ffn_out && (rc = hk->on_ffn_out(hk->ud, l, f->y, T, (int)d))) return rc;
     if ((rc = sks__post_norm(f, SKS_ROLE_POST_FFN_NORM, l, T, f->y))) return rc;
     sks__addnorm(f, T, f->x, f->y, NULL);

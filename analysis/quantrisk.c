@@ -210,6 +210,9 @@ int sks_qrisk_run(const sks_model *m, const int32_t *ids, int n, const sks_qrisk
     const int64_t d = a->d_model, qd = (int64_t)a->n_heads * a->head_dim;
     int64_t maxn = d > a->d_ffn ? d : a->d_ffn;
     if (qd > maxn) maxn = qd;
+    /* MoE layers hand each expert's W_down input to the hook (sks_moe.h) */
+    if (a->d_ffn_expert > maxn) maxn = a->d_ffn_expert;
+    if (a->d_ffn_shared > maxn) maxn = a->d_ffn_shared;
     sks_qrisk_result *r = calloc(1, sizeof *r);
     sks__qstate s;
     memset(&s, 0, sizeof s);

@@ -53,6 +53,10 @@ typedef struct sks_fwd_hooks {
     int (*on_linear_in)(void *ud, int layer, int site, float *x, int T, int n);
     /* (addition) Attention limited to some keys (KV-cache eviction); NULL: full causal. */
     const struct sks_fwd_kv_limit *kv_limit;
+    /* (addition) MoE layers (sks_moe.h): after the router, the k experts of each token
+     * and their weights (T, k), and the router logits (T, E). */
+    int (*on_route)(void *ud, int layer, const int *experts, const float *weights, const float *logits, int T, int k,
+                    int E);
 } sks_fwd_hooks;
 
 /* Linear inputs seen by on_linear_in. */
@@ -106,6 +110,10 @@ int sks_forward_generate(sks_forward *f, const int32_t *prompt, int n_prompt, in
 typedef int (*sks_fwd_token_fn)(void *ud, int32_t id, int i);
 int sks_forward_generate_cb(sks_forward *f, const int32_t *prompt, int n_prompt, int n_gen, int stop_at_eos,
                             sks_fwd_token_fn on_token, void *ud, int32_t *out_ids, int *n_out);
+
+/* gate[i] <- act(gate[i]) * up[i] for n entries: SiLU, or gelu_tanh (GeGLU); up NULL: act alone
+ * (the non-gated MLP of GPT-2). */
+void sks_fwd_act_mul(sks_act_kind act, float *gate, const float *up, int64_t n);
 
 /* Helper: convert rows of W (out, in) block by block and compute Y = X W^T for
  * X (T, in), Y (T, out); ws must hold ws_floats floats (see sks_forward). */

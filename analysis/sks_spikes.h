@@ -105,6 +105,8 @@ typedef struct {
     double *cos_wvo;      /* (n_wvo) |cos(u_1(W_VO[l']), s*)| for l' = 0..layer */
 } sks_spike_channel;
 
+struct sks_spikes_moe;
+
 typedef struct {
     int layer, d;
     double *frobenius;     /* (d) ||S_k||_F of every channel */
@@ -118,13 +120,70 @@ typedef struct {
     double seconds_screen, seconds_eigs;
     double flops_screen, flops_eigs; /* GEMM flops spent (for the benchmark) */
     int precision;         /* SKS_SPK_PREC_F32 or _F64 actually used */
+    /* MoE layers (else NULL): the result above is the active form at the token, and
+     * this holds the routing and every expert's forms (analysis/spikes_moe.c) */
+    struct sks_spikes_moe *moe;
 } sks_spikes_layer_result;
+
+/* A mixture-of-experts layer (SPEC section 6). At the token (the first selected
+ * channel's, else the position of the layer's largest |FFN output|), the router picks k
+ * experts with weights w_e; the active form of channel k is
+ *   S_k^act = sum_e w_e S_k^(e)  (+ g S_k^(shared), g = sigmoid(w_sg . x), Qwen2-MoE),
+ * a quadratic form of the stacked routed experts (down rows scaled by w_e): the layer's
+ * result holds its lambda*, s* and quadratic prediction against the true output. Every
+ * expert (routed or not) gets its own screen (tr, ||S_k^(e)||_F of every channel) and the
+ * eigenpairs of the layer's channels plus its own screen's best; share[i][j] is routed
+ * expert j's part w_e out_k^(e)(x) of the forward's FFN output at (token, channel i of
+ * the active form). */
+typedef struct sks_spikes_moe {
+    int token;
+    int k, n_experts, has_shared;
+    int *experts;                        /* (k) routed experts, by descending weight */
+    double *weights;                     /* (k) */
+    double shared_gate;                  /* g at the token (NAN without a shared expert) */
+    int n_per_expert;                    /* n_experts + has_shared (the shared expert last) */
+    sks_spikes_layer_result *per_expert; /* (n_per_expert) */
+    int n_channels;                      /* the active form's channels */
+    double *share;                       /* (n_channels, k + has_shared) */
+} sks_spikes_moe;
+void sks_spikes_moe_free(sks_spikes_moe *m);
 
 typedef struct sks_spikes sks_spikes;
 
 /* Context for one model. Keeps one layer's weights converted at a time. */
 int sks_spikes_new(const sks_model *m, const sks_spikes_opts *o, sks_spikes **out);
 void sks_spikes_free(sks_spikes *s);
+
+/* Analyse layer `layer` with the FFN (G, U (f, d), Down (d, f)) instead of the model's
+ * W_gate / W_up / W_down (G NULL: back to the model's): one expert of a mixture of
+ * experts, or a combined form. The tensors stay the caller's (f32 ones are used in
+ * place); the forward quantities still come from the model's own pass (true_out_fwd is
+ * the layer's whole FFN output). (Addition for MoE layers, sks_moe_spikes.h.) */
+int sks_spikes_set_ffn(sks_spikes *s, int layer, const sks_tensor *G, const sks_tensor *U, const sks_tensor *Down);
+
+/* The forward pass's FFN input (T, d) of layer `layer` and its output (*ffn_out), NULL
+ * before sks_spikes_forward; the model of the context. */
+const float *sks_spikes_ffn_io(const sks_spikes *s, int layer, const float **ffn_out, int *T);
+const sks_model *sks_spikes_model(const sks_spikes *s);
+
+/* An MoE layer (what sks_spikes_layer runs for one): the routing at the token, every
+ * expert's forms, the active form as the result (sks_spikes_moe). Needs the forward. */
+int sks_spikes_moe_layer(sks_spikes *s, int layer, const int *ch, const int *src, const int *tok, int n,
+                         sks_spikes_layer_result *out);
+
+/* A planted MoE mechanism (synth): at `layer` the spike token (position 0 of tokens)
+ * is routed to `expert` with the largest weight, and that expert's S_c of each planted
+ * channel c carries the planted lambda*_c and the shared planted s*; the active form's
+ * lambda* is w lambda*_c. pass: routed, w > 0.9, lambda* within 5%, |cos(s*, planted)|
+ * > 0.99, active form within 5%. */
+typedef struct {
+    int routed;
+    double weight, lambda_rel_err, cos_s, active_rel_err;
+    int pass;
+} sks_moe_plant_check;
+int sks_spikes_moe_check_plant(const sks_model *m, const int32_t *tokens, int T, int layer, int expert,
+                               const int *channels, const double *lambda, const float *s_star, int n,
+                               sks_moe_plant_check *out);
 
 /* Run the forward pass over tokens (T >= 1) once and keep the FFN inputs and outputs of
  * every layer ((L, T, d) f32 each), for the per-channel forward quantities. */

@@ -65,6 +65,14 @@ typedef struct {
     double sink_fraction;    /* fraction of heads per eligible layer, default 0.3 */
     double sink_margin;      /* logit of the sink key over ordinary keys, default 9 */
     double avoid_margin;     /* layer-0 steering head: logit penalty of BOS, default 12 */
+
+    /* mixture of experts (family "mixtral", arch.n_experts > 0): the step-up units live
+     * in expert moe_up_expert of layer ls, the step-down units in moe_down_expert of
+     * ld; the router row of each is planted along s* (resp. the spike direction v) so
+     * that the spike token's router logit for it is moe_router_z (ordinary tokens ~0) */
+    int moe_up_expert;       /* default 1 % E */
+    int moe_down_expert;     /* default (E - 1) */
+    double moe_router_z;     /* default 12 */
 } sks_synth_config;
 
 /* Switch cfg to another model family, keeping the sizes: llama, mistral, qwen2, or
@@ -75,7 +83,8 @@ int sks_synth_set_model_type(sks_synth_config *cfg, const char *model_type);
 
 /* Defaults for the planted part given cfg->arch (call after filling arch). */
 void sks_synth_config_default(sks_synth_config *cfg);
-/* Presets: tiny, demo, small, llama2-7b, llama3-8b, qwen2.5-7b. SKS_EARG if unknown. */
+/* Presets: tiny, demo, small, llama2-7b, llama3-8b, qwen2.5-7b, mixtral-tiny (4 experts,
+ * top-2), mixtral-8x7b. SKS_EARG if unknown. */
 int sks_synth_preset(const char *name, sks_synth_config *cfg);
 /* The preset names, NULL-terminated. */
 const char *const *sks_synth_preset_names(void);
@@ -106,6 +115,9 @@ typedef struct {
     double cos_x0_sstar_pred;            /* predicted cos(FFN input at ls, s*) at token 0 */
     int n_sink;
     const int *sink_heads;               /* (n_sink, 2) layer, head */
+    /* mixture of experts (n_experts > 0): the experts that carry the planted units */
+    int n_experts, moe_up_expert, moe_down_expert;
+    double moe_router_z;
 } sks_synth_planted;
 
 typedef struct sks_synth sks_synth;
@@ -121,6 +133,9 @@ int sks_synth_is_sink(const sks_synth *s, int layer, int head);
 size_t sks_synth_n_tensors(const sks_synth *s);
 int sks_synth_tensor_info(const sks_synth *s, size_t i, const char **name, sks_role *role, int *layer,
                           int *ndim, int64_t shape[2]);
+/* The expert of tensor i (per-expert roles), else -1. MoE tensors come grouped by part:
+ * every expert's w1, then w3, then w2 of a layer. */
+int sks_synth_tensor_expert(const sks_synth *s, size_t i);
 /* Rows [row0, row0+nrows) of tensor i as f32, (nrows, cols) row-major (1-D: row0 0,
  * nrows 1). Deterministic in (seed, tensor, row) only. */
 int sks_synth_rows(const sks_synth *s, size_t i, int64_t row0, int64_t nrows, float *out);
@@ -132,7 +147,8 @@ int sks_synth_rows(const sks_synth *s, size_t i, int64_t row0, int64_t nrows, fl
 int sks_synth_write(const sks_synth *s, const char *dir, sks_dtype dt, uint64_t max_shard_bytes);
 
 /* Write DIR/model.gguf (GGUF v3, llama.cpp's tensor names and `<arch>.*` metadata keys,
- * Q/K rows of `llama` permuted to the interleaved RoPE order as convert_hf_to_gguf does)
+ * Q/K rows of `llama` permuted to the interleaved RoPE order as convert_hf_to_gguf does;
+ * Mixtral as `llama` with expert_count and stacked 3-D ffn_*_exps tensors)
  * with the tensor types of scheme (sks_gguf.h: "q4_k", "q4_k_m", "f16", ...) and
  * DIR/planted.json. Quantization is round-to-nearest (loaders/quantize.c), not llama.cpp's
  * optimized quantizer. Llama 3 RoPE scaling is refused (GGUF stores it as a tensor that

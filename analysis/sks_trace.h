@@ -92,7 +92,16 @@ typedef struct {
     /* the channel closest to the rule (sks_spike_rule_closest), also when some pass */
     int closest_channel, closest_block;
     double closest_frac;          /* >= 1: passes */
+    /* mixture of experts (moe_k > 0): the router's choice on prompt 0 at every layer */
+    int moe_k;                    /* experts per token; 0: a dense model */
+    int moe_n_experts;            /* E */
+    int *moe_experts;             /* (n_layers, n_tokens, moe_k); -1 on dense layers */
+    float *moe_weights;           /* (n_layers, n_tokens, moe_k) */
 } sks_trace_result;
+
+/* The experts token t of prompt 0 was routed to at layer l (moe_k entries, NULL when the
+ * model or the layer is dense) and their weights. */
+const int *sks_trace_route(const sks_trace_result *r, int layer, int token, const float **weights);
 
 /* The spike rule of trace options, and back. */
 void sks_trace_opts_rule(const sks_trace_opts *o, sks_spike_rule *r);

@@ -33,7 +33,36 @@ struct sks_spikes {
     double *wvo_u;        /* (L, d) */
     double *wvo_s;        /* (L) */
     int *wvo_have;        /* (L) */
+    /* an FFN given instead of the layer's W_gate / W_up / W_down (one expert of an MoE
+     * layer, or the routed experts' combined form): sks_spikes_set_ffn */
+    int ov_layer;         /* -1: none */
+    const sks_tensor *ov[3];
+    const sks_tensor *w_ov; /* the override the held copies came from */
+    int borrowed;         /* 1: G32 / U32 / D32 point into the override's f32 data */
 };
+
+static void sks__drop_weights(sks_spikes *s);
+
+int sks_spikes_set_ffn(sks_spikes *s, int layer, const sks_tensor *G, const sks_tensor *U, const sks_tensor *Down) {
+    if (!s) return sks_fail(SKS_EARG, "%s: no context", __func__);
+    sks__drop_weights(s); /* the held copies may point into the previous override */
+    if (!G) {
+        s->ov_layer = -1;
+        s->ov[0] = s->ov[1] = s->ov[2] = NULL;
+        s->f = sks_model_arch(s->m)->d_ffn;
+        return 0;
+    }
+    if (!U || !Down || layer < 0 || layer >= s->L || G->ndim != 2 || sks_tensor_cols(G) != s->d ||
+        sks_tensor_rows(U) != sks_tensor_rows(G) || sks_tensor_cols(U) != s->d || sks_tensor_rows(Down) != s->d ||
+        sks_tensor_cols(Down) != sks_tensor_rows(G))
+        return sks_fail(SKS_ESHAPE, "%s: the FFN's three matrices do not fit d = %d", __func__, s->d);
+    s->ov_layer = layer;
+    s->ov[0] = G;
+    s->ov[1] = U;
+    s->ov[2] = Down;
+    s->f = (int)sks_tensor_rows(G);
+    return 0;
+}
 
 void sks_spikes_opts_default(sks_spikes_opts *o) {
     memset(o, 0, sizeof *o);
@@ -62,6 +91,7 @@ int sks_spikes_new(const sks_model *m, const sks_spikes_opts *o, sks_spikes **ou
     s->f = a->d_ffn;
     s->V = a->vocab_size;
     s->w_layer = -1;
+    s->ov_layer = -1;
     s->be = sks_qf_backend_default();
     if (s->o.rank < 1) s->o.rank = 1;
     if (s->o.rank > s->d) {
@@ -81,9 +111,13 @@ int sks_spikes_new(const sks_model *m, const sks_spikes_opts *o, sks_spikes **ou
 
 static void sks__drop_weights(sks_spikes *s) {
     sks_qf_unbind(&s->op);
-    free(s->G32);
-    free(s->U32);
-    free(s->D32);
+    if (!s->borrowed) {
+        free(s->G32);
+        free(s->U32);
+        free(s->D32);
+    }
+    s->borrowed = 0;
+    s->w_ov = NULL;
     free(s->G64);
     free(s->U64);
     free(s->D64);
@@ -174,12 +208,18 @@ static int sks__raw_elem(const sks_tensor *t) {
 static int sks__load_layer(sks_spikes *s, int layer) {
     int prec = sks__choose_prec(s);
     const int need_host = s->T > 0 || s->o.dense;
-    if (s->w_layer == layer && s->prec == prec && (s->host || !need_host)) return 0;
+    const int ov = s->ov_layer == layer;
+    if (s->w_layer == layer && s->prec == prec && (s->host || !need_host) && s->w_ov == (ov ? s->ov[0] : NULL))
+        return 0;
     sks__drop_weights(s);
-    const sks_tensor *tg = sks__need(s->m, SKS_ROLE_W_GATE, layer, s->f, s->d);
-    const sks_tensor *tu = sks__need(s->m, SKS_ROLE_W_UP, layer, s->f, s->d);
-    const sks_tensor *td = sks__need(s->m, SKS_ROLE_W_DOWN, layer, s->d, s->f);
+    if (!ov && sks_arch_layer_moe(sks_model_arch(s->m), layer))
+        return sks_fail(SKS_EUNSUPPORTED, "%s: layer %d is a mixture of experts: its forms are per expert (sks_moe_spikes)",
+                        sks_model_path(s->m), layer);
+    const sks_tensor *tg = ov ? s->ov[0] : sks__need(s->m, SKS_ROLE_W_GATE, layer, s->f, s->d);
+    const sks_tensor *tu = ov ? s->ov[1] : sks__need(s->m, SKS_ROLE_W_UP, layer, s->f, s->d);
+    const sks_tensor *td = ov ? s->ov[2] : sks__need(s->m, SKS_ROLE_W_DOWN, layer, s->d, s->f);
     if (!tg || !tu || !td) return SKS_ENOTFOUND;
+    s->w_ov = ov ? tg : NULL;
     const int qprec = prec == SKS_SPK_PREC_F64 ? SKS_QF_F64 : SKS_QF_F32;
     const int elem = sks__raw_elem(tg);
     if (!need_host && s->be->takes_raw && elem >= 0 && sks__raw_elem(tu) == elem && sks__raw_elem(td) == elem) {
@@ -192,17 +232,24 @@ static int sks__load_layer(sks_spikes *s, int layer) {
         return 0;
     }
     size_t fd = (size_t)s->f * (size_t)s->d;
-    s->G32 = sks_malloc_n(fd, sizeof(float));
-    s->U32 = sks_malloc_n(fd, sizeof(float));
-    s->D32 = sks_malloc_n(fd, sizeof(float));
-    if (!s->G32 || !s->U32 || !s->D32) {
-        sks__drop_weights(s);
-        return sks_fail(SKS_ENOMEM, "%s: out of memory for the FFN of layer %d (3 x %d x %d f32)", __func__, layer,
-                        s->f, s->d);
+    int rc = 0;
+    if (ov && tg->dtype == SKS_DT_F32 && tu->dtype == SKS_DT_F32 && td->dtype == SKS_DT_F32) {
+        /* an f32 override (the combined form) is used in place */
+        s->G32 = (float *)tg->data, s->U32 = (float *)tu->data, s->D32 = (float *)td->data;
+        s->borrowed = 1;
+    } else {
+        s->G32 = sks_malloc_n(fd, sizeof(float));
+        s->U32 = sks_malloc_n(fd, sizeof(float));
+        s->D32 = sks_malloc_n(fd, sizeof(float));
+        if (!s->G32 || !s->U32 || !s->D32) {
+            sks__drop_weights(s);
+            return sks_fail(SKS_ENOMEM, "%s: out of memory for the FFN of layer %d (3 x %d x %d f32)", __func__, layer,
+                            s->f, s->d);
+        }
+        rc = sks__tensor_f32(tg, s->G32);
+        if (!rc) rc = sks__tensor_f32(tu, s->U32);
+        if (!rc) rc = sks__tensor_f32(td, s->D32);
     }
-    int rc = sks__tensor_f32(tg, s->G32);
-    if (!rc) rc = sks__tensor_f32(tu, s->U32);
-    if (!rc) rc = sks__tensor_f32(td, s->D32);
     if (!rc && prec == SKS_SPK_PREC_F64) {
         s->G64 = sks_malloc_n(fd, sizeof(double));
         s->U64 = sks_malloc_n(fd, sizeof(double));
@@ -244,6 +291,16 @@ static int sks__hook_ffn_out(void *ud, int layer, const float *y, int T, int d) 
     memcpy(s->ffn_out + (size_t)layer * T * d, y, (size_t)T * d * sizeof(float));
     return 0;
 }
+
+const float *sks_spikes_ffn_io(const sks_spikes *s, int layer, const float **ffn_out, int *T) {
+    if (ffn_out) *ffn_out = NULL;
+    if (T) *T = s ? s->T : 0;
+    if (!s || !s->T || layer < 0 || layer >= s->L) return NULL;
+    if (ffn_out) *ffn_out = s->ffn_out + (size_t)layer * s->T * s->d;
+    return s->ffn_in + (size_t)layer * s->T * s->d;
+}
+
+const sks_model *sks_spikes_model(const sks_spikes *s) { return s->m; }
 
 int sks_spikes_forward(sks_spikes *s, const int32_t *tokens, int T) {
     if (!s || !tokens || T < 1) return sks_fail(SKS_EARG, "%s: no tokens", __func__);
@@ -302,6 +359,10 @@ static double sks__act(sks_act_kind k, double z) {
 }
 
 void sks_spikes_layer_result_free(sks_spikes_layer_result *r) {
+    if (r && r->moe) {
+        sks_spikes_moe_free(r->moe);
+        r->moe = NULL;
+    }
     if (!r) return;
     free(r->frobenius);
     free(r->trace);
@@ -687,6 +748,12 @@ int sks_spikes_layer_split(sks_spikes *s, int layer, const int *ch, const int *s
     if (!sks_spikes_has_quadform(sks_model_arch(s->m)))
         return sks_fail(SKS_EUNSUPPORTED, "spikes: layer %d of %s: %s", layer, sks_model_path(s->m),
                         sks_spikes_no_quadform_note);
+    if (s->ov_layer != layer && sks_arch_layer_moe(sks_model_arch(s->m), layer)) {
+        if (split && split->nparts > 1)
+            return sks_fail(SKS_EUNSUPPORTED, "spikes: layer %d is a mixture of experts: it is not split over processes",
+                            layer);
+        return sks_spikes_moe_layer(s, layer, ch, src, tok, n, out);
+    }
     int rc = sks__load_layer(s, layer);
     if (rc) return rc;
     const int d = s->d, r = s->o.rank;
@@ -1166,6 +1233,45 @@ static void sks__out_channel(sks_out *o, const sks_spike_channel *c, int d) {
     sks_out_kint(o, "n_wvo", c->n_wvo);
 }
 
+/* "moe" of an MoE layer (docs/schema-spikes.md): the routing at the token, each block's
+ * share of the FFN output per channel of the active form, every expert's forms. */
+static void sks__out_moe(sks_out *o, const sks_spikes_moe *M, int d) {
+    const int nb = M->k + M->has_shared;
+    int64_t sk = M->k, sd = d, ssh[2] = {M->n_channels, nb};
+    sks_out_str(o, "moe");
+    sks_out_map(o, 9);
+    sks_out_kint(o, "token", M->token);
+    sks_out_kint(o, "k", M->k);
+    sks_out_kint(o, "n_experts", M->n_experts);
+    sks_out_str(o, "experts");
+    sks_out_array(o, (size_t)M->k);
+    for (int j = 0; j < M->k; j++) sks_out_int(o, M->experts[j]);
+    sks_out_str(o, "weights");
+    sks_out_f64_array(o, M->weights, 1, &sk);
+    sks_out_kf64(o, "shared_gate", M->shared_gate);
+    sks_out_kbool(o, "has_shared", M->has_shared);
+    sks_out_str(o, "share");
+    sks_out_f64_array(o, M->share, 2, ssh);
+    sks_out_str(o, "per_expert");
+    sks_out_array(o, (size_t)M->n_per_expert);
+    for (int e = 0; e < M->n_per_expert; e++) {
+        const sks_spikes_layer_result *R = &M->per_expert[e];
+        int64_t st = R->n_top;
+        sks_out_map(o, 6);
+        sks_out_kint(o, "expert", e < M->n_experts ? e : -1);
+        sks_out_str(o, "frobenius");
+        sks_out_f64_array(o, R->frobenius, 1, &sd);
+        sks_out_str(o, "trace");
+        sks_out_f64_array(o, R->trace, 1, &sd);
+        sks_out_str(o, "top_frob");
+        sks_out_i32_array(o, R->top_frob, 1, &st);
+        sks_out_kint(o, "n_channels", R->n_channels);
+        sks_out_str(o, "channels");
+        sks_out_array(o, (size_t)R->n_channels);
+        for (int c = 0; c < R->n_channels; c++) sks__out_channel(o, &R->channels[c], d);
+    }
+}
+
 int sks_spikes_write(const sks_spikes_report *rep, const sks_model *m, const sks_spikes_opts *opt,
                      const char *(*piece)(void *ud, int id), void *piece_ud, const char *path) {
     if (!rep || !m || !opt || !path) return sks_fail(SKS_EARG, "%s: bad arguments", __func__);
@@ -1212,7 +1318,7 @@ int sks_spikes_write(const sks_spikes_report *rep, const sks_model *m, const sks
     for (int i = 0; i < rep->n_layers; i++) {
         const sks_spikes_layer_result *L = &rep->layers[i];
         int64_t sd = L->d, st = L->n_top;
-        sks_out_map(&o, 13);
+        sks_out_map(&o, 13 + (L->moe != NULL));
         sks_out_kint(&o, "layer", L->layer);
         sks_out_kstr(&o, "precision", sks__prec_name(L->precision));
         sks_out_str(&o, "frobenius");
@@ -1231,6 +1337,7 @@ int sks_spikes_write(const sks_spikes_report *rep, const sks_model *m, const sks
         sks_out_str(&o, "channels");
         sks_out_array(&o, (size_t)L->n_channels);
         for (int c = 0; c < L->n_channels; c++) sks__out_channel(&o, &L->channels[c], L->d);
+        if (L->moe) sks__out_moe(&o, L->moe, L->d);
     }
     sks_out_str(&o, "first_token_map");
     if (rep->n_wvo > 0) {
@@ -1282,7 +1389,10 @@ int sks_spikes_write(const sks_spikes_report *rep, const sks_model *m, const sks
  * first-token map, the delimiter route) plus what linalg's solver and the forward pass
  * report for themselves. blk channels per solver block, prec64 the f64 operator. */
 static uint64_t sks__run_bytes(const sks_arch *a, const sks_spikes_opts *o, int prec64, int blk, int T) {
-    const int di = a->d_model, fi = a->d_ffn, r = o->rank > 1 ? o->rank : 1;
+    /* the widest FFN analysed: a dense layer, or an MoE layer's active form (its k routed
+     * experts and the shared one stacked, one f32 copy used in place) */
+    const int fa = a->n_experts > 0 ? a->n_experts_used * a->d_ffn_expert + a->d_ffn_shared : 0;
+    const int di = a->d_model, fi = fa > a->d_ffn ? fa : a->d_ffn, r = o->rank > 1 ? o->rank : 1;
     const uint64_t d = (uint64_t)di, f = (uint64_t)fi, L = (uint64_t)a->n_layers, V = (uint64_t)a->vocab_size;
     const uint64_t Hd = (uint64_t)a->n_heads * (uint64_t)a->head_dim, Kd = (uint64_t)a->n_kv_heads * a->head_dim;
     const uint64_t el = prec64 ? 8 : 4, cols = (uint64_t)blk * (uint64_t)r;

@@ -167,6 +167,9 @@ int sks_spikes_run(const sks_model *m, const sks_spikes_opts *o, const sks_spike
     cx.lsrc = malloc(((size_t)job->nsel + 1) * sizeof *cx.lsrc);
     cx.lt = malloc(((size_t)job->nsel + 1) * sizeof *cx.lt);
     int rc = layers && cx.res && cx.lc && cx.lsrc && cx.lt ? 0 : sks_fail(SKS_ENOMEM, "out of memory");
+    /* an MoE layer's per-expert results are not carried by the part files and gathers */
+    if (!rc && sp && (sp->nparts > 1 || sp->resume) && sks_model_arch(m)->n_experts > 0)
+        rc = sks_fail(SKS_EUNSUPPORTED, "spikes: mixture-of-experts models run in one process without --resume");
     for (int l = 0; l < L && !rc; l++) {
         int any = 0;
         for (int i = 0; i < job->nsel; i++) any |= job->sel_l[i] == l;

@@ -59,7 +59,8 @@ static uint64_t sks__uniform_int(sks__rng *r, uint64_t n) { return sks__next(r) 
 
 /* ---- presets -------------------------------------------------------------------- */
 
-static const char *const sks__preset_names[] = {"tiny", "demo", "small", "llama2-7b", "llama3-8b", "qwen2.5-7b", NULL};
+static const char *const sks__preset_names[] = {"tiny",       "demo",         "small",        "llama2-7b",
+                                                "llama3-8b",  "qwen2.5-7b",   "mixtral-tiny", "mixtral-8x7b", NULL};
 const char *const *sks_synth_preset_names(void) { return sks__preset_names; }
 
 static void sks__arch_llama(sks_arch *a, int d, int f, int L, int H, int Hkv, int V, int max_pos) {
@@ -105,6 +106,18 @@ void sks_synth_config_default(sks_synth_config *c) {
     c->sink_fraction = 0.3;
     c->sink_margin = 9.0;
     c->avoid_margin = 12.0;
+    c->moe_up_expert = c->arch.n_experts > 0 ? 1 % c->arch.n_experts : 0;
+    c->moe_down_expert = c->arch.n_experts > 0 ? c->arch.n_experts - 1 : 0;
+    c->moe_router_z = 12.0;
+}
+
+/* Mixtral: every FFN a mixture of E experts of width f, top-k, weights renormalized. */
+static void sks__arch_mixtral(sks_arch *a, int E, int k) {
+    snprintf(a->family, sizeof a->family, "mixtral");
+    a->n_experts = E;
+    a->n_experts_used = k;
+    a->d_ffn_expert = a->d_ffn;
+    a->moe_norm_topk = 1;
 }
 
 int sks_synth_preset(const char *name, sks_synth_config *c) {
@@ -137,8 +150,15 @@ int sks_synth_preset(const char *name, sks_synth_config *c) {
         a->has_qkv_bias = 1;
         a->bos_id = 151643;
         a->eos_id = 151645;
+    } else if (!strcmp(name, "mixtral-tiny")) {
+        sks__arch_llama(a, 64, 128, 4, 4, 2, 256, 256);
+        sks__arch_mixtral(a, 4, 2);
+    } else if (!strcmp(name, "mixtral-8x7b")) {
+        sks__arch_llama(a, 4096, 14336, 32, 32, 8, 32000, 32768);
+        sks__arch_mixtral(a, 8, 2);
+        a->rope_theta = 1000000.0;
     } else {
-        char list[128] = "";
+        char list[160] = "";
         for (const char *const *n = sks__preset_names; *n; n++)
             snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", n == sks__preset_names ? "" : ", ", *n);
         return sks_fail(SKS_EARG, "synth: unknown preset '%s' (%s)", name, list);
@@ -150,15 +170,17 @@ int sks_synth_preset(const char *name, sks_synth_config *c) {
 }
 
 int sks_synth_set_model_type(sks_synth_config *c, const char *model_type) {
-    static const char *const ok[] = {"llama", "mistral", "qwen2", "gemma2"};
+    static const char *const ok[] = {"llama", "mistral", "qwen2", "gemma2", "mixtral"};
     size_t i = 0;
     while (i < sizeof ok / sizeof ok[0] && (!model_type || strcmp(model_type, ok[i]))) i++;
     if (i == sizeof ok / sizeof ok[0])
-        return sks_fail(SKS_EUNSUPPORTED, "synth: model_type '%.40s' is not synthesized (llama, mistral, qwen2, gemma2)",
+        return sks_fail(SKS_EUNSUPPORTED, "synth: model_type '%.40s' is not synthesized (llama, mistral, qwen2, gemma2, mixtral)",
                         model_type ? model_type : "");
     sks_arch *a = &c->arch;
     int rc = sks_arch_set_family(a, model_type);
     if (rc) return rc;
+    /* experts only in the MoE family (a mixtral preset turned into a dense family) */
+    if (strcmp(model_type, "mixtral")) a->n_experts = a->n_experts_used = a->d_ffn_expert = 0;
     if (strcmp(model_type, "gemma2")) return 0;
     /* Gemma 2's traits at published values (gemma-2-2b: softcaps 50 / 30, window 4096 on
      * every other layer, eps 1e-6), the score scale of the head size; a sharper planted
@@ -178,6 +200,7 @@ typedef struct {
     char name[96];
     sks_role role;
     int layer;
+    int expert;              /* per-expert roles; -1 otherwise */
     int ndim;
     int64_t shape[2];
 } sks__tinfo;
@@ -218,6 +241,7 @@ struct sks_synth {
     double mu_gate, post_spike;
     float *seig;             /* (d) */
     float *gatt0;            /* (d) the layer-0 attention norm's gain */
+    double beta_up, beta_down; /* planted router rows (MoE): beta s*, beta v */
     sks_synth_planted pl;
 };
 
@@ -261,8 +285,27 @@ static void sks__gen_row(const sks_synth *s, const sks__tinfo *t, int64_t row, f
     const int d = s->d, l = t->layer;
     int64_t n = t->ndim == 2 ? t->shape[1] : t->shape[0];
     sks__rng rng;
-    sks__rng_seed(&rng, s->seed, sks__tkey(t->role, l), (uint64_t)row);
-    switch (t->role) {
+    sks__rng_seed(&rng, s->seed, sks__tkey(t->role, l) ^ ((uint64_t)(t->expert + 1) << 40), (uint64_t)row);
+    sks_role role = t->role;
+    if (sks_role_is_per_expert(role)) {
+        /* an expert: random, except the planted ones, which are the dense FFN's rows */
+        int planted = (l == s->ls && t->expert == s->cfg.moe_up_expert) ||
+                      (l == s->ld && t->expert == s->cfg.moe_down_expert);
+        role = role == SKS_ROLE_EXP_GATE ? SKS_ROLE_W_GATE : role == SKS_ROLE_EXP_UP ? SKS_ROLE_W_UP : SKS_ROLE_W_DOWN;
+        if (!planted) {
+            sks__normals(&rng, out, n, (float)(role == SKS_ROLE_W_DOWN ? s->resid_std : s->cfg.weight_std));
+            return;
+        }
+    }
+    switch (role) {
+    case SKS_ROLE_ROUTER:
+        /* the planted experts' rows: the spike token's logit is moe_router_z */
+        sks__normals(&rng, out, n, (float)s->cfg.weight_std);
+        if (l == s->ls && row == s->cfg.moe_up_expert)
+            for (int i = 0; i < d; i++) out[i] = (float)(s->beta_up * s->sstar[i]);
+        else if (l == s->ld && row == s->cfg.moe_down_expert)
+            for (int i = 0; i < d; i++) out[i] = (float)(s->beta_down * s->vdir[i]);
+        return;
     case SKS_ROLE_EMBED: {
         /* ordinary tokens: noise off {b, s*, s2, mu}, so that every one has exactly
          * alpha along mu (a common component the planted queries and gates key on) */
@@ -412,6 +455,7 @@ static void sks__add_t(sks_synth *s, const char *name, sks_role role, int layer,
     sks__tinfo *t = &s->t[s->n_t++];
     snprintf(t->name, sizeof t->name, "%s", name);
     t->role = role;
+    t->expert = -1;
     t->layer = sks_role_is_per_layer(role) ? layer : -1;
     t->ndim = ndim;
     t->shape[0] = r;
@@ -419,7 +463,7 @@ static void sks__add_t(sks_synth *s, const char *name, sks_role role, int layer,
 }
 
 static int sks__build_tensors(sks_synth *s) {
-    size_t cap = 3 + (size_t)s->L * 14;
+    size_t cap = 3 + (size_t)s->L * (14 + 3 * (size_t)(s->a.n_experts > 0 ? s->a.n_experts : 0));
     s->t = calloc(cap, sizeof *s->t);
     if (!s->t) return sks_fail(SKS_ENOMEM, "synth: out of memory");
     int64_t d = s->d, f = s->f, qd = (int64_t)s->H * s->dh, kd = (int64_t)s->Hkv * s->dh;
@@ -446,9 +490,25 @@ static int sks__build_tensors(sks_synth *s) {
         } else {
             SKS__T("post_attention_layernorm.weight", SKS_ROLE_FFN_NORM, 1, d, 1);
         }
-        SKS__T("mlp.gate_proj.weight", SKS_ROLE_W_GATE, 2, f, d);
-        SKS__T("mlp.up_proj.weight", SKS_ROLE_W_UP, 2, f, d);
-        SKS__T("mlp.down_proj.weight", SKS_ROLE_W_DOWN, 2, d, f);
+        if (s->a.n_experts > 0) {
+            /* Mixtral's names: the router, then w1 (gate), w3 (up), w2 (down) per expert */
+            SKS__T("block_sparse_moe.gate.weight", SKS_ROLE_ROUTER, 2, s->a.n_experts, d);
+            static const char *const part[3] = {"w1", "w3", "w2"};
+            static const sks_role prole[3] = {SKS_ROLE_EXP_GATE, SKS_ROLE_EXP_UP, SKS_ROLE_EXP_DOWN};
+            /* grouped by part (every expert's w1, then w3, then w2): the GGUF writer
+             * streams each group as one stacked 3-D tensor */
+            for (int k = 0; k < 3; k++)
+                for (int e = 0; e < s->a.n_experts; e++) {
+                    char sub[64];
+                    snprintf(sub, sizeof sub, "block_sparse_moe.experts.%d.%s.weight", e, part[k]);
+                    SKS__T(sub, prole[k], 2, k == 2 ? d : f, k == 2 ? f : d);
+                    s->t[s->n_t - 1].expert = e;
+                }
+        } else {
+            SKS__T("mlp.gate_proj.weight", SKS_ROLE_W_GATE, 2, f, d);
+            SKS__T("mlp.up_proj.weight", SKS_ROLE_W_UP, 2, f, d);
+            SKS__T("mlp.down_proj.weight", SKS_ROLE_W_DOWN, 2, d, f);
+        }
 #undef SKS__T
     }
     sks__add_t(s, "model.norm.weight", SKS_ROLE_FINAL_NORM, -1, 1, d, 1);
@@ -503,8 +563,21 @@ static int sks__check_cfg(const sks_synth_config *c) {
     int rc = sks_arch_validate(a);
     if (rc) return rc;
     if (strcmp(a->family, "llama") && strcmp(a->family, "mistral") && strcmp(a->family, "qwen2") &&
-        strcmp(a->family, "gemma2"))
-        return sks_fail(SKS_EUNSUPPORTED, "synth: family '%s' (llama, mistral, qwen2 or gemma2)", a->family);
+        strcmp(a->family, "gemma2") && strcmp(a->family, "mixtral"))
+        return sks_fail(SKS_EUNSUPPORTED, "synth: family '%s' (llama, mistral, qwen2, gemma2 or mixtral)", a->family);
+    if ((a->n_experts > 0) != !strcmp(a->family, "mixtral"))
+        return sks_fail(SKS_EARG, "synth: experts (num_local_experts) go with the mixtral family");
+    if (a->n_experts > 0) {
+        if (a->n_experts_used < 1 || a->n_experts_used > a->n_experts || a->d_ffn_expert != a->d_ffn)
+            return sks_fail(SKS_EARG, "synth: %d experts per token of %d (expert width %d, intermediate_size %d)",
+                            a->n_experts_used, a->n_experts, a->d_ffn_expert, a->d_ffn);
+        if (c->moe_up_expert < 0 || c->moe_up_expert >= a->n_experts || c->moe_down_expert < 0 ||
+            c->moe_down_expert >= a->n_experts)
+            return sks_fail(SKS_EARG, "synth: planted experts %d, %d outside [0, %d)", c->moe_up_expert,
+                            c->moe_down_expert, a->n_experts);
+        if (!(c->moe_router_z > 0 && c->moe_router_z < 60))
+            return sks_fail(SKS_EARG, "synth: moe_router_z %g outside (0, 60)", c->moe_router_z);
+    }
     if (a->has_qk_norm) return sks_fail(SKS_EUNSUPPORTED, "synth: q/k norm (qwen3) is not synthesized");
     if (a->rope_interleaved) return sks_fail(SKS_EUNSUPPORTED, "synth: writes Hugging Face rotate-half order only");
     if (a->n_layers < 2) return sks_fail(SKS_EARG, "synth: needs at least 2 layers");
@@ -743,6 +816,7 @@ int sks_synth_new(const sks_synth_config *cfg, uint64_t seed, sks_synth **out) {
     double sx = sks__dotdf(x, s->sstar, d), xn = 0;
     for (int i = 0; i < d; i++) xn += x[i] * x[i];
     s->cos_pred = sx / sqrt(xn);
+    s->beta_up = cfg->moe_router_z / sx;
     s->a_up = cfg->gate_z / sx;
     s->a_up2 = s->a_up;
     double act = sks__act(s, cfg->gate_z) * cfg->gate_z;
@@ -792,6 +866,7 @@ int sks_synth_new(const sks_synth_config *cfg, uint64_t seed, sks_synth **out) {
         const double mv = s->sandwich ? 10.0 : 6.0, zo = s->sandwich ? 12.0 : 6.0;
         s->a_down = (cfg->gate_z + zo * q) / (vx - mv * q);
         s->tau = (mv * s->a_down + zo) / (s->a_down * mt);
+        s->beta_down = cfg->moe_router_z / vx;
         double z0 = s->a_down * (vx - s->tau * mx), u0 = s->a_down * vx;
         for (int c = 0; c < cfg->n_spike; c++) s->D_down[c] = -cfg->spike_values[c] / (s->n_down * sks__act(s, z0) * u0);
     }
@@ -842,6 +917,10 @@ int sks_synth_new(const sks_synth_config *cfg, uint64_t seed, sks_synth **out) {
     p->cos_x0_sstar_pred = s->cos_pred;
     p->n_sink = s->n_sink;
     p->sink_heads = s->sink_list;
+    p->n_experts = s->a.n_experts;
+    p->moe_up_expert = s->a.n_experts > 0 ? cfg->moe_up_expert : -1;
+    p->moe_down_expert = s->a.n_experts > 0 && s->ld < L ? cfg->moe_down_expert : -1;
+    p->moe_router_z = cfg->moe_router_z;
     free(buf);
     free(tmp);
     *out = s;
@@ -861,6 +940,8 @@ int sks_synth_is_sink(const sks_synth *s, int layer, int head) {
     return s->sink[(size_t)layer * s->H + head];
 }
 size_t sks_synth_n_tensors(const sks_synth *s) { return s->n_t; }
+
+int sks_synth_tensor_expert(const sks_synth *s, size_t i) { return i < s->n_t ? s->t[i].expert : -1; }
 
 int sks_synth_tensor_info(const sks_synth *s, size_t i, const char **name, sks_role *role, int *layer, int *ndim,
                           int64_t shape[2]) {
@@ -914,12 +995,14 @@ static int sks__dump(json_t *root, char **out) {
 
 int sks_synth_config_json(const sks_synth *s, sks_dtype dt, char **out) {
     const sks_arch *a = &s->a;
-    int qwen = !strcmp(a->family, "qwen2"), mistral = !strcmp(a->family, "mistral"), gemma2 = !strcmp(a->family, "gemma2");
+    int qwen = !strcmp(a->family, "qwen2"), mistral = !strcmp(a->family, "mistral"), gemma2 = !strcmp(a->family, "gemma2"),
+        moe = a->n_experts > 0;
     json_t *r = json_object();
     json_object_set_new(r, "architectures",
                         json_pack("[s]", qwen      ? "Qwen2ForCausalLM"
                                          : mistral ? "MistralForCausalLM"
                                          : gemma2  ? "Gemma2ForCausalLM"
+                                         : moe     ? "MixtralForCausalLM"
                                                    : "LlamaForCausalLM"));
     json_object_set_new(r, "model_type", json_string(a->family));
     json_object_set_new(r, "hidden_size", json_integer(a->d_model));
@@ -962,6 +1045,12 @@ int sks_synth_config_json(const sks_synth *s, sks_dtype dt, char **out) {
     } else {
         json_object_set_new(r, "attention_bias", json_false());
         if (!gemma2) json_object_set_new(r, "mlp_bias", json_false());
+    }
+    if (moe) {
+        json_object_set_new(r, "num_local_experts", json_integer(a->n_experts));
+        json_object_set_new(r, "num_experts_per_tok", json_integer(a->n_experts_used));
+        json_object_set_new(r, "router_jitter_noise", json_real(0));
+        json_object_set_new(r, "sliding_window", json_null());
     }
     json_object_set_new(r, "use_cache", json_true());
     return sks__dump(r, out);
@@ -1029,6 +1118,15 @@ int sks_synth_planted_json(const sks_synth *s, sks_dtype dt, char **out) {
     json_object_set_new(r, "sink_key_dim", json_integer(p->key_dim));
     json_object_set_new(r, "sink_margin", json_real(s->cfg.sink_margin));
     json_object_set_new(r, "mean_dir", sks__farr(p->mean_dir, d));
+    if (p->n_experts > 0) {
+        json_t *mo = json_object();
+        json_object_set_new(mo, "n_experts", json_integer(p->n_experts));
+        json_object_set_new(mo, "experts_per_token", json_integer(s->a.n_experts_used));
+        json_object_set_new(mo, "step_up_expert", json_integer(p->moe_up_expert));
+        json_object_set_new(mo, "step_down_expert", p->moe_down_expert >= 0 ? json_integer(p->moe_down_expert) : json_null());
+        json_object_set_new(mo, "router_z", json_real(p->moe_router_z));
+        json_object_set_new(r, "moe", mo);
+    }
 
     json_t *pa = json_object();
     json_object_set_new(pa, "weight_std", json_real(s->cfg.weight_std));
@@ -1103,6 +1201,14 @@ int sks_synth_config_from_json(const char *text, const char *src, sks_synth_conf
     int hd = -1, heads_given = 0;
     if ((rc = sks__jint(root, "hidden_size", src, 1, 1 << 20, &a->d_model))) goto out;
     if ((rc = sks__jint(root, "intermediate_size", src, 1, 1 << 22, &a->d_ffn))) goto out;
+    if (!strcmp(a->family, "mixtral")) {
+        if (a->n_experts <= 0) sks__arch_mixtral(a, 8, 2);
+        if ((rc = sks__jint(root, "num_local_experts", src, 1, 1 << 16, &a->n_experts))) goto out;
+        if ((rc = sks__jint(root, "num_experts_per_tok", src, 1, 1 << 16, &a->n_experts_used))) goto out;
+        a->d_ffn_expert = a->d_ffn;
+        cfg->moe_up_expert = 1 % a->n_experts;
+        cfg->moe_down_expert = a->n_experts - 1;
+    }
     if ((rc = sks__jint(root, "num_hidden_layers", src, 1, 100000, &a->n_layers))) goto out;
     heads_given = json_object_get(root, "num_attention_heads") != NULL;
     if ((rc = sks__jint(root, "num_attention_heads", src, 1, 4096, &a->n_heads))) goto out;
@@ -1154,6 +1260,9 @@ int sks_synth_config_from_json(const char *text, const char *src, sks_synth_conf
         if ((rc = sks__jint(pl, "step_up_layer", src, 0, 100000, &cfg->step_up_layer))) goto out;
         if ((rc = sks__jint(pl, "step_down_layer", src, 0, 100000, &cfg->step_down_layer))) goto out;
         if ((rc = sks__jint(pl, "n_up_units", src, 1, SKS_SYNTH_MAX_UNITS, &cfg->n_up_units))) goto out;
+        if ((rc = sks__jint(pl, "moe_up_expert", src, 0, 1 << 16, &cfg->moe_up_expert))) goto out;
+        if ((rc = sks__jint(pl, "moe_down_expert", src, 0, 1 << 16, &cfg->moe_down_expert))) goto out;
+        if ((rc = sks__jnum(pl, "moe_router_z", src, &cfg->moe_router_z))) goto out;
         static const char *const nums[] = {"dominance", "gate_z", "steer_ratio", "sink_fraction", "sink_margin",
                                            "avoid_margin", "weight_std", "resid_std", "qk_std", "embed_std",
                                            "embed_mean_cos", "norm_std", "bias_std"};

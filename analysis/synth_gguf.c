@@ -17,7 +17,7 @@
 
 static int sks__gguf_meta(sks_gguf_writer *w, const sks_synth *s, const char *scheme) {
     const sks_arch *a = sks_synth_arch(s);
-    const char *ar = a->family;
+    const char *ar = a->n_experts > 0 ? "llama" : a->family; /* convert_hf_to_gguf writes Mixtral as llama */
     char key[96], name[96];
 #define K(suffix) (snprintf(key, sizeof key, "%s.%s", ar, suffix), key)
     snprintf(name, sizeof name, "sinkscope synth %s", scheme);
@@ -36,6 +36,10 @@ static int sks__gguf_meta(sks_gguf_writer *w, const sks_synth *s, const char *sc
     sks_gguf_writer_set_f32(w, K("attention.layer_norm_rms_epsilon"), (float)a->norm_eps);
     sks_gguf_writer_set_f32(w, K("rope.freq_base"), (float)a->rope_theta);
     sks_gguf_writer_set_u32(w, K("vocab_size"), (uint32_t)a->vocab_size);
+    if (a->n_experts > 0) {
+        sks_gguf_writer_set_u32(w, K("expert_count"), (uint32_t)a->n_experts);
+        sks_gguf_writer_set_u32(w, K("expert_used_count"), (uint32_t)a->n_experts_used);
+    }
     if (a->rope_scaling == SKS_ROPE_SCALING_LINEAR) {
         sks_gguf_writer_set_str(w, K("rope.scaling.type"), "linear");
         sks_gguf_writer_set_f32(w, K("rope.scaling.factor"), (float)a->rope_factor);
@@ -71,7 +75,7 @@ int sks_synth_write_gguf(const sks_synth *s, const char *dir, const char *scheme
         return sks_fail(SKS_EUNSUPPORTED, "synth: a %s model is written as safetensors only (GGUF stores its norms as 1 + w "
                                           "under other keys)", a->family);
     if ((rc = sks__synth_mkdirs(dir))) return rc;
-    const int perm_llama = !strcmp(a->family, "llama");
+    const int perm_llama = !strcmp(a->family, "llama") || !strcmp(a->family, "mixtral");
     const int64_t dh = a->head_dim;
     size_t nt = sks_synth_n_tensors(s), plen = strlen(dir) + 32;
     sks_dtype *types = calloc(nt ? nt : 1, sizeof *types);
@@ -95,12 +99,16 @@ int sks_synth_write_gguf(const sks_synth *s, const char *dir, const char *scheme
         if (cols > maxcols) maxcols = cols;
         types[i] = sks_gguf_scheme_type(&scheme, role, layer, a->n_layers, ndim, cols);
         char name[96];
-        uint64_t ne[2] = {(uint64_t)cols, (uint64_t)sh[0]};
+        uint64_t ne[3] = {(uint64_t)cols, (uint64_t)sh[0], (uint64_t)a->n_experts};
         if (!sks_gguf_tensor_name(role, layer, name, sizeof name)) {
             rc = sks_fail(SKS_EINTERNAL, "synth: no GGUF name for %s", sks_role_name(role));
             goto out;
         }
-        sks_gguf_writer_add_tensor(w, name, types[i], ndim == 2 ? 2 : 1, ne);
+        /* experts: one 3-D tensor per part, announced with expert 0, whose rows the
+         * following experts' rows continue */
+        int ex = sks_synth_tensor_expert(s, i);
+        if (ex < 0) sks_gguf_writer_add_tensor(w, name, types[i], ndim == 2 ? 2 : 1, ne);
+        else if (ex == 0) sks_gguf_writer_add_tensor(w, name, types[i], 3, ne);
         total += (uint64_t)sh[0] * (uint64_t)(ndim == 2 ? sh[1] : 1);
     }
     snprintf(path, plen, "%s/model.gguf", dir);

@@ -225,7 +225,31 @@ void sks_trace_result_free(sks_trace_result *r) {
     free(r->prompt_lens);
     free(r->sink_ratio_per_prompt);
     free(r->residual);
+    free(r->moe_experts);
+    free(r->moe_weights);
     free(r);
+}
+
+const int *sks_trace_route(const sks_trace_result *r, int layer, int token, const float **weights) {
+    if (weights) *weights = NULL;
+    if (!r || r->moe_k <= 0 || !r->moe_experts || layer < 0 || layer >= r->n_layers || token < 0 || token >= r->n_tokens)
+        return NULL;
+    size_t o = ((size_t)layer * (size_t)r->n_tokens + (size_t)token) * (size_t)r->moe_k;
+    if (r->moe_experts[o] < 0) return NULL;
+    if (weights) *weights = r->moe_weights + o;
+    return r->moe_experts + o;
+}
+
+/* prompt 0's routing (pass 1) */
+static int sks__on_route(void *ud, int layer, const int *ex, const float *w, const float *logits, int T, int k, int E) {
+    sks__tstate *s = ud;
+    (void)logits;
+    (void)E;
+    sks_trace_result *r = s->r;
+    if (s->pass != 1 || !r->moe_experts || k != r->moe_k || T != r->n_tokens) return 0;
+    memcpy(r->moe_experts + (size_t)layer * T * k, ex, (size_t)T * k * sizeof(int));
+    memcpy(r->moe_weights + (size_t)layer * T * k, w, (size_t)T * k * sizeof(float));
+    return 0;
 }
 
 static void sks__tstate_free(sks__tstate *s) {
@@ -308,6 +332,18 @@ int sks_trace_run(const sks_model *m, int n_prompts, const int32_t *const *promp
             goto done;
         }
     }
+    if (a->n_experts > 0) {
+        size_t n = (size_t)L * (size_t)T0 * (size_t)a->n_experts_used;
+        r->moe_k = a->n_experts_used;
+        r->moe_n_experts = a->n_experts;
+        r->moe_experts = sks_malloc_n(n, sizeof(int));
+        r->moe_weights = sks_calloc_n(n, sizeof(float));
+        if (!r->moe_experts || !r->moe_weights) {
+            rc = sks_fail(SKS_ENOMEM, "trace: out of memory for the routing of %d tokens", T0);
+            goto done;
+        }
+        for (size_t i = 0; i < n; i++) r->moe_experts[i] = -1;
+    }
     memcpy(r->tokens, prompts[0], (size_t)T0 * sizeof(int32_t));
     memcpy(r->prompt_lens, lens, (size_t)n_prompts * sizeof(int));
     if ((rc = sks_forward_new(m, max_T, &f))) goto done;
@@ -318,7 +354,7 @@ int sks_trace_run(const sks_model *m, int n_prompts, const int32_t *const *promp
         hk.ud = &s;
         hk.on_attn_probs = sks__on_probs;
         hk.want_attn_probs = 1;
-        if (p == 0) hk.on_residual = sks__on_residual;
+        if (p == 0) hk.on_residual = sks__on_residual, hk.on_route = sks__on_route;
         s.pass = p == 0 ? 1 : 0;
         s.sinks_this_prompt = 0;
         if ((rc = sks_forward_run(f, prompts[p], lens[p], SKS_FWD_CAUSAL, &hk, NULL, 0))) goto done;
@@ -464,11 +500,55 @@ static void sks__out_blocks_list(sks_out *w, const int *blocks, int n) {
     }
 }
 
+/* "moe": the routing of prompt 0 (docs/schema-trace.md): every token at every layer, and
+ * per spike token (position 0 when there is none) the experts and weights per MoE layer. */
+static void sks__out_moe(sks_out *w, const sks_trace_result *r) {
+    const int k = r->moe_k, T = r->n_tokens, L = r->n_layers;
+    int n_moe = 0;
+    for (int l = 0; l < L; l++) n_moe += sks_trace_route(r, l, 0, NULL) != NULL;
+    sks_out_str(w, "moe");
+    sks_out_map(w, 6);
+    sks_out_kint(w, "n_experts", r->moe_n_experts);
+    sks_out_kint(w, "k", k);
+    sks_out_str(w, "moe_layers");
+    sks_out_array(w, (size_t)n_moe);
+    for (int l = 0; l < L; l++)
+        if (sks_trace_route(r, l, 0, NULL)) sks_out_int(w, l);
+    int64_t shp[3] = {L, T, k};
+    sks_out_str(w, "experts");
+    sks_out_i32_array(w, r->moe_experts, 3, shp);
+    sks_out_str(w, "weights");
+    sks_out_f32_array(w, r->moe_weights, 3, shp);
+    int nt = r->n_spike_tokens > 0 ? r->n_spike_tokens : 1;
+    sks_out_str(w, "spike_token_routes");
+    sks_out_array(w, (size_t)nt);
+    for (int i = 0; i < nt; i++) {
+        int t = r->n_spike_tokens > 0 ? r->spike_tokens[i] : 0;
+        sks_out_map(w, 2);
+        sks_out_kint(w, "token", t);
+        sks_out_str(w, "layers");
+        sks_out_array(w, (size_t)n_moe);
+        for (int l = 0; l < L; l++) {
+            const float *wt;
+            const int *ex = sks_trace_route(r, l, t, &wt);
+            if (!ex) continue;
+            sks_out_map(w, 3);
+            sks_out_kint(w, "layer", l);
+            sks_out_str(w, "experts");
+            sks_out_array(w, (size_t)k);
+            for (int j = 0; j < k; j++) sks_out_int(w, ex[j]);
+            sks_out_str(w, "weights");
+            sks_out_array(w, (size_t)k);
+            for (int j = 0; j < k; j++) sks_out_f64(w, wt[j]);
+        }
+    }
+}
+
 int sks_trace_write(const sks_trace_result *r, const sks_model *m, const sks_trace_opts *o, const char *path) {
     if (!r || !m || !o || !path) return sks_fail(SKS_EARG, "trace: nothing to write");
     sks_out w;
     sks_out_init(&w);
-    sks_out_head(&w, r->residual ? 16 : 15, "sinkscope.trace/1", m);
+    sks_out_head(&w, 15 + (r->residual != NULL) + (r->moe_k > 0), "sinkscope.trace/1", m);
 
     sks_out_str(&w, "params");
     sks_out_map(&w, 11);
@@ -584,6 +664,8 @@ int sks_trace_write(const sks_trace_result *r, const sks_model *m, const sks_tra
         shp[2] = r->d_model;
         sks_out_f32_array(&w, r->residual, 3, shp);
     }
+
+    if (r->moe_k > 0) sks__out_moe(&w, r);
 
     int rc = sks_out_write_file(&w, path);
     sks_out_free(&w);

@@ -10,6 +10,7 @@
 #include "analyze.h"
 #include "../analysis/sks_synth.h"
 #include "../analysis/sks_trace.h"
+#include "../analysis/sks_spikes.h"
 #include "../analysis/sks_out.h"
 
 #include <jansson.h>
@@ -112,6 +113,14 @@ static int sks__demo_verify(sks__demo *D) {
             if (!planted && a0 > max_other) max_other = a0;
         }
     D->verified = chan_ok && tok_ok && life_ok && fp == 0 && fn == 0;
+    sks_moe_plant_check mc = {0};
+    if (p->n_experts > 0 && (rc = sks_spikes_moe_check_plant(m, pr[0], lens[0], p->step_up_layer, p->moe_up_expert,
+                                                             p->channels, p->lambda_star, p->s_star, p->n_spike, &mc))) {
+        sks_trace_result_free(r);
+        sks_model_close(m);
+        return rc;
+    }
+    if (p->n_experts > 0) D->verified &= mc.pass;
     snprintf(D->verdict, sizeof D->verdict,
              "  spike channels   planted %d, found %d, all planted found: %s\n"
              "  spike token      %s\n"
@@ -121,6 +130,12 @@ static int sks__demo_verify(sks__demo *D) {
              p->n_spike, r->n_spike_channels, chan_ok ? "yes" : "NO", tok_ok ? "position 0 only" : "NOT position 0 only",
              up, p->step_up_layer, down > 0 ? ", step-down at the planted FFN" : "", life_ok ? "as planted" : "NOT as planted",
              min_ratio, p->n_sink, o.eps, tp, fp, fn, min_sink, max_other);
+    if (p->n_experts > 0)
+        snprintf(D->verdict + strlen(D->verdict), sizeof D->verdict - strlen(D->verdict),
+                 "  experts          spike token routed to expert %d (planted %d) with weight %.3f; its lambda* "
+                 "within %.1f%%, |cos(s*, planted)| %.4f; active form within %.1f%%: %s\n",
+                 mc.routed ? p->moe_up_expert : -1, p->moe_up_expert, mc.weight, 100 * mc.lambda_rel_err, mc.cos_s,
+                 100 * mc.active_rel_err, mc.pass ? "as planted" : "NOT as planted");
     json_t *v = json_object();
     json_object_set_new(v, "schema", json_string("sinkscope.demo-verify/1"));
     json_object_set_new(v, "pass", json_boolean(D->verified));
@@ -133,6 +148,11 @@ static int sks__demo_verify(sks__demo *D) {
     json_object_set_new(v, "sink_false_negative", json_integer(fn));
     json_object_set_new(v, "alpha0_min_planted", sks_json_num(min_sink));
     json_object_set_new(v, "alpha0_max_other", sks_json_num(max_other));
+    if (p->n_experts > 0)
+        json_object_set_new(v, "moe", json_pack("{s:b,s:o,s:o,s:o,s:o,s:b}", "routed_to_planted_expert", mc.routed,
+                                                "weight", sks_json_num(mc.weight), "lambda_rel_err",
+                                                sks_json_num(mc.lambda_rel_err), "cos_s_star", sks_json_num(mc.cos_s),
+                                                "active_rel_err", sks_json_num(mc.active_rel_err), "pass", mc.pass));
     json_object_set_new(v, "thresholds", json_pack("{s:o,s:o,s:i,s:o}", "abs", sks_json_num(o.abs_thresh), "ratio", sks_json_num(o.ratio),
                                                    "min_blocks", o.min_blocks, "eps", sks_json_num(o.eps)));
     sks_json_add_nonfinite(v);

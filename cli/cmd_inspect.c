@@ -71,6 +71,10 @@ static int sks__inspect_json(const sks_model *m) {
     json_object_set_new(o, "tokenizer", tk ? json_string(tk) : json_null());
     json_object_set_new(o, "d_model", json_integer(a->d_model));
     json_object_set_new(o, "d_ffn", json_integer(a->d_ffn));
+    if (a->n_experts > 0)
+        json_object_set_new(o, "moe", json_pack("{s:i,s:i,s:i,s:i,s:b}", "n_experts", a->n_experts, "experts_per_token",
+                                                a->n_experts_used, "d_ffn_expert", a->d_ffn_expert, "d_ffn_shared",
+                                                a->d_ffn_shared, "norm_topk", a->moe_norm_topk));
     json_object_set_new(o, "n_heads", json_integer(a->n_heads));
     json_object_set_new(o, "n_kv_heads", json_integer(a->n_kv_heads));
     json_object_set_new(o, "head_dim", json_integer(a->head_dim));
@@ -100,6 +104,7 @@ static int sks__inspect_json(const sks_model *m) {
         json_object_set_new(e, "name", json_string(t->name));
         json_object_set_new(e, "role", json_string(sks_role_name(role)));
         json_object_set_new(e, "layer", json_integer(layer));
+        if (sks_model_tensor_expert_at(m, i) >= 0) json_object_set_new(e, "expert", json_integer(sks_model_tensor_expert_at(m, i)));
         json_object_set_new(e, "dtype", json_string(sks_dtype_name(t->dtype)));
         json_t *shape = json_array();
         json_array_append_new(shape, json_integer(t->shape[0]));
@@ -153,6 +158,14 @@ static void sks__inspect_human(const sks_model *m) {
     printf("d_model      %d\n", a->d_model);
     printf("d_ffn        %d  (%s)\n", a->d_ffn,
            a->ffn_plain ? "plain MLP, gelu_tanh" : a->act == SKS_ACT_GELU_TANH ? "GeGLU" : "SwiGLU");
+    if (a->n_experts > 0) {
+        int n_moe = 0;
+        for (int l = 0; l < a->n_layers; l++) n_moe += sks_arch_layer_moe(a, l);
+        printf("experts      %d of width %d, top-%d%s, on %d of %d layers", a->n_experts, a->d_ffn_expert,
+               a->n_experts_used, a->moe_norm_topk ? " (weights renormalized)" : "", n_moe, a->n_layers);
+        if (a->d_ffn_shared > 0) printf("; a gated shared expert of width %d", a->d_ffn_shared);
+        printf("\n");
+    }
     printf("heads        %d x %d, %d KV heads%s\n", a->n_heads, a->head_dim, a->n_kv_heads,
            a->n_kv_heads < a->n_heads ? " (grouped-query)" : "");
     printf("vocab        %d\n", a->vocab_size);

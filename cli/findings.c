@@ -92,6 +92,14 @@ void sks_cli_print_spike_channels(FILE *f, const void *layer_results, int n, int
     const sks_spikes_layer_result *res = layer_results;
     for (int i = 0; i < n; i++) {
         const sks_spikes_layer_result *L = &res[i];
+        if (L->moe) {
+            /* an MoE layer: the channels below are the active form of the routed experts */
+            fprintf(f, "  layer %d (mixture of experts): token %d routed to", L->layer, L->moe->token);
+            for (int j = 0; j < L->moe->k; j++)
+                fprintf(f, "%s expert %d (w %.3f)", j ? "," : "", L->moe->experts[j], L->moe->weights[j]);
+            if (L->moe->has_shared) fprintf(f, ", shared expert (gain %.3f)", L->moe->shared_gate);
+            fprintf(f, "; %d experts screened; S_k below = the active form sum_e w_e S_k^(e)\n", L->moe->n_per_expert);
+        }
         for (int k = 0; k < L->n_channels; k++) {
             const sks_spike_channel *c = &L->channels[k];
             int spike = (c->source & SKS_SPK_SRC_SPIKE) != 0;

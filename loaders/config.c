@@ -357,6 +357,48 @@ static int sks__cfg_fill_gpt2(const json_t *root, const char *path, sks_arch *a)
     return sks__cfg_validate(path, a);
 }
 
+/* Mixture of experts (SPEC section 6). Mixtral: num_local_experts experts of width
+ * intermediate_size, weights always renormalized. Qwen2/3-MoE: num_experts of width
+ * moe_intermediate_size, norm_topk_prob, a shared expert of width
+ * shared_expert_intermediate_size (Qwen2-MoE), layer l sparse when l is not in
+ * mlp_only_layers and (l + 1) % decoder_sparse_step == 0 (dense layers have width
+ * intermediate_size). */
+static int sks__cfg_moe(const json_t *root, const char *path, sks_arch *a) {
+    const sks__family *fam = sks__family_named(a->family);
+    if (!fam || !(fam->flags & SKS__FAM_MOE)) return 0;
+    int rc, mixtral = !strcmp(a->family, "mixtral");
+    if ((rc = sks__cfg_int(root, mixtral ? "num_local_experts" : "num_experts", 1, 1, 1 << 16, 0, path, &a->n_experts)))
+        return rc;
+    if ((rc = sks__cfg_int(root, "num_experts_per_tok", 1, 1, a->n_experts, 0, path, &a->n_experts_used))) return rc;
+    if (mixtral) {
+        a->d_ffn_expert = a->d_ffn;
+        a->moe_norm_topk = 1;
+        return 0;
+    }
+    if ((rc = sks__cfg_bool(root, "qkv_bias", a->has_qkv_bias, path, &a->has_qkv_bias))) return rc;
+    if ((rc = sks__cfg_int(root, "moe_intermediate_size", 1, 1, 1 << 22, 0, path, &a->d_ffn_expert))) return rc;
+    if ((rc = sks__cfg_int(root, "shared_expert_intermediate_size", 0, 0, 1 << 22, 0, path, &a->d_ffn_shared)))
+        return rc;
+    if ((rc = sks__cfg_bool(root, "norm_topk_prob", 0, path, &a->moe_norm_topk))) return rc;
+    if ((rc = sks__cfg_int(root, "decoder_sparse_step", 0, 1, 100000, 1, path, &a->moe_sparse_step))) return rc;
+    json_t *mo = json_object_get(root, "mlp_only_layers");
+    if (mo && !json_is_null(mo)) {
+        if (!json_is_array(mo)) return sks_fail(SKS_ECONFIG, "%s: 'mlp_only_layers' is not a list", path);
+        size_t i;
+        json_t *v;
+        json_array_foreach(mo, i, v) {
+            json_int_t l = json_is_integer(v) ? json_integer_value(v) : -1;
+            if (l < 0 || l >= a->n_layers)
+                return sks_fail(SKS_ECONFIG, "%s: mlp_only_layers[%zu] is not a layer of the %d", path, i, a->n_layers);
+            if (l >= SKS_MOE_MAX_LAYERS)
+                return sks_fail(SKS_EUNSUPPORTED, "%s: mlp_only_layers[%zu] = %lld: at most %d layers are read", path, i,
+                                (long long)l, SKS_MOE_MAX_LAYERS);
+            a->moe_dense[l / 8] |= (unsigned char)(1u << (l % 8));
+        }
+    }
+    return 0;
+}
+
 static int sks__cfg_fill(const json_t *root, const char *path, sks_arch *a) {
     int rc;
     if ((rc = sks__cfg_family(root, path, a))) return rc;
@@ -382,6 +424,7 @@ static int sks__cfg_fill(const json_t *root, const char *path, sks_arch *a) {
 
     if ((rc = sks__cfg_act(root, path, a))) return rc;
     if ((rc = sks__cfg_traits(root, path, a))) return rc;
+    if ((rc = sks__cfg_moe(root, path, a))) return rc;
     int attn_bias = 0, mlp_bias = 0;
     if ((rc = sks__cfg_bool(root, "attention_bias", 0, path, &attn_bias))) return rc;
     if ((rc = sks__cfg_bool(root, "mlp_bias", 0, path, &mlp_bias))) return rc;

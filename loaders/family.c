@@ -97,6 +97,12 @@ static const sks__name_role sks__gguf_layer[] = {
     {"attn_norm.bias", SKS_ROLE_ATTN_NORM_B},   {"ffn_norm.bias", SKS_ROLE_FFN_NORM_B},
     {"attn_output.bias", SKS_ROLE_BO},          {"ffn_up.bias", SKS_ROLE_B_UP},
     {"ffn_down.bias", SKS_ROLE_B_DOWN},
+    /* MoE (read by loaders/moe.c; named here for the writers and messages): the experts'
+     * names are those of the stacked 3-D tensors */
+    {"ffn_gate_inp.weight", SKS_ROLE_ROUTER},   {"ffn_gate_exps.weight", SKS_ROLE_EXP_GATE},
+    {"ffn_up_exps.weight", SKS_ROLE_EXP_UP},    {"ffn_down_exps.weight", SKS_ROLE_EXP_DOWN},
+    {"ffn_gate_shexp.weight", SKS_ROLE_SHEXP_GATE}, {"ffn_up_shexp.weight", SKS_ROLE_SHEXP_UP},
+    {"ffn_down_shexp.weight", SKS_ROLE_SHEXP_DOWN}, {"ffn_gate_inp_shexp.weight", SKS_ROLE_SHEXP_ROUTER},
 };
 
 static const sks__name_role sks__gguf_globals[] = {
@@ -144,6 +150,15 @@ static const sks__family sks__families[] = {
      SKS_ACT_GELU_TANH, 0, "transformer.h.", sks__hf_globals_gpt2, SKS__N(sks__hf_globals_gpt2), sks__hf_proj_gpt2,
      SKS__N(sks__hf_proj_gpt2), sks__hf_norms_gpt2, SKS__N(sks__hf_norms_gpt2), sks__hf_fused_gpt2,
      SKS__N(sks__hf_fused_gpt2)},
+    /* Mixture of experts: the router and expert names are read by loaders/moe.c. The
+     * GGUF converter writes Mixtral as `llama` with expert tensors: gguf.c switches a
+     * llama file with llama.expert_count to this row. */
+    {"mixtral", "MixtralForCausalLM", NULL, "mixtral", NULL, SKS__FAM_GGUF_INTERLEAVED | SKS__FAM_MOE, SKS_ACT_SILU, 0,
+     SKS__HF_MODEL(sks__hf_norms_llama)},
+    {"qwen2moe", "Qwen2MoeForCausalLM", NULL, "qwen2_moe", "qwen2moe", SKS__FAM_QKV_BIAS | SKS__FAM_MOE, SKS_ACT_SILU,
+     0, SKS__HF_MODEL(sks__hf_norms_llama)},
+    {"qwen3moe", "Qwen3MoeForCausalLM", NULL, "qwen3_moe", "qwen3moe", SKS__FAM_QK_NORM | SKS__FAM_MOE, SKS_ACT_SILU,
+     0, SKS__HF_MODEL(sks__hf_norms_llama)},
 };
 
 static char sks__hf_list_buf[512], sks__gguf_list_buf[256];
@@ -346,11 +361,28 @@ int sks__role_need(const sks_arch *a, sks_role role, int64_t shape[2]) {
     case SKS_ROLE_W_GATE: r = f, c = d, need = !a->ffn_plain; break;
     case SKS_ROLE_W_UP: r = f, c = d; break;
     case SKS_ROLE_W_DOWN: r = d, c = f; break;
+    case SKS_ROLE_ROUTER: r = a->n_experts, c = d, need = a->n_experts > 0; break;
+    case SKS_ROLE_EXP_GATE:
+    case SKS_ROLE_EXP_UP: r = a->d_ffn_expert, c = d, need = a->n_experts > 0; break;
+    case SKS_ROLE_EXP_DOWN: r = d, c = a->d_ffn_expert, need = a->n_experts > 0; break;
+    case SKS_ROLE_SHEXP_GATE:
+    case SKS_ROLE_SHEXP_UP: r = a->d_ffn_shared, c = d, need = a->n_experts > 0 && a->d_ffn_shared > 0; break;
+    case SKS_ROLE_SHEXP_DOWN: r = d, c = a->d_ffn_shared, need = a->n_experts > 0 && a->d_ffn_shared > 0; break;
+    case SKS_ROLE_SHEXP_ROUTER: need = a->n_experts > 0 && a->d_ffn_shared > 0; break;
     case SKS_ROLE_COUNT: need = 0; break;
     }
     shape[0] = r;
     shape[1] = c;
     return need;
+}
+
+/* A needed role is needed at layer l unless it belongs to the other kind of FFN: the
+ * dense W_gate / W_up / W_down on MoE layers, the router and experts on dense ones. */
+static int sks__role_at_layer(const sks_arch *a, sks_role r, int l) {
+    int moe = sks_arch_layer_moe(a, l);
+    if (r == SKS_ROLE_W_GATE || r == SKS_ROLE_W_UP || r == SKS_ROLE_W_DOWN) return !moe;
+    if (r >= SKS_ROLE_ROUTER && r <= SKS_ROLE_SHEXP_ROUTER) return moe;
+    return 1;
 }
 
 int sks__first_missing(const sks_model *m, sks_role *role, int *layer) {
@@ -359,8 +391,15 @@ int sks__first_missing(const sks_model *m, sks_role *role, int *layer) {
         int64_t shape[2];
         if (!sks__role_need(a, (sks_role)r, shape)) continue;
         int per = sks_role_is_per_layer((sks_role)r), l0 = per ? 0 : -1, l1 = per ? a->n_layers : 0;
-        for (int l = l0; l < l1; l++)
-            if (!sks_model_tensor(m, (sks_role)r, l)) return *role = (sks_role)r, *layer = l, 1;
+        for (int l = l0; l < l1; l++) {
+            if (per && !sks__role_at_layer(a, (sks_role)r, l)) continue;
+            if (sks_role_is_per_expert((sks_role)r)) {
+                for (int e = 0; e < a->n_experts; e++)
+                    if (!sks_model_expert(m, (sks_role)r, l, e)) return *role = (sks_role)r, *layer = l, 1;
+            } else if (!sks_model_tensor(m, (sks_role)r, l)) {
+                return *role = (sks_role)r, *layer = l, 1;
+            }
+        }
     }
     return 0;
 }

@@ -625,6 +625,46 @@ static int sks__gguf_traits(const struct sks_gguf *g, const char *arch, const ch
     return 0;
 }
 
+/* Mixture of experts (llama.cpp's expert_* keys). The expert width is
+ * expert_feed_forward_length, else feed_forward_length (Mixtral); the weights are
+ * renormalized when expert_weights_norm says so, else as llama.cpp's graph for the
+ * architecture does (llama / Mixtral and qwen3moe yes, qwen2moe no). A `llama` file
+ * with experts reads as the mixtral row. Which layers are MoE follows from the
+ * tensors (sks__open_gguf). */
+static int sks__gguf_moe(const struct sks_gguf *g, const char *arch, const char *path, sks_arch *a) {
+    int rc, E = 0;
+    if ((rc = sks__gguf_int(g, arch, "expert_count", 0, 0, 1 << 16, 0, path, &E))) return rc;
+    if (E <= 0) return 0;
+    const sks__family *fam = sks__family_named(a->family);
+    if (fam && !(fam->flags & SKS__FAM_MOE) && !strcmp(a->family, "llama")) {
+        fam = sks__family_named("mixtral");
+        sks__family_apply(fam, SKS_FMT_GGUF, a);
+    }
+    if (!fam || !(fam->flags & SKS__FAM_MOE))
+        return sks_fail(SKS_EUNSUPPORTED, "%s: %s.expert_count = %d: experts are not supported for %s", path, arch, E,
+                        a->family);
+    a->n_experts = E;
+    if ((rc = sks__gguf_int(g, arch, "expert_used_count", 1, 1, E, 0, path, &a->n_experts_used))) return rc;
+    if ((rc = sks__gguf_int(g, arch, "expert_feed_forward_length", 0, 1, 1 << 22, a->d_ffn, path, &a->d_ffn_expert)))
+        return rc;
+    if ((rc = sks__gguf_int(g, arch, "expert_shared_feed_forward_length", 0, 0, 1 << 22, 0, path, &a->d_ffn_shared)))
+        return rc;
+    int norm = strcmp(a->family, "qwen2moe") != 0;
+    char key[128];
+    snprintf(key, sizeof key, "%s.expert_weights_norm", arch);
+    int64_t i = sks_gguf_find_key(g, key), v;
+    if (i >= 0) {
+        if (sks_gguf_get_i64(g, i, &v)) return sks_fail(SKS_EFORMAT, "%s: %s is not a boolean", path, key);
+        norm = v != 0;
+    }
+    a->moe_norm_topk = norm;
+    double scale = 1;
+    if ((rc = sks__gguf_num(g, arch, "expert_weights_scale", 0, 1, path, &scale))) return rc;
+    if (scale != 1 && scale != 0)
+        return sks_fail(SKS_EUNSUPPORTED, "%s: %s.expert_weights_scale = %g is not supported", path, arch, scale);
+    return 0;
+}
+
 static int sks__gguf_arch(const struct sks_gguf *g, const char *path, sks_arch *a) {
     int64_t ai = sks_gguf_find_key(g, "general.architecture");
     const char *s;
@@ -686,6 +726,7 @@ static int sks__gguf_arch(const struct sks_gguf *g, const char *path, sks_arch *
     (void)sks__gguf_int(g, arch, "rope.scaling.original_context_length", 0, 0, INT_MAX, 0, path,
                         &a->rope_original_max_pos);
     if ((rc = sks__gguf_traits(g, arch, path, a))) return rc;
+    if ((rc = sks__gguf_moe(g, arch, path, a))) return rc;
     a->bos_id = a->eos_id = -1;
     int64_t v, ti;
     if ((ti = sks_gguf_find_key(g, "tokenizer.ggml.bos_token_id")) >= 0 && !sks_gguf_get_i64(g, ti, &v) && v >= 0 &&
@@ -719,10 +760,20 @@ int sks__open_gguf(const char *path, sks_model **out) {
     memset(&a, 0, sizeof a);
     if ((rc = sks__gguf_arch(g, path, &a))) goto fail;
     int have_output = 0;
+    unsigned char router_seen[SKS_MOE_MAX_LAYERS / 8] = {0};
     for (uint64_t i = 0; i < g->n_tensors; i++) {
         const sks__gguf_tensor *t = &g->t[i];
         sks_role role;
         long layer;
+        if (a.n_experts > 0 && t->name_len > 4 && t->name_len < 64 && !memcmp(t->name, "blk.", 4)) {
+            /* layers with a router are MoE, the others dense */
+            char nb[64];
+            snprintf(nb, sizeof nb, "%.*s", (int)t->name_len, t->name);
+            long l = strtol(nb + 4, NULL, 10);
+            const char *dot = strchr(nb + 4, '.');
+            if (dot && !strcmp(dot, ".ffn_gate_inp.weight") && l >= 0 && l < SKS_MOE_MAX_LAYERS)
+                router_seen[l / 8] |= (unsigned char)(1u << (l % 8));
+        }
         if (!sks__gguf_role(t->name, t->name_len, &role, &layer)) continue;
         if (role == SKS_ROLE_LM_HEAD) have_output = 1;
         /* The embedding's rows (ne[1]) are the vocabulary the weights use; converters may
@@ -751,6 +802,17 @@ int sks__open_gguf(const char *path, sks_model **out) {
         }
     }
     a.tied_embeddings = !have_output;
+    if (a.n_experts > 0) {
+        for (int l = 0; l < a.n_layers && l < SKS_MOE_MAX_LAYERS; l++)
+            if (!(router_seen[l / 8] >> (l % 8) & 1)) a.moe_dense[l / 8] |= (unsigned char)(1u << (l % 8));
+        if (a.d_ffn_shared == 0) {
+            /* older files without expert_shared_feed_forward_length: the tensor's rows */
+            for (uint64_t i = 0; i < g->n_tensors; i++)
+                if (g->t[i].n_dims == 2 && g->t[i].name_len == strlen("blk.0.ffn_gate_shexp.weight") &&
+                    !memcmp(g->t[i].name, "blk.0.ffn_gate_shexp.weight", g->t[i].name_len))
+                    a.d_ffn_shared = (int)g->t[i].ne[1];
+        }
+    }
     if (a.vocab_size == 0)
         a.vocab_size = -1; /* neither tokens nor token_embd: validation names the missing tensor */
     if (a.vocab_size < 0) {
@@ -780,6 +842,23 @@ int sks__open_gguf(const char *path, sks_model **out) {
         char name[300];
         snprintf(name, sizeof name, "%.*s", (int)t->name_len, t->name);
         const sks__fused_name *fu = NULL;
+        sks__moe_name mn;
+        if (sks__moe_match(fam, SKS_FMT_GGUF, name, &mn)) {
+            int dtm = sks_dtype_from_ggml(t->type);
+            if (!sks_dtype_convertible((sks_dtype)dtm)) {
+                rc = sks_fail(SKS_EDTYPE, "%s: tensor %s: type %s is not a weight type sinkscope converts", path, name,
+                              sks__ggml_type_name(t->type));
+                goto fail_m;
+            }
+            int64_t sh[4];
+            int nd = (int)t->n_dims;
+            for (int k = 0; k < nd; k++) sh[k] = (int64_t)t->ne[nd - 1 - k]; /* outermost first */
+            if ((rc = sks__moe_attach(m, &mn, (sks_dtype)dtm, nd, sh, data + t->offset, name, 0))) {
+                if (rc != SKS_ENOMEM) rc = sks_fail(rc, "%s: %s", path, sks_last_error());
+                goto fail_m;
+            }
+            continue;
+        }
         if (!sks__family_fused(fam, SKS_FMT_GGUF, name, &fu, &layer) &&
             !sks__gguf_role(t->name, t->name_len, &role, &layer)) {
             if (!strcmp(name, "rope_factors_long.weight") || !strcmp(name, "rope_factors_short.weight")) {

@@ -18,7 +18,8 @@ void (*sks__gguf_free_hook)(struct sks_gguf *g);
 static const char *const sks__role_names[SKS_ROLE_COUNT] = {
     "embed", "attn_norm", "wq", "wk", "wv", "wo", "bq", "bk", "bv", "q_norm", "k_norm",
     "ffn_norm", "w_gate", "w_up", "w_down", "final_norm", "lm_head", "post_attn_norm", "post_ffn_norm",
-    "pos_embed", "attn_norm_b", "ffn_norm_b", "final_norm_b", "bo", "b_up", "b_down"};
+    "pos_embed", "attn_norm_b", "ffn_norm_b", "final_norm_b", "bo", "b_up", "b_down",
+    "router", "exp_gate", "exp_up", "exp_down", "shexp_gate", "shexp_up", "shexp_down", "shexp_router"};
 
 const char *sks_role_name(sks_role r) {
     return (r >= 0 && r < SKS_ROLE_COUNT) ? sks__role_names[r] : "?";
@@ -27,6 +28,16 @@ const char *sks_role_name(sks_role r) {
 int sks_role_is_per_layer(sks_role r) {
     return !(r == SKS_ROLE_EMBED || r == SKS_ROLE_FINAL_NORM || r == SKS_ROLE_LM_HEAD || r == SKS_ROLE_POS_EMBED ||
              r == SKS_ROLE_FINAL_NORM_B);
+}
+
+int sks_role_is_per_expert(sks_role r) {
+    return r == SKS_ROLE_EXP_GATE || r == SKS_ROLE_EXP_UP || r == SKS_ROLE_EXP_DOWN;
+}
+
+int sks_arch_layer_moe(const sks_arch *a, int l) {
+    if (a->n_experts <= 0 || l < 0 || l >= a->n_layers) return 0;
+    if (l < SKS_MOE_MAX_LAYERS && (a->moe_dense[l / 8] >> (l % 8) & 1)) return 0;
+    return a->moe_sparse_step <= 1 || (l + 1) % a->moe_sparse_step == 0;
 }
 
 const char *sks_act_name(sks_act_kind k) { return k == SKS_ACT_GELU_TANH ? "gelu_tanh" : "silu"; }
@@ -104,9 +115,11 @@ int sks__model_alloc(const sks_arch *arch, sks_format fmt, const char *path, sks
     m->arch = *arch;
     m->format = fmt;
     m->path = strdup(path ? path : "(memory)");
+    size_t nx = arch->n_experts > 0 ? (size_t)arch->n_layers * (size_t)arch->n_experts * 3 : 0;
     m->slots = sks_calloc_n((size_t)SKS_ROLE_COUNT * (size_t)(arch->n_layers + 1), sizeof *m->slots);
-    m->order = sks_calloc_n((size_t)SKS_ROLE_COUNT * (size_t)(arch->n_layers + 1), sizeof *m->order);
-    if (!m->path || !m->slots || !m->order) {
+    m->order = sks_calloc_n((size_t)SKS_ROLE_COUNT * (size_t)(arch->n_layers + 1) + nx, sizeof *m->order);
+    m->xslots = nx ? sks_calloc_n(nx, sizeof *m->xslots) : NULL;
+    if (!m->path || !m->slots || !m->order || (nx && !m->xslots)) {
         sks_model_close(m);
         return sks_fail(SKS_ENOMEM, "model: out of memory");
     }
@@ -170,6 +183,7 @@ void sks_model_close(sks_model *m) {
     free(m->names);
     if (m->gguf && sks__gguf_free_hook) sks__gguf_free_hook(m->gguf);
     free(m->slots);
+    free(m->xslots);
     free(m->order);
     free(m->path);
     free(m);
@@ -186,7 +200,7 @@ uint64_t sks_model_file_bytes(const sks_model *m) { return m->file_bytes; }
 const struct sks_gguf *sks_model_gguf(const sks_model *m) { return m->gguf; }
 
 const sks_tensor *sks_model_tensor(const sks_model *m, sks_role role, int layer) {
-    if (role < 0 || role >= SKS_ROLE_COUNT) return NULL;
+    if (role < 0 || role >= SKS_ROLE_COUNT || sks_role_is_per_expert(role)) return NULL;
     if (sks_role_is_per_layer(role)) {
         if (layer < 0 || layer >= m->arch.n_layers) return NULL;
     } else {
@@ -201,19 +215,40 @@ const sks_tensor *sks_model_classifier(const sks_model *m) {
     return t ? t : sks_model_tensor(m, SKS_ROLE_EMBED, -1);
 }
 
+static sks__slot *sks__xslot(const sks_model *m, sks_role role, int layer, int expert) {
+    if (!m->xslots || !sks_role_is_per_expert(role) || layer < 0 || layer >= m->arch.n_layers || expert < 0 ||
+        expert >= m->arch.n_experts)
+        return NULL;
+    size_t part = role == SKS_ROLE_EXP_GATE ? 0 : role == SKS_ROLE_EXP_UP ? 1 : 2;
+    return &m->xslots[((size_t)layer * (size_t)m->arch.n_experts + (size_t)expert) * 3 + part];
+}
+
+const sks_tensor *sks_model_expert(const sks_model *m, sks_role role, int layer, int expert) {
+    const sks__slot *s = sks__xslot(m, role, layer, expert);
+    return s && s->present ? &s->t : NULL;
+}
+
 size_t sks_model_n_tensors(const sks_model *m) { return m->n_order; }
+
+const sks_tensor *sks__model_order_tensor(const sks_model *m, size_t i) {
+    if (i >= m->n_order) return NULL;
+    const sks__slot_key *k = &m->order[i];
+    return k->expert >= 0 ? sks_model_expert(m, k->role, k->layer, k->expert) : sks_model_tensor(m, k->role, k->layer);
+}
 
 const sks_tensor *sks_model_tensor_at(const sks_model *m, size_t i, sks_role *role, int *layer) {
     if (i >= m->n_order) return NULL;
     if (role) *role = m->order[i].role;
     if (layer) *layer = m->order[i].layer;
-    return sks_model_tensor(m, m->order[i].role, m->order[i].layer);
+    return sks__model_order_tensor(m, i);
 }
+
+int sks_model_tensor_expert_at(const sks_model *m, size_t i) { return i < m->n_order ? m->order[i].expert : -1; }
 
 uint64_t sks_model_n_params(const sks_model *m) {
     uint64_t n = 0;
     for (size_t i = 0; i < m->n_order; i++) {
-        const sks_tensor *t = sks_model_tensor(m, m->order[i].role, m->order[i].layer);
+        const sks_tensor *t = sks__model_order_tensor(m, i);
         n += (uint64_t)t->shape[0] * (uint64_t)(t->ndim == 2 ? t->shape[1] : 1);
     }
     return n;
@@ -222,7 +257,7 @@ uint64_t sks_model_n_params(const sks_model *m) {
 void sks_model_dtype_mix(const sks_model *m, sks_dtype_mix *mix) {
     memset(mix, 0, sizeof *mix);
     for (size_t i = 0; i < m->n_order; i++) {
-        const sks_tensor *t = sks_model_tensor(m, m->order[i].role, m->order[i].layer);
+        const sks_tensor *t = sks__model_order_tensor(m, i);
         uint64_t n = (uint64_t)t->shape[0] * (uint64_t)(t->ndim == 2 ? t->shape[1] : 1);
         mix->tensors[t->dtype]++;
         mix->elements[t->dtype] += n;
@@ -237,16 +272,9 @@ int sks_model_new_memory(const sks_arch *arch, sks_model **out) {
     return sks__model_alloc(arch, SKS_FMT_MEMORY, "(memory)", out);
 }
 
-int sks_model_set_tensor(sks_model *m, sks_role role, int layer, sks_dtype dt, int ndim,
-                         const int64_t shape[2], const void *data, const char *name) {
-    if (role < 0 || role >= SKS_ROLE_COUNT) return sks_fail(SKS_EARG, "bad role %d", (int)role);
-    if (sks_role_is_per_layer(role)) {
-        if (layer < 0 || layer >= m->arch.n_layers)
-            return sks_fail(SKS_ESHAPE, "%s: layer %d out of range [0, %d)", name ? name : sks_role_name(role),
-                            layer, m->arch.n_layers);
-    } else {
-        layer = -1;
-    }
+/* Check (dt, ndim, shape) and fill slot s with the view; record it in the order. */
+static int sks__fill_slot(sks_model *m, sks__slot *s, sks_role role, int layer, int expert, sks_dtype dt, int ndim,
+                          const int64_t shape[2], const void *data, const char *name) {
     if (!sks_dtype_convertible(dt))
         return sks_fail(SKS_EDTYPE, "%s: dtype %s is not converted", name ? name : "?", sks_dtype_name(dt));
     if (ndim != 1 && ndim != 2) return sks_fail(SKS_ESHAPE, "%s: %d dimensions (want 1 or 2)", name ? name : "?", ndim);
@@ -262,9 +290,9 @@ int sks_model_set_tensor(sks_model *m, sks_role role, int layer, sks_dtype dt, i
     if (((ndim == 2 ? shape[1] : shape[0]) % blk) != 0)
         return sks_fail(SKS_ESHAPE, "%s: %s rows of %lld columns are not whole blocks of %u", name ? name : "?",
                         sks_dtype_name(dt), (long long)(ndim == 2 ? shape[1] : shape[0]), blk);
-    sks__slot *s = &m->slots[sks__slot_index(m, role, layer)];
     if (s->present)
-        return sks_fail(SKS_EFORMAT, "%s: duplicate tensor for %s layer %d", name ? name : "?", sks_role_name(role), layer);
+        return sks_fail(SKS_EFORMAT, "%s: duplicate tensor for %s layer %d%s", name ? name : "?", sks_role_name(role),
+                        layer, expert >= 0 ? " (expert)" : "");
     const char *nm = sks__model_intern(m, name ? name : sks_role_name(role));
     if (!nm) return sks_fail(SKS_ENOMEM, "model: out of memory");
     s->present = 1;
@@ -278,8 +306,32 @@ int sks_model_set_tensor(sks_model *m, sks_role role, int layer, sks_dtype dt, i
     s->t.shard = 0;
     m->order[m->n_order].role = role;
     m->order[m->n_order].layer = layer;
+    m->order[m->n_order].expert = expert;
     m->n_order++;
     return 0;
+}
+
+int sks_model_set_tensor(sks_model *m, sks_role role, int layer, sks_dtype dt, int ndim,
+                         const int64_t shape[2], const void *data, const char *name) {
+    if (role < 0 || role >= SKS_ROLE_COUNT || sks_role_is_per_expert(role))
+        return sks_fail(SKS_EARG, "bad role %d", (int)role);
+    if (sks_role_is_per_layer(role)) {
+        if (layer < 0 || layer >= m->arch.n_layers)
+            return sks_fail(SKS_ESHAPE, "%s: layer %d out of range [0, %d)", name ? name : sks_role_name(role),
+                            layer, m->arch.n_layers);
+    } else {
+        layer = -1;
+    }
+    return sks__fill_slot(m, &m->slots[sks__slot_index(m, role, layer)], role, layer, -1, dt, ndim, shape, data, name);
+}
+
+int sks_model_set_expert(sks_model *m, sks_role role, int layer, int expert, sks_dtype dt, const int64_t shape[2],
+                         const void *data, const char *name) {
+    sks__slot *s = sks__xslot(m, role, layer, expert);
+    if (!s)
+        return sks_fail(SKS_ESHAPE, "%s: %s of layer %d, expert %d: not an expert of this model (%d layers, %d experts)",
+                        name ? name : "?", sks_role_name(role), layer, expert, m->arch.n_layers, m->arch.n_experts);
+    return sks__fill_slot(m, s, role, layer, expert, dt, 2, shape, data, name);
 }
 
 int sks__model_set_fused(sks_model *m, const sks__fused_name *fu, int layer, sks_dtype dt, int ndim,
@@ -372,7 +424,7 @@ int sks_model_validate(const sks_model *m) {
         return sks_fail(SKS_ENOTFOUND, "%s: missing tensor %s (layer %d) for family %s", m->path, sks_role_name(role),
                         layer, a->family);
     for (size_t i = 0; i < m->n_order; i++) {
-        const sks_tensor *t = sks_model_tensor(m, m->order[i].role, m->order[i].layer);
+        const sks_tensor *t = sks__model_order_tensor(m, i);
         int64_t want[2];
         (void)sks__role_need(a, m->order[i].role, want);
         int64_t tr = t->shape[0], tc = t->ndim == 2 ? t->shape[1] : 1;

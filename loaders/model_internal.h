@@ -18,6 +18,7 @@ typedef struct {
 typedef struct {
     sks_role role;
     int layer;
+    int expert;                 /* -1 except for the per-expert roles */
 } sks__slot_key;
 
 struct sks_model {
@@ -28,6 +29,7 @@ struct sks_model {
     int n_maps;
     uint64_t file_bytes;
     sks__slot *slots;           /* SKS_ROLE_COUNT * (n_layers + 1) */
+    sks__slot *xslots;          /* per-expert roles: n_layers * n_experts * 3, or NULL */
     sks__slot_key *order;       /* present tensors, in insertion order */
     size_t n_order;
     char **names;               /* owned copies of tensor names */
@@ -72,8 +74,9 @@ enum {
     SKS__FAM_GGUF_INTERLEAVED = 1 << 7, /* the GGUF converter permutes Q/K rows (llama) */
     SKS__FAM_GGUF_GATE_UP = 1 << 8,     /* GGUF ffn_up holds gate and up rows (Phi-3) */
     SKS__FAM_GPT2 = 1 << 9,             /* LayerNorm, learned positions, plain FFN, biases */
-    SKS__FAM_HF_CONV1D = 1 << 10        /* HF projections stored (in, out); names may lack
+    SKS__FAM_HF_CONV1D = 1 << 10,       /* HF projections stored (in, out); names may lack
                                            the "transformer." prefix */
+    SKS__FAM_MOE = 1 << 15              /* mixture-of-experts FFN (loaders/moe.c) */
 };
 
 /* A fused tensor: rows of its parts one after another (q, k, v; gate, up). */
@@ -139,6 +142,26 @@ void sks__family_gguf_name(sks_role role, int layer, char *out, size_t n);
 int sks__role_need(const sks_arch *a, sks_role role, int64_t shape[2]);
 /* 1 and the first required (role, layer) that m lacks; 0 when none is missing. */
 int sks__first_missing(const sks_model *m, sks_role *role, int *layer);
+
+/* ---- mixture of experts (moe.c) ------------------------------------------------------- */
+/* What an MoE tensor name holds: a per-layer role (router, shared expert), one expert's
+ * matrix, or all experts stacked in one 3-D tensor (GGUF *_exps, transformers 5's
+ * mlp.experts.gate_up_proj / down_proj). */
+enum { SKS__MOE_ROLE = 1, SKS__MOE_EXPERT = 2, SKS__MOE_STACK = 3, SKS__MOE_STACK_GATE_UP = 4 };
+typedef struct {
+    int kind;       /* SKS__MOE_* */
+    sks_role role;  /* the role (for STACK_GATE_UP: EXP_GATE, then EXP_UP) */
+    long layer;
+    long expert;    /* SKS__MOE_EXPERT only */
+} sks__moe_name;
+/* 1 and what name is when it names an MoE tensor of an MoE family in format fmt. */
+int sks__moe_match(const sks__family *fam, sks_format fmt, const char *name, sks__moe_name *out);
+/* Attach the tensor: ndim dimensions, shape outermost first (HF order; GGUF's ne
+ * reversed), data in the mapping, shard index. Stacked tensors become per-expert views. */
+int sks__moe_attach(sks_model *m, const sks__moe_name *nm, sks_dtype dt, int ndim, const int64_t *shape,
+                    const uint8_t *data, const char *name, int shard);
+/* The view's tensor i (any role), for iterators. */
+const sks_tensor *sks__model_order_tensor(const sks_model *m, size_t i);
 
 /* Format openers (safetensors.c, gguf.c, llama2c.c). Each fills a validated model. */
 int sks__open_safetensors(const char *path, sks_model **out); /* file or directory */

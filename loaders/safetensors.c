@@ -232,6 +232,15 @@ static int sks__st_add_shard(sks_model *m, const char *file, sks__st_header *hdr
         sks_role role = SKS_ROLE_COUNT;
         long layer;
         const sks__fused_name *fu = NULL;
+        sks__moe_name mn;
+        if (sks__moe_match(fam, SKS_FMT_SAFETENSORS, e->name, &mn)) {
+            if (e->dtype < 0)
+                return sks_fail(SKS_EDTYPE, "%s: tensor %s has dtype %s (sinkscope reads F32, F16, BF16)", file,
+                                e->name, e->st_dtype);
+            if ((rc = sks__moe_attach(m, &mn, (sks_dtype)e->dtype, e->ndim, e->shape, data + e->begin, e->name, idx)))
+                return rc;
+            continue;
+        }
         if (!sks__family_hf_role(fam, e->name, &role, &layer) &&
             !sks__family_fused(fam, SKS_FMT_SAFETENSORS, e->name, &fu, &layer)) {
             sks_log(SKS_LOG_DEBUG, "%s: ignoring tensor %s", file, e->name);
@@ -267,8 +276,7 @@ static int sks__st_add_shard(sks_model *m, const char *file, sks__st_header *hdr
             if ((rc = sks__model_set_fused(m, fu, (int)layer, (sks_dtype)e->dtype, e->ndim, shape, data + e->begin,
                                            e->name)))
                 return rc == SKS_ESHAPE ? sks_fail(SKS_ECONFIG, "%s: %s", file, sks_last_error()) : rc;
-            for (size_t k = n0; k < m->n_order; k++)
-                ((sks_tensor *)sks_model_tensor(m, m->order[k].role, m->order[k].layer))->shard = idx;
+            for (size_t k = n0; k < m->n_order; k++) ((sks_tensor *)sks__model_order_tensor(m, k))->shard = idx;
             continue;
         }
         if ((rc = sks_model_set_tensor(m, role, (int)layer, (sks_dtype)e->dtype, e->ndim, shape, data + e->begin, e->name)))

@@ -127,6 +127,17 @@ typedef enum {
     SKS_ROLE_BO,             /* (d)     attn.c_proj.bias */
     SKS_ROLE_B_UP,           /* (f)     mlp.c_fc.bias */
     SKS_ROLE_B_DOWN,         /* (d)     mlp.c_proj.bias */
+    /* Mixture of experts (Mixtral, Qwen2/3-MoE), on the layers sks_arch_layer_moe names.
+     * The EXP_* roles are per expert: sks_model_expert(m, role, layer, e), never
+     * sks_model_tensor. */
+    SKS_ROLE_ROUTER,     /* (E, d)      block_sparse_moe.gate / mlp.gate (GGUF ffn_gate_inp) */
+    SKS_ROLE_EXP_GATE,   /* (f_e, d)    experts.E.w1 / gate_proj (GGUF ffn_gate_exps[E]) */
+    SKS_ROLE_EXP_UP,     /* (f_e, d)    experts.E.w3 / up_proj (GGUF ffn_up_exps[E]) */
+    SKS_ROLE_EXP_DOWN,   /* (d, f_e)    experts.E.w2 / down_proj (GGUF ffn_down_exps[E]) */
+    SKS_ROLE_SHEXP_GATE, /* (f_s, d)    mlp.shared_expert.gate_proj (Qwen2-MoE; ffn_gate_shexp) */
+    SKS_ROLE_SHEXP_UP,   /* (f_s, d)    mlp.shared_expert.up_proj (ffn_up_shexp) */
+    SKS_ROLE_SHEXP_DOWN, /* (d, f_s)    mlp.shared_expert.down_proj (ffn_down_shexp) */
+    SKS_ROLE_SHEXP_ROUTER, /* (d)       mlp.shared_expert_gate: sigmoid gain (ffn_gate_inp_shexp) */
     SKS_ROLE_COUNT
 } sks_role;
 
@@ -197,6 +208,9 @@ typedef enum {
 typedef enum { SKS_ACT_SILU = 0, SKS_ACT_GELU_TANH } sks_act_kind;
 const char *sks_act_name(sks_act_kind k); /* "silu", "gelu_tanh" */
 
+/* Layers that mlp_only_layers / a GGUF's missing router can mark dense. */
+#define SKS_MOE_MAX_LAYERS 1024
+
 typedef struct {
     char family[16];      /* "llama", "mistral", "qwen2", "qwen3" */
     int n_layers;         /* L */
@@ -245,7 +259,21 @@ typedef struct {
     int ffn_plain;        /* 1: non-gated FFN (no W_gate): no quadratic form */
     int pos_learned;      /* 1: POS_EMBED (max_seq rows) added to the embeddings; no RoPE */
     int has_linear_bias;  /* 1: BO, B_UP, B_DOWN */
+    /* Mixture of experts (SPEC section 6); n_experts 0: every FFN is dense. A MoE FFN:
+     * p = softmax(W_router x) over the E experts, the k largest (ties: lower index
+     * first), weights p_e (renormalized to sum 1 when moe_norm_topk), output
+     * sum_e w_e SwiGLU_e(x) + sigmoid(w_sg.x) SwiGLU_shared(x) (Qwen2-MoE). */
+    int n_experts;        /* E routed experts per MoE layer */
+    int n_experts_used;   /* k experts per token */
+    int d_ffn_expert;     /* f_e, each expert's hidden width */
+    int d_ffn_shared;     /* f_s, the shared expert's width (Qwen2-MoE); 0: none */
+    int moe_norm_topk;    /* 1: the k weights renormalized (Mixtral; norm_topk_prob) */
+    int moe_sparse_step;  /* layer l is MoE when (l + 1) % step == 0 (decoder_sparse_step); <= 1: all */
+    unsigned char moe_dense[SKS_MOE_MAX_LAYERS / 8]; /* bit l: layer l is dense (mlp_only_layers) */
 } sks_arch;
+
+/* 1 if layer l of a has a mixture-of-experts FFN. */
+int sks_arch_layer_moe(const sks_arch *a, int l);
 
 /* 1 if layer l of a uses the sliding window. */
 int sks_arch_layer_sliding(const sks_arch *a, int l);
@@ -284,12 +312,23 @@ void sks_model_dtype_mix(const sks_model *m, sks_dtype_mix *mix);
 /* The tensor of (role, layer); NULL if the model has none (e.g. biases of llama,
  * LM_HEAD of a tied model). */
 const sks_tensor *sks_model_tensor(const sks_model *m, sks_role role, int layer);
+/* Expert e's tensor of a per-expert role (SKS_ROLE_EXP_GATE / _UP / _DOWN) in layer
+ * `layer`; NULL when absent. The view points into the file (a slice of a stacked 3-D
+ * tensor for GGUF and transformers 5's gate_up_proj): nothing is converted here. */
+const sks_tensor *sks_model_expert(const sks_model *m, sks_role role, int layer, int expert);
+/* Attach expert e's tensor (in-memory models, synth). */
+int sks_model_set_expert(sks_model *m, sks_role role, int layer, int expert, sks_dtype dt, const int64_t shape[2],
+                         const void *data, const char *name);
+/* 1 if role is one of the per-expert roles. */
+int sks_role_is_per_expert(sks_role r);
 /* The classifier: LM_HEAD, or EMBED when tied. */
 const sks_tensor *sks_model_classifier(const sks_model *m);
 
 /* Iterate all tensors (for inspect). */
 size_t sks_model_n_tensors(const sks_model *m);
 const sks_tensor *sks_model_tensor_at(const sks_model *m, size_t i, sks_role *role, int *layer);
+/* The expert of tensor i (a per-expert role), or -1. */
+int sks_model_tensor_expert_at(const sks_model *m, size_t i);
 
 /* GGUF metadata (NULL unless the model is GGUF): for the tokenizer. */
 struct sks_gguf;
