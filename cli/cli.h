@@ -43,8 +43,6 @@ int sks_cmd_compare(int argc, char **argv);
 int sks_cli_fail(const char *cmd, int rc);
 /* Open a model, printing a one-line error on failure. */
 int sks_cli_open_model(const char *cmd, const char *path, sks_model **m);
-/* Parse "1,2,3" into a malloc'd int32 array. */
-int sks_cli_parse_ids(const char *s, int32_t **ids, int *n);
 /* Parse "0-3,5,7-8" given to option opt into a malloc'd sorted unique int list, each in
  * [0, max) (what: "layers", "channels", named in the messages). An empty list is an error. */
 int sks_cli_parse_ranges(const char *opt, const char *what, const char *s, int max, int **out, int *n);
@@ -80,9 +78,5 @@ void sks_cli_progress_install(int quiet);
 /* k of total as a percentage that never rounds a non-zero count to 0.0% (1 of 4096 is
  * "0.024%") nor a shortfall to 100.0%; the report's pct_of follows the same rule. */
 const char *sks_cli_pct(char *buf, size_t n, long k, long total);
-
-/* Read text_path whole and encode it with the model's tokenizer (or tok_path), BOS
- * first (cli/text.c): *ids malloc'd, *n >= 2. */
-int sks_cli_text_ids(const sks_model *m, const char *tok_path, const char *text_path, int32_t **ids, int *n);
 
 #endif

@@ -124,7 +124,7 @@ int sks_cmd_compare(int argc, char **argv) {
         int32_t *ids = NULL;
         int nt = 0;
         if (!(rc = sks_cli_open_model("compare", rows[i].model_path, &m))) {
-            rc = sks_cli_text_ids(m, tok_path, text_path, &ids, &nt);
+            rc = sks_text_file_ids(m, tok_path, text_path, &ids, &nt);
             sks_model_close(m);
             if (!rc) rc = sks_compare_perplexity(&rows[i], ids, nt);
             free(ids);

@@ -3,7 +3,7 @@
  * the planted ground truth. Needs no file from outside the repository.
  *
  * The demo is a list of stages, each one call: adding an analysis means adding a row
- * to sks__demo_stages (the analyses themselves are composed in cli/analyze.h).
+ * to sks__demo_stages (the analyses themselves are composed in analysis/sks_analyze.h).
  */
 #define _POSIX_C_SOURCE 200809L
 #include "cli.h"
@@ -42,12 +42,11 @@ static int sks__demo_synth(sks__demo *D) {
 
 /* 2. every analysis (trace, spikes, vocab-sweep, sinks, summary, report) */
 static int sks__demo_analyze(sks__demo *D) {
-    sks_cli_analyze_opts o;
-    sks_cli_analyze_opts_default(&o);
-    o.quiet = D->quiet;
-    o.no_plots = D->no_plots;
+    sks_analyze_opts o;
+    sks_analyze_opts_default(&o);
     o.seed = D->seed;
-    return sks_cli_analyze_run(D->model_dir, D->outdir, &o);
+    const sks_cli_analyze_flags f = {D->no_plots, D->quiet, 0};
+    return sks_cli_analyze_run(D->model_dir, D->outdir, &o, &f);
 }
 
 /* 3. independent check: trace four prompts with the paper's thresholds (abs 100,

@@ -133,7 +133,7 @@ int sks_cmd_kv_eval(int argc, char **argv) {
     int n = 0, ret = 1;
     if (sks_cli_open_model("kv-eval", model_path, &m)) return 1;
     if ((map_path && (rc = sks_kvmap_read(map_path, m, &map_kv))) ||
-        (rc = sks_cli_text_ids(m, tok_path, text_path, &ids, &n)) ||
+        (rc = sks_text_file_ids(m, tok_path, text_path, &ids, &n)) ||
         (rc = sks_kveval_run(m, ids, n, &o, map_kv, &r)) ||
         (out_path && (rc = sks_kveval_write(r, m, text_path, out_path)))) {
         sks_cli_fail("kv-eval", rc);

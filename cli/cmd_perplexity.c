@@ -95,7 +95,7 @@ int sks_cmd_perplexity(int argc, char **argv) {
     int32_t *ids = NULL;
     int n = 0, window, stride, ret = 1;
     if (sks_cli_open_model("perplexity", model_path, &m)) return 1;
-    if ((rc = sks_ppl_resolve(m, &o, &window, &stride)) || (rc = sks_cli_text_ids(m, tok_path, text_path, &ids, &n)) ||
+    if ((rc = sks_ppl_resolve(m, &o, &window, &stride)) || (rc = sks_text_file_ids(m, tok_path, text_path, &ids, &n)) ||
         (rc = sks_ppl_ctx_new(m, window < n ? window : n, &c)) ||
         (rc = sks_ppl_run(c, ids, n, window, stride, NULL, NULL, &r)) ||
         (out_path && (rc = sks_ppl_write(r, m, text_path, out_path)))) {

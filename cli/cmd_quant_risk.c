@@ -176,7 +176,7 @@ int sks_cmd_quant_risk(int argc, char **argv) {
     int32_t *ids = NULL;
     int n = 0, ret = 1;
     if (sks_cli_open_model("quant-risk", model_path, &m)) return 1;
-    if ((rc = sks_cli_text_ids(m, tok_path, text_path, &ids, &n)) || (rc = sks_qrisk_run(m, ids, n, &o, &r)) ||
+    if ((rc = sks_text_file_ids(m, tok_path, text_path, &ids, &n)) || (rc = sks_qrisk_run(m, ids, n, &o, &r)) ||
         (out_path && (rc = sks_qrisk_write(r, m, &o, text_path, out_path)))) {
         sks_cli_fail("quant-risk", rc);
         goto done;

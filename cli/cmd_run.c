@@ -112,7 +112,7 @@ int sks_cmd_run(int argc, char **argv) {
             goto done;
         }
     } else if (tokens_arg) {
-        if ((rc = sks_cli_parse_ids(tokens_arg, &ids, &n_ids))) {
+        if ((rc = sks_parse_ids(tokens_arg, &ids, &n_ids))) {
             sks_cli_fail("run", rc);
             goto done;
         }

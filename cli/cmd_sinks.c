@@ -102,7 +102,7 @@ static int sks__parse_seqs(const char *text, const char *sep, sks__seqs *s) {
         while (len && p[len - 1] == ' ') p[--len] = '\0';
         int32_t *ids;
         int n;
-        if ((rc = sks_cli_parse_ids(p, &ids, &n)) || (rc = sks__seqs_push(s, ids, n))) break;
+        if ((rc = sks_parse_ids(p, &ids, &n)) || (rc = sks__seqs_push(s, ids, n))) break;
     }
     free(buf);
     return rc;

@@ -269,7 +269,7 @@ int sks_cmd_spikes(int argc, char **argv) {
         sks_clear_error();
     }
     if (tokens_s) {
-        if ((rc = sks_cli_parse_ids(tokens_s, &ids, &T))) goto fail;
+        if ((rc = sks_parse_ids(tokens_s, &ids, &T))) goto fail;
     } else if (prompt) {
         if ((rc = sks_tokenizer_encode(tok, prompt, 1, &ids, &T))) goto fail;
     } else { /* the first of the built-in prompts (analysis/sks_rule.h) */

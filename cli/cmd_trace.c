@@ -281,7 +281,7 @@ int sks_cmd_trace(int argc, char **argv) {
             goto done;
         }
         if (tokens_arg) {
-            if ((rc = sks_cli_parse_ids(tokens_arg, &ids[0], &lens[0]))) {
+            if ((rc = sks_parse_ids(tokens_arg, &ids[0], &lens[0]))) {
                 sks_cli_fail("trace", rc);
                 goto done;
             }

@@ -92,7 +92,7 @@ static int sks__read_prompts(const char *path, const sks_tokenizer *tok, int as_
         int32_t *ids = NULL;
         int n = 0;
         if (as_ids)
-            rc = sks_cli_parse_ids(line, &ids, &n);
+            rc = sks_parse_ids(line, &ids, &n);
         else if (tok)
             rc = sks_tokenizer_encode(tok, line, 1, &ids, &n);
         else

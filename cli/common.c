@@ -63,42 +63,6 @@ int sks_cli_parse_double(const char *opt, const char *s, double *out) {
     return 0;
 }
 
-int sks_cli_parse_ids(const char *s, int32_t **ids, int *n) {
-    *ids = NULL;
-    *n = 0;
-    size_t cap = 16, k = 0;
-    int32_t *v = malloc(cap * sizeof *v);
-    if (!v) return sks_fail(SKS_ENOMEM, "out of memory");
-    const char *p = s;
-    while (*p) {
-        char *end;
-        errno = 0;
-        long x = strtol(p, &end, 10);
-        if (end == p || errno || x < 0 || x > INT32_MAX) {
-            free(v);
-            return sks_fail(SKS_EARG, "--tokens: bad token id near '%s'", p);
-        }
-        if (k == cap) {
-            int32_t *nv = realloc(v, (cap *= 2) * sizeof *v);
-            if (!nv) {
-                free(v);
-                return sks_fail(SKS_ENOMEM, "out of memory");
-            }
-            v = nv;
-        }
-        v[k++] = (int32_t)x;
-        p = end;
-        while (*p == ',' || *p == ' ') p++;
-    }
-    if (k == 0) {
-        free(v);
-        return sks_fail(SKS_EARG, "--tokens: empty list");
-    }
-    *ids = v;
-    *n = (int)k;
-    return 0;
-}
-
 int sks_cli_parse_ranges(const char *opt, const char *what, const char *s, int max, int **out, int *n) {
     *out = NULL;
     *n = 0;
