@@ -593,7 +593,7 @@ static int sks__open_tokenizer(sks__run *R) {
 /* Every stage, summary.json and the report, in OUT.partial. */
 static int sks__stages(sks__run *R) {
     const sks_analyze_opts *o = R->o;
-    const sks_prompt_source src = {o->tokens, o->prompt, o->prompts_file};
+    const sks_prompt_source src = {o->tokens, o->prompt, o->prompts_file, NULL};
     int rc;
     if ((rc = sks__open_tokenizer(R)) || (rc = sks_prompt_set_make(R->m, R->tok, &src, o->seed, &R->pr))) return rc;
     if ((rc = sks__stage_trace(R)) || (rc = sks__stage_spikes(R)) || (rc = sks__stage_vocab(R)) ||

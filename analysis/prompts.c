@@ -145,25 +145,39 @@ void sks_prompt_set_free(sks_prompt_set *p) {
     memset(p, 0, sizeof *p);
 }
 
-/* One prompt of token ids, each inside the vocabulary. */
-static int sks__prompt_ids(const sks_model *m, const char *s, sks_prompt_set *p) {
+/* Prompts of token ids: sequences separated by ';' or new lines (blank ones skipped),
+ * each of at least 2 ids inside the vocabulary. */
+static int sks__prompt_ids(const sks_model *m, const char *text, sks_prompt_set *p) {
     const int V = sks_model_arch(m)->vocab_size;
-    int32_t *ids;
-    int n, rc = sks_parse_ids(s, &ids, &n);
-    if (rc) return rc;
-    for (int i = 0; i < n && !rc; i++)
-        if (ids[i] >= V) rc = sks_fail(SKS_EARG, "--tokens: id %d outside the vocabulary (%d)", ids[i], V);
-    if (!rc && n < 2) rc = sks_fail(SKS_EARG, "--tokens: need at least 2 tokens");
-    if (!rc && (!(p->ids = calloc(1, sizeof *p->ids)) || !(p->lens = calloc(1, sizeof *p->lens))))
-        rc = sks_fail(SKS_ENOMEM, "prompts: out of memory");
-    if (rc) {
-        free(ids);
-        return rc;
+    char *buf = strdup(text), *save = NULL;
+    int rc = buf ? 0 : sks_fail(SKS_ENOMEM, "prompts: out of memory"), cap = 0;
+    for (char *seq = buf ? strtok_r(buf, ";\n", &save) : NULL; seq && !rc; seq = strtok_r(NULL, ";\n", &save)) {
+        for (char *q = seq; *q; q++)
+            if (*q == '\t' || *q == '\r') *q = ' ';
+        if (!seq[strspn(seq, " ")]) continue;
+        if (p->n == cap) {
+            cap = cap ? 2 * cap : 4;
+            int32_t **ni = realloc(p->ids, (size_t)cap * sizeof *ni);
+            if (ni) p->ids = ni;
+            int *nl = realloc(p->lens, (size_t)cap * sizeof *nl);
+            if (nl) p->lens = nl;
+            if (!ni || !nl) {
+                rc = sks_fail(SKS_ENOMEM, "prompts: out of memory");
+                break;
+            }
+        }
+        int32_t *ids;
+        int n;
+        if ((rc = sks_parse_ids(seq, &ids, &n))) break;
+        p->ids[p->n] = ids;
+        p->lens[p->n++] = n;
+        for (int i = 0; i < n && !rc; i++)
+            if (ids[i] >= V) rc = sks_fail(SKS_EARG, "--tokens: id %d outside the vocabulary (%d)", ids[i], V);
+        if (!rc && n < 2) rc = sks_fail(SKS_EARG, "--tokens: need at least 2 tokens");
     }
-    p->n = 1;
-    p->ids[0] = ids;
-    p->lens[0] = n;
-    return 0;
+    if (!rc && p->n == 0) rc = sks_fail(SKS_EARG, "--tokens: empty list");
+    free(buf);
+    return rc;
 }
 
 /* The user's texts (one, or the lines of a file), not cut. */
@@ -187,6 +201,13 @@ int sks_prompt_set_make(const sks_model *m, const sks_tokenizer *tok, const sks_
     if (src->tokens) {
         rc = sks__prompt_ids(m, src->tokens, p);
         what = "--tokens";
+    } else if (src->tokens_file) {
+        char *text;
+        what = "--tokens-file";
+        if (!(rc = sks_read_text_file(src->tokens_file, &text, NULL))) {
+            rc = sks__prompt_ids(m, text, p);
+            free(text);
+        }
     } else if (src->prompt) {
         char *one = (char *)src->prompt;
         rc = sks__prompt_texts(tok, "--prompt", &one, 1, p);
@@ -208,6 +229,6 @@ int sks_prompt_set_make(const sks_model *m, const sks_tokenizer *tok, const sks_
         sks_prompt_set_free(p);
         return rc;
     }
-    snprintf(p->source, sizeof p->source, "%s", src->prompts_file && !src->prompt && !src->tokens ? "--prompts" : what);
+    snprintf(p->source, sizeof p->source, "%s", what == src->prompts_file ? "--prompts" : what);
     return 0;
 }

@@ -80,21 +80,22 @@ void sks_prompts_free(int32_t **ids, int *lens, int n);
  * messages ("--prompt", a file name). lens may be shortened. */
 int sks_prompts_check(const sks_model *m, int n, const int32_t *const *ids, int *lens, const char *what);
 
-/* Where a command's prompts come from (analysis/prompts.c): tokens ("1,450,3290": one
- * prompt, used as given), else prompt (one text), else prompts_file (one text per line,
- * empty lines skipped, not cut), else the built-in prompts (sks_default_prompts). Texts
- * need a tokenizer. */
+/* Where a command's prompts come from (analysis/prompts.c): tokens ("1,450,3290", used
+ * as given; several prompts separated by ';'), else tokens_file (one prompt of ids per
+ * line), else prompt (one text), else prompts_file (one text per line, empty lines
+ * skipped, not cut), else the built-in prompts (sks_default_prompts). Texts need a tokenizer. */
 typedef struct {
     const char *tokens;
     const char *prompt;
     const char *prompts_file;
+    const char *tokens_file;
 } sks_prompt_source;
 
 typedef struct {
     int n;
     int32_t **ids; /* (n) malloc'd */
     int *lens;     /* (n) */
-    char source[48]; /* "--tokens", "--prompt", "--prompts", "built-in texts", "pseudo-random ids (no tokenizer)" */
+    char source[48]; /* "--tokens", "--prompt", "--prompts", "--tokens-file", "built-in texts", "pseudo-random ids (no tokenizer)" */
 } sks_prompt_set;
 
 /* The prompts of src, checked by the prompt rule (sks_prompts_check); seed picks the

@@ -28,16 +28,83 @@ int sks_cmd_quant_risk(int argc, char **argv);
 int sks_cmd_kv_eval(int argc, char **argv);
 int sks_cmd_compare(int argc, char **argv);
 
-/* In an option loop over argv with index i: step over the value of option a, or print
- * "sinkscope <cmd>: <a> needs a value" and return 2 (usage error) from the command. */
-#define SKS_CLI_TAKE(cmd, a, val, i)                                                    \
-    do {                                                                                \
-        if (!(val)) {                                                                   \
-            fprintf(stderr, "sinkscope %s: %s needs a value\n", cmd, a);                \
-            return 2;                                                                   \
-        }                                                                               \
-        (i)++;                                                                          \
-    } while (0)
+/* ---- options: one table per command ------------------------------------------------
+ * A command describes its options as a table of sks_cli_opt rows; sks_cli_parse reads
+ * argv against it (values, numbers and their ranges, the spike rule, positional
+ * arguments) and prints --help from the same rows, so that the help and the options
+ * cannot drift apart. Usage errors print "sinkscope <cmd>: <why>" and give exit code 2. */
+typedef enum {
+    SKS_CLI_FLAG,    /* int *dst = 1 */
+    SKS_CLI_STR,     /* const char **dst = the value */
+    SKS_CLI_INT,     /* int *dst: a whole number in [lo, hi] */
+    SKS_CLI_U64,     /* uint64_t *dst: a whole number in [lo, hi] */
+    SKS_CLI_NUM,     /* double *dst: a number (in [lo, hi] when lo < hi) */
+    SKS_CLI_BYTES,   /* uint64_t *dst: "512M", "4G", "1.5GiB" (powers of 1024) */
+    SKS_CLI_CHOICE,  /* int *dst: the index of the value in choices */
+    SKS_CLI_CALL,    /* call(dst, value): 0, or SKS_EARG with the message set */
+    SKS_CLI_RULE,    /* sks_cli_rule *dst: --outlier, --abs, --ratio, --min-blocks */
+    SKS_CLI_SECTION, /* help only: spec is a heading */
+    SKS_CLI_TEXT,    /* help only: help is printed as it is */
+} sks_cli_kind;
+
+typedef struct {
+    const char *spec; /* "-o, --output DIR": its names, then the value's name (none for a flag) */
+    sks_cli_kind kind;
+    void *dst;
+    double lo, hi;
+    const char *help; /* lines after the first are indented under it; NULL: an alias, not shown */
+    const char *const *choices;             /* CHOICE: NULL-terminated */
+    int (*call)(void *dst, const char *v);  /* CALL */
+} sks_cli_opt;
+
+/* Rows of a table, one macro per kind (help NULL: an alias, not shown). */
+#define SKS_OPT_FLAG(spec, dst, help) {spec, SKS_CLI_FLAG, dst, 0, 0, help, NULL, NULL}
+#define SKS_OPT_STR(spec, dst, help) {spec, SKS_CLI_STR, dst, 0, 0, help, NULL, NULL}
+#define SKS_OPT_INT(spec, dst, lo, hi, help) {spec, SKS_CLI_INT, dst, lo, hi, help, NULL, NULL}
+#define SKS_OPT_U64(spec, dst, lo, hi, help) {spec, SKS_CLI_U64, dst, lo, hi, help, NULL, NULL}
+#define SKS_OPT_NUM(spec, dst, help) {spec, SKS_CLI_NUM, dst, 0, 0, help, NULL, NULL}
+#define SKS_OPT_NUM_IN(spec, dst, lo, hi, help) {spec, SKS_CLI_NUM, dst, lo, hi, help, NULL, NULL}
+#define SKS_OPT_BYTES(spec, dst, help) {spec, SKS_CLI_BYTES, dst, 0, 0, help, NULL, NULL}
+#define SKS_OPT_CHOICE(spec, dst, choices, help) {spec, SKS_CLI_CHOICE, dst, 0, 0, help, choices, NULL}
+#define SKS_OPT_CALL(spec, dst, fn, help) {spec, SKS_CLI_CALL, dst, 0, 0, help, NULL, fn}
+#define SKS_OPT_RULE(dst) {"", SKS_CLI_RULE, dst, 0, 0, NULL, NULL, NULL}
+#define SKS_OPT_SECTION(title) {title, SKS_CLI_SECTION, NULL, 0, 0, NULL, NULL, NULL}
+#define SKS_OPT_TEXT(text) {"", SKS_CLI_TEXT, NULL, 0, 0, text, NULL, NULL}
+/* A number in help text: "cut at " SKS_CLI_XSTR(SKS_DEFAULT_PROMPT_T) " tokens" */
+#define SKS_CLI_STR_(x) #x
+#define SKS_CLI_XSTR(x) SKS_CLI_STR_(x)
+#define SKS_OPT_HELP SKS_OPT_TEXT("  -h, --help         this text\n")
+#define SKS_OPT_END {NULL, SKS_CLI_FLAG, NULL, 0, 0, NULL, NULL, NULL}
+
+/* The spike-rule options (analysis/sks_rule.h); --abs or --ratio without --outlier is the
+ * fixed-threshold rule of the paper (outlier off). */
+typedef struct {
+    sks_spike_rule rule;
+    unsigned given;
+} sks_cli_rule;
+
+typedef struct {
+    const char *name;     /* "analyze" */
+    const char *usage;    /* what follows "usage: sinkscope <name> " */
+    const char *about;    /* before the options (may be NULL) */
+    const char *epilogue; /* after them: examples, environment (may be NULL) */
+    void (*more_help)(FILE *f); /* printed last, for text made at run time (may be NULL) */
+    const sks_cli_opt *opts;    /* ends with a row whose spec and help are NULL */
+    const char *pos_name; /* "MODEL" */
+    int min_pos, max_pos; /* positional arguments into pos[] */
+    const char **pos;
+    int *n_pos;           /* may be NULL */
+} sks_cli_cmd;
+
+/* Parse argv[1..argc) against c. Returns 1 when the command should go on, else 0 with
+ * *exit_code set: 0 after --help, 2 after a usage error (printed). */
+int sks_cli_parse(const sks_cli_cmd *c, int argc, char **argv, int *exit_code);
+/* Print the help of c to f. */
+void sks_cli_help(const sks_cli_cmd *c, FILE *f);
+/* "sinkscope <cmd>: <message> (see sinkscope <cmd> --help)" on stderr; returns 2. */
+int sks_cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The rule after parsing (sks_spike_rule_check); 0, or 2 with the message printed. */
+int sks_cli_rule_done(const char *cmd, sks_cli_rule *r);
 
 /* Print "sinkscope <cmd>: <last error>" to stderr and return exit code 1 (for rc < 0). */
 int sks_cli_fail(const char *cmd, int rc);
@@ -51,17 +118,8 @@ int sks_cli_parse_int(const char *opt, const char *s, long lo, long hi, long *ou
 int sks_cli_parse_double(const char *opt, const char *s, double *out);
 /* Parse "123", "512M", "4G", "1.5GiB" (powers of 1024) into bytes. */
 int sks_cli_parse_bytes(const char *opt, const char *s, uint64_t *out);
-/* The spike-rule options of trace, spikes, sinks and analyze (analysis/sks_rule.h):
- * --outlier X, --abs X, --ratio X, --min-blocks N. Returns 1 when a is one of them: the
- * value v is parsed into r (on a bad value the message is printed and *usage set), and
- * the option is noted in *given; 0 when a is another option. */
-int sks_cli_rule_option(const char *cmd, const char *a, const char *v, sks_spike_rule *r, unsigned *given,
-                        int *usage);
-/* Their --help lines (one text for every command). */
+/* The spike rule's --help lines (one text for every command). */
 extern const char sks_cli_rule_help[];
-/* After the option loop: --abs or --ratio without --outlier is the fixed-threshold rule
- * of the paper (outlier off); returns 2 (and prints why) when the rule is invalid. */
-int sks_cli_rule_finish(const char *cmd, sks_spike_rule *r, unsigned given);
 
 /* The findings of a trace on the terminal (cli/findings.c): the rule, each spike channel
  * with its peak, ratio to the block median and step-up/step-down blocks (or the channel

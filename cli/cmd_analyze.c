@@ -205,124 +205,60 @@ int sks_cli_analyze_run(const char *model_path, const char *outdir, sks_analyze_
 
 /* ---- the command ------------------------------------------------------------------------ */
 
-static void sks__usage(FILE *f) {
-    fprintf(f,
-            "usage: sinkscope analyze MODEL -o DIR [options]\n"
-            "\n"
-            "Runs every analysis on MODEL with one set of thresholds and prompts and writes\n"
-            "into DIR: trace.msgpack, spikes.msgpack, vocab.msgpack, sinks.msgpack, kv_map.json,\n"
-            "summary.json, the figures fig_*.png and report.html (figures need /usr/bin/python3\n"
-            "with numpy, matplotlib and msgpack: scripts/install-deps.sh).\n"
-            "\n"
-            "options:\n"
-            "  -o, --output DIR   output folder (created if needed; the run writes DIR.partial\n"
-            "                     and moves its files into DIR once complete, so a failed run\n"
-            "                     leaves DIR as it was)\n"
-            "  --prompt TEXT      input text (needs the model's tokenizer); default: four built-in\n"
-            "                     texts of up to 64 tokens, or pseudo-random ids without a tokenizer\n"
-            "  --prompts FILE     one input text per line (empty lines skipped; not cut)\n"
-            "  --tokens IDS       input token ids, e.g. 1,450,3290 (overrides --prompt[s])\n"
-            "  --tokenizer PATH   tokenizer file (default: found beside or inside MODEL)\n"
-            "  --sample N         vocabulary-sweep tokens: N sampled tokens; 0 = all of the\n"
-            "                     vocabulary (default: all when V <= 8192, else a sample of 4096)\n"
-            "  --eps X            sink head when alpha_0 > X (default 0.3)\n"
-            "  --abs X            massive activation needs |h| >= X (default 100)\n"
-            "  --ratio X          ... and |h| >= X times the block median (default 1000;\n"
-            "                     small models need lower values, e.g. 50)\n"
-            "  --min-blocks N     spike channel: consecutive blocks above both (default 3)\n"
-            "  --seed S           pseudo-random prompts and vocabulary sample (default 1)\n"
-            "  --text FILE        also measure what the spikes and sinks cost on this text:\n"
-            "                     quant_risk.msgpack and kv_eval.msgpack (docs/cost.md)\n"
-            "  --kv-window W      kv-eval's window (default: a quarter of the context)\n"
-            "  --no-plots         write the msgpack and JSON results only\n"
-            "  --json             print summary.json to stdout at the end\n"
-            "  -q, --quiet        no progress on stderr\n"
-            "  -h, --help         this text\n"
-            "\n"
-            "Environment: SKS_NOTEBOOKS_DIR (folder of make_report.py), SKS_PYTHON (interpreter,\n"
-            "default /usr/bin/python3).\n");
-}
+static const char sks__about[] =
+    "Runs every analysis on MODEL with one set of thresholds and prompts and writes\n"
+    "into DIR: trace.msgpack, spikes.msgpack, vocab.msgpack, sinks.msgpack, kv_map.json,\n"
+    "summary.json, the figures fig_*.png and report.html (figures need /usr/bin/python3\n"
+    "with numpy, matplotlib and msgpack: scripts/install-deps.sh).\n";
+
+static const char sks__epilogue[] =
+    "Environment: SKS_NOTEBOOKS_DIR (folder of make_report.py), SKS_PYTHON (interpreter,\n"
+    "default /usr/bin/python3).\n";
 
 int sks_cmd_analyze(int argc, char **argv) {
     sks_analyze_opts o;
     sks_analyze_opts_default(&o);
     sks_cli_analyze_flags fl = {0, 0, 0};
+    sks_cli_rule rule = {o.rule, 0};
     const char *model = NULL, *out = NULL;
-    int rc = 0;
-    sks_spike_rule rule = o.rule;
-    unsigned rule_given = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-#define SKS__NEED() SKS_CLI_TAKE("analyze", a, v, i)
-        int usage = 0;
-        if (sks_cli_rule_option("analyze", a, v, &rule, &rule_given, &usage)) {
-            if (usage) return 2;
-            i++;
-        } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            sks__usage(stdout);
-            return 0;
-        } else if (!strcmp(a, "-o") || !strcmp(a, "--output") || !strcmp(a, "--out")) {
-            SKS__NEED();
-            out = v;
-        } else if (!strcmp(a, "--prompt")) {
-            SKS__NEED();
-            o.prompt = v;
-        } else if (!strcmp(a, "--prompts")) {
-            SKS__NEED();
-            o.prompts_file = v;
-        } else if (!strcmp(a, "--tokenizer")) {
-            SKS__NEED();
-            o.tokenizer = v;
-        } else if (!strcmp(a, "--tokens")) {
-            SKS__NEED();
-            o.tokens = v;
-        } else if (!strcmp(a, "--sample")) {
-            long n;
-            SKS__NEED();
-            if ((rc = sks_cli_parse_int("--sample", v, 0, 1L << 30, &n))) return sks_cli_fail("analyze", rc) + 1;
-            o.sample = n == 0 ? -1 : (int)n;
-        } else if (!strcmp(a, "--eps")) {
-            SKS__NEED();
-            if ((rc = sks_cli_parse_double("--eps", v, &o.eps))) return sks_cli_fail("analyze", rc) + 1;
-        } else if (!strcmp(a, "--seed")) {
-            long n;
-            SKS__NEED();
-            if ((rc = sks_cli_parse_int("--seed", v, 0, 0x7fffffffL, &n))) return sks_cli_fail("analyze", rc) + 1;
-            o.seed = (uint64_t)n;
-        } else if (!strcmp(a, "--text")) {
-            SKS__NEED();
-            o.text = v;
-        } else if (!strcmp(a, "--kv-window")) {
-            long n;
-            SKS__NEED();
-            if ((rc = sks_cli_parse_int("--kv-window", v, 1, 1L << 20, &n))) return sks_cli_fail("analyze", rc) + 1;
-            o.kv_window = (int)n;
-        } else if (!strcmp(a, "--no-plots")) {
-            fl.no_plots = 1;
-        } else if (!strcmp(a, "--json")) {
-            fl.json = 1;
-        } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
-            fl.quiet = 1;
-        } else if (a[0] == '-' && a[1]) {
-            fprintf(stderr, "sinkscope analyze: unknown option '%s' (see sinkscope analyze --help)\n", a);
-            return 2;
-        } else if (!model) {
-            model = a;
-        } else {
-            fprintf(stderr, "sinkscope analyze: unexpected argument '%s'\n", a);
-            return 2;
-        }
-#undef SKS__NEED
-    }
-    if (!model || !out) {
-        fprintf(stderr, "sinkscope analyze: %s (see sinkscope analyze --help)\n",
-                !model ? "MODEL is required" : "-o DIR is required");
-        return 2;
-    }
-    if (sks_cli_rule_finish("analyze", &rule, rule_given)) return 2;
-    o.rule = rule;
-    if ((rc = sks_analyze_opts_check(&o))) return sks_cli_fail("analyze", rc) + 1;
+    int sample = -1, code;
+    const sks_cli_opt opts[] = {
+        SKS_OPT_STR("-o, --output DIR", &out,
+         "output folder (created if needed; the run writes DIR.partial\n"
+         "and moves its files into DIR once complete, so a failed run\n"
+         "leaves DIR as it was)"),
+        SKS_OPT_STR("--out DIR", &out, NULL),
+        SKS_OPT_STR("--prompt TEXT", &o.prompt,
+         "input text (needs the model's tokenizer); default: the built-in\n"
+         "texts of up to 64 tokens, or pseudo-random ids without a tokenizer"),
+        SKS_OPT_STR("--prompts FILE", &o.prompts_file, "one input text per line (empty lines skipped; not cut)"),
+        SKS_OPT_STR("--tokens IDS", &o.tokens, "input token ids, e.g. 1,450,3290 (overrides --prompt[s])"),
+        SKS_OPT_STR("--tokenizer PATH", &o.tokenizer, "tokenizer file (default: found beside or inside MODEL)"),
+        SKS_OPT_INT("--sample N", &sample, 0, 1 << 30,
+         "vocabulary-sweep tokens: N sampled tokens; 0 = all of the\n"
+         "vocabulary (default: all when V <= 8192, else a sample of 4096)"),
+        SKS_OPT_NUM("--eps X", &o.eps, "sink head when alpha_0 > X (default 0.3)"),
+        SKS_OPT_U64("--seed S", &o.seed, 0, 0x7fffffff, "pseudo-random prompts and vocabulary sample (default 1)"),
+        SKS_OPT_STR("--text FILE", &o.text,
+         "also measure what the spikes and sinks cost on this text:\n"
+         "quant_risk.msgpack and kv_eval.msgpack (docs/cost.md)"),
+        SKS_OPT_INT("--kv-window W", &o.kv_window, 1, 1 << 20, "kv-eval's window (default: a quarter of the context)"),
+        SKS_OPT_FLAG("--no-plots", &fl.no_plots, "write the msgpack and JSON results only"),
+        SKS_OPT_FLAG("--json", &fl.json, "print summary.json to stdout at the end"),
+        SKS_OPT_FLAG("-q, --quiet", &fl.quiet, "no progress on stderr"),
+        SKS_OPT_HELP,
+        SKS_OPT_RULE(&rule),
+        SKS_OPT_END,
+    };
+    const sks_cli_cmd cmd = {"analyze", "MODEL -o DIR [options]", sks__about, sks__epilogue, NULL, opts, "MODEL", 1, 1,
+                             &model, NULL};
+    if (!sks_cli_parse(&cmd, argc, argv, &code)) return code;
+    if (!out) return sks_cli_usage("analyze", "-o DIR is required");
+    if (sks_cli_rule_done("analyze", &rule)) return 2;
+    o.rule = rule.rule;
+    if (sample >= 0) o.sample = sample == 0 ? -1 : sample;
+    int rc = sks_analyze_opts_check(&o);
+    if (rc) return sks_cli_fail("analyze", rc) + 1;
     sks_cli_progress_install(fl.quiet);
     rc = sks_cli_analyze_run(model, out, &o, &fl);
     return rc ? sks_cli_fail("analyze", rc) : 0;

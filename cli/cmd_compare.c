@@ -9,25 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void sks__cmp_help(FILE *f) {
-    fprintf(f,
-            "usage: sinkscope compare DIR DIR ... [--text FILE] [-o OUT.msgpack] [--json] [-q]\n\n"
-            "The paper's ablation table over several models. Each DIR is a folder written by\n"
-            "`sinkscope analyze MODEL -o DIR` (summary.json, sinks.msgpack): per model the peak\n"
-            "|h| and its ratio to the block median, the spike channels, lambda* and dominance\n"
-            "of S_c at the main step-up, the sink ratio, the median r99 of the sink keys, the\n"
-            "fraction of the vocabulary that spikes alone at position 0, and the perplexity on\n"
-            "--text (or the one analyze measured with --text). docs/cost.md.\n\n"
-            "  --text FILE        measure the perplexity of each model on this text\n"
-            "  --tokenizer PATH   tokenizer file for every model (default: beside each model)\n"
-            "  -o, --output FILE  msgpack, schema sinkscope.compare/1 (docs/schema-cost.md);\n"
-            "                     figure: python3 notebooks-out/plot_cost.py FILE\n"
-            "  --json             the table as JSON on stdout instead of text\n"
-            "  -q, --quiet        no progress on stderr\n\n"
-            "example:\n"
-            "  for m in base sandwich olmo2; do sinkscope analyze ablation/$m -o an-$m --abs 50 --ratio 100; done\n"
-            "  sinkscope compare an-base an-sandwich an-olmo2 --text book.txt -o compare.msgpack\n");
-}
 
 static json_t *sks__jnum(double v) { return isfinite(v) ? json_real(v) : json_null(); }
 
@@ -80,36 +61,33 @@ static void sks__cmp_table(const sks_compare_row *rows, int n) {
 
 int sks_cmd_compare(int argc, char **argv) {
     const char *text_path = NULL, *tok_path = NULL, *out_path = NULL;
-    int want_json = 0, quiet = 0, n = 0, ret = 1, rc;
+    int want_json = 0, quiet = 0, n = 0, ret = 1, rc, code;
     /* the folders are compacted to the front of argv (slot 1 + n <= i is already read) */
-    char **dirs = argv + 1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
-        const char **sdst = !strcmp(a, "--text")                         ? &text_path
-                            : !strcmp(a, "--tokenizer")                  ? &tok_path
-                            : !strcmp(a, "-o") || !strcmp(a, "--output") ? &out_path
-                                                                         : NULL;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            sks__cmp_help(stdout);
-            return 0;
-        } else if (!strcmp(a, "--json")) {
-            want_json = 1;
-        } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
-            quiet = 1;
-        } else if (sdst) {
-            SKS_CLI_TAKE("compare", a, val, i);
-            *sdst = val;
-        } else if (a[0] == '-' && a[1]) {
-            fprintf(stderr, "sinkscope compare: unknown option %s (see sinkscope compare --help)\n", a);
-            return 2;
-        } else {
-            dirs[n++] = argv[i];
-        }
-    }
-    if (n < 1) {
-        fprintf(stderr, "sinkscope compare: give at least one analyze folder (see sinkscope compare --help)\n");
-        return 2;
-    }
+    const char **dirs = (const char **)argv + 1;
+    const sks_cli_opt opts[] = {
+        SKS_OPT_STR("--text FILE", &text_path, "measure the perplexity of each model on this text"),
+        SKS_OPT_STR("--tokenizer PATH", &tok_path, "tokenizer file for every model (default: beside each model)"),
+        SKS_OPT_STR("-o, --output FILE", &out_path,
+                    "msgpack, schema sinkscope.compare/1 (docs/schema-cost.md);\n"
+                    "figure: python3 notebooks-out/plot_cost.py FILE"),
+        SKS_OPT_FLAG("--json", &want_json, "the table as JSON on stdout instead of text"),
+        SKS_OPT_FLAG("-q, --quiet", &quiet, "no progress on stderr"),
+        SKS_OPT_HELP,
+        SKS_OPT_END,
+    };
+    const sks_cli_cmd cmd = {
+        "compare", "DIR DIR ... [--text FILE] [-o OUT.msgpack] [--json] [-q]",
+        "The paper's ablation table over several models. Each DIR is a folder written by\n"
+        "`sinkscope analyze MODEL -o DIR` (summary.json, sinks.msgpack): per model the peak\n"
+        "|h| and its ratio to the block median, the spike channels, lambda* and dominance\n"
+        "of S_c at the main step-up, the sink ratio, the median r99 of the sink keys, the\n"
+        "fraction of the vocabulary that spikes alone at position 0, and the perplexity on\n"
+        "--text (or the one analyze measured with --text). docs/cost.md.\n",
+        "example:\n"
+        "  for m in base sandwich olmo2; do sinkscope analyze ablation/$m -o an-$m --abs 50 --ratio 100; done\n"
+        "  sinkscope compare an-base an-sandwich an-olmo2 --text book.txt -o compare.msgpack\n",
+        NULL, opts, "analyze folder (DIR)", 1, argc, dirs, &n};
+    if (!sks_cli_parse(&cmd, argc, argv, &code)) return code;
     sks_cli_progress_install(quiet);
     sks_compare_row *rows = calloc((size_t)n, sizeof *rows);
     if (!rows) goto done;

@@ -155,26 +155,18 @@ static const sks__demo_stage sks__demo_stages[] = {
     {"verify", sks__demo_verify},
 };
 
-static void sks__demo_help(FILE *f) {
-    fprintf(f,
-            "usage: sinkscope demo [-o DIR] [--preset NAME] [--seed S] [--no-plots] [--quiet]\n\n"
-            "Synthesize a model with planted massive activations and attention sinks (nothing is\n"
-            "downloaded), run every analysis on it and check the findings against the planted\n"
-            "ground truth. Takes well under a minute on two cores.\n\n"
-            "writes into DIR (default demo-out):\n"
-            "  model/          the synthesized checkpoint (config.json, model.safetensors,\n"
-            "                  planted.json: the ground truth)\n"
-            "  trace.msgpack spikes.msgpack vocab.msgpack sinks.msgpack kv_map.json summary.json\n"
-            "                  the analyses (docs/), as `sinkscope analyze` writes them\n"
-            "  report.html fig_*.png   figures (need /usr/bin/python3 with numpy, matplotlib, msgpack)\n"
-            "  verify.json     planted versus found\n\n"
-            "options:\n"
-            "  -o DIR          output directory (default demo-out)\n"
-            "  --preset NAME   model to synthesize (default demo: d 256, 8 layers, 8 heads)\n"
-            "  --seed S        seed of the model and the prompts (default 1)\n"
-            "  --no-plots      skip the figures and report.html\n"
-            "  --quiet         no progress on stderr\n");
-}
+
+static const char sks__about[] =
+    "Synthesize a model with planted massive activations and attention sinks (nothing is\n"
+    "downloaded), run every analysis on it and check the findings against the planted\n"
+    "ground truth. Takes well under a minute on two cores.\n\n"
+    "writes into DIR (default demo-out):\n"
+    "  model/          the synthesized checkpoint (config.json, model.safetensors,\n"
+    "                  planted.json: the ground truth)\n"
+    "  trace.msgpack spikes.msgpack vocab.msgpack sinks.msgpack kv_map.json summary.json\n"
+    "                  the analyses (docs/), as `sinkscope analyze` writes them\n"
+    "  report.html fig_*.png   figures (need /usr/bin/python3 with numpy, matplotlib, msgpack)\n"
+    "  verify.json     planted versus found\n";
 
 int sks_cmd_demo(int argc, char **argv) {
     sks__demo D;
@@ -182,29 +174,20 @@ int sks_cmd_demo(int argc, char **argv) {
     D.outdir = "demo-out";
     D.preset = "demo";
     D.seed = 1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        int more = i + 1 < argc;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            sks__demo_help(stdout);
-            return 0;
-        } else if ((!strcmp(a, "-o") || !strcmp(a, "--output") || !strcmp(a, "--out")) && more) {
-            D.outdir = argv[++i];
-        } else if (!strcmp(a, "--preset") && more) {
-            D.preset = argv[++i];
-        } else if (!strcmp(a, "--seed") && more) {
-            long s;
-            if (sks_cli_parse_int("--seed", argv[++i], 0, 0x7fffffffffffffffL, &s)) return sks_cli_fail("demo", SKS_EARG) + 1;
-            D.seed = (uint64_t)s;
-        } else if (!strcmp(a, "--no-plots")) {
-            D.no_plots = 1;
-        } else if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) {
-            D.quiet = 1;
-        } else {
-            fprintf(stderr, "sinkscope demo: unknown option or missing value: %s (see sinkscope demo --help)\n", a);
-            return 2;
-        }
-    }
+    int code;
+    const sks_cli_opt opts[] = {
+        SKS_OPT_STR("-o, --output DIR", &D.outdir, "output directory (default demo-out)"),
+        SKS_OPT_STR("--out DIR", &D.outdir, NULL),
+        SKS_OPT_STR("--preset NAME", &D.preset, "model to synthesize (default demo: d 256, 8 layers, 8 heads)"),
+        SKS_OPT_U64("--seed S", &D.seed, 0, (double)INT64_MAX, "seed of the model and the prompts (default 1)"),
+        SKS_OPT_FLAG("--no-plots", &D.no_plots, "skip the figures and report.html"),
+        SKS_OPT_FLAG("-q, --quiet", &D.quiet, "no progress on stderr"),
+        SKS_OPT_HELP,
+        SKS_OPT_END,
+    };
+    const sks_cli_cmd cmd = {"demo", "[-o DIR] [--preset NAME] [--seed S] [--no-plots] [--quiet]", sks__about, NULL,
+                             NULL, opts, NULL, 0, 0, NULL, NULL};
+    if (!sks_cli_parse(&cmd, argc, argv, &code)) return code;
     snprintf(D.model_dir, sizeof D.model_dir, "%s/model", D.outdir);
     sks_cli_progress_install(D.quiet);
     double t0 = sks_now();

@@ -8,34 +8,6 @@
 #include <stdio.h>
 #include <string.h>
 
-static void sks__inspect_help(FILE *f) {
-    fprintf(f,
-            "usage: sinkscope inspect MODEL [--json]\n\n"
-            "Open MODEL and print what sinkscope sees: the architecture (layers, widths, heads,\n"
-            "grouped-query attention, RoPE theta and pair order, norm eps), the parameter count,\n"
-            "the tensor-type mix (tensors, elements and bits per weight of each type, and the\n"
-            "overall bits per weight), the file size and the shards. Only headers are read,\n"
-            "so this is instant even for large sharded checkpoints.\n\n"
-            "MODEL is one of\n"
-            "  DIR                 Hugging Face directory: config.json plus model.safetensors or\n"
-            "                      model.safetensors.index.json with its shards\n"
-            "  FILE.safetensors    one safetensors file; config.json must sit beside it\n"
-            "  FILE.gguf           GGUF v2/v3 (llama, qwen2, qwen3; F32, F16, BF16 and the\n"
-            "                      quantized types of docs/gguf-types.md)\n"
-            "  FILE.bin            llama2.c v0 checkpoint\n\n"
-            "options:\n"
-            "  --json     one JSON object on stdout: family, n_layers, d_model, d_ffn, n_heads,\n"
-            "             n_kv_heads, head_dim, vocab_size, n_params, rope_theta, norm_eps,\n"
-            "             tied_embeddings, rope_interleaved, format, file_bytes, shards and\n"
-            "             tensors [{name, role, layer, dtype, shape, shard}], dtype_mix\n"
-            "             [{dtype, tensors, elements, bytes, bpw}] and bpw (overall)\n"
-            "  -h, --help this text\n\n"
-            "rope order: 'interleaved' means Q/K pairs (2i, 2i+1) (GGUF llama, llama2.c);\n"
-            "'rotate-half' means pairs (i, i + d_h/2) (Hugging Face). Both are the same model.\n\n"
-            "example:\n"
-            "  sinkscope inspect path/to/model.gguf\n"
-            "  sinkscope inspect path/to/hf-model-dir --json | jq .n_params\n");
-}
 
 static const char *sks__scaling_name(sks_rope_scaling_type t) {
     switch (t) {
@@ -194,29 +166,43 @@ static void sks__inspect_human(const sks_model *m) {
         for (int i = 0; i < ns; i++) printf("  [%d] %s\n", i, sks_model_shard_path(m, i));
 }
 
+static const char sks__about[] =
+    "Open MODEL and print what sinkscope sees: the architecture (layers, widths, heads,\n"
+    "grouped-query attention, RoPE theta and pair order, norm eps), the parameter count,\n"
+    "the tensor-type mix (tensors, elements and bits per weight of each type, and the\n"
+    "overall bits per weight), the file size and the shards. Only headers are read,\n"
+    "so this is instant even for large sharded checkpoints.\n\n"
+    "MODEL is one of\n"
+    "  DIR                 Hugging Face directory: config.json plus model.safetensors or\n"
+    "                      model.safetensors.index.json with its shards\n"
+    "  FILE.safetensors    one safetensors file; config.json must sit beside it\n"
+    "  FILE.gguf           GGUF v2/v3 (llama, qwen2, qwen3; F32, F16, BF16 and the\n"
+    "                      quantized types of docs/gguf-types.md)\n"
+    "  FILE.bin            llama2.c v0 checkpoint\n";
+
+static const char sks__epilogue[] =
+    "rope order: 'interleaved' means Q/K pairs (2i, 2i+1) (GGUF llama, llama2.c);\n"
+    "'rotate-half' means pairs (i, i + d_h/2) (Hugging Face). Both are the same model.\n\n"
+    "example:\n"
+    "  sinkscope inspect path/to/model.gguf\n"
+    "  sinkscope inspect path/to/hf-model-dir --json | jq .n_params\n";
+
 int sks_cmd_inspect(int argc, char **argv) {
     const char *path = NULL;
-    int json = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            sks__inspect_help(stdout);
-            return 0;
-        } else if (!strcmp(argv[i], "--json")) {
-            json = 1;
-        } else if (argv[i][0] == '-' && argv[i][1]) {
-            fprintf(stderr, "sinkscope inspect: unknown option '%s' (see sinkscope inspect --help)\n", argv[i]);
-            return 2;
-        } else if (!path) {
-            path = argv[i];
-        } else {
-            fprintf(stderr, "sinkscope inspect: one MODEL at a time ('%s' is extra)\n", argv[i]);
-            return 2;
-        }
-    }
-    if (!path) {
-        fprintf(stderr, "sinkscope inspect: give a MODEL (see sinkscope inspect --help)\n");
-        return 2;
-    }
+    int json = 0, code;
+    const sks_cli_opt opts[] = {
+        SKS_OPT_FLAG("--json", &json,
+                     "one JSON object on stdout: family, n_layers, d_model, d_ffn, n_heads,\n"
+                     "n_kv_heads, head_dim, vocab_size, n_params, rope_theta, norm_eps,\n"
+                     "tied_embeddings, rope_interleaved, format, file_bytes, shards and\n"
+                     "tensors [{name, role, layer, dtype, shape, shard}], dtype_mix\n"
+                     "[{dtype, tensors, elements, bytes, bpw}] and bpw (overall)"),
+        SKS_OPT_HELP,
+        SKS_OPT_END,
+    };
+    const sks_cli_cmd cmd = {"inspect", "MODEL [--json]", sks__about, sks__epilogue, NULL, opts, "MODEL", 1, 1, &path,
+                             NULL};
+    if (!sks_cli_parse(&cmd, argc, argv, &code)) return code;
     sks_model *m;
     if (sks_cli_open_model("inspect", path, &m)) return 1;
     int rc = 0;

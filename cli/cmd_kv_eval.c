@@ -8,34 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void sks__kv_help(FILE *f) {
-    fprintf(f,
-            "usage: sinkscope kv-eval MODEL --text FILE --window W [--sinks S] [--kv-map FILE]\n"
-            "                         [--context T] [--stride N] [--tokenizer PATH]\n"
-            "                         [-o OUT.msgpack] [--json] [-q]\n\n"
-            "What evicting the KV cache costs: the perplexity of the text (windows of the\n"
-            "context, as `sinkscope perplexity`) when every query sees only\n"
-            "  full       all earlier keys\n"
-            "  recent     the last W keys\n"
-            "  streaming  the first S keys and the last W (StreamingLLM)\n"
-            "  kvmap      the last W, and the first key for the heads the KV map marks\n"
-            "             (`sinkscope sinks --kv-map FILE`; only with --kv-map)\n"
-            "and the KV memory each keeps for a full window (f16 K and V). Positions stay the\n"
-            "real ones (docs/cost.md).\n\n"
-            "  --text FILE        the text (UTF-8), required\n"
-            "  --window W         keys kept besides the sinks, required\n"
-            "  --sinks S          first keys kept by streaming (default 4)\n"
-            "  --kv-map FILE      sinkscope.kvmap/1 JSON for the kvmap variant\n"
-            "  --context T        tokens per perplexity window (default: the model's context)\n"
-            "  --stride N         perplexity window stride (default T)\n"
-            "  --tokenizer PATH   tokenizer file when it is not beside the model\n"
-            "  -o, --output FILE  msgpack, schema sinkscope.kv-eval/1 (docs/schema-cost.md)\n"
-            "  --json             a JSON summary on stdout instead of the table\n"
-            "  -q, --quiet        no progress on stderr\n\n"
-            "example:\n"
-            "  sinkscope sinks model-dir --kv-map kv.json -o sinks.msgpack\n"
-            "  sinkscope kv-eval model-dir --text book.txt --window 64 --kv-map kv.json\n");
-}
 
 static void sks__kv_json(const sks_kveval_result *r, const sks_model *m) {
     json_t *o = json_object(), *vs = json_array();
@@ -80,51 +52,43 @@ static void sks__kv_table(const sks_kveval_result *r) {
 
 int sks_cmd_kv_eval(int argc, char **argv) {
     const char *model_path = NULL, *text_path = NULL, *tok_path = NULL, *out_path = NULL, *map_path = NULL;
-    int want_json = 0, quiet = 0, rc;
+    int want_json = 0, quiet = 0, rc, code;
     sks_kveval_opts o;
     sks_kveval_opts_default(&o);
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
-        long lv;
-        int *dst = !strcmp(a, "--window")    ? &o.kv_window
-                   : !strcmp(a, "--sinks")   ? &o.n_sink
-                   : !strcmp(a, "--context") ? &o.ppl.window
-                   : !strcmp(a, "--stride")  ? &o.ppl.stride
-                                             : NULL;
-        const char **sdst = !strcmp(a, "--text")                         ? &text_path
-                            : !strcmp(a, "--tokenizer")                  ? &tok_path
-                            : !strcmp(a, "--kv-map")                     ? &map_path
-                            : !strcmp(a, "-o") || !strcmp(a, "--output") ? &out_path
-                                                                         : NULL;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            sks__kv_help(stdout);
-            return 0;
-        } else if (!strcmp(a, "--json")) {
-            want_json = 1;
-        } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
-            quiet = 1;
-        } else if (dst) {
-            SKS_CLI_TAKE("kv-eval", a, val, i);
-            if ((rc = sks_cli_parse_int(a, val, dst == &o.n_sink ? 0 : 1, 1 << 20, &lv)))
-                return sks_cli_fail("kv-eval", rc);
-            *dst = (int)lv;
-        } else if (sdst) {
-            SKS_CLI_TAKE("kv-eval", a, val, i);
-            *sdst = val;
-        } else if (a[0] == '-' && a[1]) {
-            fprintf(stderr, "sinkscope kv-eval: unknown option %s (see sinkscope kv-eval --help)\n", a);
-            return 2;
-        } else if (!model_path) {
-            model_path = a;
-        } else {
-            fprintf(stderr, "sinkscope kv-eval: unexpected argument '%s'\n", a);
-            return 2;
-        }
-    }
-    if (!model_path || !text_path || o.kv_window < 1) {
-        fprintf(stderr, "sinkscope kv-eval: give MODEL, --text FILE and --window W (see sinkscope kv-eval --help)\n");
-        return 2;
-    }
+    const sks_cli_opt opts[] = {
+        SKS_OPT_STR("--text FILE", &text_path, "the text (UTF-8), required"),
+        SKS_OPT_INT("--window W", &o.kv_window, 1, 1 << 20, "keys kept besides the sinks, required"),
+        SKS_OPT_INT("--sinks S", &o.n_sink, 0, 1 << 20, "first keys kept by streaming (default 4)"),
+        SKS_OPT_STR("--kv-map FILE", &map_path, "sinkscope.kvmap/1 JSON for the kvmap variant"),
+        SKS_OPT_INT("--context T", &o.ppl.window, 1, 1 << 20, "tokens per perplexity window (default: the model's context)"),
+        SKS_OPT_INT("--stride N", &o.ppl.stride, 1, 1 << 20, "perplexity window stride (default T)"),
+        SKS_OPT_STR("--tokenizer PATH", &tok_path, "tokenizer file when it is not beside the model"),
+        SKS_OPT_STR("-o, --output FILE", &out_path, "msgpack, schema sinkscope.kv-eval/1 (docs/schema-cost.md)"),
+        SKS_OPT_FLAG("--json", &want_json, "a JSON summary on stdout instead of the table"),
+        SKS_OPT_FLAG("-q, --quiet", &quiet, "no progress on stderr"),
+        SKS_OPT_HELP,
+        SKS_OPT_END,
+    };
+    const sks_cli_cmd cmd = {
+        "kv-eval",
+        "MODEL --text FILE --window W [--sinks S] [--kv-map FILE]\n"
+        "                         [--context T] [--stride N] [--tokenizer PATH]\n"
+        "                         [-o OUT.msgpack] [--json] [-q]",
+        "What evicting the KV cache costs: the perplexity of the text (windows of the\n"
+        "context, as `sinkscope perplexity`) when every query sees only\n"
+        "  full       all earlier keys\n"
+        "  recent     the last W keys\n"
+        "  streaming  the first S keys and the last W (StreamingLLM)\n"
+        "  kvmap      the last W, and the first key for the heads the KV map marks\n"
+        "             (`sinkscope sinks --kv-map FILE`; only with --kv-map)\n"
+        "and the KV memory each keeps for a full window (f16 K and V). Positions stay the\n"
+        "real ones (docs/cost.md).\n",
+        "example:\n"
+        "  sinkscope sinks model-dir --kv-map kv.json -o sinks.msgpack\n"
+        "  sinkscope kv-eval model-dir --text book.txt --window 64 --kv-map kv.json\n",
+        NULL, opts, "MODEL", 1, 1, &model_path, NULL};
+    if (!sks_cli_parse(&cmd, argc, argv, &code)) return code;
+    if (!text_path || o.kv_window < 1) return sks_cli_usage("kv-eval", "give MODEL, --text FILE and --window W");
     sks_cli_progress_install(quiet);
     sks_model *m = NULL;
     sks_kveval_result *r = NULL;

@@ -8,26 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void sks__ppl_help(FILE *f) {
-    fprintf(f,
-            "usage: sinkscope perplexity MODEL --text FILE [--window W] [--stride S]\n"
-            "                            [--tokenizer PATH] [-o OUT.msgpack] [--json] [-q]\n\n"
-            "Perplexity of the model on a text: exp of the mean next-token negative log\n"
-            "likelihood. The text (encoded with BOS first) is cut into windows of W tokens\n"
-            "starting every S tokens; each window scores the targets that no earlier window\n"
-            "scored (with S < W they see more history). Logits are f32, the log-sum-exp and\n"
-            "the sums f64 (docs/cost.md).\n\n"
-            "  --text FILE        the text (UTF-8), required\n"
-            "  --window W         tokens per window (default: the model's context)\n"
-            "  --stride S         start of one window to the next (default W; at most W)\n"
-            "  --tokenizer PATH   tokenizer file when it is not beside the model\n"
-            "  -o, --output FILE  msgpack result, schema sinkscope.perplexity/1\n"
-            "                     (docs/schema-cost.md)\n"
-            "  --json             a JSON summary on stdout instead of the text line\n"
-            "  -q, --quiet        no progress on stderr\n\n"
-            "example:\n"
-            "  sinkscope perplexity model-dir --text book.txt --stride 128 -o ppl.msgpack\n");
-}
 
 static void sks__ppl_json(const sks_ppl_result *r, const sks_model *m) {
     json_t *o = json_object();
@@ -48,46 +28,31 @@ static void sks__ppl_json(const sks_ppl_result *r, const sks_model *m) {
 
 int sks_cmd_perplexity(int argc, char **argv) {
     const char *model_path = NULL, *text_path = NULL, *tok_path = NULL, *out_path = NULL;
-    int want_json = 0, quiet = 0, rc;
+    int want_json = 0, quiet = 0, rc, code;
     sks_ppl_opts o;
     sks_ppl_opts_default(&o);
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
-        long lv;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            sks__ppl_help(stdout);
-            return 0;
-        } else if (!strcmp(a, "--json")) {
-            want_json = 1;
-        } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
-            quiet = 1;
-        } else if (!strcmp(a, "--text")) {
-            SKS_CLI_TAKE("perplexity", a, val, i);
-            text_path = val;
-        } else if (!strcmp(a, "--tokenizer")) {
-            SKS_CLI_TAKE("perplexity", a, val, i);
-            tok_path = val;
-        } else if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
-            SKS_CLI_TAKE("perplexity", a, val, i);
-            out_path = val;
-        } else if (!strcmp(a, "--window") || !strcmp(a, "--stride")) {
-            SKS_CLI_TAKE("perplexity", a, val, i);
-            if ((rc = sks_cli_parse_int(a, val, 2, 1 << 20, &lv))) return sks_cli_fail("perplexity", rc);
-            *(a[2] == 'w' ? &o.window : &o.stride) = (int)lv;
-        } else if (a[0] == '-' && a[1]) {
-            fprintf(stderr, "sinkscope perplexity: unknown option %s (see sinkscope perplexity --help)\n", a);
-            return 2;
-        } else if (!model_path) {
-            model_path = a;
-        } else {
-            fprintf(stderr, "sinkscope perplexity: unexpected argument '%s'\n", a);
-            return 2;
-        }
-    }
-    if (!model_path || !text_path) {
-        fprintf(stderr, "sinkscope perplexity: give MODEL and --text FILE (see sinkscope perplexity --help)\n");
-        return 2;
-    }
+    const sks_cli_opt opts[] = {
+        SKS_OPT_STR("--text FILE", &text_path, "the text (UTF-8), required"),
+        SKS_OPT_INT("--window W", &o.window, 2, 1 << 20, "tokens per window (default: the model's context)"),
+        SKS_OPT_INT("--stride S", &o.stride, 2, 1 << 20, "start of one window to the next (default W; at most W)"),
+        SKS_OPT_STR("--tokenizer PATH", &tok_path, "tokenizer file when it is not beside the model"),
+        SKS_OPT_STR("-o, --output FILE", &out_path, "msgpack result, schema sinkscope.perplexity/1\n(docs/schema-cost.md)"),
+        SKS_OPT_FLAG("--json", &want_json, "a JSON summary on stdout instead of the text line"),
+        SKS_OPT_FLAG("-q, --quiet", &quiet, "no progress on stderr"),
+        SKS_OPT_HELP,
+        SKS_OPT_END,
+    };
+    const sks_cli_cmd cmd = {"perplexity", "MODEL --text FILE [--window W] [--stride S]\n"
+                             "                            [--tokenizer PATH] [-o OUT.msgpack] [--json] [-q]",
+                             "Perplexity of the model on a text: exp of the mean next-token negative log\n"
+                             "likelihood. The text (encoded with BOS first) is cut into windows of W tokens\n"
+                             "starting every S tokens; each window scores the targets that no earlier window\n"
+                             "scored (with S < W they see more history). Logits are f32, the log-sum-exp and\n"
+                             "the sums f64 (docs/cost.md).\n",
+                             "example:\n  sinkscope perplexity model-dir --text book.txt --stride 128 -o ppl.msgpack\n",
+                             NULL, opts, "MODEL", 1, 1, &model_path, NULL};
+    if (!sks_cli_parse(&cmd, argc, argv, &code)) return code;
+    if (!text_path) return sks_cli_usage("perplexity", "give MODEL and --text FILE");
     sks_cli_progress_install(quiet);
     sks_model *m = NULL;
     sks_ppl_ctx *c = NULL;

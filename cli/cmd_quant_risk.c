@@ -9,36 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void sks__qr_help(FILE *f) {
-    fprintf(f,
-            "usage: sinkscope quant-risk MODEL --text FILE [--keep-top K] [--outlier X] [--abs X]\n"
-            "                            [--ratio X] [--min-blocks N] [--window W] [--stride S]\n"
-            "                            [--no-e2e]\n"
-            "                            [--tokenizer PATH] [-o OUT.msgpack] [--json] [-q]\n\n"
-            "What the massive activations cost a low-bit activation quantizer. Per layer, for\n"
-            "the residual stream entering it and for each linear input (attention input, W_O\n"
-            "input, FFN input, W_down input), on the first window of the text: the dynamic\n"
-            "range max|x| / median|x| and the relative error ||Q(x) - x|| / ||x|| of symmetric\n"
-            "INT8 and INT4 (one scale per tensor or per token) and FP8 E4M3 (per-tensor scale),\n"
-            "each with no channel kept, with the spike channels kept in f32, and with the spike\n"
-            "channels plus the top-K outlier channels kept (LLM.int8 style). End to end: the\n"
-            "perplexity of the text with every linear input fake-quantized, without and with\n"
-            "the outlier channels kept (docs/cost.md).\n\n"
-            "  --text FILE        the text (UTF-8), required\n"
-            "  --keep-top K       outlier channels kept per tensor (default 8)\n"
-            "  --outlier X, --abs X, --ratio X, --min-blocks N\n"
-            "                     the spike rule for the spike channels, as `sinkscope trace`\n"
-            "                     (analysis/sks_rule.h and its defaults)\n"
-            "  --window W         perplexity window (default: the model's context)\n"
-            "  --stride S         perplexity stride (default W)\n"
-            "  --no-e2e           per-layer statistics only (no perplexity runs)\n"
-            "  --tokenizer PATH   tokenizer file when it is not beside the model\n"
-            "  -o, --output FILE  msgpack, schema sinkscope.quant-risk/1 (docs/schema-cost.md)\n"
-            "  --json             a JSON summary on stdout instead of the tables\n"
-            "  -q, --quiet        no progress on stderr\n\n"
-            "example:\n"
-            "  sinkscope quant-risk model-dir --text book.txt --ratio 100 --abs 50 -o qr.msgpack\n");
-}
 
 static size_t sks__err_at(int l, int site, int q, int k) {
     return (((size_t)l * SKS_QSITE_N + (size_t)site) * SKS_Q_N + (size_t)q) * SKS_QKEEP_N + (size_t)k;
@@ -117,59 +87,46 @@ static void sks__qr_tables(const sks_qrisk_result *r) {
 
 int sks_cmd_quant_risk(int argc, char **argv) {
     const char *model_path = NULL, *text_path = NULL, *tok_path = NULL, *out_path = NULL;
-    int want_json = 0, quiet = 0, rc;
+    int want_json = 0, quiet = 0, no_e2e = 0, rc, code;
     sks_qrisk_opts o;
     sks_qrisk_opts_default(&o);
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
-        long lv;
-        int *idst = !strcmp(a, "--keep-top")     ? &o.keep_top
-                    : !strcmp(a, "--min-blocks") ? &o.trace.min_blocks
-                    : !strcmp(a, "--window")     ? &o.ppl.window
-                    : !strcmp(a, "--stride")     ? &o.ppl.stride
-                                                 : NULL;
-        double *ddst = !strcmp(a, "--abs")       ? &o.trace.abs_thresh
-                       : !strcmp(a, "--ratio")   ? &o.trace.ratio
-                       : !strcmp(a, "--outlier") ? &o.trace.outlier
-                                                 : NULL;
-        const char **sdst = !strcmp(a, "--text")                         ? &text_path
-                            : !strcmp(a, "--tokenizer")                  ? &tok_path
-                            : !strcmp(a, "-o") || !strcmp(a, "--output") ? &out_path
-                                                                         : NULL;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            sks__qr_help(stdout);
-            return 0;
-        } else if (!strcmp(a, "--json")) {
-            want_json = 1;
-        } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
-            quiet = 1;
-        } else if (!strcmp(a, "--no-e2e")) {
-            o.end_to_end = 0;
-        } else if (idst) {
-            SKS_CLI_TAKE("quant-risk", a, val, i);
-            if ((rc = sks_cli_parse_int(a, val, idst == &o.keep_top ? 0 : 1, 1 << 20, &lv)))
-                return sks_cli_fail("quant-risk", rc);
-            *idst = (int)lv;
-        } else if (ddst) {
-            SKS_CLI_TAKE("quant-risk", a, val, i);
-            if ((rc = sks_cli_parse_double(a, val, ddst))) return sks_cli_fail("quant-risk", rc);
-        } else if (sdst) {
-            SKS_CLI_TAKE("quant-risk", a, val, i);
-            *sdst = val;
-        } else if (a[0] == '-' && a[1]) {
-            fprintf(stderr, "sinkscope quant-risk: unknown option %s (see sinkscope quant-risk --help)\n", a);
-            return 2;
-        } else if (!model_path) {
-            model_path = a;
-        } else {
-            fprintf(stderr, "sinkscope quant-risk: unexpected argument '%s'\n", a);
-            return 2;
-        }
-    }
-    if (!model_path || !text_path) {
-        fprintf(stderr, "sinkscope quant-risk: give MODEL and --text FILE (see sinkscope quant-risk --help)\n");
-        return 2;
-    }
+    sks_cli_rule rule = {{0}, 0};
+    sks_trace_opts_rule(&o.trace, &rule.rule);
+    const sks_cli_opt opts[] = {
+        SKS_OPT_STR("--text FILE", &text_path, "the text (UTF-8), required"),
+        SKS_OPT_INT("--keep-top K", &o.keep_top, 0, 1 << 20, "outlier channels kept per tensor (default 8)"),
+        SKS_OPT_INT("--window W", &o.ppl.window, 1, 1 << 20, "perplexity window (default: the model's context)"),
+        SKS_OPT_INT("--stride S", &o.ppl.stride, 1, 1 << 20, "perplexity stride (default W)"),
+        SKS_OPT_FLAG("--no-e2e", &no_e2e, "per-layer statistics only (no perplexity runs)"),
+        SKS_OPT_STR("--tokenizer PATH", &tok_path, "tokenizer file when it is not beside the model"),
+        SKS_OPT_STR("-o, --output FILE", &out_path, "msgpack, schema sinkscope.quant-risk/1 (docs/schema-cost.md)"),
+        SKS_OPT_FLAG("--json", &want_json, "a JSON summary on stdout instead of the tables"),
+        SKS_OPT_FLAG("-q, --quiet", &quiet, "no progress on stderr"),
+        SKS_OPT_HELP,
+        SKS_OPT_RULE(&rule),
+        SKS_OPT_TEXT("                     (here the given values are used as they are: --abs or\n"
+                     "                     --ratio does not switch --outlier off)\n"),
+        SKS_OPT_END,
+    };
+    const sks_cli_cmd cmd = {
+        "quant-risk",
+        "MODEL --text FILE [--keep-top K] [spike rule] [--window W] [--stride S]\n"
+        "                            [--no-e2e] [--tokenizer PATH] [-o OUT.msgpack] [--json] [-q]",
+        "What the massive activations cost a low-bit activation quantizer. Per layer, for\n"
+        "the residual stream entering it and for each linear input (attention input, W_O\n"
+        "input, FFN input, W_down input), on the first window of the text: the dynamic\n"
+        "range max|x| / median|x| and the relative error ||Q(x) - x|| / ||x|| of symmetric\n"
+        "INT8 and INT4 (one scale per tensor or per token) and FP8 E4M3 (per-tensor scale),\n"
+        "each with no channel kept, with the spike channels kept in f32, and with the spike\n"
+        "channels plus the top-K outlier channels kept (LLM.int8 style). End to end: the\n"
+        "perplexity of the text with every linear input fake-quantized, without and with\n"
+        "the outlier channels kept (docs/cost.md).\n",
+        "example:\n  sinkscope quant-risk model-dir --text book.txt --ratio 100 --abs 50 -o qr.msgpack\n",
+        NULL, opts, "MODEL", 1, 1, &model_path, NULL};
+    if (!sks_cli_parse(&cmd, argc, argv, &code)) return code;
+    if (!text_path) return sks_cli_usage("quant-risk", "give MODEL and --text FILE");
+    sks_trace_opts_set_rule(&o.trace, &rule.rule);
+    if (no_e2e) o.end_to_end = 0;
     sks_cli_progress_install(quiet);
     sks_model *m = NULL;
     sks_qrisk_result *r = NULL;
