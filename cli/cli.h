@@ -14,19 +14,26 @@
 
 typedef int (*sks_cmd_fn)(int argc, char **argv);
 
-int sks_cmd_inspect(int argc, char **argv);
-int sks_cmd_run(int argc, char **argv);
-int sks_cmd_trace(int argc, char **argv);
-int sks_cmd_synth(int argc, char **argv);
-int sks_cmd_demo(int argc, char **argv);
-int sks_cmd_spikes(int argc, char **argv);
-int sks_cmd_vocab_sweep(int argc, char **argv);
-int sks_cmd_sinks(int argc, char **argv);
-int sks_cmd_analyze(int argc, char **argv);
-int sks_cmd_perplexity(int argc, char **argv);
-int sks_cmd_quant_risk(int argc, char **argv);
-int sks_cmd_kv_eval(int argc, char **argv);
-int sks_cmd_compare(int argc, char **argv);
+/* Every subcommand: X(name, function, one-line summary), in the order `sinkscope --help`
+ * lists them; each function int sks_cmd_<x>(int argc, char **argv) is in cli/cmd_<x>.c. */
+#define SKS_CLI_COMMANDS(X)                                                                             \
+    X("inspect", sks_cmd_inspect, "architecture, tensors, dtypes and shards of a model file")          \
+    X("run", sks_cmd_run, "greedy generation from a prompt")                                            \
+    X("trace", sks_cmd_trace, "residual-stream lifecycle, spike channels and measured sinks")          \
+    X("spikes", sks_cmd_spikes, "quadratic forms S_k of the FFNs: lambda*, s*, dominance")             \
+    X("vocab-sweep", sks_cmd_vocab_sweep, "every token alone at position 0: which spike")              \
+    X("sinks", sks_cmd_sinks, "sink-key geometry, query alignment, ranked sink heads")                 \
+    X("analyze", sks_cmd_analyze, "all analyses, figures and report.html into one folder")             \
+    X("perplexity", sks_cmd_perplexity, "perplexity of a text over windows of the context")            \
+    X("quant-risk", sks_cmd_quant_risk, "activation quantization error per layer, perplexity by scheme") \
+    X("kv-eval", sks_cmd_kv_eval, "perplexity when the KV cache keeps only recent keys (+ sinks)")     \
+    X("compare", sks_cmd_compare, "the ablation table over analyze folders (spikes, sinks, perplexity)") \
+    X("synth", sks_cmd_synth, "write a model of any shape with planted spikes and sinks")              \
+    X("demo", sks_cmd_demo, "synthesize the default model and analyse it (no files needed)")
+
+#define SKS_CLI_DECLARE(name, fn, summary) int fn(int argc, char **argv);
+SKS_CLI_COMMANDS(SKS_CLI_DECLARE)
+#undef SKS_CLI_DECLARE
 
 /* ---- options: one table per command ------------------------------------------------
  * A command describes its options as a table of sks_cli_opt rows; sks_cli_parse reads
@@ -73,7 +80,6 @@ typedef struct {
 /* A number in help text: "cut at " SKS_CLI_XSTR(SKS_DEFAULT_PROMPT_T) " tokens" */
 #define SKS_CLI_STR_(x) #x
 #define SKS_CLI_XSTR(x) SKS_CLI_STR_(x)
-#define SKS_OPT_HELP SKS_OPT_TEXT("  -h, --help         this text\n")
 #define SKS_OPT_END {NULL, SKS_CLI_FLAG, NULL, 0, 0, NULL, NULL, NULL}
 
 /* The spike-rule options (analysis/sks_rule.h); --abs or --ratio without --outlier is the
@@ -84,16 +90,23 @@ typedef struct {
 } sks_cli_rule;
 
 typedef struct {
-    const char *name;     /* "analyze" */
-    const char *usage;    /* what follows "usage: sinkscope <name> " */
-    const char *about;    /* before the options (may be NULL) */
-    const char *epilogue; /* after them: examples, environment (may be NULL) */
-    void (*more_help)(FILE *f); /* printed last, for text made at run time (may be NULL) */
-    const sks_cli_opt *opts;    /* ends with a row whose spec and help are NULL */
-    const char *pos_name; /* "MODEL" */
-    int min_pos, max_pos; /* positional arguments into pos[] */
-    const char **pos;
-    int *n_pos;           /* may be NULL */
+    const char *name;           /* "analyze" */
+    const char *usage;          /* what follows "usage: sinkscope <name> " */
+    const char *about;          /* before the options (may be NULL) */
+    const char *epilogue;       /* after them: examples, environment (may be NULL) */
+    void (*more_help)(FILE *f); /* printed before the epilogue, for text made at run time */
+    const sks_cli_opt *opts;    /* ends with SKS_OPT_END */
+    const char **model;         /* the one positional argument MODEL (required), or NULL */
+    const char **pos;           /* otherwise: positional arguments, at least min_pos */
+    int min_pos, max_pos;
+    int *n_pos;
+    const char *pos_name;       /* named in "no <pos_name> given" */
+    /* the options every command spells the same, shown after the table's (before its
+     * spike rule) with -h, --help: --json and -q, --quiet when dst is set */
+    int *json;
+    const char *json_help;
+    int *quiet;
+    const char *quiet_help;
 } sks_cli_cmd;
 
 /* Parse argv[1..argc) against c. Returns 1 when the command should go on, else 0 with
@@ -129,6 +142,30 @@ void sks_cli_print_trace_findings(FILE *f, const sks_trace_result *r, const sks_
  * and, with a forward pass, cos(x, s*) and the quadratic prediction against the true FFN
  * output; spike_only: only the trace's spike channels. */
 void sks_cli_print_spike_channels(FILE *f, const void *layer_results, int n, int spike_only);
+
+/* The commands that measure on a text (cli/text.c): MODEL, --text, --tokenizer, -o,
+ * --json, -q, then one sequence: open the model, encode the text (sks_text_file_ids),
+ * run, write the result to -o, print (the JSON summary with --json, else a table). The
+ * command keeps its options and result beside this struct (container of c). */
+typedef struct sks_cli_text_cmd sks_cli_text_cmd;
+struct sks_cli_text_cmd {
+    const char *name;
+    const char *model, *text, *tokenizer, *output;
+    int json, quiet;
+    int (*run)(sks_cli_text_cmd *c, const sks_model *m, const int32_t *ids, int n);
+    int (*write)(sks_cli_text_cmd *c, const sks_model *m, const char *path);
+    void (*print)(sks_cli_text_cmd *c, const sks_model *m);
+};
+#define SKS_OPT_TEXT_INPUT(c)                                                                     \
+    SKS_OPT_STR("--text FILE", &(c)->text, "the text (UTF-8), required"),                         \
+        SKS_OPT_STR("--tokenizer PATH", &(c)->tokenizer, "tokenizer file when it is not beside the model")
+/* The sequence, after the options are parsed; the exit code. */
+int sks_cli_text_run(sks_cli_text_cmd *c);
+
+/* Print j to stdout with jansson's flags and a new line, and release it; 0, or 1 when
+ * it could not be written. */
+struct json_t;
+int sks_cli_print_json(struct json_t *j, size_t flags);
 
 /* Install a progress hook that draws "stage [####    ] 12/40 eta 3s" on stderr when
  * stderr is a terminal, and plain lines every few seconds otherwise. quiet disables. */

@@ -244,14 +244,15 @@ int sks_cmd_analyze(int argc, char **argv) {
          "quant_risk.msgpack and kv_eval.msgpack (docs/cost.md)"),
         SKS_OPT_INT("--kv-window W", &o.kv_window, 1, 1 << 20, "kv-eval's window (default: a quarter of the context)"),
         SKS_OPT_FLAG("--no-plots", &fl.no_plots, "write the msgpack and JSON results only"),
-        SKS_OPT_FLAG("--json", &fl.json, "print summary.json to stdout at the end"),
-        SKS_OPT_FLAG("-q, --quiet", &fl.quiet, "no progress on stderr"),
-        SKS_OPT_HELP,
         SKS_OPT_RULE(&rule),
         SKS_OPT_END,
     };
-    const sks_cli_cmd cmd = {"analyze", "MODEL -o DIR [options]", sks__about, sks__epilogue, NULL, opts, "MODEL", 1, 1,
-                             &model, NULL};
+    const sks_cli_cmd cmd = {
+        .name = "analyze", .opts = opts, .model = &model, .json = &fl.json, .quiet = &fl.quiet,
+        .usage = "MODEL -o DIR [options]",
+        .about = sks__about,
+        .epilogue = sks__epilogue,
+        .json_help = "print summary.json to stdout at the end", .quiet_help = "no progress on stderr"};
     if (!sks_cli_parse(&cmd, argc, argv, &code)) return code;
     if (!out) return sks_cli_usage("analyze", "-o DIR is required");
     if (sks_cli_rule_done("analyze", &rule)) return 2;

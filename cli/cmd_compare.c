@@ -36,9 +36,7 @@ static void sks__cmp_json(const sks_compare_row *rows, int n) {
         json_array_append_new(ms, e);
     }
     json_object_set_new(o, "models", ms);
-    json_dumpf(o, stdout, JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
-    fputc('\n', stdout);
-    json_decref(o);
+    sks_cli_print_json(o, JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
 }
 
 static void sks__cmp_table(const sks_compare_row *rows, int n) {
@@ -70,23 +68,21 @@ int sks_cmd_compare(int argc, char **argv) {
         SKS_OPT_STR("-o, --output FILE", &out_path,
                     "msgpack, schema sinkscope.compare/1 (docs/schema-cost.md);\n"
                     "figure: python3 notebooks-out/plot_cost.py FILE"),
-        SKS_OPT_FLAG("--json", &want_json, "the table as JSON on stdout instead of text"),
-        SKS_OPT_FLAG("-q, --quiet", &quiet, "no progress on stderr"),
-        SKS_OPT_HELP,
         SKS_OPT_END,
     };
     const sks_cli_cmd cmd = {
-        "compare", "DIR DIR ... [--text FILE] [-o OUT.msgpack] [--json] [-q]",
-        "The paper's ablation table over several models. Each DIR is a folder written by\n"
+        .name = "compare", .opts = opts, .pos = dirs, .min_pos = 1, .max_pos = argc, .pos_name = "analyze folder (DIR)", .n_pos = &n, .json = &want_json, .quiet = &quiet,
+        .usage = "DIR DIR ... [--text FILE] [-o OUT.msgpack] [--json] [-q]",
+        .about = "The paper's ablation table over several models. Each DIR is a folder written by\n"
         "`sinkscope analyze MODEL -o DIR` (summary.json, sinks.msgpack): per model the peak\n"
         "|h| and its ratio to the block median, the spike channels, lambda* and dominance\n"
         "of S_c at the main step-up, the sink ratio, the median r99 of the sink keys, the\n"
         "fraction of the vocabulary that spikes alone at position 0, and the perplexity on\n"
         "--text (or the one analyze measured with --text). docs/cost.md.\n",
-        "example:\n"
+        .epilogue = "example:\n"
         "  for m in base sandwich olmo2; do sinkscope analyze ablation/$m -o an-$m --abs 50 --ratio 100; done\n"
         "  sinkscope compare an-base an-sandwich an-olmo2 --text book.txt -o compare.msgpack\n",
-        NULL, opts, "analyze folder (DIR)", 1, argc, dirs, &n};
+        .json_help = "the table as JSON on stdout instead of text", .quiet_help = "no progress on stderr"};
     if (!sks_cli_parse(&cmd, argc, argv, &code)) return code;
     sks_cli_progress_install(quiet);
     sks_compare_row *rows = calloc((size_t)n, sizeof *rows);

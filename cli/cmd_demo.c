@@ -181,12 +181,13 @@ int sks_cmd_demo(int argc, char **argv) {
         SKS_OPT_STR("--preset NAME", &D.preset, "model to synthesize (default demo: d 256, 8 layers, 8 heads)"),
         SKS_OPT_U64("--seed S", &D.seed, 0, (double)INT64_MAX, "seed of the model and the prompts (default 1)"),
         SKS_OPT_FLAG("--no-plots", &D.no_plots, "skip the figures and report.html"),
-        SKS_OPT_FLAG("-q, --quiet", &D.quiet, "no progress on stderr"),
-        SKS_OPT_HELP,
         SKS_OPT_END,
     };
-    const sks_cli_cmd cmd = {"demo", "[-o DIR] [--preset NAME] [--seed S] [--no-plots] [--quiet]", sks__about, NULL,
-                             NULL, opts, NULL, 0, 0, NULL, NULL};
+    const sks_cli_cmd cmd = {
+        .name = "demo", .opts = opts, .quiet = &D.quiet,
+        .usage = "[-o DIR] [--preset NAME] [--seed S] [--no-plots] [--quiet]",
+        .about = sks__about,
+        .quiet_help = "no progress on stderr"};
     if (!sks_cli_parse(&cmd, argc, argv, &code)) return code;
     snprintf(D.model_dir, sizeof D.model_dir, "%s/model", D.outdir);
     sks_cli_progress_install(D.quiet);

@@ -97,10 +97,7 @@ static int sks__inspect_json(const sks_model *m) {
     }
     json_object_set_new(o, "dtype_mix", mx);
     json_object_set_new(o, "bpw", json_real(mix.bpw));
-    int rc = json_dumpf(o, stdout, JSON_INDENT(1) | JSON_REAL_PRECISION(17));
-    fputc('\n', stdout);
-    json_decref(o);
-    return rc == 0 ? 0 : 1;
+    return sks_cli_print_json(o, JSON_INDENT(1) | JSON_REAL_PRECISION(17));
 }
 
 static void sks__human_bytes(uint64_t b, char *out, size_t n) {
@@ -191,17 +188,18 @@ int sks_cmd_inspect(int argc, char **argv) {
     const char *path = NULL;
     int json = 0, code;
     const sks_cli_opt opts[] = {
-        SKS_OPT_FLAG("--json", &json,
-                     "one JSON object on stdout: family, n_layers, d_model, d_ffn, n_heads,\n"
+        SKS_OPT_END,
+    };
+    const sks_cli_cmd cmd = {
+        .name = "inspect", .opts = opts, .model = &path, .json = &json,
+        .usage = "MODEL [--json]",
+        .about = sks__about,
+        .epilogue = sks__epilogue,
+        .json_help = "one JSON object on stdout: family, n_layers, d_model, d_ffn, n_heads,\n"
                      "n_kv_heads, head_dim, vocab_size, n_params, rope_theta, norm_eps,\n"
                      "tied_embeddings, rope_interleaved, format, file_bytes, shards and\n"
                      "tensors [{name, role, layer, dtype, shape, shard}], dtype_mix\n"
-                     "[{dtype, tensors, elements, bytes, bpw}] and bpw (overall)"),
-        SKS_OPT_HELP,
-        SKS_OPT_END,
-    };
-    const sks_cli_cmd cmd = {"inspect", "MODEL [--json]", sks__about, sks__epilogue, NULL, opts, "MODEL", 1, 1, &path,
-                             NULL};
+                     "[{dtype, tensors, elements, bytes, bpw}] and bpw (overall)"};
     if (!sks_cli_parse(&cmd, argc, argv, &code)) return code;
     sks_model *m;
     if (sks_cli_open_model("inspect", path, &m)) return 1;

@@ -4,79 +4,69 @@
 #include "../analysis/sks_perplexity.h"
 
 #include <jansson.h>
+#include <stddef.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
+typedef struct {
+    sks_cli_text_cmd c; /* first: the command's sequence */
+    sks_ppl_opts o;
+    sks_ppl_result *r;
+} sks__ppl;
 
-static void sks__ppl_json(const sks_ppl_result *r, const sks_model *m) {
-    json_t *o = json_object();
-    json_object_set_new(o, "schema", json_string("sinkscope.perplexity-summary/1"));
-    json_object_set_new(o, "model", json_string(sks_model_path(m)));
-    json_object_set_new(o, "n_tokens", json_integer(r->n_tokens));
-    json_object_set_new(o, "window", json_integer(r->window));
-    json_object_set_new(o, "stride", json_integer(r->stride));
-    json_object_set_new(o, "n_windows", json_integer(r->n_windows));
-    json_object_set_new(o, "n_scored", json_integer(r->n_scored));
-    json_object_set_new(o, "nll_sum", json_real(r->nll_sum));
-    json_object_set_new(o, "mean_nll", json_real(r->mean_nll));
-    json_object_set_new(o, "perplexity", json_real(r->ppl));
-    json_dumpf(o, stdout, JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(12));
-    fputc('\n', stdout);
-    json_decref(o);
+static int sks__ppl_run(sks_cli_text_cmd *c, const sks_model *m, const int32_t *ids, int n) {
+    sks__ppl *P = (sks__ppl *)c;
+    sks_ppl_ctx *ctx = NULL;
+    int window, stride;
+    int rc = sks_ppl_resolve(m, &P->o, &window, &stride);
+    if (!rc) rc = sks_ppl_ctx_new(m, window < n ? window : n, &ctx);
+    if (!rc) rc = sks_ppl_run(ctx, ids, n, window, stride, NULL, NULL, &P->r);
+    sks_ppl_ctx_free(ctx);
+    return rc;
+}
+
+static int sks__ppl_write(sks_cli_text_cmd *c, const sks_model *m, const char *path) {
+    return sks_ppl_write(((sks__ppl *)c)->r, m, c->text, path);
+}
+
+static void sks__ppl_print(sks_cli_text_cmd *c, const sks_model *m) {
+    const sks_ppl_result *r = ((sks__ppl *)c)->r;
+    if (!c->json) {
+        printf("perplexity %.4f (mean NLL %.6f nats) over %lld predicted tokens of %d, %d window(s) of %d, stride %d\n",
+               r->ppl, r->mean_nll, (long long)r->n_scored, r->n_tokens, r->n_windows, r->window, r->stride);
+        return;
+    }
+    json_t *o = json_pack("{s:s, s:s, s:i, s:i, s:i, s:i, s:I, s:f, s:f, s:f}", "schema",
+                          "sinkscope.perplexity-summary/1", "model", sks_model_path(m), "n_tokens", r->n_tokens,
+                          "window", r->window, "stride", r->stride, "n_windows", r->n_windows, "n_scored",
+                          (json_int_t)r->n_scored, "nll_sum", r->nll_sum, "mean_nll", r->mean_nll, "perplexity", r->ppl);
+    sks_cli_print_json(o, JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(12));
 }
 
 int sks_cmd_perplexity(int argc, char **argv) {
-    const char *model_path = NULL, *text_path = NULL, *tok_path = NULL, *out_path = NULL;
-    int want_json = 0, quiet = 0, rc, code;
-    sks_ppl_opts o;
-    sks_ppl_opts_default(&o);
+    sks__ppl P = {.c = {.name = "perplexity", .run = sks__ppl_run, .write = sks__ppl_write, .print = sks__ppl_print}};
+    sks_ppl_opts_default(&P.o);
+    int code;
     const sks_cli_opt opts[] = {
-        SKS_OPT_STR("--text FILE", &text_path, "the text (UTF-8), required"),
-        SKS_OPT_INT("--window W", &o.window, 2, 1 << 20, "tokens per window (default: the model's context)"),
-        SKS_OPT_INT("--stride S", &o.stride, 2, 1 << 20, "start of one window to the next (default W; at most W)"),
-        SKS_OPT_STR("--tokenizer PATH", &tok_path, "tokenizer file when it is not beside the model"),
-        SKS_OPT_STR("-o, --output FILE", &out_path, "msgpack result, schema sinkscope.perplexity/1\n(docs/schema-cost.md)"),
-        SKS_OPT_FLAG("--json", &want_json, "a JSON summary on stdout instead of the text line"),
-        SKS_OPT_FLAG("-q, --quiet", &quiet, "no progress on stderr"),
-        SKS_OPT_HELP,
+        SKS_OPT_TEXT_INPUT(&P.c),
+        SKS_OPT_INT("--window W", &P.o.window, 2, 1 << 20, "tokens per window (default: the model's context)"),
+        SKS_OPT_INT("--stride S", &P.o.stride, 2, 1 << 20, "start of one window to the next (default W; at most W)"),
+        SKS_OPT_STR("-o, --output FILE", &P.c.output, "msgpack result, schema sinkscope.perplexity/1\n(docs/schema-cost.md)"),
         SKS_OPT_END,
     };
-    const sks_cli_cmd cmd = {"perplexity", "MODEL --text FILE [--window W] [--stride S]\n"
-                             "                            [--tokenizer PATH] [-o OUT.msgpack] [--json] [-q]",
-                             "Perplexity of the model on a text: exp of the mean next-token negative log\n"
-                             "likelihood. The text (encoded with BOS first) is cut into windows of W tokens\n"
-                             "starting every S tokens; each window scores the targets that no earlier window\n"
-                             "scored (with S < W they see more history). Logits are f32, the log-sum-exp and\n"
-                             "the sums f64 (docs/cost.md).\n",
-                             "example:\n  sinkscope perplexity model-dir --text book.txt --stride 128 -o ppl.msgpack\n",
-                             NULL, opts, "MODEL", 1, 1, &model_path, NULL};
+    const sks_cli_cmd cmd = {
+        .name = "perplexity", .opts = opts, .model = &P.c.model, .json = &P.c.json, .quiet = &P.c.quiet,
+        .usage = "MODEL --text FILE [--window W] [--stride S]\n"
+                 "                            [--tokenizer PATH] [-o OUT.msgpack] [--json] [-q]",
+        .about = "Perplexity of the model on a text: exp of the mean next-token negative log\n"
+                 "likelihood. The text (encoded with BOS first) is cut into windows of W tokens\n"
+                 "starting every S tokens; each window scores the targets that no earlier window\n"
+                 "scored (with S < W they see more history). Logits are f32, the log-sum-exp and\n"
+                 "the sums f64 (docs/cost.md).\n",
+        .epilogue = "example:\n  sinkscope perplexity model-dir --text book.txt --stride 128 -o ppl.msgpack\n",
+        .json_help = "a JSON summary on stdout instead of the text line", .quiet_help = "no progress on stderr"};
     if (!sks_cli_parse(&cmd, argc, argv, &code)) return code;
-    if (!text_path) return sks_cli_usage("perplexity", "give MODEL and --text FILE");
-    sks_cli_progress_install(quiet);
-    sks_model *m = NULL;
-    sks_ppl_ctx *c = NULL;
-    sks_ppl_result *r = NULL;
-    int32_t *ids = NULL;
-    int n = 0, window, stride, ret = 1;
-    if (sks_cli_open_model("perplexity", model_path, &m)) return 1;
-    if ((rc = sks_ppl_resolve(m, &o, &window, &stride)) || (rc = sks_text_file_ids(m, tok_path, text_path, &ids, &n)) ||
-        (rc = sks_ppl_ctx_new(m, window < n ? window : n, &c)) ||
-        (rc = sks_ppl_run(c, ids, n, window, stride, NULL, NULL, &r)) ||
-        (out_path && (rc = sks_ppl_write(r, m, text_path, out_path)))) {
-        sks_cli_fail("perplexity", rc);
-        goto done;
-    }
-    if (want_json) sks__ppl_json(r, m);
-    else
-        printf("perplexity %.4f (mean NLL %.6f nats) over %lld predicted tokens of %d, %d window(s) of %d, stride %d\n",
-               r->ppl, r->mean_nll, (long long)r->n_scored, r->n_tokens, r->n_windows, r->window, r->stride);
-    if (out_path && !quiet) fprintf(stderr, "sinkscope perplexity: -> %s\n", out_path);
-    ret = 0;
-done:
-    sks_ppl_result_free(r);
-    sks_ppl_ctx_free(c);
-    free(ids);
-    sks_model_close(m);
-    return ret;
+    if (!P.c.text) return sks_cli_usage("perplexity", "give MODEL and --text FILE");
+    code = sks_cli_text_run(&P.c);
+    sks_ppl_result_free(P.r);
+    return code;
 }

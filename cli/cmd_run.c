@@ -38,20 +38,20 @@ int sks_cmd_run(int argc, char **argv) {
                     "tokenizer.json); default: the one beside the model or inside\n"
                     "the GGUF"),
         SKS_OPT_FLAG("--no-stop", &no_stop, "keep generating after the end-of-sequence token"),
-        SKS_OPT_HELP,
         SKS_OPT_END,
     };
-    const sks_cli_cmd cmd = {"run", "MODEL [--prompt TEXT | --tokens IDS] [--generate N] [--ids]\n"
+    const sks_cli_cmd cmd = {
+        .name = "run", .opts = opts, .model = &model_path,
+        .usage = "MODEL [--prompt TEXT | --tokens IDS] [--generate N] [--ids]\n"
                              "                           [--tokenizer PATH] [--no-stop]",
-                             "Greedy generation (argmax at every step, KV cache) with the same f32 forward pass\n"
+        .about = "Greedy generation (argmax at every step, KV cache) with the same f32 forward pass\n"
                              "that every analysis uses. It is the quickest check that a model loads and computes\n"
                              "correctly: a trained model should continue the prompt sensibly.\n",
-                             "The text goes to stdout; timing (tokens/s) goes to stderr.\n\n"
+        .epilogue = "The text goes to stdout; timing (tokens/s) goes to stderr.\n\n"
                              "examples:\n"
                              "  sinkscope run stories260K.bin --generate 64\n"
                              "  sinkscope run model-dir --prompt \"The capital of France is\" --generate 16\n"
-                             "  sinkscope run model.gguf --tokens 1,450,7483 --generate 8 --ids\n",
-                             NULL, opts, "MODEL", 1, 1, &model_path, NULL};
+                             "  sinkscope run model.gguf --tokens 1,450,7483 --generate 8 --ids\n"};
     if (!sks_cli_parse(&cmd, argc, argv, &code)) return code;
     if (prompt && tokens_arg) return sks_cli_usage("run", "give either --prompt or --tokens, not both");
     const int stop = !no_stop;

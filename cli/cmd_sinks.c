@@ -75,15 +75,15 @@ int sks_cmd_sinks(int argc, char **argv) {
         SKS_OPT_STR("--kv-map FILE", &kvmap,
                     "JSON for serving systems: per layer the heads (and KV heads)\n"
                     "that need the sink token kept"),
-        SKS_OPT_FLAG("--json", &json, "print a JSON summary on stdout"),
-        SKS_OPT_FLAG("-q, --quiet", &quiet, "no progress"),
-        SKS_OPT_HELP,
         SKS_OPT_RULE(&rule),
         SKS_OPT_END,
     };
-    const sks_cli_cmd cmd = {"sinks", "MODEL [input] [options] -o OUT.msgpack", sks__about,
-                             "example:\n  sinkscope sinks model-dir -o sinks.msgpack --kv-map kv.json\n", NULL, opts,
-                             "MODEL", 1, 1, &model_path, NULL};
+    const sks_cli_cmd cmd = {
+        .name = "sinks", .opts = opts, .model = &model_path, .json = &json, .quiet = &quiet,
+        .usage = "MODEL [input] [options] -o OUT.msgpack",
+        .about = sks__about,
+        .epilogue = "example:\n  sinkscope sinks model-dir -o sinks.msgpack --kv-map kv.json\n",
+        .json_help = "print a JSON summary on stdout", .quiet_help = "no progress"};
     if (!sks_cli_parse(&cmd, argc, argv, &code)) return code;
     if (!out) return sks_cli_usage("sinks", "give -o OUT.msgpack");
     if (!!src.prompt + !!src.prompts_file + !!src.tokens + !!src.tokens_file > 1)

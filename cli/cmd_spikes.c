@@ -132,22 +132,22 @@ int sks_cmd_spikes(int argc, char **argv) {
         SKS_OPT_FLAG("--no-first-token-map", &no_ftm, "skip the first-token map"),
         SKS_OPT_FLAG("--no-delimiter", &no_delim, "skip the delimiter route"),
         SKS_OPT_STR("-o, --output FILE", &out_path, "msgpack result (schema sinkscope.spikes/1, docs/schema-spikes.md)"),
-        SKS_OPT_FLAG("--json", &json,
-                     "JSON summary on stdout: per layer `channels` entries {channel,\n"
-                     "eigenvalues, s_star, frobenius, trace, dominance, energy_fraction,\n"
-                     "cos_x_s, quad_pred, rank1_pred, true_out}"),
-        SKS_OPT_FLAG("-q, --quiet", &quiet, "no progress"),
         SKS_OPT_FLAG("--resume", &resume, "keep the finished layers of an interrupted run (OUT.parts/)"),
         SKS_OPT_BYTES("--max-memory SIZE", &max_mem,
                       "bound the workspaces, e.g. 4G (weights stay mapped; smaller\n"
                       "solver blocks, f32 operator; an error when it cannot fit)"),
-        SKS_OPT_HELP,
         SKS_OPT_RULE(&rule),
         SKS_OPT_TEXT("                     (the rule of the trace that selects the channels)\n"),
         SKS_OPT_END,
     };
-    const sks_cli_cmd cmd = {"spikes", "MODEL [selection] [options] -o OUT.msgpack [--json]", sks__about, sks__examples,
-                             NULL, opts, "MODEL", 1, 1, &model_path, NULL};
+    const sks_cli_cmd cmd = {
+        .name = "spikes", .opts = opts, .model = &model_path, .json = &json, .quiet = &quiet,
+        .usage = "MODEL [selection] [options] -o OUT.msgpack [--json]",
+        .about = sks__about,
+        .epilogue = sks__examples,
+        .json_help = "JSON summary on stdout: per layer `channels` entries {channel,\n"
+                     "eigenvalues, s_star, frobenius, trace, dominance, energy_fraction,\n"
+                     "cos_x_s, quad_pred, rank1_pred, true_out}", .quiet_help = "no progress"};
     if (!sks_cli_parse(&cmd, argc, argv, &code)) return code;
     if (!out_path) return sks_cli_usage("spikes", "give -o OUT.msgpack");
     if (sks_cli_rule_done("spikes", &rule)) return 2;
@@ -242,13 +242,7 @@ int sks_cmd_spikes(int argc, char **argv) {
     if (json) {
         json_t *j = sks__json_summary(&rep, m);
         sks_json_add_nonfinite(j);
-        char *txt = json_dumps(j, JSON_COMPACT);
-        if (txt) {
-            fputs(txt, stdout);
-            fputc('\n', stdout);
-            free(txt);
-        }
-        json_decref(j);
+        sks_cli_print_json(j, JSON_COMPACT);
     } else if (!quiet) {
         printf("spikes: %d layer(s) analysed (%s selection)\n", run.n_layers, sel.name);
         sks_cli_print_spike_channels(stdout, run.layers, run.n_layers, 0);

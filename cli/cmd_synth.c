@@ -69,15 +69,16 @@ int sks_cmd_synth(int argc, char **argv) {
                     "round-to-nearest quantizers, not llama.cpp's (docs/gguf-types.md)"),
         SKS_OPT_U64("--max-shard-bytes N", &maxshard, 1, (double)INT64_MAX, "shard above N bytes (default 5000000000, as transformers)"),
         SKS_OPT_STR("-o, --output DIR", &outdir, "output directory (created if needed)"),
-        SKS_OPT_FLAG("--json", &json, "print a JSON summary on stdout"),
-        SKS_OPT_FLAG("-q, --quiet", &quiet, "no progress bar"),
-        SKS_OPT_HELP,
         SKS_OPT_END,
     };
-    const sks_cli_cmd cmd = {"synth", "(--preset NAME | --config FILE) -o DIR [--seed S]\n"
+    const sks_cli_cmd cmd = {
+        .name = "synth", .more_help = sks__presets_help, .opts = opts, .json = &json, .quiet = &quiet,
+        .usage = "(--preset NAME | --config FILE) -o DIR [--seed S]\n"
                              "                       [--format safetensors|gguf] [--dtype TYPE] [--max-shard-bytes N]\n"
                              "                       [--json] [--quiet]",
-                             sks__about, sks__epilogue, sks__presets_help, opts, "MODEL", 0, 0, NULL, NULL};
+        .about = sks__about,
+        .epilogue = sks__epilogue,
+        .json_help = "print a JSON summary on stdout", .quiet_help = "no progress bar"};
     if (!sks_cli_parse(&cmd, argc, argv, &code)) return code;
     if ((!preset) == (!config) || !outdir)
         return sks_cli_usage("synth", "give exactly one of --preset or --config, and -o DIR");

@@ -79,9 +79,7 @@ static void sks__print_json(const sks_trace_result *r, const sks_trace_opts *o) 
     json_object_set_new(root, "n_prompts", json_integer(r->n_prompts));
     json_object_set_new(root, "n_tokens", json_integer(r->n_tokens));
     sks_json_add_nonfinite(root);
-    json_dumpf(root, stdout, JSON_INDENT(1) | JSON_REAL_PRECISION(10));
-    fputc('\n', stdout);
-    json_decref(root);
+    sks_cli_print_json(root, JSON_INDENT(1) | JSON_REAL_PRECISION(10));
 }
 
 static const char sks__about[] =
@@ -124,10 +122,6 @@ int sks_cmd_trace(int argc, char **argv) {
         SKS_OPT_SECTION("output:"),
         SKS_OPT_STR("-o, --output OUT", &out_path,
                     "the full result (.msgpack), schema sinkscope.trace/1\n(docs/schema-trace.md)"),
-        SKS_OPT_FLAG("--json", &want_json,
-                     "a summary on stdout instead of the findings: blocks,\n"
-                     "spike_channels, spike_tokens, lifecycle, closest, alpha0\n"
-                     "(layers x heads), sink_heads, sink_ratio"),
         SKS_OPT_FLAG("--residual", &o.keep_residual,
                      "also store the whole residual stream of the first prompt,\n"
                      "h_b for every block (f32, (2L+1) x T x d: large) in OUT"),
@@ -140,13 +134,17 @@ int sks_cmd_trace(int argc, char **argv) {
         SKS_OPT_INT("--topk N", &o.topk, 1, 100000, "largest entries kept per block (default 8)"),
         SKS_OPT_INT("--n-alpha N", &o.n_alpha, 1, 100000, "alpha_j reported for j < N (default 4)"),
         SKS_OPT_STR("--tokenizer PATH", &tok_path, "tokenizer file when it is not beside the model"),
-        SKS_OPT_FLAG("-q, --quiet", &quiet, "no progress and no findings"),
-        SKS_OPT_HELP,
         SKS_OPT_END,
     };
-    const sks_cli_cmd cmd = {"trace", "MODEL [--prompt TEXT | --prompts FILE | --tokens IDS] [-o OUT.msgpack] [--json]\n"
+    const sks_cli_cmd cmd = {
+        .name = "trace", .opts = opts, .model = &model_path, .json = &want_json, .quiet = &quiet,
+        .usage = "MODEL [--prompt TEXT | --prompts FILE | --tokens IDS] [-o OUT.msgpack] [--json]\n"
                              "                             [spike rule] [options]",
-                             sks__about, sks__examples, NULL, opts, "MODEL", 1, 1, &model_path, NULL};
+        .about = sks__about,
+        .epilogue = sks__examples,
+        .json_help = "a summary on stdout instead of the findings: blocks,\n"
+                     "spike_channels, spike_tokens, lifecycle, closest, alpha0\n"
+                     "(layers x heads), sink_heads, sink_ratio", .quiet_help = "no progress and no findings"};
     if (!sks_cli_parse(&cmd, argc, argv, &code)) return code;
     if (!!src.prompt + !!src.prompts_file + !!src.tokens > 1)
         return sks_cli_usage("trace", "give only one of --prompt, --prompts, --tokens");

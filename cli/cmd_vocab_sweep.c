@@ -74,16 +74,16 @@ int sks_cmd_vocab_sweep(int argc, char **argv) {
         SKS_OPT_INT("--batch N", &vo.batch, 1, 1 << 16, "tokens per forward batch (default 256)"),
         SKS_OPT_STR("--tokenizer PATH", &tok_path, "tokenizer file (default: found beside / inside MODEL)"),
         SKS_OPT_STR("-o, --output FILE", &out_path, "msgpack result (schema sinkscope.vocab/1, docs/schema-vocab.md)"),
-        SKS_OPT_FLAG("--json", &json,
-                     "JSON summary on stdout: n_tokens, n_spike, spike_fraction,\n"
-                     "top_channel, typical_median, exceptions [{id, piece, ratio}]"),
-        SKS_OPT_FLAG("-q, --quiet", &quiet, "no progress"),
         SKS_OPT_FLAG("--resume", &resume, "keep the finished batches of an interrupted run (OUT.parts/)"),
-        SKS_OPT_HELP,
         SKS_OPT_END,
     };
-    const sks_cli_cmd cmd = {"vocab-sweep", "MODEL [options] -o OUT.msgpack [--json]", sks__about, sks__examples, NULL,
-                             opts, "MODEL", 1, 1, &model_path, NULL};
+    const sks_cli_cmd cmd = {
+        .name = "vocab-sweep", .opts = opts, .model = &model_path, .json = &json, .quiet = &quiet,
+        .usage = "MODEL [options] -o OUT.msgpack [--json]",
+        .about = sks__about,
+        .epilogue = sks__examples,
+        .json_help = "JSON summary on stdout: n_tokens, n_spike, spike_fraction,\n"
+                     "top_channel, typical_median, exceptions [{id, piece, ratio}]", .quiet_help = "no progress"};
     if (!sks_cli_parse(&cmd, argc, argv, &code)) return code;
     if (!out_path) return sks_cli_usage("vocab-sweep", "give -o OUT.msgpack");
     if (!(vo.ratio > 0)) return sks_cli_usage("vocab-sweep", "--ratio: want a positive number");
@@ -172,13 +172,7 @@ int sks_cmd_vocab_sweep(int argc, char **argv) {
         json_object_set_new(j, "exceptions", ex);
         json_object_set_new(j, "seconds", sks_json_num(r->seconds));
         sks_json_add_nonfinite(j);
-        char *txt = json_dumps(j, JSON_COMPACT);
-        if (txt) {
-            fputs(txt, stdout);
-            fputc('\n', stdout);
-            free(txt);
-        }
-        json_decref(j);
+        sks_cli_print_json(j, JSON_COMPACT);
     }
     goto done;
 fail:

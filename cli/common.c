@@ -3,6 +3,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
@@ -277,30 +278,35 @@ static int sks__opt_set(const sks_cli_opt *o, const char *a, const char *v) {
     }
 }
 
+/* The row of option a: the table's, or --json / --quiet of the command (in *tmp). */
+static const sks_cli_opt *sks__find_opt(const sks_cli_cmd *c, const char *a, sks_cli_opt *tmp) {
+    for (const sks_cli_opt *o = c->opts; o->spec || o->help; o++)
+        if (sks__opt_named(o, a)) return o;
+    const sks_cli_opt std[2] = {SKS_OPT_FLAG("--json", c->json, ""), SKS_OPT_FLAG("-q, --quiet", c->quiet, "")};
+    for (int k = 0; k < 2; k++)
+        if (std[k].dst && sks__opt_named(&std[k], a)) return (*tmp = std[k], tmp);
+    return NULL;
+}
+
 int sks_cli_parse(const sks_cli_cmd *c, int argc, char **argv, int *exit_code) {
+    const char **pos = c->model ? c->model : c->pos;
+    const int max_pos = c->model ? 1 : c->max_pos, min_pos = c->model ? 1 : c->min_pos;
     int n_pos = 0;
     *exit_code = 2;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        sks_cli_opt tmp;
+        const sks_cli_opt *o = sks__find_opt(c, a, &tmp);
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             sks_cli_help(c, stdout);
             *exit_code = 0;
             return 0;
-        }
-        const sks_cli_opt *o = c->opts;
-        while (o->spec || o->help) {
-            if (sks__opt_named(o, a)) break;
-            o++;
-        }
-        if (o->spec || o->help) {
-            if (o->kind == SKS_CLI_FLAG) {
-                *(int *)o->dst = 1;
-                continue;
-            }
-            if (i + 1 >= argc) {
-                fprintf(stderr, "sinkscope %s: %s needs a value\n", c->name, a);
-                return 0;
-            }
+        } else if (o && o->kind == SKS_CLI_FLAG) {
+            *(int *)o->dst = 1;
+        } else if (o && i + 1 >= argc) {
+            fprintf(stderr, "sinkscope %s: %s needs a value\n", c->name, a);
+            return 0;
+        } else if (o) {
             int rc = sks__opt_set(o, a, argv[++i]);
             if (rc) {
                 sks_cli_fail(c->name, rc);
@@ -309,16 +315,16 @@ int sks_cli_parse(const sks_cli_cmd *c, int argc, char **argv, int *exit_code) {
         } else if (a[0] == '-' && a[1]) {
             sks_cli_usage(c->name, "unknown option '%s'", a);
             return 0;
-        } else if (n_pos < c->max_pos) {
-            c->pos[n_pos++] = a;
+        } else if (n_pos < max_pos) {
+            pos[n_pos++] = a;
         } else {
             sks_cli_usage(c->name, "unexpected argument '%s'", a);
             return 0;
         }
     }
     if (c->n_pos) *c->n_pos = n_pos;
-    if (n_pos < c->min_pos) {
-        sks_cli_usage(c->name, "no %s given", c->pos_name);
+    if (n_pos < min_pos) {
+        sks_cli_usage(c->name, "no %s given", c->model ? "MODEL" : c->pos_name);
         return 0;
     }
     return 1;
@@ -340,16 +346,27 @@ static void sks__opt_help(FILE *f, const char *spec, const char *help) {
     }
 }
 
+/* --json, -q and -h, the same for every command. */
+static void sks__std_help(const sks_cli_cmd *c, FILE *f) {
+    if (c->json) sks__opt_help(f, "--json", c->json_help);
+    if (c->quiet) sks__opt_help(f, "-q, --quiet", c->quiet_help);
+    sks__opt_help(f, "-h, --help", "this text");
+}
+
 void sks_cli_help(const sks_cli_cmd *c, FILE *f) {
     fprintf(f, "usage: sinkscope %s %s\n\n", c->name, c->usage);
     if (c->about) fprintf(f, "%s\n", c->about);
     if (c->opts[0].kind != SKS_CLI_SECTION) fprintf(f, "options:\n");
-    for (const sks_cli_opt *o = c->opts; o->spec || o->help; o++) {
+    int std = 0;
+    const sks_cli_opt *o = c->opts;
+    for (; o->spec || o->help; o++) {
+        if (o->kind == SKS_CLI_RULE && !std++) sks__std_help(c, f);
         if (o->kind == SKS_CLI_SECTION) fprintf(f, "%s%s\n", o == c->opts ? "" : "\n", o->spec);
         else if (o->kind == SKS_CLI_TEXT) fputs(o->help, f);
         else if (o->kind == SKS_CLI_RULE) fprintf(f, "%s%s", o == c->opts ? "" : "\n", sks_cli_rule_help);
         else if (o->help) sks__opt_help(f, o->spec, o->help); /* no help: an alias */
     }
+    if (!std) sks__std_help(c, f);
     if (c->more_help) c->more_help(f);
     if (c->epilogue) fprintf(f, "\n%s", c->epilogue);
 }
@@ -362,4 +379,11 @@ int sks_cli_rule_done(const char *cmd, sks_cli_rule *r) {
         return 2;
     }
     return 0;
+}
+
+int sks_cli_print_json(json_t *j, size_t flags) {
+    int rc = json_dumpf(j, stdout, flags);
+    fputc('\n', stdout);
+    json_decref(j);
+    return rc == 0 ? 0 : 1;
 }
