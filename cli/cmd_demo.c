@@ -9,11 +9,7 @@
 #include "cli.h"
 #include "analyze.h"
 #include "../analysis/sks_synth.h"
-#include "../analysis/sks_trace.h"
-#include "../analysis/sks_out.h"
 
-#include <jansson.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,8 +21,7 @@ typedef struct {
     uint64_t seed;
     int quiet, no_plots;
     sks_synth *synth;
-    int verified; /* 1 pass, 0 fail */
-    char verdict[1024];
+    sks_synth_verdict v;
 } sks__demo;
 
 /* 1. synthesize the model into DIR/model */
@@ -50,98 +45,30 @@ static int sks__demo_analyze(sks__demo *D) {
 }
 
 /* 3. independent check: trace four prompts with the paper's thresholds (abs 100,
- * ratio 1000, eps 0.3) and compare with planted.json. Writes DIR/verify.json. */
+ * ratio 1000, eps 0.3) and compare with planted.json (sks_synth_verify). Writes
+ * DIR/verify.json. */
 static int sks__demo_verify(sks__demo *D) {
-    sks_model *m = NULL;
-    int rc = sks_model_open(D->model_dir, &m);
-    if (rc) return rc;
-    const sks_synth_planted *p = sks_synth_get_planted(D->synth);
-    const sks_arch *a = sks_model_arch(m);
-    enum { NP = 4, T = 64 };
-    int32_t ids[NP][T];
-    const int32_t *pr[NP];
-    int lens[NP];
-    for (int k = 0; k < NP; k++) {
-        sks_trace_default_tokens(m, T, 100 + (uint64_t)k, ids[k]);
-        pr[k] = ids[k];
-        lens[k] = T;
-    }
-    sks_trace_opts o;
-    sks_trace_opts_default(&o);
-    sks_trace_result *r = NULL;
-    if ((rc = sks_trace_run(m, NP, pr, lens, &o, &r))) {
-        sks_model_close(m);
-        return rc;
-    }
-    int up = 2 * p->step_up_layer + 2, down = p->step_down_layer < a->n_layers ? 2 * p->step_down_layer + 2 : -1;
-    int chan_ok = r->n_spike_channels == p->n_spike, tok_ok = r->n_spike_tokens == 1 && r->spike_tokens[0] == 0;
-    int life_ok = 1;
-    double min_ratio = INFINITY;
-    for (int c = 0; c < p->n_spike; c++) {
-        int found = 0;
-        for (int k = 0; k < r->n_spike_channels; k++) found |= r->spike_channels[k] == p->channels[c];
-        chan_ok &= found;
-        const sks_lifecycle *lc = NULL;
-        for (int k = 0; k < r->n_lifecycles; k++)
-            if (r->lifecycles[k].token == 0 && r->lifecycles[k].channel == p->channels[c]) lc = &r->lifecycles[k];
-        if (!lc) {
-            life_ok = 0;
-            continue;
-        }
-        int has_down = down < 0;
-        for (int k = 0; k < lc->n_down; k++) has_down |= lc->down_blocks[k] == down;
-        life_ok &= lc->main_up == up && has_down;
-        for (int b = up; b < (down > 0 ? down : r->n_blocks); b++) {
-            double q = fabs(lc->values[b]) / r->blocks[b].median_abs;
-            if (q < min_ratio) min_ratio = q;
-        }
-    }
-    int tp = 0, fp = 0, fn = 0;
-    double min_sink = INFINITY, max_other = 0;
-    for (int l = 0; l < a->n_layers; l++)
-        for (int h = 0; h < a->n_heads; h++) {
-            double a0 = r->alpha[((size_t)l * a->n_heads + h) * r->n_alpha];
-            int planted = sks_synth_is_sink(D->synth, l, h), measured = a0 > o.eps;
-            tp += planted && measured;
-            fp += !planted && measured;
-            fn += planted && !measured;
-            if (planted && a0 < min_sink) min_sink = a0;
-            if (!planted && a0 > max_other) max_other = a0;
-        }
-    D->verified = chan_ok && tok_ok && life_ok && fp == 0 && fn == 0;
-    snprintf(D->verdict, sizeof D->verdict,
-             "  spike channels   planted %d, found %d, all planted found: %s\n"
-             "  spike token      %s\n"
-             "  lifecycle        step-up at block %d (FFN of layer %d)%s: %s; plateau >= %.0fx the block median\n"
-             "  sink heads       planted %d; measured (alpha_0 > %.1f): %d found, %d extra, %d missed\n"
-             "                   alpha_0: planted >= %.3f, others <= %.3f\n",
-             p->n_spike, r->n_spike_channels, chan_ok ? "yes" : "NO", tok_ok ? "position 0 only" : "NOT position 0 only",
-             up, p->step_up_layer, down > 0 ? ", step-down at the planted FFN" : "", life_ok ? "as planted" : "NOT as planted",
-             min_ratio, p->n_sink, o.eps, tp, fp, fn, min_sink, max_other);
-    json_t *v = json_object();
-    json_object_set_new(v, "schema", json_string("sinkscope.demo-verify/1"));
-    json_object_set_new(v, "pass", json_boolean(D->verified));
-    json_object_set_new(v, "spike_channels_found", json_boolean(chan_ok));
-    json_object_set_new(v, "spike_token_position0_only", json_boolean(tok_ok));
-    json_object_set_new(v, "lifecycle_as_planted", json_boolean(life_ok));
-    json_object_set_new(v, "plateau_min_ratio", sks_json_num(min_ratio));
-    json_object_set_new(v, "sink_true_positive", json_integer(tp));
-    json_object_set_new(v, "sink_false_positive", json_integer(fp));
-    json_object_set_new(v, "sink_false_negative", json_integer(fn));
-    json_object_set_new(v, "alpha0_min_planted", sks_json_num(min_sink));
-    json_object_set_new(v, "alpha0_max_other", sks_json_num(max_other));
-    json_object_set_new(v, "thresholds", json_pack("{s:o,s:o,s:i,s:o}", "abs", sks_json_num(o.abs_thresh), "ratio", sks_json_num(o.ratio),
-                                                   "min_blocks", o.min_blocks, "eps", sks_json_num(o.eps)));
-    sks_json_add_nonfinite(v);
-    char *text = json_dumps(v, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
-    json_decref(v);
     char path[4200];
     snprintf(path, sizeof path, "%s/verify.json", D->outdir);
-    rc = text ? sks_write_file_atomic(path, text, strlen(text)) : sks_fail(SKS_ENOMEM, "demo: out of memory");
-    free(text);
-    sks_trace_result_free(r);
-    sks_model_close(m);
-    return rc;
+    int rc = sks_synth_verify(D->synth, D->model_dir, &D->v);
+    return rc ? rc : sks_synth_verdict_write(&D->v, path);
+}
+
+/* The verdict, one line per check. */
+static void sks__demo_print_verdict(const sks__demo *D) {
+    const sks_synth_planted *p = sks_synth_get_planted(D->synth);
+    const sks_synth_verdict *v = &D->v;
+    printf("planted versus found (trace, abs 100, ratio 1000, eps 0.3; %s/verify.json):\n", D->outdir);
+    printf("  spike channels   planted %d, found %d, all planted found: %s\n", p->n_spike, v->n_found,
+           v->channels_found ? "yes" : "NO");
+    printf("  spike token      %s\n", v->token0_only ? "position 0 only" : "NOT position 0 only");
+    printf("  lifecycle        step-up at block %d (FFN of layer %d)%s: %s; plateau >= %.0fx the block median\n",
+           v->up_block, p->step_up_layer, v->down_block > 0 ? ", step-down at the planted FFN" : "",
+           v->lifecycle_ok ? "as planted" : "NOT as planted", v->plateau_min_ratio);
+    printf("  sink heads       planted %d; measured (alpha_0 > %.1f): %d found, %d extra, %d missed\n", p->n_sink,
+           v->trace.eps, v->tp, v->fp, v->fn);
+    printf("                   alpha_0: planted >= %.3f, others <= %.3f\n", v->alpha0_min_planted, v->alpha0_max_other);
+    printf("verdict: %s\n", v->pass ? "every planted spike and sink recovered" : "MISMATCH (see verify.json)");
 }
 
 typedef struct {
@@ -206,8 +133,7 @@ int sks_cmd_demo(int argc, char **argv) {
     printf("  analyses         %s/trace.msgpack spikes.msgpack vocab.msgpack sinks.msgpack kv_map.json\n", D.outdir);
     printf("  summary          %s/summary.json\n", D.outdir);
     if (!D.no_plots) printf("  report           %s/report.html (if the figures could be drawn: see summary.json)\n", D.outdir);
-    printf("planted versus found (trace, abs 100, ratio 1000, eps 0.3; %s/verify.json):\n%s", D.outdir, D.verdict);
-    printf("verdict: %s\n", D.verified ? "every planted spike and sink recovered" : "MISMATCH (see verify.json)");
+    sks__demo_print_verdict(&D);
     sks_synth_free(D.synth);
-    return D.verified ? 0 : 1;
+    return D.v.pass ? 0 : 1;
 }
