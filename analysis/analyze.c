@@ -326,12 +326,6 @@ static int sks__stage_cost(sks__run *R) {
 
 /* ---- summary.json ----------------------------------------------------------------------- */
 
-static json_t *sks__int_array(const int *v, int n) {
-    json_t *a = json_array();
-    for (int i = 0; i < n; i++) json_array_append_new(a, json_integer(v[i]));
-    return a;
-}
-
 static json_t *sks__summary_model(const sks_model *m) {
     const sks_arch *a = sks_model_arch(m);
     json_t *j = json_object();
@@ -354,8 +348,8 @@ static json_t *sks__summary_model(const sks_model *m) {
 static json_t *sks__summary_trace(const sks__run *R) {
     const sks_trace_result *t = R->r->tr;
     json_t *j = json_object();
-    json_object_set_new(j, "spike_channels", sks__int_array(t->spike_channels, t->n_spike_channels));
-    json_object_set_new(j, "spike_tokens", sks__int_array(t->spike_tokens, t->n_spike_tokens));
+    json_object_set_new(j, "spike_channels", sks_json_ints(t->spike_channels, t->n_spike_channels));
+    json_object_set_new(j, "spike_tokens", sks_json_ints(t->spike_tokens, t->n_spike_tokens));
     int bmax = 0;
     for (int b = 1; b < t->n_blocks; b++)
         if (t->blocks[b].max_abs > t->blocks[bmax].max_abs) bmax = b;
@@ -377,8 +371,8 @@ static json_t *sks__summary_trace(const sks__run *R) {
         json_object_set_new(e, "token", json_integer(lc->token));
         json_object_set_new(e, "channel", json_integer(lc->channel));
         json_object_set_new(e, "main_up", json_integer(lc->main_up));
-        json_object_set_new(e, "step_up_blocks", sks__int_array(lc->up_blocks, lc->n_up));
-        json_object_set_new(e, "step_down_blocks", sks__int_array(lc->down_blocks, lc->n_down));
+        json_object_set_new(e, "step_up_blocks", sks_json_ints(lc->up_blocks, lc->n_up));
+        json_object_set_new(e, "step_down_blocks", sks_json_ints(lc->down_blocks, lc->n_down));
         json_object_set_new(e, "peak_abs", sks_json_num(lc->peak_abs));
         json_array_append_new(lcs, e);
     }
@@ -508,7 +502,7 @@ static int sks__write_summary(sks__run *R) {
     json_object_set_new(set, "sample", json_integer(R->o->sample));
     json_object_set_new(set, "seed", json_integer((json_int_t)R->o->seed));
     json_object_set_new(set, "prompts", json_string(R->pr.source));
-    json_object_set_new(set, "prompt_lengths", sks__int_array(R->pr.lens, R->pr.n));
+    json_object_set_new(set, "prompt_lengths", sks_json_ints(R->pr.lens, R->pr.n));
     json_object_set_new(set, "tokenizer", R->tok ? json_string(sks_tokenizer_kind(R->tok)) : json_null());
     json_object_set_new(root, "settings", set);
     if (R->r->tr) json_object_set_new(root, "trace", sks__summary_trace(R));

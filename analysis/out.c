@@ -156,6 +156,12 @@ int sks_out_write_file(sks_out *o, const char *path) {
 
 json_t *sks_json_num(double v) { return isfinite(v) ? json_real(v) : json_null(); }
 
+json_t *sks_json_ints(const int *v, int n) {
+    json_t *a = json_array();
+    for (int i = 0; i < n; i++) json_array_append_new(a, json_integer(v[i]));
+    return a;
+}
+
 void sks_json_add_nonfinite(json_t *root) {
     int n = sks_nonfinite_n_tensors();
     if (n <= 0 || !root) return;

@@ -1443,9 +1443,7 @@ int sks_sinks_json_summary(const sks_sinks_result *r, const sks_model *m, const 
     json_object_set_new(root, "sink_ratio", sks_json_num(r->sink_ratio));
     json_object_set_new(root, "n_sink_heads", json_integer(r->n_sink_heads));
     json_object_set_new(root, "main_predictor", json_string(sks_sinks_pred_name(o->main_pred)));
-    json_t *ch = json_array();
-    for (int i = 0; i < r->n_spike_channels; i++) json_array_append_new(ch, json_integer(r->spike_channels[i]));
-    json_object_set_new(root, "spike_channels", ch);
+    json_object_set_new(root, "spike_channels", sks_json_ints(r->spike_channels, r->n_spike_channels));
     for (int64_t k = 0; k < (int64_t)L * H; k++) {
         int i = r->rank[k], l = i / H, h = i % H;
         json_t *e = json_object();

@@ -55,6 +55,8 @@ void sks_out_head(sks_out *o, size_t n, const char *schema, const sks_model *m);
  * model's non-finite tensors (--allow-nonfinite) added to root as
  * "nonfinite_tensors": [{name, nonfinite, size}], nothing when there are none. */
 struct json_t *sks_json_num(double v);
+/* An array of n ints. */
+struct json_t *sks_json_ints(const int *v, int n);
 void sks_json_add_nonfinite(struct json_t *root);
 
 /* Write the buffer to path atomically (path.tmp.<pid> + fsync + rename). */

@@ -8,6 +8,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "sks_synth.h"
+#include "sks_out.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -762,11 +763,6 @@ static json_t *sks__farr(const float *v, int n) {
     for (int i = 0; i < n; i++) json_array_append_new(a, json_real(v[i]));
     return a;
 }
-static json_t *sks__iarr(const int *v, int n) {
-    json_t *a = json_array();
-    for (int i = 0; i < n; i++) json_array_append_new(a, json_integer(v[i]));
-    return a;
-}
 static json_t *sks__darr(const double *v, int n) {
     json_t *a = json_array();
     for (int i = 0; i < n; i++) json_array_append_new(a, json_real(v[i]));
@@ -849,7 +845,7 @@ int sks_synth_planted_json(const sks_synth *s, sks_dtype dt, char **out) {
     json_t *sp = json_object();
     json_object_set_new(sp, "token_position", json_integer(0));
     json_object_set_new(sp, "token_id", json_integer(p->bos_id));
-    json_object_set_new(sp, "channels", sks__iarr(p->channels, p->n_spike));
+    json_object_set_new(sp, "channels", sks_json_ints(p->channels, p->n_spike));
     json_object_set_new(sp, "values", sks__darr(p->values, p->n_spike));
     json_object_set_new(sp, "step_up_layer", json_integer(p->step_up_layer));
     json_object_set_new(sp, "step_up_block", json_integer(2 * p->step_up_layer + 2));
@@ -871,9 +867,9 @@ int sks_synth_planted_json(const sks_synth *s, sks_dtype dt, char **out) {
     json_object_set_new(sp, "s_star", sks__farr(p->s_star, d));
     json_object_set_new(sp, "s_2", sks__farr(p->s_2, d));
     json_object_set_new(sp, "cos_x0_sstar_pred", json_real(p->cos_x0_sstar_pred));
-    json_object_set_new(sp, "up_units", sks__iarr(p->up_units, p->n_up_units));
-    json_object_set_new(sp, "up2_units", sks__iarr(p->up2_units, p->n_up2_units));
-    json_object_set_new(sp, "down_units", sks__iarr(p->down_units, p->n_down_units));
+    json_object_set_new(sp, "up_units", sks_json_ints(p->up_units, p->n_up_units));
+    json_object_set_new(sp, "up2_units", sks_json_ints(p->up2_units, p->n_up2_units));
+    json_object_set_new(sp, "down_units", sks_json_ints(p->down_units, p->n_down_units));
     json_object_set_new(sp, "gate_z", json_real(s->cfg.gate_z));
     json_object_set_new(sp, "spike_dir", sks__farr(p->spike_dir, d));
     json_object_set_new(r, "spike", sp);

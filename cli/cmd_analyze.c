@@ -249,9 +249,7 @@ int sks_cmd_analyze(int argc, char **argv) {
     };
     const sks_cli_cmd cmd = {
         .name = "analyze", .opts = opts, .model = &model, .json = &fl.json, .quiet = &fl.quiet,
-        .usage = "MODEL -o DIR [options]",
-        .about = sks__about,
-        .epilogue = sks__epilogue,
+        .usage = "MODEL -o DIR [options]", .about = sks__about, .epilogue = sks__epilogue,
         .json_help = "print summary.json to stdout at the end", .quiet_help = "no progress on stderr"};
     if (!sks_cli_parse(&cmd, argc, argv, &code)) return code;
     if (!out) return sks_cli_usage("analyze", "-o DIR is required");

@@ -1,6 +1,7 @@
 /* cmd_compare.c - `sinkscope compare DIR DIR ... [--text FILE]`: the ablation table over
  * analyze folders (library: analysis/sks_compare.h). */
 #include "cli.h"
+#include "../analysis/sks_out.h"
 #include "../analysis/sks_compare.h"
 
 #include <jansson.h>
@@ -10,33 +11,21 @@
 #include <string.h>
 
 
-static json_t *sks__jnum(double v) { return isfinite(v) ? json_real(v) : json_null(); }
-
 static void sks__cmp_json(const sks_compare_row *rows, int n) {
-    json_t *o = json_object(), *ms = json_array();
-    json_object_set_new(o, "schema", json_string("sinkscope.compare-summary/1"));
+    json_t *ms = json_array();
     for (int i = 0; i < n; i++) {
         const sks_compare_row *r = &rows[i];
-        json_t *e = json_object(), *sc = json_array();
-        json_object_set_new(e, "dir", json_string(r->dir));
-        json_object_set_new(e, "model", json_string(r->model_path));
-        json_object_set_new(e, "family", json_string(r->family));
-        json_object_set_new(e, "peak_abs", sks__jnum(r->peak_abs));
-        json_object_set_new(e, "peak_ratio", sks__jnum(r->peak_ratio));
-        for (int k = 0; k < r->n_spike_channels; k++) json_array_append_new(sc, json_integer(r->spike_channels[k]));
-        json_object_set_new(e, "spike_channels", sc);
-        json_object_set_new(e, "step_layer", json_integer(r->step_layer));
-        json_object_set_new(e, "step_channel", json_integer(r->step_channel));
-        json_object_set_new(e, "lambda_star", sks__jnum(r->lambda_star));
-        json_object_set_new(e, "dominance", sks__jnum(r->dominance));
-        json_object_set_new(e, "sink_ratio", sks__jnum(r->sink_ratio));
-        json_object_set_new(e, "sink_r99", sks__jnum(r->sink_r99));
-        json_object_set_new(e, "vocab_fraction", sks__jnum(r->vocab_fraction));
-        json_object_set_new(e, "perplexity", sks__jnum(r->perplexity));
-        json_array_append_new(ms, e);
+        json_array_append_new(
+            ms, json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:i, s:i, s:o, s:o, s:o, s:o, s:o, s:o}", "dir", r->dir, "model",
+                          r->model_path, "family", r->family, "peak_abs", sks_json_num(r->peak_abs), "peak_ratio",
+                          sks_json_num(r->peak_ratio), "spike_channels", sks_json_ints(r->spike_channels, r->n_spike_channels),
+                          "step_layer", r->step_layer, "step_channel", r->step_channel, "lambda_star",
+                          sks_json_num(r->lambda_star), "dominance", sks_json_num(r->dominance), "sink_ratio",
+                          sks_json_num(r->sink_ratio), "sink_r99", sks_json_num(r->sink_r99), "vocab_fraction",
+                          sks_json_num(r->vocab_fraction), "perplexity", sks_json_num(r->perplexity)));
     }
-    json_object_set_new(o, "models", ms);
-    sks_cli_print_json(o, JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
+    sks_cli_print_json(json_pack("{s:s, s:o}", "schema", "sinkscope.compare-summary/1", "models", ms),
+                       JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
 }
 
 static void sks__cmp_table(const sks_compare_row *rows, int n) {
@@ -57,6 +46,19 @@ static void sks__cmp_table(const sks_compare_row *rows, int n) {
     }
 }
 
+static const char sks__about[] =
+    "The paper's ablation table over several models. Each DIR is a folder written by\n"
+    "`sinkscope analyze MODEL -o DIR` (summary.json, sinks.msgpack): per model the peak\n"
+    "|h| and its ratio to the block median, the spike channels, lambda* and dominance\n"
+    "of S_c at the main step-up, the sink ratio, the median r99 of the sink keys, the\n"
+    "fraction of the vocabulary that spikes alone at position 0, and the perplexity on\n"
+    "--text (or the one analyze measured with --text). docs/cost.md.\n";
+
+static const char sks__epilogue[] =
+    "example:\n"
+    "  for m in base sandwich olmo2; do sinkscope analyze ablation/$m -o an-$m --abs 50 --ratio 100; done\n"
+    "  sinkscope compare an-base an-sandwich an-olmo2 --text book.txt -o compare.msgpack\n";
+
 int sks_cmd_compare(int argc, char **argv) {
     const char *text_path = NULL, *tok_path = NULL, *out_path = NULL;
     int want_json = 0, quiet = 0, n = 0, ret = 1, rc, code;
@@ -72,16 +74,7 @@ int sks_cmd_compare(int argc, char **argv) {
     };
     const sks_cli_cmd cmd = {
         .name = "compare", .opts = opts, .pos = dirs, .min_pos = 1, .max_pos = argc, .pos_name = "analyze folder (DIR)", .n_pos = &n, .json = &want_json, .quiet = &quiet,
-        .usage = "DIR DIR ... [--text FILE] [-o OUT.msgpack] [--json] [-q]",
-        .about = "The paper's ablation table over several models. Each DIR is a folder written by\n"
-        "`sinkscope analyze MODEL -o DIR` (summary.json, sinks.msgpack): per model the peak\n"
-        "|h| and its ratio to the block median, the spike channels, lambda* and dominance\n"
-        "of S_c at the main step-up, the sink ratio, the median r99 of the sink keys, the\n"
-        "fraction of the vocabulary that spikes alone at position 0, and the perplexity on\n"
-        "--text (or the one analyze measured with --text). docs/cost.md.\n",
-        .epilogue = "example:\n"
-        "  for m in base sandwich olmo2; do sinkscope analyze ablation/$m -o an-$m --abs 50 --ratio 100; done\n"
-        "  sinkscope compare an-base an-sandwich an-olmo2 --text book.txt -o compare.msgpack\n",
+        .usage = "DIR DIR ... [--text FILE] [-o OUT.msgpack] [--json] [-q]", .about = sks__about, .epilogue = sks__epilogue,
         .json_help = "the table as JSON on stdout instead of text", .quiet_help = "no progress on stderr"};
     if (!sks_cli_parse(&cmd, argc, argv, &code)) return code;
     sks_cli_progress_install(quiet);

@@ -112,8 +112,7 @@ int sks_cmd_demo(int argc, char **argv) {
     };
     const sks_cli_cmd cmd = {
         .name = "demo", .opts = opts, .quiet = &D.quiet,
-        .usage = "[-o DIR] [--preset NAME] [--seed S] [--no-plots] [--quiet]",
-        .about = sks__about,
+        .usage = "[-o DIR] [--preset NAME] [--seed S] [--no-plots] [--quiet]", .about = sks__about,
         .quiet_help = "no progress on stderr"};
     if (!sks_cli_parse(&cmd, argc, argv, &code)) return code;
     snprintf(D.model_dir, sizeof D.model_dir, "%s/model", D.outdir);

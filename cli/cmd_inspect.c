@@ -192,9 +192,7 @@ int sks_cmd_inspect(int argc, char **argv) {
     };
     const sks_cli_cmd cmd = {
         .name = "inspect", .opts = opts, .model = &path, .json = &json,
-        .usage = "MODEL [--json]",
-        .about = sks__about,
-        .epilogue = sks__epilogue,
+        .usage = "MODEL [--json]", .about = sks__about, .epilogue = sks__epilogue,
         .json_help = "one JSON object on stdout: family, n_layers, d_model, d_ffn, n_heads,\n"
                      "n_kv_heads, head_dim, vocab_size, n_params, rope_theta, norm_eps,\n"
                      "tied_embeddings, rope_interleaved, format, file_bytes, shards and\n"

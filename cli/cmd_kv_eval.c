@@ -62,6 +62,27 @@ static void sks__kv_print(sks_cli_text_cmd *c, const sks_model *m) {
     else sks__kv_table(((sks__kv *)c)->r);
 }
 
+static const char sks__usage[] =
+    "MODEL --text FILE --window W [--sinks S] [--kv-map FILE]\n"
+    "                         [--context T] [--stride N] [--tokenizer PATH]\n"
+    "                         [-o OUT.msgpack] [--json] [-q]";
+
+static const char sks__about[] =
+    "What evicting the KV cache costs: the perplexity of the text (windows of the\n"
+    "context, as `sinkscope perplexity`) when every query sees only\n"
+    "  full       all earlier keys\n"
+    "  recent     the last W keys\n"
+    "  streaming  the first S keys and the last W (StreamingLLM)\n"
+    "  kvmap      the last W, and the first key for the heads the KV map marks\n"
+    "             (`sinkscope sinks --kv-map FILE`; only with --kv-map)\n"
+    "and the KV memory each keeps for a full window (f16 K and V). Positions stay the\n"
+    "real ones (docs/cost.md).\n";
+
+static const char sks__epilogue[] =
+    "example:\n"
+    "  sinkscope sinks model-dir --kv-map kv.json -o sinks.msgpack\n"
+    "  sinkscope kv-eval model-dir --text book.txt --window 64 --kv-map kv.json\n";
+
 int sks_cmd_kv_eval(int argc, char **argv) {
     sks__kv K = {.c = {.name = "kv-eval", .run = sks__kv_run, .write = sks__kv_write, .print = sks__kv_print}};
     sks_kveval_opts_default(&K.o);
@@ -78,21 +99,7 @@ int sks_cmd_kv_eval(int argc, char **argv) {
     };
     const sks_cli_cmd cmd = {
         .name = "kv-eval", .opts = opts, .model = &K.c.model, .json = &K.c.json, .quiet = &K.c.quiet,
-        .usage = "MODEL --text FILE --window W [--sinks S] [--kv-map FILE]\n"
-                 "                         [--context T] [--stride N] [--tokenizer PATH]\n"
-                 "                         [-o OUT.msgpack] [--json] [-q]",
-        .about = "What evicting the KV cache costs: the perplexity of the text (windows of the\n"
-                 "context, as `sinkscope perplexity`) when every query sees only\n"
-                 "  full       all earlier keys\n"
-                 "  recent     the last W keys\n"
-                 "  streaming  the first S keys and the last W (StreamingLLM)\n"
-                 "  kvmap      the last W, and the first key for the heads the KV map marks\n"
-                 "             (`sinkscope sinks --kv-map FILE`; only with --kv-map)\n"
-                 "and the KV memory each keeps for a full window (f16 K and V). Positions stay the\n"
-                 "real ones (docs/cost.md).\n",
-        .epilogue = "example:\n"
-                    "  sinkscope sinks model-dir --kv-map kv.json -o sinks.msgpack\n"
-                    "  sinkscope kv-eval model-dir --text book.txt --window 64 --kv-map kv.json\n",
+        .usage = sks__usage, .about = sks__about, .epilogue = sks__epilogue,
         .json_help = "a JSON summary on stdout instead of the table", .quiet_help = "no progress on stderr"};
     if (!sks_cli_parse(&cmd, argc, argv, &code)) return code;
     if (!K.c.text || K.o.kv_window < 1) return sks_cli_usage("kv-eval", "give MODEL, --text FILE and --window W");

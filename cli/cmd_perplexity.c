@@ -42,6 +42,20 @@ static void sks__ppl_print(sks_cli_text_cmd *c, const sks_model *m) {
     sks_cli_print_json(o, JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(12));
 }
 
+static const char sks__usage[] =
+    "MODEL --text FILE [--window W] [--stride S]\n"
+    "                            [--tokenizer PATH] [-o OUT.msgpack] [--json] [-q]";
+
+static const char sks__about[] =
+    "Perplexity of the model on a text: exp of the mean next-token negative log\n"
+    "likelihood. The text (encoded with BOS first) is cut into windows of W tokens\n"
+    "starting every S tokens; each window scores the targets that no earlier window\n"
+    "scored (with S < W they see more history). Logits are f32, the log-sum-exp and\n"
+    "the sums f64 (docs/cost.md).\n";
+
+static const char sks__epilogue[] =
+    "example:\n  sinkscope perplexity model-dir --text book.txt --stride 128 -o ppl.msgpack\n";
+
 int sks_cmd_perplexity(int argc, char **argv) {
     sks__ppl P = {.c = {.name = "perplexity", .run = sks__ppl_run, .write = sks__ppl_write, .print = sks__ppl_print}};
     sks_ppl_opts_default(&P.o);
@@ -55,14 +69,7 @@ int sks_cmd_perplexity(int argc, char **argv) {
     };
     const sks_cli_cmd cmd = {
         .name = "perplexity", .opts = opts, .model = &P.c.model, .json = &P.c.json, .quiet = &P.c.quiet,
-        .usage = "MODEL --text FILE [--window W] [--stride S]\n"
-                 "                            [--tokenizer PATH] [-o OUT.msgpack] [--json] [-q]",
-        .about = "Perplexity of the model on a text: exp of the mean next-token negative log\n"
-                 "likelihood. The text (encoded with BOS first) is cut into windows of W tokens\n"
-                 "starting every S tokens; each window scores the targets that no earlier window\n"
-                 "scored (with S < W they see more history). Logits are f32, the log-sum-exp and\n"
-                 "the sums f64 (docs/cost.md).\n",
-        .epilogue = "example:\n  sinkscope perplexity model-dir --text book.txt --stride 128 -o ppl.msgpack\n",
+        .usage = sks__usage, .about = sks__about, .epilogue = sks__epilogue,
         .json_help = "a JSON summary on stdout instead of the text line", .quiet_help = "no progress on stderr"};
     if (!sks_cli_parse(&cmd, argc, argv, &code)) return code;
     if (!P.c.text) return sks_cli_usage("perplexity", "give MODEL and --text FILE");

@@ -104,6 +104,24 @@ static void sks__qr_print(sks_cli_text_cmd *c, const sks_model *m) {
     else sks__qr_tables(((sks__qr *)c)->r);
 }
 
+static const char sks__usage[] =
+    "MODEL --text FILE [--keep-top K] [spike rule] [--window W] [--stride S]\n"
+    "                            [--no-e2e] [--tokenizer PATH] [-o OUT.msgpack] [--json] [-q]";
+
+static const char sks__about[] =
+    "What the massive activations cost a low-bit activation quantizer. Per layer, for\n"
+    "the residual stream entering it and for each linear input (attention input, W_O\n"
+    "input, FFN input, W_down input), on the first window of the text: the dynamic\n"
+    "range max|x| / median|x| and the relative error ||Q(x) - x|| / ||x|| of symmetric\n"
+    "INT8 and INT4 (one scale per tensor or per token) and FP8 E4M3 (per-tensor scale),\n"
+    "each with no channel kept, with the spike channels kept in f32, and with the spike\n"
+    "channels plus the top-K outlier channels kept (LLM.int8 style). End to end: the\n"
+    "perplexity of the text with every linear input fake-quantized, without and with\n"
+    "the outlier channels kept (docs/cost.md).\n";
+
+static const char sks__epilogue[] =
+    "example:\n  sinkscope quant-risk model-dir --text book.txt --ratio 100 --abs 50 -o qr.msgpack\n";
+
 int sks_cmd_quant_risk(int argc, char **argv) {
     sks__qr Q = {.c = {.name = "quant-risk", .run = sks__qr_run, .write = sks__qr_write, .print = sks__qr_print}};
     sks_qrisk_opts_default(&Q.o);
@@ -124,18 +142,7 @@ int sks_cmd_quant_risk(int argc, char **argv) {
     };
     const sks_cli_cmd cmd = {
         .name = "quant-risk", .opts = opts, .model = &Q.c.model, .json = &Q.c.json, .quiet = &Q.c.quiet,
-        .usage = "MODEL --text FILE [--keep-top K] [spike rule] [--window W] [--stride S]\n"
-                 "                            [--no-e2e] [--tokenizer PATH] [-o OUT.msgpack] [--json] [-q]",
-        .about = "What the massive activations cost a low-bit activation quantizer. Per layer, for\n"
-                 "the residual stream entering it and for each linear input (attention input, W_O\n"
-                 "input, FFN input, W_down input), on the first window of the text: the dynamic\n"
-                 "range max|x| / median|x| and the relative error ||Q(x) - x|| / ||x|| of symmetric\n"
-                 "INT8 and INT4 (one scale per tensor or per token) and FP8 E4M3 (per-tensor scale),\n"
-                 "each with no channel kept, with the spike channels kept in f32, and with the spike\n"
-                 "channels plus the top-K outlier channels kept (LLM.int8 style). End to end: the\n"
-                 "perplexity of the text with every linear input fake-quantized, without and with\n"
-                 "the outlier channels kept (docs/cost.md).\n",
-        .epilogue = "example:\n  sinkscope quant-risk model-dir --text book.txt --ratio 100 --abs 50 -o qr.msgpack\n",
+        .usage = sks__usage, .about = sks__about, .epilogue = sks__epilogue,
         .json_help = "a JSON summary on stdout instead of the tables", .quiet_help = "no progress on stderr"};
     if (!sks_cli_parse(&cmd, argc, argv, &code)) return code;
     if (!Q.c.text) return sks_cli_usage("quant-risk", "give MODEL and --text FILE");

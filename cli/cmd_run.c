@@ -23,6 +23,22 @@ static int sks__print_token(void *ud, int32_t id, int i) {
     return 0;
 }
 
+static const char sks__usage[] =
+    "MODEL [--prompt TEXT | --tokens IDS] [--generate N] [--ids]\n"
+    "                           [--tokenizer PATH] [--no-stop]";
+
+static const char sks__about[] =
+    "Greedy generation (argmax at every step, KV cache) with the same f32 forward pass\n"
+    "that every analysis uses. It is the quickest check that a model loads and computes\n"
+    "correctly: a trained model should continue the prompt sensibly.\n";
+
+static const char sks__epilogue[] =
+    "The text goes to stdout; timing (tokens/s) goes to stderr.\n\n"
+    "examples:\n"
+    "  sinkscope run stories260K.bin --generate 64\n"
+    "  sinkscope run model-dir --prompt \"The capital of France is\" --generate 16\n"
+    "  sinkscope run model.gguf --tokens 1,450,7483 --generate 8 --ids\n";
+
 int sks_cmd_run(int argc, char **argv) {
     const char *model_path = NULL, *prompt = NULL, *tokens_arg = NULL, *tok_path = NULL;
     int n_gen = 64, print_ids = 0, no_stop = 0, rc = 0, ret = 1, code;
@@ -41,17 +57,7 @@ int sks_cmd_run(int argc, char **argv) {
         SKS_OPT_END,
     };
     const sks_cli_cmd cmd = {
-        .name = "run", .opts = opts, .model = &model_path,
-        .usage = "MODEL [--prompt TEXT | --tokens IDS] [--generate N] [--ids]\n"
-                             "                           [--tokenizer PATH] [--no-stop]",
-        .about = "Greedy generation (argmax at every step, KV cache) with the same f32 forward pass\n"
-                             "that every analysis uses. It is the quickest check that a model loads and computes\n"
-                             "correctly: a trained model should continue the prompt sensibly.\n",
-        .epilogue = "The text goes to stdout; timing (tokens/s) goes to stderr.\n\n"
-                             "examples:\n"
-                             "  sinkscope run stories260K.bin --generate 64\n"
-                             "  sinkscope run model-dir --prompt \"The capital of France is\" --generate 16\n"
-                             "  sinkscope run model.gguf --tokens 1,450,7483 --generate 8 --ids\n"};
+        .name = "run", .opts = opts, .model = &model_path, .usage = sks__usage, .about = sks__about, .epilogue = sks__epilogue};
     if (!sks_cli_parse(&cmd, argc, argv, &code)) return code;
     if (prompt && tokens_arg) return sks_cli_usage("run", "give either --prompt or --tokens, not both");
     const int stop = !no_stop;

@@ -44,6 +44,9 @@ static int sks__threshold(void *dst, const char *v) {
 
 static const char *const sks__sink_modes[] = {"auto", "spike", "first", NULL};
 
+static const char sks__epilogue[] =
+    "example:\n  sinkscope sinks model-dir -o sinks.msgpack --kv-map kv.json\n";
+
 int sks_cmd_sinks(int argc, char **argv) {
     const char *model_path = NULL, *out = NULL, *kvmap = NULL, *tok_path = NULL;
     sks_prompt_source src = {NULL, NULL, NULL, NULL};
@@ -80,9 +83,7 @@ int sks_cmd_sinks(int argc, char **argv) {
     };
     const sks_cli_cmd cmd = {
         .name = "sinks", .opts = opts, .model = &model_path, .json = &json, .quiet = &quiet,
-        .usage = "MODEL [input] [options] -o OUT.msgpack",
-        .about = sks__about,
-        .epilogue = "example:\n  sinkscope sinks model-dir -o sinks.msgpack --kv-map kv.json\n",
+        .usage = "MODEL [input] [options] -o OUT.msgpack", .about = sks__about, .epilogue = sks__epilogue,
         .json_help = "print a JSON summary on stdout", .quiet_help = "no progress"};
     if (!sks_cli_parse(&cmd, argc, argv, &code)) return code;
     if (!out) return sks_cli_usage("sinks", "give -o OUT.msgpack");

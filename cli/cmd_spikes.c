@@ -142,9 +142,7 @@ int sks_cmd_spikes(int argc, char **argv) {
     };
     const sks_cli_cmd cmd = {
         .name = "spikes", .opts = opts, .model = &model_path, .json = &json, .quiet = &quiet,
-        .usage = "MODEL [selection] [options] -o OUT.msgpack [--json]",
-        .about = sks__about,
-        .epilogue = sks__examples,
+        .usage = "MODEL [selection] [options] -o OUT.msgpack [--json]", .about = sks__about, .epilogue = sks__examples,
         .json_help = "JSON summary on stdout: per layer `channels` entries {channel,\n"
                      "eigenvalues, s_star, frobenius, trace, dominance, energy_fraction,\n"
                      "cos_x_s, quad_pred, rank1_pred, true_out}", .quiet_help = "no progress"};

@@ -43,6 +43,11 @@ static int sks__synth_fail(int rc) {
 
 static const char *const sks__formats[] = {"safetensors", "gguf", NULL};
 
+static const char sks__usage[] =
+    "(--preset NAME | --config FILE) -o DIR [--seed S]\n"
+    "                       [--format safetensors|gguf] [--dtype TYPE] [--max-shard-bytes N]\n"
+    "                       [--json] [--quiet]";
+
 int sks_cmd_synth(int argc, char **argv) {
     const char *preset = NULL, *config = NULL, *outdir = NULL, *dtype = "f32";
     uint64_t seed = 1, maxshard = 0;
@@ -73,11 +78,7 @@ int sks_cmd_synth(int argc, char **argv) {
     };
     const sks_cli_cmd cmd = {
         .name = "synth", .more_help = sks__presets_help, .opts = opts, .json = &json, .quiet = &quiet,
-        .usage = "(--preset NAME | --config FILE) -o DIR [--seed S]\n"
-                             "                       [--format safetensors|gguf] [--dtype TYPE] [--max-shard-bytes N]\n"
-                             "                       [--json] [--quiet]",
-        .about = sks__about,
-        .epilogue = sks__epilogue,
+        .usage = sks__usage, .about = sks__about, .epilogue = sks__epilogue,
         .json_help = "print a JSON summary on stdout", .quiet_help = "no progress bar"};
     if (!sks_cli_parse(&cmd, argc, argv, &code)) return code;
     if ((!preset) == (!config) || !outdir)

@@ -14,52 +14,33 @@
 
 static json_t *sks__blocks_json(const int *b, int n) {
     json_t *a = json_array();
-    for (int i = 0; i < n; i++) {
-        json_t *o = json_object();
-        json_object_set_new(o, "block", json_integer(b[i]));
-        json_object_set_new(o, "kind", json_string(sks_block_kind_name(sks_block_kind(b[i]))));
-        json_object_set_new(o, "layer", json_integer(sks_block_layer(b[i])));
-        json_array_append_new(a, o);
-    }
+    for (int i = 0; i < n; i++)
+        json_array_append_new(a, json_pack("{s:i, s:s, s:i}", "block", b[i], "kind",
+                                           sks_block_kind_name(sks_block_kind(b[i])), "layer", sks_block_layer(b[i])));
     return a;
 }
 
 static void sks__print_json(const sks_trace_result *r, const sks_trace_opts *o) {
-    json_t *root = json_object();
-    json_t *blocks = json_array();
+    json_t *blocks = json_array(), *lcs = json_array();
     for (int b = 0; b < r->n_blocks; b++) {
         const sks_trace_block *k = &r->blocks[b];
-        json_t *e = json_object();
-        json_object_set_new(e, "block", json_integer(k->block));
-        json_object_set_new(e, "kind", json_string(sks_block_kind_name(k->kind)));
-        json_object_set_new(e, "layer", json_integer(k->layer));
-        json_object_set_new(e, "max_abs", sks_json_num(k->max_abs));
-        json_object_set_new(e, "median_abs", sks_json_num(k->median_abs));
-        json_object_set_new(e, "spike_score", sks_json_num(k->spike_score));
-        json_object_set_new(e, "top_token", json_integer(k->top_token));
-        json_object_set_new(e, "top_channel", json_integer(k->top_channel));
-        json_array_append_new(blocks, e);
+        json_array_append_new(blocks, json_pack("{s:i, s:s, s:i, s:o, s:o, s:o, s:i, s:i}", "block", k->block, "kind",
+                                                sks_block_kind_name(k->kind), "layer", k->layer, "max_abs",
+                                                sks_json_num(k->max_abs), "median_abs", sks_json_num(k->median_abs),
+                                                "spike_score", sks_json_num(k->spike_score), "top_token", k->top_token,
+                                                "top_channel", k->top_channel));
     }
-    json_object_set_new(root, "blocks", blocks);
-    json_t *sc = json_array(), *st = json_array();
-    for (int i = 0; i < r->n_spike_channels; i++) json_array_append_new(sc, json_integer(r->spike_channels[i]));
-    for (int i = 0; i < r->n_spike_tokens; i++) json_array_append_new(st, json_integer(r->spike_tokens[i]));
-    json_object_set_new(root, "spike_channels", sc);
-    json_object_set_new(root, "spike_tokens", st);
-    json_t *lcs = json_array();
     for (int i = 0; i < r->n_lifecycles; i++) {
         const sks_lifecycle *lc = &r->lifecycles[i];
-        json_t *e = json_object();
-        json_object_set_new(e, "token", json_integer(lc->token));
-        json_object_set_new(e, "channel", json_integer(lc->channel));
-        json_object_set_new(e, "step_up", sks__blocks_json(lc->up_blocks, lc->n_up));
-        json_object_set_new(e, "step_down", sks__blocks_json(lc->down_blocks, lc->n_down));
-        json_object_set_new(e, "main_step_up", json_integer(lc->main_up));
-        json_object_set_new(e, "plateau", json_pack("[ii]", lc->plateau_first, lc->plateau_last));
-        json_object_set_new(e, "peak_abs", sks_json_num(lc->peak_abs));
-        json_array_append_new(lcs, e);
+        json_array_append_new(lcs, json_pack("{s:i, s:i, s:o, s:o, s:i, s:[ii], s:o}", "token", lc->token, "channel",
+                                             lc->channel, "step_up", sks__blocks_json(lc->up_blocks, lc->n_up),
+                                             "step_down", sks__blocks_json(lc->down_blocks, lc->n_down), "main_step_up",
+                                             lc->main_up, "plateau", lc->plateau_first, lc->plateau_last, "peak_abs",
+                                             sks_json_num(lc->peak_abs)));
     }
-    json_object_set_new(root, "lifecycle", lcs);
+    json_t *root = json_pack("{s:o, s:o, s:o, s:o}", "blocks", blocks, "spike_channels",
+                             sks_json_ints(r->spike_channels, r->n_spike_channels), "spike_tokens",
+                             sks_json_ints(r->spike_tokens, r->n_spike_tokens), "lifecycle", lcs);
     json_object_set_new(root, "closest", json_pack("{s:i,s:i,s:o}", "channel", r->closest_channel, "first_block",
                                                    r->closest_block, "fraction_of_threshold",
                                                    sks_json_num(r->closest_frac)));
@@ -102,6 +83,10 @@ static const char sks__examples[] =
     "  sinkscope trace model-dir --prompts prompts.txt --abs 100 --ratio 1000 -o t.msgpack\n"
     "  sinkscope trace model.gguf --tokens 1,374,742,1029 --json | jq .lifecycle\n";
 
+static const char sks__usage[] =
+    "MODEL [--prompt TEXT | --prompts FILE | --tokens IDS] [-o OUT.msgpack] [--json]\n"
+    "                             [spike rule] [options]";
+
 int sks_cmd_trace(int argc, char **argv) {
     const char *model_path = NULL, *tok_path = NULL, *out_path = NULL;
     sks_prompt_source src = {NULL, NULL, NULL, NULL};
@@ -138,10 +123,7 @@ int sks_cmd_trace(int argc, char **argv) {
     };
     const sks_cli_cmd cmd = {
         .name = "trace", .opts = opts, .model = &model_path, .json = &want_json, .quiet = &quiet,
-        .usage = "MODEL [--prompt TEXT | --prompts FILE | --tokens IDS] [-o OUT.msgpack] [--json]\n"
-                             "                             [spike rule] [options]",
-        .about = sks__about,
-        .epilogue = sks__examples,
+        .usage = sks__usage, .about = sks__about, .epilogue = sks__examples,
         .json_help = "a summary on stdout instead of the findings: blocks,\n"
                      "spike_channels, spike_tokens, lifecycle, closest, alpha0\n"
                      "(layers x heads), sink_heads, sink_ratio", .quiet_help = "no progress and no findings"};

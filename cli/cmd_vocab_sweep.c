@@ -79,9 +79,7 @@ int sks_cmd_vocab_sweep(int argc, char **argv) {
     };
     const sks_cli_cmd cmd = {
         .name = "vocab-sweep", .opts = opts, .model = &model_path, .json = &json, .quiet = &quiet,
-        .usage = "MODEL [options] -o OUT.msgpack [--json]",
-        .about = sks__about,
-        .epilogue = sks__examples,
+        .usage = "MODEL [options] -o OUT.msgpack [--json]", .about = sks__about, .epilogue = sks__examples,
         .json_help = "JSON summary on stdout: n_tokens, n_spike, spike_fraction,\n"
                      "top_channel, typical_median, exceptions [{id, piece, ratio}]", .quiet_help = "no progress"};
     if (!sks_cli_parse(&cmd, argc, argv, &code)) return code;
