@@ -181,3 +181,23 @@ char *sks__path_join(const char *dir, const char *name) {
     if (p) snprintf(p, n, "%s/%s", dir, name);
     return p;
 }
+
+void sks_out_kf32_array(sks_out *o, const char *k, const float *data, int ndim, const int64_t *shape) {
+    sks_out_str(o, k);
+    sks_out_f32_array(o, data, ndim, shape);
+}
+
+void sks_out_kf64_array(sks_out *o, const char *k, const double *data, int ndim, const int64_t *shape) {
+    sks_out_str(o, k);
+    sks_out_f64_array(o, data, ndim, shape);
+}
+
+void sks_out_ki32_array(sks_out *o, const char *k, const int32_t *data, int ndim, const int64_t *shape) {
+    sks_out_str(o, k);
+    sks_out_i32_array(o, data, ndim, shape);
+}
+
+void sks_out_str_or_nil(sks_out *o, const char *s) {
+    if (s) sks_out_str(o, s);
+    else sks_out_nil(o);
+}

@@ -189,10 +189,8 @@ int sks_ppl_write(const sks_ppl_result *r, const sks_model *m, const char *text_
         nl[i] = r->windows[i].nll_sum;
     }
     int64_t shp[2] = {r->n_windows, 3};
-    sks_out_str(&w, "windows");
-    sks_out_i32_array(&w, iv, 2, shp);
-    sks_out_str(&w, "window_nll_sum");
-    sks_out_f64_array(&w, nl, 1, shp);
+    sks_out_ki32_array(&w, "windows", iv, 2, shp);
+    sks_out_kf64_array(&w, "window_nll_sum", nl, 1, shp);
     free(iv);
     free(nl);
     int rc = sks_out_write_file(&w, path);
