@@ -313,10 +313,7 @@ int sks_qrisk_write(const sks_qrisk_result *r, const sks_model *m, const sks_qri
     if (!r || !m || !o || !path) return sks_fail(SKS_EARG, "quant-risk: nothing to write");
     sks_out w;
     sks_out_init(&w);
-    sks_out_map(&w, 12);
-    sks_out_kstr(&w, "schema", "sinkscope.quant-risk/1");
-    sks_out_str(&w, "model");
-    sks_out_model(&w, m);
+    sks_out_head(&w, 12, "sinkscope.quant-risk/1", m);
     sks_out_str(&w, "params");
     sks_out_map(&w, 9);
     sks_out_kint(&w, "keep_top", o->keep_top);
@@ -327,8 +324,7 @@ int sks_qrisk_write(const sks_qrisk_result *r, const sks_model *m, const sks_qri
     sks_out_kint(&w, "window", r->ppl_base ? r->ppl_base->window : r->T);
     sks_out_kint(&w, "stride", r->ppl_base ? r->ppl_base->stride : r->T);
     sks_out_str(&w, "text");
-    if (text_path) sks_out_str(&w, text_path);
-    else sks_out_nil(&w);
+    sks_out_str_or_nil(&w, text_path);
     sks_out_kint(&w, "stats_tokens", r->T);
     const char *const *lists[3] = {sks__sitenames, sks__qnames, sks__keepnames};
     const char *keys[3] = {"sites", "schemes", "keep_modes"};
