@@ -693,34 +693,21 @@ int sks_synth_new(const sks_synth_config *cfg, uint64_t seed, sks_synth **out) {
 #undef SKS__MTYP
 #undef SKS__RANDVAR
 
-    /* the planted view */
-    sks_synth_planted *p = &s->pl;
-    p->bos_id = s->a.bos_id;
-    p->step_up_layer = s->ls;
-    p->step_down_layer = s->ld;
+    /* the planted view: the channels and values set above, the rest from the state */
+    sks_synth_planted v = {
+        .bos_id = s->a.bos_id, .step_up_layer = s->ls, .step_down_layer = s->ld, .n_spike = s->pl.n_spike,
+        .dominance = cfg->dominance, .s_star = s->sstar, .s_2 = s->s2, .bos_dir = s->bdir, .mean_dir = s->mu,
+        .spike_dir = s->vdir, .n_up_units = s->n_up, .n_up2_units = s->n_up2, .n_down_units = s->n_down,
+        .up_units = s->units, .up2_units = s->units + s->n_up, .down_units = s->units + s->n_up + s->n_up2,
+        .steer_head = s->h0, .steer_kv_head = s->g0, .steer_value_dim = s->rv, .key_dim = s->r,
+        .cos_x0_sstar_pred = s->cos_pred, .n_sink = s->n_sink, .sink_heads = s->sink_list};
+    memcpy(v.channels, s->pl.channels, sizeof v.channels);
+    memcpy(v.values, s->pl.values, sizeof v.values);
     for (int c = 0; c < cfg->n_spike; c++) {
-        p->lambda_star[c] = s->lambda1[c];
-        p->lambda_2[c] = s->lambda2[c];
+        v.lambda_star[c] = s->lambda1[c];
+        v.lambda_2[c] = s->lambda2[c];
     }
-    p->dominance = cfg->dominance;
-    p->s_star = s->sstar;
-    p->s_2 = s->s2;
-    p->bos_dir = s->bdir;
-    p->mean_dir = s->mu;
-    p->spike_dir = s->vdir;
-    p->n_up_units = s->n_up;
-    p->n_up2_units = s->n_up2;
-    p->n_down_units = s->n_down;
-    p->up_units = s->units;
-    p->up2_units = s->units + s->n_up;
-    p->down_units = s->units + s->n_up + s->n_up2;
-    p->steer_head = s->h0;
-    p->steer_kv_head = s->g0;
-    p->steer_value_dim = s->rv;
-    p->key_dim = s->r;
-    p->cos_x0_sstar_pred = s->cos_pred;
-    p->n_sink = s->n_sink;
-    p->sink_heads = s->sink_list;
+    s->pl = v;
     free(buf);
     free(tmp);
     *out = s;
