@@ -111,6 +111,8 @@ const sks_arch *sks_synth_arch(const sks_synth *s);
 const sks_synth_planted *sks_synth_get_planted(const sks_synth *s);
 /* 1 if (layer, head) is a planted sink head. */
 int sks_synth_is_sink(const sks_synth *s, int layer, int head);
+/* Parameters of the model it writes (every tensor's elements). */
+uint64_t sks_synth_n_params(const sks_synth *s);
 
 /* The tensors in file order, with their Hugging Face names. */
 size_t sks_synth_n_tensors(const sks_synth *s);

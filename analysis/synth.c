@@ -728,6 +728,12 @@ int sks_synth_is_sink(const sks_synth *s, int layer, int head) {
 }
 size_t sks_synth_n_tensors(const sks_synth *s) { return s->n_t; }
 
+uint64_t sks_synth_n_params(const sks_synth *s) {
+    uint64_t n = 0;
+    for (size_t i = 0; i < s->n_t; i++) n += (uint64_t)s->t[i].shape[0] * (uint64_t)(s->t[i].ndim == 2 ? s->t[i].shape[1] : 1);
+    return n;
+}
+
 int sks_synth_tensor_info(const sks_synth *s, size_t i, const char **name, sks_role *role, int *layer, int *ndim,
                           int64_t shape[2]) {
     if (i >= s->n_t) return sks_fail(SKS_EARG, "synth: tensor %zu out of range", i);

@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 static void sks__cmp_json(const sks_compare_row *rows, int n) {
     json_t *ms = json_array();
     for (int i = 0; i < n; i++) {

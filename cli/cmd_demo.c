@@ -82,7 +82,6 @@ static const sks__demo_stage sks__demo_stages[] = {
     {"verify", sks__demo_verify},
 };
 
-
 static const char sks__about[] =
     "Synthesize a model with planted massive activations and attention sinks (nothing is\n"
     "downloaded), run every analysis on it and check the findings against the planted\n"

@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <string.h>
 
-
 static const char *sks__scaling_name(sks_rope_scaling_type t) {
     switch (t) {
     case SKS_ROPE_SCALING_LLAMA3: return "llama3";

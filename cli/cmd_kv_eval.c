@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 static void sks__kv_json(const sks_kveval_result *r, const sks_model *m) {
     json_t *vs = json_array();
     for (int v = 0; v < SKS_KV_N; v++) {

@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 static size_t sks__err_at(int l, int site, int q, int k) {
     return (((size_t)l * SKS_QSITE_N + (size_t)site) * SKS_Q_N + (size_t)q) * SKS_QKEEP_N + (size_t)k;
 }

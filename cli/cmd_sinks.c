@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 static const char sks__about[] =
     "Per layer and head: the near-constancy of the normalized spike tokens, the effective\n"
     "rank of sink and non-sink keys, the alignment of the query subspace with the sink\n"

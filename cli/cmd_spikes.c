@@ -16,7 +16,6 @@
 
 static const char *sks__piece_cb(void *ud, int id) { return ud ? sks_tokenizer_piece(ud, id) : NULL; }
 
-
 static json_t *sks__json_summary(const sks_spikes_report *rep, const sks_model *m) {
     json_t *root = json_object(), *layers = json_array();
     json_object_set_new(root, "schema", json_string("sinkscope.spikes/1"));

@@ -118,13 +118,7 @@ int sks_cmd_synth(int argc, char **argv) {
     }
     const sks_arch *a = sks_synth_arch(s);
     const sks_synth_planted *p = sks_synth_get_planted(s);
-    uint64_t params = 0;
-    for (size_t i = 0; i < sks_synth_n_tensors(s); i++) {
-        int ndim;
-        int64_t sh[2];
-        sks_synth_tensor_info(s, i, NULL, NULL, NULL, &ndim, sh);
-        params += (uint64_t)sh[0] * (uint64_t)(ndim == 2 ? sh[1] : 1);
-    }
+    uint64_t params = sks_synth_n_params(s);
     uint64_t bytes = params * (dt == SKS_DT_BF16 ? 2 : 4);
     if (gguf) {
         char gp[4096];

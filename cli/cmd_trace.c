@@ -11,7 +11,6 @@
 #include <string.h>
 #include <sys/types.h>
 
-
 static json_t *sks__blocks_json(const int *b, int n) {
     json_t *a = json_array();
     for (int i = 0; i < n; i++)

@@ -13,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 static const char *sks__vpiece(void *ud, int id) { return ud ? sks_tokenizer_piece(ud, id) : NULL; }
 
 static int sks__parse_medians(const char *s, int n, double **out) {
