@@ -328,57 +328,36 @@ static int sks__stage_cost(sks__run *R) {
 
 static json_t *sks__summary_model(const sks_model *m) {
     const sks_arch *a = sks_model_arch(m);
-    json_t *j = json_object();
-    json_object_set_new(j, "path", json_string(sks_model_path(m)));
-    json_object_set_new(j, "format", json_string(sks_format_name(sks_model_format(m))));
-    json_object_set_new(j, "family", json_string(a->family));
-    json_object_set_new(j, "n_layers", json_integer(a->n_layers));
-    json_object_set_new(j, "d_model", json_integer(a->d_model));
-    json_object_set_new(j, "d_ffn", json_integer(a->d_ffn));
-    json_object_set_new(j, "n_heads", json_integer(a->n_heads));
-    json_object_set_new(j, "n_kv_heads", json_integer(a->n_kv_heads));
-    json_object_set_new(j, "head_dim", json_integer(a->head_dim));
-    json_object_set_new(j, "vocab_size", json_integer(a->vocab_size));
-    json_object_set_new(j, "n_params", json_integer((json_int_t)sks_model_n_params(m)));
-    json_object_set_new(j, "norms", json_string(sks_arch_norm_layout(a)));
-    json_object_set_new(j, "activation", json_string(sks_act_name(a->act)));
-    return j;
+    return json_pack("{s:s, s:s, s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:I, s:s, s:s}", "path", sks_model_path(m),
+                     "format", sks_format_name(sks_model_format(m)), "family", a->family, "n_layers", a->n_layers,
+                     "d_model", a->d_model, "d_ffn", a->d_ffn, "n_heads", a->n_heads, "n_kv_heads", a->n_kv_heads,
+                     "head_dim", a->head_dim, "vocab_size", a->vocab_size, "n_params",
+                     (json_int_t)sks_model_n_params(m), "norms", sks_arch_norm_layout(a), "activation",
+                     sks_act_name(a->act));
 }
 
 static json_t *sks__summary_trace(const sks__run *R) {
     const sks_trace_result *t = R->r->tr;
-    json_t *j = json_object();
-    json_object_set_new(j, "spike_channels", sks_json_ints(t->spike_channels, t->n_spike_channels));
-    json_object_set_new(j, "spike_tokens", sks_json_ints(t->spike_tokens, t->n_spike_tokens));
     int bmax = 0;
     for (int b = 1; b < t->n_blocks; b++)
         if (t->blocks[b].max_abs > t->blocks[bmax].max_abs) bmax = b;
     const sks_trace_block *B = &t->blocks[bmax];
-    json_t *mx = json_object();
-    json_object_set_new(mx, "block", json_integer(B->block));
-    json_object_set_new(mx, "kind", json_string(sks_block_kind_name(B->kind)));
-    json_object_set_new(mx, "layer", json_integer(B->layer));
-    json_object_set_new(mx, "max_abs", sks_json_num(B->max_abs));
-    json_object_set_new(mx, "median_abs", sks_json_num(B->median_abs));
-    json_object_set_new(mx, "spike_score", sks_json_num(B->spike_score));
-    json_object_set_new(mx, "token", json_integer(B->top_token));
-    json_object_set_new(mx, "channel", json_integer(B->top_channel));
-    json_object_set_new(j, "largest", mx);
     json_t *lcs = json_array();
     for (int i = 0; i < t->n_lifecycles && i < 16; i++) {
         const sks_lifecycle *lc = &t->lifecycles[i];
-        json_t *e = json_object();
-        json_object_set_new(e, "token", json_integer(lc->token));
-        json_object_set_new(e, "channel", json_integer(lc->channel));
-        json_object_set_new(e, "main_up", json_integer(lc->main_up));
-        json_object_set_new(e, "step_up_blocks", sks_json_ints(lc->up_blocks, lc->n_up));
-        json_object_set_new(e, "step_down_blocks", sks_json_ints(lc->down_blocks, lc->n_down));
-        json_object_set_new(e, "peak_abs", sks_json_num(lc->peak_abs));
-        json_array_append_new(lcs, e);
+        json_array_append_new(lcs, json_pack("{s:i, s:i, s:i, s:o, s:o, s:o}", "token", lc->token, "channel",
+                                             lc->channel, "main_up", lc->main_up, "step_up_blocks",
+                                             sks_json_ints(lc->up_blocks, lc->n_up), "step_down_blocks",
+                                             sks_json_ints(lc->down_blocks, lc->n_down), "peak_abs",
+                                             sks_json_num(lc->peak_abs)));
     }
-    json_object_set_new(j, "lifecycles", lcs);
-    json_object_set_new(j, "sink_ratio_percent", sks_json_num(t->sink_ratio));
-    return j;
+    return json_pack("{s:o, s:o, s:{s:i, s:s, s:i, s:o, s:o, s:o, s:i, s:i}, s:o, s:o}", "spike_channels",
+                     sks_json_ints(t->spike_channels, t->n_spike_channels), "spike_tokens",
+                     sks_json_ints(t->spike_tokens, t->n_spike_tokens), "largest", "block", B->block, "kind",
+                     sks_block_kind_name(B->kind), "layer", B->layer, "max_abs", sks_json_num(B->max_abs),
+                     "median_abs", sks_json_num(B->median_abs), "spike_score", sks_json_num(B->spike_score), "token",
+                     B->top_token, "channel", B->top_channel, "lifecycles", lcs, "sink_ratio_percent",
+                     sks_json_num(t->sink_ratio));
 }
 
 static json_t *sks__summary_spikes(const sks__run *R) {
