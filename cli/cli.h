@@ -149,7 +149,7 @@ void sks_cli_print_spike_channels(FILE *f, const void *layer_results, int n, int
  * command keeps its options and result beside this struct (container of c). */
 typedef struct sks_cli_text_cmd sks_cli_text_cmd;
 struct sks_cli_text_cmd {
-    const char *name;
+    const char *name, *usage, *about, *epilogue, *json_help; /* as in sks_cli_cmd */
     const char *model, *text, *tokenizer, *output;
     int json, quiet;
     int (*run)(sks_cli_text_cmd *c, const sks_model *m, const int32_t *ids, int n);
@@ -159,6 +159,9 @@ struct sks_cli_text_cmd {
 #define SKS_OPT_TEXT_INPUT(c)                                                                     \
     SKS_OPT_STR("--text FILE", &(c)->text, "the text (UTF-8), required"),                         \
         SKS_OPT_STR("--tokenizer PATH", &(c)->tokenizer, "tokenizer file when it is not beside the model")
+/* Parse argv against opts (plus --json and -q); 1 to go on, else 0 with *exit_code
+ * (sks_cli_parse), also when --text is missing. */
+int sks_cli_text_parse(sks_cli_text_cmd *c, const sks_cli_opt *opts, int argc, char **argv, int *exit_code);
 /* The sequence, after the options are parsed; the exit code. */
 int sks_cli_text_run(sks_cli_text_cmd *c);
 

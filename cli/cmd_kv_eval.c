@@ -83,7 +83,9 @@ static const char sks__epilogue[] =
     "  sinkscope kv-eval model-dir --text book.txt --window 64 --kv-map kv.json\n";
 
 int sks_cmd_kv_eval(int argc, char **argv) {
-    sks__kv K = {.c = {.name = "kv-eval", .run = sks__kv_run, .write = sks__kv_write, .print = sks__kv_print}};
+    sks__kv K = {.c = {.name = "kv-eval", .usage = sks__usage, .about = sks__about, .epilogue = sks__epilogue,
+                  .json_help = "a JSON summary on stdout instead of the table",
+                  .run = sks__kv_run, .write = sks__kv_write, .print = sks__kv_print}};
     sks_kveval_opts_default(&K.o);
     int code;
     const sks_cli_opt opts[] = {
@@ -96,12 +98,8 @@ int sks_cmd_kv_eval(int argc, char **argv) {
         SKS_OPT_STR("-o, --output FILE", &K.c.output, "msgpack, schema sinkscope.kv-eval/1 (docs/schema-cost.md)"),
         SKS_OPT_END,
     };
-    const sks_cli_cmd cmd = {
-        .name = "kv-eval", .opts = opts, .model = &K.c.model, .json = &K.c.json, .quiet = &K.c.quiet,
-        .usage = sks__usage, .about = sks__about, .epilogue = sks__epilogue,
-        .json_help = "a JSON summary on stdout instead of the table", .quiet_help = "no progress on stderr"};
-    if (!sks_cli_parse(&cmd, argc, argv, &code)) return code;
-    if (!K.c.text || K.o.kv_window < 1) return sks_cli_usage("kv-eval", "give MODEL, --text FILE and --window W");
+    if (!sks_cli_text_parse(&K.c, opts, argc, argv, &code)) return code;
+    if (K.o.kv_window < 1) return sks_cli_usage("kv-eval", "give --window W");
     code = sks_cli_text_run(&K.c);
     sks_kveval_result_free(K.r);
     free(K.map_kv);

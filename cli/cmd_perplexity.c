@@ -57,7 +57,9 @@ static const char sks__epilogue[] =
     "example:\n  sinkscope perplexity model-dir --text book.txt --stride 128 -o ppl.msgpack\n";
 
 int sks_cmd_perplexity(int argc, char **argv) {
-    sks__ppl P = {.c = {.name = "perplexity", .run = sks__ppl_run, .write = sks__ppl_write, .print = sks__ppl_print}};
+    sks__ppl P = {.c = {.name = "perplexity", .usage = sks__usage, .about = sks__about, .epilogue = sks__epilogue,
+                  .json_help = "a JSON summary on stdout instead of the text line",
+                  .run = sks__ppl_run, .write = sks__ppl_write, .print = sks__ppl_print}};
     sks_ppl_opts_default(&P.o);
     int code;
     const sks_cli_opt opts[] = {
@@ -67,12 +69,7 @@ int sks_cmd_perplexity(int argc, char **argv) {
         SKS_OPT_STR("-o, --output FILE", &P.c.output, "msgpack result, schema sinkscope.perplexity/1\n(docs/schema-cost.md)"),
         SKS_OPT_END,
     };
-    const sks_cli_cmd cmd = {
-        .name = "perplexity", .opts = opts, .model = &P.c.model, .json = &P.c.json, .quiet = &P.c.quiet,
-        .usage = sks__usage, .about = sks__about, .epilogue = sks__epilogue,
-        .json_help = "a JSON summary on stdout instead of the text line", .quiet_help = "no progress on stderr"};
-    if (!sks_cli_parse(&cmd, argc, argv, &code)) return code;
-    if (!P.c.text) return sks_cli_usage("perplexity", "give MODEL and --text FILE");
+    if (!sks_cli_text_parse(&P.c, opts, argc, argv, &code)) return code;
     code = sks_cli_text_run(&P.c);
     sks_ppl_result_free(P.r);
     return code;

@@ -122,7 +122,9 @@ static const char sks__epilogue[] =
     "example:\n  sinkscope quant-risk model-dir --text book.txt --ratio 100 --abs 50 -o qr.msgpack\n";
 
 int sks_cmd_quant_risk(int argc, char **argv) {
-    sks__qr Q = {.c = {.name = "quant-risk", .run = sks__qr_run, .write = sks__qr_write, .print = sks__qr_print}};
+    sks__qr Q = {.c = {.name = "quant-risk", .usage = sks__usage, .about = sks__about, .epilogue = sks__epilogue,
+                  .json_help = "a JSON summary on stdout instead of the tables",
+                  .run = sks__qr_run, .write = sks__qr_write, .print = sks__qr_print}};
     sks_qrisk_opts_default(&Q.o);
     int no_e2e = 0, code;
     sks_cli_rule rule = {{0}, 0};
@@ -139,12 +141,7 @@ int sks_cmd_quant_risk(int argc, char **argv) {
                      "                     --ratio does not switch --outlier off)\n"),
         SKS_OPT_END,
     };
-    const sks_cli_cmd cmd = {
-        .name = "quant-risk", .opts = opts, .model = &Q.c.model, .json = &Q.c.json, .quiet = &Q.c.quiet,
-        .usage = sks__usage, .about = sks__about, .epilogue = sks__epilogue,
-        .json_help = "a JSON summary on stdout instead of the tables", .quiet_help = "no progress on stderr"};
-    if (!sks_cli_parse(&cmd, argc, argv, &code)) return code;
-    if (!Q.c.text) return sks_cli_usage("quant-risk", "give MODEL and --text FILE");
+    if (!sks_cli_text_parse(&Q.c, opts, argc, argv, &code)) return code;
     sks_trace_opts_set_rule(&Q.o.trace, &rule.rule);
     if (no_e2e) Q.o.end_to_end = 0;
     code = sks_cli_text_run(&Q.c);

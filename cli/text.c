@@ -4,6 +4,16 @@
 
 #include <stdlib.h>
 
+int sks_cli_text_parse(sks_cli_text_cmd *c, const sks_cli_opt *opts, int argc, char **argv, int *exit_code) {
+    const sks_cli_cmd cmd = {.name = c->name, .usage = c->usage, .about = c->about, .epilogue = c->epilogue,
+                             .opts = opts, .model = &c->model, .json = &c->json, .json_help = c->json_help,
+                             .quiet = &c->quiet, .quiet_help = "no progress on stderr"};
+    if (!sks_cli_parse(&cmd, argc, argv, exit_code)) return 0;
+    if (c->text) return 1;
+    *exit_code = sks_cli_usage(c->name, "give MODEL and --text FILE");
+    return 0;
+}
+
 int sks_cli_text_run(sks_cli_text_cmd *c) {
     sks_cli_progress_install(c->quiet);
     sks_model *m = NULL;
