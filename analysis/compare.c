@@ -182,8 +182,7 @@ int sks_compare_write(const sks_compare_row *rows, int n, const char *text_path,
     sks_out_str(&w, "params");
     sks_out_map(&w, 1);
     sks_out_str(&w, "text");
-    if (text_path) sks_out_str(&w, text_path);
-    else sks_out_nil(&w);
+    sks_out_str_or_nil(&w, text_path);
     sks_out_str(&w, "models");
     sks_out_array(&w, (size_t)n);
     for (int i = 0; i < n; i++) {

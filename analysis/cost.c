@@ -19,9 +19,8 @@ static json_t *sks__num(double v) { return isfinite(v) ? json_real(v) : json_nul
 /* headline numbers: per scheme the perplexity with none / outliers kept; the largest
  * dynamic range and per-tensor INT8 error of the residual stream over the layers */
 static json_t *sks__quant_json(const sks_qrisk_result *q) {
-    json_t *o = json_object(), *pp = json_object(), *sc = json_array();
-    for (int i = 0; i < q->n_spike_channels; i++) json_array_append_new(sc, json_integer(q->spike_channels[i]));
-    json_object_set_new(o, "spike_channels", sc);
+    json_t *o = json_object(), *pp = json_object();
+    json_object_set_new(o, "spike_channels", sks_json_ints(q->spike_channels, q->n_spike_channels));
     double range = 0, err = 0, err_kept = 0;
     int at = -1;
     for (int l = 0; l < q->n_layers; l++) {

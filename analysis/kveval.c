@@ -135,10 +135,7 @@ int sks_kveval_write(const sks_kveval_result *r, const sks_model *m, const char 
     const sks_ppl_result *p0 = r->v[SKS_KV_FULL].ppl;
     sks_out w;
     sks_out_init(&w);
-    sks_out_map(&w, 6);
-    sks_out_kstr(&w, "schema", "sinkscope.kv-eval/1");
-    sks_out_str(&w, "model");
-    sks_out_model(&w, m);
+    sks_out_head(&w, 6, "sinkscope.kv-eval/1", m);
     sks_out_str(&w, "params");
     sks_out_map(&w, 6);
     sks_out_kint(&w, "kv_window", r->kv_window);
@@ -147,8 +144,7 @@ int sks_kveval_write(const sks_kveval_result *r, const sks_model *m, const char 
     sks_out_kint(&w, "stride", p0->stride);
     sks_out_kint(&w, "n_tokens", p0->n_tokens);
     sks_out_str(&w, "text");
-    if (text_path) sks_out_str(&w, text_path);
-    else sks_out_nil(&w);
+    sks_out_str_or_nil(&w, text_path);
     sks_out_str(&w, "variants");
     int nv = 0;
     for (int v = 0; v < SKS_KV_N; v++) nv += r->v[v].present;

@@ -156,6 +156,12 @@ int sks_out_write_file(sks_out *o, const char *path) {
 
 json_t *sks_json_num(double v) { return isfinite(v) ? json_real(v) : json_null(); }
 
+json_t *sks_json_ints(const int *v, int n) {
+    json_t *a = json_array();
+    for (int i = 0; i < n; i++) json_array_append_new(a, json_integer(v[i]));
+    return a;
+}
+
 void sks_json_add_nonfinite(json_t *root) {
     int n = sks_nonfinite_n_tensors();
     if (n <= 0 || !root) return;
@@ -174,4 +180,24 @@ char *sks__path_join(const char *dir, const char *name) {
     char *p = malloc(n);
     if (p) snprintf(p, n, "%s/%s", dir, name);
     return p;
+}
+
+void sks_out_kf32_array(sks_out *o, const char *k, const float *data, int ndim, const int64_t *shape) {
+    sks_out_str(o, k);
+    sks_out_f32_array(o, data, ndim, shape);
+}
+
+void sks_out_kf64_array(sks_out *o, const char *k, const double *data, int ndim, const int64_t *shape) {
+    sks_out_str(o, k);
+    sks_out_f64_array(o, data, ndim, shape);
+}
+
+void sks_out_ki32_array(sks_out *o, const char *k, const int32_t *data, int ndim, const int64_t *shape) {
+    sks_out_str(o, k);
+    sks_out_i32_array(o, data, ndim, shape);
+}
+
+void sks_out_str_or_nil(sks_out *o, const char *s) {
+    if (s) sks_out_str(o, s);
+    else sks_out_nil(o);
 }

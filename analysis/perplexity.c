@@ -156,19 +156,13 @@ int sks_ppl_write(const sks_ppl_result *r, const sks_model *m, const char *text_
     if (!r || !m || !path) return sks_fail(SKS_EARG, "perplexity: nothing to write");
     sks_out w;
     sks_out_init(&w);
-    sks_out_map(&w, 10);
-    sks_out_kstr(&w, "schema", "sinkscope.perplexity/1");
-    sks_out_str(&w, "model");
-    sks_out_model(&w, m);
+    sks_out_head(&w, 10, "sinkscope.perplexity/1", m);
     sks_out_str(&w, "params");
     sks_out_map(&w, 3);
     sks_out_kint(&w, "window", r->window);
     sks_out_kint(&w, "stride", r->stride);
-    if (text_path) sks_out_kstr(&w, "text", text_path);
-    else {
-        sks_out_str(&w, "text");
-        sks_out_nil(&w);
-    }
+    sks_out_str(&w, "text");
+    sks_out_str_or_nil(&w, text_path);
     sks_out_kint(&w, "n_tokens", r->n_tokens);
     sks_out_kint(&w, "n_scored", r->n_scored);
     sks_out_kf64(&w, "nll_sum", r->nll_sum);
@@ -189,10 +183,8 @@ int sks_ppl_write(const sks_ppl_result *r, const sks_model *m, const char *text_
         nl[i] = r->windows[i].nll_sum;
     }
     int64_t shp[2] = {r->n_windows, 3};
-    sks_out_str(&w, "windows");
-    sks_out_i32_array(&w, iv, 2, shp);
-    sks_out_str(&w, "window_nll_sum");
-    sks_out_f64_array(&w, nl, 1, shp);
+    sks_out_ki32_array(&w, "windows", iv, 2, shp);
+    sks_out_kf64_array(&w, "window_nll_sum", nl, 1, shp);
     free(iv);
     free(nl);
     int rc = sks_out_write_file(&w, path);

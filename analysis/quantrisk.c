@@ -316,10 +316,7 @@ int sks_qrisk_write(const sks_qrisk_result *r, const sks_model *m, const sks_qri
     if (!r || !m || !o || !path) return sks_fail(SKS_EARG, "quant-risk: nothing to write");
     sks_out w;
     sks_out_init(&w);
-    sks_out_map(&w, 12);
-    sks_out_kstr(&w, "schema", "sinkscope.quant-risk/1");
-    sks_out_str(&w, "model");
-    sks_out_model(&w, m);
+    sks_out_head(&w, 12, "sinkscope.quant-risk/1", m);
     sks_out_str(&w, "params");
     sks_out_map(&w, 9);
     sks_out_kint(&w, "keep_top", o->keep_top);
@@ -330,8 +327,7 @@ int sks_qrisk_write(const sks_qrisk_result *r, const sks_model *m, const sks_qri
     sks_out_kint(&w, "window", r->ppl_base ? r->ppl_base->window : r->T);
     sks_out_kint(&w, "stride", r->ppl_base ? r->ppl_base->stride : r->T);
     sks_out_str(&w, "text");
-    if (text_path) sks_out_str(&w, text_path);
-    else sks_out_nil(&w);
+    sks_out_str_or_nil(&w, text_path);
     sks_out_kint(&w, "stats_tokens", r->T);
     const char *const *lists[3] = {sks__sitenames, sks__qnames, sks__keepnames};
     const char *keys[3] = {"sites", "schemes", "keep_modes"};
@@ -345,15 +341,11 @@ int sks_qrisk_write(const sks_qrisk_result *r, const sks_model *m, const sks_qri
     sks_out_array(&w, (size_t)r->n_spike_channels);
     for (int i = 0; i < r->n_spike_channels; i++) sks_out_int(&w, r->spike_channels[i]);
     int64_t shp[4] = {r->n_layers, SKS_QSITE_N, SKS_Q_N, SKS_QKEEP_N};
-    sks_out_str(&w, "max_abs");
-    sks_out_f64_array(&w, r->max_abs, 2, shp);
-    sks_out_str(&w, "median_abs");
-    sks_out_f64_array(&w, r->median_abs, 2, shp);
-    sks_out_str(&w, "rel_err");
-    sks_out_f64_array(&w, r->rel_err, 4, shp);
+    sks_out_kf64_array(&w, "max_abs", r->max_abs, 2, shp);
+    sks_out_kf64_array(&w, "median_abs", r->median_abs, 2, shp);
+    sks_out_kf64_array(&w, "rel_err", r->rel_err, 4, shp);
     int64_t tshp[3] = {r->n_layers, SKS_QSITE_N, r->keep_top};
-    sks_out_str(&w, "top_channels");
-    sks_out_i32_array(&w, r->top_channels, 3, tshp);
+    sks_out_ki32_array(&w, "top_channels", r->top_channels, 3, tshp);
     /* dyn_range = max_abs / median_abs, kept out of the file (derivable) */
     sks_out_str(&w, "end_to_end");
     if (r->ppl_base) {

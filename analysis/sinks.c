@@ -1263,74 +1263,54 @@ int sks_sinks_write(const sks_sinks_result *r, const sks_model *m, const sks_sin
     sks_out_map(&w, 5);
     s1[0] = r->n_spike_channels;
     for (int i = 0; i < r->n_spike_channels; i++) i32[i] = r->spike_channels[i];
-    sks_out_str(&w, "channels");
-    sks_out_i32_array(&w, i32, 1, s1);
-    sks_out_str(&w, "plateau");
-    sks_out_f64_array(&w, r->spike_plateau, 1, s1);
+    sks_out_ki32_array(&w, "channels", i32, 1, s1);
+    sks_out_kf64_array(&w, "plateau", r->spike_plateau, 1, s1);
     s1[0] = r->n_prompts;
     for (int i = 0; i < r->n_prompts; i++) i32[i] = r->n_spike_tokens[i];
-    sks_out_str(&w, "n_spike_tokens");
-    sks_out_i32_array(&w, i32, 1, s1);
+    sks_out_ki32_array(&w, "n_spike_tokens", i32, 1, s1);
     s1[0] = r->n_prompt0_spike_tokens;
     for (int i = 0; i < r->n_prompt0_spike_tokens; i++) i32[i] = r->prompt0_spike_tokens[i];
-    sks_out_str(&w, "prompt0_tokens");
-    sks_out_i32_array(&w, i32, 1, s1);
+    sks_out_ki32_array(&w, "prompt0_tokens", i32, 1, s1);
     sks_out_kint(&w, "n_sink_rows", r->n_sink_rows);
 
     sks_out_str(&w, "layers");
     sks_out_map(&w, 10);
     s1[0] = L;
-    sks_out_str(&w, "cos_spike_mean");
-    sks_out_f64_array(&w, r->cos_spike_mean, 1, s1);
-    sks_out_str(&w, "cos_spike_min");
-    sks_out_f64_array(&w, r->cos_spike_min, 1, s1);
-    sks_out_str(&w, "cos_nonspike_mean");
-    sks_out_f64_array(&w, r->cos_nonspike_mean, 1, s1);
-    sks_out_str(&w, "cos_nonspike_min");
-    sks_out_f64_array(&w, r->cos_nonspike_min, 1, s1);
+    sks_out_kf64_array(&w, "cos_spike_mean", r->cos_spike_mean, 1, s1);
+    sks_out_kf64_array(&w, "cos_spike_min", r->cos_spike_min, 1, s1);
+    sks_out_kf64_array(&w, "cos_nonspike_mean", r->cos_nonspike_mean, 1, s1);
+    sks_out_kf64_array(&w, "cos_nonspike_min", r->cos_nonspike_min, 1, s1);
     s2[0] = L;
     s2[1] = G;
     for (int64_t i = 0; i < (int64_t)L * G; i++) i32[i] = r->sink_r99[i];
-    sks_out_str(&w, "sink_r99");
-    sks_out_i32_array(&w, i32, 2, s2);
+    sks_out_ki32_array(&w, "sink_r99", i32, 2, s2);
     for (int64_t i = 0; i < (int64_t)L * G; i++) i32[i] = r->nonsink_r99[i];
-    sks_out_str(&w, "nonsink_r99");
-    sks_out_i32_array(&w, i32, 2, s2);
-    sks_out_str(&w, "sink_pr");
-    sks_out_f64_array(&w, r->sink_pr, 2, s2);
-    sks_out_str(&w, "nonsink_pr");
-    sks_out_f64_array(&w, r->nonsink_pr, 2, s2);
+    sks_out_ki32_array(&w, "nonsink_r99", i32, 2, s2);
+    sks_out_kf64_array(&w, "sink_pr", r->sink_pr, 2, s2);
+    sks_out_kf64_array(&w, "nonsink_pr", r->nonsink_pr, 2, s2);
     s3[0] = L;
     s3[1] = G;
     s3[2] = dh;
-    sks_out_str(&w, "sink_sv");
-    sks_out_f64_array(&w, r->sink_sv, 3, s3);
-    sks_out_str(&w, "nonsink_sv");
-    sks_out_f64_array(&w, r->nonsink_sv, 3, s3);
+    sks_out_kf64_array(&w, "sink_sv", r->sink_sv, 3, s3);
+    sks_out_kf64_array(&w, "nonsink_sv", r->nonsink_sv, 3, s3);
 
     sks_out_str(&w, "heads");
     sks_out_map(&w, 6 + SKS_PRED_COUNT);
     s2[0] = L;
     s2[1] = H;
-    sks_out_str(&w, "alpha0");
-    sks_out_f64_array(&w, r->alpha0, 2, s2);
-    sks_out_str(&w, "is_sink");
-    sks_out_f64_array(&w, r->is_sink, 2, s2);
+    sks_out_kf64_array(&w, "alpha0", r->alpha0, 2, s2);
+    sks_out_kf64_array(&w, "is_sink", r->is_sink, 2, s2);
     for (int p = 0; p < SKS_PRED_COUNT; p++) {
         sks_out_str(&w, sks_sinks_pred_name(p));
         sks_out_f64_array(&w, r->pred[p], 2, s2);
     }
-    sks_out_str(&w, "weight_only_cos");
-    sks_out_f64_array(&w, r->weight_only_cos, 2, s2);
-    sks_out_str(&w, "query_r99");
-    sks_out_f64_array(&w, r->query_r99, 2, s2);
+    sks_out_kf64_array(&w, "weight_only_cos", r->weight_only_cos, 2, s2);
+    sks_out_kf64_array(&w, "query_r99", r->query_r99, 2, s2);
     for (int64_t i = 0; i < LH; i++) i32[i] = (int32_t)((i % H) / (H / G));
-    sks_out_str(&w, "kv_head");
-    sks_out_i32_array(&w, i32, 2, s2);
+    sks_out_ki32_array(&w, "kv_head", i32, 2, s2);
     for (int64_t i = 0; i < LH; i++) i32[i] = r->rank[i];
     s1[0] = LH;
-    sks_out_str(&w, "rank");
-    sks_out_i32_array(&w, i32, 1, s1);
+    sks_out_ki32_array(&w, "rank", i32, 1, s1);
 
     sks_out_str(&w, "classification");
     sks_out_map(&w, 4);
@@ -1351,8 +1331,7 @@ int sks_sinks_write(const sks_sinks_result *r, const sks_model *m, const sks_sin
     sks_out_map(&w, SKS_PRED_COUNT);
     for (int p = 0; p < SKS_PRED_COUNT; p++) sks_out_kf64(&w, sks_sinks_pred_name(p), r->auc[p]);
     free(i32);
-    int rc = sks_out_error(&w) ? sks_fail(sks_out_error(&w), "%s: msgpack encoding failed", path)
-                               : sks_out_write_file(&w, path);
+    int rc = sks_out_write_file(&w, path);
     sks_out_free(&w);
     return rc;
 }
@@ -1445,9 +1424,7 @@ int sks_sinks_json_summary(const sks_sinks_result *r, const sks_model *m, const 
     json_object_set_new(root, "sink_ratio", sks_json_num(r->sink_ratio));
     json_object_set_new(root, "n_sink_heads", json_integer(r->n_sink_heads));
     json_object_set_new(root, "main_predictor", json_string(sks_sinks_pred_name(o->main_pred)));
-    json_t *ch = json_array();
-    for (int i = 0; i < r->n_spike_channels; i++) json_array_append_new(ch, json_integer(r->spike_channels[i]));
-    json_object_set_new(root, "spike_channels", ch);
+    json_object_set_new(root, "spike_channels", sks_json_ints(r->spike_channels, r->n_spike_channels));
     for (int64_t k = 0; k < (int64_t)L * H; k++) {
         int i = r->rank[k], l = i / H, h = i % H;
         json_t *e = json_object();

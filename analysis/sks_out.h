@@ -34,6 +34,8 @@ void sks_out_int(sks_out *o, int64_t v);
 void sks_out_f64(sks_out *o, double v);
 void sks_out_bool(sks_out *o, int v);
 void sks_out_nil(sks_out *o);
+/* s, or nil when s is NULL */
+void sks_out_str_or_nil(sks_out *o, const char *s);
 /* Raw bytes as a msgpack bin (f64 arrays bitwise, for parts and gathers). */
 void sks_out_bin(sks_out *o, const void *p, size_t n);
 /* key + value shorthands (inside a map) */
@@ -45,6 +47,10 @@ void sks_out_kbool(sks_out *o, const char *k, int v);
 void sks_out_f32_array(sks_out *o, const float *data, int ndim, const int64_t *shape);
 void sks_out_f64_array(sks_out *o, const double *data, int ndim, const int64_t *shape);
 void sks_out_i32_array(sks_out *o, const int32_t *data, int ndim, const int64_t *shape);
+/* A key, then its array. */
+void sks_out_kf32_array(sks_out *o, const char *k, const float *data, int ndim, const int64_t *shape);
+void sks_out_kf64_array(sks_out *o, const char *k, const double *data, int ndim, const int64_t *shape);
+void sks_out_ki32_array(sks_out *o, const char *k, const int32_t *data, int ndim, const int64_t *shape);
 /* The architecture summary map written under `model`. */
 void sks_out_model(sks_out *o, const sks_model *m);
 /* A root map of n entries, its first two written: `schema` and `model`. */
@@ -55,6 +61,8 @@ void sks_out_head(sks_out *o, size_t n, const char *schema, const sks_model *m);
  * model's non-finite tensors (--allow-nonfinite) added to root as
  * "nonfinite_tensors": [{name, nonfinite, size}], nothing when there are none. */
 struct json_t *sks_json_num(double v);
+/* An array of n ints. */
+struct json_t *sks_json_ints(const int *v, int n);
 void sks_json_add_nonfinite(struct json_t *root);
 
 /* Write the buffer to path atomically (path.tmp.<pid> + fsync + rename). */

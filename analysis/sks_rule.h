@@ -80,6 +80,40 @@ void sks_prompts_free(int32_t **ids, int *lens, int n);
  * messages ("--prompt", a file name). lens may be shortened. */
 int sks_prompts_check(const sks_model *m, int n, const int32_t *const *ids, int *lens, const char *what);
 
+/* Where a command's prompts come from (analysis/prompts.c): tokens ("1,450,3290", used
+ * as given; several prompts separated by ';'), else tokens_file (one prompt of ids per
+ * line), else prompt (one text), else prompts_file (one text per line, empty lines
+ * skipped, not cut), else the built-in prompts (sks_default_prompts). Texts need a tokenizer. */
+typedef struct {
+    const char *tokens;
+    const char *prompt;
+    const char *prompts_file;
+    const char *tokens_file;
+} sks_prompt_source;
+
+typedef struct {
+    int n;
+    int32_t **ids; /* (n) malloc'd */
+    int *lens;     /* (n) */
+    char source[48]; /* "--tokens", "--prompt", "--prompts", "--tokens-file", "built-in texts", "pseudo-random ids (no tokenizer)" */
+} sks_prompt_set;
+
+/* The prompts of src, checked by the prompt rule (sks_prompts_check); seed picks the
+ * pseudo-random ids of the built-in set without a tokenizer. */
+int sks_prompt_set_make(const sks_model *m, const struct sks_tokenizer *tok, const sks_prompt_source *src,
+                        uint64_t seed, sks_prompt_set *p);
+void sks_prompt_set_free(sks_prompt_set *p);
+/* "1,2,3" (commas or spaces) into a malloc'd array; the messages name --tokens. */
+int sks_parse_ids(const char *s, int32_t **ids, int *n);
+/* The non-empty lines of a text file (malloc'd strings; at least one). */
+int sks_read_lines(const char *path, char ***lines, int *n);
+void sks_lines_free(char **lines, int n);
+/* A whole file as a NUL-terminated string (1 GiB at most); *len its length (may be NULL). */
+int sks_read_text_file(const char *path, char **text, size_t *len);
+/* text_path whole, encoded with the model's tokenizer (or tok_path), BOS first: *ids
+ * malloc'd, *n >= 2 (the commands that measure perplexity). */
+int sks_text_file_ids(const sks_model *m, const char *tok_path, const char *text_path, int32_t **ids, int *n);
+
 #ifdef __cplusplus
 }
 #endif

@@ -28,6 +28,8 @@
 #define SKS_SYNTH_H
 
 #include "../loaders/sks_model.h"
+#include "sks_trace.h"
+#include "sks_spikes.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -128,6 +130,8 @@ const sks_arch *sks_synth_arch(const sks_synth *s);
 const sks_synth_planted *sks_synth_get_planted(const sks_synth *s);
 /* 1 if (layer, head) is a planted sink head. */
 int sks_synth_is_sink(const sks_synth *s, int layer, int head);
+/* Parameters of the model it writes (every tensor's elements). */
+uint64_t sks_synth_n_params(const sks_synth *s);
 
 /* The tensors in file order, with their Hugging Face names. */
 size_t sks_synth_n_tensors(const sks_synth *s);
@@ -161,6 +165,29 @@ int sks__synth_mkdirs(const char *dir);
 /* The JSON texts written by sks_synth_write (malloc'd, caller frees). */
 int sks_synth_config_json(const sks_synth *s, sks_dtype dt, char **out);
 int sks_synth_planted_json(const sks_synth *s, sks_dtype dt, char **out);
+
+/* Planted versus found (analysis/synth_verify.c): an independent trace of the model
+ * written from s (model_dir) on four pseudo-random prompts of 64 tokens with the
+ * default trace options (the paper's abs 100, ratio 1000, eps 0.3), compared with the
+ * planted spike channels, spike token, lifecycle and sink heads. */
+typedef struct {
+    int pass;           /* every check below */
+    int channels_found; /* every planted spike channel found, and no other */
+    int n_found;        /* spike channels found */
+    int token0_only;    /* the only spike token is position 0 */
+    int lifecycle_ok;   /* main step-up and step-down at the planted FFNs */
+    int up_block, down_block; /* the planted blocks (down -1: none) */
+    double plateau_min_ratio; /* min over the plateau of |h| / block median */
+    int tp, fp, fn;     /* sink heads: planted and measured, measured only, planted only */
+    double alpha0_min_planted, alpha0_max_other;
+    sks_trace_opts trace; /* the thresholds used */
+    int moe;              /* an MoE model: moe_check below is part of pass */
+    sks_moe_plant_check moe_check; /* routing and the planted expert's form (sks_spikes.h) */
+} sks_synth_verdict;
+
+int sks_synth_verify(const sks_synth *s, const char *model_dir, sks_synth_verdict *v);
+/* The verdict as JSON (schema sinkscope.demo-verify/1), written atomically to path. */
+int sks_synth_verdict_write(const sks_synth_verdict *v, const char *path);
 
 #ifdef __cplusplus
 }

@@ -171,29 +171,22 @@ static const sks_tensor *sks__need(const sks_model *m, sks_role role, int layer,
     return t;
 }
 
-/* Convert a (rows, cols) tensor to f32 in blocks of rows (never through a whole-matrix
- * temporary of another dtype). */
-static int sks__tensor_f32(const sks_tensor *t, float *out) {
+/* Convert a (rows, cols) tensor to f32 (or f64) in blocks of rows, never through a
+ * whole-matrix temporary of another dtype. */
+static int sks__tensor_whole(const sks_tensor *t, int f64, void *out) {
     int64_t rows = sks_tensor_rows(t), cols = sks_tensor_cols(t);
     const int64_t blk = 256;
     for (int64_t r0 = 0; r0 < rows; r0 += blk) {
         int64_t nr = rows - r0 < blk ? rows - r0 : blk;
-        int rc = sks_tensor_rows_f32(t, r0, nr, out + (size_t)r0 * (size_t)cols);
+        size_t at = (size_t)r0 * (size_t)cols;
+        int rc = f64 ? sks_tensor_rows_f64(t, r0, nr, (double *)out + at) : sks_tensor_rows_f32(t, r0, nr, (float *)out + at);
         if (rc) return rc;
     }
     return 0;
 }
 
-static int sks__tensor_f64(const sks_tensor *t, double *out) {
-    int64_t rows = sks_tensor_rows(t), cols = sks_tensor_cols(t);
-    const int64_t blk = 256;
-    for (int64_t r0 = 0; r0 < rows; r0 += blk) {
-        int64_t nr = rows - r0 < blk ? rows - r0 : blk;
-        int rc = sks_tensor_rows_f64(t, r0, nr, out + (size_t)r0 * (size_t)cols);
-        if (rc) return rc;
-    }
-    return 0;
-}
+static int sks__tensor_f32(const sks_tensor *t, float *out) { return sks__tensor_whole(t, 0, out); }
+static int sks__tensor_f64(const sks_tensor *t, double *out) { return sks__tensor_whole(t, 1, out); }
 
 /* The raw encoding of a tensor the backend can convert itself, or -1. */
 static int sks__raw_elem(const sks_tensor *t) {
@@ -1201,13 +1194,10 @@ static void sks__out_channel(sks_out *o, const sks_spike_channel *c, int d) {
     sks_out_str(o, "source");
     sks__out_sources(o, c->source);
     int64_t sr = c->rank, sd = d, sw = c->n_wvo;
-    sks_out_str(o, "eigenvalues");
-    sks_out_f64_array(o, c->eigenvalues, 1, &sr);
-    sks_out_str(o, "residuals");
-    sks_out_f64_array(o, c->residuals, 1, &sr);
+    sks_out_kf64_array(o, "eigenvalues", c->eigenvalues, 1, &sr);
+    sks_out_kf64_array(o, "residuals", c->residuals, 1, &sr);
     sks_out_kbool(o, "converged", c->converged);
-    sks_out_str(o, "s_star");
-    sks_out_f64_array(o, c->s_star, 1, &sd);
+    sks_out_kf64_array(o, "s_star", c->s_star, 1, &sd);
     sks_out_kstr(o, "s_star_sign", c->sign_from_input ? "input" : "largest_component");
     sks_out_kf64(o, "lambda_star", c->eigenvalues[0]);
     sks_out_kf64(o, "frobenius", c->frobenius);
@@ -1321,12 +1311,9 @@ int sks_spikes_write(const sks_spikes_report *rep, const sks_model *m, const sks
         sks_out_map(&o, 13 + (L->moe != NULL));
         sks_out_kint(&o, "layer", L->layer);
         sks_out_kstr(&o, "precision", sks__prec_name(L->precision));
-        sks_out_str(&o, "frobenius");
-        sks_out_f64_array(&o, L->frobenius, 1, &sd);
-        sks_out_str(&o, "trace");
-        sks_out_f64_array(&o, L->trace, 1, &sd);
-        sks_out_str(&o, "top_frob");
-        sks_out_i32_array(&o, L->top_frob, 1, &st);
+        sks_out_kf64_array(&o, "frobenius", L->frobenius, 1, &sd);
+        sks_out_kf64_array(&o, "trace", L->trace, 1, &sd);
+        sks_out_ki32_array(&o, "top_frob", L->top_frob, 1, &st);
         sks_out_kf64(&o, "seconds_screen", L->seconds_screen);
         sks_out_kf64(&o, "seconds_eigs", L->seconds_eigs);
         sks_out_kint(&o, "matvecs", L->matvecs);
@@ -1343,8 +1330,7 @@ int sks_spikes_write(const sks_spikes_report *rep, const sks_model *m, const sks
     if (rep->n_wvo > 0) {
         int64_t n = rep->n_wvo;
         sks_out_map(&o, 1);
-        sks_out_str(&o, "sigma1");
-        sks_out_f64_array(&o, rep->wvo_sigma1, 1, &n);
+        sks_out_kf64_array(&o, "sigma1", rep->wvo_sigma1, 1, &n);
     } else {
         sks_out_nil(&o);
     }
@@ -1355,8 +1341,7 @@ int sks_spikes_write(const sks_spikes_report *rep, const sks_model *m, const sks
         sks_out_map(&o, D->no_input_norm ? 4 : 3);
         if (D->no_input_norm) sks_out_kstr(&o, "note", sks_spikes_no_input_norm_note);
         sks_out_kf64(&o, "median_norm", D->median_norm);
-        sks_out_str(&o, "ratio");
-        sks_out_f32_array(&o, D->ratio, 1, &V);
+        sks_out_kf32_array(&o, "ratio", D->ratio, 1, &V);
         sks_out_str(&o, "top");
         sks_out_array(&o, (size_t)D->n_top);
         for (int i = 0; i < D->n_top; i++) {
@@ -1365,19 +1350,12 @@ int sks_spikes_write(const sks_spikes_report *rep, const sks_model *m, const sks
             sks_out_kint(&o, "id", D->top_ids[i]);
             sks_out_kf64(&o, "ratio", D->top_ratio[i]);
             sks_out_str(&o, "piece");
-            if (pc)
-                sks_out_str(&o, pc);
-            else
-                sks_out_nil(&o);
+            sks_out_str_or_nil(&o, pc);
         }
     } else {
         sks_out_nil(&o);
     }
-    int rc = sks_out_error(&o);
-    if (rc)
-        rc = sks_fail(rc, "%s: msgpack encoding failed", path);
-    else
-        rc = sks_out_write_file(&o, path);
+    int rc = sks_out_write_file(&o, path);
     sks_out_free(&o);
     return rc;
 }

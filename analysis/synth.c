@@ -8,6 +8,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "sks_synth.h"
+#include "sks_out.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -889,38 +890,26 @@ int sks_synth_new(const sks_synth_config *cfg, uint64_t seed, sks_synth **out) {
 #undef SKS__MTYP
 #undef SKS__RANDVAR
 
-    /* the planted view */
-    sks_synth_planted *p = &s->pl;
-    p->bos_id = s->a.bos_id;
-    p->step_up_layer = s->ls;
-    p->step_down_layer = s->ld;
+    /* the planted view: the channels and values set above, the rest from the state */
+    sks_synth_planted v = {
+        .bos_id = s->a.bos_id, .step_up_layer = s->ls, .step_down_layer = s->ld, .n_spike = s->pl.n_spike,
+        .dominance = s->sandwich ? fabs(s->lambda1[0] / s->lambda2[0]) : cfg->dominance,
+        .s_star = s->sandwich ? s->seig : s->sstar, .s_2 = s->s2, .bos_dir = s->bdir, .mean_dir = s->mu,
+        .spike_dir = s->vdir, .n_up_units = s->n_up, .n_up2_units = s->n_up2, .n_down_units = s->n_down,
+        .up_units = s->units, .up2_units = s->units + s->n_up, .down_units = s->units + s->n_up + s->n_up2,
+        .steer_head = s->h0, .steer_kv_head = s->g0, .steer_value_dim = s->rv, .key_dim = s->r,
+        .cos_x0_sstar_pred = s->cos_pred, .n_sink = s->n_sink, .sink_heads = s->sink_list};
+    memcpy(v.channels, s->pl.channels, sizeof v.channels);
+    memcpy(v.values, s->pl.values, sizeof v.values);
     for (int c = 0; c < cfg->n_spike; c++) {
-        p->lambda_star[c] = s->lambda1[c];
-        p->lambda_2[c] = s->lambda2[c];
+        v.lambda_star[c] = s->lambda1[c];
+        v.lambda_2[c] = s->lambda2[c];
     }
-    p->dominance = s->sandwich ? fabs(s->lambda1[0] / s->lambda2[0]) : cfg->dominance;
-    p->s_star = s->sandwich ? s->seig : s->sstar;
-    p->s_2 = s->s2;
-    p->bos_dir = s->bdir;
-    p->mean_dir = s->mu;
-    p->spike_dir = s->vdir;
-    p->n_up_units = s->n_up;
-    p->n_up2_units = s->n_up2;
-    p->n_down_units = s->n_down;
-    p->up_units = s->units;
-    p->up2_units = s->units + s->n_up;
-    p->down_units = s->units + s->n_up + s->n_up2;
-    p->steer_head = s->h0;
-    p->steer_kv_head = s->g0;
-    p->steer_value_dim = s->rv;
-    p->key_dim = s->r;
-    p->cos_x0_sstar_pred = s->cos_pred;
-    p->n_sink = s->n_sink;
-    p->sink_heads = s->sink_list;
-    p->n_experts = s->a.n_experts;
-    p->moe_up_expert = s->a.n_experts > 0 ? cfg->moe_up_expert : -1;
-    p->moe_down_expert = s->a.n_experts > 0 && s->ld < L ? cfg->moe_down_expert : -1;
-    p->moe_router_z = cfg->moe_router_z;
+    v.n_experts = s->a.n_experts;
+    v.moe_up_expert = s->a.n_experts > 0 ? cfg->moe_up_expert : -1;
+    v.moe_down_expert = s->a.n_experts > 0 && s->ld < L ? cfg->moe_down_expert : -1;
+    v.moe_router_z = cfg->moe_router_z;
+    s->pl = v;
     free(buf);
     free(tmp);
     *out = s;
@@ -943,6 +932,12 @@ size_t sks_synth_n_tensors(const sks_synth *s) { return s->n_t; }
 
 int sks_synth_tensor_expert(const sks_synth *s, size_t i) { return i < s->n_t ? s->t[i].expert : -1; }
 
+uint64_t sks_synth_n_params(const sks_synth *s) {
+    uint64_t n = 0;
+    for (size_t i = 0; i < s->n_t; i++) n += (uint64_t)s->t[i].shape[0] * (uint64_t)(s->t[i].ndim == 2 ? s->t[i].shape[1] : 1);
+    return n;
+}
+
 int sks_synth_tensor_info(const sks_synth *s, size_t i, const char **name, sks_role *role, int *layer, int *ndim,
                           int64_t shape[2]) {
     if (i >= s->n_t) return sks_fail(SKS_EARG, "synth: tensor %zu out of range", i);
@@ -963,11 +958,6 @@ int sks_synth_tensor_info(const sks_synth *s, size_t i, const char **name, sks_r
 static json_t *sks__farr(const float *v, int n) {
     json_t *a = json_array();
     for (int i = 0; i < n; i++) json_array_append_new(a, json_real(v[i]));
-    return a;
-}
-static json_t *sks__iarr(const int *v, int n) {
-    json_t *a = json_array();
-    for (int i = 0; i < n; i++) json_array_append_new(a, json_integer(v[i]));
     return a;
 }
 static json_t *sks__darr(const double *v, int n) {
@@ -1070,7 +1060,7 @@ int sks_synth_planted_json(const sks_synth *s, sks_dtype dt, char **out) {
     json_t *sp = json_object();
     json_object_set_new(sp, "token_position", json_integer(0));
     json_object_set_new(sp, "token_id", json_integer(p->bos_id));
-    json_object_set_new(sp, "channels", sks__iarr(p->channels, p->n_spike));
+    json_object_set_new(sp, "channels", sks_json_ints(p->channels, p->n_spike));
     json_object_set_new(sp, "values", sks__darr(p->values, p->n_spike));
     json_object_set_new(sp, "step_up_layer", json_integer(p->step_up_layer));
     json_object_set_new(sp, "step_up_block", json_integer(2 * p->step_up_layer + 2));
@@ -1092,9 +1082,9 @@ int sks_synth_planted_json(const sks_synth *s, sks_dtype dt, char **out) {
     json_object_set_new(sp, "s_star", sks__farr(p->s_star, d));
     json_object_set_new(sp, "s_2", sks__farr(p->s_2, d));
     json_object_set_new(sp, "cos_x0_sstar_pred", json_real(p->cos_x0_sstar_pred));
-    json_object_set_new(sp, "up_units", sks__iarr(p->up_units, p->n_up_units));
-    json_object_set_new(sp, "up2_units", sks__iarr(p->up2_units, p->n_up2_units));
-    json_object_set_new(sp, "down_units", sks__iarr(p->down_units, p->n_down_units));
+    json_object_set_new(sp, "up_units", sks_json_ints(p->up_units, p->n_up_units));
+    json_object_set_new(sp, "up2_units", sks_json_ints(p->up2_units, p->n_up2_units));
+    json_object_set_new(sp, "down_units", sks_json_ints(p->down_units, p->n_down_units));
     json_object_set_new(sp, "gate_z", json_real(s->cfg.gate_z));
     json_object_set_new(sp, "spike_dir", sks__farr(p->spike_dir, d));
     json_object_set_new(r, "spike", sp);

@@ -264,6 +264,53 @@ static void sks__tstate_free(sks__tstate *s) {
     free(s->alpha_cnt);
 }
 
+/* The spike channels and tokens of the qualified (token, channel) pairs of prompt 0,
+ * and the pairs whose lifecycles pass 2 records (SKS__MAX_LIFECYCLES at most). */
+static int sks__spike_pairs(sks__tstate *s, sks_trace_result *r, int T0, int d, int nb) {
+    uint8_t *chan = calloc((size_t)d, 1), *tokm = calloc((size_t)T0, 1);
+    size_t npairs = 0;
+    for (int t = 0; chan && tokm && t < T0; t++)
+        for (int c = 0; c < d; c++)
+            if (s->qual[(size_t)t * d + c]) {
+                chan[c] = tokm[t] = 1;
+                npairs++;
+            }
+    for (int c = 0; chan && c < d; c++) r->n_spike_channels += chan[c];
+    for (int t = 0; tokm && t < T0; t++) r->n_spike_tokens += tokm[t];
+    if (npairs > SKS__MAX_LIFECYCLES) {
+        sks_log(SKS_LOG_WARN, "trace: %zu (token, channel) pairs qualify; keeping the first %d lifecycles", npairs,
+                SKS__MAX_LIFECYCLES);
+        npairs = SKS__MAX_LIFECYCLES;
+        r->lifecycles_truncated = 1;
+    }
+    r->spike_channels = malloc((size_t)(r->n_spike_channels + 1) * sizeof(int));
+    r->spike_tokens = malloc((size_t)(r->n_spike_tokens + 1) * sizeof(int));
+    s->pair_t = malloc((npairs + 1) * sizeof(int));
+    s->pair_c = malloc((npairs + 1) * sizeof(int));
+    s->pair_vals = sks_malloc_n(npairs + 1, (size_t)nb * sizeof(float));
+    int rc = 0;
+    if (!chan || !tokm || !r->spike_channels || !r->spike_tokens || !s->pair_t || !s->pair_c || !s->pair_vals) {
+        rc = sks_fail(SKS_ENOMEM, "trace: out of memory");
+    } else {
+        int k = 0;
+        for (int c = 0; c < d; c++)
+            if (chan[c]) r->spike_channels[k++] = c;
+        k = 0;
+        for (int t = 0; t < T0; t++)
+            if (tokm[t]) r->spike_tokens[k++] = t;
+        for (int t = 0; t < T0 && (size_t)s->n_pairs < npairs; t++)
+            for (int c = 0; c < d && (size_t)s->n_pairs < npairs; c++)
+                if (s->qual[(size_t)t * d + c]) {
+                    s->pair_t[s->n_pairs] = t;
+                    s->pair_c[s->n_pairs] = c;
+                    s->n_pairs++;
+                }
+    }
+    free(chan);
+    free(tokm);
+    return rc;
+}
+
 int sks_trace_run(const sks_model *m, int n_prompts, const int32_t *const *prompts, const int *lens,
                   const sks_trace_opts *o, sks_trace_result **out) {
     *out = NULL;
@@ -381,56 +428,7 @@ int sks_trace_run(const sks_model *m, int n_prompts, const int32_t *const *promp
     }
 
     /* spike channels, tokens, qualified pairs */
-    {
-        uint8_t *chan = calloc((size_t)d, 1), *tokm = calloc((size_t)T0, 1);
-        if (!chan || !tokm) {
-            free(chan);
-            free(tokm);
-            rc = sks_fail(SKS_ENOMEM, "trace: out of memory");
-            goto done;
-        }
-        size_t npairs = 0;
-        for (int t = 0; t < T0; t++)
-            for (int c = 0; c < d; c++)
-                if (s.qual[(size_t)t * d + c]) {
-                    chan[c] = tokm[t] = 1;
-                    npairs++;
-                }
-        for (int c = 0; c < d; c++) r->n_spike_channels += chan[c];
-        for (int t = 0; t < T0; t++) r->n_spike_tokens += tokm[t];
-        r->spike_channels = malloc((size_t)(r->n_spike_channels + 1) * sizeof(int));
-        r->spike_tokens = malloc((size_t)(r->n_spike_tokens + 1) * sizeof(int));
-        if (npairs > SKS__MAX_LIFECYCLES) {
-            sks_log(SKS_LOG_WARN, "%s: %zu (token, channel) pairs qualify; keeping the first %d lifecycles", __func__,
-                    npairs, SKS__MAX_LIFECYCLES);
-            npairs = SKS__MAX_LIFECYCLES;
-            r->lifecycles_truncated = 1;
-        }
-        s.pair_t = malloc((npairs + 1) * sizeof(int));
-        s.pair_c = malloc((npairs + 1) * sizeof(int));
-        s.pair_vals = sks_malloc_n(npairs + 1, (size_t)nb * sizeof(float));
-        if (!r->spike_channels || !r->spike_tokens || !s.pair_t || !s.pair_c || !s.pair_vals) {
-            free(chan);
-            free(tokm);
-            rc = sks_fail(SKS_ENOMEM, "trace: out of memory");
-            goto done;
-        }
-        int k = 0;
-        for (int c = 0; c < d; c++)
-            if (chan[c]) r->spike_channels[k++] = c;
-        k = 0;
-        for (int t = 0; t < T0; t++)
-            if (tokm[t]) r->spike_tokens[k++] = t;
-        for (int t = 0; t < T0 && (size_t)s.n_pairs < npairs; t++)
-            for (int c = 0; c < d && (size_t)s.n_pairs < npairs; c++)
-                if (s.qual[(size_t)t * d + c]) {
-                    s.pair_t[s.n_pairs] = t;
-                    s.pair_c[s.n_pairs] = c;
-                    s.n_pairs++;
-                }
-        free(chan);
-        free(tokm);
-    }
+    if ((rc = sks__spike_pairs(&s, r, T0, d, nb))) goto done;
 
     /* pass 2: h_b[t, c] of the qualified pairs at every block */
     if (s.n_pairs > 0) {

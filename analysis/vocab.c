@@ -413,8 +413,7 @@ int sks_vocab_write(const sks_vocab_result *r, const sks_model *m, const sks_voc
     int64_t nb = r->n_blocks, nt = r->n_tokens, ne = r->n_exceptions, d = sks_model_arch(m)->d_model;
     sks_out_str(&w, "typical_median");
     sks_out_map(&w, 2);
-    sks_out_str(&w, "values");
-    sks_out_f64_array(&w, r->typical_median, 1, &nb);
+    sks_out_kf64_array(&w, "values", r->typical_median, 1, &nb);
     sks_out_kint(&w, "count_per_block", r->median_count);
 
     sks_out_str(&w, "summary");
@@ -428,40 +427,26 @@ int sks_vocab_write(const sks_vocab_result *r, const sks_model *m, const sks_voc
 
     sks_out_str(&w, "tokens");
     sks_out_map(&w, 6);
-    sks_out_str(&w, "ids");
-    sks_out_i32_array(&w, r->ids, 1, &nt);
-    sks_out_str(&w, "ratio");
-    sks_out_f32_array(&w, r->ratio, 1, &nt);
-    sks_out_str(&w, "max_abs");
-    sks_out_f32_array(&w, r->max_abs, 1, &nt);
-    sks_out_str(&w, "argmax_channel");
-    sks_out_i32_array(&w, r->argmax_channel, 1, &nt);
-    sks_out_str(&w, "argmax_block");
-    sks_out_i32_array(&w, r->argmax_block, 1, &nt);
-    sks_out_str(&w, "channel_count");
-    sks_out_i32_array(&w, r->channel_count, 1, &d);
+    sks_out_ki32_array(&w, "ids", r->ids, 1, &nt);
+    sks_out_kf32_array(&w, "ratio", r->ratio, 1, &nt);
+    sks_out_kf32_array(&w, "max_abs", r->max_abs, 1, &nt);
+    sks_out_ki32_array(&w, "argmax_channel", r->argmax_channel, 1, &nt);
+    sks_out_ki32_array(&w, "argmax_block", r->argmax_block, 1, &nt);
+    sks_out_ki32_array(&w, "channel_count", r->channel_count, 1, &d);
     sks_out_str(&w, "exceptions");
     sks_out_map(&w, 2);
-    sks_out_str(&w, "ids");
-    sks_out_i32_array(&w, r->exceptions, 1, &ne);
+    sks_out_ki32_array(&w, "ids", r->exceptions, 1, &ne);
     sks_out_str(&w, "pieces");
     if (piece) {
         sks_out_array(&w, (size_t)r->n_exceptions);
         for (int i = 0; i < r->n_exceptions; i++) {
             const char *p = piece(piece_ud, r->exceptions[i]);
-            if (p)
-                sks_out_str(&w, p);
-            else
-                sks_out_nil(&w);
+            sks_out_str_or_nil(&w, p);
         }
     } else {
         sks_out_nil(&w);
     }
-    int rc = sks_out_error(&w);
-    if (rc)
-        rc = sks_fail(rc, "%s: msgpack encoding failed", path);
-    else
-        rc = sks_out_write_file(&w, path);
+    int rc = sks_out_write_file(&w, path);
     sks_out_free(&w);
     return rc;
 }

@@ -1,6 +1,7 @@
 /* cmd_compare.c - `sinkscope compare DIR DIR ... [--text FILE]`: the ablation table over
  * analyze folders (library: analysis/sks_compare.h). */
 #include "cli.h"
+#include "../analysis/sks_out.h"
 #include "../analysis/sks_compare.h"
 
 #include <jansson.h>
@@ -9,55 +10,21 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void sks__cmp_help(FILE *f) {
-    fprintf(f,
-            "usage: sinkscope compare DIR DIR ... [--text FILE] [-o OUT.msgpack] [--json] [-q]\n\n"
-            "The paper's ablation table over several models. Each DIR is a folder written by\n"
-            "`sinkscope analyze MODEL -o DIR` (summary.json, sinks.msgpack): per model the peak\n"
-            "|h| and its ratio to the block median, the spike channels, lambda* and dominance\n"
-            "of S_c at the main step-up, the sink ratio, the median r99 of the sink keys, the\n"
-            "fraction of the vocabulary that spikes alone at position 0, and the perplexity on\n"
-            "--text (or the one analyze measured with --text). docs/cost.md.\n\n"
-            "  --text FILE        measure the perplexity of each model on this text\n"
-            "  --tokenizer PATH   tokenizer file for every model (default: beside each model)\n"
-            "  -o, --output FILE  msgpack, schema sinkscope.compare/1 (docs/schema-cost.md);\n"
-            "                     figure: python3 notebooks-out/plot_cost.py FILE\n"
-            "  --json             the table as JSON on stdout instead of text\n"
-            "  -q, --quiet        no progress on stderr\n\n"
-            "example:\n"
-            "  for m in base sandwich olmo2; do sinkscope analyze ablation/$m -o an-$m --abs 50 --ratio 100; done\n"
-            "  sinkscope compare an-base an-sandwich an-olmo2 --text book.txt -o compare.msgpack\n");
-}
-
-static json_t *sks__jnum(double v) { return isfinite(v) ? json_real(v) : json_null(); }
-
 static void sks__cmp_json(const sks_compare_row *rows, int n) {
-    json_t *o = json_object(), *ms = json_array();
-    json_object_set_new(o, "schema", json_string("sinkscope.compare-summary/1"));
+    json_t *ms = json_array();
     for (int i = 0; i < n; i++) {
         const sks_compare_row *r = &rows[i];
-        json_t *e = json_object(), *sc = json_array();
-        json_object_set_new(e, "dir", json_string(r->dir));
-        json_object_set_new(e, "model", json_string(r->model_path));
-        json_object_set_new(e, "family", json_string(r->family));
-        json_object_set_new(e, "peak_abs", sks__jnum(r->peak_abs));
-        json_object_set_new(e, "peak_ratio", sks__jnum(r->peak_ratio));
-        for (int k = 0; k < r->n_spike_channels; k++) json_array_append_new(sc, json_integer(r->spike_channels[k]));
-        json_object_set_new(e, "spike_channels", sc);
-        json_object_set_new(e, "step_layer", json_integer(r->step_layer));
-        json_object_set_new(e, "step_channel", json_integer(r->step_channel));
-        json_object_set_new(e, "lambda_star", sks__jnum(r->lambda_star));
-        json_object_set_new(e, "dominance", sks__jnum(r->dominance));
-        json_object_set_new(e, "sink_ratio", sks__jnum(r->sink_ratio));
-        json_object_set_new(e, "sink_r99", sks__jnum(r->sink_r99));
-        json_object_set_new(e, "vocab_fraction", sks__jnum(r->vocab_fraction));
-        json_object_set_new(e, "perplexity", sks__jnum(r->perplexity));
-        json_array_append_new(ms, e);
+        json_array_append_new(
+            ms, json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:i, s:i, s:o, s:o, s:o, s:o, s:o, s:o}", "dir", r->dir, "model",
+                          r->model_path, "family", r->family, "peak_abs", sks_json_num(r->peak_abs), "peak_ratio",
+                          sks_json_num(r->peak_ratio), "spike_channels", sks_json_ints(r->spike_channels, r->n_spike_channels),
+                          "step_layer", r->step_layer, "step_channel", r->step_channel, "lambda_star",
+                          sks_json_num(r->lambda_star), "dominance", sks_json_num(r->dominance), "sink_ratio",
+                          sks_json_num(r->sink_ratio), "sink_r99", sks_json_num(r->sink_r99), "vocab_fraction",
+                          sks_json_num(r->vocab_fraction), "perplexity", sks_json_num(r->perplexity)));
     }
-    json_object_set_new(o, "models", ms);
-    json_dumpf(o, stdout, JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
-    fputc('\n', stdout);
-    json_decref(o);
+    sks_cli_print_json(json_pack("{s:s, s:o}", "schema", "sinkscope.compare-summary/1", "models", ms),
+                       JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
 }
 
 static void sks__cmp_table(const sks_compare_row *rows, int n) {
@@ -78,38 +45,37 @@ static void sks__cmp_table(const sks_compare_row *rows, int n) {
     }
 }
 
+static const char sks__about[] =
+    "The paper's ablation table over several models. Each DIR is a folder written by\n"
+    "`sinkscope analyze MODEL -o DIR` (summary.json, sinks.msgpack): per model the peak\n"
+    "|h| and its ratio to the block median, the spike channels, lambda* and dominance\n"
+    "of S_c at the main step-up, the sink ratio, the median r99 of the sink keys, the\n"
+    "fraction of the vocabulary that spikes alone at position 0, and the perplexity on\n"
+    "--text (or the one analyze measured with --text). docs/cost.md.\n";
+
+static const char sks__epilogue[] =
+    "example:\n"
+    "  for m in base sandwich olmo2; do sinkscope analyze ablation/$m -o an-$m --abs 50 --ratio 100; done\n"
+    "  sinkscope compare an-base an-sandwich an-olmo2 --text book.txt -o compare.msgpack\n";
+
 int sks_cmd_compare(int argc, char **argv) {
     const char *text_path = NULL, *tok_path = NULL, *out_path = NULL;
-    int want_json = 0, quiet = 0, n = 0, ret = 1, rc;
+    int want_json = 0, quiet = 0, n = 0, ret = 1, rc, code;
     /* the folders are compacted to the front of argv (slot 1 + n <= i is already read) */
-    char **dirs = argv + 1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
-        const char **sdst = !strcmp(a, "--text")                         ? &text_path
-                            : !strcmp(a, "--tokenizer")                  ? &tok_path
-                            : !strcmp(a, "-o") || !strcmp(a, "--output") ? &out_path
-                                                                         : NULL;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            sks__cmp_help(stdout);
-            return 0;
-        } else if (!strcmp(a, "--json")) {
-            want_json = 1;
-        } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
-            quiet = 1;
-        } else if (sdst) {
-            SKS_CLI_TAKE("compare", a, val, i);
-            *sdst = val;
-        } else if (a[0] == '-' && a[1]) {
-            fprintf(stderr, "sinkscope compare: unknown option %s (see sinkscope compare --help)\n", a);
-            return 2;
-        } else {
-            dirs[n++] = argv[i];
-        }
-    }
-    if (n < 1) {
-        fprintf(stderr, "sinkscope compare: give at least one analyze folder (see sinkscope compare --help)\n");
-        return 2;
-    }
+    const char **dirs = (const char **)argv + 1;
+    const sks_cli_opt opts[] = {
+        SKS_OPT_STR("--text FILE", &text_path, "measure the perplexity of each model on this text"),
+        SKS_OPT_STR("--tokenizer PATH", &tok_path, "tokenizer file for every model (default: beside each model)"),
+        SKS_OPT_STR("-o, --output FILE", &out_path,
+                    "msgpack, schema sinkscope.compare/1 (docs/schema-cost.md);\n"
+                    "figure: python3 notebooks-out/plot_cost.py FILE"),
+        SKS_OPT_END,
+    };
+    const sks_cli_cmd cmd = {
+        .name = "compare", .opts = opts, .pos = dirs, .min_pos = 1, .max_pos = argc, .pos_name = "analyze folder (DIR)", .n_pos = &n, .json = &want_json, .quiet = &quiet,
+        .usage = "DIR DIR ... [--text FILE] [-o OUT.msgpack] [--json] [-q]", .about = sks__about, .epilogue = sks__epilogue,
+        .json_help = "the table as JSON on stdout instead of text", .quiet_help = "no progress on stderr"};
+    if (!sks_cli_parse(&cmd, argc, argv, &code)) return code;
     sks_cli_progress_install(quiet);
     sks_compare_row *rows = calloc((size_t)n, sizeof *rows);
     if (!rows) goto done;
@@ -124,7 +90,7 @@ int sks_cmd_compare(int argc, char **argv) {
         int32_t *ids = NULL;
         int nt = 0;
         if (!(rc = sks_cli_open_model("compare", rows[i].model_path, &m))) {
-            rc = sks_cli_text_ids(m, tok_path, text_path, &ids, &nt);
+            rc = sks_text_file_ids(m, tok_path, text_path, &ids, &nt);
             sks_model_close(m);
             if (!rc) rc = sks_compare_perplexity(&rows[i], ids, nt);
             free(ids);

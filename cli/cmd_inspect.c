@@ -8,35 +8,6 @@
 #include <stdio.h>
 #include <string.h>
 
-static void sks__inspect_help(FILE *f) {
-    fprintf(f,
-            "usage: sinkscope inspect MODEL [--json]\n\n"
-            "Open MODEL and print what sinkscope sees: the architecture (layers, widths, heads,\n"
-            "grouped-query attention, RoPE theta and pair order, norm eps), the parameter count,\n"
-            "the tensor-type mix (tensors, elements and bits per weight of each type, and the\n"
-            "overall bits per weight), the file size and the shards. Only headers are read,\n"
-            "so this is instant even for large sharded checkpoints.\n\n"
-            "MODEL is one of\n"
-            "  DIR                 Hugging Face directory: config.json plus model.safetensors or\n"
-            "                      model.safetensors.index.json with its shards\n"
-            "  FILE.safetensors    one safetensors file; config.json must sit beside it\n"
-            "  FILE.gguf           GGUF v2/v3 (llama, qwen2, qwen3; F32, F16, BF16 and the\n"
-            "                      quantized types of docs/gguf-types.md)\n"
-            "  FILE.bin            llama2.c v0 checkpoint\n\n"
-            "options:\n"
-            "  --json     one JSON object on stdout: family, n_layers, d_model, d_ffn, n_heads,\n"
-            "             n_kv_heads, head_dim, vocab_size, n_params, rope_theta, norm_eps,\n"
-            "             tied_embeddings, rope_interleaved, format, file_bytes, shards and\n"
-            "             tensors [{name, role, layer, dtype, shape, shard}], dtype_mix\n"
-            "             [{dtype, tensors, elements, bytes, bpw}] and bpw (overall)\n"
-            "  -h, --help this text\n\n"
-            "rope order: 'interleaved' means Q/K pairs (2i, 2i+1) (GGUF llama, llama2.c);\n"
-            "'rotate-half' means pairs (i, i + d_h/2) (Hugging Face). Both are the same model.\n\n"
-            "example:\n"
-            "  sinkscope inspect path/to/model.gguf\n"
-            "  sinkscope inspect path/to/hf-model-dir --json | jq .n_params\n");
-}
-
 static const char *sks__scaling_name(sks_rope_scaling_type t) {
     switch (t) {
     case SKS_ROPE_SCALING_LLAMA3: return "llama3";
@@ -60,80 +31,51 @@ static const char *sks__tokenizer_line(const sks_model *m, char *buf, size_t n) 
 
 static int sks__inspect_json(const sks_model *m) {
     const sks_arch *a = sks_model_arch(m);
-    json_t *o = json_object();
-    json_object_set_new(o, "path", json_string(sks_model_path(m)));
-    json_object_set_new(o, "format", json_string(sks_format_name(sks_model_format(m))));
-    json_object_set_new(o, "family", json_string(a->family));
-    json_object_set_new(o, "n_layers", json_integer(a->n_layers));
-    json_object_set_new(o, "n_blocks", json_integer(2 * a->n_layers + 1));
     char tb[512];
     const char *tk = sks__tokenizer_line(m, tb, sizeof tb);
-    json_object_set_new(o, "tokenizer", tk ? json_string(tk) : json_null());
-    json_object_set_new(o, "d_model", json_integer(a->d_model));
-    json_object_set_new(o, "d_ffn", json_integer(a->d_ffn));
-    if (a->n_experts > 0)
-        json_object_set_new(o, "moe", json_pack("{s:i,s:i,s:i,s:i,s:b}", "n_experts", a->n_experts, "experts_per_token",
-                                                a->n_experts_used, "d_ffn_expert", a->d_ffn_expert, "d_ffn_shared",
-                                                a->d_ffn_shared, "norm_topk", a->moe_norm_topk));
-    json_object_set_new(o, "n_heads", json_integer(a->n_heads));
-    json_object_set_new(o, "n_kv_heads", json_integer(a->n_kv_heads));
-    json_object_set_new(o, "head_dim", json_integer(a->head_dim));
-    json_object_set_new(o, "vocab_size", json_integer(a->vocab_size));
-    json_object_set_new(o, "max_seq", json_integer(a->max_seq));
-    json_object_set_new(o, "n_params", json_integer((json_int_t)sks_model_n_params(m)));
-    json_object_set_new(o, "rope_theta", sks_json_num(a->rope_theta));
-    json_object_set_new(o, "rope_scaling", json_string(sks__scaling_name(a->rope_scaling)));
-    if (a->rope_scaling != SKS_ROPE_SCALING_NONE) json_object_set_new(o, "rope_factor", sks_json_num(a->rope_factor));
-    json_object_set_new(o, "norm_eps", sks_json_num(a->norm_eps));
-    json_object_set_new(o, "tied_embeddings", json_boolean(a->tied_embeddings));
-    json_object_set_new(o, "rope_interleaved", json_boolean(a->rope_interleaved));
-    json_object_set_new(o, "has_qkv_bias", json_boolean(a->has_qkv_bias));
-    json_object_set_new(o, "has_qk_norm", json_boolean(a->has_qk_norm));
-    json_object_set_new(o, "bos_id", json_integer(a->bos_id));
-    json_object_set_new(o, "eos_id", json_integer(a->eos_id));
-    json_object_set_new(o, "file_bytes", json_integer((json_int_t)sks_model_file_bytes(m)));
-    json_t *sh = json_array();
+    json_t *sh = json_array(), *ts = json_array(), *mx = json_array();
     for (int i = 0; i < sks_model_n_shards(m); i++) json_array_append_new(sh, json_string(sks_model_shard_path(m, i)));
-    json_object_set_new(o, "shards", sh);
-    json_t *ts = json_array();
     for (size_t i = 0; i < sks_model_n_tensors(m); i++) {
         sks_role role;
         int layer;
         const sks_tensor *t = sks_model_tensor_at(m, i, &role, &layer);
-        json_t *e = json_object();
-        json_object_set_new(e, "name", json_string(t->name));
-        json_object_set_new(e, "role", json_string(sks_role_name(role)));
-        json_object_set_new(e, "layer", json_integer(layer));
-        if (sks_model_tensor_expert_at(m, i) >= 0) json_object_set_new(e, "expert", json_integer(sks_model_tensor_expert_at(m, i)));
-        json_object_set_new(e, "dtype", json_string(sks_dtype_name(t->dtype)));
-        json_t *shape = json_array();
-        json_array_append_new(shape, json_integer(t->shape[0]));
-        if (t->ndim == 2) json_array_append_new(shape, json_integer(t->shape[1]));
-        json_object_set_new(e, "shape", shape);
-        json_object_set_new(e, "shard", json_integer(t->shard));
+        json_t *shape = t->ndim == 2 ? json_pack("[II]", (json_int_t)t->shape[0], (json_int_t)t->shape[1])
+                                     : json_pack("[I]", (json_int_t)t->shape[0]);
+        json_t *e = json_pack("{s:s, s:s, s:i, s:s, s:o, s:i}", "name", t->name, "role", sks_role_name(role), "layer",
+                              layer, "dtype", sks_dtype_name(t->dtype), "shape", shape, "shard", t->shard);
+        if (e && sks_model_tensor_expert_at(m, i) >= 0)
+            json_object_set_new(e, "expert", json_integer(sks_model_tensor_expert_at(m, i)));
         json_array_append_new(ts, e);
     }
-    json_object_set_new(o, "tensors", ts);
+    json_t *o = json_pack("{s:s, s:s, s:s, s:i, s:i, s:o, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:I, s:o, s:s, s:o*, s:o, "
+                          "s:b, s:b, s:b, s:b, s:i, s:i, s:I, s:o, s:o}",
+                          "path", sks_model_path(m), "format", sks_format_name(sks_model_format(m)), "family", a->family,
+                          "n_layers", a->n_layers, "n_blocks", 2 * a->n_layers + 1, "tokenizer",
+                          tk ? json_string(tk) : json_null(), "d_model", a->d_model, "d_ffn", a->d_ffn, "n_heads",
+                          a->n_heads, "n_kv_heads", a->n_kv_heads, "head_dim", a->head_dim, "vocab_size", a->vocab_size,
+                          "max_seq", a->max_seq, "n_params", (json_int_t)sks_model_n_params(m), "rope_theta",
+                          sks_json_num(a->rope_theta), "rope_scaling", sks__scaling_name(a->rope_scaling),
+                          "rope_factor", a->rope_scaling != SKS_ROPE_SCALING_NONE ? sks_json_num(a->rope_factor) : NULL,
+                          "norm_eps", sks_json_num(a->norm_eps), "tied_embeddings", a->tied_embeddings,
+                          "rope_interleaved", a->rope_interleaved, "has_qkv_bias", a->has_qkv_bias, "has_qk_norm",
+                          a->has_qk_norm, "bos_id", a->bos_id, "eos_id", a->eos_id, "file_bytes",
+                          (json_int_t)sks_model_file_bytes(m), "shards", sh, "tensors", ts);
+    if (a->n_experts > 0)
+        json_object_set_new(o, "moe", json_pack("{s:i,s:i,s:i,s:i,s:b}", "n_experts", a->n_experts, "experts_per_token",
+                                                a->n_experts_used, "d_ffn_expert", a->d_ffn_expert, "d_ffn_shared",
+                                                a->d_ffn_shared, "norm_topk", a->moe_norm_topk));
     sks_json_add_nonfinite(o);
     sks_dtype_mix mix;
     sks_model_dtype_mix(m, &mix);
-    json_t *mx = json_array();
-    for (int d = 0; d < SKS_DT_COUNT; d++) {
-        if (!mix.tensors[d]) continue;
-        json_t *e = json_object();
-        json_object_set_new(e, "dtype", json_string(sks_dtype_name((sks_dtype)d)));
-        json_object_set_new(e, "tensors", json_integer((json_int_t)mix.tensors[d]));
-        json_object_set_new(e, "elements", json_integer((json_int_t)mix.elements[d]));
-        json_object_set_new(e, "bytes", json_integer((json_int_t)mix.bytes[d]));
-        json_object_set_new(e, "bpw", json_real(sks_dtype_get((sks_dtype)d)->bpw));
-        json_array_append_new(mx, e);
-    }
+    for (int d = 0; d < SKS_DT_COUNT; d++)
+        if (mix.tensors[d])
+            json_array_append_new(mx, json_pack("{s:s, s:I, s:I, s:I, s:f}", "dtype", sks_dtype_name((sks_dtype)d),
+                                                "tensors", (json_int_t)mix.tensors[d], "elements",
+                                                (json_int_t)mix.elements[d], "bytes", (json_int_t)mix.bytes[d], "bpw",
+                                                sks_dtype_get((sks_dtype)d)->bpw));
     json_object_set_new(o, "dtype_mix", mx);
     json_object_set_new(o, "bpw", json_real(mix.bpw));
-    int rc = json_dumpf(o, stdout, JSON_INDENT(1) | JSON_REAL_PRECISION(17));
-    fputc('\n', stdout);
-    json_decref(o);
-    return rc == 0 ? 0 : 1;
+    return sks_cli_print_json(o, JSON_INDENT(1) | JSON_REAL_PRECISION(17));
 }
 
 static void sks__human_bytes(uint64_t b, char *out, size_t n) {
@@ -209,29 +151,42 @@ static void sks__inspect_human(const sks_model *m) {
         for (int i = 0; i < ns; i++) printf("  [%d] %s\n", i, sks_model_shard_path(m, i));
 }
 
+static const char sks__about[] =
+    "Open MODEL and print what sinkscope sees: the architecture (layers, widths, heads,\n"
+    "grouped-query attention, RoPE theta and pair order, norm eps), the parameter count,\n"
+    "the tensor-type mix (tensors, elements and bits per weight of each type, and the\n"
+    "overall bits per weight), the file size and the shards. Only headers are read,\n"
+    "so this is instant even for large sharded checkpoints.\n\n"
+    "MODEL is one of\n"
+    "  DIR                 Hugging Face directory: config.json plus model.safetensors or\n"
+    "                      model.safetensors.index.json with its shards\n"
+    "  FILE.safetensors    one safetensors file; config.json must sit beside it\n"
+    "  FILE.gguf           GGUF v2/v3 (llama, qwen2, qwen3; F32, F16, BF16 and the\n"
+    "                      quantized types of docs/gguf-types.md)\n"
+    "  FILE.bin            llama2.c v0 checkpoint\n";
+
+static const char sks__epilogue[] =
+    "rope order: 'interleaved' means Q/K pairs (2i, 2i+1) (GGUF llama, llama2.c);\n"
+    "'rotate-half' means pairs (i, i + d_h/2) (Hugging Face). Both are the same model.\n\n"
+    "example:\n"
+    "  sinkscope inspect path/to/model.gguf\n"
+    "  sinkscope inspect path/to/hf-model-dir --json | jq .n_params\n";
+
 int sks_cmd_inspect(int argc, char **argv) {
     const char *path = NULL;
-    int json = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            sks__inspect_help(stdout);
-            return 0;
-        } else if (!strcmp(argv[i], "--json")) {
-            json = 1;
-        } else if (argv[i][0] == '-' && argv[i][1]) {
-            fprintf(stderr, "sinkscope inspect: unknown option '%s' (see sinkscope inspect --help)\n", argv[i]);
-            return 2;
-        } else if (!path) {
-            path = argv[i];
-        } else {
-            fprintf(stderr, "sinkscope inspect: one MODEL at a time ('%s' is extra)\n", argv[i]);
-            return 2;
-        }
-    }
-    if (!path) {
-        fprintf(stderr, "sinkscope inspect: give a MODEL (see sinkscope inspect --help)\n");
-        return 2;
-    }
+    int json = 0, code;
+    const sks_cli_opt opts[] = {
+        SKS_OPT_END,
+    };
+    const sks_cli_cmd cmd = {
+        .name = "inspect", .opts = opts, .model = &path, .json = &json,
+        .usage = "MODEL [--json]", .about = sks__about, .epilogue = sks__epilogue,
+        .json_help = "one JSON object on stdout: family, n_layers, d_model, d_ffn, n_heads,\n"
+                     "n_kv_heads, head_dim, vocab_size, n_params, rope_theta, norm_eps,\n"
+                     "tied_embeddings, rope_interleaved, format, file_bytes, shards and\n"
+                     "tensors [{name, role, layer, dtype, shape, shard}], dtype_mix\n"
+                     "[{dtype, tensors, elements, bytes, bpw}] and bpw (overall)"};
+    if (!sks_cli_parse(&cmd, argc, argv, &code)) return code;
     sks_model *m;
     if (sks_cli_open_model("inspect", path, &m)) return 1;
     int rc = 0;

@@ -8,60 +8,20 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void sks__kv_help(FILE *f) {
-    fprintf(f,
-            "usage: sinkscope kv-eval MODEL --text FILE --window W [--sinks S] [--kv-map FILE]\n"
-            "                         [--context T] [--stride N] [--tokenizer PATH]\n"
-            "                         [-o OUT.msgpack] [--json] [-q]\n\n"
-            "What evicting the KV cache costs: the perplexity of the text (windows of the\n"
-            "context, as `sinkscope perplexity`) when every query sees only\n"
-            "  full       all earlier keys\n"
-            "  recent     the last W keys\n"
-            "  streaming  the first S keys and the last W (StreamingLLM)\n"
-            "  kvmap      the last W, and the first key for the heads the KV map marks\n"
-            "             (`sinkscope sinks --kv-map FILE`; only with --kv-map)\n"
-            "and the KV memory each keeps for a full window (f16 K and V). Positions stay the\n"
-            "real ones (docs/cost.md).\n\n"
-            "  --text FILE        the text (UTF-8), required\n"
-            "  --window W         keys kept besides the sinks, required\n"
-            "  --sinks S          first keys kept by streaming (default 4)\n"
-            "  --kv-map FILE      sinkscope.kvmap/1 JSON for the kvmap variant\n"
-            "  --context T        tokens per perplexity window (default: the model's context)\n"
-            "  --stride N         perplexity window stride (default T)\n"
-            "  --tokenizer PATH   tokenizer file when it is not beside the model\n"
-            "  -o, --output FILE  msgpack, schema sinkscope.kv-eval/1 (docs/schema-cost.md)\n"
-            "  --json             a JSON summary on stdout instead of the table\n"
-            "  -q, --quiet        no progress on stderr\n\n"
-            "example:\n"
-            "  sinkscope sinks model-dir --kv-map kv.json -o sinks.msgpack\n"
-            "  sinkscope kv-eval model-dir --text book.txt --window 64 --kv-map kv.json\n");
-}
-
 static void sks__kv_json(const sks_kveval_result *r, const sks_model *m) {
-    json_t *o = json_object(), *vs = json_array();
-    json_object_set_new(o, "schema", json_string("sinkscope.kv-eval-summary/1"));
-    json_object_set_new(o, "model", json_string(sks_model_path(m)));
-    json_object_set_new(o, "kv_window", json_integer(r->kv_window));
-    json_object_set_new(o, "n_sink", json_integer(r->n_sink));
-    json_object_set_new(o, "window", json_integer(r->T));
-    json_object_set_new(o, "n_map_kv_heads", r->map_kv ? json_integer(r->n_map_kv_heads) : json_null());
+    json_t *vs = json_array();
     for (int v = 0; v < SKS_KV_N; v++) {
         const sks_kveval_variant *x = &r->v[v];
-        if (!x->present) continue;
-        json_t *e = json_object();
-        json_object_set_new(e, "name", json_string(sks_kv_variant_name(v)));
-        json_object_set_new(e, "perplexity", json_real(x->ppl->ppl));
-        json_object_set_new(e, "mean_nll", json_real(x->ppl->mean_nll));
-        json_object_set_new(e, "n_scored", json_integer(x->ppl->n_scored));
-        json_object_set_new(e, "kv_entries", json_integer(x->kv_entries));
-        json_object_set_new(e, "kv_bytes", json_real(x->kv_bytes));
-        json_object_set_new(e, "kv_fraction", json_real(x->kv_fraction));
-        json_array_append_new(vs, e);
+        if (x->present)
+            json_array_append_new(vs, json_pack("{s:s, s:f, s:f, s:I, s:I, s:f, s:f}", "name", sks_kv_variant_name(v),
+                                                "perplexity", x->ppl->ppl, "mean_nll", x->ppl->mean_nll, "n_scored",
+                                                (json_int_t)x->ppl->n_scored, "kv_entries", (json_int_t)x->kv_entries,
+                                                "kv_bytes", x->kv_bytes, "kv_fraction", x->kv_fraction));
     }
-    json_object_set_new(o, "variants", vs);
-    json_dumpf(o, stdout, JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(12));
-    fputc('\n', stdout);
-    json_decref(o);
+    json_t *o = json_pack("{s:s, s:s, s:i, s:i, s:i, s:o, s:o}", "schema", "sinkscope.kv-eval-summary/1", "model",
+                          sks_model_path(m), "kv_window", r->kv_window, "n_sink", r->n_sink, "window", r->T,
+                          "n_map_kv_heads", r->map_kv ? json_integer(r->n_map_kv_heads) : json_null(), "variants", vs);
+    sks_cli_print_json(o, JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(12));
 }
 
 static void sks__kv_table(const sks_kveval_result *r) {
@@ -78,75 +38,70 @@ static void sks__kv_table(const sks_kveval_result *r) {
     else printf("  (kvmap: give --kv-map FILE from `sinkscope sinks --kv-map`)\n");
 }
 
-int sks_cmd_kv_eval(int argc, char **argv) {
-    const char *model_path = NULL, *text_path = NULL, *tok_path = NULL, *out_path = NULL, *map_path = NULL;
-    int want_json = 0, quiet = 0, rc;
+typedef struct {
+    sks_cli_text_cmd c; /* first: the command's sequence */
     sks_kveval_opts o;
-    sks_kveval_opts_default(&o);
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
-        long lv;
-        int *dst = !strcmp(a, "--window")    ? &o.kv_window
-                   : !strcmp(a, "--sinks")   ? &o.n_sink
-                   : !strcmp(a, "--context") ? &o.ppl.window
-                   : !strcmp(a, "--stride")  ? &o.ppl.stride
-                                             : NULL;
-        const char **sdst = !strcmp(a, "--text")                         ? &text_path
-                            : !strcmp(a, "--tokenizer")                  ? &tok_path
-                            : !strcmp(a, "--kv-map")                     ? &map_path
-                            : !strcmp(a, "-o") || !strcmp(a, "--output") ? &out_path
-                                                                         : NULL;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            sks__kv_help(stdout);
-            return 0;
-        } else if (!strcmp(a, "--json")) {
-            want_json = 1;
-        } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
-            quiet = 1;
-        } else if (dst) {
-            SKS_CLI_TAKE("kv-eval", a, val, i);
-            if ((rc = sks_cli_parse_int(a, val, dst == &o.n_sink ? 0 : 1, 1 << 20, &lv)))
-                return sks_cli_fail("kv-eval", rc);
-            *dst = (int)lv;
-        } else if (sdst) {
-            SKS_CLI_TAKE("kv-eval", a, val, i);
-            *sdst = val;
-        } else if (a[0] == '-' && a[1]) {
-            fprintf(stderr, "sinkscope kv-eval: unknown option %s (see sinkscope kv-eval --help)\n", a);
-            return 2;
-        } else if (!model_path) {
-            model_path = a;
-        } else {
-            fprintf(stderr, "sinkscope kv-eval: unexpected argument '%s'\n", a);
-            return 2;
-        }
-    }
-    if (!model_path || !text_path || o.kv_window < 1) {
-        fprintf(stderr, "sinkscope kv-eval: give MODEL, --text FILE and --window W (see sinkscope kv-eval --help)\n");
-        return 2;
-    }
-    sks_cli_progress_install(quiet);
-    sks_model *m = NULL;
-    sks_kveval_result *r = NULL;
-    unsigned char *map_kv = NULL;
-    int32_t *ids = NULL;
-    int n = 0, ret = 1;
-    if (sks_cli_open_model("kv-eval", model_path, &m)) return 1;
-    if ((map_path && (rc = sks_kvmap_read(map_path, m, &map_kv))) ||
-        (rc = sks_cli_text_ids(m, tok_path, text_path, &ids, &n)) ||
-        (rc = sks_kveval_run(m, ids, n, &o, map_kv, &r)) ||
-        (out_path && (rc = sks_kveval_write(r, m, text_path, out_path)))) {
-        sks_cli_fail("kv-eval", rc);
-        goto done;
-    }
-    if (want_json) sks__kv_json(r, m);
-    else sks__kv_table(r);
-    if (out_path && !quiet) fprintf(stderr, "sinkscope kv-eval: -> %s\n", out_path);
-    ret = 0;
-done:
-    sks_kveval_result_free(r);
-    free(map_kv);
-    free(ids);
-    sks_model_close(m);
-    return ret;
+    const char *map_path;
+    unsigned char *map_kv;
+    sks_kveval_result *r;
+} sks__kv;
+
+static int sks__kv_run(sks_cli_text_cmd *c, const sks_model *m, const int32_t *ids, int n) {
+    sks__kv *K = (sks__kv *)c;
+    int rc = K->map_path ? sks_kvmap_read(K->map_path, m, &K->map_kv) : 0;
+    return rc ? rc : sks_kveval_run(m, ids, n, &K->o, K->map_kv, &K->r);
+}
+
+static int sks__kv_write(sks_cli_text_cmd *c, const sks_model *m, const char *path) {
+    return sks_kveval_write(((sks__kv *)c)->r, m, c->text, path);
+}
+
+static void sks__kv_print(sks_cli_text_cmd *c, const sks_model *m) {
+    if (c->json) sks__kv_json(((sks__kv *)c)->r, m);
+    else sks__kv_table(((sks__kv *)c)->r);
+}
+
+static const char sks__usage[] =
+    "MODEL --text FILE --window W [--sinks S] [--kv-map FILE]\n"
+    "                         [--context T] [--stride N] [--tokenizer PATH]\n"
+    "                         [-o OUT.msgpack] [--json] [-q]";
+
+static const char sks__about[] =
+    "What evicting the KV cache costs: the perplexity of the text (windows of the\n"
+    "context, as `sinkscope perplexity`) when every query sees only\n"
+    "  full       all earlier keys\n"
+    "  recent     the last W keys\n"
+    "  streaming  the first S keys and the last W (StreamingLLM)\n"
+    "  kvmap      the last W, and the first key for the heads the KV map marks\n"
+    "             (`sinkscope sinks --kv-map FILE`; only with --kv-map)\n"
+    "and the KV memory each keeps for a full window (f16 K and V). Positions stay the\n"
+    "real ones (docs/cost.md).\n";
+
+static const char sks__epilogue[] =
+    "example:\n"
+    "  sinkscope sinks model-dir --kv-map kv.json -o sinks.msgpack\n"
+    "  sinkscope kv-eval model-dir --text book.txt --window 64 --kv-map kv.json\n";
+
+int sks_cmd_kv_eval(int argc, char **argv) {
+    sks__kv K = {.c = {.name = "kv-eval", .usage = sks__usage, .about = sks__about, .epilogue = sks__epilogue,
+                  .json_help = "a JSON summary on stdout instead of the table",
+                  .run = sks__kv_run, .write = sks__kv_write, .print = sks__kv_print}};
+    sks_kveval_opts_default(&K.o);
+    int code;
+    const sks_cli_opt opts[] = {
+        SKS_OPT_TEXT_INPUT(&K.c),
+        SKS_OPT_INT("--window W", &K.o.kv_window, 1, 1 << 20, "keys kept besides the sinks, required"),
+        SKS_OPT_INT("--sinks S", &K.o.n_sink, 0, 1 << 20, "first keys kept by streaming (default 4)"),
+        SKS_OPT_STR("--kv-map FILE", &K.map_path, "sinkscope.kvmap/1 JSON for the kvmap variant"),
+        SKS_OPT_INT("--context T", &K.o.ppl.window, 1, 1 << 20, "tokens per perplexity window (default: the model's context)"),
+        SKS_OPT_INT("--stride N", &K.o.ppl.stride, 1, 1 << 20, "perplexity window stride (default T)"),
+        SKS_OPT_STR("-o, --output FILE", &K.c.output, "msgpack, schema sinkscope.kv-eval/1 (docs/schema-cost.md)"),
+        SKS_OPT_END,
+    };
+    if (!sks_cli_text_parse(&K.c, opts, argc, argv, &code)) return code;
+    if (K.o.kv_window < 1) return sks_cli_usage("kv-eval", "give --window W");
+    code = sks_cli_text_run(&K.c);
+    sks_kveval_result_free(K.r);
+    free(K.map_kv);
+    return code;
 }

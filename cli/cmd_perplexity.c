@@ -4,114 +4,73 @@
 #include "../analysis/sks_perplexity.h"
 
 #include <jansson.h>
+#include <stddef.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
-static void sks__ppl_help(FILE *f) {
-    fprintf(f,
-            "usage: sinkscope perplexity MODEL --text FILE [--window W] [--stride S]\n"
-            "                            [--tokenizer PATH] [-o OUT.msgpack] [--json] [-q]\n\n"
-            "Perplexity of the model on a text: exp of the mean next-token negative log\n"
-            "likelihood. The text (encoded with BOS first) is cut into windows of W tokens\n"
-            "starting every S tokens; each window scores the targets that no earlier window\n"
-            "scored (with S < W they see more history). Logits are f32, the log-sum-exp and\n"
-            "the sums f64 (docs/cost.md).\n\n"
-            "  --text FILE        the text (UTF-8), required\n"
-            "  --window W         tokens per window (default: the model's context)\n"
-            "  --stride S         start of one window to the next (default W; at most W)\n"
-            "  --tokenizer PATH   tokenizer file when it is not beside the model\n"
-            "  -o, --output FILE  msgpack result, schema sinkscope.perplexity/1\n"
-            "                     (docs/schema-cost.md)\n"
-            "  --json             a JSON summary on stdout instead of the text line\n"
-            "  -q, --quiet        no progress on stderr\n\n"
-            "example:\n"
-            "  sinkscope perplexity model-dir --text book.txt --stride 128 -o ppl.msgpack\n");
-}
-
-static void sks__ppl_json(const sks_ppl_result *r, const sks_model *m) {
-    json_t *o = json_object();
-    json_object_set_new(o, "schema", json_string("sinkscope.perplexity-summary/1"));
-    json_object_set_new(o, "model", json_string(sks_model_path(m)));
-    json_object_set_new(o, "n_tokens", json_integer(r->n_tokens));
-    json_object_set_new(o, "window", json_integer(r->window));
-    json_object_set_new(o, "stride", json_integer(r->stride));
-    json_object_set_new(o, "n_windows", json_integer(r->n_windows));
-    json_object_set_new(o, "n_scored", json_integer(r->n_scored));
-    json_object_set_new(o, "nll_sum", json_real(r->nll_sum));
-    json_object_set_new(o, "mean_nll", json_real(r->mean_nll));
-    json_object_set_new(o, "perplexity", json_real(r->ppl));
-    json_dumpf(o, stdout, JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(12));
-    fputc('\n', stdout);
-    json_decref(o);
-}
-
-int sks_cmd_perplexity(int argc, char **argv) {
-    const char *model_path = NULL, *text_path = NULL, *tok_path = NULL, *out_path = NULL;
-    int want_json = 0, quiet = 0, rc;
+typedef struct {
+    sks_cli_text_cmd c; /* first: the command's sequence */
     sks_ppl_opts o;
-    sks_ppl_opts_default(&o);
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
-        long lv;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            sks__ppl_help(stdout);
-            return 0;
-        } else if (!strcmp(a, "--json")) {
-            want_json = 1;
-        } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
-            quiet = 1;
-        } else if (!strcmp(a, "--text")) {
-            SKS_CLI_TAKE("perplexity", a, val, i);
-            text_path = val;
-        } else if (!strcmp(a, "--tokenizer")) {
-            SKS_CLI_TAKE("perplexity", a, val, i);
-            tok_path = val;
-        } else if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
-            SKS_CLI_TAKE("perplexity", a, val, i);
-            out_path = val;
-        } else if (!strcmp(a, "--window") || !strcmp(a, "--stride")) {
-            SKS_CLI_TAKE("perplexity", a, val, i);
-            if ((rc = sks_cli_parse_int(a, val, 2, 1 << 20, &lv))) return sks_cli_fail("perplexity", rc);
-            *(a[2] == 'w' ? &o.window : &o.stride) = (int)lv;
-        } else if (a[0] == '-' && a[1]) {
-            fprintf(stderr, "sinkscope perplexity: unknown option %s (see sinkscope perplexity --help)\n", a);
-            return 2;
-        } else if (!model_path) {
-            model_path = a;
-        } else {
-            fprintf(stderr, "sinkscope perplexity: unexpected argument '%s'\n", a);
-            return 2;
-        }
-    }
-    if (!model_path || !text_path) {
-        fprintf(stderr, "sinkscope perplexity: give MODEL and --text FILE (see sinkscope perplexity --help)\n");
-        return 2;
-    }
-    sks_cli_progress_install(quiet);
-    sks_model *m = NULL;
-    sks_ppl_ctx *c = NULL;
-    sks_ppl_result *r = NULL;
-    int32_t *ids = NULL;
-    int n = 0, window, stride, ret = 1;
-    if (sks_cli_open_model("perplexity", model_path, &m)) return 1;
-    if ((rc = sks_ppl_resolve(m, &o, &window, &stride)) || (rc = sks_cli_text_ids(m, tok_path, text_path, &ids, &n)) ||
-        (rc = sks_ppl_ctx_new(m, window < n ? window : n, &c)) ||
-        (rc = sks_ppl_run(c, ids, n, window, stride, NULL, NULL, &r)) ||
-        (out_path && (rc = sks_ppl_write(r, m, text_path, out_path)))) {
-        sks_cli_fail("perplexity", rc);
-        goto done;
-    }
-    if (want_json) sks__ppl_json(r, m);
-    else
+    sks_ppl_result *r;
+} sks__ppl;
+
+static int sks__ppl_run(sks_cli_text_cmd *c, const sks_model *m, const int32_t *ids, int n) {
+    sks__ppl *P = (sks__ppl *)c;
+    sks_ppl_ctx *ctx = NULL;
+    int window, stride;
+    int rc = sks_ppl_resolve(m, &P->o, &window, &stride);
+    if (!rc) rc = sks_ppl_ctx_new(m, window < n ? window : n, &ctx);
+    if (!rc) rc = sks_ppl_run(ctx, ids, n, window, stride, NULL, NULL, &P->r);
+    sks_ppl_ctx_free(ctx);
+    return rc;
+}
+
+static int sks__ppl_write(sks_cli_text_cmd *c, const sks_model *m, const char *path) {
+    return sks_ppl_write(((sks__ppl *)c)->r, m, c->text, path);
+}
+
+static void sks__ppl_print(sks_cli_text_cmd *c, const sks_model *m) {
+    const sks_ppl_result *r = ((sks__ppl *)c)->r;
+    if (!c->json) {
         printf("perplexity %.4f (mean NLL %.6f nats) over %lld predicted tokens of %d, %d window(s) of %d, stride %d\n",
                r->ppl, r->mean_nll, (long long)r->n_scored, r->n_tokens, r->n_windows, r->window, r->stride);
-    if (out_path && !quiet) fprintf(stderr, "sinkscope perplexity: -> %s\n", out_path);
-    ret = 0;
-done:
-    sks_ppl_result_free(r);
-    sks_ppl_ctx_free(c);
-    free(ids);
-    sks_model_close(m);
-    return ret;
+        return;
+    }
+    json_t *o = json_pack("{s:s, s:s, s:i, s:i, s:i, s:i, s:I, s:f, s:f, s:f}", "schema",
+                          "sinkscope.perplexity-summary/1", "model", sks_model_path(m), "n_tokens", r->n_tokens,
+                          "window", r->window, "stride", r->stride, "n_windows", r->n_windows, "n_scored",
+                          (json_int_t)r->n_scored, "nll_sum", r->nll_sum, "mean_nll", r->mean_nll, "perplexity", r->ppl);
+    sks_cli_print_json(o, JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(12));
+}
+
+static const char sks__usage[] =
+    "MODEL --text FILE [--window W] [--stride S]\n"
+    "                            [--tokenizer PATH] [-o OUT.msgpack] [--json] [-q]";
+
+static const char sks__about[] =
+    "Perplexity of the model on a text: exp of the mean next-token negative log\n"
+    "likelihood. The text (encoded with BOS first) is cut into windows of W tokens\n"
+    "starting every S tokens; each window scores the targets that no earlier window\n"
+    "scored (with S < W they see more history). Logits are f32, the log-sum-exp and\n"
+    "the sums f64 (docs/cost.md).\n";
+
+static const char sks__epilogue[] =
+    "example:\n  sinkscope perplexity model-dir --text book.txt --stride 128 -o ppl.msgpack\n";
+
+int sks_cmd_perplexity(int argc, char **argv) {
+    sks__ppl P = {.c = {.name = "perplexity", .usage = sks__usage, .about = sks__about, .epilogue = sks__epilogue,
+                  .json_help = "a JSON summary on stdout instead of the text line",
+                  .run = sks__ppl_run, .write = sks__ppl_write, .print = sks__ppl_print}};
+    sks_ppl_opts_default(&P.o);
+    int code;
+    const sks_cli_opt opts[] = {
+        SKS_OPT_TEXT_INPUT(&P.c),
+        SKS_OPT_INT("--window W", &P.o.window, 2, 1 << 20, "tokens per window (default: the model's context)"),
+        SKS_OPT_INT("--stride S", &P.o.stride, 2, 1 << 20, "start of one window to the next (default W; at most W)"),
+        SKS_OPT_STR("-o, --output FILE", &P.c.output, "msgpack result, schema sinkscope.perplexity/1\n(docs/schema-cost.md)"),
+        SKS_OPT_END,
+    };
+    if (!sks_cli_text_parse(&P.c, opts, argc, argv, &code)) return code;
+    code = sks_cli_text_run(&P.c);
+    sks_ppl_result_free(P.r);
+    return code;
 }

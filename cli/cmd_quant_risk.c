@@ -9,37 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void sks__qr_help(FILE *f) {
-    fprintf(f,
-            "usage: sinkscope quant-risk MODEL --text FILE [--keep-top K] [--outlier X] [--abs X]\n"
-            "                            [--ratio X] [--min-blocks N] [--window W] [--stride S]\n"
-            "                            [--no-e2e]\n"
-            "                            [--tokenizer PATH] [-o OUT.msgpack] [--json] [-q]\n\n"
-            "What the massive activations cost a low-bit activation quantizer. Per layer, for\n"
-            "the residual stream entering it and for each linear input (attention input, W_O\n"
-            "input, FFN input, W_down input), on the first window of the text: the dynamic\n"
-            "range max|x| / median|x| and the relative error ||Q(x) - x|| / ||x|| of symmetric\n"
-            "INT8 and INT4 (one scale per tensor or per token) and FP8 E4M3 (per-tensor scale),\n"
-            "each with no channel kept, with the spike channels kept in f32, and with the spike\n"
-            "channels plus the top-K outlier channels kept (LLM.int8 style). End to end: the\n"
-            "perplexity of the text with every linear input fake-quantized, without and with\n"
-            "the outlier channels kept (docs/cost.md).\n\n"
-            "  --text FILE        the text (UTF-8), required\n"
-            "  --keep-top K       outlier channels kept per tensor (default 8)\n"
-            "  --outlier X, --abs X, --ratio X, --min-blocks N\n"
-            "                     the spike rule for the spike channels, as `sinkscope trace`\n"
-            "                     (analysis/sks_rule.h and its defaults)\n"
-            "  --window W         perplexity window (default: the model's context)\n"
-            "  --stride S         perplexity stride (default W)\n"
-            "  --no-e2e           per-layer statistics only (no perplexity runs)\n"
-            "  --tokenizer PATH   tokenizer file when it is not beside the model\n"
-            "  -o, --output FILE  msgpack, schema sinkscope.quant-risk/1 (docs/schema-cost.md)\n"
-            "  --json             a JSON summary on stdout instead of the tables\n"
-            "  -q, --quiet        no progress on stderr\n\n"
-            "example:\n"
-            "  sinkscope quant-risk model-dir --text book.txt --ratio 100 --abs 50 -o qr.msgpack\n");
-}
-
 static size_t sks__err_at(int l, int site, int q, int k) {
     return (((size_t)l * SKS_QSITE_N + (size_t)site) * SKS_Q_N + (size_t)q) * SKS_QKEEP_N + (size_t)k;
 }
@@ -81,9 +50,7 @@ static void sks__qr_json(const sks_qrisk_result *r, const sks_model *m) {
         }
         json_object_set_new(o, "perplexity", e2e);
     }
-    json_dumpf(o, stdout, JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
-    fputc('\n', stdout);
-    json_decref(o);
+    sks_cli_print_json(o, JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
 }
 
 static void sks__qr_tables(const sks_qrisk_result *r) {
@@ -115,79 +82,69 @@ static void sks__qr_tables(const sks_qrisk_result *r) {
         printf("  %-12s %14.4f %14.4f\n", sks_qscheme_name(q), r->ppl[q][0]->ppl, r->ppl[q][1]->ppl);
 }
 
-int sks_cmd_quant_risk(int argc, char **argv) {
-    const char *model_path = NULL, *text_path = NULL, *tok_path = NULL, *out_path = NULL;
-    int want_json = 0, quiet = 0, rc;
+typedef struct {
+    sks_cli_text_cmd c; /* first: the command's sequence */
     sks_qrisk_opts o;
-    sks_qrisk_opts_default(&o);
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
-        long lv;
-        int *idst = !strcmp(a, "--keep-top")     ? &o.keep_top
-                    : !strcmp(a, "--min-blocks") ? &o.trace.min_blocks
-                    : !strcmp(a, "--window")     ? &o.ppl.window
-                    : !strcmp(a, "--stride")     ? &o.ppl.stride
-                                                 : NULL;
-        double *ddst = !strcmp(a, "--abs")       ? &o.trace.abs_thresh
-                       : !strcmp(a, "--ratio")   ? &o.trace.ratio
-                       : !strcmp(a, "--outlier") ? &o.trace.outlier
-                                                 : NULL;
-        const char **sdst = !strcmp(a, "--text")                         ? &text_path
-                            : !strcmp(a, "--tokenizer")                  ? &tok_path
-                            : !strcmp(a, "-o") || !strcmp(a, "--output") ? &out_path
-                                                                         : NULL;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            sks__qr_help(stdout);
-            return 0;
-        } else if (!strcmp(a, "--json")) {
-            want_json = 1;
-        } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
-            quiet = 1;
-        } else if (!strcmp(a, "--no-e2e")) {
-            o.end_to_end = 0;
-        } else if (idst) {
-            SKS_CLI_TAKE("quant-risk", a, val, i);
-            if ((rc = sks_cli_parse_int(a, val, idst == &o.keep_top ? 0 : 1, 1 << 20, &lv)))
-                return sks_cli_fail("quant-risk", rc);
-            *idst = (int)lv;
-        } else if (ddst) {
-            SKS_CLI_TAKE("quant-risk", a, val, i);
-            if ((rc = sks_cli_parse_double(a, val, ddst))) return sks_cli_fail("quant-risk", rc);
-        } else if (sdst) {
-            SKS_CLI_TAKE("quant-risk", a, val, i);
-            *sdst = val;
-        } else if (a[0] == '-' && a[1]) {
-            fprintf(stderr, "sinkscope quant-risk: unknown option %s (see sinkscope quant-risk --help)\n", a);
-            return 2;
-        } else if (!model_path) {
-            model_path = a;
-        } else {
-            fprintf(stderr, "sinkscope quant-risk: unexpected argument '%s'\n", a);
-            return 2;
-        }
-    }
-    if (!model_path || !text_path) {
-        fprintf(stderr, "sinkscope quant-risk: give MODEL and --text FILE (see sinkscope quant-risk --help)\n");
-        return 2;
-    }
-    sks_cli_progress_install(quiet);
-    sks_model *m = NULL;
-    sks_qrisk_result *r = NULL;
-    int32_t *ids = NULL;
-    int n = 0, ret = 1;
-    if (sks_cli_open_model("quant-risk", model_path, &m)) return 1;
-    if ((rc = sks_cli_text_ids(m, tok_path, text_path, &ids, &n)) || (rc = sks_qrisk_run(m, ids, n, &o, &r)) ||
-        (out_path && (rc = sks_qrisk_write(r, m, &o, text_path, out_path)))) {
-        sks_cli_fail("quant-risk", rc);
-        goto done;
-    }
-    if (want_json) sks__qr_json(r, m);
-    else sks__qr_tables(r);
-    if (out_path && !quiet) fprintf(stderr, "sinkscope quant-risk: -> %s\n", out_path);
-    ret = 0;
-done:
-    sks_qrisk_result_free(r);
-    free(ids);
-    sks_model_close(m);
-    return ret;
+    sks_qrisk_result *r;
+} sks__qr;
+
+static int sks__qr_run(sks_cli_text_cmd *c, const sks_model *m, const int32_t *ids, int n) {
+    sks__qr *Q = (sks__qr *)c;
+    return sks_qrisk_run(m, ids, n, &Q->o, &Q->r);
+}
+
+static int sks__qr_write(sks_cli_text_cmd *c, const sks_model *m, const char *path) {
+    sks__qr *Q = (sks__qr *)c;
+    return sks_qrisk_write(Q->r, m, &Q->o, c->text, path);
+}
+
+static void sks__qr_print(sks_cli_text_cmd *c, const sks_model *m) {
+    if (c->json) sks__qr_json(((sks__qr *)c)->r, m);
+    else sks__qr_tables(((sks__qr *)c)->r);
+}
+
+static const char sks__usage[] =
+    "MODEL --text FILE [--keep-top K] [spike rule] [--window W] [--stride S]\n"
+    "                            [--no-e2e] [--tokenizer PATH] [-o OUT.msgpack] [--json] [-q]";
+
+static const char sks__about[] =
+    "What the massive activations cost a low-bit activation quantizer. Per layer, for\n"
+    "the residual stream entering it and for each linear input (attention input, W_O\n"
+    "input, FFN input, W_down input), on the first window of the text: the dynamic\n"
+    "range max|x| / median|x| and the relative error ||Q(x) - x|| / ||x|| of symmetric\n"
+    "INT8 and INT4 (one scale per tensor or per token) and FP8 E4M3 (per-tensor scale),\n"
+    "each with no channel kept, with the spike channels kept in f32, and with the spike\n"
+    "channels plus the top-K outlier channels kept (LLM.int8 style). End to end: the\n"
+    "perplexity of the text with every linear input fake-quantized, without and with\n"
+    "the outlier channels kept (docs/cost.md).\n";
+
+static const char sks__epilogue[] =
+    "example:\n  sinkscope quant-risk model-dir --text book.txt --ratio 100 --abs 50 -o qr.msgpack\n";
+
+int sks_cmd_quant_risk(int argc, char **argv) {
+    sks__qr Q = {.c = {.name = "quant-risk", .usage = sks__usage, .about = sks__about, .epilogue = sks__epilogue,
+                  .json_help = "a JSON summary on stdout instead of the tables",
+                  .run = sks__qr_run, .write = sks__qr_write, .print = sks__qr_print}};
+    sks_qrisk_opts_default(&Q.o);
+    int no_e2e = 0, code;
+    sks_cli_rule rule = {{0}, 0};
+    sks_trace_opts_rule(&Q.o.trace, &rule.rule);
+    const sks_cli_opt opts[] = {
+        SKS_OPT_TEXT_INPUT(&Q.c),
+        SKS_OPT_INT("--keep-top K", &Q.o.keep_top, 0, 1 << 20, "outlier channels kept per tensor (default 8)"),
+        SKS_OPT_INT("--window W", &Q.o.ppl.window, 1, 1 << 20, "perplexity window (default: the model's context)"),
+        SKS_OPT_INT("--stride S", &Q.o.ppl.stride, 1, 1 << 20, "perplexity stride (default W)"),
+        SKS_OPT_FLAG("--no-e2e", &no_e2e, "per-layer statistics only (no perplexity runs)"),
+        SKS_OPT_STR("-o, --output FILE", &Q.c.output, "msgpack, schema sinkscope.quant-risk/1 (docs/schema-cost.md)"),
+        SKS_OPT_RULE(&rule),
+        SKS_OPT_TEXT("                     (here the given values are used as they are: --abs or\n"
+                     "                     --ratio does not switch --outlier off)\n"),
+        SKS_OPT_END,
+    };
+    if (!sks_cli_text_parse(&Q.c, opts, argc, argv, &code)) return code;
+    sks_trace_opts_set_rule(&Q.o.trace, &rule.rule);
+    if (no_e2e) Q.o.end_to_end = 0;
+    code = sks_cli_text_run(&Q.c);
+    sks_qrisk_result_free(Q.r);
+    return code;
 }

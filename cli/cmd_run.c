@@ -7,31 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void sks__run_help(FILE *f) {
-    fprintf(f,
-            "usage: sinkscope run MODEL [--prompt TEXT | --tokens IDS] [--generate N] [--ids]\n"
-            "                           [--tokenizer PATH] [--no-stop]\n\n"
-            "Greedy generation (argmax at every step, KV cache) with the same f32 forward pass\n"
-            "that every analysis uses. It is the quickest check that a model loads and computes\n"
-            "correctly: a trained model should continue the prompt sensibly.\n\n"
-            "options:\n"
-            "  --prompt TEXT      text to continue; encoded with the model's tokenizer, BOS first\n"
-            "  --tokens IDS       token ids instead of text, e.g. 1,403,407 (no BOS is added)\n"
-            "                     without --prompt and --tokens generation starts from BOS alone\n"
-            "  --generate N       number of new tokens (default 64)\n"
-            "  --ids              print the token ids (prompt, then generated) instead of text\n"
-            "  --tokenizer PATH   tokenizer file (llama2.c .bin, SentencePiece .model, HF\n"
-            "                     tokenizer.json); default: the one beside the model or inside\n"
-            "                     the GGUF\n"
-            "  --no-stop          keep generating after the end-of-sequence token\n"
-            "  -h, --help         this text\n\n"
-            "The text goes to stdout; timing (tokens/s) goes to stderr.\n\n"
-            "examples:\n"
-            "  sinkscope run stories260K.bin --generate 64\n"
-            "  sinkscope run model-dir --prompt \"The capital of France is\" --generate 16\n"
-            "  sinkscope run model.gguf --tokens 1,450,7483 --generate 8 --ids\n");
-}
-
 typedef struct {
     const sks_tokenizer *tok;
     int prev;
@@ -48,46 +23,44 @@ static int sks__print_token(void *ud, int32_t id, int i) {
     return 0;
 }
 
+static const char sks__usage[] =
+    "MODEL [--prompt TEXT | --tokens IDS] [--generate N] [--ids]\n"
+    "                           [--tokenizer PATH] [--no-stop]";
+
+static const char sks__about[] =
+    "Greedy generation (argmax at every step, KV cache) with the same f32 forward pass\n"
+    "that every analysis uses. It is the quickest check that a model loads and computes\n"
+    "correctly: a trained model should continue the prompt sensibly.\n";
+
+static const char sks__epilogue[] =
+    "The text goes to stdout; timing (tokens/s) goes to stderr.\n\n"
+    "examples:\n"
+    "  sinkscope run stories260K.bin --generate 64\n"
+    "  sinkscope run model-dir --prompt \"The capital of France is\" --generate 16\n"
+    "  sinkscope run model.gguf --tokens 1,450,7483 --generate 8 --ids\n";
+
 int sks_cmd_run(int argc, char **argv) {
     const char *model_path = NULL, *prompt = NULL, *tokens_arg = NULL, *tok_path = NULL;
-    long n_gen = 64;
-    int print_ids = 0, stop = 1, rc = 0, ret = 1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        int has_val = i + 1 < argc;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            sks__run_help(stdout);
-            return 0;
-        } else if (!strcmp(a, "--prompt") && has_val) {
-            prompt = argv[++i];
-        } else if (!strcmp(a, "--tokens") && has_val) {
-            tokens_arg = argv[++i];
-        } else if (!strcmp(a, "--tokenizer") && has_val) {
-            tok_path = argv[++i];
-        } else if (!strcmp(a, "--generate") && has_val) {
-            if ((rc = sks_cli_parse_int("--generate", argv[++i], 0, 1 << 20, &n_gen))) return sks_cli_fail("run", rc) + 1;
-        } else if (!strcmp(a, "--ids")) {
-            print_ids = 1;
-        } else if (!strcmp(a, "--no-stop")) {
-            stop = 0;
-        } else if (a[0] == '-' && a[1]) {
-            fprintf(stderr, "sinkscope run: unknown option or missing value: %s (see sinkscope run --help)\n", a);
-            return 2;
-        } else if (!model_path) {
-            model_path = a;
-        } else {
-            fprintf(stderr, "sinkscope run: unexpected argument '%s' (see sinkscope run --help)\n", a);
-            return 2;
-        }
-    }
-    if (!model_path) {
-        fprintf(stderr, "sinkscope run: no MODEL given (see sinkscope run --help)\n");
-        return 2;
-    }
-    if (prompt && tokens_arg) {
-        fprintf(stderr, "sinkscope run: give either --prompt or --tokens, not both\n");
-        return 2;
-    }
+    int n_gen = 64, print_ids = 0, no_stop = 0, rc = 0, ret = 1, code;
+    const sks_cli_opt opts[] = {
+        SKS_OPT_STR("--prompt TEXT", &prompt, "text to continue; encoded with the model's tokenizer, BOS first"),
+        SKS_OPT_STR("--tokens IDS", &tokens_arg,
+                    "token ids instead of text, e.g. 1,403,407 (no BOS is added)\n"
+                    "without --prompt and --tokens generation starts from BOS alone"),
+        SKS_OPT_INT("--generate N", &n_gen, 0, 1 << 20, "number of new tokens (default 64)"),
+        SKS_OPT_FLAG("--ids", &print_ids, "print the token ids (prompt, then generated) instead of text"),
+        SKS_OPT_STR("--tokenizer PATH", &tok_path,
+                    "tokenizer file (llama2.c .bin, SentencePiece .model, HF\n"
+                    "tokenizer.json); default: the one beside the model or inside\n"
+                    "the GGUF"),
+        SKS_OPT_FLAG("--no-stop", &no_stop, "keep generating after the end-of-sequence token"),
+        SKS_OPT_END,
+    };
+    const sks_cli_cmd cmd = {
+        .name = "run", .opts = opts, .model = &model_path, .usage = sks__usage, .about = sks__about, .epilogue = sks__epilogue};
+    if (!sks_cli_parse(&cmd, argc, argv, &code)) return code;
+    if (prompt && tokens_arg) return sks_cli_usage("run", "give either --prompt or --tokens, not both");
+    const int stop = !no_stop;
     sks_model *m = NULL;
     sks_tokenizer *tok = NULL;
     sks_forward *f = NULL;
@@ -112,7 +85,7 @@ int sks_cmd_run(int argc, char **argv) {
             goto done;
         }
     } else if (tokens_arg) {
-        if ((rc = sks_cli_parse_ids(tokens_arg, &ids, &n_ids))) {
+        if ((rc = sks_parse_ids(tokens_arg, &ids, &n_ids))) {
             sks_cli_fail("run", rc);
             goto done;
         }

@@ -14,58 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Built-in prompt when the model has a tokenizer and no --prompt/--tokens is given. */
-
-static void sks__spikes_help(FILE *f) {
-    fprintf(f,
-            "usage: sinkscope spikes MODEL [selection] [options] -o OUT.msgpack [--json]\n\n"
-            "The directional quadratic amplifier of the FFN: for channel k of layer l,\n"
-            "out_k(x) ~= x^T S_k x with S_k = 1/2 (W_gate^T diag(W_down[k,:]) W_up + transpose).\n"
-            "Per analysed layer: ||S_k||_F and tr(S_k) of every channel (the screen), then for the\n"
-            "selected channels the top r eigenvalues, s*, dominance |l1|/|l2|, energy fraction\n"
-            "l1^2/||S_k||_F^2, and on a prompt cos(x, s*), x^T S_k x, l1 (s*.x)^2, the true FFN\n"
-            "output and the SiLU regime at the spike token; the first-token map (W_VO singular\n"
-            "vectors) and the delimiter route (||n_v|| / median over the vocabulary).\n\n"
-            "selection (default: trace the prompt, take the spike channels at the layers whose FFN\n"
-            "steps them up, plus the --top-frob best channels of each such layer's screen):\n"
-            "  --layers R          layers to analyse, e.g. 0-3 or 1,5 (default: step-up layers;\n"
-            "                      all layers with --channels / --top-frob alone)\n"
-            "  --channels K,..     analyse these channels\n"
-            "  --top-frob N        channels of the screen added per layer (default 4; 0 = none)\n"
-            "  --from-trace FILE   spike channels and step-up layers from a `sinkscope trace` file\n"
-            "options:\n"
-            "  --rank r            eigenpairs per channel (default 5)\n"
-            "  --dense             dense reference path (forms S_k, LAPACK dsyevr; small d only)\n"
-            "  --precision P       operator precision: auto (default: f64 when f*d <= 16M), f32, f64\n"
-            "  --tol X             eigen residual tolerance (default 1e-11 f64, 1e-6 f32)\n"
-            "  --krylov-block N    vectors per channel and Krylov step (default 4 with the f32\n"
-            "                      operator, 1 with f64)\n"
-            "  --channel-block N   channels iterated together by the eigensolver (default 64;\n"
-            "                      under mpirun one layer's blocks are dealt to the ranks)\n"
-            "  --prompt TEXT       prompt for the forward pass (needs the model's tokenizer)\n"
-            "  --tokens IDS        prompt as token ids, e.g. 1,450,3290\n"
-            "  --token POS         spike token position for every channel (default: from the\n"
-            "                      trace, else argmax_t |out_k|)\n"
-            "  --outlier X, --abs X, --ratio X, --min-blocks N   the spike rule of the trace\n"
-            "                      (as for trace, sinks and analyze: sinkscope trace --help)\n"
-            "  --tokenizer PATH    tokenizer file (default: found beside / inside MODEL)\n"
-            "  --no-first-token-map, --no-delimiter   skip those parts\n"
-            "  -o, --output FILE   msgpack result (schema sinkscope.spikes/1, docs/schema-spikes.md)\n"
-            "  --json              JSON summary on stdout: per layer `channels` entries {channel,\n"
-            "                      eigenvalues, s_star, frobenius, trace, dominance, energy_fraction,\n"
-            "                      cos_x_s, quad_pred, rank1_pred, true_out}\n"
-            "  -q, --quiet         no progress\n"
-            "  --resume            keep the finished layers of an interrupted run (OUT.parts/)\n"
-            "  --max-memory SIZE   bound the workspaces, e.g. 4G (weights stay mapped; smaller\n"
-            "                      solver blocks, f32 operator; an error when it cannot fit)\n"
-            "  under mpirun -np N the layers are split across the N ranks (docs/scale.md)\n\n"
-            "example:\n"
-            "  sinkscope spikes path/to/model -o spikes.msgpack --json | jq '.layers[0].channels[0]'\n"
-            "  sinkscope spikes path/to/model --layers 1 --channels 356 --top-frob 0 -o s.msgpack\n");
-}
-
 static const char *sks__piece_cb(void *ud, int id) { return ud ? sks_tokenizer_piece(ud, id) : NULL; }
-
 
 static json_t *sks__json_summary(const sks_spikes_report *rep, const sks_model *m) {
     json_t *root = json_object(), *layers = json_array();
@@ -121,128 +70,92 @@ static json_t *sks__json_summary(const sks_spikes_report *rep, const sks_model *
     return root;
 }
 
+static const char sks__about[] =
+    "The directional quadratic amplifier of the FFN: for channel k of layer l,\n"
+    "out_k(x) ~= x^T S_k x with S_k = 1/2 (W_gate^T diag(W_down[k,:]) W_up + transpose).\n"
+    "Per analysed layer: ||S_k||_F and tr(S_k) of every channel (the screen), then for the\n"
+    "selected channels the top r eigenvalues, s*, dominance |l1|/|l2|, energy fraction\n"
+    "l1^2/||S_k||_F^2, and on a prompt cos(x, s*), x^T S_k x, l1 (s*.x)^2, the true FFN\n"
+    "output and the SiLU regime at the spike token; the first-token map (W_VO singular\n"
+    "vectors) and the delimiter route (||n_v|| / median over the vocabulary).\n";
+
+static const char sks__examples[] =
+    "under mpirun -np N the layers are split across the N ranks (docs/scale.md)\n\n"
+    "example:\n"
+    "  sinkscope spikes path/to/model -o spikes.msgpack --json | jq '.layers[0].channels[0]'\n"
+    "  sinkscope spikes path/to/model --layers 1 --channels 356 --top-frob 0 -o s.msgpack\n";
+
+static const char *const sks__precisions[] = {"auto", "f32", "f64", NULL}; /* SKS_SPK_PREC_* */
+
+static int sks__tol(void *dst, const char *v) {
+    if (sks_cli_parse_double("--tol", v, dst) || !(*(double *)dst > 0 && *(double *)dst < 1))
+        return sks_fail(SKS_EARG, "--tol: want a number in (0, 1)");
+    return 0;
+}
+
 int sks_cmd_spikes(int argc, char **argv) {
     const char *model_path = NULL, *out_path = NULL, *layers_s = NULL, *channels_s = NULL, *from_trace = NULL;
-    const char *prompt = NULL, *tokens_s = NULL, *tok_path = NULL;
-    int json = 0, quiet = 0, top_frob_set = 0, no_delim = 0, token_pos = -1, resume = 0;
+    const char *tok_path = NULL;
+    sks_prompt_source src = {NULL, NULL, NULL, NULL};
+    int json = 0, quiet = 0, top_frob = -1, no_delim = 0, no_ftm = 0, token_pos = -1, resume = 0, code;
     uint64_t max_mem = 0;
     sks_spikes_opts so;
     sks_spikes_opts_default(&so);
     sks_trace_opts to;
     sks_spikes_trace_opts_default(&to);
-    sks_spike_rule rule;
-    sks_trace_opts_rule(&to, &rule);
-    unsigned rule_given = 0;
-    long lv;
-    double dv;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *nx = i + 1 < argc ? argv[i + 1] : NULL;
-#define SKS__NEED() SKS_CLI_TAKE("spikes", a, nx, i)
-        int usage = 0;
-        if (sks_cli_rule_option("spikes", a, nx, &rule, &rule_given, &usage)) {
-            if (usage) return 2;
-            i++;
-            continue;
-        }
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            sks__spikes_help(stdout);
-            return 0;
-        } else if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
-            SKS__NEED();
-            out_path = nx;
-        } else if (!strcmp(a, "--layers")) {
-            SKS__NEED();
-            layers_s = nx;
-        } else if (!strcmp(a, "--channels")) {
-            SKS__NEED();
-            channels_s = nx;
-        } else if (!strcmp(a, "--top-frob")) {
-            SKS__NEED();
-            if (sks_cli_parse_int(a, nx, 0, 1 << 20, &lv)) return sks_cli_fail("spikes", SKS_EARG), 2;
-            so.top_frob = (int)lv;
-            top_frob_set = 1;
-        } else if (!strcmp(a, "--from-trace")) {
-            SKS__NEED();
-            from_trace = nx;
-        } else if (!strcmp(a, "--rank")) {
-            SKS__NEED();
-            if (sks_cli_parse_int(a, nx, 1, 1000, &lv)) return sks_cli_fail("spikes", SKS_EARG), 2;
-            so.rank = (int)lv;
-        } else if (!strcmp(a, "--dense")) {
-            so.dense = 1;
-        } else if (!strcmp(a, "--precision")) {
-            SKS__NEED();
-            if (!strcmp(nx, "f32")) so.precision = SKS_SPK_PREC_F32;
-            else if (!strcmp(nx, "f64")) so.precision = SKS_SPK_PREC_F64;
-            else if (!strcmp(nx, "auto")) so.precision = SKS_SPK_PREC_AUTO;
-            else {
-                fprintf(stderr, "sinkscope spikes: --precision: '%s' is not auto, f32 or f64\n", nx);
-                return 2;
-            }
-        } else if (!strcmp(a, "--tol")) {
-            SKS__NEED();
-            if (sks_cli_parse_double(a, nx, &dv) || !(dv > 0 && dv < 1)) {
-                fprintf(stderr, "sinkscope spikes: --tol: want a number in (0, 1)\n");
-                return 2;
-            }
-            so.tol = dv;
-        } else if (!strcmp(a, "--krylov-block")) {
-            SKS__NEED();
-            if (sks_cli_parse_int(a, nx, 1, 64, &lv)) return sks_cli_fail("spikes", SKS_EARG) + 1;
-            so.block = (int)lv;
-        } else if (!strcmp(a, "--channel-block")) {
-            SKS__NEED();
-            if (sks_cli_parse_int(a, nx, 1, 4096, &lv)) return sks_cli_fail("spikes", SKS_EARG) + 1;
-            so.channel_block = (int)lv;
-        } else if (!strcmp(a, "--prompt")) {
-            SKS__NEED();
-            prompt = nx;
-        } else if (!strcmp(a, "--tokens")) {
-            SKS__NEED();
-            tokens_s = nx;
-        } else if (!strcmp(a, "--token")) {
-            SKS__NEED();
-            if (sks_cli_parse_int(a, nx, 0, INT32_MAX, &lv)) return sks_cli_fail("spikes", SKS_EARG), 2;
-            token_pos = (int)lv;
-        } else if (!strcmp(a, "--tokenizer")) {
-            SKS__NEED();
-            tok_path = nx;
-        } else if (!strcmp(a, "--no-first-token-map")) {
-            so.first_token_map = 0;
-        } else if (!strcmp(a, "--no-delimiter")) {
-            no_delim = 1;
-        } else if (!strcmp(a, "--json")) {
-            json = 1;
-        } else if (!strcmp(a, "--resume")) {
-            resume = 1;
-        } else if (!strcmp(a, "--max-memory")) {
-            SKS__NEED();
-            if (sks_cli_parse_bytes(a, nx, &max_mem)) return sks_cli_fail("spikes", SKS_EARG), 2;
-        } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
-            quiet = 1;
-        } else if (a[0] == '-' && a[1]) {
-            fprintf(stderr, "sinkscope spikes: unknown option '%s' (see --help)\n", a);
-            return 2;
-        } else if (!model_path) {
-            model_path = a;
-        } else {
-            fprintf(stderr, "sinkscope spikes: unexpected argument '%s'\n", a);
-            return 2;
-        }
-#undef SKS__NEED
-    }
-    if (!model_path || !out_path) {
-        fprintf(stderr, "sinkscope spikes: %s (see sinkscope spikes --help)\n",
-                !model_path ? "give a MODEL" : "give -o OUT.msgpack");
-        return 2;
-    }
-    if (sks_cli_rule_finish("spikes", &rule, rule_given)) return 2;
-    sks_trace_opts_set_rule(&to, &rule);
-    if (channels_s && from_trace) {
-        fprintf(stderr, "sinkscope spikes: --channels and --from-trace exclude each other\n");
-        return 2;
-    }
+    sks_cli_rule rule = {{0}, 0};
+    sks_trace_opts_rule(&to, &rule.rule);
+    const sks_cli_opt opts[] = {
+        SKS_OPT_SECTION("selection (default: trace the prompt, take the spike channels at the layers whose FFN\n"
+                        "steps them up, plus the --top-frob best channels of each such layer's screen):"),
+        SKS_OPT_STR("--layers R", &layers_s,
+                    "layers to analyse, e.g. 0-3 or 1,5 (default: step-up layers;\n"
+                    "all layers with --channels / --top-frob alone)"),
+        SKS_OPT_STR("--channels K,..", &channels_s, "analyse these channels"),
+        SKS_OPT_INT("--top-frob N", &top_frob, 0, 1 << 20, "channels of the screen added per layer (default 4; 0 = none)"),
+        SKS_OPT_STR("--from-trace FILE", &from_trace, "spike channels and step-up layers from a `sinkscope trace` file"),
+        SKS_OPT_SECTION("options:"),
+        SKS_OPT_INT("--rank r", &so.rank, 1, 1000, "eigenpairs per channel (default 5)"),
+        SKS_OPT_FLAG("--dense", &so.dense, "dense reference path (forms S_k, LAPACK dsyevr; small d only)"),
+        SKS_OPT_CHOICE("--precision P", &so.precision, sks__precisions,
+                       "operator precision: auto (default: f64 when f*d <= 16M), f32, f64"),
+        SKS_OPT_CALL("--tol X", &so.tol, sks__tol, "eigen residual tolerance (default 1e-11 f64, 1e-6 f32)"),
+        SKS_OPT_INT("--krylov-block N", &so.block, 1, 64,
+                    "vectors per channel and Krylov step (default 4 with the f32\n"
+                    "operator, 1 with f64)"),
+        SKS_OPT_INT("--channel-block N", &so.channel_block, 1, 4096,
+                    "channels iterated together by the eigensolver (default 64;\n"
+                    "under mpirun one layer's blocks are dealt to the ranks)"),
+        SKS_OPT_STR("--prompt TEXT", &src.prompt, "prompt for the forward pass (needs the model's tokenizer)"),
+        SKS_OPT_STR("--tokens IDS", &src.tokens, "prompt as token ids, e.g. 1,450,3290"),
+        SKS_OPT_INT("--token POS", &token_pos, 0, INT32_MAX,
+                    "spike token position for every channel (default: from the\n"
+                    "trace, else argmax_t |out_k|)"),
+        SKS_OPT_STR("--tokenizer PATH", &tok_path, "tokenizer file (default: found beside / inside MODEL)"),
+        SKS_OPT_FLAG("--no-first-token-map", &no_ftm, "skip the first-token map"),
+        SKS_OPT_FLAG("--no-delimiter", &no_delim, "skip the delimiter route"),
+        SKS_OPT_STR("-o, --output FILE", &out_path, "msgpack result (schema sinkscope.spikes/1, docs/schema-spikes.md)"),
+        SKS_OPT_FLAG("--resume", &resume, "keep the finished layers of an interrupted run (OUT.parts/)"),
+        SKS_OPT_BYTES("--max-memory SIZE", &max_mem,
+                      "bound the workspaces, e.g. 4G (weights stay mapped; smaller\n"
+                      "solver blocks, f32 operator; an error when it cannot fit)"),
+        SKS_OPT_RULE(&rule),
+        SKS_OPT_TEXT("                     (the rule of the trace that selects the channels)\n"),
+        SKS_OPT_END,
+    };
+    const sks_cli_cmd cmd = {
+        .name = "spikes", .opts = opts, .model = &model_path, .json = &json, .quiet = &quiet,
+        .usage = "MODEL [selection] [options] -o OUT.msgpack [--json]", .about = sks__about, .epilogue = sks__examples,
+        .json_help = "JSON summary on stdout: per layer `channels` entries {channel,\n"
+                     "eigenvalues, s_star, frobenius, trace, dominance, energy_fraction,\n"
+                     "cos_x_s, quad_pred, rank1_pred, true_out}", .quiet_help = "no progress"};
+    if (!sks_cli_parse(&cmd, argc, argv, &code)) return code;
+    if (!out_path) return sks_cli_usage("spikes", "give -o OUT.msgpack");
+    if (sks_cli_rule_done("spikes", &rule)) return 2;
+    sks_trace_opts_set_rule(&to, &rule.rule);
+    if (channels_s && from_trace) return sks_cli_usage("spikes", "--channels and --from-trace exclude each other");
+    if (top_frob >= 0) so.top_frob = top_frob;
+    if (no_ftm) so.first_token_map = 0;
     sks_cli_progress_install(quiet);
     if (quiet) sks_log_set_level(SKS_LOG_WARN);
 
@@ -252,8 +165,7 @@ int sks_cmd_spikes(int argc, char **argv) {
     const int L = ar->n_layers, d = ar->d_model;
     int rc = 0, exit_code = 0;
     sks_tokenizer *tok = NULL;
-    int32_t *ids = NULL;
-    int T = 0;
+    sks_prompt_set pr = {0};
     sks_spikes_selection sel;
     memset(&sel, 0, sizeof sel);
     int *lay_filter = NULL, nlay_filter = 0, *user_ch = NULL, nuser = 0;
@@ -265,31 +177,17 @@ int sks_cmd_spikes(int argc, char **argv) {
 
     /* the tokenizer is optional unless --prompt needs it */
     if (sks_tokenizer_open_for_model(m, tok_path, &tok)) {
-        if (prompt || tok_path) {
+        if (src.prompt || tok_path) {
             rc = SKS_ENOTFOUND;
             goto fail;
         }
         tok = NULL;
         sks_clear_error();
     }
-    if (tokens_s) {
-        if ((rc = sks_cli_parse_ids(tokens_s, &ids, &T))) goto fail;
-    } else if (prompt) {
-        if ((rc = sks_tokenizer_encode(tok, prompt, 1, &ids, &T))) goto fail;
-    } else { /* the first of the built-in prompts (analysis/sks_rule.h) */
-        int32_t **pids = NULL;
-        int *plens = NULL, np = 0;
-        if ((rc = sks_default_prompts(m, tok, 1, &pids, &plens, &np))) goto fail;
-        ids = pids[0];
-        T = plens[0];
-        pids[0] = NULL;
-        sks_prompts_free(pids, plens, np);
-    }
-    {
-        const int32_t *const one[1] = {ids};
-        if ((rc = sks_prompts_check(m, 1, one, &T, tokens_s ? "--tokens" : prompt ? "--prompt" : "built-in prompt")))
-            goto fail;
-    }
+    /* the prompt: --tokens, --prompt, or the first of the built-in prompts */
+    if ((rc = sks_prompt_set_make(m, tok, &src, 1, &pr))) goto fail;
+    const int32_t *ids = pr.ids[0];
+    const int T = pr.lens[0];
     if (token_pos >= T) {
         rc = sks_fail(SKS_EARG, "--token: %d is past the prompt (%d tokens)", token_pos, T);
         goto fail;
@@ -301,7 +199,7 @@ int sks_cmd_spikes(int argc, char **argv) {
     }
 
     sks_spikes_select_opts selo = {.layers = lay_filter, .n_layers = nlay_filter, .channels = user_ch,
-                                   .n_channels = nuser, .top_frob_only = top_frob_set, .from_trace = from_trace,
+                                   .n_channels = nuser, .top_frob_only = top_frob >= 0, .from_trace = from_trace,
                                    .token = token_pos, .trace = to};
     if ((rc = sks_spikes_select(m, ids, T, &selo, so.top_frob, &sel))) goto fail;
     {
@@ -346,13 +244,7 @@ int sks_cmd_spikes(int argc, char **argv) {
     if (json) {
         json_t *j = sks__json_summary(&rep, m);
         sks_json_add_nonfinite(j);
-        char *txt = json_dumps(j, JSON_COMPACT);
-        if (txt) {
-            fputs(txt, stdout);
-            fputc('\n', stdout);
-            free(txt);
-        }
-        json_decref(j);
+        sks_cli_print_json(j, JSON_COMPACT);
     } else if (!quiet) {
         if (run.no_quadform) printf("spikes: %s\n", sks_spikes_no_quadform_note);
         else printf("spikes: %d layer(s) analysed (%s selection)\n", run.n_layers, sel.name);
@@ -367,7 +259,7 @@ done:
     sks_spikes_selection_free(&sel);
     free(lay_filter);
     free(user_ch);
-    free(ids);
+    sks_prompt_set_free(&pr);
     sks_tokenizer_free(tok);
     sks_model_close(m);
     return exit_code;

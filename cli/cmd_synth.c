@@ -2,6 +2,7 @@
  * sinks (analysis/sks_synth.h, docs/synth.md). */
 #include "cli.h"
 #include "../analysis/sks_synth.h"
+#include "../analysis/sks_rule.h"
 #include "../loaders/sks_gguf.h"
 
 #include <stdio.h>
@@ -9,74 +10,26 @@
 #include <string.h>
 #include <sys/stat.h>
 
-static void sks__synth_help(FILE *f) {
-    fprintf(f,
-            "usage: sinkscope synth (--preset NAME | --config FILE) -o DIR [--seed S] [--model-type T]\n"
-            "                       [--format safetensors|gguf] [--dtype TYPE] [--max-shard-bytes N]\n"
-            "                       [--json] [--quiet]\n\n"
-            "Write a Hugging Face style model directory (config.json, safetensors, sharded with\n"
-            "model.safetensors.index.json above --max-shard-bytes) whose weights are random at a\n"
-            "realistic scale plus a planted mechanism: BOS at position 0 is steered by a layer-0\n"
-            "head onto s*, the FFN of the step-up layer amplifies it quadratically into a few\n"
-            "spike channels (S_c has the planted eigenpair lambda*, s*), a step-down FFN cancels\n"
-            "it, and planted sink heads query the sparse normalised spike token. The ground truth\n"
-            "goes to DIR/planted.json. The write streams a few MB at a time: a 7B checkpoint needs\n"
-            "well under 1 GB of memory. Same seed, same bytes.\n\n"
-            "options:\n"
-            "  --preset NAME        one of:");
-    for (const char *const *n = sks_synth_preset_names(); *n; n++) fprintf(f, "%s %s", n == sks_synth_preset_names() ? "" : ",", *n);
-    fprintf(f,
-            "\n"
-            "                       (tiny: d 64, 4 layers; demo: d 256, 8 layers; small: ~130M)\n"
-            "  --config FILE        JSON with config.json keys (hidden_size, intermediate_size,\n"
-            "                       num_hidden_layers, num_attention_heads, num_key_value_heads,\n"
-            "                       head_dim, vocab_size, rms_norm_eps, rope_theta, rope_scaling,\n"
-            "                       tie_word_embeddings, model_type, bos_token_id, ...), an optional\n"
-            "                       \"preset\" to start from and an optional \"planted\" object\n"
-            "                       (docs/synth.md lists its keys)\n"
-            "  --model-type T       llama, mistral, qwen2 or gemma2: the preset's sizes in that\n"
-            "                       family (gemma2: sandwich norms, GeGLU, (1 + w) norms, scaled\n"
-            "                       embeddings, softcaps; docs/synth.md)\n"
-            "  --seed S             random seed (default 1)\n"
-            "  --format F           safetensors (default: config.json + safetensors) or gguf\n"
-            "                       (DIR/model.gguf with llama.cpp's names and metadata keys)\n"
-            "  --dtype TYPE         safetensors: f32 or bf16 (default f32). gguf: any type\n"
-            "                       sinkscope writes (f32 f16 bf16 q4_0 q4_1 q5_0 q5_1 q8_0 q2_k\n"
-            "                       q3_k q4_k q5_k q6_k q8_k iq4_nl iq4_xs tq1_0 tq2_0 mxfp4\n"
-            "                       iq2_xxs iq2_xs iq2_s iq3_xxs iq3_s iq1_s iq1_m) or a\n"
-            "                       llama.cpp-like mix (q3_k_m q4_k_s q4_k_m q5_k_s q5_k_m);\n"
-            "                       round-to-nearest quantizers, not llama.cpp's (docs/gguf-types.md)\n"
-            "  --max-shard-bytes N  shard above N bytes (default 5000000000, as transformers)\n"
-            "  -o, --output DIR     output directory (created if needed)\n"
-            "  --json               print a JSON summary on stdout\n"
-            "  -q, --quiet          no progress bar\n\n"
-            "example:\n"
-            "  sinkscope synth --preset tiny -o tiny-model && sinkscope trace tiny-model ...\n"
-            "  sinkscope synth --preset llama2-7b --dtype bf16 -o /big/disk/synth-7b\n");
-}
+static const char sks__about[] =
+    "Write a Hugging Face style model directory (config.json, safetensors, sharded with\n"
+    "model.safetensors.index.json above --max-shard-bytes) whose weights are random at a\n"
+    "realistic scale plus a planted mechanism: BOS at position 0 is steered by a layer-0\n"
+    "head onto s*, the FFN of the step-up layer amplifies it quadratically into a few\n"
+    "spike channels (S_c has the planted eigenpair lambda*, s*), a step-down FFN cancels\n"
+    "it, and planted sink heads query the sparse normalised spike token. The ground truth\n"
+    "goes to DIR/planted.json. The write streams a few MB at a time: a 7B checkpoint needs\n"
+    "well under 1 GB of memory. Same seed, same bytes.\n";
 
-static char *sks__slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 4096, n = 0;
-    char *b = malloc(cap);
-    while (b) {
-        if (n + 1 >= cap) {
-            char *nb = cap < (64u << 20) ? realloc(b, cap *= 2) : NULL;
-            if (!nb) {
-                free(b);
-                b = NULL;
-                break;
-            }
-            b = nb;
-        }
-        size_t k = fread(b + n, 1, cap - n - 1, f);
-        n += k;
-        if (k == 0) break;
-    }
-    fclose(f);
-    if (b) b[n] = 0;
-    return b;
+static const char sks__epilogue[] =
+    "example:\n"
+    "  sinkscope synth --preset tiny -o tiny-model && sinkscope trace tiny-model ...\n"
+    "  sinkscope synth --preset llama2-7b --dtype bf16 -o /big/disk/synth-7b\n";
+
+/* The preset names, from the library's table. */
+static void sks__presets_help(FILE *f) {
+    fprintf(f, "\n--preset NAME is one of:");
+    for (const char *const *n = sks_synth_preset_names(); *n; n++) fprintf(f, "%s %s", n == sks_synth_preset_names() ? "" : ",", *n);
+    fprintf(f, "\n(tiny: d 64, 4 layers; demo: d 256, 8 layers; small: ~130M)\n");
 }
 
 /* sks_cli_fail without the library's own "synth: " prefix */
@@ -88,51 +41,52 @@ static int sks__synth_fail(int rc) {
     return 1;
 }
 
+static const char *const sks__formats[] = {"safetensors", "gguf", NULL};
+
+static const char sks__usage[] =
+    "(--preset NAME | --config FILE) -o DIR [--seed S] [--model-type T]\n"
+    "                       [--format safetensors|gguf] [--dtype TYPE] [--max-shard-bytes N]\n"
+    "                       [--json] [--quiet]";
+
 int sks_cmd_synth(int argc, char **argv) {
-    const char *preset = NULL, *config = NULL, *outdir = NULL, *dtype = "f32", *format = "safetensors", *mtype = NULL;
-    long seed = 1, maxshard = 0;
-    int json = 0, quiet = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        int more = i + 1 < argc;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            sks__synth_help(stdout);
-            return 0;
-        } else if (!strcmp(a, "--preset") && more) {
-            preset = argv[++i];
-        } else if (!strcmp(a, "--config") && more) {
-            config = argv[++i];
-        } else if (!strcmp(a, "--model-type") && more) {
-            mtype = argv[++i];
-        } else if ((!strcmp(a, "-o") || !strcmp(a, "--output")) && more) {
-            outdir = argv[++i];
-        } else if (!strcmp(a, "--dtype") && more) {
-            dtype = argv[++i];
-        } else if (!strcmp(a, "--format") && more) {
-            format = argv[++i];
-        } else if (!strcmp(a, "--seed") && more) {
-            if (sks_cli_parse_int("--seed", argv[++i], 0, 0x7fffffffffffffffL, &seed)) return sks_cli_fail("synth", SKS_EARG) + 1;
-        } else if (!strcmp(a, "--max-shard-bytes") && more) {
-            if (sks_cli_parse_int("--max-shard-bytes", argv[++i], 1, 0x7fffffffffffffffL, &maxshard))
-                return sks_cli_fail("synth", SKS_EARG) + 1;
-        } else if (!strcmp(a, "--json")) {
-            json = 1;
-        } else if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) {
-            quiet = 1;
-        } else {
-            fprintf(stderr, "sinkscope synth: unknown option or missing value: %s (see sinkscope synth --help)\n", a);
-            return 2;
-        }
-    }
-    if ((!preset) == (!config) || !outdir) {
-        fprintf(stderr, "sinkscope synth: give exactly one of --preset or --config, and -o DIR (see sinkscope synth --help)\n");
-        return 2;
-    }
-    int gguf = !strcmp(format, "gguf");
-    if (!gguf && strcmp(format, "safetensors")) {
-        fprintf(stderr, "sinkscope synth: --format %s (want safetensors or gguf)\n", format);
-        return 2;
-    }
+    const char *preset = NULL, *config = NULL, *outdir = NULL, *dtype = "f32", *mtype = NULL;
+    uint64_t seed = 1, maxshard = 0;
+    int json = 0, quiet = 0, gguf = 0, code;
+    const sks_cli_opt opts[] = {
+        SKS_OPT_STR("--preset NAME", &preset, "a built-in shape (the list below)"),
+        SKS_OPT_STR("--config FILE", &config,
+                    "JSON with config.json keys (hidden_size, intermediate_size,\n"
+                    "num_hidden_layers, num_attention_heads, num_key_value_heads,\n"
+                    "head_dim, vocab_size, rms_norm_eps, rope_theta, rope_scaling,\n"
+                    "tie_word_embeddings, model_type, bos_token_id, ...), an optional\n"
+                    "\"preset\" to start from and an optional \"planted\" object\n"
+                    "(docs/synth.md lists its keys)"),
+        SKS_OPT_STR("--model-type T", &mtype,
+                    "llama, mistral, qwen2, gemma2 or mixtral: the preset's sizes in\n"
+                    "that family (gemma2: sandwich norms, GeGLU, (1 + w) norms, scaled\n"
+                    "embeddings, softcaps; docs/synth.md)"),
+        SKS_OPT_U64("--seed S", &seed, 0, (double)INT64_MAX, "random seed (default 1)"),
+        SKS_OPT_CHOICE("--format F", &gguf, sks__formats,
+                       "safetensors (default: config.json + safetensors) or gguf\n"
+                       "(DIR/model.gguf with llama.cpp's names and metadata keys)"),
+        SKS_OPT_STR("--dtype TYPE", &dtype,
+                    "safetensors: f32 or bf16 (default f32). gguf: any type\n"
+                    "sinkscope writes (f32 f16 bf16 q4_0 q4_1 q5_0 q5_1 q8_0 q2_k\n"
+                    "q3_k q4_k q5_k q6_k q8_k iq4_nl iq4_xs tq1_0 tq2_0 mxfp4\n"
+                    "iq2_xxs iq2_xs iq2_s iq3_xxs iq3_s iq1_s iq1_m) or a\n"
+                    "llama.cpp-like mix (q3_k_m q4_k_s q4_k_m q5_k_s q5_k_m);\n"
+                    "round-to-nearest quantizers, not llama.cpp's (docs/gguf-types.md)"),
+        SKS_OPT_U64("--max-shard-bytes N", &maxshard, 1, (double)INT64_MAX, "shard above N bytes (default 5000000000, as transformers)"),
+        SKS_OPT_STR("-o, --output DIR", &outdir, "output directory (created if needed)"),
+        SKS_OPT_END,
+    };
+    const sks_cli_cmd cmd = {
+        .name = "synth", .more_help = sks__presets_help, .opts = opts, .json = &json, .quiet = &quiet,
+        .usage = sks__usage, .about = sks__about, .epilogue = sks__epilogue,
+        .json_help = "print a JSON summary on stdout", .quiet_help = "no progress bar"};
+    if (!sks_cli_parse(&cmd, argc, argv, &code)) return code;
+    if ((!preset) == (!config) || !outdir)
+        return sks_cli_usage("synth", "give exactly one of --preset or --config, and -o DIR");
     sks_dtype dt = SKS_DT_F32;
     if (gguf) {
         sks_gguf_scheme sc;
@@ -150,13 +104,11 @@ int sks_cmd_synth(int argc, char **argv) {
     if (preset) {
         rc = sks_synth_preset(preset, &cfg);
     } else {
-        char *text = sks__slurp(config);
-        if (!text) {
-            fprintf(stderr, "sinkscope synth: %s: cannot read\n", config);
-            return 1;
+        char *text;
+        if (!(rc = sks_read_text_file(config, &text, NULL))) {
+            rc = sks_synth_config_from_json(text, config, &cfg);
+            free(text);
         }
-        rc = sks_synth_config_from_json(text, config, &cfg);
-        free(text);
     }
     if (!rc && mtype) rc = sks_synth_set_model_type(&cfg, mtype);
     if (rc) return sks__synth_fail(rc);
@@ -171,13 +123,7 @@ int sks_cmd_synth(int argc, char **argv) {
     }
     const sks_arch *a = sks_synth_arch(s);
     const sks_synth_planted *p = sks_synth_get_planted(s);
-    uint64_t params = 0;
-    for (size_t i = 0; i < sks_synth_n_tensors(s); i++) {
-        int ndim;
-        int64_t sh[2];
-        sks_synth_tensor_info(s, i, NULL, NULL, NULL, &ndim, sh);
-        params += (uint64_t)sh[0] * (uint64_t)(ndim == 2 ? sh[1] : 1);
-    }
+    uint64_t params = sks_synth_n_params(s);
     uint64_t bytes = params * (dt == SKS_DT_BF16 ? 2 : 4);
     if (gguf) {
         char gp[4096];

@@ -13,105 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-
-static void sks__vocab_help(FILE *f) {
-    fprintf(f,
-            "usage: sinkscope vocab-sweep MODEL [options] -o OUT.msgpack [--json]\n\n"
-            "Run every token v alone at position 0 (batches of independent one-token sequences)\n"
-            "and measure ratio(v) = max over blocks b = 2l+2, l <= L-2, of max_c |h_b[v,c]| / m_b,\n"
-            "where m_b is the typical median |h| of block b over positions > 0 of reference\n"
-            "prompts. v is a spike token when ratio(v) >= --ratio and max |h| >= --abs (the\n"
-            "paper's Table 2: > 98%% of tokens spike in Llama 2/3 and Qwen 2.5/3).\n\n"
-            "options:\n"
-            "  --sample N        a deterministic sample of N token ids (default: all)\n"
-            "  --seed S          sample seed (default 1)\n"
-            "  --prompts FILE    reference prompts for the medians: one per line, text (with the\n"
-            "                    model's tokenizer) or, with --prompts-ids, comma/space separated ids\n"
-            "  --prompts-ids     read --prompts lines as token ids\n"
-            "                    (default: the built-in prompts of every command through the\n"
-            "                    tokenizer, else 4 pseudo-random windows of %d ids after BOS)\n"
-            "  --medians M0,M1,.. the 2L+1 typical medians (skips the reference prompts)\n"
-            "  --ratio X         spike ratio (default 100)\n"
-            "  --abs X           spike |h| (default 0 = off; the paper uses 100 for 7B models)\n"
-            "  --batch N         tokens per forward batch (default 256)\n"
-            "  --tokenizer PATH  tokenizer file (default: found beside / inside MODEL)\n"
-            "  -o, --output FILE msgpack result (schema sinkscope.vocab/1, docs/schema-vocab.md)\n"
-            "  --json            JSON summary on stdout: n_tokens, n_spike, spike_fraction,\n"
-            "                    top_channel, typical_median, exceptions [{id, piece, ratio}]\n"
-            "  -q, --quiet       no progress\n"
-            "  --resume          keep the finished batches of an interrupted run (OUT.parts/)\n"
-            "  under mpirun -np N the swept tokens are split across the N ranks (docs/scale.md)\n\n"
-            "example:\n"
-            "  sinkscope vocab-sweep path/to/model.gguf -o vocab.msgpack --json | jq .spike_fraction\n",
-            SKS_DEFAULT_PROMPT_T);
-}
-
 static const char *sks__vpiece(void *ud, int id) { return ud ? sks_tokenizer_piece(ud, id) : NULL; }
-
-typedef struct {
-    int n, cap;
-    int32_t **ids;
-    int *lens;
-} sks__plist;
-
-static void sks__plist_free(sks__plist *p) {
-    for (int i = 0; i < p->n; i++) free(p->ids[i]);
-    free(p->ids);
-    free(p->lens);
-    memset(p, 0, sizeof *p);
-}
-
-static int sks__plist_push(sks__plist *p, int32_t *ids, int n) {
-    if (p->n == p->cap) {
-        int nc = p->cap ? 2 * p->cap : 8;
-        int32_t **ni = realloc(p->ids, (size_t)nc * sizeof *ni);
-        if (!ni) return sks_fail(SKS_ENOMEM, "out of memory");
-        p->ids = ni;
-        int *nl = realloc(p->lens, (size_t)nc * sizeof *nl);
-        if (!nl) return sks_fail(SKS_ENOMEM, "out of memory");
-        p->lens = nl;
-        p->cap = nc;
-    }
-    p->ids[p->n] = ids;
-    p->lens[p->n] = n;
-    p->n++;
-    return 0;
-}
-
-static int sks__read_prompts(const char *path, const sks_tokenizer *tok, int as_ids, int V, sks__plist *p) {
-    FILE *f = fopen(path, "r");
-    if (!f) return sks_fail(SKS_EIO, "%s: %s", path, strerror(errno));
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t len;
-    int rc = 0, ln = 0;
-    while (!rc && (len = getline(&line, &cap, f)) >= 0) {
-        ln++;
-        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
-        if (len == 0) continue;
-        int32_t *ids = NULL;
-        int n = 0;
-        if (as_ids)
-            rc = sks_cli_parse_ids(line, &ids, &n);
-        else if (tok)
-            rc = sks_tokenizer_encode(tok, line, 1, &ids, &n);
-        else
-            rc = sks_fail(SKS_ENOTFOUND, "%s: text prompts need the model's tokenizer (or --prompts-ids)", path);
-        if (rc) break;
-        for (int i = 0; i < n && !rc; i++)
-            if (ids[i] < 0 || ids[i] >= V) rc = sks_fail(SKS_EARG, "%s:%d: token %d outside the vocabulary (%d)", path, ln, ids[i], V);
-        if (!rc && n < 2) {
-            free(ids);
-            continue; /* positions > 0 only: a one-token line adds nothing */
-        }
-        if (!rc) rc = sks__plist_push(p, ids, n);
-        if (rc) free(ids);
-    }
-    free(line);
-    fclose(f);
-    if (!rc && p->n == 0) rc = sks_fail(SKS_EARG, "%s: no prompt with at least 2 tokens", path);
-    return rc;
-}
 
 static int sks__parse_medians(const char *s, int n, double **out) {
     double *v = calloc((size_t)n, sizeof *v);
@@ -138,91 +40,59 @@ static int sks__parse_medians(const char *s, int n, double **out) {
     return 0;
 }
 
+static const char sks__about[] =
+    "Run every token v alone at position 0 (batches of independent one-token sequences)\n"
+    "and measure ratio(v) = max over blocks b = 2l+2, l <= L-2, of max_c |h_b[v,c]| / m_b,\n"
+    "where m_b is the typical median |h| of block b over positions > 0 of reference\n"
+    "prompts. v is a spike token when ratio(v) >= --ratio and max |h| >= --abs (the\n"
+    "paper's Table 2: > 98% of tokens spike in Llama 2/3 and Qwen 2.5/3).\n";
+
+static const char sks__examples[] =
+    "under mpirun -np N the swept tokens are split across the N ranks (docs/scale.md)\n\n"
+    "example:\n"
+    "  sinkscope vocab-sweep path/to/model.gguf -o vocab.msgpack --json | jq .spike_fraction\n";
+
 int sks_cmd_vocab_sweep(int argc, char **argv) {
     const char *model_path = NULL, *out_path = NULL, *prompts_path = NULL, *tok_path = NULL, *medians_s = NULL;
-    int json = 0, quiet = 0, prompts_ids = 0, resume = 0;
+    int json = 0, quiet = 0, prompts_ids = 0, resume = 0, code;
     sks_vocab_opts vo;
     sks_vocab_opts_default(&vo);
-    long lv;
-    double dv;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *nx = i + 1 < argc ? argv[i + 1] : NULL;
-#define SKS__NEED() SKS_CLI_TAKE("vocab-sweep", a, nx, i)
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            sks__vocab_help(stdout);
-            return 0;
-        } else if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
-            SKS__NEED();
-            out_path = nx;
-        } else if (!strcmp(a, "--sample")) {
-            SKS__NEED();
-            if (sks_cli_parse_int(a, nx, 0, INT32_MAX, &lv)) return sks_cli_fail("vocab-sweep", SKS_EARG) + 1;
-            vo.sample = (int)lv;
-        } else if (!strcmp(a, "--seed")) {
-            SKS__NEED();
-            if (sks_cli_parse_int(a, nx, 0, INT32_MAX, &lv)) return sks_cli_fail("vocab-sweep", SKS_EARG) + 1;
-            vo.seed = (uint64_t)lv;
-        } else if (!strcmp(a, "--batch")) {
-            SKS__NEED();
-            if (sks_cli_parse_int(a, nx, 1, 1 << 16, &lv)) return sks_cli_fail("vocab-sweep", SKS_EARG) + 1;
-            vo.batch = (int)lv;
-        } else if (!strcmp(a, "--ratio")) {
-            SKS__NEED();
-            if (sks_cli_parse_double(a, nx, &dv) || !(dv > 0)) {
-                fprintf(stderr, "sinkscope vocab-sweep: --ratio: want a positive number\n");
-                return 2;
-            }
-            vo.ratio = dv;
-        } else if (!strcmp(a, "--abs")) {
-            SKS__NEED();
-            if (sks_cli_parse_double(a, nx, &dv) || !(dv >= 0)) {
-                fprintf(stderr, "sinkscope vocab-sweep: --abs: want a number >= 0\n");
-                return 2;
-            }
-            vo.abs_thresh = dv;
-        } else if (!strcmp(a, "--prompts")) {
-            SKS__NEED();
-            prompts_path = nx;
-        } else if (!strcmp(a, "--prompts-ids")) {
-            prompts_ids = 1;
-        } else if (!strcmp(a, "--medians")) {
-            SKS__NEED();
-            medians_s = nx;
-        } else if (!strcmp(a, "--tokenizer")) {
-            SKS__NEED();
-            tok_path = nx;
-        } else if (!strcmp(a, "--json")) {
-            json = 1;
-        } else if (!strcmp(a, "--resume")) {
-            resume = 1;
-        } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
-            quiet = 1;
-        } else if (a[0] == '-' && a[1]) {
-            fprintf(stderr, "sinkscope vocab-sweep: unknown option '%s' (see --help)\n", a);
-            return 2;
-        } else if (!model_path) {
-            model_path = a;
-        } else {
-            fprintf(stderr, "sinkscope vocab-sweep: unexpected argument '%s'\n", a);
-            return 2;
-        }
-#undef SKS__NEED
-    }
-    if (!model_path || !out_path) {
-        fprintf(stderr, "sinkscope vocab-sweep: %s (see sinkscope vocab-sweep --help)\n",
-                !model_path ? "give a MODEL" : "give -o OUT.msgpack");
-        return 2;
-    }
+    const sks_cli_opt opts[] = {
+        SKS_OPT_INT("--sample N", &vo.sample, 0, INT32_MAX, "a deterministic sample of N token ids (default: all)"),
+        SKS_OPT_U64("--seed S", &vo.seed, 0, INT32_MAX, "sample seed (default 1)"),
+        SKS_OPT_STR("--prompts FILE", &prompts_path,
+                    "reference prompts for the medians: one per line, text (with the\n"
+                    "model's tokenizer) or, with --prompts-ids, comma/space separated ids"),
+        SKS_OPT_FLAG("--prompts-ids", &prompts_ids,
+                     "read --prompts lines as token ids\n"
+                     "(default: the built-in prompts of every command through the\n"
+                     "tokenizer, else 4 pseudo-random windows of " SKS_CLI_XSTR(SKS_DEFAULT_PROMPT_T) " ids after BOS)"),
+        SKS_OPT_STR("--medians M0,M1,..", &medians_s, "the 2L+1 typical medians (skips the reference prompts)"),
+        SKS_OPT_NUM("--ratio X", &vo.ratio, "spike ratio (default 100)"),
+        SKS_OPT_NUM_IN("--abs X", &vo.abs_thresh, 0, HUGE_VAL, "spike |h| (default 0 = off; the paper uses 100 for 7B models)"),
+        SKS_OPT_INT("--batch N", &vo.batch, 1, 1 << 16, "tokens per forward batch (default 256)"),
+        SKS_OPT_STR("--tokenizer PATH", &tok_path, "tokenizer file (default: found beside / inside MODEL)"),
+        SKS_OPT_STR("-o, --output FILE", &out_path, "msgpack result (schema sinkscope.vocab/1, docs/schema-vocab.md)"),
+        SKS_OPT_FLAG("--resume", &resume, "keep the finished batches of an interrupted run (OUT.parts/)"),
+        SKS_OPT_END,
+    };
+    const sks_cli_cmd cmd = {
+        .name = "vocab-sweep", .opts = opts, .model = &model_path, .json = &json, .quiet = &quiet,
+        .usage = "MODEL [options] -o OUT.msgpack [--json]", .about = sks__about, .epilogue = sks__examples,
+        .json_help = "JSON summary on stdout: n_tokens, n_spike, spike_fraction,\n"
+                     "top_channel, typical_median, exceptions [{id, piece, ratio}]", .quiet_help = "no progress"};
+    if (!sks_cli_parse(&cmd, argc, argv, &code)) return code;
+    if (!out_path) return sks_cli_usage("vocab-sweep", "give -o OUT.msgpack");
+    if (!(vo.ratio > 0)) return sks_cli_usage("vocab-sweep", "--ratio: want a positive number");
     sks_cli_progress_install(quiet);
     if (quiet) sks_log_set_level(SKS_LOG_WARN);
     sks_model *m = NULL;
     if (sks_cli_open_model("vocab-sweep", model_path, &m)) return 1;
     const sks_arch *ar = sks_model_arch(m);
-    int rc = 0, code = 0;
+    int rc = 0;
+    code = 0;
     sks_tokenizer *tok = NULL;
-    sks__plist pl;
-    memset(&pl, 0, sizeof pl);
+    sks_prompt_set pl = {0};
     double *med = NULL;
     sks_vocab_result *r = NULL;
     sks_dist_parts parts;
@@ -240,22 +110,11 @@ int sks_cmd_vocab_sweep(int argc, char **argv) {
         if ((rc = sks__parse_medians(medians_s, 2 * ar->n_layers + 1, &med))) goto fail;
         vo.medians = med;
         ref_source = "--medians";
-    } else if (prompts_path) {
-        if ((rc = sks__read_prompts(prompts_path, tok, prompts_ids, ar->vocab_size, &pl))) goto fail;
-        ref_source = "--prompts";
-    } else { /* the one built-in prompt set (analysis/sks_rule.h), as every command */
-        if (!tok) ref_source = "pseudo-random windows";
-        int32_t **pids = NULL;
-        int *plens = NULL, np = 0;
-        if ((rc = sks_default_prompts(m, tok, 1, &pids, &plens, &np))) goto fail;
-        for (int i = 0; i < np && !rc; i++)
-            if (!(rc = sks__plist_push(&pl, pids[i], plens[i]))) pids[i] = NULL;
-        sks_prompts_free(pids, plens, np);
-        if (rc) goto fail;
-    }
-    if (!med && pl.n == 0) {
-        rc = sks_fail(SKS_EARG, "no reference prompt with >= 2 tokens for the typical medians");
-        goto fail;
+    } else { /* the reference prompts, or the one built-in prompt set (analysis/sks_rule.h) */
+        const sks_prompt_source src = {NULL, NULL, prompts_ids ? NULL : prompts_path, prompts_ids ? prompts_path : NULL};
+        if ((rc = sks_prompt_set_make(m, tok, &src, 1, &pl))) goto fail;
+        if (prompts_path) ref_source = "--prompts";
+        else if (!tok) ref_source = "pseudo-random windows";
     }
     sks_out in;
     sks_out_init(&in);
@@ -310,13 +169,7 @@ int sks_cmd_vocab_sweep(int argc, char **argv) {
         json_object_set_new(j, "exceptions", ex);
         json_object_set_new(j, "seconds", sks_json_num(r->seconds));
         sks_json_add_nonfinite(j);
-        char *txt = json_dumps(j, JSON_COMPACT);
-        if (txt) {
-            fputs(txt, stdout);
-            fputc('\n', stdout);
-            free(txt);
-        }
-        json_decref(j);
+        sks_cli_print_json(j, JSON_COMPACT);
     }
     goto done;
 fail:
@@ -324,7 +177,7 @@ fail:
 done:
     sks_vocab_result_free(r);
     sks_dist_parts_free(&parts);
-    sks__plist_free(&pl);
+    sks_prompt_set_free(&pl);
     free(med);
     sks_tokenizer_free(tok);
     sks_model_close(m);

@@ -3,7 +3,10 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <jansson.h>
+#include <limits.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -60,42 +63,6 @@ int sks_cli_parse_double(const char *opt, const char *s, double *out) {
     double v = strtod(s ? s : "", &end);
     if (!s || !*s || *end || errno) return sks_fail(SKS_EARG, "%s: '%s' is not a number", opt, s ? s : "");
     *out = v;
-    return 0;
-}
-
-int sks_cli_parse_ids(const char *s, int32_t **ids, int *n) {
-    *ids = NULL;
-    *n = 0;
-    size_t cap = 16, k = 0;
-    int32_t *v = malloc(cap * sizeof *v);
-    if (!v) return sks_fail(SKS_ENOMEM, "out of memory");
-    const char *p = s;
-    while (*p) {
-        char *end;
-        errno = 0;
-        long x = strtol(p, &end, 10);
-        if (end == p || errno || x < 0 || x > INT32_MAX) {
-            free(v);
-            return sks_fail(SKS_EARG, "--tokens: bad token id near '%s'", p);
-        }
-        if (k == cap) {
-            int32_t *nv = realloc(v, (cap *= 2) * sizeof *v);
-            if (!nv) {
-                free(v);
-                return sks_fail(SKS_ENOMEM, "out of memory");
-            }
-            v = nv;
-        }
-        v[k++] = (int32_t)x;
-        p = end;
-        while (*p == ',' || *p == ' ') p++;
-    }
-    if (k == 0) {
-        free(v);
-        return sks_fail(SKS_EARG, "--tokens: empty list");
-    }
-    *ids = v;
-    *n = (int)k;
     return 0;
 }
 
@@ -199,43 +166,6 @@ void sks_cli_progress_install(int quiet) {
     sks_progress_set(sks__draw, NULL);
 }
 
-enum { SKS__RULE_OUTLIER = 1, SKS__RULE_FIXED = 2 };
-
-int sks_cli_rule_option(const char *cmd, const char *a, const char *v, sks_spike_rule *r, unsigned *given,
-                        int *usage) {
-    double *dst = !strcmp(a, "--outlier") ? &r->outlier
-                  : !strcmp(a, "--abs")   ? &r->abs_thresh
-                  : !strcmp(a, "--ratio") ? &r->ratio
-                                          : NULL;
-    if (!dst && strcmp(a, "--min-blocks")) return 0;
-    int rc;
-    if (!v) rc = sks_fail(SKS_EARG, "%s needs a value", a);
-    else if (dst) rc = sks_cli_parse_double(a, v, dst);
-    else {
-        long lv = 0;
-        rc = sks_cli_parse_int(a, v, 1, 100000, &lv);
-        r->min_blocks = (int)lv;
-    }
-    if (rc) {
-        sks_cli_fail(cmd, rc);
-        *usage = 1;
-        return 1;
-    }
-    if (dst == &r->outlier) *given |= SKS__RULE_OUTLIER;
-    else if (dst) *given |= SKS__RULE_FIXED;
-    return 1;
-}
-
-int sks_cli_rule_finish(const char *cmd, sks_spike_rule *r, unsigned given) {
-    if ((given & SKS__RULE_FIXED) && !(given & SKS__RULE_OUTLIER)) r->outlier = 0;
-    int rc = sks_spike_rule_check(r);
-    if (rc) {
-        sks_cli_fail(cmd, rc);
-        return 2;
-    }
-    return 0;
-}
-
 const char sks_cli_rule_help[] =
     "spike rule (one rule for every command; docs/spikes.md):\n"
     "  --outlier X        a spike needs |h| >= X times the block's median channel peak\n"
@@ -259,4 +189,201 @@ const char *sks_cli_pct(char *buf, size_t n, long k, long total) {
     else
         snprintf(buf, n, "%.1f%%", p);
     return buf;
+}
+
+/* ---- the option tables ------------------------------------------------------------------ */
+
+int sks_cli_usage(const char *cmd, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "sinkscope %s: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, " (see sinkscope %s --help)\n", cmd);
+    va_end(ap);
+    return 2;
+}
+
+/* Does the option a name row o? spec's names are the words before the value's name,
+ * separated by ", ". */
+static int sks__opt_named(const sks_cli_opt *o, const char *a) {
+    if (o->kind == SKS_CLI_RULE)
+        return !strcmp(a, "--outlier") || !strcmp(a, "--abs") || !strcmp(a, "--ratio") || !strcmp(a, "--min-blocks");
+    if (!o->spec || o->kind == SKS_CLI_SECTION || o->kind == SKS_CLI_TEXT) return 0;
+    size_t n = strlen(a);
+    for (const char *p = o->spec; *p == '-';) {
+        size_t k = strcspn(p, ", ");
+        if (k == n && !strncmp(p, a, n)) return 1;
+        p += k;
+        if (strncmp(p, ", ", 2)) break;
+        p += 2;
+    }
+    return 0;
+}
+
+static int sks__opt_rule(sks_cli_rule *r, const char *a, const char *v) {
+    double *dst = !strcmp(a, "--outlier") ? &r->rule.outlier
+                  : !strcmp(a, "--abs")   ? &r->rule.abs_thresh
+                  : !strcmp(a, "--ratio") ? &r->rule.ratio
+                                          : NULL;
+    if (!dst) {
+        long lv = 0;
+        int rc = sks_cli_parse_int(a, v, 1, 100000, &lv);
+        r->rule.min_blocks = (int)lv;
+        return rc;
+    }
+    r->given |= dst == &r->rule.outlier ? 1u : 2u;
+    return sks_cli_parse_double(a, v, dst);
+}
+
+/* Store the value v of option a (row o); 0 or SKS_EARG with the message set. */
+static int sks__opt_set(const sks_cli_opt *o, const char *a, const char *v) {
+    long lv, lo = (long)o->lo, hi = o->hi >= (double)LONG_MAX ? LONG_MAX : (long)o->hi;
+    int rc = 0;
+    switch (o->kind) {
+    case SKS_CLI_STR:
+        *(const char **)o->dst = v;
+        return 0;
+    case SKS_CLI_INT:
+        if (!(rc = sks_cli_parse_int(a, v, lo, hi, &lv))) *(int *)o->dst = (int)lv;
+        return rc;
+    case SKS_CLI_U64:
+        if (!(rc = sks_cli_parse_int(a, v, lo, hi, &lv))) *(uint64_t *)o->dst = (uint64_t)lv;
+        return rc;
+    case SKS_CLI_NUM:
+        if ((rc = sks_cli_parse_double(a, v, o->dst))) return rc;
+        if (o->lo < o->hi && !(*(double *)o->dst >= o->lo && *(double *)o->dst <= o->hi))
+            return sks_fail(SKS_EARG, "%s: %s is outside [%g, %g]", a, v, o->lo, o->hi);
+        return 0;
+    case SKS_CLI_BYTES:
+        return sks_cli_parse_bytes(a, v, o->dst);
+    case SKS_CLI_CHOICE:
+        for (int k = 0; o->choices[k]; k++)
+            if (!strcmp(v, o->choices[k])) {
+                *(int *)o->dst = k;
+                return 0;
+            }
+        {
+            char list[256] = "";
+            for (int k = 0; o->choices[k]; k++)
+                snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", k ? (o->choices[k + 1] ? ", " : " or ") : "",
+                         o->choices[k]);
+            return sks_fail(SKS_EARG, "%s: '%s' is not %s", a, v, list);
+        }
+    case SKS_CLI_CALL:
+        return o->call(o->dst, v);
+    case SKS_CLI_RULE:
+        return sks__opt_rule(o->dst, a, v);
+    default:
+        return 0;
+    }
+}
+
+/* The row of option a: the table's, or --json / --quiet of the command (in *tmp). */
+static const sks_cli_opt *sks__find_opt(const sks_cli_cmd *c, const char *a, sks_cli_opt *tmp) {
+    for (const sks_cli_opt *o = c->opts; o->spec || o->help; o++)
+        if (sks__opt_named(o, a)) return o;
+    const sks_cli_opt std[2] = {SKS_OPT_FLAG("--json", c->json, ""), SKS_OPT_FLAG("-q, --quiet", c->quiet, "")};
+    for (int k = 0; k < 2; k++)
+        if (std[k].dst && sks__opt_named(&std[k], a)) return (*tmp = std[k], tmp);
+    return NULL;
+}
+
+int sks_cli_parse(const sks_cli_cmd *c, int argc, char **argv, int *exit_code) {
+    const char **pos = c->model ? c->model : c->pos;
+    const int max_pos = c->model ? 1 : c->max_pos, min_pos = c->model ? 1 : c->min_pos;
+    int n_pos = 0;
+    *exit_code = 2;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        sks_cli_opt tmp;
+        const sks_cli_opt *o = sks__find_opt(c, a, &tmp);
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            sks_cli_help(c, stdout);
+            *exit_code = 0;
+            return 0;
+        } else if (o && o->kind == SKS_CLI_FLAG) {
+            *(int *)o->dst = 1;
+        } else if (o && i + 1 >= argc) {
+            fprintf(stderr, "sinkscope %s: %s needs a value\n", c->name, a);
+            return 0;
+        } else if (o) {
+            int rc = sks__opt_set(o, a, argv[++i]);
+            if (rc) {
+                sks_cli_fail(c->name, rc);
+                return 0;
+            }
+        } else if (a[0] == '-' && a[1]) {
+            sks_cli_usage(c->name, "unknown option '%s'", a);
+            return 0;
+        } else if (n_pos < max_pos) {
+            pos[n_pos++] = a;
+        } else {
+            sks_cli_usage(c->name, "unexpected argument '%s'", a);
+            return 0;
+        }
+    }
+    if (c->n_pos) *c->n_pos = n_pos;
+    if (n_pos < min_pos) {
+        sks_cli_usage(c->name, "no %s given", c->model ? "MODEL" : c->pos_name);
+        return 0;
+    }
+    return 1;
+}
+
+/* One option's help: the spec in a column of 19, the help's lines under each other. */
+static void sks__opt_help(FILE *f, const char *spec, const char *help) {
+    int w = fprintf(f, "  %s", spec);
+    if (w > 19) {
+        fputc('\n', f);
+        w = 0;
+    }
+    fprintf(f, "%*s", 21 - w, "");
+    for (const char *p = help; *p;) {
+        size_t k = strcspn(p, "\n");
+        fprintf(f, "%.*s\n", (int)k, p);
+        p += k;
+        if (*p == '\n' && *++p) fprintf(f, "%21s", "");
+    }
+}
+
+/* --json, -q and -h, the same for every command. */
+static void sks__std_help(const sks_cli_cmd *c, FILE *f) {
+    if (c->json) sks__opt_help(f, "--json", c->json_help);
+    if (c->quiet) sks__opt_help(f, "-q, --quiet", c->quiet_help);
+    sks__opt_help(f, "-h, --help", "this text");
+}
+
+void sks_cli_help(const sks_cli_cmd *c, FILE *f) {
+    fprintf(f, "usage: sinkscope %s %s\n\n", c->name, c->usage);
+    if (c->about) fprintf(f, "%s\n", c->about);
+    if (c->opts[0].kind != SKS_CLI_SECTION) fprintf(f, "options:\n");
+    int std = 0;
+    const sks_cli_opt *o = c->opts;
+    for (; o->spec || o->help; o++) {
+        if (o->kind == SKS_CLI_RULE && !std++) sks__std_help(c, f);
+        if (o->kind == SKS_CLI_SECTION) fprintf(f, "%s%s\n", o == c->opts ? "" : "\n", o->spec);
+        else if (o->kind == SKS_CLI_TEXT) fputs(o->help, f);
+        else if (o->kind == SKS_CLI_RULE) fprintf(f, "%s%s", o == c->opts ? "" : "\n", sks_cli_rule_help);
+        else if (o->help) sks__opt_help(f, o->spec, o->help); /* no help: an alias */
+    }
+    if (!std) sks__std_help(c, f);
+    if (c->more_help) c->more_help(f);
+    if (c->epilogue) fprintf(f, "\n%s", c->epilogue);
+}
+
+int sks_cli_rule_done(const char *cmd, sks_cli_rule *r) {
+    if ((r->given & 2u) && !(r->given & 1u)) r->rule.outlier = 0;
+    int rc = sks_spike_rule_check(&r->rule);
+    if (rc) {
+        sks_cli_fail(cmd, rc);
+        return 2;
+    }
+    return 0;
+}
+
+int sks_cli_print_json(json_t *j, size_t flags) {
+    int rc = json_dumpf(j, stdout, flags);
+    fputc('\n', stdout);
+    json_decref(j);
+    return rc == 0 ? 0 : 1;
 }

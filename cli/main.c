@@ -17,21 +17,9 @@ typedef struct {
     const char *summary;
 } sks__cmd;
 
-static const sks__cmd sks__cmds[] = {
-    {"inspect", sks_cmd_inspect, "architecture, tensors, dtypes and shards of a model file"},
-    {"run", sks_cmd_run, "greedy generation from a prompt"},
-    {"trace", sks_cmd_trace, "residual-stream lifecycle, spike channels and measured sinks"},
-    {"spikes", sks_cmd_spikes, "quadratic forms S_k of the FFNs: lambda*, s*, dominance"},
-    {"vocab-sweep", sks_cmd_vocab_sweep, "every token alone at position 0: which spike"},
-    {"sinks", sks_cmd_sinks, "sink-key geometry, query alignment, ranked sink heads"},
-    {"analyze", sks_cmd_analyze, "all analyses, figures and report.html into one folder"},
-    {"perplexity", sks_cmd_perplexity, "perplexity of a text over windows of the context"},
-    {"quant-risk", sks_cmd_quant_risk, "activation quantization error per layer, perplexity by scheme"},
-    {"kv-eval", sks_cmd_kv_eval, "perplexity when the KV cache keeps only recent keys (+ sinks)"},
-    {"compare", sks_cmd_compare, "the ablation table over analyze folders (spikes, sinks, perplexity)"},
-    {"synth", sks_cmd_synth, "write a model of any shape with planted spikes and sinks"},
-    {"demo", sks_cmd_demo, "synthesize the default model and analyse it (no files needed)"},
-};
+#define SKS__ROW(name, fn, summary) {name, fn, summary},
+static const sks__cmd sks__cmds[] = {SKS_CLI_COMMANDS(SKS__ROW)};
+#undef SKS__ROW
 
 static void sks__usage(FILE *f) {
     fprintf(f,

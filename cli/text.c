@@ -1,46 +1,33 @@
-/* text.c - a text file as token ids, for the commands that measure perplexity. */
+/* text.c - the sequence of the commands that measure on a text (perplexity, quant-risk,
+ * kv-eval): open the model, encode the text, run, write the result, print it. */
 #include "cli.h"
-#include "../loaders/sks_tokenizer.h"
 
 #include <stdlib.h>
 
-int sks_cli_text_ids(const sks_model *m, const char *tok_path, const char *text_path, int32_t **ids, int *n) {
-    *ids = NULL;
-    *n = 0;
-    FILE *fp = fopen(text_path, "rb");
-    if (!fp) return sks_fail(SKS_EIO, "%s: cannot open text file", text_path);
-    size_t cap = 1 << 16, len = 0, got;
-    char *buf = malloc(cap + 1);
-    while (buf && (got = fread(buf + len, 1, cap - len, fp)) > 0) {
-        len += got;
-        if (len == cap) {
-            char *nb = cap > ((size_t)1 << 30) ? NULL : realloc(buf, 2 * cap + 1);
-            if (!nb) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = nb;
-            cap *= 2;
-        }
+int sks_cli_text_parse(sks_cli_text_cmd *c, const sks_cli_opt *opts, int argc, char **argv, int *exit_code) {
+    const sks_cli_cmd cmd = {.name = c->name, .usage = c->usage, .about = c->about, .epilogue = c->epilogue,
+                             .opts = opts, .model = &c->model, .json = &c->json, .json_help = c->json_help,
+                             .quiet = &c->quiet, .quiet_help = "no progress on stderr"};
+    if (!sks_cli_parse(&cmd, argc, argv, exit_code)) return 0;
+    if (c->text) return 1;
+    *exit_code = sks_cli_usage(c->name, "give MODEL and --text FILE");
+    return 0;
+}
+
+int sks_cli_text_run(sks_cli_text_cmd *c) {
+    sks_cli_progress_install(c->quiet);
+    sks_model *m = NULL;
+    int32_t *ids = NULL;
+    int n = 0, rc;
+    if (sks_cli_open_model(c->name, c->model, &m)) return 1;
+    if ((rc = sks_text_file_ids(m, c->tokenizer, c->text, &ids, &n)) || (rc = c->run(c, m, ids, n)) ||
+        (c->output && (rc = c->write(c, m, c->output)))) {
+        sks_cli_fail(c->name, rc);
+    } else {
+        c->print(c, m);
+        if (c->output && !c->quiet) fprintf(stderr, "sinkscope %s: -> %s\n", c->name, c->output);
     }
-    int err = ferror(fp);
-    fclose(fp);
-    if (!buf) return sks_fail(SKS_ENOMEM, "%s: text file too large (1 GiB at most) or out of memory", text_path);
-    if (err) {
-        free(buf);
-        return sks_fail(SKS_EIO, "%s: read error", text_path);
-    }
-    buf[len] = 0;
-    sks_tokenizer *tok = NULL;
-    int rc = sks_tokenizer_open_for_model(m, tok_path, &tok);
-    if (!rc) rc = sks_tokenizer_encode(tok, buf, 1, ids, n);
-    sks_tokenizer_free(tok);
-    free(buf);
-    if (!rc && *n < 2) {
-        free(*ids);
-        *ids = NULL;
-        rc = sks_fail(SKS_EARG, "%s: the text encodes to %d token(s); at least 2 are needed", text_path, *n);
-    }
-    return rc;
+    free(ids);
+    sks_model_close(m);
+    return rc ? 1 : 0;
 }

@@ -92,7 +92,7 @@ bpw = 8.0 * sum(m["bytes"] for m in mix.values()) / i["n_params"]
 assert abs(bpw - i["bpw"]) < 1e-9 and 4.5 < bpw < 6.6, (bpw, i["bpw"])
 PYEOF
 expect_error "synth gguf bad dtype" "'q4_k_x' is neither a type" "$BIN" synth --preset tiny --format gguf --dtype q4_k_x -o "$TMP/g2"
-expect_error "synth bad format" "format onnx" "$BIN" synth --preset tiny --format onnx -o "$TMP/g3"
+expect_error "synth bad format" "'onnx' is not safetensors or gguf" "$BIN" synth --preset tiny --format onnx -o "$TMP/g3"
 
 # ---- 3. demo -------------------------------------------------------------------------
 "$BIN" demo --no-plots --quiet -o "$TMP/demo" >"$TMP/demo.out" 2>"$TMP/demo.err" ||

@@ -1,4 +1,6 @@
 #define _POSIX_C_SOURCE 200809L
+#include "loaders/sks_model.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,8 +86,27 @@ uint64_t sks_test_rng_u64(uint64_t *s) { /* splitmix64 */
     return z ^ (z >> 31);
 }
 
+double sks_test_rng_unif(uint64_t *s) { return ((sks_test_rng_u64(s) >> 11) + 0.5) * (1.0 / 9007199254740992.0); }
+
 double sks_test_rng_gauss(uint64_t *s) { /* Box-Muller on two uniforms in (0, 1) */
-    double u1 = ((sks_test_rng_u64(s) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
-    double u2 = ((sks_test_rng_u64(s) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+    double u1 = sks_test_rng_unif(s);
+    double u2 = sks_test_rng_unif(s);
     return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+void sks_test_llama_arch(sks_arch *a, int L, int d, int f, int H, int Hkv, int dh, int V) {
+    memset(a, 0, sizeof *a);
+    strcpy(a->family, "llama");
+    a->n_layers = L;
+    a->d_model = d;
+    a->d_ffn = f;
+    a->n_heads = H;
+    a->n_kv_heads = Hkv;
+    a->head_dim = dh;
+    a->vocab_size = V;
+    a->norm_eps = 1e-5;
+    a->rope_theta = 10000;
+    a->tied_embeddings = 1;
+    a->bos_id = 1;
+    a->eos_id = 2;
 }

@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "loaders/sks_model.h"
+
 /* Path under the fixtures folder (../shared/fixtures), in a static buffer ring. */
 const char *sks_test_fixture(const char *rel);
 /* 1 if the fixtures folder exists. Executables that need it call
@@ -38,5 +40,11 @@ double sks_test_reldiff(double a, double b, double floor_);
 /* Seeded test generator (splitmix64): a uniform 64-bit word, a standard normal. */
 uint64_t sks_test_rng_u64(uint64_t *state);
 double sks_test_rng_gauss(uint64_t *state);
+/* A llama-shaped arch for in-memory models (sks_model_new_memory): L layers, width d,
+ * FFN f, H heads (Hkv key/value heads of dh), vocabulary V; eps 1e-5, theta 10000, tied
+ * embeddings, BOS 1, EOS 2. */
+void sks_test_llama_arch(sks_arch *a, int L, int d, int f, int H, int Hkv, int dh, int V);
+/* uniform in (0, 1): the top 53 bits of sks_test_rng_u64, centred in their interval */
+double sks_test_rng_unif(uint64_t *state);
 
 #endif

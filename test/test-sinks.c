@@ -24,13 +24,8 @@
 
 static uint64_t rng_state;
 static void rng_seed(uint64_t s) { rng_state = s; }
-static uint64_t rng_u64(void) { /* splitmix64 */
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-static double rng_unif(void) { return ((rng_u64() >> 11) + 0.5) * (1.0 / 9007199254740992.0); }
+static uint64_t rng_u64(void) { return sks_test_rng_u64(&rng_state); }
+static double rng_unif(void) { return sks_test_rng_unif(&rng_state); } /* splitmix64 (sks_test.c) */
 static double rng_gauss(void) { return sqrt(-2.0 * log(rng_unif())) * cos(6.283185307179586 * rng_unif()); }
 
 /* Random orthonormal rows (k, n) by Gram-Schmidt on Gaussian vectors. */

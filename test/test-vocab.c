@@ -44,10 +44,7 @@ static void make(tmodel *t, uint64_t seed) {
     memset(t, 0, sizeof *t);
     rs = seed;
     sks_arch a;
-    memset(&a, 0, sizeof a);
-    strcpy(a.family, "llama");
-    a.n_layers = NL; a.d_model = D; a.d_ffn = F; a.n_heads = H; a.n_kv_heads = HKV; a.head_dim = DH;
-    a.vocab_size = V; a.norm_eps = 1e-5; a.rope_theta = 10000; a.tied_embeddings = 1; a.bos_id = 1; a.eos_id = 2;
+    sks_test_llama_arch(&a, NL, D, F, H, HKV, DH, V);
     assert_int_equal(sks_model_new_memory(&a, &t->m), 0);
     float *E = (float *)arr(t, (size_t)V * D, 1.0, 0);
     for (int v = 1; v < V; v += 2) E[v * D + 0] += 4.0f; /* odd tokens lean on channel 0 */
