@@ -78,18 +78,10 @@ static int sks__inspect_json(const sks_model *m) {
     return sks_cli_print_json(o, JSON_INDENT(1) | JSON_REAL_PRECISION(17));
 }
 
-static void sks__human_bytes(uint64_t b, char *out, size_t n) {
-    const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-    double x = (double)b;
-    int k = 0;
-    while (x >= 1024 && k < 4) x /= 1024, k++;
-    snprintf(out, n, k ? "%.2f %s" : "%.0f %s", x, u[k]);
-}
-
 static void sks__inspect_human(const sks_model *m) {
     const sks_arch *a = sks_model_arch(m);
     char fb[32];
-    sks__human_bytes(sks_model_file_bytes(m), fb, sizeof fb);
+    sks_fmt_bytes(sks_model_file_bytes(m), fb, sizeof fb);
     uint64_t np = sks_model_n_params(m);
     printf("model        %s\n", sks_model_path(m));
     printf("format       %s", sks_format_name(sks_model_format(m)));
