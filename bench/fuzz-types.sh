@@ -24,10 +24,12 @@ mkdir -p "$OUT"
 run_one() { # TYPE
   local t=$1 corpus=$OUT/corpus-$1 art=$OUT/artifacts-$1/ log=$OUT/$1.log
   mkdir -p "$corpus" "$art"
-  # seeds: small well-formed files of the type (the header bytes of fuzz-gguf-types.c)
-  python3 - "$corpus" <<'PYEOF'
-import os, random, struct, sys
-d = sys.argv[1]
+  # seeds: small well-formed inputs of the type (the header bytes of fuzz-gguf-types.c),
+  # and up to 4 rows of 256 elements of a real tensor of the type from the files
+  # llama-quantize wrote (test/data/llama-quant), once with the quantizer part on
+  python3 - "$corpus" "$t" "$SRC/test/data/llama-quant" <<'PYEOF'
+import glob, os, random, struct, sys
+d, tname, real = sys.argv[1], sys.argv[2], sys.argv[3]
 rnd = random.Random(7)
 def seed(name, h, payload):
     p = os.path.join(d, name)
@@ -40,6 +42,55 @@ seed("seed-2d", [1 | 4, 5, 1, 0, 2, 0, 1, 1, 0, 0, 0, 0x80, 0, 30, 0], blob[:600
 seed("seed-1d-quant", [0 | 32, 0, 4, 0, 1, 0, 1, 1, 0, 0, 0, 1, 3, 33, 0], blob[:2048])
 # 3-D with ne2 = 1, small alignment, offset 8, rows 1..2
 seed("seed-3d-al8", [2 | 4, 3, 2, 0, 4, 0, 1, 1, 1, 0x80, 1, 2, 0, 20, 0], blob)
+# ggml type id, elements and bytes per block
+TY = {"Q4_0": (2, 32, 18), "Q4_1": (3, 32, 20), "Q5_0": (6, 32, 22), "Q5_1": (7, 32, 24), "Q8_0": (8, 32, 34),
+      "Q2_K": (10, 256, 84), "Q3_K": (11, 256, 110), "Q4_K": (12, 256, 144), "Q5_K": (13, 256, 176),
+      "Q6_K": (14, 256, 210), "IQ2_XXS": (16, 256, 66), "IQ2_XS": (17, 256, 74), "IQ3_XXS": (18, 256, 98),
+      "IQ1_S": (19, 256, 50), "IQ4_NL": (20, 32, 18), "IQ3_S": (21, 256, 110), "IQ2_S": (22, 256, 82),
+      "IQ4_XS": (23, 256, 136), "IQ1_M": (29, 256, 56), "TQ1_0": (34, 256, 54), "TQ2_0": (35, 256, 66)}
+if tname not in TY:
+    sys.exit(0)
+tid, blk, bb = TY[tname]
+SZ = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+def tensors(b):
+    """(name, ne, type, absolute offset) of each tensor of a GGUF v3 image."""
+    pos = 24
+    n_t, n_kv = struct.unpack_from("<QQ", b, 8)
+    def rd_str():
+        nonlocal pos
+        n, = struct.unpack_from("<Q", b, pos); pos += 8 + n
+        return b[pos - n:pos].decode()
+    def skip(ty):
+        nonlocal pos
+        if ty == 8: rd_str()
+        elif ty == 9:
+            et, n = struct.unpack_from("<IQ", b, pos); pos += 12
+            for _ in range(n): skip(et)
+        else: pos += SZ[ty]
+    align = 32
+    for _ in range(n_kv):
+        k = rd_str(); ty, = struct.unpack_from("<I", b, pos); pos += 4
+        if k == "general.alignment": align, = struct.unpack_from("<I", b, pos)
+        skip(ty)
+    out = []
+    for _ in range(n_t):
+        name = rd_str(); nd, = struct.unpack_from("<I", b, pos); pos += 4
+        ne = struct.unpack_from("<%dQ" % nd, b, pos); pos += 8 * nd
+        ty, off = struct.unpack_from("<IQ", b, pos); pos += 12
+        out.append((name, ne, ty, off))
+    base = (pos + align - 1) // align * align
+    return [(n, ne, ty, base + off) for n, ne, ty, off in out]
+for f in sorted(glob.glob(os.path.join(real, "model-*.gguf"))):
+    b = open(f, "rb").read()
+    for name, ne, ty, off in tensors(b):
+        if ty != tid or len(ne) != 2 or ne[0] != 256:
+            continue
+        rowb = 256 // blk * bb
+        rows = min(4, ne[1])
+        for q in (0, 32):
+            h = [1 | 4 | q, 5, 256 // blk, 0, rows, 0, 1, 1, 0, 0, 0, 0x80, 1, 30, 0]
+            seed("seed-real-%s-%d" % (os.path.basename(f)[6:-5], q), h, b[off:off + rows * rowb])
+        break
 PYEOF
   SKS_FUZZ_TYPE=$t nice -n 19 "$BUILD/fuzz-gguf-types" -max_total_time="$SECS" -max_len=65536 -rss_limit_mb=2048 \
     -timeout=20 -artifact_prefix="$art" -print_final_stats=1 "$corpus" >"$log" 2>&1
