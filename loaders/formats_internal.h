@@ -72,6 +72,12 @@ void sks__gguf_free(struct sks_gguf *g);
 uint64_t sks__gguf_n_tensors(const struct sks_gguf *g);
 const sks__gguf_tensor *sks__gguf_tensor_info(const struct sks_gguf *g, uint64_t i);
 uint64_t sks__gguf_data_offset(const struct sks_gguf *g); /* aligned start of tensor data */
+/* How the model view holds tensor i of a parsed image (name: its NUL-terminated name,
+ * for messages): the sks_dtype, 1 or 2 dimensions and the shape (rows, columns).
+ * Refuses types sinkscope does not convert, dimensions past the second that are not 1,
+ * and f32/f16/bf16 data misaligned for its elements. The loader and fuzz-gguf-types use it. */
+int sks__gguf_tensor_shape(const struct sks_gguf *g, uint64_t i, const char *path, const char *name, sks_dtype *dt,
+                           int *ndim, int64_t shape[2]);
 /* ggml type name ("Q4_K"), or NULL for an id this version does not know. */
 const char *sks__ggml_type_name(uint32_t type);
 

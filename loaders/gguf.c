@@ -743,6 +743,31 @@ static int sks__gguf_arch(const struct sks_gguf *g, const char *path, sks_arch *
     return 0;
 }
 
+int sks__gguf_tensor_shape(const struct sks_gguf *g, uint64_t i, const char *path, const char *name, sks_dtype *dt,
+                           int *ndim, int64_t shape[2]) {
+    const sks__gguf_tensor *t = &g->t[i];
+    int d = sks_dtype_from_ggml(t->type);
+    if (!sks_dtype_convertible((sks_dtype)d))
+        return sks_fail(SKS_EDTYPE, "%s: tensor %s: type %s is not a weight type sinkscope converts (docs/gguf-types.md)",
+                        path, name, sks__ggml_type_name(t->type));
+    for (uint32_t k = 2; k < t->n_dims; k++)
+        if (t->ne[k] != 1)
+            return sks_fail(SKS_ESHAPE, "%s: tensor %s has %u non-trivial dimensions (want 1 or 2)", path, name, t->n_dims);
+    /* f32/f16/bf16 rows are read through typed pointers: with a small
+     * general.alignment an offset can be legal for GGUF and still misaligned. */
+    const sks_dtype_info *info = sks_dtype_get((sks_dtype)d);
+    unsigned esz = info->block == 1 ? info->block_bytes : 1u;
+    if ((g->data_off + t->offset) % esz)
+        return sks_fail(SKS_EFORMAT, "%s: tensor %s: data at file offset %llu is not aligned to its %u-byte elements", path,
+                        name, (unsigned long long)(g->data_off + t->offset), esz);
+    *dt = (sks_dtype)d;
+    *ndim = t->n_dims == 1 ? 1 : 2;
+    /* ne[0] is the innermost (column) count: shape = (ne[1], ne[0]) */
+    shape[0] = *ndim == 1 ? (int64_t)t->ne[0] : (int64_t)t->ne[1];
+    shape[1] = *ndim == 1 ? 1 : (int64_t)t->ne[0];
+    return 0;
+}
+
 int sks__open_gguf(const char *path, sks_model **out) {
     *out = NULL;
     void *addr;
@@ -884,43 +909,23 @@ int sks__open_gguf(const char *path, sks_model **out) {
                 sks_log(SKS_LOG_DEBUG, "%s: ignoring tensor %s", path, name);
             continue;
         }
-        int dt = sks_dtype_from_ggml(t->type);
-        if (!sks_dtype_convertible((sks_dtype)dt)) {
-            rc = sks_fail(SKS_EDTYPE, "%s: tensor %s: type %s is not a weight type sinkscope converts (docs/gguf-types.md)",
-                          path, name, sks__ggml_type_name(t->type));
-            goto fail_m;
-        }
+        sks_dtype dt;
+        int ndim;
+        int64_t shape[2];
+        if ((rc = sks__gguf_tensor_shape(g, i, path, name, &dt, &ndim, shape))) goto fail_m;
         if (layer >= a.n_layers) {
             rc = sks_fail(SKS_ECONFIG, "%s: tensor %s is for layer %ld but block_count is %d", path, name, layer, a.n_layers);
             goto fail_m;
         }
-        for (uint32_t d = 2; d < t->n_dims; d++) {
-            if (t->ne[d] != 1) {
-                rc = sks_fail(SKS_ESHAPE, "%s: tensor %s has %u non-trivial dimensions (want 1 or 2)", path, name, t->n_dims);
-                goto fail_m;
-            }
-        }
-        /* f32/f16/bf16 rows are read through typed pointers: with a small
-         * general.alignment an offset can be legal for GGUF and still misaligned. */
-        const sks_dtype_info *info = sks_dtype_get((sks_dtype)dt);
-        unsigned esz = info->block == 1 ? info->block_bytes : 1u;
-        if ((g->data_off + t->offset) % esz) {
-            rc = sks_fail(SKS_EFORMAT, "%s: tensor %s: data at file offset %llu is not aligned to its %u-byte elements",
-                          path, name, (unsigned long long)(g->data_off + t->offset), esz);
-            goto fail_m;
-        }
-        int ndim = t->n_dims == 1 ? 1 : 2;
-        /* ne[0] is the innermost (column) count: shape = (ne[1], ne[0]) */
-        int64_t shape[2] = {ndim == 1 ? (int64_t)t->ne[0] : (int64_t)t->ne[1], ndim == 1 ? 1 : (int64_t)t->ne[0]};
         if (fu) {
             /* fused q/k/v (attn_qkv) or Phi-3's gate and up rows in one ffn_up */
-            if ((rc = sks__model_set_fused(m, fu, (int)layer, (sks_dtype)dt, ndim, shape, data + t->offset, name))) {
+            if ((rc = sks__model_set_fused(m, fu, (int)layer, dt, ndim, shape, data + t->offset, name))) {
                 if (rc == SKS_ESHAPE) rc = sks_fail(SKS_ESHAPE, "%s: %s", path, sks_last_error());
                 goto fail_m;
             }
             continue;
         }
-        if ((rc = sks_model_set_tensor(m, role, (int)layer, (sks_dtype)dt, ndim, shape, data + t->offset, name)))
+        if ((rc = sks_model_set_tensor(m, role, (int)layer, dt, ndim, shape, data + t->offset, name)))
             goto fail_m;
     }
     /* Name a missing tensor as the file would (blk.3.attn_q.bias). */

@@ -16,6 +16,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "sks_test.h"
 #include "analysis/sks_synth.h"
 #include "analysis/sks_trace.h"
@@ -69,14 +71,9 @@ static sks_trace_result *run_trace(const sks_model *m, int32_t ids[][NTOK], int 
     return r;
 }
 
-static void check_scheme(const sks_synth *s, const char *scheme) {
-    char *dir = sks_test_tmpdir();
-    assert_int_equal(sks_synth_write_gguf(s, dir, scheme), 0);
-    char path[4096];
-    snprintf(path, sizeof path, "%s/model.gguf", dir);
-    sks_model *m = NULL;
-    if (sks_model_open(path, &m)) fail_msg("%s: %s", scheme, sks_last_error());
-    assert_int_equal(sks_model_arch(m)->rope_interleaved, 1);
+/* The trace of m equals the trace of its dequantized twin (block max |h| within 1e-4
+ * relative). Returns the trace of m (caller frees). */
+static sks_trace_result *trace_vs_twin(const sks_model *m, const char *label) {
     float **bufs;
     size_t nbuf;
     sks_model *f = dequantized(m, &bufs, &nbuf);
@@ -87,9 +84,25 @@ static void check_scheme(const sks_synth *s, const char *scheme) {
     for (int b = 0; b < rq->n_blocks; b++) {
         double e = sks_test_reldiff(rq->blocks[b].max_abs, rf->blocks[b].max_abs, 1e-30);
         if (e > 1e-4)
-            fail_msg("%s block %d: max |h| %.9g in the file, %.9g dequantized to f32 (rel %.2g)", scheme, b,
+            fail_msg("%s block %d: max |h| %.9g in the file, %.9g dequantized to f32 (rel %.2g)", label, b,
                      rq->blocks[b].max_abs, rf->blocks[b].max_abs, e);
     }
+    sks_trace_result_free(rf);
+    sks_model_close(f);
+    for (size_t i = 0; i < nbuf; i++) free(bufs[i]);
+    free(bufs);
+    return rq;
+}
+
+static void check_scheme(const sks_synth *s, const char *scheme) {
+    char *dir = sks_test_tmpdir();
+    assert_int_equal(sks_synth_write_gguf(s, dir, scheme), 0);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.gguf", dir);
+    sks_model *m = NULL;
+    if (sks_model_open(path, &m)) fail_msg("%s: %s", scheme, sks_last_error());
+    assert_int_equal(sks_model_arch(m)->rope_interleaved, 1);
+    sks_trace_result *rq = trace_vs_twin(m, scheme);
     const sks_synth_planted *p = sks_synth_get_planted(s);
     if (rq->n_spike_channels != p->n_spike) fail_msg("%s: %d spike channels found, %d planted", scheme, rq->n_spike_channels, p->n_spike);
     for (int c = 0; c < p->n_spike; c++) {
@@ -98,10 +111,6 @@ static void check_scheme(const sks_synth *s, const char *scheme) {
         if (found != 1) fail_msg("%s: planted channel %d not found", scheme, p->channels[c]);
     }
     sks_trace_result_free(rq);
-    sks_trace_result_free(rf);
-    sks_model_close(f);
-    for (size_t i = 0; i < nbuf; i++) free(bufs[i]);
-    free(bufs);
     sks_model_close(m);
     rm_dir(dir);
     free(dir);
@@ -280,10 +289,155 @@ static void test_truncated(void **state) {
     sks_synth_free(s);
 }
 
+/* ---- files written by llama.cpp's own llama-quantize ----------------------------------
+ * test/data/llama-quant: a synthetic llama (d 256, 3 layers, attn_output / ffn_down rows
+ * of 64 for the fallback types) written in F16 by sinkscope synth and quantized by
+ * llama-quantize to each type; expected.json holds what llama.cpp's numpy dequantizer
+ * (gguf-py) makes of each file (scripts/make-llama-quant.sh, llama-quant-reference.py).
+ * Per file: the model opens; the type mix equals gguf-py's (tensors, elements, bytes
+ * per type; bits per weight); every tensor's dequantized values equal gguf-py's bit for
+ * bit (FNV-1a of all f32 values, the first 32 values of the first and last rows); the
+ * trace equals that of the file dequantized to f32. `inspect` on the Q4_K_M file prints
+ * the mix with bits per weight. */
+static uint64_t fnv1a64(const float *x, size_t n) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    const unsigned char *b = (const unsigned char *)x;
+    for (size_t i = 0; i < 4 * n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+static void check_row(const char *file, const char *tname, const char *which, const float *got, json_t *want) {
+    for (size_t j = 0; j < json_array_size(want); j++) {
+        uint32_t w = (uint32_t)strtoul(json_string_value(json_array_get(want, j)), NULL, 16), g;
+        memcpy(&g, &got[j], 4);
+        if (g != w) {
+            float wf;
+            memcpy(&wf, &w, 4);
+            fail_msg("%s: %s %s[%zu]: sinkscope %.9g (%08x), gguf-py %.9g (%08x)", file, tname, which, j, (double)got[j],
+                     g, (double)wf, w);
+        }
+    }
+}
+
+static void check_llama_file(json_t *fe, const char *dir) {
+    const char *file = json_string_value(json_object_get(fe, "file"));
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    sks_model *m = NULL;
+    if (sks_model_open(path, &m)) fail_msg("%s: %s", file, sks_last_error());
+    /* the type mix */
+    sks_dtype_mix mix;
+    sks_model_dtype_mix(m, &mix);
+    json_t *wm = json_object_get(fe, "mix");
+    const char *tn;
+    json_t *tv;
+    int ntypes = 0;
+    json_object_foreach(wm, tn, tv) {
+        int d = sks_dtype_from_name(tn);
+        if (d < 0) fail_msg("%s: type %s unknown to the dtype table", file, tn);
+        if (mix.tensors[d] != (uint64_t)json_integer_value(json_array_get(tv, 0)) ||
+            mix.elements[d] != (uint64_t)json_integer_value(json_array_get(tv, 1)) ||
+            mix.bytes[d] != (uint64_t)json_integer_value(json_array_get(tv, 2)))
+            fail_msg("%s: %s: %llu tensors, %llu elements, %llu bytes; gguf-py: %lld, %lld, %lld", file, tn,
+                     (unsigned long long)mix.tensors[d], (unsigned long long)mix.elements[d],
+                     (unsigned long long)mix.bytes[d], (long long)json_integer_value(json_array_get(tv, 0)),
+                     (long long)json_integer_value(json_array_get(tv, 1)), (long long)json_integer_value(json_array_get(tv, 2)));
+        ntypes++;
+    }
+    for (int d = 0; d < SKS_DT_COUNT; d++) ntypes -= mix.tensors[d] != 0;
+    if (ntypes) fail_msg("%s: the mix has other types than gguf-py's", file);
+    double wbpw = json_real_value(json_object_get(fe, "bpw"));
+    if (sks_test_reldiff(mix.bpw, wbpw, 1e-30) > 1e-12) fail_msg("%s: %.6f bits per weight, gguf-py %.6f", file, mix.bpw, wbpw);
+    /* every tensor against gguf-py's dequantization */
+    json_t *wt = json_object_get(fe, "tensors");
+    assert_int_equal(sks_model_n_tensors(m), json_array_size(wt));
+    for (size_t i = 0; i < json_array_size(wt); i++) {
+        json_t *e = json_array_get(wt, i);
+        const char *tname = json_string_value(json_object_get(e, "name"));
+        const sks_tensor *t = NULL;
+        for (size_t k = 0; k < sks_model_n_tensors(m) && !t; k++) {
+            const sks_tensor *c = sks_model_tensor_at(m, k, NULL, NULL);
+            if (!strcmp(c->name, tname)) t = c;
+        }
+        if (!t) fail_msg("%s: tensor %s not in the model view", file, tname);
+        assert_string_equal(sks_dtype_name(t->dtype), json_string_value(json_object_get(e, "type")));
+        int64_t rows = t->ndim == 2 ? t->shape[0] : 1, cols = sks_tensor_cols(t);
+        json_t *sh = json_object_get(e, "shape");
+        assert_int_equal(rows, json_integer_value(json_array_get(sh, 0)));
+        assert_int_equal(cols, json_integer_value(json_array_get(sh, 1)));
+        float *x = malloc((size_t)(rows * cols) * sizeof *x);
+        assert_int_equal(sks_tensor_rows_f32(t, 0, rows, x), 0);
+        check_row(file, tname, "row 0", x, json_object_get(e, "row0"));
+        check_row(file, tname, "last row", x + (size_t)((rows - 1) * cols), json_object_get(e, "row_last"));
+        char h[24];
+        snprintf(h, sizeof h, "%016llx", (unsigned long long)fnv1a64(x, (size_t)(rows * cols)));
+        if (strcmp(h, json_string_value(json_object_get(e, "fnv1a64")))) {
+            double sum = 0;
+            for (int64_t k = 0; k < rows * cols; k++) sum += x[k];
+            fail_msg("%s: %s: values differ from gguf-py's (hash %s, want %s; sum %.17g, want %.17g)", file, tname, h,
+                     json_string_value(json_object_get(e, "fnv1a64")), sum, json_real_value(json_object_get(e, "sum")));
+        }
+        free(x);
+    }
+    sks_trace_result_free(trace_vs_twin(m, file));
+    sks_model_close(m);
+}
+
+static void test_llama_quantize_files(void **state) {
+    (void)state;
+    const char *dir = SKS_SOURCE_DIR "/test/data/llama-quant";
+    char p[4096];
+    snprintf(p, sizeof p, "%s/expected.json", dir);
+    json_error_t err;
+    json_t *root = json_load_file(p, 0, &err);
+    if (!root) fail_msg("%s: %s", p, err.text);
+    json_t *files = json_object_get(root, "files");
+    assert_true(json_array_size(files) >= 11);
+    int q4km = 0;
+    for (size_t i = 0; i < json_array_size(files); i++) {
+        json_t *fe = json_array_get(files, i);
+        check_llama_file(fe, dir);
+        const char *file = json_string_value(json_object_get(fe, "file"));
+        if (strcmp(file, "model-Q4_K_M.gguf")) continue;
+        /* inspect: one line per type with its tensors, elements and bits per weight */
+        q4km = 1;
+        char cmd[8192];
+        snprintf(cmd, sizeof cmd, "'%s' inspect '%s/%s' 2>&1", SKS_BINARY, dir, file);
+        FILE *f = popen(cmd, "r");
+        assert_non_null(f);
+        char line[1024];
+        int rows = 0, overall = 0;
+        double bpw_line = 0;
+        json_t *wm = json_object_get(fe, "mix");
+        while (fgets(line, sizeof line, f)) {
+            char tname[32];
+            unsigned long long nt, ne;
+            double b;
+            if (sscanf(line, " %31s %llu %llu %lf", tname, &nt, &ne, &b) == 4) {
+                json_t *tv = json_object_get(wm, tname);
+                if (!tv) continue;
+                assert_int_equal(nt, json_integer_value(json_array_get(tv, 0)));
+                assert_int_equal(ne, json_integer_value(json_array_get(tv, 1)));
+                assert_true(fabs(b - sks_dtype_get((sks_dtype)sks_dtype_from_name(tname))->bpw) < 1e-3);
+                rows++;
+            }
+            if (sscanf(line, "bpw %lf bits per weight overall", &bpw_line) == 1) overall = 1;
+        }
+        assert_int_equal(pclose(f), 0);
+        assert_int_equal(rows, (int)json_object_size(wm));
+        assert_true(json_object_get(wm, "Q4_K") && json_object_get(wm, "Q6_K"));
+        assert_true(overall);
+        assert_true(fabs(bpw_line - json_real_value(json_object_get(fe, "bpw"))) < 1e-3);
+    }
+    assert_true(q4km);
+    json_decref(root);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_writer),      cmocka_unit_test(test_quantizer_roundtrip), cmocka_unit_test(test_q4_k_m_mix),
         cmocka_unit_test(test_truncated),   cmocka_unit_test(test_every_type),  cmocka_unit_test(test_mixes),
+        cmocka_unit_test(test_llama_quantize_files),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
