@@ -95,12 +95,13 @@ SKS__VEC static void sks__f16_to_f32_portable(const uint16_t *restrict hp, float
     uint32_t *o = (uint32_t *)(void *)out;
     for (size_t i = 0; i < n; i++) {
         const uint32_t h = hp[i], e = h & 0x7c00u;
-        uint32_t u = ((h & 0x7fffu) << 13) + (112u << 23);
-        u = e == 0x7c00u ? u + (112u << 23) : u;
-        const float sub = (float)(h & 0x3ffu) * 5.9604644775390625e-8f; /* m 2^-24 */
+        /* all-ones masks: exponent 31 (inf, NaN), exponent 0 (zero, subnormal) */
+        const uint32_t inf = 0u - (uint32_t)(e == 0x7c00u), sub = 0u - (uint32_t)(e == 0);
+        const uint32_t u = ((h & 0x7fffu) << 13) + (112u << 23) + (inf & (112u << 23));
+        const float fs = (float)(int32_t)(h & 0x3ffu) * 5.9604644775390625e-8f; /* m 2^-24 */
         uint32_t us;
-        memcpy(&us, &sub, 4);
-        o[i] = (e == 0 ? us : u) | ((h & 0x8000u) << 16);
+        memcpy(&us, &fs, 4);
+        o[i] = (u & ~sub) | (us & sub) | ((h & 0x8000u) << 16);
     }
 }
 
