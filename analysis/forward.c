@@ -28,6 +28,7 @@
 #include <cblas.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -578,29 +579,50 @@ static void sks__parallel(const sks__job *tmpl, int nw) {
     openblas_set_num_threads(saved);
 }
 
-/* sks_matmul_wt over worker threads: part w owns rows [out w / nw, out (w+1) / nw) and
- * ws_floats / nw floats of the workspace; errors come back with their message. */
+/* sks_matmul_wt over worker threads: blocks of `block` rows handed out in order from an
+ * atomic counter (a thread that the machine's load holds back takes fewer), each
+ * converted into the worker's ws_floats / nw floats of the workspace; errors come back
+ * with their message. The blocks are the same whichever thread takes them, so the
+ * result does not depend on the schedule. */
 typedef struct sks__mm {
     const sks_tensor *W;
     const float *X;
     float *Y, *ws;
     int T;
     size_t per;
+    int64_t block;
+    atomic_llong next;
     int rc[SKS__MAX_WORKERS];
     char err[SKS__MAX_WORKERS][256];
 } sks__mm;
 
 static void sks__matmul_worker(sks__job *j, int w, int nw) {
+    (void)nw;
     sks__mm *mm = j->mm;
     const int64_t out = mm->W->shape[0], in = mm->W->shape[1];
-    mm->rc[w] = sks__matmul_rows(mm->W, mm->X, mm->T, mm->Y, out * w / nw, out * (w + 1) / nw,
-                                 mm->ws ? mm->ws + (size_t)w * mm->per : NULL, (int64_t)(mm->per / (size_t)in));
-    if (mm->rc[w]) snprintf(mm->err[w], sizeof mm->err[w], "%s", sks_last_error());
+    float *ws = mm->ws ? mm->ws + (size_t)w * mm->per : NULL;
+    for (;;) {
+        const int64_t r = (int64_t)atomic_fetch_add(&mm->next, (long long)mm->block);
+        if (r >= out) break;
+        const int64_t r1 = out - r < mm->block ? out : r + mm->block;
+        if ((mm->rc[w] = sks__matmul_rows(mm->W, mm->X, mm->T, mm->Y, r, r1, ws, (int64_t)(mm->per / (size_t)in)))) {
+            snprintf(mm->err[w], sizeof mm->err[w], "%s", sks_last_error());
+            break;
+        }
+    }
 }
 
 static int sks__matmul_parallel(const sks_tensor *W, const float *X, int T, float *Y, float *ws, size_t ws_floats,
                                 int nw) {
-    sks__mm mm = {W, X, Y, ws, T, ws_floats / (size_t)nw, {0}, {{0}}};
+    /* about 4 blocks per thread, at least SKS__MM_MIN_ROWS rows, in multiples of 16 rows
+     * (the sgemm kernels' unrolling), at most what a worker's share of ws holds */
+    const int64_t out = W->shape[0];
+    const int64_t wrows = ws && W->dtype != SKS_DT_F32 ? (int64_t)(ws_floats / (size_t)nw) / W->shape[1] : out;
+    int64_t block = (out + 4 * nw - 1) / (4 * nw);
+    if (block < SKS__MM_MIN_ROWS) block = SKS__MM_MIN_ROWS;
+    block = (block + 15) / 16 * 16;
+    if (block > wrows) block = wrows;
+    sks__mm mm = {W, X, Y, ws, T, ws_floats / (size_t)nw, block, 0, {0}, {{0}}};
     sks__job j = {sks__matmul_worker, 0, 1, NULL, T, 0, NULL, NULL, 0, NULL, NULL, NULL, &mm};
     sks__parallel(&j, nw);
     for (int w = 0; w < nw; w++)
