@@ -45,7 +45,7 @@ if [ ! -x "$LB" ]; then
     PK=$(mktemp -d)
     (cd "$PK" && npm pack node-llama-cpp --silent >/dev/null)
     tar -xzf "$PK"/node-llama-cpp-*.tgz -C "$PK" package/llama/gitRelease.bundle
-    git clone --quiet "$PK/package/llama/gitRelease.bundle" "$LLAMA_CPP_DIR"
+    git -c advice.detachedHead=false clone --quiet "$PK/package/llama/gitRelease.bundle" "$LLAMA_CPP_DIR"
     rm -rf "$PK"
   fi
   cmake -S "$LLAMA_CPP_DIR" -B "$LLAMA_CPP_DIR/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
