@@ -28,12 +28,17 @@
 #include <cblas.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Weight conversion workspace: 4 MiB of f32 rows, or one row when rows are longer. */
-#define SKS__WS_FLOATS ((size_t)1 << 20)
+/* Weight conversion workspace: 8 MiB of f32 rows per product thread (or one row when
+ * rows are longer). Each block of converted rows is one sgemm that packs all T rows of X
+ * again, so blocks of fewer rows than T cost more in packing than in conversion. */
+#define SKS__WS_FLOATS ((size_t)1 << 21)
+/* Weight rows per worker, at least, before sks_matmul_wt splits a matrix over threads. */
+#define SKS__MM_MIN_ROWS 64
 /* Query rows per attention block. */
 #define SKS__QBLOCK 128
 /* Worker threads for attention heads and SwiGLU (at most; also capped by OpenBLAS's
@@ -81,6 +86,7 @@ struct sks_forward {
     float *kc, *vc;  /* (L, max_T, kd) KV cache, allocated by the first generate */
     float *logit1;   /* (V) last-position logits while generating */
     int n_workers;   /* threads for attention heads and SwiGLU */
+    int mm_workers;  /* threads for products over converted weights (sks__pass) */
     float *wscores;  /* (n_workers, SKS__QBLOCK, max_T) per-worker score blocks, lazily */
     float *pscores;  /* (n_workers, max_T, max_T) lazily, parallel heads with probabilities */
     sks_moe_ws *moe;             /* MoE layers' workspaces (NULL: a dense model) */
@@ -90,10 +96,45 @@ struct sks_forward {
 
 /* ---- helpers ------------------------------------------------------------------------ */
 
+/* Rows [r0, r1) of Y (T, out) = X W^T, converted rows at a time (rows per block) into ws. */
+static int sks__matmul_rows(const sks_tensor *W, const float *X, int T, float *Y, int64_t r0, int64_t r1, float *ws,
+                            int64_t rows) {
+    const int64_t out = W->shape[0], in = W->shape[1];
+    const sks_qf_backend *be = sks_qf_backend_default();
+    if (!be->gemm_wt && W->dtype == SKS_DT_F32 && !W->tstride) {
+        if (r1 > r0)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, (int)(r1 - r0), (int)in, 1.0f, X, (int)in,
+                        (const float *)W->data + r0 * in, (int)in, 0.0f, Y + r0, (int)out);
+        return 0;
+    }
+    for (int64_t r = r0; r < r1; r += rows) {
+        int64_t nr = r1 - r < rows ? r1 - r : rows;
+        int rc = sks_tensor_rows_f32(W, r, nr, ws);
+        if (rc) return rc;
+        if (be->gemm_wt) {
+            if ((rc = be->gemm_wt(SKS_QF_ELEM_F32, ws, (int)nr, (int)in, X, T, Y + r, (int)out))) return rc;
+        } else {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, (int)nr, (int)in, 1.0f, X, (int)in, ws, (int)in,
+                        0.0f, Y + r, (int)out);
+        }
+    }
+    return 0;
+}
+
+static int sks__matmul_parallel(const sks_tensor *W, const float *X, int T, float *Y, float *ws, size_t ws_floats,
+                                int nw);
+
+/* Worker threads of sks_matmul_wt called from this thread: 0 = OpenBLAS's thread count.
+ * A pass over converted weights sets it and runs OpenBLAS on one thread meanwhile
+ * (sks__pass), so that every product is split here, f32 ones included. */
+static _Thread_local int sks__mm_nw;
+
 int sks_matmul_wt(const sks_tensor *W, const float *X, int T, float *Y, float *ws, size_t ws_floats) {
-    /* Y (T, out) = X (T, in) W^T, W (out, in). The conversion stays on the calling
-     * thread: splitting it over threads was slower (0.38 s vs 0.29 s per pass on the
-     * bf16 benchmark, 16 cores) because OpenBLAS's threads keep spinning between calls. */
+    /* Y (T, out) = X (T, in) W^T, W (out, in). Weights stored in another type are
+     * converted block by block; on the CPU the rows are split over worker threads (as
+     * many as OpenBLAS has), each converting its own rows into its share of ws and
+     * running a one-thread sgemm on them: conversion and products both run in parallel
+     * and no OpenBLAS thread waits while the weights are converted. */
     if (!W || !X || !Y || T <= 0) return sks_fail(SKS_EARG, "sks_matmul_wt: bad arguments");
     if (W->ndim != 2) return sks_fail(SKS_ESHAPE, "%s: matrix expected, got a vector", W->name);
     const int64_t out = W->shape[0], in = W->shape[1];
@@ -104,26 +145,19 @@ int sks_matmul_wt(const sks_tensor *W, const float *X, int T, float *Y, float *w
                    : W->dtype == SKS_DT_BF16 ? SKS_QF_ELEM_BF16 : -1;
     /* a transposed view (GPT-2's Conv1D) is not rows in memory: its rows are gathered */
     if (be->gemm_wt && elem >= 0 && !W->tstride) return be->gemm_wt(elem, W->data, (int)out, (int)in, X, T, Y, (int)out);
-    if (!be->gemm_wt && W->dtype == SKS_DT_F32 && !W->tstride) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, (int)out, (int)in, 1.0f, X, (int)in,
-                    (const float *)W->data, (int)in, 0.0f, Y, (int)out);
-        return 0;
-    }
-    int64_t rows = ws ? (int64_t)(ws_floats / (size_t)in) : 0;
+    const int f32 = !be->gemm_wt && W->dtype == SKS_DT_F32 && !W->tstride;
+    if (f32 && sks__mm_nw <= 1) return sks__matmul_rows(W, X, T, Y, 0, out, NULL, 0);
+    int64_t rows = f32 ? out : ws ? (int64_t)(ws_floats / (size_t)in) : 0;
     if (rows <= 0) return sks_fail(SKS_EARG, "%s: workspace of %zu floats holds no row of %lld", W->name, ws_floats,
                                    (long long)in);
-    for (int64_t r0 = 0; r0 < out; r0 += rows) {
-        int64_t nr = out - r0 < rows ? out - r0 : rows;
-        int rc = sks_tensor_rows_f32(W, r0, nr, ws);
-        if (rc) return rc;
-        if (be->gemm_wt) {
-            if ((rc = be->gemm_wt(SKS_QF_ELEM_F32, ws, (int)nr, (int)in, X, T, Y + r0, (int)out))) return rc;
-        } else {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, (int)nr, (int)in, 1.0f, X, (int)in, ws, (int)in,
-                        0.0f, Y + r0, (int)out);
-        }
-    }
-    return 0;
+    /* workers: OpenBLAS's thread count, each with at least one row of ws and
+     * SKS__MM_MIN_ROWS rows of W */
+    int64_t nw = be->gemm_wt ? 1 : sks__mm_nw ? sks__mm_nw : openblas_get_num_threads();
+    if (nw > SKS__MAX_WORKERS) nw = SKS__MAX_WORKERS;
+    if (!f32 && nw > rows) nw = rows;
+    if (nw > out / SKS__MM_MIN_ROWS) nw = out / SKS__MM_MIN_ROWS;
+    if (nw > 1) return sks__matmul_parallel(W, X, T, Y, ws, ws_floats, (int)nw);
+    return sks__matmul_rows(W, X, T, Y, 0, out, ws, rows);
 }
 
 /* out[t, :] = x[t, :] / sqrt(mean_c x[t,c]^2 + eps) * g, for T rows of n; x, out (T, n)
@@ -264,6 +298,17 @@ static void sks__rope_table(const sks_arch *a, double theta, int scaled, size_t 
 
 /* ---- construction ------------------------------------------------------------------- */
 
+/* Floats of the conversion workspace: SKS__WS_FLOATS per thread of the products
+ * (OpenBLAS's thread count, at most SKS__MAX_WORKERS), 8 SKS__WS_FLOATS (64 MiB) at
+ * most, and at least one row of maxin per thread. */
+static size_t sks__ws_floats(int64_t maxin) {
+    size_t nw = (size_t)openblas_get_num_threads();
+    if (nw > SKS__MAX_WORKERS) nw = SKS__MAX_WORKERS;
+    if (nw < 1) nw = 1;
+    size_t n = SKS__WS_FLOATS * (nw < 8 ? nw : 8);
+    return n > (size_t)maxin * nw ? n : (size_t)maxin * nw;
+}
+
 void sks_forward_free(sks_forward *f) {
     if (!f) return;
     free(f->x);
@@ -345,7 +390,7 @@ int sks_forward_new(const sks_model *m, int max_T, sks_forward **out) {
     if (f->qd > maxin) maxin = f->qd;
     if (a->d_ffn_expert > maxin) maxin = a->d_ffn_expert;
     if (a->d_ffn_shared > maxin) maxin = a->d_ffn_shared;
-    f->ws_floats = SKS__WS_FLOATS > (size_t)maxin ? SKS__WS_FLOATS : (size_t)maxin;
+    f->ws_floats = sks__ws_floats(maxin);
     f->ws = sks_malloc_n(f->ws_floats, sizeof(float));
     if (a->rope_dims < 0 || a->rope_dims > a->head_dim || a->rope_dims % 2) {
         sks_forward_free(f);
@@ -358,6 +403,7 @@ int sks_forward_new(const sks_model *m, int max_T, sks_forward **out) {
     f->logit1 = sks_malloc_n((size_t)f->V, sizeof(float));
     f->n_workers = openblas_get_num_threads();
     if (f->n_workers > SKS__MAX_WORKERS) f->n_workers = SKS__MAX_WORKERS;
+    f->mm_workers = f->n_workers;
     if (f->n_workers > f->H) f->n_workers = (int)f->H;
     if (f->n_workers < 1) f->n_workers = 1;
     if (a->n_experts > 0 && (rc = sks_moe_ws_new(a, max_T, &f->moe))) {
@@ -408,7 +454,7 @@ uint64_t sks_forward_bytes(const sks_arch *a, int max_T) {
     uint64_t vmax = d > qd ? d : qd;
     if (a->has_linear_bias && f > vmax) vmax = f;
     b += (vmax + (kd > (uint64_t)a->head_dim ? kd : (uint64_t)a->head_dim) + d) * 4; /* vec, vec2, nbias */
-    b += (SKS__WS_FLOATS > maxin ? SKS__WS_FLOATS : maxin) * 4; /* weight rows in f32 */
+    b += (uint64_t)sks__ws_floats((int64_t)maxin) * 4; /* weight rows in f32 */
     /* RoPE tables: one pair, one more for sliding layers with their own base (Gemma 3)
      * and one for longrope's long factors */
     uint64_t nt = 1 + (a->rope_theta_local > 0 && a->rope_theta_local != a->rope_theta) +
@@ -494,6 +540,7 @@ typedef struct sks__job {
     float *X;       /* row jobs: residual (add/norm) or keys (RoPE) */
     const float *Y; /* row jobs: block output added to X, or NULL */
     const float *g; /* row jobs: norm weight (then xn = RMSNorm(X) * g), or NULL */
+    struct sks__mm *mm; /* sks_matmul_wt's split, or NULL */
 } sks__job;
 
 static void *sks__job_main(void *arg) {
@@ -530,6 +577,57 @@ static void sks__parallel(const sks__job *tmpl, int nw) {
         else jobs[w].fn(&jobs[w], w, nw);
     }
     openblas_set_num_threads(saved);
+}
+
+/* sks_matmul_wt over worker threads: blocks of `block` rows handed out in order from an
+ * atomic counter (a thread that the machine's load holds back takes fewer), each
+ * converted into the worker's ws_floats / nw floats of the workspace; errors come back
+ * with their message. The blocks are the same whichever thread takes them, so the
+ * result does not depend on the schedule. */
+typedef struct sks__mm {
+    const sks_tensor *W;
+    const float *X;
+    float *Y, *ws;
+    int T;
+    size_t per;
+    int64_t block;
+    atomic_llong next;
+    int rc[SKS__MAX_WORKERS];
+    char err[SKS__MAX_WORKERS][256];
+} sks__mm;
+
+static void sks__matmul_worker(sks__job *j, int w, int nw) {
+    (void)nw;
+    sks__mm *mm = j->mm;
+    const int64_t out = mm->W->shape[0], in = mm->W->shape[1];
+    float *ws = mm->ws ? mm->ws + (size_t)w * mm->per : NULL;
+    for (;;) {
+        const int64_t r = (int64_t)atomic_fetch_add(&mm->next, (long long)mm->block);
+        if (r >= out) break;
+        const int64_t r1 = out - r < mm->block ? out : r + mm->block;
+        if ((mm->rc[w] = sks__matmul_rows(mm->W, mm->X, mm->T, mm->Y, r, r1, ws, (int64_t)(mm->per / (size_t)in)))) {
+            snprintf(mm->err[w], sizeof mm->err[w], "%s", sks_last_error());
+            break;
+        }
+    }
+}
+
+static int sks__matmul_parallel(const sks_tensor *W, const float *X, int T, float *Y, float *ws, size_t ws_floats,
+                                int nw) {
+    /* about 4 blocks per thread, at least SKS__MM_MIN_ROWS rows, in multiples of 16 rows
+     * (the sgemm kernels' unrolling), at most what a worker's share of ws holds */
+    const int64_t out = W->shape[0];
+    const int64_t wrows = ws && W->dtype != SKS_DT_F32 ? (int64_t)(ws_floats / (size_t)nw) / W->shape[1] : out;
+    int64_t block = (out + 4 * nw - 1) / (4 * nw);
+    if (block < SKS__MM_MIN_ROWS) block = SKS__MM_MIN_ROWS;
+    block = (block + 15) / 16 * 16;
+    if (block > wrows) block = wrows;
+    sks__mm mm = {W, X, Y, ws, T, ws_floats / (size_t)nw, block, 0, {0}, {{0}}};
+    sks__job j = {sks__matmul_worker, 0, 1, NULL, T, 0, NULL, NULL, 0, NULL, NULL, NULL, &mm};
+    sks__parallel(&j, nw);
+    for (int w = 0; w < nw; w++)
+        if (mm.rc[w]) return sks_fail(mm.rc[w], "%s", mm.err[w]);
+    return 0;
 }
 
 static void sks__attn_worker(sks__job *j, int w, int nw) {
@@ -585,7 +683,7 @@ static int sks__check_finite(const float *X, int T, int64_t d, int b, int p0) {
 
 /* X += Y, then xn = RMSNorm(X) * g, over worker threads when T is large enough */
 static void sks__addnorm(sks_forward *f, int T, float *X, const float *Y, const float *g) {
-    sks__job j = {sks__addnorm_worker, 0, 1, f, T, 0, NULL, NULL, 0, X, Y, g};
+    sks__job j = {sks__addnorm_worker, 0, 1, f, T, 0, NULL, NULL, 0, X, Y, g, NULL};
     sks__parallel(&j, T >= SKS__PAR_MIN_T_ROWS ? f->n_workers : 1);
 }
 
@@ -688,7 +786,7 @@ static int sks__layer(sks_forward *f, int l, int T, int p0, float *kc, float *vc
             memcpy(f->k_pre, kn, (size_t)T * (size_t)kd * sizeof(float));
         }
         if (mode == SKS_FWD_CAUSAL && !f->a.pos_learned) {
-            sks__job j = {sks__rope_worker, 0, 1, f, T, p0, NULL, NULL, 0, kn, NULL, NULL};
+            sks__job j = {sks__rope_worker, 0, 1, f, T, p0, NULL, NULL, 0, kn, NULL, NULL, NULL};
             sks__parallel(&j, T >= SKS__PAR_MIN_T_ROWS ? f->n_workers : 1);
         } /* independent tokens sit at position 0: RoPE is the identity */
         if (want_qk && (rc = hk->on_qk(hk->ud, l, f->q_pre, f->k_pre, f->q, kn, T, (int)H, (int)Hkv, (int)dh)))
@@ -712,7 +810,7 @@ static int sks__layer(sks_forward *f, int l, int T, int p0, float *kc, float *vc
             if (!f->pscores && !(f->pscores = sks_malloc_n(pfl, sizeof(float))))
                 return sks_fail(SKS_ENOMEM, "forward: out of memory for attention probabilities");
             for (int64_t h0 = 0; h0 < H; h0 += f->n_workers) {
-                sks__job j = {sks__attn_probs_worker, 0, 1, f, T, p0, kc, vc, h0, NULL, NULL, NULL};
+                sks__job j = {sks__attn_probs_worker, 0, 1, f, T, p0, kc, vc, h0, NULL, NULL, NULL, NULL};
                 sks__parallel(&j, f->n_workers);
                 for (int64_t h = h0; h < h0 + f->n_workers && h < H; h++)
                     if ((rc = hk->on_attn_probs(hk->ud, l, (int)h,
@@ -735,7 +833,7 @@ static int sks__layer(sks_forward *f, int l, int T, int p0, float *kc, float *vc
         } else if (f->n_workers <= 1 || T < SKS__PAR_MIN_T) {
             for (int64_t h = 0; h < H; h++) sks__attn_head(f, h, T, p0, kc, vc, f->wscores, 0);
         } else {
-            sks__job j = {sks__attn_worker, 0, 1, f, T, p0, kc, vc, 0, NULL, NULL, NULL};
+            sks__job j = {sks__attn_worker, 0, 1, f, T, p0, kc, vc, 0, NULL, NULL, NULL, NULL};
             sks__parallel(&j, f->n_workers);
         }
     }
@@ -767,7 +865,7 @@ static int sks__layer(sks_forward *f, int l, int T, int p0, float *kc, float *vc
             if (!(W = sks__mat(m, SKS_ROLE_W_UP, l))) return SKS_ENOTFOUND;
             if ((rc = sks_matmul_wt(W, f->xn, T, f->up, f->ws, f->ws_floats))) return rc;
         }
-        sks__job j = {sks__swiglu_worker, 0, 1, f, T, p0, NULL, NULL, 0, NULL, NULL, NULL};
+        sks__job j = {sks__swiglu_worker, 0, 1, f, T, p0, NULL, NULL, 0, NULL, NULL, NULL, NULL};
         sks__parallel(&j, T >= SKS__PAR_MIN_T ? f->n_workers : 1);
         if (hk && hk->on_linear_in && (rc = hk->on_linear_in(hk->ud, l, SKS_FWD_LIN_DOWN, f->gate, T, (int)f->f)))
             return rc;
@@ -805,8 +903,8 @@ static int sks__add_positions(sks_forward *f, int T, int p0, sks_fwd_mode mode) 
 
 /* The whole pass. use_cache: keys/values live in the generation cache at rows p0..;
  * otherwise in the per-pass buffers (p0 must be 0). */
-static int sks__pass(sks_forward *f, const int32_t *tokens, int T, int p0, int use_cache, sks_fwd_mode mode,
-                     const sks_fwd_hooks *hk, float *logits, int last_only) {
+static int sks__pass_run(sks_forward *f, const int32_t *tokens, int T, int p0, int use_cache, sks_fwd_mode mode,
+                         const sks_fwd_hooks *hk, float *logits, int last_only) {
     if (!tokens || T <= 0 || (int64_t)p0 + T > f->max_T)
         return sks_fail(SKS_EARG, "forward: %d tokens at position %d do not fit the %d-token workspace", T, p0,
                         f->max_T);
@@ -857,6 +955,27 @@ static int sks__pass(sks_forward *f, const int32_t *tokens, int T, int p0, int u
         for (int64_t i = 0; i < nr * f->V; i++) logits[i] = c * tanhf(logits[i] / c);
     }
     return 0;
+}
+
+/* With weights that are converted to f32 (any stored type but f32) on the CPU, the pass
+ * runs OpenBLAS on one thread and splits every product over its own workers
+ * (sks_matmul_wt): each converts its share of the rows and multiplies it, so conversion
+ * is parallel too and no OpenBLAS thread spins while the weights are converted. */
+static int sks__pass(sks_forward *f, const int32_t *tokens, int T, int p0, int use_cache, sks_fwd_mode mode,
+                     const sks_fwd_hooks *hk, float *logits, int last_only) {
+    const sks_tensor *wq = sks_model_tensor(f->m, SKS_ROLE_WQ, 0);
+    const int own = f->mm_workers > 1 && !sks_qf_backend_default()->gemm_wt && wq && wq->dtype != SKS_DT_F32;
+    const int saved = own ? openblas_get_num_threads() : 0, saved_nw = sks__mm_nw;
+    if (own) {
+        sks__mm_nw = f->mm_workers;
+        openblas_set_num_threads(1);
+    }
+    int rc = sks__pass_run(f, tokens, T, p0, use_cache, mode, hk, logits, last_only);
+    if (own) {
+        openblas_set_num_threads(saved);
+        sks__mm_nw = saved_nw;
+    }
+    return rc;
 }
 
 int sks_forward_run(sks_forward *f, const int32_t *tokens, int T, sks_fwd_mode mode, const sks_fwd_hooks *hooks,

@@ -31,6 +31,9 @@ typedef struct {
     double eps;          /* --eps, sink threshold on alpha_0, default 0.3 */
     int n_alpha;         /* alpha_j reported for j < n_alpha, default 4 */
     int keep_residual;   /* (addition) keep h_b of prompt 0 for every block, default 0 */
+    uint64_t keep_bytes; /* (addition) the lifecycles are read from prompt 0's residual stream
+                          * kept in memory when it needs at most this many bytes (else a
+                          * second forward pass recomputes them); default 128 MiB */
 } sks_trace_opts;
 
 void sks_trace_opts_default(sks_trace_opts *o);

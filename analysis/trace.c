@@ -6,9 +6,11 @@
  * entries, max_t |h_b[t, c]| per channel, and per (t, c) the length of the current run
  * of consecutive blocks with |h_b[t, c]| >= max(ratio * median_b, abs); a pair whose run
  * reaches min_blocks is "qualified". Its channel is a spike channel, its token a spike
- * token. Pass 2 (no attention probabilities) records h_b[t, c] of the qualified pairs
- * at every block, from which the lifecycles follow. Memory stays O(T d) plus
- * O(pairs * blocks); the price is one extra forward pass over prompt 0.
+ * token. The lifecycles follow from h_b[t, c] of the qualified pairs at every block:
+ * read from a copy of the residual stream that pass 1 keeps when it needs at most
+ * o->keep_bytes (or --residual keeps it anyway); otherwise pass 2 (no attention
+ * probabilities) recomputes them, and memory stays O(T d) plus O(pairs * blocks) at the
+ * price of one extra forward pass over prompt 0.
  *
  * Lifecycle of one pair, with v_b = h_b[t, c] and v_{-1} = 0:
  *   inc_b = |v_b| - |v_{b-1}|, main step-up = argmax_b inc_b, step-up blocks: inc_b >=
@@ -32,6 +34,9 @@
 /* At most this many (token, channel) lifecycles are kept (lowest token, then channel
  * first); a trace with silly thresholds would otherwise qualify every pair. */
 #define SKS__MAX_LIFECYCLES 4096
+/* Pass 1 keeps the whole residual stream of prompt 0 ((2L+1) T d floats) by default
+ * when it needs at most this many bytes, which saves pass 2. */
+#define SKS__TRACE_KEEP_BYTES ((uint64_t)128 << 20)
 
 void sks_trace_opts_rule(const sks_trace_opts *o, sks_spike_rule *r) {
     r->outlier = o->outlier;
@@ -53,6 +58,7 @@ void sks_trace_opts_default(sks_trace_opts *o) {
     o->eps = 0.3;
     o->n_alpha = 4;
     o->keep_residual = 0;
+    o->keep_bytes = SKS__TRACE_KEEP_BYTES;
 }
 
 const char *sks_block_kind_name(int kind) {
@@ -81,6 +87,8 @@ typedef struct {
     int n_pairs;
     int *pair_t, *pair_c;     /* (n_pairs) */
     float *pair_vals;         /* (n_pairs, n_blocks) */
+    float *resid;             /* (n_blocks, T, d) prompt 0's residual stream, or NULL */
+    int own_resid;            /* resid is trace's own copy (else the result's --residual) */
     double *alpha_sum;        /* (L, H, n_alpha) sum over prompts */
     int *alpha_cnt;           /* (n_alpha) prompts with T > j */
     int sinks_this_prompt;
@@ -95,7 +103,7 @@ static int sks__on_residual(void *ud, int b, const float *h, int T, int d) {
             s->pair_vals[(size_t)p * s->n_blocks + b] = h[(size_t)s->pair_t[p] * d + s->pair_c[p]];
         return 0;
     }
-    if (s->r->residual) memcpy(s->r->residual + (size_t)b * n, h, n * sizeof(float));
+    if (s->resid) memcpy(s->resid + (size_t)b * n, h, n * sizeof(float));
     sks_trace_block *blk = &s->r->blocks[b];
     blk->block = b;
     blk->kind = sks_block_kind(b);
@@ -260,6 +268,7 @@ static void sks__tstate_free(sks__tstate *s) {
     free(s->pair_t);
     free(s->pair_c);
     free(s->pair_vals);
+    if (s->own_resid) free(s->resid);
     free(s->alpha_sum);
     free(s->alpha_cnt);
 }
@@ -391,6 +400,9 @@ int sks_trace_run(const sks_model *m, int n_prompts, const int32_t *const *promp
         }
         for (size_t i = 0; i < n; i++) r->moe_experts[i] = -1;
     }
+    s.resid = r->residual;
+    if (!s.resid && (uint64_t)nb * (uint64_t)T0 * (uint64_t)d * sizeof(float) <= o->keep_bytes)
+        s.own_resid = (s.resid = sks_malloc_n((size_t)nb * (size_t)T0, (size_t)d * sizeof(float))) != NULL;
     memcpy(r->tokens, prompts[0], (size_t)T0 * sizeof(int32_t));
     memcpy(r->prompt_lens, lens, (size_t)n_prompts * sizeof(int));
     if ((rc = sks_forward_new(m, max_T, &f))) goto done;
@@ -430,13 +442,20 @@ int sks_trace_run(const sks_model *m, int n_prompts, const int32_t *const *promp
     /* spike channels, tokens, qualified pairs */
     if ((rc = sks__spike_pairs(&s, r, T0, d, nb))) goto done;
 
-    /* pass 2: h_b[t, c] of the qualified pairs at every block */
+    /* h_b[t, c] of the qualified pairs at every block: from the kept residual stream,
+     * else recomputed (pass 2) */
     if (s.n_pairs > 0) {
-        sks_fwd_hooks hk = {0};
-        hk.ud = &s;
-        hk.on_residual = sks__on_residual;
-        s.pass = 2;
-        if ((rc = sks_forward_run(f, prompts[0], T0, SKS_FWD_CAUSAL, &hk, NULL, 0))) goto done;
+        if (s.resid) {
+            for (int p = 0; p < s.n_pairs; p++)
+                for (int b = 0; b < nb; b++)
+                    s.pair_vals[(size_t)p * nb + b] = s.resid[((size_t)b * T0 + (size_t)s.pair_t[p]) * d + s.pair_c[p]];
+        } else {
+            sks_fwd_hooks hk = {0};
+            hk.ud = &s;
+            hk.on_residual = sks__on_residual;
+            s.pass = 2;
+            if ((rc = sks_forward_run(f, prompts[0], T0, SKS_FWD_CAUSAL, &hk, NULL, 0))) goto done;
+        }
         r->lifecycles = calloc((size_t)s.n_pairs, sizeof *r->lifecycles);
         if (!r->lifecycles) {
             rc = sks_fail(SKS_ENOMEM, "trace: out of memory");

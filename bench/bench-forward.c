@@ -1,7 +1,7 @@
 /* bench-forward.c - prompt-processing throughput of the forward pass, as tokens/s and
  * as a fraction of this machine's sgemm throughput measured in the same run.
  *
- *   bench-forward [--model PATH] [--T N] [--reps N] [--dtype f32|bf16]
+ *   bench-forward [--model PATH] [--T N] [--reps N] [--dtype f32|bf16] [--logits all|last|none]
  *
  * Without --model it builds an in-memory random Llama-shaped model of 134M parameters
  * (d 768, f 2048, 12 layers, 12 heads x 64, V 32000, untied classifier), the size of
@@ -9,14 +9,26 @@
  *   2 T (weights of all projections and the classifier)      (the GEMMs)
  * + 4 dh H L T (T + 1) / 2                                   (Q K^T and A V, causal half)
  * The fraction reported is (useful flops / time) / (sgemm flops/s at 2048^3).
+ * --logits: the classifier at every position (default), at the last one only (what
+ * llama.cpp's llama-bench computes for a prompt; the classifier's flops then count for
+ * one row) or not at all.
  * Output: one human line per measurement on stdout, then one JSON line.
  */
 #include "analysis/sks_forward.h"
 
 #include <cblas.h>
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* CPU seconds of the whole process (all threads): with one thread, the pass's own work,
+ * whatever else the machine runs meanwhile. */
+static double cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 static uint64_t rng = 0x243f6a8885a308d3ull;
 static float frand(void) {
@@ -101,20 +113,23 @@ static int build_random(int bf16, store *s, sks_model **out) {
 }
 
 int main(int argc, char **argv) {
-    const char *path = NULL, *dtype = "f32";
+    const char *path = NULL, *dtype = "f32", *lg = "all";
     int T = 512, reps = 3;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc) path = argv[++i];
         else if (!strcmp(argv[i], "--T") && i + 1 < argc) T = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--dtype") && i + 1 < argc) dtype = argv[++i];
+        else if (!strcmp(argv[i], "--logits") && i + 1 < argc) lg = argv[++i];
         else {
-            fprintf(stderr, "usage: bench-forward [--model PATH] [--T N] [--reps N] [--dtype f32|bf16]\n");
+            fprintf(stderr, "usage: bench-forward [--model PATH] [--T N] [--reps N] [--dtype f32|bf16] "
+                            "[--logits all|last|none]\n");
             return 2;
         }
     }
-    if (T < 1 || reps < 1) {
-        fprintf(stderr, "bench-forward: --T and --reps must be positive\n");
+    const int lg_rows = !strcmp(lg, "all") ? T : !strcmp(lg, "last") ? 1 : !strcmp(lg, "none") ? 0 : -1;
+    if (T < 1 || reps < 1 || lg_rows < 0) {
+        fprintf(stderr, "bench-forward: --T and --reps must be positive, --logits all, last or none\n");
         return 2;
     }
     double peak = sgemm_gflops(2048, 5);
@@ -134,8 +149,8 @@ int main(int argc, char **argv) {
     for (int l = 0; l < a->n_layers; l++)
         wparams += (double)a->d_model * (2.0 * a->n_heads * a->head_dim + 2.0 * a->n_kv_heads * a->head_dim) +
                    3.0 * a->d_model * a->d_ffn;
-    wparams += (double)a->vocab_size * a->d_model;
-    double flops = 2.0 * T * wparams + 2.0 * (double)T * (T + 1) * a->head_dim * a->n_heads * a->n_layers;
+    double flops = 2.0 * T * wparams + 2.0 * lg_rows * (double)a->vocab_size * a->d_model +
+                   2.0 * (double)T * (T + 1) * a->head_dim * a->n_heads * a->n_layers;
 
     int32_t *tok = malloc((size_t)T * sizeof *tok);
     for (int t = 0; t < T; t++) tok[t] = t ? (int32_t)((uint64_t)(t * 2654435761u) % (uint64_t)a->vocab_size) : 1;
@@ -146,13 +161,16 @@ int main(int argc, char **argv) {
     }
     float *logits = malloc((size_t)T * a->vocab_size * sizeof *logits);
     if (!logits) return 1;
-    rc = sks_forward_run(f, tok, T, SKS_FWD_CAUSAL, NULL, logits, 0); /* warm-up: page in the weights */
-    double best = 1e30;
+    float *lo = lg_rows ? logits : NULL;
+    const int last = lg_rows == 1;
+    rc = sks_forward_run(f, tok, T, SKS_FWD_CAUSAL, NULL, lo, last); /* warm-up: page in the weights */
+    double best = 1e30, best_cpu = 1e30;
     for (int r = 0; r < reps && !rc; r++) {
-        double t0 = sks_now();
-        rc = sks_forward_run(f, tok, T, SKS_FWD_CAUSAL, NULL, logits, 0);
-        double dt = sks_now() - t0;
+        double t0 = sks_now(), c0 = cpu_now();
+        rc = sks_forward_run(f, tok, T, SKS_FWD_CAUSAL, NULL, lo, last);
+        double dt = sks_now() - t0, dc = cpu_now() - c0;
         if (dt < best) best = dt;
+        if (dc < best_cpu) best_cpu = dc;
     }
     if (rc) {
         fprintf(stderr, "bench-forward: %s\n", sks_last_error());
@@ -161,12 +179,12 @@ int main(int argc, char **argv) {
     double gfl = flops / best / 1e9;
     printf("model: %s, %.1fM parameters, %s weights\n", path ? path : "random llama-shaped (in memory)",
            (double)sks_model_n_params(m) / 1e6, path ? "file" : dtype);
-    printf("prompt processing T=%d: %.3f s, %.0f tokens/s, %.1f GFLOP/s = %.0f%% of sgemm\n", T, best, T / best, gfl,
-           100.0 * gfl / peak);
+    printf("prompt processing T=%d: %.3f s, %.0f tokens/s, %.1f GFLOP/s = %.0f%% of sgemm (CPU time %.3f s)\n", T, best,
+           T / best, gfl, 100.0 * gfl / peak, best_cpu);
     printf("peak RSS: %.0f MiB\n", (double)sks_peak_rss() / 1048576.0);
     printf("{\"T\": %d, \"seconds\": %.6f, \"tokens_per_s\": %.2f, \"gflops\": %.2f, \"sgemm_gflops\": %.2f, "
-           "\"fraction\": %.4f, \"n_params\": %llu}\n",
-           T, best, T / best, gfl, peak, gfl / peak, (unsigned long long)sks_model_n_params(m));
+           "\"fraction\": %.4f, \"cpu_seconds\": %.6f, \"n_params\": %llu}\n",
+           T, best, T / best, gfl, peak, gfl / peak, best_cpu, (unsigned long long)sks_model_n_params(m));
     free(logits);
     free(tok);
     sks_forward_free(f);

@@ -88,21 +88,56 @@ void sks__bf16_to_f32_ref(const void *in, float *out, size_t n) {
     for (size_t i = 0; i < n; i++) out[i] = sks__bits_to_f32((uint32_t)h[i] << 16);
 }
 
-/* f16: normal numbers by a shift and an exponent rebias; zero, subnormals, inf, NaN by
- * the exact scalar route. */
-SKS__VEC void sks__f16_to_f32(const void *in, float *restrict out, size_t n) {
-    const uint16_t *hp = in;
+/* f16, written for the vectorizer (no branch): normal numbers by a shift and an exponent
+ * rebias (twice for inf / NaN, exponent 31 -> 255), zero and subnormals as m 2^-24 (exact
+ * in f32); the sign is or-ed in last. */
+SKS__VEC static void sks__f16_to_f32_portable(const uint16_t *restrict hp, float *restrict out, size_t n) {
+    uint32_t *o = (uint32_t *)(void *)out;
     for (size_t i = 0; i < n; i++) {
-        uint16_t h = hp[i];
-        uint32_t e = (h >> 10) & 0x1f;
-        if (e != 0 && e != 31) {
-            uint32_t u = ((uint32_t)(h & 0x8000) << 16) | ((uint32_t)(h & 0x7fff) << 13);
-            out[i] = sks__bits_to_f32(u + (112u << 23));
-        } else {
-            out[i] = sks__f16(h);
-        }
+        const uint32_t h = hp[i], e = h & 0x7c00u;
+        /* all-ones masks: exponent 31 (inf, NaN), exponent 0 (zero, subnormal) */
+        const uint32_t inf = 0u - (uint32_t)(e == 0x7c00u), sub = 0u - (uint32_t)(e == 0);
+        const uint32_t u = ((h & 0x7fffu) << 13) + (112u << 23) + (inf & (112u << 23));
+        const float fs = (float)(int32_t)(h & 0x3ffu) * 5.9604644775390625e-8f; /* m 2^-24 */
+        uint32_t us;
+        memcpy(&us, &fs, 4);
+        o[i] = (u & ~sub) | (us & sub) | ((h & 0x8000u) << 16);
     }
 }
+
+#if SKS__HAVE_F16C
+/* F16C: vcvtph2ps widens 8 halves per instruction, exactly (subnormals, inf and NaN
+ * included; a signalling NaN comes out quiet, still a NaN). */
+SKS__TARGET_F16C static void sks__f16_to_f32_f16c(const uint16_t *restrict hp, float *restrict out, size_t n) {
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m256 a = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(hp + i)));
+        __m256 b = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(hp + i + 8)));
+        __m256 c = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(hp + i + 16)));
+        __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(hp + i + 24)));
+        _mm256_storeu_ps(out + i, a);
+        _mm256_storeu_ps(out + i + 8, b);
+        _mm256_storeu_ps(out + i + 16, c);
+        _mm256_storeu_ps(out + i + 24, d);
+    }
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(hp + i))));
+    if (i < n) sks__f16_to_f32_portable(hp + i, out + i, n - i);
+}
+#endif
+
+/* The F16C kernel where the CPU has it (checked once per call: one load of a flag that
+ * the runtime set at start-up), else the portable loop. */
+void sks__f16_to_f32(const void *in, float *restrict out, size_t n) {
+#if SKS__HAVE_F16C
+    if (sks__cpu_f16c()) {
+        sks__f16_to_f32_f16c(in, out, n);
+        return;
+    }
+#endif
+    sks__f16_to_f32_portable(in, out, n);
+}
+void sks__f16_to_f32_portable_only(const void *in, float *out, size_t n) { sks__f16_to_f32_portable(in, out, n); }
 void sks__f16_to_f32_ref(const void *in, float *out, size_t n) {
     const uint16_t *h = in;
     for (size_t i = 0; i < n; i++) out[i] = sks__f16(h[i]);

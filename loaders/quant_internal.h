@@ -23,6 +23,17 @@
 #define SKS__VEC
 #endif
 
+/* F16C (vcvtph2ps) for the f16 kernel: a function compiled for that target, called only
+ * when the CPU reports the feature at run time (gcc and clang on x86-64). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(SKS_NO_CLONES)
+#include <immintrin.h>
+#define SKS__HAVE_F16C 1
+#define SKS__TARGET_F16C __attribute__((target("avx,f16c")))
+static inline int sks__cpu_f16c(void) { return __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c"); }
+#else
+#define SKS__HAVE_F16C 0
+#endif
+
 /* Elements per super-block of the K-quants and i-quants. */
 #define SKS__QK_K 256
 
@@ -101,6 +112,8 @@ static inline int sks__grid_u8(uint64_t w, int j) { return (int)((w >> (8 * j)) 
     void sks__##t##_to_f32_ref(const void *in, float *out, size_t n);
 SKS__DECL_KERNEL(f32)
 SKS__DECL_KERNEL(f16)
+/* The f16 kernel's branch-free loop without F16C (what CPUs without it run; tested too). */
+void sks__f16_to_f32_portable_only(const void *in, float *out, size_t n);
 SKS__DECL_KERNEL(bf16)
 SKS__DECL_KERNEL(q4_0)
 SKS__DECL_KERNEL(q4_1)

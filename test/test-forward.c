@@ -8,6 +8,7 @@
  * so 1e-4 leaves a wide margin while any formula error (wrong RoPE pair, wrong KV head,
  * missing bias) shows up at order 1e-1.
  */
+#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -664,13 +665,29 @@ static void test_matmul_chunks(void **state) {
     sks_bf16_to_f32_ref(wb, wf, (size_t)(r * c));
     for (int64_t i = 0; i < 3 * c; i++) X[i] = (float)urand();
     sks_tensor t = {"big", SKS_DT_BF16, 2, {r, c}, wb, (uint64_t)(r * c * 2), 0, 0};
-    assert_int_equal(sks_matmul_wt(&t, X, 3, Y, ws, (size_t)(r * c)), 0);
-    for (int tt = 0; tt < 3; tt++)
-        for (int64_t i = 0; i < r; i++) {
-            double sum = 0;
-            for (int64_t j = 0; j < c; j++) sum += (double)wf[i * c + j] * X[tt * c + j];
-            assert_close(Y[tt * r + i], sum, 1e-5, "matmul_wt (one large chunk)");
+    /* the rows split over 1, 2, 3 and 5 threads (uneven shares of whole chunks and one
+     * of a few rows), and an error in the last thread's rows comes back with its message */
+    const int saved = openblas_get_num_threads();
+    static const int nths[] = {1, 2, 3, 5};
+    for (int k = 0; k < 4; k++) {
+        openblas_set_num_threads(nths[k]);
+        for (int64_t i = 0; i < 3 * r; i++) Y[i] = NAN;
+        const size_t wsf[2] = {(size_t)(r * c), (size_t)(5 * nths[k] * c)};
+        for (int v = 0; v < 2; v++) {
+            assert_int_equal(sks_matmul_wt(&t, X, 3, Y, ws, wsf[v]), 0);
+            for (int tt = 0; tt < 3; tt++)
+                for (int64_t i = 0; i < r; i++) {
+                    double sum = 0;
+                    for (int64_t j = 0; j < c; j++) sum += (double)wf[i * c + j] * X[tt * c + j];
+                    assert_close(Y[tt * r + i], sum, 1e-5, "matmul_wt (rows over threads)");
+                }
         }
+        wb[(r - 1) * c + 7] = 0x7fc0; /* a bf16 NaN in the last row */
+        assert_int_equal(sks_matmul_wt(&t, X, 3, Y, ws, (size_t)(r * c)), SKS_ENONFINITE);
+        assert_non_null(strstr(sks_last_error(), "big"));
+        wb[(r - 1) * c + 7] = sks_f32_to_bf16(wf[(r - 1) * c + 7]);
+    }
+    openblas_set_num_threads(saved);
     /* Transposed views (GPT-2's Conv1D): W^T stored (c, r + 3) in bf16 and in f32, the
      * view (r, c) starting at stored column 2; rows gathered in blocks of 1, 7 and all
      * rows (workspace sizes), against the same sums. */

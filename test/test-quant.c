@@ -457,6 +457,34 @@ static void test_kernel_equals_ref(void **state) {
     free(b);
 }
 
+/* f16: the dispatched kernel (F16C where the CPU has it) and the portable loop that
+ * CPUs without F16C run both equal the scalar twin on all 65536 bit patterns, and on
+ * lengths that leave a tail after the 32- and 8-wide steps (from an odd offset). */
+static void test_f16_paths_exhaustive(void **state) {
+    (void)state;
+    uint16_t *in = malloc(65536 * 2);
+    float *a = malloc(65536 * 4), *b = malloc(65536 * 4), *c = malloc(65536 * 4);
+    for (int i = 0; i < 65536; i++) in[i] = (uint16_t)(i * 40503u); /* a permutation of all patterns */
+    sks__f16_to_f32_ref(in, b, 65536);
+    sks__f16_to_f32(in, a, 65536);
+    sks__f16_to_f32_portable_only(in, c, 65536);
+    for (int i = 0; i < 65536; i++) {
+        if (!same_value(a[i], b[i])) fail_msg("f16 kernel, pattern 0x%04x: %.9g vs ref %.9g", in[i], (double)a[i], (double)b[i]);
+        if (!same_value(c[i], b[i])) fail_msg("f16 portable, pattern 0x%04x: %.9g vs ref %.9g", in[i], (double)c[i], (double)b[i]);
+    }
+    static const size_t lens[] = {1, 7, 8, 9, 31, 33, 47, 1000};
+    for (size_t k = 0; k < sizeof lens / sizeof *lens; k++) {
+        for (size_t i = 0; i < 1100; i++) a[i] = -1.0f;
+        sks__f16_to_f32(in + 3, a, lens[k]);
+        for (size_t i = 0; i < lens[k]; i++) assert_true(same_value(a[i], b[i + 3]));
+        assert_true(a[lens[k]] == -1.0f); /* nothing written past n */
+    }
+    free(in);
+    free(a);
+    free(b);
+    free(c);
+}
+
 /* The table: ids are ggml's, sizes match the block layouts, bpw = 8 bytes / block,
  * names and ids round-trip. */
 static void test_table(void **state) {
@@ -539,7 +567,7 @@ static void test_grids(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_table),   cmocka_unit_test(test_grids),   cmocka_unit_test(test_kernel_equals_ref),
+        cmocka_unit_test(test_table),   cmocka_unit_test(test_grids),   cmocka_unit_test(test_kernel_equals_ref), cmocka_unit_test(test_f16_paths_exhaustive),
         cmocka_unit_test(test_q4_0),    cmocka_unit_test(test_q4_1),    cmocka_unit_test(test_q5_0),
         cmocka_unit_test(test_q5_1),    cmocka_unit_test(test_q8_0),    cmocka_unit_test(test_q8_1),
         cmocka_unit_test(test_q2_k),    cmocka_unit_test(test_q3_k),    cmocka_unit_test(test_q4_k),

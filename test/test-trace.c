@@ -116,6 +116,17 @@ static void test_planted_lifecycle_and_uniform_alpha(void **state) {
     for (int l = 0; l < L; l++) assert_true(lc->values[2 * l + 1] == lc->values[2 * l]);
     assert_true(lc->values[4] > 300 && lc->values[6] < lc->values[4] / 2);
     assert_true(fabs(lc->peak_abs - fabs(lc->values[4])) < 1e-3);
+    /* the same lifecycle recomputed by a second pass (no residual kept in memory) */
+    {
+        sks_trace_opts o2 = o;
+        o2.keep_bytes = 0;
+        sks_trace_result *r2;
+        assert_int_equal(sks_trace_run(p->m, 2, prompts, lens, &o2, &r2), 0);
+        assert_int_equal(r2->n_lifecycles, 1);
+        assert_memory_equal(r2->lifecycles[0].values, lc->values, (size_t)r->n_blocks * sizeof *lc->values);
+        assert_int_equal(r2->lifecycles[0].main_up, lc->main_up);
+        sks_trace_result_free(r2);
+    }
     /* the top entry of the spike blocks is (0, 5) */
     for (int b = 2; b <= 6; b++) {
         assert_int_equal(r->blocks[b].top_token, 0);
