@@ -543,8 +543,12 @@ uint64_t sks_quadform_top_eigs_bytes(int d, int f, int m, int r, int block, int 
     int nb = block > 0 ? block : r + 2;
     if (nb > d) nb = d;
     const uint64_t cols = (uint64_t)m * (uint64_t)nb;
-    uint64_t b = cols * sizeof(int) + 2 * (uint64_t)f * cols * (f64 ? 8 : 4); /* chx, ws */
-    if (!f64) b += 2 * cols * (uint64_t)d * 4;                                /* X32, Y32 */
+    const uint64_t el = f64 ? 8 : 4;
+    uint64_t b = cols * sizeof(int) + 2 * (uint64_t)f * cols * el; /* chx, ws */
+    if (!f64) b += 2 * cols * (uint64_t)d * 4;                      /* X32, Y32 */
+    /* the threaded narrow matvec: P, Q per thread and a partial Y per extra thread */
+    const uint64_t nt = (uint64_t)openblas_get_num_threads();
+    if (nt > 1) b += (nt * 2 * SKS__QF_ROWBLOCK + (nt - 1) * (uint64_t)d) * cols * el;
     return b + sks_eigs_topk_multi_bytes(d, m, r, nb, krylov_dim);
 }
 
