@@ -63,8 +63,8 @@ typedef struct {
                             (linalg's: max(r + 4 block, 40), at most d) */
     int max_restarts;    /* thick restarts per channel (default 200) */
     int channel_block;   /* channels iterated together; 0 = auto (SKS_SPK_CHANNEL_BLOCK) */
-    int block;           /* Krylov block per channel; 0 = auto: 4 with the f32 operator (wider
-                            GEMMs, m = 4 x channels), 1 with the f64 one */
+    int block;           /* Krylov block per channel; 0 = auto: 1 (fewest operator vectors;
+                            the GEMMs are m = channels wide) */
     uint64_t seed;       /* start vectors (default 1) */
     int n_delim_top;     /* delimiter-route vocabulary entries kept (default 50) */
     int first_token_map; /* 1 (default): W_VO singular vectors of layers <= analysed */

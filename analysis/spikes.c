@@ -138,10 +138,13 @@ void sks_spikes_free(sks_spikes *s) {
     free(s);
 }
 
-/* Krylov block per channel: the option, else 4 with the f32 operator (wider GEMMs), 1
- * with the f64 one; at most d. */
+/* Krylov block per channel: the option, else 1 with either operator. Block b needs ~1.5x
+ * (b 2) and ~3x (b 4) the operator vectors of b 1 on channels without a large gap
+ * (docs/linalg.md), and the row-blocked threaded matvec keeps the m-column GEMMs of 64
+ * channels near the GEMM rate, so wider blocks cost more time than they save; at most d. */
 static int sks__krylov_block(const sks_spikes_opts *o, int f64, int d) {
-    int kb = o->block > 0 ? o->block : (f64 ? 1 : 4);
+    (void)f64;
+    int kb = o->block > 0 ? o->block : 1;
     return kb > d ? d : kb;
 }
 

@@ -121,8 +121,7 @@ int sks_cmd_spikes(int argc, char **argv) {
                        "operator precision: auto (default: f64 when f*d <= 16M), f32, f64"),
         SKS_OPT_CALL("--tol X", &so.tol, sks__tol, "eigen residual tolerance (default 1e-11 f64, 1e-6 f32)"),
         SKS_OPT_INT("--krylov-block N", &so.block, 1, 64,
-                    "vectors per channel and Krylov step (default 4 with the f32\n"
-                    "operator, 1 with f64)"),
+                    "vectors per channel and Krylov step (default 1)"),
         SKS_OPT_INT("--channel-block N", &so.channel_block, 1, 4096,
                     "channels iterated together by the eigensolver (default 64;\n"
                     "under mpirun one layer's blocks are dealt to the ranks)"),

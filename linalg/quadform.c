@@ -7,6 +7,7 @@
  */
 #include <float.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -80,23 +81,131 @@ static int sks__check_ch(int d, const int *ch, int m, const char *fn) {
  * serves both its forward and its backward product, so G and U are read from memory
  * once per batch instead of twice (f32: 1.3-1.7x at d 4096, f 11008, m 16-64 on the
  * 2-core development machine; f64: docs/linalg.md). Wide batches use four whole GEMMs,
- * which OpenBLAS runs closer to its peak. One body for both element types. */
+ * which OpenBLAS runs closer to its peak.
+ *
+ * The row blocks are dealt to threads (as many as OpenBLAS has), each a contiguous run
+ * of blocks with OpenBLAS on one thread, its own P, Q and its own Y accumulator; the
+ * partial Y are added in thread order at the end. OpenBLAS would otherwise split every
+ * one of the 4 f / block small GEMMs over its threads and join them after each: at these
+ * widths the joins, and on a loaded machine the waits for a descheduled thread, cost
+ * 1.2-2x (docs/linalg.md, "Where the time goes"). One thread: the blocks in order, as
+ * before. The sum order depends on the thread count (as OpenBLAS's own does). */
 #define SKS__QF_ROWBLOCK 128
 #define SKS__QF_WIDE 192
-#define SKS__QF_MATVEC_BODY(T, GEMM, RB)                                                          \
+
+typedef struct {
+    const void *G, *U, *Down;    /* T arrays of the operator */
+    int d, f, rb;
+    const int *ch;
+    int m, ldv, ldy;
+    const void *V;
+    void *Y;                     /* this job's accumulator */
+    void *P;                     /* 2 rb m T */
+    int blk_lo, blk_hi;
+} sks__qf_rows;
+
+/* rows [j0, j1) of P, Q (stored from row 0) times D_{ch[i]}[j] */
+#define SKS__QF_SCALE(T, P, Q, Down, f, ch, m, j0, j1)                                                \
+    do {                                                                                           \
+        for (int i_ = 0; i_ < (m); i_++) {                                                         \
+            const T *Dk_ = (Down) + (size_t)(ch)[i_] * (f);                                        \
+            for (int j_ = (j0); j_ < (j1); j_++) {                                                 \
+                (P)[(size_t)(j_ - (j0)) * (m) + i_] *= Dk_[j_];                                    \
+                (Q)[(size_t)(j_ - (j0)) * (m) + i_] *= Dk_[j_];                                    \
+            }                                                                                      \
+        }                                                                                          \
+    } while (0)
+
+/* The blocks [blk_lo, blk_hi) of one job; the first one overwrites Y. */
+#define SKS__QF_ROWS_BODY(T, GEMM)                                                                 \
+    do {                                                                                           \
+        const int d = j->d, f = j->f, m = j->m, rb = j->rb;                                        \
+        const T *G = j->G, *U = j->U, *Down = j->Down, *V = j->V;                                  \
+        T *Y = j->Y, *P = j->P, *Q = (T *)j->P + (size_t)rb * m;                                   \
+        for (int blk = j->blk_lo; blk < j->blk_hi; blk++) {                                        \
+            int j0 = blk * rb, b = j0 + rb < f ? rb : f - j0;                                      \
+            const T *GI = G + (size_t)j0 * d, *UI = U + (size_t)j0 * d;                            \
+            GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, m, d, 1, GI, d, V, j->ldv, 0, P, m); \
+            GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, m, d, 1, UI, d, V, j->ldv, 0, Q, m); \
+            SKS__QF_SCALE(T, P, Q, Down, f, j->ch, m, j0, j0 + b);                                 \
+            T beta = blk == j->blk_lo ? 0 : 1;                                                     \
+            GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, d, m, b, (T)0.5, GI, d, Q, m, beta, Y, j->ldy); \
+            GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, d, m, b, (T)0.5, UI, d, P, m, 1, Y, j->ldy); \
+        }                                                                                          \
+    } while (0)
+static void *sks__qf_rows32(void *arg) {
+    sks__qf_rows *j = arg;
+    SKS__QF_ROWS_BODY(float, cblas_sgemm);
+    return NULL;
+}
+static void *sks__qf_rows64(void *arg) {
+    sks__qf_rows *j = arg;
+    SKS__QF_ROWS_BODY(double, cblas_dgemm);
+    return NULL;
+}
+
+/* The narrow path: row blocks of rb rows on up to OpenBLAS's thread count (at least two
+ * blocks per thread), or in order on this thread with ws (2 rb m elements) when there
+ * is one thread or the per-thread buffers cannot be had. el: element size. */
+static void sks__qf_rows_run(void *(*fn)(void *), size_t el, sks__qf_rows base, void *ws) {
+    enum { MAXT = 64 };
+    const int nblk = (base.f + base.rb - 1) / base.rb, m = base.m, d = base.d;
+    int nt = openblas_get_num_threads();
+    if (nt > MAXT) nt = MAXT;
+    if (nt > nblk / 2) nt = nblk / 2;
+    const size_t pq = (size_t)2 * base.rb * m, ym = (size_t)d * m;
+    unsigned char *buf = nt > 1 ? malloc(((size_t)nt * pq + (size_t)(nt - 1) * ym) * el) : NULL;
+    if (!buf) {
+        base.P = ws;
+        base.blk_lo = 0;
+        base.blk_hi = nblk;
+        fn(&base);
+        return;
+    }
+    sks__qf_rows jobs[MAXT];
+    pthread_t th[MAXT];
+    int started[MAXT] = {0};
+    const int saved = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+    for (int t = 0; t < nt; t++) {
+        jobs[t] = base;
+        jobs[t].P = buf + (size_t)t * pq * el;
+        jobs[t].blk_lo = (int)((int64_t)nblk * t / nt);
+        jobs[t].blk_hi = (int)((int64_t)nblk * (t + 1) / nt);
+        if (t > 0) {
+            jobs[t].Y = buf + ((size_t)nt * pq + (size_t)(t - 1) * ym) * el;
+            jobs[t].ldy = m;
+            started[t] = pthread_create(&th[t], NULL, fn, &jobs[t]) == 0;
+        }
+    }
+    for (int t = 0; t < nt; t++)
+        if (t == 0 || !started[t]) fn(&jobs[t]);
+    for (int t = 1; t < nt; t++)
+        if (started[t]) pthread_join(th[t], NULL);
+    openblas_set_num_threads(saved);
+    /* Y += the other threads' partial sums, in thread order */
+    for (int t = 1; t < nt; t++) {
+        if (el == sizeof(float)) {
+            float *Y = base.Y;
+            const float *Yt = jobs[t].Y;
+            for (int i = 0; i < d; i++)
+                for (int c = 0; c < m; c++) Y[(size_t)i * base.ldy + c] += Yt[(size_t)i * m + c];
+        } else {
+            double *Y = base.Y;
+            const double *Yt = jobs[t].Y;
+            for (int i = 0; i < d; i++)
+                for (int c = 0; c < m; c++) Y[(size_t)i * base.ldy + c] += Yt[(size_t)i * m + c];
+        }
+    }
+    free(buf);
+}
+
+#define SKS__QF_MATVEC_BODY(T, GEMM, RB, ROWS)                                                      \
     do {                                                                                           \
         const int d = q->d, f = q->f;                                                              \
         if (m < SKS__QF_WIDE && f > (RB)) {                                                        \
-            T *P = ws, *Q = ws + (size_t)(RB) * m;                                                 \
-            for (int j0 = 0; j0 < f; j0 += (RB)) {                                                 \
-                int b = j0 + (RB) < f ? (RB) : f - j0;                                             \
-                const T *GI = q->G + (size_t)j0 * d, *UI = q->U + (size_t)j0 * d;                  \
-                GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, m, d, 1, GI, d, V, ldv, 0, P, m); \
-                GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, m, d, 1, UI, d, V, ldv, 0, Q, m); \
-                SKS__QF_SCALE(T, P, Q, q->Down, f, ch, m, j0, j0 + b);                                \
-                GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, d, m, b, (T)0.5, GI, d, Q, m, (T)(j0 ? 1 : 0), Y, ldy); \
-                GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, d, m, b, (T)0.5, UI, d, P, m, 1, Y, ldy); \
-            }                                                                                      \
+            sks__qf_rows base = {q->G, q->U, q->Down, d, f, (RB), ch, m, ldv, ldy, V, Y, NULL, 0, 0}; \
+            sks__qf_rows_run(ROWS, sizeof(T), base, ws);                                           \
             return 0;                                                                              \
         }                                                                                          \
         T *P = ws, *Q = ws + (size_t)f * m;                                                        \
@@ -110,17 +219,6 @@ static int sks__check_ch(int d, const int *ch, int m, const char *fn) {
         GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, d, m, f, (T)0.5, q->U, d, P, m, 1, Y, ldy);  \
         return 0;                                                                                  \
     } while (0)
-/* rows [j0, j1) of P, Q (stored from row 0) times D_{ch[i]}[j] */
-#define SKS__QF_SCALE(T, P, Q, Down, f, ch, m, j0, j1)                                                \
-    do {                                                                                           \
-        for (int i_ = 0; i_ < (m); i_++) {                                                         \
-            const T *Dk_ = (Down) + (size_t)(ch)[i_] * (f);                      \
-            for (int j_ = (j0); j_ < (j1); j_++) {                                                 \
-                (P)[(size_t)(j_ - (j0)) * (m) + i_] *= Dk_[j_];                                    \
-                (Q)[(size_t)(j_ - (j0)) * (m) + i_] *= Dk_[j_];                                    \
-            }                                                                                      \
-        }                                                                                          \
-    } while (0)
 
 int sks_quadform_matvec_batch(const sks_quadform *q, const int *ch, int m, const float *V, int ldv,
                               float *Y, int ldy, float *ws) {
@@ -129,7 +227,7 @@ int sks_quadform_matvec_batch(const sks_quadform *q, const int *ch, int m, const
     if (m <= 0) return m == 0 ? 0 : sks_fail(SKS_EARG, "%s: m %d", __func__, m);
     if (!ch || !V || !Y || !ws || ldv < m || ldy < m) return sks_fail(SKS_EARG, "%s: bad arguments", __func__);
     if ((rc = sks__check_ch(q->d, ch, m, __func__))) return rc;
-    SKS__QF_MATVEC_BODY(float, cblas_sgemm, SKS__QF_ROWBLOCK);
+    SKS__QF_MATVEC_BODY(float, cblas_sgemm, SKS__QF_ROWBLOCK, sks__qf_rows32);
 }
 
 int sks_quadform64_matvec_batch(const sks_quadform64 *q, const int *ch, int m, const double *V, int ldv,
@@ -139,7 +237,7 @@ int sks_quadform64_matvec_batch(const sks_quadform64 *q, const int *ch, int m, c
     if (m <= 0) return m == 0 ? 0 : sks_fail(SKS_EARG, "%s: m %d", __func__, m);
     if (!ch || !V || !Y || !ws || ldv < m || ldy < m) return sks_fail(SKS_EARG, "%s: bad arguments", __func__);
     if ((rc = sks__check_ch(q->d, ch, m, __func__))) return rc;
-    SKS__QF_MATVEC_BODY(double, cblas_dgemm, SKS__QF_ROWBLOCK / 2);
+    SKS__QF_MATVEC_BODY(double, cblas_dgemm, SKS__QF_ROWBLOCK / 2, sks__qf_rows64);
 }
 
 /* ---- traces ------------------------------------------------------------------------ */
@@ -408,12 +506,16 @@ int sks_qf_top_eigs(const sks_qf_op *op, const int *ch, int m, const sks_eigs_op
     } else {
         sks_eigs_opts oo = *o;
         oo.block = nb;
-        /* a device row leaves the CPU to the solver: its per-problem work on all threads */
+        /* The per-problem work of a round (Rayleigh-Ritz, residuals, orthogonalization:
+         * many small BLAS/LAPACK calls) on all threads, OpenBLAS on one thread each,
+         * instead of small calls that OpenBLAS splits over its threads: on any row (a
+         * device row leaves the CPU to the solver; on the cpu row the operator's GEMMs
+         * still get every thread between the halves of a round). */
         sks_eigs_extra xl;
         memset(&xl, 0, sizeof xl);
         sks_eigs_extra *xx = x ? x : &xl;
         const int saved = xx->threads;
-        if (saved == 0 && op->be != sks_qf_backend_find("cpu")) xx->threads = openblas_get_num_threads();
+        if (saved == 0) xx->threads = openblas_get_num_threads();
         rc = sks_eigs_topk_multi(sks__qf_apply, &s, d, m, &oo, xx, evals, evecs, info);
         xx->threads = saved;
     }
@@ -441,8 +543,12 @@ uint64_t sks_quadform_top_eigs_bytes(int d, int f, int m, int r, int block, int 
     int nb = block > 0 ? block : r + 2;
     if (nb > d) nb = d;
     const uint64_t cols = (uint64_t)m * (uint64_t)nb;
-    uint64_t b = cols * sizeof(int) + 2 * (uint64_t)f * cols * (f64 ? 8 : 4); /* chx, ws */
-    if (!f64) b += 2 * cols * (uint64_t)d * 4;                                /* X32, Y32 */
+    const uint64_t el = f64 ? 8 : 4;
+    uint64_t b = cols * sizeof(int) + 2 * (uint64_t)f * cols * el; /* chx, ws */
+    if (!f64) b += 2 * cols * (uint64_t)d * 4;                      /* X32, Y32 */
+    /* the threaded narrow matvec: P, Q per thread and a partial Y per extra thread */
+    const uint64_t nt = (uint64_t)openblas_get_num_threads();
+    if (nt > 1) b += (nt * 2 * SKS__QF_ROWBLOCK + (nt - 1) * (uint64_t)d) * cols * el;
     return b + sks_eigs_topk_multi_bytes(d, m, r, nb, krylov_dim);
 }
 

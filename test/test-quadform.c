@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cblas.h>
 #include <lapacke.h>
 
 #include "sks_test.h"
@@ -133,36 +134,54 @@ static void test_matvec_batch(void **state) {
 }
 
 /* Both matvec layouts (row-blocked for narrow batches, whole GEMMs for wide ones) on a
- * shape with f > 128 and a ragged last row block: f 300, d 32, m 5 and m 200. The
- * reference is S_k v = 1/2 sum_j D_k[j] (g_j (u_j . v) + u_j (g_j . v)) in f64 loops. */
+ * shape with several row blocks and a ragged last one: f 700, d 32, m 5 and m 200,
+ * leading dimensions m + 3, f32 and f64, with 1, 2 and 3 OpenBLAS threads (the
+ * row-blocked path deals its blocks to that many threads, each with its own partial Y).
+ * The reference is S_k v = 1/2 sum_j D_k[j] (g_j (u_j . v) + u_j (g_j . v)) in f64 loops. */
 static void test_matvec_layouts(void **state) {
     (void)state;
     rng_seed(6);
-    enum { d = 32, f = 300 };
+    enum { d = 32, f = 700 };
     float *G = malloc(sizeof(float) * f * d), *U = malloc(sizeof(float) * f * d), *Dn = malloc(sizeof(float) * d * f);
     for (int i = 0; i < f * d; i++) G[i] = (float)rng_gauss(), U[i] = (float)rng_gauss(), Dn[i] = (float)rng_gauss();
     sks_quadform q = {.d = d, .f = f, .G = G, .U = U, .Down = Dn};
+    sks_quadform64 q64;
+    assert_int_equal(sks_quadform_f64_alloc(&q, &q64), 0);
+    const int saved = openblas_get_num_threads();
     int ms[2] = {5, 200};
-    for (int t = 0; t < 2; t++) {
-        int m = ms[t];
-        int *ch = malloc(sizeof(int) * m);
-        float *V = malloc(sizeof(float) * d * m), *Y = malloc(sizeof(float) * d * m);
-        float *ws = malloc(sizeof(float) * sks_quadform_ws_size(&q, m));
-        for (int i = 0; i < m; i++) ch[i] = (int)(rng_u64() % d);
-        for (int i = 0; i < d * m; i++) V[i] = (float)rng_gauss();
-        assert_int_equal(sks_quadform_matvec_batch(&q, ch, m, V, m, Y, m, ws), 0);
-        for (int i = 0; i < m; i++) {
-            double y[d] = {0}, nr = 0.0, e = 0.0;
-            for (int j = 0; j < f; j++) {
-                double gv = 0.0, uv = 0.0, dj = Dn[(size_t)ch[i] * f + j];
-                for (int a = 0; a < d; a++) gv += (double)G[j * d + a] * V[a * m + i], uv += (double)U[j * d + a] * V[a * m + i];
-                for (int a = 0; a < d; a++) y[a] += 0.5 * dj * (G[j * d + a] * uv + U[j * d + a] * gv);
+    for (int nt = 1; nt <= 3; nt++) {
+        openblas_set_num_threads(nt);
+        for (int t = 0; t < 2; t++) {
+            int m = ms[t], ld = m + 3;
+            int *ch = malloc(sizeof(int) * m);
+            float *V = malloc(sizeof(float) * d * ld), *Y = malloc(sizeof(float) * d * ld);
+            double *V64 = malloc(sizeof(double) * d * ld), *Y64 = malloc(sizeof(double) * d * ld);
+            float *ws = malloc(sizeof(float) * sks_quadform_ws_size(&q, m));
+            double *ws64 = malloc(sizeof(double) * sks_quadform64_ws_size(&q64, m));
+            for (int i = 0; i < m; i++) ch[i] = (int)(rng_u64() % d);
+            for (int i = 0; i < d * ld; i++) V[i] = (float)rng_gauss(), V64[i] = V[i];
+            assert_int_equal(sks_quadform_matvec_batch(&q, ch, m, V, ld, Y, ld, ws), 0);
+            assert_int_equal(sks_quadform64_matvec_batch(&q64, ch, m, V64, ld, Y64, ld, ws64), 0);
+            for (int i = 0; i < m; i++) {
+                double y[d] = {0}, nr = 0.0, e = 0.0, e64 = 0.0;
+                for (int j = 0; j < f; j++) {
+                    double gv = 0.0, uv = 0.0, dj = Dn[(size_t)ch[i] * f + j];
+                    for (int a = 0; a < d; a++) gv += (double)G[j * d + a] * V[a * ld + i], uv += (double)U[j * d + a] * V[a * ld + i];
+                    for (int a = 0; a < d; a++) y[a] += 0.5 * dj * (G[j * d + a] * uv + U[j * d + a] * gv);
+                }
+                for (int a = 0; a < d; a++) {
+                    nr += y[a] * y[a];
+                    e += (Y[a * ld + i] - y[a]) * (Y[a * ld + i] - y[a]);
+                    e64 += (Y64[a * ld + i] - y[a]) * (Y64[a * ld + i] - y[a]);
+                }
+                assert_true(sqrt(e / nr) < 1e-5);
+                assert_true(sqrt(e64 / nr) < 1e-12);
             }
-            for (int a = 0; a < d; a++) nr += y[a] * y[a], e += (Y[a * m + i] - y[a]) * (Y[a * m + i] - y[a]);
-            assert_true(sqrt(e / nr) < 1e-5);
+            free(ch); free(V); free(Y); free(V64); free(Y64); free(ws); free(ws64);
         }
-        free(ch); free(V); free(Y); free(ws);
     }
+    openblas_set_num_threads(saved);
+    sks_quadform64_free(&q64);
     free(G); free(U); free(Dn);
 }
 

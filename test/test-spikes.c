@@ -6,6 +6,7 @@
  * ||S v - l v|| <= 1e-11 |l|, so eigenvalues agree to ~1e-11 relative and eigenvectors
  * to ~1e-11 / relative gap; we ask 1e-6 (eigenvalues) and |cos| >= 1 - 1e-8 (vectors) as
  * the issue states, and 1e-9 for the exact Gram-identity norms and traces. */
+#include <cblas.h>
 #include <lapacke.h>
 #include <math.h>
 #include <msgpack.h>
@@ -640,6 +641,11 @@ static void assert_layer_equal(const sks_spikes_layer_result *a, const sks_spike
 
 static void test_layer_split(void **state) {
     (void)state;
+    /* One BLAS thread, as every MPI rank has (cli-mpi.sh): the library deals its own work
+     * to OpenBLAS's thread count and sets that count process-wide for the duration, so
+     * parts run as threads of one process must not each have several. */
+    const int saved = openblas_get_num_threads();
+    openblas_set_num_threads(1);
     tmodel t;
     tmodel_make(&t, 777, 1);
     const int precs[2] = {SKS_SPK_PREC_F64, SKS_SPK_PREC_F32};
@@ -683,6 +689,7 @@ static void test_layer_split(void **state) {
         pthread_barrier_destroy(&one.bar);
     }
     tmodel_free(&t);
+    openblas_set_num_threads(saved);
 }
 
 int main(void) {
