@@ -29,7 +29,9 @@
 #include <cusolverDn.h>
 #include <cuda_runtime.h>
 
+#include <lapacke.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -892,6 +894,7 @@ static int sks__ev_alloc(sks__ev *e) {
     CU(cudaEventCreate(&e->e0), "event");
     CU(cudaEventCreate(&e->e1), "event");
     CU(cudaMemsetAsync(e->H, 0, P * km * km * sizeof(double), g_cu.comp), "eigensolver buffers");
+    CU(cudaMemsetAsync(e->info, 0, P * sizeof(int), g_cu.comp), "eigensolver buffers");
     return 0;
 }
 
@@ -940,6 +943,47 @@ static int sks__ev_orth(sks__ev *e, int nact, int k, const int *prob_d, uint64_t
     return sks_fail(SKS_EINTERNAL, "cuda eigensolver: no direction left to extend a basis of %d vectors in R^%d", k, n);
 }
 
+/* Rayleigh-Ritz on the host instead of cuSOLVER (SKS_CUDA_RR=host; for comparison):
+ * the packed projections (nact, k, k) column-major, LAPACKE_dsyevd on up to 16 threads,
+ * the same layout back (eigenvalues ascending, vectors as columns). */
+typedef struct {
+    double *A, *w;
+    int k, s0, s1, info;
+} sks__rr_job;
+
+static void *sks__rr_worker(void *ud) {
+    sks__rr_job *j = (sks__rr_job *)ud;
+    for (int s = j->s0; s < j->s1 && !j->info; s++)
+        j->info = (int)LAPACKE_dsyevd(LAPACK_COL_MAJOR, 'V', 'L', j->k, j->A + (size_t)s * j->k * j->k, j->k,
+                                      j->w + (size_t)s * j->k);
+    return NULL;
+}
+
+static int sks__rr_host(double *Hs_d, double *ev_d, int k, int nact, double *hbuf) {
+    const size_t kk = (size_t)k * k;
+    double *A = hbuf, *w = hbuf + (size_t)nact * kk;
+    CU(cudaMemcpyAsync(A, Hs_d, (size_t)nact * kk * sizeof(double), cudaMemcpyDeviceToHost, g_cu.comp), "download");
+    CU(cudaStreamSynchronize(g_cu.comp), "Rayleigh-Ritz download");
+    enum { NT = 16 };
+    sks__rr_job jobs[NT];
+    pthread_t th[NT];
+    int started[NT] = {0}, nt = nact < NT ? nact : NT;
+    for (int t = 0; t < nt; t++) {
+        jobs[t] = (sks__rr_job){A, w, k, nact * t / nt, nact * (t + 1) / nt, 0};
+        started[t] = t > 0 && pthread_create(&th[t], NULL, sks__rr_worker, &jobs[t]) == 0;
+    }
+    for (int t = 0; t < nt; t++)
+        if (t == 0 || !started[t]) sks__rr_worker(&jobs[t]);
+    for (int t = 1; t < nt; t++)
+        if (started[t]) pthread_join(th[t], NULL);
+    for (int t = 0; t < nt; t++)
+        if (jobs[t].info) return sks_fail(SKS_ELAPACK, "cuda eigensolver: dsyevd failed on a %d x %d projection (info %d)", k, k, jobs[t].info);
+    CU(cudaMemcpyAsync(Hs_d, A, (size_t)nact * kk * sizeof(double), cudaMemcpyHostToDevice, g_cu.comp), "upload");
+    CU(cudaMemcpyAsync(ev_d, w, (size_t)nact * k * sizeof(double), cudaMemcpyHostToDevice, g_cu.comp), "upload");
+    CU(cudaStreamSynchronize(g_cu.comp), "Rayleigh-Ritz upload");
+    return 0;
+}
+
 /* The per-problem state the host keeps (the device holds the bases). */
 typedef struct {
     int iterations, matvecs, restarts, converged, nres;
@@ -983,9 +1027,15 @@ static int sks__cu_eigs_t(sks__cu_op *o, const int *ch, int P, const sks_eigs_op
     }
     const int km = kmax, nrm = e.nresmax;
     const long long sV = (long long)km * n, sH = (long long)km * km, sR = (long long)nrm * n;
-    double op_ms = 0;
+    double op_ms = 0, *rr_buf = NULL;
     int rounds = 0, tag = 1, k = 0, nact = P;
+    const char *rr_env = getenv("SKS_CUDA_RR");
+    const int rr_host = rr_env && !strcmp(rr_env, "host");
     if ((rc = sks__ev_alloc(&e)) || (rc = sks__cu_matvec_room(o, P * nb))) goto out;
+    if (rr_host && cudaMallocHost((void **)&rr_buf, (size_t)P * (km * km + km) * sizeof(double)) != cudaSuccess) {
+        rc = sks_fail(SKS_ENOMEM, "cuda eigensolver: pinned Rayleigh-Ritz buffer");
+        goto out;
+    }
     for (int s = 0; s < P; s++) {
         e.prob_h[s] = s;
         for (int j = 0; j < nb; j++) e.ch_h[s * nb + j] = ch[s], e.sel_h[s * nb + j] = -1;
@@ -1033,7 +1083,9 @@ static int sks__cu_eigs_t(sks__cu_op *o, const int *ch, int P, const sks_eigs_op
         sks__k_ev_hupdate<<<nact, SKS__EV_T, 0, g_cu.comp>>>(e.H, e.Hc, e.Hs, k0, nb, km);
         SKS__EV_CU(cudaGetLastError(), "projection kernel");
         /* 3. Rayleigh-Ritz */
-        {
+        if (rr_host) {
+            if ((rc = sks__rr_host(e.Hs, e.ev, k, nact, rr_buf))) goto out;
+        } else {
             size_t wd = 0, wh = 0;
             if (cusolverDnXsyevBatched_bufferSize(g_cu.solver, g_cu.solver_params, CUSOLVER_EIG_MODE_VECTOR,
                                                   CUBLAS_FILL_MODE_LOWER, k, CUDA_R_64F, e.Hs, k, CUDA_R_64F, e.ev,
@@ -1219,6 +1271,7 @@ static int sks__cu_eigs_t(sks__cu_op *o, const int *ch, int P, const sks_eigs_op
 #undef SKS__EV_CB
 out:
     sks__ev_free(&e);
+    if (rr_buf) cudaFreeHost(rr_buf);
     free(st);
     free(done);
     return rc;
@@ -1227,6 +1280,8 @@ out:
 static int sks__cu_top_eigs(void *h, const int *ch, int m, const sks_eigs_opts *o, sks_eigs_extra *x, double *evals,
                             double *evecs, sks_eigs_info *info) {
     sks__cu_op *op = (sks__cu_op *)h;
+    const char *env = getenv("SKS_CUDA_EIGS"); /* "generic": the CPU-side solver, for comparison */
+    if (env && !strcmp(env, "generic")) return 1;
     if (op->prec == SKS_QF_F64) return sks__cu_eigs_t<double>(op, ch, m, o, x, evals, evecs, info);
     return sks__cu_eigs_t<float>(op, ch, m, o, x, evals, evecs, info);
 }
