@@ -279,6 +279,15 @@ static void test_row_top_eigs_planted(void **state) {
         rc = sks_qf_top_eigs(&op, ch, NP, &o, &x, ev, V, info);
         assert_true(rc == 0 || (prec == SKS_QF_F32 && rc == SKS_ENOCONV));
         assert_true(x.rounds > 0);
+        /* the shape does what it is for: problems leave the batch in different rounds, and
+         * some bases restart */
+        int it_min = info[0].iterations, it_max = info[0].iterations;
+        for (int c = 1; c < NP; c++) it_min = info[c].iterations < it_min ? info[c].iterations : it_min,
+                                     it_max = info[c].iterations > it_max ? info[c].iterations : it_max;
+        fprintf(stderr, "planted d %d, %s operator: rounds %d, iterations %d..%d, restarts %d\n", DP,
+                prec == SKS_QF_F32 ? "f32" : "f64", x.rounds, it_min, it_max, x.restarts);
+        assert_true(it_min < it_max);
+        assert_true(x.restarts > 0);
         const double tl = prec == SKS_QF_F32 ? 1e-5 : 1e-9;
         for (int c = 0; c < NP; c++) {
             const int k = ch[c];
