@@ -1,14 +1,15 @@
 /* bench-cuda.c - the cuda row of the quadform backend on one GPU (needs -DSKS_CUDA=ON).
  *
- * Parts (--part, default all):
+ * Parts (--part, default all; or a comma-separated list, run in the order 7b, acc, 70b, sinks):
  *   gemm  the GPU's cuBLAS rates at n = 8192: SGEMM FP32, SGEMM with TF32 tensor cores,
  *         DGEMM (TFLOP/s, best of 5): the yardstick for every fraction below.
  *   7b    a Llama-2-7B-shaped model (sinkscope's synth preset llama2-7b: planted spike
  *         channels and sink heads) built in host memory with bf16 weights, all 32
  *         layers through the library with --device cuda: spikes (screen of all 4096
- *         channels + top-4 eigenpairs of the 64 best, f32 operator, tol 1e-6; weights
- *         streamed per layer as bf16 and converted on the GPU), trace and sinks over a
- *         64-token prompt (forward-pass weight GEMMs on the GPU).
+ *         channels + top-4 eigenpairs of the 64 best, f32 operator, tol 1e-6, the cuda
+ *         row's own eigensolver; weights streamed per layer as bf16 and converted on the
+ *         GPU) and trace over a 64-token prompt (forward-pass weight GEMMs on the GPU).
+ *   sinks the sinks analysis of that model over the same prompt.
  *   acc   accuracy of the GPU screen (FP32, TF32) and eigenpairs (FP32, TF32) against
  *         the f64 CPU path (OpenBLAS dgemm) on the planted spike layer of that model.
  *   70b   a 70B-shaped layer stack (d 8192, f 28672, --layers70 layers, default 80)
@@ -16,6 +17,8 @@
  *         device disk), per layer: traces, the Gram screen of all 8192 channels, top-4
  *         eigenpairs of the 64 best (the spikes part, at linalg level: no model view).
  * --tf32: TF32 tensor cores for the f32 GEMMs of the 7b / 70b parts (default FP32).
+ * --kdim N, --kblock N: the eigensolver's basis size and Krylov block (default: linalg's
+ * basis rule and block 4).
  */
 #include <math.h>
 #include <pthread.h>
@@ -39,6 +42,7 @@ int main(void) {
 
 static double g_fp32, g_tf32, g_fp64;
 static int g_use_tf32; /* --tf32 */
+static int g_kdim, g_kblock; /* --kdim, --kblock: the solver's basis and Krylov block (0 = the defaults) */
 
 #define DIE(...)                                                                       \
     do {                                                                               \
@@ -114,14 +118,15 @@ static sks_model *build_7b(sks_synth **syn_out, double *seconds) {
 
 static void part_7b(sks_model *m, const sks_synth *syn) {
     const sks_arch *a = sks_model_arch(m);
-    const sks_qf_backend *cu = sks_qf_backend_find("cuda");
-    sks_qf_backend_set_default(cu);
+    sks_qf_backend_set_default(sks_qf_backend_find("cuda"));
     sks_spikes_opts o;
     sks_spikes_opts_default(&o);
     o.rank = 4;
     o.top_frob = 64;
     o.precision = SKS_SPK_PREC_F32;
     o.first_token_map = 0;
+    o.krylov_dim = g_kdim;
+    o.block = g_kblock;
     sks_spikes *s = NULL;
     if (sks_spikes_new(m, &o, &s)) DIE("spikes");
     double t0 = sks_now(), scr = 0, eig = 0, fl_s = 0, fl_e = 0, worst = 0;
@@ -183,17 +188,27 @@ static void part_7b(sks_model *m, const sks_synth *syn) {
     for (int c = 0; c < pl->n_spike; c++) printf(" %d", pl->channels[c]);
     printf(")\n");
     sks_trace_result_free(tr);
+    printf("7b spikes + trace compute: %.2f s\n", t_spk + t_tr);
+}
+
+static void part_sinks(sks_model *m, const sks_synth *syn) {
+    const sks_synth_planted *pl = sks_synth_get_planted(syn);
+    sks_qf_backend_set_default(sks_qf_backend_find("cuda"));
+    enum { T = 64 };
+    int32_t tok[T];
+    sks_trace_default_tokens(m, T, 1, tok);
+    const int32_t *pr[1] = {tok};
+    int lens[1] = {T};
     sks_sinks_opts so;
     sks_sinks_opts_default(&so);
     sks_sinks_result *sr = NULL;
-    t0 = sks_now();
+    double t0 = sks_now();
     if (sks_sinks_run(m, 1, pr, lens, &so, &sr)) DIE("sinks");
     if (sks_sinks_classify(sr, &so)) DIE("classify");
     double t_sk = sks_now() - t0;
     printf("7b sinks, %d tokens, cuda: %.2f s, sink heads %d (planted %d), AUC of the main predictor %.3f\n", T, t_sk,
            sr->n_sink_heads, pl->n_sink, sr->auc[so.main_pred]);
     sks_sinks_result_free(sr);
-    printf("7b total compute (spikes + trace + sinks): %.2f s\n", t_spk + t_tr + t_sk);
 }
 
 /* ---- part acc ---------------------------------------------------------------------- */
@@ -306,7 +321,7 @@ static void part_70b(int L, int tf32) {
     const int d = 8192, f = 28672, NE = 64;
     sks_qf_cuda_set_tf32(tf32);
     double t_gen = 0, t_tr = 0, t_scr = 0, t_eig = 0, fl_s = 0, fl_e = 0, t_all = sks_now();
-    long mv = 0;
+    long mv = 0, rounds = 0;
     int planted_top = 0;
     const int nblk = sks_quadform_frobenius_nblocks(f, 0);
     double *part = malloc((size_t)nblk * d * sizeof *part), *fro = malloc(d * sizeof *fro), *tr = malloc(d * sizeof *tr);
@@ -337,9 +352,10 @@ static void part_70b(int L, int tf32) {
         for (int p = 0; p < 4; p++)
             for (int i = 0; i < 4; i++) planted_top += idx[i] == (97 * (p + 1)) % d;
         sks_qf_cuda_set_tf32(0); /* the eigenpairs stay FP32 */
-        sks_eigs_opts eo = {.r = 4, .block = 4, .tol = 1e-6, .seed = 1, .max_iter = 1 << 28};
-        sks_eigs_extra x = {.max_restarts = 200};
+        sks_eigs_opts eo = {.r = 4, .block = g_kblock > 0 ? g_kblock : 4, .tol = 1e-6, .seed = 1, .max_iter = 1 << 28};
+        sks_eigs_extra x = {.max_restarts = 200, .krylov_dim = g_kdim};
         int rc = sks_qf_top_eigs(&op, idx, NE, &eo, &x, ev, V, info);
+        rounds += x.rounds;
         if (rc && rc != SKS_ENOCONV) DIE("eigs");
         sks_qf_cuda_set_tf32(tf32);
         double t4 = sks_now();
@@ -368,12 +384,24 @@ static void part_70b(int L, int tf32) {
            "traces %.2f s\n",
            t_scr, t_scr / L, fl_s / t_scr * 1e-12, 100 * fl_s / t_scr * 1e-12 / peak, tf32 ? "TF32" : "FP32",
            tf32 ? "TF32" : "FP32", tf32 ? 0.16 : 1.03, (tf32 ? 0.16 : 1.03) / (t_scr / L), t_tr);
-    printf("  eigenpairs %.1f s (%.3f s per layer, %ld vectors, operator %.1f TFLOP/s = %.0f%% of FP32 over the "
-           "solver's wall time), converged %d/%d channels, planted channels in the top 4: %d/%d\n",
-           t_eig, t_eig / L, mv, fl_e / t_eig * 1e-12, 100 * fl_e / t_eig * 1e-12 / g_fp32, nconv, NE * L,
+    printf("  eigenpairs %.1f s (%.3f s per layer, %ld vectors in %ld rounds, operator %.1f TFLOP/s = %.0f%% of FP32 "
+           "over the solver's wall time), converged %d/%d channels, planted channels in the top 4: %d/%d\n",
+           t_eig, t_eig / L, mv, rounds, fl_e / t_eig * 1e-12, 100 * fl_e / t_eig * 1e-12 / g_fp32, nconv, NE * L,
            planted_top, 4 * L);
     sks_qf_cuda_set_tf32(0);
     free(part), free(fro), free(tr), free(idx), free(ev), free(V), free(info);
+}
+
+/* part is one name or a comma-separated list of names */
+static int has_part(const char *part, const char *name) {
+    const size_t n = strlen(name);
+    for (const char *p = part; *p;) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if ((len == n && !strncmp(p, name, n)) || (len == 3 && !strncmp(p, "all", 3))) return 1;
+        p += len + (e != NULL);
+    }
+    return 0;
 }
 
 int main(int argc, char **argv) {
@@ -383,8 +411,11 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[i], "--part") && i + 1 < argc) part = argv[++i];
         else if (!strcmp(argv[i], "--layers70") && i + 1 < argc) L70 = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--tf32")) tf32 = 1;
+        else if (!strcmp(argv[i], "--kdim") && i + 1 < argc) g_kdim = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--kblock") && i + 1 < argc) g_kblock = atoi(argv[++i]);
         else {
-            fprintf(stderr, "usage: bench-cuda [--part all|gemm|7b|acc|70b] [--layers70 N] [--tf32]\n");
+            fprintf(stderr, "usage: bench-cuda [--part all|gemm|7b|sinks|acc|70b] [--layers70 N] [--tf32] [--kdim N] "
+                            "[--kblock N]\n");
             return 2;
         }
     }
@@ -397,21 +428,23 @@ int main(int argc, char **argv) {
     }
     if (sks_qf_cuda_gemm_rates(8192, 5, &g_fp32, &g_tf32, &g_fp64)) DIE("gemm rates");
     printf("gemm (cuBLAS, n 8192): FP32 %.1f TFLOP/s, TF32 %.1f TFLOP/s, FP64 %.1f TFLOP/s\n", g_fp32, g_tf32, g_fp64);
-    int all = !strcmp(part, "all");
-    if (all || !strcmp(part, "7b") || !strcmp(part, "acc")) {
-        sks_synth *syn = NULL;
+    /* order: 7b, acc, 70b, then sinks (the longest, CPU-bound) last */
+    sks_synth *syn = NULL;
+    sks_model *m = NULL;
+    if (has_part(part, "7b") || has_part(part, "acc") || has_part(part, "sinks")) {
         double ts;
-        sks_model *m = build_7b(&syn, &ts);
+        m = build_7b(&syn, &ts);
         printf("7b model built in host memory (bf16, synth preset llama2-7b): %.1f s (not counted)\n", ts);
-        g_use_tf32 = tf32;
-        if (tf32) sks_qf_cuda_set_tf32(1);
-        if (all || !strcmp(part, "7b")) part_7b(m, syn);
-        sks_qf_cuda_set_tf32(0);
-        if (all || !strcmp(part, "acc")) part_acc(m, syn);
-        sks_model_close(m);
-        sks_synth_free(syn);
     }
-    if (all || !strcmp(part, "70b")) part_70b(L70, tf32);
+    g_use_tf32 = tf32;
+    if (tf32) sks_qf_cuda_set_tf32(1);
+    if (has_part(part, "7b")) part_7b(m, syn);
+    sks_qf_cuda_set_tf32(0);
+    if (has_part(part, "acc")) part_acc(m, syn);
+    if (has_part(part, "70b")) part_70b(L70, tf32);
+    if (has_part(part, "sinks")) part_sinks(m, syn);
+    if (m) sks_model_close(m);
+    sks_synth_free(syn);
     return 0;
 }
 #endif

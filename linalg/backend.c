@@ -77,6 +77,7 @@ static const sks_qf_backend sks__cpu_row = {
     .frobenius_partials = sks__cpu_partials,
     .traces = sks__cpu_traces,
     .gemm_wt = NULL,
+    .top_eigs = NULL,
 };
 
 #ifdef SKS_HAVE_CUDA

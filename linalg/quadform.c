@@ -494,6 +494,12 @@ int sks_qf_top_eigs(const sks_qf_op *op, const int *ch, int m, const sks_eigs_op
     if (rc) return rc;
     int nb = o->block > 0 ? o->block : o->r + 2;
     if (nb > d) nb = d;
+    if (op->be->top_eigs) { /* the row's own solver (cuda: basis and Rayleigh-Ritz on the GPU) */
+        sks_eigs_opts ob = *o;
+        ob.block = nb;
+        rc = op->be->top_eigs(op->h, ch, m, &ob, x, evals, evecs, info);
+        if (rc != 1) return rc;
+    }
     size_t cols = (size_t)m * nb;
     sks__qf_ctx s = {op, ch, NULL, NULL, NULL};
     s.chx = sks_malloc_n(cols, sizeof *s.chx);

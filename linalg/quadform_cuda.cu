@@ -26,9 +26,12 @@
  */
 #include <cublas_v2.h>
 #include <cuda_fp16.h>
+#include <cusolverDn.h>
 #include <cuda_runtime.h>
 
+#include <lapacke.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +51,8 @@ typedef struct {
     cudaEvent_t copied[2];  /* staging c is on the device */
     cudaEvent_t freed[2];   /* staging c may be overwritten */
     int tf32;
+    cusolverDnHandle_t solver;     /* made on the first GPU eigensolve */
+    cusolverDnParams_t solver_params;
     /* gemm_wt buffers (grown on demand) */
     float *dW, *dX, *dY;
     size_t nW, nX, nY;
@@ -136,15 +141,18 @@ __global__ void sks__k_convert(const void *src, int el, T *dst, size_t n) {
     }
 }
 
-/* P[j, i] *= Down[ch[i], j], Q likewise; P, Q (f, m) */
+/* PQ holds P = G V then Q = U V, each (f, m) as (m, f) column-major; afterwards it
+ * holds D o Q then D o P (the order of the stacked [G; U] in the second GEMM):
+ * PQ[t] = D_{ch[i]}[j] Q[t], PQ[f m + t] = D_{ch[i]}[j] P[t], t = j m + i. */
 template <typename T>
-__global__ void sks__k_scale(T *P, T *Q, const T *Down, const int *ch, int f, int m) {
+__global__ void sks__k_scale_swap(T *PQ, const T *Down, const int *ch, int f, int m) {
     size_t n = (size_t)f * m;
     for (size_t t = (size_t)blockIdx.x * blockDim.x + threadIdx.x; t < n; t += (size_t)gridDim.x * blockDim.x) {
         int j = (int)(t / m), i = (int)(t % m);
         T dk = Down[(size_t)ch[i] * f + j];
-        P[t] *= dk;
-        Q[t] *= dk;
+        T p = PQ[t], q = PQ[n + t];
+        PQ[t] = dk * q;
+        PQ[n + t] = dk * p;
     }
 }
 
@@ -220,6 +228,40 @@ static cublasStatus_t sks__gemm(cublasOperation_t ta, cublasOperation_t tb, int 
 
 /* ---- streamed upload with conversion ------------------------------------------------- */
 
+/* memcpy into a pinned staging buffer on up to 8 threads: one thread's copy (~10 GB/s)
+ * would bound the stream of weights below the host-to-device link */
+typedef struct {
+    char *dst;
+    const char *src;
+    size_t n;
+} sks__cp_job;
+
+static void *sks__cp_worker(void *ud) {
+    const sks__cp_job *j = (const sks__cp_job *)ud;
+    memcpy(j->dst, j->src, j->n);
+    return NULL;
+}
+
+static void sks__par_memcpy(void *dst, const void *src, size_t n) {
+    enum { NT = 8 };
+    const size_t piece = (n / NT + 4095) & ~(size_t)4095;
+    if (n < ((size_t)4 << 20) || piece == 0) {
+        memcpy(dst, src, n);
+        return;
+    }
+    sks__cp_job jobs[NT];
+    pthread_t th[NT];
+    int started[NT] = {0}, nj = 0;
+    for (size_t off = 0; off < n && nj < NT; off += piece, nj++) {
+        jobs[nj] = (sks__cp_job){(char *)dst + off, (const char *)src + off, n - off < piece ? n - off : piece};
+        started[nj] = nj > 0 && pthread_create(&th[nj], NULL, sks__cp_worker, &jobs[nj]) == 0;
+    }
+    for (int t = 0; t < nj; t++)
+        if (t == 0 || !started[t]) sks__cp_worker(&jobs[t]);
+    for (int t = 1; t < nj; t++)
+        if (started[t]) pthread_join(th[t], NULL);
+}
+
 /* Rows [0, nrow) of a host array (row length ncol, encoding el) into dst (T) on the GPU,
  * chunk by chunk through the two staging buffers; after each chunk's conversion
  * on_chunk(ud, r0, r1) is enqueued on the compute stream (NULL: none). Returns after
@@ -237,7 +279,7 @@ static int sks__upload(T *dst, const void *src, int el, int64_t nrow, int64_t nc
         size_t bytes = (size_t)nr * rowb;
         /* the staging pair c is free once its previous conversion ran */
         CU(cudaEventSynchronize(g_cu.freed[c]), "staging wait");
-        memcpy(g_cu.pin[c], (const char *)src + (size_t)r0 * rowb, bytes);
+        sks__par_memcpy(g_cu.pin[c], (const char *)src + (size_t)r0 * rowb, bytes);
         CU(cudaMemcpyAsync(g_cu.dstage[c], g_cu.pin[c], bytes, cudaMemcpyHostToDevice, g_cu.copy), "upload");
         CU(cudaEventRecord(g_cu.copied[c], g_cu.copy), "event");
         CU(cudaStreamWaitEvent(g_cu.comp, g_cu.copied[c], 0), "event wait");
@@ -257,8 +299,8 @@ static int sks__upload(T *dst, const void *src, int el, int64_t nrow, int64_t nc
 
 typedef struct {
     int prec, d, f;
-    void *G, *U, *D;        /* device (f, d), (f, d), (d, f) */
-    void *V, *Y, *P, *Q;    /* matvec buffers, m_cap columns */
+    void *G, *U, *D;        /* device (f, d), (f, d), (d, f); U = G + f d: [G; U] is one (2f, d) array */
+    void *V, *Y, *PQ;       /* matvec buffers, m_cap columns: V, Y (d, m), PQ (2f, m) */
     int *ch;
     int m_cap;
     void *S;                /* screen workspace: 4 bs f + bs d values */
@@ -273,7 +315,7 @@ static void sks__cu_unbind(void *h) {
     sks__cu_op *o = (sks__cu_op *)h;
     if (!o) return;
     cudaStreamSynchronize(g_cu.comp);
-    void *bufs[] = {o->G, o->U, o->D, o->V, o->Y, o->P, o->Q, o->ch, o->S, o->part, o->w};
+    void *bufs[] = {o->G, o->D, o->V, o->Y, o->PQ, o->ch, o->S, o->part, o->w};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) cudaFree(bufs[i]);
     free(o);
@@ -298,8 +340,8 @@ static int sks__cu_alloc_op(int d, int f, int prec, sks__cu_op **out) {
     o->d = d;
     o->f = f;
     size_t fd = (size_t)f * d, ps = sks__ps(prec);
-    cudaError_t e = cudaMalloc(&o->G, fd * ps);
-    if (e == cudaSuccess) e = cudaMalloc(&o->U, fd * ps);
+    cudaError_t e = cudaMalloc(&o->G, 2 * fd * ps);
+    if (e == cudaSuccess) o->U = (char *)o->G + fd * ps;
     if (e == cudaSuccess) e = cudaMalloc(&o->D, fd * ps);
     if (e == cudaSuccess) e = cudaMalloc((void **)&o->w, ((size_t)f + d) * sizeof(double));
     if (e == cudaSuccess) e = cudaMalloc((void **)&o->part, (size_t)d * sizeof(double));
@@ -334,19 +376,36 @@ static int sks__cu_bind(const sks_quadform *q, const sks_quadform64 *q64, const 
 
 static int sks__cu_matvec_room(sks__cu_op *o, int m) {
     if (m <= o->m_cap) return 0;
-    void *bufs[] = {o->V, o->Y, o->P, o->Q, o->ch};
+    void *bufs[] = {o->V, o->Y, o->PQ, o->ch};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) cudaFree(bufs[i]);
-    o->V = o->Y = o->P = o->Q = NULL;
+    o->V = o->Y = o->PQ = NULL;
     o->ch = NULL;
     o->m_cap = 0;
     size_t ps = sks__ps(o->prec);
     CU(cudaMalloc(&o->V, (size_t)o->d * m * ps), "matvec buffer");
     CU(cudaMalloc(&o->Y, (size_t)o->d * m * ps), "matvec buffer");
-    CU(cudaMalloc(&o->P, (size_t)o->f * m * ps), "matvec buffer");
-    CU(cudaMalloc(&o->Q, (size_t)o->f * m * ps), "matvec buffer");
+    CU(cudaMalloc(&o->PQ, (size_t)2 * o->f * m * ps), "matvec buffer");
     CU(cudaMalloc((void **)&o->ch, (size_t)m * sizeof(int)), "matvec buffer");
     o->m_cap = m;
+    return 0;
+}
+
+/* Y = S_{ch[i]} V[:, i] on the GPU: o->V, o->Y (d, m) row-major, o->ch (m), enqueued on
+ * the compute stream. Two GEMMs over the stacked [G; U] (2f, d):
+ *   [P; Q] = [G; U] V,  [P; Q] <- [D o Q; D o P],  Y = 1/2 [G; U]^T [D o Q; D o P]. */
+template <typename T>
+static int sks__cu_apply(sks__cu_op *o, int m) {
+    const int d = o->d, f = o->f;
+    T *dV = (T *)o->V, *dY = (T *)o->Y, *PQ = (T *)o->PQ;
+    const T *GU = (const T *)o->G, *D = (const T *)o->D;
+    const cublasOperation_t N = CUBLAS_OP_N, Tr = CUBLAS_OP_T;
+    /* [P^T Q^T] (m, 2f) = V^T (m, d) [G; U]^T (d, 2f) */
+    CB(sks__gemm(N, N, m, 2 * f, d, (T)1, dV, m, GU, d, (T)0, PQ, m), "[G; U] V");
+    sks__k_scale_swap<T><<<sks__grid((size_t)f * m), 256, 0, g_cu.comp>>>(PQ, D, o->ch, f, m);
+    CU(cudaGetLastError(), "scale kernel");
+    /* Y^T (m, d) = 1/2 [(D o Q)^T (D o P)^T] (m, 2f) [G; U] (2f, d) */
+    CB(sks__gemm(N, Tr, m, d, 2 * f, (T)0.5, PQ, m, GU, d, (T)0, dY, m), "[G; U]^T [Q; P]");
     return 0;
 }
 
@@ -354,22 +413,12 @@ template <typename T>
 static int sks__cu_matvec_t(sks__cu_op *o, const int *ch, int m, const T *V, int ldv, T *Y, int ldy) {
     int rc = sks__cu_matvec_room(o, m);
     if (rc) return rc;
-    const int d = o->d, f = o->f;
-    T *dV = (T *)o->V, *dY = (T *)o->Y, *P = (T *)o->P, *Q = (T *)o->Q;
-    const T *G = (const T *)o->G, *U = (const T *)o->U, *D = (const T *)o->D;
-    CU(cudaMemcpy2DAsync(dV, (size_t)m * sizeof(T), V, (size_t)ldv * sizeof(T), (size_t)m * sizeof(T), d,
+    const int d = o->d;
+    CU(cudaMemcpy2DAsync(o->V, (size_t)m * sizeof(T), V, (size_t)ldv * sizeof(T), (size_t)m * sizeof(T), d,
                          cudaMemcpyHostToDevice, g_cu.comp), "matvec upload");
     CU(cudaMemcpyAsync(o->ch, ch, (size_t)m * sizeof(int), cudaMemcpyHostToDevice, g_cu.comp), "matvec upload");
-    const cublasOperation_t N = CUBLAS_OP_N, Tr = CUBLAS_OP_T;
-    /* P^T (m, f) = V^T (m, d) G^T (d, f) */
-    CB(sks__gemm(N, N, m, f, d, (T)1, dV, m, G, d, (T)0, P, m), "G V");
-    CB(sks__gemm(N, N, m, f, d, (T)1, dV, m, U, d, (T)0, Q, m), "U V");
-    sks__k_scale<T><<<sks__grid((size_t)f * m), 256, 0, g_cu.comp>>>(P, Q, D, o->ch, f, m);
-    CU(cudaGetLastError(), "scale kernel");
-    /* Y^T (m, d) = 1/2 Q^T (m, f) G (f, d) + 1/2 P^T U */
-    CB(sks__gemm(N, Tr, m, d, f, (T)0.5, Q, m, G, d, (T)0, dY, m), "G^T Q");
-    CB(sks__gemm(N, Tr, m, d, f, (T)0.5, P, m, U, d, (T)1, dY, m), "U^T P");
-    CU(cudaMemcpy2DAsync(Y, (size_t)ldy * sizeof(T), dY, (size_t)m * sizeof(T), (size_t)m * sizeof(T), d,
+    if ((rc = sks__cu_apply<T>(o, m))) return rc;
+    CU(cudaMemcpy2DAsync(Y, (size_t)ldy * sizeof(T), o->Y, (size_t)m * sizeof(T), (size_t)m * sizeof(T), d,
                          cudaMemcpyDeviceToHost, g_cu.comp), "matvec download");
     CU(cudaStreamSynchronize(g_cu.comp), "matvec");
     return 0;
@@ -479,6 +528,9 @@ static int sks__cu_gemm_wt(int elem, const void *W, int out, int in, const float
 
 /* ---- the row ---------------------------------------------------------------------------- */
 
+static int sks__cu_top_eigs(void *h, const int *ch, int m, const sks_eigs_opts *o, sks_eigs_extra *x, double *evals,
+                            double *evecs, sks_eigs_info *info);
+
 extern "C" const sks_qf_backend sks_qf_backend_cuda = {
     "cuda",            /* name */
     1,                 /* takes_raw */
@@ -489,6 +541,7 @@ extern "C" const sks_qf_backend sks_qf_backend_cuda = {
     sks__cu_partials,
     sks__cu_traces,
     sks__cu_gemm_wt,
+    sks__cu_top_eigs,
 };
 
 /* ---- benchmark helpers ------------------------------------------------------------------ */
@@ -568,6 +621,703 @@ extern "C" int sks_qf_cuda_download(const struct sks_qf_op_s *op, float *G, floa
     if (U) CU(cudaMemcpy(U, o->U, fd, cudaMemcpyDeviceToHost), "download");
     if (Down) CU(cudaMemcpy(Down, o->D, fd, cudaMemcpyDeviceToHost), "download");
     return 0;
+}
+
+/* ---- the eigensolver on the GPU ------------------------------------------------------
+ *
+ * sks_qf_top_eigs for a whole channel block with everything on the GPU: the thick-restart
+ * block Lanczos of eigs.c (Rayleigh-Ritz form, expansion by the residuals of the first
+ * nb unconverged Ritz pairs, thick restart to the `keep` best Ritz vectors), run for all
+ * problems in lockstep. Problems that started together have the same basis size k after
+ * every round (each round adds nb vectors, a restart cuts every basis to keep), so one
+ * strided-batched DGEMM does a step of all of them; a problem that is done leaves the
+ * batch, and the last active one moves into its slot (slots 0 .. nact-1 stay dense).
+ *
+ * Per slot s: V, W (n, kmax) column-major f64 (basis vectors and W = S V as columns),
+ * H = V^T S V (kmax, kmax). One round:
+ *   1. the pending nb columns V[:, k:k+nb] of every slot, converted to the operator's
+ *      precision, are one batched matvec (sks__cu_apply) of nact nb columns;
+ *   2. H[:, k0:k] = V^T W[:, k0:k] (batched DGEMM), symmetrized on its new block;
+ *   3. H = Z diag(theta) Z^T by cusolverDnXsyevBatched (f64), pairs sorted by |theta|;
+ *   4. Ritz vectors Yb = V Z[:, :nres] and residuals R = W Z[:, :nres] - Yb diag(theta)
+ *      (two batched DGEMMs, nres = min(k, r + nb)), their relative norms;
+ *   5. theta and the residual norms (nact (r + nb) values) go to the host, which applies
+ *      the convergence test of eigs.c (tol relative, or norm_tol |theta_1|), the restart
+ *      rule and the restart cap, and picks the expansion pairs;
+ *   6. finished problems write their Ritz vectors (sign: largest |.| positive) into the
+ *      device result; a restart is V <- V Z[:, :keep], W <- W Z[:, :keep] (W stays S V),
+ *      H <- diag(theta); the chosen residuals become V[:, k:k+nb], orthonormalized by
+ *      block classical Gram-Schmidt against V twice, each pass followed by modified
+ *      Gram-Schmidt inside the block (a third pass when a vector lost more than 1 - 1e-3
+ *      of its norm); a vector that lost more than 1 - 1e-8 is replaced by a random one.
+ * Only steps 5 and the breakdown check synchronize with the host (two small copies per
+ * round). Basis, projections, Rayleigh-Ritz and norms are f64, as on the CPU; only the
+ * operator is f32 (or f64 for an f64 binding). A problem is taken when its basis cannot
+ * span the space (kmax + nb <= n) and no start vectors are given; otherwise the caller
+ * falls back to the generic solver. */
+
+#define SKS__EV_T 256 /* threads of the per-slot kernels */
+
+__device__ static double sks__d_gauss(uint64_t key) {
+    uint64_t a = sks__d_mix(key), b = sks__d_mix(key ^ 0x5851f42d4c957f2dull);
+    double u1 = ((double)(a >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+    double u2 = ((double)(b >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+    return sqrt(-2.0 * log(u1)) * cospi(2.0 * u2);
+}
+
+/* sum of v over the block (blockDim.x = SKS__EV_T), the same value in every thread */
+__device__ static double sks__d_block_sum(double v, double *sh) {
+    sh[threadIdx.x] = v;
+    __syncthreads();
+    for (int w = blockDim.x / 2; w > 0; w >>= 1) {
+        if (threadIdx.x < w) sh[threadIdx.x] += sh[threadIdx.x + w];
+        __syncthreads();
+    }
+    double s = sh[0];
+    __syncthreads();
+    return s;
+}
+
+/* column j of slot s's new block: sel[s nb + j] >= 0 copies residual column sel of R,
+ * -1 writes a random vector, -2 keeps the column */
+__global__ void sks__k_ev_expand(double *V, const double *R, int n, int k, int nb, int kmax, int nresmax,
+                                 const int *sel, const int *prob, uint64_t seed, int tag) {
+    const int y = blockIdx.y, s = y / nb, j = y % nb, c = sel[y];
+    if (c == -2) return;
+    double *dst = V + (size_t)s * kmax * n + (size_t)(k + j) * n;
+    const double *src = R + (size_t)s * nresmax * n + (size_t)(c < 0 ? 0 : c) * n;
+    const uint64_t key = sks__d_mix(seed ^ (0x9e3779b97f4a7c15ull * (uint64_t)(prob[s] + 1))) ^ ((uint64_t)tag << 40) ^
+                         ((uint64_t)j << 32);
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+        dst[i] = c >= 0 ? src[i] : sks__d_gauss(key + (uint64_t)i);
+}
+
+/* nrm0[y] = ||x||, x /= ||x|| when it is positive and finite; x = column k + j of slot s */
+__global__ void sks__k_ev_normalize(double *V, int n, int k, int nb, int kmax, double *nrm0) {
+    __shared__ double sh[SKS__EV_T];
+    const int y = blockIdx.x, s = y / nb, j = y % nb;
+    double *x = V + (size_t)s * kmax * n + (size_t)(k + j) * n;
+    double a = 0;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) a += x[i] * x[i];
+    const double nrm = sqrt(sks__d_block_sum(a, sh));
+    if (threadIdx.x == 0) nrm0[y] = nrm;
+    if (!(nrm > 0) || !isfinite(nrm)) return;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) x[i] /= nrm;
+}
+
+/* modified Gram-Schmidt inside slot s's new block (one block per slot); ratio[s nb + j]
+ * = the norm of column j after its projections (the columns come in with unit norm) */
+__global__ void sks__k_ev_mgs(double *V, int n, int k, int nb, int kmax, double *ratio) {
+    __shared__ double sh[SKS__EV_T];
+    const int s = blockIdx.x;
+    double *X = V + (size_t)s * kmax * n + (size_t)k * n;
+    for (int j = 0; j < nb; j++) {
+        double *xj = X + (size_t)j * n;
+        for (int i = 0; i < j; i++) {
+            const double *xi = X + (size_t)i * n;
+            double a = 0;
+            for (int t = threadIdx.x; t < n; t += blockDim.x) a += xi[t] * xj[t];
+            const double dot = sks__d_block_sum(a, sh);
+            for (int t = threadIdx.x; t < n; t += blockDim.x) xj[t] -= dot * xi[t];
+            __syncthreads();
+        }
+        double a = 0;
+        for (int t = threadIdx.x; t < n; t += blockDim.x) a += xj[t] * xj[t];
+        const double nrm = sqrt(sks__d_block_sum(a, sh));
+        if (threadIdx.x == 0 && ratio) ratio[s * nb + j] = nrm;
+        if (nrm > 0 && isfinite(nrm))
+            for (int t = threadIdx.x; t < n; t += blockDim.x) xj[t] /= nrm;
+        __syncthreads();
+    }
+}
+
+/* the pending columns of every slot to / from the operator's (n, m) row-major buffer:
+ * column col = s nb + j of the buffer is column k + j of slot s */
+template <typename T>
+__global__ void sks__k_ev_gather(const double *V, int n, int k, int nb, int kmax, T *X, int m) {
+    const size_t tot = (size_t)n * m;
+    for (size_t t = (size_t)blockIdx.x * blockDim.x + threadIdx.x; t < tot; t += (size_t)gridDim.x * blockDim.x) {
+        const int col = (int)(t % m), i = (int)(t / m), s = col / nb, j = col % nb;
+        X[t] = (T)V[(size_t)s * kmax * n + (size_t)(k + j) * n + i];
+    }
+}
+template <typename T>
+__global__ void sks__k_ev_scatter(double *W, int n, int k, int nb, int kmax, const T *Y, int m) {
+    const size_t tot = (size_t)n * m;
+    for (size_t t = (size_t)blockIdx.x * blockDim.x + threadIdx.x; t < tot; t += (size_t)gridDim.x * blockDim.x) {
+        const int col = (int)(t % m), i = (int)(t / m), s = col / nb, j = col % nb;
+        W[(size_t)s * kmax * n + (size_t)(k + j) * n + i] = (double)Y[t];
+    }
+}
+
+/* H[:, k0:k] and H[k0:k, :] from Hc = V^T W[:, k0:k] (k, nb; the new block's two
+ * computed halves averaged), then H[:k, :k] packed (ld k) into Hs for the eigensolver */
+__global__ void sks__k_ev_hupdate(double *H, const double *Hc, double *Hs, int k0, int nb, int kmax) {
+    const int s = blockIdx.x, k = k0 + nb;
+    double *Hs_ = H + (size_t)s * kmax * kmax;
+    const double *C = Hc + (size_t)s * kmax * nb;
+    for (int t = threadIdx.x; t < k * nb; t += blockDim.x) {
+        const int i = t % k, j = t / k, jj = k0 + j;
+        const double h = C[i + (size_t)j * kmax];
+        if (i < k0) {
+            Hs_[i + (size_t)jj * kmax] = Hs_[jj + (size_t)i * kmax] = h;
+        } else if (i - k0 <= j) {
+            const double v = 0.5 * (h + C[jj + (size_t)(i - k0) * kmax]);
+            Hs_[i + (size_t)jj * kmax] = Hs_[jj + (size_t)i * kmax] = v;
+        }
+    }
+    __syncthreads();
+    double *P = Hs + (size_t)s * k * k;
+    for (int t = threadIdx.x; t < k * k; t += blockDim.x) P[t] = Hs_[t % k + (size_t)(t / k) * kmax];
+}
+
+/* eigenpairs of slot s (ascending, from the eigensolver) sorted by |theta| descending,
+ * ties by index: Z (kmax, kmax) column c = pair c, theta (kmax) */
+__global__ void sks__k_ev_sort(const double *Hs, const double *ev, int k, int kmax, double *Z, double *theta) {
+    __shared__ int order[256];
+    const int s = blockIdx.x;
+    const double *w = ev + (size_t)s * k;
+    if (threadIdx.x == 0) {
+        for (int i = 0; i < k; i++) order[i] = i;
+        for (int i = 1; i < k; i++) {
+            int t = order[i], j = i - 1;
+            while (j >= 0 && (fabs(w[order[j]]) < fabs(w[t]) || (fabs(w[order[j]]) == fabs(w[t]) && order[j] > t))) {
+                order[j + 1] = order[j];
+                j--;
+            }
+            order[j + 1] = t;
+        }
+    }
+    __syncthreads();
+    const double *E = Hs + (size_t)s * k * k;
+    double *Zs = Z + (size_t)s * kmax * kmax;
+    for (int t = threadIdx.x; t < k * k; t += blockDim.x) {
+        const int i = t % k, c = t / k;
+        Zs[i + (size_t)c * kmax] = E[i + (size_t)order[c] * k];
+    }
+    for (int c = threadIdx.x; c < k; c += blockDim.x) theta[(size_t)s * kmax + c] = w[order[c]];
+}
+
+/* R[:, c] -= theta_c Yb[:, c]; view (slot s) = theta[0:nresmax], rel[0:nresmax] with
+ * rel_c = ||R[:, c]|| / |theta_c|; one block per (c, s) */
+__global__ void sks__k_ev_resid(double *R, const double *Yb, const double *theta, int n, int nresmax, int kmax,
+                                double *view) {
+    __shared__ double sh[SKS__EV_T];
+    const int c = blockIdx.x, s = blockIdx.y;
+    const double th = theta[(size_t)s * kmax + c];
+    double *rc = R + (size_t)s * nresmax * n + (size_t)c * n;
+    const double *y = Yb + (size_t)s * nresmax * n + (size_t)c * n;
+    double a = 0;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        const double v = rc[i] - th * y[i];
+        rc[i] = v;
+        a += v * v;
+    }
+    const double rn = sqrt(sks__d_block_sum(a, sh));
+    if (threadIdx.x == 0) {
+        view[(size_t)s * 2 * nresmax + c] = th;
+        view[(size_t)s * 2 * nresmax + nresmax + c] = th != 0.0 ? rn / fabs(th) : (rn == 0.0 ? 0.0 : INFINITY);
+    }
+}
+
+/* Ritz vector c of the finished slot fin[2 e] (problem fin[2 e + 1]) into the result
+ * (nprob, n, r): unit norm, largest-|.| component (first of equals) positive */
+__global__ void sks__k_ev_finalize(const double *Yb, int n, int r, int nres, int nresmax, const int *fin,
+                                   double *evecs) {
+    __shared__ double sh[SKS__EV_T];
+    __shared__ double bv[SKS__EV_T];
+    __shared__ int bi[SKS__EV_T];
+    const int c = blockIdx.x, s = fin[2 * blockIdx.y], p = fin[2 * blockIdx.y + 1];
+    double *out = evecs + (size_t)p * n * r;
+    if (c >= nres) {
+        for (int i = threadIdx.x; i < n; i += blockDim.x) out[(size_t)i * r + c] = NAN;
+        return;
+    }
+    const double *y = Yb + (size_t)s * nresmax * n + (size_t)c * n;
+    double a = 0, best = -1;
+    int bidx = n;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        a += y[i] * y[i];
+        if (fabs(y[i]) > best) best = fabs(y[i]), bidx = i;
+    }
+    bv[threadIdx.x] = best;
+    bi[threadIdx.x] = bidx;
+    __syncthreads();
+    for (int w = blockDim.x / 2; w > 0; w >>= 1) {
+        if (threadIdx.x < w) {
+            const double o = bv[threadIdx.x + w];
+            const int oi = bi[threadIdx.x + w];
+            if (o > bv[threadIdx.x] || (o == bv[threadIdx.x] && oi < bi[threadIdx.x])) bv[threadIdx.x] = o, bi[threadIdx.x] = oi;
+        }
+        __syncthreads();
+    }
+    const double nrm = sqrt(sks__d_block_sum(a, sh));
+    const double sc = (y[bi[0]] < 0 ? -1.0 : 1.0) / nrm;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) out[(size_t)i * r + c] = sc * y[i];
+}
+
+/* H <- diag(theta[0:keep]) after a thick restart */
+__global__ void sks__k_ev_hrestart(double *H, const double *theta, int keep, int kmax) {
+    const int s = blockIdx.x;
+    double *Hs = H + (size_t)s * kmax * kmax;
+    for (int t = threadIdx.x; t < kmax * kmax; t += blockDim.x) {
+        const int i = t % kmax, j = t / kmax;
+        Hs[t] = i == j && i < keep ? theta[(size_t)s * kmax + i] : 0.0;
+    }
+}
+
+static cublasStatus_t sks__dgemm_sb(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, double al,
+                                    const double *A, int lda, long long sa, const double *B, int ldb, long long sb,
+                                    double be, double *C, int ldc, long long sc, int batch) {
+    return cublasDgemmStridedBatched(g_cu.blas, ta, tb, m, n, k, &al, A, lda, sa, B, ldb, sb, &be, C, ldc, sc, batch);
+}
+
+typedef struct {
+    int n, r, nb, kmax, keep, nresmax, P;
+    double *V, *W, *tmp, *H, *Z, *Hs, *ev, *theta, *Yb, *R, *Hc, *C, *view, *flag, *evecs;
+    int *sel, *fin, *info, *prob; /* device: expansion choice, finished (slot, problem), eigensolver info, slot -> problem */
+    void *work;                 /* cusolver device workspace */
+    size_t work_n;
+    void *hwork;                /* cusolver host workspace */
+    size_t hwork_n;
+    double *view_h, *flag_h;    /* pinned */
+    int *sel_h, *fin_h, *ch_h, *info_h, *prob_h;
+    cudaEvent_t e0, e1;
+} sks__ev;
+
+static void sks__ev_free(sks__ev *e) {
+    cudaStreamSynchronize(g_cu.comp);
+    void *d[] = {e->V, e->W, e->tmp, e->H, e->Z, e->Hs, e->ev, e->theta, e->Yb, e->R, e->Hc, e->C, e->view, e->flag,
+                 e->evecs, e->sel, e->fin, e->info, e->prob, e->work};
+    for (size_t i = 0; i < sizeof d / sizeof d[0]; i++)
+        if (d[i]) cudaFree(d[i]);
+    void *h[] = {e->view_h, e->flag_h, e->sel_h, e->fin_h, e->ch_h, e->info_h, e->prob_h};
+    for (size_t i = 0; i < sizeof h / sizeof h[0]; i++)
+        if (h[i]) cudaFreeHost(h[i]);
+    free(e->hwork);
+    if (e->e0) cudaEventDestroy(e->e0);
+    if (e->e1) cudaEventDestroy(e->e1);
+}
+
+static int sks__ev_alloc(sks__ev *e) {
+    const size_t P = (size_t)e->P, n = (size_t)e->n, km = (size_t)e->kmax, nr = (size_t)e->nresmax, nb = (size_t)e->nb;
+    struct {
+        double **p;
+        size_t cnt;
+    } dd[] = {{&e->V, P * km * n},  {&e->W, P * km * n},  {&e->tmp, P * km * n}, {&e->H, P * km * km},
+              {&e->Z, P * km * km}, {&e->Hs, P * km * km}, {&e->ev, P * km},     {&e->theta, P * km},
+              {&e->Yb, P * nr * n}, {&e->R, P * nr * n},  {&e->Hc, P * km * nb}, {&e->C, P * km * nb},
+              {&e->view, P * 2 * nr}, {&e->flag, P * 2 * nb}, {&e->evecs, P * n * (size_t)e->r}};
+    for (size_t i = 0; i < sizeof dd / sizeof dd[0]; i++) {
+        cudaError_t err = cudaMalloc((void **)dd[i].p, dd[i].cnt * sizeof(double));
+        if (err != cudaSuccess)
+            return sks_fail(SKS_ENOMEM, "cuda eigensolver: GPU memory for %zu problems of %zu x %zu (%s)", P, n, km,
+                            cudaGetErrorString(err));
+    }
+    CU(cudaMalloc((void **)&e->sel, P * nb * sizeof(int)), "eigensolver buffers");
+    CU(cudaMalloc((void **)&e->fin, P * 2 * sizeof(int)), "eigensolver buffers");
+    CU(cudaMalloc((void **)&e->info, P * sizeof(int)), "eigensolver buffers");
+    CU(cudaMalloc((void **)&e->prob, P * sizeof(int)), "eigensolver buffers");
+    CU(cudaMallocHost((void **)&e->prob_h, P * sizeof(int)), "eigensolver buffers");
+    CU(cudaMallocHost((void **)&e->view_h, P * 2 * nr * sizeof(double)), "eigensolver buffers");
+    CU(cudaMallocHost((void **)&e->flag_h, P * 2 * nb * sizeof(double)), "eigensolver buffers");
+    CU(cudaMallocHost((void **)&e->sel_h, P * nb * sizeof(int)), "eigensolver buffers");
+    CU(cudaMallocHost((void **)&e->fin_h, P * 2 * sizeof(int)), "eigensolver buffers");
+    CU(cudaMallocHost((void **)&e->ch_h, P * nb * sizeof(int)), "eigensolver buffers");
+    CU(cudaMallocHost((void **)&e->info_h, P * sizeof(int)), "eigensolver buffers");
+    CU(cudaEventCreate(&e->e0), "event");
+    CU(cudaEventCreate(&e->e1), "event");
+    CU(cudaMemsetAsync(e->H, 0, P * km * km * sizeof(double), g_cu.comp), "eigensolver buffers");
+    CU(cudaMemsetAsync(e->info, 0, P * sizeof(int), g_cu.comp), "eigensolver buffers");
+    return 0;
+}
+
+/* New columns k .. k+nb of the nact slots (as written by sks__k_ev_expand, sel in
+ * e->sel) orthonormalized against V[:, :k] and each other; random replacements for
+ * columns that were (nearly) in the span. *tag numbers the random draws. */
+static int sks__ev_orth(sks__ev *e, int nact, int k, const int *prob_d, uint64_t seed, int *tag) {
+    const int n = e->n, nb = e->nb, km = e->kmax, y = nact * nb;
+    const long long sV = (long long)km * n, sC = (long long)km * nb;
+    double *X = e->V + (size_t)k * n;
+    for (int attempt = 0; attempt < 6; attempt++) {
+        sks__k_ev_normalize<<<y, SKS__EV_T, 0, g_cu.comp>>>(e->V, n, k, nb, km, e->flag);
+        int passes = 2;
+        for (int pass = 0; pass < passes; pass++) {
+            if (k > 0) {
+                CB(sks__dgemm_sb(CUBLAS_OP_T, CUBLAS_OP_N, k, nb, n, 1.0, e->V, n, sV, X, n, sV, 0.0, e->C, km, sC, nact),
+                   "V^T X");
+                CB(sks__dgemm_sb(CUBLAS_OP_N, CUBLAS_OP_N, n, nb, k, -1.0, e->V, n, sV, e->C, km, sC, 1.0, X, n, sV, nact),
+                   "X - V C");
+            }
+            sks__k_ev_mgs<<<nact, SKS__EV_T, 0, g_cu.comp>>>(e->V, n, k, nb, km, pass == 0 ? e->flag + y : NULL);
+            CU(cudaGetLastError(), "orthogonalization kernels");
+            if (pass == 0) {
+                CU(cudaMemcpyAsync(e->flag_h, e->flag, (size_t)2 * y * sizeof(double), cudaMemcpyDeviceToHost, g_cu.comp),
+                   "eigensolver download");
+                CU(cudaStreamSynchronize(g_cu.comp), "orthogonalization");
+                int bad = 0;
+                for (int i = 0; i < y; i++) {
+                    const double n0 = e->flag_h[i], q = e->flag_h[y + i];
+                    const int b = !(n0 > 0) || !isfinite(n0) || !(q > 1e-8);
+                    e->sel_h[i] = b ? -1 : -2;
+                    bad |= b;
+                    if (!b && q < 1e-3) passes = 3;
+                }
+                if (bad) break;
+            }
+        }
+        int bad = 0;
+        for (int i = 0; i < y; i++) bad |= e->sel_h[i] == -1;
+        if (!bad) return 0;
+        CU(cudaMemcpyAsync(e->sel, e->sel_h, (size_t)y * sizeof(int), cudaMemcpyHostToDevice, g_cu.comp), "upload");
+        sks__k_ev_expand<<<dim3((n + 255) / 256, y), 256, 0, g_cu.comp>>>(e->V, e->R, n, k, nb, km, e->nresmax, e->sel,
+                                                                        prob_d, seed, (*tag)++);
+        CU(cudaGetLastError(), "expansion kernel");
+    }
+    return sks_fail(SKS_EINTERNAL, "cuda eigensolver: no direction left to extend a basis of %d vectors in R^%d", k, n);
+}
+
+/* Rayleigh-Ritz on the host instead of cuSOLVER (SKS_CUDA_RR=host; for comparison):
+ * the packed projections (nact, k, k) column-major, LAPACKE_dsyevd on up to 16 threads,
+ * the same layout back (eigenvalues ascending, vectors as columns). */
+typedef struct {
+    double *A, *w;
+    int k, s0, s1, info;
+} sks__rr_job;
+
+static void *sks__rr_worker(void *ud) {
+    sks__rr_job *j = (sks__rr_job *)ud;
+    for (int s = j->s0; s < j->s1 && !j->info; s++)
+        j->info = (int)LAPACKE_dsyevd(LAPACK_COL_MAJOR, 'V', 'L', j->k, j->A + (size_t)s * j->k * j->k, j->k,
+                                      j->w + (size_t)s * j->k);
+    return NULL;
+}
+
+static int sks__rr_host(double *Hs_d, double *ev_d, int k, int nact, double *hbuf) {
+    const size_t kk = (size_t)k * k;
+    double *A = hbuf, *w = hbuf + (size_t)nact * kk;
+    CU(cudaMemcpyAsync(A, Hs_d, (size_t)nact * kk * sizeof(double), cudaMemcpyDeviceToHost, g_cu.comp), "download");
+    CU(cudaStreamSynchronize(g_cu.comp), "Rayleigh-Ritz download");
+    enum { NT = 16 };
+    sks__rr_job jobs[NT];
+    pthread_t th[NT];
+    int started[NT] = {0}, nt = nact < NT ? nact : NT;
+    for (int t = 0; t < nt; t++) {
+        jobs[t] = (sks__rr_job){A, w, k, nact * t / nt, nact * (t + 1) / nt, 0};
+        started[t] = t > 0 && pthread_create(&th[t], NULL, sks__rr_worker, &jobs[t]) == 0;
+    }
+    for (int t = 0; t < nt; t++)
+        if (t == 0 || !started[t]) sks__rr_worker(&jobs[t]);
+    for (int t = 1; t < nt; t++)
+        if (started[t]) pthread_join(th[t], NULL);
+    for (int t = 0; t < nt; t++)
+        if (jobs[t].info) return sks_fail(SKS_ELAPACK, "cuda eigensolver: dsyevd failed on a %d x %d projection (info %d)", k, k, jobs[t].info);
+    CU(cudaMemcpyAsync(Hs_d, A, (size_t)nact * kk * sizeof(double), cudaMemcpyHostToDevice, g_cu.comp), "upload");
+    CU(cudaMemcpyAsync(ev_d, w, (size_t)nact * k * sizeof(double), cudaMemcpyHostToDevice, g_cu.comp), "upload");
+    CU(cudaStreamSynchronize(g_cu.comp), "Rayleigh-Ritz upload");
+    return 0;
+}
+
+/* The per-problem state the host keeps (the device holds the bases). */
+typedef struct {
+    int iterations, matvecs, restarts, converged, nres;
+    double theta[64], rel[64]; /* at most r + nb <= 64 pairs (checked) */
+} sks__ev_prob;
+
+/* eigs.c's test: pair c meets tol |theta_c|, or the floor norm_tol |theta_1| */
+static int sks__ev_ok(const sks__ev_prob *q, int c, double tol, double norm_tol) {
+    return q->rel[c] <= tol || q->rel[c] * fabs(q->theta[c]) <= norm_tol * fabs(q->theta[0]);
+}
+
+template <typename T>
+static int sks__cu_eigs_t(sks__cu_op *o, const int *ch, int P, const sks_eigs_opts *op, sks_eigs_extra *x,
+                          double *evals, double *evecs, sks_eigs_info *info) {
+    const int n = o->d, r = op->r, nb = op->block > 0 ? (op->block < n ? op->block : n) : (op->r + 2 < n ? op->r + 2 : n);
+    const int kmax = sks_eigs_basis_dim(n, r, nb, x ? x->krylov_dim : 0);
+    int keep = r + nb > kmax / 2 ? r + nb : kmax / 2;
+    if (keep > kmax - nb) keep = kmax - nb;
+    if (keep < r) keep = r;
+    /* the problems this solver takes; the rest go to the generic one */
+    if ((x && x->start) || kmax + nb > n || kmax > 256 || r + nb > 64 || keep < r + nb) return 1;
+    const double tol = op->tol > 0.0 ? op->tol : 1e-6, norm_tol = x && x->norm_tol > 0.0 ? x->norm_tol : 0.0;
+    const int max_iter = op->max_iter > 0 ? op->max_iter : 1000, max_restarts = x && x->max_restarts > 0 ? x->max_restarts : 0;
+    int rc = 0;
+    if (!g_cu.solver) {
+        if (cusolverDnCreate(&g_cu.solver) != CUSOLVER_STATUS_SUCCESS || cusolverDnCreateParams(&g_cu.solver_params) != CUSOLVER_STATUS_SUCCESS ||
+            cusolverDnSetStream(g_cu.solver, g_cu.comp) != CUSOLVER_STATUS_SUCCESS) {
+            g_cu.solver = NULL;
+            return sks_fail(SKS_EINTERNAL, "cuSOLVER: could not create a handle");
+        }
+    }
+    sks__ev e;
+    memset(&e, 0, sizeof e);
+    e.n = n, e.r = r, e.nb = nb, e.kmax = kmax, e.keep = keep, e.nresmax = r + nb, e.P = P;
+    sks__ev_prob *st = (sks__ev_prob *)calloc((size_t)P, sizeof *st);
+    int *done = (int *)calloc((size_t)P, sizeof *done);
+    if (!st || !done) {
+        free(st);
+        free(done);
+        return sks_fail(SKS_ENOMEM, "cuda eigensolver: out of memory");
+    }
+    const int km = kmax, nrm = e.nresmax;
+    const long long sV = (long long)km * n, sH = (long long)km * km, sR = (long long)nrm * n;
+    double op_ms = 0, *rr_buf = NULL;
+    int rounds = 0, tag = 1, k = 0, nact = P;
+    const char *rr_env = getenv("SKS_CUDA_RR");
+    const int rr_host = rr_env && !strcmp(rr_env, "host");
+    if ((rc = sks__ev_alloc(&e)) || (rc = sks__cu_matvec_room(o, P * nb))) goto out;
+    if (rr_host && cudaMallocHost((void **)&rr_buf, (size_t)P * (km * km + km) * sizeof(double)) != cudaSuccess) {
+        rc = sks_fail(SKS_ENOMEM, "cuda eigensolver: pinned Rayleigh-Ritz buffer");
+        goto out;
+    }
+    for (int s = 0; s < P; s++) {
+        e.prob_h[s] = s;
+        for (int j = 0; j < nb; j++) e.ch_h[s * nb + j] = ch[s], e.sel_h[s * nb + j] = -1;
+    }
+#define SKS__EV_CU(call, what)                                                         \
+    do {                                                                               \
+        cudaError_t e_ = (call);                                                       \
+        if (e_ != cudaSuccess) {                                                       \
+            rc = sks__cu_err(e_, what);                                                \
+            goto out;                                                                  \
+        }                                                                              \
+    } while (0)
+#define SKS__EV_CB(call, what)                                                         \
+    do {                                                                               \
+        cublasStatus_t s_ = (call);                                                    \
+        if (s_ != CUBLAS_STATUS_SUCCESS) {                                             \
+            rc = sks__blas_err(s_, what);                                              \
+            goto out;                                                                  \
+        }                                                                              \
+    } while (0)
+    SKS__EV_CU(cudaMemcpyAsync(e.prob, e.prob_h, (size_t)P * sizeof(int), cudaMemcpyHostToDevice, g_cu.comp), "upload");
+    SKS__EV_CU(cudaMemcpyAsync(o->ch, e.ch_h, (size_t)P * nb * sizeof(int), cudaMemcpyHostToDevice, g_cu.comp), "upload");
+    SKS__EV_CU(cudaMemcpyAsync(e.sel, e.sel_h, (size_t)P * nb * sizeof(int), cudaMemcpyHostToDevice, g_cu.comp), "upload");
+    /* start block: random, orthonormal */
+    sks__k_ev_expand<<<dim3((n + 255) / 256, P * nb), 256, 0, g_cu.comp>>>(e.V, e.R, n, 0, nb, km, nrm, e.sel, e.prob,
+                                                                          op->seed, 0);
+    if ((rc = sks__ev_orth(&e, P, 0, e.prob, op->seed, &tag))) goto out;
+
+    while (nact > 0) {
+        const int m = nact * nb;
+        for (int s = 0; s < nact; s++) st[e.prob_h[s]].matvecs += nb;
+        /* 1. the operator on the pending columns */
+        sks__k_ev_gather<T><<<sks__grid((size_t)n * m), 256, 0, g_cu.comp>>>(e.V, n, k, nb, km, (T *)o->V, m);
+        SKS__EV_CU(cudaEventRecord(e.e0, g_cu.comp), "event");
+        if ((rc = sks__cu_apply<T>(o, m))) goto out;
+        SKS__EV_CU(cudaEventRecord(e.e1, g_cu.comp), "event");
+        sks__k_ev_scatter<T><<<sks__grid((size_t)n * m), 256, 0, g_cu.comp>>>(e.W, n, k, nb, km, (const T *)o->Y, m);
+        SKS__EV_CU(cudaGetLastError(), "gather / scatter kernels");
+        const int k0 = k;
+        k += nb;
+        /* 2. H[:, k0:k] = V^T W[:, k0:k] */
+        SKS__EV_CB(sks__dgemm_sb(CUBLAS_OP_T, CUBLAS_OP_N, k, nb, n, 1.0, e.V, n, sV, e.W + (size_t)k0 * n, n, sV, 0.0,
+                                 e.Hc, km, (long long)km * nb, nact),
+                   "V^T W");
+        sks__k_ev_hupdate<<<nact, SKS__EV_T, 0, g_cu.comp>>>(e.H, e.Hc, e.Hs, k0, nb, km);
+        SKS__EV_CU(cudaGetLastError(), "projection kernel");
+        /* 3. Rayleigh-Ritz */
+        if (rr_host) {
+            if ((rc = sks__rr_host(e.Hs, e.ev, k, nact, rr_buf))) goto out;
+        } else {
+            size_t wd = 0, wh = 0;
+            if (cusolverDnXsyevBatched_bufferSize(g_cu.solver, g_cu.solver_params, CUSOLVER_EIG_MODE_VECTOR,
+                                                  CUBLAS_FILL_MODE_LOWER, k, CUDA_R_64F, e.Hs, k, CUDA_R_64F, e.ev,
+                                                  CUDA_R_64F, &wd, &wh, nact) != CUSOLVER_STATUS_SUCCESS) {
+                rc = sks_fail(SKS_EINTERNAL, "cuSOLVER: syevBatched workspace query (n %d, batch %d)", k, nact);
+                goto out;
+            }
+            if (wd > e.work_n) {
+                if (e.work) cudaFree(e.work);
+                e.work = NULL;
+                e.work_n = 0;
+                SKS__EV_CU(cudaMalloc(&e.work, wd), "eigensolver workspace");
+                e.work_n = wd;
+            }
+            if (wh > e.hwork_n) {
+                free(e.hwork);
+                e.hwork = malloc(wh);
+                e.hwork_n = e.hwork ? wh : 0;
+                if (!e.hwork) {
+                    rc = sks_fail(SKS_ENOMEM, "cuda eigensolver: host workspace");
+                    goto out;
+                }
+            }
+            if (cusolverDnXsyevBatched(g_cu.solver, g_cu.solver_params, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER,
+                                       k, CUDA_R_64F, e.Hs, k, CUDA_R_64F, e.ev, CUDA_R_64F, e.work, wd, e.hwork, wh,
+                                       e.info, nact) != CUSOLVER_STATUS_SUCCESS) {
+                rc = sks_fail(SKS_ELAPACK, "cuSOLVER: syevBatched failed (n %d, batch %d)", k, nact);
+                goto out;
+            }
+        }
+        sks__k_ev_sort<<<nact, SKS__EV_T, 0, g_cu.comp>>>(e.Hs, e.ev, k, km, e.Z, e.theta);
+        /* 4. Ritz vectors and residuals of the leading nres pairs */
+        const int nres = k < nrm ? k : nrm;
+        SKS__EV_CB(sks__dgemm_sb(CUBLAS_OP_N, CUBLAS_OP_N, n, nres, k, 1.0, e.V, n, sV, e.Z, km, sH, 0.0, e.Yb, n, sR, nact),
+                   "V Z");
+        SKS__EV_CB(sks__dgemm_sb(CUBLAS_OP_N, CUBLAS_OP_N, n, nres, k, 1.0, e.W, n, sV, e.Z, km, sH, 0.0, e.R, n, sR, nact),
+                   "W Z");
+        sks__k_ev_resid<<<dim3(nres, nact), SKS__EV_T, 0, g_cu.comp>>>(e.R, e.Yb, e.theta, n, nrm, km, e.view);
+        SKS__EV_CU(cudaGetLastError(), "Ritz kernels");
+        /* 5. to the host: theta, residuals, eigensolver status */
+        SKS__EV_CU(cudaMemcpyAsync(e.view_h, e.view, (size_t)nact * 2 * nrm * sizeof(double), cudaMemcpyDeviceToHost,
+                                   g_cu.comp), "download");
+        SKS__EV_CU(cudaMemcpyAsync(e.info_h, e.info, (size_t)nact * sizeof(int), cudaMemcpyDeviceToHost, g_cu.comp),
+                   "download");
+        SKS__EV_CU(cudaStreamSynchronize(g_cu.comp), "eigensolver round");
+        {
+            float ms = 0;
+            cudaEventElapsedTime(&ms, e.e0, e.e1);
+            op_ms += ms;
+        }
+        rounds++;
+        for (int s = 0; s < nact; s++)
+            if (e.info_h[s] != 0) {
+                rc = sks_fail(SKS_ELAPACK, "cuSOLVER: syevBatched failed on the %d x %d projection of problem %d (info %d)",
+                              k, k, e.prob_h[s], e.info_h[s]);
+                goto out;
+            }
+        int nfin = 0, all_done = 1;
+        const int restart = k + nb > km && k > keep;
+        for (int s = 0; s < nact; s++) {
+            const int p = e.prob_h[s];
+            sks__ev_prob *q = &st[p];
+            const double *th = e.view_h + (size_t)s * 2 * nrm, *rel = th + nrm;
+            int nconv = 0;
+            q->nres = nres;
+            for (int c = 0; c < nres; c++) q->theta[c] = th[c], q->rel[c] = rel[c];
+            for (int c = 0; c < nres && c < r; c++) nconv += sks__ev_ok(q, c, tol, norm_tol);
+            q->iterations++;
+            done[s] = 0;
+            if ((k >= r && nconv == r) || q->iterations > max_iter) {
+                q->converged = k >= r && nconv == r;
+                done[s] = 1;
+            } else if (restart && max_restarts > 0 && q->restarts >= max_restarts) {
+                q->converged = 0;
+                done[s] = 1;
+            }
+            if (done[s]) {
+                e.fin_h[2 * nfin] = s;
+                e.fin_h[2 * nfin + 1] = p;
+                nfin++;
+            } else {
+                all_done = 0;
+            }
+        }
+        /* 6. finished problems' Ritz vectors into the result */
+        if (nfin) {
+            SKS__EV_CU(cudaMemcpyAsync(e.fin, e.fin_h, (size_t)2 * nfin * sizeof(int), cudaMemcpyHostToDevice, g_cu.comp),
+                       "upload");
+            sks__k_ev_finalize<<<dim3(r, nfin), SKS__EV_T, 0, g_cu.comp>>>(e.Yb, n, r, nres, nrm, e.fin, e.evecs);
+            SKS__EV_CU(cudaGetLastError(), "finalize kernel");
+        }
+        if (all_done) break;
+        if (restart) {
+            double *t;
+            SKS__EV_CB(sks__dgemm_sb(CUBLAS_OP_N, CUBLAS_OP_N, n, keep, k, 1.0, e.V, n, sV, e.Z, km, sH, 0.0, e.tmp, n, sV,
+                                     nact),
+                       "V Z_keep");
+            t = e.V, e.V = e.tmp, e.tmp = t;
+            SKS__EV_CB(sks__dgemm_sb(CUBLAS_OP_N, CUBLAS_OP_N, n, keep, k, 1.0, e.W, n, sV, e.Z, km, sH, 0.0, e.tmp, n, sV,
+                                     nact),
+                       "W Z_keep");
+            t = e.W, e.W = e.tmp, e.tmp = t;
+            sks__k_ev_hrestart<<<nact, SKS__EV_T, 0, g_cu.comp>>>(e.H, e.theta, keep, km);
+            SKS__EV_CU(cudaGetLastError(), "restart kernel");
+            k = keep;
+            for (int s = 0; s < nact; s++)
+                if (!done[s]) st[e.prob_h[s]].restarts++;
+        }
+        /* expansion: residuals of the first nb unconverged pairs (c < nres), random
+         * directions where there are fewer */
+        for (int s = 0; s < nact; s++) {
+            const sks__ev_prob *q = &st[e.prob_h[s]];
+            int added = 0;
+            for (int c = 0; c < nres && added < nb && !done[s]; c++) {
+                if (c < r && sks__ev_ok(q, c, tol, norm_tol)) continue;
+                e.sel_h[s * nb + added++] = c;
+            }
+            while (added < nb) e.sel_h[s * nb + added++] = -1;
+        }
+        SKS__EV_CU(cudaMemcpyAsync(e.sel, e.sel_h, (size_t)nact * nb * sizeof(int), cudaMemcpyHostToDevice, g_cu.comp),
+                   "upload");
+        sks__k_ev_expand<<<dim3((n + 255) / 256, nact * nb), 256, 0, g_cu.comp>>>(e.V, e.R, n, k, nb, km, nrm, e.sel,
+                                                                                 e.prob, op->seed, tag++);
+        SKS__EV_CU(cudaGetLastError(), "expansion kernel");
+        if ((rc = sks__ev_orth(&e, nact, k, e.prob, op->seed, &tag))) goto out;
+        /* the finished slots leave: the last active slot moves into each */
+        int moved = 0;
+        for (int s = nact - 1; s >= 0; s--) {
+            if (!done[s]) continue;
+            const int last = nact - 1;
+            if (s != last) {
+                SKS__EV_CU(cudaMemcpyAsync(e.V + (size_t)s * sV, e.V + (size_t)last * sV, (size_t)sV * sizeof(double),
+                                           cudaMemcpyDeviceToDevice, g_cu.comp), "compaction");
+                SKS__EV_CU(cudaMemcpyAsync(e.W + (size_t)s * sV, e.W + (size_t)last * sV, (size_t)sV * sizeof(double),
+                                           cudaMemcpyDeviceToDevice, g_cu.comp), "compaction");
+                SKS__EV_CU(cudaMemcpyAsync(e.H + (size_t)s * sH, e.H + (size_t)last * sH, (size_t)sH * sizeof(double),
+                                           cudaMemcpyDeviceToDevice, g_cu.comp), "compaction");
+                e.prob_h[s] = e.prob_h[last];
+                done[s] = done[last];
+            }
+            nact--;
+            moved = 1;
+        }
+        if (moved && nact > 0) {
+            for (int s = 0; s < nact; s++)
+                for (int j = 0; j < nb; j++) e.ch_h[s * nb + j] = ch[e.prob_h[s]];
+            SKS__EV_CU(cudaMemcpyAsync(e.prob, e.prob_h, (size_t)nact * sizeof(int), cudaMemcpyHostToDevice, g_cu.comp),
+                       "upload");
+            SKS__EV_CU(cudaMemcpyAsync(o->ch, e.ch_h, (size_t)nact * nb * sizeof(int), cudaMemcpyHostToDevice, g_cu.comp),
+                       "upload");
+        }
+    }
+    /* results */
+    SKS__EV_CU(cudaMemcpyAsync(evecs, e.evecs, (size_t)P * n * r * sizeof(double), cudaMemcpyDeviceToHost, g_cu.comp),
+               "download");
+    SKS__EV_CU(cudaStreamSynchronize(g_cu.comp), "eigensolver results");
+    {
+        int nfail = 0, restarts = 0;
+        for (int p = 0; p < P; p++) {
+            const sks__ev_prob *q = &st[p];
+            for (int c = 0; c < r; c++) evals[(size_t)p * r + c] = c < q->nres ? q->theta[c] : NAN;
+            nfail += !q->converged;
+            restarts += q->restarts;
+            if (!info) continue;
+            sks_eigs_info *in = &info[p];
+            in->n_conv = 0;
+            for (int c = 0; c < r; c++) {
+                in->n_conv += c < q->nres && sks__ev_ok(q, c, tol, norm_tol);
+                if (in->residuals) in->residuals[c] = c < q->nres ? q->rel[c] : INFINITY;
+            }
+            in->iterations = q->iterations;
+            in->matvecs = q->matvecs;
+            in->spanned = 0; /* kmax + nb <= n: the basis never spans */
+        }
+        if (x) {
+            x->op_seconds = op_ms * 1e-3;
+            x->rounds = rounds;
+            x->restarts = restarts;
+        }
+        if (nfail) rc = sks_fail(SKS_ENOCONV, "sks_eigs: %d of %d problems did not reach tol %g", nfail, P, tol);
+    }
+#undef SKS__EV_CU
+#undef SKS__EV_CB
+out:
+    sks__ev_free(&e);
+    if (rr_buf) cudaFreeHost(rr_buf);
+    free(st);
+    free(done);
+    return rc;
+}
+
+static int sks__cu_top_eigs(void *h, const int *ch, int m, const sks_eigs_opts *o, sks_eigs_extra *x, double *evals,
+                            double *evecs, sks_eigs_info *info) {
+    sks__cu_op *op = (sks__cu_op *)h;
+    const char *env = getenv("SKS_CUDA_EIGS"); /* "generic": the CPU-side solver, for comparison */
+    if (env && !strcmp(env, "generic")) return 1;
+    if (op->prec == SKS_QF_F64) return sks__cu_eigs_t<double>(op, ch, m, o, x, evals, evecs, info);
+    return sks__cu_eigs_t<float>(op, ch, m, o, x, evals, evecs, info);
 }
 
 /* GEMM rate of this GPU: n^3 SGEMM (FP32, or TF32 tensor cores) and DGEMM, best of reps */

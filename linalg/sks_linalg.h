@@ -116,6 +116,10 @@ typedef struct {
     const void *G, *U, *Down;
 } sks_qf_raw;
 
+struct sks_eigs_opts_s;  /* sks_eigs_opts, sks_eigs_extra, sks_eigs_info (below) */
+struct sks_eigs_extra_s;
+struct sks_eigs_info_s;
+
 typedef struct sks_qf_backend {
     const char *name;
     int takes_raw;                  /* 1: bind accepts raw (encoded) weights */
@@ -136,6 +140,13 @@ typedef struct sks_qf_backend {
     /* Forward-pass GEMM Y (T, out) = X (T, in) W^T, W (out, in) encoded elem, Y with row
      * stride ldy >= out. NULL: the caller keeps its own CPU code (the cpu row). */
     int (*gemm_wt)(int elem, const void *W, int out, int in, const float *X, int T, float *Y, int ldy);
+    /* Optional: the whole of sks_qf_top_eigs (same arguments and results; o->block is
+     * already resolved) on the row's own device, basis and Rayleigh-Ritz included, so
+     * that the host only launches. Returns 1 (no error set) for a problem it does not
+     * take, which then runs on the generic solver of eigs.c over matvec_batch. NULL:
+     * always the generic solver (the cpu row). */
+    int (*top_eigs)(void *h, const int *ch, int m, const struct sks_eigs_opts_s *o, struct sks_eigs_extra_s *x,
+                    double *evals, double *evecs, struct sks_eigs_info_s *info);
 } sks_qf_backend;
 
 /* The rows: "cpu" always, "cuda" in CUDA builds. NULL for an unknown or unbuilt name. */
@@ -181,7 +192,7 @@ int sks_qf_traces(const sks_qf_op *op, double *out);
  * leading dimension nb). */
 typedef int (*sks_symop_fn)(void *ud, int n, int nb, const double *X, double *Y);
 
-typedef struct {
+typedef struct sks_eigs_opts_s {
     int r;              /* eigenpairs wanted, by magnitude */
     int block;          /* block size of the Krylov method (0 = default: r + 2) */
     int max_iter;       /* block expansions cap (0 = default 1000) */
@@ -190,7 +201,7 @@ typedef struct {
 } sks_eigs_opts;
 
 /* Further options and outputs (all optional: pass NULL, or zero-initialize). */
-typedef struct {
+typedef struct sks_eigs_extra_s {
     int krylov_dim;       /* largest basis before a thick restart (0 = auto:
                              max(r + 4 block, 40), capped at n) */
     const double *start;  /* start vectors: (n, block) row-major per problem
@@ -213,7 +224,7 @@ typedef struct {
     double op_seconds;    /* out: wall time spent inside the operator callback */
 } sks_eigs_extra;
 
-typedef struct {
+typedef struct sks_eigs_info_s {
     int n_conv;         /* how many of the r pairs converged */
     int iterations;     /* block expansions */
     int matvecs;        /* operator applications (vectors) */

@@ -234,6 +234,116 @@ static void test_row_top_eigs(void **state) {
     free(m);
 }
 
+/* A planted shape big enough for a device row's own solver (d 256 >= its basis of 40 +
+ * the block; the row takes it, test_row_top_eigs's d 48 runs at its limit): 12 channels
+ * (two planted dominant ones, ten random ones with clustered top eigenvalues, so that
+ * problems finish in different rounds and the slow ones restart), top-4 with block 4,
+ * against dsyevr of S_k formed in f64 here. Bounds: f32 operator (tol 1e-6) eigenvalues
+ * within 1e-5 |lambda_1| of the reference and residuals ||S v - l v|| <= 1e-5 |lambda_1|
+ * (its rounding, ~1e-7 ||S_k||, is the floor); f64 operator (tol 1e-10, floor 1e-12 as
+ * spikes) 1e-9 for both. Vectors unit (1e-12), largest |.| component positive. */
+static void test_row_top_eigs_planted(void **state) {
+    (void)state;
+    enum { DP = 256, FP = 700, NP = 12, R = 4 };
+    float *G = malloc(sizeof(float) * FP * DP), *U = malloc(sizeof(float) * FP * DP), *Dn = malloc(sizeof(float) * DP * FP);
+    double *G64 = malloc(sizeof(double) * FP * DP), *U64 = malloc(sizeof(double) * FP * DP), *D64 = malloc(sizeof(double) * DP * FP);
+    double *S = malloc(sizeof(double) * DP * DP), *w = malloc(sizeof(double) * DP);
+    assert_true(G && U && Dn && G64 && U64 && D64 && S && w);
+    for (int i = 0; i < FP * DP; i++) G[i] = (float)(rng_gauss() / sqrt(DP)), U[i] = (float)(rng_gauss() / sqrt(DP));
+    for (int i = 0; i < DP * FP; i++) Dn[i] = (float)(rng_gauss() / sqrt(FP));
+    const int planted[2] = {17, 200};
+    for (int p = 0; p < 2; p++)
+        for (int j = 0; j < 6; j++) {
+            int row = 97 * j + 31 * p + 3;
+            for (int i = 0; i < DP; i++) {
+                float sv = (float)(0.3 * cos(0.11 * i * (p + 1) + j));
+                G[row * DP + i] = sv + 0.01f * (float)rng_gauss();
+                U[row * DP + i] = sv + 0.01f * (float)rng_gauss();
+            }
+            Dn[planted[p] * FP + row] = 1.5f;
+        }
+    for (int i = 0; i < FP * DP; i++) G64[i] = G[i], U64[i] = U[i], D64[i] = Dn[i];
+    const int ch[NP] = {17, 3, 200, 9, 77, 128, 255, 0, 41, 17, 150, 99};
+    sks_quadform q = {.d = DP, .f = FP, .G = G, .U = U, .Down = Dn};
+    sks_quadform64 q64 = {.d = DP, .f = FP, .G = G64, .U = U64, .Down = D64};
+    static double ev[NP * R], V[NP * DP * R], res[NP][R];
+    for (int prec = SKS_QF_F32; prec <= SKS_QF_F64; prec++) {
+        sks_qf_op op;
+        int rc = sks_qf_bind(g_row, prec == SKS_QF_F32 ? &q : NULL, prec == SKS_QF_F64 ? &q64 : NULL, NULL, prec, &op);
+        assert_int_equal(rc, 0);
+        sks_eigs_opts o = {.r = R, .block = 4, .tol = prec == SKS_QF_F32 ? 1e-6 : 1e-10, .seed = 3, .max_iter = 1 << 20};
+        sks_eigs_extra x = {.max_restarts = 200, .norm_tol = prec == SKS_QF_F64 ? 1e-12 : 0.0};
+        sks_eigs_info info[NP];
+        memset(info, 0, sizeof info);
+        for (int i = 0; i < NP; i++) info[i].residuals = res[i];
+        rc = sks_qf_top_eigs(&op, ch, NP, &o, &x, ev, V, info);
+        assert_true(rc == 0 || (prec == SKS_QF_F32 && rc == SKS_ENOCONV));
+        assert_true(x.rounds > 0);
+        /* the shape does what it is for: problems leave the batch in different rounds, and
+         * some bases restart */
+        int it_min = info[0].iterations, it_max = info[0].iterations;
+        for (int c = 1; c < NP; c++) it_min = info[c].iterations < it_min ? info[c].iterations : it_min,
+                                     it_max = info[c].iterations > it_max ? info[c].iterations : it_max;
+        fprintf(stderr, "planted d %d, %s operator: rounds %d, iterations %d..%d, restarts %d\n", DP,
+                prec == SKS_QF_F32 ? "f32" : "f64", x.rounds, it_min, it_max, x.restarts);
+        assert_true(it_min < it_max);
+        assert_true(x.restarts > 0);
+        const double tl = prec == SKS_QF_F32 ? 1e-5 : 1e-9;
+        for (int c = 0; c < NP; c++) {
+            const int k = ch[c];
+            memset(S, 0, sizeof(double) * DP * DP);
+            for (int j = 0; j < FP; j++)
+                for (int a = 0; a < DP; a++) {
+                    const double ga = 0.5 * D64[k * FP + j] * G64[j * DP + a], ua = 0.5 * D64[k * FP + j] * U64[j * DP + a];
+                    for (int b = 0; b < DP; b++) S[a * DP + b] += ga * U64[j * DP + b] + ua * G64[j * DP + b];
+                }
+            static double A[DP * DP];
+            memcpy(A, S, sizeof A);
+            lapack_int isuppz[2 * DP], mf;
+            assert_int_equal(LAPACKE_dsyevr(LAPACK_ROW_MAJOR, 'N', 'A', 'U', DP, A, DP, 0, 0, 0, 0, 0, &mf, w, NULL, DP, isuppz), 0);
+            /* the four largest |lambda| of the reference */
+            double top[R];
+            for (int e = 0; e < R; e++) {
+                int bi = -1;
+                for (int i = 0; i < DP; i++) {
+                    int used = 0;
+                    for (int t = 0; t < e; t++) used |= top[t] == w[i];
+                    if (!used && (bi < 0 || fabs(w[i]) > fabs(w[bi]))) bi = i;
+                }
+                top[e] = w[bi];
+            }
+            const double l1 = fabs(top[0]);
+            assert_true(info[c].matvecs > 0 && info[c].iterations > 0);
+            for (int e = 0; e < R; e++) {
+                const double l = ev[c * R + e];
+                /* the e-th largest in magnitude, up to a swap of two within the bound */
+                double best = INFINITY;
+                for (int t = 0; t < R; t++) best = fmin(best, fabs(l - top[t]));
+                assert_true(best <= tl * l1);
+                assert_true(fabs(fabs(l) - fabs(top[e])) <= tl * l1);
+                const double *v = V + (size_t)c * DP * R + e;
+                double nv = 0, rr = 0, vmax = 0;
+                for (int a = 0; a < DP; a++) {
+                    double y = 0;
+                    for (int b = 0; b < DP; b++) y += S[a * DP + b] * v[(size_t)b * R];
+                    y -= l * v[(size_t)a * R];
+                    rr += y * y;
+                    nv += v[(size_t)a * R] * v[(size_t)a * R];
+                    if (fabs(v[(size_t)a * R]) > fabs(vmax)) vmax = v[(size_t)a * R];
+                }
+                assert_true(fabs(sqrt(nv) - 1.0) <= 1e-12);
+                assert_true(vmax > 0);
+                assert_true(sqrt(rr) <= tl * l1);
+                assert_true(res[c][e] >= 0);
+            }
+        }
+        /* the planted channels' lambda* stands out */
+        assert_true(fabs(ev[0]) > 3 * fabs(ev[1 * R]));
+        sks_qf_unbind(&op);
+    }
+    free(G), free(U), free(Dn), free(G64), free(U64), free(D64), free(S), free(w);
+}
+
 static void test_row_gemm_wt(void **state) {
     (void)state;
     if (!g_row->gemm_wt) skip();
@@ -457,7 +567,8 @@ static void test_table(void **state) {
 int main(int argc, char **argv) {
     const struct CMUnitTest generic[] = {
         cmocka_unit_test(test_row_f32),     cmocka_unit_test(test_row_f64),      cmocka_unit_test(test_row_raw_bf16),
-        cmocka_unit_test(test_row_top_eigs), cmocka_unit_test(test_row_gemm_wt),
+        cmocka_unit_test(test_row_top_eigs), cmocka_unit_test(test_row_top_eigs_planted),
+        cmocka_unit_test(test_row_gemm_wt),
         cmocka_unit_test(test_row_spikes_fixtures),
     };
     if (argc > 1) {
