@@ -44,6 +44,27 @@ assert abs(act["quad_pred"] - act["true_out_fwd"]) < 0.05 * abs(act["true_out_fw
 EOF
 echo "ok: demo --preset mixtral-tiny recovers the planted expert"
 
+# the same planted model as GGUF (llama with stacked 3-D ffn_*_exps, Q8_0): analyze runs,
+# the spike token goes to the planted expert
+"$BIN" synth --preset mixtral-tiny --format gguf --dtype q8_0 -o "$TMP/gguf" --quiet >"$TMP/synth.log" 2>&1 ||
+    fail "synth gguf: $(tail -3 "$TMP/synth.log")"
+"$BIN" analyze "$TMP/gguf/model.gguf" -o "$TMP/gguf-out" --no-plots >"$TMP/gguf.log" 2>&1 ||
+    fail "analyze mixtral-tiny gguf: $(tail -3 "$TMP/gguf.log")"
+"$PY" - "$TMP/gguf-out" "$TMP/gguf/planted.json" <<'EOF' || fail "outputs of the GGUF mixtral-tiny"
+import json, msgpack, sys
+d, p = sys.argv[1], json.load(open(sys.argv[2]))
+s = json.load(open(d + "/summary.json"))
+assert s["model"]["family"] == "mixtral", s["model"]["family"]
+for k in ("trace", "spikes", "vocab", "sinks"):
+    assert k in s, k
+tr = msgpack.unpackb(open(d + "/trace.msgpack", "rb").read(), raw=False, strict_map_key=False)
+r0 = [r for r in tr["moe"]["spike_token_routes"] if r["token"] == 0][0]
+ls = p["spike"]["step_up_layer"]
+lay = [l for l in r0["layers"] if l["layer"] == ls][0]
+assert lay["experts"][0] == p["moe"]["step_up_expert"], lay
+EOF
+echo "ok: analyze on the GGUF mixtral-tiny (Q8_0)"
+
 for fam in mixtral qwen2moe qwen3moe; do
     if [ ! -f "$SRC/test/data/families/$fam/ref.json" ]; then
         echo "skipped: test/data/families/$fam not made yet (scripts/make-moe-refs.py)"
