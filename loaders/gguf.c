@@ -743,6 +743,18 @@ static int sks__gguf_arch(const struct sks_gguf *g, const char *path, sks_arch *
     return 0;
 }
 
+/* f32/f16/bf16 rows are read through typed pointers: with a small general.alignment an
+ * offset can be legal for GGUF and still misaligned for the element type. */
+static int sks__gguf_check_aligned(const struct sks_gguf *g, const sks__gguf_tensor *t, sks_dtype d, const char *path,
+                                   const char *name) {
+    const sks_dtype_info *info = sks_dtype_get(d);
+    unsigned esz = info->block == 1 ? info->block_bytes : 1u;
+    if ((g->data_off + t->offset) % esz)
+        return sks_fail(SKS_EFORMAT, "%s: tensor %s: data at file offset %llu is not aligned to its %u-byte elements", path,
+                        name, (unsigned long long)(g->data_off + t->offset), esz);
+    return 0;
+}
+
 int sks__gguf_tensor_shape(const struct sks_gguf *g, uint64_t i, const char *path, const char *name, sks_dtype *dt,
                            int *ndim, int64_t shape[2]) {
     const sks__gguf_tensor *t = &g->t[i];
@@ -753,13 +765,8 @@ int sks__gguf_tensor_shape(const struct sks_gguf *g, uint64_t i, const char *pat
     for (uint32_t k = 2; k < t->n_dims; k++)
         if (t->ne[k] != 1)
             return sks_fail(SKS_ESHAPE, "%s: tensor %s has %u non-trivial dimensions (want 1 or 2)", path, name, t->n_dims);
-    /* f32/f16/bf16 rows are read through typed pointers: with a small
-     * general.alignment an offset can be legal for GGUF and still misaligned. */
-    const sks_dtype_info *info = sks_dtype_get((sks_dtype)d);
-    unsigned esz = info->block == 1 ? info->block_bytes : 1u;
-    if ((g->data_off + t->offset) % esz)
-        return sks_fail(SKS_EFORMAT, "%s: tensor %s: data at file offset %llu is not aligned to its %u-byte elements", path,
-                        name, (unsigned long long)(g->data_off + t->offset), esz);
+    int rc = sks__gguf_check_aligned(g, t, (sks_dtype)d, path, name);
+    if (rc) return rc;
     *dt = (sks_dtype)d;
     *ndim = t->n_dims == 1 ? 1 : 2;
     /* ne[0] is the innermost (column) count: shape = (ne[1], ne[0]) */
@@ -875,6 +882,7 @@ int sks__open_gguf(const char *path, sks_model **out) {
                               sks__ggml_type_name(t->type));
                 goto fail_m;
             }
+            if ((rc = sks__gguf_check_aligned(g, t, (sks_dtype)dtm, path, name))) goto fail_m;
             int64_t sh[4];
             int nd = (int)t->n_dims;
             for (int k = 0; k < nd; k++) sh[k] = (int64_t)t->ne[nd - 1 - k]; /* outermost first */
