@@ -33,10 +33,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Weight conversion workspace: 8 MiB of f32 rows per product thread (or one row when
+/* Weight conversion workspace: 4 MiB of f32 rows per product thread (or one row when
  * rows are longer). Each block of converted rows is one sgemm that packs all T rows of X
  * again, so blocks of fewer rows than T cost more in packing than in conversion. */
-#define SKS__WS_FLOATS ((size_t)1 << 21)
+#define SKS__WS_FLOATS ((size_t)1 << 20)
 /* Weight rows per worker, at least, before sks_matmul_wt splits a matrix over threads. */
 #define SKS__MM_MIN_ROWS 64
 /* Query rows per attention block. */
@@ -299,14 +299,22 @@ static void sks__rope_table(const sks_arch *a, double theta, int scaled, size_t 
 /* ---- construction ------------------------------------------------------------------- */
 
 /* Floats of the conversion workspace: SKS__WS_FLOATS per thread of the products
- * (OpenBLAS's thread count, at most SKS__MAX_WORKERS), 8 SKS__WS_FLOATS (64 MiB) at
- * most, and at least one row of maxin per thread. */
-static size_t sks__ws_floats(int64_t maxin) {
+ * (OpenBLAS's thread count, at most SKS__MAX_WORKERS), 8 SKS__WS_FLOATS (32 MiB) at
+ * most, and at least one row of maxin per thread; never more than the largest matrix
+ * (rows up to max(V, f, H dh, d, experts) of maxin), which small models need. */
+static size_t sks__ws_floats(const sks_arch *a, int64_t maxin) {
     size_t nw = (size_t)openblas_get_num_threads();
     if (nw > SKS__MAX_WORKERS) nw = SKS__MAX_WORKERS;
     if (nw < 1) nw = 1;
     size_t n = SKS__WS_FLOATS * (nw < 8 ? nw : 8);
-    return n > (size_t)maxin * nw ? n : (size_t)maxin * nw;
+    if (n < (size_t)maxin * nw) n = (size_t)maxin * nw;
+    int64_t rows = a->vocab_size;
+    const int64_t other[6] = {a->d_ffn, (int64_t)a->n_heads * a->head_dim, a->d_model, a->d_ffn_expert, a->d_ffn_shared,
+                              a->n_experts};
+    for (int i = 0; i < 6; i++)
+        if (other[i] > rows) rows = other[i];
+    const size_t whole = (size_t)rows * (size_t)maxin;
+    return n < whole ? n : whole > (size_t)maxin ? whole : (size_t)maxin;
 }
 
 void sks_forward_free(sks_forward *f) {
@@ -390,7 +398,7 @@ int sks_forward_new(const sks_model *m, int max_T, sks_forward **out) {
     if (f->qd > maxin) maxin = f->qd;
     if (a->d_ffn_expert > maxin) maxin = a->d_ffn_expert;
     if (a->d_ffn_shared > maxin) maxin = a->d_ffn_shared;
-    f->ws_floats = sks__ws_floats(maxin);
+    f->ws_floats = sks__ws_floats(a, maxin);
     f->ws = sks_malloc_n(f->ws_floats, sizeof(float));
     if (a->rope_dims < 0 || a->rope_dims > a->head_dim || a->rope_dims % 2) {
         sks_forward_free(f);
@@ -454,7 +462,7 @@ uint64_t sks_forward_bytes(const sks_arch *a, int max_T) {
     uint64_t vmax = d > qd ? d : qd;
     if (a->has_linear_bias && f > vmax) vmax = f;
     b += (vmax + (kd > (uint64_t)a->head_dim ? kd : (uint64_t)a->head_dim) + d) * 4; /* vec, vec2, nbias */
-    b += (uint64_t)sks__ws_floats((int64_t)maxin) * 4; /* weight rows in f32 */
+    b += (uint64_t)sks__ws_floats(a, (int64_t)maxin) * 4; /* weight rows in f32 */
     /* RoPE tables: one pair, one more for sliding layers with their own base (Gemma 3)
      * and one for longrope's long factors */
     uint64_t nt = 1 + (a->rope_theta_local > 0 && a->rope_theta_local != a->rope_theta) +
