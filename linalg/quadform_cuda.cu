@@ -1314,8 +1314,11 @@ out:
 static int sks__cu_top_eigs(void *h, const int *ch, int m, const sks_eigs_opts *o, sks_eigs_extra *x, double *evals,
                             double *evecs, sks_eigs_info *info) {
     sks__cu_op *op = (sks__cu_op *)h;
-    const char *env = getenv("SKS_CUDA_EIGS"); /* "generic": the CPU-side solver, for comparison */
-    if (env && !strcmp(env, "generic")) return 1;
+    /* The GPU solver has not run on a GPU yet (docs/benchmarks.md): until test-backend
+     * has passed on one it is opt-in (SKS_CUDA_EIGS=gpu), and the default is the
+     * CPU-side solver over the GPU operator, which was checked on an H200. */
+    const char *env = getenv("SKS_CUDA_EIGS");
+    if (!env || strcmp(env, "gpu")) return 1;
     if (op->prec == SKS_QF_F64) return sks__cu_eigs_t<double>(op, ch, m, o, x, evals, evecs, info);
     return sks__cu_eigs_t<float>(op, ch, m, o, x, evals, evecs, info);
 }
