@@ -110,3 +110,18 @@ void sks_test_llama_arch(sks_arch *a, int L, int d, int f, int H, int Hkv, int d
     a->bos_id = 1;
     a->eos_id = 2;
 }
+
+int sks_test_on_res(void *ud, int block, const float *h, int T, int d) {
+    sks_test_cap *c = ud;
+    for (int i = 0; i < T * d; i++) c->hmax[block] = fmax(c->hmax[block], fabs((double)h[i]));
+    return 0;
+}
+
+/* alpha_0 = mean over the T queries of the probability on key 0 (A is (T, T)) */
+int sks_test_on_probs(void *ud, int layer, int head, const float *A, int T) {
+    sks_test_cap *c = ud;
+    double s = 0;
+    for (int i = 0; i < T; i++) s += A[(size_t)i * T];
+    c->a0[layer * c->H + head] = s / T;
+    return 0;
+}

@@ -47,4 +47,15 @@ void sks_test_llama_arch(sks_arch *a, int L, int d, int f, int H, int Hkv, int d
 /* uniform in (0, 1): the top 53 bits of sks_test_rng_u64, centred in their interval */
 double sks_test_rng_unif(uint64_t *state);
 
+/* What the forward-pass hooks below record (hk.ud = the struct, want_attn_probs = 1):
+ * alpha_0 per layer and head, and max |h| per residual block. A test that records more
+ * puts this struct first in its own. */
+typedef struct {
+    int L, H;
+    double *a0;   /* (L, H) */
+    double *hmax; /* (2L + 1) */
+} sks_test_cap;
+int sks_test_on_res(void *ud, int block, const float *h, int T, int d);
+int sks_test_on_probs(void *ud, int layer, int head, const float *A, int T);
+
 #endif

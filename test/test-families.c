@@ -26,25 +26,7 @@
 
 #define DATA SKS_SOURCE_DIR "/test/data/families/"
 
-typedef struct {
-    int L, H;
-    double *a0;   /* (L, H) */
-    double *hmax; /* (2L + 1) */
-} cap;
-
-static int on_res(void *ud, int block, const float *h, int T, int d) {
-    cap *c = ud;
-    for (int i = 0; i < T * d; i++) c->hmax[block] = fmax(c->hmax[block], fabs((double)h[i]));
-    return 0;
-}
-
-static int on_probs(void *ud, int layer, int head, const float *A, int T) {
-    cap *c = ud;
-    double s = 0;
-    for (int i = 0; i < T; i++) s += A[(size_t)i * T];
-    c->a0[layer * c->H + head] = s / T;
-    return 0;
-}
+typedef sks_test_cap cap;
 
 /* dir/model.safetensors: fam's weights under the multimodal prefix pre ("model.language_model."
  * or "language_model.model."), the data section copied as it is (offsets are relative to
@@ -195,8 +177,8 @@ static void check_family_ways(const char *fam, const char *want_family, const ch
         cap c = {L, H, calloc((size_t)L * H, sizeof(double)), calloc((size_t)(2 * L + 1), sizeof(double))};
         sks_fwd_hooks hk = {0};
         hk.ud = &c;
-        hk.on_residual = on_res;
-        hk.on_attn_probs = on_probs;
+        hk.on_residual = sks_test_on_res;
+        hk.on_attn_probs = sks_test_on_probs;
         hk.want_attn_probs = 1;
         float *logits = malloc((size_t)T * V * sizeof(float));
         sks_forward *f = NULL;

@@ -31,25 +31,11 @@
 #define DATA SKS_SOURCE_DIR "/test/data/families/"
 
 typedef struct {
-    int L, H, k, T;
-    double *a0, *hmax;
+    sks_test_cap b; /* alpha_0 and block maxima (sks_test_on_res / _on_probs) */
+    int k, T;
     int *experts;   /* (L, T, k), -1 where the layer is dense */
     float *weights; /* (L, T, k) */
 } cap;
-
-static int on_res(void *ud, int block, const float *h, int T, int d) {
-    cap *c = ud;
-    for (int i = 0; i < T * d; i++) c->hmax[block] = fmax(c->hmax[block], fabs((double)h[i]));
-    return 0;
-}
-
-static int on_probs(void *ud, int layer, int head, const float *A, int T) {
-    cap *c = ud;
-    double s = 0;
-    for (int i = 0; i < T; i++) s += A[(size_t)i * T];
-    c->a0[layer * c->H + head] = s / T;
-    return 0;
-}
 
 static int on_route(void *ud, int layer, const int *ex, const float *w, const float *logits, int T, int k, int E) {
     cap *c = ud;
@@ -127,13 +113,13 @@ static void check_moe(const char *fam, const char *want_family, const char *cons
         assert_string_equal(a->family, want_family);
         assert_true(a->n_experts > 0);
         int L = a->n_layers, H = a->n_heads, V = a->vocab_size, k = a->n_experts_used;
-        cap c = {L, H, k, T, calloc((size_t)L * H, sizeof(double)), calloc((size_t)(2 * L + 1), sizeof(double)),
+        cap c = {{L, H, calloc((size_t)L * H, sizeof(double)), calloc((size_t)(2 * L + 1), sizeof(double))}, k, T,
                  malloc((size_t)L * T * k * sizeof(int)), calloc((size_t)L * T * k, sizeof(float))};
         for (size_t i = 0; i < (size_t)L * T * k; i++) c.experts[i] = -1;
         sks_fwd_hooks hk = {0};
         hk.ud = &c;
-        hk.on_residual = on_res;
-        hk.on_attn_probs = on_probs;
+        hk.on_residual = sks_test_on_res;
+        hk.on_attn_probs = sks_test_on_probs;
         hk.on_route = on_route;
         hk.want_attn_probs = 1;
         float *logits = malloc((size_t)T * V * sizeof(float));
@@ -145,15 +131,15 @@ static void check_moe(const char *fam, const char *want_family, const char *cons
         assert_int_equal((int)json_array_size(ja), L);
         for (int l = 0; l < L; l++)
             for (int h = 0; h < H; h++) {
-                double err = fabs(c.a0[l * H + h] - num(json_array_get(ja, (size_t)l), (size_t)h));
+                double err = fabs(c.b.a0[l * H + h] - num(json_array_get(ja, (size_t)l), (size_t)h));
                 wa = fmax(wa, err);
                 if (!(err <= 1e-4)) fail_msg("%s (%s) alpha0[%d][%d] off by %.2g", fam, hows[v], l, h, err);
             }
         for (int i = 0; i <= L; i++) {
-            double want = num(jh, (size_t)i), err = fabs(c.hmax[2 * i] - want) / fmax(fabs(want), 1e-30);
+            double want = num(jh, (size_t)i), err = fabs(c.b.hmax[2 * i] - want) / fmax(fabs(want), 1e-30);
             wh = fmax(wh, err);
             if (!(err <= 1e-4))
-                fail_msg("%s (%s) hidden_max[%d]: got %.7g want %.7g", fam, hows[v], i, c.hmax[2 * i], want);
+                fail_msg("%s (%s) hidden_max[%d]: got %.7g want %.7g", fam, hows[v], i, c.b.hmax[2 * i], want);
         }
         json_t *jp = json_object_get(ref, "logit_positions"), *jl = json_object_get(ref, "logits");
         for (size_t r = 0; r < json_array_size(jp); r++) {
@@ -195,8 +181,8 @@ static void check_moe(const char *fam, const char *want_family, const char *cons
                 fam, hows[v], wa, wh, wl, ww);
         sks_forward_free(f);
         free(logits);
-        free(c.a0);
-        free(c.hmax);
+        free(c.b.a0);
+        free(c.b.hmax);
         free(c.experts);
         free(c.weights);
         sks_model_close(m);
