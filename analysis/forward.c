@@ -124,6 +124,22 @@ static int sks__matmul_rows(const sks_tensor *W, const float *X, int T, float *Y
 static int sks__matmul_parallel(const sks_tensor *W, const float *X, int T, float *Y, float *ws, size_t ws_floats,
                                 int nw);
 
+/* The host conversion's non-finite check over all rows of W, a workspace at a time. */
+static int sks__check_rows(const sks_tensor *W, float *ws, size_t ws_floats) {
+    const int64_t out = W->shape[0], in = W->shape[1];
+    int64_t rows = ws ? (int64_t)(ws_floats / (size_t)in) : 0;
+    float *own = NULL;
+    if (rows <= 0) {
+        rows = 1;
+        if (!(ws = own = sks_malloc_n((size_t)in, sizeof(float))))
+            return sks_fail(SKS_ENOMEM, "%s: a row for the non-finite check", W->name);
+    }
+    int rc = 0;
+    for (int64_t r = 0; r < out && !rc; r += rows) rc = sks_tensor_rows_f32(W, r, out - r < rows ? out - r : rows, ws);
+    free(own);
+    return rc;
+}
+
 /* Worker threads of sks_matmul_wt called from this thread: 0 = OpenBLAS's thread count.
  * A pass over converted weights sets it and runs OpenBLAS on one thread meanwhile
  * (sks__pass), so that every product is split here, f32 ones included. */
@@ -144,7 +160,13 @@ int sks_matmul_wt(const sks_tensor *W, const float *X, int T, float *Y, float *w
     const int elem = W->dtype == SKS_DT_F32 ? SKS_QF_ELEM_F32 : W->dtype == SKS_DT_F16 ? SKS_QF_ELEM_F16
                    : W->dtype == SKS_DT_BF16 ? SKS_QF_ELEM_BF16 : -1;
     /* a transposed view (GPT-2's Conv1D) is not rows in memory: its rows are gathered */
-    if (be->gemm_wt && elem >= 0 && !W->tstride) return be->gemm_wt(elem, W->data, (int)out, (int)in, X, T, Y, (int)out);
+    if (be->gemm_wt && elem >= 0 && !W->tstride) {
+        int rc = be->gemm_wt(elem, W->data, (int)out, (int)in, X, T, Y, (int)out);
+        /* the device met NaN or Inf in the stored weights: the host's check decides, as
+         * for a product made here (an error naming the tensor, or --allow-nonfinite, in
+         * which case the device's Y is the product of the weights as they are) */
+        return rc == SKS_ENONFINITE ? sks__check_rows(W, ws, ws_floats) : rc;
+    }
     const int f32 = !be->gemm_wt && W->dtype == SKS_DT_F32 && !W->tstride;
     if (f32 && sks__mm_nw <= 1) return sks__matmul_rows(W, X, T, Y, 0, out, NULL, 0);
     int64_t rows = f32 ? out : ws ? (int64_t)(ws_floats / (size_t)in) : 0;

@@ -221,11 +221,15 @@ static int sks__load_layer(sks_spikes *s, int layer) {
     if (!need_host && s->be->takes_raw && elem >= 0 && sks__raw_elem(tu) == elem && sks__raw_elem(td) == elem) {
         sks_qf_raw raw = {.d = s->d, .f = s->f, .elem = elem, .G = tg->data, .U = tu->data, .Down = td->data};
         int rc = sks_qf_bind(s->be, NULL, NULL, &raw, qprec, &s->op);
-        if (rc) return rc;
-        s->w_layer = layer;
-        s->prec = prec;
-        s->host = 0;
-        return 0;
+        if (!rc) {
+            s->w_layer = layer;
+            s->prec = prec;
+            s->host = 0;
+            return 0;
+        }
+        /* NaN or Inf among the stored weights: converted here instead, where the check
+         * names the tensor and --allow-nonfinite applies */
+        if (rc != SKS_ENONFINITE) return rc;
     }
     size_t fd = (size_t)s->f * (size_t)s->d;
     int rc = 0;

@@ -51,6 +51,7 @@ typedef struct {
     cudaEvent_t copied[2];  /* staging c is on the device */
     cudaEvent_t freed[2];   /* staging c may be overwritten */
     int tf32;
+    unsigned long long *dbad; /* non-finite values met by the conversion kernel */
     cusolverDnHandle_t solver;     /* made on the first GPU eigensolve */
     cusolverDnParams_t solver_params;
     /* gemm_wt buffers (grown on demand) */
@@ -100,6 +101,8 @@ static int sks__cu_init(void) {
         CU(cudaEventCreateWithFlags(&g_cu.freed[i], cudaEventDisableTiming), "event");
         CU(cudaEventRecord(g_cu.freed[i], g_cu.comp), "event");
     }
+    CU(cudaMalloc((void **)&g_cu.dbad, sizeof *g_cu.dbad), "counter");
+    CU(cudaMemset(g_cu.dbad, 0, sizeof *g_cu.dbad), "counter");
     CB(cublasCreate(&g_cu.blas), "create");
     CB(cublasSetStream(g_cu.blas, g_cu.comp), "stream");
     const char *t = getenv("SKS_CUDA_TF32");
@@ -127,18 +130,32 @@ enum { SKS__EL_F32 = SKS_QF_ELEM_F32, SKS__EL_F16 = SKS_QF_ELEM_F16, SKS__EL_BF1
 
 static size_t sks__el_size(int el) { return el == SKS__EL_F64 ? 8 : el == SKS__EL_F32 ? 4 : 2; }
 
+/* dst = src converted; with bad, the NaN and Inf values met are added to *bad (one
+ * atomic per thread that met any) */
 template <typename T>
-__global__ void sks__k_convert(const void *src, int el, T *dst, size_t n) {
+__global__ void sks__k_convert(const void *src, int el, T *dst, size_t n, unsigned long long *bad) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     size_t step = (size_t)gridDim.x * blockDim.x;
+    unsigned long long nb = 0;
     for (; i < n; i += step) {
         double v;
         if (el == SKS__EL_F32) v = ((const float *)src)[i];
         else if (el == SKS__EL_F64) v = ((const double *)src)[i];
         else if (el == SKS__EL_BF16) v = __uint_as_float((unsigned)((const uint16_t *)src)[i] << 16);
         else v = __half2float(((const __half *)src)[i]);
+        nb += !isfinite(v);
         dst[i] = (T)v;
     }
+    if (bad && nb) atomicAdd(bad, nb);
+}
+
+/* The count of non-finite values the conversions since the last call met (waits for
+ * the compute stream), and a fresh count. */
+static int sks__cu_take_bad(unsigned long long *n) {
+    CU(cudaStreamSynchronize(g_cu.comp), "non-finite count");
+    CU(cudaMemcpy(n, g_cu.dbad, sizeof *n, cudaMemcpyDeviceToHost), "non-finite count");
+    if (*n) CU(cudaMemset(g_cu.dbad, 0, sizeof *g_cu.dbad), "non-finite count");
+    return 0;
 }
 
 /* PQ holds P = G V then Q = U V, each (f, m) as (m, f) column-major; afterwards it
@@ -284,7 +301,9 @@ static int sks__upload(T *dst, const void *src, int el, int64_t nrow, int64_t nc
         CU(cudaEventRecord(g_cu.copied[c], g_cu.copy), "event");
         CU(cudaStreamWaitEvent(g_cu.comp, g_cu.copied[c], 0), "event wait");
         size_t n = (size_t)nr * (size_t)ncol;
-        sks__k_convert<T><<<sks__grid(n), 256, 0, g_cu.comp>>>(g_cu.dstage[c], el, dst + (size_t)r0 * ncol, n);
+        /* stored 16-bit weights are counted for NaN/Inf as the host conversion does */
+        unsigned long long *bad = el == SKS__EL_F16 || el == SKS__EL_BF16 ? g_cu.dbad : NULL;
+        sks__k_convert<T><<<sks__grid(n), 256, 0, g_cu.comp>>>(g_cu.dstage[c], el, dst + (size_t)r0 * ncol, n, bad);
         CU(cudaGetLastError(), "convert kernel");
         CU(cudaEventRecord(g_cu.freed[c], g_cu.comp), "event");
         if (on_chunk) {
@@ -326,7 +345,11 @@ static int sks__cu_load(sks__cu_op *o, const void *G, const void *U, const void 
     int rc = sks__upload<T>((T *)o->G, G, el, o->f, o->d, NULL, NULL);
     if (!rc) rc = sks__upload<T>((T *)o->U, U, el, o->f, o->d, NULL, NULL);
     if (!rc) rc = sks__upload<T>((T *)o->D, D, el, o->d, o->f, NULL, NULL);
-    if (!rc) CU(cudaStreamSynchronize(g_cu.comp), "upload");
+    unsigned long long bad = 0;
+    if (!rc) rc = sks__cu_take_bad(&bad);
+    /* the caller converts on the host instead, where the check names the tensor and
+     * --allow-nonfinite applies */
+    if (!rc && bad) rc = sks_fail(SKS_ENONFINITE, "cuda: %llu NaN or Inf weights in an FFN", bad);
     return rc;
 }
 
@@ -522,7 +545,11 @@ static int sks__cu_gemm_wt(int elem, const void *W, int out, int in, const float
     if (rc) return rc;
     CU(cudaMemcpy2DAsync(Y, (size_t)ldy * sizeof(float), g_cu.dY, (size_t)out * sizeof(float),
                          (size_t)out * sizeof(float), T, cudaMemcpyDeviceToHost, g_cu.comp), "Y download");
-    CU(cudaStreamSynchronize(g_cu.comp), "gemm_wt");
+    unsigned long long bad = 0;
+    if ((rc = sks__cu_take_bad(&bad))) return rc;
+    /* the caller redoes the product on the host, where the check names the tensor and
+     * --allow-nonfinite applies */
+    if (bad) return sks_fail(SKS_ENONFINITE, "cuda gemm_wt: %llu NaN or Inf weights", bad);
     return 0;
 }
 

@@ -377,6 +377,53 @@ static void test_row_gemm_wt(void **state) {
     }
 }
 
+/* NaN among stored bf16 weights: the forward product through the row answers
+ * SKS_ENONFINITE naming the tensor (the host's check decides, as on the cpu row), and
+ * with sks_nonfinite_allow(1) the product of the weights as they are; a raw binding
+ * with a NaN answers SKS_ENONFINITE, so that spikes converts on the host instead. */
+static void test_row_nonfinite(void **state) {
+    (void)state;
+    enum { T = 3, OUT = 90, IN = 40 };
+    static float X[T * IN], W[OUT * IN], Y[T * OUT], ws[OUT * IN];
+    static uint16_t Wb[OUT * IN];
+    for (int i = 0; i < T * IN; i++) X[i] = (float)rng_gauss();
+    for (int i = 0; i < OUT * IN; i++) Wb[i] = sks_f32_to_bf16((float)rng_gauss());
+    Wb[(OUT - 2) * IN + 5] = 0x7fc0; /* a bf16 NaN in row OUT - 2 */
+    sks_bf16_to_f32_ref(Wb, W, OUT * IN);
+    sks_tensor t = {"blk.3.ffn_up.weight", SKS_DT_BF16, 2, {OUT, IN}, Wb, (uint64_t)OUT * IN * 2, 0, 0};
+    const sks_qf_backend *saved = sks_qf_backend_default();
+    sks_qf_backend_set_default(g_row);
+    sks_nonfinite_reset();
+    sks_nonfinite_allow(0);
+    assert_int_equal(sks_matmul_wt(&t, X, T, Y, ws, OUT * IN), SKS_ENONFINITE);
+    assert_non_null(strstr(sks_last_error(), "blk.3.ffn_up.weight"));
+    sks_nonfinite_allow(1);
+    for (int i = 0; i < T * OUT; i++) Y[i] = -7.0f;
+    assert_int_equal(sks_matmul_wt(&t, X, T, Y, ws, OUT * IN), 0);
+    for (int tt = 0; tt < T; tt++)
+        for (int o = 0; o < OUT; o++) {
+            double y = 0, sc = 0;
+            for (int i = 0; i < IN; i++) y += (double)X[tt * IN + i] * W[o * IN + i], sc += fabs((double)X[tt * IN + i] * W[o * IN + i]);
+            if (o == OUT - 2) assert_true(isnan(Y[tt * OUT + o]));
+            else assert_true(fabs(Y[tt * OUT + o] - y) <= 1e-5 * sc);
+        }
+    assert_int_equal(sks_nonfinite_n_tensors(), 1);
+    sks_nonfinite_allow(0);
+    sks_nonfinite_reset();
+    sks_qf_backend_set_default(saved);
+    if (g_row->takes_raw) {
+        model *m = model_new();
+        m->Ub[7 * D + 3] = 0x7f80; /* +Inf */
+        sks_qf_raw r = {.d = D, .f = F, .elem = SKS_QF_ELEM_BF16, .G = m->Gb, .U = m->Ub, .Down = m->Db};
+        sks_qf_op op;
+        assert_int_equal(sks_qf_bind(g_row, NULL, NULL, &r, SKS_QF_F32, &op), SKS_ENONFINITE);
+        m->Ub[7 * D + 3] = 0;
+        bind_or_fail(m, SKS_QF_F32, 1, &op); /* the count starts afresh */
+        sks_qf_unbind(&op);
+        free(m);
+    }
+}
+
 /* one layer of spikes on the cpu row and on g_row */
 static void spikes_both(const sks_model *m, int layer, int prec, sks_spikes_layer_result *rc_, sks_spikes_layer_result *rg) {
     sks_spikes_opts o;
@@ -569,7 +616,7 @@ int main(int argc, char **argv) {
     const struct CMUnitTest generic[] = {
         cmocka_unit_test(test_row_f32),     cmocka_unit_test(test_row_f64),      cmocka_unit_test(test_row_raw_bf16),
         cmocka_unit_test(test_row_top_eigs), cmocka_unit_test(test_row_top_eigs_planted),
-        cmocka_unit_test(test_row_gemm_wt),
+        cmocka_unit_test(test_row_gemm_wt),  cmocka_unit_test(test_row_nonfinite),
         cmocka_unit_test(test_row_spikes_fixtures),
     };
     if (argc > 1) {
