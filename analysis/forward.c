@@ -161,7 +161,7 @@ int sks_matmul_wt(const sks_tensor *W, const float *X, int T, float *Y, float *w
                    : W->dtype == SKS_DT_BF16 ? SKS_QF_ELEM_BF16 : -1;
     /* a transposed view (GPT-2's Conv1D) is not rows in memory: its rows are gathered */
     if (be->gemm_wt && elem >= 0 && !W->tstride) {
-        int rc = be->gemm_wt(elem, W->data, (int)out, (int)in, X, T, Y, (int)out);
+        int rc = be->gemm_wt(elem | (W->frozen ? SKS_QF_ELEM_KEEP : 0), W->data, (int)out, (int)in, X, T, Y, (int)out);
         /* the device met NaN or Inf in the stored weights: the host's check decides, as
          * for a product made here (an error naming the tensor, or --allow-nonfinite, in
          * which case the device's Y is the product of the weights as they are) */

@@ -219,7 +219,8 @@ static int sks__load_layer(sks_spikes *s, int layer) {
     const int qprec = prec == SKS_SPK_PREC_F64 ? SKS_QF_F64 : SKS_QF_F32;
     const int elem = sks__raw_elem(tg);
     if (!need_host && s->be->takes_raw && elem >= 0 && sks__raw_elem(tu) == elem && sks__raw_elem(td) == elem) {
-        sks_qf_raw raw = {.d = s->d, .f = s->f, .elem = elem, .G = tg->data, .U = tu->data, .Down = td->data};
+        const int keep = !ov && tg->frozen && tu->frozen && td->frozen ? SKS_QF_ELEM_KEEP : 0;
+        sks_qf_raw raw = {.d = s->d, .f = s->f, .elem = elem | keep, .G = tg->data, .U = tu->data, .Down = td->data};
         int rc = sks_qf_bind(s->be, NULL, NULL, &raw, qprec, &s->op);
         if (!rc) {
             s->w_layer = layer;

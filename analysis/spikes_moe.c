@@ -168,9 +168,9 @@ int sks_spikes_moe_layer(sks_spikes *s, int layer, const int *ch, const int *src
         if ((rc = sks__put_rows(bt[j][1], Uc + (size_t)off * d, d, 0, 1.0f, tmp, tmp_rows))) goto done;
         if ((rc = sks__put_rows(bt[j][2], Dc, fK, off, (float)bw[j], tmp, tmp_rows))) goto done;
     }
-    sks_tensor tg = {"active form gate", SKS_DT_F32, 2, {fK, d}, Gc, (uint64_t)fK * d * 4, 0, 0};
-    sks_tensor tu = {"active form up", SKS_DT_F32, 2, {fK, d}, Uc, (uint64_t)fK * d * 4, 0, 0};
-    sks_tensor td = {"active form down", SKS_DT_F32, 2, {d, fK}, Dc, (uint64_t)fK * d * 4, 0, 0};
+    sks_tensor tg = {"active form gate", SKS_DT_F32, 2, {fK, d}, Gc, (uint64_t)fK * d * 4, 0, 0, 0};
+    sks_tensor tu = {"active form up", SKS_DT_F32, 2, {fK, d}, Uc, (uint64_t)fK * d * 4, 0, 0, 0};
+    sks_tensor td = {"active form down", SKS_DT_F32, 2, {d, fK}, Dc, (uint64_t)fK * d * 4, 0, 0, 0};
     if ((rc = sks_spikes_set_ffn(s, layer, &tg, &tu, &td))) goto done;
     rc = sks_spikes_layer_split(s, layer, ch, src, n > 0 ? tokarr : NULL, n, NULL, out);
     if (rc == SKS_ENOCONV) sks_log(SKS_LOG_WARN, "spikes layer %d, active form: %s", layer, sks_last_error());

@@ -109,6 +109,7 @@ static sks_model *build_7b(sks_synth **syn_out, double *seconds) {
         if (sks_model_set_tensor(m, role, layer, SKS_DT_BF16, ndim, sh, w, name)) DIE("set tensor");
     }
     if (sks_model_validate(m)) DIE("validate");
+    sks_model_freeze(m); /* its weights stay as built: a GPU may keep them (the weight cache) */
     *syn_out = syn;
     *seconds = sks_now() - t0;
     return m;

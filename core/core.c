@@ -174,3 +174,9 @@ const char *sks_fmt_bytes(uint64_t b, char *buf, size_t cap) {
     else snprintf(buf, cap, "%llu bytes", (unsigned long long)b);
     return buf;
 }
+
+static uint64_t sks__weights_epoch;
+
+uint64_t sks_weights_epoch(void) { return __atomic_load_n(&sks__weights_epoch, __ATOMIC_ACQUIRE); }
+
+void sks_weights_epoch_bump(void) { __atomic_add_fetch(&sks__weights_epoch, 1, __ATOMIC_ACQ_REL); }

@@ -99,6 +99,12 @@ double sks_median_f32(float *a, size_t n);
 /* Wall-clock seconds (monotonic). */
 double sks_now(void);
 
+/* The lifetime of model weights: a counter that every closed model moves on. A device
+ * that keeps copies of frozen weights (sks_tensor.frozen) keyed by their host address
+ * drops them all when it changes, before a freed address can hold other weights. */
+uint64_t sks_weights_epoch(void);
+void sks_weights_epoch_bump(void);
+
 /* Peak resident set size of this process in bytes (0 if unknown). */
 size_t sks_peak_rss(void);
 

@@ -61,6 +61,8 @@ typedef struct {
 
 static sks__cu_ctx g_cu;
 
+static cudaError_t sks__cu_malloc(void **p, size_t n); /* cudaMalloc, the weight cache given up when full */
+
 static int sks__cu_err(cudaError_t e, const char *what) {
     return sks_fail(SKS_EINTERNAL, "cuda: %s: %s", what, cudaGetErrorString(e));
 }
@@ -119,7 +121,7 @@ static int sks__cu_grow(float **p, size_t *n, size_t need) {
     if (*p) cudaFree(*p);
     *p = NULL;
     *n = 0;
-    CU(cudaMalloc((void **)p, need * sizeof(float)), "device buffer");
+    CU(sks__cu_malloc((void **)p, need * sizeof(float)), "device buffer");
     *n = need;
     return 0;
 }
@@ -286,7 +288,8 @@ static void sks__par_memcpy(void *dst, const void *src, size_t n) {
 typedef int (*sks__chunk_fn)(void *ud, int64_t r0, int64_t r1);
 
 template <typename T>
-static int sks__upload(T *dst, const void *src, int el, int64_t nrow, int64_t ncol, sks__chunk_fn on_chunk, void *ud) {
+static int sks__upload(T *dst, const void *src, int el, int64_t nrow, int64_t ncol, sks__chunk_fn on_chunk, void *ud,
+                       char *keep) {
     const size_t es = sks__el_size(el), rowb = (size_t)ncol * es;
     int64_t rows = (int64_t)(SKS__CU_STAGE / rowb);
     if (rows < 1) return sks_fail(SKS_EUNSUPPORTED, "cuda: a row of %lld values exceeds the staging buffer", (long long)ncol);
@@ -297,13 +300,15 @@ static int sks__upload(T *dst, const void *src, int el, int64_t nrow, int64_t nc
         /* the staging pair c is free once its previous conversion ran */
         CU(cudaEventSynchronize(g_cu.freed[c]), "staging wait");
         sks__par_memcpy(g_cu.pin[c], (const char *)src + (size_t)r0 * rowb, bytes);
-        CU(cudaMemcpyAsync(g_cu.dstage[c], g_cu.pin[c], bytes, cudaMemcpyHostToDevice, g_cu.copy), "upload");
+        /* into the device staging buffer, or into the kept copy (the weight cache) */
+        void *dsrc = keep ? (void *)(keep + (size_t)r0 * rowb) : g_cu.dstage[c];
+        CU(cudaMemcpyAsync(dsrc, g_cu.pin[c], bytes, cudaMemcpyHostToDevice, g_cu.copy), "upload");
         CU(cudaEventRecord(g_cu.copied[c], g_cu.copy), "event");
         CU(cudaStreamWaitEvent(g_cu.comp, g_cu.copied[c], 0), "event wait");
         size_t n = (size_t)nr * (size_t)ncol;
         /* stored 16-bit weights are counted for NaN/Inf as the host conversion does */
         unsigned long long *bad = el == SKS__EL_F16 || el == SKS__EL_BF16 ? g_cu.dbad : NULL;
-        sks__k_convert<T><<<sks__grid(n), 256, 0, g_cu.comp>>>(g_cu.dstage[c], el, dst + (size_t)r0 * ncol, n, bad);
+        sks__k_convert<T><<<sks__grid(n), 256, 0, g_cu.comp>>>(dsrc, el, dst + (size_t)r0 * ncol, n, bad);
         CU(cudaGetLastError(), "convert kernel");
         CU(cudaEventRecord(g_cu.freed[c], g_cu.comp), "event");
         if (on_chunk) {
@@ -312,6 +317,146 @@ static int sks__upload(T *dst, const void *src, int el, int64_t nrow, int64_t nc
         }
     }
     return 0;
+}
+
+
+/* ---- the weight cache -------------------------------------------------------------------- */
+
+/* Frozen model weights (SKS_QF_ELEM_KEEP) stay on the GPU as stored (f32 / f16 / bf16
+ * bytes), keyed by host address and size, the least recently used out first, within a
+ * budget: half the GPU memory free at first use, or SKS_CUDA_WCACHE_MB (0 turns it off).
+ * A forward pass after spikes, or a second pass, then converts them from GPU memory
+ * instead of streaming them over the host link again. Everything is dropped when
+ * sks_weights_epoch() moves (a model was closed), before a freed address can hold other
+ * weights, and when a GPU allocation fails. */
+typedef struct {
+    const void *host;
+    size_t bytes;
+    char *dev;
+    uint64_t used;
+    int ready;
+} sks__wc_ent;
+
+static struct {
+    sks__wc_ent *e;
+    int n, cap, init;
+    size_t total, budget;
+    uint64_t tick, epoch;
+} g_wc;
+
+static void sks__wc_drop_all(void) {
+    if (!g_wc.n) return;
+    cudaStreamSynchronize(g_cu.comp);
+    cudaStreamSynchronize(g_cu.copy);
+    for (int i = 0; i < g_wc.n; i++) cudaFree(g_wc.e[i].dev);
+    g_wc.n = 0;
+    g_wc.total = 0;
+}
+
+static void sks__wc_remove(int i) {
+    cudaStreamSynchronize(g_cu.comp);
+    cudaStreamSynchronize(g_cu.copy);
+    cudaFree(g_wc.e[i].dev);
+    g_wc.total -= g_wc.e[i].bytes;
+    g_wc.e[i] = g_wc.e[--g_wc.n];
+}
+
+/* cudaMalloc that drops the weight cache and tries again when the GPU is full */
+static cudaError_t sks__cu_malloc(void **p, size_t n) {
+    cudaError_t e = cudaMalloc(p, n);
+    if (e == cudaErrorMemoryAllocation && g_wc.n) {
+        (void)cudaGetLastError();
+        sks__wc_drop_all();
+        e = cudaMalloc(p, n);
+    }
+    return e;
+}
+
+/* The kept copy of (host, bytes): *hit = 1 when it holds the bytes already; else a fresh
+ * one for the caller to fill (sks__wc_done when filled). NULL: not kept. */
+static char *sks__wc_get(const void *host, size_t bytes, int *hit) {
+    *hit = 0;
+    if (!g_wc.init) {
+        const char *e = getenv("SKS_CUDA_WCACHE_MB");
+        size_t fr = 0, tot = 0;
+        if (e && *e) g_wc.budget = (size_t)strtoull(e, NULL, 10) << 20;
+        else if (cudaMemGetInfo(&fr, &tot) == cudaSuccess) g_wc.budget = fr / 2;
+        g_wc.epoch = sks_weights_epoch();
+        g_wc.init = 1;
+    }
+    const uint64_t ep = sks_weights_epoch();
+    if (ep != g_wc.epoch) {
+        sks__wc_drop_all();
+        g_wc.epoch = ep;
+    }
+    if (!g_wc.budget || bytes > g_wc.budget) return NULL;
+    for (int i = 0; i < g_wc.n; i++)
+        if (g_wc.e[i].host == host && g_wc.e[i].bytes == bytes) {
+            if (!g_wc.e[i].ready) {
+                sks__wc_remove(i);
+                break;
+            }
+            g_wc.e[i].used = ++g_wc.tick;
+            *hit = 1;
+            return g_wc.e[i].dev;
+        }
+    while (g_wc.n && g_wc.total + bytes > g_wc.budget) {
+        int lru = 0;
+        for (int i = 1; i < g_wc.n; i++)
+            if (g_wc.e[i].used < g_wc.e[lru].used) lru = i;
+        sks__wc_remove(lru);
+    }
+    if (g_wc.n == g_wc.cap) {
+        int cap = g_wc.cap ? 2 * g_wc.cap : 64;
+        sks__wc_ent *ne = (sks__wc_ent *)realloc(g_wc.e, (size_t)cap * sizeof *ne);
+        if (!ne) return NULL;
+        g_wc.e = ne;
+        g_wc.cap = cap;
+    }
+    char *dev = NULL;
+    if (cudaMalloc((void **)&dev, bytes) != cudaSuccess) {
+        (void)cudaGetLastError(); /* not kept: the weights are streamed as without a cache */
+        return NULL;
+    }
+    g_wc.e[g_wc.n++] = (sks__wc_ent){host, bytes, dev, ++g_wc.tick, 0};
+    g_wc.total += bytes;
+    return dev;
+}
+
+/* the copy at dev was filled (ok) or is to be forgotten */
+static void sks__wc_done(char *dev, int ok) {
+    for (int i = 0; i < g_wc.n; i++)
+        if (g_wc.e[i].dev == dev) {
+            if (ok) g_wc.e[i].ready = 1;
+            else sks__wc_remove(i);
+            return;
+        }
+}
+
+/* Weights (nrow, ncol) encoded el (SKS_QF_ELEM_KEEP or'ed in: frozen model data) into
+ * dst on the GPU as sks__upload does, through the weight cache where they may be kept. */
+template <typename T>
+static int sks__weights_in(T *dst, const void *src, int el, int64_t nrow, int64_t ncol, sks__chunk_fn on_chunk,
+                           void *ud) {
+    const int keep = el & SKS_QF_ELEM_KEEP;
+    el &= ~SKS_QF_ELEM_KEEP;
+    if (keep) {
+        int hit = 0;
+        const size_t n = (size_t)nrow * (size_t)ncol;
+        char *dev = sks__wc_get(src, n * sks__el_size(el), &hit);
+        if (dev && hit) {
+            unsigned long long *bad = el == SKS__EL_F16 || el == SKS__EL_BF16 ? g_cu.dbad : NULL;
+            sks__k_convert<T><<<sks__grid(n), 256, 0, g_cu.comp>>>(dev, el, dst, n, bad);
+            CU(cudaGetLastError(), "convert kernel");
+            return on_chunk ? on_chunk(ud, 0, nrow) : 0;
+        }
+        if (dev) {
+            int rc = sks__upload<T>(dst, src, el, nrow, ncol, on_chunk, ud, dev);
+            sks__wc_done(dev, rc == 0);
+            return rc;
+        }
+    }
+    return sks__upload<T>(dst, src, el, nrow, ncol, on_chunk, ud, NULL);
 }
 
 /* ---- bindings ------------------------------------------------------------------------ */
@@ -342,9 +487,9 @@ static void sks__cu_unbind(void *h) {
 
 template <typename T>
 static int sks__cu_load(sks__cu_op *o, const void *G, const void *U, const void *D, int el) {
-    int rc = sks__upload<T>((T *)o->G, G, el, o->f, o->d, NULL, NULL);
-    if (!rc) rc = sks__upload<T>((T *)o->U, U, el, o->f, o->d, NULL, NULL);
-    if (!rc) rc = sks__upload<T>((T *)o->D, D, el, o->d, o->f, NULL, NULL);
+    int rc = sks__weights_in<T>((T *)o->G, G, el, o->f, o->d, NULL, NULL);
+    if (!rc) rc = sks__weights_in<T>((T *)o->U, U, el, o->f, o->d, NULL, NULL);
+    if (!rc) rc = sks__weights_in<T>((T *)o->D, D, el, o->d, o->f, NULL, NULL);
     unsigned long long bad = 0;
     if (!rc) rc = sks__cu_take_bad(&bad);
     /* the caller converts on the host instead, where the check names the tensor and
@@ -363,11 +508,11 @@ static int sks__cu_alloc_op(int d, int f, int prec, sks__cu_op **out) {
     o->d = d;
     o->f = f;
     size_t fd = (size_t)f * d, ps = sks__ps(prec);
-    cudaError_t e = cudaMalloc(&o->G, 2 * fd * ps);
+    cudaError_t e = sks__cu_malloc((void **)&o->G, 2 * fd * ps);
     if (e == cudaSuccess) o->U = (char *)o->G + fd * ps;
-    if (e == cudaSuccess) e = cudaMalloc(&o->D, fd * ps);
-    if (e == cudaSuccess) e = cudaMalloc((void **)&o->w, ((size_t)f + d) * sizeof(double));
-    if (e == cudaSuccess) e = cudaMalloc((void **)&o->part, (size_t)d * sizeof(double));
+    if (e == cudaSuccess) e = sks__cu_malloc((void **)&o->D, fd * ps);
+    if (e == cudaSuccess) e = sks__cu_malloc((void **)&o->w, ((size_t)f + d) * sizeof(double));
+    if (e == cudaSuccess) e = sks__cu_malloc((void **)&o->part, (size_t)d * sizeof(double));
     if (e != cudaSuccess) {
         sks__cu_unbind(o);
         return sks_fail(SKS_ENOMEM, "cuda backend: GPU memory for a %d x %d FFN (%s)", f, d, cudaGetErrorString(e));
@@ -406,10 +551,10 @@ static int sks__cu_matvec_room(sks__cu_op *o, int m) {
     o->ch = NULL;
     o->m_cap = 0;
     size_t ps = sks__ps(o->prec);
-    CU(cudaMalloc(&o->V, (size_t)o->d * m * ps), "matvec buffer");
-    CU(cudaMalloc(&o->Y, (size_t)o->d * m * ps), "matvec buffer");
-    CU(cudaMalloc(&o->PQ, (size_t)2 * o->f * m * ps), "matvec buffer");
-    CU(cudaMalloc((void **)&o->ch, (size_t)m * sizeof(int)), "matvec buffer");
+    CU(sks__cu_malloc((void **)&o->V, (size_t)o->d * m * ps), "matvec buffer");
+    CU(sks__cu_malloc((void **)&o->Y, (size_t)o->d * m * ps), "matvec buffer");
+    CU(sks__cu_malloc((void **)&o->PQ, (size_t)2 * o->f * m * ps), "matvec buffer");
+    CU(sks__cu_malloc((void **)&o->ch, (size_t)m * sizeof(int)), "matvec buffer");
     o->m_cap = m;
     return 0;
 }
@@ -464,7 +609,7 @@ static int sks__cu_partials_t(sks__cu_op *o, int block, int blk_lo, int blk_hi, 
         if (o->S) cudaFree(o->S);
         o->S = NULL;
         o->bs_cap = 0;
-        CU(cudaMalloc(&o->S, ((size_t)4 * bs * f + (size_t)bs * d) * sizeof(T)), "screen workspace");
+        CU(sks__cu_malloc((void **)&o->S, ((size_t)4 * bs * f + (size_t)bs * d) * sizeof(T)), "screen workspace");
         o->bs_cap = bs;
     }
     T *A = (T *)o->S, *B = A + (size_t)bs * f, *C = B + (size_t)bs * f, *Ct = C + (size_t)bs * f;
@@ -541,7 +686,7 @@ static int sks__cu_gemm_wt(int elem, const void *W, int out, int in, const float
     if ((rc = sks__cu_grow(&g_cu.dY, &g_cu.nY, (size_t)T * out))) return rc;
     CU(cudaMemcpyAsync(g_cu.dX, X, (size_t)T * in * sizeof(float), cudaMemcpyHostToDevice, g_cu.comp), "X upload");
     sks__gw g = {in, T, out};
-    rc = sks__upload<float>(g_cu.dW, W, elem, out, in, sks__gw_chunk, &g);
+    rc = sks__weights_in<float>(g_cu.dW, W, elem, out, in, sks__gw_chunk, &g);
     if (rc) return rc;
     CU(cudaMemcpy2DAsync(Y, (size_t)ldy * sizeof(float), g_cu.dY, (size_t)out * sizeof(float),
                          (size_t)out * sizeof(float), T, cudaMemcpyDeviceToHost, g_cu.comp), "Y download");
@@ -936,15 +1081,15 @@ static int sks__ev_alloc(sks__ev *e) {
               {&e->Yb, P * nr * n}, {&e->R, P * nr * n},  {&e->Hc, P * km * nb}, {&e->C, P * km * nb},
               {&e->view, P * 2 * nr}, {&e->flag, P * 2 * nb}, {&e->evecs, P * n * (size_t)e->r}};
     for (size_t i = 0; i < sizeof dd / sizeof dd[0]; i++) {
-        cudaError_t err = cudaMalloc((void **)dd[i].p, dd[i].cnt * sizeof(double));
+        cudaError_t err = sks__cu_malloc((void **)dd[i].p, dd[i].cnt * sizeof(double));
         if (err != cudaSuccess)
             return sks_fail(SKS_ENOMEM, "cuda eigensolver: GPU memory for %zu problems of %zu x %zu (%s)", P, n, km,
                             cudaGetErrorString(err));
     }
-    CU(cudaMalloc((void **)&e->sel, P * nb * sizeof(int)), "eigensolver buffers");
-    CU(cudaMalloc((void **)&e->fin, P * 2 * sizeof(int)), "eigensolver buffers");
-    CU(cudaMalloc((void **)&e->info, P * sizeof(int)), "eigensolver buffers");
-    CU(cudaMalloc((void **)&e->prob, P * sizeof(int)), "eigensolver buffers");
+    CU(sks__cu_malloc((void **)&e->sel, P * nb * sizeof(int)), "eigensolver buffers");
+    CU(sks__cu_malloc((void **)&e->fin, P * 2 * sizeof(int)), "eigensolver buffers");
+    CU(sks__cu_malloc((void **)&e->info, P * sizeof(int)), "eigensolver buffers");
+    CU(sks__cu_malloc((void **)&e->prob, P * sizeof(int)), "eigensolver buffers");
     CU(cudaMallocHost((void **)&e->prob_h, P * sizeof(int)), "eigensolver buffers");
     CU(cudaMallocHost((void **)&e->view_h, P * 2 * nr * sizeof(double)), "eigensolver buffers");
     CU(cudaMallocHost((void **)&e->flag_h, P * 2 * nb * sizeof(double)), "eigensolver buffers");
@@ -1158,7 +1303,7 @@ static int sks__cu_eigs_t(sks__cu_op *o, const int *ch, int P, const sks_eigs_op
                 if (e.work) cudaFree(e.work);
                 e.work = NULL;
                 e.work_n = 0;
-                SKS__EV_CU(cudaMalloc(&e.work, wd), "eigensolver workspace");
+                SKS__EV_CU(sks__cu_malloc((void **)&e.work, wd), "eigensolver workspace");
                 e.work_n = wd;
             }
             if (wh > e.hwork_n) {

@@ -107,6 +107,9 @@ int sks_quadform64_dense(const sks_quadform64 *q, int k, double *S);
  * backend = one row here and its file; callers go through sks_qf_* only. */
 enum { SKS_QF_F32 = 1, SKS_QF_F64 = 2 };                    /* operator precision */
 enum { SKS_QF_ELEM_F32 = 0, SKS_QF_ELEM_F16, SKS_QF_ELEM_BF16 }; /* raw weight encodings */
+/* or'ed into an encoding: the weights are frozen model data (sks_tensor.frozen), so a
+ * row may keep its own copy keyed by the address until sks_weights_epoch() changes */
+enum { SKS_QF_ELEM_KEEP = 0x100 };
 
 /* Weights as stored (row-major, shapes of sks_quadform), for rows that convert them
  * themselves (the CUDA row converts bf16 / f16 on the GPU). */

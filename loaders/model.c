@@ -172,8 +172,14 @@ int sks__map_file(const char *path, void **addr, size_t *size) {
     return 0;
 }
 
+void sks_model_freeze(sks_model *m) {
+    if (!m) return;
+    for (size_t k = 0; k < m->n_order; k++) ((sks_tensor *)sks__model_order_tensor(m, k))->frozen = 1;
+}
+
 void sks_model_close(sks_model *m) {
     if (!m) return;
+    sks_weights_epoch_bump();
     for (int i = 0; i < m->n_maps; i++) {
         if (m->maps[i].addr) munmap(m->maps[i].addr, m->maps[i].size);
         free(m->maps[i].path);
@@ -304,6 +310,7 @@ static int sks__fill_slot(sks_model *m, sks__slot *s, sks_role role, int layer, 
     s->t.data = data;
     s->t.nbytes = nb;
     s->t.shard = 0;
+    s->t.frozen = 0;
     m->order[m->n_order].role = role;
     m->order[m->n_order].layer = layer;
     m->order[m->n_order].expert = expert;

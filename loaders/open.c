@@ -12,7 +12,15 @@ static int sks__ends_with(const char *s, const char *suf) {
     return a >= b && strcmp(s + a - b, suf) == 0;
 }
 
+static int sks__open_any(const char *path, sks_model **out);
+
 int sks_model_open(const char *path, sks_model **out) {
+    int rc = sks__open_any(path, out);
+    if (!rc) sks_model_freeze(*out);
+    return rc;
+}
+
+static int sks__open_any(const char *path, sks_model **out) {
     *out = NULL;
     sks_clear_error();
     struct stat st;

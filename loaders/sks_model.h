@@ -160,6 +160,10 @@ typedef struct {
      * and BF16; sks_tensor_rows_f32 / _f64 gather the columns, so readers that convert
      * rows see the usual (out, in) layout. Code that reads data itself must check it. */
     int64_t tstride;
+    /* (addition) 1: data is the model's own and does not change while the model is open
+     * (every tensor of a model from sks_model_open; an in-memory model's after
+     * sks_model_freeze), so a device may keep a copy keyed by its address. */
+    int frozen;
 } sks_tensor;
 
 static inline int64_t sks_tensor_rows(const sks_tensor *t) { return t->shape[0]; }
@@ -291,6 +295,9 @@ typedef struct sks_model sks_model;
  * file and the problem. */
 int sks_model_open(const char *path, sks_model **out);
 void sks_model_close(sks_model *m); /* NULL is a no-op */
+/* Declares the borrowed weights of an in-memory model unchanging from now until it is
+ * closed (sks_tensor.frozen); sks_model_open does this itself. */
+void sks_model_freeze(sks_model *m);
 
 const sks_arch *sks_model_arch(const sks_model *m);
 sks_format sks_model_format(const sks_model *m);

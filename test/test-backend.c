@@ -377,6 +377,23 @@ static void test_row_gemm_wt(void **state) {
     }
 }
 
+/* random X (n) and bf16 weights Wb (nw) */
+static void fill_bf16(float *X, int n, uint16_t *Wb, int nw) {
+    for (int i = 0; i < n; i++) X[i] = (float)rng_gauss();
+    for (int i = 0; i < nw; i++) Wb[i] = sks_f32_to_bf16((float)rng_gauss());
+}
+
+/* Y (T, out) against the f64 sums of X W^T, 1e-5 of sum |x w|; row nan_row (or -1) must be NaN */
+static void check_xwt(const float *X, const float *W, const float *Y, int T, int out, int in, int nan_row) {
+    for (int tt = 0; tt < T; tt++)
+        for (int o = 0; o < out; o++) {
+            double y = 0, sc = 0;
+            for (int i = 0; i < in; i++) y += (double)X[tt * in + i] * W[o * in + i], sc += fabs((double)X[tt * in + i] * W[o * in + i]);
+            if (o == nan_row) assert_true(isnan(Y[tt * out + o]));
+            else assert_true(fabs(Y[tt * out + o] - y) <= 1e-5 * sc);
+        }
+}
+
 /* NaN among stored bf16 weights: the forward product through the row answers
  * SKS_ENONFINITE naming the tensor (the host's check decides, as on the cpu row), and
  * with sks_nonfinite_allow(1) the product of the weights as they are; a raw binding
@@ -386,11 +403,10 @@ static void test_row_nonfinite(void **state) {
     enum { T = 3, OUT = 90, IN = 40 };
     static float X[T * IN], W[OUT * IN], Y[T * OUT], ws[OUT * IN];
     static uint16_t Wb[OUT * IN];
-    for (int i = 0; i < T * IN; i++) X[i] = (float)rng_gauss();
-    for (int i = 0; i < OUT * IN; i++) Wb[i] = sks_f32_to_bf16((float)rng_gauss());
+    fill_bf16(X, T * IN, Wb, OUT * IN);
     Wb[(OUT - 2) * IN + 5] = 0x7fc0; /* a bf16 NaN in row OUT - 2 */
     sks_bf16_to_f32_ref(Wb, W, OUT * IN);
-    sks_tensor t = {"blk.3.ffn_up.weight", SKS_DT_BF16, 2, {OUT, IN}, Wb, (uint64_t)OUT * IN * 2, 0, 0};
+    sks_tensor t = {"blk.3.ffn_up.weight", SKS_DT_BF16, 2, {OUT, IN}, Wb, (uint64_t)OUT * IN * 2, 0, 0, 0};
     const sks_qf_backend *saved = sks_qf_backend_default();
     sks_qf_backend_set_default(g_row);
     sks_nonfinite_reset();
@@ -400,13 +416,7 @@ static void test_row_nonfinite(void **state) {
     sks_nonfinite_allow(1);
     for (int i = 0; i < T * OUT; i++) Y[i] = -7.0f;
     assert_int_equal(sks_matmul_wt(&t, X, T, Y, ws, OUT * IN), 0);
-    for (int tt = 0; tt < T; tt++)
-        for (int o = 0; o < OUT; o++) {
-            double y = 0, sc = 0;
-            for (int i = 0; i < IN; i++) y += (double)X[tt * IN + i] * W[o * IN + i], sc += fabs((double)X[tt * IN + i] * W[o * IN + i]);
-            if (o == OUT - 2) assert_true(isnan(Y[tt * OUT + o]));
-            else assert_true(fabs(Y[tt * OUT + o] - y) <= 1e-5 * sc);
-        }
+    check_xwt(X, W, Y, T, OUT, IN, OUT - 2);
     assert_int_equal(sks_nonfinite_n_tensors(), 1);
     sks_nonfinite_allow(0);
     sks_nonfinite_reset();
@@ -422,6 +432,29 @@ static void test_row_nonfinite(void **state) {
         sks_qf_unbind(&op);
         free(m);
     }
+}
+
+/* Frozen weights (sks_tensor.frozen) may be kept by the row, keyed by address: after
+ * sks_weights_epoch_bump (what closing a model does) new contents at the same address
+ * are used, not a kept copy of the old ones. */
+static void test_row_kept_weights(void **state) {
+    (void)state;
+    enum { T = 4, OUT = 64, IN = 48 };
+    static float X[T * IN], W[OUT * IN], Y[T * OUT], ws[OUT * IN];
+    static uint16_t Wb[OUT * IN];
+    sks_tensor t = {"frozen", SKS_DT_BF16, 2, {OUT, IN}, Wb, (uint64_t)OUT * IN * 2, 0, 0, 1};
+    const sks_qf_backend *saved = sks_qf_backend_default();
+    sks_qf_backend_set_default(g_row);
+    for (int round = 0; round < 3; round++) {
+        fill_bf16(X, T * IN, Wb, OUT * IN);
+        sks_bf16_to_f32_ref(Wb, W, OUT * IN);
+        if (round) sks_weights_epoch_bump();
+        for (int rep = 0; rep < 2; rep++) { /* the second product reads a kept copy */
+            assert_int_equal(sks_matmul_wt(&t, X, T, Y, ws, OUT * IN), 0);
+            check_xwt(X, W, Y, T, OUT, IN, -1);
+        }
+    }
+    sks_qf_backend_set_default(saved);
 }
 
 /* one layer of spikes on the cpu row and on g_row */
@@ -617,6 +650,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_row_f32),     cmocka_unit_test(test_row_f64),      cmocka_unit_test(test_row_raw_bf16),
         cmocka_unit_test(test_row_top_eigs), cmocka_unit_test(test_row_top_eigs_planted),
         cmocka_unit_test(test_row_gemm_wt),  cmocka_unit_test(test_row_nonfinite),
+        cmocka_unit_test(test_row_kept_weights),
         cmocka_unit_test(test_row_spikes_fixtures),
     };
     if (argc > 1) {

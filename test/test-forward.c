@@ -664,7 +664,7 @@ static void test_matmul_chunks(void **state) {
     for (int64_t i = 0; i < r * c; i++) wb[i] = sks_f32_to_bf16((float)urand());
     sks_bf16_to_f32_ref(wb, wf, (size_t)(r * c));
     for (int64_t i = 0; i < 3 * c; i++) X[i] = (float)urand();
-    sks_tensor t = {"big", SKS_DT_BF16, 2, {r, c}, wb, (uint64_t)(r * c * 2), 0, 0};
+    sks_tensor t = {"big", SKS_DT_BF16, 2, {r, c}, wb, (uint64_t)(r * c * 2), 0, 0, 0};
     /* the rows split over 1, 2, 3 and 5 threads (uneven shares of whole chunks and one
      * of a few rows), and an error in the last thread's rows comes back with its message */
     const int saved = openblas_get_num_threads();
@@ -700,8 +700,8 @@ static void test_matmul_chunks(void **state) {
             tb[j * ld + k] = i >= 0 && i < r ? wb[i * c + j] : sks_f32_to_bf16(9.0f);
             tf[j * ld + k] = i >= 0 && i < r ? wf[i * c + j] : 9.0f;
         }
-    sks_tensor tt_b = {"conv1d_bf16", SKS_DT_BF16, 2, {r, c}, tb + 2, (uint64_t)(r * c * 2), 0, ld};
-    sks_tensor tt_f = {"conv1d_f32", SKS_DT_F32, 2, {r, c}, tf + 2, (uint64_t)(r * c * 4), 0, ld};
+    sks_tensor tt_b = {"conv1d_bf16", SKS_DT_BF16, 2, {r, c}, tb + 2, (uint64_t)(r * c * 2), 0, ld, 0};
+    sks_tensor tt_f = {"conv1d_f32", SKS_DT_F32, 2, {r, c}, tf + 2, (uint64_t)(r * c * 4), 0, ld, 0};
     const size_t wsz[3] = {(size_t)c, (size_t)(7 * c), (size_t)(r * c)};
     for (int v = 0; v < 6; v++) {
         memset(Y, 0, 3 * (size_t)r * 4);
