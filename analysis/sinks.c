@@ -700,6 +700,98 @@ int sks_sinks_classify(sks_sinks_result *r, const sks_sinks_opts *o) {
     return 0;
 }
 
+/* ---- the per-layer geometry of the KV heads and heads (items of sks_parallel_for) ---- */
+
+typedef struct {
+    const sks_model *m;
+    const sks_sinks_opts *o;
+    sks_sinks_result *r;
+    int l, d, dh, H, Hkv, group, n_prompts, wo, qkn;
+    int64_t kw, nsr;
+    const sks__rows *sink_k; /* this layer's sink keys */
+    double *Gk, *Gq, *Vs, *qsum, *qsumsq, *kbar, *khat, *msum_r, *msum_n, *alpha_sum;
+    const int64_t *kn, *qn, *mcnt_r, *mcnt_n;
+    int *rs;
+    const float *gamma, *qnorm;
+    double *S, *sv, *Vq; /* per worker: nsr (at least 1) x dh, dh, dh x dh */
+    float *wq;           /* per worker: dh x d */
+} sks__geom;
+
+/* KV head g: spectrum and effective rank of the sink keys (their right singular
+ * vectors into Vs for the alignment) and of the non-sink keys' Gram matrix */
+static int sks__geom_kv_head(void *ud, int g, int w) {
+    sks__geom *c = ud;
+    sks_sinks_result *r = c->r;
+    const int dh = c->dh;
+    const int64_t nsr = c->nsr;
+    const size_t lg = (size_t)c->l * c->Hkv + g;
+    double *S = c->S + (size_t)w * (size_t)(nsr > 0 ? nsr : 1) * dh, *sv = c->sv + (size_t)w * dh;
+    for (int64_t t = 0; t < nsr; t++)
+        for (int i = 0; i < dh; i++) S[(size_t)t * dh + i] = c->sink_k->v[t * c->kw + (int64_t)g * dh + i];
+    int kmin = nsr < dh ? (int)nsr : dh, rc;
+    if (kmin > 0) {
+        if ((rc = sks__row_svd((int)nsr, dh, S, sv, c->Vs + lg * dh * dh))) return rc;
+        memcpy(r->sink_sv + lg * dh, sv, (size_t)dh * sizeof(double));
+        c->rs[lg] = r->sink_r99[lg] = sks_effective_rank(sv, kmin, c->o->rank_frac);
+        r->sink_pr[lg] = sks_participation_ratio(sv, kmin);
+    } else {
+        r->sink_pr[lg] = NAN;
+    }
+    double *G = c->Gk + lg * dh * dh;
+    for (int i = 0; i < dh; i++)
+        for (int j = 0; j < i; j++) G[(size_t)i * dh + j] = G[(size_t)j * dh + i];
+    if (c->kn[lg] > 0) {
+        if ((rc = sks_sinks_gram_spectrum(dh, G, r->nonsink_sv + lg * dh, NULL))) return rc;
+        r->nonsink_r99[lg] = sks_effective_rank(r->nonsink_sv + lg * dh, dh, c->o->rank_frac);
+        r->nonsink_pr[lg] = sks_participation_ratio(r->nonsink_sv + lg * dh, dh);
+    } else {
+        r->nonsink_pr[lg] = NAN;
+    }
+    return 0;
+}
+
+/* head h: alpha_0, the query subspace and its alignment with the sink keys, energy,
+ * margins, the weight-only predictor */
+static int sks__geom_head(void *ud, int h, int w) {
+    sks__geom *c = ud;
+    sks_sinks_result *r = c->r;
+    const sks_sinks_opts *o = c->o;
+    const int dh = c->dh, d = c->d, g = h / c->group;
+    const size_t lh = (size_t)c->l * c->H + h, lg = (size_t)c->l * c->Hkv + g;
+    double *sv = c->sv + (size_t)w * dh, *Vq = c->Vq + (size_t)w * dh * dh;
+    float *wq = c->wq + (size_t)w * dh * d;
+    int rc;
+    double *G = c->Gq + lh * dh * dh;
+    for (int i = 0; i < dh; i++)
+        for (int j = 0; j < i; j++) G[(size_t)i * dh + j] = G[(size_t)j * dh + i];
+    r->alpha0[lh] = c->alpha_sum[lh] / c->n_prompts;
+    r->is_sink[lh] = r->alpha0[lh] > o->eps ? 1.0 : 0.0;
+    r->pred[SKS_PRED_ALIGNMENT][lh] = NAN;
+    r->query_r99[lh] = 0.0;
+    if (c->qn[lh] > 0) {
+        if ((rc = sks_sinks_gram_spectrum(dh, G, sv, Vq))) return rc;
+        int rq = sks_effective_rank(sv, dh, o->rank_frac);
+        r->query_r99[lh] = rq;
+        if ((rc = sks__top_cos(dh, rq, Vq, c->rs[lg], c->Vs + lg * dh * dh, &r->pred[SKS_PRED_ALIGNMENT][lh])))
+            return rc;
+    }
+    sks_sinks_energy(dh, G, c->qsum + lh * dh, c->qsumsq[lh], c->qn[lh], c->kbar + (size_t)g * dh,
+                     &r->pred[SKS_PRED_ENERGY][lh], &r->pred[SKS_PRED_SIGNED_PROJ][lh]);
+    r->pred[SKS_PRED_MARGIN_ROPE][lh] = c->mcnt_r[lh] ? c->msum_r[lh] / (double)c->mcnt_r[lh] : NAN;
+    r->pred[SKS_PRED_MARGIN_NOROPE][lh] = c->mcnt_n[lh] ? c->msum_n[lh] / (double)c->mcnt_n[lh] : NAN;
+    r->pred[SKS_PRED_WEIGHT_ONLY][lh] = NAN;
+    r->weight_only_cos[lh] = NAN;
+    if (r->n_spike_channels > 0 && c->wo) {
+        if ((rc = sks__tensor_rows(c->m, SKS_ROLE_WQ, c->l, (int64_t)h * dh, dh, d, wq))) return rc;
+        if (c->qkn)
+            for (int i = 0; i < dh; i++)
+                for (int k = 0; k < d; k++) wq[(size_t)i * d + k] *= c->qnorm[i];
+        return sks_sinks_weight_only(d, dh, wq, c->gamma, c->khat + (size_t)c->l * c->kw + (size_t)g * dh,
+                                     o->rank_frac, &r->pred[SKS_PRED_WEIGHT_ONLY][lh], &r->weight_only_cos[lh]);
+    }
+    return 0;
+}
+
 int sks_sinks_run(const sks_model *m, int n_prompts, const int32_t *const *prompts, const int *lens,
                   const sks_sinks_opts *o, sks_sinks_result **out) {
     *out = NULL;
@@ -992,13 +1084,17 @@ int sks_sinks_run(const sks_model *m, int n_prompts, const int32_t *const *promp
         alloc_ok = alloc_ok && r->pred[p];
     }
     int64_t nsr = r->n_sink_rows;
-    S = sks_malloc_n((size_t)(nsr > 0 ? nsr : 1) * dh, sizeof(double));
+    /* the per-head geometry runs on worker threads, each with its own S, sv, Vq, wq */
+    int nw = openblas_get_num_threads();
+    if (nw < 1) nw = 1;
+    if (nw > 64) nw = 64;
+    S = sks_malloc_n((size_t)nw * (size_t)(nsr > 0 ? nsr : 1) * dh, sizeof(double));
     Vs = sks_malloc_n((size_t)LG * dh * dh, sizeof(double));
-    Vq = sks_malloc_n((size_t)dh * dh, sizeof(double));
-    sv = sks_malloc_n((size_t)dh, sizeof(double));
+    Vq = sks_malloc_n((size_t)nw * dh * dh, sizeof(double));
+    sv = sks_malloc_n((size_t)nw * dh, sizeof(double));
     khat = sks_malloc_n((size_t)LG * dh, sizeof(double));
     kbar = sks_malloc_n((size_t)Hkv * dh, sizeof(double));
-    wq = sks_malloc_n((size_t)dh * d, sizeof(float));
+    wq = sks_malloc_n((size_t)nw * dh * d, sizeof(float));
     wk = sks_malloc_n((size_t)kw * d, sizeof(float));
     bk = sks_malloc_n((size_t)(kw > dh ? kw : dh), sizeof(float));
     qnorm = sks_malloc_n((size_t)dh, sizeof(float));
@@ -1082,70 +1178,21 @@ int sks_sinks_run(const sks_model *m, int n_prompts, const int32_t *const *promp
             }
         if (qkn && (rc = sks_model_norm_gain(m, SKS_ROLE_Q_NORM, l, qnorm, dh))) break;
         memcpy(khat + (size_t)l * kw, kw_hat, (size_t)kw * sizeof(double));
-        /* keys per KV head */
-        for (int g = 0; g < Hkv; g++) {
-            size_t lg = (size_t)l * Hkv + g;
-            for (int64_t t = 0; t < nsr; t++)
-                for (int i = 0; i < dh; i++) S[(size_t)t * dh + i] = sink_k[l].v[t * kw + (int64_t)g * dh + i];
-            int kmin = nsr < dh ? (int)nsr : dh;
-            if (kmin > 0) {
-                if ((rc = sks__row_svd((int)nsr, dh, S, sv, Vs + lg * dh * dh))) break;
-                memcpy(r->sink_sv + lg * dh, sv, (size_t)dh * sizeof(double));
-                rs[lg] = r->sink_r99[lg] = sks_effective_rank(sv, kmin, o->rank_frac);
-                r->sink_pr[lg] = sks_participation_ratio(sv, kmin);
-            } else {
-                r->sink_pr[lg] = NAN;
-            }
-            double *G = Gk + lg * dh * dh;
-            for (int i = 0; i < dh; i++)
-                for (int j = 0; j < i; j++) G[(size_t)i * dh + j] = G[(size_t)j * dh + i];
-            if (kn[lg] > 0) {
-                if ((rc = sks_sinks_gram_spectrum(dh, G, r->nonsink_sv + lg * dh, NULL))) break;
-                r->nonsink_r99[lg] = sks_effective_rank(r->nonsink_sv + lg * dh, dh, o->rank_frac);
-                r->nonsink_pr[lg] = sks_participation_ratio(r->nonsink_sv + lg * dh, dh);
-            } else {
-                r->nonsink_pr[lg] = NAN;
-            }
-        }
-        if (rc) break;
+        /* keys per KV head, then (below) the heads, on worker threads */
+        sks__geom gm = {.m = m, .o = o, .r = r, .l = l, .d = d, .dh = dh, .H = H, .Hkv = Hkv, .group = group,
+                        .n_prompts = n_prompts, .wo = wo, .qkn = qkn, .kw = kw, .nsr = nsr, .sink_k = &sink_k[l],
+                        .Gk = Gk, .Gq = Gq, .Vs = Vs, .qsum = qsum, .qsumsq = qsumsq, .kbar = kbar, .khat = khat,
+                        .msum_r = msum_r, .msum_n = msum_n, .alpha_sum = alpha_sum, .kn = kn, .qn = qn,
+                        .mcnt_r = mcnt_r, .mcnt_n = mcnt_n, .rs = rs, .gamma = gamma, .qnorm = qnorm, .S = S,
+                        .sv = sv, .Vq = Vq, .wq = wq};
+        if ((rc = sks_parallel_for(Hkv, nw, sks__geom_kv_head, &gm))) break;
         /* unit mean sink key per KV head (pre-RoPE) */
         for (int64_t j = 0; j < kw; j++) {
             double acc = 0.0;
             for (int64_t t = 0; t < nsr; t++) acc += sink_k[l].v[t * kw + j];
             kbar[j] = nsr ? acc / (double)nsr : 0.0;
         }
-        for (int h = 0; h < H && !rc; h++) {
-            size_t lh = (size_t)l * H + h;
-            int g = h / group;
-            size_t lg = (size_t)l * Hkv + g;
-            double *G = Gq + lh * dh * dh;
-            for (int i = 0; i < dh; i++)
-                for (int j = 0; j < i; j++) G[(size_t)i * dh + j] = G[(size_t)j * dh + i];
-            r->alpha0[lh] = alpha_sum[lh] / n_prompts;
-            r->is_sink[lh] = r->alpha0[lh] > o->eps ? 1.0 : 0.0;
-            r->pred[SKS_PRED_ALIGNMENT][lh] = NAN;
-            r->query_r99[lh] = 0.0;
-            if (qn[lh] > 0) {
-                if ((rc = sks_sinks_gram_spectrum(dh, G, sv, Vq))) break;
-                int rq = sks_effective_rank(sv, dh, o->rank_frac);
-                r->query_r99[lh] = rq;
-                if ((rc = sks__top_cos(dh, rq, Vq, rs[lg], Vs + lg * dh * dh, &r->pred[SKS_PRED_ALIGNMENT][lh]))) break;
-            }
-            sks_sinks_energy(dh, G, qsum + lh * dh, qsumsq[lh], qn[lh], kbar + (size_t)g * dh,
-                             &r->pred[SKS_PRED_ENERGY][lh], &r->pred[SKS_PRED_SIGNED_PROJ][lh]);
-            r->pred[SKS_PRED_MARGIN_ROPE][lh] = mcnt_r[lh] ? msum_r[lh] / (double)mcnt_r[lh] : NAN;
-            r->pred[SKS_PRED_MARGIN_NOROPE][lh] = mcnt_n[lh] ? msum_n[lh] / (double)mcnt_n[lh] : NAN;
-            r->pred[SKS_PRED_WEIGHT_ONLY][lh] = NAN;
-            r->weight_only_cos[lh] = NAN;
-            if (r->n_spike_channels > 0 && wo) {
-                if ((rc = sks__tensor_rows(m, SKS_ROLE_WQ, l, (int64_t)h * dh, dh, d, wq))) break;
-                if (qkn)
-                    for (int i = 0; i < dh; i++)
-                        for (int c = 0; c < d; c++) wq[(size_t)i * d + c] *= qnorm[i];
-                rc = sks_sinks_weight_only(d, dh, wq, gamma, khat + (size_t)l * kw + (size_t)g * dh, o->rank_frac,
-                                           &r->pred[SKS_PRED_WEIGHT_ONLY][lh], &r->weight_only_cos[lh]);
-            }
-        }
+        rc = sks_parallel_for(H, nw, sks__geom_head, &gm);
     }
     free(rs);
     if (rc) goto fail;

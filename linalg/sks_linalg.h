@@ -152,6 +152,13 @@ typedef struct sks_qf_backend {
                     double *evals, double *evecs, struct sks_eigs_info_s *info);
 } sks_qf_backend;
 
+/* fn(ud, i, w) for every item i in [0, n) on nw threads (this one among them; w in
+ * [0, nw) names the worker, for per-worker workspaces), items handed out in order as
+ * workers come free, OpenBLAS on one thread meanwhile. nw <= 1: in order here. After a
+ * failure no new item starts; the failure of the lowest item comes back, with its
+ * message. */
+int sks_parallel_for(int n, int nw, int (*fn)(void *ud, int i, int w), void *ud);
+
 /* The rows: "cpu" always, "cuda" in CUDA builds. NULL for an unknown or unbuilt name. */
 const sks_qf_backend *sks_qf_backend_find(const char *name);
 /* "cpu", "cuda" or "auto" (cuda when built and a GPU is present, else cpu). A named row

@@ -663,9 +663,8 @@ int main(int argc, char **argv) {
             fprintf(stderr, "SKIPPED: the '%s' row cannot run here: %s\n", argv[1], sks_last_error());
             return 77;
         }
-        /* the cuda row's own eigensolver is opt-in until it has passed here on a GPU:
-         * test it unless the caller chose (SKS_CUDA_EIGS=generic tests the default) */
-        setenv("SKS_CUDA_EIGS", "gpu", 0);
+        /* the cuda row's own eigensolver is its default (SKS_CUDA_EIGS=generic tests the
+         * CPU-side solver over the row's operator instead) */
         return cmocka_run_group_tests(generic, NULL, NULL);
     }
     g_row = sks_qf_backend_find("cpu");
