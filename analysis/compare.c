@@ -21,10 +21,7 @@ static char *sks__jstrdup(const json_t *o, const char *k) {
 
 void sks_compare_row_clear(sks_compare_row *r) {
     if (!r) return;
-    free(r->dir);
-    free(r->model_path);
-    free(r->family);
-    free(r->spike_channels);
+    SKS_FREE_ALL(r->dir, r->model_path, r->family, r->spike_channels);
     memset(r, 0, sizeof *r);
 }
 

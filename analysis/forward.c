@@ -341,35 +341,10 @@ static size_t sks__ws_floats(const sks_arch *a, int64_t maxin) {
 
 void sks_forward_free(sks_forward *f) {
     if (!f) return;
-    free(f->x);
-    free(f->xn);
-    free(f->q);
-    free(f->k);
-    free(f->v);
-    free(f->att);
-    free(f->y);
-    free(f->gate);
-    free(f->up);
-    free(f->scores);
-    free(f->q_pre);
-    free(f->k_pre);
-    free(f->vec);
-    free(f->vec2);
-    free(f->nbias);
-    free(f->ws);
-    free(f->rope_cos);
-    free(f->rope_sin);
-    free(f->rope_cos_l);
-    free(f->rope_sin_l);
-    free(f->rope_cos_x);
-    free(f->rope_sin_x);
-    free(f->kc);
-    free(f->vc);
-    free(f->logit1);
-    free(f->wscores);
-    free(f->pscores);
     sks_moe_ws_free(f->moe);
-    free(f);
+    SKS_FREE_ALL(f->x, f->xn, f->q, f->k, f->v, f->att, f->y, f->gate, f->up, f->scores, f->q_pre, f->k_pre,
+                 f->vec, f->vec2, f->nbias, f->ws, f->rope_cos, f->rope_sin, f->rope_cos_l, f->rope_sin_l,
+                 f->rope_cos_x, f->rope_sin_x, f->kc, f->vc, f->logit1, f->wscores, f->pscores, f);
 }
 
 /* 1 if some layer of a has a dense FFN (the (T, f) gate / up buffers are needed). */

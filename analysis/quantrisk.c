@@ -188,16 +188,10 @@ static int sks__on_lin_quant(void *ud, int layer, int site, float *x, int T, int
 
 void sks_qrisk_result_free(sks_qrisk_result *r) {
     if (!r) return;
-    free(r->spike_channels);
-    free(r->max_abs);
-    free(r->median_abs);
-    free(r->dyn_range);
-    free(r->rel_err);
-    free(r->top_channels);
     sks_ppl_result_free(r->ppl_base);
     for (int q = 0; q < SKS_Q_N; q++)
         for (int k = 0; k < 2; k++) sks_ppl_result_free(r->ppl[q][k]);
-    free(r);
+    SKS_FREE_ALL(r->spike_channels, r->max_abs, r->median_abs, r->dyn_range, r->rel_err, r->top_channels, r);
 }
 
 int sks_qrisk_run(const sks_model *m, const int32_t *ids, int n, const sks_qrisk_opts *o, sks_qrisk_result **out) {

@@ -410,29 +410,11 @@ static int sks__rows_push(sks__rows *r, const float *row) {
 
 void sks_sinks_result_free(sks_sinks_result *r) {
     if (!r) return;
-    free(r->spike_channels);
-    free(r->spike_plateau);
-    free(r->n_spike_tokens);
-    free(r->prompt0_spike_tokens);
-    free(r->cos_spike_mean);
-    free(r->cos_spike_min);
-    free(r->cos_nonspike_mean);
-    free(r->cos_nonspike_min);
-    free(r->sink_r99);
-    free(r->nonsink_r99);
-    free(r->sink_pr);
-    free(r->nonsink_pr);
-    free(r->sink_sv);
-    free(r->nonsink_sv);
-    free(r->alpha0);
-    free(r->is_sink);
-    free(r->query_r99);
     for (int p = 0; p < SKS_PRED_COUNT; p++) free(r->pred[p]);
-    free(r->weight_only_cos);
-    free(r->rank);
-    free(r->layer_done);
-    free(r->layer_sinks);
-    free(r);
+    SKS_FREE_ALL(r->spike_channels, r->spike_plateau, r->n_spike_tokens, r->prompt0_spike_tokens,
+                 r->cos_spike_mean, r->cos_spike_min, r->cos_nonspike_mean, r->cos_nonspike_min, r->sink_r99,
+                 r->nonsink_r99, r->sink_pr, r->nonsink_pr, r->sink_sv, r->nonsink_sv, r->alpha0, r->is_sink,
+                 r->query_r99, r->weight_only_cos, r->rank, r->layer_done, r->layer_sinks, r);
 }
 
 /* ---- per-layer slices: merge and pack -------------------------------------------------- */

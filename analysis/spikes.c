@@ -129,13 +129,7 @@ static void sks__drop_weights(sks_spikes *s) {
 void sks_spikes_free(sks_spikes *s) {
     if (!s) return;
     sks__drop_weights(s);
-    free(s->tokens);
-    free(s->ffn_in);
-    free(s->ffn_out);
-    free(s->wvo_u);
-    free(s->wvo_s);
-    free(s->wvo_have);
-    free(s);
+    SKS_FREE_ALL(s->tokens, s->ffn_in, s->ffn_out, s->wvo_u, s->wvo_s, s->wvo_have, s);
 }
 
 /* Krylov block per channel: the option, else 1 with either operator. Block b needs ~1.5x

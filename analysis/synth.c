@@ -610,19 +610,8 @@ static int sks__check_cfg(const sks_synth_config *c) {
 
 void sks_synth_free(sks_synth *s) {
     if (!s) return;
-    free(s->t);
-    free(s->mu);
-    free(s->chan_of);
-    free(s->units);
-    free(s->unit_kind);
-    free(s->Gq);
-    free(s->Gk);
-    free(s->sink);
-    free(s->kvp);
-    free(s->sink_list);
-    free(s->seig);
-    free(s->gatt0);
-    free(s);
+    SKS_FREE_ALL(s->t, s->mu, s->chan_of, s->units, s->unit_kind, s->Gq, s->Gk, s->sink, s->kvp, s->sink_list,
+                 s->seig, s->gatt0, s);
 }
 
 int sks_synth_new(const sks_synth_config *cfg, uint64_t seed, sks_synth **out) {

@@ -217,25 +217,15 @@ void sks_trace_result_free(sks_trace_result *r) {
     if (!r) return;
     if (r->blocks)
         for (int b = 0; b < r->n_blocks; b++) free(r->blocks[b].top);
-    free(r->blocks);
-    free(r->spike_channels);
-    free(r->spike_tokens);
     if (r->lifecycles)
         for (int i = 0; i < r->n_lifecycles; i++) {
             free(r->lifecycles[i].up_blocks);
             free(r->lifecycles[i].down_blocks);
             free(r->lifecycles[i].values);
         }
-    free(r->lifecycles);
-    free(r->alpha);
-    free(r->channel_max);
-    free(r->tokens);
-    free(r->prompt_lens);
-    free(r->sink_ratio_per_prompt);
-    free(r->residual);
-    free(r->moe_experts);
-    free(r->moe_weights);
-    free(r);
+    SKS_FREE_ALL(r->blocks, r->spike_channels, r->spike_tokens, r->lifecycles, r->alpha, r->channel_max,
+                 r->tokens, r->prompt_lens, r->sink_ratio_per_prompt, r->residual, r->moe_experts,
+                 r->moe_weights, r);
 }
 
 const int *sks_trace_route(const sks_trace_result *r, int layer, int token, const float **weights) {
@@ -261,16 +251,9 @@ static int sks__on_route(void *ud, int layer, const int *ex, const float *w, con
 }
 
 static void sks__tstate_free(sks__tstate *s) {
-    free(s->absbuf);
-    free(s->peakbuf);
-    free(s->run);
-    free(s->qual);
-    free(s->pair_t);
-    free(s->pair_c);
-    free(s->pair_vals);
     if (s->own_resid) free(s->resid);
-    free(s->alpha_sum);
-    free(s->alpha_cnt);
+    SKS_FREE_ALL(s->absbuf, s->peakbuf, s->run, s->qual, s->pair_t, s->pair_c, s->pair_vals, s->alpha_sum,
+                 s->alpha_cnt);
 }
 
 /* The spike channels and tokens of the qualified (token, channel) pairs of prompt 0,

@@ -124,15 +124,8 @@ int sks_vocab_sweep_batch(sks_forward *fw, int n_layers, const double *medians, 
 
 void sks_vocab_result_free(sks_vocab_result *r) {
     if (!r) return;
-    free(r->typical_median);
-    free(r->ids);
-    free(r->ratio);
-    free(r->max_abs);
-    free(r->argmax_channel);
-    free(r->argmax_block);
-    free(r->exceptions);
-    free(r->channel_count);
-    free(r);
+    SKS_FREE_ALL(r->typical_median, r->ids, r->ratio, r->max_abs, r->argmax_channel, r->argmax_block,
+                 r->exceptions, r->channel_count, r);
 }
 
 static uint64_t sks__mix(uint64_t *s) {

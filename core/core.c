@@ -116,6 +116,9 @@ void *sks_calloc_n(size_t n, size_t size) {
     if (sks_mul_size(n, size, &b)) return NULL;
     return calloc(n ? n : 1, size ? size : 1);
 }
+void sks_free_all(void *const *p, size_t n) {
+    for (size_t i = 0; i < n; i++) free(p[i]);
+}
 
 double sks_now(void) {
     struct timespec ts;

@@ -88,6 +88,12 @@ static inline int sks_add_u64(uint64_t a, uint64_t b, uint64_t *out) {
  * sks_calloc_n zero-fills. Free with free(). */
 void *sks_malloc_n(size_t n, size_t size);
 void *sks_calloc_n(size_t n, size_t size);
+/* free() each of p[0..n): the one body of every `_free` that releases a list of buffers.
+ * SKS_FREE_ALL(a, b, c) passes its arguments as such a list; they are all read before
+ * the first is freed, so the struct that holds the others may come last. */
+void sks_free_all(void *const *p, size_t n);
+#define SKS_FREE_ALL(...) \
+    sks_free_all((void *const[]){__VA_ARGS__}, sizeof((void *const[]){__VA_ARGS__}) / sizeof(void *))
 
 /* k-th smallest of a[0..n) by Hoare selection with median-of-three pivots (expected
  * O(n)); a is permuted so that a[k] holds it, a[0..k) <= a[k] <= a[k+1..n). n >= 1. */

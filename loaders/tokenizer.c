@@ -329,20 +329,9 @@ int sks__tok_add_merge(sks_tokenizer *t, const char *a, size_t alen, const char 
 
 void sks_tokenizer_free(sks_tokenizer *t) {
     if (!t) return;
-    free(t->piece);
-    free(t->plen);
-    free(t->score);
-    free(t->type);
-    free(t->poff);
-    free(t->arena);
-    free(t->verbatim);
-    free(t->atomic);
-    free(t->htab);
-    free(t->mkey);
-    free(t->mrank);
-    free(t->mres);
     sks__textproc_free(t->proc);
-    free(t);
+    SKS_FREE_ALL(t->piece, t->plen, t->score, t->type, t->poff, t->arena, t->verbatim, t->atomic, t->htab,
+                 t->mkey, t->mrank, t->mres, t);
 }
 
 int sks_tokenizer_vocab_size(const sks_tokenizer *t) { return t ? t->n : 0; }
