@@ -119,6 +119,14 @@ void *sks_calloc_n(size_t n, size_t size) {
 void sks_free_all(void *const *p, size_t n) {
     for (size_t i = 0; i < n; i++) free(p[i]);
 }
+void *sks_grow(void *p, size_t n, size_t *cap, size_t size, size_t first) {
+    if (n < *cap) return p;
+    size_t c = *cap ? *cap * 2 : first, b;
+    if (c <= *cap || sks_mul_size(c, size, &b)) return NULL;
+    void *q = realloc(p, b);
+    if (q) *cap = c;
+    return q;
+}
 
 double sks_now(void) {
     struct timespec ts;

@@ -92,6 +92,11 @@ void *sks_calloc_n(size_t n, size_t size);
  * SKS_FREE_ALL(a, b, c) passes its arguments as such a list; they are all read before
  * the first is freed, so the struct that holds the others may come last. */
 void sks_free_all(void *const *p, size_t n);
+/* Room for element n of a growing array p of *cap elements of size bytes: when n ==
+ * *cap, p is realloc'd to twice the capacity (first when it is 0) and *cap updated.
+ * Returns the array, perhaps moved; NULL when out of memory or on overflow (p is then
+ * still valid and *cap unchanged). */
+void *sks_grow(void *p, size_t n, size_t *cap, size_t size, size_t first);
 #define SKS_FREE_ALL(...) \
     sks_free_all((void *const[]){__VA_ARGS__}, sizeof((void *const[]){__VA_ARGS__}) / sizeof(void *))
 

@@ -381,15 +381,9 @@ static int pair_before(const bpe_pair *a, const bpe_pair *b) {
 }
 
 static int heap_push(bpe_heap *q, bpe_pair p) {
-    if (q->n == q->cap) {
-        size_t cap = q->cap ? q->cap * 2 : 64;
-        bpe_pair *h = sks_malloc_n(cap, sizeof *h);
-        if (!h) return sks_fail(SKS_ENOMEM, "tokenizer: out of memory");
-        if (q->n) memcpy(h, q->h, q->n * sizeof *h);
-        free(q->h);
-        q->h = h;
-        q->cap = cap;
-    }
+    bpe_pair *h = sks_grow(q->h, q->n, &q->cap, sizeof *h, 64);
+    if (!h) return sks_fail(SKS_ENOMEM, "tokenizer: out of memory");
+    q->h = h;
     size_t i = q->n++;
     q->h[i] = p;
     while (i > 0) {
@@ -466,13 +460,9 @@ typedef struct {
 } id_vec;
 
 static int emit(id_vec *v, int32_t id) {
-    if (v->n == v->cap) {
-        size_t cap = v->cap ? v->cap * 2 : 64;
-        int32_t *ids = realloc(v->ids, cap * sizeof *ids);
-        if (!ids) return sks_fail(SKS_ENOMEM, "tokenizer: out of memory");
-        v->ids = ids;
-        v->cap = cap;
-    }
+    int32_t *ids = sks_grow(v->ids, v->n, &v->cap, sizeof *ids, 64);
+    if (!ids) return sks_fail(SKS_ENOMEM, "tokenizer: out of memory");
+    v->ids = ids;
     v->ids[v->n++] = id;
     return 0;
 }
