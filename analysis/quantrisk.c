@@ -311,8 +311,7 @@ int sks_qrisk_write(const sks_qrisk_result *r, const sks_model *m, const sks_qri
     sks_out w;
     sks_out_init(&w);
     sks_out_head(&w, 12, "sinkscope.quant-risk/1", m);
-    sks_out_str(&w, "params");
-    sks_out_map(&w, 9);
+    sks_out_kmap(&w, "params", 9);
     sks_out_kint(&w, "keep_top", o->keep_top);
     sks_out_kf64(&w, "outlier", o->trace.outlier);
     sks_out_kf64(&w, "abs", o->trace.abs_thresh);
@@ -331,9 +330,7 @@ int sks_qrisk_write(const sks_qrisk_result *r, const sks_model *m, const sks_qri
         sks_out_array(&w, (size_t)lens[i]);
         for (int j = 0; j < lens[i]; j++) sks_out_str(&w, lists[i][j]);
     }
-    sks_out_str(&w, "spike_channels");
-    sks_out_array(&w, (size_t)r->n_spike_channels);
-    for (int i = 0; i < r->n_spike_channels; i++) sks_out_int(&w, r->spike_channels[i]);
+    sks_out_kints(&w, "spike_channels", r->spike_channels, r->n_spike_channels);
     int64_t shp[4] = {r->n_layers, SKS_QSITE_N, SKS_Q_N, SKS_QKEEP_N};
     sks_out_kf64_array(&w, "max_abs", r->max_abs, 2, shp);
     sks_out_kf64_array(&w, "median_abs", r->median_abs, 2, shp);
@@ -350,7 +347,5 @@ int sks_qrisk_write(const sks_qrisk_result *r, const sks_model *m, const sks_qri
                                                        r->ppl_base);
     } else
         sks_out_nil(&w);
-    int rc = sks_out_write_file(&w, path);
-    sks_out_free(&w);
-    return rc;
+    return sks_out_finish(&w, path);
 }
