@@ -548,6 +548,32 @@ static int unigram_segment(const sks_tokenizer *t, const char *txt, bpe_sym *s, 
     return 0;
 }
 
+/* ---- longest match among listed pieces (user-defined, added) ---------------------- */
+
+/* first[c] = 1 when one of the pieces ids[0..n) starts with byte c */
+static void first_bytes(const sks_tokenizer *t, const int *ids, int n, unsigned char first[256]) {
+    memset(first, 0, 256);
+    for (int k = 0; k < n; k++) first[(unsigned char)t->piece[ids[k]][0]] = 1;
+}
+
+/* The longest of the pieces ids[0..n) that s[0..len) starts with: its id, its length in
+ * *plen; -1 (and 0) when none does. first is first_bytes' table of the same pieces. */
+static int longest_piece(const sks_tokenizer *t, const int *ids, int n, const unsigned char first[256],
+                         const char *s, size_t len, size_t *plen) {
+    size_t best = 0;
+    int best_id = -1;
+    for (int k = 0; k < n && first[(unsigned char)s[0]]; k++) {
+        int id = ids[k];
+        size_t pl = t->plen[id];
+        if (pl > best && pl <= len && memcmp(s, t->piece[id], pl) == 0) {
+            best = pl;
+            best_id = id;
+        }
+    }
+    *plen = best;
+    return best_id;
+}
+
 /* ---- SentencePiece-style segment ---------------------------------------------------- */
 
 static int encode_spm_segment(const sks_tokenizer *t, const char *seg, size_t len, int at_start, id_vec *v) {
@@ -583,20 +609,12 @@ static int encode_spm_segment(const sks_tokenizer *t, const char *seg, size_t le
     }
     txt[o] = '\0';
     /* initial symbols: user-defined pieces (longest match), else one character */
-    unsigned char first[256] = {0};
-    for (int a = 0; a < t->n_atomic; a++) first[(unsigned char)t->piece[t->atomic[a]][0]] = 1;
+    unsigned char first[256];
+    first_bytes(t, t->atomic, t->n_atomic, first);
     int n = 0;
     for (size_t i = 0; i < o;) {
-        size_t best = 0;
-        int best_id = -1;
-        for (int a = 0; a < t->n_atomic && first[(unsigned char)txt[i]]; a++) {
-            int id = t->atomic[a];
-            size_t pl = t->plen[id];
-            if (pl > best && pl <= o - i && memcmp(txt + i, t->piece[id], pl) == 0) {
-                best = pl;
-                best_id = id;
-            }
-        }
+        size_t best;
+        int best_id = longest_piece(t, t->atomic, t->n_atomic, first, txt + i, o - i, &best);
         bpe_sym *y = &s[n];
         y->start = i;
         y->prev = n - 1;
@@ -694,20 +712,12 @@ int sks_tokenizer_encode(const sks_tokenizer *t, const char *text, int add_bos, 
     size_t len = strlen(text), seg0 = 0;
     /* symbol indices and spans are int / uint32: bound the text well below that */
     if (len > ((size_t)1 << 30)) return sks_fail(SKS_EARG, "sks_tokenizer_encode: text of %zu bytes is too long", len);
-    unsigned char first[256] = {0};
-    for (int k = 0; k < t->n_verbatim; k++) first[(unsigned char)t->piece[t->verbatim[k]][0]] = 1;
+    unsigned char first[256];
+    first_bytes(t, t->verbatim, t->n_verbatim, first);
     /* verbatim (added) tokens split the text first, longest match at each position */
     for (size_t i = 0; i < len && !rc && t->n_verbatim > 0;) {
-        size_t best = 0;
-        int best_id = -1;
-        for (int k = 0; k < t->n_verbatim && first[(unsigned char)text[i]]; k++) {
-            int id = t->verbatim[k];
-            size_t pl = t->plen[id];
-            if (pl > best && pl <= len - i && memcmp(text + i, t->piece[id], pl) == 0) {
-                best = pl;
-                best_id = id;
-            }
-        }
+        size_t best;
+        int best_id = longest_piece(t, t->verbatim, t->n_verbatim, first, text + i, len - i, &best);
         if (best_id < 0) {
             i++;
             continue;
