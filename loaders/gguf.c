@@ -489,26 +489,26 @@ int sks_gguf_arr_str(const struct sks_gguf *g, int64_t idx, uint64_t i, const ch
     return 0;
 }
 
-int sks_gguf_arr_i64(const struct sks_gguf *g, int64_t idx, uint64_t i, int64_t *out) {
+/* Element i of a numeric array as an integer (iv) or as a number (fv; one of the two is
+ * NULL); an array of strings or of arrays, or a value the type does not hold, is refused. */
+static int sks__arr_num(const struct sks_gguf *g, int64_t idx, uint64_t i, int64_t *iv, double *fv) {
     const sks__gguf_kv *kv;
     int rc = sks__arr_elem(g, idx, i, &kv);
     if (rc) return rc;
     int sz = sks__gguf_scalar_size(kv->arr_type);
-    if (sz <= 0 || (rc = sks__num_i64(kv->arr_type, kv->arr_data + i * (uint64_t)sz, out)))
-        return sks_fail(rc ? rc : SKS_EFORMAT, "gguf: key %.*s: element %llu is not an integer", (int)kv->key_len,
-                        kv->key, (unsigned long long)i);
+    const uint8_t *p = sz > 0 ? kv->arr_data + i * (uint64_t)sz : NULL;
+    if (!p || (rc = iv ? sks__num_i64(kv->arr_type, p, iv) : sks__num_f64(kv->arr_type, p, fv)))
+        return sks_fail(rc ? rc : SKS_EFORMAT, "gguf: key %.*s: element %llu is not %s", (int)kv->key_len, kv->key,
+                        (unsigned long long)i, iv ? "an integer" : "a number");
     return 0;
 }
 
+int sks_gguf_arr_i64(const struct sks_gguf *g, int64_t idx, uint64_t i, int64_t *out) {
+    return sks__arr_num(g, idx, i, out, NULL);
+}
+
 int sks_gguf_arr_f64(const struct sks_gguf *g, int64_t idx, uint64_t i, double *out) {
-    const sks__gguf_kv *kv;
-    int rc = sks__arr_elem(g, idx, i, &kv);
-    if (rc) return rc;
-    int sz = sks__gguf_scalar_size(kv->arr_type);
-    if (sz <= 0 || (rc = sks__num_f64(kv->arr_type, kv->arr_data + i * (uint64_t)sz, out)))
-        return sks_fail(rc ? rc : SKS_EFORMAT, "gguf: key %.*s: element %llu is not a number", (int)kv->key_len,
-                        kv->key, (unsigned long long)i);
-    return 0;
+    return sks__arr_num(g, idx, i, NULL, out);
 }
 
 /* ---- the model view ---------------------------------------------------------------------- */
