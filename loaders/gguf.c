@@ -779,9 +779,8 @@ int sks__open_gguf(const char *path, sks_model **out) {
     *out = NULL;
     void *addr;
     size_t size;
-    int rc = sks__map_file(path, &addr, &size);
+    int rc = sks__map_weights(path, &addr, &size);
     if (rc) return rc;
-    (void)madvise(addr, size, MADV_RANDOM);
     struct sks_gguf *g = NULL;
     sks_model *m = NULL;
     if ((rc = sks__gguf_parse(addr, size, path, &g))) {
