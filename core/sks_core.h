@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdarg.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -97,6 +98,10 @@ void sks_free_all(void *const *p, size_t n);
  * Returns the array, perhaps moved; NULL when out of memory or on overflow (p is then
  * still valid and *cap unchanged). */
 void *sks_grow(void *p, size_t n, size_t *cap, size_t size, size_t first);
+/* The n bytes of the open file f (its size, checked by the caller) into *buf, malloc'd
+ * with one more byte set to 0 so that text can be parsed in place; f is closed either
+ * way. path names the file in the message. */
+int sks_fread_all(FILE *f, size_t n, const char *path, uint8_t **buf);
 #define SKS_FREE_ALL(...) \
     sks_free_all((void *const[]){__VA_ARGS__}, sizeof((void *const[]){__VA_ARGS__}) / sizeof(void *))
 

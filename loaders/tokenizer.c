@@ -807,19 +807,8 @@ static int read_whole(const char *path, uint8_t **buf, size_t *len) {
         return sks_fail(SKS_EFORMAT, "%s: %lld bytes is too large for a tokenizer", path, (long long)st.st_size);
     }
     size_t n = (size_t)st.st_size;
-    uint8_t *b = malloc(n + 1);
-    if (!b) {
-        fclose(f);
-        return sks_fail(SKS_ENOMEM, "%s: out of memory", path);
-    }
-    if (n && fread(b, 1, n, f) != n) {
-        free(b);
-        fclose(f);
-        return sks_fail(SKS_EIO, "%s: read failed", path);
-    }
-    fclose(f);
-    b[n] = 0;
-    *buf = b;
+    int rc = sks_fread_all(f, n, path, buf);
+    if (rc) return rc;
     *len = n;
     return 0;
 }
