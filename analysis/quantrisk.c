@@ -2,6 +2,7 @@
 #include "sks_quantrisk.h"
 #include "sks_out.h"
 
+#include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -348,4 +349,17 @@ int sks_qrisk_write(const sks_qrisk_result *r, const sks_model *m, const sks_qri
     } else
         sks_out_nil(&w);
     return sks_out_finish(&w, path);
+}
+
+json_t *sks_qrisk_ppl_json(const sks_qrisk_result *r) {
+    if (!r || !r->ppl_base) return NULL;
+    json_t *pp = json_object();
+    json_object_set_new(pp, "f32", sks_json_num(r->ppl_base->ppl));
+    for (int s = 0; s < SKS_Q_N; s++) {
+        json_t *e = json_object();
+        json_object_set_new(e, "none", sks_json_num(r->ppl[s][0]->ppl));
+        json_object_set_new(e, "outliers", sks_json_num(r->ppl[s][1]->ppl));
+        json_object_set_new(pp, sks_qscheme_name(s), e);
+    }
+    return pp;
 }
