@@ -423,23 +423,18 @@ static int sks__kv_check(const struct sks_gguf *g, int64_t idx) {
     return 0;
 }
 
-int sks_gguf_get_i64(const struct sks_gguf *g, int64_t idx, int64_t *out) {
+/* A scalar value as an integer (iv) or as a number (fv; one of the two is NULL). */
+static int sks__get_num(const struct sks_gguf *g, int64_t idx, int64_t *iv, double *fv) {
     int rc = sks__kv_check(g, idx);
     if (rc) return rc;
     const sks__gguf_kv *kv = &g->kv[idx];
-    rc = sks__num_i64(kv->type, kv->val, out);
-    if (rc) return sks_fail(rc, "gguf: key %.*s is not an integer", (int)kv->key_len, kv->key);
+    rc = iv ? sks__num_i64(kv->type, kv->val, iv) : sks__num_f64(kv->type, kv->val, fv);
+    if (rc) return sks_fail(rc, "gguf: key %.*s is not %s", (int)kv->key_len, kv->key, iv ? "an integer" : "a number");
     return 0;
 }
 
-int sks_gguf_get_f64(const struct sks_gguf *g, int64_t idx, double *out) {
-    int rc = sks__kv_check(g, idx);
-    if (rc) return rc;
-    const sks__gguf_kv *kv = &g->kv[idx];
-    rc = sks__num_f64(kv->type, kv->val, out);
-    if (rc) return sks_fail(rc, "gguf: key %.*s is not a number", (int)kv->key_len, kv->key);
-    return 0;
-}
+int sks_gguf_get_i64(const struct sks_gguf *g, int64_t idx, int64_t *out) { return sks__get_num(g, idx, out, NULL); }
+int sks_gguf_get_f64(const struct sks_gguf *g, int64_t idx, double *out) { return sks__get_num(g, idx, NULL, out); }
 
 int sks_gguf_get_str(const struct sks_gguf *g, int64_t idx, const char **s, size_t *len) {
     int rc = sks__kv_check(g, idx);
