@@ -1149,6 +1149,14 @@ static int sks__jbool(json_t *o, const char *k, const char *src, int *v) {
     return 0;
 }
 
+/* o[k] in *x, NULL when absent; a present value of another type (null included) fails. */
+static int sks__jget(json_t *o, const char *k, json_type want, const char *src, json_t **x) {
+    *x = json_object_get(o, k);
+    if (*x && json_typeof(*x) != want)
+        return sks_fail(SKS_ECONFIG, "%s: %s: not %s", src, k, want == JSON_STRING ? "a string" : "an object");
+    return 0;
+}
+
 int sks_synth_config_from_json(const char *text, const char *src, sks_synth_config *cfg) {
     json_error_t err;
     json_t *root = json_loads(text ? text : "", 0, &err);
@@ -1158,24 +1166,15 @@ int sks_synth_config_from_json(const char *text, const char *src, sks_synth_conf
         rc = sks_fail(SKS_EFORMAT, "%s: not a JSON object", src);
         goto out;
     }
-    json_t *pr = json_object_get(root, "preset");
-    if (pr && !json_is_string(pr)) {
-        rc = sks_fail(SKS_ECONFIG, "%s: preset: not a string", src);
-        goto out;
-    }
+    json_t *pr, *mt, *pl;
+    if ((rc = sks__jget(root, "preset", JSON_STRING, src, &pr))) goto out;
     if ((rc = sks_synth_preset(pr ? json_string_value(pr) : "tiny", cfg))) goto out;
     cfg->preset[0] = 0;
     sks_arch *a = &cfg->arch;
-    json_t *mt = json_object_get(root, "model_type");
-    if (mt) {
-        if (!json_is_string(mt)) {
-            rc = sks_fail(SKS_ECONFIG, "%s: model_type: not a string", src);
-            goto out;
-        }
-        if ((rc = sks_synth_set_model_type(cfg, json_string_value(mt)))) {
-            rc = sks_fail(rc, "%s: %s", src, sks_last_error());
-            goto out;
-        }
+    if ((rc = sks__jget(root, "model_type", JSON_STRING, src, &mt))) goto out;
+    if (mt && (rc = sks_synth_set_model_type(cfg, json_string_value(mt)))) {
+        rc = sks_fail(rc, "%s: %s", src, sks_last_error());
+        goto out;
     }
     int hd = -1, heads_given = 0;
     if ((rc = sks__jint(root, "hidden_size", src, 1, 1 << 20, &a->d_model))) goto out;
@@ -1230,11 +1229,7 @@ int sks_synth_config_from_json(const char *text, const char *src, sks_synth_conf
         goto out;
     }
 
-    json_t *pl = json_object_get(root, "planted");
-    if (pl && !json_is_object(pl)) {
-        rc = sks_fail(SKS_ECONFIG, "%s: planted: not an object", src);
-        goto out;
-    }
+    if ((rc = sks__jget(root, "planted", JSON_OBJECT, src, &pl))) goto out;
     if (pl) {
         if ((rc = sks__jint(pl, "step_up_layer", src, 0, 100000, &cfg->step_up_layer))) goto out;
         if ((rc = sks__jint(pl, "step_down_layer", src, 0, 100000, &cfg->step_down_layer))) goto out;
