@@ -134,8 +134,7 @@ int sks_kveval_write(const sks_kveval_result *r, const sks_model *m, const char 
     if (!r || !m || !path) return sks_fail(SKS_EARG, "kv-eval: nothing to write");
     const sks_ppl_result *p0 = r->v[SKS_KV_FULL].ppl;
     sks_out w;
-    sks_out_init(&w);
-    sks_out_head(&w, 6, "sinkscope.kv-eval/1", m);
+    sks_out_begin(&w, 6, "sinkscope.kv-eval/1", m);
     sks_out_kmap(&w, "params", 6);
     sks_out_kint(&w, "kv_window", r->kv_window);
     sks_out_kint(&w, "n_sink", r->n_sink);

@@ -76,6 +76,11 @@ void sks_out_head(sks_out *o, size_t n, const char *schema, const sks_model *m) 
     sks_out_model(o, m);
 }
 
+void sks_out_begin(sks_out *o, size_t n, const char *schema, const sks_model *m) {
+    sks_out_init(o);
+    sks_out_head(o, n, schema, m);
+}
+
 void sks_out_model(sks_out *o, const sks_model *m) {
     const sks_arch *a = sks_model_arch(m);
     int nnf = sks_nonfinite_n_tensors();

@@ -155,8 +155,7 @@ int sks_ppl_run(sks_ppl_ctx *c, const int32_t *ids, int n, int window, int strid
 int sks_ppl_write(const sks_ppl_result *r, const sks_model *m, const char *text_path, const char *path) {
     if (!r || !m || !path) return sks_fail(SKS_EARG, "perplexity: nothing to write");
     sks_out w;
-    sks_out_init(&w);
-    sks_out_head(&w, 10, "sinkscope.perplexity/1", m);
+    sks_out_begin(&w, 10, "sinkscope.perplexity/1", m);
     sks_out_kmap(&w, "params", 3);
     sks_out_kint(&w, "window", r->window);
     sks_out_kint(&w, "stride", r->stride);

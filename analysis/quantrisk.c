@@ -310,8 +310,7 @@ int sks_qrisk_write(const sks_qrisk_result *r, const sks_model *m, const sks_qri
                     const char *path) {
     if (!r || !m || !o || !path) return sks_fail(SKS_EARG, "quant-risk: nothing to write");
     sks_out w;
-    sks_out_init(&w);
-    sks_out_head(&w, 12, "sinkscope.quant-risk/1", m);
+    sks_out_begin(&w, 12, "sinkscope.quant-risk/1", m);
     sks_out_kmap(&w, "params", 9);
     sks_out_kint(&w, "keep_top", o->keep_top);
     sks_out_kf64(&w, "outlier", o->trace.outlier);

@@ -1238,8 +1238,7 @@ int sks_sinks_write(const sks_sinks_result *r, const sks_model *m, const sks_sin
     int32_t *i32 = sks_malloc_n((size_t)n32 + 1, sizeof *i32);
     if (!i32) return sks_fail(SKS_ENOMEM, "sks_sinks_write");
     sks_out w;
-    sks_out_init(&w);
-    sks_out_head(&w, 12, "sinkscope.sinks/1", m);
+    sks_out_begin(&w, 12, "sinkscope.sinks/1", m);
     sks_out_str(&w, "params");
     sks__write_params(&w, o);
     sks_out_kint(&w, "n_prompts", r->n_prompts);

@@ -60,6 +60,9 @@ void sks_out_ki32_array(sks_out *o, const char *k, const int32_t *data, int ndim
 void sks_out_model(sks_out *o, const sks_model *m);
 /* A root map of n entries, its first two written: `schema` and `model`. */
 void sks_out_head(sks_out *o, size_t n, const char *schema, const sks_model *m);
+/* sks_out_init, then sks_out_head: the first call of every result writer (sks_out_finish
+ * is its last). */
+void sks_out_begin(sks_out *o, size_t n, const char *schema, const sks_model *m);
 
 /* JSON summaries (jansson): a number, or null when it is NaN or Inf (json_real refuses
  * those, and a refused value would silently shorten an array or drop a key); and the

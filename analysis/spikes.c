@@ -1263,8 +1263,7 @@ int sks_spikes_write(const sks_spikes_report *rep, const sks_model *m, const sks
                      const char *(*piece)(void *ud, int id), void *piece_ud, const char *path) {
     if (!rep || !m || !opt || !path) return sks_fail(SKS_EARG, "%s: bad arguments", __func__);
     sks_out o;
-    sks_out_init(&o);
-    sks_out_head(&o, rep->no_quadform ? 10 : 8, "sinkscope.spikes/1", m);
+    sks_out_begin(&o, rep->no_quadform ? 10 : 8, "sinkscope.spikes/1", m);
     if (rep->no_quadform) { /* non-gated FFN (GPT-2): no S_k; docs/schema-spikes.md */
         sks_out_kbool(&o, "quadratic_form", 0);
         sks_out_kstr(&o, "note", sks_spikes_no_quadform_note);

@@ -540,8 +540,7 @@ static void sks__out_moe(sks_out *w, const sks_trace_result *r) {
 int sks_trace_write(const sks_trace_result *r, const sks_model *m, const sks_trace_opts *o, const char *path) {
     if (!r || !m || !o || !path) return sks_fail(SKS_EARG, "trace: nothing to write");
     sks_out w;
-    sks_out_init(&w);
-    sks_out_head(&w, 15 + (r->residual != NULL) + (r->moe_k > 0), "sinkscope.trace/1", m);
+    sks_out_begin(&w, 15 + (r->residual != NULL) + (r->moe_k > 0), "sinkscope.trace/1", m);
 
     sks_out_kmap(&w, "params", 11);
     sks_out_kf64(&w, "outlier", o->outlier);

@@ -386,8 +386,7 @@ int sks_vocab_write(const sks_vocab_result *r, const sks_model *m, const sks_voc
                     const char *(*piece)(void *ud, int id), void *piece_ud, const char *path) {
     if (!r || !m || !o || !path) return sks_fail(SKS_EARG, "vocab: nothing to write");
     sks_out w;
-    sks_out_init(&w);
-    sks_out_head(&w, 7, "sinkscope.vocab/1", m);
+    sks_out_begin(&w, 7, "sinkscope.vocab/1", m);
     sks_out_kmap(&w, "params", 7);
     sks_out_kf64(&w, "ratio", o->ratio);
     sks_out_kf64(&w, "abs", o->abs_thresh);
