@@ -121,6 +121,16 @@ static void sks__arch_mixtral(sks_arch *a, int E, int k) {
     a->moe_norm_topk = 1;
 }
 
+/* Llama 3's RoPE scaling as released: factor 8, low / high frequency factors 1 / 4, over
+ * 8192 original positions (the preset, and the defaults of a --config "llama3" entry). */
+static void sks__rope_llama3(sks_arch *a) {
+    a->rope_scaling = SKS_ROPE_SCALING_LLAMA3;
+    a->rope_factor = 8.0;
+    a->rope_low_freq_factor = 1.0;
+    a->rope_high_freq_factor = 4.0;
+    a->rope_original_max_pos = 8192;
+}
+
 int sks_synth_preset(const char *name, sks_synth_config *c) {
     memset(c, 0, sizeof *c);
     sks_arch *a = &c->arch;
@@ -136,11 +146,7 @@ int sks_synth_preset(const char *name, sks_synth_config *c) {
     } else if (!strcmp(name, "llama3-8b")) {
         sks__arch_llama(a, 4096, 14336, 32, 32, 8, 128256, 8192);
         a->rope_theta = 500000.0;
-        a->rope_scaling = SKS_ROPE_SCALING_LLAMA3;
-        a->rope_factor = 8.0;
-        a->rope_low_freq_factor = 1.0;
-        a->rope_high_freq_factor = 4.0;
-        a->rope_original_max_pos = 8192;
+        sks__rope_llama3(a);
         a->bos_id = 128000;
         a->eos_id = 128001;
     } else if (!strcmp(name, "qwen2.5-7b")) {
@@ -1208,11 +1214,7 @@ int sks_synth_config_from_json(const char *text, const char *src, sks_synth_conf
         if (!ty) ty = json_object_get(rs, "type");
         const char *tys = json_is_string(ty) ? json_string_value(ty) : "";
         if (!strcmp(tys, "llama3")) {
-            a->rope_scaling = SKS_ROPE_SCALING_LLAMA3;
-            a->rope_factor = 8;
-            a->rope_low_freq_factor = 1;
-            a->rope_high_freq_factor = 4;
-            a->rope_original_max_pos = 8192;
+            sks__rope_llama3(a);
             if ((rc = sks__jint(rs, "original_max_position_embeddings", src, 1, 1 << 30, &a->rope_original_max_pos))) goto out;
             if ((rc = sks__jnum(rs, "low_freq_factor", src, &a->rope_low_freq_factor))) goto out;
             if ((rc = sks__jnum(rs, "high_freq_factor", src, &a->rope_high_freq_factor))) goto out;
