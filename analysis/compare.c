@@ -21,10 +21,7 @@ static char *sks__jstrdup(const json_t *o, const char *k) {
 
 void sks_compare_row_clear(sks_compare_row *r) {
     if (!r) return;
-    free(r->dir);
-    free(r->model_path);
-    free(r->family);
-    free(r->spike_channels);
+    SKS_FREE_ALL(r->dir, r->model_path, r->family, r->spike_channels);
     memset(r, 0, sizeof *r);
 }
 
@@ -179,12 +176,10 @@ int sks_compare_write(const sks_compare_row *rows, int n, const char *text_path,
     sks_out_init(&w);
     sks_out_map(&w, 3);
     sks_out_kstr(&w, "schema", "sinkscope.compare/1");
-    sks_out_str(&w, "params");
-    sks_out_map(&w, 1);
+    sks_out_kmap(&w, "params", 1);
     sks_out_str(&w, "text");
     sks_out_str_or_nil(&w, text_path);
-    sks_out_str(&w, "models");
-    sks_out_array(&w, (size_t)n);
+    sks_out_karray(&w, "models", (size_t)n);
     for (int i = 0; i < n; i++) {
         const sks_compare_row *r = &rows[i];
         sks_out_map(&w, 17);
@@ -195,9 +190,7 @@ int sks_compare_write(const sks_compare_row *rows, int n, const char *text_path,
         sks_out_kf64(&w, "peak_abs", r->peak_abs);
         sks_out_kf64(&w, "peak_ratio", r->peak_ratio);
         sks_out_kint(&w, "peak_block", r->peak_block);
-        sks_out_str(&w, "spike_channels");
-        sks_out_array(&w, (size_t)r->n_spike_channels);
-        for (int k = 0; k < r->n_spike_channels; k++) sks_out_int(&w, r->spike_channels[k]);
+        sks_out_kints(&w, "spike_channels", r->spike_channels, r->n_spike_channels);
         sks_out_kint(&w, "step_layer", r->step_layer);
         sks_out_kint(&w, "step_channel", r->step_channel);
         sks_out_kf64(&w, "lambda_star", r->lambda_star);
@@ -208,7 +201,5 @@ int sks_compare_write(const sks_compare_row *rows, int n, const char *text_path,
         sks_out_kf64(&w, "perplexity", r->perplexity);
         sks_out_kint(&w, "n_scored", r->n_scored);
     }
-    int rc = sks_out_write_file(&w, path);
-    sks_out_free(&w);
-    return rc;
+    return sks_out_finish(&w, path);
 }

@@ -14,12 +14,10 @@ void sks_cost_opts_default(sks_cost_opts *o) {
     o->kv_map_path = NULL;
 }
 
-static json_t *sks__num(double v) { return isfinite(v) ? json_real(v) : json_null(); }
-
 /* headline numbers: per scheme the perplexity with none / outliers kept; the largest
  * dynamic range and per-tensor INT8 error of the residual stream over the layers */
 static json_t *sks__quant_json(const sks_qrisk_result *q) {
-    json_t *o = json_object(), *pp = json_object();
+    json_t *o = json_object(), *pp = sks_qrisk_ppl_json(q);
     json_object_set_new(o, "spike_channels", sks_json_ints(q->spike_channels, q->n_spike_channels));
     double range = 0, err = 0, err_kept = 0;
     int at = -1;
@@ -33,21 +31,11 @@ static json_t *sks__quant_json(const sks_qrisk_result *q) {
         if (q->rel_err[e + SKS_QKEEP_NONE] > err) err = q->rel_err[e + SKS_QKEEP_NONE];
         if (q->rel_err[e + SKS_QKEEP_OUTLIERS] > err_kept) err_kept = q->rel_err[e + SKS_QKEEP_OUTLIERS];
     }
-    json_object_set_new(o, "residual_max_dynamic_range", sks__num(range));
+    json_object_set_new(o, "residual_max_dynamic_range", sks_json_num(range));
     json_object_set_new(o, "residual_max_dynamic_range_layer", json_integer(at));
-    json_object_set_new(o, "residual_int8_tensor_max_rel_err", sks__num(err));
-    json_object_set_new(o, "residual_int8_tensor_max_rel_err_outliers_kept", sks__num(err_kept));
-    if (q->ppl_base) {
-        json_object_set_new(pp, "f32", sks__num(q->ppl_base->ppl));
-        for (int s = 0; s < SKS_Q_N; s++) {
-            json_t *e = json_object();
-            json_object_set_new(e, "none", sks__num(q->ppl[s][0]->ppl));
-            json_object_set_new(e, "outliers", sks__num(q->ppl[s][1]->ppl));
-            json_object_set_new(pp, sks_qscheme_name(s), e);
-        }
-        json_object_set_new(o, "perplexity", pp);
-    } else
-        json_decref(pp);
+    json_object_set_new(o, "residual_int8_tensor_max_rel_err", sks_json_num(err));
+    json_object_set_new(o, "residual_int8_tensor_max_rel_err_outliers_kept", sks_json_num(err_kept));
+    if (pp) json_object_set_new(o, "perplexity", pp);
     return o;
 }
 
@@ -61,8 +49,8 @@ static json_t *sks__kv_json(const sks_kveval_result *k) {
         if (!k->v[v].present) continue;
         json_t *e = json_object();
         json_object_set_new(e, "name", json_string(sks_kv_variant_name(v)));
-        json_object_set_new(e, "perplexity", sks__num(k->v[v].ppl->ppl));
-        json_object_set_new(e, "kv_fraction", sks__num(k->v[v].kv_fraction));
+        json_object_set_new(e, "perplexity", sks_json_num(k->v[v].ppl->ppl));
+        json_object_set_new(e, "kv_fraction", sks_json_num(k->v[v].kv_fraction));
         json_array_append_new(vs, e);
     }
     json_object_set_new(o, "variants", vs);
@@ -89,8 +77,8 @@ int sks_cost_run(const sks_model *m, const int32_t *ids, int n, const sks_cost_o
     if (!rc && summary) {
         json_t *root = json_object(), *p = json_object();
         const sks_ppl_result *b = k->v[SKS_KV_FULL].ppl;
-        json_object_set_new(p, "perplexity", sks__num(b->ppl));
-        json_object_set_new(p, "mean_nll", sks__num(b->mean_nll));
+        json_object_set_new(p, "perplexity", sks_json_num(b->ppl));
+        json_object_set_new(p, "mean_nll", sks_json_num(b->mean_nll));
         json_object_set_new(p, "n_scored", json_integer(b->n_scored));
         json_object_set_new(p, "window", json_integer(b->window));
         json_object_set_new(p, "stride", json_integer(b->stride));

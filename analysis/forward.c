@@ -303,9 +303,14 @@ static void sks__rope(const sks_forward *f, float *X, int64_t T, int64_t n_heads
     }
 }
 
+/* rotated pairs per head: rope_dims / 2 (the whole head without rope_dims) */
+static size_t sks__rope_half(const sks_arch *a) {
+    return (size_t)((a->rope_dims > 0 ? a->rope_dims : a->head_dim) / 2);
+}
+
 /* cos / sin (T, dh/2) of p inv_freq_i for base theta (scaled: with the arch's scaling). */
 static void sks__rope_table(const sks_arch *a, double theta, int scaled, size_t T, float *cs, float *sn) {
-    size_t half = (size_t)((a->rope_dims > 0 ? a->rope_dims : a->head_dim) / 2);
+    size_t half = sks__rope_half(a);
     const double af = scaled && a->rope_scaling == SKS_ROPE_SCALING_LONGROPE && a->rope_attn_factor > 0
                           ? a->rope_attn_factor : 1.0;
     for (size_t i = 0; i < half; i++) {
@@ -339,37 +344,23 @@ static size_t sks__ws_floats(const sks_arch *a, int64_t maxin) {
     return n < whole ? n : whole > (size_t)maxin ? whole : (size_t)maxin;
 }
 
+/* A pair of tables as sks__rope_table fills them, allocated here (the caller frees them,
+ * also after a failure). */
+static int sks__rope_alloc(const sks_arch *a, double theta, int scaled, size_t T, float **cs, float **sn) {
+    size_t half = sks__rope_half(a);
+    *cs = sks_malloc_n(T, half * sizeof(float));
+    *sn = sks_malloc_n(T, half * sizeof(float));
+    if (!*cs || !*sn) return sks_fail(SKS_ENOMEM, "forward: out of memory for RoPE tables");
+    sks__rope_table(a, theta, scaled, T, *cs, *sn);
+    return 0;
+}
+
 void sks_forward_free(sks_forward *f) {
     if (!f) return;
-    free(f->x);
-    free(f->xn);
-    free(f->q);
-    free(f->k);
-    free(f->v);
-    free(f->att);
-    free(f->y);
-    free(f->gate);
-    free(f->up);
-    free(f->scores);
-    free(f->q_pre);
-    free(f->k_pre);
-    free(f->vec);
-    free(f->vec2);
-    free(f->nbias);
-    free(f->ws);
-    free(f->rope_cos);
-    free(f->rope_sin);
-    free(f->rope_cos_l);
-    free(f->rope_sin_l);
-    free(f->rope_cos_x);
-    free(f->rope_sin_x);
-    free(f->kc);
-    free(f->vc);
-    free(f->logit1);
-    free(f->wscores);
-    free(f->pscores);
     sks_moe_ws_free(f->moe);
-    free(f);
+    SKS_FREE_ALL(f->x, f->xn, f->q, f->k, f->v, f->att, f->y, f->gate, f->up, f->scores, f->q_pre, f->k_pre,
+                 f->vec, f->vec2, f->nbias, f->ws, f->rope_cos, f->rope_sin, f->rope_cos_l, f->rope_sin_l,
+                 f->rope_cos_x, f->rope_sin_x, f->kc, f->vc, f->logit1, f->wscores, f->pscores, f);
 }
 
 /* 1 if some layer of a has a dense FFN (the (T, f) gate / up buffers are needed). */
@@ -426,8 +417,8 @@ int sks_forward_new(const sks_model *m, int max_T, sks_forward **out) {
         sks_forward_free(f);
         return sks_fail(SKS_EUNSUPPORTED, "forward: rope_dims %d does not fit head_dim %d", a->rope_dims, a->head_dim);
     }
-    f->rhalf = (a->rope_dims > 0 ? a->rope_dims : a->head_dim) / 2;
-    size_t half = (size_t)f->rhalf;
+    size_t half = sks__rope_half(a);
+    f->rhalf = (int64_t)half;
     f->rope_cos = sks_malloc_n(T, half * sizeof(float));
     f->rope_sin = sks_malloc_n(T, half * sizeof(float));
     f->logit1 = sks_malloc_n((size_t)f->V, sizeof(float));
@@ -448,24 +439,14 @@ int sks_forward_new(const sks_model *m, int max_T, sks_forward **out) {
     sks__rope_table(a, a->rope_theta, 1, T, f->rope_cos, f->rope_sin);
     f->cur_cos = f->glob_cos = f->rope_cos;
     f->cur_sin = f->glob_sin = f->rope_sin;
-    if (a->rope_scaling == SKS_ROPE_SCALING_LONGROPE && a->rope_original_max_pos > 0 &&
-        max_T > a->rope_original_max_pos) {
-        f->rope_cos_x = sks_malloc_n(T, half * sizeof(float));
-        f->rope_sin_x = sks_malloc_n(T, half * sizeof(float));
-        if (!f->rope_cos_x || !f->rope_sin_x) {
-            sks_forward_free(f);
-            return sks_fail(SKS_ENOMEM, "forward: out of memory for RoPE tables");
-        }
-        sks__rope_table(a, a->rope_theta, 2, T, f->rope_cos_x, f->rope_sin_x);
-    }
-    if (a->rope_theta_local > 0 && a->rope_theta_local != a->rope_theta) {
-        f->rope_cos_l = sks_malloc_n(T, half * sizeof(float));
-        f->rope_sin_l = sks_malloc_n(T, half * sizeof(float));
-        if (!f->rope_cos_l || !f->rope_sin_l) {
-            sks_forward_free(f);
-            return sks_fail(SKS_ENOMEM, "forward: out of memory for RoPE tables");
-        }
-        sks__rope_table(a, a->rope_theta_local, 0, T, f->rope_cos_l, f->rope_sin_l);
+    /* LongRoPE's long-context table; the local-attention layers' own theta */
+    if ((a->rope_scaling == SKS_ROPE_SCALING_LONGROPE && a->rope_original_max_pos > 0 &&
+         max_T > a->rope_original_max_pos &&
+         (rc = sks__rope_alloc(a, a->rope_theta, 2, T, &f->rope_cos_x, &f->rope_sin_x))) ||
+        (a->rope_theta_local > 0 && a->rope_theta_local != a->rope_theta &&
+         (rc = sks__rope_alloc(a, a->rope_theta_local, 0, T, &f->rope_cos_l, &f->rope_sin_l)))) {
+        sks_forward_free(f);
+        return rc;
     }
     *out = f;
     return 0;

@@ -134,10 +134,8 @@ int sks_kveval_write(const sks_kveval_result *r, const sks_model *m, const char 
     if (!r || !m || !path) return sks_fail(SKS_EARG, "kv-eval: nothing to write");
     const sks_ppl_result *p0 = r->v[SKS_KV_FULL].ppl;
     sks_out w;
-    sks_out_init(&w);
-    sks_out_head(&w, 6, "sinkscope.kv-eval/1", m);
-    sks_out_str(&w, "params");
-    sks_out_map(&w, 6);
+    sks_out_begin(&w, 6, "sinkscope.kv-eval/1", m);
+    sks_out_kmap(&w, "params", 6);
     sks_out_kint(&w, "kv_window", r->kv_window);
     sks_out_kint(&w, "n_sink", r->n_sink);
     sks_out_kint(&w, "window", p0->window);
@@ -174,7 +172,5 @@ int sks_kveval_write(const sks_kveval_result *r, const sks_model *m, const char 
         free(k);
     } else
         sks_out_nil(&w);
-    int rc = sks_out_write_file(&w, path);
-    sks_out_free(&w);
-    return rc;
+    return sks_out_finish(&w, path);
 }

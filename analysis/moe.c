@@ -64,17 +64,7 @@ uint64_t sks_moe_ws_bytes(const sks_arch *a, int max_T) {
 
 void sks_moe_ws_free(sks_moe_ws *w) {
     if (!w) return;
-    free(w->logits);
-    free(w->experts);
-    free(w->weights);
-    free(w->tok);
-    free(w->tw);
-    free(w->X);
-    free(w->G);
-    free(w->U);
-    free(w->Ye);
-    free(w->sg);
-    free(w);
+    SKS_FREE_ALL(w->logits, w->experts, w->weights, w->tok, w->tw, w->X, w->G, w->U, w->Ye, w->sg, w);
 }
 
 int sks_moe_ws_new(const sks_arch *a, int max_T, sks_moe_ws **out) {

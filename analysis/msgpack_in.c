@@ -19,18 +19,8 @@ int sks_read_file(const char *path, uint8_t **buf, size_t *n) {
         return sks_fail(SKS_EFORMAT, "%s: unreadable or larger than 2 GiB", path);
     }
     size_t len = (size_t)st.st_size;
-    uint8_t *b = malloc(len ? len : 1);
-    if (!b) {
-        fclose(f);
-        return sks_fail(SKS_ENOMEM, "%s: out of memory", path);
-    }
-    if (len && fread(b, 1, len, f) != len) {
-        free(b);
-        fclose(f);
-        return sks_fail(SKS_EIO, "%s: short read", path);
-    }
-    fclose(f);
-    *buf = b;
+    int rc = sks_fread_all(f, len, path, buf);
+    if (rc) return rc;
     *n = len;
     return 1;
 }

@@ -44,6 +44,12 @@ void sks_out_kstr(sks_out *o, const char *k, const char *v) { sks_out_str(o, k);
 void sks_out_kint(sks_out *o, const char *k, int64_t v) { sks_out_str(o, k); sks_out_int(o, v); }
 void sks_out_kf64(sks_out *o, const char *k, double v) { sks_out_str(o, k); sks_out_f64(o, v); }
 void sks_out_kbool(sks_out *o, const char *k, int v) { sks_out_str(o, k); sks_out_bool(o, v); }
+void sks_out_karray(sks_out *o, const char *k, size_t n) { sks_out_str(o, k); sks_out_array(o, n); }
+void sks_out_kmap(sks_out *o, const char *k, size_t n) { sks_out_str(o, k); sks_out_map(o, n); }
+void sks_out_kints(sks_out *o, const char *k, const int *v, int n) {
+    sks_out_karray(o, k, (size_t)n);
+    for (int i = 0; i < n; i++) sks_out_int(o, v[i]);
+}
 
 static void sks__out_typed(sks_out *o, const char *dt, const void *data, size_t elsize, int ndim,
                            const int64_t *shape) {
@@ -51,8 +57,7 @@ static void sks__out_typed(sks_out *o, const char *dt, const void *data, size_t 
     for (int i = 0; i < ndim; i++) n *= (size_t)shape[i];
     sks_out_map(o, 3);
     sks_out_kstr(o, "dtype", dt);
-    sks_out_str(o, "shape");
-    sks_out_array(o, (size_t)ndim);
+    sks_out_karray(o, "shape", (size_t)ndim);
     for (int i = 0; i < ndim; i++) sks_out_int(o, shape[i]);
     sks_out_str(o, "data");
     /* x86-64 and aarch64 are little-endian: the bytes go out as they are. */
@@ -69,6 +74,11 @@ void sks_out_head(sks_out *o, size_t n, const char *schema, const sks_model *m) 
     sks_out_kstr(o, "schema", schema);
     sks_out_str(o, "model");
     sks_out_model(o, m);
+}
+
+void sks_out_begin(sks_out *o, size_t n, const char *schema, const sks_model *m) {
+    sks_out_init(o);
+    sks_out_head(o, n, schema, m);
 }
 
 void sks_out_model(sks_out *o, const sks_model *m) {
@@ -94,8 +104,7 @@ void sks_out_model(sks_out *o, const sks_model *m) {
     sks_out_kstr(o, "norms", sks_arch_norm_layout(a));
     sks_out_kstr(o, "activation", sks_act_name(a->act));
     if (nnf > 0) { /* only with --allow-nonfinite: [{name, nonfinite, size}, ...] */
-        sks_out_str(o, "nonfinite_tensors");
-        sks_out_array(o, (size_t)nnf);
+        sks_out_karray(o, "nonfinite_tensors", (size_t)nnf);
         for (int i = 0; i < nnf; i++) {
             uint64_t cnt = 0, tot = 0;
             const char *name = sks_nonfinite_tensor(i, &cnt, &tot);
@@ -147,6 +156,12 @@ int sks_write_file_atomic(const char *path, const void *data, size_t n) {
     }
     free(tmp);
     return 0;
+}
+
+int sks_out_finish(sks_out *o, const char *path) {
+    int rc = sks_out_write_file(o, path);
+    sks_out_free(o);
+    return rc;
 }
 
 int sks_out_write_file(sks_out *o, const char *path) {

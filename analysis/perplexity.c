@@ -155,10 +155,8 @@ int sks_ppl_run(sks_ppl_ctx *c, const int32_t *ids, int n, int window, int strid
 int sks_ppl_write(const sks_ppl_result *r, const sks_model *m, const char *text_path, const char *path) {
     if (!r || !m || !path) return sks_fail(SKS_EARG, "perplexity: nothing to write");
     sks_out w;
-    sks_out_init(&w);
-    sks_out_head(&w, 10, "sinkscope.perplexity/1", m);
-    sks_out_str(&w, "params");
-    sks_out_map(&w, 3);
+    sks_out_begin(&w, 10, "sinkscope.perplexity/1", m);
+    sks_out_kmap(&w, "params", 3);
     sks_out_kint(&w, "window", r->window);
     sks_out_kint(&w, "stride", r->stride);
     sks_out_str(&w, "text");
@@ -187,7 +185,5 @@ int sks_ppl_write(const sks_ppl_result *r, const sks_model *m, const char *text_
     sks_out_kf64_array(&w, "window_nll_sum", nl, 1, shp);
     free(iv);
     free(nl);
-    int rc = sks_out_write_file(&w, path);
-    sks_out_free(&w);
-    return rc;
+    return sks_out_finish(&w, path);
 }

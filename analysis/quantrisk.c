@@ -2,6 +2,7 @@
 #include "sks_quantrisk.h"
 #include "sks_out.h"
 
+#include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -188,16 +189,10 @@ static int sks__on_lin_quant(void *ud, int layer, int site, float *x, int T, int
 
 void sks_qrisk_result_free(sks_qrisk_result *r) {
     if (!r) return;
-    free(r->spike_channels);
-    free(r->max_abs);
-    free(r->median_abs);
-    free(r->dyn_range);
-    free(r->rel_err);
-    free(r->top_channels);
     sks_ppl_result_free(r->ppl_base);
     for (int q = 0; q < SKS_Q_N; q++)
         for (int k = 0; k < 2; k++) sks_ppl_result_free(r->ppl[q][k]);
-    free(r);
+    SKS_FREE_ALL(r->spike_channels, r->max_abs, r->median_abs, r->dyn_range, r->rel_err, r->top_channels, r);
 }
 
 int sks_qrisk_run(const sks_model *m, const int32_t *ids, int n, const sks_qrisk_opts *o, sks_qrisk_result **out) {
@@ -315,10 +310,8 @@ int sks_qrisk_write(const sks_qrisk_result *r, const sks_model *m, const sks_qri
                     const char *path) {
     if (!r || !m || !o || !path) return sks_fail(SKS_EARG, "quant-risk: nothing to write");
     sks_out w;
-    sks_out_init(&w);
-    sks_out_head(&w, 12, "sinkscope.quant-risk/1", m);
-    sks_out_str(&w, "params");
-    sks_out_map(&w, 9);
+    sks_out_begin(&w, 12, "sinkscope.quant-risk/1", m);
+    sks_out_kmap(&w, "params", 9);
     sks_out_kint(&w, "keep_top", o->keep_top);
     sks_out_kf64(&w, "outlier", o->trace.outlier);
     sks_out_kf64(&w, "abs", o->trace.abs_thresh);
@@ -337,9 +330,7 @@ int sks_qrisk_write(const sks_qrisk_result *r, const sks_model *m, const sks_qri
         sks_out_array(&w, (size_t)lens[i]);
         for (int j = 0; j < lens[i]; j++) sks_out_str(&w, lists[i][j]);
     }
-    sks_out_str(&w, "spike_channels");
-    sks_out_array(&w, (size_t)r->n_spike_channels);
-    for (int i = 0; i < r->n_spike_channels; i++) sks_out_int(&w, r->spike_channels[i]);
+    sks_out_kints(&w, "spike_channels", r->spike_channels, r->n_spike_channels);
     int64_t shp[4] = {r->n_layers, SKS_QSITE_N, SKS_Q_N, SKS_QKEEP_N};
     sks_out_kf64_array(&w, "max_abs", r->max_abs, 2, shp);
     sks_out_kf64_array(&w, "median_abs", r->median_abs, 2, shp);
@@ -356,7 +347,18 @@ int sks_qrisk_write(const sks_qrisk_result *r, const sks_model *m, const sks_qri
                                                        r->ppl_base);
     } else
         sks_out_nil(&w);
-    int rc = sks_out_write_file(&w, path);
-    sks_out_free(&w);
-    return rc;
+    return sks_out_finish(&w, path);
+}
+
+json_t *sks_qrisk_ppl_json(const sks_qrisk_result *r) {
+    if (!r || !r->ppl_base) return NULL;
+    json_t *pp = json_object();
+    json_object_set_new(pp, "f32", sks_json_num(r->ppl_base->ppl));
+    for (int s = 0; s < SKS_Q_N; s++) {
+        json_t *e = json_object();
+        json_object_set_new(e, "none", sks_json_num(r->ppl[s][0]->ppl));
+        json_object_set_new(e, "outliers", sks_json_num(r->ppl[s][1]->ppl));
+        json_object_set_new(pp, sks_qscheme_name(s), e);
+    }
+    return pp;
 }

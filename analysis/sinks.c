@@ -410,29 +410,11 @@ static int sks__rows_push(sks__rows *r, const float *row) {
 
 void sks_sinks_result_free(sks_sinks_result *r) {
     if (!r) return;
-    free(r->spike_channels);
-    free(r->spike_plateau);
-    free(r->n_spike_tokens);
-    free(r->prompt0_spike_tokens);
-    free(r->cos_spike_mean);
-    free(r->cos_spike_min);
-    free(r->cos_nonspike_mean);
-    free(r->cos_nonspike_min);
-    free(r->sink_r99);
-    free(r->nonsink_r99);
-    free(r->sink_pr);
-    free(r->nonsink_pr);
-    free(r->sink_sv);
-    free(r->nonsink_sv);
-    free(r->alpha0);
-    free(r->is_sink);
-    free(r->query_r99);
     for (int p = 0; p < SKS_PRED_COUNT; p++) free(r->pred[p]);
-    free(r->weight_only_cos);
-    free(r->rank);
-    free(r->layer_done);
-    free(r->layer_sinks);
-    free(r);
+    SKS_FREE_ALL(r->spike_channels, r->spike_plateau, r->n_spike_tokens, r->prompt0_spike_tokens,
+                 r->cos_spike_mean, r->cos_spike_min, r->cos_nonspike_mean, r->cos_nonspike_min, r->sink_r99,
+                 r->nonsink_r99, r->sink_pr, r->nonsink_pr, r->sink_sv, r->nonsink_sv, r->alpha0, r->is_sink,
+                 r->query_r99, r->weight_only_cos, r->rank, r->layer_done, r->layer_sinks, r);
 }
 
 /* ---- per-layer slices: merge and pack -------------------------------------------------- */
@@ -1282,8 +1264,7 @@ static void sks__write_params(sks_out *w, const sks_sinks_opts *o) {
     sks_out_kbool(w, "first_as_sink", o->first_as_sink);
     sks_out_kstr(w, "main_predictor", sks_sinks_pred_name(o->main_pred));
     sks_out_kint(w, "max_nonspike_rows", o->max_nonspike_rows);
-    sks_out_str(w, "thresholds");
-    sks_out_map(w, SKS_PRED_COUNT);
+    sks_out_kmap(w, "thresholds", SKS_PRED_COUNT);
     for (int p = 0; p < SKS_PRED_COUNT; p++) {
         sks_out_str(w, sks_sinks_pred_name(p));
         if (isnan(o->threshold[p])) sks_out_str(w, "auto");
@@ -1304,8 +1285,7 @@ int sks_sinks_write(const sks_sinks_result *r, const sks_model *m, const sks_sin
     int32_t *i32 = sks_malloc_n((size_t)n32 + 1, sizeof *i32);
     if (!i32) return sks_fail(SKS_ENOMEM, "sks_sinks_write");
     sks_out w;
-    sks_out_init(&w);
-    sks_out_head(&w, 12, "sinkscope.sinks/1", m);
+    sks_out_begin(&w, 12, "sinkscope.sinks/1", m);
     sks_out_str(&w, "params");
     sks__write_params(&w, o);
     sks_out_kint(&w, "n_prompts", r->n_prompts);
@@ -1314,8 +1294,7 @@ int sks_sinks_write(const sks_sinks_result *r, const sks_model *m, const sks_sin
     sks_out_kint(&w, "n_sink_heads", r->n_sink_heads);
 
     int64_t s1[1], s2[2], s3[3];
-    sks_out_str(&w, "spike");
-    sks_out_map(&w, 5);
+    sks_out_kmap(&w, "spike", 5);
     s1[0] = r->n_spike_channels;
     for (int i = 0; i < r->n_spike_channels; i++) i32[i] = r->spike_channels[i];
     sks_out_ki32_array(&w, "channels", i32, 1, s1);
@@ -1328,8 +1307,7 @@ int sks_sinks_write(const sks_sinks_result *r, const sks_model *m, const sks_sin
     sks_out_ki32_array(&w, "prompt0_tokens", i32, 1, s1);
     sks_out_kint(&w, "n_sink_rows", r->n_sink_rows);
 
-    sks_out_str(&w, "layers");
-    sks_out_map(&w, 10);
+    sks_out_kmap(&w, "layers", 10);
     s1[0] = L;
     sks_out_kf64_array(&w, "cos_spike_mean", r->cos_spike_mean, 1, s1);
     sks_out_kf64_array(&w, "cos_spike_min", r->cos_spike_min, 1, s1);
@@ -1349,8 +1327,7 @@ int sks_sinks_write(const sks_sinks_result *r, const sks_model *m, const sks_sin
     sks_out_kf64_array(&w, "sink_sv", r->sink_sv, 3, s3);
     sks_out_kf64_array(&w, "nonsink_sv", r->nonsink_sv, 3, s3);
 
-    sks_out_str(&w, "heads");
-    sks_out_map(&w, 6 + SKS_PRED_COUNT);
+    sks_out_kmap(&w, "heads", 6 + SKS_PRED_COUNT);
     s2[0] = L;
     s2[1] = H;
     sks_out_kf64_array(&w, "alpha0", r->alpha0, 2, s2);
@@ -1367,13 +1344,11 @@ int sks_sinks_write(const sks_sinks_result *r, const sks_model *m, const sks_sin
     s1[0] = LH;
     sks_out_ki32_array(&w, "rank", i32, 1, s1);
 
-    sks_out_str(&w, "classification");
-    sks_out_map(&w, 4);
+    sks_out_kmap(&w, "classification", 4);
     sks_out_kstr(&w, "label", "alpha0 > eps");
     sks_out_kstr(&w, "main_predictor", sks_sinks_pred_name(o->main_pred));
     sks_out_kf64(&w, "n_eff", r->n_eff);
-    sks_out_str(&w, "predictors");
-    sks_out_map(&w, SKS_PRED_COUNT);
+    sks_out_kmap(&w, "predictors", SKS_PRED_COUNT);
     for (int p = 0; p < SKS_PRED_COUNT; p++) {
         sks_out_str(&w, sks_sinks_pred_name(p));
         sks_out_map(&w, 4);
@@ -1382,13 +1357,10 @@ int sks_sinks_write(const sks_sinks_result *r, const sks_model *m, const sks_sin
         sks_out_kf64(&w, "precision", r->precision[p]);
         sks_out_kf64(&w, "recall", r->recall[p]);
     }
-    sks_out_str(&w, "auc");
-    sks_out_map(&w, SKS_PRED_COUNT);
+    sks_out_kmap(&w, "auc", SKS_PRED_COUNT);
     for (int p = 0; p < SKS_PRED_COUNT; p++) sks_out_kf64(&w, sks_sinks_pred_name(p), r->auc[p]);
     free(i32);
-    int rc = sks_out_write_file(&w, path);
-    sks_out_free(&w);
-    return rc;
+    return sks_out_finish(&w, path);
 }
 
 /* JSON numbers cannot be NaN: write null. */

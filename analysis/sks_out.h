@@ -43,6 +43,11 @@ void sks_out_kstr(sks_out *o, const char *k, const char *v);
 void sks_out_kint(sks_out *o, const char *k, int64_t v);
 void sks_out_kf64(sks_out *o, const char *k, double v);
 void sks_out_kbool(sks_out *o, const char *k, int v);
+/* a key, then the header of an array or map of n entries that the caller writes */
+void sks_out_karray(sks_out *o, const char *k, size_t n);
+void sks_out_kmap(sks_out *o, const char *k, size_t n);
+/* a key, then the array of the n ints v[0..n) */
+void sks_out_kints(sks_out *o, const char *k, const int *v, int n);
 /* Typed array {dtype: "f32"|"f64"|"i32", shape: [...], data: bin}. */
 void sks_out_f32_array(sks_out *o, const float *data, int ndim, const int64_t *shape);
 void sks_out_f64_array(sks_out *o, const double *data, int ndim, const int64_t *shape);
@@ -55,6 +60,9 @@ void sks_out_ki32_array(sks_out *o, const char *k, const int32_t *data, int ndim
 void sks_out_model(sks_out *o, const sks_model *m);
 /* A root map of n entries, its first two written: `schema` and `model`. */
 void sks_out_head(sks_out *o, size_t n, const char *schema, const sks_model *m);
+/* sks_out_init, then sks_out_head: the first call of every result writer (sks_out_finish
+ * is its last). */
+void sks_out_begin(sks_out *o, size_t n, const char *schema, const sks_model *m);
 
 /* JSON summaries (jansson): a number, or null when it is NaN or Inf (json_real refuses
  * those, and a refused value would silently shorten an array or drop a key); and the
@@ -67,6 +75,8 @@ void sks_json_add_nonfinite(struct json_t *root);
 
 /* Write the buffer to path atomically (path.tmp.<pid> + fsync + rename). */
 int sks_out_write_file(sks_out *o, const char *path);
+/* sks_out_write_file, then sks_out_free: the last call of every result writer. */
+int sks_out_finish(sks_out *o, const char *path);
 
 /* "dir/name", malloc'd (NULL when out of memory); for the files of a result folder. */
 char *sks__path_join(const char *dir, const char *name);

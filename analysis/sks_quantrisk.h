@@ -91,6 +91,10 @@ void sks_qrisk_result_free(sks_qrisk_result *r);
 /* msgpack, schema "sinkscope.quant-risk/1" (docs/schema-cost.md). */
 int sks_qrisk_write(const sks_qrisk_result *r, const sks_model *m, const sks_qrisk_opts *o, const char *text_path,
                     const char *path);
+/* The end-to-end perplexities as JSON, {"f32": p, "<scheme>": {"none": p, "outliers": p},
+ * ...} (null for a non-finite one), for the CLI's --json and analyze's summary; NULL
+ * when the run measured none. */
+struct json_t *sks_qrisk_ppl_json(const sks_qrisk_result *r);
 
 #ifdef __cplusplus
 }

@@ -129,13 +129,7 @@ static void sks__drop_weights(sks_spikes *s) {
 void sks_spikes_free(sks_spikes *s) {
     if (!s) return;
     sks__drop_weights(s);
-    free(s->tokens);
-    free(s->ffn_in);
-    free(s->ffn_out);
-    free(s->wvo_u);
-    free(s->wvo_s);
-    free(s->wvo_have);
-    free(s);
+    SKS_FREE_ALL(s->tokens, s->ffn_in, s->ffn_out, s->wvo_u, s->wvo_s, s->wvo_have, s);
 }
 
 /* Krylov block per channel: the option, else 1 with either operator. Block b needs ~1.5x
@@ -1236,22 +1230,18 @@ static void sks__out_channel(sks_out *o, const sks_spike_channel *c, int d) {
 static void sks__out_moe(sks_out *o, const sks_spikes_moe *M, int d) {
     const int nb = M->k + M->has_shared;
     int64_t sk = M->k, sd = d, ssh[2] = {M->n_channels, nb};
-    sks_out_str(o, "moe");
-    sks_out_map(o, 9);
+    sks_out_kmap(o, "moe", 9);
     sks_out_kint(o, "token", M->token);
     sks_out_kint(o, "k", M->k);
     sks_out_kint(o, "n_experts", M->n_experts);
-    sks_out_str(o, "experts");
-    sks_out_array(o, (size_t)M->k);
-    for (int j = 0; j < M->k; j++) sks_out_int(o, M->experts[j]);
+    sks_out_kints(o, "experts", M->experts, M->k);
     sks_out_str(o, "weights");
     sks_out_f64_array(o, M->weights, 1, &sk);
     sks_out_kf64(o, "shared_gate", M->shared_gate);
     sks_out_kbool(o, "has_shared", M->has_shared);
     sks_out_str(o, "share");
     sks_out_f64_array(o, M->share, 2, ssh);
-    sks_out_str(o, "per_expert");
-    sks_out_array(o, (size_t)M->n_per_expert);
+    sks_out_karray(o, "per_expert", (size_t)M->n_per_expert);
     for (int e = 0; e < M->n_per_expert; e++) {
         const sks_spikes_layer_result *R = &M->per_expert[e];
         int64_t st = R->n_top;
@@ -1264,8 +1254,7 @@ static void sks__out_moe(sks_out *o, const sks_spikes_moe *M, int d) {
         sks_out_str(o, "top_frob");
         sks_out_i32_array(o, R->top_frob, 1, &st);
         sks_out_kint(o, "n_channels", R->n_channels);
-        sks_out_str(o, "channels");
-        sks_out_array(o, (size_t)R->n_channels);
+        sks_out_karray(o, "channels", (size_t)R->n_channels);
         for (int c = 0; c < R->n_channels; c++) sks__out_channel(o, &R->channels[c], d);
     }
 }
@@ -1274,14 +1263,12 @@ int sks_spikes_write(const sks_spikes_report *rep, const sks_model *m, const sks
                      const char *(*piece)(void *ud, int id), void *piece_ud, const char *path) {
     if (!rep || !m || !opt || !path) return sks_fail(SKS_EARG, "%s: bad arguments", __func__);
     sks_out o;
-    sks_out_init(&o);
-    sks_out_head(&o, rep->no_quadform ? 10 : 8, "sinkscope.spikes/1", m);
+    sks_out_begin(&o, rep->no_quadform ? 10 : 8, "sinkscope.spikes/1", m);
     if (rep->no_quadform) { /* non-gated FFN (GPT-2): no S_k; docs/schema-spikes.md */
         sks_out_kbool(&o, "quadratic_form", 0);
         sks_out_kstr(&o, "note", sks_spikes_no_quadform_note);
     }
-    sks_out_str(&o, "params");
-    sks_out_map(&o, 14);
+    sks_out_kmap(&o, "params", 14);
     sks_out_kstr(&o, "selection", rep->selection ? rep->selection : "channels");
     sks_out_kint(&o, "rank", opt->rank);
     sks_out_kint(&o, "top_frob", opt->top_frob);
@@ -1311,8 +1298,7 @@ int sks_spikes_write(const sks_spikes_report *rep, const sks_model *m, const sks
     } else {
         sks_out_nil(&o);
     }
-    sks_out_str(&o, "layers");
-    sks_out_array(&o, (size_t)rep->n_layers);
+    sks_out_karray(&o, "layers", (size_t)rep->n_layers);
     for (int i = 0; i < rep->n_layers; i++) {
         const sks_spikes_layer_result *L = &rep->layers[i];
         int64_t sd = L->d, st = L->n_top;
@@ -1329,8 +1315,7 @@ int sks_spikes_write(const sks_spikes_report *rep, const sks_model *m, const sks
         sks_out_kf64(&o, "flops_screen", L->flops_screen);
         sks_out_kf64(&o, "flops_eigs", L->flops_eigs);
         sks_out_kint(&o, "n_channels", L->n_channels);
-        sks_out_str(&o, "channels");
-        sks_out_array(&o, (size_t)L->n_channels);
+        sks_out_karray(&o, "channels", (size_t)L->n_channels);
         for (int c = 0; c < L->n_channels; c++) sks__out_channel(&o, &L->channels[c], L->d);
         if (L->moe) sks__out_moe(&o, L->moe, L->d);
     }
@@ -1350,8 +1335,7 @@ int sks_spikes_write(const sks_spikes_report *rep, const sks_model *m, const sks
         if (D->no_input_norm) sks_out_kstr(&o, "note", sks_spikes_no_input_norm_note);
         sks_out_kf64(&o, "median_norm", D->median_norm);
         sks_out_kf32_array(&o, "ratio", D->ratio, 1, &V);
-        sks_out_str(&o, "top");
-        sks_out_array(&o, (size_t)D->n_top);
+        sks_out_karray(&o, "top", (size_t)D->n_top);
         for (int i = 0; i < D->n_top; i++) {
             const char *pc = piece ? piece(piece_ud, D->top_ids[i]) : NULL;
             sks_out_map(&o, 3);
@@ -1363,9 +1347,7 @@ int sks_spikes_write(const sks_spikes_report *rep, const sks_model *m, const sks
     } else {
         sks_out_nil(&o);
     }
-    int rc = sks_out_write_file(&o, path);
-    sks_out_free(&o);
-    return rc;
+    return sks_out_finish(&o, path);
 }
 
 /* ---- the memory model of --max-memory (docs/scale.md) ------------------------------- */

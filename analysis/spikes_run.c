@@ -331,8 +331,7 @@ void sks_spikes_selection_free(sks_spikes_selection *s) {
 void sks_spikes_inputs(sks_out *o, const sks_model *m, const sks_spikes_opts *so, const sks_spikes_job *job) {
     int64_t T = job->T, n = job->nsel;
     sks_out_head(o, 5, "sinkscope.spikes/1", m); /* the model: path and shape */
-    sks_out_str(o, "opts");
-    sks_out_map(o, 12);
+    sks_out_kmap(o, "opts", 12);
     sks_out_kint(o, "rank", so->rank);
     sks_out_kint(o, "top_frob", so->top_frob);
     sks_out_kint(o, "dense", so->dense);
@@ -345,11 +344,9 @@ void sks_spikes_inputs(sks_out *o, const sks_model *m, const sks_spikes_opts *so
     sks_out_kint(o, "seed", (int64_t)so->seed);
     sks_out_kint(o, "n_delim_top", so->n_delim_top);
     sks_out_kint(o, "first_token_map", so->first_token_map);
-    sks_out_str(o, "tokens");
-    sks_out_array(o, (size_t)T);
+    sks_out_karray(o, "tokens", (size_t)T);
     for (int64_t t = 0; t < T; t++) sks_out_int(o, job->tokens[t]);
-    sks_out_str(o, "selection");
-    sks_out_map(o, 4);
+    sks_out_kmap(o, "selection", 4);
     const int *cols[3] = {job->sel_l, job->sel_c, job->sel_t};
     const char *names[3] = {"layers", "channels", "tokens"};
     for (int c = 0; c < 3; c++) {

@@ -121,6 +121,16 @@ static void sks__arch_mixtral(sks_arch *a, int E, int k) {
     a->moe_norm_topk = 1;
 }
 
+/* Llama 3's RoPE scaling as released: factor 8, low / high frequency factors 1 / 4, over
+ * 8192 original positions (the preset, and the defaults of a --config "llama3" entry). */
+static void sks__rope_llama3(sks_arch *a) {
+    a->rope_scaling = SKS_ROPE_SCALING_LLAMA3;
+    a->rope_factor = 8.0;
+    a->rope_low_freq_factor = 1.0;
+    a->rope_high_freq_factor = 4.0;
+    a->rope_original_max_pos = 8192;
+}
+
 int sks_synth_preset(const char *name, sks_synth_config *c) {
     memset(c, 0, sizeof *c);
     sks_arch *a = &c->arch;
@@ -136,11 +146,7 @@ int sks_synth_preset(const char *name, sks_synth_config *c) {
     } else if (!strcmp(name, "llama3-8b")) {
         sks__arch_llama(a, 4096, 14336, 32, 32, 8, 128256, 8192);
         a->rope_theta = 500000.0;
-        a->rope_scaling = SKS_ROPE_SCALING_LLAMA3;
-        a->rope_factor = 8.0;
-        a->rope_low_freq_factor = 1.0;
-        a->rope_high_freq_factor = 4.0;
-        a->rope_original_max_pos = 8192;
+        sks__rope_llama3(a);
         a->bos_id = 128000;
         a->eos_id = 128001;
     } else if (!strcmp(name, "qwen2.5-7b")) {
@@ -610,19 +616,8 @@ static int sks__check_cfg(const sks_synth_config *c) {
 
 void sks_synth_free(sks_synth *s) {
     if (!s) return;
-    free(s->t);
-    free(s->mu);
-    free(s->chan_of);
-    free(s->units);
-    free(s->unit_kind);
-    free(s->Gq);
-    free(s->Gk);
-    free(s->sink);
-    free(s->kvp);
-    free(s->sink_list);
-    free(s->seig);
-    free(s->gatt0);
-    free(s);
+    SKS_FREE_ALL(s->t, s->mu, s->chan_of, s->units, s->unit_kind, s->Gq, s->Gk, s->sink, s->kvp, s->sink_list,
+                 s->seig, s->gatt0, s);
 }
 
 int sks_synth_new(const sks_synth_config *cfg, uint64_t seed, sks_synth **out) {
@@ -1160,6 +1155,14 @@ static int sks__jbool(json_t *o, const char *k, const char *src, int *v) {
     return 0;
 }
 
+/* o[k] in *x, NULL when absent; a present value of another type (null included) fails. */
+static int sks__jget(json_t *o, const char *k, json_type want, const char *src, json_t **x) {
+    *x = json_object_get(o, k);
+    if (*x && json_typeof(*x) != want)
+        return sks_fail(SKS_ECONFIG, "%s: %s: not %s", src, k, want == JSON_STRING ? "a string" : "an object");
+    return 0;
+}
+
 int sks_synth_config_from_json(const char *text, const char *src, sks_synth_config *cfg) {
     json_error_t err;
     json_t *root = json_loads(text ? text : "", 0, &err);
@@ -1169,24 +1172,15 @@ int sks_synth_config_from_json(const char *text, const char *src, sks_synth_conf
         rc = sks_fail(SKS_EFORMAT, "%s: not a JSON object", src);
         goto out;
     }
-    json_t *pr = json_object_get(root, "preset");
-    if (pr && !json_is_string(pr)) {
-        rc = sks_fail(SKS_ECONFIG, "%s: preset: not a string", src);
-        goto out;
-    }
+    json_t *pr, *mt, *pl;
+    if ((rc = sks__jget(root, "preset", JSON_STRING, src, &pr))) goto out;
     if ((rc = sks_synth_preset(pr ? json_string_value(pr) : "tiny", cfg))) goto out;
     cfg->preset[0] = 0;
     sks_arch *a = &cfg->arch;
-    json_t *mt = json_object_get(root, "model_type");
-    if (mt) {
-        if (!json_is_string(mt)) {
-            rc = sks_fail(SKS_ECONFIG, "%s: model_type: not a string", src);
-            goto out;
-        }
-        if ((rc = sks_synth_set_model_type(cfg, json_string_value(mt)))) {
-            rc = sks_fail(rc, "%s: %s", src, sks_last_error());
-            goto out;
-        }
+    if ((rc = sks__jget(root, "model_type", JSON_STRING, src, &mt))) goto out;
+    if (mt && (rc = sks_synth_set_model_type(cfg, json_string_value(mt)))) {
+        rc = sks_fail(rc, "%s: %s", src, sks_last_error());
+        goto out;
     }
     int hd = -1, heads_given = 0;
     if ((rc = sks__jint(root, "hidden_size", src, 1, 1 << 20, &a->d_model))) goto out;
@@ -1220,11 +1214,7 @@ int sks_synth_config_from_json(const char *text, const char *src, sks_synth_conf
         if (!ty) ty = json_object_get(rs, "type");
         const char *tys = json_is_string(ty) ? json_string_value(ty) : "";
         if (!strcmp(tys, "llama3")) {
-            a->rope_scaling = SKS_ROPE_SCALING_LLAMA3;
-            a->rope_factor = 8;
-            a->rope_low_freq_factor = 1;
-            a->rope_high_freq_factor = 4;
-            a->rope_original_max_pos = 8192;
+            sks__rope_llama3(a);
             if ((rc = sks__jint(rs, "original_max_position_embeddings", src, 1, 1 << 30, &a->rope_original_max_pos))) goto out;
             if ((rc = sks__jnum(rs, "low_freq_factor", src, &a->rope_low_freq_factor))) goto out;
             if ((rc = sks__jnum(rs, "high_freq_factor", src, &a->rope_high_freq_factor))) goto out;
@@ -1241,11 +1231,7 @@ int sks_synth_config_from_json(const char *text, const char *src, sks_synth_conf
         goto out;
     }
 
-    json_t *pl = json_object_get(root, "planted");
-    if (pl && !json_is_object(pl)) {
-        rc = sks_fail(SKS_ECONFIG, "%s: planted: not an object", src);
-        goto out;
-    }
+    if ((rc = sks__jget(root, "planted", JSON_OBJECT, src, &pl))) goto out;
     if (pl) {
         if ((rc = sks__jint(pl, "step_up_layer", src, 0, 100000, &cfg->step_up_layer))) goto out;
         if ((rc = sks__jint(pl, "step_down_layer", src, 0, 100000, &cfg->step_down_layer))) goto out;

@@ -217,25 +217,15 @@ void sks_trace_result_free(sks_trace_result *r) {
     if (!r) return;
     if (r->blocks)
         for (int b = 0; b < r->n_blocks; b++) free(r->blocks[b].top);
-    free(r->blocks);
-    free(r->spike_channels);
-    free(r->spike_tokens);
     if (r->lifecycles)
         for (int i = 0; i < r->n_lifecycles; i++) {
             free(r->lifecycles[i].up_blocks);
             free(r->lifecycles[i].down_blocks);
             free(r->lifecycles[i].values);
         }
-    free(r->lifecycles);
-    free(r->alpha);
-    free(r->channel_max);
-    free(r->tokens);
-    free(r->prompt_lens);
-    free(r->sink_ratio_per_prompt);
-    free(r->residual);
-    free(r->moe_experts);
-    free(r->moe_weights);
-    free(r);
+    SKS_FREE_ALL(r->blocks, r->spike_channels, r->spike_tokens, r->lifecycles, r->alpha, r->channel_max,
+                 r->tokens, r->prompt_lens, r->sink_ratio_per_prompt, r->residual, r->moe_experts,
+                 r->moe_weights, r);
 }
 
 const int *sks_trace_route(const sks_trace_result *r, int layer, int token, const float **weights) {
@@ -261,16 +251,9 @@ static int sks__on_route(void *ud, int layer, const int *ex, const float *w, con
 }
 
 static void sks__tstate_free(sks__tstate *s) {
-    free(s->absbuf);
-    free(s->peakbuf);
-    free(s->run);
-    free(s->qual);
-    free(s->pair_t);
-    free(s->pair_c);
-    free(s->pair_vals);
     if (s->own_resid) free(s->resid);
-    free(s->alpha_sum);
-    free(s->alpha_cnt);
+    SKS_FREE_ALL(s->absbuf, s->peakbuf, s->run, s->qual, s->pair_t, s->pair_c, s->pair_vals, s->alpha_sum,
+                 s->alpha_cnt);
 }
 
 /* The spike channels and tokens of the qualified (token, channel) pairs of prompt 0,
@@ -523,12 +506,10 @@ static void sks__out_moe(sks_out *w, const sks_trace_result *r) {
     const int k = r->moe_k, T = r->n_tokens, L = r->n_layers;
     int n_moe = 0;
     for (int l = 0; l < L; l++) n_moe += sks_trace_route(r, l, 0, NULL) != NULL;
-    sks_out_str(w, "moe");
-    sks_out_map(w, 6);
+    sks_out_kmap(w, "moe", 6);
     sks_out_kint(w, "n_experts", r->moe_n_experts);
     sks_out_kint(w, "k", k);
-    sks_out_str(w, "moe_layers");
-    sks_out_array(w, (size_t)n_moe);
+    sks_out_karray(w, "moe_layers", (size_t)n_moe);
     for (int l = 0; l < L; l++)
         if (sks_trace_route(r, l, 0, NULL)) sks_out_int(w, l);
     int64_t shp[3] = {L, T, k};
@@ -537,25 +518,20 @@ static void sks__out_moe(sks_out *w, const sks_trace_result *r) {
     sks_out_str(w, "weights");
     sks_out_f32_array(w, r->moe_weights, 3, shp);
     int nt = r->n_spike_tokens > 0 ? r->n_spike_tokens : 1;
-    sks_out_str(w, "spike_token_routes");
-    sks_out_array(w, (size_t)nt);
+    sks_out_karray(w, "spike_token_routes", (size_t)nt);
     for (int i = 0; i < nt; i++) {
         int t = r->n_spike_tokens > 0 ? r->spike_tokens[i] : 0;
         sks_out_map(w, 2);
         sks_out_kint(w, "token", t);
-        sks_out_str(w, "layers");
-        sks_out_array(w, (size_t)n_moe);
+        sks_out_karray(w, "layers", (size_t)n_moe);
         for (int l = 0; l < L; l++) {
             const float *wt;
             const int *ex = sks_trace_route(r, l, t, &wt);
             if (!ex) continue;
             sks_out_map(w, 3);
             sks_out_kint(w, "layer", l);
-            sks_out_str(w, "experts");
-            sks_out_array(w, (size_t)k);
-            for (int j = 0; j < k; j++) sks_out_int(w, ex[j]);
-            sks_out_str(w, "weights");
-            sks_out_array(w, (size_t)k);
+            sks_out_kints(w, "experts", ex, k);
+            sks_out_karray(w, "weights", (size_t)k);
             for (int j = 0; j < k; j++) sks_out_f64(w, wt[j]);
         }
     }
@@ -564,11 +540,9 @@ static void sks__out_moe(sks_out *w, const sks_trace_result *r) {
 int sks_trace_write(const sks_trace_result *r, const sks_model *m, const sks_trace_opts *o, const char *path) {
     if (!r || !m || !o || !path) return sks_fail(SKS_EARG, "trace: nothing to write");
     sks_out w;
-    sks_out_init(&w);
-    sks_out_head(&w, 15 + (r->residual != NULL) + (r->moe_k > 0), "sinkscope.trace/1", m);
+    sks_out_begin(&w, 15 + (r->residual != NULL) + (r->moe_k > 0), "sinkscope.trace/1", m);
 
-    sks_out_str(&w, "params");
-    sks_out_map(&w, 11);
+    sks_out_kmap(&w, "params", 11);
     sks_out_kf64(&w, "outlier", o->outlier);
     sks_out_kf64(&w, "abs", o->abs_thresh);
     sks_out_kf64(&w, "ratio", o->ratio);
@@ -579,17 +553,14 @@ int sks_trace_write(const sks_trace_result *r, const sks_model *m, const sks_tra
     sks_out_kint(&w, "n_alpha", o->n_alpha);
     sks_out_kint(&w, "n_prompts", r->n_prompts);
     sks_out_kbool(&w, "keep_residual", r->residual != NULL);
-    sks_out_str(&w, "prompt_lengths");
-    sks_out_array(&w, (size_t)r->n_prompts);
-    for (int p = 0; p < r->n_prompts; p++) sks_out_int(&w, r->prompt_lens[p]);
+    sks_out_kints(&w, "prompt_lengths", r->prompt_lens, r->n_prompts);
 
     int64_t shp[3];
     sks_out_str(&w, "tokens");
     shp[0] = r->n_tokens;
     sks_out_i32_array(&w, r->tokens, 1, shp);
 
-    sks_out_str(&w, "blocks");
-    sks_out_array(&w, (size_t)r->n_blocks);
+    sks_out_karray(&w, "blocks", (size_t)r->n_blocks);
     for (int b = 0; b < r->n_blocks; b++) {
         const sks_trace_block *k = &r->blocks[b];
         sks_out_map(&w, 11);
@@ -603,8 +574,7 @@ int sks_trace_write(const sks_trace_result *r, const sks_model *m, const sks_tra
         sks_out_kf64(&w, "threshold", k->threshold);
         sks_out_kint(&w, "top_token", k->top_token);
         sks_out_kint(&w, "top_channel", k->top_channel);
-        sks_out_str(&w, "top");
-        sks_out_array(&w, (size_t)k->n_top);
+        sks_out_karray(&w, "top", (size_t)k->n_top);
         for (int i = 0; i < k->n_top; i++) {
             sks_out_map(&w, 3);
             sks_out_kint(&w, "token", k->top[i].token);
@@ -613,15 +583,10 @@ int sks_trace_write(const sks_trace_result *r, const sks_model *m, const sks_tra
         }
     }
 
-    sks_out_str(&w, "spike_channels");
-    sks_out_array(&w, (size_t)r->n_spike_channels);
-    for (int i = 0; i < r->n_spike_channels; i++) sks_out_int(&w, r->spike_channels[i]);
-    sks_out_str(&w, "spike_tokens");
-    sks_out_array(&w, (size_t)r->n_spike_tokens);
-    for (int i = 0; i < r->n_spike_tokens; i++) sks_out_int(&w, r->spike_tokens[i]);
+    sks_out_kints(&w, "spike_channels", r->spike_channels, r->n_spike_channels);
+    sks_out_kints(&w, "spike_tokens", r->spike_tokens, r->n_spike_tokens);
 
-    sks_out_str(&w, "lifecycles");
-    sks_out_array(&w, (size_t)r->n_lifecycles);
+    sks_out_karray(&w, "lifecycles", (size_t)r->n_lifecycles);
     for (int i = 0; i < r->n_lifecycles; i++) {
         const sks_lifecycle *lc = &r->lifecycles[i];
         sks_out_map(&w, 10);
@@ -641,8 +606,7 @@ int sks_trace_write(const sks_trace_result *r, const sks_model *m, const sks_tra
         sks_out_f32_array(&w, lc->values, 1, shp);
     }
     sks_out_kbool(&w, "lifecycles_truncated", r->lifecycles_truncated);
-    sks_out_str(&w, "closest");
-    sks_out_map(&w, 3);
+    sks_out_kmap(&w, "closest", 3);
     sks_out_kint(&w, "channel", r->closest_channel);
     sks_out_kint(&w, "first_block", r->closest_block);
     sks_out_kf64(&w, "fraction_of_threshold", r->closest_frac);
@@ -655,8 +619,7 @@ int sks_trace_write(const sks_trace_result *r, const sks_model *m, const sks_tra
 
     int nsink = 0;
     for (int i = 0; i < r->n_layers * r->n_heads; i++) nsink += r->alpha[(size_t)i * r->n_alpha] > o->eps;
-    sks_out_str(&w, "sink_heads");
-    sks_out_array(&w, (size_t)nsink);
+    sks_out_karray(&w, "sink_heads", (size_t)nsink);
     for (int l = 0; l < r->n_layers; l++)
         for (int h = 0; h < r->n_heads; h++)
             if (r->alpha[((size_t)l * r->n_heads + h) * r->n_alpha] > o->eps) {
@@ -684,9 +647,7 @@ int sks_trace_write(const sks_trace_result *r, const sks_model *m, const sks_tra
 
     if (r->moe_k > 0) sks__out_moe(&w, r);
 
-    int rc = sks_out_write_file(&w, path);
-    sks_out_free(&w);
-    return rc;
+    return sks_out_finish(&w, path);
 }
 
 /* The layer whose FFN raises the largest |h| the most: the step-up candidate when the

@@ -124,15 +124,8 @@ int sks_vocab_sweep_batch(sks_forward *fw, int n_layers, const double *medians, 
 
 void sks_vocab_result_free(sks_vocab_result *r) {
     if (!r) return;
-    free(r->typical_median);
-    free(r->ids);
-    free(r->ratio);
-    free(r->max_abs);
-    free(r->argmax_channel);
-    free(r->argmax_block);
-    free(r->exceptions);
-    free(r->channel_count);
-    free(r);
+    SKS_FREE_ALL(r->typical_median, r->ids, r->ratio, r->max_abs, r->argmax_channel, r->argmax_block,
+                 r->exceptions, r->channel_count, r);
 }
 
 static uint64_t sks__mix(uint64_t *s) {
@@ -370,20 +363,17 @@ void sks_vocab_inputs(sks_out *o, const sks_model *m, const sks_vocab_opts *vo, 
                       const int32_t *const *prompts, const int *lens) {
     const sks_arch *a = sks_model_arch(m);
     sks_out_head(o, 4, "sinkscope.vocab/1", m); /* the model: path and shape */
-    sks_out_str(o, "opts");
-    sks_out_map(o, 3);
+    sks_out_kmap(o, "opts", 3);
     sks_out_kint(o, "sample", vo->sample);
     sks_out_kint(o, "seed", (int64_t)vo->seed);
     sks_out_kint(o, "batch", vo->batch);
     if (vo->medians) {
         const int nb = 2 * a->n_layers + 1;
-        sks_out_str(o, "medians");
-        sks_out_array(o, (size_t)nb);
+        sks_out_karray(o, "medians", (size_t)nb);
         for (int b = 0; b < nb; b++) sks_out_f64(o, vo->medians[b]);
         return;
     }
-    sks_out_str(o, "prompts");
-    sks_out_array(o, (size_t)(n_prompts > 0 ? n_prompts : 0));
+    sks_out_karray(o, "prompts", (size_t)(n_prompts > 0 ? n_prompts : 0));
     for (int i = 0; i < n_prompts; i++) {
         sks_out_array(o, (size_t)lens[i]);
         for (int t = 0; t < lens[i]; t++) sks_out_int(o, prompts[i][t]);
@@ -396,28 +386,23 @@ int sks_vocab_write(const sks_vocab_result *r, const sks_model *m, const sks_voc
                     const char *(*piece)(void *ud, int id), void *piece_ud, const char *path) {
     if (!r || !m || !o || !path) return sks_fail(SKS_EARG, "vocab: nothing to write");
     sks_out w;
-    sks_out_init(&w);
-    sks_out_head(&w, 7, "sinkscope.vocab/1", m);
-    sks_out_str(&w, "params");
-    sks_out_map(&w, 7);
+    sks_out_begin(&w, 7, "sinkscope.vocab/1", m);
+    sks_out_kmap(&w, "params", 7);
     sks_out_kf64(&w, "ratio", o->ratio);
     sks_out_kf64(&w, "abs", o->abs_thresh);
     sks_out_kint(&w, "sample", o->sample);
     sks_out_kint(&w, "seed", (int64_t)o->seed);
     sks_out_kint(&w, "batch", o->batch);
     sks_out_kbool(&w, "medians_given", r->medians_given);
-    sks_out_str(&w, "blocks");
-    sks_out_array(&w, (size_t)(r->n_layers - 1));
+    sks_out_karray(&w, "blocks", (size_t)(r->n_layers - 1));
     for (int l = 0; l + 1 < r->n_layers; l++) sks_out_int(&w, 2 * l + 2);
 
     int64_t nb = r->n_blocks, nt = r->n_tokens, ne = r->n_exceptions, d = sks_model_arch(m)->d_model;
-    sks_out_str(&w, "typical_median");
-    sks_out_map(&w, 2);
+    sks_out_kmap(&w, "typical_median", 2);
     sks_out_kf64_array(&w, "values", r->typical_median, 1, &nb);
     sks_out_kint(&w, "count_per_block", r->median_count);
 
-    sks_out_str(&w, "summary");
-    sks_out_map(&w, 6);
+    sks_out_kmap(&w, "summary", 6);
     sks_out_kint(&w, "n_tokens", r->n_tokens);
     sks_out_kint(&w, "n_spike", r->n_spike);
     sks_out_kf64(&w, "spike_fraction", r->spike_fraction);
@@ -425,16 +410,14 @@ int sks_vocab_write(const sks_vocab_result *r, const sks_model *m, const sks_voc
     sks_out_kint(&w, "top_channel_count", r->top_channel >= 0 ? r->channel_count[r->top_channel] : 0);
     sks_out_kf64(&w, "seconds", r->seconds);
 
-    sks_out_str(&w, "tokens");
-    sks_out_map(&w, 6);
+    sks_out_kmap(&w, "tokens", 6);
     sks_out_ki32_array(&w, "ids", r->ids, 1, &nt);
     sks_out_kf32_array(&w, "ratio", r->ratio, 1, &nt);
     sks_out_kf32_array(&w, "max_abs", r->max_abs, 1, &nt);
     sks_out_ki32_array(&w, "argmax_channel", r->argmax_channel, 1, &nt);
     sks_out_ki32_array(&w, "argmax_block", r->argmax_block, 1, &nt);
     sks_out_ki32_array(&w, "channel_count", r->channel_count, 1, &d);
-    sks_out_str(&w, "exceptions");
-    sks_out_map(&w, 2);
+    sks_out_kmap(&w, "exceptions", 2);
     sks_out_ki32_array(&w, "ids", r->exceptions, 1, &ne);
     sks_out_str(&w, "pieces");
     if (piece) {
@@ -446,9 +429,7 @@ int sks_vocab_write(const sks_vocab_result *r, const sks_model *m, const sks_voc
     } else {
         sks_out_nil(&w);
     }
-    int rc = sks_out_write_file(&w, path);
-    sks_out_free(&w);
-    return rc;
+    return sks_out_finish(&w, path);
 }
 
 /* Tokens swept: --sample 0 (auto) sweeps vocabularies up to 8192 whole and samples 4096

@@ -14,28 +14,18 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench/bench_util.h"
 #include "loaders/sks_model.h"
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static uint64_t rng = 88172645463325252ull;
-static uint8_t rnd8(void) {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (uint8_t)(rng >> 24);
-}
+static uint8_t rnd8(void) { return (uint8_t)(bench_xorshift(&rng) >> 24); }
 
 static double best_gbs(sks_to_f32_fn fn, const void *in, float *out, size_t n, int reps) {
     double best = 1e30;
     for (int r = 0; r < reps; r++) {
-        double t = now();
+        double t = sks_now();
         fn(in, out, n);
-        t = now() - t;
+        t = sks_now() - t;
         if (t < best) best = t;
     }
     return 4.0 * (double)n / best / 1e9;

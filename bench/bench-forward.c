@@ -15,6 +15,7 @@
  * Output: one human line per measurement on stdout, then one JSON line.
  */
 #include "analysis/sks_forward.h"
+#include "bench/bench_util.h"
 
 #include <cblas.h>
 #include <stdio.h>
@@ -22,21 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* CPU seconds of the whole process (all threads): with one thread, the pass's own work,
- * whatever else the machine runs meanwhile. */
-static double cpu_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static uint64_t rng = 0x243f6a8885a308d3ull;
-static float frand(void) {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (float)((double)(rng >> 11) / 9007199254740992.0 - 0.5);
-}
+static float frand(void) { return (float)((double)(bench_xorshift(&rng) >> 11) / 9007199254740992.0 - 0.5); }
 
 static double sgemm_gflops(int n, int reps) {
     float *A = malloc((size_t)n * n * 4), *B = malloc((size_t)n * n * 4), *C = malloc((size_t)n * n * 4);
@@ -166,9 +154,9 @@ int main(int argc, char **argv) {
     rc = sks_forward_run(f, tok, T, SKS_FWD_CAUSAL, NULL, lo, last); /* warm-up: page in the weights */
     double best = 1e30, best_cpu = 1e30;
     for (int r = 0; r < reps && !rc; r++) {
-        double t0 = sks_now(), c0 = cpu_now();
+        double t0 = sks_now(), c0 = bench_cpu_now();
         rc = sks_forward_run(f, tok, T, SKS_FWD_CAUSAL, NULL, lo, last);
-        double dt = sks_now() - t0, dc = cpu_now() - c0;
+        double dt = sks_now() - t0, dc = bench_cpu_now() - c0;
         if (dt < best) best = dt;
         if (dc < best_cpu) best_cpu = dc;
     }

@@ -25,29 +25,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench/bench_util.h"
 #include "linalg/sks_linalg.h"
 #include "loaders/sks_model.h"
 
 static uint64_t rng_state = 1;
-static uint64_t rng_u64(void) {
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-/* approximately N(0, 1): sum of four uniforms, variance matched (fast; the benchmark
- * needs realistic magnitudes, not exact Gaussian tails) */
-static float rng_normalish(void) {
-    uint64_t z = rng_u64();
-    double s = 0.0;
-    for (int i = 0; i < 4; i++) s += (double)((z >> (16 * i)) & 0xffff) * (1.0 / 65536.0);
-    return (float)((s - 2.0) * 1.7320508075688772);
-}
 
 static int fill_bf16(float *w, size_t n, double scale) {
     uint16_t *tmp = malloc(n * sizeof *tmp);
     if (!tmp) return -1;
-    for (size_t i = 0; i < n; i++) tmp[i] = sks_f32_to_bf16((float)(scale * rng_normalish()));
+    for (size_t i = 0; i < n; i++) tmp[i] = sks_f32_to_bf16((float)(scale * bench_normalish(&rng_state)));
     sks_bf16_to_f32(tmp, w, n);
     free(tmp);
     return 0;
@@ -55,11 +42,6 @@ static int fill_bf16(float *w, size_t n, double scale) {
 
 /* CPU seconds of this process (all threads): with other jobs on the machine, wall time
  * measures the share we got, CPU time the work we did. */
-static double cpu_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static double loadavg(void) {
     double l = -1.0;
@@ -103,10 +85,10 @@ int main(int argc, char **argv) {
            neig, r, tol, use64 ? "f64" : "f32", nnaive, plant);
     printf("load average before: %.2f\n", loadavg());
 
-    double t0 = sks_now(), c0 = cpu_now();
+    double t0 = sks_now(), c0 = bench_cpu_now();
     double sg = sks_sgemm_gflops(4096, 3);
     printf("%-10s %8.2f s   %8.1f GFLOP/s (4096^3, best of 3; cpu %.2f s)\n", "sgemm", sks_now() - t0, sg,
-           cpu_now() - c0);
+           bench_cpu_now() - c0);
     /* the eigen part's yardstick is the GEMM of its operator's precision */
     double yard = sg;
     const char *yn = "sgemm";
@@ -122,10 +104,10 @@ int main(int argc, char **argv) {
      * thread still counts against the eigen part, as it should). */
     double yard_cpu;
     {
-        c0 = cpu_now();
+        c0 = bench_cpu_now();
         (void)(use64 ? sks_dgemm_gflops(4096, 1) : sks_sgemm_gflops(4096, 1));
         /* sks_*gemm_gflops runs one warm-up and one timed product */
-        yard_cpu = 2.0 * 2.0 * 4096.0 * 4096.0 * 4096.0 / (cpu_now() - c0) * 1e-9;
+        yard_cpu = 2.0 * 2.0 * 4096.0 * 4096.0 * 4096.0 / (bench_cpu_now() - c0) * 1e-9;
         printf("%-10s            %8.1f GFLOP/s per CPU second (%s 4096^3)\n", "cpu-yard", yard_cpu, yn);
     }
 
@@ -139,7 +121,7 @@ int main(int argc, char **argv) {
      * W_down[k, j] = +-0.5 for the planted channels k = 7, 7 + 131, ... */
     if (plant > 0) {
         double *s = malloc((size_t)d * sizeof *s), nrm = 0.0;
-        for (int i = 0; i < d; i++) s[i] = rng_normalish(), nrm += s[i] * s[i];
+        for (int i = 0; i < d; i++) s[i] = bench_normalish(&rng_state), nrm += s[i] * s[i];
         for (int i = 0; i < d; i++) s[i] /= sqrt(nrm);
         int nrow = f < 32 ? f : 32;
         for (int j = 0; j < nrow; j++)
@@ -162,17 +144,17 @@ int main(int argc, char **argv) {
     double *tr = malloc((size_t)d * sizeof *tr), *fr = malloc((size_t)d * sizeof *fr);
 
     t0 = sks_now();
-    c0 = cpu_now();
+    c0 = bench_cpu_now();
     int rc = sks_quadform_traces(&q, tr);
     double t_tr = sks_now() - t0;
-    printf("%-10s %8.2f s   (cpu %.2f s)\n", "traces", t_tr, cpu_now() - c0);
+    printf("%-10s %8.2f s   (cpu %.2f s)\n", "traces", t_tr, bench_cpu_now() - c0);
 
     t0 = sks_now();
-    c0 = cpu_now();
+    c0 = bench_cpu_now();
     rc = rc ? rc : sks_quadform_frobenius(&q, fr);
     double t_fr = sks_now() - t0, fl_fr = sks_quadform_frobenius_flops(d, f, 0);
     printf("%-10s %8.2f s   %8.1f GFLOP/s = %.0f%% of sgemm (%.3g flop; cpu %.2f s)\n", "frobenius", t_fr,
-           fl_fr / t_fr * 1e-9, 100.0 * fl_fr / t_fr * 1e-9 / sg, fl_fr, cpu_now() - c0);
+           fl_fr / t_fr * 1e-9, 100.0 * fl_fr / t_fr * 1e-9 / sg, fl_fr, bench_cpu_now() - c0);
     if (rc) {
         fprintf(stderr, "bench-quadform: %s\n", sks_last_error());
         return 1;
@@ -199,10 +181,10 @@ int main(int argc, char **argv) {
     int nconv = 0;
     if (neig > 0) {
         t0 = sks_now();
-        c0 = cpu_now();
+        c0 = bench_cpu_now();
         rc = sks_quadform_top_eigs(use64 ? NULL : &q, use64 ? &q64 : NULL, ch, neig, &o, &x, ev, V, info);
         t_eig = sks_now() - t0;
-        double c_eig = cpu_now() - c0;
+        double c_eig = bench_cpu_now() - c0;
         if (rc && rc != SKS_ENOCONV) {
             fprintf(stderr, "bench-quadform: %s\n", sks_last_error());
             return 1;

@@ -28,23 +28,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench/bench_util.h"
 #include "analysis/sks_spikes.h"
 #include "linalg/sks_linalg.h"
 #include "loaders/sks_model.h"
 
 static uint64_t rng_state = 1;
-static uint64_t rng_u64(void) {
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-static float rng_normalish(void) { /* sum of four uniforms, unit variance */
-    uint64_t z = rng_u64();
-    double s = 0.0;
-    for (int i = 0; i < 4; i++) s += (double)((z >> (16 * i)) & 0xffff) * (1.0 / 65536.0);
-    return (float)((s - 2.0) * 1.7320508075688772);
-}
 static const char *argv_kb(int kb) {
     static char buf[16];
     snprintf(buf, sizeof buf, "%d", kb);
@@ -53,7 +42,7 @@ static const char *argv_kb(int kb) {
 static uint16_t *bf16_random(size_t n, double scale) {
     uint16_t *w = malloc(n * sizeof *w);
     if (w)
-        for (size_t i = 0; i < n; i++) w[i] = sks_f32_to_bf16((float)(scale * rng_normalish()));
+        for (size_t i = 0; i < n; i++) w[i] = sks_f32_to_bf16((float)(scale * bench_normalish(&rng_state)));
     return w;
 }
 
@@ -143,15 +132,15 @@ int main(int argc, char **argv) {
             float *s = malloc((size_t)d * sizeof *s);
             double nn = 0;
             for (int i = 0; i < d; i++) {
-                s[i] = rng_normalish();
+                s[i] = bench_normalish(&rng_state);
                 nn += (double)s[i] * s[i];
             }
             for (int j = 0; j < 32; j++) {
-                int row = (int)(rng_u64() % (uint64_t)f);
+                int row = (int)(bench_splitmix(&rng_state) % (uint64_t)f);
                 for (int i = 0; i < d; i++) {
                     float add = (float)(0.05 * s[i] / sqrt(nn) * sqrt((double)d));
-                    G[(size_t)row * d + i] = sks_f32_to_bf16(0.02f * rng_normalish() + add);
-                    U[(size_t)row * d + i] = sks_f32_to_bf16(0.02f * rng_normalish() + add);
+                    G[(size_t)row * d + i] = sks_f32_to_bf16(0.02f * bench_normalish(&rng_state) + add);
+                    U[(size_t)row * d + i] = sks_f32_to_bf16(0.02f * bench_normalish(&rng_state) + add);
                 }
                 Dn[(size_t)k * f + row] = sks_f32_to_bf16(0.5f);
             }

@@ -39,17 +39,8 @@ static void sks__qr_json(const sks_qrisk_result *r, const sks_model *m) {
         json_array_append_new(layers, lay);
     }
     json_object_set_new(o, "layers", layers);
-    if (r->ppl_base) {
-        json_t *e2e = json_object();
-        json_object_set_new(e2e, "f32", json_real(r->ppl_base->ppl));
-        for (int q = 0; q < SKS_Q_N; q++) {
-            json_t *e = json_object();
-            json_object_set_new(e, "none", json_real(r->ppl[q][0]->ppl));
-            json_object_set_new(e, "outliers", json_real(r->ppl[q][1]->ppl));
-            json_object_set_new(e2e, sks_qscheme_name(q), e);
-        }
-        json_object_set_new(o, "perplexity", e2e);
-    }
+    json_t *e2e = sks_qrisk_ppl_json(r);
+    if (e2e) json_object_set_new(o, "perplexity", e2e);
     sks_cli_print_json(o, JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
 }
 

@@ -116,6 +116,34 @@ void *sks_calloc_n(size_t n, size_t size) {
     if (sks_mul_size(n, size, &b)) return NULL;
     return calloc(n ? n : 1, size ? size : 1);
 }
+void sks_free_all(void *const *p, size_t n) {
+    for (size_t i = 0; i < n; i++) free(p[i]);
+}
+int sks_fread_all(FILE *f, size_t n, const char *path, uint8_t **buf) {
+    *buf = NULL;
+    uint8_t *b = n < SIZE_MAX ? malloc(n + 1) : NULL;
+    if (!b) {
+        fclose(f);
+        return sks_fail(SKS_ENOMEM, "%s: out of memory", path);
+    }
+    if (n && fread(b, 1, n, f) != n) {
+        free(b);
+        fclose(f);
+        return sks_fail(SKS_EIO, "%s: short read", path);
+    }
+    fclose(f);
+    b[n] = 0;
+    *buf = b;
+    return 0;
+}
+void *sks_grow(void *p, size_t n, size_t *cap, size_t size, size_t first) {
+    if (n < *cap) return p;
+    size_t c = *cap ? *cap * 2 : first, b;
+    if (c <= *cap || sks_mul_size(c, size, &b)) return NULL;
+    void *q = realloc(p, b);
+    if (q) *cap = c;
+    return q;
+}
 
 double sks_now(void) {
     struct timespec ts;

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdarg.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -88,6 +89,21 @@ static inline int sks_add_u64(uint64_t a, uint64_t b, uint64_t *out) {
  * sks_calloc_n zero-fills. Free with free(). */
 void *sks_malloc_n(size_t n, size_t size);
 void *sks_calloc_n(size_t n, size_t size);
+/* free() each of p[0..n): the one body of every `_free` that releases a list of buffers.
+ * SKS_FREE_ALL(a, b, c) passes its arguments as such a list; they are all read before
+ * the first is freed, so the struct that holds the others may come last. */
+void sks_free_all(void *const *p, size_t n);
+/* Room for element n of a growing array p of *cap elements of size bytes: when n ==
+ * *cap, p is realloc'd to twice the capacity (first when it is 0) and *cap updated.
+ * Returns the array, perhaps moved; NULL when out of memory or on overflow (p is then
+ * still valid and *cap unchanged). */
+void *sks_grow(void *p, size_t n, size_t *cap, size_t size, size_t first);
+/* The n bytes of the open file f (its size, checked by the caller) into *buf, malloc'd
+ * with one more byte set to 0 so that text can be parsed in place; f is closed either
+ * way. path names the file in the message. */
+int sks_fread_all(FILE *f, size_t n, const char *path, uint8_t **buf);
+#define SKS_FREE_ALL(...) \
+    sks_free_all((void *const[]){__VA_ARGS__}, sizeof((void *const[]){__VA_ARGS__}) / sizeof(void *))
 
 /* k-th smallest of a[0..n) by Hoare selection with median-of-three pivots (expected
  * O(n)); a is permuted so that a[k] holds it, a[0..k) <= a[k] <= a[k+1..n). n >= 1. */

@@ -73,6 +73,15 @@ static int sks__check_ch(int d, const int *ch, int m, const char *fn) {
     return 0;
 }
 
+/* The arguments of a batch matvec: 0 to compute, 1 when m is 0 (nothing to do), or the
+ * failure. */
+static int sks__mv_args(int d, const int *ch, int m, const void *V, int ldv, const void *Y, int ldy, const void *ws,
+                        const char *fn) {
+    if (m <= 0) return m == 0 ? 1 : sks_fail(SKS_EARG, "%s: m %d", fn, m);
+    if (!ch || !V || !Y || !ws || ldv < m || ldy < m) return sks_fail(SKS_EARG, "%s: bad arguments", fn);
+    return sks__check_ch(d, ch, m, fn);
+}
+
 /* P = G V, Q = U V (f, m); P[j, i] *= D_{ch[i]}[j], Q likewise;
  * Y = 1/2 G^T Q + 1/2 U^T P  (d, m).
  * Narrow batches (m < 192) are memory-bound: each GEMM streams all of G or U for only
@@ -223,20 +232,16 @@ static void sks__qf_rows_run(void *(*fn)(void *), size_t el, sks__qf_rows base, 
 int sks_quadform_matvec_batch(const sks_quadform *q, const int *ch, int m, const float *V, int ldv,
                               float *Y, int ldy, float *ws) {
     int rc = sks__qf_check(q, __func__);
-    if (rc) return rc;
-    if (m <= 0) return m == 0 ? 0 : sks_fail(SKS_EARG, "%s: m %d", __func__, m);
-    if (!ch || !V || !Y || !ws || ldv < m || ldy < m) return sks_fail(SKS_EARG, "%s: bad arguments", __func__);
-    if ((rc = sks__check_ch(q->d, ch, m, __func__))) return rc;
+    if (!rc) rc = sks__mv_args(q->d, ch, m, V, ldv, Y, ldy, ws, __func__);
+    if (rc) return rc < 0 ? rc : 0;
     SKS__QF_MATVEC_BODY(float, cblas_sgemm, SKS__QF_ROWBLOCK, sks__qf_rows32);
 }
 
 int sks_quadform64_matvec_batch(const sks_quadform64 *q, const int *ch, int m, const double *V, int ldv,
                                 double *Y, int ldy, double *ws) {
     int rc = sks__qf64_check(q, __func__);
-    if (rc) return rc;
-    if (m <= 0) return m == 0 ? 0 : sks_fail(SKS_EARG, "%s: m %d", __func__, m);
-    if (!ch || !V || !Y || !ws || ldv < m || ldy < m) return sks_fail(SKS_EARG, "%s: bad arguments", __func__);
-    if ((rc = sks__check_ch(q->d, ch, m, __func__))) return rc;
+    if (!rc) rc = sks__mv_args(q->d, ch, m, V, ldv, Y, ldy, ws, __func__);
+    if (rc) return rc < 0 ? rc : 0;
     SKS__QF_MATVEC_BODY(double, cblas_dgemm, SKS__QF_ROWBLOCK / 2, sks__qf_rows64);
 }
 

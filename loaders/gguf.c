@@ -423,23 +423,18 @@ static int sks__kv_check(const struct sks_gguf *g, int64_t idx) {
     return 0;
 }
 
-int sks_gguf_get_i64(const struct sks_gguf *g, int64_t idx, int64_t *out) {
+/* A scalar value as an integer (iv) or as a number (fv; one of the two is NULL). */
+static int sks__get_num(const struct sks_gguf *g, int64_t idx, int64_t *iv, double *fv) {
     int rc = sks__kv_check(g, idx);
     if (rc) return rc;
     const sks__gguf_kv *kv = &g->kv[idx];
-    rc = sks__num_i64(kv->type, kv->val, out);
-    if (rc) return sks_fail(rc, "gguf: key %.*s is not an integer", (int)kv->key_len, kv->key);
+    rc = iv ? sks__num_i64(kv->type, kv->val, iv) : sks__num_f64(kv->type, kv->val, fv);
+    if (rc) return sks_fail(rc, "gguf: key %.*s is not %s", (int)kv->key_len, kv->key, iv ? "an integer" : "a number");
     return 0;
 }
 
-int sks_gguf_get_f64(const struct sks_gguf *g, int64_t idx, double *out) {
-    int rc = sks__kv_check(g, idx);
-    if (rc) return rc;
-    const sks__gguf_kv *kv = &g->kv[idx];
-    rc = sks__num_f64(kv->type, kv->val, out);
-    if (rc) return sks_fail(rc, "gguf: key %.*s is not a number", (int)kv->key_len, kv->key);
-    return 0;
-}
+int sks_gguf_get_i64(const struct sks_gguf *g, int64_t idx, int64_t *out) { return sks__get_num(g, idx, out, NULL); }
+int sks_gguf_get_f64(const struct sks_gguf *g, int64_t idx, double *out) { return sks__get_num(g, idx, NULL, out); }
 
 int sks_gguf_get_str(const struct sks_gguf *g, int64_t idx, const char **s, size_t *len) {
     int rc = sks__kv_check(g, idx);
@@ -489,26 +484,26 @@ int sks_gguf_arr_str(const struct sks_gguf *g, int64_t idx, uint64_t i, const ch
     return 0;
 }
 
-int sks_gguf_arr_i64(const struct sks_gguf *g, int64_t idx, uint64_t i, int64_t *out) {
+/* Element i of a numeric array as an integer (iv) or as a number (fv; one of the two is
+ * NULL); an array of strings or of arrays, or a value the type does not hold, is refused. */
+static int sks__arr_num(const struct sks_gguf *g, int64_t idx, uint64_t i, int64_t *iv, double *fv) {
     const sks__gguf_kv *kv;
     int rc = sks__arr_elem(g, idx, i, &kv);
     if (rc) return rc;
     int sz = sks__gguf_scalar_size(kv->arr_type);
-    if (sz <= 0 || (rc = sks__num_i64(kv->arr_type, kv->arr_data + i * (uint64_t)sz, out)))
-        return sks_fail(rc ? rc : SKS_EFORMAT, "gguf: key %.*s: element %llu is not an integer", (int)kv->key_len,
-                        kv->key, (unsigned long long)i);
+    const uint8_t *p = sz > 0 ? kv->arr_data + i * (uint64_t)sz : NULL;
+    if (!p || (rc = iv ? sks__num_i64(kv->arr_type, p, iv) : sks__num_f64(kv->arr_type, p, fv)))
+        return sks_fail(rc ? rc : SKS_EFORMAT, "gguf: key %.*s: element %llu is not %s", (int)kv->key_len, kv->key,
+                        (unsigned long long)i, iv ? "an integer" : "a number");
     return 0;
 }
 
+int sks_gguf_arr_i64(const struct sks_gguf *g, int64_t idx, uint64_t i, int64_t *out) {
+    return sks__arr_num(g, idx, i, out, NULL);
+}
+
 int sks_gguf_arr_f64(const struct sks_gguf *g, int64_t idx, uint64_t i, double *out) {
-    const sks__gguf_kv *kv;
-    int rc = sks__arr_elem(g, idx, i, &kv);
-    if (rc) return rc;
-    int sz = sks__gguf_scalar_size(kv->arr_type);
-    if (sz <= 0 || (rc = sks__num_f64(kv->arr_type, kv->arr_data + i * (uint64_t)sz, out)))
-        return sks_fail(rc ? rc : SKS_EFORMAT, "gguf: key %.*s: element %llu is not a number", (int)kv->key_len,
-                        kv->key, (unsigned long long)i);
-    return 0;
+    return sks__arr_num(g, idx, i, NULL, out);
 }
 
 /* ---- the model view ---------------------------------------------------------------------- */
@@ -779,9 +774,8 @@ int sks__open_gguf(const char *path, sks_model **out) {
     *out = NULL;
     void *addr;
     size_t size;
-    int rc = sks__map_file(path, &addr, &size);
+    int rc = sks__map_weights(path, &addr, &size);
     if (rc) return rc;
-    (void)madvise(addr, size, MADV_RANDOM);
     struct sks_gguf *g = NULL;
     sks_model *m = NULL;
     if ((rc = sks__gguf_parse(addr, size, path, &g))) {

@@ -95,9 +95,8 @@ int sks__open_llama2c(const char *path, sks_model **out) {
     *out = NULL;
     void *addr;
     size_t size;
-    int rc = sks__map_file(path, &addr, &size);
+    int rc = sks__map_weights(path, &addr, &size);
     if (rc) return rc;
-    (void)madvise(addr, size, MADV_RANDOM);
     sks_arch a;
     int untied = 0;
     sks_model *m = NULL;

@@ -177,6 +177,12 @@ void sks_model_freeze(sks_model *m) {
     for (size_t k = 0; k < m->n_order; k++) ((sks_tensor *)sks__model_order_tensor(m, k))->frozen = 1;
 }
 
+int sks__map_weights(const char *path, void **addr, size_t *size) {
+    int rc = sks__map_file(path, addr, size);
+    if (!rc) (void)madvise(*addr, *size, MADV_RANDOM);
+    return rc;
+}
+
 void sks_model_close(sks_model *m) {
     if (!m) return;
     sks_weights_epoch_bump();

@@ -48,6 +48,9 @@ extern void (*sks__gguf_free_hook)(struct sks_gguf *g);
 
 /* Memory-map a whole file read-only. *size is the file size. */
 int sks__map_file(const char *path, void **addr, size_t *size);
+/* sks__map_file for a weight file: opening reads only its header pages, and the weights
+ * are read where a layer needs them, so the kernel is told not to read ahead. */
+int sks__map_weights(const char *path, void **addr, size_t *size);
 
 
 

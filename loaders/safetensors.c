@@ -216,10 +216,8 @@ static int sks__st_add_shard(sks_model *m, const char *file, sks__st_header *hdr
     void *addr;
     size_t size;
     memset(hdr, 0, sizeof *hdr);
-    int rc = sks__map_file(file, &addr, &size);
+    int rc = sks__map_weights(file, &addr, &size);
     if (rc) return rc;
-    /* Only the header pages are read; tell the kernel not to read ahead the weights. */
-    (void)madvise(addr, size, MADV_RANDOM);
     int idx = sks__model_add_map(m, addr, size, file);
     if (idx < 0) {
         munmap(addr, size);

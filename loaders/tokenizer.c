@@ -329,20 +329,9 @@ int sks__tok_add_merge(sks_tokenizer *t, const char *a, size_t alen, const char 
 
 void sks_tokenizer_free(sks_tokenizer *t) {
     if (!t) return;
-    free(t->piece);
-    free(t->plen);
-    free(t->score);
-    free(t->type);
-    free(t->poff);
-    free(t->arena);
-    free(t->verbatim);
-    free(t->atomic);
-    free(t->htab);
-    free(t->mkey);
-    free(t->mrank);
-    free(t->mres);
     sks__textproc_free(t->proc);
-    free(t);
+    SKS_FREE_ALL(t->piece, t->plen, t->score, t->type, t->poff, t->arena, t->verbatim, t->atomic, t->htab,
+                 t->mkey, t->mrank, t->mres, t);
 }
 
 int sks_tokenizer_vocab_size(const sks_tokenizer *t) { return t ? t->n : 0; }
@@ -392,15 +381,9 @@ static int pair_before(const bpe_pair *a, const bpe_pair *b) {
 }
 
 static int heap_push(bpe_heap *q, bpe_pair p) {
-    if (q->n == q->cap) {
-        size_t cap = q->cap ? q->cap * 2 : 64;
-        bpe_pair *h = sks_malloc_n(cap, sizeof *h);
-        if (!h) return sks_fail(SKS_ENOMEM, "tokenizer: out of memory");
-        if (q->n) memcpy(h, q->h, q->n * sizeof *h);
-        free(q->h);
-        q->h = h;
-        q->cap = cap;
-    }
+    bpe_pair *h = sks_grow(q->h, q->n, &q->cap, sizeof *h, 64);
+    if (!h) return sks_fail(SKS_ENOMEM, "tokenizer: out of memory");
+    q->h = h;
     size_t i = q->n++;
     q->h[i] = p;
     while (i > 0) {
@@ -477,13 +460,9 @@ typedef struct {
 } id_vec;
 
 static int emit(id_vec *v, int32_t id) {
-    if (v->n == v->cap) {
-        size_t cap = v->cap ? v->cap * 2 : 64;
-        int32_t *ids = realloc(v->ids, cap * sizeof *ids);
-        if (!ids) return sks_fail(SKS_ENOMEM, "tokenizer: out of memory");
-        v->ids = ids;
-        v->cap = cap;
-    }
+    int32_t *ids = sks_grow(v->ids, v->n, &v->cap, sizeof *ids, 64);
+    if (!ids) return sks_fail(SKS_ENOMEM, "tokenizer: out of memory");
+    v->ids = ids;
     v->ids[v->n++] = id;
     return 0;
 }
@@ -569,6 +548,32 @@ static int unigram_segment(const sks_tokenizer *t, const char *txt, bpe_sym *s, 
     return 0;
 }
 
+/* ---- longest match among listed pieces (user-defined, added) ---------------------- */
+
+/* first[c] = 1 when one of the pieces ids[0..n) starts with byte c */
+static void first_bytes(const sks_tokenizer *t, const int *ids, int n, unsigned char first[256]) {
+    memset(first, 0, 256);
+    for (int k = 0; k < n; k++) first[(unsigned char)t->piece[ids[k]][0]] = 1;
+}
+
+/* The longest of the pieces ids[0..n) that s[0..len) starts with: its id, its length in
+ * *plen; -1 (and 0) when none does. first is first_bytes' table of the same pieces. */
+static int longest_piece(const sks_tokenizer *t, const int *ids, int n, const unsigned char first[256],
+                         const char *s, size_t len, size_t *plen) {
+    size_t best = 0;
+    int best_id = -1;
+    for (int k = 0; k < n && first[(unsigned char)s[0]]; k++) {
+        int id = ids[k];
+        size_t pl = t->plen[id];
+        if (pl > best && pl <= len && memcmp(s, t->piece[id], pl) == 0) {
+            best = pl;
+            best_id = id;
+        }
+    }
+    *plen = best;
+    return best_id;
+}
+
 /* ---- SentencePiece-style segment ---------------------------------------------------- */
 
 static int encode_spm_segment(const sks_tokenizer *t, const char *seg, size_t len, int at_start, id_vec *v) {
@@ -604,20 +609,12 @@ static int encode_spm_segment(const sks_tokenizer *t, const char *seg, size_t le
     }
     txt[o] = '\0';
     /* initial symbols: user-defined pieces (longest match), else one character */
-    unsigned char first[256] = {0};
-    for (int a = 0; a < t->n_atomic; a++) first[(unsigned char)t->piece[t->atomic[a]][0]] = 1;
+    unsigned char first[256];
+    first_bytes(t, t->atomic, t->n_atomic, first);
     int n = 0;
     for (size_t i = 0; i < o;) {
-        size_t best = 0;
-        int best_id = -1;
-        for (int a = 0; a < t->n_atomic && first[(unsigned char)txt[i]]; a++) {
-            int id = t->atomic[a];
-            size_t pl = t->plen[id];
-            if (pl > best && pl <= o - i && memcmp(txt + i, t->piece[id], pl) == 0) {
-                best = pl;
-                best_id = id;
-            }
-        }
+        size_t best;
+        int best_id = longest_piece(t, t->atomic, t->n_atomic, first, txt + i, o - i, &best);
         bpe_sym *y = &s[n];
         y->start = i;
         y->prev = n - 1;
@@ -715,20 +712,12 @@ int sks_tokenizer_encode(const sks_tokenizer *t, const char *text, int add_bos, 
     size_t len = strlen(text), seg0 = 0;
     /* symbol indices and spans are int / uint32: bound the text well below that */
     if (len > ((size_t)1 << 30)) return sks_fail(SKS_EARG, "sks_tokenizer_encode: text of %zu bytes is too long", len);
-    unsigned char first[256] = {0};
-    for (int k = 0; k < t->n_verbatim; k++) first[(unsigned char)t->piece[t->verbatim[k]][0]] = 1;
+    unsigned char first[256];
+    first_bytes(t, t->verbatim, t->n_verbatim, first);
     /* verbatim (added) tokens split the text first, longest match at each position */
     for (size_t i = 0; i < len && !rc && t->n_verbatim > 0;) {
-        size_t best = 0;
-        int best_id = -1;
-        for (int k = 0; k < t->n_verbatim && first[(unsigned char)text[i]]; k++) {
-            int id = t->verbatim[k];
-            size_t pl = t->plen[id];
-            if (pl > best && pl <= len - i && memcmp(text + i, t->piece[id], pl) == 0) {
-                best = pl;
-                best_id = id;
-            }
-        }
+        size_t best;
+        int best_id = longest_piece(t, t->verbatim, t->n_verbatim, first, text + i, len - i, &best);
         if (best_id < 0) {
             i++;
             continue;
@@ -818,19 +807,8 @@ static int read_whole(const char *path, uint8_t **buf, size_t *len) {
         return sks_fail(SKS_EFORMAT, "%s: %lld bytes is too large for a tokenizer", path, (long long)st.st_size);
     }
     size_t n = (size_t)st.st_size;
-    uint8_t *b = malloc(n + 1);
-    if (!b) {
-        fclose(f);
-        return sks_fail(SKS_ENOMEM, "%s: out of memory", path);
-    }
-    if (n && fread(b, 1, n, f) != n) {
-        free(b);
-        fclose(f);
-        return sks_fail(SKS_EIO, "%s: read failed", path);
-    }
-    fclose(f);
-    b[n] = 0;
-    *buf = b;
+    int rc = sks_fread_all(f, n, path, buf);
+    if (rc) return rc;
     *len = n;
     return 0;
 }

@@ -121,13 +121,9 @@ typedef struct {
 
 static int pl_add(plist *p, const char *s, size_t len, int first) {
     if (len == 0) return 0; /* the library drops empty pieces */
-    if (p->n == p->cap) {
-        size_t cap = p->cap ? p->cap * 2 : 16;
-        span *n = realloc(p->sp, cap * sizeof *n);
-        if (!n) return sks_fail(SKS_ENOMEM, "tokenizer: out of memory");
-        p->sp = n;
-        p->cap = cap;
-    }
+    span *sp = sks_grow(p->sp, p->n, &p->cap, sizeof *sp, 16);
+    if (!sp) return sks_fail(SKS_ENOMEM, "tokenizer: out of memory");
+    p->sp = sp;
     p->sp[p->n].off = p->text.len;
     p->sp[p->n].len = len;
     p->sp[p->n].first = first;
@@ -154,13 +150,9 @@ typedef struct {
 } mlist;
 
 static int ml_add(mlist *l, size_t s, size_t e, int match) {
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 32;
-        mspan *n = realloc(l->m, cap * sizeof *n);
-        if (!n) return sks_fail(SKS_ENOMEM, "tokenizer: out of memory");
-        l->m = n;
-        l->cap = cap;
-    }
+    mspan *m = sks_grow(l->m, l->n, &l->cap, sizeof *m, 32);
+    if (!m) return sks_fail(SKS_ENOMEM, "tokenizer: out of memory");
+    l->m = m;
     l->m[l->n++] = (mspan){s, e, match};
     return 0;
 }

@@ -211,40 +211,38 @@ typedef struct {
     size_t charsmap_len;
 } spm_specs;
 
-static int parse_trainer(const uint8_t *d, size_t len, spm_specs *s, const char *name) {
-    pb_buf b = {d, d + len};
-    pb_field f;
-    const char *what = NULL;
-    int r;
-    while ((r = pb_next(&b, &f, &what)) == 0) {
-        if (f.wire != 0) continue;
-        switch (f.field) {
-        case 3: s->model_type = (int)f.v; break;
-        case 24: s->ws_suffix = f.v != 0; break;
-        case 35: s->byte_fallback = f.v != 0; break;
-        case 40: s->unk = (int64_t)f.v; break; /* int32: negatives are 10-byte varints */
-        case 41: s->bos = (int64_t)f.v; break;
-        case 42: s->eos = (int64_t)f.v; break;
-        default: break;
-        }
+/* the TrainerSpec fields read */
+static void trainer_field(spm_specs *s, const pb_field *f) {
+    if (f->wire != 0) return;
+    switch (f->field) {
+    case 3: s->model_type = (int)f->v; break;
+    case 24: s->ws_suffix = f->v != 0; break;
+    case 35: s->byte_fallback = f->v != 0; break;
+    case 40: s->unk = (int64_t)f->v; break; /* int32: negatives are 10-byte varints */
+    case 41: s->bos = (int64_t)f->v; break;
+    case 42: s->eos = (int64_t)f->v; break;
+    default: break;
     }
-    if (r < 0) return sks_fail(SKS_EFORMAT, "%s: trainer_spec: %s", name, what);
-    return 0;
 }
 
-static int parse_normalizer(const uint8_t *d, size_t len, spm_specs *s, const char *name) {
+/* the NormalizerSpec fields read */
+static void normalizer_field(spm_specs *s, const pb_field *f) {
+    if (f->field == 2 && f->wire == 2) s->charsmap_len = f->len;
+    if (f->wire != 0) return;
+    if (f->field == 3) s->add_dummy_prefix = f->v != 0;
+    else if (f->field == 4) s->remove_extra_ws = f->v != 0;
+    else if (f->field == 5) s->escape_ws = f->v != 0;
+}
+
+/* Every field of the spec message d[0..len) (msg names it in the message) through fn. */
+static int parse_spec(const uint8_t *d, size_t len, void (*fn)(spm_specs *, const pb_field *), spm_specs *s,
+                      const char *name, const char *msg) {
     pb_buf b = {d, d + len};
     pb_field f;
     const char *what = NULL;
     int r;
-    while ((r = pb_next(&b, &f, &what)) == 0) {
-        if (f.field == 2 && f.wire == 2) s->charsmap_len = f.len;
-        if (f.wire != 0) continue;
-        if (f.field == 3) s->add_dummy_prefix = f.v != 0;
-        else if (f.field == 4) s->remove_extra_ws = f.v != 0;
-        else if (f.field == 5) s->escape_ws = f.v != 0;
-    }
-    if (r < 0) return sks_fail(SKS_EFORMAT, "%s: normalizer_spec: %s", name, what);
+    while ((r = pb_next(&b, &f, &what)) == 0) fn(s, &f);
+    if (r < 0) return sks_fail(SKS_EFORMAT, "%s: %s: %s", name, msg, what);
     return 0;
 }
 
@@ -290,9 +288,9 @@ int sks__tok_read_spm(const uint8_t *buf, size_t len, const char *name, sks_toke
         if (f.field == 1 && f.wire == 2) {
             if (++n > INT32_MAX / 2) return sks_fail(SKS_EFORMAT, "%s: pieces: too many", name);
         } else if (f.field == 2 && f.wire == 2) {
-            rc = parse_trainer(f.data, f.len, &sp, name);
+            rc = parse_spec(f.data, f.len, trainer_field, &sp, name, "trainer_spec");
         } else if (f.field == 3 && f.wire == 2) {
-            rc = parse_normalizer(f.data, f.len, &sp, name);
+            rc = parse_spec(f.data, f.len, normalizer_field, &sp, name, "normalizer_spec");
         }
     }
     if (rc) return rc;

@@ -22,6 +22,32 @@ static void test_checked_math(void **state) {
     assert_null(sks_malloc_n(SIZE_MAX / 4, 8));
 }
 
+/* sks_grow: capacity first, then doubled, only when full; the contents survive a move;
+ * an overflowing size leaves the array and its capacity as they were. SKS_FREE_ALL
+ * frees each of its arguments (the ASan build of the suite reports a leak otherwise). */
+static void test_grow_free_all(void **state) {
+    (void)state;
+    int *v = NULL;
+    size_t cap = 0;
+    for (size_t n = 0; n < 100; n++) {
+        int *g = sks_grow(v, n, &cap, sizeof *v, 4);
+        assert_non_null(g);
+        v = g;
+        assert_true(cap > n && (cap == 4 || (cap >= 8 && (cap & (cap - 1)) == 0)));
+        v[n] = (int)(7 * n + 1);
+    }
+    assert_int_equal(cap, 128);
+    for (size_t n = 0; n < 100; n++) assert_int_equal(v[n], (int)(7 * n + 1));
+    assert_true(sks_grow(v, 5, &cap, sizeof *v, 4) == v);
+    size_t big = SIZE_MAX / 2;
+    assert_null(sks_grow(v, big, &big, 8, 4));
+    assert_true(big == SIZE_MAX / 2);
+    char *a = malloc(3), *b = NULL, *c = malloc(5);
+    assert_non_null(a);
+    assert_non_null(c);
+    SKS_FREE_ALL(a, b, c, v);
+}
+
 static void test_errors(void **state) {
     (void)state;
     int rc = sks_fail(SKS_EFORMAT, "%s: bad %s", "x.gguf", "magic");
@@ -222,6 +248,7 @@ static void test_lapack_nonfinite(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_checked_math),
+        cmocka_unit_test(test_grow_free_all),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_half_conversions_exhaustive),
         cmocka_unit_test(test_q8_q4_blocks),
