@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "sks_test.h"
+#include "loaders/sks_gguf.h"
 
 #ifndef SKS_FIXTURES
 #define SKS_FIXTURES "../shared/fixtures"
@@ -72,6 +73,34 @@ void sks_test_u64(sks_test_buf *g, uint64_t v) { sks_test_put(g, &v, 8); }
 void sks_test_gguf_str(sks_test_buf *g, const char *s) {
     sks_test_u64(g, strlen(s));
     sks_test_put(g, s, strlen(s));
+}
+
+void sks_test_gguf_head(sks_test_buf *g, uint32_t version, uint64_t n_tensors, uint64_t n_kv) {
+    sks_test_put(g, "GGUF", 4);
+    sks_test_u32(g, version);
+    sks_test_u64(g, n_tensors);
+    sks_test_u64(g, n_kv);
+}
+void sks_test_gguf_kv_str(sks_test_buf *g, const char *key, const char *val) {
+    sks_test_gguf_str(g, key);
+    sks_test_u32(g, SKS_GGUF_STRING);
+    sks_test_gguf_str(g, val);
+}
+void sks_test_gguf_kv_u32(sks_test_buf *g, const char *key, uint32_t val) {
+    sks_test_gguf_str(g, key);
+    sks_test_u32(g, SKS_GGUF_UINT32);
+    sks_test_u32(g, val);
+}
+void sks_test_gguf_kv_f32(sks_test_buf *g, const char *key, float val) {
+    sks_test_gguf_str(g, key);
+    sks_test_u32(g, SKS_GGUF_FLOAT32);
+    sks_test_put(g, &val, 4);
+}
+void sks_test_gguf_arr(sks_test_buf *g, const char *key, uint32_t elem_type, uint64_t n) {
+    sks_test_gguf_str(g, key);
+    sks_test_u32(g, SKS_GGUF_ARRAY);
+    sks_test_u32(g, elem_type);
+    sks_test_u64(g, n);
 }
 
 double sks_test_reldiff(double a, double b, double floor_) {

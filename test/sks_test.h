@@ -35,6 +35,14 @@ void sks_test_put(sks_test_buf *g, const void *p, size_t l);
 void sks_test_u32(sks_test_buf *g, uint32_t v);
 void sks_test_u64(sks_test_buf *g, uint64_t v);
 void sks_test_gguf_str(sks_test_buf *g, const char *s); /* GGUF string: u64 length, bytes */
+/* GGUF pieces: the header (magic "GGUF", version, tensor and metadata counts); metadata
+ * pairs of one string, u32 or f32 value; the start of an array pair (key, ARRAY, element
+ * type, count), the elements following. */
+void sks_test_gguf_head(sks_test_buf *g, uint32_t version, uint64_t n_tensors, uint64_t n_kv);
+void sks_test_gguf_kv_str(sks_test_buf *g, const char *key, const char *val);
+void sks_test_gguf_kv_u32(sks_test_buf *g, const char *key, uint32_t val);
+void sks_test_gguf_kv_f32(sks_test_buf *g, const char *key, float val);
+void sks_test_gguf_arr(sks_test_buf *g, const char *key, uint32_t elem_type, uint64_t n);
 /* Relative difference |a-b| / max(|b|, floor). */
 double sks_test_reldiff(double a, double b, double floor_);
 /* Seeded test generator (splitmix64): a uniform 64-bit word, a standard normal. */

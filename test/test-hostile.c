@@ -21,28 +21,8 @@ static int g_seq;
 
 /* ---- small helpers ------------------------------------------------------------------ */
 
-typedef struct {
-    unsigned char *p;
-    size_t n, cap;
-} buf;
-
-static void put(buf *b, const void *x, size_t n) {
-    if (b->n + n > b->cap) {
-        b->cap = (b->n + n) * 2 + 64;
-        b->p = realloc(b->p, b->cap);
-        assert_non_null(b->p);
-    }
-    if (n) memcpy(b->p + b->n, x, n);
-    b->n += n;
-}
-static void put_u32(buf *b, uint32_t v) { put(b, &v, 4); }
-static void put_u64(buf *b, uint64_t v) { put(b, &v, 8); }
-static void put_str(buf *b, const char *s) {
-    put_u64(b, strlen(s));
-    put(b, s, strlen(s));
-}
-static void pad_to(buf *b, size_t align) {
-    while (b->n % align) put(b, "", 1);
+static void pad_to(sks_test_buf *b, size_t align) {
+    while (b->n % align) sks_test_put(b, "", 1);
 }
 
 /* A fresh sub-directory for one case. */
@@ -113,14 +93,14 @@ static const struct {
 /* Write a safetensors file: header text padded with spaces to a multiple of 8 (unless
  * raw), then data_len zero bytes. */
 static void write_st(const char *dir, const char *name, const char *header, size_t data_len, int raw) {
-    buf b = {0};
+    sks_test_buf b = {0};
     size_t hl = strlen(header), padded = raw ? hl : (hl + 7) / 8 * 8;
-    put_u64(&b, padded);
-    put(&b, header, hl);
-    while (b.n < 8 + padded) put(&b, " ", 1);
-    for (size_t i = 0; i < data_len; i++) put(&b, "", 1);
-    write_file(dir, name, b.p, b.n);
-    free(b.p);
+    sks_test_u64(&b, padded);
+    sks_test_put(&b, header, hl);
+    while (b.n < 8 + padded) sks_test_put(&b, " ", 1);
+    for (size_t i = 0; i < data_len; i++) sks_test_put(&b, "", 1);
+    write_file(dir, name, b.b, b.n);
+    free(b.b);
 }
 
 /* Header of the tiny model with optional replacements: tensor `bad` gets shape
@@ -174,18 +154,18 @@ static void test_st_header_structure(void **state) {
     write_file(d, "a.safetensors", "\x10\0\0", 3);
     expect_open(d, "a.safetensors", SKS_EFORMAT, "too short");
     /* 2. header length past the end */
-    buf b = {0};
-    put_u64(&b, 1000);
-    put(&b, "{}", 2);
-    write_file(d, "b.safetensors", b.p, b.n);
+    sks_test_buf b = {0};
+    sks_test_u64(&b, 1000);
+    sks_test_put(&b, "{}", 2);
+    write_file(d, "b.safetensors", b.b, b.n);
     expect_open(d, "b.safetensors", SKS_EBOUNDS, "runs past the end");
     /* 3. header length near 2^64 (no wrap-around in 8 + N) */
     b.n = 0;
-    put_u64(&b, UINT64_MAX - 3);
-    put(&b, "{}", 2);
-    write_file(d, "c.safetensors", b.p, b.n);
+    sks_test_u64(&b, UINT64_MAX - 3);
+    sks_test_put(&b, "{}", 2);
+    write_file(d, "c.safetensors", b.b, b.n);
     expect_open(d, "c.safetensors", SKS_EBOUNDS, "header length");
-    free(b.p);
+    free(b.b);
     /* 4. invalid JSON */
     write_st(d, "d.safetensors", "{\"x\": {\"dtype\": \"F32\", ", 0, 0);
     expect_open(d, "d.safetensors", SKS_EFORMAT, "not valid JSON");
@@ -396,8 +376,17 @@ typedef struct {
     int extra;              /* 1: q/k/v biases (qwen2); 2: q/k norms (qwen3) */
 } gguf_opts;
 
+/* One tensor-info entry: name, n_dims, the dimensions, ggml type, data offset. */
+static void tensor_info(sks_test_buf *b, const char *name, uint32_t n_dims, const uint64_t *ne, uint32_t type, uint64_t off) {
+    sks_test_gguf_str(b, name);
+    sks_test_u32(b, n_dims);
+    for (uint32_t i = 0; i < n_dims; i++) sks_test_u64(b, ne[i]);
+    sks_test_u32(b, type);
+    sks_test_u64(b, off);
+}
+
 /* Tiny Llama GGUF: L 1, d 32, f 32, H 2 x 16, V 8, tied; all F32 except q_type. */
-static void gguf_build(buf *b, const gguf_opts *o) {
+static void gguf_build(sks_test_buf *b, const gguf_opts *o) {
     struct {
         const char *name;
         uint64_t ne0, ne1; /* ne1 == 0: 1-D */
@@ -413,43 +402,24 @@ static void gguf_build(buf *b, const gguf_opts *o) {
     const char *arch = o->arch ? o->arch : "llama";
     char key[128];
     uint64_t nkv = 7 + (o->alignment != 0) - (o->omit_block_count != 0) + 2 * (o->rope_linear != 0);
-    put(b, "GGUF", 4);
-    put_u32(b, o->version ? o->version : 3);
-    put_u64(b, nt + n_extra);
-    put_u64(b, nkv);
-    put_str(b, "general.architecture");
-    put_u32(b, SKS_GGUF_STRING);
-    put_str(b, arch);
-    if (o->alignment) {
-        put_str(b, "general.alignment");
-        put_u32(b, SKS_GGUF_UINT32);
-        put_u32(b, (uint32_t)o->alignment);
-    }
+    sks_test_gguf_head(b, o->version ? o->version : 3, nt + n_extra, nkv);
+    sks_test_gguf_kv_str(b, "general.architecture", arch);
+    if (o->alignment) sks_test_gguf_kv_u32(b, "general.alignment", (uint32_t)o->alignment);
     static const char *ints[] = {"block_count", "embedding_length", "feed_forward_length", "attention.head_count",
                                  "attention.head_count_kv"};
     static const uint32_t vals[] = {1, 32, 32, 2, 2};
     for (int i = 0; i < 5; i++) {
         if (i == 0 && o->omit_block_count) continue;
         snprintf(key, sizeof key, "%s.%s", arch, ints[i]);
-        put_str(b, key);
-        put_u32(b, SKS_GGUF_UINT32);
-        put_u32(b, vals[i]);
+        sks_test_gguf_kv_u32(b, key, vals[i]);
     }
     snprintf(key, sizeof key, "%s.attention.layer_norm_rms_epsilon", arch);
-    put_str(b, key);
-    put_u32(b, SKS_GGUF_FLOAT32);
-    float eps = 1e-5f;
-    put(b, &eps, 4);
+    sks_test_gguf_kv_f32(b, key, 1e-5f);
     if (o->rope_linear) {
         snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
-        put_str(b, key);
-        put_u32(b, SKS_GGUF_STRING);
-        put_str(b, "linear");
+        sks_test_gguf_kv_str(b, key, "linear");
         snprintf(key, sizeof key, "%s.rope.scaling.factor", arch);
-        put_str(b, key);
-        put_u32(b, SKS_GGUF_FLOAT32);
-        float fac = 4.0f;
-        put(b, &fac, 4);
+        sks_test_gguf_kv_f32(b, key, 4.0f);
     }
     size_t align = o->alignment > 0 ? (size_t)o->alignment : 32; /* layout; the key may lie */
     uint64_t off = 0, q_off = 0;
@@ -457,12 +427,7 @@ static void gguf_build(buf *b, const gguf_opts *o) {
         size_t i = k < nt ? k : first_extra + (k - nt);
         int is_q = i == 3;
         uint32_t type = is_q ? o->q_type : 0;
-        uint64_t ne1 = is_q && o->q_ne1 ? o->q_ne1 : ts[i].ne1;
-        put_str(b, ts[i].name);
-        put_u32(b, ts[i].ne1 ? 2 : 1);
-        put_u64(b, ts[i].ne0);
-        if (ts[i].ne1) put_u64(b, ne1);
-        put_u32(b, type);
+        uint64_t ne[2] = {ts[i].ne0, is_q && o->q_ne1 ? o->q_ne1 : ts[i].ne1};
         uint64_t my = off;
         if (is_q) {
             q_off = off;
@@ -470,21 +435,21 @@ static void gguf_build(buf *b, const gguf_opts *o) {
             if (o->q_offset_abs) my = o->q_offset_abs;
         }
         if (i == 4 && o->overlap) my = q_off;
-        put_u64(b, my);
+        tensor_info(b, ts[i].name, ts[i].ne1 ? 2 : 1, ne, type, my);
         uint64_t nb = ts[i].ne0 * (ts[i].ne1 ? ts[i].ne1 : 1) * 4; /* F32 span reserved for every type */
         off += (nb + align - 1) / align * align;
     }
     pad_to(b, align);
-    for (uint64_t i = 0; i < off; i++) put(b, "", 1);
+    for (uint64_t i = 0; i < off; i++) sks_test_put(b, "", 1);
     b->n -= o->cut;
 }
 
 static void gguf_case(const gguf_opts *o, int code, const char *substr) {
     const char *d = case_dir();
-    buf b = {0};
+    sks_test_buf b = {0};
     gguf_build(&b, o);
-    write_file(d, "m.gguf", b.p, b.n);
-    free(b.p);
+    write_file(d, "m.gguf", b.b, b.n);
+    free(b.b);
     expect_open(d, "m.gguf", code, substr);
 }
 
@@ -522,9 +487,9 @@ static void test_gguf_families(void **state) {
     o.extra = 1;
     o.rope_linear = 1;
     const char *d = case_dir();
-    buf b = {0};
+    sks_test_buf b = {0};
     gguf_build(&b, &o);
-    write_file(d, "q2.gguf", b.p, b.n);
+    write_file(d, "q2.gguf", b.b, b.n);
     char path[4400];
     snprintf(path, sizeof path, "%s/q2.gguf", d);
     sks_model *m = NULL;
@@ -539,7 +504,7 @@ static void test_gguf_families(void **state) {
     assert_int_equal(a->vocab_size, 8); /* no token list: token_embd rows */
     assert_non_null(sks_model_tensor(m, SKS_ROLE_BV, 0));
     sks_model_close(m);
-    free(b.p);
+    free(b.b);
     o.extra = 0; /* qwen2 without its biases */
     gguf_case(&o, SKS_ENOTFOUND, "bq");
     o.arch = "qwen3";
@@ -620,151 +585,91 @@ static void test_gguf_tensors(void **state) {
     o.version = 0;
 }
 
-/* Header-level attacks, built byte by byte. */
-static void gguf_raw(const buf *b, int code, const char *substr) {
+/* Header-level attacks, built byte by byte: b is written to a fresh case, opened, and
+ * emptied for the next case. */
+static void gguf_raw(sks_test_buf *b, int code, const char *substr) {
     const char *d = case_dir();
-    write_file(d, "r.gguf", b->p, b->n);
+    write_file(d, "r.gguf", b->b, b->n);
     expect_open(d, "r.gguf", code, substr);
+    b->n = 0;
 }
 
 static void test_gguf_header(void **state) {
     (void)state;
-    buf b = {0};
+    sks_test_buf b = {0};
     /* 47. bad magic (named .gguf, so the GGUF reader is asked) */
-    put(&b, "GGUG", 4);
-    put_u32(&b, 3);
-    put_u64(&b, 0);
-    put_u64(&b, 0);
+    sks_test_gguf_head(&b, 3, 0, 0);
+    memcpy(b.b, "GGUG", 4);
     gguf_raw(&b, SKS_EFORMAT, "bad magic");
-    /* 48. truncated header */
-    b.n = 0;
-    put(&b, "GGUF", 4);
-    put_u32(&b, 3);
-    put_u64(&b, 0);
+    /* 48. truncated header: the metadata count cut off */
+    sks_test_gguf_head(&b, 3, 0, 0);
+    b.n -= 8;
     gguf_raw(&b, SKS_EFORMAT, "too short");
     /* 49. n_kv near 2^63 */
-    b.n = 0;
-    put(&b, "GGUF", 4);
-    put_u32(&b, 3);
-    put_u64(&b, 0);
-    put_u64(&b, (uint64_t)1 << 63);
-    put_u64(&b, 0);
+    sks_test_gguf_head(&b, 3, 0, (uint64_t)1 << 63);
+    sks_test_u64(&b, 0);
     gguf_raw(&b, SKS_EBOUNDS, "metadata count");
     /* 50. n_tensors near 2^63 */
-    b.n = 0;
-    put(&b, "GGUF", 4);
-    put_u32(&b, 3);
-    put_u64(&b, ((uint64_t)1 << 63) - 1);
-    put_u64(&b, 0);
-    put_u64(&b, 0);
+    sks_test_gguf_head(&b, 3, ((uint64_t)1 << 63) - 1, 0);
+    sks_test_u64(&b, 0);
     gguf_raw(&b, SKS_EBOUNDS, "tensor count");
     /* 51. key string length past the end */
-    b.n = 0;
-    put(&b, "GGUF", 4);
-    put_u32(&b, 3);
-    put_u64(&b, 0);
-    put_u64(&b, 1);
-    put_u64(&b, (uint64_t)1 << 62);
-    put(&b, "general.architecture", 20);
+    sks_test_gguf_head(&b, 3, 0, 1);
+    sks_test_u64(&b, (uint64_t)1 << 62);
+    sks_test_put(&b, "general.architecture", 20);
     gguf_raw(&b, SKS_EBOUNDS, "string of");
     /* 52. string value length past the end */
-    b.n = 0;
-    put(&b, "GGUF", 4);
-    put_u32(&b, 3);
-    put_u64(&b, 0);
-    put_u64(&b, 1);
-    put_str(&b, "general.architecture");
-    put_u32(&b, SKS_GGUF_STRING);
-    put_u64(&b, 1000);
-    put(&b, "llama", 5);
+    sks_test_gguf_head(&b, 3, 0, 1);
+    sks_test_gguf_str(&b, "general.architecture");
+    sks_test_u32(&b, SKS_GGUF_STRING);
+    sks_test_u64(&b, 1000);
+    sks_test_put(&b, "llama", 5);
     gguf_raw(&b, SKS_EBOUNDS, "string of 1000 bytes");
     /* 53. array count near 2^63 */
-    b.n = 0;
-    put(&b, "GGUF", 4);
-    put_u32(&b, 3);
-    put_u64(&b, 0);
-    put_u64(&b, 1);
-    put_str(&b, "tokenizer.ggml.tokens");
-    put_u32(&b, SKS_GGUF_ARRAY);
-    put_u32(&b, SKS_GGUF_STRING);
-    put_u64(&b, (uint64_t)1 << 62);
-    put_str(&b, "a");
+    sks_test_gguf_head(&b, 3, 0, 1);
+    sks_test_gguf_arr(&b, "tokenizer.ggml.tokens", SKS_GGUF_STRING, (uint64_t)1 << 62);
+    sks_test_gguf_str(&b, "a");
     gguf_raw(&b, SKS_EBOUNDS, "array of");
     /* 54. nested arrays deeper than the bound */
-    b.n = 0;
-    put(&b, "GGUF", 4);
-    put_u32(&b, 3);
-    put_u64(&b, 0);
-    put_u64(&b, 1);
-    put_str(&b, "k");
-    put_u32(&b, SKS_GGUF_ARRAY);
+    sks_test_gguf_head(&b, 3, 0, 1);
+    sks_test_gguf_str(&b, "k");
+    sks_test_u32(&b, SKS_GGUF_ARRAY);
     for (int i = 0; i < 40; i++) {
-        put_u32(&b, SKS_GGUF_ARRAY);
-        put_u64(&b, 1);
+        sks_test_u32(&b, SKS_GGUF_ARRAY);
+        sks_test_u64(&b, 1);
     }
-    put_u32(&b, SKS_GGUF_UINT8);
-    put_u64(&b, 1);
-    put(&b, "x", 1);
+    sks_test_u32(&b, SKS_GGUF_UINT8);
+    sks_test_u64(&b, 1);
+    sks_test_put(&b, "x", 1);
     gguf_raw(&b, SKS_EFORMAT, "nested deeper");
     /* 54b. a key with a newline */
-    b.n = 0;
-    put(&b, "GGUF", 4);
-    put_u32(&b, 3);
-    put_u64(&b, 0);
-    put_u64(&b, 1);
-    put_str(&b, "general.\narchitecture");
-    put_u32(&b, SKS_GGUF_UINT8);
-    put(&b, "x", 1);
+    sks_test_gguf_head(&b, 3, 0, 1);
+    sks_test_gguf_str(&b, "general.\narchitecture");
+    sks_test_u32(&b, SKS_GGUF_UINT8);
+    sks_test_put(&b, "x", 1);
     gguf_raw(&b, SKS_EFORMAT, "control characters");
     /* 55. unknown value type */
-    b.n = 0;
-    put(&b, "GGUF", 4);
-    put_u32(&b, 3);
-    put_u64(&b, 0);
-    put_u64(&b, 1);
-    put_str(&b, "k");
-    put_u32(&b, 99);
-    put_u64(&b, 0);
+    sks_test_gguf_head(&b, 3, 0, 1);
+    sks_test_gguf_str(&b, "k");
+    sks_test_u32(&b, 99);
+    sks_test_u64(&b, 0);
     gguf_raw(&b, SKS_EFORMAT, "unknown value type 99");
     /* 56. tensor with 5 dimensions */
-    b.n = 0;
-    put(&b, "GGUF", 4);
-    put_u32(&b, 3);
-    put_u64(&b, 1);
-    put_u64(&b, 0);
-    put_str(&b, "t");
-    put_u32(&b, 5);
-    for (int i = 0; i < 5; i++) put_u64(&b, 1);
-    put_u32(&b, 0);
-    put_u64(&b, 0);
+    static const uint64_t ones5[5] = {1, 1, 1, 1, 1}, zero[1] = {0}, n33[1] = {33};
+    sks_test_gguf_head(&b, 3, 1, 0);
+    tensor_info(&b, "t", 5, ones5, 0, 0);
     pad_to(&b, 32);
-    put(&b, "\0\0\0\0", 4);
+    sks_test_put(&b, "\0\0\0\0", 4);
     gguf_raw(&b, SKS_ESHAPE, "5 dimensions");
     /* 57. a dimension of 0 */
-    b.n = 0;
-    put(&b, "GGUF", 4);
-    put_u32(&b, 3);
-    put_u64(&b, 1);
-    put_u64(&b, 0);
-    put_str(&b, "t");
-    put_u32(&b, 1);
-    put_u64(&b, 0);
-    put_u32(&b, 0);
-    put_u64(&b, 0);
+    sks_test_gguf_head(&b, 3, 1, 0);
+    tensor_info(&b, "t", 1, zero, 0, 0);
     gguf_raw(&b, SKS_ESHAPE, "dimension 0 is 0");
     /* 58. Q8_0 row not a whole number of blocks */
-    b.n = 0;
-    put(&b, "GGUF", 4);
-    put_u32(&b, 3);
-    put_u64(&b, 1);
-    put_u64(&b, 0);
-    put_str(&b, "t");
-    put_u32(&b, 1);
-    put_u64(&b, 33);
-    put_u32(&b, 8);
-    put_u64(&b, 0);
+    sks_test_gguf_head(&b, 3, 1, 0);
+    tensor_info(&b, "t", 1, n33, 8, 0);
     gguf_raw(&b, SKS_ESHAPE, "type Q8_0: row of 33 elements is not a whole number of 32-element blocks");
-    free(b.p);
+    free(b.b);
 }
 
 /* Fuzzer findings are replayed here (see docs/fuzzing.md): every input must be
@@ -772,29 +677,20 @@ static void test_gguf_header(void **state) {
 static void test_gguf_parse_memory(void **state) {
     (void)state;
     /* the accessors on a parsed in-memory image: string arrays and numbers */
-    buf b = {0};
-    put(&b, "GGUF", 4);
-    put_u32(&b, 3);
-    put_u64(&b, 0);
-    put_u64(&b, 3);
-    put_str(&b, "toks");
-    put_u32(&b, SKS_GGUF_ARRAY);
-    put_u32(&b, SKS_GGUF_STRING);
-    put_u64(&b, 3);
-    put_str(&b, "a");
-    put_str(&b, "");
-    put_str(&b, "ccc");
-    put_str(&b, "big");
-    put_u32(&b, SKS_GGUF_UINT64);
-    put_u64(&b, UINT64_MAX);
-    put_str(&b, "f");
-    put_u32(&b, SKS_GGUF_ARRAY);
-    put_u32(&b, SKS_GGUF_FLOAT32);
-    put_u64(&b, 2);
+    sks_test_buf b = {0};
+    sks_test_gguf_head(&b, 3, 0, 3);
+    sks_test_gguf_arr(&b, "toks", SKS_GGUF_STRING, 3);
+    sks_test_gguf_str(&b, "a");
+    sks_test_gguf_str(&b, "");
+    sks_test_gguf_str(&b, "ccc");
+    sks_test_gguf_str(&b, "big");
+    sks_test_u32(&b, SKS_GGUF_UINT64);
+    sks_test_u64(&b, UINT64_MAX);
+    sks_test_gguf_arr(&b, "f", SKS_GGUF_FLOAT32, 2);
     float fl[2] = {0.5f, -2.0f};
-    put(&b, fl, 8);
+    sks_test_put(&b, fl, 8);
     struct sks_gguf *g = NULL;
-    assert_int_equal(sks__gguf_parse(b.p, b.n, "mem", &g), 0);
+    assert_int_equal(sks__gguf_parse(b.b, b.n, "mem", &g), 0);
     const char *s;
     size_t n;
     int64_t t = sks_gguf_find_key(g, "toks");
@@ -816,22 +712,22 @@ static void test_gguf_parse_memory(void **state) {
     /* every prefix of the image is rejected cleanly (or parses, for the full one) */
     for (size_t cut = 0; cut < b.n; cut++) {
         g = NULL;
-        int rc = sks__gguf_parse(b.p, cut, "mem", &g);
+        int rc = sks__gguf_parse(b.b, cut, "mem", &g);
         assert_true(rc < 0);
         assert_null(g);
     }
-    free(b.p);
+    free(b.b);
 }
 
 /* ---- llama2.c ---------------------------------------------------------------------------- */
 
 static void l2c_case(const int32_t h[7], size_t floats, int code, const char *substr) {
     const char *d = case_dir();
-    buf b = {0};
-    put(&b, h, 28);
-    for (size_t i = 0; i < floats * 4; i++) put(&b, "", 1);
-    write_file(d, "m.bin", b.p, b.n);
-    free(b.p);
+    sks_test_buf b = {0};
+    sks_test_put(&b, h, 28);
+    for (size_t i = 0; i < floats * 4; i++) sks_test_put(&b, "", 1);
+    write_file(d, "m.bin", b.b, b.n);
+    free(b.b);
     expect_open(d, "m.bin", code, substr);
 }
 

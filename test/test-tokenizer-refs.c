@@ -114,33 +114,17 @@ static struct sks_gguf *gguf_from_json(json_t *tj, const char *pre, gbuf *g) {
         assert_true(id < n);
         type[id] = 4;
     }
-    sks_test_put(g, "GGUF", 4);
-    sks_test_u32(g, 3);
-    sks_test_u64(g, 0); /* tensors */
-    sks_test_u64(g, 5); /* metadata */
-    sks_test_gguf_str(g, "tokenizer.ggml.model");
-    sks_test_u32(g, SKS_GGUF_STRING);
-    sks_test_gguf_str(g, "gpt2");
-    sks_test_gguf_str(g, "tokenizer.ggml.pre");
-    sks_test_u32(g, SKS_GGUF_STRING);
-    sks_test_gguf_str(g, pre);
-    sks_test_gguf_str(g, "tokenizer.ggml.tokens");
-    sks_test_u32(g, SKS_GGUF_ARRAY);
-    sks_test_u32(g, SKS_GGUF_STRING);
-    sks_test_u64(g, n);
+    sks_test_gguf_head(g, 3, 0, 5);
+    sks_test_gguf_kv_str(g, "tokenizer.ggml.model", "gpt2");
+    sks_test_gguf_kv_str(g, "tokenizer.ggml.pre", pre);
+    sks_test_gguf_arr(g, "tokenizer.ggml.tokens", SKS_GGUF_STRING, n);
     for (size_t k = 0; k < n; k++) {
         assert_non_null(tok[k]);
         sks_test_gguf_str(g, tok[k]);
     }
-    sks_test_gguf_str(g, "tokenizer.ggml.token_type");
-    sks_test_u32(g, SKS_GGUF_ARRAY);
-    sks_test_u32(g, SKS_GGUF_INT32);
-    sks_test_u64(g, n);
+    sks_test_gguf_arr(g, "tokenizer.ggml.token_type", SKS_GGUF_INT32, n);
     for (size_t k = 0; k < n; k++) sks_test_u32(g, (uint32_t)type[k]);
-    sks_test_gguf_str(g, "tokenizer.ggml.merges");
-    sks_test_u32(g, SKS_GGUF_ARRAY);
-    sks_test_u32(g, SKS_GGUF_STRING);
-    sks_test_u64(g, json_array_size(merges));
+    sks_test_gguf_arr(g, "tokenizer.ggml.merges", SKS_GGUF_STRING, json_array_size(merges));
     json_array_foreach(merges, i, val) {
         char m[512];
         snprintf(m, sizeof m, "%s %s", json_string_value(json_array_get(val, 0)), json_string_value(json_array_get(val, 1)));

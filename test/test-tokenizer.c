@@ -310,16 +310,8 @@ typedef struct {
     int type;
 } unigram_piece_t;
 
-static void gkv_str(gbuf *g, const char *k, const char *v) {
-    sks_test_gguf_str(g, k);
-    sks_test_u32(g, SKS_GGUF_STRING);
-    sks_test_gguf_str(g, v);
-}
 static void gkv_strs(gbuf *g, const char *k, const char *const *v, size_t n) {
-    sks_test_gguf_str(g, k);
-    sks_test_u32(g, SKS_GGUF_ARRAY);
-    sks_test_u32(g, SKS_GGUF_STRING);
-    sks_test_u64(g, n);
+    sks_test_gguf_arr(g, k, SKS_GGUF_STRING, n);
     for (size_t i = 0; i < n; i++) sks_test_gguf_str(g, v[i]);
 }
 
@@ -341,18 +333,12 @@ static void test_gguf_gpt2_vocab(void **state) {
     const char *pres[] = {"llama-bpe", "gpt-2"};
     for (int k = 0; k < 2; k++) {
         gbuf g = {0};
-        sks_test_put(&g, "GGUF", 4);
-        sks_test_u32(&g, 3);
-        sks_test_u64(&g, 0); /* tensors */
-        sks_test_u64(&g, 5); /* metadata */
-        gkv_str(&g, "tokenizer.ggml.model", "gpt2");
-        gkv_str(&g, "tokenizer.ggml.pre", pres[k]);
+        sks_test_gguf_head(&g, 3, 0, 5);
+        sks_test_gguf_kv_str(&g, "tokenizer.ggml.model", "gpt2");
+        sks_test_gguf_kv_str(&g, "tokenizer.ggml.pre", pres[k]);
         gkv_strs(&g, "tokenizer.ggml.tokens", tokens, 21);
         gkv_strs(&g, "tokenizer.ggml.merges", merges, 10);
-        sks_test_gguf_str(&g, "tokenizer.ggml.token_type");
-        sks_test_u32(&g, SKS_GGUF_ARRAY);
-        sks_test_u32(&g, SKS_GGUF_INT32);
-        sks_test_u64(&g, 21);
+        sks_test_gguf_arr(&g, "tokenizer.ggml.token_type", SKS_GGUF_INT32, 21);
         for (int i = 0; i < 21; i++) sks_test_u32(&g, i == 11 ? 4 : 1);
         struct sks_gguf *gg;
         assert_int_equal(sks__gguf_parse(g.b, g.n, "mem.gguf", &gg), 0);
