@@ -140,6 +140,26 @@ void sks_test_llama_arch(sks_arch *a, int L, int d, int f, int H, int Hkv, int d
     a->eos_id = 2;
 }
 
+void sks_test_set_f32(sks_model *m, sks_role role, int layer, int64_t r, int64_t c, const float *data) {
+    int64_t s[2] = {r, c};
+    int rc = sks_model_set_tensor(m, role, layer, SKS_DT_F32, c ? 2 : 1, s, data, NULL);
+    if (rc) fail_msg("set_tensor %s (layer %d): %s", sks_role_name(role), layer, sks_last_error());
+}
+
+void sks_test_set_llama_layer(sks_model *m, int l, const sks_test_layer_w *w) {
+    const sks_arch *a = sks_model_arch(m);
+    int64_t d = a->d_model, f = a->d_ffn, q = (int64_t)a->n_heads * a->head_dim, kv = (int64_t)a->n_kv_heads * a->head_dim;
+    sks_test_set_f32(m, SKS_ROLE_ATTN_NORM, l, d, 0, w->attn_norm);
+    sks_test_set_f32(m, SKS_ROLE_WQ, l, q, d, w->wq);
+    sks_test_set_f32(m, SKS_ROLE_WK, l, kv, d, w->wk);
+    sks_test_set_f32(m, SKS_ROLE_WV, l, kv, d, w->wv);
+    sks_test_set_f32(m, SKS_ROLE_WO, l, d, q, w->wo);
+    sks_test_set_f32(m, SKS_ROLE_FFN_NORM, l, d, 0, w->ffn_norm);
+    sks_test_set_f32(m, SKS_ROLE_W_GATE, l, f, d, w->gate);
+    sks_test_set_f32(m, SKS_ROLE_W_UP, l, f, d, w->up);
+    sks_test_set_f32(m, SKS_ROLE_W_DOWN, l, d, f, w->down);
+}
+
 int sks_test_on_res(void *ud, int block, const float *h, int T, int d) {
     sks_test_cap *c = ud;
     for (int i = 0; i < T * d; i++) c->hmax[block] = fmax(c->hmax[block], fabs((double)h[i]));

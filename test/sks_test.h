@@ -52,6 +52,15 @@ double sks_test_rng_gauss(uint64_t *state);
  * FFN f, H heads (Hkv key/value heads of dh), vocabulary V; eps 1e-5, theta 10000, tied
  * embeddings, BOS 1, EOS 2. */
 void sks_test_llama_arch(sks_arch *a, int L, int d, int f, int H, int Hkv, int dh, int V);
+/* Set an f32 tensor of an in-memory model (c == 0: 1-D of r); a failure fails the test. */
+void sks_test_set_f32(sks_model *m, sks_role role, int layer, int64_t r, int64_t c, const float *data);
+/* The f32 weights of one llama-shaped layer, shapes from the model's arch: the two norms
+ * (d), W_Q (H dh, d), W_K and W_V (Hkv dh, d), W_O (d, H dh), gate and up (f, d), down
+ * (d, f). sks_test_set_llama_layer sets all nine on layer l. */
+typedef struct {
+    const float *attn_norm, *wq, *wk, *wv, *wo, *ffn_norm, *gate, *up, *down;
+} sks_test_layer_w;
+void sks_test_set_llama_layer(sks_model *m, int l, const sks_test_layer_w *w);
 /* uniform in (0, 1): the top 53 bits of sks_test_rng_u64, centred in their interval */
 double sks_test_rng_unif(uint64_t *state);
 

@@ -114,10 +114,8 @@ static void test_q8_q4_blocks(void **state) {
 
 static void test_memory_model_validate(void **state) {
     (void)state;
-    sks_arch a = {0};
-    strcpy(a.family, "llama");
-    a.n_layers = 1; a.d_model = 4; a.d_ffn = 6; a.n_heads = 2; a.n_kv_heads = 1; a.head_dim = 2;
-    a.vocab_size = 5; a.norm_eps = 1e-5; a.rope_theta = 10000; a.tied_embeddings = 1;
+    sks_arch a;
+    sks_test_llama_arch(&a, 1, 4, 6, 2, 1, 2, 5);
     sks_model *m;
     assert_int_equal(sks_model_new_memory(&a, &m), 0);
     static float buf[1024];

@@ -52,11 +52,6 @@ static int cap_probs(void *ud, int l, int h, const float *A, int T) {
     return 0;
 }
 
-static void set_f32(sks_model *m, sks_role role, int layer, int64_t r, int64_t c, const float *data) {
-    int64_t s[2] = {r, c};
-    int rc = sks_model_set_tensor(m, role, layer, SKS_DT_F32, c ? 2 : 1, s, data, NULL);
-    if (rc) fail_msg("set_tensor %s: %s", sks_role_name(role), sks_last_error());
-}
 
 /* W_Q = 0: every score is 0, so causal attention is uniform, A[i, j] = 1/(i+1), and with
  * W_V picking channels 0,1, W_O = I, gamma = 1, W_down = 0 the residual after the layer
@@ -64,10 +59,9 @@ static void set_f32(sks_model *m, sks_role role, int layer, int64_t r, int64_t c
  * copied into channels 0,1 (head 0) and 2,3 (head 1, same KV head). */
 static void test_closed_form_uniform(void **state) {
     (void)state;
-    sks_arch a = {0};
-    strcpy(a.family, "llama");
-    a.n_layers = 1; a.d_model = 4; a.d_ffn = 3; a.n_heads = 2; a.n_kv_heads = 1; a.head_dim = 2;
-    a.vocab_size = 5; a.norm_eps = 1e-5; a.rope_theta = 10000; a.tied_embeddings = 1; a.eos_id = -1;
+    sks_arch a;
+    sks_test_llama_arch(&a, 1, 4, 3, 2, 1, 2, 5);
+    a.eos_id = -1;
     static const float E[5 * 4] = {1, -1, 1, 1, -1, -1, 1, -1, 1, 1, -1, 1, -1, 1, 1, -1, 1, 1, 1, 1};
     static const float ones[4] = {1, 1, 1, 1}, zeros[64] = {0};
     static const float WV[2 * 4] = {1, 0, 0, 0, 0, 1, 0, 0};
@@ -75,17 +69,9 @@ static void test_closed_form_uniform(void **state) {
     static float WK[2 * 4] = {0.3f, -0.2f, 0.5f, 0.1f, 0.7f, 0.2f, -0.4f, 0.9f};
     sks_model *m;
     assert_int_equal(sks_model_new_memory(&a, &m), 0);
-    set_f32(m, SKS_ROLE_EMBED, -1, 5, 4, E);
-    set_f32(m, SKS_ROLE_FINAL_NORM, -1, 4, 0, ones);
-    set_f32(m, SKS_ROLE_ATTN_NORM, 0, 4, 0, ones);
-    set_f32(m, SKS_ROLE_WQ, 0, 4, 4, zeros);
-    set_f32(m, SKS_ROLE_WK, 0, 2, 4, WK);
-    set_f32(m, SKS_ROLE_WV, 0, 2, 4, WV);
-    set_f32(m, SKS_ROLE_WO, 0, 4, 4, WO);
-    set_f32(m, SKS_ROLE_FFN_NORM, 0, 4, 0, ones);
-    set_f32(m, SKS_ROLE_W_GATE, 0, 3, 4, zeros);
-    set_f32(m, SKS_ROLE_W_UP, 0, 3, 4, zeros);
-    set_f32(m, SKS_ROLE_W_DOWN, 0, 4, 3, zeros);
+    sks_test_set_f32(m, SKS_ROLE_EMBED, -1, 5, 4, E);
+    sks_test_set_f32(m, SKS_ROLE_FINAL_NORM, -1, 4, 0, ones);
+    sks_test_set_llama_layer(m, 0, &(sks_test_layer_w){ones, zeros, WK, WV, WO, ones, zeros, zeros, zeros});
     assert_int_equal(sks_model_validate(m), 0);
 
     const int T = 5;
@@ -152,10 +138,9 @@ static double llama3_w(double w, double factor, double lo, double hi, double ori
 
 /* scaling: 0 none, 1 Llama 3, 2 linear (factor 4: every frequency / 4) */
 static void rope_case(int interleaved, int llama3) {
-    sks_arch a = {0};
-    strcpy(a.family, "llama");
-    a.n_layers = 1; a.d_model = 4; a.d_ffn = 2; a.n_heads = 1; a.n_kv_heads = 1; a.head_dim = 4;
-    a.vocab_size = 2; a.norm_eps = 1e-5; a.rope_theta = 100; a.tied_embeddings = 1;
+    sks_arch a;
+    sks_test_llama_arch(&a, 1, 4, 2, 1, 1, 4, 2);
+    a.rope_theta = 100;
     a.rope_interleaved = interleaved;
     if (llama3 == 1) {
         a.rope_scaling = SKS_ROPE_SCALING_LLAMA3;
@@ -170,17 +155,9 @@ static void rope_case(int interleaved, int llama3) {
     static const float I4[16] = {1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1};
     sks_model *m;
     assert_int_equal(sks_model_new_memory(&a, &m), 0);
-    set_f32(m, SKS_ROLE_EMBED, -1, 2, 4, E);
-    set_f32(m, SKS_ROLE_FINAL_NORM, -1, 4, 0, ones);
-    set_f32(m, SKS_ROLE_ATTN_NORM, 0, 4, 0, ones);
-    set_f32(m, SKS_ROLE_WQ, 0, 4, 4, I4);
-    set_f32(m, SKS_ROLE_WK, 0, 4, 4, I4);
-    set_f32(m, SKS_ROLE_WV, 0, 4, 4, I4);
-    set_f32(m, SKS_ROLE_WO, 0, 4, 4, zeros);
-    set_f32(m, SKS_ROLE_FFN_NORM, 0, 4, 0, ones);
-    set_f32(m, SKS_ROLE_W_GATE, 0, 2, 4, zeros);
-    set_f32(m, SKS_ROLE_W_UP, 0, 2, 4, zeros);
-    set_f32(m, SKS_ROLE_W_DOWN, 0, 4, 2, zeros);
+    sks_test_set_f32(m, SKS_ROLE_EMBED, -1, 2, 4, E);
+    sks_test_set_f32(m, SKS_ROLE_FINAL_NORM, -1, 4, 0, ones);
+    sks_test_set_llama_layer(m, 0, &(sks_test_layer_w){ones, I4, I4, I4, zeros, ones, zeros, zeros, zeros});
     const int T = 9;
     int32_t tok[9] = {0, 1, 0, 0, 1, 1, 0, 1, 0};
     capture c = {T, calloc(3 * T * 4, sizeof(float)), calloc(T * T, sizeof(float)), 4, 1};

@@ -291,21 +291,8 @@ static void planted_build_qk(planted *P, sks_model **out, int qk_norm) {
     for (size_t i = 0; i < sizeof P->wd / sizeof P->wd[0]; i++) P->wd[i] = 0.05f * (float)rng_gauss();
 
     sks_arch *A = &P->arch;
-    strcpy(A->family, "llama");
-    A->n_layers = 1;
-    A->d_model = PM_D;
-    A->d_ffn = PM_F;
-    A->n_heads = PM_H;
-    A->n_kv_heads = PM_HKV;
-    A->head_dim = PM_DH;
-    A->vocab_size = PM_V;
+    sks_test_llama_arch(A, 1, PM_D, PM_F, PM_H, PM_HKV, PM_DH, PM_V);
     A->max_seq = 64;
-    A->norm_eps = 1e-5;
-    A->rope_theta = 10000.0;
-    A->rope_interleaved = 0;
-    A->tied_embeddings = 1;
-    A->bos_id = 1;
-    A->eos_id = 2;
     if (qk_norm) {
         /* Qwen3-style per-head norms; q_norm is not uniform so that the weight-only M =
          * diag(q_norm) W_Q[h] diag(gamma) differs from the plain one */
@@ -316,24 +303,12 @@ static void planted_build_qk(planted *P, sks_model **out, int qk_norm) {
     }
     sks_model *m = NULL;
     assert_int_equal(sks_model_new_memory(A, &m), 0);
-    int64_t s_emb[2] = {PM_V, PM_D}, s_d[2] = {PM_D, 1}, s_q[2] = {PM_H * PM_DH, PM_D},
-            s_k[2] = {PM_HKV * PM_DH, PM_D}, s_o[2] = {PM_D, PM_H * PM_DH}, s_g[2] = {PM_F, PM_D},
-            s_dn[2] = {PM_D, PM_F};
-    assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_EMBED, -1, SKS_DT_F32, 2, s_emb, P->emb, "emb"), 0);
-    assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_FINAL_NORM, -1, SKS_DT_F32, 1, s_d, P->finaln, "norm"), 0);
-    assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_ATTN_NORM, 0, SKS_DT_F32, 1, s_d, P->an, "an"), 0);
-    assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_FFN_NORM, 0, SKS_DT_F32, 1, s_d, P->fn, "fn"), 0);
-    assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_WQ, 0, SKS_DT_F32, 2, s_q, P->wq, "wq"), 0);
-    assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_WK, 0, SKS_DT_F32, 2, s_k, P->wk, "wk"), 0);
-    assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_WV, 0, SKS_DT_F32, 2, s_k, P->wv, "wv"), 0);
-    assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_WO, 0, SKS_DT_F32, 2, s_o, P->wo, "wo"), 0);
-    assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_W_GATE, 0, SKS_DT_F32, 2, s_g, P->wg, "wg"), 0);
-    assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_W_UP, 0, SKS_DT_F32, 2, s_g, P->wu, "wu"), 0);
-    assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_W_DOWN, 0, SKS_DT_F32, 2, s_dn, P->wd, "wd"), 0);
+    sks_test_set_f32(m, SKS_ROLE_EMBED, -1, PM_V, PM_D, P->emb);
+    sks_test_set_f32(m, SKS_ROLE_FINAL_NORM, -1, PM_D, 0, P->finaln);
+    sks_test_set_llama_layer(m, 0, &(sks_test_layer_w){P->an, P->wq, P->wk, P->wv, P->wo, P->fn, P->wg, P->wu, P->wd});
     if (qk_norm) {
-        int64_t s_h[2] = {PM_DH, 1};
-        assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_Q_NORM, 0, SKS_DT_F32, 1, s_h, P->qn, "qn"), 0);
-        assert_int_equal(sks_model_set_tensor(m, SKS_ROLE_K_NORM, 0, SKS_DT_F32, 1, s_h, P->kn, "kn"), 0);
+        sks_test_set_f32(m, SKS_ROLE_Q_NORM, 0, PM_DH, 0, P->qn);
+        sks_test_set_f32(m, SKS_ROLE_K_NORM, 0, PM_DH, 0, P->kn);
     }
     assert_int_equal(sks_model_validate(m), 0);
     *out = m;

@@ -43,28 +43,16 @@ static void planted_build_ex(planted *p, float wq_scale, float a2, int wo) {
         p->wd[l][5 * F + 0] = a[l];
     }
     for (int i = 0; i < H * DH * D; i++) p->wq[i] = wq_scale * (float)(((i * 7) % 11) - 5) / 5.0f;
-    sks_arch ar = {0};
-    strcpy(ar.family, "llama");
-    ar.n_layers = L; ar.d_model = D; ar.d_ffn = F; ar.n_heads = H; ar.n_kv_heads = 1; ar.head_dim = DH;
-    ar.vocab_size = V; ar.norm_eps = 1e-5; ar.rope_theta = 10000; ar.tied_embeddings = 1; ar.bos_id = 0; ar.eos_id = 5;
+    sks_arch ar;
+    sks_test_llama_arch(&ar, L, D, F, H, 1, DH, V);
+    ar.bos_id = 0;
+    ar.eos_id = 5;
     assert_int_equal(sks_model_new_memory(&ar, &p->m), 0);
-    int64_t s[2];
-#define SET(role, layer, r, c, data) \
-    (s[0] = (r), s[1] = (c), assert_int_equal(sks_model_set_tensor(p->m, role, layer, SKS_DT_F32, (c) ? 2 : 1, s, data, NULL), 0))
-    SET(SKS_ROLE_EMBED, -1, V, D, p->E);
-    SET(SKS_ROLE_FINAL_NORM, -1, D, 0, p->ones);
-    for (int l = 0; l < L; l++) {
-        SET(SKS_ROLE_ATTN_NORM, l, D, 0, p->ones);
-        SET(SKS_ROLE_WQ, l, H * DH, D, p->wq);
-        SET(SKS_ROLE_WK, l, DH, D, p->wq);
-        SET(SKS_ROLE_WV, l, DH, D, p->wq);
-        SET(SKS_ROLE_WO, l, D, H * DH, wo ? p->wq : p->zeros);
-        SET(SKS_ROLE_FFN_NORM, l, D, 0, p->ones);
-        SET(SKS_ROLE_W_GATE, l, F, D, p->wg[l]);
-        SET(SKS_ROLE_W_UP, l, F, D, p->wu[l]);
-        SET(SKS_ROLE_W_DOWN, l, D, F, p->wd[l]);
-    }
-#undef SET
+    sks_test_set_f32(p->m, SKS_ROLE_EMBED, -1, V, D, p->E);
+    sks_test_set_f32(p->m, SKS_ROLE_FINAL_NORM, -1, D, 0, p->ones);
+    for (int l = 0; l < L; l++)
+        sks_test_set_llama_layer(p->m, l, &(sks_test_layer_w){p->ones, p->wq, p->wq, p->wq, wo ? p->wq : p->zeros, p->ones,
+                                                               p->wg[l], p->wu[l], p->wd[l]});
     assert_int_equal(sks_model_validate(p->m), 0);
 }
 
