@@ -162,7 +162,9 @@ void sks_test_set_llama_layer(sks_model *m, int l, const sks_test_layer_w *w) {
 
 int sks_test_on_res(void *ud, int block, const float *h, int T, int d) {
     sks_test_cap *c = ud;
-    for (int i = 0; i < T * d; i++) c->hmax[block] = fmax(c->hmax[block], fabs((double)h[i]));
+    if (c->hmax)
+        for (int i = 0; i < T * d; i++) c->hmax[block] = fmax(c->hmax[block], fabs((double)h[i]));
+    if (c->res) memcpy(c->res + (size_t)block * T * d, h, (size_t)T * d * sizeof(float));
     return 0;
 }
 

@@ -65,12 +65,14 @@ void sks_test_set_llama_layer(sks_model *m, int l, const sks_test_layer_w *w);
 double sks_test_rng_unif(uint64_t *state);
 
 /* What the forward-pass hooks below record (hk.ud = the struct, want_attn_probs = 1):
- * alpha_0 per layer and head, and max |h| per residual block. A test that records more
- * puts this struct first in its own. */
+ * alpha_0 per layer and head (sks_test_on_probs), and per residual block its max |h| and
+ * a copy of it (sks_test_on_res; each where its array is not NULL). A test that records
+ * more puts this struct first in its own. */
 typedef struct {
     int L, H;
     double *a0;   /* (L, H) */
-    double *hmax; /* (2L + 1) */
+    double *hmax; /* (2L + 1) or NULL */
+    float *res;   /* (2L + 1, T, d) or NULL */
 } sks_test_cap;
 int sks_test_on_res(void *ud, int block, const float *h, int T, int d);
 int sks_test_on_probs(void *ud, int layer, int head, const float *A, int T);

@@ -174,7 +174,7 @@ static void check_family_ways(const char *fam, const char *want_family, const ch
         const sks_arch *a = sks_model_arch(m);
         assert_string_equal(a->family, want_family);
         int L = a->n_layers, H = a->n_heads, V = a->vocab_size;
-        cap c = {L, H, calloc((size_t)L * H, sizeof(double)), calloc((size_t)(2 * L + 1), sizeof(double))};
+        cap c = {L, H, calloc((size_t)L * H, sizeof(double)), calloc((size_t)(2 * L + 1), sizeof(double)), NULL};
         sks_fwd_hooks hk = {0};
         hk.ud = &c;
         hk.on_residual = sks_test_on_res;

@@ -34,21 +34,19 @@ static void assert_close(double got, double want, double tol, const char *what) 
 
 /* ---- hand-built closed-form model ----------------------------------------------------- */
 
+/* What the forward hooks record: every block's residual (k.res, by sks_test_on_res), the
+ * attention matrices (probs (L, H, T, T), by cap_probs), how often the other hooks ran
+ * (attn_in and ffn_in summing l + 1) and the FFN outputs (L, T, d). */
 typedef struct {
-    int T;
-    float *res;   /* (3, T, d) residual after blocks 0..2 */
-    float *probs; /* (H, T, T) layer 0 */
-    int d, H;
+    sks_test_cap k;
+    float *probs;
+    int n_attn_in, n_ffn_in, n_ffn_out, n_qk;
+    float *ffn_out;
 } capture;
 
-static int cap_res(void *ud, int b, const float *h, int T, int d) {
-    capture *c = ud;
-    memcpy(c->res + (size_t)b * T * d, h, (size_t)T * d * sizeof(float));
-    return 0;
-}
 static int cap_probs(void *ud, int l, int h, const float *A, int T) {
     capture *c = ud;
-    if (l == 0) memcpy(c->probs + (size_t)h * T * T, A, (size_t)T * T * sizeof(float));
+    memcpy(c->probs + ((size_t)l * c->k.H + h) * T * T, A, (size_t)T * T * sizeof(float));
     return 0;
 }
 
@@ -76,10 +74,10 @@ static void test_closed_form_uniform(void **state) {
 
     const int T = 5;
     int32_t tok[5] = {0, 3, 1, 4, 2};
-    capture c = {T, calloc(3 * T * 4, sizeof(float)), calloc(2 * T * T, sizeof(float)), 4, 2};
+    capture c = {.k = {.L = 1, .H = 2, .res = calloc(3 * T * 4, sizeof(float))}, .probs = calloc(2 * T * T, sizeof(float))};
     sks_fwd_hooks hk = {0};
     hk.ud = &c;
-    hk.on_residual = cap_res;
+    hk.on_residual = sks_test_on_res;
     hk.on_attn_probs = cap_probs;
     hk.want_attn_probs = 1;
     sks_forward *f;
@@ -99,9 +97,9 @@ static void test_closed_form_uniform(void **state) {
             for (int j = 0; j <= i; j++) mean += E[tok[j] * 4 + (ch % 2)] * s;
             mean /= (i + 1);
             h1[ch] = E[tok[i] * 4 + ch] + mean;
-            assert_close(c.res[(0 * T + i) * 4 + ch], E[tok[i] * 4 + ch], 0, "block 0 = embedding");
-            assert_close(c.res[(1 * T + i) * 4 + ch], h1[ch], 1e-6, "block 1 closed form");
-            assert_close(c.res[(2 * T + i) * 4 + ch], h1[ch], 1e-6, "block 2 = block 1 (W_down = 0)");
+            assert_close(c.k.res[(0 * T + i) * 4 + ch], E[tok[i] * 4 + ch], 0, "block 0 = embedding");
+            assert_close(c.k.res[(1 * T + i) * 4 + ch], h1[ch], 1e-6, "block 1 closed form");
+            assert_close(c.k.res[(2 * T + i) * 4 + ch], h1[ch], 1e-6, "block 2 = block 1 (W_down = 0)");
         }
         double ss = 0;
         for (int ch = 0; ch < 4; ch++) ss += h1[ch] * h1[ch];
@@ -118,7 +116,7 @@ static void test_closed_form_uniform(void **state) {
     for (int v = 0; v < 5; v++) assert_close(last[v], logits[4 * 5 + v], 1e-6, "last_only");
     sks_forward_free(f);
     sks_model_close(m);
-    free(c.res);
+    free(c.k.res);
     free(c.probs);
 }
 
@@ -160,10 +158,10 @@ static void rope_case(int interleaved, int llama3) {
     sks_test_set_llama_layer(m, 0, &(sks_test_layer_w){ones, I4, I4, I4, zeros, ones, zeros, zeros, zeros});
     const int T = 9;
     int32_t tok[9] = {0, 1, 0, 0, 1, 1, 0, 1, 0};
-    capture c = {T, calloc(3 * T * 4, sizeof(float)), calloc(T * T, sizeof(float)), 4, 1};
+    capture c = {.k = {.L = 1, .H = 1, .res = calloc(3 * T * 4, sizeof(float))}, .probs = calloc(T * T, sizeof(float))};
     sks_fwd_hooks hk = {0};
     hk.ud = &c;
-    hk.on_residual = cap_res;
+    hk.on_residual = sks_test_on_res;
     hk.on_attn_probs = cap_probs;
     hk.want_attn_probs = 1;
     sks_forward *f;
@@ -186,7 +184,7 @@ static void rope_case(int interleaved, int llama3) {
     }
     sks_forward_free(f);
     sks_model_close(m);
-    free(c.res);
+    free(c.k.res);
     free(c.probs);
 }
 
@@ -414,27 +412,10 @@ static void ref_forward(const rmodel *rm, const int32_t *tok, int T, double *res
     free(h); free(x); free(Q); free(K); free(Vv); free(att); free(o); free(g); free(u); free(newh); free(sc);
 }
 
-typedef struct {
-    int T, d, H, L;
-    float *res, *probs;
-    int n_attn_in, n_ffn_in, n_ffn_out, n_qk;
-    float *ffn_out; /* (L, T, d) */
-} rcap;
-
-static int rc_res(void *ud, int b, const float *h, int T, int d) {
-    rcap *c = ud;
-    memcpy(c->res + (size_t)b * T * d, h, (size_t)T * d * sizeof(float));
-    return 0;
-}
-static int rc_probs(void *ud, int l, int h, const float *A, int T) {
-    rcap *c = ud;
-    memcpy(c->probs + ((size_t)l * c->H + h) * T * T, A, (size_t)T * T * sizeof(float));
-    return 0;
-}
-static int rc_ain(void *ud, int l, const float *x, int T, int d) { (void)x; (void)T; (void)d; ((rcap *)ud)->n_attn_in += l + 1; return 0; }
-static int rc_fin(void *ud, int l, const float *x, int T, int d) { (void)x; (void)T; (void)d; ((rcap *)ud)->n_ffn_in += l + 1; return 0; }
+static int rc_ain(void *ud, int l, const float *x, int T, int d) { (void)x; (void)T; (void)d; ((capture *)ud)->n_attn_in += l + 1; return 0; }
+static int rc_fin(void *ud, int l, const float *x, int T, int d) { (void)x; (void)T; (void)d; ((capture *)ud)->n_ffn_in += l + 1; return 0; }
 static int rc_fout(void *ud, int l, const float *y, int T, int d) {
-    rcap *c = ud;
+    capture *c = ud;
     c->n_ffn_out++;
     memcpy(c->ffn_out + (size_t)l * T * d, y, (size_t)T * d * sizeof(float));
     return 0;
@@ -442,7 +423,7 @@ static int rc_fout(void *ud, int l, const float *y, int T, int d) {
 static int rc_qk(void *ud, int l, const float *qp, const float *kp, const float *q, const float *k, int T, int H,
                  int Hkv, int dh) {
     (void)l; (void)kp; (void)k;
-    rcap *c = ud;
+    capture *c = ud;
     c->n_qk++;
     /* position 0 is not rotated: pre and post agree there */
     for (int i = 0; i < H * dh; i++) assert_true(qp[i] == q[i]);
@@ -461,12 +442,12 @@ static void random_case(int interleaved, int qwen3, int qwen2, int llama3, int t
     double *logits = malloc((size_t)T * V * sizeof(double));
     ref_forward(&rm, tok, T, res, probs, logits);
 
-    rcap c = {T, d, H, L, calloc((size_t)(2 * L + 1) * T * d, 4), calloc((size_t)L * H * T * T, 4), 0, 0, 0, 0,
-              calloc((size_t)L * T * d, 4)};
+    capture c = {.k = {.L = L, .H = H, .res = calloc((size_t)(2 * L + 1) * T * d, 4)},
+                 .probs = calloc((size_t)L * H * T * T, 4), .ffn_out = calloc((size_t)L * T * d, 4)};
     sks_fwd_hooks hk = {0};
     hk.ud = &c;
-    hk.on_residual = rc_res;
-    hk.on_attn_probs = rc_probs;
+    hk.on_residual = sks_test_on_res;
+    hk.on_attn_probs = cap_probs;
     hk.on_attn_in = rc_ain;
     hk.on_ffn_in = rc_fin;
     hk.on_ffn_out = rc_fout;
@@ -480,7 +461,7 @@ static void random_case(int interleaved, int qwen3, int qwen2, int llama3, int t
     assert_int_equal(c.n_ffn_in, 3);
     assert_int_equal(c.n_ffn_out, 2);
     assert_int_equal(c.n_qk, 2);
-    for (size_t i = 0; i < (size_t)(2 * L + 1) * T * d; i++) assert_close(c.res[i], res[i], TOL, "residual");
+    for (size_t i = 0; i < (size_t)(2 * L + 1) * T * d; i++) assert_close(c.k.res[i], res[i], TOL, "residual");
     for (size_t i = 0; i < (size_t)L * H * T * T; i++) assert_close(c.probs[i], probs[i], TOL, "attention prob");
     for (size_t i = 0; i < (size_t)T * V; i++) assert_close(lg[i], logits[i], TOL, "logit");
     /* without the probabilities hook attention takes the threaded per-block path */
@@ -494,7 +475,7 @@ static void random_case(int interleaved, int qwen3, int qwen2, int llama3, int t
     sks_forward_free(f);
     free(lg);
     free(res); free(probs); free(logits);
-    free(c.res); free(c.probs); free(c.ffn_out);
+    free(c.k.res); free(c.probs); free(c.ffn_out);
     free(tok);
     rmodel_free(&rm);
 }
@@ -514,10 +495,10 @@ static void test_independent_mode(void **state) {
     rmodel_build(&rm, 0, 0, 1, 0, 1);
     const int T = 9, d = rm.a.d_model, V = rm.a.vocab_size, L = 2;
     int32_t tok[9] = {5, 0, 36, 2, 2, 17, 9, 30, 1};
-    rcap c = {T, d, 4, L, calloc((size_t)(2 * L + 1) * T * d, 4), NULL, 0, 0, 0, 0, calloc((size_t)L * T * d, 4)};
+    capture c = {.k = {.L = L, .H = 4, .res = calloc((size_t)(2 * L + 1) * T * d, 4)}, .ffn_out = calloc((size_t)L * T * d, 4)};
     sks_fwd_hooks hk = {0};
     hk.ud = &c;
-    hk.on_residual = rc_res;
+    hk.on_residual = sks_test_on_res;
     sks_forward *f;
     assert_int_equal(sks_forward_new(rm.m, T, &f), 0);
     float *lg = malloc((size_t)T * V * 4), one[64];
@@ -528,12 +509,12 @@ static void test_independent_mode(void **state) {
         ref_forward(&rm, &tok[t], 1, res, probs, ref_lg);
         for (int b = 0; b <= 2 * L; b++)
             for (int ch = 0; ch < d; ch++)
-                assert_close(c.res[((size_t)b * T + t) * d + ch], res[(size_t)b * d + ch], TOL, "independent residual");
+                assert_close(c.k.res[((size_t)b * T + t) * d + ch], res[(size_t)b * d + ch], TOL, "independent residual");
         for (int v = 0; v < V; v++) assert_close(lg[t * V + v], ref_lg[v], TOL, "independent logits");
         assert_int_equal(sks_forward_run(f, &tok[t], 1, SKS_FWD_CAUSAL, NULL, one, 0), 0);
         for (int v = 0; v < V; v++) assert_close(lg[t * V + v], one[v], TOL, "independent = causal T=1");
     }
-    free(res); free(probs); free(ref_lg); free(lg); free(c.res); free(c.ffn_out);
+    free(res); free(probs); free(ref_lg); free(lg); free(c.k.res); free(c.ffn_out);
     sks_forward_free(f);
     rmodel_free(&rm);
 }

@@ -113,7 +113,7 @@ static void check_moe(const char *fam, const char *want_family, const char *cons
         assert_string_equal(a->family, want_family);
         assert_true(a->n_experts > 0);
         int L = a->n_layers, H = a->n_heads, V = a->vocab_size, k = a->n_experts_used;
-        cap c = {{L, H, calloc((size_t)L * H, sizeof(double)), calloc((size_t)(2 * L + 1), sizeof(double))}, k, T,
+        cap c = {{L, H, calloc((size_t)L * H, sizeof(double)), calloc((size_t)(2 * L + 1), sizeof(double)), NULL}, k, T,
                  malloc((size_t)L * T * k * sizeof(int)), calloc((size_t)L * T * k, sizeof(float))};
         for (size_t i = 0; i < (size_t)L * T * k; i++) c.experts[i] = -1;
         sks_fwd_hooks hk = {0};

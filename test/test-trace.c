@@ -168,24 +168,6 @@ static void test_planted_lifecycle_and_uniform_alpha(void **state) {
 
 /* ---- block statistics against an independent recomputation -------------------------- */
 
-typedef struct {
-    int T, nb;
-    float *res; /* (nb, T, D) */
-    double *alpha0; /* (L, H) */
-} cap;
-
-static int cap_res(void *ud, int b, const float *h, int T, int d) {
-    cap *c = ud;
-    memcpy(c->res + (size_t)b * T * d, h, (size_t)T * d * sizeof(float));
-    return 0;
-}
-static int cap_probs(void *ud, int l, int h, const float *A, int T) {
-    cap *c = ud;
-    double s = 0;
-    for (int i = 0; i < T; i++) s += A[(size_t)i * T];
-    c->alpha0[l * H + h] = s / T;
-    return 0;
-}
 static int cmp_float(const void *a, const void *b) {
     float x = *(const float *)a, y = *(const float *)b;
     return x < y ? -1 : x > y;
@@ -196,11 +178,11 @@ static void test_block_stats_independent(void **state) {
     planted *p = malloc(sizeof *p);
     planted_build_ex(p, 0.8f, -40.0f, 1); /* W_Q != 0: attention not uniform; W_O != 0: |h| values distinct */
     const int T = 12, nb = 2 * L + 1;
-    cap c = {T, nb, malloc((size_t)nb * T * D * sizeof(float)), calloc(L * H, sizeof(double))};
+    sks_test_cap c = {.L = L, .H = H, .a0 = calloc(L * H, sizeof(double)), .res = malloc((size_t)nb * T * D * sizeof(float))};
     sks_fwd_hooks hk = {0};
     hk.ud = &c;
-    hk.on_residual = cap_res;
-    hk.on_attn_probs = cap_probs;
+    hk.on_residual = sks_test_on_res;
+    hk.on_attn_probs = sks_test_on_probs;
     hk.want_attn_probs = 1;
     sks_forward *f;
     assert_int_equal(sks_forward_new(p->m, T, &f), 0);
@@ -236,7 +218,7 @@ static void test_block_stats_independent(void **state) {
             assert_true(r->channel_max[(size_t)b * D + ch] == mx);
         }
     }
-    for (int i = 0; i < L * H; i++) assert_true(fabs(r->alpha[(size_t)i * o.n_alpha] - c.alpha0[i]) < 1e-6);
+    for (int i = 0; i < L * H; i++) assert_true(fabs(r->alpha[(size_t)i * o.n_alpha] - c.a0[i]) < 1e-6);
     /* keep_residual: h_b of every block, exactly what the forward pass produced */
     assert_non_null(r->residual);
     assert_memory_equal(r->residual, c.res, (size_t)nb * T * D * sizeof(float));
@@ -245,7 +227,7 @@ static void test_block_stats_independent(void **state) {
     sks_trace_result_free(r);
     free(tmp);
     free(c.res);
-    free(c.alpha0);
+    free(c.a0);
     sks_model_close(p->m);
     free(p);
 }
