@@ -32,6 +32,49 @@ int sks_test_have_fixtures(void) {
     return stat(sks__fixtures_root(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+json_t *sks_test_json(const char *path) {
+    json_error_t e;
+    json_t *j = json_load_file(path, 0, &e);
+    if (!j) fail_msg("%s: line %d: %s", path, e.line, e.text);
+    return j;
+}
+
+json_t *sks_test_fixture_json(const char *rel) { return sks_test_json(sks_test_fixture(rel)); }
+
+sks_model *sks_test_open(const char *path) {
+    sks_model *m = NULL;
+    int rc = sks_model_open(path, &m);
+    if (rc || !m) fail_msg("open %s: %s", path, sks_last_error());
+    return m;
+}
+
+sks_model *sks_test_open_fixture(const char *rel) { return sks_test_open(sks_test_fixture(rel)); }
+
+int32_t *sks_test_json_ids(const json_t *arr, int *n) {
+    if (!json_is_array(arr)) fail_msg("token ids: not a JSON array");
+    *n = (int)json_array_size(arr);
+    int32_t *ids = malloc(((size_t)*n + 1) * sizeof *ids);
+    assert_non_null(ids);
+    for (int i = 0; i < *n; i++) ids[i] = (int32_t)json_integer_value(json_array_get(arr, (size_t)i));
+    return ids;
+}
+
+int sks_test_json_seqs(const json_t *arr, int n_max, int32_t ***ids, int **lens) {
+    int n = (int)json_array_size(arr);
+    if (n > n_max) n = n_max;
+    *ids = calloc((size_t)n + 1, sizeof **ids);
+    *lens = calloc((size_t)n + 1, sizeof **lens);
+    assert_true(*ids && *lens);
+    for (int i = 0; i < n; i++) (*ids)[i] = sks_test_json_ids(json_array_get(arr, (size_t)i), &(*lens)[i]);
+    return n;
+}
+
+void sks_test_free_seqs(int32_t **ids, int *lens, int n) {
+    for (int i = 0; i < n; i++) free(ids[i]);
+    free(ids);
+    free(lens);
+}
+
 char *sks_test_tmpdir(void) {
     const char *t = getenv("TMPDIR");
     char buf[4096];
@@ -158,6 +201,44 @@ void sks_test_set_llama_layer(sks_model *m, int l, const sks_test_layer_w *w) {
     sks_test_set_f32(m, SKS_ROLE_W_GATE, l, f, d, w->gate);
     sks_test_set_f32(m, SKS_ROLE_W_UP, l, f, d, w->up);
     sks_test_set_f32(m, SKS_ROLE_W_DOWN, l, d, f, w->down);
+}
+
+static double sks__num(const json_t *a, size_t i) { return json_number_value(json_array_get(a, i)); }
+
+void sks_test_check_family_ref(const json_t *ref, const sks_test_cap *c, const float *logits, int V, const char *what,
+                               double worst[3]) {
+    const int L = c->L, H = c->H;
+    const json_t *ja = json_object_get(ref, "alpha0"), *jh = json_object_get(ref, "hidden_max");
+    assert_int_equal((int)json_array_size(ja), L);
+    assert_int_equal((int)json_array_size(jh), L + 1);
+    worst[0] = worst[1] = worst[2] = 0;
+    for (int l = 0; l < L; l++)
+        for (int h = 0; h < H; h++) {
+            double want = sks__num(json_array_get(ja, (size_t)l), (size_t)h), err = fabs(c->a0[l * H + h] - want);
+            worst[0] = fmax(worst[0], err);
+            if (!(err <= 1e-4)) fail_msg("%s alpha0[%d][%d]: got %.7f want %.7f", what, l, h, c->a0[l * H + h], want);
+        }
+    for (int i = 0; i <= L; i++) {
+        double want = sks__num(jh, (size_t)i), got = c->hmax[2 * i];
+        double err = fabs(got - want) / fmax(fabs(want), 1e-30);
+        worst[1] = fmax(worst[1], err);
+        if (!(err <= 1e-4)) fail_msg("%s hidden_max[%d]: got %.7g want %.7g (rel %.2g)", what, i, got, want, err);
+    }
+    const json_t *jp = json_object_get(ref, "logit_positions"), *jl = json_object_get(ref, "logits");
+    for (size_t r = 0; r < json_array_size(jp); r++) {
+        int pos = (int)json_integer_value(json_array_get(jp, r));
+        const json_t *row = json_array_get(jl, r);
+        assert_int_equal((int)json_array_size(row), V);
+        double scale = 0;
+        for (int i = 0; i < V; i++) scale = fmax(scale, fabs(sks__num(row, (size_t)i)));
+        for (int i = 0; i < V; i++) {
+            double want = sks__num(row, (size_t)i), got = logits[(size_t)pos * V + i];
+            double err = fabs(got - want) / fmax(scale, 1e-6);
+            worst[2] = fmax(worst[2], err);
+            if (!(err <= 1e-4))
+                fail_msg("%s logit[%d][%d]: got %.7g want %.7g (%.2g of the row's max)", what, pos, i, got, want, err);
+        }
+    }
 }
 
 int sks_test_on_res(void *ud, int block, const float *h, int T, int d) {

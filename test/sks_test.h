@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <jansson.h>
 
 #include "loaders/sks_model.h"
 
@@ -22,6 +23,20 @@ int sks_test_have_fixtures(void);
             return 77;                                                                  \
         }                                                                               \
     } while (0)
+/* A JSON file, parsed (sks_test_fixture_json: under the fixtures folder); a failure
+ * fails the test naming the file, the line and the problem. Caller json_decref()s. */
+json_t *sks_test_json(const char *path);
+json_t *sks_test_fixture_json(const char *rel);
+/* A model opened (sks_test_open_fixture: under the fixtures folder); a failure fails the
+ * test with the library's message. Caller closes. */
+sks_model *sks_test_open(const char *path);
+sks_model *sks_test_open_fixture(const char *rel);
+/* Token ids from a JSON array of integers: *n of them, with one spare slot. Caller frees. */
+int32_t *sks_test_json_ids(const json_t *arr, int *n);
+/* Sequences from a JSON array of id arrays, at most n_max of them: returns how many,
+ * (*ids)[i] of (*lens)[i] tokens; sks_test_free_seqs releases them. */
+int sks_test_json_seqs(const json_t *arr, int n_max, int32_t ***ids, int **lens);
+void sks_test_free_seqs(int32_t **ids, int *lens, int n);
 /* A fresh temporary directory (mkdtemp under $TMPDIR or /tmp); caller frees string. */
 char *sks_test_tmpdir(void);
 /* Read a whole file (tests only). Caller frees. NULL on failure. */
@@ -74,6 +89,13 @@ typedef struct {
     double *hmax; /* (2L + 1) or NULL */
     float *res;   /* (2L + 1, T, d) or NULL */
 } sks_test_cap;
+/* A forward recorded with the hooks above (c->a0, c->hmax; logits (T, V)) against a
+ * transformers reference (test/data/families/<fam>/ref.json and the MoE ones): alpha0
+ * (L, H) within 1e-4, hidden_max at the L + 1 layer boundaries (blocks 0, 2, ..., 2L)
+ * within 1e-4 relative, the logits at logit_positions within 1e-4 of their row's largest
+ * |logit|. what names the case in a failure; worst gets the largest error of each. */
+void sks_test_check_family_ref(const json_t *ref, const sks_test_cap *c, const float *logits, int V, const char *what,
+                               double worst[3]);
 int sks_test_on_res(void *ud, int block, const float *h, int T, int d);
 int sks_test_on_probs(void *ud, int layer, int head, const float *A, int T);
 

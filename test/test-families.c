@@ -161,13 +161,9 @@ static void check_family(const char *fam, const char *want_family) {
 static void check_family_ways(const char *fam, const char *want_family, const char *const *hows, int n_hows) {
     char p[512];
     snprintf(p, sizeof p, DATA "%s/ref.json", fam);
-    json_error_t e;
-    json_t *ref = json_load_file(p, 0, &e);
-    if (!ref) fail_msg("%s: %s", p, e.text);
-    json_t *jt = json_object_get(ref, "tokens");
-    int T = (int)json_array_size(jt);
-    int32_t *tok = malloc((size_t)T * sizeof *tok);
-    for (int t = 0; t < T; t++) tok[t] = (int32_t)json_integer_value(json_array_get(jt, (size_t)t));
+    json_t *ref = sks_test_json(p);
+    int T;
+    int32_t *tok = sks_test_json_ids(json_object_get(ref, "tokens"), &T);
     for (int v = 0; v < n_hows; v++) {
         char *tmp;
         sks_model *m = open_variant(fam, hows[v], &tmp);
@@ -184,43 +180,12 @@ static void check_family_ways(const char *fam, const char *want_family, const ch
         sks_forward *f = NULL;
         assert_int_equal(sks_forward_new(m, T, &f), 0);
         if (sks_forward_run(f, tok, T, SKS_FWD_CAUSAL, &hk, logits, 0)) fail_msg("%s: %s", fam, sks_last_error());
-        double wa = 0, wh = 0, wl = 0;
-        json_t *ja = json_object_get(ref, "alpha0"), *jh = json_object_get(ref, "hidden_max");
-        assert_int_equal((int)json_array_size(ja), L);
-        assert_int_equal((int)json_array_size(jh), L + 1);
-        for (int l = 0; l < L; l++)
-            for (int h = 0; h < H; h++) {
-                double want = json_number_value(json_array_get(json_array_get(ja, (size_t)l), (size_t)h));
-                double err = fabs(c.a0[l * H + h] - want);
-                wa = fmax(wa, err);
-                if (!(err <= 1e-4))
-                    fail_msg("%s (%s) alpha0[%d][%d]: got %.7f want %.7f", fam, hows[v], l, h, c.a0[l * H + h], want);
-            }
-        for (int i = 0; i <= L; i++) {
-            double want = json_number_value(json_array_get(jh, (size_t)i)), got = c.hmax[2 * i];
-            double err = fabs(got - want) / fmax(fabs(want), 1e-30);
-            wh = fmax(wh, err);
-            if (!(err <= 1e-4))
-                fail_msg("%s (%s) hidden_max[%d]: got %.7g want %.7g (rel %.2g)", fam, hows[v], i, got, want, err);
-        }
-        json_t *jp = json_object_get(ref, "logit_positions"), *jl = json_object_get(ref, "logits");
-        for (size_t r = 0; r < json_array_size(jp); r++) {
-            int pos = (int)json_integer_value(json_array_get(jp, r));
-            json_t *row = json_array_get(jl, r);
-            assert_int_equal((int)json_array_size(row), V);
-            double scale = 0;
-            for (int i = 0; i < V; i++) scale = fmax(scale, fabs(json_number_value(json_array_get(row, (size_t)i))));
-            for (int i = 0; i < V; i++) {
-                double want = json_number_value(json_array_get(row, (size_t)i)), got = logits[(size_t)pos * V + i];
-                double err = fabs(got - want) / fmax(scale, 1e-6);
-                wl = fmax(wl, err);
-                if (!(err <= 1e-4))
-                    fail_msg("%s (%s) logit[%d][%d]: got %.7g want %.7g (%.2g of the row's max)", fam, hows[v], pos, i,
-                             got, want, err);
-            }
-        }
-        fprintf(stderr, "%-7s %-8s alpha0 %.1e  hidden max %.1e rel  logits %.1e of the row max\n", fam, hows[v], wa, wh,
-                wl);
+        char what[128];
+        snprintf(what, sizeof what, "%s (%s)", fam, hows[v]);
+        double w[3];
+        sks_test_check_family_ref(ref, &c, logits, V, what, w);
+        fprintf(stderr, "%-7s %-8s alpha0 %.1e  hidden max %.1e rel  logits %.1e of the row max\n", fam, hows[v], w[0],
+                w[1], w[2]);
         sks_forward_free(f);
         free(logits);
         free(c.a0);

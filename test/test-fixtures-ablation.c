@@ -40,26 +40,16 @@ static int on_res(void *ud, int block, const float *h, int T, int d) {
 static void check_variant(const char *name, const char *family) {
     char rel[128];
     snprintf(rel, sizeof rel, "ablation/%s", name);
-    sks_model *m = NULL;
-    if (sks_model_open(sks_test_fixture(rel), &m)) fail_msg("%s: %s", rel, sks_last_error());
+    sks_model *m = sks_test_open_fixture(rel);
     assert_string_equal(sks_model_arch(m)->family, family);
     snprintf(rel, sizeof rel, "ablation/%s/measure.json", name);
-    json_error_t e;
-    json_t *j = json_load_file(sks_test_fixture(rel), 0, &e);
-    if (!j) fail_msg("%s: %s", rel, e.text);
+    json_t *j = sks_test_fixture_json(rel);
     json_t *ids = json_object_get(j, "measure_ids");
-    int np = (int)json_array_size(ids);
-    assert_true(np == 16);
-    int32_t **pr = calloc((size_t)np, sizeof *pr);
-    int *lens = calloc((size_t)np, sizeof *lens);
-    int maxT = 0;
-    for (int p = 0; p < np; p++) {
-        json_t *w = json_array_get(ids, (size_t)p);
-        lens[p] = (int)json_array_size(w);
+    assert_true(json_array_size(ids) == 16);
+    int32_t **pr;
+    int *lens, np = sks_test_json_seqs(ids, 16, &pr, &lens), maxT = 0;
+    for (int p = 0; p < np; p++)
         if (lens[p] > maxT) maxT = lens[p];
-        pr[p] = malloc((size_t)lens[p] * sizeof(int32_t));
-        for (int t = 0; t < lens[p]; t++) pr[p][t] = (int32_t)json_integer_value(json_array_get(w, (size_t)t));
-    }
     const sks_arch *a = sks_model_arch(m);
     int L = a->n_layers, H = a->n_heads, nb = 2 * L + 1;
     maxcap c = {nb, calloc((size_t)nb, sizeof(double)), calloc((size_t)nb, sizeof(double))};
@@ -103,9 +93,7 @@ static void check_variant(const char *name, const char *family) {
         }
     fprintf(stderr, "%s: layer maxima within %.2e relative, alpha_0 within %.2e\n", name, worst, worst_a);
     sks_trace_result_free(r);
-    for (int p = 0; p < np; p++) free(pr[p]);
-    free(pr);
-    free(lens);
+    sks_test_free_seqs(pr, lens, np);
     free(c.max_abs);
     free(c.pos0_max);
     json_decref(j);
@@ -132,16 +120,11 @@ static int on_res_at(void *ud, int block, const float *h, int T, int d) {
 static void check_post_gain(const char *name, int layer, int channel) {
     char rel[128];
     snprintf(rel, sizeof rel, "ablation/%s", name);
-    sks_model *m = NULL;
-    if (sks_model_open(sks_test_fixture(rel), &m)) fail_msg("%s: %s", rel, sks_last_error());
+    sks_model *m = sks_test_open_fixture(rel);
     snprintf(rel, sizeof rel, "ablation/%s/measure.json", name);
-    json_error_t e;
-    json_t *j = json_load_file(sks_test_fixture(rel), 0, &e);
-    assert_non_null(j);
-    json_t *w = json_array_get(json_object_get(j, "measure_ids"), 0);
-    int T = (int)json_array_size(w);
-    int32_t *tok = malloc((size_t)T * sizeof *tok);
-    for (int t = 0; t < T; t++) tok[t] = (int32_t)json_integer_value(json_array_get(w, (size_t)t));
+    json_t *j = sks_test_fixture_json(rel);
+    int T;
+    int32_t *tok = sks_test_json_ids(json_array_get(json_object_get(j, "measure_ids"), 0), &T);
     sks_spikes_opts o;
     sks_spikes_opts_default(&o);
     o.top_frob = 0;

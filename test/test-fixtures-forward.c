@@ -30,27 +30,6 @@
 #include "analysis/sks_forward.h"
 #include "analysis/sks_trace.h"
 
-static json_t *load_json(const char *rel) {
-    json_error_t e;
-    json_t *j = json_load_file(sks_test_fixture(rel), 0, &e);
-    if (!j) fail_msg("%s: %s (line %d)", rel, e.text, e.line);
-    return j;
-}
-
-static sks_model *open_model(const char *rel) {
-    sks_model *m = NULL;
-    int rc = sks_model_open(sks_test_fixture(rel), &m);
-    if (rc) fail_msg("%s: %s", rel, sks_last_error());
-    return m;
-}
-
-static int32_t *json_ids(const json_t *arr, int *n) {
-    *n = (int)json_array_size(arr);
-    int32_t *ids = malloc((size_t)*n * sizeof *ids);
-    for (int i = 0; i < *n; i++) ids[i] = (int32_t)json_integer_value(json_array_get(arr, (size_t)i));
-    return ids;
-}
-
 static void check_rel(double got, double want, double tol, const char *what, int i, int j) {
     double err = fabs(got - want) / fmax(fabs(want), 1e-6);
     if (!(err <= tol)) fail_msg("%s [%d, %d]: got %.9g want %.9g (rel %.3g)", what, i, j, got, want, err);
@@ -89,11 +68,11 @@ static int a0_probs(void *ud, int l, int h, const float *A, int T) {
 /* ---- stories260K --------------------------------------------------------------------- */
 
 static void stories_case(const char *rel) {
-    json_t *ref = load_json("stories260K/reference.json");
-    sks_model *m = open_model(rel);
+    json_t *ref = sks_test_fixture_json("stories260K/reference.json");
+    sks_model *m = sks_test_open_fixture(rel);
     const sks_arch *a = sks_model_arch(m);
     int n_ref;
-    int32_t *greedy = json_ids(json_object_get(ref, "greedy_ids"), &n_ref);
+    int32_t *greedy = sks_test_json_ids(json_object_get(ref, "greedy_ids"), &n_ref);
     assert_int_equal(greedy[0], 1);
     sks_forward *f;
     assert_int_equal(sks_forward_new(m, n_ref, &f), 0);
@@ -182,12 +161,12 @@ static int contains(const int *v, int n, int x) {
 
 static void test_trained_llama(void **state) {
     (void)state;
-    json_t *ref = load_json("trained-llama/reference.json");
-    json_t *mech = load_json("trained-llama/mechanism.json");
-    sks_model *m = open_model("trained-llama/model");
+    json_t *ref = sks_test_fixture_json("trained-llama/reference.json");
+    json_t *mech = sks_test_fixture_json("trained-llama/mechanism.json");
+    sks_model *m = sks_test_open_fixture("trained-llama/model");
     const sks_arch *a = sks_model_arch(m);
     int T;
-    int32_t *ids = json_ids(json_object_get(ref, "input_ids"), &T);
+    int32_t *ids = sks_test_json_ids(json_object_get(ref, "input_ids"), &T);
     assert_int_equal(T, 43);
     const int V = a->vocab_size;
     sks_forward *f;
@@ -240,10 +219,10 @@ static void test_trained_llama(void **state) {
 
 static void test_trained_packed(void **state) {
     (void)state;
-    json_t *mech = load_json("trained-packed/mechanism.json");
-    sks_model *m = open_model("trained-packed/model.gguf");
+    json_t *mech = sks_test_fixture_json("trained-packed/mechanism.json");
+    sks_model *m = sks_test_open_fixture("trained-packed/model.gguf");
     int T;
-    int32_t *ids = json_ids(json_object_get(mech, "ids"), &T);
+    int32_t *ids = sks_test_json_ids(json_object_get(mech, "ids"), &T);
     const int V = sks_model_arch(m)->vocab_size;
     sks_forward *f;
     assert_int_equal(sks_forward_new(m, T, &f), 0);
@@ -278,7 +257,7 @@ static void test_trained_packed(void **state) {
 
     /* EOS in the middle (position 30) spikes like a delimiter */
     json_t *eos = json_object_get(mech, "eos_example");
-    ids = json_ids(json_object_get(eos, "ids"), &T);
+    ids = sks_test_json_ids(json_object_get(eos, "ids"), &T);
     assert_int_equal(ids[30], 2);
     prompts[0] = ids;
     assert_int_equal(sks_trace_run(m, 1, prompts, &T, &o, &r), 0);

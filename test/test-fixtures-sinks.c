@@ -17,35 +17,6 @@
 #include "sks_test.h"
 #include "analysis/sks_sinks.h"
 
-static json_t *load_json(const char *rel) {
-    json_error_t e;
-    json_t *j = json_load_file(sks_test_fixture(rel), 0, &e);
-    if (!j) fprintf(stderr, "%s: %s\n", rel, e.text);
-    return j;
-}
-
-/* Sequences from a JSON array of arrays of ids (n_max of them). */
-static int load_seqs(json_t *arr, int n_max, int32_t ***ids, int **lens) {
-    int n = (int)json_array_size(arr);
-    if (n > n_max) n = n_max;
-    *ids = calloc((size_t)n, sizeof **ids);
-    *lens = calloc((size_t)n, sizeof **lens);
-    for (int i = 0; i < n; i++) {
-        json_t *s = json_array_get(arr, (size_t)i);
-        int T = (int)json_array_size(s);
-        (*ids)[i] = malloc((size_t)T * sizeof(int32_t));
-        for (int t = 0; t < T; t++) (*ids)[i][t] = (int32_t)json_integer_value(json_array_get(s, (size_t)t));
-        (*lens)[i] = T;
-    }
-    return n;
-}
-
-static void free_seqs(int32_t **ids, int *lens, int n) {
-    for (int i = 0; i < n; i++) free(ids[i]);
-    free(ids);
-    free(lens);
-}
-
 static sks_sinks_opts llama_opts(void) {
     sks_sinks_opts o;
     sks_sinks_opts_default(&o);
@@ -55,38 +26,60 @@ static sks_sinks_opts llama_opts(void) {
     return o;
 }
 
-static void test_report_alpha0(void **state) {
-    (void)state;
-    json_t *rep = load_json("trained-llama/report.json");
-    assert_non_null(rep);
-    sks_model *m = NULL;
-    assert_int_equal(sks_model_open(sks_test_fixture("trained-llama/model"), &m), 0);
+/* sinks over the first n sequences of the JSON array seqs (it must hold that many) */
+static sks_sinks_result *run_sinks(sks_model *m, const json_t *seqs, int n) {
     int32_t **ids;
     int *lens;
-    int n = load_seqs(json_object_get(rep, "measurement_input_ids"), 16, &ids, &lens);
-    assert_int_equal(n, 16);
+    assert_int_equal(sks_test_json_seqs(seqs, n, &ids, &lens), n);
     sks_sinks_opts o = llama_opts();
     sks_sinks_result *r = NULL;
     int rc = sks_sinks_run(m, n, (const int32_t *const *)ids, lens, &o, &r);
-    if (rc) fprintf(stderr, "%s\n", sks_last_error());
-    assert_int_equal(rc, 0);
-    json_t *a0 = json_object_get(rep, "alpha0_per_layer_head");
-    assert_int_equal((int)json_array_size(a0), r->n_layers);
+    if (rc) fail_msg("sinks: %s", sks_last_error());
+    sks_test_free_seqs(ids, lens, n);
+    return r;
+}
+
+/* alpha_0 against the float64 reference ref (a JSON array of L arrays of H numbers):
+ * max |diff| <= 1e-4 */
+static void check_alpha0(const sks_sinks_result *r, const json_t *ref, const char *what) {
+    assert_int_equal((int)json_array_size(ref), r->n_layers);
     double maxdiff = 0.0;
     for (int l = 0; l < r->n_layers; l++)
         for (int h = 0; h < r->n_heads; h++) {
-            double ref = json_real_value(json_array_get(json_array_get(a0, (size_t)l), (size_t)h));
-            double d = fabs(r->alpha0[l * r->n_heads + h] - ref);
+            double want = json_real_value(json_array_get(json_array_get(ref, (size_t)l), (size_t)h));
+            double d = fabs(r->alpha0[l * r->n_heads + h] - want);
             if (d > maxdiff) maxdiff = d;
         }
-    fprintf(stderr, "alpha_0 vs report.json (16 sequences): max |diff| %.3g\n", maxdiff);
+    fprintf(stderr, "alpha_0 vs %s: max |diff| %.3g\n", what, maxdiff);
     assert_true(maxdiff <= 1e-4);
+}
+
+/* The model under the fixtures folder measured on the first n sequences of ref[ids_key],
+ * its alpha_0 checked against ref[a0_key]. */
+static sks_sinks_result *measure(const json_t *ref, const char *model_rel, const char *ids_key, int n, const char *a0_key,
+                                 const char *what, sks_model **m) {
+    *m = sks_test_open_fixture(model_rel);
+    sks_sinks_result *r = run_sinks(*m, json_object_get(ref, ids_key), n);
+    check_alpha0(r, json_object_get(ref, a0_key), what);
+    return r;
+}
+
+static int has_spike_channel(const sks_sinks_result *r, int ch) {
+    for (int i = 0; i < r->n_spike_channels; i++)
+        if (r->spike_channels[i] == ch) return 1;
+    return 0;
+}
+
+static void test_report_alpha0(void **state) {
+    (void)state;
+    json_t *rep = sks_test_fixture_json("trained-llama/report.json");
+    sks_model *m;
+    sks_sinks_result *r = measure(rep, "trained-llama/model", "measurement_input_ids", 16, "alpha0_per_layer_head",
+                                  "report.json (16 sequences)", &m);
     double frac = json_real_value(json_object_get(rep, "frac_heads_alpha0_gt_0.3"));
     assert_int_equal(r->n_sink_heads, (int)lround(frac * r->n_layers * r->n_heads));
     /* the spike: channel 356 at BOS (position 0) */
-    int has356 = 0;
-    for (int i = 0; i < r->n_spike_channels; i++) has356 |= r->spike_channels[i] == 356;
-    assert_true(has356);
+    assert_true(has_spike_channel(r, 356));
     assert_true(r->n_prompt0_spike_tokens >= 1 && r->prompt0_spike_tokens[0] == 0);
     /* sink keys 1-2 dimensional, non-sink keys much wider, in every layer and KV head */
     for (int i = 0; i < r->n_layers * r->n_kv_heads; i++) {
@@ -98,39 +91,21 @@ static void test_report_alpha0(void **state) {
         assert_true(r->auc[p] >= 0.0 && r->auc[p] <= 1.0);
     }
     sks_sinks_result_free(r);
-    free_seqs(ids, lens, n);
     sks_model_close(m);
     json_decref(rep);
 }
 
 static void test_mechanism_alpha0(void **state) {
     (void)state;
-    json_t *mech = load_json("trained-llama/mechanism.json");
-    assert_non_null(mech);
-    sks_model *m = NULL;
-    assert_int_equal(sks_model_open(sks_test_fixture("trained-llama/model"), &m), 0);
-    json_t *wrap = json_array();
-    json_array_append(wrap, json_object_get(mech, "ids"));
-    int32_t **ids;
-    int *lens;
-    int n = load_seqs(wrap, 1, &ids, &lens);
-    assert_int_equal(lens[0], 43);
-    sks_sinks_opts o = llama_opts();
-    sks_sinks_result *r = NULL;
-    assert_int_equal(sks_sinks_run(m, n, (const int32_t *const *)ids, lens, &o, &r), 0);
-    json_t *a0 = json_object_get(mech, "alpha0");
-    double maxdiff = 0.0;
-    for (int l = 0; l < r->n_layers; l++)
-        for (int h = 0; h < r->n_heads; h++) {
-            double ref = json_real_value(json_array_get(json_array_get(a0, (size_t)l), (size_t)h));
-            double d = fabs(r->alpha0[l * r->n_heads + h] - ref);
-            if (d > maxdiff) maxdiff = d;
-        }
-    fprintf(stderr, "alpha_0 vs mechanism.json (43 ids): max |diff| %.3g\n", maxdiff);
-    assert_true(maxdiff <= 1e-4);
+    json_t *mech = sks_test_fixture_json("trained-llama/mechanism.json");
+    assert_int_equal((int)json_array_size(json_object_get(mech, "ids")), 43);
+    /* its one sequence as a list of one */
+    json_t *wrap = json_pack("{s:[O], s:O}", "seqs", json_object_get(mech, "ids"), "alpha0", json_object_get(mech, "alpha0"));
+    assert_non_null(wrap);
+    sks_model *m;
+    sks_sinks_result *r = measure(wrap, "trained-llama/model", "seqs", 1, "alpha0", "mechanism.json (43 ids)", &m);
     assert_int_equal(r->n_sink_heads, (int)json_integer_value(json_object_get(mech, "sink_heads_eps0.3")));
     sks_sinks_result_free(r);
-    free_seqs(ids, lens, n);
     json_decref(wrap);
     sks_model_close(m);
     json_decref(mech);
@@ -143,30 +118,11 @@ static void test_mechanism_alpha0(void **state) {
  * and the sink keys one-to-two dimensional. */
 static void test_packed_collapse(void **state) {
     (void)state;
-    json_t *mech = load_json("trained-packed/mechanism.json");
-    assert_non_null(mech);
-    sks_model *m = NULL;
-    assert_int_equal(sks_model_open(sks_test_fixture("trained-packed/model.gguf"), &m), 0);
-    int32_t **ids;
-    int *lens;
-    int n = load_seqs(json_object_get(mech, "heldout_window_ids"), 16, &ids, &lens);
-    assert_int_equal(n, 16);
-    sks_sinks_opts o = llama_opts();
-    sks_sinks_result *r = NULL;
-    assert_int_equal(sks_sinks_run(m, n, (const int32_t *const *)ids, lens, &o, &r), 0);
-    json_t *a0 = json_object_get(mech, "heldout_alpha0_per_layer_head");
-    double maxdiff = 0.0;
-    for (int l = 0; l < r->n_layers; l++)
-        for (int h = 0; h < r->n_heads; h++) {
-            double ref = json_real_value(json_array_get(json_array_get(a0, (size_t)l), (size_t)h));
-            double d = fabs(r->alpha0[l * r->n_heads + h] - ref);
-            if (d > maxdiff) maxdiff = d;
-        }
-    fprintf(stderr, "trained-packed alpha_0 vs mechanism.json (16 windows): max |diff| %.3g\n", maxdiff);
-    assert_true(maxdiff <= 1e-4);
-    int has154 = 0;
-    for (int i = 0; i < r->n_spike_channels; i++) has154 |= r->spike_channels[i] == 154;
-    assert_true(has154);
+    json_t *mech = sks_test_fixture_json("trained-packed/mechanism.json");
+    sks_model *m;
+    sks_sinks_result *r = measure(mech, "trained-packed/model.gguf", "heldout_window_ids", 16,
+                                  "heldout_alpha0_per_layer_head", "trained-packed mechanism.json (16 windows)", &m);
+    assert_true(has_spike_channel(r, 154));
     for (int l = 0; l < r->n_layers; l++)
         fprintf(stderr, "  layer %d: cos spike x~ %.3f (non-spike %.3f), sink r99 %d, non-sink r99 %d\n", l,
                 r->cos_spike_mean[l], r->cos_nonspike_mean[l], r->sink_r99[l * r->n_kv_heads],
@@ -181,7 +137,6 @@ static void test_packed_collapse(void **state) {
     }
     for (int g = 0; g < r->n_kv_heads; g++) assert_true(r->sink_r99[g] > 2);
     sks_sinks_result_free(r);
-    free_seqs(ids, lens, n);
     sks_model_close(m);
     json_decref(mech);
 }
@@ -191,8 +146,7 @@ static void test_packed_collapse(void **state) {
  * sequences; the kv map lists every measured sink head. */
 static void test_cli(void **state) {
     (void)state;
-    json_t *rep = load_json("trained-llama/report.json");
-    assert_non_null(rep);
+    json_t *rep = sks_test_fixture_json("trained-llama/report.json");
     char *dir = sks_test_tmpdir();
     assert_non_null(dir);
     char ids_path[4200], out[4200], kv[4200], js[4200], cmd[20000];
@@ -232,14 +186,8 @@ static void test_cli(void **state) {
         prev = v;
     }
     /* same 8 sequences through the library: identical alpha_0 */
-    sks_model *m = NULL;
-    assert_int_equal(sks_model_open(sks_test_fixture("trained-llama/model"), &m), 0);
-    int32_t **ids;
-    int *lens;
-    int n = load_seqs(seqs, 8, &ids, &lens);
-    sks_sinks_opts o = llama_opts();
-    sks_sinks_result *r = NULL;
-    assert_int_equal(sks_sinks_run(m, n, (const int32_t *const *)ids, lens, &o, &r), 0);
+    sks_model *m = sks_test_open_fixture("trained-llama/model");
+    sks_sinks_result *r = run_sinks(m, seqs, 8);
     int n_measured = 0;
     for (size_t i = 0; i < json_array_size(heads); i++) {
         json_t *hd = json_array_get(heads, i);
@@ -268,7 +216,6 @@ static void test_cli(void **state) {
     json_decref(k);
     json_decref(s);
     sks_sinks_result_free(r);
-    free_seqs(ids, lens, n);
     sks_model_close(m);
     remove(ids_path);
     remove(out);

@@ -17,20 +17,6 @@
 #include "analysis/sks_spikes.h"
 #include "analysis/sks_vocab.h"
 
-static json_t *load_json(const char *rel) {
-    json_error_t e;
-    json_t *j = json_load_file(sks_test_fixture(rel), 0, &e);
-    if (!j) fail_msg("%s: %s", rel, e.text);
-    return j;
-}
-
-static int32_t *json_ids(const json_t *a, int *n) {
-    *n = (int)json_array_size(a);
-    int32_t *ids = malloc((size_t)*n * sizeof *ids);
-    for (int i = 0; i < *n; i++) ids[i] = (int32_t)json_integer_value(json_array_get(a, (size_t)i));
-    return ids;
-}
-
 static double jnum(const json_t *o, const char *k) {
     const json_t *v = json_object_get(o, k);
     if (!v || !json_is_number(v)) fail_msg("key %s missing", k);
@@ -47,11 +33,10 @@ static double rel(double a, double b) { return fabs(a - b) / fmax(fabs(b), 1e-30
 
 /* Every (layer, channel) entry of mechanism.json `channels` at token 0 of its `ids`. */
 static void check_channels(const char *model_rel, const char *mech_rel) {
-    json_t *mech = load_json(mech_rel);
+    json_t *mech = sks_test_fixture_json(mech_rel);
     int T;
-    int32_t *ids = json_ids(json_object_get(mech, "ids"), &T);
-    sks_model *m;
-    if (sks_model_open(sks_test_fixture(model_rel), &m)) fail_msg("%s", sks_last_error());
+    int32_t *ids = sks_test_json_ids(json_object_get(mech, "ids"), &T);
+    sks_model *m = sks_test_open_fixture(model_rel);
     const int d = sks_model_arch(m)->d_model;
     sks_spikes_opts o;
     sks_spikes_opts_default(&o);
@@ -127,11 +112,10 @@ static void test_packed_channels(void **state) {
 /* The library's default selection on the reference ids finds the documented lifecycle. */
 static void check_default_selection(const char *model_rel, const char *mech_rel, int want_ch, const int *want_layers,
                                     int n_want) {
-    json_t *mech = load_json(mech_rel);
+    json_t *mech = sks_test_fixture_json(mech_rel);
     int T;
-    int32_t *ids = json_ids(json_object_get(mech, "ids"), &T);
-    sks_model *m;
-    if (sks_model_open(sks_test_fixture(model_rel), &m)) fail_msg("%s", sks_last_error());
+    int32_t *ids = sks_test_json_ids(json_object_get(mech, "ids"), &T);
+    sks_model *m = sks_test_open_fixture(model_rel);
     int *L, *C, *K, n;
     sks_trace_result *tr;
     if (sks_spikes_default_selection(m, ids, T, NULL, &tr, &L, &C, &K, &n)) fail_msg("%s", sks_last_error());
@@ -201,7 +185,7 @@ static void check_cli_default(const char *model_rel, int want_ch, const int *wan
     char args[4200];
     snprintf(args, sizeof args, "spikes %s", sks_test_fixture(model_rel));
     json_t *j = run_cli_json(args);
-    json_t *mech = load_json(mech_rel);
+    json_t *mech = sks_test_fixture_json(mech_rel);
     const json_t *layers = json_object_get(j, "layers");
     for (int w = 0; w < n_want; w++) {
         int hit = 0;
@@ -270,7 +254,7 @@ static void test_cli_from_trace_and_vocab(void **state) {
     rmdir(dir);
     free(dir);
 
-    json_t *mech = load_json("trained-packed/mechanism.json");
+    json_t *mech = sks_test_fixture_json("trained-packed/mechanism.json");
     const json_t *tm = json_object_get(mech, "typical_median_per_block");
     char med[2048] = "";
     for (size_t b = 0; b < json_array_size(tm); b++) {
@@ -295,11 +279,10 @@ static void test_cli_from_trace_and_vocab(void **state) {
 /* trained-packed: the vocabulary sweep with the reference's typical medians. */
 static void test_packed_vocab_sweep(void **state) {
     (void)state;
-    json_t *mech = load_json("trained-packed/mechanism.json");
+    json_t *mech = sks_test_fixture_json("trained-packed/mechanism.json");
     const json_t *tm = json_object_get(mech, "typical_median_per_block");
     const json_t *vs = json_object_get(mech, "vocab_sweep");
-    sks_model *m;
-    if (sks_model_open(sks_test_fixture("trained-packed/model.gguf"), &m)) fail_msg("%s", sks_last_error());
+    sks_model *m = sks_test_open_fixture("trained-packed/model.gguf");
     const int L = sks_model_arch(m)->n_layers;
     assert_int_equal((int)json_array_size(tm), 2 * L + 1);
     double *med = malloc((size_t)(2 * L + 1) * sizeof *med);

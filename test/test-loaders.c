@@ -17,15 +17,6 @@
 #include "loaders/sks_gguf.h"
 #include "loaders/sks_model.h"
 
-static sks_model *open_fixture(const char *rel) {
-    sks_model *m = NULL;
-    int rc = sks_model_open(sks_test_fixture(rel), &m);
-    if (rc) fprintf(stderr, "open %s: %s\n", rel, sks_last_error());
-    assert_int_equal(rc, 0);
-    assert_non_null(m);
-    return m;
-}
-
 /* Whole tensor as f32 (caller frees). */
 static float *tensor_f32(const sks_tensor *t) {
     int64_t rows = t->ndim == 2 ? t->shape[0] : 1, cols = sks_tensor_cols(t);
@@ -76,9 +67,9 @@ static int64_t hf_row_of_interleaved(int64_t r, int64_t dh) {
 
 static void test_stories_three_formats(void **state) {
     (void)state;
-    sks_model *bin = open_fixture("stories260K/stories260K.bin");
-    sks_model *gg = open_fixture("stories260K/stories260K.gguf");
-    sks_model *st = open_fixture("stories260K/stories260K.safetensors");
+    sks_model *bin = sks_test_open_fixture("stories260K/stories260K.bin");
+    sks_model *gg = sks_test_open_fixture("stories260K/stories260K.gguf");
+    sks_model *st = sks_test_open_fixture("stories260K/stories260K.safetensors");
     const sks_arch *ab = sks_model_arch(bin), *ag = sks_model_arch(gg), *as = sks_model_arch(st);
     check_stories_arch(ab);
     assert_same_arch(ab, ag);
@@ -142,7 +133,7 @@ static void test_stories_three_formats(void **state) {
  * then per token f32 score, int32 len, bytes). */
 static void test_stories_gguf_metadata(void **state) {
     (void)state;
-    sks_model *gg = open_fixture("stories260K/stories260K.gguf");
+    sks_model *gg = sks_test_open_fixture("stories260K/stories260K.gguf");
     const struct sks_gguf *g = sks_model_gguf(gg);
     assert_non_null(g);
     assert_int_equal(sks_gguf_version(g), 3);
@@ -233,7 +224,7 @@ static long st_offset(const char *file, const char *name, char *dtype_out) {
 
 static void test_trained_llama_sharded_bf16(void **state) {
     (void)state;
-    sks_model *m = open_fixture("trained-llama/model");
+    sks_model *m = sks_test_open_fixture("trained-llama/model");
     const sks_arch *a = sks_model_arch(m);
     /* README: hidden 384, 8 layers, 6 heads x 64 (no GQA), FFN 1024, vocab 4096, untied,
      * eps 1e-5, theta 10000 (from rope_parameters), rotate-half, context 256 */
@@ -369,7 +360,7 @@ static long gguf_find(const uint8_t *buf, const char *name, uint32_t *type, uint
 
 static void test_trained_packed_gguf_q8(void **state) {
     (void)state;
-    sks_model *m = open_fixture("trained-packed/model.gguf");
+    sks_model *m = sks_test_open_fixture("trained-packed/model.gguf");
     const sks_arch *a = sks_model_arch(m);
     /* README: hidden 256, 6 layers, 4 heads x 64, FFN 688, vocab 4096, tied, theta 1e4 */
     assert_string_equal(a->family, "llama");

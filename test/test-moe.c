@@ -99,13 +99,9 @@ static void check_moe(const char *fam, const char *want_family, const char *cons
     char p[512];
     if (!have_refs(fam)) skip();
     snprintf(p, sizeof p, DATA "%s/ref.json", fam);
-    json_error_t e;
-    json_t *ref = json_load_file(p, 0, &e);
-    if (!ref) fail_msg("%s: %s", p, e.text);
-    json_t *jt = json_object_get(ref, "tokens");
-    int T = (int)json_array_size(jt);
-    int32_t *tok = malloc((size_t)T * sizeof *tok);
-    for (int t = 0; t < T; t++) tok[t] = (int32_t)json_integer_value(json_array_get(jt, (size_t)t));
+    json_t *ref = sks_test_json(p);
+    int T;
+    int32_t *tok = sks_test_json_ids(json_object_get(ref, "tokens"), &T);
     for (int v = 0; v < n_hows; v++) {
         char *tmp;
         sks_model *m = open_how(fam, hows[v], &tmp);
@@ -126,34 +122,10 @@ static void check_moe(const char *fam, const char *want_family, const char *cons
         sks_forward *f = NULL;
         assert_int_equal(sks_forward_new(m, T, &f), 0);
         if (sks_forward_run(f, tok, T, SKS_FWD_CAUSAL, &hk, logits, 0)) fail_msg("%s: %s", fam, sks_last_error());
-        double wa = 0, wh = 0, wl = 0, ww = 0;
-        json_t *ja = json_object_get(ref, "alpha0"), *jh = json_object_get(ref, "hidden_max");
-        assert_int_equal((int)json_array_size(ja), L);
-        for (int l = 0; l < L; l++)
-            for (int h = 0; h < H; h++) {
-                double err = fabs(c.b.a0[l * H + h] - num(json_array_get(ja, (size_t)l), (size_t)h));
-                wa = fmax(wa, err);
-                if (!(err <= 1e-4)) fail_msg("%s (%s) alpha0[%d][%d] off by %.2g", fam, hows[v], l, h, err);
-            }
-        for (int i = 0; i <= L; i++) {
-            double want = num(jh, (size_t)i), err = fabs(c.b.hmax[2 * i] - want) / fmax(fabs(want), 1e-30);
-            wh = fmax(wh, err);
-            if (!(err <= 1e-4))
-                fail_msg("%s (%s) hidden_max[%d]: got %.7g want %.7g", fam, hows[v], i, c.b.hmax[2 * i], want);
-        }
-        json_t *jp = json_object_get(ref, "logit_positions"), *jl = json_object_get(ref, "logits");
-        for (size_t r = 0; r < json_array_size(jp); r++) {
-            int pos = (int)json_integer_value(json_array_get(jp, r));
-            json_t *row = json_array_get(jl, r);
-            assert_int_equal((int)json_array_size(row), V);
-            double scale = 0;
-            for (int i = 0; i < V; i++) scale = fmax(scale, fabs(num(row, (size_t)i)));
-            for (int i = 0; i < V; i++) {
-                double err = fabs(logits[(size_t)pos * V + i] - num(row, (size_t)i)) / fmax(scale, 1e-6);
-                wl = fmax(wl, err);
-                if (!(err <= 1e-4)) fail_msg("%s (%s) logit[%d][%d] off by %.2g of the row max", fam, hows[v], pos, i, err);
-            }
-        }
+        char what[128];
+        snprintf(what, sizeof what, "%s (%s)", fam, hows[v]);
+        double w[3], ww = 0;
+        sks_test_check_family_ref(ref, &c.b, logits, V, what, w);
         /* routing: the same experts in the same order, weights within 1e-5 */
         json_t *jr = json_object_get(ref, "routes");
         int n_moe = 0;
@@ -178,7 +150,7 @@ static void check_moe(const char *fam, const char *want_family, const char *cons
         }
         assert_true(n_moe > 0);
         fprintf(stderr, "%-14s %-8s alpha0 %.1e  hidden max %.1e rel  logits %.1e of the row max  route weights %.1e\n",
-                fam, hows[v], wa, wh, wl, ww);
+                fam, hows[v], w[0], w[1], w[2], ww);
         sks_forward_free(f);
         free(logits);
         free(c.b.a0);

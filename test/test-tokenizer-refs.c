@@ -23,11 +23,7 @@
 static json_t *load(const char *rel) {
     char path[1024];
     snprintf(path, sizeof path, DATA "%s", rel);
-    json_error_t err;
-    json_t *j = json_load_file(path, 0, &err);
-    if (!j) fprintf(stderr, "%s: line %d: %s\n", path, err.line, err.text);
-    assert_non_null(j);
-    return j;
+    return sks_test_json(path);
 }
 
 static void print_ids(const sks_tokenizer *t, const char *label, const int32_t *ids, int n) {

@@ -13,14 +13,6 @@
 
 /* ---- helpers ----------------------------------------------------------------------- */
 
-static json_t *load_json(const char *rel) {
-    json_error_t err;
-    json_t *j = json_load_file(sks_test_fixture(rel), 0, &err);
-    if (!j) fprintf(stderr, "%s: %s\n", rel, err.text);
-    assert_non_null(j);
-    return j;
-}
-
 /* ids from a JSON array (or from a string holding one). Caller frees. */
 static int32_t *json_ids(json_t *v, int *n) {
     json_t *arr = v, *parsed = NULL;
@@ -29,11 +21,7 @@ static int32_t *json_ids(json_t *v, int *n) {
         parsed = json_loads(json_string_value(v), 0, &err);
         arr = parsed;
     }
-    assert_true(json_is_array(arr));
-    *n = (int)json_array_size(arr);
-    int32_t *ids = malloc(((size_t)*n + 1) * sizeof *ids);
-    assert_non_null(ids);
-    for (int i = 0; i < *n; i++) ids[i] = (int32_t)json_integer_value(json_array_get(arr, (size_t)i));
+    int32_t *ids = sks_test_json_ids(arr, n);
     json_decref(parsed);
     return ids;
 }
@@ -108,7 +96,7 @@ static void test_llama2c_roundtrip(void **state) {
  * pieces such as <0x0A> left as written). */
 static void test_llama2c_greedy_reference(void **state) {
     (void)state;
-    json_t *ref = load_json("stories260K/reference.json");
+    json_t *ref = sks_test_fixture_json("stories260K/reference.json");
     int n;
     int32_t *ids = json_ids(json_object_get(ref, "greedy_ids"), &n);
     const char *text = json_string_value(json_object_get(ref, "text"));
@@ -157,7 +145,7 @@ static void test_llama2c_greedy_reference(void **state) {
 /* ---- SentencePiece tokenizer.model ----------------------------------------------------- */
 
 static void check_trained_llama_reference(const sks_tokenizer *t) {
-    json_t *ref = load_json("trained-llama/reference.json");
+    json_t *ref = sks_test_fixture_json("trained-llama/reference.json");
     const char *text = json_string_value(json_object_get(ref, "text"));
     int nw;
     int32_t *want = json_ids(json_object_get(ref, "input_ids"), &nw);
