@@ -146,6 +146,26 @@ static void test_st_valid_control(void **state) {
     expect_open(d, "model.safetensors", 0, NULL); /* single file, config beside it */
 }
 
+/* Single-tensor safetensors files, each written by write_st into one fresh case beside a
+ * valid config.json, opened, and expected to fail with code and a message holding substr. */
+typedef struct {
+    const char *header;
+    size_t data_len;
+    int raw, code;
+    const char *substr;
+} st_case;
+
+static void st_cases(const st_case *k, size_t n) {
+    const char *d = case_dir();
+    write_file(d, "config.json", k_config, strlen(k_config));
+    for (size_t i = 0; i < n; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "c%02zu.safetensors", i);
+        write_st(d, name, k[i].header, k[i].data_len, k[i].raw);
+        expect_open(d, name, k[i].code, k[i].substr);
+    }
+}
+
 static void test_st_header_structure(void **state) {
     (void)state;
     const char *d = case_dir();
@@ -166,9 +186,6 @@ static void test_st_header_structure(void **state) {
     write_file(d, "c.safetensors", b.b, b.n);
     expect_open(d, "c.safetensors", SKS_EBOUNDS, "header length");
     free(b.b);
-    /* 4. invalid JSON */
-    write_st(d, "d.safetensors", "{\"x\": {\"dtype\": \"F32\", ", 0, 0);
-    expect_open(d, "d.safetensors", SKS_EFORMAT, "not valid JSON");
     /* 5. deeply nested JSON: rejected by the depth guard before jansson sees it */
     char *deep = malloc(20002);
     deep[0] = '{';
@@ -178,64 +195,55 @@ static void test_st_header_structure(void **state) {
     write_st(d, "e.safetensors", deep, 0, 0);
     free(deep);
     expect_open(d, "e.safetensors", SKS_EFORMAT, "nested deeper");
-    /* 6. header that is JSON but not an object */
-    write_st(d, "f.safetensors", "[1, 2, 3]", 0, 0);
-    expect_open(d, "f.safetensors", SKS_EFORMAT, "JSON object");
-    /* 7. tensor entry without data_offsets */
-    write_st(d, "g.safetensors", "{\"t\":{\"dtype\":\"F32\",\"shape\":[1]}}", 4, 0);
-    expect_open(d, "g.safetensors", SKS_EFORMAT, "data_offsets");
+    static const st_case k[] = {
+        /* 4. invalid JSON */
+        {"{\"x\": {\"dtype\": \"F32\", ", 0, 0, SKS_EFORMAT, "not valid JSON"},
+        /* 6. header that is JSON but not an object */
+        {"[1, 2, 3]", 0, 0, SKS_EFORMAT, "JSON object"},
+        /* 7. tensor entry without data_offsets */
+        {"{\"t\":{\"dtype\":\"F32\",\"shape\":[1]}}", 4, 0, SKS_EFORMAT, "data_offsets"},
+    };
+    st_cases(k, sizeof k / sizeof k[0]);
 }
 
 static void test_st_spans_and_shapes(void **state) {
     (void)state;
-    const char *d = case_dir();
-    write_file(d, "config.json", k_config, strlen(k_config));
-    /* 8. offsets outside the data section */
-    write_st(d, "a.safetensors", "{\"t\":{\"dtype\":\"F32\",\"shape\":[4,4],\"data_offsets\":[0,64]}}", 16, 0);
-    expect_open(d, "a.safetensors", SKS_EBOUNDS, "outside the 16-byte data section");
-    /* 9. overlapping tensors */
-    write_st(d, "b.safetensors",
-             "{\"t\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]},"
-             "\"u\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[8,24]}}",
-             24, 0);
-    expect_open(d, "b.safetensors", SKS_EFORMAT, "overlap");
-    /* 9b. overlap hidden behind an empty tensor between the two */
-    write_st(d, "b2.safetensors",
-             "{\"t\":{\"dtype\":\"F32\",\"shape\":[8],\"data_offsets\":[0,32]},"
-             "\"z\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[4,4]},"
-             "\"u\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}",
-             32, 0);
-    expect_open(d, "b2.safetensors", SKS_EFORMAT, "overlap");
-    /* 10. byte span does not match shape x dtype */
-    write_st(d, "c.safetensors", "{\"t\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,12]}}", 16, 0);
-    expect_open(d, "c.safetensors", SKS_EFORMAT, "needs 16");
-    /* 11. negative dimension */
-    write_st(d, "e.safetensors", "{\"t\":{\"dtype\":\"F32\",\"shape\":[-1,4],\"data_offsets\":[0,16]}}", 16, 0);
-    expect_open(d, "e.safetensors", SKS_ESHAPE, "negative");
-    /* 12. huge dimensions whose product overflows 64 bits */
-    write_st(d, "f.safetensors",
-             "{\"t\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,16],\"data_offsets\":[0,16]}}", 16, 0);
-    expect_open(d, "f.safetensors", SKS_EOVERFLOW, "overflows");
-    /* 13. byte size overflows after the element count fits */
-    write_st(d, "f2.safetensors", "{\"t\":{\"dtype\":\"F64\",\"shape\":[4611686018427387904],\"data_offsets\":[0,16]}}",
-             16, 0);
-    expect_open(d, "f2.safetensors", SKS_EOVERFLOW, "overflows");
-    /* 14. unknown dtype */
-    write_st(d, "g.safetensors", "{\"t\":{\"dtype\":\"F7\",\"shape\":[4],\"data_offsets\":[0,16]}}", 16, 0);
-    expect_open(d, "g.safetensors", SKS_EDTYPE, "unknown dtype 'F7'");
-    /* 15. data misaligned for its element size (raw odd header length) */
-    write_st(d, "h.safetensors", "{\"t\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4, 1);
-    expect_open(d, "h.safetensors", SKS_EFORMAT, "not aligned");
-    /* 16. end before begin */
-    write_st(d, "i.safetensors", "{\"t\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[8,4]}}", 16, 0);
-    expect_open(d, "i.safetensors", SKS_EFORMAT, "end 4 < begin 8");
-    /* 16b. a tensor name with a newline (messages must stay one line) */
-    write_st(d, "k.safetensors", "{\"t\\nx\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4, 0);
-    expect_open(d, "k.safetensors", SKS_EFORMAT, "control characters");
-    /* 17. more dimensions than any tensor has */
-    write_st(d, "j.safetensors",
-             "{\"t\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,4]}}", 4, 0);
-    expect_open(d, "j.safetensors", SKS_ESHAPE, "dimensions");
+    static const st_case k[] = {
+        /* 8. offsets outside the data section */
+        {"{\"t\":{\"dtype\":\"F32\",\"shape\":[4,4],\"data_offsets\":[0,64]}}", 16, 0, SKS_EBOUNDS,
+         "outside the 16-byte data section"},
+        /* 9. overlapping tensors */
+        {"{\"t\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]},"
+         "\"u\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[8,24]}}",
+         24, 0, SKS_EFORMAT, "overlap"},
+        /* 9b. overlap hidden behind an empty tensor between the two */
+        {"{\"t\":{\"dtype\":\"F32\",\"shape\":[8],\"data_offsets\":[0,32]},"
+         "\"z\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[4,4]},"
+         "\"u\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}",
+         32, 0, SKS_EFORMAT, "overlap"},
+        /* 10. byte span does not match shape x dtype */
+        {"{\"t\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,12]}}", 16, 0, SKS_EFORMAT, "needs 16"},
+        /* 11. negative dimension */
+        {"{\"t\":{\"dtype\":\"F32\",\"shape\":[-1,4],\"data_offsets\":[0,16]}}", 16, 0, SKS_ESHAPE, "negative"},
+        /* 12. huge dimensions whose product overflows 64 bits */
+        {"{\"t\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,16],\"data_offsets\":[0,16]}}", 16, 0,
+         SKS_EOVERFLOW, "overflows"},
+        /* 13. byte size overflows after the element count fits */
+        {"{\"t\":{\"dtype\":\"F64\",\"shape\":[4611686018427387904],\"data_offsets\":[0,16]}}", 16, 0, SKS_EOVERFLOW,
+         "overflows"},
+        /* 14. unknown dtype */
+        {"{\"t\":{\"dtype\":\"F7\",\"shape\":[4],\"data_offsets\":[0,16]}}", 16, 0, SKS_EDTYPE, "unknown dtype 'F7'"},
+        /* 15. data misaligned for its element size (raw odd header length) */
+        {"{\"t\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4, 1, SKS_EFORMAT, "not aligned"},
+        /* 16. end before begin */
+        {"{\"t\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[8,4]}}", 16, 0, SKS_EFORMAT, "end 4 < begin 8"},
+        /* 16b. a tensor name with a newline (messages must stay one line) */
+        {"{\"t\\nx\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4, 0, SKS_EFORMAT, "control characters"},
+        /* 17. more dimensions than any tensor has */
+        {"{\"t\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,4]}}", 4, 0, SKS_ESHAPE,
+         "dimensions"},
+    };
+    st_cases(k, sizeof k / sizeof k[0]);
 }
 
 static void test_st_model_level(void **state) {
