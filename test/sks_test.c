@@ -1,10 +1,12 @@
-#define _POSIX_C_SOURCE 200809L
+#define _XOPEN_SOURCE 700
 #include "loaders/sks_model.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
+#include <errno.h>
+#include <ftw.h>
 #include <sys/stat.h>
 
 #include "sks_test.h"
@@ -81,6 +83,17 @@ char *sks_test_tmpdir(void) {
     snprintf(buf, sizeof buf, "%s/sks-test-XXXXXX", (t && *t) ? t : "/tmp");
     if (!mkdtemp(buf)) return NULL;
     return strdup(buf);
+}
+
+static int sks__rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+void sks_test_rm_tree(const char *dir) {
+    struct stat st;
+    if (!dir || lstat(dir, &st) != 0) return;
+    if (nftw(dir, sks__rm_one, 16, FTW_DEPTH | FTW_PHYS) != 0) fail_msg("removing %s: %s", dir, strerror(errno));
 }
 
 char *sks_test_read_file(const char *path, size_t *len) {

@@ -39,6 +39,9 @@ int sks_test_json_seqs(const json_t *arr, int n_max, int32_t ***ids, int **lens)
 void sks_test_free_seqs(int32_t **ids, int *lens, int n);
 /* A fresh temporary directory (mkdtemp under $TMPDIR or /tmp); caller frees string. */
 char *sks_test_tmpdir(void);
+/* Remove dir and everything below it (links themselves, not what they point to); NULL or
+ * a missing dir: nothing to do. A failure fails the test. */
+void sks_test_rm_tree(const char *dir);
 /* Read a whole file (tests only). Caller frees. NULL on failure. */
 char *sks_test_read_file(const char *path, size_t *len);
 /* A growing byte buffer for building files in memory (little-endian hosts). */

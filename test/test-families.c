@@ -142,13 +142,7 @@ static sks_model *open_variant(const char *fam, const char *how, char **tmp_out)
 }
 
 static void rm_tmp(char *tmp) {
-    if (!tmp) return;
-    char p[600];
-    snprintf(p, sizeof p, "%s/model.safetensors", tmp);
-    unlink(p);
-    snprintf(p, sizeof p, "%s/config.json", tmp);
-    unlink(p);
-    rmdir(tmp);
+    sks_test_rm_tree(tmp);
     free(tmp);
 }
 

@@ -27,14 +27,6 @@ static const char *cfg_json =
     "{\"hidden_size\": 256, \"intermediate_size\": 512, \"num_hidden_layers\": 3, \"num_attention_heads\": 4,"
     " \"num_key_value_heads\": 2, \"vocab_size\": 256, \"tie_word_embeddings\": false}";
 
-static void rm_dir(const char *dir) {
-    char p[4096];
-    snprintf(p, sizeof p, "%s/model.gguf", dir);
-    unlink(p);
-    snprintf(p, sizeof p, "%s/planted.json", dir);
-    unlink(p);
-    rmdir(dir);
-}
 
 /* The dequantized twin: every tensor of m converted to f32 by the dtype table. */
 static sks_model *dequantized(const sks_model *m, float ***bufs, size_t *nbuf) {
@@ -112,7 +104,7 @@ static void check_scheme(const sks_synth *s, const char *scheme) {
     }
     sks_trace_result_free(rq);
     sks_model_close(m);
-    rm_dir(dir);
+    sks_test_rm_tree(dir);
     free(dir);
 }
 
@@ -284,7 +276,7 @@ static void test_truncated(void **state) {
     assert_non_null(strstr(e, "tensor output.weight: type Q6_K: bytes ["));
     assert_non_null(strstr(e, "truncated file?"));
     assert_null(strchr(e, '\n'));
-    rm_dir(dir);
+    sks_test_rm_tree(dir);
     free(dir);
     sks_synth_free(s);
 }

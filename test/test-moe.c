@@ -59,16 +59,6 @@ static char *classic_dir(const char *fam) {
     return tmp;
 }
 
-static void rm_dir(char *tmp) {
-    if (!tmp) return;
-    char p[600];
-    snprintf(p, sizeof p, "%s/model.safetensors", tmp);
-    unlink(p);
-    snprintf(p, sizeof p, "%s/config.json", tmp);
-    unlink(p);
-    rmdir(tmp);
-    free(tmp);
-}
 
 /* how: "hf" (per-expert names), "fused" (save_pretrained's stacked file), "classic", "gguf" */
 static sks_model *open_how(const char *fam, const char *how, char **tmp) {
@@ -158,7 +148,8 @@ static void check_moe(const char *fam, const char *want_family, const char *cons
         free(c.experts);
         free(c.weights);
         sks_model_close(m);
-        rm_dir(tmp);
+        sks_test_rm_tree(tmp);
+        free(tmp);
     }
     free(tok);
     json_decref(ref);
@@ -770,9 +761,8 @@ static void test_layouts_agree(void **s) {
     free(l1), free(l2), free(l3), free(l4);
     sks_model_close(m1), sks_model_close(m2), sks_model_close(m3), sks_model_close(m4);
     sks_synth_free(sy);
-    char cmd[3000];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s' '%s' '%s'", d1, d2, d3, d4);
-    assert_int_equal(system(cmd), 0);
+    const char *dirs[4] = {d1, d2, d3, d4};
+    for (int i = 0; i < 4; i++) sks_test_rm_tree(dirs[i]);
     free(d1), free(d2), free(d3), free(d4);
 }
 
@@ -807,9 +797,7 @@ static void test_qwen_names(void **s) {
     for (int i = 0; i < MT * MV; i++) assert_true(l1[i] == l2[i]);
     sks_model_close(h);
     sks_model_close(m);
-    char cmd[800];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
+    sks_test_rm_tree(dir);
     free(dir);
 }
 

@@ -636,9 +636,7 @@ static void run_synth_cfg(const sks_synth_config *cfgp, const char *preset, uint
     sks_sinks_result_free(r);
     sks_model_close(m);
     sks_synth_free(sy);
-    char cmd[4300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
+    sks_test_rm_tree(dir);
     free(dir);
 }
 
@@ -797,9 +795,7 @@ static void test_layer_split(void **state) {
     sks_sinks_result_free(odd);
     sks_model_close(m);
     sks_synth_free(sy);
-    char cmd[4300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
+    sks_test_rm_tree(dir);
     free(dir);
 }
 

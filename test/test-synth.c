@@ -2,7 +2,6 @@
  * real-model shapes of the presets, the planted S_c eigenpair against a dense LAPACK
  * reference, and the planted spikes and sinks recovered by the forward trace. */
 #define _POSIX_C_SOURCE 200809L
-#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,19 +16,6 @@
 #include "analysis/sks_trace.h"
 #include "loaders/sks_model.h"
 
-static void rm_tree(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    char p[4096];
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        unlink(p);
-    }
-    closedir(d);
-    rmdir(dir);
-}
 
 static int file_exists(const char *dir, const char *name) {
     char p[4096];
@@ -118,7 +104,7 @@ static void test_tiny_roundtrip(void **state) {
         assert_true(fabs(a->norm_eps - e->norm_eps) < 1e-12 && fabs(a->rope_theta - e->rope_theta) < 1e-6);
         check_tensors_equal(s, m, dt);
         sks_model_close(m);
-        rm_tree(dir);
+        sks_test_rm_tree(dir);
         free(dir);
     }
     sks_synth_free(s);
@@ -173,7 +159,7 @@ static void test_sharded_qwen_config(void **state) {
     }
     assert_true(shards_with_one >= 1);
     sks_model_close(m);
-    rm_tree(dir);
+    sks_test_rm_tree(dir);
     free(dir);
     sks_synth_free(s);
 }
@@ -228,7 +214,7 @@ static void test_deterministic(void **state) {
     }
     assert_int_equal(differ, 3);
     for (int k = 0; k < 3; k++) {
-        rm_tree(dirs[k]);
+        sks_test_rm_tree(dirs[k]);
         free(dirs[k]);
     }
 }
@@ -379,7 +365,7 @@ static void check_trace(sks_synth *s, sks_dtype dt) {
     assert_true(p->n_sink >= 2);
     sks_trace_result_free(r);
     sks_model_close(m);
-    rm_tree(dir);
+    sks_test_rm_tree(dir);
     free(dir);
 }
 
@@ -413,7 +399,7 @@ static void test_gemma2(void **state) {
         assert_true(a->attn_softcap == 50 && a->final_softcap == 30 && a->query_pre_attn_scalar == a->head_dim);
         check_tensors_equal(s, m, SKS_DT_F32);
         sks_model_close(m);
-        rm_tree(dir);
+        sks_test_rm_tree(dir);
         free(dir);
         check_eigenpair(s);
         check_trace(s, seed == 2 ? SKS_DT_BF16 : SKS_DT_F32);
