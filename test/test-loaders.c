@@ -42,20 +42,34 @@ static void assert_same_arch(const sks_arch *a, const sks_arch *b) {
     assert_int_equal(a->eos_id, b->eos_id);
 }
 
-/* stories260K as README says: dim 64, 5 layers, 8 heads, 4 KV heads, FFN 172, vocab
- * 512, tied, eps 1e-5, theta 10000. */
-static void check_stories_arch(const sks_arch *a) {
+/* A fixture's Llama architecture as its README gives it (eps 1e-5 and theta 10000 in all
+ * of them); the fields a README leaves open are -1 and not checked. */
+typedef struct {
+    int d, L, H, Hkv, dh, f, V, tied, interleaved, max_seq, bos, eos;
+} readme_arch;
+
+static void check_readme_arch(const sks_arch *a, const readme_arch *w) {
     assert_string_equal(a->family, "llama");
-    assert_int_equal(a->d_model, 64);
-    assert_int_equal(a->n_layers, 5);
-    assert_int_equal(a->n_heads, 8);
-    assert_int_equal(a->n_kv_heads, 4);
-    assert_int_equal(a->head_dim, 8);
-    assert_int_equal(a->d_ffn, 172);
-    assert_int_equal(a->vocab_size, 512);
-    assert_int_equal(a->tied_embeddings, 1);
-    assert_true(fabs(a->norm_eps - 1e-5) < 1e-12);
+    assert_int_equal(a->d_model, w->d);
+    assert_int_equal(a->n_layers, w->L);
+    assert_int_equal(a->n_heads, w->H);
+    assert_int_equal(a->n_kv_heads, w->Hkv);
+    assert_int_equal(a->head_dim, w->dh);
+    assert_int_equal(a->d_ffn, w->f);
+    assert_int_equal(a->vocab_size, w->V);
+    assert_int_equal(a->tied_embeddings, w->tied);
+    if (w->interleaved >= 0) assert_int_equal(a->rope_interleaved, w->interleaved);
+    if (w->max_seq >= 0) assert_int_equal(a->max_seq, w->max_seq);
     assert_true(a->rope_theta == 10000.0);
+    assert_true(fabs(a->norm_eps - 1e-5) < 1e-12);
+    if (w->bos >= 0) assert_int_equal(a->bos_id, w->bos);
+    if (w->eos >= 0) assert_int_equal(a->eos_id, w->eos);
+}
+
+/* stories260K as README says: dim 64, 5 layers, 8 heads, 4 KV heads, FFN 172, vocab
+ * 512, tied. */
+static void check_stories_arch(const sks_arch *a) {
+    check_readme_arch(a, &(readme_arch){64, 5, 8, 4, 8, 172, 512, 1, -1, -1, -1, -1});
 }
 
 /* The HF row of interleaved row r within a head of size dh: interleaved pairs
@@ -228,21 +242,7 @@ static void test_trained_llama_sharded_bf16(void **state) {
     const sks_arch *a = sks_model_arch(m);
     /* README: hidden 384, 8 layers, 6 heads x 64 (no GQA), FFN 1024, vocab 4096, untied,
      * eps 1e-5, theta 10000 (from rope_parameters), rotate-half, context 256 */
-    assert_string_equal(a->family, "llama");
-    assert_int_equal(a->d_model, 384);
-    assert_int_equal(a->n_layers, 8);
-    assert_int_equal(a->n_heads, 6);
-    assert_int_equal(a->n_kv_heads, 6);
-    assert_int_equal(a->head_dim, 64);
-    assert_int_equal(a->d_ffn, 1024);
-    assert_int_equal(a->vocab_size, 4096);
-    assert_int_equal(a->tied_embeddings, 0);
-    assert_int_equal(a->rope_interleaved, 0);
-    assert_int_equal(a->max_seq, 256);
-    assert_true(a->rope_theta == 10000.0);
-    assert_true(fabs(a->norm_eps - 1e-5) < 1e-12);
-    assert_int_equal(a->bos_id, 1);
-    assert_int_equal(a->eos_id, 2);
+    check_readme_arch(a, &(readme_arch){384, 8, 6, 6, 64, 1024, 4096, 0, 0, 256, 1, 2});
     assert_int_equal(sks_model_n_shards(m), 3);
     assert_int_equal(sks_model_format(m), SKS_FMT_SAFETENSORS);
     /* 17.3M parameters */
@@ -362,19 +362,9 @@ static void test_trained_packed_gguf_q8(void **state) {
     (void)state;
     sks_model *m = sks_test_open_fixture("trained-packed/model.gguf");
     const sks_arch *a = sks_model_arch(m);
-    /* README: hidden 256, 6 layers, 4 heads x 64, FFN 688, vocab 4096, tied, theta 1e4 */
-    assert_string_equal(a->family, "llama");
-    assert_int_equal(a->d_model, 256);
-    assert_int_equal(a->n_layers, 6);
-    assert_int_equal(a->n_heads, 4);
-    assert_int_equal(a->n_kv_heads, 4);
-    assert_int_equal(a->head_dim, 64);
-    assert_int_equal(a->d_ffn, 688);
-    assert_int_equal(a->vocab_size, 4096);
-    assert_int_equal(a->tied_embeddings, 1);
-    assert_int_equal(a->rope_interleaved, 1);
-    assert_true(a->rope_theta == 10000.0);
-    assert_true(fabs(a->norm_eps - 1e-5) < 1e-12);
+    /* README: hidden 256, 6 layers, 4 heads x 64, FFN 688, vocab 4096, tied, theta 1e4;
+     * interleaved RoPE (GGUF order) */
+    check_readme_arch(a, &(readme_arch){256, 6, 4, 4, 64, 688, 4096, 1, 1, -1, -1, -1});
     assert_null(sks_model_tensor(m, SKS_ROLE_LM_HEAD, -1));
     assert_ptr_equal(sks_model_classifier(m), sks_model_tensor(m, SKS_ROLE_EMBED, -1));
     /* dtypes: Q8_0 matrices, F16 ffn_down, F32 norms */
