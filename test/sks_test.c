@@ -254,6 +254,15 @@ void sks_test_check_family_ref(const json_t *ref, const sks_test_cap *c, const f
     }
 }
 
+sks_fwd_hooks sks_test_cap_hooks(void *c) {
+    sks_fwd_hooks hk = {0};
+    hk.ud = c;
+    hk.on_residual = sks_test_on_res;
+    hk.on_attn_probs = sks_test_on_probs;
+    hk.want_attn_probs = 1;
+    return hk;
+}
+
 int sks_test_on_res(void *ud, int block, const float *h, int T, int d) {
     sks_test_cap *c = ud;
     if (c->hmax)

@@ -10,6 +10,7 @@
 #include <jansson.h>
 
 #include "loaders/sks_model.h"
+#include "analysis/sks_forward.h"
 
 /* Path under the fixtures folder (../shared/fixtures), in a static buffer ring. */
 const char *sks_test_fixture(const char *rel);
@@ -99,6 +100,9 @@ typedef struct {
  * |logit|. what names the case in a failure; worst gets the largest error of each. */
 void sks_test_check_family_ref(const json_t *ref, const sks_test_cap *c, const float *logits, int V, const char *what,
                                double worst[3]);
+/* Hooks that record into c (a sks_test_cap, or a struct that starts with one): on_residual
+ * = sks_test_on_res, on_attn_probs = sks_test_on_probs, want_attn_probs = 1. */
+sks_fwd_hooks sks_test_cap_hooks(void *c);
 int sks_test_on_res(void *ud, int block, const float *h, int T, int d);
 int sks_test_on_probs(void *ud, int layer, int head, const float *A, int T);
 

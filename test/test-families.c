@@ -165,11 +165,7 @@ static void check_family_ways(const char *fam, const char *want_family, const ch
         assert_string_equal(a->family, want_family);
         int L = a->n_layers, H = a->n_heads, V = a->vocab_size;
         cap c = {L, H, calloc((size_t)L * H, sizeof(double)), calloc((size_t)(2 * L + 1), sizeof(double)), NULL};
-        sks_fwd_hooks hk = {0};
-        hk.ud = &c;
-        hk.on_residual = sks_test_on_res;
-        hk.on_attn_probs = sks_test_on_probs;
-        hk.want_attn_probs = 1;
+        sks_fwd_hooks hk = sks_test_cap_hooks(&c);
         float *logits = malloc((size_t)T * V * sizeof(float));
         sks_forward *f = NULL;
         assert_int_equal(sks_forward_new(m, T, &f), 0);

@@ -52,19 +52,6 @@ static void check_abs(double got, double want, double tol, const char *what, int
     if (!(fabs(got - want) <= tol)) fail_msg("%s [%d, %d]: got %.9g want %.9g", what, i, j, got, want);
 }
 
-/* alpha_0 per (layer, head) of one causal run */
-typedef struct {
-    int H;
-    double *a0;
-} a0cap;
-static int a0_probs(void *ud, int l, int h, const float *A, int T) {
-    a0cap *c = ud;
-    double s = 0;
-    for (int i = 0; i < T; i++) s += A[(size_t)i * T];
-    c->a0[l * c->H + h] = s / T;
-    return 0;
-}
-
 /* ---- stories260K --------------------------------------------------------------------- */
 
 static void stories_case(const char *rel) {
@@ -86,11 +73,9 @@ static void stories_case(const char *rel) {
     /* logits at position 32 of the first 33 ids, and alpha_0 on them */
     const int T = 33, V = a->vocab_size;
     float *lg = malloc((size_t)T * V * sizeof *lg);
-    a0cap c = {a->n_heads, calloc((size_t)a->n_layers * a->n_heads, sizeof(double))};
-    sks_fwd_hooks hk = {0};
-    hk.ud = &c;
-    hk.on_attn_probs = a0_probs;
-    hk.want_attn_probs = 1;
+    /* alpha_0 per (layer, head) of the run */
+    sks_test_cap c = {.L = a->n_layers, .H = a->n_heads, .a0 = calloc((size_t)a->n_layers * a->n_heads, sizeof(double))};
+    sks_fwd_hooks hk = sks_test_cap_hooks(&c);
     assert_int_equal(sks_forward_run(f, greedy, T, SKS_FWD_CAUSAL, &hk, lg, 0), 0);
     json_t *l8 = json_object_get(ref, "logits_pos32_first8");
     for (int i = 0; i < 8; i++)

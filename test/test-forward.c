@@ -75,11 +75,8 @@ static void test_closed_form_uniform(void **state) {
     const int T = 5;
     int32_t tok[5] = {0, 3, 1, 4, 2};
     capture c = {.k = {.L = 1, .H = 2, .res = calloc(3 * T * 4, sizeof(float))}, .probs = calloc(2 * T * T, sizeof(float))};
-    sks_fwd_hooks hk = {0};
-    hk.ud = &c;
-    hk.on_residual = sks_test_on_res;
+    sks_fwd_hooks hk = sks_test_cap_hooks(&c);
     hk.on_attn_probs = cap_probs;
-    hk.want_attn_probs = 1;
     sks_forward *f;
     assert_int_equal(sks_forward_new(m, 8, &f), 0);
     float logits[5 * 5];
@@ -159,11 +156,8 @@ static void rope_case(int interleaved, int llama3) {
     const int T = 9;
     int32_t tok[9] = {0, 1, 0, 0, 1, 1, 0, 1, 0};
     capture c = {.k = {.L = 1, .H = 1, .res = calloc(3 * T * 4, sizeof(float))}, .probs = calloc(T * T, sizeof(float))};
-    sks_fwd_hooks hk = {0};
-    hk.ud = &c;
-    hk.on_residual = sks_test_on_res;
+    sks_fwd_hooks hk = sks_test_cap_hooks(&c);
     hk.on_attn_probs = cap_probs;
-    hk.want_attn_probs = 1;
     sks_forward *f;
     assert_int_equal(sks_forward_new(m, T, &f), 0);
     assert_int_equal(sks_forward_run(f, tok, T, SKS_FWD_CAUSAL, &hk, NULL, 0), 0);
@@ -444,15 +438,12 @@ static void random_case(int interleaved, int qwen3, int qwen2, int llama3, int t
 
     capture c = {.k = {.L = L, .H = H, .res = calloc((size_t)(2 * L + 1) * T * d, 4)},
                  .probs = calloc((size_t)L * H * T * T, 4), .ffn_out = calloc((size_t)L * T * d, 4)};
-    sks_fwd_hooks hk = {0};
-    hk.ud = &c;
-    hk.on_residual = sks_test_on_res;
+    sks_fwd_hooks hk = sks_test_cap_hooks(&c);
     hk.on_attn_probs = cap_probs;
     hk.on_attn_in = rc_ain;
     hk.on_ffn_in = rc_fin;
     hk.on_ffn_out = rc_fout;
     hk.on_qk = rc_qk;
-    hk.want_attn_probs = 1;
     sks_forward *f;
     assert_int_equal(sks_forward_new(rm.m, T + 17, &f), 0);
     float *lg = malloc((size_t)T * V * sizeof(float));

@@ -102,12 +102,8 @@ static void check_moe(const char *fam, const char *want_family, const char *cons
         cap c = {{L, H, calloc((size_t)L * H, sizeof(double)), calloc((size_t)(2 * L + 1), sizeof(double)), NULL}, k, T,
                  malloc((size_t)L * T * k * sizeof(int)), calloc((size_t)L * T * k, sizeof(float))};
         for (size_t i = 0; i < (size_t)L * T * k; i++) c.experts[i] = -1;
-        sks_fwd_hooks hk = {0};
-        hk.ud = &c;
-        hk.on_residual = sks_test_on_res;
-        hk.on_attn_probs = sks_test_on_probs;
+        sks_fwd_hooks hk = sks_test_cap_hooks(&c);
         hk.on_route = on_route;
-        hk.want_attn_probs = 1;
         float *logits = malloc((size_t)T * V * sizeof(float));
         sks_forward *f = NULL;
         assert_int_equal(sks_forward_new(m, T, &f), 0);

@@ -179,11 +179,7 @@ static void test_block_stats_independent(void **state) {
     planted_build_ex(p, 0.8f, -40.0f, 1); /* W_Q != 0: attention not uniform; W_O != 0: |h| values distinct */
     const int T = 12, nb = 2 * L + 1;
     sks_test_cap c = {.L = L, .H = H, .a0 = calloc(L * H, sizeof(double)), .res = malloc((size_t)nb * T * D * sizeof(float))};
-    sks_fwd_hooks hk = {0};
-    hk.ud = &c;
-    hk.on_residual = sks_test_on_res;
-    hk.on_attn_probs = sks_test_on_probs;
-    hk.want_attn_probs = 1;
+    sks_fwd_hooks hk = sks_test_cap_hooks(&c);
     sks_forward *f;
     assert_int_equal(sks_forward_new(p->m, T, &f), 0);
     assert_int_equal(sks_forward_run(f, P1, T, SKS_FWD_CAUSAL, &hk, NULL, 0), 0);
