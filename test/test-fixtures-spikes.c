@@ -73,22 +73,19 @@ static void check_channels(const char *model_rel, const char *mech_rel) {
         }
         /* the reference's sign convention is ours (s*.x_0 >= 0): signed cosine */
         if (!(dot / sqrt(nn) >= 1 - 1e-8)) fail_msg("(%d, %d): cos(s*, ref) = %.12f", layer, ch, dot / sqrt(nn));
-        snprintf(what, sizeof what, "(%d, %d) frobenius", layer, ch);
-        CHECK_REL(h->frobenius, jnum(c, "frobenius"), 1e-5, what);
-        snprintf(what, sizeof what, "(%d, %d) trace", layer, ch);
-        CHECK_REL(h->trace, jnum(c, "trace"), 1e-5, what);
-        snprintf(what, sizeof what, "(%d, %d) dominance", layer, ch);
-        CHECK_REL(h->dominance, jnum(c, "dominance"), 1e-5, what);
-        snprintf(what, sizeof what, "(%d, %d) energy_fraction", layer, ch);
-        CHECK_REL(h->energy_fraction, jnum(c, "energy_fraction"), 1e-5, what);
-        snprintf(what, sizeof what, "(%d, %d) cos_x0_s_star", layer, ch);
-        CHECK_REL(h->cos_x_s, jnum(c, "cos_x0_s_star"), 1e-5, what);
-        snprintf(what, sizeof what, "(%d, %d) quad_pred_x0", layer, ch);
-        CHECK_REL(h->quad_pred, jnum(c, "quad_pred_x0"), 1e-5, what);
-        snprintf(what, sizeof what, "(%d, %d) rank1_pred_x0", layer, ch);
-        CHECK_REL(h->rank1_pred, jnum(c, "rank1_pred_x0"), 1e-5, what);
-        snprintf(what, sizeof what, "(%d, %d) true_ffn_out_x0", layer, ch);
-        CHECK_REL(h->true_out, jnum(c, "true_ffn_out_x0"), 1e-5, what);
+        /* the scalars against the reference's keys, 1e-5 relative */
+        const struct {
+            double got;
+            const char *key;
+        } sc[] = {{h->frobenius, "frobenius"},          {h->trace, "trace"},
+                  {h->dominance, "dominance"},          {h->energy_fraction, "energy_fraction"},
+                  {h->cos_x_s, "cos_x0_s_star"},        {h->quad_pred, "quad_pred_x0"},
+                  {h->rank1_pred, "rank1_pred_x0"},     {h->true_out, "true_ffn_out_x0"}};
+        for (size_t k = 0; k < sizeof sc / sizeof sc[0]; k++) {
+            snprintf(what, sizeof what, "(%d, %d) %s", layer, ch, sc[k].key);
+            CHECK_REL(sc[k].got, jnum(c, sc[k].key), 1e-5, what);
+        }
+        /* the FFN output the forward pass itself computes: f32, 1e-4 */
         CHECK_REL(h->true_out_fwd, jnum(c, "true_ffn_out_x0"), 1e-4, what);
         assert_true(h->converged);
         sks_spikes_layer_result_free(&r);
