@@ -130,6 +130,18 @@ static void check_alpha0(const sks_trace_result *r, const json_t *al, const char
                       json_real_value(json_array_get(json_array_get(al, (size_t)l), (size_t)h)), 1e-4, what, l, h);
 }
 
+/* trace of one prompt with the small models' thresholds (ratio 100, abs 50) */
+static sks_trace_result *trace_one(sks_model *m, const int32_t *ids, int T) {
+    sks_trace_opts o;
+    sks_trace_opts_default(&o);
+    o.ratio = 100;
+    o.abs_thresh = 50;
+    const int32_t *prompts[1] = {ids};
+    sks_trace_result *r;
+    assert_int_equal(sks_trace_run(m, 1, prompts, &T, &o, &r), 0);
+    return r;
+}
+
 static const sks_lifecycle *find_lifecycle(const sks_trace_result *r, int token, int channel) {
     for (int i = 0; i < r->n_lifecycles; i++)
         if (r->lifecycles[i].token == token && r->lifecycles[i].channel == channel) return &r->lifecycles[i];
@@ -167,13 +179,7 @@ static void test_trained_llama(void **state) {
     sks_forward_free(f);
     free(lg);
 
-    sks_trace_opts o;
-    sks_trace_opts_default(&o);
-    o.ratio = 100;
-    o.abs_thresh = 50;
-    const int32_t *prompts[1] = {ids};
-    sks_trace_result *r;
-    assert_int_equal(sks_trace_run(m, 1, prompts, &T, &o, &r), 0);
+    sks_trace_result *r = trace_one(m, ids, T);
     check_blocks(r, json_object_get(mech, "blocks"), "trained-llama blocks");
     check_alpha0(r, json_object_get(mech, "alpha0"), "trained-llama alpha0");
     int nsink = 0;
@@ -220,13 +226,7 @@ static void test_trained_packed(void **state) {
     free(lg);
     sks_forward_free(f);
 
-    sks_trace_opts o;
-    sks_trace_opts_default(&o);
-    o.ratio = 100;
-    o.abs_thresh = 50;
-    const int32_t *prompts[1] = {ids};
-    sks_trace_result *r;
-    assert_int_equal(sks_trace_run(m, 1, prompts, &T, &o, &r), 0);
+    sks_trace_result *r = trace_one(m, ids, T);
     check_blocks(r, json_object_get(mech, "blocks"), "packed blocks");
     check_alpha0(r, json_object_get(mech, "alpha0"), "packed alpha0");
     const sks_lifecycle *lc = find_lifecycle(r, 0, 154);
@@ -244,8 +244,7 @@ static void test_trained_packed(void **state) {
     json_t *eos = json_object_get(mech, "eos_example");
     ids = sks_test_json_ids(json_object_get(eos, "ids"), &T);
     assert_int_equal(ids[30], 2);
-    prompts[0] = ids;
-    assert_int_equal(sks_trace_run(m, 1, prompts, &T, &o, &r), 0);
+    r = trace_one(m, ids, T);
     assert_true(contains(r->spike_tokens, r->n_spike_tokens, 30));
     assert_true(contains(r->spike_tokens, r->n_spike_tokens, 0));
     assert_non_null(find_lifecycle(r, 30, 154));
