@@ -232,8 +232,15 @@ static void test_fakequant_numpy(void **state) {
     free(dir);
 }
 
-/* the tiny synthetic model (planted spike and sinks), written to a temporary folder */
-static sks_model *tiny_model(char **dir) {
+static void random_ids(const sks_model *m, int32_t *ids, int n) {
+    const sks_arch *a = sks_model_arch(m);
+    ids[0] = a->bos_id >= 0 ? a->bos_id : 1;
+    for (int i = 1; i < n; i++) ids[i] = (int32_t)(rng_u64() % (uint64_t)a->vocab_size);
+}
+
+/* the tiny synthetic model (planted spike and sinks), written to a temporary folder, and n
+ * random ids for it from the generator seeded with seed; tiny_free removes both */
+static sks_model *tiny_model(char **dir, int32_t *ids, int n, uint64_t seed) {
     sks_synth_config cfg;
     assert_int_equal(sks_synth_preset("tiny", &cfg), 0);
     sks_synth *sy = NULL;
@@ -241,15 +248,16 @@ static sks_model *tiny_model(char **dir) {
     *dir = sks_test_tmpdir();
     assert_int_equal(sks_synth_write(sy, *dir, SKS_DT_F32, 0), 0);
     sks_synth_free(sy);
-    sks_model *m = NULL;
-    assert_int_equal(sks_model_open(*dir, &m), 0);
+    sks_model *m = sks_test_open(*dir);
+    rng_state = seed;
+    random_ids(m, ids, n);
     return m;
 }
 
-static void random_ids(const sks_model *m, int32_t *ids, int n) {
-    const sks_arch *a = sks_model_arch(m);
-    ids[0] = a->bos_id >= 0 ? a->bos_id : 1;
-    for (int i = 1; i < n; i++) ids[i] = (int32_t)(rng_u64() % (uint64_t)a->vocab_size);
+static void tiny_free(sks_model *m, char *dir) {
+    sks_model_close(m);
+    sks_test_rm_tree(dir);
+    free(dir);
 }
 
 typedef struct {
@@ -274,13 +282,11 @@ static int check_probs(void *ud, int layer, int head, const float *A, int T) {
 
 static void test_kv_identities(void **state) {
     (void)state;
-    char *dir;
-    sks_model *m = tiny_model(&dir);
-    const sks_arch *a = sks_model_arch(m);
     enum { N = 90 };
     int32_t ids[N];
-    rng_state = 5;
-    random_ids(m, ids, N);
+    char *dir;
+    sks_model *m = tiny_model(&dir, ids, N, 5);
+    const sks_arch *a = sks_model_arch(m);
     sks_kveval_opts o;
     sks_kveval_opts_default(&o);
     o.ppl.window = 40;
@@ -325,19 +331,16 @@ static void test_kv_identities(void **state) {
     assert_int_equal(pc.bad, 0);
     sks_forward_free(f);
     free(all);
-    sks_model_close(m);
-    free(dir);
+    tiny_free(m, dir);
 }
 
 static void test_qrisk_keep_all(void **state) {
     (void)state;
-    char *dir;
-    sks_model *m = tiny_model(&dir);
-    const sks_arch *a = sks_model_arch(m);
     enum { N = 70 };
     int32_t ids[N];
-    rng_state = 9;
-    random_ids(m, ids, N);
+    char *dir;
+    sks_model *m = tiny_model(&dir, ids, N, 9);
+    const sks_arch *a = sks_model_arch(m);
     sks_qrisk_opts o;
     sks_qrisk_opts_default(&o);
     o.ppl.window = 32;
@@ -359,8 +362,7 @@ static void test_qrisk_keep_all(void **state) {
         assert_true(r->ppl[q][0]->nll_sum != r->ppl_base->nll_sum);
     }
     sks_qrisk_result_free(r);
-    sks_model_close(m);
-    free(dir);
+    tiny_free(m, dir);
 }
 
 int main(void) {
