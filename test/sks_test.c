@@ -21,6 +21,15 @@ static const char *sks__fixtures_root(void) {
     return (e && *e) ? e : SKS_FIXTURES;
 }
 
+void sks_test_cases(struct CMUnitTest *out, CMUnitTestFunction fn, const void *cases, size_t n, size_t size) {
+    for (size_t i = 0; i < n; i++) {
+        const char *c = (const char *)cases + i * size;
+        const char *name;
+        memcpy(&name, c, sizeof name);
+        out[i] = (struct CMUnitTest){name, fn, NULL, NULL, (void *)(uintptr_t)c};
+    }
+}
+
 const char *sks_test_fixture(const char *rel) {
     static char ring[8][4096];
     static int k;

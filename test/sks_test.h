@@ -12,6 +12,11 @@
 #include "loaders/sks_model.h"
 #include "analysis/sks_forward.h"
 
+/* One cmocka test per case of a table (n cases, size bytes each) into out[0..n): fn runs
+ * with *state pointing at its case; every case struct starts with its test's name
+ * (const char *). */
+void sks_test_cases(struct CMUnitTest *out, CMUnitTestFunction fn, const void *cases, size_t n, size_t size);
+
 /* Path under the fixtures folder (../shared/fixtures), in a static buffer ring. */
 const char *sks_test_fixture(const char *rel);
 /* 1 if the fixtures folder exists. Executables that need it call

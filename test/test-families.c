@@ -146,12 +146,6 @@ static void rm_tmp(char *tmp) {
     free(tmp);
 }
 
-static void check_family_ways(const char *fam, const char *want_family, const char *const *hows, int n_hows);
-static void check_family(const char *fam, const char *want_family) {
-    const char *hows[] = {"hf", "classic", "gguf"};
-    check_family_ways(fam, want_family, hows, 3);
-}
-
 static void check_family_ways(const char *fam, const char *want_family, const char *const *hows, int n_hows) {
     char p[512];
     snprintf(p, sizeof p, DATA "%s/ref.json", fam);
@@ -187,39 +181,32 @@ static void check_family_ways(const char *fam, const char *want_family, const ch
     json_decref(ref);
 }
 
-static void test_gemma(void **s) {
-    (void)s;
-    check_family("gemma", "gemma");
-}
-static void test_gemma2(void **s) {
-    (void)s;
-    check_family("gemma2", "gemma2");
-}
-static void test_gemma3(void **s) {
-    (void)s;
-    check_family("gemma3", "gemma3");
-}
-/* multimodal Gemma 3 checkpoints: the text weights under model.language_model. (transformers
- * 5) or language_model.model. (4.x), the fields in text_config */
-static void test_gemma3_multimodal(void **s) {
-    (void)s;
-    const char *hows[] = {"mm5", "mm4"};
-    check_family_ways("gemma3", "gemma3", hows, 2);
-}
-static void test_phi3(void **s) {
-    (void)s;
-    check_family("phi3", "phi3");
-}
-static void test_olmo2(void **s) {
-    (void)s;
-    check_family("olmo2", "olmo2");
-}
-/* GPT-2: Conv1D weights (transposed views), LayerNorm, learned positions, biases; also
- * the base-model names without "transformer." */
-static void test_gpt2(void **s) {
-    (void)s;
-    const char *hows[] = {"hf", "classic", "bare", "gguf"};
-    check_family_ways("gpt2", "gpt2", hows, 4);
+/* The families against their transformers references, each in the ways it can be stored
+ * (hf: the HF safetensors, classic and gguf: converted). */
+typedef struct {
+    const char *test, *fam, *family;
+    const char *hows[4];
+} family_case;
+
+static const family_case k_families[] = {
+    {"test_gemma", "gemma", "gemma", {"hf", "classic", "gguf"}},
+    {"test_gemma2", "gemma2", "gemma2", {"hf", "classic", "gguf"}},
+    {"test_gemma3", "gemma3", "gemma3", {"hf", "classic", "gguf"}},
+    /* multimodal Gemma 3 checkpoints: the text weights under model.language_model.
+     * (transformers 5) or language_model.model. (4.x), the fields in text_config */
+    {"test_gemma3_multimodal", "gemma3", "gemma3", {"mm5", "mm4"}},
+    {"test_olmo2", "olmo2", "olmo2", {"hf", "classic", "gguf"}},
+    {"test_phi3", "phi3", "phi3", {"hf", "classic", "gguf"}},
+    /* GPT-2: Conv1D weights (transposed views), LayerNorm, learned positions, biases; also
+     * the base-model names without "transformer." */
+    {"test_gpt2", "gpt2", "gpt2", {"hf", "classic", "bare", "gguf"}},
+};
+
+static void test_family(void **s) {
+    const family_case *k = *s;
+    int n = 0;
+    while (n < 4 && k->hows[n]) n++;
+    check_family_ways(k->fam, k->family, k->hows, n);
 }
 
 /* Independent tokens (the vocabulary sweep) sit at position 0 with its learned position
@@ -510,17 +497,12 @@ static void test_bad_input(void **s) {
 }
 
 int main(void) {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_gemma),
-        cmocka_unit_test(test_gemma2),
-        cmocka_unit_test(test_gemma3),
-        cmocka_unit_test(test_gemma3_multimodal),
-        cmocka_unit_test(test_olmo2),
-        cmocka_unit_test(test_phi3),
-        cmocka_unit_test(test_gpt2),
-        cmocka_unit_test(test_gpt2_independent),
+    enum { NF = sizeof k_families / sizeof k_families[0] };
+    struct CMUnitTest tests[NF + 3] = {
+        [NF] = cmocka_unit_test(test_gpt2_independent),
         cmocka_unit_test(test_gpt2_f64),
         cmocka_unit_test(test_bad_input),
     };
+    sks_test_cases(tests, test_family, k_families, NF, sizeof k_families[0]);
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

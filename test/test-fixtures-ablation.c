@@ -166,17 +166,16 @@ static void test_post_gain(void **s) {
     check_post_gain("olmo2", 1, 202);
 }
 
-static void test_base(void **s) {
-    (void)s;
-    check_variant("base", "llama");
-}
-static void test_sandwich(void **s) {
-    (void)s;
-    check_variant("sandwich", "gemma2");
-}
-static void test_olmo2(void **s) {
-    (void)s;
-    check_variant("olmo2", "olmo2");
+/* each variant under ablation/ and the family it must open as */
+typedef struct {
+    const char *test, *name, *family;
+} variant_case;
+static const variant_case k_variants[] = {
+    {"test_base", "base", "llama"}, {"test_sandwich", "sandwich", "gemma2"}, {"test_olmo2", "olmo2", "olmo2"}};
+
+static void test_variant(void **s) {
+    const variant_case *k = *s;
+    check_variant(k->name, k->family);
 }
 
 int main(void) {
@@ -186,11 +185,8 @@ int main(void) {
         fprintf(stderr, "SKIPPED: %s not found\n", sks_test_fixture("ablation"));
         return 77;
     }
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_base),
-        cmocka_unit_test(test_sandwich),
-        cmocka_unit_test(test_olmo2),
-        cmocka_unit_test(test_post_gain),
-    };
+    enum { NV = sizeof k_variants / sizeof k_variants[0] };
+    struct CMUnitTest tests[NV + 1] = {[NV] = cmocka_unit_test(test_post_gain)};
+    sks_test_cases(tests, test_variant, k_variants, NV, sizeof k_variants[0]);
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -96,14 +96,17 @@ static void check_channels(const char *model_rel, const char *mech_rel) {
     json_decref(mech);
 }
 
-static void test_llama_channels(void **state) {
-    (void)state;
-    check_channels("trained-llama/model", "trained-llama/mechanism.json");
-}
+typedef struct {
+    const char *test, *model, *mech;
+} channels_case;
+static const channels_case k_channels[] = {
+    {"test_llama_channels", "trained-llama/model", "trained-llama/mechanism.json"},
+    {"test_packed_channels", "trained-packed/model.gguf", "trained-packed/mechanism.json"},
+};
 
-static void test_packed_channels(void **state) {
-    (void)state;
-    check_channels("trained-packed/model.gguf", "trained-packed/mechanism.json");
+static void test_channels(void **state) {
+    const channels_case *k = *state;
+    check_channels(k->model, k->mech);
 }
 
 /* The library's default selection on the reference ids finds the documented lifecycle. */
@@ -320,13 +323,13 @@ static void test_packed_vocab_sweep(void **state) {
 
 int main(void) {
     SKS_REQUIRE_FIXTURES();
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_llama_channels),
-        cmocka_unit_test(test_packed_channels),
-        cmocka_unit_test(test_default_selection_lib),
+    enum { NC = sizeof k_channels / sizeof k_channels[0] };
+    struct CMUnitTest tests[NC + 4] = {
+        [NC] = cmocka_unit_test(test_default_selection_lib),
         cmocka_unit_test(test_cli_default_runs),
         cmocka_unit_test(test_packed_vocab_sweep),
         cmocka_unit_test(test_cli_from_trace_and_vocab),
     };
+    sks_test_cases(tests, test_channels, k_channels, NC, sizeof k_channels[0]);
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -153,17 +153,15 @@ static void check_moe(const char *fam, const char *want_family, const char *cons
 
 static const char *const all_ways[] = {"hf", "fused", "classic", "gguf"};
 
-static void test_mixtral(void **s) {
-    (void)s;
-    check_moe("mixtral", "mixtral", all_ways, 4);
-}
-static void test_qwen2moe(void **s) {
-    (void)s;
-    check_moe("qwen2moe", "qwen2moe", all_ways, 4);
-}
-static void test_qwen3moe(void **s) {
-    (void)s;
-    check_moe("qwen3moe", "qwen3moe", all_ways, 4);
+/* the MoE families against their references, in all four ways */
+typedef struct {
+    const char *test, *fam;
+} moe_case;
+static const moe_case k_moe[] = {{"test_mixtral", "mixtral"}, {"test_qwen2moe", "qwen2moe"}, {"test_qwen3moe", "qwen3moe"}};
+
+static void test_moe_family(void **s) {
+    const moe_case *k = *s;
+    check_moe(k->fam, k->fam, all_ways, 4);
 }
 /* dense layers by decoder_sparse_step and mlp_only_layers (HF only: llama.cpp's qwen3moe
  * has no dense FFN tensors) */
@@ -798,12 +796,12 @@ static void test_qwen_names(void **s) {
 }
 
 int main(void) {
-    const struct CMUnitTest tests[] = {
+    enum { NM = sizeof k_moe / sizeof k_moe[0] };
+    struct CMUnitTest tests[7 + NM + 1] = {
         cmocka_unit_test(test_memory_model), cmocka_unit_test(test_spikes_moe), cmocka_unit_test(test_missing_expert),
         cmocka_unit_test(test_tie_rule),     cmocka_unit_test(test_layouts_agree), cmocka_unit_test(test_qwen_names),
-        cmocka_unit_test(test_ties),
-        cmocka_unit_test(test_mixtral),      cmocka_unit_test(test_qwen2moe),       cmocka_unit_test(test_qwen3moe),
-        cmocka_unit_test(test_qwen3moe_mixed),
+        cmocka_unit_test(test_ties),         [7 + NM] = cmocka_unit_test(test_qwen3moe_mixed),
     };
+    sks_test_cases(tests + 7, test_moe_family, k_moe, NM, sizeof k_moe[0]);
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
