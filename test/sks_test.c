@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <ftw.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "sks_test.h"
 #include "loaders/sks_gguf.h"
@@ -223,6 +224,27 @@ void sks_test_set_llama_layer(sks_model *m, int l, const sks_test_layer_w *w) {
     sks_test_set_f32(m, SKS_ROLE_W_GATE, l, f, d, w->gate);
     sks_test_set_f32(m, SKS_ROLE_W_UP, l, f, d, w->up);
     sks_test_set_f32(m, SKS_ROLE_W_DOWN, l, d, f, w->down);
+}
+
+#define SKS__FAMILIES SKS_SOURCE_DIR "/test/data/families/"
+
+json_t *sks_test_family_ref(const char *fam, int32_t **tok, int *T) {
+    char p[512];
+    snprintf(p, sizeof p, SKS__FAMILIES "%s/ref.json", fam);
+    json_t *ref = sks_test_json(p);
+    *tok = sks_test_json_ids(json_object_get(ref, "tokens"), T);
+    return ref;
+}
+
+char *sks_test_family_links(const char *fam, int n, const char *const names[][2]) {
+    char *tmp = sks_test_tmpdir(), src[512], dst[4200];
+    assert_non_null(tmp);
+    for (int i = 0; i < n; i++) {
+        snprintf(src, sizeof src, SKS__FAMILIES "%s/%s", fam, names[i][0]);
+        snprintf(dst, sizeof dst, "%s/%s", tmp, names[i][1]);
+        if (symlink(src, dst) != 0) fail_msg("link %s as %s: %s", src, dst, strerror(errno));
+    }
+    return tmp;
 }
 
 static double sks__num(const json_t *a, size_t i) { return json_number_value(json_array_get(a, i)); }

@@ -98,6 +98,12 @@ typedef struct {
     double *hmax; /* (2L + 1) or NULL */
     float *res;   /* (2L + 1, T, d) or NULL */
 } sks_test_cap;
+/* The family test data (test/data/families/<fam>/, made by scripts/make-family-refs.py and
+ * make-moe-refs.py). sks_test_family_ref: its ref.json and the prompt's tokens (*T of
+ * them, caller frees). sks_test_family_links: a fresh temporary folder holding links to
+ * n of the family's files, names[i][0] linked as names[i][1]; caller removes it. */
+json_t *sks_test_family_ref(const char *fam, int32_t **tok, int *T);
+char *sks_test_family_links(const char *fam, int n, const char *const names[][2]);
 /* A forward recorded with the hooks above (c->a0, c->hmax; logits (T, V)) against a
  * transformers reference (test/data/families/<fam>/ref.json and the MoE ones): alpha0
  * (L, H) within 1e-4, hidden_max at the L + 1 layer boundaries (blocks 0, 2, ..., 2L)

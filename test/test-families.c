@@ -89,6 +89,9 @@ static void write_multimodal(const char *fam, const char *dir, const char *pre) 
     json_decref(root);
 }
 
+/* the family's weights, linked into a temporary folder */
+static const char *const k_weights[][2] = {{"model.safetensors", "model.safetensors"}};
+
 /* Open dir with config (NULL: its own config.json), or the GGUF file. */
 static sks_model *open_variant(const char *fam, const char *how, char **tmp_out) {
     char p[512];
@@ -100,10 +103,7 @@ static sks_model *open_variant(const char *fam, const char *how, char **tmp_out)
         rc = sks_model_open(p, &m);
     } else if (!strcmp(how, "classic")) {
         /* a folder with config.classic.json as config.json and the same weights */
-        char *tmp = sks_test_tmpdir(), src[512], dst[512];
-        snprintf(src, sizeof src, DATA "%s/model.safetensors", fam);
-        snprintf(dst, sizeof dst, "%s/model.safetensors", tmp);
-        assert_int_equal(symlink(src, dst), 0);
+        char *tmp = sks_test_family_links(fam, 1, k_weights), src[512], dst[512];
         snprintf(src, sizeof src, DATA "%s/config.classic.json", fam);
         size_t n;
         char *txt = sks_test_read_file(src, &n);
@@ -119,13 +119,8 @@ static sks_model *open_variant(const char *fam, const char *how, char **tmp_out)
     } else if (!strcmp(how, "bare")) {
         /* GPT-2 as base-model checkpoints name it: model.bare.safetensors (no
          * "transformer." prefix) as model.safetensors beside the same config */
-        char *tmp = sks_test_tmpdir(), src[512], dst[512];
-        const char *files[2][2] = {{"model.bare.safetensors", "model.safetensors"}, {"config.json", "config.json"}};
-        for (int i = 0; i < 2; i++) {
-            snprintf(src, sizeof src, DATA "%s/%s", fam, files[i][0]);
-            snprintf(dst, sizeof dst, "%s/%s", tmp, files[i][1]);
-            assert_int_equal(symlink(src, dst), 0);
-        }
+        static const char *const files[][2] = {{"model.bare.safetensors", "model.safetensors"}, {"config.json", "config.json"}};
+        char *tmp = sks_test_family_links(fam, 2, files);
         rc = sks_model_open(tmp, &m);
         *tmp_out = tmp;
     } else if (!strncmp(how, "mm", 2)) {
@@ -147,11 +142,9 @@ static void rm_tmp(char *tmp) {
 }
 
 static void check_family_ways(const char *fam, const char *want_family, const char *const *hows, int n_hows) {
-    char p[512];
-    snprintf(p, sizeof p, DATA "%s/ref.json", fam);
-    json_t *ref = sks_test_json(p);
     int T;
-    int32_t *tok = sks_test_json_ids(json_object_get(ref, "tokens"), &T);
+    int32_t *tok;
+    json_t *ref = sks_test_family_ref(fam, &tok, &T);
     for (int v = 0; v < n_hows; v++) {
         char *tmp;
         sks_model *m = open_variant(fam, hows[v], &tmp);
@@ -367,14 +360,9 @@ static void test_gpt2_f64(void **st) {
 
 /* A folder with fam's weights and its config.json edited by edit(root); returns the path. */
 static char *edited_copy(const char *fam, void (*edit)(json_t *root)) {
-    char *tmp = sks_test_tmpdir(), src[512], dst[600];
-    snprintf(src, sizeof src, DATA "%s/model.safetensors", fam);
-    snprintf(dst, sizeof dst, "%s/model.safetensors", tmp);
-    assert_int_equal(symlink(src, dst), 0);
+    char *tmp = sks_test_family_links(fam, 1, k_weights), src[512], dst[600];
     snprintf(src, sizeof src, DATA "%s/config.json", fam);
-    json_error_t e;
-    json_t *root = json_load_file(src, 0, &e);
-    assert_non_null(root);
+    json_t *root = sks_test_json(src);
     edit(root);
     snprintf(dst, sizeof dst, "%s/config.json", tmp);
     assert_int_equal(json_dump_file(root, dst, JSON_INDENT(1)), 0);

@@ -49,14 +49,8 @@ static int on_route(void *ud, int layer, const int *ex, const float *w, const fl
 
 /* A folder with fam's per-expert weights and config.classic.json as config.json. */
 static char *classic_dir(const char *fam) {
-    char *tmp = sks_test_tmpdir(), src[512], dst[600];
-    snprintf(src, sizeof src, DATA "%s/model.safetensors", fam);
-    snprintf(dst, sizeof dst, "%s/model.safetensors", tmp);
-    assert_int_equal(symlink(src, dst), 0);
-    snprintf(src, sizeof src, DATA "%s/config.classic.json", fam);
-    snprintf(dst, sizeof dst, "%s/config.json", tmp);
-    assert_int_equal(symlink(src, dst), 0);
-    return tmp;
+    static const char *const names[][2] = {{"model.safetensors", "model.safetensors"}, {"config.classic.json", "config.json"}};
+    return sks_test_family_links(fam, 2, names);
 }
 
 
@@ -86,12 +80,10 @@ static int have_refs(const char *fam) {
 }
 
 static void check_moe(const char *fam, const char *want_family, const char *const *hows, int n_hows) {
-    char p[512];
     if (!have_refs(fam)) skip();
-    snprintf(p, sizeof p, DATA "%s/ref.json", fam);
-    json_t *ref = sks_test_json(p);
     int T;
-    int32_t *tok = sks_test_json_ids(json_object_get(ref, "tokens"), &T);
+    int32_t *tok;
+    json_t *ref = sks_test_family_ref(fam, &tok, &T);
     for (int v = 0; v < n_hows; v++) {
         char *tmp;
         sks_model *m = open_how(fam, hows[v], &tmp);
