@@ -463,28 +463,24 @@ static void gguf_case(const gguf_opts *o, int code, const char *substr) {
 
 static void test_gguf_valid_control(void **state) {
     (void)state;
-    gguf_opts o = {0};
-    gguf_case(&o, 0, NULL);
-    o.alignment = 64;
-    gguf_case(&o, 0, NULL);
-    o.alignment = 0;
-    o.q_type = 8; /* Q8_0 fits in the reserved F32 span */
-    gguf_case(&o, 0, NULL);
-    o.q_type = 2; /* Q4_0 */
-    gguf_case(&o, 0, NULL);
-    o.q_type = 30; /* BF16 */
-    gguf_case(&o, 0, NULL);
-    o.q_type = 1; /* F16 */
-    gguf_case(&o, 0, NULL);
-    /* every 32-element block type fits in the reserved span */
-    static const uint32_t small_blocks[] = {3, 6, 7, 9, 20, 39};
-    for (size_t k = 0; k < sizeof small_blocks / sizeof small_blocks[0]; k++) {
-        o.q_type = small_blocks[k];
-        gguf_case(&o, 0, NULL);
-    }
-    o.q_type = 8;
-    o.version = 2;
-    gguf_case(&o, 0, NULL);
+    /* every weight type whose blocks tile 32 columns fits in the reserved F32 span:
+     * F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, BF16, IQ4_NL, MXFP4 */
+    static const gguf_opts ok[] = {
+        {0},
+        {.alignment = 64},
+        {.q_type = 8},
+        {.q_type = 2},
+        {.q_type = 30},
+        {.q_type = 1},
+        {.q_type = 3},
+        {.q_type = 6},
+        {.q_type = 7},
+        {.q_type = 9},
+        {.q_type = 20},
+        {.q_type = 39},
+        {.q_type = 8, .version = 2},
+    };
+    for (size_t k = 0; k < sizeof ok / sizeof ok[0]; k++) gguf_case(&ok[k], 0, NULL);
 }
 
 /* qwen2 / qwen3 GGUF: rotate-half order, biases or q/k norms required; linear scaling. */
@@ -525,72 +521,51 @@ static void test_gguf_families(void **state) {
 
 static void test_gguf_tensors(void **state) {
     (void)state;
-    gguf_opts o = {0};
-    /* 33. a type GGUF knows but that is not a weight type: the message names type and tensor */
-    o.q_type = 26;
-    gguf_case(&o, SKS_EDTYPE, "tensor blk.0.attn_q.weight: type I32 is not a weight type");
-    /* 33b. a K-quant: its 256-wide blocks do not tile 32 columns */
-    o.q_type = 12;
-    gguf_case(&o, SKS_ESHAPE, "tensor blk.0.attn_q.weight: type Q4_K: row of 32 elements is not a whole number of 256-element blocks");
-    o.q_type = 29;
-    gguf_case(&o, SKS_ESHAPE, "type IQ1_M: row of 32 elements");
-    /* 34. a type id no ggml version has */
-    o.q_type = 200;
-    gguf_case(&o, SKS_EDTYPE, "tensor blk.0.attn_q.weight: unknown ggml tensor type id 200");
-    o.q_type = 0;
-    /* 35. misaligned tensor data */
-    o.q_offset_add = 4;
-    gguf_case(&o, SKS_EFORMAT, "not a multiple of the alignment 32");
-    /* 35b. alignment 1 is legal GGUF, but f32 data at an odd file offset cannot be read
-     * (this header ends at an odd byte, so the data section starts there) */
-    o.q_offset_add = 0;
-    o.alignment = 1;
-    gguf_case(&o, SKS_EFORMAT, "not aligned to its 4-byte elements");
-    o.alignment = 0;
-    /* 36. tensor offset outside the data section */
-    o.q_offset_add = (uint64_t)1 << 40;
-    gguf_case(&o, SKS_EBOUNDS, "outside");
-    /* 37. offset near 2^64: offset + size must not wrap */
-    o.q_offset_add = 0;
-    o.q_offset_abs = UINT64_MAX - 31;
-    gguf_case(&o, SKS_EBOUNDS, "outside");
-    o.q_offset_abs = 0;
-    /* 38. overlapping tensors */
-    o.overlap = 1;
-    gguf_case(&o, SKS_EFORMAT, "overlap");
-    o.overlap = 0;
-    /* 39. bad alignment values */
-    o.alignment = 24;
-    gguf_case(&o, SKS_EFORMAT, "general.alignment");
-    o.alignment = -1; /* 0xffffffff as u32 */
-    gguf_case(&o, SKS_EFORMAT, "general.alignment");
-    o.alignment = 0;
-    /* 40. huge dimension: element count overflows */
-    o.q_ne1 = (uint64_t)1 << 62;
-    gguf_case(&o, SKS_EOVERFLOW, "overflows");
-    /* 41. huge dimension that fits: bytes outside the file */
-    o.q_ne1 = (uint64_t)1 << 40;
-    gguf_case(&o, SKS_EBOUNDS, "outside");
-    o.q_ne1 = 0;
-    /* 42. truncated data section */
-    o.cut = 100;
-    gguf_case(&o, SKS_EBOUNDS, "outside");
-    o.cut = 0;
-    /* 43. unsupported architecture */
-    o.arch = "bloom";
-    gguf_case(&o, SKS_EUNSUPPORTED, "bloom");
-    o.arch = NULL;
-    /* 44. required metadata missing */
-    o.omit_block_count = 1;
-    gguf_case(&o, SKS_ENOTFOUND, "llama.block_count");
-    o.omit_block_count = 0;
-    /* 45. GGUF v1 */
-    o.version = 1;
-    gguf_case(&o, SKS_EUNSUPPORTED, "version 1");
-    /* 46. big-endian file */
-    o.version = 0x03000000u;
-    gguf_case(&o, SKS_EUNSUPPORTED, "big-endian");
-    o.version = 0;
+    /* each case: the valid model with one defect */
+    static const struct {
+        gguf_opts o;
+        int code;
+        const char *substr;
+    } k[] = {
+        /* 33. a type GGUF knows but that is not a weight type: the message names type and tensor */
+        {{.q_type = 26}, SKS_EDTYPE, "tensor blk.0.attn_q.weight: type I32 is not a weight type"},
+        /* 33b. a K-quant: its 256-wide blocks do not tile 32 columns */
+        {{.q_type = 12},
+         SKS_ESHAPE,
+         "tensor blk.0.attn_q.weight: type Q4_K: row of 32 elements is not a whole number of 256-element blocks"},
+        {{.q_type = 29}, SKS_ESHAPE, "type IQ1_M: row of 32 elements"},
+        /* 34. a type id no ggml version has */
+        {{.q_type = 200}, SKS_EDTYPE, "tensor blk.0.attn_q.weight: unknown ggml tensor type id 200"},
+        /* 35. misaligned tensor data */
+        {{.q_offset_add = 4}, SKS_EFORMAT, "not a multiple of the alignment 32"},
+        /* 35b. alignment 1 is legal GGUF, but f32 data at an odd file offset cannot be read
+         * (this header ends at an odd byte, so the data section starts there) */
+        {{.alignment = 1}, SKS_EFORMAT, "not aligned to its 4-byte elements"},
+        /* 36. tensor offset outside the data section */
+        {{.q_offset_add = (uint64_t)1 << 40}, SKS_EBOUNDS, "outside"},
+        /* 37. offset near 2^64: offset + size must not wrap */
+        {{.q_offset_abs = UINT64_MAX - 31}, SKS_EBOUNDS, "outside"},
+        /* 38. overlapping tensors */
+        {{.overlap = 1}, SKS_EFORMAT, "overlap"},
+        /* 39. bad alignment values */
+        {{.alignment = 24}, SKS_EFORMAT, "general.alignment"},
+        {{.alignment = -1}, SKS_EFORMAT, "general.alignment"}, /* 0xffffffff as u32 */
+        /* 40. huge dimension: element count overflows */
+        {{.q_ne1 = (uint64_t)1 << 62}, SKS_EOVERFLOW, "overflows"},
+        /* 41. huge dimension that fits: bytes outside the file */
+        {{.q_ne1 = (uint64_t)1 << 40}, SKS_EBOUNDS, "outside"},
+        /* 42. truncated data section */
+        {{.cut = 100}, SKS_EBOUNDS, "outside"},
+        /* 43. unsupported architecture */
+        {{.arch = "bloom"}, SKS_EUNSUPPORTED, "bloom"},
+        /* 44. required metadata missing */
+        {{.omit_block_count = 1}, SKS_ENOTFOUND, "llama.block_count"},
+        /* 45. GGUF v1 */
+        {{.version = 1}, SKS_EUNSUPPORTED, "version 1"},
+        /* 46. big-endian file */
+        {{.version = 0x03000000u}, SKS_EUNSUPPORTED, "big-endian"},
+    };
+    for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) gguf_case(&k[i].o, k[i].code, k[i].substr);
 }
 
 /* Header-level attacks, built byte by byte: b is written to a fresh case, opened, and
