@@ -322,8 +322,7 @@ static void test_st_sharded(void **state) {
     write_st(d, "s1.safetensors", h1, o1, 0);
     write_st(d, "s2.safetensors", h2, o2, 0);
     write_file(d, "model.safetensors.index.json", idx, strlen(idx));
-    sks_model *m = NULL;
-    assert_int_equal(sks_model_open(d, &m), 0);
+    sks_model *m = sks_test_open(d);
     assert_int_equal(sks_model_n_shards(m), 2);
     assert_int_equal(sks_model_tensor(m, SKS_ROLE_W_DOWN, 0)->shard, 1);
     assert_int_equal(sks_model_tensor(m, SKS_ROLE_EMBED, -1)->shard, 0);
@@ -496,8 +495,7 @@ static void test_gguf_families(void **state) {
     write_file(d, "q2.gguf", b.b, b.n);
     char path[4400];
     snprintf(path, sizeof path, "%s/q2.gguf", d);
-    sks_model *m = NULL;
-    assert_int_equal(sks_model_open(path, &m), 0);
+    sks_model *m = sks_test_open(path);
     const sks_arch *a = sks_model_arch(m);
     assert_string_equal(a->family, "qwen2");
     assert_int_equal(a->rope_interleaved, 0);
@@ -859,8 +857,7 @@ static void test_qwen2_biases(void **state) {
     const char *d = case_dir();
     write_st(d, "model.safetensors", h, data, 0);
     write_file(d, "config.json", cfg, strlen(cfg));
-    sks_model *m = NULL;
-    assert_int_equal(sks_model_open(d, &m), 0);
+    sks_model *m = sks_test_open(d);
     assert_non_null(sks_model_tensor(m, SKS_ROLE_BK, 0));
     assert_int_equal(sks_model_tensor(m, SKS_ROLE_BK, 0)->ndim, 1);
     sks_model_close(m);

@@ -716,8 +716,7 @@ static void test_layer_split(void **state) {
     char *dir = sks_test_tmpdir();
     assert_non_null(dir);
     assert_int_equal(sks_synth_write(sy, dir, SKS_DT_F32, 0), 0);
-    sks_model *m = NULL;
-    assert_int_equal(sks_model_open(dir, &m), 0);
+    sks_model *m = sks_test_open(dir);
     const sks_arch *a = sks_model_arch(m);
     const int L = a->n_layers;
     assert_true(L >= 3);

@@ -299,8 +299,7 @@ static void test_planted_eigenpair(void **state) {
 static void check_trace(sks_synth *s, sks_dtype dt) {
     char *dir = sks_test_tmpdir();
     assert_int_equal(sks_synth_write(s, dir, dt, 0), 0);
-    sks_model *m = NULL;
-    assert_int_equal(sks_model_open(dir, &m), 0);
+    sks_model *m = sks_test_open(dir);
     const sks_synth_planted *p = sks_synth_get_planted(s);
     const sks_arch *a = sks_model_arch(m);
     enum { T = 64, NP = 3 };

@@ -231,8 +231,7 @@ static void test_random_roundtrip(void **state) {
 
 static void test_gguf_stories_equals_bin(void **state) {
     (void)state;
-    sks_model *m;
-    assert_int_equal(sks_model_open(sks_test_fixture("stories260K/stories260K.gguf"), &m), 0);
+    sks_model *m = sks_test_open_fixture("stories260K/stories260K.gguf");
     sks_tokenizer *tg, *tb;
     assert_int_equal(sks_tokenizer_open_for_model(m, NULL, &tg), 0);
     assert_string_equal(sks_tokenizer_kind(tg), "gguf-llama");
@@ -263,8 +262,7 @@ static void test_gguf_stories_equals_bin(void **state) {
  * (checked piece by piece below), so trained-llama's reference ids apply to it. */
 static void test_gguf_packed(void **state) {
     (void)state;
-    sks_model *m;
-    assert_int_equal(sks_model_open(sks_test_fixture("trained-packed/model.gguf"), &m), 0);
+    sks_model *m = sks_test_open_fixture("trained-packed/model.gguf");
     sks_tokenizer *tg, *ts;
     assert_int_equal(sks_tokenizer_open_for_model(m, NULL, &tg), 0);
     assert_int_equal(sks_tokenizer_open(sks_test_fixture("trained-llama/model/tokenizer.model"), &ts), 0);
@@ -354,7 +352,7 @@ static void test_open_for_model(void **state) {
     sks_model *m;
     sks_tokenizer *t;
     /* llama2.c .bin: tok512.bin beside it (vocabulary 512 = the model's) */
-    assert_int_equal(sks_model_open(sks_test_fixture("stories260K/stories260K.bin"), &m), 0);
+    m = sks_test_open_fixture("stories260K/stories260K.bin");
     assert_int_equal(sks_tokenizer_open_for_model(m, NULL, &t), 0);
     assert_string_equal(sks_tokenizer_kind(t), "llama2c");
     assert_int_equal(sks_tokenizer_vocab_size(t), 512);
@@ -365,13 +363,13 @@ static void test_open_for_model(void **state) {
     sks_tokenizer_free(t);
     sks_model_close(m);
     /* HF directory: tokenizer.model inside */
-    assert_int_equal(sks_model_open(sks_test_fixture("trained-llama/model"), &m), 0);
+    m = sks_test_open_fixture("trained-llama/model");
     assert_int_equal(sks_tokenizer_open_for_model(m, NULL, &t), 0);
     assert_string_equal(sks_tokenizer_kind(t), "sentencepiece");
     sks_tokenizer_free(t);
     sks_model_close(m);
     /* a .safetensors file with no tokenizer.json / tokenizer.model beside it */
-    assert_int_equal(sks_model_open(sks_test_fixture("stories260K/stories260K.safetensors"), &m), 0);
+    m = sks_test_open_fixture("stories260K/stories260K.safetensors");
     assert_int_equal(sks_tokenizer_open_for_model(m, NULL, &t), SKS_ENOTFOUND);
     assert_null(t);
     assert_non_null(strstr(sks_last_error(), "tokenizer.json"));
@@ -407,7 +405,7 @@ static void test_search_rules(void **state) {
     sks_tokenizer_free(t);
     sks_model *m;
     snprintf(p, sizeof p, "%s/m.bin", dir);
-    assert_int_equal(sks_model_open(p, &m), 0);
+    m = sks_test_open(p);
     assert_int_equal(sks_tokenizer_open_for_model(m, NULL, &t), 0);
     assert_int_equal(sks_tokenizer_vocab_size(t), 512);
     sks_tokenizer_free(t);
@@ -417,7 +415,7 @@ static void test_search_rules(void **state) {
     const char *wp = "{\"model\": {\"type\": \"WordPiece\", \"vocab\": {\"a\": 0}}}";
     write_file(p, wp, strlen(wp));
     snprintf(p, sizeof p, "%s/m.safetensors", dir);
-    assert_int_equal(sks_model_open(p, &m), 0);
+    m = sks_test_open(p);
     assert_int_equal(sks_tokenizer_open_for_model(m, NULL, &t), 0);
     assert_string_equal(sks_tokenizer_kind(t), "sentencepiece");
     sks_tokenizer_free(t);
