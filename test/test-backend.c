@@ -167,23 +167,27 @@ static void check_binding(const model *m, sks_qf_op *op, double tol_mv, double t
     }
 }
 
+/* one binding of m on the row (prec, from the raw bf16 weights or not) checked with that
+ * precision's tolerances: f32 1e-5 for the products and Frobenius norms, f64 1e-12 and 1e-9 */
+static void check_row(const model *m, int prec, int raw) {
+    sks_qf_op op;
+    bind_or_fail(m, prec, raw, &op);
+    if (prec == SKS_QF_F32) check_binding(m, &op, 1e-5, 1e-5);
+    else check_binding(m, &op, 1e-12, 1e-9);
+    sks_qf_unbind(&op);
+}
+
 static void test_row_f32(void **state) {
     (void)state;
     model *m = model_new();
-    sks_qf_op op;
-    bind_or_fail(m, SKS_QF_F32, 0, &op);
-    check_binding(m, &op, 1e-5, 1e-5);
-    sks_qf_unbind(&op);
+    check_row(m, SKS_QF_F32, 0);
     free(m);
 }
 
 static void test_row_f64(void **state) {
     (void)state;
     model *m = model_new();
-    sks_qf_op op;
-    bind_or_fail(m, SKS_QF_F64, 0, &op);
-    check_binding(m, &op, 1e-12, 1e-9);
-    sks_qf_unbind(&op);
+    check_row(m, SKS_QF_F64, 0);
     free(m);
 }
 
@@ -191,13 +195,8 @@ static void test_row_raw_bf16(void **state) {
     (void)state;
     if (!g_row->takes_raw) skip();
     model *m = model_new();
-    sks_qf_op op;
-    bind_or_fail(m, SKS_QF_F32, 1, &op);
-    check_binding(m, &op, 1e-5, 1e-5);
-    sks_qf_unbind(&op);
-    bind_or_fail(m, SKS_QF_F64, 1, &op);
-    check_binding(m, &op, 1e-12, 1e-9);
-    sks_qf_unbind(&op);
+    check_row(m, SKS_QF_F32, 1);
+    check_row(m, SKS_QF_F64, 1);
     free(m);
 }
 
