@@ -56,7 +56,17 @@ static void planted_build_ex(planted *p, float wq_scale, float a2, int wo) {
     assert_int_equal(sks_model_validate(p->m), 0);
 }
 
-static void planted_build(planted *p, float wq_scale) { planted_build_ex(p, wq_scale, -40.0f, 0); }
+/* a planted model on the heap (see planted_build_ex), and its release */
+static planted *planted_new(float wq_scale, float a2, int wo) {
+    planted *p = malloc(sizeof *p);
+    assert_non_null(p);
+    planted_build_ex(p, wq_scale, a2, wo);
+    return p;
+}
+static void planted_free(planted *p) {
+    sks_model_close(p->m);
+    free(p);
+}
 
 static const int32_t P0[6] = {0, 3, 1, 4, 2, 3};
 static const int32_t P1[12] = {0, 1, 2, 3, 4, 5, 1, 2, 3, 4, 1, 1};
@@ -69,8 +79,7 @@ static double harmonic_alpha(int T, int j) { /* uniform causal attention */
 
 static void test_planted_lifecycle_and_uniform_alpha(void **state) {
     (void)state;
-    planted *p = malloc(sizeof *p);
-    planted_build(p, 0.0f);
+    planted *p = planted_new(0.0f, -40.0f, 0);
     sks_trace_opts o;
     sks_trace_opts_default(&o);
     /* the one spike rule's defaults (sks_rule.h) */
@@ -162,8 +171,7 @@ static void test_planted_lifecycle_and_uniform_alpha(void **state) {
     o.abs_thresh = 50;
     o.step_frac = 0;
     assert_int_equal(sks_trace_run(p->m, 1, prompts, lens, &o, &r), SKS_EARG);
-    sks_model_close(p->m);
-    free(p);
+    planted_free(p);
 }
 
 /* ---- block statistics against an independent recomputation -------------------------- */
@@ -175,8 +183,7 @@ static int cmp_float(const void *a, const void *b) {
 
 static void test_block_stats_independent(void **state) {
     (void)state;
-    planted *p = malloc(sizeof *p);
-    planted_build_ex(p, 0.8f, -40.0f, 1); /* W_Q != 0: attention not uniform; W_O != 0: |h| values distinct */
+    planted *p = planted_new(0.8f, -40.0f, 1); /* W_Q != 0: attention not uniform; W_O != 0: |h| values distinct */
     const int T = 12, nb = 2 * L + 1;
     sks_test_cap c = {.L = L, .H = H, .a0 = calloc(L * H, sizeof(double)), .res = malloc((size_t)nb * T * D * sizeof(float))};
     sks_fwd_hooks hk = sks_test_cap_hooks(&c);
@@ -224,14 +231,12 @@ static void test_block_stats_independent(void **state) {
     free(tmp);
     free(c.res);
     free(c.a0);
-    sks_model_close(p->m);
-    free(p);
+    planted_free(p);
 }
 
 static void test_default_tokens(void **state) {
     (void)state;
-    planted *p = malloc(sizeof *p);
-    planted_build(p, 0.0f);
+    planted *p = planted_new(0.0f, -40.0f, 0);
     int32_t a[64], b[64], c[64];
     sks_trace_default_tokens(p->m, 64, 7, a);
     sks_trace_default_tokens(p->m, 64, 7, b);
@@ -247,8 +252,7 @@ static void test_default_tokens(void **state) {
     }
     assert_true(differ > 10);
     for (int v = 1; v < 5; v++) assert_true(seen[v] > 0);
-    sks_model_close(p->m);
-    free(p);
+    planted_free(p);
 }
 
 /* ---- msgpack file --------------------------------------------------------------------- */
@@ -267,8 +271,7 @@ static const msgpack_object *mp_get(const msgpack_object *map, const char *key) 
 
 static void test_write_msgpack(void **state) {
     (void)state;
-    planted *p = malloc(sizeof *p);
-    planted_build(p, 0.0f);
+    planted *p = planted_new(0.0f, -40.0f, 0);
     sks_trace_opts o;
     sks_trace_opts_default(&o);
     o.abs_thresh = 50;
@@ -348,8 +351,7 @@ static void test_write_msgpack(void **state) {
     rmdir(dir);
     free(dir);
     sks_trace_result_free(r);
-    sks_model_close(p->m);
-    free(p);
+    planted_free(p);
 }
 
 int main(void) {
