@@ -258,7 +258,7 @@ typedef struct {
  * their KV head's sink dim from the constant channel: the sink heads. Head 1 (KV 0) queries
  * along b and head 2 (KV 1) along a: the same weights on the wrong KV head, so a wrong
  * head -> KV head map would swap the labels. */
-static void planted_build_qk(planted *P, sks_model **out, int qk_norm) {
+static sks_model *planted_build_qk(planted *P, int qk_norm) {
     rng_seed(2026);
     memset(P, 0, sizeof *P);
     const int a = PM_DH / 2 - 1, b = PM_DH / 2 - 2;
@@ -311,10 +311,10 @@ static void planted_build_qk(planted *P, sks_model **out, int qk_norm) {
         sks_test_set_f32(m, SKS_ROLE_K_NORM, 0, PM_DH, 0, P->kn);
     }
     assert_int_equal(sks_model_validate(m), 0);
-    *out = m;
+    return m;
 }
 
-static void planted_build(planted *P, sks_model **out) { planted_build_qk(P, out, 0); }
+static sks_model *planted_build(planted *P) { return planted_build_qk(P, 0); }
 
 /* Independent alpha_0 of layer 0 (its input is the embedding): RMSNorm, projections,
  * rotate-half RoPE and a causal softmax in double precision. */
@@ -392,8 +392,7 @@ static void make_prompts(int32_t ids[PM_NP][PM_T], const int32_t *ptr[PM_NP], in
 static void test_planted_model(void **state) {
     (void)state;
     static planted P;
-    sks_model *m = NULL;
-    planted_build(&P, &m);
+    sks_model *m = planted_build(&P);
     int32_t ids[PM_NP][PM_T];
     const int32_t *ptr[PM_NP];
     int lens[PM_NP];
@@ -518,8 +517,7 @@ static void test_planted_model(void **state) {
 static void test_planted_qk_norm(void **state) {
     (void)state;
     static planted P;
-    sks_model *m = NULL;
-    planted_build_qk(&P, &m, 1);
+    sks_model *m = planted_build_qk(&P, 1);
     int32_t ids[PM_NP][PM_T];
     const int32_t *ptr[PM_NP];
     int lens[PM_NP];
@@ -562,8 +560,7 @@ static void test_planted_qk_norm(void **state) {
 static void test_bad_args(void **state) {
     (void)state;
     static planted P;
-    sks_model *m = NULL;
-    planted_build(&P, &m);
+    sks_model *m = planted_build(&P);
     sks_sinks_opts o;
     sks_sinks_opts_default(&o);
     int32_t bad[3] = {1, 2, PM_V};
