@@ -115,16 +115,21 @@ static void sks__make_layer(sks_spikes_layer_result *r, int layer, int d, int nc
     }
 }
 
+/* a made-up layer result, and its packed bytes in a fresh o */
+static void sks__make_packed(sks_spikes_layer_result *r, sks_out *o, int layer, int d, int nch, int rank) {
+    sks__make_layer(r, layer, d, nch, rank);
+    sks_out_init(o);
+    sks_spikes_layer_pack(o, r);
+}
+
 static int sks__same_bits(double a, double b) { return !memcmp(&a, &b, sizeof a); }
 
 static void test_part_roundtrip_bitwise(void **state) {
     (void)state;
     const int d = 24;
     sks_spikes_layer_result a, b;
-    sks__make_layer(&a, 3, d, 4, 5);
     sks_out o;
-    sks_out_init(&o);
-    sks_spikes_layer_pack(&o, &a);
+    sks__make_packed(&a, &o, 3, d, 4, 5);
     sks_spikes_layer_pack(&o, &a); /* two layers back to back, as in a gather */
     assert_int_equal(sks_out_error(&o), 0);
     size_t off = 0;
@@ -164,10 +169,8 @@ static void test_part_truncations_and_flips(void **state) {
     sks_log_set_level(-1);
     const int d = 16;
     sks_spikes_layer_result a, b;
-    sks__make_layer(&a, 1, d, 2, 3);
     sks_out o;
-    sks_out_init(&o);
-    sks_spikes_layer_pack(&o, &a);
+    sks__make_packed(&a, &o, 1, d, 2, 3);
     const size_t n = o.buf.size;
     uint8_t *buf = malloc(n);
     for (size_t k = 0; k < n; k++) { /* every truncation: a clean error */
