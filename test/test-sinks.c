@@ -389,36 +389,42 @@ static void make_prompts(int32_t ids[PM_NP][PM_T], const int32_t *ptr[PM_NP], in
     }
 }
 
-static void test_planted_model(void **state) {
-    (void)state;
-    static planted P;
-    sks_model *m = planted_build(&P);
+/* sinks with o on the planted prompts; alpha_0 of every head against reference_alpha0
+ * averaged over them (1e-4). *ref_ratio: the reference's percentage of (prompt, head)
+ * pairs above eps 0.3. */
+static sks_sinks_result *run_planted(const planted *P, sks_model *m, const sks_sinks_opts *o, double *ref_ratio) {
     int32_t ids[PM_NP][PM_T];
     const int32_t *ptr[PM_NP];
     int lens[PM_NP];
     make_prompts(ids, ptr, lens);
+    sks_sinks_result *r = NULL;
+    int rc = sks_sinks_run(m, PM_NP, ptr, lens, o, &r);
+    if (rc) fail_msg("sinks_run: %s", sks_last_error());
+    double ref[PM_H] = {0}, a0[PM_H];
+    *ref_ratio = 0.0;
+    for (int p = 0; p < PM_NP; p++) {
+        reference_alpha0(P, ids[p], PM_T, a0);
+        for (int h = 0; h < PM_H; h++) {
+            ref[h] += a0[h] / PM_NP;
+            *ref_ratio += (a0[h] > 0.3) * 100.0 / (PM_H * PM_NP);
+        }
+    }
+    for (int h = 0; h < PM_H; h++)
+        if (!(fabs(r->alpha0[h] - ref[h]) <= 1e-4)) fail_msg("head %d alpha0 %g ref %g", h, r->alpha0[h], ref[h]);
+    return r;
+}
+
+static void test_planted_model(void **state) {
+    (void)state;
+    static planted P;
+    sks_model *m = planted_build(&P);
     sks_sinks_opts o;
     sks_sinks_opts_default(&o);
     o.abs_thresh = 100.0;
     o.ratio = 50.0;
-    sks_sinks_result *r = NULL;
-    int rc = sks_sinks_run(m, PM_NP, ptr, lens, &o, &r);
-    if (rc) fprintf(stderr, "sinks_run: %s\n", sks_last_error());
-    assert_int_equal(rc, 0);
-
-    /* independent alpha_0 averaged over prompts */
-    double ref[PM_H] = {0}, a0[PM_H], ref_ratio = 0.0;
-    for (int p = 0; p < PM_NP; p++) {
-        reference_alpha0(&P, ids[p], PM_T, a0);
-        for (int h = 0; h < PM_H; h++) {
-            ref[h] += a0[h] / PM_NP;
-            ref_ratio += (a0[h] > 0.3) * 100.0 / (PM_H * PM_NP);
-        }
-    }
-    for (int h = 0; h < PM_H; h++) {
-        if (fabs(r->alpha0[h] - ref[h]) > 1e-4) fprintf(stderr, "head %d alpha0 %g ref %g\n", h, r->alpha0[h], ref[h]);
-        assert_true(fabs(r->alpha0[h] - ref[h]) <= 1e-4);
-    }
+    /* alpha_0 against the independent reference averaged over prompts */
+    double ref_ratio;
+    sks_sinks_result *r = run_planted(&P, m, &o, &ref_ratio);
     /* planted labels: heads 0 and 3 */
     assert_true(r->alpha0[0] > 0.3 && r->alpha0[3] > 0.3);
     assert_true(r->alpha0[1] < 0.3 && r->alpha0[2] < 0.3);
@@ -518,25 +524,13 @@ static void test_planted_qk_norm(void **state) {
     (void)state;
     static planted P;
     sks_model *m = planted_build_qk(&P, 1);
-    int32_t ids[PM_NP][PM_T];
-    const int32_t *ptr[PM_NP];
-    int lens[PM_NP];
-    make_prompts(ids, ptr, lens);
     sks_sinks_opts o;
     sks_sinks_opts_default(&o);
     o.ratio = 50.0;
-    sks_sinks_result *r = NULL;
-    assert_int_equal(sks_sinks_run(m, PM_NP, ptr, lens, &o, &r), 0);
-    double ref[PM_H] = {0}, a0[PM_H];
-    for (int p = 0; p < PM_NP; p++) {
-        reference_alpha0(&P, ids[p], PM_T, a0);
-        for (int h = 0; h < PM_H; h++) ref[h] += a0[h] / PM_NP;
-    }
-    for (int h = 0; h < PM_H; h++) {
-        fprintf(stderr, "qk-norm head %d: alpha0 %.4f (ref %.4f) weight_only %.4f\n", h, r->alpha0[h], ref[h],
-                r->pred[SKS_PRED_WEIGHT_ONLY][h]);
-        assert_true(fabs(r->alpha0[h] - ref[h]) <= 1e-4);
-    }
+    double ref_ratio;
+    sks_sinks_result *r = run_planted(&P, m, &o, &ref_ratio); /* alpha_0 against the reference (with the norms) */
+    for (int h = 0; h < PM_H; h++)
+        fprintf(stderr, "qk-norm head %d: alpha0 %.4f weight_only %.4f\n", h, r->alpha0[h], r->pred[SKS_PRED_WEIGHT_ONLY][h]);
     assert_true(r->alpha0[0] > 0.3 && r->alpha0[3] > 0.3 && r->alpha0[1] < 0.3 && r->alpha0[2] < 0.3);
     assert_true((r->rank[0] == 0 && r->rank[1] == 3) || (r->rank[0] == 3 && r->rank[1] == 0));
     const int sinkdim[PM_HKV] = {PM_DH / 2 - 1, PM_DH / 2 - 2};
