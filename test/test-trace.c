@@ -70,6 +70,16 @@ static void planted_free(planted *p) {
 
 static const int32_t P0[6] = {0, 3, 1, 4, 2, 3};
 static const int32_t P1[12] = {0, 1, 2, 3, 4, 5, 1, 2, 3, 4, 1, 1};
+static const int32_t *const PROMPTS[2] = {P0, P1};
+static const int LENS[2] = {6, 12};
+
+/* trace of p's model on the first n of P0, P1 with o */
+static sks_trace_result *trace_planted(const planted *p, int n, const sks_trace_opts *o) {
+    sks_trace_result *r;
+    int rc = sks_trace_run(p->m, n, PROMPTS, LENS, o, &r);
+    if (rc) fail_msg("trace: %s", sks_last_error());
+    return r;
+}
 
 static double harmonic_alpha(int T, int j) { /* uniform causal attention */
     double s = 0;
@@ -88,10 +98,7 @@ static void test_planted_lifecycle_and_uniform_alpha(void **state) {
     o.outlier = 0; /* the fixed-threshold rule */
     o.abs_thresh = 50;
     o.ratio = 50;
-    const int32_t *prompts[2] = {P0, P1};
-    int lens[2] = {6, 12};
-    sks_trace_result *r;
-    assert_int_equal(sks_trace_run(p->m, 2, prompts, lens, &o, &r), 0);
+    sks_trace_result *r = trace_planted(p, 2, &o);
     assert_int_equal(r->n_blocks, 2 * L + 1);
     assert_int_equal(r->n_spike_channels, 1);
     assert_int_equal(r->spike_channels[0], 5);
@@ -117,8 +124,7 @@ static void test_planted_lifecycle_and_uniform_alpha(void **state) {
     {
         sks_trace_opts o2 = o;
         o2.keep_bytes = 0;
-        sks_trace_result *r2;
-        assert_int_equal(sks_trace_run(p->m, 2, prompts, lens, &o2, &r2), 0);
+        sks_trace_result *r2 = trace_planted(p, 2, &o2);
         assert_int_equal(r2->n_lifecycles, 1);
         assert_memory_equal(r2->lifecycles[0].values, lc->values, (size_t)r->n_blocks * sizeof *lc->values);
         assert_int_equal(r2->lifecycles[0].main_up, lc->main_up);
@@ -146,14 +152,14 @@ static void test_planted_lifecycle_and_uniform_alpha(void **state) {
 
     /* min_blocks 6: the spike lasts 5 blocks, nothing qualifies */
     o.min_blocks = 6;
-    assert_int_equal(sks_trace_run(p->m, 1, prompts, lens, &o, &r), 0);
+    r = trace_planted(p, 1, &o);
     assert_int_equal(r->n_spike_channels, 0);
     assert_int_equal(r->n_lifecycles, 0);
     sks_trace_result_free(r);
     /* abs above the peak: nothing */
     o.min_blocks = 3;
     o.abs_thresh = 1e4;
-    assert_int_equal(sks_trace_run(p->m, 1, prompts, lens, &o, &r), 0);
+    r = trace_planted(p, 1, &o);
     assert_int_equal(r->n_spike_tokens, 0);
     sks_trace_result_free(r);
     /* a plateau that sags a little (FFN 2 removes ~8 of ~480) has no step-down: the
@@ -161,7 +167,7 @@ static void test_planted_lifecycle_and_uniform_alpha(void **state) {
     sks_model_close(p->m);
     planted_build_ex(p, 0.0f, -1.0f, 0);
     o.abs_thresh = 50;
-    assert_int_equal(sks_trace_run(p->m, 1, prompts, lens, &o, &r), 0);
+    r = trace_planted(p, 1, &o);
     assert_int_equal(r->n_lifecycles, 1);
     assert_true(r->lifecycles[0].values[6] < r->lifecycles[0].values[5]);
     assert_int_equal(r->lifecycles[0].n_down, 0);
@@ -170,7 +176,7 @@ static void test_planted_lifecycle_and_uniform_alpha(void **state) {
     /* bad options */
     o.abs_thresh = 50;
     o.step_frac = 0;
-    assert_int_equal(sks_trace_run(p->m, 1, prompts, lens, &o, &r), SKS_EARG);
+    assert_int_equal(sks_trace_run(p->m, 1, PROMPTS, LENS, &o, &r), SKS_EARG);
     planted_free(p);
 }
 
@@ -276,10 +282,7 @@ static void test_write_msgpack(void **state) {
     sks_trace_opts_default(&o);
     o.abs_thresh = 50;
     o.ratio = 50;
-    const int32_t *prompts[2] = {P0, P1};
-    int lens[2] = {6, 12};
-    sks_trace_result *r;
-    assert_int_equal(sks_trace_run(p->m, 2, prompts, lens, &o, &r), 0);
+    sks_trace_result *r = trace_planted(p, 2, &o);
     char *dir = sks_test_tmpdir();
     char path[512];
     snprintf(path, sizeof path, "%s/trace.msgpack", dir);
@@ -332,7 +335,7 @@ static void test_write_msgpack(void **state) {
     sks_trace_result_free(r);
     /* with keep_residual: `residual` (2L+1, T, d) */
     o.keep_residual = 1;
-    assert_int_equal(sks_trace_run(p->m, 2, prompts, lens, &o, &r), 0);
+    r = trace_planted(p, 2, &o);
     assert_int_equal(sks_trace_write(r, p->m, &o, path), 0);
     buf = sks_test_read_file(path, &n);
     assert_non_null(buf);
