@@ -42,6 +42,15 @@ static void assert_same_arch(const sks_arch *a, const sks_arch *b) {
     assert_int_equal(a->eos_id, b->eos_id);
 }
 
+/* A row of a tensor named in its file, decoded there straight from the file's bytes and
+ * compared with what the model view returns for (role, layer). */
+typedef struct {
+    sks_role role;
+    int layer;
+    const char *name;
+    int64_t row;
+} probe;
+
 /* A fixture's Llama architecture as its README gives it (eps 1e-5 and theta 10000 in all
  * of them); the fields a README leaves open are -1 and not checked. */
 typedef struct {
@@ -252,12 +261,7 @@ static void test_trained_llama_sharded_bf16(void **state) {
     assert_ptr_not_equal(sks_model_classifier(m), sks_model_tensor(m, SKS_ROLE_EMBED, -1));
 
     /* a few rows, decoded here straight from the shard bytes */
-    struct {
-        sks_role role;
-        int layer;
-        const char *name;
-        int64_t row;
-    } probes[] = {{SKS_ROLE_W_DOWN, 1, "model.layers.1.mlp.down_proj.weight", 356},
+    const probe probes[] = {{SKS_ROLE_W_DOWN, 1, "model.layers.1.mlp.down_proj.weight", 356},
                   {SKS_ROLE_WQ, 7, "model.layers.7.self_attn.q_proj.weight", 383},
                   {SKS_ROLE_EMBED, -1, "model.embed_tokens.weight", 4095},
                   {SKS_ROLE_FINAL_NORM, -1, "model.norm.weight", 0},
@@ -377,12 +381,7 @@ static void test_trained_packed_gguf_q8(void **state) {
     size_t len;
     uint8_t *file = (uint8_t *)sks_test_read_file(sks_test_fixture("trained-packed/model.gguf"), &len);
     assert_non_null(file);
-    struct {
-        sks_role role;
-        int layer;
-        const char *name;
-        int64_t row;
-    } probes[] = {{SKS_ROLE_W_UP, 2, "blk.2.ffn_up.weight", 154},
+    const probe probes[] = {{SKS_ROLE_W_UP, 2, "blk.2.ffn_up.weight", 154},
                   {SKS_ROLE_W_DOWN, 2, "blk.2.ffn_down.weight", 154},
                   {SKS_ROLE_EMBED, -1, "token_embd.weight", 1},
                   {SKS_ROLE_WK, 5, "blk.5.attn_k.weight", 255},
