@@ -226,9 +226,7 @@ static void test_fakequant_numpy(void **state) {
                 fail_msg("%s keep=%d: rel err %.17g, numpy %.17g", sks_qscheme_name(s), k, got, want);
         }
     assert_int_equal(pclose(p), 0);
-    unlink(xp);
-    unlink(pp);
-    rmdir(dir);
+    sks_test_rm_tree(dir);
     free(dir);
 }
 

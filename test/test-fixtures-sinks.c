@@ -217,11 +217,7 @@ static void test_cli(void **state) {
     json_decref(s);
     sks_sinks_result_free(r);
     sks_model_close(m);
-    remove(ids_path);
-    remove(out);
-    remove(kv);
-    remove(js);
-    remove(dir);
+    sks_test_rm_tree(dir);
     free(dir);
     json_decref(rep);
 }

@@ -170,8 +170,7 @@ static json_t *run_cli_json(const char *args) {
     char path[4200];
     snprintf(path, sizeof path, "%s/out.msgpack", dir);
     assert_int_equal(access(path, R_OK), 0);
-    unlink(path);
-    rmdir(dir);
+    sks_test_rm_tree(dir);
     free(dir);
     json_error_t e;
     json_t *j = json_loads(buf, 0, &e);
@@ -249,9 +248,7 @@ static void test_cli_from_trace_and_vocab(void **state) {
         assert_int_equal((int)json_integer_value(json_object_get(json_array_get(chs, 0), "channel")), 356);
     }
     json_decref(j);
-    snprintf(cmd, sizeof cmd, "%s/t.msgpack", dir);
-    unlink(cmd);
-    rmdir(dir);
+    sks_test_rm_tree(dir);
     free(dir);
 
     json_t *mech = sks_test_fixture_json("trained-packed/mechanism.json");

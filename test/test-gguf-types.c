@@ -251,8 +251,7 @@ static void test_writer(void **state) {
     assert_int_equal(sks_gguf_writer_set_u32(w, "k", 1), SKS_ESHAPE);
     assert_int_equal(sks_gguf_writer_finish(w), SKS_ESHAPE);
     sks_gguf_writer_free(w);
-    unlink(path);
-    rmdir(dir);
+    sks_test_rm_tree(dir);
     free(dir);
 }
 

@@ -489,10 +489,7 @@ static void test_open_reads_headers_only(void **state) {
     if (rss0 && rss1) assert_true(rss1 - rss0 < ((size_t)64 << 20));
     assert_true(dt < 2.0);
     sks_model_close(m);
-    unlink(path);
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    unlink(path);
-    rmdir(dir);
+    sks_test_rm_tree(dir);
     free(dir);
 }
 

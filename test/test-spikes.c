@@ -534,8 +534,7 @@ static void test_writer(void **state) {
     assert_int_equal(mp_get(dl, "top")->via.array.size, 5);
     msgpack_unpacked_destroy(&u);
     free(buf);
-    unlink(path);
-    rmdir(dir);
+    sks_test_rm_tree(dir);
     free(dir);
     sks_delim_result_free(&dr);
     sks_spikes_layer_result_free(&lr);

@@ -350,8 +350,7 @@ static void test_write_msgpack(void **state) {
     assert_true(mp_get(mp_get(&u.data, "params"), "keep_residual")->via.boolean);
     msgpack_unpacked_destroy(&u);
     free(buf);
-    unlink(path);
-    rmdir(dir);
+    sks_test_rm_tree(dir);
     free(dir);
     sks_trace_result_free(r);
     planted_free(p);

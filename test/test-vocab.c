@@ -281,8 +281,7 @@ static void test_given_medians_and_sample(void **state) {
     assert_int_equal(seen, 3);
     msgpack_unpacked_destroy(&u);
     free(buf);
-    unlink(path);
-    rmdir(dir);
+    sks_test_rm_tree(dir);
     free(dir);
     sks_vocab_result_free(r);
     unmake(&t);
