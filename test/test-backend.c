@@ -39,17 +39,7 @@ enum { D = 48, F = 200, BLK = 64 };
 static const sks_qf_backend *g_row;
 
 static uint64_t rng_state = 7;
-static uint64_t rng_u64(void) {
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-static double rng_gauss(void) {
-    double u1 = ((rng_u64() >> 11) + 0.5) * (1.0 / 9007199254740992.0);
-    double u2 = ((rng_u64() >> 11) + 0.5) * (1.0 / 9007199254740992.0);
-    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
-}
+static double rng_gauss(void) { return sks_test_rng_gauss(&rng_state); }
 
 /* Weights rounded to bf16 (so the raw bf16 binding has the same exact values). */
 typedef struct {
