@@ -751,10 +751,18 @@ static void test_llama2c(void **state) {
     l2c_case(hb, 0, SKS_EBOUNDS, "truncated");
 }
 
+/* cfg (text) parsed as config file name; it must be accepted */
+static sks_arch config_ok(const char *cfg, const char *name) {
+    sks_arch a;
+    memset(&a, 0, sizeof a);
+    int rc = sks__config_parse(cfg, strlen(cfg), name, &a);
+    if (rc) fail_msg("%s: %s", name, sks_last_error());
+    return a;
+}
+
 /* Both config.json styles and the four families, parsed from text. */
 static void test_config_styles(void **state) {
     (void)state;
-    sks_arch a;
     /* classic Llama 3: rope_theta at top level, rope_scaling with "rope_type", eos list */
     const char *classic =
         "{\"architectures\":[\"LlamaForCausalLM\"],\"hidden_size\":4096,\"intermediate_size\":14336,"
@@ -763,8 +771,7 @@ static void test_config_styles(void **state) {
         "\"eos_token_id\":[128001,128008,128009],\"rope_scaling\":{\"factor\":8.0,\"low_freq_factor\":1.0,"
         "\"high_freq_factor\":4.0,\"original_max_position_embeddings\":8192,\"rope_type\":\"llama3\"},"
         "\"max_position_embeddings\":131072,\"tie_word_embeddings\":false}";
-    memset(&a, 0, sizeof a);
-    assert_int_equal(sks__config_parse(classic, strlen(classic), "c.json", &a), 0);
+    sks_arch a = config_ok(classic, "c.json");
     assert_string_equal(a.family, "llama");
     assert_int_equal(a.head_dim, 128); /* d / H */
     assert_int_equal(a.n_kv_heads, 8);
@@ -782,9 +789,7 @@ static void test_config_styles(void **state) {
         "\"rms_norm_eps\":1e-05,\"dtype\":\"bfloat16\",\"head_dim\":null,\"rope_parameters\":{\"rope_theta\":500000.0,"
         "\"factor\":8.0,\"low_freq_factor\":1.0,\"high_freq_factor\":4.0,\"original_max_position_embeddings\":8192,"
         "\"rope_type\":\"llama3\"}}";
-    sks_arch b;
-    memset(&b, 0, sizeof b);
-    assert_int_equal(sks__config_parse(newer, strlen(newer), "n.json", &b), 0);
+    sks_arch b = config_ok(newer, "n.json");
     assert_true(b.rope_theta == a.rope_theta && b.rope_factor == a.rope_factor && b.rope_scaling == a.rope_scaling);
     assert_int_equal(b.rope_original_max_pos, 8192);
     assert_int_equal(b.head_dim, 128);
@@ -793,8 +798,7 @@ static void test_config_styles(void **state) {
                      "\"num_hidden_layers\":24,\"num_attention_heads\":14,\"num_key_value_heads\":2,"
                      "\"vocab_size\":151936,\"rms_norm_eps\":1e-06,\"rope_theta\":1000000.0,\"rope_scaling\":null,"
                      "\"tie_word_embeddings\":true,\"sliding_window\":32768}";
-    memset(&a, 0, sizeof a);
-    assert_int_equal(sks__config_parse(q2, strlen(q2), "q2.json", &a), 0);
+    a = config_ok(q2, "q2.json");
     assert_string_equal(a.family, "qwen2");
     assert_int_equal(a.has_qkv_bias, 1);
     assert_int_equal(a.has_qk_norm, 0);
@@ -804,36 +808,39 @@ static void test_config_styles(void **state) {
     const char *q3 = "{\"architectures\":[\"Qwen3ForCausalLM\"],\"hidden_size\":1024,\"intermediate_size\":3072,"
                      "\"num_hidden_layers\":28,\"num_attention_heads\":16,\"num_key_value_heads\":8,\"head_dim\":128,"
                      "\"vocab_size\":151936,\"rms_norm_eps\":1e-06,\"rope_theta\":1000000,\"attention_bias\":false}";
-    memset(&a, 0, sizeof a);
-    assert_int_equal(sks__config_parse(q3, strlen(q3), "q3.json", &a), 0);
+    a = config_ok(q3, "q3.json");
     assert_string_equal(a.family, "qwen3");
     assert_int_equal(a.has_qk_norm, 1);
     assert_int_equal(a.has_qkv_bias, 0);
     assert_int_equal(a.head_dim, 128);
     const char *mi = "{\"model_type\":\"mistral\",\"hidden_size\":64,\"intermediate_size\":128,"
                      "\"num_hidden_layers\":2,\"num_attention_heads\":4,\"vocab_size\":100}";
-    memset(&a, 0, sizeof a);
-    assert_int_equal(sks__config_parse(mi, strlen(mi), "m.json", &a), 0);
+    a = config_ok(mi, "m.json");
     assert_string_equal(a.family, "mistral");
     assert_int_equal(a.n_kv_heads, 4);
     /* refusals with their codes */
-    const char *gelu = "{\"model_type\":\"llama\",\"hidden_size\":64,\"intermediate_size\":128,"
-                       "\"num_hidden_layers\":2,\"num_attention_heads\":4,\"vocab_size\":100,\"hidden_act\":\"gelu\"}";
-    assert_int_equal(sks__config_parse(gelu, strlen(gelu), "g.json", &a), SKS_EUNSUPPORTED);
-    assert_non_null(strstr(sks_last_error(), "gelu"));
-    const char *none = "{\"hidden_size\":64}";
-    assert_int_equal(sks__config_parse(none, strlen(none), "x.json", &a), SKS_ENOTFOUND);
-    assert_non_null(strstr(sks_last_error(), "architectures"));
-    const char *strdim = "{\"model_type\":\"llama\",\"num_hidden_layers\":2,\"hidden_size\":\"64\"}";
-    assert_int_equal(sks__config_parse(strdim, strlen(strdim), "s.json", &a), SKS_ECONFIG);
-    assert_non_null(strstr(sks_last_error(), "hidden_size"));
+    static const struct {
+        const char *cfg;
+        int code;
+        const char *substr; /* NULL: the code alone is checked */
+    } bad[] = {
+        {"{\"model_type\":\"llama\",\"hidden_size\":64,\"intermediate_size\":128,\"num_hidden_layers\":2,"
+         "\"num_attention_heads\":4,\"vocab_size\":100,\"hidden_act\":\"gelu\"}",
+         SKS_EUNSUPPORTED, "gelu"},
+        {"{\"hidden_size\":64}", SKS_ENOTFOUND, "architectures"},
+        {"{\"model_type\":\"llama\",\"num_hidden_layers\":2,\"hidden_size\":\"64\"}", SKS_ECONFIG, "hidden_size"},
+        {"{\"model_type\":\"llama\",\"model_type\":\"qwen2\"}", SKS_EFORMAT, NULL},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(sks__config_parse(bad[i].cfg, strlen(bad[i].cfg), "bad.json", &a), bad[i].code);
+        if (bad[i].substr) assert_non_null(strstr(sks_last_error(), bad[i].substr));
+    }
+    /* nesting deeper than the bound, in a buffer with no terminating NUL */
     char deep[256];
     memset(deep, '[', sizeof deep);
     memcpy(deep, "{\"a\":", 5);
     assert_int_equal(sks__config_parse(deep, sizeof deep, "deep.json", &a), SKS_EFORMAT);
     assert_non_null(strstr(sks_last_error(), "nested deeper"));
-    const char *dup = "{\"model_type\":\"llama\",\"model_type\":\"qwen2\"}";
-    assert_int_equal(sks__config_parse(dup, strlen(dup), "d.json", &a), SKS_EFORMAT);
 }
 
 /* A Qwen2 directory needs its q/k/v biases: present -> loads; absent -> the config and
