@@ -159,7 +159,7 @@ static void st_cases(const st_case *k, size_t n) {
     const char *d = case_dir();
     write_file(d, "config.json", k_config, strlen(k_config));
     for (size_t i = 0; i < n; i++) {
-        char name[32];
+        char name[48];
         snprintf(name, sizeof name, "c%02zu.safetensors", i);
         write_st(d, name, k[i].header, k[i].data_len, k[i].raw);
         expect_open(d, name, k[i].code, k[i].substr);
