@@ -193,6 +193,9 @@ static const family_case k_families[] = {
     /* GPT-2: Conv1D weights (transposed views), LayerNorm, learned positions, biases; also
      * the base-model names without "transformer." */
     {"test_gpt2", "gpt2", "gpt2", {"hf", "classic", "bare", "gguf"}},
+    /* the same family with random linear biases (transformers starts them at zero, so
+     * the folder above checks the bias path only against the f64 reference below) */
+    {"test_gpt2_biases", "gpt2-bias", "gpt2", {"hf", "classic", "bare"}},
 };
 
 static void test_family(void **s) {
