@@ -8,16 +8,18 @@
 # weights are page cache, RssFile). The sgemm rate (4096^3) and the load average are
 # printed before and after each run: the yardstick of the same run.
 #
-# usage: bash bench/bench-7b-budget.sh [BUILD_DIR] MODEL_DIR OUT_DIR [LAYERS]
+# usage: bash bench/bench-7b-budget.sh [BUILD_DIR] MODEL_DIR OUT_DIR [LAYERS] [PARTS]
 #   MODEL_DIR  e.g. made by: sinkscope synth --preset llama2-7b --dtype bf16 -o MODEL_DIR
 #              (13.5 GB; delete it afterwards)
 #   LAYERS     spikes --layers (default: all); a few layers give the per-layer cost on a
-#              machine too loaded for the whole run
+#              machine too loaded for the whole run ("" for all)
+#   PARTS      which runs, in that order (default "spikes analyze")
 set -u
 BUILD=${1:-build}
 DIR=$2
 OUT=$3
 LAYERS=${4:-}
+PARTS=${5:-spikes analyze}
 BIN=$BUILD/sinkscope
 mkdir -p "$OUT"
 
@@ -62,6 +64,12 @@ run() { # NAME ARGS...
     echo "$name: after: $(yard)"
 }
 
-run "spikes${LAYERS:+-layers-$LAYERS}" spikes "$DIR" ${LAYERS:+--layers "$LAYERS"} --top-frob 64 --rank 4 \
-    -o "$OUT/spikes.msgpack" --json
-run analyze analyze "$DIR" -o "$OUT/analyze"
+for part in $PARTS; do
+    case $part in
+    spikes)
+        run "spikes${LAYERS:+-layers-$LAYERS}" spikes "$DIR" ${LAYERS:+--layers "$LAYERS"} --top-frob 64 --rank 4 \
+            -o "$OUT/spikes.msgpack" --json ;;
+    analyze) run analyze analyze "$DIR" -o "$OUT/analyze" ;;
+    *) echo "bench-7b-budget: unknown part '$part' (spikes, analyze)" >&2; exit 2 ;;
+    esac
+done
