@@ -5,7 +5,8 @@
 #      trace records the routing of the spike token, spikes the per-expert forms;
 #   2. `sinkscope analyze` on each MoE family of test/data/families (HF and GGUF): the four
 #      analyses run, the trace holds the routing, the spikes layers of MoE layers hold the
-#      active form with every expert's screen.
+#      active form with every expert's screen;
+#   3. `sinkscope quant-risk` on mixtral-tiny: per-expert W_down statistics in the msgpack.
 set -u
 BIN=$1
 SRC=$2
@@ -64,6 +65,52 @@ lay = [l for l in r0["layers"] if l["layer"] == ls][0]
 assert lay["experts"][0] == p["moe"]["step_up_expert"], lay
 EOF
 echo "ok: analyze on the GGUF mixtral-tiny (Q8_0)"
+
+# quant-risk on the planted mixtral-tiny (vocabulary 512 for the fixtures' tok512.bin): the
+# W_down input of every expert, the planted expert the step-up layer's worst
+FIX=${3:-}
+if [ -n "$FIX" ] && [ -f "$FIX/stories260K/tok512.bin" ]; then
+    echo '{"preset": "mixtral-tiny", "vocab_size": 512}' >"$TMP/qr.json"
+    "$BIN" synth --config "$TMP/qr.json" -o "$TMP/qr" --quiet >"$TMP/qr.log" 2>&1 || fail "synth: $(tail -3 "$TMP/qr.log")"
+    for i in $(seq 40); do printf 'the cat sat on the mat and the dog ran far away home. '; done >"$TMP/qr.txt"
+    "$BIN" quant-risk "$TMP/qr" --text "$TMP/qr.txt" --tokenizer "$FIX/stories260K/tok512.bin" --no-e2e \
+        -o "$TMP/qr.msgpack" --json -q >"$TMP/qr.out" 2>"$TMP/qr.err" || fail "quant-risk: $(tail -3 "$TMP/qr.err")"
+    "$PY" - "$TMP/qr.msgpack" "$TMP/qr/planted.json" "$TMP/qr.out" <<'EOF' || fail "quant-risk experts"
+import json, msgpack, sys
+import numpy as np
+r = msgpack.unpackb(open(sys.argv[1], "rb").read(), raw=False, strict_map_key=False)
+p, js = json.load(open(sys.argv[2])), json.load(open(sys.argv[3]))
+def arr(a):
+    dt = {"f64": "<f8", "i32": "<i4"}[a["dtype"]]
+    return np.frombuffer(a["data"], dtype=dt).reshape(a["shape"])
+L, E = r["model"]["n_layers"], p["moe"]["n_experts"]
+x = r["experts"]
+assert x["n_experts"] == E and x["has_shared"] is False, (x["n_experts"], x["has_shared"])
+tok, mx, med = arr(x["tokens"]), arr(x["max_abs"]), arr(x["median_abs"])
+err, top, worst = arr(x["rel_err"]), arr(x["top_channels"]), arr(x["worst"])
+K = r["params"]["keep_top"]
+assert tok.shape == (L, E) and mx.shape == (L, E) and med.shape == (L, E), tok.shape
+assert err.shape == (L, E, 5, 3) and top.shape == (L, E, K) and worst.shape == (L,), (err.shape, top.shape)
+T = r["params"]["stats_tokens"]
+assert (tok.sum(axis=1) == 2 * T).all(), tok   # top-2: every token counted twice per layer
+ls, up = p["spike"]["step_up_layer"], p["moe"]["step_up_expert"]
+assert worst[ls] == up, (worst, up)
+rng = np.where(tok > 0, mx / np.where(med > 0, med, 1), 0)
+assert rng[ls, up] > 100 * np.delete(rng[ls], up).max(), rng[ls]
+# the layer's down_in row is the worst expert's, its error the largest of the experts'
+site = r["sites"].index("down_in")
+lmx, lerr = arr(r["max_abs"]), arr(r["rel_err"])
+for l in range(L):
+    w = worst[l]
+    assert lmx[l, site] == mx[l, w], (l, lmx[l, site], mx[l, w])
+    assert (lerr[l, site] == err[l][tok[l] > 0].max(axis=0)).all(), l
+lay = js["layers"][ls]["down_in"]
+assert lay["worst_expert"] == up and len(lay["experts"]) == E and lay["experts"][up]["tokens"] == tok[ls, up]
+EOF
+    echo "ok: quant-risk on mixtral-tiny: every expert's W_down input, the planted expert the worst"
+else
+    echo "skipped: quant-risk on mixtral-tiny (no fixtures for tok512.bin)"
+fi
 
 for fam in mixtral qwen2moe qwen3moe; do
     if [ ! -f "$SRC/test/data/families/$fam/ref.json" ]; then
