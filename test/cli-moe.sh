@@ -6,7 +6,8 @@
 #   2. `sinkscope analyze` on each MoE family of test/data/families (HF and GGUF): the four
 #      analyses run, the trace holds the routing, the spikes layers of MoE layers hold the
 #      active form with every expert's screen;
-#   3. `sinkscope quant-risk` on mixtral-tiny: per-expert W_down statistics in the msgpack.
+#   3. `sinkscope quant-risk` on mixtral-tiny: per-expert W_down statistics in the msgpack;
+#   4. `sinkscope spikes --resume` on a mixture of experts, and its manifest's MoE fields.
 set -u
 BIN=$1
 SRC=$2
@@ -111,6 +112,60 @@ EOF
 else
     echo "skipped: quant-risk on mixtral-tiny (no fixtures for tok512.bin)"
 fi
+
+# --resume on a mixture of experts: a run killed after its first layer part, resumed,
+# equals the uninterrupted run (each MoE layer's part holds its routing and every
+# expert's forms); the manifest holds the MoE fields, so a config with another number of
+# experts per token (same weights, same parameter count) is refused, naming the field.
+echo '{"preset": "mixtral-tiny", "hidden_size": 192, "intermediate_size": 512, "num_hidden_layers": 6,
+       "num_attention_heads": 6, "num_key_value_heads": 2}' >"$TMP/res.json"
+"$BIN" synth --config "$TMP/res.json" -o "$TMP/res" --quiet >/dev/null 2>&1 || fail "synth for resume"
+export OPENBLAS_NUM_THREADS=1 # the bitwise comparison needs the same summation order in every run
+RARGS=(spikes "$TMP/res" --layers 0-5 --top-frob 4 --rank 3)
+CMP="$PY $SRC/test/msgpack-compare.py --ignore seconds_screen --ignore seconds_eigs"
+"$BIN" "${RARGS[@]}" -o "$TMP/res-ref.msgpack" -q 2>"$TMP/res-ref.log" || fail "resume reference: $(tail -3 "$TMP/res-ref.log")"
+OUT=$TMP/res-run.msgpack
+killed=0
+for attempt in 1 2 3 4 5; do
+    rm -rf "$OUT" "$OUT.parts"
+    "$BIN" "${RARGS[@]}" -o "$OUT" -q 2>/dev/null &
+    pid=$!
+    for _ in $(seq 1 6000); do
+        compgen -G "$OUT.parts/layer-*.msgpack" >/dev/null && break
+        kill -0 $pid 2>/dev/null || break
+        sleep 0.01
+    done
+    kill -9 $pid 2>/dev/null
+    wait $pid 2>/dev/null
+    if [ ! -e "$OUT" ] && compgen -G "$OUT.parts/layer-*.msgpack" >/dev/null; then
+        killed=1
+        break
+    fi
+done
+[ $killed = 1 ] || fail "could not interrupt the MoE spikes run in 5 attempts"
+grep -q "^moe.n_experts_used=2$" "$OUT.parts/manifest.txt" || fail "the manifest lacks the MoE fields"
+grep -q "^moe.moe_layers=0,1,2,3,4,5$" "$OUT.parts/manifest.txt" || fail "the manifest lacks the MoE layers"
+n=$(ls "$OUT.parts"/layer-*.msgpack | wc -l)
+cp -r "$OUT.parts" "$TMP/res-saved.parts"
+sed 's/"num_experts_per_tok": *2/"num_experts_per_tok": 1/' "$TMP/res/config.json" >"$TMP/res/config.k1" &&
+    cp "$TMP/res/config.json" "$TMP/res/config.k2" && cp "$TMP/res/config.k1" "$TMP/res/config.json"
+cmp -s "$TMP/res/config.json" "$TMP/res/config.k2" && fail "could not change num_experts_per_tok in config.json"
+"$BIN" "${RARGS[@]}" -o "$OUT" --resume -q 2>"$TMP/res-bad.log"
+rc=$?
+cp "$TMP/res/config.k2" "$TMP/res/config.json"
+[ $rc = 1 ] && grep -q "n_experts_used" "$TMP/res-bad.log" ||
+    fail "--resume with another num_experts_per_tok: exit $rc, $(cat "$TMP/res-bad.log")"
+diff -r "$TMP/res-saved.parts" "$OUT.parts" >/dev/null || fail "a refused resume changed the parts"
+"$BIN" "${RARGS[@]}" -o "$OUT" --resume 2>"$TMP/res.log" || fail "resume: $(tail -3 "$TMP/res.log")"
+grep -q "spikes: $n layer(s) resumed" "$TMP/res.log" || fail "resume count ($n parts): $(grep resumed "$TMP/res.log")"
+$CMP "$TMP/res-ref.msgpack" "$OUT" || fail "the resumed MoE result differs from the uninterrupted run"
+"$PY" - "$OUT" <<'EOF' || fail "the resumed MoE layers lack their moe records"
+import msgpack, sys
+sp = msgpack.unpackb(open(sys.argv[1], "rb").read(), raw=False, strict_map_key=False)
+assert len(sp["layers"]) == 6 and all(len(l["moe"]["per_expert"]) == 4 for l in sp["layers"])
+EOF
+echo "ok: spikes --resume on a mixture of experts ($n of 6 layers resumed, equal to the uninterrupted run)"
+unset OPENBLAS_NUM_THREADS
 
 for fam in mixtral qwen2moe qwen3moe; do
     if [ ! -f "$SRC/test/data/families/$fam/ref.json" ]; then

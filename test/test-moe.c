@@ -502,16 +502,24 @@ static void test_spikes_moe(void **s) {
     spikes_moe(1);
 }
 
-static void spikes_moe(int shared) {
-    sks_model *m = memory_model_sh(1, 11, shared);
+/* A spikes context on the memory model (Mixtral's normalization) after the forward over
+ * mtok: rank 3, the top 2 of the screen, no first-token map. */
+static sks_spikes *moe_spikes_ctx(int shared, sks_model **m) {
+    *m = memory_model_sh(1, 11, shared);
     sks_spikes_opts o;
     sks_spikes_opts_default(&o);
     o.rank = 3;
     o.top_frob = 2;
     o.first_token_map = 0;
     sks_spikes *sp = NULL;
-    assert_int_equal(sks_spikes_new(m, &o, &sp), 0);
+    assert_int_equal(sks_spikes_new(*m, &o, &sp), 0);
     assert_int_equal(sks_spikes_forward(sp, mtok, MT), 0);
+    return sp;
+}
+
+static void spikes_moe(int shared) {
+    sks_model *m;
+    sks_spikes *sp = moe_spikes_ctx(shared, &m);
     const int layer = 1, ch = 3, tok = 4;
     sks_spikes_layer_result r;
     if (sks_spikes_layer(sp, layer, &ch, NULL, &tok, 1, &r)) fail_msg("%s", sks_last_error());
@@ -1041,11 +1049,71 @@ static void test_quant_risk_experts(void **s) {
     free(X);
 }
 
+/* An MoE layer result through the resume parts' and MPI gather's form (spikes_pack.c):
+ * packed, unpacked and packed again gives the same bytes (every f64 bitwise), the
+ * routing and every expert's forms included; a record that disagrees with itself is
+ * refused naming the field. */
+static int pack_roundtrip(const sks_spikes_layer_result *r, sks_spikes_layer_result *back, char *why, size_t nwhy) {
+    sks_out a;
+    sks_out_init(&a);
+    sks_spikes_layer_pack(&a, r);
+    assert_false(sks_out_error(&a));
+    size_t off = 0;
+    int rc = sks_spikes_layer_unpack((const uint8_t *)a.buf.data, a.buf.size, &off, r->d, "part.msgpack", back);
+    if (rc) snprintf(why, nwhy, "%s", sks_last_error());
+    else {
+        assert_int_equal(off, a.buf.size);
+        sks_out b;
+        sks_out_init(&b);
+        sks_spikes_layer_pack(&b, back);
+        assert_int_equal(b.buf.size, a.buf.size);
+        assert_memory_equal(b.buf.data, a.buf.data, a.buf.size);
+        sks_out_free(&b);
+    }
+    sks_out_free(&a);
+    return rc;
+}
+
+static void test_moe_pack(void **s) {
+    (void)s;
+    sks_model *m;
+    sks_spikes *sp = moe_spikes_ctx(1, &m);
+    const int ch = 3, tok = 4;
+    sks_spikes_layer_result r, back;
+    if (sks_spikes_layer(sp, 1, &ch, NULL, &tok, 1, &r)) fail_msg("%s", sks_last_error());
+    char why[256] = "";
+    if (pack_roundtrip(&r, &back, why, sizeof why)) fail_msg("round trip: %s", why);
+    assert_non_null(back.moe);
+    const sks_spikes_moe *M = r.moe, *B = back.moe;
+    assert_int_equal(B->token, M->token);
+    assert_int_equal(B->n_per_expert, ME + 1);
+    for (int j = 0; j < MK; j++) assert_int_equal(B->experts[j], M->experts[j]), assert_true(B->weights[j] == M->weights[j]);
+    assert_true(B->shared_gate == M->shared_gate);
+    for (int e = 0; e < ME + 1; e++)
+        assert_true(B->per_expert[e].channels[0].eigenvalues[0] == M->per_expert[e].channels[0].eigenvalues[0]);
+    sks_spikes_layer_result_free(&back);
+    /* hostile records: an expert outside the layer's, a per-expert count that is not
+     * n_experts + has_shared */
+    const int keep_e = r.moe->experts[0];
+    r.moe->experts[0] = ME;
+    assert_int_equal(pack_roundtrip(&r, &back, why, sizeof why), SKS_EFORMAT);
+    assert_non_null(strstr(why, "part.msgpack: moe.experts"));
+    r.moe->experts[0] = keep_e;
+    r.moe->n_experts = ME + 1;
+    assert_int_equal(pack_roundtrip(&r, &back, why, sizeof why), SKS_EFORMAT);
+    assert_non_null(strstr(why, "moe.per_expert"));
+    r.moe->n_experts = ME;
+    sks_spikes_layer_result_free(&r);
+    sks_spikes_free(sp);
+    sks_model_close(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_memory_model), cmocka_unit_test(test_spikes_moe), cmocka_unit_test(test_missing_expert),
         cmocka_unit_test(test_tie_rule),     cmocka_unit_test(test_layouts_agree), cmocka_unit_test(test_qwen_names),
         cmocka_unit_test(test_ties),         cmocka_unit_test(test_quant_risk_experts),
+        cmocka_unit_test(test_moe_pack),
         cmocka_unit_test(test_mixtral),      cmocka_unit_test(test_qwen2moe),       cmocka_unit_test(test_qwen3moe),
         cmocka_unit_test(test_qwen3moe_mixed),
     };
