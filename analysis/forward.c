@@ -762,7 +762,7 @@ static int sks__layer(sks_forward *f, int l, int T, int p0, float *kc, float *vc
     f->cur_sin = sliding && f->rope_sin_l ? f->rope_sin_l : f->glob_sin;
     if ((rc = sks__pre_norm(f, SKS_ROLE_ATTN_NORM, l, T, NULL))) return rc;
     if (hk && hk->on_attn_in && (rc = hk->on_attn_in(hk->ud, l, f->xn, T, (int)d))) return rc;
-    if (hk && hk->on_linear_in && (rc = hk->on_linear_in(hk->ud, l, SKS_FWD_LIN_ATTN, f->xn, T, (int)d))) return rc;
+    if (hk && hk->on_linear_in && (rc = hk->on_linear_in(hk->ud, l, SKS_FWD_LIN_ATTN, -1, f->xn, T, (int)d))) return rc;
     f->kvl = hk && mode == SKS_FWD_CAUSAL ? hk->kv_limit : NULL;
     f->kvl_layer = l;
 
@@ -848,7 +848,7 @@ static int sks__layer(sks_forward *f, int l, int T, int p0, float *kc, float *vc
             sks__parallel(&j, f->n_workers);
         }
     }
-    if (hk && hk->on_linear_in && (rc = hk->on_linear_in(hk->ud, l, SKS_FWD_LIN_WO, f->att, T, (int)qd))) return rc;
+    if (hk && hk->on_linear_in && (rc = hk->on_linear_in(hk->ud, l, SKS_FWD_LIN_WO, -1, f->att, T, (int)qd))) return rc;
     if (!(W = sks__mat(m, SKS_ROLE_WO, l))) return SKS_ENOTFOUND;
     if ((rc = sks_matmul_wt(W, f->att, T, f->y, f->ws, f->ws_floats))) return rc;
     if ((rc = sks__add_bias(f, SKS_ROLE_BO, l, f->y, T, d, d))) return rc;
@@ -860,7 +860,7 @@ static int sks__layer(sks_forward *f, int l, int T, int p0, float *kc, float *vc
 
     /* FFN: W_down (SiLU(W_gate x) * (W_up x)) */
     if (hk && hk->on_ffn_in && (rc = hk->on_ffn_in(hk->ud, l, f->xn, T, (int)d))) return rc;
-    if (hk && hk->on_linear_in && (rc = hk->on_linear_in(hk->ud, l, SKS_FWD_LIN_FFN, f->xn, T, (int)d))) return rc;
+    if (hk && hk->on_linear_in && (rc = hk->on_linear_in(hk->ud, l, SKS_FWD_LIN_FFN, -1, f->xn, T, (int)d))) return rc;
     if (sks_arch_layer_moe(&f->a, l)) {
         /* mixture of experts: the router's top-k, the routed experts only (sks_moe.h) */
         if ((rc = sks_moe_ffn(m, l, f->xn, T, f->y, f->moe, hk, f->ws, f->ws_floats))) return rc;
@@ -878,7 +878,7 @@ static int sks__layer(sks_forward *f, int l, int T, int p0, float *kc, float *vc
         }
         sks__job j = {sks__swiglu_worker, 0, 1, f, T, p0, NULL, NULL, 0, NULL, NULL, NULL, NULL};
         sks__parallel(&j, T >= SKS__PAR_MIN_T ? f->n_workers : 1);
-        if (hk && hk->on_linear_in && (rc = hk->on_linear_in(hk->ud, l, SKS_FWD_LIN_DOWN, f->gate, T, (int)f->f)))
+        if (hk && hk->on_linear_in && (rc = hk->on_linear_in(hk->ud, l, SKS_FWD_LIN_DOWN, -1, f->gate, T, (int)f->f)))
             return rc;
         if (!(W = sks__mat(m, SKS_ROLE_W_DOWN, l))) return SKS_ENOTFOUND;
         if ((rc = sks_matmul_wt(W, f->gate, T, f->y, f->ws, f->ws_floats))) return rc;

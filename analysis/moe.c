@@ -120,9 +120,10 @@ int sks_moe_route(const sks_model *m, int layer, const float *X, int T, int *exp
     return rc;
 }
 
-/* Y (n, d) = W_down (act(W_gate X) * W_up X) for X (n, d); G, U (n, f) scratch. */
-static int sks__swiglu_ffn(const sks_model *m, int layer, int e, const sks_role roles[3], const float *X, int n,
-                           float *G, float *U, float *Y, const sks_fwd_hooks *hk, float *ws, size_t ws_floats) {
+/* Y (n, d) = W_down (act(W_gate X) * W_up X) for X (n, d); G, U (n, f) scratch; e: the
+ * routed expert, -1 the shared one (hook_e: its number for on_linear_in, E). */
+static int sks__swiglu_ffn(const sks_model *m, int layer, int e, int hook_e, const sks_role roles[3], const float *X,
+                           int n, float *G, float *U, float *Y, const sks_fwd_hooks *hk, float *ws, size_t ws_floats) {
     const sks_tensor *Wg = sks__need(m, roles[0], layer, e), *Wu = sks__need(m, roles[1], layer, e),
                      *Wd = sks__need(m, roles[2], layer, e);
     if (!Wg || !Wu || !Wd) return SKS_ENOTFOUND;
@@ -131,7 +132,7 @@ static int sks__swiglu_ffn(const sks_model *m, int layer, int e, const sks_role 
     if ((rc = sks_matmul_wt(Wg, X, n, G, ws, ws_floats))) return rc;
     if ((rc = sks_matmul_wt(Wu, X, n, U, ws, ws_floats))) return rc;
     sks_fwd_act_mul(sks_model_arch(m)->act, G, U, (int64_t)n * f);
-    if (hk && hk->on_linear_in && (rc = hk->on_linear_in(hk->ud, layer, SKS_FWD_LIN_DOWN, G, n, (int)f))) return rc;
+    if (hk && hk->on_linear_in && (rc = hk->on_linear_in(hk->ud, layer, SKS_FWD_LIN_DOWN, hook_e, G, n, (int)f))) return rc;
     return sks_matmul_wt(Wd, G, n, Y, ws, ws_floats);
 }
 
@@ -157,7 +158,7 @@ int sks_moe_ffn(const sks_model *m, int layer, const float *X, int T, float *Y, 
                     n++;
                 }
         if (!n) continue;
-        if ((rc = sks__swiglu_ffn(m, layer, e, exp_roles, w->X, n, w->G, w->U, w->Ye, hk, ws, ws_floats))) return rc;
+        if ((rc = sks__swiglu_ffn(m, layer, e, e, exp_roles, w->X, n, w->G, w->U, w->Ye, hk, ws, ws_floats))) return rc;
         for (int i = 0; i < n; i++) {
             float *yr = Y + (size_t)w->tok[i] * d;
             const float *er = w->Ye + (size_t)i * d, c = w->tw[i];
@@ -174,7 +175,7 @@ int sks_moe_ffn(const sks_model *m, int layer, const float *X, int T, float *Y, 
             for (int64_t j = 0; j < d; j++) s += (double)w->sg[j] * (double)X[(size_t)t * d + j];
             w->tw[t] = (float)(1.0 / (1.0 + exp(-s)));
         }
-        if ((rc = sks__swiglu_ffn(m, layer, -1, sh_roles, X, T, w->G, w->U, w->Ye, hk, ws, ws_floats))) return rc;
+        if ((rc = sks__swiglu_ffn(m, layer, -1, E, sh_roles, X, T, w->G, w->U, w->Ye, hk, ws, ws_floats))) return rc;
         for (int t = 0; t < T; t++) {
             float *yr = Y + (size_t)t * d;
             const float *er = w->Ye + (size_t)t * d, c = w->tw[t];

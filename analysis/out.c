@@ -116,6 +116,26 @@ void sks_out_model(sks_out *o, const sks_model *m) {
     }
 }
 
+int sks_out_moe_inputs_n(const sks_arch *a) { return a->n_experts > 0; }
+
+void sks_out_moe_inputs(sks_out *o, const sks_arch *a) {
+    if (a->n_experts <= 0) return;
+    sks_out_str(o, "moe");
+    sks_out_map(o, 7);
+    sks_out_kint(o, "n_experts", a->n_experts);
+    sks_out_kint(o, "n_experts_used", a->n_experts_used);
+    sks_out_kint(o, "d_ffn_expert", a->d_ffn_expert);
+    sks_out_kint(o, "d_ffn_shared", a->d_ffn_shared);
+    sks_out_kint(o, "norm_topk", a->moe_norm_topk);
+    sks_out_kint(o, "sparse_step", a->moe_sparse_step);
+    int nm = 0;
+    for (int l = 0; l < a->n_layers; l++) nm += sks_arch_layer_moe(a, l);
+    sks_out_str(o, "moe_layers");
+    sks_out_array(o, (size_t)nm);
+    for (int l = 0; l < a->n_layers; l++)
+        if (sks_arch_layer_moe(a, l)) sks_out_int(o, l);
+}
+
 int sks_write_file_atomic(const char *path, const void *data, size_t n) {
     size_t pl = strlen(path) + 32;
     char *tmp = malloc(pl);

@@ -134,10 +134,15 @@ static int sks__site_of(int fwd_site) {
                                          : SKS_QSITE_DOWN;
 }
 
-/* statistics of one site of one layer (the per-layer step) */
-static void sks__site_stats(sks__qstate *s, int l, int site, const float *x, int64_t T, int64_t n) {
-    sks_qrisk_result *r = s->r;
-    const size_t ls = (size_t)l * SKS_QSITE_N + (size_t)site;
+/* where the statistics of one tensor go: a (layer, site) row, or an expert's row */
+typedef struct {
+    double *max_abs, *median_abs, *dyn_range; /* one value each (dyn_range may be NULL) */
+    double *rel_err;                          /* (Q_N, QKEEP_N) */
+    int32_t *top;                             /* (keep_top) */
+} sks__qdst;
+
+/* statistics of x (T, n) read at site: max, median, top channels, error per scheme */
+static void sks__tensor_stats(sks__qstate *s, int site, const float *x, int64_t T, int64_t n, const sks__qdst *o) {
     const size_t N = (size_t)(T * n);
     double mx = 0, ss = 0;
     for (size_t i = 0; i < N; i++) {
@@ -146,14 +151,12 @@ static void sks__site_stats(sks__qstate *s, int l, int site, const float *x, int
         ss += (double)x[i] * (double)x[i];
     }
     double med = sks_median_f32(s->absbuf, N);
-    r->site_dim[site] = (int)n;
-    r->max_abs[ls] = mx;
-    r->median_abs[ls] = med;
-    r->dyn_range[ls] = med > 0 ? mx / med : INFINITY;
+    *o->max_abs = mx;
+    *o->median_abs = med;
+    if (o->dyn_range) *o->dyn_range = med > 0 ? mx / med : INFINITY;
     int k = s->keep_top < n ? s->keep_top : (int)n;
-    int32_t *top = r->top_channels + ls * (size_t)s->keep_top;
-    for (int i = 0; i < s->keep_top; i++) top[i] = -1;
-    sks__top_channels(s, x, T, n, k, top);
+    for (int i = 0; i < s->keep_top; i++) o->top[i] = -1;
+    sks__top_channels(s, x, T, n, k, o->top);
     for (int q = 0; q < SKS_Q_N; q++)
         for (int mode = 0; mode < SKS_QKEEP_N; mode++) {
             memcpy(s->scratch, x, N * sizeof(float));
@@ -164,23 +167,77 @@ static void sks__site_stats(sks__qstate *s, int l, int site, const float *x, int
                 double dv = (double)s->scratch[i] - (double)x[i];
                 e += dv * dv;
             }
-            r->rel_err[(ls * SKS_Q_N + (size_t)q) * SKS_QKEEP_N + (size_t)mode] = ss > 0 ? sqrt(e / ss) : 0.0;
+            o->rel_err[q * SKS_QKEEP_N + mode] = ss > 0 ? sqrt(e / ss) : 0.0;
         }
+}
+
+/* statistics of one site of one layer (the per-layer step); expert >= 0: the W_down
+ * input of that expert of an MoE layer, into its own row */
+static void sks__site_stats(sks__qstate *s, int l, int site, int expert, const float *x, int64_t T, int64_t n) {
+    sks_qrisk_result *r = s->r;
+    sks__qdst o;
+    if (expert >= 0 && r->expert_rows > 0 && expert < r->expert_rows) {
+        const size_t le = (size_t)l * (size_t)r->expert_rows + (size_t)expert;
+        r->expert_tokens[le] = (int32_t)T;
+        if (!r->site_dim[site]) r->site_dim[site] = (int)n;
+        o = (sks__qdst){r->expert_max_abs + le, r->expert_median_abs + le, NULL,
+                        r->expert_rel_err + le * SKS_Q_N * SKS_QKEEP_N, r->expert_top_channels + le * (size_t)s->keep_top};
+    } else {
+        const size_t ls = (size_t)l * SKS_QSITE_N + (size_t)site;
+        r->site_dim[site] = (int)n;
+        o = (sks__qdst){r->max_abs + ls, r->median_abs + ls, r->dyn_range + ls,
+                        r->rel_err + ls * SKS_Q_N * SKS_QKEEP_N, r->top_channels + ls * (size_t)s->keep_top};
+    }
+    sks__tensor_stats(s, site, x, T, n, &o);
+}
+
+/* The W_down row of each MoE layer: the worst expert, the one of largest dynamic range
+ * (its maximum, median and top channels), and per scheme and keep mode the largest
+ * error of any expert. Experts no token reached are left out. */
+static void sks__fold_experts(sks_qrisk_result *r, const sks_arch *a) {
+    const int NE = r->expert_rows;
+    for (int l = 0; l < r->n_layers; l++) {
+        r->worst_expert[l] = -1;
+        if (!sks_arch_layer_moe(a, l)) continue;
+        const size_t ls = (size_t)l * SKS_QSITE_N + SKS_QSITE_DOWN, l0 = (size_t)l * (size_t)NE;
+        double best = -1;
+        for (int e = 0; e < NE; e++) {
+            const size_t le = l0 + (size_t)e;
+            if (!r->expert_tokens[le]) continue;
+            double m = r->expert_max_abs[le], md = r->expert_median_abs[le], dr = md > 0 ? m / md : INFINITY;
+            if (dr > best) best = dr, r->worst_expert[l] = e;
+        }
+        const int w = r->worst_expert[l];
+        if (w < 0) continue;
+        r->max_abs[ls] = r->expert_max_abs[l0 + (size_t)w];
+        r->median_abs[ls] = r->expert_median_abs[l0 + (size_t)w];
+        r->dyn_range[ls] = best;
+        memcpy(r->top_channels + ls * (size_t)r->keep_top, r->expert_top_channels + (l0 + (size_t)w) * (size_t)r->keep_top,
+               (size_t)r->keep_top * sizeof(int32_t));
+        for (int j = 0; j < SKS_Q_N * SKS_QKEEP_N; j++) {
+            double *dst = r->rel_err + ls * SKS_Q_N * SKS_QKEEP_N + (size_t)j;
+            *dst = 0;
+            for (int e = 0; e < NE; e++)
+                if (r->expert_tokens[l0 + (size_t)e])
+                    *dst = fmax(*dst, r->expert_rel_err[(l0 + (size_t)e) * SKS_Q_N * SKS_QKEEP_N + (size_t)j]);
+        }
+    }
 }
 
 static int sks__on_resid(void *ud, int block, const float *h, int T, int d) {
     sks__qstate *s = ud;
-    if (block % 2 == 0 && block / 2 < s->L) sks__site_stats(s, block / 2, SKS_QSITE_RESID, h, T, d);
+    if (block % 2 == 0 && block / 2 < s->L) sks__site_stats(s, block / 2, SKS_QSITE_RESID, -1, h, T, d);
     return 0;
 }
 
-static int sks__on_lin_stats(void *ud, int layer, int site, float *x, int T, int n) {
-    sks__site_stats(ud, layer, sks__site_of(site), x, T, n);
+static int sks__on_lin_stats(void *ud, int layer, int site, int expert, float *x, int T, int n) {
+    sks__site_stats(ud, layer, sks__site_of(site), expert, x, T, n);
     return 0;
 }
 
-static int sks__on_lin_quant(void *ud, int layer, int site, float *x, int T, int n) {
+static int sks__on_lin_quant(void *ud, int layer, int site, int expert, float *x, int T, int n) {
     (void)layer;
+    (void)expert;
     sks__qstate *s = ud;
     sks__keep_mask(s, sks__site_of(site), s->keep_outliers ? SKS_QKEEP_OUTLIERS : SKS_QKEEP_NONE, x, T, n);
     sks_fakequant(s->scheme, x, T, n, s->keep);
@@ -192,7 +249,9 @@ void sks_qrisk_result_free(sks_qrisk_result *r) {
     sks_ppl_result_free(r->ppl_base);
     for (int q = 0; q < SKS_Q_N; q++)
         for (int k = 0; k < 2; k++) sks_ppl_result_free(r->ppl[q][k]);
-    SKS_FREE_ALL(r->spike_channels, r->max_abs, r->median_abs, r->dyn_range, r->rel_err, r->top_channels, r);
+    SKS_FREE_ALL(r->spike_channels, r->max_abs, r->median_abs, r->dyn_range, r->rel_err, r->top_channels,
+                 r->expert_tokens, r->expert_max_abs, r->expert_median_abs, r->expert_rel_err,
+                 r->expert_top_channels, r->worst_expert, r);
 }
 
 int sks_qrisk_run(const sks_model *m, const int32_t *ids, int n, const sks_qrisk_opts *o, sks_qrisk_result **out) {
@@ -224,6 +283,23 @@ int sks_qrisk_run(const sks_model *m, const int32_t *ids, int n, const sks_qrisk
     r->dyn_range = calloc(LS, sizeof(double));
     r->rel_err = calloc(LS * SKS_Q_N * SKS_QKEEP_N, sizeof(double));
     r->top_channels = calloc(LS * (size_t)(o->keep_top > 0 ? o->keep_top : 1), sizeof(int32_t));
+    if (a->n_experts > 0) {
+        /* every expert's W_down input, the shared expert last (sks_fwd_hooks.on_linear_in) */
+        const int NE = r->expert_rows = a->n_experts + (a->d_ffn_shared > 0);
+        const size_t LE = (size_t)L * (size_t)NE;
+        r->n_experts = a->n_experts;
+        r->expert_tokens = calloc(LE, sizeof(int32_t));
+        r->expert_max_abs = calloc(LE, sizeof(double));
+        r->expert_median_abs = calloc(LE, sizeof(double));
+        r->expert_rel_err = calloc(LE * SKS_Q_N * SKS_QKEEP_N, sizeof(double));
+        r->expert_top_channels = calloc(LE * (size_t)(o->keep_top > 0 ? o->keep_top : 1), sizeof(int32_t));
+        r->worst_expert = calloc((size_t)L, sizeof(int32_t));
+        if (!r->expert_tokens || !r->expert_max_abs || !r->expert_median_abs || !r->expert_rel_err ||
+            !r->expert_top_channels || !r->worst_expert) {
+            rc = sks_fail(SKS_ENOMEM, "quant-risk: out of memory for %d experts", NE);
+            goto done;
+        }
+    }
     s.r = r;
     s.d = d;
     s.L = L;
@@ -260,6 +336,7 @@ int sks_qrisk_run(const sks_model *m, const int32_t *ids, int n, const sks_qrisk
     hk.on_residual = sks__on_resid;
     hk.on_linear_in = sks__on_lin_stats;
     if ((rc = sks_forward_new(m, T, &f)) || (rc = sks_forward_run(f, ids, T, SKS_FWD_CAUSAL, &hk, NULL, 0))) goto done;
+    if (r->expert_rows) sks__fold_experts(r, a);
     sks_progress("quant-risk layers", 2, 2);
     if (!o->end_to_end) goto done;
     /* end to end */
@@ -310,7 +387,7 @@ int sks_qrisk_write(const sks_qrisk_result *r, const sks_model *m, const sks_qri
                     const char *path) {
     if (!r || !m || !o || !path) return sks_fail(SKS_EARG, "quant-risk: nothing to write");
     sks_out w;
-    sks_out_begin(&w, 12, "sinkscope.quant-risk/1", m);
+    sks_out_begin(&w, 13, "sinkscope.quant-risk/1", m);
     sks_out_kmap(&w, "params", 9);
     sks_out_kint(&w, "keep_top", o->keep_top);
     sks_out_kf64(&w, "outlier", o->trace.outlier);
@@ -338,6 +415,21 @@ int sks_qrisk_write(const sks_qrisk_result *r, const sks_model *m, const sks_qri
     int64_t tshp[3] = {r->n_layers, SKS_QSITE_N, r->keep_top};
     sks_out_ki32_array(&w, "top_channels", r->top_channels, 3, tshp);
     /* dyn_range = max_abs / median_abs, kept out of the file (derivable) */
+    sks_out_str(&w, "experts");
+    if (r->expert_rows > 0) {
+        const int64_t NE = r->expert_rows;
+        int64_t eshp[4] = {r->n_layers, NE, SKS_Q_N, SKS_QKEEP_N}, etshp[3] = {r->n_layers, NE, r->keep_top};
+        sks_out_map(&w, 8);
+        sks_out_kint(&w, "n_experts", r->n_experts);
+        sks_out_kbool(&w, "has_shared", NE > r->n_experts);
+        sks_out_ki32_array(&w, "tokens", r->expert_tokens, 2, eshp);
+        sks_out_kf64_array(&w, "max_abs", r->expert_max_abs, 2, eshp);
+        sks_out_kf64_array(&w, "median_abs", r->expert_median_abs, 2, eshp);
+        sks_out_kf64_array(&w, "rel_err", r->expert_rel_err, 4, eshp);
+        sks_out_ki32_array(&w, "top_channels", r->expert_top_channels, 3, etshp);
+        sks_out_ki32_array(&w, "worst", r->worst_expert, 1, eshp);
+    } else
+        sks_out_nil(&w);
     sks_out_str(&w, "end_to_end");
     if (r->ppl_base) {
         sks_out_array(&w, 1 + 2 * SKS_Q_N);

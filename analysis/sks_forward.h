@@ -49,8 +49,11 @@ typedef struct sks_fwd_hooks {
     int want_attn_probs;
     /* (addition) Linear inputs, writable: called just before the projections that read
      * x, which the hook may change in place (fake quantization). site says which input
-     * (sks_fwd_site); x is (T, n) with n = d (attention, FFN), H*dh (W_O) or f (W_down). */
-    int (*on_linear_in)(void *ud, int layer, int site, float *x, int T, int n);
+     * (sks_fwd_site); x is (T, n) with n = d (attention, FFN), H*dh (W_O) or f (W_down).
+     * expert: -1, except for the W_down inputs of an MoE layer (sks_moe.h): e in [0, E)
+     * for routed expert e (then T is the number of tokens routed to it), E for the
+     * shared expert (all T tokens). */
+    int (*on_linear_in)(void *ud, int layer, int site, int expert, float *x, int T, int n);
     /* (addition) Attention limited to some keys (KV-cache eviction); NULL: full causal. */
     const struct sks_fwd_kv_limit *kv_limit;
     /* (addition) MoE layers (sks_moe.h): after the router, the k experts of each token

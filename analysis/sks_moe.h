@@ -36,8 +36,9 @@ int sks_moe_route(const sks_model *m, int layer, const float *X, int T, int *exp
                   float *ws, size_t ws_floats);
 
 /* The MoE FFN of layer `layer` on X (T, d) into Y (T, d). hk (may be NULL): on_route
- * after the routing, on_linear_in (SKS_FWD_LIN_DOWN, the n_e routed tokens of each
- * expert, width f_e; then the shared expert's T tokens, width f_s) before each W_down. */
+ * after the routing, on_linear_in (SKS_FWD_LIN_DOWN, expert e: the n_e routed tokens of
+ * each expert, width f_e; then expert E: the shared expert's T tokens, width f_s) before
+ * each W_down. */
 int sks_moe_ffn(const sks_model *m, int layer, const float *X, int T, float *Y, sks_moe_ws *w,
                 const sks_fwd_hooks *hk, float *ws, size_t ws_floats);
 

@@ -63,6 +63,11 @@ void sks_out_head(sks_out *o, size_t n, const char *schema, const sks_model *m);
 /* sks_out_init, then sks_out_head: the first call of every result writer (sks_out_finish
  * is its last). */
 void sks_out_begin(sks_out *o, size_t n, const char *schema, const sks_model *m);
+/* Resume manifests of a mixture-of-experts model: the key "moe" and what the model map
+ * leaves out (experts, experts per token, widths, normalization, the MoE layers);
+ * nothing for a dense model. sks_out_moe_inputs_n: the keys it adds (0 or 1). */
+int sks_out_moe_inputs_n(const sks_arch *a);
+void sks_out_moe_inputs(sks_out *o, const sks_arch *a);
 
 /* JSON summaries (jansson): a number, or null when it is NaN or Inf (json_real refuses
  * those, and a refused value would silently shorten an array or drop a key); and the

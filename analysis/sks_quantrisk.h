@@ -19,6 +19,9 @@
  * for each scheme and each keep mode: none; the spike channels (the trace rule on the
  * same window; d-wide sites only); outliers = the spike channels plus the top-k
  * channels of max_t |x[t, c]| of the tensor itself.
+ * Mixture-of-experts layers: the W_down input is one tensor per expert (the tokens
+ * routed to it), each quantized with its own scales; the statistics are kept per expert
+ * and the layer's down_in row is the worst of them (sks_qrisk_result).
  * End to end: the perplexity with every linear input of every layer (W_Q/W_K/W_V, W_O,
  * W_gate/W_up, W_down; not the classifier) fake-quantized, per scheme, without kept
  * channels and with the outliers kept.
@@ -80,6 +83,19 @@ typedef struct {
     double *dyn_range;        /* (L, SITE_N) max / median */
     double *rel_err;          /* (L, SITE_N, Q_N, QKEEP_N) */
     int32_t *top_channels;    /* (L, SITE_N, keep_top) by descending max_t |x| */
+    /* mixture of experts (n_experts > 0; else the arrays are NULL): the W_down input of
+     * every expert of every MoE layer, over the tokens routed to it; row e < E is routed
+     * expert e, row E the shared expert (Qwen2-MoE). The down_in row of an MoE layer
+     * above is the layer's worst: the expert of largest dynamic range (its max, median,
+     * range and top channels) and, per scheme and keep mode, the largest error of any
+     * expert. Rows of experts no token reached (and of dense layers) are zeros. */
+    int n_experts, expert_rows;   /* E, E + (1 with a shared expert) */
+    int32_t *expert_tokens;       /* (L, expert_rows) tokens routed to the expert */
+    double *expert_max_abs;       /* (L, expert_rows) */
+    double *expert_median_abs;    /* (L, expert_rows) */
+    double *expert_rel_err;       /* (L, expert_rows, Q_N, QKEEP_N) */
+    int32_t *expert_top_channels; /* (L, expert_rows, keep_top) */
+    int32_t *worst_expert;        /* (L) the worst expert's row, -1: dense layer or none routed */
     /* end to end (when end_to_end) */
     sks_ppl_result *ppl_base;                       /* no quantization */
     sks_ppl_result *ppl[SKS_Q_N][2];                /* [scheme][0: none, 1: outliers kept] */

@@ -166,11 +166,6 @@ int sks_spikes_set_ffn(sks_spikes *s, int layer, const sks_tensor *G, const sks_
 const float *sks_spikes_ffn_io(const sks_spikes *s, int layer, const float **ffn_out, int *T);
 const sks_model *sks_spikes_model(const sks_spikes *s);
 
-/* An MoE layer (what sks_spikes_layer runs for one): the routing at the token, every
- * expert's forms, the active form as the result (sks_spikes_moe). Needs the forward. */
-int sks_spikes_moe_layer(sks_spikes *s, int layer, const int *ch, const int *src, const int *tok, int n,
-                         sks_spikes_layer_result *out);
-
 /* A planted MoE mechanism (synth): at `layer` the spike token (position 0 of tokens)
  * is routed to `expert` with the largest weight, and that expert's S_c of each planted
  * channel c carries the planted lambda*_c and the shared planted s*; the active form's
@@ -227,6 +222,14 @@ typedef struct {
 /* sks_spikes_layer with split (NULL or nparts 1: the one-process path). */
 int sks_spikes_layer_split(sks_spikes *s, int layer, const int *ch, const int *src, const int *tok, int n,
                            const sks_spikes_split *split, sks_spikes_layer_result *out);
+
+/* An MoE layer (what sks_spikes_layer runs for one): the routing at the token, every
+ * expert's forms, the active form as the result (sks_spikes_moe). Needs the forward.
+ * split (may be NULL): every expert's form and the active form are each split over the
+ * parts as one dense layer is (sks_spikes_layer_split); the routing and the shares are
+ * computed on every part alike, so every part ends with the same result. */
+int sks_spikes_moe_layer(sks_spikes *s, int layer, const int *ch, const int *src, const int *tok, int n,
+                         const sks_spikes_split *split, sks_spikes_layer_result *out);
 
 /* Default selection from a trace: the spike channels at the layers whose FFN is one of
  * their step-up blocks, with the lifecycle's token. Outputs malloc'd arrays of n

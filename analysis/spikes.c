@@ -743,12 +743,8 @@ int sks_spikes_layer_split(sks_spikes *s, int layer, const int *ch, const int *s
     if (!sks_spikes_has_quadform(sks_model_arch(s->m)))
         return sks_fail(SKS_EUNSUPPORTED, "spikes: layer %d of %s: %s", layer, sks_model_path(s->m),
                         sks_spikes_no_quadform_note);
-    if (s->ov_layer != layer && sks_arch_layer_moe(sks_model_arch(s->m), layer)) {
-        if (split && split->nparts > 1)
-            return sks_fail(SKS_EUNSUPPORTED, "spikes: layer %d is a mixture of experts: it is not split over processes",
-                            layer);
-        return sks_spikes_moe_layer(s, layer, ch, src, tok, n, out);
-    }
+    if (s->ov_layer != layer && sks_arch_layer_moe(sks_model_arch(s->m), layer))
+        return sks_spikes_moe_layer(s, layer, ch, src, tok, n, split, out);
     int rc = sks__load_layer(s, layer);
     if (rc) return rc;
     const int d = s->d, r = s->o.rank;

@@ -1,6 +1,12 @@
 /* spikes_pack.c - one layer result as msgpack and back (sks_spikes.h): the resume parts
  * and the MPI gather carry layers in this form. f64 arrays travel as raw little-endian
- * bytes, so a decoded layer is bitwise the computed one. */
+ * bytes, so a decoded layer is bitwise the computed one.
+ *
+ * A layer is an array of 15; element 12 is nil, or for a mixture-of-experts layer the
+ * sks_spikes_moe record, an array of 10:
+ *   token, k, n_experts, has_shared, experts (bin, k int), weights (bin, k f64),
+ *   shared_gate (bin, 1 f64), n_channels, share (bin, n_channels (k + has_shared) f64),
+ *   per_expert (array of n_experts + has_shared layers, each with element 12 nil). */
 #include "sks_spikes.h"
 #include "sks_out.h"
 
@@ -10,6 +16,21 @@
 
 #define SKS__SPK_MAGIC "sinkscope.spikes-layer/1"
 
+static void sks__moe_pack(sks_out *o, const sks_spikes_moe *M) {
+    const int nb = M->k + M->has_shared;
+    sks_out_array(o, 10);
+    sks_out_int(o, M->token);
+    sks_out_int(o, M->k);
+    sks_out_int(o, M->n_experts);
+    sks_out_int(o, M->has_shared);
+    sks_out_bin(o, M->experts, (size_t)M->k * sizeof(int));
+    sks_out_bin(o, M->weights, (size_t)M->k * sizeof(double));
+    sks_out_bin(o, &M->shared_gate, sizeof(double));
+    sks_out_int(o, M->n_channels);
+    sks_out_bin(o, M->share, (size_t)M->n_channels * (size_t)nb * sizeof(double));
+    sks_out_array(o, (size_t)M->n_per_expert);
+    for (int e = 0; e < M->n_per_expert; e++) sks_spikes_layer_pack(o, &M->per_expert[e]);
+}
 
 void sks_spikes_layer_pack(sks_out *o, const sks_spikes_layer_result *r) {
     sks_out_array(o, 15);
@@ -26,7 +47,8 @@ void sks_spikes_layer_pack(sks_out *o, const sks_spikes_layer_result *r) {
     sks_out_bin(o, r->top_frob, (size_t)r->n_top * sizeof(int));
     sks_out_int(o, r->n_top);
     sks_out_int(o, r->n_channels);
-    sks_out_nil(o);
+    if (r->moe) sks__moe_pack(o, r->moe);
+    else sks_out_nil(o);
     sks_out_nil(o);
     sks_out_array(o, (size_t)r->n_channels);
     for (int i = 0; i < r->n_channels; i++) {
@@ -53,19 +75,76 @@ void sks_spikes_layer_pack(sks_out *o, const sks_spikes_layer_result *r) {
 
 
 
+static int sks__layer_obj(const msgpack_object *a, int d, const char *name, int outer, sks_spikes_layer_result *r);
+
+/* The MoE record of layer r (element 12), checked against the layer. */
+static int sks__moe_obj(const msgpack_object *a, int d, const char *name, const sks_spikes_layer_result *r,
+                        sks_spikes_moe **out) {
+    *out = NULL;
+    const msgpack_object *e = a->type == MSGPACK_OBJECT_ARRAY && a->via.array.size == 10 ? a->via.array.ptr : NULL;
+    sks_spikes_moe *M = calloc(1, sizeof *M);
+    int rc = 0, bad, nb = 0;
+#define SKS__BAD(field)                                                                                        \
+    do {                                                                                                       \
+        rc = sks_fail(SKS_EFORMAT, "%s: moe.%s: missing or bad", name, field);                                 \
+        goto out;                                                                                              \
+    } while (0)
+    if (!M) return sks_fail(SKS_ENOMEM, "%s: out of memory", name);
+    if (!e) SKS__BAD("record (an array of 10)");
+    if (sks_mp_int(&e[0], 0, INT32_MAX, &M->token)) SKS__BAD("token");
+    if (sks_mp_int(&e[1], 1, 256, &M->k)) SKS__BAD("k");
+    if (sks_mp_int(&e[2], M->k, 1 << 16, &M->n_experts)) SKS__BAD("n_experts");
+    if (sks_mp_int(&e[3], 0, 1, &M->has_shared)) SKS__BAD("has_shared");
+    if (sks_mp_int(&e[7], 0, r->n_channels, &M->n_channels)) SKS__BAD("n_channels");
+    nb = M->k + M->has_shared;
+    if ((bad = sks_mp_bin(&e[4], (size_t)M->k * sizeof(int), (void **)&M->experts)) ||
+        (bad = sks_mp_bin(&e[5], (size_t)M->k * sizeof(double), (void **)&M->weights)) ||
+        (bad = sks_mp_bin(&e[8], (size_t)M->n_channels * (size_t)nb * sizeof(double), (void **)&M->share))) {
+        if (bad == -2) goto oom;
+        SKS__BAD("experts, weights or share");
+    }
+    if (sks_mp_bin_into(&e[6], &M->shared_gate, sizeof(double))) SKS__BAD("shared_gate");
+    for (int j = 0; j < M->k; j++)
+        if (M->experts[j] < 0 || M->experts[j] >= M->n_experts) SKS__BAD("experts (outside the layer's)");
+    if (e[9].type != MSGPACK_OBJECT_ARRAY || e[9].via.array.size != (uint32_t)(M->n_experts + M->has_shared))
+        SKS__BAD("per_expert (n_experts + has_shared layers)");
+    if (!(M->per_expert = calloc((size_t)M->n_experts + (size_t)M->has_shared, sizeof *M->per_expert))) goto oom;
+    for (int i = 0; i < M->n_experts + M->has_shared; i++) {
+        M->n_per_expert = i + 1;
+        if ((rc = sks__layer_obj(&e[9].via.array.ptr[i], d, name, 0, &M->per_expert[i]))) goto out;
+        if (M->per_expert[i].layer != r->layer) SKS__BAD("per_expert (another layer)");
+    }
+#undef SKS__BAD
+    *out = M;
+    return 0;
+oom:
+    rc = sks_fail(SKS_ENOMEM, "%s: out of memory", name);
+out:
+    sks_spikes_moe_free(M);
+    return rc;
+}
+
 int sks_spikes_layer_unpack(const uint8_t *buf, size_t n, size_t *off, int d, const char *name,
                                  sks_spikes_layer_result *r) {
     memset(r, 0, sizeof *r);
     if (d <= 0 || d > (1 << 24)) return sks_fail(SKS_EARG, "%s: model width %d", name, d);
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
-    int rc = 0;
     if (*off >= n || sks_msgpack_check(buf, n, *off, NULL) ||
         msgpack_unpack_next(&u, (const char *)buf, n, off) != MSGPACK_UNPACK_SUCCESS) {
         msgpack_unpacked_destroy(&u);
         return sks_fail(SKS_EFORMAT, "%s: not a msgpack layer part (truncated or corrupt)", name);
     }
-    const msgpack_object *a = &u.data;
+    int rc = sks__layer_obj(&u.data, d, name, 1, r);
+    msgpack_unpacked_destroy(&u);
+    return rc;
+}
+
+/* One layer from its array; outer: element 12 may hold an MoE record (a per-expert
+ * layer inside one may not). */
+static int sks__layer_obj(const msgpack_object *a, int d, const char *name, int outer, sks_spikes_layer_result *r) {
+    memset(r, 0, sizeof *r);
+    int rc = 0;
     const msgpack_object *e = a->type == MSGPACK_OBJECT_ARRAY ? a->via.array.ptr : NULL;
 #define SKS__BAD(field)                                                                                        \
     do {                                                                                                       \
@@ -130,12 +209,15 @@ int sks_spikes_layer_unpack(const uint8_t *buf, size_t n, size_t *off, int d, co
             SKS__BAD("channels[i] arrays");
         }
     }
+    if (e[12].type != MSGPACK_OBJECT_NIL) {
+        if (!outer) SKS__BAD("moe (inside a per-expert layer)");
+        if ((rc = sks__moe_obj(&e[12], d, name, r, &r->moe))) goto out;
+    }
 #undef SKS__BAD
     goto out;
 oom:
     rc = sks_fail(SKS_ENOMEM, "%s: out of memory", name);
 out:
-    msgpack_unpacked_destroy(&u);
     if (rc) sks_spikes_layer_result_free(r);
     return rc;
 }

@@ -167,9 +167,6 @@ int sks_spikes_run(const sks_model *m, const sks_spikes_opts *o, const sks_spike
     cx.lsrc = malloc(((size_t)job->nsel + 1) * sizeof *cx.lsrc);
     cx.lt = malloc(((size_t)job->nsel + 1) * sizeof *cx.lt);
     int rc = layers && cx.res && cx.lc && cx.lsrc && cx.lt ? 0 : sks_fail(SKS_ENOMEM, "out of memory");
-    /* an MoE layer's per-expert results are not carried by the part files and gathers */
-    if (!rc && sp && (sp->nparts > 1 || sp->resume) && sks_model_arch(m)->n_experts > 0)
-        rc = sks_fail(SKS_EUNSUPPORTED, "spikes: mixture-of-experts models run in one process without --resume");
     for (int l = 0; l < L && !rc; l++) {
         int any = 0;
         for (int i = 0; i < job->nsel; i++) any |= job->sel_l[i] == l;
@@ -330,7 +327,9 @@ void sks_spikes_selection_free(sks_spikes_selection *s) {
 
 void sks_spikes_inputs(sks_out *o, const sks_model *m, const sks_spikes_opts *so, const sks_spikes_job *job) {
     int64_t T = job->T, n = job->nsel;
-    sks_out_head(o, 5, "sinkscope.spikes/1", m); /* the model: path and shape */
+    const sks_arch *a = sks_model_arch(m);
+    sks_out_head(o, 5 + sks_out_moe_inputs_n(a), "sinkscope.spikes/1", m); /* the model: path and shape */
+    sks_out_moe_inputs(o, a);
     sks_out_kmap(o, "opts", 12);
     sks_out_kint(o, "rank", so->rank);
     sks_out_kint(o, "top_frob", so->top_frob);

@@ -362,7 +362,8 @@ int sks_vocab_run(const sks_model *m, const sks_vocab_opts *o, int n_prompts, co
 void sks_vocab_inputs(sks_out *o, const sks_model *m, const sks_vocab_opts *vo, int n_prompts,
                       const int32_t *const *prompts, const int *lens) {
     const sks_arch *a = sks_model_arch(m);
-    sks_out_head(o, 4, "sinkscope.vocab/1", m); /* the model: path and shape */
+    sks_out_head(o, 4 + sks_out_moe_inputs_n(a), "sinkscope.vocab/1", m); /* the model: path and shape */
+    sks_out_moe_inputs(o, a);
     sks_out_kmap(o, "opts", 3);
     sks_out_kint(o, "sample", vo->sample);
     sks_out_kint(o, "seed", (int64_t)vo->seed);

@@ -61,12 +61,14 @@ run spikes-moe-layer0-2ch spikes "$DIR" --tokens "$TOKS" --layers 0 --channels "
     --no-delimiter -o "$TMP/spikes.msgpack" -q
 /usr/bin/python3 - "$TMP/spikes.msgpack" "$DIR/planted.json" <<'EOF'
 import json, msgpack, sys
+import numpy as np
 sp = msgpack.unpackb(open(sys.argv[1], "rb").read(), raw=False, strict_map_key=False)
 p = json.load(open(sys.argv[2]))
 l = sp["layers"][0]
 m = l["moe"]
+w = np.frombuffer(m["weights"]["data"], "<f8")  # a typed array (docs/schema.md)
 print("spikes: token %d routed to experts %s with weights %s (planted expert %d)" % (
-    m["token"], m["experts"], ["%.4f" % w for w in m["weights"]], p["moe"]["step_up_expert"]))
+    m["token"], m["experts"], ["%.4f" % x for x in w], p["moe"]["step_up_expert"]))
 for c in l["channels"]:
     print("  active form S_%d: lambda* %.4g (planted %s), x^T S x %.1f vs true %.1f" % (
         c["channel"], c["lambda_star"], p["spike"]["lambda_star"], c["quad_pred"], c["true_out_fwd"]))

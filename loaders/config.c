@@ -358,7 +358,8 @@ static int sks__cfg_fill_gpt2(const json_t *root, const char *path, sks_arch *a)
 }
 
 /* Mixture of experts (SPEC section 6). Mixtral: num_local_experts experts of width
- * intermediate_size, weights always renormalized. Qwen2/3-MoE: num_experts of width
+ * intermediate_size, weights always renormalized. Qwen2/3-MoE: num_experts (transformers 5
+ * writes Qwen3-MoE's as num_local_experts) of width
  * moe_intermediate_size, norm_topk_prob, a shared expert of width
  * shared_expert_intermediate_size (Qwen2-MoE), layer l sparse when l is not in
  * mlp_only_layers and (l + 1) % decoder_sparse_step == 0 (dense layers have width
@@ -367,8 +368,10 @@ static int sks__cfg_moe(const json_t *root, const char *path, sks_arch *a) {
     const sks__family *fam = sks__family_named(a->family);
     if (!fam || !(fam->flags & SKS__FAM_MOE)) return 0;
     int rc, mixtral = !strcmp(a->family, "mixtral");
-    if ((rc = sks__cfg_int(root, mixtral ? "num_local_experts" : "num_experts", 1, 1, 1 << 16, 0, path, &a->n_experts)))
-        return rc;
+    /* Qwen: num_experts, or num_local_experts as transformers 5 writes Qwen3-MoE's */
+    const char *ne = mixtral || !json_object_get(root, "num_experts") ? "num_local_experts" : "num_experts";
+    if (!mixtral && !json_object_get(root, ne)) ne = "num_experts"; /* neither: name the usual key */
+    if ((rc = sks__cfg_int(root, ne, 1, 1, 1 << 16, 0, path, &a->n_experts))) return rc;
     if ((rc = sks__cfg_int(root, "num_experts_per_tok", 1, 1, a->n_experts, 0, path, &a->n_experts_used))) return rc;
     if (mixtral) {
         a->d_ffn_expert = a->d_ffn;

@@ -321,6 +321,8 @@ def main():
             bos = cj.get("bos_token_id") if isinstance(cj.get("bos_token_id"), int) else 1
             prompt = [bos] + [int(x) for x in torch.randint(3, V, (T - 1,), generator=g)]
             first, second = (fused, d) if pe is not None else (d, fused)
+            # how.txt names the folders relative to the family's folder, not by machine path
+            rel = {fused: "fused/", d: "this folder"}
             ref, lg = references(first, prompt, cj)
             if True:
                 try:
@@ -328,10 +330,10 @@ def main():
                     diff = float((lg - lg2).abs().max())
                     ref["fused_vs_per_expert_max_logit_diff"] = diff
                     how.append("reload check: transformers loads %s too; max |logit difference| against %s = %g"
-                               % (second, first, diff))
+                               % (rel[second], rel[first], diff))
                 except Exception as ex:
                     ref["per_expert_reload_error"] = str(ex)[:2000]
-                    how.append("reload check FAILED for %s: %s" % (second, str(ex)[:2000]))
+                    how.append("reload check FAILED for %s: %s" % (rel[second], str(ex)[:2000]))
             with open(os.path.join(d, "ref.json"), "w") as f:
                 json.dump(ref, f)
             how.append("ref.json: transformers eager f32 on save_pretrained's bf16 weights, prompt of %d "

@@ -7,8 +7,9 @@
 # vocab-sweep (vocabulary slices, whole and --sample), sinks (layers dealt out, gathered
 # and classified on rank 0; with spike tokens and with the position-0 fallback) and
 # analyze --no-plots (spikes, vocab and sinks distributed) with 2 and 3 ranks against
-# one process. Sinks also: its --kv-map and --json outputs, and that the layers really
-# were split (each rank logs its layers under SKS_MPI_VERBOSE=1).
+# one process; spikes on a mixture of experts (layers dealt, one MoE layer split). Sinks
+# also: its --kv-map and --json outputs, and that the layers really were split (each
+# rank logs its layers under SKS_MPI_VERBOSE=1).
 # The files are decoded and compared exactly (every number bitwise, arrays byte for
 # byte), ignoring only the timing keys. Every run uses one BLAS thread: OpenBLAS sums
 # in a thread-count-dependent order, and mpirun binds each rank to one core, so a
@@ -104,6 +105,35 @@ for name, kind in got.items():
 EOF
 done
 echo "spikes one layer under 2 and 3 ranks: row and channel blocks split, equal to one process"
+# mixture of experts (synth mixtral, 4 experts top-2, f_e = 512: two screen row blocks):
+# layers dealt out (each MoE layer's result with every expert's forms travels whole),
+# and one MoE layer split: every expert's form and the active form each split into row
+# and channel blocks. Under SKS_MPI_VERBOSE each of the 5 forms shows both kinds split.
+echo '{"preset": "mixtral-tiny", "hidden_size": 192, "intermediate_size": 512, "num_hidden_layers": 4,
+       "num_attention_heads": 6, "num_key_value_heads": 2}' >"$TMP/moe.json"
+"$BIN" synth --config "$TMP/moe.json" -o "$TMP/moe" --quiet >/dev/null 2>&1 || fail "synth mixtral"
+same spikes-moe spikes "$TMP/moe" --layers 0-3 --top-frob 3 --rank 3
+same spikes-moe-1layer spikes "$TMP/moe" --layers 1 --top-frob 4 --rank 3 --channel-block 2
+SKS_MPI_VERBOSE=1 "${MPI[@]}" -x SKS_MPI_VERBOSE -np 2 "$BIN" spikes "$TMP/moe" --layers 1 --top-frob 4 --rank 3 \
+    --channel-block 2 -o "$TMP/moe-split.msgpack" -q >/dev/null 2>"$TMP/moe-split.err" ||
+    fail "spikes one MoE layer, 2 ranks, verbose: $(tail -5 "$TMP/moe-split.err")"
+$CMP "$TMP/spikes-moe-1layer-1.msgpack" "$TMP/moe-split.msgpack" || fail "spikes one MoE layer, verbose: differs"
+$PY - "$TMP/moe-split.err" "$TMP/moe-split.msgpack" <<'EOF' || fail "one MoE layer under 2 ranks: not split ($(grep 'spikes: rank' "$TMP/moe-split.err"))"
+import re, sys, msgpack
+calls = {}
+for line in open(sys.argv[1]):
+    m = re.match(r"spikes: rank (\d+) of 2: layer 1: (row|channel) blocks of (\d+):(.*)$", line.strip())
+    if m:
+        calls.setdefault((int(m.group(1)), m.group(2)), []).append((int(m.group(3)), m.group(4).split()))
+# 4 experts + the active form, each with both kinds of blocks on both ranks, none all
+for key in [(r, k) for r in (0, 1) for k in ("row", "channel")]:
+    assert len(calls.get(key, [])) == 5, (key, len(calls.get(key, [])))
+    for nb, bs in calls[key]:
+        assert nb >= 2 and 0 < len(bs) < nb, (key, nb, bs)
+sp = msgpack.unpackb(open(sys.argv[2], "rb").read(), raw=False, strict_map_key=False)
+assert len(sp["layers"][0]["moe"]["per_expert"]) == 4
+EOF
+echo "spikes on a mixture of experts: layers dealt, one MoE layer split (5 forms, row and channel blocks)"
 same vocab-demo vocab-sweep "$TMP/demo"
 same vocab-demo-sample vocab-sweep "$TMP/demo" --sample 1000 --seed 7
 same vocab-tiny vocab-sweep "$TMP/tiny"
