@@ -115,6 +115,7 @@ typedef struct {
     sks_tokenizer *tok;
     sks_prompt_set pr;
     double rate;        /* measured forward throughput, flop/s (for estimates) */
+    double gemm_rate;   /* the screen's measured GEMM rate in the spikes stage, flop/s (0: none) */
     sks_analyze_result *r;
     char *cost_json;    /* the cost stage's summary object (with a text) */
     double t_trace, t_spikes, t_vocab, t_sinks, t_cost, t_plots;
@@ -235,6 +236,11 @@ static int sks__stage_spikes(sks__run *R) {
     const sks_split *sp = R->o->split && R->o->split->nparts > 1 ? R->o->split : NULL;
     if (!(rc = sks_spikes_run(R->m, &r->so, &job, sp, &r->spk)) && R->part == 0) /* gathered on part 0 */
         rc = sks__emit(R, "spikes", "spikes.msgpack", t0, &R->t_spikes, sks__write_spikes);
+    /* the screen's GEMM rate: the yardstick of the later stages' estimates (the trace's
+     * rate also carries the first reading of the weights from disk) */
+    double fl = 0.0, sec = 0.0;
+    for (int i = 0; !rc && i < r->spk.n_layers; i++) fl += r->spk.layers[i].flops_screen, sec += r->spk.layers[i].seconds_screen;
+    R->gemm_rate = sec > 0.05 ? fl / sec : 0.0;
     free(lay);
     free(ch);
     free(tk);
@@ -262,8 +268,11 @@ static int sks__stage_vocab(sks__run *R) {
     char detail[160];
     snprintf(detail, sizeof detail, "%d of %d tokens alone at position 0%s", n, a->vocab_size,
              vo->sample ? " (sample; --sample 0 for all)" : "");
-    /* one-token sequences cost what prompt tokens cost, minus the attention over T */
-    sks__event(R, SKS_ANALYZE_STAGE, 3, "vocab-sweep", detail, ntok > 0 ? R->t_trace * (double)n / (double)ntok : 0);
+    /* one-token sequences batch into wide products: 2 flops per parameter and token at
+     * about the screen's GEMM rate; without it, what prompt tokens cost in the trace */
+    const double np = (double)sks_model_n_params(R->m);
+    sks__event(R, SKS_ANALYZE_STAGE, 3, "vocab-sweep", detail,
+               R->gemm_rate > 0 ? 2.0 * np * n / R->gemm_rate : ntok > 0 ? R->t_trace * (double)n / (double)ntok : 0);
     double t0 = sks_now();
     const sks_split *sp = R->o->split && R->o->split->nparts > 1 ? R->o->split : NULL;
     int rc = sks_vocab_run(R->m, vo, R->pr.n, (const int32_t *const *)R->pr.ids, R->pr.lens, sp, &R->r->vr);
@@ -292,7 +301,11 @@ static int sks__stage_sinks(sks__run *R) {
     char detail[160];
     snprintf(detail, sizeof detail, "%d prompt%s, eps %g%s", R->pr.n, R->pr.n == 1 ? "" : "s", sio->eps,
              sio->first_as_sink ? ", no spike token found: position 0 stands in as the sink" : "");
-    sks__event(R, SKS_ANALYZE_STAGE, 4, "sinks", detail, 1.5 * R->t_trace);
+    /* one pass over the prompts, whose T-column products run at about half the GEMM rate
+     * (each block of weights is converted for T columns only), plus the geometry */
+    const double np = (double)sks_model_n_params(R->m), ntok = (double)sks__n_tokens(&R->pr);
+    sks__event(R, SKS_ANALYZE_STAGE, 4, "sinks", detail,
+               R->gemm_rate > 0 ? 4.0 * np * ntok / R->gemm_rate : 1.5 * R->t_trace);
     double t0 = sks_now();
     /* layers split across the parts, gathered and classified on part 0 */
     int fell_back = 0;
