@@ -454,3 +454,65 @@ json_t *sks_qrisk_ppl_json(const sks_qrisk_result *r) {
     }
     return pp;
 }
+
+const double *sks_qrisk_err(const sks_qrisk_result *r, int l, int site) {
+    return r->rel_err + ((size_t)l * SKS_QSITE_N + (size_t)site) * SKS_Q_N * SKS_QKEEP_N;
+}
+
+/* rel_err[scheme][keep] of one (Q_N, QKEEP_N) block */
+static json_t *sks__qr_err_json(const double *e) {
+    json_t *err = json_object();
+    for (int q = 0; q < SKS_Q_N; q++) {
+        json_t *ks = json_object();
+        for (int k = 0; k < SKS_QKEEP_N; k++) json_object_set_new(ks, sks_qkeep_name(k), json_real(e[q * SKS_QKEEP_N + k]));
+        json_object_set_new(err, sks_qscheme_name(q), ks);
+    }
+    return err;
+}
+
+/* the experts of MoE layer l (down_in.experts), NULL for a dense layer */
+static json_t *sks__qr_experts_json(const sks_qrisk_result *r, int l) {
+    if (!r->expert_rows || r->worst_expert[l] < 0) return NULL;
+    json_t *a = json_array();
+    for (int e = 0; e < r->expert_rows; e++) {
+        const size_t le = (size_t)l * (size_t)r->expert_rows + (size_t)e;
+        json_t *x = json_object();
+        double mx = r->expert_max_abs[le], md = r->expert_median_abs[le];
+        json_object_set_new(x, "expert", json_integer(e));
+        json_object_set_new(x, "tokens", json_integer(r->expert_tokens[le]));
+        json_object_set_new(x, "dynamic_range", md > 0 ? json_real(mx / md) : json_null());
+        json_object_set_new(x, "max_abs", json_real(mx));
+        json_object_set_new(x, "rel_err", sks__qr_err_json(r->expert_rel_err + le * SKS_Q_N * SKS_QKEEP_N));
+        json_array_append_new(a, x);
+    }
+    return a;
+}
+
+json_t *sks_qrisk_json_summary(const sks_qrisk_result *r, const sks_model *m) {
+    json_t *o = json_object(), *layers = json_array(), *sc = json_array();
+    json_object_set_new(o, "schema", json_string("sinkscope.quant-risk-summary/1"));
+    json_object_set_new(o, "model", json_string(sks_model_path(m)));
+    json_object_set_new(o, "stats_tokens", json_integer(r->T));
+    for (int i = 0; i < r->n_spike_channels; i++) json_array_append_new(sc, json_integer(r->spike_channels[i]));
+    json_object_set_new(o, "spike_channels", sc);
+    for (int l = 0; l < r->n_layers; l++) {
+        json_t *lay = json_object();
+        json_object_set_new(lay, "layer", json_integer(l));
+        for (int s = 0; s < SKS_QSITE_N; s++) {
+            json_t *e = json_object(), *ex = s == SKS_QSITE_DOWN ? sks__qr_experts_json(r, l) : NULL;
+            json_object_set_new(e, "dynamic_range", json_real(r->dyn_range[l * SKS_QSITE_N + s]));
+            json_object_set_new(e, "max_abs", json_real(r->max_abs[l * SKS_QSITE_N + s]));
+            json_object_set_new(e, "rel_err", sks__qr_err_json(sks_qrisk_err(r, l, s)));
+            if (ex) {
+                json_object_set_new(e, "worst_expert", json_integer(r->worst_expert[l]));
+                json_object_set_new(e, "experts", ex);
+            }
+            json_object_set_new(lay, sks_qsite_name(s), e);
+        }
+        json_array_append_new(layers, lay);
+    }
+    json_object_set_new(o, "layers", layers);
+    json_t *e2e = sks_qrisk_ppl_json(r);
+    if (e2e) json_object_set_new(o, "perplexity", e2e);
+    return o;
+}

@@ -111,6 +111,12 @@ int sks_qrisk_write(const sks_qrisk_result *r, const sks_model *m, const sks_qri
  * ...} (null for a non-finite one), for the CLI's --json and analyze's summary; NULL
  * when the run measured none. */
 struct json_t *sks_qrisk_ppl_json(const sks_qrisk_result *r);
+/* The (SKS_Q_N, SKS_QKEEP_N) block of relative errors of layer l at site `site`. */
+const double *sks_qrisk_err(const sks_qrisk_result *r, int l, int site);
+/* The whole result as JSON (schema "sinkscope.quant-risk-summary/1": spike channels,
+ * per layer and site the range, max and errors, the MoE experts of down_in, the
+ * perplexities), for quant-risk --json. */
+struct json_t *sks_qrisk_json_summary(const sks_qrisk_result *r, const sks_model *m);
 
 #ifdef __cplusplus
 }
