@@ -242,15 +242,21 @@ def convert(name, model_dir, out_gguf, converter, log):
     return None
 
 
-def main():
+def parse_args(tokenizer_required):
+    """The command line both reference scripts take; OUT is created."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
-    ap.add_argument("--tokenizer-model", default="", help="needed by the SentencePiece families only")
+    ap.add_argument("--tokenizer-model", required=tokenizer_required, default="",
+                    help="a SentencePiece tokenizer.model (the SentencePiece families)")
     ap.add_argument("--converter", required=True)
     ap.add_argument("--only", default="")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    # text to train the byte-level tokenizers on: transformers' own sources
+    return args
+
+
+def training_texts():
+    """Text to train the byte-level tokenizers on: transformers' own sources."""
     src = os.path.dirname(transformers.__file__)
     texts = []
     for root, _, files in os.walk(src):
@@ -259,6 +265,12 @@ def main():
                 texts.append(os.path.join(root, fn))
         if len(texts) > 400:
             break
+    return texts
+
+
+def main():
+    args = parse_args(False)
+    texts = training_texts()
     summary = {}
     for name, (Cfg, Model, kw, tk) in families().items():
         if args.only and name not in args.only.split(","):

@@ -32,7 +32,6 @@ ties.json (top level): torch.topk's choice on router logits with exact ties (all
 equal, pairs equal across the top-k boundary), softmax and weights as the routers
 compute them, so that the C side's tie rule is checked against torch's.
 """
-import argparse
 import importlib.util
 import json
 import os
@@ -247,23 +246,10 @@ def ties():
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--tokenizer-model", required=True)
-    ap.add_argument("--converter", required=True)
-    ap.add_argument("--only", default="")
-    args = ap.parse_args()
-    os.makedirs(args.out, exist_ok=True)
+    args = mfr.parse_args(True)
     with open(os.path.join(args.out, "ties.json"), "w") as f:
         json.dump(ties(), f)
-    src = os.path.dirname(transformers.__file__)
-    texts = []
-    for root, _, files in os.walk(src):
-        for fn in sorted(files):
-            if fn.endswith(".py"):
-                texts.append(os.path.join(root, fn))
-        if len(texts) > 400:
-            break
+    texts = mfr.training_texts()
     summary = {}
     from safetensors.torch import save_file
     for name, (Cfg, Model, kw, tk) in families().items():
