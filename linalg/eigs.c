@@ -327,54 +327,33 @@ static void sks__give_block(const sks__ctx *cx, const sks__prob *q, int a, doubl
 }
 
 typedef struct {
-    sks__ctx *cx;
+    sks__ctx *cxs; /* one context per worker */
     sks__prob *P;
     const int *prob;
-    int nact, t, nt, ld, give;
+    int ld, give;
     double *X;
     const double *Y;
-    int rc;
 } sks__round_job;
 
-static void *sks__round_worker(void *arg) {
-    sks__round_job *j = arg;
-    for (int a = j->t; a < j->nact && !j->rc; a += j->nt) {
-        if (j->give) sks__give_block(j->cx, &j->P[j->prob[a]], a, j->X, j->ld);
-        else j->rc = sks__take_block(j->cx, &j->P[j->prob[a]], a, j->Y, j->ld);
+/* active problem a of a round, on worker w's context */
+static int sks__round_item(void *ud, int a, int w) {
+    sks__round_job *j = ud;
+    if (j->give) {
+        sks__give_block(&j->cxs[w], &j->P[j->prob[a]], a, j->X, j->ld);
+        return 0;
     }
-    return NULL;
+    return sks__take_block(&j->cxs[w], &j->P[j->prob[a]], a, j->Y, j->ld);
 }
 
 /* One half of a round (give: fill X; else: take Y) over the active problems, on nt
- * threads with contexts cxs[0..nt-1] (nt <= 1: in order on this thread, OpenBLAS as
- * it is). Returns the first failure. */
+ * threads with contexts cxs[0..nt-1] (sks_parallel_for: nt <= 1 in order on this
+ * thread, OpenBLAS as it is). Returns the first failure. */
 static int sks__round(sks__ctx *cxs, int nt, sks__prob *P, const int *prob, int nact, int ld, int give, double *X,
                       const double *Y) {
-    enum { MAXT = 64 };
-    if (nt > MAXT) nt = MAXT;
-    if (nt <= 1 || nact < 2) {
-        sks__round_job j = {&cxs[0], P, prob, nact, 0, 1, ld, give, X, Y, 0};
-        sks__round_worker(&j);
-        return j.rc;
-    }
-    int saved = openblas_get_num_threads();
-    openblas_set_num_threads(1);
-    sks__round_job jobs[MAXT];
-    pthread_t th[MAXT];
-    int started[MAXT] = {0};
-    for (int t = 0; t < nt; t++) {
-        jobs[t] = (sks__round_job){&cxs[t], P, prob, nact, t, nt, ld, give, X, Y, 0};
-        started[t] = t > 0 && pthread_create(&th[t], NULL, sks__round_worker, &jobs[t]) == 0;
-    }
-    /* this thread takes its own share and that of any thread that did not start */
-    for (int t = 0; t < nt; t++)
-        if (t == 0 || !started[t]) sks__round_worker(&jobs[t]);
-    for (int t = 1; t < nt; t++)
-        if (started[t]) pthread_join(th[t], NULL);
-    openblas_set_num_threads(saved);
-    int rc = 0;
-    for (int t = 0; t < nt && !rc; t++) rc = jobs[t].rc;
-    if (rc) rc = sks_fail(rc, "sks_eigs_topk_multi: Rayleigh-Ritz failed in a worker thread (%s)", sks_err_name(rc));
+    sks__round_job j = {cxs, P, prob, ld, give, X, Y};
+    int rc = sks_parallel_for(nact, nt, sks__round_item, &j);
+    if (rc && nt > 1 && nact > 1)
+        rc = sks_fail(rc, "sks_eigs_topk_multi: Rayleigh-Ritz failed in a worker thread: %s", sks_last_error());
     return rc;
 }
 
