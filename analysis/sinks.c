@@ -70,31 +70,33 @@ int sks_sinks_pairwise_cos(int n, int d, const float *X, int64_t ldx, double *me
     *min = NAN;
     if (n < 0 || d <= 0 || (n > 0 && !X)) return sks_fail(SKS_EARG, "sks_sinks_pairwise_cos: n %d, d %d", n, d);
     if (n < 2) return 0;
-    double *nrm = sks_malloc_n((size_t)n, sizeof *nrm);
-    if (!nrm) return sks_fail(SKS_ENOMEM, "sks_sinks_pairwise_cos");
-    for (int i = 0; i < n; i++) {
-        double s = 0.0;
-        const float *x = X + (int64_t)i * ldx;
-        for (int c = 0; c < d; c++) s += (double)x[c] * x[c];
-        nrm[i] = sqrt(s);
+    /* the rows in f64 and their Gram matrix by one dsyrk (BLAS 3 on all threads): up to
+     * 512 rows of d 4096 per layer, a naive pair loop was seconds over a 7B model */
+    double *Xd = sks_malloc_n((size_t)n * (size_t)d, sizeof *Xd), *G = sks_malloc_n((size_t)n * (size_t)n, sizeof *G);
+    if (!Xd || !G) {
+        free(Xd);
+        free(G);
+        return sks_fail(SKS_ENOMEM, "sks_sinks_pairwise_cos: %d rows of %d", n, d);
     }
+    for (int i = 0; i < n; i++)
+        for (int c = 0; c < d; c++) Xd[(size_t)i * d + c] = X[(int64_t)i * ldx + c];
+    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, n, d, 1.0, Xd, d, 0.0, G, n);
     double sum = 0.0, mn = INFINITY;
     int64_t cnt = 0;
     for (int i = 0; i < n; i++) {
-        if (!(nrm[i] > 0.0)) continue;
-        const float *x = X + (int64_t)i * ldx;
+        const double ni = sqrt(G[(size_t)i * n + i]);
+        if (!(ni > 0.0)) continue;
         for (int j = i + 1; j < n; j++) {
-            if (!(nrm[j] > 0.0)) continue;
-            const float *y = X + (int64_t)j * ldx;
-            double s = 0.0;
-            for (int c = 0; c < d; c++) s += (double)x[c] * y[c];
-            double cs = s / (nrm[i] * nrm[j]);
+            const double nj = sqrt(G[(size_t)j * n + j]);
+            if (!(nj > 0.0)) continue;
+            double cs = G[(size_t)i * n + j] / (ni * nj);
             sum += cs;
             if (cs < mn) mn = cs;
             cnt++;
         }
     }
-    free(nrm);
+    free(Xd);
+    free(G);
     if (cnt) {
         *mean = sum / (double)cnt;
         *min = mn;
