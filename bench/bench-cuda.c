@@ -117,6 +117,18 @@ static sks_model *build_7b(sks_synth **syn_out, double *seconds) {
 
 /* ---- part 7b ------------------------------------------------------------------------ */
 
+/* the solver profile of the layers just run (SKS_CUDA_EIGS_PROFILE=1), one line */
+static void print_eigs_profile(void) {
+    static const char *const names[] = {"operator", "projection", "rayleigh-ritz", "ritz+resid",
+                                        "host",     "restart",    "expand+orth",   "compaction"};
+    double sec[9] = {0};
+    int n = sks_qf_cuda_eigs_profile(sec, 9);
+    if (n <= 0) return;
+    printf("  solver phases (synchronized):");
+    for (int i = 0; i < n && i < 8; i++) printf(" %s %.3f s,", names[i], sec[i]);
+    printf(" %.0f rounds\n", sec[8]);
+}
+
 static void part_7b(sks_model *m, const sks_synth *syn) {
     const sks_arch *a = sks_model_arch(m);
     sks_qf_backend_set_default(sks_qf_backend_find("cuda"));
@@ -160,6 +172,7 @@ static void part_7b(sks_model *m, const sks_synth *syn) {
     }
     double t_spk = sks_now() - t0;
     sks_spikes_free(s);
+    print_eigs_profile();
     printf("7b spikes, 32 layers, cuda (%s): %.2f s in all: screen %.2f s (%.1f TFLOP/s, %.0f%% of %s), "
            "eigenpairs %.2f s (%ld vectors, %.1f TFLOP/s, %.0f%% of FP32), weights upload + conversion + ranking %.2f s\n",
            g_use_tf32 ? "TF32" : "FP32", t_spk, scr, fl_s / scr * 1e-12,
@@ -210,6 +223,62 @@ static void part_sinks(sks_model *m, const sks_synth *syn) {
     printf("7b sinks, %d tokens, cuda: %.2f s, sink heads %d (planted %d), AUC of the main predictor %.3f\n", T, t_sk,
            sr->n_sink_heads, pl->n_sink, sr->auc[so.main_pred]);
     sks_sinks_result_free(sr);
+}
+
+/* ---- part sweep ---------------------------------------------------------------------- */
+
+/* The spikes part over the first --sweep-layers layers once per solver setting of
+ * --sweep "BLOCK:KDIM[:RR[:PROFILE]],...": the eigenpairs' time, operator vectors,
+ * convergence (RR: rounds per Rayleigh-Ritz; PROFILE 1: the solver's phases, with a
+ * synchronization after each, so that setting's time is not comparable). */
+static void part_sweep(sks_model *m, const char *list, int nl) {
+    const sks_arch *a = sks_model_arch(m);
+    if (nl <= 0 || nl > a->n_layers) nl = a->n_layers;
+    sks_qf_backend_set_default(sks_qf_backend_find("cuda"));
+    for (const char *p = list; p && *p;) {
+        int kb = 0, kd = 0, rr = 1, prof = 0;
+        if (sscanf(p, "%d:%d:%d:%d", &kb, &kd, &rr, &prof) < 2) DIE("--sweep item '%s'", p);
+        char rrs[16];
+        snprintf(rrs, sizeof rrs, "%d", rr);
+        setenv("SKS_CUDA_EIGS_RR", rrs, 1);
+        setenv("SKS_CUDA_EIGS_PROFILE", prof ? "1" : "0", 1);
+        sks_spikes_opts o;
+        sks_spikes_opts_default(&o);
+        o.rank = 4;
+        o.top_frob = 64;
+        o.precision = SKS_SPK_PREC_F32;
+        o.first_token_map = 0;
+        o.krylov_dim = kd;
+        o.block = kb;
+        sks_spikes *s = NULL;
+        if (sks_spikes_new(m, &o, &s)) DIE("spikes");
+        double eig = 0, worst = 0, fl = 0;
+        long mv = 0;
+        int nconv = 0, nch = 0;
+        for (int l = 0; l < nl; l++) {
+            sks_spikes_layer_result r;
+            if (sks_spikes_layer(s, l, NULL, NULL, NULL, 0, &r)) DIE("layer %d", l);
+            eig += r.seconds_eigs;
+            fl += r.flops_eigs;
+            mv += r.matvecs;
+            for (int i = 0; i < r.n_channels; i++) {
+                nconv += r.channels[i].converged;
+                nch++;
+                for (int e = 0; e < r.channels[i].rank; e++) worst = fmax(worst, r.channels[i].residuals[e]);
+            }
+            sks_spikes_layer_result_free(&r);
+        }
+        sks_spikes_free(s);
+        printf("sweep block %d kdim %d rr %d, %d layers: eigenpairs %.3f s (%.4f s per layer), %ld vectors "
+               "(%.1f per channel), %.1f TFLOP/s (%.0f%% of FP32), converged %d/%d, worst residual %.2e\n",
+               kb, kd, rr, nl, eig, eig / nl, mv, (double)mv / nch, fl / eig * 1e-12, 100 * fl / eig * 1e-12 / g_fp32,
+               nconv, nch, worst);
+        print_eigs_profile();
+        p = strchr(p, ',');
+        if (p) p++;
+    }
+    unsetenv("SKS_CUDA_EIGS_RR");
+    unsetenv("SKS_CUDA_EIGS_PROFILE");
 }
 
 /* ---- part acc ---------------------------------------------------------------------- */
@@ -407,16 +476,19 @@ static int has_part(const char *part, const char *name) {
 
 int main(int argc, char **argv) {
     const char *part = "all";
-    int L70 = 80, tf32 = 0;
+    int L70 = 80, tf32 = 0, sweep_layers = 8;
+    const char *sweep = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--part") && i + 1 < argc) part = argv[++i];
         else if (!strcmp(argv[i], "--layers70") && i + 1 < argc) L70 = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--tf32")) tf32 = 1;
         else if (!strcmp(argv[i], "--kdim") && i + 1 < argc) g_kdim = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--kblock") && i + 1 < argc) g_kblock = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--sweep") && i + 1 < argc) sweep = argv[++i];
+        else if (!strcmp(argv[i], "--sweep-layers") && i + 1 < argc) sweep_layers = atoi(argv[++i]);
         else {
             fprintf(stderr, "usage: bench-cuda [--part all|gemm|7b|sinks|acc|70b] [--layers70 N] [--tf32] [--kdim N] "
-                            "[--kblock N]\n");
+                            "[--kblock N] [--sweep BLOCK:KDIM[:RR[:PROFILE]],... [--sweep-layers N]]\n");
             return 2;
         }
     }
@@ -432,13 +504,14 @@ int main(int argc, char **argv) {
     /* order: 7b, acc, 70b, then sinks (the longest, CPU-bound) last */
     sks_synth *syn = NULL;
     sks_model *m = NULL;
-    if (has_part(part, "7b") || has_part(part, "acc") || has_part(part, "sinks")) {
+    if (has_part(part, "7b") || has_part(part, "acc") || has_part(part, "sinks") || sweep) {
         double ts;
         m = build_7b(&syn, &ts);
         printf("7b model built in host memory (bf16, synth preset llama2-7b): %.1f s (not counted)\n", ts);
     }
     g_use_tf32 = tf32;
     if (tf32) sks_qf_cuda_set_tf32(1);
+    if (sweep) part_sweep(m, sweep, sweep_layers);
     if (has_part(part, "7b")) part_7b(m, syn);
     sks_qf_cuda_set_tf32(0);
     if (has_part(part, "acc")) part_acc(m, syn);

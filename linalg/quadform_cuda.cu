@@ -852,16 +852,17 @@ __device__ static double sks__d_block_sum(double v, double *sh) {
 
 /* column j of slot s's new block: sel[s nb + j] >= 0 copies residual column sel of R,
  * -1 writes a random vector, -2 keeps the column */
-__global__ void sks__k_ev_expand(double *V, const double *R, int n, int k, int nb, int kmax, int nresmax,
-                                 const int *sel, const int *prob, uint64_t seed, int tag) {
+__global__ void sks__k_ev_expand(double *V, const double *R, const double *W, int n, int k, int nb, int kmax,
+                                 int nresmax, const int *sel, const int *prob, uint64_t seed, int tag) {
     const int y = blockIdx.y, s = y / nb, j = y % nb, c = sel[y];
     if (c == -2) return;
     double *dst = V + (size_t)s * kmax * n + (size_t)(k + j) * n;
-    const double *src = R + (size_t)s * nresmax * n + (size_t)(c < 0 ? 0 : c) * n;
+    const double *src = c == -3 ? W + (size_t)s * kmax * n + (size_t)(k - nb + j) * n
+                                : R + (size_t)s * nresmax * n + (size_t)(c < 0 ? 0 : c) * n;
     const uint64_t key = sks__d_mix(seed ^ (0x9e3779b97f4a7c15ull * (uint64_t)(prob[s] + 1))) ^ ((uint64_t)tag << 40) ^
                          ((uint64_t)j << 32);
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
-        dst[i] = c >= 0 ? src[i] : sks__d_gauss(key + (uint64_t)i);
+        dst[i] = c >= 0 || c == -3 ? src[i] : sks__d_gauss(key + (uint64_t)i);
 }
 
 /* nrm0[y] = ||x||, x /= ||x|| when it is positive and finite; x = column k + j of slot s */
@@ -1142,8 +1143,8 @@ static int sks__ev_orth(sks__ev *e, int nact, int k, const int *prob_d, uint64_t
         for (int i = 0; i < y; i++) bad |= e->sel_h[i] == -1;
         if (!bad) return 0;
         CU(cudaMemcpyAsync(e->sel, e->sel_h, (size_t)y * sizeof(int), cudaMemcpyHostToDevice, g_cu.comp), "upload");
-        sks__k_ev_expand<<<dim3((n + 255) / 256, y), 256, 0, g_cu.comp>>>(e->V, e->R, n, k, nb, km, e->nresmax, e->sel,
-                                                                        prob_d, seed, (*tag)++);
+        sks__k_ev_expand<<<dim3((n + 255) / 256, y), 256, 0, g_cu.comp>>>(e->V, e->R, e->W, n, k, nb, km, e->nresmax,
+                                                                        e->sel, prob_d, seed, (*tag)++);
         CU(cudaGetLastError(), "expansion kernel");
     }
     return sks_fail(SKS_EINTERNAL, "cuda eigensolver: no direction left to extend a basis of %d vectors in R^%d", k, n);
@@ -1190,6 +1191,36 @@ static int sks__rr_host(double *Hs_d, double *ev_d, int k, int nact, double *hbu
     return 0;
 }
 
+/* Phase profile of the GPU solver (SKS_CUDA_EIGS_PROFILE=1): the stream is synchronized
+ * after every phase and the wall time added to its slot; for finding where a round's
+ * time goes, never on by default (the extra synchronizations cost time themselves). */
+enum { SKS__EVP_OP, SKS__EVP_PROJ, SKS__EVP_RR, SKS__EVP_RITZ, SKS__EVP_HOST, SKS__EVP_RESTART, SKS__EVP_ORTH,
+       SKS__EVP_MOVE, SKS__EVP_N };
+static double g_evp[SKS__EVP_N + 1]; /* seconds per phase, then the rounds */
+static int g_evp_on = -1;
+static double g_evp_t;
+static void sks__evp_mark(int phase) {
+    if (g_evp_on < 0) {
+        const char *e = getenv("SKS_CUDA_EIGS_PROFILE");
+        g_evp_on = e && *e && strcmp(e, "0");
+    }
+    if (!g_evp_on) return;
+    cudaStreamSynchronize(g_cu.comp);
+    const double t = sks_now();
+    if (phase >= 0) g_evp[phase] += t - g_evp_t;
+    g_evp_t = t;
+}
+
+extern "C" int sks_qf_cuda_eigs_profile(double *sec, int n) {
+    static const char *const names[SKS__EVP_N] = {"operator", "projection", "rayleigh-ritz", "ritz+residuals",
+                                                  "host", "restart", "expand+orth", "compaction"};
+    (void)names;
+    if (g_evp_on <= 0) return 0;
+    for (int i = 0; i < n && i <= SKS__EVP_N; i++) sec[i] = g_evp[i];
+    memset(g_evp, 0, sizeof g_evp);
+    return SKS__EVP_N;
+}
+
 /* The per-problem state the host keeps (the device holds the bases). */
 typedef struct {
     int iterations, matvecs, restarts, converged, nres;
@@ -1199,6 +1230,14 @@ typedef struct {
 /* eigs.c's test: pair c meets tol |theta_c|, or the floor norm_tol |theta_1| */
 static int sks__ev_ok(const sks__ev_prob *q, int c, double tol, double norm_tol) {
     return q->rel[c] <= tol || q->rel[c] * fabs(q->theta[c]) <= norm_tol * fabs(q->theta[0]);
+}
+
+/* Rounds per Rayleigh-Ritz (SKS_CUDA_EIGS_RR=N overrides; 1 = every round). */
+static int sks__ev_rr_every(int nb) {
+    (void)nb;
+    const char *e = getenv("SKS_CUDA_EIGS_RR");
+    int v = e && *e ? atoi(e) : 1;
+    return v < 1 ? 1 : v;
 }
 
 template <typename T>
@@ -1234,7 +1273,8 @@ static int sks__cu_eigs_t(sks__cu_op *o, const int *ch, int P, const sks_eigs_op
     const int km = kmax, nrm = e.nresmax;
     const long long sV = (long long)km * n, sH = (long long)km * km, sR = (long long)nrm * n;
     double op_ms = 0, *rr_buf = NULL;
-    int rounds = 0, tag = 1, k = 0, nact = P;
+    int rounds = 0, tag = 1, k = 0, nact = P, since_rr = 0;
+    const int rr_every = sks__ev_rr_every(nb);
     const char *rr_env = getenv("SKS_CUDA_RR");
     const int rr_host = rr_env && !strcmp(rr_env, "host");
     if ((rc = sks__ev_alloc(&e)) || (rc = sks__cu_matvec_room(o, P * nb))) goto out;
@@ -1266,13 +1306,17 @@ static int sks__cu_eigs_t(sks__cu_op *o, const int *ch, int P, const sks_eigs_op
     SKS__EV_CU(cudaMemcpyAsync(o->ch, e.ch_h, (size_t)P * nb * sizeof(int), cudaMemcpyHostToDevice, g_cu.comp), "upload");
     SKS__EV_CU(cudaMemcpyAsync(e.sel, e.sel_h, (size_t)P * nb * sizeof(int), cudaMemcpyHostToDevice, g_cu.comp), "upload");
     /* start block: random, orthonormal */
-    sks__k_ev_expand<<<dim3((n + 255) / 256, P * nb), 256, 0, g_cu.comp>>>(e.V, e.R, n, 0, nb, km, nrm, e.sel, e.prob,
-                                                                          op->seed, 0);
+    sks__k_ev_expand<<<dim3((n + 255) / 256, P * nb), 256, 0, g_cu.comp>>>(e.V, e.R, e.W, n, 0, nb, km, nrm, e.sel,
+                                                                          e.prob, op->seed, 0);
     if ((rc = sks__ev_orth(&e, P, 0, e.prob, op->seed, &tag))) goto out;
 
+    g_evp_on = -1; /* the environment is read again by every solve */
+    sks__evp_mark(-1);
     while (nact > 0) {
         const int m = nact * nb;
         for (int s = 0; s < nact; s++) st[e.prob_h[s]].matvecs += nb;
+        g_evp[SKS__EVP_N] += 1;
+        rounds++;
         /* 1. the operator on the pending columns */
         sks__k_ev_gather<T><<<sks__grid((size_t)n * m), 256, 0, g_cu.comp>>>(e.V, n, k, nb, km, (T *)o->V, m);
         SKS__EV_CU(cudaEventRecord(e.e0, g_cu.comp), "event");
@@ -1280,6 +1324,7 @@ static int sks__cu_eigs_t(sks__cu_op *o, const int *ch, int P, const sks_eigs_op
         SKS__EV_CU(cudaEventRecord(e.e1, g_cu.comp), "event");
         sks__k_ev_scatter<T><<<sks__grid((size_t)n * m), 256, 0, g_cu.comp>>>(e.W, n, k, nb, km, (const T *)o->Y, m);
         SKS__EV_CU(cudaGetLastError(), "gather / scatter kernels");
+        sks__evp_mark(SKS__EVP_OP);
         const int k0 = k;
         k += nb;
         /* 2. H[:, k0:k] = V^T W[:, k0:k] */
@@ -1288,6 +1333,27 @@ static int sks__cu_eigs_t(sks__cu_op *o, const int *ch, int P, const sks_eigs_op
                    "V^T W");
         sks__k_ev_hupdate<<<nact, SKS__EV_T, 0, g_cu.comp>>>(e.H, e.Hc, e.Hs, k0, nb, km);
         SKS__EV_CU(cudaGetLastError(), "projection kernel");
+        sks__evp_mark(SKS__EVP_PROJ);
+        /* Between Rayleigh-Ritz rounds (rr_every > 1) the next block is the operator's
+         * image of the last one, orthogonalized: the block Krylov sequence, the same space
+         * the residual expansion below spans (for nb 1 the same direction), without the
+         * eigensolve, the Ritz vectors and the host round trip. Rayleigh-Ritz and the
+         * convergence test run every rr_every rounds and whenever the basis is full. */
+        if (++since_rr < rr_every && k + nb <= km && k < km) {
+            for (int y = 0; y < nact * nb; y++) e.sel_h[y] = -3;
+            SKS__EV_CU(cudaMemcpyAsync(e.sel, e.sel_h, (size_t)nact * nb * sizeof(int), cudaMemcpyHostToDevice,
+                                       g_cu.comp), "upload");
+            sks__k_ev_expand<<<dim3((n + 255) / 256, nact * nb), 256, 0, g_cu.comp>>>(e.V, e.R, e.W, n, k, nb, km, nrm,
+                                                                                     e.sel, e.prob, op->seed, tag++);
+            SKS__EV_CU(cudaGetLastError(), "expansion kernel");
+            if ((rc = sks__ev_orth(&e, nact, k, e.prob, op->seed, &tag))) goto out; /* synchronizes */
+            sks__evp_mark(SKS__EVP_ORTH);
+            float ms = 0;
+            cudaEventElapsedTime(&ms, e.e0, e.e1);
+            op_ms += ms;
+            continue;
+        }
+        since_rr = 0;
         /* 3. Rayleigh-Ritz */
         if (rr_host) {
             if ((rc = sks__rr_host(e.Hs, e.ev, k, nact, rr_buf))) goto out;
@@ -1323,6 +1389,7 @@ static int sks__cu_eigs_t(sks__cu_op *o, const int *ch, int P, const sks_eigs_op
             }
         }
         sks__k_ev_sort<<<nact, SKS__EV_T, 0, g_cu.comp>>>(e.Hs, e.ev, k, km, e.Z, e.theta);
+        sks__evp_mark(SKS__EVP_RR);
         /* 4. Ritz vectors and residuals of the leading nres pairs */
         const int nres = k < nrm ? k : nrm;
         SKS__EV_CB(sks__dgemm_sb(CUBLAS_OP_N, CUBLAS_OP_N, n, nres, k, 1.0, e.V, n, sV, e.Z, km, sH, 0.0, e.Yb, n, sR, nact),
@@ -1337,12 +1404,12 @@ static int sks__cu_eigs_t(sks__cu_op *o, const int *ch, int P, const sks_eigs_op
         SKS__EV_CU(cudaMemcpyAsync(e.info_h, e.info, (size_t)nact * sizeof(int), cudaMemcpyDeviceToHost, g_cu.comp),
                    "download");
         SKS__EV_CU(cudaStreamSynchronize(g_cu.comp), "eigensolver round");
+        sks__evp_mark(SKS__EVP_RITZ);
         {
             float ms = 0;
             cudaEventElapsedTime(&ms, e.e0, e.e1);
             op_ms += ms;
         }
-        rounds++;
         for (int s = 0; s < nact; s++)
             if (e.info_h[s] != 0) {
                 rc = sks_fail(SKS_ELAPACK, "cuSOLVER: syevBatched failed on the %d x %d projection of problem %d (info %d)",
@@ -1383,6 +1450,7 @@ static int sks__cu_eigs_t(sks__cu_op *o, const int *ch, int P, const sks_eigs_op
             sks__k_ev_finalize<<<dim3(r, nfin), SKS__EV_T, 0, g_cu.comp>>>(e.Yb, n, r, nres, nrm, e.fin, e.evecs);
             SKS__EV_CU(cudaGetLastError(), "finalize kernel");
         }
+        sks__evp_mark(SKS__EVP_HOST);
         if (all_done) break;
         if (restart) {
             double *t;
@@ -1399,6 +1467,7 @@ static int sks__cu_eigs_t(sks__cu_op *o, const int *ch, int P, const sks_eigs_op
             k = keep;
             for (int s = 0; s < nact; s++)
                 if (!done[s]) st[e.prob_h[s]].restarts++;
+            sks__evp_mark(SKS__EVP_RESTART);
         }
         /* expansion: residuals of the first nb unconverged pairs (c < nres), random
          * directions where there are fewer */
@@ -1413,10 +1482,11 @@ static int sks__cu_eigs_t(sks__cu_op *o, const int *ch, int P, const sks_eigs_op
         }
         SKS__EV_CU(cudaMemcpyAsync(e.sel, e.sel_h, (size_t)nact * nb * sizeof(int), cudaMemcpyHostToDevice, g_cu.comp),
                    "upload");
-        sks__k_ev_expand<<<dim3((n + 255) / 256, nact * nb), 256, 0, g_cu.comp>>>(e.V, e.R, n, k, nb, km, nrm, e.sel,
-                                                                                 e.prob, op->seed, tag++);
+        sks__k_ev_expand<<<dim3((n + 255) / 256, nact * nb), 256, 0, g_cu.comp>>>(e.V, e.R, e.W, n, k, nb, km, nrm,
+                                                                                 e.sel, e.prob, op->seed, tag++);
         SKS__EV_CU(cudaGetLastError(), "expansion kernel");
         if ((rc = sks__ev_orth(&e, nact, k, e.prob, op->seed, &tag))) goto out;
+        sks__evp_mark(SKS__EVP_ORTH);
         /* the finished slots leave: the last active slot moves into each */
         int moved = 0;
         for (int s = nact - 1; s >= 0; s--) {
@@ -1443,6 +1513,7 @@ static int sks__cu_eigs_t(sks__cu_op *o, const int *ch, int P, const sks_eigs_op
             SKS__EV_CU(cudaMemcpyAsync(o->ch, e.ch_h, (size_t)nact * nb * sizeof(int), cudaMemcpyHostToDevice, g_cu.comp),
                        "upload");
         }
+        sks__evp_mark(SKS__EVP_MOVE);
     }
     /* results */
     SKS__EV_CU(cudaMemcpyAsync(evecs, e.evecs, (size_t)P * n * r * sizeof(double), cudaMemcpyDeviceToHost, g_cu.comp),

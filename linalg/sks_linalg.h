@@ -179,6 +179,11 @@ int sks_qf_cuda_bind_synthetic(int d, int f, uint64_t seed, int plant, int prec,
 int sks_qf_cuda_download(const struct sks_qf_op_s *op, float *G, float *U, float *Down);
 int sks_qf_cuda_gemm_rates(int n, int reps, double *fp32, double *tf32, double *fp64);
 int sks_qf_cuda_set_tf32(int on);
+/* With SKS_CUDA_EIGS_PROFILE=1: the GPU solver's seconds per phase since the last call
+ * (operator, projection, Rayleigh-Ritz, Ritz vectors + residuals, host, restart,
+ * expansion + orthogonalization, compaction), then its rounds, into sec[0..n); returns
+ * the number of phases (8), or 0 when the profile is off. */
+int sks_qf_cuda_eigs_profile(double *sec, int n);
 #endif
 
 /* One bound operator. */
