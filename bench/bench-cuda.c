@@ -117,6 +117,43 @@ static sks_model *build_7b(sks_synth **syn_out, double *seconds) {
 
 /* ---- part 7b ------------------------------------------------------------------------ */
 
+/* the spikes analysis of the 7b part on the cuda row: screen of every channel, top-4
+ * eigenpairs of the 64 best, f32 operator; kdim, kblock 0 = the solver's defaults */
+static sks_spikes *spikes_7b(sks_model *m, int kdim, int kblock) {
+    sks_qf_backend_set_default(sks_qf_backend_find("cuda"));
+    sks_spikes_opts o;
+    sks_spikes_opts_default(&o);
+    o.rank = 4;
+    o.top_frob = 64;
+    o.precision = SKS_SPK_PREC_F32;
+    o.first_token_map = 0;
+    o.krylov_dim = kdim;
+    o.block = kblock;
+    sks_spikes *s = NULL;
+    if (sks_spikes_new(m, &o, &s)) DIE("spikes");
+    return s;
+}
+
+/* sums over the layers of a spikes run */
+typedef struct {
+    double scr, eig, fl_s, fl_e, worst;
+    long mv;
+    int nconv, nch;
+} tally;
+
+static void tally_add(tally *t, const sks_spikes_layer_result *r) {
+    t->scr += r->seconds_screen;
+    t->eig += r->seconds_eigs;
+    t->fl_s += r->flops_screen;
+    t->fl_e += r->flops_eigs;
+    t->mv += r->matvecs;
+    for (int i = 0; i < r->n_channels; i++) {
+        t->nconv += r->channels[i].converged;
+        t->nch++;
+        for (int e = 0; e < r->channels[i].rank; e++) t->worst = fmax(t->worst, r->channels[i].residuals[e]);
+    }
+}
+
 /* the solver profile of the layers just run (SKS_CUDA_EIGS_PROFILE=1), one line */
 static void print_eigs_profile(void) {
     static const char *const names[] = {"operator", "projection", "rayleigh-ritz", "ritz+resid",
@@ -131,34 +168,15 @@ static void print_eigs_profile(void) {
 
 static void part_7b(sks_model *m, const sks_synth *syn) {
     const sks_arch *a = sks_model_arch(m);
-    sks_qf_backend_set_default(sks_qf_backend_find("cuda"));
-    sks_spikes_opts o;
-    sks_spikes_opts_default(&o);
-    o.rank = 4;
-    o.top_frob = 64;
-    o.precision = SKS_SPK_PREC_F32;
-    o.first_token_map = 0;
-    o.krylov_dim = g_kdim;
-    o.block = g_kblock;
-    sks_spikes *s = NULL;
-    if (sks_spikes_new(m, &o, &s)) DIE("spikes");
-    double t0 = sks_now(), scr = 0, eig = 0, fl_s = 0, fl_e = 0, worst = 0;
-    long mv = 0;
-    int nconv = 0, nch = 0, found_planted = 0;
+    sks_spikes *s = spikes_7b(m, g_kdim, g_kblock);
+    double t0 = sks_now();
+    tally t = {0};
+    int found_planted = 0;
     const sks_synth_planted *pl = sks_synth_get_planted(syn);
     for (int l = 0; l < a->n_layers; l++) {
         sks_spikes_layer_result r;
         if (sks_spikes_layer(s, l, NULL, NULL, NULL, 0, &r)) DIE("layer %d", l);
-        scr += r.seconds_screen;
-        eig += r.seconds_eigs;
-        fl_s += r.flops_screen;
-        fl_e += r.flops_eigs;
-        mv += r.matvecs;
-        for (int i = 0; i < r.n_channels; i++) {
-            nconv += r.channels[i].converged;
-            nch++;
-            for (int e = 0; e < r.channels[i].rank; e++) worst = fmax(worst, r.channels[i].residuals[e]);
-        }
+        tally_add(&t, &r);
         if (l == pl->step_up_layer)
             for (int c = 0; c < pl->n_spike; c++)
                 for (int i = 0; i < 4 && i < r.n_top; i++) found_planted += r.top_frob[i] == pl->channels[c];
@@ -167,7 +185,7 @@ static void part_7b(sks_model *m, const sks_synth *syn) {
                    r.top_frob[0], r.top_frob[1], r.channels[0].eigenvalues[0], pl->lambda_star[0],
                    r.channels[0].dominance);
         printf("  layer %2d: screen %.4f s, eigenpairs %.4f s (%d vectors), load %.4f s\n", l, r.seconds_screen,
-               r.seconds_eigs, r.matvecs, sks_now() - t0 - scr - eig);
+               r.seconds_eigs, r.matvecs, sks_now() - t0 - t.scr - t.eig);
         sks_spikes_layer_result_free(&r);
     }
     double t_spk = sks_now() - t0;
@@ -175,15 +193,16 @@ static void part_7b(sks_model *m, const sks_synth *syn) {
     print_eigs_profile();
     printf("7b spikes, 32 layers, cuda (%s): %.2f s in all: screen %.2f s (%.1f TFLOP/s, %.0f%% of %s), "
            "eigenpairs %.2f s (%ld vectors, %.1f TFLOP/s, %.0f%% of FP32), weights upload + conversion + ranking %.2f s\n",
-           g_use_tf32 ? "TF32" : "FP32", t_spk, scr, fl_s / scr * 1e-12,
-           100 * fl_s / scr * 1e-12 / (g_use_tf32 ? g_tf32 : g_fp32),
-           g_use_tf32 ? "TF32" : "FP32", eig, mv, fl_e / eig * 1e-12, 100 * fl_e / eig * 1e-12 / g_fp32,
-           t_spk - scr - eig);
+           g_use_tf32 ? "TF32" : "FP32", t_spk, t.scr, t.fl_s / t.scr * 1e-12,
+           100 * t.fl_s / t.scr * 1e-12 / (g_use_tf32 ? g_tf32 : g_fp32),
+           g_use_tf32 ? "TF32" : "FP32", t.eig, t.mv, t.fl_e / t.eig * 1e-12, 100 * t.fl_e / t.eig * 1e-12 / g_fp32,
+           t_spk - t.scr - t.eig);
     printf("  per layer: screen %.4f s (PyTorch FP32 0.080 s: %.2fx), eigenpairs %.4f s = %.5f s per channel "
            "(PyTorch subspace iteration 0.030 s: %.1fx)\n",
-           scr / a->n_layers, 0.080 / (scr / a->n_layers), eig / a->n_layers, eig / nch, 0.030 / (eig / nch));
-    printf("  converged %d/%d channels, worst explicit residual %.2e, planted channels in the top 4: %d/%d\n", nconv,
-           nch, worst, found_planted, pl->n_spike);
+           t.scr / a->n_layers, 0.080 / (t.scr / a->n_layers), t.eig / a->n_layers, t.eig / t.nch,
+           0.030 / (t.eig / t.nch));
+    printf("  converged %d/%d channels, worst explicit residual %.2e, planted channels in the top 4: %d/%d\n", t.nconv,
+           t.nch, t.worst, found_planted, pl->n_spike);
 
     enum { T = 64 };
     int32_t tok[T];
@@ -234,7 +253,6 @@ static void part_sinks(sks_model *m, const sks_synth *syn) {
 static void part_sweep(sks_model *m, const char *list, int nl) {
     const sks_arch *a = sks_model_arch(m);
     if (nl <= 0 || nl > a->n_layers) nl = a->n_layers;
-    sks_qf_backend_set_default(sks_qf_backend_find("cuda"));
     for (const char *p = list; p && *p;) {
         int kb = 0, kd = 0, rr = 1, prof = 0;
         if (sscanf(p, "%d:%d:%d:%d", &kb, &kd, &rr, &prof) < 2) DIE("--sweep item '%s'", p);
@@ -242,37 +260,19 @@ static void part_sweep(sks_model *m, const char *list, int nl) {
         snprintf(rrs, sizeof rrs, "%d", rr);
         setenv("SKS_CUDA_EIGS_RR", rrs, 1);
         setenv("SKS_CUDA_EIGS_PROFILE", prof ? "1" : "0", 1);
-        sks_spikes_opts o;
-        sks_spikes_opts_default(&o);
-        o.rank = 4;
-        o.top_frob = 64;
-        o.precision = SKS_SPK_PREC_F32;
-        o.first_token_map = 0;
-        o.krylov_dim = kd;
-        o.block = kb;
-        sks_spikes *s = NULL;
-        if (sks_spikes_new(m, &o, &s)) DIE("spikes");
-        double eig = 0, worst = 0, fl = 0;
-        long mv = 0;
-        int nconv = 0, nch = 0;
+        sks_spikes *s = spikes_7b(m, kd, kb);
+        tally t = {0};
         for (int l = 0; l < nl; l++) {
             sks_spikes_layer_result r;
             if (sks_spikes_layer(s, l, NULL, NULL, NULL, 0, &r)) DIE("layer %d", l);
-            eig += r.seconds_eigs;
-            fl += r.flops_eigs;
-            mv += r.matvecs;
-            for (int i = 0; i < r.n_channels; i++) {
-                nconv += r.channels[i].converged;
-                nch++;
-                for (int e = 0; e < r.channels[i].rank; e++) worst = fmax(worst, r.channels[i].residuals[e]);
-            }
+            tally_add(&t, &r);
             sks_spikes_layer_result_free(&r);
         }
         sks_spikes_free(s);
         printf("sweep block %d kdim %d rr %d, %d layers: eigenpairs %.3f s (%.4f s per layer), %ld vectors "
                "(%.1f per channel), %.1f TFLOP/s (%.0f%% of FP32), converged %d/%d, worst residual %.2e\n",
-               kb, kd, rr, nl, eig, eig / nl, mv, (double)mv / nch, fl / eig * 1e-12, 100 * fl / eig * 1e-12 / g_fp32,
-               nconv, nch, worst);
+               kb, kd, rr, nl, t.eig, t.eig / nl, t.mv, (double)t.mv / t.nch, t.fl_e / t.eig * 1e-12,
+               100 * t.fl_e / t.eig * 1e-12 / g_fp32, t.nconv, t.nch, t.worst);
         print_eigs_profile();
         p = strchr(p, ',');
         if (p) p++;
