@@ -247,18 +247,21 @@ static void part_sinks(sks_model *m, const sks_synth *syn) {
 /* ---- part sweep ---------------------------------------------------------------------- */
 
 /* The spikes part over the first --sweep-layers layers once per solver setting of
- * --sweep "BLOCK:KDIM[:RR[:PROFILE]],...": the eigenpairs' time, operator vectors,
+ * --sweep "BLOCK:KDIM[:RR[:PROFILE[:SPLIT]]],...": the eigenpairs' time, operator vectors,
  * convergence (RR: rounds per Rayleigh-Ritz; PROFILE 1: the solver's phases, with a
- * synchronization after each, so that setting's time is not comparable). */
+ * synchronization after each, so that setting's time is not comparable; SPLIT: split-K
+ * factor of the operator's second GEMM). */
 static void part_sweep(sks_model *m, const char *list, int nl) {
     const sks_arch *a = sks_model_arch(m);
     if (nl <= 0 || nl > a->n_layers) nl = a->n_layers;
     for (const char *p = list; p && *p;) {
-        int kb = 0, kd = 0, rr = 1, prof = 0;
-        if (sscanf(p, "%d:%d:%d:%d", &kb, &kd, &rr, &prof) < 2) DIE("--sweep item '%s'", p);
-        char rrs[16];
+        int kb = 0, kd = 0, rr = 1, prof = 0, split = 1;
+        if (sscanf(p, "%d:%d:%d:%d:%d", &kb, &kd, &rr, &prof, &split) < 2) DIE("--sweep item '%s'", p);
+        char rrs[16], sps[16];
         snprintf(rrs, sizeof rrs, "%d", rr);
+        snprintf(sps, sizeof sps, "%d", split);
         setenv("SKS_CUDA_EIGS_RR", rrs, 1);
+        setenv("SKS_CUDA_OP_SPLIT", sps, 1);
         setenv("SKS_CUDA_EIGS_PROFILE", prof ? "1" : "0", 1);
         sks_spikes *s = spikes_7b(m, kd, kb);
         tally t = {0};
@@ -269,9 +272,9 @@ static void part_sweep(sks_model *m, const char *list, int nl) {
             sks_spikes_layer_result_free(&r);
         }
         sks_spikes_free(s);
-        printf("sweep block %d kdim %d rr %d, %d layers: eigenpairs %.3f s (%.4f s per layer), %ld vectors "
+        printf("sweep block %d kdim %d rr %d split %d, %d layers: eigenpairs %.3f s (%.4f s per layer), %ld vectors "
                "(%.1f per channel), %.1f TFLOP/s (%.0f%% of FP32), converged %d/%d, worst residual %.2e\n",
-               kb, kd, rr, nl, t.eig, t.eig / nl, t.mv, (double)t.mv / t.nch, t.fl_e / t.eig * 1e-12,
+               kb, kd, rr, split, nl, t.eig, t.eig / nl, t.mv, (double)t.mv / t.nch, t.fl_e / t.eig * 1e-12,
                100 * t.fl_e / t.eig * 1e-12 / g_fp32, t.nconv, t.nch, t.worst);
         print_eigs_profile();
         p = strchr(p, ',');
@@ -279,6 +282,7 @@ static void part_sweep(sks_model *m, const char *list, int nl) {
     }
     unsetenv("SKS_CUDA_EIGS_RR");
     unsetenv("SKS_CUDA_EIGS_PROFILE");
+    unsetenv("SKS_CUDA_OP_SPLIT");
 }
 
 /* ---- part acc ---------------------------------------------------------------------- */
@@ -488,7 +492,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--sweep-layers") && i + 1 < argc) sweep_layers = atoi(argv[++i]);
         else {
             fprintf(stderr, "usage: bench-cuda [--part all|gemm|7b|sinks|acc|70b] [--layers70 N] [--tf32] [--kdim N] "
-                            "[--kblock N] [--sweep BLOCK:KDIM[:RR[:PROFILE]],... [--sweep-layers N]]\n");
+                            "[--kblock N] [--sweep BLOCK:KDIM[:RR[:PROFILE[:SPLIT]]],... [--sweep-layers N]]\n");
             return 2;
         }
     }

@@ -245,6 +245,17 @@ static cublasStatus_t sks__gemm(cublasOperation_t ta, cublasOperation_t tb, int 
     return cublasDgemm(g_cu.blas, ta, tb, m, n, k, &al, A, lda, B, ldb, &be, C, ldc);
 }
 
+static cublasStatus_t sks__gemm_sb(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float al,
+                                   const float *A, int lda, long long sa, const float *B, int ldb, long long sb,
+                                   float be, float *C, int ldc, long long sc, int batch) {
+    return cublasSgemmStridedBatched(g_cu.blas, ta, tb, m, n, k, &al, A, lda, sa, B, ldb, sb, &be, C, ldc, sc, batch);
+}
+static cublasStatus_t sks__gemm_sb(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, double al,
+                                   const double *A, int lda, long long sa, const double *B, int ldb, long long sb,
+                                   double be, double *C, int ldc, long long sc, int batch) {
+    return cublasDgemmStridedBatched(g_cu.blas, ta, tb, m, n, k, &al, A, lda, sa, B, ldb, sb, &be, C, ldc, sc, batch);
+}
+
 /* ---- streamed upload with conversion ------------------------------------------------- */
 
 /* memcpy into a pinned staging buffer on up to 8 threads: one thread's copy (~10 GB/s)
@@ -467,6 +478,8 @@ typedef struct {
     void *V, *Y, *PQ;       /* matvec buffers, m_cap columns: V, Y (d, m), PQ (2f, m) */
     int *ch;
     int m_cap;
+    void *YS;               /* split-K partial products of the second GEMM, ys_cap values */
+    size_t ys_cap;
     void *S;                /* screen workspace: 4 bs f + bs d values */
     double *part;           /* (d) */
     double *w;              /* (f) trace dots, then (d) traces at w + f */
@@ -479,7 +492,7 @@ static void sks__cu_unbind(void *h) {
     sks__cu_op *o = (sks__cu_op *)h;
     if (!o) return;
     cudaStreamSynchronize(g_cu.comp);
-    void *bufs[] = {o->G, o->D, o->V, o->Y, o->PQ, o->ch, o->S, o->part, o->w};
+    void *bufs[] = {o->G, o->D, o->V, o->Y, o->PQ, o->ch, o->S, o->part, o->w, o->YS};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) cudaFree(bufs[i]);
     free(o);
@@ -559,6 +572,27 @@ static int sks__cu_matvec_room(sks__cu_op *o, int m) {
     return 0;
 }
 
+/* Y[t] = sum_j YS[j n + t] */
+template <typename T>
+__global__ void sks__k_sum_parts(const T *YS, int S, size_t n, T *Y) {
+    for (size_t t = (size_t)blockIdx.x * blockDim.x + threadIdx.x; t < n; t += (size_t)gridDim.x * blockDim.x) {
+        T a = YS[t];
+        for (int j = 1; j < S; j++) a += YS[(size_t)j * n + t];
+        Y[t] = a;
+    }
+}
+
+/* Split-K factor of the operator's second GEMM for m columns (SKS_CUDA_OP_SPLIT=S sets
+ * it; 0 or 1 = one GEMM); S must divide 2f. */
+static int sks__op_split(int m, int f) {
+    (void)m;
+    const char *e = getenv("SKS_CUDA_OP_SPLIT");
+    int S = e && *e ? atoi(e) : 1;
+    if (S < 1) S = 1;
+    while (S > 1 && (2 * f) % S) S--;
+    return S;
+}
+
 /* Y = S_{ch[i]} V[:, i] on the GPU: o->V, o->Y (d, m) row-major, o->ch (m), enqueued on
  * the compute stream. Two GEMMs over the stacked [G; U] (2f, d):
  *   [P; Q] = [G; U] V,  [P; Q] <- [D o Q; D o P],  Y = 1/2 [G; U]^T [D o Q; D o P]. */
@@ -573,7 +607,28 @@ static int sks__cu_apply(sks__cu_op *o, int m) {
     sks__k_scale_swap<T><<<sks__grid((size_t)f * m), 256, 0, g_cu.comp>>>(PQ, D, o->ch, f, m);
     CU(cudaGetLastError(), "scale kernel");
     /* Y^T (m, d) = 1/2 [(D o Q)^T (D o P)^T] (m, 2f) [G; U] (2f, d) */
-    CB(sks__gemm(N, Tr, m, d, 2 * f, (T)0.5, PQ, m, GU, d, (T)0, dY, m), "[G; U]^T [Q; P]");
+    const int S = sks__op_split(m, f);
+    if (S <= 1) {
+        CB(sks__gemm(N, Tr, m, d, 2 * f, (T)0.5, PQ, m, GU, d, (T)0, dY, m), "[G; U]^T [Q; P]");
+        return 0;
+    }
+    /* split-K: with few columns the (m, d) product has too few output tiles for the GPU
+     * over its long inner dimension 2f; S strided products over 2f / S rows each, then
+     * their sum */
+    const size_t md = (size_t)m * d, kc = (size_t)2 * f / S;
+    if (S * md > o->ys_cap) {
+        if (o->YS) cudaFree(o->YS);
+        o->YS = NULL;
+        o->ys_cap = 0;
+        CU(sks__cu_malloc(&o->YS, S * md * sizeof(T)), "split-K buffer");
+        o->ys_cap = S * md;
+    }
+    T *YS = (T *)o->YS;
+    CB(sks__gemm_sb(N, Tr, m, d, (int)kc, (T)0.5, PQ, m, (long long)(kc * m), GU, d, (long long)(kc * d), (T)0, YS, m,
+                    (long long)md, S),
+       "[G; U]^T [Q; P] (split)");
+    sks__k_sum_parts<T><<<sks__grid(md), 256, 0, g_cu.comp>>>(YS, S, md, dY);
+    CU(cudaGetLastError(), "split-K sum");
     return 0;
 }
 
