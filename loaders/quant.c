@@ -502,7 +502,7 @@ SKS__VEC void sks__iq2_xxs_to_f32(const void *in, float *restrict out, size_t n)
             const uint32_t aux = sks__le32(g + 4);
             const float db = d * (0.5f + (float)(aux >> 28)) * 0.25f;
             for (int l = 0; l < 4; l++, out += 8) {
-                const uint64_t w = sks__iq2xxs_grid[g[l]];
+                const uint64_t w = sks__iq_grids.iq2xxs[g[l]];
                 const unsigned s = sks__ksigns((aux >> (7 * l)) & 127);
                 for (int j = 0; j < 8; j++) out[j] = db * (float)sks__grid_u8(w, j) * sks__sgn(s, j);
             }
@@ -513,7 +513,7 @@ static float iq2_xxs_elem(const uint8_t *b, int i) {
     int ib = i / 32, l = (i % 32) / 8, j = i % 8;
     uint32_t aux = sks__le32(b + 2 + 8 * ib + 4);
     float db = sks__f16_at(b) * (0.5f + (float)(aux >> 28)) * 0.25f;
-    int g = sks__grid_u8(sks__iq2xxs_grid[b[2 + 8 * ib + l]], j);
+    int g = sks__grid_u8(sks__iq_grids.iq2xxs[b[2 + 8 * ib + l]], j);
     return db * (float)g * sks__sgn(sks__ksigns((aux >> (7 * l)) & 127), j);
 }
 SKS__REF(iq2_xxs, 256, 66)
@@ -527,7 +527,7 @@ SKS__VEC void sks__iq2_xs_to_f32(const void *in, float *restrict out, size_t n) 
             const float db[2] = {d * (0.5f + (float)(sc & 0xf)) * 0.25f, d * (0.5f + (float)(sc >> 4)) * 0.25f};
             for (int l = 0; l < 4; l++, out += 8) {
                 const uint16_t q = sks__le16(p + 2 + 2 * (4 * ib + l));
-                const uint64_t w = sks__iq2xs_grid[q & 511];
+                const uint64_t w = sks__iq_grids.iq2xs[q & 511];
                 const unsigned s = sks__ksigns(q >> 9);
                 for (int j = 0; j < 8; j++) out[j] = db[l / 2] * (float)sks__grid_u8(w, j) * sks__sgn(s, j);
             }
@@ -538,7 +538,7 @@ static float iq2_xs_elem(const uint8_t *b, int i) {
     int ib = i / 32, l = (i % 32) / 8, j = i % 8, sc = b[66 + ib];
     uint16_t q = sks__le16(b + 2 + 2 * (4 * ib + l));
     float db = sks__f16_at(b) * (0.5f + (float)(l < 2 ? sc & 0xf : sc >> 4)) * 0.25f;
-    return db * (float)sks__grid_u8(sks__iq2xs_grid[q & 511], j) * sks__sgn(sks__ksigns(q >> 9), j);
+    return db * (float)sks__grid_u8(sks__iq_grids.iq2xs[q & 511], j) * sks__sgn(sks__ksigns(q >> 9), j);
 }
 SKS__REF(iq2_xs, 256, 74)
 
@@ -551,7 +551,7 @@ SKS__VEC void sks__iq2_s_to_f32(const void *in, float *restrict out, size_t n) {
             const float db[2] = {d * (0.5f + (float)(scales[ib] & 0xf)) * 0.25f,
                                  d * (0.5f + (float)(scales[ib] >> 4)) * 0.25f};
             for (int l = 0; l < 4; l++, out += 8) {
-                const uint64_t w = sks__iq2s_grid[qs[4 * ib + l] | ((qh[ib] << (8 - 2 * l)) & 0x300)];
+                const uint64_t w = sks__iq_grids.iq2s[qs[4 * ib + l] | ((qh[ib] << (8 - 2 * l)) & 0x300)];
                 const unsigned s = signs[4 * ib + l];
                 for (int j = 0; j < 8; j++) out[j] = db[l / 2] * (float)sks__grid_u8(w, j) * sks__sgn(s, j);
             }
@@ -562,7 +562,7 @@ static float iq2_s_elem(const uint8_t *b, int i) {
     int ib = i / 32, l = (i % 32) / 8, j = i % 8, sc = b[74 + ib];
     int idx = b[2 + 4 * ib + l] | ((b[66 + ib] << (8 - 2 * l)) & 0x300);
     float db = sks__f16_at(b) * (0.5f + (float)(l < 2 ? sc & 0xf : sc >> 4)) * 0.25f;
-    return db * (float)sks__grid_u8(sks__iq2s_grid[idx], j) * sks__sgn(b[34 + 4 * ib + l], j);
+    return db * (float)sks__grid_u8(sks__iq_grids.iq2s[idx], j) * sks__sgn(b[34 + 4 * ib + l], j);
 }
 SKS__REF(iq2_s, 256, 82)
 
@@ -576,7 +576,7 @@ SKS__VEC void sks__iq3_xxs_to_f32(const void *in, float *restrict out, size_t n)
             const float db = d * (0.5f + (float)(aux >> 28)) * 0.5f;
             for (int l = 0; l < 4; l++, out += 8) {
                 const unsigned s = sks__ksigns((aux >> (7 * l)) & 127);
-                const uint64_t w = (uint64_t)sks__iq3xxs_grid[qs[2 * l]] | (uint64_t)sks__iq3xxs_grid[qs[2 * l + 1]] << 32;
+                const uint64_t w = (uint64_t)sks__iq_grids.iq3xxs[qs[2 * l]] | (uint64_t)sks__iq_grids.iq3xxs[qs[2 * l + 1]] << 32;
                 for (int j = 0; j < 8; j++) out[j] = db * (float)sks__grid_u8(w, j) * sks__sgn(s, j);
             }
         }
@@ -586,7 +586,7 @@ static float iq3_xxs_elem(const uint8_t *b, int i) {
     int ib = i / 32, l = (i % 32) / 8, j = i % 8;
     uint32_t aux = sks__le32(b + 66 + 4 * ib);
     float db = sks__f16_at(b) * (0.5f + (float)(aux >> 28)) * 0.5f;
-    int g = sks__grid_u8(sks__iq3xxs_grid[b[2 + 8 * ib + 2 * l + j / 4]], j % 4);
+    int g = sks__grid_u8(sks__iq_grids.iq3xxs[b[2 + 8 * ib + 2 * l + j / 4]], j % 4);
     return db * (float)g * sks__sgn(sks__ksigns((aux >> (7 * l)) & 127), j);
 }
 SKS__REF(iq3_xxs, 256, 98)
@@ -602,7 +602,7 @@ SKS__VEC void sks__iq3_s_to_f32(const void *in, float *restrict out, size_t n) {
             for (int l = 0; l < 4; l++, out += 8) {
                 const int i1 = qs[8 * ib + 2 * l] | ((qh[ib] << (8 - 2 * l)) & 256);
                 const int i2 = qs[8 * ib + 2 * l + 1] | ((qh[ib] << (7 - 2 * l)) & 256);
-                const uint64_t w = (uint64_t)sks__iq3s_grid[i1] | (uint64_t)sks__iq3s_grid[i2] << 32;
+                const uint64_t w = (uint64_t)sks__iq_grids.iq3s[i1] | (uint64_t)sks__iq_grids.iq3s[i2] << 32;
                 const unsigned s = signs[4 * ib + l];
                 for (int j = 0; j < 8; j++) out[j] = db * (float)sks__grid_u8(w, j) * sks__sgn(s, j);
             }
@@ -614,7 +614,7 @@ static float iq3_s_elem(const uint8_t *b, int i) {
     int sc = ib % 2 ? scb >> 4 : scb & 0xf;
     int idx = b[2 + 8 * ib + 2 * l + j / 4] | ((b[66 + ib] << (8 - 2 * l - j / 4)) & 256);
     float db = sks__f16_at(b) * (float)(1 + 2 * sc);
-    return db * (float)sks__grid_u8(sks__iq3s_grid[idx], j % 4) * sks__sgn(b[74 + 4 * ib + l], j);
+    return db * (float)sks__grid_u8(sks__iq_grids.iq3s[idx], j % 4) * sks__sgn(b[74 + 4 * ib + l], j);
 }
 SKS__REF(iq3_s, 256, 110)
 
@@ -629,7 +629,7 @@ SKS__VEC void sks__iq1_s_to_f32(const void *in, float *restrict out, size_t n) {
             const float dl = d * (float)(2 * ((h >> 12) & 7) + 1);
             const float delta = h & 0x8000 ? -SKS__IQ1_DELTA : SKS__IQ1_DELTA;
             for (int l = 0; l < 4; l++, out += 8) {
-                const uint64_t w = sks__iq1s_grid[p[2 + 4 * ib + l] | (((h >> (3 * l)) & 7) << 8)];
+                const uint64_t w = sks__iq_grids.iq1s[p[2 + 4 * ib + l] | (((h >> (3 * l)) & 7) << 8)];
                 for (int j = 0; j < 8; j++) out[j] = dl * ((float)sks__grid_i8(w, j) + delta);
             }
         }
@@ -640,7 +640,7 @@ static float iq1_s_elem(const uint8_t *b, int i) {
     uint16_t h = sks__le16(b + 34 + 2 * ib);
     float dl = sks__f16_at(b) * (float)(2 * ((h >> 12) & 7) + 1);
     float delta = h & 0x8000 ? -SKS__IQ1_DELTA : SKS__IQ1_DELTA;
-    int g = sks__grid_i8(sks__iq1s_grid[b[2 + 4 * ib + l] | (((h >> (3 * l)) & 7) << 8)], j);
+    int g = sks__grid_i8(sks__iq_grids.iq1s[b[2 + 4 * ib + l] | (((h >> (3 * l)) & 7) << 8)], j);
     return dl * ((float)g + delta);
 }
 SKS__REF(iq1_s, 256, 50)
@@ -665,7 +665,7 @@ SKS__VEC void sks__iq1_m_to_f32(const void *in, float *restrict out, size_t n) {
                 const uint8_t h = qh[2 * ib + l / 2];
                 const int idx = qs[4 * ib + l] | (((l % 2 ? h << 4 : h << 8)) & 0x700);
                 const float delta = h & (l % 2 ? 0x80 : 0x08) ? -SKS__IQ1_DELTA : SKS__IQ1_DELTA;
-                const uint64_t w = sks__iq1s_grid[idx];
+                const uint64_t w = sks__iq_grids.iq1s[idx];
                 for (int j = 0; j < 8; j++) out[j] = dl[l / 2] * ((float)sks__grid_i8(w, j) + delta);
             }
         }
@@ -678,6 +678,6 @@ static float iq1_m_elem(const uint8_t *b, int i) {
     int h = b[32 + 2 * ib + l / 2];
     int idx = b[4 * ib + l] | ((l % 2 ? h << 4 : h << 8) & 0x700);
     float delta = h & (l % 2 ? 0x80 : 0x08) ? -SKS__IQ1_DELTA : SKS__IQ1_DELTA;
-    return dl * ((float)sks__grid_i8(sks__iq1s_grid[idx], j) + delta);
+    return dl * ((float)sks__grid_i8(sks__iq_grids.iq1s[idx], j) + delta);
 }
 SKS__REF(iq1_m, 256, 56)

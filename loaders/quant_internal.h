@@ -87,14 +87,17 @@ static inline int sks__q3k_scale(const uint8_t *b, int s) {
 extern const int8_t sks__kvalues_iq4nl[16];
 /* The 16 e2m1 values of MXFP4, doubled (ggml-common.h kvalues_fp4). */
 extern const int8_t sks__kvalues_fp4[16];
-/* Grids of the i-quants (quant_grids.c, transcribed from ggml-common.h): entry k holds
- * 8 (or 4) unsigned magnitudes, byte j of the little-endian word is element j. */
-extern const uint64_t sks__iq2xxs_grid[256];
-extern const uint64_t sks__iq2xs_grid[512];
-extern const uint64_t sks__iq2s_grid[1024];
-extern const uint32_t sks__iq3xxs_grid[256];
-extern const uint32_t sks__iq3s_grid[512];
-extern const uint64_t sks__iq1s_grid[2048]; /* bytes are int8 in {-1, 0, 1} */
+/* Grids of the i-quants (quant_grids.c, transcribed from ggml-common.h <name>_grid): entry
+ * k holds 8 (or 4) unsigned magnitudes, byte j of the little-endian word is element j. */
+typedef struct {
+    uint64_t iq2xxs[256];
+    uint64_t iq2xs[512];
+    uint64_t iq2s[1024];
+    uint32_t iq3xxs[256];
+    uint32_t iq3s[512];
+    uint64_t iq1s[2048]; /* bytes are int8 in {-1, 0, 1} */
+} sks__iq_grid_set;
+extern const sks__iq_grid_set sks__iq_grids;
 /* Delta of IQ1_S / IQ1_M: x = dl (grid + delta), delta = +-1/8. */
 #define SKS__IQ1_DELTA 0.125f
 

@@ -473,13 +473,13 @@ static void sks__grid_setup(sks__qgrid *g, const uint64_t *w, int is_signed) {
 
 static void sks__grids_init(void) {
     uint64_t tmp[512];
-    sks__grid_setup(&sks__q2xxs, sks__iq2xxs_grid, 0);
-    sks__grid_setup(&sks__q2xs, sks__iq2xs_grid, 0);
-    sks__grid_setup(&sks__q2s, sks__iq2s_grid, 0);
-    sks__grid_setup(&sks__q1s, sks__iq1s_grid, 1);
-    for (int i = 0; i < 256; i++) tmp[i] = sks__iq3xxs_grid[i];
+    sks__grid_setup(&sks__q2xxs, sks__iq_grids.iq2xxs, 0);
+    sks__grid_setup(&sks__q2xs, sks__iq_grids.iq2xs, 0);
+    sks__grid_setup(&sks__q2s, sks__iq_grids.iq2s, 0);
+    sks__grid_setup(&sks__q1s, sks__iq_grids.iq1s, 1);
+    for (int i = 0; i < 256; i++) tmp[i] = sks__iq_grids.iq3xxs[i];
     sks__grid_setup(&sks__q3xxs, tmp, 0);
-    for (int i = 0; i < 512; i++) tmp[i] = sks__iq3s_grid[i];
+    for (int i = 0; i < 512; i++) tmp[i] = sks__iq_grids.iq3s[i];
     sks__grid_setup(&sks__q3s, tmp, 0);
 }
 

@@ -257,7 +257,8 @@ static void build(sks_dtype dt, int mode, int t, uint8_t *blk, double *x, double
     case SKS_DT_IQ2_S: {
         double d = put_f16(blk, mode);
         int ngrid = dt == SKS_DT_IQ2_XXS ? 256 : dt == SKS_DT_IQ2_XS ? 512 : 1024;
-        const uint64_t *grid = dt == SKS_DT_IQ2_XXS ? sks__iq2xxs_grid : dt == SKS_DT_IQ2_XS ? sks__iq2xs_grid : sks__iq2s_grid;
+        const sks__iq_grid_set *G = &sks__iq_grids;
+        const uint64_t *grid = dt == SKS_DT_IQ2_XXS ? G->iq2xxs : dt == SKS_DT_IQ2_XS ? G->iq2xs : G->iq2s;
         for (int ib = 0; ib < 8; ib++) {
             int s_lo = qv(mode, 0, 15), s_hi = qv(mode, 0, 15);
             uint32_t aux = (uint32_t)s_lo << 28;
@@ -291,7 +292,7 @@ static void build(sks_dtype dt, int mode, int t, uint8_t *blk, double *x, double
     case SKS_DT_IQ3_S: {
         int s3 = dt == SKS_DT_IQ3_S;
         double d = put_f16(blk, mode);
-        const uint32_t *grid = s3 ? sks__iq3s_grid : sks__iq3xxs_grid;
+        const uint32_t *grid = s3 ? sks__iq_grids.iq3s : sks__iq_grids.iq3xxs;
         int ngrid = s3 ? 512 : 256;
         for (int ib = 0; ib < 8; ib++) {
             int s = qv(mode, 0, 15);
@@ -355,7 +356,7 @@ static void build(sks_dtype dt, int mode, int t, uint8_t *blk, double *x, double
                 int s = l < 2 ? sa : sb;
                 for (int j = 0; j < 8; j++) {
                     int i = 32 * ib + 8 * l + j;
-                    double gv = (double)(int8_t)grid8(sks__iq1s_grid[idx], j);
+                    double gv = (double)(int8_t)grid8(sks__iq_grids.iq1s[idx], j);
                     x[i] = d * (2 * s + 1) * (gv + (dneg ? -0.125 : 0.125)), mag[i] = fabs(x[i]) + fabs(d * (2 * s + 1));
                 }
             }
@@ -530,7 +531,8 @@ static void test_grids(void **state) {
         assert_int_equal(sks__kvalues_iq4nl[i], kv_iq4[i]);
         assert_int_equal(sks__kvalues_fp4[i], kv_fp4[i]);
     }
-    struct { const uint64_t *g; int n; } g2[] = {{sks__iq2xxs_grid, 256}, {sks__iq2xs_grid, 512}, {sks__iq2s_grid, 1024}};
+    const sks__iq_grid_set *G = &sks__iq_grids;
+    struct { const uint64_t *g; int n; } g2[] = {{G->iq2xxs, 256}, {G->iq2xs, 512}, {G->iq2s, 1024}};
     for (int k = 0; k < 3; k++)
         for (int i = 0; i < g2[k].n; i++) {
             for (int j = 0; j < 8; j++) {
@@ -539,7 +541,7 @@ static void test_grids(void **state) {
             }
             for (int i2 = 0; i2 < i; i2++) assert_true(g2[k].g[i] != g2[k].g[i2]);
         }
-    struct { const uint32_t *g; int n; } g3[] = {{sks__iq3xxs_grid, 256}, {sks__iq3s_grid, 512}};
+    struct { const uint32_t *g; int n; } g3[] = {{G->iq3xxs, 256}, {G->iq3s, 512}};
     for (int k = 0; k < 2; k++)
         for (int i = 0; i < g3[k].n; i++) {
             for (int j = 0; j < 4; j++) {
@@ -550,14 +552,17 @@ static void test_grids(void **state) {
         }
     for (int i = 0; i < 2048; i++)
         for (int j = 0; j < 8; j++) {
-            int v = (int8_t)grid8(sks__iq1s_grid[i], j);
+            int v = (int8_t)grid8(G->iq1s[i], j);
             assert_true(v >= -1 && v <= 1);
         }
-    assert_true(sks__iq2xxs_grid[0] == 0x0808080808080808ull);
-    assert_true(sks__iq2xs_grid[0] == 0x0808080808080808ull);
-    assert_true(sks__iq2s_grid[0] == 0x0808080808080808ull);
-    assert_true(sks__iq3xxs_grid[0] == 0x04040404u);
-    assert_true(sks__iq1s_grid[0] == 0xffffffffffffffffull);
+    /* first and last: the set is laid out positionally, so a grid one row short would
+     * shift the rest */
+    assert_true(G->iq2xxs[0] == 0x0808080808080808ull && G->iq2xxs[255] == 0x2b2b2b1908081908ull);
+    assert_true(G->iq2xs[0] == 0x0808080808080808ull && G->iq2xs[511] == 0x2b2b2b2b2b2b2b2bull);
+    assert_true(G->iq2s[0] == 0x0808080808080808ull && G->iq2s[1023] == 0x2b2b2b2b2b2b2b2bull);
+    assert_true(G->iq3xxs[0] == 0x04040404u && G->iq3xxs[255] == 0x3e341c04u);
+    assert_true(G->iq3s[0] == 0x01010101u && G->iq3s[511] == 0x0f0f0101u);
+    assert_true(G->iq1s[0] == 0xffffffffffffffffull && G->iq1s[2047] == 0x0101010101010101ull);
     for (unsigned s = 0; s < 128; s++) {
         int bits = __builtin_popcount(sks__ksigns(s));
         assert_int_equal(bits % 2, 0);
