@@ -44,9 +44,7 @@ static int sks__sink_r99(const char *dir, double *out) {
     }
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
-    if (sks_msgpack_check(buf, n, 0, NULL) ||
-        msgpack_unpack_next(&u, (const char *)buf, n, NULL) != MSGPACK_UNPACK_SUCCESS)
-        rc = sks_fail(SKS_EFORMAT, "%s: not a msgpack file", path);
+    if (sks_mp_unpack(&u, buf, n, NULL)) rc = sks_fail(SKS_EFORMAT, "%s: not a msgpack file", path);
     const msgpack_object *lay = rc ? NULL : sks_mp_get(&u.data, "layers");
     const msgpack_object *a = lay ? sks_mp_get(lay, "sink_r99") : NULL;
     const msgpack_object *shape = a ? sks_mp_get(a, "shape") : NULL, *data = a ? sks_mp_get(a, "data") : NULL;

@@ -102,6 +102,11 @@ int sks_msgpack_check(const uint8_t *buf, size_t n, size_t off, size_t *end) {
     return 0;
 }
 
+int sks_mp_unpack(msgpack_unpacked *u, const uint8_t *buf, size_t n, size_t *off) {
+    const size_t at = off ? *off : 0;
+    if (at >= n || sks_msgpack_check(buf, n, at, NULL)) return -1;
+    return msgpack_unpack_next(u, (const char *)buf, n, off) == MSGPACK_UNPACK_SUCCESS ? 0 : -1;
+}
 
 /* ---- typed readers ------------------------------------------------------------------- */
 

@@ -101,6 +101,11 @@ int sks_read_file(const char *path, uint8_t **buf, size_t *n);
  * bytes: msgpack-c allocates from declared counts before reading the elements. */
 int sks_msgpack_check(const uint8_t *buf, size_t n, size_t off, size_t *end);
 
+/* Decode the object at buf[*off..n) (off NULL: at 0) into u (initialized by the caller,
+ * who destroys it) after sks_msgpack_check; *off moves past it. 0, or -1 when no
+ * well-formed object starts there (nothing left, truncated, corrupt). */
+int sks_mp_unpack(msgpack_unpacked *u, const uint8_t *buf, size_t n, size_t *off);
+
 /* Typed readers of decoded objects; each returns 0, or -1 when the object has another
  * type or size (-2: out of memory). */
 const msgpack_object *sks_mp_get(const msgpack_object *map, const char *key); /* NULL: absent */

@@ -130,8 +130,7 @@ int sks_spikes_layer_unpack(const uint8_t *buf, size_t n, size_t *off, int d, co
     if (d <= 0 || d > (1 << 24)) return sks_fail(SKS_EARG, "%s: model width %d", name, d);
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
-    if (*off >= n || sks_msgpack_check(buf, n, *off, NULL) ||
-        msgpack_unpack_next(&u, (const char *)buf, n, off) != MSGPACK_UNPACK_SUCCESS) {
+    if (sks_mp_unpack(&u, buf, n, off)) {
         msgpack_unpacked_destroy(&u);
         return sks_fail(SKS_EFORMAT, "%s: not a msgpack layer part (truncated or corrupt)", name);
     }

@@ -58,9 +58,7 @@ int sks_trace_read(const char *path, sks_trace_result **out) {
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
     int rc = tr ? 0 : sks_fail(SKS_ENOMEM, "out of memory");
-    if (!rc && (sks_msgpack_check(buf, n, 0, NULL) ||
-                msgpack_unpack_next(&u, (const char *)buf, n, NULL) != MSGPACK_UNPACK_SUCCESS))
-        rc = sks_fail(SKS_EFORMAT, "%s: not a msgpack file", path);
+    if (!rc && sks_mp_unpack(&u, buf, n, NULL)) rc = sks_fail(SKS_EFORMAT, "%s: not a msgpack file", path);
     if (!rc) rc = sks__trace_fill(&u.data, path, tr);
     msgpack_unpacked_destroy(&u);
     free(buf);

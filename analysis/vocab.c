@@ -240,8 +240,7 @@ static int sks__vunpack(void *ud, int k, const uint8_t *buf, size_t n, size_t *o
     int nb, i0 = sks__vbatch(c, k, &nb), v, rc = 0;
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
-    if (*off >= n || sks_msgpack_check(buf, n, *off, NULL) ||
-        msgpack_unpack_next(&u, (const char *)buf, n, off) != MSGPACK_UNPACK_SUCCESS) {
+    if (sks_mp_unpack(&u, buf, n, off)) {
         msgpack_unpacked_destroy(&u);
         return sks_fail(SKS_EFORMAT, "%s: not a msgpack batch part (truncated or corrupt)", name);
     }
