@@ -247,15 +247,11 @@ int sks_quadform64_matvec_batch(const sks_quadform64 *q, const int *ch, int m, c
 
 /* ---- traces ------------------------------------------------------------------------ */
 
-/* tr(S_k) = tr(G^T diag(D_k) U) = sum_j D_k[j] (g_j . u_j): w_j in f64 (products of two
- * f32 are exact in f64), then tr = Down w with f64 accumulation. */
-int sks_quadform_traces(const sks_quadform *q, double *out) {
-    int rc = sks__qf_check(q, __func__);
-    if (rc) return rc;
-    if (!out) return sks_fail(SKS_EARG, "%s: NULL out", __func__);
+/* tr(S_k) = tr(G^T diag(D_k) U) = sum_j D_k[j] (g_j . u_j) = (Down w)_k, w_j = g_j . u_j.
+ * f32 operator: w_j in f64 (products of two f32 are exact in f64), then Down w with f64
+ * accumulation. f64 operator: w_j by ddot, Down w by dgemv. */
+static void sks__traces32(const sks_quadform *q, double *w, double *out) {
     const int d = q->d, f = q->f;
-    double *w = sks_malloc_n((size_t)f, sizeof *w);
-    if (!w) return sks_fail(SKS_ENOMEM, "%s: %d doubles", __func__, f);
     for (int j = 0; j < f; j++) {
         const float *g = q->G + (size_t)j * d, *u = q->U + (size_t)j * d;
         double acc = 0.0;
@@ -268,22 +264,31 @@ int sks_quadform_traces(const sks_quadform *q, double *out) {
         for (int j = 0; j < f; j++) acc += (double)Dk[j] * w[j];
         out[k] = acc;
     }
+}
+static void sks__traces64(const sks_quadform64 *q, double *w, double *out) {
+    const int f = q->f, d = q->d;
+    for (int j = 0; j < f; j++) w[j] = cblas_ddot(d, q->G + (size_t)j * d, 1, q->U + (size_t)j * d, 1);
+    cblas_dgemv(CblasRowMajor, CblasNoTrans, d, f, 1.0, q->Down, f, w, 1, 0.0, out, 1);
+}
+/* The traces of a checked operator: q or q64 (the other NULL) of width f. */
+static int sks__traces(const sks_quadform *q, const sks_quadform64 *q64, int f, double *out, const char *fn) {
+    if (!out) return sks_fail(SKS_EARG, "%s: NULL out", fn);
+    double *w = sks_malloc_n((size_t)f, sizeof *w);
+    if (!w) return sks_fail(SKS_ENOMEM, "%s: %d doubles", fn, f);
+    if (q) sks__traces32(q, w, out);
+    else sks__traces64(q64, w, out);
     free(w);
     return 0;
 }
 
-/* w_j = g_j . u_j (ddot), tr = Down w (dgemv), all in f64. */
+int sks_quadform_traces(const sks_quadform *q, double *out) {
+    int rc = sks__qf_check(q, __func__);
+    return rc ? rc : sks__traces(q, NULL, q->f, out, __func__);
+}
+
 int sks_quadform64_traces(const sks_quadform64 *q, double *out) {
     int rc = sks__qf64_check(q, __func__);
-    if (rc) return rc;
-    if (!out) return sks_fail(SKS_EARG, "%s: NULL out", __func__);
-    const int f = q->f, d = q->d;
-    double *gu = sks_malloc_n((size_t)f, sizeof *gu);
-    if (!gu) return sks_fail(SKS_ENOMEM, "%s: %d doubles", __func__, f);
-    for (int j = 0; j < f; j++) gu[j] = cblas_ddot(d, q->G + (size_t)j * d, 1, q->U + (size_t)j * d, 1);
-    cblas_dgemv(CblasRowMajor, CblasNoTrans, d, f, 1.0, q->Down, f, gu, 1, 0.0, out, 1);
-    free(gu);
-    return 0;
+    return rc ? rc : sks__traces(NULL, q, q->f, out, __func__);
 }
 
 /* ---- Frobenius norms by the Gram identity -------------------------------------------

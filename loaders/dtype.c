@@ -127,6 +127,8 @@ uint16_t sks_f32_to_f16(float x) {
     return (uint16_t)(s | h);
 }
 
+/* Checks rows [row0, row0 + nrows) against t; *cols and *row_bytes (may be NULL) get the
+ * row's length and size. */
 static int sks__row_span(const sks_tensor *t, int64_t row0, int64_t nrows, int64_t *cols, size_t *row_bytes) {
     int64_t rows = t->ndim == 2 ? t->shape[0] : 1;
     int64_t c = t->ndim == 2 ? t->shape[1] : t->shape[0];
@@ -137,7 +139,7 @@ static int sks__row_span(const sks_tensor *t, int64_t row0, int64_t nrows, int64
     int rc = sks_dtype_nbytes(t->dtype, (uint64_t)c, &rb);
     if (rc) return sks_fail(rc, "%s: bad row size", t->name);
     *cols = c;
-    *row_bytes = (size_t)rb;
+    if (row_bytes) *row_bytes = (size_t)rb;
     return 0;
 }
 
@@ -185,8 +187,7 @@ int sks__tensor_rows_f32_unchecked(const sks_tensor *t, int64_t row0, int64_t nr
 
 int sks_tensor_rows_f64(const sks_tensor *t, int64_t row0, int64_t nrows, double *out) {
     int64_t c = 0; /* set by sks__row_span on success; -O3 cannot see that sks_fail is non-zero */
-    size_t rb = 0;
-    int rc = sks__row_span(t, row0, nrows, &c, &rb);
+    int rc = sks__row_span(t, row0, nrows, &c, NULL);
     if (rc) return rc;
     float *tmp = sks_malloc_n((size_t)c, sizeof *tmp);
     if (!tmp) return sks_fail(SKS_ENOMEM, "%s: out of memory", t->name);
