@@ -770,14 +770,10 @@ int sks__gguf_tensor_shape(const struct sks_gguf *g, uint64_t i, const char *pat
     return 0;
 }
 
-int sks__open_gguf(const char *path, sks_model **out) {
-    *out = NULL;
-    void *addr;
-    size_t size;
-    int rc = sks__map_weights(path, &addr, &size);
-    if (rc) return rc;
+int sks__open_gguf(const char *path, void *addr, size_t size, sks_model **out) {
     struct sks_gguf *g = NULL;
     sks_model *m = NULL;
+    int rc;
     if ((rc = sks__gguf_parse(addr, size, path, &g))) {
         munmap(addr, size);
         return rc;

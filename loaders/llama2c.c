@@ -91,15 +91,11 @@ int sks__llama2c_parse(const void *buf, size_t len, const char *path, sks_arch *
     return 0;
 }
 
-int sks__open_llama2c(const char *path, sks_model **out) {
-    *out = NULL;
-    void *addr;
-    size_t size;
-    int rc = sks__map_weights(path, &addr, &size);
-    if (rc) return rc;
+int sks__open_llama2c(const char *path, void *addr, size_t size, sks_model **out) {
     sks_arch a;
     int untied = 0;
     sks_model *m = NULL;
+    int rc;
     if ((rc = sks__llama2c_parse(addr, size, path, &a, &untied)) || (rc = sks__model_alloc(&a, SKS_FMT_LLAMA2C, path, &m))) {
         munmap(addr, size);
         return rc;

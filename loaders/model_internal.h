@@ -166,8 +166,10 @@ int sks__moe_attach(sks_model *m, const sks__moe_name *nm, sks_dtype dt, int ndi
 /* The view's tensor i (any role), for iterators. */
 const sks_tensor *sks__model_order_tensor(const sks_model *m, size_t i);
 
-/* Format openers (safetensors.c, gguf.c, llama2c.c). Each fills a validated model. */
+/* Format openers (safetensors.c, gguf.c, llama2c.c). Each fills a validated model. The
+ * single-file ones get the file mapped (sks__map_weights) and own the mapping: they hand
+ * it to the model or unmap it when they fail. */
 int sks__open_safetensors(const char *path, sks_model **out); /* file or directory */
-int sks__open_gguf(const char *path, sks_model **out);
-int sks__open_llama2c(const char *path, sks_model **out);
+int sks__open_gguf(const char *path, void *addr, size_t size, sks_model **out);
+int sks__open_llama2c(const char *path, void *addr, size_t size, sks_model **out);
 #endif
