@@ -483,6 +483,19 @@ static void sks__grids_init(void) {
     sks__grid_setup(&sks__q3s, tmp, 0);
 }
 
+/* The i-quant quantizers: the grids set up once, then every 256-element block into its
+ * zeroed bytes by BLOCK. */
+static void sks__iq_blocks(const float *x, uint8_t *p, size_t n, size_t bytes,
+                           void (*block)(const float *x, uint8_t *p)) {
+    pthread_once(&sks__grids_once, sks__grids_init);
+    for (size_t b = 0; b < n / 256; b++, x += 256, p += bytes) {
+        memset(p, 0, bytes);
+        block(x, p);
+    }
+}
+#define SKS__IQ_QUANT(t, BYTES) \
+    void sks__##t##_from_f32(const float *x, void *out, size_t n) { sks__iq_blocks(x, out, n, (BYTES), sks__##t##_block); }
+
 /* Full search: argmin_i |g_i|^2 - 2 g_i . t. */
 SKS__VEC static int sks__grid_search(const float *G, const float *norm, int n, int k, const float *t) {
     float e[2048];
@@ -549,87 +562,78 @@ static float sks__iq_scales(const float *x, int ns, int len, float gmax, float d
     return d;
 }
 
-void sks__iq2_xxs_from_f32(const float *x, void *out, size_t n) {
-    pthread_once(&sks__grids_once, sks__grids_init);
-    uint8_t *p = out;
-    for (size_t b = 0; b < n / 256; b++, x += 256, p += 66) {
-        int s[8];
-        float d = sks__iq_scales(x, 8, 32, 43.0f, 4.0f, p, s);
-        for (int ib = 0; ib < 8; ib++) {
-            float db = d * (0.5f + (float)s[ib]) * 0.25f, t[8];
-            uint32_t aux = (uint32_t)s[ib] << 28;
-            for (int l = 0; l < 4; l++) {
-                unsigned sg = sks__signs8(x + 32 * ib + 8 * l, db, 1, t);
-                p[2 + 8 * ib + l] = (uint8_t)sks__grid_best(&sks__q2xxs, t);
-                aux |= (uint32_t)(sg & 127) << (7 * l);
-            }
-            for (int k = 0; k < 4; k++) p[2 + 8 * ib + 4 + k] = (uint8_t)(aux >> (8 * k));
+static void sks__iq2_xxs_block(const float *x, uint8_t *p) {
+    int s[8];
+    float d = sks__iq_scales(x, 8, 32, 43.0f, 4.0f, p, s);
+    for (int ib = 0; ib < 8; ib++) {
+        float db = d * (0.5f + (float)s[ib]) * 0.25f, t[8];
+        uint32_t aux = (uint32_t)s[ib] << 28;
+        for (int l = 0; l < 4; l++) {
+            unsigned sg = sks__signs8(x + 32 * ib + 8 * l, db, 1, t);
+            p[2 + 8 * ib + l] = (uint8_t)sks__grid_best(&sks__q2xxs, t);
+            aux |= (uint32_t)(sg & 127) << (7 * l);
         }
+        for (int k = 0; k < 4; k++) p[2 + 8 * ib + 4 + k] = (uint8_t)(aux >> (8 * k));
     }
 }
+SKS__IQ_QUANT(iq2_xxs, 66)
 
 /* IQ2_XS (9-bit index, 7 signs) and IQ2_S (10-bit index, 8 signs): scales per 16. */
-static void sks__iq2_xs_s(const float *x, uint8_t *p, size_t n, int is_s) {
-    pthread_once(&sks__grids_once, sks__grids_init);
-    const size_t bytes = is_s ? 82 : 74;
-    for (size_t b = 0; b < n / 256; b++, x += 256, p += bytes) {
-        memset(p, 0, bytes);
-        int s[16];
-        float d = sks__iq_scales(x, 16, 16, 43.0f, 4.0f, p, s);
-        for (int ib = 0; ib < 8; ib++) {
-            p[(is_s ? 74 : 66) + ib] = (uint8_t)(s[2 * ib] | s[2 * ib + 1] << 4);
-            for (int l = 0; l < 4; l++) {
-                float db = d * (0.5f + (float)s[2 * ib + l / 2]) * 0.25f, t[8];
-                unsigned sg = sks__signs8(x + 32 * ib + 8 * l, db, !is_s, t);
-                int idx = is_s ? sks__grid_best(&sks__q2s, t)
-                               : sks__grid_best(&sks__q2xs, t);
-                if (is_s) {
-                    p[2 + 4 * ib + l] = (uint8_t)idx;
-                    p[34 + 4 * ib + l] = (uint8_t)sg;
-                    p[66 + ib] |= (uint8_t)((idx >> 8) << (2 * l));
-                } else {
-                    uint16_t w = (uint16_t)(idx | (sg & 127) << 9);
-                    p[2 + 2 * (4 * ib + l)] = (uint8_t)w;
-                    p[3 + 2 * (4 * ib + l)] = (uint8_t)(w >> 8);
-                }
+static void sks__iq2_xs_s(const float *x, uint8_t *p, int is_s) {
+    int s[16];
+    float d = sks__iq_scales(x, 16, 16, 43.0f, 4.0f, p, s);
+    for (int ib = 0; ib < 8; ib++) {
+        p[(is_s ? 74 : 66) + ib] = (uint8_t)(s[2 * ib] | s[2 * ib + 1] << 4);
+        for (int l = 0; l < 4; l++) {
+            float db = d * (0.5f + (float)s[2 * ib + l / 2]) * 0.25f, t[8];
+            unsigned sg = sks__signs8(x + 32 * ib + 8 * l, db, !is_s, t);
+            int idx = is_s ? sks__grid_best(&sks__q2s, t)
+                           : sks__grid_best(&sks__q2xs, t);
+            if (is_s) {
+                p[2 + 4 * ib + l] = (uint8_t)idx;
+                p[34 + 4 * ib + l] = (uint8_t)sg;
+                p[66 + ib] |= (uint8_t)((idx >> 8) << (2 * l));
+            } else {
+                uint16_t w = (uint16_t)(idx | (sg & 127) << 9);
+                p[2 + 2 * (4 * ib + l)] = (uint8_t)w;
+                p[3 + 2 * (4 * ib + l)] = (uint8_t)(w >> 8);
             }
         }
     }
 }
-void sks__iq2_xs_from_f32(const float *x, void *out, size_t n) { sks__iq2_xs_s(x, out, n, 0); }
-void sks__iq2_s_from_f32(const float *x, void *out, size_t n) { sks__iq2_xs_s(x, out, n, 1); }
+static void sks__iq2_xs_block(const float *x, uint8_t *p) { sks__iq2_xs_s(x, p, 0); }
+static void sks__iq2_s_block(const float *x, uint8_t *p) { sks__iq2_xs_s(x, p, 1); }
+SKS__IQ_QUANT(iq2_xs, 74)
+SKS__IQ_QUANT(iq2_s, 82)
 
 /* IQ3_XXS (8-bit index, 7 signs, db = d (0.5 + s) / 2) and IQ3_S (9-bit index, 8 signs,
  * db = d (1 + 2 s)): two 4-wide grid entries per group of 8. */
-static void sks__iq3(const float *x, uint8_t *p, size_t n, int is_s) {
-    pthread_once(&sks__grids_once, sks__grids_init);
-    const size_t bytes = is_s ? 110 : 98;
-    for (size_t b = 0; b < n / 256; b++, x += 256, p += bytes) {
-        memset(p, 0, bytes);
-        int s[8];
-        float d = sks__iq_scales(x, 8, 32, is_s ? 15.0f : 62.0f, is_s ? 0.0f : 2.0f, p, s);
-        for (int ib = 0; ib < 8; ib++) {
-            float db = is_s ? d * (float)(1 + 2 * s[ib]) : d * (0.5f + (float)s[ib]) * 0.5f, t[8];
-            uint32_t aux = (uint32_t)s[ib] << 28;
-            if (is_s) sks__nib(p + 106 + ib / 2, ib % 2, s[ib]);
-            for (int l = 0; l < 4; l++) {
-                unsigned sg = sks__signs8(x + 32 * ib + 8 * l, db, !is_s, t);
-                if (is_s) p[74 + 4 * ib + l] = (uint8_t)sg;
-                else aux |= (uint32_t)(sg & 127) << (7 * l);
-                for (int half = 0; half < 2; half++) {
-                    int idx = is_s ? sks__grid_best(&sks__q3s, t + 4 * half)
-                                   : sks__grid_best(&sks__q3xxs, t + 4 * half);
-                    p[2 + 8 * ib + 2 * l + half] = (uint8_t)idx;
-                    if (is_s) p[66 + ib] |= (uint8_t)((idx >> 8) << (2 * l + half));
-                }
+static void sks__iq3(const float *x, uint8_t *p, int is_s) {
+    int s[8];
+    float d = sks__iq_scales(x, 8, 32, is_s ? 15.0f : 62.0f, is_s ? 0.0f : 2.0f, p, s);
+    for (int ib = 0; ib < 8; ib++) {
+        float db = is_s ? d * (float)(1 + 2 * s[ib]) : d * (0.5f + (float)s[ib]) * 0.5f, t[8];
+        uint32_t aux = (uint32_t)s[ib] << 28;
+        if (is_s) sks__nib(p + 106 + ib / 2, ib % 2, s[ib]);
+        for (int l = 0; l < 4; l++) {
+            unsigned sg = sks__signs8(x + 32 * ib + 8 * l, db, !is_s, t);
+            if (is_s) p[74 + 4 * ib + l] = (uint8_t)sg;
+            else aux |= (uint32_t)(sg & 127) << (7 * l);
+            for (int half = 0; half < 2; half++) {
+                int idx = is_s ? sks__grid_best(&sks__q3s, t + 4 * half)
+                               : sks__grid_best(&sks__q3xxs, t + 4 * half);
+                p[2 + 8 * ib + 2 * l + half] = (uint8_t)idx;
+                if (is_s) p[66 + ib] |= (uint8_t)((idx >> 8) << (2 * l + half));
             }
-            if (!is_s)
-                for (int k = 0; k < 4; k++) p[66 + 4 * ib + k] = (uint8_t)(aux >> (8 * k));
         }
+        if (!is_s)
+            for (int k = 0; k < 4; k++) p[66 + 4 * ib + k] = (uint8_t)(aux >> (8 * k));
     }
 }
-void sks__iq3_xxs_from_f32(const float *x, void *out, size_t n) { sks__iq3(x, out, n, 0); }
-void sks__iq3_s_from_f32(const float *x, void *out, size_t n) { sks__iq3(x, out, n, 1); }
+static void sks__iq3_xxs_block(const float *x, uint8_t *p) { sks__iq3(x, p, 0); }
+static void sks__iq3_s_block(const float *x, uint8_t *p) { sks__iq3(x, p, 1); }
+SKS__IQ_QUANT(iq3_xxs, 98)
+SKS__IQ_QUANT(iq3_s, 110)
 
 /* IQ1: x = dl (g + delta), g in {-1, 0, 1}^8, delta = +-1/8; dl = d (2 s + 1). Best grid
  * entry for targets t - delta; returns the squared error. */
@@ -652,60 +656,53 @@ static float sks__iq1_scales(const float *x, int ns, int len, int *s, uint16_t *
     return d;
 }
 
-void sks__iq1_s_from_f32(const float *x, void *out, size_t n) {
-    pthread_once(&sks__grids_once, sks__grids_init);
-    uint8_t *p = out;
-    for (size_t b = 0; b < n / 256; b++, x += 256, p += 50) {
-        int s[8];
-        uint16_t dh;
-        float d = sks__iq1_scales(x, 8, 32, s, &dh);
-        p[0] = (uint8_t)dh;
-        p[1] = (uint8_t)(dh >> 8);
-        for (int ib = 0; ib < 8; ib++) {
-            float dl = d * (float)(2 * s[ib] + 1);
-            int best[2][4];
-            float err[2] = {0, 0};
-            for (int neg = 0; neg < 2; neg++)
-                for (int l = 0; l < 4; l++)
-                    err[neg] += sks__iq1_group(x + 32 * ib + 8 * l, dl, neg ? -SKS__IQ1_DELTA : SKS__IQ1_DELTA, &best[neg][l]);
-            int neg = err[1] < err[0];
-            uint16_t qh = (uint16_t)(s[ib] << 12 | neg << 15);
-            for (int l = 0; l < 4; l++) {
-                p[2 + 4 * ib + l] = (uint8_t)best[neg][l];
-                qh = (uint16_t)(qh | (best[neg][l] >> 8) << (3 * l));
-            }
-            p[34 + 2 * ib] = (uint8_t)qh;
-            p[35 + 2 * ib] = (uint8_t)(qh >> 8);
+static void sks__iq1_s_block(const float *x, uint8_t *p) {
+    int s[8];
+    uint16_t dh;
+    float d = sks__iq1_scales(x, 8, 32, s, &dh);
+    p[0] = (uint8_t)dh;
+    p[1] = (uint8_t)(dh >> 8);
+    for (int ib = 0; ib < 8; ib++) {
+        float dl = d * (float)(2 * s[ib] + 1);
+        int best[2][4];
+        float err[2] = {0, 0};
+        for (int neg = 0; neg < 2; neg++)
+            for (int l = 0; l < 4; l++)
+                err[neg] += sks__iq1_group(x + 32 * ib + 8 * l, dl, neg ? -SKS__IQ1_DELTA : SKS__IQ1_DELTA, &best[neg][l]);
+        int neg = err[1] < err[0];
+        uint16_t qh = (uint16_t)(s[ib] << 12 | neg << 15);
+        for (int l = 0; l < 4; l++) {
+            p[2 + 4 * ib + l] = (uint8_t)best[neg][l];
+            qh = (uint16_t)(qh | (best[neg][l] >> 8) << (3 * l));
         }
+        p[34 + 2 * ib] = (uint8_t)qh;
+        p[35 + 2 * ib] = (uint8_t)(qh >> 8);
     }
 }
+SKS__IQ_QUANT(iq1_s, 50)
 
-void sks__iq1_m_from_f32(const float *x, void *out, size_t n) {
-    pthread_once(&sks__grids_once, sks__grids_init);
-    uint8_t *p = out;
-    for (size_t b = 0; b < n / 256; b++, x += 256, p += 56) {
-        memset(p, 0, 56);
-        int s[16];
-        uint16_t dh;
-        float d = sks__iq1_scales(x, 16, 16, s, &dh);
-        for (int ib = 0; ib < 8; ib++) {
-            uint16_t w = (uint16_t)(p[48 + 2 * (ib / 2)] | p[49 + 2 * (ib / 2)] << 8);
-            w = (uint16_t)(w | (s[2 * ib] | s[2 * ib + 1] << 3) << (6 * (ib % 2)));
-            p[48 + 2 * (ib / 2)] = (uint8_t)w;
-            p[49 + 2 * (ib / 2)] = (uint8_t)(w >> 8);
-            for (int l = 0; l < 4; l++) {
-                float dl = d * (float)(2 * s[2 * ib + l / 2] + 1);
-                int ip, im;
-                float ep = sks__iq1_group(x + 32 * ib + 8 * l, dl, SKS__IQ1_DELTA, &ip);
-                float em = sks__iq1_group(x + 32 * ib + 8 * l, dl, -SKS__IQ1_DELTA, &im);
-                int neg = em < ep, idx = neg ? im : ip;
-                p[4 * ib + l] = (uint8_t)idx;
-                sks__nib(p + 32 + 2 * ib + l / 2, l % 2, (idx >> 8) | neg << 3);
-            }
+static void sks__iq1_m_block(const float *x, uint8_t *p) {
+    int s[16];
+    uint16_t dh;
+    float d = sks__iq1_scales(x, 16, 16, s, &dh);
+    for (int ib = 0; ib < 8; ib++) {
+        uint16_t w = (uint16_t)(p[48 + 2 * (ib / 2)] | p[49 + 2 * (ib / 2)] << 8);
+        w = (uint16_t)(w | (s[2 * ib] | s[2 * ib + 1] << 3) << (6 * (ib % 2)));
+        p[48 + 2 * (ib / 2)] = (uint8_t)w;
+        p[49 + 2 * (ib / 2)] = (uint8_t)(w >> 8);
+        for (int l = 0; l < 4; l++) {
+            float dl = d * (float)(2 * s[2 * ib + l / 2] + 1);
+            int ip, im;
+            float ep = sks__iq1_group(x + 32 * ib + 8 * l, dl, SKS__IQ1_DELTA, &ip);
+            float em = sks__iq1_group(x + 32 * ib + 8 * l, dl, -SKS__IQ1_DELTA, &im);
+            int neg = em < ep, idx = neg ? im : ip;
+            p[4 * ib + l] = (uint8_t)idx;
+            sks__nib(p + 32 + 2 * ib + l / 2, l % 2, (idx >> 8) | neg << 3);
         }
-        for (int k = 0; k < 4; k++) p[49 + 2 * k] = (uint8_t)((p[49 + 2 * k] & 0x0f) | ((dh >> (4 * k)) & 15) << 4);
     }
+    for (int k = 0; k < 4; k++) p[49 + 2 * k] = (uint8_t)((p[49 + 2 * k] & 0x0f) | ((dh >> (4 * k)) & 15) << 4);
 }
+SKS__IQ_QUANT(iq1_m, 56)
 
 /* MXFP4: x = kvalues_fp4[q] 2^(e - 128); e puts amax at or below the largest value 12. */
 void sks__mxfp4_from_f32(const float *x, void *out, size_t n) {
