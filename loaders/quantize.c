@@ -71,6 +71,19 @@ void sks__bf16_from_f32(const float *x, void *out, size_t n) {
     for (size_t i = 0; i < n; i++) o[i] = sks_f32_to_bf16(x[i]);
 }
 
+/* A quantizer from its block function: every block of qk elements into its zeroed bytes. */
+static void sks__blocks(const float *x, uint8_t *p, size_t n, size_t qk, size_t bytes,
+                        void (*block)(const float *x, uint8_t *p)) {
+    for (size_t b = 0; b < n / qk; b++, x += qk, p += bytes) {
+        memset(p, 0, bytes);
+        block(x, p);
+    }
+}
+#define SKS__QUANT(t, QK, BYTES)                                   \
+    void sks__##t##_from_f32(const float *x, void *out, size_t n) { \
+        sks__blocks(x, out, n, (QK), (BYTES), sks__##t##_block);    \
+    }
+
 /* Q4_0 / Q5_0: x = d (q - 2^(bits-1)), d = xmax / -2^(bits-1). */
 static void sks__q_sym32(const float *x, uint8_t *p, size_t n, int five) {
     const int half = five ? 16 : 8, qmax = five ? 31 : 15;
@@ -153,21 +166,18 @@ static inline int sks__k_q(float x, float D, float M, int qmax) {
     return D > 0 ? sks__clampi(sks__nint((x + M) / D), 0, qmax) : 0;
 }
 
-void sks__q2_k_from_f32(const float *x, void *out, size_t n) {
-    uint8_t *p = out;
-    for (size_t b = 0; b < n / 256; b++, x += 256, p += 84) {
-        memset(p, 0, 84);
-        int sc[16], mn[16];
-        float d, dmin;
-        sks__k_scales(x, 16, 16, 3, 15, p + 80, p + 82, sc, mn, &d, &dmin);
-        for (int k = 0; k < 16; k++) p[k] = (uint8_t)(sc[k] | mn[k] << 4);
-        for (int i = 0; i < 256; i++) {
-            int k = i / 16, h = i / 128, j = (i % 128) / 32, l = i % 32;
-            int q = sks__k_q(x[i], d * (float)sc[k], dmin * (float)mn[k], 3);
-            p[16 + 32 * h + l] |= (uint8_t)(q << (2 * j));
-        }
+static void sks__q2_k_block(const float *x, uint8_t *p) {
+    int sc[16], mn[16];
+    float d, dmin;
+    sks__k_scales(x, 16, 16, 3, 15, p + 80, p + 82, sc, mn, &d, &dmin);
+    for (int k = 0; k < 16; k++) p[k] = (uint8_t)(sc[k] | mn[k] << 4);
+    for (int i = 0; i < 256; i++) {
+        int k = i / 16, h = i / 128, j = (i % 128) / 32, l = i % 32;
+        int q = sks__k_q(x[i], d * (float)sc[k], dmin * (float)mn[k], 3);
+        p[16 + 32 * h + l] |= (uint8_t)(q << (2 * j));
     }
 }
+SKS__QUANT(q2_k, 256, 84)
 
 /* Pack the 8 6-bit scales and mins of Q4_K / Q5_K into 12 bytes (inverse of
  * sks__k4_scale_min). */
@@ -220,56 +230,48 @@ static float sks__signed_scales(const float *x, int qneg, int smax, uint8_t *pd,
 }
 static inline int sks__sym_q(float x, float D, int lo, int hi) { return D != 0 ? sks__clampi(sks__nint(x / D), lo, hi) : 0; }
 
-void sks__q3_k_from_f32(const float *x, void *out, size_t n) {
-    uint8_t *p = out;
-    for (size_t b = 0; b < n / 256; b++, x += 256, p += 110) {
-        memset(p, 0, 110);
-        int sc[16];
-        float d = sks__signed_scales(x, 4, 31, p + 108, sc);
-        for (int k = 0; k < 16; k++) {
-            int u = sc[k] + 32;
-            sks__nib(p + 96 + k % 8, k >= 8, u & 15);
-            p[104 + k % 4] |= (uint8_t)((u >> 4) << (2 * (k / 4)));
-        }
-        for (int i = 0; i < 256; i++) {
-            int h = i / 128, j = (i % 128) / 32, l = i % 32;
-            int q = sks__sym_q(x[i], d * (float)sc[i / 16], -4, 3);
-            p[32 + 32 * h + l] |= (uint8_t)((q >= 0 ? q : q + 4) << (2 * j));
-            if (q >= 0) p[l] |= (uint8_t)(1 << (4 * h + j));
-        }
+static void sks__q3_k_block(const float *x, uint8_t *p) {
+    int sc[16];
+    float d = sks__signed_scales(x, 4, 31, p + 108, sc);
+    for (int k = 0; k < 16; k++) {
+        int u = sc[k] + 32;
+        sks__nib(p + 96 + k % 8, k >= 8, u & 15);
+        p[104 + k % 4] |= (uint8_t)((u >> 4) << (2 * (k / 4)));
+    }
+    for (int i = 0; i < 256; i++) {
+        int h = i / 128, j = (i % 128) / 32, l = i % 32;
+        int q = sks__sym_q(x[i], d * (float)sc[i / 16], -4, 3);
+        p[32 + 32 * h + l] |= (uint8_t)((q >= 0 ? q : q + 4) << (2 * j));
+        if (q >= 0) p[l] |= (uint8_t)(1 << (4 * h + j));
     }
 }
+SKS__QUANT(q3_k, 256, 110)
 
-void sks__q6_k_from_f32(const float *x, void *out, size_t n) {
-    uint8_t *p = out;
-    for (size_t b = 0; b < n / 256; b++, x += 256, p += 210) {
-        memset(p, 0, 210);
-        int sc[16];
-        float d = sks__signed_scales(x, 32, 127, p + 208, sc);
-        for (int k = 0; k < 16; k++) p[192 + k] = (uint8_t)(int8_t)sc[k];
-        for (int i = 0; i < 256; i++) {
-            int h = i / 128, k = (i % 128) / 32, l = i % 32;
-            int u = sks__sym_q(x[i], d * (float)sc[i / 16], -32, 31) + 32;
-            sks__nib(p + 64 * h + 32 * (k & 1) + l, k >= 2, u & 15);
-            p[128 + 32 * h + l] |= (uint8_t)((u >> 4) << (2 * k));
-        }
+static void sks__q6_k_block(const float *x, uint8_t *p) {
+    int sc[16];
+    float d = sks__signed_scales(x, 32, 127, p + 208, sc);
+    for (int k = 0; k < 16; k++) p[192 + k] = (uint8_t)(int8_t)sc[k];
+    for (int i = 0; i < 256; i++) {
+        int h = i / 128, k = (i % 128) / 32, l = i % 32;
+        int u = sks__sym_q(x[i], d * (float)sc[i / 16], -32, 31) + 32;
+        sks__nib(p + 64 * h + 32 * (k & 1) + l, k >= 2, u & 15);
+        p[128 + 32 * h + l] |= (uint8_t)((u >> 4) << (2 * k));
     }
 }
+SKS__QUANT(q6_k, 256, 210)
 
-void sks__q8_k_from_f32(const float *x, void *out, size_t n) {
-    uint8_t *p = out;
-    for (size_t b = 0; b < n / 256; b++, x += 256, p += 292) {
-        float d = fabsf(sks__xmax(x, 256)) / 127.0f, id = sks__inv(d);
-        memcpy(p, &d, 4);
-        int8_t *q = (int8_t *)(p + 4);
-        for (int i = 0; i < 256; i++) q[i] = (int8_t)sks__clampi(sks__nint(x[i] * id), -127, 127);
-        for (int k = 0; k < 16; k++) {
-            int16_t s = 0;
-            for (int i = 0; i < 16; i++) s = (int16_t)(s + q[16 * k + i]);
-            memcpy(p + 260 + 2 * k, &s, 2);
-        }
+static void sks__q8_k_block(const float *x, uint8_t *p) {
+    float d = fabsf(sks__xmax(x, 256)) / 127.0f, id = sks__inv(d);
+    memcpy(p, &d, 4);
+    int8_t *q = (int8_t *)(p + 4);
+    for (int i = 0; i < 256; i++) q[i] = (int8_t)sks__clampi(sks__nint(x[i] * id), -127, 127);
+    for (int k = 0; k < 16; k++) {
+        int16_t s = 0;
+        for (int i = 0; i < 16; i++) s = (int16_t)(s + q[16 * k + i]);
+        memcpy(p + 260 + 2 * k, &s, 2);
     }
 }
+SKS__QUANT(q8_k, 256, 292)
 
 /* Index of the IQ4 level nearest to v. */
 static int sks__iq4_nearest(float v) {
@@ -279,50 +281,42 @@ static int sks__iq4_nearest(float v) {
     return best;
 }
 
-void sks__iq4_nl_from_f32(const float *x, void *out, size_t n) {
-    uint8_t *p = out;
-    for (size_t b = 0; b < n / 32; b++, x += 32, p += 18) {
-        float d = sks__put_f16(p, sks__xmax(x, 32) / -127.0f), id = sks__inv(d);
-        for (int j = 0; j < 16; j++)
-            p[2 + j] = (uint8_t)(sks__iq4_nearest(x[j] * id) | sks__iq4_nearest(x[j + 16] * id) << 4);
-    }
+static void sks__iq4_nl_block(const float *x, uint8_t *p) {
+    float d = sks__put_f16(p, sks__xmax(x, 32) / -127.0f), id = sks__inv(d);
+    for (int j = 0; j < 16; j++)
+        p[2 + j] = (uint8_t)(sks__iq4_nearest(x[j] * id) | sks__iq4_nearest(x[j + 16] * id) << 4);
 }
+SKS__QUANT(iq4_nl, 32, 18)
 
-void sks__iq4_xs_from_f32(const float *x, void *out, size_t n) {
-    uint8_t *p = out;
-    for (size_t b = 0; b < n / 256; b++, x += 256, p += 136) {
-        memset(p, 0, 136);
-        float sf[8], m = 0;
-        for (int ib = 0; ib < 8; ib++) {
-            sf[ib] = sks__xmax(x + 32 * ib, 32) / -127.0f;
-            if (fabsf(sf[ib]) > m) m = fabsf(sf[ib]);
-        }
-        float d = sks__put_f16(p, m / 32.0f);
-        uint16_t sh = 0;
-        for (int ib = 0; ib < 8; ib++) {
-            int ls = sks__clampi(sks__nint(sf[ib] * sks__inv(d)) + 32, 0, 63);
-            sks__nib(p + 4 + ib / 2, ib % 2, ls & 15);
-            sh = (uint16_t)(sh | (ls >> 4) << (2 * ib));
-            float idl = sks__inv(d * (float)(ls - 32));
-            for (int j = 0; j < 16; j++)
-                p[8 + 16 * ib + j] = (uint8_t)(sks__iq4_nearest(x[32 * ib + j] * idl) |
-                                               sks__iq4_nearest(x[32 * ib + 16 + j] * idl) << 4);
-        }
-        p[2] = (uint8_t)sh;
-        p[3] = (uint8_t)(sh >> 8);
+static void sks__iq4_xs_block(const float *x, uint8_t *p) {
+    float sf[8], m = 0;
+    for (int ib = 0; ib < 8; ib++) {
+        sf[ib] = sks__xmax(x + 32 * ib, 32) / -127.0f;
+        if (fabsf(sf[ib]) > m) m = fabsf(sf[ib]);
     }
+    float d = sks__put_f16(p, m / 32.0f);
+    uint16_t sh = 0;
+    for (int ib = 0; ib < 8; ib++) {
+        int ls = sks__clampi(sks__nint(sf[ib] * sks__inv(d)) + 32, 0, 63);
+        sks__nib(p + 4 + ib / 2, ib % 2, ls & 15);
+        sh = (uint16_t)(sh | (ls >> 4) << (2 * ib));
+        float idl = sks__inv(d * (float)(ls - 32));
+        for (int j = 0; j < 16; j++)
+            p[8 + 16 * ib + j] = (uint8_t)(sks__iq4_nearest(x[32 * ib + j] * idl) |
+                                           sks__iq4_nearest(x[32 * ib + 16 + j] * idl) << 4);
+    }
+    p[2] = (uint8_t)sh;
+    p[3] = (uint8_t)(sh >> 8);
 }
+SKS__QUANT(iq4_xs, 256, 136)
 
 static inline int sks__trit(float x, float id) { return sks__clampi(sks__nint(x * id), -1, 1) + 1; }
 
-void sks__tq2_0_from_f32(const float *x, void *out, size_t n) {
-    uint8_t *p = out;
-    for (size_t b = 0; b < n / 256; b++, x += 256, p += 66) {
-        memset(p, 0, 66);
-        float d = sks__put_f16(p + 64, fabsf(sks__xmax(x, 256))), id = sks__inv(d);
-        for (int i = 0; i < 256; i++) p[32 * (i / 128) + i % 32] |= (uint8_t)(sks__trit(x[i], id) << (2 * ((i % 128) / 32)));
-    }
+static void sks__tq2_0_block(const float *x, uint8_t *p) {
+    float d = sks__put_f16(p + 64, fabsf(sks__xmax(x, 256))), id = sks__inv(d);
+    for (int i = 0; i < 256; i++) p[32 * (i / 128) + i % 32] |= (uint8_t)(sks__trit(x[i], id) << (2 * ((i % 128) / 32)));
 }
+SKS__QUANT(tq2_0, 256, 66)
 
 /* TQ1_0 byte of the digits t[0..k) (t[0] most significant; k = 4 gets a trailing 0
  * digit): ceil(v 256 / 243), the inverse of the digit read in quant.c. */
@@ -333,25 +327,23 @@ static uint8_t sks__tq1_byte(const int *t, int k) {
     return (uint8_t)((v * 256 + 242) / 243);
 }
 
-void sks__tq1_0_from_f32(const float *x, void *out, size_t n) {
-    uint8_t *p = out;
-    for (size_t b = 0; b < n / 256; b++, x += 256, p += 54) {
-        float d = sks__put_f16(p + 52, fabsf(sks__xmax(x, 256))), id = sks__inv(d);
-        int t[5];
-        for (int m = 0; m < 32; m++) {
-            for (int dg = 0; dg < 5; dg++) t[dg] = sks__trit(x[32 * dg + m], id);
-            p[m] = sks__tq1_byte(t, 5);
-        }
-        for (int m = 0; m < 16; m++) {
-            for (int dg = 0; dg < 5; dg++) t[dg] = sks__trit(x[160 + 16 * dg + m], id);
-            p[32 + m] = sks__tq1_byte(t, 5);
-        }
-        for (int m = 0; m < 4; m++) {
-            for (int dg = 0; dg < 4; dg++) t[dg] = sks__trit(x[240 + 4 * dg + m], id);
-            p[48 + m] = sks__tq1_byte(t, 4);
-        }
+static void sks__tq1_0_block(const float *x, uint8_t *p) {
+    float d = sks__put_f16(p + 52, fabsf(sks__xmax(x, 256))), id = sks__inv(d);
+    int t[5];
+    for (int m = 0; m < 32; m++) {
+        for (int dg = 0; dg < 5; dg++) t[dg] = sks__trit(x[32 * dg + m], id);
+        p[m] = sks__tq1_byte(t, 5);
+    }
+    for (int m = 0; m < 16; m++) {
+        for (int dg = 0; dg < 5; dg++) t[dg] = sks__trit(x[160 + 16 * dg + m], id);
+        p[32 + m] = sks__tq1_byte(t, 5);
+    }
+    for (int m = 0; m < 4; m++) {
+        for (int dg = 0; dg < 4; dg++) t[dg] = sks__trit(x[240 + 4 * dg + m], id);
+        p[48 + m] = sks__tq1_byte(t, 4);
     }
 }
+SKS__QUANT(tq1_0, 256, 54)
 
 /* ---- type schemes for whole files ------------------------------------------------------ */
 
@@ -483,18 +475,16 @@ static void sks__grids_init(void) {
     sks__grid_setup(&sks__q3s, tmp, 0);
 }
 
-/* The i-quant quantizers: the grids set up once, then every 256-element block into its
- * zeroed bytes by BLOCK. */
+/* The i-quant quantizers: the grids set up once, then as SKS__QUANT. */
 static void sks__iq_blocks(const float *x, uint8_t *p, size_t n, size_t bytes,
                            void (*block)(const float *x, uint8_t *p)) {
     pthread_once(&sks__grids_once, sks__grids_init);
-    for (size_t b = 0; b < n / 256; b++, x += 256, p += bytes) {
-        memset(p, 0, bytes);
-        block(x, p);
-    }
+    sks__blocks(x, p, n, 256, bytes, block);
 }
-#define SKS__IQ_QUANT(t, BYTES) \
-    void sks__##t##_from_f32(const float *x, void *out, size_t n) { sks__iq_blocks(x, out, n, (BYTES), sks__##t##_block); }
+#define SKS__IQ_QUANT(t, BYTES)                                    \
+    void sks__##t##_from_f32(const float *x, void *out, size_t n) { \
+        sks__iq_blocks(x, out, n, (BYTES), sks__##t##_block);       \
+    }
 
 /* Full search: argmin_i |g_i|^2 - 2 g_i . t. */
 SKS__VEC static int sks__grid_search(const float *G, const float *norm, int n, int k, const float *t) {
@@ -705,21 +695,19 @@ static void sks__iq1_m_block(const float *x, uint8_t *p) {
 SKS__IQ_QUANT(iq1_m, 56)
 
 /* MXFP4: x = kvalues_fp4[q] 2^(e - 128); e puts amax at or below the largest value 12. */
-void sks__mxfp4_from_f32(const float *x, void *out, size_t n) {
-    uint8_t *p = out;
-    for (size_t b = 0; b < n / 32; b++, x += 32, p += 17) {
-        float a = sks__amax(x, 32);
-        /* a / 12 underflows to 0 for subnormal a: clamp the exponent before converting */
-        float l = a > 0 ? ceilf(log2f(a / 12.0f)) : -1000.0f;
-        int e = a > 0 ? sks__clampi((int)fmaxf(fminf(l, 200.0f), -200.0f) + 128, 1, 254) : 0;
-        float sc = ldexpf(1.0f, e - 128), isc = 1.0f / sc;
-        p[0] = (uint8_t)e;
-        for (int j = 0; j < 32; j++) {
-            float v = x[j] * isc;
-            int best = 0;
-            for (int k = 1; k < 16; k++)
-                if (fabsf(v - (float)sks__kvalues_fp4[k]) < fabsf(v - (float)sks__kvalues_fp4[best])) best = k;
-            sks__nib(p + 1 + j % 16, j >= 16, best);
-        }
+static void sks__mxfp4_block(const float *x, uint8_t *p) {
+    float a = sks__amax(x, 32);
+    /* a / 12 underflows to 0 for subnormal a: clamp the exponent before converting */
+    float l = a > 0 ? ceilf(log2f(a / 12.0f)) : -1000.0f;
+    int e = a > 0 ? sks__clampi((int)fmaxf(fminf(l, 200.0f), -200.0f) + 128, 1, 254) : 0;
+    float sc = ldexpf(1.0f, e - 128), isc = 1.0f / sc;
+    p[0] = (uint8_t)e;
+    for (int j = 0; j < 32; j++) {
+        float v = x[j] * isc;
+        int best = 0;
+        for (int k = 1; k < 16; k++)
+            if (fabsf(v - (float)sks__kvalues_fp4[k]) < fabsf(v - (float)sks__kvalues_fp4[best])) best = k;
+        sks__nib(p + 1 + j % 16, j >= 16, best);
     }
 }
+SKS__QUANT(mxfp4, 32, 17)
