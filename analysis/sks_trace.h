@@ -127,6 +127,17 @@ int sks_trace_steepest_ffn_layer(const sks_trace_result *tr);
 /* Deterministic default input when the model has no tokenizer: BOS (or 1) then
  * T-1 pseudo-random ids from a fixed generator, all < vocab_size. */
 void sks_trace_default_tokens(const sks_model *m, int T, uint64_t seed, int32_t *out);
+/* A few such prompts with the per-prompt pointers and lengths that the runs take (self
+ * checks, tests, benchmarks). */
+enum { SKS_TRACE_SET_N = 8, SKS_TRACE_SET_T = 256 };
+typedef struct {
+    int n;
+    int32_t ids[SKS_TRACE_SET_N][SKS_TRACE_SET_T];
+    const int32_t *ptr[SKS_TRACE_SET_N];
+    int lens[SKS_TRACE_SET_N];
+} sks_trace_prompt_set;
+/* n prompts of T tokens (seeds seed0, seed0 + 1, ...); SKS_EARG beyond the set's size. */
+int sks_trace_default_prompt_set(const sks_model *m, int n, int T, uint64_t seed0, sks_trace_prompt_set *out);
 
 /* Write the result as msgpack (schema "sinkscope.trace/1", see docs/schema-trace.md). */
 int sks_trace_write(const sks_trace_result *r, const sks_model *m, const sks_trace_opts *o, const char *path);

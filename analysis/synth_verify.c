@@ -37,18 +37,11 @@ int sks_synth_verify(const sks_synth *s, const char *model_dir, sks_synth_verdic
     if (rc) return rc;
     const sks_synth_planted *p = sks_synth_get_planted(s);
     const sks_arch *a = sks_model_arch(m);
-    enum { NP = 4, T = 64 };
-    int32_t ids[NP][T];
-    const int32_t *pr[NP];
-    int lens[NP];
-    for (int k = 0; k < NP; k++) {
-        sks_trace_default_tokens(m, T, 100 + (uint64_t)k, ids[k]);
-        pr[k] = ids[k];
-        lens[k] = T;
-    }
+    sks_trace_prompt_set ps;
+    (void)sks_trace_default_prompt_set(m, 4, 64, 100, &ps); /* within the set's size */
     sks_trace_opts_default(&v->trace);
     sks_trace_result *r = NULL;
-    if ((rc = sks_trace_run(m, NP, pr, lens, &v->trace, &r))) {
+    if ((rc = sks_trace_run(m, ps.n, ps.ptr, ps.lens, &v->trace, &r))) {
         sks_model_close(m);
         return rc;
     }
@@ -74,7 +67,7 @@ int sks_synth_verify(const sks_synth *s, const char *model_dir, sks_synth_verdic
     v->pass = v->channels_found && v->token0_only && v->lifecycle_ok && v->fp == 0 && v->fn == 0;
     if (p->n_experts > 0) {
         v->moe = 1;
-        rc = sks_spikes_moe_check_plant(m, pr[0], lens[0], p->step_up_layer, p->moe_up_expert, p->channels,
+        rc = sks_spikes_moe_check_plant(m, ps.ptr[0], ps.lens[0], p->step_up_layer, p->moe_up_expert, p->channels,
                                         p->lambda_star, p->s_star, p->n_spike, &v->moe_check);
         v->pass &= v->moe_check.pass;
     }

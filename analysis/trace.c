@@ -488,6 +488,19 @@ void sks_trace_default_tokens(const sks_model *m, int T, uint64_t seed, int32_t 
     }
 }
 
+int sks_trace_default_prompt_set(const sks_model *m, int n, int T, uint64_t seed0, sks_trace_prompt_set *out) {
+    if (n < 1 || n > SKS_TRACE_SET_N || T < 1 || T > SKS_TRACE_SET_T)
+        return sks_fail(SKS_EARG, "trace: a default prompt set holds 1 to %d prompts of 1 to %d tokens, not %d of %d",
+                        SKS_TRACE_SET_N, SKS_TRACE_SET_T, n, T);
+    out->n = n;
+    for (int k = 0; k < n; k++) {
+        sks_trace_default_tokens(m, T, seed0 + (uint64_t)k, out->ids[k]);
+        out->ptr[k] = out->ids[k];
+        out->lens[k] = T;
+    }
+    return 0;
+}
+
 /* ---- msgpack ----------------------------------------------------------------------- */
 
 static void sks__out_blocks_list(sks_out *w, const int *blocks, int n) {

@@ -204,18 +204,15 @@ static void part_7b(sks_model *m, const sks_synth *syn) {
     printf("  converged %d/%d channels, worst explicit residual %.2e, planted channels in the top 4: %d/%d\n", t.nconv,
            t.nch, t.worst, found_planted, pl->n_spike);
 
-    enum { T = 64 };
-    int32_t tok[T];
-    sks_trace_default_tokens(m, T, 1, tok);
-    const int32_t *pr[1] = {tok};
-    int lens[1] = {T};
+    sks_trace_prompt_set ps;
+    if (sks_trace_default_prompt_set(m, 1, 64, 1, &ps)) DIE("prompts");
     sks_trace_opts to;
     sks_trace_opts_default(&to);
     sks_trace_result *tr = NULL;
     t0 = sks_now();
-    if (sks_trace_run(m, 1, pr, lens, &to, &tr)) DIE("trace");
+    if (sks_trace_run(m, ps.n, ps.ptr, ps.lens, &to, &tr)) DIE("trace");
     double t_tr = sks_now() - t0;
-    printf("7b trace, %d tokens, cuda: %.2f s, spike channels:", T, t_tr);
+    printf("7b trace, %d tokens, cuda: %.2f s, spike channels:", ps.lens[0], t_tr);
     for (int i = 0; i < tr->n_spike_channels; i++) printf(" %d", tr->spike_channels[i]);
     printf(" (planted:");
     for (int c = 0; c < pl->n_spike; c++) printf(" %d", pl->channels[c]);
@@ -227,20 +224,17 @@ static void part_7b(sks_model *m, const sks_synth *syn) {
 static void part_sinks(sks_model *m, const sks_synth *syn) {
     const sks_synth_planted *pl = sks_synth_get_planted(syn);
     sks_qf_backend_set_default(sks_qf_backend_find("cuda"));
-    enum { T = 64 };
-    int32_t tok[T];
-    sks_trace_default_tokens(m, T, 1, tok);
-    const int32_t *pr[1] = {tok};
-    int lens[1] = {T};
+    sks_trace_prompt_set ps;
+    if (sks_trace_default_prompt_set(m, 1, 64, 1, &ps)) DIE("prompts");
     sks_sinks_opts so;
     sks_sinks_opts_default(&so);
     sks_sinks_result *sr = NULL;
     double t0 = sks_now();
-    if (sks_sinks_run(m, 1, pr, lens, &so, &sr)) DIE("sinks");
+    if (sks_sinks_run(m, ps.n, ps.ptr, ps.lens, &so, &sr)) DIE("sinks");
     if (sks_sinks_classify(sr, &so)) DIE("classify");
     double t_sk = sks_now() - t0;
-    printf("7b sinks, %d tokens, cuda: %.2f s, sink heads %d (planted %d), AUC of the main predictor %.3f\n", T, t_sk,
-           sr->n_sink_heads, pl->n_sink, sr->auc[so.main_pred]);
+    printf("7b sinks, %d tokens, cuda: %.2f s, sink heads %d (planted %d), AUC of the main predictor %.3f\n",
+           ps.lens[0], t_sk, sr->n_sink_heads, pl->n_sink, sr->auc[so.main_pred]);
     sks_sinks_result_free(sr);
 }
 

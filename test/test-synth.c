@@ -302,21 +302,14 @@ static void check_trace(sks_synth *s, sks_dtype dt) {
     sks_model *m = sks_test_open(dir);
     const sks_synth_planted *p = sks_synth_get_planted(s);
     const sks_arch *a = sks_model_arch(m);
-    enum { T = 64, NP = 3 };
-    int32_t ids[NP][T];
-    const int32_t *prompts[NP];
-    int lens[NP];
-    for (int k = 0; k < NP; k++) {
-        sks_trace_default_tokens(m, T, 1000 + (uint64_t)k, ids[k]);
-        assert_int_equal(ids[k][0], p->bos_id);
-        prompts[k] = ids[k];
-        lens[k] = T;
-    }
+    sks_trace_prompt_set ps;
+    assert_int_equal(sks_trace_default_prompt_set(m, 3, 64, 1000, &ps), 0);
+    for (int k = 0; k < ps.n; k++) assert_int_equal(ps.ids[k][0], p->bos_id);
     sks_trace_opts o;
     sks_trace_opts_default(&o);
     o.ratio = 100;
     sks_trace_result *r = NULL;
-    int rc = sks_trace_run(m, NP, prompts, lens, &o, &r);
+    int rc = sks_trace_run(m, ps.n, ps.ptr, ps.lens, &o, &r);
     if (rc) fprintf(stderr, "%s\n", sks_last_error());
     assert_int_equal(rc, 0);
     int up = 2 * p->step_up_layer + 2, down = p->step_down_layer < a->n_layers ? 2 * p->step_down_layer + 2 : -1;
