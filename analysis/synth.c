@@ -65,23 +65,8 @@ static const char *const sks__preset_names[] = {"tiny",       "demo",         "s
 const char *const *sks_synth_preset_names(void) { return sks__preset_names; }
 
 static void sks__arch_llama(sks_arch *a, int d, int f, int L, int H, int Hkv, int V, int max_pos) {
-    memset(a, 0, sizeof *a);
-    snprintf(a->family, sizeof a->family, "llama");
-    a->d_model = d;
-    a->d_ffn = f;
-    a->n_layers = L;
-    a->n_heads = H;
-    a->n_kv_heads = Hkv;
-    a->head_dim = d / H;
-    a->vocab_size = V;
+    sks_arch_llama(a, L, d, f, H, Hkv, d / H, V);
     a->max_seq = max_pos;
-    a->norm_eps = 1e-5;
-    a->rope_theta = 10000.0;
-    a->rope_interleaved = 0;
-    a->rope_scaling = SKS_ROPE_SCALING_NONE;
-    a->tied_embeddings = 0;
-    a->bos_id = 1;
-    a->eos_id = 2;
 }
 
 void sks_synth_config_default(sks_synth_config *c) {

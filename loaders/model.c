@@ -47,6 +47,11 @@ int sks_arch_layer_sliding(const sks_arch *a, int l) {
     return a->swa_full_every <= 0 || (l + 1) % a->swa_full_every != 0;
 }
 
+void sks_arch_llama(sks_arch *a, int L, int d, int f, int H, int Hkv, int dh, int V) {
+    *a = (sks_arch){.family = "llama", .n_layers = L, .d_model = d, .d_ffn = f, .n_heads = H, .n_kv_heads = Hkv,
+                    .head_dim = dh, .vocab_size = V, .norm_eps = 1e-5, .rope_theta = 10000.0, .bos_id = 1, .eos_id = 2};
+}
+
 const char *sks_arch_norm_layout(const sks_arch *a) {
     if (a->no_input_norms) return "post";
     return a->has_post_norms ? "sandwich" : "pre";

@@ -281,6 +281,11 @@ int sks_arch_layer_moe(const sks_arch *a, int l);
 
 /* 1 if layer l of a uses the sliding window. */
 int sks_arch_layer_sliding(const sks_arch *a, int l);
+
+/* A plain Llama of these sizes: RMSNorm eps 1e-5, RoPE theta 10000 (halves layout, no
+ * scaling), BOS 1, EOS 2, untied, no context length; every trait zero. For models built
+ * in memory (synth, tests); callers change what differs. */
+void sks_arch_llama(sks_arch *a, int L, int d, int f, int H, int Hkv, int dh, int V);
 /* Family table lookups (loaders/family.c): fill family, flags and traits of a known
  * family; SKS_EUNSUPPORTED (message naming what is read) for an unknown name. */
 int sks_arch_set_family(sks_arch *a, const char *family);

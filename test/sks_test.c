@@ -190,20 +190,8 @@ double sks_test_rng_gauss(uint64_t *s) { /* Box-Muller on two uniforms in (0, 1)
 }
 
 void sks_test_llama_arch(sks_arch *a, int L, int d, int f, int H, int Hkv, int dh, int V) {
-    memset(a, 0, sizeof *a);
-    strcpy(a->family, "llama");
-    a->n_layers = L;
-    a->d_model = d;
-    a->d_ffn = f;
-    a->n_heads = H;
-    a->n_kv_heads = Hkv;
-    a->head_dim = dh;
-    a->vocab_size = V;
-    a->norm_eps = 1e-5;
-    a->rope_theta = 10000;
+    sks_arch_llama(a, L, d, f, H, Hkv, dh, V);
     a->tied_embeddings = 1;
-    a->bos_id = 1;
-    a->eos_id = 2;
 }
 
 void sks_test_set_f32(sks_model *m, sks_role role, int layer, int64_t r, int64_t c, const float *data) {
