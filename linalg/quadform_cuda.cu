@@ -1341,22 +1341,17 @@ static int sks__cu_eigs_t(sks__cu_op *o, const int *ch, int P, const sks_eigs_op
         e.prob_h[s] = s;
         for (int j = 0; j < nb; j++) e.ch_h[s * nb + j] = ch[s], e.sel_h[s * nb + j] = -1;
     }
-#define SKS__EV_CU(call, what)                                                         \
+/* A status of type T other than OK: rc = ERR(status, what) and on to out. */
+#define SKS__EV_TRY(T, call, OK, ERR, what)                                            \
     do {                                                                               \
-        cudaError_t e_ = (call);                                                       \
-        if (e_ != cudaSuccess) {                                                       \
-            rc = sks__cu_err(e_, what);                                                \
+        T st_ = (call);                                                                \
+        if (st_ != (OK)) {                                                             \
+            rc = ERR(st_, what);                                                       \
             goto out;                                                                  \
         }                                                                              \
     } while (0)
-#define SKS__EV_CB(call, what)                                                         \
-    do {                                                                               \
-        cublasStatus_t s_ = (call);                                                    \
-        if (s_ != CUBLAS_STATUS_SUCCESS) {                                             \
-            rc = sks__blas_err(s_, what);                                              \
-            goto out;                                                                  \
-        }                                                                              \
-    } while (0)
+#define SKS__EV_CU(call, what) SKS__EV_TRY(cudaError_t, call, cudaSuccess, sks__cu_err, what)
+#define SKS__EV_CB(call, what) SKS__EV_TRY(cublasStatus_t, call, CUBLAS_STATUS_SUCCESS, sks__blas_err, what)
     SKS__EV_CU(cudaMemcpyAsync(e.prob, e.prob_h, (size_t)P * sizeof(int), cudaMemcpyHostToDevice, g_cu.comp), "upload");
     SKS__EV_CU(cudaMemcpyAsync(o->ch, e.ch_h, (size_t)P * nb * sizeof(int), cudaMemcpyHostToDevice, g_cu.comp), "upload");
     SKS__EV_CU(cudaMemcpyAsync(e.sel, e.sel_h, (size_t)P * nb * sizeof(int), cudaMemcpyHostToDevice, g_cu.comp), "upload");
@@ -1601,6 +1596,7 @@ static int sks__cu_eigs_t(sks__cu_op *o, const int *ch, int P, const sks_eigs_op
     }
 #undef SKS__EV_CU
 #undef SKS__EV_CB
+#undef SKS__EV_TRY
 out:
     sks__ev_free(&e);
     if (rr_buf) cudaFreeHost(rr_buf);
