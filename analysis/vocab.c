@@ -10,13 +10,8 @@
 #include <string.h>
 
 void sks_vocab_opts_default(sks_vocab_opts *o) {
-    memset(o, 0, sizeof *o);
-    o->ratio = 100;
-    o->abs_thresh = 0;
-    o->sample = 0;
-    o->seed = 1;
-    o->batch = 256;
-    o->medians = NULL;
+    /* the rest zero: --abs off, every token, medians measured */
+    *o = (sks_vocab_opts){.ratio = 100, .seed = 1, .batch = 256};
 }
 
 /* ---- typical medians ------------------------------------------------------------------- */
