@@ -197,6 +197,20 @@ __global__ void sks__k_contract(const T *Down, const T *P, int d, int f, int i0,
     pk[k] = s;
 }
 
+/* sum of v over the block (blockDim.x a power of two, sh of blockDim.x doubles), the same
+ * value in every thread */
+__device__ static double sks__d_block_sum(double v, double *sh) {
+    sh[threadIdx.x] = v;
+    __syncthreads();
+    for (int w = blockDim.x / 2; w > 0; w >>= 1) {
+        if (threadIdx.x < w) sh[threadIdx.x] += sh[threadIdx.x + w];
+        __syncthreads();
+    }
+    double s = sh[0];
+    __syncthreads();
+    return s;
+}
+
 /* out[r] = sum_c X[r, c] Y[r, c] (rows of length n), f64; one block of 256 per row */
 template <typename T>
 __global__ void sks__k_rowdot(const T *X, const T *Y, int n, double *out) {
@@ -204,13 +218,8 @@ __global__ void sks__k_rowdot(const T *X, const T *Y, int n, double *out) {
     const T *x = X + (size_t)blockIdx.x * n, *y = Y + (size_t)blockIdx.x * n;
     double s = 0.0;
     for (int c = threadIdx.x; c < n; c += blockDim.x) s += (double)x[c] * (double)y[c];
-    sh[threadIdx.x] = s;
-    __syncthreads();
-    for (int w = blockDim.x / 2; w > 0; w >>= 1) {
-        if (threadIdx.x < w) sh[threadIdx.x] += sh[threadIdx.x + w];
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) out[blockIdx.x] = sh[0];
+    s = sks__d_block_sum(s, sh);
+    if (threadIdx.x == 0) out[blockIdx.x] = s;
 }
 
 /* out[k] = sum_j Down[k, j] w[j], f64; one block of 256 per k */
@@ -220,13 +229,8 @@ __global__ void sks__k_rowdot_vec(const T *Down, const double *w, int f, double 
     const T *x = Down + (size_t)blockIdx.x * f;
     double s = 0.0;
     for (int c = threadIdx.x; c < f; c += blockDim.x) s += (double)x[c] * w[c];
-    sh[threadIdx.x] = s;
-    __syncthreads();
-    for (int w2 = blockDim.x / 2; w2 > 0; w2 >>= 1) {
-        if (threadIdx.x < w2) sh[threadIdx.x] += sh[threadIdx.x + w2];
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) out[blockIdx.x] = sh[0];
+    s = sks__d_block_sum(s, sh);
+    if (threadIdx.x == 0) out[blockIdx.x] = s;
 }
 
 static int sks__grid(size_t n) {
@@ -890,19 +894,6 @@ __device__ static double sks__d_gauss(uint64_t key) {
     double u1 = ((double)(a >> 11) + 0.5) * (1.0 / 9007199254740992.0);
     double u2 = ((double)(b >> 11) + 0.5) * (1.0 / 9007199254740992.0);
     return sqrt(-2.0 * log(u1)) * cospi(2.0 * u2);
-}
-
-/* sum of v over the block (blockDim.x = SKS__EV_T), the same value in every thread */
-__device__ static double sks__d_block_sum(double v, double *sh) {
-    sh[threadIdx.x] = v;
-    __syncthreads();
-    for (int w = blockDim.x / 2; w > 0; w >>= 1) {
-        if (threadIdx.x < w) sh[threadIdx.x] += sh[threadIdx.x + w];
-        __syncthreads();
-    }
-    double s = sh[0];
-    __syncthreads();
-    return s;
 }
 
 /* column j of slot s's new block: sel[s nb + j] >= 0 copies residual column sel of R,
