@@ -196,6 +196,14 @@ def references(model_dir, prompt):
     outs = []
     hooks = [l.register_forward_hook(lambda mod, i, o: outs.append((o[0] if isinstance(o, tuple) else o).detach()))
              for l in layers]
+    core, _ = run_prompt(m, prompt, outs, hooks)
+    return {**core, **provenance()}
+
+
+def run_prompt(m, prompt, outs, hooks):
+    """The eager forward pass of prompt with the hooks attached (removed after): the fields
+    every reference file has (tokens, alpha_0, the block max |h| from the layer outputs the
+    hooks put in outs, the first and last logits), and the logits."""
     ids = torch.tensor([prompt])
     with torch.no_grad():
         r = m(ids, output_attentions=True, output_hidden_states=True)
@@ -211,6 +219,12 @@ def references(model_dir, prompt):
         "hidden_max": hmax,
         "logit_positions": [0, len(prompt) - 1],
         "logits": [[float(x) for x in logits[0]], [float(x) for x in logits[-1]]],
+    }, logits
+
+
+def provenance():
+    """What made a reference file: the versions and the precision (last keys of the file)."""
+    return {
         "transformers": transformers.__version__,
         "torch": torch.__version__,
         "compute": "f32 eager, weights from the bf16 checkpoint",

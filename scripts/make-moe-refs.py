@@ -200,28 +200,14 @@ def references(model_dir, prompt, cfg):
         g = getattr(blk, "gate", None)
         if g is not None and hasattr(blk, "experts"):
             hooks.append(g.register_forward_hook(mk(li)))
-    ids = torch.tensor([prompt])
-    with torch.no_grad():
-        r = m(ids, output_attentions=True, output_hidden_states=True)
-    for h in hooks:
-        h.remove()
-    emb = r.hidden_states[0][0]
-    alpha0 = [[float(a[0, hh, :, 0].mean()) for hh in range(a.shape[1])] for a in r.attentions]
-    hmax = [float(emb.abs().max())] + [float(o[0].abs().max()) for o in outs]
-    logits = r.logits[0]
+    core, logits = mfr.run_prompt(m, prompt, outs, hooks)
     return {
-        "tokens": prompt,
-        "alpha0": alpha0,
-        "hidden_max": hmax,
-        "logit_positions": [0, len(prompt) - 1],
-        "logits": [[float(x) for x in logits[0]], [float(x) for x in logits[-1]]],
+        **core,
         "moe_layers": sorted(routes),
         "routes": {str(li): routes[li] for li in sorted(routes)},
         "routes_how": {str(li): how_route[li] for li in sorted(how_route)},
-        "transformers": transformers.__version__,
-        "torch": torch.__version__,
-        "compute": "f32 eager, weights from the bf16 checkpoint",
-    }, r.logits[0]
+        **mfr.provenance(),
+    }, logits
 
 
 def ties():
