@@ -510,6 +510,13 @@ static int sks__layer_eigs(sks_spikes *s, const sks_spikes_split *sp, sks_spikes
     memset(&eo, 0, sizeof eo);
     eo.r = r;
     eo.block = sks__krylov_block(&s->o, f64, d);
+    int kdim = s->o.krylov_dim;
+    if (s->op.be->eig_defaults) { /* the row's own measured choice where the user made none */
+        int rb = 0, rk = 0;
+        s->op.be->eig_defaults(s->op.prec, d, r, &rb, &rk);
+        if (s->o.block <= 0 && rb > 0) eo.block = rb;
+        if (kdim <= 0) kdim = rk;
+    }
     eo.tol = s->o.tol > 0 ? s->o.tol : (f64 ? 1e-11 : 1e-6);
     eo.seed = s->o.seed;
     /* the restart cap is the bound; max_iter only has to stay out of its way */
@@ -537,7 +544,7 @@ static int sks__layer_eigs(sks_spikes *s, const sks_spikes_split *sp, sks_spikes
         for (int i = 0; i < nb; i++) chs[i] = out->channels[b0 + i].channel;
         sks_eigs_extra x;
         memset(&x, 0, sizeof x);
-        x.krylov_dim = s->o.krylov_dim;
+        x.krylov_dim = kdim;
         x.max_restarts = s->o.max_restarts > 0 ? s->o.max_restarts : 200;
         /* Floor for pairs far below lambda*: with the f64 operator the residuals stall
          * near 1e-13 |lambda*|, so bulk eigenvalues at 1e-4 of lambda* cannot reach tol

@@ -78,6 +78,7 @@ static const sks_qf_backend sks__cpu_row = {
     .traces = sks__cpu_traces,
     .gemm_wt = NULL,
     .top_eigs = NULL,
+    .eig_defaults = NULL,
 };
 
 #ifdef SKS_HAVE_CUDA

@@ -761,6 +761,7 @@ static int sks__cu_gemm_wt(int elem, const void *W, int out, int in, const float
 
 static int sks__cu_top_eigs(void *h, const int *ch, int m, const sks_eigs_opts *o, sks_eigs_extra *x, double *evals,
                             double *evecs, sks_eigs_info *info);
+static void sks__cu_eig_defaults(int prec, int n, int r, int *block, int *krylov_dim);
 
 extern "C" const sks_qf_backend sks_qf_backend_cuda = {
     "cuda",            /* name */
@@ -773,6 +774,7 @@ extern "C" const sks_qf_backend sks_qf_backend_cuda = {
     sks__cu_traces,
     sks__cu_gemm_wt,
     sks__cu_top_eigs,
+    sks__cu_eig_defaults,
 };
 
 /* ---- benchmark helpers ------------------------------------------------------------------ */
@@ -1276,6 +1278,15 @@ typedef struct {
 /* eigs.c's test: pair c meets tol |theta_c|, or the floor norm_tol |theta_1| */
 static int sks__ev_ok(const sks__ev_prob *q, int c, double tol, double norm_tol) {
     return q->rel[c] <= tol || q->rel[c] * fabs(q->theta[c]) <= norm_tol * fabs(q->theta[0]);
+}
+
+/* The GPU solver's block and basis where the caller chose none (bench-cuda --sweep on
+ * the 7B shape, docs/benchmarks.md). */
+static void sks__cu_eig_defaults(int prec, int n, int r, int *block, int *krylov_dim) {
+    (void)prec;
+    (void)r;
+    *block = 1 < n ? 1 : n;
+    *krylov_dim = 0;
 }
 
 /* Rounds per Rayleigh-Ritz (SKS_CUDA_EIGS_RR=N overrides; 1 = every round). */

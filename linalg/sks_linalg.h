@@ -150,6 +150,10 @@ typedef struct sks_qf_backend {
      * always the generic solver (the cpu row). */
     int (*top_eigs)(void *h, const int *ch, int m, const struct sks_eigs_opts_s *o, struct sks_eigs_extra_s *x,
                     double *evals, double *evecs, struct sks_eigs_info_s *info);
+    /* Optional: the Krylov block and basis size this row's solver is fastest with for r
+     * pairs of an n x n operator in precision prec (measured, docs/benchmarks.md); the
+     * analyses take them where the user set none. NULL: the analyses' own rule. */
+    void (*eig_defaults)(int prec, int n, int r, int *block, int *krylov_dim);
 } sks_qf_backend;
 
 /* fn(ud, i, w) for every item i in [0, n) on nw threads (this one among them; w in
