@@ -267,9 +267,9 @@ static void part_sweep(sks_model *m, const char *list, int nl) {
         }
         sks_spikes_free(s);
         printf("sweep block %d kdim %d rr %d split %d, %d layers: eigenpairs %.3f s (%.4f s per layer), %ld vectors "
-               "(%.1f per channel), %.1f TFLOP/s (%.0f%% of FP32), converged %d/%d, worst residual %.2e\n",
+               "(%.1f per channel), %.1f TFLOP/s (%.0f%% of FP32), converged %d/%d, worst residual %.2e%s\n",
                kb, kd, rr, split, nl, t.eig, t.eig / nl, t.mv, (double)t.mv / t.nch, t.fl_e / t.eig * 1e-12,
-               100 * t.fl_e / t.eig * 1e-12 / g_fp32, t.nconv, t.nch, t.worst);
+               100 * t.fl_e / t.eig * 1e-12 / g_fp32, t.nconv, t.nch, t.worst, prof ? " (profiled)" : "");
         print_eigs_profile();
         p = strchr(p, ',');
         if (p) p++;
