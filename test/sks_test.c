@@ -287,6 +287,19 @@ void sks_test_run_family_ref(const json_t *ref, sks_model *m, const int32_t *tok
     free(logits);
 }
 
+sks_test_cap sks_test_cap_new(const sks_arch *a) {
+    const int L = a->n_layers, H = a->n_heads;
+    sks_test_cap c = {L, H, calloc((size_t)L * H, sizeof(double)), calloc((size_t)(2 * L + 1), sizeof(double)), NULL};
+    assert_true(c.a0 && c.hmax);
+    return c;
+}
+
+void sks_test_cap_free(sks_test_cap *c) {
+    free(c->a0);
+    free(c->hmax);
+    free(c->res);
+}
+
 sks_fwd_hooks sks_test_cap_hooks(void *c) {
     sks_fwd_hooks hk = {0};
     hk.ud = c;

@@ -98,6 +98,10 @@ typedef struct {
     double *hmax; /* (2L + 1) or NULL */
     float *res;   /* (2L + 1, T, d) or NULL */
 } sks_test_cap;
+/* A sks_test_cap for a model of arch a, recording alpha_0 and the block maxima (a0 and
+ * hmax zeroed, res NULL); sks_test_cap_free releases them. */
+sks_test_cap sks_test_cap_new(const sks_arch *a);
+void sks_test_cap_free(sks_test_cap *c);
 /* The family test data (test/data/families/<fam>/, made by scripts/make-family-refs.py and
  * make-moe-refs.py). sks_test_family_ref: its ref.json and the prompt's tokens (*T of
  * them, caller frees). sks_test_family_links: a fresh temporary folder holding links to

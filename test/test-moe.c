@@ -92,9 +92,8 @@ static void check_moe(const char *fam, const char *want_family, const char *cons
         const sks_arch *a = sks_model_arch(m);
         assert_string_equal(a->family, want_family);
         assert_true(a->n_experts > 0);
-        int L = a->n_layers, H = a->n_heads, k = a->n_experts_used;
-        cap c = {{L, H, calloc((size_t)L * H, sizeof(double)), calloc((size_t)(2 * L + 1), sizeof(double)), NULL}, k, T,
-                 malloc((size_t)L * T * k * sizeof(int)), calloc((size_t)L * T * k, sizeof(float))};
+        int L = a->n_layers, k = a->n_experts_used;
+        cap c = {sks_test_cap_new(a), k, T, malloc((size_t)L * T * k * sizeof(int)), calloc((size_t)L * T * k, sizeof(float))};
         for (size_t i = 0; i < (size_t)L * T * k; i++) c.experts[i] = -1;
         sks_fwd_hooks hk = sks_test_cap_hooks(&c);
         hk.on_route = on_route;
@@ -125,8 +124,7 @@ static void check_moe(const char *fam, const char *want_family, const char *cons
         assert_true(n_moe > 0);
         fprintf(stderr, "%-14s %-8s alpha0 %.1e  hidden max %.1e rel  logits %.1e of the row max  route weights %.1e\n",
                 fam, hows[v], w[0], w[1], w[2], ww);
-        free(c.b.a0);
-        free(c.b.hmax);
+        sks_test_cap_free(&c.b);
         free(c.experts);
         free(c.weights);
         sks_model_close(m);
