@@ -116,6 +116,13 @@ void sks_out_model(sks_out *o, const sks_model *m) {
     }
 }
 
+void sks_out_spike_rule(sks_out *o, double outlier, double abs_thresh, double ratio, int min_blocks) {
+    sks_out_kf64(o, "outlier", outlier);
+    sks_out_kf64(o, "abs", abs_thresh);
+    sks_out_kf64(o, "ratio", ratio);
+    sks_out_kint(o, "min_blocks", min_blocks);
+}
+
 int sks_out_moe_inputs_n(const sks_arch *a) { return a->n_experts > 0; }
 
 void sks_out_moe_inputs(sks_out *o, const sks_arch *a) {

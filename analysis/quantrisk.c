@@ -390,10 +390,7 @@ int sks_qrisk_write(const sks_qrisk_result *r, const sks_model *m, const sks_qri
     sks_out_begin(&w, 13, "sinkscope.quant-risk/1", m);
     sks_out_kmap(&w, "params", 9);
     sks_out_kint(&w, "keep_top", o->keep_top);
-    sks_out_kf64(&w, "outlier", o->trace.outlier);
-    sks_out_kf64(&w, "abs", o->trace.abs_thresh);
-    sks_out_kf64(&w, "ratio", o->trace.ratio);
-    sks_out_kint(&w, "min_blocks", o->trace.min_blocks);
+    sks_out_spike_rule(&w, o->trace.outlier, o->trace.abs_thresh, o->trace.ratio, o->trace.min_blocks);
     sks_out_kint(&w, "window", r->ppl_base ? r->ppl_base->window : r->T);
     sks_out_kint(&w, "stride", r->ppl_base ? r->ppl_base->stride : r->T);
     sks_out_str(&w, "text");

@@ -1258,10 +1258,7 @@ done:
 static void sks__write_params(sks_out *w, const sks_sinks_opts *o) {
     sks_out_map(w, 10);
     sks_out_kf64(w, "eps", o->eps);
-    sks_out_kf64(w, "outlier", o->outlier);
-    sks_out_kf64(w, "abs", o->abs_thresh);
-    sks_out_kf64(w, "ratio", o->ratio);
-    sks_out_kint(w, "min_blocks", o->min_blocks);
+    sks_out_spike_rule(w, o->outlier, o->abs_thresh, o->ratio, o->min_blocks);
     sks_out_kf64(w, "rank_frac", o->rank_frac);
     sks_out_kbool(w, "first_as_sink", o->first_as_sink);
     sks_out_kstr(w, "main_predictor", sks_sinks_pred_name(o->main_pred));

@@ -63,6 +63,9 @@ void sks_out_head(sks_out *o, size_t n, const char *schema, const sks_model *m);
 /* sks_out_init, then sks_out_head: the first call of every result writer (sks_out_finish
  * is its last). */
 void sks_out_begin(sks_out *o, size_t n, const char *schema, const sks_model *m);
+/* The spike rule's four parameters (sks_rule.h) as the keys outlier, abs, ratio and
+ * min_blocks of the map being written, in that order (trace, sinks, quant-risk params). */
+void sks_out_spike_rule(sks_out *o, double outlier, double abs_thresh, double ratio, int min_blocks);
 /* Resume manifests of a mixture-of-experts model: the key "moe" and what the model map
  * leaves out (experts, experts per token, widths, normalization, the MoE layers);
  * nothing for a dense model. sks_out_moe_inputs_n: the keys it adds (0 or 1). */

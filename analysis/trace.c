@@ -556,10 +556,7 @@ int sks_trace_write(const sks_trace_result *r, const sks_model *m, const sks_tra
     sks_out_begin(&w, 15 + (r->residual != NULL) + (r->moe_k > 0), "sinkscope.trace/1", m);
 
     sks_out_kmap(&w, "params", 11);
-    sks_out_kf64(&w, "outlier", o->outlier);
-    sks_out_kf64(&w, "abs", o->abs_thresh);
-    sks_out_kf64(&w, "ratio", o->ratio);
-    sks_out_kint(&w, "min_blocks", o->min_blocks);
+    sks_out_spike_rule(&w, o->outlier, o->abs_thresh, o->ratio, o->min_blocks);
     sks_out_kint(&w, "topk", o->topk);
     sks_out_kf64(&w, "step_frac", o->step_frac);
     sks_out_kf64(&w, "eps", o->eps);

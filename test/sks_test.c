@@ -237,8 +237,8 @@ char *sks_test_family_links(const char *fam, int n, const char *const names[][2]
 
 static double sks__num(const json_t *a, size_t i) { return json_number_value(json_array_get(a, i)); }
 
-void sks_test_check_family_ref(const json_t *ref, const sks_test_cap *c, const float *logits, int V, const char *what,
-                               double worst[3]) {
+static void sks__check_family_ref(const json_t *ref, const sks_test_cap *c, const float *logits, int V, const char *what,
+                                  double worst[3]) {
     const int L = c->L, H = c->H;
     const json_t *ja = json_object_get(ref, "alpha0"), *jh = json_object_get(ref, "hidden_max");
     assert_int_equal((int)json_array_size(ja), L);
@@ -271,6 +271,33 @@ void sks_test_check_family_ref(const json_t *ref, const sks_test_cap *c, const f
                 fail_msg("%s logit[%d][%d]: got %.7g want %.7g (%.2g of the row's max)", what, pos, i, got, want, err);
         }
     }
+}
+
+void sks_test_run_family_ref(const json_t *ref, sks_model *m, const int32_t *tok, int T, const sks_fwd_hooks *hk,
+                             const sks_test_cap *c, const char *fam, const char *how, double worst[3]) {
+    const int V = sks_model_arch(m)->vocab_size;
+    float *logits = malloc((size_t)T * V * sizeof(float));
+    sks_forward *f = NULL;
+    assert_int_equal(sks_forward_new(m, T, &f), 0);
+    if (sks_forward_run(f, tok, T, SKS_FWD_CAUSAL, hk, logits, 0)) fail_msg("%s: %s", fam, sks_last_error());
+    char what[128];
+    snprintf(what, sizeof what, "%s (%s)", fam, how);
+    sks__check_family_ref(ref, c, logits, V, what, worst);
+    sks_forward_free(f);
+    free(logits);
+}
+
+sks_test_cap sks_test_cap_new(const sks_arch *a) {
+    const int L = a->n_layers, H = a->n_heads;
+    sks_test_cap c = {L, H, calloc((size_t)L * H, sizeof(double)), calloc((size_t)(2 * L + 1), sizeof(double)), NULL};
+    assert_true(c.a0 && c.hmax);
+    return c;
+}
+
+void sks_test_cap_free(sks_test_cap *c) {
+    free(c->a0);
+    free(c->hmax);
+    free(c->res);
 }
 
 sks_fwd_hooks sks_test_cap_hooks(void *c) {

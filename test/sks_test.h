@@ -98,19 +98,24 @@ typedef struct {
     double *hmax; /* (2L + 1) or NULL */
     float *res;   /* (2L + 1, T, d) or NULL */
 } sks_test_cap;
+/* A sks_test_cap for a model of arch a, recording alpha_0 and the block maxima (a0 and
+ * hmax zeroed, res NULL); sks_test_cap_free releases them. */
+sks_test_cap sks_test_cap_new(const sks_arch *a);
+void sks_test_cap_free(sks_test_cap *c);
 /* The family test data (test/data/families/<fam>/, made by scripts/make-family-refs.py and
  * make-moe-refs.py). sks_test_family_ref: its ref.json and the prompt's tokens (*T of
  * them, caller frees). sks_test_family_links: a fresh temporary folder holding links to
  * n of the family's files, names[i][0] linked as names[i][1]; caller removes it. */
 json_t *sks_test_family_ref(const char *fam, int32_t **tok, int *T);
 char *sks_test_family_links(const char *fam, int n, const char *const names[][2]);
-/* A forward recorded with the hooks above (c->a0, c->hmax; logits (T, V)) against a
- * transformers reference (test/data/families/<fam>/ref.json and the MoE ones): alpha0
- * (L, H) within 1e-4, hidden_max at the L + 1 layer boundaries (blocks 0, 2, ..., 2L)
- * within 1e-4 relative, the logits at logit_positions within 1e-4 of their row's largest
- * |logit|. what names the case in a failure; worst gets the largest error of each. */
-void sks_test_check_family_ref(const json_t *ref, const sks_test_cap *c, const float *logits, int V, const char *what,
-                               double worst[3]);
+/* A causal forward of m over tok (T tokens) with hooks hk, which record into c (c->a0,
+ * c->hmax), checked against a transformers reference (test/data/families/<fam>/ref.json
+ * and the MoE ones): alpha0 (L, H) within 1e-4, hidden_max at the L + 1 layer boundaries
+ * (blocks 0, 2, ..., 2L) within 1e-4 relative, the logits at logit_positions within 1e-4
+ * of their row's largest |logit|. A failure names "fam (how)"; worst gets the largest
+ * error of each. */
+void sks_test_run_family_ref(const json_t *ref, sks_model *m, const int32_t *tok, int T, const sks_fwd_hooks *hk,
+                             const sks_test_cap *c, const char *fam, const char *how, double worst[3]);
 /* Hooks that record into c (a sks_test_cap, or a struct that starts with one): on_residual
  * = sks_test_on_res, on_attn_probs = sks_test_on_probs, want_attn_probs = 1. */
 sks_fwd_hooks sks_test_cap_hooks(void *c);

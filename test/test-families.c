@@ -26,8 +26,6 @@
 
 #define DATA SKS_SOURCE_DIR "/test/data/families/"
 
-typedef sks_test_cap cap;
-
 /* dir/model.safetensors: fam's weights under the multimodal prefix pre ("model.language_model."
  * or "language_model.model."), the data section copied as it is (offsets are relative to
  * it), plus a vision tensor that the loader must ignore; dir/config.json: fam's config as
@@ -150,23 +148,13 @@ static void check_family_ways(const char *fam, const char *want_family, const ch
         sks_model *m = open_variant(fam, hows[v], &tmp);
         const sks_arch *a = sks_model_arch(m);
         assert_string_equal(a->family, want_family);
-        int L = a->n_layers, H = a->n_heads, V = a->vocab_size;
-        cap c = {L, H, calloc((size_t)L * H, sizeof(double)), calloc((size_t)(2 * L + 1), sizeof(double)), NULL};
+        sks_test_cap c = sks_test_cap_new(a);
         sks_fwd_hooks hk = sks_test_cap_hooks(&c);
-        float *logits = malloc((size_t)T * V * sizeof(float));
-        sks_forward *f = NULL;
-        assert_int_equal(sks_forward_new(m, T, &f), 0);
-        if (sks_forward_run(f, tok, T, SKS_FWD_CAUSAL, &hk, logits, 0)) fail_msg("%s: %s", fam, sks_last_error());
-        char what[128];
-        snprintf(what, sizeof what, "%s (%s)", fam, hows[v]);
         double w[3];
-        sks_test_check_family_ref(ref, &c, logits, V, what, w);
+        sks_test_run_family_ref(ref, m, tok, T, &hk, &c, fam, hows[v], w);
         fprintf(stderr, "%-7s %-8s alpha0 %.1e  hidden max %.1e rel  logits %.1e of the row max\n", fam, hows[v], w[0],
                 w[1], w[2]);
-        sks_forward_free(f);
-        free(logits);
-        free(c.a0);
-        free(c.hmax);
+        sks_test_cap_free(&c);
         sks_model_close(m);
         rm_tmp(tmp);
     }

@@ -751,13 +751,21 @@ static void test_llama2c(void **state) {
     l2c_case(hb, 0, SKS_EBOUNDS, "truncated");
 }
 
-/* cfg (text) parsed as config file name; it must be accepted */
-static sks_arch config_ok(const char *cfg, const char *name) {
+/* cfg (text) parsed as config file name; it must be accepted as the given family */
+static sks_arch config_ok(const char *cfg, const char *name, const char *family) {
     sks_arch a;
     memset(&a, 0, sizeof a);
     int rc = sks__config_parse(cfg, strlen(cfg), name, &a);
     if (rc) fail_msg("%s: %s", name, sks_last_error());
+    assert_string_equal(a.family, family);
     return a;
+}
+
+/* The attention traits a config sets: q/k/v biases, q/k norm, the width of a head. */
+static void check_attention(const sks_arch *a, int qkv_bias, int qk_norm, int head_dim) {
+    assert_int_equal(a->has_qkv_bias, qkv_bias);
+    assert_int_equal(a->has_qk_norm, qk_norm);
+    assert_int_equal(a->head_dim, head_dim);
 }
 
 /* Both config.json styles and the four families, parsed from text. */
@@ -771,8 +779,7 @@ static void test_config_styles(void **state) {
         "\"eos_token_id\":[128001,128008,128009],\"rope_scaling\":{\"factor\":8.0,\"low_freq_factor\":1.0,"
         "\"high_freq_factor\":4.0,\"original_max_position_embeddings\":8192,\"rope_type\":\"llama3\"},"
         "\"max_position_embeddings\":131072,\"tie_word_embeddings\":false}";
-    sks_arch a = config_ok(classic, "c.json");
-    assert_string_equal(a.family, "llama");
+    sks_arch a = config_ok(classic, "c.json", "llama");
     assert_int_equal(a.head_dim, 128); /* d / H */
     assert_int_equal(a.n_kv_heads, 8);
     assert_true(a.rope_theta == 500000.0);
@@ -789,7 +796,7 @@ static void test_config_styles(void **state) {
         "\"rms_norm_eps\":1e-05,\"dtype\":\"bfloat16\",\"head_dim\":null,\"rope_parameters\":{\"rope_theta\":500000.0,"
         "\"factor\":8.0,\"low_freq_factor\":1.0,\"high_freq_factor\":4.0,\"original_max_position_embeddings\":8192,"
         "\"rope_type\":\"llama3\"}}";
-    sks_arch b = config_ok(newer, "n.json");
+    sks_arch b = config_ok(newer, "n.json", "llama");
     assert_true(b.rope_theta == a.rope_theta && b.rope_factor == a.rope_factor && b.rope_scaling == a.rope_scaling);
     assert_int_equal(b.rope_original_max_pos, 8192);
     assert_int_equal(b.head_dim, 128);
@@ -798,25 +805,18 @@ static void test_config_styles(void **state) {
                      "\"num_hidden_layers\":24,\"num_attention_heads\":14,\"num_key_value_heads\":2,"
                      "\"vocab_size\":151936,\"rms_norm_eps\":1e-06,\"rope_theta\":1000000.0,\"rope_scaling\":null,"
                      "\"tie_word_embeddings\":true,\"sliding_window\":32768}";
-    a = config_ok(q2, "q2.json");
-    assert_string_equal(a.family, "qwen2");
-    assert_int_equal(a.has_qkv_bias, 1);
-    assert_int_equal(a.has_qk_norm, 0);
-    assert_int_equal(a.head_dim, 64);
+    a = config_ok(q2, "q2.json", "qwen2");
+    check_attention(&a, 1, 0, 64);
     assert_int_equal(a.tied_embeddings, 1);
     assert_true(a.rope_theta == 1e6);
     const char *q3 = "{\"architectures\":[\"Qwen3ForCausalLM\"],\"hidden_size\":1024,\"intermediate_size\":3072,"
                      "\"num_hidden_layers\":28,\"num_attention_heads\":16,\"num_key_value_heads\":8,\"head_dim\":128,"
                      "\"vocab_size\":151936,\"rms_norm_eps\":1e-06,\"rope_theta\":1000000,\"attention_bias\":false}";
-    a = config_ok(q3, "q3.json");
-    assert_string_equal(a.family, "qwen3");
-    assert_int_equal(a.has_qk_norm, 1);
-    assert_int_equal(a.has_qkv_bias, 0);
-    assert_int_equal(a.head_dim, 128);
+    a = config_ok(q3, "q3.json", "qwen3");
+    check_attention(&a, 0, 1, 128);
     const char *mi = "{\"model_type\":\"mistral\",\"hidden_size\":64,\"intermediate_size\":128,"
                      "\"num_hidden_layers\":2,\"num_attention_heads\":4,\"vocab_size\":100}";
-    a = config_ok(mi, "m.json");
-    assert_string_equal(a.family, "mistral");
+    a = config_ok(mi, "m.json", "mistral");
     assert_int_equal(a.n_kv_heads, 4);
     /* refusals with their codes */
     static const struct {

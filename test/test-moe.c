@@ -92,20 +92,13 @@ static void check_moe(const char *fam, const char *want_family, const char *cons
         const sks_arch *a = sks_model_arch(m);
         assert_string_equal(a->family, want_family);
         assert_true(a->n_experts > 0);
-        int L = a->n_layers, H = a->n_heads, V = a->vocab_size, k = a->n_experts_used;
-        cap c = {{L, H, calloc((size_t)L * H, sizeof(double)), calloc((size_t)(2 * L + 1), sizeof(double)), NULL}, k, T,
-                 malloc((size_t)L * T * k * sizeof(int)), calloc((size_t)L * T * k, sizeof(float))};
+        int L = a->n_layers, k = a->n_experts_used;
+        cap c = {sks_test_cap_new(a), k, T, malloc((size_t)L * T * k * sizeof(int)), calloc((size_t)L * T * k, sizeof(float))};
         for (size_t i = 0; i < (size_t)L * T * k; i++) c.experts[i] = -1;
         sks_fwd_hooks hk = sks_test_cap_hooks(&c);
         hk.on_route = on_route;
-        float *logits = malloc((size_t)T * V * sizeof(float));
-        sks_forward *f = NULL;
-        assert_int_equal(sks_forward_new(m, T, &f), 0);
-        if (sks_forward_run(f, tok, T, SKS_FWD_CAUSAL, &hk, logits, 0)) fail_msg("%s: %s", fam, sks_last_error());
-        char what[128];
-        snprintf(what, sizeof what, "%s (%s)", fam, hows[v]);
         double w[3], ww = 0;
-        sks_test_check_family_ref(ref, &c.b, logits, V, what, w);
+        sks_test_run_family_ref(ref, m, tok, T, &hk, &c.b, fam, hows[v], w);
         /* routing: the same experts in the same order, weights within 1e-5 */
         json_t *jr = json_object_get(ref, "routes");
         int n_moe = 0;
@@ -131,10 +124,7 @@ static void check_moe(const char *fam, const char *want_family, const char *cons
         assert_true(n_moe > 0);
         fprintf(stderr, "%-14s %-8s alpha0 %.1e  hidden max %.1e rel  logits %.1e of the row max  route weights %.1e\n",
                 fam, hows[v], w[0], w[1], w[2], ww);
-        sks_forward_free(f);
-        free(logits);
-        free(c.b.a0);
-        free(c.b.hmax);
+        sks_test_cap_free(&c.b);
         free(c.experts);
         free(c.weights);
         sks_model_close(m);
