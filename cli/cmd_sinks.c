@@ -132,16 +132,19 @@ ready:
         fprintf(stderr, "sinks: no spike token passes the spike rule: position 0 stands in as the sink token\n");
     if ((rc = sks_sinks_write(r, m, &o, out))) goto fail;
     if (kvmap && (rc = sks_sinks_write_kv_map(r, m, &o, kvmap))) goto fail;
-    if (!quiet) {
-        fprintf(stderr,
+    if (!quiet) { /* the findings on stdout (stderr under --json, which owns stdout), as trace */
+        FILE *fo = json ? stderr : stdout;
+        fprintf(fo,
                 "sinks: %d of %d heads have alpha_0 > %g averaged over the prompts; sink ratio %.1f%% (share of sink "
                 "heads per prompt, averaged); spike channels:",
                 r->n_sink_heads, r->n_layers * r->n_heads, o.eps, r->sink_ratio);
-        for (int i = 0; i < r->n_spike_channels && i < 8; i++) fprintf(stderr, " %d", r->spike_channels[i]);
-        fprintf(stderr, "%s\n", r->n_spike_channels ? "" : " none");
-        fprintf(stderr, "sinks: ROC AUC vs alpha_0 > %g:", o.eps);
-        for (int p = 0; p < SKS_PRED_COUNT; p++) fprintf(stderr, " %s %.3f", sks_sinks_pred_name(p), r->auc[p]);
-        fprintf(stderr, "\nsinks: wrote %s%s%s\n", out, kvmap ? " and " : "", kvmap ? kvmap : "");
+        for (int i = 0; i < r->n_spike_channels && i < 8; i++) fprintf(fo, " %d", r->spike_channels[i]);
+        fprintf(fo, "%s\n", r->n_spike_channels ? "" : " none");
+        fprintf(fo, "sinks: ROC AUC vs alpha_0 > %g:", o.eps);
+        for (int p = 0; p < SKS_PRED_COUNT; p++) fprintf(fo, " %s %.3f", sks_sinks_pred_name(p), r->auc[p]);
+        fprintf(fo, "\n");
+        fflush(fo);
+        fprintf(stderr, "sinks: wrote %s%s%s\n", out, kvmap ? " and " : "", kvmap ? kvmap : "");
     }
     if (json) {
         char *js = NULL;
