@@ -776,6 +776,64 @@ static int sks__geom_head(void *ud, int h, int w) {
     return 0;
 }
 
+/* ---- one prompt's per-head accumulation of a layer (items of sks_parallel_for) ---- */
+
+typedef struct {
+    int l, H, group, dh, T, nn;
+    int64_t qw, kw;
+    const double *dbuf; /* the nn non-spike pre-RoPE queries of the layer, (nn, qw) */
+    const float *qp, *qr, *kp, *kr;
+    const unsigned char *spike;
+    double *Gq, *qsum, *qsumsq, *msum_r, *msum_n;
+    int64_t *qn, *mcnt_r, *mcnt_n;
+} sks__acc;
+
+/* head h: the Gram matrix and sums of its non-spike queries, its margins with and
+ * without RoPE (each head's arithmetic as in a sequential loop over heads) */
+static int sks__acc_head(void *ud, int h, int w) {
+    (void)w;
+    const sks__acc *c = ud;
+    const int dh = c->dh, g = h / c->group;
+    const size_t lh = (size_t)c->l * c->H + h;
+    if (c->nn > 0) {
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, dh, c->nn, 1.0, c->dbuf + (size_t)h * dh, (int)c->qw, 1.0,
+                    c->Gq + lh * dh * dh, dh);
+        for (int t = 0; t < c->nn; t++) {
+            const double *qv = c->dbuf + (size_t)t * c->qw + (size_t)h * dh;
+            for (int i = 0; i < dh; i++) {
+                c->qsum[lh * dh + i] += qv[i];
+                c->qsumsq[lh] += qv[i] * qv[i];
+            }
+        }
+        c->qn[lh] += c->nn;
+    }
+    double dummy = 0.0;
+    sks_sinks_margin(c->T, dh, c->qr + (size_t)h * dh, c->qw, c->kr + (size_t)g * dh, c->kw, c->spike, &c->msum_r[lh],
+                     &c->mcnt_r[lh], &dummy);
+    sks_sinks_margin(c->T, dh, c->qp + (size_t)h * dh, c->qw, c->kp + (size_t)g * dh, c->kw, c->spike, &c->msum_n[lh],
+                     &c->mcnt_n[lh], &dummy);
+    return 0;
+}
+
+/* the weight-only key of KV head g: rows g dh .. (g + 1) dh of W_K (gamma n^ + beta) + b */
+typedef struct {
+    int d, dh, wo;
+    const float *wk, *bk, *gamma, *beta, *nhat;
+    double *out;
+} sks__khat;
+
+static int sks__khat_rows(void *ud, int g, int w) {
+    (void)w;
+    const sks__khat *c = ud;
+    for (int64_t j = (int64_t)g * c->dh; j < (int64_t)(g + 1) * c->dh; j++) {
+        double acc = c->bk[j];
+        for (int k = 0; k < c->d && c->wo; k++)
+            acc += (double)c->wk[(size_t)j * c->d + k] * ((double)c->gamma[k] * c->nhat[k] + c->beta[k]);
+        c->out[j] = acc;
+    }
+    return 0;
+}
+
 int sks_sinks_run(const sks_model *m, int n_prompts, const int32_t *const *prompts, const int *lens,
                   const sks_sinks_opts *o, sks_sinks_result **out) {
     *out = NULL;
@@ -893,6 +951,10 @@ int sks_sinks_run(const sks_model *m, int n_prompts, const int32_t *const *promp
                         .on_attn_probs = sks__on_attn_probs,
                         .want_attn_probs = 1};
     int64_t ns_seen = 0;
+    /* per-head work (each prompt's accumulation, the geometry) on this many threads */
+    int nw = openblas_get_num_threads();
+    if (nw < 1) nw = 1;
+    if (nw > 64) nw = 64;
     for (int pi = 0; pi < n_prompts; pi++) {
         const int T = lens[pi];
         P.T = T;
@@ -976,27 +1038,20 @@ int sks_sinks_run(const sks_model *m, int n_prompts, const int32_t *const *promp
                 if (seen % ns_stride == 0 && ns_x[l].rows < ns_cap && (rc = sks__rows_push(&ns_x[l], x))) goto fail;
                 seen++;
             }
-            /* Gram matrices of non-spike queries (per head) and keys (per KV head) */
+            /* Gram matrices of non-spike queries (per head) and keys (per KV head), margins
+             * with and without RoPE (per head, on worker threads) */
             int nn = 0;
             for (int t = 0; t < T; t++)
                 if (!spike[t]) {
                     for (int64_t j = 0; j < qw; j++) dbuf[(size_t)nn * qw + j] = qp[(size_t)t * qw + j];
                     nn++;
                 }
+            sks__acc ac = {.l = l, .H = H, .group = group, .dh = dh, .T = T, .nn = nn, .qw = qw, .kw = kw,
+                           .dbuf = dbuf, .qp = qp, .qr = qr, .kp = kp, .kr = kr, .spike = spike, .Gq = Gq,
+                           .qsum = qsum, .qsumsq = qsumsq, .msum_r = msum_r, .msum_n = msum_n, .qn = qn,
+                           .mcnt_r = mcnt_r, .mcnt_n = mcnt_n};
+            if ((rc = sks_parallel_for(H, nw, sks__acc_head, &ac))) goto fail;
             if (nn > 0) {
-                for (int h = 0; h < H; h++) {
-                    size_t lh = (size_t)l * H + h;
-                    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, dh, nn, 1.0, dbuf + (size_t)h * dh, (int)qw, 1.0,
-                                Gq + lh * dh * dh, dh);
-                    for (int t = 0; t < nn; t++) {
-                        const double *qv = dbuf + (size_t)t * qw + (size_t)h * dh;
-                        for (int i = 0; i < dh; i++) {
-                            qsum[lh * dh + i] += qv[i];
-                            qsumsq[lh] += qv[i] * qv[i];
-                        }
-                    }
-                    qn[lh] += nn;
-                }
                 nn = 0;
                 for (int t = 0; t < T; t++)
                     if (!spike[t]) {
@@ -1009,16 +1064,6 @@ int sks_sinks_run(const sks_model *m, int n_prompts, const int32_t *const *promp
                                 Gk + lg * dh * dh, dh);
                     kn[lg] += nn;
                 }
-            }
-            /* margins with and without RoPE */
-            for (int h = 0; h < H; h++) {
-                size_t lh = (size_t)l * H + h;
-                int g = h / group;
-                double dummy = 0.0;
-                sks_sinks_margin(T, dh, qr + (size_t)h * dh, qw, kr + (size_t)g * dh, kw, spike, &msum_r[lh],
-                                 &mcnt_r[lh], &dummy);
-                sks_sinks_margin(T, dh, qp + (size_t)h * dh, qw, kp + (size_t)g * dh, kw, spike, &msum_n[lh],
-                                 &mcnt_n[lh], &dummy);
             }
         }
         for (int t = 0; t < T; t++) ns_seen += !spike[t];
@@ -1069,9 +1114,6 @@ int sks_sinks_run(const sks_model *m, int n_prompts, const int32_t *const *promp
     }
     int64_t nsr = r->n_sink_rows;
     /* the per-head geometry runs on worker threads, each with its own S, sv, Vq, wq */
-    int nw = openblas_get_num_threads();
-    if (nw < 1) nw = 1;
-    if (nw > 64) nw = 64;
     S = sks_malloc_n((size_t)nw * (size_t)(nsr > 0 ? nsr : 1) * dh, sizeof(double));
     Vs = sks_malloc_n((size_t)LG * dh * dh, sizeof(double));
     Vq = sks_malloc_n((size_t)nw * dh * dh, sizeof(double));
@@ -1141,12 +1183,9 @@ int sks_sinks_run(const sks_model *m, int n_prompts, const int32_t *const *promp
             (rc = sks__tensor_rows(m, SKS_ROLE_BK, l, 0, 1, kw, bk)))
             break;
         double *kw_hat = kbar; /* (Hkv, dh) reuse */
-        for (int64_t j = 0; j < kw; j++) {
-            double acc = bk[j];
-            for (int c = 0; c < d && wo; c++)
-                acc += (double)wk[(size_t)j * d + c] * ((double)gamma[c] * nhat[c] + beta[c]);
-            kw_hat[j] = acc;
-        }
+        sks__khat kh = {.d = d, .dh = dh, .wo = wo, .wk = wk, .bk = bk, .gamma = gamma, .beta = beta, .nhat = nhat,
+                        .out = kw_hat};
+        if ((rc = sks_parallel_for(Hkv, nw, sks__khat_rows, &kh))) break;
         /* Qwen3, Gemma 3: keys and queries pass a per-head RMSNorm with gains k_norm /
          * q_norm before RoPE; k^ goes through it exactly, and since the query norm only
          * rescales each token's q, M becomes diag(q_norm) W_Q[h] diag(gamma). (OLMo 2's
