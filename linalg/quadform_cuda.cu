@@ -586,12 +586,13 @@ __global__ void sks__k_sum_parts(const T *YS, int S, size_t n, T *Y) {
     }
 }
 
-/* Split-K factor of the operator's second GEMM for m columns (SKS_CUDA_OP_SPLIT=S sets
- * it; 0 or 1 = one GEMM); S must divide 2f. */
+/* Split-K factor of the operator's second GEMM for m columns: 8 (SKS_CUDA_OP_SPLIT=S
+ * sets it; 0 or 1 = one GEMM), lowered until it divides 2f. Measured on the 7B shape with
+ * 64 and 256 columns (bench-cuda --sweep): a few % of the eigenpairs' time. */
 static int sks__op_split(int m, int f) {
     (void)m;
     const char *e = getenv("SKS_CUDA_OP_SPLIT");
-    int S = e && *e ? atoi(e) : 1;
+    int S = e && *e ? atoi(e) : 8;
     if (S < 1) S = 1;
     while (S > 1 && (2 * f) % S) S--;
     return S;
@@ -1153,6 +1154,38 @@ static int sks__ev_alloc(sks__ev *e) {
     return 0;
 }
 
+/* The buffers of the last solve, kept for the next one of the same sizes (spikes solves
+ * one channel block of the same shape per layer): cudaMalloc / cudaFree and pinned host
+ * allocations of ~0.3 GB per call cost more than a layer's Rayleigh-Ritz. */
+static sks__ev g_ev_keep;
+
+static int sks__ev_take(sks__ev *e) {
+    sks__ev *k = &g_ev_keep;
+    if (k->V && k->n == e->n && k->r == e->r && k->nb == e->nb && k->kmax == e->kmax && k->nresmax == e->nresmax &&
+        k->P == e->P) {
+        const int keep = e->keep;
+        *e = *k;
+        e->keep = keep;
+        memset(k, 0, sizeof *k);
+        CU(cudaMemsetAsync(e->H, 0, (size_t)e->P * e->kmax * e->kmax * sizeof(double), g_cu.comp), "eigensolver buffers");
+        CU(cudaMemsetAsync(e->info, 0, (size_t)e->P * sizeof(int), g_cu.comp), "eigensolver buffers");
+        return 0;
+    }
+    if (k->V) sks__ev_free(k);
+    memset(k, 0, sizeof *k);
+    return sks__ev_alloc(e);
+}
+
+/* after a solve: kept for the next one when it went well, else freed */
+static void sks__ev_park(sks__ev *e, int ok) {
+    if (!ok || !e->V || !e->e0 || !e->e1 || !e->info_h) {
+        sks__ev_free(e);
+        return;
+    }
+    if (g_ev_keep.V) sks__ev_free(&g_ev_keep);
+    g_ev_keep = *e;
+}
+
 /* New columns k .. k+nb of the nact slots (as written by sks__k_ev_expand, sel in
  * e->sel) orthonormalized against V[:, :k] and each other; random replacements for
  * columns that were (nearly) in the span. *tag numbers the random draws. */
@@ -1289,11 +1322,14 @@ static void sks__cu_eig_defaults(int prec, int n, int r, int *block, int *krylov
     *krylov_dim = 0;
 }
 
-/* Rounds per Rayleigh-Ritz (SKS_CUDA_EIGS_RR=N overrides; 1 = every round). */
+/* Rounds per Rayleigh-Ritz: 4 (SKS_CUDA_EIGS_RR=N overrides; 1 = every round). On the
+ * 7B shape, block 1, 64 channels: cuSOLVER's batched eigensolver of the projections was
+ * 31% of the solver's time with one per round; every 4th round cut the eigenpairs by 24%
+ * at +0.4% operator vectors (bench-cuda --sweep, docs/benchmarks.md). */
 static int sks__ev_rr_every(int nb) {
     (void)nb;
     const char *e = getenv("SKS_CUDA_EIGS_RR");
-    int v = e && *e ? atoi(e) : 1;
+    int v = e && *e ? atoi(e) : 4;
     return v < 1 ? 1 : v;
 }
 
@@ -1334,7 +1370,7 @@ static int sks__cu_eigs_t(sks__cu_op *o, const int *ch, int P, const sks_eigs_op
     const int rr_every = sks__ev_rr_every(nb);
     const char *rr_env = getenv("SKS_CUDA_RR");
     const int rr_host = rr_env && !strcmp(rr_env, "host");
-    if ((rc = sks__ev_alloc(&e)) || (rc = sks__cu_matvec_room(o, P * nb))) goto out;
+    if ((rc = sks__ev_take(&e)) || (rc = sks__cu_matvec_room(o, P * nb))) goto out;
     if (rr_host && cudaMallocHost((void **)&rr_buf, (size_t)P * (km * km + km) * sizeof(double)) != cudaSuccess) {
         rc = sks_fail(SKS_ENOMEM, "cuda eigensolver: pinned Rayleigh-Ritz buffer");
         goto out;
@@ -1600,7 +1636,7 @@ static int sks__cu_eigs_t(sks__cu_op *o, const int *ch, int P, const sks_eigs_op
 #undef SKS__EV_CB
 #undef SKS__EV_TRY
 out:
-    sks__ev_free(&e);
+    sks__ev_park(&e, rc == 0 || rc == SKS_ENOCONV);
     if (rr_buf) cudaFreeHost(rr_buf);
     free(st);
     free(done);
