@@ -183,7 +183,7 @@ static const family_case k_families[] = {
     {"test_gpt2", "gpt2", "gpt2", {"hf", "classic", "bare", "gguf"}},
     /* the same family with random linear biases (transformers starts them at zero, so
      * the folder above checks the bias path only against the f64 reference below) */
-    {"test_gpt2_biases", "gpt2-bias", "gpt2", {"hf", "classic", "bare"}},
+    {"test_gpt2_biases", "gpt2-bias", "gpt2", {"hf", "classic", "bare", "gguf"}},
 };
 
 static void test_family(void **s) {
