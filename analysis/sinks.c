@@ -253,11 +253,16 @@ int sks_sinks_weight_only(int d, int dh, const float *Wq_h, const float *gamma, 
             M[(size_t)i * d + c] = v;
             fro += v * v;
         }
-    for (int c = 0; c < d; c++) {
-        double acc = 0.0;
-        for (int i = 0; i < dh; i++) acc += M[(size_t)i * d + c] * khat[i];
-        mtk2 += acc * acc;
+    /* M^T k by rows of M (contiguous; each column's sum in the same order of i) */
+    double *mtk = sks_calloc_n((size_t)d, sizeof *mtk);
+    if (!mtk) {
+        rc = sks_fail(SKS_ENOMEM, "sks_sinks_weight_only");
+        goto out;
     }
+    for (int i = 0; i < dh; i++)
+        for (int c = 0; c < d; c++) mtk[c] += M[(size_t)i * d + c] * khat[i];
+    for (int c = 0; c < d; c++) mtk2 += mtk[c] * mtk[c];
+    free(mtk);
     if (!(fro > 0.0)) goto out;
     *energy = mtk2 / (fro * kk);
     /* the left singular vectors and values of M (dh x d, d >> dh) from the eigenpairs of
