@@ -1154,38 +1154,6 @@ static int sks__ev_alloc(sks__ev *e) {
     return 0;
 }
 
-/* The buffers of the last solve, kept for the next one of the same sizes (spikes solves
- * one channel block of the same shape per layer): cudaMalloc / cudaFree and pinned host
- * allocations of ~0.3 GB per call cost more than a layer's Rayleigh-Ritz. */
-static sks__ev g_ev_keep;
-
-static int sks__ev_take(sks__ev *e) {
-    sks__ev *k = &g_ev_keep;
-    if (k->V && k->n == e->n && k->r == e->r && k->nb == e->nb && k->kmax == e->kmax && k->nresmax == e->nresmax &&
-        k->P == e->P) {
-        const int keep = e->keep;
-        *e = *k;
-        e->keep = keep;
-        memset(k, 0, sizeof *k);
-        CU(cudaMemsetAsync(e->H, 0, (size_t)e->P * e->kmax * e->kmax * sizeof(double), g_cu.comp), "eigensolver buffers");
-        CU(cudaMemsetAsync(e->info, 0, (size_t)e->P * sizeof(int), g_cu.comp), "eigensolver buffers");
-        return 0;
-    }
-    if (k->V) sks__ev_free(k);
-    memset(k, 0, sizeof *k);
-    return sks__ev_alloc(e);
-}
-
-/* after a solve: kept for the next one when it went well, else freed */
-static void sks__ev_park(sks__ev *e, int ok) {
-    if (!ok || !e->V || !e->e0 || !e->e1 || !e->info_h) {
-        sks__ev_free(e);
-        return;
-    }
-    if (g_ev_keep.V) sks__ev_free(&g_ev_keep);
-    g_ev_keep = *e;
-}
-
 /* New columns k .. k+nb of the nact slots (as written by sks__k_ev_expand, sel in
  * e->sel) orthonormalized against V[:, :k] and each other; random replacements for
  * columns that were (nearly) in the span. *tag numbers the random draws. */
@@ -1370,7 +1338,7 @@ static int sks__cu_eigs_t(sks__cu_op *o, const int *ch, int P, const sks_eigs_op
     const int rr_every = sks__ev_rr_every(nb);
     const char *rr_env = getenv("SKS_CUDA_RR");
     const int rr_host = rr_env && !strcmp(rr_env, "host");
-    if ((rc = sks__ev_take(&e)) || (rc = sks__cu_matvec_room(o, P * nb))) goto out;
+    if ((rc = sks__ev_alloc(&e)) || (rc = sks__cu_matvec_room(o, P * nb))) goto out;
     if (rr_host && cudaMallocHost((void **)&rr_buf, (size_t)P * (km * km + km) * sizeof(double)) != cudaSuccess) {
         rc = sks_fail(SKS_ENOMEM, "cuda eigensolver: pinned Rayleigh-Ritz buffer");
         goto out;
@@ -1636,7 +1604,7 @@ static int sks__cu_eigs_t(sks__cu_op *o, const int *ch, int P, const sks_eigs_op
 #undef SKS__EV_CB
 #undef SKS__EV_TRY
 out:
-    sks__ev_park(&e, rc == 0 || rc == SKS_ENOCONV);
+    sks__ev_free(&e);
     if (rr_buf) cudaFreeHost(rr_buf);
     free(st);
     free(done);
