@@ -14,16 +14,19 @@
  * E[tok] + P[pos]; both norms and the final norm are LayerNorms,
  * (x - mean) / sqrt(var + eps) * w + b; no RoPE; W_O, W_up and W_down add their biases;
  * the FFN is W_down gelu_tanh(W_up x + b_up) + b_down.
- * Every projection is one sgemm over the T tokens (sks_matmul_wt); attention is two
- * sgemms per head and block of 128 query rows (Q K^T, then A V) with the softmax
- * between them. RMS and softmax sums accumulate in f64; RoPE angles are computed in f64.
- * Attention heads, SwiGLU and (for long sequences) the row-wise add / RMSNorm / RoPE run
- * on worker threads; the projections use OpenBLAS's own threads.
+ * Every projection is one product over the T tokens (sks_matmul_wt: sgemm for f32
+ * weights, else weights converted block by block on worker threads, multiplied by the
+ * packed kernel of matmul_kernel.h or by sgemm); attention is two sgemms per head and
+ * block of 128 query rows (Q K^T, then A V) with the softmax between them. RMS and
+ * softmax sums accumulate in f64; RoPE angles are computed in f64. Attention heads,
+ * SwiGLU and (for long sequences) the row-wise add / RMSNorm / RoPE run on worker
+ * threads; f32 projections use OpenBLAS's own threads.
  */
 #include "sks_forward.h"
 #include "sks_moe.h"
 
 #include "../linalg/sks_linalg.h"
+#include "matmul_kernel.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -96,11 +99,14 @@ struct sks_forward {
 
 /* ---- helpers ------------------------------------------------------------------------ */
 
-/* Rows [r0, r1) of Y (T, out) = X W^T, converted rows at a time (rows per block) into ws. */
+/* Rows [r0, r1) of Y (T, out) = X W^T with a workspace ws of share floats: the packed
+ * kernel where it takes W (matmul_kernel.h), else rows converted as many at a time as
+ * ws holds, one sgemm per block. */
 static int sks__matmul_rows(const sks_tensor *W, const float *X, int T, float *Y, int64_t r0, int64_t r1, float *ws,
-                            int64_t rows) {
-    const int64_t out = W->shape[0], in = W->shape[1];
+                            size_t share) {
+    const int64_t out = W->shape[0], in = W->shape[1], rows = (int64_t)(share / (size_t)in);
     const sks_qf_backend *be = sks_qf_backend_default();
+    if (!be->gemm_wt && sks__mmk_takes(W, share)) return sks__mmk_rows(W, X, T, Y, r0, r1, ws, share);
     if (!be->gemm_wt && W->dtype == SKS_DT_F32 && !W->tstride) {
         if (r1 > r0)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, (int)(r1 - r0), (int)in, 1.0f, X, (int)in,
@@ -149,7 +155,8 @@ int sks_matmul_wt(const sks_tensor *W, const float *X, int T, float *Y, float *w
     /* Y (T, out) = X (T, in) W^T, W (out, in). Weights stored in another type are
      * converted block by block; on the CPU the rows are split over worker threads (as
      * many as OpenBLAS has), each converting its own rows into its share of ws and
-     * running a one-thread sgemm on them: conversion and products both run in parallel
+     * multiplying them there (the packed AVX2 kernel of matmul_kernel.h where the CPU
+     * has it, else a one-thread sgemm): conversion and products both run in parallel
      * and no OpenBLAS thread waits while the weights are converted. */
     if (!W || !X || !Y || T <= 0) return sks_fail(SKS_EARG, "sks_matmul_wt: bad arguments");
     if (W->ndim != 2) return sks_fail(SKS_ESHAPE, "%s: matrix expected, got a vector", W->name);
@@ -179,7 +186,7 @@ int sks_matmul_wt(const sks_tensor *W, const float *X, int T, float *Y, float *w
     if (!f32 && nw > rows) nw = rows;
     if (nw > out / SKS__MM_MIN_ROWS) nw = out / SKS__MM_MIN_ROWS;
     if (nw > 1) return sks__matmul_parallel(W, X, T, Y, ws, ws_floats, (int)nw);
-    return sks__matmul_rows(W, X, T, Y, 0, out, ws, rows);
+    return sks__matmul_rows(W, X, T, Y, 0, out, ws, ws_floats);
 }
 
 /* out[t, :] = x[t, :] / sqrt(mean_c x[t,c]^2 + eps) * g, for T rows of n; x, out (T, n)
@@ -610,13 +617,13 @@ typedef struct sks__mm {
 static void sks__matmul_worker(sks__job *j, int w, int nw) {
     (void)nw;
     sks__mm *mm = j->mm;
-    const int64_t out = mm->W->shape[0], in = mm->W->shape[1];
+    const int64_t out = mm->W->shape[0];
     float *ws = mm->ws ? mm->ws + (size_t)w * mm->per : NULL;
     for (;;) {
         const int64_t r = (int64_t)atomic_fetch_add(&mm->next, (long long)mm->block);
         if (r >= out) break;
         const int64_t r1 = out - r < mm->block ? out : r + mm->block;
-        if ((mm->rc[w] = sks__matmul_rows(mm->W, mm->X, mm->T, mm->Y, r, r1, ws, (int64_t)(mm->per / (size_t)in)))) {
+        if ((mm->rc[w] = sks__matmul_rows(mm->W, mm->X, mm->T, mm->Y, r, r1, ws, mm->per))) {
             snprintf(mm->err[w], sizeof mm->err[w], "%s", sks_last_error());
             break;
         }
@@ -626,9 +633,11 @@ static void sks__matmul_worker(sks__job *j, int w, int nw) {
 static int sks__matmul_parallel(const sks_tensor *W, const float *X, int T, float *Y, float *ws, size_t ws_floats,
                                 int nw) {
     /* about 4 blocks per thread, at least SKS__MM_MIN_ROWS rows, in multiples of 16 rows
-     * (the sgemm kernels' unrolling), at most what a worker's share of ws holds */
+     * (the kernels' unrolling), for sgemm at most what a worker's share of ws holds (the
+     * packed kernel works through a block in panels of its own size) */
     const int64_t out = W->shape[0];
-    const int64_t wrows = ws && W->dtype != SKS_DT_F32 ? (int64_t)(ws_floats / (size_t)nw) / W->shape[1] : out;
+    const int64_t wrows = ws && W->dtype != SKS_DT_F32 && !sks__mmk_takes(W, ws_floats / (size_t)nw)
+                              ? (int64_t)(ws_floats / (size_t)nw) / W->shape[1] : out;
     int64_t block = (out + 4 * nw - 1) / (4 * nw);
     if (block < SKS__MM_MIN_ROWS) block = SKS__MM_MIN_ROWS;
     block = (block + 15) / 16 * 16;

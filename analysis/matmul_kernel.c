@@ -1,0 +1,232 @@
+/* matmul_kernel.c - packed panels of W and the 6 x 16 AVX2 + FMA kernel of
+ * sks_matmul_wt (contract and loop structure in matmul_kernel.h).
+ *
+ * The kernel keeps a (6, 16) tile of Y in 12 ymm accumulators; per k it loads one row of
+ * the packed sliver (16 floats of W, two ymm), broadcasts X[t, k] of its 6 rows and
+ * issues 12 FMAs: 8 loads per 12 FMAs, no register spills (15 of 16 ymm). The six X
+ * rows of a tile (6 KC floats) stay in L1 while the panel's slivers stream from L2. Rows of X past T (a last tile of fewer than 6 rows) and rows of W past the panel
+ * (a sliver of fewer than 16 rows, zero-padded in P) are not computed / not stored.
+ */
+#include "matmul_kernel.h"
+
+#include "core/sks_core.h"
+
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define SKS__MMK_X86 1
+#define SKS__MMK_TARGET __attribute__((target("avx2,fma")))
+#define SKS__MMK_INLINE static inline __attribute__((always_inline)) SKS__MMK_TARGET
+#else
+#define SKS__MMK_X86 0
+#endif
+
+static int sks__mmk_enabled = 1;
+
+int sks__mmk_set_enabled(int on) {
+    int was = sks__mmk_enabled;
+    sks__mmk_enabled = on != 0;
+    return was;
+}
+
+static int64_t sks__mmk_kc(int64_t in) { return in < SKS__MMK_KC ? in : SKS__MMK_KC; }
+
+/* Rows of W per panel that ws_floats hold next to the staging of 8 rows: a multiple of
+ * 16, at most SKS__MMK_NB (0: not even one sliver). */
+static int64_t sks__mmk_nb(int64_t in, size_t ws_floats) {
+    const size_t kc = (size_t)sks__mmk_kc(in);
+    if (kc == 0 || ws_floats / kc < 24) return 0;
+    int64_t nb = (int64_t)(ws_floats / kc - 8) / 16 * 16;
+    return nb < SKS__MMK_NB ? nb : SKS__MMK_NB;
+}
+
+int sks__mmk_takes(const sks_tensor *W, size_t ws_floats) {
+#if SKS__MMK_X86
+    static int cpu = -1;
+    if (cpu < 0) cpu = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (!cpu || !sks__mmk_enabled || !W || W->ndim != 2 || W->tstride > 0 || W->dtype == SKS_DT_F32) return 0;
+    const sks_dtype_info *info = sks_dtype_get(W->dtype);
+    if (!info || !info->to_f32 || SKS__MMK_KC % info->block) return 0;
+    return sks__mmk_nb(W->shape[1], ws_floats) > 0;
+#else
+    (void)W;
+    (void)ws_floats;
+    return 0;
+#endif
+}
+
+#if SKS__MMK_X86
+/* P[k 16 + j] = S[j kc + k] for k < kc, j < 8: an (8, kc) block S transposed into one
+ * half of a sliver, 8 x 8 at a time in registers (the scalar loop takes a tail of kc). */
+static SKS__MMK_TARGET void sks__mmk_transpose8(const float *S, int64_t kc, float *P) {
+    int64_t k = 0;
+    for (; k + 8 <= kc; k += 8) {
+        /* rows r0..r7 hold (row j, columns k..k+7); after the three steps, o_i holds
+         * column k + i of rows 0..7 */
+        __m256 r0 = _mm256_loadu_ps(S + k), r1 = _mm256_loadu_ps(S + kc + k);
+        __m256 r2 = _mm256_loadu_ps(S + 2 * kc + k), r3 = _mm256_loadu_ps(S + 3 * kc + k);
+        __m256 r4 = _mm256_loadu_ps(S + 4 * kc + k), r5 = _mm256_loadu_ps(S + 5 * kc + k);
+        __m256 r6 = _mm256_loadu_ps(S + 6 * kc + k), r7 = _mm256_loadu_ps(S + 7 * kc + k);
+        __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+        __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+        __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+        __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+        __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xee);
+        __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xee);
+        __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xee);
+        __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xee);
+        float *p = P + k * 16;
+        _mm256_storeu_ps(p + 0 * 16, _mm256_permute2f128_ps(u0, u4, 0x20));
+        _mm256_storeu_ps(p + 1 * 16, _mm256_permute2f128_ps(u1, u5, 0x20));
+        _mm256_storeu_ps(p + 2 * 16, _mm256_permute2f128_ps(u2, u6, 0x20));
+        _mm256_storeu_ps(p + 3 * 16, _mm256_permute2f128_ps(u3, u7, 0x20));
+        _mm256_storeu_ps(p + 4 * 16, _mm256_permute2f128_ps(u0, u4, 0x31));
+        _mm256_storeu_ps(p + 5 * 16, _mm256_permute2f128_ps(u1, u5, 0x31));
+        _mm256_storeu_ps(p + 6 * 16, _mm256_permute2f128_ps(u2, u6, 0x31));
+        _mm256_storeu_ps(p + 7 * 16, _mm256_permute2f128_ps(u3, u7, 0x31));
+    }
+    for (; k < kc; k++)
+        for (int j = 0; j < 8; j++) P[k * 16 + j] = S[j * kc + k];
+}
+
+/* One sliver of the panel: rows [o, o + nv) (nv <= 16) and columns [k0, k0 + kc) of W,
+ * P[k 16 + j] = W[o + j, k0 + k] (rows j >= nv zero), converted 8 rows at a time into
+ * stage (8, kc) and transposed from there. */
+static int sks__mmk_pack(const sks_tensor *W, int64_t o, int64_t nv, int64_t k0, int64_t kc, float *stage, float *P) {
+    for (int64_t h = 0; h < 16; h += 8) {
+        const int64_t n = nv - h < 0 ? 0 : nv - h < 8 ? nv - h : 8;
+        if (n > 0) {
+            int rc = sks_tensor_tile_f32(W, o + h, n, k0, kc, stage);
+            if (rc) return rc;
+        }
+        if (n < 8) memset(stage + n * kc, 0, (size_t)((8 - n) * kc) * sizeof(float));
+        sks__mmk_transpose8(stage, kc, P + h);
+    }
+    return 0;
+}
+
+/* Y tile (mr, 16) = (accumulate ? Y : 0) + X (mr, kc) P (kc, 16); X row stride ldx, Y
+ * row stride ldy; only the first ncols columns of Y are read and written. mr is a
+ * constant at every call site (the rows past mr vanish from the code). */
+SKS__MMK_INLINE void sks__mmk_tile(int mr, int64_t kc, const float *x, int64_t ldx, const float *P, float *y,
+                                   int64_t ldy, int ncols, int accumulate, const float *pf) {
+    const float *x0 = x, *x1 = mr > 1 ? x + ldx : x, *x2 = mr > 2 ? x + 2 * ldx : x;
+    const float *x3 = mr > 3 ? x + 3 * ldx : x, *x4 = mr > 4 ? x + 4 * ldx : x, *x5 = mr > 5 ? x + 5 * ldx : x;
+    /* the Y tile is read (accumulate) and written after the k loop: fetched meanwhile */
+    for (int i = 0; i < mr; i++) {
+        _mm_prefetch((const char *)(y + i * ldy), _MM_HINT_T0);
+        _mm_prefetch((const char *)(y + i * ldy + 15), _MM_HINT_T0);
+    }
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+    __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+#define SKS__MMK_ROW(i)                                          \
+    if (mr > i) {                                                \
+        const __m256 a = _mm256_broadcast_ss(x##i + k);          \
+        c##i##0 = _mm256_fmadd_ps(a, b0, c##i##0);               \
+        c##i##1 = _mm256_fmadd_ps(a, b1, c##i##1);               \
+    }
+#pragma GCC unroll 4
+    for (int64_t k = 0; k < kc; k++) {
+        if ((k & 15) == 0) _mm_prefetch((const char *)(pf + k), _MM_HINT_T0);
+        const __m256 b0 = _mm256_loadu_ps(P + 16 * k), b1 = _mm256_loadu_ps(P + 16 * k + 8);
+        SKS__MMK_ROW(0)
+        SKS__MMK_ROW(1)
+        SKS__MMK_ROW(2)
+        SKS__MMK_ROW(3)
+        SKS__MMK_ROW(4)
+        SKS__MMK_ROW(5)
+    }
+#undef SKS__MMK_ROW
+    if (ncols == 16) {
+#define SKS__MMK_PUT(i)                                                                          \
+    if (mr > i) {                                                                                \
+        float *yr = y + i * ldy;                                                                 \
+        if (accumulate) {                                                                        \
+            c##i##0 = _mm256_add_ps(c##i##0, _mm256_loadu_ps(yr));                               \
+            c##i##1 = _mm256_add_ps(c##i##1, _mm256_loadu_ps(yr + 8));                           \
+        }                                                                                        \
+        _mm256_storeu_ps(yr, c##i##0);                                                           \
+        _mm256_storeu_ps(yr + 8, c##i##1);                                                       \
+    }
+        SKS__MMK_PUT(0)
+        SKS__MMK_PUT(1)
+        SKS__MMK_PUT(2)
+        SKS__MMK_PUT(3)
+        SKS__MMK_PUT(4)
+        SKS__MMK_PUT(5)
+#undef SKS__MMK_PUT
+        return;
+    }
+    /* a sliver of fewer than 16 rows of W: lanes < ncols only */
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(ncols), lane);
+    const __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(ncols - 8), lane);
+#define SKS__MMK_PUTM(i)                                                                         \
+    if (mr > i) {                                                                                \
+        float *yr = y + i * ldy;                                                                 \
+        if (accumulate) {                                                                        \
+            c##i##0 = _mm256_add_ps(c##i##0, _mm256_maskload_ps(yr, m0));                        \
+            c##i##1 = _mm256_add_ps(c##i##1, _mm256_maskload_ps(yr + 8, m1));                    \
+        }                                                                                        \
+        _mm256_maskstore_ps(yr, m0, c##i##0);                                                    \
+        _mm256_maskstore_ps(yr + 8, m1, c##i##1);                                                \
+    }
+    SKS__MMK_PUTM(0)
+    SKS__MMK_PUTM(1)
+    SKS__MMK_PUTM(2)
+    SKS__MMK_PUTM(3)
+    SKS__MMK_PUTM(4)
+    SKS__MMK_PUTM(5)
+#undef SKS__MMK_PUTM
+}
+
+/* Y[:, o0 : o0 + nb] (+)= X[:, k0 : k0 + kc] P^T for all T rows: x = X + k0, y = Y + o0.
+ * Tiles of 6 rows of X outside, the panel's slivers inside (the X tile stays in L1). */
+static SKS__MMK_TARGET void sks__mmk_panel(int T, int64_t kc, const float *x, int64_t ldx, const float *P,
+                                           int64_t nb, float *y, int64_t ldy, int accumulate) {
+    for (int64_t t = 0; t < T; t += 6) {
+        const int mr = T - t < 6 ? (int)(T - t) : 6;
+        const float *xt = x + t * ldx;
+        float *yt = y + t * ldy;
+        for (int64_t s = 0; s < nb; s += 16) {
+            const int nc = nb - s < 16 ? (int)(nb - s) : 16;
+            const float *Ps = P + s * kc;
+            /* the next tile's X row (s / 16) % 6, one line per 16 k, while this one runs */
+            const float *pf = t + 6 < T ? xt + (6 + (s / 16) % 6 < T - t ? 6 + (s / 16) % 6 : 6) * ldx : xt;
+            switch (mr) {
+            case 6: sks__mmk_tile(6, kc, xt, ldx, Ps, yt + s, ldy, nc, accumulate, pf); break;
+            case 5: sks__mmk_tile(5, kc, xt, ldx, Ps, yt + s, ldy, nc, accumulate, pf); break;
+            case 4: sks__mmk_tile(4, kc, xt, ldx, Ps, yt + s, ldy, nc, accumulate, pf); break;
+            case 3: sks__mmk_tile(3, kc, xt, ldx, Ps, yt + s, ldy, nc, accumulate, pf); break;
+            case 2: sks__mmk_tile(2, kc, xt, ldx, Ps, yt + s, ldy, nc, accumulate, pf); break;
+            default: sks__mmk_tile(1, kc, xt, ldx, Ps, yt + s, ldy, nc, accumulate, pf); break;
+            }
+        }
+    }
+}
+#endif
+
+int sks__mmk_rows(const sks_tensor *W, const float *X, int T, float *Y, int64_t r0, int64_t r1, float *ws,
+                  size_t ws_floats) {
+#if SKS__MMK_X86
+    const int64_t out = W->shape[0], in = W->shape[1], KC = sks__mmk_kc(in), NB = sks__mmk_nb(in, ws_floats);
+    if (NB <= 0) return sks_fail(SKS_EARG, "%s: workspace of %zu floats holds no panel", W->name, ws_floats);
+    float *P = ws, *stage = ws + NB * KC;
+    for (int64_t o0 = r0; o0 < r1; o0 += NB) {
+        const int64_t nb = r1 - o0 < NB ? r1 - o0 : NB;
+        for (int64_t k0 = 0; k0 < in; k0 += KC) {
+            const int64_t kc = in - k0 < KC ? in - k0 : KC;
+            for (int64_t s = 0; s < nb; s += 16) {
+                int rc = sks__mmk_pack(W, o0 + s, nb - s < 16 ? nb - s : 16, k0, kc, stage, P + s * kc);
+                if (rc) return rc;
+            }
+            sks__mmk_panel(T, kc, X + k0, in, P, nb, Y + o0, out, k0 > 0);
+        }
+    }
+    return 0;
+#else
+    (void)X, (void)T, (void)Y, (void)r0, (void)r1, (void)ws, (void)ws_floats;
+    return sks_fail(SKS_EUNSUPPORTED, "%s: no packed kernel in this build", W->name);
+#endif
+}
