@@ -95,6 +95,7 @@ struct sks_forward {
     sks_moe_ws *moe;             /* MoE layers' workspaces (NULL: a dense model) */
     const sks_fwd_kv_limit *kvl; /* the pass's key limit (NULL: full causal) */
     int kvl_layer;               /* layer being computed, for kvl->keep_sink */
+    int ffn_from;                /* the layer's FFN runs on tokens [ffn_from, T) (sks__pass_run) */
 };
 
 /* ---- helpers ------------------------------------------------------------------------ */
@@ -867,37 +868,40 @@ static int sks__layer(sks_forward *f, int l, int T, int p0, float *kc, float *vc
     if ((rc = sks__check_finite(f->x, T, d, 2 * l + 1, p0))) return rc;
     if (hk && hk->on_residual && (rc = hk->on_residual(hk->ud, 2 * l + 1, f->x, T, (int)d))) return rc;
 
-    /* FFN: W_down (SiLU(W_gate x) * (W_up x)) */
-    if (hk && hk->on_ffn_in && (rc = hk->on_ffn_in(hk->ud, l, f->xn, T, (int)d))) return rc;
-    if (hk && hk->on_linear_in && (rc = hk->on_linear_in(hk->ud, l, SKS_FWD_LIN_FFN, -1, f->xn, T, (int)d))) return rc;
+    /* FFN: W_down (SiLU(W_gate x) * (W_up x)), over tokens [t0, T) only (sks__pass_run:
+     * the last layer when nothing reads the other tokens' outputs) */
+    const int t0 = f->ffn_from, Tf = T - t0;
+    float *xn = f->xn + (int64_t)t0 * d, *y = f->y + (int64_t)t0 * d, *x = f->x + (int64_t)t0 * d;
+    if (hk && hk->on_ffn_in && (rc = hk->on_ffn_in(hk->ud, l, xn, Tf, (int)d))) return rc;
+    if (hk && hk->on_linear_in && (rc = hk->on_linear_in(hk->ud, l, SKS_FWD_LIN_FFN, -1, xn, Tf, (int)d))) return rc;
     if (sks_arch_layer_moe(&f->a, l)) {
         /* mixture of experts: the router's top-k, the routed experts only (sks_moe.h) */
-        if ((rc = sks_moe_ffn(m, l, f->xn, T, f->y, f->moe, hk, f->ws, f->ws_floats))) return rc;
+        if ((rc = sks_moe_ffn(m, l, xn, Tf, y, f->moe, hk, f->ws, f->ws_floats))) return rc;
     } else {
         if (f->a.ffn_plain) {
             /* GPT-2: gate <- act(x W_up^T + b_up), no gate projection */
             if (!(W = sks__mat(m, SKS_ROLE_W_UP, l))) return SKS_ENOTFOUND;
-            if ((rc = sks_matmul_wt(W, f->xn, T, f->gate, f->ws, f->ws_floats))) return rc;
-            if ((rc = sks__add_bias(f, SKS_ROLE_B_UP, l, f->gate, T, f->f, f->f))) return rc;
+            if ((rc = sks_matmul_wt(W, xn, Tf, f->gate, f->ws, f->ws_floats))) return rc;
+            if ((rc = sks__add_bias(f, SKS_ROLE_B_UP, l, f->gate, Tf, f->f, f->f))) return rc;
         } else {
             if (!(W = sks__mat(m, SKS_ROLE_W_GATE, l))) return SKS_ENOTFOUND;
-            if ((rc = sks_matmul_wt(W, f->xn, T, f->gate, f->ws, f->ws_floats))) return rc;
+            if ((rc = sks_matmul_wt(W, xn, Tf, f->gate, f->ws, f->ws_floats))) return rc;
             if (!(W = sks__mat(m, SKS_ROLE_W_UP, l))) return SKS_ENOTFOUND;
-            if ((rc = sks_matmul_wt(W, f->xn, T, f->up, f->ws, f->ws_floats))) return rc;
+            if ((rc = sks_matmul_wt(W, xn, Tf, f->up, f->ws, f->ws_floats))) return rc;
         }
-        sks__job j = {sks__swiglu_worker, 0, 1, f, T, p0, NULL, NULL, 0, NULL, NULL, NULL, NULL};
-        sks__parallel(&j, T >= SKS__PAR_MIN_T ? f->n_workers : 1);
-        if (hk && hk->on_linear_in && (rc = hk->on_linear_in(hk->ud, l, SKS_FWD_LIN_DOWN, -1, f->gate, T, (int)f->f)))
+        sks__job j = {sks__swiglu_worker, 0, 1, f, Tf, p0, NULL, NULL, 0, NULL, NULL, NULL, NULL};
+        sks__parallel(&j, Tf >= SKS__PAR_MIN_T ? f->n_workers : 1);
+        if (hk && hk->on_linear_in && (rc = hk->on_linear_in(hk->ud, l, SKS_FWD_LIN_DOWN, -1, f->gate, Tf, (int)f->f)))
             return rc;
         if (!(W = sks__mat(m, SKS_ROLE_W_DOWN, l))) return SKS_ENOTFOUND;
-        if ((rc = sks_matmul_wt(W, f->gate, T, f->y, f->ws, f->ws_floats))) return rc;
-        if ((rc = sks__add_bias(f, SKS_ROLE_B_DOWN, l, f->y, T, d, d))) return rc;
+        if ((rc = sks_matmul_wt(W, f->gate, Tf, y, f->ws, f->ws_floats))) return rc;
+        if ((rc = sks__add_bias(f, SKS_ROLE_B_DOWN, l, y, Tf, d, d))) return rc;
     }
-    if (hk && hk->on_ffn_out && (rc = hk->on_ffn_out(hk->ud, l, f->y, T, (int)d))) return rc;
-    if ((rc = sks__post_norm(f, SKS_ROLE_POST_FFN_NORM, l, T, f->y))) return rc;
-    sks__addnorm(f, T, f->x, f->y, NULL);
-    if ((rc = sks__check_finite(f->x, T, d, 2 * l + 2, p0))) return rc;
-    if (hk && hk->on_residual && (rc = hk->on_residual(hk->ud, 2 * l + 2, f->x, T, (int)d))) return rc;
+    if (hk && hk->on_ffn_out && (rc = hk->on_ffn_out(hk->ud, l, y, Tf, (int)d))) return rc;
+    if ((rc = sks__post_norm(f, SKS_ROLE_POST_FFN_NORM, l, Tf, y))) return rc;
+    sks__addnorm(f, Tf, x, y, NULL);
+    if ((rc = sks__check_finite(x, Tf, d, 2 * l + 2, p0 + t0))) return rc;
+    if (hk && hk->on_residual && (rc = hk->on_residual(hk->ud, 2 * l + 2, x, Tf, (int)d))) return rc;
     return 0;
 }
 
@@ -952,10 +956,18 @@ static int sks__pass_run(sks_forward *f, const int32_t *tokens, int T, int p0, i
     }
     if ((rc = sks__check_finite(f->x, T, d, 0, p0))) return rc;
     if (hk && hk->on_residual && (rc = hk->on_residual(hk->ud, 0, f->x, T, (int)d))) return rc;
+    /* Only the last position's logits and no hook: the other tokens' outputs of the last
+     * layer's FFN are never read (its keys and values come before it), so that FFN runs
+     * on the last token alone, as llama.cpp does for a prompt whose last logits only are
+     * asked. Every other pass computes every token. */
+    const int last_ffn_from = logits && last_only && !hk ? T - 1 : 0;
     for (int l = 0; l < f->a.n_layers; l++) {
         float *kc = use_cache ? f->kc + (int64_t)l * f->max_T * f->kd : f->k;
         float *vc = use_cache ? f->vc + (int64_t)l * f->max_T * f->kd : f->v;
-        if ((rc = sks__layer(f, l, T, p0, kc, vc, mode, hk))) return rc;
+        f->ffn_from = l == f->a.n_layers - 1 ? last_ffn_from : 0;
+        rc = sks__layer(f, l, T, p0, kc, vc, mode, hk);
+        f->ffn_from = 0;
+        if (rc) return rc;
     }
     if (!logits) return 0;
     /* logits = W_cls (RMSNorm(h) * gamma_final) */

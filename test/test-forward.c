@@ -459,6 +459,14 @@ static void random_case(int interleaved, int qwen3, int qwen2, int llama3, int t
     /* without the probabilities hook attention takes the threaded per-block path */
     assert_int_equal(sks_forward_run(f, tok, T, SKS_FWD_CAUSAL, NULL, lg, 0), 0);
     for (size_t i = 0; i < (size_t)T * V; i++) assert_close(lg[i], logits[i], TOL, "logit (no hooks)");
+    /* the last position's logits only: without hooks the last layer's FFN runs on that
+     * token alone (sks__pass_run); with hooks on every token, whose residuals stay whole */
+    assert_int_equal(sks_forward_run(f, tok, T, SKS_FWD_CAUSAL, NULL, lg, 1), 0);
+    for (int v = 0; v < V; v++) assert_close(lg[v], logits[(size_t)(T - 1) * V + v], TOL, "last logits (no hooks)");
+    memset(c.k.res, 0, (size_t)(2 * L + 1) * T * d * sizeof(float));
+    assert_int_equal(sks_forward_run(f, tok, T, SKS_FWD_CAUSAL, &hk, lg, 1), 0);
+    for (int v = 0; v < V; v++) assert_close(lg[v], logits[(size_t)(T - 1) * V + v], TOL, "last logits (hooks)");
+    for (size_t i = 0; i < (size_t)(2 * L + 1) * T * d; i++) assert_close(c.k.res[i], res[i], TOL, "residual (last)");
     /* on_ffn_out is the difference of the residuals around the FFN */
     for (int l = 0; l < L; l++)
         for (size_t i = 0; i < (size_t)T * d; i++)
