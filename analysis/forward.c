@@ -107,7 +107,7 @@ static int sks__matmul_rows(const sks_tensor *W, const float *X, int T, float *Y
                             size_t share) {
     const int64_t out = W->shape[0], in = W->shape[1], rows = (int64_t)(share / (size_t)in);
     const sks_qf_backend *be = sks_qf_backend_default();
-    if (!be->gemm_wt && sks__mmk_takes(W, share)) return sks__mmk_rows(W, X, T, Y, r0, r1, ws, share);
+    if (!be->gemm_wt && sks__mmk_takes(W, T, share)) return sks__mmk_rows(W, X, T, Y, r0, r1, ws, share);
     if (!be->gemm_wt && W->dtype == SKS_DT_F32 && !W->tstride) {
         if (r1 > r0)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, (int)(r1 - r0), (int)in, 1.0f, X, (int)in,
@@ -637,7 +637,7 @@ static int sks__matmul_parallel(const sks_tensor *W, const float *X, int T, floa
      * (the kernels' unrolling), for sgemm at most what a worker's share of ws holds (the
      * packed kernel works through a block in panels of its own size) */
     const int64_t out = W->shape[0];
-    const int64_t wrows = ws && W->dtype != SKS_DT_F32 && !sks__mmk_takes(W, ws_floats / (size_t)nw)
+    const int64_t wrows = ws && W->dtype != SKS_DT_F32 && !sks__mmk_takes(W, T, ws_floats / (size_t)nw)
                               ? (int64_t)(ws_floats / (size_t)nw) / W->shape[1] : out;
     int64_t block = (out + 4 * nw - 1) / (4 * nw);
     if (block < SKS__MM_MIN_ROWS) block = SKS__MM_MIN_ROWS;

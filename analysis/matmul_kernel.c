@@ -16,7 +16,7 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define SKS__MMK_X86 1
-#define SKS__MMK_TARGET __attribute__((target("avx2,fma")))
+#define SKS__MMK_TARGET __attribute__((target("avx2,fma,f16c")))
 #define SKS__MMK_INLINE static inline __attribute__((always_inline)) SKS__MMK_TARGET
 #else
 #define SKS__MMK_X86 0
@@ -32,25 +32,27 @@ int sks__mmk_set_enabled(int on) {
 
 static int64_t sks__mmk_kc(int64_t in) { return in < SKS__MMK_KC ? in : SKS__MMK_KC; }
 
-/* Rows of W per panel that ws_floats hold next to the staging of 8 rows: a multiple of
- * 16, at most SKS__MMK_NB (0: not even one sliver). */
-static int64_t sks__mmk_nb(int64_t in, size_t ws_floats) {
+/* Rows of W per panel that ws_floats hold: nb (kc + T) floats for the panel and its
+ * (T, nb) sums, 8 kc for the staging; a multiple of 16, at most SKS__MMK_NB (0: not even
+ * one sliver). */
+static int64_t sks__mmk_nb(int64_t in, int T, size_t ws_floats) {
     const size_t kc = (size_t)sks__mmk_kc(in);
-    if (kc == 0 || ws_floats / kc < 24) return 0;
-    int64_t nb = (int64_t)(ws_floats / kc - 8) / 16 * 16;
+    if (kc == 0 || T < 1 || ws_floats < 8 * kc) return 0;
+    int64_t nb = (int64_t)((ws_floats - 8 * kc) / (kc + (size_t)T)) / 16 * 16;
     return nb < SKS__MMK_NB ? nb : SKS__MMK_NB;
 }
 
-int sks__mmk_takes(const sks_tensor *W, size_t ws_floats) {
+int sks__mmk_takes(const sks_tensor *W, int T, size_t ws_floats) {
 #if SKS__MMK_X86
     static int cpu = -1;
-    if (cpu < 0) cpu = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (cpu < 0) cpu = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
     if (!cpu || !sks__mmk_enabled || !W || W->ndim != 2 || W->tstride > 0 || W->dtype == SKS_DT_F32) return 0;
     const sks_dtype_info *info = sks_dtype_get(W->dtype);
     if (!info || !info->to_f32 || SKS__MMK_KC % info->block) return 0;
-    return sks__mmk_nb(W->shape[1], ws_floats) > 0;
+    return sks__mmk_nb(W->shape[1], T, ws_floats) > 0;
 #else
     (void)W;
+    (void)T;
     (void)ws_floats;
     return 0;
 #endif
@@ -106,11 +108,67 @@ static int sks__mmk_pack(const sks_tensor *W, int64_t o, int64_t nv, int64_t k0,
     return 0;
 }
 
+/* The same sliver of an f16 W kept in f16 (P[k 16 + j] = W[o + j, k0 + k], its bits):
+ * 8 x 8 blocks of halves transposed in registers, no conversion (the kernel converts
+ * with F16C as it loads, which halves the panel's bytes). The weights' exponent bits
+ * are checked on the way; where one is NaN or Inf, those rows go through
+ * sks_tensor_tile_f32, whose check fails or (with --allow-nonfinite) lets them pass. */
+static SKS__MMK_TARGET int sks__mmk_pack16(const sks_tensor *W, int64_t o, int64_t nv, int64_t k0, int64_t kc,
+                                           float *stage, uint16_t *P) {
+    const int64_t in = W->shape[1];
+    const __m128i expo = _mm_set1_epi16(0x7c00);
+    for (int64_t h = 0; h < 16; h += 8) {
+        const int64_t n = nv - h < 0 ? 0 : nv - h < 8 ? nv - h : 8;
+        const uint16_t *row[8];
+        for (int64_t j = 0; j < 8; j++) row[j] = j < n ? (const uint16_t *)W->data + (o + h + j) * in + k0 : NULL;
+        __m128i bad = _mm_setzero_si128();
+        int64_t k = 0;
+        for (; k + 8 <= kc; k += 8) {
+            __m128i r[8];
+            for (int j = 0; j < 8; j++) {
+                r[j] = row[j] ? _mm_loadu_si128((const __m128i *)(row[j] + k)) : _mm_setzero_si128();
+                bad = _mm_or_si128(bad, _mm_cmpeq_epi16(_mm_and_si128(r[j], expo), expo));
+            }
+            /* pairs of rows, then quads, then all eight: c_i holds column k + i of rows 0..7 */
+            __m128i a0 = _mm_unpacklo_epi16(r[0], r[1]), a1 = _mm_unpackhi_epi16(r[0], r[1]);
+            __m128i a2 = _mm_unpacklo_epi16(r[2], r[3]), a3 = _mm_unpackhi_epi16(r[2], r[3]);
+            __m128i a4 = _mm_unpacklo_epi16(r[4], r[5]), a5 = _mm_unpackhi_epi16(r[4], r[5]);
+            __m128i a6 = _mm_unpacklo_epi16(r[6], r[7]), a7 = _mm_unpackhi_epi16(r[6], r[7]);
+            __m128i b0 = _mm_unpacklo_epi32(a0, a2), b1 = _mm_unpackhi_epi32(a0, a2);
+            __m128i b2 = _mm_unpacklo_epi32(a1, a3), b3 = _mm_unpackhi_epi32(a1, a3);
+            __m128i b4 = _mm_unpacklo_epi32(a4, a6), b5 = _mm_unpackhi_epi32(a4, a6);
+            __m128i b6 = _mm_unpacklo_epi32(a5, a7), b7 = _mm_unpackhi_epi32(a5, a7);
+            uint16_t *p = P + k * 16 + h;
+            _mm_storeu_si128((__m128i *)(p + 0 * 16), _mm_unpacklo_epi64(b0, b4));
+            _mm_storeu_si128((__m128i *)(p + 1 * 16), _mm_unpackhi_epi64(b0, b4));
+            _mm_storeu_si128((__m128i *)(p + 2 * 16), _mm_unpacklo_epi64(b1, b5));
+            _mm_storeu_si128((__m128i *)(p + 3 * 16), _mm_unpackhi_epi64(b1, b5));
+            _mm_storeu_si128((__m128i *)(p + 4 * 16), _mm_unpacklo_epi64(b2, b6));
+            _mm_storeu_si128((__m128i *)(p + 5 * 16), _mm_unpackhi_epi64(b2, b6));
+            _mm_storeu_si128((__m128i *)(p + 6 * 16), _mm_unpacklo_epi64(b3, b7));
+            _mm_storeu_si128((__m128i *)(p + 7 * 16), _mm_unpackhi_epi64(b3, b7));
+        }
+        int tail_bad = 0;
+        for (; k < kc; k++)
+            for (int64_t j = 0; j < 8; j++) {
+                const uint16_t v = row[j] ? row[j][k] : 0;
+                tail_bad |= (v & 0x7c00) == 0x7c00;
+                P[k * 16 + h + j] = v;
+            }
+        if ((tail_bad || _mm_movemask_epi8(bad)) && n > 0) {
+            int rc = sks_tensor_tile_f32(W, o + h, n, k0, kc, stage);
+            if (rc) return rc;
+        }
+    }
+    return 0;
+}
+
 /* Y tile (mr, 16) = (accumulate ? Y : 0) + X (mr, kc) P (kc, 16); X row stride ldx, Y
- * row stride ldy; only the first ncols columns of Y are read and written. mr is a
- * constant at every call site (the rows past mr vanish from the code). */
-SKS__MMK_INLINE void sks__mmk_tile(int mr, int64_t kc, const float *x, int64_t ldx, const float *P, float *y,
-                                   int64_t ldy, int ncols, int accumulate, const float *pf) {
+ * row stride ldy; only the first ncols columns of Y are read and written. P holds f32,
+ * or f16 (half) converted as it is loaded. mr and half are constants at every call site
+ * (the rows past mr and the other load vanish from the code). */
+SKS__MMK_INLINE void sks__mmk_tile(int mr, int half, int64_t kc, const float *x, int64_t ldx, const void *P,
+                                   float *y, int64_t ldy, int ncols, int accumulate, const float *pf) {
     const float *x0 = x, *x1 = mr > 1 ? x + ldx : x, *x2 = mr > 2 ? x + 2 * ldx : x;
     const float *x3 = mr > 3 ? x + 3 * ldx : x, *x4 = mr > 4 ? x + 4 * ldx : x, *x5 = mr > 5 ? x + 5 * ldx : x;
     /* the Y tile is read (accumulate) and written after the k loop: fetched meanwhile */
@@ -129,7 +187,15 @@ SKS__MMK_INLINE void sks__mmk_tile(int mr, int64_t kc, const float *x, int64_t l
 #pragma GCC unroll 4
     for (int64_t k = 0; k < kc; k++) {
         if ((k & 15) == 0) _mm_prefetch((const char *)(pf + k), _MM_HINT_T0);
-        const __m256 b0 = _mm256_loadu_ps(P + 16 * k), b1 = _mm256_loadu_ps(P + 16 * k + 8);
+        __m256 b0, b1;
+        if (half) {
+            const uint16_t *p = (const uint16_t *)P + 16 * k;
+            b0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+            b1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 8)));
+        } else {
+            b0 = _mm256_loadu_ps((const float *)P + 16 * k);
+            b1 = _mm256_loadu_ps((const float *)P + 16 * k + 8);
+        }
         SKS__MMK_ROW(0)
         SKS__MMK_ROW(1)
         SKS__MMK_ROW(2)
@@ -181,48 +247,63 @@ SKS__MMK_INLINE void sks__mmk_tile(int mr, int64_t kc, const float *x, int64_t l
 #undef SKS__MMK_PUTM
 }
 
-/* Y[:, o0 : o0 + nb] (+)= X[:, k0 : k0 + kc] P^T for all T rows: x = X + k0, y = Y + o0.
- * Tiles of 6 rows of X outside, the panel's slivers inside (the X tile stays in L1). */
-static SKS__MMK_TARGET void sks__mmk_panel(int T, int64_t kc, const float *x, int64_t ldx, const float *P,
-                                           int64_t nb, float *y, int64_t ldy, int accumulate) {
+/* Y[:, o0 : o0 + nb] (+)= X[:, k0 : k0 + kc] P^T for all T rows: x = X + k0, y = Y + o0;
+ * P in f32 or (half) f16, element size esz. Tiles of 6 rows of X outside, the panel's
+ * slivers inside (the X tile stays in L1 while the panel streams from L2). */
+SKS__MMK_INLINE void sks__mmk_panel_of(int half, int T, int64_t kc, const float *x, int64_t ldx, const void *P,
+                                       int64_t nb, float *y, int64_t ldy, int accumulate) {
+    const size_t esz = half ? 2 : 4;
     for (int64_t t = 0; t < T; t += 6) {
         const int mr = T - t < 6 ? (int)(T - t) : 6;
         const float *xt = x + t * ldx;
         float *yt = y + t * ldy;
         for (int64_t s = 0; s < nb; s += 16) {
             const int nc = nb - s < 16 ? (int)(nb - s) : 16;
-            const float *Ps = P + s * kc;
+            const void *Ps = (const char *)P + (size_t)(s * kc) * esz;
             /* the next tile's X row (s / 16) % 6, one line per 16 k, while this one runs */
             const float *pf = t + 6 < T ? xt + (6 + (s / 16) % 6 < T - t ? 6 + (s / 16) % 6 : 6) * ldx : xt;
             switch (mr) {
-            case 6: sks__mmk_tile(6, kc, xt, ldx, Ps, yt + s, ldy, nc, accumulate, pf); break;
-            case 5: sks__mmk_tile(5, kc, xt, ldx, Ps, yt + s, ldy, nc, accumulate, pf); break;
-            case 4: sks__mmk_tile(4, kc, xt, ldx, Ps, yt + s, ldy, nc, accumulate, pf); break;
-            case 3: sks__mmk_tile(3, kc, xt, ldx, Ps, yt + s, ldy, nc, accumulate, pf); break;
-            case 2: sks__mmk_tile(2, kc, xt, ldx, Ps, yt + s, ldy, nc, accumulate, pf); break;
-            default: sks__mmk_tile(1, kc, xt, ldx, Ps, yt + s, ldy, nc, accumulate, pf); break;
+            case 6: sks__mmk_tile(6, half, kc, xt, ldx, Ps, yt + s, ldy, nc, accumulate, pf); break;
+            case 5: sks__mmk_tile(5, half, kc, xt, ldx, Ps, yt + s, ldy, nc, accumulate, pf); break;
+            case 4: sks__mmk_tile(4, half, kc, xt, ldx, Ps, yt + s, ldy, nc, accumulate, pf); break;
+            case 3: sks__mmk_tile(3, half, kc, xt, ldx, Ps, yt + s, ldy, nc, accumulate, pf); break;
+            case 2: sks__mmk_tile(2, half, kc, xt, ldx, Ps, yt + s, ldy, nc, accumulate, pf); break;
+            default: sks__mmk_tile(1, half, kc, xt, ldx, Ps, yt + s, ldy, nc, accumulate, pf); break;
             }
         }
     }
+}
+
+static SKS__MMK_TARGET void sks__mmk_panel(int half, int T, int64_t kc, const float *x, int64_t ldx, const void *P,
+                                           int64_t nb, float *y, int64_t ldy, int accumulate) {
+    if (half) sks__mmk_panel_of(1, T, kc, x, ldx, P, nb, y, ldy, accumulate);
+    else sks__mmk_panel_of(0, T, kc, x, ldx, P, nb, y, ldy, accumulate);
 }
 #endif
 
 int sks__mmk_rows(const sks_tensor *W, const float *X, int T, float *Y, int64_t r0, int64_t r1, float *ws,
                   size_t ws_floats) {
 #if SKS__MMK_X86
-    const int64_t out = W->shape[0], in = W->shape[1], KC = sks__mmk_kc(in), NB = sks__mmk_nb(in, ws_floats);
+    const int64_t out = W->shape[0], in = W->shape[1], KC = sks__mmk_kc(in), NB = sks__mmk_nb(in, T, ws_floats);
     if (NB <= 0) return sks_fail(SKS_EARG, "%s: workspace of %zu floats holds no panel", W->name, ws_floats);
-    float *P = ws, *stage = ws + NB * KC;
+    /* f16 weights stay f16 in the panel (half its floats); other types become f32 */
+    const int half = W->dtype == SKS_DT_F16;
+    /* the panel's sums over the chunks of k accumulate in Ys (T, NB), dense and in L2,
+     * not in the rows of Y (out floats apart, a page or more): copied out once */
+    float *P = ws, *stage = ws + NB * KC, *Ys = stage + 8 * KC;
     for (int64_t o0 = r0; o0 < r1; o0 += NB) {
         const int64_t nb = r1 - o0 < NB ? r1 - o0 : NB;
         for (int64_t k0 = 0; k0 < in; k0 += KC) {
             const int64_t kc = in - k0 < KC ? in - k0 : KC;
             for (int64_t s = 0; s < nb; s += 16) {
-                int rc = sks__mmk_pack(W, o0 + s, nb - s < 16 ? nb - s : 16, k0, kc, stage, P + s * kc);
+                const int64_t nv = nb - s < 16 ? nb - s : 16;
+                int rc = half ? sks__mmk_pack16(W, o0 + s, nv, k0, kc, stage, (uint16_t *)P + s * kc)
+                              : sks__mmk_pack(W, o0 + s, nv, k0, kc, stage, P + s * kc);
                 if (rc) return rc;
             }
-            sks__mmk_panel(T, kc, X + k0, in, P, nb, Y + o0, out, k0 > 0);
+            sks__mmk_panel(half, T, kc, X + k0, in, P, nb, Ys, NB, k0 > 0);
         }
+        for (int64_t t = 0; t < T; t++) memcpy(Y + t * out + o0, Ys + t * NB, (size_t)nb * sizeof(float));
     }
     return 0;
 #else

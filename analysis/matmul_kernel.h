@@ -31,15 +31,16 @@
  * the panel, NB x KC floats (256 KiB), stays in a core's L2 while all T rows pass. */
 #define SKS__MMK_NB 128
 
-/* 1 when sks__mmk_rows takes W with a workspace of ws_floats floats: the CPU has AVX2 and
- * FMA (checked at run time), the kernel is enabled, W is a 2-D row-major tensor of a
- * converted type other than f32, and ws holds a panel of 16 rows and 8 staged rows
- * (24 min(KC, in) floats). */
-int sks__mmk_takes(const sks_tensor *W, size_t ws_floats);
+/* 1 when sks__mmk_rows takes W for T rows of X with a workspace of ws_floats floats: the
+ * CPU has AVX2, FMA and F16C (checked at run time), the kernel is enabled, W is a 2-D
+ * row-major tensor of a converted type other than f32, and ws holds a panel of 16 rows
+ * with its (T, 16) sums and 8 staged rows: 16 (kc + T) + 8 kc floats, kc = min(KC, in). */
+int sks__mmk_takes(const sks_tensor *W, int T, size_t ws_floats);
 
 /* Rows [r0, r1) of Y (T, out) = X (T, in) W^T, W (out, in); X, Y row-major with row
- * strides in and out. ws: ws_floats floats (panel and staging). Conversion errors (a
- * non-finite weight) come back as from sks_tensor_rows_f32. Only when sks__mmk_takes. */
+ * strides in and out. ws: ws_floats floats (panel, its sums, staging). Conversion errors
+ * (a non-finite weight) come back as from sks_tensor_rows_f32. Only when
+ * sks__mmk_takes. */
 int sks__mmk_rows(const sks_tensor *W, const float *X, int T, float *Y, int64_t r0, int64_t r1, float *ws,
                   size_t ws_floats);
 

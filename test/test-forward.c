@@ -696,7 +696,7 @@ static void test_matmul_kernel(void **state) {
     } cs[] = {{SKS_DT_F16, 13, 130, 544}, {SKS_DT_F16, 1, 17, 40},   {SKS_DT_F16, 6, 16, 1030},
               {SKS_DT_BF16, 7, 300, 96},  {SKS_DT_Q8_0, 11, 45, 1056}, {SKS_DT_Q4_K, 5, 33, 768}};
 #if defined(__x86_64__) && defined(__GNUC__)
-    const int cpu = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    const int cpu = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
 #else
     const int cpu = 0;
 #endif
@@ -728,12 +728,13 @@ static void test_matmul_kernel(void **state) {
         const int64_t kc = in < SKS__MMK_KC ? in : SKS__MMK_KC;
         for (int nth = 1; nth <= 3; nth++) {
             openblas_set_num_threads(nth);
-            /* per thread: whole panels, one sliver (24 kc), less than a sliver (one row) */
-            const size_t per[3] = {(size_t)1 << 16, (size_t)(24 * kc), (size_t)in};
+            /* per thread: whole panels, one sliver (16 (kc + T) + 8 kc), less than a sliver
+             * (one row) */
+            const size_t per[3] = {(size_t)1 << 16, (size_t)(24 * kc + 16 * T), (size_t)in};
             for (int v = 0; v < 3; v++)
                 for (int on = 0; on <= 1; on++) {
                     sks__mmk_set_enabled(on);
-                    assert_int_equal(sks__mmk_takes(&W, per[v]), on && cpu && v < 2);
+                    assert_int_equal(sks__mmk_takes(&W, T, per[v]), on && cpu && v < 2);
                     for (int64_t i = 0; i < (int64_t)T * out; i++) Y[i] = NAN;
                     assert_int_equal(sks_matmul_wt(&W, X, T, Y, ws, per[v] * (size_t)nth), 0);
                     for (int64_t i = 0; i < (int64_t)T * out; i++)
@@ -746,17 +747,29 @@ static void test_matmul_kernel(void **state) {
         sks__mmk_set_enabled(1);
         free(w0); free(wf); free(X); free(Y); free(ws); free(ref); free(bound); free(wq);
     }
-    /* a NaN weight stops the kernel's product as it stops the other path's */
-    uint16_t *wh = malloc(64 * 32 * 2);
-    float X[2 * 32], Y[2 * 64], *ws = malloc(((size_t)1 << 16) * 4);
-    for (int i = 0; i < 64 * 32; i++) wh[i] = sks_f32_to_f16((float)urand());
-    for (int i = 0; i < 2 * 32; i++) X[i] = (float)urand();
-    wh[50 * 32 + 3] = 0x7e00;
-    sks_tensor W = {"nan_f16", SKS_DT_F16, 2, {64, 32}, wh, 64 * 32 * 2, 0, 0, 0};
-    for (int on = 0; on <= 1; on++) {
-        sks__mmk_set_enabled(on);
-        assert_int_equal(sks_matmul_wt(&W, X, 2, Y, ws, (size_t)1 << 16), SKS_ENONFINITE);
-        assert_non_null(strstr(sks_last_error(), "nan_f16"));
+    /* a NaN or Inf weight (f16: in the 8-column blocks or in the tail of a row of 36)
+     * stops the kernel's product as it stops the other path's; allowed, it reaches Y */
+    uint16_t *wh = malloc(64 * 36 * 2);
+    float X[2 * 36], Y[2 * 64], *ws = malloc(((size_t)1 << 16) * 4);
+    for (int i = 0; i < 64 * 36; i++) wh[i] = sks_f32_to_f16((float)urand());
+    for (int i = 0; i < 2 * 36; i++) X[i] = (float)urand();
+    sks_tensor W = {"nan_f16", SKS_DT_F16, 2, {64, 36}, wh, 64 * 36 * 2, 0, 0, 0};
+    static const int at[2] = {50 * 36 + 3, 10 * 36 + 34};
+    static const uint16_t bits[2] = {0x7e00, 0xfc00};
+    for (int b = 0; b < 2; b++) {
+        const uint16_t keep = wh[at[b]];
+        wh[at[b]] = bits[b];
+        for (int on = 0; on <= 1; on++) {
+            sks__mmk_set_enabled(on);
+            assert_int_equal(sks_matmul_wt(&W, X, 2, Y, ws, (size_t)1 << 16), SKS_ENONFINITE);
+            assert_non_null(strstr(sks_last_error(), "nan_f16"));
+            sks_nonfinite_allow(1);
+            assert_int_equal(sks_matmul_wt(&W, X, 2, Y, ws, (size_t)1 << 16), 0);
+            sks_nonfinite_allow(0);
+            for (int t = 0; t < 2; t++)
+                for (int o = 0; o < 64; o++) assert_true(!isfinite(Y[t * 64 + o]) == (o == at[b] / 36));
+        }
+        wh[at[b]] = keep;
     }
     sks__mmk_set_enabled(1);
     openblas_set_num_threads(saved);
