@@ -100,6 +100,49 @@ struct sks_forward {
 
 /* ---- helpers ------------------------------------------------------------------------ */
 
+/* x[i] <- expf(x[i] - sub), n entries. On CPUs with AVX2 and FMA, 8 at a time through
+ * glibc's vector expf (libmvec, _ZGVdN8v_expf, within 1 ulp of exp like the scalar
+ * expf, whose results it may differ from by that rounding); the tail and other CPUs
+ * call expf. exp(-inf) = 0 either way. */
+#if defined(__x86_64__) && defined(__GNUC__) && defined(SKS_HAVE_MVEC)
+#include <immintrin.h>
+#define SKS__VEXP 1
+__attribute__((target("avx2"))) __m256 _ZGVdN8v_expf(__m256 x);
+static __attribute__((target("avx2,fma"))) int64_t sks__expf_shift_avx2(float *x, int64_t n, float sub) {
+    const __m256 s = _mm256_set1_ps(sub);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _ZGVdN8v_expf(_mm256_sub_ps(_mm256_loadu_ps(x + i), s)));
+    return i;
+}
+/* SiLU(z) up = z / (1 + exp(-z)) up over whole blocks of 8 (up NULL: 1); returns the count */
+static __attribute__((target("avx2,fma"))) int64_t sks__silu_mul_avx2(float *g, const float *up, int64_t n) {
+    const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 z = _mm256_loadu_ps(g + i);
+        __m256 v = _mm256_div_ps(z, _mm256_add_ps(one, _ZGVdN8v_expf(_mm256_sub_ps(zero, z))));
+        if (up) v = _mm256_mul_ps(v, _mm256_loadu_ps(up + i));
+        _mm256_storeu_ps(g + i, v);
+    }
+    return i;
+}
+static int sks__cpu_avx2(void) {
+    static int cpu = -1;
+    if (cpu < 0) cpu = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return cpu;
+}
+#else
+#define SKS__VEXP 0
+#endif
+
+static void sks__expf_shift(float *x, int64_t n, float sub) {
+    int64_t i = 0;
+#if SKS__VEXP
+    if (sks__cpu_avx2()) i = sks__expf_shift_avx2(x, n, sub);
+#endif
+    for (; i < n; i++) x[i] = expf(x[i] - sub);
+}
+
 /* Rows [r0, r1) of Y (T, out) = X W^T with a workspace ws of share floats: the packed
  * kernel where it takes W (matmul_kernel.h), else rows converted as many at a time as
  * ws holds, one sgemm per block. */
@@ -491,7 +534,7 @@ uint64_t sks_forward_bytes(const sks_arch *a, int max_T) {
  * 0); entries outside, up to Tk, are set to 0. With a key window (window > 0) the keys
  * [n_sink, p0 + i + 1 - window) are masked too (set to 0, left out of the max and the
  * sum). With a softcap c the scores first become c tanh(s / c). Max-subtracted; exp in
- * f32 (one call per entry), the sum in f64. */
+ * f32 (sks__expf_shift), the sum in f64. */
 static void sks__softmax_causal(float *S, int64_t ld, int64_t i0, int64_t i1, int64_t Tk, int p0, int window,
                                 int n_sink, int fam_window, float softcap) {
     for (int64_t i = i0; i < i1; i++) {
@@ -508,12 +551,10 @@ static void sks__softmax_causal(float *S, int64_t ld, int64_t i0, int64_t i1, in
         float mx = -INFINITY;
         for (int64_t j = j0; j < n; j++)
             if (r[j] > mx) mx = r[j];
+        /* masked keys hold -inf: exp gives 0 (mx is finite: key n - 1 is never masked) */
+        sks__expf_shift(r + j0, n - j0, mx);
         double sum = 0;
-        for (int64_t j = j0; j < n; j++) {
-            float e = j >= lo && j < hi ? 0.0f : expf(r[j] - mx);
-            r[j] = e;
-            sum += e;
-        }
+        for (int64_t j = j0; j < n; j++) sum += r[j];
         float inv = (float)(1.0 / sum);
         for (int64_t j = 0; j < j0; j++) r[j] = 0.0f;
         for (int64_t j = j0; j < n; j++) r[j] *= inv;
@@ -717,7 +758,11 @@ void sks_fwd_act_mul(sks_act_kind act, float *gate, const float *up, int64_t n) 
         }
         return;
     }
-    for (int64_t i = 0; i < n; i++) {
+    int64_t i = 0;
+#if SKS__VEXP
+    if (sks__cpu_avx2()) i = sks__silu_mul_avx2(gate, up, n);
+#endif
+    for (; i < n; i++) {
         float z = gate[i];
         gate[i] = z / (1.0f + expf(-z)) * (up ? up[i] : 1.0f);
     }
