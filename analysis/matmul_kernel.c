@@ -247,11 +247,26 @@ SKS__MMK_INLINE void sks__mmk_tile(int mr, int half, int64_t kc, const float *x,
 #undef SKS__MMK_PUTM
 }
 
+/* The stored bytes of the next panel, fetched into L2 a few lines per tile while this
+ * panel is multiplied (so that packing it does not wait on memory): rows of span bytes
+ * from base, stride bytes apart; line i of the whole is line i % per of row i / per. */
+typedef struct {
+    const char *base;
+    size_t stride, span;
+    int64_t per, lines, next, step; /* lines per row, in all, next to fetch, per tile */
+} sks__mmk_ahead;
+
+SKS__MMK_INLINE void sks__mmk_fetch(sks__mmk_ahead *a) {
+    for (int64_t i = 0; i < a->step && a->next < a->lines; i++, a->next++)
+        _mm_prefetch(a->base + (size_t)(a->next / a->per) * a->stride + (size_t)(a->next % a->per) * 64,
+                     _MM_HINT_T1);
+}
+
 /* Y[:, o0 : o0 + nb] (+)= X[:, k0 : k0 + kc] P^T for all T rows: x = X + k0, y = Y + o0;
  * P in f32 or (half) f16, element size esz. Tiles of 6 rows of X outside, the panel's
  * slivers inside (the X tile stays in L1 while the panel streams from L2). */
 SKS__MMK_INLINE void sks__mmk_panel_of(int half, int T, int64_t kc, const float *x, int64_t ldx, const void *P,
-                                       int64_t nb, float *y, int64_t ldy, int accumulate) {
+                                       int64_t nb, float *y, int64_t ldy, int accumulate, sks__mmk_ahead *ah) {
     const size_t esz = half ? 2 : 4;
     for (int64_t t = 0; t < T; t += 6) {
         const int mr = T - t < 6 ? (int)(T - t) : 6;
@@ -262,6 +277,7 @@ SKS__MMK_INLINE void sks__mmk_panel_of(int half, int T, int64_t kc, const float 
             const void *Ps = (const char *)P + (size_t)(s * kc) * esz;
             /* the next tile's X row (s / 16) % 6, one line per 16 k, while this one runs */
             const float *pf = t + 6 < T ? xt + (6 + (s / 16) % 6 < T - t ? 6 + (s / 16) % 6 : 6) * ldx : xt;
+            sks__mmk_fetch(ah);
             switch (mr) {
             case 6: sks__mmk_tile(6, half, kc, xt, ldx, Ps, yt + s, ldy, nc, accumulate, pf); break;
             case 5: sks__mmk_tile(5, half, kc, xt, ldx, Ps, yt + s, ldy, nc, accumulate, pf); break;
@@ -275,9 +291,9 @@ SKS__MMK_INLINE void sks__mmk_panel_of(int half, int T, int64_t kc, const float 
 }
 
 static SKS__MMK_TARGET void sks__mmk_panel(int half, int T, int64_t kc, const float *x, int64_t ldx, const void *P,
-                                           int64_t nb, float *y, int64_t ldy, int accumulate) {
-    if (half) sks__mmk_panel_of(1, T, kc, x, ldx, P, nb, y, ldy, accumulate);
-    else sks__mmk_panel_of(0, T, kc, x, ldx, P, nb, y, ldy, accumulate);
+                                           int64_t nb, float *y, int64_t ldy, int accumulate, sks__mmk_ahead *ah) {
+    if (half) sks__mmk_panel_of(1, T, kc, x, ldx, P, nb, y, ldy, accumulate, ah);
+    else sks__mmk_panel_of(0, T, kc, x, ldx, P, nb, y, ldy, accumulate, ah);
 }
 #endif
 
@@ -291,17 +307,29 @@ int sks__mmk_rows(const sks_tensor *W, const float *X, int T, float *Y, int64_t 
     /* the panel's sums over the chunks of k accumulate in Ys (T, NB), dense and in L2,
      * not in the rows of Y (out floats apart, a page or more): copied out once */
     float *P = ws, *stage = ws + NB * KC, *Ys = stage + 8 * KC;
+    const sks_dtype_info *info = sks_dtype_get(W->dtype);
+    const size_t row_bytes = (size_t)(in / info->block) * info->block_bytes;
+    const int64_t tiles = (T + 5) / 6 * ((NB + 15) / 16);
     for (int64_t o0 = r0; o0 < r1; o0 += NB) {
         const int64_t nb = r1 - o0 < NB ? r1 - o0 : NB;
         for (int64_t k0 = 0; k0 < in; k0 += KC) {
             const int64_t kc = in - k0 < KC ? in - k0 : KC;
+            /* the next panel: columns k0 + KC of these rows, or the first of the next rows */
+            const int64_t o1 = k0 + KC < in ? o0 : o0 + NB, k1 = k0 + KC < in ? k0 + KC : 0;
+            const int64_t n1 = o1 < r1 ? (r1 - o1 < NB ? r1 - o1 : NB) : 0, c1 = in - k1 < KC ? in - k1 : KC;
+            sks__mmk_ahead ah = {(const char *)W->data + (size_t)o1 * row_bytes +
+                                     (size_t)(k1 / info->block) * info->block_bytes,
+                                 row_bytes, (size_t)(c1 / info->block) * info->block_bytes, 0, 0, 0, 0};
+            ah.per = (int64_t)((ah.span + 63) / 64);
+            ah.lines = n1 * ah.per;
+            ah.step = (ah.lines + tiles - 1) / tiles;
             for (int64_t s = 0; s < nb; s += 16) {
                 const int64_t nv = nb - s < 16 ? nb - s : 16;
                 int rc = half ? sks__mmk_pack16(W, o0 + s, nv, k0, kc, stage, (uint16_t *)P + s * kc)
                               : sks__mmk_pack(W, o0 + s, nv, k0, kc, stage, P + s * kc);
                 if (rc) return rc;
             }
-            sks__mmk_panel(half, T, kc, X + k0, in, P, nb, Ys, NB, k0 > 0);
+            sks__mmk_panel(half, T, kc, X + k0, in, P, nb, Ys, NB, k0 > 0, &ah);
         }
         for (int64_t t = 0; t < T; t++) memcpy(Y + t * out + o0, Ys + t * NB, (size_t)nb * sizeof(float));
     }
