@@ -675,11 +675,13 @@ static void sks__matmul_worker(sks__job *j, int w, int nw) {
 static int sks__matmul_parallel(const sks_tensor *W, const float *X, int T, float *Y, float *ws, size_t ws_floats,
                                 int nw) {
     /* about 4 blocks per thread, at least SKS__MM_MIN_ROWS rows, in multiples of 16 rows
-     * (the kernels' unrolling), for sgemm at most what a worker's share of ws holds (the
-     * packed kernel works through a block in panels of its own size) */
+     * (the kernels' unrolling); for sgemm at most what a worker's share of ws holds (each
+     * sgemm packs X again), for the packed kernel at most one panel (SKS__MMK_NB rows:
+     * smaller blocks cost it nothing and balance the threads better at the end) */
     const int64_t out = W->shape[0];
-    const int64_t wrows = ws && W->dtype != SKS_DT_F32 && !sks__mmk_takes(W, T, ws_floats / (size_t)nw)
-                              ? (int64_t)(ws_floats / (size_t)nw) / W->shape[1] : out;
+    const int kern = sks__mmk_takes(W, T, ws_floats / (size_t)nw);
+    const int64_t wrows = kern ? SKS__MMK_NB
+                        : ws && W->dtype != SKS_DT_F32 ? (int64_t)(ws_floats / (size_t)nw) / W->shape[1] : out;
     int64_t block = (out + 4 * nw - 1) / (4 * nw);
     if (block < SKS__MM_MIN_ROWS) block = SKS__MM_MIN_ROWS;
     block = (block + 15) / 16 * 16;
