@@ -151,7 +151,8 @@ static SKS__MMK_TARGET int sks__mmk_pack16(const sks_tensor *W, int64_t o, int64
         int tail_bad = 0;
         for (; k < kc; k++)
             for (int64_t j = 0; j < 8; j++) {
-                const uint16_t v = row[j] ? row[j][k] : 0;
+                uint16_t v = 0;
+                if (row[j]) memcpy(&v, row[j] + k, sizeof v); /* the file's alignment is not checked here */
                 tail_bad |= (v & 0x7c00) == 0x7c00;
                 P[k * 16 + h + j] = v;
             }
