@@ -126,11 +126,7 @@ static __attribute__((target("avx2,fma"))) int64_t sks__silu_mul_avx2(float *g, 
     }
     return i;
 }
-static int sks__cpu_avx2(void) {
-    static int cpu = -1;
-    if (cpu < 0) cpu = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    return cpu;
-}
+static int sks__cpu_avx2(void) { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
 #else
 #define SKS__VEXP 0
 #endif

@@ -2,10 +2,12 @@
  * sks_matmul_wt (contract and loop structure in matmul_kernel.h).
  *
  * The kernel keeps a (6, 16) tile of Y in 12 ymm accumulators; per k it loads one row of
- * the packed sliver (16 floats of W, two ymm), broadcasts X[t, k] of its 6 rows and
- * issues 12 FMAs: 8 loads per 12 FMAs, no register spills (15 of 16 ymm). The six X
- * rows of a tile (6 KC floats) stay in L1 while the panel's slivers stream from L2. Rows of X past T (a last tile of fewer than 6 rows) and rows of W past the panel
- * (a sliver of fewer than 16 rows, zero-padded in P) are not computed / not stored.
+ * the packed sliver (16 values of W: two ymm, converted from f16 with F16C where the
+ * panel holds f16), broadcasts X[t, k] of its 6 rows and issues 12 FMAs: 8 loads per
+ * 12 FMAs, no register spills (15 of 16 ymm). The six X rows of a tile (6 KC floats)
+ * stay in L1 while the panel's slivers stream from L2. Rows of X past T (a last tile of
+ * fewer than 6 rows) and rows of W past the panel (a sliver of fewer than 16 rows,
+ * zero-padded in P) are neither computed nor stored.
  */
 #include "matmul_kernel.h"
 
@@ -14,6 +16,7 @@
 #include <string.h>
 
 #if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define SKS__MMK_X86 1
 #define SKS__MMK_TARGET __attribute__((target("avx2,fma,f16c")))
@@ -44,8 +47,10 @@ static int64_t sks__mmk_nb(int64_t in, int T, size_t ws_floats) {
 
 int sks__mmk_takes(const sks_tensor *W, int T, size_t ws_floats) {
 #if SKS__MMK_X86
-    static int cpu = -1;
-    if (cpu < 0) cpu = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    /* F16C from CPUID leaf 1 (ECX bit 29): clang's __builtin_cpu_supports does not know it */
+    unsigned a, b, c, d;
+    const int f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+    const int cpu = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
     if (!cpu || !sks__mmk_enabled || !W || W->ndim != 2 || W->tstride > 0 || W->dtype == SKS_DT_F32) return 0;
     const sks_dtype_info *info = sks_dtype_get(W->dtype);
     if (!info || !info->to_f32 || SKS__MMK_KC % info->block) return 0;

@@ -9,6 +9,9 @@
  * missing bias) shows up at order 1e-1.
  */
 #include <cblas.h>
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#endif
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -696,7 +699,9 @@ static void test_matmul_kernel(void **state) {
     } cs[] = {{SKS_DT_F16, 13, 130, 544}, {SKS_DT_F16, 1, 17, 40},   {SKS_DT_F16, 6, 16, 1030},
               {SKS_DT_BF16, 7, 300, 96},  {SKS_DT_Q8_0, 11, 45, 1056}, {SKS_DT_Q4_K, 5, 33, 768}};
 #if defined(__x86_64__) && defined(__GNUC__)
-    const int cpu = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    unsigned a, b, c, d; /* F16C: CPUID leaf 1, ECX bit 29 */
+    const int cpu = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                    __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
 #else
     const int cpu = 0;
 #endif
