@@ -169,18 +169,26 @@ static SKS__MMK_TARGET int sks__mmk_pack16(const sks_tensor *W, int64_t o, int64
     return 0;
 }
 
-/* Y tile (mr, 16) = (accumulate ? Y : 0) + X (mr, kc) P (kc, 16); X row stride ldx, Y
- * row stride ldy; only the first ncols columns of Y are read and written. P holds f32,
+/* Z tile (mr, 16) = (accumulate ? Y : 0) + X (mr, kc) P (kc, 16); X, Y, Z row strides
+ * ldx, ldy, ldz (Z may be Y); only the first ncols columns of Y and Z are read and
+ * written. P holds f32,
  * or f16 (half) converted as it is loaded. mr and half are constants at every call site
  * (the rows past mr and the other load vanish from the code). */
 SKS__MMK_INLINE void sks__mmk_tile(int mr, int half, int64_t kc, const float *x, int64_t ldx, const void *P,
-                                   float *y, int64_t ldy, int ncols, int accumulate, const float *pf) {
+                                   const float *y, int64_t ldy, float *z, int64_t ldz, int ncols, int accumulate,
+                                   const float *pf) {
     const float *x0 = x, *x1 = mr > 1 ? x + ldx : x, *x2 = mr > 2 ? x + 2 * ldx : x;
     const float *x3 = mr > 3 ? x + 3 * ldx : x, *x4 = mr > 4 ? x + 4 * ldx : x, *x5 = mr > 5 ? x + 5 * ldx : x;
     /* the Y tile is read (accumulate) and written after the k loop: fetched meanwhile */
     for (int i = 0; i < mr; i++) {
-        _mm_prefetch((const char *)(y + i * ldy), _MM_HINT_T0);
-        _mm_prefetch((const char *)(y + i * ldy + 15), _MM_HINT_T0);
+        if (accumulate) {
+            _mm_prefetch((const char *)(y + i * ldy), _MM_HINT_T0);
+            _mm_prefetch((const char *)(y + i * ldy + 15), _MM_HINT_T0);
+        }
+        if (z != y) {
+            _mm_prefetch((const char *)(z + i * ldz), _MM_HINT_T0);
+            _mm_prefetch((const char *)(z + i * ldz + 15), _MM_HINT_T0);
+        }
     }
     __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
     __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
@@ -213,13 +221,14 @@ SKS__MMK_INLINE void sks__mmk_tile(int mr, int half, int64_t kc, const float *x,
     if (ncols == 16) {
 #define SKS__MMK_PUT(i)                                                                          \
     if (mr > i) {                                                                                \
-        float *yr = y + i * ldy;                                                                 \
+        const float *yr = y + i * ldy;                                                           \
+        float *zr = z + i * ldz;                                                                 \
         if (accumulate) {                                                                        \
             c##i##0 = _mm256_add_ps(c##i##0, _mm256_loadu_ps(yr));                               \
             c##i##1 = _mm256_add_ps(c##i##1, _mm256_loadu_ps(yr + 8));                           \
         }                                                                                        \
-        _mm256_storeu_ps(yr, c##i##0);                                                           \
-        _mm256_storeu_ps(yr + 8, c##i##1);                                                       \
+        _mm256_storeu_ps(zr, c##i##0);                                                           \
+        _mm256_storeu_ps(zr + 8, c##i##1);                                                       \
     }
         SKS__MMK_PUT(0)
         SKS__MMK_PUT(1)
@@ -236,13 +245,14 @@ SKS__MMK_INLINE void sks__mmk_tile(int mr, int half, int64_t kc, const float *x,
     const __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(ncols - 8), lane);
 #define SKS__MMK_PUTM(i)                                                                         \
     if (mr > i) {                                                                                \
-        float *yr = y + i * ldy;                                                                 \
+        const float *yr = y + i * ldy;                                                           \
+        float *zr = z + i * ldz;                                                                 \
         if (accumulate) {                                                                        \
             c##i##0 = _mm256_add_ps(c##i##0, _mm256_maskload_ps(yr, m0));                        \
             c##i##1 = _mm256_add_ps(c##i##1, _mm256_maskload_ps(yr + 8, m1));                    \
         }                                                                                        \
-        _mm256_maskstore_ps(yr, m0, c##i##0);                                                    \
-        _mm256_maskstore_ps(yr + 8, m1, c##i##1);                                                \
+        _mm256_maskstore_ps(zr, m0, c##i##0);                                                    \
+        _mm256_maskstore_ps(zr + 8, m1, c##i##1);                                                \
     }
     SKS__MMK_PUTM(0)
     SKS__MMK_PUTM(1)
@@ -272,12 +282,14 @@ SKS__MMK_INLINE void sks__mmk_fetch(sks__mmk_ahead *a) {
  * P in f32 or (half) f16, element size esz. Tiles of 6 rows of X outside, the panel's
  * slivers inside (the X tile stays in L1 while the panel streams from L2). */
 SKS__MMK_INLINE void sks__mmk_panel_of(int half, int T, int64_t kc, const float *x, int64_t ldx, const void *P,
-                                       int64_t nb, float *y, int64_t ldy, int accumulate, sks__mmk_ahead *ah) {
+                                       int64_t nb, const float *y, int64_t ldy, float *z, int64_t ldz, int accumulate,
+                                       sks__mmk_ahead *ah) {
     const size_t esz = half ? 2 : 4;
     for (int64_t t = 0; t < T; t += 6) {
         const int mr = T - t < 6 ? (int)(T - t) : 6;
         const float *xt = x + t * ldx;
-        float *yt = y + t * ldy;
+        const float *yt = y + t * ldy;
+        float *zt = z + t * ldz;
         for (int64_t s = 0; s < nb; s += 16) {
             const int nc = nb - s < 16 ? (int)(nb - s) : 16;
             const void *Ps = (const char *)P + (size_t)(s * kc) * esz;
@@ -285,21 +297,22 @@ SKS__MMK_INLINE void sks__mmk_panel_of(int half, int T, int64_t kc, const float 
             const float *pf = t + 6 < T ? xt + (6 + (s / 16) % 6 < T - t ? 6 + (s / 16) % 6 : 6) * ldx : xt;
             sks__mmk_fetch(ah);
             switch (mr) {
-            case 6: sks__mmk_tile(6, half, kc, xt, ldx, Ps, yt + s, ldy, nc, accumulate, pf); break;
-            case 5: sks__mmk_tile(5, half, kc, xt, ldx, Ps, yt + s, ldy, nc, accumulate, pf); break;
-            case 4: sks__mmk_tile(4, half, kc, xt, ldx, Ps, yt + s, ldy, nc, accumulate, pf); break;
-            case 3: sks__mmk_tile(3, half, kc, xt, ldx, Ps, yt + s, ldy, nc, accumulate, pf); break;
-            case 2: sks__mmk_tile(2, half, kc, xt, ldx, Ps, yt + s, ldy, nc, accumulate, pf); break;
-            default: sks__mmk_tile(1, half, kc, xt, ldx, Ps, yt + s, ldy, nc, accumulate, pf); break;
+            case 6: sks__mmk_tile(6, half, kc, xt, ldx, Ps, yt + s, ldy, zt + s, ldz, nc, accumulate, pf); break;
+            case 5: sks__mmk_tile(5, half, kc, xt, ldx, Ps, yt + s, ldy, zt + s, ldz, nc, accumulate, pf); break;
+            case 4: sks__mmk_tile(4, half, kc, xt, ldx, Ps, yt + s, ldy, zt + s, ldz, nc, accumulate, pf); break;
+            case 3: sks__mmk_tile(3, half, kc, xt, ldx, Ps, yt + s, ldy, zt + s, ldz, nc, accumulate, pf); break;
+            case 2: sks__mmk_tile(2, half, kc, xt, ldx, Ps, yt + s, ldy, zt + s, ldz, nc, accumulate, pf); break;
+            default: sks__mmk_tile(1, half, kc, xt, ldx, Ps, yt + s, ldy, zt + s, ldz, nc, accumulate, pf); break;
             }
         }
     }
 }
 
 static SKS__MMK_TARGET void sks__mmk_panel(int half, int T, int64_t kc, const float *x, int64_t ldx, const void *P,
-                                           int64_t nb, float *y, int64_t ldy, int accumulate, sks__mmk_ahead *ah) {
-    if (half) sks__mmk_panel_of(1, T, kc, x, ldx, P, nb, y, ldy, accumulate, ah);
-    else sks__mmk_panel_of(0, T, kc, x, ldx, P, nb, y, ldy, accumulate, ah);
+                                           int64_t nb, const float *y, int64_t ldy, float *z, int64_t ldz,
+                                           int accumulate, sks__mmk_ahead *ah) {
+    if (half) sks__mmk_panel_of(1, T, kc, x, ldx, P, nb, y, ldy, z, ldz, accumulate, ah);
+    else sks__mmk_panel_of(0, T, kc, x, ldx, P, nb, y, ldy, z, ldz, accumulate, ah);
 }
 #endif
 
@@ -311,7 +324,8 @@ int sks__mmk_rows(const sks_tensor *W, const float *X, int T, float *Y, int64_t 
     /* f16 weights stay f16 in the panel (half its floats); other types become f32 */
     const int half = W->dtype == SKS_DT_F16;
     /* the panel's sums over the chunks of k accumulate in Ys (T, NB), dense and in L2,
-     * not in the rows of Y (out floats apart, a page or more): copied out once */
+     * not in the rows of Y (out floats apart, a page or more); the last chunk adds its
+     * products to them and writes the sums into Y */
     float *P = ws, *stage = ws + NB * KC, *Ys = stage + 8 * KC;
     const sks_dtype_info *info = sks_dtype_get(W->dtype);
     const size_t row_bytes = (size_t)(in / info->block) * info->block_bytes;
@@ -335,9 +349,9 @@ int sks__mmk_rows(const sks_tensor *W, const float *X, int T, float *Y, int64_t 
                               : sks__mmk_pack(W, o0 + s, nv, k0, kc, stage, P + s * kc);
                 if (rc) return rc;
             }
-            sks__mmk_panel(half, T, kc, X + k0, in, P, nb, Ys, NB, k0 > 0, &ah);
+            const int last = k0 + KC >= in;
+            sks__mmk_panel(half, T, kc, X + k0, in, P, nb, Ys, NB, last ? Y + o0 : Ys, last ? out : NB, k0 > 0, &ah);
         }
-        for (int64_t t = 0; t < T; t++) memcpy(Y + t * out + o0, Ys + t * NB, (size_t)nb * sizeof(float));
     }
     return 0;
 #else
