@@ -14,16 +14,19 @@
  * E[tok] + P[pos]; both norms and the final norm are LayerNorms,
  * (x - mean) / sqrt(var + eps) * w + b; no RoPE; W_O, W_up and W_down add their biases;
  * the FFN is W_down gelu_tanh(W_up x + b_up) + b_down.
- * Every projection is one sgemm over the T tokens (sks_matmul_wt); attention is two
- * sgemms per head and block of 128 query rows (Q K^T, then A V) with the softmax
- * between them. RMS and softmax sums accumulate in f64; RoPE angles are computed in f64.
- * Attention heads, SwiGLU and (for long sequences) the row-wise add / RMSNorm / RoPE run
- * on worker threads; the projections use OpenBLAS's own threads.
+ * Every projection is one product over the T tokens (sks_matmul_wt: sgemm for f32
+ * weights, else weights converted block by block on worker threads, multiplied by the
+ * packed kernel of matmul_kernel.h or by sgemm); attention is two sgemms per head and
+ * block of 128 query rows (Q K^T, then A V) with the softmax between them. RMS and
+ * softmax sums accumulate in f64; RoPE angles are computed in f64. Attention heads,
+ * SwiGLU and (for long sequences) the row-wise add / RMSNorm / RoPE run on worker
+ * threads; f32 projections use OpenBLAS's own threads.
  */
 #include "sks_forward.h"
 #include "sks_moe.h"
 
 #include "../linalg/sks_linalg.h"
+#include "matmul_kernel.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -92,15 +95,58 @@ struct sks_forward {
     sks_moe_ws *moe;             /* MoE layers' workspaces (NULL: a dense model) */
     const sks_fwd_kv_limit *kvl; /* the pass's key limit (NULL: full causal) */
     int kvl_layer;               /* layer being computed, for kvl->keep_sink */
+    int ffn_from;                /* the layer's FFN runs on tokens [ffn_from, T) (sks__pass_run) */
 };
 
 /* ---- helpers ------------------------------------------------------------------------ */
 
-/* Rows [r0, r1) of Y (T, out) = X W^T, converted rows at a time (rows per block) into ws. */
+/* x[i] <- expf(x[i] - sub), n entries. On CPUs with AVX2 and FMA, 8 at a time through
+ * glibc's vector expf (libmvec, _ZGVdN8v_expf, within 1 ulp of exp like the scalar
+ * expf, whose results it may differ from by that rounding); the tail and other CPUs
+ * call expf. exp(-inf) = 0 either way. */
+#if defined(__x86_64__) && defined(__GNUC__) && defined(SKS_HAVE_MVEC)
+#include <immintrin.h>
+#define SKS__VEXP 1
+__attribute__((target("avx2"))) __m256 _ZGVdN8v_expf(__m256 x);
+static __attribute__((target("avx2,fma"))) int64_t sks__expf_shift_avx2(float *x, int64_t n, float sub) {
+    const __m256 s = _mm256_set1_ps(sub);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _ZGVdN8v_expf(_mm256_sub_ps(_mm256_loadu_ps(x + i), s)));
+    return i;
+}
+/* SiLU(z) up = z / (1 + exp(-z)) up over whole blocks of 8 (up NULL: 1); returns the count */
+static __attribute__((target("avx2,fma"))) int64_t sks__silu_mul_avx2(float *g, const float *up, int64_t n) {
+    const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 z = _mm256_loadu_ps(g + i);
+        __m256 v = _mm256_div_ps(z, _mm256_add_ps(one, _ZGVdN8v_expf(_mm256_sub_ps(zero, z))));
+        if (up) v = _mm256_mul_ps(v, _mm256_loadu_ps(up + i));
+        _mm256_storeu_ps(g + i, v);
+    }
+    return i;
+}
+static int sks__cpu_avx2(void) { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
+#else
+#define SKS__VEXP 0
+#endif
+
+static void sks__expf_shift(float *x, int64_t n, float sub) {
+    int64_t i = 0;
+#if SKS__VEXP
+    if (sks__cpu_avx2()) i = sks__expf_shift_avx2(x, n, sub);
+#endif
+    for (; i < n; i++) x[i] = expf(x[i] - sub);
+}
+
+/* Rows [r0, r1) of Y (T, out) = X W^T with a workspace ws of share floats: the packed
+ * kernel where it takes W (matmul_kernel.h), else rows converted as many at a time as
+ * ws holds, one sgemm per block. */
 static int sks__matmul_rows(const sks_tensor *W, const float *X, int T, float *Y, int64_t r0, int64_t r1, float *ws,
-                            int64_t rows) {
-    const int64_t out = W->shape[0], in = W->shape[1];
+                            size_t share) {
+    const int64_t out = W->shape[0], in = W->shape[1], rows = (int64_t)(share / (size_t)in);
     const sks_qf_backend *be = sks_qf_backend_default();
+    if (!be->gemm_wt && sks__mmk_takes(W, T, share)) return sks__mmk_rows(W, X, T, Y, r0, r1, ws, share);
     if (!be->gemm_wt && W->dtype == SKS_DT_F32 && !W->tstride) {
         if (r1 > r0)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, (int)(r1 - r0), (int)in, 1.0f, X, (int)in,
@@ -149,7 +195,8 @@ int sks_matmul_wt(const sks_tensor *W, const float *X, int T, float *Y, float *w
     /* Y (T, out) = X (T, in) W^T, W (out, in). Weights stored in another type are
      * converted block by block; on the CPU the rows are split over worker threads (as
      * many as OpenBLAS has), each converting its own rows into its share of ws and
-     * running a one-thread sgemm on them: conversion and products both run in parallel
+     * multiplying them there (the packed AVX2 kernel of matmul_kernel.h where the CPU
+     * has it, else a one-thread sgemm): conversion and products both run in parallel
      * and no OpenBLAS thread waits while the weights are converted. */
     if (!W || !X || !Y || T <= 0) return sks_fail(SKS_EARG, "sks_matmul_wt: bad arguments");
     if (W->ndim != 2) return sks_fail(SKS_ESHAPE, "%s: matrix expected, got a vector", W->name);
@@ -179,7 +226,7 @@ int sks_matmul_wt(const sks_tensor *W, const float *X, int T, float *Y, float *w
     if (!f32 && nw > rows) nw = rows;
     if (nw > out / SKS__MM_MIN_ROWS) nw = out / SKS__MM_MIN_ROWS;
     if (nw > 1) return sks__matmul_parallel(W, X, T, Y, ws, ws_floats, (int)nw);
-    return sks__matmul_rows(W, X, T, Y, 0, out, ws, rows);
+    return sks__matmul_rows(W, X, T, Y, 0, out, ws, ws_floats);
 }
 
 /* out[t, :] = x[t, :] / sqrt(mean_c x[t,c]^2 + eps) * g, for T rows of n; x, out (T, n)
@@ -483,7 +530,7 @@ uint64_t sks_forward_bytes(const sks_arch *a, int max_T) {
  * 0); entries outside, up to Tk, are set to 0. With a key window (window > 0) the keys
  * [n_sink, p0 + i + 1 - window) are masked too (set to 0, left out of the max and the
  * sum). With a softcap c the scores first become c tanh(s / c). Max-subtracted; exp in
- * f32 (one call per entry), the sum in f64. */
+ * f32 (sks__expf_shift), the sum in f64. */
 static void sks__softmax_causal(float *S, int64_t ld, int64_t i0, int64_t i1, int64_t Tk, int p0, int window,
                                 int n_sink, int fam_window, float softcap) {
     for (int64_t i = i0; i < i1; i++) {
@@ -500,12 +547,10 @@ static void sks__softmax_causal(float *S, int64_t ld, int64_t i0, int64_t i1, in
         float mx = -INFINITY;
         for (int64_t j = j0; j < n; j++)
             if (r[j] > mx) mx = r[j];
+        /* masked keys hold -inf: exp gives 0 (mx is finite: key n - 1 is never masked) */
+        sks__expf_shift(r + j0, n - j0, mx);
         double sum = 0;
-        for (int64_t j = j0; j < n; j++) {
-            float e = j >= lo && j < hi ? 0.0f : expf(r[j] - mx);
-            r[j] = e;
-            sum += e;
-        }
+        for (int64_t j = j0; j < n; j++) sum += r[j];
         float inv = (float)(1.0 / sum);
         for (int64_t j = 0; j < j0; j++) r[j] = 0.0f;
         for (int64_t j = j0; j < n; j++) r[j] *= inv;
@@ -610,13 +655,13 @@ typedef struct sks__mm {
 static void sks__matmul_worker(sks__job *j, int w, int nw) {
     (void)nw;
     sks__mm *mm = j->mm;
-    const int64_t out = mm->W->shape[0], in = mm->W->shape[1];
+    const int64_t out = mm->W->shape[0];
     float *ws = mm->ws ? mm->ws + (size_t)w * mm->per : NULL;
     for (;;) {
         const int64_t r = (int64_t)atomic_fetch_add(&mm->next, (long long)mm->block);
         if (r >= out) break;
         const int64_t r1 = out - r < mm->block ? out : r + mm->block;
-        if ((mm->rc[w] = sks__matmul_rows(mm->W, mm->X, mm->T, mm->Y, r, r1, ws, (int64_t)(mm->per / (size_t)in)))) {
+        if ((mm->rc[w] = sks__matmul_rows(mm->W, mm->X, mm->T, mm->Y, r, r1, ws, mm->per))) {
             snprintf(mm->err[w], sizeof mm->err[w], "%s", sks_last_error());
             break;
         }
@@ -626,9 +671,13 @@ static void sks__matmul_worker(sks__job *j, int w, int nw) {
 static int sks__matmul_parallel(const sks_tensor *W, const float *X, int T, float *Y, float *ws, size_t ws_floats,
                                 int nw) {
     /* about 4 blocks per thread, at least SKS__MM_MIN_ROWS rows, in multiples of 16 rows
-     * (the sgemm kernels' unrolling), at most what a worker's share of ws holds */
+     * (the kernels' unrolling); for sgemm at most what a worker's share of ws holds (each
+     * sgemm packs X again), for the packed kernel at most one panel (SKS__MMK_NB rows:
+     * smaller blocks cost it nothing and balance the threads better at the end) */
     const int64_t out = W->shape[0];
-    const int64_t wrows = ws && W->dtype != SKS_DT_F32 ? (int64_t)(ws_floats / (size_t)nw) / W->shape[1] : out;
+    const int kern = sks__mmk_takes(W, T, ws_floats / (size_t)nw);
+    const int64_t wrows = kern ? SKS__MMK_NB
+                        : ws && W->dtype != SKS_DT_F32 ? (int64_t)(ws_floats / (size_t)nw) / W->shape[1] : out;
     int64_t block = (out + 4 * nw - 1) / (4 * nw);
     if (block < SKS__MM_MIN_ROWS) block = SKS__MM_MIN_ROWS;
     block = (block + 15) / 16 * 16;
@@ -707,7 +756,11 @@ void sks_fwd_act_mul(sks_act_kind act, float *gate, const float *up, int64_t n) 
         }
         return;
     }
-    for (int64_t i = 0; i < n; i++) {
+    int64_t i = 0;
+#if SKS__VEXP
+    if (sks__cpu_avx2()) i = sks__silu_mul_avx2(gate, up, n);
+#endif
+    for (; i < n; i++) {
         float z = gate[i];
         gate[i] = z / (1.0f + expf(-z)) * (up ? up[i] : 1.0f);
     }
@@ -858,37 +911,40 @@ static int sks__layer(sks_forward *f, int l, int T, int p0, float *kc, float *vc
     if ((rc = sks__check_finite(f->x, T, d, 2 * l + 1, p0))) return rc;
     if (hk && hk->on_residual && (rc = hk->on_residual(hk->ud, 2 * l + 1, f->x, T, (int)d))) return rc;
 
-    /* FFN: W_down (SiLU(W_gate x) * (W_up x)) */
-    if (hk && hk->on_ffn_in && (rc = hk->on_ffn_in(hk->ud, l, f->xn, T, (int)d))) return rc;
-    if (hk && hk->on_linear_in && (rc = hk->on_linear_in(hk->ud, l, SKS_FWD_LIN_FFN, -1, f->xn, T, (int)d))) return rc;
+    /* FFN: W_down (SiLU(W_gate x) * (W_up x)), over tokens [t0, T) only (sks__pass_run:
+     * the last layer when nothing reads the other tokens' outputs) */
+    const int t0 = f->ffn_from, Tf = T - t0;
+    float *xn = f->xn + (int64_t)t0 * d, *y = f->y + (int64_t)t0 * d, *x = f->x + (int64_t)t0 * d;
+    if (hk && hk->on_ffn_in && (rc = hk->on_ffn_in(hk->ud, l, xn, Tf, (int)d))) return rc;
+    if (hk && hk->on_linear_in && (rc = hk->on_linear_in(hk->ud, l, SKS_FWD_LIN_FFN, -1, xn, Tf, (int)d))) return rc;
     if (sks_arch_layer_moe(&f->a, l)) {
         /* mixture of experts: the router's top-k, the routed experts only (sks_moe.h) */
-        if ((rc = sks_moe_ffn(m, l, f->xn, T, f->y, f->moe, hk, f->ws, f->ws_floats))) return rc;
+        if ((rc = sks_moe_ffn(m, l, xn, Tf, y, f->moe, hk, f->ws, f->ws_floats))) return rc;
     } else {
         if (f->a.ffn_plain) {
             /* GPT-2: gate <- act(x W_up^T + b_up), no gate projection */
             if (!(W = sks__mat(m, SKS_ROLE_W_UP, l))) return SKS_ENOTFOUND;
-            if ((rc = sks_matmul_wt(W, f->xn, T, f->gate, f->ws, f->ws_floats))) return rc;
-            if ((rc = sks__add_bias(f, SKS_ROLE_B_UP, l, f->gate, T, f->f, f->f))) return rc;
+            if ((rc = sks_matmul_wt(W, xn, Tf, f->gate, f->ws, f->ws_floats))) return rc;
+            if ((rc = sks__add_bias(f, SKS_ROLE_B_UP, l, f->gate, Tf, f->f, f->f))) return rc;
         } else {
             if (!(W = sks__mat(m, SKS_ROLE_W_GATE, l))) return SKS_ENOTFOUND;
-            if ((rc = sks_matmul_wt(W, f->xn, T, f->gate, f->ws, f->ws_floats))) return rc;
+            if ((rc = sks_matmul_wt(W, xn, Tf, f->gate, f->ws, f->ws_floats))) return rc;
             if (!(W = sks__mat(m, SKS_ROLE_W_UP, l))) return SKS_ENOTFOUND;
-            if ((rc = sks_matmul_wt(W, f->xn, T, f->up, f->ws, f->ws_floats))) return rc;
+            if ((rc = sks_matmul_wt(W, xn, Tf, f->up, f->ws, f->ws_floats))) return rc;
         }
-        sks__job j = {sks__swiglu_worker, 0, 1, f, T, p0, NULL, NULL, 0, NULL, NULL, NULL, NULL};
-        sks__parallel(&j, T >= SKS__PAR_MIN_T ? f->n_workers : 1);
-        if (hk && hk->on_linear_in && (rc = hk->on_linear_in(hk->ud, l, SKS_FWD_LIN_DOWN, -1, f->gate, T, (int)f->f)))
+        sks__job j = {sks__swiglu_worker, 0, 1, f, Tf, p0, NULL, NULL, 0, NULL, NULL, NULL, NULL};
+        sks__parallel(&j, Tf >= SKS__PAR_MIN_T ? f->n_workers : 1);
+        if (hk && hk->on_linear_in && (rc = hk->on_linear_in(hk->ud, l, SKS_FWD_LIN_DOWN, -1, f->gate, Tf, (int)f->f)))
             return rc;
         if (!(W = sks__mat(m, SKS_ROLE_W_DOWN, l))) return SKS_ENOTFOUND;
-        if ((rc = sks_matmul_wt(W, f->gate, T, f->y, f->ws, f->ws_floats))) return rc;
-        if ((rc = sks__add_bias(f, SKS_ROLE_B_DOWN, l, f->y, T, d, d))) return rc;
+        if ((rc = sks_matmul_wt(W, f->gate, Tf, y, f->ws, f->ws_floats))) return rc;
+        if ((rc = sks__add_bias(f, SKS_ROLE_B_DOWN, l, y, Tf, d, d))) return rc;
     }
-    if (hk && hk->on_ffn_out && (rc = hk->on_ffn_out(hk->ud, l, f->y, T, (int)d))) return rc;
-    if ((rc = sks__post_norm(f, SKS_ROLE_POST_FFN_NORM, l, T, f->y))) return rc;
-    sks__addnorm(f, T, f->x, f->y, NULL);
-    if ((rc = sks__check_finite(f->x, T, d, 2 * l + 2, p0))) return rc;
-    if (hk && hk->on_residual && (rc = hk->on_residual(hk->ud, 2 * l + 2, f->x, T, (int)d))) return rc;
+    if (hk && hk->on_ffn_out && (rc = hk->on_ffn_out(hk->ud, l, y, Tf, (int)d))) return rc;
+    if ((rc = sks__post_norm(f, SKS_ROLE_POST_FFN_NORM, l, Tf, y))) return rc;
+    sks__addnorm(f, Tf, x, y, NULL);
+    if ((rc = sks__check_finite(x, Tf, d, 2 * l + 2, p0 + t0))) return rc;
+    if (hk && hk->on_residual && (rc = hk->on_residual(hk->ud, 2 * l + 2, x, Tf, (int)d))) return rc;
     return 0;
 }
 
@@ -943,10 +999,18 @@ static int sks__pass_run(sks_forward *f, const int32_t *tokens, int T, int p0, i
     }
     if ((rc = sks__check_finite(f->x, T, d, 0, p0))) return rc;
     if (hk && hk->on_residual && (rc = hk->on_residual(hk->ud, 0, f->x, T, (int)d))) return rc;
+    /* Only the last position's logits and no hook: the other tokens' outputs of the last
+     * layer's FFN are never read (its keys and values come before it), so that FFN runs
+     * on the last token alone, as llama.cpp does for a prompt whose last logits only are
+     * asked. Every other pass computes every token. */
+    const int last_ffn_from = logits && last_only && !hk ? T - 1 : 0;
     for (int l = 0; l < f->a.n_layers; l++) {
         float *kc = use_cache ? f->kc + (int64_t)l * f->max_T * f->kd : f->k;
         float *vc = use_cache ? f->vc + (int64_t)l * f->max_T * f->kd : f->v;
-        if ((rc = sks__layer(f, l, T, p0, kc, vc, mode, hk))) return rc;
+        f->ffn_from = l == f->a.n_layers - 1 ? last_ffn_from : 0;
+        rc = sks__layer(f, l, T, p0, kc, vc, mode, hk);
+        f->ffn_from = 0;
+        if (rc) return rc;
     }
     if (!logits) return 0;
     /* logits = W_cls (RMSNorm(h) * gamma_final) */

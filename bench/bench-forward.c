@@ -10,8 +10,9 @@
  * + 4 dh H L T (T + 1) / 2                                   (Q K^T and A V, causal half)
  * The fraction reported is (useful flops / time) / (sgemm flops/s at 2048^3).
  * --logits: the classifier at every position (default), at the last one only (what
- * llama.cpp's llama-bench computes for a prompt; the classifier's flops then count for
- * one row) or not at all.
+ * llama.cpp's llama-bench computes for a prompt; the classifier's flops and those of the
+ * last layer's FFN, which the pass then runs on the last token alone, count for one
+ * row) or not at all.
  * Output: one human line per measurement on stdout, then one JSON line.
  */
 #include "analysis/sks_forward.h"
@@ -139,6 +140,8 @@ int main(int argc, char **argv) {
                    3.0 * a->d_model * a->d_ffn;
     double flops = 2.0 * T * wparams + 2.0 * lg_rows * (double)a->vocab_size * a->d_model +
                    2.0 * (double)T * (T + 1) * a->head_dim * a->n_heads * a->n_layers;
+    /* --logits last: the last layer's FFN runs on the last token only (sks_forward_run) */
+    if (lg_rows == 1) flops -= 2.0 * (T - 1) * 3.0 * a->d_model * a->d_ffn;
 
     int32_t *tok = malloc((size_t)T * sizeof *tok);
     for (int t = 0; t < T; t++) tok[t] = t ? (int32_t)((uint64_t)(t * 2654435761u) % (uint64_t)a->vocab_size) : 1;

@@ -149,6 +149,22 @@ int sks_tensor_rows_f32(const sks_tensor *t, int64_t row0, int64_t nrows, float 
     return sks__nonfinite_check(t, out, (size_t)nrows * (size_t)sks_tensor_cols(t));
 }
 
+int sks_tensor_tile_f32(const sks_tensor *t, int64_t row0, int64_t nrows, int64_t col0, int64_t ncols, float *out) {
+    int64_t c = 0; /* set by sks__row_span on success */
+    size_t rb = 0;
+    int rc = sks__row_span(t, row0, nrows, &c, &rb);
+    if (rc) return rc;
+    const sks_dtype_info *info = sks_dtype_get(t->dtype);
+    if (!info || !info->to_f32 || (t->tstride > 0 && t->ndim == 2))
+        return sks_fail(SKS_EDTYPE, "%s: tensor type %s is not converted by tiles", t->name, sks_dtype_name(t->dtype));
+    if (col0 < 0 || ncols < 0 || col0 > c || ncols > c - col0 || col0 % info->block || ncols % info->block)
+        return sks_fail(SKS_EBOUNDS, "%s: columns [%lld, %lld) are not whole blocks of [0, %lld)", t->name,
+                        (long long)col0, (long long)(col0 + ncols), (long long)c);
+    const uint8_t *src = (const uint8_t *)t->data + (size_t)row0 * rb + (size_t)(col0 / info->block) * info->block_bytes;
+    for (int64_t r = 0; r < nrows; r++) info->to_f32(src + (size_t)r * rb, out + (size_t)r * (size_t)ncols, (size_t)ncols);
+    return sks__nonfinite_check(t, out, (size_t)nrows * (size_t)ncols);
+}
+
 /* Rows of a transposed view (tstride > 0): view row r is stored column r. For each
  * stored row c, the run of view rows [r, r + 64) is contiguous there: converted at once
  * (the dtype's own kernel) and written to column c of those output rows. */

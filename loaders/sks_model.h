@@ -172,6 +172,10 @@ static inline int64_t sks_tensor_cols(const sks_tensor *t) { return t->ndim == 1
 /* Convert rows [row0, row0+nrows) of a 2-D tensor (or the whole of a 1-D one with
  * row0 = 0, nrows = 1) to f32 in out, (nrows, cols) row-major. */
 int sks_tensor_rows_f32(const sks_tensor *t, int64_t row0, int64_t nrows, float *out);
+/* Columns [col0, col0+ncols) of rows [row0, row0+nrows) of a 2-D tensor to f32 in out,
+ * (nrows, ncols) row-major: col0 and ncols whole blocks of the dtype. Not for
+ * transposed views (SKS_EDTYPE). The same non-finite check as sks_tensor_rows_f32. */
+int sks_tensor_tile_f32(const sks_tensor *t, int64_t row0, int64_t nrows, int64_t col0, int64_t ncols, float *out);
 /* Same for f64 (exact for every supported dtype). */
 int sks_tensor_rows_f64(const sks_tensor *t, int64_t row0, int64_t nrows, double *out);
 

@@ -9,6 +9,9 @@
  * missing bias) shows up at order 1e-1.
  */
 #include <cblas.h>
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#endif
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +19,7 @@
 
 #include "sks_test.h"
 #include "analysis/sks_forward.h"
+#include "analysis/matmul_kernel.h"
 
 /* ---- a small deterministic generator ------------------------------------------------ */
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
@@ -458,6 +462,14 @@ static void random_case(int interleaved, int qwen3, int qwen2, int llama3, int t
     /* without the probabilities hook attention takes the threaded per-block path */
     assert_int_equal(sks_forward_run(f, tok, T, SKS_FWD_CAUSAL, NULL, lg, 0), 0);
     for (size_t i = 0; i < (size_t)T * V; i++) assert_close(lg[i], logits[i], TOL, "logit (no hooks)");
+    /* the last position's logits only: without hooks the last layer's FFN runs on that
+     * token alone (sks__pass_run); with hooks on every token, whose residuals stay whole */
+    assert_int_equal(sks_forward_run(f, tok, T, SKS_FWD_CAUSAL, NULL, lg, 1), 0);
+    for (int v = 0; v < V; v++) assert_close(lg[v], logits[(size_t)(T - 1) * V + v], TOL, "last logits (no hooks)");
+    memset(c.k.res, 0, (size_t)(2 * L + 1) * T * d * sizeof(float));
+    assert_int_equal(sks_forward_run(f, tok, T, SKS_FWD_CAUSAL, &hk, lg, 1), 0);
+    for (int v = 0; v < V; v++) assert_close(lg[v], logits[(size_t)(T - 1) * V + v], TOL, "last logits (hooks)");
+    for (size_t i = 0; i < (size_t)(2 * L + 1) * T * d; i++) assert_close(c.k.res[i], res[i], TOL, "residual (last)");
     /* on_ffn_out is the difference of the residuals around the FFN */
     for (int l = 0; l < L; l++)
         for (size_t i = 0; i < (size_t)T * d; i++)
@@ -670,6 +682,106 @@ static void test_matmul_chunks(void **state) {
     free(wb); free(wf); free(X); free(Y); free(ws);
 }
 
+/* The packed kernel (matmul_kernel.h) and the convert-then-sgemm path against a float64
+ * product of the decoded weights (the _ref converters): f16, bf16, Q8_0 and Q4_K, shapes
+ * with ragged edges (T not a multiple of the kernel's 6 rows; out not a multiple of 16 or
+ * of a panel's rows; in not a multiple of a panel's columns, of 8, or shorter than one
+ * panel), 1 to 3 threads, workspaces for whole panels, for one sliver of 16 rows, and
+ * one too small for a sliver (which falls back). Bound: |y - ref| <= 2 in u sum_k
+ * |x_k w_k|, u = 2^-24, which any order of f32 summation keeps (Higham's gamma_n); a
+ * wrong index or packing error is of order sum |x w|. On a CPU with AVX2 and FMA the
+ * kernel must take the products (dispatch by the CPU's features); elsewhere it must not. */
+static void test_matmul_kernel(void **state) {
+    (void)state;
+    static const struct {
+        sks_dtype dt;
+        int T, out, in;
+    } cs[] = {{SKS_DT_F16, 13, 130, 544}, {SKS_DT_F16, 1, 17, 40},   {SKS_DT_F16, 6, 16, 1030},
+              {SKS_DT_BF16, 7, 300, 96},  {SKS_DT_Q8_0, 11, 45, 1056}, {SKS_DT_Q4_K, 5, 33, 768}};
+#if defined(__x86_64__) && defined(__GNUC__)
+    unsigned a, b, c, d; /* F16C: CPUID leaf 1, ECX bit 29 */
+    const int cpu = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                    __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+#else
+    const int cpu = 0;
+#endif
+    const int saved = openblas_get_num_threads();
+    for (size_t c = 0; c < sizeof cs / sizeof cs[0]; c++) {
+        const int T = cs[c].T, out = cs[c].out, in = cs[c].in;
+        const sks_dtype_info *info = sks_dtype_get(cs[c].dt);
+        const size_t n = (size_t)out * (size_t)in, nbytes = n / info->block * info->block_bytes;
+        float *w0 = malloc(n * 4), *wf = malloc(n * 4), *X = malloc((size_t)T * in * 4);
+        float *Y = malloc((size_t)T * out * 4), *ws = malloc(((size_t)1 << 18) * 4);
+        double *ref = malloc((size_t)T * out * 8), *bound = malloc((size_t)T * out * 8);
+        void *wq = malloc(nbytes);
+        for (size_t i = 0; i < n; i++) w0[i] = (float)urand();
+        for (int64_t i = 0; i < (int64_t)T * in; i++) X[i] = (float)urand();
+        info->from_f32(w0, wq, n);
+        info->to_f32_ref(wq, wf, n);
+        for (int t = 0; t < T; t++)
+            for (int o = 0; o < out; o++) {
+                double sum = 0, mag = 0;
+                for (int k = 0; k < in; k++) {
+                    double p = (double)X[(size_t)t * in + k] * (double)wf[(size_t)o * in + k];
+                    sum += p;
+                    mag += fabs(p);
+                }
+                ref[(size_t)t * out + o] = sum;
+                bound[(size_t)t * out + o] = 2.0 * in * 0x1p-24 * mag;
+            }
+        sks_tensor W = {"w", cs[c].dt, 2, {out, in}, wq, (uint64_t)nbytes, 0, 0, 0};
+        const int64_t kc = in < SKS__MMK_KC ? in : SKS__MMK_KC;
+        for (int nth = 1; nth <= 3; nth++) {
+            openblas_set_num_threads(nth);
+            /* per thread: whole panels, one sliver (16 (kc + T) + 8 kc), less than a sliver
+             * (one row) */
+            const size_t per[3] = {(size_t)1 << 16, (size_t)(24 * kc + 16 * T), (size_t)in};
+            for (int v = 0; v < 3; v++)
+                for (int on = 0; on <= 1; on++) {
+                    sks__mmk_set_enabled(on);
+                    assert_int_equal(sks__mmk_takes(&W, T, per[v]), on && cpu && v < 2);
+                    for (int64_t i = 0; i < (int64_t)T * out; i++) Y[i] = NAN;
+                    assert_int_equal(sks_matmul_wt(&W, X, T, Y, ws, per[v] * (size_t)nth), 0);
+                    for (int64_t i = 0; i < (int64_t)T * out; i++)
+                        if (!(fabs(Y[i] - ref[i]) <= bound[i]))
+                            fail_msg("%s (%d, %d, %d), %d threads, workspace %d, kernel %d: Y[%lld] = %.9g, "
+                                     "want %.9g +- %.3g", info->name, T, out, in, nth, v, on, (long long)i, Y[i],
+                                     ref[i], bound[i]);
+                }
+        }
+        sks__mmk_set_enabled(1);
+        free(w0); free(wf); free(X); free(Y); free(ws); free(ref); free(bound); free(wq);
+    }
+    /* a NaN or Inf weight (f16: in the 8-column blocks or in the tail of a row of 36)
+     * stops the kernel's product as it stops the other path's; allowed, it reaches Y */
+    uint16_t *wh = malloc(64 * 36 * 2);
+    float X[2 * 36], Y[2 * 64], *ws = malloc(((size_t)1 << 16) * 4);
+    for (int i = 0; i < 64 * 36; i++) wh[i] = sks_f32_to_f16((float)urand());
+    for (int i = 0; i < 2 * 36; i++) X[i] = (float)urand();
+    sks_tensor W = {"nan_f16", SKS_DT_F16, 2, {64, 36}, wh, 64 * 36 * 2, 0, 0, 0};
+    static const int at[2] = {50 * 36 + 3, 10 * 36 + 34};
+    static const uint16_t bits[2] = {0x7e00, 0xfc00};
+    for (int b = 0; b < 2; b++) {
+        const uint16_t keep = wh[at[b]];
+        wh[at[b]] = bits[b];
+        for (int on = 0; on <= 1; on++) {
+            sks__mmk_set_enabled(on);
+            assert_int_equal(sks_matmul_wt(&W, X, 2, Y, ws, (size_t)1 << 16), SKS_ENONFINITE);
+            assert_non_null(strstr(sks_last_error(), "nan_f16"));
+            sks_nonfinite_allow(1);
+            assert_int_equal(sks_matmul_wt(&W, X, 2, Y, ws, (size_t)1 << 16), 0);
+            sks_nonfinite_allow(0);
+            for (int t = 0; t < 2; t++)
+                for (int o = 0; o < 64; o++) assert_true(!isfinite(Y[t * 64 + o]) == (o == at[b] / 36));
+        }
+        wh[at[b]] = keep;
+    }
+    sks__mmk_set_enabled(1);
+    openblas_set_num_threads(saved);
+    free(wh);
+    free(ws);
+}
+
 static int abort_hook(void *ud, int b, const float *h, int T, int d) {
     (void)ud; (void)h; (void)T; (void)d;
     return b == 2 ? SKS_ENOCONV : 0;
@@ -711,6 +823,7 @@ int main(void) {
         cmocka_unit_test(test_independent_mode),
         cmocka_unit_test(test_generate_kv_cache),
         cmocka_unit_test(test_matmul_chunks),
+        cmocka_unit_test(test_matmul_kernel),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

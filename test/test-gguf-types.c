@@ -4,7 +4,13 @@
  * in each type sinkscope writes and in the llama.cpp-like mixes. For each file:
  *   - the trace of the file equals the trace of the same model dequantized to f32 (an
  *     in-memory model whose f32 weights are the file's weights as the dtype table
- *     decodes them, not the original ones): block max |h| within 1e-4 relative;
+ *     decodes them, not the original ones): block max |h| within 1e-4 relative with
+ *     both models' products through OpenBLAS's sgemm (the packed kernel of
+ *     analysis/matmul_kernel.h off), and within 1e-3 with the file's products through
+ *     the packed kernel, as a pass runs them: the last block's max |h| comes out of
+ *     sums that cancel, so that another order of f32 summation moves it by up to 2e-4
+ *     here (and one ulp of noise on the twin's weights by up to 2e-5); the kernel's
+ *     own accuracy is checked against float64 in test-forward;
  *   - the planted spike channels are the spike channels found in the file;
  *   - the quantizer round trip stays within the type's step (per-block error against
  *     the block's largest |x|).
@@ -22,6 +28,7 @@
 #include "analysis/sks_synth.h"
 #include "analysis/sks_trace.h"
 #include "loaders/sks_gguf.h"
+#include "analysis/matmul_kernel.h"
 
 static const char *cfg_json =
     "{\"hidden_size\": 256, \"intermediate_size\": 512, \"num_hidden_layers\": 3, \"num_attention_heads\": 4,"
@@ -64,7 +71,8 @@ static sks_trace_result *run_trace(const sks_model *m, int32_t ids[][NTOK], int 
 }
 
 /* The trace of m equals the trace of its dequantized twin (block max |h| within 1e-4
- * relative). Returns the trace of m (caller frees). */
+ * relative on the same GEMM path, 1e-3 through the packed kernel; see the top).
+ * Returns the trace of m as a pass runs it (caller frees). */
 static sks_trace_result *trace_vs_twin(const sks_model *m, const char *label) {
     float **bufs;
     size_t nbuf;
@@ -72,13 +80,19 @@ static sks_trace_result *trace_vs_twin(const sks_model *m, const char *label) {
     int32_t ids[2][NTOK];
     for (int k = 0; k < 2; k++) sks_trace_default_tokens(m, NTOK, 1000 + (uint64_t)k, ids[k]);
     sks_trace_result *rq = run_trace(m, ids, 2), *rf = run_trace(f, ids, 2);
+    sks__mmk_set_enabled(0);
+    sks_trace_result *rs = run_trace(m, ids, 2);
+    sks__mmk_set_enabled(1);
     assert_int_equal(rq->n_blocks, rf->n_blocks);
+    assert_int_equal(rs->n_blocks, rf->n_blocks);
     for (int b = 0; b < rq->n_blocks; b++) {
-        double e = sks_test_reldiff(rq->blocks[b].max_abs, rf->blocks[b].max_abs, 1e-30);
-        if (e > 1e-4)
-            fail_msg("%s block %d: max |h| %.9g in the file, %.9g dequantized to f32 (rel %.2g)", label, b,
-                     rq->blocks[b].max_abs, rf->blocks[b].max_abs, e);
+        double es = sks_test_reldiff(rs->blocks[b].max_abs, rf->blocks[b].max_abs, 1e-30);
+        double eq = sks_test_reldiff(rq->blocks[b].max_abs, rf->blocks[b].max_abs, 1e-30);
+        if (es > 1e-4 || eq > 1e-3)
+            fail_msg("%s block %d: max |h| %.9g in the file (%.9g with sgemm), %.9g dequantized to f32 (rel %.2g, "
+                     "%.2g)", label, b, rq->blocks[b].max_abs, rs->blocks[b].max_abs, rf->blocks[b].max_abs, eq, es);
     }
+    sks_trace_result_free(rs);
     sks_trace_result_free(rf);
     sks_model_close(f);
     for (size_t i = 0; i < nbuf; i++) free(bufs[i]);
