@@ -741,6 +741,44 @@ static int sks__check_finite(const float *X, int T, int64_t d, int b, int p0) {
     return 0;
 }
 
+/* After a non-finite activation at block b: the stored weights that feed that block
+ * (the embeddings for block 0, else every tensor of the layer, experts included),
+ * converted row by row through the checked path. f32 weights are multiplied where they
+ * lie, unchecked; a damaged one is then named here, with the block, instead of leaving
+ * only the activation. Returns rc unchanged when no tensor is at fault (or
+ * --allow-nonfinite accepts them). Only on the failure path. */
+static int sks__explain_nonfinite(const sks_forward *f, int b, int rc) {
+    if (rc != SKS_ENONFINITE) return rc;
+    char act[512];
+    snprintf(act, sizeof act, "%s", sks_last_error());
+    const sks_arch *a = sks_model_arch(f->m);
+    const int layer = b == 0 ? -1 : (b - 1) / 2;
+    for (int role = 0; role < SKS_ROLE_COUNT; role++) {
+        const int global = role == SKS_ROLE_EMBED || role == SKS_ROLE_POS_EMBED || role == SKS_ROLE_FINAL_NORM ||
+                           role == SKS_ROLE_FINAL_NORM_B || role == SKS_ROLE_LM_HEAD;
+        if (global != (layer < 0) || (layer < 0 && role != SKS_ROLE_EMBED && role != SKS_ROLE_POS_EMBED)) continue;
+        const int per_expert = sks_role_is_per_expert((sks_role)role), ne = per_expert ? a->n_experts : 1;
+        for (int e = 0; e < ne; e++) {
+            const sks_tensor *t = per_expert ? sks_model_expert(f->m, (sks_role)role, layer, e)
+                                             : sks_model_tensor(f->m, (sks_role)role, layer < 0 ? 0 : layer);
+            if (!t) continue;
+            const int64_t rows = t->ndim == 2 ? sks_tensor_rows(t) : 1, cols = sks_tensor_cols(t);
+            float *row = cols > 0 ? sks_malloc_n((size_t)cols, sizeof *row) : NULL;
+            if (!row) continue;
+            int trc = 0;
+            for (int64_t r = 0; r < rows && !trc; r++) trc = sks_tensor_rows_f32(t, r, 1, row);
+            free(row);
+            if (trc == SKS_ENONFINITE) {
+                char w[512];
+                snprintf(w, sizeof w, "%s", sks_last_error());
+                return sks_fail(SKS_ENONFINITE, "%s; %s", act, w);
+            }
+        }
+    }
+    sks_fail(SKS_ENONFINITE, "%s", act);
+    return rc;
+}
+
 /* X += Y, then xn = RMSNorm(X) * g, over worker threads when T is large enough */
 static void sks__addnorm(sks_forward *f, int T, float *X, const float *Y, const float *g) {
     sks__job j = {sks__addnorm_worker, 0, 1, f, T, 0, NULL, NULL, 0, X, Y, g, NULL};
@@ -908,7 +946,7 @@ static int sks__layer(sks_forward *f, int l, int T, int p0, float *kc, float *vc
     /* h += post(attention output); xn = RMSNorm(h) * gamma_ffn (the norm leaves h as it is) */
     if ((rc = sks__post_norm(f, SKS_ROLE_POST_ATTN_NORM, l, T, f->y))) return rc;
     if ((rc = sks__pre_norm(f, SKS_ROLE_FFN_NORM, l, T, f->y))) return rc;
-    if ((rc = sks__check_finite(f->x, T, d, 2 * l + 1, p0))) return rc;
+    if ((rc = sks__check_finite(f->x, T, d, 2 * l + 1, p0))) return sks__explain_nonfinite(f, 2 * l + 1, rc);
     if (hk && hk->on_residual && (rc = hk->on_residual(hk->ud, 2 * l + 1, f->x, T, (int)d))) return rc;
 
     /* FFN: W_down (SiLU(W_gate x) * (W_up x)), over tokens [t0, T) only (sks__pass_run:
@@ -943,7 +981,7 @@ static int sks__layer(sks_forward *f, int l, int T, int p0, float *kc, float *vc
     if (hk && hk->on_ffn_out && (rc = hk->on_ffn_out(hk->ud, l, y, Tf, (int)d))) return rc;
     if ((rc = sks__post_norm(f, SKS_ROLE_POST_FFN_NORM, l, Tf, y))) return rc;
     sks__addnorm(f, Tf, x, y, NULL);
-    if ((rc = sks__check_finite(x, Tf, d, 2 * l + 2, p0 + t0))) return rc;
+    if ((rc = sks__check_finite(x, Tf, d, 2 * l + 2, p0 + t0))) return sks__explain_nonfinite(f, 2 * l + 2, rc);
     if (hk && hk->on_residual && (rc = hk->on_residual(hk->ud, 2 * l + 2, x, Tf, (int)d))) return rc;
     return 0;
 }
@@ -997,7 +1035,7 @@ static int sks__pass_run(sks_forward *f, const int32_t *tokens, int T, int p0, i
         const float s = sks_model_embed_scale(f->m);
         for (int64_t i = 0; i < (int64_t)T * d; i++) f->x[i] *= s;
     }
-    if ((rc = sks__check_finite(f->x, T, d, 0, p0))) return rc;
+    if ((rc = sks__check_finite(f->x, T, d, 0, p0))) return sks__explain_nonfinite(f, 0, rc);
     if (hk && hk->on_residual && (rc = hk->on_residual(hk->ud, 0, f->x, T, (int)d))) return rc;
     /* Only the last position's logits and no hook: the other tokens' outputs of the last
      * layer's FFN are never read (its keys and values come before it), so that FFN runs

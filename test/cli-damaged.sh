@@ -103,4 +103,17 @@ grep -q "blk.2.ffn_gate.weight" "$TMP/err" || fail "analyze error: $(cat "$TMP/e
 [ -e "$A/fig_alpha.png" ] && fail "the earlier run's figure survived a new run"
 [ -e "$A/notes.txt" ] || fail "analyze removed a file that is not its own"
 [ -e "$A.partial" ] && fail "analyze left $A.partial"
+# ---- f32 weights are multiplied where they lie, unchecked: a NaN in one still stops the
+# pass, and the error names the tensor as well as the block it reached (synth's f32 model)
+"$BIN" synth --preset tiny --dtype f32 -o "$TMP/f32" -q 2>"$TMP/err" || fail "synth: $(cat "$TMP/err")"
+T32="$TMP/f32/model.safetensors"
+HDR=$($PY -c "import struct,sys; print(8 + struct.unpack('<Q', open(sys.argv[1],'rb').read(8))[0])" "$T32")
+OFF=$($PY -c "import json,sys; h=json.loads(open(sys.argv[1],'rb').read()[8:$HDR]); t=h['model.layers.0.mlp.down_proj.weight']; assert t['dtype']=='F32'; print(t['data_offsets'][0])" "$T32")
+printf '\000\000\300\177' | dd of="$T32" bs=1 seek=$((HDR + OFF + 40)) conv=notrunc status=none
+"$BIN" spikes "$TMP/f32" -o "$TMP/f.msgpack" --quiet 2>"$TMP/err" && fail "spikes on an f32 NaN weight exited 0"
+[ "$(wc -l <"$TMP/err")" -eq 1 ] || fail "f32 NaN: the error is not one line: $(cat "$TMP/err")"
+grep -q "after the FFN of layer 0.*model.layers.0.mlp.down_proj.weight: 1 of [0-9]* weights are NaN or Inf" "$TMP/err" ||
+    fail "f32 NaN: the tensor is not named: $(cat "$TMP/err")"
+[ -e "$TMP/f.msgpack" ] && fail "spikes wrote a result over an f32 NaN weight"
+
 echo "cli-damaged: ok"
