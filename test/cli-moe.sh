@@ -13,8 +13,10 @@ BIN=$1
 SRC=$2
 PY=/usr/bin/python3
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/sks-moe.XXXXXX")
-trap 'rm -rf "$TMP"' EXIT
+PID=
+trap '[ -n "$PID" ] && kill -9 "$PID" 2>/dev/null; rm -rf "$TMP"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
+. "$SRC/test/interrupt.sh"
 
 "$BIN" demo -o "$TMP/demo" --preset mixtral-tiny --no-plots --quiet >"$TMP/demo.log" 2>&1 ||
     fail "demo mixtral-tiny: $(tail -3 "$TMP/demo.log")"
@@ -125,24 +127,9 @@ RARGS=(spikes "$TMP/res" --layers 0-5 --top-frob 4 --rank 3)
 CMP="$PY $SRC/test/msgpack-compare.py --ignore seconds_screen --ignore seconds_eigs"
 "$BIN" "${RARGS[@]}" -o "$TMP/res-ref.msgpack" -q 2>"$TMP/res-ref.log" || fail "resume reference: $(tail -3 "$TMP/res-ref.log")"
 OUT=$TMP/res-run.msgpack
-killed=0
-for attempt in 1 2 3 4 5; do
-    rm -rf "$OUT" "$OUT.parts"
-    "$BIN" "${RARGS[@]}" -o "$OUT" -q 2>/dev/null &
-    pid=$!
-    for _ in $(seq 1 6000); do
-        compgen -G "$OUT.parts/layer-*.msgpack" >/dev/null && break
-        kill -0 $pid 2>/dev/null || break
-        sleep 0.01
-    done
-    kill -9 $pid 2>/dev/null
-    wait $pid 2>/dev/null
-    if [ ! -e "$OUT" ] && compgen -G "$OUT.parts/layer-*.msgpack" >/dev/null; then
-        killed=1
-        break
-    fi
-done
-[ $killed = 1 ] || fail "could not interrupt the MoE spikes run in 5 attempts"
+on_finished() { :; } # a run that won the race: try again
+sks_interrupt "$OUT" "layer-*.msgpack" 5 "$BIN" "${RARGS[@]}" -o "$OUT" -q
+[ $? = 0 ] || fail "could not interrupt the MoE spikes run in 5 attempts"
 grep -q "^moe.n_experts_used=2$" "$OUT.parts/manifest.txt" || fail "the manifest lacks the MoE fields"
 grep -q "^moe.moe_layers=0,1,2,3,4,5$" "$OUT.parts/manifest.txt" || fail "the manifest lacks the MoE layers"
 n=$(ls "$OUT.parts"/layer-*.msgpack | wc -l)

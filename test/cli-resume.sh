@@ -24,6 +24,7 @@ fail() {
     echo "FAIL: $*" >&2
     exit 1
 }
+. "$SRC/test/interrupt.sh"
 
 "$PY" -c "import msgpack" 2>/dev/null || fail "$PY lacks msgpack: run scripts/install-deps.sh"
 CMP="$PY $SRC/test/msgpack-compare.py --ignore seconds_screen --ignore seconds_eigs"
@@ -39,30 +40,13 @@ $PY -c "import msgpack,sys; d=msgpack.unpackb(open(sys.argv[1],'rb').read()); as
 
 # 2. kill after the first part file
 OUT=$TMP/run.msgpack
-killed=0
-for attempt in 1 2 3; do
-    rm -rf "$OUT" "$OUT.parts"
-    "$BIN" "${ARGS[@]}" -o "$OUT" 2>"$TMP/run1.log" &
-    PID=$!
-    for _ in $(seq 1 6000); do
-        compgen -G "$OUT.parts/layer-*.msgpack" >/dev/null && break
-        kill -0 "$PID" 2>/dev/null || break
-        sleep 0.01
-    done
-    if kill -9 "$PID" 2>/dev/null; then
-        wait "$PID" 2>/dev/null
-        PID=
-        if [ ! -e "$OUT" ]; then
-            killed=1
-            break
-        fi
-    fi
-    wait "$PID" 2>/dev/null
-    PID=
-    # the run won the race: its output must be complete
-    $CMP "$TMP/ref.msgpack" "$OUT" || fail "a run that finished before the kill wrote a different result"
-done
-[ $killed = 1 ] || fail "could not interrupt a run in 3 attempts (each finished before SIGKILL)"
+# a run that won the race: its output must be complete
+on_finished() { $CMP "$TMP/ref.msgpack" "$1" || fail "a run that finished before the kill wrote a different result"; }
+sks_interrupt "$OUT" "layer-*.msgpack" 3 "$BIN" "${ARGS[@]}" -o "$OUT"
+case $? in
+1) fail "could not interrupt a run in 3 attempts (each finished before SIGKILL)" ;;
+2) fail "the run died without output" ;;
+esac
 [ -e "$OUT" ] && fail "the killed run left $OUT"
 ls "$OUT".tmp.* >/dev/null 2>&1 && echo "note: a temporary file of the killed write is left: $(ls "$OUT".tmp.*)"
 parts=$(cd "$OUT.parts" && ls layer-*.msgpack 2>/dev/null | sed -E 's/layer-0*([0-9]+)\.msgpack/\1/' | sort -n | tr '\n' ' ')
@@ -144,26 +128,12 @@ VARGS=(vocab-sweep "$TMP/demo" --batch 64)
 "$BIN" "${VARGS[@]}" -o "$TMP/vref.msgpack" -q 2>"$TMP/vref.log" || fail "vocab reference: $(cat "$TMP/vref.log")"
 [ -d "$TMP/vref.msgpack.parts" ] && fail "vocab: the parts folder is left behind after a finished run"
 VOUT=$TMP/vrun.msgpack
-killed=0
-for attempt in 1 2 3 4 5; do
-    rm -rf "$VOUT" "$VOUT.parts"
-    "$BIN" "${VARGS[@]}" -o "$VOUT" -q 2>/dev/null &
-    PID=$!
-    for _ in $(seq 1 6000); do
-        compgen -G "$VOUT.parts/batch-*.msgpack" >/dev/null && break
-        kill -0 "$PID" 2>/dev/null || break
-        sleep 0.005
-    done
-    if kill -9 "$PID" 2>/dev/null; then
-        wait "$PID" 2>/dev/null
-        PID=
-        [ -e "$VOUT" ] || { killed=1; break; }
-    fi
-    wait "$PID" 2>/dev/null
-    PID=
-    $CMP --ignore seconds "$TMP/vref.msgpack" "$VOUT" || fail "vocab: a run that won the race differs"
-done
-[ $killed = 1 ] || fail "vocab: could not interrupt a run in 5 attempts"
+on_finished() { $CMP --ignore seconds "$TMP/vref.msgpack" "$1" || fail "vocab: a run that won the race differs"; }
+sks_interrupt "$VOUT" "batch-*.msgpack" 5 "$BIN" "${VARGS[@]}" -o "$VOUT" -q
+case $? in
+1) fail "vocab: could not interrupt a run in 5 attempts" ;;
+2) fail "vocab: the run died without output" ;;
+esac
 nb=$(ls "$VOUT.parts"/batch-*.msgpack | wc -l)
 "$BIN" vocab-sweep "$TMP/demo" --batch 32 -o "$VOUT" --resume -q 2>"$TMP/vbad.log"
 [ $? = 1 ] && grep -q "other parameters" "$TMP/vbad.log" || fail "vocab --resume with another --batch: $(cat "$TMP/vbad.log")"
