@@ -1261,9 +1261,6 @@ static void sks__evp_mark(int phase) {
 }
 
 extern "C" int sks_qf_cuda_eigs_profile(double *sec, int n) {
-    static const char *const names[SKS__EVP_N] = {"operator", "projection", "rayleigh-ritz", "ritz+residuals",
-                                                  "host", "restart", "expand+orth", "compaction"};
-    (void)names;
     if (g_evp_on <= 0) return 0;
     for (int i = 0; i < n && i <= SKS__EVP_N; i++) sec[i] = g_evp[i];
     memset(g_evp, 0, sizeof g_evp);
